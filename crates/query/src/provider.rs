@@ -1,0 +1,303 @@
+//! [`ElideTable`]: a DataFusion `TableProvider` over one table of a store.
+//!
+//! ```text
+//!  scan(filters, projection)
+//!   │ snapshot = store.snapshot()              (consistent; pins its files)
+//!   │ prune parts by project_id / timestamp / _seq min-max (PruningPredicate)
+//!   │ per part: PartitionedFile + ParquetAccessPlan(tombstones) + ExpectedLayout
+//!   │           + statistics with num_rows = rows - deleted
+//!   ▼
+//!  UnionExec( DataSourceExec(parquet, PartReaderFactory),  DataSourceExec(memtable batches) )
+//! ```
+//!
+//! Filters are pushed down as `Inexact`: they prune parts and row groups,
+//! and DataFusion still applies them above the scan. Deleted rows never
+//! reach that filter: they are not decoded.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, TimestampMicrosecondArray, UInt64Array};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::stats::Precision;
+use datafusion::common::{Column, DFSchema, ScalarValue, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_optimizer::pruning::PruningPredicate;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use elide_store::{PartMeta, Snapshot, Store, Table};
+
+use crate::access::{access_plan, ExpectedLayout, PartReaderFactory};
+
+/// A table of an Elide store, as DataFusion sees it.
+#[derive(Debug, Clone)]
+pub struct ElideTable {
+    store: Store,
+    table: Table,
+    schema: SchemaRef,
+}
+
+impl ElideTable {
+    /// The provider of `table` in `store`.
+    pub fn new(store: Store, table: Table) -> Self {
+        ElideTable {
+            schema: table.def().schema(),
+            store,
+            table,
+        }
+    }
+
+    /// URL under which the store's object store is registered with DataFusion.
+    pub fn object_store_url(store_id: &str) -> Result<ObjectStoreUrl> {
+        ObjectStoreUrl::parse(format!("elide://{store_id}/"))
+    }
+}
+
+/// Part min/max statistics for partition pruning.
+struct PartStats<'a> {
+    parts: &'a [&'a PartMeta],
+}
+
+impl PruningStatistics for PartStats<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.values(column, true)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.values(column, false)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.parts.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        match column.name.as_str() {
+            "project_id" | "timestamp" | "_seq" => {
+                Some(Arc::new(UInt64Array::from(vec![0u64; self.parts.len()])))
+            }
+            _ => None,
+        }
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        Some(Arc::new(UInt64Array::from_iter_values(
+            self.parts.iter().map(|p| p.rows),
+        )))
+    }
+
+    fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
+}
+
+impl PartStats<'_> {
+    fn values(&self, column: &Column, min: bool) -> Option<ArrayRef> {
+        let ps = self.parts;
+        Some(match column.name.as_str() {
+            "project_id" => Arc::new(Int64Array::from_iter_values(
+                ps.iter().map(|p| p.project_id),
+            )),
+            "timestamp" => Arc::new(
+                TimestampMicrosecondArray::from_iter_values(ps.iter().map(|p| {
+                    if min {
+                        p.min_ts
+                    } else {
+                        p.max_ts
+                    }
+                }))
+                .with_timezone("UTC"),
+            ),
+            "_seq" => Arc::new(UInt64Array::from_iter_values(ps.iter().map(|p| {
+                if min {
+                    p.min_seq
+                } else {
+                    p.max_seq
+                }
+            }))),
+            _ => return None,
+        })
+    }
+}
+
+fn part_statistics(schema: &SchemaRef, live_rows: u64, bytes: u64) -> Statistics {
+    let mut s = Statistics::new_unknown(schema);
+    s.num_rows = Precision::Exact(live_rows as usize);
+    s.total_byte_size = Precision::Inexact(bytes as usize);
+    s
+}
+
+#[async_trait]
+impl TableProvider for ElideTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = Arc::new(
+            self.store
+                .snapshot()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        );
+        let schema = Arc::clone(&self.schema);
+        let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+        let predicate = match conjunction(filters.iter().cloned()) {
+            Some(expr) => Some(state.create_physical_expr(expr, &df_schema)?),
+            None => None,
+        };
+
+        // Partition pruning over part statistics.
+        let all: Vec<&PartMeta> = snapshot.parts(self.table).collect();
+        let mut keep = vec![true; all.len()];
+        if let Some(pred) = &predicate {
+            if let Ok(pp) = PruningPredicate::try_new(Arc::clone(pred), Arc::clone(&schema)) {
+                if !pp.always_true() {
+                    keep = pp.prune(&PartStats { parts: &all })?;
+                }
+            }
+        }
+        let mut files = Vec::new();
+        for (part, keep) in all.iter().zip(keep) {
+            if !keep || part.live_rows() == 0 {
+                continue;
+            }
+            let mut f = PartitionedFile::new(part.path.clone(), part.size)
+                .with_statistics(Arc::new(part_statistics(
+                    &schema,
+                    part.live_rows(),
+                    part.size,
+                )))
+                .with_extension(ExpectedLayout {
+                    part_id: part.id,
+                    row_groups: part.row_groups.clone(),
+                });
+            match snapshot.tombstone(part.id) {
+                Some(bitmap) => f = f.with_extension(access_plan(part, bitmap)?),
+                None if part.deleted() > 0 => {
+                    return Err(DataFusionError::Internal(format!(
+                        "part {} has {} deleted rows but no tombstone bitmap in the snapshot; refusing to scan",
+                        part.id,
+                        part.deleted()
+                    )))
+                }
+                None => {}
+            }
+            files.push((f, part.size, part.live_rows()));
+        }
+        tracing::debug!(table = %self.table, parts_total = all.len(), parts_scanned = files.len(), "elide scan planned");
+
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !files.is_empty() {
+            let target = state.config().target_partitions().max(1);
+            let groups = balance(files, target, &schema);
+            let total_rows: u64 = groups.iter().map(|(_, r, _)| *r).sum();
+            let total_bytes: u64 = groups.iter().map(|(_, _, b)| *b).sum();
+            let url = ElideTable::object_store_url(snapshot.store_id())?;
+            let object_store = snapshot.storage().inner();
+            state
+                .runtime_env()
+                .register_object_store(url.as_ref(), Arc::clone(&object_store));
+            let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+            let factory = PartReaderFactory::new(
+                Arc::new(CachedParquetFileReaderFactory::new(object_store, cache)),
+                Arc::clone(&snapshot),
+            );
+            let parquet_opts = state.default_table_options().parquet;
+            let mut source = ParquetSource::new(Arc::clone(&schema))
+                .with_table_parquet_options(parquet_opts)
+                .with_parquet_file_reader_factory(Arc::new(factory))
+                .with_enable_page_index(true);
+            if let Some(pred) = &predicate {
+                source = source.with_predicate(Arc::clone(pred));
+            }
+            let config = FileScanConfigBuilder::new(url, Arc::new(source))
+                .with_file_groups(groups.into_iter().map(|(g, _, _)| g).collect())
+                .with_statistics(part_statistics(&schema, total_rows, total_bytes))
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        let mem = snapshot.memtable_batches(self.table);
+        if !mem.is_empty() {
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &[mem.to_vec()],
+                Arc::clone(&schema),
+                projection.cloned(),
+            )?);
+        }
+        if inputs.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => schema,
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+/// Spread files over `target` groups, largest first onto the lightest group.
+fn balance(
+    mut files: Vec<(PartitionedFile, u64, u64)>,
+    target: usize,
+    schema: &SchemaRef,
+) -> Vec<(FileGroup, u64, u64)> {
+    files.sort_by(|a, b| b.1.cmp(&a.1));
+    let n = target.min(files.len()).max(1);
+    let mut groups: Vec<(Vec<PartitionedFile>, u64, u64)> =
+        (0..n).map(|_| (Vec::new(), 0, 0)).collect();
+    for (f, bytes, rows) in files {
+        if let Some(g) = groups.iter_mut().min_by_key(|g| g.2) {
+            g.0.push(f);
+            g.1 += rows;
+            g.2 += bytes;
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(files, rows, bytes)| {
+            let g = FileGroup::new(files)
+                .with_statistics(Arc::new(part_statistics(schema, rows, bytes)));
+            (g, rows, bytes)
+        })
+        .collect()
+}
+
+/// The snapshot type scans read (re-exported for tests).
+pub type ScanSnapshot = Snapshot;

@@ -1,0 +1,453 @@
+//! `elide` subcommands. Names, flags and output formats are a contract.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use elide_store::normalize::normalize;
+use elide_store::{DeleteSpec, Store, StoreOptions, Table};
+use indicatif::{ProgressBar, ProgressStyle};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::output::anyhow_lite::Result;
+use crate::output::{write_batches, Format};
+
+/// Elide: a columnar event store with deferred deletion.
+#[derive(Debug, Parser)]
+#[command(name = "elide", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate deterministic PostHog-like events into a parquet file.
+    Gen {
+        /// Number of events.
+        #[arg(long)]
+        events: u64,
+        /// Number of persons.
+        #[arg(long)]
+        persons: u64,
+        /// Number of projects.
+        #[arg(long, default_value_t = 1)]
+        projects: u32,
+        /// Random seed; the same seed gives the same file.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output parquet file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Ingest parquet or JSON-lines files of events.
+    Ingest {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Target table.
+        #[arg(long, default_value = "events")]
+        table: String,
+        /// Files (`.parquet`, or JSON lines: `.jsonl`, `.ndjson`, `.json`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run SQL against the tables, deletions applied.
+    Sql {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The statement.
+        sql: String,
+    },
+    /// Delete the rows of distinct ids (appended before this call).
+    Delete {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Project of the distinct ids.
+        #[arg(long)]
+        project: i64,
+        /// A distinct id to delete (repeatable, at most 1000).
+        #[arg(long = "distinct-id", required = true)]
+        distinct_ids: Vec<String>,
+        /// Output format (table: one line of text).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Partitions, tombstoned rows, bytes and pending deletion requests.
+    Status {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Generate a sample, ingest it, delete persons, query before and after.
+    Demo {
+        /// Data directory (must be empty or absent).
+        #[arg(long, default_value = "elide-demo-data")]
+        data_dir: PathBuf,
+        /// Events to generate.
+        #[arg(long, default_value_t = 500_000)]
+        events: u64,
+    },
+    /// Benchmark harness (see docs/benchmarks.md).
+    Bench(crate::bench::BenchArgs),
+    /// Test helper: appends and deletes until killed, printing acknowledgements.
+    #[command(hide = true)]
+    CrashWorker {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Random seed.
+        #[arg(long)]
+        seed: u64,
+    },
+}
+
+/// Entry point of the `elide` binary.
+pub fn run() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ELIDE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Gen {
+            events,
+            persons,
+            projects,
+            seed,
+            out,
+        } => gen(events, persons, projects, seed, &out),
+        Command::Ingest {
+            data_dir,
+            table,
+            files,
+        } => ingest(&data_dir, &table, &files),
+        Command::Sql {
+            data_dir,
+            format,
+            sql,
+        } => {
+            let store = open(&data_dir)?;
+            let batches = run_sql(&store, &sql)?;
+            let mut out = std::io::stdout().lock();
+            write_batches(&mut out, &batches, format)?;
+            store.close()?;
+            Ok(())
+        }
+        Command::Delete {
+            data_dir,
+            project,
+            distinct_ids,
+            format,
+        } => {
+            let store = open(&data_dir)?;
+            let started = Instant::now();
+            let outcome = store.delete(DeleteSpec {
+                project_id: project,
+                distinct_ids,
+                cutoff: None,
+                tables: vec![],
+            })?;
+            let elapsed = started.elapsed();
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({
+                        "request_id": outcome.request_id,
+                        "rows_hidden": outcome.rows_hidden,
+                        "cutoff_seq": outcome.cutoff,
+                        "status": "pending",
+                        "elapsed_ms": elapsed.as_secs_f64() * 1e3,
+                    })
+                )?,
+                Format::Csv => writeln!(
+                    out,
+                    "request_id,rows_hidden,cutoff_seq\n{},{},{}",
+                    outcome.request_id, outcome.rows_hidden, outcome.cutoff
+                )?,
+                Format::Table => writeln!(
+                    out,
+                    "request_id={} rows_hidden={} cutoff_seq={} status=pending ({:.1} ms)",
+                    outcome.request_id,
+                    outcome.rows_hidden,
+                    outcome.cutoff,
+                    elapsed.as_secs_f64() * 1e3
+                )?,
+            }
+            store.close()?;
+            Ok(())
+        }
+        Command::Status { data_dir, format } => {
+            let store = open(&data_dir)?;
+            let status = store.status()?;
+            let mut out = std::io::stdout().lock();
+            print_status(&mut out, &status, format)?;
+            store.close()?;
+            Ok(())
+        }
+        Command::Demo { data_dir, events } => crate::demo::run(&data_dir, events),
+        Command::Bench(args) => crate::bench::run(args),
+        Command::CrashWorker { data_dir, seed } => crate::crash_worker::run(&data_dir, seed),
+    }
+}
+
+pub(crate) fn open(dir: &Path) -> Result<Store> {
+    Ok(Store::open(dir, StoreOptions::default())?)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Run SQL on a fresh session over `store`.
+pub(crate) fn run_sql(store: &Store, sql: &str) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+    let rt = runtime()?;
+    let ctx = elide_query::session_context(store)?;
+    Ok(rt.block_on(elide_query::run_sql(&ctx, sql))?)
+}
+
+pub(crate) fn print_status(
+    out: &mut dyn Write,
+    s: &elide_store::StoreStatus,
+    format: Format,
+) -> Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, s)?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            writeln!(out, "table,project_id,day,parts,rows,tombstoned_rows,bytes")?;
+            for p in &s.partitions {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{}",
+                    p.table, p.project_id, p.day, p.parts, p.rows, p.tombstoned_rows, p.bytes
+                )?;
+            }
+        }
+        Format::Table => {
+            writeln!(out, "manifest version {}, next _seq {}, buffered rows {} ({} hidden), ingest-log segments {}", s.version, s.next_seq, s.memtable_rows, s.memtable_deleted_rows, s.wal_segments)?;
+            writeln!(
+                out,
+                "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>14}",
+                "table", "project", "day", "parts", "rows", "tombstoned", "bytes"
+            )?;
+            let (mut parts, mut rows, mut dead, mut bytes) = (0, 0, 0, 0);
+            for p in &s.partitions {
+                writeln!(
+                    out,
+                    "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>14}",
+                    p.table.name(),
+                    p.project_id,
+                    p.day,
+                    p.parts,
+                    p.rows,
+                    p.tombstoned_rows,
+                    p.bytes
+                )?;
+                parts += p.parts;
+                rows += p.rows;
+                dead += p.tombstoned_rows;
+                bytes += p.bytes;
+            }
+            writeln!(
+                out,
+                "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>14}",
+                "total",
+                "",
+                format!("{} part.", s.partitions.len()),
+                parts,
+                rows,
+                dead,
+                bytes
+            )?;
+            writeln!(
+                out,
+                "pending deletion requests: {}",
+                s.pending_requests.len()
+            )?;
+            for r in &s.pending_requests {
+                let created = chrono::DateTime::from_timestamp_micros(r.created_at_us)
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_default();
+                writeln!(out, "  request {:>5}  project {:>6}  distinct ids {:>4}  rows hidden {:>9}  cut-off _seq {}  created {}", r.id, r.project_id, r.distinct_ids.len(), r.rows_hidden, r.cutoff_seq, created)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn gen(events: u64, persons: u64, projects: u32, seed: u64, out: &Path) -> Result<()> {
+    let cfg = elide_gen::GenConfig {
+        events,
+        persons,
+        projects,
+        seed,
+        ..Default::default()
+    };
+    let bar = progress_bar(events, "generating");
+    let started = Instant::now();
+    let summary = elide_gen::write_parquet(cfg, out, &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "wrote {} events ({} persons seen) to {} ({} bytes) in {:.1} s",
+        summary.events,
+        summary.persons_seen,
+        out.display(),
+        summary.bytes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub(crate) fn progress_bar(len: u64, msg: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(msg);
+    bar
+}
+
+enum InputKind {
+    Parquet,
+    JsonLines,
+}
+
+fn input_kind(path: &Path) -> Result<InputKind> {
+    let mut magic = [0u8; 4];
+    let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let n = f
+        .read(&mut magic)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if n == 4 && &magic == b"PAR1" {
+        return Ok(InputKind::Parquet);
+    }
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => {
+            Err(format!("{} is not a parquet file (no PAR1 magic)", path.display()).into())
+        }
+        _ => Ok(InputKind::JsonLines),
+    }
+}
+
+/// Read a whole input file as batches, calling `sink` for each.
+fn read_input(
+    path: &Path,
+    sink: &mut dyn FnMut(arrow::record_batch::RecordBatch) -> Result<()>,
+) -> Result<u64> {
+    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    match input_kind(path)? {
+        InputKind::Parquet => {
+            let f = File::open(path).map_err(|e| ctx(&e))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+                .map_err(|e| ctx(&e))?
+                .with_batch_size(64 * 1024)
+                .build()
+                .map_err(|e| ctx(&e))?;
+            let mut n = 0;
+            for b in reader {
+                let b = b.map_err(|e| ctx(&e))?;
+                n += b.num_rows() as u64;
+                sink(b)?;
+            }
+            Ok(n)
+        }
+        InputKind::JsonLines => {
+            let f = File::open(path).map_err(|e| ctx(&e))?;
+            let mut inner_err: Option<crate::output::anyhow_lite::Error> = None;
+            let res = elide_store::jsonl::read_json_lines(BufReader::new(f), 64 * 1024, &mut |b| {
+                sink(b).map_err(|e| {
+                    let msg = e.to_string();
+                    inner_err = Some(e);
+                    elide_store::StoreError::InvalidInput(msg)
+                })
+            });
+            match (res, inner_err) {
+                (Ok(n), _) => Ok(n as u64),
+                (Err(_), Some(e)) => Err(e),
+                (Err(e), None) => Err(ctx(&e).into()),
+            }
+        }
+    }
+}
+
+fn ingest(dir: &Path, table: &str, files: &[PathBuf]) -> Result<()> {
+    let table = Table::from_name(table)
+        .ok_or_else(|| format!("unknown table {table:?} (expected events or recordings)"))?;
+    // Pass 1: validate everything, so that a bad file changes nothing.
+    let mut total = 0u64;
+    let vbar = progress_bar(0, "validating");
+    for f in files {
+        let mut row_base = 0u64;
+        total += read_input(f, &mut |b| {
+            normalize(table, &b).map_err(|e| match e {
+                elide_store::StoreError::InvalidRow {
+                    row,
+                    column,
+                    reason,
+                } => format!(
+                    "{}: row {} (0-based), column `{column}`: {reason}",
+                    f.display(),
+                    row_base + row as u64
+                ),
+                other => format!("{}: {other}", f.display()),
+            })?;
+            row_base += b.num_rows() as u64;
+            vbar.inc(b.num_rows() as u64);
+            Ok(())
+        })?;
+    }
+    vbar.finish_and_clear();
+    let store = open(dir)?;
+    let bar = progress_bar(total, "ingesting");
+    let started = Instant::now();
+    for f in files {
+        read_input(f, &mut |b| {
+            store.append(table, &b)?;
+            bar.inc(b.num_rows() as u64);
+            Ok(())
+        })?;
+    }
+    store.flush()?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "ingested {total} rows from {} file(s) into {table} in {secs:.2} s ({:.0} rows/s)",
+        files.len(),
+        total as f64 / secs.max(1e-9)
+    );
+    store.close()?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! # elide-server: the `elide` command line (and, later, the HTTP API)
+//!
+//! Every subcommand is a thin layer over `elide-store` and `elide-query`;
+//! subcommand names, flags and output formats are a contract that other
+//! programs rely on (see `docs/cli.md`).
+
+mod bench;
+pub mod cli;
+mod crash_worker;
+mod demo;
+mod output;

@@ -1,0 +1,129 @@
+//! Errors of the storage engine.
+//!
+//! Policy (after DataFusion's `error.rs`): variants fall in two groups.
+//!
+//! * **Expected errors** are caused by the caller or by the environment:
+//!   invalid input ([`StoreError::InvalidRow`], [`StoreError::InvalidInput`],
+//!   ...), a data directory locked by another process, an I/O failure, a file
+//!   on disk that is corrupt. They carry enough context (row, column, path,
+//!   part) to be acted on, and the operation that returned them changed
+//!   nothing.
+//! * **Internal errors** ([`StoreError::Internal`]) mean a bug in Elide: an
+//!   invariant did not hold. They are reported, never turned into a panic.
+
+use std::path::PathBuf;
+
+/// Result alias of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Every error the storage engine returns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row of an appended batch is invalid; nothing of the batch was written.
+    #[error("invalid row {row}, column `{column}`: {reason}")]
+    InvalidRow {
+        /// Zero-based row index inside the batch (or line number for JSON lines, 1-based).
+        row: usize,
+        /// Column name.
+        column: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A line of a JSON-lines input is invalid; nothing of the input was written.
+    #[error("line {line}: {reason}")]
+    InvalidLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it (names the field).
+        reason: String,
+    },
+    /// A batch or request is invalid as a whole (missing or unknown column, wrong type, limits).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Another process holds the data directory's writer lock.
+    #[error("data directory {path} is locked by another writer process (lock file {lock})")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// A file on disk failed validation (magic, version, checksum, structure).
+    #[error("corrupt file {path}: {reason}")]
+    Corrupt {
+        /// The file (data-directory relative or absolute).
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// An operating-system I/O error, with the path involved.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An object-store error (parts, tombstones, manifests).
+    #[error("object store error on {path}: {source}")]
+    ObjectStore {
+        /// The object path.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A parquet encoding / decoding error of a part.
+    #[error("parquet error on {path}: {source}")]
+    Parquet {
+        /// The part's path.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// An Arrow error while building or transforming batches.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The store was closed or its background worker failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A bug: an internal invariant did not hold.
+    #[error("internal error (a bug in elide): {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            path: path.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid_row(row: usize, column: &str, reason: impl Into<String>) -> Self {
+        StoreError::InvalidRow {
+            row,
+            column: column.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the error was caused by the caller's input (4xx-style).
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            StoreError::InvalidRow { .. }
+                | StoreError::InvalidLine { .. }
+                | StoreError::InvalidInput(_)
+        )
+    }
+}

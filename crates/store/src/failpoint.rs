@@ -1,0 +1,65 @@
+//! Failpoints: named places where tests make the process fail on purpose.
+//!
+//! Compiled to nothing unless the `failpoints` feature is on. With it, the
+//! environment variable `ELIDE_FAILPOINT=name` (or [`set`]) makes the named
+//! point abort the process (as a crash would) or, with `name=error`, return
+//! an error from the enclosing function.
+
+/// Evaluate a failpoint.
+#[macro_export]
+macro_rules! failpoint {
+    ($name:expr) => {
+        #[cfg(feature = "failpoints")]
+        {
+            if let Some(action) = $crate::failpoint::hit($name) {
+                match action {
+                    $crate::failpoint::Action::Abort => std::process::abort(),
+                    $crate::failpoint::Action::Error => {
+                        return Err($crate::error::StoreError::Internal(format!(
+                            "failpoint {} triggered",
+                            $name
+                        ))
+                        .into())
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// What a triggered failpoint does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Abort the process.
+    Abort,
+    /// Return an error.
+    Error,
+}
+
+#[cfg(feature = "failpoints")]
+static ACTIVE: std::sync::Mutex<Option<(String, Action)>> = std::sync::Mutex::new(None);
+
+/// Arm a failpoint (None disarms).
+#[cfg(feature = "failpoints")]
+pub fn set(spec: Option<(&str, Action)>) {
+    if let Ok(mut a) = ACTIVE.lock() {
+        *a = spec.map(|(n, act)| (n.to_string(), act));
+    }
+}
+
+/// Is `name` armed?
+#[cfg(feature = "failpoints")]
+pub fn hit(name: &str) -> Option<Action> {
+    if let Ok(a) = ACTIVE.lock() {
+        if let Some((n, act)) = &*a {
+            return (n == name).then_some(*act);
+        }
+    }
+    let spec = std::env::var("ELIDE_FAILPOINT").ok()?;
+    let (n, act) = match spec.split_once('=') {
+        Some((n, "error")) => (n.to_string(), Action::Error),
+        Some((n, _)) => (n.to_string(), Action::Abort),
+        None => (spec, Action::Abort),
+    };
+    (n == name).then_some(act)
+}

@@ -1,0 +1,424 @@
+//! On-disk formats: pure types and their encodings, no I/O.
+//!
+//! * [`Manifest`]: the list of live parts with their current tombstone
+//!   versions, the deletion requests and the store's counters. Encoded as a
+//!   framed JSON document (magic, format version, length, CRC-32).
+//! * Tombstone files: one or more roaring bitmaps (portable serialization)
+//!   of deleted row positions, one per part, in a framed container (magic,
+//!   version, entry table, CRC-32). See `docs/format.md`.
+//!
+//! Decoding never panics: every malformed input is a [`StoreError::Corrupt`]
+//! naming the file.
+
+use std::collections::BTreeMap;
+
+use croaring::{Bitmap, Portable};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::schema::Table;
+
+/// Magic bytes opening a manifest file.
+pub const MANIFEST_MAGIC: &[u8; 8] = b"ELIDEMAN";
+/// Magic bytes opening a tombstone file.
+pub const TOMBSTONE_MAGIC: &[u8; 8] = b"ELIDETMB";
+/// Current version of the manifest encoding.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Current version of the tombstone encoding.
+pub const TOMBSTONE_FORMAT_VERSION: u32 = 1;
+
+/// The state of the store at one version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Version of this manifest; each commit publishes `version + 1`.
+    pub version: u64,
+    /// The next `_seq` to assign. Never decreases, so that a deletion's
+    /// cut-off never covers rows appended after it.
+    pub next_seq: u64,
+    /// Every row with `_seq < flushed_seq` is in a part; the ingest log holds
+    /// only rows at or above it.
+    pub flushed_seq: u64,
+    /// Next id for a part or tombstone file.
+    pub next_file_id: u64,
+    /// Next deletion-request id.
+    pub next_request_id: u64,
+    /// When this version was committed (µs since the epoch, UTC).
+    pub committed_at_us: i64,
+    /// Live parts, ordered by (table, project, day, id).
+    pub parts: Vec<PartMeta>,
+    /// Deletion requests, ordered by id.
+    pub requests: Vec<DeletionRequest>,
+}
+
+impl Manifest {
+    /// The manifest of a new, empty store.
+    pub fn empty() -> Self {
+        Manifest {
+            version: 0,
+            next_seq: 1,
+            flushed_seq: 1,
+            next_file_id: 1,
+            next_request_id: 1,
+            committed_at_us: 0,
+            parts: Vec::new(),
+            requests: Vec::new(),
+        }
+    }
+
+    /// The part with id `id`.
+    pub fn part(&self, id: u64) -> Option<&PartMeta> {
+        self.parts.iter().find(|p| p.id == id)
+    }
+
+    /// Every object path this manifest references (parts and tombstone files).
+    pub fn referenced_paths(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for p in &self.parts {
+            out.insert(p.path.clone());
+            if let Some(t) = &p.tombstone {
+                out.insert(t.path.clone());
+            }
+        }
+        out
+    }
+}
+
+/// One immutable parquet part: rows of one table and one partition
+/// (project x UTC day), sorted by (`distinct_id`, `_seq`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartMeta {
+    /// Unique id (also the file name).
+    pub id: u64,
+    /// Table the rows belong to.
+    pub table: Table,
+    /// Partition: project.
+    pub project_id: i64,
+    /// Partition: days since 1970-01-01 (UTC) of `timestamp`.
+    pub day: i32,
+    /// Object path of the parquet file.
+    pub path: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Rows in the file (deleted or not).
+    pub rows: u64,
+    /// Rows per parquet row group, in order; the scan checks the file against it.
+    pub row_groups: Vec<u64>,
+    /// Smallest `_seq` in the part.
+    pub min_seq: u64,
+    /// Largest `_seq` in the part.
+    pub max_seq: u64,
+    /// Smallest `timestamp` (µs).
+    pub min_ts: i64,
+    /// Largest `timestamp` (µs).
+    pub max_ts: i64,
+    /// Current tombstone version, if any row is deleted.
+    pub tombstone: Option<TombstoneRef>,
+}
+
+impl PartMeta {
+    /// Number of deleted rows.
+    pub fn deleted(&self) -> u64 {
+        self.tombstone.as_ref().map_or(0, |t| t.deleted)
+    }
+
+    /// Number of rows a query sees.
+    pub fn live_rows(&self) -> u64 {
+        self.rows - self.deleted().min(self.rows)
+    }
+}
+
+/// Where a part's current tombstone bitmap lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TombstoneRef {
+    /// Tombstone file id.
+    pub file_id: u64,
+    /// Object path of the tombstone file.
+    pub path: String,
+    /// Cardinality of the bitmap (deleted rows of the part).
+    pub deleted: u64,
+}
+
+/// Lifecycle state of a deletion request.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    /// Tombstones written: rows are invisible, bytes still on disk.
+    Pending,
+    /// Parts rewritten without the rows and old files removed.
+    Purged,
+    /// A scan found no row of the request left.
+    Verified,
+}
+
+impl RequestStatus {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Purged => "purged",
+            RequestStatus::Verified => "verified",
+        }
+    }
+}
+
+/// A durable record of a deletion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeletionRequest {
+    /// Request id.
+    pub id: u64,
+    /// Project the distinct ids belong to.
+    pub project_id: i64,
+    /// The distinct ids whose rows are deleted.
+    pub distinct_ids: Vec<String>,
+    /// Tables the request applies to.
+    pub tables: Vec<Table>,
+    /// Rows with `_seq < cutoff_seq` are deleted.
+    pub cutoff_seq: u64,
+    /// When the request was recorded (µs since the epoch, UTC).
+    pub created_at_us: i64,
+    /// Rows this request hid that no earlier request had hidden.
+    pub rows_hidden: u64,
+    /// Lifecycle state.
+    pub status: RequestStatus,
+}
+
+/// Object path of manifest `version`.
+pub fn manifest_path(version: u64) -> String {
+    format!("manifest/{version:020}.manifest")
+}
+
+/// Parse a manifest version out of its object path.
+pub fn parse_manifest_path(path: &str) -> Option<u64> {
+    let name = path.strip_prefix("manifest/")?.strip_suffix(".manifest")?;
+    if name.len() != 20 {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// Object path of tombstone file `file_id`.
+pub fn tombstone_path(file_id: u64) -> String {
+    format!("tombstones/{file_id:016x}.tomb")
+}
+
+/// Object path of part `file_id`.
+pub fn part_path(table: Table, project_id: i64, day: i32, file_id: u64) -> String {
+    format!(
+        "parts/{}/{project_id}/{}/{file_id:016x}.parquet",
+        table.name(),
+        day_to_string(day)
+    )
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn day_to_string(day: i32) -> String {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    match epoch.checked_add_signed(chrono::Duration::days(i64::from(day))) {
+        Some(d) => d.format("%Y-%m-%d").to_string(),
+        None => format!("day{day}"),
+    }
+}
+
+/// Encode a manifest.
+pub fn encode_manifest(m: &Manifest) -> Result<Vec<u8>> {
+    let payload = serde_json::to_vec(m)
+        .map_err(|e| StoreError::Internal(format!("manifest serialization: {e}")))?;
+    let mut out = Vec::with_capacity(payload.len() + 28);
+    out.extend_from_slice(MANIFEST_MAGIC);
+    out.extend_from_slice(&MANIFEST_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // flags
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Decode a manifest read from `path`.
+pub fn decode_manifest(path: &str, bytes: &[u8]) -> Result<Manifest> {
+    let corrupt = |r: &str| StoreError::corrupt(path, r.to_string());
+    if bytes.len() < 28 {
+        return Err(corrupt("truncated header"));
+    }
+    if &bytes[0..8] != MANIFEST_MAGIC {
+        return Err(corrupt("bad magic (not an elide manifest)"));
+    }
+    let version = read_u32(bytes, 8);
+    if version != MANIFEST_FORMAT_VERSION {
+        return Err(corrupt(&format!(
+            "unsupported manifest format version {version} (this build reads {MANIFEST_FORMAT_VERSION})"
+        )));
+    }
+    let len = read_u64(bytes, 16);
+    let crc = read_u32(bytes, 24);
+    let payload = &bytes[28..];
+    if payload.len() as u64 != len {
+        return Err(corrupt(&format!(
+            "length mismatch: header says {len} bytes, file holds {}",
+            payload.len()
+        )));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let m: Manifest =
+        serde_json::from_slice(payload).map_err(|e| corrupt(&format!("invalid JSON: {e}")))?;
+    if parse_manifest_path(path).is_some_and(|v| v != m.version) {
+        return Err(corrupt("version in file does not match its name"));
+    }
+    Ok(m)
+}
+
+/// Encode a tombstone file holding one bitmap per part.
+pub fn encode_tombstones(bitmaps: &BTreeMap<u64, &Bitmap>) -> Vec<u8> {
+    let blobs: Vec<(u64, Vec<u8>, u64)> = bitmaps
+        .iter()
+        .map(|(id, b)| (*id, b.serialize::<Portable>(), b.cardinality()))
+        .collect();
+    let mut out = Vec::new();
+    out.extend_from_slice(TOMBSTONE_MAGIC);
+    out.extend_from_slice(&TOMBSTONE_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
+    let mut offset = 0u64;
+    for (id, blob, card) in &blobs {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
+        out.extend_from_slice(&card.to_le_bytes());
+        offset += blob.len() as u64;
+    }
+    for (_, blob, _) in &blobs {
+        out.extend_from_slice(blob);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decode a tombstone file read from `path` into (part id -> bitmap).
+pub fn decode_tombstones(path: &str, bytes: &[u8]) -> Result<BTreeMap<u64, Bitmap>> {
+    let corrupt = |r: String| StoreError::corrupt(path, r);
+    if bytes.len() < 20 {
+        return Err(corrupt("truncated".into()));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    if &body[0..8] != TOMBSTONE_MAGIC {
+        return Err(corrupt("bad magic (not an elide tombstone file)".into()));
+    }
+    let version = read_u32(body, 8);
+    if version != TOMBSTONE_FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "unsupported tombstone format version {version}"
+        )));
+    }
+    let n = read_u32(body, 12) as usize;
+    let table_end = 16usize
+        .checked_add(
+            n.checked_mul(32)
+                .ok_or_else(|| corrupt("entry count overflow".into()))?,
+        )
+        .ok_or_else(|| corrupt("entry count overflow".into()))?;
+    if table_end > body.len() {
+        return Err(corrupt("entry table past end of file".into()));
+    }
+    let blobs = &body[table_end..];
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let e = 16 + i * 32;
+        let (id, off, len, card) = (
+            read_u64(body, e),
+            read_u64(body, e + 8),
+            read_u64(body, e + 16),
+            read_u64(body, e + 24),
+        );
+        let end = off
+            .checked_add(len)
+            .filter(|&end| end <= blobs.len() as u64)
+            .ok_or_else(|| corrupt(format!("bitmap of part {id} past end of file")))?;
+        let blob = &blobs[off as usize..end as usize];
+        let bitmap = Bitmap::try_deserialize::<Portable>(blob)
+            .ok_or_else(|| corrupt(format!("bitmap of part {id} does not deserialize")))?;
+        if bitmap.cardinality() != card {
+            return Err(corrupt(format!(
+                "bitmap of part {id}: cardinality {} but entry says {card}",
+                bitmap.cardinality()
+            )));
+        }
+        out.insert(id, bitmap);
+    }
+    Ok(out)
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_roundtrip_and_corruption() {
+        let mut m = Manifest::empty();
+        m.version = 7;
+        let path = manifest_path(7);
+        let bytes = encode_manifest(&m).unwrap();
+        assert_eq!(decode_manifest(&path, &bytes).unwrap(), m);
+        for i in [0, 9, 20, 30, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x5a;
+            assert!(matches!(
+                decode_manifest(&path, &bad),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
+        assert!(decode_manifest(&path, &bytes[..bytes.len() - 3]).is_err());
+        assert!(decode_manifest(&manifest_path(8), &bytes).is_err());
+    }
+
+    #[test]
+    fn tombstone_roundtrip_and_corruption() {
+        let a = Bitmap::of(&[1, 5, 100_000]);
+        let mut b = Bitmap::new();
+        b.add_range(10..20_000);
+        let mut map = BTreeMap::new();
+        map.insert(3u64, &a);
+        map.insert(9u64, &b);
+        let bytes = encode_tombstones(&map);
+        let back = decode_tombstones("t", &bytes).unwrap();
+        assert_eq!(back[&3], a);
+        assert_eq!(back[&9], b);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                decode_tombstones("t", &bad).is_err(),
+                "flip at {i} undetected"
+            );
+        }
+        for len in 0..bytes.len() {
+            assert!(decode_tombstones("t", &bytes[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(parse_manifest_path(&manifest_path(42)), Some(42));
+        assert_eq!(parse_manifest_path("manifest/x.manifest"), None);
+        assert_eq!(day_to_string(0), "1970-01-01");
+        assert_eq!(
+            part_path(Table::Events, 2, 20_393, 255),
+            "parts/events/2/2025-11-01/00000000000000ff.parquet"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The distinct-id index: where each distinct id's rows are in the parts.
+//!
+//! Resolving a deletion must not scan part data. Parts are sorted by
+//! (`distinct_id`, `_seq`), so a distinct id occupies one run per part; the
+//! index maps (table, project, distinct id) to its runs. It lives in memory,
+//! is built lazily on the first deletion after open (reading only the
+//! `distinct_id` and `_seq` columns of each part, in parallel), and is kept
+//! up to date by the commit path as parts are added. Runs of parts that are
+//! no longer live are ignored (and pruned) by lookups.
+
+use std::collections::HashMap;
+
+use crate::error::Result;
+use crate::format::Manifest;
+use crate::part::{read_postings, PartPostings};
+use crate::schema::Table;
+use crate::storage::Storage;
+
+/// One run of a distinct id in one part.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Posting {
+    pub part_id: u64,
+    pub start: u32,
+    pub len: u32,
+    pub min_seq: u64,
+    pub max_seq: u64,
+}
+
+/// (table, project) -> distinct id -> runs.
+#[derive(Debug, Default)]
+pub(crate) struct DistinctIdIndex {
+    map: HashMap<(Table, i64), HashMap<Box<str>, Vec<Posting>>>,
+}
+
+impl DistinctIdIndex {
+    /// Build from every part of `manifest`.
+    pub fn build(storage: &Storage, manifest: &Manifest) -> Result<Self> {
+        let parts = &manifest.parts;
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8);
+        let chunk = parts.len().div_ceil(threads).max(1);
+        let results: Vec<Result<Vec<(usize, PartPostings)>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .chunks(chunk)
+                .enumerate()
+                .map(|(ci, ps)| {
+                    s.spawn(move || {
+                        ps.iter()
+                            .enumerate()
+                            .map(|(i, p)| Ok((ci * chunk + i, read_postings(storage, p)?)))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(crate::error::StoreError::Internal(
+                            "index builder panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        let mut idx = DistinctIdIndex::default();
+        for r in results {
+            for (i, postings) in r? {
+                let p = &parts[i];
+                idx.add(p.table, p.project_id, p.id, &postings);
+            }
+        }
+        Ok(idx)
+    }
+
+    /// Add the runs of a new part.
+    pub fn add(&mut self, table: Table, project: i64, part_id: u64, postings: &PartPostings) {
+        for r in &postings.runs {
+            let posting = Posting {
+                part_id,
+                start: r.start,
+                len: r.len,
+                min_seq: r.min_seq,
+                max_seq: r.max_seq,
+            };
+            let ids = self.map.entry((table, project)).or_default();
+            match ids.get_mut(r.distinct_id.as_str()) {
+                Some(v) => v.push(posting),
+                None => {
+                    ids.insert(r.distinct_id.as_str().into(), vec![posting]);
+                }
+            }
+        }
+    }
+
+    /// Runs of a distinct id (some may belong to parts no longer live).
+    pub fn lookup(&self, table: Table, project: i64, distinct_id: &str) -> &[Posting] {
+        self.map
+            .get(&(table, project))
+            .and_then(|ids| ids.get(distinct_id))
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    /// Number of keys (for status and tests).
+    pub fn len(&self) -> usize {
+        self.map.values().map(|ids| ids.len()).sum()
+    }
+}

@@ -1,0 +1,61 @@
+//! # elide-store: the storage engine
+//!
+//! Elide stores product-analytics events as immutable parquet **parts**,
+//! partitioned by (project, UTC day), and forgets a person on request:
+//! instantly and logically (roaring **tombstone** bitmaps over part row
+//! positions, applied at query time), later physically (compaction; next
+//! milestone).
+//!
+//! This crate owns the data directory. It knows nothing of HTTP, SQLite or
+//! SQL; the query layer reads [`Snapshot`]s.
+//!
+//! ```text
+//!  data dir/
+//!    LOCK                          one writer process (flock)
+//!    wal/NNNN.wal                  ingest log: acknowledged rows not yet in parts
+//!    manifest/NNNN.manifest        published versions (the latest wins)
+//!    parts/<table>/<project>/<day>/<id>.parquet
+//!    tombstones/<id>.tomb          bitmaps of deleted row positions
+//! ```
+//!
+//! ## Invariants
+//!
+//! 1. An acknowledged append is never lost: it is in the fsynced ingest log
+//!    until a committed manifest covers it with parts.
+//! 2. A deleted row is never visible to a snapshot taken after the deletion
+//!    returned: its bitmap (or memtable hiding) is published with the
+//!    manifest, and late deletions of rows being flushed are remapped.
+//! 3. A snapshot is immutable; files it references are not removed while it
+//!    lives ([`gc`]).
+//! 4. Rows outside a deletion are never hidden: matches are exact (project,
+//!    distinct id, `_seq` < cut-off), never by hash alone.
+//! 6. Bad input is rejected whole, with the row and column named.
+//!
+//! Module map: [`schema`] (tables), [`normalize`] (input validation),
+//! [`format`] (on-disk types), [`storage`] (object-store I/O), [`wal`],
+//! `memtable`, `part`, `index`, [`commit`] (the one commit path), [`gc`]
+//! (the only file removal), [`store`] (the API).
+
+pub mod commit;
+pub mod error;
+pub mod failpoint;
+pub mod format;
+pub mod gc;
+mod index;
+pub mod jsonl;
+mod memtable;
+pub mod normalize;
+mod part;
+pub mod schema;
+pub mod storage;
+pub mod store;
+pub mod wal;
+
+pub use error::{Result, StoreError};
+pub use format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
+pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY};
+pub use schema::Table;
+pub use store::{
+    Appended, DeleteOutcome, DeleteSpec, PartitionStatus, Snapshot, Store, StoreOptions,
+    StoreStatus, Version, MAX_DELETE_IDS,
+};

@@ -1,0 +1,470 @@
+//! Validation and coercion of appended rows into a table's stored schema.
+//!
+//! Input batches may use loose types (any integer type for `project_id`,
+//! `LargeUtf8`/`Utf8View` strings, timestamps of any unit and zone or
+//! ISO-8601 strings). [`normalize`] either returns columns in exactly the
+//! stored types, or an error naming the first bad row and column; it never
+//! writes anything, so a rejected batch changes nothing.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
+    UInt64Array,
+};
+use arrow::compute::{cast_with_options, CastOptions};
+use arrow::datatypes::{DataType, TimeUnit};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use crate::error::{Result, StoreError};
+use crate::schema::{ColumnDef, ColumnKind, Table};
+
+/// Maximum number of rows accepted in one appended batch.
+pub const MAX_BATCH_ROWS: usize = 4 * 1024 * 1024;
+
+/// An appended batch after validation, in stored types, before the store
+/// assigns `_seq` and `inserted_at`.
+#[derive(Debug, Clone)]
+pub struct NormalizedBatch {
+    pub(crate) table: Table,
+    pub(crate) columns: Vec<ArrayRef>,
+    pub(crate) rows: usize,
+}
+
+impl NormalizedBatch {
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Attach `_seq` (consecutive from `seq_start`) and `inserted_at`.
+    pub(crate) fn finish(&self, seq_start: u64, inserted_at_us: i64) -> Result<RecordBatch> {
+        let mut columns = self.columns.clone();
+        let seqs: UInt64Array = (0..self.rows as u64).map(|i| seq_start + i).collect();
+        columns.push(Arc::new(seqs));
+        let inserted =
+            TimestampMicrosecondArray::from(vec![inserted_at_us; self.rows]).with_timezone("UTC");
+        columns.push(Arc::new(inserted));
+        Ok(RecordBatch::try_new_with_options(
+            self.table.def().schema(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(self.rows)),
+        )?)
+    }
+}
+
+/// Validate `batch` against `table`'s definition and coerce it to stored types.
+pub fn normalize(table: Table, batch: &RecordBatch) -> Result<NormalizedBatch> {
+    let def = table.def();
+    let rows = batch.num_rows();
+    if rows > MAX_BATCH_ROWS {
+        return Err(StoreError::InvalidInput(format!(
+            "batch of {rows} rows exceeds the limit of {MAX_BATCH_ROWS} rows per append"
+        )));
+    }
+    let schema = batch.schema();
+    for field in schema.fields() {
+        let known = def.columns.iter().any(|c| c.name == field.name());
+        if !known {
+            let expected: Vec<&str> = def.columns.iter().map(|c| c.name).collect();
+            return Err(StoreError::InvalidInput(format!(
+                "unknown column `{}` for table {table} (expected a subset of: {})",
+                field.name(),
+                expected.join(", ")
+            )));
+        }
+    }
+    let mut columns = Vec::with_capacity(def.columns.len());
+    for c in def.columns {
+        let input = schema
+            .index_of(c.name)
+            .ok()
+            .map(|i| Arc::clone(batch.column(i)));
+        columns.push(normalize_column(c, input, rows)?);
+    }
+    Ok(NormalizedBatch {
+        table,
+        columns,
+        rows,
+    })
+}
+
+fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Result<ArrayRef> {
+    let Some(input) = input else {
+        if c.generated {
+            return Ok(generate_uuids(rows, None));
+        }
+        if c.required {
+            return Err(StoreError::InvalidInput(format!(
+                "missing required column `{}`",
+                c.name
+            )));
+        }
+        return Ok(arrow::array::new_null_array(&stored_type(c.kind), rows));
+    };
+    let out = match c.kind {
+        ColumnKind::Uuid => {
+            let s = to_utf8(c, &input)?;
+            normalize_uuids(c, &s)?
+        }
+        ColumnKind::Str => Arc::new(to_utf8(c, &input)?) as ArrayRef,
+        ColumnKind::NonEmptyStr => {
+            let s = to_utf8(c, &input)?;
+            for (row, v) in s.iter().enumerate() {
+                if let Some(v) = v {
+                    if v.is_empty() {
+                        return Err(StoreError::invalid_row(row, c.name, "must not be empty"));
+                    }
+                }
+            }
+            Arc::new(s) as ArrayRef
+        }
+        ColumnKind::JsonObject => {
+            let s = to_utf8(c, &input)?;
+            for (row, v) in s.iter().enumerate() {
+                if let Some(v) = v {
+                    validate_json_object(v)
+                        .map_err(|reason| StoreError::invalid_row(row, c.name, reason))?;
+                }
+            }
+            Arc::new(s) as ArrayRef
+        }
+        ColumnKind::Int64 => to_int64(c, &input)?,
+        ColumnKind::Timestamp => to_timestamp(c, &input)?,
+    };
+    if c.required && out.null_count() > 0 {
+        if c.generated {
+            // Fill the nulls of a generated column.
+            return Ok(generate_uuids(rows, Some(out.as_string::<i32>())));
+        }
+        let row = (0..out.len()).find(|&i| out.is_null(i)).unwrap_or(0);
+        return Err(StoreError::invalid_row(
+            row,
+            c.name,
+            "required value is null",
+        ));
+    }
+    Ok(out)
+}
+
+fn stored_type(kind: ColumnKind) -> DataType {
+    match kind {
+        ColumnKind::Int64 => DataType::Int64,
+        ColumnKind::Timestamp => crate::schema::timestamp_type(),
+        _ => DataType::Utf8,
+    }
+}
+
+fn to_utf8(c: &ColumnDef, input: &ArrayRef) -> Result<StringArray> {
+    match input.data_type() {
+        DataType::Utf8 => Ok(input.as_string::<i32>().clone()),
+        DataType::LargeUtf8 | DataType::Utf8View => {
+            let out = cast_with_options(input, &DataType::Utf8, &CastOptions::default())?;
+            Ok(out.as_string::<i32>().clone())
+        }
+        DataType::Dictionary(_, v)
+            if matches!(
+                **v,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) =>
+        {
+            let out = cast_with_options(input, &DataType::Utf8, &CastOptions::default())?;
+            Ok(out.as_string::<i32>().clone())
+        }
+        DataType::Null => Ok(StringArray::new_null(input.len())),
+        other => Err(StoreError::InvalidInput(format!(
+            "column `{}` must be a string, got {other}",
+            c.name
+        ))),
+    }
+}
+
+fn generate_uuids(rows: usize, existing: Option<&StringArray>) -> ArrayRef {
+    let mut b = StringBuilder::with_capacity(rows, rows * 36);
+    let mut buf = uuid::Uuid::encode_buffer();
+    for i in 0..rows {
+        match existing {
+            Some(e) if e.is_valid(i) => b.append_value(e.value(i)),
+            _ => b.append_value(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf)),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+fn normalize_uuids(c: &ColumnDef, s: &StringArray) -> Result<ArrayRef> {
+    // Fast path: already canonical (36 chars, lowercase hex and hyphens).
+    let canonical = s.iter().flatten().all(is_canonical_uuid);
+    if canonical {
+        return Ok(Arc::new(s.clone()));
+    }
+    let mut b = StringBuilder::with_capacity(s.len(), s.len() * 36);
+    let mut buf = uuid::Uuid::encode_buffer();
+    for (row, v) in s.iter().enumerate() {
+        match v {
+            None => b.append_null(),
+            Some(v) => {
+                let u = uuid::Uuid::try_parse(v).map_err(|e| {
+                    StoreError::invalid_row(row, c.name, format!("not a UUID ({v:?}): {e}"))
+                })?;
+                b.append_value(u.hyphenated().encode_lower(&mut buf));
+            }
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+fn is_canonical_uuid(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &ch)| match i {
+            8 | 13 | 18 | 23 => ch == b'-',
+            _ => ch.is_ascii_digit() || (b'a'..=b'f').contains(&ch),
+        })
+}
+
+/// Check that `v` is a JSON object. Returns the reason when it is not.
+pub fn validate_json_object(v: &str) -> std::result::Result<(), String> {
+    if !v.trim_start().starts_with('{') {
+        return Err("must be a JSON object".to_string());
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(v)
+        .map(|_| ())
+        .map_err(|e| format!("invalid JSON object: {e}"))
+}
+
+fn to_int64(c: &ColumnDef, input: &ArrayRef) -> Result<ArrayRef> {
+    if !input.data_type().is_integer() {
+        return Err(StoreError::InvalidInput(format!(
+            "column `{}` must be an integer, got {}",
+            c.name,
+            input.data_type()
+        )));
+    }
+    let safe = cast_with_options(input, &DataType::Int64, &CastOptions::default())?;
+    if safe.null_count() != input.null_count() {
+        let row = (0..input.len())
+            .find(|&i| input.is_valid(i) && safe.is_null(i))
+            .unwrap_or(0);
+        return Err(StoreError::invalid_row(
+            row,
+            c.name,
+            "value does not fit in int64",
+        ));
+    }
+    let ints = safe.as_primitive::<arrow::datatypes::Int64Type>();
+    if c.name == crate::schema::PROJECT_COLUMN {
+        if let Some(row) = (0..ints.len()).find(|&i| ints.is_valid(i) && ints.value(i) < 0) {
+            return Err(StoreError::invalid_row(
+                row,
+                c.name,
+                format!("project id must be >= 0, got {}", ints.value(row)),
+            ));
+        }
+    }
+    Ok(Arc::new(Int64Array::from(ints.to_data())))
+}
+
+/// Smallest and largest accepted event time: years 1970 through 9999.
+const MIN_TS_US: i64 = 0;
+const MAX_TS_US: i64 = 253_402_300_799_999_999;
+
+fn to_timestamp(c: &ColumnDef, input: &ArrayRef) -> Result<ArrayRef> {
+    let micros: TimestampMicrosecondArray = match input.data_type() {
+        DataType::Timestamp(_, _) => {
+            let target = DataType::Timestamp(TimeUnit::Microsecond, None);
+            let cast = cast_with_options(input, &target, &CastOptions::default())?;
+            if cast.null_count() != input.null_count() {
+                let row = (0..input.len())
+                    .find(|&i| input.is_valid(i) && cast.is_null(i))
+                    .unwrap_or(0);
+                return Err(StoreError::invalid_row(
+                    row,
+                    c.name,
+                    "timestamp out of range",
+                ));
+            }
+            cast.as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                .clone()
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let s = to_utf8(c, input)?;
+            let mut out = Vec::with_capacity(s.len());
+            for (row, v) in s.iter().enumerate() {
+                out.push(match v {
+                    None => None,
+                    Some(v) => Some(
+                        parse_timestamp(v)
+                            .map_err(|reason| StoreError::invalid_row(row, c.name, reason))?,
+                    ),
+                });
+            }
+            TimestampMicrosecondArray::from(out)
+        }
+        other => {
+            return Err(StoreError::InvalidInput(format!(
+                "column `{}` must be a timestamp or an ISO-8601 string, got {other}",
+                c.name
+            )))
+        }
+    };
+    for (row, v) in micros.iter().enumerate() {
+        if let Some(v) = v {
+            if !(MIN_TS_US..=MAX_TS_US).contains(&v) {
+                return Err(StoreError::invalid_row(
+                    row,
+                    c.name,
+                    "timestamp outside 1970-01-01 .. 9999-12-31",
+                ));
+            }
+        }
+    }
+    Ok(Arc::new(micros.with_timezone("UTC")))
+}
+
+/// Parse an ISO-8601 / RFC 3339 timestamp to µs since the epoch (UTC).
+///
+/// Accepts `2026-11-01T12:00:00Z`, offsets (`+02:00`), fractional seconds, a
+/// space instead of `T`, and zone-less forms (taken as UTC).
+pub fn parse_timestamp(v: &str) -> std::result::Result<i64, String> {
+    let t = v.trim();
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.timestamp_micros());
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
+        if let Ok(dt) = chrono::DateTime::parse_from_str(t, fmt) {
+            return Ok(dt.timestamp_micros());
+        }
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
+        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
+            return Ok(dt.and_utc().timestamp_micros());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        if let Some(dt) = d.and_hms_opt(0, 0, 0) {
+            return Ok(dt.and_utc().timestamp_micros());
+        }
+    }
+    Err(format!("not an ISO-8601 timestamp: {v:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int32Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+
+    fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        let fields: Vec<Field> = cols
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            cols.into_iter().map(|(_, a)| a).collect(),
+        )
+        .unwrap()
+    }
+
+    fn good() -> Vec<(&'static str, ArrayRef)> {
+        vec![
+            (
+                "event",
+                Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
+            ),
+            ("distinct_id", Arc::new(StringArray::from(vec!["x", "y"]))),
+            ("project_id", Arc::new(Int32Array::from(vec![1, 2]))),
+            (
+                "timestamp",
+                Arc::new(StringArray::from(vec![
+                    "2026-11-01T10:00:00Z",
+                    "2026-11-02 11:00:00",
+                ])),
+            ),
+        ]
+    }
+
+    #[test]
+    fn coerces_loose_types_and_generates_uuids() {
+        let n = normalize(Table::Events, &batch(good())).unwrap();
+        let out = n.finish(10, 0).unwrap();
+        assert_eq!(out.num_rows(), 2);
+        assert_eq!(out.schema(), Table::Events.def().schema());
+        let uuids = out.column(0).as_string::<i32>();
+        assert!(uuid::Uuid::try_parse(uuids.value(0)).is_ok());
+        assert_ne!(uuids.value(0), uuids.value(1));
+        let seq = out
+            .column_by_name("_seq")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt64Type>();
+        assert_eq!(seq.values().to_vec(), vec![10, 11]);
+    }
+
+    #[test]
+    fn rejects_bad_rows_naming_row_and_column() {
+        let mut cols = good();
+        cols[3].1 = Arc::new(StringArray::from(vec!["2026-11-01T10:00:00Z", "yesterday"]));
+        match normalize(Table::Events, &batch(cols)) {
+            Err(StoreError::InvalidRow { row, column, .. }) => {
+                assert_eq!((row, column.as_str()), (1, "timestamp"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut cols = good();
+        cols.push((
+            "properties",
+            Arc::new(StringArray::from(vec![Some("{}"), Some("[1]")])),
+        ));
+        assert!(matches!(
+            normalize(Table::Events, &batch(cols)),
+            Err(StoreError::InvalidRow { row: 1, .. })
+        ));
+        let mut cols = good();
+        cols[1].1 = Arc::new(StringArray::from(vec![Some("x"), None]));
+        assert!(matches!(
+            normalize(Table::Events, &batch(cols)),
+            Err(StoreError::InvalidRow { row: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_missing_unknown_and_mistyped_columns() {
+        let mut cols = good();
+        cols.remove(1);
+        assert!(
+            matches!(normalize(Table::Events, &batch(cols)), Err(StoreError::InvalidInput(m)) if m.contains("distinct_id"))
+        );
+        let mut cols = good();
+        cols.push(("colour", Arc::new(StringArray::from(vec!["a", "b"]))));
+        assert!(
+            matches!(normalize(Table::Events, &batch(cols)), Err(StoreError::InvalidInput(m)) if m.contains("colour"))
+        );
+        let mut cols = good();
+        cols[2].1 = Arc::new(StringArray::from(vec!["1", "2"]));
+        assert!(
+            matches!(normalize(Table::Events, &batch(cols)), Err(StoreError::InvalidInput(m)) if m.contains("project_id"))
+        );
+    }
+
+    #[test]
+    fn parses_timestamp_forms() {
+        let z = parse_timestamp("2026-11-01T00:00:00Z").unwrap();
+        assert_eq!(parse_timestamp("2026-11-01 00:00:00").unwrap(), z);
+        assert_eq!(parse_timestamp("2026-11-01T02:00:00+02:00").unwrap(), z);
+        assert_eq!(parse_timestamp("2026-11-01").unwrap(), z);
+        assert_eq!(
+            parse_timestamp("2026-11-01T00:00:00.5Z").unwrap(),
+            z + 500_000
+        );
+        assert!(parse_timestamp("nope").is_err());
+    }
+}

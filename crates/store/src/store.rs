@@ -1,0 +1,979 @@
+//! [`Store`]: open/recover a data directory, append, flush, delete, snapshot.
+//!
+//! ```text
+//!   append ─► normalize ─► [state lock] _seq, ingest log, memtable ─► group fsync ─► ack
+//!                                             │ memtable full: freeze + rotate log
+//!                                             ▼
+//!   flusher thread ─► write parts (sorted, one per partition) ─► commit ─► remove log segment
+//!
+//!   delete ─► [commit lock] cut-off; memtable hits (hash index); part runs (distinct-id index)
+//!             ─► one tombstone file ─► commit ─► rows hidden for every later snapshot
+//! ```
+//!
+//! Durability: an append returns after its ingest-log record is fsynced; a
+//! delete returns after its tombstone file and manifest are fsynced.
+//! Visibility: a snapshot sees parts of the published version plus memtable
+//! rows whose log record is durable, minus hidden rows.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use croaring::{Bitmap, Treemap};
+use crossbeam_channel::{Receiver, Sender};
+use object_store::ObjectStore;
+
+use crate::commit::{CommitState, Transaction};
+use crate::error::{Result, StoreError};
+use crate::format::{
+    decode_manifest, decode_tombstones, encode_manifest, manifest_path, parse_manifest_path,
+    DeletionRequest, Manifest, PartMeta, RequestStatus,
+};
+use crate::gc::{Gc, LiveGuard};
+use crate::memtable::{without_deleted, Chunk, Memtable};
+use crate::normalize::{normalize, NormalizedBatch};
+use crate::part::{read_seqs, write_parts, PartWriterOptions};
+use crate::schema::Table;
+use crate::storage::Storage;
+use crate::wal::{self, Wal};
+
+/// Most distinct ids one deletion call accepts.
+pub const MAX_DELETE_IDS: usize = 1000;
+
+/// Options of [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Freeze and flush the memtable when it holds this many rows.
+    pub memtable_rows: usize,
+    /// ... or this many bytes of Arrow memory.
+    pub memtable_bytes: usize,
+    /// Appends wait when this many frozen memtables are waiting for their flush.
+    pub max_frozen: usize,
+    /// How parts are written.
+    pub part: PartWriterOptions,
+    /// Object store for parts, tombstones and manifests; `None` = the local
+    /// filesystem under the data directory.
+    pub object_store: Option<Arc<dyn ObjectStore>>,
+    /// Run the flusher on a background thread (otherwise only `flush()` flushes).
+    pub background_flush: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            memtable_rows: 1_000_000,
+            memtable_bytes: 512 << 20,
+            max_frozen: 2,
+            part: PartWriterOptions::default(),
+            object_store: None,
+            background_flush: true,
+        }
+    }
+}
+
+/// A published state: a manifest and the tombstone bitmaps it references.
+#[derive(Debug)]
+pub struct Version {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Current bitmap of every part that has deleted rows.
+    pub tombstones: HashMap<u64, Arc<Bitmap>>,
+}
+
+pub(crate) struct State {
+    pub version: Arc<Version>,
+    pub active: Memtable,
+    pub frozen: VecDeque<Arc<Memtable>>,
+    pub mem_deleted: Arc<Treemap>,
+    pub next_seq: u64,
+    pub next_memtable_id: u64,
+    pub next_wal_segment: u64,
+    /// Set when the store is closed or a write failed (the log may be torn).
+    pub failed: Option<String>,
+}
+
+enum FlushMsg {
+    Wake,
+    Shutdown,
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub wal_dir: PathBuf,
+    pub storage: Storage,
+    pub opts: StoreOptions,
+    _lock: File,
+    pub wal: Wal,
+    pub state: Mutex<State>,
+    pub flushed: Condvar,
+    pub commit: Mutex<CommitState>,
+    flush_lock: Mutex<()>,
+    pub gc: Arc<Gc>,
+    pub durable_seq: Arc<AtomicU64>,
+    file_ids: AtomicU64,
+    flusher: Mutex<Option<(Sender<FlushMsg>, std::thread::JoinHandle<()>)>>,
+    pub store_id: String,
+}
+
+/// An Elide data directory, open for writing. Cheap to clone; all clones
+/// share one writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// `_seq` of the first row.
+    pub seq_start: u64,
+    /// One past the `_seq` of the last row.
+    pub seq_end: u64,
+}
+
+/// What to delete.
+#[derive(Debug, Clone)]
+pub struct DeleteSpec {
+    /// Project of the distinct ids.
+    pub project_id: i64,
+    /// Up to [`MAX_DELETE_IDS`] distinct ids.
+    pub distinct_ids: Vec<String>,
+    /// Delete rows with `_seq` below this; `None` = everything appended before the call.
+    pub cutoff: Option<u64>,
+    /// Tables to delete from; empty = all tables.
+    pub tables: Vec<Table>,
+}
+
+/// Result of a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    /// The recorded request.
+    pub request_id: u64,
+    /// Rows newly hidden by this request.
+    pub rows_hidden: u64,
+    /// The cut-off used.
+    pub cutoff: u64,
+}
+
+/// Per-partition figures for `status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartitionStatus {
+    /// Table.
+    pub table: Table,
+    /// Project.
+    pub project_id: i64,
+    /// Day (`YYYY-MM-DD`).
+    pub day: String,
+    /// Number of parts.
+    pub parts: usize,
+    /// Rows in the parts (deleted included).
+    pub rows: u64,
+    /// Rows hidden by tombstones.
+    pub tombstoned_rows: u64,
+    /// Bytes of the parts.
+    pub bytes: u64,
+}
+
+/// A summary of the store's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreStatus {
+    /// Manifest version.
+    pub version: u64,
+    /// Next `_seq`.
+    pub next_seq: u64,
+    /// Partitions.
+    pub partitions: Vec<PartitionStatus>,
+    /// Rows in memtables (not yet in parts).
+    pub memtable_rows: u64,
+    /// Memtable rows hidden by deletions.
+    pub memtable_deleted_rows: u64,
+    /// Deletion requests not yet purged.
+    pub pending_requests: Vec<DeletionRequest>,
+    /// Number of ingest-log segments on disk.
+    pub wal_segments: usize,
+}
+
+pub(crate) fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Internal("a store lock is poisoned (a thread panicked)".into())
+}
+
+impl Store {
+    /// Create or open the data directory `path`.
+    pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        let dir = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(dir.display(), e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(lock_path.display(), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: dir,
+                    lock: lock_path,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(lock_path.display(), e))
+            }
+        }
+        let storage = match &opts.object_store {
+            Some(os) => Storage::object_store(Arc::clone(os)),
+            None => Storage::local(&dir)?,
+        };
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir).map_err(|e| StoreError::io(wal_dir.display(), e))?;
+
+        let manifest = recover_manifest(&storage)?;
+        let tombstones = load_tombstones(&storage, &manifest)?;
+        let gc = Arc::new(Gc::default());
+        let swept = gc.sweep_unreferenced(&storage, &manifest)?;
+
+        // Replay the ingest log.
+        let segments = wal::list_segments(&wal_dir)?;
+        let mut replay = Memtable::new(1, manifest.flushed_seq, None);
+        let mut obsolete = Vec::new();
+        for (i, seg) in segments.iter().enumerate() {
+            let path = wal::segment_path(&wal_dir, *seg);
+            let (records, clean) = wal::read_segment(&path)?;
+            if !clean && i + 1 != segments.len() {
+                return Err(StoreError::corrupt(
+                    path.display(),
+                    "torn record in a closed ingest-log segment",
+                ));
+            }
+            let mut kept = false;
+            for r in records {
+                let end = r.seq_start + r.batch.num_rows() as u64;
+                if end <= manifest.flushed_seq {
+                    continue;
+                }
+                if r.seq_start < manifest.flushed_seq || r.seq_start < replay.seq_end {
+                    return Err(StoreError::corrupt(
+                        path.display(),
+                        format!(
+                            "record at _seq {} overlaps flushed or replayed rows",
+                            r.seq_start
+                        ),
+                    ));
+                }
+                replay.push(Arc::new(Chunk {
+                    table: r.table,
+                    seq_start: r.seq_start,
+                    batch: r.batch,
+                }));
+                kept = true;
+            }
+            if kept {
+                replay.wal_segments.push(*seg);
+            } else {
+                obsolete.push(*seg);
+            }
+        }
+        gc.remove_wal_segments(&wal_dir, &obsolete)?;
+        let next_seq = manifest.next_seq.max(replay.seq_end);
+        let mut mem_deleted = Treemap::new();
+        for req in &manifest.requests {
+            let mut hits = Vec::new();
+            for t in &req.tables {
+                for d in &req.distinct_ids {
+                    replay.find(*t, req.project_id, d, req.cutoff_seq, &mut hits);
+                }
+            }
+            for h in hits {
+                mem_deleted.add(h);
+            }
+        }
+        let durable_seq = Arc::new(AtomicU64::new(next_seq));
+        let wal_segment = segments.last().copied().unwrap_or(0) + 1;
+        let wal = Wal::create(&wal_dir, wal_segment, Arc::clone(&durable_seq))?;
+        let mut frozen = VecDeque::new();
+        let replayed_rows = replay.rows;
+        if replay.rows > 0 {
+            frozen.push_back(Arc::new(replay));
+        }
+        tracing::info!(dir = %dir.display(), version = manifest.version, parts = manifest.parts.len(), replayed_rows, swept, "opened store");
+        let file_ids = AtomicU64::new(manifest.next_file_id);
+        let state = State {
+            version: Arc::new(Version {
+                manifest,
+                tombstones,
+            }),
+            active: Memtable::new(2, next_seq, Some(wal_segment)),
+            frozen,
+            mem_deleted: Arc::new(mem_deleted),
+            next_seq,
+            next_memtable_id: 3,
+            next_wal_segment: wal_segment + 1,
+            failed: None,
+        };
+        let inner = Arc::new(Inner {
+            dir,
+            wal_dir,
+            storage,
+            opts,
+            _lock: lock,
+            wal,
+            state: Mutex::new(state),
+            flushed: Condvar::new(),
+            commit: Mutex::new(CommitState::default()),
+            flush_lock: Mutex::new(()),
+            gc,
+            durable_seq,
+            file_ids,
+            flusher: Mutex::new(None),
+            store_id: uuid::Uuid::new_v4().simple().to_string(),
+        });
+        if inner.opts.background_flush {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let weak = Arc::downgrade(&inner);
+            let handle = std::thread::Builder::new()
+                .name("elide-flusher".into())
+                .spawn(move || flusher_loop(weak, rx))
+                .map_err(|e| StoreError::io("flusher thread", e))?;
+            if replayed_rows > 0 {
+                let _ = tx.send(FlushMsg::Wake);
+            }
+            *inner.flusher.lock().map_err(poisoned)? = Some((tx, handle));
+        }
+        Ok(Store { inner })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Storage of parts, tombstones and manifests.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    /// A unique id of this open store (used to register its object store).
+    pub fn store_id(&self) -> &str {
+        &self.inner.store_id
+    }
+
+    /// Append a batch to `table`. When this returns, the rows are durable and
+    /// visible. An invalid batch is rejected whole.
+    pub fn append(&self, table: Table, batch: &RecordBatch) -> Result<Appended> {
+        let n = normalize(table, batch)?;
+        self.append_normalized(n)
+    }
+
+    /// Append a batch already validated by [`normalize`].
+    pub fn append_normalized(&self, n: NormalizedBatch) -> Result<Appended> {
+        let rows = n.num_rows() as u64;
+        let inner = &*self.inner;
+        let mut st = inner.state.lock().map_err(poisoned)?;
+        while st.frozen.len() >= inner.opts.max_frozen.max(1) && st.failed.is_none() {
+            inner.wake_flusher();
+            let (g, _) = inner
+                .flushed
+                .wait_timeout(st, Duration::from_millis(200))
+                .map_err(poisoned)?;
+            st = g;
+            if !inner.opts.background_flush {
+                break;
+            }
+        }
+        if let Some(f) = &st.failed {
+            return Err(StoreError::Unavailable(f.clone()));
+        }
+        if rows == 0 {
+            return Ok(Appended {
+                seq_start: st.next_seq,
+                seq_end: st.next_seq,
+            });
+        }
+        let seq_start = st.next_seq;
+        let batch = n.finish(seq_start, now_us())?;
+        let record = wal::encode_record(n.table, seq_start, &batch)?;
+        let lsn = match inner.wal.write(&record, seq_start + rows) {
+            Ok(l) => l,
+            Err(e) => {
+                st.failed = Some(format!("ingest log write failed: {e}"));
+                return Err(e);
+            }
+        };
+        st.next_seq += rows;
+        st.active.push(Arc::new(Chunk {
+            table: n.table,
+            seq_start,
+            batch,
+        }));
+        let full = st.active.rows >= inner.opts.memtable_rows
+            || st.active.bytes >= inner.opts.memtable_bytes;
+        if full {
+            inner.freeze_locked(&mut st)?;
+        }
+        drop(st);
+        if full {
+            inner.wake_flusher();
+        }
+        if let Err(e) = inner.wal.sync_to(lsn) {
+            if let Ok(mut st) = inner.state.lock() {
+                st.failed = Some(format!("ingest log fsync failed: {e}"));
+            }
+            return Err(e);
+        }
+        Ok(Appended {
+            seq_start,
+            seq_end: seq_start + rows,
+        })
+    }
+
+    /// Write every buffered row into parts and commit; afterwards the ingest
+    /// log holds nothing.
+    pub fn flush(&self) -> Result<()> {
+        {
+            let mut st = self.inner.state.lock().map_err(poisoned)?;
+            if let Some(f) = &st.failed {
+                return Err(StoreError::Unavailable(f.clone()));
+            }
+            self.inner.freeze_locked(&mut st)?;
+        }
+        self.inner.flush_frozen()
+    }
+
+    /// Hide the rows of `spec.distinct_ids` below the cut-off, in every part and
+    /// in buffered rows. Durable and visible to every later snapshot when it returns.
+    pub fn delete(&self, spec: DeleteSpec) -> Result<DeleteOutcome> {
+        let mut ids: Vec<String> = spec.distinct_ids.clone();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "a deletion needs at least one distinct id".into(),
+            ));
+        }
+        if ids.len() > MAX_DELETE_IDS {
+            return Err(StoreError::InvalidInput(format!(
+                "a deletion takes at most {MAX_DELETE_IDS} distinct ids, got {}",
+                ids.len()
+            )));
+        }
+        if ids.iter().any(|d| d.is_empty()) {
+            return Err(StoreError::InvalidInput(
+                "distinct ids must not be empty".into(),
+            ));
+        }
+        let tables: Vec<Table> = if spec.tables.is_empty() {
+            Table::ALL.to_vec()
+        } else {
+            let mut t = spec.tables.clone();
+            t.sort();
+            t.dedup();
+            t
+        };
+        let project = spec.project_id;
+        let inner = &*self.inner;
+        let mut tx = Transaction::begin(inner)?;
+        let (cutoff, mem_hits) = {
+            let st = inner.state.lock().map_err(poisoned)?;
+            if let Some(f) = &st.failed {
+                return Err(StoreError::Unavailable(f.clone()));
+            }
+            let cutoff = spec.cutoff.unwrap_or(st.next_seq);
+            if cutoff > st.next_seq {
+                return Err(StoreError::InvalidInput(format!(
+                    "cut-off {cutoff} is above the next sequence number {}; a deletion cannot cover rows not yet appended",
+                    st.next_seq
+                )));
+            }
+            let mut hits = Vec::new();
+            for m in st
+                .frozen
+                .iter()
+                .map(|m| &**m)
+                .chain(std::iter::once(&st.active))
+            {
+                for t in &tables {
+                    for d in &ids {
+                        m.find(*t, project, d, cutoff, &mut hits);
+                    }
+                }
+            }
+            hits.retain(|s| !st.mem_deleted.contains(*s));
+            (cutoff, hits)
+        };
+
+        // Resolve part rows through the distinct-id index.
+        let mut additions: BTreeMap<u64, Bitmap> = BTreeMap::new();
+        let mut slow: Vec<(u64, u32, u32)> = Vec::new();
+        {
+            let live: std::collections::HashSet<u64> =
+                tx.manifest.parts.iter().map(|p| p.id).collect();
+            let index = tx.index()?;
+            for t in &tables {
+                for d in &ids {
+                    for p in index.lookup(*t, project, d) {
+                        if !live.contains(&p.part_id) || cutoff <= p.min_seq {
+                            continue;
+                        }
+                        if cutoff > p.max_seq {
+                            additions
+                                .entry(p.part_id)
+                                .or_default()
+                                .add_range(p.start..p.start + p.len);
+                        } else {
+                            slow.push((p.part_id, p.start, p.len));
+                        }
+                    }
+                }
+            }
+        }
+        // Runs that straddle the cut-off: read the part's `_seq` column.
+        let mut seq_cache: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (part_id, start, len) in slow {
+            let i = tx
+                .part_index(part_id)
+                .ok_or_else(|| StoreError::Internal("part vanished".into()))?;
+            if let std::collections::hash_map::Entry::Vacant(v) = seq_cache.entry(part_id) {
+                v.insert(read_seqs(&inner.storage, &tx.manifest.parts[i])?);
+            }
+            let seqs = &seq_cache[&part_id];
+            let run = seqs
+                .get(start as usize..(start + len) as usize)
+                .ok_or_else(|| {
+                    StoreError::corrupt(&tx.manifest.parts[i].path, "run outside the part")
+                })?;
+            let below = run.partition_point(|s| *s < cutoff) as u32;
+            if below > 0 {
+                additions
+                    .entry(part_id)
+                    .or_default()
+                    .add_range(start..start + below);
+            }
+        }
+        let mut rows_hidden = mem_hits.len() as u64;
+        for (part_id, add) in additions {
+            let new = match tx.bitmap(part_id) {
+                Some(old) => old.or(&add),
+                None => add,
+            };
+            let before = tx.bitmap(part_id).map_or(0, |b| b.cardinality());
+            let gained = new.cardinality() - before;
+            if gained > 0 {
+                rows_hidden += gained;
+                tx.set_bitmap(part_id, new);
+            }
+        }
+        let request_id = tx.manifest.next_request_id;
+        tx.manifest.next_request_id += 1;
+        tx.manifest.requests.push(DeletionRequest {
+            id: request_id,
+            project_id: project,
+            distinct_ids: ids,
+            tables,
+            cutoff_seq: cutoff,
+            created_at_us: now_us(),
+            rows_hidden,
+            status: RequestStatus::Pending,
+        });
+        tx.hide_mem_rows(&mem_hits);
+        tx.commit()?;
+        tracing::info!(request_id, rows_hidden, project, "deletion committed");
+        Ok(DeleteOutcome {
+            request_id,
+            rows_hidden,
+            cutoff,
+        })
+    }
+
+    /// A consistent view for queries. Files it references stay on disk while it lives.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let inner = &*self.inner;
+        let (version, chunks, deleted, guard) = {
+            let st = inner.state.lock().map_err(poisoned)?;
+            let durable = inner.durable_seq.load(Ordering::Acquire);
+            let chunks: Vec<Arc<Chunk>> = st
+                .frozen
+                .iter()
+                .flat_map(|m| m.chunks.iter())
+                .chain(st.active.chunks.iter())
+                .filter(|c| c.seq_end() <= durable)
+                .cloned()
+                .collect();
+            let guard = inner.gc.register(st.version.manifest.version);
+            (
+                Arc::clone(&st.version),
+                chunks,
+                Arc::clone(&st.mem_deleted),
+                guard,
+            )
+        };
+        let mut mem: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
+        for c in chunks {
+            if let Some(b) = without_deleted(&c.batch, c.seq_start, &deleted)? {
+                mem.entry(c.table).or_default().push(b);
+            }
+        }
+        Ok(Snapshot {
+            version,
+            mem,
+            storage: inner.storage.clone(),
+            store_id: inner.store_id.clone(),
+            _guard: guard,
+        })
+    }
+
+    /// Deletion requests, oldest first.
+    pub fn requests(&self) -> Result<Vec<DeletionRequest>> {
+        Ok(self.inner.current_version()?.manifest.requests.clone())
+    }
+
+    /// The published manifest.
+    pub fn manifest(&self) -> Result<Manifest> {
+        Ok(self.inner.current_version()?.manifest.clone())
+    }
+
+    /// Partition figures, buffered rows and pending requests.
+    pub fn status(&self) -> Result<StoreStatus> {
+        let (version, memtable_rows, memtable_deleted_rows) = {
+            let st = self.inner.state.lock().map_err(poisoned)?;
+            let rows = st.active.rows + st.frozen.iter().map(|m| m.rows).sum::<usize>();
+            (
+                Arc::clone(&st.version),
+                rows as u64,
+                st.mem_deleted.cardinality(),
+            )
+        };
+        let m = &version.manifest;
+        let mut parts: BTreeMap<(Table, i64, i32), PartitionStatus> = BTreeMap::new();
+        for p in &m.parts {
+            let e = parts
+                .entry((p.table, p.project_id, p.day))
+                .or_insert_with(|| PartitionStatus {
+                    table: p.table,
+                    project_id: p.project_id,
+                    day: crate::format::day_to_string(p.day),
+                    parts: 0,
+                    rows: 0,
+                    tombstoned_rows: 0,
+                    bytes: 0,
+                });
+            e.parts += 1;
+            e.rows += p.rows;
+            e.tombstoned_rows += p.deleted();
+            e.bytes += p.size;
+        }
+        Ok(StoreStatus {
+            version: m.version,
+            next_seq: m.next_seq.max(self.inner.next_seq()?),
+            partitions: parts.into_values().collect(),
+            memtable_rows,
+            memtable_deleted_rows,
+            pending_requests: m
+                .requests
+                .iter()
+                .filter(|r| r.status == RequestStatus::Pending)
+                .cloned()
+                .collect(),
+            wal_segments: wal::list_segments(&self.inner.wal_dir)?.len(),
+        })
+    }
+
+    /// Stop the background flusher and release the data directory. Buffered
+    /// rows stay in the ingest log and are replayed at the next open.
+    pub fn close(self) -> Result<()> {
+        self.inner.stop_flusher();
+        Ok(())
+    }
+}
+
+impl Inner {
+    pub(crate) fn current_version(&self) -> Result<Arc<Version>> {
+        Ok(Arc::clone(&self.state.lock().map_err(poisoned)?.version))
+    }
+
+    pub(crate) fn mem_deleted(&self) -> Result<Arc<Treemap>> {
+        Ok(Arc::clone(
+            &self.state.lock().map_err(poisoned)?.mem_deleted,
+        ))
+    }
+
+    pub(crate) fn next_seq(&self) -> Result<u64> {
+        Ok(self.state.lock().map_err(poisoned)?.next_seq)
+    }
+
+    pub(crate) fn alloc_file_id(&self) -> u64 {
+        self.file_ids.fetch_add(1, Ordering::AcqRel)
+    }
+
+    pub(crate) fn peek_file_id(&self) -> u64 {
+        self.file_ids.load(Ordering::Acquire)
+    }
+
+    /// Swap in a committed version (the commit's publication step).
+    pub(crate) fn publish(
+        &self,
+        version: Arc<Version>,
+        hide: &Treemap,
+        flushed_memtable: Option<u64>,
+    ) -> Result<()> {
+        let mut st = self.state.lock().map_err(poisoned)?;
+        let flushed_seq = version.manifest.flushed_seq;
+        st.version = version;
+        if !hide.is_empty() {
+            Arc::make_mut(&mut st.mem_deleted).or_inplace(hide);
+        }
+        if let Some(id) = flushed_memtable {
+            match st.frozen.front() {
+                Some(m) if m.id == id => {
+                    st.frozen.pop_front();
+                }
+                _ => {
+                    return Err(StoreError::Internal(format!(
+                        "flushed memtable {id} is not the oldest frozen one"
+                    )))
+                }
+            }
+            if st.mem_deleted.minimum().is_some_and(|m| m < flushed_seq) {
+                Arc::make_mut(&mut st.mem_deleted).remove_range(..flushed_seq);
+            }
+        }
+        drop(st);
+        self.flushed.notify_all();
+        Ok(())
+    }
+
+    fn freeze_locked(&self, st: &mut MutexGuard<'_, State>) -> Result<()> {
+        if st.active.rows == 0 {
+            return Ok(());
+        }
+        let seg = st.next_wal_segment;
+        if let Err(e) = self.wal.rotate(seg) {
+            st.failed = Some(format!("ingest log rotation failed: {e}"));
+            return Err(e);
+        }
+        st.next_wal_segment += 1;
+        let id = st.next_memtable_id;
+        st.next_memtable_id += 1;
+        let next_seq = st.next_seq;
+        let old = std::mem::replace(&mut st.active, Memtable::new(id, next_seq, Some(seg)));
+        st.frozen.push_back(Arc::new(old));
+        Ok(())
+    }
+
+    fn wake_flusher(&self) {
+        if let Ok(f) = self.flusher.lock() {
+            if let Some((tx, _)) = &*f {
+                let _ = tx.send(FlushMsg::Wake);
+            }
+        }
+    }
+
+    fn stop_flusher(&self) {
+        let taken = self.flusher.lock().ok().and_then(|mut f| f.take());
+        if let Some((tx, handle)) = taken {
+            let _ = tx.send(FlushMsg::Shutdown);
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    /// Flush every frozen memtable, oldest first.
+    pub(crate) fn flush_frozen(&self) -> Result<()> {
+        let _f = self.flush_lock.lock().map_err(poisoned)?;
+        loop {
+            let (mem, deleted) = {
+                let st = self.state.lock().map_err(poisoned)?;
+                match st.frozen.front() {
+                    None => return Ok(()),
+                    Some(m) => (Arc::clone(m), Arc::clone(&st.mem_deleted)),
+                }
+            };
+            let started = std::time::Instant::now();
+            let parts = write_parts(
+                &self.storage,
+                &self.opts.part,
+                &mem.chunks,
+                &deleted,
+                &mut || self.alloc_file_id(),
+            )?;
+            crate::failpoint!("flush::after_write_parts");
+            let paths: Vec<&str> = parts.iter().map(|p| p.meta.path.as_str()).collect();
+            self.storage.sync_files(&paths)?;
+            let n_parts = parts.len();
+            let mut tx = Transaction::begin(self)?;
+            tx.add_flushed(&mem, parts, &deleted)?;
+            tx.commit()?;
+            tracing::debug!(
+                rows = mem.rows,
+                parts = n_parts,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "flushed memtable"
+            );
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_flusher();
+    }
+}
+
+fn flusher_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(FlushMsg::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return
+            }
+            Ok(FlushMsg::Wake) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let has_work = inner
+            .state
+            .lock()
+            .map(|s| !s.frozen.is_empty())
+            .unwrap_or(false);
+        if has_work {
+            if let Err(e) = inner.flush_frozen() {
+                tracing::error!(error = %e, "background flush failed; will retry");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+fn recover_manifest(storage: &Storage) -> Result<Manifest> {
+    let mut versions: Vec<(u64, String)> = storage
+        .list("manifest")?
+        .into_iter()
+        .filter_map(|o| {
+            let p = o.location.to_string();
+            parse_manifest_path(&p).map(|v| (v, p))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, path)) => {
+            let bytes = storage.get(&path)?;
+            decode_manifest(&path, &bytes)
+        }
+        None => {
+            let m = Manifest::empty();
+            storage.put_new(&manifest_path(0), encode_manifest(&m)?.into())?;
+            Ok(m)
+        }
+    }
+}
+
+fn load_tombstones(storage: &Storage, m: &Manifest) -> Result<HashMap<u64, Arc<Bitmap>>> {
+    let mut files: BTreeMap<&str, Vec<&PartMeta>> = BTreeMap::new();
+    for p in &m.parts {
+        if let Some(t) = &p.tombstone {
+            files.entry(t.path.as_str()).or_default().push(p);
+        }
+    }
+    let mut out = HashMap::new();
+    for (path, parts) in files {
+        let bytes = storage.get(path)?;
+        let mut decoded = decode_tombstones(path, &bytes)?;
+        for p in parts {
+            let b = decoded
+                .remove(&p.id)
+                .ok_or_else(|| StoreError::corrupt(path, format!("no bitmap for part {}", p.id)))?;
+            if b.cardinality() != p.deleted() || b.maximum().is_some_and(|x| u64::from(x) >= p.rows)
+            {
+                return Err(StoreError::corrupt(
+                    path,
+                    format!("bitmap of part {} does not match the manifest", p.id),
+                ));
+            }
+            out.insert(p.id, Arc::new(b));
+        }
+    }
+    Ok(out)
+}
+
+/// A consistent, immutable view of the store for one query.
+pub struct Snapshot {
+    version: Arc<Version>,
+    mem: BTreeMap<Table, Vec<RecordBatch>>,
+    storage: Storage,
+    store_id: String,
+    _guard: LiveGuard,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version.manifest.version)
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Manifest version of this snapshot.
+    pub fn version(&self) -> u64 {
+        self.version.manifest.version
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.version.manifest
+    }
+
+    /// Live parts of `table`.
+    pub fn parts(&self, table: Table) -> impl Iterator<Item = &PartMeta> {
+        self.version
+            .manifest
+            .parts
+            .iter()
+            .filter(move |p| p.table == table)
+    }
+
+    /// The tombstone bitmap of a part (deleted row positions), if any.
+    pub fn tombstone(&self, part_id: u64) -> Option<&Arc<Bitmap>> {
+        self.version.tombstones.get(&part_id)
+    }
+
+    /// Buffered rows of `table` (not yet in parts), deletions applied.
+    pub fn memtable_batches(&self, table: Table) -> &[RecordBatch] {
+        self.mem.get(&table).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Storage the parts are read from.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Id of the store this snapshot belongs to.
+    pub fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
+    /// Rows visible in `table`.
+    pub fn visible_rows(&self, table: Table) -> u64 {
+        self.parts(table).map(|p| p.live_rows()).sum::<u64>()
+            + self
+                .memtable_batches(table)
+                .iter()
+                .map(|b| b.num_rows() as u64)
+                .sum::<u64>()
+    }
+}

@@ -1,0 +1,87 @@
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use arrow::array::AsArray;
+use arrow::datatypes::UInt64Type;
+use elide_store::jsonl::{rows_to_batch, EventRow};
+use elide_store::{Snapshot, Store, StoreOptions, Table};
+
+pub const DAY: i64 = 86_400_000_000;
+pub const T0: i64 = 1_790_000_000_000_000;
+
+pub fn row(n: u64, did: &str, project: i64, day: i64) -> EventRow {
+    EventRow {
+        uuid: Some(uuid::Uuid::from_u64_pair(7, n).to_string()),
+        event: "$pageview".into(),
+        distinct_id: did.into(),
+        person_id: None,
+        project_id: project,
+        timestamp_us: T0 + day * DAY + n as i64,
+        properties: Some(format!(r#"{{"n":{n}}}"#)),
+        session_id: None,
+    }
+}
+
+pub fn opts() -> StoreOptions {
+    StoreOptions {
+        background_flush: false,
+        ..Default::default()
+    }
+}
+
+pub fn open(dir: &Path) -> Store {
+    Store::open(dir, opts()).unwrap()
+}
+
+pub fn append(store: &Store, rows: &[EventRow]) {
+    store
+        .append(Table::Events, &rows_to_batch(rows).unwrap())
+        .unwrap();
+}
+
+/// Visible (uuid, distinct_id, _seq) of events, read straight from a
+/// snapshot: parts through parquet with tombstones applied, plus memtable.
+pub fn visible(store: &Store) -> BTreeSet<(String, String, u64)> {
+    let snap = store.snapshot().unwrap();
+    visible_in(&snap)
+}
+
+pub fn visible_in(snap: &Snapshot) -> BTreeSet<(String, String, u64)> {
+    let mut out = BTreeSet::new();
+    let mut add =
+        |b: &arrow::record_batch::RecordBatch, dead: Option<&croaring::Bitmap>, base: u32| {
+            let u = b.column_by_name("uuid").unwrap().as_string::<i32>();
+            let d = b.column_by_name("distinct_id").unwrap().as_string::<i32>();
+            let s = b
+                .column_by_name("_seq")
+                .unwrap()
+                .as_primitive::<UInt64Type>();
+            for i in 0..b.num_rows() {
+                if dead.is_some_and(|x| x.contains(base + i as u32)) {
+                    continue;
+                }
+                assert!(
+                    out.insert((u.value(i).to_string(), d.value(i).to_string(), s.value(i))),
+                    "duplicate row"
+                );
+            }
+        };
+    for p in snap.parts(Table::Events) {
+        let path = snap.storage().local_root().unwrap().join(&p.path);
+        let f = std::fs::File::open(&path).unwrap();
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut base = 0u32;
+        for b in r {
+            let b = b.unwrap();
+            add(&b, snap.tombstone(p.id).map(|a| &**a), base);
+            base += b.num_rows() as u32;
+        }
+    }
+    for b in snap.memtable_batches(Table::Events) {
+        add(b, None, 0);
+    }
+    out
+}

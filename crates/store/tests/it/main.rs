@@ -1,0 +1,6 @@
+//! Integration tests of the storage engine (one binary).
+
+mod bad_input;
+mod common;
+mod deletion;
+mod durability;
