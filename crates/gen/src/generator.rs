@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Zipf};
 use std::sync::Arc;
 
-use crate::persons::{person_traits, person_uuid, session_uuid, ProjectMap};
+use crate::persons::{person_traits, session_uuid, PersonIdCache, ProjectMap};
 use crate::props::{pick_event, write_properties, EventCtx, PropsScratch, EVENTS, IDENTIFY};
 use crate::time::{TimeCursor, MICROS_PER_DAY};
 use crate::{events_schema, GenConfig, GenError, MAX_DAYS, MAX_PERSONS, MAX_PROJECTS};
@@ -45,6 +45,7 @@ pub struct Generator {
     seen: Vec<u64>,
     persons_seen: u64,
     props: PropsScratch,
+    person_ids: PersonIdCache,
     failed: bool,
 }
 
@@ -113,6 +114,7 @@ impl Generator {
             seen: vec![0; seen_words],
             persons_seen: 0,
             props: PropsScratch::default(),
+            person_ids: PersonIdCache::new(),
             failed: false,
             cfg,
         })
@@ -200,8 +202,7 @@ impl Generator {
                 let prefix = if use_anon { "anon" } else { "user" };
                 write!(distinct_b, "{prefix}-{project_id}-{person_index}")?;
                 distinct_b.append_value("");
-                let pid = person_uuid(project_id, person_index);
-                person_b.append_value(pid.hyphenated().encode_lower(&mut uuid_buf));
+                person_b.append_value(self.person_ids.get(project_id, person_index));
                 self.mark_seen(person_index);
             }
             project_b.append_value(project_id);

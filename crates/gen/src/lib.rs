@@ -52,6 +52,7 @@ use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 pub use generator::Generator;
 pub use persons::{person_anon_id, person_distinct_id, person_project, person_uuid};
@@ -168,11 +169,13 @@ pub fn events_schema() -> SchemaRef {
 }
 
 /// Parquet writer properties used by [`write_parquet`]: ZSTD, fixed
-/// `created_by`, no key/value metadata beyond the Arrow schema.
+/// `created_by`, no key/value metadata beyond the Arrow schema, and no
+/// dictionary for the always-unique `uuid` column.
 pub fn parquet_writer_properties() -> Result<WriterProperties, GenError> {
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_created_by(PARQUET_CREATED_BY.to_string())
+        .set_column_dictionary_enabled(ColumnPath::from("uuid"), false)
         .build())
 }
 

@@ -139,3 +139,36 @@ pub(crate) fn session_uuid(seed: u64, project_id: i64, person_index: u64, day: u
     bytes[8..].copy_from_slice(&c.to_le_bytes());
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
+
+/// Direct-mapped cache of formatted person UUIDs. Zipf activity means a few
+/// thousand hot persons account for most events, so this skips most SHA-1s.
+#[derive(Debug)]
+pub(crate) struct PersonIdCache {
+    slots: Vec<(u64, String)>,
+}
+
+const PERSON_CACHE_SLOTS: usize = 4_096;
+
+impl PersonIdCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: vec![(u64::MAX, String::new()); PERSON_CACHE_SLOTS],
+        }
+    }
+
+    /// The hyphenated lowercase `person_uuid(project_id, person_index)`.
+    /// (`project_id` is a function of `person_index`, so the index is the key.)
+    pub(crate) fn get(&mut self, project_id: i64, person_index: u64) -> &str {
+        let slot = &mut self.slots[(person_index % PERSON_CACHE_SLOTS as u64) as usize];
+        if slot.0 != person_index {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let formatted = person_uuid(project_id, person_index)
+                .hyphenated()
+                .encode_lower(&mut buf);
+            slot.1.clear();
+            slot.1.push_str(formatted);
+            slot.0 = person_index;
+        }
+        &slot.1
+    }
+}

@@ -19,8 +19,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use croaring::Bitmap;
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
-use datafusion::datasource::physical_plan::{ParquetFileReaderFactory, PartitionedFile};
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use elide_store::{PartMeta, Snapshot};
@@ -183,7 +184,12 @@ impl AsyncFileReader for CheckedReader {
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
-            let md = self.inner.get_metadata(options).await?;
+            let md = self.inner.get_metadata(options).await.map_err(|e| {
+                ParquetError::General(format!(
+                    "part {} ({}) does not match the manifest or cannot be read: {e}; refusing to scan it",
+                    self.expected.part_id, self.path
+                ))
+            })?;
             let on_disk: Vec<u64> = md.row_groups().iter().map(|rg| rg.num_rows() as u64).collect();
             if on_disk != self.expected.row_groups {
                 return Err(ParquetError::General(format!(

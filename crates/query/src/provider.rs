@@ -14,7 +14,6 @@
 //! and DataFusion still applies them above the scan. Deleted rows never
 //! reach that filter: they are not decoded.
 
-use std::any::Any;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -35,7 +34,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_optimizer::pruning::PruningPredicate;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
@@ -143,10 +142,6 @@ fn part_statistics(schema: &SchemaRef, live_rows: u64, bytes: u64) -> Statistics
 
 #[async_trait]
 impl TableProvider for ElideTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -185,10 +180,11 @@ impl TableProvider for ElideTable {
         let all: Vec<&PartMeta> = snapshot.parts(self.table).collect();
         let mut keep = vec![true; all.len()];
         if let Some(pred) = &predicate {
-            if let Ok(pp) = PruningPredicate::try_new(Arc::clone(pred), Arc::clone(&schema)) {
-                if !pp.always_true() {
-                    keep = pp.prune(&PartStats { parts: &all })?;
-                }
+            let pp = PruningPredicateBuilder::new()
+                .with_file_schema(Arc::clone(&schema))
+                .build(Arc::clone(pred));
+            if let Some(pp) = pp {
+                keep = pp.prune(&PartStats { parts: &all })?;
             }
         }
         let mut files = Vec::new();
@@ -278,7 +274,7 @@ fn balance(
     target: usize,
     schema: &SchemaRef,
 ) -> Vec<(FileGroup, u64, u64)> {
-    files.sort_by(|a, b| b.1.cmp(&a.1));
+    files.sort_by_key(|f| std::cmp::Reverse(f.1));
     let n = target.min(files.len()).max(1);
     let mut groups: Vec<(Vec<PartitionedFile>, u64, u64)> =
         (0..n).map(|_| (Vec::new(), 0, 0)).collect();

@@ -239,6 +239,16 @@ pub(crate) fn print_status(
     s: &elide_store::StoreStatus,
     format: Format,
 ) -> Result<()> {
+    print_status_limited(out, s, format, usize::MAX)
+}
+
+/// Like [`print_status`], showing at most `max_rows` partitions in the table format.
+pub(crate) fn print_status_limited(
+    out: &mut dyn Write,
+    s: &elide_store::StoreStatus,
+    format: Format,
+    max_rows: usize,
+) -> Result<()> {
     match format {
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, s)?;
@@ -262,7 +272,21 @@ pub(crate) fn print_status(
                 "table", "project", "day", "parts", "rows", "tombstoned", "bytes"
             )?;
             let (mut parts, mut rows, mut dead, mut bytes) = (0, 0, 0, 0);
-            for p in &s.partitions {
+            for (i, p) in s.partitions.iter().enumerate() {
+                if i == max_rows {
+                    writeln!(
+                        out,
+                        "...         ({} more partitions)",
+                        s.partitions.len() - max_rows
+                    )?;
+                }
+                if i >= max_rows {
+                    parts += p.parts;
+                    rows += p.rows;
+                    dead += p.tombstoned_rows;
+                    bytes += p.bytes;
+                    continue;
+                }
                 writeln!(
                     out,
                     "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>14}",

@@ -5,7 +5,7 @@
 //! returned), flushing stdout each time:
 //!
 //! ```text
-//! A <uuid>,<uuid>,...            rows appended (all of one call)
+//! A <uuid>|<project>|<distinct_id>,...   rows appended (all of one call)
 //! D <project> <distinct_id> <cutoff>  deletion returned
 //! F                              flush returned
 //! ```
@@ -52,7 +52,17 @@ pub fn run(dir: &Path, seed: u64) -> Result<()> {
                 .collect();
             let batch = rows_to_batch(&rows)?;
             store.append(Table::Events, &batch)?;
-            let ids: Vec<String> = rows.iter().filter_map(|r| r.uuid.clone()).collect();
+            let ids: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}|{}|{}",
+                        r.uuid.as_deref().unwrap_or(""),
+                        r.project_id,
+                        r.distinct_id
+                    )
+                })
+                .collect();
             writeln!(out, "A {}", ids.join(","))?;
         } else if roll < 95 {
             let project = rng.random_range(1..3);

@@ -23,8 +23,12 @@ pub fn write_batches(
 ) -> anyhow_lite::Result<()> {
     match format {
         Format::Table => {
-            let s = arrow::util::pretty::pretty_format_batches(batches)?;
-            writeln!(out, "{s}")?;
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                writeln!(out, "(no rows)")?;
+            } else {
+                let s = arrow::util::pretty::pretty_format_batches(batches)?;
+                writeln!(out, "{s}")?;
+            }
         }
         Format::Csv => {
             let mut w = arrow::csv::WriterBuilder::new()
@@ -39,9 +43,6 @@ pub fn write_batches(
             let refs: Vec<&RecordBatch> = batches.iter().collect();
             w.write_batches(&refs)?;
             w.finish()?;
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                write!(out, "[]")?;
-            }
             writeln!(out)?;
         }
     }

@@ -1,0 +1,106 @@
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
+use elide::store::jsonl::{rows_to_batch, EventRow};
+use elide::store::{Store, StoreOptions, Table};
+
+pub const DAY: i64 = 86_400_000_000;
+pub const T0: i64 = 1_790_000_000_000_000;
+
+pub fn row(n: u64, did: &str, project: i64, day: i64) -> EventRow {
+    EventRow {
+        uuid: Some(uuid_of(n)),
+        event: if n.is_multiple_of(3) {
+            "signup".into()
+        } else {
+            "$pageview".into()
+        },
+        distinct_id: did.into(),
+        person_id: None,
+        project_id: project,
+        timestamp_us: T0 + day * DAY + n as i64,
+        properties: Some(format!(
+            r#"{{"$browser":"{}","n":{n}}}"#,
+            if n.is_multiple_of(2) {
+                "Chrome"
+            } else {
+                "Safari"
+            }
+        )),
+        session_id: None,
+    }
+}
+
+pub fn uuid_of(n: u64) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+/// Open with the background flusher off. A query's DataFusion tasks may
+/// release their handle on the previous `Store` a moment after the query
+/// returned, so wait (bounded) for the writer lock. Known issue, see
+/// docs/architecture.md.
+pub fn open(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(
+            dir,
+            StoreOptions {
+                background_flush: false,
+                ..Default::default()
+            },
+        ) {
+            Err(elide::store::StoreError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
+pub fn append(store: &Store, rows: &[EventRow]) {
+    store
+        .append(Table::Events, &rows_to_batch(rows).unwrap())
+        .unwrap();
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn sql(rt: &tokio::runtime::Runtime, ctx: &SessionContext, q: &str) -> Vec<RecordBatch> {
+    rt.block_on(async { ctx.sql(q).await?.collect().await })
+        .unwrap()
+}
+
+/// First column of a result as strings, sorted.
+pub fn strings(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let c = c.as_string::<i32>();
+        for i in 0..c.len() {
+            out.push(c.value(i).to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn count(rt: &tokio::runtime::Runtime, ctx: &SessionContext, q: &str) -> i64 {
+    let b = sql(rt, ctx, q);
+    b[0].column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0)
+}
+
+pub fn ctx(store: &Store) -> Arc<SessionContext> {
+    Arc::new(elide::query::session_context(store).unwrap())
+}

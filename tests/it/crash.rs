@@ -1,0 +1,123 @@
+//! Crash tests: a child process appends and deletes; we SIGKILL it at
+//! random moments, reopen, and check every acknowledged operation.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use arrow::array::AsArray;
+use rand::{Rng, SeedableRng};
+
+use crate::common::*;
+
+#[test]
+fn acknowledged_appends_and_deletes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1234);
+    let mut acked: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    let mut deletes: Vec<(i64, String, u64)> = Vec::new();
+    let rounds = 12;
+    for round in 0..rounds {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_elide"))
+            .args(["crash-worker", "--data-dir"])
+            .arg(dir.path())
+            .args(["--seed", &(round as u64 + 1).to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+        unsafe_free_kill(child.id());
+        let _ = child.wait();
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let complete = if out.ends_with('\n') {
+            out.as_str()
+        } else {
+            out.rsplit_once('\n').map_or("", |(a, _)| a)
+        };
+        for line in complete.lines() {
+            let mut it = line.splitn(2, ' ');
+            match (it.next(), it.next()) {
+                (Some("A"), Some(ids)) => {
+                    for r in ids.split(',') {
+                        let f: Vec<&str> = r.split('|').collect();
+                        acked.insert(f[0].to_string(), (f[1].parse().unwrap(), f[2].to_string()));
+                    }
+                }
+                (Some("D"), Some(rest)) => {
+                    let f: Vec<&str> = rest.split(' ').collect();
+                    deletes.push((
+                        f[0].parse().unwrap(),
+                        f[1].to_string(),
+                        f[2].parse().unwrap(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        // Reopen and check.
+        let store = open(dir.path());
+        let ctx = ctx(&store);
+        let b = sql(
+            &rt,
+            &ctx,
+            "SELECT uuid, project_id, distinct_id, _seq FROM events",
+        );
+        let mut seen: BTreeMap<String, (i64, String, u64)> = BTreeMap::new();
+        for b in &b {
+            let u = b.column(0).as_string::<i32>();
+            let p = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+            let d = b.column(2).as_string::<i32>();
+            let s = b.column(3).as_primitive::<arrow::datatypes::UInt64Type>();
+            for i in 0..b.num_rows() {
+                let prev = seen.insert(
+                    u.value(i).to_string(),
+                    (p.value(i), d.value(i).to_string(), s.value(i)),
+                );
+                assert!(
+                    prev.is_none(),
+                    "round {round}: row {} visible twice",
+                    u.value(i)
+                );
+            }
+        }
+        for (p, d, cutoff) in &deletes {
+            for (u, (rp, rd, rs)) in &seen {
+                assert!(
+                    !(rp == p && rd == d && rs < cutoff),
+                    "round {round}: deleted row {u} ({d}, _seq {rs} < {cutoff}) visible"
+                );
+            }
+        }
+        // Every acknowledged row that is not visible must be covered by a
+        // recorded deletion of its (project, distinct id).
+        let requests = store.requests().unwrap();
+        for (u, (p, d)) in acked.iter().filter(|(u, _)| !seen.contains_key(*u)) {
+            assert!(
+                requests
+                    .iter()
+                    .any(|r| r.project_id == *p && r.distinct_ids.contains(d)),
+                "round {round}: acknowledged row {u} ({p}, {d}) lost"
+            );
+        }
+        let _ = store.status().unwrap();
+        store.close().unwrap();
+    }
+    assert!(
+        acked.len() > 100,
+        "the worker made progress ({} acked rows)",
+        acked.len()
+    );
+}
+
+fn unsafe_free_kill(pid: u32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}

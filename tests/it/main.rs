@@ -1,0 +1,7 @@
+//! End-to-end tests across crates (one binary): each tries to break an
+//! invariant of DESIGN.md through the SQL layer or a real process.
+
+mod common;
+mod crash;
+mod model;
+mod query;

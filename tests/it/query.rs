@@ -1,0 +1,311 @@
+//! SQL-level tests: tombstones inside the scan, statistics, fail-closed,
+//! pruning, JSON functions, and snapshot consistency under concurrency.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use datafusion::physical_plan::{collect, displayable, ExecutionPlan};
+
+use elide::store::{DeleteSpec, PartWriterOptions, Store, StoreOptions, Table};
+
+use crate::common::*;
+
+fn small_row_groups(dir: &std::path::Path) -> Store {
+    let part = PartWriterOptions {
+        row_group_rows: 50,
+        ..Default::default()
+    };
+    Store::open(
+        dir,
+        StoreOptions {
+            background_flush: false,
+            part,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A metric of the parquet DataSourceExec, read from the plan's metrics
+/// display (values like `300`, `7.54 K`, `1.2 M`).
+fn scan_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> f64 {
+    let text =
+        datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref())
+            .indent(true)
+            .to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("DataSourceExec") && l.contains("parquet"))
+        .unwrap_or_else(|| panic!("no parquet scan in\n{text}"));
+    let at = line
+        .find(&format!(" {name}="))
+        .or_else(|| line.find(&format!("[{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + name.len()
+        + 2;
+    let value: String = line[at..]
+        .chars()
+        .take_while(|c| *c != ',' && *c != ']')
+        .collect();
+    let mut parts = value.split_whitespace();
+    let n: f64 = parts.next().unwrap().parse().unwrap();
+    n * match parts.next() {
+        Some("K") => 1e3,
+        Some("M") => 1e6,
+        _ => 1.0,
+    }
+}
+
+fn run_plan(
+    rt: &tokio::runtime::Runtime,
+    store: &Store,
+    q: &str,
+) -> (Arc<dyn ExecutionPlan>, usize) {
+    let ctx = ctx(store);
+    rt.block_on(async {
+        let df = ctx.sql(q).await.unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+        (plan, batches.iter().map(|b| b.num_rows()).sum())
+    })
+}
+
+#[test]
+fn deleted_rows_are_skipped_by_the_scan_not_filtered() {
+    let rt = rt();
+    let mk = |delete: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = small_row_groups(dir.path());
+        // 200 rows of "a" then 100 of "b", one partition: "a" fills 4 row groups.
+        let rows: Vec<_> = (0..300)
+            .map(|i| row(i, if i < 200 { "a" } else { "b" }, 1, 0))
+            .collect();
+        append(&store, &rows);
+        store.flush().unwrap();
+        if delete {
+            let o = store
+                .delete(DeleteSpec {
+                    project_id: 1,
+                    distinct_ids: vec!["a".into()],
+                    cutoff: None,
+                    tables: vec![],
+                })
+                .unwrap();
+            assert_eq!(o.rows_hidden, 200);
+        }
+        let (plan, rows) = run_plan(&rt, &store, "SELECT * FROM events");
+        let text = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(
+            !text.contains("FilterExec"),
+            "no filter removes deleted rows above the scan:\n{text}"
+        );
+        (
+            rows,
+            scan_metric(&plan, "output_rows"),
+            scan_metric(&plan, "bytes_scanned"),
+            dir,
+        )
+    };
+    let (rows_full, out_full, bytes_full, _d1) = mk(false);
+    let (rows_del, out_del, bytes_del, _d2) = mk(true);
+    assert_eq!((rows_full, out_full), (300, 300.0));
+    // The parquet scan itself produced only the live rows...
+    assert_eq!((rows_del, out_del), (100, 100.0));
+    // ...and read fewer bytes: the fully deleted row groups were never fetched.
+    assert!(
+        bytes_del < bytes_full,
+        "bytes scanned with deletions {bytes_del} >= without {bytes_full}"
+    );
+}
+
+#[test]
+fn count_star_from_statistics_subtracts_deleted_rows() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let rows: Vec<_> = (0..100)
+        .map(|i| row(i, &format!("d{}", i % 10), 1, i as i64 % 2))
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    store
+        .delete(DeleteSpec {
+            project_id: 1,
+            distinct_ids: vec!["d3".into()],
+            cutoff: None,
+            tables: vec![],
+        })
+        .unwrap();
+    let (plan, _) = run_plan(&rt, &store, "SELECT count(*) FROM events");
+    let text = displayable(plan.as_ref()).indent(true).to_string();
+    assert!(
+        !text.contains("DataSourceExec"),
+        "count(*) is answered from statistics, without a scan:\n{text}"
+    );
+    let ctx = ctx(&store);
+    assert_eq!(count(&rt, &ctx, "SELECT count(*) FROM events"), 90);
+}
+
+#[test]
+fn scan_fails_closed_when_a_part_does_not_match_its_manifest() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_row_groups(dir.path());
+    let rows: Vec<_> = (0..120)
+        .map(|i| row(i, if i < 60 { "a" } else { "b" }, 1, 0))
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    store
+        .delete(DeleteSpec {
+            project_id: 1,
+            distinct_ids: vec!["a".into()],
+            cutoff: None,
+            tables: vec![],
+        })
+        .unwrap();
+    // Replace the part behind the manifest's back with a file of another layout.
+    let part = store.manifest().unwrap().parts[0].clone();
+    let path = dir.path().join(&part.path);
+    let other = tempfile::tempdir().unwrap();
+    let s2 = open(other.path());
+    append(
+        &s2,
+        &(0..120)
+            .map(|i| row(1000 + i, "a", 1, 0))
+            .collect::<Vec<_>>(),
+    );
+    s2.flush().unwrap();
+    let p2 = s2.manifest().unwrap().parts[0].clone();
+    std::fs::copy(other.path().join(&p2.path), &path).unwrap();
+    let ctx = ctx(&store);
+    let res = rt.block_on(async { ctx.sql("SELECT uuid FROM events").await?.collect().await });
+    let err = res
+        .expect_err("the scan must refuse a file whose layout does not match")
+        .to_string();
+    assert!(err.contains("does not match the manifest"), "{err}");
+}
+
+#[test]
+fn partition_pruning_shows_in_explain_and_json_functions_work() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let rows: Vec<_> = (0..60)
+        .map(|i| {
+            row(
+                i,
+                &format!("d{}", i % 5),
+                1 + (i % 3) as i64,
+                (i % 4) as i64,
+            )
+        })
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    let ctx = ctx(&store);
+    let plan = sql(
+        &rt,
+        &ctx,
+        "EXPLAIN SELECT count(*) FROM events WHERE project_id = 2 AND distinct_id = 'd1'",
+    );
+    let text = arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("parts/events/2/"), "{text}");
+    assert!(
+        !text.contains("parts/events/1/") && !text.contains("parts/events/3/"),
+        "other projects pruned:\n{text}"
+    );
+    let day = elide::store::format::day_to_string(elide::store::day_of(T0 + DAY));
+    let q = format!("EXPLAIN SELECT * FROM events WHERE timestamp >= TIMESTAMP '{day}T00:00:00Z' AND timestamp < TIMESTAMP '{day}T00:00:00Z' + INTERVAL '1 day'");
+    let text = arrow::util::pretty::pretty_format_batches(&sql(&rt, &ctx, &q))
+        .unwrap()
+        .to_string();
+    let other_days = (0..4)
+        .filter(|d| *d != 1)
+        .map(|d| elide::store::format::day_to_string(elide::store::day_of(T0 + d * DAY)));
+    for d in other_days {
+        assert!(!text.contains(&d), "day {d} pruned:\n{text}");
+    }
+    let browsers = strings(&sql(
+        &rt,
+        &ctx,
+        "SELECT DISTINCT json_get_str(properties, '$browser') FROM events",
+    ));
+    assert_eq!(browsers, vec!["Chrome".to_string(), "Safari".to_string()]);
+}
+
+#[test]
+fn queries_see_consistent_snapshots_while_appends_and_deletes_commit() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            memtable_rows: 500,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Writer: batches of 37 rows, one distinct id per batch; deletes earlier batches.
+    let writer = {
+        let store = store.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            for b in 0..150u64 {
+                let rows: Vec<_> = (0..37)
+                    .map(|_| {
+                        n += 1;
+                        row(n, &format!("batch{b}"), 1, (b % 3) as i64)
+                    })
+                    .collect();
+                store
+                    .append(
+                        Table::Events,
+                        &elide::store::jsonl::rows_to_batch(&rows).unwrap(),
+                    )
+                    .unwrap();
+                if b % 4 == 3 {
+                    store
+                        .delete(DeleteSpec {
+                            project_id: 1,
+                            distinct_ids: vec![format!("batch{}", b - 2)],
+                            cutoff: None,
+                            tables: vec![],
+                        })
+                        .unwrap();
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let ctx = ctx(&store);
+    let mut checks = 0;
+    while !stop.load(Ordering::SeqCst) || checks < 3 {
+        let b = sql(&rt, &ctx, "SELECT distinct_id, count(*) AS n, count(DISTINCT uuid) AS u FROM events GROUP BY distinct_id");
+        for b in &b {
+            let n = b
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            let u = b
+                .column(2)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            for i in 0..b.num_rows() {
+                assert_eq!(n.value(i), 37, "a batch is visible whole or not at all");
+                assert_eq!(u.value(i), 37, "no row is visible twice");
+            }
+        }
+        checks += 1;
+    }
+    writer.join().unwrap();
+    store.flush().unwrap();
+    let total = count(&rt, &ctx, "SELECT count(*) FROM events");
+    assert_eq!(total, (150 - 37) * 37, "150 batches, 37 deleted");
+}
