@@ -1,7 +1,9 @@
 //! End-to-end tests across crates (one binary): each tries to break an
 //! invariant of DESIGN.md through the SQL layer or a real process.
 
+mod cli;
 mod common;
+mod compat;
 mod crash;
 mod model;
 mod query;

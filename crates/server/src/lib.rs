@@ -2,7 +2,7 @@
 //!
 //! Every subcommand is a thin layer over `elide-store` and `elide-query`;
 //! subcommand names, flags and output formats are a contract that other
-//! programs rely on (see `docs/cli.md`).
+//! programs rely on (listed in `README.md`).
 
 mod bench;
 pub mod cli;

@@ -386,16 +386,21 @@ impl Store {
         let rows = n.num_rows() as u64;
         let inner = &*self.inner;
         let mut st = inner.state.lock().map_err(poisoned)?;
+        // Back-pressure: bound memory by waiting for the flusher (or, without
+        // a background flusher, flushing here).
         while st.frozen.len() >= inner.opts.max_frozen.max(1) && st.failed.is_none() {
+            if !inner.opts.background_flush {
+                drop(st);
+                inner.flush_frozen()?;
+                st = inner.state.lock().map_err(poisoned)?;
+                continue;
+            }
             inner.wake_flusher();
             let (g, _) = inner
                 .flushed
                 .wait_timeout(st, Duration::from_millis(200))
                 .map_err(poisoned)?;
             st = g;
-            if !inner.opts.background_flush {
-                break;
-            }
         }
         if let Some(f) = &st.failed {
             return Err(StoreError::Unavailable(f.clone()));

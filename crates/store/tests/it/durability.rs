@@ -112,3 +112,79 @@ fn sequence_numbers_never_go_backwards_across_reopen() {
     );
     assert_eq!(visible(&store).len(), 1);
 }
+
+#[test]
+fn backpressure_without_background_flusher_flushes_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = elide_store::StoreOptions {
+        memtable_rows: 10,
+        max_frozen: 1,
+        background_flush: false,
+        ..Default::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    for i in 0..40 {
+        append(
+            &store,
+            &(0..5)
+                .map(|j| row(i * 5 + j, "a", 1, (j % 2) as i64))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let st = store.status().unwrap();
+    assert!(
+        st.memtable_rows <= 20,
+        "memory stays bounded: {} rows buffered",
+        st.memtable_rows
+    );
+    assert!(st.partitions.iter().map(|p| p.rows).sum::<u64>() >= 180);
+    assert_eq!(visible(&store).len(), 200);
+}
+
+#[test]
+fn in_memory_object_store_backend_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    let opts = || elide_store::StoreOptions {
+        object_store: Some(std::sync::Arc::clone(&mem)),
+        background_flush: false,
+        ..Default::default()
+    };
+    let store = Store::open(dir.path(), opts()).unwrap();
+    append(
+        &store,
+        &[row(1, "a", 1, 0), row(2, "b", 1, 0), row(3, "a", 2, 1)],
+    );
+    store.flush().unwrap();
+    let o = store
+        .delete(DeleteSpec {
+            project_id: 1,
+            distinct_ids: vec!["a".into()],
+            cutoff: None,
+            tables: vec![],
+        })
+        .unwrap();
+    assert_eq!(o.rows_hidden, 1);
+    assert_eq!(store.snapshot().unwrap().visible_rows(Table::Events), 2);
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| {
+            let n = e.unwrap().file_name();
+            n == "wal" || n == "LOCK"
+        }),
+        "parts, tombstones and manifests live in the object store"
+    );
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.snapshot().unwrap().visible_rows(Table::Events), 2);
+    assert_eq!(
+        store
+            .manifest()
+            .unwrap()
+            .parts
+            .iter()
+            .map(|p| p.deleted())
+            .sum::<u64>(),
+        1
+    );
+}

@@ -1,0 +1,68 @@
+//! The command line on malformed input: clear errors, nothing written.
+
+use std::process::Command;
+
+fn elide(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_elide"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn malformed_inputs_are_rejected_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let good = r#"{"event":"$pageview","distinct_id":"u1","project_id":1,"timestamp":"2026-11-01T00:00:00Z"}"#;
+    let jsonl = dir.path().join("bad.jsonl");
+    std::fs::write(&jsonl, format!("{good}\n{good}\n{{\"event\":\"x\",\"distinct_id\":\"u2\",\"project_id\":1,\"timestamp\":\"soon\"}}\n")).unwrap();
+    let (ok, _, err) = elide(&["ingest", "--data-dir", d, jsonl.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("line 3") && err.contains("timestamp"), "{err}");
+    let parquet = dir.path().join("bad.parquet");
+    std::fs::write(&parquet, b"PAR1 this is not really parquet").unwrap();
+    let (ok, _, err) = elide(&["ingest", "--data-dir", d, parquet.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("bad.parquet"), "{err}");
+    // Nothing was written by either attempt.
+    let (ok, out, err) = elide(&[
+        "sql",
+        "--data-dir",
+        d,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM events",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "n\n0");
+    // A good file goes in; a bad SQL statement is a clear error.
+    let good_file = dir.path().join("good.jsonl");
+    std::fs::write(&good_file, format!("{good}\n")).unwrap();
+    assert!(elide(&["ingest", "--data-dir", d, good_file.to_str().unwrap()]).0);
+    let (ok, _, err) = elide(&["sql", "--data-dir", d, "SELEC 1"]);
+    assert!(!ok && err.contains("error"), "{err}");
+    let (ok, out, _) = elide(&[
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--distinct-id",
+        "u1",
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["rows_hidden"], 1);
+    let (ok, out, _) = elide(&["status", "--data-dir", d, "--format", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["pending_requests"].as_array().unwrap().len(), 1);
+}

@@ -1,0 +1,57 @@
+//! Compatibility: the v1 data directory checked in under data/compat/v1
+//! (made by data/compat/generate.sh) must open, read and accept deletions
+//! with every later build.
+
+use crate::common::*;
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn v1_data_directory_opens_forever() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/compat/v1");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&src, dir.path());
+    let rt = rt();
+    let store = open(dir.path());
+    let ctx = ctx(&store);
+    // 30 rows, user-1 of project 1 (3 rows) deleted by request 1.
+    assert_eq!(count(&rt, &ctx, "SELECT count(*) FROM events"), 27);
+    assert_eq!(
+        count(
+            &rt,
+            &ctx,
+            "SELECT count(*) FROM events WHERE distinct_id = 'user-1' AND project_id = 1"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &rt,
+            &ctx,
+            "SELECT count(*) FROM events WHERE distinct_id = 'user-1'"
+        ),
+        3
+    );
+    let reqs = store.requests().unwrap();
+    assert_eq!((reqs.len(), reqs[0].rows_hidden), (1, 3));
+    let o = store
+        .delete(elide::store::DeleteSpec {
+            project_id: 2,
+            distinct_ids: vec!["user-2".into()],
+            cutoff: None,
+            tables: vec![],
+        })
+        .unwrap();
+    assert_eq!(o.rows_hidden, 3);
+}
