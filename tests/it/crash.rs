@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -29,8 +30,15 @@ fn acknowledged_appends_and_deletes_survive_sigkill() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
-        unsafe_free_kill(child.id());
-        let _ = child.wait();
+        // `Child::kill` is SIGKILL on Unix. The worker loops forever, so it
+        // must still be running: an early exit would be a worker failure.
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "round {round}: worker exited on its own: {status}"
+        );
         let mut out = String::new();
         child
             .stdout
@@ -116,8 +124,4 @@ fn acknowledged_appends_and_deletes_survive_sigkill() {
         "the worker made progress ({} acked rows)",
         acked.len()
     );
-}
-
-fn unsafe_free_kill(pid: u32) {
-    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
 }
