@@ -9,8 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch};
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::{concat_batches, interleave_record_batch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType, UInt64Type};
 use bytes::Bytes;
 use croaring::Treemap;
@@ -18,10 +20,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Result, StoreError};
 use crate::format::{part_path, PartMeta};
-use crate::memtable::{without_deleted, Chunk};
+use crate::memtable::{range_count, Chunk};
 use crate::schema::{Table, DISTINCT_ID_COLUMN, PROJECT_COLUMN, SEQ_COLUMN, TIMESTAMP_COLUMN};
 use crate::storage::Storage;
 
@@ -66,7 +69,7 @@ pub struct PartWriterOptions {
 impl Default for PartWriterOptions {
     fn default() -> Self {
         PartWriterOptions {
-            compression: PartCompression::Zstd(1),
+            compression: PartCompression::Lz4,
             row_group_rows: 128 * 1024,
         }
     }
@@ -99,6 +102,12 @@ pub(crate) struct WrittenPart {
 
 /// Write the rows of `chunks` that are not in `deleted` as parts, one per
 /// (table, project, day). Files are written but not synced.
+///
+/// The chunks are never concatenated: the rows are ordered through a vector
+/// of sort keys that borrow from the chunks, and each part's rows are
+/// gathered straight from the chunks (`interleave`) when that part is
+/// written. Peak memory is the chunks plus the keys plus one part per worker.
+/// Parts are encoded on up to `available_parallelism` threads.
 pub(crate) fn write_parts(
     storage: &Storage,
     opts: &PartWriterOptions,
@@ -106,39 +115,134 @@ pub(crate) fn write_parts(
     deleted: &Treemap,
     alloc_file_id: &mut dyn FnMut() -> u64,
 ) -> Result<Vec<WrittenPart>> {
-    let mut by_table: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
+    let mut by_table: BTreeMap<Table, Vec<&Chunk>> = BTreeMap::new();
     for c in chunks {
-        if let Some(b) = without_deleted(&c.batch, c.seq_start, deleted)? {
-            by_table.entry(c.table).or_default().push(b);
-        }
+        by_table.entry(c.table).or_default().push(c);
     }
     let mut out = Vec::new();
-    for (table, batches) in by_table {
-        let all = concat_batches(&table.def().schema(), &batches)?;
-        drop(batches);
-        let sorted = sort_for_parts(&all)?;
-        drop(all);
-        let projects = col(&sorted, PROJECT_COLUMN)?
-            .as_primitive::<Int64Type>()
-            .clone();
-        let ts = col(&sorted, TIMESTAMP_COLUMN)?
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone();
-        let n = sorted.num_rows();
+    for (table, chunks) in by_table {
+        let keys = sort_keys(&chunks, deleted)?;
+        // One group per (project, day), in key order.
+        let mut groups: Vec<PartJob> = Vec::new();
         let mut start = 0;
-        while start < n {
-            let key = (projects.value(start), day_of(ts.value(start)));
+        while start < keys.len() {
+            let (project, day) = (keys[start].project, keys[start].day);
             let mut end = start + 1;
-            while end < n && (projects.value(end), day_of(ts.value(end))) == key {
+            while end < keys.len() && keys[end].project == project && keys[end].day == day {
                 end += 1;
             }
-            let slice = sorted.slice(start, end - start);
-            let id = alloc_file_id();
-            out.push(write_one(storage, opts, table, key.0, key.1, id, &slice)?);
+            groups.push(PartJob {
+                project,
+                day,
+                rows: start..end,
+                id: alloc_file_id(),
+            });
             start = end;
+        }
+        let batches: Vec<&RecordBatch> = chunks.iter().map(|c| &c.batch).collect();
+        let job = |g: &PartJob| -> Result<WrittenPart> {
+            let idx: Vec<(usize, usize)> = keys[g.rows.clone()]
+                .iter()
+                .map(|k| (k.chunk as usize, k.row as usize))
+                .collect();
+            let rows = interleave_record_batch(&batches, &idx)?;
+            write_one(storage, opts, table, g.project, g.day, g.id, &rows)
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(groups.len())
+            .max(1);
+        let next = AtomicUsize::new(0);
+        let results: Vec<Vec<(usize, Result<WrittenPart>)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(g) = groups.get(i) else { break };
+                            let r = job(g);
+                            let failed = r.is_err();
+                            mine.push((i, r));
+                            if failed {
+                                // Stop handing out work; the flush fails as a whole.
+                                next.store(groups.len(), Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![(
+                            usize::MAX,
+                            Err(StoreError::Internal("a part writer thread panicked".into())),
+                        )]
+                    })
+                })
+                .collect()
+        });
+        let mut written: Vec<(usize, Result<WrittenPart>)> =
+            results.into_iter().flatten().collect();
+        written.sort_by_key(|(i, _)| *i);
+        for (_, r) in written {
+            out.push(r?);
         }
     }
     Ok(out)
+}
+
+struct PartJob {
+    project: i64,
+    day: i32,
+    rows: std::ops::Range<usize>,
+    id: u64,
+}
+
+/// Sort key of one live row: partition, then distinct id, then `_seq`.
+struct SortKey<'a> {
+    project: i64,
+    day: i32,
+    distinct_id: &'a str,
+    seq: u64,
+    chunk: u32,
+    row: u32,
+}
+
+/// The live rows of `chunks` (not in `deleted`), in part order.
+fn sort_keys<'a>(chunks: &[&'a Chunk], deleted: &Treemap) -> Result<Vec<SortKey<'a>>> {
+    let total: usize = chunks.iter().map(|c| c.batch.num_rows()).sum();
+    let mut keys = Vec::with_capacity(total);
+    for (ci, c) in chunks.iter().enumerate() {
+        let b = &c.batch;
+        let n = b.num_rows() as u64;
+        let projects = col(b, PROJECT_COLUMN)?.as_primitive::<Int64Type>();
+        let ts = col(b, TIMESTAMP_COLUMN)?.as_primitive::<TimestampMicrosecondType>();
+        let dids = col(b, DISTINCT_ID_COLUMN)?.as_string::<i32>();
+        let any_deleted = range_count(deleted, c.seq_start, c.seq_start + n) > 0;
+        for i in 0..b.num_rows() {
+            let seq = c.seq_start + i as u64;
+            if any_deleted && deleted.contains(seq) {
+                continue;
+            }
+            keys.push(SortKey {
+                project: projects.value(i),
+                day: day_of(ts.value(i)),
+                distinct_id: dids.value(i),
+                seq,
+                chunk: ci as u32,
+                row: i as u32,
+            });
+        }
+    }
+    keys.sort_unstable_by(|a, b| {
+        (a.project, a.day, a.distinct_id, a.seq).cmp(&(b.project, b.day, b.distinct_id, b.seq))
+    });
+    Ok(keys)
 }
 
 /// Day number (since the epoch, UTC) of a timestamp in µs.
@@ -151,29 +255,43 @@ fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
         .ok_or_else(|| StoreError::Internal(format!("column {name} missing from stored batch")))
 }
 
-fn sort_for_parts(b: &RecordBatch) -> Result<RecordBatch> {
-    let ts = col(b, TIMESTAMP_COLUMN)?.as_primitive::<TimestampMicrosecondType>();
-    let days: Int32Array = ts.iter().map(|v| v.map(day_of)).collect();
-    let keys = vec![
-        SortColumn {
-            values: Arc::clone(col(b, PROJECT_COLUMN)?),
-            options: None,
-        },
-        SortColumn {
-            values: Arc::new(days),
-            options: None,
-        },
-        SortColumn {
-            values: Arc::clone(col(b, DISTINCT_ID_COLUMN)?),
-            options: None,
-        },
-        SortColumn {
-            values: Arc::clone(col(b, SEQ_COLUMN)?),
-            options: None,
-        },
-    ];
-    let idx = lexsort_to_indices(&keys, None)?;
-    Ok(take_record_batch(b, &idx)?)
+/// Parquet writer settings of a part.
+///
+/// Statistics are kept at page level for the columns queries filter and
+/// prune on (`project_id`, `timestamp`, `_seq`, `distinct_id`, `event`) and
+/// at column-chunk level elsewhere, except for `uuid` and `properties`,
+/// whose min/max is useless and costly. Dictionary encoding is off for the
+/// columns that are unique or nearly so (`uuid`, `properties`, `_seq`,
+/// `timestamp`, `inserted_at`): building a dictionary only to abandon it
+/// costs time.
+pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(opts.compression.to_parquet())
+        .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_created_by("elide".to_string());
+    for c in [
+        PROJECT_COLUMN,
+        TIMESTAMP_COLUMN,
+        SEQ_COLUMN,
+        DISTINCT_ID_COLUMN,
+        "event",
+    ] {
+        b = b.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::Page);
+    }
+    for c in ["uuid", "properties"] {
+        b = b.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+    }
+    for c in [
+        "uuid",
+        "properties",
+        SEQ_COLUMN,
+        TIMESTAMP_COLUMN,
+        "inserted_at",
+    ] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    b.build()
 }
 
 fn write_one(
@@ -186,12 +304,7 @@ fn write_one(
     rows: &RecordBatch,
 ) -> Result<WrittenPart> {
     let path = part_path(table, project_id, day, id);
-    let props = WriterProperties::builder()
-        .set_compression(opts.compression.to_parquet())
-        .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_created_by("elide".to_string())
-        .build();
+    let props = writer_properties(opts);
     let mut buf = Vec::with_capacity(rows.get_array_memory_size() / 4);
     let mut w = ArrowWriter::try_new(&mut buf, rows.schema(), Some(props)).map_err(|e| {
         StoreError::Parquet {
