@@ -66,3 +66,19 @@ fn malformed_inputs_are_rejected_and_change_nothing() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["pending_requests"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn another_process_is_locked_out_while_the_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let store = crate::common::open(dir.path());
+    let (ok, _, err) = elide(&["status", "--data-dir", d]);
+    assert!(!ok, "a second writer process must be refused");
+    assert!(err.contains("LOCK") || err.contains("lock"), "{err}");
+    store.close().unwrap();
+    // Closing releases the directory at once, for this process and others.
+    let again = crate::common::open(dir.path());
+    drop(again);
+    let (ok, out, err) = elide(&["status", "--data-dir", d]);
+    assert!(ok, "{out}{err}");
+}

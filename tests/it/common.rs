@@ -37,28 +37,16 @@ pub fn uuid_of(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
-/// Open with the background flusher off. A query's DataFusion tasks may
-/// release their handle on the previous `Store` a moment after the query
-/// returned, so wait (bounded) for the writer lock. Known issue, see
-/// docs/architecture.md.
+/// Open with the background flusher off.
 pub fn open(dir: &std::path::Path) -> Store {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match Store::open(
-            dir,
-            StoreOptions {
-                background_flush: false,
-                ..Default::default()
-            },
-        ) {
-            Err(elide::store::StoreError::Locked { .. })
-                if std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            other => return other.unwrap(),
-        }
-    }
+    Store::open(
+        dir,
+        StoreOptions {
+            background_flush: false,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 pub fn append(store: &Store, rows: &[EventRow]) {

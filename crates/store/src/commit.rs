@@ -38,13 +38,14 @@ use crate::format::{
 };
 use crate::index::DistinctIdIndex;
 use crate::memtable::Memtable;
-use crate::part::WrittenPart;
+use crate::part::{read_postings, WrittenPart};
 use crate::store::{now_us, Inner, Version};
 
 /// State guarded by the commit lock.
 #[derive(Debug, Default)]
 pub(crate) struct CommitState {
-    /// Built lazily by the first deletion.
+    /// The distinct-id index once a deletion (or an empty store at open)
+    /// has installed it; from then on every flush commit adds its parts.
     pub index: Option<DistinctIdIndex>,
 }
 
@@ -114,17 +115,44 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    /// The distinct-id index, built on first use.
+    /// The distinct-id index. At open, a background thread builds it (see
+    /// [`crate::index::BackgroundBuild`]); the first deletion waits for that
+    /// build, adds the parts committed since it started, and keeps it. If
+    /// there was no build, or it failed, the index is built here.
     pub fn index(&mut self) -> Result<&DistinctIdIndex> {
         if self.guard.index.is_none() {
             let started = std::time::Instant::now();
-            let idx = DistinctIdIndex::build(&self.inner.storage, &self.manifest)?;
-            tracing::info!(
-                keys = idx.len(),
-                parts = self.manifest.parts.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "built distinct-id index"
-            );
+            let idx = match self.inner.index_build.wait() {
+                Some((mut idx, covered)) => {
+                    let missing: Vec<_> = self
+                        .manifest
+                        .parts
+                        .iter()
+                        .filter(|p| !covered.contains(&p.id))
+                        .collect();
+                    for p in &missing {
+                        let postings = read_postings(&self.inner.storage, p)?;
+                        idx.add(p.table, p.project_id, p.id, &postings);
+                    }
+                    tracing::info!(
+                        keys = idx.len(),
+                        caught_up_parts = missing.len(),
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "took the distinct-id index built at open"
+                    );
+                    idx
+                }
+                None => {
+                    let idx = DistinctIdIndex::build(&self.inner.storage, &self.manifest)?;
+                    tracing::info!(
+                        keys = idx.len(),
+                        parts = self.manifest.parts.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "built distinct-id index"
+                    );
+                    idx
+                }
+            };
             self.guard.index = Some(idx);
         }
         self.guard

@@ -2,13 +2,20 @@
 //!
 //! Resolving a deletion must not scan part data. Parts are sorted by
 //! (`distinct_id`, `_seq`), so a distinct id occupies one run per part; the
-//! index maps (table, project, distinct id) to its runs. It lives in memory,
-//! is built lazily on the first deletion after open (reading only the
-//! `distinct_id` and `_seq` columns of each part, in parallel), and is kept
-//! up to date by the commit path as parts are added. Runs of parts that are
-//! no longer live are ignored (and pruned) by lookups.
+//! index maps (table, project, distinct id) to its runs. It lives in memory
+//! and is kept up to date by the commit path as parts are added. A new
+//! store starts with an empty index; opening a store with parts starts a
+//! [`BackgroundBuild`] (reading only the `distinct_id` and `_seq` columns of
+//! each part, in parallel) which the first deletion waits for and then
+//! catches up with the parts committed meanwhile. Runs of parts that are no
+//! longer live are ignored by lookups.
+//!
+//! Cost: memory and open-time work grow with the number of (distinct id,
+//! part) runs. A persisted per-part index would make open O(1); see
+//! docs/architecture.md, Known issues.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Condvar, Mutex};
 
 use crate::error::Result;
 use crate::format::Manifest;
@@ -105,5 +112,56 @@ impl DistinctIdIndex {
     /// Number of keys (for status and tests).
     pub fn len(&self) -> usize {
         self.map.values().map(|ids| ids.len()).sum()
+    }
+}
+
+/// The index being built in the background since open.
+#[derive(Debug, Default)]
+pub(crate) struct BackgroundBuild {
+    slot: Mutex<BuildSlot>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+enum BuildSlot {
+    /// No build was started (or its result was already taken).
+    #[default]
+    Idle,
+    Running,
+    /// The index, and the ids of the parts it covers.
+    Built(DistinctIdIndex, HashSet<u64>),
+}
+
+impl BackgroundBuild {
+    /// Mark a build as started; [`BackgroundBuild::wait`] now blocks until
+    /// [`BackgroundBuild::finish`].
+    pub fn start(&self) {
+        if let Ok(mut s) = self.slot.lock() {
+            *s = BuildSlot::Running;
+        }
+    }
+
+    /// Publish the result of the build (`None` if it failed).
+    pub fn finish(&self, result: Option<(DistinctIdIndex, HashSet<u64>)>) {
+        if let Ok(mut s) = self.slot.lock() {
+            *s = match result {
+                Some((idx, covered)) => BuildSlot::Built(idx, covered),
+                None => BuildSlot::Idle,
+            };
+        }
+        self.done.notify_all();
+    }
+
+    /// Wait for a running build and take its result; `None` if there was
+    /// none or it failed.
+    pub fn wait(&self) -> Option<(DistinctIdIndex, HashSet<u64>)> {
+        let mut s = self.slot.lock().ok()?;
+        while matches!(*s, BuildSlot::Running) {
+            s = self.done.wait(s).ok()?;
+        }
+        match std::mem::take(&mut *s) {
+            BuildSlot::Built(idx, covered) => Some((idx, covered)),
+            _ => None,
+        }
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //!  data dir/
-//!    LOCK                          one writer process (flock)
+//!    LOCK                          one writer process (fcntl record lock, see lock.rs)
 //!    wal/NNNN.wal                  ingest log: acknowledged rows not yet in parts
 //!    manifest/NNNN.manifest        published versions (the latest wins)
 //!    parts/<table>/<project>/<day>/<id>.parquet
@@ -43,6 +43,7 @@ pub mod format;
 pub mod gc;
 mod index;
 pub mod jsonl;
+mod lock;
 mod memtable;
 pub mod normalize;
 mod part;

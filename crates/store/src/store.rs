@@ -16,7 +16,6 @@
 //! rows whose log record is durable, minus hidden rows.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -34,6 +33,8 @@ use crate::format::{
     DeletionRequest, Manifest, PartMeta, RequestStatus,
 };
 use crate::gc::{Gc, LiveGuard};
+use crate::index::{BackgroundBuild, DistinctIdIndex};
+use crate::lock::DirLock;
 use crate::memtable::{without_deleted, Chunk, Memtable};
 use crate::normalize::{normalize, NormalizedBatch};
 use crate::part::{read_seqs, write_parts, PartWriterOptions};
@@ -106,7 +107,7 @@ pub(crate) struct Inner {
     pub wal_dir: PathBuf,
     pub storage: Storage,
     pub opts: StoreOptions,
-    _lock: File,
+    _lock: DirLock,
     pub wal: Wal,
     pub state: Mutex<State>,
     pub flushed: Condvar,
@@ -117,6 +118,7 @@ pub(crate) struct Inner {
     file_ids: AtomicU64,
     flusher: Mutex<Option<(Sender<FlushMsg>, std::thread::JoinHandle<()>)>>,
     pub store_id: String,
+    pub index_build: BackgroundBuild,
 }
 
 /// An Elide data directory, open for writing. Cheap to clone; all clones
@@ -218,25 +220,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let dir = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(dir.display(), e))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StoreError::io(lock_path.display(), e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    path: dir,
-                    lock: lock_path,
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StoreError::io(lock_path.display(), e))
-            }
-        }
+        let lock = DirLock::acquire(&dir)?;
         let storage = match &opts.object_store {
             Some(os) => Storage::object_store(Arc::clone(os)),
             None => Storage::local(&dir)?,
@@ -343,7 +327,9 @@ impl Store {
             file_ids,
             flusher: Mutex::new(None),
             store_id: uuid::Uuid::new_v4().simple().to_string(),
+            index_build: BackgroundBuild::default(),
         });
+        start_index_build(&inner)?;
         if inner.opts.background_flush {
             let (tx, rx) = crossbeam_channel::unbounded();
             let weak = Arc::downgrade(&inner);
@@ -699,8 +685,10 @@ impl Store {
         })
     }
 
-    /// Stop the background flusher and release the data directory. Buffered
-    /// rows stay in the ingest log and are replayed at the next open.
+    /// Stop the background flusher and drop this handle. The data directory
+    /// is released when the last handle (clones, query sessions built on
+    /// this store) is gone. Buffered rows stay in the ingest log and are
+    /// replayed at the next open.
     pub fn close(self) -> Result<()> {
         self.inner.stop_flusher();
         Ok(())
@@ -839,6 +827,51 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.stop_flusher();
     }
+}
+
+/// Give the store its distinct-id index without making the first deletion
+/// pay for it: empty for a store without parts, else built on a background
+/// thread (which holds no handle on the store, so it never keeps the data
+/// directory locked).
+fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
+    let version = inner.current_version()?;
+    if version.manifest.parts.is_empty() {
+        inner.commit.lock().map_err(poisoned)?.index = Some(DistinctIdIndex::default());
+        return Ok(());
+    }
+    inner.index_build.start();
+    let weak = Arc::downgrade(inner);
+    let storage = inner.storage.clone();
+    let spawned = std::thread::Builder::new()
+        .name("elide-index".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let manifest = &version.manifest;
+            let result = match DistinctIdIndex::build(&storage, manifest) {
+                Ok(idx) => {
+                    tracing::info!(
+                        keys = idx.len(),
+                        parts = manifest.parts.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "built distinct-id index in the background"
+                    );
+                    Some((idx, manifest.parts.iter().map(|p| p.id).collect()))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "background index build failed; the next deletion builds it");
+                    None
+                }
+            };
+            drop(version);
+            if let Some(inner) = weak.upgrade() {
+                inner.index_build.finish(result);
+            }
+        });
+    if let Err(e) = spawned {
+        inner.index_build.finish(None);
+        tracing::warn!(error = %e, "could not start the index builder; the first deletion builds the index");
+    }
+    Ok(())
 }
 
 fn flusher_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
