@@ -21,22 +21,40 @@ use std::sync::Arc;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use elide_store::{Store, Table};
+use elide_store::{Snapshot, Store, Table};
 
 pub use provider::ElideTable;
 
 /// A `SessionContext` with every table of `store` registered and JSON
 /// functions available.
 pub fn session_context(store: &Store) -> Result<SessionContext> {
+    let ctx = base_context()?;
+    for table in Table::ALL {
+        ctx.register_table(
+            table.name(),
+            Arc::new(ElideTable::new(store.clone(), table)),
+        )?;
+    }
+    Ok(ctx)
+}
+
+fn base_context() -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let mut ctx = SessionContext::new_with_config(config);
     datafusion_functions_json::register_all(&mut ctx)?;
+    Ok(ctx)
+}
+
+/// A `SessionContext` whose tables all read `snapshot` (consistent reads
+/// across several queries; see [`ElideTable::pinned`]).
+pub fn session_context_at(snapshot: Arc<Snapshot>) -> Result<SessionContext> {
+    let ctx = base_context()?;
     for table in Table::ALL {
         ctx.register_table(
             table.name(),
-            Arc::new(ElideTable::new(store.clone(), table)),
+            Arc::new(ElideTable::pinned(Arc::clone(&snapshot), table)),
         )?;
     }
     Ok(ctx)

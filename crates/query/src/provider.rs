@@ -43,19 +43,38 @@ use elide_store::{PartMeta, Snapshot, Store, Table};
 use crate::access::{access_plan, ExpectedLayout, PartReaderFactory};
 
 /// A table of an Elide store, as DataFusion sees it.
+///
+/// A live table takes a fresh snapshot at each scan (each query sees the
+/// last commit); a pinned table always reads one snapshot, so that several
+/// queries see the same state (and the files they need stay on disk).
 #[derive(Debug, Clone)]
 pub struct ElideTable {
-    store: Store,
+    source: Source,
     table: Table,
     schema: SchemaRef,
 }
 
+#[derive(Debug, Clone)]
+enum Source {
+    Live(Store),
+    Pinned(Arc<Snapshot>),
+}
+
 impl ElideTable {
-    /// The provider of `table` in `store`.
+    /// The provider of `table` in `store`, reading the latest commit.
     pub fn new(store: Store, table: Table) -> Self {
         ElideTable {
             schema: table.def().schema(),
-            store,
+            source: Source::Live(store),
+            table,
+        }
+    }
+
+    /// The provider of `table` as of `snapshot`.
+    pub fn pinned(snapshot: Arc<Snapshot>, table: Table) -> Self {
+        ElideTable {
+            schema: table.def().schema(),
+            source: Source::Pinned(snapshot),
             table,
         }
     }
@@ -164,11 +183,14 @@ impl TableProvider for ElideTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = Arc::new(
-            self.store
-                .snapshot()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?,
-        );
+        let snapshot = match &self.source {
+            Source::Live(store) => Arc::new(
+                store
+                    .snapshot()
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
+            ),
+            Source::Pinned(s) => Arc::clone(s),
+        };
         let schema = Arc::clone(&self.schema);
         let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
         let predicate = match conjunction(filters.iter().cloned()) {

@@ -1,15 +1,20 @@
 //! `elide bench`: the benchmark harness behind `docs/benchmarks.md`.
 //!
-//! One run, one process, so that every figure that is a ratio compares two
-//! measurements taken minutes apart on the same machine:
+//! One run, one process, so that every figure that is a ratio compares
+//! measurements taken moments apart on the same machine:
 //!
 //! 1. ingest: generated batches through `Store::append` (generation not
 //!    timed), then the final flush; peak RSS of the process;
-//! 2. baseline queries (no deletion) on Elide and on DataFusion's own
-//!    `ListingTable` over the same part files;
-//! 3. deletion latency: one distinct id (median of many), then 1000 in one
-//!    call, repeated until about 1% of persons are deleted;
-//! 4. the same queries again, with tombstones.
+//! 2. a snapshot is pinned (the "before" state);
+//! 3. deletion latency: persons (all their distinct ids) one per call
+//!    (median of many), then the rest of `--delete-fraction` of the persons
+//!    packed into calls of up to 1000 distinct ids;
+//! 4. queries, interleaved round by round on three tables over the same
+//!    part files: DataFusion's own `ListingTable`, Elide as of the pinned
+//!    snapshot (no deletion) and Elide now (with tombstones). Row counts are
+//!    checked: the deleted rows are exactly the ones missing;
+//! 5. close, reopen, and the first deletions after open (the distinct-id
+//!    index is built in the background at open).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +55,7 @@ pub struct BenchArgs {
     /// Timed repetitions of each query (median reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
-    /// Fraction of distinct ids to delete before the "after" queries.
+    /// Fraction of persons to delete before the "after" queries.
     #[arg(long, default_value_t = 0.01)]
     delete_fraction: f64,
     /// Print the report as JSON.
@@ -77,34 +82,35 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Run a query to completion, streaming (full scans are not materialized).
-async fn time_query(ctx: &SessionContext, sql: &str, repeat: usize) -> Result<(Duration, u64)> {
-    let mut times = Vec::new();
-    let mut rows = 0;
-    for i in 0..=repeat {
-        let started = Instant::now();
-        let mut stream = ctx.sql(sql).await?.execute_stream().await?;
-        let mut n = 0u64;
-        while let Some(b) = stream.next().await {
-            n += b?.num_rows() as u64;
-        }
-        if i > 0 {
-            times.push(started.elapsed());
-        }
-        rows = n;
+async fn run_query(ctx: &SessionContext, sql: &str) -> Result<(Duration, u64)> {
+    let started = Instant::now();
+    let mut stream = ctx.sql(sql).await?.execute_stream().await?;
+    let mut n = 0u64;
+    while let Some(b) = stream.next().await {
+        n += b?.num_rows() as u64;
     }
-    Ok((median(times), rows))
+    Ok((started.elapsed(), n))
 }
 
 #[derive(Debug, serde::Serialize)]
 struct QueryFigures {
     name: String,
-    elide_ms: f64,
+    sql: String,
     listing_ms: f64,
+    elide_ms: f64,
     elide_over_listing: f64,
     after_delete_ms: f64,
     after_over_before: f64,
     rows_before: u64,
     rows_after: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DeleteCall {
+    persons: usize,
+    distinct_ids: usize,
+    rows_hidden: u64,
+    ms: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -117,14 +123,34 @@ struct Report {
     ingest_seconds: f64,
     ingest_events_per_sec: f64,
     append_only_events_per_sec: f64,
-    peak_rss_mib: Option<f64>,
-    index_build_ms: f64,
-    delete_one_median_ms: f64,
-    delete_one_p90_ms: f64,
-    delete_1000_ms: Vec<f64>,
+    peak_rss_after_ingest_mib: Option<f64>,
+    delete_one_person_median_ms: f64,
+    delete_one_person_p90_ms: f64,
+    delete_calls: Vec<DeleteCall>,
+    delete_1000_ids_one_call_ms: Option<f64>,
+    persons_deleted: usize,
     distinct_ids_deleted: usize,
+    /// Rows hidden by the `persons_deleted` persons (what the "after"
+    /// queries miss).
+    rows_hidden_at_queries: u64,
+    /// All rows hidden in the run (with the 1000-id call and after reopen).
     rows_hidden: u64,
     queries: Vec<QueryFigures>,
+    reopen_ms: f64,
+    first_delete_after_reopen_ms: f64,
+    second_delete_after_reopen_ms: f64,
+    peak_rss_mib: Option<f64>,
+}
+
+fn delete_ids(store: &Store, project_id: i64, ids: Vec<String>) -> Result<(u64, Duration)> {
+    let t = Instant::now();
+    let o = store.delete(DeleteSpec {
+        project_id,
+        distinct_ids: ids,
+        cutoff: None,
+        tables: vec![],
+    })?;
+    Ok((o.rows_hidden, t.elapsed()))
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -135,6 +161,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             dir.display()
         )
         .into());
+    }
+    if !(0.0..=1.0).contains(&args.delete_fraction) {
+        return Err("--delete-fraction must be between 0 and 1".into());
     }
     let store = Store::open(dir, StoreOptions::default())?;
     let rt = crate::cli::runtime()?;
@@ -174,144 +203,203 @@ pub fn run(args: BenchArgs) -> Result<()> {
         in_append.as_secs_f64(),
         flush_time.as_secs_f64()
     );
-    let rss = peak_rss_mib();
+    let rss_ingest = peak_rss_mib();
     let status = store.status()?;
     let parts: usize = status.partitions.iter().map(|p| p.parts).sum();
     let bytes: u64 = status.partitions.iter().map(|p| p.bytes).sum();
 
-    // 2. Baseline queries, Elide and ListingTable.
-    let ctx = elide_query::session_context(&store)?;
-    let listing = SessionContext::new_with_config(ctx.copied_config());
-    register_listing(&rt, &listing, &dir.join("parts").join("events"))?;
-    let mut before = Vec::new();
-    for (name, q) in QUERIES {
-        let e = rt.block_on(time_query(&ctx, &q.replace("{t}", "events"), args.repeat))?;
-        let l = rt.block_on(time_query(
-            &listing,
-            &q.replace("{t}", "listing"),
-            args.repeat,
-        ))?;
-        eprintln!("{name}: elide {:.1} ms, listing {:.1} ms", ms(e.0), ms(l.0));
-        before.push((name, e, l));
-    }
+    // 2. The state before any deletion, pinned.
+    let before = Arc::new(store.snapshot()?);
+    let ctx_before = elide_query::session_context_at(Arc::clone(&before))?;
 
-    // 3. Deletions.
-    let ids = rt.block_on(async {
-        let b = ctx
-            .sql("SELECT project_id, distinct_id FROM events GROUP BY 1, 2 ORDER BY 1, 2")
+    // 3. Deletions: whole persons (every distinct id seen with their person_id).
+    let persons = rt.block_on(async {
+        let b = ctx_before
+            .sql(
+                "SELECT project_id, person_id, distinct_id FROM events \
+                 WHERE person_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            )
             .await?
             .collect()
             .await?;
-        let mut out = Vec::new();
+        let mut out: std::collections::BTreeMap<(i64, String), Vec<String>> = Default::default();
         for b in b {
             let p = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
-            let d = b.column(1).as_string::<i32>();
+            let person = b.column(1).as_string::<i32>();
+            let d = b.column(2).as_string::<i32>();
             for i in 0..b.num_rows() {
-                out.push((p.value(i), d.value(i).to_string()));
+                out.entry((p.value(i), person.value(i).to_string()))
+                    .or_default()
+                    .push(d.value(i).to_string());
             }
         }
         Ok::<_, datafusion::error::DataFusionError>(out)
     })?;
+    let mut pool: Vec<(i64, Vec<String>)> = persons
+        .into_iter()
+        .map(|((project, _), ids)| (project, ids))
+        .collect();
+    let total_persons = pool.len();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    let mut pool = ids.clone();
     pool.shuffle(&mut rng);
-    let target = ((ids.len() as f64) * args.delete_fraction).ceil() as usize;
+    let target = ((total_persons as f64) * args.delete_fraction).ceil() as usize;
+    // Two persons are kept back for the deletions after reopen.
+    let reserve: Vec<(i64, Vec<String>)> = pool.split_off(pool.len().saturating_sub(2));
+    let rest: Vec<(i64, Vec<String>)> = pool.split_off(target.min(pool.len()));
     let mut rows_hidden = 0;
-    let mut deleted = 0;
-    // The first deletion builds the distinct-id index.
-    let (p0, d0) = pool.pop().ok_or("no data")?;
-    let t = Instant::now();
-    rows_hidden += store
-        .delete(DeleteSpec {
-            project_id: p0,
-            distinct_ids: vec![d0],
-            cutoff: None,
-            tables: vec![],
-        })?
-        .rows_hidden;
-    let index_build = t.elapsed();
-    deleted += 1;
+    let mut ids_deleted = 0;
+    let persons_deleted = pool.len();
+    let singles = pool.len().min(50);
     let mut ones = Vec::new();
-    for _ in 0..50.min(target.saturating_sub(1)).max(10) {
-        let Some((p, d)) = pool.pop() else { break };
-        let t = Instant::now();
-        rows_hidden += store
-            .delete(DeleteSpec {
-                project_id: p,
-                distinct_ids: vec![d],
-                cutoff: None,
-                tables: vec![],
-            })?
-            .rows_hidden;
-        ones.push(t.elapsed());
-        deleted += 1;
+    for (project, ids) in pool.drain(..singles) {
+        ids_deleted += ids.len();
+        let (n, t) = delete_ids(&store, project, ids)?;
+        rows_hidden += n;
+        ones.push(t);
     }
     ones.sort();
     let p90 = ones.get(ones.len() * 9 / 10).copied().unwrap_or_default();
-    let one_median = median(ones.clone());
-    let mut thousands = Vec::new();
-    while deleted < target || thousands.is_empty() {
-        // 1000 ids of one project in one call.
-        let project = match pool.last() {
-            Some((p, _)) => *p,
-            None => break,
-        };
-        let mut batch = Vec::new();
-        let mut rest = Vec::new();
-        while let Some((p, d)) = pool.pop() {
-            if p == project && batch.len() < 1000 {
-                batch.push(d)
-            } else {
-                rest.push((p, d))
-            }
-            if batch.len() == 1000 {
-                break;
-            }
+    let one_median = median(ones);
+    // The rest, per project, in calls of at most 1000 distinct ids.
+    pool.sort_by_key(|(p, _)| *p);
+    let mut calls = Vec::new();
+    let mut i = 0;
+    while i < pool.len() {
+        let project = pool[i].0;
+        let mut ids: Vec<String> = Vec::new();
+        let mut n_persons = 0;
+        while i < pool.len() && pool[i].0 == project && ids.len() + pool[i].1.len() <= 1000 {
+            ids.extend(pool[i].1.iter().cloned());
+            n_persons += 1;
+            i += 1;
         }
-        pool.extend(rest.into_iter().rev());
-        let n = batch.len();
-        let t = Instant::now();
-        rows_hidden += store
-            .delete(DeleteSpec {
-                project_id: project,
-                distinct_ids: batch,
-                cutoff: None,
-                tables: vec![],
-            })?
-            .rows_hidden;
-        let el = t.elapsed();
-        if n == 1000 {
-            thousands.push(ms(el));
+        if n_persons == 0 {
+            // A person with more than 1000 distinct ids: not in this workload.
+            return Err("a generated person has more than 1000 distinct ids".into());
         }
-        deleted += n;
-    }
-    eprintln!("delete: index build {:.1} ms, one id median {:.2} ms (p90 {:.2}), 1000 ids {:?} ms; {deleted} ids, {rows_hidden} rows hidden", ms(index_build), ms(one_median), ms(p90), thousands);
-
-    // 4. Queries after the deletions.
-    let mut queries = Vec::new();
-    for (name, e, l) in before {
-        let q = QUERIES
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, q)| *q)
-            .unwrap_or_default();
-        let a = rt.block_on(time_query(&ctx, &q.replace("{t}", "events"), args.repeat))?;
-        eprintln!(
-            "{name}: after deletion {:.1} ms ({:.3}x)",
-            ms(a.0),
-            ms(a.0) / ms(e.0)
-        );
-        queries.push(QueryFigures {
-            name: name.to_string(),
-            elide_ms: ms(e.0),
-            listing_ms: ms(l.0),
-            elide_over_listing: ms(e.0) / ms(l.0),
-            after_delete_ms: ms(a.0),
-            after_over_before: ms(a.0) / ms(e.0),
-            rows_before: e.1,
-            rows_after: a.1,
+        let n_ids = ids.len();
+        ids_deleted += n_ids;
+        let (n, t) = delete_ids(&store, project, ids)?;
+        rows_hidden += n;
+        calls.push(DeleteCall {
+            persons: n_persons,
+            distinct_ids: n_ids,
+            rows_hidden: n,
+            ms: ms(t),
         });
     }
+    eprintln!(
+        "delete: one person median {:.2} ms (p90 {:.2}); {} calls of up to 1000 ids: {:?} ms; {persons_deleted} persons, {ids_deleted} ids, {rows_hidden} rows hidden",
+        ms(one_median),
+        ms(p90),
+        calls.len(),
+        calls.iter().map(|c| c.ms).collect::<Vec<_>>()
+    );
+    let ctx_after = elide_query::session_context(&store)?;
+    let hidden_at_queries = rows_hidden;
+
+    // 4. Queries, interleaved: ListingTable, before, after.
+    // Parts live in nested partition directories; ListingTable skips
+    // subdirectories unless told otherwise.
+    let listing = SessionContext::new_with_config(ctx_after.copied_config().set_bool(
+        "datafusion.execution.listing_table_ignore_subdirectory",
+        false,
+    ));
+    register_listing(&rt, &listing, &dir.join("parts").join("events"))?;
+    let mut queries = Vec::new();
+    for (name, q) in QUERIES {
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        let mut rows = [0u64; 3];
+        for round in 0..=args.repeat {
+            for (k, (ctx, table)) in [
+                (&listing, "listing"),
+                (&ctx_before, "events"),
+                (&ctx_after, "events"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let (t, n) = rt.block_on(run_query(ctx, &q.replace("{t}", table)))?;
+                rows[k] = n;
+                if round > 0 {
+                    times[k].push(t);
+                }
+            }
+        }
+        let [l, b, a] = times.map(median);
+        eprintln!(
+            "{name}: listing {:.1} ms, elide {:.1} ms, after deletion {:.1} ms",
+            ms(l),
+            ms(b),
+            ms(a)
+        );
+        if rows[0] != rows[1] {
+            return Err(format!(
+                "{name}: Elide returned {} rows, ListingTable {}",
+                rows[1], rows[0]
+            )
+            .into());
+        }
+        if *name == "full_row_scan" && rows[1] - rows[2] != rows_hidden {
+            return Err(format!(
+                "full scan lost {} rows, the deletions hid {rows_hidden}",
+                rows[1] - rows[2]
+            )
+            .into());
+        }
+        queries.push(QueryFigures {
+            name: name.to_string(),
+            sql: q.replace("{t}", "events"),
+            listing_ms: ms(l),
+            elide_ms: ms(b),
+            elide_over_listing: ms(b) / ms(l),
+            after_delete_ms: ms(a),
+            after_over_before: ms(a) / ms(b),
+            rows_before: rows[1],
+            rows_after: rows[2],
+        });
+    }
+    drop((ctx_before, ctx_after, listing, before));
+
+    // 4b. 1000 distinct ids of one project in one call (persons not yet
+    // deleted), after the queries so that they do not change them.
+    let mut by_project: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+    for (project, ids) in &rest {
+        by_project
+            .entry(*project)
+            .or_default()
+            .extend(ids.iter().cloned());
+    }
+    let mut thousand_ms = None;
+    if let Some((project, mut ids)) = by_project.into_iter().max_by_key(|(_, v)| v.len()) {
+        ids.truncate(1000);
+        if ids.len() == 1000 {
+            let (n, t) = delete_ids(&store, project, ids)?;
+            rows_hidden += n;
+            ids_deleted += 1000;
+            thousand_ms = Some(ms(t));
+            eprintln!(
+                "delete: 1000 distinct ids in one call {:.2} ms ({n} rows)",
+                ms(t)
+            );
+        }
+    }
+
+    // 5. Reopen; the first deletions after open.
+    store.close()?;
+    let t = Instant::now();
+    let store = Store::open(dir, StoreOptions::default())?;
+    let reopen = t.elapsed();
+    let mut after_open = Vec::new();
+    for (project, ids) in reserve {
+        let (n, t) = delete_ids(&store, project, ids)?;
+        rows_hidden += n;
+        after_open.push(ms(t));
+    }
+    eprintln!(
+        "reopen {:.1} ms; deletions right after: {after_open:?} ms",
+        ms(reopen)
+    );
     let report = Report {
         events: args.events,
         persons: args.persons,
@@ -321,14 +409,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ingest_seconds: ingest_secs,
         ingest_events_per_sec: args.events as f64 / ingest_secs,
         append_only_events_per_sec: args.events as f64 / in_append.as_secs_f64(),
-        peak_rss_mib: rss,
-        index_build_ms: ms(index_build),
-        delete_one_median_ms: ms(one_median),
-        delete_one_p90_ms: ms(p90),
-        delete_1000_ms: thousands,
-        distinct_ids_deleted: deleted,
+        peak_rss_after_ingest_mib: rss_ingest,
+        delete_one_person_median_ms: ms(one_median),
+        delete_one_person_p90_ms: ms(p90),
+        delete_calls: calls,
+        delete_1000_ids_one_call_ms: thousand_ms,
+        persons_deleted,
+        distinct_ids_deleted: ids_deleted,
+        rows_hidden_at_queries: hidden_at_queries,
         rows_hidden,
         queries,
+        reopen_ms: ms(reopen),
+        first_delete_after_reopen_ms: after_open.first().copied().unwrap_or(f64::NAN),
+        second_delete_after_reopen_ms: after_open.get(1).copied().unwrap_or(f64::NAN),
+        peak_rss_mib: peak_rss_mib(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -356,36 +450,65 @@ fn register_listing(rt: &tokio::runtime::Runtime, ctx: &SessionContext, dir: &Pa
     Ok(())
 }
 
+fn opt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.0}"))
+}
+
 fn print_report(r: &Report) {
     println!(
         "events {}  persons {}  projects {}  parts {}  bytes {}",
         r.events, r.persons, r.projects, r.parts, r.bytes
     );
     println!(
-        "ingest: {:.2} s, {:.0} events/s (append calls only: {:.0} events/s), peak RSS {:.0} MiB",
+        "ingest: {:.2} s, {:.0} events/s (append calls only: {:.0} events/s), peak RSS after ingest {} MiB",
         r.ingest_seconds,
         r.ingest_events_per_sec,
         r.append_only_events_per_sec,
-        r.peak_rss_mib.unwrap_or(f64::NAN)
+        opt(r.peak_rss_after_ingest_mib)
     );
-    println!("delete: index build (first delete) {:.1} ms; one distinct id median {:.2} ms, p90 {:.2} ms; 1000 ids in one call {:?} ms", r.index_build_ms, r.delete_one_median_ms, r.delete_one_p90_ms, r.delete_1000_ms);
     println!(
-        "deleted {} distinct ids, {} rows hidden",
-        r.distinct_ids_deleted, r.rows_hidden
+        "delete one person: median {:.2} ms, p90 {:.2} ms",
+        r.delete_one_person_median_ms, r.delete_one_person_p90_ms
+    );
+    for c in &r.delete_calls {
+        println!(
+            "delete call: {} persons, {} distinct ids, {} rows hidden: {:.2} ms",
+            c.persons, c.distinct_ids, c.rows_hidden, c.ms
+        );
+    }
+    println!(
+        "delete 1000 distinct ids in one call: {} ms",
+        r.delete_1000_ids_one_call_ms
+            .map_or("n/a".into(), |v| format!("{v:.2}"))
+    );
+    println!(
+        "queries after deleting {} persons: {} rows hidden ({:.2}% of events); {} distinct ids and {} rows deleted in the whole run",
+        r.persons_deleted,
+        r.rows_hidden_at_queries,
+        100.0 * r.rows_hidden_at_queries as f64 / r.events.max(1) as f64,
+        r.distinct_ids_deleted,
+        r.rows_hidden
     );
     println!(
         "{:<26} {:>10} {:>10} {:>8} {:>12} {:>8}",
-        "query", "elide ms", "listing", "ratio", "after del.", "ratio"
+        "query", "listing ms", "elide ms", "ratio", "after del.", "ratio"
     );
     for q in &r.queries {
         println!(
             "{:<26} {:>10.1} {:>10.1} {:>8.3} {:>12.1} {:>8.3}",
             q.name,
-            q.elide_ms,
             q.listing_ms,
+            q.elide_ms,
             q.elide_over_listing,
             q.after_delete_ms,
             q.after_over_before
         );
     }
+    println!(
+        "reopen {:.1} ms; first deletion after reopen {:.2} ms, second {:.2} ms; peak RSS {} MiB",
+        r.reopen_ms,
+        r.first_delete_after_reopen_ms,
+        r.second_delete_after_reopen_ms,
+        opt(r.peak_rss_mib)
+    );
 }
