@@ -162,6 +162,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         )
         .into());
     }
+    if args.repeat == 0 {
+        return Err("--repeat must be at least 1".into());
+    }
     if !(0.0..=1.0).contains(&args.delete_fraction) {
         return Err("--delete-fraction must be between 0 and 1".into());
     }
@@ -340,10 +343,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             )
             .into());
         }
-        if *name == "full_row_scan" && rows[1] - rows[2] != rows_hidden {
+        if *name == "full_row_scan" && rows[1].checked_sub(rows[2]) != Some(rows_hidden) {
             return Err(format!(
-                "full scan lost {} rows, the deletions hid {rows_hidden}",
-                rows[1] - rows[2]
+                "full scan: {} rows before the deletions, {} after; the deletions hid {rows_hidden}",
+                rows[1], rows[2]
             )
             .into());
         }

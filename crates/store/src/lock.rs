@@ -32,7 +32,8 @@ fn registry() -> &'static Mutex<HashSet<PathBuf>> {
 #[derive(Debug)]
 pub(crate) struct DirLock {
     key: PathBuf,
-    _file: File,
+    /// `Some` until drop.
+    file: Option<File>,
 }
 
 impl DirLock {
@@ -47,9 +48,9 @@ impl DirLock {
             path: dir.to_path_buf(),
             lock: lock_path.clone(),
         };
-        let mut open = registry()
-            .lock()
-            .map_err(|_| StoreError::Internal("lock registry poisoned".into()))?;
+        // A panic elsewhere while holding the registry cannot leave it
+        // inconsistent (insert and remove are single operations).
+        let mut open = registry().lock().unwrap_or_else(|p| p.into_inner());
         if open.contains(&key) {
             return Err(locked());
         }
@@ -63,16 +64,24 @@ impl DirLock {
             return Err(locked());
         }
         open.insert(key.clone());
-        Ok(DirLock { key, _file: file })
+        Ok(DirLock {
+            key,
+            file: Some(file),
+        })
     }
 }
 
 impl Drop for DirLock {
     fn drop(&mut self) {
-        // The record lock goes with the file descriptor (closed after this).
-        if let Ok(mut open) = registry().lock() {
-            open.remove(&self.key);
-        }
+        // Close the file (releasing the record lock) and forget the entry
+        // under the registry mutex, in that order. Removing the entry first
+        // would let another thread of this process lock the directory with
+        // a new descriptor, whose lock our close would then release (POSIX
+        // drops all of a process's record locks on a file when any of its
+        // descriptors for it closes).
+        let mut open = registry().lock().unwrap_or_else(|p| p.into_inner());
+        drop(self.file.take());
+        open.remove(&self.key);
     }
 }
 

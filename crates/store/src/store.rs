@@ -118,7 +118,7 @@ pub(crate) struct Inner {
     file_ids: AtomicU64,
     flusher: Mutex<Option<(Sender<FlushMsg>, std::thread::JoinHandle<()>)>>,
     pub store_id: String,
-    pub index_build: BackgroundBuild,
+    pub index_build: Arc<BackgroundBuild>,
 }
 
 /// An Elide data directory, open for writing. Cheap to clone; all clones
@@ -327,7 +327,7 @@ impl Store {
             file_ids,
             flusher: Mutex::new(None),
             store_id: uuid::Uuid::new_v4().simple().to_string(),
-            index_build: BackgroundBuild::default(),
+            index_build: Arc::default(),
         });
         start_index_build(&inner)?;
         if inner.opts.background_flush {
@@ -831,8 +831,9 @@ impl Drop for Inner {
 
 /// Give the store its distinct-id index without making the first deletion
 /// pay for it: empty for a store without parts, else built on a background
-/// thread (which holds no handle on the store, so it never keeps the data
-/// directory locked).
+/// thread. The thread holds no handle on the store (so it never keeps the
+/// data directory locked), only the shared build slot, the storage and a GC
+/// registration of the version it reads.
 fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
     let version = inner.current_version()?;
     if version.manifest.parts.is_empty() {
@@ -840,11 +841,16 @@ fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
         return Ok(());
     }
     inner.index_build.start();
-    let weak = Arc::downgrade(inner);
+    let build = Arc::clone(&inner.index_build);
     let storage = inner.storage.clone();
+    // Files of this version stay on disk while the build reads them.
+    let guard = inner.gc.register(version.manifest.version);
     let spawned = std::thread::Builder::new()
         .name("elide-index".into())
         .spawn(move || {
+            // Publishes a failure if the build panics, so that the first
+            // deletion never waits forever.
+            let mut finish = FinishOnDrop(Some(&build));
             let started = std::time::Instant::now();
             let manifest = &version.manifest;
             let result = match DistinctIdIndex::build(&storage, manifest) {
@@ -862,9 +868,9 @@ fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
                     None
                 }
             };
-            drop(version);
-            if let Some(inner) = weak.upgrade() {
-                inner.index_build.finish(result);
+            drop(guard);
+            if let Some(b) = finish.0.take() {
+                b.finish(result);
             }
         });
     if let Err(e) = spawned {
@@ -872,6 +878,16 @@ fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
         tracing::warn!(error = %e, "could not start the index builder; the first deletion builds the index");
     }
     Ok(())
+}
+
+struct FinishOnDrop<'a>(Option<&'a BackgroundBuild>);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish(None);
+        }
+    }
 }
 
 fn flusher_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
