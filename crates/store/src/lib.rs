@@ -34,7 +34,8 @@
 //! Module map: [`schema`] (tables), [`normalize`] (input validation),
 //! [`format`] (on-disk types), [`storage`] (object-store I/O), [`wal`],
 //! `memtable`, `part`, `index`, [`commit`] (the one commit path), [`gc`]
-//! (the only file removal), [`store`] (the API).
+//! (the only file removal), [`policy`] (what compaction should do, pure),
+//! [`store`] (the API).
 
 pub mod commit;
 pub mod error;
@@ -47,6 +48,7 @@ mod lock;
 mod memtable;
 pub mod normalize;
 mod part;
+pub mod policy;
 pub mod schema;
 pub mod storage;
 pub mod store;

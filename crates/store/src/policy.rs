@@ -1,0 +1,694 @@
+//! The compaction policy: given a manifest and the clock, what to rewrite.
+//!
+//! This module is pure: no I/O, no clock of its own, no store handle. It is
+//! the *plan* step of plan -> execute -> commit; the worker executes the
+//! plan and commits each task through the one commit path. Tests drive it
+//! with a fake clock.
+//!
+//! Two kinds of task:
+//!
+//! * **purge**: rewrite a part that carries tombstones, without the deleted
+//!   rows (a part whose rows are all deleted is simply dropped). Only parts
+//!   with deleted rows are ever purged, so the write amplification of
+//!   erasure is bounded by the parts that held deleted rows.
+//! * **merge**: combine the small parts of one partition (table, project,
+//!   day) into parts close to [`CompactionOptions::target_part_bytes`], as
+//!   ClickHouse merges do. Parts with tombstones are not merged (they are
+//!   purged first), so a merge never has to carry deletions along.
+//!
+//! When a part is purged:
+//!
+//! 1. a manual run (`elide compact --now`) purges every part with deleted
+//!    rows (of one project, if asked);
+//! 2. inside an off-peak window (a cron expression in UTC, default
+//!    `0 5 * * SUN`, each firing opening a window of
+//!    [`CompactionOptions::window_budget`]), every part with deleted rows;
+//! 3. outside the window, a part whose deleted fraction is at least
+//!    [`CompactionOptions::min_deleted_fraction`];
+//! 4. whatever the schedule says, every part that may hold rows of a
+//!    pending request older than [`CompactionOptions::max_pending_age`]
+//!    (the erasure deadline): same project and table, `min_seq` below the
+//!    request's cut-off. This is the deadline met by construction.
+//!
+//! A pending request whose cut-off is above the manifest's `flushed_seq`
+//! may still have rows in the ingest log: the plan then asks for a flush
+//! first ([`Plan::flush_first`]).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::error::{Result, StoreError};
+use crate::format::{Manifest, PartMeta, RequestStatus};
+use crate::schema::Table;
+
+/// PostHog's `CLEAR_CLICKHOUSE_REMOVED_DATA_SCHEDULE_CRON` default: Sunday
+/// 05:00 UTC.
+pub const DEFAULT_CRON: &str = "0 5 * * SUN";
+
+/// The environment variable that overrides the schedule (empty disables
+/// scheduled purges).
+pub const CRON_ENV: &str = "ELIDE_COMPACTION_CRON";
+
+/// Knobs of compaction, with their defaults.
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    /// Cron expression (UTC, 5 fields) of the off-peak purge windows;
+    /// `None` (or an empty string from the environment) disables scheduled
+    /// purges. Default [`DEFAULT_CRON`].
+    pub cron: Option<String>,
+    /// How long a window stays open after the cron fires. Default 4 h.
+    pub window_budget: Duration,
+    /// I/O rate limit of purges and merges, bytes read+written per second;
+    /// `None` for unlimited. Default 64 MiB/s.
+    pub io_bytes_per_sec: Option<u64>,
+    /// Size a merge aims at; parts below half of it are "small". Default
+    /// 256 MiB.
+    pub target_part_bytes: u64,
+    /// Outside a window, a part is purged when at least this fraction of
+    /// its rows is deleted. Default 0.25.
+    pub min_deleted_fraction: f64,
+    /// A pending request older than this is purged whatever the schedule
+    /// (the erasure deadline). Default 7 days; GDPR allows one month.
+    pub max_pending_age: Duration,
+    /// Whether merges of small parts run outside windows. Default true.
+    pub merge_continuously: bool,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            cron: Some(DEFAULT_CRON.to_string()),
+            window_budget: Duration::from_secs(4 * 3600),
+            io_bytes_per_sec: Some(64 << 20),
+            target_part_bytes: 256 << 20,
+            min_deleted_fraction: 0.25,
+            max_pending_age: Duration::from_secs(7 * 86_400),
+            merge_continuously: true,
+        }
+    }
+}
+
+impl CompactionOptions {
+    /// Apply the value of [`CRON_ENV`] if it is set (`Some`): an empty value
+    /// disables scheduled purges, anything else replaces the expression.
+    /// Pass `std::env::var(CRON_ENV).ok().as_deref()`.
+    pub fn with_cron_env(mut self, value: Option<&str>) -> Self {
+        if let Some(v) = value {
+            let v = v.trim();
+            self.cron = (!v.is_empty()).then(|| v.to_string());
+        }
+        self
+    }
+}
+
+/// A parsed off-peak schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: croner::Cron,
+    expr: String,
+    budget: Duration,
+}
+
+impl Schedule {
+    /// Parse `expr` (5 fields, UTC). `Ok(None)` for `None` or an empty
+    /// expression (scheduled purges disabled).
+    pub fn parse(expr: Option<&str>, budget: Duration) -> Result<Option<Schedule>> {
+        let Some(expr) = expr.map(str::trim).filter(|e| !e.is_empty()) else {
+            return Ok(None);
+        };
+        let cron = croner::Cron::from_str(expr).map_err(|e| {
+            StoreError::InvalidInput(format!(
+                "compaction schedule {expr:?} is not a valid cron expression: {e}"
+            ))
+        })?;
+        Ok(Some(Schedule {
+            cron,
+            expr: expr.to_string(),
+            budget,
+        }))
+    }
+
+    /// The expression.
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// The window containing `now_us`, as (start, end) in µs, if any.
+    pub fn window_at(&self, now_us: i64) -> Option<(i64, i64)> {
+        let now = to_datetime(now_us)?;
+        let start = self.cron.find_previous_occurrence(&now, true).ok()?;
+        let start_us = start.timestamp_micros();
+        let end_us = start_us.saturating_add(self.budget.as_micros() as i64);
+        (now_us < end_us).then_some((start_us, end_us))
+    }
+
+    /// Start of the next window strictly after `now_us`.
+    pub fn next_window_after(&self, now_us: i64) -> Option<i64> {
+        let now = to_datetime(now_us)?;
+        self.cron
+            .find_next_occurrence(&now, false)
+            .ok()
+            .map(|t| t.timestamp_micros())
+    }
+}
+
+fn to_datetime(us: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_micros(us).single()
+}
+
+/// Why a part is purged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PurgeReason {
+    /// Asked for by hand.
+    Manual,
+    /// Inside the off-peak window.
+    Window,
+    /// Deleted fraction above the threshold.
+    DeletedFraction,
+    /// A pending request passed the erasure deadline.
+    Deadline {
+        /// The oldest overdue request that covers the part.
+        request_id: u64,
+    },
+}
+
+/// Rewrite one part without its deleted rows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PurgeTask {
+    /// The part.
+    pub part_id: u64,
+    /// Bytes of the part (for the I/O budget and write amplification).
+    pub bytes: u64,
+    /// Why.
+    pub reason: PurgeReason,
+}
+
+/// Combine small parts of one partition.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MergeTask {
+    /// Table of the parts.
+    pub table: Table,
+    /// Project of the parts.
+    pub project_id: i64,
+    /// Day of the parts.
+    pub day: i32,
+    /// The parts, in manifest order.
+    pub part_ids: Vec<u64>,
+    /// Their total size.
+    pub bytes: u64,
+}
+
+/// What to do now.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Plan {
+    /// Some pending request may still have rows in the ingest log: flush
+    /// before purging.
+    pub flush_first: bool,
+    /// Parts to purge, oldest deadline first, then largest deleted fraction.
+    pub purges: Vec<PurgeTask>,
+    /// Merges to run (after the purges).
+    pub merges: Vec<MergeTask>,
+    /// Whether `now` is inside an off-peak window.
+    pub in_window: bool,
+    /// End of the current window (µs), if inside one.
+    pub window_end_us: Option<i64>,
+    /// Start of the next window (µs), if a schedule is set.
+    pub next_window_us: Option<i64>,
+    /// Pending requests past the deadline.
+    pub overdue_requests: Vec<u64>,
+}
+
+impl Plan {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        !self.flush_first && self.purges.is_empty() && self.merges.is_empty()
+    }
+}
+
+/// How the plan is asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanRequest {
+    /// A manual run: purge every part with deleted rows.
+    pub manual: bool,
+    /// Restrict purges and merges to one project.
+    pub project_id: Option<i64>,
+    /// Include merges.
+    pub merges: bool,
+}
+
+/// The policy: options plus the parsed schedule.
+#[derive(Debug, Clone)]
+pub struct CompactionPolicy {
+    opts: CompactionOptions,
+    schedule: Option<Schedule>,
+}
+
+impl CompactionPolicy {
+    /// Validate the options (the cron expression, the fraction) and build
+    /// the policy.
+    pub fn new(opts: CompactionOptions) -> Result<CompactionPolicy> {
+        if !(0.0..=1.0).contains(&opts.min_deleted_fraction) {
+            return Err(StoreError::InvalidInput(format!(
+                "min_deleted_fraction must be between 0 and 1, got {}",
+                opts.min_deleted_fraction
+            )));
+        }
+        if opts.target_part_bytes == 0 {
+            return Err(StoreError::InvalidInput(
+                "target_part_bytes must be positive".into(),
+            ));
+        }
+        let schedule = Schedule::parse(opts.cron.as_deref(), opts.window_budget)?;
+        Ok(CompactionPolicy { opts, schedule })
+    }
+
+    /// The options.
+    pub fn options(&self) -> &CompactionOptions {
+        &self.opts
+    }
+
+    /// The schedule, if scheduled purges are enabled.
+    pub fn schedule(&self) -> Option<&Schedule> {
+        self.schedule.as_ref()
+    }
+
+    /// Decide what to do at `now_us` (µs since the epoch, UTC).
+    pub fn plan(&self, manifest: &Manifest, now_us: i64, req: PlanRequest) -> Plan {
+        let window = self.schedule.as_ref().and_then(|s| s.window_at(now_us));
+        let next_window_us = self
+            .schedule
+            .as_ref()
+            .and_then(|s| s.next_window_after(now_us));
+        let in_project = |p: i64| req.project_id.is_none_or(|want| want == p);
+
+        let max_age_us = self.opts.max_pending_age.as_micros() as i64;
+        let pending: Vec<_> = manifest
+            .requests
+            .iter()
+            .filter(|r| r.status == RequestStatus::Pending && in_project(r.project_id))
+            .collect();
+        let overdue: Vec<_> = pending
+            .iter()
+            .filter(|r| now_us.saturating_sub(r.created_at_us) >= max_age_us)
+            .collect();
+        let flush_first = pending.iter().any(|r| r.cutoff_seq > manifest.flushed_seq);
+
+        let mut purges = Vec::new();
+        for p in manifest
+            .parts
+            .iter()
+            .filter(|p| p.deleted() > 0 && in_project(p.project_id))
+        {
+            let deadline = overdue
+                .iter()
+                .filter(|r| {
+                    r.project_id == p.project_id
+                        && r.tables.contains(&p.table)
+                        && p.min_seq < r.cutoff_seq
+                })
+                .map(|r| r.id)
+                .min();
+            let reason = if let Some(request_id) = deadline {
+                Some(PurgeReason::Deadline { request_id })
+            } else if req.manual {
+                Some(PurgeReason::Manual)
+            } else if window.is_some() {
+                Some(PurgeReason::Window)
+            } else if deleted_fraction(p) >= self.opts.min_deleted_fraction {
+                Some(PurgeReason::DeletedFraction)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                purges.push(PurgeTask {
+                    part_id: p.id,
+                    bytes: p.size,
+                    reason,
+                });
+            }
+        }
+        // Deadlines first (oldest request first), then the most deleted.
+        let fraction_of = |id: u64| {
+            manifest
+                .parts
+                .iter()
+                .find(|p| p.id == id)
+                .map_or(0.0, deleted_fraction)
+        };
+        purges.sort_by(|a, b| {
+            let key = |t: &PurgeTask| match t.reason {
+                PurgeReason::Deadline { request_id } => (0, request_id),
+                _ => (1, 0),
+            };
+            key(a)
+                .cmp(&key(b))
+                .then_with(|| fraction_of(b.part_id).total_cmp(&fraction_of(a.part_id)))
+                .then_with(|| a.part_id.cmp(&b.part_id))
+        });
+
+        let merges = if req.merges && (self.opts.merge_continuously || window.is_some()) {
+            self.merges(manifest, &in_project)
+        } else {
+            Vec::new()
+        };
+
+        Plan {
+            flush_first,
+            purges,
+            merges,
+            in_window: window.is_some(),
+            window_end_us: window.map(|w| w.1),
+            next_window_us,
+            overdue_requests: overdue.iter().map(|r| r.id).collect(),
+        }
+    }
+
+    /// Groups of at least two small parts (no tombstones) of one partition,
+    /// each group at most `target_part_bytes`.
+    fn merges(&self, manifest: &Manifest, in_project: &dyn Fn(i64) -> bool) -> Vec<MergeTask> {
+        let small = self.opts.target_part_bytes / 2;
+        let mut out = Vec::new();
+        let mut i = 0;
+        let parts = &manifest.parts;
+        while i < parts.len() {
+            let key = partition_key(&parts[i]);
+            let mut j = i;
+            while j < parts.len() && partition_key(&parts[j]) == key {
+                j += 1;
+            }
+            if in_project(key.1) {
+                let mut group: Vec<&PartMeta> = Vec::new();
+                let mut bytes = 0u64;
+                let candidates = parts[i..j]
+                    .iter()
+                    .filter(|p| p.deleted() == 0 && p.size < small);
+                for p in candidates {
+                    if !group.is_empty() && bytes + p.size > self.opts.target_part_bytes {
+                        push_merge(&mut out, key, &mut group, &mut bytes);
+                    }
+                    group.push(p);
+                    bytes += p.size;
+                }
+                push_merge(&mut out, key, &mut group, &mut bytes);
+            }
+            i = j;
+        }
+        out
+    }
+}
+
+fn push_merge(
+    out: &mut Vec<MergeTask>,
+    key: (Table, i64, i32),
+    group: &mut Vec<&PartMeta>,
+    bytes: &mut u64,
+) {
+    if group.len() >= 2 {
+        out.push(MergeTask {
+            table: key.0,
+            project_id: key.1,
+            day: key.2,
+            part_ids: group.iter().map(|p| p.id).collect(),
+            bytes: *bytes,
+        });
+    }
+    group.clear();
+    *bytes = 0;
+}
+
+fn partition_key(p: &PartMeta) -> (Table, i64, i32) {
+    (p.table, p.project_id, p.day)
+}
+
+fn deleted_fraction(p: &PartMeta) -> f64 {
+    if p.rows == 0 {
+        0.0
+    } else {
+        p.deleted() as f64 / p.rows as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{DeletionRequest, TombstoneRef};
+
+    const HOUR: i64 = 3_600_000_000;
+    const DAY: i64 = 24 * HOUR;
+
+    /// 2026-11-22 is a Sunday.
+    fn at(day: u32, hour: u32, min: u32) -> i64 {
+        Utc.with_ymd_and_hms(2026, 11, day, hour, min, 0)
+            .single()
+            .map(|t| t.timestamp_micros())
+            .unwrap()
+    }
+
+    fn part(id: u64, project: i64, day: i32, size: u64, rows: u64, deleted: u64) -> PartMeta {
+        PartMeta {
+            id,
+            table: Table::Events,
+            project_id: project,
+            day,
+            path: format!("parts/events/{project}/{day}/{id:016x}.parquet"),
+            size,
+            rows,
+            row_groups: vec![rows],
+            min_seq: id * 1000,
+            max_seq: id * 1000 + rows,
+            min_ts: 0,
+            max_ts: 0,
+            tombstone: (deleted > 0).then(|| TombstoneRef {
+                file_id: 99,
+                path: "tombstones/0000000000000063.tomb".into(),
+                deleted,
+            }),
+        }
+    }
+
+    fn request(id: u64, project: i64, cutoff: u64, created_at_us: i64) -> DeletionRequest {
+        DeletionRequest {
+            id,
+            project_id: project,
+            distinct_ids: vec!["x".into()],
+            tables: vec![Table::Events],
+            cutoff_seq: cutoff,
+            created_at_us,
+            rows_hidden: 1,
+            status: RequestStatus::Pending,
+        }
+    }
+
+    fn manifest(parts: Vec<PartMeta>, requests: Vec<DeletionRequest>) -> Manifest {
+        let mut m = Manifest::empty();
+        m.parts = parts;
+        m.requests = requests;
+        m.flushed_seq = 1_000_000;
+        m
+    }
+
+    fn ids(plan: &Plan) -> Vec<u64> {
+        plan.purges.iter().map(|t| t.part_id).collect()
+    }
+
+    fn policy() -> CompactionPolicy {
+        CompactionPolicy::new(CompactionOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn default_window_is_sunday_five_utc_for_the_budget() {
+        let p = policy();
+        let s = p.schedule().unwrap();
+        assert_eq!(
+            s.window_at(at(22, 5, 0)),
+            Some((at(22, 5, 0), at(22, 9, 0)))
+        );
+        assert_eq!(s.window_at(at(22, 8, 59)).map(|w| w.0), Some(at(22, 5, 0)));
+        assert_eq!(s.window_at(at(22, 9, 0)), None);
+        assert_eq!(s.window_at(at(22, 4, 59)), None);
+        assert_eq!(s.window_at(at(21, 5, 30)), None, "Saturday");
+        // From Monday the next window is the coming Sunday.
+        assert_eq!(s.next_window_after(at(23, 12, 0)), Some(at(29, 5, 0)));
+    }
+
+    #[test]
+    fn inside_the_window_every_tombstoned_part_is_purged_and_only_those() {
+        let m = manifest(
+            vec![
+                part(1, 1, 10, 100, 1000, 1),
+                part(2, 1, 10, 100, 1000, 0),
+                part(3, 2, 11, 100, 1000, 10),
+            ],
+            vec![request(1, 1, 5000, at(22, 4, 0))],
+        );
+        let plan = policy().plan(&m, at(22, 6, 0), PlanRequest::default());
+        assert!(plan.in_window);
+        assert_eq!(plan.window_end_us, Some(at(22, 9, 0)));
+        // Most deleted first.
+        assert_eq!(ids(&plan), vec![3, 1]);
+        assert!(plan.purges.iter().all(|t| t.reason == PurgeReason::Window));
+    }
+
+    #[test]
+    fn outside_the_window_only_heavily_deleted_parts_are_purged() {
+        let m = manifest(
+            vec![
+                part(1, 1, 10, 100, 1000, 1),
+                part(2, 1, 10, 100, 1000, 250),
+                part(3, 1, 10, 100, 1000, 249),
+            ],
+            vec![request(1, 1, 5000, at(20, 0, 0))],
+        );
+        let plan = policy().plan(&m, at(21, 12, 0), PlanRequest::default());
+        assert!(!plan.in_window);
+        assert_eq!(plan.next_window_us, Some(at(22, 5, 0)));
+        assert_eq!(ids(&plan), vec![2]);
+        assert_eq!(plan.purges[0].reason, PurgeReason::DeletedFraction);
+    }
+
+    #[test]
+    fn the_deadline_purges_whatever_the_schedule() {
+        // Request 7 from project 1, cut-off 2500: parts 1 and 2 may hold
+        // its rows (min_seq below the cut-off), part 3 does not, part 4 is
+        // another project.
+        let created = at(14, 12, 0);
+        let m = manifest(
+            vec![
+                part(1, 1, 10, 100, 1000, 1),
+                part(2, 1, 10, 100, 1000, 1),
+                part(3, 1, 10, 100, 1000, 1),
+                part(4, 2, 10, 100, 1000, 1),
+            ],
+            vec![request(7, 1, 2500, created)],
+        );
+        let no_cron = CompactionPolicy::new(CompactionOptions {
+            cron: None,
+            ..Default::default()
+        })
+        .unwrap();
+        // 6 days 23 hours: not yet.
+        let plan = no_cron.plan(&m, created + 7 * DAY - HOUR, PlanRequest::default());
+        assert!(plan.purges.is_empty() && plan.overdue_requests.is_empty());
+        // 7 days: due.
+        let plan = no_cron.plan(&m, created + 7 * DAY, PlanRequest::default());
+        assert_eq!(plan.overdue_requests, vec![7]);
+        assert_eq!(ids(&plan), vec![1, 2]);
+        assert!(plan
+            .purges
+            .iter()
+            .all(|t| t.reason == PurgeReason::Deadline { request_id: 7 }));
+        assert_eq!(plan.next_window_us, None);
+    }
+
+    #[test]
+    fn a_manual_run_purges_everything_or_one_project() {
+        let m = manifest(
+            vec![part(1, 1, 10, 100, 1000, 1), part(2, 2, 10, 100, 1000, 1)],
+            vec![],
+        );
+        let all = policy().plan(
+            &m,
+            at(23, 12, 0),
+            PlanRequest {
+                manual: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(ids(&all), vec![1, 2]);
+        let one = policy().plan(
+            &m,
+            at(23, 12, 0),
+            PlanRequest {
+                manual: true,
+                project_id: Some(2),
+                merges: false,
+            },
+        );
+        assert_eq!(ids(&one), vec![2]);
+        assert_eq!(one.purges[0].reason, PurgeReason::Manual);
+    }
+
+    #[test]
+    fn rows_still_in_the_log_ask_for_a_flush_first() {
+        let mut m = manifest(vec![], vec![request(1, 1, 5000, at(22, 0, 0))]);
+        m.flushed_seq = 4000;
+        let plan = policy().plan(&m, at(23, 0, 0), PlanRequest::default());
+        assert!(plan.flush_first && !plan.is_empty());
+        m.flushed_seq = 5000;
+        let plan = policy().plan(&m, at(23, 0, 0), PlanRequest::default());
+        assert!(!plan.flush_first && plan.is_empty());
+    }
+
+    #[test]
+    fn merges_group_small_clean_parts_of_one_partition_up_to_the_target() {
+        let opts = CompactionOptions {
+            target_part_bytes: 1000,
+            ..Default::default()
+        };
+        let m = manifest(
+            vec![
+                part(1, 1, 10, 300, 10, 0),
+                part(2, 1, 10, 300, 10, 0),
+                part(3, 1, 10, 300, 10, 0),
+                part(4, 1, 10, 300, 10, 0),
+                part(5, 1, 10, 300, 10, 3), // tombstoned: purged, not merged
+                part(6, 1, 10, 900, 10, 0), // not small
+                part(7, 1, 11, 300, 10, 0), // alone in its partition
+                part(8, 2, 10, 100, 10, 0),
+                part(9, 2, 10, 100, 10, 0),
+            ],
+            vec![],
+        );
+        let p = CompactionPolicy::new(opts).unwrap();
+        let req = PlanRequest {
+            merges: true,
+            ..Default::default()
+        };
+        let plan = p.plan(&m, at(23, 0, 0), req);
+        let groups: Vec<Vec<u64>> = plan.merges.iter().map(|g| g.part_ids.clone()).collect();
+        assert_eq!(groups, vec![vec![1, 2, 3], vec![8, 9]]);
+        // Part 4 is left alone (a group of one); the merge never exceeds
+        // the target.
+        assert!(plan.merges.iter().all(|g| g.bytes <= 1000));
+        let plan = p.plan(
+            &m,
+            at(23, 0, 0),
+            PlanRequest {
+                project_id: Some(2),
+                ..req
+            },
+        );
+        assert_eq!(plan.merges.len(), 1);
+        assert_eq!(plan.merges[0].project_id, 2);
+    }
+
+    #[test]
+    fn the_environment_overrides_or_disables_the_schedule() {
+        let o = CompactionOptions::default().with_cron_env(Some(""));
+        assert!(CompactionPolicy::new(o).unwrap().schedule().is_none());
+        let o = CompactionOptions::default().with_cron_env(Some("30 2 * * *"));
+        let p = CompactionPolicy::new(o).unwrap();
+        assert_eq!(p.schedule().unwrap().expr(), "30 2 * * *");
+        assert!(p.schedule().unwrap().window_at(at(24, 3, 0)).is_some());
+        let o = CompactionOptions::default().with_cron_env(None);
+        assert_eq!(o.cron.as_deref(), Some(DEFAULT_CRON));
+    }
+
+    #[test]
+    fn bad_options_are_clear_errors() {
+        let e = CompactionPolicy::new(CompactionOptions {
+            cron: Some("every sunday".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("every sunday"), "{e}");
+        assert!(CompactionPolicy::new(CompactionOptions {
+            min_deleted_fraction: 1.5,
+            ..Default::default()
+        })
+        .is_err());
+    }
+}
