@@ -59,14 +59,7 @@ fn bench(c: &mut Criterion) {
     let deleted = load(del_dir.path());
     // Warm the index, then delete 1% of the persons of each project.
     for p in 1..=2 {
-        deleted
-            .delete(DeleteSpec {
-                project_id: p,
-                distinct_ids: ids(p, 10),
-                cutoff: None,
-                tables: vec![],
-            })
-            .unwrap();
+        deleted.delete(DeleteSpec::ids(p, ids(p, 10))).unwrap();
     }
 
     let mut g = c.benchmark_group("delete");
@@ -77,16 +70,7 @@ fn bench(c: &mut Criterion) {
                 next += 1;
                 vec![elide_gen::person_distinct_id(1, next % 1000)]
             },
-            |ids| {
-                deleted
-                    .delete(DeleteSpec {
-                        project_id: 1,
-                        distinct_ids: ids,
-                        cutoff: None,
-                        tables: vec![],
-                    })
-                    .unwrap()
-            },
+            |ids| deleted.delete(DeleteSpec::ids(1, ids)).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -46,12 +46,7 @@ fn v1_data_directory_opens_forever() {
     let reqs = store.requests().unwrap();
     assert_eq!((reqs.len(), reqs[0].rows_hidden), (1, 3));
     let o = store
-        .delete(elide::store::DeleteSpec {
-            project_id: 2,
-            distinct_ids: vec!["user-2".into()],
-            cutoff: None,
-            tables: vec![],
-        })
+        .delete(elide::store::DeleteSpec::ids(2, ["user-2"]))
         .unwrap();
     assert_eq!(o.rows_hidden, 3);
 }

@@ -56,7 +56,7 @@ proptest! {
                     let ids: Vec<String> = ids.into_iter().map(|d| format!("d{d}")).collect();
                     let before = model.rows.len();
                     model.rows.retain(|_, (d, proj)| !(*proj == i64::from(p) && ids.contains(d)));
-                    let o = store.delete(DeleteSpec { project_id: i64::from(p), distinct_ids: ids, cutoff: None, tables: vec![] }).unwrap();
+                    let o = store.delete(DeleteSpec::ids(i64::from(p), ids)).unwrap();
                     prop_assert_eq!(o.rows_hidden as usize, before - model.rows.len());
                 }
                 Op::Flush => store.flush().unwrap(),

@@ -83,14 +83,7 @@ fn deleted_rows_are_skipped_by_the_scan_not_filtered() {
         append(&store, &rows);
         store.flush().unwrap();
         if delete {
-            let o = store
-                .delete(DeleteSpec {
-                    project_id: 1,
-                    distinct_ids: vec!["a".into()],
-                    cutoff: None,
-                    tables: vec![],
-                })
-                .unwrap();
+            let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
             assert_eq!(o.rows_hidden, 200);
         }
         let (plan, rows) = run_plan(&rt, &store, "SELECT * FROM events");
@@ -128,14 +121,7 @@ fn count_star_from_statistics_subtracts_deleted_rows() {
         .collect();
     append(&store, &rows);
     store.flush().unwrap();
-    store
-        .delete(DeleteSpec {
-            project_id: 1,
-            distinct_ids: vec!["d3".into()],
-            cutoff: None,
-            tables: vec![],
-        })
-        .unwrap();
+    store.delete(DeleteSpec::ids(1, ["d3"])).unwrap();
     let (plan, _) = run_plan(&rt, &store, "SELECT count(*) FROM events");
     let text = displayable(plan.as_ref()).indent(true).to_string();
     assert!(
@@ -156,14 +142,7 @@ fn scan_fails_closed_when_a_part_does_not_match_its_manifest() {
         .collect();
     append(&store, &rows);
     store.flush().unwrap();
-    store
-        .delete(DeleteSpec {
-            project_id: 1,
-            distinct_ids: vec!["a".into()],
-            cutoff: None,
-            tables: vec![],
-        })
-        .unwrap();
+    store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
     // Replace the part behind the manifest's back with a file of another layout.
     let part = store.manifest().unwrap().parts[0].clone();
     let path = dir.path().join(&part.path);
@@ -270,12 +249,7 @@ fn queries_see_consistent_snapshots_while_appends_and_deletes_commit() {
                     .unwrap();
                 if b % 4 == 3 {
                     store
-                        .delete(DeleteSpec {
-                            project_id: 1,
-                            distinct_ids: vec![format!("batch{}", b - 2)],
-                            cutoff: None,
-                            tables: vec![],
-                        })
+                        .delete(DeleteSpec::ids(1, vec![format!("batch{}", b - 2)]))
                         .unwrap();
                 }
             }

@@ -144,12 +144,7 @@ struct Report {
 
 fn delete_ids(store: &Store, project_id: i64, ids: Vec<String>) -> Result<(u64, Duration)> {
     let t = Instant::now();
-    let o = store.delete(DeleteSpec {
-        project_id,
-        distinct_ids: ids,
-        cutoff: None,
-        tables: vec![],
-    })?;
+    let o = store.delete(DeleteSpec::ids(project_id, ids))?;
     Ok((o.rows_hidden, t.elapsed()))
 }
 

@@ -166,12 +166,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         } => {
             let store = open(&data_dir)?;
             let started = Instant::now();
-            let outcome = store.delete(DeleteSpec {
-                project_id: project,
-                distinct_ids,
-                cutoff: None,
-                tables: vec![],
-            })?;
+            let outcome = store.delete(DeleteSpec::ids(project, distinct_ids))?;
             let elapsed = started.elapsed();
             let mut out = std::io::stdout().lock();
             match format {

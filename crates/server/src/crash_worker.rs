@@ -67,12 +67,7 @@ pub fn run(dir: &Path, seed: u64) -> Result<()> {
         } else if roll < 95 {
             let project = rng.random_range(1..3);
             let did = format!("d{}", rng.random_range(0..30));
-            let o = store.delete(DeleteSpec {
-                project_id: project,
-                distinct_ids: vec![did.clone()],
-                cutoff: None,
-                tables: vec![],
-            })?;
+            let o = store.delete(DeleteSpec::ids(project, vec![did.clone()]))?;
             writeln!(out, "D {project} {did} {}", o.cutoff)?;
         } else {
             store.flush()?;

@@ -62,12 +62,7 @@ pub fn run(dir: &Path, events: u64) -> Result<()> {
     )?;
 
     let started = Instant::now();
-    let outcome = store.delete(DeleteSpec {
-        project_id: 1,
-        distinct_ids: ids.clone(),
-        cutoff: None,
-        tables: vec![],
-    })?;
+    let outcome = store.delete(DeleteSpec::ids(1, ids.clone()))?;
     println!(
         "\n3. Deleted them: request {} hid {} rows in {:.1} ms (tombstone bitmaps written and fsynced, manifest committed).\n",
         outcome.request_id,

@@ -296,7 +296,8 @@ impl CompactionPolicy {
             .collect();
         let flush_first = pending.iter().any(|r| r.cutoff_seq > manifest.flushed_seq);
 
-        let mut purges = Vec::new();
+        // (task, deleted fraction) so that sorting needs no lookups.
+        let mut purges: Vec<(PurgeTask, f64)> = Vec::new();
         for p in manifest
             .parts
             .iter()
@@ -311,43 +312,39 @@ impl CompactionPolicy {
                 })
                 .map(|r| r.id)
                 .min();
+            let fraction = deleted_fraction(p);
             let reason = if let Some(request_id) = deadline {
                 Some(PurgeReason::Deadline { request_id })
             } else if req.manual {
                 Some(PurgeReason::Manual)
             } else if window.is_some() {
                 Some(PurgeReason::Window)
-            } else if deleted_fraction(p) >= self.opts.min_deleted_fraction {
+            } else if fraction >= self.opts.min_deleted_fraction {
                 Some(PurgeReason::DeletedFraction)
             } else {
                 None
             };
             if let Some(reason) = reason {
-                purges.push(PurgeTask {
+                let task = PurgeTask {
                     part_id: p.id,
                     bytes: p.size,
                     reason,
-                });
+                };
+                purges.push((task, fraction));
             }
         }
         // Deadlines first (oldest request first), then the most deleted.
-        let fraction_of = |id: u64| {
-            manifest
-                .parts
-                .iter()
-                .find(|p| p.id == id)
-                .map_or(0.0, deleted_fraction)
-        };
-        purges.sort_by(|a, b| {
+        purges.sort_by(|(a, fa), (b, fb)| {
             let key = |t: &PurgeTask| match t.reason {
                 PurgeReason::Deadline { request_id } => (0, request_id),
                 _ => (1, 0),
             };
             key(a)
                 .cmp(&key(b))
-                .then_with(|| fraction_of(b.part_id).total_cmp(&fraction_of(a.part_id)))
+                .then_with(|| fb.total_cmp(fa))
                 .then_with(|| a.part_id.cmp(&b.part_id))
         });
+        let purges = purges.into_iter().map(|(t, _)| t).collect();
 
         let merges = if req.merges && (self.opts.merge_continuously || window.is_some()) {
             self.merges(manifest, &in_project)

@@ -158,6 +158,23 @@ pub struct DeleteSpec {
     pub tables: Vec<Table>,
 }
 
+impl DeleteSpec {
+    /// Delete every row of `distinct_ids` in `project_id` appended before
+    /// the call, in all tables (the common case; set `cutoff` or `tables`
+    /// on the result for the others).
+    pub fn ids<S: Into<String>>(
+        project_id: i64,
+        distinct_ids: impl IntoIterator<Item = S>,
+    ) -> DeleteSpec {
+        DeleteSpec {
+            project_id,
+            distinct_ids: distinct_ids.into_iter().map(Into::into).collect(),
+            cutoff: None,
+            tables: Vec::new(),
+        }
+    }
+}
+
 /// Result of a deletion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteOutcome {

@@ -52,12 +52,7 @@ fn corrupt_tombstone_file_is_a_clear_error() {
     append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
     store.flush().unwrap();
     store
-        .delete(elide_store::DeleteSpec {
-            project_id: 1,
-            distinct_ids: vec!["a".into()],
-            cutoff: None,
-            tables: vec![],
-        })
+        .delete(elide_store::DeleteSpec::ids(1, ["a"]))
         .unwrap();
     store.close().unwrap();
     let t = std::fs::read_dir(dir.path().join("tombstones"))

@@ -9,10 +9,8 @@ fn del(
 ) -> elide_store::DeleteOutcome {
     store
         .delete(DeleteSpec {
-            project_id: project,
-            distinct_ids: ids.iter().map(|s| s.to_string()).collect(),
             cutoff,
-            tables: vec![],
+            ..DeleteSpec::ids(project, ids.iter().copied())
         })
         .unwrap()
 }
@@ -71,10 +69,8 @@ fn explicit_cutoff_inside_a_part_hides_only_older_rows() {
     assert_eq!(o.rows_hidden, 1);
     assert_eq!(visible(&store).len(), 2);
     let err = store.delete(DeleteSpec {
-        project_id: 1,
-        distinct_ids: vec!["a".into()],
         cutoff: Some(u64::MAX),
-        tables: vec![],
+        ..DeleteSpec::ids(1, ["a"])
     });
     assert!(matches!(err, Err(StoreError::InvalidInput(_))));
 }
@@ -115,38 +111,16 @@ fn delete_limits_are_enforced_and_change_nothing() {
     let store = open(dir.path());
     append(&store, &[row(1, "a", 1, 0)]);
     let too_many: Vec<String> = (0..1001).map(|i| format!("x{i}")).collect();
-    let e = store.delete(DeleteSpec {
-        project_id: 1,
-        distinct_ids: too_many,
-        cutoff: None,
-        tables: vec![],
-    });
+    let e = store.delete(DeleteSpec::ids(1, too_many));
     assert!(matches!(e, Err(StoreError::InvalidInput(m)) if m.contains("1000")));
-    let e = store.delete(DeleteSpec {
-        project_id: 1,
-        distinct_ids: vec![],
-        cutoff: None,
-        tables: vec![],
-    });
+    let e = store.delete(DeleteSpec::ids(1, Vec::<String>::new()));
     assert!(matches!(e, Err(StoreError::InvalidInput(_))));
-    let e = store.delete(DeleteSpec {
-        project_id: 1,
-        distinct_ids: vec![String::new()],
-        cutoff: None,
-        tables: vec![],
-    });
+    let e = store.delete(DeleteSpec::ids(1, vec![String::new()]));
     assert!(matches!(e, Err(StoreError::InvalidInput(_))));
     assert!(store.requests().unwrap().is_empty());
     assert_eq!(visible(&store).len(), 1);
     let ok: Vec<String> = (0..1000).map(|i| format!("x{i}")).collect();
-    store
-        .delete(DeleteSpec {
-            project_id: 1,
-            distinct_ids: ok,
-            cutoff: None,
-            tables: vec![],
-        })
-        .unwrap();
+    store.delete(DeleteSpec::ids(1, ok)).unwrap();
 }
 
 #[test]

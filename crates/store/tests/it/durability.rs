@@ -46,14 +46,7 @@ fn snapshots_do_not_change_after_later_commits() {
     let snap = store.snapshot().unwrap();
     let seen = visible_in(&snap);
     append(&store, &[row(3, "c", 1, 0)]);
-    store
-        .delete(DeleteSpec {
-            project_id: 1,
-            distinct_ids: vec!["a".into()],
-            cutoff: None,
-            tables: vec![],
-        })
-        .unwrap();
+    store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
     store.flush().unwrap();
     assert_eq!(visible_in(&snap), seen);
     assert_eq!(visible(&store).len(), 2);
@@ -90,14 +83,7 @@ fn sequence_numbers_never_go_backwards_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     append(&store, &[row(1, "a", 1, 0)]);
-    let o = store
-        .delete(DeleteSpec {
-            project_id: 1,
-            distinct_ids: vec!["a".into()],
-            cutoff: None,
-            tables: vec![],
-        })
-        .unwrap();
+    let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
     store.close().unwrap();
     let store = open(dir.path());
     let a = store
@@ -157,14 +143,7 @@ fn in_memory_object_store_backend_round_trips() {
         &[row(1, "a", 1, 0), row(2, "b", 1, 0), row(3, "a", 2, 1)],
     );
     store.flush().unwrap();
-    let o = store
-        .delete(DeleteSpec {
-            project_id: 1,
-            distinct_ids: vec!["a".into()],
-            cutoff: None,
-            tables: vec![],
-        })
-        .unwrap();
+    let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
     assert_eq!(o.rows_hidden, 1);
     assert_eq!(store.snapshot().unwrap().visible_rows(Table::Events), 2);
     assert!(
