@@ -82,3 +82,94 @@ fn another_process_is_locked_out_while_the_store_is_open() {
     let (ok, out, err) = elide(&["status", "--data-dir", d]);
     assert!(ok, "{out}{err}");
 }
+
+#[test]
+fn compact_deletions_and_drop_project_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let line = |did: &str, p: i64| {
+        format!(
+            r#"{{"event":"$pageview","distinct_id":"{did}","project_id":{p},"timestamp":"2026-11-01T00:00:00Z"}}"#
+        )
+    };
+    let file = dir.path().join("in.jsonl");
+    let body: Vec<String> = (0..10)
+        .map(|i| line(if i % 2 == 0 { "gone" } else { "kept" }, 1 + i % 3))
+        .collect();
+    std::fs::write(&file, body.join("\n")).unwrap();
+    assert!(elide(&["ingest", "--data-dir", d, file.to_str().unwrap()]).0);
+    let (ok, out, err) = elide(&[
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--distinct-id",
+        "gone",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("status=pending"), "{out}");
+    let (ok, out, _) = elide(&[
+        "deletions",
+        "--data-dir",
+        d,
+        "--status",
+        "pending",
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["status"], "pending");
+    assert_eq!(v[0]["distinct_ids"][0], "gone");
+    // Bad flags are clear errors.
+    let (ok, _, err) = elide(&["deletions", "--data-dir", d, "--status", "done"]);
+    assert!(!ok && err.contains("done"), "{err}");
+    let (ok, out, err) = elide(&["compact", "--data-dir", d, "--now"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("purge") && out.contains("verified: [1]"),
+        "{out}"
+    );
+    let (ok, out, _) = elide(&["deletions", "--data-dir", d, "--format", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["status"], "verified");
+    assert!(v[0]["verified_at"].is_string() && v[0]["purged_at"].is_string());
+    assert_eq!(v[0]["distinct_ids"].as_array().unwrap().len(), 0);
+    assert_eq!(v[0]["distinct_id_hashes"].as_array().unwrap().len(), 1);
+    assert!(
+        !out.contains("gone"),
+        "a verified request names the id: {out}"
+    );
+    let (ok, out, _) = elide(&["status", "--data-dir", d]);
+    assert!(ok);
+    assert!(
+        out.contains("last compaction:") && out.contains("1 verified"),
+        "{out}"
+    );
+    let (ok, out, err) = elide(&[
+        "drop-project",
+        "--data-dir",
+        d,
+        "--project",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["rows_removed"], 3);
+    let (ok, out, _) = elide(&[
+        "sql",
+        "--data-dir",
+        d,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM events",
+    ]);
+    assert!(ok);
+    // 10 rows - 2 of "gone" in project 1 - 3 of project 2.
+    assert_eq!(out.trim(), "n\n5");
+}

@@ -37,12 +37,13 @@ pub fn uuid_of(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
-/// Open with the background flusher off.
+/// Open with the background flusher and compactor off.
 pub fn open(dir: &std::path::Path) -> Store {
     Store::open(
         dir,
         StoreOptions {
             background_flush: false,
+            background_compaction: false,
             ..Default::default()
         },
     )

@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod compaction_crash;
 mod compat;
 mod crash;
 mod model;

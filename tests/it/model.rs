@@ -1,5 +1,7 @@
-//! Model-based test: random append / delete / flush / query / reopen
-//! sequences against an in-memory model; every query equals the model.
+//! Model-based test: random append / delete / flush / compact (purge and
+//! merge) / GC / drop project / query / reopen sequences against an
+//! in-memory model; every query equals the model, and after a manual
+//! compaction every deletion request is verified.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +15,10 @@ enum Op {
     Append(Vec<(u8, u8, u8)>), // (distinct id, project, day)
     Delete(u8, Vec<u8>),       // project, distinct ids
     Flush,
+    Compact,
+    CompactProject(u8),
+    Gc,
+    Drop(u8),
     Reopen,
     Query,
 }
@@ -22,6 +28,10 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop::collection::vec((0u8..6, 1u8..3, 0u8..3), 1..30).prop_map(Op::Append),
         2 => (1u8..3, prop::collection::vec(0u8..6, 1..3)).prop_map(|(p, d)| Op::Delete(p, d)),
         1 => Just(Op::Flush),
+        1 => Just(Op::Compact),
+        1 => (1u8..3).prop_map(Op::CompactProject),
+        1 => Just(Op::Gc),
+        1 => (1u8..3).prop_map(Op::Drop),
         1 => Just(Op::Reopen),
         2 => Just(Op::Query),
     ]
@@ -60,6 +70,33 @@ proptest! {
                     prop_assert_eq!(o.rows_hidden as usize, before - model.rows.len());
                 }
                 Op::Flush => store.flush().unwrap(),
+                Op::Compact | Op::CompactProject(_) => {
+                    let project = match op {
+                        Op::CompactProject(p) => Some(i64::from(p)),
+                        _ => None,
+                    };
+                    let r = store.compact(elide::store::CompactRequest {
+                        manual: true,
+                        merges: true,
+                        project_id: project,
+                        ..Default::default()
+                    }, &mut |_| {}).unwrap();
+                    prop_assert!(r.verification_failures.is_empty());
+                    let m = store.manifest().unwrap();
+                    for req in m.requests.iter().filter(|r| project.is_none_or(|p| p == r.project_id)) {
+                        prop_assert_eq!(req.status, elide::store::RequestStatus::Verified, "{:?}", req);
+                        prop_assert!(req.distinct_ids.is_empty());
+                    }
+                    prop_assert!(m.parts.iter().filter(|p| project.is_none_or(|q| q == p.project_id)).all(|p| p.deleted() == 0));
+                }
+                Op::Gc => {
+                    store.advance_requests().unwrap();
+                }
+                Op::Drop(p) => {
+                    model.rows.retain(|_, (_, proj)| *proj != i64::from(p));
+                    store.drop_project(i64::from(p)).unwrap();
+                    prop_assert!(store.requests().unwrap().iter().all(|r| r.project_id != i64::from(p)));
+                }
                 Op::Reopen => {
                     store.close().unwrap();
                     store = open(dir.path());

@@ -14,7 +14,12 @@
 //!    snapshot (no deletion) and Elide now (with tombstones). Row counts are
 //!    checked: the deleted rows are exactly the ones missing;
 //! 5. close, reopen, and the first deletions after open (the distinct-id
-//!    index is built in the background at open).
+//!    index is built in the background at open);
+//! 6. compaction (see `bench_compaction.rs`): purge throughput against a
+//!    plain arrow/parquet rewrite of the same parts, write amplification
+//!    (deletes spread over all projects, then concentrated in one), query
+//!    latency while a throttled purge runs against idle, and the time from
+//!    a deletion to `verified`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +66,12 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Skip the compaction figures (step 6).
+    #[arg(long)]
+    no_compaction: bool,
+    /// I/O limit of the throttled purge of step 6, MiB/s.
+    #[arg(long, default_value_t = 64)]
+    throttle_mib: u64,
 }
 
 const QUERIES: &[(&str, &str)] = &[
@@ -76,13 +87,13 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 /// Run a query to completion, streaming (full scans are not materialized).
-async fn run_query(ctx: &SessionContext, sql: &str) -> Result<(Duration, u64)> {
+pub(crate) async fn run_query(ctx: &SessionContext, sql: &str) -> Result<(Duration, u64)> {
     let started = Instant::now();
     let mut stream = ctx.sql(sql).await?.execute_stream().await?;
     let mut n = 0u64;
@@ -139,6 +150,7 @@ struct Report {
     reopen_ms: f64,
     first_delete_after_reopen_ms: f64,
     second_delete_after_reopen_ms: f64,
+    compaction: Option<crate::bench_compaction::CompactionFigures>,
     peak_rss_mib: Option<f64>,
 }
 
@@ -163,7 +175,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.delete_fraction) {
         return Err("--delete-fraction must be between 0 and 1".into());
     }
-    let store = Store::open(dir, StoreOptions::default())?;
+    let opts = StoreOptions {
+        background_compaction: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir, opts.clone())?;
     let rt = crate::cli::runtime()?;
 
     // 1. Ingest.
@@ -369,9 +385,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .extend(ids.iter().cloned());
     }
     let mut thousand_ms = None;
-    if let Some((project, mut ids)) = by_project.into_iter().max_by_key(|(_, v)| v.len()) {
+    let mut taken: std::collections::HashSet<(i64, String)> = Default::default();
+    if let Some((project, mut ids)) = by_project
+        .iter()
+        .max_by_key(|(_, v)| v.len())
+        .map(|(p, v)| (*p, v.clone()))
+    {
         ids.truncate(1000);
         if ids.len() == 1000 {
+            taken.extend(ids.iter().map(|d| (project, d.clone())));
             let (n, t) = delete_ids(&store, project, ids)?;
             rows_hidden += n;
             ids_deleted += 1000;
@@ -386,7 +408,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // 5. Reopen; the first deletions after open.
     store.close()?;
     let t = Instant::now();
-    let store = Store::open(dir, StoreOptions::default())?;
+    let store = Store::open(dir, opts)?;
     let reopen = t.elapsed();
     let mut after_open = Vec::new();
     for (project, ids) in reserve {
@@ -398,6 +420,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "reopen {:.1} ms; deletions right after: {after_open:?} ms",
         ms(reopen)
     );
+    // 6. Compaction. Persons for the concentrated deletes and the
+    // delete-to-verified timing come from those not deleted yet (the
+    // 1000-id call above took the first 1000 ids of its project).
+    let compaction = if args.no_compaction {
+        None
+    } else {
+        let untouched: Vec<(i64, Vec<String>)> = rest
+            .into_iter()
+            .filter(|(p, ids)| !ids.iter().any(|d| taken.contains(&(*p, d.clone()))))
+            .collect();
+        Some(crate::bench_compaction::run(
+            &store,
+            &rt,
+            dir,
+            &untouched,
+            args.delete_fraction,
+            args.repeat,
+            args.throttle_mib << 20,
+        )?)
+    };
     let report = Report {
         events: args.events,
         persons: args.persons,
@@ -420,6 +462,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         reopen_ms: ms(reopen),
         first_delete_after_reopen_ms: after_open.first().copied().unwrap_or(f64::NAN),
         second_delete_after_reopen_ms: after_open.get(1).copied().unwrap_or(f64::NAN),
+        compaction,
         peak_rss_mib: peak_rss_mib(),
     };
     if args.json {
@@ -431,7 +474,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -509,4 +552,7 @@ fn print_report(r: &Report) {
         r.second_delete_after_reopen_ms,
         opt(r.peak_rss_mib)
     );
+    if let Some(c) = &r.compaction {
+        crate::bench_compaction::print(c);
+    }
 }

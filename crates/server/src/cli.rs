@@ -90,6 +90,55 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Purge deleted rows from disk (and merge small parts) now, then
+    /// advance deletion requests (purged, verified).
+    Compact {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Purge every part with deleted rows, whatever the schedule says.
+        /// Without it, do what the compaction policy plans at this time
+        /// (window, deleted-fraction threshold, erasure deadline, merges).
+        #[arg(long)]
+        now: bool,
+        /// Only this project.
+        #[arg(long)]
+        project: Option<i64>,
+        /// Skip merges of small parts.
+        #[arg(long)]
+        no_merge: bool,
+        /// Limit reads+writes to this many MiB/s (default: unlimited).
+        #[arg(long)]
+        io_limit_mib: Option<u64>,
+        /// Output format of the report.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List deletion requests and their lifecycle.
+    Deletions {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Which requests.
+        #[arg(long, value_enum, default_value_t = StatusFilter::All)]
+        status: StatusFilter,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Drop a project: its rows become invisible at once; its parts,
+    /// deletion requests and files are removed.
+    DropProject {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The project.
+        #[arg(long)]
+        project: i64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Generate a sample, ingest it, delete persons, query before and after.
     Demo {
         /// Data directory (must be empty or absent).
@@ -206,14 +255,61 @@ fn dispatch(cmd: Command) -> Result<()> {
             store.close()?;
             Ok(())
         }
+        Command::Compact {
+            data_dir,
+            now,
+            project,
+            no_merge,
+            io_limit_mib,
+            format,
+        } => crate::lifecycle::compact(
+            &data_dir,
+            elide_store::CompactRequest {
+                manual: now,
+                project_id: project,
+                merges: !no_merge,
+                io_bytes_per_sec: io_limit_mib.map(|m| m << 20),
+                ..Default::default()
+            },
+            format,
+        ),
+        Command::Deletions {
+            data_dir,
+            status,
+            format,
+        } => crate::lifecycle::deletions(&data_dir, status, format),
+        Command::DropProject {
+            data_dir,
+            project,
+            format,
+        } => crate::lifecycle::drop_project(&data_dir, project, format),
         Command::Demo { data_dir, events } => crate::demo::run(&data_dir, events),
         Command::Bench(args) => crate::bench::run(args),
         Command::CrashWorker { data_dir, seed } => crate::crash_worker::run(&data_dir, seed),
     }
 }
 
+/// Open for a one-shot command. The background compactor is off: in the
+/// command line, compaction runs through `elide compact`.
 pub(crate) fn open(dir: &Path) -> Result<Store> {
-    Ok(Store::open(dir, StoreOptions::default())?)
+    let opts = StoreOptions {
+        background_compaction: false,
+        ..StoreOptions::default()
+    };
+    Ok(Store::open(dir, opts)?)
+}
+
+/// Which deletion requests `elide deletions` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFilter {
+    /// Rows hidden, bytes still on disk.
+    Pending,
+    /// Parts rewritten, old files removed.
+    Purged,
+    /// Verified: nothing left on disk.
+    Verified,
+    /// Every request.
+    All,
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -250,12 +346,23 @@ pub(crate) fn print_status_limited(
             writeln!(out)?;
         }
         Format::Csv => {
-            writeln!(out, "table,project_id,day,parts,rows,tombstoned_rows,bytes")?;
+            writeln!(
+                out,
+                "table,project_id,day,parts,rows,tombstoned_rows,tombstoned_fraction,bytes,bytes_awaiting_purge"
+            )?;
             for p in &s.partitions {
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{}",
-                    p.table, p.project_id, p.day, p.parts, p.rows, p.tombstoned_rows, p.bytes
+                    "{},{},{},{},{},{},{:.6},{},{}",
+                    p.table,
+                    p.project_id,
+                    p.day,
+                    p.parts,
+                    p.rows,
+                    p.tombstoned_rows,
+                    p.tombstoned_fraction,
+                    p.bytes,
+                    p.bytes_awaiting_purge
                 )?;
             }
         }
@@ -263,10 +370,18 @@ pub(crate) fn print_status_limited(
             writeln!(out, "manifest version {}, next _seq {}, buffered rows {} ({} hidden), ingest-log segments {}", s.version, s.next_seq, s.memtable_rows, s.memtable_deleted_rows, s.wal_segments)?;
             writeln!(
                 out,
-                "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>14}",
-                "table", "project", "day", "parts", "rows", "tombstoned", "bytes"
+                "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>7} {:>14} {:>14}",
+                "table",
+                "project",
+                "day",
+                "parts",
+                "rows",
+                "tombstoned",
+                "dead%",
+                "bytes",
+                "await purge"
             )?;
-            let (mut parts, mut rows, mut dead, mut bytes) = (0, 0, 0, 0);
+            let (mut parts, mut rows, mut dead, mut bytes, mut awaiting) = (0, 0, 0, 0, 0);
             for (i, p) in s.partitions.iter().enumerate() {
                 if i == max_rows {
                     writeln!(
@@ -275,45 +390,83 @@ pub(crate) fn print_status_limited(
                         s.partitions.len() - max_rows
                     )?;
                 }
+                parts += p.parts;
+                rows += p.rows;
+                dead += p.tombstoned_rows;
+                bytes += p.bytes;
+                awaiting += p.bytes_awaiting_purge;
                 if i >= max_rows {
-                    parts += p.parts;
-                    rows += p.rows;
-                    dead += p.tombstoned_rows;
-                    bytes += p.bytes;
                     continue;
                 }
                 writeln!(
                     out,
-                    "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>14}",
+                    "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>6.2}% {:>14} {:>14}",
                     p.table.name(),
                     p.project_id,
                     p.day,
                     p.parts,
                     p.rows,
                     p.tombstoned_rows,
-                    p.bytes
+                    p.tombstoned_fraction * 100.0,
+                    p.bytes,
+                    p.bytes_awaiting_purge
                 )?;
-                parts += p.parts;
-                rows += p.rows;
-                dead += p.tombstoned_rows;
-                bytes += p.bytes;
             }
             writeln!(
                 out,
-                "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>14}",
+                "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>6.2}% {:>14} {:>14}",
                 "total",
                 "",
                 format!("{} part.", s.partitions.len()),
                 parts,
                 rows,
                 dead,
-                bytes
+                dead as f64 * 100.0 / rows.max(1) as f64,
+                bytes,
+                awaiting
             )?;
+            let when = |us: i64| {
+                chrono::DateTime::from_timestamp_micros(us)
+                    .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default()
+            };
+            match (&s.schedule, s.next_window_us) {
+                (Some(cron), Some(next)) => writeln!(
+                    out,
+                    "purge schedule: {cron:?} (UTC), next window {}",
+                    when(next)
+                )?,
+                _ => writeln!(
+                    out,
+                    "purge schedule: off (manual, deadline and threshold purges only)"
+                )?,
+            }
             writeln!(
                 out,
-                "pending deletion requests: {}",
-                s.pending_requests.len()
+                "deletion requests: {} pending, {} purged, {} verified; oldest pending: {}",
+                s.requests_pending,
+                s.requests_purged,
+                s.requests_verified,
+                s.oldest_pending_age_s
+                    .map_or("none".to_string(), crate::lifecycle::age)
             )?;
+            match &s.last_compaction {
+                Some(c) => writeln!(
+                    out,
+                    "last compaction: {} ({} ms): {} parts purged, {} merged, {} written; {} rows dropped; {} bytes read, {} written; {} requests purged, {} verified",
+                    when(c.finished_at_us),
+                    c.elapsed_ms,
+                    c.parts_purged,
+                    c.parts_merged,
+                    c.parts_written,
+                    c.rows_dropped,
+                    c.bytes_read,
+                    c.bytes_written,
+                    c.requests_purged,
+                    c.requests_verified
+                )?,
+                None => writeln!(out, "last compaction: never")?,
+            }
             for r in &s.pending_requests {
                 let created = chrono::DateTime::from_timestamp_micros(r.created_at_us)
                     .map(|d| d.to_rfc3339())

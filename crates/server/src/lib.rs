@@ -5,7 +5,9 @@
 //! programs rely on (listed in `README.md`).
 
 mod bench;
+mod bench_compaction;
 pub mod cli;
 mod crash_worker;
 mod demo;
+mod lifecycle;
 mod output;

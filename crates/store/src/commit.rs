@@ -19,22 +19,45 @@
 //! Commits are serialized by the commit lock. Lock order: commit lock, then
 //! state lock; never the reverse.
 //!
-//! Conflicts (this operations; compaction joins in the next):
+//! Besides the operation's own changes, every commit applies three rules:
 //!
-//! | concurrent with   | append                      | delete                    | flush                                    |
-//! |-------------------|-----------------------------|---------------------------|------------------------------------------|
-//! | **append**        | ordered by `_seq`           | rows at or above the cut-off are never hidden | append goes to the new memtable |
-//! | **delete**        | —                           | serialized by commit lock | rows hidden after the flush wrote its parts are remapped onto the new parts at commit |
-//! | **flush**         | —                           | —                         | serialized by the flush lock             |
+//! * a part whose rows are all deleted leaves the manifest (its file is
+//!   retired, so a deletion of a whole part is physical at once);
+//! * a part that leaves the manifest leaves each deletion request's `parts`
+//!   list and its path joins the request's `awaiting_removal` (the
+//!   lifecycle then waits until the file is gone);
+//! * every file the base version referenced, or this transaction wrote,
+//!   that the new version does not reference is retired to GC.
+//!
+//! ## Conflict matrix
+//!
+//! Append, delete and drop are atomic under locks; flush, purge and merge
+//! read and write for a while *before* taking the commit lock, so the
+//! question for each pair is what happens when the other operation commits
+//! while they are in flight. "Compaction" is purge or merge.
+//!
+//! | in flight ↓ / commits meanwhile → | append | delete | flush | compaction | drop | GC |
+//! |---|---|---|---|---|---|---|
+//! | **append** (state lock) | ordered by `_seq` | cut-off read under the state lock: later rows are never hidden | goes to the new memtable | never touches memtables | rows below the drop's cut-off are hidden; later rows start the project anew | ingest log removed only after its rows are in committed parts |
+//! | **delete** (commit lock) | see append | serialized | see flush | see compaction | serialized; a drop removes the request | superseded tombstone files removed after the snapshots that read them |
+//! | **flush** | — | rows hidden after the parts were written are remapped onto them through `_seq`; the requests published meanwhile list the new parts | flush lock | disjoint parts: flush adds, compaction replaces what it read | drop holds the flush lock: no flush is in flight | parts are not retired before they are committed; the log after |
+//! | **compaction** | — | deletes committed between the read and the swap are carried onto the output through the old→new row map; the requests published meanwhile list the output; never aborts | see flush | compaction lock (one at a time); the swap re-checks its inputs | the swap finds its inputs gone and is abandoned; the output is discarded through GC | inputs stay on disk: the rewrite holds a registered snapshot |
+//! | **drop** (flush + commit lock) | see append | serialized | excluded by the flush lock | see compaction | serialized | files retired, removed after older snapshots |
+//! | **GC** | — | — | — | — | — | one pass at a time per file list; removing a missing file is not an error |
+//!
+//! Queries read a snapshot (a published version registered with GC) and
+//! are unaffected by any of these. `tests/it/conflicts.rs` (store crate)
+//! runs each pair.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, MutexGuard};
 
 use croaring::{Bitmap, Treemap};
 
 use crate::error::{Result, StoreError};
 use crate::format::{
-    encode_manifest, encode_tombstones, manifest_path, tombstone_path, Manifest, TombstoneRef,
+    encode_manifest, encode_tombstones, manifest_path, tombstone_path, Manifest, RequestStatus,
+    TombstoneRef,
 };
 use crate::index::DistinctIdIndex;
 use crate::memtable::Memtable;
@@ -45,14 +68,14 @@ use crate::store::{now_us, Inner, Version};
 #[derive(Debug, Default)]
 pub(crate) struct CommitState {
     /// The distinct-id index once a deletion (or an empty store at open)
-    /// has installed it; from then on every flush commit adds its parts.
+    /// has installed it; from then on every commit that adds parts adds
+    /// their runs, and every commit that removes parts marks them dead.
     pub index: Option<DistinctIdIndex>,
 }
 
 struct FlushPublish {
     memtable_id: u64,
     wal_segments: Vec<u64>,
-    parts: Vec<WrittenPart>,
 }
 
 /// A change of state being built under the commit lock.
@@ -64,6 +87,8 @@ pub(crate) struct Transaction<'a> {
     changed: BTreeMap<u64, Bitmap>,
     mem_hide: Treemap,
     flush: Option<FlushPublish>,
+    /// Parts written by this transaction's operation (flush or compaction).
+    added: Vec<WrittenPart>,
     part_pos: Option<HashMap<u64, usize>>,
 }
 
@@ -83,6 +108,7 @@ impl<'a> Transaction<'a> {
             changed: BTreeMap::new(),
             mem_hide: Treemap::new(),
             flush: None,
+            added: Vec::new(),
             part_pos: None,
         })
     }
@@ -112,6 +138,47 @@ impl<'a> Transaction<'a> {
     pub fn hide_mem_rows(&mut self, seqs: &[u64]) {
         for s in seqs {
             self.mem_hide.add(*s);
+        }
+    }
+
+    /// Remove a part from the manifest (its file is retired at commit).
+    pub fn remove_part(&mut self, id: u64) {
+        self.manifest.parts.retain(|p| p.id != id);
+        self.changed.remove(&id);
+        self.part_pos = None;
+    }
+
+    /// Make a written part live.
+    pub fn add_part(&mut self, part: WrittenPart) {
+        self.manifest.parts.push(part.meta.clone());
+        self.added.push(part);
+        self.manifest.parts.sort_by(|a, b| {
+            (a.table, a.project_id, a.day, a.id).cmp(&(b.table, b.project_id, b.day, b.id))
+        });
+        self.part_pos = None;
+    }
+
+    /// Record that pending requests with id `>= first_request` whose scope
+    /// covers `part_id` (same project and table, cut-off above the part's
+    /// smallest `_seq`) hold rows in it: used when deletions published
+    /// while the part was being written were carried onto it.
+    pub fn track_late_requests(&mut self, part_id: u64, first_request: u64) {
+        let Some(i) = self.part_index(part_id) else {
+            return;
+        };
+        let p = &self.manifest.parts[i];
+        let (table, project, min_seq) = (p.table, p.project_id, p.min_seq);
+        for r in self.manifest.requests.iter_mut().filter(|r| {
+            r.id >= first_request
+                && r.status == RequestStatus::Pending
+                && r.project_id == project
+                && r.covers_table(table)
+                && r.cutoff_seq > min_seq
+        }) {
+            let parts = r.parts.get_or_insert_with(Vec::new);
+            if !parts.contains(&part_id) {
+                parts.push(part_id);
+            }
         }
     }
 
@@ -162,12 +229,15 @@ impl<'a> Transaction<'a> {
     }
 
     /// Make a flushed memtable's parts live; rows of it hidden after the parts
-    /// were written (`deleted_at_write`) become tombstones of the new parts.
+    /// were written (`deleted_at_write`, captured when the next request id
+    /// was `first_late_request`) become tombstones of the new parts, and
+    /// the requests published since then list those parts.
     pub fn add_flushed(
         &mut self,
         mem: &Memtable,
         parts: Vec<WrittenPart>,
         deleted_at_write: &Treemap,
+        first_late_request: u64,
     ) -> Result<()> {
         let now_deleted = self.inner.mem_deleted()?;
         let mut late = Vec::new();
@@ -176,6 +246,7 @@ impl<'a> Transaction<'a> {
                 late.push(seq);
             }
         }
+        let mut bitmaps: BTreeMap<u64, Bitmap> = BTreeMap::new();
         if !late.is_empty() {
             let mut pos: HashMap<u64, (u64, u32)> = HashMap::new();
             for p in &parts {
@@ -183,7 +254,6 @@ impl<'a> Transaction<'a> {
                     pos.insert(*s, (p.meta.id, i as u32));
                 }
             }
-            let mut bitmaps: BTreeMap<u64, Bitmap> = BTreeMap::new();
             for seq in late {
                 let (part, at) = pos.get(&seq).copied().ok_or_else(|| {
                     StoreError::Internal(format!("deleted row {seq} missing from flushed parts"))
@@ -194,28 +264,79 @@ impl<'a> Transaction<'a> {
                 parts = bitmaps.len(),
                 "remapped late deletions onto flushed parts"
             );
-            self.changed.extend(bitmaps);
         }
-        for p in &parts {
-            self.manifest.parts.push(p.meta.clone());
+        for p in parts {
+            self.add_part(p);
         }
-        self.manifest.parts.sort_by(|a, b| {
-            (a.table, a.project_id, a.day, a.id).cmp(&(b.table, b.project_id, b.day, b.id))
-        });
-        self.part_pos = None;
+        for (part, bitmap) in bitmaps {
+            self.changed.insert(part, bitmap);
+            self.track_late_requests(part, first_late_request);
+        }
         self.manifest.flushed_seq = self.manifest.flushed_seq.max(mem.seq_end);
         self.flush = Some(FlushPublish {
             memtable_id: mem.id,
             wal_segments: mem.wal_segments.clone(),
-            parts,
         });
         Ok(())
+    }
+
+    /// Remove fully deleted parts, move parts that left the manifest from
+    /// the requests' lists to their `awaiting_removal`. Returns the ids of
+    /// the parts that left.
+    fn apply_rules(&mut self) -> HashSet<u64> {
+        let full: Vec<u64> = self
+            .changed
+            .iter()
+            .filter(|(id, b)| {
+                self.manifest
+                    .parts
+                    .iter()
+                    .any(|p| p.id == **id && b.cardinality() >= p.rows)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in full {
+            tracing::debug!(part = id, "every row of the part is deleted; removing it");
+            self.remove_part(id);
+        }
+        let live: HashSet<u64> = self.manifest.parts.iter().map(|p| p.id).collect();
+        let mut paths: HashMap<u64, &str> = HashMap::new();
+        for p in &self.base.manifest.parts {
+            paths.insert(p.id, &p.path);
+        }
+        for p in &self.added {
+            paths.insert(p.meta.id, &p.meta.path);
+        }
+        let gone: HashSet<u64> = paths
+            .keys()
+            .filter(|id| !live.contains(id))
+            .copied()
+            .collect();
+        for r in &mut self.manifest.requests {
+            let Some(parts) = r.parts.as_mut() else {
+                continue;
+            };
+            parts.retain(|id| {
+                if !gone.contains(id) {
+                    return true;
+                }
+                if let Some(path) = paths.get(id) {
+                    if !r.awaiting_removal.iter().any(|a| a == path) {
+                        r.awaiting_removal.push((*path).to_string());
+                    }
+                }
+                false
+            });
+        }
+        gone
     }
 
     /// Write, publish and clean up. Returns the new version.
     pub fn commit(mut self) -> Result<Arc<Version>> {
         let inner = self.inner;
+        let gone = self.apply_rules();
         let mut tombstones = self.base.tombstones.clone();
+        tombstones.retain(|id, _| !gone.contains(id));
         if !self.changed.is_empty() {
             let file_id = inner.alloc_file_id();
             let path = tombstone_path(file_id);
@@ -251,13 +372,14 @@ impl<'a> Transaction<'a> {
 
         let retired: Vec<String> = {
             let new_refs = self.manifest.referenced_paths();
-            let mut r: Vec<String> = self
+            let old: BTreeSet<String> = self
                 .base
                 .manifest
                 .referenced_paths()
                 .into_iter()
-                .filter(|p| !new_refs.contains(p))
+                .chain(self.added.iter().map(|p| p.meta.path.clone()))
                 .collect();
+            let mut r: Vec<String> = old.into_iter().filter(|p| !new_refs.contains(p)).collect();
             r.push(manifest_path(self.base.manifest.version));
             r
         };
@@ -271,12 +393,12 @@ impl<'a> Transaction<'a> {
             &self.mem_hide,
             flush.as_ref().map(|f| f.memtable_id),
         )?;
-        if let Some(f) = &flush {
-            if let Some(idx) = self.guard.index.as_mut() {
-                for p in &f.parts {
-                    idx.add(p.meta.table, p.meta.project_id, p.meta.id, &p.postings);
-                }
+        if let Some(idx) = self.guard.index.as_mut() {
+            for p in self.added.iter().filter(|p| !gone.contains(&p.meta.id)) {
+                idx.add(p.meta.table, p.meta.project_id, p.meta.id, &p.postings);
             }
+            let live = new_version.manifest.parts.len();
+            idx.retire_parts(gone.iter().copied(), live);
         }
         drop(self.guard);
         inner.gc.retire(retired, version);

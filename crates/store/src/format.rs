@@ -48,6 +48,13 @@ pub struct Manifest {
     pub parts: Vec<PartMeta>,
     /// Deletion requests, ordered by id.
     pub requests: Vec<DeletionRequest>,
+    /// Figures of the last compaction run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_compaction: Option<CompactionSummary>,
+    /// Key (hex) of the keyed hash that verified requests keep instead of
+    /// distinct ids; created with the first verified request.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash_key: String,
 }
 
 impl Manifest {
@@ -62,6 +69,8 @@ impl Manifest {
             committed_at_us: 0,
             parts: Vec::new(),
             requests: Vec::new(),
+            last_compaction: None,
+            hash_key: String::new(),
         }
     }
 
@@ -138,6 +147,52 @@ pub struct TombstoneRef {
     pub deleted: u64,
 }
 
+/// Figures of one compaction run, kept in the manifest for `status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CompactionSummary {
+    /// When the run finished (µs since the epoch, UTC).
+    pub finished_at_us: i64,
+    /// Wall time of the run.
+    pub elapsed_ms: u64,
+    /// Parts rewritten without their deleted rows.
+    pub parts_purged: u64,
+    /// Parts combined by merges.
+    pub parts_merged: u64,
+    /// Parts written.
+    pub parts_written: u64,
+    /// Deleted rows physically removed.
+    pub rows_dropped: u64,
+    /// Bytes of the parts read.
+    pub bytes_read: u64,
+    /// Bytes of the parts written.
+    pub bytes_written: u64,
+    /// Requests that became `purged`.
+    pub requests_purged: u64,
+    /// Requests that became `verified`.
+    pub requests_verified: u64,
+}
+
+/// Keyed hash (BLAKE3, hex) of a distinct id of `project`: what a verified
+/// request keeps instead of the id. `key_hex` is [`Manifest::hash_key`].
+pub fn distinct_id_hash(key_hex: &str, project: i64, distinct_id: &str) -> Option<String> {
+    let key = hex_key(key_hex)?;
+    let mut h = blake3::Hasher::new_keyed(&key);
+    h.update(&project.to_le_bytes());
+    h.update(distinct_id.as_bytes());
+    Some(h.finalize().to_hex().to_string())
+}
+
+fn hex_key(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Lifecycle state of a deletion request.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -180,6 +235,35 @@ pub struct DeletionRequest {
     pub rows_hidden: u64,
     /// Lifecycle state.
     pub status: RequestStatus,
+    /// Live parts that still hold rows of this request (hidden by it or by
+    /// an earlier request). A part leaves the list when a commit removes
+    /// it from the manifest (purge, merge, fully deleted, project drop);
+    /// its path then waits in `awaiting_removal`. `None` only in manifests
+    /// written before this field existed; resolved at open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<u64>>,
+    /// Paths of files that held rows of this request, left the manifest,
+    /// and may still be on disk (GC waits for older snapshots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting_removal: Vec<String>,
+    /// When the request became `purged` (µs since the epoch, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at_us: Option<i64>,
+    /// When the verification scan found nothing (µs since the epoch, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at_us: Option<i64>,
+    /// After verification: keyed hashes (hex) of the distinct ids, which
+    /// are then removed from `distinct_ids`. Answers "was X deleted?"
+    /// without keeping X.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_hashes: Vec<String>,
+}
+
+impl DeletionRequest {
+    /// Whether the request covers rows of `table`.
+    pub fn covers_table(&self, table: Table) -> bool {
+        self.tables.contains(&table)
+    }
 }
 
 /// Object path of manifest `version`.

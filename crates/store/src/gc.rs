@@ -129,6 +129,16 @@ impl Gc {
         Ok(removed)
     }
 
+    /// Remove a file that was written but never published (the output of
+    /// an abandoned compaction task). No manifest references it, so no
+    /// snapshot can read it. A failure is logged; the sweep at the next
+    /// open removes it.
+    pub fn discard(&self, storage: &Storage, path: &str) {
+        if let Err(e) = storage.delete(path) {
+            tracing::warn!(path, error = %e, "could not remove an unpublished file; it is removed at next open");
+        }
+    }
+
     /// Remove ingest-log segments whose rows are all in committed parts.
     pub fn remove_wal_segments(&self, dir: &Path, ids: &[u64]) -> Result<()> {
         for id in ids {

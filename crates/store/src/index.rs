@@ -37,6 +37,8 @@ pub(crate) struct Posting {
 #[derive(Debug, Default)]
 pub(crate) struct DistinctIdIndex {
     map: HashMap<(Table, i64), HashMap<Box<str>, Vec<Posting>>>,
+    /// Parts that left the manifest whose runs are still in `map`.
+    dead: HashSet<u64>,
 }
 
 impl DistinctIdIndex {
@@ -98,6 +100,24 @@ impl DistinctIdIndex {
                     ids.insert(r.distinct_id.as_str().into(), vec![posting]);
                 }
             }
+        }
+    }
+
+    /// Forget parts that left the manifest. Their runs are dropped lazily,
+    /// in one pass over the index once the dead parts reach a quarter of
+    /// the live ones (so a compaction that replaces many parts one by one
+    /// costs one pass, not one per part).
+    pub fn retire_parts(&mut self, ids: impl IntoIterator<Item = u64>, live_parts: usize) {
+        self.dead.extend(ids);
+        if self.dead.len() > 16 && self.dead.len() * 4 >= live_parts {
+            let dead = std::mem::take(&mut self.dead);
+            for ids in self.map.values_mut() {
+                ids.retain(|_, runs| {
+                    runs.retain(|p| !dead.contains(&p.part_id));
+                    !runs.is_empty()
+                });
+            }
+            self.map.retain(|_, ids| !ids.is_empty());
         }
     }
 

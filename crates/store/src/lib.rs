@@ -3,8 +3,9 @@
 //! Elide stores product-analytics events as immutable parquet **parts**,
 //! partitioned by (project, UTC day), and forgets a person on request:
 //! instantly and logically (roaring **tombstone** bitmaps over part row
-//! positions, applied at query time), later physically (compaction; next
-//! milestone).
+//! positions, applied at query time), later physically ([`compact`]:
+//! purges rewrite the parts without the deleted rows, GC removes the old
+//! files, a verification scan proves nothing is left).
 //!
 //! This crate owns the data directory. It knows nothing of HTTP, SQLite or
 //! SQL; the query layer reads [`Snapshot`]s.
@@ -38,6 +39,7 @@
 //! [`store`] (the API).
 
 pub mod commit;
+pub mod compact;
 pub mod error;
 pub mod failpoint;
 pub mod format;
@@ -54,11 +56,15 @@ pub mod storage;
 pub mod store;
 pub mod wal;
 
+pub use compact::{
+    CompactRequest, CompactionReport, PreparedRewrite, Progress, TaskKind, TaskOutcome, TaskReport,
+};
 pub use error::{Result, StoreError};
+pub use format::CompactionSummary;
 pub use format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
 pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY};
 pub use schema::Table;
 pub use store::{
-    Appended, DeleteOutcome, DeleteSpec, PartitionStatus, Snapshot, Store, StoreOptions,
-    StoreStatus, Version, MAX_DELETE_IDS,
+    Appended, DeleteOutcome, DeleteSpec, DropOutcome, PartitionStatus, Snapshot, Store,
+    StoreOptions, StoreStatus, Version, MAX_DELETE_IDS,
 };

@@ -303,58 +303,144 @@ fn write_one(
     id: u64,
     rows: &RecordBatch,
 ) -> Result<WrittenPart> {
-    let path = part_path(table, project_id, day, id);
-    let props = writer_properties(opts);
-    let mut buf = Vec::with_capacity(rows.get_array_memory_size() / 4);
-    let mut w = ArrowWriter::try_new(&mut buf, rows.schema(), Some(props)).map_err(|e| {
-        StoreError::Parquet {
-            path: path.clone(),
-            source: e,
-        }
-    })?;
-    w.write(rows).map_err(|e| StoreError::Parquet {
-        path: path.clone(),
-        source: e,
-    })?;
-    let md = w.close().map_err(|e| StoreError::Parquet {
-        path: path.clone(),
-        source: e,
-    })?;
-    let row_groups: Vec<u64> = md
-        .row_groups()
-        .iter()
-        .map(|rg| rg.num_rows() as u64)
-        .collect();
-    let size = buf.len() as u64;
-    storage.put_new_nosync(&path, Bytes::from(buf))?;
+    let mut b = PartBuilder::new(opts, table, project_id, day, id, rows.schema())?;
+    b.write(rows)?;
+    b.finish(storage)?
+        .ok_or_else(|| StoreError::Internal("flush wrote an empty part".into()))
+}
 
-    let seqs: Vec<u64> = col(rows, SEQ_COLUMN)?
-        .as_primitive::<UInt64Type>()
-        .values()
-        .to_vec();
-    let ts = col(rows, TIMESTAMP_COLUMN)?.as_primitive::<TimestampMicrosecondType>();
-    let dids = col(rows, DISTINCT_ID_COLUMN)?.as_string::<i32>();
-    let postings = runs_of(dids, &seqs);
-    let meta = PartMeta {
-        id,
-        table,
-        project_id,
-        day,
-        path,
-        size,
-        rows: rows.num_rows() as u64,
-        row_groups,
-        min_seq: seqs.iter().copied().min().unwrap_or(0),
-        max_seq: seqs.iter().copied().max().unwrap_or(0),
-        min_ts: arrow::compute::min(ts).unwrap_or(0),
-        max_ts: arrow::compute::max(ts).unwrap_or(0),
-        tombstone: None,
-    };
-    Ok(WrittenPart {
-        meta,
-        seqs,
-        postings,
-    })
+/// Writes one part from batches already in part order (sorted by
+/// (`distinct_id`, `_seq`)), collecting what the manifest and the
+/// distinct-id index need as it goes. Used by the flush (one batch) and by
+/// compaction (a stream of batches).
+pub(crate) struct PartBuilder {
+    table: Table,
+    project_id: i64,
+    day: i32,
+    id: u64,
+    path: String,
+    writer: ArrowWriter<Vec<u8>>,
+    seqs: Vec<u64>,
+    runs: Vec<Run>,
+    min_ts: i64,
+    max_ts: i64,
+    rows: u64,
+}
+
+impl PartBuilder {
+    pub fn new(
+        opts: &PartWriterOptions,
+        table: Table,
+        project_id: i64,
+        day: i32,
+        id: u64,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> Result<Self> {
+        let path = part_path(table, project_id, day, id);
+        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties(opts)))
+            .map_err(|e| StoreError::Parquet {
+                path: path.clone(),
+                source: e,
+            })?;
+        Ok(PartBuilder {
+            table,
+            project_id,
+            day,
+            id,
+            path,
+            writer,
+            seqs: Vec::new(),
+            runs: Vec::new(),
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            rows: 0,
+        })
+    }
+
+    /// Append rows (in part order, continuing the previous batch).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let seqs = col(batch, SEQ_COLUMN)?
+            .as_primitive::<UInt64Type>()
+            .values();
+        let ts = col(batch, TIMESTAMP_COLUMN)?.as_primitive::<TimestampMicrosecondType>();
+        let dids = col(batch, DISTINCT_ID_COLUMN)?.as_string::<i32>();
+        let base = self.rows as u32;
+        for i in 0..batch.num_rows() {
+            let d = dids.value(i);
+            let s = seqs[i];
+            match self.runs.last_mut() {
+                Some(r) if r.distinct_id == d => {
+                    r.len += 1;
+                    r.min_seq = r.min_seq.min(s);
+                    r.max_seq = r.max_seq.max(s);
+                }
+                _ => self.runs.push(Run {
+                    distinct_id: d.to_string(),
+                    start: base + i as u32,
+                    len: 1,
+                    min_seq: s,
+                    max_seq: s,
+                }),
+            }
+        }
+        if let Some(m) = arrow::compute::min(ts) {
+            self.min_ts = self.min_ts.min(m);
+        }
+        if let Some(m) = arrow::compute::max(ts) {
+            self.max_ts = self.max_ts.max(m);
+        }
+        self.seqs.extend_from_slice(seqs);
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch).map_err(|e| StoreError::Parquet {
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+
+    /// Close the file and store it (not synced). `None`, and nothing
+    /// stored, when no row was written.
+    pub fn finish(mut self, storage: &Storage) -> Result<Option<WrittenPart>> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let perr = |path: &str, e| StoreError::Parquet {
+            path: path.to_string(),
+            source: e,
+        };
+        self.writer.flush().map_err(|e| perr(&self.path, e))?;
+        let row_groups: Vec<u64> = self
+            .writer
+            .flushed_row_groups()
+            .iter()
+            .map(|rg| rg.num_rows() as u64)
+            .collect();
+        let buf = self.writer.into_inner().map_err(|e| perr(&self.path, e))?;
+        let size = buf.len() as u64;
+        storage.put_new_nosync(&self.path, Bytes::from(buf))?;
+        let meta = PartMeta {
+            id: self.id,
+            table: self.table,
+            project_id: self.project_id,
+            day: self.day,
+            path: self.path,
+            size,
+            rows: self.rows,
+            row_groups,
+            min_seq: self.seqs.iter().copied().min().unwrap_or(0),
+            max_seq: self.seqs.iter().copied().max().unwrap_or(0),
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            tombstone: None,
+        };
+        Ok(Some(WrittenPart {
+            meta,
+            seqs: self.seqs,
+            postings: PartPostings { runs: self.runs },
+        }))
+    }
 }
 
 fn runs_of(dids: &arrow::array::StringArray, seqs: &[u64]) -> PartPostings {
@@ -470,4 +556,93 @@ pub(crate) fn read_postings(storage: &Storage, part: &PartMeta) -> Result<PartPo
 pub(crate) fn read_seqs(storage: &Storage, part: &PartMeta) -> Result<Vec<u64>> {
     let b = read_columns(storage, part, &[SEQ_COLUMN])?;
     Ok(b.column(0).as_primitive::<UInt64Type>().values().to_vec())
+}
+
+/// Stream every row of a part not in `deleted`, in file order, in batches
+/// of up to `batch_rows`. Deleted rows are skipped by a parquet row
+/// selection (not decoded), as the query path does. The file is checked
+/// against its manifest entry first.
+pub(crate) fn scan_live_rows(
+    storage: &Storage,
+    part: &PartMeta,
+    deleted: Option<&croaring::Bitmap>,
+    batch_rows: usize,
+    f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let perr = |e: parquet::errors::ParquetError| StoreError::Parquet {
+        path: part.path.clone(),
+        source: e,
+    };
+    match storage.local_root() {
+        Some(root) => {
+            let file = std::fs::File::open(root.join(&part.path))
+                .map_err(|e| StoreError::io(&part.path, e))?;
+            let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+            stream_selected(b, part, deleted, batch_rows, f)
+        }
+        None => {
+            let b =
+                ParquetRecordBatchReaderBuilder::try_new(storage.get(&part.path)?).map_err(perr)?;
+            stream_selected(b, part, deleted, batch_rows, f)
+        }
+    }
+}
+
+fn stream_selected<T: parquet::file::reader::ChunkReader + 'static>(
+    builder: ParquetRecordBatchReaderBuilder<T>,
+    part: &PartMeta,
+    deleted: Option<&croaring::Bitmap>,
+    batch_rows: usize,
+    f: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let rgs: Vec<u64> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|r| r.num_rows() as u64)
+        .collect();
+    if rgs != part.row_groups {
+        return Err(StoreError::corrupt(
+            &part.path,
+            "row groups on disk do not match the manifest",
+        ));
+    }
+    let mut builder = builder.with_batch_size(batch_rows.max(1));
+    if let Some(d) = deleted.filter(|d| !d.is_empty()) {
+        if d.maximum().is_some_and(|m| u64::from(m) >= part.rows) {
+            return Err(StoreError::corrupt(
+                &part.path,
+                "tombstone beyond the end of the part",
+            ));
+        }
+        builder = builder.with_row_selection(live_selection(d, part.rows as usize));
+    }
+    let reader = builder.build().map_err(|e| StoreError::Parquet {
+        path: part.path.clone(),
+        source: e,
+    })?;
+    for b in reader {
+        f(b?)?;
+    }
+    Ok(())
+}
+
+/// The rows of `0..rows` not in `deleted`, as a parquet row selection.
+pub(crate) fn live_selection(
+    deleted: &croaring::Bitmap,
+    rows: usize,
+) -> parquet::arrow::arrow_reader::RowSelection {
+    let mut ranges = Vec::new();
+    let mut next = 0usize;
+    for d in deleted.iter() {
+        let d = d as usize;
+        if d > next {
+            ranges.push(next..d);
+        }
+        next = d + 1;
+    }
+    if next < rows {
+        ranges.push(next..rows);
+    }
+    parquet::arrow::arrow_reader::RowSelection::from_consecutive_ranges(ranges.into_iter(), rows)
 }

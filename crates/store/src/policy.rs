@@ -305,10 +305,13 @@ impl CompactionPolicy {
         {
             let deadline = overdue
                 .iter()
-                .filter(|r| {
-                    r.project_id == p.project_id
-                        && r.tables.contains(&p.table)
-                        && p.min_seq < r.cutoff_seq
+                .filter(|r| match &r.parts {
+                    Some(parts) => parts.contains(&p.id),
+                    None => {
+                        r.project_id == p.project_id
+                            && r.tables.contains(&p.table)
+                            && p.min_seq < r.cutoff_seq
+                    }
                 })
                 .map(|r| r.id)
                 .min();
@@ -476,6 +479,12 @@ mod tests {
             created_at_us,
             rows_hidden: 1,
             status: RequestStatus::Pending,
+            // Scope-based (as for requests written before part tracking).
+            parts: None,
+            awaiting_removal: Vec::new(),
+            purged_at_us: None,
+            verified_at_us: None,
+            id_hashes: Vec::new(),
         }
     }
 

@@ -127,6 +127,16 @@ impl Storage {
         }
     }
 
+    /// Whether an object exists.
+    pub fn exists(&self, path: &str) -> Result<bool> {
+        let p = Path::from(path);
+        match block_on(self.store.head(&p)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(Self::os_err(path, e)),
+        }
+    }
+
     /// List objects under `prefix`.
     pub fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let p = Path::from(prefix);

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
 use croaring::{Bitmap, Treemap};
 use crossbeam_channel::{Receiver, Sender};
@@ -38,6 +39,7 @@ use crate::lock::DirLock;
 use crate::memtable::{without_deleted, Chunk, Memtable};
 use crate::normalize::{normalize, NormalizedBatch};
 use crate::part::{read_seqs, write_parts, PartWriterOptions};
+use crate::policy::{CompactionOptions, CompactionPolicy, CRON_ENV};
 use crate::schema::Table;
 use crate::storage::Storage;
 use crate::wal::{self, Wal};
@@ -61,7 +63,17 @@ pub struct StoreOptions {
     pub object_store: Option<Arc<dyn ObjectStore>>,
     /// Run the flusher on a background thread (otherwise only `flush()` flushes).
     pub background_flush: bool,
+    /// Compaction knobs (schedule, thresholds, erasure deadline, I/O limit).
+    pub compaction: CompactionOptions,
+    /// Run the compaction worker on a background thread: it wakes every
+    /// [`COMPACTOR_POLL`] (and at each window's start) and executes what
+    /// the policy plans. Off, compaction runs only through
+    /// [`Store::compact`].
+    pub background_compaction: bool,
 }
+
+/// How often the background compaction worker asks the policy.
+pub const COMPACTOR_POLL: Duration = Duration::from_secs(60);
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -72,6 +84,9 @@ impl Default for StoreOptions {
             part: PartWriterOptions::default(),
             object_store: None,
             background_flush: true,
+            compaction: CompactionOptions::default()
+                .with_cron_env(std::env::var(CRON_ENV).ok().as_deref()),
+            background_compaction: true,
         }
     }
 }
@@ -102,6 +117,8 @@ enum FlushMsg {
     Shutdown,
 }
 
+type Worker = Mutex<Option<(Sender<FlushMsg>, std::thread::JoinHandle<()>)>>;
+
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub wal_dir: PathBuf,
@@ -116,9 +133,15 @@ pub(crate) struct Inner {
     pub gc: Arc<Gc>,
     pub durable_seq: Arc<AtomicU64>,
     file_ids: AtomicU64,
-    flusher: Mutex<Option<(Sender<FlushMsg>, std::thread::JoinHandle<()>)>>,
+    flusher: Worker,
+    compactor: Worker,
     pub store_id: String,
     pub index_build: Arc<BackgroundBuild>,
+    /// One compaction run at a time.
+    pub compaction_lock: Mutex<()>,
+    pub policy: CompactionPolicy,
+    /// Set when the store closes: compaction stops between batches.
+    pub closing: std::sync::atomic::AtomicBool,
 }
 
 /// An Elide data directory, open for writing. Cheap to clone; all clones
@@ -186,6 +209,21 @@ pub struct DeleteOutcome {
     pub cutoff: u64,
 }
 
+/// Result of [`Store::drop_project`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DropOutcome {
+    /// The project.
+    pub project_id: i64,
+    /// Parts that left the manifest.
+    pub parts_removed: usize,
+    /// Visible rows removed (parts and buffered rows).
+    pub rows_removed: u64,
+    /// Bytes of the removed parts.
+    pub bytes_removed: u64,
+    /// Deletion requests removed.
+    pub requests_removed: usize,
+}
+
 /// Per-partition figures for `status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PartitionStatus {
@@ -201,8 +239,12 @@ pub struct PartitionStatus {
     pub rows: u64,
     /// Rows hidden by tombstones.
     pub tombstoned_rows: u64,
+    /// `tombstoned_rows / rows`.
+    pub tombstoned_fraction: f64,
     /// Bytes of the parts.
     pub bytes: u64,
+    /// Bytes of the parts that carry tombstones (what a purge rewrites).
+    pub bytes_awaiting_purge: u64,
 }
 
 /// A summary of the store's state.
@@ -222,6 +264,20 @@ pub struct StoreStatus {
     pub pending_requests: Vec<DeletionRequest>,
     /// Number of ingest-log segments on disk.
     pub wal_segments: usize,
+    /// Requests by status.
+    pub requests_pending: usize,
+    /// Requests purged, not yet verified.
+    pub requests_purged: usize,
+    /// Requests verified.
+    pub requests_verified: usize,
+    /// Age of the oldest pending request, in seconds.
+    pub oldest_pending_age_s: Option<u64>,
+    /// The off-peak schedule (cron, UTC), if scheduled purges are on.
+    pub schedule: Option<String>,
+    /// Start of the next off-peak window (µs since the epoch, UTC).
+    pub next_window_us: Option<i64>,
+    /// Figures of the last compaction run.
+    pub last_compaction: Option<crate::format::CompactionSummary>,
 }
 
 pub(crate) fn now_us() -> i64 {
@@ -236,6 +292,7 @@ impl Store {
     /// Create or open the data directory `path`.
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let dir = path.as_ref().to_path_buf();
+        let policy = CompactionPolicy::new(opts.compaction.clone())?;
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(dir.display(), e))?;
         let lock = DirLock::acquire(&dir)?;
         let storage = match &opts.object_store {
@@ -245,7 +302,8 @@ impl Store {
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir).map_err(|e| StoreError::io(wal_dir.display(), e))?;
 
-        let manifest = recover_manifest(&storage)?;
+        let mut manifest = recover_manifest(&storage)?;
+        resolve_legacy_requests(&mut manifest);
         let tombstones = load_tombstones(&storage, &manifest)?;
         let gc = Arc::new(Gc::default());
         let swept = gc.sweep_unreferenced(&storage, &manifest)?;
@@ -343,8 +401,12 @@ impl Store {
             durable_seq,
             file_ids,
             flusher: Mutex::new(None),
+            compactor: Mutex::new(None),
             store_id: uuid::Uuid::new_v4().simple().to_string(),
             index_build: Arc::default(),
+            compaction_lock: Mutex::new(()),
+            policy,
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         start_index_build(&inner)?;
         if inner.opts.background_flush {
@@ -359,7 +421,25 @@ impl Store {
             }
             *inner.flusher.lock().map_err(poisoned)? = Some((tx, handle));
         }
+        if inner.opts.background_compaction {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let weak = Arc::downgrade(&inner);
+            let handle = std::thread::Builder::new()
+                .name("elide-compactor".into())
+                .spawn(move || compactor_loop(weak, rx))
+                .map_err(|e| StoreError::io("compactor thread", e))?;
+            *inner.compactor.lock().map_err(poisoned)? = Some((tx, handle));
+        }
         Ok(Store { inner })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The compaction policy (options and parsed schedule).
+    pub fn policy(&self) -> &CompactionPolicy {
+        &self.inner.policy
     }
 
     /// The data directory.
@@ -454,14 +534,7 @@ impl Store {
     /// Write every buffered row into parts and commit; afterwards the ingest
     /// log holds nothing.
     pub fn flush(&self) -> Result<()> {
-        {
-            let mut st = self.inner.state.lock().map_err(poisoned)?;
-            if let Some(f) = &st.failed {
-                return Err(StoreError::Unavailable(f.clone()));
-            }
-            self.inner.freeze_locked(&mut st)?;
-        }
-        self.inner.flush_frozen()
+        self.inner.flush_all()
     }
 
     /// Hide the rows of `spec.distinct_ids` below the cut-off, in every part and
@@ -529,6 +602,8 @@ impl Store {
         // Resolve part rows through the distinct-id index.
         let mut additions: BTreeMap<u64, Bitmap> = BTreeMap::new();
         let mut slow: Vec<(u64, u32, u32)> = Vec::new();
+        // Parts holding rows of this request (hidden now or earlier).
+        let mut holding: std::collections::BTreeSet<u64> = Default::default();
         {
             let live: std::collections::HashSet<u64> =
                 tx.manifest.parts.iter().map(|p| p.id).collect();
@@ -540,6 +615,7 @@ impl Store {
                             continue;
                         }
                         if cutoff > p.max_seq {
+                            holding.insert(p.part_id);
                             additions
                                 .entry(p.part_id)
                                 .or_default()
@@ -568,6 +644,7 @@ impl Store {
                 })?;
             let below = run.partition_point(|s| *s < cutoff) as u32;
             if below > 0 {
+                holding.insert(part_id);
                 additions
                     .entry(part_id)
                     .or_default()
@@ -598,6 +675,11 @@ impl Store {
             created_at_us: now_us(),
             rows_hidden,
             status: RequestStatus::Pending,
+            parts: Some(holding.into_iter().collect()),
+            awaiting_removal: Vec::new(),
+            purged_at_us: None,
+            verified_at_us: None,
+            id_hashes: Vec::new(),
         });
         tx.hide_mem_rows(&mem_hits);
         tx.commit()?;
@@ -607,6 +689,74 @@ impl Store {
             rows_hidden,
             cutoff,
         })
+    }
+
+    /// Drop a project: every row of it appended before the call becomes
+    /// invisible at once, its parts and deletion requests leave the
+    /// manifest, and its files are removed by GC (after the snapshots that
+    /// read them). Buffered rows are flushed first and again after, so the
+    /// ingest log keeps none of the project's rows either.
+    pub fn drop_project(&self, project_id: i64) -> Result<DropOutcome> {
+        let inner = &*self.inner;
+        let f = inner.flush_lock.lock().map_err(poisoned)?;
+        inner.freeze_for_flush()?;
+        inner.flush_frozen_locked(&f)?;
+        let mut tx = Transaction::begin(inner)?;
+        // Rows appended since the flush above (active memtable only: the
+        // flush lock keeps new memtables from being flushed meanwhile).
+        let mem_hits = {
+            let st = inner.state.lock().map_err(poisoned)?;
+            let mut hits = Vec::new();
+            for m in st
+                .frozen
+                .iter()
+                .map(|m| &**m)
+                .chain(std::iter::once(&st.active))
+            {
+                for c in &m.chunks {
+                    let projects = c
+                        .batch
+                        .column_by_name(crate::schema::PROJECT_COLUMN)
+                        .ok_or_else(|| StoreError::Internal("project_id missing".into()))?
+                        .as_primitive::<arrow::datatypes::Int64Type>();
+                    for (i, p) in projects.values().iter().enumerate() {
+                        let seq = c.seq_start + i as u64;
+                        if *p == project_id && !st.mem_deleted.contains(seq) {
+                            hits.push(seq);
+                        }
+                    }
+                }
+            }
+            hits
+        };
+        let dropped: Vec<(u64, u64, u64)> = tx
+            .manifest
+            .parts
+            .iter()
+            .filter(|p| p.project_id == project_id)
+            .map(|p| (p.id, p.live_rows(), p.size))
+            .collect();
+        for (id, _, _) in &dropped {
+            tx.remove_part(*id);
+        }
+        let requests_before = tx.manifest.requests.len();
+        tx.manifest.requests.retain(|r| r.project_id != project_id);
+        let requests_removed = requests_before - tx.manifest.requests.len();
+        tx.hide_mem_rows(&mem_hits);
+        tx.commit()?;
+        // Flush what was appended meanwhile without the hidden rows, so
+        // the log segment that held them is removed.
+        inner.freeze_for_flush()?;
+        inner.flush_frozen_locked(&f)?;
+        let out = DropOutcome {
+            project_id,
+            parts_removed: dropped.len(),
+            rows_removed: dropped.iter().map(|d| d.1).sum::<u64>() + mem_hits.len() as u64,
+            bytes_removed: dropped.iter().map(|d| d.2).sum(),
+            requests_removed,
+        };
+        tracing::info!(?out, "project dropped");
+        Ok(out)
     }
 
     /// A consistent view for queries. Files it references stay on disk while it lives.
@@ -679,13 +829,23 @@ impl Store {
                     parts: 0,
                     rows: 0,
                     tombstoned_rows: 0,
+                    tombstoned_fraction: 0.0,
                     bytes: 0,
+                    bytes_awaiting_purge: 0,
                 });
             e.parts += 1;
             e.rows += p.rows;
             e.tombstoned_rows += p.deleted();
             e.bytes += p.size;
+            if p.deleted() > 0 {
+                e.bytes_awaiting_purge += p.size;
+            }
         }
+        for e in parts.values_mut() {
+            e.tombstoned_fraction = e.tombstoned_rows as f64 / e.rows.max(1) as f64;
+        }
+        let now = now_us();
+        let count = |s: RequestStatus| m.requests.iter().filter(|r| r.status == s).count();
         Ok(StoreStatus {
             version: m.version,
             next_seq: m.next_seq.max(self.inner.next_seq()?),
@@ -699,6 +859,22 @@ impl Store {
                 .cloned()
                 .collect(),
             wal_segments: wal::list_segments(&self.inner.wal_dir)?.len(),
+            requests_pending: count(RequestStatus::Pending),
+            requests_purged: count(RequestStatus::Purged),
+            requests_verified: count(RequestStatus::Verified),
+            oldest_pending_age_s: m
+                .requests
+                .iter()
+                .filter(|r| r.status == RequestStatus::Pending)
+                .map(|r| (now.saturating_sub(r.created_at_us).max(0) / 1_000_000) as u64)
+                .max(),
+            schedule: self.inner.policy.schedule().map(|s| s.expr().to_string()),
+            next_window_us: self
+                .inner
+                .policy
+                .schedule()
+                .and_then(|s| s.next_window_after(now)),
+            last_compaction: m.last_compaction.clone(),
         })
     }
 
@@ -707,7 +883,9 @@ impl Store {
     /// this store) is gone. Buffered rows stay in the ingest log and are
     /// replayed at the next open.
     pub fn close(self) -> Result<()> {
-        self.inner.stop_flusher();
+        self.inner.closing.store(true, Ordering::Release);
+        stop_worker(&self.inner.compactor);
+        stop_worker(&self.inner.flusher);
         Ok(())
     }
 }
@@ -794,25 +972,69 @@ impl Inner {
         }
     }
 
-    fn stop_flusher(&self) {
-        let taken = self.flusher.lock().ok().and_then(|mut f| f.take());
-        if let Some((tx, handle)) = taken {
-            let _ = tx.send(FlushMsg::Shutdown);
-            if handle.thread().id() != std::thread::current().id() {
-                let _ = handle.join();
-            }
+    /// Freeze the active memtable and flush everything buffered.
+    pub(crate) fn flush_all(&self) -> Result<()> {
+        let f = self.flush_lock.lock().map_err(poisoned)?;
+        self.freeze_for_flush()?;
+        self.flush_frozen_locked(&f)
+    }
+
+    fn freeze_for_flush(&self) -> Result<()> {
+        let mut st = self.state.lock().map_err(poisoned)?;
+        if let Some(f) = &st.failed {
+            return Err(StoreError::Unavailable(f.clone()));
         }
+        self.freeze_locked(&mut st)
+    }
+
+    /// The current version, registered with GC: its files stay on disk
+    /// while the guard lives.
+    pub(crate) fn pinned_version(&self) -> Result<(Arc<Version>, LiveGuard)> {
+        let st = self.state.lock().map_err(poisoned)?;
+        let guard = self.gc.register(st.version.manifest.version);
+        Ok((Arc::clone(&st.version), guard))
+    }
+
+    /// Remove ingest-log segments no memtable references (their rows are
+    /// in committed parts; a failed removal after a flush leaves them).
+    pub(crate) fn sweep_wal(&self) -> Result<usize> {
+        let st = self.state.lock().map_err(poisoned)?;
+        let live: std::collections::HashSet<u64> = st
+            .frozen
+            .iter()
+            .flat_map(|m| m.wal_segments.iter())
+            .chain(st.active.wal_segments.iter())
+            .copied()
+            .collect();
+        let stale: Vec<u64> = wal::list_segments(&self.wal_dir)?
+            .into_iter()
+            .filter(|s| !live.contains(s))
+            .collect();
+        self.gc.remove_wal_segments(&self.wal_dir, &stale)?;
+        Ok(stale.len())
     }
 
     /// Flush every frozen memtable, oldest first.
     pub(crate) fn flush_frozen(&self) -> Result<()> {
-        let _f = self.flush_lock.lock().map_err(poisoned)?;
+        let f = self.flush_lock.lock().map_err(poisoned)?;
+        self.flush_frozen_locked(&f)
+    }
+
+    /// [`Inner::flush_frozen`] with the flush lock already held.
+    pub(crate) fn flush_frozen_locked(&self, _flush_lock: &MutexGuard<'_, ()>) -> Result<()> {
         loop {
-            let (mem, deleted) = {
+            // The hidden rows and the next request id are read together:
+            // requests published later hide rows only through `mem_deleted`
+            // changes this flush's commit sees as late.
+            let (mem, deleted, first_late_request) = {
                 let st = self.state.lock().map_err(poisoned)?;
                 match st.frozen.front() {
                     None => return Ok(()),
-                    Some(m) => (Arc::clone(m), Arc::clone(&st.mem_deleted)),
+                    Some(m) => (
+                        Arc::clone(m),
+                        Arc::clone(&st.mem_deleted),
+                        st.version.manifest.next_request_id,
+                    ),
                 }
             };
             let started = std::time::Instant::now();
@@ -828,7 +1050,7 @@ impl Inner {
             self.storage.sync_files(&paths)?;
             let n_parts = parts.len();
             let mut tx = Transaction::begin(self)?;
-            tx.add_flushed(&mem, parts, &deleted)?;
+            tx.add_flushed(&mem, parts, &deleted, first_late_request)?;
             tx.commit()?;
             tracing::debug!(
                 rows = mem.rows,
@@ -842,7 +1064,111 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.stop_flusher();
+        self.closing.store(true, Ordering::Release);
+        stop_worker(&self.compactor);
+        stop_worker(&self.flusher);
+    }
+}
+
+fn stop_worker(w: &Worker) {
+    let taken = w.lock().ok().and_then(|mut f| f.take());
+    if let Some((tx, handle)) = taken {
+        let _ = tx.send(FlushMsg::Shutdown);
+        if handle.thread().id() != std::thread::current().id() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The background compaction worker: every [`COMPACTOR_POLL`] (or at the
+/// start of the next window, if sooner) it asks the policy and runs what it
+/// plans, with the configured I/O limit and, inside a window, the window's
+/// end as the time budget. Holds no strong handle between runs.
+fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
+    let mut wait = COMPACTOR_POLL;
+    loop {
+        match rx.recv_timeout(wait) {
+            Ok(FlushMsg::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return
+            }
+            Ok(FlushMsg::Wake) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        // Files retired while snapshots were open wait for the next GC.
+        if let Err(e) = inner.gc.collect(&inner.storage) {
+            tracing::warn!(error = %e, "gc failed; will retry");
+        }
+        let now = now_us();
+        let version = match inner.current_version() {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        let req = crate::policy::PlanRequest {
+            manual: false,
+            project_id: None,
+            merges: true,
+        };
+        let plan = inner.policy.plan(&version.manifest, now, req);
+        drop(version);
+        // Requests that may advance without a rewrite: purged ones awaiting
+        // verification, pending ones with no part left (waiting for GC).
+        let has_work = !plan.is_empty()
+            || inner
+                .current_version()
+                .map(|v| {
+                    v.manifest.requests.iter().any(|r| {
+                        r.status == RequestStatus::Purged
+                            || (r.status == RequestStatus::Pending
+                                && r.parts.as_ref().is_some_and(|p| p.is_empty()))
+                    })
+                })
+                .unwrap_or(false);
+        if has_work {
+            let deadline = plan.window_end_us.map(|end| {
+                std::time::Instant::now()
+                    + Duration::from_micros(end.saturating_sub(now).max(0) as u64)
+            });
+            let creq = crate::compact::CompactRequest {
+                manual: false,
+                project_id: None,
+                merges: true,
+                io_bytes_per_sec: inner.opts.compaction.io_bytes_per_sec,
+                deadline,
+                now_us: None,
+            };
+            if let Err(e) = crate::compact::run(&inner, creq, &mut |_| {}) {
+                tracing::warn!(error = %e, "background compaction failed; will retry");
+            }
+        }
+        wait = match plan.next_window_us {
+            Some(next) if next > now => {
+                COMPACTOR_POLL.min(Duration::from_micros((next - now) as u64))
+            }
+            _ => COMPACTOR_POLL,
+        };
+    }
+}
+
+/// Requests written before per-request part tracking existed: list every
+/// live part of their scope that carries tombstones (conservative: such a
+/// request becomes purged only when all of them are rewritten).
+fn resolve_legacy_requests(m: &mut Manifest) {
+    let parts = &m.parts;
+    for r in m.requests.iter_mut().filter(|r| r.parts.is_none()) {
+        r.parts = Some(if r.status == RequestStatus::Pending {
+            parts
+                .iter()
+                .filter(|p| {
+                    p.project_id == r.project_id
+                        && r.tables.contains(&p.table)
+                        && p.min_seq < r.cutoff_seq
+                        && p.tombstone.is_some()
+                })
+                .map(|p| p.id)
+                .collect()
+        } else {
+            Vec::new()
+        });
     }
 }
 

@@ -25,6 +25,7 @@ pub fn row(n: u64, did: &str, project: i64, day: i64) -> EventRow {
 pub fn opts() -> StoreOptions {
     StoreOptions {
         background_flush: false,
+        background_compaction: false,
         ..Default::default()
     }
 }
@@ -82,6 +83,37 @@ pub fn visible_in(snap: &Snapshot) -> BTreeSet<(String, String, u64)> {
     }
     for b in snap.memtable_batches(Table::Events) {
         add(b, None, 0);
+    }
+    out
+}
+
+/// Run a manual compaction (purge everything, merges too).
+pub fn compact_now(store: &Store) -> elide_store::CompactionReport {
+    store
+        .compact(
+            elide_store::CompactRequest {
+                manual: true,
+                merges: true,
+                ..Default::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
     }
     out
 }

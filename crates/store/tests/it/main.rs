@@ -2,5 +2,7 @@
 
 mod bad_input;
 mod common;
+mod compaction;
+mod conflicts;
 mod deletion;
 mod durability;

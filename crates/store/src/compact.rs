@@ -1,0 +1,889 @@
+//! Compaction: the *execute* and *commit* steps of plan -> execute ->
+//! commit (the plan is [`crate::policy`]), and the deletion-request
+//! lifecycle that follows a run.
+//!
+//! ```text
+//!  plan ──► [flush first] ──► for each task (purge, then merge):
+//!            pin the version it reads (GC keeps its files)
+//!            read the input part(s), skipping rows deleted *as of that version*
+//!            write the output part (sorted by distinct_id, _seq); fsync
+//!            ── commit lock ──
+//!            inputs still live?  no ─► abandon: the output is discarded
+//!            deletions committed since the read ─► carried onto the output
+//!                                                 through the old→new row map
+//!            swap: inputs leave the manifest, the output joins; commit
+//!        ──► lifecycle: GC; pending ─► purged ─► (verification scan) ─► verified
+//! ```
+//!
+//! The row map of a purge is implicit: the output keeps the input's rows
+//! in order minus the rows deleted at read time, so old row `i` (not
+//! deleted then) is new row `i - rank(deleted, i)`. A merge re-sorts, so
+//! its map is explicit (one `u32` per input row).
+//!
+//! Invariants: a compaction never aborts because of a deletion, never
+//! resurrects a deleted row (late deletions are carried over in the same
+//! commit as the swap), and never loses a live row (the output holds every
+//! row not deleted at read time; commits are atomic). A crash before the
+//! swap's manifest leaves the old state (the output file is swept at open),
+//! after it the new one.
+//!
+//! Lifecycle (see docs/deletion-lifecycle.md): a request is `purged` when
+//! no live part holds its rows (`parts` empty), every file that held them
+//! is gone from disk (`awaiting_removal` checked against storage), and
+//! every row below its cut-off has been flushed (the ingest log holding
+//! them is removed with the flush). It is `verified` when a scan of the
+//! `distinct_id` and `_seq` columns of every live part of its project
+//! finds no row of its distinct ids below its cut-off; its distinct ids
+//! are then replaced by keyed hashes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{concat_batches, interleave_record_batch};
+use arrow::datatypes::UInt64Type;
+use croaring::Bitmap;
+
+use crate::commit::Transaction;
+use crate::error::{Result, StoreError};
+use crate::format::{distinct_id_hash, CompactionSummary, PartMeta, RequestStatus};
+use crate::gc::LiveGuard;
+use crate::part::{read_columns, scan_live_rows, PartBuilder, WrittenPart};
+use crate::policy::{Plan, PlanRequest, PurgeReason};
+use crate::schema::{DISTINCT_ID_COLUMN, SEQ_COLUMN};
+use crate::store::{now_us, Inner, Store, Version};
+use crate::Table;
+
+/// How a compaction run is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct CompactRequest {
+    /// Purge every part with deleted rows now (`elide compact --now`);
+    /// otherwise do what the policy says at this time.
+    pub manual: bool,
+    /// Only this project.
+    pub project_id: Option<i64>,
+    /// Also run merges of small parts.
+    pub merges: bool,
+    /// Throttle reads+writes to this many bytes per second.
+    pub io_bytes_per_sec: Option<u64>,
+    /// Start no new task after this instant (the window's time budget).
+    pub deadline: Option<Instant>,
+    /// The clock, for tests (µs since the epoch, UTC); `None` = now.
+    pub now_us: Option<i64>,
+}
+
+/// What kind of rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Rewrite one part without its deleted rows.
+    Purge,
+    /// Combine small parts of one partition.
+    Merge,
+}
+
+/// What happened to one task.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskOutcome {
+    /// The swap committed.
+    Committed,
+    /// An input left the manifest meanwhile (project dropped, part removed):
+    /// the output was discarded.
+    Abandoned,
+}
+
+/// One executed task.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskReport {
+    /// Purge or merge.
+    pub kind: TaskKind,
+    /// Why a purge ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<PurgeReason>,
+    /// Table of the parts.
+    pub table: Table,
+    /// Project of the parts.
+    pub project_id: i64,
+    /// Day of the parts (`YYYY-MM-DD`).
+    pub day: String,
+    /// Parts read.
+    pub inputs: Vec<u64>,
+    /// Part written (`None` when every row was deleted).
+    pub output: Option<u64>,
+    /// Rows in the inputs (deleted included).
+    pub rows_in: u64,
+    /// Rows written.
+    pub rows_out: u64,
+    /// Deleted rows removed.
+    pub rows_dropped: u64,
+    /// Deletions committed during the rewrite, carried onto the output.
+    pub rows_carried: u64,
+    /// Bytes of the inputs.
+    pub bytes_in: u64,
+    /// Bytes of the output.
+    pub bytes_out: u64,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// Committed or abandoned.
+    pub outcome: TaskOutcome,
+}
+
+/// Result of [`Store::compact`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompactionReport {
+    /// The plan that was executed.
+    pub plan: Plan,
+    /// Whether buffered rows were flushed first.
+    pub flushed: bool,
+    /// Executed tasks, in order.
+    pub tasks: Vec<TaskReport>,
+    /// Tasks not started because the time budget ran out or the store closed.
+    pub skipped_tasks: usize,
+    /// Requests that became `purged` in this run.
+    pub requests_purged: Vec<u64>,
+    /// Requests that became `verified` in this run.
+    pub requests_verified: Vec<u64>,
+    /// Purged requests whose verification found rows (should never happen;
+    /// reported, and the request stays `purged`).
+    pub verification_failures: Vec<String>,
+    /// The summary kept in the manifest.
+    pub summary: CompactionSummary,
+}
+
+/// Progress of a run, for progress bars.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// The plan is known: this many tasks and input bytes.
+    Planned {
+        /// Tasks.
+        tasks: usize,
+        /// Bytes of the input parts.
+        bytes: u64,
+    },
+    /// Input bytes processed so far.
+    Bytes(u64),
+    /// Checking requests (GC, purged, verification scan).
+    Lifecycle,
+}
+
+/// Token-bucket-free rate limit: after `n` bytes, sleep until `n / rate`
+/// seconds have passed since the start.
+struct Throttle {
+    rate: Option<u64>,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(rate: Option<u64>) -> Self {
+        Throttle {
+            rate: rate.filter(|r| *r > 0),
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn spend(&mut self, n: u64) {
+        self.bytes += n;
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            let elapsed = self.start.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+    }
+}
+
+/// Position map from an input's rows to the output's.
+enum RowMap {
+    /// New = old - rank(deleted at read, old).
+    Rank,
+    /// One entry per input row (`u32::MAX`: not in the output).
+    Explicit(Vec<u32>),
+}
+
+struct RewriteInput {
+    meta: PartMeta,
+    read_deleted: Bitmap,
+    map: RowMap,
+}
+
+/// A rewrite whose output is written and durable, waiting for its swap.
+pub struct PreparedRewrite {
+    kind: TaskKind,
+    reason: Option<PurgeReason>,
+    inputs: Vec<RewriteInput>,
+    output: Option<WrittenPart>,
+    first_late_request: u64,
+    started: Instant,
+    _pin: LiveGuard,
+}
+
+impl std::fmt::Debug for PreparedRewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedRewrite")
+            .field("kind", &self.kind)
+            .field(
+                "inputs",
+                &self.inputs.iter().map(|i| i.meta.id).collect::<Vec<_>>(),
+            )
+            .field("output", &self.output.as_ref().map(|o| o.meta.id))
+            .finish()
+    }
+}
+
+impl PreparedRewrite {
+    /// Ids of the parts read.
+    pub fn inputs(&self) -> Vec<u64> {
+        self.inputs.iter().map(|i| i.meta.id).collect()
+    }
+
+    /// Id of the part written, if any row survived.
+    pub fn output(&self) -> Option<u64> {
+        self.output.as_ref().map(|o| o.meta.id)
+    }
+}
+
+impl Store {
+    /// Run one compaction: plan, flush if a pending request still has rows
+    /// in the ingest log, purge and merge, then advance the deletion
+    /// requests (purged, verified). One run at a time per store.
+    pub fn compact(
+        &self,
+        req: CompactRequest,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<CompactionReport> {
+        run(self.inner(), req, progress)
+    }
+
+    /// Read and write a purge of one part without committing it (the first
+    /// half of a task; tests use it to interleave other operations).
+    /// `Ok(None)` if the part is not live.
+    #[doc(hidden)]
+    pub fn prepare_purge(&self, part_id: u64) -> Result<Option<PreparedRewrite>> {
+        prepare_purge(
+            self.inner(),
+            part_id,
+            None,
+            &mut Throttle::new(None),
+            &|| false,
+        )
+    }
+
+    /// Read and write a merge of parts of one partition without committing.
+    #[doc(hidden)]
+    pub fn prepare_merge(&self, part_ids: &[u64]) -> Result<Option<PreparedRewrite>> {
+        prepare_merge(self.inner(), part_ids, &mut Throttle::new(None), &|| false)
+    }
+
+    /// Swap a prepared rewrite in (the second half of a task).
+    #[doc(hidden)]
+    pub fn commit_rewrite(&self, prepared: PreparedRewrite) -> Result<TaskReport> {
+        commit_rewrite(self.inner(), prepared)
+    }
+
+    /// Advance deletion requests: collect garbage, mark `purged` and run
+    /// the verification scan. Part of every [`Store::compact`].
+    pub fn advance_requests(&self) -> Result<(Vec<u64>, Vec<u64>, Vec<String>)> {
+        advance_requests(self.inner(), None)
+    }
+}
+
+pub(crate) fn run(
+    inner: &Inner,
+    req: CompactRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CompactionReport> {
+    let _one = inner.compaction_lock.lock().map_err(|_| {
+        StoreError::Internal("compaction lock poisoned (a compaction panicked)".into())
+    })?;
+    let started = Instant::now();
+    // Take the distinct-id index first: the build started at open pins
+    // the version it reads, which would keep the purged files on disk
+    // (and the requests pending) until it finishes.
+    Transaction::begin(inner)?.index()?;
+    let now = req.now_us.unwrap_or_else(now_us);
+    let plan_req = PlanRequest {
+        manual: req.manual,
+        project_id: req.project_id,
+        merges: req.merges,
+    };
+    let mut plan = inner
+        .policy
+        .plan(&inner.current_version()?.manifest, now, plan_req);
+    let mut flushed = false;
+    if plan.flush_first {
+        inner.flush_all()?;
+        flushed = true;
+        // The flush may have carried late deletions onto new parts.
+        plan = inner
+            .policy
+            .plan(&inner.current_version()?.manifest, now, plan_req);
+    }
+    let total: u64 = plan.purges.iter().map(|t| t.bytes).sum::<u64>()
+        + plan.merges.iter().map(|t| t.bytes).sum::<u64>();
+    progress(Progress::Planned {
+        tasks: plan.purges.len() + plan.merges.len(),
+        bytes: total,
+    });
+    tracing::info!(
+        purges = plan.purges.len(),
+        merges = plan.merges.len(),
+        bytes = total,
+        manual = req.manual,
+        "compaction started"
+    );
+    let mut throttle = Throttle::new(req.io_bytes_per_sec);
+    let cancelled = || inner.closing.load(Ordering::Acquire);
+    let mut tasks = Vec::new();
+    let mut skipped = 0;
+    let mut done_bytes = 0u64;
+    let over_budget = |tasks_left: bool| {
+        tasks_left && (cancelled() || req.deadline.is_some_and(|d| Instant::now() >= d))
+    };
+    for t in &plan.purges {
+        if over_budget(true) {
+            skipped += 1;
+            continue;
+        }
+        if let Some(p) = prepare_purge(inner, t.part_id, Some(t.reason), &mut throttle, &cancelled)?
+        {
+            tasks.push(commit_rewrite(inner, p)?);
+        }
+        done_bytes += t.bytes;
+        progress(Progress::Bytes(done_bytes));
+    }
+    for t in &plan.merges {
+        if over_budget(true) {
+            skipped += 1;
+            continue;
+        }
+        if let Some(p) = prepare_merge(inner, &t.part_ids, &mut throttle, &cancelled)? {
+            tasks.push(commit_rewrite(inner, p)?);
+        }
+        done_bytes += t.bytes;
+        progress(Progress::Bytes(done_bytes));
+    }
+    progress(Progress::Lifecycle);
+    let committed = || tasks.iter().filter(|t| t.outcome == TaskOutcome::Committed);
+    let mut summary = CompactionSummary {
+        finished_at_us: 0,
+        elapsed_ms: 0,
+        parts_purged: committed().filter(|t| t.kind == TaskKind::Purge).count() as u64,
+        parts_merged: committed()
+            .filter(|t| t.kind == TaskKind::Merge)
+            .map(|t| t.inputs.len() as u64)
+            .sum(),
+        parts_written: committed().filter(|t| t.output.is_some()).count() as u64,
+        rows_dropped: committed().map(|t| t.rows_dropped).sum(),
+        bytes_read: committed().map(|t| t.bytes_in).sum(),
+        bytes_written: committed().map(|t| t.bytes_out).sum(),
+        requests_purged: 0,
+        requests_verified: 0,
+    };
+    let (purged, verified, failures) = advance_requests(inner, Some(&mut summary))?;
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        tasks = tasks.len(),
+        skipped,
+        rows_dropped = summary.rows_dropped,
+        bytes_read = summary.bytes_read,
+        bytes_written = summary.bytes_written,
+        purged = purged.len(),
+        verified = verified.len(),
+        elapsed_ms = summary.elapsed_ms,
+        "compaction finished"
+    );
+    Ok(CompactionReport {
+        plan,
+        flushed,
+        tasks,
+        skipped_tasks: skipped,
+        requests_purged: purged,
+        requests_verified: verified,
+        verification_failures: failures,
+        summary,
+    })
+}
+
+fn cancelled_err() -> StoreError {
+    StoreError::Unavailable("the store is closing; compaction stopped".into())
+}
+
+/// Pin the current version: its files stay on disk while the guard lives.
+fn pin(inner: &Inner) -> Result<(Arc<Version>, LiveGuard)> {
+    inner.pinned_version()
+}
+
+fn prepare_purge(
+    inner: &Inner,
+    part_id: u64,
+    reason: Option<PurgeReason>,
+    throttle: &mut Throttle,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<PreparedRewrite>> {
+    let started = Instant::now();
+    let (version, pin) = pin(inner)?;
+    let Some(meta) = version.manifest.part(part_id).cloned() else {
+        return Ok(None);
+    };
+    let read_deleted = version
+        .tombstones
+        .get(&part_id)
+        .map(|b| (**b).clone())
+        .unwrap_or_default();
+    let id = inner.alloc_file_id();
+    let mut builder: Option<PartBuilder> = None;
+    let per_row = meta.size as f64 / meta.rows.max(1) as f64;
+    scan_live_rows(
+        &inner.storage,
+        &meta,
+        Some(&read_deleted),
+        inner.opts.part.row_group_rows.clamp(1, 64 * 1024),
+        &mut |batch| {
+            if cancelled() {
+                return Err(cancelled_err());
+            }
+            let b = match builder.as_mut() {
+                Some(b) => b,
+                None => builder.insert(PartBuilder::new(
+                    &inner.opts.part,
+                    meta.table,
+                    meta.project_id,
+                    meta.day,
+                    id,
+                    batch.schema(),
+                )?),
+            };
+            b.write(&batch)?;
+            throttle.spend((batch.num_rows() as f64 * per_row * 2.0) as u64);
+            Ok(())
+        },
+    )?;
+    let output = match builder {
+        Some(b) => b.finish(&inner.storage)?,
+        None => None,
+    };
+    if let Some(o) = &output {
+        inner.storage.sync_files(&[o.meta.path.as_str()])?;
+    }
+    crate::failpoint!("compact::after_write");
+    Ok(Some(PreparedRewrite {
+        kind: TaskKind::Purge,
+        reason,
+        inputs: vec![RewriteInput {
+            meta,
+            read_deleted,
+            map: RowMap::Rank,
+        }],
+        output,
+        first_late_request: version.manifest.next_request_id,
+        started,
+        _pin: pin,
+    }))
+}
+
+fn prepare_merge(
+    inner: &Inner,
+    part_ids: &[u64],
+    throttle: &mut Throttle,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<PreparedRewrite>> {
+    let started = Instant::now();
+    let (version, pin) = pin(inner)?;
+    let mut metas = Vec::new();
+    for id in part_ids {
+        match version.manifest.part(*id) {
+            Some(m) => metas.push(m.clone()),
+            None => return Ok(None),
+        }
+    }
+    let Some(first) = metas.first() else {
+        return Ok(None);
+    };
+    let key = (first.table, first.project_id, first.day);
+    if metas.iter().any(|m| (m.table, m.project_id, m.day) != key) {
+        return Err(StoreError::InvalidInput(
+            "a merge combines parts of one partition only".into(),
+        ));
+    }
+    // Read each input (live rows, file order) into one batch.
+    let mut inputs = Vec::new();
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    // Input k's rows are batches[slot[k]] (None: no live row).
+    let mut slot: Vec<Option<usize>> = Vec::new();
+    for meta in metas {
+        if cancelled() {
+            return Err(cancelled_err());
+        }
+        let read_deleted = version
+            .tombstones
+            .get(&meta.id)
+            .map(|b| (**b).clone())
+            .unwrap_or_default();
+        let mut got = Vec::new();
+        scan_live_rows(
+            &inner.storage,
+            &meta,
+            Some(&read_deleted),
+            64 * 1024,
+            &mut |b| {
+                got.push(b);
+                Ok(())
+            },
+        )?;
+        throttle.spend(meta.size);
+        match got.first().map(|b| b.schema()) {
+            Some(schema) => {
+                slot.push(Some(batches.len()));
+                batches.push(concat_batches(&schema, &got)?);
+            }
+            None => slot.push(None),
+        }
+        inputs.push(RewriteInput {
+            map: RowMap::Explicit(vec![u32::MAX; meta.rows as usize]),
+            meta,
+            read_deleted,
+        });
+    }
+    // Order all rows by (distinct_id, _seq): (id, seq, batch, row).
+    let mut keys: Vec<(&str, u64, usize, usize)> = Vec::new();
+    for (bi, b) in batches.iter().enumerate() {
+        let dids = b
+            .column_by_name(DISTINCT_ID_COLUMN)
+            .ok_or_else(|| StoreError::Internal("distinct_id missing".into()))?
+            .as_string::<i32>();
+        let seqs = b
+            .column_by_name(SEQ_COLUMN)
+            .ok_or_else(|| StoreError::Internal("_seq missing".into()))?
+            .as_primitive::<UInt64Type>();
+        for i in 0..b.num_rows() {
+            keys.push((dids.value(i), seqs.value(i), bi, i));
+        }
+    }
+    keys.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    // Row map: old position (kept rows in file order) -> new position.
+    let mut input_of_batch = vec![0usize; batches.len()];
+    let mut kept: Vec<Vec<u32>> = Vec::with_capacity(inputs.len());
+    for (k, inp) in inputs.iter().enumerate() {
+        if let Some(bi) = slot[k] {
+            input_of_batch[bi] = k;
+        }
+        kept.push(
+            (0..inp.meta.rows as u32)
+                .filter(|r| !inp.read_deleted.contains(*r))
+                .collect(),
+        );
+    }
+    for (new_pos, (_, _, bi, i)) in keys.iter().enumerate() {
+        let k = input_of_batch[*bi];
+        let old = kept[k].get(*i).copied().ok_or_else(|| {
+            StoreError::corrupt(&inputs[k].meta.path, "fewer rows than the manifest says")
+        })?;
+        if let RowMap::Explicit(m) = &mut inputs[k].map {
+            if let Some(slot) = m.get_mut(old as usize) {
+                *slot = new_pos as u32;
+            }
+        }
+    }
+    let id = inner.alloc_file_id();
+    let mut output = None;
+    if let Some(schema) = batches.first().map(|b| b.schema()) {
+        let mut builder = PartBuilder::new(&inner.opts.part, key.0, key.1, key.2, id, schema)?;
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        let idx: Vec<(usize, usize)> = keys.iter().map(|(_, _, b, i)| (*b, *i)).collect();
+        for chunk in idx.chunks(inner.opts.part.row_group_rows.clamp(1, 128 * 1024)) {
+            if cancelled() {
+                return Err(cancelled_err());
+            }
+            builder.write(&interleave_record_batch(&refs, chunk)?)?;
+        }
+        output = builder.finish(&inner.storage)?;
+        if let Some(o) = &output {
+            inner.storage.sync_files(&[o.meta.path.as_str()])?;
+            throttle.spend(o.meta.size);
+        }
+    }
+    crate::failpoint!("compact::after_write");
+    Ok(Some(PreparedRewrite {
+        kind: TaskKind::Merge,
+        reason: None,
+        inputs,
+        output,
+        first_late_request: version.manifest.next_request_id,
+        started,
+        _pin: pin,
+    }))
+}
+
+fn commit_rewrite(inner: &Inner, p: PreparedRewrite) -> Result<TaskReport> {
+    crate::failpoint!("compact::before_commit");
+    let first = &p.inputs[0].meta;
+    let mut report = TaskReport {
+        kind: p.kind,
+        reason: p.reason,
+        table: first.table,
+        project_id: first.project_id,
+        day: crate::format::day_to_string(first.day),
+        inputs: p.inputs.iter().map(|i| i.meta.id).collect(),
+        output: p.output.as_ref().map(|o| o.meta.id),
+        rows_in: p.inputs.iter().map(|i| i.meta.rows).sum(),
+        rows_out: p.output.as_ref().map_or(0, |o| o.meta.rows),
+        rows_dropped: 0,
+        rows_carried: 0,
+        bytes_in: p.inputs.iter().map(|i| i.meta.size).sum(),
+        bytes_out: p.output.as_ref().map_or(0, |o| o.meta.size),
+        elapsed_ms: 0,
+        outcome: TaskOutcome::Committed,
+    };
+    report.rows_dropped = report.rows_in - report.rows_out;
+    let mut tx = Transaction::begin(inner)?;
+    if p.inputs.iter().any(|i| tx.part_index(i.meta.id).is_none()) {
+        drop(tx);
+        if let Some(o) = &p.output {
+            inner.gc.discard(&inner.storage, &o.meta.path);
+        }
+        tracing::info!(inputs = ?report.inputs, "compaction task abandoned: an input left the manifest");
+        report.outcome = TaskOutcome::Abandoned;
+        report.elapsed_ms = p.started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+    // Deletions committed since the read, carried onto the output.
+    let mut late = Bitmap::new();
+    for input in &p.inputs {
+        let Some(now) = tx.bitmap(input.meta.id) else {
+            continue;
+        };
+        let added = now.andnot(&input.read_deleted);
+        for old in added.iter() {
+            let new = match &input.map {
+                RowMap::Rank => old as u64 - input.read_deleted.rank(old),
+                RowMap::Explicit(m) => m.get(old as usize).copied().map_or(u64::MAX, u64::from),
+            };
+            if new >= u64::from(u32::MAX) || p.output.as_ref().is_none_or(|o| new >= o.meta.rows) {
+                return Err(StoreError::Internal(format!(
+                    "late deletion of row {old} of part {} has no place in the output",
+                    input.meta.id
+                )));
+            }
+            late.add(new as u32);
+        }
+    }
+    report.rows_carried = late.cardinality();
+    for input in &p.inputs {
+        tx.remove_part(input.meta.id);
+    }
+    if let Some(out) = p.output {
+        let id = out.meta.id;
+        tx.add_part(out);
+        if !late.is_empty() {
+            tx.set_bitmap(id, late);
+            tx.track_late_requests(id, p.first_late_request);
+        }
+    }
+    tx.commit()?;
+    crate::failpoint!("compact::after_commit");
+    report.elapsed_ms = p.started.elapsed().as_millis() as u64;
+    tracing::debug!(?report, "compaction task committed");
+    Ok(report)
+}
+
+/// GC, then `pending` -> `purged` -> `verified` where the conditions hold.
+/// Returns (purged, verified, verification failures).
+fn advance_requests(
+    inner: &Inner,
+    summary: Option<&mut CompactionSummary>,
+) -> Result<(Vec<u64>, Vec<u64>, Vec<String>)> {
+    if let Err(e) = inner.gc.collect(&inner.storage) {
+        tracing::warn!(error = %e, "gc failed before the lifecycle step");
+    }
+    inner.sweep_wal()?;
+    let version = inner.current_version()?;
+    let m = &version.manifest;
+    // Which pending requests are purged (file existence checked outside
+    // the commit lock; the conditions are re-checked inside).
+    let mut purged = Vec::new();
+    for r in m
+        .requests
+        .iter()
+        .filter(|r| r.status == RequestStatus::Pending)
+    {
+        if r.parts.as_ref().is_some_and(|p| p.is_empty()) && m.flushed_seq >= r.cutoff_seq {
+            let mut all_gone = true;
+            for path in &r.awaiting_removal {
+                if inner.storage.exists(path)? {
+                    all_gone = false;
+                    break;
+                }
+            }
+            if all_gone {
+                purged.push(r.id);
+            }
+        }
+    }
+    let now = now_us();
+    // Verification of everything purged (earlier runs' included).
+    let (vversion, pin) = inner.pinned_version()?;
+    let to_verify: Vec<&crate::format::DeletionRequest> = vversion
+        .manifest
+        .requests
+        .iter()
+        .filter(|r| {
+            r.status == RequestStatus::Purged
+                || (purged.contains(&r.id) && r.status == RequestStatus::Pending)
+        })
+        .collect();
+    let (clean, failures) = verify(inner, &vversion, &to_verify)?;
+    // Unpin before the commit, so that its GC can remove the manifest it
+    // replaces (the last one holding the ids in clear).
+    drop(to_verify);
+    drop(pin);
+    let mut verified = Vec::new();
+    let mut tx = Transaction::begin(inner)?;
+    let flushed_seq = tx.manifest.flushed_seq;
+    if tx.manifest.hash_key.is_empty() && !clean.is_empty() {
+        let a = uuid::Uuid::new_v4().simple().to_string();
+        let b = uuid::Uuid::new_v4().simple().to_string();
+        tx.manifest.hash_key = format!("{a}{b}");
+    }
+    let key = tx.manifest.hash_key.clone();
+    let mut really_purged = Vec::new();
+    for r in tx.manifest.requests.iter_mut() {
+        if r.status == RequestStatus::Pending
+            && purged.contains(&r.id)
+            && r.parts.as_ref().is_some_and(|p| p.is_empty())
+            && flushed_seq >= r.cutoff_seq
+        {
+            r.status = RequestStatus::Purged;
+            r.purged_at_us = Some(now);
+            r.awaiting_removal.clear();
+            really_purged.push(r.id);
+        }
+        if r.status == RequestStatus::Purged && clean.contains(&r.id) {
+            let mut hashes = Vec::with_capacity(r.distinct_ids.len());
+            for d in &r.distinct_ids {
+                hashes.push(
+                    distinct_id_hash(&key, r.project_id, d)
+                        .ok_or_else(|| StoreError::corrupt("manifest", "invalid hash key"))?,
+                );
+            }
+            r.id_hashes = hashes;
+            r.distinct_ids = Vec::new();
+            r.status = RequestStatus::Verified;
+            r.verified_at_us = Some(now_us());
+            verified.push(r.id);
+        }
+    }
+    let mut changed = !really_purged.is_empty() || !verified.is_empty();
+    if let Some(s) = summary {
+        s.requests_purged = really_purged.len() as u64;
+        s.requests_verified = verified.len() as u64;
+        s.finished_at_us = now_us();
+        if changed || s.parts_purged + s.parts_merged > 0 {
+            tx.manifest.last_compaction = Some(s.clone());
+            changed = true;
+        }
+    }
+    if changed {
+        crate::failpoint!("lifecycle::before_commit");
+        tx.commit()?;
+    }
+    if !verified.is_empty() {
+        tracing::info!(?verified, "deletion requests verified");
+    }
+    Ok((really_purged, verified, failures))
+}
+
+/// Distinct id -> (request id, cut-off) of the requests that name it.
+type Wanted<'a> = HashMap<&'a str, Vec<(u64, u64)>>;
+
+/// Scan the live parts that could hold rows of `requests` (same project
+/// and table, `min_seq` below the cut-off) and return the ids of the
+/// requests none of whose rows were found, plus a description of every
+/// request with rows left.
+fn verify(
+    inner: &Inner,
+    version: &Version,
+    requests: &[&crate::format::DeletionRequest],
+) -> Result<(HashSet<u64>, Vec<String>)> {
+    if requests.is_empty() {
+        return Ok((HashSet::new(), Vec::new()));
+    }
+    // (table, project) -> distinct id -> [(request id, cut-off)]
+    let mut want: HashMap<(Table, i64), Wanted<'_>> = HashMap::new();
+    for r in requests {
+        for t in &r.tables {
+            let ids = want.entry((*t, r.project_id)).or_default();
+            for d in &r.distinct_ids {
+                ids.entry(d.as_str())
+                    .or_default()
+                    .push((r.id, r.cutoff_seq));
+            }
+        }
+    }
+    let max_cutoff: HashMap<(Table, i64), u64> = requests
+        .iter()
+        .flat_map(|r| {
+            r.tables
+                .iter()
+                .map(move |t| ((*t, r.project_id), r.cutoff_seq))
+        })
+        .fold(HashMap::new(), |mut m, (k, c)| {
+            let e = m.entry(k).or_insert(0);
+            *e = (*e).max(c);
+            m
+        });
+    let candidates: Vec<&PartMeta> = version
+        .manifest
+        .parts
+        .iter()
+        .filter(|p| {
+            max_cutoff
+                .get(&(p.table, p.project_id))
+                .is_some_and(|c| p.min_seq < *c)
+        })
+        .collect();
+    let mut found: HashMap<u64, (u64, String)> = HashMap::new();
+    for p in candidates {
+        let Some(ids) = want.get(&(p.table, p.project_id)) else {
+            continue;
+        };
+        let b = read_columns(&inner.storage, p, &[DISTINCT_ID_COLUMN, SEQ_COLUMN])?;
+        let dids = b.column(0).as_string::<i32>();
+        let seqs = b.column(1).as_primitive::<UInt64Type>();
+        for i in 0..b.num_rows() {
+            if dids.is_null(i) {
+                continue;
+            }
+            if let Some(reqs) = ids.get(dids.value(i)) {
+                for (rid, cutoff) in reqs {
+                    if seqs.value(i) < *cutoff {
+                        let e = found.entry(*rid).or_insert((0, p.path.clone()));
+                        e.0 += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut clean = HashSet::new();
+    let mut failures = Vec::new();
+    for r in requests {
+        match found.get(&r.id) {
+            None => {
+                clean.insert(r.id);
+            }
+            Some((n, path)) => {
+                tracing::error!(request = r.id, rows = n, path = %path, "verification found rows of a purged deletion request");
+                failures.push(format!(
+                    "request {}: {n} row(s) still on disk (e.g. in {path})",
+                    r.id
+                ));
+            }
+        }
+    }
+    Ok((clean, failures))
+}

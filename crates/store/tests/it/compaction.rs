@@ -1,0 +1,410 @@
+//! Compaction: purges, merges, the request lifecycle, byte-level erasure,
+//! GC against live snapshots, project drop.
+
+use std::collections::BTreeSet;
+
+use crate::common::*;
+use elide_store::format::distinct_id_hash;
+use elide_store::{
+    DeleteSpec, PartCompression, PartWriterOptions, RequestStatus, Store, StoreOptions, Table,
+    TaskKind, TaskOutcome,
+};
+
+fn ids_of(v: &BTreeSet<(String, String, u64)>, did: &str) -> usize {
+    v.iter().filter(|(_, d, _)| d == did).count()
+}
+
+fn rows(
+    range: std::ops::Range<u64>,
+    ids: &[&str],
+    project: i64,
+    days: i64,
+) -> Vec<elide_store::jsonl::EventRow> {
+    range
+        .map(|n| row(n, ids[n as usize % ids.len()], project, n as i64 % days))
+        .collect()
+}
+
+#[test]
+fn purge_drops_deleted_rows_keeps_the_rest_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..300, &["a", "b", "c"], 1, 5));
+    store.flush().unwrap();
+    append(&store, &rows(300..330, &["a", "b", "c"], 2, 1)); // project 2: untouched
+    store.flush().unwrap();
+    let before = visible(&store);
+    let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    assert_eq!(o.rows_hidden, 100);
+    // Project 1's "a" rows are n = 0, 3, 6, ... < 300.
+    let gone: BTreeSet<String> = (0..300)
+        .filter(|n| n % 3 == 0)
+        .map(|n| uuid::Uuid::from_u64_pair(7, n).to_string())
+        .collect();
+    let expect: BTreeSet<_> = before
+        .iter()
+        .filter(|(u, _, _)| !gone.contains(u))
+        .cloned()
+        .collect();
+    let untouched: Vec<_> = store
+        .manifest()
+        .unwrap()
+        .parts
+        .iter()
+        .filter(|p| p.project_id == 2)
+        .map(|p| p.path.clone())
+        .collect();
+
+    let r = compact_now(&store);
+    let purges: Vec<_> = r
+        .tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Purge)
+        .collect();
+    assert_eq!(purges.len(), 5, "one purge per part of project 1: {r:?}");
+    assert!(purges.iter().all(|t| t.outcome == TaskOutcome::Committed));
+    assert_eq!(purges.iter().map(|t| t.rows_dropped).sum::<u64>(), 100);
+    assert_eq!(visible(&store), expect);
+    let m = store.manifest().unwrap();
+    assert!(m.parts.iter().all(|p| p.deleted() == 0));
+    for p in &untouched {
+        assert!(
+            m.parts.iter().any(|q| &q.path == p),
+            "untouched part {p} was rewritten"
+        );
+    }
+    // Lifecycle: verified, with a keyed hash instead of the id.
+    assert_eq!(r.requests_purged, vec![o.request_id]);
+    assert_eq!(r.requests_verified, vec![o.request_id]);
+    let req = &store.requests().unwrap()[0];
+    assert_eq!(req.status, RequestStatus::Verified);
+    assert!(req.purged_at_us.is_some() && req.verified_at_us.is_some());
+    assert!(req.distinct_ids.is_empty());
+    assert_eq!(
+        req.id_hashes,
+        vec![distinct_id_hash(&m.hash_key, 1, "a").unwrap()]
+    );
+    assert_eq!(m.last_compaction.as_ref().unwrap().rows_dropped, 100);
+    // Old parts and tombstone files are gone from disk.
+    let on_disk: BTreeSet<String> = files_under(dir.path())
+        .iter()
+        .filter_map(|p| p.strip_prefix(dir.path()).ok())
+        .map(|p| p.to_string_lossy().to_string())
+        .filter(|p| p.starts_with("parts/") || p.starts_with("tombstones/"))
+        .collect();
+    assert_eq!(on_disk, m.referenced_paths());
+    // Reopen: same rows, same lifecycle.
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(visible(&store), expect);
+    assert_eq!(store.requests().unwrap()[0].status, RequestStatus::Verified);
+}
+
+#[test]
+fn a_delete_committed_during_a_purge_is_carried_onto_the_new_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..400, &["a", "b", "c", "d"], 1, 1));
+    store.flush().unwrap();
+    let ra = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    let part = store.manifest().unwrap().parts[0].id;
+    let prepared = store.prepare_purge(part).unwrap().unwrap();
+    // Deletes race the rewrite: one of rows in the part, one of rows
+    // already dropped by the rewrite.
+    let rb = store.delete(DeleteSpec::ids(1, ["b"])).unwrap();
+    assert_eq!(rb.rows_hidden, 100);
+    let report = store.commit_rewrite(prepared).unwrap();
+    assert_eq!(report.outcome, TaskOutcome::Committed);
+    assert_eq!(report.rows_dropped, 100, "a's rows");
+    assert_eq!(report.rows_carried, 100, "b's rows carried over");
+    let v = visible(&store);
+    assert_eq!(ids_of(&v, "a"), 0);
+    assert_eq!(ids_of(&v, "b"), 0, "a deleted row became visible again");
+    assert_eq!(ids_of(&v, "c") + ids_of(&v, "d"), 200);
+    // a is purged (its part was rewritten), b still waits: the new part holds its rows.
+    let (purged, verified, failures) = store.advance_requests().unwrap();
+    assert_eq!(purged, vec![ra.request_id]);
+    assert_eq!(verified, vec![ra.request_id]);
+    assert!(failures.is_empty());
+    let b_req = store
+        .requests()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == rb.request_id)
+        .unwrap();
+    assert_eq!(b_req.status, RequestStatus::Pending);
+    assert_eq!(b_req.parts.as_ref().unwrap(), &vec![report.output.unwrap()]);
+    // Reopen, then the next compaction purges b.
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(ids_of(&visible(&store), "b"), 0);
+    let r = compact_now(&store);
+    assert_eq!(r.requests_verified, vec![rb.request_id]);
+    assert_eq!(ids_of(&visible(&store), "c"), 100);
+}
+
+#[test]
+fn a_delete_committed_during_a_merge_is_carried_onto_the_merged_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for k in 0..3 {
+        append(&store, &rows(k * 90..(k + 1) * 90, &["x", "y", "z"], 1, 1));
+        store.flush().unwrap();
+    }
+    let parts: Vec<u64> = store
+        .manifest()
+        .unwrap()
+        .parts
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(parts.len(), 3);
+    let before = visible(&store);
+    let prepared = store.prepare_merge(&parts).unwrap().unwrap();
+    let ry = store.delete(DeleteSpec::ids(1, ["y"])).unwrap();
+    assert_eq!(ry.rows_hidden, 90);
+    let report = store.commit_rewrite(prepared).unwrap();
+    assert_eq!(report.rows_carried, 90);
+    let m = store.manifest().unwrap();
+    assert_eq!(m.parts.len(), 1);
+    let expect: BTreeSet<_> = before.into_iter().filter(|(_, d, _)| d != "y").collect();
+    assert_eq!(visible(&store), expect);
+    // The merged part is sorted by (distinct_id, _seq): y's rows are one run.
+    let r = compact_now(&store);
+    assert_eq!(r.requests_verified, vec![ry.request_id]);
+    assert_eq!(visible(&store), expect);
+}
+
+#[test]
+fn merges_combine_small_parts_of_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for k in 0..4 {
+        append(&store, &rows(k * 50..(k + 1) * 50, &["p", "q"], 1, 2));
+        store.flush().unwrap();
+    }
+    assert_eq!(store.manifest().unwrap().parts.len(), 8);
+    let before = visible(&store);
+    let r = compact_now(&store);
+    let merges = r.tasks.iter().filter(|t| t.kind == TaskKind::Merge).count();
+    assert_eq!(merges, 2, "one per day");
+    let m = store.manifest().unwrap();
+    assert_eq!(m.parts.len(), 2);
+    assert_eq!(visible(&store), before);
+    // Deletion still resolves through the index after the swap.
+    let o = store.delete(DeleteSpec::ids(1, ["p"])).unwrap();
+    assert_eq!(o.rows_hidden, 100);
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(ids_of(&visible(&store), "p"), 0);
+    assert_eq!(ids_of(&visible(&store), "q"), 100);
+}
+
+#[test]
+fn files_of_a_live_snapshot_outlive_the_compaction_and_the_request_waits_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..200, &["a", "b"], 1, 1));
+    store.flush().unwrap();
+    let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    let snap = store.snapshot().unwrap();
+    let seen_before = visible_in(&snap);
+    let old_path = snap.parts(Table::Events).next().unwrap().path.clone();
+    let r = compact_now(&store);
+    assert_eq!(r.tasks.len(), 1);
+    // The old part is still on disk and the old snapshot still reads it.
+    assert!(dir.path().join(&old_path).exists());
+    assert_eq!(visible_in(&snap), seen_before);
+    let req = store.requests().unwrap()[0].clone();
+    assert_eq!(req.status, RequestStatus::Pending, "old file still on disk");
+    assert_eq!(req.awaiting_removal, vec![old_path.clone()]);
+    drop(snap);
+    let (purged, verified, _) = store.advance_requests().unwrap();
+    assert_eq!((purged, verified), (vec![o.request_id], vec![o.request_id]));
+    assert!(!dir.path().join(&old_path).exists());
+}
+
+#[test]
+fn a_delete_that_covers_a_whole_part_removes_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(
+        &store,
+        &[
+            row(1, "solo", 1, 0),
+            row(2, "solo", 1, 0),
+            row(3, "other", 1, 1),
+        ],
+    );
+    store.flush().unwrap();
+    let m = store.manifest().unwrap();
+    assert_eq!(m.parts.len(), 2);
+    let solo_path = m
+        .parts
+        .iter()
+        .find(|p| p.day == m.parts[0].day)
+        .unwrap()
+        .path
+        .clone();
+    store.delete(DeleteSpec::ids(1, ["solo"])).unwrap();
+    let m = store.manifest().unwrap();
+    assert_eq!(m.parts.len(), 1);
+    assert!(!dir.path().join(&solo_path).exists());
+    let req = &m.requests[0];
+    assert_eq!(req.parts.as_deref(), Some(&[][..]));
+    let (purged, verified, _) = store.advance_requests().unwrap();
+    assert_eq!(purged.len(), 1);
+    assert_eq!(verified.len(), 1);
+}
+
+#[test]
+fn a_request_made_while_rows_are_buffered_goes_through_the_same_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..60, &["m", "n"], 1, 1));
+    let o = store.delete(DeleteSpec::ids(1, ["m"])).unwrap();
+    assert_eq!(o.rows_hidden, 30);
+    // Nothing flushed yet: the plan flushes first, then the request is purged.
+    let r = compact_now(&store);
+    assert!(r.flushed);
+    assert_eq!(r.requests_verified, vec![o.request_id]);
+    assert_eq!(ids_of(&visible(&store), "m"), 0);
+    assert_eq!(ids_of(&visible(&store), "n"), 30);
+}
+
+#[test]
+fn drop_project_removes_its_rows_parts_requests_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..100, &["a", "b"], 7, 3));
+    append(&store, &rows(100..150, &["a", "b"], 8, 1));
+    store.flush().unwrap();
+    store.delete(DeleteSpec::ids(7, ["a"])).unwrap();
+    append(&store, &rows(150..160, &["a"], 7, 1)); // buffered
+    let paths: Vec<String> = store
+        .manifest()
+        .unwrap()
+        .parts
+        .iter()
+        .filter(|p| p.project_id == 7)
+        .map(|p| p.path.clone())
+        .collect();
+    let out = store.drop_project(7).unwrap();
+    assert_eq!(
+        out.parts_removed, 4,
+        "three days, plus the buffered rows flushed first"
+    );
+    assert_eq!(out.rows_removed, 50 + 10);
+    assert_eq!(out.requests_removed, 1);
+    let m = store.manifest().unwrap();
+    assert!(m.parts.iter().all(|p| p.project_id == 8));
+    assert!(m.requests.is_empty());
+    for p in &paths {
+        assert!(!dir.path().join(p).exists(), "{p} left on disk");
+    }
+    assert_eq!(visible(&store).len(), 50);
+    // The project can be used again.
+    append(&store, &rows(200..205, &["a"], 7, 1));
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(visible(&store).len(), 55);
+}
+
+/// Invariant 5, literally: with compression off, after verification no
+/// file under the data directory holds the bytes of the deleted distinct
+/// id or of its email property; another person's still do.
+#[test]
+fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        part: PartWriterOptions {
+            compression: PartCompression::None,
+            ..Default::default()
+        },
+        ..opts()
+    };
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    let gone_id = "erase-me-7f3a9c";
+    let gone_email = "erase.me.7f3a9c@example.com";
+    let kept_id = "keep-me-51d2e0";
+    let kept_email = "keep.me.51d2e0@example.com";
+    let ev = |n: u64, did: &str, email: &str| {
+        let mut r = row(n, did, 1, (n % 2) as i64);
+        r.properties = Some(format!(r#"{{"email":"{email}","n":{n}}}"#));
+        r
+    };
+    // Rows in parts (two flushes) and in the ingest log.
+    append(
+        &store,
+        &(0..40)
+            .map(|n| {
+                ev(
+                    n,
+                    if n % 2 == 0 { gone_id } else { kept_id },
+                    if n % 2 == 0 { gone_email } else { kept_email },
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    store.flush().unwrap();
+    append(
+        &store,
+        &(40..60)
+            .map(|n| {
+                ev(
+                    n,
+                    if n % 2 == 0 { gone_id } else { kept_id },
+                    if n % 2 == 0 { gone_email } else { kept_email },
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    store.flush().unwrap();
+    append(
+        &store,
+        &(60..70)
+            .map(|n| {
+                ev(
+                    n,
+                    if n % 2 == 0 { gone_id } else { kept_id },
+                    if n % 2 == 0 { gone_email } else { kept_email },
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let grep = |needle: &str| -> Vec<String> {
+        files_under(dir.path())
+            .into_iter()
+            .filter(|p| {
+                let bytes = std::fs::read(p).unwrap();
+                bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            })
+            .map(|p| p.display().to_string())
+            .collect()
+    };
+    assert!(
+        !grep(gone_id).is_empty(),
+        "the test data is on disk to begin with"
+    );
+    let o = store.delete(DeleteSpec::ids(1, [gone_id])).unwrap();
+    assert_eq!(o.rows_hidden, 35);
+    let r = compact_now(&store);
+    assert_eq!(r.requests_verified, vec![o.request_id]);
+    assert_eq!(
+        grep(gone_id),
+        Vec::<String>::new(),
+        "deleted distinct id left on disk"
+    );
+    assert_eq!(
+        grep(gone_email),
+        Vec::<String>::new(),
+        "deleted email left on disk"
+    );
+    assert!(!grep(kept_id).is_empty());
+    assert!(!grep(kept_email).is_empty());
+    // Still true after a reopen (which replays and sweeps).
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(grep(gone_id), Vec::<String>::new());
+    assert_eq!(ids_of(&visible(&store), kept_id), 35);
+}
