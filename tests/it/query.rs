@@ -19,6 +19,7 @@ fn small_row_groups(dir: &std::path::Path) -> Store {
         dir,
         StoreOptions {
             background_flush: false,
+            background_compaction: false,
             part,
             ..Default::default()
         },
@@ -216,13 +217,14 @@ fn partition_pruning_shows_in_explain_and_json_functions_work() {
 }
 
 #[test]
-fn queries_see_consistent_snapshots_while_appends_and_deletes_commit() {
+fn queries_see_consistent_snapshots_while_appends_deletes_and_compactions_commit() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         dir.path(),
         StoreOptions {
             memtable_rows: 500,
+            background_compaction: false,
             ..Default::default()
         },
     )
@@ -256,6 +258,28 @@ fn queries_see_consistent_snapshots_while_appends_and_deletes_commit() {
             stop.store(true, Ordering::SeqCst);
         })
     };
+    // Compaction: purges and merges, each followed by GC, in a loop.
+    let compactor = {
+        let store = store.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(Ordering::SeqCst) {
+                store
+                    .compact(
+                        elide::store::CompactRequest {
+                            manual: true,
+                            merges: true,
+                            ..Default::default()
+                        },
+                        &mut |_| {},
+                    )
+                    .unwrap();
+                runs += 1;
+            }
+            runs
+        })
+    };
     let ctx = ctx(&store);
     let mut checks = 0;
     while !stop.load(Ordering::SeqCst) || checks < 3 {
@@ -279,7 +303,66 @@ fn queries_see_consistent_snapshots_while_appends_and_deletes_commit() {
         checks += 1;
     }
     writer.join().unwrap();
+    assert!(compactor.join().unwrap() > 0);
     store.flush().unwrap();
     let total = count(&rt, &ctx, "SELECT count(*) FROM events");
     assert_eq!(total, (150 - 37) * 37, "150 batches, 37 deleted");
+}
+
+#[test]
+fn a_query_streaming_across_a_compaction_and_its_gc_finishes_correctly() {
+    use futures::StreamExt;
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_row_groups(dir.path());
+    let rows: Vec<_> = (0..600u64)
+        .map(|n| row(n, &format!("d{}", n % 6), 1, (n % 2) as i64))
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    store.delete(DeleteSpec::ids(1, ["d0"])).unwrap();
+    let ctx = ctx(&store);
+    let (first, rest) = rt.block_on(async {
+        let mut stream = ctx
+            .sql("SELECT uuid, distinct_id FROM events")
+            .await
+            .unwrap()
+            .execute_stream()
+            .await
+            .unwrap();
+        let first = stream.next().await.unwrap().unwrap().num_rows();
+        // Meanwhile: the parts the stream reads are purged and collected.
+        let r = store
+            .compact(
+                elide::store::CompactRequest {
+                    manual: true,
+                    ..Default::default()
+                },
+                &mut |_| {},
+            )
+            .unwrap();
+        assert_eq!(r.tasks.len(), 1, "d0 rows are all on day 0");
+        let mut rest = 0;
+        while let Some(b) = stream.next().await {
+            rest += b.unwrap().num_rows();
+        }
+        (first, rest)
+    });
+    assert_eq!(
+        first + rest,
+        500,
+        "the old snapshot's rows, all of them once"
+    );
+    // The request becomes purged once the stream (and its snapshot) is gone.
+    drop(ctx);
+    let (purged, verified, _) = store.advance_requests().unwrap();
+    assert_eq!((purged.len(), verified.len()), (1, 1));
+    assert_eq!(
+        count(
+            &rt,
+            &crate::common::ctx(&store),
+            "SELECT count(*) FROM events"
+        ),
+        500
+    );
 }

@@ -56,6 +56,11 @@ use crate::schema::{DISTINCT_ID_COLUMN, SEQ_COLUMN};
 use crate::store::{now_us, Inner, Store, Version};
 use crate::Table;
 
+/// Most prepared rewrites swapped in by one commit.
+const SWAP_BATCH: usize = 32;
+/// Longest a prepared rewrite waits for its batch's commit.
+const SWAP_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How a compaction run is asked for.
 #[derive(Debug, Clone, Default)]
 pub struct CompactRequest {
@@ -289,7 +294,11 @@ impl Store {
     /// Advance deletion requests: collect garbage, mark `purged` and run
     /// the verification scan. Part of every [`Store::compact`].
     pub fn advance_requests(&self) -> Result<(Vec<u64>, Vec<u64>, Vec<String>)> {
-        advance_requests(self.inner(), None)
+        let inner = self.inner();
+        let _one = inner.compaction_lock.lock().map_err(|_| {
+            StoreError::Internal("compaction lock poisoned (a compaction panicked)".into())
+        })?;
+        advance_requests(inner, None)
     }
 }
 
@@ -345,29 +354,54 @@ pub(crate) fn run(
     let over_budget = |tasks_left: bool| {
         tasks_left && (cancelled() || req.deadline.is_some_and(|d| Instant::now() >= d))
     };
+    // Prepared rewrites are swapped in batches: one commit (one manifest
+    // write and fsync) per SWAP_BATCH tasks or SWAP_INTERVAL, whichever
+    // comes first, so that many small parts do not pay a commit each.
+    let mut batch: Vec<PreparedRewrite> = Vec::new();
+    let mut batch_started = Instant::now();
+    let flush_batch = |batch: &mut Vec<PreparedRewrite>, tasks: &mut Vec<TaskReport>| {
+        let ready = std::mem::take(batch);
+        tasks.extend(commit_rewrites(inner, ready)?);
+        Ok::<(), StoreError>(())
+    };
     for t in &plan.purges {
         if over_budget(true) {
             skipped += 1;
             continue;
         }
-        if let Some(p) = prepare_purge(inner, t.part_id, Some(t.reason), &mut throttle, &cancelled)?
-        {
-            tasks.push(commit_rewrite(inner, p)?);
+        let prepared = prepare_purge(inner, t.part_id, Some(t.reason), &mut throttle, &cancelled);
+        if let Some(p) = discard_on_error(inner, &mut batch, prepared)? {
+            if batch.is_empty() {
+                batch_started = Instant::now();
+            }
+            batch.push(p);
+        }
+        if batch.len() >= SWAP_BATCH || batch_started.elapsed() >= SWAP_INTERVAL {
+            flush_batch(&mut batch, &mut tasks)?;
         }
         done_bytes += t.bytes;
         progress(Progress::Bytes(done_bytes));
     }
+    flush_batch(&mut batch, &mut tasks)?;
     for t in &plan.merges {
         if over_budget(true) {
             skipped += 1;
             continue;
         }
-        if let Some(p) = prepare_merge(inner, &t.part_ids, &mut throttle, &cancelled)? {
-            tasks.push(commit_rewrite(inner, p)?);
+        let prepared = prepare_merge(inner, &t.part_ids, &mut throttle, &cancelled);
+        if let Some(p) = discard_on_error(inner, &mut batch, prepared)? {
+            if batch.is_empty() {
+                batch_started = Instant::now();
+            }
+            batch.push(p);
+        }
+        if batch.len() >= SWAP_BATCH || batch_started.elapsed() >= SWAP_INTERVAL {
+            flush_batch(&mut batch, &mut tasks)?;
         }
         done_bytes += t.bytes;
         progress(Progress::Bytes(done_bytes));
     }
+    flush_batch(&mut batch, &mut tasks)?;
     progress(Progress::Lifecycle);
     let committed = || tasks.iter().filter(|t| t.outcome == TaskOutcome::Committed);
     let mut summary = CompactionSummary {
@@ -408,6 +442,23 @@ pub(crate) fn run(
         verification_failures: failures,
         summary,
     })
+}
+
+/// On a failed task, the outputs of the batch waiting for its commit are
+/// removed (they were never published) before the error is returned.
+fn discard_on_error(
+    inner: &Inner,
+    batch: &mut Vec<PreparedRewrite>,
+    r: Result<Option<PreparedRewrite>>,
+) -> Result<Option<PreparedRewrite>> {
+    if r.is_err() {
+        for p in batch.drain(..) {
+            if let Some(o) = &p.output {
+                inner.gc.discard(&inner.storage, &o.meta.path);
+            }
+        }
+    }
+    r
 }
 
 fn cancelled_err() -> StoreError {
@@ -621,9 +672,17 @@ fn prepare_merge(
 }
 
 fn commit_rewrite(inner: &Inner, p: PreparedRewrite) -> Result<TaskReport> {
-    crate::failpoint!("compact::before_commit");
+    let mut reports = commit_rewrites(inner, vec![p])?;
+    reports
+        .pop()
+        .ok_or_else(|| StoreError::Internal("a swap produced no report".into()))
+}
+
+fn report_of(p: &PreparedRewrite) -> TaskReport {
     let first = &p.inputs[0].meta;
-    let mut report = TaskReport {
+    let rows_in: u64 = p.inputs.iter().map(|i| i.meta.rows).sum();
+    let rows_out = p.output.as_ref().map_or(0, |o| o.meta.rows);
+    TaskReport {
         kind: p.kind,
         reason: p.reason,
         table: first.table,
@@ -631,65 +690,85 @@ fn commit_rewrite(inner: &Inner, p: PreparedRewrite) -> Result<TaskReport> {
         day: crate::format::day_to_string(first.day),
         inputs: p.inputs.iter().map(|i| i.meta.id).collect(),
         output: p.output.as_ref().map(|o| o.meta.id),
-        rows_in: p.inputs.iter().map(|i| i.meta.rows).sum(),
-        rows_out: p.output.as_ref().map_or(0, |o| o.meta.rows),
-        rows_dropped: 0,
+        rows_in,
+        rows_out,
+        rows_dropped: rows_in.saturating_sub(rows_out),
         rows_carried: 0,
         bytes_in: p.inputs.iter().map(|i| i.meta.size).sum(),
         bytes_out: p.output.as_ref().map_or(0, |o| o.meta.size),
         elapsed_ms: 0,
         outcome: TaskOutcome::Committed,
-    };
-    report.rows_dropped = report.rows_in - report.rows_out;
+    }
+}
+
+/// Swap several prepared rewrites in with one commit (one manifest write
+/// and fsync for the batch). Each is checked on its own: one whose inputs
+/// left the manifest is abandoned, the others commit.
+fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<TaskReport>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    crate::failpoint!("compact::before_commit");
     let mut tx = Transaction::begin(inner)?;
-    if p.inputs.iter().any(|i| tx.part_index(i.meta.id).is_none()) {
-        drop(tx);
-        if let Some(o) = &p.output {
-            inner.gc.discard(&inner.storage, &o.meta.path);
-        }
-        tracing::info!(inputs = ?report.inputs, "compaction task abandoned: an input left the manifest");
-        report.outcome = TaskOutcome::Abandoned;
-        report.elapsed_ms = p.started.elapsed().as_millis() as u64;
-        return Ok(report);
-    }
-    // Deletions committed since the read, carried onto the output.
-    let mut late = Bitmap::new();
-    for input in &p.inputs {
-        let Some(now) = tx.bitmap(input.meta.id) else {
-            continue;
-        };
-        let added = now.andnot(&input.read_deleted);
-        for old in added.iter() {
-            let new = match &input.map {
-                RowMap::Rank => old as u64 - input.read_deleted.rank(old),
-                RowMap::Explicit(m) => m.get(old as usize).copied().map_or(u64::MAX, u64::from),
-            };
-            if new >= u64::from(u32::MAX) || p.output.as_ref().is_none_or(|o| new >= o.meta.rows) {
-                return Err(StoreError::Internal(format!(
-                    "late deletion of row {old} of part {} has no place in the output",
-                    input.meta.id
-                )));
+    let mut reports = Vec::with_capacity(batch.len());
+    let mut discard = Vec::new();
+    for p in batch {
+        let mut report = report_of(&p);
+        if p.inputs.iter().any(|i| tx.part_index(i.meta.id).is_none()) {
+            if let Some(o) = &p.output {
+                discard.push(o.meta.path.clone());
             }
-            late.add(new as u32);
+            tracing::info!(inputs = ?report.inputs, "compaction task abandoned: an input left the manifest");
+            report.outcome = TaskOutcome::Abandoned;
+            report.elapsed_ms = p.started.elapsed().as_millis() as u64;
+            reports.push(report);
+            continue;
         }
-    }
-    report.rows_carried = late.cardinality();
-    for input in &p.inputs {
-        tx.remove_part(input.meta.id);
-    }
-    if let Some(out) = p.output {
-        let id = out.meta.id;
-        tx.add_part(out);
-        if !late.is_empty() {
-            tx.set_bitmap(id, late);
-            tx.track_late_requests(id, p.first_late_request);
+        // Deletions committed since the read, carried onto the output.
+        let mut late = Bitmap::new();
+        for input in &p.inputs {
+            let Some(now) = tx.bitmap(input.meta.id) else {
+                continue;
+            };
+            let added = now.andnot(&input.read_deleted);
+            for old in added.iter() {
+                let new = match &input.map {
+                    RowMap::Rank => old as u64 - input.read_deleted.rank(old),
+                    RowMap::Explicit(m) => m.get(old as usize).copied().map_or(u64::MAX, u64::from),
+                };
+                if new >= u64::from(u32::MAX)
+                    || p.output.as_ref().is_none_or(|o| new >= o.meta.rows)
+                {
+                    return Err(StoreError::Internal(format!(
+                        "late deletion of row {old} of part {} has no place in the output",
+                        input.meta.id
+                    )));
+                }
+                late.add(new as u32);
+            }
         }
+        report.rows_carried = late.cardinality();
+        for input in &p.inputs {
+            tx.remove_part(input.meta.id);
+        }
+        if let Some(out) = p.output {
+            let id = out.meta.id;
+            tx.add_part(out);
+            if !late.is_empty() {
+                tx.set_bitmap(id, late);
+                tx.track_late_requests(id, p.first_late_request);
+            }
+        }
+        report.elapsed_ms = p.started.elapsed().as_millis() as u64;
+        reports.push(report);
     }
     tx.commit()?;
+    for path in discard {
+        inner.gc.discard(&inner.storage, &path);
+    }
     crate::failpoint!("compact::after_commit");
-    report.elapsed_ms = p.started.elapsed().as_millis() as u64;
-    tracing::debug!(?report, "compaction task committed");
-    Ok(report)
+    tracing::debug!(tasks = reports.len(), "compaction swaps committed");
+    Ok(reports)
 }
 
 /// GC, then `pending` -> `purged` -> `verified` where the conditions hold.

@@ -506,18 +506,7 @@ fn project_and_read<T: parquet::file::reader::ChunkReader + 'static>(
         path: part.path.clone(),
         source: e,
     };
-    let rgs: Vec<u64> = builder
-        .metadata()
-        .row_groups()
-        .iter()
-        .map(|r| r.num_rows() as u64)
-        .collect();
-    if rgs != part.row_groups {
-        return Err(StoreError::corrupt(
-            &part.path,
-            "row groups on disk do not match the manifest",
-        ));
-    }
+    check_row_groups(builder.metadata(), part)?;
     let schema = builder.schema().clone();
     let indices: Vec<usize> = columns
         .iter()
@@ -536,6 +525,18 @@ fn project_and_read<T: parquet::file::reader::ChunkReader + 'static>(
     let projected = Arc::new(schema.project(&indices)?);
     let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
     Ok(concat_batches(&projected, &batches)?)
+}
+
+/// The file's row groups must be the ones the manifest recorded.
+fn check_row_groups(md: &parquet::file::metadata::ParquetMetaData, part: &PartMeta) -> Result<()> {
+    let on_disk = md.row_groups().iter().map(|r| r.num_rows() as u64);
+    if !on_disk.eq(part.row_groups.iter().copied()) {
+        return Err(StoreError::corrupt(
+            &part.path,
+            "row groups on disk do not match the manifest",
+        ));
+    }
+    Ok(())
 }
 
 /// Rebuild a part's runs from its file (used when the index is built at open).
@@ -595,18 +596,7 @@ fn stream_selected<T: parquet::file::reader::ChunkReader + 'static>(
     batch_rows: usize,
     f: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
-    let rgs: Vec<u64> = builder
-        .metadata()
-        .row_groups()
-        .iter()
-        .map(|r| r.num_rows() as u64)
-        .collect();
-    if rgs != part.row_groups {
-        return Err(StoreError::corrupt(
-            &part.path,
-            "row groups on disk do not match the manifest",
-        ));
-    }
+    check_row_groups(builder.metadata(), part)?;
     let mut builder = builder.with_batch_size(batch_rows.max(1));
     if let Some(d) = deleted.filter(|d| !d.is_empty()) {
         if d.maximum().is_some_and(|m| u64::from(m) >= part.rows) {

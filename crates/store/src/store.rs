@@ -410,25 +410,13 @@ impl Store {
         });
         start_index_build(&inner)?;
         if inner.opts.background_flush {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            let weak = Arc::downgrade(&inner);
-            let handle = std::thread::Builder::new()
-                .name("elide-flusher".into())
-                .spawn(move || flusher_loop(weak, rx))
-                .map_err(|e| StoreError::io("flusher thread", e))?;
+            let tx = spawn_worker(&inner, &inner.flusher, "elide-flusher", flusher_loop)?;
             if replayed_rows > 0 {
                 let _ = tx.send(FlushMsg::Wake);
             }
-            *inner.flusher.lock().map_err(poisoned)? = Some((tx, handle));
         }
         if inner.opts.background_compaction {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            let weak = Arc::downgrade(&inner);
-            let handle = std::thread::Builder::new()
-                .name("elide-compactor".into())
-                .spawn(move || compactor_loop(weak, rx))
-                .map_err(|e| StoreError::io("compactor thread", e))?;
-            *inner.compactor.lock().map_err(poisoned)? = Some((tx, handle));
+            spawn_worker(&inner, &inner.compactor, "elide-compactor", compactor_loop)?;
         }
         Ok(Store { inner })
     }
@@ -1068,6 +1056,24 @@ impl Drop for Inner {
         stop_worker(&self.compactor);
         stop_worker(&self.flusher);
     }
+}
+
+/// Start a background thread running `body` with a weak handle on the
+/// store (so it never keeps the directory open) and a message channel.
+fn spawn_worker(
+    inner: &Arc<Inner>,
+    slot: &Worker,
+    name: &str,
+    body: fn(Weak<Inner>, Receiver<FlushMsg>),
+) -> Result<Sender<FlushMsg>> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let weak = Arc::downgrade(inner);
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || body(weak, rx))
+        .map_err(|e| StoreError::io(name, e))?;
+    *slot.lock().map_err(poisoned)? = Some((tx.clone(), handle));
+    Ok(tx)
 }
 
 fn stop_worker(w: &Worker) {

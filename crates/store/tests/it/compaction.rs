@@ -333,45 +333,20 @@ fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
         r.properties = Some(format!(r#"{{"email":"{email}","n":{n}}}"#));
         r
     };
+    // Even rows are the deleted person's, odd rows the kept one's.
+    let batch = |r: std::ops::Range<u64>| -> Vec<_> {
+        r.map(|n| match n % 2 {
+            0 => ev(n, gone_id, gone_email),
+            _ => ev(n, kept_id, kept_email),
+        })
+        .collect()
+    };
     // Rows in parts (two flushes) and in the ingest log.
-    append(
-        &store,
-        &(0..40)
-            .map(|n| {
-                ev(
-                    n,
-                    if n % 2 == 0 { gone_id } else { kept_id },
-                    if n % 2 == 0 { gone_email } else { kept_email },
-                )
-            })
-            .collect::<Vec<_>>(),
-    );
+    append(&store, &batch(0..40));
     store.flush().unwrap();
-    append(
-        &store,
-        &(40..60)
-            .map(|n| {
-                ev(
-                    n,
-                    if n % 2 == 0 { gone_id } else { kept_id },
-                    if n % 2 == 0 { gone_email } else { kept_email },
-                )
-            })
-            .collect::<Vec<_>>(),
-    );
+    append(&store, &batch(40..60));
     store.flush().unwrap();
-    append(
-        &store,
-        &(60..70)
-            .map(|n| {
-                ev(
-                    n,
-                    if n % 2 == 0 { gone_id } else { kept_id },
-                    if n % 2 == 0 { gone_email } else { kept_email },
-                )
-            })
-            .collect::<Vec<_>>(),
-    );
+    append(&store, &batch(60..70));
     let grep = |needle: &str| -> Vec<String> {
         files_under(dir.path())
             .into_iter()
@@ -407,4 +382,38 @@ fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
     let store = Store::open(dir.path(), opts).unwrap();
     assert_eq!(grep(gone_id), Vec::<String>::new());
     assert_eq!(ids_of(&visible(&store), kept_id), 35);
+}
+
+#[test]
+fn the_schedule_and_the_time_budget_decide_what_a_background_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..100, &["a", "b", "c", "d", "e"], 1, 1));
+    store.flush().unwrap();
+    store.delete(DeleteSpec::ids(1, ["a"])).unwrap(); // 20% deleted: below the threshold
+    let run = |now_us: i64, deadline: Option<std::time::Instant>| {
+        store
+            .compact(
+                elide_store::CompactRequest {
+                    now_us: Some(now_us),
+                    deadline,
+                    ..Default::default()
+                },
+                &mut |_| {},
+            )
+            .unwrap()
+    };
+    // Wednesday 2026-11-25 12:00 UTC: outside the window, nothing to purge.
+    let wednesday = 1_795_608_000_000_000;
+    let r = run(wednesday, None);
+    assert!(r.tasks.is_empty() && !r.plan.in_window, "{r:?}");
+    // Sunday 2026-11-29 05:30 UTC: inside the default window, but the
+    // time budget is already spent: the task waits for the next run.
+    let sunday = 1_795_930_200_000_000;
+    let r = run(sunday, Some(std::time::Instant::now()));
+    assert!(r.plan.in_window);
+    assert_eq!((r.tasks.len(), r.skipped_tasks), (0, 1));
+    let r = run(sunday, None);
+    assert_eq!(r.tasks.len(), 1);
+    assert_eq!(r.requests_verified.len(), 1);
 }
