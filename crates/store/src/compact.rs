@@ -130,7 +130,8 @@ pub struct TaskReport {
     pub bytes_in: u64,
     /// Bytes of the output.
     pub bytes_out: u64,
-    /// Wall time.
+    /// Wall time of the read and write (the swap is committed with its
+    /// batch; see [`CompactionReport::swap_commit_ms`]).
     pub elapsed_ms: u64,
     /// Committed or abandoned.
     pub outcome: TaskOutcome,
@@ -147,6 +148,10 @@ pub struct CompactionReport {
     pub tasks: Vec<TaskReport>,
     /// Tasks not started because the time budget ran out or the store closed.
     pub skipped_tasks: usize,
+    /// Commits that swapped the tasks in (one per batch).
+    pub swap_commits: usize,
+    /// Wall time of those commits.
+    pub swap_commit_ms: f64,
     /// Requests that became `purged` in this run.
     pub requests_purged: Vec<u64>,
     /// Requests that became `verified` in this run.
@@ -224,7 +229,8 @@ pub struct PreparedRewrite {
     inputs: Vec<RewriteInput>,
     output: Option<WrittenPart>,
     first_late_request: u64,
-    started: Instant,
+    /// Wall time of the read and write.
+    prepare: Duration,
     _pin: LiveGuard,
 }
 
@@ -359,9 +365,17 @@ pub(crate) fn run(
     // comes first, so that many small parts do not pay a commit each.
     let mut batch: Vec<PreparedRewrite> = Vec::new();
     let mut batch_started = Instant::now();
-    let flush_batch = |batch: &mut Vec<PreparedRewrite>, tasks: &mut Vec<TaskReport>| {
+    let mut swap_commits = 0;
+    let mut swap_time = Duration::ZERO;
+    let mut flush_batch = |batch: &mut Vec<PreparedRewrite>, tasks: &mut Vec<TaskReport>| {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let ready = std::mem::take(batch);
+        let t = Instant::now();
         tasks.extend(commit_rewrites(inner, ready)?);
+        swap_time += t.elapsed();
+        swap_commits += 1;
         Ok::<(), StoreError>(())
     };
     for t in &plan.purges {
@@ -437,6 +451,8 @@ pub(crate) fn run(
         flushed,
         tasks,
         skipped_tasks: skipped,
+        swap_commits,
+        swap_commit_ms: swap_time.as_secs_f64() * 1e3,
         requests_purged: purged,
         requests_verified: verified,
         verification_failures: failures,
@@ -533,7 +549,7 @@ fn prepare_purge(
         }],
         output,
         first_late_request: version.manifest.next_request_id,
-        started,
+        prepare: started.elapsed(),
         _pin: pin,
     }))
 }
@@ -666,7 +682,7 @@ fn prepare_merge(
         inputs,
         output,
         first_late_request: version.manifest.next_request_id,
-        started,
+        prepare: started.elapsed(),
         _pin: pin,
     }))
 }
@@ -720,7 +736,7 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
             }
             tracing::info!(inputs = ?report.inputs, "compaction task abandoned: an input left the manifest");
             report.outcome = TaskOutcome::Abandoned;
-            report.elapsed_ms = p.started.elapsed().as_millis() as u64;
+            report.elapsed_ms = p.prepare.as_millis() as u64;
             reports.push(report);
             continue;
         }
@@ -759,7 +775,7 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
                 tx.track_late_requests(id, p.first_late_request);
             }
         }
-        report.elapsed_ms = p.started.elapsed().as_millis() as u64;
+        report.elapsed_ms = p.prepare.as_millis() as u64;
         reports.push(report);
     }
     tx.commit()?;
