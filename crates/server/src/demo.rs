@@ -84,10 +84,39 @@ pub fn run(dir: &Path, events: u64) -> Result<()> {
     println!("\n5. Store status:");
     print_status_limited(&mut std::io::stdout(), &store.status()?, Format::Table, 6)?;
     println!(
-        "\nWhat happens next: the deleted rows are invisible to every query from now on, but their bytes\n\
-         are still inside the parquet parts listed above as 'tombstoned'. The request stays 'pending'\n\
-         until the compaction worker rewrites those parts without the rows and a verification scan\n\
-         proves nothing of the persons is left (deferred physical deletion; see docs/deletion-lifecycle.md).\n\
+        "\n6. The bytes are still inside the parquet parts listed above as 'tombstoned'; the request is\n   \
+         'pending'. Compaction (off-peak by default, here by hand) rewrites those parts without the rows,\n   \
+         removes the old files, then a verification scan proves nothing of the persons is left:"
+    );
+    let started = Instant::now();
+    let report = store.compact(
+        elide_store::CompactRequest {
+            manual: true,
+            project_id: Some(1),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )?;
+    let s = &report.summary;
+    println!(
+        "   rewrote {} parts ({} bytes) dropping {} deleted rows in {:.2} s; requests purged {:?}, verified {:?}.",
+        s.parts_purged,
+        s.bytes_read,
+        s.rows_dropped,
+        started.elapsed().as_secs_f64(),
+        report.requests_purged,
+        report.requests_verified
+    );
+    for r in store.requests()? {
+        println!(
+            "   request {}: status {}, {} distinct ids kept only as keyed hashes",
+            r.id,
+            r.status.as_str(),
+            r.id_hashes.len()
+        );
+    }
+    println!(
+        "\nNext: elide deletions --data-dir {dir}   (the lifecycle of every request; docs/deletion-lifecycle.md)\n\
          Try: elide sql --data-dir {dir} \"SELECT json_get_str(properties, '$browser') AS browser, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC\"",
         dir = dir.display()
     );
