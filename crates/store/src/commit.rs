@@ -335,6 +335,8 @@ impl<'a> Transaction<'a> {
     pub fn commit(mut self) -> Result<Arc<Version>> {
         let inner = self.inner;
         let gone = self.apply_rules();
+        let flushed = self.manifest.flushed_seq;
+        self.manifest.dropped.retain(|d| d.cutoff_seq > flushed);
         let mut tombstones = self.base.tombstones.clone();
         tombstones.retain(|id, _| !gone.contains(id));
         if !self.changed.is_empty() {

@@ -41,16 +41,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, RecordBatch};
 use arrow::compute::{concat_batches, interleave_record_batch};
-use arrow::datatypes::UInt64Type;
 use croaring::Bitmap;
 
 use crate::commit::Transaction;
 use crate::error::{Result, StoreError};
 use crate::format::{distinct_id_hash, CompactionSummary, PartMeta, RequestStatus};
 use crate::gc::LiveGuard;
-use crate::part::{read_columns, scan_live_rows, PartBuilder, WrittenPart};
+use crate::part::{read_columns, scan_live_rows, str_col, u64_col, PartBuilder, WrittenPart};
 use crate::policy::{Plan, PlanRequest, PurgeReason};
 use crate::schema::{DISTINCT_ID_COLUMN, SEQ_COLUMN};
 use crate::store::{now_us, Inner, Store, Version};
@@ -477,6 +476,16 @@ fn discard_on_error(
     r
 }
 
+fn after_write_failpoint() -> Result<()> {
+    crate::failpoint!("compact::after_write");
+    Ok(())
+}
+
+/// The input whose rows are `batches[bi]`.
+fn input_of_slot(slot: &[Option<usize>], bi: usize) -> usize {
+    slot.iter().position(|s| *s == Some(bi)).unwrap_or(0)
+}
+
 fn cancelled_err() -> StoreError {
     StoreError::Unavailable("the store is closing; compaction stopped".into())
 }
@@ -536,9 +545,17 @@ fn prepare_purge(
         None => None,
     };
     if let Some(o) = &output {
-        inner.storage.sync_files(&[o.meta.path.as_str()])?;
+        if let Err(e) = inner.storage.sync_files(&[o.meta.path.as_str()]) {
+            inner.gc.discard(&inner.storage, &o.meta.path);
+            return Err(e);
+        }
     }
-    crate::failpoint!("compact::after_write");
+    if let Err(e) = after_write_failpoint() {
+        if let Some(o) = &output {
+            inner.gc.discard(&inner.storage, &o.meta.path);
+        }
+        return Err(e);
+    }
     Ok(Some(PreparedRewrite {
         kind: TaskKind::Purge,
         reason,
@@ -620,14 +637,9 @@ fn prepare_merge(
     // Order all rows by (distinct_id, _seq): (id, seq, batch, row).
     let mut keys: Vec<(&str, u64, usize, usize)> = Vec::new();
     for (bi, b) in batches.iter().enumerate() {
-        let dids = b
-            .column_by_name(DISTINCT_ID_COLUMN)
-            .ok_or_else(|| StoreError::Internal("distinct_id missing".into()))?
-            .as_string::<i32>();
-        let seqs = b
-            .column_by_name(SEQ_COLUMN)
-            .ok_or_else(|| StoreError::Internal("_seq missing".into()))?
-            .as_primitive::<UInt64Type>();
+        let path = &inputs[input_of_slot(&slot, bi)].meta.path;
+        let dids = str_col(b, DISTINCT_ID_COLUMN, path)?;
+        let seqs = u64_col(b, SEQ_COLUMN, path)?;
         for i in 0..b.num_rows() {
             keys.push((dids.value(i), seqs.value(i), bi, i));
         }
@@ -671,11 +683,19 @@ fn prepare_merge(
         }
         output = builder.finish(&inner.storage)?;
         if let Some(o) = &output {
-            inner.storage.sync_files(&[o.meta.path.as_str()])?;
+            if let Err(e) = inner.storage.sync_files(&[o.meta.path.as_str()]) {
+                inner.gc.discard(&inner.storage, &o.meta.path);
+                return Err(e);
+            }
             throttle.spend(o.meta.size);
         }
     }
-    crate::failpoint!("compact::after_write");
+    if let Err(e) = after_write_failpoint() {
+        if let Some(o) = &output {
+            inner.gc.discard(&inner.storage, &o.meta.path);
+        }
+        return Err(e);
+    }
     Ok(Some(PreparedRewrite {
         kind: TaskKind::Merge,
         reason: None,
@@ -724,8 +744,22 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    crate::failpoint!("compact::before_commit");
-    let mut tx = Transaction::begin(inner)?;
+    let outputs: Vec<String> = batch
+        .iter()
+        .filter_map(|p| p.output.as_ref().map(|o| o.meta.path.clone()))
+        .collect();
+    let discard_all = |e: StoreError| {
+        for path in &outputs {
+            inner.gc.discard(&inner.storage, path);
+        }
+        e
+    };
+    let before = (|| -> Result<()> {
+        crate::failpoint!("compact::before_commit");
+        Ok(())
+    })();
+    before.map_err(discard_all)?;
+    let mut tx = Transaction::begin(inner).map_err(discard_all)?;
     let mut reports = Vec::with_capacity(batch.len());
     let mut discard = Vec::new();
     for p in batch {
@@ -755,10 +789,11 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
                 if new >= u64::from(u32::MAX)
                     || p.output.as_ref().is_none_or(|o| new >= o.meta.rows)
                 {
-                    return Err(StoreError::Internal(format!(
+                    drop(tx);
+                    return Err(discard_all(StoreError::Internal(format!(
                         "late deletion of row {old} of part {} has no place in the output",
                         input.meta.id
-                    )));
+                    ))));
                 }
                 late.add(new as u32);
             }
@@ -778,7 +813,13 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
         report.elapsed_ms = p.prepare.as_millis() as u64;
         reports.push(report);
     }
-    tx.commit()?;
+    if let Err(e) = tx.commit() {
+        // The manifest may or may not have been written: the outputs stay
+        // (the sweep at the next open removes them if unreferenced), and
+        // no request is marked purged until then.
+        inner.gc.mark_orphans();
+        return Err(e);
+    }
     for path in discard {
         inner.gc.discard(&inner.storage, &path);
     }
@@ -802,10 +843,14 @@ fn advance_requests(
     // Which pending requests are purged (file existence checked outside
     // the commit lock; the conditions are re-checked inside).
     let mut purged = Vec::new();
+    let orphans = inner.gc.orphans_possible();
+    if orphans {
+        tracing::warn!("a compaction output may be left on disk unreferenced; requests become purged after the next open");
+    }
     for r in m
         .requests
         .iter()
-        .filter(|r| r.status == RequestStatus::Pending)
+        .filter(|r| r.status == RequestStatus::Pending && !orphans)
     {
         if r.parts.as_ref().is_some_and(|p| p.is_empty()) && m.flushed_seq >= r.cutoff_seq {
             let mut all_gone = true;
@@ -948,8 +993,8 @@ fn verify(
             continue;
         };
         let b = read_columns(&inner.storage, p, &[DISTINCT_ID_COLUMN, SEQ_COLUMN])?;
-        let dids = b.column(0).as_string::<i32>();
-        let seqs = b.column(1).as_primitive::<UInt64Type>();
+        let dids = str_col(&b, DISTINCT_ID_COLUMN, &p.path)?;
+        let seqs = u64_col(&b, SEQ_COLUMN, &p.path)?;
         for i in 0..b.num_rows() {
             if dids.is_null(i) {
                 continue;

@@ -48,6 +48,11 @@ pub struct Manifest {
     pub parts: Vec<PartMeta>,
     /// Deletion requests, ordered by id.
     pub requests: Vec<DeletionRequest>,
+    /// Projects dropped while some of their rows were still in the ingest
+    /// log: replay hides those rows; removed once `flushed_seq` passes the
+    /// cut-off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedProject>,
     /// Figures of the last compaction run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_compaction: Option<CompactionSummary>,
@@ -69,6 +74,7 @@ impl Manifest {
             committed_at_us: 0,
             parts: Vec::new(),
             requests: Vec::new(),
+            dropped: Vec::new(),
             last_compaction: None,
             hash_key: String::new(),
         }
@@ -145,6 +151,15 @@ pub struct TombstoneRef {
     pub path: String,
     /// Cardinality of the bitmap (deleted rows of the part).
     pub deleted: u64,
+}
+
+/// A dropped project's rows below `cutoff_seq` that may be in the ingest log.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DroppedProject {
+    /// The project.
+    pub project_id: i64,
+    /// Its rows with `_seq` below this are dropped.
+    pub cutoff_seq: u64,
 }
 
 /// Figures of one compaction run, kept in the manifest for `status`.

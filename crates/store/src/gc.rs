@@ -41,6 +41,11 @@ struct GcState {
 #[derive(Debug, Default)]
 pub struct Gc {
     state: Mutex<GcState>,
+    /// Set when a written file may be left on disk unreferenced (a failed
+    /// discard, a failed commit): until the sweep at the next open, no
+    /// deletion request may be marked purged, since such a file can hold
+    /// copies of rows.
+    orphans: std::sync::atomic::AtomicBool,
 }
 
 /// Keeps a snapshot's version registered while alive.
@@ -135,8 +140,20 @@ impl Gc {
     /// open removes it.
     pub fn discard(&self, storage: &Storage, path: &str) {
         if let Err(e) = storage.delete(path) {
+            self.mark_orphans();
             tracing::warn!(path, error = %e, "could not remove an unpublished file; it is removed at next open");
         }
+    }
+
+    /// Record that an unreferenced file may be on disk until the next open.
+    pub fn mark_orphans(&self) {
+        self.orphans
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether an unreferenced file may be on disk (see [`Gc::mark_orphans`]).
+    pub fn orphans_possible(&self) -> bool {
+        self.orphans.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Remove ingest-log segments whose rows are all in committed parts.

@@ -250,6 +250,29 @@ pub fn day_of(ts_us: i64) -> i32 {
     ts_us.div_euclid(MICROS_PER_DAY) as i32
 }
 
+/// Column `name` as a string array; a stored file of another type is
+/// corrupt (never a panic).
+pub(crate) fn str_col<'a>(
+    b: &'a RecordBatch,
+    name: &str,
+    path: &str,
+) -> Result<&'a arrow::array::StringArray> {
+    col(b, name)?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| StoreError::corrupt(path, format!("column {name} is not a string column")))
+}
+
+/// Column `name` as a `u64` array (see [`str_col`]).
+pub(crate) fn u64_col<'a>(
+    b: &'a RecordBatch,
+    name: &str,
+    path: &str,
+) -> Result<&'a arrow::array::UInt64Array> {
+    col(b, name)?
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| StoreError::corrupt(path, format!("column {name} is not a u64 column")))
+}
+
 fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
     b.column_by_name(name)
         .ok_or_else(|| StoreError::Internal(format!("column {name} missing from stored batch")))
@@ -362,11 +385,11 @@ impl PartBuilder {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let seqs = col(batch, SEQ_COLUMN)?
-            .as_primitive::<UInt64Type>()
-            .values();
-        let ts = col(batch, TIMESTAMP_COLUMN)?.as_primitive::<TimestampMicrosecondType>();
-        let dids = col(batch, DISTINCT_ID_COLUMN)?.as_string::<i32>();
+        let seqs = u64_col(batch, SEQ_COLUMN, &self.path)?.values();
+        let ts = col(batch, TIMESTAMP_COLUMN)?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| StoreError::corrupt(&self.path, "timestamp is not a µs timestamp"))?;
+        let dids = str_col(batch, DISTINCT_ID_COLUMN, &self.path)?;
         let base = self.rows as u32;
         for i in 0..batch.num_rows() {
             let d = dids.value(i);
@@ -548,15 +571,15 @@ pub(crate) fn read_postings(storage: &Storage, part: &PartMeta) -> Result<PartPo
             "row count does not match the manifest",
         ));
     }
-    let dids = b.column(0).as_string::<i32>();
-    let seqs = b.column(1).as_primitive::<UInt64Type>().values().to_vec();
+    let dids = str_col(&b, DISTINCT_ID_COLUMN, &part.path)?;
+    let seqs = u64_col(&b, SEQ_COLUMN, &part.path)?.values().to_vec();
     Ok(runs_of(dids, &seqs))
 }
 
 /// `_seq` of every row of a part, in file order.
 pub(crate) fn read_seqs(storage: &Storage, part: &PartMeta) -> Result<Vec<u64>> {
     let b = read_columns(storage, part, &[SEQ_COLUMN])?;
-    Ok(b.column(0).as_primitive::<UInt64Type>().values().to_vec())
+    Ok(u64_col(&b, SEQ_COLUMN, &part.path)?.values().to_vec())
 }
 
 /// Stream every row of a part not in `deleted`, in file order, in batches

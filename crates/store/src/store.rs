@@ -363,6 +363,21 @@ impl Store {
                 mem_deleted.add(h);
             }
         }
+        for d in &manifest.dropped {
+            for c in &replay.chunks {
+                let projects = c
+                    .batch
+                    .column_by_name(crate::schema::PROJECT_COLUMN)
+                    .and_then(|a| a.as_primitive_opt::<arrow::datatypes::Int64Type>())
+                    .ok_or_else(|| StoreError::corrupt("wal", "project_id missing"))?;
+                for (i, p) in projects.values().iter().enumerate() {
+                    let seq = c.seq_start + i as u64;
+                    if *p == d.project_id && seq < d.cutoff_seq {
+                        mem_deleted.add(seq);
+                    }
+                }
+            }
+        }
         let durable_seq = Arc::new(AtomicU64::new(next_seq));
         let wal_segment = segments.last().copied().unwrap_or(0) + 1;
         let wal = Wal::create(&wal_dir, wal_segment, Arc::clone(&durable_seq))?;
@@ -731,6 +746,15 @@ impl Store {
         tx.manifest.requests.retain(|r| r.project_id != project_id);
         let requests_removed = requests_before - tx.manifest.requests.len();
         tx.hide_mem_rows(&mem_hits);
+        if !mem_hits.is_empty() {
+            // Replay must hide these rows if the process stops before the
+            // flush below removes them from the ingest log.
+            let cutoff = mem_hits.iter().max().map_or(0, |m| m + 1);
+            tx.manifest.dropped.push(crate::format::DroppedProject {
+                project_id,
+                cutoff_seq: cutoff,
+            });
+        }
         tx.commit()?;
         // Flush what was appended meanwhile without the hidden rows, so
         // the log segment that held them is removed.
