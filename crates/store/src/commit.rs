@@ -284,15 +284,15 @@ impl<'a> Transaction<'a> {
     /// the requests' lists to their `awaiting_removal`. Returns the ids of
     /// the parts that left.
     fn apply_rules(&mut self) -> HashSet<u64> {
+        let rows: HashMap<u64, u64> = if self.changed.is_empty() {
+            HashMap::new()
+        } else {
+            self.manifest.parts.iter().map(|p| (p.id, p.rows)).collect()
+        };
         let full: Vec<u64> = self
             .changed
             .iter()
-            .filter(|(id, b)| {
-                self.manifest
-                    .parts
-                    .iter()
-                    .any(|p| p.id == **id && b.cardinality() >= p.rows)
-            })
+            .filter(|(id, b)| rows.get(id).is_some_and(|r| b.cardinality() >= *r))
             .map(|(id, _)| *id)
             .collect();
         for id in full {

@@ -55,6 +55,12 @@ use crate::schema::{DISTINCT_ID_COLUMN, SEQ_COLUMN};
 use crate::store::{now_us, Inner, Store, Version};
 use crate::Table;
 
+/// One planned task.
+enum Job<'a> {
+    Purge(&'a crate::policy::PurgeTask),
+    Merge(&'a crate::policy::MergeTask),
+}
+
 /// Most prepared rewrites swapped in by one commit.
 const SWAP_BATCH: usize = 32;
 /// Longest a prepared rewrite waits for its batch's commit.
@@ -377,12 +383,23 @@ pub(crate) fn run(
         swap_commits += 1;
         Ok::<(), StoreError>(())
     };
-    for t in &plan.purges {
+    // Purges first, then merges, through one batch.
+    let jobs = plan
+        .purges
+        .iter()
+        .map(|t| (t.bytes, Job::Purge(t)))
+        .chain(plan.merges.iter().map(|t| (t.bytes, Job::Merge(t))));
+    for (bytes, job) in jobs {
         if over_budget(true) {
             skipped += 1;
             continue;
         }
-        let prepared = prepare_purge(inner, t.part_id, Some(t.reason), &mut throttle, &cancelled);
+        let prepared = match job {
+            Job::Purge(t) => {
+                prepare_purge(inner, t.part_id, Some(t.reason), &mut throttle, &cancelled)
+            }
+            Job::Merge(t) => prepare_merge(inner, &t.part_ids, &mut throttle, &cancelled),
+        };
         if let Some(p) = discard_on_error(inner, &mut batch, prepared)? {
             if batch.is_empty() {
                 batch_started = Instant::now();
@@ -392,26 +409,7 @@ pub(crate) fn run(
         if batch.len() >= SWAP_BATCH || batch_started.elapsed() >= SWAP_INTERVAL {
             flush_batch(&mut batch, &mut tasks)?;
         }
-        done_bytes += t.bytes;
-        progress(Progress::Bytes(done_bytes));
-    }
-    flush_batch(&mut batch, &mut tasks)?;
-    for t in &plan.merges {
-        if over_budget(true) {
-            skipped += 1;
-            continue;
-        }
-        let prepared = prepare_merge(inner, &t.part_ids, &mut throttle, &cancelled);
-        if let Some(p) = discard_on_error(inner, &mut batch, prepared)? {
-            if batch.is_empty() {
-                batch_started = Instant::now();
-            }
-            batch.push(p);
-        }
-        if batch.len() >= SWAP_BATCH || batch_started.elapsed() >= SWAP_INTERVAL {
-            flush_batch(&mut batch, &mut tasks)?;
-        }
-        done_bytes += t.bytes;
+        done_bytes += bytes;
         progress(Progress::Bytes(done_bytes));
     }
     flush_batch(&mut batch, &mut tasks)?;
@@ -479,11 +477,6 @@ fn discard_on_error(
 fn after_write_failpoint() -> Result<()> {
     crate::failpoint!("compact::after_write");
     Ok(())
-}
-
-/// The input whose rows are `batches[bi]`.
-fn input_of_slot(slot: &[Option<usize>], bi: usize) -> usize {
-    slot.iter().position(|s| *s == Some(bi)).unwrap_or(0)
 }
 
 fn cancelled_err() -> StoreError {
@@ -598,8 +591,9 @@ fn prepare_merge(
     // Read each input (live rows, file order) into one batch.
     let mut inputs = Vec::new();
     let mut batches: Vec<RecordBatch> = Vec::new();
-    // Input k's rows are batches[slot[k]] (None: no live row).
-    let mut slot: Vec<Option<usize>> = Vec::new();
+    // batches[i] holds the live rows of inputs[batch_input[i]]; an input
+    // with no live row has no batch.
+    let mut batch_input: Vec<usize> = Vec::new();
     for meta in metas {
         if cancelled() {
             return Err(cancelled_err());
@@ -621,12 +615,9 @@ fn prepare_merge(
             },
         )?;
         throttle.spend(meta.size);
-        match got.first().map(|b| b.schema()) {
-            Some(schema) => {
-                slot.push(Some(batches.len()));
-                batches.push(concat_batches(&schema, &got)?);
-            }
-            None => slot.push(None),
+        if let Some(schema) = got.first().map(|b| b.schema()) {
+            batch_input.push(inputs.len());
+            batches.push(concat_batches(&schema, &got)?);
         }
         inputs.push(RewriteInput {
             map: RowMap::Explicit(vec![u32::MAX; meta.rows as usize]),
@@ -637,7 +628,7 @@ fn prepare_merge(
     // Order all rows by (distinct_id, _seq): (id, seq, batch, row).
     let mut keys: Vec<(&str, u64, usize, usize)> = Vec::new();
     for (bi, b) in batches.iter().enumerate() {
-        let path = &inputs[input_of_slot(&slot, bi)].meta.path;
+        let path = &inputs[batch_input[bi]].meta.path;
         let dids = str_col(b, DISTINCT_ID_COLUMN, path)?;
         let seqs = u64_col(b, SEQ_COLUMN, path)?;
         for i in 0..b.num_rows() {
@@ -646,12 +637,8 @@ fn prepare_merge(
     }
     keys.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     // Row map: old position (kept rows in file order) -> new position.
-    let mut input_of_batch = vec![0usize; batches.len()];
     let mut kept: Vec<Vec<u32>> = Vec::with_capacity(inputs.len());
-    for (k, inp) in inputs.iter().enumerate() {
-        if let Some(bi) = slot[k] {
-            input_of_batch[bi] = k;
-        }
+    for inp in &inputs {
         kept.push(
             (0..inp.meta.rows as u32)
                 .filter(|r| !inp.read_deleted.contains(*r))
@@ -659,7 +646,7 @@ fn prepare_merge(
         );
     }
     for (new_pos, (_, _, bi, i)) in keys.iter().enumerate() {
-        let k = input_of_batch[*bi];
+        let k = batch_input[*bi];
         let old = kept[k].get(*i).copied().ok_or_else(|| {
             StoreError::corrupt(&inputs[k].meta.path, "fewer rows than the manifest says")
         })?;

@@ -96,6 +96,32 @@ impl Memtable {
         (seq >= c.seq_start).then(|| (&**c, (seq - c.seq_start) as usize))
     }
 
+    /// `_seq`s of every row of `project` (any table) below `cutoff`, by a
+    /// scan of the chunks' project column (project drops; no index).
+    pub fn rows_of_project(
+        &self,
+        project: i64,
+        cutoff: u64,
+        hits: &mut Vec<u64>,
+    ) -> crate::error::Result<()> {
+        for c in &self.chunks {
+            let projects = c
+                .batch
+                .column_by_name(PROJECT_COLUMN)
+                .and_then(|a| a.as_primitive_opt::<Int64Type>())
+                .ok_or_else(|| {
+                    crate::error::StoreError::Internal("buffered rows without project_id".into())
+                })?;
+            for (i, p) in projects.values().iter().enumerate() {
+                let seq = c.seq_start + i as u64;
+                if *p == project && seq < cutoff {
+                    hits.push(seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `_seq`s of rows of `distinct_id` in `project` / `table` below `cutoff`.
     pub fn find(
         &self,

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use arrow::array::AsArray;
 use arrow::record_batch::RecordBatch;
 use croaring::{Bitmap, Treemap};
 use crossbeam_channel::{Receiver, Sender};
@@ -98,6 +97,16 @@ pub struct Version {
     pub manifest: Manifest,
     /// Current bitmap of every part that has deleted rows.
     pub tombstones: HashMap<u64, Arc<Bitmap>>,
+}
+
+impl State {
+    /// Every memtable, oldest first (the frozen ones, then the active one).
+    pub fn memtables(&self) -> impl Iterator<Item = &Memtable> {
+        self.frozen
+            .iter()
+            .map(|m| &**m)
+            .chain(std::iter::once(&self.active))
+    }
 }
 
 pub(crate) struct State {
@@ -364,18 +373,10 @@ impl Store {
             }
         }
         for d in &manifest.dropped {
-            for c in &replay.chunks {
-                let projects = c
-                    .batch
-                    .column_by_name(crate::schema::PROJECT_COLUMN)
-                    .and_then(|a| a.as_primitive_opt::<arrow::datatypes::Int64Type>())
-                    .ok_or_else(|| StoreError::corrupt("wal", "project_id missing"))?;
-                for (i, p) in projects.values().iter().enumerate() {
-                    let seq = c.seq_start + i as u64;
-                    if *p == d.project_id && seq < d.cutoff_seq {
-                        mem_deleted.add(seq);
-                    }
-                }
+            let mut hits = Vec::new();
+            replay.rows_of_project(d.project_id, d.cutoff_seq, &mut hits)?;
+            for h in hits {
+                mem_deleted.add(h);
             }
         }
         let durable_seq = Arc::new(AtomicU64::new(next_seq));
@@ -586,12 +587,7 @@ impl Store {
                 )));
             }
             let mut hits = Vec::new();
-            for m in st
-                .frozen
-                .iter()
-                .map(|m| &**m)
-                .chain(std::iter::once(&st.active))
-            {
+            for m in st.memtables() {
                 for t in &tables {
                     for d in &ids {
                         m.find(*t, project, d, cutoff, &mut hits);
@@ -710,26 +706,10 @@ impl Store {
         let mem_hits = {
             let st = inner.state.lock().map_err(poisoned)?;
             let mut hits = Vec::new();
-            for m in st
-                .frozen
-                .iter()
-                .map(|m| &**m)
-                .chain(std::iter::once(&st.active))
-            {
-                for c in &m.chunks {
-                    let projects = c
-                        .batch
-                        .column_by_name(crate::schema::PROJECT_COLUMN)
-                        .ok_or_else(|| StoreError::Internal("project_id missing".into()))?
-                        .as_primitive::<arrow::datatypes::Int64Type>();
-                    for (i, p) in projects.values().iter().enumerate() {
-                        let seq = c.seq_start + i as u64;
-                        if *p == project_id && !st.mem_deleted.contains(seq) {
-                            hits.push(seq);
-                        }
-                    }
-                }
+            for m in st.memtables() {
+                m.rows_of_project(project_id, u64::MAX, &mut hits)?;
             }
+            hits.retain(|s| !st.mem_deleted.contains(*s));
             hits
         };
         let dropped: Vec<(u64, u64, u64)> = tx
@@ -1012,11 +992,8 @@ impl Inner {
     pub(crate) fn sweep_wal(&self) -> Result<usize> {
         let st = self.state.lock().map_err(poisoned)?;
         let live: std::collections::HashSet<u64> = st
-            .frozen
-            .iter()
-            .flat_map(|m| m.wal_segments.iter())
-            .chain(st.active.wal_segments.iter())
-            .copied()
+            .memtables()
+            .flat_map(|m| m.wal_segments.iter().copied())
             .collect();
         let stale: Vec<u64> = wal::list_segments(&self.wal_dir)?
             .into_iter()

@@ -417,3 +417,45 @@ fn the_schedule_and_the_time_budget_decide_what_a_background_run_does() {
     assert_eq!(r.tasks.len(), 1);
     assert_eq!(r.requests_verified.len(), 1);
 }
+
+/// The state a crash between a project drop's commit and its second flush
+/// leaves: the manifest carries a drop marker while the ingest log still
+/// holds rows of the project. Replay must hide them; the next flush
+/// leaves them out and retires the marker.
+#[test]
+fn replay_hides_rows_of_a_dropped_project_still_in_the_ingest_log() {
+    use elide_store::format::{encode_manifest, manifest_path, DroppedProject};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..20, &["a", "b"], 7, 1));
+    append(&store, &rows(20..30, &["a"], 8, 1));
+    let mut m = store.manifest().unwrap();
+    let next_seq = store.status().unwrap().next_seq;
+    store.close().unwrap();
+    // Write the manifest the drop's commit would have published.
+    m.version += 1;
+    m.dropped.push(DroppedProject {
+        project_id: 7,
+        cutoff_seq: next_seq,
+    });
+    std::fs::write(
+        dir.path().join(manifest_path(m.version)),
+        encode_manifest(&m).unwrap(),
+    )
+    .unwrap();
+    let store = open(dir.path());
+    let seen = visible(&store);
+    assert_eq!(seen.len(), 10, "only project 8's rows: {seen:?}");
+    store.flush().unwrap();
+    assert_eq!(visible(&store).len(), 10);
+    assert!(
+        store.manifest().unwrap().dropped.is_empty(),
+        "marker retired by the flush"
+    );
+    assert!(store
+        .manifest()
+        .unwrap()
+        .parts
+        .iter()
+        .all(|p| p.project_id == 8));
+}
