@@ -1,0 +1,321 @@
+//! Events in PostHog's capture shape, parsed and validated.
+//!
+//! One event is an object with `event`, `distinct_id` (a string or a
+//! number; `properties.distinct_id` when absent at the top), `properties`
+//! (an object), `timestamp` (ISO-8601; now when absent), `uuid`, and
+//! top-level `$set` / `$set_once`, which are folded into
+//! `properties.$set` / `properties.$set_once` (the top-level value wins on
+//! a shared key). A line or request body may also be a batch object
+//! `{"batch": [event, ...]}` or an array of events. Other top-level fields
+//! that SDKs send (`api_key`, `token`, `type`, `library`, `sent_at`,
+//! `offset`) are accepted and ignored, except `offset` (milliseconds
+//! before now) which dates an event that has no `timestamp`.
+
+use serde_json::{Map, Value};
+
+use crate::error::{PersonsError, Result};
+use crate::ids::validate_distinct_id;
+use crate::props::PropertyOps;
+
+/// Longest accepted event name, in characters.
+pub const MAX_EVENT_NAME_CHARS: usize = 200;
+
+/// A validated capture event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureEvent {
+    /// Event name.
+    pub event: String,
+    /// Distinct id of the actor.
+    pub distinct_id: String,
+    /// Properties, with top-level `$set` / `$set_once` folded in.
+    pub properties: Map<String, Value>,
+    /// Event time (µs since the epoch, UTC); `None` = when captured.
+    pub timestamp_us: Option<i64>,
+    /// Event UUID; generated when `None`.
+    pub uuid: Option<String>,
+    /// The person property operations of `properties`.
+    pub ops: PropertyOps,
+}
+
+/// What an event asks of identity resolution besides its own person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeRequest {
+    /// The distinct id whose person merges into the event's.
+    pub other: String,
+    /// `$merge_dangerously`: merge even an identified person.
+    pub dangerous: bool,
+}
+
+impl CaptureEvent {
+    /// A minimal event (used by the person update operations and tests).
+    pub fn new(
+        event: impl Into<String>,
+        distinct_id: impl Into<String>,
+        properties: Map<String, Value>,
+    ) -> Result<CaptureEvent> {
+        let mut obj = Map::new();
+        obj.insert("event".into(), Value::String(event.into()));
+        obj.insert("distinct_id".into(), Value::String(distinct_id.into()));
+        obj.insert("properties".into(), Value::Object(properties));
+        parse_event(Value::Object(obj), 0).map_err(PersonsError::InvalidInput)
+    }
+
+    /// False when `properties.$process_person_profile` is `false`: the
+    /// event is personless (no person is created or changed for it).
+    pub fn processes_person(&self) -> bool {
+        self.properties.get("$process_person_profile") != Some(&Value::Bool(false))
+    }
+
+    /// The merge this event asks for: `$identify` with
+    /// `properties.$anon_distinct_id`, `$create_alias` or
+    /// `$merge_dangerously` with `properties.alias`.
+    pub fn merge_request(&self) -> Option<MergeRequest> {
+        let (key, dangerous) = match self.event.as_str() {
+            "$identify" => ("$anon_distinct_id", false),
+            "$create_alias" => ("alias", false),
+            "$merge_dangerously" => ("alias", true),
+            _ => return None,
+        };
+        let other = match self.properties.get(key)? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        Some(MergeRequest { other, dangerous })
+    }
+
+    /// `properties.$session_id`, when a string.
+    pub fn session_id(&self) -> Option<&str> {
+        self.properties.get("$session_id").and_then(Value::as_str)
+    }
+}
+
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Parse one event object. `now_us` dates events that carry an `offset`
+/// but no `timestamp`; `Err` says what is wrong.
+pub fn parse_event(v: Value, now_us: i64) -> std::result::Result<CaptureEvent, String> {
+    let Value::Object(mut obj) = v else {
+        return Err("an event must be a JSON object".into());
+    };
+    let event = match obj.remove("event") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Value::String(_)) => return Err("field `event` is empty".into()),
+        Some(Value::Null) | None => return Err("field `event` is missing".into()),
+        Some(_) => return Err("field `event` must be a string".into()),
+    };
+    if event.chars().count() > MAX_EVENT_NAME_CHARS {
+        return Err(format!(
+            "event name longer than {MAX_EVENT_NAME_CHARS} characters"
+        ));
+    }
+    let mut properties = match obj.remove("properties") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err("field `properties` must be an object".into()),
+    };
+    let distinct_id = match obj.remove("distinct_id").filter(|v| !v.is_null()) {
+        Some(v) => id_text(&v).ok_or("field `distinct_id` must be a string or a number")?,
+        None => match properties.get("distinct_id") {
+            Some(v) => id_text(v).ok_or("`properties.distinct_id` must be a string or a number")?,
+            None => return Err("field `distinct_id` is missing".into()),
+        },
+    };
+    validate_distinct_id(&distinct_id)?;
+    for key in ["$set", "$set_once"] {
+        match obj.remove(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(top)) => {
+                let slot = properties
+                    .entry(key.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                let Value::Object(inner) = slot else {
+                    return Err(format!("properties.{key} must be an object"));
+                };
+                inner.extend(top);
+            }
+            Some(_) => return Err(format!("field `{key}` must be an object")),
+        }
+    }
+    let timestamp_us = match obj.remove("timestamp") {
+        None | Some(Value::Null) => match obj.get("offset") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => {
+                let ms = n.as_i64().ok_or("field `offset` must be an integer (ms)")?;
+                Some(now_us - ms.saturating_mul(1000))
+            }
+            Some(_) => return Err("field `offset` must be an integer (ms)".into()),
+        },
+        Some(Value::String(s)) => Some(
+            elide_store::normalize::parse_timestamp(&s)
+                .map_err(|e| format!("field `timestamp`: {e}"))?,
+        ),
+        Some(_) => return Err("field `timestamp` must be an ISO-8601 string".into()),
+    };
+    let uuid = match obj.remove("uuid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            let u = uuid::Uuid::parse_str(&s).map_err(|e| format!("field `uuid`: {e}"))?;
+            Some(u.hyphenated().to_string())
+        }
+        Some(_) => return Err("field `uuid` must be a string".into()),
+    };
+    let ops = PropertyOps::from_properties(&properties)?;
+    Ok(CaptureEvent {
+        event,
+        distinct_id,
+        properties,
+        timestamp_us,
+        uuid,
+        ops,
+    })
+}
+
+/// Parse a capture payload: one event, a batch object `{"batch": [...]}`
+/// or an array of events.
+pub fn parse_payload(v: Value, now_us: i64) -> std::result::Result<Vec<CaptureEvent>, String> {
+    let items = match v {
+        Value::Array(items) => items,
+        Value::Object(mut obj) if obj.contains_key("batch") => match obj.remove("batch") {
+            Some(Value::Array(items)) => items,
+            _ => return Err("field `batch` must be an array of events".into()),
+        },
+        v @ Value::Object(_) => vec![v],
+        _ => return Err("expected an event object, a batch object or an array".into()),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| parse_event(v, now_us).map_err(|e| format!("event {i}: {e}")))
+        .collect()
+}
+
+/// Parse one line of a capture file (1-based `line` for errors).
+pub fn parse_line(line: usize, text: &str, now_us: i64) -> Result<Vec<CaptureEvent>> {
+    let err = |reason: String| PersonsError::InvalidLine { line, reason };
+    let v: Value = serde_json::from_str(text).map_err(|e| err(format!("invalid JSON: {e}")))?;
+    parse_payload(v, now_us).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn top_level_set_folds_into_properties_and_wins() {
+        let e = parse_event(
+            json!({"event": "e", "distinct_id": 7, "properties": {"$set": {"a": 1, "b": 1}},
+                   "$set": {"b": 2}, "$set_once": {"c": 3}}),
+            0,
+        )
+        .unwrap();
+        assert_eq!(e.distinct_id, "7");
+        assert_eq!(e.properties["$set"], json!({"a": 1, "b": 2}));
+        assert_eq!(e.properties["$set_once"], json!({"c": 3}));
+        assert_eq!(e.ops.set.len(), 2);
+    }
+
+    #[test]
+    fn distinct_id_from_properties_and_offset() {
+        let e = parse_event(
+            json!({"event": "e", "properties": {"distinct_id": "p"}, "offset": 1000}),
+            5_000_000,
+        )
+        .unwrap();
+        assert_eq!(e.distinct_id, "p");
+        assert_eq!(e.timestamp_us, Some(4_000_000));
+    }
+
+    #[test]
+    fn bad_events_are_named() {
+        for (v, needle) in [
+            (json!([1]), "event 0"),
+            (json!({"distinct_id": "a"}), "`event` is missing"),
+            (json!({"event": "", "distinct_id": "a"}), "empty"),
+            (json!({"event": "e"}), "`distinct_id` is missing"),
+            (json!({"event": "e", "distinct_id": " "}), "blank"),
+            (
+                json!({"event": "e", "distinct_id": {"x": 1}}),
+                "string or a number",
+            ),
+            (
+                json!({"event": "e", "distinct_id": "a", "properties": []}),
+                "`properties`",
+            ),
+            (
+                json!({"event": "e", "distinct_id": "a", "timestamp": "yesterday"}),
+                "timestamp",
+            ),
+            (
+                json!({"event": "e", "distinct_id": "a", "timestamp": 5}),
+                "ISO-8601",
+            ),
+            (
+                json!({"event": "e", "distinct_id": "a", "uuid": "nope"}),
+                "uuid",
+            ),
+            (json!({"event": "e", "distinct_id": "a", "$set": 1}), "$set"),
+            (
+                json!({"event": "e", "distinct_id": "a", "properties": {"$unset": 1}}),
+                "$unset",
+            ),
+            (json!({"batch": {}}), "batch"),
+            (json!("x"), "expected"),
+        ] {
+            let e = parse_payload(v.clone(), 0).unwrap_err();
+            assert!(e.contains(needle), "{v}: {e}");
+        }
+        let e = parse_line(3, "{not json", 0).unwrap_err();
+        assert!(e.to_string().starts_with("line 3: invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn merge_requests_and_personless() {
+        let ev = |v: Value| parse_event(v, 0).unwrap();
+        let id = ev(
+            json!({"event": "$identify", "distinct_id": "u", "properties": {"$anon_distinct_id": "a"}}),
+        );
+        assert_eq!(
+            id.merge_request(),
+            Some(MergeRequest {
+                other: "a".into(),
+                dangerous: false
+            })
+        );
+        let al =
+            ev(json!({"event": "$create_alias", "distinct_id": "u", "properties": {"alias": "b"}}));
+        assert_eq!(
+            al.merge_request(),
+            Some(MergeRequest {
+                other: "b".into(),
+                dangerous: false
+            })
+        );
+        let md = ev(
+            json!({"event": "$merge_dangerously", "distinct_id": "u", "properties": {"alias": "c"}}),
+        );
+        assert_eq!(
+            md.merge_request(),
+            Some(MergeRequest {
+                other: "c".into(),
+                dangerous: true
+            })
+        );
+        assert_eq!(
+            ev(json!({"event": "$identify", "distinct_id": "u"})).merge_request(),
+            None
+        );
+        let pl = ev(
+            json!({"event": "e", "distinct_id": "u", "properties": {"$process_person_profile": false}}),
+        );
+        assert!(!pl.processes_person());
+        assert!(ev(json!({"event": "e", "distinct_id": "u", "properties": {"$process_person_profile": "no"}})).processes_person());
+    }
+}

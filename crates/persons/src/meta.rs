@@ -1,0 +1,271 @@
+//! The metadata store: what it holds and the operations the persons layer
+//! needs from it, behind two small traits so that a PostgreSQL
+//! implementation can follow the SQLite one ([`crate::sqlite`]).
+//!
+//! [`MetaStore`] hands out transactions; [`MetaTx`] is the set of
+//! primitive reads and writes inside one. All identity logic (merges,
+//! property updates, deletion) lives above, in [`crate::persons`], and is
+//! written once against these traits.
+//!
+//! Invariants an implementation keeps:
+//! - a `write` transaction is atomic: all of its changes or none;
+//! - a person's distinct ids are unique per project: one id, one person;
+//! - [`MetaStore::scrub`] leaves no byte of rows deleted before it in the
+//!   store's files (SQLite: `secure_delete` plus a truncating checkpoint).
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// A project (a PostHog team).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Project {
+    /// Id (the store's `project_id`).
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// The capture token (`phc_...`).
+    pub api_token: String,
+    /// Creation time, µs since the epoch.
+    pub created_at_us: i64,
+}
+
+/// A person row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonRow {
+    /// Integer id, never reused.
+    pub id: i64,
+    /// Project.
+    pub project_id: i64,
+    /// UUID (events' `person_id`).
+    pub uuid: Uuid,
+    /// Properties (a JSON object).
+    pub properties: Map<String, Value>,
+    /// First seen: the earliest event time, µs.
+    pub created_at_us: i64,
+    /// Identified by `$identify`/`$create_alias`/`$merge_dangerously`.
+    pub is_identified: bool,
+    /// Bumped by every change.
+    pub version: i64,
+}
+
+/// A person to insert.
+#[derive(Debug, Clone)]
+pub struct NewPerson {
+    /// Project.
+    pub project_id: i64,
+    /// UUID.
+    pub uuid: Uuid,
+    /// Properties.
+    pub properties: Map<String, Value>,
+    /// First seen, µs.
+    pub created_at_us: i64,
+    /// Identified.
+    pub is_identified: bool,
+}
+
+/// Comparison of a person property filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PropertyOperator {
+    /// Equal to the value (or to any value of a list).
+    Exact,
+    /// Not equal to the value (or to any of a list); unset matches.
+    IsNot,
+    /// Case-insensitive substring of the value's text.
+    Icontains,
+    /// The key is present (any value, null included).
+    IsSet,
+    /// The key is absent.
+    IsNotSet,
+    /// A number greater than the value.
+    Gt,
+    /// A number less than the value.
+    Lt,
+}
+
+/// One person property filter.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PropertyFilter {
+    /// Property key.
+    pub key: String,
+    /// Comparison.
+    pub operator: PropertyOperator,
+    /// Value (not used by `is_set` / `is_not_set`).
+    #[serde(default)]
+    pub value: Value,
+}
+
+/// Filters and paging of a person listing. All filters must hold.
+#[derive(Debug, Clone, Default)]
+pub struct PersonFilter {
+    /// Owns this distinct id (exact).
+    pub distinct_id: Option<String>,
+    /// `properties.email` equals this.
+    pub email: Option<String>,
+    /// Substring of email or name (case-insensitive), or exact distinct id or UUID.
+    pub search: Option<String>,
+    /// Property filters.
+    pub properties: Vec<PropertyFilter>,
+    /// Page size.
+    pub limit: usize,
+    /// Rows to skip.
+    pub offset: usize,
+}
+
+/// A deletion as users see it: one per person and request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletionRecord {
+    /// Id.
+    pub id: i64,
+    /// Project.
+    pub project_id: i64,
+    /// The deleted person.
+    pub person_uuid: Uuid,
+    /// When it was requested, µs.
+    pub created_at_us: i64,
+    /// Events queued for deletion.
+    pub delete_events: bool,
+    /// Recordings queued for deletion.
+    pub delete_recordings: bool,
+    /// The profile was kept.
+    pub keep_person: bool,
+    /// The store's deletion requests that carry the person's rows.
+    pub store_requests: Vec<u64>,
+}
+
+/// An activity-log entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Activity {
+    /// Id (increasing).
+    pub id: i64,
+    /// Project.
+    pub project_id: i64,
+    /// The person concerned, if any.
+    #[serde(serialize_with = "crate::ids::ser_opt_uuid")]
+    pub person_uuid: Option<Uuid>,
+    /// What happened (`created`, `merged`, `updated`, `deleted`, ...).
+    pub activity: String,
+    /// Details. Never person property values; erased with the person.
+    pub detail: Option<Value>,
+    /// When, µs.
+    pub created_at_us: i64,
+}
+
+/// Counts of what [`MetaTx::delete_project`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProjectRemoval {
+    /// Persons.
+    pub persons: u64,
+    /// Distinct ids.
+    pub distinct_ids: u64,
+    /// Deletion records.
+    pub deletions: u64,
+    /// Activity entries.
+    pub activity: u64,
+}
+
+/// Primitive reads and writes inside one transaction.
+pub trait MetaTx {
+    /// A project by id.
+    fn project(&mut self, id: i64) -> Result<Option<Project>>;
+    /// A project by capture token.
+    fn project_by_token(&mut self, token: &str) -> Result<Option<Project>>;
+    /// All projects, by id.
+    fn projects(&mut self) -> Result<Vec<Project>>;
+    /// Insert a project.
+    fn insert_project(&mut self, p: &Project) -> Result<()>;
+    /// Remove a project and everything of it.
+    fn delete_project(&mut self, id: i64) -> Result<ProjectRemoval>;
+
+    /// The person owning `distinct_id`.
+    fn person_by_distinct_id(
+        &mut self,
+        project: i64,
+        distinct_id: &str,
+    ) -> Result<Option<PersonRow>>;
+    /// A person by integer id.
+    fn person_by_id(&mut self, project: i64, id: i64) -> Result<Option<PersonRow>>;
+    /// A person by UUID.
+    fn person_by_uuid(&mut self, project: i64, uuid: &Uuid) -> Result<Option<PersonRow>>;
+    /// True if a live person or a deletion record holds `uuid`.
+    fn uuid_taken(&mut self, project: i64, uuid: &Uuid) -> Result<bool>;
+    /// Insert a person; returns it with its id.
+    fn insert_person(&mut self, p: &NewPerson) -> Result<PersonRow>;
+    /// Write a person's properties, created_at, is_identified and version.
+    fn update_person(&mut self, p: &PersonRow) -> Result<()>;
+    /// Remove a person and its distinct ids.
+    fn delete_person(&mut self, project: i64, id: i64) -> Result<()>;
+    /// A person's distinct ids, oldest first.
+    fn distinct_ids(&mut self, project: i64, person_id: i64) -> Result<Vec<String>>;
+    /// Attach `distinct_id` (new) to a person.
+    fn add_distinct_id(&mut self, project: i64, distinct_id: &str, person_id: i64) -> Result<()>;
+    /// Move an existing distinct id to another person.
+    fn move_distinct_id(&mut self, project: i64, distinct_id: &str, person_id: i64) -> Result<()>;
+    /// Move all distinct ids of `from` to `to`.
+    fn move_all_distinct_ids(&mut self, project: i64, from: i64, to: i64) -> Result<()>;
+    /// Detach a distinct id from its person; true if it was attached.
+    fn remove_distinct_id(&mut self, project: i64, distinct_id: &str) -> Result<bool>;
+    /// Persons matching `filter`, newest first (created_at, then id).
+    fn list_persons(&mut self, project: i64, filter: &PersonFilter) -> Result<Vec<PersonRow>>;
+    /// Every person of a project (or of all projects), for the query tables.
+    fn all_persons(&mut self, project: Option<i64>) -> Result<Vec<PersonRow>>;
+    /// Every (project, distinct id, person UUID), for the query tables.
+    fn all_distinct_ids(&mut self, project: Option<i64>) -> Result<Vec<(i64, String, Uuid)>>;
+
+    /// True if `distinct_id` belongs to a deleted person and was not reset.
+    fn is_blocked(&mut self, project: i64, distinct_id: &str) -> Result<bool>;
+    /// Block a deleted person's distinct id (only its keyed hash is kept).
+    fn block(
+        &mut self,
+        project: i64,
+        distinct_id: &str,
+        deletion_id: i64,
+        now_us: i64,
+    ) -> Result<()>;
+    /// Lift a block; true if there was one.
+    fn unblock(&mut self, project: i64, distinct_id: &str) -> Result<bool>;
+
+    /// Record that `old` was merged into `new` (events stamped `old` belong to `new`).
+    fn insert_override(&mut self, project: i64, old: &Uuid, new: &Uuid, now_us: i64) -> Result<()>;
+    /// Overrides `(old, new)` of a project.
+    fn overrides(&mut self, project: Option<i64>) -> Result<Vec<(i64, Uuid, Uuid)>>;
+    /// Forget the overrides that point at `uuid` or come from it.
+    fn delete_overrides(&mut self, project: i64, uuid: &Uuid) -> Result<()>;
+
+    /// Record a deletion; returns its id.
+    fn insert_deletion(&mut self, d: &DeletionRecord) -> Result<i64>;
+    /// Deletion records, newest first, optionally of one person.
+    fn deletions(&mut self, project: i64, person: Option<&Uuid>) -> Result<Vec<DeletionRecord>>;
+
+    /// Append an activity entry.
+    fn insert_activity(
+        &mut self,
+        project: i64,
+        person: Option<&Uuid>,
+        activity: &str,
+        detail: Option<&Value>,
+        now_us: i64,
+    ) -> Result<()>;
+    /// Drop the details of a person's entries (on erasure).
+    fn scrub_activity(&mut self, project: i64, person: &Uuid) -> Result<()>;
+    /// Activity entries, newest first, optionally of one person.
+    fn activity(
+        &mut self,
+        project: i64,
+        person: Option<&Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Activity>>;
+}
+
+/// A metadata database.
+pub trait MetaStore: Send + Sync + 'static {
+    /// Run `f` in a write transaction, committed if it returns `Ok`.
+    fn write<R>(&self, f: impl FnOnce(&mut dyn MetaTx) -> Result<R>) -> Result<R>;
+    /// Run `f` in a read transaction (one consistent view).
+    fn read<R>(&self, f: impl FnOnce(&mut dyn MetaTx) -> Result<R>) -> Result<R>;
+    /// Make rows deleted so far unrecoverable from the database's files.
+    fn scrub(&self) -> Result<()>;
+}

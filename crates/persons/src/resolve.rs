@@ -1,0 +1,280 @@
+//! Identity resolution of one capture batch, inside one metadata
+//! transaction: which person each event belongs to, which persons are
+//! created, merged or changed.
+//!
+//! Rules (PostHog's, see docs/persons.md):
+//! - a new distinct id creates a person with a UUID derived from
+//!   (project, distinct id) (an alternative derivation if a deleted or
+//!   split-off person already used it);
+//! - `$identify` (with `$anon_distinct_id`), `$create_alias` and
+//!   `$merge_dangerously` (with `alias`) merge the other id's person into
+//!   the event's: properties merged with the event's person winning,
+//!   `created_at` the earlier, the other person removed, the result
+//!   identified. An identified person is merged away only by
+//!   `$merge_dangerously`. Illegal ids never merge;
+//! - then `$set_once`, `$set`, `$unset` apply to the event's person;
+//! - personless events (`$process_person_profile: false`) create and
+//!   change nothing; they carry the existing person's UUID, or the one the
+//!   id would get;
+//! - a blocked id (its person was deleted and it was not reset) gets no
+//!   person: its events are stored with no `person_id`, and never merge.
+//!
+//! Persons touched by the batch are cached and written once at the end
+//! ([`Resolver::finish`]); merges write through at once.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map};
+use uuid::Uuid;
+
+use crate::capture::CaptureEvent;
+use crate::error::{PersonsError, Result};
+use crate::ids::{is_illegal_for_merge, person_uuid, person_uuid_alternative};
+use crate::meta::{MetaTx, NewPerson, PersonRow};
+use crate::props::merge_properties;
+
+/// What a capture did to identities.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureStats {
+    /// Events appended.
+    pub events: u64,
+    /// Persons created.
+    pub persons_created: u64,
+    /// Persons whose properties or flags changed.
+    pub persons_updated: u64,
+    /// Persons merged into another.
+    pub merges: u64,
+    /// Merges refused: the other person was already identified.
+    pub merges_refused: u64,
+    /// Merges skipped: an illegal or blocked id.
+    pub merges_illegal: u64,
+    /// Personless events.
+    pub personless: u64,
+    /// Events of blocked (deleted, not reset) distinct ids.
+    pub blocked: u64,
+}
+
+struct Cached {
+    row: PersonRow,
+    dirty: bool,
+}
+
+/// Resolves identities of one batch (see the module docs).
+pub(crate) struct Resolver<'t> {
+    tx: &'t mut dyn MetaTx,
+    project: i64,
+    now_us: i64,
+    by_id: HashMap<String, Option<i64>>,
+    blocked: HashMap<String, bool>,
+    persons: HashMap<i64, Cached>,
+    pub(crate) stats: CaptureStats,
+}
+
+impl<'t> Resolver<'t> {
+    pub(crate) fn new(tx: &'t mut dyn MetaTx, project: i64, now_us: i64) -> Resolver<'t> {
+        Resolver {
+            tx,
+            project,
+            now_us,
+            by_id: HashMap::new(),
+            blocked: HashMap::new(),
+            persons: HashMap::new(),
+            stats: CaptureStats::default(),
+        }
+    }
+
+    /// The person UUID to stamp on `ev` (`None` for blocked ids).
+    pub(crate) fn resolve(&mut self, ev: &CaptureEvent) -> Result<Option<Uuid>> {
+        let did = ev.distinct_id.as_str();
+        let ts = ev.timestamp_us.unwrap_or(self.now_us);
+        if self.is_blocked(did)? {
+            self.stats.blocked += 1;
+            return Ok(None);
+        }
+        if !ev.processes_person() {
+            self.stats.personless += 1;
+            return Ok(Some(match self.person_of(did)? {
+                Some(pid) => self.cached(pid)?.row.uuid,
+                None => person_uuid(self.project, did),
+            }));
+        }
+        let pid = match ev.merge_request() {
+            Some(m) => self.merge(&m.other, did, m.dangerous, ts)?,
+            None => self.get_or_create(did, ts, false)?,
+        };
+        let c = self.cached(pid)?;
+        if ev.ops.apply(&mut c.row.properties) {
+            c.dirty = true;
+        }
+        Ok(Some(c.row.uuid))
+    }
+
+    /// Write the changed persons; returns the stats.
+    pub(crate) fn finish(mut self) -> Result<CaptureStats> {
+        let mut dirty: Vec<&mut Cached> = self.persons.values_mut().filter(|c| c.dirty).collect();
+        dirty.sort_by_key(|c| c.row.id);
+        for c in dirty {
+            c.row.version += 1;
+            self.tx.update_person(&c.row)?;
+            self.stats.persons_updated += 1;
+        }
+        Ok(self.stats)
+    }
+
+    fn cached(&mut self, pid: i64) -> Result<&mut Cached> {
+        self.persons
+            .get_mut(&pid)
+            .ok_or_else(|| PersonsError::Internal(format!("person {pid} resolved but not cached")))
+    }
+
+    fn is_blocked(&mut self, did: &str) -> Result<bool> {
+        if let Some(b) = self.blocked.get(did) {
+            return Ok(*b);
+        }
+        // A distinct id with a person is not blocked: blocks are only
+        // written when the person and its ids are removed.
+        let b = self.person_of(did)?.is_none() && self.tx.is_blocked(self.project, did)?;
+        self.blocked.insert(did.to_string(), b);
+        Ok(b)
+    }
+
+    fn person_of(&mut self, did: &str) -> Result<Option<i64>> {
+        if let Some(p) = self.by_id.get(did) {
+            return Ok(*p);
+        }
+        let row = self.tx.person_by_distinct_id(self.project, did)?;
+        let pid = row.map(|row| {
+            let id = row.id;
+            self.persons
+                .entry(id)
+                .or_insert(Cached { row, dirty: false });
+            id
+        });
+        self.by_id.insert(did.to_string(), pid);
+        Ok(pid)
+    }
+
+    fn get_or_create(&mut self, did: &str, ts: i64, identified: bool) -> Result<i64> {
+        if let Some(pid) = self.person_of(did)? {
+            return Ok(pid);
+        }
+        let uuid = free_uuid(self.tx, self.project, did)?;
+        let row = self.tx.insert_person(&NewPerson {
+            project_id: self.project,
+            uuid,
+            properties: Map::new(),
+            created_at_us: ts,
+            is_identified: identified,
+        })?;
+        self.tx.add_distinct_id(self.project, did, row.id)?;
+        let id = row.id;
+        self.persons.insert(id, Cached { row, dirty: false });
+        self.by_id.insert(did.to_string(), Some(id));
+        self.stats.persons_created += 1;
+        Ok(id)
+    }
+
+    fn identify(&mut self, pid: i64) -> Result<()> {
+        let c = self.cached(pid)?;
+        if !c.row.is_identified {
+            c.row.is_identified = true;
+            c.dirty = true;
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, did: &str, pid: i64) -> Result<()> {
+        self.tx.add_distinct_id(self.project, did, pid)?;
+        self.by_id.insert(did.to_string(), Some(pid));
+        self.blocked.insert(did.to_string(), false);
+        Ok(())
+    }
+
+    /// Merge `other`'s person into `target`'s; returns the event's person.
+    fn merge(&mut self, other: &str, target: &str, dangerous: bool, ts: i64) -> Result<i64> {
+        if other == target {
+            return self.get_or_create(target, ts, false);
+        }
+        if is_illegal_for_merge(other) || is_illegal_for_merge(target) || self.is_blocked(other)? {
+            self.stats.merges_illegal += 1;
+            return self.get_or_create(target, ts, false);
+        }
+        let op = self.person_of(other)?;
+        let tp = self.person_of(target)?;
+        let pid = match (op, tp) {
+            (Some(o), Some(t)) if o == t => t,
+            (Some(o), None) => {
+                self.attach(target, o)?;
+                o
+            }
+            (None, Some(t)) => {
+                self.attach(other, t)?;
+                t
+            }
+            (None, None) => {
+                let t = self.get_or_create(target, ts, true)?;
+                self.attach(other, t)?;
+                t
+            }
+            (Some(o), Some(t)) => {
+                if self.cached(o)?.row.is_identified && !dangerous {
+                    self.stats.merges_refused += 1;
+                    return Ok(t);
+                }
+                self.merge_persons(o, t)?;
+                t
+            }
+        };
+        self.identify(pid)?;
+        Ok(pid)
+    }
+
+    fn merge_persons(&mut self, from: i64, into: i64) -> Result<()> {
+        let gone = self
+            .persons
+            .remove(&from)
+            .ok_or_else(|| PersonsError::Internal(format!("merged person {from} not cached")))?
+            .row;
+        let c = self.cached(into)?;
+        merge_properties(&mut c.row.properties, &gone.properties);
+        c.row.created_at_us = c.row.created_at_us.min(gone.created_at_us);
+        c.dirty = true;
+        let into_uuid = c.row.uuid;
+        self.tx.move_all_distinct_ids(self.project, from, into)?;
+        self.tx.delete_person(self.project, from)?;
+        self.tx
+            .insert_override(self.project, &gone.uuid, &into_uuid, self.now_us)?;
+        self.tx.insert_activity(
+            self.project,
+            Some(&into_uuid),
+            "merged",
+            Some(&json!({ "merged_person_uuid": gone.uuid.to_string() })),
+            self.now_us,
+        )?;
+        for v in self.by_id.values_mut() {
+            if *v == Some(from) {
+                *v = Some(into);
+            }
+        }
+        self.stats.merges += 1;
+        Ok(())
+    }
+}
+
+/// The UUID for a new person of `did`: the deterministic one, or the first
+/// alternative no live or deleted person used.
+pub(crate) fn free_uuid(tx: &mut dyn MetaTx, project: i64, did: &str) -> Result<Uuid> {
+    let first = person_uuid(project, did);
+    if !tx.uuid_taken(project, &first)? {
+        return Ok(first);
+    }
+    for n in 1..=1000 {
+        let u = person_uuid_alternative(project, did, n);
+        if !tx.uuid_taken(project, &u)? {
+            return Ok(u);
+        }
+    }
+    Err(PersonsError::Internal(format!(
+        "no free person UUID for a distinct id after 1000 alternatives (project {project})"
+    )))
+}

@@ -1,0 +1,441 @@
+//! Identity semantics, table-driven: merge rules, illegal ids, property
+//! operator order, personless events, blocked ids after a deletion, reset,
+//! split. Each case runs on a fresh data directory (real store, real
+//! SQLite file) and checks persons through the public API and the
+//! `person_id` stamped on the stored events.
+
+use arrow::array::{Array, AsArray};
+use elide_persons::capture::parse_payload;
+use elide_persons::{CaptureOutcome, DeletePersons, PersonFilter, Persons, SplitSpec};
+use elide_store::{Store, StoreOptions, Table};
+use serde_json::{json, Value};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    p: Persons,
+}
+
+const P: i64 = 1;
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        background_flush: false,
+        background_compaction: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let p = Persons::open(store).unwrap();
+    Env { _dir: dir, p }
+}
+
+impl Env {
+    fn cap(&self, v: Value) -> CaptureOutcome {
+        let evs = parse_payload(v, 0).unwrap();
+        self.p.capture(P, &evs).unwrap()
+    }
+
+    /// The person of a distinct id: (uuid, properties, identified, created_at).
+    fn person(&self, did: &str) -> Option<elide_persons::Person> {
+        self.p
+            .by_distinct_ids(P, &[did.to_string()])
+            .unwrap()
+            .remove(did)
+    }
+
+    fn count(&self) -> usize {
+        let f = PersonFilter {
+            limit: 1000,
+            ..PersonFilter::default()
+        };
+        self.p.list(P, &f).unwrap().results.len()
+    }
+
+    /// (distinct_id, person_id) of every visible stored event, in order.
+    fn stamped(&self) -> Vec<(String, Option<String>)> {
+        let snap = self.p.store().snapshot().unwrap();
+        let mut out = Vec::new();
+        for b in snap.memtable_batches(Table::Events) {
+            let did = b.column_by_name("distinct_id").unwrap().as_string::<i32>();
+            let pid = b.column_by_name("person_id").unwrap().as_string::<i32>();
+            for i in 0..b.num_rows() {
+                let p = (!pid.is_null(i)).then(|| pid.value(i).to_string());
+                out.push((did.value(i).to_string(), p));
+            }
+        }
+        out
+    }
+}
+
+fn ev(event: &str, did: &str, props: Value) -> Value {
+    json!({"event": event, "distinct_id": did, "properties": props})
+}
+
+fn identify(did: &str, anon: &str) -> Value {
+    ev("$identify", did, json!({"$anon_distinct_id": anon}))
+}
+
+#[derive(Debug)]
+enum Expect {
+    Same(&'static str, &'static str),
+    Different(&'static str, &'static str),
+    Props(&'static str, Value),
+    Identified(&'static str, bool),
+    Persons(usize),
+    NoPerson(&'static str),
+}
+
+fn check(name: &str, e: &Env, expects: &[Expect]) {
+    for x in expects {
+        match x {
+            Expect::Same(a, b) => {
+                let (pa, pb) = (e.person(a), e.person(b));
+                assert!(pa.is_some(), "{name}: {a} has no person");
+                assert_eq!(
+                    pa.map(|p| p.uuid),
+                    pb.map(|p| p.uuid),
+                    "{name}: {a} and {b} differ"
+                );
+            }
+            Expect::Different(a, b) => {
+                let (pa, pb) = (e.person(a).unwrap(), e.person(b).unwrap());
+                assert_ne!(pa.uuid, pb.uuid, "{name}: {a} and {b} share a person");
+            }
+            Expect::Props(a, v) => {
+                let p = e.person(a).unwrap();
+                assert_eq!(Value::Object(p.properties), *v, "{name}: properties of {a}");
+            }
+            Expect::Identified(a, v) => {
+                assert_eq!(
+                    e.person(a).unwrap().is_identified,
+                    *v,
+                    "{name}: is_identified of {a}"
+                )
+            }
+            Expect::Persons(n) => assert_eq!(e.count(), *n, "{name}: person count"),
+            Expect::NoPerson(a) => assert!(e.person(a).is_none(), "{name}: {a} has a person"),
+        }
+    }
+}
+
+#[test]
+fn merge_rules() {
+    use Expect::*;
+    let cases: Vec<(&str, Vec<Value>, Vec<Expect>)> = vec![
+        (
+            "identify merges the anonymous person into the identified id's",
+            vec![
+                ev(
+                    "$pageview",
+                    "anon",
+                    json!({"$set": {"a": 1, "shared": "anon"}}),
+                ),
+                ev(
+                    "$pageview",
+                    "user",
+                    json!({"$set": {"b": 2, "shared": "user"}}),
+                ),
+                identify("user", "anon"),
+            ],
+            vec![
+                Same("anon", "user"),
+                Persons(1),
+                Identified("user", true),
+                Props("user", json!({"a": 1, "b": 2, "shared": "user"})),
+            ],
+        ),
+        (
+            "identify with an unknown anonymous id attaches it",
+            vec![ev("$pageview", "user", json!({})), identify("user", "anon")],
+            vec![Same("anon", "user"), Persons(1), Identified("user", true)],
+        ),
+        (
+            "identify of a new id joins the anonymous person",
+            vec![ev("$pageview", "anon", json!({})), identify("user", "anon")],
+            vec![Same("anon", "user"), Persons(1), Identified("anon", true)],
+        ),
+        (
+            "identify with neither id known creates one identified person",
+            vec![identify("user", "anon")],
+            vec![Same("anon", "user"), Persons(1), Identified("user", true)],
+        ),
+        (
+            "an identified person is not merged into another by identify",
+            vec![
+                identify("u1", "a1"),
+                identify("u2", "a2"),
+                identify("u2", "u1"),
+            ],
+            vec![Different("u1", "u2"), Persons(2), Same("a1", "u1")],
+        ),
+        (
+            "nor by create_alias",
+            vec![
+                identify("u1", "a1"),
+                ev("$pageview", "x", json!({})),
+                ev("$create_alias", "x", json!({"alias": "u1"})),
+            ],
+            vec![Different("u1", "x"), Persons(2)],
+        ),
+        (
+            "merge_dangerously merges an identified person",
+            vec![
+                identify("u1", "a1"),
+                identify("u2", "a2"),
+                ev("$merge_dangerously", "u2", json!({"alias": "u1"})),
+            ],
+            vec![Same("u1", "u2"), Same("a1", "a2"), Persons(1)],
+        ),
+        (
+            "create_alias merges an anonymous person into the event's",
+            vec![
+                ev("$pageview", "x", json!({"$set": {"k": "x"}})),
+                ev(
+                    "$pageview",
+                    "y",
+                    json!({"$set": {"k": "y", "only_y": true}}),
+                ),
+                ev("$create_alias", "x", json!({"alias": "y"})),
+            ],
+            vec![
+                Same("x", "y"),
+                Persons(1),
+                Props("x", json!({"k": "x", "only_y": true})),
+            ],
+        ),
+        (
+            "illegal ids never merge",
+            vec![
+                ev("$pageview", "anonymous", json!({})),
+                ev("$pageview", "user", json!({})),
+                identify("user", "anonymous"),
+                identify("user", "NaN"),
+                identify("user", "'null'"),
+                identify("user", "   "),
+                identify("Guest", "user"),
+            ],
+            vec![
+                Different("anonymous", "user"),
+                NoPerson("NaN"),
+                NoPerson("'null'"),
+                Different("Guest", "user"),
+                Persons(3),
+            ],
+        ),
+        (
+            "case-sensitive ids are legal in other casings",
+            vec![ev("$pageview", "user", json!({})), identify("user", "nan")],
+            vec![Same("nan", "user"), Persons(1)],
+        ),
+        (
+            "identify with the same id is a no-op",
+            vec![identify("user", "user")],
+            vec![Persons(1), Identified("user", false)],
+        ),
+        (
+            "merging keeps the earlier created_at and the chain of ids",
+            vec![
+                ev("$pageview", "a", json!({})),
+                ev("$pageview", "b", json!({})),
+                ev("$create_alias", "b", json!({"alias": "a"})),
+                ev("$pageview", "c", json!({})),
+                ev("$create_alias", "b", json!({"alias": "c"})),
+            ],
+            vec![Same("a", "b"), Same("b", "c"), Persons(1)],
+        ),
+    ];
+    for (name, events, expects) in cases {
+        let e = env();
+        for v in events {
+            e.cap(v);
+        }
+        check(name, &e, &expects);
+        // Every event is stamped with the UUID of a person that existed
+        // when it was captured; the last event's person is its id's now.
+        let stamped = e.stamped();
+        assert!(
+            stamped.iter().all(|(_, p)| p.is_some()),
+            "{name}: unstamped event"
+        );
+    }
+}
+
+#[test]
+fn merge_keeps_earlier_created_at() {
+    let e = env();
+    e.cap(json!({"event": "e", "distinct_id": "late", "timestamp": "2024-05-02T00:00:00Z"}));
+    e.cap(json!({"event": "e", "distinct_id": "early", "timestamp": "2024-05-01T00:00:00Z"}));
+    e.cap(
+        json!({"event": "$identify", "distinct_id": "late", "timestamp": "2024-05-03T00:00:00Z",
+                 "properties": {"$anon_distinct_id": "early"}}),
+    );
+    let p = e.person("late").unwrap();
+    assert_eq!(p.created_at, "2024-05-01T00:00:00.000000Z");
+    assert_eq!(
+        p.distinct_ids,
+        vec!["late".to_string(), "early".to_string()]
+    );
+    // The merged-away person left an override for events stamped with it.
+    let early_uuid = elide_persons::ids::person_uuid(P, "early");
+    let page = e.p.by_uuids(P, &[early_uuid.to_string()]).unwrap();
+    assert!(page.is_empty(), "the merged-away person is gone");
+    let act = e.p.activity(P, Some(&p.uuid.to_string()), 10).unwrap();
+    assert_eq!(act[0].activity, "merged");
+}
+
+#[test]
+fn property_operator_order() {
+    let cases = [
+        (json!({"$set_once": {"a": 1}}), json!({"a": 1})),
+        (
+            json!({"$set_once": {"a": 2}, "$set": {"b": 1}}),
+            json!({"a": 1, "b": 1}),
+        ),
+        (
+            json!({"$set": {"a": 3}, "$set_once": {"a": 4}}),
+            json!({"a": 3, "b": 1}),
+        ),
+        (
+            json!({"$set": {"c": 1}, "$unset": ["c", "b"]}),
+            json!({"a": 3}),
+        ),
+        (json!({"$unset": {"a": true}}), json!({})),
+    ];
+    let e = env();
+    for (props, after) in cases {
+        e.cap(ev("e", "u", props.clone()));
+        assert_eq!(
+            Value::Object(e.person("u").unwrap().properties),
+            after,
+            "after {props}"
+        );
+    }
+    // Top-level $set / $set_once fold into the event's and win on a key.
+    e.cap(
+        json!({"event": "e", "distinct_id": "u", "$set": {"x": "top"},
+                 "properties": {"$set": {"x": "inner", "y": 1}}}),
+    );
+    assert_eq!(
+        Value::Object(e.person("u").unwrap().properties),
+        json!({"x": "top", "y": 1})
+    );
+    // Versions count the changes: 5 changing events + 1 (the first created it at 0).
+    assert_eq!(e.person("u").unwrap().version, 6);
+}
+
+#[test]
+fn personless_events_create_nothing() {
+    let e = env();
+    let out = e.cap(ev(
+        "e",
+        "ghost",
+        json!({"$process_person_profile": false, "$set": {"a": 1}}),
+    ));
+    assert_eq!(out.stats.personless, 1);
+    assert_eq!(out.stats.persons_created, 0);
+    assert!(e.person("ghost").is_none());
+    // Stamped with the UUID the id would get.
+    let uuid = elide_persons::ids::person_uuid(P, "ghost").to_string();
+    assert_eq!(e.stamped()[0].1.as_deref(), Some(uuid.as_str()));
+    // A personless identify does not merge; a known person is used as is.
+    e.cap(ev("e", "real", json!({"$set": {"a": 1}})));
+    e.cap(ev(
+        "$identify",
+        "real",
+        json!({"$anon_distinct_id": "ghost", "$process_person_profile": false,
+                                         "$set": {"a": 2}}),
+    ));
+    assert!(e.person("ghost").is_none());
+    let real = e.person("real").unwrap();
+    assert_eq!(real.properties["a"], json!(1));
+    assert_eq!(
+        e.stamped()[2].1.as_deref(),
+        Some(real.uuid.to_string().as_str())
+    );
+}
+
+#[test]
+fn deleted_persons_ids_are_blocked_until_reset() {
+    let e = env();
+    e.cap(ev("e", "anon", json!({"$set": {"email": "x@example.com"}})));
+    e.cap(identify("user", "anon"));
+    let before = e.person("user").unwrap();
+    let out =
+        e.p.delete(
+            P,
+            &DeletePersons {
+                distinct_ids: vec!["anon".into()],
+                delete_events: true,
+                ..DeletePersons::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((out.persons_found, out.persons_deleted), (1, 1));
+    assert!(out.events_queued_for_deletion && !out.recordings_queued_for_deletion);
+    // Events captured before are hidden at once.
+    assert!(e.stamped().is_empty());
+    // After: stored, no person, never merged, not deleted.
+    let o = e.cap(ev("e", "user", json!({"$set": {"email": "y@example.com"}})));
+    assert_eq!(o.stats.blocked, 1);
+    e.cap(identify("user", "fresh"));
+    e.cap(identify("fresh", "anon"));
+    assert!(e.person("user").is_none() && e.person("anon").is_none());
+    assert_eq!(e.stamped().len(), 3);
+    assert_eq!(e.stamped()[0], ("user".to_string(), None));
+    // "fresh" got a person of its own (the identify with "anon" did not merge).
+    assert!(e.person("fresh").is_some());
+    // Reset frees one id; its next event creates a new person whose UUID
+    // is not the deleted one's.
+    let r = e.p.reset_distinct_id(P, "user").unwrap();
+    assert!(r.unblocked);
+    e.cap(ev("e", "user", json!({})));
+    let again = e.person("user").unwrap();
+    assert_ne!(again.uuid, before.uuid);
+    assert!(e.person("anon").is_none(), "anon stays blocked");
+    // Resetting an unknown id is an error and changes nothing.
+    assert!(e.p.reset_distinct_id(P, "nobody").is_err());
+}
+
+#[test]
+fn reset_detaches_a_live_id() {
+    let e = env();
+    e.cap(identify("user", "anon"));
+    let p = e.person("user").unwrap();
+    let r = e.p.reset_distinct_id(P, "anon").unwrap();
+    assert_eq!(r.detached_from, Some(p.uuid));
+    assert!(e.person("anon").is_none());
+    e.cap(ev("e", "anon", json!({})));
+    assert_ne!(e.person("anon").unwrap().uuid, p.uuid);
+}
+
+#[test]
+fn split_moves_ids_to_new_persons() {
+    let e = env();
+    e.cap(ev("e", "a", json!({"$set": {"k": 1}})));
+    e.cap(ev("$create_alias", "a", json!({"alias": "b"})));
+    e.cap(ev("$create_alias", "a", json!({"alias": "c"})));
+    let p = e.person("a").unwrap();
+    assert_eq!(p.distinct_ids, vec!["a", "b", "c"]);
+    // Bad specs change nothing.
+    let key = p.id.to_string();
+    assert!(e.p.split(P, &key, &SplitSpec::Main("zzz".into())).is_err());
+    assert!(e
+        .p
+        .split(
+            P,
+            &key,
+            &SplitSpec::Ids(vec!["a".into(), "b".into(), "c".into()])
+        )
+        .is_err());
+    assert_eq!(e.person("c").unwrap().uuid, p.uuid);
+    let out = e.p.split(P, &key, &SplitSpec::Main("b".into())).unwrap();
+    assert_eq!(out.new_persons.len(), 2);
+    assert_eq!(e.person("b").unwrap().uuid, p.uuid);
+    assert_eq!(e.person("b").unwrap().properties["k"], json!(1));
+    // "a" created the person, so its derived UUID was taken: a new one.
+    let a = e.person("a").unwrap();
+    assert_ne!(a.uuid, p.uuid);
+    assert!(a.properties.is_empty());
+    assert_ne!(e.person("c").unwrap().uuid, a.uuid);
+    assert_eq!(e.count(), 3);
+}
