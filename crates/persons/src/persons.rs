@@ -520,7 +520,8 @@ impl<M: MetaStore> Persons<M> {
 
     /// Delete persons (see [`DeletePersons`]). Ids that name no person are
     /// reported in `deletion_errors`; if none names one, nothing changes
-    /// and the result is [`PersonsError::NotFound`].
+    /// (`persons_found` is 0). Malformed requests (both lists, neither,
+    /// more than [`MAX_DELETE_PERSONS`], a bad UUID) are errors.
     pub fn delete(&self, project: i64, req: &DeletePersons) -> Result<BulkDeleteResult> {
         let (keys, by_uuid) = match (req.uuids.is_empty(), req.distinct_ids.is_empty()) {
             (false, false) => {
@@ -579,11 +580,14 @@ impl<M: MetaStore> Persons<M> {
             Ok(found)
         })?;
         if found.is_empty() {
-            let names: Vec<&str> = errors.iter().map(|e| e.id.as_str()).collect();
-            return Err(PersonsError::NotFound(format!(
-                "no person in project {project} for {}",
-                names.join(", ")
-            )));
+            // Nothing to do, nothing changed: every id is in the errors.
+            return Ok(BulkDeleteResult {
+                persons_found: 0,
+                persons_deleted: 0,
+                events_queued_for_deletion: false,
+                recordings_queued_for_deletion: false,
+                deletion_errors: errors,
+            });
         }
         // 2. The rows: store deletion requests, durable before the profile goes.
         let mut tables = Vec::new();

@@ -14,6 +14,7 @@
 //! It depends on `elide-store` and DataFusion, never on HTTP or SQLite.
 
 pub mod access;
+pub mod loaded;
 pub mod provider;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use datafusion::error::Result;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use elide_store::{Snapshot, Store, Table};
 
+pub use loaded::{LoadedTable, Loader};
 pub use provider::ElideTable;
 
 /// A `SessionContext` with every table of `store` registered and JSON

@@ -139,6 +139,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Capture PostHog events (JSON lines) through identity resolution.
+    Capture(crate::persons_cli::CaptureArgs),
+    /// Persons: list, get, delete, reset, split, set, unset, deletions, activity, timeline.
+    Persons {
+        #[command(subcommand)]
+        command: crate::persons_cli::PersonsCommand,
+    },
     /// Generate a sample, ingest it, delete persons, query before and after.
     Demo {
         /// Data directory (must be empty or absent).
@@ -201,7 +208,14 @@ fn dispatch(cmd: Command) -> Result<()> {
             sql,
         } => {
             let store = open(&data_dir)?;
-            let batches = run_sql(&store, &sql)?;
+            let batches = if crate::people::has_metadata(&data_dir) {
+                // The persons tables too, when there is a metadata database.
+                let persons = std::sync::Arc::new(elide_persons::Persons::open(store.clone())?);
+                let ctx = crate::people::session(&persons)?;
+                runtime()?.block_on(elide_query::run_sql(&ctx, &sql))?
+            } else {
+                run_sql(&store, &sql)?
+            };
             let mut out = std::io::stdout().lock();
             write_batches(&mut out, &batches, format)?;
             store.close()?;
@@ -283,6 +297,8 @@ fn dispatch(cmd: Command) -> Result<()> {
             project,
             format,
         } => crate::lifecycle::drop_project(&data_dir, project, format),
+        Command::Capture(args) => crate::persons_cli::capture(args),
+        Command::Persons { command } => crate::persons_cli::run(command),
         Command::Demo { data_dir, events } => crate::demo::run(&data_dir, events),
         Command::Bench(args) => crate::bench::run(args),
         Command::CrashWorker { data_dir, seed } => crate::crash_worker::run(&data_dir, seed),

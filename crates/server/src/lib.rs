@@ -1,6 +1,7 @@
 //! # elide-server: the `elide` command line (and, later, the HTTP API)
 //!
-//! Every subcommand is a thin layer over `elide-store` and `elide-query`;
+//! Every subcommand is a thin layer over `elide-store`, `elide-query` and
+//! `elide-persons`;
 //! subcommand names, flags and output formats are a contract that other
 //! programs rely on (listed in `README.md`).
 
@@ -11,3 +12,5 @@ mod crash_worker;
 mod demo;
 mod lifecycle;
 mod output;
+pub mod people;
+mod persons_cli;

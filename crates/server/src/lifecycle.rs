@@ -270,7 +270,20 @@ pub(crate) fn deletions(dir: &Path, filter: StatusFilter, format: Format) -> Res
 
 pub(crate) fn drop_project(dir: &Path, project: i64, format: Format) -> Result<()> {
     let store = open(dir)?;
-    let o = store.drop_project(project)?;
+    let o = if crate::people::has_metadata(dir) {
+        // The project's persons, ids, deletions and activity go too.
+        let persons = elide_persons::Persons::open(store.clone())?;
+        let (o, meta) = persons.drop_project(project)?;
+        tracing::info!(
+            project,
+            persons = meta.persons,
+            distinct_ids = meta.distinct_ids,
+            "project metadata dropped"
+        );
+        o
+    } else {
+        store.drop_project(project)?
+    };
     store.close()?;
     let mut out = std::io::stdout().lock();
     match format {

@@ -1,0 +1,499 @@
+//! `elide capture` and `elide persons ...`: the command line of persons and
+//! identity. Flags named in the issue are a contract; output of `persons
+//! delete` is the bulk-delete JSON (`persons_found`, `persons_deleted`,
+//! `events_queued_for_deletion`, `recordings_queued_for_deletion`,
+//! `deletion_errors`).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Subcommand, ValueEnum};
+use elide_persons::capture::parse_line;
+use elide_persons::{
+    CaptureEvent, DeletePersons, DeletionState, Person, PersonFilter, Persons, PropertyFilter,
+    SplitSpec,
+};
+use serde_json::{Map, Value};
+
+use crate::output::anyhow_lite::Result;
+
+/// Output of person commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ViewFormat {
+    /// Aligned text.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// `elide capture` arguments.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Project id (created on first use).
+    #[arg(long)]
+    project: i64,
+    /// Events per pipeline batch (one metadata transaction and one append each).
+    #[arg(long, default_value_t = 10_000)]
+    batch_size: usize,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t = ViewFormat::Table)]
+    format: ViewFormat,
+    /// JSON-lines file: one PostHog capture event per line, or `{"batch": [...]}` objects.
+    file: PathBuf,
+}
+
+/// `elide persons` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PersonsCommand {
+    /// List persons, newest first.
+    List {
+        #[command(flatten)]
+        at: At,
+        /// Only the person owning this distinct id.
+        #[arg(long)]
+        distinct_id: Option<String>,
+        /// Only persons whose `email` property equals this.
+        #[arg(long)]
+        email: Option<String>,
+        /// Substring of email or name, or an exact distinct id or UUID.
+        #[arg(long)]
+        search: Option<String>,
+        /// Property filter as JSON: {"key": K, "operator": exact|is_not|icontains|is_set|is_not_set|gt|lt, "value": V} (repeatable).
+        #[arg(long = "property")]
+        properties: Vec<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Rows to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ViewFormat::Table)]
+        format: ViewFormat,
+    },
+    /// Show one person (JSON).
+    Get {
+        #[command(flatten)]
+        at: At,
+        /// Integer id or UUID.
+        id_or_uuid: String,
+    },
+    /// Delete persons (and queue their events/recordings for deletion); prints the result as JSON.
+    Delete {
+        #[command(flatten)]
+        at: At,
+        /// Person UUID (repeatable, at most 1000).
+        #[arg(long = "uuid")]
+        uuids: Vec<String>,
+        /// Distinct id naming a person (repeatable, at most 1000).
+        #[arg(long = "distinct-id")]
+        distinct_ids: Vec<String>,
+        /// Hide now, and purge later, their events captured before the request.
+        #[arg(long)]
+        delete_events: bool,
+        /// The same for their recordings.
+        #[arg(long)]
+        delete_recordings: bool,
+        /// Delete the data but keep the profile.
+        #[arg(long)]
+        keep_person: bool,
+    },
+    /// Free a distinct id: lift a deletion's block, or detach it from its person.
+    Reset {
+        #[command(flatten)]
+        at: At,
+        /// The distinct id.
+        #[arg(long)]
+        distinct_id: String,
+    },
+    /// Move distinct ids of a person to new persons (one per id).
+    Split {
+        #[command(flatten)]
+        at: At,
+        /// Integer id or UUID.
+        id: String,
+        /// Keep this id; move all others.
+        #[arg(long, conflicts_with = "distinct_ids")]
+        main_distinct_id: Option<String>,
+        /// Move these ids (repeatable).
+        #[arg(long = "distinct-id")]
+        distinct_ids: Vec<String>,
+    },
+    /// Set person properties (a `$set` event through the pipeline).
+    Set {
+        #[command(flatten)]
+        at: At,
+        /// Integer id or UUID.
+        id: String,
+        /// Properties as a JSON object.
+        properties: String,
+    },
+    /// Remove one person property (`$unset` through the pipeline).
+    Unset {
+        #[command(flatten)]
+        at: At,
+        /// Integer id or UUID.
+        id: String,
+        /// Property key.
+        key: String,
+    },
+    /// Deletion status per person: pending or completed (verified).
+    Deletions {
+        #[command(flatten)]
+        at: At,
+        /// Only this state.
+        #[arg(long, value_enum)]
+        status: Option<StateArg>,
+        /// Only this person (UUID).
+        #[arg(long)]
+        person: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Rows to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+    },
+    /// Activity log of a person or of the project (JSON lines, newest first).
+    Activity {
+        #[command(flatten)]
+        at: At,
+        /// Integer id or UUID; the whole project when absent.
+        id: Option<String>,
+        /// Most entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// A person's property states over time, from its events (JSON).
+    Timeline {
+        #[command(flatten)]
+        at: At,
+        /// Integer id or UUID.
+        id: String,
+    },
+}
+
+/// Where: data directory and project.
+#[derive(Debug, Args)]
+pub struct At {
+    /// Data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Project id.
+    #[arg(long)]
+    project: i64,
+}
+
+/// Deletion state filter.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StateArg {
+    /// Not yet verified.
+    Pending,
+    /// Verified.
+    Completed,
+}
+
+fn open(dir: &Path) -> Result<Arc<Persons>> {
+    let store = crate::cli::open(dir)?;
+    Ok(Arc::new(Persons::open(store)?))
+}
+
+fn close(p: Arc<Persons>) -> Result<()> {
+    let store = p.store().clone();
+    drop(p);
+    store.close()?;
+    Ok(())
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Run `elide capture`.
+pub fn capture(a: CaptureArgs) -> Result<()> {
+    if a.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    let open_file = || -> Result<BufReader<File>> {
+        let f =
+            File::open(&a.file).map_err(|e| format!("cannot open {}: {e}", a.file.display()))?;
+        Ok(BufReader::with_capacity(1 << 20, f))
+    };
+    // Pass 1: validate every line, so that a bad line changes nothing.
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut total = 0u64;
+    for (i, line) in open_file()?.lines().enumerate() {
+        let line = line.map_err(|e| format!("reading {}: {e}", a.file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        total += parse_line(i + 1, &line, now)
+            .map_err(|e| format!("{}: {e} (nothing was captured)", a.file.display()))?
+            .len() as u64;
+    }
+    let persons = open(&a.data_dir)?;
+    let bar = crate::cli::progress_bar(total, "capturing");
+    let started = Instant::now();
+    let mut stats = elide_persons::CaptureStats::default();
+    let mut batch: Vec<CaptureEvent> = Vec::with_capacity(a.batch_size);
+    let mut flush = |batch: &mut Vec<CaptureEvent>| -> Result<()> {
+        let o = persons.capture(a.project, batch)?;
+        let s = o.stats;
+        stats.events += s.events;
+        stats.persons_created += s.persons_created;
+        stats.persons_updated += s.persons_updated;
+        stats.merges += s.merges;
+        stats.merges_refused += s.merges_refused;
+        stats.merges_illegal += s.merges_illegal;
+        stats.personless += s.personless;
+        stats.blocked += s.blocked;
+        bar.inc(batch.len() as u64);
+        batch.clear();
+        Ok(())
+    };
+    // Pass 2: capture in batches.
+    for (i, line) in open_file()?.lines().enumerate() {
+        let line = line.map_err(|e| format!("reading {}: {e}", a.file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let now = chrono::Utc::now().timestamp_micros();
+        batch.extend(parse_line(i + 1, &line, now)?);
+        if batch.len() >= a.batch_size {
+            flush(&mut batch)?;
+        }
+    }
+    if !batch.is_empty() {
+        flush(&mut batch)?;
+    }
+    persons.store().flush()?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    match a.format {
+        ViewFormat::Json => {
+            let mut v = serde_json::to_value(stats)?;
+            if let Value::Object(m) = &mut v {
+                m.insert("project_id".into(), a.project.into());
+                m.insert("elapsed_s".into(), secs.into());
+            }
+            print_json(&v)?;
+        }
+        ViewFormat::Table => println!(
+            "captured {} events into project {} in {:.2} s ({:.0} events/s): {} persons created, {} updated, {} merged ({} refused, {} illegal), {} personless, {} blocked",
+            stats.events,
+            a.project,
+            secs,
+            stats.events as f64 / secs.max(1e-9),
+            stats.persons_created,
+            stats.persons_updated,
+            stats.merges,
+            stats.merges_refused,
+            stats.merges_illegal,
+            stats.personless,
+            stats.blocked
+        ),
+    }
+    close(persons)
+}
+
+/// Run `elide persons ...`.
+pub fn run(cmd: PersonsCommand) -> Result<()> {
+    match cmd {
+        PersonsCommand::List {
+            at,
+            distinct_id,
+            email,
+            search,
+            properties,
+            limit,
+            offset,
+            format,
+        } => {
+            let properties = properties
+                .iter()
+                .map(|p| {
+                    serde_json::from_str::<PropertyFilter>(p)
+                        .map_err(|e| format!("--property {p}: {e}"))
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let filter = PersonFilter {
+                distinct_id,
+                email,
+                search,
+                properties,
+                limit,
+                offset,
+            };
+            let p = open(&at.data_dir)?;
+            let page = p.list(at.project, &filter)?;
+            match format {
+                ViewFormat::Json => print_json(&page)?,
+                ViewFormat::Table => print_table(&page.results, page.next_offset)?,
+            }
+            close(p)
+        }
+        PersonsCommand::Get { at, id_or_uuid } => {
+            let p = open(&at.data_dir)?;
+            print_json(&p.get(at.project, &id_or_uuid)?)?;
+            close(p)
+        }
+        PersonsCommand::Delete {
+            at,
+            uuids,
+            distinct_ids,
+            delete_events,
+            delete_recordings,
+            keep_person,
+        } => {
+            let req = DeletePersons {
+                uuids,
+                distinct_ids,
+                delete_events,
+                delete_recordings,
+                keep_person,
+            };
+            let p = open(&at.data_dir)?;
+            let r = p.delete(at.project, &req)?;
+            print_json(&r)?;
+            close(p)?;
+            if r.persons_found == 0 {
+                return Err("no person found for the ids given; nothing was deleted".into());
+            }
+            Ok(())
+        }
+        PersonsCommand::Reset { at, distinct_id } => {
+            let p = open(&at.data_dir)?;
+            print_json(&p.reset_distinct_id(at.project, &distinct_id)?)?;
+            close(p)
+        }
+        PersonsCommand::Split {
+            at,
+            id,
+            main_distinct_id,
+            distinct_ids,
+        } => {
+            let spec = match (main_distinct_id, distinct_ids.is_empty()) {
+                (Some(m), _) => SplitSpec::Main(m),
+                (None, false) => SplitSpec::Ids(distinct_ids),
+                (None, true) => SplitSpec::AllButFirst,
+            };
+            let p = open(&at.data_dir)?;
+            print_json(&p.split(at.project, &id, &spec)?)?;
+            close(p)
+        }
+        PersonsCommand::Set { at, id, properties } => {
+            let set: Map<String, Value> = serde_json::from_str(&properties)
+                .map_err(|e| format!("properties must be a JSON object: {e}"))?;
+            let p = open(&at.data_dir)?;
+            print_json(&p.update_properties(at.project, &id, set)?)?;
+            p.store().flush()?;
+            close(p)
+        }
+        PersonsCommand::Unset { at, id, key } => {
+            let p = open(&at.data_dir)?;
+            print_json(&p.delete_property(at.project, &id, &key)?)?;
+            p.store().flush()?;
+            close(p)
+        }
+        PersonsCommand::Deletions {
+            at,
+            status,
+            person,
+            limit,
+            offset,
+        } => {
+            let state = status.map(|s| match s {
+                StateArg::Pending => DeletionState::Pending,
+                StateArg::Completed => DeletionState::Completed,
+            });
+            let p = open(&at.data_dir)?;
+            print_json(&p.deletion_status(at.project, person.as_deref(), state, limit, offset)?)?;
+            close(p)
+        }
+        PersonsCommand::Activity { at, id, limit } => {
+            let p = open(&at.data_dir)?;
+            print_json(&p.activity(at.project, id.as_deref(), limit)?)?;
+            close(p)
+        }
+        PersonsCommand::Timeline { at, id } => {
+            let p = open(&at.data_dir)?;
+            let rt = crate::cli::runtime()?;
+            let t = rt.block_on(crate::people::timeline(&p, at.project, &id))?;
+            print_json(&t)?;
+            close(p)
+        }
+    }
+}
+
+fn print_table(persons: &[Person], next: Option<usize>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if persons.is_empty() {
+        writeln!(out, "(no persons)")?;
+        return Ok(());
+    }
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    };
+    let rows: Vec<[String; 6]> = persons
+        .iter()
+        .map(|p| {
+            let mut ids = p.distinct_ids.join(",");
+            if ids.chars().count() > 40 {
+                ids = ids.chars().take(39).collect::<String>() + "…";
+            }
+            [
+                p.id.to_string(),
+                p.uuid.to_string(),
+                p.created_at.clone(),
+                text(p.properties.get("email")),
+                if p.is_identified {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                ids,
+            ]
+        })
+        .collect();
+    let head = [
+        "id",
+        "uuid",
+        "created_at",
+        "email",
+        "identified",
+        "distinct_ids",
+    ];
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6], out: &mut dyn Write| -> std::io::Result<()> {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        writeln!(out, "{}", parts.join("  ").trim_end())
+    };
+    line(head, &mut out)?;
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]], &mut out)?;
+    }
+    if let Some(n) = next {
+        writeln!(out, "(more: --offset {n})")?;
+    }
+    Ok(())
+}
