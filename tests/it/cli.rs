@@ -173,3 +173,179 @@ fn compact_deletions_and_drop_project_from_the_command_line() {
     // 10 rows - 2 of "gone" in project 1 - 3 of project 2.
     assert_eq!(out.trim(), "n\n5");
 }
+
+/// `elide capture` and `elide persons`: the contract flags and output, and
+/// malformed input (bad JSON line, both id lists, 1001 ids, unknown ids)
+/// rejected with nothing changed.
+#[test]
+fn capture_and_persons_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let good = [
+        r#"{"event":"$pageview","distinct_id":"anon-1","properties":{"$set":{"email":"ann@example.com"}},"timestamp":"2026-11-20T10:00:00Z"}"#,
+        r#"{"batch":[{"event":"$identify","distinct_id":"user-1","properties":{"$anon_distinct_id":"anon-1"}},{"event":"$pageview","distinct_id":"bob","$set":{"email":"bob@example.com"}}]}"#,
+    ];
+    // A bad last line: nothing is captured, the line is named.
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n{}\n{{\"event\": \"x\", \"distinct_id\": \n",
+            good[0], good[1]
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = elide(&[
+        "capture",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("line 3")
+            && err.contains("invalid JSON")
+            && err.contains("nothing was captured"),
+        "{err}"
+    );
+    let (ok, out, _) = elide(&["persons", "list", "--data-dir", d, "--project", "1"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "(no persons)");
+
+    std::fs::write(&file, format!("{}\n\n{}\n", good[0], good[1])).unwrap();
+    let (ok, out, err) = elide(&[
+        "capture",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--format",
+        "json",
+        file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["events"], 3);
+    assert_eq!(v["persons_created"], 2);
+    let (ok, out, _) = elide(&[
+        "persons",
+        "list",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--email",
+        "ann@example.com",
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ann = &page["results"][0];
+    assert_eq!(ann["distinct_ids"], serde_json::json!(["anon-1", "user-1"]));
+    let uuid = ann["uuid"].as_str().unwrap().to_string();
+    let (ok, out, _) = elide(&["persons", "get", "--data-dir", d, "--project", "1", &uuid]);
+    assert!(ok);
+    assert!(out.contains("ann@example.com"));
+
+    // Bad deletions change nothing.
+    let many: Vec<String> = (0..1001)
+        .flat_map(|i| ["--distinct-id".to_string(), format!("x{i}")])
+        .collect();
+    let mut args: Vec<&str> = vec!["persons", "delete", "--data-dir", d, "--project", "1"];
+    args.extend(many.iter().map(String::as_str));
+    let (ok, _, err) = elide(&args);
+    assert!(!ok && err.contains("at most 1000"), "{err}");
+    let (ok, _, err) = elide(&[
+        "persons",
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--uuid",
+        &uuid,
+        "--distinct-id",
+        "bob",
+    ]);
+    assert!(!ok && err.contains("not both"), "{err}");
+    let (ok, out, _) = elide(&[
+        "persons",
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--distinct-id",
+        "nobody",
+    ]);
+    assert!(!ok);
+    assert!(out.contains("\"persons_found\": 0"), "{out}");
+    let (ok, out, _) = elide(&[
+        "sql",
+        "--data-dir",
+        d,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM persons",
+    ]);
+    assert!(ok);
+    assert_eq!(out.trim(), "n\n2");
+
+    // The real deletion, with its contract output.
+    let (ok, out, err) = elide(&[
+        "persons",
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--uuid",
+        &uuid,
+        "--delete-events",
+    ]);
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["persons_found"], 1);
+    assert_eq!(r["persons_deleted"], 1);
+    assert_eq!(r["events_queued_for_deletion"], true);
+    assert_eq!(r["recordings_queued_for_deletion"], false);
+    assert_eq!(r["deletion_errors"], serde_json::json!([]));
+    let (ok, out, _) = elide(&[
+        "sql",
+        "--data-dir",
+        d,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM events e JOIN persons p ON e.person_id = p.uuid",
+    ]);
+    assert!(ok);
+    assert_eq!(out.trim(), "n\n1");
+    // Reset frees the blocked id; split needs a person with two ids.
+    let (ok, out, _) = elide(&[
+        "persons",
+        "reset",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--distinct-id",
+        "user-1",
+    ]);
+    assert!(ok && out.contains("\"unblocked\": true"), "{out}");
+    let (ok, _, err) = elide(&[
+        "persons",
+        "split",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "1",
+        "--main-distinct-id",
+        "x",
+    ]);
+    assert!(!ok && err.contains("not found"), "{err}");
+}

@@ -7,4 +7,5 @@ mod compaction_crash;
 mod compat;
 mod crash;
 mod model;
+mod persons;
 mod query;
