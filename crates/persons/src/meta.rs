@@ -186,6 +186,13 @@ pub trait MetaTx {
         project: i64,
         distinct_id: &str,
     ) -> Result<Option<PersonRow>>;
+    /// The (id, UUID) of the person owning `distinct_id`, without its
+    /// properties (the capture fast path).
+    fn person_ref_by_distinct_id(
+        &mut self,
+        project: i64,
+        distinct_id: &str,
+    ) -> Result<Option<(i64, Uuid)>>;
     /// A person by integer id.
     fn person_by_id(&mut self, project: i64, id: i64) -> Result<Option<PersonRow>>;
     /// A person by UUID.

@@ -36,7 +36,7 @@ use crate::error::{PersonsError, Result};
 use crate::meta::{
     Activity, DeletionRecord, MetaStore, MetaTx, PersonFilter, PersonRow, Project, ProjectRemoval,
 };
-use crate::resolve::{free_uuid, CaptureStats, Resolver};
+use crate::resolve::{free_uuid, CaptureStats, IdCache, Resolver};
 use crate::sqlite::{SqliteMeta, METADATA_FILE};
 
 /// Most persons one deletion takes.
@@ -214,7 +214,9 @@ pub struct CaptureOutcome {
 pub struct Persons<M: MetaStore = SqliteMeta> {
     store: Store,
     meta: M,
-    pipeline: Mutex<()>,
+    /// The pipeline lock (see the module docs), with the distinct-id cache
+    /// it guards.
+    pipeline: Mutex<IdCache>,
 }
 
 impl<M: MetaStore> std::fmt::Debug for Persons<M> {
@@ -290,7 +292,7 @@ impl<M: MetaStore> Persons<M> {
         Persons {
             store,
             meta,
-            pipeline: Mutex::new(()),
+            pipeline: Mutex::new(IdCache::default()),
         }
     }
 
@@ -304,7 +306,7 @@ impl<M: MetaStore> Persons<M> {
         &self.meta
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, ()>> {
+    fn lock(&self) -> Result<MutexGuard<'_, IdCache>> {
         self.pipeline
             .lock()
             .map_err(|_| PersonsError::Internal("the capture pipeline lock is poisoned".into()))
@@ -336,11 +338,16 @@ impl<M: MetaStore> Persons<M> {
     /// then one append. All or nothing: a bad event fails the whole batch
     /// before anything is written.
     pub fn capture(&self, project: i64, events: &[CaptureEvent]) -> Result<CaptureOutcome> {
-        let _g = self.lock()?;
-        self.capture_locked(project, events)
+        let mut g = self.lock()?;
+        self.capture_locked(&mut g, project, events)
     }
 
-    fn capture_locked(&self, project: i64, events: &[CaptureEvent]) -> Result<CaptureOutcome> {
+    fn capture_locked(
+        &self,
+        cache: &mut IdCache,
+        project: i64,
+        events: &[CaptureEvent],
+    ) -> Result<CaptureOutcome> {
         if events.is_empty() {
             return Ok(CaptureOutcome {
                 stats: CaptureStats::default(),
@@ -349,9 +356,12 @@ impl<M: MetaStore> Persons<M> {
             });
         }
         let now = now_us();
-        let (batch, stats) = self.meta.write(|tx| {
+        let started = std::time::Instant::now();
+        let mut resolved_at = started;
+        let mut built_at = started;
+        let (batch, stats, learned) = self.meta.write(|tx| {
             ensure_project(tx, project, now)?;
-            let mut r = Resolver::new(tx, project, now);
+            let mut r = Resolver::new(tx, cache, project, now);
             let mut rows = Vec::with_capacity(events.len());
             for ev in events {
                 let person = r.resolve(ev)?;
@@ -362,18 +372,33 @@ impl<M: MetaStore> Persons<M> {
                     person_id: person.map(|u| u.hyphenated().to_string()),
                     project_id: project,
                     timestamp_us: ev.timestamp_us.unwrap_or(now),
-                    properties: Some(Value::Object(ev.properties.clone()).to_string()),
+                    properties: Some(serde_json::to_string(&ev.properties).map_err(|e| {
+                        PersonsError::InvalidInput(format!("event properties: {e}"))
+                    })?),
                     session_id: ev.session_id().map(str::to_string),
                 });
             }
-            let mut stats = r.finish()?;
+            let (mut stats, learned) = r.finish()?;
             stats.events = rows.len() as u64;
+            resolved_at = std::time::Instant::now();
             // Validated before the transaction commits: a batch the store
             // would refuse leaves no person change behind.
             let batch = normalize(Table::Events, &rows_to_batch(&rows)?)?;
-            Ok((batch, stats))
+            built_at = std::time::Instant::now();
+            Ok((batch, stats, learned))
         })?;
+        // Committed: the cache may learn from the batch.
+        cache.apply(project, learned);
+        let committed_at = std::time::Instant::now();
         let appended = self.store.append_normalized(batch)?;
+        tracing::debug!(
+            events = events.len(),
+            resolve_us = (resolved_at - started).as_micros() as u64,
+            build_us = (built_at - resolved_at).as_micros() as u64,
+            commit_us = (committed_at - built_at).as_micros() as u64,
+            append_us = committed_at.elapsed().as_micros() as u64,
+            "captured a batch"
+        );
         Ok(CaptureOutcome {
             stats,
             seq_start: appended.seq_start,
@@ -498,7 +523,7 @@ impl<M: MetaStore> Persons<M> {
         activity: &str,
         detail: Value,
     ) -> Result<Person> {
-        let _g = self.lock()?;
+        let mut g = self.lock()?;
         let (uuid, did) = self.meta.read(|tx| {
             let row = find(tx, project, key)?;
             let ids = tx.distinct_ids(project, row.id)?;
@@ -510,7 +535,7 @@ impl<M: MetaStore> Persons<M> {
             Ok((row.uuid, did))
         })?;
         let ev = CaptureEvent::new(event, did, props)?;
-        self.capture_locked(project, &[ev])?;
+        self.capture_locked(&mut g, project, &[ev])?;
         self.meta.write(|tx| {
             tx.insert_activity(project, Some(&uuid), activity, Some(&detail), now_us())?;
             let row = find(tx, project, &uuid.to_string())?;
@@ -550,7 +575,9 @@ impl<M: MetaStore> Persons<M> {
         } else {
             vec![None; keys.len()]
         };
-        let _g = self.lock()?;
+        let mut g = self.lock()?;
+        // Ids move or go: the cache starts over.
+        g.clear();
         // 1. Who: the persons and all their distinct ids.
         let mut errors = Vec::new();
         let found: Vec<(PersonRow, Vec<String>)> = self.meta.read(|tx| {
@@ -764,7 +791,9 @@ impl<M: MetaStore> Persons<M> {
     /// Free a distinct id: lift the block a deletion put on it, or detach
     /// it from its person. Its next event creates a new person.
     pub fn reset_distinct_id(&self, project: i64, distinct_id: &str) -> Result<ResetOutcome> {
-        let _g = self.lock()?;
+        let mut g = self.lock()?;
+        // Ids move or go: the cache starts over.
+        g.clear();
         let now = now_us();
         self.meta.write(|tx| {
             if tx.unblock(project, distinct_id)? {
@@ -791,7 +820,9 @@ impl<M: MetaStore> Persons<M> {
     /// Move distinct ids of a person to new persons, one per id; the
     /// person keeps its properties and the ids not moved.
     pub fn split(&self, project: i64, key: &str, spec: &SplitSpec) -> Result<SplitOutcome> {
-        let _g = self.lock()?;
+        let mut g = self.lock()?;
+        // Ids move or go: the cache starts over.
+        g.clear();
         let now = now_us();
         self.meta.write(|tx| {
             let row = find(tx, project, key)?;
@@ -897,7 +928,9 @@ impl<M: MetaStore> Persons<M> {
 
     /// Drop a project: its data in the store, then its metadata.
     pub fn drop_project(&self, project: i64) -> Result<(elide_store::DropOutcome, ProjectRemoval)> {
-        let _g = self.lock()?;
+        let mut g = self.lock()?;
+        // Ids move or go: the cache starts over.
+        g.clear();
         let data = self.store.drop_project(project)?;
         let meta = self.meta.write(|tx| tx.delete_project(project))?;
         self.meta.scrub()?;

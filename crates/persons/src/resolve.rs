@@ -19,8 +19,10 @@
 //! - a blocked id (its person was deleted and it was not reset) gets no
 //!   person: its events are stored with no `person_id`, and never merge.
 //!
-//! Persons touched by the batch are cached and written once at the end
-//! ([`Resolver::finish`]); merges write through at once.
+//! Persons a batch changes are read once and written once at the end
+//! ([`Resolver::finish`]); merges write through at once. Events of known
+//! persons that change nothing need only the (person id, UUID) of their
+//! distinct id, which [`IdCache`] keeps across batches.
 
 use std::collections::HashMap;
 
@@ -54,6 +56,71 @@ pub struct CaptureStats {
     pub blocked: u64,
 }
 
+/// Distinct id → its person (id, UUID), or no person (blocked or not), as
+/// last committed, kept across batches so that an event of a known person
+/// (or a personless or blocked id seen before) needs no metadata read.
+/// Guarded by the pipeline lock; a batch's discoveries are added only
+/// after its transaction commits, and every operation that moves, removes
+/// or unblocks a distinct id (a merge, a deletion, a reset, a split, a
+/// project drop) clears it. Persons are only created by capture, which
+/// records what it creates, so a cached "no person" stays true until then.
+#[derive(Debug, Default)]
+pub(crate) struct IdCache {
+    map: HashMap<i64, HashMap<String, Known>>,
+    len: usize,
+}
+
+/// What the cache knows of a distinct id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// Owned by this person.
+    Person(i64, Uuid),
+    /// No person; blocked by a deletion or not.
+    Absent {
+        /// Blocked.
+        blocked: bool,
+    },
+}
+
+impl IdCache {
+    /// Entries kept before the cache starts over.
+    const CAP: usize = 1 << 20;
+
+    fn get(&self, project: i64, did: &str) -> Option<Known> {
+        self.map.get(&project)?.get(did).copied()
+    }
+
+    /// Forget everything.
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+        self.len = 0;
+    }
+
+    /// Add what a committed batch learned (or forget all, if it merged).
+    pub(crate) fn apply(&mut self, project: i64, learned: Learned) {
+        if learned.invalidate {
+            self.clear();
+            return;
+        }
+        if self.len + learned.ids.len() > Self::CAP {
+            self.clear();
+        }
+        let m = self.map.entry(project).or_default();
+        for (did, r) in learned.ids {
+            if m.insert(did, r).is_none() {
+                self.len += 1;
+            }
+        }
+    }
+}
+
+/// What a batch learned about distinct ids, for [`IdCache::apply`].
+#[derive(Debug, Default)]
+pub(crate) struct Learned {
+    ids: Vec<(String, Known)>,
+    invalidate: bool,
+}
+
 struct Cached {
     row: PersonRow,
     dirty: bool,
@@ -62,23 +129,39 @@ struct Cached {
 /// Resolves identities of one batch (see the module docs).
 pub(crate) struct Resolver<'t> {
     tx: &'t mut dyn MetaTx,
+    cache: &'t IdCache,
     project: i64,
     now_us: i64,
+    /// Distinct id → person, as of this batch.
     by_id: HashMap<String, Option<i64>>,
     blocked: HashMap<String, bool>,
-    persons: HashMap<i64, Cached>,
+    uuids: HashMap<i64, Uuid>,
+    /// Full rows of the persons this batch changes.
+    rows: HashMap<i64, Cached>,
+    learned: Learned,
+    /// A merge moved ids the cache may hold: read the metadata instead.
+    cache_stale: bool,
     pub(crate) stats: CaptureStats,
 }
 
 impl<'t> Resolver<'t> {
-    pub(crate) fn new(tx: &'t mut dyn MetaTx, project: i64, now_us: i64) -> Resolver<'t> {
+    pub(crate) fn new(
+        tx: &'t mut dyn MetaTx,
+        cache: &'t IdCache,
+        project: i64,
+        now_us: i64,
+    ) -> Resolver<'t> {
         Resolver {
             tx,
+            cache,
             project,
             now_us,
             by_id: HashMap::new(),
             blocked: HashMap::new(),
-            persons: HashMap::new(),
+            uuids: HashMap::new(),
+            rows: HashMap::new(),
+            learned: Learned::default(),
+            cache_stale: false,
             stats: CaptureStats::default(),
         }
     }
@@ -94,7 +177,7 @@ impl<'t> Resolver<'t> {
         if !ev.processes_person() {
             self.stats.personless += 1;
             return Ok(Some(match self.person_of(did)? {
-                Some(pid) => self.cached(pid)?.row.uuid,
+                Some(pid) => self.uuid(pid)?,
                 None => person_uuid(self.project, did),
             }));
         }
@@ -102,29 +185,45 @@ impl<'t> Resolver<'t> {
             Some(m) => self.merge(&m.other, did, m.dangerous, ts)?,
             None => self.get_or_create(did, ts, false)?,
         };
-        let c = self.cached(pid)?;
-        if ev.ops.apply(&mut c.row.properties) {
-            c.dirty = true;
+        if !ev.ops.is_empty() {
+            let c = self.row(pid)?;
+            if ev.ops.apply(&mut c.row.properties) {
+                c.dirty = true;
+            }
         }
-        Ok(Some(c.row.uuid))
+        Ok(Some(self.uuid(pid)?))
     }
 
-    /// Write the changed persons; returns the stats.
-    pub(crate) fn finish(mut self) -> Result<CaptureStats> {
-        let mut dirty: Vec<&mut Cached> = self.persons.values_mut().filter(|c| c.dirty).collect();
+    /// Write the changed persons; returns the stats and what the batch
+    /// learned (to apply to the cache once the transaction commits).
+    pub(crate) fn finish(mut self) -> Result<(CaptureStats, Learned)> {
+        let mut dirty: Vec<&mut Cached> = self.rows.values_mut().filter(|c| c.dirty).collect();
         dirty.sort_by_key(|c| c.row.id);
         for c in dirty {
             c.row.version += 1;
             self.tx.update_person(&c.row)?;
             self.stats.persons_updated += 1;
         }
-        Ok(self.stats)
+        Ok((self.stats, self.learned))
     }
 
-    fn cached(&mut self, pid: i64) -> Result<&mut Cached> {
-        self.persons
+    fn uuid(&self, pid: i64) -> Result<Uuid> {
+        self.uuids.get(&pid).copied().ok_or_else(|| {
+            PersonsError::Internal(format!("person {pid} resolved without its UUID"))
+        })
+    }
+
+    /// The full row of a person, read once per batch.
+    fn row(&mut self, pid: i64) -> Result<&mut Cached> {
+        if !self.rows.contains_key(&pid) {
+            let row = self.tx.person_by_id(self.project, pid)?.ok_or_else(|| {
+                PersonsError::Internal(format!("person {pid} resolved but not in the metadata"))
+            })?;
+            self.rows.insert(pid, Cached { row, dirty: false });
+        }
+        self.rows
             .get_mut(&pid)
-            .ok_or_else(|| PersonsError::Internal(format!("person {pid} resolved but not cached")))
+            .ok_or_else(|| PersonsError::Internal(format!("person {pid} not cached")))
     }
 
     fn is_blocked(&mut self, did: &str) -> Result<bool> {
@@ -133,22 +232,50 @@ impl<'t> Resolver<'t> {
         }
         // A distinct id with a person is not blocked: blocks are only
         // written when the person and its ids are removed.
-        let b = self.person_of(did)?.is_none() && self.tx.is_blocked(self.project, did)?;
+        let b = match self.person_of(did)? {
+            Some(_) => false,
+            None => match self.cached(did) {
+                Some(Known::Absent { blocked }) => blocked,
+                _ => {
+                    let b = self.tx.is_blocked(self.project, did)?;
+                    self.learned
+                        .ids
+                        .push((did.to_string(), Known::Absent { blocked: b }));
+                    b
+                }
+            },
+        };
         self.blocked.insert(did.to_string(), b);
         Ok(b)
+    }
+
+    fn cached(&self, did: &str) -> Option<Known> {
+        if self.cache_stale {
+            return None;
+        }
+        self.cache.get(self.project, did)
     }
 
     fn person_of(&mut self, did: &str) -> Result<Option<i64>> {
         if let Some(p) = self.by_id.get(did) {
             return Ok(*p);
         }
-        let row = self.tx.person_by_distinct_id(self.project, did)?;
-        let pid = row.map(|row| {
-            let id = row.id;
-            self.persons
-                .entry(id)
-                .or_insert(Cached { row, dirty: false });
-            id
+        let found = match self.cached(did) {
+            Some(Known::Person(pid, uuid)) => Some((pid, uuid)),
+            Some(Known::Absent { .. }) => None,
+            None => {
+                let r = self.tx.person_ref_by_distinct_id(self.project, did)?;
+                if let Some((pid, uuid)) = r {
+                    self.learned
+                        .ids
+                        .push((did.to_string(), Known::Person(pid, uuid)));
+                }
+                r
+            }
+        };
+        let pid = found.map(|(pid, uuid)| {
+            self.uuids.insert(pid, uuid);
+            pid
         });
         self.by_id.insert(did.to_string(), pid);
         Ok(pid)
@@ -168,14 +295,18 @@ impl<'t> Resolver<'t> {
         })?;
         self.tx.add_distinct_id(self.project, did, row.id)?;
         let id = row.id;
-        self.persons.insert(id, Cached { row, dirty: false });
+        self.rows.insert(id, Cached { row, dirty: false });
+        self.uuids.insert(id, uuid);
         self.by_id.insert(did.to_string(), Some(id));
+        self.learned
+            .ids
+            .push((did.to_string(), Known::Person(id, uuid)));
         self.stats.persons_created += 1;
         Ok(id)
     }
 
     fn identify(&mut self, pid: i64) -> Result<()> {
-        let c = self.cached(pid)?;
+        let c = self.row(pid)?;
         if !c.row.is_identified {
             c.row.is_identified = true;
             c.dirty = true;
@@ -187,6 +318,10 @@ impl<'t> Resolver<'t> {
         self.tx.add_distinct_id(self.project, did, pid)?;
         self.by_id.insert(did.to_string(), Some(pid));
         self.blocked.insert(did.to_string(), false);
+        let uuid = self.uuid(pid)?;
+        self.learned
+            .ids
+            .push((did.to_string(), Known::Person(pid, uuid)));
         Ok(())
     }
 
@@ -217,7 +352,7 @@ impl<'t> Resolver<'t> {
                 t
             }
             (Some(o), Some(t)) => {
-                if self.cached(o)?.row.is_identified && !dangerous {
+                if self.row(o)?.row.is_identified && !dangerous {
                     self.stats.merges_refused += 1;
                     return Ok(t);
                 }
@@ -230,12 +365,14 @@ impl<'t> Resolver<'t> {
     }
 
     fn merge_persons(&mut self, from: i64, into: i64) -> Result<()> {
+        self.row(from)?;
+        self.row(into)?;
         let gone = self
-            .persons
+            .rows
             .remove(&from)
             .ok_or_else(|| PersonsError::Internal(format!("merged person {from} not cached")))?
             .row;
-        let c = self.cached(into)?;
+        let c = self.row(into)?;
         merge_properties(&mut c.row.properties, &gone.properties);
         c.row.created_at_us = c.row.created_at_us.min(gone.created_at_us);
         c.dirty = true;
@@ -256,6 +393,9 @@ impl<'t> Resolver<'t> {
                 *v = Some(into);
             }
         }
+        // Ids of `from` not yet seen in this batch may sit in the cache.
+        self.cache_stale = true;
+        self.learned.invalidate = true;
         self.stats.merges += 1;
         Ok(())
     }

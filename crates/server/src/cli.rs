@@ -157,6 +157,8 @@ enum Command {
     },
     /// Benchmark harness (see docs/benchmarks.md).
     Bench(crate::bench::BenchArgs),
+    /// Benchmark the persons pipeline and person deletion end to end.
+    BenchPersons(crate::bench_persons::BenchPersonsArgs),
     /// Test helper: appends and deletes until killed, printing acknowledgements.
     #[command(hide = true)]
     CrashWorker {
@@ -301,6 +303,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Persons { command } => crate::persons_cli::run(command),
         Command::Demo { data_dir, events } => crate::demo::run(&data_dir, events),
         Command::Bench(args) => crate::bench::run(args),
+        Command::BenchPersons(args) => crate::bench_persons::run(args),
         Command::CrashWorker { data_dir, seed } => crate::crash_worker::run(&data_dir, seed),
     }
 }

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_compaction;
+mod bench_persons;
 pub mod cli;
 mod crash_worker;
 mod demo;
