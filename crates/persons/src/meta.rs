@@ -154,6 +154,18 @@ pub struct Activity {
     pub created_at_us: i64,
 }
 
+/// What a distinct id is, as [`MetaTx::lookup_distinct_id`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdLookup {
+    /// Owned by the person with this id and UUID.
+    Person(i64, Uuid),
+    /// No person owns it; `blocked` if a deletion blocked it.
+    Absent {
+        /// Blocked by a deletion (until reset).
+        blocked: bool,
+    },
+}
+
 /// Counts of what [`MetaTx::delete_project`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ProjectRemoval {
@@ -186,18 +198,15 @@ pub trait MetaTx {
         project: i64,
         distinct_id: &str,
     ) -> Result<Option<PersonRow>>;
-    /// The (id, UUID) of the person owning `distinct_id`, without its
-    /// properties (the capture fast path).
-    fn person_ref_by_distinct_id(
-        &mut self,
-        project: i64,
-        distinct_id: &str,
-    ) -> Result<Option<(i64, Uuid)>>;
+    /// The (id, UUID) of the person owning `distinct_id` (without its
+    /// properties), or whether it is blocked: the capture path's one read
+    /// per new distinct id.
+    fn lookup_distinct_id(&mut self, project: i64, distinct_id: &str) -> Result<IdLookup>;
     /// A person by integer id.
     fn person_by_id(&mut self, project: i64, id: i64) -> Result<Option<PersonRow>>;
     /// A person by UUID.
     fn person_by_uuid(&mut self, project: i64, uuid: &Uuid) -> Result<Option<PersonRow>>;
-    /// True if a live person or a deletion record holds `uuid`.
+    /// True if a live person, a deletion record or a person override holds `uuid`.
     fn uuid_taken(&mut self, project: i64, uuid: &Uuid) -> Result<bool>;
     /// Insert a person; returns it with its id.
     fn insert_person(&mut self, p: &NewPerson) -> Result<PersonRow>;

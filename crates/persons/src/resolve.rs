@@ -71,16 +71,7 @@ pub(crate) struct IdCache {
 }
 
 /// What the cache knows of a distinct id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Known {
-    /// Owned by this person.
-    Person(i64, Uuid),
-    /// No person; blocked by a deletion or not.
-    Absent {
-        /// Blocked.
-        blocked: bool,
-    },
-}
+use crate::meta::IdLookup as Known;
 
 impl IdCache {
     /// Entries kept before the cache starts over.
@@ -230,53 +221,40 @@ impl<'t> Resolver<'t> {
         if let Some(b) = self.blocked.get(did) {
             return Ok(*b);
         }
-        // A distinct id with a person is not blocked: blocks are only
-        // written when the person and its ids are removed.
-        let b = match self.person_of(did)? {
-            Some(_) => false,
-            None => match self.cached(did) {
-                Some(Known::Absent { blocked }) => blocked,
-                _ => {
-                    let b = self.tx.is_blocked(self.project, did)?;
-                    self.learned
-                        .ids
-                        .push((did.to_string(), Known::Absent { blocked: b }));
-                    b
-                }
-            },
-        };
-        self.blocked.insert(did.to_string(), b);
-        Ok(b)
-    }
-
-    fn cached(&self, did: &str) -> Option<Known> {
-        if self.cache_stale {
-            return None;
-        }
-        self.cache.get(self.project, did)
+        // `person_of` settles both: an id with a person is not blocked
+        // (blocks are only written when the person and its ids go).
+        self.person_of(did)?;
+        Ok(self.blocked.get(did).copied().unwrap_or(false))
     }
 
     fn person_of(&mut self, did: &str) -> Result<Option<i64>> {
         if let Some(p) = self.by_id.get(did) {
             return Ok(*p);
         }
-        let found = match self.cached(did) {
-            Some(Known::Person(pid, uuid)) => Some((pid, uuid)),
-            Some(Known::Absent { .. }) => None,
+        let cached = if self.cache_stale {
+            None
+        } else {
+            self.cache.get(self.project, did)
+        };
+        let known = match cached {
+            Some(k) => k,
             None => {
-                let r = self.tx.person_ref_by_distinct_id(self.project, did)?;
-                if let Some((pid, uuid)) = r {
-                    self.learned
-                        .ids
-                        .push((did.to_string(), Known::Person(pid, uuid)));
-                }
-                r
+                let k = self.tx.lookup_distinct_id(self.project, did)?;
+                self.learned.ids.push((did.to_string(), k));
+                k
             }
         };
-        let pid = found.map(|(pid, uuid)| {
-            self.uuids.insert(pid, uuid);
-            pid
-        });
+        let pid = match known {
+            Known::Person(pid, uuid) => {
+                self.uuids.insert(pid, uuid);
+                self.blocked.insert(did.to_string(), false);
+                Some(pid)
+            }
+            Known::Absent { blocked } => {
+                self.blocked.insert(did.to_string(), blocked);
+                None
+            }
+        };
         self.by_id.insert(did.to_string(), pid);
         Ok(pid)
     }

@@ -27,8 +27,8 @@ use uuid::Uuid;
 use crate::error::{PersonsError, Result};
 use crate::ids::id_hash;
 use crate::meta::{
-    Activity, DeletionRecord, MetaStore, MetaTx, NewPerson, PersonFilter, PersonRow, Project,
-    ProjectRemoval, PropertyFilter, PropertyOperator,
+    Activity, DeletionRecord, IdLookup, MetaStore, MetaTx, NewPerson, PersonFilter, PersonRow,
+    Project, ProjectRemoval, PropertyFilter, PropertyOperator,
 };
 
 /// File name of the metadata database inside the data directory.
@@ -133,6 +133,7 @@ impl SqliteMeta {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(64);
         // 128 MiB of page cache: capture looks persons up at random, and a
         // cache miss is a read system call per b-tree level.
         conn.pragma_update(None, "cache_size", -131_072)?;
@@ -534,23 +535,24 @@ impl MetaTx for SqliteTx<'_> {
         )
     }
 
-    fn person_ref_by_distinct_id(
-        &mut self,
-        project: i64,
-        distinct_id: &str,
-    ) -> Result<Option<(i64, Uuid)>> {
+    fn lookup_distinct_id(&mut self, project: i64, distinct_id: &str) -> Result<IdLookup> {
         let h = self.hash(project, distinct_id);
-        let row: Option<(i64, String)> = self
+        let (id, uuid, blocked): (Option<i64>, Option<String>, bool) = self
             .tx
             .prepare_cached(
-                "SELECT p.id, p.uuid FROM distinct_ids d JOIN persons p ON p.id = d.person_id \
-                 WHERE d.project_id = ?1 AND d.id_hash = ?2 AND d.distinct_id = ?3",
+                "SELECT p.id, p.uuid, EXISTS (SELECT 1 FROM blocked_distinct_ids b \
+                     WHERE b.project_id = ?1 AND b.id_hash = ?2) \
+                 FROM (SELECT 1) \
+                 LEFT JOIN distinct_ids d ON d.project_id = ?1 AND d.id_hash = ?2 AND d.distinct_id = ?3 \
+                 LEFT JOIN persons p ON p.id = d.person_id",
             )?
             .query_row(params![project, h, distinct_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        row.map(|(id, u)| Ok((id, parse_uuid(&u)?))).transpose()
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        Ok(match (id, uuid) {
+            (Some(id), Some(u)) => IdLookup::Person(id, parse_uuid(&u)?),
+            _ => IdLookup::Absent { blocked },
+        })
     }
 
     fn person_by_id(&mut self, project: i64, id: i64) -> Result<Option<PersonRow>> {
@@ -576,11 +578,12 @@ impl MetaTx for SqliteTx<'_> {
         let n: i64 = self
             .tx
             .prepare_cached(
-                "SELECT (SELECT count(*) FROM persons WHERE project_id = ?1 AND uuid = ?2) \
-                      + (SELECT count(*) FROM deletions WHERE project_id = ?1 AND person_uuid = ?2)",
+                "SELECT EXISTS (SELECT 1 FROM persons WHERE project_id = ?1 AND uuid = ?2) \
+                     OR EXISTS (SELECT 1 FROM deletions WHERE project_id = ?1 AND person_uuid = ?2) \
+                     OR EXISTS (SELECT 1 FROM person_overrides WHERE project_id = ?1 AND old_person_uuid = ?2)",
             )?
             .query_row(params![project, u], |r| r.get(0))?;
-        Ok(n > 0)
+        Ok(n != 0)
     }
 
     fn insert_person(&mut self, p: &NewPerson) -> Result<PersonRow> {

@@ -439,3 +439,21 @@ fn split_moves_ids_to_new_persons() {
     assert_ne!(e.person("c").unwrap().uuid, a.uuid);
     assert_eq!(e.count(), 3);
 }
+
+#[test]
+fn a_merged_away_uuid_is_never_reused() {
+    let e = env();
+    e.cap(ev("e", "x", json!({})));
+    e.cap(ev("e", "y", json!({})));
+    // x's person (UUID derived from "x") is merged into y's.
+    e.cap(ev("$create_alias", "y", json!({"alias": "x"})));
+    let merged_away = elide_persons::ids::person_uuid(P, "x");
+    assert_eq!(e.person("x").unwrap().uuid, e.person("y").unwrap().uuid);
+    // Detach x: its next event creates a person, which must not take the
+    // merged-away UUID (events stamped with it belong to y's person).
+    e.p.reset_distinct_id(P, "x").unwrap();
+    e.cap(ev("e", "x", json!({})));
+    let x = e.person("x").unwrap();
+    assert_ne!(x.uuid, merged_away);
+    assert_ne!(x.uuid, e.person("y").unwrap().uuid);
+}
