@@ -366,7 +366,14 @@ impl<M: MetaStore> Persons<M> {
             for ev in events {
                 let person = r.resolve(ev)?;
                 rows.push(EventRow {
-                    uuid: ev.uuid.clone(),
+                    // Generated here from the thread's RNG, not by the
+                    // store (one system call per row there).
+                    uuid: Some(ev.uuid.clone().unwrap_or_else(|| {
+                        uuid::Builder::from_random_bytes(rand::random())
+                            .into_uuid()
+                            .hyphenated()
+                            .to_string()
+                    })),
                     event: ev.event.clone(),
                     distinct_id: ev.distinct_id.clone(),
                     person_id: person.map(|u| u.hyphenated().to_string()),

@@ -41,7 +41,7 @@ pub struct BenchPersonsArgs {
     #[arg(long, default_value_t = 100_000)]
     persons: u64,
     /// Events per pipeline call.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 50_000)]
     batch_size: usize,
     /// Persons in the bulk deletion (at most 1000).
     #[arg(long, default_value_t = 1000)]

@@ -39,7 +39,7 @@ pub struct CaptureArgs {
     #[arg(long)]
     project: i64,
     /// Events per pipeline batch (one metadata transaction and one append each).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 50_000)]
     batch_size: usize,
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t = ViewFormat::Table)]
