@@ -105,6 +105,19 @@ impl IdCache {
     }
 }
 
+impl std::ops::AddAssign for CaptureStats {
+    fn add_assign(&mut self, o: CaptureStats) {
+        self.events += o.events;
+        self.persons_created += o.persons_created;
+        self.persons_updated += o.persons_updated;
+        self.merges += o.merges;
+        self.merges_refused += o.merges_refused;
+        self.merges_illegal += o.merges_illegal;
+        self.personless += o.personless;
+        self.blocked += o.blocked;
+    }
+}
+
 /// What a batch learned about distinct ids, for [`IdCache::apply`].
 #[derive(Debug, Default)]
 pub(crate) struct Learned {

@@ -359,6 +359,15 @@ impl SqliteTx<'_> {
         id_hash(self.key, project, distinct_id).to_vec()
     }
 
+    /// Rows of (integer, text, text) of a query taking an optional project.
+    fn triples(&self, sql: &str, project: Option<i64>) -> Result<Vec<(i64, String, String)>> {
+        let mut st = self.tx.prepare_cached(sql)?;
+        let rows = st
+            .query_map(params![project], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     fn one_person(&self, sql: &str, params: impl rusqlite::Params) -> Result<Option<PersonRow>> {
         let raw = self
             .tx
@@ -743,22 +752,14 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn all_distinct_ids(&mut self, project: Option<i64>) -> Result<Vec<(i64, String, Uuid)>> {
-        let mut st = self.tx.prepare_cached(
+        self.triples(
             "SELECT d.project_id, d.distinct_id, p.uuid FROM distinct_ids d JOIN persons p ON p.id = d.person_id \
              WHERE ?1 IS NULL OR d.project_id = ?1 ORDER BY d.id",
-        )?;
-        let rows = st
-            .query_map(params![project], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter()
-            .map(|(p, d, u)| Ok((p, d, parse_uuid(&u)?)))
-            .collect()
+            project,
+        )?
+        .into_iter()
+        .map(|(p, d, u)| Ok((p, d, parse_uuid(&u)?)))
+        .collect()
     }
 
     fn is_blocked(&mut self, project: i64, distinct_id: &str) -> Result<bool> {
@@ -819,22 +820,14 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn overrides(&mut self, project: Option<i64>) -> Result<Vec<(i64, Uuid, Uuid)>> {
-        let mut st = self.tx.prepare_cached(
+        self.triples(
             "SELECT project_id, old_person_uuid, override_person_uuid FROM person_overrides \
              WHERE ?1 IS NULL OR project_id = ?1",
-        )?;
-        let rows = st
-            .query_map(params![project], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter()
-            .map(|(p, o, n)| Ok((p, parse_uuid(&o)?, parse_uuid(&n)?)))
-            .collect()
+            project,
+        )?
+        .into_iter()
+        .map(|(p, o, n)| Ok((p, parse_uuid(&o)?, parse_uuid(&n)?)))
+        .collect()
     }
 
     fn delete_overrides(&mut self, project: i64, uuid: &Uuid) -> Result<()> {

@@ -174,17 +174,6 @@ struct Phase {
     stats: CaptureStats,
 }
 
-fn add(total: &mut CaptureStats, s: CaptureStats) {
-    total.events += s.events;
-    total.persons_created += s.persons_created;
-    total.persons_updated += s.persons_updated;
-    total.merges += s.merges;
-    total.merges_refused += s.merges_refused;
-    total.merges_illegal += s.merges_illegal;
-    total.personless += s.personless;
-    total.blocked += s.blocked;
-}
-
 fn run_phase(
     persons: &Persons,
     lines: &mut dyn Iterator<Item = String>,
@@ -209,7 +198,7 @@ fn run_phase(
         let t = Instant::now();
         let o = persons.capture(PROJECT, &evs)?;
         pipe += t.elapsed();
-        add(&mut ph.stats, o.stats);
+        ph.stats += o.stats;
         bar.inc(evs.len() as u64);
     }
     bar.finish_and_clear();

@@ -246,16 +246,7 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
     let mut stats = elide_persons::CaptureStats::default();
     let mut batch: Vec<CaptureEvent> = Vec::with_capacity(a.batch_size);
     let mut flush = |batch: &mut Vec<CaptureEvent>| -> Result<()> {
-        let o = persons.capture(a.project, batch)?;
-        let s = o.stats;
-        stats.events += s.events;
-        stats.persons_created += s.persons_created;
-        stats.persons_updated += s.persons_updated;
-        stats.merges += s.merges;
-        stats.merges_refused += s.merges_refused;
-        stats.merges_illegal += s.merges_illegal;
-        stats.personless += s.personless;
-        stats.blocked += s.blocked;
+        stats += persons.capture(a.project, batch)?.stats;
         bar.inc(batch.len() as u64);
         batch.clear();
         Ok(())
