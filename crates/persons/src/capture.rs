@@ -148,7 +148,8 @@ pub fn parse_event(v: Value, now_us: i64) -> std::result::Result<CaptureEvent, S
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => {
                 let ms = n.as_i64().ok_or("field `offset` must be an integer (ms)")?;
-                Some(now_us - ms.saturating_mul(1000))
+                let back = ms.checked_mul(1000).and_then(|us| now_us.checked_sub(us));
+                Some(back.ok_or("field `offset` is out of range")?)
             }
             Some(_) => return Err("field `offset` must be an integer (ms)".into()),
         },
@@ -265,6 +266,10 @@ mod tests {
             (
                 json!({"event": "e", "distinct_id": "a", "properties": {"$unset": 1}}),
                 "$unset",
+            ),
+            (
+                json!({"event": "e", "distinct_id": "a", "offset": i64::MIN / 100}),
+                "out of range",
             ),
             (json!({"batch": {}}), "batch"),
             (json!("x"), "expected"),

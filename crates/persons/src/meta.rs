@@ -248,9 +248,6 @@ pub trait MetaTx {
     fn insert_override(&mut self, project: i64, old: &Uuid, new: &Uuid, now_us: i64) -> Result<()>;
     /// Overrides `(old, new)` of a project.
     fn overrides(&mut self, project: Option<i64>) -> Result<Vec<(i64, Uuid, Uuid)>>;
-    /// Forget the overrides that point at `uuid` or come from it.
-    fn delete_overrides(&mut self, project: i64, uuid: &Uuid) -> Result<()>;
-
     /// Record a deletion; returns its id.
     fn insert_deletion(&mut self, d: &DeletionRecord) -> Result<i64>;
     /// Deletion records, newest first, optionally of one person.

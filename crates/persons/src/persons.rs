@@ -441,7 +441,7 @@ impl<M: MetaStore> Persons<M> {
                 .collect::<Result<Vec<_>>>()?;
             Ok(PersonPage {
                 results,
-                next_offset: more.then_some(filter.offset + filter.limit),
+                next_offset: more.then_some(filter.offset.saturating_add(filter.limit)),
             })
         })
     }
@@ -656,7 +656,6 @@ impl<M: MetaStore> Persons<M> {
                         tx.block(project, id, deletion_id, now)?;
                     }
                     tx.delete_person(project, row.id)?;
-                    tx.delete_overrides(project, &row.uuid)?;
                     tx.scrub_activity(project, &row.uuid)?;
                     deleted += 1;
                 }

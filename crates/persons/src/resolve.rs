@@ -31,7 +31,9 @@ use uuid::Uuid;
 
 use crate::capture::CaptureEvent;
 use crate::error::{PersonsError, Result};
-use crate::ids::{is_illegal_for_merge, person_uuid, person_uuid_alternative};
+use crate::ids::{
+    is_illegal_for_merge, person_uuid, person_uuid_alternative, validate_distinct_id,
+};
 use crate::meta::{MetaTx, NewPerson, PersonRow};
 use crate::props::merge_properties;
 
@@ -143,6 +145,8 @@ pub(crate) struct Resolver<'t> {
     /// Full rows of the persons this batch changes.
     rows: HashMap<i64, Cached>,
     learned: Learned,
+    /// UUIDs stamped on personless events of ids with no person.
+    personless: HashMap<String, Uuid>,
     /// A merge moved ids the cache may hold: read the metadata instead.
     cache_stale: bool,
     pub(crate) stats: CaptureStats,
@@ -165,6 +169,7 @@ impl<'t> Resolver<'t> {
             uuids: HashMap::new(),
             rows: HashMap::new(),
             learned: Learned::default(),
+            personless: HashMap::new(),
             cache_stale: false,
             stats: CaptureStats::default(),
         }
@@ -182,7 +187,7 @@ impl<'t> Resolver<'t> {
             self.stats.personless += 1;
             return Ok(Some(match self.person_of(did)? {
                 Some(pid) => self.uuid(pid)?,
-                None => person_uuid(self.project, did),
+                None => self.personless_uuid(did)?,
             }));
         }
         let pid = match ev.merge_request() {
@@ -196,6 +201,17 @@ impl<'t> Resolver<'t> {
             }
         }
         Ok(Some(self.uuid(pid)?))
+    }
+
+    /// The UUID a person created for `did` now would get (see [`free_uuid`]),
+    /// once per batch.
+    fn personless_uuid(&mut self, did: &str) -> Result<Uuid> {
+        if let Some(u) = self.personless.get(did) {
+            return Ok(*u);
+        }
+        let u = free_uuid(self.tx, self.project, did)?;
+        self.personless.insert(did.to_string(), u);
+        Ok(u)
     }
 
     /// Write the changed persons; returns the stats and what the batch
@@ -321,7 +337,11 @@ impl<'t> Resolver<'t> {
         if other == target {
             return self.get_or_create(target, ts, false);
         }
-        if is_illegal_for_merge(other) || is_illegal_for_merge(target) || self.is_blocked(other)? {
+        if is_illegal_for_merge(other)
+            || validate_distinct_id(other).is_err()
+            || is_illegal_for_merge(target)
+            || self.is_blocked(other)?
+        {
             self.stats.merges_illegal += 1;
             return self.get_or_create(target, ts, false);
         }

@@ -144,11 +144,14 @@ impl SqliteMeta {
         conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
         migrate(&mut conn, &path)?;
         let key = load_key(&mut conn)?;
-        Ok(SqliteMeta {
+        let meta = SqliteMeta {
             conn: Mutex::new(conn),
             key,
             path,
-        })
+        };
+        // Finish a scrub an earlier process could not (see `scrub`).
+        meta.scrub()?;
+        Ok(meta)
     }
 
     /// The database file.
@@ -234,16 +237,25 @@ impl MetaStore for SqliteMeta {
 
     fn scrub(&self) -> Result<()> {
         let conn = self.conn()?;
-        let (busy, log, done): (i64, i64, i64) =
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
-        if busy != 0 {
-            tracing::warn!(
-                log,
-                done,
-                "metadata checkpoint blocked by a reader; the next one finishes it"
-            );
+        // A reader on another connection (this process holds the only
+        // writer) blocks the truncation: retry briefly, then leave it to
+        // the next scrub or the one every open runs.
+        for attempt in 0..20 {
+            let (busy, log, done): (i64, i64, i64) =
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if attempt == 19 {
+                tracing::error!(
+                    log,
+                    done,
+                    "metadata log not truncated: another connection holds a read; erased rows stay in the log until the next scrub or open"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         Ok(())
     }
@@ -828,16 +840,6 @@ impl MetaTx for SqliteTx<'_> {
         .into_iter()
         .map(|(p, o, n)| Ok((p, parse_uuid(&o)?, parse_uuid(&n)?)))
         .collect()
-    }
-
-    fn delete_overrides(&mut self, project: i64, uuid: &Uuid) -> Result<()> {
-        self.tx
-            .prepare_cached(
-                "DELETE FROM person_overrides WHERE project_id = ?1 \
-                 AND (old_person_uuid = ?2 OR override_person_uuid = ?2)",
-            )?
-            .execute(params![project, uuid.to_string()])?;
-        Ok(())
     }
 
     fn insert_deletion(&mut self, d: &DeletionRecord) -> Result<i64> {

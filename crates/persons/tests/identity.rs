@@ -457,3 +457,54 @@ fn a_merged_away_uuid_is_never_reused() {
     assert_ne!(x.uuid, merged_away);
     assert_ne!(x.uuid, e.person("y").unwrap().uuid);
 }
+
+#[test]
+fn deleted_and_merged_away_uuids_stay_taken() {
+    let e = env();
+    e.cap(ev("e", "anon", json!({})));
+    e.cap(ev("e", "user", json!({})));
+    e.cap(identify("user", "anon"));
+    let p = e.person("user").unwrap();
+    let anon_uuid = elide_persons::ids::person_uuid(P, "anon");
+    assert_ne!(p.uuid, anon_uuid, "anon's person was merged away");
+    e.p.delete(
+        P,
+        &DeletePersons {
+            distinct_ids: vec!["user".into()],
+            ..DeletePersons::default()
+        },
+    )
+    .unwrap();
+    // Personless events of a blocked id carry no person.
+    e.cap(ev("e", "anon", json!({"$process_person_profile": false})));
+    assert_eq!(e.stamped().last().unwrap().1, None);
+    e.p.reset_distinct_id(P, "anon").unwrap();
+    e.p.reset_distinct_id(P, "user").unwrap();
+    // Personless events now carry the UUID a new person would get: neither
+    // the deleted person's nor the merged-away one's.
+    e.cap(ev("e", "anon", json!({"$process_person_profile": false})));
+    let stamped = e.stamped().last().unwrap().1.clone().unwrap();
+    assert_ne!(stamped, p.uuid.to_string());
+    assert_ne!(stamped, anon_uuid.to_string());
+    e.cap(ev("e", "anon", json!({})));
+    e.cap(ev("e", "user", json!({})));
+    let (a, u) = (
+        e.person("anon").unwrap().uuid,
+        e.person("user").unwrap().uuid,
+    );
+    assert_eq!(
+        a.to_string(),
+        stamped,
+        "the person gets the UUID its personless events had"
+    );
+    assert!(a != anon_uuid && a != p.uuid && u != p.uuid && u != anon_uuid);
+}
+
+#[test]
+fn overlong_merge_ids_do_not_merge() {
+    let e = env();
+    let long = "x".repeat(201);
+    let o = e.cap(ev("$create_alias", "user", json!({"alias": long})));
+    assert_eq!(o.stats.merges_illegal, 1);
+    assert_eq!(e.person("user").unwrap().distinct_ids, vec!["user"]);
+}
