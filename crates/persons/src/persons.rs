@@ -217,6 +217,45 @@ pub struct Persons<M: MetaStore = SqliteMeta> {
     /// The pipeline lock (see the module docs), with the distinct-id cache
     /// it guards.
     pipeline: Mutex<IdCache>,
+    /// Held while open: one `Persons` per data directory per process.
+    _registration: Option<Registration>,
+}
+
+/// Data directories whose persons are open in this process: a second
+/// `Persons` over the same directory would have its own pipeline lock and
+/// cache, and the ordering guarantees would not hold. (Other processes are
+/// kept out by the store's directory lock.)
+fn open_dirs() -> &'static Mutex<HashSet<std::path::PathBuf>> {
+    static OPEN: std::sync::OnceLock<Mutex<HashSet<std::path::PathBuf>>> =
+        std::sync::OnceLock::new();
+    OPEN.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+#[derive(Debug)]
+struct Registration(std::path::PathBuf);
+
+impl Registration {
+    fn take(dir: &std::path::Path) -> Result<Registration> {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let mut open = open_dirs().lock().map_err(|_| {
+            PersonsError::Internal("the open-directories registry is poisoned".into())
+        })?;
+        if !open.insert(dir.clone()) {
+            return Err(PersonsError::InvalidInput(format!(
+                "persons of {} are already open in this process; share that `Persons`",
+                dir.display()
+            )));
+        }
+        Ok(Registration(dir))
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut open) = open_dirs().lock() {
+            open.remove(&self.0);
+        }
+    }
 }
 
 impl<M: MetaStore> std::fmt::Debug for Persons<M> {
@@ -230,8 +269,11 @@ impl<M: MetaStore> std::fmt::Debug for Persons<M> {
 impl Persons<SqliteMeta> {
     /// Open the SQLite metadata store of `store`'s data directory.
     pub fn open(store: Store) -> Result<Persons<SqliteMeta>> {
+        let registration = Registration::take(store.dir())?;
         let meta = SqliteMeta::open(store.dir().join(METADATA_FILE))?;
-        Ok(Persons::with_meta(store, meta))
+        let mut p = Persons::with_meta(store, meta);
+        p._registration = Some(registration);
+        Ok(p)
     }
 }
 
@@ -287,12 +329,14 @@ fn ensure_project(tx: &mut dyn MetaTx, project: i64, now: i64) -> Result<Project
 }
 
 impl<M: MetaStore> Persons<M> {
-    /// Persons over `meta` and `store`.
+    /// Persons over `meta` and `store`. The caller makes sure no other
+    /// `Persons` writes the same metadata (see [`Persons::open`]).
     pub fn with_meta(store: Store, meta: M) -> Persons<M> {
         Persons {
             store,
             meta,
             pipeline: Mutex::new(IdCache::default()),
+            _registration: None,
         }
     }
 

@@ -508,3 +508,16 @@ fn overlong_merge_ids_do_not_merge() {
     assert_eq!(o.stats.merges_illegal, 1);
     assert_eq!(e.person("user").unwrap().distinct_ids, vec!["user"]);
 }
+
+#[test]
+fn one_persons_per_directory_per_process() {
+    let e = env();
+    let again = Persons::open(e.p.store().clone());
+    assert!(again.unwrap_err().to_string().contains("already open"));
+    let store = e.p.store().clone();
+    drop(e.p);
+    // Released on drop.
+    let reopened = Persons::open(store).unwrap();
+    drop(reopened);
+    drop(e._dir);
+}
