@@ -584,3 +584,93 @@ fn drop_project_removes_metadata() {
         .collect();
     assert_eq!(meta_hits, Vec::<String>::new());
 }
+
+/// A crash inside a person deletion, between its two steps: the store's
+/// deletion requests are durable, the metadata transaction never ran.
+/// After reopening, the rows stay hidden and the person is still listed;
+/// repeating the deletion completes it, and both the orphan request and the
+/// new one end verified with nothing of the person left on disk.
+#[test]
+fn crash_between_store_requests_and_metadata_is_repaired_by_repeating() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ["crash-anon-42c1", "crash-user-42c1"];
+    let email = "crash.42c1@example.com";
+    {
+        let p = open(dir.path(), PartCompression::None);
+        capture(
+            &p,
+            1,
+            json!({"event": "e", "distinct_id": ids[0], "properties": {"$set": {"email": email}}}),
+        );
+        capture(
+            &p,
+            1,
+            json!({"event": "$identify", "distinct_id": ids[1], "properties": {"$anon_distinct_id": ids[0]}}),
+        );
+        capture(
+            &p,
+            1,
+            json!({"event": "e", "distinct_id": "bystander-42c1"}),
+        );
+        p.store().flush().unwrap();
+        // Step 1 of `Persons::delete`, exactly: one request for all the
+        // person's ids, events only, cut-off "now". Then the process dies.
+        let spec = elide::store::DeleteSpec {
+            tables: vec![Table::Events],
+            ..elide::store::DeleteSpec::ids(1, ids)
+        };
+        p.store().delete(spec).unwrap();
+    }
+    let p = open(dir.path(), PartCompression::None);
+    let rt = rt();
+    let ctx = elide::server::people::session(&p).unwrap();
+    let q = format!(
+        "SELECT count(*) FROM events WHERE distinct_id IN ('{}', '{}')",
+        ids[0], ids[1]
+    );
+    assert_eq!(
+        crate::common::count(&rt, &ctx, &q),
+        0,
+        "rows stay hidden after the crash"
+    );
+    let listed = p.by_distinct_ids(1, &[ids[1].to_string()]).unwrap();
+    assert_eq!(
+        listed[ids[1]].distinct_ids,
+        ids.map(String::from).to_vec(),
+        "the profile is still there"
+    );
+    assert!(p.deletion_status(1, None, None, 10, 0).unwrap().is_empty());
+
+    let r = p
+        .delete(
+            1,
+            &DeletePersons {
+                distinct_ids: vec![ids[1].into()],
+                delete_events: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((r.persons_found, r.persons_deleted), (1, 1));
+    assert!(p
+        .by_distinct_ids(1, &[ids[0].to_string()])
+        .unwrap()
+        .is_empty());
+    let report = compact_now(p.store());
+    assert_eq!(
+        report.requests_verified.len(),
+        2,
+        "the orphan request and the repeat"
+    );
+    let status = p.deletion_status(1, None, None, 10, 0).unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].status, DeletionState::Completed);
+    for needle in [ids[0], ids[1], email] {
+        assert_eq!(
+            files_containing(dir.path(), needle),
+            Vec::<String>::new(),
+            "{needle} left on disk"
+        );
+    }
+    assert!(!files_containing(dir.path(), "bystander-42c1").is_empty());
+}

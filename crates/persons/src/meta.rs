@@ -231,8 +231,6 @@ pub trait MetaTx {
     /// Every (project, distinct id, person UUID), for the query tables.
     fn all_distinct_ids(&mut self, project: Option<i64>) -> Result<Vec<(i64, String, Uuid)>>;
 
-    /// True if `distinct_id` belongs to a deleted person and was not reset.
-    fn is_blocked(&mut self, project: i64, distinct_id: &str) -> Result<bool>;
     /// Block a deleted person's distinct id (only its keyed hash is kept).
     fn block(
         &mut self,

@@ -774,18 +774,6 @@ impl MetaTx for SqliteTx<'_> {
         .collect()
     }
 
-    fn is_blocked(&mut self, project: i64, distinct_id: &str) -> Result<bool> {
-        let h = self.hash(project, distinct_id);
-        Ok(self
-            .tx
-            .prepare_cached(
-                "SELECT 1 FROM blocked_distinct_ids WHERE project_id = ?1 AND id_hash = ?2",
-            )?
-            .query_row(params![project, h], |_| Ok(()))
-            .optional()?
-            .is_some())
-    }
-
     fn block(
         &mut self,
         project: i64,

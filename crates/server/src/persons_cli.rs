@@ -199,16 +199,17 @@ pub enum StateArg {
     Completed,
 }
 
-fn open(dir: &Path) -> Result<Arc<Persons>> {
+/// Open the persons of `dir`, run `f`, close the store (also when `f`
+/// failed, so that its error is the one reported).
+fn with_persons<T>(dir: &Path, f: impl FnOnce(&Arc<Persons>) -> Result<T>) -> Result<T> {
     let store = crate::cli::open(dir)?;
-    Ok(Arc::new(Persons::open(store)?))
-}
-
-fn close(p: Arc<Persons>) -> Result<()> {
-    let store = p.store().clone();
-    drop(p);
-    store.close()?;
-    Ok(())
+    let persons = Arc::new(Persons::open(store.clone())?);
+    let out = f(&persons);
+    drop(persons);
+    let closed = store.close();
+    let out = out?;
+    closed?;
+    Ok(out)
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -240,35 +241,36 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
             .map_err(|e| format!("{}: {e} (nothing was captured)", a.file.display()))?
             .len() as u64;
     }
-    let persons = open(&a.data_dir)?;
-    let bar = crate::cli::progress_bar(total, "capturing");
-    let started = Instant::now();
-    let mut stats = elide_persons::CaptureStats::default();
-    let mut batch: Vec<CaptureEvent> = Vec::with_capacity(a.batch_size);
-    let mut flush = |batch: &mut Vec<CaptureEvent>| -> Result<()> {
-        stats += persons.capture(a.project, batch)?.stats;
-        bar.inc(batch.len() as u64);
-        batch.clear();
-        Ok(())
-    };
-    // Pass 2: capture in batches.
-    for (i, line) in open_file()?.lines().enumerate() {
-        let line = line.map_err(|e| format!("reading {}: {e}", a.file.display()))?;
-        if line.trim().is_empty() {
-            continue;
+    let (stats, secs) = with_persons(&a.data_dir, |persons| {
+        let bar = crate::cli::progress_bar(total, "capturing");
+        let started = Instant::now();
+        let mut stats = elide_persons::CaptureStats::default();
+        let mut batch: Vec<CaptureEvent> = Vec::with_capacity(a.batch_size);
+        let mut flush = |batch: &mut Vec<CaptureEvent>| -> Result<()> {
+            stats += persons.capture(a.project, batch)?.stats;
+            bar.inc(batch.len() as u64);
+            batch.clear();
+            Ok(())
+        };
+        // Pass 2: capture in batches.
+        for (i, line) in open_file()?.lines().enumerate() {
+            let line = line.map_err(|e| format!("reading {}: {e}", a.file.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let now = chrono::Utc::now().timestamp_micros();
+            batch.extend(parse_line(i + 1, &line, now)?);
+            if batch.len() >= a.batch_size {
+                flush(&mut batch)?;
+            }
         }
-        let now = chrono::Utc::now().timestamp_micros();
-        batch.extend(parse_line(i + 1, &line, now)?);
-        if batch.len() >= a.batch_size {
+        if !batch.is_empty() {
             flush(&mut batch)?;
         }
-    }
-    if !batch.is_empty() {
-        flush(&mut batch)?;
-    }
-    persons.store().flush()?;
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
+        persons.store().flush()?;
+        bar.finish_and_clear();
+        Ok((stats, started.elapsed().as_secs_f64()))
+    })?;
     match a.format {
         ViewFormat::Json => {
             let mut v = serde_json::to_value(stats)?;
@@ -293,7 +295,7 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
             stats.blocked
         ),
     }
-    close(persons)
+    Ok(())
 }
 
 /// Run `elide persons ...`.
@@ -324,19 +326,19 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 limit,
                 offset,
             };
-            let p = open(&at.data_dir)?;
-            let page = p.list(at.project, &filter)?;
-            match format {
-                ViewFormat::Json => print_json(&page)?,
-                ViewFormat::Table => print_table(&page.results, page.next_offset)?,
-            }
-            close(p)
+            with_persons(&at.data_dir, |p| {
+                let page = p.list(at.project, &filter)?;
+                match format {
+                    ViewFormat::Json => print_json(&page)?,
+                    ViewFormat::Table => print_table(&page.results, page.next_offset)?,
+                }
+                Ok(())
+            })
         }
-        PersonsCommand::Get { at, id_or_uuid } => {
-            let p = open(&at.data_dir)?;
+        PersonsCommand::Get { at, id_or_uuid } => with_persons(&at.data_dir, |p| {
             print_json(&p.get(at.project, &id_or_uuid)?)?;
-            close(p)
-        }
+            Ok(())
+        }),
         PersonsCommand::Delete {
             at,
             uuids,
@@ -352,20 +354,17 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 delete_recordings,
                 keep_person,
             };
-            let p = open(&at.data_dir)?;
-            let r = p.delete(at.project, &req)?;
+            let r = with_persons(&at.data_dir, |p| Ok(p.delete(at.project, &req)?))?;
             print_json(&r)?;
-            close(p)?;
             if r.persons_found == 0 {
                 return Err("no person found for the ids given; nothing was deleted".into());
             }
             Ok(())
         }
-        PersonsCommand::Reset { at, distinct_id } => {
-            let p = open(&at.data_dir)?;
+        PersonsCommand::Reset { at, distinct_id } => with_persons(&at.data_dir, |p| {
             print_json(&p.reset_distinct_id(at.project, &distinct_id)?)?;
-            close(p)
-        }
+            Ok(())
+        }),
         PersonsCommand::Split {
             at,
             id,
@@ -377,24 +376,25 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 (None, false) => SplitSpec::Ids(distinct_ids),
                 (None, true) => SplitSpec::AllButFirst,
             };
-            let p = open(&at.data_dir)?;
-            print_json(&p.split(at.project, &id, &spec)?)?;
-            close(p)
+            with_persons(&at.data_dir, |p| {
+                print_json(&p.split(at.project, &id, &spec)?)?;
+                Ok(())
+            })
         }
         PersonsCommand::Set { at, id, properties } => {
             let set: Map<String, Value> = serde_json::from_str(&properties)
                 .map_err(|e| format!("properties must be a JSON object: {e}"))?;
-            let p = open(&at.data_dir)?;
-            print_json(&p.update_properties(at.project, &id, set)?)?;
-            p.store().flush()?;
-            close(p)
+            with_persons(&at.data_dir, |p| {
+                print_json(&p.update_properties(at.project, &id, set)?)?;
+                p.store().flush()?;
+                Ok(())
+            })
         }
-        PersonsCommand::Unset { at, id, key } => {
-            let p = open(&at.data_dir)?;
+        PersonsCommand::Unset { at, id, key } => with_persons(&at.data_dir, |p| {
             print_json(&p.delete_property(at.project, &id, &key)?)?;
             p.store().flush()?;
-            close(p)
-        }
+            Ok(())
+        }),
         PersonsCommand::Deletions {
             at,
             status,
@@ -406,22 +406,27 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 StateArg::Pending => DeletionState::Pending,
                 StateArg::Completed => DeletionState::Completed,
             });
-            let p = open(&at.data_dir)?;
-            print_json(&p.deletion_status(at.project, person.as_deref(), state, limit, offset)?)?;
-            close(p)
+            with_persons(&at.data_dir, |p| {
+                print_json(&p.deletion_status(
+                    at.project,
+                    person.as_deref(),
+                    state,
+                    limit,
+                    offset,
+                )?)?;
+                Ok(())
+            })
         }
-        PersonsCommand::Activity { at, id, limit } => {
-            let p = open(&at.data_dir)?;
+        PersonsCommand::Activity { at, id, limit } => with_persons(&at.data_dir, |p| {
             print_json(&p.activity(at.project, id.as_deref(), limit)?)?;
-            close(p)
-        }
-        PersonsCommand::Timeline { at, id } => {
-            let p = open(&at.data_dir)?;
+            Ok(())
+        }),
+        PersonsCommand::Timeline { at, id } => with_persons(&at.data_dir, |p| {
             let rt = crate::cli::runtime()?;
-            let t = rt.block_on(crate::people::timeline(&p, at.project, &id))?;
+            let t = rt.block_on(crate::people::timeline(p, at.project, &id))?;
             print_json(&t)?;
-            close(p)
-        }
+            Ok(())
+        }),
     }
 }
 
