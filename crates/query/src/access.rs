@@ -12,10 +12,17 @@
 //!   longer mean what the tombstones say, and the query fails instead of
 //!   returning deleted rows. It also holds the query's [`Snapshot`], so the
 //!   files the plan reads are not garbage-collected while it runs.
+//! * The same reader checks every byte it returns against the part's
+//!   checksums (`elide_store::checksum`): the footer region against the
+//!   manifest's CRC before the footer is trusted, and each range DataFusion
+//!   fetches against the block list in that footer (the range widened to
+//!   whole blocks). A changed byte fails the query with an error naming the
+//!   file; it never becomes a changed value.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use croaring::Bitmap;
@@ -24,6 +31,8 @@ use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroup
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use elide_store::checksum::{blocks_in_tail, blocks_of, check_tail, BlockList};
+use elide_store::format::PartChecksum;
 use elide_store::{PartMeta, Snapshot};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -39,6 +48,32 @@ pub struct ExpectedLayout {
     pub part_id: u64,
     /// Rows per row group, as in the manifest.
     pub row_groups: Vec<u64>,
+    /// File size, as in the manifest.
+    pub size: u64,
+    /// The part's checksums (`None`: a part written before them).
+    pub checksum: Option<PartChecksum>,
+    /// The store the part belongs to (part paths repeat across stores).
+    pub store_id: String,
+}
+
+/// Decoded block lists of parts, by store, path and footer checksum
+/// (parts are immutable, so an entry never goes stale; the footer itself
+/// is verified at every open).
+fn verified_footers() -> &'static Mutex<HashMap<String, Arc<BlockList>>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<BlockList>>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Most entries kept in [`verified_footers`] (then it starts over).
+const MAX_VERIFIED_FOOTERS: usize = 100_000;
+
+fn remember(key: String, blocks: Arc<BlockList>) {
+    if let Ok(mut c) = verified_footers().lock() {
+        if c.len() >= MAX_VERIFIED_FOOTERS {
+            c.clear();
+        }
+        c.insert(key, blocks);
+    }
 }
 
 /// Build the access plan of a part from its tombstone bitmap.
@@ -157,6 +192,7 @@ impl ParquetFileReaderFactory for PartReaderFactory {
             inner,
             expected,
             path,
+            blocks: None,
         }))
     }
 }
@@ -165,18 +201,130 @@ struct CheckedReader {
     inner: Box<dyn AsyncFileReader + Send>,
     expected: ExpectedLayout,
     path: String,
+    /// Set once the footer is verified (parts with checksums).
+    blocks: Option<Arc<BlockList>>,
+}
+
+impl CheckedReader {
+    fn corrupt(&self, what: impl std::fmt::Display) -> ParquetError {
+        ParquetError::General(format!(
+            "part {} ({}) is corrupt: {what}; refusing to scan it",
+            self.expected.part_id, self.path
+        ))
+    }
+
+    fn cache_key(&self) -> String {
+        let crc = self.expected.checksum.map_or(0, |c| c.tail_crc32);
+        format!("{}/{}/{crc:08x}", self.expected.store_id, self.path)
+    }
+
+    /// The footer region, verified against the manifest's CRC.
+    async fn verified_tail(&mut self, sum: PartChecksum) -> parquet::errors::Result<Bytes> {
+        let size = self.expected.size;
+        let tail = self.inner.get_bytes(sum.data_len.min(size)..size).await?;
+        check_tail(&sum, size, &tail).map_err(|e| self.corrupt(e))?;
+        Ok(tail)
+    }
+
+    /// The part's block list: this reader's, the process cache's, or read
+    /// from the footer region (verified) now. DataFusion may read data
+    /// through a reader other than the one that loaded the metadata.
+    async fn blocks(&mut self, sum: PartChecksum) -> parquet::errors::Result<Arc<BlockList>> {
+        if let Some(b) = &self.blocks {
+            return Ok(Arc::clone(b));
+        }
+        let key = self.cache_key();
+        if let Some(b) = verified_footers()
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            self.blocks = Some(Arc::clone(&b));
+            return Ok(b);
+        }
+        let tail = self.verified_tail(sum).await?;
+        let b = Arc::new(blocks_in_tail(&sum, &tail).map_err(|e| self.corrupt(e))?);
+        remember(key, Arc::clone(&b));
+        self.blocks = Some(Arc::clone(&b));
+        Ok(b)
+    }
+
+    /// Fetch `ranges`, checking each against the checksums.
+    async fn fetch_checked(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> parquet::errors::Result<Vec<Bytes>> {
+        let Some(sum) = self.expected.checksum else {
+            // A part written before checksums: read as it is.
+            return self.inner.get_byte_ranges(ranges).await;
+        };
+        let blocks = self.blocks(sum).await?;
+        if ranges.iter().any(|r| r.end > sum.data_len) {
+            // Outside the pages (page indexes, footer): rare; check the
+            // whole footer region for each such range.
+            let mut out = Vec::with_capacity(ranges.len());
+            for r in ranges {
+                out.push(self.fetch_one_checked(r, &blocks, sum).await?);
+            }
+            return Ok(out);
+        }
+        let aligned: Vec<Range<u64>> = ranges.iter().map(|r| blocks.aligned(r)).collect();
+        let fetched = self.inner.get_byte_ranges(aligned.clone()).await?;
+        let mut out = Vec::with_capacity(ranges.len());
+        if fetched.len() != ranges.len() {
+            return Err(self.corrupt("the reader returned fewer ranges than asked"));
+        }
+        for ((r, a), bytes) in ranges.iter().zip(&aligned).zip(fetched) {
+            blocks.verify(a, &bytes).map_err(|e| self.corrupt(e))?;
+            let from = (r.start - a.start) as usize;
+            out.push(bytes.slice(from..from + (r.end - r.start) as usize));
+        }
+        Ok(out)
+    }
+
+    async fn fetch_one_checked(
+        &mut self,
+        r: Range<u64>,
+        blocks: &BlockList,
+        sum: PartChecksum,
+    ) -> parquet::errors::Result<Bytes> {
+        let mut buf = Vec::with_capacity((r.end - r.start) as usize);
+        if r.start < sum.data_len {
+            let a = blocks.aligned(&(r.start..r.end.min(sum.data_len)));
+            let bytes = self.inner.get_bytes(a.clone()).await?;
+            blocks.verify(&a, &bytes).map_err(|e| self.corrupt(e))?;
+            let from = (r.start - a.start) as usize;
+            let to = (r.end.min(sum.data_len) - a.start) as usize;
+            buf.extend_from_slice(&bytes[from..to]);
+        }
+        if r.end > sum.data_len {
+            let tail = self.verified_tail(sum).await?;
+            let from = r.start.max(sum.data_len) - sum.data_len;
+            let to = (r.end - sum.data_len) as usize;
+            let slice = tail
+                .get(from as usize..to)
+                .ok_or_else(|| self.corrupt("read past the end of the file"))?;
+            buf.extend_from_slice(slice);
+        }
+        Ok(Bytes::from(buf))
+    }
 }
 
 impl AsyncFileReader for CheckedReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        self.inner.get_bytes(range)
+        async move {
+            let mut v = self.fetch_checked(vec![range]).await?;
+            v.pop()
+                .ok_or_else(|| ParquetError::General("no bytes fetched".into()))
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
         &mut self,
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        self.inner.get_byte_ranges(ranges)
+        self.fetch_checked(ranges).boxed()
     }
 
     fn get_metadata<'a>(
@@ -184,6 +332,17 @@ impl AsyncFileReader for CheckedReader {
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
+            // The footer region is checked at every open of the file (one
+            // small read): DataFusion may hold the footer in its cache, but
+            // a file damaged since must still fail the query.
+            if let Some(sum) = self.expected.checksum {
+                self.verified_tail(sum).await?;
+            }
+            let key = self.cache_key();
+            let cached = self
+                .expected
+                .checksum
+                .and_then(|_| verified_footers().lock().ok()?.get(&key).cloned());
             let md = self.inner.get_metadata(options).await.map_err(|e| {
                 ParquetError::General(format!(
                     "part {} ({}) does not match the manifest or cannot be read: {e}; refusing to scan it",
@@ -197,6 +356,20 @@ impl AsyncFileReader for CheckedReader {
                      refusing to scan it (its tombstones could not be applied)",
                     self.expected.part_id, self.path, on_disk, self.expected.row_groups
                 )));
+            }
+            if let Some(sum) = self.expected.checksum {
+                let blocks = match cached {
+                    Some(b) => b,
+                    None => {
+                        let b = Arc::new(
+                            blocks_of(&md, &sum)
+                                .ok_or_else(|| self.corrupt("the footer has no valid block checksum list"))?,
+                        );
+                        remember(key, Arc::clone(&b));
+                        b
+                    }
+                };
+                self.blocks = Some(blocks);
             }
             Ok(md)
         }
@@ -223,6 +396,7 @@ mod tests {
             min_ts: 0,
             max_ts: 0,
             tombstone: None,
+            checksum: None,
         }
     }
 

@@ -62,7 +62,84 @@ pub fn session_context_at(snapshot: Arc<Snapshot>) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-/// Run one SQL statement and collect its result.
+/// Run one SQL statement and collect its result (any statement the
+/// session allows; see [`run_sql_checked`] for user-facing SQL).
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     ctx.sql(sql).await?.collect().await
+}
+
+/// What user SQL may write.
+#[derive(Debug, Clone, Copy)]
+pub enum SqlWrites<'a> {
+    /// Nothing: `COPY ... TO`, `INSERT` and other writes are refused.
+    None,
+    /// `COPY ... TO` files outside this data directory (which holds the
+    /// store's own files: a write there could corrupt it); no `INSERT`.
+    CopyOutside(&'a std::path::Path),
+}
+
+/// Run user SQL: reads always; writes only as `writes` allows. Session
+/// statements (`SET`, `SHOW`) and in-session DDL (`CREATE VIEW`,
+/// `CREATE EXTERNAL TABLE`, which only read) are allowed.
+pub async fn run_sql_checked(
+    ctx: &SessionContext,
+    sql: &str,
+    writes: SqlWrites<'_>,
+) -> Result<Vec<RecordBatch>> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::error::DataFusionError;
+    use datafusion::execution::context::SQLOptions;
+    use datafusion::logical_expr::LogicalPlan;
+    let plan = ctx.state().create_logical_plan(sql).await?;
+    let mut refused: Option<String> = None;
+    plan.apply_with_subqueries(|node| {
+        let why = match (node, writes) {
+            (LogicalPlan::Copy(_) | LogicalPlan::Dml(_), SqlWrites::None) => Some(
+                "SQL here is read-only: COPY, INSERT, UPDATE and DELETE are refused \
+                 (elide sql --allow-writes permits COPY ... TO files outside the data directory)"
+                    .to_string(),
+            ),
+            (LogicalPlan::Dml(d), SqlWrites::CopyOutside(_)) => {
+                Some(format!("{} is refused: only COPY ... TO may write", d.op))
+            }
+            (LogicalPlan::Copy(c), SqlWrites::CopyOutside(dir)) => {
+                inside(dir, &c.output_url).then(|| {
+                    format!(
+                        "COPY TO {} is refused: it is inside the data directory {}",
+                        c.output_url,
+                        dir.display()
+                    )
+                })
+            }
+            _ => None,
+        };
+        if let Some(w) = why {
+            refused = Some(w);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if let Some(why) = refused {
+        return Err(DataFusionError::Plan(why));
+    }
+    SQLOptions::new()
+        .with_allow_dml(!matches!(writes, SqlWrites::None))
+        .verify_plan(&plan)?;
+    ctx.execute_logical_plan(plan).await?.collect().await
+}
+
+/// Whether a local output location lies inside `dir` (when in doubt, yes).
+fn inside(dir: &std::path::Path, url: &str) -> bool {
+    let path = match url.split_once("://") {
+        Some(("file", rest)) => rest,
+        Some(_) => return false, // another object store, not this disk
+        None => url,
+    };
+    match (
+        elide_store::io::canonical_lenient(std::path::Path::new(path)),
+        dir.canonicalize(),
+    ) {
+        (Some(target), Ok(dir)) => target.starts_with(dir),
+        _ => true,
+    }
 }

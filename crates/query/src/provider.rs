@@ -223,6 +223,9 @@ impl TableProvider for ElideTable {
                 .with_extension(ExpectedLayout {
                     part_id: part.id,
                     row_groups: part.row_groups.clone(),
+                    size: part.size,
+                    checksum: part.checksum,
+                    store_id: snapshot.store_id().to_string(),
                 });
             match snapshot.tombstone(part.id) {
                 Some(bitmap) => f = f.with_extension(access_plan(part, bitmap)?),

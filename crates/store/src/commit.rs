@@ -71,6 +71,10 @@ pub(crate) struct CommitState {
     /// has installed it; from then on every commit that adds parts adds
     /// their runs, and every commit that removes parts marks them dead.
     pub index: Option<DistinctIdIndex>,
+    /// Project drops of this process as (project, `next_seq` at the drop),
+    /// for bulk ingests in flight across them (bulk.rs). Pruned when no
+    /// reservation is older than an entry.
+    pub drops: Vec<(i64, u64)>,
 }
 
 struct FlushPublish {
@@ -90,10 +94,13 @@ pub(crate) struct Transaction<'a> {
     /// Parts written by this transaction's operation (flush or compaction).
     added: Vec<WrittenPart>,
     part_pos: Option<HashMap<u64, usize>>,
+    /// Files written for this transaction that it does not publish.
+    extra_retired: Vec<String>,
 }
 
 impl<'a> Transaction<'a> {
     pub fn begin(inner: &'a Inner) -> Result<Self> {
+        inner.writable()?;
         let guard = inner
             .commit
             .lock()
@@ -110,6 +117,7 @@ impl<'a> Transaction<'a> {
             flush: None,
             added: Vec::new(),
             part_pos: None,
+            extra_retired: Vec::new(),
         })
     }
 
@@ -280,6 +288,114 @@ impl<'a> Transaction<'a> {
         Ok(())
     }
 
+    /// Make a bulk ingest's parts live (bulk.rs). `first_request` was the
+    /// next request id when its first `_seq`s were reserved: requests
+    /// from it on may cover its rows and are applied to the new parts
+    /// (through their runs), and parts of projects dropped since are left
+    /// out (their files retired).
+    pub fn add_bulk(
+        &mut self,
+        parts: Vec<WrittenPart>,
+        first_request: u64,
+    ) -> Result<crate::bulk::BulkAdded> {
+        let mut out = crate::bulk::BulkAdded::default();
+        let drops = self.guard.drops.clone();
+        for p in parts {
+            let m = &p.meta;
+            if drops
+                .iter()
+                .any(|(proj, cut)| *proj == m.project_id && m.max_seq < *cut)
+            {
+                out.rows_dropped += m.rows;
+                self.extra_retired.push(m.path.clone());
+                continue;
+            }
+            let mut hidden = Bitmap::new();
+            let mut late: Vec<u64> = Vec::new();
+            for r in self.manifest.requests.iter().filter(|r| {
+                r.id >= first_request
+                    && r.project_id == m.project_id
+                    && r.covers_table(m.table)
+                    && r.cutoff_seq > m.min_seq
+            }) {
+                let mut mine = Bitmap::new();
+                for d in &r.distinct_ids {
+                    crate::bulk::rows_below(&p, d, r.cutoff_seq, &mut mine);
+                }
+                if !mine.is_empty() {
+                    hidden.or_inplace(&mine);
+                    late.push(r.id);
+                }
+            }
+            let id = m.id;
+            out.part_ids.push(id);
+            self.add_part(p);
+            if !hidden.is_empty() {
+                out.rows_hidden += hidden.cardinality();
+                self.changed.insert(id, hidden);
+                for r in self
+                    .manifest
+                    .requests
+                    .iter_mut()
+                    .filter(|r| late.contains(&r.id) && r.status == RequestStatus::Pending)
+                {
+                    let parts = r.parts.get_or_insert_with(Vec::new);
+                    if !parts.contains(&id) {
+                        parts.push(id);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record a bulk ingest as pending under its token (bulk.rs).
+    pub fn add_pending_ingest(&mut self, p: crate::format::PendingIngest) -> Result<()> {
+        if self
+            .manifest
+            .pending_ingests
+            .iter()
+            .any(|q| q.token == p.token)
+        {
+            return Err(StoreError::InvalidInput(format!(
+                "ingest token {:?} is already pending",
+                p.token
+            )));
+        }
+        self.manifest.pending_ingests.push(p);
+        Ok(())
+    }
+
+    /// Resolve a pending ingest: confirm it (its parts become ordinary)
+    /// or void it (its parts leave the manifest). `false` if no ingest is
+    /// pending under `token`.
+    pub fn resolve_pending_ingest(&mut self, token: &str, confirm: bool) -> bool {
+        let Some(i) = self
+            .manifest
+            .pending_ingests
+            .iter()
+            .position(|p| p.token == token)
+        else {
+            return false;
+        };
+        let p = self.manifest.pending_ingests.remove(i);
+        if !confirm {
+            for id in p.parts {
+                self.remove_part(id);
+            }
+        }
+        true
+    }
+
+    /// Record a project drop at `next_seq`, for bulk ingests in flight.
+    pub fn note_drop(&mut self, project_id: i64, next_seq: u64, oldest_reservation: Option<u64>) {
+        let drops = &mut self.guard.drops;
+        drops.retain(|(_, cut)| oldest_reservation.is_some_and(|o| o < *cut));
+        if oldest_reservation.is_some_and(|o| o < next_seq) {
+            drops.push((project_id, next_seq));
+        }
+    }
+
     /// Remove fully deleted parts, move parts that left the manifest from
     /// the requests' lists to their `awaiting_removal`. Returns the ids of
     /// the parts that left.
@@ -300,6 +416,9 @@ impl<'a> Transaction<'a> {
             self.remove_part(id);
         }
         let live: HashSet<u64> = self.manifest.parts.iter().map(|p| p.id).collect();
+        for pi in &mut self.manifest.pending_ingests {
+            pi.parts.retain(|id| live.contains(id));
+        }
         let mut paths: HashMap<u64, &str> = HashMap::new();
         for p in &self.base.manifest.parts {
             paths.insert(p.id, &p.path);
@@ -335,6 +454,10 @@ impl<'a> Transaction<'a> {
     pub fn commit(mut self) -> Result<Arc<Version>> {
         let inner = self.inner;
         let gone = self.apply_rules();
+        // Rows below the oldest buffered row (or below `next_seq` when
+        // nothing is buffered) are all in parts: bulk ingests write theirs
+        // directly, so `flushed_seq` also moves without a flush.
+        self.manifest.flushed_seq = self.manifest.flushed_seq.max(inner.oldest_unflushed_seq()?);
         let flushed = self.manifest.flushed_seq;
         self.manifest.dropped.retain(|d| d.cutoff_seq > flushed);
         let mut tombstones = self.base.tombstones.clone();
@@ -382,6 +505,7 @@ impl<'a> Transaction<'a> {
                 .chain(self.added.iter().map(|p| p.meta.path.clone()))
                 .collect();
             let mut r: Vec<String> = old.into_iter().filter(|p| !new_refs.contains(p)).collect();
+            r.append(&mut self.extra_retired);
             r.push(manifest_path(self.base.manifest.version));
             r
         };
@@ -405,9 +529,10 @@ impl<'a> Transaction<'a> {
         drop(self.guard);
         inner.gc.retire(retired, version);
         if let Some(f) = &flush {
-            if let Err(e) = inner
-                .gc
-                .remove_wal_segments(&inner.wal_dir, &f.wal_segments)
+            if let Err(e) =
+                inner
+                    .gc
+                    .remove_wal_segments(&*inner.opts.fs, &inner.wal_dir, &f.wal_segments)
             {
                 tracing::warn!(error = %e, "could not remove flushed ingest-log segments; they are removed at next open");
             }

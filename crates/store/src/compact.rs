@@ -835,7 +835,13 @@ fn advance_requests(
         .iter()
         .filter(|r| r.status == RequestStatus::Pending && !orphans)
     {
-        if r.parts.as_ref().is_some_and(|p| p.is_empty()) && m.flushed_seq >= r.cutoff_seq {
+        // A bulk ingest in flight with `_seq`s below the cut-off may still
+        // bring rows of the request (bulk.rs).
+        let bulk_below = inner.oldest_reservation().is_some_and(|o| o < r.cutoff_seq);
+        if r.parts.as_ref().is_some_and(|p| p.is_empty())
+            && m.flushed_seq >= r.cutoff_seq
+            && !bulk_below
+        {
             let mut all_gone = true;
             for path in &r.awaiting_removal {
                 if inner.storage.exists(path)? {
@@ -880,6 +886,7 @@ fn advance_requests(
             && purged.contains(&r.id)
             && r.parts.as_ref().is_some_and(|p| p.is_empty())
             && flushed_seq >= r.cutoff_seq
+            && inner.oldest_reservation().is_none_or(|o| o >= r.cutoff_seq)
         {
             r.status = RequestStatus::Purged;
             r.purged_at_us = Some(now);

@@ -86,6 +86,25 @@ pub enum StoreError {
     /// An Arrow error while building or transforming batches.
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The directory holds no store, and the caller did not ask to create one.
+    #[error("no Elide store at {path}: {reason} (only commands that create data, such as `ingest`, `capture` or `demo`, create a store)")]
+    NoStore {
+        /// The data directory.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The directory holds a store's files but no manifest.
+    #[error("data directory {path} has no manifest but holds {found}: the manifest/ directory was lost (a partial restore or a cleanup?); refusing to open, which would discard these files. Restore manifest/ from a backup")]
+    MissingManifest {
+        /// The data directory.
+        path: PathBuf,
+        /// What was found.
+        found: String,
+    },
+    /// A write on a store opened read-only.
+    #[error("read-only: {0}")]
+    ReadOnly(String),
     /// The store was closed or its background worker failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -114,6 +133,18 @@ impl StoreError {
             row,
             column: column.to_string(),
             reason: reason.into(),
+        }
+    }
+
+    /// True when a file or object was not found (a concurrent writer may
+    /// have removed it).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            StoreError::ObjectStore { source, .. } => {
+                matches!(source, object_store::Error::NotFound { .. })
+            }
+            _ => false,
         }
     }
 

@@ -60,6 +60,29 @@ pub struct Manifest {
     /// distinct ids; created with the first verified request.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash_key: String,
+    /// Bulk ingests committed as part of a two-phase commit with another
+    /// store (the persons metadata), not yet confirmed or voided. Their
+    /// parts are durable, invisible to queries and never compacted until
+    /// resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_ingests: Vec<PendingIngest>,
+    /// Opaque identity of the metadata database bound to this store (the
+    /// persons layer sets it; the store only keeps it), so that a missing
+    /// or replaced database is noticed instead of silently recreated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_id: Option<String>,
+}
+
+/// A bulk ingest committed under a token, waiting for the other half of
+/// its two-phase commit (see `bulk.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingIngest {
+    /// The token both stores record.
+    pub token: String,
+    /// Its parts (those still live; a part fully deleted meanwhile leaves).
+    pub parts: Vec<u64>,
+    /// When it was committed (µs since the epoch, UTC).
+    pub created_at_us: i64,
 }
 
 impl Manifest {
@@ -77,7 +100,14 @@ impl Manifest {
             dropped: Vec::new(),
             last_compaction: None,
             hash_key: String::new(),
+            pending_ingests: Vec::new(),
+            metadata_id: None,
         }
+    }
+
+    /// Whether a part belongs to an unresolved pending ingest.
+    pub fn is_pending_part(&self, id: u64) -> bool {
+        self.pending_ingests.iter().any(|p| p.parts.contains(&id))
     }
 
     /// The part with id `id`.
@@ -128,6 +158,25 @@ pub struct PartMeta {
     pub max_ts: i64,
     /// Current tombstone version, if any row is deleted.
     pub tombstone: Option<TombstoneRef>,
+    /// How the file's bytes are checked (absent in parts written before
+    /// checksums existed: those are read unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<PartChecksum>,
+}
+
+/// The checksums of a part file. The file is two regions: the data (the
+/// `PAR1` magic and every row group's pages) and the tail (page indexes
+/// and footer). The data region is covered by a CRC-32 per 64 KiB block,
+/// listed in the footer's key-value metadata (key
+/// [`crate::checksum::BLOCKS_KEY`]); the tail, and with it that list, by
+/// the CRC-32 here. A reader verifies the tail before it trusts the
+/// footer, and every block it reads.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartChecksum {
+    /// Length of the data region (where the tail starts).
+    pub data_len: u64,
+    /// CRC-32 of the tail (`data_len..size`).
+    pub tail_crc32: u32,
 }
 
 impl PartMeta {
@@ -195,6 +244,11 @@ pub fn distinct_id_hash(key_hex: &str, project: i64, distinct_id: &str) -> Optio
     h.update(&project.to_le_bytes());
     h.update(distinct_id.as_bytes());
     Some(h.finalize().to_hex().to_string())
+}
+
+/// The 32 bytes of a hex hash key ([`Manifest::hash_key`]).
+pub fn decode_hash_key(s: &str) -> Option<[u8; 32]> {
+    hex_key(s)
 }
 
 fn hex_key(s: &str) -> Option<[u8; 32]> {
@@ -307,6 +361,51 @@ pub fn part_path(table: Table, project_id: i64, day: i32, file_id: u64) -> Strin
         table.name(),
         day_to_string(day)
     )
+}
+
+/// What an object path under the data directory is, by its name alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectName {
+    /// `parts/{table}/{project}/{YYYY-MM-DD}/{id:016x}.parquet`.
+    Part,
+    /// `tombstones/{id:016x}.tomb`.
+    Tombstone,
+    /// `manifest/{version:020}.manifest`.
+    Manifest,
+    /// One of the above followed by `#<digits>`: a staged write.
+    Staged,
+}
+
+fn is_hex_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Classify a path by the names Elide writes; `None` for anything else
+/// (a file Elide did not make, which it never removes).
+pub fn classify_object(path: &str) -> Option<ObjectName> {
+    if let Some((base, n)) = path.rsplit_once('#') {
+        let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        return (digits && !base.contains('#') && classify_object(base).is_some())
+            .then_some(ObjectName::Staged);
+    }
+    if parse_manifest_path(path).is_some() {
+        return Some(ObjectName::Manifest);
+    }
+    if let Some(name) = path.strip_prefix("tombstones/") {
+        return name
+            .strip_suffix(".tomb")
+            .filter(|id| is_hex_id(id))
+            .map(|_| ObjectName::Tombstone);
+    }
+    let rest = path.strip_prefix("parts/")?;
+    let mut it = rest.split('/');
+    let (table, project, day, file) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    let ok = it.next().is_none()
+        && Table::from_name(table).is_some()
+        && project.parse::<i64>().is_ok()
+        && chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok()
+        && file.strip_suffix(".parquet").is_some_and(is_hex_id);
+    ok.then_some(ObjectName::Part)
 }
 
 /// `YYYY-MM-DD` of a day number.

@@ -18,14 +18,19 @@
 //!
 //! At open, [`Gc::sweep_unreferenced`] removes every object under
 //! `manifest/`, `parts/` and `tombstones/` that the recovered manifest does
-//! not reference: leftovers of commits that crashed before publishing.
+//! not reference: leftovers of commits that crashed before publishing. It
+//! runs only against a manifest read from disk (a store with no manifest
+//! is either new, and has nothing to sweep, or damaged, and is refused),
+//! removes only names Elide writes, and spares what reader leases pin
+//! (see `lease.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::error::Result;
-use crate::format::{manifest_path, Manifest};
+use crate::format::{classify_object, manifest_path, Manifest};
+use crate::io::FileSystem;
 use crate::storage::Storage;
 use crate::wal;
 
@@ -35,6 +40,10 @@ struct GcState {
     live: BTreeMap<u64, usize>,
     /// Retired objects: path -> version of the commit that retired it.
     pending: Vec<(String, u64)>,
+    /// Leftovers of crashed writes that the open-time sweep could not
+    /// remove yet (a reader lease pinned them): until they are gone, a
+    /// copy of deleted rows may be on disk unreferenced.
+    leftovers: std::collections::HashSet<String>,
 }
 
 /// Tracks live snapshots and retired files.
@@ -46,6 +55,10 @@ pub struct Gc {
     /// deletion request may be marked purged, since such a file can hold
     /// copies of rows.
     orphans: std::sync::atomic::AtomicBool,
+    /// The data directory whose reader leases pin versions (local stores).
+    leases: Option<std::path::PathBuf>,
+    /// A read-only store never removes anything.
+    read_only: bool,
 }
 
 /// Keeps a snapshot's version registered while alive.
@@ -69,6 +82,29 @@ impl Drop for LiveGuard {
 }
 
 impl Gc {
+    /// GC of a writer whose data directory `leases` may hold reader leases.
+    pub fn new(leases: Option<std::path::PathBuf>) -> Gc {
+        Gc {
+            leases,
+            ..Gc::default()
+        }
+    }
+
+    /// GC of a read-only store: tracks snapshots, removes nothing.
+    pub fn read_only() -> Gc {
+        Gc {
+            read_only: true,
+            ..Gc::default()
+        }
+    }
+
+    /// The oldest version a reader process pins through its lease.
+    pub fn oldest_leased(&self) -> Option<u64> {
+        self.leases
+            .as_deref()
+            .and_then(|d| crate::lease::pinned_versions(d).into_iter().min())
+    }
+
     /// Register a snapshot of `version`. Call under the lock that publishes versions.
     pub fn register(self: &Arc<Self>, version: u64) -> LiveGuard {
         if let Ok(mut s) = self.state.lock() {
@@ -102,36 +138,43 @@ impl Gc {
 
     /// Remove every retired object no live snapshot can read.
     pub fn collect(&self, storage: &Storage) -> Result<usize> {
+        if self.read_only || self.pending() == 0 {
+            return Ok(0);
+        }
+        let leased = self.oldest_leased();
         let ready: Vec<String> = {
             let Ok(mut s) = self.state.lock() else {
                 return Ok(0);
             };
-            let oldest = s.live.keys().next().copied();
+            let oldest = match (s.live.keys().next().copied(), leased) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let (ready, keep): (Vec<_>, Vec<_>) = s
                 .pending
                 .drain(..)
                 .partition(|(_, v)| oldest.is_none_or(|o| o >= *v));
             s.pending = keep;
-            ready.into_iter().map(|(p, _)| p).collect()
+            ready.into_iter().map(|(p, _)| p).collect::<Vec<_>>()
         };
-        let mut removed = 0;
-        let mut failed = Vec::new();
-        for p in ready {
-            crate::failpoint!("gc::before_delete");
-            match storage.delete(&p) {
-                Ok(()) => removed += 1,
-                Err(e) => {
-                    tracing::warn!(path = %p, error = %e, "gc: could not remove file; will retry");
-                    failed.push(p);
+        if ready.is_empty() {
+            return Ok(0);
+        }
+        crate::failpoint!("gc::before_delete");
+        let attempted = ready.len();
+        let failed = storage.delete_all(&ready);
+        for (p, e) in &failed {
+            tracing::warn!(path = %p, error = %e, "gc: could not remove file; will retry");
+        }
+        if let Ok(mut s) = self.state.lock() {
+            for p in &ready {
+                if !failed.iter().any(|(f, _)| f == p) {
+                    s.leftovers.remove(p);
                 }
             }
+            s.pending.extend(failed.iter().map(|(p, _)| (p.clone(), 0)));
         }
-        if !failed.is_empty() {
-            if let Ok(mut s) = self.state.lock() {
-                s.pending.extend(failed.into_iter().map(|p| (p, 0)));
-            }
-        }
-        Ok(removed)
+        Ok(attempted - failed.len())
     }
 
     /// Remove a file that was written but never published (the output of
@@ -151,50 +194,99 @@ impl Gc {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Whether an unreferenced file may be on disk (see [`Gc::mark_orphans`]).
+    /// Whether an unreferenced file may be on disk (see [`Gc::mark_orphans`],
+    /// and leftovers the open-time sweep had to leave to GC).
     pub fn orphans_possible(&self) -> bool {
         self.orphans.load(std::sync::atomic::Ordering::Acquire)
+            || self.state.lock().map_or(true, |s| !s.leftovers.is_empty())
     }
 
-    /// Remove ingest-log segments whose rows are all in committed parts.
-    pub fn remove_wal_segments(&self, dir: &Path, ids: &[u64]) -> Result<()> {
+    /// Remove ingest-log segments whose rows are all in committed parts
+    /// (durably: the directory is synced).
+    pub fn remove_wal_segments(&self, fs: &dyn FileSystem, dir: &Path, ids: &[u64]) -> Result<()> {
         for id in ids {
             let p = wal::segment_path(dir, *id);
-            match std::fs::remove_file(&p) {
+            match fs.remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(crate::error::StoreError::io(p.display(), e)),
             }
         }
         if !ids.is_empty() {
-            crate::storage::sync_dir(dir)?;
+            crate::storage::sync_dir(fs, dir)?;
         }
         Ok(())
     }
 
-    /// At open: remove objects the recovered manifest does not reference,
-    /// including staged uploads of interrupted writes.
-    pub fn sweep_unreferenced(&self, storage: &Storage, manifest: &Manifest) -> Result<usize> {
+    /// At open, against a manifest read from disk (never one just
+    /// created): remove what crashed writes left, i.e. objects with
+    /// Elide's names (parts, tombstone files, manifests, staged writes)
+    /// that `manifest` does not reference. Those a reader lease pins
+    /// (`pinned`; `None`: a lease pins everything) are retired to GC
+    /// instead, which removes them once no lease needs them. Anything
+    /// else under those directories was not made by Elide: it is left
+    /// alone and reported.
+    pub fn sweep_unreferenced(
+        &self,
+        storage: &Storage,
+        manifest: &Manifest,
+        pinned: Option<&BTreeSet<String>>,
+    ) -> Result<SweepReport> {
         let referenced = manifest.referenced_paths();
         let current = manifest_path(manifest.version);
-        let mut removed = 0;
+        let mut report = SweepReport::default();
+        let mut doomed = Vec::new();
+        let mut deferred = Vec::new();
         for prefix in ["parts", "tombstones", "manifest"] {
             for obj in storage.list(prefix)? {
-                let p = obj.location.to_string();
+                let p = obj.path;
                 if p == current || referenced.contains(&p) {
                     continue;
                 }
-                tracing::info!(path = %p, "removing unreferenced file");
-                storage.delete(&p)?;
-                removed += 1;
+                match classify_object(&p) {
+                    Some(_) if pinned.is_some_and(|pin| !pin.contains(&p)) => {
+                        tracing::info!(path = %p, "removing unreferenced file");
+                        doomed.push(p);
+                    }
+                    Some(_) => deferred.push(p),
+                    None => {
+                        tracing::warn!(path = %p, "not a file Elide writes; left alone");
+                        report.foreign.push(p);
+                    }
+                }
             }
         }
-        for p in storage.local_staging_leftovers() {
-            tracing::info!(path = %p.display(), "removing interrupted upload");
-            if std::fs::remove_file(&p).is_ok() {
-                removed += 1;
+        let failed = storage.delete_all(&doomed);
+        if let Some((p, e)) = failed.into_iter().next() {
+            return Err(crate::error::StoreError::Internal(format!(
+                "could not remove unreferenced file {p}: {e}"
+            )));
+        }
+        report.removed = doomed.len();
+        report.deferred = deferred.len();
+        if !deferred.is_empty() {
+            tracing::info!(
+                count = deferred.len(),
+                "unreferenced files a reader may still read are left to GC"
+            );
+            if let Ok(mut s) = self.state.lock() {
+                s.leftovers.extend(deferred.iter().cloned());
+                s.pending
+                    .extend(deferred.into_iter().map(|p| (p, manifest.version)));
             }
         }
-        Ok(removed)
+        Ok(report)
     }
+}
+
+/// What the open-time sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Unreferenced files removed.
+    pub removed: usize,
+    /// Unreferenced files left to GC because a reader lease pins them.
+    pub deferred: usize,
+    /// Files under `parts/`, `tombstones/` or `manifest/` whose names
+    /// Elide does not write: left alone.
+    pub foreign: Vec<String>,
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::{Result, StoreError};
@@ -83,13 +84,69 @@ pub fn rows_to_batch(rows: &[EventRow]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, cols)?)
 }
 
+/// The text of an id given as a raw JSON value: a string, or an integer
+/// literal kept exactly as written (never through a float, which would
+/// make `12345678901234567890123` and `...124` one id). `Ok(None)` for
+/// `null`; a fraction, an exponent or any other type is refused.
+pub fn id_text(raw: &RawValue) -> std::result::Result<Option<String>, String> {
+    let t = raw.get().trim();
+    match t.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(t)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Some(b'n') if t == "null" => Ok(None),
+        Some(b'-' | b'0'..=b'9') => {
+            let digits = t.strip_prefix('-').unwrap_or(t);
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(Some(t.to_string()))
+            } else {
+                Err(format!(
+                    "must be a string or an integer, got the number {t} (fractions and exponents are refused)"
+                ))
+            }
+        }
+        _ => Err("must be a string or an integer".into()),
+    }
+}
+
+/// Strip a UTF-8 byte-order mark from the start of a text.
+pub fn strip_bom(s: &str) -> &str {
+    s.strip_prefix('\u{feff}').unwrap_or(s)
+}
+
 /// Parse one JSON line (1-based `line` for errors) into a row.
 pub fn parse_event_line(line: usize, text: &str) -> Result<EventRow> {
     let err = |reason: String| StoreError::InvalidLine { line, reason };
-    let v: Value = serde_json::from_str(text).map_err(|e| err(format!("invalid JSON: {e}")))?;
-    let Value::Object(obj) = v else {
-        return Err(err("expected a JSON object".into()));
-    };
+    let fields: Vec<(String, Box<RawValue>)> =
+        match serde_json::from_str::<std::collections::BTreeMap<String, Box<RawValue>>>(text) {
+            Ok(m) => m.into_iter().collect(),
+            Err(e) if text.trim_start().starts_with('{') => {
+                return Err(err(format!("invalid JSON: {e}")))
+            }
+            Err(e) => {
+                return Err(err(
+                    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                        Ok(_) => "expected a JSON object".into(),
+                        Err(_) => format!("invalid JSON: {e}"),
+                    },
+                ))
+            }
+        };
+    let mut obj = Vec::with_capacity(fields.len());
+    let mut distinct_id = None;
+    for (k, raw) in fields {
+        if k == "distinct_id" {
+            distinct_id = Some(
+                id_text(&raw)
+                    .map_err(|r| err(format!("field `distinct_id` {r}")))?
+                    .ok_or_else(|| err("field `distinct_id` is null".into()))?,
+            );
+            continue;
+        }
+        let v: Value =
+            serde_json::from_str(raw.get()).map_err(|e| err(format!("field `{k}`: {e}")))?;
+        obj.push((k, v));
+    }
     let mut row = EventRow {
         uuid: None,
         event: String::new(),
@@ -100,7 +157,11 @@ pub fn parse_event_line(line: usize, text: &str) -> Result<EventRow> {
         properties: None,
         session_id: None,
     };
-    let (mut has_event, mut has_did, mut has_project, mut has_ts) = (false, false, false, false);
+    let (mut has_event, mut has_project, mut has_ts) = (false, false, false);
+    let has_did = distinct_id.is_some();
+    if let Some(d) = distinct_id {
+        row.distinct_id = d;
+    }
     let opt_str = |k: &str, v: &Value| -> Result<Option<String>> {
         match v {
             Value::Null => Ok(None),
@@ -114,14 +175,6 @@ pub fn parse_event_line(line: usize, text: &str) -> Result<EventRow> {
             "event" => {
                 row.event = opt_str(k, v)?.ok_or_else(|| err("field `event` is null".into()))?;
                 has_event = true;
-            }
-            "distinct_id" => {
-                row.distinct_id = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    _ => return Err(err("field `distinct_id` must be a string".into())),
-                };
-                has_did = true;
             }
             "person_id" => row.person_id = opt_str(k, v)?,
             "project_id" => {
@@ -192,10 +245,11 @@ pub fn read_json_lines(
             line: i + 1,
             reason: format!("unreadable: {e}"),
         })?;
+        let line = if i == 0 { strip_bom(&line) } else { &line };
         if line.trim().is_empty() {
             continue;
         }
-        rows.push(parse_event_line(i + 1, &line)?);
+        rows.push(parse_event_line(i + 1, line)?);
         if rows.len() >= batch_rows.max(1) {
             total += rows.len();
             sink(rows_to_batch(&rows)?)?;

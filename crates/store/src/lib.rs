@@ -38,30 +38,40 @@
 //! (the only file removal), [`policy`] (what compaction should do, pure),
 //! [`store`] (the API).
 
+pub mod bulk;
+pub mod checksum;
 pub mod commit;
 pub mod compact;
+#[cfg(feature = "testing")]
+pub mod crash_fs;
 pub mod error;
 pub mod failpoint;
 pub mod format;
 pub mod gc;
 mod index;
+pub mod io;
 pub mod jsonl;
+pub mod lease;
 mod lock;
 mod memtable;
 pub mod normalize;
+mod open;
 mod part;
 pub mod policy;
 pub mod schema;
+pub mod scrub;
 pub mod storage;
 pub mod store;
 pub mod wal;
 
+pub use bulk::{BulkIngest, IngestOutcome};
 pub use compact::{
     CompactRequest, CompactionReport, PreparedRewrite, Progress, TaskKind, TaskOutcome, TaskReport,
 };
 pub use error::{Result, StoreError};
 pub use format::CompactionSummary;
 pub use format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
+pub use open::{spool_file, SPOOL_DIR};
 pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY};
 pub use schema::Table;
 pub use store::{

@@ -86,11 +86,27 @@ impl Drop for DirLock {
 }
 
 /// Try a process-owned exclusive lock on the whole file; `Ok(false)` if
-/// another process holds it.
+/// another process holds a lock on it. Closing any descriptor of the file
+/// releases all of this process's locks on it.
+pub(crate) fn try_lock_process(file: &File) -> std::io::Result<bool> {
+    try_lock(file, true)
+}
+
+/// Try a process-owned shared lock (the file may be open read-only);
+/// `Ok(false)` if another process holds an exclusive one.
+pub(crate) fn try_lock_shared(file: &File) -> std::io::Result<bool> {
+    try_lock(file, false)
+}
+
 #[cfg(unix)]
-fn try_lock_process(file: &File) -> std::io::Result<bool> {
+fn try_lock(file: &File, exclusive: bool) -> std::io::Result<bool> {
     use rustix::fs::{fcntl_lock, FlockOperation};
-    match fcntl_lock(file, FlockOperation::NonBlockingLockExclusive) {
+    let op = if exclusive {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    match fcntl_lock(file, op) {
         Ok(()) => Ok(true),
         Err(e) if e == rustix::io::Errno::ACCESS || e == rustix::io::Errno::AGAIN => Ok(false),
         Err(e) => Err(e.into()),
@@ -98,8 +114,13 @@ fn try_lock_process(file: &File) -> std::io::Result<bool> {
 }
 
 #[cfg(not(unix))]
-fn try_lock_process(file: &File) -> std::io::Result<bool> {
-    match file.try_lock() {
+fn try_lock(file: &File, exclusive: bool) -> std::io::Result<bool> {
+    let r = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match r {
         Ok(()) => Ok(true),
         Err(std::fs::TryLockError::WouldBlock) => Ok(false),
         Err(std::fs::TryLockError::Error(e)) => Err(e),

@@ -37,6 +37,16 @@ impl NormalizedBatch {
         self.rows
     }
 
+    /// Arrow memory of the columns.
+    pub fn memory_size(&self) -> usize {
+        self.columns.iter().map(|c| c.get_array_memory_size()).sum()
+    }
+
+    /// The table it was validated for.
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
     /// Attach `_seq` (consecutive from `seq_start`) and `inserted_at`.
     pub(crate) fn finish(&self, seq_start: u64, inserted_at_us: i64) -> Result<RecordBatch> {
         let mut columns = self.columns.clone();
@@ -63,7 +73,14 @@ pub fn normalize(table: Table, batch: &RecordBatch) -> Result<NormalizedBatch> {
         )));
     }
     let schema = batch.schema();
+    let mut seen = std::collections::HashSet::new();
     for field in schema.fields() {
+        if !seen.insert(field.name().as_str()) {
+            return Err(StoreError::InvalidInput(format!(
+                "column `{}` appears more than once",
+                field.name()
+            )));
+        }
         let known = def.columns.iter().any(|c| c.name == field.name());
         if !known {
             let expected: Vec<&str> = def.columns.iter().map(|c| c.name).collect();
@@ -114,6 +131,14 @@ fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Resu
                 if let Some(v) = v {
                     if v.is_empty() {
                         return Err(StoreError::invalid_row(row, c.name, "must not be empty"));
+                    }
+                    // No command line, URL or deletion request can name it.
+                    if v.contains('\0') {
+                        return Err(StoreError::invalid_row(
+                            row,
+                            c.name,
+                            "must not contain a NUL character (U+0000)",
+                        ));
                     }
                 }
             }
@@ -253,11 +278,11 @@ fn to_int64(c: &ColumnDef, input: &ArrayRef) -> Result<ArrayRef> {
     }
     let ints = safe.as_primitive::<arrow::datatypes::Int64Type>();
     if c.name == crate::schema::PROJECT_COLUMN {
-        if let Some(row) = (0..ints.len()).find(|&i| ints.is_valid(i) && ints.value(i) < 0) {
+        if let Some(row) = (0..ints.len()).find(|&i| ints.is_valid(i) && ints.value(i) < 1) {
             return Err(StoreError::invalid_row(
                 row,
                 c.name,
-                format!("project id must be >= 0, got {}", ints.value(row)),
+                format!("project ids are positive integers, got {}", ints.value(row)),
             ));
         }
     }
@@ -267,6 +292,16 @@ fn to_int64(c: &ColumnDef, input: &ArrayRef) -> Result<ArrayRef> {
 /// Smallest and largest accepted event time: years 1970 through 9999.
 const MIN_TS_US: i64 = 0;
 const MAX_TS_US: i64 = 253_402_300_799_999_999;
+
+/// Whether an event time (µs since the epoch) is one the store accepts;
+/// the reason when not. Input layers check it up front with this.
+pub fn check_timestamp_us(v: i64) -> std::result::Result<(), String> {
+    if (MIN_TS_US..=MAX_TS_US).contains(&v) {
+        Ok(())
+    } else {
+        Err("timestamp outside 1970-01-01 .. 9999-12-31".into())
+    }
+}
 
 fn to_timestamp(c: &ColumnDef, input: &ArrayRef) -> Result<ArrayRef> {
     let micros: TimestampMicrosecondArray = match input.data_type() {
@@ -309,13 +344,7 @@ fn to_timestamp(c: &ColumnDef, input: &ArrayRef) -> Result<ArrayRef> {
     };
     for (row, v) in micros.iter().enumerate() {
         if let Some(v) = v {
-            if !(MIN_TS_US..=MAX_TS_US).contains(&v) {
-                return Err(StoreError::invalid_row(
-                    row,
-                    c.name,
-                    "timestamp outside 1970-01-01 .. 9999-12-31",
-                ));
-            }
+            check_timestamp_us(v).map_err(|r| StoreError::invalid_row(row, c.name, r))?;
         }
     }
     Ok(Arc::new(micros.with_timezone("UTC")))

@@ -19,11 +19,13 @@ use croaring::Treemap;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use crate::checksum::VerifiedPart;
 use crate::error::{Result, StoreError};
-use crate::format::{part_path, PartMeta};
+use crate::format::{part_path, PartChecksum, PartMeta};
 use crate::memtable::{range_count, Chunk};
 use crate::schema::{Table, DISTINCT_ID_COLUMN, PROJECT_COLUMN, SEQ_COLUMN, TIMESTAMP_COLUMN};
 use crate::storage::Storage;
@@ -440,8 +442,23 @@ impl PartBuilder {
             .iter()
             .map(|rg| rg.num_rows() as u64)
             .collect();
+        // Every page is in the buffer now; the page indexes and the footer
+        // (which will carry the block list) are written at close.
+        self.writer
+            .sync()
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        let data_len = self.writer.inner().len();
+        let blocks = crate::checksum::block_crcs(self.writer.inner());
+        self.writer.append_key_value_metadata(KeyValue::new(
+            crate::checksum::BLOCKS_KEY.to_string(),
+            crate::checksum::encode_blocks(&blocks),
+        ));
         let buf = self.writer.into_inner().map_err(|e| perr(&self.path, e))?;
         let size = buf.len() as u64;
+        let checksum = PartChecksum {
+            data_len: data_len as u64,
+            tail_crc32: crc32fast::hash(buf.get(data_len..).unwrap_or_default()),
+        };
         storage.put_new_nosync(&self.path, Bytes::from(buf))?;
         let meta = PartMeta {
             id: self.id,
@@ -457,6 +474,7 @@ impl PartBuilder {
             min_ts: self.min_ts,
             max_ts: self.max_ts,
             tombstone: None,
+            checksum: Some(checksum),
         };
         Ok(Some(WrittenPart {
             meta,
@@ -488,7 +506,8 @@ fn runs_of(dids: &arrow::array::StringArray, seqs: &[u64]) -> PartPostings {
     PartPostings { runs }
 }
 
-/// Read the named columns of a part, checking the file against its manifest entry.
+/// Read the named columns of a part, checking the file against its
+/// manifest entry and every byte read against its checksums.
 pub(crate) fn read_columns(
     storage: &Storage,
     part: &PartMeta,
@@ -498,47 +517,10 @@ pub(crate) fn read_columns(
         path: part.path.clone(),
         source: e,
     };
-    // On the local backend read only the needed column chunks; otherwise fetch the object.
-    let builder = match storage.local_root() {
-        Some(root) => {
-            let f = std::fs::File::open(root.join(&part.path))
-                .map_err(|e| StoreError::io(&part.path, e))?;
-            ReaderSource::File(ParquetRecordBatchReaderBuilder::try_new(f).map_err(perr)?)
-        }
-        None => ReaderSource::Bytes(
-            ParquetRecordBatchReaderBuilder::try_new(storage.get(&part.path)?).map_err(perr)?,
-        ),
-    };
-    match builder {
-        ReaderSource::File(b) => project_and_read(b, part, columns),
-        ReaderSource::Bytes(b) => project_and_read(b, part, columns),
-    }
-}
-
-enum ReaderSource {
-    File(ParquetRecordBatchReaderBuilder<std::fs::File>),
-    Bytes(ParquetRecordBatchReaderBuilder<Bytes>),
-}
-
-fn project_and_read<T: parquet::file::reader::ChunkReader + 'static>(
-    builder: ParquetRecordBatchReaderBuilder<T>,
-    part: &PartMeta,
-    columns: &[&str],
-) -> Result<RecordBatch> {
-    let perr = |e: parquet::errors::ParquetError| StoreError::Parquet {
-        path: part.path.clone(),
-        source: e,
-    };
-    check_row_groups(builder.metadata(), part)?;
-    let schema = builder.schema().clone();
-    let indices: Vec<usize> = columns
-        .iter()
-        .map(|c| {
-            schema
-                .index_of(c)
-                .map_err(|_| StoreError::corrupt(&part.path, format!("column {c} missing")))
-        })
-        .collect::<Result<_>>()?;
+    let (file, md, indices) = VerifiedPart::open(storage, part, Some(columns))?;
+    check_row_groups(md.metadata(), part)?;
+    let schema = md.schema().clone();
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, md);
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices.clone());
     let reader = builder
         .with_projection(mask)
@@ -546,7 +528,9 @@ fn project_and_read<T: parquet::file::reader::ChunkReader + 'static>(
         .build()
         .map_err(perr)?;
     let projected = Arc::new(schema.project(&indices)?);
-    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+    let batches: Vec<RecordBatch> = reader
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| StoreError::corrupt(&part.path, format!("decoding: {e}")))?;
     Ok(concat_batches(&projected, &batches)?)
 }
 
@@ -585,7 +569,7 @@ pub(crate) fn read_seqs(storage: &Storage, part: &PartMeta) -> Result<Vec<u64>> 
 /// Stream every row of a part not in `deleted`, in file order, in batches
 /// of up to `batch_rows`. Deleted rows are skipped by a parquet row
 /// selection (not decoded), as the query path does. The file is checked
-/// against its manifest entry first.
+/// against its manifest entry and its checksums first.
 pub(crate) fn scan_live_rows(
     storage: &Storage,
     part: &PartMeta,
@@ -593,34 +577,10 @@ pub(crate) fn scan_live_rows(
     batch_rows: usize,
     f: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
-    let perr = |e: parquet::errors::ParquetError| StoreError::Parquet {
-        path: part.path.clone(),
-        source: e,
-    };
-    match storage.local_root() {
-        Some(root) => {
-            let file = std::fs::File::open(root.join(&part.path))
-                .map_err(|e| StoreError::io(&part.path, e))?;
-            let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
-            stream_selected(b, part, deleted, batch_rows, f)
-        }
-        None => {
-            let b =
-                ParquetRecordBatchReaderBuilder::try_new(storage.get(&part.path)?).map_err(perr)?;
-            stream_selected(b, part, deleted, batch_rows, f)
-        }
-    }
-}
-
-fn stream_selected<T: parquet::file::reader::ChunkReader + 'static>(
-    builder: ParquetRecordBatchReaderBuilder<T>,
-    part: &PartMeta,
-    deleted: Option<&croaring::Bitmap>,
-    batch_rows: usize,
-    f: &mut dyn FnMut(RecordBatch) -> Result<()>,
-) -> Result<()> {
-    check_row_groups(builder.metadata(), part)?;
-    let mut builder = builder.with_batch_size(batch_rows.max(1));
+    let (file, md, _) = VerifiedPart::open(storage, part, None)?;
+    check_row_groups(md.metadata(), part)?;
+    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, md)
+        .with_batch_size(batch_rows.max(1));
     if let Some(d) = deleted.filter(|d| !d.is_empty()) {
         if d.maximum().is_some_and(|m| u64::from(m) >= part.rows) {
             return Err(StoreError::corrupt(
@@ -635,7 +595,7 @@ fn stream_selected<T: parquet::file::reader::ChunkReader + 'static>(
         source: e,
     })?;
     for b in reader {
-        f(b?)?;
+        f(b.map_err(|e| StoreError::corrupt(&part.path, format!("decoding: {e}")))?)?;
     }
     Ok(())
 }

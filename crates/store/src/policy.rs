@@ -301,7 +301,11 @@ impl CompactionPolicy {
         for p in manifest
             .parts
             .iter()
-            .filter(|p| p.deleted() > 0 && in_project(p.project_id))
+            // Parts of an unresolved two-phase ingest are left as they
+            // are until it is confirmed or voided (bulk.rs).
+            .filter(|p| {
+                p.deleted() > 0 && in_project(p.project_id) && !manifest.is_pending_part(p.id)
+            })
         {
             let deadline = overdue
                 .iter()
@@ -382,9 +386,9 @@ impl CompactionPolicy {
             if in_project(key.1) {
                 let mut group: Vec<&PartMeta> = Vec::new();
                 let mut bytes = 0u64;
-                let candidates = parts[i..j]
-                    .iter()
-                    .filter(|p| p.deleted() == 0 && p.size < small);
+                let candidates = parts[i..j].iter().filter(|p| {
+                    p.deleted() == 0 && p.size < small && !manifest.is_pending_part(p.id)
+                });
                 for p in candidates {
                     if !group.is_empty() && bytes + p.size > self.opts.target_part_bytes {
                         push_merge(&mut out, key, &mut group, &mut bytes);
@@ -466,6 +470,7 @@ mod tests {
                 path: "tombstones/0000000000000063.tomb".into(),
                 deleted,
             }),
+            checksum: None,
         }
     }
 

@@ -1,57 +1,89 @@
-//! File I/O of parts, tombstone files and manifests, through `object_store`.
+//! File I/O of parts, tombstone files and manifests.
 //!
-//! The local filesystem is the default backend; tests may pass any
-//! [`ObjectStore`] (for example `InMemory`). On the local backend a write is
-//! made durable before it returns: the object store writes a staged file and
-//! renames it into place, then we `fsync` the file and its directory, so a
-//! crash of the process or the machine never leaves a half-written object
-//! under its final name.
+//! Two backends:
 //!
-//! The API is blocking: the store calls it from its own threads. Local
-//! `object_store` operations run inline when no tokio runtime is current.
+//! * **local** (the default): files under the data directory, written
+//!   through the [`FileSystem`] seam so that every durability step is
+//!   explicit (and observable by the crash tests). A new object is staged
+//!   as `<name>#<n>`, synced, renamed to its name without replacing
+//!   anything, and its directory is synced; directories created on the
+//!   way are synced into their parents. Readers (DataFusion) see the same
+//!   files through an `object_store` `LocalFileSystem`.
+//! * **object store**: any [`ObjectStore`] (tests use `InMemory`), with no
+//!   local durability hooks.
+//!
+//! The API is blocking: the store calls it from its own threads.
 
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Result, StoreError};
+use crate::io::{parent, FileSystem};
+
+/// One object found by [`Storage::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Path relative to the store's root (`parts/...`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+#[derive(Debug)]
+struct Local {
+    root: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    /// Directories known to exist durably (saves a stat per write).
+    dirs: Mutex<HashSet<PathBuf>>,
+}
 
 /// Blocking handle on the store's objects.
 #[derive(Debug, Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
-    local_root: Option<PathBuf>,
+    local: Option<Arc<Local>>,
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
 }
 
+fn staging_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    // Unique in this process; the process id keeps two processes apart
+    // (only one writes, but a crashed one may have left a staged file).
+    (u64::from(std::process::id()) << 32) | (N.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
+}
+
 impl Storage {
-    /// Local filesystem storage rooted at `root` (created if missing).
-    pub fn local(root: &FsPath) -> Result<Storage> {
-        std::fs::create_dir_all(root).map_err(|e| StoreError::io(root.display(), e))?;
-        let fs = LocalFileSystem::new_with_prefix(root).map_err(|e| StoreError::ObjectStore {
-            path: root.display().to_string(),
-            source: e,
-        })?;
+    /// Local storage rooted at `root` (which must exist), written through `fs`.
+    pub fn local(root: &FsPath, fs: Arc<dyn FileSystem>) -> Result<Storage> {
+        let reader =
+            LocalFileSystem::new_with_prefix(root).map_err(|e| StoreError::ObjectStore {
+                path: root.display().to_string(),
+                source: e,
+            })?;
         Ok(Storage {
-            store: Arc::new(fs),
-            local_root: Some(root.to_path_buf()),
+            store: Arc::new(reader),
+            local: Some(Arc::new(Local {
+                root: root.to_path_buf(),
+                fs,
+                dirs: Mutex::default(),
+            })),
         })
     }
 
     /// Storage over an arbitrary object store (no local durability hooks).
     pub fn object_store(store: Arc<dyn ObjectStore>) -> Storage {
-        Storage {
-            store,
-            local_root: None,
-        }
+        Storage { store, local: None }
     }
 
     /// The underlying object store (registered with DataFusion by the query layer).
@@ -61,7 +93,7 @@ impl Storage {
 
     /// The local root directory, when the backend is the local filesystem.
     pub fn local_root(&self) -> Option<&FsPath> {
-        self.local_root.as_deref()
+        self.local.as_deref().map(|l| l.root.as_path())
     }
 
     fn os_err(path: &str, e: object_store::Error) -> StoreError {
@@ -72,14 +104,36 @@ impl Storage {
     }
 
     /// Write `bytes` at `path`, replacing nothing: the path must not exist.
-    /// Durable when it returns.
+    /// Durable when it returns; after a crash `path` is absent or whole.
     pub fn put_new(&self, path: &str, bytes: Bytes) -> Result<()> {
-        self.put_new_nosync(path, bytes)?;
-        self.sync_files(&[path])
+        match &self.local {
+            Some(l) => {
+                let (full, staging) = l.prepare(path)?;
+                l.fs.publish(&full, &staging, &bytes)
+                    .map_err(|e| StoreError::io(path, e))
+            }
+            None => self.put_object(path, bytes),
+        }
     }
 
-    /// Write without the fsync; call [`Storage::sync_files`] for a group of writes.
+    /// Write without the fsyncs; call [`Storage::sync_files`] for a group
+    /// of writes before anything references them.
     pub fn put_new_nosync(&self, path: &str, bytes: Bytes) -> Result<()> {
+        match &self.local {
+            Some(l) => {
+                let (full, staging) = l.prepare(path)?;
+                l.fs.write_new(&staging, &bytes)
+                    .and_then(|_| l.fs.rename_noreplace(&staging, &full))
+                    .map_err(|e| {
+                        let _ = l.fs.remove_file(&staging);
+                        StoreError::io(path, e)
+                    })
+            }
+            None => self.put_object(path, bytes),
+        }
+    }
+
+    fn put_object(&self, path: &str, bytes: Bytes) -> Result<()> {
         let p = Path::from(path);
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -92,94 +146,205 @@ impl Storage {
 
     /// Make written objects durable: fsync each file, then each distinct directory once.
     pub fn sync_files(&self, paths: &[&str]) -> Result<()> {
-        let Some(root) = &self.local_root else {
+        let Some(l) = &self.local else {
             return Ok(());
         };
-        let mut dirs = std::collections::BTreeSet::new();
+        let mut dirs = BTreeSet::new();
         for p in paths {
-            let full = root.join(p);
-            let f = std::fs::File::open(&full).map_err(|e| StoreError::io(full.display(), e))?;
-            f.sync_all()
-                .map_err(|e| StoreError::io(full.display(), e))?;
-            if let Some(d) = full.parent() {
-                dirs.insert(d.to_path_buf());
-            }
+            let full = l.root.join(p);
+            l.fs.sync_file(&full).map_err(|e| StoreError::io(p, e))?;
+            dirs.insert(parent(&full).to_path_buf());
         }
         for d in dirs {
-            sync_dir(&d)?;
+            l.fs.sync_dir(&d)
+                .map_err(|e| StoreError::io(d.display(), e))?;
         }
         Ok(())
     }
 
     /// Read a whole object.
     pub fn get(&self, path: &str) -> Result<Bytes> {
-        let p = Path::from(path);
-        block_on(async { self.store.get(&p).await?.bytes().await })
-            .map_err(|e| Self::os_err(path, e))
+        match &self.local {
+            Some(l) => std::fs::read(l.root.join(path))
+                .map(Bytes::from)
+                .map_err(|e| StoreError::io(path, e)),
+            None => {
+                let p = Path::from(path);
+                block_on(async { self.store.get(&p).await?.bytes().await })
+                    .map_err(|e| Self::os_err(path, e))
+            }
+        }
     }
 
-    /// Remove an object; a missing object is not an error. Only GC calls this.
+    /// Remove objects; a missing object is not an error. The removals are
+    /// durable when it returns (their directories are synced). Returns the
+    /// paths that could not be removed, with the error. Only GC calls this.
+    pub(crate) fn delete_all(&self, paths: &[String]) -> Vec<(String, StoreError)> {
+        let mut failed = Vec::new();
+        match &self.local {
+            Some(l) => {
+                let mut dirs = BTreeSet::new();
+                for p in paths {
+                    let full = l.root.join(p);
+                    match l.fs.remove_file(&full) {
+                        Ok(()) => {
+                            dirs.insert(parent(&full).to_path_buf());
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => failed.push((p.clone(), StoreError::io(p, e))),
+                    }
+                }
+                for d in dirs {
+                    if let Err(e) = l.fs.sync_dir(&d) {
+                        // The files are gone from the live tree; a power
+                        // loss could bring them back, and the open-time
+                        // sweep would remove them again.
+                        tracing::warn!(dir = %d.display(), error = %e, "could not sync a directory after removals");
+                    }
+                }
+            }
+            None => {
+                for p in paths {
+                    match block_on(self.store.delete(&Path::from(p.as_str()))) {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => failed.push((p.clone(), Self::os_err(p, e))),
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    /// Remove one object (see [`Storage::delete_all`]).
     pub(crate) fn delete(&self, path: &str) -> Result<()> {
-        let p = Path::from(path);
-        match block_on(self.store.delete(&p)) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Self::os_err(path, e)),
+        match self.delete_all(&[path.to_string()]).pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
         }
     }
 
     /// Whether an object exists.
     pub fn exists(&self, path: &str) -> Result<bool> {
-        let p = Path::from(path);
-        match block_on(self.store.head(&p)) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(Self::os_err(path, e)),
+        match &self.local {
+            Some(l) => l
+                .root
+                .join(path)
+                .try_exists()
+                .map_err(|e| StoreError::io(path, e)),
+            None => match block_on(self.store.head(&Path::from(path))) {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(Self::os_err(path, e)),
+            },
         }
     }
 
-    /// List objects under `prefix`.
-    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let p = Path::from(prefix);
-        block_on(self.store.list(Some(&p)).try_collect::<Vec<_>>())
-            .map_err(|e| Self::os_err(prefix, e))
-    }
-
-    /// Staged uploads an interrupted writer left behind (`name#N` files of the
-    /// local backend), which `list` does not show. Paths are absolute.
-    pub(crate) fn local_staging_leftovers(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        if let Some(root) = &self.local_root {
-            for top in ["manifest", "parts", "tombstones"] {
-                walk(&root.join(top), &mut |p: &FsPath| {
-                    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    if let Some((_, suffix)) = name.rsplit_once('#') {
-                        if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) {
-                            out.push(p.to_path_buf());
-                        }
-                    }
-                });
+    /// Objects under `prefix` (a top-level directory such as `parts`),
+    /// including staged uploads (`name#n`) an interrupted writer left.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        match &self.local {
+            Some(l) => {
+                let mut out = Vec::new();
+                walk(&l.root, &l.root.join(prefix), &mut out)?;
+                out.sort_by(|a, b| a.path.cmp(&b.path));
+                Ok(out)
+            }
+            None => {
+                let p = Path::from(prefix);
+                let objs = block_on(self.store.list(Some(&p)).try_collect::<Vec<_>>())
+                    .map_err(|e| Self::os_err(prefix, e))?;
+                Ok(objs
+                    .into_iter()
+                    .map(|o| Listed {
+                        path: o.location.to_string(),
+                        size: o.size,
+                    })
+                    .collect())
             }
         }
-        out
     }
 }
 
-fn walk(dir: &FsPath, f: &mut dyn FnMut(&FsPath)) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
+impl Local {
+    /// The full path of object `path` (its directory ready) and a new
+    /// staging name beside it (`<name>#<n>`, which the sweep recognises).
+    fn prepare(&self, path: &str) -> Result<(PathBuf, PathBuf)> {
+        let full = self.root.join(path);
+        self.ensure_dir(parent(&full))?;
+        let staging = PathBuf::from(format!("{}#{}", full.display(), staging_suffix()));
+        Ok((full, staging))
+    }
+
+    /// Create `dir` if missing, syncing each directory created into its
+    /// parent, so that a file published inside it survives a power loss.
+    fn ensure_dir(&self, dir: &FsPath) -> Result<()> {
+        if self.dirs.lock().is_ok_and(|d| d.contains(dir)) {
+            return Ok(());
+        }
+        // Every directory from the root down to `dir` gets its entry
+        // synced into its parent once per process, whether this process
+        // created it or one that died before syncing it did.
+        let chain: Vec<&FsPath> = dir
+            .ancestors()
+            .take_while(|a| *a != self.root.as_path() && a.starts_with(&self.root))
+            .collect();
+        for d in chain.into_iter().rev() {
+            if self.dirs.lock().is_ok_and(|c| c.contains(d)) {
+                continue;
+            }
+            if !d.is_dir() {
+                self.fs
+                    .create_dir_all(d)
+                    .map_err(|e| StoreError::io(d.display(), e))?;
+            }
+            let p = parent(d);
+            self.fs
+                .sync_dir(p)
+                .map_err(|e| StoreError::io(p.display(), e))?;
+            if let Ok(mut c) = self.dirs.lock() {
+                c.insert(d.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn walk(root: &FsPath, dir: &FsPath, out: &mut Vec<Listed>) -> Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(dir.display(), e)),
     };
-    for entry in rd.flatten() {
+    for entry in rd {
+        let entry = entry.map_err(|e| StoreError::io(dir.display(), e))?;
         let p = entry.path();
-        if p.is_dir() {
-            walk(&p, f);
+        let ft = entry
+            .file_type()
+            .map_err(|e| StoreError::io(p.display(), e))?;
+        if ft.is_dir() {
+            walk(root, &p, out)?;
         } else {
-            f(&p);
+            let rel = p.strip_prefix(root).unwrap_or(&p);
+            let Some(rel) = rel.to_str() else {
+                // Not a name Elide writes; the sweep reports it.
+                out.push(Listed {
+                    path: rel.to_string_lossy().into_owned(),
+                    size: 0,
+                });
+                continue;
+            };
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push(Listed {
+                path: rel.replace(std::path::MAIN_SEPARATOR, "/"),
+                size,
+            });
         }
     }
+    Ok(())
 }
 
 /// fsync a directory so that entries created or removed in it are durable.
-pub(crate) fn sync_dir(dir: &FsPath) -> Result<()> {
-    let d = std::fs::File::open(dir).map_err(|e| StoreError::io(dir.display(), e))?;
-    d.sync_all().map_err(|e| StoreError::io(dir.display(), e))
+pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &FsPath) -> Result<()> {
+    fs.sync_dir(dir)
+        .map_err(|e| StoreError::io(dir.display(), e))
 }

@@ -28,15 +28,15 @@ use object_store::ObjectStore;
 
 use crate::commit::{CommitState, Transaction};
 use crate::error::{Result, StoreError};
-use crate::format::{
-    decode_manifest, decode_tombstones, encode_manifest, manifest_path, parse_manifest_path,
-    DeletionRequest, Manifest, PartMeta, RequestStatus,
-};
+use crate::format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
 use crate::gc::{Gc, LiveGuard};
 use crate::index::{BackgroundBuild, DistinctIdIndex};
+use crate::io::{FileSystem, StdFs};
+use crate::lease::Lease;
 use crate::lock::DirLock;
 use crate::memtable::{without_deleted, Chunk, Memtable};
 use crate::normalize::{normalize, NormalizedBatch};
+use crate::open;
 use crate::part::{read_seqs, write_parts, PartWriterOptions};
 use crate::policy::{CompactionOptions, CompactionPolicy, CRON_ENV};
 use crate::schema::Table;
@@ -69,6 +69,14 @@ pub struct StoreOptions {
     /// the policy plans. Off, compaction runs only through
     /// [`Store::compact`].
     pub background_compaction: bool,
+    /// Create the store if the directory holds none (or does not exist).
+    /// Off, opening such a directory is [`StoreError::NoStore`]: a
+    /// mistyped path must not become an empty store that a deletion then
+    /// "succeeds" on.
+    pub create_if_missing: bool,
+    /// The file-system seam of the local backend (tests record durability
+    /// through it; see `io.rs`).
+    pub fs: Arc<dyn FileSystem>,
 }
 
 /// How often the background compaction worker asks the policy.
@@ -86,6 +94,8 @@ impl Default for StoreOptions {
             compaction: CompactionOptions::default()
                 .with_cron_env(std::env::var(CRON_ENV).ok().as_deref()),
             background_compaction: true,
+            create_if_missing: true,
+            fs: Arc::new(StdFs),
         }
     }
 }
@@ -97,6 +107,145 @@ pub struct Version {
     pub manifest: Manifest,
     /// Current bitmap of every part that has deleted rows.
     pub tombstones: HashMap<u64, Arc<Bitmap>>,
+}
+
+impl State {
+    /// The state right after recovery: the replayed rows (if any) are the
+    /// one frozen memtable, waiting for their flush.
+    fn recovered(
+        manifest: Manifest,
+        tombstones: HashMap<u64, Arc<Bitmap>>,
+        replayed: open::Replayed,
+        next_seq: u64,
+        wal_segment: Option<u64>,
+    ) -> State {
+        let mut frozen = VecDeque::new();
+        if replayed.memtable.rows > 0 {
+            frozen.push_back(Arc::new(replayed.memtable));
+        }
+        State {
+            version: Arc::new(Version {
+                manifest,
+                tombstones,
+            }),
+            active: Memtable::new(2, next_seq, wal_segment),
+            frozen,
+            mem_deleted: Arc::new(replayed.hidden),
+            next_seq,
+            next_memtable_id: 3,
+            next_wal_segment: wal_segment.map_or(0, |s| s + 1),
+            failed: None,
+        }
+    }
+}
+
+/// Read every ingest-log segment without changing any (a read-only open):
+/// a torn tail is skipped, damage is an error, a segment removed meanwhile
+/// is a not-found error (the caller starts over).
+fn read_log(wal_dir: &Path) -> Result<Vec<(u64, Vec<wal::WalRecord>)>> {
+    if !wal_dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for id in wal::list_segments(wal_dir)? {
+        let read = wal::read_segment(&wal::segment_path(wal_dir, id))?;
+        out.push((id, read.records));
+    }
+    Ok(out)
+}
+
+impl Inner {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dir: PathBuf,
+        wal_dir: PathBuf,
+        storage: Storage,
+        opts: StoreOptions,
+        (lock, lease, wal): (Option<DirLock>, Option<Lease>, Option<Wal>),
+        state: State,
+        gc: Arc<Gc>,
+        durable_seq: Arc<AtomicU64>,
+        policy: CompactionPolicy,
+    ) -> Inner {
+        let file_ids = AtomicU64::new(state.version.manifest.next_file_id);
+        Inner {
+            dir,
+            wal_dir,
+            storage,
+            opts,
+            _lock: lock,
+            _lease: lease,
+            wal,
+            state: Mutex::new(state),
+            flushed: Condvar::new(),
+            commit: Mutex::new(CommitState::default()),
+            flush_lock: Mutex::new(()),
+            gc,
+            durable_seq,
+            file_ids,
+            flusher: Mutex::new(None),
+            compactor: Mutex::new(None),
+            store_id: uuid::Uuid::new_v4().simple().to_string(),
+            index_build: Arc::default(),
+            compaction_lock: Mutex::new(()),
+            policy,
+            closing: std::sync::atomic::AtomicBool::new(false),
+            reservations: Mutex::default(),
+            next_reservation: AtomicU64::new(1),
+        }
+    }
+
+    /// Reserve `rows` `_seq`s for a bulk ingest, registering it as in
+    /// flight (`inflight` keeps its registration). Returns the first
+    /// `_seq` and the next request id at this moment.
+    pub(crate) fn reserve_seqs(&self, rows: u64, inflight: &mut Option<u64>) -> Result<(u64, u64)> {
+        let mut st = self.state.lock().map_err(poisoned)?;
+        if let Some(f) = &st.failed {
+            return Err(StoreError::Unavailable(f.clone()));
+        }
+        let start = st.next_seq;
+        st.next_seq = start
+            .checked_add(rows)
+            .ok_or_else(|| StoreError::Internal("_seq overflow".into()))?;
+        if inflight.is_none() {
+            let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+            self.reservations
+                .lock()
+                .map_err(poisoned)?
+                .insert(id, start);
+            *inflight = Some(id);
+        }
+        Ok((start, st.version.manifest.next_request_id))
+    }
+
+    /// A bulk ingest is no longer in flight.
+    pub(crate) fn end_reservation(&self, id: u64) {
+        if let Ok(mut r) = self.reservations.lock() {
+            r.remove(&id);
+        }
+    }
+
+    /// The first `_seq` of the oldest bulk ingest in flight.
+    pub(crate) fn oldest_reservation(&self) -> Option<u64> {
+        self.reservations
+            .lock()
+            .ok()
+            .and_then(|r| r.values().min().copied())
+    }
+
+    /// The ingest log, or [`StoreError::ReadOnly`].
+    pub(crate) fn wal(&self) -> Result<&Wal> {
+        self.wal.as_ref().ok_or_else(read_only)
+    }
+
+    /// Fails with [`StoreError::ReadOnly`] on a read-only store.
+    pub(crate) fn writable(&self) -> Result<()> {
+        self.wal().map(|_| ())
+    }
+}
+
+fn read_only() -> StoreError {
+    StoreError::ReadOnly("this store was opened read-only".into())
 }
 
 impl State {
@@ -133,8 +282,12 @@ pub(crate) struct Inner {
     pub wal_dir: PathBuf,
     pub storage: Storage,
     pub opts: StoreOptions,
-    _lock: DirLock,
-    pub wal: Wal,
+    /// The writer lock (`None`: a read-only store).
+    _lock: Option<DirLock>,
+    /// The reader lease of a read-only store.
+    _lease: Option<Lease>,
+    /// The ingest log being written (`None`: a read-only store).
+    wal: Option<Wal>,
     pub state: Mutex<State>,
     pub flushed: Condvar,
     pub commit: Mutex<CommitState>,
@@ -151,10 +304,13 @@ pub(crate) struct Inner {
     pub policy: CompactionPolicy,
     /// Set when the store closes: compaction stops between batches.
     pub closing: std::sync::atomic::AtomicBool,
+    /// `_seq` ranges reserved by bulk ingests in flight: id -> first `_seq`.
+    reservations: Mutex<BTreeMap<u64, u64>>,
+    next_reservation: AtomicU64,
 }
 
-/// An Elide data directory, open for writing. Cheap to clone; all clones
-/// share one writer.
+/// An Elide data directory, open for writing (or read-only, see
+/// [`Store::open_read_only`]). Cheap to clone; all clones share one writer.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -298,132 +454,79 @@ fn poisoned<T>(_: T) -> StoreError {
 }
 
 impl Store {
-    /// Create or open the data directory `path`.
+    /// Open the data directory `path` for writing, creating the store if
+    /// the directory holds none and `opts.create_if_missing` is set. Takes
+    /// the writer lock, recovers (see `open.rs`), and starts the
+    /// background workers the options ask for.
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let dir = path.as_ref().to_path_buf();
         let policy = CompactionPolicy::new(opts.compaction.clone())?;
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(dir.display(), e))?;
+        let fs = Arc::clone(&opts.fs);
+        open::prepare_dir(&*fs, &dir, opts.create_if_missing)?;
+        if !opts.create_if_missing && !open::has_manifest_dir(&dir) {
+            return Err(StoreError::NoStore {
+                path: dir,
+                reason: "it holds no manifest/ (not an Elide data directory)".into(),
+            });
+        }
         let lock = DirLock::acquire(&dir)?;
         let storage = match &opts.object_store {
             Some(os) => Storage::object_store(Arc::clone(os)),
-            None => Storage::local(&dir)?,
+            None => Storage::local(&dir, Arc::clone(&fs))?,
         };
         let wal_dir = dir.join("wal");
-        std::fs::create_dir_all(&wal_dir).map_err(|e| StoreError::io(wal_dir.display(), e))?;
-
-        let mut manifest = recover_manifest(&storage)?;
-        resolve_legacy_requests(&mut manifest);
-        let tombstones = load_tombstones(&storage, &manifest)?;
-        let gc = Arc::new(Gc::default());
-        let swept = gc.sweep_unreferenced(&storage, &manifest)?;
-
-        // Replay the ingest log.
-        let segments = wal::list_segments(&wal_dir)?;
-        let mut replay = Memtable::new(1, manifest.flushed_seq, None);
-        let mut obsolete = Vec::new();
-        for (i, seg) in segments.iter().enumerate() {
-            let path = wal::segment_path(&wal_dir, *seg);
-            let (records, clean) = wal::read_segment(&path)?;
-            if !clean && i + 1 != segments.len() {
-                return Err(StoreError::corrupt(
-                    path.display(),
-                    "torn record in a closed ingest-log segment",
-                ));
-            }
-            let mut kept = false;
-            for r in records {
-                let end = r.seq_start + r.batch.num_rows() as u64;
-                if end <= manifest.flushed_seq {
-                    continue;
-                }
-                if r.seq_start < manifest.flushed_seq || r.seq_start < replay.seq_end {
-                    return Err(StoreError::corrupt(
-                        path.display(),
-                        format!(
-                            "record at _seq {} overlaps flushed or replayed rows",
-                            r.seq_start
-                        ),
-                    ));
-                }
-                replay.push(Arc::new(Chunk {
-                    table: r.table,
-                    seq_start: r.seq_start,
-                    batch: r.batch,
-                }));
-                kept = true;
-            }
-            if kept {
-                replay.wal_segments.push(*seg);
-            } else {
-                obsolete.push(*seg);
+        let (manifest, from_disk) =
+            open::writer_manifest(&storage, &dir, &wal_dir, opts.create_if_missing)?;
+        if !wal_dir.is_dir() {
+            fs.create_dir_all(&wal_dir)
+                .map_err(|e| StoreError::io(wal_dir.display(), e))?;
+        }
+        // Also when it exists: a process killed before syncing it may
+        // have created it.
+        crate::storage::sync_dir(&*fs, &dir)?;
+        let tombstones = open::load_tombstones(&storage, &manifest)?;
+        let gc = Arc::new(Gc::new(storage.local_root().map(|_| dir.clone())));
+        let mut swept = 0;
+        if from_disk {
+            let leased = match storage.local_root() {
+                Some(_) => crate::lease::pinned_versions(&dir),
+                None => Vec::new(),
+            };
+            let pinned = open::leased_paths(&storage, &leased)?;
+            let report = gc.sweep_unreferenced(&storage, &manifest, pinned.as_ref())?;
+            swept = report.removed;
+            if !report.foreign.is_empty() {
+                tracing::warn!(count = report.foreign.len(), first = %report.foreign[0], "files Elide did not write are in its directories; left alone");
             }
         }
-        gc.remove_wal_segments(&wal_dir, &obsolete)?;
-        let next_seq = manifest.next_seq.max(replay.seq_end);
-        let mut mem_deleted = Treemap::new();
-        for req in &manifest.requests {
-            let mut hits = Vec::new();
-            for t in &req.tables {
-                for d in &req.distinct_ids {
-                    replay.find(*t, req.project_id, d, req.cutoff_seq, &mut hits);
-                }
-            }
-            for h in hits {
-                mem_deleted.add(h);
-            }
-        }
-        for d in &manifest.dropped {
-            let mut hits = Vec::new();
-            replay.rows_of_project(d.project_id, d.cutoff_seq, &mut hits)?;
-            for h in hits {
-                mem_deleted.add(h);
-            }
-        }
+        open::sweep_spool(&*fs, &dir);
+        // Recover and replay the ingest log.
+        let recovered = wal::recover(&*fs, &wal_dir)?;
+        let wal_segment = recovered.segments.last().map_or(0, |s| s.0) + 1;
+        let replayed = open::replay(&manifest, recovered.segments, &wal_dir)?;
+        gc.remove_wal_segments(&*fs, &wal_dir, &replayed.obsolete)?;
+        let next_seq = manifest.next_seq.max(replayed.memtable.seq_end);
         let durable_seq = Arc::new(AtomicU64::new(next_seq));
-        let wal_segment = segments.last().copied().unwrap_or(0) + 1;
-        let wal = Wal::create(&wal_dir, wal_segment, Arc::clone(&durable_seq))?;
-        let mut frozen = VecDeque::new();
-        let replayed_rows = replay.rows;
-        if replay.rows > 0 {
-            frozen.push_back(Arc::new(replay));
-        }
+        let wal = Wal::create(
+            Arc::clone(&fs),
+            &wal_dir,
+            wal_segment,
+            Arc::clone(&durable_seq),
+        )?;
+        let replayed_rows = replayed.memtable.rows;
         tracing::info!(dir = %dir.display(), version = manifest.version, parts = manifest.parts.len(), replayed_rows, swept, "opened store");
-        let file_ids = AtomicU64::new(manifest.next_file_id);
-        let state = State {
-            version: Arc::new(Version {
-                manifest,
-                tombstones,
-            }),
-            active: Memtable::new(2, next_seq, Some(wal_segment)),
-            frozen,
-            mem_deleted: Arc::new(mem_deleted),
-            next_seq,
-            next_memtable_id: 3,
-            next_wal_segment: wal_segment + 1,
-            failed: None,
-        };
-        let inner = Arc::new(Inner {
+        let state = State::recovered(manifest, tombstones, replayed, next_seq, Some(wal_segment));
+        let inner = Arc::new(Inner::new(
             dir,
             wal_dir,
             storage,
             opts,
-            _lock: lock,
-            wal,
-            state: Mutex::new(state),
-            flushed: Condvar::new(),
-            commit: Mutex::new(CommitState::default()),
-            flush_lock: Mutex::new(()),
+            (Some(lock), None, Some(wal)),
+            state,
             gc,
             durable_seq,
-            file_ids,
-            flusher: Mutex::new(None),
-            compactor: Mutex::new(None),
-            store_id: uuid::Uuid::new_v4().simple().to_string(),
-            index_build: Arc::default(),
-            compaction_lock: Mutex::new(()),
             policy,
-            closing: std::sync::atomic::AtomicBool::new(false),
-        });
+        ));
         start_index_build(&inner)?;
         if inner.opts.background_flush {
             let tx = spawn_worker(&inner, &inner.flusher, "elide-flusher", flusher_loop)?;
@@ -435,6 +538,109 @@ impl Store {
             spawn_worker(&inner, &inner.compactor, "elide-compactor", compactor_loop)?;
         }
         Ok(Store { inner })
+    }
+
+    /// Open the data directory `path` for reading only: no writer lock (a
+    /// writer in another process keeps appending, deleting and
+    /// compacting), no background work, nothing removed or rewritten. The
+    /// store reads the latest manifest and the rows of the ingest log not
+    /// yet in parts (deletion requests and drops applied), and pins the
+    /// files of that version against the writer's GC with a reader lease
+    /// (`lease.rs`). Every write returns [`StoreError::ReadOnly`].
+    ///
+    /// The view is fixed at open; open again to see later commits.
+    pub fn open_read_only(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        let dir = path.as_ref().to_path_buf();
+        let policy = CompactionPolicy::new(opts.compaction.clone())?;
+        open::prepare_dir(&*opts.fs, &dir, false)?;
+        let storage = match &opts.object_store {
+            Some(os) => Storage::object_store(Arc::clone(os)),
+            None => Storage::local(&dir, Arc::clone(&opts.fs))?,
+        };
+        let wal_dir = dir.join("wal");
+        let mut lease = match storage.local_root() {
+            Some(_) => match Lease::acquire(&dir) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take a reader lease; a concurrent writer may remove files this reader needs");
+                    None
+                }
+            },
+            None => None,
+        };
+        // A writer may flush (and remove log segments) between our read of
+        // the manifest and of the log: then the rows are in a newer
+        // version, and we start over from it.
+        let mut attempt = 0;
+        let (manifest, tombstones, replayed) = loop {
+            attempt += 1;
+            let Some((version, path)) = open::latest_manifest(&storage)? else {
+                return Err(StoreError::NoStore {
+                    path: dir.clone(),
+                    reason: "it holds no manifest/ (not an Elide data directory)".into(),
+                });
+            };
+            if let Some(l) = lease.as_mut() {
+                l.set_version(version)?;
+            }
+            let read = open::read_manifest(&storage, &path)
+                .and_then(|m| Ok((open::load_tombstones(&storage, &m)?, m)))
+                .and_then(|(t, m)| {
+                    let segments = read_log(&wal_dir)?;
+                    Ok((t, m, segments))
+                });
+            // A flush may have committed (and removed the log segments of
+            // rows above this manifest's `flushed_seq`) after we read the
+            // manifest: then those rows are in neither; start over.
+            let moved_on = |m: &Manifest| -> Result<bool> {
+                Ok(open::latest_manifest(&storage)?.is_some_and(|(v, _)| v != m.version))
+            };
+            match read {
+                Ok((t, m, segments)) if moved_on(&m)? => {
+                    drop((t, m, segments));
+                    if attempt >= 20 {
+                        return Err(StoreError::Unavailable(
+                            "the writer committed during each of 20 attempts to read a consistent view; try again".into(),
+                        ));
+                    }
+                    continue;
+                }
+                Ok((t, m, segments)) => {
+                    let r = open::replay(&m, segments, &wal_dir)?;
+                    break (m, t, r);
+                }
+                Err(e) if attempt < 20 && e.is_not_found() => {
+                    tracing::debug!(error = %e, "the writer moved on while we read; retrying");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let next_seq = manifest.next_seq.max(replayed.memtable.seq_end);
+        let durable_seq = Arc::new(AtomicU64::new(next_seq));
+        let state = State::recovered(manifest, tombstones, replayed, next_seq, None);
+        let opts = StoreOptions {
+            background_flush: false,
+            background_compaction: false,
+            ..opts
+        };
+        let inner = Arc::new(Inner::new(
+            dir,
+            wal_dir,
+            storage,
+            opts,
+            (None, lease, None),
+            state,
+            Arc::new(Gc::read_only()),
+            durable_seq,
+            policy,
+        ));
+        Ok(Store { inner })
+    }
+
+    /// Whether this store was opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.wal.is_none()
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -470,6 +676,7 @@ impl Store {
 
     /// Append a batch already validated by [`normalize`].
     pub fn append_normalized(&self, n: NormalizedBatch) -> Result<Appended> {
+        self.inner.writable()?;
         let rows = n.num_rows() as u64;
         let inner = &*self.inner;
         let mut st = inner.state.lock().map_err(poisoned)?;
@@ -500,8 +707,8 @@ impl Store {
         }
         let seq_start = st.next_seq;
         let batch = n.finish(seq_start, now_us())?;
-        let record = wal::encode_record(n.table, seq_start, &batch)?;
-        let lsn = match inner.wal.write(&record, seq_start + rows) {
+        let mut record = wal::encode_record(n.table, seq_start, &batch)?;
+        let lsn = match inner.wal()?.write(&mut record, seq_start + rows) {
             Ok(l) => l,
             Err(e) => {
                 st.failed = Some(format!("ingest log write failed: {e}"));
@@ -523,7 +730,7 @@ impl Store {
         if full {
             inner.wake_flusher();
         }
-        if let Err(e) = inner.wal.sync_to(lsn) {
+        if let Err(e) = inner.wal()?.sync_to(lsn) {
             if let Ok(mut st) = inner.state.lock() {
                 st.failed = Some(format!("ingest log fsync failed: {e}"));
             }
@@ -544,6 +751,7 @@ impl Store {
     /// Hide the rows of `spec.distinct_ids` below the cut-off, in every part and
     /// in buffered rows. Durable and visible to every later snapshot when it returns.
     pub fn delete(&self, spec: DeleteSpec) -> Result<DeleteOutcome> {
+        self.inner.writable()?;
         let mut ids: Vec<String> = spec.distinct_ids.clone();
         ids.sort();
         ids.dedup();
@@ -562,6 +770,12 @@ impl Store {
             return Err(StoreError::InvalidInput(
                 "distinct ids must not be empty".into(),
             ));
+        }
+        if spec.project_id < 0 {
+            return Err(StoreError::InvalidInput(format!(
+                "project ids are never negative, got {}",
+                spec.project_id
+            )));
         }
         let tables: Vec<Table> = if spec.tables.is_empty() {
             Table::ALL.to_vec()
@@ -696,6 +910,12 @@ impl Store {
     /// read them). Buffered rows are flushed first and again after, so the
     /// ingest log keeps none of the project's rows either.
     pub fn drop_project(&self, project_id: i64) -> Result<DropOutcome> {
+        self.inner.writable()?;
+        if project_id < 0 {
+            return Err(StoreError::InvalidInput(format!(
+                "project ids are never negative, got {project_id}"
+            )));
+        }
         let inner = &*self.inner;
         let f = inner.flush_lock.lock().map_err(poisoned)?;
         inner.freeze_for_flush()?;
@@ -722,6 +942,7 @@ impl Store {
         for (id, _, _) in &dropped {
             tx.remove_part(*id);
         }
+        tx.note_drop(project_id, inner.next_seq()?, inner.oldest_reservation());
         let requests_before = tx.manifest.requests.len();
         tx.manifest.requests.retain(|r| r.project_id != project_id);
         let requests_removed = requests_before - tx.manifest.requests.len();
@@ -870,6 +1091,74 @@ impl Store {
         })
     }
 
+    /// Bulk ingests committed under a token and not yet resolved (bulk.rs).
+    pub fn pending_ingests(&self) -> Result<Vec<crate::format::PendingIngest>> {
+        Ok(self
+            .inner
+            .current_version()?
+            .manifest
+            .pending_ingests
+            .clone())
+    }
+
+    /// Confirm (`true`) or void (`false`) the ingest pending under
+    /// `token`: voiding removes its parts from the manifest at once.
+    /// Returns whether such an ingest was pending.
+    pub fn resolve_ingest(&self, token: &str, confirm: bool) -> Result<bool> {
+        let mut tx = Transaction::begin(&self.inner)?;
+        if !tx.resolve_pending_ingest(token, confirm) {
+            return Ok(false);
+        }
+        tx.commit()?;
+        tracing::info!(token, confirm, "pending ingest resolved");
+        Ok(true)
+    }
+
+    /// Whether any event row (buffered or in a part) carries a person id.
+    /// Reads only part footers (column statistics); a part without them
+    /// counts as having some.
+    pub fn has_person_ids(&self) -> Result<bool> {
+        let snap = self.snapshot()?;
+        for b in snap.memtable_batches(Table::Events) {
+            if let Some(c) = b.column_by_name("person_id") {
+                if c.null_count() < c.len() {
+                    return Ok(true);
+                }
+            }
+        }
+        for p in snap.parts(Table::Events) {
+            let md = crate::checksum::VerifiedPart::footer(self.storage(), p)?;
+            let Ok(i) = md.schema().index_of("person_id") else {
+                continue;
+            };
+            for rg in md.metadata().row_groups() {
+                let nulls = rg
+                    .columns()
+                    .get(i)
+                    .and_then(|c| c.statistics())
+                    .and_then(|s| s.null_count_opt());
+                if nulls.is_none_or(|n| n < rg.num_rows() as u64) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The identity of the metadata database bound to this store.
+    pub fn metadata_id(&self) -> Result<Option<String>> {
+        Ok(self.inner.current_version()?.manifest.metadata_id.clone())
+    }
+
+    /// Bind a metadata database to this store (see
+    /// [`Manifest::metadata_id`]); `None` unbinds.
+    pub fn set_metadata_id(&self, id: Option<&str>) -> Result<()> {
+        let mut tx = Transaction::begin(&self.inner)?;
+        tx.manifest.metadata_id = id.map(str::to_string);
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Stop the background flusher and drop this handle. The data directory
     /// is released when the last handle (clones, query sessions built on
     /// this store) is gone. Buffered rows stay in the ingest log and are
@@ -895,6 +1184,18 @@ impl Inner {
 
     pub(crate) fn next_seq(&self) -> Result<u64> {
         Ok(self.state.lock().map_err(poisoned)?.next_seq)
+    }
+
+    /// The `_seq` of the oldest row still only in the ingest log (in a
+    /// memtable), or `next_seq` when none is: every logged row below it is
+    /// in a committed part.
+    pub(crate) fn oldest_unflushed_seq(&self) -> Result<u64> {
+        let st = self.state.lock().map_err(poisoned)?;
+        Ok(st
+            .memtables()
+            .filter_map(|m| m.chunks.first().map(|c| c.seq_start))
+            .min()
+            .unwrap_or(st.next_seq))
     }
 
     pub(crate) fn alloc_file_id(&self) -> u64 {
@@ -943,7 +1244,7 @@ impl Inner {
             return Ok(());
         }
         let seg = st.next_wal_segment;
-        if let Err(e) = self.wal.rotate(seg) {
+        if let Err(e) = self.wal()?.rotate(seg) {
             st.failed = Some(format!("ingest log rotation failed: {e}"));
             return Err(e);
         }
@@ -966,6 +1267,7 @@ impl Inner {
 
     /// Freeze the active memtable and flush everything buffered.
     pub(crate) fn flush_all(&self) -> Result<()> {
+        self.writable()?;
         let f = self.flush_lock.lock().map_err(poisoned)?;
         self.freeze_for_flush()?;
         self.flush_frozen_locked(&f)
@@ -999,7 +1301,8 @@ impl Inner {
             .into_iter()
             .filter(|s| !live.contains(s))
             .collect();
-        self.gc.remove_wal_segments(&self.wal_dir, &stale)?;
+        self.gc
+            .remove_wal_segments(&*self.opts.fs, &self.wal_dir, &stale)?;
         Ok(stale.len())
     }
 
@@ -1156,29 +1459,6 @@ fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
     }
 }
 
-/// Requests written before per-request part tracking existed: list every
-/// live part of their scope that carries tombstones (conservative: such a
-/// request becomes purged only when all of them are rewritten).
-fn resolve_legacy_requests(m: &mut Manifest) {
-    let parts = &m.parts;
-    for r in m.requests.iter_mut().filter(|r| r.parts.is_none()) {
-        r.parts = Some(if r.status == RequestStatus::Pending {
-            parts
-                .iter()
-                .filter(|p| {
-                    p.project_id == r.project_id
-                        && r.tables.contains(&p.table)
-                        && p.min_seq < r.cutoff_seq
-                        && p.tombstone.is_some()
-                })
-                .map(|p| p.id)
-                .collect()
-        } else {
-            Vec::new()
-        });
-    }
-}
-
 /// Give the store its distinct-id index without making the first deletion
 /// pay for it: empty for a store without parts, else built on a background
 /// thread. The thread holds no handle on the store (so it never keeps the
@@ -1263,57 +1543,6 @@ fn flusher_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
     }
 }
 
-fn recover_manifest(storage: &Storage) -> Result<Manifest> {
-    let mut versions: Vec<(u64, String)> = storage
-        .list("manifest")?
-        .into_iter()
-        .filter_map(|o| {
-            let p = o.location.to_string();
-            parse_manifest_path(&p).map(|v| (v, p))
-        })
-        .collect();
-    versions.sort();
-    match versions.pop() {
-        Some((_, path)) => {
-            let bytes = storage.get(&path)?;
-            decode_manifest(&path, &bytes)
-        }
-        None => {
-            let m = Manifest::empty();
-            storage.put_new(&manifest_path(0), encode_manifest(&m)?.into())?;
-            Ok(m)
-        }
-    }
-}
-
-fn load_tombstones(storage: &Storage, m: &Manifest) -> Result<HashMap<u64, Arc<Bitmap>>> {
-    let mut files: BTreeMap<&str, Vec<&PartMeta>> = BTreeMap::new();
-    for p in &m.parts {
-        if let Some(t) = &p.tombstone {
-            files.entry(t.path.as_str()).or_default().push(p);
-        }
-    }
-    let mut out = HashMap::new();
-    for (path, parts) in files {
-        let bytes = storage.get(path)?;
-        let mut decoded = decode_tombstones(path, &bytes)?;
-        for p in parts {
-            let b = decoded
-                .remove(&p.id)
-                .ok_or_else(|| StoreError::corrupt(path, format!("no bitmap for part {}", p.id)))?;
-            if b.cardinality() != p.deleted() || b.maximum().is_some_and(|x| u64::from(x) >= p.rows)
-            {
-                return Err(StoreError::corrupt(
-                    path,
-                    format!("bitmap of part {} does not match the manifest", p.id),
-                ));
-            }
-            out.insert(p.id, Arc::new(b));
-        }
-    }
-    Ok(out)
-}
-
 /// A consistent, immutable view of the store for one query.
 pub struct Snapshot {
     version: Arc<Version>,
@@ -1342,13 +1571,14 @@ impl Snapshot {
         &self.version.manifest
     }
 
-    /// Live parts of `table`.
+    /// Live parts of `table` that queries see: every part of the manifest
+    /// but those of a two-phase ingest not yet confirmed (`bulk.rs`),
+    /// which become visible at once when it is.
     pub fn parts(&self, table: Table) -> impl Iterator<Item = &PartMeta> {
-        self.version
-            .manifest
-            .parts
+        let m = &self.version.manifest;
+        m.parts
             .iter()
-            .filter(move |p| p.table == table)
+            .filter(move |p| p.table == table && !m.is_pending_part(p.id))
     }
 
     /// The tombstone bitmap of a part (deleted row positions), if any.

@@ -1,0 +1,300 @@
+//! Bulk ingest: many rows, one durable unit.
+//!
+//! An append is acknowledged row batch by row batch through the ingest
+//! log; a command that ingests a file must instead leave either all of it
+//! or nothing (a failure half way, a full disk, a kill). [`BulkIngest`]
+//! does that by writing parts directly, the way Delta and Iceberg load
+//! data, and publishing them in one commit:
+//!
+//! ```text
+//!  write(batch) ─► validate (normalize) ─► buffer
+//!       │ buffer full: reserve a _seq range (state lock) ─► sort ─► write parts (unpublished)
+//!       ▼
+//!  commit() ─► write the rest ─► fsync every part ─► one commit adds them all
+//!  drop without commit ─► the unpublished parts are removed (or swept at the next open)
+//! ```
+//!
+//! Nothing of a bulk ingest is visible, or durable, before its commit; the
+//! ingest log never holds its rows (so it also costs no log bytes).
+//!
+//! **Deletions and drops that land meanwhile.** `_seq`s are reserved when
+//! a buffer is written, so a deletion (or project drop) committed while the
+//! ingest is in flight may have a cut-off above some of its rows: those
+//! rows were "appended before" it. The commit applies such requests to the
+//! new parts (through the parts' runs, as the flush does for late
+//! deletions) and leaves out parts of dropped projects. A request is not
+//! marked purged while a bulk ingest that reserved `_seq`s below its
+//! cut-off is in flight, so it can never be verified and then have rows
+//! arrive under it.
+//!
+//! **Two-phase commit with another store** ([`BulkIngest::commit_pending`]).
+//! The persons layer commits its metadata (SQLite) and its events
+//! together: the events are committed first, as *pending* under a token
+//! recorded in the manifest (durable, but invisible to queries and left
+//! alone by compaction), then the metadata transaction records the same
+//! token; then [`Store::resolve_ingest`] confirms them, which makes them
+//! visible at once. If the process dies between the
+//! two, the next open of the persons layer finds the token in the manifest
+//! but not in its database and voids the ingest (its parts leave the
+//! manifest whole).
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use croaring::{Bitmap, Treemap};
+
+use crate::error::{Result, StoreError};
+use crate::format::PendingIngest;
+use crate::memtable::Chunk;
+use crate::normalize::{normalize, NormalizedBatch};
+use crate::part::{write_parts, WrittenPart};
+use crate::schema::Table;
+use crate::store::{now_us, Store};
+
+/// Result of a committed bulk ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Rows ingested.
+    pub rows: u64,
+    /// Parts written.
+    pub parts: usize,
+    /// Rows hidden at commit by deletions committed while the ingest ran.
+    pub rows_hidden: u64,
+    /// Rows left out because their project was dropped meanwhile.
+    pub rows_dropped: u64,
+    /// Manifest version that published them.
+    pub version: u64,
+}
+
+/// A bulk ingest in progress (see the module docs). Dropping it without
+/// [`BulkIngest::commit`] leaves nothing.
+pub struct BulkIngest {
+    store: Store,
+    table: Table,
+    buffer: Vec<NormalizedBatch>,
+    buffered_rows: usize,
+    buffered_bytes: usize,
+    written: Vec<WrittenPart>,
+    rows: u64,
+    /// Registration of the in-flight reservation (`None` before the first).
+    inflight: Option<u64>,
+    /// The next request id when the first `_seq`s were reserved.
+    first_request: u64,
+}
+
+impl std::fmt::Debug for BulkIngest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkIngest")
+            .field("table", &self.table)
+            .field("rows", &self.rows)
+            .field("parts", &self.written.len())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Start a bulk ingest into `table` (see [`BulkIngest`]).
+    pub fn bulk_ingest(&self, table: Table) -> Result<BulkIngest> {
+        self.inner().writable()?;
+        Ok(BulkIngest {
+            store: self.clone(),
+            table,
+            buffer: Vec::new(),
+            buffered_rows: 0,
+            buffered_bytes: 0,
+            written: Vec::new(),
+            rows: 0,
+            inflight: None,
+            first_request: 0,
+        })
+    }
+}
+
+impl BulkIngest {
+    /// Validate and add a batch. An invalid batch is an error naming the
+    /// row (0-based, within the batch) and column; the ingest can go on
+    /// or be dropped.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let n = normalize(self.table, batch)?;
+        self.write_normalized(n)
+    }
+
+    /// Add a batch already validated by [`normalize`] (for this table).
+    pub fn write_normalized(&mut self, n: NormalizedBatch) -> Result<()> {
+        if n.table != self.table {
+            return Err(StoreError::InvalidInput(format!(
+                "a batch for table {} in a bulk ingest into {}",
+                n.table, self.table
+            )));
+        }
+        if n.num_rows() == 0 {
+            return Ok(());
+        }
+        self.buffered_rows += n.num_rows();
+        self.buffered_bytes += n.memory_size();
+        self.buffer.push(n);
+        let opts = &self.store.inner().opts;
+        if self.buffered_rows >= opts.memtable_rows || self.buffered_bytes >= opts.memtable_bytes {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Rows written so far (buffered or in unpublished parts).
+    pub fn rows(&self) -> u64 {
+        self.rows + self.buffered_rows as u64
+    }
+
+    /// Reserve `_seq`s for the buffer and write it as unpublished parts.
+    fn spill(&mut self) -> Result<()> {
+        if self.buffered_rows == 0 {
+            return Ok(());
+        }
+        let inner = self.store.inner();
+        let rows = self.buffered_rows as u64;
+        let (seq_start, first_request) = inner.reserve_seqs(rows, &mut self.inflight)?;
+        if self.rows == 0 {
+            self.first_request = first_request;
+        }
+        let now = now_us();
+        let mut chunks = Vec::with_capacity(self.buffer.len());
+        let mut seq = seq_start;
+        for n in self.buffer.drain(..) {
+            let batch = n.finish(seq, now)?;
+            chunks.push(Arc::new(Chunk {
+                table: self.table,
+                seq_start: seq,
+                batch,
+            }));
+            seq += n.num_rows() as u64;
+        }
+        self.buffered_rows = 0;
+        self.buffered_bytes = 0;
+        let parts = write_parts(
+            &inner.storage,
+            &inner.opts.part,
+            &chunks,
+            &Treemap::new(),
+            &mut || inner.alloc_file_id(),
+        );
+        match parts {
+            Ok(p) => self.written.extend(p),
+            Err(e) => {
+                // What write_parts wrote before failing is unreferenced;
+                // the sweep at the next open removes it.
+                inner.gc.mark_orphans();
+                return Err(e);
+            }
+        }
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Write what is buffered, make every part durable and publish them
+    /// all in one commit. When this returns, every row is durable and
+    /// visible; on an error, none is.
+    pub fn commit(self) -> Result<IngestOutcome> {
+        self.finish(None)
+    }
+
+    /// Like [`BulkIngest::commit`], recording the ingest as pending under
+    /// `token` until [`Store::resolve_ingest`] (see the module docs).
+    pub fn commit_pending(self, token: &str) -> Result<IngestOutcome> {
+        if token.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "an ingest token must not be empty".into(),
+            ));
+        }
+        self.finish(Some(token))
+    }
+
+    fn finish(mut self, token: Option<&str>) -> Result<IngestOutcome> {
+        self.spill()?;
+        let inner = self.store.inner();
+        let paths: Vec<&str> = self.written.iter().map(|p| p.meta.path.as_str()).collect();
+        inner.storage.sync_files(&paths)?;
+        crate::failpoint!("bulk::before_commit");
+        let paths: Vec<String> = self.written.iter().map(|p| p.meta.path.clone()).collect();
+        let parts = std::mem::take(&mut self.written);
+        let n_parts = parts.len();
+        // Until the commit writes its manifest, the parts are ours to
+        // remove; a failed commit may or may not have published them.
+        let discard = |e: StoreError| {
+            for p in &paths {
+                inner.gc.discard(&inner.storage, p);
+            }
+            e
+        };
+        let mut tx = crate::commit::Transaction::begin(inner).map_err(discard)?;
+        let added = tx.add_bulk(parts, self.first_request).map_err(discard)?;
+        if let Some(token) = token {
+            tx.add_pending_ingest(PendingIngest {
+                token: token.to_string(),
+                parts: added.part_ids.clone(),
+                created_at_us: now_us(),
+            })
+            .map_err(discard)?;
+        }
+        let version = match tx.commit() {
+            Ok(v) => v,
+            Err(e) => {
+                // The manifest may or may not reference the parts: they
+                // stay for the next open's sweep, and until then no
+                // request may be marked purged (a copy may be orphaned).
+                inner.gc.mark_orphans();
+                return Err(e);
+            }
+        };
+        crate::failpoint!("bulk::after_commit");
+        let out = IngestOutcome {
+            rows: self.rows - added.rows_dropped,
+            parts: n_parts,
+            rows_hidden: added.rows_hidden,
+            rows_dropped: added.rows_dropped,
+            version: version.manifest.version,
+        };
+        tracing::info!(?out, "bulk ingest committed");
+        Ok(out)
+    }
+}
+
+impl Drop for BulkIngest {
+    fn drop(&mut self) {
+        let inner = self.store.inner();
+        for p in self.written.drain(..) {
+            inner.gc.discard(&inner.storage, &p.meta.path);
+        }
+        if let Some(id) = self.inflight.take() {
+            inner.end_reservation(id);
+        }
+    }
+}
+
+/// What [`crate::commit::Transaction::add_bulk`] did.
+#[derive(Debug, Default)]
+pub(crate) struct BulkAdded {
+    pub part_ids: Vec<u64>,
+    pub rows_hidden: u64,
+    pub rows_dropped: u64,
+}
+
+/// Rows of `part` with `distinct_id` and `_seq < cutoff`, as positions.
+pub(crate) fn rows_below(part: &WrittenPart, distinct_id: &str, cutoff: u64, out: &mut Bitmap) {
+    let runs = &part.postings.runs;
+    // Runs are in file order, which is distinct-id order.
+    let i = runs.partition_point(|r| r.distinct_id.as_str() < distinct_id);
+    let Some(run) = runs.get(i).filter(|r| r.distinct_id == distinct_id) else {
+        return;
+    };
+    if run.min_seq >= cutoff {
+        return;
+    }
+    let (s, e) = (run.start as usize, (run.start + run.len) as usize);
+    let below = part
+        .seqs
+        .get(s..e)
+        .map_or(0, |seqs| seqs.partition_point(|q| *q < cutoff));
+    if below > 0 {
+        out.add_range(run.start..run.start + below as u32);
+    }
+}
