@@ -35,6 +35,9 @@ pub struct CaptureEvent {
     pub uuid: Option<String>,
     /// The person property operations of `properties`.
     pub ops: PropertyOps,
+    /// The other distinct id of a merge event (`$anon_distinct_id` or
+    /// `alias`), as text (integers exactly as written).
+    pub merge_other: Option<String>,
 }
 
 /// What an event asks of identity resolution besides its own person.
@@ -76,11 +79,8 @@ impl CaptureEvent {
             "$merge_dangerously" => ("alias", true),
             _ => return None,
         };
-        let other = match self.properties.get(key)? {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return None,
-        };
+        let _ = key;
+        let other = self.merge_other.clone()?;
         Some(MergeRequest { other, dangerous })
     }
 
@@ -90,17 +90,76 @@ impl CaptureEvent {
     }
 }
 
-fn id_text(v: &Value) -> Option<String> {
+/// Exact texts of the id fields of one event, read from its JSON text
+/// (see [`parse_payload_text`]).
+#[derive(Debug, Default, Clone)]
+pub struct RawIds {
+    distinct_id: Option<std::result::Result<Option<String>, String>>,
+    props_distinct_id: Option<std::result::Result<Option<String>, String>>,
+    anon: Option<std::result::Result<Option<String>, String>>,
+    alias: Option<std::result::Result<Option<String>, String>>,
+}
+
+type Raw = std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>;
+
+impl RawIds {
+    /// Read the id fields of one event object's JSON text.
+    pub fn of_event(text: &str) -> std::result::Result<RawIds, String> {
+        let top: Raw = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut ids = RawIds {
+            distinct_id: top
+                .get("distinct_id")
+                .map(|r| elide_store::jsonl::id_text(r)),
+            ..RawIds::default()
+        };
+        if let Some(p) = top.get("properties") {
+            if let Ok(props) = serde_json::from_str::<Raw>(p.get()) {
+                let get = |k: &str| props.get(k).map(|r| elide_store::jsonl::id_text(r));
+                ids.props_distinct_id = get("distinct_id");
+                ids.anon = get("$anon_distinct_id");
+                ids.alias = get("alias");
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// Why a number cannot be an id without its literal text.
+const INEXACT: &str = "\u{0}inexact";
+
+/// The text of an id value: a string, or an integer held exactly by the
+/// parsed number. A number that is not (a fraction, or an integer past 64
+/// bits) takes its literal text from `raw` when the caller has it, and is
+/// refused otherwise.
+fn id_text(
+    v: &Value,
+    raw: Option<&Option<std::result::Result<Option<String>, String>>>,
+) -> std::result::Result<Option<String>, String> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        Value::Number(n) => match raw {
+            Some(Some(Ok(Some(text)))) => Ok(Some(text.clone())),
+            Some(Some(Err(e))) => Err(e.clone()),
+            Some(_) => Err(format!("must be a string or an integer, got {n}")),
+            None => Err(INEXACT.into()),
+        },
+        Value::Null => Ok(None),
+        _ => Err("must be a string or a number".into()),
     }
 }
 
 /// Parse one event object. `now_us` dates events that carry an `offset`
 /// but no `timestamp`; `Err` says what is wrong.
 pub fn parse_event(v: Value, now_us: i64) -> std::result::Result<CaptureEvent, String> {
+    parse_event_with(v, now_us, None)
+}
+
+fn parse_event_with(
+    v: Value,
+    now_us: i64,
+    raw: Option<&RawIds>,
+) -> std::result::Result<CaptureEvent, String> {
     let Value::Object(mut obj) = v else {
         return Err("an event must be a JSON object".into());
     };
@@ -120,14 +179,42 @@ pub fn parse_event(v: Value, now_us: i64) -> std::result::Result<CaptureEvent, S
         Some(Value::Object(m)) => m,
         Some(_) => return Err("field `properties` must be an object".into()),
     };
-    let distinct_id = match obj.remove("distinct_id").filter(|v| !v.is_null()) {
-        Some(v) => id_text(&v).ok_or("field `distinct_id` must be a string or a number")?,
-        None => match properties.get("distinct_id") {
-            Some(v) => id_text(v).ok_or("`properties.distinct_id` must be a string or a number")?,
-            None => return Err("field `distinct_id` is missing".into()),
-        },
-    };
+    fn named(field: &'static str) -> impl Fn(String) -> String {
+        move |e: String| {
+            if e == INEXACT {
+                e
+            } else {
+                format!("field `{field}` {e}")
+            }
+        }
+    }
+    let top = obj.remove("distinct_id").unwrap_or(Value::Null);
+    let distinct_id =
+        match id_text(&top, raw.map(|r| &r.distinct_id)).map_err(named("distinct_id"))? {
+            Some(d) => d,
+            None => match properties.get("distinct_id") {
+                Some(v) => id_text(v, raw.map(|r| &r.props_distinct_id))
+                    .map_err(named("properties.distinct_id"))?
+                    .ok_or("field `distinct_id` is missing")?,
+                None => return Err("field `distinct_id` is missing".into()),
+            },
+        };
     validate_distinct_id(&distinct_id)?;
+    let merge_key = match event.as_str() {
+        "$identify" => Some(("$anon_distinct_id", raw.map(|r| &r.anon))),
+        "$create_alias" | "$merge_dangerously" => Some(("alias", raw.map(|r| &r.alias))),
+        _ => None,
+    };
+    let merge_other = match merge_key.and_then(|(k, r)| properties.get(k).map(|v| (k, v, r))) {
+        // Anything but a string or an exact integer names no id: no merge.
+        Some((k, v, r)) => match id_text(v, r) {
+            Ok(t) => t,
+            Err(e) if e == INEXACT => return Err(e),
+            Err(e) if matches!(v, Value::Number(_)) => return Err(format!("`properties.{k}` {e}")),
+            Err(_) => None,
+        },
+        None => None,
+    };
     for key in ["$set", "$set_once"] {
         match obj.remove(key) {
             None | Some(Value::Null) => {}
@@ -159,6 +246,10 @@ pub fn parse_event(v: Value, now_us: i64) -> std::result::Result<CaptureEvent, S
         ),
         Some(_) => return Err("field `timestamp` must be an ISO-8601 string".into()),
     };
+    if let Some(ts) = timestamp_us {
+        elide_store::normalize::check_timestamp_us(ts)
+            .map_err(|e| format!("field `timestamp` (or `offset`): {e}"))?;
+    }
     let uuid = match obj.remove("uuid") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
@@ -175,33 +266,95 @@ pub fn parse_event(v: Value, now_us: i64) -> std::result::Result<CaptureEvent, S
         timestamp_us,
         uuid,
         ops,
+        merge_other,
     })
 }
 
-/// Parse a capture payload: one event, a batch object `{"batch": [...]}`
+/// The events of a payload: one event, a batch object `{"batch": [...]}`
 /// or an array of events.
-pub fn parse_payload(v: Value, now_us: i64) -> std::result::Result<Vec<CaptureEvent>, String> {
-    let items = match v {
-        Value::Array(items) => items,
+fn items(v: Value) -> std::result::Result<Vec<Value>, String> {
+    match v {
+        Value::Array(items) => Ok(items),
         Value::Object(mut obj) if obj.contains_key("batch") => match obj.remove("batch") {
-            Some(Value::Array(items)) => items,
-            _ => return Err("field `batch` must be an array of events".into()),
+            Some(Value::Array(items)) => Ok(items),
+            _ => Err("field `batch` must be an array of events".into()),
         },
-        v @ Value::Object(_) => vec![v],
-        _ => return Err("expected an event object, a batch object or an array".into()),
-    };
+        v @ Value::Object(_) => Ok(vec![v]),
+        _ => Err("expected an event object, a batch object or an array".into()),
+    }
+}
+
+/// The same events as [`items`], as their JSON texts.
+fn raw_items(text: &str) -> std::result::Result<Vec<Box<serde_json::value::RawValue>>, String> {
+    let t = text.trim_start();
+    if t.starts_with('[') {
+        return serde_json::from_str(t).map_err(|e| e.to_string());
+    }
+    let top: Raw = serde_json::from_str(t).map_err(|e| e.to_string())?;
+    match top.get("batch") {
+        Some(b) => serde_json::from_str(b.get()).map_err(|e| e.to_string()),
+        None => Ok(vec![serde_json::value::RawValue::from_string(
+            t.to_string(),
+        )
+        .map_err(|e| e.to_string())?]),
+    }
+}
+
+fn parse_items(
+    items: Vec<Value>,
+    now_us: i64,
+    raws: Option<&[RawIds]>,
+) -> std::result::Result<Vec<CaptureEvent>, (usize, String)> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, v)| parse_event(v, now_us).map_err(|e| format!("event {i}: {e}")))
+        .map(|(i, v)| parse_event_with(v, now_us, raws.and_then(|r| r.get(i))).map_err(|e| (i, e)))
         .collect()
+}
+
+fn readable((i, e): (usize, String)) -> String {
+    if e == INEXACT {
+        format!("event {i}: an id is a number that is not an exact integer (a fraction, or past 64 bits); send it as a string")
+    } else {
+        format!("event {i}: {e}")
+    }
+}
+
+/// Parse a capture payload: one event, a batch object `{"batch": [...]}`
+/// or an array of events. Ids that are numbers must be exact integers
+/// here (the literal text of a larger one is gone once parsed into a
+/// [`Value`]); [`parse_payload_text`] keeps any integer's text.
+pub fn parse_payload(v: Value, now_us: i64) -> std::result::Result<Vec<CaptureEvent>, String> {
+    parse_items(items(v)?, now_us, None).map_err(readable)
+}
+
+/// Parse a capture payload from its JSON text (a leading byte-order mark
+/// is ignored). An id given as an integer keeps its literal text, however
+/// long (`12345678901234567890123` and `...124` stay two ids); a number
+/// with a fraction or an exponent is refused.
+pub fn parse_payload_text(
+    text: &str,
+    now_us: i64,
+) -> std::result::Result<Vec<CaptureEvent>, String> {
+    let text = elide_store::jsonl::strip_bom(text);
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    match parse_items(items(v)?, now_us, None) {
+        Err((_, e)) if e == INEXACT => {
+            // Some id is a number no f64 holds exactly: read the literals.
+            let raws = raw_items(text)?
+                .iter()
+                .map(|r| RawIds::of_event(r.get()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+            parse_items(items(v)?, now_us, Some(&raws)).map_err(readable)
+        }
+        r => r.map_err(readable),
+    }
 }
 
 /// Parse one line of a capture file (1-based `line` for errors).
 pub fn parse_line(line: usize, text: &str, now_us: i64) -> Result<Vec<CaptureEvent>> {
-    let err = |reason: String| PersonsError::InvalidLine { line, reason };
-    let v: Value = serde_json::from_str(text).map_err(|e| err(format!("invalid JSON: {e}")))?;
-    parse_payload(v, now_us).map_err(err)
+    parse_payload_text(text, now_us).map_err(|reason| PersonsError::InvalidLine { line, reason })
 }
 
 #[cfg(test)]

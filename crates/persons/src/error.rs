@@ -29,6 +29,24 @@ pub enum PersonsError {
     /// The metadata database holds something it should not.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// The store's metadata database is missing or blank.
+    #[error("the metadata database {path} is missing or empty, but {reason}; refusing to create a new one, which would forget deleted persons and their blocked ids. Restore it from a backup, or rebuild it on purpose with `elide persons rebuild-metadata` (docs/persons.md)")]
+    MetadataMissing {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why one must exist.
+        reason: String,
+    },
+    /// The metadata database is not the one the store was used with.
+    #[error("the metadata database {path} is not the one this store's events were captured with (expected {expected}, found {found}); refusing to open it")]
+    MetadataReplaced {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The id the store recorded.
+        expected: String,
+        /// The id the database holds.
+        found: String,
+    },
     /// The event store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -31,9 +31,11 @@
 //!    its metadata transaction commits.
 
 pub mod capture;
+mod capture_all;
 pub mod error;
 pub mod ids;
 pub mod meta;
+mod open;
 pub mod persons;
 pub mod props;
 mod resolve;
@@ -41,8 +43,10 @@ pub mod sqlite;
 pub mod tables;
 
 pub use capture::CaptureEvent;
+pub use capture_all::CaptureBatch;
 pub use error::{PersonsError, Result};
 pub use meta::{MetaStore, MetaTx, PersonFilter, PropertyFilter, PropertyOperator};
+pub use open::RebuildReport;
 pub use persons::{
     BulkDeleteResult, CaptureOutcome, DeletePersons, DeletionState, DeletionStatus, Person,
     PersonPage, Persons, ResetOutcome, SplitOutcome, SplitSpec,

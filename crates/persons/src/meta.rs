@@ -239,6 +239,16 @@ pub trait MetaTx {
         deletion_id: i64,
         now_us: i64,
     ) -> Result<()>;
+    /// Block a distinct id known only by its keyed hash (the first 16
+    /// bytes of the hash the store keeps for a verified deletion, when the
+    /// database shares the store's key).
+    fn block_hash(
+        &mut self,
+        project: i64,
+        hash: &[u8; 16],
+        deletion_id: i64,
+        now_us: i64,
+    ) -> Result<()>;
     /// Lift a block; true if there was one.
     fn unblock(&mut self, project: i64, distinct_id: &str) -> Result<bool>;
 
@@ -269,6 +279,14 @@ pub trait MetaTx {
         person: Option<&Uuid>,
         limit: usize,
     ) -> Result<Vec<Activity>>;
+
+    /// Record the token of a two-phase capture (the store holds its events
+    /// as a pending ingest under the same token; see `Persons::open`).
+    fn insert_ingest_token(&mut self, token: &str, now_us: i64) -> Result<()>;
+    /// Whether a capture token was recorded.
+    fn has_ingest_token(&mut self, token: &str) -> Result<bool>;
+    /// Forget every recorded token not in `keep` (resolved in the store).
+    fn retain_ingest_tokens(&mut self, keep: &[String]) -> Result<()>;
 }
 
 /// A metadata database.

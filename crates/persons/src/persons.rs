@@ -9,11 +9,15 @@
 //! is stored with no person, and no deletion hides it.
 //!
 //! Order of writes, and what a crash between them leaves:
-//! - capture: metadata transaction (persons created/changed), then the
-//!   append. A crash between leaves person changes without the event,
-//!   which was not acknowledged; the retry reapplies the same operations.
-//!   The batch is validated whole before the transaction commits, so bad
-//!   input changes nothing.
+//! - capture of a batch ([`Persons::capture`]): the metadata transaction
+//!   resolves the persons, the append runs inside it, then it commits. A
+//!   failed append (a full disk) rolls the person changes back; bad input
+//!   is refused before either. A crash between the append and the commit
+//!   leaves the (unacknowledged) events naming persons the metadata lacks
+//!   (the `person_overrides`/`persons` joins then find no person for them).
+//! - capture of a whole input ([`Persons::capture_all`]): one metadata
+//!   transaction and one bulk ingest, committed together by a two-phase
+//!   commit that survives a crash at any point (`open.rs`): all or nothing.
 //! - deletion: the store's deletion requests first (rows hidden, durable
 //!   in the manifest, ids kept until verified), then the metadata
 //!   transaction (person and ids removed, ids blocked, deletion recorded),
@@ -36,8 +40,8 @@ use crate::error::{PersonsError, Result};
 use crate::meta::{
     Activity, DeletionRecord, MetaStore, MetaTx, PersonFilter, PersonRow, Project, ProjectRemoval,
 };
-use crate::resolve::{free_uuid, CaptureStats, IdCache, Resolver};
-use crate::sqlite::{SqliteMeta, METADATA_FILE};
+use crate::resolve::{free_uuid, CacheView, CaptureStats, IdCache, Resolver};
+use crate::sqlite::SqliteMeta;
 
 /// Most persons one deletion takes.
 pub const MAX_DELETE_PERSONS: usize = 1000;
@@ -204,7 +208,8 @@ pub struct CaptureOutcome {
     /// Identity figures.
     #[serde(flatten)]
     pub stats: CaptureStats,
-    /// `_seq` of the first event (none for an empty batch).
+    /// `_seq` of the first event (0 for an empty batch, and for
+    /// [`Persons::capture_all`], whose events are ingested in bulk).
     pub seq_start: u64,
     /// One past the last.
     pub seq_end: u64,
@@ -218,7 +223,7 @@ pub struct Persons<M: MetaStore = SqliteMeta> {
     /// it guards.
     pipeline: Mutex<IdCache>,
     /// Held while open: one `Persons` per data directory per process.
-    _registration: Option<Registration>,
+    pub(crate) _registration: Option<Registration>,
 }
 
 /// Data directories whose persons are open in this process: a second
@@ -232,10 +237,10 @@ fn open_dirs() -> &'static Mutex<HashSet<std::path::PathBuf>> {
 }
 
 #[derive(Debug)]
-struct Registration(std::path::PathBuf);
+pub(crate) struct Registration(std::path::PathBuf);
 
 impl Registration {
-    fn take(dir: &std::path::Path) -> Result<Registration> {
+    pub(crate) fn take(dir: &std::path::Path) -> Result<Registration> {
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let mut open = open_dirs().lock().map_err(|_| {
             PersonsError::Internal("the open-directories registry is poisoned".into())
@@ -266,17 +271,6 @@ impl<M: MetaStore> std::fmt::Debug for Persons<M> {
     }
 }
 
-impl Persons<SqliteMeta> {
-    /// Open the SQLite metadata store of `store`'s data directory.
-    pub fn open(store: Store) -> Result<Persons<SqliteMeta>> {
-        let registration = Registration::take(store.dir())?;
-        let meta = SqliteMeta::open(store.dir().join(METADATA_FILE))?;
-        let mut p = Persons::with_meta(store, meta);
-        p._registration = Some(registration);
-        Ok(p)
-    }
-}
-
 fn parse_uuid_input(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s.trim())
         .map_err(|e| PersonsError::InvalidInput(format!("{s:?} is not a UUID: {e}")))
@@ -304,7 +298,7 @@ fn find(tx: &mut dyn MetaTx, project: i64, key: &str) -> Result<PersonRow> {
     row.ok_or_else(|| PersonsError::NotFound(format!("person {key} in project {project}")))
 }
 
-fn ensure_project(tx: &mut dyn MetaTx, project: i64, now: i64) -> Result<Project> {
+pub(crate) fn ensure_project(tx: &mut dyn MetaTx, project: i64, now: i64) -> Result<Project> {
     if let Some(p) = tx.project(project)? {
         return Ok(p);
     }
@@ -326,6 +320,40 @@ fn ensure_project(tx: &mut dyn MetaTx, project: i64, now: i64) -> Result<Project
     tx.insert_project(&p)?;
     tx.insert_activity(project, None, "project_created", None, now)?;
     Ok(p)
+}
+
+/// The stored rows of `events`, each resolved to its person (or none).
+pub(crate) fn event_rows(
+    r: &mut Resolver<'_>,
+    events: &[CaptureEvent],
+    project: i64,
+    now: i64,
+) -> Result<Vec<EventRow>> {
+    let mut rows = Vec::with_capacity(events.len());
+    for ev in events {
+        let person = r.resolve(ev)?;
+        rows.push(EventRow {
+            // Generated here from the thread's RNG, not by the store (one
+            // system call per row there).
+            uuid: Some(ev.uuid.clone().unwrap_or_else(|| {
+                uuid::Builder::from_random_bytes(rand::random())
+                    .into_uuid()
+                    .hyphenated()
+                    .to_string()
+            })),
+            event: ev.event.clone(),
+            distinct_id: ev.distinct_id.clone(),
+            person_id: person.map(|u| u.hyphenated().to_string()),
+            project_id: project,
+            timestamp_us: ev.timestamp_us.unwrap_or(now),
+            properties: Some(
+                serde_json::to_string(&ev.properties)
+                    .map_err(|e| PersonsError::InvalidInput(format!("event properties: {e}")))?,
+            ),
+            session_id: ev.session_id().map(str::to_string),
+        });
+    }
+    Ok(rows)
 }
 
 impl<M: MetaStore> Persons<M> {
@@ -350,7 +378,7 @@ impl<M: MetaStore> Persons<M> {
         &self.meta
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, IdCache>> {
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, IdCache>> {
         self.pipeline
             .lock()
             .map_err(|_| PersonsError::Internal("the capture pipeline lock is poisoned".into()))
@@ -403,51 +431,42 @@ impl<M: MetaStore> Persons<M> {
         let started = std::time::Instant::now();
         let mut resolved_at = started;
         let mut built_at = started;
-        let (batch, stats, learned) = self.meta.write(|tx| {
+        let mut appended = None;
+        let result = self.meta.write(|tx| {
             ensure_project(tx, project, now)?;
-            let mut r = Resolver::new(tx, cache, project, now);
-            let mut rows = Vec::with_capacity(events.len());
-            for ev in events {
-                let person = r.resolve(ev)?;
-                rows.push(EventRow {
-                    // Generated here from the thread's RNG, not by the
-                    // store (one system call per row there).
-                    uuid: Some(ev.uuid.clone().unwrap_or_else(|| {
-                        uuid::Builder::from_random_bytes(rand::random())
-                            .into_uuid()
-                            .hyphenated()
-                            .to_string()
-                    })),
-                    event: ev.event.clone(),
-                    distinct_id: ev.distinct_id.clone(),
-                    person_id: person.map(|u| u.hyphenated().to_string()),
-                    project_id: project,
-                    timestamp_us: ev.timestamp_us.unwrap_or(now),
-                    properties: Some(serde_json::to_string(&ev.properties).map_err(|e| {
-                        PersonsError::InvalidInput(format!("event properties: {e}"))
-                    })?),
-                    session_id: ev.session_id().map(str::to_string),
-                });
-            }
+            let mut r = Resolver::new(tx, CacheView::committed(cache), project, now);
+            let rows = event_rows(&mut r, events, project, now)?;
             let (mut stats, learned) = r.finish()?;
             stats.events = rows.len() as u64;
             resolved_at = std::time::Instant::now();
-            // Validated before the transaction commits: a batch the store
-            // would refuse leaves no person change behind.
             let batch = normalize(Table::Events, &rows_to_batch(&rows)?)?;
             built_at = std::time::Instant::now();
-            Ok((batch, stats, learned))
-        })?;
+            // The append happens inside the metadata transaction: if it
+            // fails (a full disk), the person changes roll back with it.
+            appended = Some(self.store.append_normalized(batch)?);
+            Ok((stats, learned))
+        });
+        let (stats, learned) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(a) = appended {
+                    // The events are durable but the metadata commit
+                    // failed: they name persons that were not written.
+                    tracing::error!(error = %e, seq_start = a.seq_start, seq_end = a.seq_end,
+                        "the metadata commit failed after the events were appended; they carry person ids the metadata lacks");
+                }
+                return Err(e);
+            }
+        };
         // Committed: the cache may learn from the batch.
         cache.apply(project, learned);
-        let committed_at = std::time::Instant::now();
-        let appended = self.store.append_normalized(batch)?;
+        let appended = appended
+            .ok_or_else(|| PersonsError::Internal("capture committed without its append".into()))?;
         tracing::debug!(
             events = events.len(),
             resolve_us = (resolved_at - started).as_micros() as u64,
             build_us = (built_at - resolved_at).as_micros() as u64,
-            commit_us = (committed_at - built_at).as_micros() as u64,
-            append_us = committed_at.elapsed().as_micros() as u64,
+            commit_and_append_us = built_at.elapsed().as_micros() as u64,
             "captured a batch"
         );
         Ok(CaptureOutcome {

@@ -120,11 +120,65 @@ impl std::ops::AddAssign for CaptureStats {
     }
 }
 
+/// The caches a batch may consult: the process-wide one (`base`, of
+/// committed batches) and, inside a transaction spanning several batches,
+/// what the earlier batches of that transaction learned (`overlay`).
+/// `base_stale`: an earlier batch of the transaction merged persons, so
+/// `base` may be wrong until the transaction commits.
+#[derive(Clone, Copy)]
+pub(crate) struct CacheView<'c> {
+    pub base: &'c IdCache,
+    pub overlay: Option<&'c IdCache>,
+    pub base_stale: bool,
+}
+
+impl<'c> CacheView<'c> {
+    /// Only the committed cache.
+    pub(crate) fn committed(base: &'c IdCache) -> CacheView<'c> {
+        CacheView {
+            base,
+            overlay: None,
+            base_stale: false,
+        }
+    }
+
+    fn get(&self, project: i64, did: &str) -> Option<Known> {
+        if let Some(k) = self.overlay.and_then(|o| o.get(project, did)) {
+            return Some(k);
+        }
+        if self.base_stale {
+            return None;
+        }
+        self.base.get(project, did)
+    }
+}
+
 /// What a batch learned about distinct ids, for [`IdCache::apply`].
 #[derive(Debug, Default)]
 pub(crate) struct Learned {
     ids: Vec<(String, Known)>,
     invalidate: bool,
+}
+
+impl Learned {
+    /// Whether the batch merged persons (every cached id may be stale).
+    pub(crate) fn invalidates(&self) -> bool {
+        self.invalidate
+    }
+
+    /// Append what a later batch learned.
+    pub(crate) fn extend(&mut self, later: Learned) {
+        self.invalidate |= later.invalidate;
+        self.ids.extend(later.ids);
+    }
+
+    /// A copy (for the overlay of a multi-batch transaction).
+    pub(crate) fn copy(&self) -> Learned {
+        Learned {
+            ids: self.ids.clone(),
+            invalidate: self.invalidate,
+        }
+    }
 }
 
 struct Cached {
@@ -135,7 +189,7 @@ struct Cached {
 /// Resolves identities of one batch (see the module docs).
 pub(crate) struct Resolver<'t> {
     tx: &'t mut dyn MetaTx,
-    cache: &'t IdCache,
+    cache: CacheView<'t>,
     project: i64,
     now_us: i64,
     /// Distinct id → person, as of this batch.
@@ -155,7 +209,7 @@ pub(crate) struct Resolver<'t> {
 impl<'t> Resolver<'t> {
     pub(crate) fn new(
         tx: &'t mut dyn MetaTx,
-        cache: &'t IdCache,
+        cache: CacheView<'t>,
         project: i64,
         now_us: i64,
     ) -> Resolver<'t> {

@@ -100,6 +100,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX activity_by_person ON activity (project_id, person_uuid, id);
     "#,
+    // 2: tokens of two-phase captures (crash recovery of capture).
+    r#"
+    CREATE TABLE ingest_tokens (token TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+    "#,
 ];
 
 /// The SQLite metadata store.
@@ -118,6 +122,96 @@ impl std::fmt::Debug for SqliteMeta {
 }
 
 impl SqliteMeta {
+    /// Open the database at `path` for reading only: no migration, no
+    /// scrub, no write (a writer in another process may hold it).
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteMeta> {
+        use rusqlite::OpenFlags;
+        let path = path.as_ref().to_path_buf();
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == 0 || version > MIGRATIONS.len() as i64 {
+            return Err(PersonsError::Corrupt(format!(
+                "{} has schema version {version}; open it once with a writer of this elide",
+                path.display()
+            )));
+        }
+        let key: Vec<u8> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'id_hash_key'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| PersonsError::Corrupt(format!("{}: no id hash key", path.display())))?;
+        let key = <[u8; 32]>::try_from(key.as_slice())
+            .map_err(|_| PersonsError::Corrupt("id hash key is not 32 bytes".into()))?;
+        Ok(SqliteMeta {
+            conn: Mutex::new(conn),
+            key,
+            path,
+        })
+    }
+
+    /// The identity of this database (random, made at its creation): the
+    /// store records it, so that a replaced or recreated database is
+    /// noticed (see `Persons::open`).
+    pub fn database_id(&self) -> Result<String> {
+        let conn = self.conn()?;
+        let v: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'database_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match v {
+            Some(v) => String::from_utf8(v)
+                .map_err(|_| PersonsError::Corrupt("database id is not text".into())),
+            None => Err(PersonsError::Corrupt(format!(
+                "{} has no database id",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// SQLite's own check of every page and index; the problems found.
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+
+    /// Create a new database at `path` whose id-hash key is `key` (the
+    /// store's hash key, so that the hashes a verified deletion keeps can
+    /// block ids again; see `Persons::rebuild_metadata`). `path` must hold
+    /// no database.
+    pub fn create_with_key(path: impl AsRef<Path>, key: [u8; 32]) -> Result<SqliteMeta> {
+        let path = path.as_ref().to_path_buf();
+        {
+            let mut conn = Connection::open(&path)?;
+            migrate(&mut conn, &path)?;
+            let n: i64 = conn.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?;
+            if n != 0 {
+                return Err(PersonsError::InvalidInput(format!(
+                    "{} is not a new database",
+                    path.display()
+                )));
+            }
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('id_hash_key', ?1)",
+                params![key.as_slice()],
+            )?;
+        }
+        SqliteMeta::open(path)
+    }
+
     /// Open (creating and migrating) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteMeta> {
         let path = path.as_ref().to_path_buf();
@@ -207,6 +301,12 @@ fn load_key(conn: &mut Connection) -> Result<[u8; 32]> {
             key
         }
     };
+    // Older databases get their identity here, once.
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    tx.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('database_id', ?1)",
+        params![id.as_bytes()],
+    )?;
     tx.commit()?;
     Ok(key)
 }
@@ -908,6 +1008,57 @@ impl MetaTx for SqliteTx<'_> {
                 detail.map(|d| d.to_string()),
                 now_us
             ])?;
+        Ok(())
+    }
+
+    fn block_hash(
+        &mut self,
+        project: i64,
+        hash: &[u8; 16],
+        deletion_id: i64,
+        now_us: i64,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO blocked_distinct_ids (project_id, id_hash, deletion_id, blocked_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![project, hash.as_slice(), deletion_id, now_us])?;
+        Ok(())
+    }
+
+    fn insert_ingest_token(&mut self, token: &str, now_us: i64) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO ingest_tokens (token, created_at) VALUES (?1, ?2)",
+            params![token, now_us],
+        )?;
+        Ok(())
+    }
+
+    fn has_ingest_token(&mut self, token: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT 1 FROM ingest_tokens WHERE token = ?1",
+                params![token],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn retain_ingest_tokens(&mut self, keep: &[String]) -> Result<()> {
+        let all: Vec<String> = {
+            let mut stmt = self.tx.prepare("SELECT token FROM ingest_tokens")?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            rows
+        };
+        for t in all.iter().filter(|t| !keep.contains(t)) {
+            self.tx
+                .execute("DELETE FROM ingest_tokens WHERE token = ?1", params![t])?;
+        }
         Ok(())
     }
 

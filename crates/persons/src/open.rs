@@ -1,0 +1,272 @@
+//! Opening the persons layer of a data directory: the metadata database
+//! bound to the store, the recovery of two-phase captures, and the
+//! deliberate rebuild of a lost database.
+//!
+//! **Binding.** The store's manifest records the identity of its metadata
+//! database (`Manifest::metadata_id`, a random id the database makes at
+//! its creation). Events carry person UUIDs; deletion blocks, deletion
+//! records and the UUIDs of deleted persons live only in the database. A
+//! missing, emptied or replaced database must therefore never be silently
+//! recreated: a new one would hand a deleted person's UUID out again and
+//! let their blocked ids create persons. Opening refuses it and names
+//! [`Persons::rebuild_metadata`], the deliberate way out, which blocks the
+//! ids of every deletion request again (by text while the store still has
+//! it, by keyed hash once verified: the new database takes the store's
+//! hash key, with which the store hashed them).
+//!
+//! **Two-phase captures.** [`Persons::capture_all`] commits its events to
+//! the store as a pending ingest under a token, then its metadata
+//! transaction with the same token, then confirms the ingest. A crash in
+//! between leaves a pending ingest; opening settles it: confirmed if the
+//! database has the token (its metadata committed), voided otherwise.
+
+use std::path::{Path, PathBuf};
+
+use elide_store::{RequestStatus, Store};
+
+use crate::error::{PersonsError, Result};
+use crate::meta::{DeletionRecord, MetaStore};
+use crate::persons::{now_us, Persons, Registration};
+use crate::sqlite::{SqliteMeta, METADATA_FILE};
+
+/// What [`Persons::rebuild_metadata`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RebuildReport {
+    /// The new database's identity.
+    pub database_id: String,
+    /// Distinct ids blocked again: by their text (pending and purged
+    /// requests still name them) or by their keyed hash (verified requests
+    /// keep only that).
+    pub ids_blocked: usize,
+    /// Deletion requests whose ids could not be blocked again (verified
+    /// requests written with a hash key the store no longer has; none in
+    /// practice).
+    pub requests_not_blocked: usize,
+}
+
+/// Whether the database at `path` holds nothing: missing, empty, or a file
+/// no schema was ever written to.
+fn is_blank(path: &Path) -> bool {
+    match std::fs::metadata(path) {
+        Err(_) => true,
+        Ok(m) if m.len() == 0 => true,
+        Ok(_) => {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+            rusqlite::Connection::open_with_flags(path, flags)
+                .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)))
+                .is_ok_and(|v| v == 0)
+        }
+    }
+}
+
+fn missing(path: &Path, why: String) -> PersonsError {
+    PersonsError::MetadataMissing {
+        path: path.to_path_buf(),
+        reason: why,
+    }
+}
+
+/// Refuse a blank database where the store says there must be one.
+fn check_present(store: &Store, path: &Path, bound: Option<&str>) -> Result<()> {
+    if !is_blank(path) {
+        return Ok(());
+    }
+    if let Some(id) = bound {
+        return Err(missing(
+            path,
+            format!("the store's events were captured with metadata database {id}"),
+        ));
+    }
+    if store.has_person_ids()? {
+        return Err(missing(
+            path,
+            "the store holds events stamped with persons".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_same(path: &Path, bound: Option<&str>, found: &str) -> Result<()> {
+    match bound {
+        Some(b) if b != found => Err(PersonsError::MetadataReplaced {
+            path: path.to_path_buf(),
+            expected: b.to_string(),
+            found: found.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Persons<SqliteMeta> {
+    /// Open the persons layer of `store` (which must be writable): the
+    /// metadata database, created and bound to the store if neither has
+    /// persons yet; refused if the store is bound to a database that is
+    /// missing, blank or another one. Settles two-phase captures a crash
+    /// left pending.
+    pub fn open(store: Store) -> Result<Persons<SqliteMeta>> {
+        if store.is_read_only() {
+            return Err(PersonsError::InvalidInput(
+                "the store is open read-only; use Persons::open_read_only".into(),
+            ));
+        }
+        let registration = Registration::take(store.dir())?;
+        let path = store.dir().join(METADATA_FILE);
+        let bound = store.metadata_id()?;
+        check_present(&store, &path, bound.as_deref())?;
+        let meta = SqliteMeta::open(&path)?;
+        let id = meta.database_id()?;
+        check_same(&path, bound.as_deref(), &id)?;
+        if bound.is_none() {
+            store.set_metadata_id(Some(&id))?;
+        }
+        let mut p = Persons::with_meta(store, meta);
+        p._registration = Some(registration);
+        p.settle_pending_captures()?;
+        Ok(p)
+    }
+
+    /// Open the persons layer of a read-only store: the metadata database
+    /// read-only (a writer in another process may hold it). A store with
+    /// no metadata database is [`PersonsError::NotFound`].
+    pub fn open_read_only(store: Store) -> Result<Persons<SqliteMeta>> {
+        let path = store.dir().join(METADATA_FILE);
+        let bound = store.metadata_id()?;
+        check_present(&store, &path, bound.as_deref())?;
+        if is_blank(&path) {
+            return Err(PersonsError::NotFound(format!(
+                "no persons metadata in {}",
+                store.dir().display()
+            )));
+        }
+        let meta = SqliteMeta::open_read_only(&path)?;
+        // A store not yet bound (written before bindings) has a database
+        // that may predate its id too: the first writer binds both.
+        if bound.is_some() {
+            check_same(&path, bound.as_deref(), &meta.database_id()?)?;
+        }
+        Ok(Persons::with_meta(store, meta))
+    }
+
+    /// Make a new, empty metadata database for a store whose database was
+    /// lost, on purpose. The lost database's persons, properties and
+    /// activity are gone; the store's deletion requests that still name
+    /// their distinct ids (pending or purged) block those ids again, so
+    /// that no erased person comes back through them. Ids of verified
+    /// requests are kept only as hashes and cannot be blocked again
+    /// (reported). Refused while a database is present: move it away
+    /// first.
+    pub fn rebuild_metadata(store: Store) -> Result<(Persons<SqliteMeta>, RebuildReport)> {
+        let path: PathBuf = store.dir().join(METADATA_FILE);
+        if !is_blank(&path) {
+            return Err(PersonsError::InvalidInput(format!(
+                "{} exists; a rebuild replaces a lost database only (move it away first)",
+                path.display()
+            )));
+        }
+        let registration = Registration::take(store.dir())?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let f = PathBuf::from(format!("{}{suffix}", path.display()));
+            if f.exists() {
+                std::fs::remove_file(&f).map_err(|e| {
+                    PersonsError::InvalidInput(format!("cannot remove {}: {e}", f.display()))
+                })?;
+            }
+        }
+        store.set_metadata_id(None)?;
+        // The store's hash key becomes the database's id-hash key, so that
+        // the hashes verified requests keep block their ids again.
+        let manifest = store.manifest()?;
+        let store_key = elide_store::format::decode_hash_key(&manifest.hash_key);
+        let meta = match store_key {
+            Some(key) => SqliteMeta::create_with_key(&path, key)?,
+            None => SqliteMeta::open(&path)?,
+        };
+        let id = meta.database_id()?;
+        let now = now_us();
+        let mut blocked = 0;
+        let mut not_blocked = 0;
+        meta.write(|tx| {
+            for r in &manifest.requests {
+                let hashes: Vec<[u8; 16]> = r
+                    .id_hashes
+                    .iter()
+                    .filter_map(|h| elide_store::format::decode_hash_key(h))
+                    .map(|full| {
+                        let mut short = [0u8; 16];
+                        short.copy_from_slice(&full[..16]);
+                        short
+                    })
+                    .collect();
+                if r.distinct_ids.is_empty() && hashes.is_empty() {
+                    if r.status == RequestStatus::Verified {
+                        not_blocked += 1;
+                    }
+                    continue;
+                }
+                if store_key.is_none() && !r.id_hashes.is_empty() {
+                    not_blocked += 1;
+                }
+                crate::persons::ensure_project(tx, r.project_id, now)?;
+                let rec = tx.insert_deletion(&DeletionRecord {
+                    id: 0,
+                    project_id: r.project_id,
+                    person_uuid: uuid::Uuid::nil(),
+                    created_at_us: r.created_at_us,
+                    delete_events: true,
+                    delete_recordings: r.tables.len() > 1,
+                    keep_person: false,
+                    store_requests: vec![r.id],
+                })?;
+                for d in &r.distinct_ids {
+                    tx.block(r.project_id, d, rec, now)?;
+                    blocked += 1;
+                }
+                if store_key.is_some() {
+                    for h in &hashes {
+                        tx.block_hash(r.project_id, h, rec, now)?;
+                        blocked += 1;
+                    }
+                }
+                tx.insert_activity(r.project_id, None, "metadata_rebuilt", None, now)?;
+            }
+            Ok(())
+        })?;
+        store.set_metadata_id(Some(&id))?;
+        tracing::warn!(database_id = %id, blocked, not_blocked, "metadata database rebuilt");
+        let mut p = Persons::with_meta(store, meta);
+        p._registration = Some(registration);
+        // Pending captures of the lost database never committed in it.
+        p.settle_pending_captures()?;
+        Ok((
+            p,
+            RebuildReport {
+                database_id: id,
+                ids_blocked: blocked,
+                requests_not_blocked: not_blocked,
+            },
+        ))
+    }
+}
+
+impl<M: MetaStore> Persons<M> {
+    /// Settle the store's pending ingests (see the module docs) and forget
+    /// tokens that are settled.
+    pub(crate) fn settle_pending_captures(&self) -> Result<()> {
+        for pi in self.store().pending_ingests()? {
+            let committed = self.meta().read(|tx| tx.has_ingest_token(&pi.token))?;
+            self.store().resolve_ingest(&pi.token, committed)?;
+            if committed {
+                tracing::info!(token = %pi.token, "confirmed a capture whose metadata had committed");
+            } else {
+                tracing::warn!(token = %pi.token, parts = pi.parts.len(), "voided a capture whose metadata never committed");
+            }
+        }
+        let still: Vec<String> = self
+            .store()
+            .pending_ingests()?
+            .into_iter()
+            .map(|p| p.token)
+            .collect();
+        self.meta().write(|tx| tx.retain_ingest_tokens(&still))
+    }
+}
