@@ -1,19 +1,19 @@
 //! `elide` subcommands. Names, flags and output formats are a contract.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use elide_store::normalize::normalize;
-use elide_store::{DeleteSpec, Store, StoreOptions, Table};
+use elide_store::{DeleteSpec, Store, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::output::anyhow_lite::Result;
 use crate::output::{write_batches, Format};
+use crate::wiring::{self, Access};
 
 /// Elide: a columnar event store with deferred deletion.
 #[derive(Debug, Parser)]
@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Ingest parquet or JSON-lines files of events.
+    /// Ingest parquet or JSON-lines files of events, all or nothing.
     Ingest {
         /// Data directory.
         #[arg(long)]
@@ -51,11 +51,12 @@ enum Command {
         /// Target table.
         #[arg(long, default_value = "events")]
         table: String,
-        /// Files (`.parquet`, or JSON lines: `.jsonl`, `.ndjson`, `.json`).
+        /// Files (parquet, or JSON lines); `-` reads standard input.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Run SQL against the tables, deletions applied.
+    /// Run SQL against the tables, deletions applied (read-only: no
+    /// writer lock, so it never blocks deletions or compaction).
     Sql {
         /// Data directory.
         #[arg(long)]
@@ -63,6 +64,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Allow `COPY ... TO` files outside the data directory (SQL is
+        /// otherwise read-only).
+        #[arg(long)]
+        allow_writes: bool,
         /// The statement.
         sql: String,
     },
@@ -72,7 +77,7 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
         /// Project of the distinct ids.
-        #[arg(long)]
+        #[arg(long, value_parser = stored_project_id, allow_hyphen_values = true)]
         project: i64,
         /// A distinct id to delete (repeatable, at most 1000).
         #[arg(long = "distinct-id", required = true)]
@@ -102,13 +107,13 @@ enum Command {
         #[arg(long)]
         now: bool,
         /// Only this project.
-        #[arg(long)]
+        #[arg(long, value_parser = stored_project_id, allow_hyphen_values = true)]
         project: Option<i64>,
         /// Skip merges of small parts.
         #[arg(long)]
         no_merge: bool,
-        /// Limit reads+writes to this many MiB/s (default: unlimited).
-        #[arg(long)]
+        /// Limit reads+writes to this many MiB/s (1 to 1048576; default: unlimited).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
         io_limit_mib: Option<u64>,
         /// Output format of the report.
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -133,8 +138,18 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
         /// The project.
-        #[arg(long)]
+        #[arg(long, value_parser = stored_project_id, allow_hyphen_values = true)]
         project: i64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Check every file of a store (parts, tombstones, manifests, ingest
+    /// log, metadata) and report what is damaged (exit 1 if anything is).
+    Scrub {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -168,6 +183,9 @@ enum Command {
         /// Random seed.
         #[arg(long)]
         seed: u64,
+        /// Only open (recover) and flush, then wait to be killed.
+        #[arg(long)]
+        recover_only: bool,
     },
 }
 
@@ -207,20 +225,24 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Sql {
             data_dir,
             format,
+            allow_writes,
             sql,
         } => {
-            let store = open(&data_dir)?;
-            let batches = if crate::people::has_metadata(&data_dir) {
+            let store = wiring::store(&data_dir, Access::Read)?;
+            let ctx = if wiring::has_persons(&store) {
                 // The persons tables too, when there is a metadata database.
-                let persons = std::sync::Arc::new(elide_persons::Persons::open(store.clone())?);
-                let ctx = crate::people::session(&persons)?;
-                runtime()?.block_on(elide_query::run_sql(&ctx, &sql))?
+                crate::people::session(&wiring::persons(&store, Access::Read)?)?
             } else {
-                run_sql(&store, &sql)?
+                elide_query::session_context(&store)?
             };
+            let writes = if allow_writes {
+                elide_query::SqlWrites::CopyOutside(&data_dir)
+            } else {
+                elide_query::SqlWrites::None
+            };
+            let batches = runtime()?.block_on(elide_query::run_sql_checked(&ctx, &sql, writes))?;
             let mut out = std::io::stdout().lock();
             write_batches(&mut out, &batches, format)?;
-            store.close()?;
             Ok(())
         }
         Command::Delete {
@@ -229,7 +251,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             distinct_ids,
             format,
         } => {
-            let store = open(&data_dir)?;
+            let store = wiring::writer(&data_dir, Access::Write)?;
             let started = Instant::now();
             let outcome = store.delete(DeleteSpec::ids(project, distinct_ids))?;
             let elapsed = started.elapsed();
@@ -264,13 +286,13 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Status { data_dir, format } => {
-            let store = open(&data_dir)?;
+            let store = wiring::store(&data_dir, Access::Read)?;
             let status = store.status()?;
             let mut out = std::io::stdout().lock();
             print_status(&mut out, &status, format)?;
-            store.close()?;
             Ok(())
         }
+        Command::Scrub { data_dir, format } => crate::scrub::run(&data_dir, format),
         Command::Compact {
             data_dir,
             now,
@@ -284,6 +306,7 @@ fn dispatch(cmd: Command) -> Result<()> {
                 manual: now,
                 project_id: project,
                 merges: !no_merge,
+                // At most 2^20 MiB/s (clap checks), so this never overflows.
                 io_bytes_per_sec: io_limit_mib.map(|m| m << 20),
                 ..Default::default()
             },
@@ -304,18 +327,34 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Demo { data_dir, events } => crate::demo::run(&data_dir, events),
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchPersons(args) => crate::bench_persons::run(args),
-        Command::CrashWorker { data_dir, seed } => crate::crash_worker::run(&data_dir, seed),
+        Command::CrashWorker {
+            data_dir,
+            seed,
+            recover_only,
+        } => crate::crash_worker::run(&data_dir, seed, recover_only),
     }
 }
 
-/// Open for a one-shot command. The background compactor is off: in the
-/// command line, compaction runs through `elide compact`.
-pub(crate) fn open(dir: &Path) -> Result<Store> {
-    let opts = StoreOptions {
-        background_compaction: false,
-        ..StoreOptions::default()
-    };
-    Ok(Store::open(dir, opts)?)
+/// A project id on the command line: a positive integer, as everywhere.
+pub(crate) fn project_id(s: &str) -> std::result::Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(p) if p >= 1 => Ok(p),
+        Ok(p) => Err(format!("project ids are positive integers, got {p}")),
+        Err(_) => Err(format!("project ids are positive integers, got {s:?}")),
+    }
+}
+
+/// A project id naming rows already stored: positive, or 0, which stores
+/// written before project ids had to be positive may hold (so that their
+/// rows can still be deleted, dropped and compacted).
+pub(crate) fn stored_project_id(s: &str) -> std::result::Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(p) if p >= 0 => Ok(p),
+        Ok(p) => Err(format!(
+            "project ids are positive integers (0 only in older stores), got {p}"
+        )),
+        Err(_) => Err(format!("project ids are positive integers, got {s:?}")),
+    }
 }
 
 /// Which deletion requests `elide deletions` lists.
@@ -341,7 +380,11 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 pub(crate) fn run_sql(store: &Store, sql: &str) -> Result<Vec<arrow::record_batch::RecordBatch>> {
     let rt = runtime()?;
     let ctx = elide_query::session_context(store)?;
-    Ok(rt.block_on(elide_query::run_sql(&ctx, sql))?)
+    Ok(rt.block_on(elide_query::run_sql_checked(
+        &ctx,
+        sql,
+        elide_query::SqlWrites::None,
+    ))?)
 }
 
 pub(crate) fn print_status(
@@ -531,55 +574,97 @@ pub(crate) fn progress_bar(len: u64, msg: &'static str) -> ProgressBar {
     bar
 }
 
-enum InputKind {
-    Parquet,
-    JsonLines,
+/// One input of `ingest`: a parquet file (read from its path) or a
+/// stream of JSON lines.
+enum Input {
+    Parquet(PathBuf),
+    JsonLines(Box<dyn BufRead>),
 }
 
-fn input_kind(path: &Path) -> Result<InputKind> {
-    let mut magic = [0u8; 4];
-    let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let n = f
-        .read(&mut magic)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if n == 4 && &magic == b"PAR1" {
-        return Ok(InputKind::Parquet);
+/// A copy of a parquet stream (parquet needs random access) inside the
+/// data directory's spool area; removed on drop, and by the store's next
+/// open if the process dies first.
+struct Spool(PathBuf);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("parquet") => {
-            Err(format!("{} is not a parquet file (no PAR1 magic)", path.display()).into())
+}
+
+/// Open an input: `-` is standard input; a path that is not a regular
+/// file (a pipe) is read once, as a stream. Parquet is recognised by its
+/// magic; a stream of parquet is spooled to `spool_dir`.
+fn open_input(path: &Path, spool_dir: &Path) -> Result<(Input, Option<Spool>)> {
+    let name = path.display();
+    let (mut stream, regular): (Box<dyn Read>, bool) = if path == Path::new("-") {
+        (Box::new(std::io::stdin().lock()), false)
+    } else {
+        let f = File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
+        let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
+        (Box::new(f), regular)
+    };
+    let mut head = Vec::with_capacity(4);
+    (&mut stream)
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("cannot read {name}: {e}"))?;
+    let rest = std::io::Cursor::new(head.clone()).chain(stream);
+    if head == b"PAR1" {
+        if regular {
+            return Ok((Input::Parquet(path.to_path_buf()), None));
         }
-        _ => Ok(InputKind::JsonLines),
+        let spool =
+            elide_store::spool_file(spool_dir).map_err(|e| format!("spooling {name}: {e}"))?;
+        let guard = Spool(spool.clone());
+        let mut out = File::create(&spool).map_err(|e| format!("spooling {name}: {e}"))?;
+        std::io::copy(&mut { rest }, &mut out).map_err(|e| format!("spooling {name}: {e}"))?;
+        return Ok((Input::Parquet(spool), Some(guard)));
     }
+    if path.extension().and_then(|e| e.to_str()) == Some("parquet") {
+        return Err(format!("{name} is not a parquet file (no PAR1 magic)").into());
+    }
+    Ok((
+        Input::JsonLines(Box::new(BufReader::with_capacity(1 << 20, rest))),
+        None,
+    ))
 }
 
-/// Read a whole input file as batches, calling `sink` for each.
+/// Read a whole input as batches, calling `sink` with each and the index
+/// (0-based, across the input) of its first row.
 fn read_input(
     path: &Path,
-    sink: &mut dyn FnMut(arrow::record_batch::RecordBatch) -> Result<()>,
+    input: Input,
+    sink: &mut dyn FnMut(arrow::record_batch::RecordBatch, u64) -> Result<()>,
 ) -> Result<u64> {
-    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    match input_kind(path)? {
-        InputKind::Parquet => {
-            let f = File::open(path).map_err(|e| ctx(&e))?;
+    let name = path.display();
+    match input {
+        Input::Parquet(file) => {
+            let f = File::open(&file).map_err(|e| format!("cannot open {name}: {e}"))?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-                .map_err(|e| ctx(&e))?
+                .map_err(|e| {
+                    format!("{name}: not a readable parquet file (damaged footer or schema?): {e}")
+                })?
                 .with_batch_size(64 * 1024)
                 .build()
-                .map_err(|e| ctx(&e))?;
+                .map_err(|e| format!("{name}: not a readable parquet file: {e}"))?;
             let mut n = 0;
             for b in reader {
-                let b = b.map_err(|e| ctx(&e))?;
-                n += b.num_rows() as u64;
-                sink(b)?;
+                let b = b.map_err(|e| format!("{name}: damaged parquet data: {e}"))?;
+                let rows = b.num_rows() as u64;
+                sink(b, n)?;
+                n += rows;
             }
             Ok(n)
         }
-        InputKind::JsonLines => {
-            let f = File::open(path).map_err(|e| ctx(&e))?;
+        Input::JsonLines(r) => {
             let mut inner_err: Option<crate::output::anyhow_lite::Error> = None;
-            let res = elide_store::jsonl::read_json_lines(BufReader::new(f), 64 * 1024, &mut |b| {
-                sink(b).map_err(|e| {
+            let mut n = 0u64;
+            let res = elide_store::jsonl::read_json_lines(r, 64 * 1024, &mut |b| {
+                let rows = b.num_rows() as u64;
+                let first = n;
+                n += rows;
+                sink(b, first).map_err(|e| {
                     let msg = e.to_string();
                     inner_err = Some(e);
                     elide_store::StoreError::InvalidInput(msg)
@@ -588,56 +673,56 @@ fn read_input(
             match (res, inner_err) {
                 (Ok(n), _) => Ok(n as u64),
                 (Err(_), Some(e)) => Err(e),
-                (Err(e), None) => Err(ctx(&e).into()),
+                (Err(e), None) => Err(format!("{name}: {e}").into()),
             }
         }
     }
 }
 
+/// `elide ingest`: every file in one bulk ingest, committed once. A bad
+/// row anywhere, a full disk or a kill leaves the store as it was.
 fn ingest(dir: &Path, table: &str, files: &[PathBuf]) -> Result<()> {
     let table = Table::from_name(table)
         .ok_or_else(|| format!("unknown table {table:?} (expected events or recordings)"))?;
-    // Pass 1: validate everything, so that a bad file changes nothing.
-    let mut total = 0u64;
-    let vbar = progress_bar(0, "validating");
+    if files
+        .iter()
+        .filter(|f| f.as_path() == Path::new("-"))
+        .count()
+        > 1
+    {
+        return Err("standard input (-) can be read only once".into());
+    }
+    let store = wiring::writer(dir, Access::Create)?;
+    let bar = progress_bar(0, "ingesting");
+    let started = Instant::now();
+    let mut bulk = store.bulk_ingest(table)?;
     for f in files {
-        let mut row_base = 0u64;
-        total += read_input(f, &mut |b| {
-            normalize(table, &b).map_err(|e| match e {
+        let (input, _spool) = open_input(f, store.dir())?;
+        read_input(f, input, &mut |b, first_row| {
+            bulk.write(&b).map_err(|e| match e {
                 elide_store::StoreError::InvalidRow {
                     row,
                     column,
                     reason,
                 } => format!(
-                    "{}: row {} (0-based), column `{column}`: {reason}",
+                    "{}: row {} (0-based), column `{column}`: {reason} (nothing was ingested)",
                     f.display(),
-                    row_base + row as u64
+                    first_row + row as u64
                 ),
-                other => format!("{}: {other}", f.display()),
+                other => format!("{}: {other} (nothing was ingested)", f.display()),
             })?;
-            row_base += b.num_rows() as u64;
-            vbar.inc(b.num_rows() as u64);
-            Ok(())
-        })?;
-    }
-    vbar.finish_and_clear();
-    let store = open(dir)?;
-    let bar = progress_bar(total, "ingesting");
-    let started = Instant::now();
-    for f in files {
-        read_input(f, &mut |b| {
-            store.append(table, &b)?;
             bar.inc(b.num_rows() as u64);
             Ok(())
         })?;
     }
-    store.flush()?;
+    let out = bulk.commit()?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "ingested {total} rows from {} file(s) into {table} in {secs:.2} s ({:.0} rows/s)",
+        "ingested {} rows from {} file(s) into {table} in {secs:.2} s ({:.0} rows/s)",
+        out.rows,
         files.len(),
-        total as f64 / secs.max(1e-9)
+        out.rows as f64 / secs.max(1e-9)
     );
     store.close()?;
     Ok(())

@@ -8,7 +8,11 @@
 //! A <uuid>|<project>|<distinct_id>,...   rows appended (all of one call)
 //! D <project> <distinct_id> <cutoff>  deletion returned
 //! F                              flush returned
+//! O                              (--recover-only) the store opened
 //! ```
+//!
+//! With `--recover-only` it only opens the store (recovering it) and
+//! flushes, then waits to be killed: the test kills recovery itself.
 //!
 //! The test kills it with SIGKILL at a random moment, reopens the data
 //! directory, and checks every acknowledged line against what queries see.
@@ -22,12 +26,21 @@ use rand::{Rng, SeedableRng};
 
 use crate::output::anyhow_lite::Result;
 
-pub fn run(dir: &Path, seed: u64) -> Result<()> {
+pub fn run(dir: &Path, seed: u64, recover_only: bool) -> Result<()> {
     let opts = StoreOptions {
         memtable_rows: 300,
         ..Default::default()
     };
     let store = Store::open(dir, opts)?;
+    if recover_only {
+        // Recovery runs in `open` and in the background flush of the
+        // replayed rows; then wait to be killed.
+        writeln!(std::io::stdout(), "O")?;
+        let _ = store.flush();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut out = std::io::stdout().lock();
     let mut n: u64 = 0;

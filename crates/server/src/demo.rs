@@ -6,9 +6,10 @@ use std::time::Instant;
 use arrow::array::{Array, AsArray};
 use elide_store::{DeleteSpec, Table};
 
-use crate::cli::{open, print_status_limited, progress_bar, run_sql};
+use crate::cli::{print_status_limited, progress_bar, run_sql};
 use crate::output::anyhow_lite::Result;
 use crate::output::{write_batches, Format};
+use crate::wiring::{self, Access};
 
 pub fn run(dir: &Path, events: u64) -> Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
@@ -23,7 +24,7 @@ pub fn run(dir: &Path, events: u64) -> Result<()> {
         "== Elide demo: {events} generated events, {persons} persons, 2 projects, data dir {}\n",
         dir.display()
     );
-    let store = open(dir)?;
+    let store = wiring::store(dir, Access::Create)?;
     let cfg = elide_gen::GenConfig {
         events,
         persons,

@@ -15,3 +15,5 @@ mod lifecycle;
 mod output;
 pub mod people;
 mod persons_cli;
+mod scrub;
+pub mod wiring;

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use elide_store::{CompactRequest, DeletionRequest, Progress, RequestStatus, TaskKind};
 
-use crate::cli::{open, StatusFilter};
+use crate::cli::StatusFilter;
 use crate::output::anyhow_lite::Result;
 use crate::output::Format;
+use crate::wiring::{self, Access};
 
 /// "3 d 4 h", "12 min", "40 s".
 pub(crate) fn age(secs: u64) -> String {
@@ -27,7 +28,7 @@ fn when(us: Option<i64>) -> String {
 }
 
 pub(crate) fn compact(dir: &Path, req: CompactRequest, format: Format) -> Result<()> {
-    let store = open(dir)?;
+    let store = wiring::writer(dir, Access::Write)?;
     let bar = crate::cli::progress_bar(0, "compacting");
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -166,7 +167,7 @@ fn kind(k: TaskKind) -> &'static str {
 }
 
 pub(crate) fn deletions(dir: &Path, filter: StatusFilter, format: Format) -> Result<()> {
-    let store = open(dir)?;
+    let store = wiring::store(dir, Access::Read)?;
     let requests: Vec<DeletionRequest> = store
         .requests()?
         .into_iter()
@@ -269,10 +270,10 @@ pub(crate) fn deletions(dir: &Path, filter: StatusFilter, format: Format) -> Res
 }
 
 pub(crate) fn drop_project(dir: &Path, project: i64, format: Format) -> Result<()> {
-    let store = open(dir)?;
-    let o = if crate::people::has_metadata(dir) {
+    let store = wiring::store(dir, Access::Write)?;
+    let o = if wiring::has_persons(&store) {
         // The project's persons, ids, deletions and activity go too.
-        let persons = elide_persons::Persons::open(store.clone())?;
+        let persons = wiring::persons(&store, Access::Write)?;
         let (o, meta) = persons.drop_project(project)?;
         tracing::info!(
             project,

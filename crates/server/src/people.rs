@@ -2,12 +2,10 @@
 //! `person_distinct_ids` and `person_overrides` tables next to `events`,
 //! and the property timeline of a person (derived from its events).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::prelude::{col, lit, SessionContext};
 use elide_persons::props::{properties_timeline, TimelinePoint};
-use elide_persons::sqlite::METADATA_FILE;
 use elide_persons::tables::{
     distinct_ids_batch, distinct_ids_schema, overrides_batch, overrides_schema, persons_batch,
     persons_schema,
@@ -16,11 +14,6 @@ use elide_persons::{MetaStore, Persons, SqliteMeta};
 use elide_query::{LoadedTable, Loader};
 
 use crate::output::anyhow_lite::Result;
-
-/// True when the data directory has a metadata database.
-pub fn has_metadata(dir: &Path) -> bool {
-    dir.join(METADATA_FILE).exists()
-}
 
 /// Register the persons tables on `ctx`. Each scan reads the metadata
 /// afresh, so a query planned after a deletion returned never shows the

@@ -12,13 +12,14 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
 use elide_persons::capture::parse_line;
+use elide_persons::CaptureBatch;
 use elide_persons::{
-    CaptureEvent, DeletePersons, DeletionState, Person, PersonFilter, Persons, PropertyFilter,
-    SplitSpec,
+    DeletePersons, DeletionState, Person, PersonFilter, Persons, PropertyFilter, SplitSpec,
 };
 use serde_json::{Map, Value};
 
 use crate::output::anyhow_lite::Result;
+use crate::wiring::{self, Access};
 
 /// Output of person commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,15 +37,17 @@ pub struct CaptureArgs {
     #[arg(long)]
     data_dir: PathBuf,
     /// Project id (created on first use).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::project_id, allow_hyphen_values = true)]
     project: i64,
-    /// Events per pipeline batch (one metadata transaction and one append each).
+    /// Events per identity-resolution batch (the whole input is still one
+    /// metadata transaction and one bulk ingest).
     #[arg(long, default_value_t = 50_000)]
     batch_size: usize,
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t = ViewFormat::Table)]
     format: ViewFormat,
-    /// JSON-lines file: one PostHog capture event per line, or `{"batch": [...]}` objects.
+    /// JSON-lines file: one PostHog capture event per line, or `{"batch": [...]}`
+    /// objects; `-` reads standard input.
     file: PathBuf,
 }
 
@@ -177,6 +180,17 @@ pub enum PersonsCommand {
         /// Integer id or UUID.
         id: String,
     },
+    /// Make a new, empty metadata database for a store whose database was
+    /// lost (persons, properties and activity are gone; distinct ids that
+    /// pending and purged deletion requests still name are blocked again).
+    RebuildMetadata {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Required: confirms the old database is lost for good.
+        #[arg(long, required = true)]
+        confirm: bool,
+    },
 }
 
 /// Where: data directory and project.
@@ -186,7 +200,7 @@ pub struct At {
     #[arg(long)]
     data_dir: PathBuf,
     /// Project id.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::project_id, allow_hyphen_values = true)]
     project: i64,
 }
 
@@ -199,11 +213,15 @@ pub enum StateArg {
     Completed,
 }
 
-/// Open the persons of `dir`, run `f`, close the store (also when `f`
-/// failed, so that its error is the one reported).
-fn with_persons<T>(dir: &Path, f: impl FnOnce(&Arc<Persons>) -> Result<T>) -> Result<T> {
-    let store = crate::cli::open(dir)?;
-    let persons = Arc::new(Persons::open(store.clone())?);
+/// Open the persons of `dir` for `access`, run `f`, close the store (also
+/// when `f` failed, so that its error is the one reported).
+fn with_persons<T>(
+    dir: &Path,
+    access: Access,
+    f: impl FnOnce(&Arc<Persons>) -> Result<T>,
+) -> Result<T> {
+    let store = wiring::store(dir, access)?;
+    let persons = wiring::persons(&store, access)?;
     let out = f(&persons);
     drop(persons);
     let closed = store.close();
@@ -219,57 +237,68 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-/// Run `elide capture`.
+/// Run `elide capture`: the whole input is one unit (one metadata
+/// transaction, one bulk ingest, committed together): a bad line, a full
+/// disk or a kill leaves nothing of it. Standard input and pipes are read
+/// once.
 pub fn capture(a: CaptureArgs) -> Result<()> {
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
-    let open_file = || -> Result<BufReader<File>> {
-        let f =
-            File::open(&a.file).map_err(|e| format!("cannot open {}: {e}", a.file.display()))?;
-        Ok(BufReader::with_capacity(1 << 20, f))
+    let name = a.file.display().to_string();
+    let reader: Box<dyn BufRead> = if a.file == Path::new("-") {
+        Box::new(BufReader::with_capacity(1 << 20, std::io::stdin().lock()))
+    } else {
+        let f = File::open(&a.file).map_err(|e| format!("cannot open {name}: {e}"))?;
+        Box::new(BufReader::with_capacity(1 << 20, f))
     };
-    // Pass 1: validate every line, so that a bad line changes nothing.
-    let now = chrono::Utc::now().timestamp_micros();
-    let mut total = 0u64;
-    for (i, line) in open_file()?.lines().enumerate() {
-        let line = line.map_err(|e| format!("reading {}: {e}", a.file.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        total += parse_line(i + 1, &line, now)
-            .map_err(|e| format!("{}: {e} (nothing was captured)", a.file.display()))?
-            .len() as u64;
-    }
-    let (stats, secs) = with_persons(&a.data_dir, |persons| {
-        let bar = crate::cli::progress_bar(total, "capturing");
+    let (stats, secs) = with_persons(&a.data_dir, Access::Create, |persons| {
+        let bar = crate::cli::progress_bar(0, "capturing");
         let started = Instant::now();
-        let mut stats = elide_persons::CaptureStats::default();
-        let mut batch: Vec<CaptureEvent> = Vec::with_capacity(a.batch_size);
-        let mut flush = |batch: &mut Vec<CaptureEvent>| -> Result<()> {
-            stats += persons.capture(a.project, batch)?.stats;
-            bar.inc(batch.len() as u64);
-            batch.clear();
-            Ok(())
-        };
-        // Pass 2: capture in batches.
-        for (i, line) in open_file()?.lines().enumerate() {
-            let line = line.map_err(|e| format!("reading {}: {e}", a.file.display()))?;
-            if line.trim().is_empty() {
-                continue;
+        let mut lines = reader.lines().enumerate();
+        let batch_size = a.batch_size;
+        let mut failed = false;
+        let mut batches = std::iter::from_fn(|| {
+            if failed {
+                return None;
             }
-            let now = chrono::Utc::now().timestamp_micros();
-            batch.extend(parse_line(i + 1, &line, now)?);
-            if batch.len() >= a.batch_size {
-                flush(&mut batch)?;
+            let mut batch = CaptureBatch::default();
+            for (i, line) in lines.by_ref() {
+                let line = match line {
+                    Ok(l) => l,
+                    Err(e) => {
+                        failed = true;
+                        return Some(Err(elide_persons::PersonsError::InvalidLine {
+                            line: i + 1,
+                            reason: format!("unreadable: {e}"),
+                        }));
+                    }
+                };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let now = chrono::Utc::now().timestamp_micros();
+                match parse_line(i + 1, &line, now) {
+                    Ok(evs) => {
+                        batch.lines.extend(std::iter::repeat_n(i + 1, evs.len()));
+                        batch.events.extend(evs);
+                    }
+                    Err(e) => {
+                        failed = true;
+                        return Some(Err(e));
+                    }
+                }
+                if batch.events.len() >= batch_size {
+                    return Some(Ok(batch));
+                }
             }
-        }
-        if !batch.is_empty() {
-            flush(&mut batch)?;
-        }
-        persons.store().flush()?;
+            (!batch.events.is_empty()).then_some(Ok(batch))
+        });
+        let outcome = persons
+            .capture_all(a.project, &mut batches, &mut |n| bar.inc(n))
+            .map_err(|e| format!("{name}: {e} (nothing was captured)"))?;
         bar.finish_and_clear();
-        Ok((stats, started.elapsed().as_secs_f64()))
+        Ok((outcome.stats, started.elapsed().as_secs_f64()))
     })?;
     match a.format {
         ViewFormat::Json => {
@@ -326,7 +355,7 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 limit,
                 offset,
             };
-            with_persons(&at.data_dir, |p| {
+            with_persons(&at.data_dir, Access::Read, |p| {
                 let page = p.list(at.project, &filter)?;
                 match format {
                     ViewFormat::Json => print_json(&page)?,
@@ -335,7 +364,7 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 Ok(())
             })
         }
-        PersonsCommand::Get { at, id_or_uuid } => with_persons(&at.data_dir, |p| {
+        PersonsCommand::Get { at, id_or_uuid } => with_persons(&at.data_dir, Access::Read, |p| {
             print_json(&p.get(at.project, &id_or_uuid)?)?;
             Ok(())
         }),
@@ -354,17 +383,21 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 delete_recordings,
                 keep_person,
             };
-            let r = with_persons(&at.data_dir, |p| Ok(p.delete(at.project, &req)?))?;
+            let r = with_persons(&at.data_dir, Access::Write, |p| {
+                Ok(p.delete(at.project, &req)?)
+            })?;
             print_json(&r)?;
             if r.persons_found == 0 {
                 return Err("no person found for the ids given; nothing was deleted".into());
             }
             Ok(())
         }
-        PersonsCommand::Reset { at, distinct_id } => with_persons(&at.data_dir, |p| {
-            print_json(&p.reset_distinct_id(at.project, &distinct_id)?)?;
-            Ok(())
-        }),
+        PersonsCommand::Reset { at, distinct_id } => {
+            with_persons(&at.data_dir, Access::Write, |p| {
+                print_json(&p.reset_distinct_id(at.project, &distinct_id)?)?;
+                Ok(())
+            })
+        }
         PersonsCommand::Split {
             at,
             id,
@@ -376,7 +409,7 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 (None, false) => SplitSpec::Ids(distinct_ids),
                 (None, true) => SplitSpec::AllButFirst,
             };
-            with_persons(&at.data_dir, |p| {
+            with_persons(&at.data_dir, Access::Write, |p| {
                 print_json(&p.split(at.project, &id, &spec)?)?;
                 Ok(())
             })
@@ -384,13 +417,13 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
         PersonsCommand::Set { at, id, properties } => {
             let set: Map<String, Value> = serde_json::from_str(&properties)
                 .map_err(|e| format!("properties must be a JSON object: {e}"))?;
-            with_persons(&at.data_dir, |p| {
+            with_persons(&at.data_dir, Access::Write, |p| {
                 print_json(&p.update_properties(at.project, &id, set)?)?;
                 p.store().flush()?;
                 Ok(())
             })
         }
-        PersonsCommand::Unset { at, id, key } => with_persons(&at.data_dir, |p| {
+        PersonsCommand::Unset { at, id, key } => with_persons(&at.data_dir, Access::Write, |p| {
             print_json(&p.delete_property(at.project, &id, &key)?)?;
             p.store().flush()?;
             Ok(())
@@ -406,7 +439,7 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 StateArg::Pending => DeletionState::Pending,
                 StateArg::Completed => DeletionState::Completed,
             });
-            with_persons(&at.data_dir, |p| {
+            with_persons(&at.data_dir, Access::Read, |p| {
                 print_json(&p.deletion_status(
                     at.project,
                     person.as_deref(),
@@ -417,16 +450,29 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 Ok(())
             })
         }
-        PersonsCommand::Activity { at, id, limit } => with_persons(&at.data_dir, |p| {
-            print_json(&p.activity(at.project, id.as_deref(), limit)?)?;
-            Ok(())
-        }),
-        PersonsCommand::Timeline { at, id } => with_persons(&at.data_dir, |p| {
+        PersonsCommand::Activity { at, id, limit } => {
+            with_persons(&at.data_dir, Access::Read, |p| {
+                print_json(&p.activity(at.project, id.as_deref(), limit)?)?;
+                Ok(())
+            })
+        }
+        PersonsCommand::Timeline { at, id } => with_persons(&at.data_dir, Access::Read, |p| {
             let rt = crate::cli::runtime()?;
             let t = rt.block_on(crate::people::timeline(p, at.project, &id))?;
             print_json(&t)?;
             Ok(())
         }),
+        PersonsCommand::RebuildMetadata { data_dir, confirm } => {
+            if !confirm {
+                return Err("--confirm is required".into());
+            }
+            let store = wiring::store(&data_dir, Access::Write)?;
+            let (persons, report) = Persons::rebuild_metadata(store.clone())?;
+            drop(persons);
+            store.close()?;
+            print_json(&report)?;
+            Ok(())
+        }
     }
 }
 
