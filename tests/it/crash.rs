@@ -12,115 +12,174 @@ use rand::{Rng, SeedableRng};
 
 use crate::common::*;
 
+type Acked = BTreeMap<String, (i64, String)>;
+type Deletes = Vec<(i64, String, u64)>;
+
+/// Run `elide crash-worker` with `extra` arguments, SIGKILL it after
+/// `sleep`, and record what it acknowledged.
+fn run_worker(
+    dir: &std::path::Path,
+    seed: u64,
+    extra: &[&str],
+    sleep: Duration,
+    acked: &mut Acked,
+    deletes: &mut Deletes,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_elide"))
+        .args(["crash-worker", "--data-dir"])
+        .arg(dir)
+        .args(["--seed", &seed.to_string()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(sleep);
+    // `Child::kill` is SIGKILL on Unix. The worker loops forever, so it
+    // must still be running: an early exit would be a worker failure.
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "seed {seed}: worker exited on its own: {status}"
+    );
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let complete = if out.ends_with('\n') {
+        out.as_str()
+    } else {
+        out.rsplit_once('\n').map_or("", |(a, _)| a)
+    };
+    for line in complete.lines() {
+        let mut it = line.splitn(2, ' ');
+        match (it.next(), it.next()) {
+            (Some("A"), Some(ids)) => {
+                for r in ids.split(',') {
+                    let f: Vec<&str> = r.split('|').collect();
+                    acked.insert(f[0].to_string(), (f[1].parse().unwrap(), f[2].to_string()));
+                }
+            }
+            (Some("D"), Some(rest)) => {
+                let f: Vec<&str> = rest.split(' ').collect();
+                deletes.push((
+                    f[0].parse().unwrap(),
+                    f[1].to_string(),
+                    f[2].parse().unwrap(),
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reopen and check every acknowledged operation.
+fn check(dir: &std::path::Path, what: &str, acked: &Acked, deletes: &Deletes) {
+    let rt = rt();
+    let store = open(dir);
+    let ctx = ctx(&store);
+    let b = sql(
+        &rt,
+        &ctx,
+        "SELECT uuid, project_id, distinct_id, _seq FROM events",
+    );
+    let mut seen: BTreeMap<String, (i64, String, u64)> = BTreeMap::new();
+    for b in &b {
+        let u = b.column(0).as_string::<i32>();
+        let p = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+        let d = b.column(2).as_string::<i32>();
+        let s = b.column(3).as_primitive::<arrow::datatypes::UInt64Type>();
+        for i in 0..b.num_rows() {
+            let prev = seen.insert(
+                u.value(i).to_string(),
+                (p.value(i), d.value(i).to_string(), s.value(i)),
+            );
+            assert!(prev.is_none(), "{what}: row {} visible twice", u.value(i));
+        }
+    }
+    for (p, d, cutoff) in deletes {
+        for (u, (rp, rd, rs)) in &seen {
+            assert!(
+                !(rp == p && rd == d && rs < cutoff),
+                "{what}: deleted row {u} ({d}, _seq {rs} < {cutoff}) visible"
+            );
+        }
+    }
+    // Every acknowledged row that is not visible must be covered by a
+    // recorded deletion of its (project, distinct id).
+    let requests = store.requests().unwrap();
+    for (u, (p, d)) in acked.iter().filter(|(u, _)| !seen.contains_key(*u)) {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.project_id == *p && r.distinct_ids.contains(d)),
+            "{what}: acknowledged row {u} ({p}, {d}) lost"
+        );
+    }
+    let _ = store.status().unwrap();
+    store.close().unwrap();
+}
+
 #[test]
 fn acknowledged_appends_and_deletes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1234);
-    let mut acked: BTreeMap<String, (i64, String)> = BTreeMap::new();
-    let mut deletes: Vec<(i64, String, u64)> = Vec::new();
-    let rounds = 12;
-    for round in 0..rounds {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_elide"))
-            .args(["crash-worker", "--data-dir"])
-            .arg(dir.path())
-            .args(["--seed", &(round as u64 + 1).to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
-        // `Child::kill` is SIGKILL on Unix. The worker loops forever, so it
-        // must still be running: an early exit would be a worker failure.
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "round {round}: worker exited on its own: {status}"
-        );
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let complete = if out.ends_with('\n') {
-            out.as_str()
-        } else {
-            out.rsplit_once('\n').map_or("", |(a, _)| a)
-        };
-        for line in complete.lines() {
-            let mut it = line.splitn(2, ' ');
-            match (it.next(), it.next()) {
-                (Some("A"), Some(ids)) => {
-                    for r in ids.split(',') {
-                        let f: Vec<&str> = r.split('|').collect();
-                        acked.insert(f[0].to_string(), (f[1].parse().unwrap(), f[2].to_string()));
-                    }
-                }
-                (Some("D"), Some(rest)) => {
-                    let f: Vec<&str> = rest.split(' ').collect();
-                    deletes.push((
-                        f[0].parse().unwrap(),
-                        f[1].to_string(),
-                        f[2].parse().unwrap(),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        // Reopen and check.
-        let store = open(dir.path());
-        let ctx = ctx(&store);
-        let b = sql(
-            &rt,
-            &ctx,
-            "SELECT uuid, project_id, distinct_id, _seq FROM events",
-        );
-        let mut seen: BTreeMap<String, (i64, String, u64)> = BTreeMap::new();
-        for b in &b {
-            let u = b.column(0).as_string::<i32>();
-            let p = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
-            let d = b.column(2).as_string::<i32>();
-            let s = b.column(3).as_primitive::<arrow::datatypes::UInt64Type>();
-            for i in 0..b.num_rows() {
-                let prev = seen.insert(
-                    u.value(i).to_string(),
-                    (p.value(i), d.value(i).to_string(), s.value(i)),
-                );
-                assert!(
-                    prev.is_none(),
-                    "round {round}: row {} visible twice",
-                    u.value(i)
-                );
-            }
-        }
-        for (p, d, cutoff) in &deletes {
-            for (u, (rp, rd, rs)) in &seen {
-                assert!(
-                    !(rp == p && rd == d && rs < cutoff),
-                    "round {round}: deleted row {u} ({d}, _seq {rs} < {cutoff}) visible"
-                );
-            }
-        }
-        // Every acknowledged row that is not visible must be covered by a
-        // recorded deletion of its (project, distinct id).
-        let requests = store.requests().unwrap();
-        for (u, (p, d)) in acked.iter().filter(|(u, _)| !seen.contains_key(*u)) {
-            assert!(
-                requests
-                    .iter()
-                    .any(|r| r.project_id == *p && r.distinct_ids.contains(d)),
-                "round {round}: acknowledged row {u} ({p}, {d}) lost"
-            );
-        }
-        let _ = store.status().unwrap();
-        store.close().unwrap();
+    let mut acked = Acked::new();
+    let mut deletes = Deletes::new();
+    for round in 0..12u64 {
+        let sleep = Duration::from_millis(rng.random_range(150..900));
+        run_worker(dir.path(), round + 1, &[], sleep, &mut acked, &mut deletes);
+        check(dir.path(), &format!("round {round}"), &acked, &deletes);
     }
     assert!(
         acked.len() > 100,
+        "the worker made progress ({} acked rows)",
+        acked.len()
+    );
+}
+
+/// Recovery itself is killed, again and again: the process that opens a
+/// store whose log ends in a torn record (cutting the tail, starting a new
+/// segment, flushing the replayed rows, removing the old segment) dies at
+/// random points, several times in a row, with appending rounds (new torn
+/// tails) in between. The store always reopens with every row.
+#[test]
+fn killing_the_recovering_process_again_and_again_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4321);
+    let mut acked = Acked::new();
+    let mut deletes = Deletes::new();
+    for round in 0..4u64 {
+        let sleep = Duration::from_millis(rng.random_range(300..800));
+        run_worker(
+            dir.path(),
+            100 + round,
+            &[],
+            sleep,
+            &mut acked,
+            &mut deletes,
+        );
+        for k in 0..6u64 {
+            // 0 ms kills before the open ends; later ones during the flush.
+            let sleep = Duration::from_millis(rng.random_range(0..120));
+            run_worker(
+                dir.path(),
+                200 + round * 10 + k,
+                &["--recover-only"],
+                sleep,
+                &mut acked,
+                &mut deletes,
+            );
+        }
+        check(dir.path(), &format!("round {round}"), &acked, &deletes);
+    }
+    assert!(
+        acked.len() > 50,
         "the worker made progress ({} acked rows)",
         acked.len()
     );

@@ -6,6 +6,8 @@ mod common;
 mod compaction_crash;
 mod compat;
 mod crash;
+mod hardening;
 mod model;
 mod persons;
+mod power_loss;
 mod query;

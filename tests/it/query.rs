@@ -163,6 +163,38 @@ fn scan_fails_closed_when_a_part_does_not_match_its_manifest() {
     let err = res
         .expect_err("the scan must refuse a file whose layout does not match")
         .to_string();
+    // Parts carry checksums, which catch the swap first.
+    assert!(
+        err.contains("is corrupt") && err.contains(&part.path) && err.contains("refusing to scan"),
+        "{err}"
+    );
+    // A part written before checksums (no `checksum` in its manifest
+    // entry) meets the row-group check instead.
+    drop(ctx);
+    store.close().unwrap();
+    let latest = std::fs::read_dir(dir.path().join("manifest"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let name = latest
+        .strip_prefix(dir.path())
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut m =
+        elide::store::format::decode_manifest(&name, &std::fs::read(&latest).unwrap()).unwrap();
+    for p in &mut m.parts {
+        p.checksum = None;
+    }
+    std::fs::write(&latest, elide::store::format::encode_manifest(&m).unwrap()).unwrap();
+    let store = open(dir.path());
+    let c = crate::common::ctx(&store);
+    let res = rt.block_on(async { c.sql("SELECT uuid FROM events").await?.collect().await });
+    let err = res
+        .expect_err("the scan must refuse a file whose layout does not match")
+        .to_string();
     assert!(err.contains("does not match the manifest"), "{err}");
 }
 

@@ -6,3 +6,4 @@ mod compaction;
 mod conflicts;
 mod deletion;
 mod durability;
+mod recovery;
