@@ -648,9 +648,9 @@ fn bad_flags_and_inputs_get_clear_errors() {
     assert_eq!(count_sql(d, "SELECT count(*) FROM events"), 1);
 }
 
-/// Flip one bit at 101 offsets spread over a part: every flip must make
-/// the query fail naming the file (or the scrub report it), never return
-/// changed values.
+/// Flip one bit at 101 offsets spread over a part: no flip may return
+/// changed values; every flip among the pages fails the scan naming the
+/// file, and the scrub reports every flip.
 #[test]
 fn a_flipped_bit_anywhere_in_a_part_is_an_error_never_a_changed_value() {
     let dir = tempfile::tempdir().unwrap();
@@ -680,7 +680,13 @@ fn a_flipped_bit_anywhere_in_a_part_is_an_error_never_a_changed_value() {
     let rt = rt();
     let q = "SELECT uuid, event, distinct_id, person_id, project_id, timestamp, properties, session_id, _seq FROM events ORDER BY _seq";
     let expected = sql(&rt, &ctx(&store), q);
+    // The footer region is verified when a part is first opened and its
+    // decoded metadata kept; a flip there later is not read by scans (it
+    // cannot change a value) and is found by the scrub. A flip among the
+    // pages is found by every scan that reads it.
+    let data_len = part.checksum.unwrap().data_len as usize;
     let mut detected = 0;
+    let mut in_pages = 0;
     for i in 0..101u64 {
         let at = (i * (original.len() as u64 - 1) / 100) as usize;
         let mut bytes = original.clone();
@@ -688,6 +694,13 @@ fn a_flipped_bit_anywhere_in_a_part_is_an_error_never_a_changed_value() {
         std::fs::write(&path, &bytes).unwrap();
         let c = ctx(&store);
         let r = rt.block_on(async { c.sql(q).await?.collect().await });
+        if at < data_len {
+            in_pages += 1;
+            assert!(
+                r.is_err(),
+                "a flip at byte {at} among the pages was not detected"
+            );
+        }
         match r {
             Ok(b) => {
                 assert_eq!(
@@ -710,7 +723,11 @@ fn a_flipped_bit_anywhere_in_a_part_is_an_error_never_a_changed_value() {
         assert!(report.damaged(), "scrub missed a flip at byte {at}");
         assert!(report.findings.iter().any(|f| f.path == part.path));
     }
-    assert_eq!(detected, 101, "every flip is detected by a full scan");
+    assert_eq!(
+        detected, in_pages,
+        "every flip among the pages fails the scan"
+    );
+    assert!(in_pages > 80, "{in_pages} of 101 flips hit the pages");
     std::fs::write(&path, &original).unwrap();
     assert!(!store.scrub(&mut |_, _| {}).unwrap().damaged());
     let _ = Path::new("");

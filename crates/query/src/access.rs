@@ -14,10 +14,12 @@
 //!   files the plan reads are not garbage-collected while it runs.
 //! * The same reader checks every byte it returns against the part's
 //!   checksums (`elide_store::checksum`): the footer region against the
-//!   manifest's CRC before the footer is trusted, and each range DataFusion
-//!   fetches against the block list in that footer (the range widened to
-//!   whole blocks). A changed byte fails the query with an error naming the
-//!   file; it never becomes a changed value.
+//!   manifest's CRC, decoded once into metadata that is cached (so a scan
+//!   never trusts footer bytes read unchecked, and pays for the footer
+//!   once per process), and each range DataFusion fetches against the
+//!   block list in that footer (ranges widened to whole blocks and merged,
+//!   each block verified once per fetch). A changed byte fails the query
+//!   with an error naming the file; it never becomes a changed value.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -31,7 +33,7 @@ use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroup
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use elide_store::checksum::{blocks_in_tail, blocks_of, check_tail, BlockList};
+use elide_store::checksum::{blocks_in_tail, check_tail, BlockList};
 use elide_store::format::PartChecksum;
 use elide_store::{PartMeta, Snapshot};
 use futures::future::BoxFuture;
@@ -56,23 +58,93 @@ pub struct ExpectedLayout {
     pub store_id: String,
 }
 
-/// Decoded block lists of parts, by store, path and footer checksum
-/// (parts are immutable, so an entry never goes stale; the footer itself
-/// is verified at every open).
-fn verified_footers() -> &'static Mutex<HashMap<String, Arc<BlockList>>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<BlockList>>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+/// A part's footer, decoded from its verified footer region: the parquet
+/// metadata (with the page index) and the block list.
+#[derive(Debug)]
+struct VerifiedFooter {
+    metadata: Arc<ParquetMetaData>,
+    blocks: Arc<BlockList>,
 }
 
-/// Most entries kept in [`verified_footers`] (then it starts over).
-const MAX_VERIFIED_FOOTERS: usize = 100_000;
+/// Verified footers by store, path and footer checksum. Parts are
+/// immutable, so an entry never goes stale; and since the metadata was
+/// decoded from verified bytes, a scan that uses it never trusts bytes that
+/// changed on disk afterwards (the pages it reads are verified each time).
+/// Bounded by the footers' memory, oldest out first.
+struct FooterCache {
+    map: HashMap<String, Arc<VerifiedFooter>>,
+    order: std::collections::VecDeque<(String, usize)>,
+    bytes: usize,
+}
 
-fn remember(key: String, blocks: Arc<BlockList>) {
-    if let Ok(mut c) = verified_footers().lock() {
-        if c.len() >= MAX_VERIFIED_FOOTERS {
-            c.clear();
-        }
-        c.insert(key, blocks);
+/// Memory the footer cache may hold.
+const FOOTER_CACHE_BYTES: usize = 256 << 20;
+
+fn footer_cache() -> &'static Mutex<FooterCache> {
+    static CACHE: OnceLock<Mutex<FooterCache>> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        Mutex::new(FooterCache {
+            map: HashMap::new(),
+            order: Default::default(),
+            bytes: 0,
+        })
+    })
+}
+
+fn cached_footer(key: &str) -> Option<Arc<VerifiedFooter>> {
+    footer_cache().lock().ok()?.map.get(key).cloned()
+}
+
+fn remember(key: String, footer: Arc<VerifiedFooter>) {
+    let Ok(mut c) = footer_cache().lock() else {
+        return;
+    };
+    let size = footer.metadata.memory_size();
+    if c.map.insert(key.clone(), footer).is_none() {
+        c.order.push_back((key, size));
+        c.bytes += size;
+    }
+    while c.bytes > FOOTER_CACHE_BYTES {
+        let Some((old, n)) = c.order.pop_front() else {
+            break;
+        };
+        c.map.remove(&old);
+        c.bytes -= n;
+    }
+}
+
+/// The footer region of a part as a (sparse) parquet file, to decode its
+/// metadata and page index from verified bytes only.
+struct TailOnly {
+    len: u64,
+    start: u64,
+    tail: Bytes,
+}
+
+impl parquet::file::reader::Length for TailOnly {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl parquet::file::reader::ChunkReader for TailOnly {
+    type T = std::io::Cursor<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let from = start
+            .checked_sub(self.start)
+            .filter(|f| *f <= self.tail.len() as u64)
+            .ok_or_else(|| ParquetError::General(format!("footer read at byte {start}")))?;
+        Ok(std::io::Cursor::new(self.tail.slice(from as usize..)))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let from = start
+            .checked_sub(self.start)
+            .map(|f| f as usize)
+            .filter(|f| f + length <= self.tail.len())
+            .ok_or_else(|| ParquetError::General(format!("footer read at byte {start}")))?;
+        Ok(self.tail.slice(from..from + length))
     }
 }
 
@@ -192,7 +264,7 @@ impl ParquetFileReaderFactory for PartReaderFactory {
             inner,
             expected,
             path,
-            blocks: None,
+            footer: None,
         }))
     }
 }
@@ -202,7 +274,7 @@ struct CheckedReader {
     expected: ExpectedLayout,
     path: String,
     /// Set once the footer is verified (parts with checksums).
-    blocks: Option<Arc<BlockList>>,
+    footer: Option<Arc<VerifiedFooter>>,
 }
 
 impl CheckedReader {
@@ -226,30 +298,43 @@ impl CheckedReader {
         Ok(tail)
     }
 
-    /// The part's block list: this reader's, the process cache's, or read
-    /// from the footer region (verified) now. DataFusion may read data
-    /// through a reader other than the one that loaded the metadata.
-    async fn blocks(&mut self, sum: PartChecksum) -> parquet::errors::Result<Arc<BlockList>> {
-        if let Some(b) = &self.blocks {
-            return Ok(Arc::clone(b));
+    /// The part's verified footer: this reader's, the process cache's, or
+    /// read from the footer region (verified) and decoded now.
+    async fn footer(&mut self, sum: PartChecksum) -> parquet::errors::Result<Arc<VerifiedFooter>> {
+        if let Some(f) = &self.footer {
+            return Ok(Arc::clone(f));
         }
         let key = self.cache_key();
-        if let Some(b) = verified_footers()
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
-            self.blocks = Some(Arc::clone(&b));
-            return Ok(b);
-        }
-        let tail = self.verified_tail(sum).await?;
-        let b = Arc::new(blocks_in_tail(&sum, &tail).map_err(|e| self.corrupt(e))?);
-        remember(key, Arc::clone(&b));
-        self.blocks = Some(Arc::clone(&b));
-        Ok(b)
+        let footer = match cached_footer(&key) {
+            Some(f) => f,
+            None => {
+                let tail = self.verified_tail(sum).await?;
+                let blocks = Arc::new(blocks_in_tail(&sum, &tail).map_err(|e| self.corrupt(e))?);
+                let file = TailOnly {
+                    len: self.expected.size,
+                    start: sum.data_len,
+                    tail,
+                };
+                let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+                    .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional)
+                    .parse_and_finish(&file)
+                    .map_err(|e| self.corrupt(format!("footer: {e}")))?;
+                let f = Arc::new(VerifiedFooter {
+                    metadata: Arc::new(metadata),
+                    blocks,
+                });
+                remember(key, Arc::clone(&f));
+                f
+            }
+        };
+        self.footer = Some(Arc::clone(&footer));
+        Ok(footer)
     }
 
-    /// Fetch `ranges`, checking each against the checksums.
+    /// Fetch `ranges`, checking each against the checksums. The ranges
+    /// are widened to whole blocks and merged, so that each block is read
+    /// and verified once per call (DataFusion asks for a row group's
+    /// column chunks in one call, and neighbours share blocks).
     async fn fetch_checked(
         &mut self,
         ranges: Vec<Range<u64>>,
@@ -258,28 +343,47 @@ impl CheckedReader {
             // A part written before checksums: read as it is.
             return self.inner.get_byte_ranges(ranges).await;
         };
-        let blocks = self.blocks(sum).await?;
+        let footer = self.footer(sum).await?;
+        let blocks = &footer.blocks;
         if ranges.iter().any(|r| r.end > sum.data_len) {
             // Outside the pages (page indexes, footer): rare; check the
             // whole footer region for each such range.
             let mut out = Vec::with_capacity(ranges.len());
             for r in ranges {
-                out.push(self.fetch_one_checked(r, &blocks, sum).await?);
+                out.push(self.fetch_one_checked(r, blocks, sum).await?);
             }
             return Ok(out);
         }
-        let aligned: Vec<Range<u64>> = ranges.iter().map(|r| blocks.aligned(r)).collect();
-        let fetched = self.inner.get_byte_ranges(aligned.clone()).await?;
-        let mut out = Vec::with_capacity(ranges.len());
-        if fetched.len() != ranges.len() {
+        let mut merged: Vec<Range<u64>> = ranges.iter().map(|r| blocks.aligned(r)).collect();
+        merged.sort_by_key(|r| r.start);
+        merged.dedup_by(|next, prev| {
+            if next.start <= prev.end {
+                prev.end = prev.end.max(next.end);
+                true
+            } else {
+                false
+            }
+        });
+        let fetched = self.inner.get_byte_ranges(merged.clone()).await?;
+        if fetched.len() != merged.len() {
             return Err(self.corrupt("the reader returned fewer ranges than asked"));
         }
-        for ((r, a), bytes) in ranges.iter().zip(&aligned).zip(fetched) {
-            blocks.verify(a, &bytes).map_err(|e| self.corrupt(e))?;
-            let from = (r.start - a.start) as usize;
-            out.push(bytes.slice(from..from + (r.end - r.start) as usize));
+        for (m, bytes) in merged.iter().zip(&fetched) {
+            blocks.verify(m, bytes).map_err(|e| self.corrupt(e))?;
         }
-        Ok(out)
+        ranges
+            .iter()
+            .map(|r| {
+                let i = merged.partition_point(|m| m.end <= r.start);
+                match (merged.get(i), fetched.get(i)) {
+                    (Some(m), Some(bytes)) if m.start <= r.start && r.end <= m.end => {
+                        let from = (r.start - m.start) as usize;
+                        Ok(bytes.slice(from..from + (r.end - r.start) as usize))
+                    }
+                    _ => Err(self.corrupt("a fetched range does not cover the read")),
+                }
+            })
+            .collect()
     }
 
     async fn fetch_one_checked(
@@ -332,23 +436,18 @@ impl AsyncFileReader for CheckedReader {
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
-            // The footer region is checked at every open of the file (one
-            // small read): DataFusion may hold the footer in its cache, but
-            // a file damaged since must still fail the query.
-            if let Some(sum) = self.expected.checksum {
-                self.verified_tail(sum).await?;
-            }
-            let key = self.cache_key();
-            let cached = self
-                .expected
-                .checksum
-                .and_then(|_| verified_footers().lock().ok()?.get(&key).cloned());
-            let md = self.inner.get_metadata(options).await.map_err(|e| {
-                ParquetError::General(format!(
-                    "part {} ({}) does not match the manifest or cannot be read: {e}; refusing to scan it",
-                    self.expected.part_id, self.path
-                ))
-            })?;
+            // A part with checksums: its metadata is decoded from its
+            // verified footer region (cached), never from bytes read
+            // unchecked. A part without: DataFusion's reader, as it is.
+            let md = match self.expected.checksum {
+                Some(sum) => Arc::clone(&self.footer(sum).await?.metadata),
+                None => self.inner.get_metadata(options).await.map_err(|e| {
+                    ParquetError::General(format!(
+                        "part {} ({}) does not match the manifest or cannot be read: {e}; refusing to scan it",
+                        self.expected.part_id, self.path
+                    ))
+                })?,
+            };
             let on_disk: Vec<u64> = md.row_groups().iter().map(|rg| rg.num_rows() as u64).collect();
             if on_disk != self.expected.row_groups {
                 return Err(ParquetError::General(format!(
@@ -356,20 +455,6 @@ impl AsyncFileReader for CheckedReader {
                      refusing to scan it (its tombstones could not be applied)",
                     self.expected.part_id, self.path, on_disk, self.expected.row_groups
                 )));
-            }
-            if let Some(sum) = self.expected.checksum {
-                let blocks = match cached {
-                    Some(b) => b,
-                    None => {
-                        let b = Arc::new(
-                            blocks_of(&md, &sum)
-                                .ok_or_else(|| self.corrupt("the footer has no valid block checksum list"))?,
-                        );
-                        remember(key, Arc::clone(&b));
-                        b
-                    }
-                };
-                self.blocks = Some(blocks);
             }
             Ok(md)
         }
