@@ -354,7 +354,17 @@ impl CheckedReader {
             }
             return Ok(out);
         }
-        let mut merged: Vec<Range<u64>> = ranges.iter().map(|r| blocks.aligned(r)).collect();
+        let mut merged: Vec<Range<u64>> = ranges
+            .iter()
+            .map(|r| {
+                blocks.aligned(r).ok_or_else(|| {
+                    self.corrupt(format!(
+                        "a read of bytes {}..{} lies outside the column chunks",
+                        r.start, r.end
+                    ))
+                })
+            })
+            .collect::<parquet::errors::Result<_>>()?;
         merged.sort_by_key(|r| r.start);
         merged.dedup_by(|next, prev| {
             if next.start <= prev.end {
@@ -394,7 +404,9 @@ impl CheckedReader {
     ) -> parquet::errors::Result<Bytes> {
         let mut buf = Vec::with_capacity((r.end - r.start) as usize);
         if r.start < sum.data_len {
-            let a = blocks.aligned(&(r.start..r.end.min(sum.data_len)));
+            let a = blocks
+                .aligned(&(r.start..r.end.min(sum.data_len)))
+                .ok_or_else(|| self.corrupt("a read lies outside the column chunks"))?;
             let bytes = self.inner.get_bytes(a.clone()).await?;
             blocks.verify(&a, &bytes).map_err(|e| self.corrupt(e))?;
             let from = (r.start - a.start) as usize;

@@ -4,18 +4,22 @@
 //! write them, so Elide checks parts itself (see [`PartChecksum`]):
 //!
 //! ```text
-//!  0 ────────────── data region ─────────────── data_len ──── tail ──── size
-//!  | PAR1 | row groups' pages ...              | page indexes | footer |
-//!  |<- 64 KiB ->|<- 64 KiB ->| ... |<- rest ->|
-//!   CRC-32 per block, listed in the footer      CRC-32 of the tail, in the
-//!   (key-value metadata BLOCKS_KEY)              manifest's part entry
+//!  0 ───────────────── data region ───────────────── data_len ──── tail ──── size
+//!  |PAR1| chunk (rg 0, col 0) | chunk (rg 0, col 1) | ... | page indexes | footer |
+//!        |<-64K->|<-64K->|<-r->| |<-r->|
+//!   per column chunk, a CRC-32 per 64 KiB block       CRC-32 of the tail, in the
+//!   counted from the chunk's start; listed in the     manifest's part entry
+//!   footer (key-value metadata BLOCKS_KEY)
 //! ```
 //!
 //! A reader verifies the tail against the manifest before it trusts the
 //! footer (and the block list in it), and every block it reads against the
-//! list. A flipped bit anywhere in the file is an error naming the file and
-//! the offset, never a changed value. Readers fetch whole blocks, so a read
-//! of a few bytes costs up to two blocks more.
+//! list. A flipped bit in any byte a read touches is an error naming the
+//! file and the offset, never a changed value. Blocks start at each column
+//! chunk, so reading a whole chunk (what a scan does) reads no byte more;
+//! reading some pages of a chunk costs at most one block more at each end.
+//! The 4-byte leading magic belongs to no chunk; readers never use it and
+//! [`crate::scrub`] checks it.
 //!
 //! [`VerifiedPart`] is the store's reader (flush-time index, deletion
 //! resolution, compaction, verification scans, scrub); the query layer
@@ -26,6 +30,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::reader::{ChunkReader, Length};
 
 use crate::error::{Result, StoreError};
@@ -33,13 +38,36 @@ use crate::format::{PartChecksum, PartMeta};
 use crate::storage::Storage;
 
 /// Key of the block list in a part's footer key-value metadata.
-pub const BLOCKS_KEY: &str = "elide.block_crc32";
-/// Bytes per checksummed block of the data region.
+pub const BLOCKS_KEY: &str = "elide.chunk_crc32";
+/// Bytes per checksummed block of a column chunk.
 pub const BLOCK: u64 = 64 << 10;
 
-/// The CRC-32 of each [`BLOCK`] of `data` (the last one may be short).
-pub fn block_crcs(data: &[u8]) -> Vec<u32> {
-    data.chunks(BLOCK as usize).map(crc32fast::hash).collect()
+/// The byte ranges of a file's column chunks, in file order.
+pub fn chunk_ranges(md: &ParquetMetaData) -> Vec<Range<u64>> {
+    let mut v: Vec<Range<u64>> = md
+        .row_groups()
+        .iter()
+        .flat_map(|rg| rg.columns().iter())
+        .map(|c| {
+            let (start, len) = c.byte_range();
+            start..start.saturating_add(len)
+        })
+        .collect();
+    v.sort_by_key(|r| r.start);
+    v
+}
+
+/// The CRC-32s of the blocks of each chunk of `data` (a file's bytes from
+/// offset 0), chunk after chunk.
+pub fn block_crcs(data: &[u8], chunks: &[Range<u64>]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for c in chunks {
+        let bytes = data
+            .get(c.start as usize..c.end as usize)
+            .unwrap_or_default();
+        out.extend(bytes.chunks(BLOCK as usize).map(crc32fast::hash));
+    }
+    out
 }
 
 /// The footer value of a block list: `1;<block size>;<hex CRCs>`.
@@ -52,18 +80,28 @@ pub fn encode_blocks(crcs: &[u32]) -> String {
     s
 }
 
-/// The block list of a part: CRC-32s of consecutive [`BLOCK`]s.
+/// One column chunk and the index of its first block's CRC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Chunk {
+    range: Range<u64>,
+    first_crc: usize,
+}
+
+/// The block list of a part: for each column chunk, the CRC-32s of its
+/// [`BLOCK`]s counted from the chunk's start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockList {
-    /// Length of the data region they cover.
+    /// Length of the data region (where the footer region starts).
     pub data_len: u64,
-    /// One CRC per block.
-    pub crcs: Vec<u32>,
+    chunks: Vec<Chunk>,
+    crcs: Vec<u32>,
 }
 
 impl BlockList {
-    /// Parse a footer value; `None` if malformed or not covering `data_len`.
-    pub fn decode(value: &str, data_len: u64) -> Option<BlockList> {
+    /// Parse a footer value against the file's chunks; `None` if
+    /// malformed, or not one CRC per block of every chunk, or a chunk
+    /// outside the data region.
+    pub fn decode(value: &str, chunks: &[Range<u64>], data_len: u64) -> Option<BlockList> {
         let mut it = value.splitn(3, ';');
         if it.next()? != "1" || it.next()?.parse::<u64>().ok()? != BLOCK {
             return None;
@@ -75,47 +113,86 @@ impl BlockList {
         let crcs: Vec<u32> = (0..hex.len() / 8)
             .map(|i| u32::from_str_radix(hex.get(8 * i..8 * i + 8)?, 16).ok())
             .collect::<Option<_>>()?;
-        (crcs.len() as u64 == data_len.div_ceil(BLOCK)).then_some(BlockList { data_len, crcs })
-    }
-
-    /// The block-aligned range to read to check `range` (clipped to the
-    /// data region).
-    pub fn aligned(&self, range: &Range<u64>) -> Range<u64> {
-        let start = range.start / BLOCK * BLOCK;
-        let end = range
-            .end
-            .div_ceil(BLOCK)
-            .saturating_mul(BLOCK)
-            .min(self.data_len);
-        start..end.max(start)
-    }
-
-    /// Check `bytes`, read for the block-aligned `range` (from
-    /// [`BlockList::aligned`]), block by block. `Err` names the first bad
-    /// block's offset.
-    pub fn verify(&self, range: &Range<u64>, bytes: &[u8]) -> std::result::Result<(), String> {
-        let start = range.start;
-        if !start.is_multiple_of(BLOCK) {
-            return Err(format!("unaligned read at byte {start}"));
+        let mut list = Vec::with_capacity(chunks.len());
+        let mut n = 0usize;
+        let mut prev_end = 0;
+        for c in chunks {
+            if c.start < prev_end || c.end > data_len || c.end < c.start {
+                return None;
+            }
+            prev_end = c.end;
+            list.push(Chunk {
+                range: c.clone(),
+                first_crc: n,
+            });
+            n += (c.end - c.start).div_ceil(BLOCK) as usize;
         }
-        if bytes.len() as u64 != range.end.saturating_sub(start) {
+        (n == crcs.len()).then_some(BlockList {
+            data_len,
+            chunks: list,
+            crcs,
+        })
+    }
+
+    /// The chunks overlapping `range`.
+    fn overlapping(&self, range: &Range<u64>) -> &[Chunk] {
+        let from = self.chunks.partition_point(|c| c.range.end <= range.start);
+        let to = self.chunks.partition_point(|c| c.range.start < range.end);
+        self.chunks.get(from..to.max(from)).unwrap_or_default()
+    }
+
+    /// The range to read to check `range`: widened to the blocks of the
+    /// chunks it touches. `None` if part of it lies outside every chunk
+    /// (no reader asks for such bytes).
+    pub fn aligned(&self, range: &Range<u64>) -> Option<Range<u64>> {
+        let chunks = self.overlapping(range);
+        let (first, last) = (chunks.first()?, chunks.last()?);
+        if range.start < first.range.start || range.end > last.range.end {
+            return None;
+        }
+        if chunks
+            .windows(2)
+            .any(|w| w[0].range.end != w[1].range.start)
+        {
+            return None;
+        }
+        let off = range.start - first.range.start;
+        let start = first.range.start + off / BLOCK * BLOCK;
+        let off = range.end - last.range.start;
+        let end = (last.range.start + off.div_ceil(BLOCK) * BLOCK).min(last.range.end);
+        Some(start..end)
+    }
+
+    /// Check `bytes`, read for `range` (from [`BlockList::aligned`], or a
+    /// union of such ranges), block by block. `Err` names the first bad
+    /// block.
+    pub fn verify(&self, range: &Range<u64>, bytes: &[u8]) -> std::result::Result<(), String> {
+        if bytes.len() as u64 != range.end.saturating_sub(range.start) {
             return Err(format!(
-                "read {} bytes of {start}..{}: the file is shorter than its checksums say",
+                "read {} bytes of {}..{}: the file is shorter than its checksums say",
                 bytes.len(),
+                range.start,
                 range.end
             ));
         }
-        let first = (start / BLOCK) as usize;
-        for (i, block) in bytes.chunks(BLOCK as usize).enumerate() {
-            let at = start + i as u64 * BLOCK;
-            let full = (self.data_len - at).min(BLOCK) as usize;
-            let expected = self.crcs.get(first + i).copied();
-            if block.len() != full || expected != Some(crc32fast::hash(block)) {
-                return Err(format!(
-                    "checksum mismatch in bytes {at}..{} (block {})",
-                    at + full as u64,
-                    first + i
-                ));
+        for c in self.overlapping(range) {
+            let blocks = (c.range.end - c.range.start).div_ceil(BLOCK);
+            for b in 0..blocks {
+                let at = c.range.start + b * BLOCK;
+                let end = (at + BLOCK).min(c.range.end);
+                if end <= range.start || at >= range.end {
+                    continue;
+                }
+                if at < range.start || end > range.end {
+                    return Err(format!(
+                        "a read of bytes {}..{} splits block {at}..{end}",
+                        range.start, range.end
+                    ));
+                }
+                let got = &bytes[(at - range.start) as usize..(end - range.start) as usize];
+                if self.crcs.get(c.first_crc + b as usize) != Some(&crc32fast::hash(got)) {
+                    return Err(format!("checksum mismatch in bytes {at}..{end}"));
+                }
             }
         }
         Ok(())
@@ -123,17 +200,15 @@ impl BlockList {
 }
 
 /// The block list from a part's footer, checked against its manifest entry.
-pub fn blocks_of(
-    md: &parquet::file::metadata::ParquetMetaData,
-    sum: &PartChecksum,
-) -> Option<BlockList> {
-    md.file_metadata()
+pub fn blocks_of(md: &ParquetMetaData, sum: &PartChecksum) -> Option<BlockList> {
+    let value = md
+        .file_metadata()
         .key_value_metadata()?
         .iter()
         .find(|kv| kv.key == BLOCKS_KEY)?
         .value
-        .as_deref()
-        .and_then(|v| BlockList::decode(v, sum.data_len))
+        .as_deref()?;
+    BlockList::decode(value, &chunk_ranges(md), sum.data_len)
 }
 
 /// Check a part's footer region (`tail`, read from `sum.data_len` to the
@@ -270,11 +345,17 @@ impl VerifiedPart {
             .flat_map(|rg| rg.columns().iter())
             .map(|c| {
                 let (start, len) = c.byte_range();
-                start..start + len
+                start..start.saturating_add(len)
             })
             .collect();
         file.chunks.sort_by_key(|r| r.start);
         Ok((file, md, indices))
+    }
+
+    /// Whether the file starts with the parquet magic (the only bytes of
+    /// the data region outside every column chunk, which no read uses).
+    pub fn leading_magic_ok(&self) -> bool {
+        self.read_raw(0..4).is_ok_and(|b| &b[..] == b"PAR1")
     }
 
     /// Bytes `range` of the file, unchecked.
@@ -327,7 +408,12 @@ impl VerifiedPart {
                 range.start, range.end
             )));
         }
-        let aligned = blocks.aligned(&range);
+        let aligned = blocks.aligned(&range).ok_or_else(|| {
+            err(format!(
+                "a read of bytes {}..{} lies outside the column chunks",
+                range.start, range.end
+            ))
+        })?;
         let bytes = self.read_raw(aligned.clone()).map_err(err)?;
         blocks.verify(&aligned, &bytes).map_err(err)?;
         let from = (range.start - aligned.start) as usize;
@@ -402,20 +488,30 @@ mod tests {
         let data: Vec<u8> = (0..(3 * BLOCK as usize + 100))
             .map(|i| (i * 7) as u8)
             .collect();
-        let crcs = block_crcs(&data);
-        assert_eq!(crcs.len(), 4);
-        let list = BlockList::decode(&encode_blocks(&crcs), data.len() as u64).unwrap();
-        let all = 0..data.len() as u64;
-        assert!(list.verify(&all, &data).is_ok());
-        let r = list.aligned(&(BLOCK + 5..2 * BLOCK + 1));
-        assert_eq!(r, BLOCK..3 * BLOCK);
+        let len = data.len() as u64;
+        // Two chunks after a 4-byte magic: 100 bytes, then the rest.
+        let chunks = vec![4..104, 104..len];
+        let crcs = block_crcs(&data, &chunks);
+        assert_eq!(crcs.len(), 1 + 3);
+        let list = BlockList::decode(&encode_blocks(&crcs), &chunks, len).unwrap();
+        // A whole chunk reads exactly itself.
+        assert_eq!(list.aligned(&(104..len)), Some(104..len));
+        assert_eq!(list.aligned(&(4..104)), Some(4..104));
+        let all = 4..len;
+        assert!(list.verify(&all, &data[4..]).is_ok());
+        let r = list
+            .aligned(&(104 + BLOCK + 5..104 + 2 * BLOCK + 1))
+            .unwrap();
+        assert_eq!(r, 104 + BLOCK..len, "the chunk's last block is short");
+        let r2 = list.aligned(&(104 + 5..104 + 10)).unwrap();
+        assert_eq!(r2, 104..104 + BLOCK);
         assert!(list
             .verify(&r, &data[r.start as usize..r.end as usize])
             .is_ok());
-        for at in [0usize, 70_000, data.len() - 1] {
+        for at in [4usize, 103, 104, 70_000, data.len() - 1] {
             let mut bad = data.clone();
             bad[at] ^= 1;
-            let err = list.verify(&all, &bad).unwrap_err();
+            let err = list.verify(&all, &bad[4..]).unwrap_err();
             assert!(err.contains("checksum mismatch"), "{err}");
         }
         // A short read is an error (not a panic when it is sliced later).
@@ -423,8 +519,11 @@ mod tests {
             .verify(&r, &data[r.start as usize..r.end as usize - 1])
             .unwrap_err();
         assert!(err.contains("shorter"), "{err}");
-        // A list that does not cover the data region is refused.
-        assert!(BlockList::decode(&encode_blocks(&crcs), data.len() as u64 + BLOCK).is_none());
-        assert!(BlockList::decode("2;65536;", 0).is_none());
+        // Bytes outside every chunk are never read through the list.
+        assert_eq!(list.aligned(&(0..4)), None);
+        // A list that does not match the chunks is refused.
+        assert!(BlockList::decode(&encode_blocks(&crcs[1..]), &chunks, len).is_none());
+        assert!(BlockList::decode(&encode_blocks(&crcs), &chunks, len - 1).is_none());
+        assert!(BlockList::decode("2;65536;", &[], 0).is_none());
     }
 }

@@ -448,7 +448,21 @@ impl PartBuilder {
             .sync()
             .map_err(|e| StoreError::io(&self.path, e))?;
         let data_len = self.writer.inner().len();
-        let blocks = crate::checksum::block_crcs(self.writer.inner());
+        let chunks: Vec<std::ops::Range<u64>> = {
+            let mut v: Vec<_> = self
+                .writer
+                .flushed_row_groups()
+                .iter()
+                .flat_map(|rg| rg.columns().iter())
+                .map(|c| {
+                    let (start, len) = c.byte_range();
+                    start..start + len
+                })
+                .collect();
+            v.sort_by_key(|r| r.start);
+            v
+        };
+        let blocks = crate::checksum::block_crcs(self.writer.inner(), &chunks);
         self.writer.append_key_value_metadata(KeyValue::new(
             crate::checksum::BLOCKS_KEY.to_string(),
             crate::checksum::encode_blocks(&blocks),

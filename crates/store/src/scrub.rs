@@ -168,6 +168,13 @@ fn scrub_with(
         let checked = p.checksum.is_some();
         // Reads every block (checked) and decodes every row.
         let result = (|| {
+            let (file, _, _) = crate::checksum::VerifiedPart::open(storage, p, Some(&[]))?;
+            if !file.leading_magic_ok() {
+                return Err(StoreError::corrupt(
+                    &p.path,
+                    "bytes 0..4 are not the parquet magic",
+                ));
+            }
             let mut rows = 0u64;
             crate::part::scan_live_rows(storage, p, None, 64 * 1024, &mut |b| {
                 rows += b.num_rows() as u64;
