@@ -55,6 +55,18 @@ fn count_sql(d: &str, q: &str) -> i64 {
     out.lines().nth(1).unwrap().trim().parse().unwrap()
 }
 
+/// `elide capture --data-dir d --project 1 FILE`.
+fn capture(d: &str, file: &Path) -> (bool, String, String) {
+    elide(&[
+        "capture",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        file.to_str().unwrap(),
+    ])
+}
+
 fn event_line(did: &str, ts: &str) -> String {
     format!(r#"{{"event":"$pageview","distinct_id":"{did}","project_id":1,"timestamp":"{ts}"}}"#)
 }
@@ -231,17 +243,7 @@ fn a_lost_or_replaced_metadata_database_is_refused_and_can_be_rebuilt_on_purpose
         [capture_line("alice", ""), capture_line("bob", "")].join("\n"),
     )
     .unwrap();
-    assert!(
-        elide(&[
-            "capture",
-            "--data-dir",
-            d,
-            "--project",
-            "1",
-            file.to_str().unwrap()
-        ])
-        .0
-    );
+    assert!(capture(d, &file).0);
     // alice's deletion is verified (the store keeps only a keyed hash of
     // her id), bob's is pending (the store still names his id).
     for (who, compact) in [("alice", true), ("bob", false)] {
@@ -314,17 +316,7 @@ fn a_lost_or_replaced_metadata_database_is_refused_and_can_be_rebuilt_on_purpose
         [capture_line("alice", ""), capture_line("bob", "")].join("\n"),
     )
     .unwrap();
-    assert!(
-        elide(&[
-            "capture",
-            "--data-dir",
-            d,
-            "--project",
-            "1",
-            file.to_str().unwrap()
-        ])
-        .0
-    );
+    assert!(capture(d, &file).0);
     assert_eq!(
         persons_count(d),
         0,
@@ -353,17 +345,7 @@ fn integer_ids_keep_their_digits_and_fractions_are_refused() {
         .join("\n"),
     )
     .unwrap();
-    assert!(
-        elide(&[
-            "capture",
-            "--data-dir",
-            d,
-            "--project",
-            "1",
-            file.to_str().unwrap()
-        ])
-        .0
-    );
+    assert!(capture(d, &file).0);
     let (ok, out, _) = elide(&[
         "sql",
         "--data-dir",
@@ -402,14 +384,7 @@ fn integer_ids_keep_their_digits_and_fractions_are_refused() {
         r#"{"event":"$identify","distinct_id":"x","properties":{"$anon_distinct_id":2.5}}"#,
     ] {
         std::fs::write(&file, bad).unwrap();
-        let (ok, _, err) = elide(&[
-            "capture",
-            "--data-dir",
-            d,
-            "--project",
-            "1",
-            file.to_str().unwrap(),
-        ]);
+        let (ok, _, err) = capture(d, &file);
         assert!(!ok && err.contains("line 1"), "{bad}: {err}");
     }
     // JSON-lines ingest keeps the digits too.
@@ -615,14 +590,7 @@ fn bad_flags_and_inputs_get_clear_errors() {
     let (ok, _, err) = elide(&["ingest", "--data-dir", d, file.to_str().unwrap()]);
     assert!(!ok && err.contains("NUL"), "{err}");
     std::fs::write(&file, capture_line("a\\u0000b", "")).unwrap();
-    let (ok, _, err) = elide(&[
-        "capture",
-        "--data-dir",
-        d,
-        "--project",
-        "1",
-        file.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = capture(d, &file);
     assert!(!ok && err.contains("NUL"), "{err}");
     // A parquet file with a damaged footer.
     let pq = dir.path().join("g.parquet");

@@ -44,8 +44,14 @@ pub const BLOCK: u64 = 64 << 10;
 
 /// The byte ranges of a file's column chunks, in file order.
 pub fn chunk_ranges(md: &ParquetMetaData) -> Vec<Range<u64>> {
-    let mut v: Vec<Range<u64>> = md
-        .row_groups()
+    chunk_ranges_of(md.row_groups())
+}
+
+/// The byte ranges of the column chunks of `row_groups`, in file order.
+pub fn chunk_ranges_of(
+    row_groups: &[parquet::file::metadata::RowGroupMetaData],
+) -> Vec<Range<u64>> {
+    let mut v: Vec<Range<u64>> = row_groups
         .iter()
         .flat_map(|rg| rg.columns().iter())
         .map(|c| {
@@ -338,17 +344,7 @@ impl VerifiedPart {
             );
         }
         let indices = column_indices(part, &md, columns)?;
-        file.chunks = md
-            .metadata()
-            .row_groups()
-            .iter()
-            .flat_map(|rg| rg.columns().iter())
-            .map(|c| {
-                let (start, len) = c.byte_range();
-                start..start.saturating_add(len)
-            })
-            .collect();
-        file.chunks.sort_by_key(|r| r.start);
+        file.chunks = chunk_ranges(md.metadata());
         Ok((file, md, indices))
     }
 

@@ -448,20 +448,7 @@ impl PartBuilder {
             .sync()
             .map_err(|e| StoreError::io(&self.path, e))?;
         let data_len = self.writer.inner().len();
-        let chunks: Vec<std::ops::Range<u64>> = {
-            let mut v: Vec<_> = self
-                .writer
-                .flushed_row_groups()
-                .iter()
-                .flat_map(|rg| rg.columns().iter())
-                .map(|c| {
-                    let (start, len) = c.byte_range();
-                    start..start + len
-                })
-                .collect();
-            v.sort_by_key(|r| r.start);
-            v
-        };
+        let chunks = crate::checksum::chunk_ranges_of(self.writer.flushed_row_groups());
         let blocks = crate::checksum::block_crcs(self.writer.inner(), &chunks);
         self.writer.append_key_value_metadata(KeyValue::new(
             crate::checksum::BLOCKS_KEY.to_string(),
