@@ -1,5 +1,5 @@
 //! The `elide` command-line binary.
 
 fn main() -> std::process::ExitCode {
-    elide_server::cli::run()
+    elide_cli::run()
 }

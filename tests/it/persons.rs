@@ -87,7 +87,7 @@ fn person_deletion_end_to_end_leaves_no_trace() {
     assert_eq!(person.distinct_ids, gone.map(String::from).to_vec());
 
     let rt = rt();
-    let ctx = elide::server::people::session(&p).unwrap();
+    let ctx = elide::app::sql::session(&p).unwrap();
     let join = "SELECT json_get_str(p.properties, 'email') AS email, count(*) AS n \
                 FROM events e JOIN persons p ON e.person_id = p.uuid GROUP BY 1";
     assert_eq!(strings(&sql(&rt, &ctx, join)), vec![gone_email, kept_email]);
@@ -623,7 +623,7 @@ fn crash_between_store_requests_and_metadata_is_repaired_by_repeating() {
     }
     let p = open(dir.path(), PartCompression::None);
     let rt = rt();
-    let ctx = elide::server::people::session(&p).unwrap();
+    let ctx = elide::app::sql::session(&p).unwrap();
     let q = format!(
         "SELECT count(*) FROM events WHERE distinct_id IN ('{}', '{}')",
         ids[0], ids[1]

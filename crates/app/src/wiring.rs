@@ -19,7 +19,7 @@ use elide_persons::sqlite::METADATA_FILE;
 use elide_persons::Persons;
 use elide_store::{Store, StoreOptions};
 
-use crate::output::anyhow_lite::Result;
+use crate::Result;
 
 /// What a command does to the data directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use elide_store::{DeleteSpec, Table};
 use crate::cli::{print_status_limited, progress_bar, run_sql};
 use crate::output::anyhow_lite::Result;
 use crate::output::{write_batches, Format};
-use crate::wiring::{self, Access};
+use elide_app::wiring::{self, Access};
 
 pub fn run(dir: &Path, events: u64) -> Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {

@@ -19,7 +19,7 @@ use elide_persons::{
 use serde_json::{Map, Value};
 
 use crate::output::anyhow_lite::Result;
-use crate::wiring::{self, Access};
+use elide_app::wiring::{self, Access};
 
 /// Output of person commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -458,7 +458,7 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
         }
         PersonsCommand::Timeline { at, id } => with_persons(&at.data_dir, Access::Read, |p| {
             let rt = crate::cli::runtime()?;
-            let t = rt.block_on(crate::people::timeline(p, at.project, &id))?;
+            let t = rt.block_on(elide_app::sql::timeline(p, at.project, &id))?;
             print_json(&t)?;
             Ok(())
         }),

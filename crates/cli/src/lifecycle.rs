@@ -9,7 +9,7 @@ use elide_store::{CompactRequest, DeletionRequest, Progress, RequestStatus, Task
 use crate::cli::StatusFilter;
 use crate::output::anyhow_lite::Result;
 use crate::output::Format;
-use crate::wiring::{self, Access};
+use elide_app::wiring::{self, Access};
 
 /// "3 d 4 h", "12 min", "40 s".
 pub(crate) fn age(secs: u64) -> String {

@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::output::anyhow_lite::Result;
 use crate::output::{write_batches, Format};
-use crate::wiring::{self, Access};
+use elide_app::wiring::{self, Access};
 
 /// Elide: a columnar event store with deferred deletion.
 #[derive(Debug, Parser)]
@@ -231,7 +231,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             let store = wiring::store(&data_dir, Access::Read)?;
             let ctx = if wiring::has_persons(&store) {
                 // The persons tables too, when there is a metadata database.
-                crate::people::session(&wiring::persons(&store, Access::Read)?)?
+                elide_app::sql::session(&wiring::persons(&store, Access::Read)?)?
             } else {
                 elide_query::session_context(&store)?
             };

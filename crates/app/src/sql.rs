@@ -13,7 +13,7 @@ use elide_persons::tables::{
 use elide_persons::{MetaStore, Persons, SqliteMeta};
 use elide_query::{LoadedTable, Loader};
 
-use crate::output::anyhow_lite::Result;
+use crate::Result;
 
 /// Register the persons tables on `ctx`. Each scan reads the metadata
 /// afresh, so a query planned after a deletion returned never shows the

@@ -1,0 +1,20 @@
+//! # elide-cli: the `elide` command line
+//!
+//! Every subcommand is a thin layer over the libraries: `elide-app` opens
+//! a data directory the way the command needs (read-only, writing, or
+//! creating), and the engine, persons and query crates do the work.
+//! Subcommand names, flags and output formats are a contract that other
+//! programs rely on (listed in `README.md`).
+
+mod bench;
+mod bench_compaction;
+mod bench_persons;
+pub mod cli;
+mod crash_worker;
+mod demo;
+mod lifecycle;
+mod output;
+mod persons_cli;
+mod scrub;
+
+pub use cli::run;
