@@ -22,4 +22,8 @@ pub enum AppError {
     /// From DataFusion (SQL).
     #[error(transparent)]
     Query(#[from] datafusion::error::DataFusionError),
+    /// A query refused before it ran (not one read-only statement, an
+    /// unknown HogQL form): the caller's mistake.
+    #[error("{0}")]
+    InvalidQuery(String),
 }

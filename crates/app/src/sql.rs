@@ -15,12 +15,13 @@ use elide_query::{LoadedTable, Loader};
 
 use crate::Result;
 
-/// Register the persons tables on `ctx`. Each scan reads the metadata
-/// afresh, so a query planned after a deletion returned never shows the
-/// deleted person.
+/// Register the persons tables on `ctx` (only `project`'s rows when
+/// given). Each scan reads the metadata afresh, so a query planned after a
+/// deletion returned never shows the deleted person.
 pub fn register_person_tables<M: MetaStore>(
     ctx: &SessionContext,
     persons: &Arc<Persons<M>>,
+    project: Option<i64>,
 ) -> datafusion::error::Result<()> {
     type BatchFn<M> =
         fn(&M, Option<i64>) -> elide_persons::Result<arrow::record_batch::RecordBatch>;
@@ -36,7 +37,7 @@ pub fn register_person_tables<M: MetaStore>(
     for (name, schema, f) in tables {
         let p = Arc::clone(persons);
         let load: Loader = Arc::new(move || {
-            f(p.meta(), None)
+            f(p.meta(), project)
                 .map(|b| vec![b])
                 .map_err(|e| e.to_string())
         });
@@ -48,7 +49,7 @@ pub fn register_person_tables<M: MetaStore>(
 /// A session with the store's tables and the persons tables.
 pub fn session(persons: &Arc<Persons<SqliteMeta>>) -> Result<SessionContext> {
     let ctx = elide_query::session_context(persons.store())?;
-    register_person_tables(&ctx, persons)?;
+    register_person_tables(&ctx, persons, None)?;
     Ok(ctx)
 }
 

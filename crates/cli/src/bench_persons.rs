@@ -21,12 +21,11 @@ use std::time::{Duration, Instant};
 use elide_persons::capture::parse_line;
 use elide_persons::{CaptureEvent, CaptureStats, DeletePersons, DeletionState, Persons};
 use elide_store::{Store, StoreOptions};
-use rand::{Rng, SeedableRng};
-use serde_json::json;
 
 use crate::bench::median;
 use crate::cli::progress_bar;
 use crate::output::anyhow_lite::Result;
+use crate::sample::Mix;
 
 /// Arguments of `elide bench-persons`.
 #[derive(Debug, clap::Args)]
@@ -55,115 +54,6 @@ pub struct BenchPersonsArgs {
 }
 
 const PROJECT: i64 = 1;
-const EVENTS: &[&str] = &[
-    "$pageview",
-    "$pageview",
-    "$pageview",
-    "$autocapture",
-    "$pageleave",
-    "signed_up",
-    "purchase",
-];
-const BROWSERS: &[&str] = &["Chrome", "Firefox", "Safari", "Edge"];
-const OSES: &[&str] = &["Mac OS X", "Windows", "iOS", "Android", "Linux"];
-const PLANS: &[&str] = &["free", "pro", "team", "enterprise"];
-
-/// Makes capture JSON lines for the mix.
-struct Mix {
-    rng: rand_chacha::ChaCha8Rng,
-    persons: u64,
-    next_anon: u64,
-    ts: i64,
-}
-
-impl Mix {
-    /// The distinct id a known person's events use.
-    fn known_id(i: u64) -> String {
-        // 70% are identified (their events use the user id).
-        if i % 10 < 7 {
-            format!("user-{i}")
-        } else {
-            format!("anon-{i}")
-        }
-    }
-
-    fn props(&mut self, session: u64) -> serde_json::Value {
-        let r = &mut self.rng;
-        json!({
-            "$current_url": format!("https://example.com/page/{}", r.random_range(0..500)),
-            "$browser": BROWSERS[r.random_range(0..BROWSERS.len())],
-            "$os": OSES[r.random_range(0..OSES.len())],
-            "$session_id": format!("s-{session}"),
-            "$lib": "web",
-            "$screen_width": 1280 + r.random_range(0..4) * 160,
-        })
-    }
-
-    fn line(&mut self, event: &str, did: &str, props: serde_json::Value) -> String {
-        self.ts += 1000;
-        let ts = chrono::DateTime::from_timestamp_micros(self.ts)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default();
-        json!({"event": event, "distinct_id": did, "properties": props, "timestamp": ts})
-            .to_string()
-    }
-
-    /// A person's first events.
-    fn warmup(&mut self, i: u64) -> Vec<String> {
-        let mut p = self.props(i);
-        p["$set_once"] = json!({"$initial_browser": p["$browser"], "$initial_os": p["$os"]});
-        let mut out = vec![self.line("$pageview", &format!("anon-{i}"), p)];
-        if i % 10 < 7 {
-            let mut p = self.props(i);
-            p["$anon_distinct_id"] = json!(format!("anon-{i}"));
-            p["$set"] = json!({"email": format!("user{i}@example.com"), "name": format!("User {i}"),
-                               "plan": PLANS[(i % 4) as usize]});
-            out.push(self.line("$identify", &format!("user-{i}"), p));
-        }
-        out
-    }
-
-    /// One event of the timed mix.
-    fn next(&mut self) -> String {
-        let roll = self.rng.random_range(0..100);
-        // Skewed towards active persons: half the events from 10% of them.
-        let i = if self.rng.random_bool(0.5) {
-            self.rng.random_range(0..self.persons.div_ceil(10))
-        } else {
-            self.rng.random_range(0..self.persons)
-        };
-        let mut p = self.props(i);
-        match roll {
-            // Known persons: 90%, of which 1 in 12 carries a $set.
-            0..90 => {
-                if self.rng.random_range(0..12) == 0 {
-                    p["$set"] = json!({"plan": PLANS[self.rng.random_range(0..4)],
-                                       "last_url": p["$current_url"]});
-                }
-                let event = EVENTS[self.rng.random_range(0..EVENTS.len())];
-                self.line(event, &Mix::known_id(i), p)
-            }
-            // New anonymous visitors: 5%.
-            90..95 => {
-                self.next_anon += 1;
-                self.line("$pageview", &format!("new-{}", self.next_anon), p)
-            }
-            // A new anonymous id identified into a known person: 2%.
-            95..97 => {
-                self.next_anon += 1;
-                p["$anon_distinct_id"] = json!(format!("new-{}", self.next_anon));
-                self.line("$identify", &Mix::known_id(i), p)
-            }
-            // Personless: 3%.
-            _ => {
-                p["$process_person_profile"] = json!(false);
-                let bot = format!("bot-{}", self.rng.random_range(0..1000));
-                self.line("$pageview", &bot, p)
-            }
-        }
-    }
-}
-
 #[derive(Debug, Default, serde::Serialize)]
 struct Phase {
     events: u64,
@@ -243,12 +133,12 @@ pub fn run(a: BenchPersonsArgs) -> Result<()> {
         },
     )?;
     let persons = Arc::new(Persons::open(store)?);
-    let mut mix = Mix {
-        rng: rand_chacha::ChaCha8Rng::seed_from_u64(a.seed),
-        persons: a.persons,
-        next_anon: 0,
-        ts: chrono::Utc::now().timestamp_micros() - 86_400_000_000,
-    };
+    let mut mix = Mix::new(
+        a.seed,
+        a.persons,
+        chrono::Utc::now().timestamp_micros() - 86_400_000_000,
+        1000,
+    );
     // 1. Warm-up: create the persons.
     let warm_lines: Vec<String> = (0..a.persons).flat_map(|i| mix.warmup(i)).collect();
     let n = warm_lines.len() as u64;

@@ -161,6 +161,19 @@ enum Command {
         #[command(subcommand)]
         command: crate::persons_cli::PersonsCommand,
     },
+    /// Serve the PostHog-compatible HTTP API over a data directory.
+    Serve(crate::serve::ServeArgs),
+    /// Projects of a data directory no server holds: create, list, delete.
+    Projects {
+        #[command(subcommand)]
+        command: crate::serve::ProjectsCommand,
+    },
+    /// Personal API keys of a data directory no server holds: create,
+    /// list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: crate::serve::KeysCommand,
+    },
     /// Generate a sample, ingest it, delete persons, query before and after.
     Demo {
         /// Data directory (must be empty or absent).
@@ -191,14 +204,19 @@ enum Command {
 
 /// Entry point of the `elide` binary.
 pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs its requests; one-shot commands only their problems.
+    let default = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ELIDE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -325,6 +343,9 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Capture(args) => crate::persons_cli::capture(args),
         Command::Persons { command } => crate::persons_cli::run(command),
         Command::Demo { data_dir, events } => crate::demo::run(&data_dir, events),
+        Command::Serve(args) => crate::serve::serve(args),
+        Command::Projects { command } => crate::serve::projects(command),
+        Command::Keys { command } => crate::serve::keys(command),
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchPersons(args) => crate::bench_persons::run(args),
         Command::CrashWorker {

@@ -15,6 +15,8 @@ mod demo;
 mod lifecycle;
 mod output;
 mod persons_cli;
+mod sample;
 mod scrub;
+mod serve;
 
 pub use cli::run;

@@ -40,6 +40,37 @@ pub struct CaptureEvent {
     pub merge_other: Option<String>,
 }
 
+impl CaptureEvent {
+    /// The event as a project's settings let it be stored: without `$ip`
+    /// when IPs are anonymized, without the dropped property names (in
+    /// `properties`, `$set` and `$set_once` alike). `None` when nothing
+    /// changes.
+    pub fn scrubbed(&self, s: &crate::meta::ProjectSettings) -> Option<CaptureEvent> {
+        let drop =
+            |k: &str| (s.anonymize_ips && k == "$ip") || s.drop_properties.iter().any(|d| d == k);
+        let hit = |m: &Map<String, Value>| m.keys().any(|k| drop(k));
+        let nested = |m: &Map<String, Value>, key: &str| {
+            m.get(key).and_then(Value::as_object).is_some_and(hit)
+        };
+        let p = &self.properties;
+        if !(hit(p) || nested(p, "$set") || nested(p, "$set_once")) {
+            return None;
+        }
+        let mut ev = self.clone();
+        ev.properties.retain(|k, _| !drop(k));
+        for key in ["$set", "$set_once"] {
+            if let Some(Value::Object(m)) = ev.properties.get_mut(key) {
+                m.retain(|k, _| !drop(k));
+            }
+        }
+        // The operations follow the properties left.
+        if let Ok(ops) = PropertyOps::from_properties(&ev.properties) {
+            ev.ops = ops;
+        }
+        Some(ev)
+    }
+}
+
 /// What an event asks of identity resolution besides its own person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeRequest {
@@ -84,9 +115,12 @@ impl CaptureEvent {
         Some(MergeRequest { other, dangerous })
     }
 
-    /// `properties.$session_id`, when a string.
+    /// `properties.$session_id`, when a non-empty string.
     pub fn session_id(&self) -> Option<&str> {
-        self.properties.get("$session_id").and_then(Value::as_str)
+        self.properties
+            .get("$session_id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && !s.contains('\0'))
     }
 }
 
@@ -124,6 +158,14 @@ impl RawIds {
     }
 }
 
+/// Cut an id to [`crate::ids::MAX_DISTINCT_ID_CHARS`] characters.
+fn truncate_id(id: String) -> String {
+    match id.char_indices().nth(crate::ids::MAX_DISTINCT_ID_CHARS) {
+        Some((at, _)) => id[..at].to_string(),
+        None => id,
+    }
+}
+
 /// Why a number cannot be an id without its literal text.
 const INEXACT: &str = "\u{0}inexact";
 
@@ -152,14 +194,38 @@ fn id_text(
 /// Parse one event object. `now_us` dates events that carry an `offset`
 /// but no `timestamp`; `Err` says what is wrong.
 pub fn parse_event(v: Value, now_us: i64) -> std::result::Result<CaptureEvent, String> {
-    parse_event_with(v, now_us, None)
+    parse_event_with(v, &Clock::at(now_us), None)
 }
+
+/// The time an event is read at: now, and the request's `sent_at` (the
+/// sender's clock when it sent), for PostHog's clock-skew correction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// Now (µs since the epoch, UTC).
+    pub now_us: i64,
+    /// The request's `sent_at` (µs), if it had one.
+    pub sent_at_us: Option<i64>,
+}
+
+impl Clock {
+    /// Now, with no `sent_at`.
+    pub fn at(now_us: i64) -> Clock {
+        Clock {
+            now_us,
+            sent_at_us: None,
+        }
+    }
+}
+
+/// How far ahead of now an event time may be before it is taken as now.
+pub const MAX_FUTURE_US: i64 = 23 * 3600 * 1_000_000;
 
 fn parse_event_with(
     v: Value,
-    now_us: i64,
+    clock: &Clock,
     raw: Option<&RawIds>,
 ) -> std::result::Result<CaptureEvent, String> {
+    let now_us = clock.now_us;
     let Value::Object(mut obj) = v else {
         return Err("an event must be a JSON object".into());
     };
@@ -173,6 +239,9 @@ fn parse_event_with(
         return Err(format!(
             "event name longer than {MAX_EVENT_NAME_CHARS} characters"
         ));
+    }
+    if event.contains('\0') {
+        return Err("field `event` contains a NUL character".into());
     }
     let mut properties = match obj.remove("properties") {
         None | Some(Value::Null) => Map::new(),
@@ -199,6 +268,8 @@ fn parse_event_with(
                 None => return Err("field `distinct_id` is missing".into()),
             },
         };
+    // PostHog cuts distinct ids to 200 characters rather than refusing.
+    let distinct_id = truncate_id(distinct_id);
     validate_distinct_id(&distinct_id)?;
     let merge_key = match event.as_str() {
         "$identify" => Some(("$anon_distinct_id", raw.map(|r| &r.anon))),
@@ -208,7 +279,7 @@ fn parse_event_with(
     let merge_other = match merge_key.and_then(|(k, r)| properties.get(k).map(|v| (k, v, r))) {
         // Anything but a string or an exact integer names no id: no merge.
         Some((k, v, r)) => match id_text(v, r) {
-            Ok(t) => t,
+            Ok(t) => t.map(truncate_id),
             Err(e) if e == INEXACT => return Err(e),
             Err(e) if matches!(v, Value::Number(_)) => return Err(format!("`properties.{k}` {e}")),
             Err(_) => None,
@@ -230,22 +301,43 @@ fn parse_event_with(
             Some(_) => return Err(format!("field `{key}` must be an object")),
         }
     }
-    let timestamp_us = match obj.remove("timestamp") {
-        None | Some(Value::Null) => match obj.get("offset") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => {
-                let ms = n.as_i64().ok_or("field `offset` must be an integer (ms)")?;
-                let back = ms.checked_mul(1000).and_then(|us| now_us.checked_sub(us));
-                Some(back.ok_or("field `offset` is out of range")?)
-            }
-            Some(_) => return Err("field `offset` must be an integer (ms)".into()),
-        },
+    // PostHog's order: an `offset` (ms before now) wins; else the
+    // `timestamp`, corrected by the sender's clock skew when the request
+    // has `sent_at` (unless `$ignore_sent_at`); absent both, now (None).
+    let offset = match obj.get("offset") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            let ms = n.as_i64().ok_or("field `offset` must be an integer (ms)")?;
+            let back = ms.checked_mul(1000).and_then(|us| now_us.checked_sub(us));
+            Some(back.ok_or("field `offset` is out of range")?)
+        }
+        Some(_) => return Err("field `offset` must be an integer (ms)".into()),
+    };
+    let stamped = match obj.remove("timestamp") {
+        None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
             elide_store::normalize::parse_timestamp(&s)
                 .map_err(|e| format!("field `timestamp`: {e}"))?,
         ),
         Some(_) => return Err("field `timestamp` must be an ISO-8601 string".into()),
     };
+    let ignore_sent_at = properties.get("$ignore_sent_at") == Some(&Value::Bool(true));
+    let timestamp_us = match (offset, stamped, clock.sent_at_us) {
+        (Some(t), _, _) => Some(t),
+        (None, Some(ts), Some(sent)) if !ignore_sent_at => Some(
+            ts.checked_sub(sent)
+                .and_then(|skew| now_us.checked_add(skew))
+                .ok_or("field `timestamp` is out of range against `sent_at`")?,
+        ),
+        (None, ts, _) => ts,
+    }
+    .map(|ts| {
+        if ts > now_us.saturating_add(MAX_FUTURE_US) {
+            now_us
+        } else {
+            ts
+        }
+    });
     if let Some(ts) = timestamp_us {
         elide_store::normalize::check_timestamp_us(ts)
             .map_err(|e| format!("field `timestamp` (or `offset`): {e}"))?;
@@ -302,13 +394,13 @@ fn raw_items(text: &str) -> std::result::Result<Vec<Box<serde_json::value::RawVa
 
 fn parse_items(
     items: Vec<Value>,
-    now_us: i64,
+    clock: &Clock,
     raws: Option<&[RawIds]>,
 ) -> std::result::Result<Vec<CaptureEvent>, (usize, String)> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, v)| parse_event_with(v, now_us, raws.and_then(|r| r.get(i))).map_err(|e| (i, e)))
+        .map(|(i, v)| parse_event_with(v, clock, raws.and_then(|r| r.get(i))).map_err(|e| (i, e)))
         .collect()
 }
 
@@ -325,7 +417,7 @@ fn readable((i, e): (usize, String)) -> String {
 /// here (the literal text of a larger one is gone once parsed into a
 /// [`Value`]); [`parse_payload_text`] keeps any integer's text.
 pub fn parse_payload(v: Value, now_us: i64) -> std::result::Result<Vec<CaptureEvent>, String> {
-    parse_items(items(v)?, now_us, None).map_err(readable)
+    parse_items(items(v)?, &Clock::at(now_us), None).map_err(readable)
 }
 
 /// Parse a capture payload from its JSON text (a leading byte-order mark
@@ -336,9 +428,13 @@ pub fn parse_payload_text(
     text: &str,
     now_us: i64,
 ) -> std::result::Result<Vec<CaptureEvent>, String> {
+    parse_events_text(text, &Clock::at(now_us))
+}
+
+fn parse_events_text(text: &str, clock: &Clock) -> std::result::Result<Vec<CaptureEvent>, String> {
     let text = elide_store::jsonl::strip_bom(text);
     let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    match parse_items(items(v)?, now_us, None) {
+    match parse_items(items(v)?, clock, None) {
         Err((_, e)) if e == INEXACT => {
             // Some id is a number no f64 holds exactly: read the literals.
             let raws = raw_items(text)?
@@ -346,10 +442,112 @@ pub fn parse_payload_text(
                 .map(|r| RawIds::of_event(r.get()))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-            parse_items(items(v)?, now_us, Some(&raws)).map_err(readable)
+            parse_items(items(v)?, clock, Some(&raws)).map_err(readable)
         }
         r => r.map_err(readable),
     }
+}
+
+/// A capture request as PostHog's capture endpoints read it: the events,
+/// and the project token (from the request, the events, or their
+/// properties).
+#[derive(Debug, Clone)]
+pub struct CaptureRequest {
+    /// The token all the request's tokens agree on (`None`: none given).
+    pub token: Option<String>,
+    /// The events, in request order.
+    pub events: Vec<CaptureEvent>,
+}
+
+/// Why a capture request is refused, with PostHog's texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureRefusal {
+    /// 400: unreadable, or an event is invalid.
+    Invalid(String),
+    /// 401: no token anywhere.
+    NoToken,
+    /// 401: tokens that differ.
+    InconsistentTokens,
+}
+
+impl std::fmt::Display for CaptureRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaptureRefusal::Invalid(s) => f.write_str(s),
+            CaptureRefusal::NoToken => f.write_str("event submitted without an api_key"),
+            CaptureRefusal::InconsistentTokens => {
+                f.write_str("batch submitted with inconsistent api_key values")
+            }
+        }
+    }
+}
+
+fn token_of(v: &Value) -> Option<&str> {
+    let o = v.as_object()?;
+    ["api_key", "token", "$token"]
+        .iter()
+        .find_map(|k| o.get(*k).and_then(Value::as_str))
+        .or_else(|| o.get("properties")?.get("token")?.as_str())
+        .filter(|t| !t.trim().is_empty())
+}
+
+/// Read a capture request body (already decompressed and decoded): an
+/// event, an array of events, or `{batch, api_key|token, sent_at, ...}`.
+/// The token is the request's `api_key`/`token`, else the events' own
+/// (`token`, `$token`, `api_key`, then `properties.token`), which must all
+/// agree. `sent_at` corrects each event's clock skew.
+pub fn parse_capture_request(
+    text: &str,
+    now_us: i64,
+) -> std::result::Result<CaptureRequest, CaptureRefusal> {
+    let text = elide_store::jsonl::strip_bom(text);
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| CaptureRefusal::Invalid(format!("failed to parse request: {e}")))?;
+    let envelope = v.as_object().filter(|o| o.contains_key("batch"));
+    let sent_at_us = envelope
+        .and_then(|o| o.get("sent_at"))
+        .and_then(Value::as_str)
+        .and_then(|s| elide_store::normalize::parse_timestamp(s).ok());
+    let mut token: Option<String> = envelope
+        .and_then(|o| {
+            ["api_key", "token"]
+                .iter()
+                .find_map(|k| o.get(*k)?.as_str())
+        })
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().to_string());
+    let list: Vec<&Value> = match (&v, envelope) {
+        (_, Some(o)) => match o.get("batch") {
+            Some(Value::Array(items)) => items.iter().collect(),
+            _ => {
+                return Err(CaptureRefusal::Invalid(
+                    "field `batch` must be an array of events".into(),
+                ))
+            }
+        },
+        (Value::Array(items), None) => items.iter().collect(),
+        (Value::Object(_), None) => vec![&v],
+        _ => {
+            return Err(CaptureRefusal::Invalid(
+                "failed to parse request: expected an event, an array of events or a batch".into(),
+            ))
+        }
+    };
+    if list.is_empty() {
+        return Err(CaptureRefusal::Invalid("request holds no event".into()));
+    }
+    if token.is_none() {
+        for t in list.iter().filter_map(|e| token_of(e)) {
+            match &token {
+                None => token = Some(t.trim().to_string()),
+                Some(prev) if prev != t.trim() => return Err(CaptureRefusal::InconsistentTokens),
+                Some(_) => {}
+            }
+        }
+    }
+    let clock = Clock { now_us, sent_at_us };
+    let events = parse_events_text(text, &clock).map_err(CaptureRefusal::Invalid)?;
+    Ok(CaptureRequest { token, events })
 }
 
 /// Parse one line of a capture file (1-based `line` for errors).

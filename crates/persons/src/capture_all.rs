@@ -21,7 +21,7 @@ use elide_store::{StoreError, Table};
 use crate::capture::CaptureEvent;
 use crate::error::{PersonsError, Result};
 use crate::meta::MetaStore;
-use crate::persons::{ensure_project, event_rows, now_us, CaptureOutcome, Persons};
+use crate::persons::{ensure_project, event_rows, now_us, scrub_all, CaptureOutcome, Persons};
 use crate::resolve::{CacheView, CaptureStats, IdCache, Learned, Resolver};
 
 /// Events to capture, with the input line each came from (for errors;
@@ -79,7 +79,7 @@ impl<M: MetaStore> Persons<M> {
         let mut store_committed = false;
         let base: &IdCache = cache;
         let result = self.meta().write(|tx| {
-            ensure_project(tx, project, now)?;
+            let settings = ensure_project(tx, project, now)?.settings;
             let mut events = 0u64;
             for batch in batches {
                 let batch = batch?;
@@ -91,8 +91,9 @@ impl<M: MetaStore> Persons<M> {
                     overlay: Some(&overlay),
                     base_stale: learned_all.invalidates(),
                 };
+                let stored = scrub_all(&batch.events, &settings);
                 let mut r = Resolver::new(tx, view, project, now);
-                let rows = event_rows(&mut r, &batch.events, project, now)?;
+                let rows = event_rows(&mut r, &stored, project, now)?;
                 let (s, learned) = r.finish()?;
                 stats += s;
                 if learned.invalidates() {

@@ -99,6 +99,9 @@ pub fn validate_distinct_id(id: &str) -> std::result::Result<(), String> {
     if id.trim().is_empty() {
         return Err("distinct_id is blank".into());
     }
+    if id.contains('\0') {
+        return Err("distinct_id contains a NUL character".into());
+    }
     let n = id.chars().count();
     if n > MAX_DISTINCT_ID_CHARS {
         return Err(format!(

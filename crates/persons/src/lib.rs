@@ -30,6 +30,7 @@
 //! 4. Bad input changes nothing: a capture batch is validated whole before
 //!    its metadata transaction commits.
 
+pub mod admin;
 pub mod capture;
 mod capture_all;
 pub mod error;
@@ -38,6 +39,7 @@ pub mod meta;
 mod open;
 pub mod persons;
 pub mod props;
+pub mod reads;
 mod resolve;
 pub mod sqlite;
 pub mod tables;
@@ -45,6 +47,7 @@ pub mod tables;
 pub use capture::CaptureEvent;
 pub use capture_all::CaptureBatch;
 pub use error::{PersonsError, Result};
+pub use meta::{ApiKey, Project, ProjectSettings};
 pub use meta::{MetaStore, MetaTx, PersonFilter, PropertyFilter, PropertyOperator};
 pub use open::RebuildReport;
 pub use persons::{

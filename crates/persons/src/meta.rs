@@ -30,6 +30,42 @@ pub struct Project {
     pub api_token: String,
     /// Creation time, µs since the epoch.
     pub created_at_us: i64,
+    /// What capture does before anything is written.
+    pub settings: ProjectSettings,
+}
+
+/// A project's capture settings, applied before anything is written
+/// (block sensitive data before capture).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ProjectSettings {
+    /// Drop the `$ip` property of every event (and of `$set`).
+    pub anonymize_ips: bool,
+    /// Property names dropped from every event (and from `$set`,
+    /// `$set_once`) before it is stored.
+    pub drop_properties: Vec<String>,
+}
+
+/// A personal API key, as stored: never the key itself, only its hash
+/// (kept apart) and a mask to recognise it by.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiKey {
+    /// Id.
+    pub id: i64,
+    /// The project it may act on.
+    pub project_id: i64,
+    /// A label for people.
+    pub label: String,
+    /// Scopes (`person:read`, ..., or `*` for all).
+    pub scopes: Vec<String>,
+    /// The first and last characters of the key (`phx_ab...yz`).
+    pub mask: String,
+    /// Creation time, µs.
+    pub created_at_us: i64,
+    /// Last use (updated at most hourly), µs.
+    pub last_used_at_us: Option<i64>,
+    /// Revocation time, µs.
+    pub revoked_at_us: Option<i64>,
 }
 
 /// A person row.
@@ -189,6 +225,21 @@ pub trait MetaTx {
     fn projects(&mut self) -> Result<Vec<Project>>;
     /// Insert a project.
     fn insert_project(&mut self, p: &Project) -> Result<()>;
+    /// Change a project's name and settings.
+    fn update_project(&mut self, p: &Project) -> Result<()>;
+    /// The largest project id used (0 if none).
+    fn max_project_id(&mut self) -> Result<i64>;
+    /// Store a key (only its hash); returns its id.
+    fn insert_api_key(&mut self, k: &ApiKey, hash: &[u8; 32]) -> Result<i64>;
+    /// The key with this hash, and the stored hash (for a constant-time
+    /// comparison).
+    fn api_key_by_hash(&mut self, hash: &[u8; 32]) -> Result<Option<(ApiKey, Vec<u8>)>>;
+    /// A project's keys, revoked ones included.
+    fn api_keys(&mut self, project: i64) -> Result<Vec<ApiKey>>;
+    /// Revoke a key; false if no live key of the project has that id.
+    fn revoke_api_key(&mut self, project: i64, id: i64, now_us: i64) -> Result<bool>;
+    /// Record a key's use.
+    fn touch_api_key(&mut self, id: i64, now_us: i64) -> Result<()>;
     /// Remove a project and everything of it.
     fn delete_project(&mut self, id: i64) -> Result<ProjectRemoval>;
 

@@ -307,19 +307,35 @@ pub(crate) fn ensure_project(tx: &mut dyn MetaTx, project: i64, now: i64) -> Res
             "project id must be a positive integer, got {project}"
         )));
     }
-    let token: String = {
-        use rand::distr::{Alphanumeric, SampleString};
-        Alphanumeric.sample_string(&mut rand::rng(), 40)
-    };
     let p = Project {
         id: project,
         name: format!("Project {project}"),
-        api_token: format!("phc_{token}"),
+        api_token: crate::admin::new_capture_token(),
         created_at_us: now,
+        settings: Default::default(),
     };
     tx.insert_project(&p)?;
     tx.insert_activity(project, None, "project_created", None, now)?;
     Ok(p)
+}
+
+/// `events` as the project's settings let them be stored (borrowed when
+/// the settings change nothing).
+pub(crate) fn scrub_all<'e>(
+    events: &'e [CaptureEvent],
+    settings: &crate::meta::ProjectSettings,
+) -> std::borrow::Cow<'e, [CaptureEvent]> {
+    if *settings == crate::meta::ProjectSettings::default()
+        || events.iter().all(|e| e.scrubbed(settings).is_none())
+    {
+        return std::borrow::Cow::Borrowed(events);
+    }
+    std::borrow::Cow::Owned(
+        events
+            .iter()
+            .map(|e| e.scrubbed(settings).unwrap_or_else(|| e.clone()))
+            .collect(),
+    )
 }
 
 /// The stored rows of `events`, each resolved to its person (or none).
@@ -433,9 +449,10 @@ impl<M: MetaStore> Persons<M> {
         let mut built_at = started;
         let mut appended = None;
         let result = self.meta.write(|tx| {
-            ensure_project(tx, project, now)?;
+            let settings = ensure_project(tx, project, now)?.settings;
+            let events = scrub_all(events, &settings);
             let mut r = Resolver::new(tx, CacheView::committed(cache), project, now);
-            let rows = event_rows(&mut r, events, project, now)?;
+            let rows = event_rows(&mut r, &events, project, now)?;
             let (mut stats, learned) = r.finish()?;
             stats.events = rows.len() as u64;
             resolved_at = std::time::Instant::now();

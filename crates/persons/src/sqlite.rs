@@ -27,8 +27,8 @@ use uuid::Uuid;
 use crate::error::{PersonsError, Result};
 use crate::ids::id_hash;
 use crate::meta::{
-    Activity, DeletionRecord, IdLookup, MetaStore, MetaTx, NewPerson, PersonFilter, PersonRow,
-    Project, ProjectRemoval, PropertyFilter, PropertyOperator,
+    Activity, ApiKey, DeletionRecord, IdLookup, MetaStore, MetaTx, NewPerson, PersonFilter,
+    PersonRow, Project, ProjectRemoval, ProjectSettings, PropertyFilter, PropertyOperator,
 };
 
 /// File name of the metadata database inside the data directory.
@@ -103,6 +103,22 @@ const MIGRATIONS: &[&str] = &[
     // 2: tokens of two-phase captures (crash recovery of capture).
     r#"
     CREATE TABLE ingest_tokens (token TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+    "#,
+    // 3: project settings and personal API keys (only their hashes).
+    r#"
+    ALTER TABLE projects ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        key_hash BLOB NOT NULL UNIQUE,
+        mask TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE INDEX api_keys_by_project ON api_keys (project_id, id);
     "#,
 ];
 
@@ -581,7 +597,9 @@ impl MetaTx for SqliteTx<'_> {
     fn project(&mut self, id: i64) -> Result<Option<Project>> {
         Ok(self
             .tx
-            .prepare_cached("SELECT id, name, api_token, created_at FROM projects WHERE id = ?1")?
+            .prepare_cached(
+                "SELECT id, name, api_token, created_at, settings FROM projects WHERE id = ?1",
+            )?
             .query_row(params![id], project_row)
             .optional()?)
     }
@@ -590,16 +608,16 @@ impl MetaTx for SqliteTx<'_> {
         Ok(self
             .tx
             .prepare_cached(
-                "SELECT id, name, api_token, created_at FROM projects WHERE api_token = ?1",
+                "SELECT id, name, api_token, created_at, settings FROM projects WHERE api_token = ?1",
             )?
             .query_row(params![token], project_row)
             .optional()?)
     }
 
     fn projects(&mut self) -> Result<Vec<Project>> {
-        let mut st = self
-            .tx
-            .prepare_cached("SELECT id, name, api_token, created_at FROM projects ORDER BY id")?;
+        let mut st = self.tx.prepare_cached(
+            "SELECT id, name, api_token, created_at, settings FROM projects ORDER BY id",
+        )?;
         let rows = st.query_map([], project_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -607,9 +625,87 @@ impl MetaTx for SqliteTx<'_> {
     fn insert_project(&mut self, p: &Project) -> Result<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO projects (id, name, api_token, created_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO projects (id, name, api_token, created_at, settings) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![p.id, p.name, p.api_token, p.created_at_us])?;
+            .execute(params![
+                p.id,
+                p.name,
+                p.api_token,
+                p.created_at_us,
+                settings_text(&p.settings)?
+            ])?;
+        Ok(())
+    }
+
+    fn update_project(&mut self, p: &Project) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE projects SET name = ?2, settings = ?3 WHERE id = ?1")?
+            .execute(params![p.id, p.name, settings_text(&p.settings)?])?;
+        Ok(())
+    }
+
+    fn max_project_id(&mut self) -> Result<i64> {
+        // Never reuse a dropped project's id: scripts and logs that
+        // name it must not come to mean another project.
+        Ok(self.tx.query_row(
+            "SELECT max(coalesce((SELECT max(id) FROM projects), 0), \
+                        coalesce((SELECT value FROM meta WHERE key = 'max_dropped_project_id'), 0))",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn insert_api_key(&mut self, k: &ApiKey, hash: &[u8; 32]) -> Result<i64> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO api_keys (project_id, label, scopes, key_hash, mask, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                k.project_id,
+                k.label,
+                k.scopes.join(","),
+                hash.as_slice(),
+                k.mask,
+                k.created_at_us
+            ])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    fn api_key_by_hash(&mut self, hash: &[u8; 32]) -> Result<Option<(ApiKey, Vec<u8>)>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT id, project_id, label, scopes, mask, created_at, last_used_at, revoked_at, key_hash \
+                 FROM api_keys WHERE key_hash = ?1",
+            )?
+            .query_row(params![hash.as_slice()], |r| {
+                Ok((api_key_row(r)?, r.get::<_, Vec<u8>>(8)?))
+            })
+            .optional()?)
+    }
+
+    fn api_keys(&mut self, project: i64) -> Result<Vec<ApiKey>> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT id, project_id, label, scopes, mask, created_at, last_used_at, revoked_at \
+             FROM api_keys WHERE project_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![project], api_key_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn revoke_api_key(&mut self, project: i64, id: i64, now_us: i64) -> Result<bool> {
+        Ok(self.tx.execute(
+            "UPDATE api_keys SET revoked_at = ?3 WHERE project_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+            params![project, id, now_us],
+        )? > 0)
+    }
+
+    fn touch_api_key(&mut self, id: i64, now_us: i64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+            params![id, now_us],
+        )?;
         Ok(())
     }
 
@@ -632,7 +728,13 @@ impl MetaTx for SqliteTx<'_> {
             tx.execute("DELETE FROM deletions WHERE project_id = ?1", params![id])? as u64;
         let activity =
             tx.execute("DELETE FROM activity WHERE project_id = ?1", params![id])? as u64;
+        tx.execute("DELETE FROM api_keys WHERE project_id = ?1", params![id])?;
         tx.execute("DELETE FROM projects WHERE id = ?1", params![id])?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('max_dropped_project_id', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            params![id],
+        )?;
         Ok(ProjectRemoval {
             persons,
             distinct_ids,
@@ -1119,10 +1221,36 @@ impl MetaTx for SqliteTx<'_> {
 }
 
 fn project_row(r: &Row<'_>) -> rusqlite::Result<Project> {
+    let settings: String = r.get(4)?;
     Ok(Project {
         id: r.get(0)?,
         name: r.get(1)?,
         api_token: r.get(2)?,
         created_at_us: r.get(3)?,
+        // A setting this version does not know, or a damaged text, falls
+        // back to the defaults rather than making the project unreadable.
+        settings: serde_json::from_str(&settings).unwrap_or_default(),
+    })
+}
+
+fn settings_text(s: &ProjectSettings) -> Result<String> {
+    serde_json::to_string(s).map_err(|e| PersonsError::Internal(format!("project settings: {e}")))
+}
+
+fn api_key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    let scopes: String = r.get(3)?;
+    Ok(ApiKey {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        label: r.get(2)?,
+        scopes: scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        mask: r.get(4)?,
+        created_at_us: r.get(5)?,
+        last_used_at_us: r.get(6)?,
+        revoked_at_us: r.get(7)?,
     })
 }

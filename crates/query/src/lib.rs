@@ -40,11 +40,44 @@ pub fn session_context(store: &Store) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-fn base_context() -> Result<SessionContext> {
-    let config = SessionConfig::new()
+/// A `SessionContext` for one project's queries: its tables hold only
+/// that project's rows ([`ElideTable::for_project`]), and the memory its
+/// operators may hold is capped at `memory_limit` bytes when given (a
+/// query over the cap fails with `ResourcesExhausted` rather than growing
+/// the process).
+pub fn project_session_context(
+    store: &Store,
+    project: i64,
+    memory_limit: Option<usize>,
+) -> Result<SessionContext> {
+    let config = session_config();
+    let mut ctx = match memory_limit {
+        None => SessionContext::new_with_config(config),
+        Some(bytes) => {
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(bytes, 1.0)
+                .build_arc()?;
+            SessionContext::new_with_config_rt(config, runtime)
+        }
+    };
+    datafusion_functions_json::register_all(&mut ctx)?;
+    for table in Table::ALL {
+        ctx.register_table(
+            table.name(),
+            Arc::new(ElideTable::new(store.clone(), table).for_project(project)),
+        )?;
+    }
+    Ok(ctx)
+}
+
+fn session_config() -> SessionConfig {
+    SessionConfig::new()
         .with_information_schema(true)
-        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let mut ctx = SessionContext::new_with_config(config);
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+fn base_context() -> Result<SessionContext> {
+    let mut ctx = SessionContext::new_with_config(session_config());
     datafusion_functions_json::register_all(&mut ctx)?;
     Ok(ctx)
 }

@@ -57,7 +57,7 @@ impl TableProvider for LoadedTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batches = (self.load)().map_err(DataFusionError::Execution)?;
+        let batches = (self.load)().map_err(|e| DataFusionError::External(e.into()))?;
         if let Some(b) = batches.iter().find(|b| b.schema() != self.schema) {
             return Err(DataFusionError::Internal(format!(
                 "loaded batch has schema {:?}, the table {:?}",

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, TimestampMicrosecondArray, UInt64Array};
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::pruning::PruningStatistics;
@@ -47,11 +48,17 @@ use crate::access::{access_plan, ExpectedLayout, PartReaderFactory};
 /// A live table takes a fresh snapshot at each scan (each query sees the
 /// last commit); a pinned table always reads one snapshot, so that several
 /// queries see the same state (and the files they need stay on disk).
+///
+/// A table limited to one project ([`ElideTable::for_project`]) never
+/// reads another project's rows: parts of other projects are not planned
+/// and buffered rows of other projects are filtered out before the scan
+/// returns them, whatever the SQL says.
 #[derive(Debug, Clone)]
 pub struct ElideTable {
     source: Source,
     table: Table,
     schema: SchemaRef,
+    project: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +74,14 @@ impl ElideTable {
             schema: table.def().schema(),
             source: Source::Live(store),
             table,
+            project: None,
         }
+    }
+
+    /// This table limited to the rows of `project`.
+    pub fn for_project(mut self, project: i64) -> Self {
+        self.project = Some(project);
+        self
     }
 
     /// The provider of `table` as of `snapshot`.
@@ -76,6 +90,7 @@ impl ElideTable {
             schema: table.def().schema(),
             source: Source::Pinned(snapshot),
             table,
+            project: None,
         }
     }
 
@@ -199,7 +214,10 @@ impl TableProvider for ElideTable {
         };
 
         // Partition pruning over part statistics.
-        let all: Vec<&PartMeta> = snapshot.parts(self.table).collect();
+        let all: Vec<&PartMeta> = snapshot
+            .parts(self.table)
+            .filter(|p| self.project.is_none_or(|id| p.project_id == id))
+            .collect();
         let mut keep = vec![true; all.len()];
         if let Some(pred) = &predicate {
             let pp = PruningPredicateBuilder::new()
@@ -274,10 +292,13 @@ impl TableProvider for ElideTable {
                 .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
-        let mem = snapshot.memtable_batches(self.table);
+        let mem = match self.project {
+            None => snapshot.memtable_batches(self.table).to_vec(),
+            Some(id) => of_project(snapshot.memtable_batches(self.table), id)?,
+        };
         if !mem.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[mem.to_vec()],
+                &[mem],
                 Arc::clone(&schema),
                 projection.cloned(),
             )?);
@@ -291,6 +312,25 @@ impl TableProvider for ElideTable {
         }
         UnionExec::try_new(inputs)
     }
+}
+
+/// The rows of `project` in buffered batches.
+fn of_project(batches: &[RecordBatch], project: i64) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let ids = b
+            .column_by_name(elide_store::schema::PROJECT_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .ok_or_else(|| {
+                DataFusionError::Internal("a buffered batch has no Int64 project_id".into())
+            })?;
+        let keep: BooleanArray = ids.iter().map(|v| Some(v == Some(project))).collect();
+        let kept = arrow::compute::filter_record_batch(b, &keep)?;
+        if kept.num_rows() > 0 {
+            out.push(kept);
+        }
+    }
+    Ok(out)
 }
 
 /// Spread files over `target` groups, largest first onto the lightest group.

@@ -1,4 +1,200 @@
 //! # elide-server: the HTTP API
 //!
-//! A thin layer: [`router`] builds the axum `Router` over one application
-//! value; handlers parse, call one library function, and map errors once.
+//! PostHog's protocol over an Elide data directory, so that PostHog SDKs
+//! and scripts work unchanged. A thin layer: [`router`] builds the axum
+//! `Router` over one [`App`]; handlers parse, call library functions (on
+//! the blocking pool: the async runtime never waits for a commit or a
+//! scan), and map errors once ([`error::ApiError`]).
+//!
+//! | module | routes |
+//! |---|---|
+//! | [`capture`] | `/batch`, `/e`, `/i/v0/e`, `/capture`, `/track`, `/engage`, `/s` |
+//! | [`persons`] | `/api/{projects,environments}/{id}/persons/…`, `/api/person…` |
+//! | [`projects`] | `/api/projects/…`, `/api/environments/…` |
+//! | [`query`] | `/api/projects/{id}/query/` |
+//! | [`ops`] | `/_health`, `/_ready`, `/metrics`, `/api/schema/` |
+//!
+//! Middleware (outermost first): request id (`x-request-id`, made when
+//! absent, echoed back), tracing span per request, panic → 500 envelope,
+//! CORS (browser SDKs), request timeout, body limit, request metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use elide_app::App;
+
+pub mod auth;
+pub mod capture;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod persons;
+pub mod projects;
+pub mod query;
+pub mod recordings;
+pub mod views;
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Longest a request may take (then 408/504).
+    pub request_timeout: Duration,
+    /// Longest a query may run.
+    pub query_timeout: Duration,
+    /// Rows a query returns without a `LIMIT`.
+    pub query_default_limit: usize,
+    /// Most rows a query returns, `LIMIT` or not.
+    pub query_max_limit: usize,
+    /// Memory one query's operators may hold (bytes).
+    pub query_memory_bytes: usize,
+    /// Worker threads of the query runtime.
+    pub query_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            request_timeout: Duration::from_secs(60),
+            query_timeout: Duration::from_secs(30),
+            query_default_limit: 10_000,
+            query_max_limit: 100_000,
+            query_memory_bytes: 2 << 30,
+            query_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+struct Inner {
+    app: App,
+    committer: capture::Committer,
+    limits: auth::Limits,
+    queries: query::QueryRuntime,
+    config: ServerConfig,
+    started: std::time::Instant,
+}
+
+/// What every handler gets: the application and the server's own parts.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("app", &self.0.app)
+            .finish()
+    }
+}
+
+impl AppState {
+    /// State over `app` (starts the capture committer thread).
+    pub fn new(app: App, config: ServerConfig) -> std::io::Result<AppState> {
+        let committer = capture::Committer::start(app.clone())?;
+        let queries = query::QueryRuntime::new(config.query_threads)?;
+        Ok(AppState(Arc::new(Inner {
+            app,
+            committer,
+            limits: auth::Limits::default(),
+            queries,
+            config,
+            started: std::time::Instant::now(),
+        })))
+    }
+
+    /// The application.
+    pub fn app(&self) -> &App {
+        &self.0.app
+    }
+
+    pub(crate) fn committer(&self) -> &capture::Committer {
+        &self.0.committer
+    }
+
+    pub(crate) fn limits(&self) -> &auth::Limits {
+        &self.0.limits
+    }
+
+    pub(crate) fn query_runtime(&self) -> &query::QueryRuntime {
+        &self.0.queries
+    }
+
+    /// The bounds of one query.
+    pub fn query_limits(&self) -> elide_app::query::QueryLimits {
+        let c = &self.0.config;
+        elide_app::query::QueryLimits {
+            default_rows: c.query_default_limit,
+            max_rows: c.query_max_limit,
+            memory_bytes: Some(c.query_memory_bytes),
+        }
+    }
+
+    /// Commit and answer what capture has queued, and stop capturing
+    /// (later captures get 503). Part of a graceful shutdown.
+    pub fn stop_capture(&self) {
+        self.0.committer.stop();
+    }
+
+    /// The server's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.config
+    }
+
+    /// Time since the server started.
+    pub fn uptime(&self) -> Duration {
+        self.0.started.elapsed()
+    }
+}
+
+/// The router of the whole API over `state`.
+pub fn router(state: AppState) -> Router {
+    use tower_http::cors::CorsLayer;
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    use tower_http::trace::TraceLayer;
+    let timeout = state.config().request_timeout;
+    let api = Router::new()
+        .merge(persons::routes())
+        .merge(projects::routes())
+        .merge(query::routes())
+        .layer(tower_http::decompression::RequestDecompressionLayer::new());
+    Router::new()
+        .merge(capture::routes())
+        .merge(api)
+        .merge(ops::routes())
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn(ops::track))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            capture::MAX_CAPTURE_BYTES,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(CorsLayer::permissive())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            ops::panic_response,
+        ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(ops::span)
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serve `state` on `listener` until `shutdown` resolves; in-flight
+/// requests then finish (bounded by the request timeout).
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

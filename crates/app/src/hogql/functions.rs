@@ -1,0 +1,359 @@
+//! The functions HogQL rewrites call that DataFusion lacks:
+//!
+//! - [`PersonProperty`] (`elide_person_property(distinct_id, key…)`): the
+//!   properties of the person a distinct id belongs to, from one read of
+//!   the project's persons taken when the query starts (so a person
+//!   deleted before the query began is never seen);
+//! - [`DateDiff`] (`elide_date_diff(unit, start, end)`): ClickHouse's
+//!   `dateDiff`, the number of `unit` boundaries crossed from `start` to
+//!   `end`, in UTC.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Builder, StringBuilder};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::common::{exec_err, plan_err, ScalarValue};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use serde_json::{Map, Value};
+
+/// Name of [`PersonProperty`].
+pub const PERSON_PROPERTY: &str = "elide_person_property";
+/// Name of [`DateDiff`].
+pub const DATE_DIFF: &str = "elide_date_diff";
+
+/// Each distinct id's person properties.
+pub type PersonsByDistinctId = HashMap<String, Arc<Map<String, Value>>>;
+
+/// `elide_person_property(distinct_id, key…)`: the value at `key…` in
+/// the properties of the distinct id's person, as `json_as_text` renders
+/// it (strings bare, other values as JSON text, missing or null → NULL);
+/// with no key, the whole properties object as JSON.
+#[derive(Debug)]
+pub struct PersonProperty {
+    persons: Arc<PersonsByDistinctId>,
+    signature: Signature,
+}
+
+impl PersonProperty {
+    /// The function over one read of the persons.
+    pub fn udf(persons: Arc<PersonsByDistinctId>) -> ScalarUDF {
+        ScalarUDF::new_from_impl(PersonProperty {
+            persons,
+            signature: Signature::variadic_any(Volatility::Stable),
+        })
+    }
+}
+
+impl PartialEq for PersonProperty {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.persons, &other.persons)
+    }
+}
+
+impl Eq for PersonProperty {}
+
+impl Hash for PersonProperty {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.persons), state);
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+impl ScalarUDFImpl for PersonProperty {
+    fn name(&self) -> &str {
+        PERSON_PROPERTY
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        if arg_types.is_empty() {
+            return plan_err!("{PERSON_PROPERTY} needs a distinct id");
+        }
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let mut keys = Vec::with_capacity(args.args.len().saturating_sub(1));
+        for a in &args.args[1..] {
+            match a {
+                ColumnarValue::Scalar(s) => match s.try_as_str() {
+                    Some(Some(k)) => keys.push(k.to_string()),
+                    _ => return exec_err!("person property names must be text literals"),
+                },
+                ColumnarValue::Array(_) => {
+                    return exec_err!("person property names must be literals")
+                }
+            }
+        }
+        let ids = args.args[0].to_array(args.number_rows)?;
+        let ids = arrow::compute::cast(&ids, &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        let mut out = StringBuilder::with_capacity(ids.len(), ids.len() * 8);
+        for i in 0..ids.len() {
+            let found = (!ids.is_null(i))
+                .then(|| self.persons.get(ids.value(i)))
+                .flatten()
+                .and_then(|props| {
+                    if keys.is_empty() {
+                        return Some(Value::Object(props.as_ref().clone()).to_string());
+                    }
+                    let mut v = props.get(&keys[0])?;
+                    for k in &keys[1..] {
+                        v = match v {
+                            Value::Object(m) => m.get(k)?,
+                            Value::Array(a) => a.get(k.parse::<usize>().ok()?)?,
+                            _ => return None,
+                        };
+                    }
+                    text(v)
+                });
+            out.append_option(found);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    }
+}
+
+/// `elide_date_diff(unit, start, end)`: ClickHouse's `dateDiff`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DateDiff {
+    signature: Signature,
+}
+
+impl DateDiff {
+    /// The function.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(DateDiff {
+            signature: Signature::user_defined(Volatility::Immutable),
+        })
+    }
+}
+
+/// A `dateDiff` unit, by any of ClickHouse's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl Unit {
+    fn parse(s: &str) -> Option<Unit> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "second" | "seconds" | "ss" | "s" => Unit::Second,
+            "minute" | "minutes" | "mi" | "n" => Unit::Minute,
+            "hour" | "hours" | "hh" | "h" => Unit::Hour,
+            "day" | "days" | "dd" | "d" => Unit::Day,
+            "week" | "weeks" | "wk" | "ww" => Unit::Week,
+            "month" | "months" | "mm" | "m" => Unit::Month,
+            "quarter" | "quarters" | "qq" | "q" => Unit::Quarter,
+            "year" | "years" | "yyyy" | "yy" => Unit::Year,
+            _ => return None,
+        })
+    }
+
+    /// The index of the unit period holding `us` (µs since the epoch,
+    /// UTC); a difference of two is the boundaries crossed.
+    fn period(self, us: i64) -> i64 {
+        const S: i64 = 1_000_000;
+        let days = us.div_euclid(86_400 * S);
+        let month = || {
+            let (y, m, _) = civil_from_days(days);
+            y * 12 + (m - 1)
+        };
+        match self {
+            Unit::Second => us.div_euclid(S),
+            Unit::Minute => us.div_euclid(60 * S),
+            Unit::Hour => us.div_euclid(3_600 * S),
+            Unit::Day => days,
+            // Weeks from Monday (1970-01-01 was a Thursday).
+            Unit::Week => (days + 3).div_euclid(7),
+            Unit::Month => month(),
+            Unit::Quarter => month().div_euclid(3),
+            Unit::Year => civil_from_days(days).0,
+        }
+    }
+}
+
+/// (year, month 1–12, day) of a day count since 1970-01-01 (Howard
+/// Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+impl ScalarUDFImpl for DateDiff {
+    fn name(&self) -> &str {
+        DATE_DIFF
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() != 3 {
+            return plan_err!("dateDiff takes (unit, start, end)");
+        }
+        Ok(vec![DataType::Utf8, utc_micros(), utc_micros()])
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let unit = match &args.args[0] {
+            ColumnarValue::Scalar(s) => match s.try_as_str() {
+                Some(Some(u)) => Unit::parse(u)
+                    .ok_or_else(|| {
+                        datafusion::error::DataFusionError::Execution(format!(
+                            "dateDiff: unknown unit '{u}' (second, minute, hour, day, week, month, quarter, year)"
+                        ))
+                    })?,
+                _ => return exec_err!("dateDiff: the unit must be a text literal"),
+            },
+            ColumnarValue::Array(_) => return exec_err!("dateDiff: the unit must be a literal"),
+        };
+        let n = args.number_rows;
+        if let (ColumnarValue::Scalar(a), ColumnarValue::Scalar(b)) = (&args.args[1], &args.args[2])
+        {
+            let v = match (a, b) {
+                (
+                    ScalarValue::TimestampMicrosecond(Some(a), _),
+                    ScalarValue::TimestampMicrosecond(Some(b), _),
+                ) => Some(unit.period(*b) - unit.period(*a)),
+                _ => None,
+            };
+            return Ok(ColumnarValue::Scalar(ScalarValue::Int64(v)));
+        }
+        let a = args.args[1].to_array(n)?;
+        let b = args.args[2].to_array(n)?;
+        let (a, b) = (
+            a.as_primitive::<TimestampMicrosecondType>(),
+            b.as_primitive::<TimestampMicrosecondType>(),
+        );
+        let mut out = Int64Builder::with_capacity(n);
+        for i in 0..n {
+            if a.is_null(i) || b.is_null(i) {
+                out.append_null();
+            } else {
+                out.append_value(unit.period(b.value(i)) - unit.period(a.value(i)));
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(s: &str) -> i64 {
+        chrono_like(s)
+    }
+
+    /// Parse `YYYY-MM-DD HH:MM:SS` (UTC) to µs, for the tests.
+    fn chrono_like(s: &str) -> i64 {
+        let (d, t) = s.split_once(' ').unwrap_or((s, "00:00:00"));
+        let p: Vec<i64> = d.split('-').map(|x| x.parse().unwrap()).collect();
+        let q: Vec<i64> = t.split(':').map(|x| x.parse().unwrap()).collect();
+        // Days from civil (inverse of civil_from_days), by search.
+        let (y, m, dd) = (p[0], p[1], p[2]);
+        let mut lo = -1_000_000i64;
+        let mut hi = 1_000_000i64;
+        while lo < hi {
+            let mid = (lo + hi).div_euclid(2);
+            if civil_from_days(mid) < (y, m, dd) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        ((lo * 86_400) + q[0] * 3_600 + q[1] * 60 + q[2]) * 1_000_000
+    }
+
+    fn diff(unit: &str, a: &str, b: &str) -> i64 {
+        let u = Unit::parse(unit).unwrap();
+        u.period(us(b)) - u.period(us(a))
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn boundaries_crossed_as_clickhouse_counts_them() {
+        // ClickHouse: dateDiff('day', '2024-01-01 23:59:59', '2024-01-02 00:00:00') = 1.
+        assert_eq!(diff("day", "2024-01-01 23:59:59", "2024-01-02 00:00:00"), 1);
+        assert_eq!(
+            diff("day", "2024-01-02 00:00:00", "2024-01-01 23:59:59"),
+            -1
+        );
+        assert_eq!(
+            diff("hour", "2024-01-01 10:59:59", "2024-01-01 11:00:00"),
+            1
+        );
+        assert_eq!(
+            diff("month", "2024-01-31 00:00:00", "2024-02-01 00:00:00"),
+            1
+        );
+        assert_eq!(
+            diff("year", "2023-12-31 00:00:00", "2024-01-01 00:00:00"),
+            1
+        );
+        assert_eq!(
+            diff("quarter", "2024-03-31 00:00:00", "2024-04-01 00:00:00"),
+            1
+        );
+        // 2024-01-07 is a Sunday, 2024-01-08 a Monday: one week boundary.
+        assert_eq!(
+            diff("week", "2024-01-07 00:00:00", "2024-01-08 00:00:00"),
+            1
+        );
+        assert_eq!(
+            diff("week", "2024-01-08 00:00:00", "2024-01-14 23:00:00"),
+            0
+        );
+        assert_eq!(
+            diff("second", "1969-12-31 23:59:59", "1970-01-01 00:00:00"),
+            1
+        );
+        assert!(Unit::parse("fortnight").is_none());
+    }
+}

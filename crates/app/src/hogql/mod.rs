@@ -1,0 +1,575 @@
+//! HogQL, the forms PostHog users' scripts use most, on DataFusion's SQL.
+//!
+//! A query is parsed once (sqlparser, the parser DataFusion uses), the
+//! parsed statement is rewritten, and the rewritten statement is planned
+//! by DataFusion: no text is ever substituted into SQL. What is rewritten:
+//!
+//! | HogQL | becomes |
+//! |---|---|
+//! | `properties.$browser`, `properties['$browser']`, `e.properties.a.b` | `json_as_text(properties, '$browser')` (strings bare, other values as JSON text, missing → NULL) |
+//! | `person.properties.email` (also `e.person.properties…`) | `elide_person_property(distinct_id, 'email')`: the properties of the event's person now |
+//! | `count()` | `count(*)` |
+//! | `countIf(c)`, `sumIf(x, c)`, `avgIf(x, c)`, `minIf`, `maxIf` | the aggregate with `FILTER (WHERE c)` |
+//! | `uniq(x)`, `uniqExact(x)` | `count(DISTINCT x)` (exact) |
+//! | `toDate(x)`, `toString(x)`, `toInt(x)`, `toFloat(x)`, `toDateTime(x)` | casts |
+//! | `toStartOfMinute/Hour/Day/Month/Quarter/Year(x)` | `date_trunc(unit, x)` |
+//! | `toStartOfWeek(x)` (Sunday, ClickHouse's mode 0), `toMonday(x)` | `date_trunc('week', …)` shifted |
+//! | `today()`, `yesterday()` | `current_date()`, minus a day |
+//! | `dateDiff(unit, a, b)` | `elide_date_diff` (ClickHouse: boundaries crossed, UTC) |
+//! | `JSONExtractString/Int/Float/Bool/Raw(j, k…)`, `JSONHas(j, k)` | `json_get_*`, `''`/`0`/`false` when missing (ClickHouse's defaults) |
+//!
+//! `now()` and the rest are DataFusion's own. Only one `SELECT` (or
+//! `WITH … SELECT`, `UNION`, `VALUES`) statement is accepted; the caller
+//! plans it with DDL, DML and statements disallowed.
+//!
+//! The functions the rewrite calls are in [`functions`].
+
+pub mod functions;
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+    ObjectName, ObjectNamePart, Statement, Value,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::error::{AppError, Result};
+
+/// Longest HogQL text accepted (characters).
+pub const MAX_QUERY_LEN: usize = 100_000;
+
+/// A parsed and rewritten query.
+#[derive(Debug, Clone)]
+pub struct Rewritten {
+    /// The statement to plan.
+    pub statement: Statement,
+    /// Whether it reads the event's person (`person.properties…`): the
+    /// runner then loads each distinct id's person properties.
+    pub uses_person: bool,
+    /// Whether the outermost query has its own `LIMIT`.
+    pub has_limit: bool,
+}
+
+fn refused(msg: impl Into<String>) -> AppError {
+    AppError::InvalidQuery(msg.into())
+}
+
+/// Parse `sql` and rewrite its HogQL forms. Anything but one query is
+/// refused.
+pub fn rewrite(sql: &str) -> Result<Rewritten> {
+    if sql.chars().count() > MAX_QUERY_LEN {
+        return Err(refused(format!(
+            "the query is longer than {MAX_QUERY_LEN} characters"
+        )));
+    }
+    let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| refused(format!("syntax error: {e}")))?;
+    let statement = match (statements.pop(), statements.is_empty()) {
+        (Some(s), true) => s,
+        (None, _) => return Err(refused("the query is empty")),
+        (Some(_), false) => return Err(refused("send one statement per query")),
+    };
+    let Statement::Query(query) = statement else {
+        return Err(refused(
+            "only SELECT queries are accepted: the query endpoint is read-only",
+        ));
+    };
+    let has_limit = query.limit_clause.is_some() || query.fetch.is_some();
+    let names = output_names(&query.body);
+    let mut statement = Statement::Query(query);
+    let mut uses_person = false;
+    let mut error: Option<AppError> = None;
+    let _ = ast::visit_expressions_mut(&mut statement, |e| {
+        match rewrite_expr(e, &mut uses_person) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(err) => {
+                error = Some(err);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if let Statement::Query(q) = &mut statement {
+        keep_output_names(&mut q.body, &names);
+    }
+    Ok(Rewritten {
+        statement,
+        uses_person,
+        has_limit,
+    })
+}
+
+/// The text of each unaliased output expression of the outermost
+/// `SELECT` (the first of a set operation), before rewriting.
+fn output_names(body: &ast::SetExpr) -> Vec<Option<String>> {
+    match body {
+        ast::SetExpr::Select(s) => s
+            .projection
+            .iter()
+            .map(|item| match item {
+                ast::SelectItem::UnnamedExpr(e) => Some(e.to_string()),
+                _ => None,
+            })
+            .collect(),
+        ast::SetExpr::SetOperation { left, .. } => output_names(left),
+        ast::SetExpr::Query(q) => output_names(&q.body),
+        _ => Vec::new(),
+    }
+}
+
+/// Name the outermost output columns whose expression a rewrite changed
+/// after the HogQL the user wrote (`count()`, `properties.$browser`), not
+/// after the rewritten form.
+fn keep_output_names(body: &mut ast::SetExpr, names: &[Option<String>]) {
+    match body {
+        ast::SetExpr::Select(s) => {
+            for (item, name) in s.projection.iter_mut().zip(names) {
+                if let (ast::SelectItem::UnnamedExpr(e), Some(name)) = (&*item, name) {
+                    if e.to_string() != *name {
+                        *item = ast::SelectItem::ExprWithAlias {
+                            expr: e.clone(),
+                            alias: Ident::with_quote('"', name.clone()),
+                        };
+                    }
+                }
+            }
+        }
+        ast::SetExpr::SetOperation { left, .. } => keep_output_names(left, names),
+        ast::SetExpr::Query(q) => keep_output_names(&mut q.body, names),
+        _ => {}
+    }
+}
+
+/// Rewrite one expression in place (its children are rewritten already:
+/// the visitor calls this after them).
+fn rewrite_expr(e: &mut Expr, uses_person: &mut bool) -> Result<()> {
+    let replacement = match e {
+        Expr::CompoundIdentifier(parts) => property_access(parts, uses_person),
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            // `e.person.properties['plan']` parses as `e` then a chain of
+            // dots and subscripts: flatten it to names.
+            let mut parts: Vec<Ident> = match root.as_ref() {
+                Expr::Identifier(i) => vec![i.clone()],
+                Expr::CompoundIdentifier(p) => p.clone(),
+                _ => return Ok(()),
+            };
+            for a in access_chain.iter() {
+                match a {
+                    ast::AccessExpr::Dot(Expr::Identifier(i)) => parts.push(i.clone()),
+                    ast::AccessExpr::Subscript(ast::Subscript::Index { index }) => {
+                        match string_literal(index) {
+                            Some(k) => parts.push(Ident::with_quote('\'', k)),
+                            None => return Ok(()),
+                        }
+                    }
+                    _ => return Ok(()),
+                }
+            }
+            property_access(&parts, uses_person)
+        }
+        Expr::Function(f) => function(f)?,
+        _ => None,
+    };
+    if let Some(r) = replacement {
+        *e = r;
+    }
+    Ok(())
+}
+
+fn string_literal(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether `ident` is the name `name` (a quoted key is never a name).
+fn is(ident: &Ident, name: &str) -> bool {
+    ident.quote_style != Some('\'') && ident.value.eq_ignore_ascii_case(name)
+}
+
+/// `[q.]properties.k…` and `[q.]person.properties.k…`: the property
+/// read, or `None` when `parts` is no property access.
+fn property_access(parts: &[Ident], uses_person: &mut bool) -> Option<Expr> {
+    let at = parts.iter().position(|p| is(p, "properties"))?;
+    let keys: Vec<String> = parts[at + 1..].iter().map(|i| i.value.clone()).collect();
+    if at >= 1 && is(&parts[at - 1], "person") {
+        // The event's person: through its distinct id.
+        let mut id = parts[..at - 1].to_vec();
+        id.push(Ident::new("distinct_id"));
+        let id = if id.len() == 1 {
+            Expr::Identifier(id.remove(0))
+        } else {
+            Expr::CompoundIdentifier(id)
+        };
+        *uses_person = true;
+        let mut args = vec![id];
+        args.extend(keys.into_iter().map(literal));
+        return Some(call(functions::PERSON_PROPERTY, args));
+    }
+    if keys.is_empty() || at > 1 {
+        // `e.properties` is the column itself; deeper qualifiers are not
+        // HogQL's.
+        return None;
+    }
+    let column = if at == 0 {
+        Expr::Identifier(parts[0].clone())
+    } else {
+        Expr::CompoundIdentifier(parts[..=at].to_vec())
+    };
+    let mut args = vec![column];
+    args.extend(keys.into_iter().map(literal));
+    Some(call("json_as_text", args))
+}
+
+fn literal(s: String) -> Expr {
+    Expr::value(Value::SingleQuotedString(s))
+}
+
+fn list(args: Vec<FunctionArg>) -> FunctionArguments {
+    FunctionArguments::List(FunctionArgumentList {
+        duplicate_treatment: None,
+        args,
+        clauses: Vec::new(),
+    })
+}
+
+fn unnamed(e: Expr) -> FunctionArg {
+    FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+}
+
+/// A call of `name` on `args`.
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(ast::Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: list(args.into_iter().map(unnamed).collect()),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
+    })
+}
+
+/// `template` (our own SQL, never the user's) parsed, with `__x0`,
+/// `__x1`, … replaced by `args`.
+fn template(template: &str, args: Vec<Expr>) -> Result<Expr> {
+    let mut e = Parser::new(&GenericDialect {})
+        .try_with_sql(template)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|err| AppError::InvalidQuery(format!("internal template {template}: {err}")))?;
+    let _ = ast::visit_expressions_mut(&mut e, |x| {
+        if let Expr::Identifier(i) = x {
+            if let Some(n) = i
+                .value
+                .strip_prefix("__x")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                if let Some(a) = args.get(n) {
+                    *x = a.clone();
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(e)
+}
+
+/// The plain positional arguments of a call (`None` when there are
+/// other kinds: named, wildcards, a subquery).
+fn plain_args(f: &ast::Function) -> Option<Vec<Expr>> {
+    match &f.args {
+        FunctionArguments::None => Some(Vec::new()),
+        FunctionArguments::Subquery(_) => None,
+        FunctionArguments::List(l) => {
+            if l.duplicate_treatment.is_some() || !l.clauses.is_empty() {
+                return None;
+            }
+            l.args
+                .iter()
+                .map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+}
+
+fn arity(name: &str, args: &[Expr], n: std::ops::RangeInclusive<usize>) -> Result<()> {
+    if n.contains(&args.len()) {
+        Ok(())
+    } else if n.start() == n.end() {
+        Err(refused(format!(
+            "{name} takes {} argument(s), got {}",
+            n.start(),
+            args.len()
+        )))
+    } else {
+        Err(refused(format!(
+            "{name} takes {} to {} arguments, got {}",
+            n.start(),
+            n.end(),
+            args.len()
+        )))
+    }
+}
+
+/// A HogQL (ClickHouse) function call rewritten to DataFusion's, or
+/// `None` to keep it.
+fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
+    let name = match f.name.0.as_slice() {
+        [ObjectNamePart::Identifier(i)] if i.quote_style.is_none() => i.value.to_ascii_lowercase(),
+        _ => return Ok(None),
+    };
+    if f.over.is_some() && name != "count" {
+        return Ok(None);
+    }
+    let Some(args) = plain_args(f) else {
+        return Ok(None);
+    };
+    let original = f.name.to_string();
+    let agg_if = |base: &str, f: &ast::Function, args: Vec<Expr>| -> Result<Option<Expr>> {
+        let (value, cond) = match (base, args.as_slice()) {
+            ("count", [c]) => (None, c.clone()),
+            (_, [v, c]) if base != "count" => (Some(v.clone()), c.clone()),
+            _ => {
+                return Err(refused(format!(
+                    "{original} takes {} argument(s)",
+                    if base == "count" { 1 } else { 2 }
+                )))
+            }
+        };
+        let mut g = f.clone();
+        g.name = ObjectName::from(vec![Ident::new(base)]);
+        g.args = list(vec![match value {
+            Some(v) => unnamed(v),
+            None => FunctionArg::Unnamed(FunctionArgExpr::Wildcard),
+        }]);
+        g.filter = Some(Box::new(cond));
+        Ok(Some(Expr::Function(g)))
+    };
+    let cast = |ty: &str, args: Vec<Expr>| -> Result<Option<Expr>> {
+        arity(&original, &args, 1..=1)?;
+        template(&format!("CAST(__x0 AS {ty})"), args).map(Some)
+    };
+    let trunc = |unit: &str, args: Vec<Expr>| -> Result<Option<Expr>> {
+        arity(&original, &args, 1..=1)?;
+        template(&format!("date_trunc('{unit}', __x0)"), args).map(Some)
+    };
+    let json = |get: &str, default: &str, args: Vec<Expr>| -> Result<Option<Expr>> {
+        if args.is_empty() {
+            return Err(refused(format!("{original} needs a JSON argument")));
+        }
+        let inner = call(get, args);
+        template(&format!("coalesce(__x0, {default})"), vec![inner]).map(Some)
+    };
+    match name.as_str() {
+        "count" if args.is_empty() => {
+            f.args = list(vec![FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]);
+            Ok(None)
+        }
+        "countif" => agg_if("count", f, args),
+        "sumif" => agg_if("sum", f, args),
+        "avgif" => agg_if("avg", f, args),
+        "minif" => agg_if("min", f, args),
+        "maxif" => agg_if("max", f, args),
+        "uniq" | "uniqexact" => {
+            arity(&original, &args, 1..=1)?;
+            let mut g = f.clone();
+            g.name = ObjectName::from(vec![Ident::new("count")]);
+            g.args = FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: Some(ast::DuplicateTreatment::Distinct),
+                args: args.into_iter().map(unnamed).collect(),
+                clauses: Vec::new(),
+            });
+            Ok(Some(Expr::Function(g)))
+        }
+        "todate" => cast("DATE", args),
+        "tostring" => cast("VARCHAR", args),
+        "toint" | "toint64" => cast("BIGINT", args),
+        "tofloat" | "tofloat64" => cast("DOUBLE", args),
+        "todatetime" => {
+            arity(&original, &args, 1..=1)?;
+            template("arrow_cast(__x0, 'Timestamp(µs, \"UTC\")')", args).map(Some)
+        }
+        "tostartofminute" => trunc("minute", args),
+        "tostartofhour" => trunc("hour", args),
+        "tostartofday" => trunc("day", args),
+        "tostartofmonth" => trunc("month", args),
+        "tostartofquarter" => trunc("quarter", args),
+        "tostartofyear" => trunc("year", args),
+        "tomonday" => trunc("week", args),
+        "tostartofweek" => {
+            arity(&original, &args, 1..=1)?;
+            template(
+                "date_trunc('week', __x0 + INTERVAL '1 day') - INTERVAL '1 day'",
+                args,
+            )
+            .map(Some)
+        }
+        "today" => {
+            arity(&original, &args, 0..=0)?;
+            template("current_date()", args).map(Some)
+        }
+        "yesterday" => {
+            arity(&original, &args, 0..=0)?;
+            template("current_date() - INTERVAL '1 day'", args).map(Some)
+        }
+        "datediff" | "date_diff" => {
+            arity(&original, &args, 3..=3)?;
+            Ok(Some(call(functions::DATE_DIFF, args)))
+        }
+        "jsonextractstring" => json("json_get_str", "''", args),
+        "jsonextractint" => json("json_get_int", "0", args),
+        "jsonextractfloat" => json("json_get_float", "0.0", args),
+        "jsonextractbool" => json("json_get_bool", "false", args),
+        "jsonextractraw" => json("json_get_json", "''", args),
+        "jsonhas" => {
+            arity(&original, &args, 2..=2)?;
+            Ok(Some(call("json_contains", args)))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sql(q: &str) -> String {
+        rewrite(q)
+            .map(|r| r.statement.to_string())
+            .unwrap_or_else(|e| format!("ERR {e}"))
+    }
+
+    /// The rewrite of one expression (aliased, so that no name is added).
+    fn expr(e: &str) -> String {
+        let out = sql(&format!("SELECT {e} AS c FROM events"));
+        out.strip_prefix("SELECT ")
+            .and_then(|s| s.strip_suffix(" AS c FROM events"))
+            .map_or(out.clone(), str::to_string)
+    }
+
+    #[test]
+    fn property_forms() {
+        assert_eq!(
+            expr("properties.$browser"),
+            "json_as_text(properties, '$browser')"
+        );
+        assert_eq!(expr("properties['$os']"), "json_as_text(properties, '$os')");
+        assert_eq!(
+            expr("events.properties.a.b"),
+            "json_as_text(events.properties, 'a', 'b')"
+        );
+        assert_eq!(expr("properties"), "properties");
+        assert_eq!(expr("e.properties"), "e.properties");
+    }
+
+    #[test]
+    fn output_columns_keep_the_hogql_names() {
+        assert_eq!(
+            sql("select properties.$browser, count(), event from events e"),
+            "SELECT json_as_text(properties, '$browser') AS \"properties.$browser\", \
+             count(*) AS \"count()\", event FROM events e"
+        );
+        assert_eq!(
+            sql("select count() as n from events union all select count() from events"),
+            "SELECT count(*) AS n FROM events UNION ALL SELECT count(*) FROM events"
+        );
+    }
+
+    #[test]
+    fn person_properties_go_through_the_distinct_id() {
+        let r = rewrite(
+            "select person.properties.email as a, e.person.properties['plan'] as b from events e",
+        )
+        .unwrap();
+        assert!(r.uses_person);
+        assert_eq!(
+            r.statement.to_string(),
+            "SELECT elide_person_property(distinct_id, 'email') AS a, \
+             elide_person_property(e.distinct_id, 'plan') AS b FROM events e"
+        );
+        assert!(!rewrite("select event from events").unwrap().uses_person);
+    }
+
+    #[test]
+    fn functions() {
+        assert_eq!(expr("count()"), "count(*)");
+        assert_eq!(
+            expr("countIf(event = 'a')"),
+            "count(*) FILTER (WHERE event = 'a')"
+        );
+        assert_eq!(
+            expr("sumIf(1, event = 'a')"),
+            "sum(1) FILTER (WHERE event = 'a')"
+        );
+        assert_eq!(expr("uniq(distinct_id)"), "count(DISTINCT distinct_id)");
+        assert_eq!(expr("toDate(timestamp)"), "CAST(timestamp AS DATE)");
+        assert_eq!(
+            expr("toStartOfDay(timestamp)"),
+            "date_trunc('day', timestamp)"
+        );
+        assert_eq!(
+            expr("dateDiff('day', timestamp, now())"),
+            "elide_date_diff('day', timestamp, now())"
+        );
+        assert_eq!(
+            expr("JSONExtractString(properties, '$browser')"),
+            "coalesce(json_get_str(properties, '$browser'), '')"
+        );
+        assert_eq!(expr("today()"), "current_date()");
+        assert!(expr("toDate()").starts_with("ERR"));
+        assert!(expr("countIf()").starts_with("ERR"));
+        assert!(expr("dateDiff('day', timestamp)").starts_with("ERR"));
+        // DataFusion's own functions are left alone.
+        assert_eq!(
+            expr("date_trunc('day', timestamp)"),
+            "date_trunc('day', timestamp)"
+        );
+    }
+
+    #[test]
+    fn nested_rewrites() {
+        assert_eq!(
+            expr("toDate(JSONExtractString(properties.$set, 'at'))"),
+            "CAST(coalesce(json_get_str(json_as_text(properties, '$set'), 'at'), '') AS DATE)"
+        );
+    }
+
+    #[test]
+    fn only_queries() {
+        for q in [
+            "delete from events",
+            "insert into events values (1)",
+            "copy events to '/tmp/x'",
+            "create table t as select 1",
+            "drop table events",
+            "set datafusion.execution.batch_size = 1",
+            "select 1; select 2",
+            "",
+        ] {
+            assert!(rewrite(q).is_err(), "{q}");
+        }
+        assert!(rewrite("with a as (select 1) select * from a union all select 2").is_ok());
+    }
+
+    #[test]
+    fn limit_is_seen() {
+        assert!(rewrite("select 1 limit 5").unwrap().has_limit);
+        assert!(
+            !rewrite("select * from (select 1 limit 5)")
+                .unwrap()
+                .has_limit
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! Running one project's HogQL query: what `POST /api/projects/{id}/query/`
+//! answers, written here so that any front end runs it the same way.
+//!
+//! Invariants:
+//!
+//! - the session's tables hold only the project's rows (the providers
+//!   filter: [`elide_query::project_session_context`], and the persons
+//!   tables read with the project's filter), whatever the SQL says;
+//! - deleted rows are never read (tombstones inside the scan), and the
+//!   persons read when the query starts never include a person deleted
+//!   before it;
+//! - nothing is written: only a query statement parses
+//!   ([`crate::hogql::rewrite`]) and its plan is verified to hold no DDL,
+//!   DML or statement;
+//! - at most `max_rows` rows come back (`default_rows` without a
+//!   `LIMIT`), and `has_more` says whether more were there.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::context::SQLOptions;
+use elide_persons::{Persons, SqliteMeta};
+use serde_json::Value;
+
+use crate::error::{AppError, Result};
+use crate::hogql::functions::{DateDiff, PersonProperty};
+use crate::hogql::rewrite;
+use crate::sql::register_person_tables;
+
+/// Bounds of one query.
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    /// Rows returned when the query has no `LIMIT`.
+    pub default_rows: usize,
+    /// Most rows returned, `LIMIT` or not.
+    pub max_rows: usize,
+    /// Memory the query's operators may hold (bytes), if capped.
+    pub memory_bytes: Option<usize>,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            default_rows: 10_000,
+            max_rows: 100_000,
+            memory_bytes: Some(2 << 30),
+        }
+    }
+}
+
+/// A query's answer, as PostHog's `HogQLQueryResponse` has it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueryOutput {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// `[name, type]` per column, with ClickHouse's type names.
+    pub types: Vec<(String, String)>,
+    /// Rows, each an array of JSON values in column order.
+    pub results: Vec<Vec<Value>>,
+    /// Whether rows beyond `limit` were left out.
+    #[serde(rename = "hasMore")]
+    pub has_more: bool,
+    /// The row limit applied.
+    pub limit: usize,
+    /// Always 0 (no paging of query results).
+    pub offset: usize,
+}
+
+/// Run HogQL `sql` over `project`'s rows.
+pub async fn run_hogql(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    sql: &str,
+    limits: &QueryLimits,
+) -> Result<QueryOutput> {
+    let rw = rewrite(sql)?;
+    let ctx = elide_query::project_session_context(persons.store(), project, limits.memory_bytes)?;
+    register_person_tables(&ctx, persons, Some(project))?;
+    ctx.register_udf(DateDiff::udf());
+    let people = if rw.uses_person {
+        persons.properties_by_distinct_id(project)?
+    } else {
+        HashMap::new()
+    };
+    ctx.register_udf(PersonProperty::udf(Arc::new(people)));
+    let plan = ctx
+        .state()
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            rw.statement,
+        )))
+        .await?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| AppError::InvalidQuery(format!("the query endpoint is read-only: {e}")))?;
+    let limit = if rw.has_limit {
+        limits.max_rows
+    } else {
+        limits.default_rows.min(limits.max_rows)
+    };
+    let df = ctx
+        .execute_logical_plan(plan)
+        .await?
+        .limit(0, Some(limit.saturating_add(1)))?;
+    let fields: Vec<(String, DataType, bool)> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+        .collect();
+    let batches = df.collect().await?;
+    let mut results = rows(&batches)?;
+    let has_more = results.len() > limit;
+    results.truncate(limit);
+    Ok(QueryOutput {
+        columns: fields.iter().map(|f| f.0.clone()).collect(),
+        types: fields
+            .iter()
+            .map(|(n, t, nullable)| (n.clone(), clickhouse_type(t, *nullable)))
+            .collect(),
+        results,
+        has_more,
+        limit,
+        offset: 0,
+    })
+}
+
+/// ClickHouse's name of an Arrow type (what PostHog's `types` shows).
+pub fn clickhouse_type(t: &DataType, nullable: bool) -> String {
+    let base = match t {
+        DataType::Null => return "Nullable(Nothing)".into(),
+        DataType::Boolean => "Bool".to_string(),
+        DataType::Int8 => "Int8".into(),
+        DataType::Int16 => "Int16".into(),
+        DataType::Int32 => "Int32".into(),
+        DataType::Int64 => "Int64".into(),
+        DataType::UInt8 => "UInt8".into(),
+        DataType::UInt16 => "UInt16".into(),
+        DataType::UInt32 => "UInt32".into(),
+        DataType::UInt64 => "UInt64".into(),
+        DataType::Float16 | DataType::Float32 => "Float32".into(),
+        DataType::Float64 => "Float64".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "String".into(),
+        DataType::Date32 | DataType::Date64 => "Date".into(),
+        DataType::Timestamp(unit, tz) => {
+            let digits = match unit {
+                TimeUnit::Second => 0,
+                TimeUnit::Millisecond => 3,
+                TimeUnit::Microsecond => 6,
+                TimeUnit::Nanosecond => 9,
+            };
+            match tz {
+                Some(tz) => format!("DateTime64({digits}, '{tz}')"),
+                None => format!("DateTime64({digits})"),
+            }
+        }
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("Decimal({p}, {s})"),
+        DataType::List(f) | DataType::LargeList(f) => {
+            format!("Array({})", clickhouse_type(f.data_type(), f.is_nullable()))
+        }
+        other => other.to_string(),
+    };
+    if nullable {
+        format!("Nullable({base})")
+    } else {
+        base
+    }
+}
+
+/// The rows of `batches` as JSON arrays.
+fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let cols: Vec<Vec<Value>> = b
+            .columns()
+            .iter()
+            .map(column_values)
+            .collect::<Result<_>>()?;
+        for i in 0..b.num_rows() {
+            out.push(cols.iter().map(|c| c[i].clone()).collect());
+        }
+    }
+    Ok(out)
+}
+
+/// One column's values as JSON: numbers, booleans and text as such,
+/// timestamps as RFC 3339 text in UTC, anything else as Arrow displays it.
+fn column_values(a: &ArrayRef) -> Result<Vec<Value>> {
+    use arrow::compute::cast;
+    let n = a.len();
+    let each = |f: &dyn Fn(usize) -> Value| -> Vec<Value> {
+        (0..n)
+            .map(|i| if a.is_null(i) { Value::Null } else { f(i) })
+            .collect()
+    };
+    Ok(match a.data_type() {
+        DataType::Null => vec![Value::Null; n],
+        DataType::Boolean => {
+            let v = a.as_boolean();
+            each(&|i| Value::Bool(v.value(i)))
+        }
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+            let c = cast(a, &DataType::Int64)?;
+            let v = c.as_primitive::<Int64Type>();
+            each(&|i| Value::from(v.value(i)))
+        }
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+            let c = cast(a, &DataType::UInt64)?;
+            let v = c.as_primitive::<UInt64Type>();
+            each(&|i| Value::from(v.value(i)))
+        }
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            let c = cast(a, &DataType::Float64)?;
+            let v = c.as_primitive::<arrow::datatypes::Float64Type>();
+            each(&|i| serde_json::Number::from_f64(v.value(i)).map_or(Value::Null, Value::Number))
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let c = cast(a, &DataType::Utf8)?;
+            let v = c.as_string::<i32>();
+            each(&|i| Value::String(v.value(i).to_string()))
+        }
+        DataType::Timestamp(_, _) => {
+            let c = cast(
+                a,
+                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            )?;
+            let v = c.as_primitive::<TimestampMicrosecondType>();
+            each(&|i| Value::String(elide_persons::persons::iso(v.value(i))))
+        }
+        _ => {
+            let fmt = arrow::util::display::ArrayFormatter::try_new(
+                a.as_ref(),
+                &arrow::util::display::FormatOptions::default(),
+            )?;
+            each(&|i| Value::String(fmt.value(i).to_string()))
+        }
+    })
+}

@@ -1,0 +1,95 @@
+//! Reads the persons API and the query layer need besides lookups: how
+//! many persons match a filter, the values a person property takes, and
+//! every distinct id's person properties (one consistent read).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::{PersonsError, Result};
+use crate::meta::{MetaStore, PersonFilter};
+use crate::persons::Persons;
+use serde_json::Map;
+
+/// One value of a person property and how many persons have it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PropertyValue {
+    /// The value, as text.
+    pub name: String,
+    /// Persons with it.
+    pub count: u64,
+}
+
+/// Most values [`Persons::property_values`] returns.
+pub const MAX_VALUES: usize = 100;
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+impl<M: MetaStore> Persons<M> {
+    /// How many persons match `filter` (its paging ignored).
+    pub fn count(&self, project: i64, filter: &PersonFilter) -> Result<u64> {
+        let mut all = filter.clone();
+        all.offset = 0;
+        all.limit = usize::MAX >> 1;
+        self.meta()
+            .read(|tx| Ok(tx.list_persons(project, &all)?.len() as u64))
+    }
+
+    /// The values person property `key` takes in `project`, most common
+    /// first (ties by value), optionally only those containing `contains`
+    /// (case-insensitive); at most [`MAX_VALUES`].
+    pub fn property_values(
+        &self,
+        project: i64,
+        key: &str,
+        contains: Option<&str>,
+    ) -> Result<Vec<PropertyValue>> {
+        if key.is_empty() {
+            return Err(PersonsError::InvalidInput("key is required".into()));
+        }
+        let needle = contains.map(str::to_lowercase);
+        let rows = self.meta().read(|tx| tx.all_persons(Some(project)))?;
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for r in rows {
+            if let Some(v) = r.properties.get(key).and_then(text_of) {
+                if needle.as_ref().is_none_or(|n| v.to_lowercase().contains(n)) {
+                    *counts.entry(v).or_default() += 1;
+                }
+            }
+        }
+        let mut out: Vec<PropertyValue> = counts
+            .into_iter()
+            .map(|(name, count)| PropertyValue { name, count })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+        out.truncate(MAX_VALUES);
+        Ok(out)
+    }
+
+    /// Each distinct id of `project` with its person's properties, read in
+    /// one transaction (persons shared between their ids).
+    pub fn properties_by_distinct_id(
+        &self,
+        project: i64,
+    ) -> Result<HashMap<String, Arc<Map<String, Value>>>> {
+        self.meta().read(|tx| {
+            let persons: HashMap<uuid::Uuid, Arc<Map<String, Value>>> = tx
+                .all_persons(Some(project))?
+                .into_iter()
+                .map(|r| (r.uuid, Arc::new(r.properties)))
+                .collect();
+            Ok(tx
+                .all_distinct_ids(Some(project))?
+                .into_iter()
+                .filter_map(|(_, id, uuid)| persons.get(&uuid).map(|p| (id, Arc::clone(p))))
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,490 @@
+//! PostHog's capture endpoints: `/batch`, `/e`, `/i/v0/e`, `/capture`,
+//! `/track`, `/engage` and `/s` (recordings), with or without a trailing
+//! slash, by GET, POST or OPTIONS.
+//!
+//! ```text
+//!  body ─► gunzip (by magic bytes, whatever the headers say)
+//!       ─► form `data=` / query `data=` ─► base64 (compression=base64, or a body that is not JSON)
+//!       ─► parse (elide_persons::capture::parse_capture_request): events, one token, sent_at skew
+//!       ─► token → project (401 if none, inconsistent or unknown)
+//!       ─► `$ip` added from the peer unless the project anonymizes IPs
+//!       ─► group commit: one metadata transaction and one log fsync for many requests
+//!       ─► 200 {"status":"Ok"} once durable
+//! ```
+//!
+//! **Group commit.** Requests hand their events to one committer thread.
+//! It takes whatever is queued (up to [`MAX_GROUP_EVENTS`] events, waiting
+//! at most [`GROUP_WAIT`] for more), captures each project's share in one
+//! call of `Persons::capture` (one metadata transaction, one append, one
+//! fsync), and answers every request only then. If a group fails on input
+//! (a row the store refuses), each request is retried alone so that only
+//! the bad one fails. `$snapshot` events (recordings) are appended to the
+//! `recordings` table in the same round.
+//!
+//! Success is exactly 200 `{"status":"Ok"}`: the SDK treats every other
+//! status as a failure (and retries 5xx and 429). Errors are PostHog's
+//! texts in the JSON envelope: 400 for unreadable or invalid events, 401
+//! for a missing, inconsistent or unknown token, 413 past the size limit.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use crossbeam_channel::{Receiver, Sender};
+use elide_app::App;
+use elide_persons::capture::{parse_capture_request, CaptureEvent, CaptureRefusal};
+use elide_store::Table;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+/// Largest capture body (decompressed), PostHog's batch limit.
+pub const MAX_CAPTURE_BYTES: usize = 20 << 20;
+/// Most events one committer round takes.
+pub const MAX_GROUP_EVENTS: usize = 20_000;
+/// How long a round waits for more requests to share its commit.
+pub const GROUP_WAIT: Duration = Duration::from_millis(2);
+
+/// Query parameters of capture routes.
+#[derive(Debug, Default, Deserialize)]
+pub struct CaptureQuery {
+    /// `gzip-js`, `base64` (or `lz64`, refused).
+    pub compression: Option<String>,
+    /// The payload itself (GET, or a form body).
+    pub data: Option<String>,
+    /// Answer 204 instead of 200 (`navigator.sendBeacon`).
+    pub beacon: Option<String>,
+}
+
+/// One request's events, waiting for the committer.
+struct Job {
+    project: i64,
+    events: Vec<CaptureEvent>,
+    reply: tokio::sync::oneshot::Sender<ApiResult<()>>,
+}
+
+/// The committer: its queue and its thread.
+pub struct Committer {
+    tx: std::sync::Mutex<Option<Sender<Job>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Committer")
+    }
+}
+
+impl Committer {
+    /// Start the committer thread over `app`.
+    pub fn start(app: App) -> std::io::Result<Committer> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("elide-capture".into())
+            .spawn(move || commit_loop(&app, &rx))?;
+        Ok(Committer {
+            tx: std::sync::Mutex::new(Some(tx)),
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Commit what is queued, answer it, and stop; later captures get 503.
+    pub fn stop(&self) {
+        drop(self.tx.lock().ok().and_then(|mut t| t.take()));
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            if t.join().is_err() {
+                tracing::error!("the capture committer thread panicked");
+            }
+        }
+    }
+
+    /// Capture `events` into `project`; returns once they are durable.
+    async fn capture(&self, project: i64, events: Vec<CaptureEvent>) -> ApiResult<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let tx = self
+            .tx
+            .lock()
+            .ok()
+            .and_then(|t| t.clone())
+            .ok_or_else(ApiError::unavailable)?;
+        tx.send(Job {
+            project,
+            events,
+            reply,
+        })
+        .map_err(|_| ApiError::unavailable())?;
+        answer.await.map_err(|_| ApiError::unavailable())?
+    }
+}
+
+fn commit_loop(app: &App, rx: &Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].events.len();
+        let deadline = Instant::now() + GROUP_WAIT;
+        while n < MAX_GROUP_EVENTS {
+            match rx.recv_deadline(deadline) {
+                Ok(j) => {
+                    n += j.events.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut by_project: BTreeMap<i64, Vec<Job>> = BTreeMap::new();
+        for j in jobs {
+            by_project.entry(j.project).or_default().push(j);
+        }
+        for (project, jobs) in by_project {
+            let events: Vec<CaptureEvent> = jobs.iter().flat_map(|j| j.events.clone()).collect();
+            let started = Instant::now();
+            match capture_events(app, project, &events) {
+                Ok(()) => {
+                    metrics::histogram!("elide_capture_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("elide_capture_events_total").increment(events.len() as u64);
+                    for j in jobs {
+                        let _ = j.reply.send(Ok(()));
+                    }
+                }
+                Err(e) if jobs.len() > 1 && e.status.is_client_error() => {
+                    // One request's bad row must not fail the others.
+                    for j in jobs {
+                        let r = capture_events(app, project, &j.events);
+                        if r.is_ok() {
+                            metrics::counter!("elide_capture_events_total")
+                                .increment(j.events.len() as u64);
+                        }
+                        let _ = j.reply.send(r);
+                    }
+                }
+                Err(e) => {
+                    for j in jobs {
+                        let _ = j.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Capture one project's events: recordings to their table, the rest
+/// through identity resolution.
+fn capture_events(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult<()> {
+    let (snapshots, others): (Vec<&CaptureEvent>, Vec<&CaptureEvent>) =
+        events.iter().partition(|e| e.event == "$snapshot");
+    if !others.is_empty() {
+        let owned: Vec<CaptureEvent> = if snapshots.is_empty() {
+            events.to_vec()
+        } else {
+            others.into_iter().cloned().collect()
+        };
+        app.persons().capture(project, &owned)?;
+    }
+    if !snapshots.is_empty() {
+        let batch = crate::recordings::rows(project, &snapshots)?;
+        app.store().append(Table::Recordings, &batch)?;
+    }
+    Ok(())
+}
+
+/// Turn the raw body into JSON text: gunzip by magic bytes, the `data`
+/// field of a form or query, base64 when asked for or when the payload is
+/// not JSON.
+pub fn decode_body(headers: &HeaderMap, query: &CaptureQuery, body: &[u8]) -> ApiResult<String> {
+    let form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let mut compression = query.compression.clone();
+    let mut payload: Vec<u8> = body.to_vec();
+    if form && !is_gzip(body) {
+        let fields: Vec<(String, String)> = url::form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if let Some((_, c)) = fields.iter().find(|(k, _)| k == "compression") {
+            compression = Some(c.clone());
+        }
+        match fields.into_iter().find(|(k, _)| k == "data") {
+            Some((_, d)) => payload = d.into_bytes(),
+            None => {
+                return Err(ApiError::invalid(
+                    "failed to parse request: a form body needs a `data` field",
+                ))
+            }
+        }
+    } else if payload.is_empty() {
+        if let Some(d) = &query.data {
+            payload = d.clone().into_bytes();
+        }
+    }
+    if payload.is_empty() {
+        return Err(ApiError::invalid("request holds no event"));
+    }
+    if is_gzip(&payload) {
+        payload = gunzip(&payload)?;
+    } else {
+        match compression.as_deref() {
+            Some("gzip-js") | Some("gzip") => payload = gunzip(&payload)?,
+            Some("base64") => payload = unbase64(&payload)?,
+            Some("lz64") | Some("lz-string") => return Err(ApiError::invalid(
+                "failed to parse request: lz64 compression is not supported; use gzip-js or base64",
+            )),
+            _ => {
+                let first = payload.iter().find(|b| !b.is_ascii_whitespace()).copied();
+                if !matches!(first, Some(b'{') | Some(b'[')) {
+                    // A whole-body base64 payload.
+                    payload = unbase64(&payload)?;
+                    if is_gzip(&payload) {
+                        payload = gunzip(&payload)?;
+                    }
+                }
+            }
+        }
+    }
+    String::from_utf8(payload)
+        .map_err(|_| ApiError::invalid("failed to parse request: the body is not UTF-8"))
+}
+
+fn is_gzip(b: &[u8]) -> bool {
+    b.len() >= 3 && b[0] == 0x1f && b[1] == 0x8b && b[2] == 0x08
+}
+
+fn gunzip(b: &[u8]) -> ApiResult<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(b)
+        .take(MAX_CAPTURE_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::invalid(format!("failed to parse request: gzip: {e}")))?;
+    if out.len() > MAX_CAPTURE_BYTES {
+        return Err(ApiError::too_large(format!(
+            "request is larger than {} MiB once decompressed",
+            MAX_CAPTURE_BYTES >> 20
+        )));
+    }
+    Ok(out)
+}
+
+fn unbase64(b: &[u8]) -> ApiResult<Vec<u8>> {
+    let text: Vec<u8> = b
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let engines = [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::URL_SAFE,
+    ];
+    for e in engines {
+        if let Ok(d) = e.decode(&text) {
+            return Ok(d);
+        }
+    }
+    for e in [
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        if let Ok(d) = e.decode(&text) {
+            return Ok(d);
+        }
+    }
+    Err(ApiError::invalid(
+        "failed to parse request: the payload is neither JSON nor base64",
+    ))
+}
+
+fn refusal(e: CaptureRefusal) -> ApiError {
+    match e {
+        CaptureRefusal::Invalid(d) => {
+            let d = if d.starts_with("failed to parse") || d == "request holds no event" {
+                d
+            } else {
+                format!("invalid event: {d}")
+            };
+            ApiError::invalid(d)
+        }
+        other => {
+            let mut e = ApiError::unauthenticated();
+            e.code = "invalid_api_key".into();
+            e.detail = other.to_string();
+            e
+        }
+    }
+}
+
+/// Every capture route (see the module docs).
+pub async fn capture(
+    State(state): State<AppState>,
+    method: Method,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<CaptureQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method == Method::OPTIONS {
+        return StatusCode::OK.into_response();
+    }
+    match capture_inner(&state, peer, &query, &headers, &body).await {
+        Ok(()) if query.beacon.as_deref() == Some("1") => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "Ok"})),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn capture_inner(
+    state: &AppState,
+    peer: SocketAddr,
+    query: &CaptureQuery,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<()> {
+    if body.len() > MAX_CAPTURE_BYTES {
+        return Err(ApiError::too_large(format!(
+            "request is larger than {} MiB",
+            MAX_CAPTURE_BYTES >> 20
+        )));
+    }
+    let text = decode_body(headers, query, body)?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let req = parse_capture_request(&text, now).map_err(refusal)?;
+    let token = req
+        .token
+        .clone()
+        .ok_or_else(|| refusal(CaptureRefusal::NoToken))?;
+    if token.starts_with(elide_persons::admin::KEY_PREFIX) {
+        let mut e = ApiError::unauthenticated();
+        e.code = "invalid_api_key".into();
+        e.detail = format!(
+            "API key is not valid: {}... is a personal API key; capture takes the project token (phc_...)",
+            &token[..token.len().min(8)]
+        );
+        return Err(e);
+    }
+    let app = state.app().clone();
+    let t = token.clone();
+    let project = tokio::task::spawn_blocking(move || app.persons().project_by_token(&t))
+        .await??
+        .ok_or_else(|| {
+            let mut e = ApiError::unauthenticated();
+            e.code = "invalid_api_key".into();
+            e.detail = "API key is not valid: no project has this token".into();
+            e
+        })?;
+    let mut events = req.events;
+    for e in events.iter().filter(|e| e.event == "$snapshot") {
+        crate::recordings::check(e)
+            .map_err(|d| ApiError::invalid(format!("invalid event: {d}")))?;
+    }
+    if !project.settings.anonymize_ips {
+        let ip = Value::String(peer.ip().to_string());
+        for e in &mut events {
+            e.properties.entry("$ip").or_insert_with(|| ip.clone());
+        }
+    }
+    state.committer().capture(project.id, events).await
+}
+
+/// `GET …/session_recordings/?person_uuid=` support lives in
+/// [`crate::recordings`]; this keeps the capture module's public surface
+/// to the routes.
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::any;
+    let mut r = axum::Router::new();
+    for path in [
+        "/batch", "/e", "/i/v0/e", "/capture", "/track", "/engage", "/s",
+    ] {
+        r = r
+            .route(path, any(capture))
+            .route(&format!("{path}/"), any(capture));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(headers: &[(&str, &str)], q: CaptureQuery, body: &[u8]) -> ApiResult<String> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        decode_body(&h, &q, body)
+    }
+
+    #[test]
+    fn bodies_decode_whatever_the_headers_say() {
+        let json = r#"{"api_key":"phc_x","batch":[]}"#;
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(json.as_bytes()).unwrap();
+            e.finish().unwrap()
+        };
+        let b64 = base64::engine::general_purpose::STANDARD.encode(json);
+        assert_eq!(
+            decode(&[], CaptureQuery::default(), json.as_bytes()).unwrap(),
+            json
+        );
+        // gzip by magic bytes, with a lying or absent header.
+        assert_eq!(
+            decode(
+                &[("content-type", "text/plain")],
+                CaptureQuery::default(),
+                &gz
+            )
+            .unwrap(),
+            json
+        );
+        // base64, asked for or not.
+        let q = CaptureQuery {
+            compression: Some("base64".into()),
+            ..Default::default()
+        };
+        assert_eq!(decode(&[], q, b64.as_bytes()).unwrap(), json);
+        assert_eq!(
+            decode(&[], CaptureQuery::default(), b64.as_bytes()).unwrap(),
+            json
+        );
+        // A form with data= (base64, url-encoded).
+        let form = format!(
+            "data={}&compression=base64",
+            b64.replace('+', "%2B").replace('=', "%3D")
+        );
+        assert_eq!(
+            decode(
+                &[("content-type", "application/x-www-form-urlencoded")],
+                CaptureQuery::default(),
+                form.as_bytes()
+            )
+            .unwrap(),
+            json
+        );
+        // GET with data in the query.
+        let q = CaptureQuery {
+            data: Some(json.into()),
+            ..Default::default()
+        };
+        assert_eq!(decode(&[], q, b"").unwrap(), json);
+        // Garbage is a 400, never a panic.
+        for bad in [&b"\x1f\x8b\x08garbage"[..], b"%%%", b""] {
+            let e = decode(&[], CaptureQuery::default(), bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
+    }
+}

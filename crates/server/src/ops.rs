@@ -1,0 +1,232 @@
+//! Operating the server: `/_health` (the process answers), `/_ready` (the
+//! store can serve), `/metrics` (Prometheus text), the request metrics
+//! and tracing middleware, and the answers for unknown routes, methods
+//! and panics (always PostHog's envelope, never an empty body).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The process-wide Prometheus recorder (installed once).
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ])
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a metrics recorder is installed already; /metrics shows only the store's figures");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    // Install the recorder before the first request records anything.
+    let _ = prometheus();
+    Router::new()
+        .route("/_health", get(health))
+        .route("/_ready", get(ready))
+        .route("/metrics", get(metrics_text))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let app = state.app().clone();
+    let ok = tokio::task::spawn_blocking(move || app.store().snapshot().map(|_| ()))
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
+    if ok {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::unavailable().into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let app = state.app().clone();
+    let status = tokio::task::spawn_blocking(move || app.store().status()).await;
+    let mut out = String::new();
+    if let Some(h) = prometheus() {
+        out.push_str(&h.render());
+    }
+    if let Ok(Ok(s)) = status {
+        let now = chrono::Utc::now().timestamp_micros();
+        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            ));
+        };
+        gauge(
+            &mut out,
+            "elide_deletion_requests_pending",
+            "Deletion requests whose rows are hidden but not yet purged.",
+            s.requests_pending as f64,
+        );
+        gauge(
+            &mut out,
+            "elide_deletion_requests_purged",
+            "Deletion requests purged, not yet verified.",
+            s.requests_purged as f64,
+        );
+        gauge(
+            &mut out,
+            "elide_deletion_requests_verified",
+            "Deletion requests verified.",
+            s.requests_verified as f64,
+        );
+        gauge(
+            &mut out,
+            "elide_deletion_oldest_pending_age_seconds",
+            "Age of the oldest pending deletion request.",
+            s.oldest_pending_age_s.unwrap_or(0) as f64,
+        );
+        let awaiting: u64 = s.partitions.iter().map(|p| p.bytes_awaiting_purge).sum();
+        let bytes: u64 = s.partitions.iter().map(|p| p.bytes).sum();
+        let parts: usize = s.partitions.iter().map(|p| p.parts).sum();
+        gauge(
+            &mut out,
+            "elide_bytes_awaiting_purge",
+            "Bytes of parts holding deleted rows.",
+            awaiting as f64,
+        );
+        gauge(
+            &mut out,
+            "elide_part_bytes",
+            "Bytes of live parts.",
+            bytes as f64,
+        );
+        gauge(&mut out, "elide_parts", "Live parts.", parts as f64);
+        gauge(
+            &mut out,
+            "elide_buffered_rows",
+            "Rows in the ingest log, not yet in parts.",
+            s.memtable_rows as f64,
+        );
+        gauge(
+            &mut out,
+            "elide_ingest_log_segments",
+            "Ingest-log segments on disk.",
+            s.wal_segments as f64,
+        );
+        gauge(
+            &mut out,
+            "elide_manifest_version",
+            "Manifest version.",
+            s.version as f64,
+        );
+        if let Some(c) = &s.last_compaction {
+            gauge(
+                &mut out,
+                "elide_last_compaction_age_seconds",
+                "Time since the last compaction run ended.",
+                (now.saturating_sub(c.finished_at_us).max(0) / 1_000_000) as f64,
+            );
+            gauge(
+                &mut out,
+                "elide_last_compaction_bytes_written",
+                "Bytes the last compaction run wrote.",
+                c.bytes_written as f64,
+            );
+            gauge(
+                &mut out,
+                "elide_last_compaction_rows_dropped",
+                "Deleted rows the last compaction run removed.",
+                c.rows_dropped as f64,
+            );
+        }
+    }
+    gauge_uptime(&mut out, state.uptime().as_secs_f64());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+fn gauge_uptime(out: &mut String, secs: f64) {
+    out.push_str(&format!(
+        "# HELP elide_uptime_seconds Time since the server started.\n# TYPE elide_uptime_seconds gauge\nelide_uptime_seconds {secs}\n"
+    ));
+}
+
+/// Count requests by route and status, and time them.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("elide_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("elide_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The tracing span of a request, with its id.
+pub fn span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+}
+
+/// Unknown route: 404 with the envelope.
+pub async fn not_found() -> Response {
+    ApiError::not_found().into_response()
+}
+
+/// Known route, other method: 405 with PostHog's text.
+pub async fn method_not_allowed(req: Request) -> Response {
+    ApiError::method_not_allowed(format!("Method \"{}\" not allowed.", req.method()))
+        .into_response()
+}
+
+/// A panic inside a handler: 500 with the envelope (logged).
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let msg = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    ApiError::internal(&format!("panic: {msg}")).into_response()
+}
+
+/// A status answer with the envelope (used by handlers that answer 202).
+pub fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}

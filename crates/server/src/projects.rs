@@ -1,0 +1,448 @@
+//! Projects (PostHog's teams) under `/api/projects/` and
+//! `/api/environments/`, and the project's personal API keys under
+//! `/api/projects/{id}/personal_api_keys/`.
+//!
+//! A personal API key belongs to one project: listing shows that project
+//! only, `@current` names it, and another id is a 404 whether or not it
+//! exists. Scopes: reads `project:read`, changes `project:write`.
+//!
+//! `POST /api/projects/` makes a project and, since a key reaches only its
+//! own project, a key for the new one with the caller's scopes, returned
+//! once (`personal_api_key`; an Elide addition). `DELETE` drops the
+//! project: its rows are invisible when the 204 returns, its metadata and
+//! keys (the caller's too) are gone, and its files are purged by the
+//! store's garbage collection.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use elide_persons::{ApiKey, Project, ProjectSettings};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::auth::{Key, Limit};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{blocking, JsonBody};
+use crate::AppState;
+
+/// The project routes.
+pub fn routes() -> Router<AppState> {
+    let mut r = Router::new();
+    for prefix in ["/api/projects", "/api/environments"] {
+        let both = |r: Router<AppState>, path: String, m: axum::routing::MethodRouter<AppState>| {
+            r.route(&path, m.clone()).route(&format!("{path}/"), m)
+        };
+        r = both(r, prefix.to_string(), get(list).post(create));
+        r = both(
+            r,
+            format!("{prefix}/{{project}}"),
+            get(retrieve).patch(update).put(update).delete(destroy),
+        );
+        r = both(
+            r,
+            format!("{prefix}/{{project}}/personal_api_keys"),
+            get(list_keys).post(create_key),
+        );
+        r = both(
+            r,
+            format!("{prefix}/{{project}}/personal_api_keys/{{key}}"),
+            delete(revoke_key),
+        );
+    }
+    r
+}
+
+/// A project as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectView {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// The capture token (`phc_…`): public, sent by SDKs.
+    pub api_token: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Time zone of dates in queries (always UTC).
+    pub timezone: &'static str,
+    /// Whether capture drops `$ip`.
+    pub anonymize_ips: bool,
+    /// Property names capture drops (an Elide addition).
+    pub drop_properties: Vec<String>,
+}
+
+impl From<&Project> for ProjectView {
+    fn from(p: &Project) -> Self {
+        ProjectView {
+            id: p.id,
+            name: p.name.clone(),
+            api_token: p.api_token.clone(),
+            created_at: elide_persons::persons::iso(p.created_at_us),
+            timezone: "UTC",
+            anonymize_ips: p.settings.anonymize_ips,
+            drop_properties: p.settings.drop_properties.clone(),
+        }
+    }
+}
+
+/// A page of projects.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectPage {
+    /// How many.
+    pub count: usize,
+    /// Always null (one page).
+    pub next: Option<String>,
+    /// Always null.
+    pub previous: Option<String>,
+    /// The projects.
+    pub results: Vec<ProjectView>,
+}
+
+/// Body of `POST /api/projects/`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProject {
+    /// Name (1 to 200 characters).
+    pub name: String,
+}
+
+/// Body of `PATCH /api/projects/{id}/`: the fields to change.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ProjectChange {
+    /// New name.
+    pub name: Option<String>,
+    /// Drop `$ip` from events before they are written.
+    pub anonymize_ips: Option<bool>,
+    /// Property names to drop from events (and `$set`, `$set_once`)
+    /// before they are written.
+    pub drop_properties: Option<Vec<String>>,
+}
+
+/// A new project, its capture token and a key for it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedProject {
+    /// The project.
+    #[serde(flatten)]
+    pub project: ProjectView,
+    /// A personal API key for the new project, with the caller's scopes;
+    /// shown once.
+    pub personal_api_key: String,
+}
+
+/// Most property names a project drops.
+const MAX_DROPPED: usize = 1000;
+
+async fn list(State(state): State<AppState>, key: Key) -> ApiResult<Json<ProjectPage>> {
+    key.scope("project:read")?;
+    let id = key.0.project_id;
+    let app = state.app().clone();
+    let p = blocking(move || Ok(app.persons().project(id)?)).await?;
+    Ok(Json(ProjectPage {
+        count: 1,
+        next: None,
+        previous: None,
+        results: vec![ProjectView::from(&p)],
+    }))
+}
+
+async fn retrieve(
+    State(state): State<AppState>,
+    key: Key,
+    Path(p): Path<HashMap<String, String>>,
+) -> ApiResult<Json<ProjectView>> {
+    let id = key.project(param(&p), "project:read")?;
+    let app = state.app().clone();
+    let p = blocking(move || Ok(app.persons().project(id)?)).await?;
+    Ok(Json(ProjectView::from(&p)))
+}
+
+fn param(p: &HashMap<String, String>) -> &str {
+    p.get("project").map_or("", String::as_str)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    key: Key,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    key.scope("project:write")?;
+    let name = match body.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => {
+            return Err(ApiError::invalid_attr(
+                "name",
+                "blank",
+                "This field may not be blank.",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_attr(
+                "name",
+                "invalid",
+                "Not a valid string.",
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid_attr(
+                "name",
+                "required",
+                "This field is required.",
+            ))
+        }
+    };
+    let scopes = key.0.scopes.clone();
+    let app = state.app().clone();
+    let (project, secret) = blocking(move || {
+        let p = app.persons().create_project(&name)?;
+        let (_, secret) = app
+            .persons()
+            .create_api_key(p.id, &scopes, "made with the project")?;
+        Ok((p, secret))
+    })
+    .await?;
+    tracing::info!(project = project.id, "project created");
+    let body = CreatedProject {
+        project: ProjectView::from(&project),
+        personal_api_key: secret,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    key: Key,
+    Path(p): Path<HashMap<String, String>>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<ProjectView>> {
+    let id = key.project(param(&p), "project:write")?;
+    let change = parse_change(&body)?;
+    let app = state.app().clone();
+    let p =
+        blocking(move || {
+            let current = app.persons().project(id)?;
+            let settings = (change.anonymize_ips.is_some() || change.drop_properties.is_some())
+                .then(|| ProjectSettings {
+                    anonymize_ips: change
+                        .anonymize_ips
+                        .unwrap_or(current.settings.anonymize_ips),
+                    drop_properties: change
+                        .drop_properties
+                        .clone()
+                        .unwrap_or_else(|| current.settings.drop_properties.clone()),
+                });
+            Ok(app
+                .persons()
+                .update_project(id, change.name.as_deref(), settings)?)
+        })
+        .await?;
+    Ok(Json(ProjectView::from(&p)))
+}
+
+/// The fields of a change, each checked with PostHog-style messages;
+/// fields Elide does not keep are ignored, as PostHog ignores read-only
+/// ones.
+fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
+    let Value::Object(o) = body else {
+        return Err(ApiError::invalid(
+            "Invalid data. Expected a dictionary, but got a different type.",
+        ));
+    };
+    let mut c = ProjectChange::default();
+    if let Some(v) = o.get("name") {
+        match v {
+            Value::String(s) if !s.trim().is_empty() => c.name = Some(s.clone()),
+            Value::String(_) => {
+                return Err(ApiError::invalid_attr(
+                    "name",
+                    "blank",
+                    "This field may not be blank.",
+                ))
+            }
+            _ => {
+                return Err(ApiError::invalid_attr(
+                    "name",
+                    "invalid",
+                    "Not a valid string.",
+                ))
+            }
+        }
+    }
+    if let Some(v) = o.get("anonymize_ips") {
+        c.anonymize_ips = Some(v.as_bool().ok_or_else(|| {
+            ApiError::invalid_attr("anonymize_ips", "invalid", "Must be a valid boolean.")
+        })?);
+    }
+    if let Some(v) = o.get("drop_properties") {
+        let bad = || {
+            ApiError::invalid_attr(
+                "drop_properties",
+                "invalid",
+                format!("Expected a list of at most {MAX_DROPPED} non-empty property names."),
+            )
+        };
+        let items = v.as_array().ok_or_else(bad)?;
+        if items.len() > MAX_DROPPED {
+            return Err(bad());
+        }
+        let mut names = Vec::with_capacity(items.len());
+        for i in items {
+            match i.as_str() {
+                Some(s) if !s.is_empty() && s.len() <= 400 => names.push(s.to_string()),
+                _ => return Err(bad()),
+            }
+        }
+        names.sort();
+        names.dedup();
+        c.drop_properties = Some(names);
+    }
+    Ok(c)
+}
+
+async fn destroy(
+    State(state): State<AppState>,
+    key: Key,
+    Path(p): Path<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let id = key.project(param(&p), "project:write")?;
+    state.limits().check(key.0.id, Limit::Delete)?;
+    let app = state.app().clone();
+    let (data, meta) = blocking(move || Ok(app.persons().drop_project(id)?)).await?;
+    tracing::info!(
+        project = id,
+        rows = data.rows_removed,
+        parts = data.parts_removed,
+        persons = meta.persons,
+        "project dropped"
+    );
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A personal API key as listed (never the key itself).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    /// Id.
+    pub id: i64,
+    /// Label.
+    pub label: String,
+    /// Scopes (`*` is all).
+    pub scopes: Vec<String>,
+    /// First and last characters of the key.
+    pub mask_value: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Last use (to the hour).
+    pub last_used_at: Option<String>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<String>,
+}
+
+impl From<&ApiKey> for KeyView {
+    fn from(k: &ApiKey) -> Self {
+        KeyView {
+            id: k.id,
+            label: k.label.clone(),
+            scopes: k.scopes.clone(),
+            mask_value: k.mask.clone(),
+            created_at: elide_persons::persons::iso(k.created_at_us),
+            last_used_at: k.last_used_at_us.map(elide_persons::persons::iso),
+            revoked_at: k.revoked_at_us.map(elide_persons::persons::iso),
+        }
+    }
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    key: Key,
+    Path(p): Path<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let id = key.project(param(&p), "project:read")?;
+    let app = state.app().clone();
+    let keys = blocking(move || Ok(app.persons().api_keys(id)?)).await?;
+    let results: Vec<KeyView> = keys.iter().map(KeyView::from).collect();
+    Ok(Json(json!({
+        "count": results.len(),
+        "next": null,
+        "previous": null,
+        "results": results,
+    })))
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    key: Key,
+    Path(p): Path<HashMap<String, String>>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let id = key.project(param(&p), "project:write")?;
+    let label = match body.get("label") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid_attr(
+                "label",
+                "invalid",
+                "Not a valid string.",
+            ))
+        }
+    };
+    let scopes: Vec<String> = match body.get("scopes") {
+        None => {
+            return Err(ApiError::invalid_attr(
+                "scopes",
+                "required",
+                "This field is required.",
+            ))
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ApiError::invalid_attr("scopes", "invalid", "Expected a list of scope names.")
+            })?,
+        Some(_) => {
+            return Err(ApiError::invalid_attr(
+                "scopes",
+                "invalid",
+                "Expected a list of scope names.",
+            ))
+        }
+    };
+    let parsed = elide_persons::admin::parse_scopes(&scopes)
+        .map_err(|e| ApiError::invalid_attr("scopes", "invalid_input", e.to_string()))?;
+    // A key never makes a key that may do more than itself.
+    if let Some(s) = parsed.iter().find(|s| !key.0.allows(s)) {
+        return Err(ApiError::invalid_attr(
+            "scopes",
+            "invalid_input",
+            format!("scope '{s}' is not among this key's scopes"),
+        ));
+    }
+    let app = state.app().clone();
+    let (made, secret) =
+        blocking(move || Ok(app.persons().create_api_key(id, &parsed, &label)?)).await?;
+    let mut view =
+        serde_json::to_value(KeyView::from(&made)).map_err(|e| ApiError::internal(&e))?;
+    view["value"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    key: Key,
+    Path(p): Path<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let id = key.project(param(&p), "project:write")?;
+    let which: i64 = p
+        .get("key")
+        .and_then(|k| k.parse().ok())
+        .ok_or_else(ApiError::not_found)?;
+    let app = state.app().clone();
+    blocking(move || Ok(app.persons().revoke_api_key(id, which)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,185 @@
+//! Session recordings: `$snapshot` events (from `/s/` or any capture
+//! batch) are stored in the store's `recordings` table, one row per event,
+//! so that a person's deletion with `delete_recordings` deletes something
+//! real; `GET …/session_recordings/?person_uuid=` lists a person's
+//! recordings (one per session id).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use elide_persons::capture::CaptureEvent;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Why a `$snapshot` event cannot be stored (`Err`), checked before it
+/// reaches the committer.
+pub fn check(e: &CaptureEvent) -> Result<(), String> {
+    match e.properties.get("$session_id").and_then(Value::as_str) {
+        Some(s) if !s.trim().is_empty() && !s.contains('\0') => {}
+        _ => return Err("a $snapshot event needs a non-empty properties.$session_id".into()),
+    }
+    match e.properties.get("$snapshot_data") {
+        None | Some(Value::Null) => Err("a $snapshot event needs properties.$snapshot_data".into()),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The `recordings` rows of `$snapshot` events of `project`.
+pub fn rows(project: i64, events: &[&CaptureEvent]) -> ApiResult<RecordBatch> {
+    let n = events.len();
+    let mut uuid = StringBuilder::with_capacity(n, n * 36);
+    let mut session = StringBuilder::with_capacity(n, n * 16);
+    let mut window = StringBuilder::with_capacity(n, n * 16);
+    let mut did = StringBuilder::with_capacity(n, n * 16);
+    let mut proj = Int64Builder::with_capacity(n);
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut data = StringBuilder::with_capacity(n, n * 256);
+    let now = chrono::Utc::now().timestamp_micros();
+    for e in events {
+        check(e).map_err(ApiError::invalid)?;
+        uuid.append_option(e.uuid.as_deref());
+        session.append_option(e.properties.get("$session_id").and_then(Value::as_str));
+        window.append_option(e.properties.get("$window_id").and_then(Value::as_str));
+        did.append_value(&e.distinct_id);
+        proj.append_value(project);
+        ts.append_value(e.timestamp_us.unwrap_or(now));
+        let snapshot = e
+            .properties
+            .get("$snapshot_data")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        data.append_value(snapshot);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("uuid", DataType::Utf8, true),
+        Field::new("session_id", DataType::Utf8, false),
+        Field::new("window_id", DataType::Utf8, true),
+        Field::new("distinct_id", DataType::Utf8, false),
+        Field::new("project_id", DataType::Int64, false),
+        Field::new("timestamp", elide_store::schema::timestamp_type(), false),
+        Field::new("snapshot_data", DataType::Utf8, false),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(uuid.finish()),
+        Arc::new(session.finish()),
+        Arc::new(window.finish()),
+        Arc::new(did.finish()),
+        Arc::new(proj.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(data.finish()),
+    ];
+    RecordBatch::try_new(schema, cols).map_err(|e| ApiError::internal(&e))
+}
+
+/// Query of the recordings listing.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ListQuery {
+    person_uuid: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET …/session_recordings/?person_uuid=`: a person's recordings (one
+/// per session), newest first; without `person_uuid`, the project's.
+pub async fn list(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    key: crate::auth::Key,
+    axum::extract::Path(p): axum::extract::Path<std::collections::HashMap<String, String>>,
+    crate::extract::Q(q): crate::extract::Q<ListQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    use arrow::array::{Array, AsArray};
+    let project = key.project(crate::persons::project_param(&p), "person:read")?;
+    let limit: usize = crate::extract::number(q.limit.as_deref(), "limit", 100)?;
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::invalid_attr(
+            "limit",
+            "invalid_input",
+            "limit must be between 1 and 10000",
+        ));
+    }
+    let app = state.app().clone();
+    let person = q.person_uuid.clone().filter(|u| !u.is_empty());
+    if let Some(u) = &person {
+        if uuid::Uuid::parse_str(u).is_err() {
+            return Err(ApiError::invalid_attr(
+                "person_uuid",
+                "invalid",
+                "Must be a valid UUID.",
+            ));
+        }
+    }
+    let ids: Option<Vec<String>> = match person.clone() {
+        None => None,
+        Some(u) => {
+            let a = app.clone();
+            Some(
+                crate::extract::blocking(move || Ok(a.persons().distinct_ids_of(project, &u)?.1))
+                    .await?,
+            )
+        }
+    };
+    let mut sql = format!(
+        "SELECT session_id, min(distinct_id) AS distinct_id, min(timestamp) AS start_time, \
+         max(timestamp) AS end_time, count(*) AS snapshots FROM recordings WHERE project_id = {project}"
+    );
+    if let Some(ids) = &ids {
+        if ids.is_empty() {
+            return Ok(axum::Json(
+                serde_json::json!({"results": [], "has_next": false}),
+            ));
+        }
+        let list: Vec<String> = ids
+            .iter()
+            .map(|d| format!("'{}'", d.replace('\'', "''")))
+            .collect();
+        sql.push_str(&format!(" AND distinct_id IN ({})", list.join(", ")));
+    }
+    sql.push_str(&format!(
+        " GROUP BY session_id ORDER BY start_time DESC, session_id LIMIT {}",
+        limit + 1
+    ));
+    let ctx = elide_query::session_context(app.store()).map_err(|e| ApiError::internal(&e))?;
+    let batches = elide_query::run_sql(&ctx, &sql)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let mut results = Vec::new();
+    for b in &batches {
+        let text = |i: usize| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8);
+        let (sid, did) = (text(0), text(1));
+        let (Ok(sid), Ok(did)) = (sid, did) else {
+            continue;
+        };
+        let (sid, did) = (
+            sid.as_string::<i32>().clone(),
+            did.as_string::<i32>().clone(),
+        );
+        let start = b
+            .column(2)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let end = b
+            .column(3)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let count = b.column(4).as_primitive::<arrow::datatypes::Int64Type>();
+        for i in 0..b.num_rows() {
+            if sid.is_null(i) {
+                continue;
+            }
+            results.push(serde_json::json!({
+                "id": sid.value(i),
+                "distinct_id": did.value(i),
+                "start_time": elide_persons::persons::iso(start.value(i)),
+                "end_time": elide_persons::persons::iso(end.value(i)),
+                "recording_duration": (end.value(i) - start.value(i)) / 1_000_000,
+                "snapshot_count": count.value(i),
+                "person": person.as_ref().map(|u| serde_json::json!({"uuid": u})),
+            }));
+        }
+    }
+    let has_next = results.len() > limit;
+    results.truncate(limit);
+    Ok(axum::Json(
+        serde_json::json!({"results": results, "has_next": has_next}),
+    ))
+}
