@@ -205,6 +205,9 @@ pub struct Clock {
     pub now_us: i64,
     /// The request's `sent_at` (µs), if it had one.
     pub sent_at_us: Option<i64>,
+    /// Whether an event time more than [`MAX_FUTURE_US`] ahead of now is
+    /// taken as now (PostHog's capture does; a file import keeps its times).
+    pub clamp_future: bool,
 }
 
 impl Clock {
@@ -213,6 +216,7 @@ impl Clock {
         Clock {
             now_us,
             sent_at_us: None,
+            clamp_future: false,
         }
     }
 }
@@ -279,7 +283,9 @@ fn parse_event_with(
     let merge_other = match merge_key.and_then(|(k, r)| properties.get(k).map(|v| (k, v, r))) {
         // Anything but a string or an exact integer names no id: no merge.
         Some((k, v, r)) => match id_text(v, r) {
-            Ok(t) => t.map(truncate_id),
+            // Unlike `distinct_id`, a merge id is not cut: an overlong one
+            // names no id (a prefix could be someone else's).
+            Ok(t) => t,
             Err(e) if e == INEXACT => return Err(e),
             Err(e) if matches!(v, Value::Number(_)) => return Err(format!("`properties.{k}` {e}")),
             Err(_) => None,
@@ -332,7 +338,7 @@ fn parse_event_with(
         (None, ts, _) => ts,
     }
     .map(|ts| {
-        if ts > now_us.saturating_add(MAX_FUTURE_US) {
+        if clock.clamp_future && ts > now_us.saturating_add(MAX_FUTURE_US) {
             now_us
         } else {
             ts
@@ -545,7 +551,11 @@ pub fn parse_capture_request(
             }
         }
     }
-    let clock = Clock { now_us, sent_at_us };
+    let clock = Clock {
+        now_us,
+        sent_at_us,
+        clamp_future: true,
+    };
     let events = parse_events_text(text, &clock).map_err(CaptureRefusal::Invalid)?;
     Ok(CaptureRequest { token, events })
 }
