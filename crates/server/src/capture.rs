@@ -25,13 +25,18 @@
 //! status as a failure (and retries 5xx and 429). Errors are PostHog's
 //! texts in the JSON envelope: 400 for unreadable or invalid events, 401
 //! for a missing, inconsistent or unknown token, 413 past the size limit.
+//!
+//! [`capture`] carries the OpenAPI operations of `/batch/` (GET and POST);
+//! [`crate::openapi`] copies them to the other capture paths and adds
+//! OPTIONS.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -41,9 +46,17 @@ use elide_persons::capture::{parse_capture_request, CaptureEvent, CaptureRefusal
 use elide_store::Table;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Q;
+use crate::ops::StatusAnswer;
 use crate::AppState;
+
+/// The capture routes (each also with a trailing slash).
+pub const CAPTURE_ROUTES: &[&str] = &[
+    "/batch", "/e", "/i/v0/e", "/capture", "/track", "/engage", "/s",
+];
 
 /// Largest capture body (decompressed), PostHog's batch limit.
 pub const MAX_CAPTURE_BYTES: usize = 20 << 20;
@@ -53,13 +66,14 @@ pub const MAX_GROUP_EVENTS: usize = 20_000;
 pub const GROUP_WAIT: Duration = Duration::from_millis(2);
 
 /// Query parameters of capture routes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CaptureQuery {
     /// `gzip-js`, `base64` (or `lz64`, refused).
     pub compression: Option<String>,
     /// The payload itself (GET, or a form body).
     pub data: Option<String>,
-    /// Answer 204 instead of 200 (`navigator.sendBeacon`).
+    /// `1`: answer 204 instead of 200 (`navigator.sendBeacon`).
     pub beacon: Option<String>,
 }
 
@@ -320,25 +334,55 @@ fn refusal(e: CaptureRefusal) -> ApiError {
     }
 }
 
-/// Every capture route (see the module docs).
+/// Capture events.
+///
+/// Every capture route (see the module docs): a PostHog capture payload,
+/// one event or `{"api_key", "batch": [...]}` or a list of events, as JSON,
+/// gzip (by magic bytes, whatever the headers say), base64 (whole body or
+/// `compression=base64`), a form with a `data` field, or `data` in the
+/// query string. The project token (`phc_…`) comes in the payload.
+#[utoipa::path(
+    method(post, get),
+    path = "/batch/",
+    operation_id = "capture_batch",
+    tag = "capture",
+    params(CaptureQuery),
+    request_body(
+        content = Value,
+        content_type = "application/json",
+        description = "One event, a list of events, or `{\"api_key\", \"batch\": [...]}`; also accepted gzipped, base64-encoded or as a form `data` field",
+        example = json!({"api_key": "phc_...", "batch": [{"event": "$pageview", "distinct_id": "user-1", "properties": {"$current_url": "https://example.com/"}}]}),
+    ),
+    responses(
+        (status = 200, description = "The events are durable", body = StatusAnswer, example = json!({"status": "Ok"})),
+        (status = 204, description = "The events are durable (`beacon=1`)"),
+        (status = 400, description = "Unreadable payload or invalid event"),
+        (status = 401, description = "Missing, inconsistent or unknown project token"),
+        (status = 413, description = "Payload larger than 20 MiB (once decompressed)"),
+        (status = 503, description = "Capture is stopping or the store cannot write"),
+    )
+)]
 pub async fn capture(
     State(state): State<AppState>,
     method: Method,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<CaptureQuery>,
+    Q(query): Q<CaptureQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if method == Method::OPTIONS {
         return StatusCode::OK.into_response();
     }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::too_large(e.body_text()).into_response()
+        }
+        Err(e) => return ApiError::invalid(e.body_text()).into_response(),
+    };
     match capture_inner(&state, peer, &query, &headers, &body).await {
         Ok(()) if query.beacon.as_deref() == Some("1") => StatusCode::NO_CONTENT.into_response(),
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "Ok"})),
-        )
-            .into_response(),
+        Ok(()) => (StatusCode::OK, axum::Json(StatusAnswer { status: "Ok" })).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -402,9 +446,7 @@ async fn capture_inner(
 pub fn routes() -> axum::Router<AppState> {
     use axum::routing::any;
     let mut r = axum::Router::new();
-    for path in [
-        "/batch", "/e", "/i/v0/e", "/capture", "/track", "/engage", "/s",
-    ] {
+    for &path in CAPTURE_ROUTES {
         r = r
             .route(path, any(capture))
             .route(&format!("{path}/"), any(capture));

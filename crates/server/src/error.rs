@@ -18,6 +18,7 @@ use elide_app::AppError;
 use elide_persons::PersonsError;
 use elide_store::StoreError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error answer: status plus PostHog's envelope.
 #[derive(Debug, Clone)]
@@ -36,12 +37,21 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
+/// PostHog's error envelope, as every error answer carries it (the
+/// OpenAPI document's `ApiErrorBody`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ApiErrorBody)]
+pub(crate) struct Envelope<'a> {
+    /// `validation_error`, `authentication_error`, `invalid_request`,
+    /// `throttled_error` or `server_error`.
     #[serde(rename = "type")]
     kind: &'a str,
+    /// The error's code (`invalid_input`, `not_found`, `throttled`, ...).
     code: &'a str,
+    /// What is wrong, for people.
     detail: &'a str,
+    /// The field at fault, if any.
+    #[schema(required)]
     attr: Option<&'a str>,
 }
 

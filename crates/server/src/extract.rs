@@ -1,7 +1,9 @@
 //! Extractors that answer bad input with PostHog's envelope (axum's own
 //! answer plain text), the blocking-pool helper, and page links.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 use serde::de::DeserializeOwned;
@@ -30,6 +32,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             err.code = "parse_error".into();
             err
         })
+    }
+}
+
+/// The path parameters of a route, by name (`project`, `id`, `key`); a
+/// parameter that is not UTF-8 once percent-decoded is a 400 envelope.
+///
+/// Not axum's `Path<HashMap<…>>` directly: besides its plain-text
+/// rejection, utoipa's axum integration reads every `Path<…>` argument of
+/// a `#[utoipa::path]` handler as typed parameters and cannot read a map;
+/// the handlers document their path parameters by hand.
+#[derive(Debug)]
+pub struct PathParams(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        match Path::<HashMap<String, String>>::from_request_parts(parts, state).await {
+            Ok(Path(p)) => Ok(PathParams(p)),
+            Err(e) if e.status().is_client_error() => Err(ApiError::invalid(e.body_text())),
+            Err(e) => Err(ApiError::internal(&e.body_text())),
+        }
     }
 }
 

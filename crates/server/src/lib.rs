@@ -12,7 +12,8 @@
 //! | [`persons`] | `/api/{projects,environments}/{id}/persons/…`, `/api/person…` |
 //! | [`projects`] | `/api/projects/…`, `/api/environments/…` |
 //! | [`query`] | `/api/projects/{id}/query/` |
-//! | [`ops`] | `/_health`, `/_ready`, `/metrics`, `/api/schema/` |
+//! | [`ops`] | `/_health`, `/_ready`, `/metrics` |
+//! | [`openapi`] | `/api/schema/`: the OpenAPI document of all of the above |
 //!
 //! Middleware (outermost first): request id (`x-request-id`, made when
 //! absent, echoed back), tracing span per request, panic → 500 envelope,
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod capture;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod ops;
 pub mod persons;
 pub mod projects;
@@ -160,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(capture::routes())
         .merge(api)
         .merge(ops::routes())
+        .merge(openapi::routes())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn(ops::track))

@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -51,10 +53,39 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// `{"status": …}`: the answer of `/_health` (`ok`), `/_ready` (`ready`)
+/// and capture (`Ok`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusAnswer {
+    /// `ok`, `ready` or `Ok`.
+    pub status: &'static str,
 }
 
+/// The process answers.
+#[utoipa::path(
+    get,
+    path = "/_health",
+    operation_id = "health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`{\"status\": \"ok\"}`", body = StatusAnswer),
+    )
+)]
+async fn health() -> Json<StatusAnswer> {
+    Json(StatusAnswer { status: "ok" })
+}
+
+/// The store can serve.
+#[utoipa::path(
+    get,
+    path = "/_ready",
+    operation_id = "ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = StatusAnswer),
+        (status = 503, description = "The store cannot serve"),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> Response {
     let app = state.app().clone();
     let ok = tokio::task::spawn_blocking(move || app.store().snapshot().map(|_| ()))
@@ -62,12 +93,23 @@ async fn ready(State(state): State<AppState>) -> Response {
         .map(|r| r.is_ok())
         .unwrap_or(false);
     if ok {
-        Json(serde_json::json!({"status": "ready"})).into_response()
+        Json(StatusAnswer { status: "ready" }).into_response()
     } else {
         ApiError::unavailable().into_response()
     }
 }
 
+/// Prometheus metrics: requests, capture, queries, and the store's
+/// deletion and storage figures.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", content((String = "text/plain"))),
+    )
+)]
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let app = state.app().clone();
     let status = tokio::task::spawn_blocking(move || app.store().status()).await;

@@ -6,10 +6,16 @@
 //!
 //! Scopes: reads `person:read`, writes `person:write`, activity
 //! `activity_log:read`. Deletions count against the deletion rate limit.
+//!
+//! Each handler carries its OpenAPI operation (`#[utoipa::path]`) under
+//! `/api/projects/{project_id}/persons/…`; [`crate::openapi`] copies them
+//! to `/api/environments/…`. The legacy `/api/person/…` routes (the key's
+//! project, same handlers) are served but left out of the document; only
+//! `/api/person.csv`, which has no other form, is in it.
 
 use std::collections::HashMap;
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,11 +23,18 @@ use axum::{Json, Router};
 use elide_persons::{DeletePersons, DeletionState, PersonFilter, PropertyFilter, SplitSpec};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa::IntoParams;
 
 use crate::auth::{Key, Limit};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{blocking, number, page_url, present, JsonBody, Q};
-use crate::views::{csv, ListedPerson, MinimalPerson, RetrievedPerson};
+use crate::extract::{blocking, number, page_url, present, JsonBody, PathParams, Q};
+use crate::views::{
+    csv, ActivityEntry, ActivityPage, BatchPersons, BulkDeleteAnswer, BulkDeleteBody, Cohorts,
+    DeletePropertyBody, DeletionStatusPage, DeletionStatusView, DistinctIdsBody, ListedPerson,
+    MinimalPerson, PersonPage, PersonUpdateBody, PropertyValue, PropertyValues,
+    ResetDistinctIdBody, RetrievedPerson, SplitBody, Success, Timeline, UpdatePropertyBody,
+    UuidsBody,
+};
 use crate::AppState;
 
 /// Route paths of a person collection, relative to a prefix, with and
@@ -33,6 +46,16 @@ fn both(
 ) -> Router<AppState> {
     r.route(path, m.clone()).route(&format!("{path}/"), m)
 }
+
+/// The analytics routes of a person collection, all [`analytics_later`]
+/// (GET and POST).
+pub(crate) const ANALYTICS_ROUTES: &[&str] = &[
+    "/funnel",
+    "/funnel/correlation",
+    "/lifecycle",
+    "/trends",
+    "/stickiness",
+];
 
 /// The persons routes under every prefix.
 pub fn routes() -> Router<AppState> {
@@ -52,13 +75,7 @@ pub fn routes() -> Router<AppState> {
         r = both(r, &p("/values"), get(values));
         r = both(r, &p("/cohorts"), get(cohorts));
         r = both(r, &p("/activity"), get(project_activity));
-        for analytics in [
-            "/funnel",
-            "/funnel/correlation",
-            "/lifecycle",
-            "/trends",
-            "/stickiness",
-        ] {
+        for &analytics in ANALYTICS_ROUTES {
             r = both(r, &p(analytics), get(analytics_later).post(analytics_later));
         }
         r = both(
@@ -105,15 +122,29 @@ fn check_person_id(id: &str) -> ApiResult<()> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Filters and paging of a person listing (all filters must hold).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only the person that owns this distinct id.
     distinct_id: Option<String>,
+    /// Only persons whose `email` property is this.
     email: Option<String>,
+    /// Substring of email or name (case-insensitive), or an exact distinct
+    /// id or UUID.
     search: Option<String>,
+    /// Property filters: a JSON list of `{"key", "value", "operator"}`
+    /// (`exact` by default; `type: cohort` is refused).
     properties: Option<String>,
+    /// Page size, 1 to 10000 (default 100).
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// Persons to skip (default 0).
+    #[param(value_type = Option<u32>)]
     offset: Option<String>,
+    /// Any value but `false` or `0`: the answer has `count`.
     include_total: Option<String>,
+    /// `csv`: answer CSV text instead of JSON.
     format: Option<String>,
 }
 
@@ -190,10 +221,25 @@ fn parse_property_filters(s: &str) -> ApiResult<Vec<PropertyFilter>> {
         .collect()
 }
 
+/// List the project's persons, newest first, filtered and paged (or as
+/// CSV with `format=csv`).
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/persons/",
+    operation_id = "persons_list",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ListQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of persons (JSON), or every person of the page as CSV with `format=csv`", content((PersonPage = "application/json"), (String = "text/csv"))),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     Q(q): Q<ListQuery>,
@@ -231,12 +277,13 @@ async fn list(
             filter.limit,
         )
     });
-    let results: Vec<ListedPerson> = page.results.iter().map(ListedPerson::from).collect();
-    let mut body = json!({"results": results, "next": next, "previous": previous});
-    if let Some(c) = count {
-        body["count"] = json!(c);
-    }
-    Ok(Json(body).into_response())
+    Ok(Json(PersonPage {
+        count,
+        next,
+        previous,
+        results: page.results.iter().map(ListedPerson::from).collect(),
+    })
+    .into_response())
 }
 
 fn csv_response(body: String) -> Response {
@@ -247,6 +294,18 @@ fn csv_response(body: String) -> Response {
         .into_response()
 }
 
+/// The key's project's persons as CSV (at most 10000), filtered as the
+/// listing.
+#[utoipa::path(
+    get,
+    path = "/api/person.csv",
+    operation_id = "persons_csv",
+    tag = "persons",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One row per person", content((String = "text/csv"))),
+    )
+)]
 async fn list_csv(
     State(state): State<AppState>,
     key: Key,
@@ -260,17 +319,44 @@ async fn list_csv(
     Ok(csv_response(csv(&page.results)))
 }
 
-async fn create_refused(key: Key, Path(p): Path<HashMap<String, String>>) -> ApiResult<Response> {
+/// Refused: persons are made by `$identify` events (405, as PostHog).
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/",
+    operation_id = "persons_create",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    responses(
+        (status = 405, description = "Creating persons through the API is not allowed"),
+    )
+)]
+async fn create_refused(key: Key, PathParams(p): PathParams) -> ApiResult<Response> {
     key.project(project_param(&p), "person:write")?;
     Err(ApiError::method_not_allowed(
         "Creating persons via this API is not allowed. Please create persons by sending an $identify event. See https://posthog.com/docs/product-analytics/identify for details.",
     ))
 }
 
+/// One person, by integer id or UUID.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/persons/{id}/",
+    operation_id = "persons_retrieve",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+    ),
+    responses(
+        (status = 200, description = "The person", body = RetrievedPerson),
+    )
+)]
 async fn retrieve(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
 ) -> ApiResult<Json<RetrievedPerson>> {
     let project = key.project(project_param(&p), "person:read")?;
     let id = person_param(&p)?;
@@ -280,10 +366,25 @@ async fn retrieve(
     Ok(Json(RetrievedPerson::from(&person)))
 }
 
+/// Set properties of a person (`$set` of the body's `properties`).
+#[utoipa::path(
+    method(put, patch),
+    path = "/api/projects/{project_id}/persons/{id}/",
+    operation_id = "persons_update",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+    ),
+    request_body(content = PersonUpdateBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Properties set"),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let project = key.project(project_param(&p), "person:write")?;
@@ -321,10 +422,28 @@ async fn update(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+/// Delete a person; `delete_events`, `delete_recordings` and
+/// `keep_person` count by presence.
+#[utoipa::path(
+    delete,
+    path = "/api/projects/{project_id}/persons/{id}/",
+    operation_id = "persons_destroy",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+        ("delete_events" = Option<String>, Query, description = "Present (whatever its value): also delete the person's events."),
+        ("delete_recordings" = Option<String>, Query, description = "Present: also delete the person's recordings."),
+        ("keep_person" = Option<String>, Query, description = "Present: keep the profile, delete only the data asked for."),
+    ),
+    responses(
+        (status = 202, description = "Deletion queued"),
+    )
+)]
 async fn destroy(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
     let project = key.project(project_param(&p), "person:write")?;
@@ -385,10 +504,24 @@ fn string_list(v: Option<&Value>, field: &str) -> ApiResult<Vec<String>> {
     }
 }
 
+/// Delete up to 1000 persons by UUID or distinct id.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/bulk_delete/",
+    operation_id = "persons_bulk_delete",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    request_body(content = BulkDeleteBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Deletion queued", body = BulkDeleteAnswer),
+    )
+)]
 async fn bulk_delete(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let project = key.project(project_param(&p), "person:write")?;
@@ -432,22 +565,17 @@ async fn bulk_delete(
     };
     let app = state.app().clone();
     let r = blocking(move || Ok(app.persons().delete(project, &req)?)).await?;
-    let errors: Vec<Value> = r
-        .deletion_errors
-        .iter()
-        .map(|e| json!({"person_uuid": e.id}))
-        .collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "persons_found": r.persons_found,
-            "persons_deleted": r.persons_deleted,
-            "events_queued_for_deletion": r.events_queued_for_deletion,
-            "recordings_queued_for_deletion": r.recordings_queued_for_deletion,
-            "deletion_errors": errors,
-        })),
-    )
-        .into_response())
+    let answer = BulkDeleteAnswer {
+        // The persons layer reports the ids that named nobody as its
+        // errors; PostHog's `deletion_errors` are persons that failed.
+        deletion_errors: Vec::new(),
+        not_found: r.deletion_errors.into_iter().map(|e| e.id).collect(),
+        events_queued_for_deletion: r.events_queued_for_deletion,
+        persons_deleted: r.persons_deleted,
+        persons_found: r.persons_found,
+        recordings_queued_for_deletion: r.recordings_queued_for_deletion,
+    };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 async fn queue_deletion(
@@ -479,26 +607,69 @@ async fn queue_deletion(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+/// Delete a person's events, keeping the profile.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/{id}/delete_events/",
+    operation_id = "persons_delete_events",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+    ),
+    responses(
+        (status = 202, description = "Deletion queued"),
+    )
+)]
 async fn delete_events(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
 ) -> ApiResult<Response> {
     queue_deletion(state, key, p, true).await
 }
 
+/// Delete a person's recordings, keeping the profile.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/{id}/delete_recordings/",
+    operation_id = "persons_delete_recordings",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+    ),
+    responses(
+        (status = 202, description = "Deletion queued"),
+    )
+)]
 async fn delete_recordings(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
 ) -> ApiResult<Response> {
     queue_deletion(state, key, p, false).await
 }
 
+/// Remove one property of a person.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/{id}/delete_property/",
+    operation_id = "persons_delete_property",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+    ),
+    request_body(content = DeletePropertyBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Property removed", body = Success),
+    )
+)]
 async fn delete_property(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let project = key.project(project_param(&p), "person:write")?;
@@ -520,13 +691,28 @@ async fn delete_property(
         Ok(())
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({"success": true}))).into_response())
+    Ok((StatusCode::CREATED, Json(Success { success: true })).into_response())
 }
 
+/// Set one property of a person.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/{id}/update_property/",
+    operation_id = "persons_update_property",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+    ),
+    request_body(content = UpdatePropertyBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Property set"),
+    )
+)]
 async fn update_property(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let project = key.project(project_param(&p), "person:write")?;
@@ -560,10 +746,25 @@ async fn update_property(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+/// Split distinct ids off a person, each to a new person.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/{id}/split/",
+    operation_id = "persons_split",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+    ),
+    request_body(content = SplitBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Split done", body = Success),
+    )
+)]
 async fn split(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let project = key.project(project_param(&p), "person:write")?;
@@ -616,25 +817,47 @@ async fn split(
         Ok(())
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({"success": true}))).into_response())
+    Ok((StatusCode::CREATED, Json(Success { success: true })).into_response())
 }
 
+/// A person's property history, from its events.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/persons/{id}/properties_timeline/",
+    operation_id = "persons_properties_timeline",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+    ),
+    responses(
+        (status = 200, description = "The history", body = Timeline),
+    )
+)]
 async fn timeline(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+    PathParams(p): PathParams,
+) -> ApiResult<Json<Timeline>> {
     let project = key.project(project_param(&p), "person:read")?;
     let id = person_param(&p)?;
     check_person_id(&id)?;
     let persons = state.app().persons().clone();
     let points = elide_app::sql::timeline(&persons, project, &id).await?;
-    Ok(Json(json!({ "points": points })))
+    Ok(Json(Timeline {
+        points: points.into_iter().map(Into::into).collect(),
+    }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Paging of the activity log.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ActivityQuery {
+    /// Entries per page, 1 to 1000 (default 10).
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// Page number, from 1.
+    #[param(value_type = Option<u32>)]
     page: Option<String>,
 }
 
@@ -644,7 +867,7 @@ async fn activity(
     p: HashMap<String, String>,
     person: Option<String>,
     q: ActivityQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActivityPage>> {
     let project = key.project(project_param(&p), "activity_log:read")?;
     let limit: usize = number(q.limit.as_deref(), "limit", 10)?;
     let page: usize = number(q.page.as_deref(), "page", 1)?;
@@ -659,43 +882,72 @@ async fn activity(
         blocking(move || Ok(app.persons().activity(project, person.as_deref(), want)?)).await?;
     let start = limit * (page - 1);
     let more = entries.len() > limit * page;
-    let results: Vec<Value> = entries
+    let results: Vec<ActivityEntry> = entries
         .into_iter()
         .skip(start)
         .take(limit)
-        .map(|a| {
-            json!({
-                "user": null,
-                "activity": a.activity,
-                "scope": "Person",
-                "item_id": a.person_uuid.map(|u| u.hyphenated().to_string()),
-                "detail": a.detail,
-                "created_at": elide_persons::persons::iso(a.created_at_us),
-            })
+        .map(|a| ActivityEntry {
+            activity: a.activity,
+            created_at: elide_persons::persons::iso(a.created_at_us),
+            detail: a.detail,
+            item_id: a.person_uuid.map(|u| u.hyphenated().to_string()),
+            scope: "Person",
+            user: None,
         })
         .collect();
-    Ok(Json(
-        json!({"results": results, "next": more.then_some(page + 1), "previous": (page > 1).then(|| page - 1)}),
-    ))
+    Ok(Json(ActivityPage {
+        next: more.then_some(page + 1),
+        previous: (page > 1).then(|| page - 1),
+        results,
+    }))
 }
 
+/// The activity log of one person.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/persons/{id}/activity/",
+    operation_id = "persons_activity_retrieve",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = String, Path, description = "The person: its integer id or its UUID."),
+        ActivityQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of entries", body = ActivityPage),
+    )
+)]
 async fn person_activity(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     Q(q): Q<ActivityQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActivityPage>> {
     let id = person_param(&p)?;
     check_person_id(&id)?;
     activity(state, key, p, Some(id), q).await
 }
 
+/// The activity log of the project's persons.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/persons/activity/",
+    operation_id = "persons_activity",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ActivityQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of entries", body = ActivityPage),
+    )
+)]
 async fn project_activity(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     Q(q): Q<ActivityQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActivityPage>> {
     activity(state, key, p, None, q).await
 }
 
@@ -704,10 +956,24 @@ struct ResetBody {
     distinct_id: Option<Value>,
 }
 
+/// Detach a distinct id from its person and lift a deletion's block on it.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/reset_person_distinct_id/",
+    operation_id = "persons_reset_person_distinct_id",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    request_body(content = ResetDistinctIdBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Reset done"),
+    )
+)]
 async fn reset(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<ResetBody>,
 ) -> ApiResult<Response> {
     let project = key.project(project_param(&p), "person:write")?;
@@ -716,30 +982,55 @@ async fn reset(
         _ => return Err(ApiError::invalid("distinct_id is required")),
     };
     let app = state.app().clone();
-    blocking(move || {
-        app.persons().reset_distinct_id(project, &did)?;
-        Ok(())
-    })
+    blocking(
+        move || match app.persons().reset_distinct_id(project, &did) {
+            // PostHog answers 202 whether or not the id was known.
+            Ok(_) | Err(elide_persons::PersonsError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+    )
     .await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Filters and paging of the deletion statuses.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StatusQuery {
+    /// `pending`, `completed` or `all` (the default).
     status: Option<String>,
+    /// Only the deletion of this person (UUID).
     person_uuid: Option<String>,
+    /// Page size, 1 to 10000 (default 100).
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// Deletions to skip (default 0).
+    #[param(value_type = Option<u32>)]
     offset: Option<String>,
 }
 
+/// Status of the project's person deletions (an Elide addition).
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/persons/deletion_status/",
+    operation_id = "persons_deletion_status",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        StatusQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of deletions", body = DeletionStatusPage),
+    )
+)]
 async fn deletion_status(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     Q(q): Q<StatusQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeletionStatusPage>> {
     let project = key.project(project_param(&p), "person:read")?;
     let state_filter = match q.status.as_deref() {
         None | Some("") | Some("all") => None,
@@ -784,36 +1075,51 @@ async fn deletion_status(
     })
     .await?;
     let count = all.len();
-    let results: Vec<Value> = all
-        .iter()
+    let results: Vec<DeletionStatusView> = all
+        .into_iter()
         .skip(offset)
         .take(limit)
-        .map(|d| {
-            json!({
-                "person_uuid": d.person_uuid.hyphenated().to_string(),
-                "created_at": d.requested_at,
-                "status": d.status,
-                "delete_verified_at": d.delete_verified_at,
-            })
+        .map(|d| DeletionStatusView {
+            created_at: d.requested_at,
+            delete_verified_at: d.delete_verified_at,
+            person_uuid: d.person_uuid.hyphenated().to_string(),
+            status: d.status,
         })
         .collect();
     let next = (offset + limit < count).then(|| page_url(&uri, &headers, offset + limit, limit));
     let previous =
         (offset > 0).then(|| page_url(&uri, &headers, offset.saturating_sub(limit), limit));
-    Ok(Json(
-        json!({"count": count, "next": next, "previous": previous, "results": results}),
-    ))
+    Ok(Json(DeletionStatusPage {
+        count,
+        next,
+        previous,
+        results,
+    }))
 }
 
 /// Most ids a batch lookup reads (PostHog ignores the rest silently).
 const BATCH_CAP: usize = 200;
 
+/// Persons of up to 200 distinct ids.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/batch_by_distinct_ids/",
+    operation_id = "persons_batch_by_distinct_ids",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    request_body(content = DistinctIdsBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The persons found, by distinct id", body = BatchPersons),
+    )
+)]
 async fn batch_by_distinct_ids(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BatchPersons>> {
     let project = key.project(project_param(&p), "person:read")?;
     let ids: Vec<String> = match body.get("distinct_ids") {
         Some(Value::Array(items)) => items
@@ -828,23 +1134,39 @@ async fn batch_by_distinct_ids(
         _ => Vec::new(),
     };
     if ids.is_empty() {
-        return Ok(Json(json!({"results": {}})));
+        return Ok(Json(BatchPersons {
+            results: Default::default(),
+        }));
     }
     let app = state.app().clone();
     let found = blocking(move || Ok(app.persons().by_distinct_ids(project, &ids)?)).await?;
-    let results: Map<String, Value> = found
+    let results = found
         .iter()
-        .map(|(d, person)| (d.clone(), json!(MinimalPerson::from(person))))
+        .map(|(d, person)| (d.clone(), MinimalPerson::from(person)))
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(BatchPersons { results }))
 }
 
+/// Persons of up to 200 UUIDs.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/persons/batch_by_uuids/",
+    operation_id = "persons_batch_by_uuids",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    request_body(content = UuidsBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The persons found, by UUID", body = BatchPersons),
+    )
+)]
 async fn batch_by_uuids(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BatchPersons>> {
     let project = key.project(project_param(&p), "person:read")?;
     let uuids: Vec<String> = match body.get("uuids") {
         Some(Value::Array(items)) => {
@@ -860,34 +1182,49 @@ async fn batch_by_uuids(
         _ => Vec::new(),
     };
     if uuids.is_empty() {
-        return Ok(Json(json!({"results": {}})));
+        return Ok(Json(BatchPersons {
+            results: Default::default(),
+        }));
     }
     let app = state.app().clone();
     let found = blocking(move || Ok(app.persons().by_uuids(project, &uuids)?)).await?;
-    let results: Map<String, Value> = found
+    let results = found
         .iter()
-        .map(|(u, person)| {
-            (
-                u.hyphenated().to_string(),
-                json!(MinimalPerson::from(person)),
-            )
-        })
+        .map(|(u, person)| (u.hyphenated().to_string(), MinimalPerson::from(person)))
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(BatchPersons { results }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Which property's values.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ValuesQuery {
+    /// The property (required).
     key: Option<String>,
+    /// Only values containing this (case-insensitive).
     value: Option<String>,
 }
 
+/// The values a person property takes, most common first.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/persons/values/",
+    operation_id = "persons_values",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ValuesQuery,
+    ),
+    responses(
+        (status = 200, description = "The values", body = PropertyValues),
+    )
+)]
 async fn values(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     Q(q): Q<ValuesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PropertyValues>> {
     let project = key.project(project_param(&p), "person:read")?;
     let Some(prop) = q.key.filter(|k| !k.is_empty()) else {
         return Err(ApiError::invalid_attr("key", "required", "key is required"));
@@ -899,16 +1236,56 @@ async fn values(
             .property_values(project, &prop, q.value.as_deref())?)
     })
     .await?;
-    Ok(Json(json!({"results": vals, "refreshing": false})))
+    Ok(Json(PropertyValues {
+        refreshing: false,
+        results: vals
+            .into_iter()
+            .map(|v| PropertyValue {
+                count: v.count,
+                name: v.name,
+            })
+            .collect(),
+    }))
 }
 
-async fn cohorts(key: Key, Path(p): Path<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+/// A person's cohorts: always none (Elide has no cohorts yet).
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/persons/cohorts/",
+    operation_id = "persons_cohorts",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    responses(
+        (status = 200, description = "No cohorts", body = Cohorts),
+    )
+)]
+async fn cohorts(key: Key, PathParams(p): PathParams) -> ApiResult<Json<Cohorts>> {
     key.project(project_param(&p), "person:read")?;
     // Elide has no cohorts yet: every person belongs to none.
-    Ok(Json(json!({"results": []})))
+    Ok(Json(Cohorts {
+        results: Vec::new(),
+    }))
 }
 
-async fn analytics_later(key: Key, Path(p): Path<HashMap<String, String>>) -> ApiResult<Response> {
+/// Funnels, correlation, lifecycle, trends and stickiness of persons: not
+/// served yet (501). Documented at `trends/`; [`crate::openapi`] copies the
+/// operation to `funnel/`, `funnel/correlation/`, `lifecycle/` and
+/// `stickiness/`.
+#[utoipa::path(
+    method(get, post),
+    path = "/api/projects/{project_id}/persons/trends/",
+    operation_id = "persons_trends",
+    tag = "persons",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    responses(
+        (status = 501, description = "Not served yet"),
+    )
+)]
+async fn analytics_later(key: Key, PathParams(p): PathParams) -> ApiResult<Response> {
     key.project(project_param(&p), "person:read")?;
     Err(ApiError::not_implemented(
         "funnels, correlation, lifecycle and trends of persons are not served yet",

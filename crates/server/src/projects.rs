@@ -12,22 +12,25 @@
 //! project: its rows are invisible when the 204 returns, its metadata and
 //! keys (the caller's too) are gone, and its files are purged by the
 //! store's garbage collection.
+//!
+//! The handlers carry their OpenAPI operations under `/api/projects/…`;
+//! [`crate::openapi`] copies them to `/api/environments/…`.
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use elide_persons::{ApiKey, Project, ProjectSettings};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::auth::{Key, Limit};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{blocking, JsonBody};
+use crate::extract::{blocking, JsonBody, PathParams};
 use crate::AppState;
 
 /// The project routes.
@@ -96,8 +99,10 @@ pub struct ProjectPage {
     /// How many.
     pub count: usize,
     /// Always null (one page).
+    #[schema(required)]
     pub next: Option<String>,
     /// Always null.
+    #[schema(required)]
     pub previous: Option<String>,
     /// The projects.
     pub results: Vec<ProjectView>,
@@ -105,7 +110,6 @@ pub struct ProjectPage {
 
 /// Body of `POST /api/projects/`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct NewProject {
     /// Name (1 to 200 characters).
     pub name: String,
@@ -137,6 +141,16 @@ pub struct CreatedProject {
 /// Most property names a project drops.
 const MAX_DROPPED: usize = 1000;
 
+/// The projects the key may see: its own.
+#[utoipa::path(
+    get,
+    path = "/api/projects/",
+    operation_id = "projects_list",
+    tag = "projects",
+    responses(
+        (status = 200, description = "The key's project", body = ProjectPage),
+    )
+)]
 async fn list(State(state): State<AppState>, key: Key) -> ApiResult<Json<ProjectPage>> {
     key.scope("project:read")?;
     let id = key.0.project_id;
@@ -150,10 +164,23 @@ async fn list(State(state): State<AppState>, key: Key) -> ApiResult<Json<Project
     }))
 }
 
+/// One project.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/",
+    operation_id = "projects_retrieve",
+    tag = "projects",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    responses(
+        (status = 200, description = "The project", body = ProjectView),
+    )
+)]
 async fn retrieve(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
 ) -> ApiResult<Json<ProjectView>> {
     let id = key.project(param(&p), "project:read")?;
     let app = state.app().clone();
@@ -165,6 +192,17 @@ fn param(p: &HashMap<String, String>) -> &str {
     p.get("project").map_or("", String::as_str)
 }
 
+/// Make a project, and a key for it with the caller's scopes.
+#[utoipa::path(
+    post,
+    path = "/api/projects/",
+    operation_id = "projects_create",
+    tag = "projects",
+    request_body(content = NewProject, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The project, with its new key (shown once)", body = CreatedProject),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     key: Key,
@@ -213,10 +251,24 @@ async fn create(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Change a project's name or capture settings.
+#[utoipa::path(
+    method(patch, put),
+    path = "/api/projects/{project_id}/",
+    operation_id = "projects_update",
+    tag = "projects",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    request_body(content = ProjectChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The project as changed", body = ProjectView),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<ProjectView>> {
     let id = key.project(param(&p), "project:write")?;
@@ -303,10 +355,23 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
     Ok(c)
 }
 
+/// Drop a project: its rows, persons, deletion requests and keys.
+#[utoipa::path(
+    delete,
+    path = "/api/projects/{project_id}/",
+    operation_id = "projects_destroy",
+    tag = "projects",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    responses(
+        (status = 204, description = "Dropped"),
+    )
+)]
 async fn destroy(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
 ) -> ApiResult<Response> {
     let id = key.project(param(&p), "project:write")?;
     state.limits().check(key.0.id, Limit::Delete)?;
@@ -336,9 +401,46 @@ pub struct KeyView {
     /// Creation time.
     pub created_at: String,
     /// Last use (to the hour).
+    #[schema(required)]
     pub last_used_at: Option<String>,
     /// Revocation time, if revoked.
+    #[schema(required)]
     pub revoked_at: Option<String>,
+}
+
+/// A page of keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyPage {
+    /// How many.
+    pub count: usize,
+    /// Always null (one page).
+    #[schema(required)]
+    pub next: Option<String>,
+    /// Always null.
+    #[schema(required)]
+    pub previous: Option<String>,
+    /// The keys.
+    pub results: Vec<KeyView>,
+}
+
+/// A new key: the listing's fields and the key itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// The key as listed.
+    #[serde(flatten)]
+    pub key: KeyView,
+    /// The key (`phx_…`), shown once.
+    pub value: String,
+}
+
+/// Body of `POST /api/projects/{id}/personal_api_keys/`.
+#[derive(Debug, ToSchema)]
+pub struct NewKey {
+    /// Label.
+    pub label: Option<String>,
+    /// Scopes (`*`, or `object:read` / `object:write`), at most the
+    /// caller's.
+    pub scopes: Vec<String>,
 }
 
 impl From<&ApiKey> for KeyView {
@@ -355,27 +457,54 @@ impl From<&ApiKey> for KeyView {
     }
 }
 
+/// The project's personal API keys (never the keys themselves).
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/personal_api_keys/",
+    operation_id = "personal_api_keys_list",
+    tag = "personal API keys",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    responses(
+        (status = 200, description = "The keys", body = KeyPage),
+    )
+)]
 async fn list_keys(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+    PathParams(p): PathParams,
+) -> ApiResult<Json<KeyPage>> {
     let id = key.project(param(&p), "project:read")?;
     let app = state.app().clone();
     let keys = blocking(move || Ok(app.persons().api_keys(id)?)).await?;
     let results: Vec<KeyView> = keys.iter().map(KeyView::from).collect();
-    Ok(Json(json!({
-        "count": results.len(),
-        "next": null,
-        "previous": null,
-        "results": results,
-    })))
+    Ok(Json(KeyPage {
+        count: results.len(),
+        next: None,
+        previous: None,
+        results,
+    }))
 }
 
+/// Make a personal API key, with at most the caller's scopes.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/personal_api_keys/",
+    operation_id = "personal_api_keys_create",
+    tag = "personal API keys",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    request_body(content = NewKey, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The key, with its value (shown once)", body = CreatedKey),
+    )
+)]
 async fn create_key(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let id = key.project(param(&p), "project:write")?;
@@ -426,16 +555,31 @@ async fn create_key(
     let app = state.app().clone();
     let (made, secret) =
         blocking(move || Ok(app.persons().create_api_key(id, &parsed, &label)?)).await?;
-    let mut view =
-        serde_json::to_value(KeyView::from(&made)).map_err(|e| ApiError::internal(&e))?;
-    view["value"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    let body = CreatedKey {
+        key: KeyView::from(&made),
+        value: secret,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Revoke a personal API key.
+#[utoipa::path(
+    delete,
+    path = "/api/projects/{project_id}/personal_api_keys/{key_id}/",
+    operation_id = "personal_api_keys_destroy",
+    tag = "personal API keys",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("key_id" = i64, Path, description = "The key's id."),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+    )
+)]
 async fn revoke_key(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
 ) -> ApiResult<Response> {
     let id = key.project(param(&p), "project:write")?;
     let which: i64 = p

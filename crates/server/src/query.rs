@@ -6,19 +6,24 @@
 //! never holds a thread that answers other requests; each runs under the
 //! server's query timeout (then 504) and is cancelled when the client goes
 //! away. Scope: `query:read`.
+//!
+//! The answer is [`elide_app::query::QueryOutput`], served through its
+//! mirror [`QueryAnswer`] (same fields, same JSON), which gives the
+//! OpenAPI document its schema (`elide-app` does not depend on utoipa).
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use elide_app::query::{run_hogql, QueryOutput};
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::auth::Key;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, PathParams};
 use crate::AppState;
 
 /// The query routes.
@@ -30,6 +35,75 @@ pub fn routes() -> Router<AppState> {
             .route(&format!("{prefix}/query/"), post(query));
     }
     r
+}
+
+/// The result of a query: [`QueryOutput`], field for field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueryAnswer {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// `[name, type]` per column, with ClickHouse's type names.
+    #[schema(schema_with = type_pairs)]
+    pub types: Vec<(String, String)>,
+    /// Rows, each an array of JSON values in column order.
+    pub results: Vec<Vec<Value>>,
+    /// Whether rows beyond `limit` were left out.
+    #[serde(rename = "hasMore")]
+    pub has_more: bool,
+    /// The row limit applied.
+    pub limit: usize,
+    /// Always 0 (no paging of query results).
+    pub offset: usize,
+}
+
+impl From<QueryOutput> for QueryAnswer {
+    fn from(o: QueryOutput) -> Self {
+        QueryAnswer {
+            columns: o.columns,
+            types: o.types,
+            results: o.results,
+            has_more: o.has_more,
+            limit: o.limit,
+            offset: o.offset,
+        }
+    }
+}
+
+/// The schema of `types`: arrays of exactly two strings.
+fn type_pairs() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let name = ObjectBuilder::new().schema_type(Type::String);
+    ArrayBuilder::new()
+        .items(
+            ArrayBuilder::new()
+                .items(name)
+                .min_items(Some(2))
+                .max_items(Some(2)),
+        )
+        .description(Some(
+            "`[name, type]` per column, with ClickHouse's type names.",
+        ))
+        .build()
+}
+
+/// The HogQL query of a request.
+#[derive(Debug, ToSchema)]
+pub struct HogQlQuery {
+    /// Always `HogQLQuery`.
+    pub kind: String,
+    /// The HogQL text.
+    pub query: String,
+    /// Placeholder values: refused unless empty (write literals).
+    #[schema(value_type = Option<Object>)]
+    pub values: Option<Map<String, Value>>,
+}
+
+/// Body of `POST …/query/` (other fields, such as `refresh`, are
+/// ignored).
+#[derive(Debug, ToSchema)]
+pub struct QueryBody {
+    /// The query.
+    pub query: HogQlQuery,
 }
 
 /// The tokio runtime queries run on (DataFusion's work is CPU-bound and
@@ -148,12 +222,27 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
     }
 }
 
+/// Run a HogQL query over the project's rows.
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/query/",
+    operation_id = "query_create",
+    tag = "query",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    request_body(content = QueryBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The rows", body = QueryAnswer),
+        (status = 504, description = "The query ran longer than the query timeout and was cancelled"),
+    )
+)]
 async fn query(
     State(state): State<AppState>,
     key: Key,
-    Path(p): Path<HashMap<String, String>>,
+    PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
-) -> ApiResult<Json<QueryOutput>> {
+) -> ApiResult<Json<QueryAnswer>> {
     let project = key.project(p.get("project").map_or("", String::as_str), "query:read")?;
     let sql = hogql_of(&body)?;
     let persons = state.app().persons().clone();
@@ -181,5 +270,5 @@ async fn query(
     let outcome = if out.is_ok() { "ok" } else { "error" };
     metrics::counter!("elide_queries_total", "outcome" => outcome).increment(1);
     metrics::histogram!("elide_query_seconds").record(started.elapsed().as_secs_f64());
-    Ok(Json(out?))
+    Ok(Json(out?.into()))
 }

@@ -10,7 +10,9 @@ use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBu
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use elide_persons::capture::CaptureEvent;
+use serde::Serialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -75,20 +77,73 @@ pub fn rows(project: i64, events: &[&CaptureEvent]) -> ApiResult<RecordBatch> {
 }
 
 /// Query of the recordings listing.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this person's recordings (UUID).
     person_uuid: Option<String>,
+    /// Most recordings to list, 1 to 10000 (default 100).
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+}
+
+/// The person of a recording, when the listing asked for one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingPerson {
+    /// The person's UUID.
+    pub uuid: String,
+}
+
+/// One recording: the `$snapshot` events of one session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recording {
+    /// The distinct id that sent it.
+    pub distinct_id: String,
+    /// Time of the last snapshot (RFC 3339).
+    pub end_time: String,
+    /// The session id.
+    pub id: String,
+    /// The person, when listed by `person_uuid` (else null).
+    #[schema(required)]
+    pub person: Option<RecordingPerson>,
+    /// Seconds from the first snapshot to the last.
+    pub recording_duration: i64,
+    /// Snapshot events.
+    pub snapshot_count: i64,
+    /// Time of the first snapshot (RFC 3339).
+    pub start_time: String,
+}
+
+/// A page of recordings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingPage {
+    /// Whether more recordings than `limit` exist.
+    pub has_next: bool,
+    /// The recordings, newest first.
+    pub results: Vec<Recording>,
 }
 
 /// `GET …/session_recordings/?person_uuid=`: a person's recordings (one
 /// per session), newest first; without `person_uuid`, the project's.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/session_recordings/",
+    operation_id = "session_recordings_list",
+    tag = "session recordings",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ListQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of recordings", body = RecordingPage),
+    )
+)]
 pub async fn list(
     axum::extract::State(state): axum::extract::State<crate::AppState>,
     key: crate::auth::Key,
-    axum::extract::Path(p): axum::extract::Path<std::collections::HashMap<String, String>>,
+    crate::extract::PathParams(p): crate::extract::PathParams,
     crate::extract::Q(q): crate::extract::Q<ListQuery>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<RecordingPage>> {
     use arrow::array::{Array, AsArray};
     let project = key.project(crate::persons::project_param(&p), "person:read")?;
     let limit: usize = crate::extract::number(q.limit.as_deref(), "limit", 100)?;
@@ -126,9 +181,10 @@ pub async fn list(
     );
     if let Some(ids) = &ids {
         if ids.is_empty() {
-            return Ok(axum::Json(
-                serde_json::json!({"results": [], "has_next": false}),
-            ));
+            return Ok(axum::Json(RecordingPage {
+                has_next: false,
+                results: Vec::new(),
+            }));
         }
         let list: Vec<String> = ids
             .iter()
@@ -166,20 +222,18 @@ pub async fn list(
             if sid.is_null(i) {
                 continue;
             }
-            results.push(serde_json::json!({
-                "id": sid.value(i),
-                "distinct_id": did.value(i),
-                "start_time": elide_persons::persons::iso(start.value(i)),
-                "end_time": elide_persons::persons::iso(end.value(i)),
-                "recording_duration": (end.value(i) - start.value(i)) / 1_000_000,
-                "snapshot_count": count.value(i),
-                "person": person.as_ref().map(|u| serde_json::json!({"uuid": u})),
-            }));
+            results.push(Recording {
+                distinct_id: did.value(i).to_string(),
+                end_time: elide_persons::persons::iso(end.value(i)),
+                id: sid.value(i).to_string(),
+                person: person.as_ref().map(|u| RecordingPerson { uuid: u.clone() }),
+                recording_duration: (end.value(i) - start.value(i)) / 1_000_000,
+                snapshot_count: count.value(i),
+                start_time: elide_persons::persons::iso(start.value(i)),
+            });
         }
     }
     let has_next = results.len() > limit;
     results.truncate(limit);
-    Ok(axum::Json(
-        serde_json::json!({"results": results, "has_next": has_next}),
-    ))
+    Ok(axum::Json(RecordingPage { has_next, results }))
 }

@@ -1,6 +1,10 @@
 //! How PostHog shows a person: the listing shape (`id` is the UUID
 //! string), the retrieve shape (`id` is the integer), the minimal shape of
-//! batch lookups, the display name, and the order of distinct ids.
+//! batch lookups, the display name, and the order of distinct ids; and the
+//! answers and request bodies of the persons API, which the handlers
+//! return (answers) and the OpenAPI document shows (both).
+
+use std::collections::BTreeMap;
 
 use elide_persons::Person;
 use serde::Serialize;
@@ -165,6 +169,270 @@ impl From<&Person> for MinimalPerson {
             created_at: p.created_at.clone(),
         }
     }
+}
+
+/// A page of persons (`GET …/persons/`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PersonPage {
+    /// Persons matching the filters (only with `include_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// URL of the next page, null on the last.
+    #[schema(required)]
+    pub next: Option<String>,
+    /// URL of the previous page, null on the first.
+    #[schema(required)]
+    pub previous: Option<String>,
+    /// The persons.
+    pub results: Vec<ListedPerson>,
+}
+
+/// Persons found by a batch lookup, by the distinct id or UUID asked for
+/// (ids that name no person are absent).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchPersons {
+    /// Person by id.
+    pub results: BTreeMap<String, MinimalPerson>,
+}
+
+/// One person a bulk deletion could not handle.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkDeleteError {
+    /// The UUID or distinct id as given.
+    pub person_uuid: String,
+}
+
+/// The answer of `POST …/persons/bulk_delete/` (202).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkDeleteAnswer {
+    /// Persons whose deletion failed while others went on. Always empty
+    /// in Elide: a request deletes every person it found in one
+    /// transaction, or fails as a whole (5xx) and changes nothing.
+    pub deletion_errors: Vec<BulkDeleteError>,
+    /// The ids (as given) that named no person of the project (an Elide
+    /// addition; PostHog says only `persons_found`).
+    pub not_found: Vec<String>,
+    /// Whether the persons' events were queued for deletion.
+    pub events_queued_for_deletion: bool,
+    /// Profiles removed (0 with `keep_person`).
+    pub persons_deleted: usize,
+    /// Persons the ids named.
+    pub persons_found: usize,
+    /// Whether the persons' recordings were queued for deletion.
+    pub recordings_queued_for_deletion: bool,
+}
+
+/// `{"success": true}` (201 of `delete_property` and `split`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Success {
+    /// Always true.
+    pub success: bool,
+}
+
+/// One step of a person's property history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelinePoint {
+    /// Event time (µs since the epoch, UTC).
+    pub timestamp_us: i64,
+    /// The event that changed the properties.
+    pub event: String,
+    /// Its UUID.
+    pub event_uuid: String,
+    /// Keys whose value it changed.
+    pub changed: Vec<String>,
+    /// The properties after it.
+    #[schema(value_type = Object)]
+    pub properties: Map<String, Value>,
+}
+
+impl From<elide_persons::props::TimelinePoint> for TimelinePoint {
+    fn from(p: elide_persons::props::TimelinePoint) -> Self {
+        TimelinePoint {
+            timestamp_us: p.timestamp_us,
+            event: p.event,
+            event_uuid: p.event_uuid,
+            changed: p.changed,
+            properties: p.properties,
+        }
+    }
+}
+
+/// A person's property history (`GET …/persons/{id}/properties_timeline/`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeline {
+    /// The steps, oldest first.
+    pub points: Vec<TimelinePoint>,
+}
+
+/// An activity-log entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityEntry {
+    /// What happened (`created`, `merged`, `updated`, `deleted`, ...).
+    pub activity: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// Details (never person property values).
+    #[schema(required)]
+    pub detail: Option<Value>,
+    /// The person's UUID, if the entry concerns one.
+    #[schema(required)]
+    pub item_id: Option<String>,
+    /// Always `Person`.
+    pub scope: &'static str,
+    /// Always null (Elide has no users).
+    #[schema(value_type = Option<Object>, required)]
+    pub user: Option<Value>,
+}
+
+/// A page of the activity log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityPage {
+    /// Number of the next page, null on the last.
+    #[schema(required)]
+    pub next: Option<usize>,
+    /// Number of the previous page, null on the first.
+    #[schema(required)]
+    pub previous: Option<usize>,
+    /// The entries, newest first.
+    pub results: Vec<ActivityEntry>,
+}
+
+/// State of a person's deletion.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum DeletionStateView {
+    /// Rows hidden; not yet verified gone from disk.
+    Pending,
+    /// Verified: no row of the person left on disk.
+    Completed,
+}
+
+/// The deletion status of one person.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletionStatusView {
+    /// When the deletion was requested (RFC 3339).
+    pub created_at: String,
+    /// When the store verified the rows gone (RFC 3339).
+    #[schema(required)]
+    pub delete_verified_at: Option<String>,
+    /// The deleted person.
+    pub person_uuid: String,
+    /// `pending` or `completed`.
+    #[schema(value_type = DeletionStateView)]
+    pub status: elide_persons::DeletionState,
+}
+
+/// A page of deletion statuses (`GET …/persons/deletion_status/`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletionStatusPage {
+    /// Deletions matching the filters.
+    pub count: usize,
+    /// URL of the next page, null on the last.
+    #[schema(required)]
+    pub next: Option<String>,
+    /// URL of the previous page, null on the first.
+    #[schema(required)]
+    pub previous: Option<String>,
+    /// The deletions.
+    pub results: Vec<DeletionStatusView>,
+}
+
+/// One value of a person property and how many persons have it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PropertyValue {
+    /// Persons with it.
+    pub count: u64,
+    /// The value, as text.
+    pub name: String,
+}
+
+/// The values of a person property (`GET …/persons/values/`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PropertyValues {
+    /// Always false.
+    pub refreshing: bool,
+    /// The values, most common first.
+    pub results: Vec<PropertyValue>,
+}
+
+/// A person's cohorts (`GET …/persons/cohorts/`): always none.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cohorts {
+    /// Always empty.
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<Value>,
+}
+
+/// Request body of `PUT`/`PATCH …/persons/{id}/`.
+#[derive(Debug, ToSchema)]
+pub struct PersonUpdateBody {
+    /// Properties to set (`$set`); other fields are ignored.
+    #[schema(value_type = Object)]
+    pub properties: Map<String, Value>,
+}
+
+/// Request body of `POST …/persons/bulk_delete/`: `ids` or
+/// `distinct_ids` (not both, at most 1000).
+#[derive(Debug, ToSchema)]
+pub struct BulkDeleteBody {
+    /// Person UUIDs.
+    pub ids: Option<Vec<String>>,
+    /// Distinct ids.
+    pub distinct_ids: Option<Vec<String>>,
+    /// Also delete the persons' events.
+    pub delete_events: Option<bool>,
+    /// Also delete the persons' recordings.
+    pub delete_recordings: Option<bool>,
+    /// Keep the profiles (delete only the data asked for).
+    pub keep_person: Option<bool>,
+}
+
+/// Request body of `POST …/persons/reset_person_distinct_id/`.
+#[derive(Debug, ToSchema)]
+pub struct ResetDistinctIdBody {
+    /// The distinct id to detach and unblock.
+    pub distinct_id: String,
+}
+
+/// Request body of `POST …/persons/batch_by_distinct_ids/`.
+#[derive(Debug, ToSchema)]
+pub struct DistinctIdsBody {
+    /// Distinct ids (the first 200 are read).
+    pub distinct_ids: Vec<String>,
+}
+
+/// Request body of `POST …/persons/batch_by_uuids/`.
+#[derive(Debug, ToSchema)]
+pub struct UuidsBody {
+    /// Person UUIDs (the first 200 are read).
+    pub uuids: Vec<String>,
+}
+
+/// Request body of `POST …/persons/{id}/delete_property/`.
+#[derive(Debug, ToSchema)]
+pub struct DeletePropertyBody {
+    /// The property to remove.
+    #[schema(rename = "$unset")]
+    pub unset: String,
+}
+
+/// Request body of `POST …/persons/{id}/update_property/`.
+#[derive(Debug, ToSchema)]
+pub struct UpdatePropertyBody {
+    /// The property to set.
+    pub key: String,
+    /// Its new value (any JSON).
+    pub value: Value,
+}
+
+/// Request body of `POST …/persons/{id}/split/`: at most one of the two
+/// fields; with neither, every distinct id but the oldest moves off.
+#[derive(Debug, ToSchema)]
+pub struct SplitBody {
+    /// Keep this distinct id, move every other to a new person.
+    pub main_distinct_id: Option<String>,
+    /// Move these distinct ids, each to a new person.
+    pub distinct_ids_to_split: Option<Vec<String>>,
 }
 
 /// The CSV of a listing: a header, then one row per person (properties
