@@ -1,0 +1,419 @@
+//! Projects, personal API keys and the query endpoint over HTTP, and the
+//! operability routes.
+
+mod common;
+
+use common::Harness;
+use elide_server::ServerConfig;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_list_get_patch() {
+    let h = Harness::new();
+    let r = h.get("/api/projects/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["count"], 1);
+    assert_eq!(r.json["results"][0]["id"], h.project);
+    assert_eq!(r.json["results"][0]["api_token"], h.token.as_str());
+    let cur = h.get("/api/projects/@current/").await;
+    assert_eq!(cur.json["id"], h.project);
+    let one = h.get(&format!("{}/", h.api())).await;
+    assert_eq!(one.json, cur.json);
+    let env = h.get(&format!("/api/environments/{}/", h.project)).await;
+    assert_eq!(env.json, cur.json);
+
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{}/", h.api()),
+            Some(&json!({"name": "Renamed"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["name"], "Renamed");
+    for bad in [
+        json!({"name": ""}),
+        json!({"name": 5}),
+        json!({"anonymize_ips": "yes"}),
+        json!({"drop_properties": "x"}),
+        json!({"drop_properties": [1]}),
+        json!([1]),
+    ] {
+        let r = h.call("PATCH", &format!("{}/", h.api()), Some(&bad)).await;
+        r.envelope(400);
+    }
+    assert_eq!(
+        h.get(&format!("{}/", h.api())).await.json["name"],
+        "Renamed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_delete_projects() {
+    let h = Harness::new();
+    let r = h.post("/api/projects/", &json!({"name": "Second"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json["id"].as_i64().expect("id");
+    let token = r.json["api_token"].as_str().expect("token").to_string();
+    let key = r.json["personal_api_key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    assert!(token.starts_with("phc_"));
+    assert!(key.starts_with("phx_"));
+    h.post("/api/projects/", &json!({})).await.envelope(400);
+    h.post("/api/projects/", &json!({"name": "  "}))
+        .await
+        .envelope(400);
+
+    // The new project captures and lists its own persons.
+    let body = json!({"api_key": token, "batch": [{"event": "$identify", "distinct_id": "np", "properties": {}}]});
+    let c = h
+        .capture_raw(
+            "/batch/",
+            &[("content-type", "application/json")],
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(c.status, 200);
+    let list = h
+        .call_as(
+            Some(&key),
+            "GET",
+            &format!("/api/projects/{id}/persons/"),
+            None,
+        )
+        .await;
+    assert_eq!(list.json["results"].as_array().map(Vec::len), Some(1));
+    // The first key cannot see it.
+    h.get(&format!("/api/projects/{id}/persons/"))
+        .await
+        .envelope(404);
+
+    // Delete: 204; rows invisible, metadata and keys gone.
+    let r = h
+        .call_as(Some(&key), "DELETE", &format!("/api/projects/{id}/"), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let again = h
+        .call_as(Some(&key), "GET", &format!("/api/projects/{id}/"), None)
+        .await;
+    again.envelope(401);
+    let c = h
+        .capture_raw(
+            "/batch/",
+            &[("content-type", "application/json")],
+            body.to_string().into_bytes(),
+        )
+        .await;
+    c.envelope(401);
+    let n = h.state.app().persons().projects().expect("projects").len();
+    assert_eq!(n, 1);
+    // Ids are never reused.
+    let r = h.post("/api/projects/", &json!({"name": "Third"})).await;
+    assert_eq!(r.json["id"], id + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_api_keys() {
+    let h = Harness::new();
+    let url = format!("{}/personal_api_keys/", h.api());
+    let r = h
+        .post(&url, &json!({"label": "ci", "scopes": ["person:read"]}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let secret = r.json["value"].as_str().expect("value").to_string();
+    let id = r.json["id"].as_i64().expect("id");
+    let list = h.get(&url).await;
+    let text = list.text();
+    assert!(!text.contains(&secret), "listing shows a secret");
+    assert!(text.contains("\"ci\""));
+    // The new key reads and may not write.
+    let ok = h
+        .call_as(Some(&secret), "GET", &format!("{}/persons/", h.api()), None)
+        .await;
+    assert_eq!(ok.status, 200);
+    let no = h
+        .call_as(
+            Some(&secret),
+            "POST",
+            &format!("{}/persons/bulk_delete/", h.api()),
+            Some(&json!({"distinct_ids": ["x"]})),
+        )
+        .await;
+    assert_eq!(
+        no.envelope(403),
+        "API key missing required scope 'person:write'"
+    );
+    // It cannot mint a key with more than it has.
+    let esc = h
+        .call_as(Some(&secret), "POST", &url, Some(&json!({"scopes": ["*"]})))
+        .await;
+    assert!(esc.status == 403 || esc.status == 400, "{}", esc.text());
+    h.post(&url, &json!({"scopes": ["person:fly"]}))
+        .await
+        .envelope(400);
+    h.post(&url, &json!({})).await.envelope(400);
+    // Revoke: 204, then 401.
+    let r = h.call("DELETE", &format!("{url}{id}/"), None).await;
+    assert_eq!(r.status, 204);
+    h.call_as(Some(&secret), "GET", &format!("{}/persons/", h.api()), None)
+        .await
+        .envelope(401);
+    h.call("DELETE", &format!("{url}{id}/"), None)
+        .await
+        .envelope(404);
+}
+
+fn query_body(sql: &str) -> Value {
+    json!({"query": {"kind": "HogQLQuery", "query": sql}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hogql_forms_over_events_and_persons() {
+    let h = Harness::new();
+    h.capture(json!([
+        {"event": "$identify", "distinct_id": "u1", "properties": {"$set": {"email": "u1@example.com"}}},
+        {"event": "$pageview", "distinct_id": "u1", "properties": {"$browser": "Chrome", "n": 3}, "timestamp": "2024-01-01T10:00:00Z"},
+        {"event": "$pageview", "distinct_id": "u1", "properties": {"$browser": "Firefox"}, "timestamp": "2024-01-03T10:00:00Z"},
+        {"event": "purchase", "distinct_id": "u2", "properties": {"$browser": "Chrome"}, "timestamp": "2024-01-02T23:59:59Z"},
+    ]))
+    .await;
+    let r = h
+        .post(
+            &format!("{}/query/", h.api()),
+            &query_body("select event, count() from events group by event order by event"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["columns"], json!(["event", "count()"]));
+    assert_eq!(r.json["types"][1][0], "count()");
+    assert_eq!(r.json["hasMore"], false);
+    assert_eq!(
+        r.json["results"],
+        json!([["$identify", 1], ["$pageview", 2], ["purchase", 1]])
+    );
+    let rows = h
+        .hogql("select properties.$browser, properties['$browser'], count() from events where event != '$identify' group by 1, 2 order by 1")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!(["Chrome", "Chrome", 2]),
+            json!(["Firefox", "Firefox", 1])
+        ]
+    );
+    let rows = h
+        .hogql("select properties.n from events where properties.n is not null")
+        .await;
+    assert_eq!(rows, vec![json!(["3"])]);
+    let rows = h
+        .hogql("select distinct person.properties.email from events where event = '$pageview'")
+        .await;
+    assert_eq!(rows, vec![json!(["u1@example.com"])]);
+    let rows = h
+        .hogql("select toDate(timestamp) as d, countIf(event = 'purchase') from events where event != '$identify' group by d order by d")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!(["2024-01-01", 0]),
+            json!(["2024-01-02", 1]),
+            json!(["2024-01-03", 0])
+        ]
+    );
+    let rows = h
+        .hogql("select toStartOfDay(timestamp), dateDiff('day', toDateTime('2024-01-01 23:00:00'), timestamp), JSONExtractString(properties, '$browser'), JSONExtractString(properties, 'missing') from events where event = 'purchase'")
+        .await;
+    assert_eq!(
+        rows,
+        vec![json!(["2024-01-02T00:00:00.000000Z", 1, "Chrome", ""])]
+    );
+    let rows = h.hogql("select now() > max(timestamp) from events").await;
+    assert_eq!(rows, vec![json!([true])]);
+    let rows = h
+        .hogql("select count() from events e join person_distinct_ids p on p.distinct_id = e.distinct_id")
+        .await;
+    assert_eq!(rows[0][0], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_see_only_their_project_and_never_deleted_rows() {
+    let h = Harness::new();
+    let (other, other_token, other_key) = h.other_project();
+    h.capture(json!([
+        {"event": "$identify", "distinct_id": "mine", "properties": {"$set": {"email": "me@example.com"}}},
+        {"event": "e", "distinct_id": "gone"},
+        {"event": "e", "distinct_id": "gone"},
+    ]))
+    .await;
+    let body = json!({"api_key": other_token, "batch": [
+        {"event": "$identify", "distinct_id": "theirs", "properties": {"$set": {"email": "them@example.com"}}},
+        {"event": "e", "distinct_id": "mine"},
+    ]});
+    h.capture_raw(
+        "/batch/",
+        &[("content-type", "application/json")],
+        body.to_string().into_bytes(),
+    )
+    .await;
+    // Even a query that asks for another project sees nothing of it.
+    let rows = h
+        .hogql(&format!(
+            "select count() from events where project_id = {other}"
+        ))
+        .await;
+    assert_eq!(rows[0][0], 0);
+    let rows = h
+        .hogql("select count(), count(distinct project_id) from events")
+        .await;
+    assert_eq!(rows[0], json!([3, 1]));
+    // Every event makes a person: `mine` and `gone`.
+    let rows = h.hogql("select count() from persons").await;
+    assert_eq!(rows[0][0], 2);
+    let rows = h.hogql("select count() from person_distinct_ids").await;
+    assert_eq!(rows[0][0], 2);
+    let rows = h
+        .hogql("select person.properties.email from events where distinct_id = 'mine'")
+        .await;
+    assert_eq!(rows, vec![json!(["me@example.com"])]);
+    // The other project sees its own.
+    let r = h
+        .call_as(
+            Some(&other_key),
+            "POST",
+            &format!("/api/projects/{other}/query/"),
+            Some(&query_body("select count() from events")),
+        )
+        .await;
+    assert_eq!(r.json["results"], json!([[2]]));
+
+    // Deleted rows are gone when the 202 returns.
+    let r = h
+        .post(
+            &format!("{}/persons/bulk_delete/", h.api()),
+            &json!({"distinct_ids": ["gone"], "delete_events": true}),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(h.event_count("gone").await, 0);
+    let rows = h.hogql("select count() from persons").await;
+    assert_eq!(rows[0][0], 1);
+    let rows = h.hogql("select distinct_id from person_distinct_ids").await;
+    assert_eq!(rows, vec![json!(["mine"])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_is_read_only_bounded_and_validated() {
+    let h = Harness::with_config(ServerConfig {
+        query_default_limit: 5,
+        query_max_limit: 8,
+        ..ServerConfig::default()
+    });
+    let events: Vec<Value> = (0..12)
+        .map(|i| json!({"event": "row", "distinct_id": format!("r{i}")}))
+        .collect();
+    h.capture(json!(events)).await;
+    let url = format!("{}/query/", h.api());
+    let r = h
+        .post(&url, &query_body("select distinct_id from events"))
+        .await;
+    assert_eq!(r.json["results"].as_array().map(Vec::len), Some(5));
+    assert_eq!(r.json["hasMore"], true);
+    let r = h
+        .post(&url, &query_body("select distinct_id from events limit 3"))
+        .await;
+    assert_eq!(r.json["results"].as_array().map(Vec::len), Some(3));
+    assert_eq!(r.json["hasMore"], false);
+    let r = h
+        .post(
+            &url,
+            &query_body("select distinct_id from events limit 100"),
+        )
+        .await;
+    assert_eq!(r.json["results"].as_array().map(Vec::len), Some(8));
+    assert_eq!(r.json["hasMore"], true);
+
+    for sql in [
+        "delete from events",
+        "insert into events (event) values ('x')",
+        "copy events to '/tmp/elide-copy-test'",
+        "create table t as select 1",
+        "create external table t stored as parquet location '/etc'",
+        "drop table events",
+        "set datafusion.execution.batch_size = 1",
+        "select 1; select 2",
+        "select * from nope",
+        "select nope from events",
+        "select toDate() from events",
+        "select dateDiff('fortnight', timestamp, now()) from events",
+        "select",
+    ] {
+        let r = h.post(&url, &query_body(sql)).await;
+        r.envelope(400);
+    }
+    for body in [
+        json!({}),
+        json!({"query": "select 1"}),
+        json!({"query": {"kind": "EventsQuery", "select": ["*"]}}),
+        json!({"query": {"kind": "HogQLQuery"}}),
+        json!({"query": {"kind": "HogQLQuery", "query": 5}}),
+    ] {
+        h.post(&url, &body).await.envelope(400);
+    }
+    // Nothing was written.
+    let rows = h.hogql("select count() from events").await;
+    assert_eq!(rows[0][0], 12);
+    assert!(!std::path::Path::new("/tmp/elide-copy-test").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_its_time_is_504() {
+    let h = Harness::with_config(ServerConfig {
+        query_timeout: std::time::Duration::from_millis(200),
+        ..ServerConfig::default()
+    });
+    let sql = "select sum(a.value * b.value) from generate_series(1, 1000000) a, generate_series(1, 1000000) b";
+    let r = h
+        .post(&format!("{}/query/", h.api()), &query_body(sql))
+        .await;
+    let d = r.envelope(504);
+    assert!(d.contains("cancelled"), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_metrics() {
+    let h = Harness::new();
+    let r = h.call_as(None, "GET", "/_health", None).await;
+    assert_eq!(r.status, 200);
+    let r = h.call_as(None, "GET", "/_ready", None).await;
+    assert_eq!(r.status, 200);
+    h.event("m", "m1", json!({})).await;
+    let r = h.call_as(None, "GET", "/metrics", None).await;
+    assert_eq!(r.status, 200);
+    let t = r.text();
+    for name in [
+        "elide_deletion_requests_pending",
+        "elide_deletion_oldest_pending_age_seconds",
+        "elide_bytes_awaiting_purge",
+    ] {
+        assert!(t.contains(name), "{name} missing from /metrics");
+    }
+    // Unknown routes and methods: the envelope, never an empty body.
+    h.get("/api/nope/").await.envelope(404);
+    let r = h.call_as(None, "DELETE", "/_health", None).await;
+    r.envelope(405);
+    // Request ids are echoed.
+    let r = h
+        .send(
+            axum::http::Request::builder()
+                .uri("/_health")
+                .header("x-request-id", "abc-123")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(r.headers["x-request-id"], "abc-123");
+    let r = h.call_as(None, "GET", "/_health", None).await;
+    assert!(r.headers.contains_key("x-request-id"));
+}
