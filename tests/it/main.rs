@@ -11,3 +11,4 @@ mod model;
 mod persons;
 mod power_loss;
 mod query;
+mod serve;

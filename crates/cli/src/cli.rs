@@ -187,6 +187,9 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// Benchmark the persons pipeline and person deletion end to end.
     BenchPersons(crate::bench_persons::BenchPersonsArgs),
+    /// Benchmark the HTTP server over loopback: capture throughput, persons
+    /// list and bulk delete latency under load, deletion visibility.
+    BenchHttp(crate::bench_http::BenchHttpArgs),
     /// Test helper: appends and deletes until killed, printing acknowledgements.
     #[command(hide = true)]
     CrashWorker {
@@ -348,6 +351,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Keys { command } => crate::serve::keys(command),
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchPersons(args) => crate::bench_persons::run(args),
+        Command::BenchHttp(args) => crate::bench_http::run(args),
         Command::CrashWorker {
             data_dir,
             seed,

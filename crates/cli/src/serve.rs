@@ -128,12 +128,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let grace = Duration::from_secs(a.shutdown_grace_s);
     let served = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        // Listeners made before serving, so that no signal is missed.
+        let mut signals = Signals::new()?;
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.next().await;
             tracing::info!("stopping: no new connections; in-flight requests finish");
             eprintln!("Stopping (a second signal exits at once)...");
             let _ = stop_tx.send(());
-            wait_for_signal().await;
+            signals.next().await;
             eprintln!("Second signal: exiting now; the next start recovers.");
             std::process::exit(130);
         });
@@ -144,7 +146,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         }));
         let mut stopping = stopping_rx;
         let mut server = server;
-        tokio::select! {
+        let r = tokio::select! {
             r = &mut server => r,
             _ = async {
                 let _ = stopping.wait_for(|s| *s).await;
@@ -154,8 +156,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 server.abort();
                 Ok(Ok(()))
             }
-        }
-    });
+        };
+        Ok::<_, std::io::Error>(r)
+    })?;
     // Commit and answer what capture has queued, then close the store.
     state.stop_capture();
     drop(state);
@@ -172,26 +175,39 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// SIGTERM or SIGINT.
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, listened to from creation on.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
