@@ -12,6 +12,7 @@
 //! - nothing is written: only a query statement parses
 //!   ([`crate::hogql::rewrite`]) and its plan is verified to hold no DDL,
 //!   DML or statement;
+//! - a query stops within one batch of its deadline, if it has one;
 //! - at most `max_rows` rows come back (`default_rows` without a
 //!   `LIMIT`), and `has_more` says whether more were there.
 
@@ -39,6 +40,9 @@ pub struct QueryLimits {
     pub max_rows: usize,
     /// Memory the query's operators may hold (bytes), if capped.
     pub memory_bytes: Option<usize>,
+    /// When the query must stop (checked between batches at every
+    /// operator), if ever.
+    pub deadline: Option<Arc<elide_query::deadline::QueryDeadline>>,
 }
 
 impl Default for QueryLimits {
@@ -47,6 +51,7 @@ impl Default for QueryLimits {
             default_rows: 10_000,
             max_rows: 100_000,
             memory_bytes: Some(2 << 30),
+            deadline: None,
         }
     }
 }
@@ -77,7 +82,11 @@ pub async fn run_hogql(
     limits: &QueryLimits,
 ) -> Result<QueryOutput> {
     let rw = rewrite(sql)?;
-    let ctx = elide_query::project_session_context(persons.store(), project, limits.memory_bytes)?;
+    let mut ctx =
+        elide_query::project_session_context(persons.store(), project, limits.memory_bytes)?;
+    if let Some(d) = &limits.deadline {
+        ctx = elide_query::deadline::with_deadline(ctx, Arc::clone(d));
+    }
     register_person_tables(&ctx, persons, Some(project))?;
     ctx.register_udf(DateDiff::udf());
     let people = if rw.uses_person {

@@ -14,6 +14,7 @@
 //! It depends on `elide-store` and DataFusion, never on HTTP or SQLite.
 
 pub mod access;
+pub mod deadline;
 pub mod loaded;
 pub mod provider;
 

@@ -127,6 +127,7 @@ impl AppState {
             default_rows: c.query_default_limit,
             max_rows: c.query_max_limit,
             memory_bytes: Some(c.query_memory_bytes),
+            deadline: None,
         }
     }
 

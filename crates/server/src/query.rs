@@ -11,12 +11,14 @@
 //! mirror [`QueryAnswer`] (same fields, same JSON), which gives the
 //! OpenAPI document its schema (`elide-app` does not depend on utoipa).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use elide_app::query::{run_hogql, QueryOutput};
+use elide_query::deadline::QueryDeadline;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -162,6 +164,49 @@ impl<T> std::future::Future for AbortOnDrop<T> {
     }
 }
 
+/// Run `work` on the query runtime under the query timeout (504 past it);
+/// it is cancelled if the client goes away.
+pub(crate) async fn on_query_runtime<T, F, W>(state: &AppState, work: W) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = datafusion::error::Result<T>> + Send + 'static,
+    W: FnOnce(Arc<QueryDeadline>) -> F,
+{
+    let timeout = state.config().query_timeout;
+    let rt = state
+        .query_runtime()
+        .handle()
+        .ok_or_else(ApiError::unavailable)?;
+    let deadline = QueryDeadline::after(timeout);
+    let _stop = CancelOnDrop(Arc::clone(&deadline));
+    let work = work(Arc::clone(&deadline));
+    let task = AbortOnDrop(rt.spawn(async move { tokio::time::timeout(timeout, work).await }));
+    match task.await {
+        Ok(Ok(Ok(r))) => Ok(r),
+        Ok(Ok(Err(_))) | Ok(Err(_)) if deadline.passed() => Err(timed_out(timeout)),
+        Ok(Ok(Err(e))) => Err(ApiError::internal(&e)),
+        Ok(Err(_)) => Err(timed_out(timeout)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn timed_out(timeout: std::time::Duration) -> ApiError {
+    ApiError::timeout(format!(
+        "the query ran longer than {} s and was cancelled",
+        timeout.as_secs()
+    ))
+}
+
+/// Stops its query (at the next batch) when dropped: the request is over,
+/// answered or abandoned by its client.
+struct CancelOnDrop(Arc<QueryDeadline>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// The HogQL text of a query request body, with PostHog-style errors.
 fn hogql_of(body: &Value) -> ApiResult<String> {
     let q = match body.get("query") {
@@ -246,24 +291,30 @@ async fn query(
     let project = key.project(p.get("project").map_or("", String::as_str), "query:read")?;
     let sql = hogql_of(&body)?;
     let persons = state.app().persons().clone();
-    let limits = state.query_limits();
+    let mut limits = state.query_limits();
     let timeout = state.config().query_timeout;
     let rt = state
         .query_runtime()
         .handle()
         .ok_or_else(ApiError::unavailable)?;
     let started = Instant::now();
+    // The deadline stops the work itself (between batches, at every
+    // operator); the timeout bounds the waiting.
+    let deadline = QueryDeadline::after(timeout);
+    let _stop = CancelOnDrop(Arc::clone(&deadline));
+    limits.deadline = Some(Arc::clone(&deadline));
     let task = AbortOnDrop(rt.spawn(async move {
         tokio::time::timeout(timeout, run_hogql(&persons, project, &sql, &limits)).await
     }));
     let out = match task.await {
+        Ok(Ok(Err(_))) | Ok(Err(_)) if deadline.passed() => {
+            metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
+            return Err(timed_out(timeout));
+        }
         Ok(Ok(r)) => r,
         Ok(Err(_)) => {
             metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
-            return Err(ApiError::timeout(format!(
-                "the query ran longer than {} s and was cancelled",
-                timeout.as_secs()
-            )));
+            return Err(timed_out(timeout));
         }
         Err(e) => return Err(e.into()),
     };

@@ -175,31 +175,19 @@ pub async fn list(
             )
         }
     };
-    let mut sql = format!(
-        "SELECT session_id, min(distinct_id) AS distinct_id, min(timestamp) AS start_time, \
-         max(timestamp) AS end_time, count(*) AS snapshots FROM recordings WHERE project_id = {project}"
-    );
-    if let Some(ids) = &ids {
-        if ids.is_empty() {
-            return Ok(axum::Json(RecordingPage {
-                has_next: false,
-                results: Vec::new(),
-            }));
-        }
-        let list: Vec<String> = ids
-            .iter()
-            .map(|d| format!("'{}'", d.replace('\'', "''")))
-            .collect();
-        sql.push_str(&format!(" AND distinct_id IN ({})", list.join(", ")));
+    if ids.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(axum::Json(RecordingPage {
+            has_next: false,
+            results: Vec::new(),
+        }));
     }
-    sql.push_str(&format!(
-        " GROUP BY session_id ORDER BY start_time DESC, session_id LIMIT {}",
-        limit + 1
-    ));
-    let ctx = elide_query::session_context(app.store()).map_err(|e| ApiError::internal(&e))?;
-    let batches = elide_query::run_sql(&ctx, &sql)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    // Over the project's own rows (the providers filter by project), on
+    // the query runtime with the query timeout.
+    let store = app.store().clone();
+    let batches = crate::query::on_query_runtime(&state, move |deadline| async move {
+        sessions(&store, project, ids, limit + 1, deadline).await
+    })
+    .await?;
     let mut results = Vec::new();
     for b in &batches {
         let text = |i: usize| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8);
@@ -236,4 +224,41 @@ pub async fn list(
     let has_next = results.len() > limit;
     results.truncate(limit);
     Ok(axum::Json(RecordingPage { has_next, results }))
+}
+
+/// One row per session of the project's recordings (of `ids` only, when
+/// given): session id, a distinct id, first and last time, snapshot count;
+/// newest first, at most `limit`.
+async fn sessions(
+    store: &elide_store::Store,
+    project: i64,
+    ids: Option<Vec<String>>,
+    limit: usize,
+    deadline: std::sync::Arc<elide_query::deadline::QueryDeadline>,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    use datafusion::functions_aggregate::expr_fn::{count, max, min};
+    use datafusion::prelude::{col, lit};
+    let ctx = elide_query::project_session_context(store, project, None)
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let ctx = elide_query::deadline::with_deadline(ctx, deadline);
+    let mut df = ctx.table("recordings").await?;
+    if let Some(ids) = ids {
+        df = df.filter(col("distinct_id").in_list(ids.into_iter().map(lit).collect(), false))?;
+    }
+    df.aggregate(
+        vec![col("session_id")],
+        vec![
+            min(col("distinct_id")).alias("distinct_id"),
+            min(col("timestamp")).alias("start_time"),
+            max(col("timestamp")).alias("end_time"),
+            count(lit(1)).alias("snapshots"),
+        ],
+    )?
+    .sort(vec![
+        col("start_time").sort(false, true),
+        col("session_id").sort(true, true),
+    ])?
+    .limit(0, Some(limit))?
+    .collect()
+    .await
 }
