@@ -338,7 +338,7 @@ fn key_json(k: &elide_persons::ApiKey) -> serde_json::Value {
         "project_id": k.project_id,
         "label": k.label,
         "scopes": k.scopes,
-        "mask": k.mask,
+        "mask_value": k.mask,
         "created_at": elide_persons::persons::iso(k.created_at_us),
         "last_used_at": k.last_used_at_us.map(elide_persons::persons::iso),
         "revoked_at": k.revoked_at_us.map(elide_persons::persons::iso),
@@ -495,7 +495,7 @@ pub fn keys(cmd: KeysCommand) -> Result<()> {
             match format {
                 Format::Json => print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()))?,
                 Format::Csv => {
-                    println!("id,label,scopes,mask,created_at,revoked_at");
+                    println!("id,label,scopes,mask_value,created_at,revoked_at");
                     for k in &keys {
                         println!(
                             "{},{},{},{},{},{}",

@@ -74,8 +74,15 @@ pub fn parse_scopes(scopes: &[String]) -> Result<Vec<String>> {
 
 impl ApiKey {
     /// Whether the key carries `scope` (or all scopes).
+    ///
+    /// As in PostHog, `x:write` also grants `x:read`.
     pub fn allows(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == "*" || s == scope)
+        let write = scope
+            .strip_suffix(":read")
+            .map(|object| format!("{object}:write"));
+        self.scopes
+            .iter()
+            .any(|s| s == "*" || s == scope || write.as_deref() == Some(s.as_str()))
     }
 }
 

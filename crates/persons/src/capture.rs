@@ -158,6 +158,12 @@ impl RawIds {
     }
 }
 
+/// PostHog's text for an event without a distinct id.
+pub const NO_DISTINCT_ID: &str = "event submitted without a distinct_id";
+
+/// PostHog's text for an event without a name (missing or empty).
+pub const EMPTY_EVENT_NAME: &str = "event submitted with an empty event name";
+
 /// Cut an id to [`crate::ids::MAX_DISTINCT_ID_CHARS`] characters.
 fn truncate_id(id: String) -> String {
     match id.char_indices().nth(crate::ids::MAX_DISTINCT_ID_CHARS) {
@@ -235,8 +241,7 @@ fn parse_event_with(
     };
     let event = match obj.remove("event") {
         Some(Value::String(s)) if !s.is_empty() => s,
-        Some(Value::String(_)) => return Err("field `event` is empty".into()),
-        Some(Value::Null) | None => return Err("field `event` is missing".into()),
+        Some(Value::String(_)) | Some(Value::Null) | None => return Err(EMPTY_EVENT_NAME.into()),
         Some(_) => return Err("field `event` must be a string".into()),
     };
     if event.chars().count() > MAX_EVENT_NAME_CHARS {
@@ -268,8 +273,8 @@ fn parse_event_with(
             None => match properties.get("distinct_id") {
                 Some(v) => id_text(v, raw.map(|r| &r.props_distinct_id))
                     .map_err(named("properties.distinct_id"))?
-                    .ok_or("field `distinct_id` is missing")?,
-                None => return Err("field `distinct_id` is missing".into()),
+                    .ok_or(NO_DISTINCT_ID)?,
+                None => return Err(NO_DISTINCT_ID.into()),
             },
         };
     // PostHog cuts distinct ids to 200 characters rather than refusing.
@@ -599,9 +604,9 @@ mod tests {
     fn bad_events_are_named() {
         for (v, needle) in [
             (json!([1]), "event 0"),
-            (json!({"distinct_id": "a"}), "`event` is missing"),
-            (json!({"event": "", "distinct_id": "a"}), "empty"),
-            (json!({"event": "e"}), "`distinct_id` is missing"),
+            (json!({"distinct_id": "a"}), EMPTY_EVENT_NAME),
+            (json!({"event": "", "distinct_id": "a"}), EMPTY_EVENT_NAME),
+            (json!({"event": "e"}), NO_DISTINCT_ID),
             (json!({"event": "e", "distinct_id": " "}), "blank"),
             (
                 json!({"event": "e", "distinct_id": {"x": 1}}),

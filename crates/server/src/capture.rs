@@ -66,7 +66,7 @@ pub const MAX_GROUP_EVENTS: usize = 20_000;
 pub const GROUP_WAIT: Duration = Duration::from_millis(2);
 
 /// Query parameters of capture routes.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CaptureQuery {
     /// `gzip-js`, `base64` (or `lz64`, refused).
@@ -247,7 +247,13 @@ pub fn decode_body(headers: &HeaderMap, query: &CaptureQuery, body: &[u8]) -> Ap
     } else {
         match compression.as_deref() {
             Some("gzip-js") | Some("gzip") => payload = gunzip(&payload)?,
-            Some("base64") => payload = unbase64(&payload)?,
+            Some("base64") => {
+                payload = unbase64(&payload)?;
+                // Magic bytes decide, here too.
+                if is_gzip(&payload) {
+                    payload = gunzip(&payload)?;
+                }
+            }
             Some("lz64") | Some("lz-string") => return Err(ApiError::invalid(
                 "failed to parse request: lz64 compression is not supported; use gzip-js or base64",
             )),
@@ -318,7 +324,14 @@ fn unbase64(b: &[u8]) -> ApiResult<Vec<u8>> {
 fn refusal(e: CaptureRefusal) -> ApiError {
     match e {
         CaptureRefusal::Invalid(d) => {
-            let d = if d.starts_with("failed to parse") || d == "request holds no event" {
+            use elide_persons::capture::{EMPTY_EVENT_NAME, NO_DISTINCT_ID};
+            // PostHog's own texts stand alone (without "event N: ").
+            let d = if let Some(t) = [NO_DISTINCT_ID, EMPTY_EVENT_NAME]
+                .into_iter()
+                .find(|t| d.ends_with(&format!(": {t}")) || d == *t)
+            {
+                t.to_string()
+            } else if d.starts_with("failed to parse") || d == "request holds no event" {
                 d
             } else {
                 format!("invalid event: {d}")
@@ -410,10 +423,10 @@ async fn capture_inner(
     if token.starts_with(elide_persons::admin::KEY_PREFIX) {
         let mut e = ApiError::unauthenticated();
         e.code = "invalid_api_key".into();
-        e.detail = format!(
-            "API key is not valid: {}... is a personal API key; capture takes the project token (phc_...)",
-            &token[..token.len().min(8)]
-        );
+        // Nothing of the secret is echoed back.
+        e.detail = "API key is not valid: a personal API key (phx_...) is not a project token; \
+                    capture takes the project token (phc_...)"
+            .into();
         return Err(e);
     }
     let app = state.app().clone();
@@ -444,12 +457,12 @@ async fn capture_inner(
 /// [`crate::recordings`]; this keeps the capture module's public surface
 /// to the routes.
 pub fn routes() -> axum::Router<AppState> {
-    use axum::routing::any;
+    use axum::routing::get;
     let mut r = axum::Router::new();
     for &path in CAPTURE_ROUTES {
-        r = r
-            .route(path, any(capture))
-            .route(&format!("{path}/"), any(capture));
+        // GET, POST and OPTIONS, as PostHog; other methods get the 405.
+        let route = || get(capture).post(capture).options(capture);
+        r = r.route(path, route()).route(&format!("{path}/"), route());
     }
     r
 }
@@ -498,9 +511,16 @@ mod tests {
             compression: Some("base64".into()),
             ..Default::default()
         };
-        assert_eq!(decode(&[], q, b64.as_bytes()).unwrap(), json);
+        assert_eq!(decode(&[], q.clone(), b64.as_bytes()).unwrap(), json);
         assert_eq!(
             decode(&[], CaptureQuery::default(), b64.as_bytes()).unwrap(),
+            json
+        );
+        // Gzip inside base64, asked for or not.
+        let gz64 = base64::engine::general_purpose::STANDARD.encode(&gz);
+        assert_eq!(decode(&[], q, gz64.as_bytes()).unwrap(), json);
+        assert_eq!(
+            decode(&[], CaptureQuery::default(), gz64.as_bytes()).unwrap(),
             json
         );
         // A form with data= (base64, url-encoded).

@@ -83,6 +83,19 @@ async fn every_route_with_and_without_slash() {
         .capture_raw("/e/?beacon=1", &[JSON], ev.to_string().into_bytes())
         .await;
     assert_eq!(r.status, 204);
+    // Other methods: 405, nothing captured.
+    for method in ["DELETE", "PUT", "PATCH"] {
+        let r = h
+            .call_as(
+                None,
+                method,
+                "/batch/",
+                Some(&json!({"api_key": h.token, "event": "x", "distinct_id": "wrong-method"})),
+            )
+            .await;
+        r.envelope(405);
+    }
+    assert_eq!(h.event_count("wrong-method").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,9 +253,25 @@ async fn token_refusals_write_nothing() {
 async fn invalid_events_fail_the_whole_request() {
     let h = Harness::new();
     let t = h.token.clone();
+    // PostHog's texts.
+    for (b, text) in [
+        (
+            json!([{"event": "ok", "distinct_id": "v1"}, {"event": "no id"}]),
+            "event submitted without a distinct_id",
+        ),
+        (
+            json!([{"event": "ok", "distinct_id": "v1"}, {"event": "", "distinct_id": "v1"}]),
+            "event submitted with an empty event name",
+        ),
+        (
+            json!([{"event": "ok", "distinct_id": "v1"}, {"distinct_id": "v1"}]),
+            "event submitted with an empty event name",
+        ),
+    ] {
+        let r = h.capture_raw("/batch/", &[JSON], batch(&t, b)).await;
+        assert_eq!(r.envelope(400), text);
+    }
     let bad_batches = [
-        json!([{"event": "ok", "distinct_id": "v1"}, {"event": "no id"}]),
-        json!([{"event": "ok", "distinct_id": "v1"}, {"event": "", "distinct_id": "v1"}]),
         json!([{"event": "ok", "distinct_id": "v1"}, {"event": "e", "distinct_id": "v1", "properties": []}]),
         json!([{"event": "ok", "distinct_id": "v1"}, {"event": "$snapshot", "distinct_id": "v1", "properties": {}}]),
         json!([{"event": "ok", "distinct_id": "v1"}, {"event": "e\u{0}", "distinct_id": "v1"}]),

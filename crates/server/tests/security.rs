@@ -279,6 +279,20 @@ async fn no_key_wrong_key_capture_token_other_project_missing_scope() {
             r.envelope(403);
         }
     }
+    // As in PostHog, a write scope grants the matching read, nothing else.
+    let w = h.key_with(&["person:write"]);
+    let r = h
+        .call_as(Some(&w), "GET", &format!("{}/persons/", h.api()), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let q = json!({"query": {"kind": "HogQLQuery", "query": "select 1"}});
+    let r = h
+        .call_as(Some(&w), "POST", &format!("{}/query/", h.api()), Some(&q))
+        .await;
+    assert_eq!(
+        r.envelope(403),
+        "API key missing required scope 'query:read'"
+    );
     // The legacy routes act on the key's own project only.
     let r = h
         .call_as(Some(&other_key), "GET", "/api/person/", None)
