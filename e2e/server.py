@@ -23,10 +23,19 @@ class Server:
             env={**os.environ, "ELIDE_LOG": os.environ.get("ELIDE_LOG", "warn")},
         )
         banner = []
-        for line in self.proc.stdout:
-            banner.append(line)
-            if line.startswith("Elide listening on "):
-                break
+
+        def read_banner():
+            for line in self.proc.stdout:
+                banner.append(line)
+                if line.startswith("Elide listening on "):
+                    break
+
+        reader = threading.Thread(target=read_banner, daemon=True)
+        reader.start()
+        reader.join(timeout=120)
+        if reader.is_alive():
+            self.proc.kill()
+            raise RuntimeError(f"elide serve printed no address in 120 s:\n{''.join(banner)}\n{self.logs()}")
         text = "".join(banner)
         m = re.search(r"Elide listening on (http://\S+)", text)
         if not m:

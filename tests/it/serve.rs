@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -17,6 +17,19 @@ struct Server {
     child: Child,
     addr: String,
     banner: String,
+    /// What it printed on stderr so far.
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Wait until stderr holds `text` (panics after `limit`).
+    fn wait_stderr(&self, text: &str, limit: Duration) {
+        let t = Instant::now();
+        while !self.stderr.lock().expect("stderr").contains(text) {
+            assert!(t.elapsed() < limit, "no {text:?} on stderr");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
@@ -26,9 +39,19 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
         .args(extra)
         .env("ELIDE_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn elide serve");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (errs, pipe) = (Arc::clone(&stderr), child.stderr.take().expect("stderr"));
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Ok(mut e) = errs.lock() {
+                e.push_str(&line);
+                e.push('\n');
+            }
+        }
+    });
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut banner = String::new();
@@ -49,6 +72,7 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Server {
         child,
         addr,
         banner,
+        stderr,
     }
 }
 
@@ -316,9 +340,11 @@ fn stop_under_load(signals: usize) {
         });
     }
     std::thread::sleep(Duration::from_millis(1500));
-    for _ in 0..signals {
+    signal(&s.child, libc::SIGTERM);
+    if signals > 1 {
+        // Signals sent before the server saw the first would merge into one.
+        s.wait_stderr("Stopping", Duration::from_secs(30));
         signal(&s.child, libc::SIGTERM);
-        std::thread::sleep(Duration::from_millis(30));
     }
     let status = wait(&mut s.child, Duration::from_secs(60));
     stop.store(true, Ordering::Relaxed);

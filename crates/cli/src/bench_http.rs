@@ -289,7 +289,14 @@ pub fn run(a: BenchHttpArgs) -> Result<()> {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    c.call("POST", "/batch/", None, body)?;
+                    let (s, b) = c.call("POST", "/batch/", None, body)?;
+                    if s != 200 {
+                        return Err(format!(
+                            "capture answered {s}: {}",
+                            String::from_utf8_lossy(&b)
+                        )
+                        .into());
+                    }
                     loaded.fetch_add(1, Ordering::Relaxed);
                     next += interval;
                     if let Some(d) = next.checked_duration_since(Instant::now()) {

@@ -68,6 +68,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .enable_all()
         .thread_name("elide-http")
         .build()?;
+    // Listeners made before anything is printed or served, so that no
+    // signal is missed (a signal before them would kill the process).
+    let mut signals = {
+        let _in_runtime = rt.enter();
+        Signals::new()?
+    };
     let listener = rt.block_on(tokio::net::TcpListener::bind(a.bind))?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
@@ -128,8 +134,6 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let grace = Duration::from_secs(a.shutdown_grace_s);
     let served = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        // Listeners made before serving, so that no signal is missed.
-        let mut signals = Signals::new()?;
         tokio::spawn(async move {
             signals.next().await;
             tracing::info!("stopping: no new connections; in-flight requests finish");

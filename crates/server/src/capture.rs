@@ -386,6 +386,10 @@ pub async fn capture(
     if method == Method::OPTIONS {
         return StatusCode::OK.into_response();
     }
+    if method == Method::HEAD {
+        // axum routes HEAD to the GET handler; a HEAD must capture nothing.
+        return ApiError::method_not_allowed("Method \"HEAD\" not allowed.").into_response();
+    }
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {

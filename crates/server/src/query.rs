@@ -18,7 +18,8 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use elide_app::query::{run_hogql, QueryOutput};
-use elide_query::deadline::QueryDeadline;
+use elide_app::AppError;
+use elide_query::deadline::{is_cancelled, QueryDeadline};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -183,7 +184,7 @@ where
     let task = AbortOnDrop(rt.spawn(async move { tokio::time::timeout(timeout, work).await }));
     match task.await {
         Ok(Ok(Ok(r))) => Ok(r),
-        Ok(Ok(Err(_))) | Ok(Err(_)) if deadline.passed() => Err(timed_out(timeout)),
+        Ok(Ok(Err(e))) if is_cancelled(&e) => Err(timed_out(timeout)),
         Ok(Ok(Err(e))) => Err(ApiError::internal(&e)),
         Ok(Err(_)) => Err(timed_out(timeout)),
         Err(e) => Err(e.into()),
@@ -306,17 +307,17 @@ async fn query(
     let task = AbortOnDrop(rt.spawn(async move {
         tokio::time::timeout(timeout, run_hogql(&persons, project, &sql, &limits)).await
     }));
+    // A timeout: the wait ended, or the query stopped at its deadline.
+    // Any other error is the query's own, whenever it came.
     let out = match task.await {
-        Ok(Ok(Err(_))) | Ok(Err(_)) if deadline.passed() => {
-            metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
-            return Err(timed_out(timeout));
-        }
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => {
-            metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
-            return Err(timed_out(timeout));
-        }
+        Ok(Err(_)) => None,
+        Ok(Ok(Err(AppError::Query(e)))) if is_cancelled(&e) => None,
+        Ok(Ok(r)) => Some(r),
         Err(e) => return Err(e.into()),
+    };
+    let Some(out) = out else {
+        metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
+        return Err(timed_out(timeout));
     };
     let outcome = if out.is_ok() { "ok" } else { "error" };
     metrics::counter!("elide_queries_total", "outcome" => outcome).increment(1);

@@ -184,8 +184,9 @@ pub async fn list(
     // Over the project's own rows (the providers filter by project), on
     // the query runtime with the query timeout.
     let store = app.store().clone();
+    let memory = Some(state.config().query_memory_bytes);
     let batches = crate::query::on_query_runtime(&state, move |deadline| async move {
-        sessions(&store, project, ids, limit + 1, deadline).await
+        sessions(&store, project, ids, limit + 1, memory, deadline).await
     })
     .await?;
     let mut results = Vec::new();
@@ -228,17 +229,19 @@ pub async fn list(
 
 /// One row per session of the project's recordings (of `ids` only, when
 /// given): session id, a distinct id, first and last time, snapshot count;
-/// newest first, at most `limit`.
+/// newest first, at most `limit`; within the query memory cap, stopped at
+/// `deadline`.
 async fn sessions(
     store: &elide_store::Store,
     project: i64,
     ids: Option<Vec<String>>,
     limit: usize,
+    memory_bytes: Option<usize>,
     deadline: std::sync::Arc<elide_query::deadline::QueryDeadline>,
 ) -> datafusion::error::Result<Vec<RecordBatch>> {
     use datafusion::functions_aggregate::expr_fn::{count, max, min};
     use datafusion::prelude::{col, lit};
-    let ctx = elide_query::project_session_context(store, project, None)
+    let ctx = elide_query::project_session_context(store, project, memory_bytes)
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     let ctx = elide_query::deadline::with_deadline(ctx, deadline);
     let mut df = ctx.table("recordings").await?;

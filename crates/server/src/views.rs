@@ -267,7 +267,9 @@ pub struct Timeline {
 /// An activity-log entry.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActivityEntry {
-    /// What happened (`created`, `merged`, `updated`, `deleted`, ...).
+    /// What happened: `properties_updated`, `property_deleted`, `merged`, `split`,
+    /// `created_by_split`, `deleted`, `distinct_id_reset`, `distinct_id_unblocked`,
+    /// `project_created`, `metadata_rebuilt`.
     pub activity: String,
     /// When (RFC 3339).
     pub created_at: String,

@@ -49,6 +49,10 @@ async fn every_route_with_and_without_slash() {
                 )
                 .await;
             assert!(pre.status.is_success(), "{path} OPTIONS: {}", pre.status);
+            // A plain OPTIONS (no preflight headers) reaches the route.
+            let plain = h.call_as(None, "OPTIONS", &path, None).await;
+            assert_eq!(plain.status, 200, "{path} plain OPTIONS");
+            assert!(plain.body.is_empty());
         }
     }
     let rows = h
@@ -84,7 +88,7 @@ async fn every_route_with_and_without_slash() {
         .await;
     assert_eq!(r.status, 204);
     // Other methods: 405, nothing captured.
-    for method in ["DELETE", "PUT", "PATCH"] {
+    for method in ["DELETE", "PUT", "PATCH", "HEAD"] {
         let r = h
             .call_as(
                 None,
@@ -93,7 +97,10 @@ async fn every_route_with_and_without_slash() {
                 Some(&json!({"api_key": h.token, "event": "x", "distinct_id": "wrong-method"})),
             )
             .await;
-        r.envelope(405);
+        assert_eq!(r.status, 405, "{method}");
+        if method != "HEAD" {
+            r.envelope(405);
+        }
     }
     assert_eq!(h.event_count("wrong-method").await, 0);
 }

@@ -369,8 +369,10 @@ async fn query_is_read_only_bounded_and_validated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_past_its_time_is_504() {
+    // One query thread: a query that went on after its 504 would hold it.
     let h = Harness::with_config(ServerConfig {
         query_timeout: std::time::Duration::from_millis(200),
+        query_threads: 1,
         ..ServerConfig::default()
     });
     let sql = "select sum(a.value * b.value) from generate_series(1, 1000000) a, generate_series(1, 1000000) b";
@@ -379,6 +381,28 @@ async fn a_query_past_its_time_is_504() {
         .await;
     let d = r.envelope(504);
     assert!(d.contains("cancelled"), "{d}");
+    // The work stopped too: the thread answers again (the cross join,
+    // left running, would hold it for minutes; a few tries absorb a slow
+    // machine).
+    let mut answered = false;
+    for _ in 0..20 {
+        let r = h
+            .post(&format!("{}/query/", h.api()), &query_body("select 1"))
+            .await;
+        if r.status == 200 {
+            answered = true;
+            break;
+        }
+        r.envelope(504);
+    }
+    assert!(answered, "the cancelled query still holds the query thread");
+    // An error of the query itself stays a 400, whatever the deadline.
+    h.post(
+        &format!("{}/query/", h.api()),
+        &query_body("select nope from events"),
+    )
+    .await
+    .envelope(400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
