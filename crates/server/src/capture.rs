@@ -156,8 +156,13 @@ fn commit_loop(app: &App, rx: &Receiver<Job>) {
         for j in jobs {
             by_project.entry(j.project).or_default().push(j);
         }
-        for (project, jobs) in by_project {
-            let events: Vec<CaptureEvent> = jobs.iter().flat_map(|j| j.events.clone()).collect();
+        for (project, mut jobs) in by_project {
+            // The events move (no copy); each job's share is a range of them.
+            let counts: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
+            let events: Vec<CaptureEvent> = jobs
+                .iter_mut()
+                .flat_map(|j| std::mem::take(&mut j.events))
+                .collect();
             let started = Instant::now();
             match capture_events(app, project, &events) {
                 Ok(()) => {
@@ -170,11 +175,13 @@ fn commit_loop(app: &App, rx: &Receiver<Job>) {
                 }
                 Err(e) if jobs.len() > 1 && e.status.is_client_error() => {
                     // One request's bad row must not fail the others.
-                    for j in jobs {
-                        let r = capture_events(app, project, &j.events);
+                    let mut at = 0;
+                    for (j, n) in jobs.into_iter().zip(counts) {
+                        let mine = &events[at..at + n];
+                        at += n;
+                        let r = capture_events(app, project, mine);
                         if r.is_ok() {
-                            metrics::counter!("elide_capture_events_total")
-                                .increment(j.events.len() as u64);
+                            metrics::counter!("elide_capture_events_total").increment(n as u64);
                         }
                         let _ = j.reply.send(r);
                     }
@@ -194,12 +201,10 @@ fn commit_loop(app: &App, rx: &Receiver<Job>) {
 fn capture_events(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult<()> {
     let (snapshots, others): (Vec<&CaptureEvent>, Vec<&CaptureEvent>) =
         events.iter().partition(|e| e.event == "$snapshot");
-    if !others.is_empty() {
-        let owned: Vec<CaptureEvent> = if snapshots.is_empty() {
-            events.to_vec()
-        } else {
-            others.into_iter().cloned().collect()
-        };
+    if snapshots.is_empty() {
+        app.persons().capture(project, events)?;
+    } else if !others.is_empty() {
+        let owned: Vec<CaptureEvent> = others.into_iter().cloned().collect();
         app.persons().capture(project, &owned)?;
     }
     if !snapshots.is_empty() {
