@@ -29,10 +29,8 @@ pub(crate) async fn destroy(
     PathParams(p): PathParams,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
-    let project = key.project(project_param(&p), "person:write")?;
+    let (project, id) = person_target(&key, &p, "person:write")?;
     state.limits().check(key.0.id, Limit::Delete)?;
-    let id = person_param(&p)?;
-    check_person_id(&id)?;
     let req = DeletePersons {
         uuids: Vec::new(),
         distinct_ids: Vec::new(),
@@ -167,10 +165,8 @@ pub(crate) async fn queue_deletion(
     p: HashMap<String, String>,
     events: bool,
 ) -> ApiResult<Response> {
-    let project = key.project(project_param(&p), "person:write")?;
+    let (project, id) = person_target(&key, &p, "person:write")?;
     state.limits().check(key.0.id, Limit::Delete)?;
-    let id = person_param(&p)?;
-    check_person_id(&id)?;
     let app = state.app().clone();
     blocking(move || {
         let person = app.persons().get(project, &id)?;

@@ -240,9 +240,7 @@ pub(crate) async fn retrieve(
     key: Key,
     PathParams(p): PathParams,
 ) -> ApiResult<Json<RetrievedPerson>> {
-    let project = key.project(project_param(&p), "person:read")?;
-    let id = person_param(&p)?;
-    check_person_id(&id)?;
+    let (project, id) = person_target(&key, &p, "person:read")?;
     let app = state.app().clone();
     let person = blocking(move || Ok(app.persons().get(project, &id)?)).await?;
     Ok(Json(RetrievedPerson::from(&person)))
@@ -267,9 +265,7 @@ pub(crate) async fn timeline(
     key: Key,
     PathParams(p): PathParams,
 ) -> ApiResult<Json<Timeline>> {
-    let project = key.project(project_param(&p), "person:read")?;
-    let id = person_param(&p)?;
-    check_person_id(&id)?;
+    let (project, id) = person_target(&key, &p, "person:read")?;
     let persons = state.app().persons().clone();
     let points = elide_app::sql::timeline(&persons, project, &id).await?;
     Ok(Json(Timeline {

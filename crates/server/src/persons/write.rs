@@ -25,9 +25,7 @@ pub(crate) async fn update(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let project = key.project(project_param(&p), "person:write")?;
-    let id = person_param(&p)?;
-    check_person_id(&id)?;
+    let (project, id) = person_target(&key, &p, "person:write")?;
     let props = match body.get("properties") {
         Some(Value::Object(m)) => m.clone(),
         Some(_) => {
@@ -81,9 +79,7 @@ pub(crate) async fn delete_property(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let project = key.project(project_param(&p), "person:write")?;
-    let id = person_param(&p)?;
-    check_person_id(&id)?;
+    let (project, id) = person_target(&key, &p, "person:write")?;
     let prop = match body.get("$unset") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => {
@@ -124,9 +120,7 @@ pub(crate) async fn update_property(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let project = key.project(project_param(&p), "person:write")?;
-    let id = person_param(&p)?;
-    check_person_id(&id)?;
+    let (project, id) = person_target(&key, &p, "person:write")?;
     let Some(value) = body.get("value").cloned() else {
         return Err(ApiError::invalid_attr(
             "value",
@@ -176,9 +170,7 @@ pub(crate) async fn split(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let project = key.project(project_param(&p), "person:write")?;
-    let id = person_param(&p)?;
-    check_person_id(&id)?;
+    let (project, id) = person_target(&key, &p, "person:write")?;
     let main = body.get("main_distinct_id").filter(|v| !v.is_null());
     let ids = body.get("distinct_ids_to_split").filter(|v| !v.is_null());
     let spec = match (main, ids) {
