@@ -325,28 +325,16 @@ pub enum KeysCommand {
     },
 }
 
+/// A project as the API shows it (`GET /api/projects/{id}/`).
 fn project_json(p: &elide_persons::Project) -> serde_json::Value {
-    json!({
-        "id": p.id,
-        "name": p.name,
-        "api_token": p.api_token,
-        "created_at": elide_persons::persons::iso(p.created_at_us),
-        "anonymize_ips": p.settings.anonymize_ips,
-        "drop_properties": p.settings.drop_properties,
-    })
+    json!(elide_server::projects::ProjectView::from(p))
 }
 
+/// A key as the API lists it, with its project.
 fn key_json(k: &elide_persons::ApiKey) -> serde_json::Value {
-    json!({
-        "id": k.id,
-        "project_id": k.project_id,
-        "label": k.label,
-        "scopes": k.scopes,
-        "mask_value": k.mask,
-        "created_at": elide_persons::persons::iso(k.created_at_us),
-        "last_used_at": k.last_used_at_us.map(elide_persons::persons::iso),
-        "revoked_at": k.revoked_at_us.map(elide_persons::persons::iso),
-    })
+    let mut v = json!(elide_server::projects::KeyView::from(k));
+    v["project_id"] = json!(k.project_id);
+    v
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {

@@ -97,6 +97,19 @@ impl Key {
         Ok(id)
     }
 
+    /// [`Key::project`] of a route's `{project}` path parameter; routes
+    /// without one (the legacy `/api/person/…`) act on the key's project.
+    pub fn path_project(
+        &self,
+        params: &std::collections::HashMap<String, String>,
+        scope: &str,
+    ) -> ApiResult<i64> {
+        self.project(
+            params.get("project").map_or("@current", String::as_str),
+            scope,
+        )
+    }
+
     /// 403 unless the key has `scope`.
     pub fn scope(&self, scope: &str) -> ApiResult<()> {
         if self.0.allows(scope) {

@@ -16,8 +16,6 @@
 //! The handlers carry their OpenAPI operations under `/api/projects/…`;
 //! [`crate::openapi`] copies them to `/api/environments/…`.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -182,14 +180,10 @@ async fn retrieve(
     key: Key,
     PathParams(p): PathParams,
 ) -> ApiResult<Json<ProjectView>> {
-    let id = key.project(param(&p), "project:read")?;
+    let id = key.path_project(&p, "project:read")?;
     let app = state.app().clone();
     let p = blocking(move || Ok(app.persons().project(id)?)).await?;
     Ok(Json(ProjectView::from(&p)))
-}
-
-fn param(p: &HashMap<String, String>) -> &str {
-    p.get("project").map_or("", String::as_str)
 }
 
 /// Make a project, and a key for it with the caller's scopes.
@@ -271,7 +265,7 @@ async fn update(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<ProjectView>> {
-    let id = key.project(param(&p), "project:write")?;
+    let id = key.path_project(&p, "project:write")?;
     let change = parse_change(&body)?;
     let app = state.app().clone();
     let p =
@@ -373,7 +367,7 @@ async fn destroy(
     key: Key,
     PathParams(p): PathParams,
 ) -> ApiResult<Response> {
-    let id = key.project(param(&p), "project:write")?;
+    let id = key.path_project(&p, "project:write")?;
     state.limits().check(key.0.id, Limit::Delete)?;
     let app = state.app().clone();
     let (data, meta) = blocking(move || Ok(app.persons().drop_project(id)?)).await?;
@@ -475,7 +469,7 @@ async fn list_keys(
     key: Key,
     PathParams(p): PathParams,
 ) -> ApiResult<Json<KeyPage>> {
-    let id = key.project(param(&p), "project:read")?;
+    let id = key.path_project(&p, "project:read")?;
     let app = state.app().clone();
     let keys = blocking(move || Ok(app.persons().api_keys(id)?)).await?;
     let results: Vec<KeyView> = keys.iter().map(KeyView::from).collect();
@@ -507,7 +501,7 @@ async fn create_key(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let id = key.project(param(&p), "project:write")?;
+    let id = key.path_project(&p, "project:write")?;
     let label = match body.get("label") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -581,7 +575,7 @@ async fn revoke_key(
     key: Key,
     PathParams(p): PathParams,
 ) -> ApiResult<Response> {
-    let id = key.project(param(&p), "project:write")?;
+    let id = key.path_project(&p, "project:write")?;
     let which: i64 = p
         .get("key")
         .and_then(|k| k.parse().ok())

@@ -289,7 +289,7 @@ async fn query(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<QueryAnswer>> {
-    let project = key.project(p.get("project").map_or("", String::as_str), "query:read")?;
+    let project = key.path_project(&p, "query:read")?;
     let sql = hogql_of(&body)?;
     let persons = state.app().persons().clone();
     let mut limits = state.query_limits();

@@ -145,7 +145,7 @@ pub async fn list(
     crate::extract::Q(q): crate::extract::Q<ListQuery>,
 ) -> ApiResult<axum::Json<RecordingPage>> {
     use arrow::array::{Array, AsArray};
-    let project = key.project(crate::persons::project_param(&p), "person:read")?;
+    let project = key.path_project(&p, "person:read")?;
     let limit: usize = crate::extract::number(q.limit.as_deref(), "limit", 100)?;
     if limit == 0 || limit > 10_000 {
         return Err(ApiError::invalid_attr(

@@ -173,40 +173,30 @@ impl Unit {
 
     /// The index of the unit period holding `us` (µs since the epoch,
     /// UTC); a difference of two is the boundaries crossed.
-    fn period(self, us: i64) -> i64 {
+    fn period(self, us: i64) -> Option<i64> {
+        use chrono::Datelike;
         const S: i64 = 1_000_000;
         let days = us.div_euclid(86_400 * S);
-        let month = || {
-            let (y, m, _) = civil_from_days(days);
-            y * 12 + (m - 1)
-        };
-        match self {
+        let date = || chrono::DateTime::from_timestamp_micros(us).map(|t| t.date_naive());
+        let month = || date().map(|d| i64::from(d.year()) * 12 + i64::from(d.month0()));
+        Some(match self {
             Unit::Second => us.div_euclid(S),
             Unit::Minute => us.div_euclid(60 * S),
             Unit::Hour => us.div_euclid(3_600 * S),
             Unit::Day => days,
             // Weeks from Monday (1970-01-01 was a Thursday).
             Unit::Week => (days + 3).div_euclid(7),
-            Unit::Month => month(),
-            Unit::Quarter => month().div_euclid(3),
-            Unit::Year => civil_from_days(days).0,
-        }
+            Unit::Month => month()?,
+            Unit::Quarter => month()?.div_euclid(3),
+            Unit::Year => i64::from(date()?.year()),
+        })
     }
-}
 
-/// (year, month 1–12, day) of a day count since 1970-01-01 (Howard
-/// Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    /// Boundaries of the unit crossed from `a` to `b` (µs); `None` past
+    /// the calendar's range.
+    fn between(self, a: i64, b: i64) -> Option<i64> {
+        Some(self.period(b)? - self.period(a)?)
+    }
 }
 
 fn utc_micros() -> DataType {
@@ -253,7 +243,7 @@ impl ScalarUDFImpl for DateDiff {
                 (
                     ScalarValue::TimestampMicrosecond(Some(a), _),
                     ScalarValue::TimestampMicrosecond(Some(b), _),
-                ) => Some(unit.period(*b) - unit.period(*a)),
+                ) => unit.between(*a, *b),
                 _ => None,
             };
             return Ok(ColumnarValue::Scalar(ScalarValue::Int64(v)));
@@ -266,11 +256,11 @@ impl ScalarUDFImpl for DateDiff {
         );
         let mut out = Int64Builder::with_capacity(n);
         for i in 0..n {
-            if a.is_null(i) || b.is_null(i) {
-                out.append_null();
-            } else {
-                out.append_value(unit.period(b.value(i)) - unit.period(a.value(i)));
-            }
+            out.append_option(
+                (a.is_valid(i) && b.is_valid(i))
+                    .then(|| unit.between(a.value(i), b.value(i)))
+                    .flatten(),
+            );
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
@@ -281,40 +271,34 @@ mod tests {
     use super::*;
 
     fn us(s: &str) -> i64 {
-        chrono_like(s)
-    }
-
-    /// Parse `YYYY-MM-DD HH:MM:SS` (UTC) to µs, for the tests.
-    fn chrono_like(s: &str) -> i64 {
-        let (d, t) = s.split_once(' ').unwrap_or((s, "00:00:00"));
-        let p: Vec<i64> = d.split('-').map(|x| x.parse().unwrap()).collect();
-        let q: Vec<i64> = t.split(':').map(|x| x.parse().unwrap()).collect();
-        // Days from civil (inverse of civil_from_days), by search.
-        let (y, m, dd) = (p[0], p[1], p[2]);
-        let mut lo = -1_000_000i64;
-        let mut hi = 1_000_000i64;
-        while lo < hi {
-            let mid = (lo + hi).div_euclid(2);
-            if civil_from_days(mid) < (y, m, dd) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        ((lo * 86_400) + q[0] * 3_600 + q[1] * 60 + q[2]) * 1_000_000
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+            .unwrap()
+            .and_utc()
+            .timestamp_micros()
     }
 
     fn diff(unit: &str, a: &str, b: &str) -> i64 {
-        let u = Unit::parse(unit).unwrap();
-        u.period(us(b)) - u.period(us(a))
+        Unit::parse(unit).unwrap().between(us(a), us(b)).unwrap()
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    fn calendar_units_before_1970_and_past_the_range() {
+        assert_eq!(
+            diff("month", "1969-12-31 23:59:59", "1970-01-01 00:00:00"),
+            1
+        );
+        assert_eq!(
+            diff("year", "1969-06-01 00:00:00", "1971-06-01 00:00:00"),
+            2
+        );
+        assert_eq!(
+            diff("month", "2024-02-29 00:00:00", "2024-03-01 00:00:00"),
+            1
+        );
+        // Past chrono's years a calendar unit has no answer (NULL), a
+        // fixed-length one still does.
+        assert_eq!(Unit::Month.between(0, i64::MAX), None);
+        assert_eq!(Unit::Day.between(0, 86_400_000_000), Some(1));
     }
 
     #[test]

@@ -29,25 +29,12 @@ pub(crate) async fn destroy(
     PathParams(p): PathParams,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
-    let (project, id) = person_target(&key, &p, "person:write")?;
-    state.limits().check(key.0.id, Limit::Delete)?;
-    let req = DeletePersons {
-        uuids: Vec::new(),
-        distinct_ids: Vec::new(),
-        delete_events: present(&uri, "delete_events"),
-        delete_recordings: present(&uri, "delete_recordings"),
-        keep_person: present(&uri, "keep_person"),
-    };
-    let app = state.app().clone();
-    blocking(move || {
-        let person = app.persons().get(project, &id)?;
-        let mut req = req;
-        req.uuids = vec![person.uuid.hyphenated().to_string()];
-        app.persons().delete(project, &req)?;
-        Ok(())
-    })
-    .await?;
-    Ok(StatusCode::ACCEPTED.into_response())
+    let flags = (
+        present(&uri, "delete_events"),
+        present(&uri, "delete_recordings"),
+        present(&uri, "keep_person"),
+    );
+    delete_one(state, key, p, flags).await
 }
 
 /// PostHog's `bool()` of a JSON value: `"false"` is true.
@@ -105,7 +92,7 @@ pub(crate) async fn bulk_delete(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let project = key.project(project_param(&p), "person:write")?;
+    let project = key.path_project(&p, "person:write")?;
     state.limits().check(key.0.id, Limit::Delete)?;
     let ids = string_list(body.get("ids"), "ids")?;
     let dids = string_list(body.get("distinct_ids"), "distinct_ids")?;
@@ -159,11 +146,13 @@ pub(crate) async fn bulk_delete(
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
-pub(crate) async fn queue_deletion(
+/// Delete the person of a `…/persons/{id}/…` path; `flags` are
+/// (`delete_events`, `delete_recordings`, `keep_person`).
+async fn delete_one(
     state: AppState,
     key: Key,
     p: HashMap<String, String>,
-    events: bool,
+    (delete_events, delete_recordings, keep_person): (bool, bool, bool),
 ) -> ApiResult<Response> {
     let (project, id) = person_target(&key, &p, "person:write")?;
     state.limits().check(key.0.id, Limit::Delete)?;
@@ -175,9 +164,9 @@ pub(crate) async fn queue_deletion(
             &DeletePersons {
                 uuids: vec![person.uuid.hyphenated().to_string()],
                 distinct_ids: Vec::new(),
-                delete_events: events,
-                delete_recordings: !events,
-                keep_person: true,
+                delete_events,
+                delete_recordings,
+                keep_person,
             },
         )?;
         Ok(())
@@ -205,7 +194,7 @@ pub(crate) async fn delete_events(
     key: Key,
     PathParams(p): PathParams,
 ) -> ApiResult<Response> {
-    queue_deletion(state, key, p, true).await
+    delete_one(state, key, p, (true, false, true)).await
 }
 
 /// Delete a person's recordings, keeping the profile.
@@ -227,7 +216,7 @@ pub(crate) async fn delete_recordings(
     key: Key,
     PathParams(p): PathParams,
 ) -> ApiResult<Response> {
-    queue_deletion(state, key, p, false).await
+    delete_one(state, key, p, (false, true, true)).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,7 +244,7 @@ pub(crate) async fn reset(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<ResetBody>,
 ) -> ApiResult<Response> {
-    let project = key.project(project_param(&p), "person:write")?;
+    let project = key.path_project(&p, "person:write")?;
     let did = match body.distinct_id {
         Some(Value::String(s)) if !s.is_empty() => s,
         _ => return Err(ApiError::invalid("distinct_id is required")),
@@ -310,7 +299,7 @@ pub(crate) async fn deletion_status(
     headers: HeaderMap,
     Q(q): Q<StatusQuery>,
 ) -> ApiResult<Json<DeletionStatusPage>> {
-    let project = key.project(project_param(&p), "person:read")?;
+    let project = key.path_project(&p, "person:read")?;
     let state_filter = match q.status.as_deref() {
         None | Some("") | Some("all") => None,
         Some("pending") => Some(DeletionState::Pending),

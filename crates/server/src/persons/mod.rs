@@ -119,15 +119,10 @@ pub fn routes() -> Router<AppState> {
 /// The project of a `…/persons/{id}/…` path (checked against the key
 /// and `scope`) and the person id in it (checked for shape).
 fn person_target(key: &Key, p: &HashMap<String, String>, scope: &str) -> ApiResult<(i64, String)> {
-    let project = key.project(project_param(p), scope)?;
+    let project = key.path_project(p, scope)?;
     let id = person_param(p)?;
     check_person_id(&id)?;
     Ok((project, id))
-}
-
-/// The project path parameter (`@current` on the legacy routes).
-pub(crate) fn project_param(p: &HashMap<String, String>) -> &str {
-    p.get("project").map_or("@current", String::as_str)
 }
 
 fn person_param(p: &HashMap<String, String>) -> ApiResult<String> {

@@ -126,7 +126,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
     Q(q): Q<ListQuery>,
 ) -> ApiResult<Response> {
-    let project = key.project(project_param(&p), "person:read")?;
+    let project = key.path_project(&p, "person:read")?;
     let filter = filter_of(&q)?;
     let csv_wanted = q.format.as_deref() == Some("csv");
     let total = q
@@ -215,7 +215,7 @@ pub(crate) async fn list_csv(
     )
 )]
 pub(crate) async fn create_refused(key: Key, PathParams(p): PathParams) -> ApiResult<Response> {
-    key.project(project_param(&p), "person:write")?;
+    key.path_project(&p, "person:write")?;
     Err(ApiError::method_not_allowed(
         "Creating persons via this API is not allowed. Please create persons by sending an $identify event. See https://posthog.com/docs/product-analytics/identify for details.",
     ))
@@ -292,7 +292,7 @@ pub(crate) async fn activity(
     person: Option<String>,
     q: ActivityQuery,
 ) -> ApiResult<Json<ActivityPage>> {
-    let project = key.project(project_param(&p), "activity_log:read")?;
+    let project = key.path_project(&p, "activity_log:read")?;
     let limit: usize = number(q.limit.as_deref(), "limit", 10)?;
     let page: usize = number(q.page.as_deref(), "page", 1)?;
     if limit == 0 || limit > 1000 || page == 0 || page > 1_000_000 {
@@ -398,7 +398,7 @@ pub(crate) async fn batch_by_distinct_ids(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<BatchPersons>> {
-    let project = key.project(project_param(&p), "person:read")?;
+    let project = key.path_project(&p, "person:read")?;
     let ids: Vec<String> = match body.get("distinct_ids") {
         Some(Value::Array(items)) => items
             .iter()
@@ -445,7 +445,7 @@ pub(crate) async fn batch_by_uuids(
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<BatchPersons>> {
-    let project = key.project(project_param(&p), "person:read")?;
+    let project = key.path_project(&p, "person:read")?;
     let uuids: Vec<String> = match body.get("uuids") {
         Some(Value::Array(items)) => {
             let mut out = Vec::new();
@@ -503,7 +503,7 @@ pub(crate) async fn values(
     PathParams(p): PathParams,
     Q(q): Q<ValuesQuery>,
 ) -> ApiResult<Json<PropertyValues>> {
-    let project = key.project(project_param(&p), "person:read")?;
+    let project = key.path_project(&p, "person:read")?;
     let Some(prop) = q.key.filter(|k| !k.is_empty()) else {
         return Err(ApiError::invalid_attr("key", "required", "key is required"));
     };
@@ -540,7 +540,7 @@ pub(crate) async fn values(
     )
 )]
 pub(crate) async fn cohorts(key: Key, PathParams(p): PathParams) -> ApiResult<Json<Cohorts>> {
-    key.project(project_param(&p), "person:read")?;
+    key.path_project(&p, "person:read")?;
     // Elide has no cohorts yet: every person belongs to none.
     Ok(Json(Cohorts {
         results: Vec::new(),
@@ -564,7 +564,7 @@ pub(crate) async fn cohorts(key: Key, PathParams(p): PathParams) -> ApiResult<Js
     )
 )]
 pub(crate) async fn analytics_later(key: Key, PathParams(p): PathParams) -> ApiResult<Response> {
-    key.project(project_param(&p), "person:read")?;
+    key.path_project(&p, "person:read")?;
     Err(ApiError::not_implemented(
         "funnels, correlation, lifecycle and trends of persons are not served yet",
     ))
