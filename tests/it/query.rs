@@ -398,3 +398,66 @@ fn a_query_streaming_across_a_compaction_and_its_gc_finishes_correctly() {
         500
     );
 }
+
+/// A project-scoped session (what the server's query endpoint runs on)
+/// never reads another project's rows — in parts or still buffered —
+/// whatever the SQL asks, and never a deleted row of its own.
+#[test]
+fn a_project_session_reads_only_its_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let rows: Vec<_> = (0..300u64)
+        .map(|n| row(n, &format!("d{}", n % 7), 1 + (n % 3) as i64, 0))
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    // More, left in the buffer.
+    let more: Vec<_> = (300..360u64)
+        .map(|n| row(n, &format!("d{}", n % 7), 1 + (n % 3) as i64, 1))
+        .collect();
+    append(&store, &more);
+    let rt = rt();
+    let all = ctx(&store);
+    let d0_of_2 = "select count(*) from events where distinct_id = 'd0' and project_id = 2";
+    assert!(count(&rt, &all, d0_of_2) > 0);
+    store.delete(DeleteSpec::ids(2, ["d0"])).unwrap();
+    for project in 1..=3i64 {
+        let scoped = elide::query::project_session_context(&store, project, None).unwrap();
+        let expected = count(
+            &rt,
+            &all,
+            &format!("select count(*) from events where project_id = {project}"),
+        );
+        assert!(expected > 0);
+        assert_eq!(count(&rt, &scoped, "select count(*) from events"), expected);
+        for other in (1..=3i64).filter(|o| *o != project) {
+            assert_eq!(
+                count(
+                    &rt,
+                    &scoped,
+                    &format!("select count(*) from events where project_id = {other}")
+                ),
+                0,
+                "project {project} read project {other}"
+            );
+        }
+        assert_eq!(
+            count(
+                &rt,
+                &scoped,
+                "select count(distinct project_id) from events"
+            ),
+            1
+        );
+    }
+    let two = elide::query::project_session_context(&store, 2, None).unwrap();
+    assert_eq!(
+        count(
+            &rt,
+            &two,
+            "select count(*) from events where distinct_id = 'd0'"
+        ),
+        0,
+        "a deleted row came back"
+    );
+}

@@ -325,15 +325,19 @@ pub(crate) fn scrub_all<'e>(
     events: &'e [CaptureEvent],
     settings: &crate::meta::ProjectSettings,
 ) -> std::borrow::Cow<'e, [CaptureEvent]> {
-    if *settings == crate::meta::ProjectSettings::default()
-        || events.iter().all(|e| e.scrubbed(settings).is_none())
-    {
+    if *settings == crate::meta::ProjectSettings::default() {
+        return std::borrow::Cow::Borrowed(events);
+    }
+    // One pass: each event scrubbed at most once, copied only if needed.
+    let scrubbed: Vec<Option<CaptureEvent>> = events.iter().map(|e| e.scrubbed(settings)).collect();
+    if scrubbed.iter().all(Option::is_none) {
         return std::borrow::Cow::Borrowed(events);
     }
     std::borrow::Cow::Owned(
         events
             .iter()
-            .map(|e| e.scrubbed(settings).unwrap_or_else(|| e.clone()))
+            .zip(scrubbed)
+            .map(|(e, s)| s.unwrap_or_else(|| e.clone()))
             .collect(),
     )
 }
