@@ -223,16 +223,27 @@ fn load_demo(app: &App, project: i64) -> Result<u64> {
     let mut mix = Mix::new(7, DEMO_PERSONS, now - span, span / total as i64);
     let mut lines: Vec<String> = (0..DEMO_PERSONS).flat_map(|i| mix.warmup(i)).collect();
     lines.extend((0..DEMO_EVENTS).map(|_| mix.next()));
-    let mut n = 0u64;
-    for chunk in lines.chunks(5_000) {
-        let mut events = Vec::with_capacity(chunk.len());
+    // One unit: a failure leaves nothing of the sample behind.
+    const CHUNK: usize = 5_000;
+    let mut batches = lines.chunks(CHUNK).enumerate().map(|(c, chunk)| {
+        let mut b = elide_persons::CaptureBatch {
+            events: Vec::with_capacity(chunk.len()),
+            lines: Vec::with_capacity(chunk.len()),
+        };
         for (i, l) in chunk.iter().enumerate() {
-            events.extend(parse_line(i + 1, l, now)?);
+            let line = c * CHUNK + i + 1;
+            for e in parse_line(line, l, now)? {
+                b.events.push(e);
+                b.lines.push(line);
+            }
         }
-        n += app.persons().capture(project, &events)?.stats.events;
-    }
+        Ok(b)
+    });
+    let out = app
+        .persons()
+        .capture_all(project, &mut batches, &mut |_| {})?;
     app.store().flush()?;
-    Ok(n)
+    Ok(out.stats.events)
 }
 
 /// `elide projects …`.
