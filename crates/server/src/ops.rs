@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -266,9 +265,4 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
     ApiError::internal(&format!("panic: {msg}")).into_response()
-}
-
-/// A status answer with the envelope (used by handlers that answer 202).
-pub fn accepted() -> Response {
-    StatusCode::ACCEPTED.into_response()
 }
