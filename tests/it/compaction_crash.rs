@@ -110,13 +110,11 @@ fn crash_at(point: &str, action: &str) {
     );
     // A clean compaction completes the lifecycle.
     let r = store
-        .compact(
-            CompactRequest {
-                manual: true,
-                ..Default::default()
-            },
-            &mut |_| {},
-        )
+        .compact(CompactRequest {
+            manual: true,
+            merges: false,
+            ..Default::default()
+        })
         .unwrap();
     assert!(r.verification_failures.is_empty(), "{case}");
     let m = store.manifest().unwrap();

@@ -80,7 +80,7 @@ proptest! {
                         merges: true,
                         project_id: project,
                         ..Default::default()
-                    }, &mut |_| {}).unwrap();
+                    }).unwrap();
                     prop_assert!(r.verification_failures.is_empty());
                     let m = store.manifest().unwrap();
                     for req in m.requests.iter().filter(|r| project.is_none_or(|p| p == r.project_id)) {

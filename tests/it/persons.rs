@@ -35,13 +35,11 @@ fn capture(p: &Persons, project: i64, v: Value) -> elide::persons::CaptureOutcom
 
 fn compact_now(store: &Store) -> elide::store::CompactionReport {
     store
-        .compact(
-            elide::store::CompactRequest {
-                manual: true,
-                ..Default::default()
-            },
-            &mut |_| {},
-        )
+        .compact(elide::store::CompactRequest {
+            manual: true,
+            merges: false,
+            ..Default::default()
+        })
         .unwrap()
 }
 

@@ -191,14 +191,11 @@ fn workload(dir: &Path, fs: &Arc<CrashFs>, seed: u64) -> Log {
 
 fn compact_now(store: &Store) {
     store
-        .compact(
-            elide::store::CompactRequest {
-                manual: true,
-                merges: true,
-                ..Default::default()
-            },
-            &mut |_| {},
-        )
+        .compact(elide::store::CompactRequest {
+            manual: true,
+            merges: true,
+            ..Default::default()
+        })
         .unwrap();
 }
 

@@ -298,14 +298,11 @@ fn queries_see_consistent_snapshots_while_appends_deletes_and_compactions_commit
             let mut runs = 0;
             while !stop.load(Ordering::SeqCst) {
                 store
-                    .compact(
-                        elide::store::CompactRequest {
-                            manual: true,
-                            merges: true,
-                            ..Default::default()
-                        },
-                        &mut |_| {},
-                    )
+                    .compact(elide::store::CompactRequest {
+                        manual: true,
+                        merges: true,
+                        ..Default::default()
+                    })
                     .unwrap();
                 runs += 1;
             }
@@ -365,13 +362,11 @@ fn a_query_streaming_across_a_compaction_and_its_gc_finishes_correctly() {
         let first = stream.next().await.unwrap().unwrap().num_rows();
         // Meanwhile: the parts the stream reads are purged and collected.
         let r = store
-            .compact(
-                elide::store::CompactRequest {
-                    manual: true,
-                    ..Default::default()
-                },
-                &mut |_| {},
-            )
+            .compact(elide::store::CompactRequest {
+                manual: true,
+                merges: false,
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(r.tasks.len(), 1, "d0 rows are all on day 0");
         let mut rest = 0;
@@ -460,4 +455,35 @@ fn a_project_session_reads_only_its_project() {
         0,
         "a deleted row came back"
     );
+}
+
+/// A session outliving its store neither keeps the data directory locked
+/// nor reads a closed store: closing releases the directory, a reopen in
+/// the same process works, and the old session's next query is a clear
+/// error.
+#[test]
+fn a_session_does_not_keep_a_closed_store_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let store = open(dir.path());
+    append(&store, &[row(1, "a", 1, 0)]);
+    let old = ctx(&store);
+    assert_eq!(count(&rt, &old, "SELECT count(*) FROM events"), 1);
+    store.close().unwrap();
+
+    let reopened = open(dir.path());
+    assert_eq!(
+        count(&rt, &ctx(&reopened), "SELECT count(*) FROM events"),
+        1
+    );
+    let err = rt
+        .block_on(async {
+            old.sql("SELECT count(*) FROM events")
+                .await?
+                .collect()
+                .await
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("was closed"), "{err}");
+    reopened.close().unwrap();
 }

@@ -15,7 +15,9 @@ use crate::Result;
 pub struct AppConfig {
     /// The data directory (created if missing).
     pub data_dir: PathBuf,
-    /// Store options (background flush and compaction on by default).
+    /// Store options (background flush and compaction on by default; the
+    /// environment is not read: `elide serve` passes
+    /// [`StoreOptions::from_env`]).
     pub store: StoreOptions,
 }
 

@@ -17,7 +17,8 @@ use crate::Result;
 
 /// Register the persons tables on `ctx` (only `project`'s rows when
 /// given). Each scan reads the metadata afresh, so a query planned after a
-/// deletion returned never shows the deleted person.
+/// deletion returned never shows the deleted person. The tables hold the
+/// persons layer weakly (a scan after it is dropped is an error).
 pub fn register_person_tables<M: MetaStore>(
     ctx: &SessionContext,
     persons: &Arc<Persons<M>>,
@@ -35,8 +36,13 @@ pub fn register_person_tables<M: MetaStore>(
         ("person_overrides", overrides_schema(), overrides_batch::<M>),
     ];
     for (name, schema, f) in tables {
-        let p = Arc::clone(persons);
+        // Weak, like the store's tables: a session never keeps the data
+        // directory open.
+        let p = Arc::downgrade(persons);
         let load: Loader = Arc::new(move || {
+            let p = p
+                .upgrade()
+                .ok_or("the persons layer was closed (its store was dropped); open it again")?;
             f(p.meta(), project)
                 .map(|b| vec![b])
                 .map_err(|e| e.to_string())

@@ -32,13 +32,11 @@ pub enum Access {
     Create,
 }
 
-/// Store options of a one-shot command: no background compaction (the
-/// command line compacts through `elide compact`).
+/// Store options of a one-shot command ([`StoreOptions::one_shot`]): no
+/// background compaction (the command line compacts through `elide
+/// compact`), the environment applied.
 pub fn command_options() -> StoreOptions {
-    StoreOptions {
-        background_compaction: false,
-        ..StoreOptions::default()
-    }
+    StoreOptions::one_shot()
 }
 
 /// Open the store of `dir` for `access`.

@@ -194,16 +194,13 @@ fn purge(
     project: Option<i64>,
     io: Option<u64>,
 ) -> Result<elide_store::CompactionReport> {
-    Ok(store.compact(
-        CompactRequest {
-            manual: true,
-            project_id: project,
-            merges: false,
-            io_bytes_per_sec: io,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )?)
+    Ok(store.compact(CompactRequest {
+        manual: true,
+        project_id: project,
+        merges: false,
+        io_bytes_per_sec: io,
+        ..Default::default()
+    })?)
 }
 
 /// (bytes read, rows dropped, ms): the tasks' reads and writes plus the

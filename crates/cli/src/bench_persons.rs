@@ -194,15 +194,12 @@ pub fn run(a: BenchPersonsArgs) -> Result<()> {
     )?;
     let bulk_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let report = persons.store().compact(
-        elide_store::CompactRequest {
-            manual: true,
-            project_id: Some(PROJECT),
-            merges: false,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )?;
+    let report = persons.store().compact(elide_store::CompactRequest {
+        manual: true,
+        project_id: Some(PROJECT),
+        merges: false,
+        ..Default::default()
+    })?;
     let purge_s = t.elapsed().as_secs_f64();
     let statuses = persons.deletion_status(PROJECT, None, None, 10_000, 0)?;
     let pending = statuses

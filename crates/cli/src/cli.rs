@@ -1,7 +1,6 @@
 //! `elide` subcommands. Names, flags and output formats are a contract.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,7 +8,6 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use elide_store::{DeleteSpec, Store, Table};
 use indicatif::{ProgressBar, ProgressStyle};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::output::anyhow_lite::Result;
 use crate::output::{write_batches, Format};
@@ -250,18 +248,29 @@ fn dispatch(cmd: Command) -> Result<()> {
             sql,
         } => {
             let store = wiring::store(&data_dir, Access::Read)?;
-            let ctx = if wiring::has_persons(&store) {
-                // The persons tables too, when there is a metadata database.
-                elide_app::sql::session(&wiring::persons(&store, Access::Read)?)?
+            // The persons tables too, when there is a metadata database
+            // (kept here: a session holds it only weakly).
+            let persons = if wiring::has_persons(&store) {
+                Some(wiring::persons(&store, Access::Read)?)
             } else {
-                elide_query::session_context(&store)?
+                None
+            };
+            let ctx = match &persons {
+                Some(p) => elide_app::sql::session(p)?,
+                None => elide_query::session_context(&store)?,
             };
             let writes = if allow_writes {
                 elide_query::SqlWrites::CopyOutside(&data_dir)
             } else {
                 elide_query::SqlWrites::None
             };
-            let batches = runtime()?.block_on(elide_query::run_sql_checked(&ctx, &sql, writes))?;
+            let result = runtime()?.block_on(elide_query::run_sql_checked(&ctx, &sql, writes))?;
+            // An empty result still has its columns (a CSV header).
+            let batches = if result.batches.is_empty() {
+                vec![arrow::record_batch::RecordBatch::new_empty(result.schema)]
+            } else {
+                result.batches
+            };
             let mut out = std::io::stdout().lock();
             write_batches(&mut out, &batches, format)?;
             Ok(())
@@ -323,13 +332,23 @@ fn dispatch(cmd: Command) -> Result<()> {
             format,
         } => crate::lifecycle::compact(
             &data_dir,
-            elide_store::CompactRequest {
-                manual: now,
-                project_id: project,
-                merges: !no_merge,
+            {
+                let mut req = if now {
+                    elide_store::CompactRequest::now()
+                } else {
+                    elide_store::CompactRequest::scheduled()
+                };
+                if let Some(p) = project {
+                    req = req.project(p);
+                }
+                if no_merge {
+                    req = req.without_merges();
+                }
                 // At most 2^20 MiB/s (clap checks), so this never overflows.
-                io_bytes_per_sec: io_limit_mib.map(|m| m << 20),
-                ..Default::default()
+                if let Some(m) = io_limit_mib {
+                    req = req.io_limit(m << 20);
+                }
+                req
             },
             format,
         ),
@@ -405,11 +424,13 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 pub(crate) fn run_sql(store: &Store, sql: &str) -> Result<Vec<arrow::record_batch::RecordBatch>> {
     let rt = runtime()?;
     let ctx = elide_query::session_context(store)?;
-    Ok(rt.block_on(elide_query::run_sql_checked(
-        &ctx,
-        sql,
-        elide_query::SqlWrites::None,
-    ))?)
+    Ok(rt
+        .block_on(elide_query::run_sql_checked(
+            &ctx,
+            sql,
+            elide_query::SqlWrites::None,
+        ))?
+        .batches)
 }
 
 pub(crate) fn print_status(
@@ -455,6 +476,8 @@ pub(crate) fn print_status_limited(
         }
         Format::Table => {
             writeln!(out, "manifest version {}, next _seq {}, buffered rows {} ({} hidden), ingest-log segments {}", s.version, s.next_seq, s.memtable_rows, s.memtable_deleted_rows, s.wal_segments)?;
+            let t = &s.totals;
+            writeln!(out, "{} visible rows; {} parts ({} with tombstones), {} rows ({} tombstoned), {} bytes ({} awaiting purge)", t.visible_rows, t.parts, t.parts_with_tombstones, t.rows, t.tombstoned_rows, t.bytes, t.bytes_awaiting_purge)?;
             writeln!(
                 out,
                 "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>7} {:>14} {:>14}",
@@ -599,148 +622,28 @@ pub(crate) fn progress_bar(len: u64, msg: &'static str) -> ProgressBar {
     bar
 }
 
-/// One input of `ingest`: a parquet file (read from its path) or a
-/// stream of JSON lines.
-enum Input {
-    Parquet(PathBuf),
-    JsonLines(Box<dyn BufRead>),
-}
-
-/// A copy of a parquet stream (parquet needs random access) inside the
-/// data directory's spool area; removed on drop, and by the store's next
-/// open if the process dies first.
-struct Spool(PathBuf);
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Open an input: `-` is standard input; a path that is not a regular
-/// file (a pipe) is read once, as a stream. Parquet is recognised by its
-/// magic; a stream of parquet is spooled to `spool_dir`.
-fn open_input(path: &Path, spool_dir: &Path) -> Result<(Input, Option<Spool>)> {
-    let name = path.display();
-    let (mut stream, regular): (Box<dyn Read>, bool) = if path == Path::new("-") {
-        (Box::new(std::io::stdin().lock()), false)
-    } else {
-        let f = File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
-        let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
-        (Box::new(f), regular)
-    };
-    let mut head = Vec::with_capacity(4);
-    (&mut stream)
-        .take(4)
-        .read_to_end(&mut head)
-        .map_err(|e| format!("cannot read {name}: {e}"))?;
-    let rest = std::io::Cursor::new(head.clone()).chain(stream);
-    if head == b"PAR1" {
-        if regular {
-            return Ok((Input::Parquet(path.to_path_buf()), None));
-        }
-        let spool =
-            elide_store::spool_file(spool_dir).map_err(|e| format!("spooling {name}: {e}"))?;
-        let guard = Spool(spool.clone());
-        let mut out = File::create(&spool).map_err(|e| format!("spooling {name}: {e}"))?;
-        std::io::copy(&mut { rest }, &mut out).map_err(|e| format!("spooling {name}: {e}"))?;
-        return Ok((Input::Parquet(spool), Some(guard)));
-    }
-    if path.extension().and_then(|e| e.to_str()) == Some("parquet") {
-        return Err(format!("{name} is not a parquet file (no PAR1 magic)").into());
-    }
-    Ok((
-        Input::JsonLines(Box::new(BufReader::with_capacity(1 << 20, rest))),
-        None,
-    ))
-}
-
-/// Read a whole input as batches, calling `sink` with each and the index
-/// (0-based, across the input) of its first row.
-fn read_input(
-    path: &Path,
-    input: Input,
-    sink: &mut dyn FnMut(arrow::record_batch::RecordBatch, u64) -> Result<()>,
-) -> Result<u64> {
-    let name = path.display();
-    match input {
-        Input::Parquet(file) => {
-            let f = File::open(&file).map_err(|e| format!("cannot open {name}: {e}"))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-                .map_err(|e| {
-                    format!("{name}: not a readable parquet file (damaged footer or schema?): {e}")
-                })?
-                .with_batch_size(64 * 1024)
-                .build()
-                .map_err(|e| format!("{name}: not a readable parquet file: {e}"))?;
-            let mut n = 0;
-            for b in reader {
-                let b = b.map_err(|e| format!("{name}: damaged parquet data: {e}"))?;
-                let rows = b.num_rows() as u64;
-                sink(b, n)?;
-                n += rows;
-            }
-            Ok(n)
-        }
-        Input::JsonLines(r) => {
-            let mut inner_err: Option<crate::output::anyhow_lite::Error> = None;
-            let mut n = 0u64;
-            let res = elide_store::jsonl::read_json_lines(r, 64 * 1024, &mut |b| {
-                let rows = b.num_rows() as u64;
-                let first = n;
-                n += rows;
-                sink(b, first).map_err(|e| {
-                    let msg = e.to_string();
-                    inner_err = Some(e);
-                    elide_store::StoreError::InvalidInput(msg)
-                })
-            });
-            match (res, inner_err) {
-                (Ok(n), _) => Ok(n as u64),
-                (Err(_), Some(e)) => Err(e),
-                (Err(e), None) => Err(format!("{name}: {e}").into()),
-            }
-        }
-    }
-}
-
 /// `elide ingest`: every file in one bulk ingest, committed once. A bad
 /// row anywhere, a full disk or a kill leaves the store as it was.
 fn ingest(dir: &Path, table: &str, files: &[PathBuf]) -> Result<()> {
     let table = Table::from_name(table)
         .ok_or_else(|| format!("unknown table {table:?} (expected events or recordings)"))?;
-    if files
-        .iter()
-        .filter(|f| f.as_path() == Path::new("-"))
-        .count()
-        > 1
-    {
-        return Err("standard input (-) can be read only once".into());
-    }
     let store = wiring::writer(dir, Access::Create)?;
     let bar = progress_bar(0, "ingesting");
     let started = Instant::now();
-    let mut bulk = store.bulk_ingest(table)?;
-    for f in files {
-        let (input, _spool) = open_input(f, store.dir())?;
-        read_input(f, input, &mut |b, first_row| {
-            bulk.write(&b).map_err(|e| match e {
-                elide_store::StoreError::InvalidRow {
-                    row,
-                    column,
-                    reason,
-                } => format!(
-                    "{}: row {} (0-based), column `{column}`: {reason} (nothing was ingested)",
-                    f.display(),
-                    first_row + row as u64
-                ),
-                other => format!("{}: {other} (nothing was ingested)", f.display()),
-            })?;
-            bar.inc(b.num_rows() as u64);
-            Ok(())
+    let out = store
+        .ingest_files(
+            table,
+            files,
+            elide_store::IngestOptions::new().progress(|p| bar.set_position(p.rows)),
+        )
+        .map_err(|e| match e {
+            elide_store::StoreError::InvalidInputRow { .. }
+            | elide_store::StoreError::InvalidInput(_)
+            | elide_store::StoreError::InvalidLine { .. } => {
+                format!("{e} (nothing was ingested)")
+            }
+            other => format!("{other} (nothing was ingested)"),
         })?;
-    }
-    let out = bulk.commit()?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(

@@ -90,14 +90,12 @@ pub fn run(dir: &Path, events: u64) -> Result<()> {
          removes the old files, then a verification scan proves nothing of the persons is left:"
     );
     let started = Instant::now();
-    let report = store.compact(
-        elide_store::CompactRequest {
-            manual: true,
-            project_id: Some(1),
-            ..Default::default()
-        },
-        &mut |_| {},
-    )?;
+    let report = store.compact(elide_store::CompactRequest {
+        manual: true,
+        project_id: Some(1),
+        merges: false,
+        ..Default::default()
+    })?;
     let s = &report.summary;
     println!(
         "   rewrote {} parts ({} bytes) dropping {} deleted rows in {:.2} s; requests purged {:?}, verified {:?}.",

@@ -37,7 +37,7 @@ pub(crate) fn compact(dir: &Path, req: CompactRequest, format: Format) -> Result
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let report = store.compact(req, &mut |p| match p {
+    let report = store.compact_with_progress(req, &mut |p| match p {
         Progress::Planned { bytes, .. } => bar.set_length(bytes),
         Progress::Bytes(done) => bar.set_position(done),
         Progress::Lifecycle => bar.set_message("verifying"),

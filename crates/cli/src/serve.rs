@@ -62,7 +62,10 @@ const DEMO_DAYS: i64 = 14;
 
 /// Run `elide serve`.
 pub fn serve(a: ServeArgs) -> Result<()> {
-    let app = App::open(AppConfig::new(&a.data_dir))?;
+    let app = App::open(AppConfig {
+        store: elide_store::StoreOptions::from_env(),
+        ..AppConfig::new(&a.data_dir)
+    })?;
     let made = app.bootstrap("Default project")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -62,12 +62,7 @@ impl PersonsError {
             PersonsError::InvalidInput(_)
             | PersonsError::InvalidLine { .. }
             | PersonsError::NotFound(_) => true,
-            PersonsError::Store(e) => matches!(
-                e,
-                StoreError::InvalidInput(_)
-                    | StoreError::InvalidRow { .. }
-                    | StoreError::InvalidLine { .. }
-            ),
+            PersonsError::Store(e) => e.is_invalid_input(),
             _ => false,
         }
     }

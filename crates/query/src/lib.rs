@@ -32,12 +32,7 @@ pub use provider::ElideTable;
 /// functions available.
 pub fn session_context(store: &Store) -> Result<SessionContext> {
     let ctx = base_context()?;
-    for table in Table::ALL {
-        ctx.register_table(
-            table.name(),
-            Arc::new(ElideTable::new(store.clone(), table)),
-        )?;
-    }
+    register_tables(&ctx, store, None)?;
     Ok(ctx)
 }
 
@@ -61,13 +56,8 @@ pub fn project_session_context(
             SessionContext::new_with_config_rt(config, runtime)
         }
     };
-    datafusion_functions_json::register_all(&mut ctx)?;
-    for table in Table::ALL {
-        ctx.register_table(
-            table.name(),
-            Arc::new(ElideTable::new(store.clone(), table).for_project(project)),
-        )?;
-    }
+    register_functions(&mut ctx)?;
+    register_tables(&ctx, store, Some(project))?;
     Ok(ctx)
 }
 
@@ -79,8 +69,40 @@ fn session_config() -> SessionConfig {
 
 fn base_context() -> Result<SessionContext> {
     let mut ctx = SessionContext::new_with_config(session_config());
-    datafusion_functions_json::register_all(&mut ctx)?;
+    register_functions(&mut ctx)?;
     Ok(ctx)
+}
+
+/// Add the functions Elide's sessions have (the JSON functions:
+/// `json_get_str(properties, '$browser')`, `properties->>'$browser'`, ...)
+/// to a session of the caller's.
+pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
+    datafusion_functions_json::register_all(ctx)
+}
+
+/// Register every table of `store` (`events`, `recordings`) on a session
+/// of the caller's, next to its own tables; with `project`, each holds
+/// only that project's rows. The tables read the latest commit at each
+/// scan and hold the store weakly (see [`ElideTable::new`]).
+///
+/// ```no_run
+/// # fn f(store: &elide_store::Store) -> datafusion::error::Result<()> {
+/// use datafusion::prelude::SessionContext;
+/// let mut ctx = SessionContext::new();
+/// elide_query::register_functions(&mut ctx)?;
+/// elide_query::register_tables(&ctx, store, Some(1))?;
+/// # Ok(()) }
+/// ```
+pub fn register_tables(ctx: &SessionContext, store: &Store, project: Option<i64>) -> Result<()> {
+    for table in Table::ALL {
+        let provider = ElideTable::new(store, table);
+        let provider = match project {
+            Some(p) => provider.for_project(p),
+            None => provider,
+        };
+        ctx.register_table(table.name(), Arc::new(provider))?;
+    }
+    Ok(())
 }
 
 /// A `SessionContext` whose tables all read `snapshot` (consistent reads
@@ -96,10 +118,44 @@ pub fn session_context_at(snapshot: Arc<Snapshot>) -> Result<SessionContext> {
     Ok(ctx)
 }
 
+/// The result of a statement: its schema (known even when no row came
+/// back, so an empty result can still be written as a typed file) and its
+/// batches.
+#[derive(Debug, Clone)]
+pub struct SqlOutput {
+    /// The result's schema.
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+    /// The rows, in batches (possibly none).
+    pub batches: Vec<RecordBatch>,
+}
+
+impl SqlOutput {
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// One batch holding every row (typed by the schema, also when empty).
+    pub fn concat(&self) -> Result<RecordBatch> {
+        Ok(datafusion::arrow::compute::concat_batches(
+            &self.schema,
+            &self.batches,
+        )?)
+    }
+}
+
+async fn collect(df: datafusion::dataframe::DataFrame) -> Result<SqlOutput> {
+    let schema = Arc::clone(df.schema().inner());
+    Ok(SqlOutput {
+        schema,
+        batches: df.collect().await?,
+    })
+}
+
 /// Run one SQL statement and collect its result (any statement the
 /// session allows; see [`run_sql_checked`] for user-facing SQL).
-pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    ctx.sql(sql).await?.collect().await
+pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<SqlOutput> {
+    collect(ctx.sql(sql).await?).await
 }
 
 /// What user SQL may write.
@@ -119,7 +175,7 @@ pub async fn run_sql_checked(
     ctx: &SessionContext,
     sql: &str,
     writes: SqlWrites<'_>,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<SqlOutput> {
     use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::error::DataFusionError;
     use datafusion::execution::context::SQLOptions;
@@ -159,7 +215,7 @@ pub async fn run_sql_checked(
     SQLOptions::new()
         .with_allow_dml(!matches!(writes, SqlWrites::None))
         .verify_plan(&plan)?;
-    ctx.execute_logical_plan(plan).await?.collect().await
+    collect(ctx.execute_logical_plan(plan).await?).await
 }
 
 /// Whether a local output location lies inside `dir` (when in doubt, yes).

@@ -39,7 +39,7 @@ use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
-use elide_store::{PartMeta, Snapshot, Store, Table};
+use elide_store::{PartMeta, Snapshot, Store, Table, WeakStore};
 
 use crate::access::{access_plan, ExpectedLayout, PartReaderFactory};
 
@@ -63,16 +63,20 @@ pub struct ElideTable {
 
 #[derive(Debug, Clone)]
 enum Source {
-    Live(Store),
+    /// The latest commit at each scan; the store is not kept open.
+    Live(WeakStore),
     Pinned(Arc<Snapshot>),
 }
 
 impl ElideTable {
-    /// The provider of `table` in `store`, reading the latest commit.
-    pub fn new(store: Store, table: Table) -> Self {
+    /// The provider of `table` in `store`, reading the latest commit at
+    /// each scan. It holds a [`WeakStore`]: it does not keep the store
+    /// open, and a scan after the store was closed fails with
+    /// `StoreError::Closed`.
+    pub fn new(store: &Store, table: Table) -> Self {
         ElideTable {
             schema: table.def().schema(),
-            source: Source::Live(store),
+            source: Source::Live(store.downgrade()),
             table,
             project: None,
         }
@@ -201,7 +205,8 @@ impl TableProvider for ElideTable {
         let snapshot = match &self.source {
             Source::Live(store) => Arc::new(
                 store
-                    .snapshot()
+                    .upgrade()
+                    .and_then(|s| s.snapshot())
                     .map_err(|e| DataFusionError::External(Box::new(e)))?,
             ),
             Source::Pinned(s) => Arc::clone(s),

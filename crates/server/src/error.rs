@@ -219,10 +219,8 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::InvalidInput(_)
-            | StoreError::InvalidRow { .. }
-            | StoreError::InvalidLine { .. } => ApiError::invalid(e.to_string()),
-            StoreError::Unavailable(_) | StoreError::ReadOnly(_) => {
+            e if e.is_invalid_input() => ApiError::invalid(e.to_string()),
+            StoreError::Unavailable(_) | StoreError::ReadOnly(_) | StoreError::Closed { .. } => {
                 tracing::warn!(error = %e, "store unavailable");
                 ApiError::unavailable()
             }
@@ -290,6 +288,7 @@ fn clone_store_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::ReadOnly(m) => StoreError::ReadOnly(m.clone()),
+        StoreError::Closed { path } => StoreError::Closed { path: path.clone() },
         other => StoreError::Internal(other.to_string()),
     }
 }

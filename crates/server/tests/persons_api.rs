@@ -461,13 +461,11 @@ async fn deletion_status_lifecycle_and_filters() {
     let store = h.state.app().store().clone();
     tokio::task::spawn_blocking(move || {
         store
-            .compact(
-                elide_store::CompactRequest {
-                    manual: true,
-                    ..Default::default()
-                },
-                &mut |_| {},
-            )
+            .compact(elide_store::CompactRequest {
+                manual: true,
+                merges: false,
+                ..Default::default()
+            })
             .map(|_| ())
     })
     .await

@@ -142,6 +142,11 @@ impl<'a> Transaction<'a> {
         self.changed.insert(part_id, bitmap);
     }
 
+    /// Whether this transaction already hides the memtable row `seq`.
+    pub fn hides_mem_row(&self, seq: u64) -> bool {
+        self.mem_hide.contains(seq)
+    }
+
     /// Hide memtable rows (by `_seq`) when this transaction publishes.
     pub fn hide_mem_rows(&mut self, seqs: &[u64]) {
         for s in seqs {

@@ -66,8 +66,18 @@ const SWAP_BATCH: usize = 32;
 /// Longest a prepared rewrite waits for its batch's commit.
 const SWAP_INTERVAL: Duration = Duration::from_secs(2);
 
-/// How a compaction run is asked for.
-#[derive(Debug, Clone, Default)]
+/// How a compaction run is asked for. Build one with a named
+/// constructor, which means what the command line's flags mean:
+///
+/// | constructor | `elide compact` | does |
+/// |---|---|---|
+/// | [`CompactRequest::scheduled`] (= `Default`) | no flag | what the policy plans at this time: purges in the off-peak window, by the erasure deadline or over the deleted-fraction threshold, and merges of small parts |
+/// | [`CompactRequest::now`] | `--now` | purge every part with deleted rows now (and merge) |
+///
+/// then narrow it with [`project`](CompactRequest::project),
+/// [`without_merges`](CompactRequest::without_merges) (`--no-merge`) or
+/// [`io_limit`](CompactRequest::io_limit) (`--io-limit-mib`).
+#[derive(Debug, Clone)]
 pub struct CompactRequest {
     /// Purge every part with deleted rows now (`elide compact --now`);
     /// otherwise do what the policy says at this time.
@@ -82,6 +92,55 @@ pub struct CompactRequest {
     pub deadline: Option<Instant>,
     /// The clock, for tests (µs since the epoch, UTC); `None` = now.
     pub now_us: Option<i64>,
+}
+
+impl Default for CompactRequest {
+    /// [`CompactRequest::scheduled`].
+    fn default() -> Self {
+        CompactRequest::scheduled()
+    }
+}
+
+impl CompactRequest {
+    /// Do what the compaction policy plans at this time, merges included
+    /// (`elide compact`; what the background worker runs).
+    pub fn scheduled() -> CompactRequest {
+        CompactRequest {
+            manual: false,
+            project_id: None,
+            merges: true,
+            io_bytes_per_sec: None,
+            deadline: None,
+            now_us: None,
+        }
+    }
+
+    /// Purge every part with deleted rows now, whatever the schedule,
+    /// and merge small parts (`elide compact --now`).
+    pub fn now() -> CompactRequest {
+        CompactRequest {
+            manual: true,
+            ..CompactRequest::scheduled()
+        }
+    }
+
+    /// Only `project_id`'s parts (`--project`).
+    pub fn project(mut self, project_id: i64) -> CompactRequest {
+        self.project_id = Some(project_id);
+        self
+    }
+
+    /// Run no merges of small parts (`--no-merge`).
+    pub fn without_merges(mut self) -> CompactRequest {
+        self.merges = false;
+        self
+    }
+
+    /// Throttle reads and writes to `bytes_per_sec` (`--io-limit-mib`).
+    pub fn io_limit(mut self, bytes_per_sec: u64) -> CompactRequest {
+        self.io_bytes_per_sec = Some(bytes_per_sec);
+        self
+    }
 }
 
 /// What kind of rewrite.
@@ -268,7 +327,21 @@ impl Store {
     /// Run one compaction: plan, flush if a pending request still has rows
     /// in the ingest log, purge and merge, then advance the deletion
     /// requests (purged, verified). One run at a time per store.
-    pub fn compact(
+    ///
+    /// ```no_run
+    /// # fn f(store: &elide_store::Store) -> elide_store::Result<()> {
+    /// use elide_store::CompactRequest;
+    /// let report = store.compact(CompactRequest::now())?; // `elide compact --now`
+    /// println!("{} deleted rows removed", report.summary.rows_dropped);
+    /// # Ok(()) }
+    /// ```
+    pub fn compact(&self, req: CompactRequest) -> Result<CompactionReport> {
+        run(self.inner(), req, &mut |_| {})
+    }
+
+    /// [`Store::compact`], calling `progress` as tasks start and finish
+    /// (the command line draws its progress bar from it).
+    pub fn compact_with_progress(
         &self,
         req: CompactRequest,
         progress: &mut dyn FnMut(Progress),

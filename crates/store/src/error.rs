@@ -29,6 +29,20 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A row of an ingested input ([`crate::Store::ingest`],
+    /// [`crate::Store::ingest_files`]) is invalid; nothing of the ingest
+    /// was written.
+    #[error("{input}: row {row} (0-based), column `{column}`: {reason}")]
+    InvalidInputRow {
+        /// The input (a file name, or `input` for a stream of batches).
+        input: String,
+        /// Zero-based row index from the start of the input.
+        row: u64,
+        /// Column name (as the store names it, after any renaming).
+        column: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A line of a JSON-lines input is invalid; nothing of the input was written.
     #[error("line {line}: {reason}")]
     InvalidLine {
@@ -102,6 +116,13 @@ pub enum StoreError {
         /// What was found.
         found: String,
     },
+    /// Every [`crate::Store`] handle was dropped or closed; a
+    /// [`crate::WeakStore`] (a query session's table) outlived them.
+    #[error("the store at {path} was closed (its last handle was dropped); open it again")]
+    Closed {
+        /// The data directory.
+        path: PathBuf,
+    },
     /// A write on a store opened read-only.
     #[error("read-only: {0}")]
     ReadOnly(String),
@@ -153,6 +174,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::InvalidRow { .. }
+                | StoreError::InvalidInputRow { .. }
                 | StoreError::InvalidLine { .. }
                 | StoreError::InvalidInput(_)
         )

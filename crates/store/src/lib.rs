@@ -49,6 +49,7 @@ pub mod failpoint;
 pub mod format;
 pub mod gc;
 mod index;
+pub mod ingest;
 pub mod io;
 pub mod jsonl;
 pub mod lease;
@@ -71,10 +72,11 @@ pub use compact::{
 pub use error::{Result, StoreError};
 pub use format::CompactionSummary;
 pub use format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
+pub use ingest::{IngestOptions, IngestProgress};
 pub use open::{spool_file, SPOOL_DIR};
 pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY};
 pub use schema::Table;
 pub use store::{
-    Appended, DeleteOutcome, DeleteSpec, DropOutcome, PartitionStatus, Snapshot, Store,
-    StoreOptions, StoreStatus, Version, MAX_DELETE_IDS,
+    Appended, DeleteOutcome, DeleteSpec, DropOutcome, PartitionStatus, Snapshot, StatusTotals,
+    Store, StoreOptions, StoreStatus, Version, WeakStore, MAX_DELETE_IDS,
 };

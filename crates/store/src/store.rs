@@ -74,6 +74,10 @@ pub struct StoreOptions {
     /// mistyped path must not become an empty store that a deletion then
     /// "succeeds" on.
     pub create_if_missing: bool,
+    /// Return from [`Store::open`] only once the store is ready (see
+    /// [`Store::ready`]). Off, `open` returns as soon as the directory is
+    /// recovered, and the first deletion waits instead.
+    pub wait_ready: bool,
     /// The file-system seam of the local backend (tests record durability
     /// through it; see `io.rs`).
     pub fs: Arc<dyn FileSystem>,
@@ -83,6 +87,11 @@ pub struct StoreOptions {
 pub const COMPACTOR_POLL: Duration = Duration::from_secs(60);
 
 impl Default for StoreOptions {
+    /// The options of a long-lived process (an embedder, the server): a
+    /// background flusher and a background compaction worker (so that
+    /// purges run off-peak and by the erasure deadline without the caller
+    /// asking), the store created if missing. Reads no environment
+    /// variable; [`StoreOptions::from_env`] does.
     fn default() -> Self {
         StoreOptions {
             memtable_rows: 1_000_000,
@@ -91,11 +100,35 @@ impl Default for StoreOptions {
             part: PartWriterOptions::default(),
             object_store: None,
             background_flush: true,
-            compaction: CompactionOptions::default()
-                .with_cron_env(std::env::var(CRON_ENV).ok().as_deref()),
+            compaction: CompactionOptions::default(),
             background_compaction: true,
             create_if_missing: true,
+            wait_ready: false,
             fs: Arc::new(StdFs),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// [`StoreOptions::default`], then what the environment sets:
+    /// `ELIDE_COMPACTION_CRON` ([`CRON_ENV`]; empty turns scheduled purges
+    /// off). What the `elide` binary uses.
+    pub fn from_env() -> Self {
+        let mut o = StoreOptions::default();
+        o.compaction = o
+            .compaction
+            .with_cron_env(std::env::var(CRON_ENV).ok().as_deref());
+        o
+    }
+
+    /// The options of a short-lived command (`elide ingest`, `elide
+    /// delete`, ...): no background compaction worker (compaction runs
+    /// when [`Store::compact`] is called), the environment applied as
+    /// [`StoreOptions::from_env`] does.
+    pub fn one_shot() -> Self {
+        StoreOptions {
+            background_compaction: false,
+            ..StoreOptions::from_env()
         }
     }
 }
@@ -324,6 +357,35 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A handle on a [`Store`] that does not keep it open: what long-lived
+/// readers (DataFusion table providers, caches) hold, so that dropping or
+/// [closing](Store::close) the last [`Store`] releases the data
+/// directory whatever sessions are still around. [`WeakStore::upgrade`]
+/// then fails with [`StoreError::Closed`].
+#[derive(Clone)]
+pub struct WeakStore {
+    inner: Weak<Inner>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for WeakStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakStore").field("dir", &self.dir).finish()
+    }
+}
+
+impl WeakStore {
+    /// The store, if it is still open.
+    pub fn upgrade(&self) -> Result<Store> {
+        self.inner
+            .upgrade()
+            .map(|inner| Store { inner })
+            .ok_or_else(|| StoreError::Closed {
+                path: self.dir.clone(),
+            })
+    }
+}
+
 /// Result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -412,11 +474,33 @@ pub struct PartitionStatus {
     pub bytes_awaiting_purge: u64,
 }
 
+/// Totals over every partition of [`StoreStatus`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct StatusTotals {
+    /// Parts in the manifest.
+    pub parts: usize,
+    /// Parts that carry tombstones (what a purge would rewrite).
+    pub parts_with_tombstones: usize,
+    /// Rows in the parts (deleted included).
+    pub rows: u64,
+    /// Rows of the parts hidden by tombstones.
+    pub tombstoned_rows: u64,
+    /// Rows a query sees: part rows not tombstoned, plus buffered rows not
+    /// hidden.
+    pub visible_rows: u64,
+    /// Bytes of the parts.
+    pub bytes: u64,
+    /// Bytes of the parts that carry tombstones.
+    pub bytes_awaiting_purge: u64,
+}
+
 /// A summary of the store's state.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreStatus {
     /// Manifest version.
     pub version: u64,
+    /// Totals over every partition and the buffered rows.
+    pub totals: StatusTotals,
     /// Next `_seq`.
     pub next_seq: u64,
     /// Partitions.
@@ -537,7 +621,11 @@ impl Store {
         if inner.opts.background_compaction {
             spawn_worker(&inner, &inner.compactor, "elide-compactor", compactor_loop)?;
         }
-        Ok(Store { inner })
+        let store = Store { inner };
+        if store.inner.opts.wait_ready {
+            store.ready()?;
+        }
+        Ok(store)
     }
 
     /// Open the data directory `path` for reading only: no writer lock (a
@@ -750,158 +838,88 @@ impl Store {
 
     /// Hide the rows of `spec.distinct_ids` below the cut-off, in every part and
     /// in buffered rows. Durable and visible to every later snapshot when it returns.
+    /// At most [`MAX_DELETE_IDS`] ids; [`Store::delete_many`] takes any number.
     pub fn delete(&self, spec: DeleteSpec) -> Result<DeleteOutcome> {
         self.inner.writable()?;
-        let mut ids: Vec<String> = spec.distinct_ids.clone();
-        ids.sort();
-        ids.dedup();
-        if ids.is_empty() {
-            return Err(StoreError::InvalidInput(
-                "a deletion needs at least one distinct id".into(),
-            ));
-        }
+        let (project, ids, tables) = validate_spec(&spec)?;
         if ids.len() > MAX_DELETE_IDS {
             return Err(StoreError::InvalidInput(format!(
                 "a deletion takes at most {MAX_DELETE_IDS} distinct ids, got {}",
                 ids.len()
             )));
         }
-        if ids.iter().any(|d| d.is_empty()) {
-            return Err(StoreError::InvalidInput(
-                "distinct ids must not be empty".into(),
-            ));
-        }
-        if spec.project_id < 0 {
-            return Err(StoreError::InvalidInput(format!(
-                "project ids are never negative, got {}",
-                spec.project_id
-            )));
-        }
-        let tables: Vec<Table> = if spec.tables.is_empty() {
-            Table::ALL.to_vec()
-        } else {
-            let mut t = spec.tables.clone();
-            t.sort();
-            t.dedup();
-            t
-        };
-        let project = spec.project_id;
-        let inner = &*self.inner;
-        let mut tx = Transaction::begin(inner)?;
-        let (cutoff, mem_hits) = {
-            let st = inner.state.lock().map_err(poisoned)?;
-            if let Some(f) = &st.failed {
-                return Err(StoreError::Unavailable(f.clone()));
-            }
-            let cutoff = spec.cutoff.unwrap_or(st.next_seq);
-            if cutoff > st.next_seq {
-                return Err(StoreError::InvalidInput(format!(
-                    "cut-off {cutoff} is above the next sequence number {}; a deletion cannot cover rows not yet appended",
-                    st.next_seq
-                )));
-            }
-            let mut hits = Vec::new();
-            for m in st.memtables() {
-                for t in &tables {
-                    for d in &ids {
-                        m.find(*t, project, d, cutoff, &mut hits);
-                    }
-                }
-            }
-            hits.retain(|s| !st.mem_deleted.contains(*s));
-            (cutoff, hits)
-        };
-
-        // Resolve part rows through the distinct-id index.
-        let mut additions: BTreeMap<u64, Bitmap> = BTreeMap::new();
-        let mut slow: Vec<(u64, u32, u32)> = Vec::new();
-        // Parts holding rows of this request (hidden now or earlier).
-        let mut holding: std::collections::BTreeSet<u64> = Default::default();
-        {
-            let live: std::collections::HashSet<u64> =
-                tx.manifest.parts.iter().map(|p| p.id).collect();
-            let index = tx.index()?;
-            for t in &tables {
-                for d in &ids {
-                    for p in index.lookup(*t, project, d) {
-                        if !live.contains(&p.part_id) || cutoff <= p.min_seq {
-                            continue;
-                        }
-                        if cutoff > p.max_seq {
-                            holding.insert(p.part_id);
-                            additions
-                                .entry(p.part_id)
-                                .or_default()
-                                .add_range(p.start..p.start + p.len);
-                        } else {
-                            slow.push((p.part_id, p.start, p.len));
-                        }
-                    }
-                }
-            }
-        }
-        // Runs that straddle the cut-off: read the part's `_seq` column.
-        let mut seq_cache: HashMap<u64, Vec<u64>> = HashMap::new();
-        for (part_id, start, len) in slow {
-            let i = tx
-                .part_index(part_id)
-                .ok_or_else(|| StoreError::Internal("part vanished".into()))?;
-            if let std::collections::hash_map::Entry::Vacant(v) = seq_cache.entry(part_id) {
-                v.insert(read_seqs(&inner.storage, &tx.manifest.parts[i])?);
-            }
-            let seqs = &seq_cache[&part_id];
-            let run = seqs
-                .get(start as usize..(start + len) as usize)
-                .ok_or_else(|| {
-                    StoreError::corrupt(&tx.manifest.parts[i].path, "run outside the part")
-                })?;
-            let below = run.partition_point(|s| *s < cutoff) as u32;
-            if below > 0 {
-                holding.insert(part_id);
-                additions
-                    .entry(part_id)
-                    .or_default()
-                    .add_range(start..start + below);
-            }
-        }
-        let mut rows_hidden = mem_hits.len() as u64;
-        for (part_id, add) in additions {
-            let new = match tx.bitmap(part_id) {
-                Some(old) => old.or(&add),
-                None => add,
-            };
-            let before = tx.bitmap(part_id).map_or(0, |b| b.cardinality());
-            let gained = new.cardinality() - before;
-            if gained > 0 {
-                rows_hidden += gained;
-                tx.set_bitmap(part_id, new);
-            }
-        }
-        let request_id = tx.manifest.next_request_id;
-        tx.manifest.next_request_id += 1;
-        tx.manifest.requests.push(DeletionRequest {
-            id: request_id,
-            project_id: project,
-            distinct_ids: ids,
-            tables,
-            cutoff_seq: cutoff,
-            created_at_us: now_us(),
-            rows_hidden,
-            status: RequestStatus::Pending,
-            parts: Some(holding.into_iter().collect()),
-            awaiting_removal: Vec::new(),
-            purged_at_us: None,
-            verified_at_us: None,
-            id_hashes: Vec::new(),
-        });
-        tx.hide_mem_rows(&mem_hits);
+        let mut tx = Transaction::begin(&self.inner)?;
+        let out = self
+            .inner
+            .resolve_deletion(&mut tx, project, ids, tables, spec.cutoff)?;
         tx.commit()?;
-        tracing::info!(request_id, rows_hidden, project, "deletion committed");
-        Ok(DeleteOutcome {
-            request_id,
-            rows_hidden,
-            cutoff,
-        })
+        tracing::info!(
+            request_id = out.request_id,
+            rows_hidden = out.rows_hidden,
+            project,
+            "deletion committed"
+        );
+        Ok(out)
+    }
+
+    /// Delete any number of distinct ids, of any number of projects, in
+    /// **one commit** (one tombstone file, one manifest fsync): when it
+    /// returns, every row of every spec is hidden from later snapshots;
+    /// on an error (a bad spec anywhere is found before anything is
+    /// resolved) none is.
+    ///
+    /// Each spec becomes one deletion request per [`MAX_DELETE_IDS`] ids
+    /// (requests are tracked, purged and verified separately); the
+    /// outcomes are returned in order, chunk by chunk. Ids are resolved a
+    /// chunk at a time, so memory grows with the rows hidden (as bitmaps),
+    /// not with the product of ids and parts. Empty input commits nothing.
+    ///
+    /// ```no_run
+    /// # fn f(store: &elide_store::Store) -> elide_store::Result<()> {
+    /// use elide_store::DeleteSpec;
+    /// let outcomes = store.delete_many([
+    ///     DeleteSpec::ids(1, ["user-1", "user-2"]),
+    ///     DeleteSpec::ids(2, (0..5000).map(|i| format!("anon-{i}"))), // 5 requests
+    /// ])?;
+    /// let hidden: u64 = outcomes.iter().map(|o| o.rows_hidden).sum();
+    /// # Ok(()) }
+    /// ```
+    pub fn delete_many(
+        &self,
+        specs: impl IntoIterator<Item = DeleteSpec>,
+    ) -> Result<Vec<DeleteOutcome>> {
+        self.inner.writable()?;
+        let mut checked = Vec::new();
+        for spec in specs {
+            let (project, ids, tables) = validate_spec(&spec)?;
+            checked.push((project, ids, tables, spec.cutoff));
+        }
+        if checked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = Transaction::begin(&self.inner)?;
+        // One cut-off for the whole call ("appended before it").
+        let now_seq = self.inner.next_seq()?;
+        let mut out = Vec::new();
+        for (project, ids, tables, cutoff) in checked {
+            let cutoff = Some(cutoff.unwrap_or(now_seq));
+            for chunk in ids.chunks(MAX_DELETE_IDS) {
+                out.push(self.inner.resolve_deletion(
+                    &mut tx,
+                    project,
+                    chunk.to_vec(),
+                    tables.clone(),
+                    cutoff,
+                )?);
+            }
+        }
+        tx.commit()?;
+        tracing::info!(
+            requests = out.len(),
+            rows_hidden = out.iter().map(|o| o.rows_hidden).sum::<u64>(),
+            "deletions committed together"
+        );
+        Ok(out)
     }
 
     /// Drop a project: every row of it appended before the call becomes
@@ -1054,13 +1072,23 @@ impl Store {
                 e.bytes_awaiting_purge += p.size;
             }
         }
+        let mut totals = StatusTotals::default();
         for e in parts.values_mut() {
             e.tombstoned_fraction = e.tombstoned_rows as f64 / e.rows.max(1) as f64;
+            totals.rows += e.rows;
+            totals.tombstoned_rows += e.tombstoned_rows;
+            totals.bytes += e.bytes;
+            totals.bytes_awaiting_purge += e.bytes_awaiting_purge;
         }
+        totals.parts = m.parts.len();
+        totals.parts_with_tombstones = m.parts.iter().filter(|p| p.deleted() > 0).count();
+        totals.visible_rows = (totals.rows - totals.tombstoned_rows)
+            + memtable_rows.saturating_sub(memtable_deleted_rows);
         let now = now_us();
         let count = |s: RequestStatus| m.requests.iter().filter(|r| r.status == s).count();
         Ok(StoreStatus {
             version: m.version,
+            totals,
             next_seq: m.next_seq.max(self.inner.next_seq()?),
             partitions: parts.into_values().collect(),
             memtable_rows,
@@ -1159,16 +1187,221 @@ impl Store {
         Ok(())
     }
 
-    /// Stop the background flusher and drop this handle. The data directory
-    /// is released when the last handle (clones, query sessions built on
-    /// this store) is gone. Buffered rows stay in the ingest log and are
-    /// replayed at the next open.
+    /// Wait until the store is ready for deletions, and return.
+    ///
+    /// [`Store::open`] returns once the data directory is recovered:
+    /// appends, snapshots and queries work at once. A deletion, though,
+    /// needs the distinct-id index, which `open` builds on a background
+    /// thread from every part (it reads each part's `distinct_id` and
+    /// `_seq` columns; about a second per million rows here). The first
+    /// [`Store::delete`] waits for that build; this call waits for it
+    /// up front (or builds it, if the background build failed), so that
+    /// the first deletion then costs what any deletion costs. Cheap once
+    /// ready; a read-only store is always ready. The same as opening with
+    /// [`StoreOptions::wait_ready`].
+    pub fn ready(&self) -> Result<()> {
+        if self.inner.writable().is_err() {
+            return Ok(());
+        }
+        let mut tx = Transaction::begin(&self.inner)?;
+        tx.index()?;
+        Ok(())
+    }
+
+    /// A handle that does not keep the store open (see [`WeakStore`]).
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            inner: Arc::downgrade(&self.inner),
+            dir: self.inner.dir.clone(),
+        }
+    }
+
+    /// Stop the background workers and drop this handle. The data
+    /// directory is released when the last [`Store`] handle (this one and
+    /// its clones, including those a persons layer holds) is gone; query
+    /// sessions made by `elide-query` hold only [`WeakStore`]s, so they
+    /// never keep it locked (their next scan fails with
+    /// [`StoreError::Closed`]). Closing while other clones are alive logs
+    /// a warning. Buffered rows stay in the ingest log and are replayed at
+    /// the next open.
     pub fn close(self) -> Result<()> {
+        let others = Arc::strong_count(&self.inner) - 1;
+        if others > 0 {
+            tracing::warn!(
+                dir = %self.inner.dir.display(),
+                others,
+                "store closed while other handles are alive: the directory stays locked until they are dropped"
+            );
+        }
         self.inner.closing.store(true, Ordering::Release);
         stop_worker(&self.inner.compactor);
         stop_worker(&self.inner.flusher);
         Ok(())
     }
+}
+
+impl Inner {
+    /// Resolve one deletion request into `tx`: hide the rows of `ids`
+    /// (sorted, unique, at most [`MAX_DELETE_IDS`]) of `project` below the
+    /// cut-off in `tables`, in parts (through the distinct-id index) and
+    /// in buffered rows, and record the request. Nothing is published
+    /// until `tx` commits.
+    fn resolve_deletion(
+        &self,
+        tx: &mut Transaction<'_>,
+        project: i64,
+        ids: Vec<String>,
+        tables: Vec<Table>,
+        cutoff: Option<u64>,
+    ) -> Result<DeleteOutcome> {
+        let inner = self;
+        let (cutoff, mem_hits) = {
+            let st = inner.state.lock().map_err(poisoned)?;
+            if let Some(f) = &st.failed {
+                return Err(StoreError::Unavailable(f.clone()));
+            }
+            let cutoff = cutoff.unwrap_or(st.next_seq);
+            if cutoff > st.next_seq {
+                return Err(StoreError::InvalidInput(format!(
+                    "cut-off {cutoff} is above the next sequence number {}; a deletion cannot cover rows not yet appended",
+                    st.next_seq
+                )));
+            }
+            let mut hits = Vec::new();
+            for m in st.memtables() {
+                for t in &tables {
+                    for d in &ids {
+                        m.find(*t, project, d, cutoff, &mut hits);
+                    }
+                }
+            }
+            // Not already hidden, nor by an earlier request of this commit.
+            hits.retain(|s| !st.mem_deleted.contains(*s) && !tx.hides_mem_row(*s));
+            (cutoff, hits)
+        };
+
+        // Resolve part rows through the distinct-id index.
+        let mut additions: BTreeMap<u64, Bitmap> = BTreeMap::new();
+        let mut slow: Vec<(u64, u32, u32)> = Vec::new();
+        // Parts holding rows of this request (hidden now or earlier).
+        let mut holding: std::collections::BTreeSet<u64> = Default::default();
+        {
+            let live: std::collections::HashSet<u64> =
+                tx.manifest.parts.iter().map(|p| p.id).collect();
+            let index = tx.index()?;
+            for t in &tables {
+                for d in &ids {
+                    for p in index.lookup(*t, project, d) {
+                        if !live.contains(&p.part_id) || cutoff <= p.min_seq {
+                            continue;
+                        }
+                        if cutoff > p.max_seq {
+                            holding.insert(p.part_id);
+                            additions
+                                .entry(p.part_id)
+                                .or_default()
+                                .add_range(p.start..p.start + p.len);
+                        } else {
+                            slow.push((p.part_id, p.start, p.len));
+                        }
+                    }
+                }
+            }
+        }
+        // Runs that straddle the cut-off: read the part's `_seq` column.
+        let mut seq_cache: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (part_id, start, len) in slow {
+            let i = tx
+                .part_index(part_id)
+                .ok_or_else(|| StoreError::Internal("part vanished".into()))?;
+            if let std::collections::hash_map::Entry::Vacant(v) = seq_cache.entry(part_id) {
+                v.insert(read_seqs(&inner.storage, &tx.manifest.parts[i])?);
+            }
+            let seqs = &seq_cache[&part_id];
+            let run = seqs
+                .get(start as usize..(start + len) as usize)
+                .ok_or_else(|| {
+                    StoreError::corrupt(&tx.manifest.parts[i].path, "run outside the part")
+                })?;
+            let below = run.partition_point(|s| *s < cutoff) as u32;
+            if below > 0 {
+                holding.insert(part_id);
+                additions
+                    .entry(part_id)
+                    .or_default()
+                    .add_range(start..start + below);
+            }
+        }
+        let mut rows_hidden = mem_hits.len() as u64;
+        for (part_id, add) in additions {
+            let new = match tx.bitmap(part_id) {
+                Some(old) => old.or(&add),
+                None => add,
+            };
+            let before = tx.bitmap(part_id).map_or(0, |b| b.cardinality());
+            let gained = new.cardinality() - before;
+            if gained > 0 {
+                rows_hidden += gained;
+                tx.set_bitmap(part_id, new);
+            }
+        }
+        let request_id = tx.manifest.next_request_id;
+        tx.manifest.next_request_id += 1;
+        tx.manifest.requests.push(DeletionRequest {
+            id: request_id,
+            project_id: project,
+            distinct_ids: ids,
+            tables,
+            cutoff_seq: cutoff,
+            created_at_us: now_us(),
+            rows_hidden,
+            status: RequestStatus::Pending,
+            parts: Some(holding.into_iter().collect()),
+            awaiting_removal: Vec::new(),
+            purged_at_us: None,
+            verified_at_us: None,
+            id_hashes: Vec::new(),
+        });
+        tx.hide_mem_rows(&mem_hits);
+        Ok(DeleteOutcome {
+            request_id,
+            rows_hidden,
+            cutoff,
+        })
+    }
+}
+
+/// Check a [`DeleteSpec`]: (project, sorted unique ids, sorted tables).
+/// The number of ids is not limited here.
+fn validate_spec(spec: &DeleteSpec) -> Result<(i64, Vec<String>, Vec<Table>)> {
+    let mut ids: Vec<String> = spec.distinct_ids.clone();
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Err(StoreError::InvalidInput(
+            "a deletion needs at least one distinct id".into(),
+        ));
+    }
+    if ids.iter().any(|d| d.is_empty()) {
+        return Err(StoreError::InvalidInput(
+            "distinct ids must not be empty".into(),
+        ));
+    }
+    if spec.project_id < 0 {
+        return Err(StoreError::InvalidInput(format!(
+            "project ids are never negative, got {}",
+            spec.project_id
+        )));
+    }
+    let tables: Vec<Table> = if spec.tables.is_empty() {
+        Table::ALL.to_vec()
+    } else {
+        let mut t = spec.tables.clone();
+        t.sort();
+        t.dedup();
+        t
+    };
+    Ok((spec.project_id, ids, tables))
 }
 
 impl Inner {
@@ -1439,12 +1672,9 @@ fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
                     + Duration::from_micros(end.saturating_sub(now).max(0) as u64)
             });
             let creq = crate::compact::CompactRequest {
-                manual: false,
-                project_id: None,
-                merges: true,
                 io_bytes_per_sec: inner.opts.compaction.io_bytes_per_sec,
                 deadline,
-                now_us: None,
+                ..crate::compact::CompactRequest::scheduled()
             };
             if let Err(e) = crate::compact::run(&inner, creq, &mut |_| {}) {
                 tracing::warn!(error = %e, "background compaction failed; will retry");

@@ -90,14 +90,11 @@ pub fn visible_in(snap: &Snapshot) -> BTreeSet<(String, String, u64)> {
 /// Run a manual compaction (purge everything, merges too).
 pub fn compact_now(store: &Store) -> elide_store::CompactionReport {
     store
-        .compact(
-            elide_store::CompactRequest {
-                manual: true,
-                merges: true,
-                ..Default::default()
-            },
-            &mut |_| {},
-        )
+        .compact(elide_store::CompactRequest {
+            manual: true,
+            merges: true,
+            ..Default::default()
+        })
         .unwrap()
 }
 

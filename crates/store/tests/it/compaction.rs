@@ -393,14 +393,12 @@ fn the_schedule_and_the_time_budget_decide_what_a_background_run_does() {
     store.delete(DeleteSpec::ids(1, ["a"])).unwrap(); // 20% deleted: below the threshold
     let run = |now_us: i64, deadline: Option<std::time::Instant>| {
         store
-            .compact(
-                elide_store::CompactRequest {
-                    now_us: Some(now_us),
-                    deadline,
-                    ..Default::default()
-                },
-                &mut |_| {},
-            )
+            .compact(elide_store::CompactRequest {
+                now_us: Some(now_us),
+                deadline,
+                merges: false,
+                ..Default::default()
+            })
             .unwrap()
     };
     // Wednesday 2026-11-25 12:00 UTC: outside the window, nothing to purge.

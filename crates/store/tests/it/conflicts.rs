@@ -116,14 +116,12 @@ fn run_case(inflight: InFlight, concurrent: Concurrent, expect: TaskOutcome) {
         }
         Concurrent::OtherCompaction => {
             let r = store
-                .compact(
-                    elide_store::CompactRequest {
-                        manual: true,
-                        project_id: Some(Q),
-                        ..Default::default()
-                    },
-                    &mut |_| {},
-                )
+                .compact(elide_store::CompactRequest {
+                    manual: true,
+                    project_id: Some(Q),
+                    merges: false,
+                    ..Default::default()
+                })
                 .unwrap();
             assert_eq!(r.tasks.len(), 1, "{case}");
         }

@@ -6,4 +6,5 @@ mod compaction;
 mod conflicts;
 mod deletion;
 mod durability;
+mod embedding;
 mod recovery;

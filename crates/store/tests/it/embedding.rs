@@ -1,0 +1,340 @@
+//! The embedding API: ingest helpers, readiness, status totals, the named
+//! compaction requests and pure defaults.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use elide_store::{CompactRequest, DeleteSpec, IngestOptions, StoreError, StoreOptions, Table};
+
+use crate::common::{open, row, visible, T0};
+
+/// A batch as another tool writes it: `$session_id` instead of
+/// `session_id`, a naive (zone-less) timestamp, no uuid.
+fn foreign_batch(first: i64, n: i64, bad_row: Option<i64>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("event", DataType::Utf8, false),
+        Field::new("distinct_id", DataType::Utf8, false),
+        Field::new("project_id", DataType::Int64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
+        Field::new("$session_id", DataType::Utf8, true),
+    ]));
+    let ids: Vec<i64> = (first..first + n).collect();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(ids.iter().map(|_| "e"))),
+        Arc::new(StringArray::from_iter_values(ids.iter().map(|i| {
+            if Some(*i) == bad_row {
+                String::new() // distinct ids must not be empty
+            } else {
+                format!("u{}", i % 7)
+            }
+        }))),
+        Arc::new(Int64Array::from_iter_values(ids.iter().map(|_| 1))),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(
+            ids.iter().map(|i| T0 + i),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            ids.iter().map(|i| format!("s{i}")),
+        )),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+#[test]
+fn ingest_renames_columns_reports_progress_and_reads_naive_timestamps_as_utc() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let batches = (0..3).map(|i| Ok(foreign_batch(i * 100, 100, None)));
+    let mut seen = Vec::new();
+    let out = store
+        .ingest(
+            Table::Events,
+            batches,
+            IngestOptions::new()
+                .rename("$session_id", "session_id")
+                .progress(|p| seen.push(p.rows)),
+        )
+        .unwrap();
+    assert_eq!(out.rows, 300);
+    assert_eq!(seen, vec![100, 200, 300]);
+    let snap = store.snapshot().unwrap();
+    assert_eq!(snap.visible_rows(Table::Events), 300);
+    // The naive timestamp is UTC wall-clock time: stored unchanged.
+    let parts: Vec<_> = snap.parts(Table::Events).collect();
+    assert!(!parts.is_empty());
+    assert_eq!(parts.iter().map(|p| p.min_ts).min(), Some(T0));
+    assert_eq!(parts.iter().map(|p| p.max_ts).max(), Some(T0 + 299));
+}
+
+#[test]
+fn a_bad_row_anywhere_leaves_nothing_and_is_named_from_the_start_of_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let before = store.status().unwrap().totals;
+    // Row 250 (batch 2) is bad, after two batches were accepted.
+    let batches = (0..4).map(|i| Ok(foreign_batch(i * 100, 100, Some(250))));
+    let err = store
+        .ingest(
+            Table::Events,
+            batches,
+            IngestOptions::new().rename("$session_id", "session_id"),
+        )
+        .unwrap_err();
+    match &err {
+        StoreError::InvalidInputRow { row, column, .. } => {
+            assert_eq!((*row, column.as_str()), (250, "distinct_id"), "{err}")
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(err.is_invalid_input());
+    assert_eq!(store.status().unwrap().totals, before);
+    assert!(visible(&store).is_empty());
+
+    // Without the rename, the foreign column is refused by name.
+    let err = store
+        .ingest(
+            Table::Events,
+            [Ok(foreign_batch(0, 10, None))],
+            IngestOptions::new(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("`$session_id`"), "{err}");
+    // A rename of a column the input lacks, or to a column Elide lacks.
+    for (opts, needle) in [
+        (
+            IngestOptions::new().rename("$sid", "session_id"),
+            "no column `$sid`",
+        ),
+        (
+            IngestOptions::new().rename("$session_id", "sid"),
+            "not a column",
+        ),
+        (
+            IngestOptions::new()
+                .rename("$session_id", "session_id")
+                .rename("event", "session_id"),
+            "two input columns",
+        ),
+        (
+            IngestOptions::new().rename("$session_id", "event"),
+            "already has a column `event`",
+        ),
+    ] {
+        let err = store
+            .ingest(Table::Events, [Ok(foreign_batch(0, 10, None))], opts)
+            .unwrap_err();
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+    }
+    // A reader that fails half way.
+    let failing = vec![
+        Ok(foreign_batch(0, 10, None)),
+        Err(arrow::error::ArrowError::IoError(
+            "disk gone".into(),
+            std::io::Error::other("disk gone"),
+        )),
+    ];
+    let err = store
+        .ingest(
+            Table::Events,
+            failing,
+            IngestOptions::new().rename("$session_id", "session_id"),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("after row 10"), "{err}");
+    assert_eq!(store.status().unwrap().totals, before);
+}
+
+#[test]
+fn ingest_files_reads_parquet_and_json_lines_as_one_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let pq = inputs.path().join("a.parquet");
+    {
+        let b = foreign_batch(0, 50, None);
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&pq).unwrap(),
+            b.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+    }
+    let bad = inputs.path().join("c.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"event\":\"e\",\"distinct_id\":\"j2\",\"project_id\":1,\"timestamp\":\"yesterday\"}\n",
+    )
+    .unwrap();
+
+    let store = open(dir.path());
+    // JSON lines name their fields as Elide does; the map applies to parquet only here.
+    let err = store
+        .ingest_files(
+            Table::Events,
+            &[&pq, &bad],
+            IngestOptions::new().rename("$session_id", "session_id"),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("c.jsonl"), "{err}");
+    assert!(visible(&store).is_empty(), "nothing of a.parquet either");
+
+    let out = store
+        .ingest_files(
+            Table::Events,
+            &[&pq],
+            IngestOptions::new().rename("$session_id", "session_id"),
+        )
+        .unwrap();
+    assert_eq!(out.rows, 50);
+    let err = store
+        .ingest_files(Table::Events, &["-", "-"], IngestOptions::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("only once"), "{err}");
+}
+
+#[test]
+fn ready_builds_the_index_so_the_first_delete_does_not_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        crate::common::append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+        store.flush().unwrap();
+        store.close().unwrap();
+    }
+    let store = elide_store::Store::open(
+        dir.path(),
+        StoreOptions {
+            wait_ready: true,
+            ..crate::common::opts()
+        },
+    )
+    .unwrap();
+    store.ready().unwrap();
+    store.ready().unwrap(); // cheap and idempotent
+    let out = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    assert_eq!(out.rows_hidden, 1);
+    let t = store.status().unwrap().totals;
+    assert_eq!(
+        (
+            t.parts,
+            t.parts_with_tombstones,
+            t.rows,
+            t.tombstoned_rows,
+            t.visible_rows
+        ),
+        (1, 1, 2, 1, 1)
+    );
+    crate::common::append(&store, &[row(3, "c", 1, 0)]);
+    assert_eq!(store.status().unwrap().totals.visible_rows, 2);
+    store.compact(CompactRequest::now()).unwrap();
+    let t = store.status().unwrap().totals;
+    assert_eq!(
+        (t.parts_with_tombstones, t.tombstoned_rows, t.visible_rows),
+        (0, 0, 2)
+    );
+    // A read-only store is always ready.
+    store.close().unwrap();
+    let ro = elide_store::Store::open_read_only(dir.path(), crate::common::opts()).unwrap();
+    ro.ready().unwrap();
+}
+
+#[test]
+fn named_compaction_requests_mean_what_the_command_line_flags_mean() {
+    let s = CompactRequest::scheduled();
+    assert!(!s.manual && s.merges && s.project_id.is_none() && s.io_bytes_per_sec.is_none());
+    let d = CompactRequest::default();
+    assert_eq!((d.manual, d.merges), (s.manual, s.merges));
+    let n = CompactRequest::now()
+        .project(3)
+        .without_merges()
+        .io_limit(1 << 20);
+    assert!(n.manual && !n.merges);
+    assert_eq!((n.project_id, n.io_bytes_per_sec), (Some(3), Some(1 << 20)));
+}
+
+#[test]
+fn default_options_read_no_environment() {
+    // This test binary reads ELIDE_COMPACTION_CRON nowhere else.
+    std::env::set_var(elide_store::policy::CRON_ENV, "5 4 * * *");
+    let d = StoreOptions::default();
+    let e = StoreOptions::from_env();
+    let o = StoreOptions::one_shot();
+    std::env::remove_var(elide_store::policy::CRON_ENV);
+    assert_ne!(d.compaction.cron.as_deref(), Some("5 4 * * *"));
+    assert_eq!(e.compaction.cron.as_deref(), Some("5 4 * * *"));
+    assert_eq!(o.compaction.cron.as_deref(), Some("5 4 * * *"));
+    assert!(d.background_compaction && e.background_compaction && !o.background_compaction);
+}
+
+#[test]
+fn delete_many_commits_any_number_of_ids_of_several_projects_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // 2,500 ids in project 1 (in parts) and 3 in project 2 (buffered).
+    let rows: Vec<_> = (0..2500u64)
+        .map(|i| row(i, &format!("p1-{i}"), 1, 0))
+        .collect();
+    crate::common::append(&store, &rows);
+    store.flush().unwrap();
+    crate::common::append(
+        &store,
+        &[
+            row(9001, "x", 2, 0),
+            row(9002, "y", 2, 0),
+            row(9003, "z", 2, 1),
+        ],
+    );
+    let version = store.status().unwrap().version;
+    let outcomes = store
+        .delete_many([
+            DeleteSpec::ids(1, (0..2500).map(|i| format!("p1-{i}"))),
+            // The same rows twice in one call are hidden (and counted) once.
+            DeleteSpec::ids(2, ["x", "y"]),
+            DeleteSpec::ids(2, ["y", "z"]),
+        ])
+        .unwrap();
+    // 3 requests for the 2,500 ids, one per small spec; one commit.
+    assert_eq!(outcomes.len(), 5);
+    assert_eq!(store.status().unwrap().version, version + 1);
+    assert_eq!(outcomes.iter().map(|o| o.rows_hidden).sum::<u64>(), 2503);
+    assert!(outcomes.windows(2).all(|w| w[0].cutoff == w[1].cutoff));
+    assert!(visible(&store).is_empty());
+    let m = store.manifest().unwrap();
+    assert_eq!(m.requests.len(), 5);
+    assert!(m.requests.iter().all(|r| r.distinct_ids.len() <= 1000));
+
+    // A bad spec anywhere: nothing of the call is committed.
+    crate::common::append(&store, &[row(9100, "w", 3, 0)]);
+    let err = store
+        .delete_many([DeleteSpec::ids(3, ["w"]), DeleteSpec::ids(-1, ["w"])])
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    assert_eq!(store.manifest().unwrap().requests.len(), 5);
+    assert_eq!(visible(&store).len(), 1);
+    assert!(store.delete_many(Vec::new()).unwrap().is_empty());
+    // The single-request call keeps its limit.
+    let err = store
+        .delete(DeleteSpec::ids(1, (0..1001).map(|i| format!("p1-{i}"))))
+        .unwrap_err();
+    assert!(err.to_string().contains("at most 1000"), "{err}");
+
+    // Purged and verified like any request.
+    let r = store.compact(CompactRequest::now()).unwrap();
+    assert!(r.verification_failures.is_empty());
+    store.flush().unwrap();
+    store.compact(CompactRequest::now()).unwrap();
+    let m = store.manifest().unwrap();
+    assert!(
+        m.requests
+            .iter()
+            .all(|r| r.status == elide_store::RequestStatus::Verified),
+        "{:?}",
+        m.requests.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+}
