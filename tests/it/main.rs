@@ -6,6 +6,7 @@ mod common;
 mod compaction_crash;
 mod compat;
 mod crash;
+mod examples;
 mod hardening;
 mod model;
 mod persons;
