@@ -7,6 +7,8 @@
 //! persons, with a `$session_id` column as PostHog exports name it).
 mod common;
 
+use std::collections::BTreeMap;
+
 use elide::arrow::array::{AsArray, RecordBatchReader};
 use elide::arrow::datatypes::Int64Type;
 use elide::arrow::util::pretty::print_batches;
@@ -26,12 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .map_or_else(|| common::generate(&work), |p| Ok(p.into()))?;
     let data = args.next().map_or_else(|| work.join("data"), Into::into);
-    // Open; `wait_ready`: the first deletion will not wait for the index.
-    let opts = StoreOptions {
-        wait_ready: true,
-        ..Default::default()
-    };
-    let store = Store::open(&data, opts)?;
+    let store = Store::open(&data, StoreOptions::default())?;
 
     // Ingest the file as one unit (all rows or none), renaming PostHog's column.
     let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&input)?)?.build()?;
@@ -51,24 +48,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let picked = rt.block_on(elide::run_sql(&ctx, ONE_PERCENT))?.concat()?;
     let projects = picked.column(0).as_primitive::<Int64Type>();
     let ids = picked.column(1).as_string::<i32>();
-    let specs = (0..picked.num_rows()).map(|i| DeleteSpec::ids(projects.value(i), [ids.value(i)]));
+    let mut by_project = BTreeMap::<i64, Vec<String>>::new();
+    for i in 0..picked.num_rows() {
+        let p = by_project.entry(projects.value(i)).or_default();
+        p.push(ids.value(i).into());
+    }
+    let specs = by_project.into_iter().map(|(p, v)| DeleteSpec::ids(p, v));
+    store.ready()?; // (optional) the index a deletion needs is built
     let outcomes = store.delete_many(specs)?;
     let hidden: u64 = outcomes.iter().map(|o| o.rows_hidden).sum();
-    println!(
-        "deleted {hidden} of {} rows ({} ids)",
-        ingested.rows,
-        outcomes.len()
-    );
+    let n = picked.num_rows();
+    println!("deleted {hidden} of {} rows ({n} ids)", ingested.rows);
     print_batches(&rt.block_on(elide::run_sql(&ctx, COUNT))?.batches)?;
 
     // Purge: rewrite the parts without those rows, then verify nothing is left.
     let report = store.compact(CompactRequest::now())?;
+    let (dropped, verified) = (report.summary.rows_dropped, report.requests_verified.len());
+    println!("purged {dropped} rows; {verified} requests verified");
     let t = store.status()?.totals;
-    let verified = report.requests_verified.len();
-    println!(
-        "purged {} rows; {verified} requests verified",
-        report.summary.rows_dropped
-    );
     println!(
         "{} rows visible, {} tombstoned",
         t.visible_rows, t.tombstoned_rows

@@ -14,7 +14,9 @@
 //! maps an input column to an Elide column before validation; a mapped
 //! column the input does not have is an error (a typo never silently
 //! drops data), and so is any input column that is neither an Elide
-//! column nor mapped to one.
+//! column nor mapped to one. Renames apply to Arrow batches and parquet
+//! files; JSON-lines files name their fields as Elide does
+//! ([`crate::jsonl`]), and their renames are not applied.
 //!
 //! **Timestamps.** A `timestamp` column may be an Arrow timestamp of any
 //! unit or an ISO-8601 string. A timestamp with a time zone is an instant
@@ -189,7 +191,7 @@ impl Store {
             let b = b.map_err(|e| {
                 StoreError::InvalidInput(format!("reading the input after row {rows}: {e}"))
             })?;
-            rows = write(&mut bulk, &mut opts, b, rows, "input", 0)?;
+            rows = write(&mut bulk, &mut opts, b, rows, "input", 0, true)?;
         }
         bulk.commit()
     }
@@ -226,8 +228,11 @@ impl Store {
             let name = f.display().to_string();
             let (input, _spool) = open_input(f, self.dir())?;
             let mut first = 0u64;
+            // JSON lines name their fields as Elide does (unknown keys are
+            // refused by the line reader): renames apply to parquet only.
+            let rename = matches!(input, Input::Parquet(_));
             read_input(&name, input, &mut |b| {
-                first = write(&mut bulk, &mut opts, b, first, &name, i)?;
+                first = write(&mut bulk, &mut opts, b, first, &name, i, rename)?;
                 Ok(())
             })?;
         }
@@ -236,7 +241,8 @@ impl Store {
 }
 
 /// Validate and buffer one batch whose first row is row `first` of
-/// `input`; returns the number of rows of the input read so far.
+/// `input` (renamed first if `rename`); returns the number of rows of the
+/// input read so far.
 fn write(
     bulk: &mut BulkIngest,
     opts: &mut IngestOptions<'_>,
@@ -244,9 +250,10 @@ fn write(
     first: u64,
     input: &str,
     index: usize,
+    rename: bool,
 ) -> Result<u64> {
     let n = batch.num_rows() as u64;
-    let batch = opts.apply(batch)?;
+    let batch = if rename { opts.apply(batch)? } else { batch };
     bulk.write(&batch).map_err(|e| match e {
         StoreError::InvalidRow {
             row,

@@ -400,7 +400,8 @@ pub struct Appended {
 pub struct DeleteSpec {
     /// Project of the distinct ids.
     pub project_id: i64,
-    /// Up to [`MAX_DELETE_IDS`] distinct ids.
+    /// The distinct ids: up to [`MAX_DELETE_IDS`] for [`Store::delete`],
+    /// any number for [`Store::delete_many`].
     pub distinct_ids: Vec<String>,
     /// Delete rows with `_seq` below this; `None` = everything appended before the call.
     pub cutoff: Option<u64>,
@@ -873,6 +874,8 @@ impl Store {
     /// outcomes are returned in order, chunk by chunk. Ids are resolved a
     /// chunk at a time, so memory grows with the rows hidden (as bitmaps),
     /// not with the product of ids and parts. Empty input commits nothing.
+    /// Specs without a cut-off of their own share one: rows appended
+    /// before the call.
     ///
     /// ```no_run
     /// # fn f(store: &elide_store::Store) -> elide_store::Result<()> {
@@ -1082,7 +1085,7 @@ impl Store {
         }
         totals.parts = m.parts.len();
         totals.parts_with_tombstones = m.parts.iter().filter(|p| p.deleted() > 0).count();
-        totals.visible_rows = (totals.rows - totals.tombstoned_rows)
+        totals.visible_rows = totals.rows.saturating_sub(totals.tombstoned_rows)
             + memtable_rows.saturating_sub(memtable_deleted_rows);
         let now = now_us();
         let count = |s: RequestStatus| m.requests.iter().filter(|r| r.status == s).count();
@@ -1225,6 +1228,11 @@ impl Store {
     /// a warning. Buffered rows stay in the ingest log and are replayed at
     /// the next open.
     pub fn close(self) -> Result<()> {
+        self.inner.closing.store(true, Ordering::Release);
+        stop_worker(&self.inner.compactor);
+        stop_worker(&self.inner.flusher);
+        // Counted once the workers are stopped (they hold the store while
+        // they work); a scan that is running also counts.
         let others = Arc::strong_count(&self.inner) - 1;
         if others > 0 {
             tracing::warn!(
@@ -1233,9 +1241,6 @@ impl Store {
                 "store closed while other handles are alive: the directory stays locked until they are dropped"
             );
         }
-        self.inner.closing.store(true, Ordering::Release);
-        stop_worker(&self.inner.compactor);
-        stop_worker(&self.inner.flusher);
         Ok(())
     }
 }
