@@ -636,14 +636,7 @@ fn ingest(dir: &Path, table: &str, files: &[PathBuf]) -> Result<()> {
             files,
             elide_store::IngestOptions::new().progress(|p| bar.set_position(p.rows)),
         )
-        .map_err(|e| match e {
-            elide_store::StoreError::InvalidInputRow { .. }
-            | elide_store::StoreError::InvalidInput(_)
-            | elide_store::StoreError::InvalidLine { .. } => {
-                format!("{e} (nothing was ingested)")
-            }
-            other => format!("{other} (nothing was ingested)"),
-        })?;
+        .map_err(|e| format!("{e} (nothing was ingested)"))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
