@@ -82,8 +82,8 @@ pub use elide_query::{
 };
 pub use elide_store::{
     CompactRequest, CompactionReport, DeleteOutcome, DeleteSpec, DeletionRequest, DropOutcome,
-    IngestOptions, IngestOutcome, IngestProgress, RequestStatus, Result, Snapshot, StatusTotals,
-    Store, StoreError, StoreOptions, StoreStatus, Table, WeakStore, MAX_DELETE_IDS,
+    IngestOptions, IngestOutcome, IngestProgress, PersonDeletion, RequestStatus, Result, Snapshot,
+    StatusTotals, Store, StoreError, StoreOptions, StoreStatus, Table, WeakStore, MAX_DELETE_IDS,
 };
 
 #[cfg(feature = "persons")]

@@ -368,3 +368,81 @@ fn capture_and_persons_commands() {
     ]);
     assert!(!ok && err.contains("not found"), "{err}");
 }
+
+#[test]
+fn delete_by_person_id_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let p = "0b9f4c5e-6d1a-4f5e-9a51-8c7f1f0e2a11";
+    let line = |did: &str, person: &str| {
+        format!(
+            r#"{{"event":"e","distinct_id":"{did}","person_id":{person},"project_id":1,"timestamp":"2026-11-01T00:00:00Z"}}"#
+        )
+    };
+    let file = dir.path().join("in.jsonl");
+    let rows = [
+        line("anon", &format!("\"{p}\"")),
+        line("ada", &format!("\"{p}\"")),
+        line("ada", "null"),
+        line("grace", "null"),
+    ];
+    std::fs::write(&file, rows.join("\n")).unwrap();
+    assert!(elide(&["ingest", "--data-dir", d, file.to_str().unwrap()]).0);
+    let (ok, out, err) = elide(&[
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--person-id",
+        p,
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["distinct_ids"], serde_json::json!(["ada", "anon"]));
+    assert_eq!(v["rows_hidden"], 3);
+    assert_eq!(v["status"], "pending");
+    let (_, out, _) = elide(&[
+        "sql",
+        "--data-dir",
+        d,
+        "--format",
+        "csv",
+        "SELECT distinct_id FROM events",
+    ]);
+    assert_eq!(out.trim(), "distinct_id\ngrace");
+    // Both kinds of id at once, or a bad UUID: refused, nothing changed.
+    let (ok, _, _) = elide(&[
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--person-id",
+        p,
+        "--distinct-id",
+        "grace",
+    ]);
+    assert!(!ok);
+    let (ok, _, err) = elide(&[
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--person-id",
+        "nope",
+    ]);
+    assert!(!ok && err.contains("not a UUID"), "{err}");
+    let (_, out, _) = elide(&[
+        "sql",
+        "--data-dir",
+        d,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM events",
+    ]);
+    assert_eq!(out.trim(), "n\n1");
+}

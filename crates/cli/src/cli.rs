@@ -78,8 +78,13 @@ enum Command {
         #[arg(long, value_parser = stored_project_id, allow_hyphen_values = true)]
         project: i64,
         /// A distinct id to delete (repeatable, at most 1000).
-        #[arg(long = "distinct-id", required = true)]
+        #[arg(long = "distinct-id", required_unless_present = "person_ids")]
         distinct_ids: Vec<String>,
+        /// Instead: a person id (UUID, repeatable) of data appended without
+        /// the persons layer; every row of every distinct id seen with it
+        /// is deleted (docs/embedding.md, "Deleting").
+        #[arg(long = "person-id", conflicts_with = "distinct_ids")]
+        person_ids: Vec<String>,
         /// Output format (table: one line of text).
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -278,8 +283,18 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Delete {
             data_dir,
             project,
+            person_ids,
+            format,
+            ..
+        } if !person_ids.is_empty() => {
+            crate::lifecycle::delete_person_ids(&data_dir, project, &person_ids, format)
+        }
+        Command::Delete {
+            data_dir,
+            project,
             distinct_ids,
             format,
+            ..
         } => {
             let store = wiring::writer(&data_dir, Access::Write)?;
             let started = Instant::now();

@@ -305,3 +305,46 @@ pub(crate) fn drop_project(dir: &Path, project: i64, format: Format) -> Result<(
     }
     Ok(())
 }
+
+/// `elide delete --person-id`: delete persons of data appended without
+/// the persons layer, through their distinct ids (`Store::delete_person_ids`).
+pub(crate) fn delete_person_ids(
+    dir: &Path,
+    project: i64,
+    person_ids: &[String],
+    format: Format,
+) -> Result<()> {
+    let store = wiring::writer(dir, Access::Write)?;
+    let started = std::time::Instant::now();
+    let d = store.delete_person_ids(project, person_ids, &[])?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    store.close()?;
+    let ids: Vec<u64> = d.requests.iter().map(|r| r.request_id).collect();
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "request_ids": ids,
+                "distinct_ids": d.distinct_ids,
+                "rows_hidden": d.rows_hidden(),
+                "status": if ids.is_empty() { "nothing to delete" } else { "pending" },
+                "elapsed_ms": elapsed_ms,
+            })
+        )?,
+        Format::Csv => {
+            writeln!(out, "request_id,rows_hidden")?;
+            for r in &d.requests {
+                writeln!(out, "{},{}", r.request_id, r.rows_hidden)?;
+            }
+        }
+        Format::Table => writeln!(
+            out,
+            "request_ids={ids:?} distinct_ids={} rows_hidden={} ({elapsed_ms:.1} ms)",
+            d.distinct_ids.len(),
+            d.rows_hidden()
+        )?,
+    }
+    Ok(())
+}

@@ -227,18 +227,16 @@ fn selection(deleted: &Bitmap, start: u32, end: u32) -> RowSelection {
 pub struct PartReaderFactory {
     inner: Arc<dyn ParquetFileReaderFactory>,
     /// Keeps the snapshot (and so its files) alive while the plan lives.
-    snapshot: Arc<Snapshot>,
+    _snapshot: Arc<Snapshot>,
 }
 
 impl PartReaderFactory {
     /// Wrap `inner` for reads of `snapshot`'s parts.
     pub fn new(inner: Arc<dyn ParquetFileReaderFactory>, snapshot: Arc<Snapshot>) -> Self {
-        PartReaderFactory { inner, snapshot }
-    }
-
-    /// Version of the snapshot the plan reads.
-    pub fn snapshot_version(&self) -> u64 {
-        self.snapshot.version()
+        PartReaderFactory {
+            inner,
+            _snapshot: snapshot,
+        }
     }
 }
 

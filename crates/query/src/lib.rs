@@ -13,10 +13,10 @@
 //!
 //! It depends on `elide-store` and DataFusion, never on HTTP or SQLite.
 
-pub mod access;
+mod access;
 pub mod deadline;
-pub mod loaded;
-pub mod provider;
+mod loaded;
+mod provider;
 
 use std::sync::Arc;
 

@@ -364,6 +364,3 @@ fn balance(
         })
         .collect()
 }
-
-/// The snapshot type scans read (re-exported for tests).
-pub type ScanSnapshot = Snapshot;

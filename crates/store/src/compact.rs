@@ -311,12 +311,8 @@ impl std::fmt::Debug for PreparedRewrite {
     }
 }
 
+#[cfg(feature = "testing")]
 impl PreparedRewrite {
-    /// Ids of the parts read.
-    pub fn inputs(&self) -> Vec<u64> {
-        self.inputs.iter().map(|i| i.meta.id).collect()
-    }
-
     /// Id of the part written, if any row survived.
     pub fn output(&self) -> Option<u64> {
         self.output.as_ref().map(|o| o.meta.id)
@@ -352,7 +348,7 @@ impl Store {
     /// Read and write a purge of one part without committing it (the first
     /// half of a task; tests use it to interleave other operations).
     /// `Ok(None)` if the part is not live.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn prepare_purge(&self, part_id: u64) -> Result<Option<PreparedRewrite>> {
         prepare_purge(
             self.inner(),
@@ -364,13 +360,13 @@ impl Store {
     }
 
     /// Read and write a merge of parts of one partition without committing.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn prepare_merge(&self, part_ids: &[u64]) -> Result<Option<PreparedRewrite>> {
         prepare_merge(self.inner(), part_ids, &mut Throttle::new(None), &|| false)
     }
 
     /// Swap a prepared rewrite in (the second half of a task).
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn commit_rewrite(&self, prepared: PreparedRewrite) -> Result<TaskReport> {
         commit_rewrite(self.inner(), prepared)
     }
@@ -767,6 +763,7 @@ fn prepare_merge(
     }))
 }
 
+#[cfg(feature = "testing")]
 fn commit_rewrite(inner: &Inner, p: PreparedRewrite) -> Result<TaskReport> {
     let mut reports = commit_rewrites(inner, vec![p])?;
     reports

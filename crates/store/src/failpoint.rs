@@ -15,7 +15,7 @@ macro_rules! failpoint {
                 match action {
                     $crate::failpoint::Action::Abort => std::process::abort(),
                     $crate::failpoint::Action::Error => {
-                        return Err($crate::error::StoreError::Internal(format!(
+                        return Err($crate::StoreError::Internal(format!(
                             "failpoint {} triggered",
                             $name
                         ))

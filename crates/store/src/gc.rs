@@ -116,14 +116,6 @@ impl Gc {
         }
     }
 
-    /// Oldest live snapshot version.
-    pub fn oldest_live(&self) -> Option<u64> {
-        self.state
-            .lock()
-            .ok()
-            .and_then(|s| s.live.keys().next().copied())
-    }
-
     /// Retire objects no longer referenced as of commit `version`.
     pub fn retire(&self, paths: impl IntoIterator<Item = String>, version: u64) {
         if let Ok(mut s) = self.state.lock() {

@@ -32,43 +32,64 @@
 //!    distinct id, `_seq` < cut-off), never by hash alone.
 //! 6. Bad input is rejected whole, with the row and column named.
 //!
-//! Module map: [`schema`] (tables), [`normalize`] (input validation),
-//! [`format`] (on-disk types), [`storage`] (object-store I/O), [`wal`],
-//! `memtable`, `part`, `index`, [`commit`] (the one commit path), [`gc`]
-//! (the only file removal), [`policy`] (what compaction should do, pure),
-//! [`store`] (the API).
+//! Module map: `store` (the API: open, append, delete, snapshot),
+//! `ingest` and `bulk` (whole inputs as one commit), `by_person`,
+//! `compact` (purges, merges, verification), [`policy`] (what compaction
+//! should do, pure), [`schema`] (tables), [`normalize`] (input
+//! validation), [`format`] (on-disk types), `storage` (object-store
+//! I/O), `wal` (the ingest log), `memtable`, `part`, `index`, `commit`
+//! (the one commit path), `gc` (the only file removal). Only the types
+//! re-exported here and the public modules are the API; the command line,
+//! the server and embedders all use the same.
 
-pub mod bulk;
-pub mod checksum;
-pub mod commit;
-pub mod compact;
-#[cfg(feature = "testing")]
-pub mod crash_fs;
-pub mod error;
-pub mod failpoint;
+// The API: types re-exported below; the modules themselves are private.
+mod bulk;
+mod by_person;
+mod compact;
+mod error;
+mod ingest;
+mod store;
+
+// Public modules: types an embedder names (on-disk formats, table
+// definitions, row input, policy knobs, the file-system seam of
+// `StoreOptions::fs`, the scrub report).
 pub mod format;
-pub mod gc;
-mod index;
-pub mod ingest;
 pub mod io;
 pub mod jsonl;
-pub mod lease;
-mod lock;
-mod memtable;
 pub mod normalize;
-mod open;
-mod part;
 pub mod policy;
 pub mod schema;
 pub mod scrub;
-pub mod storage;
-pub mod store;
+
+// Internals. `checksum` and `failpoint` are public only for Elide's own
+// crates (the query layer verifies the parts it reads; the persons layer
+// arms failpoints); the ingest log is public under the `testing` feature
+// (tests read its segments), as is the recording file system.
+#[doc(hidden)]
+pub mod checksum;
+mod commit;
+#[cfg(feature = "testing")]
+pub mod crash_fs;
+#[doc(hidden)]
+pub mod failpoint;
+mod gc;
+mod index;
+mod lease;
+mod lock;
+mod memtable;
+mod open;
+mod part;
+mod storage;
+#[cfg(feature = "testing")]
 pub mod wal;
+#[cfg(not(feature = "testing"))]
+mod wal;
 
 pub use bulk::{BulkIngest, IngestOutcome};
-pub use compact::{
-    CompactRequest, CompactionReport, PreparedRewrite, Progress, TaskKind, TaskOutcome, TaskReport,
-};
+pub use by_person::PersonDeletion;
+#[cfg(feature = "testing")]
+pub use compact::PreparedRewrite;
+pub use compact::{CompactRequest, CompactionReport, Progress, TaskKind, TaskOutcome, TaskReport};
 pub use error::{Result, StoreError};
 pub use format::CompactionSummary;
 pub use format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
@@ -76,6 +97,7 @@ pub use ingest::{IngestOptions, IngestProgress};
 pub use open::{spool_file, SPOOL_DIR};
 pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY};
 pub use schema::Table;
+pub use storage::Storage;
 pub use store::{
     Appended, DeleteOutcome, DeleteSpec, DropOutcome, PartitionStatus, Snapshot, StatusTotals,
     Store, StoreOptions, StoreStatus, Version, WeakStore, MAX_DELETE_IDS,

@@ -65,7 +65,7 @@ fn staging_suffix() -> u64 {
 
 impl Storage {
     /// Local storage rooted at `root` (which must exist), written through `fs`.
-    pub fn local(root: &FsPath, fs: Arc<dyn FileSystem>) -> Result<Storage> {
+    pub(crate) fn local(root: &FsPath, fs: Arc<dyn FileSystem>) -> Result<Storage> {
         let reader =
             LocalFileSystem::new_with_prefix(root).map_err(|e| StoreError::ObjectStore {
                 path: root.display().to_string(),
@@ -82,7 +82,7 @@ impl Storage {
     }
 
     /// Storage over an arbitrary object store (no local durability hooks).
-    pub fn object_store(store: Arc<dyn ObjectStore>) -> Storage {
+    pub(crate) fn object_store(store: Arc<dyn ObjectStore>) -> Storage {
         Storage { store, local: None }
     }
 
@@ -105,7 +105,7 @@ impl Storage {
 
     /// Write `bytes` at `path`, replacing nothing: the path must not exist.
     /// Durable when it returns; after a crash `path` is absent or whole.
-    pub fn put_new(&self, path: &str, bytes: Bytes) -> Result<()> {
+    pub(crate) fn put_new(&self, path: &str, bytes: Bytes) -> Result<()> {
         match &self.local {
             Some(l) => {
                 let (full, staging) = l.prepare(path)?;
@@ -118,7 +118,7 @@ impl Storage {
 
     /// Write without the fsyncs; call [`Storage::sync_files`] for a group
     /// of writes before anything references them.
-    pub fn put_new_nosync(&self, path: &str, bytes: Bytes) -> Result<()> {
+    pub(crate) fn put_new_nosync(&self, path: &str, bytes: Bytes) -> Result<()> {
         match &self.local {
             Some(l) => {
                 let (full, staging) = l.prepare(path)?;
@@ -145,7 +145,7 @@ impl Storage {
     }
 
     /// Make written objects durable: fsync each file, then each distinct directory once.
-    pub fn sync_files(&self, paths: &[&str]) -> Result<()> {
+    pub(crate) fn sync_files(&self, paths: &[&str]) -> Result<()> {
         let Some(l) = &self.local else {
             return Ok(());
         };
@@ -163,7 +163,7 @@ impl Storage {
     }
 
     /// Read a whole object.
-    pub fn get(&self, path: &str) -> Result<Bytes> {
+    pub(crate) fn get(&self, path: &str) -> Result<Bytes> {
         match &self.local {
             Some(l) => std::fs::read(l.root.join(path))
                 .map(Bytes::from)
@@ -224,7 +224,7 @@ impl Storage {
     }
 
     /// Whether an object exists.
-    pub fn exists(&self, path: &str) -> Result<bool> {
+    pub(crate) fn exists(&self, path: &str) -> Result<bool> {
         match &self.local {
             Some(l) => l
                 .root
@@ -241,7 +241,7 @@ impl Storage {
 
     /// Objects under `prefix` (a top-level directory such as `parts`),
     /// including staged uploads (`name#n`) an interrupted writer left.
-    pub fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+    pub(crate) fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         match &self.local {
             Some(l) => {
                 let mut out = Vec::new();

@@ -125,16 +125,6 @@ impl EncodedRecord {
         self.bytes[4..8].copy_from_slice(&crc.to_le_bytes());
         &self.bytes
     }
-
-    /// Bytes of the record.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// Whether it has no bytes (never: a record has a header).
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
 }
 
 /// Encode a record (header + payload), leaving `synced` for [`Wal::write`].
@@ -486,11 +476,6 @@ impl Wal {
             synced_lsn: AtomicU64::new(0),
             durable_seq,
         })
-    }
-
-    /// The segment currently written.
-    pub fn current_segment(&self) -> u64 {
-        self.inner.lock().map(|w| w.id).unwrap_or(0)
     }
 
     /// Append an encoded record; the caller holds the store's sequencing lock

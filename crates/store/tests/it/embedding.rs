@@ -338,3 +338,62 @@ fn delete_many_commits_any_number_of_ids_of_several_projects_once() {
         m.requests.iter().map(|r| r.status).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn delete_person_ids_deletes_every_row_of_the_persons_distinct_ids() {
+    const P: &str = "0b9f4c5e-6d1a-4f5e-9a51-8c7f1f0e2a11";
+    const Q: &str = "7d3e2a10-1111-4c2b-8f00-aa00bb11cc22";
+    let with_person = |n: u64, did: &str, project: i64, person: Option<&str>| {
+        let mut r = row(n, did, project, 0);
+        r.person_id = person.map(str::to_string);
+        r
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // In parts: P under two distinct ids (one also has a row without a
+    // person id), Q under its own, P in another project.
+    crate::common::append(
+        &store,
+        &[
+            with_person(1, "anon", 1, Some(P)),
+            with_person(2, "ada", 1, Some(P)),
+            with_person(3, "ada", 1, None),
+            with_person(4, "grace", 1, Some(Q)),
+            with_person(5, "ada", 2, Some(P)),
+        ],
+    );
+    store.flush().unwrap();
+    // Buffered: a third distinct id of P.
+    crate::common::append(&store, &[with_person(6, "ada-phone", 1, Some(P))]);
+
+    let out = store
+        .delete_person_ids(1, &[P.to_uppercase()], &[])
+        .unwrap();
+    assert_eq!(out.distinct_ids, vec!["ada", "ada-phone", "anon"]);
+    assert_eq!(out.rows_hidden(), 4);
+    assert_eq!(out.requests.len(), 1);
+    // Q's rows and P's row in project 2 stay.
+    let mut left: Vec<String> = visible(&store).into_iter().map(|(_, d, _)| d).collect();
+    left.sort();
+    assert_eq!(left, vec!["ada", "grace"]);
+
+    // Nothing carries the person id: nothing is committed.
+    let version = store.status().unwrap().version;
+    let none = store
+        .delete_person_ids(1, &["00000000-0000-4000-8000-000000000000"], &[])
+        .unwrap();
+    assert!(none.requests.is_empty() && none.distinct_ids.is_empty());
+    assert_eq!(store.status().unwrap().version, version);
+    // Bad input changes nothing.
+    for (project, ids) in [(1, vec!["not-a-uuid"]), (-1, vec![P]), (1, vec![])] {
+        let err = store.delete_person_ids(project, &ids, &[]).unwrap_err();
+        assert!(err.is_invalid_input(), "{err}");
+    }
+    assert_eq!(store.status().unwrap().version, version);
+
+    // Purged and verified like any request.
+    store.flush().unwrap();
+    let r = store.compact(CompactRequest::now()).unwrap();
+    assert!(r.verification_failures.is_empty());
+    assert_eq!(r.requests_verified.len(), 1);
+}

@@ -1,0 +1,172 @@
+//! Deleting by `person_id`: [`Store::delete_person_ids`], for data
+//! appended without the persons layer (which knows each person's distinct
+//! ids and deletes through them).
+//!
+//! A person, in PostHog's model and in Elide's, is the set of its distinct
+//! ids. So a deletion by person id is resolved into one by distinct ids:
+//! the `events` rows of the project (parts and buffered rows) are scanned
+//! for the given `person_id`s, the distinct ids found on those rows are
+//! collected, and every row of those distinct ids appended before the call
+//! is deleted in one commit, through [`Store::delete_many`] — so the
+//! request is tracked, purged and verified like any other, and the
+//! verification proves that no row of those distinct ids (hence no row
+//! with those person ids) is left.
+//!
+//! What this deletes, exactly: every row, in the chosen tables, of every
+//! distinct id that has at least one `events` row carrying one of the
+//! person ids, appended before the call. Rows of such a distinct id that
+//! carry another person id (or none) go too: in PostHog's model they are
+//! the same person's (ids merged, events captured before the merge).
+//!
+//! Cost: the scan reads the `distinct_id` and `person_id` columns of the
+//! project's `events` parts (not an index lookup); memory holds only the
+//! distinct ids found.
+
+use std::collections::BTreeSet;
+
+use arrow::array::{Array, AsArray};
+use arrow::record_batch::RecordBatch;
+
+use crate::error::{Result, StoreError};
+use crate::part::read_columns;
+use crate::schema::{Table, DISTINCT_ID_COLUMN};
+use crate::store::{DeleteOutcome, DeleteSpec, Store};
+
+/// The `person_id` column of `events`.
+const PERSON_ID_COLUMN: &str = "person_id";
+
+/// What [`Store::delete_person_ids`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonDeletion {
+    /// The distinct ids found on rows of the person ids (sorted).
+    pub distinct_ids: Vec<String>,
+    /// The requests committed (empty when no row carried the person ids).
+    pub requests: Vec<DeleteOutcome>,
+}
+
+impl PersonDeletion {
+    /// Rows hidden by the deletion.
+    pub fn rows_hidden(&self) -> u64 {
+        self.requests.iter().map(|r| r.rows_hidden).sum()
+    }
+}
+
+impl Store {
+    /// Delete the persons `person_ids` (UUIDs, any case) of `project`: every
+    /// row, in `tables` (empty: all), of every distinct id seen on an
+    /// `events` row with one of those person ids, appended before the call;
+    /// one commit (see the [module docs](crate::by_person)). Hidden from
+    /// every later snapshot when it returns; purged and verified like any
+    /// deletion request.
+    pub fn delete_person_ids<S: AsRef<str>>(
+        &self,
+        project: i64,
+        person_ids: &[S],
+        tables: &[Table],
+    ) -> Result<PersonDeletion> {
+        self.inner().writable()?;
+        if project < 0 {
+            return Err(StoreError::InvalidInput(format!(
+                "project ids are never negative, got {project}"
+            )));
+        }
+        if person_ids.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "a deletion needs at least one person id".into(),
+            ));
+        }
+        // As stored: canonical lowercase hyphenated UUIDs.
+        let mut wanted = BTreeSet::new();
+        for p in person_ids {
+            let p = p.as_ref();
+            let u = uuid::Uuid::try_parse(p).map_err(|e| {
+                StoreError::InvalidInput(format!("person id {p:?} is not a UUID: {e}"))
+            })?;
+            wanted.insert(u.hyphenated().to_string());
+        }
+        // Every row acknowledged before the call (an append that returned,
+        // a committed ingest) is below this cut-off and in the snapshot
+        // taken next. An append still in flight is not covered.
+        let cutoff = self.inner().next_seq()?;
+        let snap = self.snapshot()?;
+        let mut found = BTreeSet::new();
+        let storage = snap.storage();
+        for part in snap
+            .parts(Table::Events)
+            .filter(|p| p.project_id == project && p.min_seq < cutoff)
+        {
+            let b = read_columns(storage, part, &[DISTINCT_ID_COLUMN, PERSON_ID_COLUMN])?;
+            collect(&b, None, &wanted, &mut found, &part.path)?;
+        }
+        for b in snap.memtable_batches(Table::Events) {
+            collect(b, Some(project), &wanted, &mut found, "buffered rows")?;
+        }
+        drop(snap);
+        let distinct_ids: Vec<String> = found.into_iter().collect();
+        if distinct_ids.is_empty() {
+            return Ok(PersonDeletion {
+                distinct_ids,
+                requests: Vec::new(),
+            });
+        }
+        let requests = self.delete_many([DeleteSpec {
+            project_id: project,
+            distinct_ids: distinct_ids.clone(),
+            cutoff: Some(cutoff),
+            tables: tables.to_vec(),
+        }])?;
+        tracing::info!(
+            project,
+            persons = wanted.len(),
+            distinct_ids = distinct_ids.len(),
+            "deletion by person id committed"
+        );
+        Ok(PersonDeletion {
+            distinct_ids,
+            requests,
+        })
+    }
+}
+
+/// Add the distinct ids of `b`'s rows whose person id is wanted (and, for
+/// buffered rows, whose project is `project`).
+fn collect(
+    b: &RecordBatch,
+    project: Option<i64>,
+    wanted: &BTreeSet<String>,
+    found: &mut BTreeSet<String>,
+    what: &str,
+) -> Result<()> {
+    let col = |name: &str| {
+        b.column_by_name(name)
+            .ok_or_else(|| StoreError::corrupt(what, format!("no column {name}")))
+    };
+    let dids = col(DISTINCT_ID_COLUMN)?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| StoreError::corrupt(what, "distinct_id is not a string column"))?;
+    let persons = col(PERSON_ID_COLUMN)?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| StoreError::corrupt(what, "person_id is not a string column"))?;
+    let projects = match project {
+        Some(_) => Some(
+            col(crate::schema::PROJECT_COLUMN)?
+                .as_primitive_opt::<arrow::datatypes::Int64Type>()
+                .ok_or_else(|| StoreError::corrupt(what, "project_id is not an integer column"))?,
+        ),
+        None => None,
+    };
+    for i in 0..b.num_rows() {
+        if persons.is_null(i) || !wanted.contains(persons.value(i)) {
+            continue;
+        }
+        if let (Some(p), Some(ps)) = (project, projects) {
+            if ps.value(i) != p {
+                continue;
+            }
+        }
+        if !found.contains(dids.value(i)) {
+            found.insert(dids.value(i).to_string());
+        }
+    }
+    Ok(())
+}
