@@ -67,6 +67,8 @@
 //! what `open` returns before the store is ready, defaults, and the
 //! examples under `examples/`.
 
+#![warn(missing_docs)]
+
 pub use arrow;
 pub use datafusion;
 pub use object_store;
@@ -82,8 +84,9 @@ pub use elide_query::{
 };
 pub use elide_store::{
     CompactRequest, CompactionReport, DeleteOutcome, DeleteSpec, DeletionRequest, DropOutcome,
-    IngestOptions, IngestOutcome, IngestProgress, PersonDeletion, RequestStatus, Result, Snapshot,
-    StatusTotals, Store, StoreError, StoreOptions, StoreStatus, Table, WeakStore, MAX_DELETE_IDS,
+    IngestOptions, IngestOutcome, IngestProgress, PersonDeletion, Progress, RequestStatus, Result,
+    Snapshot, StatusTotals, Store, StoreError, StoreOptions, StoreStatus, Table, WeakStore,
+    MAX_DELETE_IDS,
 };
 
 #[cfg(feature = "persons")]

@@ -72,3 +72,19 @@ fn persons_example_merges_identities_and_erases_a_person() {
     assert!(out.contains("deleted 1 person(s)"), "{out}");
     assert!(out.contains("1 person(s) left with events"), "{out}");
 }
+
+#[test]
+fn delete_and_purge_follows_each_request_to_verified() {
+    let out = run("delete_and_purge");
+    // Each of the 3 ids has 100 events; one request per project.
+    assert!(out.contains("request 1: 200 rows hidden"), "{out}");
+    assert!(out.contains("request 2: 100 rows hidden"), "{out}");
+    assert!(out.contains("awaiting purge: 300 tombstoned rows"), "{out}");
+    assert!(out.contains("request 1 is pending"), "{out}");
+    assert!(out.contains("300 rows removed from disk"), "{out}");
+    assert!(
+        out.contains("request 1 is verified") && out.contains("request 2 is verified"),
+        "{out}"
+    );
+    assert!(out.contains("0 tombstoned rows left"), "{out}");
+}

@@ -13,6 +13,8 @@
 //!
 //! It depends on `elide-store` and DataFusion, never on HTTP or SQLite.
 
+#![warn(missing_docs)]
+
 mod access;
 pub mod deadline;
 mod loaded;

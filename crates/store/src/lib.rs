@@ -42,6 +42,8 @@
 //! re-exported here and the public modules are the API; the command line,
 //! the server and embedders all use the same.
 
+#![warn(missing_docs)]
+
 // The API: types re-exported below; the modules themselves are private.
 mod bulk;
 mod by_person;
