@@ -193,6 +193,9 @@ enum Command {
     /// Benchmark the HTTP server over loopback: capture throughput, persons
     /// list and bulk delete latency under load, deletion visibility.
     BenchHttp(crate::bench_http::BenchHttpArgs),
+    /// Benchmark the embedding API: ingest_files, open and ready(), one
+    /// delete_many against one delete per person, the purge.
+    BenchEmbed(crate::bench_embed::BenchEmbedArgs),
     /// Test helper: appends and deletes until killed, printing acknowledgements.
     #[command(hide = true)]
     CrashWorker {
@@ -386,6 +389,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchPersons(args) => crate::bench_persons::run(args),
         Command::BenchHttp(args) => crate::bench_http::run(args),
+        Command::BenchEmbed(args) => crate::bench_embed::run(args),
         Command::CrashWorker {
             data_dir,
             seed,

@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_compaction;
+mod bench_embed;
 mod bench_http;
 mod bench_persons;
 pub mod cli;

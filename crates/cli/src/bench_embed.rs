@@ -1,0 +1,165 @@
+//! `elide bench-embed`: the embedding API as an embedder uses it, behind
+//! the figures in `docs/benchmarks.md` ("Embedding API"):
+//!
+//! 1. `Store::ingest_files` of a generated parquet file (one commit);
+//! 2. a reopen: how long `open` takes, then how long `ready()` waits for
+//!    the distinct-id index (what the first deletion would otherwise wait);
+//! 3. deleting 1% of the persons with one `delete_many` (one commit),
+//!    against another 1% deleted one `delete` call per person (one commit
+//!    each), on the same store;
+//! 4. the purge of both (`compact(CompactRequest::now())`) and its
+//!    verification.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use elide_store::{CompactRequest, DeleteSpec, IngestOptions, Store, StoreOptions, Table};
+
+use crate::bench::median;
+use crate::cli::{progress_bar, run_sql};
+use crate::output::anyhow_lite::Result;
+
+/// Arguments of `elide bench-embed`.
+#[derive(Debug, clap::Args)]
+pub struct BenchEmbedArgs {
+    /// Work directory (must be empty or absent): the generated input and
+    /// the store go under it.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Events to generate.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: u64,
+    /// Persons in them.
+    #[arg(long, default_value_t = 100_000)]
+    persons: u64,
+    /// Projects.
+    #[arg(long, default_value_t = 5)]
+    projects: u32,
+}
+
+/// Every 100th (project, distinct id) in id order, from `offset`: 1% of
+/// the persons.
+fn one_percent(store: &Store, offset: u32) -> Result<Vec<(i64, String)>> {
+    let sql = format!(
+        "SELECT project_id, distinct_id FROM (SELECT project_id, distinct_id,
+           row_number() OVER (ORDER BY distinct_id, project_id) AS n
+           FROM (SELECT DISTINCT project_id, distinct_id FROM events)) WHERE n % 100 = {offset}"
+    );
+    let mut out = Vec::new();
+    for b in run_sql(store, &sql)? {
+        let p = b.column(0).as_primitive_opt::<Int64Type>();
+        let d = b.column(1).as_string_opt::<i32>();
+        let (Some(p), Some(d)) = (p, d) else {
+            return Err("unexpected column types".into());
+        };
+        for i in 0..b.num_rows() {
+            out.push((p.value(i), d.value(i).to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// `elide bench-embed`.
+pub fn run(a: BenchEmbedArgs) -> Result<()> {
+    if a.data_dir.exists() && std::fs::read_dir(&a.data_dir)?.next().is_some() {
+        return Err(format!("{} is not empty", a.data_dir.display()).into());
+    }
+    std::fs::create_dir_all(&a.data_dir)?;
+    let input = a.data_dir.join("input.parquet");
+    let cfg = elide_gen::GenConfig {
+        events: a.events,
+        persons: a.persons,
+        projects: a.projects,
+        ..Default::default()
+    };
+    let bar = progress_bar(a.events, "generating");
+    elide_gen::write_parquet(cfg, &input, &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+
+    let dir = a.data_dir.join("store");
+    let opts = || StoreOptions {
+        background_compaction: false,
+        ..StoreOptions::default()
+    };
+    // 1. Ingest.
+    let store = Store::open(&dir, opts())?;
+    let bar = progress_bar(a.events, "ingesting");
+    let t = Instant::now();
+    let ingested = store.ingest_files(
+        Table::Events,
+        &[&input],
+        IngestOptions::new().progress(|p| bar.set_position(p.rows)),
+    )?;
+    let ingest_s = t.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    store.close()?;
+
+    // 2. Reopen: open, then ready.
+    let t = Instant::now();
+    let store = Store::open(&dir, opts())?;
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    store.ready()?;
+    let ready_ms = t.elapsed().as_secs_f64() * 1e3;
+    let parts = store.status()?.totals.parts;
+
+    // 3. 1% in one call, another 1% one call per person.
+    let many = one_percent(&store, 0)?;
+    let single = one_percent(&store, 50)?;
+    let mut by_project: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for (p, d) in &many {
+        by_project.entry(*p).or_default().push(d.clone());
+    }
+    let t = Instant::now();
+    let outcomes = store.delete_many(
+        by_project
+            .into_iter()
+            .map(|(p, ids)| DeleteSpec::ids(p, ids)),
+    )?;
+    let many_ms = t.elapsed().as_secs_f64() * 1e3;
+    let many_rows: u64 = outcomes.iter().map(|o| o.rows_hidden).sum();
+    let mut calls = Vec::with_capacity(single.len());
+    let mut single_rows = 0;
+    let t = Instant::now();
+    for (p, d) in &single {
+        let c = Instant::now();
+        single_rows += store.delete(DeleteSpec::ids(*p, [d.as_str()]))?.rows_hidden;
+        calls.push(c.elapsed());
+    }
+    let single_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    // 4. Purge and verify.
+    let t = Instant::now();
+    let report = store.compact(CompactRequest::now())?;
+    let purge_s = t.elapsed().as_secs_f64();
+    store.close()?;
+
+    println!(
+        "ingest_files: {} rows in {ingest_s:.2} s ({:.0} rows/s), {parts} parts",
+        ingested.rows,
+        ingested.rows as f64 / ingest_s.max(1e-9)
+    );
+    println!("reopen: open {open_ms:.1} ms, then ready() {ready_ms:.1} ms (the distinct-id index)");
+    println!(
+        "delete_many: {} ids ({many_rows} rows) in {} requests, one commit: {many_ms:.1} ms",
+        many.len(),
+        outcomes.len()
+    );
+    println!(
+        "delete x {}: {} ids ({single_rows} rows), one commit each: {single_ms:.1} ms (p50 {:.2} ms per call); {:.1}x the single call",
+        single.len(),
+        single.len(),
+        median(calls).as_secs_f64() * 1e3,
+        single_ms / many_ms.max(1e-9)
+    );
+    println!(
+        "purge: {} rows removed, {} requests verified, {} failures, {purge_s:.2} s",
+        report.summary.rows_dropped,
+        report.requests_verified.len(),
+        report.verification_failures.len()
+    );
+    Ok(())
+}
