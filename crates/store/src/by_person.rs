@@ -9,8 +9,15 @@
 //! collected, and every row of those distinct ids appended before the call
 //! is deleted in one commit, through [`Store::delete_many`] — so the
 //! request is tracked, purged and verified like any other, and the
-//! verification proves that no row of those distinct ids (hence no row
-//! with those person ids) is left.
+//! verification proves that no row of those distinct ids is left below the
+//! cut-off.
+//!
+//! Rows that count: visible rows (not deleted earlier) of the project with
+//! `_seq` below the cut-off, taken when the call starts. Every row
+//! acknowledged before the call is among them. Not covered: an append
+//! still in flight, and a bulk ingest (`ingest`, `ingest_files`) that is
+//! running during the call and commits after it: a distinct id that only
+//! its rows carry is not found (call again once it has committed).
 //!
 //! What this deletes, exactly: every row, in the chosen tables, of every
 //! distinct id that has at least one `events` row carrying one of the
@@ -25,11 +32,12 @@
 use std::collections::BTreeSet;
 
 use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int64Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Result, StoreError};
 use crate::part::read_columns;
-use crate::schema::{Table, DISTINCT_ID_COLUMN};
+use crate::schema::{Table, DISTINCT_ID_COLUMN, PROJECT_COLUMN, SEQ_COLUMN};
 use crate::store::{DeleteOutcome, DeleteSpec, Store};
 
 /// The `person_id` column of `events`.
@@ -91,15 +99,29 @@ impl Store {
         let snap = self.snapshot()?;
         let mut found = BTreeSet::new();
         let storage = snap.storage();
+        let scan = Scan {
+            project,
+            cutoff,
+            wanted: &wanted,
+        };
         for part in snap
             .parts(Table::Events)
             .filter(|p| p.project_id == project && p.min_seq < cutoff)
         {
-            let b = read_columns(storage, part, &[DISTINCT_ID_COLUMN, PERSON_ID_COLUMN])?;
-            collect(&b, None, &wanted, &mut found, &part.path)?;
+            let columns = [
+                DISTINCT_ID_COLUMN,
+                PERSON_ID_COLUMN,
+                PROJECT_COLUMN,
+                SEQ_COLUMN,
+            ];
+            let b = read_columns(storage, part, &columns)?;
+            // Rows deleted earlier (not yet purged) are not the person's now.
+            let deleted = snap.tombstone(part.id).map(|b| &**b);
+            scan.collect(&b, deleted, &mut found, &part.path)?;
         }
         for b in snap.memtable_batches(Table::Events) {
-            collect(b, Some(project), &wanted, &mut found, "buffered rows")?;
+            // Buffered rows in a snapshot are already without deleted rows.
+            scan.collect(b, None, &mut found, "buffered rows")?;
         }
         drop(snap);
         let distinct_ids: Vec<String> = found.into_iter().collect();
@@ -128,45 +150,55 @@ impl Store {
     }
 }
 
-/// Add the distinct ids of `b`'s rows whose person id is wanted (and, for
-/// buffered rows, whose project is `project`).
-fn collect(
-    b: &RecordBatch,
-    project: Option<i64>,
-    wanted: &BTreeSet<String>,
-    found: &mut BTreeSet<String>,
-    what: &str,
-) -> Result<()> {
-    let col = |name: &str| {
-        b.column_by_name(name)
-            .ok_or_else(|| StoreError::corrupt(what, format!("no column {name}")))
-    };
-    let dids = col(DISTINCT_ID_COLUMN)?
-        .as_string_opt::<i32>()
-        .ok_or_else(|| StoreError::corrupt(what, "distinct_id is not a string column"))?;
-    let persons = col(PERSON_ID_COLUMN)?
-        .as_string_opt::<i32>()
-        .ok_or_else(|| StoreError::corrupt(what, "person_id is not a string column"))?;
-    let projects = match project {
-        Some(_) => Some(
-            col(crate::schema::PROJECT_COLUMN)?
-                .as_primitive_opt::<arrow::datatypes::Int64Type>()
-                .ok_or_else(|| StoreError::corrupt(what, "project_id is not an integer column"))?,
-        ),
-        None => None,
-    };
-    for i in 0..b.num_rows() {
-        if persons.is_null(i) || !wanted.contains(persons.value(i)) {
-            continue;
-        }
-        if let (Some(p), Some(ps)) = (project, projects) {
-            if ps.value(i) != p {
+/// What [`Store::delete_person_ids`] looks for.
+struct Scan<'a> {
+    project: i64,
+    cutoff: u64,
+    wanted: &'a BTreeSet<String>,
+}
+
+impl Scan<'_> {
+    /// Add the distinct ids of `b`'s rows that carry a wanted person id,
+    /// in the project, below the cut-off, and not in `deleted` (row
+    /// positions of a part).
+    fn collect(
+        &self,
+        b: &RecordBatch,
+        deleted: Option<&croaring::Bitmap>,
+        found: &mut BTreeSet<String>,
+        what: &str,
+    ) -> Result<()> {
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| StoreError::corrupt(what, format!("no column {name}")))
+        };
+        let bad =
+            |name: &str| StoreError::corrupt(what, format!("column {name} has the wrong type"));
+        let dids = col(DISTINCT_ID_COLUMN)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| bad(DISTINCT_ID_COLUMN))?;
+        let persons = col(PERSON_ID_COLUMN)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| bad(PERSON_ID_COLUMN))?;
+        let projects = col(PROJECT_COLUMN)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| bad(PROJECT_COLUMN))?;
+        let seqs = col(SEQ_COLUMN)?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| bad(SEQ_COLUMN))?;
+        for i in 0..b.num_rows() {
+            if persons.is_null(i)
+                || !self.wanted.contains(persons.value(i))
+                || projects.value(i) != self.project
+                || seqs.value(i) >= self.cutoff
+                || deleted.is_some_and(|d| u32::try_from(i).is_ok_and(|i| d.contains(i)))
+            {
                 continue;
             }
+            if !found.contains(dids.value(i)) {
+                found.insert(dids.value(i).to_string());
+            }
         }
-        if !found.contains(dids.value(i)) {
-            found.insert(dids.value(i).to_string());
-        }
+        Ok(())
     }
-    Ok(())
 }

@@ -86,7 +86,9 @@ impl Storage {
         Storage { store, local: None }
     }
 
-    /// The underlying object store (registered with DataFusion by the query layer).
+    /// The underlying object store, for reads (the query layer registers it
+    /// with DataFusion). Writing through it bypasses the commit path and
+    /// GC: unsupported.
     pub fn inner(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.store)
     }

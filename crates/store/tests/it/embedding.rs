@@ -397,3 +397,22 @@ fn delete_person_ids_deletes_every_row_of_the_persons_distinct_ids() {
     assert!(r.verification_failures.is_empty());
     assert_eq!(r.requests_verified.len(), 1);
 }
+
+#[test]
+fn delete_person_ids_ignores_rows_deleted_earlier() {
+    const P: &str = "0b9f4c5e-6d1a-4f5e-9a51-8c7f1f0e2a11";
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut first = row(1, "shared-device", 1, 0);
+    first.person_id = Some(P.into());
+    crate::common::append(&store, &[first]);
+    store.flush().unwrap();
+    // That row is deleted (not yet purged); the id is then reused by
+    // someone else.
+    store.delete(DeleteSpec::ids(1, ["shared-device"])).unwrap();
+    crate::common::append(&store, &[row(2, "shared-device", 1, 0)]);
+    store.flush().unwrap();
+    let out = store.delete_person_ids(1, &[P], &[]).unwrap();
+    assert!(out.distinct_ids.is_empty(), "{:?}", out.distinct_ids);
+    assert_eq!(visible(&store).len(), 1, "the new owner's row stays");
+}
