@@ -47,8 +47,9 @@ use croaring::Bitmap;
 
 use crate::commit::Transaction;
 use crate::error::{Result, StoreError};
-use crate::format::{distinct_id_hash, CompactionSummary, PartMeta, RequestStatus};
+use crate::format::{CompactionSummary, PartMeta, RequestStatus};
 use crate::gc::LiveGuard;
+use crate::lifecycle;
 use crate::part::{read_columns, scan_live_rows, str_col, u64_col, PartBuilder, WrittenPart};
 use crate::policy::{Plan, PlanRequest, PurgeReason};
 use crate::schema::{DISTINCT_ID_COLUMN, SEQ_COLUMN};
@@ -900,18 +901,10 @@ fn advance_requests(
     if orphans {
         tracing::warn!("a compaction output may be left on disk unreferenced; requests become purged after the next open");
     }
-    for r in m
-        .requests
-        .iter()
-        .filter(|r| r.status == RequestStatus::Pending && !orphans)
-    {
+    for r in m.requests.iter().filter(|_| !orphans) {
         // A bulk ingest in flight with `_seq`s below the cut-off may still
         // bring rows of the request (bulk.rs).
-        let bulk_below = inner.oldest_reservation().is_some_and(|o| o < r.cutoff_seq);
-        if r.parts.as_ref().is_some_and(|p| p.is_empty())
-            && m.flushed_seq >= r.cutoff_seq
-            && !bulk_below
-        {
+        if lifecycle::purge_complete(r, m.flushed_seq, inner.oldest_reservation()) {
             let mut all_gone = true;
             for path in &r.awaiting_removal {
                 if inner.storage.exists(path)? {
@@ -932,7 +925,7 @@ fn advance_requests(
         .requests
         .iter()
         .filter(|r| {
-            r.status == RequestStatus::Purged
+            lifecycle::awaits_verification(r)
                 || (purged.contains(&r.id) && r.status == RequestStatus::Pending)
         })
         .collect();
@@ -952,29 +945,15 @@ fn advance_requests(
     let key = tx.manifest.hash_key.clone();
     let mut really_purged = Vec::new();
     for r in tx.manifest.requests.iter_mut() {
-        if r.status == RequestStatus::Pending
-            && purged.contains(&r.id)
-            && r.parts.as_ref().is_some_and(|p| p.is_empty())
-            && flushed_seq >= r.cutoff_seq
-            && inner.oldest_reservation().is_none_or(|o| o >= r.cutoff_seq)
+        // Re-checked under the commit lock.
+        if purged.contains(&r.id)
+            && lifecycle::purge_complete(r, flushed_seq, inner.oldest_reservation())
         {
-            r.status = RequestStatus::Purged;
-            r.purged_at_us = Some(now);
-            r.awaiting_removal.clear();
+            lifecycle::mark_purged(r, now)?;
             really_purged.push(r.id);
         }
-        if r.status == RequestStatus::Purged && clean.contains(&r.id) {
-            let mut hashes = Vec::with_capacity(r.distinct_ids.len());
-            for d in &r.distinct_ids {
-                hashes.push(
-                    distinct_id_hash(&key, r.project_id, d)
-                        .ok_or_else(|| StoreError::corrupt("manifest", "invalid hash key"))?,
-                );
-            }
-            r.id_hashes = hashes;
-            r.distinct_ids = Vec::new();
-            r.status = RequestStatus::Verified;
-            r.verified_at_us = Some(now_us());
+        if lifecycle::awaits_verification(r) && clean.contains(&r.id) {
+            lifecycle::mark_verified(r, &key, now_us())?;
             verified.push(r.id);
         }
     }

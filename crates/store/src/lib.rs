@@ -77,6 +77,7 @@ pub mod failpoint;
 mod gc;
 mod index;
 mod lease;
+mod lifecycle;
 mod lock;
 mod memtable;
 mod open;

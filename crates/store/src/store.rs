@@ -1664,11 +1664,10 @@ fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
             || inner
                 .current_version()
                 .map(|v| {
-                    v.manifest.requests.iter().any(|r| {
-                        r.status == RequestStatus::Purged
-                            || (r.status == RequestStatus::Pending
-                                && r.parts.as_ref().is_some_and(|p| p.is_empty()))
-                    })
+                    v.manifest
+                        .requests
+                        .iter()
+                        .any(crate::lifecycle::may_advance_without_rewrite)
                 })
                 .unwrap_or(false);
         if has_work {

@@ -1,0 +1,201 @@
+//! The lifecycle of a deletion request: its states and every transition,
+//! with their preconditions, in one place. Callers (the compaction's
+//! lifecycle step, the background worker) ask this module whether a
+//! request may advance and advance it through it; nothing else writes a
+//! request's `status`.
+//!
+//! ```text
+//!   pending ──(purge complete)──► purged ──(verified clean)──► verified
+//!   (rows hidden; bytes on disk)   (bytes gone)                (a scan found nothing;
+//!                                                               ids kept only as keyed hashes)
+//! ```
+//!
+//! | from | event | to | precondition |
+//! |---|---|---|---|
+//! | pending | [`Event::PurgeComplete`] | purged | no live part holds rows of the request, the ingest log is flushed past its cut-off, no bulk ingest holds `_seq`s below it (and, checked by the caller, no file that held its rows is still on disk) |
+//! | purged | [`Event::VerifiedClean`] | verified | the verification scan found no row of the request |
+//! | anything else | | refused | an [`StoreError::Internal`]: a caller asked for a transition that does not exist |
+//!
+//! A request is created `pending` by a deletion (`store.rs`); the
+//! manifest it lives in is published only through the one commit path.
+
+use crate::error::{Result, StoreError};
+use crate::format::{distinct_id_hash, DeletionRequest, RequestStatus};
+
+/// What happens to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// Every byte of its rows left the live parts and the ingest log.
+    PurgeComplete,
+    /// The verification scan found none of its rows.
+    VerifiedClean,
+}
+
+/// The state after `event` in `state`, or `None` if there is no such
+/// transition.
+pub(crate) fn next(state: RequestStatus, event: Event) -> Option<RequestStatus> {
+    match (state, event) {
+        (RequestStatus::Pending, Event::PurgeComplete) => Some(RequestStatus::Purged),
+        (RequestStatus::Purged, Event::VerifiedClean) => Some(RequestStatus::Verified),
+        _ => None,
+    }
+}
+
+/// Whether a pending request's purge is complete as far as the manifest
+/// and the store's state tell: no live part holds its rows, the ingest log
+/// is flushed past its cut-off (`flushed_seq`), and no bulk ingest in
+/// flight reserved `_seq`s below it (`oldest_reservation`, bulk.rs). The
+/// caller also checks that the files awaiting removal are gone.
+pub(crate) fn purge_complete(
+    r: &DeletionRequest,
+    flushed_seq: u64,
+    oldest_reservation: Option<u64>,
+) -> bool {
+    r.status == RequestStatus::Pending
+        && r.parts.as_ref().is_some_and(|p| p.is_empty())
+        && flushed_seq >= r.cutoff_seq
+        && oldest_reservation.is_none_or(|o| o >= r.cutoff_seq)
+}
+
+/// Whether a compaction run can advance `r` without rewriting a part: a
+/// purged request awaits its verification, or a pending one holds no part
+/// any more (it waits for GC and the log).
+pub(crate) fn may_advance_without_rewrite(r: &DeletionRequest) -> bool {
+    r.status == RequestStatus::Purged
+        || (r.status == RequestStatus::Pending && r.parts.as_ref().is_some_and(|p| p.is_empty()))
+}
+
+/// Whether `r` is waiting for a verification scan.
+pub(crate) fn awaits_verification(r: &DeletionRequest) -> bool {
+    r.status == RequestStatus::Purged
+}
+
+fn advance(r: &mut DeletionRequest, event: Event) -> Result<()> {
+    r.status = next(r.status, event).ok_or_else(|| {
+        StoreError::Internal(format!(
+            "request {} cannot take {event:?} in state {}",
+            r.id,
+            r.status.as_str()
+        ))
+    })?;
+    Ok(())
+}
+
+/// pending → purged, at `now_us`: its files are gone.
+pub(crate) fn mark_purged(r: &mut DeletionRequest, now_us: i64) -> Result<()> {
+    advance(r, Event::PurgeComplete)?;
+    r.purged_at_us = Some(now_us);
+    r.awaiting_removal.clear();
+    Ok(())
+}
+
+/// purged → verified, at `now_us`: the distinct ids are replaced by their
+/// keyed hashes (`hash_key`, the manifest's), so the manifest answers
+/// "was X deleted?" without keeping X.
+pub(crate) fn mark_verified(r: &mut DeletionRequest, hash_key: &str, now_us: i64) -> Result<()> {
+    if !awaits_verification(r) {
+        return advance(r, Event::VerifiedClean);
+    }
+    let mut hashes = Vec::with_capacity(r.distinct_ids.len());
+    for d in &r.distinct_ids {
+        hashes.push(
+            distinct_id_hash(hash_key, r.project_id, d)
+                .ok_or_else(|| StoreError::corrupt("manifest", "invalid hash key"))?,
+        );
+    }
+    advance(r, Event::VerifiedClean)?;
+    r.id_hashes = hashes;
+    r.distinct_ids = Vec::new();
+    r.verified_at_us = Some(now_us);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Table;
+
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn request(status: RequestStatus, parts: Option<Vec<u64>>) -> DeletionRequest {
+        DeletionRequest {
+            id: 7,
+            project_id: 1,
+            distinct_ids: vec!["ada".into()],
+            tables: vec![Table::Events],
+            cutoff_seq: 100,
+            created_at_us: 1,
+            rows_hidden: 3,
+            status,
+            parts,
+            awaiting_removal: vec!["parts/x.parquet".into()],
+            purged_at_us: None,
+            verified_at_us: None,
+            id_hashes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_transition_table() {
+        use Event::*;
+        use RequestStatus::*;
+        let table = [
+            (Pending, PurgeComplete, Some(Purged)),
+            (Pending, VerifiedClean, None),
+            (Purged, PurgeComplete, None),
+            (Purged, VerifiedClean, Some(Verified)),
+            (Verified, PurgeComplete, None),
+            (Verified, VerifiedClean, None),
+        ];
+        for (state, event, want) in table {
+            assert_eq!(next(state, event), want, "{state:?} + {event:?}");
+        }
+    }
+
+    #[test]
+    fn purge_complete_needs_no_part_a_flushed_log_and_no_bulk_ingest_below_the_cut_off() {
+        let r = request(RequestStatus::Pending, Some(vec![]));
+        assert!(purge_complete(&r, 100, None));
+        assert!(purge_complete(&r, 100, Some(100)));
+        assert!(!purge_complete(&r, 99, None), "rows still in the log");
+        assert!(!purge_complete(&r, 100, Some(99)), "a bulk ingest below");
+        assert!(!purge_complete(
+            &request(RequestStatus::Pending, Some(vec![4])),
+            100,
+            None
+        ));
+        assert!(!purge_complete(
+            &request(RequestStatus::Pending, None),
+            100,
+            None
+        ));
+        assert!(!purge_complete(
+            &request(RequestStatus::Purged, Some(vec![])),
+            100,
+            None
+        ));
+    }
+
+    #[test]
+    fn marking_follows_the_table_and_hashes_the_ids_at_verification() {
+        let mut r = request(RequestStatus::Pending, Some(vec![]));
+        assert!(may_advance_without_rewrite(&r));
+        assert!(mark_verified(&mut r, KEY, 5).is_err(), "not purged yet");
+        assert_eq!(r.status, RequestStatus::Pending);
+        mark_purged(&mut r, 10).unwrap();
+        assert_eq!(
+            (r.status, r.purged_at_us),
+            (RequestStatus::Purged, Some(10))
+        );
+        assert!(r.awaiting_removal.is_empty());
+        assert!(mark_purged(&mut r, 11).is_err());
+        assert!(awaits_verification(&r) && may_advance_without_rewrite(&r));
+        mark_verified(&mut r, KEY, 20).unwrap();
+        assert_eq!(r.status, RequestStatus::Verified);
+        assert!(r.distinct_ids.is_empty());
+        assert_eq!(r.id_hashes, vec![distinct_id_hash(KEY, 1, "ada").unwrap()]);
+        assert_eq!(r.verified_at_us, Some(20));
+        assert!(!may_advance_without_rewrite(&r));
+        assert!(mark_verified(&mut r, KEY, 21).is_err());
+    }
+}
