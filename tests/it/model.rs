@@ -1,5 +1,5 @@
-//! Model-based test: random append / delete / flush / compact (purge and
-//! merge) / GC / drop project / query / reopen sequences against an
+//! Model-based test: random append / delete / delete_many / flush /
+//! compact (purge and merge) / GC / drop project / query / reopen sequences against an
 //! in-memory model; every query equals the model, and after a manual
 //! compaction every deletion request is verified.
 
@@ -12,8 +12,9 @@ use crate::common::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append(Vec<(u8, u8, u8)>), // (distinct id, project, day)
-    Delete(u8, Vec<u8>),       // project, distinct ids
+    Append(Vec<(u8, u8, u8)>),      // (distinct id, project, day)
+    Delete(u8, Vec<u8>),            // project, distinct ids
+    DeleteMany(Vec<(u8, Vec<u8>)>), // several specs (projects may repeat, ids overlap), one commit
     Flush,
     Compact,
     CompactProject(u8),
@@ -27,6 +28,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => prop::collection::vec((0u8..6, 1u8..3, 0u8..3), 1..30).prop_map(Op::Append),
         2 => (1u8..3, prop::collection::vec(0u8..6, 1..3)).prop_map(|(p, d)| Op::Delete(p, d)),
+        1 => prop::collection::vec((1u8..3, prop::collection::vec(0u8..6, 1..3)), 1..4).prop_map(Op::DeleteMany),
         1 => Just(Op::Flush),
         1 => Just(Op::Compact),
         1 => (1u8..3).prop_map(Op::CompactProject),
@@ -68,6 +70,20 @@ proptest! {
                     model.rows.retain(|_, (d, proj)| !(*proj == i64::from(p) && ids.contains(d)));
                     let o = store.delete(DeleteSpec::ids(i64::from(p), ids)).unwrap();
                     prop_assert_eq!(o.rows_hidden as usize, before - model.rows.len());
+                }
+                Op::DeleteMany(specs) => {
+                    let before = model.rows.len();
+                    let version = store.status().unwrap().version;
+                    let specs: Vec<DeleteSpec> = specs.into_iter().map(|(p, ids)| {
+                        let ids: Vec<String> = ids.into_iter().map(|d| format!("d{d}")).collect();
+                        model.rows.retain(|_, (d, proj)| !(*proj == i64::from(p) && ids.contains(d)));
+                        DeleteSpec::ids(i64::from(p), ids)
+                    }).collect();
+                    let n_specs = specs.len();
+                    let out = store.delete_many(specs).unwrap();
+                    prop_assert_eq!(out.len(), n_specs);
+                    prop_assert_eq!(out.iter().map(|o| o.rows_hidden as usize).sum::<usize>(), before - model.rows.len());
+                    prop_assert_eq!(store.status().unwrap().version, version + 1, "one commit");
                 }
                 Op::Flush => store.flush().unwrap(),
                 Op::Compact | Op::CompactProject(_) => {

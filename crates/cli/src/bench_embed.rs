@@ -64,6 +64,15 @@ fn one_percent(store: &Store, offset: u32) -> Result<Vec<(i64, String)>> {
     Ok(out)
 }
 
+/// The distinct ids of `pairs`, by project.
+fn by_project(pairs: &[(i64, String)]) -> BTreeMap<i64, Vec<String>> {
+    let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for (p, d) in pairs {
+        out.entry(*p).or_default().push(d.clone());
+    }
+    out
+}
+
 /// `elide bench-embed`.
 pub fn run(a: BenchEmbedArgs) -> Result<()> {
     if a.data_dir.exists() && std::fs::read_dir(&a.data_dir)?.next().is_some() {
@@ -111,13 +120,9 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
     // 3. 1% in one call, another 1% one call per person.
     let many = one_percent(&store, 0)?;
     let single = one_percent(&store, 50)?;
-    let mut by_project: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-    for (p, d) in &many {
-        by_project.entry(*p).or_default().push(d.clone());
-    }
     let t = Instant::now();
     let outcomes = store.delete_many(
-        by_project
+        by_project(&many)
             .into_iter()
             .map(|(p, ids)| DeleteSpec::ids(p, ids)),
     )?;
@@ -126,13 +131,9 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
     // A third 1% the best way before delete_many: one `delete` per project
     // (per 1,000 ids), each its own commit.
     let per_project = one_percent(&store, 25)?;
-    let mut grouped: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-    for (p, d) in &per_project {
-        grouped.entry(*p).or_default().push(d.clone());
-    }
     let (mut project_calls, mut project_rows) = (0, 0);
     let t = Instant::now();
-    for (p, ids) in grouped {
+    for (p, ids) in by_project(&per_project) {
         for chunk in ids.chunks(elide_store::MAX_DELETE_IDS) {
             project_rows += store.delete(DeleteSpec::ids(p, chunk.iter()))?.rows_hidden;
             project_calls += 1;

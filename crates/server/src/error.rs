@@ -84,6 +84,19 @@ impl ApiError {
         e
     }
 
+    /// 400 for a missing field `attr`: code `required`, detail `This
+    /// field is required.` (Django REST framework's body).
+    pub fn required(attr: &str) -> Self {
+        Self::invalid_attr(attr, "required", "This field is required.")
+    }
+
+    /// The same, as PostHog's person write routes (update, update_property,
+    /// delete_property) answer it: code and detail swapped
+    /// (`posthog-semantics.md`, "Update"), kept for clients that match it.
+    pub fn required_swapped(attr: &str) -> Self {
+        Self::invalid_attr(attr, "This field is required.", "required")
+    }
+
     /// 404 `Not found.`
     pub fn not_found() -> Self {
         Self::new(

@@ -219,13 +219,7 @@ async fn create(
                 "Not a valid string.",
             ))
         }
-        None => {
-            return Err(ApiError::invalid_attr(
-                "name",
-                "required",
-                "This field is required.",
-            ))
-        }
+        None => return Err(ApiError::required("name")),
     };
     let scopes = key.0.scopes.clone();
     let app = state.app().clone();
@@ -514,13 +508,7 @@ async fn create_key(
         }
     };
     let scopes: Vec<String> = match body.get("scopes") {
-        None => {
-            return Err(ApiError::invalid_attr(
-                "scopes",
-                "required",
-                "This field is required.",
-            ))
-        }
+        None => return Err(ApiError::required("scopes")),
         Some(Value::Array(a)) => a
             .iter()
             .map(|v| v.as_str().map(str::to_string))

@@ -219,13 +219,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
                 "query must be an object with kind and query",
             ))
         }
-        None => {
-            return Err(ApiError::invalid_attr(
-                "query",
-                "required",
-                "This field is required.",
-            ))
-        }
+        None => return Err(ApiError::required("query")),
     };
     match q.get("kind").and_then(Value::as_str) {
         Some("HogQLQuery") => {}

@@ -73,11 +73,7 @@ impl Store {
         tables: &[Table],
     ) -> Result<PersonDeletion> {
         self.inner().writable()?;
-        if project < 0 {
-            return Err(StoreError::InvalidInput(format!(
-                "project ids are never negative, got {project}"
-            )));
-        }
+        crate::store::check_project(project)?;
         if person_ids.is_empty() {
             return Err(StoreError::InvalidInput(
                 "a deletion needs at least one person id".into(),

@@ -932,11 +932,7 @@ impl Store {
     /// ingest log keeps none of the project's rows either.
     pub fn drop_project(&self, project_id: i64) -> Result<DropOutcome> {
         self.inner.writable()?;
-        if project_id < 0 {
-            return Err(StoreError::InvalidInput(format!(
-                "project ids are never negative, got {project_id}"
-            )));
-        }
+        check_project(project_id)?;
         let inner = &*self.inner;
         let f = inner.flush_lock.lock().map_err(poisoned)?;
         inner.freeze_for_flush()?;
@@ -1376,6 +1372,16 @@ impl Inner {
     }
 }
 
+/// Project ids are never negative.
+pub(crate) fn check_project(project: i64) -> Result<()> {
+    if project < 0 {
+        return Err(StoreError::InvalidInput(format!(
+            "project ids are never negative, got {project}"
+        )));
+    }
+    Ok(())
+}
+
 /// Check a [`DeleteSpec`]: (project, sorted unique ids, sorted tables).
 /// The number of ids is not limited here.
 fn validate_spec(spec: &DeleteSpec) -> Result<(i64, Vec<String>, Vec<Table>)> {
@@ -1392,12 +1398,7 @@ fn validate_spec(spec: &DeleteSpec) -> Result<(i64, Vec<String>, Vec<Table>)> {
             "distinct ids must not be empty".into(),
         ));
     }
-    if spec.project_id < 0 {
-        return Err(StoreError::InvalidInput(format!(
-            "project ids are never negative, got {}",
-            spec.project_id
-        )));
-    }
+    check_project(spec.project_id)?;
     let tables: Vec<Table> = if spec.tables.is_empty() {
         Table::ALL.to_vec()
     } else {

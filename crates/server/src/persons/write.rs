@@ -35,14 +35,7 @@ pub(crate) async fn update(
                 "properties must be an object",
             ))
         }
-        // PostHog's body, with its code and detail swapped.
-        None => {
-            return Err(ApiError::invalid_attr(
-                "properties",
-                "This field is required.",
-                "required",
-            ))
-        }
+        None => return Err(ApiError::required_swapped("properties")),
     };
     let app = state.app().clone();
     blocking(move || {
@@ -82,13 +75,7 @@ pub(crate) async fn delete_property(
     let (project, id) = person_target(&key, &p, "person:write")?;
     let prop = match body.get("$unset") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => {
-            return Err(ApiError::invalid_attr(
-                "$unset",
-                "This field is required.",
-                "required",
-            ))
-        }
+        _ => return Err(ApiError::required_swapped("$unset")),
     };
     let app = state.app().clone();
     blocking(move || {
@@ -122,21 +109,11 @@ pub(crate) async fn update_property(
 ) -> ApiResult<Response> {
     let (project, id) = person_target(&key, &p, "person:write")?;
     let Some(value) = body.get("value").cloned() else {
-        return Err(ApiError::invalid_attr(
-            "value",
-            "This field is required.",
-            "required",
-        ));
+        return Err(ApiError::required_swapped("value"));
     };
     let prop = match body.get("key") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => {
-            return Err(ApiError::invalid_attr(
-                "key",
-                "This field is required.",
-                "required",
-            ))
-        }
+        _ => return Err(ApiError::required_swapped("key")),
     };
     let app = state.app().clone();
     blocking(move || {
