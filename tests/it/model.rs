@@ -119,6 +119,8 @@ proptest! {
                 }
                 Op::Query => {}
             }
+            let manifest = store.manifest().unwrap();
+            prop_assert_eq!(manifest.check_invariants(), Ok(()));
             let ctx = ctx(&store);
             let got = strings(&sql(&rt, &ctx, "SELECT uuid FROM events"));
             let mut want: Vec<String> = model.rows.keys().map(|k| uuid_of(*k)).collect();

@@ -56,10 +56,11 @@ use croaring::{Bitmap, Treemap};
 
 use crate::error::{Result, StoreError};
 use crate::format::{
-    encode_manifest, encode_tombstones, manifest_path, tombstone_path, Manifest, RequestStatus,
-    TombstoneRef,
+    encode_manifest, encode_tombstones, manifest_path, tombstone_path, DeletionRequest, Manifest,
+    RequestStatus, TombstoneRef,
 };
 use crate::index::DistinctIdIndex;
+use crate::lifecycle;
 use crate::memtable::Memtable;
 use crate::part::{read_postings, WrittenPart};
 use crate::store::{now_us, Inner, Version};
@@ -87,7 +88,10 @@ pub(crate) struct Transaction<'a> {
     inner: &'a Inner,
     guard: MutexGuard<'a, CommitState>,
     base: Arc<Version>,
-    pub manifest: Manifest,
+    /// The manifest being built. Private: every change goes through one of
+    /// the typed edits below, and [`Transaction::commit`] checks the
+    /// result's invariants ([`Manifest::check_invariants`]) in debug builds.
+    manifest: Manifest,
     changed: BTreeMap<u64, Bitmap>,
     mem_hide: Treemap,
     flush: Option<FlushPublish>,
@@ -121,6 +125,90 @@ impl<'a> Transaction<'a> {
         })
     }
 
+    /// The manifest as this transaction has changed it so far.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Record a new deletion request: it gets the next request id, which
+    /// is returned. It must be `pending` and list only live parts.
+    pub fn add_request(&mut self, mut request: DeletionRequest) -> u64 {
+        debug_assert_eq!(request.status, RequestStatus::Pending);
+        let id = self.manifest.next_request_id;
+        self.manifest.next_request_id += 1;
+        request.id = id;
+        self.manifest.requests.push(request);
+        id
+    }
+
+    /// Forget every request of a dropped project; returns how many.
+    pub fn remove_project_requests(&mut self, project_id: i64) -> usize {
+        let before = self.manifest.requests.len();
+        self.manifest
+            .requests
+            .retain(|r| r.project_id != project_id);
+        before - self.manifest.requests.len()
+    }
+
+    /// Record a project drop whose rows below `cutoff_seq` may still be in
+    /// the ingest log (replay hides them).
+    pub fn add_dropped(&mut self, project_id: i64, cutoff_seq: u64) {
+        self.manifest.dropped.push(crate::format::DroppedProject {
+            project_id,
+            cutoff_seq,
+        });
+    }
+
+    /// Bind (or unbind) the metadata database's identity.
+    pub fn set_metadata_id(&mut self, id: Option<String>) {
+        self.manifest.metadata_id = id;
+    }
+
+    /// Record the figures of a compaction run.
+    pub fn set_last_compaction(&mut self, summary: crate::format::CompactionSummary) {
+        self.manifest.last_compaction = Some(summary);
+    }
+
+    /// Advance request `id` pending → purged at `now_us` if its purge is
+    /// complete as the manifest tells ([`lifecycle::purge_complete`]);
+    /// `false` (nothing changed) otherwise.
+    pub fn mark_purged(
+        &mut self,
+        id: u64,
+        now_us: i64,
+        oldest_reservation: Option<u64>,
+    ) -> Result<bool> {
+        let flushed = self.manifest.flushed_seq;
+        let Some(r) = self.manifest.requests.iter_mut().find(|r| r.id == id) else {
+            return Ok(false);
+        };
+        if !lifecycle::purge_complete(r, flushed, oldest_reservation) {
+            return Ok(false);
+        }
+        lifecycle::mark_purged(r, now_us)?;
+        Ok(true)
+    }
+
+    /// Advance request `id` purged → verified at `now_us` (its ids become
+    /// keyed hashes under the manifest's key, created on first use);
+    /// `false` if it is not awaiting verification.
+    pub fn mark_verified(&mut self, id: u64, now_us: i64) -> Result<bool> {
+        let Some(i) = self.manifest.requests.iter().position(|r| r.id == id) else {
+            return Ok(false);
+        };
+        if !lifecycle::awaits_verification(&self.manifest.requests[i]) {
+            return Ok(false);
+        }
+        if self.manifest.hash_key.is_empty() {
+            let a = uuid::Uuid::new_v4().simple().to_string();
+            let b = uuid::Uuid::new_v4().simple().to_string();
+            self.manifest.hash_key = format!("{a}{b}");
+        }
+        let key = self.manifest.hash_key.clone();
+        lifecycle::mark_verified(&mut self.manifest.requests[i], &key, now_us)?;
+        Ok(true)
+    }
+
     /// Position of part `id` in `self.manifest.parts`.
     pub fn part_index(&mut self, id: u64) -> Option<usize> {
         let parts = &self.manifest.parts;
@@ -139,6 +227,11 @@ impl<'a> Transaction<'a> {
 
     /// Replace a part's bitmap (must be a superset of its current one).
     pub fn set_bitmap(&mut self, part_id: u64, bitmap: Bitmap) {
+        debug_assert!(
+            self.bitmap(part_id)
+                .is_none_or(|old| old.is_subset(&bitmap)),
+            "a bitmap of part {part_id} would lose deleted rows"
+        );
         self.changed.insert(part_id, bitmap);
     }
 
@@ -188,9 +281,8 @@ impl<'a> Transaction<'a> {
                 && r.covers_table(table)
                 && r.cutoff_seq > min_seq
         }) {
-            let parts = r.parts.get_or_insert_with(Vec::new);
-            if !parts.contains(&part_id) {
-                parts.push(part_id);
+            if !r.parts.contains(&part_id) {
+                r.parts.push(part_id);
             }
         }
     }
@@ -344,9 +436,8 @@ impl<'a> Transaction<'a> {
                     .iter_mut()
                     .filter(|r| late.contains(&r.id) && r.status == RequestStatus::Pending)
                 {
-                    let parts = r.parts.get_or_insert_with(Vec::new);
-                    if !parts.contains(&id) {
-                        parts.push(id);
+                    if !r.parts.contains(&id) {
+                        r.parts.push(id);
                     }
                 }
             }
@@ -437,10 +528,7 @@ impl<'a> Transaction<'a> {
             .copied()
             .collect();
         for r in &mut self.manifest.requests {
-            let Some(parts) = r.parts.as_mut() else {
-                continue;
-            };
-            parts.retain(|id| {
+            r.parts.retain(|id| {
                 if !gone.contains(id) {
                     return true;
                 }
@@ -493,6 +581,7 @@ impl<'a> Transaction<'a> {
         self.manifest.committed_at_us = now_us();
         self.manifest.next_file_id = self.manifest.next_file_id.max(inner.peek_file_id());
         self.manifest.next_seq = self.manifest.next_seq.max(inner.next_seq()?);
+        debug_assert_eq!(self.manifest.check_invariants(), Ok(()));
         let bytes = encode_manifest(&self.manifest)?;
         crate::failpoint!("commit::before_manifest");
         inner

@@ -936,25 +936,20 @@ fn advance_requests(
     drop(pin);
     let mut verified = Vec::new();
     let mut tx = Transaction::begin(inner)?;
-    let flushed_seq = tx.manifest.flushed_seq;
-    if tx.manifest.hash_key.is_empty() && !clean.is_empty() {
-        let a = uuid::Uuid::new_v4().simple().to_string();
-        let b = uuid::Uuid::new_v4().simple().to_string();
-        tx.manifest.hash_key = format!("{a}{b}");
-    }
-    let key = tx.manifest.hash_key.clone();
     let mut really_purged = Vec::new();
-    for r in tx.manifest.requests.iter_mut() {
+    for id in tx
+        .manifest()
+        .requests
+        .iter()
+        .map(|r| r.id)
+        .collect::<Vec<_>>()
+    {
         // Re-checked under the commit lock.
-        if purged.contains(&r.id)
-            && lifecycle::purge_complete(r, flushed_seq, inner.oldest_reservation())
-        {
-            lifecycle::mark_purged(r, now)?;
-            really_purged.push(r.id);
+        if purged.contains(&id) && tx.mark_purged(id, now, inner.oldest_reservation())? {
+            really_purged.push(id);
         }
-        if lifecycle::awaits_verification(r) && clean.contains(&r.id) {
-            lifecycle::mark_verified(r, &key, now_us())?;
-            verified.push(r.id);
+        if clean.contains(&id) && tx.mark_verified(id, now_us())? {
+            verified.push(id);
         }
     }
     let mut changed = !really_purged.is_empty() || !verified.is_empty();
@@ -963,7 +958,7 @@ fn advance_requests(
         s.requests_verified = verified.len() as u64;
         s.finished_at_us = now_us();
         if changed || s.parts_purged + s.parts_merged > 0 {
-            tx.manifest.last_compaction = Some(s.clone());
+            tx.set_last_compaction(s.clone());
             changed = true;
         }
     }

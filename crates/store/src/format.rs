@@ -115,6 +115,75 @@ impl Manifest {
         self.parts.iter().find(|p| p.id == id)
     }
 
+    /// The invariants every committed manifest keeps; `Err` names the
+    /// first one broken. The commit path checks them in debug builds; the
+    /// tests check them after every operation.
+    ///
+    /// * parts are ordered by (table, project, day, id), ids unique and
+    ///   below `next_file_id`, `_seq`s below `next_seq`, deleted rows no
+    ///   more than rows;
+    /// * `flushed_seq <= next_seq`;
+    /// * requests are ordered by id, ids unique and below
+    ///   `next_request_id`; a pending request lists only live parts, any
+    ///   other lists none; a verified request keeps no distinct id in
+    ///   clear.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        let key = |p: &PartMeta| (p.table, p.project_id, p.day, p.id);
+        for w in self.parts.windows(2) {
+            if key(&w[0]) >= key(&w[1]) {
+                return Err(format!("parts {} and {} out of order", w[0].id, w[1].id));
+            }
+        }
+        let live: std::collections::HashSet<u64> = self.parts.iter().map(|p| p.id).collect();
+        if live.len() != self.parts.len() {
+            return Err("a part id appears twice".into());
+        }
+        for p in &self.parts {
+            if p.id >= self.next_file_id {
+                return Err(format!("part {} is not below next_file_id", p.id));
+            }
+            if p.rows > 0 && p.max_seq >= self.next_seq {
+                return Err(format!(
+                    "part {} holds _seq {} >= next_seq",
+                    p.id, p.max_seq
+                ));
+            }
+            if p.deleted() > p.rows {
+                return Err(format!("part {} deletes more rows than it has", p.id));
+            }
+        }
+        if self.flushed_seq > self.next_seq {
+            return Err("flushed_seq is above next_seq".into());
+        }
+        for w in self.requests.windows(2) {
+            if w[0].id >= w[1].id {
+                return Err(format!("requests {} and {} out of order", w[0].id, w[1].id));
+            }
+        }
+        for r in &self.requests {
+            if r.id >= self.next_request_id {
+                return Err(format!("request {} is not below next_request_id", r.id));
+            }
+            if r.status != RequestStatus::Pending && !r.parts.is_empty() {
+                return Err(format!(
+                    "request {} is {} but lists parts",
+                    r.id,
+                    r.status.as_str()
+                ));
+            }
+            if let Some(p) = r.parts.iter().find(|p| !live.contains(p)) {
+                return Err(format!(
+                    "request {} lists part {p}, which is not live",
+                    r.id
+                ));
+            }
+            if r.status == RequestStatus::Verified && !r.distinct_ids.is_empty() {
+                return Err(format!("request {} is verified but keeps its ids", r.id));
+            }
+        }
+        Ok(())
+    }
+
     /// Every object path this manifest references (parts and tombstone files).
     pub fn referenced_paths(&self) -> std::collections::BTreeSet<String> {
         let mut out = std::collections::BTreeSet::new();
@@ -307,10 +376,11 @@ pub struct DeletionRequest {
     /// Live parts that still hold rows of this request (hidden by it or by
     /// an earlier request). A part leaves the list when a commit removes
     /// it from the manifest (purge, merge, fully deleted, project drop);
-    /// its path then waits in `awaiting_removal`. `None` only in manifests
-    /// written before this field existed; resolved at open.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parts: Option<Vec<u64>>,
+    /// its path then waits in `awaiting_removal`. Always written;
+    /// manifests written before the field existed get it at decode
+    /// ([`decode_manifest`]), so no reader meets a request without it.
+    #[serde(default = "legacy_parts")]
+    pub parts: Vec<u64>,
     /// Paths of files that held rows of this request, left the manifest,
     /// and may still be on disk (GC waits for older snapshots).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -326,6 +396,40 @@ pub struct DeletionRequest {
     /// without keeping X.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub id_hashes: Vec<String>,
+}
+
+/// What a request read from a manifest written before per-request part
+/// tracking holds in `parts` until [`decode_manifest`] resolves it: no
+/// part id ever reaches `u64::MAX`, and nothing outside the decoder sees
+/// this value.
+const LEGACY_PARTS: u64 = u64::MAX;
+
+fn legacy_parts() -> Vec<u64> {
+    vec![LEGACY_PARTS]
+}
+
+/// Requests written before per-request part tracking existed: a pending
+/// one lists every live part of its scope that carries tombstones
+/// (conservative: it becomes purged only when all of them are
+/// rewritten); any other holds none.
+fn resolve_legacy_requests(m: &mut Manifest) {
+    let parts = &m.parts;
+    for r in m.requests.iter_mut().filter(|r| r.parts == [LEGACY_PARTS]) {
+        r.parts = if r.status == RequestStatus::Pending {
+            parts
+                .iter()
+                .filter(|p| {
+                    p.project_id == r.project_id
+                        && r.tables.contains(&p.table)
+                        && p.min_seq < r.cutoff_seq
+                        && p.tombstone.is_some()
+                })
+                .map(|p| p.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+    }
 }
 
 impl DeletionRequest {
@@ -458,11 +562,12 @@ pub fn decode_manifest(path: &str, bytes: &[u8]) -> Result<Manifest> {
     if crc32fast::hash(payload) != crc {
         return Err(corrupt("checksum mismatch"));
     }
-    let m: Manifest =
+    let mut m: Manifest =
         serde_json::from_slice(payload).map_err(|e| corrupt(&format!("invalid JSON: {e}")))?;
     if parse_manifest_path(path).is_some_and(|v| v != m.version) {
         return Err(corrupt("version in file does not match its name"));
     }
+    resolve_legacy_requests(&mut m);
     Ok(m)
 }
 
@@ -582,6 +687,123 @@ mod tests {
         }
         assert!(decode_manifest(&path, &bytes[..bytes.len() - 3]).is_err());
         assert!(decode_manifest(&manifest_path(8), &bytes).is_err());
+    }
+
+    fn part(id: u64, project: i64, min_seq: u64, tombstone: bool) -> PartMeta {
+        PartMeta {
+            id,
+            table: Table::Events,
+            project_id: project,
+            day: 20_000,
+            path: part_path(Table::Events, project, 20_000, id),
+            size: 10,
+            rows: 10,
+            row_groups: vec![10],
+            min_seq,
+            max_seq: min_seq + 9,
+            min_ts: 0,
+            max_ts: 0,
+            tombstone: tombstone.then(|| TombstoneRef {
+                file_id: 9,
+                path: tombstone_path(9),
+                deleted: 2,
+            }),
+            checksum: None,
+        }
+    }
+
+    fn request(id: u64, status: RequestStatus, parts: Vec<u64>) -> DeletionRequest {
+        DeletionRequest {
+            id,
+            project_id: 1,
+            distinct_ids: vec!["ada".into()],
+            tables: vec![Table::Events],
+            cutoff_seq: 50,
+            created_at_us: 0,
+            rows_hidden: 1,
+            status,
+            parts,
+            awaiting_removal: Vec::new(),
+            purged_at_us: None,
+            verified_at_us: None,
+            id_hashes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn requests_without_parts_get_them_at_decode() {
+        let mut m = Manifest::empty();
+        m.next_seq = 100;
+        m.next_file_id = 10;
+        m.next_request_id = 3;
+        // Two parts of the scope (one with tombstones), one of another project.
+        m.parts = vec![
+            part(1, 1, 1, true),
+            part(2, 1, 20, false),
+            part(3, 2, 1, true),
+        ];
+        m.requests = vec![
+            request(1, RequestStatus::Pending, vec![]),
+            request(2, RequestStatus::Purged, vec![]),
+        ];
+        let mut json: serde_json::Value = serde_json::to_value(&m).unwrap();
+        for r in json["requests"].as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().remove("parts");
+        }
+        let payload = serde_json::to_vec(&json).unwrap();
+        let mut bytes = encode_manifest(&Manifest::empty()).unwrap()[..28].to_vec();
+        bytes[16..24].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes[24..28].copy_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let back = decode_manifest("legacy", &bytes).unwrap();
+        assert_eq!(
+            back.requests[0].parts,
+            vec![1],
+            "pending: its scope's tombstoned parts"
+        );
+        assert!(back.requests[1].parts.is_empty(), "purged: none");
+        assert_eq!(back.check_invariants(), Ok(()));
+        // Written again, the field is kept as it is (an empty list too).
+        let again = decode_manifest("again", &encode_manifest(&m).unwrap()).unwrap();
+        assert!(again.requests[0].parts.is_empty());
+    }
+
+    #[test]
+    fn invariants_name_what_is_broken() {
+        let good = || {
+            let mut m = Manifest::empty();
+            m.next_seq = 100;
+            m.next_file_id = 10;
+            m.next_request_id = 3;
+            m.parts = vec![part(1, 1, 1, true), part(2, 1, 20, false)];
+            m.requests = vec![
+                request(1, RequestStatus::Pending, vec![1]),
+                request(2, RequestStatus::Purged, vec![]),
+            ];
+            m
+        };
+        assert_eq!(good().check_invariants(), Ok(()));
+        let cases: Vec<(Box<dyn Fn(&mut Manifest)>, &str)> = vec![
+            (Box::new(|m| m.parts.swap(0, 1)), "out of order"),
+            (Box::new(|m| m.next_file_id = 2), "next_file_id"),
+            (Box::new(|m| m.next_seq = 20), "next_seq"),
+            (Box::new(|m| m.parts[0].rows = 1), "more rows"),
+            (Box::new(|m| m.flushed_seq = 101), "flushed_seq"),
+            (Box::new(|m| m.requests.swap(0, 1)), "out of order"),
+            (Box::new(|m| m.next_request_id = 2), "next_request_id"),
+            (Box::new(|m| m.requests[0].parts = vec![7]), "not live"),
+            (Box::new(|m| m.requests[1].parts = vec![1]), "lists parts"),
+            (
+                Box::new(|m| m.requests[1].status = RequestStatus::Verified),
+                "keeps its ids",
+            ),
+        ];
+        for (breaker, needle) in cases {
+            let mut m = good();
+            breaker(&mut m);
+            let e = m.check_invariants().unwrap_err();
+            assert!(e.contains(needle), "{e} (wanted {needle})");
+        }
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub(crate) fn purge_complete(
     oldest_reservation: Option<u64>,
 ) -> bool {
     r.status == RequestStatus::Pending
-        && r.parts.as_ref().is_some_and(|p| p.is_empty())
+        && r.parts.is_empty()
         && flushed_seq >= r.cutoff_seq
         && oldest_reservation.is_none_or(|o| o >= r.cutoff_seq)
 }
@@ -61,8 +61,7 @@ pub(crate) fn purge_complete(
 /// purged request awaits its verification, or a pending one holds no part
 /// any more (it waits for GC and the log).
 pub(crate) fn may_advance_without_rewrite(r: &DeletionRequest) -> bool {
-    r.status == RequestStatus::Purged
-        || (r.status == RequestStatus::Pending && r.parts.as_ref().is_some_and(|p| p.is_empty()))
+    r.status == RequestStatus::Purged || (r.status == RequestStatus::Pending && r.parts.is_empty())
 }
 
 /// Whether `r` is waiting for a verification scan.
@@ -117,7 +116,7 @@ mod tests {
 
     const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-    fn request(status: RequestStatus, parts: Option<Vec<u64>>) -> DeletionRequest {
+    fn request(status: RequestStatus, parts: Vec<u64>) -> DeletionRequest {
         DeletionRequest {
             id: 7,
             project_id: 1,
@@ -154,23 +153,18 @@ mod tests {
 
     #[test]
     fn purge_complete_needs_no_part_a_flushed_log_and_no_bulk_ingest_below_the_cut_off() {
-        let r = request(RequestStatus::Pending, Some(vec![]));
+        let r = request(RequestStatus::Pending, vec![]);
         assert!(purge_complete(&r, 100, None));
         assert!(purge_complete(&r, 100, Some(100)));
         assert!(!purge_complete(&r, 99, None), "rows still in the log");
         assert!(!purge_complete(&r, 100, Some(99)), "a bulk ingest below");
         assert!(!purge_complete(
-            &request(RequestStatus::Pending, Some(vec![4])),
+            &request(RequestStatus::Pending, vec![4]),
             100,
             None
         ));
         assert!(!purge_complete(
-            &request(RequestStatus::Pending, None),
-            100,
-            None
-        ));
-        assert!(!purge_complete(
-            &request(RequestStatus::Purged, Some(vec![])),
+            &request(RequestStatus::Purged, vec![]),
             100,
             None
         ));
@@ -178,7 +172,7 @@ mod tests {
 
     #[test]
     fn marking_follows_the_table_and_hashes_the_ids_at_verification() {
-        let mut r = request(RequestStatus::Pending, Some(vec![]));
+        let mut r = request(RequestStatus::Pending, vec![]);
         assert!(may_advance_without_rewrite(&r));
         assert!(mark_verified(&mut r, KEY, 5).is_err(), "not purged yet");
         assert_eq!(r.status, RequestStatus::Pending);

@@ -33,7 +33,7 @@ use croaring::{Bitmap, Treemap};
 use crate::error::{Result, StoreError};
 use crate::format::{
     classify_object, decode_manifest, decode_tombstones, encode_manifest, manifest_path,
-    parse_manifest_path, Manifest, ObjectName, PartMeta, RequestStatus,
+    parse_manifest_path, Manifest, ObjectName, PartMeta,
 };
 use crate::io::FileSystem;
 use crate::memtable::{Chunk, Memtable};
@@ -119,14 +119,13 @@ pub(crate) fn latest_manifest(storage: &Storage) -> Result<Option<(u64, String)>
 /// Read and decode manifest `path`.
 pub(crate) fn read_manifest(storage: &Storage, path: &str) -> Result<Manifest> {
     let bytes = storage.get(path)?;
-    let mut m = decode_manifest(path, &bytes)?;
+    let m = decode_manifest(path, &bytes)?;
     if parse_manifest_path(path) != Some(m.version) {
         return Err(StoreError::corrupt(
             path,
             format!("holds version {}, not the one its name says", m.version),
         ));
     }
-    resolve_legacy_requests(&mut m);
     Ok(m)
 }
 
@@ -225,29 +224,6 @@ pub(crate) fn leased_paths(
         }
     }
     Ok(Some(out))
-}
-
-/// Requests written before per-request part tracking existed: list every
-/// live part of their scope that carries tombstones (conservative: such a
-/// request becomes purged only when all of them are rewritten).
-fn resolve_legacy_requests(m: &mut Manifest) {
-    let parts = &m.parts;
-    for r in m.requests.iter_mut().filter(|r| r.parts.is_none()) {
-        r.parts = Some(if r.status == RequestStatus::Pending {
-            parts
-                .iter()
-                .filter(|p| {
-                    p.project_id == r.project_id
-                        && r.tables.contains(&p.table)
-                        && p.min_seq < r.cutoff_seq
-                        && p.tombstone.is_some()
-                })
-                .map(|p| p.id)
-                .collect()
-        } else {
-            Vec::new()
-        });
-    }
 }
 
 /// The tombstone bitmaps a manifest references, checked against it.

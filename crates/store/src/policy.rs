@@ -309,14 +309,7 @@ impl CompactionPolicy {
         {
             let deadline = overdue
                 .iter()
-                .filter(|r| match &r.parts {
-                    Some(parts) => parts.contains(&p.id),
-                    None => {
-                        r.project_id == p.project_id
-                            && r.tables.contains(&p.table)
-                            && p.min_seq < r.cutoff_seq
-                    }
-                })
+                .filter(|r| r.parts.contains(&p.id))
                 .map(|r| r.id)
                 .min();
             let fraction = deleted_fraction(p);
@@ -484,8 +477,8 @@ mod tests {
             created_at_us,
             rows_hidden: 1,
             status: RequestStatus::Pending,
-            // Scope-based (as for requests written before part tracking).
-            parts: None,
+            // Filled by `manifest` from the request's scope.
+            parts: Vec::new(),
             awaiting_removal: Vec::new(),
             purged_at_us: None,
             verified_at_us: None,
@@ -493,8 +486,21 @@ mod tests {
         }
     }
 
-    fn manifest(parts: Vec<PartMeta>, requests: Vec<DeletionRequest>) -> Manifest {
+    /// A manifest whose requests hold every part of their scope with rows
+    /// below their cut-off.
+    fn manifest(parts: Vec<PartMeta>, mut requests: Vec<DeletionRequest>) -> Manifest {
         let mut m = Manifest::empty();
+        for r in &mut requests {
+            r.parts = parts
+                .iter()
+                .filter(|p| {
+                    p.project_id == r.project_id
+                        && r.tables.contains(&p.table)
+                        && p.min_seq < r.cutoff_seq
+                })
+                .map(|p| p.id)
+                .collect();
+        }
         m.parts = parts;
         m.requests = requests;
         m.flushed_seq = 1_000_000;

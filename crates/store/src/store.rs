@@ -950,7 +950,7 @@ impl Store {
             hits
         };
         let dropped: Vec<(u64, u64, u64)> = tx
-            .manifest
+            .manifest()
             .parts
             .iter()
             .filter(|p| p.project_id == project_id)
@@ -960,18 +960,13 @@ impl Store {
             tx.remove_part(*id);
         }
         tx.note_drop(project_id, inner.next_seq()?, inner.oldest_reservation());
-        let requests_before = tx.manifest.requests.len();
-        tx.manifest.requests.retain(|r| r.project_id != project_id);
-        let requests_removed = requests_before - tx.manifest.requests.len();
+        let requests_removed = tx.remove_project_requests(project_id);
         tx.hide_mem_rows(&mem_hits);
         if !mem_hits.is_empty() {
             // Replay must hide these rows if the process stops before the
             // flush below removes them from the ingest log.
             let cutoff = mem_hits.iter().max().map_or(0, |m| m + 1);
-            tx.manifest.dropped.push(crate::format::DroppedProject {
-                project_id,
-                cutoff_seq: cutoff,
-            });
+            tx.add_dropped(project_id, cutoff);
         }
         tx.commit()?;
         // Flush what was appended meanwhile without the hidden rows, so
@@ -1181,7 +1176,7 @@ impl Store {
     /// [`Manifest::metadata_id`]); `None` unbinds.
     pub fn set_metadata_id(&self, id: Option<&str>) -> Result<()> {
         let mut tx = Transaction::begin(&self.inner)?;
-        tx.manifest.metadata_id = id.map(str::to_string);
+        tx.set_metadata_id(id.map(str::to_string));
         tx.commit()?;
         Ok(())
     }
@@ -1288,7 +1283,7 @@ impl Inner {
         let mut holding: std::collections::BTreeSet<u64> = Default::default();
         {
             let live: std::collections::HashSet<u64> =
-                tx.manifest.parts.iter().map(|p| p.id).collect();
+                tx.manifest().parts.iter().map(|p| p.id).collect();
             let index = tx.index()?;
             for t in &tables {
                 for d in &ids {
@@ -1316,13 +1311,13 @@ impl Inner {
                 .part_index(part_id)
                 .ok_or_else(|| StoreError::Internal("part vanished".into()))?;
             if let std::collections::hash_map::Entry::Vacant(v) = seq_cache.entry(part_id) {
-                v.insert(read_seqs(&inner.storage, &tx.manifest.parts[i])?);
+                v.insert(read_seqs(&inner.storage, &tx.manifest().parts[i])?);
             }
             let seqs = &seq_cache[&part_id];
             let run = seqs
                 .get(start as usize..(start + len) as usize)
                 .ok_or_else(|| {
-                    StoreError::corrupt(&tx.manifest.parts[i].path, "run outside the part")
+                    StoreError::corrupt(&tx.manifest().parts[i].path, "run outside the part")
                 })?;
             let below = run.partition_point(|s| *s < cutoff) as u32;
             if below > 0 {
@@ -1346,10 +1341,8 @@ impl Inner {
                 tx.set_bitmap(part_id, new);
             }
         }
-        let request_id = tx.manifest.next_request_id;
-        tx.manifest.next_request_id += 1;
-        tx.manifest.requests.push(DeletionRequest {
-            id: request_id,
+        let request_id = tx.add_request(DeletionRequest {
+            id: 0,
             project_id: project,
             distinct_ids: ids,
             tables,
@@ -1357,7 +1350,7 @@ impl Inner {
             created_at_us: now_us(),
             rows_hidden,
             status: RequestStatus::Pending,
-            parts: Some(holding.into_iter().collect()),
+            parts: holding.into_iter().collect(),
             awaiting_removal: Vec::new(),
             purged_at_us: None,
             verified_at_us: None,
