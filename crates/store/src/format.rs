@@ -783,7 +783,8 @@ mod tests {
             m
         };
         assert_eq!(good().check_invariants(), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut Manifest)>, &str)> = vec![
+        type Breaker = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Breaker, &str)> = vec![
             (Box::new(|m| m.parts.swap(0, 1)), "out of order"),
             (Box::new(|m| m.next_file_id = 2), "next_file_id"),
             (Box::new(|m| m.next_seq = 20), "next_seq"),
