@@ -1,4 +1,5 @@
-//! Model-based test: random append / delete / delete_many / flush /
+//! Model-based test: random append / delete / delete_many / delete by
+//! predicate (event, property, day window) / flush /
 //! compact (purge and merge) / GC / drop project / query / reopen sequences against an
 //! in-memory model; every query equals the model, and after a manual
 //! compaction every deletion request is verified.
@@ -12,9 +13,10 @@ use crate::common::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append(Vec<(u8, u8, u8)>),      // (distinct id, project, day)
-    Delete(u8, Vec<u8>),            // project, distinct ids
+    Append(Vec<(u8, u8, u8)>),              // (distinct id, project, day)
+    Delete(u8, Vec<u8>),                    // project, distinct ids
     DeleteMany(Vec<(u8, Vec<u8>)>), // several specs (projects may repeat, ids overlap), one commit
+    DeleteEvents(u8, bool, u8, Option<u8>), // project, event = signup?, $browser (none / = Chrome / is_not Chrome), day
     Flush,
     Compact,
     CompactProject(u8),
@@ -29,6 +31,10 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop::collection::vec((0u8..6, 1u8..3, 0u8..3), 1..30).prop_map(Op::Append),
         2 => (1u8..3, prop::collection::vec(0u8..6, 1..3)).prop_map(|(p, d)| Op::Delete(p, d)),
         1 => prop::collection::vec((1u8..3, prop::collection::vec(0u8..6, 1..3)), 1..4).prop_map(Op::DeleteMany),
+        2 => (1u8..3, any::<bool>(), 0u8..3, prop::option::of(0u8..3)).prop_map(|(p, e, b, d)| {
+            // At least one condition: an empty predicate is refused.
+            Op::DeleteEvents(p, e || (b == 0 && d.is_none()), b, d)
+        }),
         1 => Just(Op::Flush),
         1 => Just(Op::Compact),
         1 => (1u8..3).prop_map(Op::CompactProject),
@@ -39,10 +45,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Model: uuid -> (distinct id, project, seq); rows deleted are removed.
+/// Model: row number -> (distinct id, project, day); rows deleted are
+/// removed. Row n's event is `signup` when 3 divides n and its `$browser`
+/// is `Chrome` when n is even (`common::row`).
 #[derive(Default)]
 struct Model {
-    rows: BTreeMap<u64, (String, i64)>,
+    rows: BTreeMap<u64, (String, i64, i64)>,
 }
 
 proptest! {
@@ -59,7 +67,7 @@ proptest! {
                 Op::Append(rows) => {
                     let rows: Vec<_> = rows.into_iter().map(|(d, p, day)| {
                         n += 1;
-                        model.rows.insert(n, (format!("d{d}"), i64::from(p)));
+                        model.rows.insert(n, (format!("d{d}"), i64::from(p), i64::from(day)));
                         row(n, &format!("d{d}"), i64::from(p), i64::from(day))
                     }).collect();
                     append(&store, &rows);
@@ -67,7 +75,7 @@ proptest! {
                 Op::Delete(p, ids) => {
                     let ids: Vec<String> = ids.into_iter().map(|d| format!("d{d}")).collect();
                     let before = model.rows.len();
-                    model.rows.retain(|_, (d, proj)| !(*proj == i64::from(p) && ids.contains(d)));
+                    model.rows.retain(|_, (d, proj, _)| !(*proj == i64::from(p) && ids.contains(d)));
                     let o = store.delete(DeleteSpec::ids(i64::from(p), ids)).unwrap();
                     prop_assert_eq!(o.rows_hidden as usize, before - model.rows.len());
                 }
@@ -76,7 +84,7 @@ proptest! {
                     let version = store.status().unwrap().version;
                     let specs: Vec<DeleteSpec> = specs.into_iter().map(|(p, ids)| {
                         let ids: Vec<String> = ids.into_iter().map(|d| format!("d{d}")).collect();
-                        model.rows.retain(|_, (d, proj)| !(*proj == i64::from(p) && ids.contains(d)));
+                        model.rows.retain(|_, (d, proj, _)| !(*proj == i64::from(p) && ids.contains(d)));
                         DeleteSpec::ids(i64::from(p), ids)
                     }).collect();
                     let n_specs = specs.len();
@@ -84,6 +92,36 @@ proptest! {
                     prop_assert_eq!(out.len(), n_specs);
                     prop_assert_eq!(out.iter().map(|o| o.rows_hidden as usize).sum::<usize>(), before - model.rows.len());
                     prop_assert_eq!(store.status().unwrap().version, version + 1, "one commit");
+                }
+                Op::DeleteEvents(p, signup, browser, day) => {
+                    use elide::store::predicate::{EventPredicate, PropertyFilter, PropertyOperator};
+                    let mut pred = EventPredicate::default();
+                    if signup {
+                        pred.events = vec!["signup".into()];
+                    }
+                    if browser > 0 {
+                        pred.properties = vec![PropertyFilter {
+                            key: "$browser".into(),
+                            operator: if browser == 1 { PropertyOperator::Exact } else { PropertyOperator::IsNot },
+                            value: serde_json::json!("Chrome"),
+                        }];
+                    }
+                    if let Some(d) = day {
+                        pred.after_us = Some(T0 + i64::from(d) * DAY);
+                        pred.before_us = Some(T0 + i64::from(d + 1) * DAY);
+                    }
+                    let matches = |n: u64, day_of: i64| {
+                        (!signup || n % 3 == 0)
+                            && match browser { 1 => n % 2 == 0, 2 => n % 2 == 1, _ => true }
+                            && day.is_none_or(|d| i64::from(d) == day_of)
+                    };
+                    let before = model.rows.len();
+                    model.rows.retain(|n, (_, proj, day_of)| !(*proj == i64::from(p) && matches(*n, *day_of)));
+                    let d = elide::store::EventDeletion::new(i64::from(p), pred);
+                    let preview = store.preview_events(&d).unwrap();
+                    prop_assert_eq!(preview.rows as usize, before - model.rows.len(), "dry run");
+                    let o = store.delete_events(d).unwrap();
+                    prop_assert_eq!(o.rows_hidden as usize, before - model.rows.len());
                 }
                 Op::Flush => store.flush().unwrap(),
                 Op::Compact | Op::CompactProject(_) => {
@@ -109,7 +147,7 @@ proptest! {
                     store.advance_requests().unwrap();
                 }
                 Op::Drop(p) => {
-                    model.rows.retain(|_, (_, proj)| *proj != i64::from(p));
+                    model.rows.retain(|_, (_, proj, _)| *proj != i64::from(p));
                     store.drop_project(i64::from(p)).unwrap();
                     prop_assert!(store.requests().unwrap().iter().all(|r| r.project_id != i64::from(p)));
                 }
@@ -129,7 +167,7 @@ proptest! {
             let c = count(&rt, &ctx, "SELECT count(*) FROM events");
             prop_assert_eq!(c as usize, model.rows.len());
             let p1 = count(&rt, &ctx, "SELECT count(*) FROM events WHERE project_id = 1");
-            prop_assert_eq!(p1 as usize, model.rows.values().filter(|(_, p)| *p == 1).count());
+            prop_assert_eq!(p1 as usize, model.rows.values().filter(|(_, p, _)| *p == 1).count());
         }
     }
 }

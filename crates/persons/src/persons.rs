@@ -797,6 +797,7 @@ impl<M: MetaStore> Persons<M> {
                 distinct_ids: std::mem::take(ids),
                 cutoff: None,
                 tables: tables.to_vec(),
+                kind: elide_store::RequestKind::Person,
             };
             let o = self.store.delete(spec)?;
             for i in group.drain(..) {

@@ -132,6 +132,7 @@ impl Store {
             distinct_ids: distinct_ids.clone(),
             cutoff: Some(cutoff),
             tables: tables.to_vec(),
+            kind: crate::format::RequestKind::Person,
         }])?;
         tracing::info!(
             project,

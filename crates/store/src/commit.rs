@@ -419,6 +419,14 @@ impl<'a> Transaction<'a> {
                 for d in &r.distinct_ids {
                     crate::bulk::rows_below(&p, d, r.cutoff_seq, &mut mine);
                 }
+                if let Some(pred) = &r.predicate {
+                    mine.or_inplace(&crate::by_predicate::match_part(
+                        &self.inner.storage,
+                        m,
+                        pred,
+                        r.cutoff_seq,
+                    )?);
+                }
                 if !mine.is_empty() {
                     hidden.or_inplace(&mine);
                     late.push(r.id);

@@ -1022,6 +1022,13 @@ fn verify(
         })
         .collect();
     let mut found: HashMap<u64, (u64, String)> = HashMap::new();
+    for r in requests.iter().filter(|r| r.predicate.is_some()) {
+        if let Some(left) =
+            crate::by_predicate::rows_left(&inner.storage, &version.manifest.parts, r)?
+        {
+            found.insert(r.id, left);
+        }
+    }
     for p in candidates {
         let Some(ids) = want.get(&(p.table, p.project_id)) else {
             continue;

@@ -60,6 +60,9 @@ pub struct Manifest {
     /// distinct ids; created with the first verified request.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash_key: String,
+    /// Per-project settings that differ from the defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub projects: BTreeMap<i64, ProjectSettings>,
     /// Bulk ingests committed as part of a two-phase commit with another
     /// store (the persons metadata), not yet confirmed or voided. Their
     /// parts are durable, invisible to queries and never compacted until
@@ -102,6 +105,7 @@ impl Manifest {
             hash_key: String::new(),
             pending_ingests: Vec::new(),
             metadata_id: None,
+            projects: BTreeMap::new(),
         }
     }
 
@@ -177,7 +181,12 @@ impl Manifest {
                     r.id
                 ));
             }
-            if r.status == RequestStatus::Verified && !r.distinct_ids.is_empty() {
+            if r.status == RequestStatus::Verified
+                && (!r.distinct_ids.is_empty()
+                    || r.predicate
+                        .as_ref()
+                        .is_some_and(|p| !p.distinct_ids.is_empty()))
+            {
                 return Err(format!("request {} is verified but keeps its ids", r.id));
             }
         }
@@ -354,15 +363,65 @@ impl RequestStatus {
     }
 }
 
+/// What a deletion request covers.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// Every row of some distinct ids (requests written before kinds
+    /// existed are of this kind).
+    #[default]
+    DistinctIds,
+    /// Every row of a person's distinct ids (the persons layer's
+    /// deletions).
+    Person,
+    /// The rows an [`EventPredicate`](crate::predicate::EventPredicate)
+    /// matches.
+    Events,
+}
+
+impl RequestKind {
+    /// Name as JSON spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::DistinctIds => "distinct_ids",
+            RequestKind::Person => "person",
+            RequestKind::Events => "events",
+        }
+    }
+}
+
+/// Settings of one project that the store applies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProjectSettings {
+    /// Days from a deletion request to its `purge_due_by`; `None` = the
+    /// store's default (`CompactionOptions::max_pending_age`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erasure_deadline_days: Option<u32>,
+}
+
+impl ProjectSettings {
+    /// Whether every setting is the default.
+    pub fn is_default(&self) -> bool {
+        *self == ProjectSettings::default()
+    }
+}
+
 /// A durable record of a deletion.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeletionRequest {
     /// Request id.
     pub id: u64,
+    /// What the request covers.
+    #[serde(default)]
+    pub kind: RequestKind,
     /// Project the distinct ids belong to.
     pub project_id: i64,
-    /// The distinct ids whose rows are deleted.
+    /// The distinct ids whose rows are deleted (kinds `distinct_ids` and
+    /// `person`; empty for `events`, whose predicate names its own).
     pub distinct_ids: Vec<String>,
+    /// The rows deleted, for kind `events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicate: Option<crate::predicate::EventPredicate>,
     /// Tables the request applies to.
     pub tables: Vec<Table>,
     /// Rows with `_seq < cutoff_seq` are deleted.
@@ -373,6 +432,12 @@ pub struct DeletionRequest {
     pub rows_hidden: u64,
     /// Lifecycle state.
     pub status: RequestStatus,
+    /// When the rows must be gone from disk (µs since the epoch, UTC):
+    /// creation plus the project's erasure deadline. `0` in manifests
+    /// written before deadlines were recorded; set at open from the
+    /// store's default.
+    #[serde(default)]
+    pub purge_due_by_us: i64,
     /// Live parts that still hold rows of this request (hidden by it or by
     /// an earlier request). A part leaves the list when a commit removes
     /// it from the manifest (purge, merge, fully deleted, project drop);
@@ -437,6 +502,15 @@ impl DeletionRequest {
     pub fn covers_table(&self, table: Table) -> bool {
         self.tables.contains(&table)
     }
+}
+
+/// A time in µs since the epoch as RFC 3339 UTC with microseconds
+/// (`2026-11-30T12:00:00.000000Z`); out-of-range values as the number.
+pub fn us_to_rfc3339(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).map_or_else(
+        || us.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
 }
 
 /// Object path of manifest `version`.
@@ -715,6 +789,9 @@ mod tests {
     fn request(id: u64, status: RequestStatus, parts: Vec<u64>) -> DeletionRequest {
         DeletionRequest {
             id,
+            kind: RequestKind::DistinctIds,
+            predicate: None,
+            purge_due_by_us: 0,
             project_id: 1,
             distinct_ids: vec!["ada".into()],
             tables: vec![Table::Events],

@@ -47,6 +47,7 @@
 // The API: types re-exported below; the modules themselves are private.
 mod bulk;
 mod by_person;
+mod by_predicate;
 mod compact;
 mod error;
 mod ingest;
@@ -60,6 +61,7 @@ pub mod io;
 pub mod jsonl;
 pub mod normalize;
 pub mod policy;
+pub mod predicate;
 pub mod schema;
 pub mod scrub;
 
@@ -90,12 +92,15 @@ mod wal;
 
 pub use bulk::{BulkIngest, IngestOutcome};
 pub use by_person::PersonDeletion;
+pub use by_predicate::{DeletionPreview, EventDeletion, TablePreview};
 #[cfg(feature = "testing")]
 pub use compact::PreparedRewrite;
 pub use compact::{CompactRequest, CompactionReport, Progress, TaskKind, TaskOutcome, TaskReport};
 pub use error::{Result, StoreError};
 pub use format::CompactionSummary;
-pub use format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
+pub use format::{
+    DeletionRequest, Manifest, PartMeta, ProjectSettings, RequestKind, RequestStatus,
+};
 pub use ingest::{IngestOptions, IngestProgress};
 pub use open::{spool_file, SPOOL_DIR};
 pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY};

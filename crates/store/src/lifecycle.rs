@@ -22,6 +22,33 @@
 use crate::error::{Result, StoreError};
 use crate::format::{distinct_id_hash, DeletionRequest, RequestStatus};
 
+/// When a request of `project` created at `created_us` must be purged:
+/// creation plus the project's erasure deadline (its setting in the
+/// manifest, else `default`).
+pub(crate) fn due_by(
+    manifest: &crate::format::Manifest,
+    project: i64,
+    created_us: i64,
+    default: std::time::Duration,
+) -> i64 {
+    let deadline_us = manifest
+        .projects
+        .get(&project)
+        .and_then(|s| s.erasure_deadline_days)
+        .map_or(default.as_micros() as i64, |d| {
+            i64::from(d) * crate::MICROS_PER_DAY
+        });
+    created_us.saturating_add(deadline_us)
+}
+
+/// Requests of manifests written before deadlines were recorded
+/// (`purge_due_by_us == 0`) are due `default` after their creation.
+pub(crate) fn fill_legacy_deadlines(m: &mut crate::format::Manifest, default: std::time::Duration) {
+    for r in m.requests.iter_mut().filter(|r| r.purge_due_by_us == 0) {
+        r.purge_due_by_us = r.created_at_us.saturating_add(default.as_micros() as i64);
+    }
+}
+
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -95,16 +122,33 @@ pub(crate) fn mark_verified(r: &mut DeletionRequest, hash_key: &str, now_us: i64
     if !awaits_verification(r) {
         return advance(r, Event::VerifiedClean);
     }
+    let hash = |s: &str| {
+        distinct_id_hash(hash_key, r.project_id, s)
+            .ok_or_else(|| StoreError::corrupt("manifest", "invalid hash key"))
+    };
     let mut hashes = Vec::with_capacity(r.distinct_ids.len());
     for d in &r.distinct_ids {
-        hashes.push(
-            distinct_id_hash(hash_key, r.project_id, d)
-                .ok_or_else(|| StoreError::corrupt("manifest", "invalid hash key"))?,
-        );
+        hashes.push(hash(d)?);
+    }
+    // A predicate keeps its shape (event names, window, property keys and
+    // operators); its distinct ids join the hashes and its property
+    // values become keyed hashes too, as they may be personal.
+    let mut predicate = r.predicate.clone();
+    if let Some(p) = predicate.as_mut() {
+        for d in std::mem::take(&mut p.distinct_ids) {
+            hashes.push(hash(&d)?);
+        }
+        for f in &mut p.properties {
+            if !f.value.is_null() {
+                let h = hash(&format!("{}={}", f.key, f.value))?;
+                f.value = serde_json::Value::String(format!("keyed-hash:{h}"));
+            }
+        }
     }
     advance(r, Event::VerifiedClean)?;
     r.id_hashes = hashes;
     r.distinct_ids = Vec::new();
+    r.predicate = predicate;
     r.verified_at_us = Some(now_us);
     Ok(())
 }
@@ -119,6 +163,9 @@ mod tests {
     fn request(status: RequestStatus, parts: Vec<u64>) -> DeletionRequest {
         DeletionRequest {
             id: 7,
+            kind: crate::format::RequestKind::DistinctIds,
+            predicate: None,
+            purge_due_by_us: 0,
             project_id: 1,
             distinct_ids: vec!["ada".into()],
             tables: vec![Table::Events],

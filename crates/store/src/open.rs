@@ -320,6 +320,22 @@ pub(crate) fn replay(
                 mem.find(*t, req.project_id, d, req.cutoff_seq, &mut hits);
             }
         }
+        // A predicate request's rows (a purged one has none left here:
+        // the log was flushed past its cut-off before it was purged).
+        if let Some(pred) = req
+            .predicate
+            .as_ref()
+            .filter(|_| req.status == crate::format::RequestStatus::Pending)
+        {
+            crate::by_predicate::match_memtable(
+                &mem,
+                req.project_id,
+                &req.tables,
+                pred,
+                req.cutoff_seq,
+                &mut hits,
+            )?;
+        }
     }
     for d in &manifest.dropped {
         mem.rows_of_project(d.project_id, d.cutoff_seq, &mut hits)?;

@@ -514,20 +514,47 @@ pub(crate) fn read_columns(
     part: &PartMeta,
     columns: &[&str],
 ) -> Result<RecordBatch> {
+    read_columns_at(storage, part, columns, None)
+}
+
+/// Like [`read_columns`], but only the rows at the positions of `rows`
+/// (in file order; the i-th row out is the i-th position), or all rows
+/// for `None`. Rows not selected are not decoded.
+pub(crate) fn read_columns_at(
+    storage: &Storage,
+    part: &PartMeta,
+    columns: &[&str],
+    rows: Option<&croaring::Bitmap>,
+) -> Result<RecordBatch> {
     let perr = |e: parquet::errors::ParquetError| StoreError::Parquet {
         path: part.path.clone(),
         source: e,
     };
-    let (file, md, indices) = VerifiedPart::open(storage, part, Some(columns))?;
+    let (file, md, mut indices) = VerifiedPart::open(storage, part, Some(columns))?;
+    // The reader returns columns in file order, whatever the order asked.
+    indices.sort_unstable();
     check_row_groups(md.metadata(), part)?;
     let schema = md.schema().clone();
     let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, md);
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices.clone());
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(perr)?;
+    let mut builder = builder.with_projection(mask).with_batch_size(64 * 1024);
+    if let Some(rows) = rows {
+        if rows.maximum().is_some_and(|m| u64::from(m) >= part.rows) {
+            return Err(StoreError::Internal(format!(
+                "row selection beyond the end of {}",
+                part.path
+            )));
+        }
+        let ranges: Vec<std::ops::Range<usize>> =
+            rows.iter().map(|r| r as usize..r as usize + 1).collect();
+        builder = builder.with_row_selection(
+            parquet::arrow::arrow_reader::RowSelection::from_consecutive_ranges(
+                ranges.into_iter(),
+                part.rows as usize,
+            ),
+        );
+    }
+    let reader = builder.build().map_err(perr)?;
     let projected = Arc::new(schema.project(&indices)?);
     let batches: Vec<RecordBatch> = reader
         .collect::<std::result::Result<_, _>>()

@@ -471,6 +471,9 @@ mod tests {
         DeletionRequest {
             id,
             project_id: project,
+            kind: crate::format::RequestKind::DistinctIds,
+            predicate: None,
+            purge_due_by_us: 0,
             distinct_ids: vec!["x".into()],
             tables: vec![Table::Events],
             cutoff_seq: cutoff,

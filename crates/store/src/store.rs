@@ -28,7 +28,7 @@ use object_store::ObjectStore;
 
 use crate::commit::{CommitState, Transaction};
 use crate::error::{Result, StoreError};
-use crate::format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
+use crate::format::{DeletionRequest, Manifest, PartMeta, RequestKind, RequestStatus};
 use crate::gc::{Gc, LiveGuard};
 use crate::index::{BackgroundBuild, DistinctIdIndex};
 use crate::io::{FileSystem, StdFs};
@@ -407,6 +407,11 @@ pub struct DeleteSpec {
     pub cutoff: Option<u64>,
     /// Tables to delete from; empty = all tables.
     pub tables: Vec<Table>,
+    /// What the request is recorded as: [`RequestKind::DistinctIds`]
+    /// (the default) or [`RequestKind::Person`] (the persons layer's
+    /// deletions). Deletions of events by predicate go through
+    /// [`Store::delete_events`].
+    pub kind: RequestKind,
 }
 
 impl DeleteSpec {
@@ -422,6 +427,7 @@ impl DeleteSpec {
             distinct_ids: distinct_ids.into_iter().map(Into::into).collect(),
             cutoff: None,
             tables: Vec::new(),
+            kind: RequestKind::DistinctIds,
         }
     }
 }
@@ -534,7 +540,7 @@ pub(crate) fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-fn poisoned<T>(_: T) -> StoreError {
+pub(crate) fn poisoned<T>(_: T) -> StoreError {
     StoreError::Internal("a store lock is poisoned (a thread panicked)".into())
 }
 
@@ -600,6 +606,8 @@ impl Store {
         )?;
         let replayed_rows = replayed.memtable.rows;
         tracing::info!(dir = %dir.display(), version = manifest.version, parts = manifest.parts.len(), replayed_rows, swept, "opened store");
+        let mut manifest = manifest;
+        crate::lifecycle::fill_legacy_deadlines(&mut manifest, opts.compaction.max_pending_age);
         let state = State::recovered(manifest, tombstones, replayed, next_seq, Some(wal_segment));
         let inner = Arc::new(Inner::new(
             dir,
@@ -707,6 +715,8 @@ impl Store {
         };
         let next_seq = manifest.next_seq.max(replayed.memtable.seq_end);
         let durable_seq = Arc::new(AtomicU64::new(next_seq));
+        let mut manifest = manifest;
+        crate::lifecycle::fill_legacy_deadlines(&mut manifest, opts.compaction.max_pending_age);
         let state = State::recovered(manifest, tombstones, replayed, next_seq, None);
         let opts = StoreOptions {
             background_flush: false,
@@ -843,6 +853,7 @@ impl Store {
     pub fn delete(&self, spec: DeleteSpec) -> Result<DeleteOutcome> {
         self.inner.writable()?;
         let (project, ids, tables) = validate_spec(&spec)?;
+        let kind = spec.kind;
         if ids.len() > MAX_DELETE_IDS {
             return Err(StoreError::InvalidInput(format!(
                 "a deletion takes at most {MAX_DELETE_IDS} distinct ids, got {}",
@@ -852,7 +863,7 @@ impl Store {
         let mut tx = Transaction::begin(&self.inner)?;
         let out = self
             .inner
-            .resolve_deletion(&mut tx, project, ids, tables, spec.cutoff)?;
+            .resolve_deletion(&mut tx, kind, project, ids, tables, spec.cutoff)?;
         tx.commit()?;
         tracing::info!(
             request_id = out.request_id,
@@ -895,7 +906,7 @@ impl Store {
         let mut checked = Vec::new();
         for spec in specs {
             let (project, ids, tables) = validate_spec(&spec)?;
-            checked.push((project, ids, tables, spec.cutoff));
+            checked.push((spec.kind, project, ids, tables, spec.cutoff));
         }
         if checked.is_empty() {
             return Ok(Vec::new());
@@ -904,11 +915,12 @@ impl Store {
         // One cut-off for the whole call ("appended before it").
         let now_seq = self.inner.next_seq()?;
         let mut out = Vec::new();
-        for (project, ids, tables, cutoff) in checked {
+        for (kind, project, ids, tables, cutoff) in checked {
             let cutoff = Some(cutoff.unwrap_or(now_seq));
             for chunk in ids.chunks(MAX_DELETE_IDS) {
                 out.push(self.inner.resolve_deletion(
                     &mut tx,
+                    kind,
                     project,
                     chunk.to_vec(),
                     tables.clone(),
@@ -1245,6 +1257,7 @@ impl Inner {
     fn resolve_deletion(
         &self,
         tx: &mut Transaction<'_>,
+        kind: RequestKind,
         project: i64,
         ids: Vec<String>,
         tables: Vec<Table>,
@@ -1341,27 +1354,55 @@ impl Inner {
                 tx.set_bitmap(part_id, new);
             }
         }
-        let request_id = tx.add_request(DeletionRequest {
-            id: 0,
-            project_id: project,
-            distinct_ids: ids,
-            tables,
-            cutoff_seq: cutoff,
-            created_at_us: now_us(),
-            rows_hidden,
-            status: RequestStatus::Pending,
-            parts: holding.into_iter().collect(),
-            awaiting_removal: Vec::new(),
-            purged_at_us: None,
-            verified_at_us: None,
-            id_hashes: Vec::new(),
-        });
+        let mut request = self.new_request(tx, kind, project, tables, cutoff);
+        request.distinct_ids = ids;
+        request.rows_hidden = rows_hidden;
+        request.parts = holding.into_iter().collect();
+        let request_id = tx.add_request(request);
         tx.hide_mem_rows(&mem_hits);
         Ok(DeleteOutcome {
             request_id,
             rows_hidden,
             cutoff,
         })
+    }
+}
+
+impl Inner {
+    /// A pending request of `kind` created now, due by the project's
+    /// erasure deadline; the caller fills in what it covers.
+    pub(crate) fn new_request(
+        &self,
+        tx: &Transaction<'_>,
+        kind: RequestKind,
+        project: i64,
+        tables: Vec<Table>,
+        cutoff: u64,
+    ) -> DeletionRequest {
+        let now = now_us();
+        DeletionRequest {
+            id: 0,
+            kind,
+            project_id: project,
+            distinct_ids: Vec::new(),
+            predicate: None,
+            tables,
+            cutoff_seq: cutoff,
+            created_at_us: now,
+            rows_hidden: 0,
+            status: RequestStatus::Pending,
+            purge_due_by_us: crate::lifecycle::due_by(
+                tx.manifest(),
+                project,
+                now,
+                self.policy.options().max_pending_age,
+            ),
+            parts: Vec::new(),
+            awaiting_removal: Vec::new(),
+            purged_at_us: None,
+            verified_at_us: None,
+            id_hashes: Vec::new(),
+        }
     }
 }
 
@@ -1392,6 +1433,11 @@ fn validate_spec(spec: &DeleteSpec) -> Result<(i64, Vec<String>, Vec<Table>)> {
         ));
     }
     check_project(spec.project_id)?;
+    if spec.kind == RequestKind::Events {
+        return Err(StoreError::InvalidInput(
+            "a deletion of events by predicate goes through delete_events".into(),
+        ));
+    }
     let tables: Vec<Table> = if spec.tables.is_empty() {
         Table::ALL.to_vec()
     } else {

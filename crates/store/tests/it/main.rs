@@ -7,4 +7,5 @@ mod conflicts;
 mod deletion;
 mod durability;
 mod embedding;
+mod predicate;
 mod recovery;

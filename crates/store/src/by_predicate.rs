@@ -1,0 +1,379 @@
+//! Deletion of events by predicate ([`Store::delete_events`]) and its dry
+//! run ([`Store::preview_events`]).
+//!
+//! A request of kind `events` is a predicate ([`EventPredicate`]) plus a
+//! cut-off `_seq`, over chosen tables of one project. It is resolved to
+//! tombstone bits when it is recorded, like a deletion of distinct ids, so
+//! the rows are hidden when the call returns and the same compaction,
+//! verification and lifecycle apply. Resolution reads only the parts of
+//! the project whose time range meets the window, and of those only the
+//! columns the predicate names; `properties` are read (and parsed) only
+//! for rows the other conditions kept.
+//!
+//! Every place that decides whether a row belongs to a request asks this
+//! module for predicate requests: the deletion itself, the replay of the
+//! ingest log at open (`open.rs`), a bulk ingest committing across the
+//! request (`commit.rs`), and the verification scan (`compact.rs`).
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use croaring::Bitmap;
+use serde::Serialize;
+
+use crate::commit::Transaction;
+use crate::error::{Result, StoreError};
+use crate::format::{PartMeta, RequestKind};
+use crate::memtable::Memtable;
+use crate::part::{read_columns, read_columns_at, str_col, u64_col};
+use crate::predicate::{properties_match, EventPredicate, Matcher};
+use crate::schema::{Table, PROJECT_COLUMN, SEQ_COLUMN};
+use crate::storage::Storage;
+use crate::store::{check_project, poisoned, DeleteOutcome, Store};
+
+/// A deletion of the events (or recordings) a predicate matches.
+#[derive(Debug, Clone)]
+pub struct EventDeletion {
+    /// Project.
+    pub project_id: i64,
+    /// Which rows; at least one condition.
+    pub predicate: EventPredicate,
+    /// Tables to delete from; empty = events only. A predicate with event
+    /// or property conditions applies to events only.
+    pub tables: Vec<Table>,
+    /// Delete rows with `_seq` below this; `None` = everything appended
+    /// before the call.
+    pub cutoff: Option<u64>,
+}
+
+impl EventDeletion {
+    /// Delete the rows of `project_id` that `predicate` matches, in the
+    /// events table, appended before the call.
+    pub fn new(project_id: i64, predicate: EventPredicate) -> EventDeletion {
+        EventDeletion {
+            project_id,
+            predicate,
+            tables: Vec::new(),
+            cutoff: None,
+        }
+    }
+
+    /// Checked, normalised (predicate, tables).
+    fn checked(&self) -> Result<(EventPredicate, Vec<Table>)> {
+        check_project(self.project_id)?;
+        let mut tables = if self.tables.is_empty() {
+            vec![Table::Events]
+        } else {
+            self.tables.clone()
+        };
+        tables.sort();
+        tables.dedup();
+        let mut pred = self.predicate.clone();
+        pred.normalize();
+        pred.validate(&tables)?;
+        Ok((pred, tables))
+    }
+}
+
+/// What a deletion would hide, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TablePreview {
+    /// Visible rows it would hide.
+    pub rows: u64,
+    /// Parts holding them (rows still in the ingest log count in `rows`
+    /// only).
+    pub parts: u64,
+}
+
+/// What a deletion would hide: nothing is changed to find out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeletionPreview {
+    /// Visible rows it would hide, all tables.
+    pub rows: u64,
+    /// Parts it would touch, all tables.
+    pub parts: u64,
+    /// The same per table.
+    pub by_table: BTreeMap<Table, TablePreview>,
+}
+
+/// Positions of the rows of `part` that `pred` matches below `cutoff`
+/// (hidden or not).
+pub(crate) fn match_part(
+    storage: &Storage,
+    part: &PartMeta,
+    pred: &EventPredicate,
+    cutoff: u64,
+) -> Result<Bitmap> {
+    let mut out = Bitmap::new();
+    if cutoff <= part.min_seq || !pred.may_match_part(part) {
+        return Ok(out);
+    }
+    let mut cols = pred.columns(part.table);
+    cols.push(SEQ_COLUMN);
+    let b = read_columns(storage, part, &cols)?;
+    let seqs = u64_col(&b, SEQ_COLUMN, &part.path)?;
+    let m = Matcher::new(pred, part.table, &b)?;
+    for i in 0..b.num_rows() {
+        if seqs.value(i) < cutoff && m.row(i) {
+            out.add(i as u32);
+        }
+    }
+    if pred.needs_properties() && !out.is_empty() {
+        let props = read_columns_at(storage, part, &["properties"], Some(&out))?;
+        let col = str_col(&props, "properties", &part.path)?;
+        if col.len() as u64 != out.cardinality() {
+            return Err(StoreError::corrupt(
+                &part.path,
+                "a row selection returned the wrong number of rows",
+            ));
+        }
+        let mut kept = Bitmap::new();
+        for (j, pos) in out.iter().enumerate() {
+            let text = (!col.is_null(j)).then(|| col.value(j));
+            if properties_match(pred, text) {
+                kept.add(pos);
+            }
+        }
+        out = kept;
+    }
+    Ok(out)
+}
+
+/// `_seq`s of the buffered rows of `project` in `tables` that `pred`
+/// matches below `cutoff` (hidden or not).
+pub(crate) fn match_memtable(
+    mem: &Memtable,
+    project: i64,
+    tables: &[Table],
+    pred: &EventPredicate,
+    cutoff: u64,
+    hits: &mut Vec<u64>,
+) -> Result<()> {
+    for c in mem
+        .chunks
+        .iter()
+        .filter(|c| tables.contains(&c.table) && c.seq_start < cutoff)
+    {
+        let b = &c.batch;
+        let projects = b
+            .column_by_name(PROJECT_COLUMN)
+            .and_then(|a| a.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| StoreError::Internal("buffered rows without project_id".into()))?;
+        let m = Matcher::new(pred, c.table, b)?;
+        let props = if pred.needs_properties() && c.table == Table::Events {
+            Some(str_col(b, "properties", "buffered rows")?)
+        } else {
+            None
+        };
+        for i in 0..b.num_rows() {
+            let seq = c.seq_start + i as u64;
+            if seq >= cutoff || projects.value(i) != project || !m.row(i) {
+                continue;
+            }
+            if let Some(p) = props {
+                if !properties_match(pred, (!p.is_null(i)).then(|| p.value(i))) {
+                    continue;
+                }
+            }
+            hits.push(seq);
+        }
+    }
+    Ok(())
+}
+
+/// The live parts a predicate request may hold rows in.
+fn candidates<'a>(
+    parts: &'a [PartMeta],
+    project: i64,
+    tables: &'a [Table],
+    pred: &'a EventPredicate,
+    cutoff: u64,
+) -> impl Iterator<Item = &'a PartMeta> {
+    parts.iter().filter(move |p| {
+        p.project_id == project
+            && tables.contains(&p.table)
+            && p.min_seq < cutoff
+            && pred.may_match_part(p)
+    })
+}
+
+/// Rows of predicate request `r` left in `parts` (hidden or not): the
+/// count and a path holding some, or `None` when there are none. The
+/// verification scan of `compact.rs`.
+pub(crate) fn rows_left(
+    storage: &Storage,
+    parts: &[PartMeta],
+    r: &crate::format::DeletionRequest,
+) -> Result<Option<(u64, String)>> {
+    let Some(pred) = &r.predicate else {
+        return Ok(None);
+    };
+    let mut found: Option<(u64, String)> = None;
+    for p in candidates(parts, r.project_id, &r.tables, pred, r.cutoff_seq) {
+        let n = match_part(storage, p, pred, r.cutoff_seq)?.cardinality();
+        if n > 0 {
+            let e = found.get_or_insert_with(|| (0, p.path.clone()));
+            e.0 += n;
+        }
+    }
+    Ok(found)
+}
+
+impl Store {
+    /// Delete the rows a predicate matches (see [`EventPredicate`]): when
+    /// it returns, every matching row of the project appended before the
+    /// call is hidden from later snapshots, and a request of kind
+    /// `events` tracks its purge like any other. An empty predicate is
+    /// refused.
+    ///
+    /// ```no_run
+    /// # fn f(store: &elide_store::Store) -> elide_store::Result<()> {
+    /// use elide_store::predicate::EventPredicate;
+    /// use elide_store::EventDeletion;
+    /// let out = store.delete_events(EventDeletion::new(
+    ///     1,
+    ///     EventPredicate {
+    ///         events: vec!["$autocapture".into()],
+    ///         before_us: Some(1_700_000_000_000_000),
+    ///         ..Default::default()
+    ///     },
+    /// ))?;
+    /// println!("request {} hid {} rows", out.request_id, out.rows_hidden);
+    /// # Ok(()) }
+    /// ```
+    pub fn delete_events(&self, d: EventDeletion) -> Result<DeleteOutcome> {
+        self.inner().writable()?;
+        let (pred, tables) = d.checked()?;
+        let started = std::time::Instant::now();
+        let mut tx = Transaction::begin(self.inner())?;
+        let out = self
+            .inner()
+            .resolve_events(&mut tx, d.project_id, pred, tables, d.cutoff)?;
+        tx.commit()?;
+        tracing::info!(
+            request_id = out.request_id,
+            rows_hidden = out.rows_hidden,
+            project = d.project_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "deletion of events by predicate committed"
+        );
+        Ok(out)
+    }
+
+    /// What [`Store::delete_events`] would hide now, per table: visible
+    /// rows and the parts holding them. Reads a snapshot; changes nothing
+    /// and takes no lock that writers wait for.
+    pub fn preview_events(&self, d: &EventDeletion) -> Result<DeletionPreview> {
+        let (pred, tables) = d.checked()?;
+        let inner = self.inner();
+        let (version, _pin) = inner.pinned_version()?;
+        let (cutoff, mem_hits) = {
+            let st = inner.state.lock().map_err(poisoned)?;
+            let cutoff = d.cutoff.unwrap_or(st.next_seq).min(st.next_seq);
+            let mut hits: Vec<(Table, u64)> = Vec::new();
+            for t in &tables {
+                let mut h = Vec::new();
+                for m in st.memtables() {
+                    match_memtable(m, d.project_id, &[*t], &pred, cutoff, &mut h)?;
+                }
+                hits.extend(
+                    h.into_iter()
+                        .filter(|s| !st.mem_deleted.contains(*s))
+                        .map(|s| (*t, s)),
+                );
+            }
+            (cutoff, hits)
+        };
+        let mut out = DeletionPreview::default();
+        for p in candidates(
+            &version.manifest.parts,
+            d.project_id,
+            &tables,
+            &pred,
+            cutoff,
+        ) {
+            let mut m = match_part(&inner.storage, p, &pred, cutoff)?;
+            if let Some(old) = version.tombstones.get(&p.id) {
+                m.andnot_inplace(old);
+            }
+            if !m.is_empty() {
+                let t = out.by_table.entry(p.table).or_default();
+                t.rows += m.cardinality();
+                t.parts += 1;
+            }
+        }
+        for (t, _) in mem_hits {
+            out.by_table.entry(t).or_default().rows += 1;
+        }
+        out.rows = out.by_table.values().map(|t| t.rows).sum();
+        out.parts = out.by_table.values().map(|t| t.parts).sum();
+        Ok(out)
+    }
+}
+
+impl crate::store::Inner {
+    /// Resolve a predicate deletion into `tx`: hide the matching rows below
+    /// the cut-off in parts and in buffered rows, and record the request.
+    fn resolve_events(
+        &self,
+        tx: &mut Transaction<'_>,
+        project: i64,
+        pred: EventPredicate,
+        tables: Vec<Table>,
+        cutoff: Option<u64>,
+    ) -> Result<DeleteOutcome> {
+        let (cutoff, mem_hits) = {
+            let st = self.state.lock().map_err(poisoned)?;
+            if let Some(f) = &st.failed {
+                return Err(StoreError::Unavailable(f.clone()));
+            }
+            let cutoff = cutoff.unwrap_or(st.next_seq);
+            if cutoff > st.next_seq {
+                return Err(StoreError::InvalidInput(format!(
+                    "cut-off {cutoff} is above the next sequence number {}; a deletion cannot cover rows not yet appended",
+                    st.next_seq
+                )));
+            }
+            let mut hits = Vec::new();
+            for m in st.memtables() {
+                match_memtable(m, project, &tables, &pred, cutoff, &mut hits)?;
+            }
+            hits.retain(|s| !st.mem_deleted.contains(*s) && !tx.hides_mem_row(*s));
+            (cutoff, hits)
+        };
+        let parts: Vec<PartMeta> =
+            candidates(&tx.manifest().parts, project, &tables, &pred, cutoff)
+                .cloned()
+                .collect();
+        let mut rows_hidden = mem_hits.len() as u64;
+        let mut holding = Vec::new();
+        for p in &parts {
+            let matched = match_part(&self.storage, p, &pred, cutoff)?;
+            if matched.is_empty() {
+                continue;
+            }
+            holding.push(p.id);
+            let before = tx.bitmap(p.id).map_or(0, |b| b.cardinality());
+            let new = match tx.bitmap(p.id) {
+                Some(old) => old.or(&matched),
+                None => matched,
+            };
+            if new.cardinality() > before {
+                rows_hidden += new.cardinality() - before;
+                tx.set_bitmap(p.id, new);
+            }
+        }
+        let mut request = self.new_request(tx, RequestKind::Events, project, tables, cutoff);
+        request.predicate = Some(pred);
+        request.rows_hidden = rows_hidden;
+        request.parts = holding;
+        let request_id = tx.add_request(request);
+        tx.hide_mem_rows(&mem_hits);
+        Ok(DeleteOutcome {
+            request_id,
+            rows_hidden,
+            cutoff,
+        })
+    }
+}

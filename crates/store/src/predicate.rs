@@ -1,0 +1,609 @@
+//! Event predicates: which rows a deletion of events (not of a person)
+//! covers. A predicate is a conjunction of an event-name list, property
+//! conditions on `properties` (the persons list's operators), a
+//! `timestamp` window and a distinct-id list; a deletion request applies
+//! it to the rows of one project appended before its cut-off.
+//!
+//! This module owns the predicate's validation (an empty predicate is
+//! refused: a deletion never means "everything" by accident), its
+//! evaluation over stored batches ([`Matcher`]), and what a part's
+//! manifest entry tells about it ([`EventPredicate::may_match_part`]).
+//! Evaluation is plain Rust over Arrow arrays, so that the deletion, the
+//! replay of the ingest log, the bulk ingest and the verification scan all
+//! decide a row the same way.
+
+use std::collections::BTreeSet;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::TimestampMicrosecondType;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Result, StoreError};
+use crate::format::PartMeta;
+use crate::schema::{Table, DISTINCT_ID_COLUMN, TIMESTAMP_COLUMN};
+
+/// Comparison of a property filter (the operators of PostHog's persons
+/// list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PropertyOperator {
+    /// Equal to the value (or to any value of a list).
+    Exact,
+    /// Not equal to the value (or to any of a list); unset matches.
+    IsNot,
+    /// Case-insensitive substring of the value's text.
+    Icontains,
+    /// The key is present (any value, null included).
+    IsSet,
+    /// The key is absent.
+    IsNotSet,
+    /// A number greater than the value.
+    Gt,
+    /// A number less than the value.
+    Lt,
+}
+
+impl PropertyOperator {
+    /// The operator's name as JSON spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PropertyOperator::Exact => "exact",
+            PropertyOperator::IsNot => "is_not",
+            PropertyOperator::Icontains => "icontains",
+            PropertyOperator::IsSet => "is_set",
+            PropertyOperator::IsNotSet => "is_not_set",
+            PropertyOperator::Gt => "gt",
+            PropertyOperator::Lt => "lt",
+        }
+    }
+}
+
+/// One property filter: `{"key": "$browser", "value": "Chrome",
+/// "operator": "exact"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PropertyFilter {
+    /// Property key (a top-level key of `properties`).
+    pub key: String,
+    /// Comparison.
+    pub operator: PropertyOperator,
+    /// Value (not used by `is_set` / `is_not_set`).
+    #[serde(default)]
+    pub value: Value,
+}
+
+impl PropertyFilter {
+    /// Check the value against the operator; `Err` says what is wrong.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.key.is_empty() {
+            return Err("a property filter needs a key".into());
+        }
+        let key = &self.key;
+        match self.operator {
+            PropertyOperator::Exact | PropertyOperator::IsNot => match &self.value {
+                Value::Array(items) if items.is_empty() => {
+                    Err(format!("filter on {key:?}: empty list of values"))
+                }
+                Value::Array(items) if items.iter().any(|v| v.is_object() || v.is_array()) => {
+                    Err(format!(
+                        "filter on {key:?}: values must be strings, numbers, booleans or null"
+                    ))
+                }
+                Value::Object(_) => Err(format!(
+                    "filter on {key:?}: the value must be a string, number, boolean, null or a list of them"
+                )),
+                _ => Ok(()),
+            },
+            PropertyOperator::Icontains => match &self.value {
+                Value::String(s) if s.is_empty() => {
+                    Err(format!("filter on {key:?}: icontains needs a non-empty string"))
+                }
+                Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(()),
+                v => Err(format!("filter on {key:?}: icontains needs a string, got {v}")),
+            },
+            PropertyOperator::IsSet | PropertyOperator::IsNotSet => Ok(()),
+            PropertyOperator::Gt | PropertyOperator::Lt => match &self.value {
+                Value::Number(n) if n.as_f64().is_some() => Ok(()),
+                v => Err(format!(
+                    "filter on {key:?}: {} needs a number, got {v}",
+                    self.operator.as_str()
+                )),
+            },
+        }
+    }
+
+    /// Whether `props` (a row's parsed properties; `None` when the row has
+    /// none or they are not an object) satisfy the filter.
+    pub fn matches(&self, props: Option<&Map<String, Value>>) -> bool {
+        let v = props.and_then(|p| p.get(&self.key));
+        let any_equal = |v: &Value| match &self.value {
+            Value::Array(items) => items.iter().any(|w| json_eq(v, w)),
+            w => json_eq(v, w),
+        };
+        match self.operator {
+            PropertyOperator::Exact => v.is_some_and(any_equal),
+            PropertyOperator::IsNot => !v.is_some_and(any_equal),
+            PropertyOperator::Icontains => v.is_some_and(|v| {
+                let hay = match v {
+                    Value::String(s) => s.to_lowercase(),
+                    v => v.to_string().to_lowercase(),
+                };
+                let needle = match &self.value {
+                    Value::String(s) => s.to_lowercase(),
+                    w => w.to_string().to_lowercase(),
+                };
+                hay.contains(&needle)
+            }),
+            PropertyOperator::IsSet => v.is_some(),
+            PropertyOperator::IsNotSet => v.is_none(),
+            PropertyOperator::Gt | PropertyOperator::Lt => {
+                let (Some(a), Some(b)) = (v.and_then(Value::as_f64), self.value.as_f64()) else {
+                    return false;
+                };
+                if self.operator == PropertyOperator::Gt {
+                    a > b
+                } else {
+                    a < b
+                }
+            }
+        }
+    }
+
+    /// Whether a row without the key satisfies the filter.
+    fn matches_absent(&self) -> bool {
+        self.matches(None)
+    }
+}
+
+/// JSON equality with numbers compared by value (`1 == 1.0`).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x == y,
+        },
+        _ => a == b,
+    }
+}
+
+/// A conjunction of conditions on event rows. Every condition present must
+/// hold; at least one must be present.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventPredicate {
+    /// `event IN (…)`; empty = any event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// Conditions on `properties`, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<PropertyFilter>,
+    /// `timestamp >= after_us` (µs since the epoch, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_us: Option<i64>,
+    /// `timestamp < before_us` (µs since the epoch, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_us: Option<i64>,
+    /// `distinct_id IN (…)`; empty = any distinct id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distinct_ids: Vec<String>,
+}
+
+impl EventPredicate {
+    /// Whether no condition is given (such a predicate is refused).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.properties.is_empty()
+            && self.after_us.is_none()
+            && self.before_us.is_none()
+            && self.distinct_ids.is_empty()
+    }
+
+    /// Sort and deduplicate the lists (so that equal predicates are
+    /// stored equally).
+    pub fn normalize(&mut self) {
+        for list in [&mut self.events, &mut self.distinct_ids] {
+            list.sort();
+            list.dedup();
+        }
+    }
+
+    /// Check the predicate for deleting from `tables`: not empty, no empty
+    /// name or id, a window that is not inverted, valid property filters,
+    /// and no condition on a column a table lacks (recordings have no
+    /// `event` or `properties`).
+    pub fn validate(&self, tables: &[Table]) -> Result<()> {
+        let bad = |m: String| Err(StoreError::InvalidInput(m));
+        if self.is_empty() {
+            return bad("a deletion of events needs at least one condition (event, property, time window or distinct id); an empty predicate would delete everything".into());
+        }
+        if self.events.iter().any(String::is_empty) {
+            return bad("event names must not be empty".into());
+        }
+        if self.distinct_ids.iter().any(String::is_empty) {
+            return bad("distinct ids must not be empty".into());
+        }
+        if self.distinct_ids.len() > crate::MAX_DELETE_IDS {
+            return bad(format!(
+                "at most {} distinct ids per predicate, got {}",
+                crate::MAX_DELETE_IDS,
+                self.distinct_ids.len()
+            ));
+        }
+        if let (Some(a), Some(b)) = (self.after_us, self.before_us) {
+            if a >= b {
+                return bad(format!(
+                    "the time window is empty or inverted: after ({}) is not before before ({})",
+                    crate::format::us_to_rfc3339(a),
+                    crate::format::us_to_rfc3339(b)
+                ));
+            }
+        }
+        for f in &self.properties {
+            f.validate().map_err(StoreError::InvalidInput)?;
+        }
+        if tables.contains(&Table::Recordings)
+            && (!self.events.is_empty() || !self.properties.is_empty())
+        {
+            return bad(
+                "recordings have no event or properties: a predicate with event or property conditions applies to the events table only".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether a part may hold matching rows, as its manifest entry tells
+    /// (its time range against the window).
+    pub fn may_match_part(&self, p: &PartMeta) -> bool {
+        self.after_us.is_none_or(|a| p.max_ts >= a) && self.before_us.is_none_or(|b| p.min_ts < b)
+    }
+
+    /// The columns a [`Matcher`] reads for `table`.
+    pub fn columns(&self, table: Table) -> Vec<&'static str> {
+        let mut c = Vec::new();
+        if table == Table::Events && !self.events.is_empty() {
+            c.push("event");
+        }
+        if self.after_us.is_some() || self.before_us.is_some() {
+            c.push(TIMESTAMP_COLUMN);
+        }
+        if !self.distinct_ids.is_empty() {
+            c.push(DISTINCT_ID_COLUMN);
+        }
+        c
+    }
+
+    /// Whether evaluation needs the `properties` column (read in a second
+    /// pass, only for rows the other conditions kept).
+    pub fn needs_properties(&self) -> bool {
+        !self.properties.is_empty()
+    }
+
+    /// The filters whose answer on a row without `properties` (or without
+    /// the key) is "matches": used to skip parsing when a key is absent.
+    fn absent_ok(&self) -> bool {
+        self.properties.iter().all(PropertyFilter::matches_absent)
+    }
+}
+
+/// A predicate bound to the columns of one batch.
+pub struct Matcher<'a> {
+    pred: &'a EventPredicate,
+    events: Option<(&'a StringArray, BTreeSet<&'a str>)>,
+    ts: Option<&'a arrow::array::PrimitiveArray<TimestampMicrosecondType>>,
+    ids: Option<(&'a StringArray, BTreeSet<&'a str>)>,
+}
+
+fn string_column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| StoreError::Internal(format!("column {name} missing or not a string")))
+}
+
+impl<'a> Matcher<'a> {
+    /// Bind `pred` to `batch`, which holds (at least) the columns of
+    /// [`EventPredicate::columns`] for `table`.
+    pub fn new(pred: &'a EventPredicate, table: Table, batch: &'a RecordBatch) -> Result<Self> {
+        let events = if table == Table::Events && !pred.events.is_empty() {
+            Some((
+                string_column(batch, "event")?,
+                pred.events.iter().map(String::as_str).collect(),
+            ))
+        } else {
+            None
+        };
+        let ts = if pred.after_us.is_some() || pred.before_us.is_some() {
+            Some(
+                batch
+                    .column_by_name(TIMESTAMP_COLUMN)
+                    .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+                    .ok_or_else(|| {
+                        StoreError::Internal("column timestamp missing or not a timestamp".into())
+                    })?,
+            )
+        } else {
+            None
+        };
+        let ids = if pred.distinct_ids.is_empty() {
+            None
+        } else {
+            Some((
+                string_column(batch, DISTINCT_ID_COLUMN)?,
+                pred.distinct_ids.iter().map(String::as_str).collect(),
+            ))
+        };
+        Ok(Matcher {
+            pred,
+            events,
+            ts,
+            ids,
+        })
+    }
+
+    /// Whether row `i` satisfies every condition but the property filters.
+    pub fn row(&self, i: usize) -> bool {
+        if let Some((col, set)) = &self.events {
+            if col.is_null(i) || !set.contains(col.value(i)) {
+                return false;
+            }
+        }
+        if let Some(ts) = self.ts {
+            if ts.is_null(i) {
+                return false;
+            }
+            let t = ts.value(i);
+            if self.pred.after_us.is_some_and(|a| t < a)
+                || self.pred.before_us.is_some_and(|b| t >= b)
+            {
+                return false;
+            }
+        }
+        if let Some((col, set)) = &self.ids {
+            if col.is_null(i) || !set.contains(col.value(i)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Whether a row's `properties` text (`None` when null) satisfies every
+/// property filter of `pred`.
+pub fn properties_match(pred: &EventPredicate, text: Option<&str>) -> bool {
+    if pred.properties.is_empty() {
+        return true;
+    }
+    let Some(text) = text else {
+        return pred.absent_ok();
+    };
+    // Without a backslash, a key can only appear spelled out: if no key
+    // of the filters does, every one is absent and nothing needs parsing.
+    if !text.contains('\\')
+        && pred
+            .properties
+            .iter()
+            .all(|f| !text.contains(&format!("\"{}\"", f.key)))
+    {
+        return pred.absent_ok();
+    }
+    let props: Option<Map<String, Value>> = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    };
+    pred.properties.iter().all(|f| f.matches(props.as_ref()))
+}
+
+/// Whether every row of `batch` (positions `rows`, all of which passed
+/// [`Matcher::row`]) satisfies the property filters: the positions that
+/// do, through `keep`.
+pub fn filter_properties(
+    pred: &EventPredicate,
+    props: &StringArray,
+    rows: impl Iterator<Item = usize>,
+    mut keep: impl FnMut(usize),
+) {
+    for i in rows {
+        let text = (!props.is_null(i)).then(|| props.value(i));
+        if properties_match(pred, text) {
+            keep(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn filter(v: Value) -> PropertyFilter {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn operators_on_present_absent_and_odd_values() {
+        let props = json!({"b": "Chrome", "n": 5, "f": 2.5, "z": null, "t": true});
+        let props = props.as_object();
+        let cases = [
+            (
+                json!({"key": "b", "operator": "exact", "value": "Chrome"}),
+                true,
+            ),
+            (
+                json!({"key": "b", "operator": "exact", "value": ["Safari", "Chrome"]}),
+                true,
+            ),
+            (
+                json!({"key": "b", "operator": "exact", "value": "chrome"}),
+                false,
+            ),
+            (json!({"key": "n", "operator": "exact", "value": 5.0}), true),
+            (
+                json!({"key": "n", "operator": "exact", "value": "5"}),
+                false,
+            ),
+            (
+                json!({"key": "z", "operator": "exact", "value": null}),
+                true,
+            ),
+            (
+                json!({"key": "x", "operator": "exact", "value": null}),
+                false,
+            ),
+            (
+                json!({"key": "b", "operator": "is_not", "value": "Chrome"}),
+                false,
+            ),
+            (
+                json!({"key": "x", "operator": "is_not", "value": "Chrome"}),
+                true,
+            ),
+            (
+                json!({"key": "b", "operator": "icontains", "value": "HRO"}),
+                true,
+            ),
+            (
+                json!({"key": "n", "operator": "icontains", "value": 5}),
+                true,
+            ),
+            (
+                json!({"key": "t", "operator": "icontains", "value": "tru"}),
+                true,
+            ),
+            (
+                json!({"key": "x", "operator": "icontains", "value": "a"}),
+                false,
+            ),
+            (json!({"key": "z", "operator": "is_set"}), true),
+            (json!({"key": "x", "operator": "is_set"}), false),
+            (json!({"key": "x", "operator": "is_not_set"}), true),
+            (json!({"key": "n", "operator": "gt", "value": 4}), true),
+            (json!({"key": "f", "operator": "lt", "value": 2.5}), false),
+            (json!({"key": "b", "operator": "gt", "value": 1}), false),
+        ];
+        for (f, want) in cases {
+            assert_eq!(filter(f.clone()).matches(props), want, "{f}");
+        }
+    }
+
+    #[test]
+    fn the_text_shortcut_agrees_with_parsing() {
+        let filters = [
+            json!({"key": "plan", "operator": "exact", "value": "pro"}),
+            json!({"key": "plan", "operator": "is_not_set"}),
+            json!({"key": "plan", "operator": "is_not", "value": "pro"}),
+        ];
+        let texts = [
+            None,
+            Some(r#"{"a": 1}"#),
+            Some(r#"{"plan": "pro"}"#),
+            Some(r#"{"pl\u0061n": "pro"}"#),
+            Some("not json"),
+            Some("[1, 2]"),
+        ];
+        for f in filters {
+            let pred = EventPredicate {
+                properties: vec![filter(f.clone())],
+                ..Default::default()
+            };
+            for t in texts {
+                let parsed = t.and_then(|t| match serde_json::from_str::<Value>(t) {
+                    Ok(Value::Object(m)) => Some(m),
+                    _ => None,
+                });
+                assert_eq!(
+                    properties_match(&pred, t),
+                    pred.properties[0].matches(parsed.as_ref()),
+                    "{f} on {t:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_predicates_are_refused_with_a_reason() {
+        let ok = EventPredicate {
+            events: vec!["$pageview".into()],
+            ..Default::default()
+        };
+        assert!(ok.validate(&[Table::Events]).is_ok());
+        let cases: Vec<(EventPredicate, &[Table], &str)> = vec![
+            (
+                EventPredicate::default(),
+                &[Table::Events],
+                "at least one condition",
+            ),
+            (
+                EventPredicate {
+                    after_us: Some(10),
+                    before_us: Some(10),
+                    ..Default::default()
+                },
+                &[Table::Events],
+                "inverted",
+            ),
+            (
+                EventPredicate {
+                    events: vec![String::new()],
+                    ..Default::default()
+                },
+                &[Table::Events],
+                "must not be empty",
+            ),
+            (ok.clone(), &[Table::Recordings], "recordings have no event"),
+            (
+                EventPredicate {
+                    properties: vec![filter(json!({"key": "n", "operator": "gt", "value": "x"}))],
+                    ..Default::default()
+                },
+                &[Table::Events],
+                "needs a number",
+            ),
+            (
+                EventPredicate {
+                    properties: vec![filter(
+                        json!({"key": "n", "operator": "exact", "value": []}),
+                    )],
+                    ..Default::default()
+                },
+                &[Table::Events],
+                "empty list",
+            ),
+        ];
+        for (p, tables, needle) in cases {
+            let e = p.validate(tables).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e} (wanted {needle})");
+        }
+        let unknown = serde_json::from_value::<PropertyFilter>(
+            json!({"key": "a", "operator": "regex", "value": "x"}),
+        );
+        assert!(unknown.is_err(), "an unknown operator is refused");
+    }
+
+    #[test]
+    fn a_part_outside_the_window_is_skipped() {
+        let p = PartMeta {
+            id: 1,
+            table: Table::Events,
+            project_id: 1,
+            day: 0,
+            path: String::new(),
+            size: 0,
+            rows: 1,
+            row_groups: vec![1],
+            min_seq: 0,
+            max_seq: 0,
+            min_ts: 100,
+            max_ts: 200,
+            tombstone: None,
+            checksum: None,
+        };
+        let w = |a: Option<i64>, b: Option<i64>| EventPredicate {
+            after_us: a,
+            before_us: b,
+            ..Default::default()
+        };
+        assert!(w(Some(200), None).may_match_part(&p));
+        assert!(!w(Some(201), None).may_match_part(&p));
+        assert!(w(None, Some(101)).may_match_part(&p));
+        assert!(!w(None, Some(100)).may_match_part(&p));
+        assert!(w(None, None).may_match_part(&p));
+    }
+}
