@@ -102,37 +102,9 @@ pub struct NewPerson {
     pub is_identified: bool,
 }
 
-/// Comparison of a person property filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PropertyOperator {
-    /// Equal to the value (or to any value of a list).
-    Exact,
-    /// Not equal to the value (or to any of a list); unset matches.
-    IsNot,
-    /// Case-insensitive substring of the value's text.
-    Icontains,
-    /// The key is present (any value, null included).
-    IsSet,
-    /// The key is absent.
-    IsNotSet,
-    /// A number greater than the value.
-    Gt,
-    /// A number less than the value.
-    Lt,
-}
-
-/// One person property filter.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct PropertyFilter {
-    /// Property key.
-    pub key: String,
-    /// Comparison.
-    pub operator: PropertyOperator,
-    /// Value (not used by `is_set` / `is_not_set`).
-    #[serde(default)]
-    pub value: Value,
-}
+/// Comparison and filter of person properties: the same types (and
+/// operators) as the store's event predicates.
+pub use elide_store::predicate::{PropertyFilter, PropertyOperator};
 
 /// Filters and paging of a person listing. All filters must hold.
 #[derive(Debug, Clone, Default)]
