@@ -579,6 +579,18 @@ pub(crate) fn print_status_limited(
                 s.oldest_pending_age_s
                     .map_or("none".to_string(), crate::lifecycle::age)
             )?;
+            if let Some(due) = s.next_purge_due_us {
+                writeln!(
+                    out,
+                    "next purge due by: {}; overdue requests: {}",
+                    when(due),
+                    if s.requests_overdue.is_empty() {
+                        "none".to_string()
+                    } else {
+                        format!("{:?}", s.requests_overdue)
+                    }
+                )?;
+            }
             match &s.last_compaction {
                 Some(c) => writeln!(
                     out,
@@ -600,7 +612,7 @@ pub(crate) fn print_status_limited(
                 let created = chrono::DateTime::from_timestamp_micros(r.created_at_us)
                     .map(|d| d.to_rfc3339())
                     .unwrap_or_default();
-                writeln!(out, "  request {:>5}  project {:>6}  distinct ids {:>4}  rows hidden {:>9}  cut-off _seq {}  created {}", r.id, r.project_id, r.distinct_ids.len(), r.rows_hidden, r.cutoff_seq, created)?;
+                writeln!(out, "  request {:>5}  {:<12}  project {:>6}  distinct ids {:>4}  rows hidden {:>9}  cut-off _seq {}  created {}  due by {}", r.id, r.kind.as_str(), r.project_id, r.distinct_ids.len(), r.rows_hidden, r.cutoff_seq, created, when(r.purge_due_by_us))?;
             }
         }
     }

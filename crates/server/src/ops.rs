@@ -147,6 +147,19 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             "Age of the oldest pending deletion request.",
             s.oldest_pending_age_s.unwrap_or(0) as f64,
         );
+        gauge(
+            &mut out,
+            "elide_deletion_requests_overdue",
+            "Pending deletion requests past their purge_due_by.",
+            s.requests_overdue.len() as f64,
+        );
+        gauge(
+            &mut out,
+            "elide_deletion_next_purge_due_seconds",
+            "Seconds until the earliest purge_due_by of a pending request (negative when overdue; 0 when none is pending).",
+            s.next_purge_due_us
+                .map_or(0.0, |d| (d - now) as f64 / 1e6),
+        );
         let awaiting: u64 = s.partitions.iter().map(|p| p.bytes_awaiting_purge).sum();
         let bytes: u64 = s.partitions.iter().map(|p| p.bytes).sum();
         let parts: usize = s.partitions.iter().map(|p| p.parts).sum();

@@ -137,8 +137,23 @@ impl<'a> Transaction<'a> {
         let id = self.manifest.next_request_id;
         self.manifest.next_request_id += 1;
         request.id = id;
+        request.changed_in_version = self.version();
         self.manifest.requests.push(request);
         id
+    }
+
+    /// The version this transaction publishes.
+    fn version(&self) -> u64 {
+        self.base.manifest.version + 1
+    }
+
+    /// Set (or reset to the defaults) a project's settings.
+    pub fn set_project_settings(&mut self, project_id: i64, s: crate::format::ProjectSettings) {
+        if s.is_default() {
+            self.manifest.projects.remove(&project_id);
+        } else {
+            self.manifest.projects.insert(project_id, s);
+        }
     }
 
     /// Forget every request of a dropped project; returns how many.
@@ -186,6 +201,7 @@ impl<'a> Transaction<'a> {
             return Ok(false);
         }
         lifecycle::mark_purged(r, now_us)?;
+        r.changed_in_version = self.base.manifest.version + 1;
         Ok(true)
     }
 
@@ -206,6 +222,7 @@ impl<'a> Transaction<'a> {
         }
         let key = self.manifest.hash_key.clone();
         lifecycle::mark_verified(&mut self.manifest.requests[i], &key, now_us)?;
+        self.manifest.requests[i].changed_in_version = self.version();
         Ok(true)
     }
 

@@ -432,6 +432,11 @@ pub struct DeletionRequest {
     pub rows_hidden: u64,
     /// Lifecycle state.
     pub status: RequestStatus,
+    /// The manifest version that recorded the request's last change of
+    /// state (its creation included): the deletion feed's cursor. `0` in
+    /// manifests written before the feed existed.
+    #[serde(default)]
+    pub changed_in_version: u64,
     /// When the rows must be gone from disk (µs since the epoch, UTC):
     /// creation plus the project's erasure deadline. `0` in manifests
     /// written before deadlines were recorded; set at open from the
@@ -498,6 +503,18 @@ fn resolve_legacy_requests(m: &mut Manifest) {
 }
 
 impl DeletionRequest {
+    /// When the rows must be gone: `purge_due_by_us`, or creation plus
+    /// `default` for a request that never recorded one (the store fills
+    /// these in at open; this serves manifests read without opening).
+    pub fn due_by_us(&self, default: std::time::Duration) -> i64 {
+        if self.purge_due_by_us > 0 {
+            self.purge_due_by_us
+        } else {
+            self.created_at_us
+                .saturating_add(default.as_micros() as i64)
+        }
+    }
+
     /// Whether the request covers rows of `table`.
     pub fn covers_table(&self, table: Table) -> bool {
         self.tables.contains(&table)
@@ -792,6 +809,7 @@ mod tests {
             kind: RequestKind::DistinctIds,
             predicate: None,
             purge_due_by_us: 0,
+            changed_in_version: 0,
             project_id: 1,
             distinct_ids: vec!["ada".into()],
             tables: vec![Table::Events],

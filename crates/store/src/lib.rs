@@ -84,6 +84,7 @@ mod lock;
 mod memtable;
 mod open;
 mod part;
+mod requests;
 mod storage;
 #[cfg(feature = "testing")]
 pub mod wal;
@@ -104,6 +105,7 @@ pub use format::{
 pub use ingest::{IngestOptions, IngestProgress};
 pub use open::{spool_file, SPOOL_DIR};
 pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY};
+pub use requests::DeletionFeed;
 pub use schema::Table;
 pub use storage::Storage;
 pub use store::{

@@ -166,6 +166,7 @@ mod tests {
             kind: crate::format::RequestKind::DistinctIds,
             predicate: None,
             purge_due_by_us: 0,
+            changed_in_version: 0,
             project_id: 1,
             distinct_ids: vec!["ada".into()],
             tables: vec![Table::Events],

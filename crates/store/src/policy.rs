@@ -25,22 +25,28 @@
 //!    [`CompactionOptions::window_budget`]), every part with deleted rows;
 //! 3. outside the window, a part whose deleted fraction is at least
 //!    [`CompactionOptions::min_deleted_fraction`];
-//! 4. whatever the schedule says, every part that may hold rows of a
-//!    pending request older than [`CompactionOptions::max_pending_age`]
-//!    (the erasure deadline): same project and table, `min_seq` below the
-//!    request's cut-off. This is the deadline met by construction.
+//! 4. whatever the schedule says, every part that holds rows of a pending
+//!    request with less than [`CompactionOptions::deadline_slack`] left
+//!    before its `purge_due_by` (creation plus the erasure deadline:
+//!    [`CompactionOptions::max_pending_age`], or the project's
+//!    `erasure_deadline_days`). These run first, the request whose
+//!    deadline comes first first: work is ordered by slack, so a due
+//!    request is purged whatever the cron says. A request still pending
+//!    after its `purge_due_by` is *overdue* ([`Plan::overdue_requests`]),
+//!    which status, metrics and an error-level log line report.
 //!
 //! A pending request whose cut-off is above the manifest's `flushed_seq`
 //! may still have rows in the ingest log: the plan then asks for a flush
 //! first ([`Plan::flush_first`]).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::error::{Result, StoreError};
-use crate::format::{Manifest, PartMeta, RequestStatus};
+use crate::format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
 use crate::schema::Table;
 
 /// PostHog's `CLEAR_CLICKHOUSE_REMOVED_DATA_SCHEDULE_CRON` default: Sunday
@@ -69,9 +75,14 @@ pub struct CompactionOptions {
     /// Outside a window, a part is purged when at least this fraction of
     /// its rows is deleted. Default 0.25.
     pub min_deleted_fraction: f64,
-    /// A pending request older than this is purged whatever the schedule
-    /// (the erasure deadline). Default 7 days; GDPR allows one month.
+    /// The default erasure deadline: a request's `purge_due_by` is its
+    /// creation plus this (a project's `erasure_deadline_days` overrides
+    /// it). Default 7 days; GDPR allows one month.
     pub max_pending_age: Duration,
+    /// A pending request is purged whatever the schedule once less than
+    /// this remains before its `purge_due_by` (the escalation). Default
+    /// 1 day.
+    pub deadline_slack: Duration,
     /// Whether merges of small parts run outside windows. Default true.
     pub merge_continuously: bool,
 }
@@ -85,6 +96,7 @@ impl Default for CompactionOptions {
             target_part_bytes: 256 << 20,
             min_deleted_fraction: 0.25,
             max_pending_age: Duration::from_secs(7 * 86_400),
+            deadline_slack: Duration::from_secs(86_400),
             merge_continuously: true,
         }
     }
@@ -168,9 +180,10 @@ pub enum PurgeReason {
     Window,
     /// Deleted fraction above the threshold.
     DeletedFraction,
-    /// A pending request passed the erasure deadline.
+    /// A pending request's deadline is near or past (less than
+    /// `deadline_slack` left).
     Deadline {
-        /// The oldest overdue request that covers the part.
+        /// The request covering the part whose deadline comes first.
         request_id: u64,
     },
 }
@@ -207,7 +220,8 @@ pub struct Plan {
     /// Some pending request may still have rows in the ingest log: flush
     /// before purging.
     pub flush_first: bool,
-    /// Parts to purge, oldest deadline first, then largest deleted fraction.
+    /// Parts to purge: those of due requests first, earliest
+    /// `purge_due_by` first; then the largest deleted fraction.
     pub purges: Vec<PurgeTask>,
     /// Merges to run (after the purges).
     pub merges: Vec<MergeTask>,
@@ -217,7 +231,10 @@ pub struct Plan {
     pub window_end_us: Option<i64>,
     /// Start of the next window (µs), if a schedule is set.
     pub next_window_us: Option<i64>,
-    /// Pending requests past the deadline.
+    /// Pending requests with less than `deadline_slack` left before their
+    /// `purge_due_by` (purged whatever the schedule), earliest first.
+    pub due_requests: Vec<u64>,
+    /// Pending requests past their `purge_due_by`.
     pub overdue_requests: Vec<u64>,
 }
 
@@ -284,15 +301,24 @@ impl CompactionPolicy {
             .and_then(|s| s.next_window_after(now_us));
         let in_project = |p: i64| req.project_id.is_none_or(|want| want == p);
 
-        let max_age_us = self.opts.max_pending_age.as_micros() as i64;
+        let slack_us = self.opts.deadline_slack.as_micros() as i64;
         let pending: Vec<_> = manifest
             .requests
             .iter()
             .filter(|r| r.status == RequestStatus::Pending && in_project(r.project_id))
             .collect();
-        let overdue: Vec<_> = pending
+        let due_by = |r: &DeletionRequest| r.due_by_us(self.opts.max_pending_age);
+        // Earliest deadline first: the order purges are run in.
+        let mut due: Vec<&DeletionRequest> = pending
             .iter()
-            .filter(|r| now_us.saturating_sub(r.created_at_us) >= max_age_us)
+            .copied()
+            .filter(|r| now_us >= due_by(r).saturating_sub(slack_us))
+            .collect();
+        due.sort_by_key(|r| (due_by(r), r.id));
+        let overdue: Vec<u64> = due
+            .iter()
+            .filter(|r| now_us > due_by(r))
+            .map(|r| r.id)
             .collect();
         let flush_first = pending.iter().any(|r| r.cutoff_seq > manifest.flushed_seq);
 
@@ -307,11 +333,8 @@ impl CompactionPolicy {
                 p.deleted() > 0 && in_project(p.project_id) && !manifest.is_pending_part(p.id)
             })
         {
-            let deadline = overdue
-                .iter()
-                .filter(|r| r.parts.contains(&p.id))
-                .map(|r| r.id)
-                .min();
+            // `due` is sorted: the first covering request is the most urgent.
+            let deadline = due.iter().find(|r| r.parts.contains(&p.id)).map(|r| r.id);
             let fraction = deleted_fraction(p);
             let reason = if let Some(request_id) = deadline {
                 Some(PurgeReason::Deadline { request_id })
@@ -333,10 +356,13 @@ impl CompactionPolicy {
                 purges.push((task, fraction));
             }
         }
-        // Deadlines first (oldest request first), then the most deleted.
+        // Deadlines first (least slack first), then the most deleted.
+        let rank: HashMap<u64, usize> = due.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
         purges.sort_by(|(a, fa), (b, fb)| {
             let key = |t: &PurgeTask| match t.reason {
-                PurgeReason::Deadline { request_id } => (0, request_id),
+                PurgeReason::Deadline { request_id } => {
+                    (0, rank.get(&request_id).copied().unwrap_or(usize::MAX))
+                }
                 _ => (1, 0),
             };
             key(a)
@@ -359,7 +385,8 @@ impl CompactionPolicy {
             in_window: window.is_some(),
             window_end_us: window.map(|w| w.1),
             next_window_us,
-            overdue_requests: overdue.iter().map(|r| r.id).collect(),
+            due_requests: due.iter().map(|r| r.id).collect(),
+            overdue_requests: overdue,
         }
     }
 
@@ -474,6 +501,7 @@ mod tests {
             kind: crate::format::RequestKind::DistinctIds,
             predicate: None,
             purge_due_by_us: 0,
+            changed_in_version: 0,
             distinct_ids: vec!["x".into()],
             tables: vec![Table::Events],
             cutoff_seq: cutoff,
@@ -589,11 +617,21 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        // 6 days 23 hours: not yet.
-        let plan = no_cron.plan(&m, created + 7 * DAY - HOUR, PlanRequest::default());
-        assert!(plan.purges.is_empty() && plan.overdue_requests.is_empty());
-        // 7 days: due.
-        let plan = no_cron.plan(&m, created + 7 * DAY, PlanRequest::default());
+        // Due by created + 7 days; escalated with a day (the slack) left.
+        assert_eq!(
+            m.requests[0].due_by_us(Duration::from_secs(7 * 86_400)),
+            created + 7 * DAY
+        );
+        // 5 days 23 hours: not yet.
+        let plan = no_cron.plan(&m, created + 6 * DAY - HOUR, PlanRequest::default());
+        assert!(plan.purges.is_empty() && plan.due_requests.is_empty());
+        // 6 days: due (a day of slack left), not overdue.
+        let plan = no_cron.plan(&m, created + 6 * DAY, PlanRequest::default());
+        assert_eq!(plan.due_requests, vec![7]);
+        assert!(plan.overdue_requests.is_empty());
+        assert_eq!(ids(&plan), vec![1, 2]);
+        // Past 7 days: overdue as well.
+        let plan = no_cron.plan(&m, created + 7 * DAY + 1, PlanRequest::default());
         assert_eq!(plan.overdue_requests, vec![7]);
         assert_eq!(ids(&plan), vec![1, 2]);
         assert!(plan
@@ -601,6 +639,32 @@ mod tests {
             .iter()
             .all(|t| t.reason == PurgeReason::Deadline { request_id: 7 }));
         assert_eq!(plan.next_window_us, None);
+    }
+
+    #[test]
+    fn work_is_ordered_by_slack_not_by_age() {
+        // Request 1 is older but due in 30 days (its project's deadline);
+        // request 2 is newer and due in 2 days: its part goes first.
+        let mut r1 = request(1, 1, 5000, at(1, 0, 0));
+        r1.purge_due_by_us = at(1, 0, 0) + 30 * DAY;
+        let mut r2 = request(2, 2, 5000, at(10, 0, 0));
+        r2.purge_due_by_us = at(10, 0, 0) + 2 * DAY;
+        let m = manifest(
+            vec![part(1, 1, 10, 100, 1000, 1), part(2, 2, 10, 100, 1000, 1)],
+            vec![r1, r2],
+        );
+        let no_cron = CompactionPolicy::new(CompactionOptions {
+            cron: None,
+            ..Default::default()
+        })
+        .unwrap();
+        let plan = no_cron.plan(&m, at(11, 0, 0), PlanRequest::default());
+        assert_eq!(plan.due_requests, vec![2]);
+        assert_eq!(ids(&plan), vec![2]);
+        let plan = no_cron.plan(&m, at(30, 12, 0), PlanRequest::default());
+        assert_eq!(plan.due_requests, vec![2, 1]);
+        assert_eq!(plan.overdue_requests, vec![2]);
+        assert_eq!(ids(&plan), vec![2, 1], "least slack first");
     }
 
     #[test]

@@ -528,6 +528,11 @@ pub struct StoreStatus {
     pub requests_verified: usize,
     /// Age of the oldest pending request, in seconds.
     pub oldest_pending_age_s: Option<u64>,
+    /// The earliest `purge_due_by` of a pending request (µs since the
+    /// epoch, UTC).
+    pub next_purge_due_us: Option<i64>,
+    /// Pending requests past their `purge_due_by`.
+    pub requests_overdue: Vec<u64>,
     /// The off-peak schedule (cron, UTC), if scheduled purges are on.
     pub schedule: Option<String>,
     /// Start of the next off-peak window (µs since the epoch, UTC).
@@ -973,6 +978,7 @@ impl Store {
         }
         tx.note_drop(project_id, inner.next_seq()?, inner.oldest_reservation());
         let requests_removed = tx.remove_project_requests(project_id);
+        tx.set_project_settings(project_id, Default::default());
         tx.hide_mem_rows(&mem_hits);
         if !mem_hits.is_empty() {
             // Replay must hide these rows if the process stops before the
@@ -1115,6 +1121,21 @@ impl Store {
                 .filter(|r| r.status == RequestStatus::Pending)
                 .map(|r| (now.saturating_sub(r.created_at_us).max(0) / 1_000_000) as u64)
                 .max(),
+            next_purge_due_us: m
+                .requests
+                .iter()
+                .filter(|r| r.status == RequestStatus::Pending)
+                .map(|r| r.due_by_us(self.inner.policy.options().max_pending_age))
+                .min(),
+            requests_overdue: m
+                .requests
+                .iter()
+                .filter(|r| {
+                    r.status == RequestStatus::Pending
+                        && now > r.due_by_us(self.inner.policy.options().max_pending_age)
+                })
+                .map(|r| r.id)
+                .collect(),
             schedule: self.inner.policy.schedule().map(|s| s.expr().to_string()),
             next_window_us: self
                 .inner
@@ -1391,6 +1412,7 @@ impl Inner {
             created_at_us: now,
             rows_hidden: 0,
             status: RequestStatus::Pending,
+            changed_in_version: 0,
             purge_due_by_us: crate::lifecycle::due_by(
                 tx.manifest(),
                 project,
@@ -1674,6 +1696,8 @@ fn stop_worker(w: &Worker) {
 /// end as the time budget. Holds no strong handle between runs.
 fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
     let mut wait = COMPACTOR_POLL;
+    // Overdue requests last logged (logged again when the set changes).
+    let mut overdue_logged: Vec<u64> = Vec::new();
     loop {
         match rx.recv_timeout(wait) {
             Ok(FlushMsg::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
@@ -1698,6 +1722,15 @@ fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
         };
         let plan = inner.policy.plan(&version.manifest, now, req);
         drop(version);
+        if plan.overdue_requests != overdue_logged {
+            if !plan.overdue_requests.is_empty() {
+                tracing::error!(
+                    requests = ?plan.overdue_requests,
+                    "deletion requests are past their purge_due_by; purging them now without the I/O limit"
+                );
+            }
+            overdue_logged = plan.overdue_requests.clone();
+        }
         // Requests that may advance without a rewrite: purged ones awaiting
         // verification, pending ones with no part left (waiting for GC).
         let has_work = !plan.is_empty()
@@ -1715,8 +1748,14 @@ fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
                 std::time::Instant::now()
                     + Duration::from_micros(end.saturating_sub(now).max(0) as u64)
             });
+            // Escalation: an overdue request is purged at full speed.
+            let io_limit = if plan.overdue_requests.is_empty() {
+                inner.opts.compaction.io_bytes_per_sec
+            } else {
+                None
+            };
             let creq = crate::compact::CompactRequest {
-                io_bytes_per_sec: inner.opts.compaction.io_bytes_per_sec,
+                io_bytes_per_sec: io_limit,
                 deadline,
                 ..crate::compact::CompactRequest::scheduled()
             };

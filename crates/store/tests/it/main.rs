@@ -9,3 +9,4 @@ mod durability;
 mod embedding;
 mod predicate;
 mod recovery;
+mod requests;

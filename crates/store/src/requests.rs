@@ -1,0 +1,86 @@
+//! The store's API over deletion requests as records: the deletion feed
+//! (every request of every kind, in the order of their changes, with a
+//! cursor) and the per-project settings that shape new requests (the
+//! erasure deadline). The requests' states and transitions are
+//! `lifecycle.rs`'s; this module only reads them and writes settings.
+
+use crate::commit::Transaction;
+use crate::error::Result;
+use crate::format::{DeletionRequest, ProjectSettings};
+use crate::store::{check_project, Store};
+
+/// One page of the deletion feed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeletionFeed {
+    /// Requests whose last change is after the cursor asked for, in the
+    /// order of those changes (then by id).
+    pub requests: Vec<DeletionRequest>,
+    /// Pass this as `since` to get only what changes after this page.
+    pub cursor: u64,
+}
+
+impl Store {
+    /// Every request (of one project, or all) whose state changed after
+    /// cursor `since` (`0` = from the beginning), in the order of the
+    /// changes: what a downstream copy must apply. A request appears once,
+    /// in its current state; requests dropped with their project leave
+    /// the feed. The cursor is a manifest version, so it only grows.
+    pub fn deletion_feed(&self, project: Option<i64>, since: u64) -> Result<DeletionFeed> {
+        let v = self.inner().current_version()?;
+        let mut requests: Vec<DeletionRequest> = v
+            .manifest
+            .requests
+            .iter()
+            .filter(|r| project.is_none_or(|p| p == r.project_id))
+            .filter(|r| r.changed_in_version > since || (since == 0 && r.changed_in_version == 0))
+            .cloned()
+            .collect();
+        requests.sort_by_key(|r| (r.changed_in_version, r.id));
+        Ok(DeletionFeed {
+            requests,
+            cursor: v.manifest.version.max(since),
+        })
+    }
+
+    /// One deletion request by id, if it exists.
+    pub fn request(&self, id: u64) -> Result<Option<DeletionRequest>> {
+        Ok(self
+            .inner()
+            .current_version()?
+            .manifest
+            .requests
+            .iter()
+            .find(|r| r.id == id)
+            .cloned())
+    }
+
+    /// A project's settings (the defaults if it has none of its own).
+    pub fn project_settings(&self, project: i64) -> Result<ProjectSettings> {
+        Ok(self
+            .inner()
+            .current_version()?
+            .manifest
+            .projects
+            .get(&project)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Replace a project's settings (one commit). They apply to requests
+    /// created from then on: a request keeps the `purge_due_by` it was
+    /// given.
+    pub fn set_project_settings(&self, project: i64, settings: ProjectSettings) -> Result<()> {
+        self.inner().writable()?;
+        check_project(project)?;
+        if settings.erasure_deadline_days == Some(0) {
+            return Err(crate::StoreError::InvalidInput(
+                "the erasure deadline must be at least 1 day".into(),
+            ));
+        }
+        let mut tx = Transaction::begin(self.inner())?;
+        tx.set_project_settings(project, settings.clone());
+        tx.commit()?;
+        tracing::info!(project, ?settings, "project settings changed");
+        Ok(())
+    }
+}
