@@ -89,6 +89,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Events by predicate: `elide events delete` (and its --dry-run).
+    Events {
+        #[command(subcommand)]
+        command: crate::erasure::EventsCommand,
+    },
     /// Partitions, tombstoned rows, bytes and pending deletion requests.
     Status {
         /// Data directory.
@@ -130,6 +135,11 @@ enum Command {
         /// Which requests.
         #[arg(long, value_enum, default_value_t = StatusFilter::All)]
         status: StatusFilter,
+        /// Only requests whose state changed after this cursor (the
+        /// deletion feed): pass the largest `cursor` of the rows already
+        /// applied. Rows come in the order of their changes.
+        #[arg(long)]
+        since: Option<u64>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -373,8 +383,10 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Deletions {
             data_dir,
             status,
+            since,
             format,
-        } => crate::lifecycle::deletions(&data_dir, status, format),
+        } => crate::lifecycle::deletions(&data_dir, status, since, format),
+        Command::Events { command } => crate::erasure::events(command),
         Command::DropProject {
             data_dir,
             project,

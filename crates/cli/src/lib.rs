@@ -14,6 +14,7 @@ mod bench_persons;
 pub mod cli;
 mod crash_worker;
 mod demo;
+mod erasure;
 mod lifecycle;
 mod output;
 mod persons_cli;

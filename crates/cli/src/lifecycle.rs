@@ -166,10 +166,18 @@ fn kind(k: TaskKind) -> &'static str {
     }
 }
 
-pub(crate) fn deletions(dir: &Path, filter: StatusFilter, format: Format) -> Result<()> {
+pub(crate) fn deletions(
+    dir: &Path,
+    filter: StatusFilter,
+    since: Option<u64>,
+    format: Format,
+) -> Result<()> {
     let store = wiring::store(dir, Access::Read)?;
-    let requests: Vec<DeletionRequest> = store
-        .requests()?
+    let listed = match since {
+        Some(c) => store.deletion_feed(None, c)?.requests,
+        None => store.requests()?,
+    };
+    let requests: Vec<DeletionRequest> = listed
         .into_iter()
         .filter(|r| match filter {
             StatusFilter::All => true,
@@ -193,7 +201,14 @@ pub(crate) fn deletions(dir: &Path, filter: StatusFilter, format: Format) -> Res
                 .iter()
                 .map(|r| {
                     serde_json::json!({
+                        "id": r.id,
                         "request_id": r.id,
+                        "kind": r.kind.as_str(),
+                        "state": r.status.as_str(),
+                        "hidden_at": when(Some(r.created_at_us)),
+                        "purge_due_by": when(Some(r.purge_due_by_us)),
+                        "cursor": r.changed_in_version,
+                        "predicate": r.predicate,
                         "project_id": r.project_id,
                         "status": r.status.as_str(),
                         "created_at": when(Some(r.created_at_us)),
@@ -211,11 +226,11 @@ pub(crate) fn deletions(dir: &Path, filter: StatusFilter, format: Format) -> Res
             writeln!(out)?;
         }
         Format::Csv => {
-            writeln!(out, "request_id,project_id,status,created_at,rows_hidden,purged_at,verified_at,distinct_ids")?;
+            writeln!(out, "request_id,project_id,status,created_at,rows_hidden,purged_at,verified_at,distinct_ids,kind,purge_due_by,cursor")?;
             for r in &requests {
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{}",
                     r.id,
                     r.project_id,
                     r.status.as_str(),
@@ -223,25 +238,32 @@ pub(crate) fn deletions(dir: &Path, filter: StatusFilter, format: Format) -> Res
                     r.rows_hidden,
                     when(r.purged_at_us),
                     when(r.verified_at_us),
-                    ids(r).join(" ")
+                    ids(r).join(" "),
+                    r.kind.as_str(),
+                    when(Some(r.purge_due_by_us)),
+                    r.changed_in_version
                 )?;
             }
         }
         Format::Table => {
             writeln!(
                 out,
-                "{:>7} {:>8} {:<9} {:<20} {:>11} {:<20} {:<20} distinct ids",
+                "{:>7} {:<12} {:>8} {:<9} {:<20} {:<20} {:>11} {:<20} {:<20} scope",
                 "request",
+                "kind",
                 "project",
                 "status",
                 "created_at",
+                "purge_due_by",
                 "rows_hidden",
                 "purged_at",
                 "verified_at"
             )?;
             for r in &requests {
                 let shown = ids(r);
-                let label = if r.distinct_ids.is_empty() && !shown.is_empty() {
+                let label = if let Some(p) = &r.predicate {
+                    serde_json::to_string(p).unwrap_or_default()
+                } else if r.distinct_ids.is_empty() && !shown.is_empty() {
                     format!("{} (keyed hashes)", shown.len())
                 } else if shown.len() > 3 {
                     format!("{}, ... ({} ids)", shown[..3].join(", "), shown.len())
@@ -250,11 +272,13 @@ pub(crate) fn deletions(dir: &Path, filter: StatusFilter, format: Format) -> Res
                 };
                 writeln!(
                     out,
-                    "{:>7} {:>8} {:<9} {:<20} {:>11} {:<20} {:<20} {}",
+                    "{:>7} {:<12} {:>8} {:<9} {:<20} {:<20} {:>11} {:<20} {:<20} {}",
                     r.id,
+                    r.kind.as_str(),
                     r.project_id,
                     r.status.as_str(),
                     when(Some(r.created_at_us)),
+                    when(Some(r.purge_due_by_us)),
                     r.rows_hidden,
                     when(r.purged_at_us),
                     when(r.verified_at_us),

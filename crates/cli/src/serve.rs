@@ -274,6 +274,22 @@ pub enum ProjectsCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Change a project's erasure settings; prints them.
+    Update {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The project.
+        #[arg(long)]
+        project: i64,
+        /// Days from a deletion request to its purge_due_by (default 7);
+        /// applies to requests made from now on.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        erasure_deadline_days: Option<u32>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Drop a project: its rows, persons, deletion records and keys.
     Delete {
         /// Data directory.
@@ -413,6 +429,12 @@ pub fn projects(cmd: ProjectsCommand) -> Result<()> {
                 }
             }
         }
+        ProjectsCommand::Update {
+            data_dir,
+            project,
+            erasure_deadline_days,
+            format,
+        } => crate::erasure::update_project(&data_dir, project, erasure_deadline_days, format)?,
         ProjectsCommand::Delete {
             data_dir,
             project,

@@ -1,0 +1,209 @@
+//! `elide events delete` (deletion of events by predicate, and its dry
+//! run) and `elide projects update` (a project's erasure settings): the
+//! command line of erasure beyond whole persons. Flags and JSON output
+//! are a contract (issue 12, docs/deletion-lifecycle.md).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use elide_store::predicate::{EventPredicate, PropertyFilter};
+use elide_store::{EventDeletion, Table};
+
+use crate::output::anyhow_lite::Result;
+use crate::output::Format;
+use elide_app::wiring::{self, Access};
+
+/// `elide events …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum EventsCommand {
+    /// Delete the events a predicate matches (hidden when the command
+    /// returns; purged and verified like any deletion). At least one
+    /// condition is required: there is no "delete everything".
+    Delete(DeleteArgs),
+}
+
+/// Flags of `elide events delete`.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The project.
+    #[arg(long, value_parser = crate::cli::stored_project_id, allow_hyphen_values = true)]
+    project: i64,
+    /// An event name (repeatable: any of them).
+    #[arg(long = "event")]
+    events: Vec<String>,
+    /// A property filter as in the persons list (repeatable: all of
+    /// them), e.g. '{"key": "$browser", "value": "Chrome", "operator":
+    /// "exact"}'; operators exact, is_not, icontains, is_set, is_not_set,
+    /// gt, lt.
+    #[arg(long = "property", value_parser = property_filter)]
+    properties: Vec<PropertyFilter>,
+    /// Only events at or after this time (ISO-8601; a date is midnight UTC).
+    #[arg(long, value_parser = timestamp)]
+    after: Option<i64>,
+    /// Only events before this time (ISO-8601; a date is midnight UTC).
+    #[arg(long, value_parser = timestamp)]
+    before: Option<i64>,
+    /// A distinct id (repeatable: any of them).
+    #[arg(long = "distinct-id")]
+    distinct_ids: Vec<String>,
+    /// Tables (repeatable; default events). Recordings take only
+    /// --after, --before and --distinct-id.
+    #[arg(long = "table", value_parser = table)]
+    tables: Vec<Table>,
+    /// Count what would be hidden, per table; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+fn property_filter(s: &str) -> std::result::Result<PropertyFilter, String> {
+    let f: PropertyFilter = serde_json::from_str(s).map_err(|e| {
+        format!("not a property filter ({e}); expected e.g. {{\"key\": \"$browser\", \"value\": \"Chrome\", \"operator\": \"exact\"}}")
+    })?;
+    f.validate()?;
+    Ok(f)
+}
+
+fn timestamp(s: &str) -> std::result::Result<i64, String> {
+    elide_store::normalize::parse_timestamp(s)
+}
+
+fn table(s: &str) -> std::result::Result<Table, String> {
+    Table::from_name(s).ok_or_else(|| format!("unknown table {s:?} (events or recordings)"))
+}
+
+/// Run `elide events …`.
+pub fn events(cmd: EventsCommand) -> Result<()> {
+    match cmd {
+        EventsCommand::Delete(a) => delete(a),
+    }
+}
+
+fn delete(a: DeleteArgs) -> Result<()> {
+    let d = EventDeletion {
+        project_id: a.project,
+        predicate: EventPredicate {
+            events: a.events,
+            properties: a.properties,
+            after_us: a.after,
+            before_us: a.before,
+            distinct_ids: a.distinct_ids,
+        },
+        tables: a.tables,
+        cutoff: None,
+    };
+    let mut out = std::io::stdout().lock();
+    if a.dry_run {
+        let store = wiring::store(&a.data_dir, Access::Read)?;
+        let p = store.preview_events(&d)?;
+        store.close()?;
+        let by_table: serde_json::Map<String, serde_json::Value> = p
+            .by_table
+            .iter()
+            .map(|(t, v)| (t.name().to_string(), serde_json::json!(v)))
+            .collect();
+        match a.format {
+            Format::Json => writeln!(
+                out,
+                "{}",
+                serde_json::json!({"rows": p.rows, "parts": p.parts, "by_table": by_table})
+            )?,
+            Format::Csv => {
+                writeln!(out, "table,rows,parts")?;
+                for (t, v) in &p.by_table {
+                    writeln!(out, "{},{},{}", t.name(), v.rows, v.parts)?;
+                }
+            }
+            Format::Table => {
+                writeln!(
+                    out,
+                    "dry run: would hide {} row(s) in {} part(s); nothing changed",
+                    p.rows, p.parts
+                )?;
+                for (t, v) in &p.by_table {
+                    writeln!(
+                        out,
+                        "  {:<10} {:>10} rows {:>6} parts",
+                        t.name(),
+                        v.rows,
+                        v.parts
+                    )?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let store = wiring::writer(&a.data_dir, Access::Write)?;
+    let started = std::time::Instant::now();
+    let o = store.delete_events(d)?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    let r = store.request(o.request_id)?;
+    store.close()?;
+    let due = r.map_or(String::new(), |r| {
+        elide_store::format::us_to_rfc3339(r.purge_due_by_us)
+    });
+    match a.format {
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "request_id": o.request_id,
+                "rows_hidden": o.rows_hidden,
+                "purge_due_by": due,
+                "cutoff_seq": o.cutoff,
+                "elapsed_ms": elapsed_ms,
+            })
+        )?,
+        Format::Csv => writeln!(
+            out,
+            "request_id,rows_hidden,purge_due_by\n{},{},{}",
+            o.request_id, o.rows_hidden, due
+        )?,
+        Format::Table => writeln!(
+            out,
+            "request_id={} rows_hidden={} purge_due_by={} ({elapsed_ms:.1} ms)",
+            o.request_id, o.rows_hidden, due
+        )?,
+    }
+    Ok(())
+}
+
+/// `elide projects update`: a project's erasure deadline.
+pub(crate) fn update_project(
+    data_dir: &std::path::Path,
+    project: i64,
+    erasure_deadline_days: Option<u32>,
+    format: Format,
+) -> Result<()> {
+    let store = wiring::writer(data_dir, Access::Write)?;
+    if wiring::has_persons(&store) {
+        // A data directory with projects: the project must be one of them.
+        wiring::persons(&store, Access::Write)?.project(project)?;
+    }
+    let mut s = store.project_settings(project)?;
+    if let Some(d) = erasure_deadline_days {
+        s.erasure_deadline_days = Some(d);
+    }
+    store.set_project_settings(project, s.clone())?;
+    store.close()?;
+    let v = serde_json::json!({
+        "project_id": project,
+        "erasure_deadline_days": s.erasure_deadline_days,
+    });
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{v}")?,
+        _ => writeln!(
+            out,
+            "project {project}: erasure deadline {}",
+            s.erasure_deadline_days
+                .map_or("the default".to_string(), |d| format!("{d} day(s)"))
+        )?,
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! `elide events delete` (and --dry-run), `elide deletions --since`,
+//! `elide projects update`: the contract of issue 12's command line.
+
+use crate::cli::elide;
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn delete_events_by_predicate_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let d = d.to_str().unwrap();
+    let mut lines = String::new();
+    for n in 0..40 {
+        let event = if n % 4 == 0 { "click" } else { "$pageview" };
+        let browser = if n % 2 == 0 { "Chrome" } else { "Safari" };
+        lines.push_str(&format!(
+            "{{\"event\":\"{event}\",\"distinct_id\":\"u{}\",\"project_id\":1,\"timestamp\":\"2026-11-{:02}T10:00:00Z\",\"properties\":{{\"$browser\":\"{browser}\"}}}}\n",
+            n % 5,
+            1 + n % 10
+        ));
+    }
+    let file = dir.path().join("ev.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    assert!(elide(&["ingest", "--data-dir", d, file.to_str().unwrap()]).0);
+    let count = |q: &str| -> i64 {
+        let (ok, out, err) = elide(&["sql", "--data-dir", d, "--format", "json", q]);
+        assert!(ok, "{err}");
+        json(&out)[0]["n"].as_i64().unwrap()
+    };
+    let clicks_chrome_before_6th =
+        "SELECT count(*) AS n FROM events WHERE event = 'click' AND timestamp < '2026-11-06'";
+    let want = count(clicks_chrome_before_6th);
+    assert!(want > 0);
+    let pred = [
+        "--project",
+        "1",
+        "--event",
+        "click",
+        "--property",
+        r#"{"key": "$browser", "value": "Chrome", "operator": "exact"}"#,
+        "--before",
+        "2026-11-06",
+    ];
+    // The dry run counts and changes nothing.
+    let mut args = vec!["events", "delete", "--data-dir", d];
+    args.extend(pred);
+    args.extend(["--dry-run", "--format", "json"]);
+    let (ok, out, err) = elide(&args);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    assert_eq!(v["rows"], want, "{v}");
+    assert_eq!(v["by_table"]["events"]["rows"], want);
+    assert!(v["parts"].as_u64().unwrap() >= 1);
+    assert_eq!(count(clicks_chrome_before_6th), want);
+    // The deletion.
+    let mut args = vec!["events", "delete", "--data-dir", d];
+    args.extend(pred);
+    args.extend(["--format", "json"]);
+    let (ok, out, err) = elide(&args);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    assert_eq!(v["rows_hidden"], want);
+    assert!(v["purge_due_by"].as_str().unwrap().ends_with('Z'));
+    let request = v["request_id"].as_u64().unwrap();
+    assert_eq!(count(clicks_chrome_before_6th), 0);
+    assert_eq!(count("SELECT count(*) AS n FROM events"), 40 - want);
+    // The feed: from 0 it lists the request, with the contract's fields.
+    let (ok, out, _) = elide(&[
+        "deletions",
+        "--data-dir",
+        d,
+        "--since",
+        "0",
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    let rows = json(&out);
+    let r = &rows.as_array().unwrap()[0];
+    assert_eq!(r["id"], request);
+    assert_eq!(r["kind"], "events");
+    assert_eq!(r["state"], "pending");
+    for f in [
+        "hidden_at",
+        "purge_due_by",
+        "purged_at",
+        "verified_at",
+        "cursor",
+    ] {
+        assert!(r.get(f).is_some(), "{f} missing from {r}");
+    }
+    let cursor = r["cursor"].as_u64().unwrap().to_string();
+    let (_, out, _) = elide(&[
+        "deletions",
+        "--data-dir",
+        d,
+        "--since",
+        &cursor,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        json(&out),
+        serde_json::json!([]),
+        "nothing after the cursor"
+    );
+    assert!(elide(&["compact", "--data-dir", d, "--now"]).0);
+    let (_, out, _) = elide(&[
+        "deletions",
+        "--data-dir",
+        d,
+        "--since",
+        &cursor,
+        "--format",
+        "json",
+    ]);
+    let rows = json(&out);
+    assert_eq!(rows[0]["state"], "verified", "{rows}");
+    assert!(rows[0]["verified_at"].is_string());
+
+    // Bad input: a clear error, nothing changed.
+    let version = |d: &str| {
+        let (_, out, _) = elide(&["status", "--data-dir", d, "--format", "json"]);
+        json(&out)["version"].as_u64().unwrap()
+    };
+    let before = version(d);
+    for (args, needle) in [
+        (vec!["--project", "1"], "at least one condition"),
+        (
+            vec![
+                "--project",
+                "1",
+                "--after",
+                "2026-11-05",
+                "--before",
+                "2026-11-01",
+            ],
+            "inverted",
+        ),
+        (
+            vec![
+                "--project",
+                "1",
+                "--property",
+                r#"{"key": "a", "operator": "regex", "value": 1}"#,
+            ],
+            "operator",
+        ),
+        (vec!["--project", "1", "--before", "soon"], "ISO-8601"),
+        (
+            vec!["--project", "1", "--event", "x", "--table", "recordings"],
+            "recordings",
+        ),
+        (
+            vec!["--project", "1", "--event", "x", "--table", "logs"],
+            "unknown table",
+        ),
+    ] {
+        let mut a = vec!["events", "delete", "--data-dir", d];
+        a.extend(args.iter().copied());
+        let (ok, _, err) = elide(&a);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert_eq!(version(d), before);
+}
+
+#[test]
+fn a_projects_erasure_deadline_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, out, err) = elide(&[
+        "projects",
+        "create",
+        "--data-dir",
+        d,
+        "--name",
+        "web",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let id = json(&out)["id"].as_i64().unwrap().to_string();
+    let (ok, out, err) = elide(&[
+        "projects",
+        "update",
+        "--data-dir",
+        d,
+        "--project",
+        &id,
+        "--erasure-deadline-days",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["erasure_deadline_days"], 3);
+    // Refused: zero days, an unknown project.
+    let (ok, _, err) = elide(&[
+        "projects",
+        "update",
+        "--data-dir",
+        d,
+        "--project",
+        &id,
+        "--erasure-deadline-days",
+        "0",
+    ]);
+    assert!(!ok && err.contains("erasure-deadline-days"), "{err}");
+    let (ok, _, err) = elide(&[
+        "projects",
+        "update",
+        "--data-dir",
+        d,
+        "--project",
+        "99",
+        "--erasure-deadline-days",
+        "3",
+    ]);
+    assert!(!ok, "{err}");
+}
