@@ -111,8 +111,8 @@ proptest! {
                         pred.before_us = Some(T0 + i64::from(d + 1) * DAY);
                     }
                     let matches = |n: u64, day_of: i64| {
-                        (!signup || n % 3 == 0)
-                            && match browser { 1 => n % 2 == 0, 2 => n % 2 == 1, _ => true }
+                        (!signup || n.is_multiple_of(3))
+                            && match browser { 1 => n.is_multiple_of(2), 2 => !n.is_multiple_of(2), _ => true }
                             && day.is_none_or(|d| i64::from(d) == day_of)
                     };
                     let before = model.rows.len();
