@@ -17,10 +17,10 @@ use crate::common::*;
 /// day `n % 3`.
 fn ev(n: u64) -> EventRow {
     let mut r = row(n, &format!("d{}", n % 4), 1, (n % 3) as i64);
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         r.event = "click".into();
     }
-    let plan = if n % 2 == 0 { "pro" } else { "free" };
+    let plan = if n.is_multiple_of(2) { "pro" } else { "free" };
     r.properties = Some(format!(
         r#"{{"plan":"{plan}","n":{n},"marker":"row-{n:04}-x"}}"#
     ));
