@@ -22,6 +22,8 @@ pub const SCOPES: &[&str] = &[
     "project:read",
     "project:write",
     "activity_log:read",
+    // An Elide scope: deleting events by predicate (`…/events/delete/`).
+    "event:write",
 ];
 
 /// Prefix of personal API keys.

@@ -200,6 +200,10 @@ pub struct DeletionStatus {
     pub delete_recordings: bool,
     /// Profile kept.
     pub keep_person: bool,
+    /// When the rows must be gone from disk (RFC 3339): the latest
+    /// `purge_due_by` of its store requests; `None` when it deleted no
+    /// rows.
+    pub purge_due_by: Option<String>,
 }
 
 /// Capture result.
@@ -837,18 +841,23 @@ impl<M: MetaStore> Persons<M> {
         let records = self
             .meta
             .read(|tx| tx.deletions(project, person.as_ref()))?;
-        let requests: HashMap<u64, (RequestStatus, Option<i64>)> = self
+        let requests: HashMap<u64, (RequestStatus, Option<i64>, i64)> = self
             .store
             .requests()?
             .into_iter()
-            .map(|r| (r.id, (r.status, r.verified_at_us)))
+            .map(|r| (r.id, (r.status, r.verified_at_us, r.purge_due_by_us)))
             .collect();
         let mut out = Vec::new();
         for d in records {
+            let purge_due_by = d
+                .store_requests
+                .iter()
+                .filter_map(|id| requests.get(id).map(|r| r.2))
+                .max();
             let mut verified_at = Some(d.created_at_us);
             for id in &d.store_requests {
                 match requests.get(id) {
-                    Some((RequestStatus::Verified, at)) => {
+                    Some((RequestStatus::Verified, at, _)) => {
                         verified_at = verified_at.max(*at);
                     }
                     _ => verified_at = None,
@@ -874,6 +883,7 @@ impl<M: MetaStore> Persons<M> {
                 delete_events: d.delete_events,
                 delete_recordings: d.delete_recordings,
                 keep_person: d.keep_person,
+                purge_due_by: purge_due_by.map(iso),
             });
         }
         Ok(out.into_iter().skip(offset).take(limit).collect())

@@ -93,6 +93,16 @@ pub async fn blocking<T: Send + 'static>(
 /// The absolute URL of this request with `offset` (and `limit`) set, for
 /// `next` / `previous` links.
 pub fn page_url(uri: &Uri, headers: &HeaderMap, offset: usize, limit: usize) -> String {
+    url_with(
+        uri,
+        headers,
+        &[("limit", limit.to_string()), ("offset", offset.to_string())],
+    )
+}
+
+/// The absolute URL of this request with the query parameters `set`
+/// replaced (appended, in order, after the others).
+pub fn url_with(uri: &Uri, headers: &HeaderMap, set: &[(&str, String)]) -> String {
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -104,12 +114,13 @@ pub fn page_url(uri: &Uri, headers: &HeaderMap, offset: usize, limit: usize) -> 
         .unwrap_or("http");
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
-        if k != "offset" && k != "limit" {
+        if !set.iter().any(|(name, _)| *name == k) {
             q.append_pair(&k, &v);
         }
     }
-    q.append_pair("limit", &limit.to_string());
-    q.append_pair("offset", &offset.to_string());
+    for (k, v) in set {
+        q.append_pair(k, v);
+    }
     format!("{scheme}://{host}{}?{}", uri.path(), q.finish())
 }
 

@@ -12,6 +12,7 @@
 //! | [`persons`] | `/api/{projects,environments}/{id}/persons/…`, `/api/person…` |
 //! | [`projects`] | `/api/projects/…`, `/api/environments/…` |
 //! | [`query`] | `/api/projects/{id}/query/` |
+//! | [`deletions`] | `/api/{projects,environments}/{id}/events/delete/`, `…/deletions/…` |
 //! | [`ops`] | `/_health`, `/_ready`, `/metrics` |
 //! | [`openapi`] | `/api/schema/`: the OpenAPI document of all of the above |
 //!
@@ -27,6 +28,7 @@ use elide_app::App;
 
 pub mod auth;
 pub mod capture;
+pub mod deletions;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -157,6 +159,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(persons::routes())
         .merge(projects::routes())
+        .merge(deletions::routes())
         .merge(query::routes())
         .layer(tower_http::decompression::RequestDecompressionLayer::new());
     Router::new()

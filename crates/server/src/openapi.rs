@@ -137,6 +137,9 @@ fn document_json() -> Result<&'static str, &'static str> {
         crate::projects::create_key,
         crate::projects::revoke_key,
         crate::query::query,
+        crate::deletions::delete_events,
+        crate::deletions::list,
+        crate::deletions::retrieve,
         crate::ops::health,
         crate::ops::ready,
         crate::ops::metrics_text,
@@ -150,6 +153,7 @@ fn document_json() -> Result<&'static str, &'static str> {
         (name = "projects", description = "Projects (PostHog's teams)"),
         (name = "personal API keys", description = "The project's personal API keys"),
         (name = "query", description = "HogQL queries over the project's rows"),
+        (name = "deletions", description = "Elide's erasure beyond persons: deleting events by predicate, and the deletion feed"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "schema", description = "This document"),
     )

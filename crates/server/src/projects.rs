@@ -75,6 +75,19 @@ pub struct ProjectView {
     pub anonymize_ips: bool,
     /// Property names capture drops (an Elide addition).
     pub drop_properties: Vec<String>,
+    /// Days from a deletion request to its `purge_due_by`; null for the
+    /// server's default (an Elide addition).
+    #[schema(required)]
+    pub erasure_deadline_days: Option<u32>,
+}
+
+impl ProjectView {
+    /// The view of `p` with the store's settings of it.
+    pub fn of(p: &Project, store: &elide_store::Store) -> ApiResult<ProjectView> {
+        let mut v = ProjectView::from(p);
+        v.erasure_deadline_days = store.project_settings(p.id)?.erasure_deadline_days;
+        Ok(v)
+    }
 }
 
 impl From<&Project> for ProjectView {
@@ -87,6 +100,7 @@ impl From<&Project> for ProjectView {
             timezone: "UTC",
             anonymize_ips: p.settings.anonymize_ips,
             drop_properties: p.settings.drop_properties.clone(),
+            erasure_deadline_days: None,
         }
     }
 }
@@ -123,6 +137,11 @@ pub struct ProjectChange {
     /// Property names to drop from events (and `$set`, `$set_once`)
     /// before they are written.
     pub drop_properties: Option<Vec<String>>,
+    /// Days from a deletion request to its `purge_due_by` (1 to 3650), or
+    /// null for the server's default; applies to requests made from then
+    /// on.
+    #[schema(value_type = Option<u32>)]
+    pub erasure_deadline_days: Option<Option<u32>>,
 }
 
 /// A new project, its capture token and a key for it.
@@ -153,12 +172,12 @@ async fn list(State(state): State<AppState>, key: Key) -> ApiResult<Json<Project
     key.scope("project:read")?;
     let id = key.0.project_id;
     let app = state.app().clone();
-    let p = blocking(move || Ok(app.persons().project(id)?)).await?;
+    let p = blocking(move || ProjectView::of(&app.persons().project(id)?, app.store())).await?;
     Ok(Json(ProjectPage {
         count: 1,
         next: None,
         previous: None,
-        results: vec![ProjectView::from(&p)],
+        results: vec![p],
     }))
 }
 
@@ -182,8 +201,8 @@ async fn retrieve(
 ) -> ApiResult<Json<ProjectView>> {
     let id = key.path_project(&p, "project:read")?;
     let app = state.app().clone();
-    let p = blocking(move || Ok(app.persons().project(id)?)).await?;
-    Ok(Json(ProjectView::from(&p)))
+    let p = blocking(move || ProjectView::of(&app.persons().project(id)?, app.store())).await?;
+    Ok(Json(p))
 }
 
 /// Make a project, and a key for it with the caller's scopes.
@@ -275,12 +294,21 @@ async fn update(
                         .clone()
                         .unwrap_or_else(|| current.settings.drop_properties.clone()),
                 });
-            Ok(app
+            let p = app
                 .persons()
-                .update_project(id, change.name.as_deref(), settings)?)
+                .update_project(id, change.name.as_deref(), settings)?;
+            if let Some(days) = change.erasure_deadline_days {
+                app.store().set_project_settings(
+                    id,
+                    elide_store::ProjectSettings {
+                        erasure_deadline_days: days,
+                    },
+                )?;
+            }
+            ProjectView::of(&p, app.store())
         })
         .await?;
-    Ok(Json(ProjectView::from(&p)))
+    Ok(Json(p))
 }
 
 /// The fields of a change, each checked with PostHog-style messages;
@@ -339,6 +367,23 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
         names.sort();
         names.dedup();
         c.drop_properties = Some(names);
+    }
+    if let Some(v) = o.get("erasure_deadline_days") {
+        c.erasure_deadline_days = Some(match v {
+            Value::Null => None,
+            v => Some(
+                v.as_u64()
+                    .filter(|d| (1..=3650).contains(d))
+                    .map(|d| d as u32)
+                    .ok_or_else(|| {
+                        ApiError::invalid_attr(
+                            "erasure_deadline_days",
+                            "invalid",
+                            "Must be a whole number of days from 1 to 3650, or null.",
+                        )
+                    })?,
+            ),
+        });
     }
     Ok(c)
 }

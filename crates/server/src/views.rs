@@ -322,6 +322,10 @@ pub struct DeletionStatusView {
     /// `pending` or `completed`.
     #[schema(value_type = DeletionStateView)]
     pub status: elide_persons::DeletionState,
+    /// When the rows must be gone from disk (RFC 3339; an Elide
+    /// addition): null when the deletion removed no rows.
+    #[schema(required)]
+    pub purge_due_by: Option<String>,
 }
 
 /// A page of deletion statuses (`GET …/persons/deletion_status/`).

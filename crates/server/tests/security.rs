@@ -196,6 +196,20 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
             "query:read",
             Some(json!({"query": {"kind": "HogQLQuery", "query": "select count() from events"}})),
         ),
+        (
+            "POST",
+            format!("{pp}/events/delete/"),
+            "event:write",
+            Some(json!({"event": "e", "distinct_ids": ["target"]})),
+        ),
+        (
+            "POST",
+            format!("{pp}/events/delete/"),
+            "event:write",
+            Some(json!({"distinct_ids": ["target"], "dry_run": true})),
+        ),
+        ("GET", format!("{pp}/deletions/"), "person:read", None),
+        ("GET", format!("{pp}/deletions/1/"), "person:read", None),
     ];
     // The same under /api/environments/.
     let env: Vec<_> = r
@@ -316,6 +330,7 @@ async fn malformed_and_hostile_input_is_refused_and_changes_nothing() {
         ("POST", format!("{pp}/query/")),
         ("PATCH", format!("{pp}/")),
         ("POST", "/api/projects/".to_string()),
+        ("POST", format!("{pp}/events/delete/")),
     ] {
         let req = axum::http::Request::builder()
             .method(method)
@@ -350,6 +365,31 @@ async fn malformed_and_hostile_input_is_refused_and_changes_nothing() {
         let r = h.post(&format!("{pp}/persons/bulk_delete/"), &body).await;
         r.envelope(400);
     }
+    // Deletions of events: never "everything", never a guess.
+    for body in [
+        json!({}),
+        json!([]),
+        json!({"event": 5}),
+        json!({"event": ""}),
+        json!({"after": "yesterday-ish"}),
+        json!({"after": "2026-11-05", "before": "2026-11-01"}),
+        json!({"properties": [{"key": "x", "operator": "regex", "value": "."}]}),
+        json!({"properties": [{"key": "x", "operator": "gt", "value": "a"}]}),
+        json!({"properties": {"key": "x"}}),
+        json!({"event": "e", "tables": ["recordings"]}),
+        json!({"event": "e", "tables": ["logs"]}),
+        json!({"evnt": "e"}),
+        json!({"event": "e", "undo_window_hours": 3}),
+        json!({"event": "e", "dry_run": "yes"}),
+    ] {
+        let r = h.post(&format!("{pp}/events/delete/"), &body).await;
+        r.envelope(400);
+    }
+    h.get(&format!("{pp}/deletions/?since=abc"))
+        .await
+        .envelope(400);
+    h.get(&format!("{pp}/deletions/abc/")).await.envelope(404);
+    h.get(&format!("{pp}/deletions/999/")).await.envelope(404);
     // Hostile filter values: answered (no match) or refused, never a 5xx.
     let hostile = [
         format!("{pp}/persons/?search={}", urlencode("' OR 1=1 --")),

@@ -352,6 +352,7 @@ pub(crate) async fn deletion_status(
             delete_verified_at: d.delete_verified_at,
             person_uuid: d.person_uuid.hyphenated().to_string(),
             status: d.status,
+            purge_due_by: d.purge_due_by,
         })
         .collect();
     let next = (offset + limit < count).then(|| page_url(&uri, &headers, offset + limit, limit));

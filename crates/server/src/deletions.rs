@@ -1,0 +1,402 @@
+//! Erasure beyond whole persons (Elide additions, not PostHog routes):
+//!
+//! | route | scope |
+//! |---|---|
+//! | `POST …/events/delete/`: delete the events a predicate matches, or count them (`dry_run`) | `event:write` |
+//! | `GET …/deletions/?since=CURSOR`: every deletion request of the project, in the order of their changes (the deletion feed) | `person:read` |
+//! | `GET …/deletions/{id}/`: one request | `person:read` |
+//!
+//! under `/api/projects/{id}/` and `/api/environments/{id}/`. A deletion
+//! counts against the deletion rate limit; its rows are invisible when
+//! the 202 returns. Bad input is a 400 envelope naming the field, and
+//! changes nothing.
+
+use axum::extract::{OriginalUri, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use elide_store::predicate::{EventPredicate, PropertyFilter};
+use elide_store::{DeletionRequest, EventDeletion, Table};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::auth::{Key, Limit};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{blocking, JsonBody, PathParams};
+use crate::AppState;
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    let mut r = Router::new();
+    for prefix in ["/api/projects/{project}", "/api/environments/{project}"] {
+        let both = |r: Router<AppState>, path: String, m: axum::routing::MethodRouter<AppState>| {
+            r.route(&path, m.clone()).route(&format!("{path}/"), m)
+        };
+        r = both(r, format!("{prefix}/events/delete"), post(delete_events));
+        r = both(r, format!("{prefix}/deletions"), get(list));
+        r = both(r, format!("{prefix}/deletions/{{request}}"), get(retrieve));
+    }
+    r
+}
+
+/// Body of `POST …/events/delete/`. At least one of `event`,
+/// `properties`, `after`, `before`, `distinct_ids` is required.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // the schema of the body; the handler reads it as JSON
+pub struct EventsDeleteBody {
+    /// An event name, or a list (any of them).
+    event: Option<Vec<String>>,
+    /// Property filters as in the persons list (all of them), e.g.
+    /// `{"key": "$browser", "value": "Chrome", "operator": "exact"}`.
+    properties: Option<Vec<Value>>,
+    /// Only events at or after this time (ISO-8601).
+    after: Option<String>,
+    /// Only events before this time (ISO-8601).
+    before: Option<String>,
+    /// Only these distinct ids.
+    distinct_ids: Option<Vec<String>>,
+    /// `events` (default) and/or `recordings`.
+    tables: Option<Vec<String>>,
+    /// Count what would be hidden; change nothing.
+    dry_run: Option<bool>,
+}
+
+/// Answer of a deletion (202).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsDeleted {
+    /// The deletion request.
+    pub request_id: u64,
+    /// Rows hidden by it.
+    pub rows_hidden: u64,
+    /// When its rows will be gone from disk (RFC 3339).
+    pub purge_due_by: String,
+}
+
+/// A deletion request as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletionView {
+    /// Id.
+    pub id: u64,
+    /// `distinct_ids`, `person` or `events`.
+    pub kind: &'static str,
+    /// `pending` (hidden), `purged` or `verified`.
+    pub state: &'static str,
+    /// Tables it covers.
+    pub tables: Vec<&'static str>,
+    /// Rows it hid.
+    pub rows_hidden: u64,
+    /// When its rows were hidden (RFC 3339).
+    pub hidden_at: String,
+    /// When its rows must be gone from disk.
+    pub purge_due_by: String,
+    /// When they were (`null` until then).
+    #[schema(required)]
+    pub purged_at: Option<String>,
+    /// When a scan found none left.
+    #[schema(required)]
+    pub verified_at: Option<String>,
+    /// Whether it is pending past `purge_due_by`.
+    pub overdue: bool,
+    /// For kind `events`: the predicate (after verification its values
+    /// are keyed hashes).
+    #[schema(value_type = Option<Object>)]
+    pub predicate: Option<EventPredicate>,
+    /// Number of distinct ids it names (in clear until verified, then as
+    /// keyed hashes; never listed here).
+    pub distinct_ids: usize,
+    /// The feed position of its last change: pass the largest seen as
+    /// `since`.
+    pub cursor: u64,
+}
+
+impl DeletionView {
+    fn new(r: &DeletionRequest, now_us: i64) -> Self {
+        let iso = elide_store::format::us_to_rfc3339;
+        DeletionView {
+            id: r.id,
+            kind: r.kind.as_str(),
+            state: r.status.as_str(),
+            tables: r.tables.iter().map(|t| t.name()).collect(),
+            rows_hidden: r.rows_hidden,
+            hidden_at: iso(r.created_at_us),
+            purge_due_by: iso(r.purge_due_by_us),
+            purged_at: r.purged_at_us.map(iso),
+            verified_at: r.verified_at_us.map(iso),
+            overdue: r.status == elide_store::RequestStatus::Pending && now_us > r.purge_due_by_us,
+            predicate: r.predicate.clone(),
+            distinct_ids: r.distinct_ids.len() + r.id_hashes.len(),
+            cursor: r.changed_in_version,
+        }
+    }
+}
+
+/// A page of the deletion feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletionPage {
+    /// Requests changed after `since`, in the order of their changes.
+    pub results: Vec<DeletionView>,
+    /// Pass as `since` for what changes next.
+    pub cursor: u64,
+    /// The URL of the next page (always the feed from `cursor`).
+    pub next: String,
+}
+
+fn strings(v: &Value, field: &str) -> ApiResult<Vec<String>> {
+    let bad = || {
+        ApiError::invalid_attr(
+            field,
+            "invalid_input",
+            format!("{field} must be a string or a list of non-empty strings"),
+        )
+    };
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) if !s.is_empty() => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(bad()),
+            })
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
+fn time(v: Option<&Value>, field: &str) -> ApiResult<Option<i64>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => elide_store::normalize::parse_timestamp(s)
+            .map(Some)
+            .map_err(|e| ApiError::invalid_attr(field, "invalid_input", e)),
+        Some(_) => Err(ApiError::invalid_attr(
+            field,
+            "invalid_input",
+            format!("{field} must be an ISO-8601 timestamp"),
+        )),
+    }
+}
+
+/// Read and check a body (unknown fields are refused: a misspelt
+/// condition must not widen a deletion).
+fn parse_body(project: i64, body: &Value) -> ApiResult<(EventDeletion, bool)> {
+    let Value::Object(o) = body else {
+        return Err(ApiError::invalid(
+            "Invalid data. Expected a dictionary, but got a different type.",
+        ));
+    };
+    const FIELDS: &[&str] = &[
+        "event",
+        "properties",
+        "after",
+        "before",
+        "distinct_ids",
+        "tables",
+        "dry_run",
+    ];
+    if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        let detail = if k == "undo_window_hours" {
+            "undo_window_hours is not supported yet: deletions cannot be cancelled".to_string()
+        } else {
+            format!("unknown field {k:?}; expected one of {}", FIELDS.join(", "))
+        };
+        return Err(ApiError::invalid_attr(k, "invalid_input", detail));
+    }
+    let null = Value::Null;
+    let events = strings(o.get("event").unwrap_or(&null), "event")?;
+    let distinct_ids = strings(o.get("distinct_ids").unwrap_or(&null), "distinct_ids")?;
+    let properties = match o.get("properties") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                let f: PropertyFilter = serde_json::from_value(i.clone()).map_err(|e| {
+                    ApiError::invalid_attr(
+                        "properties",
+                        "invalid_input",
+                        format!("not a property filter: {e}"),
+                    )
+                })?;
+                f.validate()
+                    .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e))?;
+                Ok(f)
+            })
+            .collect::<ApiResult<_>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid_attr(
+                "properties",
+                "invalid_input",
+                "properties must be a list of property filters",
+            ))
+        }
+    };
+    let tables = strings(o.get("tables").unwrap_or(&null), "tables")?
+        .iter()
+        .map(|t| {
+            Table::from_name(t).ok_or_else(|| {
+                ApiError::invalid_attr(
+                    "tables",
+                    "invalid_input",
+                    format!("unknown table {t:?} (events or recordings)"),
+                )
+            })
+        })
+        .collect::<ApiResult<_>>()?;
+    let dry_run = match o.get("dry_run") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid_attr(
+                "dry_run",
+                "invalid",
+                "Must be a valid boolean.",
+            ))
+        }
+    };
+    let d = EventDeletion {
+        project_id: project,
+        predicate: EventPredicate {
+            events,
+            properties,
+            after_us: time(o.get("after"), "after")?,
+            before_us: time(o.get("before"), "before")?,
+            distinct_ids,
+        },
+        tables,
+        cutoff: None,
+    };
+    Ok((d, dry_run))
+}
+
+/// Delete the events a predicate matches (or count them).
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/events/delete/",
+    operation_id = "events_delete",
+    tag = "deletions",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    request_body(content = EventsDeleteBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Rows hidden; purge queued", body = EventsDeleted),
+        (status = 200, description = "Dry run: what would be hidden (rows, parts, by_table)"),
+    )
+)]
+pub(crate) async fn delete_events(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let project = key.path_project(&p, "event:write")?;
+    let (d, dry_run) = parse_body(project, &body)?;
+    let app = state.app().clone();
+    if dry_run {
+        let p = blocking(move || Ok(app.store().preview_events(&d)?)).await?;
+        let by_table: serde_json::Map<String, Value> = p
+            .by_table
+            .iter()
+            .map(|(t, v)| (t.name().to_string(), serde_json::json!(v)))
+            .collect();
+        return Ok(Json(
+            serde_json::json!({"rows": p.rows, "parts": p.parts, "by_table": by_table}),
+        )
+        .into_response());
+    }
+    state.limits().check(key.0.id, Limit::Delete)?;
+    let (o, r) = blocking(move || {
+        let o = app.store().delete_events(d)?;
+        let r = app.store().request(o.request_id)?;
+        Ok((o, r))
+    })
+    .await?;
+    let body = EventsDeleted {
+        request_id: o.request_id,
+        rows_hidden: o.rows_hidden,
+        purge_due_by: r.map_or(String::new(), |r| {
+            elide_store::format::us_to_rfc3339(r.purge_due_by_us)
+        }),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The deletion feed: the project's requests changed after `since`.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/deletions/",
+    operation_id = "deletions_list",
+    tag = "deletions",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("since" = Option<u64>, Query, description = "A cursor from an earlier page (default 0: from the beginning)."),
+    ),
+    responses(
+        (status = 200, description = "Requests in the order of their changes", body = DeletionPage),
+    )
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Json<DeletionPage>> {
+    let project = key.path_project(&p, "person:read")?;
+    let since_raw = uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "since")
+            .map(|(_, v)| v.into_owned())
+    });
+    let since = crate::extract::number(since_raw.as_deref(), "since", 0u64)?;
+    let app = state.app().clone();
+    let feed = blocking(move || Ok(app.store().deletion_feed(Some(project), since)?)).await?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let next = crate::extract::url_with(&uri, &headers, &[("since", feed.cursor.to_string())]);
+    Ok(Json(DeletionPage {
+        results: feed
+            .requests
+            .iter()
+            .map(|r| DeletionView::new(r, now))
+            .collect(),
+        cursor: feed.cursor,
+        next,
+    }))
+}
+
+/// One deletion request of the project.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/deletions/{request_id}/",
+    operation_id = "deletions_retrieve",
+    tag = "deletions",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("request_id" = u64, Path, description = "The request's id."),
+    ),
+    responses(
+        (status = 200, description = "The request", body = DeletionView),
+    )
+)]
+pub(crate) async fn retrieve(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+) -> ApiResult<Json<DeletionView>> {
+    let project = key.path_project(&p, "person:read")?;
+    let id: u64 = p
+        .get("request")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(ApiError::not_found)?;
+    let app = state.app().clone();
+    let r = blocking(move || Ok(app.store().request(id)?)).await?;
+    match r {
+        Some(r) if r.project_id == project => Ok(Json(DeletionView::new(
+            &r,
+            chrono::Utc::now().timestamp_micros(),
+        ))),
+        _ => Err(ApiError::not_found()),
+    }
+}

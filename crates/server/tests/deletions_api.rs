@@ -1,0 +1,160 @@
+//! `POST …/events/delete/`, `GET …/deletions/`, `GET …/deletions/{id}/`:
+//! events deleted by predicate are invisible when the 202 returns, the dry
+//! run changes nothing, the feed lists every kind with a cursor, and the
+//! persons deletion status carries `purge_due_by`.
+
+mod common;
+
+use common::Harness;
+use serde_json::json;
+
+async fn count(h: &Harness, q: &str) -> i64 {
+    h.hogql(q).await[0][0].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_events_by_predicate_and_follow_the_feed() {
+    let h = Harness::new();
+    let pp = h.api();
+    let mut batch = Vec::new();
+    for n in 0..30 {
+        let event = if n % 3 == 0 { "checkout" } else { "$pageview" };
+        let plan = if n % 2 == 0 { "pro" } else { "free" };
+        batch.push(json!({
+            "event": event,
+            "distinct_id": format!("u{}", n % 4),
+            "timestamp": format!("2026-11-{:02}T12:00:00Z", 1 + n % 10),
+            "properties": {"plan": plan, "n": n},
+        }));
+    }
+    h.capture(json!(batch)).await;
+    let q = "select count() from events where event = 'checkout' and properties.plan = 'pro'";
+    let want = count(&h, q).await;
+    assert_eq!(want, 5);
+    let body = json!({
+        "event": "checkout",
+        "properties": [{"key": "plan", "value": "pro", "operator": "exact"}],
+    });
+    // Dry run: counts, 200, nothing hidden.
+    let mut dry = body.clone();
+    dry["dry_run"] = json!(true);
+    let r = h.post(&format!("{pp}/events/delete/"), &dry).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["rows"], want);
+    assert_eq!(r.json["by_table"]["events"]["rows"], want);
+    assert_eq!(count(&h, q).await, want);
+    // The deletion: 202, and the rows are gone from queries at once.
+    let r = h.post(&format!("{pp}/events/delete/"), &body).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json["rows_hidden"], want);
+    let id = r.json["request_id"].as_u64().unwrap();
+    assert!(r.json["purge_due_by"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(count(&h, q).await, 0);
+    assert_eq!(count(&h, "select count() from events").await, 30 - want);
+    // A person deletion is in the feed too, as kind "person".
+    let r = h
+        .post(
+            &format!("{pp}/persons/bulk_delete/"),
+            &json!({"distinct_ids": ["u1"], "delete_events": true}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let r = h.get(&format!("{pp}/deletions/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json["results"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = results
+        .iter()
+        .map(|v| v["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["events", "person"]);
+    assert_eq!(results[0]["id"], id);
+    assert_eq!(results[0]["state"], "pending");
+    assert_eq!(results[0]["overdue"], false);
+    assert_eq!(results[0]["predicate"]["events"], json!(["checkout"]));
+    let cursor = r.json["cursor"].as_u64().unwrap();
+    assert!(r.json["next"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("since={cursor}")));
+    let r = h.get(&format!("{pp}/deletions/?since={cursor}")).await;
+    assert_eq!(r.json["results"], json!([]));
+    // One request.
+    let r = h.get(&format!("{pp}/deletions/{id}/")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["kind"], "events");
+    assert!(r.json["purged_at"].is_null());
+    // The persons deletion status keeps PostHog's shape, plus purge_due_by.
+    let r = h.get(&format!("{pp}/persons/deletion_status/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = &r.json["results"][0];
+    assert!(
+        first["purge_due_by"].as_str().unwrap().ends_with('Z'),
+        "{first}"
+    );
+    // After the purge, the feed shows the change from the old cursor.
+    h.state
+        .app()
+        .store()
+        .compact(elide_store::CompactRequest::now())
+        .unwrap();
+    let r = h.get(&format!("{pp}/deletions/?since={cursor}")).await;
+    let results = r.json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{}", r.text());
+    assert!(results.iter().all(|v| v["state"] == "verified"));
+    assert!(results.iter().all(|v| v["predicate"].is_null()
+        || v["predicate"]["properties"][0]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("keyed-hash:")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_erasure_deadline_is_set_through_patch() {
+    let h = Harness::new();
+    let pp = h.api();
+    let r = h.get(&format!("{pp}/")).await;
+    assert_eq!(r.json["erasure_deadline_days"], serde_json::Value::Null);
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{pp}/"),
+            Some(&json!({"erasure_deadline_days": 2})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["erasure_deadline_days"], 2);
+    h.event("e", "u1", json!({})).await;
+    let r = h
+        .post(
+            &format!("{pp}/events/delete/"),
+            &json!({"distinct_ids": ["u1"]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json["request_id"].as_u64().unwrap();
+    let v = h.get(&format!("{pp}/deletions/{id}/")).await.json;
+    let at = |s: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(s.as_str().unwrap())
+            .unwrap()
+            .timestamp()
+    };
+    assert_eq!(at(&v["purge_due_by"]) - at(&v["hidden_at"]), 2 * 86_400);
+    for bad in [json!(0), json!(-1), json!(1.5), json!("3"), json!(4000)] {
+        let r = h
+            .call(
+                "PATCH",
+                &format!("{pp}/"),
+                Some(&json!({"erasure_deadline_days": bad})),
+            )
+            .await;
+        r.envelope(400);
+    }
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{pp}/"),
+            Some(&json!({"erasure_deadline_days": null})),
+        )
+        .await;
+    assert_eq!(r.json["erasure_deadline_days"], serde_json::Value::Null);
+}
