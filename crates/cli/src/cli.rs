@@ -206,6 +206,9 @@ enum Command {
     /// Benchmark the embedding API: ingest_files, open and ready(), one
     /// delete_many against one delete per person, the purge.
     BenchEmbed(crate::bench_embed::BenchEmbedArgs),
+    /// Benchmark deletion of events by predicate: time to hidden against
+    /// a scan of the same partitions, the dry run, the purge.
+    BenchErasure(crate::bench_erasure::BenchErasureArgs),
     /// Test helper: appends and deletes until killed, printing acknowledgements.
     #[command(hide = true)]
     CrashWorker {
@@ -402,6 +405,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::BenchPersons(args) => crate::bench_persons::run(args),
         Command::BenchHttp(args) => crate::bench_http::run(args),
         Command::BenchEmbed(args) => crate::bench_embed::run(args),
+        Command::BenchErasure(args) => crate::bench_erasure::run(args),
         Command::CrashWorker {
             data_dir,
             seed,
