@@ -222,3 +222,94 @@ fn a_projects_erasure_deadline_from_the_command_line() {
     ]);
     assert!(!ok, "{err}");
 }
+
+#[test]
+fn export_a_person_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let d = d.to_str().unwrap();
+    let events = dir.path().join("capture.jsonl");
+    std::fs::write(
+        &events,
+        [
+            r#"{"event": "$pageview", "distinct_id": "anon-7", "timestamp": "2026-11-01T10:00:00Z"}"#,
+            r#"{"event": "$identify", "distinct_id": "ada", "timestamp": "2026-11-01T10:01:00Z", "properties": {"$anon_distinct_id": "anon-7", "$set": {"email": "ada@example.com"}}}"#,
+            r#"{"event": "buy", "distinct_id": "ada", "timestamp": "2026-11-01T10:02:00Z"}"#,
+            r#"{"event": "other", "distinct_id": "bob", "timestamp": "2026-11-01T10:03:00Z"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = elide(&[
+        "capture",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        events.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = elide(&["persons", "get", "--data-dir", d, "--project", "1", "1"]);
+    assert!(ok, "{err}");
+    let uuid = json(&out)["uuid"].as_str().unwrap().to_string();
+    let (ok, out, err) = elide(&[
+        "persons",
+        "export",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        &uuid,
+        "--dry-run",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["by_table"]["events"], 3);
+    let (ok, out, err) = elide(&[
+        "persons",
+        "export",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        &uuid,
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(lines[0]["type"], "person");
+    assert_eq!(lines.iter().filter(|l| l["type"] == "event").count(), 3);
+    assert!(!out.contains("bob"));
+    let file = dir.path().join("ada.parquet");
+    let (ok, _, err) = elide(&[
+        "persons",
+        "export",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        &uuid,
+        "--format",
+        "parquet",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let f = std::fs::File::open(&file).unwrap();
+    let rows: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert_eq!(rows, 3);
+    assert!(!dir.path().join("ada.partial").exists());
+    let (ok, _, err) = elide(&[
+        "persons",
+        "export",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "nobody-uuid",
+    ]);
+    assert!(!ok && !err.is_empty());
+}

@@ -6,6 +6,7 @@
 //!   server): store with background work, persons, first-start bootstrap;
 //! - [`wiring`]: opening a data directory for a one-shot command (read,
 //!   write, create), with the persons layer when the store has one;
+//! - [`export`]: the subject-access export written as NDJSON or parquet;
 //! - [`sql`]: a SQL session with the persons tables next to the store's;
 //! - [`hogql`] and [`query`]: one project's HogQL query (parsed, rewritten
 //!   to DataFusion's SQL, run read-only over that project's rows).
@@ -15,6 +16,7 @@
 
 pub mod app;
 pub mod error;
+pub mod export;
 pub mod hogql;
 pub mod query;
 pub mod sql;

@@ -107,6 +107,27 @@ pub enum PersonsCommand {
         #[arg(long)]
         keep_person: bool,
     },
+    /// Export everything held about one person (subject access): the
+    /// profile, every distinct id, merged persons, activity, and every
+    /// event and recording row of its ids (docs/persons.md, "Export").
+    Export {
+        #[command(flatten)]
+        at: At,
+        /// Integer id or UUID.
+        id_or_uuid: String,
+        /// ndjson (one JSON object per line) or parquet (one file; the
+        /// profile and activity in its metadata).
+        #[arg(long, value_enum, default_value_t = ExportFormatArg::Ndjson)]
+        format: ExportFormatArg,
+        /// Write here instead of standard output (required for parquet on
+        /// a terminal).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Count the rows (what deleting the person would hide) and print
+        /// them as JSON; write nothing else.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Free a distinct id: lift a deletion's block, or detach it from its person.
     Reset {
         #[command(flatten)]
@@ -228,6 +249,99 @@ fn with_persons<T>(
     let out = out?;
     closed?;
     Ok(out)
+}
+
+/// `--format` of `elide persons export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormatArg {
+    /// One JSON object per line.
+    Ndjson,
+    /// One parquet file.
+    Parquet,
+}
+
+/// Counts only: the dry run of a person deletion.
+struct CountOnly;
+
+impl elide_persons::ExportSink for CountOnly {
+    fn person(&mut self, _: &elide_persons::PersonExport) -> elide_persons::Result<()> {
+        Ok(())
+    }
+    fn rows(
+        &mut self,
+        _: elide_store::Table,
+        _: arrow::record_batch::RecordBatch,
+    ) -> elide_store::Result<()> {
+        Ok(())
+    }
+}
+
+fn export(
+    at: &At,
+    key: &str,
+    format: ExportFormatArg,
+    out: Option<&Path>,
+    dry_run: bool,
+) -> Result<()> {
+    use elide_app::export::{ExportFormat, ExportWriter};
+    use std::io::IsTerminal;
+    let format = match format {
+        ExportFormatArg::Ndjson => ExportFormat::Ndjson,
+        ExportFormatArg::Parquet => ExportFormat::Parquet,
+    };
+    if !dry_run
+        && out.is_none()
+        && format == ExportFormat::Parquet
+        && std::io::stdout().is_terminal()
+    {
+        return Err("parquet is binary: give --out FILE, or redirect standard output".into());
+    }
+    with_persons(&at.data_dir, Access::Read, |p| {
+        if dry_run {
+            let rows = p.export(at.project, key, &[], &mut CountOnly)?;
+            let total: u64 = rows.rows.values().sum();
+            print_json(&serde_json::json!({
+                "rows": total,
+                "parts": rows.parts,
+                "by_table": rows.rows.iter().map(|(t, n)| (t.name().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+            }))?;
+            return Ok(());
+        }
+        match out {
+            Some(path) => {
+                // Written beside, then renamed: a failed export leaves no
+                // partial file under the name asked for.
+                let tmp = path.with_extension("partial");
+                let file = std::io::BufWriter::new(File::create(&tmp)?);
+                let mut w = ExportWriter::new(format, file);
+                let done = p
+                    .export(at.project, key, &[], &mut w)
+                    .map_err(crate::output::anyhow_lite::Error::from)
+                    .and_then(|rows| Ok((rows, w.finish()?)));
+                match done {
+                    Ok((rows, mut file)) => {
+                        file.flush()?;
+                        drop(file);
+                        std::fs::rename(&tmp, path)?;
+                        let total: u64 = rows.rows.values().sum();
+                        eprintln!("exported {total} rows to {}", path.display());
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Err(e)
+                    }
+                }
+            }
+            None => {
+                let stdout = std::io::BufWriter::new(std::io::stdout());
+                let mut w = ExportWriter::new(format, stdout);
+                p.export(at.project, key, &[], &mut w)?;
+                w.finish()?.flush()?;
+                Ok(())
+            }
+        }
+    })
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -392,6 +506,13 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
             }
             Ok(())
         }
+        PersonsCommand::Export {
+            at,
+            id_or_uuid,
+            format,
+            out,
+            dry_run,
+        } => export(&at, &id_or_uuid, format, out.as_deref(), dry_run),
         PersonsCommand::Reset { at, distinct_id } => {
             with_persons(&at.data_dir, Access::Write, |p| {
                 print_json(&p.reset_distinct_id(at.project, &distinct_id)?)?;

@@ -12,6 +12,8 @@
 //! - [`persons`]: the API ([`Persons`]): capture, lookups, updates,
 //!   deletion through the store's deletion requests, reset, split,
 //!   deletion status, activity, project drop.
+//! - [`export`]: the subject-access export of one person (profile,
+//!   merged persons, activity, every row of its ids).
 //! - [`props`]: property operations and the property timeline fold.
 //! - [`tables`]: the metadata as Arrow batches for the query layer.
 //!
@@ -34,6 +36,7 @@ pub mod admin;
 pub mod capture;
 mod capture_all;
 pub mod error;
+pub mod export;
 pub mod ids;
 pub mod meta;
 mod open;
@@ -47,6 +50,7 @@ pub mod tables;
 pub use capture::CaptureEvent;
 pub use capture_all::CaptureBatch;
 pub use error::{PersonsError, Result};
+pub use export::{ExportSink, PersonExport};
 pub use meta::{ApiKey, Project, ProjectSettings};
 pub use meta::{MetaStore, MetaTx, PersonFilter, PropertyFilter, PropertyOperator};
 pub use open::RebuildReport;

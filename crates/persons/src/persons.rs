@@ -280,7 +280,7 @@ fn parse_uuid_input(s: &str) -> Result<Uuid> {
         .map_err(|e| PersonsError::InvalidInput(format!("{s:?} is not a UUID: {e}")))
 }
 
-fn view(tx: &mut dyn MetaTx, row: PersonRow) -> Result<Person> {
+pub(crate) fn view(tx: &mut dyn MetaTx, row: PersonRow) -> Result<Person> {
     let distinct_ids = tx.distinct_ids(row.project_id, row.id)?;
     Ok(Person {
         id: row.id,
@@ -294,7 +294,7 @@ fn view(tx: &mut dyn MetaTx, row: PersonRow) -> Result<Person> {
 }
 
 /// A person named by integer id or UUID.
-fn find(tx: &mut dyn MetaTx, project: i64, key: &str) -> Result<PersonRow> {
+pub(crate) fn find(tx: &mut dyn MetaTx, project: i64, key: &str) -> Result<PersonRow> {
     let row = match key.trim().parse::<i64>() {
         Ok(id) => tx.person_by_id(project, id)?,
         Err(_) => tx.person_by_uuid(project, &parse_uuid_input(key)?)?,

@@ -127,6 +127,7 @@ fn document_json() -> Result<&'static str, &'static str> {
         crate::persons::read::timeline,
         crate::persons::read::person_activity,
         crate::persons::read::list_csv,
+        crate::persons::export::export,
         crate::recordings::list,
         crate::projects::list,
         crate::projects::create,

@@ -158,3 +158,102 @@ async fn a_projects_erasure_deadline_is_set_through_patch() {
         .await;
     assert_eq!(r.json["erasure_deadline_days"], serde_json::Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persons_export_holds_everything_and_is_the_deletions_dry_run() {
+    let h = Harness::new();
+    let pp = h.api();
+    // A person with two ids (one merged in through $identify), events,
+    // a recording; and a bystander.
+    h.capture(json!([
+        {"event": "$pageview", "distinct_id": "anon-1", "properties": {"n": 1}},
+        {"event": "$identify", "distinct_id": "ada", "properties": {"$anon_distinct_id": "anon-1", "$set": {"email": "ada@example.com"}}},
+        {"event": "buy", "distinct_id": "ada", "properties": {"n": 2}},
+        {"event": "$snapshot", "distinct_id": "ada", "properties": {"$session_id": "S1", "$snapshot_data": {"t": 1}}},
+        {"event": "other", "distinct_id": "bob", "properties": {}},
+    ]))
+    .await;
+    let uuid = h.person("ada").await.unwrap()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An activity entry: a change through the API (which also stores a
+    // `$set` event, as PostHog does).
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{pp}/persons/{uuid}/"),
+            Some(&json!({"properties": {"plan": "pro"}})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let url = format!("{pp}/persons/{uuid}/export/");
+    let r = h.get(&format!("{url}?dry_run=true")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["by_table"]["events"], 4);
+    assert_eq!(r.json["by_table"]["recordings"], 1);
+    let r = h.get(&url).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lines: Vec<serde_json::Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["type"], "person");
+    assert_eq!(lines[0]["uuid"], uuid.as_str());
+    let mut ids: Vec<&str> = lines[0]["distinct_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["ada", "anon-1"]);
+    assert!(lines.iter().any(|l| l["type"] == "activity"));
+    let events: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "event").collect();
+    let mut names: Vec<&str> = events
+        .iter()
+        .map(|l| l["event"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["$identify", "$pageview", "$set", "buy"]);
+    assert_eq!(lines.iter().filter(|l| l["type"] == "recording").count(), 1);
+    assert!(!r.text().contains("bob"), "another person's rows leaked");
+    assert_eq!(lines.last().unwrap()["type"], "summary");
+    assert_eq!(lines.last().unwrap()["rows"]["events"], 4);
+    // Parquet: one file, the rows of both tables, the person in metadata.
+    let r = h.get(&format!("{url}?format=parquet")).await;
+    assert_eq!(r.status, 200);
+    let bytes = r.body.clone();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .clone();
+    let person = kv.iter().find(|k| k.key == "elide.person").unwrap();
+    assert!(person.value.as_ref().unwrap().contains(&uuid));
+    let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 5);
+    // Bad parameters.
+    h.get(&format!("{url}?format=xml")).await.envelope(400);
+    h.get(&format!("{url}?dry_run=maybe")).await.envelope(400);
+    h.get(&format!("{pp}/persons/not-a-person/export/"))
+        .await
+        .envelope(400);
+    h.get(&format!("{pp}/persons/{}/export/", uuid::Uuid::new_v4()))
+        .await
+        .envelope(404);
+    // After the person's deletion: gone.
+    let r = h
+        .call(
+            "DELETE",
+            &format!("{pp}/persons/{uuid}/?delete_events&delete_recordings"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    h.get(&url).await.envelope(404);
+}

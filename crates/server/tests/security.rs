@@ -209,6 +209,12 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
             Some(json!({"distinct_ids": ["target"], "dry_run": true})),
         ),
         ("GET", format!("{pp}/deletions/"), "person:read", None),
+        (
+            "GET",
+            format!("{pp}/persons/{u}/export/"),
+            "person:read",
+            None,
+        ),
         ("GET", format!("{pp}/deletions/1/"), "person:read", None),
     ];
     // The same under /api/environments/.

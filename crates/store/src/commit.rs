@@ -309,45 +309,7 @@ impl<'a> Transaction<'a> {
     /// build, adds the parts committed since it started, and keeps it. If
     /// there was no build, or it failed, the index is built here.
     pub fn index(&mut self) -> Result<&DistinctIdIndex> {
-        if self.guard.index.is_none() {
-            let started = std::time::Instant::now();
-            let idx = match self.inner.index_build.wait() {
-                Some((mut idx, covered)) => {
-                    let missing: Vec<_> = self
-                        .manifest
-                        .parts
-                        .iter()
-                        .filter(|p| !covered.contains(&p.id))
-                        .collect();
-                    for p in &missing {
-                        let postings = read_postings(&self.inner.storage, p)?;
-                        idx.add(p.table, p.project_id, p.id, &postings);
-                    }
-                    tracing::info!(
-                        keys = idx.len(),
-                        caught_up_parts = missing.len(),
-                        waited_ms = started.elapsed().as_millis() as u64,
-                        "took the distinct-id index built at open"
-                    );
-                    idx
-                }
-                None => {
-                    let idx = DistinctIdIndex::build(&self.inner.storage, &self.manifest)?;
-                    tracing::info!(
-                        keys = idx.len(),
-                        parts = self.manifest.parts.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "built distinct-id index"
-                    );
-                    idx
-                }
-            };
-            self.guard.index = Some(idx);
-        }
-        self.guard
-            .index
-            .as_ref()
-            .ok_or_else(|| StoreError::Internal("index missing after build".into()))
+        ensure_index(self.inner, &mut self.guard, &self.manifest)
     }
 
     /// Make a flushed memtable's parts live; rows of it hidden after the parts
@@ -661,4 +623,53 @@ impl<'a> Transaction<'a> {
         }
         Ok(new_version)
     }
+}
+
+/// The distinct-id index, under the commit lock (`guard`), covering the
+/// parts of `manifest` (the version being built or the current one): the
+/// one built at open (caught up with the parts committed since), or one
+/// built here if there was no build or it failed. Kept in `guard`.
+pub(crate) fn ensure_index<'g>(
+    inner: &Inner,
+    guard: &'g mut MutexGuard<'_, CommitState>,
+    manifest: &Manifest,
+) -> Result<&'g DistinctIdIndex> {
+    if guard.index.is_none() {
+        let started = std::time::Instant::now();
+        let idx = match inner.index_build.wait() {
+            Some((mut idx, covered)) => {
+                let missing: Vec<_> = manifest
+                    .parts
+                    .iter()
+                    .filter(|p| !covered.contains(&p.id))
+                    .collect();
+                for p in &missing {
+                    let postings = read_postings(&inner.storage, p)?;
+                    idx.add(p.table, p.project_id, p.id, &postings);
+                }
+                tracing::info!(
+                    keys = idx.len(),
+                    caught_up_parts = missing.len(),
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "took the distinct-id index built at open"
+                );
+                idx
+            }
+            None => {
+                let idx = DistinctIdIndex::build(&inner.storage, manifest)?;
+                tracing::info!(
+                    keys = idx.len(),
+                    parts = manifest.parts.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "built distinct-id index"
+                );
+                idx
+            }
+        };
+        guard.index = Some(idx);
+    }
+    guard
+        .index
+        .as_ref()
+        .ok_or_else(|| StoreError::Internal("index missing after build".into()))
 }

@@ -50,6 +50,7 @@ mod by_person;
 mod by_predicate;
 mod compact;
 mod error;
+mod export;
 mod ingest;
 mod store;
 
@@ -98,6 +99,7 @@ pub use by_predicate::{DeletionPreview, EventDeletion, TablePreview};
 pub use compact::PreparedRewrite;
 pub use compact::{CompactRequest, CompactionReport, Progress, TaskKind, TaskOutcome, TaskReport};
 pub use error::{Result, StoreError};
+pub use export::RowsOf;
 pub use format::CompactionSummary;
 pub use format::{
     DeletionRequest, Manifest, PartMeta, ProjectSettings, RequestKind, RequestStatus,

@@ -158,6 +158,35 @@ impl Memtable {
     }
 }
 
+impl Memtable {
+    /// The rows with `_seq`s `seqs` (ascending), as slices of their
+    /// chunks' batches, with each chunk's table.
+    pub fn rows_at(&self, seqs: &[u64]) -> arrow::error::Result<Vec<(Table, RecordBatch)>> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < seqs.len() {
+            let Some((c, _)) = self.locate(seqs[i]) else {
+                i += 1;
+                continue;
+            };
+            let mut idx = Vec::new();
+            while i < seqs.len() && seqs[i] >= c.seq_start && seqs[i] < c.seq_end() {
+                idx.push((seqs[i] - c.seq_start) as u32);
+                i += 1;
+            }
+            let take = arrow::array::UInt32Array::from(idx);
+            let cols = c
+                .batch
+                .columns()
+                .iter()
+                .map(|a| arrow::compute::take(a, &take, None))
+                .collect::<arrow::error::Result<Vec<_>>>()?;
+            out.push((c.table, RecordBatch::try_new(c.batch.schema(), cols)?));
+        }
+        Ok(out)
+    }
+}
+
 /// Members of `set` in `[start, end)`.
 pub(crate) fn range_count(set: &Treemap, start: u64, end: u64) -> u64 {
     if end <= start || set.is_empty() {

@@ -18,6 +18,7 @@
 //! | [`read`] | list, retrieve, CSV, batch lookups, values, timeline, activity, cohorts, analytics (501) |
 //! | [`write`] | PATCH/PUT, `update_property`, `delete_property`, `split` |
 //! | [`deletion`] | DELETE, `bulk_delete`, `delete_events`, `delete_recordings`, `deletion_status`, `reset_person_distinct_id` |
+//! | [`export`] | `{id}/export/`: the subject-access export (an Elide addition) |
 
 use std::collections::HashMap;
 
@@ -44,10 +45,12 @@ use crate::views::{
 use crate::AppState;
 
 pub(crate) mod deletion;
+pub(crate) mod export;
 pub(crate) mod read;
 pub(crate) mod write;
 
 use deletion::*;
+use export::export;
 use read::*;
 use write::*;
 
@@ -104,6 +107,7 @@ pub fn routes() -> Router<AppState> {
         r = both(r, &p("/{id}/split"), post(split));
         r = both(r, &p("/{id}/properties_timeline"), get(timeline));
         r = both(r, &p("/{id}/activity"), get(person_activity));
+        r = both(r, &p("/{id}/export"), get(export));
     }
     r = r.route("/api/person.csv", get(list_csv));
     for prefix in ["/api/projects/{project}", "/api/environments/{project}"] {

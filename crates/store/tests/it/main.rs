@@ -10,3 +10,4 @@ mod embedding;
 mod predicate;
 mod recovery;
 mod requests;
+mod rows_of;
