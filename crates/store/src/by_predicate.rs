@@ -140,6 +140,77 @@ pub(crate) fn match_part(
     Ok(out)
 }
 
+/// [`match_part`] of every part of `parts`, in order, on up to as many
+/// threads as the machine has cores (each part is read and evaluated on
+/// its own; the first error wins).
+pub(crate) fn match_parts(
+    storage: &Storage,
+    parts: &[&PartMeta],
+    pred: &EventPredicate,
+    cutoff: u64,
+) -> Result<Vec<Bitmap>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(parts.len());
+    if threads <= 1 {
+        return parts
+            .iter()
+            .map(|p| match_part(storage, p, pred, cutoff))
+            .collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Vec<(usize, Result<Bitmap>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = parts.get(i) else { break };
+                        let r = match_part(storage, p, pred, cutoff);
+                        let failed = r.is_err();
+                        mine.push((i, r));
+                        if failed {
+                            // Stop the others early too.
+                            next.store(parts.len(), Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![(
+                        usize::MAX,
+                        Err(StoreError::Internal(
+                            "a predicate scan thread panicked".into(),
+                        )),
+                    )]
+                })
+            })
+            .collect()
+    });
+    let mut out: Vec<Option<Bitmap>> = (0..parts.len()).map(|_| None).collect();
+    // Errors first, so that one is reported rather than a missing part.
+    let mut ok = Vec::new();
+    for (i, r) in results.into_iter().flatten() {
+        ok.push((i, r?));
+    }
+    for (i, b) in ok {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some(b);
+        }
+    }
+    out.into_iter()
+        .map(|b| b.ok_or_else(|| StoreError::Internal("a part was not scanned".into())))
+        .collect()
+}
+
 /// `_seq`s of the buffered rows of `project` in `tables` that `pred`
 /// matches below `cutoff` (hidden or not).
 pub(crate) fn match_memtable(
@@ -210,8 +281,11 @@ pub(crate) fn rows_left(
         return Ok(None);
     };
     let mut found: Option<(u64, String)> = None;
-    for p in candidates(parts, r.project_id, &r.tables, pred, r.cutoff_seq) {
-        let n = match_part(storage, p, pred, r.cutoff_seq)?.cardinality();
+    let parts: Vec<&PartMeta> =
+        candidates(parts, r.project_id, &r.tables, pred, r.cutoff_seq).collect();
+    let matched = match_parts(storage, &parts, pred, r.cutoff_seq)?;
+    for (p, m) in parts.iter().zip(matched) {
+        let n = m.cardinality();
         if n > 0 {
             let e = found.get_or_insert_with(|| (0, p.path.clone()));
             e.0 += n;
@@ -286,14 +360,16 @@ impl Store {
             (cutoff, hits)
         };
         let mut out = DeletionPreview::default();
-        for p in candidates(
+        let parts: Vec<&PartMeta> = candidates(
             &version.manifest.parts,
             d.project_id,
             &tables,
             &pred,
             cutoff,
-        ) {
-            let mut m = match_part(&inner.storage, p, &pred, cutoff)?;
+        )
+        .collect();
+        let matched = match_parts(&inner.storage, &parts, &pred, cutoff)?;
+        for (p, mut m) in parts.into_iter().zip(matched) {
             if let Some(old) = version.tombstones.get(&p.id) {
                 m.andnot_inplace(old);
             }
@@ -348,8 +424,9 @@ impl crate::store::Inner {
                 .collect();
         let mut rows_hidden = mem_hits.len() as u64;
         let mut holding = Vec::new();
-        for p in &parts {
-            let matched = match_part(&self.storage, p, &pred, cutoff)?;
+        let refs: Vec<&PartMeta> = parts.iter().collect();
+        let all = match_parts(&self.storage, &refs, &pred, cutoff)?;
+        for (p, matched) in parts.iter().zip(all) {
             if matched.is_empty() {
                 continue;
             }

@@ -115,7 +115,12 @@ impl PropertyFilter {
     /// Whether `props` (a row's parsed properties; `None` when the row has
     /// none or they are not an object) satisfy the filter.
     pub fn matches(&self, props: Option<&Map<String, Value>>) -> bool {
-        let v = props.and_then(|p| p.get(&self.key));
+        self.matches_value(props.and_then(|p| p.get(&self.key)))
+    }
+
+    /// Whether a row whose value of the key is `v` (`None`: absent)
+    /// satisfies the filter.
+    pub fn matches_value(&self, v: Option<&Value>) -> bool {
         let any_equal = |v: &Value| match &self.value {
             Value::Array(items) => items.iter().any(|w| json_eq(v, w)),
             w => json_eq(v, w),
@@ -384,11 +389,74 @@ pub fn properties_match(pred: &EventPredicate, text: Option<&str>) -> bool {
     {
         return pred.absent_ok();
     }
-    let props: Option<Map<String, Value>> = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => Some(m),
-        _ => None,
-    };
-    pred.properties.iter().all(|f| f.matches(props.as_ref()))
+    // Parse only the values of the filtered keys; skip the others.
+    let keys: Vec<&str> = pred.properties.iter().map(|f| f.key.as_str()).collect();
+    let values = extract(text, &keys);
+    pred.properties
+        .iter()
+        .enumerate()
+        .all(|(i, f)| f.matches_value(values.as_ref().and_then(|v| v[i].as_ref())))
+}
+
+/// The values of `keys` in the JSON object `text` (`None` per absent key),
+/// or `None` when `text` is not a JSON object. Other values are skipped
+/// without being built; a repeated key keeps its last value (as a parse
+/// into a map does).
+fn extract(text: &str, keys: &[&str]) -> Option<Vec<Option<Value>>> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Wanted<'k>(&'k [&'k str]);
+    struct Key<'k>(&'k [&'k str]);
+    impl<'de> DeserializeSeed<'de> for Key<'_> {
+        type Value = Option<usize>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Key<'_> {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a key")
+        }
+        fn visit_str<E>(self, k: &str) -> Result<Option<usize>, E> {
+            Ok(self.0.iter().position(|w| *w == k))
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Wanted<'_> {
+        type Value = Vec<Option<Value>>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Wanted<'_> {
+        type Value = Vec<Option<Value>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = vec![None; self.0.len()];
+            while let Some(k) = m.next_key_seed(Key(self.0))? {
+                match k {
+                    Some(i) => {
+                        let v: Value = m.next_value()?;
+                        // The same key may be filtered twice.
+                        for (j, w) in self.0.iter().enumerate() {
+                            if *w == self.0[i] {
+                                out[j] = Some(v.clone());
+                            }
+                        }
+                    }
+                    None => {
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut d = serde_json::Deserializer::from_str(text);
+    let v = Wanted(keys).deserialize(&mut d).ok()?;
+    d.end().ok()?;
+    Some(v)
 }
 
 /// Whether every row of `batch` (positions `rows`, all of which passed
@@ -514,6 +582,32 @@ mod tests {
                     "{f} on {t:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn extraction_agrees_with_a_full_parse() {
+        let texts = [
+            r#"{"a": 1, "b": {"x": [1, 2]}, "c": "C"}"#,
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"b": "only"}"#,
+            r#"{"c\u0041": 5, "cA": 6}"#,
+            r#"{}"#,
+            r#"[1]"#,
+            r#"{"a": 1} trailing"#,
+            "",
+        ];
+        for t in texts {
+            let full = match serde_json::from_str::<Value>(t) {
+                Ok(Value::Object(m)) => Some(m),
+                _ => None,
+            };
+            let keys = ["a", "b", "cA", "a", "zz"];
+            let got = extract(t, &keys);
+            let want = full
+                .as_ref()
+                .map(|m| keys.iter().map(|k| m.get(*k).cloned()).collect::<Vec<_>>());
+            assert_eq!(got, want, "{t}");
         }
     }
 
