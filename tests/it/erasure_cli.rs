@@ -198,6 +198,43 @@ fn a_projects_erasure_deadline_from_the_command_line() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(json(&out)["erasure_deadline_days"], 3);
+    let (ok, out, err) = elide(&[
+        "projects",
+        "update",
+        "--data-dir",
+        d,
+        "--project",
+        &id,
+        "--retention-days",
+        "30",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    assert_eq!(v["retention_days"], 30);
+    assert_eq!(v["erasure_deadline_days"], 3, "the other setting is kept");
+    let (ok, out, _) = elide(&[
+        "projects",
+        "update",
+        "--data-dir",
+        d,
+        "--project",
+        &id,
+        "--retention-days",
+        "0",
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    assert_eq!(
+        json(&out)["retention_days"],
+        serde_json::Value::Null,
+        "0: kept forever"
+    );
+    // `elide compact` sweeps retention first (nothing to expire here).
+    let (ok, _, err) = elide(&["compact", "--data-dir", d, "--now"]);
+    assert!(ok, "{err}");
     // Refused: zero days, an unknown project.
     let (ok, _, err) = elide(&[
         "projects",

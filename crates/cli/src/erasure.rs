@@ -173,11 +173,12 @@ fn delete(a: DeleteArgs) -> Result<()> {
     Ok(())
 }
 
-/// `elide projects update`: a project's erasure deadline.
+/// `elide projects update`: a project's erasure deadline and retention.
 pub(crate) fn update_project(
     data_dir: &std::path::Path,
     project: i64,
     erasure_deadline_days: Option<u32>,
+    retention_days: Option<u32>,
     format: Format,
 ) -> Result<()> {
     let store = wiring::writer(data_dir, Access::Write)?;
@@ -189,20 +190,26 @@ pub(crate) fn update_project(
     if let Some(d) = erasure_deadline_days {
         s.erasure_deadline_days = Some(d);
     }
+    if let Some(d) = retention_days {
+        s.retention_days = (d > 0).then_some(d);
+    }
     store.set_project_settings(project, s.clone())?;
     store.close()?;
     let v = serde_json::json!({
         "project_id": project,
         "erasure_deadline_days": s.erasure_deadline_days,
+        "retention_days": s.retention_days,
     });
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{v}")?,
         _ => writeln!(
             out,
-            "project {project}: erasure deadline {}",
+            "project {project}: erasure deadline {}; retention {}",
             s.erasure_deadline_days
-                .map_or("the default".to_string(), |d| format!("{d} day(s)"))
+                .map_or("the default".to_string(), |d| format!("{d} day(s)")),
+            s.retention_days
+                .map_or("none (rows kept)".to_string(), |d| format!("{d} day(s)"))
         )?,
     }
     Ok(())

@@ -29,6 +29,18 @@ fn when(us: Option<i64>) -> String {
 
 pub(crate) fn compact(dir: &Path, req: CompactRequest, format: Format) -> Result<()> {
     let store = wiring::writer(dir, Access::Write)?;
+    // Retention first: expired days leave whole, other expired rows
+    // become work for this run.
+    for s in store.apply_retention(chrono::Utc::now().timestamp_micros())? {
+        eprintln!(
+            "retention: project {} rows before {} deleted: request {}, {} rows, {} parts removed whole",
+            s.project_id,
+            elide_store::format::us_to_rfc3339(s.before_us),
+            s.request_id,
+            s.rows_hidden,
+            s.parts_dropped
+        );
+    }
     let bar = crate::cli::progress_bar(0, "compacting");
     bar.set_style(
         indicatif::ProgressStyle::with_template(

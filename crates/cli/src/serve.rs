@@ -274,7 +274,7 @@ pub enum ProjectsCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Change a project's erasure settings; prints them.
+    /// Change a project's erasure settings (deadline, retention); prints them.
     Update {
         /// Data directory.
         #[arg(long)]
@@ -286,6 +286,11 @@ pub enum ProjectsCommand {
         /// applies to requests made from now on.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
         erasure_deadline_days: Option<u32>,
+        /// Keep rows this many whole UTC days, then delete them (retention
+        /// sweeps: `elide compact`, or a server's background worker); 0
+        /// keeps them forever.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=36500))]
+        retention_days: Option<u32>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -433,8 +438,15 @@ pub fn projects(cmd: ProjectsCommand) -> Result<()> {
             data_dir,
             project,
             erasure_deadline_days,
+            retention_days,
             format,
-        } => crate::erasure::update_project(&data_dir, project, erasure_deadline_days, format)?,
+        } => crate::erasure::update_project(
+            &data_dir,
+            project,
+            erasure_deadline_days,
+            retention_days,
+            format,
+        )?,
         ProjectsCommand::Delete {
             data_dir,
             project,

@@ -79,13 +79,18 @@ pub struct ProjectView {
     /// server's default (an Elide addition).
     #[schema(required)]
     pub erasure_deadline_days: Option<u32>,
+    /// Whole days rows are kept; null: forever (an Elide addition).
+    #[schema(required)]
+    pub retention_days: Option<u32>,
 }
 
 impl ProjectView {
     /// The view of `p` with the store's settings of it.
     pub fn of(p: &Project, store: &elide_store::Store) -> ApiResult<ProjectView> {
         let mut v = ProjectView::from(p);
-        v.erasure_deadline_days = store.project_settings(p.id)?.erasure_deadline_days;
+        let s = store.project_settings(p.id)?;
+        v.erasure_deadline_days = s.erasure_deadline_days;
+        v.retention_days = s.retention_days;
         Ok(v)
     }
 }
@@ -101,6 +106,7 @@ impl From<&Project> for ProjectView {
             anonymize_ips: p.settings.anonymize_ips,
             drop_properties: p.settings.drop_properties.clone(),
             erasure_deadline_days: None,
+            retention_days: None,
         }
     }
 }
@@ -142,6 +148,10 @@ pub struct ProjectChange {
     /// on.
     #[schema(value_type = Option<u32>)]
     pub erasure_deadline_days: Option<Option<u32>>,
+    /// Days rows are kept (1 to 36500), or null to keep them forever;
+    /// older rows are deleted by retention sweeps.
+    #[schema(value_type = Option<u32>)]
+    pub retention_days: Option<Option<u32>>,
 }
 
 /// A new project, its capture token and a key for it.
@@ -297,13 +307,15 @@ async fn update(
             let p = app
                 .persons()
                 .update_project(id, change.name.as_deref(), settings)?;
-            if let Some(days) = change.erasure_deadline_days {
-                app.store().set_project_settings(
-                    id,
-                    elide_store::ProjectSettings {
-                        erasure_deadline_days: days,
-                    },
-                )?;
+            if change.erasure_deadline_days.is_some() || change.retention_days.is_some() {
+                let mut s = app.store().project_settings(id)?;
+                if let Some(days) = change.erasure_deadline_days {
+                    s.erasure_deadline_days = days;
+                }
+                if let Some(days) = change.retention_days {
+                    s.retention_days = days;
+                }
+                app.store().set_project_settings(id, s)?;
             }
             ProjectView::of(&p, app.store())
         })
@@ -367,6 +379,23 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
         names.sort();
         names.dedup();
         c.drop_properties = Some(names);
+    }
+    if let Some(v) = o.get("retention_days") {
+        c.retention_days = Some(match v {
+            Value::Null => None,
+            v => Some(
+                v.as_u64()
+                    .filter(|d| (1..=36_500).contains(d))
+                    .map(|d| d as u32)
+                    .ok_or_else(|| {
+                        ApiError::invalid_attr(
+                            "retention_days",
+                            "invalid",
+                            "Must be a whole number of days from 1 to 36500, or null.",
+                        )
+                    })?,
+            ),
+        });
     }
     if let Some(v) = o.get("erasure_deadline_days") {
         c.erasure_deadline_days = Some(match v {

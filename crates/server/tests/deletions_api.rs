@@ -157,6 +157,27 @@ async fn a_projects_erasure_deadline_is_set_through_patch() {
         )
         .await;
     assert_eq!(r.json["erasure_deadline_days"], serde_json::Value::Null);
+    // Retention: set, shown, refused when out of range, cleared.
+    let patch = |v: serde_json::Value| {
+        let h = &h;
+        let pp = pp.clone();
+        async move {
+            h.call(
+                "PATCH",
+                &format!("{pp}/"),
+                Some(&json!({"retention_days": v})),
+            )
+            .await
+        }
+    };
+    let r = patch(json!(30)).await;
+    assert_eq!(r.json["retention_days"], 30, "{}", r.text());
+    assert_eq!(h.get(&format!("{pp}/")).await.json["retention_days"], 30);
+    for bad in [json!(0), json!(40000), json!("30")] {
+        patch(bad).await.envelope(400);
+    }
+    let r = patch(serde_json::Value::Null).await;
+    assert_eq!(r.json["retention_days"], serde_json::Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,11 @@ pub(crate) fn match_part(
     if cutoff <= part.min_seq || !pred.may_match_part(part) {
         return Ok(out);
     }
+    if cutoff > part.max_seq && pred.covers_part(part) {
+        // Every row, without reading (a retention sweep's whole days).
+        out.add_range(0..part.rows as u32);
+        return Ok(out);
+    }
     let mut cols = pred.columns(part.table);
     cols.push(SEQ_COLUMN);
     let b = read_columns(storage, part, &cols)?;
@@ -321,9 +326,14 @@ impl Store {
         let (pred, tables) = d.checked()?;
         let started = std::time::Instant::now();
         let mut tx = Transaction::begin(self.inner())?;
-        let out = self
-            .inner()
-            .resolve_events(&mut tx, d.project_id, pred, tables, d.cutoff)?;
+        let out = self.inner().resolve_events(
+            &mut tx,
+            RequestKind::Events,
+            d.project_id,
+            pred,
+            tables,
+            d.cutoff,
+        )?;
         tx.commit()?;
         tracing::info!(
             request_id = out.request_id,
@@ -391,9 +401,10 @@ impl Store {
 impl crate::store::Inner {
     /// Resolve a predicate deletion into `tx`: hide the matching rows below
     /// the cut-off in parts and in buffered rows, and record the request.
-    fn resolve_events(
+    pub(crate) fn resolve_events(
         &self,
         tx: &mut Transaction<'_>,
+        kind: RequestKind,
         project: i64,
         pred: EventPredicate,
         tables: Vec<Table>,
@@ -441,7 +452,7 @@ impl crate::store::Inner {
                 tx.set_bitmap(p.id, new);
             }
         }
-        let mut request = self.new_request(tx, RequestKind::Events, project, tables, cutoff);
+        let mut request = self.new_request(tx, kind, project, tables, cutoff);
         request.predicate = Some(pred);
         request.rows_hidden = rows_hidden;
         request.parts = holding;

@@ -377,6 +377,9 @@ pub enum RequestKind {
     /// The rows an [`EventPredicate`](crate::predicate::EventPredicate)
     /// matches.
     Events,
+    /// A retention sweep: the project's rows older than its
+    /// `retention_days` (a predicate with a `before` bound).
+    Retention,
 }
 
 impl RequestKind {
@@ -386,6 +389,7 @@ impl RequestKind {
             RequestKind::DistinctIds => "distinct_ids",
             RequestKind::Person => "person",
             RequestKind::Events => "events",
+            RequestKind::Retention => "retention",
         }
     }
 }
@@ -397,6 +401,10 @@ pub struct ProjectSettings {
     /// store's default (`CompactionOptions::max_pending_age`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erasure_deadline_days: Option<u32>,
+    /// Rows are kept this many whole UTC days (then a retention sweep
+    /// deletes them); `None` = forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 impl ProjectSettings {

@@ -86,6 +86,7 @@ mod memtable;
 mod open;
 mod part;
 mod requests;
+pub mod retention;
 mod storage;
 #[cfg(feature = "testing")]
 pub mod wal;
@@ -108,6 +109,7 @@ pub use ingest::{IngestOptions, IngestProgress};
 pub use open::{spool_file, SPOOL_DIR};
 pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY};
 pub use requests::DeletionFeed;
+pub use retention::RetentionSweep;
 pub use schema::Table;
 pub use storage::Storage;
 pub use store::{

@@ -261,6 +261,17 @@ impl EventPredicate {
         self.after_us.is_none_or(|a| p.max_ts >= a) && self.before_us.is_none_or(|b| p.min_ts < b)
     }
 
+    /// Whether every row of `p` satisfies the predicate, as its manifest
+    /// entry tells: only a window, which holds the part's whole time range
+    /// (then nothing needs reading).
+    pub fn covers_part(&self, p: &PartMeta) -> bool {
+        self.events.is_empty()
+            && self.properties.is_empty()
+            && self.distinct_ids.is_empty()
+            && self.after_us.is_none_or(|a| p.min_ts >= a)
+            && self.before_us.is_none_or(|b| p.max_ts < b)
+    }
+
     /// The columns a [`Matcher`] reads for `table`.
     pub fn columns(&self, table: Table) -> Vec<&'static str> {
         let mut c = Vec::new();

@@ -1,7 +1,7 @@
 //! The store's API over deletion requests as records: the deletion feed
 //! (every request of every kind, in the order of their changes, with a
 //! cursor) and the per-project settings that shape new requests (the
-//! erasure deadline). The requests' states and transitions are
+//! erasure deadline) and retention sweeps (`retention.rs`). The requests' states and transitions are
 //! `lifecycle.rs`'s; this module only reads them and writes settings.
 
 use crate::commit::Transaction;
@@ -75,6 +75,11 @@ impl Store {
         if settings.erasure_deadline_days == Some(0) {
             return Err(crate::StoreError::InvalidInput(
                 "the erasure deadline must be at least 1 day".into(),
+            ));
+        }
+        if settings.retention_days == Some(0) {
+            return Err(crate::StoreError::InvalidInput(
+                "retention must be at least 1 day (no setting keeps rows forever)".into(),
             ));
         }
         let mut tx = Transaction::begin(self.inner())?;

@@ -1711,6 +1711,15 @@ fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
             tracing::warn!(error = %e, "gc failed; will retry");
         }
         let now = now_us();
+        // Retention first: its whole expired days leave without a rewrite,
+        // its other rows become work for the plan below.
+        if let Err(e) = (Store {
+            inner: Arc::clone(&inner),
+        })
+        .apply_retention(now)
+        {
+            tracing::warn!(error = %e, "retention sweep failed; will retry");
+        }
         let version = match inner.current_version() {
             Ok(v) => v,
             Err(_) => return,

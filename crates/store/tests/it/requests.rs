@@ -18,6 +18,7 @@ fn every_request_is_due_by_its_projects_deadline() {
             2,
             ProjectSettings {
                 erasure_deadline_days: Some(2),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -54,6 +55,7 @@ fn every_request_is_due_by_its_projects_deadline() {
                 p,
                 ProjectSettings {
                     erasure_deadline_days: days,
+                    ..Default::default()
                 },
             )
             .unwrap_err();
@@ -117,4 +119,101 @@ fn the_feed_lists_each_change_once_in_order_from_a_cursor() {
     // Per project.
     assert!(store.deletion_feed(Some(2), 0).unwrap().requests.is_empty());
     assert_eq!(store.deletion_feed(Some(1), 0).unwrap().requests.len(), 2);
+}
+
+/// Retention with a fake clock: rows older than the bound are hidden at
+/// the sweep, whole expired days leave without a rewrite, nothing is
+/// recorded when nothing expired, and the request is purged and verified.
+#[test]
+fn retention_sweeps_drop_whole_days_and_go_through_the_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Project 1: one row a day on days 0..10 (T0 is a UTC midnight plus
+    // less than a day), two flushes so each day has parts; a late row of
+    // day 1 still in the log. Project 2 has no retention.
+    let t0_day = T0.div_euclid(DAY) * DAY;
+    let mut rows: Vec<_> = (0..10).map(|d| row(d as u64, "a", 1, d)).collect();
+    rows.extend((0..10).map(|d| row(100 + d as u64, "b", 2, d)));
+    append(&store, &rows[..5]);
+    store.flush().unwrap();
+    append(&store, &rows[5..]);
+    store.flush().unwrap();
+    append(&store, &[row(50, "late", 1, 1)]);
+    store
+        .set_project_settings(
+            1,
+            ProjectSettings {
+                retention_days: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // "Now" is day 7, 15:00: keep days 4.. (the midnight 3 days before
+    // today's), expire days 0..4 and the late row.
+    let now = t0_day + 7 * DAY + 15 * 3_600_000_000;
+    assert_eq!(
+        elide_store::retention::retention_bound(now, 3),
+        t0_day + 4 * DAY
+    );
+    let version = store.status().unwrap().version;
+    let parts_of_1 = |s: &elide_store::Store| {
+        s.manifest()
+            .unwrap()
+            .parts
+            .iter()
+            .filter(|p| p.project_id == 1)
+            .count()
+    };
+    let before = parts_of_1(&store);
+    let sweeps = store.apply_retention(now).unwrap();
+    assert_eq!(sweeps.len(), 1);
+    let s = &sweeps[0];
+    assert_eq!((s.project_id, s.rows_hidden), (1, 5));
+    assert_eq!(s.parts_dropped, 4, "days 0..4 leave whole");
+    assert_eq!(parts_of_1(&store), before - 4);
+    assert_eq!(store.status().unwrap().version, version + 1, "one commit");
+    // No part was rewritten: none of the dropped ones carried tombstones,
+    // and the remaining ones of project 1 carry none either.
+    assert!(store
+        .manifest()
+        .unwrap()
+        .parts
+        .iter()
+        .all(|p| p.deleted() == 0));
+    let visible_of = |s: &elide_store::Store, who: &str| {
+        visible(s).into_iter().filter(|(_, d, _)| d == who).count()
+    };
+    assert_eq!(visible_of(&store, "a"), 6);
+    assert_eq!(visible_of(&store, "late"), 0);
+    assert_eq!(visible_of(&store, "b"), 10, "another project is untouched");
+    let r = store.request(s.request_id).unwrap().unwrap();
+    assert_eq!(r.kind, elide_store::RequestKind::Retention);
+    // The same day again: nothing new expired, nothing recorded.
+    assert!(store
+        .apply_retention(now + 3_600_000_000)
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.status().unwrap().version, version + 1);
+    // The next day: day 4 expires.
+    let next = store.apply_retention(now + DAY).unwrap();
+    assert_eq!(next[0].rows_hidden, 1);
+    // The lifecycle: purged (flush, GC) and verified.
+    let report = compact_now(&store);
+    assert!(report.verification_failures.is_empty());
+    for id in [s.request_id, next[0].request_id] {
+        let r = store.request(id).unwrap().unwrap();
+        assert_eq!(r.status, elide_store::RequestStatus::Verified, "{r:?}");
+    }
+    assert_eq!(visible_of(&store, "a"), 5);
+    // Bad settings are refused.
+    let e = store
+        .set_project_settings(
+            1,
+            ProjectSettings {
+                retention_days: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
 }

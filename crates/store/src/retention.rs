@@ -1,0 +1,121 @@
+//! Retention: a project setting `retention_days`, applied by sweeps that
+//! are ordinary deletion requests (kind `retention`), so the same
+//! lifecycle, compaction and verification apply.
+//!
+//! A sweep at time `now` deletes the project's rows (events and
+//! recordings) whose `timestamp` is before the UTC midnight `retention_days`
+//! days before today's: a row is kept at least `retention_days` days and
+//! at most one day more. Because the bound is a UTC midnight and parts are
+//! partitioned by UTC day, an expired day's parts are covered whole: the
+//! commit that records the request removes them from the manifest at once
+//! (their files are retired to GC, never rewritten), and only rows still
+//! in the ingest log are hidden in memory (and left out by the flush).
+//! Parts written before that layout, or holding rows on both sides of the
+//! bound, are tombstoned and purged by the compaction like any request.
+//!
+//! A sweep that finds nothing visible to expire records nothing. The
+//! background worker sweeps before each plan (so at most a minute after
+//! midnight); `elide compact` sweeps first too; [`Store::apply_retention`]
+//! takes the clock as an argument for tests and embedders.
+
+use crate::commit::Transaction;
+use crate::error::Result;
+use crate::format::RequestKind;
+use crate::predicate::EventPredicate;
+use crate::schema::Table;
+use crate::store::Store;
+use crate::MICROS_PER_DAY;
+
+/// One project's sweep that deleted something.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RetentionSweep {
+    /// Project.
+    pub project_id: i64,
+    /// Rows with `timestamp` before this were deleted (µs, a UTC midnight).
+    pub before_us: i64,
+    /// The request (kind `retention`).
+    pub request_id: u64,
+    /// Rows it hid.
+    pub rows_hidden: u64,
+    /// Parts it removed whole (no rewrite).
+    pub parts_dropped: usize,
+}
+
+/// The retention bound at `now_us` for `days`: the UTC midnight `days`
+/// days before today's.
+pub fn retention_bound(now_us: i64, days: u32) -> i64 {
+    let today = now_us.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
+    today.saturating_sub(i64::from(days) * MICROS_PER_DAY)
+}
+
+impl Store {
+    /// Sweep every project with a `retention_days` setting at `now_us`
+    /// (µs since the epoch): one request per project with expired rows,
+    /// each its own commit. Returns the sweeps that deleted something.
+    pub fn apply_retention(&self, now_us: i64) -> Result<Vec<RetentionSweep>> {
+        self.inner().writable()?;
+        let settings: Vec<(i64, u32)> = self
+            .inner()
+            .current_version()?
+            .manifest
+            .projects
+            .iter()
+            .filter_map(|(p, s)| s.retention_days.map(|d| (*p, d)))
+            .collect();
+        let mut out = Vec::new();
+        for (project, days) in settings {
+            let before_us = retention_bound(now_us, days);
+            let pred = EventPredicate {
+                before_us: Some(before_us),
+                ..Default::default()
+            };
+            let mut tx = Transaction::begin(self.inner())?;
+            // The setting may have changed since it was read.
+            if tx
+                .manifest()
+                .projects
+                .get(&project)
+                .and_then(|s| s.retention_days)
+                != Some(days)
+            {
+                continue;
+            }
+            let parts_before = tx
+                .manifest()
+                .parts
+                .iter()
+                .filter(|p| p.project_id == project)
+                .count();
+            let o = self.inner().resolve_events(
+                &mut tx,
+                RequestKind::Retention,
+                project,
+                pred,
+                Table::ALL.to_vec(),
+                None,
+            )?;
+            if o.rows_hidden == 0 {
+                // Nothing visible expired: the transaction is dropped
+                // uncommitted, and no request is recorded.
+                continue;
+            }
+            let v = tx.commit()?;
+            let parts_after = v
+                .manifest
+                .parts
+                .iter()
+                .filter(|p| p.project_id == project)
+                .count();
+            let sweep = RetentionSweep {
+                project_id: project,
+                before_us,
+                request_id: o.request_id,
+                rows_hidden: o.rows_hidden,
+                parts_dropped: parts_before.saturating_sub(parts_after),
+            };
+            tracing::info!(?sweep, "retention sweep");
+            out.push(sweep);
+        }
+        Ok(out)
+    }
+}
