@@ -9,7 +9,12 @@
 //! 3. the dry run (`preview_events`) and the deletion (`delete_events`,
 //!    time to hidden) of one event name in one project, then of an event
 //!    name with a property filter in another project;
-//! 4. the purge and verification of both (`compact(CompactRequest::now())`).
+//! 4. the purge and verification of both (`compact(CompactRequest::now())`);
+//! 5. the subject-access export of the most active distinct id
+//!    (`rows_of_distinct_ids`, through the index) against a SQL query
+//!    reading the same rows (a scan with a filter);
+//! 6. a retention sweep of 30 of the 90 days (`retention_days` 60 at the
+//!    generator's end day), and the compaction after it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -165,6 +170,66 @@ pub fn run(a: BenchErasureArgs) -> Result<()> {
     let t = Instant::now();
     let report = store.compact(CompactRequest::now())?;
     let purge_t = t.elapsed();
+
+    // 4. Export of the most active distinct id, against SQL.
+    let top = run_sql(
+        &store,
+        "SELECT project_id, distinct_id, count(*) AS n FROM events GROUP BY project_id, distinct_id ORDER BY n DESC LIMIT 1",
+    )?;
+    let (top_project, top_id) = top
+        .first()
+        .and_then(|b| {
+            let p = b.column(0).as_primitive_opt::<Int64Type>()?;
+            let d = b.column(1).as_string_opt::<i32>()?;
+            (b.num_rows() > 0).then(|| (p.value(0), d.value(0).to_string()))
+        })
+        .ok_or("no rows")?;
+    let mut export_times = Vec::new();
+    let mut exported = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = store.rows_of_distinct_ids(
+            top_project,
+            std::slice::from_ref(&top_id),
+            &[],
+            &mut |_, _| Ok(()),
+        )?;
+        export_times.push(t.elapsed());
+        exported = r.rows.values().sum::<u64>();
+    }
+    let export_t = median(export_times);
+    let (sql_export_t, sql_rows) = timed_sql(
+        &store,
+        &format!(
+            "SELECT count(*) FROM (SELECT uuid, event, distinct_id, person_id, timestamp, properties, session_id, _seq FROM events WHERE project_id = {top_project} AND distinct_id = '{}') AS t",
+            top_id.replace('\'', "''")
+        ),
+    )?;
+
+    // 5. Retention: 60 days at the generator's end day expires 30 of 90.
+    let end_day = elide_gen::GenConfig::default()
+        .end_day
+        .and_hms_opt(1, 0, 0)
+        .map(|t| t.and_utc().timestamp_micros())
+        .ok_or("end day")?;
+    let parts_before = store.status()?.totals.parts;
+    for p in 1..=i64::from(a.projects) {
+        store.set_project_settings(
+            p,
+            elide_store::ProjectSettings {
+                retention_days: Some(60),
+                ..Default::default()
+            },
+        )?;
+    }
+    let t = Instant::now();
+    let sweeps = store.apply_retention(end_day)?;
+    let sweep_t = t.elapsed();
+    let parts_dropped: usize = sweeps.iter().map(|s| s.parts_dropped).sum();
+    let rows_expired: u64 = sweeps.iter().map(|s| s.rows_hidden).sum();
+    let t = Instant::now();
+    let after = store.compact(CompactRequest::now())?;
+    let after_t = t.elapsed();
     store.close()?;
 
     println!(
@@ -199,6 +264,21 @@ pub fn run(a: BenchErasureArgs) -> Result<()> {
         report.requests_verified.len(),
         report.verification_failures.len(),
         purge_t.as_secs_f64()
+    );
+    println!(
+        "export of the most active distinct id ({exported} rows, project {top_project}): {:.1} ms through the index; SQL reading the same rows ({sql_rows}) {:.1} ms: {:.2}x",
+        ms(export_t),
+        ms(sql_export_t),
+        ms(export_t) / ms(sql_export_t).max(1e-9)
+    );
+    println!(
+        "retention 60 days at the generator's end day: {} sweeps, {rows_expired} rows, {parts_dropped} of {parts_before} parts removed whole in {:.1} ms; the compaction after it: {} parts rewritten, {} bytes written, {} requests verified in {:.2} s",
+        sweeps.len(),
+        ms(sweep_t),
+        after.summary.parts_purged,
+        after.summary.bytes_written,
+        after.requests_verified.len(),
+        after_t.as_secs_f64()
     );
     Ok(())
 }
