@@ -154,66 +154,9 @@ pub(crate) fn match_parts(
     pred: &EventPredicate,
     cutoff: u64,
 ) -> Result<Vec<Bitmap>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(parts.len());
-    if threads <= 1 {
-        return parts
-            .iter()
-            .map(|p| match_part(storage, p, pred, cutoff))
-            .collect();
-    }
-    let next = AtomicUsize::new(0);
-    let results: Vec<Vec<(usize, Result<Bitmap>)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(p) = parts.get(i) else { break };
-                        let r = match_part(storage, p, pred, cutoff);
-                        let failed = r.is_err();
-                        mine.push((i, r));
-                        if failed {
-                            // Stop the others early too.
-                            next.store(parts.len(), Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                    mine
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    vec![(
-                        usize::MAX,
-                        Err(StoreError::Internal(
-                            "a predicate scan thread panicked".into(),
-                        )),
-                    )]
-                })
-            })
-            .collect()
-    });
-    let mut out: Vec<Option<Bitmap>> = (0..parts.len()).map(|_| None).collect();
-    // Errors first, so that one is reported rather than a missing part.
-    let mut ok = Vec::new();
-    for (i, r) in results.into_iter().flatten() {
-        ok.push((i, r?));
-    }
-    for (i, b) in ok {
-        if let Some(slot) = out.get_mut(i) {
-            *slot = Some(b);
-        }
-    }
-    out.into_iter()
-        .map(|b| b.ok_or_else(|| StoreError::Internal("a part was not scanned".into())))
-        .collect()
+    crate::parallel::try_map(parts, "predicate scan", |p| {
+        match_part(storage, p, pred, cutoff)
+    })
 }
 
 /// `_seq`s of the buffered rows of `project` in `tables` that `pred`
@@ -410,25 +353,9 @@ impl crate::store::Inner {
         tables: Vec<Table>,
         cutoff: Option<u64>,
     ) -> Result<DeleteOutcome> {
-        let (cutoff, mem_hits) = {
-            let st = self.state.lock().map_err(poisoned)?;
-            if let Some(f) = &st.failed {
-                return Err(StoreError::Unavailable(f.clone()));
-            }
-            let cutoff = cutoff.unwrap_or(st.next_seq);
-            if cutoff > st.next_seq {
-                return Err(StoreError::InvalidInput(format!(
-                    "cut-off {cutoff} is above the next sequence number {}; a deletion cannot cover rows not yet appended",
-                    st.next_seq
-                )));
-            }
-            let mut hits = Vec::new();
-            for m in st.memtables() {
-                match_memtable(m, project, &tables, &pred, cutoff, &mut hits)?;
-            }
-            hits.retain(|s| !st.mem_deleted.contains(*s) && !tx.hides_mem_row(*s));
-            (cutoff, hits)
-        };
+        let (cutoff, mem_hits) = self.cutoff_and_buffered(tx, cutoff, |m, cutoff, hits| {
+            match_memtable(m, project, &tables, &pred, cutoff, hits)
+        })?;
         let parts: Vec<PartMeta> =
             candidates(&tx.manifest().parts, project, &tables, &pred, cutoff)
                 .cloned()

@@ -84,6 +84,7 @@ mod lifecycle;
 mod lock;
 mod memtable;
 mod open;
+mod parallel;
 mod part;
 mod requests;
 pub mod retention;

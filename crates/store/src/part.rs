@@ -9,8 +9,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{concat_batches, interleave_record_batch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType, UInt64Type};
@@ -150,50 +148,7 @@ pub(crate) fn write_parts(
             let rows = interleave_record_batch(&batches, &idx)?;
             write_one(storage, opts, table, g.project, g.day, g.id, &rows)
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(groups.len())
-            .max(1);
-        let next = AtomicUsize::new(0);
-        let results: Vec<Vec<(usize, Result<WrittenPart>)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(g) = groups.get(i) else { break };
-                            let r = job(g);
-                            let failed = r.is_err();
-                            mine.push((i, r));
-                            if failed {
-                                // Stop handing out work; the flush fails as a whole.
-                                next.store(groups.len(), Ordering::Relaxed);
-                                break;
-                            }
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        vec![(
-                            usize::MAX,
-                            Err(StoreError::Internal("a part writer thread panicked".into())),
-                        )]
-                    })
-                })
-                .collect()
-        });
-        let mut written: Vec<(usize, Result<WrittenPart>)> =
-            results.into_iter().flatten().collect();
-        written.sort_by_key(|(i, _)| *i);
-        for (_, r) in written {
-            out.push(r?);
-        }
+        out.extend(crate::parallel::try_map(&groups, "part writer", job)?);
     }
     Ok(out)
 }

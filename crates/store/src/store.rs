@@ -1285,30 +1285,14 @@ impl Inner {
         cutoff: Option<u64>,
     ) -> Result<DeleteOutcome> {
         let inner = self;
-        let (cutoff, mem_hits) = {
-            let st = inner.state.lock().map_err(poisoned)?;
-            if let Some(f) = &st.failed {
-                return Err(StoreError::Unavailable(f.clone()));
-            }
-            let cutoff = cutoff.unwrap_or(st.next_seq);
-            if cutoff > st.next_seq {
-                return Err(StoreError::InvalidInput(format!(
-                    "cut-off {cutoff} is above the next sequence number {}; a deletion cannot cover rows not yet appended",
-                    st.next_seq
-                )));
-            }
-            let mut hits = Vec::new();
-            for m in st.memtables() {
-                for t in &tables {
-                    for d in &ids {
-                        m.find(*t, project, d, cutoff, &mut hits);
-                    }
+        let (cutoff, mem_hits) = self.cutoff_and_buffered(tx, cutoff, |m, cutoff, hits| {
+            for t in &tables {
+                for d in &ids {
+                    m.find(*t, project, d, cutoff, hits);
                 }
             }
-            // Not already hidden, nor by an earlier request of this commit.
-            hits.retain(|s| !st.mem_deleted.contains(*s) && !tx.hides_mem_row(*s));
-            (cutoff, hits)
-        };
+            Ok(())
+        })?;
 
         // Resolve part rows through the distinct-id index.
         let mut additions: BTreeMap<u64, Bitmap> = BTreeMap::new();
@@ -1390,6 +1374,35 @@ impl Inner {
 }
 
 impl Inner {
+    /// Under the state lock: the cut-off of a deletion (`cutoff`, or
+    /// everything appended so far; never above it) and the `_seq`s of the
+    /// buffered rows `find` reports below it that nothing hides yet (nor
+    /// an earlier request of `tx`).
+    pub(crate) fn cutoff_and_buffered(
+        &self,
+        tx: &Transaction<'_>,
+        cutoff: Option<u64>,
+        mut find: impl FnMut(&Memtable, u64, &mut Vec<u64>) -> Result<()>,
+    ) -> Result<(u64, Vec<u64>)> {
+        let st = self.state.lock().map_err(poisoned)?;
+        if let Some(f) = &st.failed {
+            return Err(StoreError::Unavailable(f.clone()));
+        }
+        let cutoff = cutoff.unwrap_or(st.next_seq);
+        if cutoff > st.next_seq {
+            return Err(StoreError::InvalidInput(format!(
+                "cut-off {cutoff} is above the next sequence number {}; a deletion cannot cover rows not yet appended",
+                st.next_seq
+            )));
+        }
+        let mut hits = Vec::new();
+        for m in st.memtables() {
+            find(m, cutoff, &mut hits)?;
+        }
+        hits.retain(|s| !st.mem_deleted.contains(*s) && !tx.hides_mem_row(*s));
+        Ok((cutoff, hits))
+    }
+
     /// A pending request of `kind` created now, due by the project's
     /// erasure deadline; the caller fills in what it covers.
     pub(crate) fn new_request(
