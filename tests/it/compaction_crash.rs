@@ -24,7 +24,9 @@ const POINTS: &[&str] = &[
 ];
 
 /// Appends rows of ids d0..d5 over 3 days in two projects, flushes, then
-/// deletes d1 of project 1 and returns the uuids that must stay visible.
+/// deletes d1 of project 1 and, by predicate, the `signup` events of
+/// project 2 (every third row: `common::row`), and returns the uuids that
+/// must stay visible.
 fn setup(store: &Store) -> BTreeSet<String> {
     let mut keep = BTreeSet::new();
     for batch in 0..3u64 {
@@ -32,7 +34,9 @@ fn setup(store: &Store) -> BTreeSet<String> {
             .map(|i| {
                 let n = batch * 60 + i;
                 let (d, p) = (n % 6, 1 + (n % 2) as i64);
-                if !(d == 1 && p == 1) {
+                let signup = n.is_multiple_of(3);
+                let deleted = (d == 1 && p == 1) || (signup && p == 2);
+                if !deleted {
                     keep.insert(uuid_of(n));
                 }
                 row(n, &format!("d{d}"), p, (n % 3) as i64)
@@ -42,6 +46,15 @@ fn setup(store: &Store) -> BTreeSet<String> {
         store.flush().unwrap();
     }
     store.delete(DeleteSpec::ids(1, ["d1"])).unwrap();
+    store
+        .delete_events(elide::store::EventDeletion::new(
+            2,
+            elide::store::predicate::EventPredicate {
+                events: vec!["signup".into()],
+                ..Default::default()
+            },
+        ))
+        .unwrap();
     keep
 }
 

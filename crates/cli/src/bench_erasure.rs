@@ -198,10 +198,12 @@ pub fn run(a: BenchErasureArgs) -> Result<()> {
         exported = r.rows.values().sum::<u64>();
     }
     let export_t = median(export_times);
-    let (sql_export_t, sql_rows) = timed_sql(
+    // SQL reading the same rows' columns (pruned by DataFusion through
+    // the parts' statistics on distinct_id; the value is a checksum).
+    let (sql_export_t, _) = timed_sql(
         &store,
         &format!(
-            "SELECT count(*) FROM (SELECT uuid, event, distinct_id, person_id, timestamp, properties, session_id, _seq FROM events WHERE project_id = {top_project} AND distinct_id = '{}') AS t",
+            "SELECT sum(length(uuid) + length(event) + length(distinct_id) + length(coalesce(person_id, '')) + length(coalesce(properties, '')) + length(coalesce(session_id, ''))) + count(timestamp) + count(_seq) FROM events WHERE project_id = {top_project} AND distinct_id = '{}'",
             top_id.replace('\'', "''")
         ),
     )?;
@@ -266,7 +268,7 @@ pub fn run(a: BenchErasureArgs) -> Result<()> {
         purge_t.as_secs_f64()
     );
     println!(
-        "export of the most active distinct id ({exported} rows, project {top_project}): {:.1} ms through the index; SQL reading the same rows ({sql_rows}) {:.1} ms: {:.2}x",
+        "export of the most active distinct id ({exported} rows, project {top_project}): {:.1} ms through the index; SQL reading the same rows' columns {:.1} ms: {:.2}x",
         ms(export_t),
         ms(sql_export_t),
         ms(export_t) / ms(sql_export_t).max(1e-9)

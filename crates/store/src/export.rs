@@ -115,26 +115,37 @@ impl Store {
             (version, pin, wanted, mem)
         };
         let mut out = RowsOf::default();
-        for (p, mut rows) in wanted {
-            if let Some(dead) = version.tombstones.get(&p.id) {
-                rows.andnot_inplace(dead);
+        let mut wanted: Vec<(PartMeta, Bitmap)> = wanted
+            .into_iter()
+            .filter_map(|(p, mut rows)| {
+                if let Some(dead) = version.tombstones.get(&p.id) {
+                    rows.andnot_inplace(dead);
+                }
+                (!rows.is_empty()).then_some((p, rows))
+            })
+            .collect();
+        // Parts are read a few at a time on every core, and delivered in
+        // order: memory holds one group's rows, not the whole export.
+        let group = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        while !wanted.is_empty() {
+            let take: Vec<(PartMeta, Bitmap)> = wanted.drain(..group.min(wanted.len())).collect();
+            let batches = crate::parallel::try_map(&take, "export read", |(p, rows)| {
+                let columns: Vec<String> = p
+                    .table
+                    .def()
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+                read_columns_at(&inner.storage, p, &cols, Some(rows))
+            })?;
+            for ((p, _), b) in take.iter().zip(batches) {
+                out.parts += 1;
+                *out.rows.entry(p.table).or_default() += b.num_rows() as u64;
+                f(p.table, b)?;
             }
-            if rows.is_empty() {
-                continue;
-            }
-            let columns: Vec<String> = p
-                .table
-                .def()
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
-            let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
-            let b = read_columns_at(&inner.storage, &p, &cols, Some(&rows))?;
-            out.parts += 1;
-            *out.rows.entry(p.table).or_default() += b.num_rows() as u64;
-            f(p.table, b)?;
         }
         for (t, b) in mem {
             *out.rows.entry(t).or_default() += b.num_rows() as u64;
