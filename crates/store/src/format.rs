@@ -1,7 +1,8 @@
 //! On-disk formats: pure types and their encodings, no I/O.
 //!
 //! * [`Manifest`]: the list of live parts with their current tombstone
-//!   versions, the deletion requests and the store's counters. Encoded as a
+//!   versions, the deletion requests (their types in `format/request.rs`)
+//!   and the store's counters. Encoded as a
 //!   framed JSON document (magic, format version, length, CRC-32).
 //! * Tombstone files: one or more roaring bitmaps (portable serialization)
 //!   of deleted row positions, one per part, in a framed container (magic,
@@ -17,6 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
 use crate::schema::Table;
+
+mod request;
+use request::resolve_legacy_requests;
+pub use request::{DeletionRequest, ProjectSettings, RequestKind, RequestStatus};
 
 /// Magic bytes opening a manifest file.
 pub const MANIFEST_MAGIC: &[u8; 8] = b"ELIDEMAN";
@@ -338,195 +343,6 @@ fn hex_key(s: &str) -> Option<[u8; 32]> {
         *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-/// Lifecycle state of a deletion request.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestStatus {
-    /// Tombstones written: rows are invisible, bytes still on disk.
-    Pending,
-    /// Parts rewritten without the rows and old files removed.
-    Purged,
-    /// A scan found no row of the request left.
-    Verified,
-}
-
-impl RequestStatus {
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestStatus::Pending => "pending",
-            RequestStatus::Purged => "purged",
-            RequestStatus::Verified => "verified",
-        }
-    }
-}
-
-/// What a deletion request covers.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum RequestKind {
-    /// Every row of some distinct ids (requests written before kinds
-    /// existed are of this kind).
-    #[default]
-    DistinctIds,
-    /// Every row of a person's distinct ids (the persons layer's
-    /// deletions).
-    Person,
-    /// The rows an [`EventPredicate`](crate::predicate::EventPredicate)
-    /// matches.
-    Events,
-    /// A retention sweep: the project's rows older than its
-    /// `retention_days` (a predicate with a `before` bound).
-    Retention,
-}
-
-impl RequestKind {
-    /// Name as JSON spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestKind::DistinctIds => "distinct_ids",
-            RequestKind::Person => "person",
-            RequestKind::Events => "events",
-            RequestKind::Retention => "retention",
-        }
-    }
-}
-
-/// Settings of one project that the store applies.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProjectSettings {
-    /// Days from a deletion request to its `purge_due_by`; `None` = the
-    /// store's default (`CompactionOptions::max_pending_age`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub erasure_deadline_days: Option<u32>,
-    /// Rows are kept this many whole UTC days (then a retention sweep
-    /// deletes them); `None` = forever.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention_days: Option<u32>,
-}
-
-impl ProjectSettings {
-    /// Whether every setting is the default.
-    pub fn is_default(&self) -> bool {
-        *self == ProjectSettings::default()
-    }
-}
-
-/// A durable record of a deletion.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DeletionRequest {
-    /// Request id.
-    pub id: u64,
-    /// What the request covers.
-    #[serde(default)]
-    pub kind: RequestKind,
-    /// Project the distinct ids belong to.
-    pub project_id: i64,
-    /// The distinct ids whose rows are deleted (kinds `distinct_ids` and
-    /// `person`; empty for `events`, whose predicate names its own).
-    pub distinct_ids: Vec<String>,
-    /// The rows deleted, for kind `events`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub predicate: Option<crate::predicate::EventPredicate>,
-    /// Tables the request applies to.
-    pub tables: Vec<Table>,
-    /// Rows with `_seq < cutoff_seq` are deleted.
-    pub cutoff_seq: u64,
-    /// When the request was recorded (µs since the epoch, UTC).
-    pub created_at_us: i64,
-    /// Rows this request hid that no earlier request had hidden.
-    pub rows_hidden: u64,
-    /// Lifecycle state.
-    pub status: RequestStatus,
-    /// The manifest version that recorded the request's last change of
-    /// state (its creation included): the deletion feed's cursor. `0` in
-    /// manifests written before the feed existed.
-    #[serde(default)]
-    pub changed_in_version: u64,
-    /// When the rows must be gone from disk (µs since the epoch, UTC):
-    /// creation plus the project's erasure deadline. `0` in manifests
-    /// written before deadlines were recorded; set at open from the
-    /// store's default.
-    #[serde(default)]
-    pub purge_due_by_us: i64,
-    /// Live parts that still hold rows of this request (hidden by it or by
-    /// an earlier request). A part leaves the list when a commit removes
-    /// it from the manifest (purge, merge, fully deleted, project drop);
-    /// its path then waits in `awaiting_removal`. Always written;
-    /// manifests written before the field existed get it at decode
-    /// ([`decode_manifest`]), so no reader meets a request without it.
-    #[serde(default = "legacy_parts")]
-    pub parts: Vec<u64>,
-    /// Paths of files that held rows of this request, left the manifest,
-    /// and may still be on disk (GC waits for older snapshots).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub awaiting_removal: Vec<String>,
-    /// When the request became `purged` (µs since the epoch, UTC).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub purged_at_us: Option<i64>,
-    /// When the verification scan found nothing (µs since the epoch, UTC).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verified_at_us: Option<i64>,
-    /// After verification: keyed hashes (hex) of the distinct ids, which
-    /// are then removed from `distinct_ids`. Answers "was X deleted?"
-    /// without keeping X.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub id_hashes: Vec<String>,
-}
-
-/// What a request read from a manifest written before per-request part
-/// tracking holds in `parts` until [`decode_manifest`] resolves it: no
-/// part id ever reaches `u64::MAX`, and nothing outside the decoder sees
-/// this value.
-const LEGACY_PARTS: u64 = u64::MAX;
-
-fn legacy_parts() -> Vec<u64> {
-    vec![LEGACY_PARTS]
-}
-
-/// Requests written before per-request part tracking existed: a pending
-/// one lists every live part of its scope that carries tombstones
-/// (conservative: it becomes purged only when all of them are
-/// rewritten); any other holds none.
-fn resolve_legacy_requests(m: &mut Manifest) {
-    let parts = &m.parts;
-    for r in m.requests.iter_mut().filter(|r| r.parts == [LEGACY_PARTS]) {
-        r.parts = if r.status == RequestStatus::Pending {
-            parts
-                .iter()
-                .filter(|p| {
-                    p.project_id == r.project_id
-                        && r.tables.contains(&p.table)
-                        && p.min_seq < r.cutoff_seq
-                        && p.tombstone.is_some()
-                })
-                .map(|p| p.id)
-                .collect()
-        } else {
-            Vec::new()
-        };
-    }
-}
-
-impl DeletionRequest {
-    /// When the rows must be gone: `purge_due_by_us`, or creation plus
-    /// `default` for a request that never recorded one (the store fills
-    /// these in at open; this serves manifests read without opening).
-    pub fn due_by_us(&self, default: std::time::Duration) -> i64 {
-        if self.purge_due_by_us > 0 {
-            self.purge_due_by_us
-        } else {
-            self.created_at_us
-                .saturating_add(default.as_micros() as i64)
-        }
-    }
-
-    /// Whether the request covers rows of `table`.
-    pub fn covers_table(&self, table: Table) -> bool {
-        self.tables.contains(&table)
-    }
 }
 
 /// A time in µs since the epoch as RFC 3339 UTC with microseconds
