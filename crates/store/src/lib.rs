@@ -29,11 +29,15 @@
 //! 3. A snapshot is immutable; files it references are not removed while it
 //!    lives ([`gc`]).
 //! 4. Rows outside a deletion are never hidden: matches are exact (project,
-//!    distinct id, `_seq` < cut-off), never by hash alone.
+//!    distinct id or predicate, `_seq` < cut-off), never by hash alone.
 //! 6. Bad input is rejected whole, with the row and column named.
 //!
 //! Module map: `store` (the API: open, append, delete, snapshot),
 //! `ingest` and `bulk` (whole inputs as one commit), `by_person`,
+//! [`predicate`] and `by_predicate` (deletion of events by predicate),
+//! [`retention`] (retention sweeps), `requests` (the deletion feed,
+//! project settings), `export` (every row of some distinct ids),
+//! `lifecycle` (request states and transitions), `parallel`,
 //! `compact` (purges, merges, verification), [`policy`] (what compaction
 //! should do, pure), [`schema`] (tables), [`normalize`] (input
 //! validation), [`format`] (on-disk types), `storage` (object-store
