@@ -217,3 +217,62 @@ fn retention_sweeps_drop_whole_days_and_go_through_the_lifecycle() {
         .unwrap_err();
     assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
 }
+
+/// DESIGN invariant 5 for retention: with compression off, after the
+/// sweep and the compaction no file holds a byte of an expired row (in
+/// parts or in the log), while every kept row's bytes are there.
+#[test]
+fn after_a_retention_sweep_no_byte_of_an_expired_row_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = elide_store::StoreOptions {
+        part: elide_store::PartWriterOptions {
+            compression: elide_store::PartCompression::None,
+            ..Default::default()
+        },
+        ..opts()
+    };
+    let store = elide_store::Store::open(dir.path(), opts).unwrap();
+    let t0_day = T0.div_euclid(DAY) * DAY;
+    let ev = |n: u64, day: i64| {
+        let mut r = row(n, "a", 1, day);
+        r.properties = Some(format!(r#"{{"marker":"ret-{n:03}-x"}}"#));
+        r
+    };
+    // Days 0..7 in parts; a late row of day 0 in the log.
+    append(&store, &(0..7).map(|d| ev(d as u64, d)).collect::<Vec<_>>());
+    store.flush().unwrap();
+    append(&store, &[ev(100, 0)]);
+    store
+        .set_project_settings(
+            1,
+            ProjectSettings {
+                retention_days: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let grep = |needle: &str| -> bool {
+        files_under(dir.path()).into_iter().any(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+    };
+    assert!(
+        grep("ret-000-x") && grep("ret-100-x"),
+        "on disk to begin with"
+    );
+    // Day 7: keep days 4.., expire 0..4 and the late row.
+    let sweeps = store.apply_retention(t0_day + 7 * DAY).unwrap();
+    assert_eq!(sweeps[0].rows_hidden, 5);
+    let report = compact_now(&store);
+    assert_eq!(report.requests_verified, vec![sweeps[0].request_id]);
+    for n in [0u64, 1, 2, 3, 100] {
+        assert!(
+            !grep(&format!("ret-{n:03}-x")),
+            "expired row {n} left on disk"
+        );
+    }
+    for n in [4u64, 5, 6] {
+        assert!(grep(&format!("ret-{n:03}-x")), "kept row {n} lost");
+    }
+}
