@@ -102,17 +102,9 @@ fn delete(a: DeleteArgs) -> Result<()> {
         let store = wiring::store(&a.data_dir, Access::Read)?;
         let p = store.preview_events(&d)?;
         store.close()?;
-        let by_table: serde_json::Map<String, serde_json::Value> = p
-            .by_table
-            .iter()
-            .map(|(t, v)| (t.name().to_string(), serde_json::json!(v)))
-            .collect();
         match a.format {
-            Format::Json => writeln!(
-                out,
-                "{}",
-                serde_json::json!({"rows": p.rows, "parts": p.parts, "by_table": by_table})
-            )?,
+            // The preview's own shape: {"rows", "parts", "by_table"}.
+            Format::Json => writeln!(out, "{}", serde_json::json!(p))?,
             Format::Csv => {
                 writeln!(out, "table,rows,parts")?;
                 for (t, v) in &p.by_table {

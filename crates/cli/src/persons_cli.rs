@@ -260,22 +260,6 @@ pub enum ExportFormatArg {
     Parquet,
 }
 
-/// Counts only: the dry run of a person deletion.
-struct CountOnly;
-
-impl elide_persons::ExportSink for CountOnly {
-    fn person(&mut self, _: &elide_persons::PersonExport) -> elide_persons::Result<()> {
-        Ok(())
-    }
-    fn rows(
-        &mut self,
-        _: elide_store::Table,
-        _: arrow::record_batch::RecordBatch,
-    ) -> elide_store::Result<()> {
-        Ok(())
-    }
-}
-
 fn export(
     at: &At,
     key: &str,
@@ -298,12 +282,11 @@ fn export(
     }
     with_persons(&at.data_dir, Access::Read, |p| {
         if dry_run {
-            let rows = p.export(at.project, key, &[], &mut CountOnly)?;
-            let total: u64 = rows.rows.values().sum();
+            let rows = p.export_counts(at.project, key)?;
             print_json(&serde_json::json!({
-                "rows": total,
+                "rows": rows.total(),
                 "parts": rows.parts,
-                "by_table": rows.rows.iter().map(|(t, n)| (t.name().to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+                "by_table": rows.rows,
             }))?;
             return Ok(());
         }
@@ -323,8 +306,7 @@ fn export(
                         file.flush()?;
                         drop(file);
                         std::fs::rename(&tmp, path)?;
-                        let total: u64 = rows.rows.values().sum();
-                        eprintln!("exported {total} rows to {}", path.display());
+                        eprintln!("exported {} rows to {}", rows.total(), path.display());
                         Ok(())
                     }
                     Err(e) => {

@@ -81,4 +81,20 @@ impl<M: MetaStore> Persons<M> {
         )?;
         Ok(rows)
     }
+
+    /// The rows an export of person `key` would hold, counted without
+    /// reading them out: the dry run of deleting the person's events and
+    /// recordings.
+    pub fn export_counts(&self, project: i64, key: &str) -> Result<RowsOf> {
+        struct CountOnly;
+        impl ExportSink for CountOnly {
+            fn person(&mut self, _: &PersonExport) -> Result<()> {
+                Ok(())
+            }
+            fn rows(&mut self, _: Table, _: RecordBatch) -> elide_store::Result<()> {
+                Ok(())
+            }
+        }
+        self.export(project, key, &[], &mut CountOnly)
+    }
 }

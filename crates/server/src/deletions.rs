@@ -296,15 +296,8 @@ pub(crate) async fn delete_events(
     let app = state.app().clone();
     if dry_run {
         let p = blocking(move || Ok(app.store().preview_events(&d)?)).await?;
-        let by_table: serde_json::Map<String, Value> = p
-            .by_table
-            .iter()
-            .map(|(t, v)| (t.name().to_string(), serde_json::json!(v)))
-            .collect();
-        return Ok(Json(
-            serde_json::json!({"rows": p.rows, "parts": p.parts, "by_table": by_table}),
-        )
-        .into_response());
+        // The preview's own shape: {"rows", "parts", "by_table"}.
+        return Ok(Json(p).into_response());
     }
     state.limits().check(key.0.id, Limit::Delete)?;
     let (o, r) = blocking(move || {

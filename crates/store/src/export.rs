@@ -32,6 +32,13 @@ pub struct RowsOf {
     pub parts: u64,
 }
 
+impl RowsOf {
+    /// Rows of every table.
+    pub fn total(&self) -> u64 {
+        self.rows.values().sum()
+    }
+}
+
 impl Store {
     /// Every visible row of `distinct_ids` in `project`, in `tables`
     /// (empty: all), each delivered once to `f` as a batch in the table's

@@ -6,22 +6,6 @@ use super::*;
 
 use elide_app::export::{ExportFormat, ExportWriter};
 
-/// Counts only (`dry_run`).
-struct CountOnly;
-
-impl elide_persons::ExportSink for CountOnly {
-    fn person(&mut self, _: &elide_persons::PersonExport) -> elide_persons::Result<()> {
-        Ok(())
-    }
-    fn rows(
-        &mut self,
-        _: elide_store::Table,
-        _: arrow::record_batch::RecordBatch,
-    ) -> elide_store::Result<()> {
-        Ok(())
-    }
-}
-
 /// Everything held about one person: profile, distinct ids, merged
 /// persons, activity, and every event and recording row of its ids.
 #[utoipa::path(
@@ -77,16 +61,10 @@ pub(crate) async fn export(
     }
     let app = state.app().clone();
     if dry_run {
-        let rows =
-            blocking(move || Ok(app.persons().export(project, &id, &[], &mut CountOnly)?)).await?;
-        let by_table: Map<String, Value> = rows
-            .rows
-            .iter()
-            .map(|(t, n)| (t.name().to_string(), json!(n)))
-            .collect();
-        let total: u64 = rows.rows.values().sum();
+        let rows = blocking(move || Ok(app.persons().export_counts(project, &id)?)).await?;
         return Ok(
-            Json(json!({"rows": total, "parts": rows.parts, "by_table": by_table})).into_response(),
+            Json(json!({"rows": rows.total(), "parts": rows.parts, "by_table": rows.rows}))
+                .into_response(),
         );
     }
     // Buffered: one person's data; the answer is complete or an error.
