@@ -73,31 +73,50 @@ fn by_project(pairs: &[(i64, String)]) -> BTreeMap<i64, Vec<String>> {
     out
 }
 
-/// `elide bench-embed`.
-pub fn run(a: BenchEmbedArgs) -> Result<()> {
-    if a.data_dir.exists() && std::fs::read_dir(&a.data_dir)?.next().is_some() {
-        return Err(format!("{} is not empty", a.data_dir.display()).into());
-    }
-    std::fs::create_dir_all(&a.data_dir)?;
-    let input = a.data_dir.join("input.parquet");
-    let cfg = elide_gen::GenConfig {
-        events: a.events,
-        persons: a.persons,
-        projects: a.projects,
-        ..Default::default()
-    };
-    let bar = progress_bar(a.events, "generating");
-    elide_gen::write_parquet(cfg, &input, &mut |n| bar.set_position(n))?;
-    bar.finish_and_clear();
-
-    let dir = a.data_dir.join("store");
-    let opts = || StoreOptions {
+/// The store options of the embedding benchmarks: background work off, so
+/// that every step is the caller's.
+pub(crate) fn bench_store_options() -> StoreOptions {
+    StoreOptions {
         background_compaction: false,
         ..StoreOptions::default()
+    }
+}
+
+/// What [`generate_and_ingest`] made.
+pub(crate) struct Ingested {
+    /// The store's directory (closed).
+    pub dir: PathBuf,
+    /// Rows ingested.
+    pub rows: u64,
+    /// Seconds `ingest_files` took.
+    pub ingest_s: f64,
+}
+
+/// Generate `events` (in an empty or absent `work`) and ingest them with
+/// `Store::ingest_files` as an embedder does; the store is closed after.
+pub(crate) fn generate_and_ingest(
+    work: &std::path::Path,
+    events: u64,
+    persons: u64,
+    projects: u32,
+) -> Result<Ingested> {
+    if work.exists() && std::fs::read_dir(work)?.next().is_some() {
+        return Err(format!("{} is not empty", work.display()).into());
+    }
+    std::fs::create_dir_all(work)?;
+    let input = work.join("input.parquet");
+    let cfg = elide_gen::GenConfig {
+        events,
+        persons,
+        projects,
+        ..Default::default()
     };
-    // 1. Ingest.
-    let store = Store::open(&dir, opts())?;
-    let bar = progress_bar(a.events, "ingesting");
+    let bar = progress_bar(events, "generating");
+    elide_gen::write_parquet(cfg, &input, &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    let dir = work.join("store");
+    let store = Store::open(&dir, bench_store_options())?;
+    let bar = progress_bar(events, "ingesting");
     let t = Instant::now();
     let ingested = store.ingest_files(
         Table::Events,
@@ -107,6 +126,22 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
     let ingest_s = t.elapsed().as_secs_f64();
     bar.finish_and_clear();
     store.close()?;
+    Ok(Ingested {
+        dir,
+        rows: ingested.rows,
+        ingest_s,
+    })
+}
+
+/// `elide bench-embed`.
+pub fn run(a: BenchEmbedArgs) -> Result<()> {
+    // 1. Ingest.
+    let Ingested {
+        dir,
+        rows: ingested_rows,
+        ingest_s,
+    } = generate_and_ingest(&a.data_dir, a.events, a.persons, a.projects)?;
+    let opts = bench_store_options;
 
     // 2. Reopen: open, then ready.
     let t = Instant::now();
@@ -158,9 +193,8 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
     store.close()?;
 
     println!(
-        "ingest_files: {} rows in {ingest_s:.2} s ({:.0} rows/s), {parts} parts",
-        ingested.rows,
-        ingested.rows as f64 / ingest_s.max(1e-9)
+        "ingest_files: {ingested_rows} rows in {ingest_s:.2} s ({:.0} rows/s), {parts} parts",
+        ingested_rows as f64 / ingest_s.max(1e-9)
     );
     println!("reopen: open {open_ms:.1} ms, then ready() {ready_ms:.1} ms (the distinct-id index)");
     println!(

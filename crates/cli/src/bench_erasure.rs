@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use elide_store::predicate::{EventPredicate, PropertyFilter, PropertyOperator};
-use elide_store::{CompactRequest, EventDeletion, IngestOptions, Store, StoreOptions, Table};
+use elide_store::{CompactRequest, EventDeletion, Store};
 
 use crate::bench::median;
-use crate::cli::{progress_bar, run_sql};
+use crate::cli::run_sql;
 use crate::output::anyhow_lite::Result;
 
 /// Arguments of `elide bench-erasure`.
@@ -66,35 +66,9 @@ fn ms(d: Duration) -> f64 {
 
 /// `elide bench-erasure`.
 pub fn run(a: BenchErasureArgs) -> Result<()> {
-    if a.data_dir.exists() && std::fs::read_dir(&a.data_dir)?.next().is_some() {
-        return Err(format!("{} is not empty", a.data_dir.display()).into());
-    }
-    std::fs::create_dir_all(&a.data_dir)?;
-    let input = a.data_dir.join("input.parquet");
-    let cfg = elide_gen::GenConfig {
-        events: a.events,
-        persons: a.persons,
-        projects: a.projects,
-        ..Default::default()
-    };
-    let bar = progress_bar(a.events, "generating");
-    elide_gen::write_parquet(cfg, &input, &mut |n| bar.set_position(n))?;
-    bar.finish_and_clear();
-    let dir = a.data_dir.join("store");
-    let opts = || StoreOptions {
-        background_compaction: false,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(&dir, opts())?;
-    let bar = progress_bar(a.events, "ingesting");
-    store.ingest_files(
-        Table::Events,
-        &[&input],
-        IngestOptions::new().progress(|p| bar.set_position(p.rows)),
-    )?;
-    bar.finish_and_clear();
-    store.close()?;
-    let store = Store::open(&dir, opts())?;
+    let ingested =
+        crate::bench_embed::generate_and_ingest(&a.data_dir, a.events, a.persons, a.projects)?;
+    let store = Store::open(&ingested.dir, crate::bench_embed::bench_store_options())?;
     store.ready()?;
     let status = store.status()?;
     let project_rows = |p: i64| -> u64 {
