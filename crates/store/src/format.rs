@@ -629,23 +629,9 @@ mod tests {
 
     fn request(id: u64, status: RequestStatus, parts: Vec<u64>) -> DeletionRequest {
         DeletionRequest {
-            id,
-            kind: RequestKind::DistinctIds,
-            predicate: None,
-            purge_due_by_us: 0,
-            changed_in_version: 0,
-            project_id: 1,
-            distinct_ids: vec!["ada".into()],
-            tables: vec![Table::Events],
-            cutoff_seq: 50,
-            created_at_us: 0,
-            rows_hidden: 1,
             status,
             parts,
-            awaiting_removal: Vec::new(),
-            purged_at_us: None,
-            verified_at_us: None,
-            id_hashes: Vec::new(),
+            ..DeletionRequest::for_test(id)
         }
     }
 

@@ -156,29 +156,18 @@ pub(crate) fn mark_verified(r: &mut DeletionRequest, hash_key: &str, now_us: i64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::Table;
 
     const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
     fn request(status: RequestStatus, parts: Vec<u64>) -> DeletionRequest {
         DeletionRequest {
-            id: 7,
-            kind: crate::format::RequestKind::DistinctIds,
-            predicate: None,
-            purge_due_by_us: 0,
-            changed_in_version: 0,
-            project_id: 1,
-            distinct_ids: vec!["ada".into()],
-            tables: vec![Table::Events],
             cutoff_seq: 100,
             created_at_us: 1,
             rows_hidden: 3,
             status,
             parts,
             awaiting_removal: vec!["parts/x.parquet".into()],
-            purged_at_us: None,
-            verified_at_us: None,
-            id_hashes: Vec::new(),
+            ..DeletionRequest::for_test(7)
         }
     }
 

@@ -496,24 +496,12 @@ mod tests {
 
     fn request(id: u64, project: i64, cutoff: u64, created_at_us: i64) -> DeletionRequest {
         DeletionRequest {
-            id,
             project_id: project,
-            kind: crate::format::RequestKind::DistinctIds,
-            predicate: None,
-            purge_due_by_us: 0,
-            changed_in_version: 0,
             distinct_ids: vec!["x".into()],
-            tables: vec![Table::Events],
             cutoff_seq: cutoff,
             created_at_us,
-            rows_hidden: 1,
-            status: RequestStatus::Pending,
-            // Filled by `manifest` from the request's scope.
-            parts: Vec::new(),
-            awaiting_removal: Vec::new(),
-            purged_at_us: None,
-            verified_at_us: None,
-            id_hashes: Vec::new(),
+            // `parts` is filled by `manifest` from the request's scope.
+            ..DeletionRequest::for_test(id)
         }
     }
 

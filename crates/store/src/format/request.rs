@@ -197,3 +197,30 @@ impl DeletionRequest {
         self.tables.contains(&table)
     }
 }
+
+#[cfg(test)]
+impl DeletionRequest {
+    /// A pending request `id` for distinct id `ada` of project 1 in the
+    /// events table, cut-off 50 (unit tests override what they need).
+    pub(crate) fn for_test(id: u64) -> DeletionRequest {
+        DeletionRequest {
+            id,
+            kind: RequestKind::DistinctIds,
+            predicate: None,
+            purge_due_by_us: 0,
+            changed_in_version: 0,
+            project_id: 1,
+            distinct_ids: vec!["ada".into()],
+            tables: vec![Table::Events],
+            cutoff_seq: 50,
+            created_at_us: 0,
+            rows_hidden: 1,
+            status: RequestStatus::Pending,
+            parts: Vec::new(),
+            awaiting_removal: Vec::new(),
+            purged_at_us: None,
+            verified_at_us: None,
+            id_hashes: Vec::new(),
+        }
+    }
+}
