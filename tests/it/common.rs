@@ -37,13 +37,16 @@ pub fn uuid_of(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
-/// Open with the background flusher and compactor off.
+/// Open with the background flusher and compactor off, and predicates
+/// always resolved in the call (no bridge: a loaded machine must not
+/// change what a test sees).
 pub fn open(dir: &std::path::Path) -> Store {
     Store::open(
         dir,
         StoreOptions {
             background_flush: false,
             background_compaction: false,
+            predicate_resolve_bound: None,
             ..Default::default()
         },
     )

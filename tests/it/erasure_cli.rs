@@ -350,3 +350,78 @@ fn export_a_person_from_the_command_line() {
     ]);
     assert!(!ok && !err.is_empty());
 }
+
+#[test]
+fn an_undo_window_and_a_cancel_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let d = d.to_str().unwrap();
+    let mut lines = String::new();
+    for n in 0..20 {
+        let event = if n % 4 == 0 { "click" } else { "$pageview" };
+        lines.push_str(&format!(
+            "{{\"event\":\"{event}\",\"distinct_id\":\"u{n}\",\"project_id\":1,\"timestamp\":\"2026-11-02T10:00:00Z\"}}\n"
+        ));
+    }
+    let file = dir.path().join("ev.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    assert!(elide(&["ingest", "--data-dir", d, file.to_str().unwrap()]).0);
+    let clicks = || -> i64 {
+        let q = "SELECT count(*) AS n FROM events WHERE event = 'click'";
+        let (ok, out, err) = elide(&["sql", "--data-dir", d, "--format", "json", q]);
+        assert!(ok, "{err}");
+        json(&out)[0]["n"].as_i64().unwrap()
+    };
+    assert_eq!(clicks(), 5);
+    let base = [
+        "events",
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--event",
+        "click",
+    ];
+    for bad in ["0", "-1", "soon", "200"] {
+        let mut args = base.to_vec();
+        args.extend(["--undo-window-hours", bad]);
+        let (ok, _, err) = elide(&args);
+        assert!(!ok, "--undo-window-hours {bad} accepted");
+        assert!(err.contains("hours") || err.contains("deadline"), "{err}");
+    }
+    assert_eq!(clicks(), 5, "refused windows change nothing");
+    let mut args = base.to_vec();
+    args.extend(["--undo-window-hours", "1.5", "--format", "json"]);
+    let (ok, out, err) = elide(&args);
+    assert!(ok, "{err}");
+    let v = json(&out);
+    assert_eq!(v["rows_hidden"], 5, "{v}");
+    assert!(v["undo_until"].as_str().unwrap().ends_with('Z'), "{v}");
+    let id = v["request_id"].as_u64().unwrap().to_string();
+    assert_eq!(clicks(), 0);
+    let (ok, out, _) = elide(&["deletions", "--data-dir", d, "--format", "json"]);
+    assert!(ok);
+    let listed = json(&out);
+    assert_eq!(listed[0]["logical"], true, "{listed}");
+    assert!(listed[0]["undo_until"].is_string());
+    let (ok, out, err) = elide(&["cancel", "--data-dir", d, "--request", &id]);
+    assert!(ok, "{err}");
+    assert!(out.contains("5 row(s) visible again"), "{out}");
+    assert_eq!(clicks(), 5);
+    let (ok, out, _) = elide(&[
+        "deletions",
+        "--data-dir",
+        d,
+        "--status",
+        "cancelled",
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    assert_eq!(json(&out)[0]["state"], "cancelled");
+    let (ok, _, err) = elide(&["cancel", "--data-dir", d, "--request", &id]);
+    assert!(!ok && err.contains("already cancelled"), "{err}");
+    let (ok, _, err) = elide(&["cancel", "--data-dir", d, "--request", "42"]);
+    assert!(!ok && err.contains("no deletion request 42"), "{err}");
+}

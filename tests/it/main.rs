@@ -14,3 +14,4 @@ mod persons;
 mod power_loss;
 mod query;
 mod serve;
+mod undo_crash;

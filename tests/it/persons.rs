@@ -321,7 +321,11 @@ fn bad_person_requests_change_nothing() {
     let before = (
         persons(&p),
         p.store().requests().unwrap().len(),
-        p.store().snapshot().unwrap().visible_rows(Table::Events),
+        p.store()
+            .snapshot()
+            .unwrap()
+            .visible_rows(Table::Events)
+            .unwrap(),
     );
     let del = |uuids: Vec<String>, ids: Vec<String>| {
         p.delete(
@@ -412,7 +416,11 @@ fn bad_person_requests_change_nothing() {
     let after = (
         persons(&p),
         p.store().requests().unwrap().len(),
-        p.store().snapshot().unwrap().visible_rows(Table::Events),
+        p.store()
+            .snapshot()
+            .unwrap()
+            .visible_rows(Table::Events)
+            .unwrap(),
     );
     assert_eq!(before, after);
 }

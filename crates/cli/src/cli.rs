@@ -127,6 +127,20 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Cancel a deletion inside its undo window (`elide events delete
+    /// --undo-window-hours N`): its rows are visible again when this
+    /// returns. Refused, changing nothing, without a window or after it.
+    Cancel {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The request's id.
+        #[arg(long)]
+        request: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// List deletion requests and their lifecycle.
     Deletions {
         /// Data directory.
@@ -390,6 +404,11 @@ fn dispatch(cmd: Command) -> Result<()> {
             format,
         } => crate::lifecycle::deletions(&data_dir, status, since, format),
         Command::Events { command } => crate::erasure::events(command),
+        Command::Cancel {
+            data_dir,
+            request,
+            format,
+        } => crate::erasure::cancel(&data_dir, request, format),
         Command::DropProject {
             data_dir,
             project,
@@ -445,6 +464,8 @@ pub enum StatusFilter {
     Purged,
     /// Verified: nothing left on disk.
     Verified,
+    /// Cancelled inside their undo window.
+    Cancelled,
     /// Every request.
     All,
 }

@@ -56,6 +56,11 @@ pub struct DeleteArgs {
     /// Count what would be hidden, per table; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Keep the deletion cancellable (`elide cancel --request ID`) for
+    /// this many hours: hidden at once, purged only after the window. At
+    /// most the erasure deadline less one day.
+    #[arg(long, value_parser = undo_hours, allow_hyphen_values = true)]
+    undo_window_hours: Option<f64>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -67,6 +72,13 @@ fn property_filter(s: &str) -> std::result::Result<PropertyFilter, String> {
     })?;
     f.validate()?;
     Ok(f)
+}
+
+fn undo_hours(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(h) if h > 0.0 && h <= 24.0 * 3650.0 => Ok(h),
+        _ => Err(format!("{s:?} is not a positive number of hours")),
+    }
 }
 
 fn timestamp(s: &str) -> std::result::Result<i64, String> {
@@ -96,6 +108,9 @@ fn delete(a: DeleteArgs) -> Result<()> {
         },
         tables: a.tables,
         cutoff: None,
+        undo_window: a
+            .undo_window_hours
+            .map(|h| std::time::Duration::from_secs_f64(h * 3600.0)),
     };
     let mut out = std::io::stdout().lock();
     if a.dry_run {
@@ -139,27 +154,61 @@ fn delete(a: DeleteArgs) -> Result<()> {
     let due = r.map_or(String::new(), |r| {
         elide_store::format::us_to_rfc3339(r.purge_due_by_us)
     });
+    let undo_until = o.undo_until_us.map(elide_store::format::us_to_rfc3339);
     match a.format {
-        Format::Json => writeln!(
-            out,
-            "{}",
-            serde_json::json!({
+        Format::Json => {
+            let mut v = serde_json::json!({
                 "request_id": o.request_id,
                 "rows_hidden": o.rows_hidden,
                 "purge_due_by": due,
                 "cutoff_seq": o.cutoff,
                 "elapsed_ms": elapsed_ms,
-            })
-        )?,
+            });
+            if let Some(u) = &undo_until {
+                v["undo_until"] = serde_json::json!(u);
+            }
+            writeln!(out, "{v}")?
+        }
         Format::Csv => writeln!(
             out,
-            "request_id,rows_hidden,purge_due_by\n{},{},{}",
-            o.request_id, o.rows_hidden, due
+            "request_id,rows_hidden,purge_due_by,undo_until\n{},{},{},{}",
+            o.request_id,
+            o.rows_hidden,
+            due,
+            undo_until.as_deref().unwrap_or("")
         )?,
         Format::Table => writeln!(
             out,
-            "request_id={} rows_hidden={} purge_due_by={} ({elapsed_ms:.1} ms)",
-            o.request_id, o.rows_hidden, due
+            "request_id={} rows_hidden={} purge_due_by={}{} ({elapsed_ms:.1} ms)",
+            o.request_id,
+            o.rows_hidden,
+            due,
+            undo_until
+                .as_deref()
+                .map(|u| format!(" undo_until={u} (elide cancel --request {})", o.request_id))
+                .unwrap_or_default()
+        )?,
+    }
+    Ok(())
+}
+
+/// `elide cancel`: cancel a deletion inside its undo window.
+pub(crate) fn cancel(data_dir: &std::path::Path, request: u64, format: Format) -> Result<()> {
+    let store = wiring::writer(data_dir, Access::Write)?;
+    let o = store.cancel_request(request)?;
+    store.close()?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::json!(o))?,
+        Format::Csv => writeln!(
+            out,
+            "request_id,rows_restored\n{},{}",
+            o.request_id, o.rows_restored
+        )?,
+        Format::Table => writeln!(
+            out,
+            "request {} cancelled: {} row(s) visible again",
+            o.request_id, o.rows_restored
         )?,
     }
     Ok(())

@@ -196,6 +196,7 @@ pub(crate) fn deletions(
             StatusFilter::Pending => r.status == RequestStatus::Pending,
             StatusFilter::Purged => r.status == RequestStatus::Purged,
             StatusFilter::Verified => r.status == RequestStatus::Verified,
+            StatusFilter::Cancelled => r.status == RequestStatus::Cancelled,
         })
         .collect();
     store.close()?;
@@ -231,6 +232,9 @@ pub(crate) fn deletions(
                         "tables": r.tables.iter().map(|t| t.name()).collect::<Vec<_>>(),
                         "distinct_ids": r.distinct_ids,
                         "distinct_id_hashes": r.id_hashes,
+                        "logical": r.logical,
+                        "undo_until": r.undo_until_us.map(|u| when(Some(u))),
+                        "cancelled_at": r.cancelled_at_us.map(|u| when(Some(u))),
                     })
                 })
                 .collect();

@@ -233,16 +233,21 @@ impl TableProvider for ElideTable {
             }
         }
         let mut files = Vec::new();
+        let store_err = |e: elide_store::StoreError| DataFusionError::External(Box::new(e));
         for (part, keep) in all.iter().zip(keep) {
             if !keep || part.live_rows() == 0 {
                 continue;
             }
+            // Tombstone bits, and the rows of logical requests (an undo
+            // window, a predicate being resolved), which the manifest's
+            // figures do not count.
+            let hidden = snapshot.hidden(part).map_err(store_err)?;
+            let live_rows = part.rows - hidden.as_ref().map_or(0, |b| b.cardinality());
+            if live_rows == 0 {
+                continue;
+            }
             let mut f = PartitionedFile::new(part.path.clone(), part.size)
-                .with_statistics(Arc::new(part_statistics(
-                    &schema,
-                    part.live_rows(),
-                    part.size,
-                )))
+                .with_statistics(Arc::new(part_statistics(&schema, live_rows, part.size)))
                 .with_extension(ExpectedLayout {
                     part_id: part.id,
                     row_groups: part.row_groups.clone(),
@@ -250,7 +255,7 @@ impl TableProvider for ElideTable {
                     checksum: part.checksum,
                     store_id: snapshot.store_id().to_string(),
                 });
-            match snapshot.tombstone(part.id) {
+            match &hidden {
                 Some(bitmap) => f = f.with_extension(access_plan(part, bitmap)?),
                 None if part.deleted() > 0 => {
                     return Err(DataFusionError::Internal(format!(
@@ -261,7 +266,7 @@ impl TableProvider for ElideTable {
                 }
                 None => {}
             }
-            files.push((f, part.size, part.live_rows()));
+            files.push((f, part.size, live_rows));
         }
         tracing::debug!(table = %self.table, parts_total = all.len(), parts_scanned = files.len(), "elide scan planned");
 

@@ -5,6 +5,7 @@
 //! | `POST …/events/delete/`: delete the events a predicate matches, or count them (`dry_run`) | `event:write` |
 //! | `GET …/deletions/?since=CURSOR`: every deletion request of the project, in the order of their changes (the deletion feed) | `person:read` |
 //! | `GET …/deletions/{id}/`: one request | `person:read` |
+//! | `POST …/deletions/{id}/cancel/`: cancel a request inside its undo window | `event:write` |
 //!
 //! under `/api/projects/{id}/` and `/api/environments/{id}/`. A deletion
 //! counts against the deletion rate limit; its rows are invisible when
@@ -37,6 +38,11 @@ pub fn routes() -> Router<AppState> {
         r = both(r, format!("{prefix}/events/delete"), post(delete_events));
         r = both(r, format!("{prefix}/deletions"), get(list));
         r = both(r, format!("{prefix}/deletions/{{request}}"), get(retrieve));
+        r = both(
+            r,
+            format!("{prefix}/deletions/{{request}}/cancel"),
+            post(cancel),
+        );
     }
     r
 }
@@ -61,6 +67,11 @@ pub struct EventsDeleteBody {
     tables: Option<Vec<String>>,
     /// Count what would be hidden; change nothing.
     dry_run: Option<bool>,
+    /// Keep the deletion cancellable this many hours
+    /// (`POST …/deletions/{id}/cancel/`); its rows are hidden at once
+    /// and purged only after the window. At most the erasure deadline
+    /// less one day.
+    undo_window_hours: Option<f64>,
 }
 
 /// Answer of a deletion (202).
@@ -72,6 +83,14 @@ pub struct EventsDeleted {
     pub rows_hidden: u64,
     /// When its rows will be gone from disk (RFC 3339).
     pub purge_due_by: String,
+    /// End of the undo window (RFC 3339), if one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo_until: Option<String>,
+    /// The predicate was too slow to resolve in the call: its rows are
+    /// hidden by the predicate itself and resolved in the background;
+    /// `rows_hidden` counts only those found so far.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resolving: bool,
 }
 
 /// A deletion request as the API shows it.
@@ -81,7 +100,7 @@ pub struct DeletionView {
     pub id: u64,
     /// `distinct_ids`, `person` or `events`.
     pub kind: &'static str,
-    /// `pending` (hidden), `purged` or `verified`.
+    /// `pending` (hidden), `purged`, `verified` or `cancelled`.
     pub state: &'static str,
     /// Tables it covers.
     pub tables: Vec<&'static str>,
@@ -97,6 +116,15 @@ pub struct DeletionView {
     /// When a scan found none left.
     #[schema(required)]
     pub verified_at: Option<String>,
+    /// When it was cancelled (`null` unless it was).
+    #[schema(required)]
+    pub cancelled_at: Option<String>,
+    /// End of its undo window (`null`: none); cancellable until then.
+    #[schema(required)]
+    pub undo_until: Option<String>,
+    /// Hidden by its predicate when read, its tombstones not written yet
+    /// (undo window open, or resolution in the background).
+    pub logical: bool,
     /// Whether it is pending past `purge_due_by`.
     pub overdue: bool,
     /// For kind `events`: the predicate (after verification its values
@@ -124,6 +152,9 @@ impl DeletionView {
             purge_due_by: iso(r.purge_due_by_us),
             purged_at: r.purged_at_us.map(iso),
             verified_at: r.verified_at_us.map(iso),
+            cancelled_at: r.cancelled_at_us.map(iso),
+            undo_until: r.undo_until_us.map(iso),
+            logical: r.logical,
             overdue: r.status == elide_store::RequestStatus::Pending && now_us > r.purge_due_by_us,
             predicate: r.predicate.clone(),
             distinct_ids: r.distinct_ids.len() + r.id_hashes.len(),
@@ -195,13 +226,10 @@ fn parse_body(project: i64, body: &Value) -> ApiResult<(EventDeletion, bool)> {
         "distinct_ids",
         "tables",
         "dry_run",
+        "undo_window_hours",
     ];
     if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        let detail = if k == "undo_window_hours" {
-            "undo_window_hours is not supported yet: deletions cannot be cancelled".to_string()
-        } else {
-            format!("unknown field {k:?}; expected one of {}", FIELDS.join(", "))
-        };
+        let detail = format!("unknown field {k:?}; expected one of {}", FIELDS.join(", "));
         return Err(ApiError::invalid_attr(k, "invalid_input", detail));
     }
     let null = Value::Null;
@@ -255,7 +283,21 @@ fn parse_body(project: i64, body: &Value) -> ApiResult<(EventDeletion, bool)> {
             ))
         }
     };
+    let undo_window = match o.get("undo_window_hours") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|h| h > 0.0 && h <= 24.0 * 3650.0) => n
+            .as_f64()
+            .map(|h| std::time::Duration::from_secs_f64(h * 3600.0)),
+        Some(_) => {
+            return Err(ApiError::invalid_attr(
+                "undo_window_hours",
+                "invalid_input",
+                "undo_window_hours must be a positive number of hours",
+            ))
+        }
+    };
     let d = EventDeletion {
+        undo_window,
         project_id: project,
         predicate: EventPredicate {
             events,
@@ -312,8 +354,57 @@ pub(crate) async fn delete_events(
         purge_due_by: r.map_or(String::new(), |r| {
             elide_store::format::us_to_rfc3339(r.purge_due_by_us)
         }),
+        undo_until: o.undo_until_us.map(elide_store::format::us_to_rfc3339),
+        resolving: o.logical && o.undo_until_us.is_none(),
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Cancel a deletion inside its undo window: its rows are visible again
+/// when this returns (rows another request also hides stay hidden).
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/deletions/{request_id}/cancel/",
+    operation_id = "deletions_cancel",
+    tag = "deletions",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("request_id" = u64, Path, description = "The request's id."),
+    ),
+    responses(
+        (status = 200, description = "Cancelled: the request as it is now", body = DeletionView),
+        (status = 400, description = "No undo window, or the window has ended"),
+        (status = 404, description = "No such request in the project"),
+    )
+)]
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+) -> ApiResult<Json<DeletionView>> {
+    let project = key.path_project(&p, "event:write")?;
+    let id: u64 = p
+        .get("request")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(ApiError::not_found)?;
+    let app = state.app().clone();
+    let r = blocking(move || {
+        // Another project's request is not found, never cancelled.
+        match app.store().request(id)? {
+            Some(r) if r.project_id == project => {}
+            _ => return Ok(None),
+        }
+        app.store().cancel_request(id)?;
+        Ok(app.store().request(id)?)
+    })
+    .await?;
+    match r {
+        Some(r) => Ok(Json(DeletionView::new(
+            &r,
+            chrono::Utc::now().timestamp_micros(),
+        ))),
+        None => Err(ApiError::not_found()),
+    }
 }
 
 /// The deletion feed: the project's requests changed after `since`.

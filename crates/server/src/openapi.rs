@@ -141,6 +141,7 @@ fn document_json() -> Result<&'static str, &'static str> {
         crate::deletions::delete_events,
         crate::deletions::list,
         crate::deletions::retrieve,
+        crate::deletions::cancel,
         crate::ops::health,
         crate::ops::ready,
         crate::ops::metrics_text,

@@ -278,3 +278,80 @@ async fn a_persons_export_holds_everything_and_is_the_deletions_dry_run() {
     assert_eq!(r.status, 202, "{}", r.text());
     h.get(&url).await.envelope(404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_window_keeps_a_deletion_cancellable_and_cancel_brings_the_rows_back() {
+    let h = Harness::new();
+    let pp = h.api();
+    for i in 0..6 {
+        h.event("checkout", &format!("u{i}"), json!({"n": i})).await;
+    }
+    h.event("other", "u0", json!({})).await;
+    let q = "select count() from events where event = 'checkout'";
+    let body = json!({"event": "checkout", "undo_window_hours": 2});
+    let r = h.post(&format!("{pp}/events/delete/"), &body).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json["rows_hidden"], 6);
+    let until = r.json["undo_until"].as_str().unwrap().to_string();
+    let id = r.json["request_id"].as_u64().unwrap();
+    assert_eq!(count(&h, q).await, 0, "hidden at once");
+    let v = h.get(&format!("{pp}/deletions/{id}/")).await.json;
+    assert_eq!(v["undo_until"], until.as_str());
+    assert_eq!(v["logical"], true);
+    // Another project's key cannot cancel it (404, nothing changed).
+    let (_, _, other_key) = h.other_project();
+    let r = h
+        .call_as(
+            Some(&other_key),
+            "POST",
+            &format!("{pp}/deletions/{id}/cancel/"),
+            None,
+        )
+        .await;
+    r.envelope(404);
+    assert_eq!(count(&h, q).await, 0);
+    // Cancel: 200, the request as it is now, the rows back.
+    let r = h
+        .post(&format!("{pp}/deletions/{id}/cancel/"), &json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["state"], "cancelled");
+    assert!(r.json["cancelled_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(count(&h, q).await, 6);
+    // Twice, a request without a window, an unknown one: refused.
+    let r = h
+        .post(&format!("{pp}/deletions/{id}/cancel/"), &json!({}))
+        .await;
+    assert!(
+        r.envelope(400).contains("already cancelled"),
+        "{}",
+        r.text()
+    );
+    let r = h
+        .post(&format!("{pp}/events/delete/"), &json!({"event": "other"}))
+        .await;
+    let plain = r.json["request_id"].as_u64().unwrap();
+    assert!(r.json.get("undo_until").is_none(), "{}", r.text());
+    let r = h
+        .post(&format!("{pp}/deletions/{plain}/cancel/"), &json!({}))
+        .await;
+    assert!(
+        r.envelope(400).contains("without an undo window"),
+        "{}",
+        r.text()
+    );
+    h.post(&format!("{pp}/deletions/999/cancel/"), &json!({}))
+        .await
+        .envelope(404);
+    // Bad windows change nothing.
+    for bad in [json!(0), json!(-2), json!("2"), json!(24 * 30)] {
+        let r = h
+            .post(
+                &format!("{pp}/events/delete/"),
+                &json!({"event": "checkout", "undo_window_hours": bad}),
+            )
+            .await;
+        r.envelope(400);
+    }
+    assert_eq!(count(&h, q).await, 6);
+}

@@ -216,6 +216,12 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
             None,
         ),
         ("GET", format!("{pp}/deletions/1/"), "person:read", None),
+        (
+            "POST",
+            format!("{pp}/deletions/1/cancel/"),
+            "event:write",
+            None,
+        ),
     ];
     // The same under /api/environments/.
     let env: Vec<_> = r
@@ -385,7 +391,8 @@ async fn malformed_and_hostile_input_is_refused_and_changes_nothing() {
         json!({"event": "e", "tables": ["recordings"]}),
         json!({"event": "e", "tables": ["logs"]}),
         json!({"evnt": "e"}),
-        json!({"event": "e", "undo_window_hours": 3}),
+        json!({"event": "e", "undo_window_hours": 0}),
+        json!({"event": "e", "undo_window_hours": 24 * 365}),
         json!({"event": "e", "dry_run": "yes"}),
     ] {
         let r = h.post(&format!("{pp}/events/delete/"), &body).await;

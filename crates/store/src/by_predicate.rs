@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::commit::Transaction;
 use crate::error::{Result, StoreError};
 use crate::format::{PartMeta, RequestKind};
-use crate::memtable::Memtable;
+use crate::memtable::{Chunk, Memtable};
 use crate::part::{read_columns, read_columns_at, str_col, u64_col};
 use crate::predicate::{properties_match, EventPredicate, Matcher};
 use crate::schema::{Table, PROJECT_COLUMN, SEQ_COLUMN};
@@ -45,6 +45,11 @@ pub struct EventDeletion {
     /// Delete rows with `_seq` below this; `None` = everything appended
     /// before the call.
     pub cutoff: Option<u64>,
+    /// Keep the request cancellable ([`Store::cancel_request`]) this long:
+    /// its rows are hidden at once but not purged before the window ends
+    /// (`undo.rs`). At most the project's erasure deadline less the
+    /// compaction's `deadline_slack`. `None`: no undo.
+    pub undo_window: Option<std::time::Duration>,
 }
 
 impl EventDeletion {
@@ -56,6 +61,7 @@ impl EventDeletion {
             predicate,
             tables: Vec::new(),
             cutoff: None,
+            undo_window: None,
         }
     }
 
@@ -159,6 +165,23 @@ pub(crate) fn match_parts(
     })
 }
 
+/// [`match_parts`], but no part is started after `deadline`: those are
+/// `None`.
+pub(crate) fn match_parts_until(
+    storage: &Storage,
+    parts: &[&PartMeta],
+    pred: &EventPredicate,
+    cutoff: u64,
+    deadline: Option<std::time::Instant>,
+) -> Result<Vec<Option<Bitmap>>> {
+    crate::parallel::try_map(parts, "predicate scan", |p| {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Ok(None);
+        }
+        match_part(storage, p, pred, cutoff).map(Some)
+    })
+}
+
 /// `_seq`s of the buffered rows of `project` in `tables` that `pred`
 /// matches below `cutoff` (hidden or not).
 pub(crate) fn match_memtable(
@@ -169,40 +192,52 @@ pub(crate) fn match_memtable(
     cutoff: u64,
     hits: &mut Vec<u64>,
 ) -> Result<()> {
-    for c in mem
-        .chunks
-        .iter()
-        .filter(|c| tables.contains(&c.table) && c.seq_start < cutoff)
-    {
-        let b = &c.batch;
-        let projects = b
-            .column_by_name(PROJECT_COLUMN)
-            .and_then(|a| a.as_primitive_opt::<Int64Type>())
-            .ok_or_else(|| StoreError::Internal("buffered rows without project_id".into()))?;
-        let m = Matcher::new(pred, c.table, b)?;
-        let props = if pred.needs_properties() && c.table == Table::Events {
-            Some(str_col(b, "properties", "buffered rows")?)
-        } else {
-            None
-        };
-        for i in 0..b.num_rows() {
-            let seq = c.seq_start + i as u64;
-            if seq >= cutoff || projects.value(i) != project || !m.row(i) {
+    for c in &mem.chunks {
+        match_chunk(c, project, tables, pred, cutoff, hits)?;
+    }
+    Ok(())
+}
+
+/// [`match_memtable`] of one chunk of buffered rows.
+pub(crate) fn match_chunk(
+    c: &Chunk,
+    project: i64,
+    tables: &[Table],
+    pred: &EventPredicate,
+    cutoff: u64,
+    hits: &mut Vec<u64>,
+) -> Result<()> {
+    if !tables.contains(&c.table) || c.seq_start >= cutoff {
+        return Ok(());
+    }
+    let b = &c.batch;
+    let projects = b
+        .column_by_name(PROJECT_COLUMN)
+        .and_then(|a| a.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| StoreError::Internal("buffered rows without project_id".into()))?;
+    let m = Matcher::new(pred, c.table, b)?;
+    let props = if pred.needs_properties() && c.table == Table::Events {
+        Some(str_col(b, "properties", "buffered rows")?)
+    } else {
+        None
+    };
+    for i in 0..b.num_rows() {
+        let seq = c.seq_start + i as u64;
+        if seq >= cutoff || projects.value(i) != project || !m.row(i) {
+            continue;
+        }
+        if let Some(p) = props {
+            if !properties_match(pred, (!p.is_null(i)).then(|| p.value(i))) {
                 continue;
             }
-            if let Some(p) = props {
-                if !properties_match(pred, (!p.is_null(i)).then(|| p.value(i))) {
-                    continue;
-                }
-            }
-            hits.push(seq);
         }
+        hits.push(seq);
     }
     Ok(())
 }
 
 /// The live parts a predicate request may hold rows in.
-fn candidates<'a>(
+pub(crate) fn candidates<'a>(
     parts: &'a [PartMeta],
     project: i64,
     tables: &'a [Table],
@@ -265,23 +300,43 @@ impl Store {
     /// # Ok(()) }
     /// ```
     pub fn delete_events(&self, d: EventDeletion) -> Result<DeleteOutcome> {
-        self.inner().writable()?;
+        let inner = self.inner();
+        inner.writable()?;
         let (pred, tables) = d.checked()?;
         let started = std::time::Instant::now();
-        let mut tx = Transaction::begin(self.inner())?;
-        let out = self.inner().resolve_events(
-            &mut tx,
-            RequestKind::Events,
-            d.project_id,
-            pred,
-            tables,
-            d.cutoff,
-        )?;
-        tx.commit()?;
+        let mut tx = Transaction::begin(inner)?;
+        let undo_until_us = match d.undo_window {
+            Some(w) => Some(inner.undo_until(&tx, d.project_id, w)?),
+            None => None,
+        };
+        // Undo: resolve everything (the count is the answer), hide by
+        // the predicate. Otherwise resolve within the bound, or hide by
+        // the predicate and resolve in the background (the bridge).
+        let deadline = match undo_until_us {
+            Some(_) => None,
+            None => inner.opts.predicate_resolve_bound.map(|b| started + b),
+        };
+        let res = inner.match_predicate(&tx, d.project_id, &pred, &tables, d.cutoff, deadline)?;
+        let out = if undo_until_us.is_none() && res.complete {
+            let out = inner.record_events(
+                &mut tx,
+                RequestKind::Events,
+                d.project_id,
+                pred,
+                tables,
+                res,
+            );
+            tx.commit()?;
+            out
+        } else {
+            inner.record_logical(tx, d.project_id, pred, tables, res, undo_until_us)?
+        };
         tracing::info!(
             request_id = out.request_id,
             rows_hidden = out.rows_hidden,
             project = d.project_id,
+            logical = out.logical,
+            undo_until_us = out.undo_until_us,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "deletion of events by predicate committed"
         );
@@ -341,7 +396,116 @@ impl Store {
     }
 }
 
+/// A predicate's rows as a transaction sees them: the cut-off, the
+/// buffered rows it matches (not hidden yet), and per candidate part the
+/// rows it matches (hidden or not), `None` for parts not read before the
+/// deadline.
+pub(crate) struct Matched {
+    pub cutoff: u64,
+    pub mem_hits: Vec<u64>,
+    pub parts: Vec<(u64, Option<Bitmap>)>,
+    /// Whether every candidate part was read.
+    pub complete: bool,
+}
+
+impl Matched {
+    /// Rows of the matched parts not hidden yet in `tx`, plus the
+    /// buffered ones.
+    pub fn newly_hidden(&self, tx: &Transaction<'_>) -> u64 {
+        let mut n = self.mem_hits.len() as u64;
+        for (id, m) in &self.parts {
+            if let Some(m) = m {
+                n += match tx.bitmap(*id) {
+                    Some(old) => m.andnot_cardinality(old),
+                    None => m.cardinality(),
+                };
+            }
+        }
+        n
+    }
+
+    /// Set the bits of a complete match in `tx` and hide its buffered
+    /// rows: the rows newly hidden and the parts holding matched rows.
+    pub fn apply(self, tx: &mut Transaction<'_>) -> (u64, Vec<u64>) {
+        let mut rows_hidden = self.mem_hits.len() as u64;
+        let mut holding = Vec::new();
+        for (id, matched) in self.parts {
+            let Some(matched) = matched.filter(|m| !m.is_empty()) else {
+                continue;
+            };
+            holding.push(id);
+            let before = tx.bitmap(id).map_or(0, |b| b.cardinality());
+            let new = match tx.bitmap(id) {
+                Some(old) => old.or(&matched),
+                None => matched,
+            };
+            if new.cardinality() > before {
+                rows_hidden += new.cardinality() - before;
+                tx.set_bitmap(id, new);
+            }
+        }
+        tx.hide_mem_rows(&self.mem_hits);
+        (rows_hidden, holding)
+    }
+}
+
 impl crate::store::Inner {
+    /// The rows `pred` matches in project `project`'s `tables` below the
+    /// cut-off (`None`: everything appended so far), as `tx` sees them;
+    /// parts not started before `deadline` are left unread. `cached`
+    /// bits (of a logical request) are used instead of reading.
+    pub(crate) fn match_predicate(
+        &self,
+        tx: &Transaction<'_>,
+        project: i64,
+        pred: &EventPredicate,
+        tables: &[Table],
+        cutoff: Option<u64>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Matched> {
+        let (cutoff, mem_hits) = self.cutoff_and_buffered(tx, cutoff, |m, cutoff, hits| {
+            match_memtable(m, project, tables, pred, cutoff, hits)
+        })?;
+        let parts: Vec<&PartMeta> =
+            candidates(&tx.manifest().parts, project, tables, pred, cutoff).collect();
+        let matched = match_parts_until(&self.storage, &parts, pred, cutoff, deadline)?;
+        let complete = matched.iter().all(Option::is_some);
+        Ok(Matched {
+            cutoff,
+            mem_hits,
+            parts: parts.iter().map(|p| p.id).zip(matched).collect(),
+            complete,
+        })
+    }
+
+    /// Set the bits of a complete match in `tx` and record the request.
+    pub(crate) fn record_events(
+        &self,
+        tx: &mut Transaction<'_>,
+        kind: RequestKind,
+        project: i64,
+        pred: EventPredicate,
+        tables: Vec<Table>,
+        matched: Matched,
+    ) -> DeleteOutcome {
+        let cutoff = matched.cutoff;
+        let (rows_hidden, holding) = matched.apply(tx);
+        let mut request = self.new_request(tx, kind, project, tables, cutoff);
+        request.predicate = Some(pred);
+        request.rows_hidden = rows_hidden;
+        request.parts = holding;
+        let purge_due_by_us = request.purge_due_by_us;
+        let request_id = tx.add_request(request);
+        DeleteOutcome {
+            request_id,
+            rows_hidden,
+            cutoff,
+            purge_due_by_us,
+            logical: false,
+            undo_until_us: None,
+        }
+    }
+
     /// Resolve a predicate deletion into `tx`: hide the matching rows below
     /// the cut-off in parts and in buffered rows, and record the request.
     pub(crate) fn resolve_events(
@@ -353,42 +517,7 @@ impl crate::store::Inner {
         tables: Vec<Table>,
         cutoff: Option<u64>,
     ) -> Result<DeleteOutcome> {
-        let (cutoff, mem_hits) = self.cutoff_and_buffered(tx, cutoff, |m, cutoff, hits| {
-            match_memtable(m, project, &tables, &pred, cutoff, hits)
-        })?;
-        let parts: Vec<PartMeta> =
-            candidates(&tx.manifest().parts, project, &tables, &pred, cutoff)
-                .cloned()
-                .collect();
-        let mut rows_hidden = mem_hits.len() as u64;
-        let mut holding = Vec::new();
-        let refs: Vec<&PartMeta> = parts.iter().collect();
-        let all = match_parts(&self.storage, &refs, &pred, cutoff)?;
-        for (p, matched) in parts.iter().zip(all) {
-            if matched.is_empty() {
-                continue;
-            }
-            holding.push(p.id);
-            let before = tx.bitmap(p.id).map_or(0, |b| b.cardinality());
-            let new = match tx.bitmap(p.id) {
-                Some(old) => old.or(&matched),
-                None => matched,
-            };
-            if new.cardinality() > before {
-                rows_hidden += new.cardinality() - before;
-                tx.set_bitmap(p.id, new);
-            }
-        }
-        let mut request = self.new_request(tx, kind, project, tables, cutoff);
-        request.predicate = Some(pred);
-        request.rows_hidden = rows_hidden;
-        request.parts = holding;
-        let request_id = tx.add_request(request);
-        tx.hide_mem_rows(&mem_hits);
-        Ok(DeleteOutcome {
-            request_id,
-            rows_hidden,
-            cutoff,
-        })
+        let matched = self.match_predicate(tx, project, &pred, &tables, cutoff, None)?;
+        Ok(self.record_events(tx, kind, project, pred, tables, matched))
     }
 }

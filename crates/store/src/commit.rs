@@ -142,6 +142,45 @@ impl<'a> Transaction<'a> {
         id
     }
 
+    /// Cancel logical request `id` at `now_us` ([`lifecycle::cancel`]):
+    /// its rows are visible again from the version this commit publishes.
+    /// The request, as it was, is returned; an unknown id or a cancel the
+    /// lifecycle refuses is [`StoreError::InvalidInput`].
+    pub fn cancel_request(&mut self, id: u64, now_us: i64) -> Result<DeletionRequest> {
+        let version = self.version();
+        let Some(r) = self.manifest.requests.iter_mut().find(|r| r.id == id) else {
+            return Err(StoreError::InvalidInput(format!(
+                "no deletion request {id}"
+            )));
+        };
+        let before = r.clone();
+        lifecycle::cancel(r, now_us)?;
+        r.changed_in_version = version;
+        Ok(before)
+    }
+
+    /// Record that logical request `id` is resolved at `now_us`: the
+    /// caller set the bits of its `rows_hidden` rows in `parts` (and hid
+    /// its buffered rows) in this transaction.
+    pub fn resolve_logical(
+        &mut self,
+        id: u64,
+        now_us: i64,
+        rows_hidden: u64,
+        parts: Vec<u64>,
+    ) -> Result<()> {
+        let version = self.version();
+        let r = self
+            .manifest
+            .requests
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| StoreError::Internal(format!("resolving unknown request {id}")))?;
+        lifecycle::mark_resolved(r, now_us, rows_hidden, parts)?;
+        r.changed_in_version = version;
+        Ok(())
+    }
+
     /// The version this transaction publishes.
     fn version(&self) -> u64 {
         self.base.manifest.version + 1
@@ -294,6 +333,7 @@ impl<'a> Transaction<'a> {
         for r in self.manifest.requests.iter_mut().filter(|r| {
             r.id >= first_request
                 && r.status == RequestStatus::Pending
+                && !r.logical
                 && r.project_id == project
                 && r.covers_table(table)
                 && r.cutoff_seq > min_seq
@@ -388,8 +428,13 @@ impl<'a> Transaction<'a> {
             }
             let mut hidden = Bitmap::new();
             let mut late: Vec<u64> = Vec::new();
+            // Logical requests are left out: reads hide their rows in
+            // the new parts as anywhere else, and resolving them later
+            // sets their bits (undo.rs); cancelled ones hide nothing.
             for r in self.manifest.requests.iter().filter(|r| {
                 r.id >= first_request
+                    && !r.logical
+                    && r.status != RequestStatus::Cancelled
                     && r.project_id == m.project_id
                     && r.covers_table(m.table)
                     && r.cutoff_seq > m.min_seq

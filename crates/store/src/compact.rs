@@ -397,6 +397,11 @@ pub(crate) fn run(
     // (and the requests pending) until it finishes.
     Transaction::begin(inner)?.index()?;
     let now = req.now_us.unwrap_or_else(now_us);
+    // Logical requests whose undo window has ended (and bridged ones)
+    // get their bits first, so that this run can purge them.
+    if let Err(e) = inner.resolve_logical_locked(now) {
+        tracing::warn!(error = %e, "resolving logical deletion requests failed; will retry");
+    }
     let plan_req = PlanRequest {
         manual: req.manual,
         project_id: req.project_id,

@@ -122,15 +122,22 @@ impl Store {
             (version, pin, wanted, mem)
         };
         let mut out = RowsOf::default();
-        let mut wanted: Vec<(PartMeta, Bitmap)> = wanted
-            .into_iter()
-            .filter_map(|(p, mut rows)| {
-                if let Some(dead) = version.tombstones.get(&p.id) {
-                    rows.andnot_inplace(dead);
-                }
-                (!rows.is_empty()).then_some((p, rows))
-            })
-            .collect();
+        // Hidden rows are not exported: tombstoned ones and those of
+        // logical requests (undo.rs), as every read leaves them out.
+        let logical = crate::undo::logical_requests(&version.manifest.requests);
+        let mut kept = Vec::with_capacity(wanted.len());
+        for (p, mut rows) in wanted {
+            let bits = version.tombstones.get(&p.id);
+            let hidden =
+                crate::undo::hidden_in_part(&inner.storage, &inner.logical, &logical, &p, bits)?;
+            if let Some(dead) = hidden {
+                rows.andnot_inplace(&dead);
+            }
+            if !rows.is_empty() {
+                kept.push((p, rows));
+            }
+        }
+        let mut wanted = kept;
         // Parts are read a few at a time on every core, and delivered in
         // order: memory holds one group's rows, not the whole export.
         let group = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -180,6 +187,11 @@ fn buffered(
     ids: &[&String],
 ) -> Result<Vec<(Table, RecordBatch)>> {
     let mut out = Vec::new();
+    let logical = crate::undo::logical_requests(&st.version.manifest.requests);
+    let mut hidden = croaring::Treemap::new();
+    for m in st.memtables() {
+        crate::undo::hide_buffered(&logical, m.chunks.iter(), &mut hidden)?;
+    }
     for m in st.memtables() {
         let mut seqs = Vec::new();
         for t in tables {
@@ -187,7 +199,7 @@ fn buffered(
                 m.find(*t, project, d, u64::MAX, &mut seqs);
             }
         }
-        seqs.retain(|s| !st.mem_deleted.contains(*s));
+        seqs.retain(|s| !st.mem_deleted.contains(*s) && !hidden.contains(*s));
         seqs.sort_unstable();
         seqs.dedup();
         if !seqs.is_empty() {

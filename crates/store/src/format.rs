@@ -180,6 +180,17 @@ impl Manifest {
                     r.status.as_str()
                 ));
             }
+            if r.logical
+                && (r.status != RequestStatus::Pending
+                    || !r.parts.is_empty()
+                    || r.predicate.is_none())
+            {
+                return Err(format!(
+                    "request {} is logical but is {}, lists parts or has no predicate",
+                    r.id,
+                    r.status.as_str()
+                ));
+            }
             if let Some(p) = r.parts.iter().find(|p| !live.contains(p)) {
                 return Err(format!(
                     "request {} lists part {p}, which is not live",

@@ -93,6 +93,7 @@ mod part;
 mod requests;
 pub mod retention;
 mod storage;
+mod undo;
 #[cfg(feature = "testing")]
 pub mod wal;
 #[cfg(not(feature = "testing"))]
@@ -121,3 +122,4 @@ pub use store::{
     Appended, DeleteOutcome, DeleteSpec, DropOutcome, PartitionStatus, Snapshot, StatusTotals,
     Store, StoreOptions, StoreStatus, Version, WeakStore, MAX_DELETE_IDS,
 };
+pub use undo::CancelOutcome;

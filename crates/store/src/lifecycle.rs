@@ -5,18 +5,25 @@
 //! request's `status`.
 //!
 //! ```text
-//!   pending ──(purge complete)──► purged ──(verified clean)──► verified
-//!   (rows hidden; bytes on disk)   (bytes gone)                (a scan found nothing;
-//!                                                               ids kept only as keyed hashes)
+//!   pending, logical ──(resolved)──► pending ──(purge complete)──► purged ──(verified clean)──► verified
+//!   (hidden by its predicate        (rows hidden by bits;           (bytes gone)                (a scan found nothing;
+//!    when read; undo window          bytes on disk)                                              ids kept only as keyed hashes)
+//!    open or resolution pending)
+//!          │
+//!          └──(cancel, inside the undo window)──► cancelled (rows visible again)
 //! ```
 //!
 //! | from | event | to | precondition |
 //! |---|---|---|---|
-//! | pending | [`Event::PurgeComplete`] | purged | no live part holds rows of the request, the ingest log is flushed past its cut-off, no bulk ingest holds `_seq`s below it (and, checked by the caller, no file that held its rows is still on disk) |
+//! | pending, logical | [`Event::Resolved`] | pending (bits) | its undo window, if any, has ended; the caller wrote its bits in the same commit |
+//! | pending, logical | [`Event::Cancel`] | cancelled | it has an undo window and the window has not ended |
+//! | pending (bits) | [`Event::PurgeComplete`] | purged | no live part holds rows of the request, the ingest log is flushed past its cut-off, no bulk ingest holds `_seq`s below it (and, checked by the caller, no file that held its rows is still on disk) |
 //! | purged | [`Event::VerifiedClean`] | verified | the verification scan found no row of the request |
-//! | anything else | | refused | an [`StoreError::Internal`]: a caller asked for a transition that does not exist |
+//! | anything else | | refused | an [`StoreError::Internal`] for a transition that does not exist (a caller's bug); a cancel that is not allowed is the user's [`StoreError::InvalidInput`] ([`cancel`]) |
 //!
-//! A request is created `pending` by a deletion (`store.rs`); the
+//! A request is created `pending` by a deletion (`store.rs`,
+//! `by_predicate.rs`), logical when it has an undo window or its
+//! predicate was too slow to resolve in the call (`undo.rs`); the
 //! manifest it lives in is published only through the one commit path.
 
 use crate::error::{Result, StoreError};
@@ -56,14 +63,22 @@ pub(crate) enum Event {
     PurgeComplete,
     /// The verification scan found none of its rows.
     VerifiedClean,
+    /// A logical request's bits were written (its undo window ended, or
+    /// its predicate was resolved in the background).
+    Resolved,
+    /// Cancelled inside its undo window.
+    Cancel,
 }
 
 /// The state after `event` in `state`, or `None` if there is no such
-/// transition.
-pub(crate) fn next(state: RequestStatus, event: Event) -> Option<RequestStatus> {
-    match (state, event) {
-        (RequestStatus::Pending, Event::PurgeComplete) => Some(RequestStatus::Purged),
-        (RequestStatus::Purged, Event::VerifiedClean) => Some(RequestStatus::Verified),
+/// transition. `logical` is whether a pending request is still hidden by
+/// its predicate only.
+pub(crate) fn next(state: RequestStatus, logical: bool, event: Event) -> Option<RequestStatus> {
+    match (state, logical, event) {
+        (RequestStatus::Pending, true, Event::Resolved) => Some(RequestStatus::Pending),
+        (RequestStatus::Pending, true, Event::Cancel) => Some(RequestStatus::Cancelled),
+        (RequestStatus::Pending, false, Event::PurgeComplete) => Some(RequestStatus::Purged),
+        (RequestStatus::Purged, false, Event::VerifiedClean) => Some(RequestStatus::Verified),
         _ => None,
     }
 }
@@ -79,6 +94,7 @@ pub(crate) fn purge_complete(
     oldest_reservation: Option<u64>,
 ) -> bool {
     r.status == RequestStatus::Pending
+        && !r.logical
         && r.parts.is_empty()
         && flushed_seq >= r.cutoff_seq
         && oldest_reservation.is_none_or(|o| o >= r.cutoff_seq)
@@ -88,7 +104,62 @@ pub(crate) fn purge_complete(
 /// purged request awaits its verification, or a pending one holds no part
 /// any more (it waits for GC and the log).
 pub(crate) fn may_advance_without_rewrite(r: &DeletionRequest) -> bool {
-    r.status == RequestStatus::Purged || (r.status == RequestStatus::Pending && r.parts.is_empty())
+    r.status == RequestStatus::Purged
+        || (r.status == RequestStatus::Pending && !r.logical && r.parts.is_empty())
+}
+
+/// Whether logical request `r` may be resolved to bits at `now_us`: its
+/// undo window, if any, has ended.
+pub(crate) fn resolvable(r: &DeletionRequest, now_us: i64) -> bool {
+    r.status == RequestStatus::Pending && r.logical && r.undo_until_us.is_none_or(|u| u <= now_us)
+}
+
+/// pending, logical → pending with bits at `now_us`: `rows_hidden` rows
+/// newly hidden, held in `parts`. Refused inside the undo window.
+pub(crate) fn mark_resolved(
+    r: &mut DeletionRequest,
+    now_us: i64,
+    rows_hidden: u64,
+    parts: Vec<u64>,
+) -> Result<()> {
+    if r.logical && !resolvable(r, now_us) {
+        return Err(StoreError::Internal(format!(
+            "request {} resolved inside its undo window",
+            r.id
+        )));
+    }
+    advance(r, Event::Resolved)?;
+    r.logical = false;
+    r.rows_hidden = rows_hidden;
+    r.parts = parts;
+    Ok(())
+}
+
+/// pending, logical → cancelled at `now_us`, or why not (the user's
+/// error: no undo window, the window ended, not logical any more).
+pub(crate) fn cancel(r: &mut DeletionRequest, now_us: i64) -> Result<()> {
+    let refuse = |why: String| {
+        Err(StoreError::InvalidInput(format!(
+            "request {} cannot be cancelled: {why}",
+            r.id
+        )))
+    };
+    if r.status == RequestStatus::Cancelled {
+        return refuse("it is already cancelled".into());
+    }
+    let Some(until) = r.undo_until_us else {
+        return refuse("it was made without an undo window".into());
+    };
+    if now_us >= until || !r.logical || r.status != RequestStatus::Pending {
+        return refuse(format!(
+            "its undo window ended at {}",
+            crate::format::us_to_rfc3339(until)
+        ));
+    }
+    advance(r, Event::Cancel)?;
+    r.logical = false;
+    r.cancelled_at_us = Some(now_us);
+    Ok(())
 }
 
 /// Whether `r` is waiting for a verification scan.
@@ -97,7 +168,7 @@ pub(crate) fn awaits_verification(r: &DeletionRequest) -> bool {
 }
 
 fn advance(r: &mut DeletionRequest, event: Event) -> Result<()> {
-    r.status = next(r.status, event).ok_or_else(|| {
+    r.status = next(r.status, r.logical, event).ok_or_else(|| {
         StoreError::Internal(format!(
             "request {} cannot take {event:?} in state {}",
             r.id,
@@ -176,15 +247,32 @@ mod tests {
         use Event::*;
         use RequestStatus::*;
         let table = [
-            (Pending, PurgeComplete, Some(Purged)),
-            (Pending, VerifiedClean, None),
-            (Purged, PurgeComplete, None),
-            (Purged, VerifiedClean, Some(Verified)),
-            (Verified, PurgeComplete, None),
-            (Verified, VerifiedClean, None),
+            (Pending, true, Resolved, Some(Pending)),
+            (Pending, true, Cancel, Some(Cancelled)),
+            (Pending, true, PurgeComplete, None),
+            (Pending, true, VerifiedClean, None),
+            (Pending, false, PurgeComplete, Some(Purged)),
+            (Pending, false, VerifiedClean, None),
+            (Pending, false, Resolved, None),
+            (Pending, false, Cancel, None),
+            (Purged, false, PurgeComplete, None),
+            (Purged, false, VerifiedClean, Some(Verified)),
+            (Purged, false, Cancel, None),
+            (Purged, false, Resolved, None),
+            (Verified, false, PurgeComplete, None),
+            (Verified, false, VerifiedClean, None),
+            (Verified, false, Cancel, None),
+            (Cancelled, false, Cancel, None),
+            (Cancelled, false, Resolved, None),
+            (Cancelled, false, PurgeComplete, None),
+            (Cancelled, false, VerifiedClean, None),
         ];
-        for (state, event, want) in table {
-            assert_eq!(next(state, event), want, "{state:?} + {event:?}");
+        for (state, logical, event, want) in table {
+            assert_eq!(
+                next(state, logical, event),
+                want,
+                "{state:?} (logical {logical}) + {event:?}"
+            );
         }
     }
 
@@ -228,5 +316,62 @@ mod tests {
         assert_eq!(r.verified_at_us, Some(20));
         assert!(!may_advance_without_rewrite(&r));
         assert!(mark_verified(&mut r, KEY, 21).is_err());
+    }
+
+    fn logical(undo_until_us: Option<i64>) -> DeletionRequest {
+        DeletionRequest {
+            logical: true,
+            undo_until_us,
+            ..request(RequestStatus::Pending, vec![])
+        }
+    }
+
+    #[test]
+    fn a_logical_request_is_never_purged_and_resolves_only_after_its_window() {
+        let r = logical(Some(100));
+        assert!(!purge_complete(&r, 1000, None), "holds no bits yet");
+        assert!(!may_advance_without_rewrite(&r));
+        assert!(!resolvable(&r, 99));
+        assert!(resolvable(&r, 100));
+        assert!(resolvable(&logical(None), 0), "the bridge: no window");
+        let mut r = logical(Some(100));
+        assert!(
+            mark_resolved(&mut r, 99, 5, vec![3]).is_err(),
+            "window open"
+        );
+        mark_resolved(&mut r, 100, 5, vec![3]).unwrap();
+        assert_eq!(
+            (r.status, r.logical, r.rows_hidden),
+            (RequestStatus::Pending, false, 5)
+        );
+        assert_eq!(r.parts, vec![3]);
+        assert!(
+            mark_resolved(&mut r, 100, 5, vec![3]).is_err(),
+            "resolved twice"
+        );
+    }
+
+    #[test]
+    fn cancel_only_inside_the_window_of_a_logical_request() {
+        let mut r = logical(Some(100));
+        cancel(&mut r, 99).unwrap();
+        assert_eq!(r.status, RequestStatus::Cancelled);
+        assert_eq!(r.cancelled_at_us, Some(99));
+        assert!(!r.logical);
+        let again = cancel(&mut r, 99).unwrap_err().to_string();
+        assert!(again.contains("already cancelled"), "{again}");
+        let late = cancel(&mut logical(Some(100)), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(late.contains("undo window ended"), "{late}");
+        let none = cancel(&mut logical(None), 0).unwrap_err().to_string();
+        assert!(none.contains("without an undo window"), "{none}");
+        let mut resolved = logical(Some(100));
+        mark_resolved(&mut resolved, 100, 1, vec![]).unwrap();
+        assert!(cancel(&mut resolved, 50).is_err(), "bits written: too late");
+        assert!(matches!(
+            cancel(&mut logical(Some(100)), 200),
+            Err(StoreError::InvalidInput(_))
+        ));
     }
 }

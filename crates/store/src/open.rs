@@ -314,7 +314,13 @@ pub(crate) fn replay(
     }
     let mut hidden = Treemap::new();
     let mut hits = Vec::new();
-    for req in &manifest.requests {
+    // Logical requests hide their rows when read, not here (undo.rs);
+    // cancelled ones hide nothing.
+    for req in manifest
+        .requests
+        .iter()
+        .filter(|r| !r.logical && r.status != crate::format::RequestStatus::Cancelled)
+    {
         for t in &req.tables {
             for d in &req.distinct_ids {
                 mem.find(*t, req.project_id, d, req.cutoff_seq, &mut hits);

@@ -81,6 +81,11 @@ pub struct StoreOptions {
     /// The file-system seam of the local backend (tests record durability
     /// through it; see `io.rs`).
     pub fs: Arc<dyn FileSystem>,
+    /// How long a deletion by predicate may read parts before it stops
+    /// and commits the predicate itself as a logical tombstone, resolved
+    /// by the background worker (`undo.rs`); the rows are hidden either
+    /// way when the call returns. `None`: always resolve in the call.
+    pub predicate_resolve_bound: Option<Duration>,
 }
 
 /// How often the background compaction worker asks the policy.
@@ -105,6 +110,7 @@ impl Default for StoreOptions {
             create_if_missing: true,
             wait_ready: false,
             fs: Arc::new(StdFs),
+            predicate_resolve_bound: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -128,6 +134,9 @@ impl StoreOptions {
     pub fn one_shot() -> Self {
         StoreOptions {
             background_compaction: false,
+            // Nothing would resolve a bridged request before the next
+            // compaction: the command waits for the resolution instead.
+            predicate_resolve_bound: None,
             ..StoreOptions::from_env()
         }
     }
@@ -221,6 +230,7 @@ impl Inner {
             store_id: uuid::Uuid::new_v4().simple().to_string(),
             index_build: Arc::default(),
             compaction_lock: Mutex::new(()),
+            logical: Arc::default(),
             policy,
             closing: std::sync::atomic::AtomicBool::new(false),
             reservations: Mutex::default(),
@@ -326,6 +336,8 @@ pub(crate) struct Inner {
     pub commit: Mutex<CommitState>,
     flush_lock: Mutex<()>,
     pub gc: Arc<Gc>,
+    /// Matches of logical requests per part (undo.rs).
+    pub logical: Arc<crate::undo::LogicalCache>,
     pub durable_seq: Arc<AtomicU64>,
     file_ids: AtomicU64,
     flusher: Worker,
@@ -437,10 +449,19 @@ impl DeleteSpec {
 pub struct DeleteOutcome {
     /// The recorded request.
     pub request_id: u64,
-    /// Rows newly hidden by this request.
+    /// Rows newly hidden by this request (for a bridged predicate,
+    /// `logical` without `undo_until_us`: those found before the bound).
     pub rows_hidden: u64,
     /// The cut-off used.
     pub cutoff: u64,
+    /// When the rows must be gone from disk (µs since the epoch, UTC).
+    pub purge_due_by_us: i64,
+    /// Hidden by its predicate when read, not yet by tombstone bits (an
+    /// undo window, or a predicate resolved in the background; see
+    /// `undo.rs`).
+    pub logical: bool,
+    /// End of the undo window, if the request has one.
+    pub undo_until_us: Option<i64>,
 }
 
 /// Result of [`Store::drop_project`].
@@ -1024,6 +1045,14 @@ impl Store {
                 guard,
             )
         };
+        let logical = crate::undo::logical_requests(&version.manifest.requests);
+        let deleted = if logical.is_empty() {
+            deleted
+        } else {
+            let mut all = (*deleted).clone();
+            crate::undo::hide_buffered(&logical, chunks.iter(), &mut all)?;
+            Arc::new(all)
+        };
         let mut mem: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
         for c in chunks {
             if let Some(b) = without_deleted(&c.batch, c.seq_start, &deleted)? {
@@ -1035,6 +1064,8 @@ impl Store {
             mem,
             storage: inner.storage.clone(),
             store_id: inner.store_id.clone(),
+            logical,
+            cache: Arc::clone(&inner.logical),
             _guard: guard,
         })
     }
@@ -1363,12 +1394,16 @@ impl Inner {
         request.distinct_ids = ids;
         request.rows_hidden = rows_hidden;
         request.parts = holding.into_iter().collect();
+        let purge_due_by_us = request.purge_due_by_us;
         let request_id = tx.add_request(request);
         tx.hide_mem_rows(&mem_hits);
         Ok(DeleteOutcome {
             request_id,
             rows_hidden,
             cutoff,
+            purge_due_by_us,
+            logical: false,
+            undo_until_us: None,
         })
     }
 }
@@ -1437,6 +1472,9 @@ impl Inner {
             purged_at_us: None,
             verified_at_us: None,
             id_hashes: Vec::new(),
+            logical: false,
+            undo_until_us: None,
+            cancelled_at_us: None,
         }
     }
 }
@@ -1568,6 +1606,20 @@ impl Inner {
         let old = std::mem::replace(&mut st.active, Memtable::new(id, next_seq, Some(seg)));
         st.frozen.push_back(Arc::new(old));
         Ok(())
+    }
+
+    /// The flush lock: held, no flush is in flight.
+    pub(crate) fn flush_lock(&self) -> &Mutex<()> {
+        &self.flush_lock
+    }
+
+    /// Wake the background compaction worker (if any) now.
+    pub(crate) fn wake_compactor(&self) {
+        if let Ok(f) = self.compactor.lock() {
+            if let Some((tx, _)) = &*f {
+                let _ = tx.send(FlushMsg::Wake);
+            }
+        }
     }
 
     fn wake_flusher(&self) {
@@ -1724,15 +1776,19 @@ fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
             tracing::warn!(error = %e, "gc failed; will retry");
         }
         let now = now_us();
-        // Retention first: its whole expired days leave without a rewrite,
-        // its other rows become work for the plan below.
-        if let Err(e) = (Store {
+        let store = Store {
             inner: Arc::clone(&inner),
-        })
-        .apply_retention(now)
-        {
+        };
+        // Logical requests past their undo window (and bridged ones) get
+        // their bits; then retention: its whole expired days leave
+        // without a rewrite, its other rows become work for the plan.
+        if let Err(e) = store.resolve_logical_requests(now) {
+            tracing::warn!(error = %e, "resolving logical deletion requests failed; will retry");
+        }
+        if let Err(e) = store.apply_retention(now) {
             tracing::warn!(error = %e, "retention sweep failed; will retry");
         }
+        drop(store);
         let version = match inner.current_version() {
             Ok(v) => v,
             Err(_) => return,
@@ -1884,6 +1940,9 @@ pub struct Snapshot {
     mem: BTreeMap<Table, Vec<RecordBatch>>,
     storage: Storage,
     store_id: String,
+    /// The version's logical requests (undo.rs): hidden when read.
+    logical: Vec<DeletionRequest>,
+    cache: Arc<crate::undo::LogicalCache>,
     _guard: LiveGuard,
 }
 
@@ -1917,8 +1976,35 @@ impl Snapshot {
     }
 
     /// The tombstone bitmap of a part (deleted row positions), if any.
+    /// Rows hidden by a logical request (an undo window, a predicate
+    /// being resolved) are not in it: reads use [`Snapshot::hidden`].
     pub fn tombstone(&self, part_id: u64) -> Option<&Arc<Bitmap>> {
         self.version.tombstones.get(&part_id)
+    }
+
+    /// The rows of `part` a read must leave out: its tombstone and what
+    /// the snapshot's logical requests match (computed on first use and
+    /// cached; reads the part's predicate columns then). `None`: none.
+    pub fn hidden(&self, part: &PartMeta) -> Result<Option<Arc<Bitmap>>> {
+        let bits = self.version.tombstones.get(&part.id);
+        if self.logical.is_empty() {
+            return Ok(bits.cloned());
+        }
+        crate::undo::hidden_in_part(&self.storage, &self.cache, &self.logical, part, bits)
+    }
+
+    /// Rows of `part` a read returns.
+    pub fn live_rows(&self, part: &PartMeta) -> Result<u64> {
+        if self.logical.is_empty() {
+            return Ok(part.live_rows());
+        }
+        Ok(part.rows - self.hidden(part)?.map_or(0, |b| b.cardinality()))
+    }
+
+    /// Whether some rows are hidden by logical requests (their counts are
+    /// then not in the manifest's part figures).
+    pub fn has_logical_requests(&self) -> bool {
+        !self.logical.is_empty()
     }
 
     /// Buffered rows of `table` (not yet in parts), deletions applied.
@@ -1937,12 +2023,15 @@ impl Snapshot {
     }
 
     /// Rows visible in `table`.
-    pub fn visible_rows(&self, table: Table) -> u64 {
-        self.parts(table).map(|p| p.live_rows()).sum::<u64>()
-            + self
-                .memtable_batches(table)
-                .iter()
-                .map(|b| b.num_rows() as u64)
-                .sum::<u64>()
+    pub fn visible_rows(&self, table: Table) -> Result<u64> {
+        let mut n = self
+            .memtable_batches(table)
+            .iter()
+            .map(|b| b.num_rows() as u64)
+            .sum::<u64>();
+        for p in self.parts(table) {
+            n += self.live_rows(p)?;
+        }
+        Ok(n)
     }
 }

@@ -67,8 +67,11 @@ impl Harness {
     pub fn with_config(config: ServerConfig) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = AppConfig::new(dir.path());
-        // Deterministic lifecycles: compaction only when a test asks.
+        // Deterministic lifecycles: compaction only when a test asks, and
+        // predicates resolved in the call whatever the machine's load (no
+        // bridge; undo.rs).
         cfg.store.background_compaction = false;
+        cfg.store.predicate_resolve_bound = None;
         let app = App::open(cfg).expect("open");
         let b = app
             .bootstrap("Test project")

@@ -19,6 +19,9 @@ pub enum RequestStatus {
     Purged,
     /// A scan found no row of the request left.
     Verified,
+    /// Cancelled inside its undo window: its rows are visible again.
+    /// Terminal; the request hid nothing on disk (it was logical).
+    Cancelled,
 }
 
 impl RequestStatus {
@@ -28,6 +31,7 @@ impl RequestStatus {
             RequestStatus::Pending => "pending",
             RequestStatus::Purged => "purged",
             RequestStatus::Verified => "verified",
+            RequestStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -143,6 +147,22 @@ pub struct DeletionRequest {
     /// without keeping X.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub id_hashes: Vec<String>,
+    /// Hidden by its predicate when read, not by tombstone bits: the
+    /// request's rows are still live in the parts (and the ingest log),
+    /// and every read leaves out what the predicate matches below the
+    /// cut-off (`undo.rs`). A request is logical while its undo window is
+    /// open, or while a slow predicate is being resolved in the
+    /// background (the bridge); resolving it writes its bits and clears
+    /// this. A logical request lists no parts and is never purged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub logical: bool,
+    /// End of the undo window (µs since the epoch, UTC): until then the
+    /// request may be cancelled. `None`: no undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_until_us: Option<i64>,
+    /// When the request was cancelled (µs since the epoch, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at_us: Option<i64>,
 }
 
 /// What a request read from a manifest written before per-request part
@@ -221,6 +241,9 @@ impl DeletionRequest {
             purged_at_us: None,
             verified_at_us: None,
             id_hashes: Vec::new(),
+            logical: false,
+            undo_until_us: None,
+            cancelled_at_us: None,
         }
     }
 }

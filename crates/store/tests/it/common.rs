@@ -22,10 +22,13 @@ pub fn row(n: u64, did: &str, project: i64, day: i64) -> EventRow {
     }
 }
 
+/// No background threads, and predicates always resolved in the call (no
+/// bridge: a loaded machine must not change what a test sees).
 pub fn opts() -> StoreOptions {
     StoreOptions {
         background_flush: false,
         background_compaction: false,
+        predicate_resolve_bound: None,
         ..Default::default()
     }
 }
@@ -75,9 +78,12 @@ pub fn visible_in(snap: &Snapshot) -> BTreeSet<(String, String, u64)> {
             .build()
             .unwrap();
         let mut base = 0u32;
+        // Tombstones and logical requests (an undo window, a bridged
+        // predicate) alike.
+        let hidden = snap.hidden(p).unwrap();
         for b in r {
             let b = b.unwrap();
-            add(&b, snap.tombstone(p.id).map(|a| &**a), base);
+            add(&b, hidden.as_deref(), base);
             base += b.num_rows() as u32;
         }
     }

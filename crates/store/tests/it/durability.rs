@@ -145,7 +145,14 @@ fn in_memory_object_store_backend_round_trips() {
     store.flush().unwrap();
     let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
     assert_eq!(o.rows_hidden, 1);
-    assert_eq!(store.snapshot().unwrap().visible_rows(Table::Events), 2);
+    assert_eq!(
+        store
+            .snapshot()
+            .unwrap()
+            .visible_rows(Table::Events)
+            .unwrap(),
+        2
+    );
     assert!(
         std::fs::read_dir(dir.path()).unwrap().all(|e| {
             let n = e.unwrap().file_name();
@@ -155,7 +162,14 @@ fn in_memory_object_store_backend_round_trips() {
     );
     store.close().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
-    assert_eq!(store.snapshot().unwrap().visible_rows(Table::Events), 2);
+    assert_eq!(
+        store
+            .snapshot()
+            .unwrap()
+            .visible_rows(Table::Events)
+            .unwrap(),
+        2
+    );
     assert_eq!(
         store
             .manifest()

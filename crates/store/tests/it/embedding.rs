@@ -63,7 +63,7 @@ fn ingest_renames_columns_reports_progress_and_reads_naive_timestamps_as_utc() {
     assert_eq!(out.rows, 300);
     assert_eq!(seen, vec![100, 200, 300]);
     let snap = store.snapshot().unwrap();
-    assert_eq!(snap.visible_rows(Table::Events), 300);
+    assert_eq!(snap.visible_rows(Table::Events).unwrap(), 300);
     // The naive timestamp is UTC wall-clock time: stored unchanged.
     let parts: Vec<_> = snap.parts(Table::Events).collect();
     assert!(!parts.is_empty());

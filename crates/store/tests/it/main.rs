@@ -11,3 +11,4 @@ mod predicate;
 mod recovery;
 mod requests;
 mod rows_of;
+mod undo;
