@@ -13,5 +13,6 @@ mod model;
 mod persons;
 mod power_loss;
 mod query;
+mod receipts_cli;
 mod serve;
 mod undo_crash;

@@ -94,6 +94,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::erasure::EventsCommand,
     },
+    /// Receipts of verified deletions: `elide receipts show` and `verify`.
+    Receipts {
+        #[command(subcommand)]
+        command: crate::erasure::ReceiptsCommand,
+    },
     /// Partitions, tombstoned rows, bytes and pending deletion requests.
     Status {
         /// Data directory.
@@ -404,6 +409,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             format,
         } => crate::lifecycle::deletions(&data_dir, status, since, format),
         Command::Events { command } => crate::erasure::events(command),
+        Command::Receipts { command } => crate::erasure::receipts(command),
         Command::Cancel {
             data_dir,
             request,

@@ -22,6 +22,39 @@ pub enum EventsCommand {
     Delete(DeleteArgs),
 }
 
+/// `elide receipts …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ReceiptsCommand {
+    /// Print the receipt of a verified deletion request (JSON: its signed
+    /// `body` and the `signature`).
+    Show {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The request's id.
+        #[arg(long)]
+        request: u64,
+    },
+    /// Check every receipt's signature and the hash chain (exit 0 and a
+    /// count), or one exported receipt (--receipt) against a public key.
+    /// Non-zero, naming the first bad receipt, otherwise.
+    Verify {
+        /// Data directory (every receipt and the chain).
+        #[arg(long, required_unless_present = "receipt", conflicts_with = "receipt")]
+        data_dir: Option<PathBuf>,
+        /// One receipt file, checked alone (needs --public-key).
+        #[arg(long, requires = "public_key")]
+        receipt: Option<PathBuf>,
+        /// The public key (hex, as in `receipts/public.key`), kept apart
+        /// from the data directory; default: the data directory's.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
 /// Flags of `elide events delete`.
 #[derive(Debug, clap::Args)]
 pub struct DeleteArgs {
@@ -252,6 +285,91 @@ pub(crate) fn update_project(
             s.retention_days
                 .map_or("none (rows kept)".to_string(), |d| format!("{d} day(s)"))
         )?,
+    }
+    Ok(())
+}
+
+/// Run `elide receipts …`.
+pub fn receipts(cmd: ReceiptsCommand) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        ReceiptsCommand::Show { data_dir, request } => {
+            let store = wiring::store(&data_dir, Access::Read)?;
+            let r = store.receipt(request)?;
+            let known = store.request(request)?;
+            store.close()?;
+            match r {
+                Some(bytes) => out.write_all(&bytes)?,
+                None => {
+                    let why = match known {
+                        Some(r) => format!(
+                            "request {request} is {} (a receipt is written when it is verified)",
+                            r.status.as_str()
+                        ),
+                        None => format!("no deletion request {request}"),
+                    };
+                    return Err(elide_store::StoreError::InvalidInput(why).into());
+                }
+            }
+        }
+        ReceiptsCommand::Verify {
+            data_dir,
+            receipt,
+            public_key,
+            format,
+        } => {
+            let key = match &public_key {
+                Some(f) => {
+                    let text = std::fs::read_to_string(f)
+                        .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+                    Some(elide_store::receipt::parse_public_key(
+                        &f.display().to_string(),
+                        &text,
+                    )?)
+                }
+                None => None,
+            };
+            let (count, what) = if let Some(file) = receipt {
+                let bytes = std::fs::read(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                let body = elide_store::receipt::verify_one(&bytes, key.as_ref()).map_err(|e| {
+                    elide_store::StoreError::InvalidInput(format!(
+                        "receipt {}: {e}",
+                        file.display()
+                    ))
+                })?;
+                (
+                    1,
+                    format!("receipt {} of request {}", body.seq, body.request_id),
+                )
+            } else {
+                let dir = data_dir.ok_or_else(|| {
+                    elide_store::StoreError::InvalidInput(
+                        "--data-dir or --receipt is required".into(),
+                    )
+                })?;
+                let store = wiring::store(&dir, Access::Read)?;
+                let report = store.verify_receipts(key);
+                store.close()?;
+                let report = report?;
+                (
+                    report.receipts,
+                    format!(
+                        "receipt(s), public key {}",
+                        report.public_key.unwrap_or_default()
+                    ),
+                )
+            };
+            match format {
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"verified": count, "ok": true})
+                )?,
+                Format::Csv => writeln!(out, "verified\n{count}")?,
+                Format::Table => writeln!(out, "{count} verified: {what}")?,
+            }
+        }
     }
     Ok(())
 }

@@ -492,6 +492,7 @@ mod tests {
             max_ts: 0,
             tombstone: None,
             checksum: None,
+            blake3: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! | `GET …/deletions/?since=CURSOR`: every deletion request of the project, in the order of their changes (the deletion feed) | `person:read` |
 //! | `GET …/deletions/{id}/`: one request | `person:read` |
 //! | `POST …/deletions/{id}/cancel/`: cancel a request inside its undo window | `event:write` |
+//! | `GET …/deletions/{id}/receipt/`: the signed receipt of a verified request | `person:read` |
 //!
 //! under `/api/projects/{id}/` and `/api/environments/{id}/`. A deletion
 //! counts against the deletion rate limit; its rows are invisible when
@@ -42,6 +43,11 @@ pub fn routes() -> Router<AppState> {
             r,
             format!("{prefix}/deletions/{{request}}/cancel"),
             post(cancel),
+        );
+        r = both(
+            r,
+            format!("{prefix}/deletions/{{request}}/receipt"),
+            get(receipt),
         );
     }
     r
@@ -482,5 +488,49 @@ pub(crate) async fn retrieve(
             chrono::Utc::now().timestamp_micros(),
         ))),
         _ => Err(ApiError::not_found()),
+    }
+}
+
+/// The signed receipt of a verified request: `{"body": {...}, "signature"}`
+/// exactly as stored (verifiable offline with the public key:
+/// `elide receipts verify --receipt FILE --public-key KEY`).
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/deletions/{request_id}/receipt/",
+    operation_id = "deletions_receipt",
+    tag = "deletions",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("request_id" = u64, Path, description = "The request's id."),
+    ),
+    responses(
+        (status = 200, description = "The receipt (JSON: `body` and `signature`)"),
+        (status = 404, description = "No such request in the project, or not verified yet"),
+    )
+)]
+pub(crate) async fn receipt(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+) -> ApiResult<Response> {
+    let project = key.path_project(&p, "person:read")?;
+    let id: u64 = p
+        .get("request")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(ApiError::not_found)?;
+    let app = state.app().clone();
+    let bytes = blocking(move || {
+        match app.store().request(id)? {
+            Some(r) if r.project_id == project => {}
+            _ => return Ok(None),
+        }
+        Ok(app.store().receipt(id)?)
+    })
+    .await?;
+    match bytes {
+        Some(b) => {
+            Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], b).into_response())
+        }
+        None => Err(ApiError::not_found()),
     }
 }

@@ -142,6 +142,7 @@ fn document_json() -> Result<&'static str, &'static str> {
         crate::deletions::list,
         crate::deletions::retrieve,
         crate::deletions::cancel,
+        crate::deletions::receipt,
         crate::ops::health,
         crate::ops::ready,
         crate::ops::metrics_text,

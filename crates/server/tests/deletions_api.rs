@@ -91,6 +91,10 @@ async fn delete_events_by_predicate_and_follow_the_feed() {
         first["purge_due_by"].as_str().unwrap().ends_with('Z'),
         "{first}"
     );
+    // No receipt before verification.
+    h.get(&format!("{pp}/deletions/{id}/receipt/"))
+        .await
+        .envelope(404);
     // After the purge, the feed shows the change from the old cursor.
     h.state
         .app()
@@ -101,6 +105,15 @@ async fn delete_events_by_predicate_and_follow_the_feed() {
     let results = r.json["results"].as_array().unwrap();
     assert_eq!(results.len(), 2, "{}", r.text());
     assert!(results.iter().all(|v| v["state"] == "verified"));
+    // The signed receipt, as stored; verifiable with the public key alone.
+    let r = h.get(&format!("{pp}/deletions/{id}/receipt/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["body"]["request_id"], id);
+    assert_eq!(r.json["body"]["kind"], "events");
+    assert!(!r.text().contains("\"pro\""), "a property value in clear");
+    let public = std::fs::read_to_string(h.dir.path().join("receipts/public.key")).unwrap();
+    let key = elide_store::receipt::parse_public_key("public.key", &public).unwrap();
+    elide_store::receipt::verify_one(&r.body, Some(&key)).unwrap();
     assert!(results.iter().all(|v| v["predicate"].is_null()
         || v["predicate"]["properties"][0]["value"]
             .as_str()

@@ -222,6 +222,12 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
             "event:write",
             None,
         ),
+        (
+            "GET",
+            format!("{pp}/deletions/1/receipt/"),
+            "person:read",
+            None,
+        ),
     ];
     // The same under /api/environments/.
     let env: Vec<_> = r

@@ -265,6 +265,20 @@ impl<'a> Transaction<'a> {
         Ok(true)
     }
 
+    /// Publish the receipt chain's new `head`, written for the requests
+    /// `verified` (their list of erased files moved into the receipts).
+    pub fn record_receipts(&mut self, head: crate::receipt::ReceiptHead, verified: &[u64]) {
+        self.manifest.receipts_head = Some(head);
+        for r in self
+            .manifest
+            .requests
+            .iter_mut()
+            .filter(|r| verified.contains(&r.id))
+        {
+            r.erased_files.clear();
+        }
+    }
+
     /// Position of part `id` in `self.manifest.parts`.
     pub fn part_index(&mut self, id: u64) -> Option<usize> {
         let parts = &self.manifest.parts;
@@ -547,27 +561,50 @@ impl<'a> Transaction<'a> {
         for pi in &mut self.manifest.pending_ingests {
             pi.parts.retain(|id| live.contains(id));
         }
-        let mut paths: HashMap<u64, &str> = HashMap::new();
+        let mut metas: HashMap<u64, &crate::format::PartMeta> = HashMap::new();
         for p in &self.base.manifest.parts {
-            paths.insert(p.id, &p.path);
+            metas.insert(p.id, p);
         }
         for p in &self.added {
-            paths.insert(p.meta.id, &p.meta.path);
+            metas.insert(p.meta.id, &p.meta);
         }
-        let gone: HashSet<u64> = paths
+        let gone: HashSet<u64> = metas
             .keys()
             .filter(|id| !live.contains(id))
             .copied()
             .collect();
+        // What replaced a part that left: the parts this transaction made
+        // live in its table and project (a purge's or merge's output);
+        // none for a part dropped whole.
+        let file = |p: &crate::format::PartMeta| crate::receipt::FileHash {
+            path: p.path.clone(),
+            blake3: p.blake3.clone(),
+            size: p.size,
+        };
         for r in &mut self.manifest.requests {
             r.parts.retain(|id| {
                 if !gone.contains(id) {
                     return true;
                 }
-                if let Some(path) = paths.get(id) {
-                    if !r.awaiting_removal.iter().any(|a| a == path) {
-                        r.awaiting_removal.push((*path).to_string());
+                if let Some(p) = metas.get(id) {
+                    if !r.awaiting_removal.contains(&p.path) {
+                        r.awaiting_removal.push(p.path.clone());
                     }
+                    let replaced_by = self
+                        .added
+                        .iter()
+                        .map(|a| &a.meta)
+                        .filter(|a| {
+                            live.contains(&a.id)
+                                && a.table == p.table
+                                && a.project_id == p.project_id
+                        })
+                        .map(file)
+                        .collect();
+                    r.erased_files.push(crate::receipt::ErasedFile {
+                        file: file(p),
+                        replaced_by,
+                    });
                 }
                 false
             });

@@ -957,6 +957,24 @@ fn advance_requests(
             verified.push(id);
         }
     }
+    if !verified.is_empty() {
+        // Their receipts, chained after the last one, written before the
+        // commit that publishes the new head (receipt.rs).
+        let bodies: Vec<crate::receipt::ReceiptBody> = verified
+            .iter()
+            .filter_map(|id| tx.manifest().requests.iter().find(|r| r.id == *id))
+            .map(crate::receipt::body_of)
+            .collect();
+        let key = crate::receipt::signing_key(&inner.storage, inner.opts.receipt_key.as_deref())?;
+        let head = crate::receipt::write_chain(
+            &inner.storage,
+            &key,
+            tx.manifest().receipts_head.as_ref(),
+            bodies,
+        )?;
+        crate::failpoint!("receipt::after_write");
+        tx.record_receipts(head, &verified);
+    }
     let mut changed = !really_purged.is_empty() || !verified.is_empty();
     if let Some(s) = summary {
         s.requests_purged = really_purged.len() as u64;

@@ -65,6 +65,11 @@ pub struct Manifest {
     /// distinct ids; created with the first verified request.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash_key: String,
+    /// The last receipt of the chain (receipt.rs): its number and the
+    /// BLAKE3 of its file. A receipt removed from the end of the chain is
+    /// found missing against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts_head: Option<crate::receipt::ReceiptHead>,
     /// Per-project settings that differ from the defaults.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub projects: BTreeMap<i64, ProjectSettings>,
@@ -111,6 +116,7 @@ impl Manifest {
             pending_ingests: Vec::new(),
             metadata_id: None,
             projects: BTreeMap::new(),
+            receipts_head: None,
         }
     }
 
@@ -256,6 +262,11 @@ pub struct PartMeta {
     /// checksums existed: those are read unchecked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<PartChecksum>,
+    /// BLAKE3 of the whole file (hex), computed when it was written; a
+    /// receipt names the files a request's purge removed by it. Absent in
+    /// parts written before receipts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
 }
 
 /// The checksums of a part file. The file is two regions: the data (the
@@ -635,6 +646,7 @@ mod tests {
                 deleted: 2,
             }),
             checksum: None,
+            blake3: None,
         }
     }
 

@@ -37,7 +37,10 @@
 //! [`predicate`] and `by_predicate` (deletion of events by predicate),
 //! [`retention`] (retention sweeps), `requests` (the deletion feed,
 //! project settings), `export` (every row of some distinct ids),
-//! `lifecycle` (request states and transitions), `parallel`,
+//! `lifecycle` (request states and transitions), `undo` (logical
+//! requests: undo windows, cancel, the bridge for slow predicates),
+//! [`receipt`] (signed, hash-chained receipts of verified requests),
+//! `parallel`,
 //! `compact` (purges, merges, verification), [`policy`] (what compaction
 //! should do, pure), [`schema`] (tables), [`normalize`] (input
 //! validation), [`format`] (on-disk types), `storage` (object-store
@@ -89,6 +92,8 @@ mod lock;
 mod memtable;
 mod open;
 mod parallel;
+pub mod receipt;
+pub use ed25519_dalek::VerifyingKey;
 mod part;
 mod requests;
 pub mod retention;

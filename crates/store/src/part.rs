@@ -415,6 +415,7 @@ impl PartBuilder {
             data_len: data_len as u64,
             tail_crc32: crc32fast::hash(buf.get(data_len..).unwrap_or_default()),
         };
+        let blake3 = blake3::hash(&buf).to_hex().to_string();
         storage.put_new_nosync(&self.path, Bytes::from(buf))?;
         let meta = PartMeta {
             id: self.id,
@@ -431,6 +432,7 @@ impl PartBuilder {
             max_ts: self.max_ts,
             tombstone: None,
             checksum: Some(checksum),
+            blake3: Some(blake3),
         };
         Ok(Some(WrittenPart {
             meta,

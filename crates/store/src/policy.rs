@@ -491,6 +491,7 @@ mod tests {
                 deleted,
             }),
             checksum: None,
+            blake3: None,
         }
     }
 

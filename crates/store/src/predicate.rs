@@ -699,6 +699,7 @@ mod tests {
             max_ts: 200,
             tombstone: None,
             checksum: None,
+            blake3: None,
         };
         let w = |a: Option<i64>, b: Option<i64>| EventPredicate {
             after_us: a,

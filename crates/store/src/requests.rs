@@ -89,3 +89,27 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The receipt of request `id` (its file's bytes: JSON with `body` and
+    /// `signature`), once the request is verified; `None` before.
+    pub fn receipt(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        let v = self.inner().current_version()?;
+        crate::receipt::find(&self.inner().storage, v.manifest.receipts_head.as_ref(), id)
+    }
+
+    /// Check every receipt's signature and the chain (see `receipt.rs`)
+    /// against `public_key`, or the data directory's public key. The
+    /// error names the first bad receipt.
+    pub fn verify_receipts(
+        &self,
+        public_key: Option<ed25519_dalek::VerifyingKey>,
+    ) -> Result<crate::receipt::ChainReport> {
+        let v = self.inner().current_version()?;
+        crate::receipt::verify_chain(
+            &self.inner().storage,
+            v.manifest.receipts_head.as_ref(),
+            public_key,
+        )
+    }
+}

@@ -86,7 +86,16 @@ pub struct StoreOptions {
     /// by the background worker (`undo.rs`); the rows are hidden either
     /// way when the call returns. `None`: always resolve in the call.
     pub predicate_resolve_bound: Option<Duration>,
+    /// The Ed25519 key that signs deletion receipts: a file holding its
+    /// 32-byte seed in hex. `None`: the data directory's
+    /// (`receipts/signing.key`, created with the first receipt).
+    /// [`StoreOptions::from_env`] reads it from `ELIDE_RECEIPT_KEY`.
+    pub receipt_key: Option<std::path::PathBuf>,
 }
+
+/// The environment variable naming the receipt signing key's file
+/// ([`StoreOptions::receipt_key`]).
+pub const RECEIPT_KEY_ENV: &str = "ELIDE_RECEIPT_KEY";
 
 /// How often the background compaction worker asks the policy.
 pub const COMPACTOR_POLL: Duration = Duration::from_secs(60);
@@ -111,6 +120,7 @@ impl Default for StoreOptions {
             wait_ready: false,
             fs: Arc::new(StdFs),
             predicate_resolve_bound: Some(Duration::from_secs(1)),
+            receipt_key: None,
         }
     }
 }
@@ -124,6 +134,9 @@ impl StoreOptions {
         o.compaction = o
             .compaction
             .with_cron_env(std::env::var(CRON_ENV).ok().as_deref());
+        o.receipt_key = std::env::var_os(RECEIPT_KEY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(Into::into);
         o
     }
 
@@ -1475,6 +1488,7 @@ impl Inner {
             logical: false,
             undo_until_us: None,
             cancelled_at_us: None,
+            erased_files: Vec::new(),
         }
     }
 }

@@ -163,6 +163,11 @@ pub struct DeletionRequest {
     /// When the request was cancelled (µs since the epoch, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_at_us: Option<i64>,
+    /// The files that held rows of this request and left the manifest
+    /// (rewritten, merged or dropped), with their BLAKE3 and what
+    /// replaced them: the receipt's list, moved there at verification.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erased_files: Vec<crate::receipt::ErasedFile>,
 }
 
 /// What a request read from a manifest written before per-request part
@@ -244,6 +249,7 @@ impl DeletionRequest {
             logical: false,
             undo_until_us: None,
             cancelled_at_us: None,
+            erased_files: Vec::new(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod deletion;
 mod durability;
 mod embedding;
 mod predicate;
+mod receipts;
 mod recovery;
 mod requests;
 mod rows_of;

@@ -1,0 +1,390 @@
+//! Receipts: a signed, hash-chained record of each verified erasure.
+//!
+//! When a request becomes `verified` (compact.rs, in the verification's
+//! commit), a receipt is written under `receipts/`: the request's id and
+//! kind, its scope as keyed hashes (the verified request's `id_hashes`
+//! and scrubbed predicate: never an id or a property value in clear), the
+//! cut-off, the times of each state, the rows it hid, every part file that
+//! held its rows and left (rewritten, merged or dropped) with its BLAKE3
+//! and the BLAKE3 of what replaced it, and the verification's result.
+//!
+//! ```text
+//!   receipts/0000000001.json   {"body": {..., "seq": 1, "prev": "000…0", "public_key": K}, "signature": S1}
+//!   receipts/0000000002.json   {"body": {..., "seq": 2, "prev": BLAKE3(file 1)}, "signature": S2}
+//!   manifest: receipts_head = {seq: 2, blake3: BLAKE3(file 2)}
+//! ```
+//!
+//! * The body is signed with Ed25519 (`signature` over the body's exact
+//!   bytes). The signing key is `receipts/signing.key` in the data
+//!   directory (created with the first receipt, with its public key in
+//!   `receipts/public.key`), or the file `StoreOptions::receipt_key`
+//!   names, so that it can be kept off the data directory.
+//! * Each body names the BLAKE3 of the previous receipt's file; the
+//!   manifest names the last one. Altering a receipt breaks its signature
+//!   and the next one's `prev`; removing one breaks the numbering or the
+//!   chain; removing the last ones disagrees with the manifest's head;
+//!   re-signing with another key fails against a public key kept apart
+//!   (`elide receipts verify --public-key FILE`).
+//! * Receipt files are written before the commit that publishes their
+//!   head; files numbered past the head are leftovers of a commit that
+//!   did not happen, and are replaced. Receipts are never removed: they
+//!   outlive the data they describe, and hold nothing personal.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{Result, StoreError};
+use crate::format::{us_to_rfc3339, DeletionRequest};
+use crate::storage::Storage;
+
+/// Where receipts live, under the data directory.
+pub const RECEIPTS_DIR: &str = "receipts";
+const KEY_PATH: &str = "receipts/signing.key";
+/// The public key of the data directory's signing key (hex).
+pub const PUBLIC_KEY_PATH: &str = "receipts/public.key";
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A file by its path, size and BLAKE3 (hex; absent for files written
+/// before receipts existed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileHash {
+    /// Path under the data directory.
+    pub path: String,
+    /// BLAKE3 of the file's bytes.
+    pub blake3: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A part file that held rows of a request and left the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErasedFile {
+    /// The file as it was.
+    pub file: FileHash,
+    /// The files written in its place by the same commit (a purge's or a
+    /// merge's output); empty when it was dropped whole.
+    pub replaced_by: Vec<FileHash>,
+}
+
+/// The last receipt of the chain, as the manifest records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReceiptHead {
+    /// Its number (the first receipt is 1).
+    pub seq: u64,
+    /// BLAKE3 of its file.
+    pub blake3: String,
+}
+
+/// What a receipt states (the signed body).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReceiptBody {
+    /// Format of this body.
+    pub format: u32,
+    /// Position in the chain (from 1).
+    pub seq: u64,
+    /// BLAKE3 of the previous receipt's file (64 zeros for the first).
+    pub prev: String,
+    /// The Ed25519 public key that signed it (hex).
+    pub public_key: String,
+    /// The request.
+    pub request_id: u64,
+    /// Its kind.
+    pub kind: String,
+    /// Its project.
+    pub project_id: i64,
+    /// Tables it covered.
+    pub tables: Vec<String>,
+    /// Its distinct ids, as keyed hashes (the manifest's key).
+    pub id_hashes: Vec<String>,
+    /// For kind `events` and `retention`: the predicate's shape, its
+    /// values and ids as keyed hashes.
+    pub predicate: Option<crate::predicate::EventPredicate>,
+    /// Rows with `_seq` below this were covered.
+    pub cutoff_seq: u64,
+    /// Rows it hid.
+    pub rows_hidden: u64,
+    /// When its rows were hidden (RFC 3339).
+    pub hidden_at: String,
+    /// When they were due to be gone.
+    pub purge_due_by: String,
+    /// When no live file held them any more.
+    pub purged_at: Option<String>,
+    /// When the verification scan found none.
+    pub verified_at: Option<String>,
+    /// Every part file that held its rows and left, with what replaced it.
+    pub files: Vec<ErasedFile>,
+    /// Rows of the request the verification scan found (always 0: a
+    /// request is verified only then).
+    pub rows_found_by_verification: u64,
+}
+
+/// A receipt file: the body's exact bytes and their signature.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReceiptFile<'a> {
+    #[serde(borrow)]
+    body: &'a RawValue,
+    signature: String,
+}
+
+fn receipt_path(seq: u64) -> String {
+    format!("{RECEIPTS_DIR}/{seq:010}.json")
+}
+
+fn seq_of(path: &str) -> Option<u64> {
+    path.strip_prefix(RECEIPTS_DIR)?
+        .strip_prefix('/')?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
+/// The signing key: the file `key_file` names (a 64-hex-digit seed), or
+/// the data directory's, created (with its public key) if missing.
+pub(crate) fn signing_key(
+    storage: &Storage,
+    key_file: Option<&std::path::Path>,
+) -> Result<SigningKey> {
+    let parse = |what: &str, text: &str| -> Result<SigningKey> {
+        let seed: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| StoreError::corrupt(what, "not a 64-hex-digit Ed25519 seed"))?;
+        Ok(SigningKey::from_bytes(&seed))
+    };
+    if let Some(f) = key_file {
+        let text = std::fs::read_to_string(f).map_err(|e| StoreError::io(f.display(), e))?;
+        return parse(&f.display().to_string(), &text);
+    }
+    if storage.exists(KEY_PATH)? {
+        let bytes = storage.get(KEY_PATH)?;
+        return parse(KEY_PATH, &String::from_utf8_lossy(&bytes));
+    }
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let key = SigningKey::from_bytes(&seed);
+    storage.put_new(KEY_PATH, hex::encode(seed).into_bytes().into())?;
+    if !storage.exists(PUBLIC_KEY_PATH)? {
+        storage.put_new(
+            PUBLIC_KEY_PATH,
+            hex::encode(key.verifying_key().as_bytes())
+                .into_bytes()
+                .into(),
+        )?;
+    }
+    #[cfg(unix)]
+    if let Some(root) = storage.local_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ =
+            std::fs::set_permissions(root.join(KEY_PATH), std::fs::Permissions::from_mode(0o600));
+    }
+    tracing::info!(public_key = %hex::encode(key.verifying_key().as_bytes()), "created the receipt signing key");
+    Ok(key)
+}
+
+/// A public key from its hex text.
+pub fn parse_public_key(what: &str, text: &str) -> Result<VerifyingKey> {
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            StoreError::InvalidInput(format!("{what}: not a 64-hex-digit Ed25519 public key"))
+        })?;
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| StoreError::InvalidInput(format!("{what}: not an Ed25519 public key: {e}")))
+}
+
+/// The body of a verified request's receipt (before chaining).
+pub(crate) fn body_of(r: &DeletionRequest) -> ReceiptBody {
+    ReceiptBody {
+        format: 1,
+        seq: 0,
+        prev: String::new(),
+        public_key: String::new(),
+        request_id: r.id,
+        kind: r.kind.as_str().to_string(),
+        project_id: r.project_id,
+        tables: r.tables.iter().map(|t| t.name().to_string()).collect(),
+        id_hashes: r.id_hashes.clone(),
+        predicate: r.predicate.clone(),
+        cutoff_seq: r.cutoff_seq,
+        rows_hidden: r.rows_hidden,
+        hidden_at: us_to_rfc3339(r.created_at_us),
+        purge_due_by: us_to_rfc3339(r.purge_due_by_us),
+        purged_at: r.purged_at_us.map(us_to_rfc3339),
+        verified_at: r.verified_at_us.map(us_to_rfc3339),
+        files: r.erased_files.clone(),
+        rows_found_by_verification: 0,
+    }
+}
+
+/// Write the receipts of `bodies` after `head`, signed with `key`, and
+/// return the new head. Files numbered past `head` (left by a commit that
+/// did not happen) are removed first. The caller publishes the head in
+/// the commit that verifies the requests.
+pub(crate) fn write_chain(
+    storage: &Storage,
+    key: &SigningKey,
+    head: Option<&ReceiptHead>,
+    bodies: Vec<ReceiptBody>,
+) -> Result<ReceiptHead> {
+    let (mut seq, mut prev) = match head {
+        Some(h) => (h.seq, h.blake3.clone()),
+        None => (0, GENESIS.to_string()),
+    };
+    for l in storage.list(RECEIPTS_DIR)? {
+        if seq_of(&l.path).is_some_and(|s| s > seq) {
+            storage.delete(&l.path)?;
+        }
+    }
+    let public_key = hex::encode(key.verifying_key().as_bytes());
+    for mut b in bodies {
+        seq += 1;
+        b.seq = seq;
+        b.prev = prev.clone();
+        b.public_key = public_key.clone();
+        let body = serde_json::to_string(&b)
+            .map_err(|e| StoreError::Internal(format!("encoding a receipt: {e}")))?;
+        let signature = hex::encode(key.sign(body.as_bytes()).to_bytes());
+        let file = format!("{{\"body\":{body},\"signature\":\"{signature}\"}}\n");
+        storage.put_new(&receipt_path(seq), file.clone().into_bytes().into())?;
+        prev = blake3::hash(file.as_bytes()).to_hex().to_string();
+    }
+    Ok(ReceiptHead { seq, blake3: prev })
+}
+
+/// Check one receipt file's signature with `key` (or the key it names);
+/// returns its body.
+pub fn verify_one(
+    bytes: &[u8],
+    key: Option<&VerifyingKey>,
+) -> std::result::Result<ReceiptBody, String> {
+    let f: ReceiptFile<'_> =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a receipt: {e}"))?;
+    let body: ReceiptBody =
+        serde_json::from_str(f.body.get()).map_err(|e| format!("not a receipt body: {e}"))?;
+    let named = parse_public_key("the receipt's public_key", &body.public_key)
+        .map_err(|e| e.to_string())?;
+    let key = match key {
+        Some(k) if *k != named => {
+            return Err("signed with another key than the one given".into());
+        }
+        Some(k) => *k,
+        None => named,
+    };
+    let sig: [u8; 64] = hex::decode(&f.signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("the signature is not 128 hex digits")?;
+    key.verify(f.body.get().as_bytes(), &Signature::from_bytes(&sig))
+        .map_err(|_| "the signature does not match the body".to_string())?;
+    Ok(body)
+}
+
+/// Result of a chain verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    /// Receipts whose signature and place in the chain verified.
+    pub receipts: u64,
+    /// The key they were checked against (hex).
+    pub public_key: Option<String>,
+}
+
+/// Check every receipt under `storage`: numbered 1..n without a gap, each
+/// signed by `key` (else the data directory's public key), each naming
+/// the BLAKE3 of the one before, the last matching `head`. The error names
+/// the first bad receipt.
+pub fn verify_chain(
+    storage: &Storage,
+    head: Option<&ReceiptHead>,
+    key: Option<VerifyingKey>,
+) -> Result<ChainReport> {
+    let key = match key {
+        Some(k) => Some(k),
+        None if storage.exists(PUBLIC_KEY_PATH)? => {
+            let text = storage.get(PUBLIC_KEY_PATH)?;
+            Some(parse_public_key(
+                PUBLIC_KEY_PATH,
+                &String::from_utf8_lossy(&text),
+            )?)
+        }
+        None => None,
+    };
+    let mut files: Vec<(u64, String)> = storage
+        .list(RECEIPTS_DIR)?
+        .into_iter()
+        .filter_map(|l| seq_of(&l.path).map(|s| (s, l.path)))
+        .collect();
+    files.sort();
+    let head_seq = head.map_or(0, |h| h.seq);
+    // Files past the head were never published (a commit that did not
+    // happen); they are replaced by the next receipts.
+    files.retain(|(s, _)| *s <= head_seq);
+    let bad = |path: &str, why: String| StoreError::InvalidInput(format!("receipt {path}: {why}"));
+    if files.is_empty() && head_seq == 0 {
+        return Ok(ChainReport {
+            receipts: 0,
+            public_key: key.map(|k| hex::encode(k.as_bytes())),
+        });
+    }
+    let key = key.ok_or_else(|| {
+        StoreError::InvalidInput(format!(
+            "receipts exist but {PUBLIC_KEY_PATH} does not: pass the public key"
+        ))
+    })?;
+    let mut prev = GENESIS.to_string();
+    for (i, (seq, path)) in files.iter().enumerate() {
+        let want = i as u64 + 1;
+        if *seq != want {
+            return Err(bad(&receipt_path(want), "missing from the chain".into()));
+        }
+        let bytes = storage.get(path)?;
+        let body = verify_one(&bytes, Some(&key)).map_err(|e| bad(path, e))?;
+        if body.seq != *seq {
+            return Err(bad(path, format!("says it is receipt {}", body.seq)));
+        }
+        if body.prev != prev {
+            return Err(bad(
+                path,
+                "does not follow the receipt before it (a receipt was altered or removed)".into(),
+            ));
+        }
+        prev = blake3::hash(&bytes).to_hex().to_string();
+    }
+    if files.len() as u64 != head_seq {
+        return Err(bad(
+            &receipt_path(files.len() as u64 + 1),
+            format!("missing: the manifest's chain ends at receipt {head_seq}"),
+        ));
+    }
+    if head.is_some_and(|h| h.blake3 != prev) {
+        return Err(bad(
+            &receipt_path(head_seq),
+            "is not the receipt the manifest recorded".into(),
+        ));
+    }
+    Ok(ChainReport {
+        receipts: files.len() as u64,
+        public_key: Some(hex::encode(key.as_bytes())),
+    })
+}
+
+/// The receipt of request `id` (its file's bytes), if it has one.
+pub fn find(storage: &Storage, head: Option<&ReceiptHead>, id: u64) -> Result<Option<Vec<u8>>> {
+    let head_seq = head.map_or(0, |h| h.seq);
+    for l in storage.list(RECEIPTS_DIR)? {
+        if seq_of(&l.path).is_none_or(|s| s > head_seq) {
+            continue;
+        }
+        let bytes = storage.get(&l.path)?;
+        let is_it = serde_json::from_slice::<ReceiptFile<'_>>(&bytes)
+            .ok()
+            .and_then(|f| serde_json::from_str::<ReceiptBody>(f.body.get()).ok())
+            .is_some_and(|b| b.request_id == id);
+        if is_it {
+            return Ok(Some(bytes.to_vec()));
+        }
+    }
+    Ok(None)
+}

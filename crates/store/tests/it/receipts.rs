@@ -1,0 +1,166 @@
+//! Receipts: written at verification, signed and hash-chained, naming the
+//! files removed by their BLAKE3, holding nothing personal; tampering,
+//! removal and another key are each detected.
+
+use elide_store::predicate::EventPredicate;
+use elide_store::receipt::ReceiptBody;
+use elide_store::{
+    DeleteSpec, EventDeletion, PartCompression, PartWriterOptions, Store, StoreOptions,
+};
+
+use crate::common::*;
+
+fn uncompressed() -> StoreOptions {
+    StoreOptions {
+        part: PartWriterOptions {
+            compression: PartCompression::None,
+            ..Default::default()
+        },
+        ..opts()
+    }
+}
+
+fn body(bytes: &[u8]) -> ReceiptBody {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    serde_json::from_value(v["body"].clone()).unwrap()
+}
+
+/// Two verified requests: a deletion of the distinct id `alice-secret`
+/// and a deletion of events by predicate. Returns their ids.
+fn two_receipts(store: &Store) -> (u64, u64) {
+    let rows: Vec<_> = (0..60u64)
+        .map(|n| {
+            let did = if n % 5 == 0 { "alice-secret" } else { "bob" };
+            let mut r = row(n, did, 1, (n % 2) as i64);
+            if n % 3 == 0 {
+                r.event = "click".into();
+            }
+            r
+        })
+        .collect();
+    append(store, &rows);
+    store.flush().unwrap();
+    let a = store.delete(DeleteSpec::ids(1, ["alice-secret"])).unwrap();
+    let b = store
+        .delete_events(EventDeletion::new(
+            1,
+            EventPredicate {
+                events: vec!["click".into()],
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let r = compact_now(store);
+    assert_eq!(r.requests_verified, vec![a.request_id, b.request_id]);
+    (a.request_id, b.request_id)
+}
+
+#[test]
+fn a_verified_request_has_a_signed_receipt_naming_its_files_and_nothing_personal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), uncompressed()).unwrap();
+    // The parts as they are before the purge, by path.
+    let (a, b) = {
+        let rows: Vec<_> = (0..1u64).map(|n| row(n, "x", 2, 0)).collect();
+        append(&store, &rows); // another project, untouched
+        two_receipts(&store)
+    };
+    let ra = store.receipt(a).unwrap().expect("a receipt for a");
+    let rb = store.receipt(b).unwrap().expect("a receipt for b");
+    let (ba, bb) = (body(&ra), body(&rb));
+    assert_eq!((ba.seq, bb.seq), (1, 2));
+    assert_eq!(ba.kind, "distinct_ids");
+    assert_eq!(bb.kind, "events");
+    assert_eq!(ba.id_hashes.len(), 1);
+    assert_eq!(ba.rows_hidden, 12);
+    assert!(ba.verified_at.is_some() && ba.purged_at.is_some());
+    assert_eq!(ba.rows_found_by_verification, 0);
+    assert_eq!(bb.prev, blake3::hash(&ra).to_hex().to_string(), "chained");
+    // Files: each with its BLAKE3 before, and what replaced it, whose
+    // BLAKE3 is that of the file on disk now.
+    assert!(!ba.files.is_empty());
+    for f in ba.files.iter().chain(&bb.files) {
+        assert!(f.file.blake3.is_some(), "{f:?}");
+        assert!(
+            !dir.path().join(&f.file.path).exists(),
+            "{} still on disk",
+            f.file.path
+        );
+        for after in &f.replaced_by {
+            let path = dir.path().join(&after.path);
+            if path.exists() {
+                let on_disk = blake3::hash(&std::fs::read(&path).unwrap())
+                    .to_hex()
+                    .to_string();
+                assert_eq!(after.blake3.as_deref(), Some(on_disk.as_str()));
+            }
+        }
+    }
+    for r in [&ra, &rb] {
+        let text = String::from_utf8_lossy(r);
+        assert!(!text.contains("alice-secret"), "an id in clear: {text}");
+    }
+    // The manifest keeps no list of files for verified requests.
+    assert!(store
+        .requests()
+        .unwrap()
+        .iter()
+        .all(|r| r.erased_files.is_empty()));
+    let report = store.verify_receipts(None).unwrap();
+    assert_eq!(report.receipts, 2);
+    // Receipts outlive a reopen and more deletions: the chain grows.
+    store.close().unwrap();
+    let store = Store::open(dir.path(), uncompressed()).unwrap();
+    store.delete(DeleteSpec::ids(2, ["x"])).unwrap();
+    compact_now(&store);
+    assert_eq!(store.verify_receipts(None).unwrap().receipts, 3);
+}
+
+#[test]
+fn tampering_removal_and_another_key_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    two_receipts(&store);
+    let rdir = dir.path().join("receipts");
+    let first = rdir.join("0000000001.json");
+    let last = rdir.join("0000000002.json");
+    let original = std::fs::read(&first).unwrap();
+    let check = |needle: &str| {
+        let e = store.verify_receipts(None).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+        e
+    };
+    // Altered: one digit of the body.
+    let text = String::from_utf8(original.clone()).unwrap();
+    std::fs::write(
+        &first,
+        text.replacen("\"rows_hidden\":12", "\"rows_hidden\":11", 1),
+    )
+    .unwrap();
+    let e = check("0000000001");
+    assert!(e.contains("signature"), "{e}");
+    // Re-signed by someone else's key: the signature is theirs, not ours.
+    std::fs::write(&first, &original).unwrap();
+    assert_eq!(store.verify_receipts(None).unwrap().receipts, 2);
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+    let e = store.verify_receipts(Some(other)).unwrap_err().to_string();
+    assert!(e.contains("another key"), "{e}");
+    // Removed from the middle, and from the end.
+    std::fs::rename(&first, rdir.join("gone")).unwrap();
+    check("missing from the chain");
+    std::fs::rename(rdir.join("gone"), &first).unwrap();
+    let kept = std::fs::read(&last).unwrap();
+    std::fs::remove_file(&last).unwrap();
+    check("chain ends at receipt 2");
+    // Swapped for an older receipt's copy: the chain breaks.
+    std::fs::write(&last, &original).unwrap();
+    check("0000000002");
+    std::fs::write(&last, &kept).unwrap();
+    assert_eq!(store.verify_receipts(None).unwrap().receipts, 2);
+    // A single exported receipt verifies with the public key alone.
+    let public = std::fs::read_to_string(rdir.join("public.key")).unwrap();
+    let key = elide_store::receipt::parse_public_key("public.key", &public).unwrap();
+    let b = elide_store::receipt::verify_one(&kept, Some(&key)).unwrap();
+    assert_eq!(b.seq, 2);
+    assert!(elide_store::receipt::verify_one(&kept, Some(&other)).is_err());
+}
