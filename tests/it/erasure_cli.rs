@@ -232,6 +232,57 @@ fn a_projects_erasure_deadline_from_the_command_line() {
         serde_json::Value::Null,
         "0: kept forever"
     );
+    // Retention per event name: set, shown, removed with 0; refused
+    // without a name or a number.
+    let (ok, out, err) = elide(&[
+        "projects",
+        "update",
+        "--data-dir",
+        d,
+        "--project",
+        &id,
+        "--event-retention-days",
+        "$autocapture=30",
+        "--event-retention-days",
+        "$pageview=90",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json(&out)["event_retention_days"],
+        serde_json::json!({"$autocapture": 30, "$pageview": 90})
+    );
+    let (ok, out, err) = elide(&[
+        "projects",
+        "update",
+        "--data-dir",
+        d,
+        "--project",
+        &id,
+        "--event-retention-days",
+        "$pageview=0",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json(&out)["event_retention_days"],
+        serde_json::json!({"$autocapture": 30})
+    );
+    for bad in ["$x", "=3", "$x=soon"] {
+        let (ok, _, err) = elide(&[
+            "projects",
+            "update",
+            "--data-dir",
+            d,
+            "--project",
+            &id,
+            "--event-retention-days",
+            bad,
+        ]);
+        assert!(!ok && err.contains("event-retention-days"), "{bad}: {err}");
+    }
     // `elide compact` sweeps retention first (nothing to expire here).
     let (ok, _, err) = elide(&["compact", "--data-dir", d, "--now"]);
     assert!(ok, "{err}");

@@ -253,6 +253,7 @@ pub(crate) fn update_project(
     project: i64,
     erasure_deadline_days: Option<u32>,
     retention_days: Option<u32>,
+    event_retention_days: Vec<(String, u32)>,
     format: Format,
 ) -> Result<()> {
     let store = wiring::writer(data_dir, Access::Write)?;
@@ -267,12 +268,20 @@ pub(crate) fn update_project(
     if let Some(d) = retention_days {
         s.retention_days = (d > 0).then_some(d);
     }
+    for (event, d) in event_retention_days {
+        if d > 0 {
+            s.event_retention_days.insert(event, d);
+        } else {
+            s.event_retention_days.remove(&event);
+        }
+    }
     store.set_project_settings(project, s.clone())?;
     store.close()?;
     let v = serde_json::json!({
         "project_id": project,
         "erasure_deadline_days": s.erasure_deadline_days,
         "retention_days": s.retention_days,
+        "event_retention_days": s.event_retention_days,
     });
     let mut out = std::io::stdout().lock();
     match format {
@@ -286,7 +295,28 @@ pub(crate) fn update_project(
                 .map_or("none (rows kept)".to_string(), |d| format!("{d} day(s)"))
         )?,
     }
+    if format != Format::Json {
+        for (e, d) in &s.event_retention_days {
+            writeln!(out, "  events {e:?}: kept {d} day(s)")?;
+        }
+    }
     Ok(())
+}
+
+/// `EVENT=DAYS` of `--event-retention-days`.
+pub(crate) fn event_days(s: &str) -> std::result::Result<(String, u32), String> {
+    let (e, d) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?} is not EVENT=DAYS"))?;
+    let d: u32 = d
+        .parse()
+        .ok()
+        .filter(|d| *d <= 36_500)
+        .ok_or_else(|| format!("{d:?} is not a number of days (0 to 36500)"))?;
+    if e.is_empty() {
+        return Err("the event name is empty".into());
+    }
+    Ok((e.to_string(), d))
 }
 
 /// Run `elide receipts …`.

@@ -291,6 +291,11 @@ pub enum ProjectsCommand {
         /// keeps them forever.
         #[arg(long, value_parser = clap::value_parser!(u32).range(0..=36500))]
         retention_days: Option<u32>,
+        /// Keep events of one name this many whole UTC days, as
+        /// EVENT=DAYS (repeatable; DAYS 0 removes the limit), e.g.
+        /// '$autocapture=30'.
+        #[arg(long = "event-retention-days", value_parser = crate::erasure::event_days)]
+        event_retention_days: Vec<(String, u32)>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -439,12 +444,14 @@ pub fn projects(cmd: ProjectsCommand) -> Result<()> {
             project,
             erasure_deadline_days,
             retention_days,
+            event_retention_days,
             format,
         } => crate::erasure::update_project(
             &data_dir,
             project,
             erasure_deadline_days,
             retention_days,
+            event_retention_days,
             format,
         )?,
         ProjectsCommand::Delete {

@@ -82,6 +82,9 @@ pub struct ProjectView {
     /// Whole days rows are kept; null: forever (an Elide addition).
     #[schema(required)]
     pub retention_days: Option<u32>,
+    /// Whole days events of a name are kept, by event name (an Elide
+    /// addition).
+    pub event_retention_days: std::collections::BTreeMap<String, u32>,
 }
 
 impl ProjectView {
@@ -91,6 +94,7 @@ impl ProjectView {
         let s = store.project_settings(p.id)?;
         v.erasure_deadline_days = s.erasure_deadline_days;
         v.retention_days = s.retention_days;
+        v.event_retention_days = s.event_retention_days;
         Ok(v)
     }
 }
@@ -107,6 +111,7 @@ impl From<&Project> for ProjectView {
             drop_properties: p.settings.drop_properties.clone(),
             erasure_deadline_days: None,
             retention_days: None,
+            event_retention_days: Default::default(),
         }
     }
 }
@@ -152,6 +157,10 @@ pub struct ProjectChange {
     /// older rows are deleted by retention sweeps.
     #[schema(value_type = Option<u32>)]
     pub retention_days: Option<Option<u32>>,
+    /// Days events of a name are kept, by name (1 to 36500, or null to
+    /// remove that limit); names not given keep their setting.
+    #[schema(value_type = Option<Object>)]
+    pub event_retention_days: Option<std::collections::BTreeMap<String, Option<u32>>>,
 }
 
 /// A new project, its capture token and a key for it.
@@ -307,8 +316,17 @@ async fn update(
             let p = app
                 .persons()
                 .update_project(id, change.name.as_deref(), settings)?;
-            if change.erasure_deadline_days.is_some() || change.retention_days.is_some() {
+            if change.erasure_deadline_days.is_some()
+                || change.retention_days.is_some()
+                || change.event_retention_days.is_some()
+            {
                 let mut s = app.store().project_settings(id)?;
+                for (e, days) in change.event_retention_days.iter().flatten() {
+                    match days {
+                        Some(d) => s.event_retention_days.insert(e.clone(), *d),
+                        None => s.event_retention_days.remove(e),
+                    };
+                }
                 if let Some(days) = change.erasure_deadline_days {
                     s.erasure_deadline_days = days;
                 }
@@ -396,6 +414,35 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
                     })?,
             ),
         });
+    }
+    if let Some(v) = o.get("event_retention_days") {
+        let bad = || {
+            ApiError::invalid_attr(
+                "event_retention_days",
+                "invalid",
+                "Must be an object of event names to a whole number of days from 1 to 36500, or null.",
+            )
+        };
+        let Value::Object(m) = v else {
+            return Err(bad());
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for (e, d) in m {
+            if e.is_empty() {
+                return Err(bad());
+            }
+            let d = match d {
+                Value::Null => None,
+                d => Some(
+                    d.as_u64()
+                        .filter(|d| (1..=36_500).contains(d))
+                        .map(|d| d as u32)
+                        .ok_or_else(bad)?,
+                ),
+            };
+            out.insert(e.clone(), d);
+        }
+        c.event_retention_days = Some(out);
     }
     if let Some(v) = o.get("erasure_deadline_days") {
         c.erasure_deadline_days = Some(match v {

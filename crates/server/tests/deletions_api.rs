@@ -191,6 +191,35 @@ async fn a_projects_erasure_deadline_is_set_through_patch() {
     }
     let r = patch(serde_json::Value::Null).await;
     assert_eq!(r.json["retention_days"], serde_json::Value::Null);
+    // Retention per event name: set, kept when not named, removed by null.
+    let ev = |v: serde_json::Value| {
+        let h = &h;
+        let pp = pp.clone();
+        async move {
+            h.call(
+                "PATCH",
+                &format!("{pp}/"),
+                Some(&json!({"event_retention_days": v})),
+            )
+            .await
+        }
+    };
+    let r = ev(json!({"$autocapture": 30, "$pageview": 90})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = ev(json!({"$pageview": null})).await;
+    assert_eq!(r.json["event_retention_days"], json!({"$autocapture": 30}));
+    for bad in [
+        json!({"$x": 0}),
+        json!({"": 3}),
+        json!([1]),
+        json!({"$x": "3"}),
+    ] {
+        ev(bad).await.envelope(400);
+    }
+    assert_eq!(
+        h.get(&format!("{pp}/")).await.json["event_retention_days"],
+        json!({"$autocapture": 30})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

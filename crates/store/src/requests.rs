@@ -82,6 +82,15 @@ impl Store {
                 "retention must be at least 1 day (no setting keeps rows forever)".into(),
             ));
         }
+        if let Some((e, _)) = settings
+            .event_retention_days
+            .iter()
+            .find(|(e, d)| e.is_empty() || **d == 0)
+        {
+            return Err(crate::StoreError::InvalidInput(format!(
+                "event retention of {e:?}: the name must not be empty and the retention at least 1 day"
+            )));
+        }
         let mut tx = Transaction::begin(self.inner())?;
         tx.set_project_settings(project, settings.clone());
         tx.commit()?;

@@ -13,6 +13,10 @@
 //! Parts written before that layout, or holding rows on both sides of the
 //! bound, are tombstoned and purged by the compaction like any request.
 //!
+//! `event_retention_days` limits events of one name the same way (events
+//! table only): a sweep per (project, event name), whose parts are
+//! tombstoned and purged (a day's part holds other events too).
+//!
 //! A sweep that finds nothing visible to expire records nothing. The
 //! background worker sweeps before each plan (so at most a minute after
 //! midnight); `elide compact` sweeps first too; [`Store::apply_retention`]
@@ -31,6 +35,9 @@ use crate::MICROS_PER_DAY;
 pub struct RetentionSweep {
     /// Project.
     pub project_id: i64,
+    /// The event name, for a sweep of `event_retention_days`; `None` for
+    /// the project's `retention_days`.
+    pub event: Option<String>,
     /// Rows with `timestamp` before this were deleted (µs, a UTC midnight).
     pub before_us: i64,
     /// The request (kind `retention`).
@@ -54,30 +61,53 @@ impl Store {
     /// each its own commit. Returns the sweeps that deleted something.
     pub fn apply_retention(&self, now_us: i64) -> Result<Vec<RetentionSweep>> {
         self.inner().writable()?;
-        let settings: Vec<(i64, u32)> = self
+        // (project, event name or the whole project, days)
+        let settings: Vec<(i64, Option<String>, u32)> = self
             .inner()
             .current_version()?
             .manifest
             .projects
             .iter()
-            .filter_map(|(p, s)| s.retention_days.map(|d| (*p, d)))
+            .flat_map(|(p, s)| {
+                let whole = s.retention_days.map(|d| (*p, None, d));
+                let events = s
+                    .event_retention_days
+                    .iter()
+                    .map(|(e, d)| (*p, Some(e.clone()), *d));
+                whole.into_iter().chain(events)
+            })
             .collect();
         let mut out = Vec::new();
-        for (project, days) in settings {
+        for (project, event, days) in settings {
             let before_us = retention_bound(now_us, days);
-            let pred = EventPredicate {
-                before_us: Some(before_us),
-                ..Default::default()
+            let (pred, tables) = match &event {
+                None => (
+                    EventPredicate {
+                        before_us: Some(before_us),
+                        ..Default::default()
+                    },
+                    Table::ALL.to_vec(),
+                ),
+                Some(e) => (
+                    EventPredicate {
+                        events: vec![e.clone()],
+                        before_us: Some(before_us),
+                        ..Default::default()
+                    },
+                    vec![Table::Events],
+                ),
             };
             let mut tx = Transaction::begin(self.inner())?;
             // The setting may have changed since it was read.
-            if tx
+            let now_set = tx
                 .manifest()
                 .projects
                 .get(&project)
-                .and_then(|s| s.retention_days)
-                != Some(days)
-            {
+                .and_then(|s| match &event {
+                    None => s.retention_days,
+                    Some(e) => s.event_retention_days.get(e).copied(),
+                });
+            if now_set != Some(days) {
                 continue;
             }
             let parts_before = tx
@@ -91,7 +121,7 @@ impl Store {
                 RequestKind::Retention,
                 project,
                 pred,
-                Table::ALL.to_vec(),
+                tables,
                 None,
             )?;
             if o.rows_hidden == 0 {
@@ -108,6 +138,7 @@ impl Store {
                 .count();
             let sweep = RetentionSweep {
                 project_id: project,
+                event,
                 before_us,
                 request_id: o.request_id,
                 rows_hidden: o.rows_hidden,

@@ -78,6 +78,11 @@ pub struct ProjectSettings {
     /// deletes them); `None` = forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
+    /// Events of these names are kept this many whole UTC days (events
+    /// table only; a shorter or longer limit than `retention_days` for
+    /// one event, e.g. `$autocapture` 30 days in a project kept a year).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub event_retention_days: std::collections::BTreeMap<String, u32>,
 }
 
 impl ProjectSettings {

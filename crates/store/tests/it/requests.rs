@@ -276,3 +276,52 @@ fn after_a_retention_sweep_no_byte_of_an_expired_row_is_on_disk() {
         assert!(grep(&format!("ret-{n:03}-x")), "kept row {n} lost");
     }
 }
+
+/// Retention per event name: only that event's expired rows go (events
+/// table only), by the same lifecycle, with a receipt.
+#[test]
+fn retention_per_event_name_expires_only_that_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let t0_day = T0.div_euclid(DAY) * DAY;
+    // Days 0..6, two rows a day: `$autocapture` and `$pageview`.
+    let rows: Vec<_> = (0..12u64)
+        .map(|n| {
+            let mut r = row(n, "a", 1, (n / 2) as i64);
+            if n % 2 == 0 {
+                r.event = "$autocapture".into();
+            }
+            r
+        })
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    let mut s = ProjectSettings::default();
+    s.event_retention_days.insert("$autocapture".into(), 2);
+    store.set_project_settings(1, s).unwrap();
+    // Now: day 6; keep days 4.. of `$autocapture` (days 0..4 expire).
+    let sweeps = store.apply_retention(t0_day + 6 * DAY + 1).unwrap();
+    assert_eq!(sweeps.len(), 1);
+    assert_eq!(sweeps[0].event.as_deref(), Some("$autocapture"));
+    assert_eq!(sweeps[0].rows_hidden, 4);
+    assert_eq!(sweeps[0].parts_dropped, 0, "other events share the parts");
+    let left: Vec<_> = visible(&store).into_iter().collect();
+    assert_eq!(left.len(), 8);
+    let r = store.request(sweeps[0].request_id).unwrap().unwrap();
+    assert_eq!(r.kind, RequestKind::Retention);
+    assert_eq!(
+        r.predicate.as_ref().unwrap().events,
+        vec!["$autocapture".to_string()]
+    );
+    let report = compact_now(&store);
+    assert_eq!(report.requests_verified, vec![sweeps[0].request_id]);
+    assert!(store.receipt(sweeps[0].request_id).unwrap().is_some());
+    assert_eq!(visible(&store).len(), 8);
+    // Bad settings are refused.
+    for (e, d) in [("", 3), ("$x", 0)] {
+        let mut s = ProjectSettings::default();
+        s.event_retention_days.insert(e.into(), d);
+        let err = store.set_project_settings(1, s).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+    }
+}
