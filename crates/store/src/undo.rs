@@ -79,6 +79,14 @@ impl LogicalCache {
         }
     }
 
+    /// Keep only the entries of `logical` requests (others left the
+    /// state without passing here: dropped with their project).
+    fn retain_requests(&self, logical: &[u64]) {
+        if let Ok(mut m) = self.bits.lock() {
+            m.retain(|(r, _), _| logical.contains(r));
+        }
+    }
+
     /// The rows of `part` that logical request `r` hides.
     pub(crate) fn bits(
         &self,
@@ -278,14 +286,23 @@ impl Inner {
 
     /// [`Store::resolve_logical_requests`] under the compaction lock.
     pub(crate) fn resolve_logical_locked(&self, now_us: i64) -> Result<Vec<u64>> {
-        let due: Vec<u64> = self
-            .current_version()?
+        let version = self.current_version()?;
+        let logical: Vec<u64> = version
+            .manifest
+            .requests
+            .iter()
+            .filter(|r| r.logical)
+            .map(|r| r.id)
+            .collect();
+        self.logical.retain_requests(&logical);
+        let due: Vec<u64> = version
             .manifest
             .requests
             .iter()
             .filter(|r| crate::lifecycle::resolvable(r, now_us))
             .map(|r| r.id)
             .collect();
+        drop(version);
         let mut done = Vec::new();
         for id in due {
             // No flush in flight: its parts would not list the request.
