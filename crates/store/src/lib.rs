@@ -97,12 +97,15 @@ pub use ed25519_dalek::VerifyingKey;
 mod part;
 mod requests;
 pub mod retention;
+mod snapshot;
+mod status;
 mod storage;
 mod undo;
 #[cfg(feature = "testing")]
 pub mod wal;
 #[cfg(not(feature = "testing"))]
 mod wal;
+mod worker;
 
 pub use bulk::{BulkIngest, IngestOutcome};
 pub use by_person::PersonDeletion;
@@ -122,9 +125,11 @@ pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY};
 pub use requests::DeletionFeed;
 pub use retention::RetentionSweep;
 pub use schema::Table;
+pub use snapshot::Snapshot;
+pub use status::{PartitionStatus, StatusTotals, StoreStatus};
 pub use storage::Storage;
 pub use store::{
-    Appended, DeleteOutcome, DeleteSpec, DropOutcome, PartitionStatus, Snapshot, StatusTotals,
-    Store, StoreOptions, StoreStatus, Version, WeakStore, MAX_DELETE_IDS,
+    Appended, DeleteOutcome, DeleteSpec, DropOutcome, Store, StoreOptions, Version, WeakStore,
+    MAX_DELETE_IDS,
 };
 pub use undo::CancelOutcome;

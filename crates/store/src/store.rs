@@ -23,18 +23,17 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use croaring::{Bitmap, Treemap};
-use crossbeam_channel::{Receiver, Sender};
 use object_store::ObjectStore;
 
 use crate::commit::{CommitState, Transaction};
 use crate::error::{Result, StoreError};
-use crate::format::{DeletionRequest, Manifest, PartMeta, RequestKind, RequestStatus};
+use crate::format::{DeletionRequest, Manifest, RequestKind, RequestStatus};
 use crate::gc::{Gc, LiveGuard};
-use crate::index::{BackgroundBuild, DistinctIdIndex};
+use crate::index::BackgroundBuild;
 use crate::io::{FileSystem, StdFs};
 use crate::lease::Lease;
 use crate::lock::DirLock;
-use crate::memtable::{without_deleted, Chunk, Memtable};
+use crate::memtable::{Chunk, Memtable};
 use crate::normalize::{normalize, NormalizedBatch};
 use crate::open;
 use crate::part::{read_seqs, write_parts, PartWriterOptions};
@@ -42,6 +41,9 @@ use crate::policy::{CompactionOptions, CompactionPolicy, CRON_ENV};
 use crate::schema::Table;
 use crate::storage::Storage;
 use crate::wal::{self, Wal};
+use crate::worker::{
+    compactor_loop, flusher_loop, spawn_worker, start_index_build, stop_worker, FlushMsg, Worker,
+};
 
 /// Most distinct ids one deletion call accepts.
 pub const MAX_DELETE_IDS: usize = 1000;
@@ -326,13 +328,6 @@ pub(crate) struct State {
     pub failed: Option<String>,
 }
 
-enum FlushMsg {
-    Wake,
-    Shutdown,
-}
-
-type Worker = Mutex<Option<(Sender<FlushMsg>, std::thread::JoinHandle<()>)>>;
-
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub wal_dir: PathBuf,
@@ -490,89 +485,6 @@ pub struct DropOutcome {
     pub bytes_removed: u64,
     /// Deletion requests removed.
     pub requests_removed: usize,
-}
-
-/// Per-partition figures for `status`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PartitionStatus {
-    /// Table.
-    pub table: Table,
-    /// Project.
-    pub project_id: i64,
-    /// Day (`YYYY-MM-DD`).
-    pub day: String,
-    /// Number of parts.
-    pub parts: usize,
-    /// Rows in the parts (deleted included).
-    pub rows: u64,
-    /// Rows hidden by tombstones.
-    pub tombstoned_rows: u64,
-    /// `tombstoned_rows / rows`.
-    pub tombstoned_fraction: f64,
-    /// Bytes of the parts.
-    pub bytes: u64,
-    /// Bytes of the parts that carry tombstones (what a purge rewrites).
-    pub bytes_awaiting_purge: u64,
-}
-
-/// Totals over every partition of [`StoreStatus`].
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct StatusTotals {
-    /// Parts in the manifest.
-    pub parts: usize,
-    /// Parts that carry tombstones (what a purge would rewrite).
-    pub parts_with_tombstones: usize,
-    /// Rows in the parts (deleted included).
-    pub rows: u64,
-    /// Rows of the parts hidden by tombstones.
-    pub tombstoned_rows: u64,
-    /// Rows a query sees: part rows not tombstoned, plus buffered rows not
-    /// hidden.
-    pub visible_rows: u64,
-    /// Bytes of the parts.
-    pub bytes: u64,
-    /// Bytes of the parts that carry tombstones.
-    pub bytes_awaiting_purge: u64,
-}
-
-/// A summary of the store's state.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StoreStatus {
-    /// Manifest version.
-    pub version: u64,
-    /// Totals over every partition and the buffered rows.
-    pub totals: StatusTotals,
-    /// Next `_seq`.
-    pub next_seq: u64,
-    /// Partitions.
-    pub partitions: Vec<PartitionStatus>,
-    /// Rows in memtables (not yet in parts).
-    pub memtable_rows: u64,
-    /// Memtable rows hidden by deletions.
-    pub memtable_deleted_rows: u64,
-    /// Deletion requests not yet purged.
-    pub pending_requests: Vec<DeletionRequest>,
-    /// Number of ingest-log segments on disk.
-    pub wal_segments: usize,
-    /// Requests by status.
-    pub requests_pending: usize,
-    /// Requests purged, not yet verified.
-    pub requests_purged: usize,
-    /// Requests verified.
-    pub requests_verified: usize,
-    /// Age of the oldest pending request, in seconds.
-    pub oldest_pending_age_s: Option<u64>,
-    /// The earliest `purge_due_by` of a pending request (µs since the
-    /// epoch, UTC).
-    pub next_purge_due_us: Option<i64>,
-    /// Pending requests past their `purge_due_by`.
-    pub requests_overdue: Vec<u64>,
-    /// The off-peak schedule (cron, UTC), if scheduled purges are on.
-    pub schedule: Option<String>,
-    /// Start of the next off-peak window (µs since the epoch, UTC).
-    pub next_window_us: Option<i64>,
-    /// Figures of the last compaction run.
-    pub last_compaction: Option<crate::format::CompactionSummary>,
 }
 
 pub(crate) fn now_us() -> i64 {
@@ -779,6 +691,12 @@ impl Store {
     /// Whether this store was opened with [`Store::open_read_only`].
     pub fn is_read_only(&self) -> bool {
         self.inner.wal.is_none()
+    }
+
+    /// A handle on an open store (the background threads hold a weak
+    /// one and upgrade it for a run).
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Store {
+        Store { inner }
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -1036,53 +954,6 @@ impl Store {
         Ok(out)
     }
 
-    /// A consistent view for queries. Files it references stay on disk while it lives.
-    pub fn snapshot(&self) -> Result<Snapshot> {
-        let inner = &*self.inner;
-        let (version, chunks, deleted, guard) = {
-            let st = inner.state.lock().map_err(poisoned)?;
-            let durable = inner.durable_seq.load(Ordering::Acquire);
-            let chunks: Vec<Arc<Chunk>> = st
-                .frozen
-                .iter()
-                .flat_map(|m| m.chunks.iter())
-                .chain(st.active.chunks.iter())
-                .filter(|c| c.seq_end() <= durable)
-                .cloned()
-                .collect();
-            let guard = inner.gc.register(st.version.manifest.version);
-            (
-                Arc::clone(&st.version),
-                chunks,
-                Arc::clone(&st.mem_deleted),
-                guard,
-            )
-        };
-        let logical = crate::undo::logical_requests(&version.manifest.requests);
-        let deleted = if logical.is_empty() {
-            deleted
-        } else {
-            let mut all = (*deleted).clone();
-            crate::undo::hide_buffered(&logical, chunks.iter(), &mut all)?;
-            Arc::new(all)
-        };
-        let mut mem: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
-        for c in chunks {
-            if let Some(b) = without_deleted(&c.batch, c.seq_start, &deleted)? {
-                mem.entry(c.table).or_default().push(b);
-            }
-        }
-        Ok(Snapshot {
-            version,
-            mem,
-            storage: inner.storage.clone(),
-            store_id: inner.store_id.clone(),
-            logical,
-            cache: Arc::clone(&inner.logical),
-            _guard: guard,
-        })
-    }
-
     /// Deletion requests, oldest first.
     pub fn requests(&self) -> Result<Vec<DeletionRequest>> {
         Ok(self.inner.current_version()?.manifest.requests.clone())
@@ -1091,103 +962,6 @@ impl Store {
     /// The published manifest.
     pub fn manifest(&self) -> Result<Manifest> {
         Ok(self.inner.current_version()?.manifest.clone())
-    }
-
-    /// Partition figures, buffered rows and pending requests.
-    pub fn status(&self) -> Result<StoreStatus> {
-        let (version, memtable_rows, memtable_deleted_rows) = {
-            let st = self.inner.state.lock().map_err(poisoned)?;
-            let rows = st.active.rows + st.frozen.iter().map(|m| m.rows).sum::<usize>();
-            (
-                Arc::clone(&st.version),
-                rows as u64,
-                st.mem_deleted.cardinality(),
-            )
-        };
-        let m = &version.manifest;
-        let mut parts: BTreeMap<(Table, i64, i32), PartitionStatus> = BTreeMap::new();
-        for p in &m.parts {
-            let e = parts
-                .entry((p.table, p.project_id, p.day))
-                .or_insert_with(|| PartitionStatus {
-                    table: p.table,
-                    project_id: p.project_id,
-                    day: crate::format::day_to_string(p.day),
-                    parts: 0,
-                    rows: 0,
-                    tombstoned_rows: 0,
-                    tombstoned_fraction: 0.0,
-                    bytes: 0,
-                    bytes_awaiting_purge: 0,
-                });
-            e.parts += 1;
-            e.rows += p.rows;
-            e.tombstoned_rows += p.deleted();
-            e.bytes += p.size;
-            if p.deleted() > 0 {
-                e.bytes_awaiting_purge += p.size;
-            }
-        }
-        let mut totals = StatusTotals::default();
-        for e in parts.values_mut() {
-            e.tombstoned_fraction = e.tombstoned_rows as f64 / e.rows.max(1) as f64;
-            totals.rows += e.rows;
-            totals.tombstoned_rows += e.tombstoned_rows;
-            totals.bytes += e.bytes;
-            totals.bytes_awaiting_purge += e.bytes_awaiting_purge;
-        }
-        totals.parts = m.parts.len();
-        totals.parts_with_tombstones = m.parts.iter().filter(|p| p.deleted() > 0).count();
-        totals.visible_rows = totals.rows.saturating_sub(totals.tombstoned_rows)
-            + memtable_rows.saturating_sub(memtable_deleted_rows);
-        let now = now_us();
-        let count = |s: RequestStatus| m.requests.iter().filter(|r| r.status == s).count();
-        Ok(StoreStatus {
-            version: m.version,
-            totals,
-            next_seq: m.next_seq.max(self.inner.next_seq()?),
-            partitions: parts.into_values().collect(),
-            memtable_rows,
-            memtable_deleted_rows,
-            pending_requests: m
-                .requests
-                .iter()
-                .filter(|r| r.status == RequestStatus::Pending)
-                .cloned()
-                .collect(),
-            wal_segments: wal::list_segments(&self.inner.wal_dir)?.len(),
-            requests_pending: count(RequestStatus::Pending),
-            requests_purged: count(RequestStatus::Purged),
-            requests_verified: count(RequestStatus::Verified),
-            oldest_pending_age_s: m
-                .requests
-                .iter()
-                .filter(|r| r.status == RequestStatus::Pending)
-                .map(|r| (now.saturating_sub(r.created_at_us).max(0) / 1_000_000) as u64)
-                .max(),
-            next_purge_due_us: m
-                .requests
-                .iter()
-                .filter(|r| r.status == RequestStatus::Pending)
-                .map(|r| r.due_by_us(self.inner.policy.options().max_pending_age))
-                .min(),
-            requests_overdue: m
-                .requests
-                .iter()
-                .filter(|r| {
-                    r.status == RequestStatus::Pending
-                        && now > r.due_by_us(self.inner.policy.options().max_pending_age)
-                })
-                .map(|r| r.id)
-                .collect(),
-            schedule: self.inner.policy.schedule().map(|s| s.expr().to_string()),
-            next_window_us: self
-                .inner
-                .policy
-                .schedule()
-                .and_then(|s| s.next_window_after(now)),
-            last_compaction: m.last_compaction.clone(),
-        })
     }
 
     /// Bulk ingests committed under a token and not yet resolved (bulk.rs).
@@ -1738,314 +1512,5 @@ impl Drop for Inner {
         self.closing.store(true, Ordering::Release);
         stop_worker(&self.compactor);
         stop_worker(&self.flusher);
-    }
-}
-
-/// Start a background thread running `body` with a weak handle on the
-/// store (so it never keeps the directory open) and a message channel.
-fn spawn_worker(
-    inner: &Arc<Inner>,
-    slot: &Worker,
-    name: &str,
-    body: fn(Weak<Inner>, Receiver<FlushMsg>),
-) -> Result<Sender<FlushMsg>> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let weak = Arc::downgrade(inner);
-    let handle = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || body(weak, rx))
-        .map_err(|e| StoreError::io(name, e))?;
-    *slot.lock().map_err(poisoned)? = Some((tx.clone(), handle));
-    Ok(tx)
-}
-
-fn stop_worker(w: &Worker) {
-    let taken = w.lock().ok().and_then(|mut f| f.take());
-    if let Some((tx, handle)) = taken {
-        let _ = tx.send(FlushMsg::Shutdown);
-        if handle.thread().id() != std::thread::current().id() {
-            let _ = handle.join();
-        }
-    }
-}
-
-/// The background compaction worker: every [`COMPACTOR_POLL`] (or at the
-/// start of the next window, if sooner) it asks the policy and runs what it
-/// plans, with the configured I/O limit and, inside a window, the window's
-/// end as the time budget. Holds no strong handle between runs.
-fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
-    let mut wait = COMPACTOR_POLL;
-    // Overdue requests last logged (logged again when the set changes).
-    let mut overdue_logged: Vec<u64> = Vec::new();
-    loop {
-        match rx.recv_timeout(wait) {
-            Ok(FlushMsg::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return
-            }
-            Ok(FlushMsg::Wake) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        // Files retired while snapshots were open wait for the next GC.
-        if let Err(e) = inner.gc.collect(&inner.storage) {
-            tracing::warn!(error = %e, "gc failed; will retry");
-        }
-        let now = now_us();
-        let store = Store {
-            inner: Arc::clone(&inner),
-        };
-        // Logical requests past their undo window (and bridged ones) get
-        // their bits; then retention: its whole expired days leave
-        // without a rewrite, its other rows become work for the plan.
-        if let Err(e) = store.resolve_logical_requests(now) {
-            tracing::warn!(error = %e, "resolving logical deletion requests failed; will retry");
-        }
-        if let Err(e) = store.apply_retention(now) {
-            tracing::warn!(error = %e, "retention sweep failed; will retry");
-        }
-        drop(store);
-        let version = match inner.current_version() {
-            Ok(v) => v,
-            Err(_) => return,
-        };
-        let req = crate::policy::PlanRequest {
-            manual: false,
-            project_id: None,
-            merges: true,
-        };
-        let plan = inner.policy.plan(&version.manifest, now, req);
-        drop(version);
-        if plan.overdue_requests != overdue_logged {
-            if !plan.overdue_requests.is_empty() {
-                tracing::error!(
-                    requests = ?plan.overdue_requests,
-                    "deletion requests are past their purge_due_by; purging them now without the I/O limit"
-                );
-            }
-            overdue_logged = plan.overdue_requests.clone();
-        }
-        // Requests that may advance without a rewrite: purged ones awaiting
-        // verification, pending ones with no part left (waiting for GC).
-        let has_work = !plan.is_empty()
-            || inner
-                .current_version()
-                .map(|v| {
-                    v.manifest
-                        .requests
-                        .iter()
-                        .any(crate::lifecycle::may_advance_without_rewrite)
-                })
-                .unwrap_or(false);
-        if has_work {
-            let deadline = plan.window_end_us.map(|end| {
-                std::time::Instant::now()
-                    + Duration::from_micros(end.saturating_sub(now).max(0) as u64)
-            });
-            // Escalation: an overdue request is purged at full speed.
-            let io_limit = if plan.overdue_requests.is_empty() {
-                inner.opts.compaction.io_bytes_per_sec
-            } else {
-                None
-            };
-            let creq = crate::compact::CompactRequest {
-                io_bytes_per_sec: io_limit,
-                deadline,
-                ..crate::compact::CompactRequest::scheduled()
-            };
-            if let Err(e) = crate::compact::run(&inner, creq, &mut |_| {}) {
-                tracing::warn!(error = %e, "background compaction failed; will retry");
-            }
-        }
-        wait = match plan.next_window_us {
-            Some(next) if next > now => {
-                COMPACTOR_POLL.min(Duration::from_micros((next - now) as u64))
-            }
-            _ => COMPACTOR_POLL,
-        };
-    }
-}
-
-/// Give the store its distinct-id index without making the first deletion
-/// pay for it: empty for a store without parts, else built on a background
-/// thread. The thread holds no handle on the store (so it never keeps the
-/// data directory locked), only the shared build slot, the storage and a GC
-/// registration of the version it reads.
-fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
-    let version = inner.current_version()?;
-    if version.manifest.parts.is_empty() {
-        inner.commit.lock().map_err(poisoned)?.index = Some(DistinctIdIndex::default());
-        return Ok(());
-    }
-    inner.index_build.start();
-    let build = Arc::clone(&inner.index_build);
-    let storage = inner.storage.clone();
-    // Files of this version stay on disk while the build reads them.
-    let guard = inner.gc.register(version.manifest.version);
-    let spawned = std::thread::Builder::new()
-        .name("elide-index".into())
-        .spawn(move || {
-            // Publishes a failure if the build panics, so that the first
-            // deletion never waits forever.
-            let mut finish = FinishOnDrop(Some(&build));
-            let started = std::time::Instant::now();
-            let manifest = &version.manifest;
-            let result = match DistinctIdIndex::build(&storage, manifest) {
-                Ok(idx) => {
-                    tracing::info!(
-                        keys = idx.len(),
-                        parts = manifest.parts.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "built distinct-id index in the background"
-                    );
-                    Some((idx, manifest.parts.iter().map(|p| p.id).collect()))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "background index build failed; the next deletion builds it");
-                    None
-                }
-            };
-            drop(guard);
-            if let Some(b) = finish.0.take() {
-                b.finish(result);
-            }
-        });
-    if let Err(e) = spawned {
-        inner.index_build.finish(None);
-        tracing::warn!(error = %e, "could not start the index builder; the first deletion builds the index");
-    }
-    Ok(())
-}
-
-struct FinishOnDrop<'a>(Option<&'a BackgroundBuild>);
-
-impl Drop for FinishOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(b) = self.0.take() {
-            b.finish(None);
-        }
-    }
-}
-
-fn flusher_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
-    loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(FlushMsg::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return
-            }
-            Ok(FlushMsg::Wake) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        let has_work = inner
-            .state
-            .lock()
-            .map(|s| !s.frozen.is_empty())
-            .unwrap_or(false);
-        if has_work {
-            if let Err(e) = inner.flush_frozen() {
-                tracing::error!(error = %e, "background flush failed; will retry");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
-/// A consistent, immutable view of the store for one query.
-pub struct Snapshot {
-    version: Arc<Version>,
-    mem: BTreeMap<Table, Vec<RecordBatch>>,
-    storage: Storage,
-    store_id: String,
-    /// The version's logical requests (undo.rs): hidden when read.
-    logical: Vec<DeletionRequest>,
-    cache: Arc<crate::undo::LogicalCache>,
-    _guard: LiveGuard,
-}
-
-impl std::fmt::Debug for Snapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("version", &self.version.manifest.version)
-            .finish()
-    }
-}
-
-impl Snapshot {
-    /// Manifest version of this snapshot.
-    pub fn version(&self) -> u64 {
-        self.version.manifest.version
-    }
-
-    /// The manifest.
-    pub fn manifest(&self) -> &Manifest {
-        &self.version.manifest
-    }
-
-    /// Live parts of `table` that queries see: every part of the manifest
-    /// but those of a two-phase ingest not yet confirmed (`bulk.rs`),
-    /// which become visible at once when it is.
-    pub fn parts(&self, table: Table) -> impl Iterator<Item = &PartMeta> {
-        let m = &self.version.manifest;
-        m.parts
-            .iter()
-            .filter(move |p| p.table == table && !m.is_pending_part(p.id))
-    }
-
-    /// The tombstone bitmap of a part (deleted row positions), if any.
-    /// Rows hidden by a logical request (an undo window, a predicate
-    /// being resolved) are not in it: reads use [`Snapshot::hidden`].
-    pub fn tombstone(&self, part_id: u64) -> Option<&Arc<Bitmap>> {
-        self.version.tombstones.get(&part_id)
-    }
-
-    /// The rows of `part` a read must leave out: its tombstone and what
-    /// the snapshot's logical requests match (computed on first use and
-    /// cached; reads the part's predicate columns then). `None`: none.
-    pub fn hidden(&self, part: &PartMeta) -> Result<Option<Arc<Bitmap>>> {
-        let bits = self.version.tombstones.get(&part.id);
-        if self.logical.is_empty() {
-            return Ok(bits.cloned());
-        }
-        crate::undo::hidden_in_part(&self.storage, &self.cache, &self.logical, part, bits)
-    }
-
-    /// Rows of `part` a read returns.
-    pub fn live_rows(&self, part: &PartMeta) -> Result<u64> {
-        if self.logical.is_empty() {
-            return Ok(part.live_rows());
-        }
-        Ok(part.rows - self.hidden(part)?.map_or(0, |b| b.cardinality()))
-    }
-
-    /// Whether some rows are hidden by logical requests (their counts are
-    /// then not in the manifest's part figures).
-    pub fn has_logical_requests(&self) -> bool {
-        !self.logical.is_empty()
-    }
-
-    /// Buffered rows of `table` (not yet in parts), deletions applied.
-    pub fn memtable_batches(&self, table: Table) -> &[RecordBatch] {
-        self.mem.get(&table).map_or(&[], |v| v.as_slice())
-    }
-
-    /// Storage the parts are read from.
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
-    /// Id of the store this snapshot belongs to.
-    pub fn store_id(&self) -> &str {
-        &self.store_id
-    }
-
-    /// Rows visible in `table`.
-    pub fn visible_rows(&self, table: Table) -> Result<u64> {
-        let mut n = self
-            .memtable_batches(table)
-            .iter()
-            .map(|b| b.num_rows() as u64)
-            .sum::<u64>();
-        for p in self.parts(table) {
-            n += self.live_rows(p)?;
-        }
-        Ok(n)
     }
 }
