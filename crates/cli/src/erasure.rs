@@ -45,8 +45,9 @@ pub enum ReceiptsCommand {
         /// One receipt file, checked alone (needs --public-key).
         #[arg(long, requires = "public_key")]
         receipt: Option<PathBuf>,
-        /// The public key (hex, as in `receipts/public.key`), kept apart
-        /// from the data directory; default: the data directory's.
+        /// The public key(s), hex, one per line (as in
+        /// `receipts/public.key`), kept apart from the data directory;
+        /// default: the keys the data directory lists.
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// Output format.
@@ -348,11 +349,11 @@ pub fn receipts(cmd: ReceiptsCommand) -> Result<()> {
             public_key,
             format,
         } => {
-            let key = match &public_key {
+            let keys = match &public_key {
                 Some(f) => {
                     let text = std::fs::read_to_string(f)
                         .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-                    Some(elide_store::receipt::parse_public_key(
+                    Some(elide_store::receipt::parse_public_keys(
                         &f.display().to_string(),
                         &text,
                     )?)
@@ -362,12 +363,13 @@ pub fn receipts(cmd: ReceiptsCommand) -> Result<()> {
             let (count, what) = if let Some(file) = receipt {
                 let bytes = std::fs::read(&file)
                     .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-                let body = elide_store::receipt::verify_one(&bytes, key.as_ref()).map_err(|e| {
-                    elide_store::StoreError::InvalidInput(format!(
-                        "receipt {}: {e}",
-                        file.display()
-                    ))
-                })?;
+                let body =
+                    elide_store::receipt::verify_one(&bytes, keys.as_deref()).map_err(|e| {
+                        elide_store::StoreError::InvalidInput(format!(
+                            "receipt {}: {e}",
+                            file.display()
+                        ))
+                    })?;
                 (
                     1,
                     format!("receipt {} of request {}", body.seq, body.request_id),
@@ -379,14 +381,14 @@ pub fn receipts(cmd: ReceiptsCommand) -> Result<()> {
                     )
                 })?;
                 let store = wiring::store(&dir, Access::Read)?;
-                let report = store.verify_receipts(key);
+                let report = store.verify_receipts(keys);
                 store.close()?;
                 let report = report?;
                 (
                     report.receipts,
                     format!(
-                        "receipt(s), public key {}",
-                        report.public_key.unwrap_or_default()
+                        "receipt(s), public key(s) {}",
+                        report.public_keys.join(", ")
                     ),
                 )
             };

@@ -241,7 +241,7 @@ impl TableProvider for ElideTable {
             // Tombstone bits, and the rows of logical requests (an undo
             // window, a predicate being resolved), which the manifest's
             // figures do not count.
-            let hidden = snapshot.hidden(part).map_err(store_err)?;
+            let hidden = hidden_rows(&snapshot, part).map_err(store_err)?;
             let live_rows = part.rows - hidden.as_ref().map_or(0, |b| b.cardinality());
             if live_rows == 0 {
                 continue;
@@ -321,6 +321,23 @@ impl TableProvider for ElideTable {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(inputs)
+    }
+}
+
+/// [`Snapshot::hidden`] of `part`. Under a logical request its first
+/// call reads the part (then it is cached): on a multi-threaded tokio
+/// runtime the worker thread is handed over for that while (other tasks
+/// move on); elsewhere it reads in place.
+fn hidden_rows(
+    snapshot: &elide_store::Snapshot,
+    part: &PartMeta,
+) -> elide_store::Result<Option<Arc<croaring::Bitmap>>> {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if snapshot.has_logical_requests() && multi {
+        tokio::task::block_in_place(|| snapshot.hidden(part))
+    } else {
+        snapshot.hidden(part)
     }
 }
 

@@ -113,7 +113,7 @@ async fn delete_events_by_predicate_and_follow_the_feed() {
     assert!(!r.text().contains("\"pro\""), "a property value in clear");
     let public = std::fs::read_to_string(h.dir.path().join("receipts/public.key")).unwrap();
     let key = elide_store::receipt::parse_public_key("public.key", &public).unwrap();
-    elide_store::receipt::verify_one(&r.body, Some(&key)).unwrap();
+    elide_store::receipt::verify_one(&r.body, Some(&[key])).unwrap();
     assert!(results.iter().all(|v| v["predicate"].is_null()
         || v["predicate"]["properties"][0]["value"]
             .as_str()

@@ -344,7 +344,8 @@ impl Store {
     }
 
     /// What [`Store::delete_events`] would hide now, per table: visible
-    /// rows and the parts holding them. Reads a snapshot; changes nothing
+    /// rows (not hidden already by tombstones or a logical request) and
+    /// the parts holding them. Reads a snapshot; changes nothing
     /// and takes no lock that writers wait for.
     pub fn preview_events(&self, d: &EventDeletion) -> Result<DeletionPreview> {
         let (pred, tables) = d.checked()?;
@@ -353,6 +354,13 @@ impl Store {
         let (cutoff, mem_hits) = {
             let st = inner.state.lock().map_err(poisoned)?;
             let cutoff = d.cutoff.unwrap_or(st.next_seq).min(st.next_seq);
+            // Rows hidden already, by bits or by a logical request, are
+            // not counted.
+            let logical = crate::undo::logical_requests(&version.manifest.requests);
+            let mut hidden = croaring::Treemap::new();
+            for m in st.memtables() {
+                crate::undo::hide_buffered(&logical, m.chunks.iter(), &mut hidden)?;
+            }
             let mut hits: Vec<(Table, u64)> = Vec::new();
             for t in &tables {
                 let mut h = Vec::new();
@@ -361,7 +369,7 @@ impl Store {
                 }
                 hits.extend(
                     h.into_iter()
-                        .filter(|s| !st.mem_deleted.contains(*s))
+                        .filter(|s| !st.mem_deleted.contains(*s) && !hidden.contains(*s))
                         .map(|s| (*t, s)),
                 );
             }
@@ -377,9 +385,13 @@ impl Store {
         )
         .collect();
         let matched = match_parts(&inner.storage, &parts, &pred, cutoff)?;
+        let logical = crate::undo::logical_requests(&version.manifest.requests);
         for (p, mut m) in parts.into_iter().zip(matched) {
-            if let Some(old) = version.tombstones.get(&p.id) {
-                m.andnot_inplace(old);
+            let bits = version.tombstones.get(&p.id);
+            if let Some(old) =
+                crate::undo::hidden_in_part(&inner.storage, &inner.logical, &logical, p, bits)?
+            {
+                m.andnot_inplace(&old);
             }
             if !m.is_empty() {
                 let t = out.by_table.entry(p.table).or_default();

@@ -76,6 +76,10 @@ pub(crate) struct CommitState {
     /// for bulk ingests in flight across them (bulk.rs). Pruned when no
     /// reservation is older than an entry.
     pub drops: Vec<(i64, u64)>,
+    /// Set when a commit failed after its manifest may have been
+    /// published: every later commit is refused until the store is
+    /// reopened (its base would no longer be the last version).
+    pub failed: Option<String>,
 }
 
 struct FlushPublish {
@@ -109,6 +113,9 @@ impl<'a> Transaction<'a> {
             .commit
             .lock()
             .map_err(|_| StoreError::Internal("commit lock poisoned".into()))?;
+        if let Some(f) = &guard.failed {
+            return Err(StoreError::Unavailable(f.clone()));
+        }
         let base = inner.current_version()?;
         let manifest = base.manifest.clone();
         Ok(Transaction {
@@ -574,8 +581,8 @@ impl<'a> Transaction<'a> {
             .copied()
             .collect();
         // What replaced a part that left: the parts this transaction made
-        // live in its table and project (a purge's or merge's output);
-        // none for a part dropped whole.
+        // live in its partition (a purge's or merge's output: rewrites
+        // never cross partitions); none for a part dropped whole.
         let file = |p: &crate::format::PartMeta| crate::receipt::FileHash {
             path: p.path.clone(),
             blake3: p.blake3.clone(),
@@ -596,8 +603,7 @@ impl<'a> Transaction<'a> {
                         .map(|a| &a.meta)
                         .filter(|a| {
                             live.contains(&a.id)
-                                && a.table == p.table
-                                && a.project_id == p.project_id
+                                && (a.table, a.project_id, a.day) == (p.table, p.project_id, p.day)
                         })
                         .map(file)
                         .collect();
@@ -653,9 +659,25 @@ impl<'a> Transaction<'a> {
         debug_assert_eq!(self.manifest.check_invariants(), Ok(()));
         let bytes = encode_manifest(&self.manifest)?;
         crate::failpoint!("commit::before_manifest");
-        inner
-            .storage
-            .put_new(&manifest_path(version), bytes.into())?;
+        if let Err(e) = inner.storage.put_new(&manifest_path(version), bytes.into()) {
+            // A failure after the rename (the directory's fsync) leaves
+            // the manifest in place: the commit may have happened. Every
+            // later commit would build on a base that is no longer the
+            // last version (and receipts past it would be rewritten), so
+            // the store refuses writes until it is reopened.
+            if inner
+                .storage
+                .exists(&manifest_path(version))
+                .unwrap_or(true)
+            {
+                let why = format!(
+                    "manifest version {version} may be published but its commit failed ({e}); reopen the store"
+                );
+                tracing::error!(%why, "the store refuses commits until it is reopened");
+                self.guard.failed = Some(why);
+            }
+            return Err(e);
+        }
         crate::failpoint!("commit::after_manifest");
 
         let retired: Vec<String> = {

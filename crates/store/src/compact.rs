@@ -934,7 +934,25 @@ fn advance_requests(
                 || (purged.contains(&r.id) && r.status == RequestStatus::Pending)
         })
         .collect();
-    let (clean, failures) = verify(inner, &vversion, &to_verify)?;
+    let (mut clean, failures) = verify(inner, &vversion, &to_verify)?;
+    // A request is verified only with its receipt: without the signing
+    // key, verification waits (purges still advance).
+    let receipt_key = if clean.is_empty() {
+        None
+    } else {
+        match crate::receipt::signing_key(
+            &inner.storage,
+            inner.opts.receipt_key.as_deref(),
+            vversion.manifest.receipts_head.is_some(),
+        ) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign receipts: verification of purged requests waits");
+                clean.clear();
+                None
+            }
+        }
+    };
     // Unpin before the commit, so that its GC can remove the manifest it
     // replaces (the last one holding the ids in clear).
     drop(to_verify);
@@ -957,7 +975,7 @@ fn advance_requests(
             verified.push(id);
         }
     }
-    if !verified.is_empty() {
+    if let Some(key) = receipt_key.as_ref().filter(|_| !verified.is_empty()) {
         // Their receipts, chained after the last one, written before the
         // commit that publishes the new head (receipt.rs).
         let bodies: Vec<crate::receipt::ReceiptBody> = verified
@@ -965,10 +983,9 @@ fn advance_requests(
             .filter_map(|id| tx.manifest().requests.iter().find(|r| r.id == *id))
             .map(crate::receipt::body_of)
             .collect();
-        let key = crate::receipt::signing_key(&inner.storage, inner.opts.receipt_key.as_deref())?;
         let head = crate::receipt::write_chain(
             &inner.storage,
-            &key,
+            key,
             tx.manifest().receipts_head.as_ref(),
             bodies,
         )?;

@@ -41,8 +41,10 @@ use crate::storage::Storage;
 /// Where receipts live, under the data directory.
 pub const RECEIPTS_DIR: &str = "receipts";
 const KEY_PATH: &str = "receipts/signing.key";
-/// The public key of the data directory's signing key (hex).
+/// The public key of the data directory's first signing key (hex).
 pub const PUBLIC_KEY_PATH: &str = "receipts/public.key";
+/// Every public key that signed a receipt, one file each (`{hex}.pub`).
+const KEYS_DIR: &str = "receipts/keys";
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A file by its path, size and BLAKE3 (hex; absent for files written
@@ -140,47 +142,83 @@ fn seq_of(path: &str) -> Option<u64> {
 }
 
 /// The signing key: the file `key_file` names (a 64-hex-digit seed), or
-/// the data directory's, created (with its public key) if missing.
+/// the data directory's, created if missing — unless receipts exist
+/// (`receipts_exist`): a lost key is an error, never silently replaced.
+/// The key's public half is recorded under `receipts/keys/` (and in
+/// `receipts/public.key`, the first key's), so that a chain signed by
+/// successive keys still verifies.
 pub(crate) fn signing_key(
     storage: &Storage,
     key_file: Option<&std::path::Path>,
+    receipts_exist: bool,
 ) -> Result<SigningKey> {
-    let parse = |what: &str, text: &str| -> Result<SigningKey> {
-        let seed: [u8; 32] = hex::decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| StoreError::corrupt(what, "not a 64-hex-digit Ed25519 seed"))?;
-        Ok(SigningKey::from_bytes(&seed))
+    let key = match key_file {
+        Some(f) => load_key_file(f)?,
+        None if storage.exists(KEY_PATH)? => {
+            let bytes = storage.get(KEY_PATH)?;
+            parse_seed(KEY_PATH, &String::from_utf8_lossy(&bytes))?
+        }
+        None if receipts_exist => {
+            return Err(StoreError::Unavailable(format!(
+                "receipts exist but their signing key {KEY_PATH} is missing: restore it, or name a key file in ELIDE_RECEIPT_KEY"
+            )))
+        }
+        None => {
+            let mut seed = [0u8; 32];
+            seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            storage.put_new(KEY_PATH, hex::encode(seed).into_bytes().into())?;
+            #[cfg(unix)]
+            if let Some(root) = storage.local_root() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(
+                    root.join(KEY_PATH),
+                    std::fs::Permissions::from_mode(0o600),
+                );
+            }
+            let key = SigningKey::from_bytes(&seed);
+            tracing::info!(public_key = %hex::encode(key.verifying_key().as_bytes()), "created the receipt signing key");
+            key
+        }
     };
-    if let Some(f) = key_file {
-        let text = std::fs::read_to_string(f).map_err(|e| StoreError::io(f.display(), e))?;
-        return parse(&f.display().to_string(), &text);
+    let public = hex::encode(key.verifying_key().as_bytes());
+    let listed = format!("{KEYS_DIR}/{public}.pub");
+    if !storage.exists(&listed)? {
+        storage.put_new(&listed, public.clone().into_bytes().into())?;
     }
-    if storage.exists(KEY_PATH)? {
-        let bytes = storage.get(KEY_PATH)?;
-        return parse(KEY_PATH, &String::from_utf8_lossy(&bytes));
-    }
-    let mut seed = [0u8; 32];
-    seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    let key = SigningKey::from_bytes(&seed);
-    storage.put_new(KEY_PATH, hex::encode(seed).into_bytes().into())?;
     if !storage.exists(PUBLIC_KEY_PATH)? {
-        storage.put_new(
-            PUBLIC_KEY_PATH,
-            hex::encode(key.verifying_key().as_bytes())
-                .into_bytes()
-                .into(),
-        )?;
+        storage.put_new(PUBLIC_KEY_PATH, public.into_bytes().into())?;
     }
-    #[cfg(unix)]
-    if let Some(root) = storage.local_root() {
-        use std::os::unix::fs::PermissionsExt;
-        let _ =
-            std::fs::set_permissions(root.join(KEY_PATH), std::fs::Permissions::from_mode(0o600));
-    }
-    tracing::info!(public_key = %hex::encode(key.verifying_key().as_bytes()), "created the receipt signing key");
     Ok(key)
+}
+
+/// The signing key a file holds (a 64-hex-digit Ed25519 seed): checked
+/// when a store is opened with `StoreOptions::receipt_key`.
+pub(crate) fn load_key_file(f: &std::path::Path) -> Result<SigningKey> {
+    let text = std::fs::read_to_string(f).map_err(|e| StoreError::io(f.display(), e))?;
+    parse_seed(&f.display().to_string(), &text)
+}
+
+fn parse_seed(what: &str, text: &str) -> Result<SigningKey> {
+    let seed: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::corrupt(what, "not a 64-hex-digit Ed25519 seed"))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Public keys, one per line (hex), as `--public-key` files hold them.
+pub fn parse_public_keys(what: &str, text: &str) -> Result<Vec<VerifyingKey>> {
+    let keys: Vec<VerifyingKey> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| parse_public_key(what, l))
+        .collect::<Result<_>>()?;
+    if keys.is_empty() {
+        return Err(StoreError::InvalidInput(format!("{what}: no public key")));
+    }
+    Ok(keys)
 }
 
 /// A public key from its hex text.
@@ -254,25 +292,21 @@ pub(crate) fn write_chain(
     Ok(ReceiptHead { seq, blake3: prev })
 }
 
-/// Check one receipt file's signature with `key` (or the key it names);
-/// returns its body.
+/// Check one receipt file's signature: by the key it names, which must
+/// be one of `trusted` (when given). Returns its body.
 pub fn verify_one(
     bytes: &[u8],
-    key: Option<&VerifyingKey>,
+    trusted: Option<&[VerifyingKey]>,
 ) -> std::result::Result<ReceiptBody, String> {
     let f: ReceiptFile<'_> =
         serde_json::from_slice(bytes).map_err(|e| format!("not a receipt: {e}"))?;
     let body: ReceiptBody =
         serde_json::from_str(f.body.get()).map_err(|e| format!("not a receipt body: {e}"))?;
-    let named = parse_public_key("the receipt's public_key", &body.public_key)
+    let key = parse_public_key("the receipt's public_key", &body.public_key)
         .map_err(|e| e.to_string())?;
-    let key = match key {
-        Some(k) if *k != named => {
-            return Err("signed with another key than the one given".into());
-        }
-        Some(k) => *k,
-        None => named,
-    };
+    if trusted.is_some_and(|t| !t.contains(&key)) {
+        return Err("signed with another key than the ones given".into());
+    }
     let sig: [u8; 64] = hex::decode(&f.signature)
         .ok()
         .and_then(|b| b.try_into().ok())
@@ -287,29 +321,46 @@ pub fn verify_one(
 pub struct ChainReport {
     /// Receipts whose signature and place in the chain verified.
     pub receipts: u64,
-    /// The key they were checked against (hex).
-    pub public_key: Option<String>,
+    /// The keys they were checked against (hex).
+    pub public_keys: Vec<String>,
+}
+
+/// The public keys the data directory lists: `receipts/public.key` and
+/// every `receipts/keys/*.pub`.
+fn listed_keys(storage: &Storage) -> Result<Vec<VerifyingKey>> {
+    let mut keys = Vec::new();
+    let mut paths: Vec<String> = storage
+        .list(KEYS_DIR)?
+        .into_iter()
+        .map(|l| l.path)
+        .filter(|p| p.ends_with(".pub"))
+        .collect();
+    if storage.exists(PUBLIC_KEY_PATH)? {
+        paths.push(PUBLIC_KEY_PATH.to_string());
+    }
+    for p in paths {
+        let text = storage.get(&p)?;
+        for k in parse_public_keys(&p, &String::from_utf8_lossy(&text))? {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// Check every receipt under `storage`: numbered 1..n without a gap, each
-/// signed by `key` (else the data directory's public key), each naming
-/// the BLAKE3 of the one before, the last matching `head`. The error names
-/// the first bad receipt.
+/// signed by one of `trusted` (else the keys the data directory lists),
+/// each naming the BLAKE3 of the one before, the last matching `head`.
+/// The error names the first bad receipt.
 pub fn verify_chain(
     storage: &Storage,
     head: Option<&ReceiptHead>,
-    key: Option<VerifyingKey>,
+    trusted: Option<Vec<VerifyingKey>>,
 ) -> Result<ChainReport> {
-    let key = match key {
-        Some(k) => Some(k),
-        None if storage.exists(PUBLIC_KEY_PATH)? => {
-            let text = storage.get(PUBLIC_KEY_PATH)?;
-            Some(parse_public_key(
-                PUBLIC_KEY_PATH,
-                &String::from_utf8_lossy(&text),
-            )?)
-        }
-        None => None,
+    let keys = match trusted {
+        Some(k) => k,
+        None => listed_keys(storage)?,
     };
     let mut files: Vec<(u64, String)> = storage
         .list(RECEIPTS_DIR)?
@@ -322,17 +373,18 @@ pub fn verify_chain(
     // happen); they are replaced by the next receipts.
     files.retain(|(s, _)| *s <= head_seq);
     let bad = |path: &str, why: String| StoreError::InvalidInput(format!("receipt {path}: {why}"));
-    if files.is_empty() && head_seq == 0 {
+    let public_keys = keys.iter().map(|k| hex::encode(k.as_bytes())).collect();
+    if head_seq == 0 {
         return Ok(ChainReport {
             receipts: 0,
-            public_key: key.map(|k| hex::encode(k.as_bytes())),
+            public_keys,
         });
     }
-    let key = key.ok_or_else(|| {
-        StoreError::InvalidInput(format!(
-            "receipts exist but {PUBLIC_KEY_PATH} does not: pass the public key"
-        ))
-    })?;
+    if keys.is_empty() {
+        return Err(StoreError::InvalidInput(format!(
+            "receipts exist but no public key is listed ({PUBLIC_KEY_PATH}, {KEYS_DIR}/): pass one"
+        )));
+    }
     let mut prev = GENESIS.to_string();
     for (i, (seq, path)) in files.iter().enumerate() {
         let want = i as u64 + 1;
@@ -340,7 +392,7 @@ pub fn verify_chain(
             return Err(bad(&receipt_path(want), "missing from the chain".into()));
         }
         let bytes = storage.get(path)?;
-        let body = verify_one(&bytes, Some(&key)).map_err(|e| bad(path, e))?;
+        let body = verify_one(&bytes, Some(&keys)).map_err(|e| bad(path, e))?;
         if body.seq != *seq {
             return Err(bad(path, format!("says it is receipt {}", body.seq)));
         }
@@ -366,7 +418,7 @@ pub fn verify_chain(
     }
     Ok(ChainReport {
         receipts: files.len() as u64,
-        public_key: Some(hex::encode(key.as_bytes())),
+        public_keys,
     })
 }
 

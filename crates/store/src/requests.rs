@@ -108,17 +108,17 @@ impl Store {
     }
 
     /// Check every receipt's signature and the chain (see `receipt.rs`)
-    /// against `public_key`, or the data directory's public key. The
+    /// against `public_keys`, or the keys the data directory lists. The
     /// error names the first bad receipt.
     pub fn verify_receipts(
         &self,
-        public_key: Option<ed25519_dalek::VerifyingKey>,
+        public_keys: Option<Vec<ed25519_dalek::VerifyingKey>>,
     ) -> Result<crate::receipt::ChainReport> {
         let v = self.inner().current_version()?;
         crate::receipt::verify_chain(
             &self.inner().storage,
             v.manifest.receipts_head.as_ref(),
-            public_key,
+            public_keys,
         )
     }
 }

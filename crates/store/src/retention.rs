@@ -15,7 +15,10 @@
 //!
 //! `event_retention_days` limits events of one name the same way (events
 //! table only): a sweep per (project, event name), whose parts are
-//! tombstoned and purged (a day's part holds other events too).
+//! tombstoned and purged (a day's part holds other events too). Such a
+//! sweep must read the event column of every older part, so it is checked
+//! on a pinned version first (no lock) and repeated at most hourly for
+//! the same bound.
 //!
 //! A sweep that finds nothing visible to expire records nothing. The
 //! background worker sweeps before each plan (so at most a minute after
@@ -29,6 +32,11 @@ use crate::predicate::EventPredicate;
 use crate::schema::Table;
 use crate::store::Store;
 use crate::MICROS_PER_DAY;
+
+/// How long a sweep of one event's rows that found nothing stands for
+/// the same bound (µs): rows that arrive late with old timestamps are
+/// expired within the hour.
+const RESWEEP_US: i64 = 3_600_000_000;
 
 /// One project's sweep that deleted something.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -97,6 +105,36 @@ impl Store {
                     vec![Table::Events],
                 ),
             };
+            if let Some(e) = &event {
+                // A sweep of one event's rows reads every older part of
+                // the project (a day's part holds other events too): it
+                // runs at most hourly for a given bound, and reads a
+                // pinned version first, so that the commit lock is taken
+                // only when something expired.
+                let key = (project, e.clone());
+                let recent = self
+                    .inner()
+                    .retention_swept
+                    .lock()
+                    .map_err(crate::store::poisoned)?
+                    .get(&key)
+                    .is_some_and(|(b, at)| *b == before_us && now_us - at < RESWEEP_US);
+                if recent {
+                    continue;
+                }
+                let preview = self.preview_events(&crate::EventDeletion {
+                    tables: tables.clone(),
+                    ..crate::EventDeletion::new(project, pred.clone())
+                })?;
+                self.inner()
+                    .retention_swept
+                    .lock()
+                    .map_err(crate::store::poisoned)?
+                    .insert(key, (before_us, now_us));
+                if preview.rows == 0 {
+                    continue;
+                }
+            }
             let mut tx = Transaction::begin(self.inner())?;
             // The setting may have changed since it was read.
             let now_set = tx

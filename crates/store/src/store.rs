@@ -246,6 +246,7 @@ impl Inner {
             index_build: Arc::default(),
             compaction_lock: Mutex::new(()),
             logical: Arc::default(),
+            retention_swept: Mutex::default(),
             policy,
             closing: std::sync::atomic::AtomicBool::new(false),
             reservations: Mutex::default(),
@@ -346,6 +347,9 @@ pub(crate) struct Inner {
     pub gc: Arc<Gc>,
     /// Matches of logical requests per part (undo.rs).
     pub logical: Arc<crate::undo::LogicalCache>,
+    /// Per-event retention sweeps of this process: (project, event) ->
+    /// (bound, when) of the last one (retention.rs).
+    pub retention_swept: Mutex<HashMap<(i64, String), (i64, i64)>>,
     pub durable_seq: Arc<AtomicU64>,
     file_ids: AtomicU64,
     flusher: Worker,
@@ -503,6 +507,11 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let dir = path.as_ref().to_path_buf();
         let policy = CompactionPolicy::new(opts.compaction.clone())?;
+        if let Some(k) = &opts.receipt_key {
+            // A receipt key that cannot be used is found now, not when
+            // the first request is verified.
+            crate::receipt::load_key_file(k)?;
+        }
         let fs = Arc::clone(&opts.fs);
         open::prepare_dir(&*fs, &dir, opts.create_if_missing)?;
         if !opts.create_if_missing && !open::has_manifest_dir(&dir) {

@@ -206,6 +206,38 @@ impl Store {
 }
 
 impl Inner {
+    /// Compute (on every core) and cache the matches of logical request
+    /// `id` in the parts of a pinned version, holding no lock that
+    /// writers wait for.
+    fn prefill(&self, id: u64) -> Result<()> {
+        let (version, _pin) = self.pinned_version()?;
+        let Some(r) = version
+            .manifest
+            .requests
+            .iter()
+            .find(|r| r.id == id && r.logical)
+        else {
+            return Ok(());
+        };
+        let Some(pred) = &r.predicate else {
+            return Ok(());
+        };
+        let unread: Vec<&PartMeta> = crate::by_predicate::candidates(
+            &version.manifest.parts,
+            r.project_id,
+            &r.tables,
+            pred,
+            r.cutoff_seq,
+        )
+        .filter(|p| self.logical.get(id, p.id).is_none())
+        .collect();
+        let read = match_parts(&self.storage, &unread, pred, r.cutoff_seq)?;
+        for (p, bits) in unread.iter().zip(read) {
+            self.logical.put(id, p.id, Arc::new(bits));
+        }
+        Ok(())
+    }
+
     /// The end of an undo window of `window` opened now for a request of
     /// `project`, or why the window is refused: empty, or too long for
     /// the request's purge deadline (the window plus the compaction's
@@ -305,6 +337,10 @@ impl Inner {
         drop(version);
         let mut done = Vec::new();
         for id in due {
+            // Read the parts outside the flush and commit locks first
+            // (parts never change: the matches stay valid); under them,
+            // only parts committed meanwhile are read.
+            self.prefill(id)?;
             // No flush in flight: its parts would not list the request.
             let f = self.flush_lock().lock().map_err(poisoned)?;
             let mut tx = Transaction::begin(self)?;

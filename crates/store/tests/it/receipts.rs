@@ -79,8 +79,14 @@ fn a_verified_request_has_a_signed_receipt_naming_its_files_and_nothing_personal
     // Files: each with its BLAKE3 before, and what replaced it, whose
     // BLAKE3 is that of the file on disk now.
     assert!(!ba.files.is_empty());
+    assert!(
+        ba.files.iter().any(|f| !f.replaced_by.is_empty()),
+        "a purge rewrites parts that hold other rows: {:?}",
+        ba.files
+    );
     for f in ba.files.iter().chain(&bb.files) {
         assert!(f.file.blake3.is_some(), "{f:?}");
+        assert!(f.replaced_by.iter().all(|a| a.blake3.is_some()), "{f:?}");
         assert!(
             !dir.path().join(&f.file.path).exists(),
             "{} still on disk",
@@ -143,7 +149,10 @@ fn tampering_removal_and_another_key_are_detected() {
     std::fs::write(&first, &original).unwrap();
     assert_eq!(store.verify_receipts(None).unwrap().receipts, 2);
     let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
-    let e = store.verify_receipts(Some(other)).unwrap_err().to_string();
+    let e = store
+        .verify_receipts(Some(vec![other]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("another key"), "{e}");
     // Removed from the middle, and from the end.
     std::fs::rename(&first, rdir.join("gone")).unwrap();
@@ -160,7 +169,60 @@ fn tampering_removal_and_another_key_are_detected() {
     // A single exported receipt verifies with the public key alone.
     let public = std::fs::read_to_string(rdir.join("public.key")).unwrap();
     let key = elide_store::receipt::parse_public_key("public.key", &public).unwrap();
-    let b = elide_store::receipt::verify_one(&kept, Some(&key)).unwrap();
+    let b = elide_store::receipt::verify_one(&kept, Some(&[key])).unwrap();
     assert_eq!(b.seq, 2);
-    assert!(elide_store::receipt::verify_one(&kept, Some(&other)).is_err());
+    assert!(elide_store::receipt::verify_one(&kept, Some(&[other])).is_err());
+}
+
+/// Keys: a lost data-directory key is never silently replaced (the
+/// verification waits), a key given by file signs from then on and the
+/// chain still verifies across the change, and a bad key file is refused
+/// at open.
+#[test]
+fn a_lost_key_holds_verification_back_and_a_new_key_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    two_receipts(&store);
+    let key_path = dir.path().join("receipts/signing.key");
+    let saved = std::fs::read(&key_path).unwrap();
+    std::fs::remove_file(&key_path).unwrap();
+    store.delete(DeleteSpec::ids(1, ["bob"])).unwrap();
+    let r = compact_now(&store);
+    assert!(r.requests_verified.is_empty(), "verified without a receipt");
+    assert!(!key_path.exists(), "a new key was made in its place");
+    let pending = store.requests().unwrap().pop().unwrap();
+    assert_eq!(pending.status, elide_store::RequestStatus::Purged);
+    std::fs::write(&key_path, &saved).unwrap();
+    assert_eq!(compact_now(&store).requests_verified, vec![pending.id]);
+    assert_eq!(store.verify_receipts(None).unwrap().receipts, 3);
+    store.close().unwrap();
+    // Another key, from a file: the next receipt is signed with it.
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, "42".repeat(32)).unwrap();
+    let with_key = StoreOptions {
+        receipt_key: Some(other.clone()),
+        ..opts()
+    };
+    let store = Store::open(dir.path(), with_key).unwrap();
+    append(&store, &[row(900, "carol", 1, 0)]);
+    store.flush().unwrap();
+    store.delete(DeleteSpec::ids(1, ["carol"])).unwrap();
+    compact_now(&store);
+    let report = store.verify_receipts(None).unwrap();
+    assert_eq!(report.receipts, 4);
+    assert_eq!(report.public_keys.len(), 2, "both keys are listed");
+    // Against the first key alone, the fourth receipt is refused.
+    let first = std::fs::read_to_string(dir.path().join("receipts/public.key")).unwrap();
+    let first = elide_store::receipt::parse_public_keys("public.key", &first).unwrap();
+    let e = store.verify_receipts(Some(first)).unwrap_err().to_string();
+    assert!(e.contains("0000000004") && e.contains("another key"), "{e}");
+    store.close().unwrap();
+    // A key file that is not a key: refused at open, nothing changed.
+    std::fs::write(&other, "not a key").unwrap();
+    let bad = StoreOptions {
+        receipt_key: Some(other),
+        ..opts()
+    };
+    let e = Store::open(dir.path(), bad).unwrap_err().to_string();
+    assert!(e.contains("Ed25519 seed"), "{e}");
 }

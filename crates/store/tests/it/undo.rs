@@ -338,3 +338,77 @@ fn bad_undo_windows_and_cancels_are_refused_and_change_nothing() {
     let ok = store.delete_events(with_undo(d0_clicks(), Duration::from_secs(6 * 86_400 - 60)));
     assert!(ok.is_ok(), "6 days less a minute fits: {ok:?}");
 }
+
+/// Every read leaves a logical request's rows out: the subject-access
+/// export (parts and buffered rows, writer and read-only handles) and the
+/// dry run of another deletion.
+#[test]
+fn exports_and_dry_runs_leave_out_what_an_undo_window_hides() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..60));
+    store.flush().unwrap();
+    append(&store, &rows(60..90));
+    let export_rows = |s: &Store| {
+        s.rows_of_distinct_ids(1, &["d0".to_string()], &[], &mut |_, _| Ok(()))
+            .unwrap()
+            .total()
+    };
+    let d0: u64 = (0..90).filter(|n| n % 4 == 0).count() as u64;
+    assert_eq!(export_rows(&store), d0);
+    store
+        .delete_events(with_undo(d0_clicks(), Duration::from_secs(7200)))
+        .unwrap();
+    let d0_clicks_n: u64 = (0..90).filter(|n| n % 12 == 0).count() as u64;
+    assert_eq!(export_rows(&store), d0 - d0_clicks_n, "parts and log");
+    let ro = Store::open_read_only(dir.path(), opts()).unwrap();
+    assert_eq!(export_rows(&ro), d0 - d0_clicks_n, "read-only handle");
+    drop(ro);
+    // A dry run of an overlapping deletion counts only visible rows.
+    let p = store
+        .preview_events(&EventDeletion::new(1, pro_clicks()))
+        .unwrap();
+    let visible_pro_clicks = (0..90).filter(|n| n % 6 == 0 && n % 12 != 0).count() as u64;
+    assert_eq!(p.rows, visible_pro_clicks);
+}
+
+/// The bridge across a flush: a bridged request's buffered rows are
+/// written into parts (still hidden by the predicate), and its later
+/// resolution gives them bits there; the purge then verifies.
+#[test]
+fn a_bridged_request_survives_a_flush_and_a_reopen_before_its_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridged = StoreOptions {
+        predicate_resolve_bound: Some(Duration::ZERO),
+        ..uncompressed()
+    };
+    let store = Store::open(dir.path(), bridged.clone()).unwrap();
+    append(&store, &rows(0..60));
+    store.flush().unwrap();
+    append(&store, &rows(60..90));
+    let out = store
+        .delete_events(EventDeletion::new(1, pro_clicks()))
+        .unwrap();
+    assert!(out.logical);
+    let hidden: Vec<u64> = (0..90).filter(|n| n % 6 == 0).collect();
+    let want: Vec<u64> = (0..90).filter(|n| !hidden.contains(n)).collect();
+    store.flush().unwrap();
+    assert_eq!(visible_ns(&store), want, "after the flush");
+    store.close().unwrap();
+    let store = Store::open(dir.path(), bridged).unwrap();
+    assert_eq!(visible_ns(&store), want, "after a reopen");
+    assert!(store.request(out.request_id).unwrap().unwrap().logical);
+    let report = compact_now(&store); // resolves first, then purges
+    assert_eq!(report.requests_verified, vec![out.request_id]);
+    let r = store.request(out.request_id).unwrap().unwrap();
+    assert_eq!(r.rows_hidden, hidden.len() as u64);
+    assert_eq!(visible_ns(&store), want);
+    for n in 0..90 {
+        let marker = format!("row-{n:04}-x");
+        assert_eq!(
+            on_disk(dir.path(), &marker),
+            !hidden.contains(&n),
+            "row {n}"
+        );
+    }
+}
