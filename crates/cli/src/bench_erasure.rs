@@ -14,7 +14,11 @@
 //!    (`rows_of_distinct_ids`, through the index) against a SQL query
 //!    reading the same rows (a scan with a filter);
 //! 6. a retention sweep of 30 of the 90 days (`retention_days` 60 at the
-//!    generator's end day), and the compaction after it.
+//!    generator's end day), and the compaction after it;
+//! 7. undo: a deletion of one event name in project 3 with an undo window
+//!    (time to hidden), a count of the project while it is logical, the
+//!    cancel, the same deletion again resolved to bits after its window,
+//!    and the count then.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -140,6 +144,48 @@ pub fn run(a: BenchErasureArgs) -> Result<()> {
     let out2 = store.delete_events(d2)?;
     let delete2_t = t.elapsed();
 
+    // 2b. Undo, in project 3: hidden by the predicate, cancelled, then
+    // resolved after its window.
+    let count3 = "SELECT count(*) FROM events WHERE project_id = 3";
+    let (q3_before, rows3) = timed_sql(&store, count3)?;
+    let undoable = EventDeletion {
+        undo_window: Some(Duration::from_secs(3600)),
+        ..EventDeletion::new(
+            3,
+            EventPredicate {
+                events: vec!["$pageview".into()],
+                ..Default::default()
+            },
+        )
+    };
+    let t = Instant::now();
+    let u = store.delete_events(undoable.clone())?;
+    let undo_t = t.elapsed();
+    let t = Instant::now();
+    let first = run_sql(&store, count3)?;
+    let q3_first = t.elapsed();
+    drop(first);
+    let (q3_logical, rows3_logical) = timed_sql(&store, count3)?;
+    let t = Instant::now();
+    store.cancel_request(u.request_id)?;
+    let cancel_t = t.elapsed();
+    let (_, rows3_back) = timed_sql(&store, count3)?;
+    if rows3_logical != rows3 - u.rows_hidden as i64 || rows3_back != rows3 {
+        return Err(format!(
+            "undo: {rows3} rows, {rows3_logical} while hidden ({} hidden), {rows3_back} after the cancel",
+            u.rows_hidden
+        )
+        .into());
+    }
+    let u2 = store.delete_events(undoable)?;
+    let t = Instant::now();
+    let resolved = store.resolve_logical_requests(u2.undo_until_us.unwrap_or(0))?;
+    let resolve_t = t.elapsed();
+    let (q3_bits, rows3_bits) = timed_sql(&store, count3)?;
+    if resolved != vec![u2.request_id] || rows3_bits != rows3_logical {
+        return Err(format!("undo: resolved {resolved:?}, {rows3_bits} rows after").into());
+    }
+
     // 3. Purge and verify.
     let t = Instant::now();
     let report = store.compact(CompactRequest::now())?;
@@ -230,6 +276,19 @@ pub fn run(a: BenchErasureArgs) -> Result<()> {
         out2.rows_hidden,
         ms(delete2_t),
         ms(find2_t)
+    );
+    println!(
+        "undo, project 3 ({rows3} rows), $pageview ({} rows) with a 1 h window: hidden in {:.1} ms; count(*) of the project {:.1} ms before, {:.1} ms first and {:.1} ms after while hidden by the predicate ({:.2}x), {:.1} ms once resolved to bits ({:.2}x); cancel {:.1} ms; resolution after the window {:.1} ms",
+        u.rows_hidden,
+        ms(undo_t),
+        ms(q3_before),
+        ms(q3_first),
+        ms(q3_logical),
+        ms(q3_logical) / ms(q3_before).max(1e-9),
+        ms(q3_bits),
+        ms(q3_bits) / ms(q3_before).max(1e-9),
+        ms(cancel_t),
+        ms(resolve_t)
     );
     println!(
         "purge: {} parts rewritten, {} rows removed, {} bytes read, {} written, {} requests verified, {} failures, {:.2} s",

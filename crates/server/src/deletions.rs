@@ -180,6 +180,18 @@ pub struct DeletionPage {
     pub next: String,
 }
 
+/// The route's `{request}`: a request id, or 404.
+fn request_id(p: &std::collections::HashMap<String, String>) -> ApiResult<u64> {
+    p.get("request")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Request `id` if it is `project`'s (another project's is not found).
+fn of_project(app: &elide_app::App, id: u64, project: i64) -> ApiResult<Option<DeletionRequest>> {
+    Ok(app.store().request(id)?.filter(|r| r.project_id == project))
+}
+
 fn strings(v: &Value, field: &str) -> ApiResult<Vec<String>> {
     let bad = || {
         ApiError::invalid_attr(
@@ -389,16 +401,12 @@ pub(crate) async fn cancel(
     PathParams(p): PathParams,
 ) -> ApiResult<Json<DeletionView>> {
     let project = key.path_project(&p, "event:write")?;
-    let id: u64 = p
-        .get("request")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(ApiError::not_found)?;
+    let id = request_id(&p)?;
     let app = state.app().clone();
     let r = blocking(move || {
         // Another project's request is not found, never cancelled.
-        match app.store().request(id)? {
-            Some(r) if r.project_id == project => {}
-            _ => return Ok(None),
+        if of_project(&app, id, project)?.is_none() {
+            return Ok(None);
         }
         app.store().cancel_request(id)?;
         Ok(app.store().request(id)?)
@@ -476,14 +484,11 @@ pub(crate) async fn retrieve(
     PathParams(p): PathParams,
 ) -> ApiResult<Json<DeletionView>> {
     let project = key.path_project(&p, "person:read")?;
-    let id: u64 = p
-        .get("request")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(ApiError::not_found)?;
+    let id = request_id(&p)?;
     let app = state.app().clone();
-    let r = blocking(move || Ok(app.store().request(id)?)).await?;
+    let r = blocking(move || of_project(&app, id, project)).await?;
     match r {
-        Some(r) if r.project_id == project => Ok(Json(DeletionView::new(
+        Some(r) => Ok(Json(DeletionView::new(
             &r,
             chrono::Utc::now().timestamp_micros(),
         ))),
@@ -514,15 +519,11 @@ pub(crate) async fn receipt(
     PathParams(p): PathParams,
 ) -> ApiResult<Response> {
     let project = key.path_project(&p, "person:read")?;
-    let id: u64 = p
-        .get("request")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(ApiError::not_found)?;
+    let id = request_id(&p)?;
     let app = state.app().clone();
     let bytes = blocking(move || {
-        match app.store().request(id)? {
-            Some(r) if r.project_id == project => {}
-            _ => return Ok(None),
+        if of_project(&app, id, project)?.is_none() {
+            return Ok(None);
         }
         Ok(app.store().receipt(id)?)
     })

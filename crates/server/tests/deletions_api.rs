@@ -171,18 +171,15 @@ async fn a_projects_erasure_deadline_is_set_through_patch() {
         .await;
     assert_eq!(r.json["erasure_deadline_days"], serde_json::Value::Null);
     // Retention: set, shown, refused when out of range, cleared.
-    let patch = |v: serde_json::Value| {
+    let set = |field: &'static str, v: serde_json::Value| {
         let h = &h;
         let pp = pp.clone();
         async move {
-            h.call(
-                "PATCH",
-                &format!("{pp}/"),
-                Some(&json!({"retention_days": v})),
-            )
-            .await
+            h.call("PATCH", &format!("{pp}/"), Some(&json!({ field: v })))
+                .await
         }
     };
+    let patch = |v| set("retention_days", v);
     let r = patch(json!(30)).await;
     assert_eq!(r.json["retention_days"], 30, "{}", r.text());
     assert_eq!(h.get(&format!("{pp}/")).await.json["retention_days"], 30);
@@ -192,18 +189,7 @@ async fn a_projects_erasure_deadline_is_set_through_patch() {
     let r = patch(serde_json::Value::Null).await;
     assert_eq!(r.json["retention_days"], serde_json::Value::Null);
     // Retention per event name: set, kept when not named, removed by null.
-    let ev = |v: serde_json::Value| {
-        let h = &h;
-        let pp = pp.clone();
-        async move {
-            h.call(
-                "PATCH",
-                &format!("{pp}/"),
-                Some(&json!({"event_retention_days": v})),
-            )
-            .await
-        }
-    };
+    let ev = |v| set("event_retention_days", v);
     let r = ev(json!({"$autocapture": 30, "$pageview": 90})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let r = ev(json!({"$pageview": null})).await;

@@ -160,9 +160,9 @@ pub(crate) fn match_parts(
     pred: &EventPredicate,
     cutoff: u64,
 ) -> Result<Vec<Bitmap>> {
-    crate::parallel::try_map(parts, "predicate scan", |p| {
-        match_part(storage, p, pred, cutoff)
-    })
+    let all = match_parts_until(storage, parts, pred, cutoff, None)?;
+    // Without a deadline every part is read.
+    Ok(all.into_iter().map(Option::unwrap_or_default).collect())
 }
 
 /// [`match_parts`], but no part is started after `deadline`: those are

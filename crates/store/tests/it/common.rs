@@ -4,7 +4,9 @@ use std::path::Path;
 use arrow::array::AsArray;
 use arrow::datatypes::UInt64Type;
 use elide_store::jsonl::{rows_to_batch, EventRow};
+use elide_store::predicate::{EventPredicate, PropertyFilter, PropertyOperator};
 use elide_store::{Snapshot, Store, StoreOptions, Table};
+use serde_json::json;
 
 pub const DAY: i64 = 86_400_000_000;
 pub const T0: i64 = 1_790_000_000_000_000;
@@ -119,4 +121,47 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Rows of the predicate and undo tests. Row `n`: event `click` when
+/// `n % 3 == 0`, else `$pageview`; property `plan` is `pro` when
+/// `n % 2 == 0`, else `free`; distinct id `d{n % 4}`; day `n % 3`; a marker `row-NNNN-x` in its properties (found on disk
+/// with compression off).
+pub fn ev(n: u64) -> EventRow {
+    let mut r = row(n, &format!("d{}", n % 4), 1, (n % 3) as i64);
+    if n.is_multiple_of(3) {
+        r.event = "click".into();
+    }
+    let plan = if n.is_multiple_of(2) { "pro" } else { "free" };
+    r.properties = Some(format!(
+        r#"{{"plan":"{plan}","n":{n},"marker":"row-{n:04}-x"}}"#
+    ));
+    r
+}
+
+pub fn rows(r: std::ops::Range<u64>) -> Vec<EventRow> {
+    r.map(ev).collect()
+}
+
+/// Visible row numbers (from the uuid's low half).
+pub fn visible_ns(store: &Store) -> Vec<u64> {
+    let mut out: Vec<u64> = visible(store)
+        .into_iter()
+        .map(|(u, _, _)| uuid::Uuid::parse_str(&u).unwrap().as_u64_pair().1)
+        .collect();
+    out.sort();
+    out
+}
+
+/// `click` events of plan `pro`: rows with `n % 6 == 0`.
+pub fn pro_clicks() -> EventPredicate {
+    EventPredicate {
+        events: vec!["click".into()],
+        properties: vec![PropertyFilter {
+            key: "plan".into(),
+            operator: PropertyOperator::Exact,
+            value: json!("pro"),
+        }],
+        ..Default::default()
+    }
 }

@@ -2,7 +2,6 @@
 //! parts and in the ingest log, across a reopen, through compaction and
 //! verification down to the bytes, and what is refused.
 
-use elide_store::jsonl::EventRow;
 use elide_store::predicate::{EventPredicate, PropertyFilter, PropertyOperator};
 use elide_store::{
     EventDeletion, PartCompression, PartWriterOptions, RequestKind, RequestStatus, Store,
@@ -11,47 +10,6 @@ use elide_store::{
 use serde_json::json;
 
 use crate::common::*;
-
-/// Row `n`: event `click` when `n % 3 == 0`, else `$pageview`; property
-/// `plan` is `pro` when `n % 2 == 0`, else `free`; distinct id `d{n % 4}`;
-/// day `n % 3`.
-fn ev(n: u64) -> EventRow {
-    let mut r = row(n, &format!("d{}", n % 4), 1, (n % 3) as i64);
-    if n.is_multiple_of(3) {
-        r.event = "click".into();
-    }
-    let plan = if n.is_multiple_of(2) { "pro" } else { "free" };
-    r.properties = Some(format!(
-        r#"{{"plan":"{plan}","n":{n},"marker":"row-{n:04}-x"}}"#
-    ));
-    r
-}
-
-fn rows(r: std::ops::Range<u64>) -> Vec<EventRow> {
-    r.map(ev).collect()
-}
-
-/// Visible row numbers (from the uuid's low half).
-fn visible_ns(store: &Store) -> Vec<u64> {
-    let mut out: Vec<u64> = visible(store)
-        .into_iter()
-        .map(|(u, _, _)| uuid::Uuid::parse_str(&u).unwrap().as_u64_pair().1)
-        .collect();
-    out.sort();
-    out
-}
-
-fn pro_clicks() -> EventPredicate {
-    EventPredicate {
-        events: vec!["click".into()],
-        properties: vec![PropertyFilter {
-            key: "plan".into(),
-            operator: PropertyOperator::Exact,
-            value: json!("pro"),
-        }],
-        ..Default::default()
-    }
-}
 
 #[test]
 fn a_predicate_hides_exactly_its_rows_in_parts_and_log_and_the_preview_agrees() {

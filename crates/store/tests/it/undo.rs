@@ -4,55 +4,13 @@
 
 use std::time::Duration;
 
-use elide_store::jsonl::EventRow;
-use elide_store::predicate::{EventPredicate, PropertyFilter, PropertyOperator};
+use elide_store::predicate::EventPredicate;
 use elide_store::{
     EventDeletion, PartCompression, PartWriterOptions, RequestStatus, Store, StoreError,
     StoreOptions,
 };
-use serde_json::json;
 
 use crate::common::*;
-
-/// Row `n`: event `click` when `n % 3 == 0`, else `$pageview`; property
-/// `plan` is `pro` when `n % 2 == 0`; distinct id `d{n % 4}`; day `n % 3`;
-/// a marker `row-NNNN-x` in its properties (found on disk with
-/// compression off).
-fn ev(n: u64) -> EventRow {
-    let mut r = row(n, &format!("d{}", n % 4), 1, (n % 3) as i64);
-    if n.is_multiple_of(3) {
-        r.event = "click".into();
-    }
-    let plan = if n.is_multiple_of(2) { "pro" } else { "free" };
-    r.properties = Some(format!(r#"{{"plan":"{plan}","marker":"row-{n:04}-x"}}"#));
-    r
-}
-
-fn rows(r: std::ops::Range<u64>) -> Vec<EventRow> {
-    r.map(ev).collect()
-}
-
-fn visible_ns(store: &Store) -> Vec<u64> {
-    let mut out: Vec<u64> = visible(store)
-        .into_iter()
-        .map(|(u, _, _)| uuid::Uuid::parse_str(&u).unwrap().as_u64_pair().1)
-        .collect();
-    out.sort();
-    out
-}
-
-/// `click` events of plan `pro`: rows with `n % 6 == 0`.
-fn pro_clicks() -> EventPredicate {
-    EventPredicate {
-        events: vec!["click".into()],
-        properties: vec![PropertyFilter {
-            key: "plan".into(),
-            operator: PropertyOperator::Exact,
-            value: json!("pro"),
-        }],
-        ..Default::default()
-    }
-}
 
 /// `click` events of `d0`: rows with `n % 12 == 0` (a subset of
 /// [`pro_clicks`]'s).
