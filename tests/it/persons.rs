@@ -151,6 +151,25 @@ fn person_deletion_end_to_end_leaves_no_trace() {
     // Purge, verify.
     let report = compact_now(p.store());
     assert_eq!(report.requests_verified.len(), 1);
+    // The receipt states the metadata rows removed (the person and its
+    // distinct ids) and the rows per table.
+    let bytes = p
+        .store()
+        .receipt(report.requests_verified[0])
+        .unwrap()
+        .unwrap();
+    let receipt: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(receipt["body"]["kind"], "person");
+    assert_eq!(
+        receipt["body"]["metadata_rows_removed"],
+        1 + gone.len() as u64
+    );
+    assert!(
+        receipt["body"]["rows_hidden_by_table"]["events"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     let status = p
         .deletion_status(1, Some(&person.uuid.to_string()), None, 10, 0)
         .unwrap();

@@ -722,7 +722,7 @@ impl<M: MetaStore> Persons<M> {
         let requests = if tables.is_empty() {
             vec![Vec::new(); found.len()]
         } else {
-            self.store_requests(project, &found, &tables)?
+            self.store_requests(project, &found, &tables, req.keep_person)?
         };
         // 3. The profile: removed, ids blocked, deletion recorded.
         let now = now_us();
@@ -778,20 +778,33 @@ impl<M: MetaStore> Persons<M> {
 
     /// One store request per group of persons whose ids fit in
     /// [`MAX_DELETE_IDS`]; a person with more ids gets several. Returns
-    /// each person's request ids.
+    /// each person's request ids. Unless `keep_person`, each request
+    /// records the metadata rows (the person and its distinct ids) of the
+    /// persons whose last ids it holds, for its receipt.
     fn store_requests(
         &self,
         project: i64,
         found: &[(PersonRow, Vec<String>)],
         tables: &[Table],
+        keep_person: bool,
     ) -> Result<Vec<Vec<u64>>> {
         let mut out = vec![Vec::new(); found.len()];
         let mut group: Vec<usize> = Vec::new();
+        let mut homes: Vec<usize> = Vec::new();
         let mut ids: Vec<String> = Vec::new();
+        let metadata_rows = |i: usize| {
+            if keep_person {
+                0
+            } else {
+                1 + found[i].1.len() as u64
+            }
+        };
         let submit = |ids: &mut Vec<String>,
                       group: &mut Vec<usize>,
+                      homes: &mut Vec<usize>,
                       out: &mut Vec<Vec<u64>>|
          -> Result<()> {
+            let metadata_rows_removed = homes.drain(..).map(metadata_rows).sum();
             if ids.is_empty() {
                 group.clear();
                 return Ok(());
@@ -802,6 +815,7 @@ impl<M: MetaStore> Persons<M> {
                 cutoff: None,
                 tables: tables.to_vec(),
                 kind: elide_store::RequestKind::Person,
+                metadata_rows_removed,
             };
             let o = self.store.delete(spec)?;
             for i in group.drain(..) {
@@ -813,18 +827,19 @@ impl<M: MetaStore> Persons<M> {
         };
         for (i, (_, pids)) in found.iter().enumerate() {
             if ids.len() + pids.len() > MAX_DELETE_IDS {
-                submit(&mut ids, &mut group, &mut out)?;
+                submit(&mut ids, &mut group, &mut homes, &mut out)?;
             }
             for chunk in pids.chunks(MAX_DELETE_IDS) {
                 if ids.len() + chunk.len() > MAX_DELETE_IDS {
                     group.push(i);
-                    submit(&mut ids, &mut group, &mut out)?;
+                    submit(&mut ids, &mut group, &mut homes, &mut out)?;
                 }
                 ids.extend(chunk.iter().cloned());
             }
             group.push(i);
+            homes.push(i);
         }
-        submit(&mut ids, &mut group, &mut out)?;
+        submit(&mut ids, &mut group, &mut homes, &mut out)?;
         Ok(out)
     }
 

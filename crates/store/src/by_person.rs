@@ -133,6 +133,7 @@ impl Store {
             cutoff: Some(cutoff),
             tables: tables.to_vec(),
             kind: crate::format::RequestKind::Person,
+            metadata_rows_removed: 0,
         }])?;
         tracing::info!(
             project,

@@ -325,7 +325,7 @@ impl Store {
                 pred,
                 tables,
                 res,
-            );
+            )?;
             tx.commit()?;
             out
         } else {
@@ -422,24 +422,37 @@ pub(crate) struct Matched {
 
 impl Matched {
     /// Rows of the matched parts not hidden yet in `tx`, plus the
-    /// buffered ones.
-    pub fn newly_hidden(&self, tx: &Transaction<'_>) -> u64 {
-        let mut n = self.mem_hits.len() as u64;
+    /// buffered ones, per table.
+    pub fn newly_hidden(
+        &self,
+        inner: &crate::store::Inner,
+        tx: &mut Transaction<'_>,
+    ) -> Result<BTreeMap<Table, u64>> {
+        let mut by_table = inner.buffered_tables(&self.mem_hits)?;
         for (id, m) in &self.parts {
-            if let Some(m) = m {
-                n += match tx.bitmap(*id) {
-                    Some(old) => m.andnot_cardinality(old),
-                    None => m.cardinality(),
-                };
+            let Some(m) = m else { continue };
+            let n = match tx.bitmap(*id) {
+                Some(old) => m.andnot_cardinality(old),
+                None => m.cardinality(),
+            };
+            if n > 0 {
+                if let Some(t) = tx.part_table(*id) {
+                    *by_table.entry(t).or_default() += n;
+                }
             }
         }
-        n
+        Ok(by_table)
     }
 
     /// Set the bits of a complete match in `tx` and hide its buffered
-    /// rows: the rows newly hidden and the parts holding matched rows.
-    pub fn apply(self, tx: &mut Transaction<'_>) -> (u64, Vec<u64>) {
-        let mut rows_hidden = self.mem_hits.len() as u64;
+    /// rows: the rows newly hidden per table and the parts holding
+    /// matched rows.
+    pub fn apply(
+        self,
+        inner: &crate::store::Inner,
+        tx: &mut Transaction<'_>,
+    ) -> Result<(BTreeMap<Table, u64>, Vec<u64>)> {
+        let mut by_table = inner.buffered_tables(&self.mem_hits)?;
         let mut holding = Vec::new();
         for (id, matched) in self.parts {
             let Some(matched) = matched.filter(|m| !m.is_empty()) else {
@@ -452,12 +465,14 @@ impl Matched {
                 None => matched,
             };
             if new.cardinality() > before {
-                rows_hidden += new.cardinality() - before;
+                if let Some(t) = tx.part_table(id) {
+                    *by_table.entry(t).or_default() += new.cardinality() - before;
+                }
                 tx.set_bitmap(id, new);
             }
         }
         tx.hide_mem_rows(&self.mem_hits);
-        (rows_hidden, holding)
+        Ok((by_table, holding))
     }
 }
 
@@ -499,23 +514,25 @@ impl crate::store::Inner {
         pred: EventPredicate,
         tables: Vec<Table>,
         matched: Matched,
-    ) -> DeleteOutcome {
+    ) -> Result<DeleteOutcome> {
         let cutoff = matched.cutoff;
-        let (rows_hidden, holding) = matched.apply(tx);
+        let (by_table, holding) = matched.apply(self, tx)?;
+        let rows_hidden = by_table.values().sum();
         let mut request = self.new_request(tx, kind, project, tables, cutoff);
         request.predicate = Some(pred);
         request.rows_hidden = rows_hidden;
+        request.rows_hidden_by_table = by_table;
         request.parts = holding;
         let purge_due_by_us = request.purge_due_by_us;
         let request_id = tx.add_request(request);
-        DeleteOutcome {
+        Ok(DeleteOutcome {
             request_id,
             rows_hidden,
             cutoff,
             purge_due_by_us,
             logical: false,
             undo_until_us: None,
-        }
+        })
     }
 
     /// Resolve a predicate deletion into `tx`: hide the matching rows below
@@ -530,6 +547,6 @@ impl crate::store::Inner {
         cutoff: Option<u64>,
     ) -> Result<DeleteOutcome> {
         let matched = self.match_predicate(tx, project, &pred, &tables, cutoff, None)?;
-        Ok(self.record_events(tx, kind, project, pred, tables, matched))
+        self.record_events(tx, kind, project, pred, tables, matched)
     }
 }

@@ -173,7 +173,7 @@ impl<'a> Transaction<'a> {
         &mut self,
         id: u64,
         now_us: i64,
-        rows_hidden: u64,
+        rows_hidden: std::collections::BTreeMap<crate::schema::Table, u64>,
         parts: Vec<u64>,
     ) -> Result<()> {
         let version = self.version();
@@ -293,6 +293,20 @@ impl<'a> Transaction<'a> {
             .get_or_insert_with(|| parts.iter().enumerate().map(|(i, p)| (p.id, i)).collect())
             .get(&id)
             .copied()
+    }
+
+    /// Record on request `id` (added by this transaction) the persons
+    /// metadata rows removed with it.
+    pub fn set_metadata_rows_removed(&mut self, id: u64, rows: u64) {
+        if let Some(r) = self.manifest.requests.iter_mut().find(|r| r.id == id) {
+            r.metadata_rows_removed = rows;
+        }
+    }
+
+    /// The table of live part `id`.
+    pub fn part_table(&mut self, id: u64) -> Option<crate::schema::Table> {
+        let i = self.part_index(id)?;
+        Some(self.manifest.parts[i].table)
     }
 
     /// The bitmap of a part as of this transaction.

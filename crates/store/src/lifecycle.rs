@@ -115,11 +115,14 @@ pub(crate) fn resolvable(r: &DeletionRequest, now_us: i64) -> bool {
 }
 
 /// pending, logical → pending with bits at `now_us`: `rows_hidden` rows
-/// newly hidden, held in `parts`. Refused inside the undo window.
+/// newly hidden (per table), held in `parts`. Refused inside the undo
+/// window. The counts recorded when the request was made (what the
+/// caller was told) stay unless these are larger (a bridged request's
+/// were partial).
 pub(crate) fn mark_resolved(
     r: &mut DeletionRequest,
     now_us: i64,
-    rows_hidden: u64,
+    rows_hidden: std::collections::BTreeMap<crate::schema::Table, u64>,
     parts: Vec<u64>,
 ) -> Result<()> {
     if r.logical && !resolvable(r, now_us) {
@@ -130,7 +133,11 @@ pub(crate) fn mark_resolved(
     }
     advance(r, Event::Resolved)?;
     r.logical = false;
-    r.rows_hidden = rows_hidden;
+    let total: u64 = rows_hidden.values().sum();
+    if total >= r.rows_hidden {
+        r.rows_hidden = total;
+        r.rows_hidden_by_table = rows_hidden;
+    }
     r.parts = parts;
     Ok(())
 }
@@ -318,6 +325,10 @@ mod tests {
         assert!(mark_verified(&mut r, KEY, 21).is_err());
     }
 
+    fn rows(n: u64) -> std::collections::BTreeMap<crate::schema::Table, u64> {
+        [(crate::schema::Table::Events, n)].into()
+    }
+
     fn logical(undo_until_us: Option<i64>) -> DeletionRequest {
         DeletionRequest {
             logical: true,
@@ -336,17 +347,17 @@ mod tests {
         assert!(resolvable(&logical(None), 0), "the bridge: no window");
         let mut r = logical(Some(100));
         assert!(
-            mark_resolved(&mut r, 99, 5, vec![3]).is_err(),
+            mark_resolved(&mut r, 99, rows(5), vec![3]).is_err(),
             "window open"
         );
-        mark_resolved(&mut r, 100, 5, vec![3]).unwrap();
+        mark_resolved(&mut r, 100, rows(5), vec![3]).unwrap();
         assert_eq!(
             (r.status, r.logical, r.rows_hidden),
             (RequestStatus::Pending, false, 5)
         );
         assert_eq!(r.parts, vec![3]);
         assert!(
-            mark_resolved(&mut r, 100, 5, vec![3]).is_err(),
+            mark_resolved(&mut r, 100, rows(5), vec![3]).is_err(),
             "resolved twice"
         );
     }
@@ -367,7 +378,7 @@ mod tests {
         let none = cancel(&mut logical(None), 0).unwrap_err().to_string();
         assert!(none.contains("without an undo window"), "{none}");
         let mut resolved = logical(Some(100));
-        mark_resolved(&mut resolved, 100, 1, vec![]).unwrap();
+        mark_resolved(&mut resolved, 100, rows(1), vec![]).unwrap();
         assert!(cancel(&mut resolved, 50).is_err(), "bits written: too late");
         assert!(matches!(
             cancel(&mut logical(Some(100)), 200),

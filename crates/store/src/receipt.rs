@@ -106,6 +106,13 @@ pub struct ReceiptBody {
     pub cutoff_seq: u64,
     /// Rows it hid.
     pub rows_hidden: u64,
+    /// The same per table (empty for requests made before it was
+    /// recorded).
+    pub rows_hidden_by_table: std::collections::BTreeMap<String, u64>,
+    /// Rows of the persons metadata (persons, their distinct ids) its
+    /// deletion removed, as the persons layer reported them; 0 for a
+    /// deletion of events only.
+    pub metadata_rows_removed: u64,
     /// When its rows were hidden (RFC 3339).
     pub hidden_at: String,
     /// When they were due to be gone.
@@ -248,6 +255,12 @@ pub(crate) fn body_of(r: &DeletionRequest) -> ReceiptBody {
         predicate: r.predicate.clone(),
         cutoff_seq: r.cutoff_seq,
         rows_hidden: r.rows_hidden,
+        rows_hidden_by_table: r
+            .rows_hidden_by_table
+            .iter()
+            .map(|(t, n)| (t.name().to_string(), *n))
+            .collect(),
+        metadata_rows_removed: r.metadata_rows_removed,
         hidden_at: us_to_rfc3339(r.created_at_us),
         purge_due_by: us_to_rfc3339(r.purge_due_by_us),
         purged_at: r.purged_at_us.map(us_to_rfc3339),

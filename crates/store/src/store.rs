@@ -436,6 +436,11 @@ pub struct DeleteSpec {
     /// deletions). Deletions of events by predicate go through
     /// [`Store::delete_events`].
     pub kind: RequestKind,
+    /// Rows of the persons metadata removed with this deletion (the
+    /// persons layer's count, stated by the request's receipt); 0
+    /// otherwise. With several requests (more ids than
+    /// [`MAX_DELETE_IDS`]) the first one carries it.
+    pub metadata_rows_removed: u64,
 }
 
 impl DeleteSpec {
@@ -452,6 +457,7 @@ impl DeleteSpec {
             cutoff: None,
             tables: Vec::new(),
             kind: RequestKind::DistinctIds,
+            metadata_rows_removed: 0,
         }
     }
 }
@@ -830,6 +836,7 @@ impl Store {
         let out = self
             .inner
             .resolve_deletion(&mut tx, kind, project, ids, tables, spec.cutoff)?;
+        tx.set_metadata_rows_removed(out.request_id, spec.metadata_rows_removed);
         tx.commit()?;
         tracing::info!(
             request_id = out.request_id,
@@ -872,7 +879,14 @@ impl Store {
         let mut checked = Vec::new();
         for spec in specs {
             let (project, ids, tables) = validate_spec(&spec)?;
-            checked.push((spec.kind, project, ids, tables, spec.cutoff));
+            checked.push((
+                spec.kind,
+                project,
+                ids,
+                tables,
+                spec.cutoff,
+                spec.metadata_rows_removed,
+            ));
         }
         if checked.is_empty() {
             return Ok(Vec::new());
@@ -881,17 +895,21 @@ impl Store {
         // One cut-off for the whole call ("appended before it").
         let now_seq = self.inner.next_seq()?;
         let mut out = Vec::new();
-        for (kind, project, ids, tables, cutoff) in checked {
+        for (kind, project, ids, tables, cutoff, metadata_rows) in checked {
             let cutoff = Some(cutoff.unwrap_or(now_seq));
-            for chunk in ids.chunks(MAX_DELETE_IDS) {
-                out.push(self.inner.resolve_deletion(
+            for (i, chunk) in ids.chunks(MAX_DELETE_IDS).enumerate() {
+                let o = self.inner.resolve_deletion(
                     &mut tx,
                     kind,
                     project,
                     chunk.to_vec(),
                     tables.clone(),
                     cutoff,
-                )?);
+                )?;
+                if i == 0 {
+                    tx.set_metadata_rows_removed(o.request_id, metadata_rows);
+                }
+                out.push(o);
             }
         }
         tx.commit()?;
@@ -1173,7 +1191,7 @@ impl Inner {
                     .add_range(start..start + below);
             }
         }
-        let mut rows_hidden = mem_hits.len() as u64;
+        let mut by_table = self.buffered_tables(&mem_hits)?;
         for (part_id, add) in additions {
             let new = match tx.bitmap(part_id) {
                 Some(old) => old.or(&add),
@@ -1182,13 +1200,17 @@ impl Inner {
             let before = tx.bitmap(part_id).map_or(0, |b| b.cardinality());
             let gained = new.cardinality() - before;
             if gained > 0 {
-                rows_hidden += gained;
+                if let Some(t) = tx.part_table(part_id) {
+                    *by_table.entry(t).or_default() += gained;
+                }
                 tx.set_bitmap(part_id, new);
             }
         }
+        let rows_hidden = by_table.values().sum();
         let mut request = self.new_request(tx, kind, project, tables, cutoff);
         request.distinct_ids = ids;
         request.rows_hidden = rows_hidden;
+        request.rows_hidden_by_table = by_table;
         request.parts = holding.into_iter().collect();
         let purge_due_by_us = request.purge_due_by_us;
         let request_id = tx.add_request(request);
@@ -1234,6 +1256,38 @@ impl Inner {
         Ok((cutoff, hits))
     }
 
+    /// The tables of buffered rows by `_seq` (each counted once per
+    /// table).
+    pub(crate) fn buffered_tables(&self, seqs: &[u64]) -> Result<BTreeMap<Table, u64>> {
+        let mut out = BTreeMap::new();
+        if seqs.is_empty() {
+            return Ok(out);
+        }
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        let st = self.state.lock().map_err(poisoned)?;
+        let mut chunks: Vec<&Chunk> = st
+            .memtables()
+            .flat_map(|m| m.chunks.iter().map(|c| &**c))
+            .collect();
+        chunks.sort_by_key(|c| c.seq_start);
+        let mut i = 0;
+        for s in sorted {
+            while i < chunks.len() && chunks[i].seq_end() <= s {
+                i += 1;
+            }
+            match chunks.get(i) {
+                Some(c) if c.seq_start <= s => *out.entry(c.table).or_default() += 1,
+                _ => {
+                    return Err(StoreError::Internal(format!(
+                        "buffered row {s} is in no memtable chunk"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A pending request of `kind` created now, due by the project's
     /// erasure deadline; the caller fills in what it covers.
     pub(crate) fn new_request(
@@ -1255,6 +1309,8 @@ impl Inner {
             cutoff_seq: cutoff,
             created_at_us: now,
             rows_hidden: 0,
+            rows_hidden_by_table: Default::default(),
+            metadata_rows_removed: 0,
             status: RequestStatus::Pending,
             changed_in_version: 0,
             purge_due_by_us: crate::lifecycle::due_by(

@@ -285,11 +285,13 @@ impl Inner {
         matched: Matched,
         undo_until_us: Option<i64>,
     ) -> Result<DeleteOutcome> {
-        let rows_hidden = matched.newly_hidden(&tx);
+        let by_table = matched.newly_hidden(self, &mut tx)?;
+        let rows_hidden = by_table.values().sum();
         let mut request =
             self.new_request(&tx, RequestKind::Events, project, tables, matched.cutoff);
         request.predicate = Some(pred);
         request.rows_hidden = rows_hidden;
+        request.rows_hidden_by_table = by_table;
         request.logical = true;
         request.undo_until_us = undo_until_us;
         let purge_due_by_us = request.purge_due_by_us;
@@ -402,8 +404,9 @@ impl Inner {
                     "request {id}: a part's matches went missing while resolving"
                 )));
             }
-            let (rows, holding) = matched.apply(&mut tx);
-            tx.resolve_logical(id, now_us, rows, holding)?;
+            let (by_table, holding) = matched.apply(self, &mut tx)?;
+            let rows: u64 = by_table.values().sum();
+            tx.resolve_logical(id, now_us, by_table, holding)?;
             crate::failpoint!("undo::before_resolve_commit");
             tx.commit()?;
             drop(f);

@@ -116,6 +116,14 @@ pub struct DeletionRequest {
     pub created_at_us: i64,
     /// Rows this request hid that no earlier request had hidden.
     pub rows_hidden: u64,
+    /// `rows_hidden` per table (absent in requests written before it
+    /// was recorded).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rows_hidden_by_table: std::collections::BTreeMap<Table, u64>,
+    /// Rows of the persons metadata removed with this deletion, as the
+    /// persons layer reported them (its receipt states it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub metadata_rows_removed: u64,
     /// Lifecycle state.
     pub status: RequestStatus,
     /// The manifest version that recorded the request's last change of
@@ -173,6 +181,10 @@ pub struct DeletionRequest {
     /// replaced them: the receipt's list, moved there at verification.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub erased_files: Vec<crate::receipt::ErasedFile>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a request read from a manifest written before per-request part
@@ -245,6 +257,8 @@ impl DeletionRequest {
             cutoff_seq: 50,
             created_at_us: 0,
             rows_hidden: 1,
+            rows_hidden_by_table: Default::default(),
+            metadata_rows_removed: 0,
             status: RequestStatus::Pending,
             parts: Vec::new(),
             awaiting_removal: Vec::new(),

@@ -73,6 +73,8 @@ fn a_verified_request_has_a_signed_receipt_naming_its_files_and_nothing_personal
     assert_eq!(bb.kind, "events");
     assert_eq!(ba.id_hashes.len(), 1);
     assert_eq!(ba.rows_hidden, 12);
+    assert_eq!(ba.rows_hidden_by_table, [("events".to_string(), 12)].into());
+    assert_eq!(ba.metadata_rows_removed, 0);
     assert!(ba.verified_at.is_some() && ba.purged_at.is_some());
     assert_eq!(ba.rows_found_by_verification, 0);
     assert_eq!(bb.prev, blake3::hash(&ra).to_hex().to_string(), "chained");
