@@ -622,6 +622,13 @@ pub(crate) fn print_status_limited(
                 s.oldest_pending_age_s
                     .map_or("none".to_string(), crate::lifecycle::age)
             )?;
+            if s.requests_logical + s.requests_cancelled > 0 {
+                writeln!(
+                    out,
+                    "requests hidden by their predicate (undo window open or resolving): {}; cancelled: {}",
+                    s.requests_logical, s.requests_cancelled
+                )?;
+            }
             if let Some(due) = s.next_purge_due_us {
                 writeln!(
                     out,

@@ -149,6 +149,18 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         );
         gauge(
             &mut out,
+            "elide_deletion_requests_logical",
+            "Pending deletion requests hidden by their predicate only (undo window open, or resolving in the background).",
+            s.requests_logical as f64,
+        );
+        gauge(
+            &mut out,
+            "elide_deletion_requests_cancelled",
+            "Deletion requests cancelled inside their undo window.",
+            s.requests_cancelled as f64,
+        );
+        gauge(
+            &mut out,
             "elide_deletion_requests_overdue",
             "Pending deletion requests past their purge_due_by.",
             s.requests_overdue.len() as f64,

@@ -326,6 +326,11 @@ async fn an_undo_window_keeps_a_deletion_cancellable_and_cancel_brings_the_rows_
     let v = h.get(&format!("{pp}/deletions/{id}/")).await.json;
     assert_eq!(v["undo_until"], until.as_str());
     assert_eq!(v["logical"], true);
+    let metrics = h.get("/metrics").await.text();
+    assert!(
+        metrics.contains("\nelide_deletion_requests_logical 1\n"),
+        "{metrics}"
+    );
     // Another project's key cannot cancel it (404, nothing changed).
     let (_, _, other_key) = h.other_project();
     let r = h

@@ -89,6 +89,12 @@ pub struct StoreStatus {
     pub next_purge_due_us: Option<i64>,
     /// Pending requests past their `purge_due_by`.
     pub requests_overdue: Vec<u64>,
+    /// Pending requests still hidden by their predicate only (an undo
+    /// window open, or a resolution in the background; `undo.rs`): not
+    /// counted in `tombstoned_rows`.
+    pub requests_logical: usize,
+    /// Requests cancelled inside their undo window.
+    pub requests_cancelled: usize,
     /// The off-peak schedule (cron, UTC), if scheduled purges are on.
     pub schedule: Option<String>,
     /// Start of the next off-peak window (µs since the epoch, UTC).
@@ -185,6 +191,8 @@ impl Store {
                 })
                 .map(|r| r.id)
                 .collect(),
+            requests_logical: m.requests.iter().filter(|r| r.logical).count(),
+            requests_cancelled: count(RequestStatus::Cancelled),
             schedule: self.inner().policy.schedule().map(|s| s.expr().to_string()),
             next_window_us: self
                 .inner()

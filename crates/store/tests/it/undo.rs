@@ -83,6 +83,7 @@ fn cancel_restores_exactly_its_rows_and_never_another_requests() {
     let r = store.request(b.request_id).unwrap().unwrap();
     assert!(r.logical && r.parts.is_empty() && r.status == RequestStatus::Pending);
     assert_eq!(store.manifest().unwrap().check_invariants(), Ok(()));
+    assert_eq!(store.status().unwrap().requests_logical, 1);
 
     let c = store.cancel_request(b.request_id).unwrap();
     assert_eq!(c.rows_restored, b_only.len() as u64);
@@ -90,6 +91,8 @@ fn cancel_restores_exactly_its_rows_and_never_another_requests() {
     assert_eq!(visible_ns(&store), want, "B's rows back, A's still hidden");
     let r = store.request(b.request_id).unwrap().unwrap();
     assert_eq!(r.status, RequestStatus::Cancelled);
+    let st = store.status().unwrap();
+    assert_eq!((st.requests_logical, st.requests_cancelled), (0, 1));
     assert!(r.cancelled_at_us.is_some() && !r.logical);
     // Twice is refused and changes nothing.
     let v = store.status().unwrap().version;
