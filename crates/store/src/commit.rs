@@ -273,16 +273,15 @@ impl<'a> Transaction<'a> {
     }
 
     /// Publish the receipt chain's new `head`, written for the requests
-    /// `verified` (their list of erased files moved into the receipts).
-    pub fn record_receipts(&mut self, head: crate::receipt::ReceiptHead, verified: &[u64]) {
+    /// of `assigned` (request id, receipt number): each records its
+    /// number, and its list of erased files moves into the receipt.
+    pub fn record_receipts(&mut self, head: crate::receipt::ReceiptHead, assigned: &[(u64, u64)]) {
         self.manifest.receipts_head = Some(head);
-        for r in self
-            .manifest
-            .requests
-            .iter_mut()
-            .filter(|r| verified.contains(&r.id))
-        {
-            r.erased_files.clear();
+        for (id, seq) in assigned {
+            if let Some(r) = self.manifest.requests.iter_mut().find(|r| r.id == *id) {
+                r.erased_files.clear();
+                r.receipt_seq = Some(*seq);
+            }
         }
     }
 

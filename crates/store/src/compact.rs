@@ -983,14 +983,14 @@ fn advance_requests(
             .filter_map(|id| tx.manifest().requests.iter().find(|r| r.id == *id))
             .map(crate::receipt::body_of)
             .collect();
-        let head = crate::receipt::write_chain(
+        let (head, assigned) = crate::receipt::write_chain(
             &inner.storage,
             key,
             tx.manifest().receipts_head.as_ref(),
             bodies,
         )?;
         crate::failpoint!("receipt::after_write");
-        tx.record_receipts(head, &verified);
+        tx.record_receipts(head, &assigned);
     }
     let mut changed = !really_purged.is_empty() || !verified.is_empty();
     if let Some(s) = summary {

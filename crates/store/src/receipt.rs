@@ -271,7 +271,7 @@ pub(crate) fn body_of(r: &DeletionRequest) -> ReceiptBody {
 }
 
 /// Write the receipts of `bodies` after `head`, signed with `key`, and
-/// return the new head. Files numbered past `head` (left by a commit that
+/// return the new head and each request's receipt number. Files numbered past `head` (left by a commit that
 /// did not happen) are removed first. The caller publishes the head in
 /// the commit that verifies the requests.
 pub(crate) fn write_chain(
@@ -279,7 +279,7 @@ pub(crate) fn write_chain(
     key: &SigningKey,
     head: Option<&ReceiptHead>,
     bodies: Vec<ReceiptBody>,
-) -> Result<ReceiptHead> {
+) -> Result<(ReceiptHead, Vec<(u64, u64)>)> {
     let (mut seq, mut prev) = match head {
         Some(h) => (h.seq, h.blake3.clone()),
         None => (0, GENESIS.to_string()),
@@ -290,8 +290,10 @@ pub(crate) fn write_chain(
         }
     }
     let public_key = hex::encode(key.verifying_key().as_bytes());
+    let mut assigned = Vec::with_capacity(bodies.len());
     for mut b in bodies {
         seq += 1;
+        assigned.push((b.request_id, seq));
         b.seq = seq;
         b.prev = prev.clone();
         b.public_key = public_key.clone();
@@ -302,7 +304,7 @@ pub(crate) fn write_chain(
         storage.put_new(&receipt_path(seq), file.clone().into_bytes().into())?;
         prev = blake3::hash(file.as_bytes()).to_hex().to_string();
     }
-    Ok(ReceiptHead { seq, blake3: prev })
+    Ok((ReceiptHead { seq, blake3: prev }, assigned))
 }
 
 /// Check one receipt file's signature: by the key it names, which must
@@ -435,19 +437,37 @@ pub fn verify_chain(
     })
 }
 
-/// The receipt of request `id` (its file's bytes), if it has one.
-pub fn find(storage: &Storage, head: Option<&ReceiptHead>, id: u64) -> Result<Option<Vec<u8>>> {
+/// The receipt of request `id` (its file's bytes), if it has one: read
+/// directly when the request names its number (`receipt_seq`), else
+/// found by a scan of the published receipts.
+pub fn find(
+    storage: &Storage,
+    head: Option<&ReceiptHead>,
+    id: u64,
+    seq: Option<u64>,
+) -> Result<Option<Vec<u8>>> {
     let head_seq = head.map_or(0, |h| h.seq);
+    let is_request = |bytes: &[u8]| {
+        serde_json::from_slice::<ReceiptFile<'_>>(bytes)
+            .ok()
+            .and_then(|f| serde_json::from_str::<ReceiptBody>(f.body.get()).ok())
+            .is_some_and(|b| b.request_id == id)
+    };
+    if let Some(s) = seq.filter(|s| *s <= head_seq) {
+        let path = receipt_path(s);
+        if storage.exists(&path)? {
+            let bytes = storage.get(&path)?;
+            if is_request(&bytes) {
+                return Ok(Some(bytes.to_vec()));
+            }
+        }
+    }
     for l in storage.list(RECEIPTS_DIR)? {
         if seq_of(&l.path).is_none_or(|s| s > head_seq) {
             continue;
         }
         let bytes = storage.get(&l.path)?;
-        let is_it = serde_json::from_slice::<ReceiptFile<'_>>(&bytes)
-            .ok()
-            .and_then(|f| serde_json::from_str::<ReceiptBody>(f.body.get()).ok())
-            .is_some_and(|b| b.request_id == id);
-        if is_it {
+        if is_request(&bytes) {
             return Ok(Some(bytes.to_vec()));
         }
     }

@@ -104,7 +104,18 @@ impl Store {
     /// `signature`), once the request is verified; `None` before.
     pub fn receipt(&self, id: u64) -> Result<Option<Vec<u8>>> {
         let v = self.inner().current_version()?;
-        crate::receipt::find(&self.inner().storage, v.manifest.receipts_head.as_ref(), id)
+        let seq = v
+            .manifest
+            .requests
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.receipt_seq);
+        crate::receipt::find(
+            &self.inner().storage,
+            v.manifest.receipts_head.as_ref(),
+            id,
+            seq,
+        )
     }
 
     /// Check every receipt's signature and the chain (see `receipt.rs`)

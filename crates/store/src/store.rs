@@ -1328,6 +1328,7 @@ impl Inner {
             undo_until_us: None,
             cancelled_at_us: None,
             erased_files: Vec::new(),
+            receipt_seq: None,
         }
     }
 }

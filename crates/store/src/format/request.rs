@@ -181,6 +181,9 @@ pub struct DeletionRequest {
     /// replaced them: the receipt's list, moved there at verification.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub erased_files: Vec<crate::receipt::ErasedFile>,
+    /// The number of its receipt, once verified (receipt.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_seq: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -269,6 +272,7 @@ impl DeletionRequest {
             undo_until_us: None,
             cancelled_at_us: None,
             erased_files: Vec::new(),
+            receipt_seq: None,
         }
     }
 }

@@ -108,12 +108,12 @@ fn a_verified_request_has_a_signed_receipt_naming_its_files_and_nothing_personal
         let text = String::from_utf8_lossy(r);
         assert!(!text.contains("alice-secret"), "an id in clear: {text}");
     }
-    // The manifest keeps no list of files for verified requests.
-    assert!(store
-        .requests()
-        .unwrap()
-        .iter()
-        .all(|r| r.erased_files.is_empty()));
+    // The manifest keeps no list of files for verified requests, and
+    // each names its receipt's number.
+    let reqs = store.requests().unwrap();
+    assert!(reqs.iter().all(|r| r.erased_files.is_empty()));
+    let seqs: Vec<_> = reqs.iter().map(|r| r.receipt_seq).collect();
+    assert_eq!(seqs, vec![Some(1), Some(2)]);
     let report = store.verify_receipts(None).unwrap();
     assert_eq!(report.receipts, 2);
     // Receipts outlive a reopen and more deletions: the chain grows.
