@@ -332,9 +332,13 @@ fn hidden_rows(
     snapshot: &elide_store::Snapshot,
     part: &PartMeta,
 ) -> elide_store::Result<Option<Arc<croaring::Bitmap>>> {
+    // No logical request (the common case): the tombstone, no lookup.
+    if !snapshot.has_logical_requests() {
+        return snapshot.hidden(part);
+    }
     let multi = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if snapshot.has_logical_requests() && multi {
+    if multi {
         tokio::task::block_in_place(|| snapshot.hidden(part))
     } else {
         snapshot.hidden(part)

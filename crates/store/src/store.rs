@@ -27,7 +27,7 @@ use object_store::ObjectStore;
 
 use crate::commit::{CommitState, Transaction};
 use crate::error::{Result, StoreError};
-use crate::format::{DeletionRequest, Manifest, RequestKind, RequestStatus};
+use crate::format::{DeletionRequest, Manifest, RequestKind};
 use crate::gc::{Gc, LiveGuard};
 use crate::index::BackgroundBuild;
 use crate::io::{FileSystem, StdFs};
@@ -1299,37 +1299,13 @@ impl Inner {
         cutoff: u64,
     ) -> DeletionRequest {
         let now = now_us();
-        DeletionRequest {
-            id: 0,
-            kind,
-            project_id: project,
-            distinct_ids: Vec::new(),
-            predicate: None,
-            tables,
-            cutoff_seq: cutoff,
-            created_at_us: now,
-            rows_hidden: 0,
-            rows_hidden_by_table: Default::default(),
-            metadata_rows_removed: 0,
-            status: RequestStatus::Pending,
-            changed_in_version: 0,
-            purge_due_by_us: crate::lifecycle::due_by(
-                tx.manifest(),
-                project,
-                now,
-                self.policy.options().max_pending_age,
-            ),
-            parts: Vec::new(),
-            awaiting_removal: Vec::new(),
-            purged_at_us: None,
-            verified_at_us: None,
-            id_hashes: Vec::new(),
-            logical: false,
-            undo_until_us: None,
-            cancelled_at_us: None,
-            erased_files: Vec::new(),
-            receipt_seq: None,
-        }
+        let due = crate::lifecycle::due_by(
+            tx.manifest(),
+            project,
+            now,
+            self.policy.options().max_pending_age,
+        );
+        DeletionRequest::new(kind, project, tables, cutoff, now, due)
     }
 }
 

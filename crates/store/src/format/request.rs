@@ -243,26 +243,34 @@ impl DeletionRequest {
     }
 }
 
-#[cfg(test)]
 impl DeletionRequest {
-    /// A pending request `id` for distinct id `ada` of project 1 in the
-    /// events table, cut-off 50 (unit tests override what they need).
-    pub(crate) fn for_test(id: u64) -> DeletionRequest {
+    /// A pending request of `kind` over `tables` of `project`, covering
+    /// rows below `cutoff_seq`, made at `created_at_us` and due by
+    /// `purge_due_by_us`; the caller fills in its scope and counts. The
+    /// commit path gives it its id ([`crate::commit`]'s `add_request`).
+    pub(crate) fn new(
+        kind: RequestKind,
+        project_id: i64,
+        tables: Vec<Table>,
+        cutoff_seq: u64,
+        created_at_us: i64,
+        purge_due_by_us: i64,
+    ) -> DeletionRequest {
         DeletionRequest {
-            id,
-            kind: RequestKind::DistinctIds,
+            id: 0,
+            kind,
+            project_id,
+            distinct_ids: Vec::new(),
             predicate: None,
-            purge_due_by_us: 0,
-            changed_in_version: 0,
-            project_id: 1,
-            distinct_ids: vec!["ada".into()],
-            tables: vec![Table::Events],
-            cutoff_seq: 50,
-            created_at_us: 0,
-            rows_hidden: 1,
+            tables,
+            cutoff_seq,
+            created_at_us,
+            rows_hidden: 0,
             rows_hidden_by_table: Default::default(),
             metadata_rows_removed: 0,
             status: RequestStatus::Pending,
+            changed_in_version: 0,
+            purge_due_by_us,
             parts: Vec::new(),
             awaiting_removal: Vec::new(),
             purged_at_us: None,
@@ -273,6 +281,20 @@ impl DeletionRequest {
             cancelled_at_us: None,
             erased_files: Vec::new(),
             receipt_seq: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl DeletionRequest {
+    /// A pending request `id` for distinct id `ada` of project 1 in the
+    /// events table, cut-off 50 (unit tests override what they need).
+    pub(crate) fn for_test(id: u64) -> DeletionRequest {
+        DeletionRequest {
+            id,
+            distinct_ids: vec!["ada".into()],
+            rows_hidden: 1,
+            ..DeletionRequest::new(RequestKind::DistinctIds, 1, vec![Table::Events], 50, 0, 0)
         }
     }
 }

@@ -47,6 +47,13 @@ fn on_disk(dir: &std::path::Path, needle: &str) -> bool {
     })
 }
 
+/// Rows 0..60 in parts, 60..90 still in the ingest log.
+fn parts_and_log(store: &Store) {
+    append(store, &rows(0..60));
+    store.flush().unwrap();
+    append(store, &rows(60..90));
+}
+
 #[test]
 fn cancel_restores_exactly_its_rows_and_never_another_requests() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,9 +128,7 @@ fn cancel_restores_exactly_its_rows_and_never_another_requests() {
 fn inside_the_window_compaction_flush_and_reopen_keep_the_rows_for_a_cancel() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), uncompressed()).unwrap();
-    append(&store, &rows(0..60));
-    store.flush().unwrap();
-    append(&store, &rows(60..90));
+    parts_and_log(&store);
     let b = store
         .delete_events(with_undo(pro_clicks(), Duration::from_secs(7200)))
         .unwrap();
@@ -173,9 +178,7 @@ fn inside_the_window_compaction_flush_and_reopen_keep_the_rows_for_a_cancel() {
 fn after_the_window_it_becomes_bits_is_purged_and_cannot_be_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), uncompressed()).unwrap();
-    append(&store, &rows(0..60));
-    store.flush().unwrap();
-    append(&store, &rows(60..90));
+    parts_and_log(&store);
     let b = store
         .delete_events(with_undo(pro_clicks(), Duration::from_secs(3600)))
         .unwrap();
@@ -307,9 +310,7 @@ fn bad_undo_windows_and_cancels_are_refused_and_change_nothing() {
 fn exports_and_dry_runs_leave_out_what_an_undo_window_hides() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    append(&store, &rows(0..60));
-    store.flush().unwrap();
-    append(&store, &rows(60..90));
+    parts_and_log(&store);
     let export_rows = |s: &Store| {
         s.rows_of_distinct_ids(1, &["d0".to_string()], &[], &mut |_, _| Ok(()))
             .unwrap()
@@ -344,9 +345,7 @@ fn a_bridged_request_survives_a_flush_and_a_reopen_before_its_resolution() {
         ..uncompressed()
     };
     let store = Store::open(dir.path(), bridged.clone()).unwrap();
-    append(&store, &rows(0..60));
-    store.flush().unwrap();
-    append(&store, &rows(60..90));
+    parts_and_log(&store);
     let out = store
         .delete_events(EventDeletion::new(1, pro_clicks()))
         .unwrap();
