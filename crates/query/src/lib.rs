@@ -3,7 +3,8 @@
 //! This crate owns the bridge from the storage engine to SQL: one
 //! [`ElideTable`] (a `TableProvider`) per table, and [`session_context`],
 //! which registers `events` and `recordings` together with JSON functions
-//! (`json_get_str(properties, '$browser')`, ...).
+//! (`json_get_str(properties, '$browser')`, ...) and the analytics
+//! functions ([`funnel`]).
 //!
 //! The contract with the store: a scan reads one [`elide_store::Snapshot`];
 //! tombstones become parquet row selections ([`access`]); the statistics
@@ -17,6 +18,7 @@
 
 mod access;
 pub mod deadline;
+pub mod funnel;
 mod loaded;
 mod provider;
 
@@ -75,11 +77,14 @@ fn base_context() -> Result<SessionContext> {
     Ok(ctx)
 }
 
-/// Add the functions Elide's sessions have (the JSON functions:
-/// `json_get_str(properties, '$browser')`, `properties->>'$browser'`, ...)
-/// to a session of the caller's.
+/// Add the functions Elide's sessions have to a session of the caller's:
+/// the JSON functions (`json_get_str(properties, '$browser')`,
+/// `properties->>'$browser'`, ...) and the analytics functions
+/// (`window_funnel`, `funnel_path`; see [`funnel`] and docs/sql.md).
 pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
-    datafusion_functions_json::register_all(ctx)
+    datafusion_functions_json::register_all(ctx)?;
+    funnel::register(ctx);
+    Ok(())
 }
 
 /// Register every table of `store` (`events`, `recordings`) on a session
