@@ -14,6 +14,7 @@
 //! It depends on the libraries (store, query, persons), never on HTTP or
 //! on the command line.
 
+pub mod analytics;
 pub mod app;
 pub mod error;
 pub mod export;

@@ -20,6 +20,7 @@ mod access;
 pub mod deadline;
 pub mod funnel;
 mod loaded;
+mod props;
 mod provider;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use elide_store::{Snapshot, Store, Table};
 
 pub use loaded::{LoadedTable, Loader};
+pub use props::{parse_filters, PropertiesMatch, PROPERTIES_MATCH};
 pub use provider::ElideTable;
 
 /// A `SessionContext` with every table of `store` registered and JSON
@@ -80,10 +82,12 @@ fn base_context() -> Result<SessionContext> {
 /// Add the functions Elide's sessions have to a session of the caller's:
 /// the JSON functions (`json_get_str(properties, '$browser')`,
 /// `properties->>'$browser'`, ...) and the analytics functions
-/// (`window_funnel`, `funnel_path`; see [`funnel`] and docs/sql.md).
+/// (`window_funnel`, `funnel_path`; see [`funnel`] and docs/sql.md) and
+/// `properties_match(properties, filters)` ([`PropertiesMatch`]).
 pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     datafusion_functions_json::register_all(ctx)?;
     funnel::register(ctx);
+    ctx.register_udf(PropertiesMatch::udf());
     Ok(())
 }
 

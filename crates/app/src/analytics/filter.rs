@@ -1,0 +1,441 @@
+//! PostHog's legacy `Filter`: the parameters of the analytics routes, read
+//! from the query string and the JSON body alike (a JSON-valued parameter
+//! may arrive as JSON text in the query string or as JSON in the body), with
+//! PostHog's defaults and validation messages
+//! (`posthog-analytics.md` §1; docs/api.md lists the differences).
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::{AppError, Result};
+use elide_query::funnel::Window;
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(AppError::InvalidQuery(msg.into()))
+}
+
+/// The raw parameters: the query string's, overlaid by the body's.
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub Map<String, Value>);
+
+impl Params {
+    /// Query-string pairs, then a JSON body (an object) on top.
+    pub fn new(query: impl IntoIterator<Item = (String, String)>, body: Option<Value>) -> Result<Params> {
+        let mut m: Map<String, Value> = query.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        match body {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(b)) => m.extend(b),
+            Some(_) => return invalid("the request body must be a JSON object"),
+        }
+        Ok(Params(m))
+    }
+
+    /// A parameter as text (numbers and booleans spelled as JSON).
+    pub fn text(&self, key: &str) -> Option<String> {
+        match self.0.get(key)? {
+            Value::Null => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(s.clone()),
+            v => Some(v.to_string()),
+        }
+    }
+
+    /// A JSON-valued parameter (JSON text is parsed; other text is kept as
+    /// a string).
+    pub fn json(&self, key: &str) -> Option<Value> {
+        match self.0.get(key)? {
+            Value::Null => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))),
+            v => Some(v.clone()),
+        }
+    }
+
+    /// An integer parameter; `what` names it in the error.
+    pub fn int(&self, key: &str) -> Result<Option<i64>> {
+        match self.text(key) {
+            None => Ok(None),
+            Some(t) => match t.trim().parse::<i64>() {
+                Ok(n) => Ok(Some(n)),
+                Err(_) => match t.trim().parse::<f64>() {
+                    Ok(f) if f.fract() == 0.0 && f.abs() < 1e15 => Ok(Some(f as i64)),
+                    _ => invalid(format!("{key} must be an integer, got {t:?}")),
+                },
+            },
+        }
+    }
+
+    /// A page size or offset: a non-negative integer, `default` when absent.
+    pub fn count(&self, key: &str, default: usize, max: usize) -> Result<usize> {
+        match self.int(key)? {
+            None => Ok(default),
+            Some(n) if n < 0 => invalid(format!("{key} must not be negative")),
+            Some(n) => Ok((n as usize).min(max)),
+        }
+    }
+}
+
+/// Where a property filter looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropKind {
+    /// The event's `properties`.
+    Event,
+    /// The person's `properties`.
+    Person,
+    /// Membership of a cohort (`value` = cohort id).
+    Cohort,
+}
+
+/// One property filter of a `properties` list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prop {
+    /// Where it looks.
+    pub kind: PropKind,
+    /// The filter (key, operator, value) as the store's predicates take it.
+    pub filter: elide_store::predicate::PropertyFilter,
+}
+
+/// The `properties` parameter (or an entity's): a list of filters, or a
+/// group `{type: AND, values: [...]}` of them (only `AND` groups).
+pub fn props(v: Option<Value>, what: &str) -> Result<Vec<Prop>> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    collect_props(v, what, &mut out)?;
+    Ok(out)
+}
+
+fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
+    match v {
+        Value::Array(items) => {
+            for i in items {
+                collect_props(i, what, out)?;
+            }
+            Ok(())
+        }
+        Value::Object(mut o) => {
+            let ty = o.get("type").and_then(Value::as_str).unwrap_or("event").to_string();
+            if ty == "AND" || ty == "OR" {
+                let values = o.remove("values").unwrap_or(Value::Array(Vec::new()));
+                let n = values.as_array().map_or(0, Vec::len);
+                if ty == "OR" && n > 1 {
+                    return invalid(format!("{what}: OR groups of property filters are not supported; use one filter or an AND group"));
+                }
+                return collect_props(values, what, out);
+            }
+            let kind = match ty.as_str() {
+                "event" => PropKind::Event,
+                "person" => PropKind::Person,
+                "cohort" => PropKind::Cohort,
+                other => return invalid(format!("{what}: property filters of type {other:?} are not supported (event, person, cohort)")),
+            };
+            o.remove("type");
+            if kind == PropKind::Cohort {
+                // {"key": "id", "value": <cohort id>, "type": "cohort"}
+                let id = o.get("value").and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+                let Some(id) = id else {
+                    return invalid(format!("{what}: a cohort filter needs the cohort's id as its value"));
+                };
+                o.insert("key".into(), Value::String("id".into()));
+                o.insert("value".into(), Value::from(id));
+                o.insert("operator".into(), Value::String("exact".into()));
+            }
+            if o.get("operator").is_none_or(Value::is_null) {
+                o.insert("operator".into(), Value::String("exact".into()));
+            }
+            o.retain(|k, _| k == "key" || k == "value" || k == "operator");
+            let filter: elide_store::predicate::PropertyFilter = serde_json::from_value(Value::Object(o))
+                .map_err(|e| AppError::InvalidQuery(format!("{what}: Properties are unparsable: {e}")))?;
+            if let Err(e) = filter.validate() {
+                return invalid(format!("{what}: {e}"));
+            }
+            out.push(Prop { kind, filter });
+            Ok(())
+        }
+        other => invalid(format!("{what}: Properties are unparsable: expected a list of filters, got {other}")),
+    }
+}
+
+/// An event step (`events` entry) or an exclusion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    /// The event name (`id`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `custom_name`, if any.
+    pub custom_name: Option<String>,
+    /// `order`.
+    pub order: i64,
+    /// The entity's own property filters.
+    pub properties: Vec<Prop>,
+}
+
+/// An exclusion step of a funnel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExclusionStep {
+    /// The excluded event.
+    pub entity: Entity,
+    /// From this step (0-based).
+    pub from: usize,
+    /// To this step (0-based).
+    pub to: usize,
+}
+
+/// One entity of `events` (or an exclusion) at position `index`.
+pub fn entity_of(v: &Value, index: usize) -> Result<Entity> {
+    let Value::Object(o) = v else {
+        return invalid("events: each entity is an object with an id");
+    };
+    let ty = o.get("type").and_then(Value::as_str).unwrap_or("events");
+    if ty != "events" {
+        return invalid(format!("entities of type {ty:?} are not supported: Elide has no actions; list the events (type \"events\")"));
+    }
+    let id = match o.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Null) | None => return invalid("events: an entity needs an id (the event name); all events (null) is not supported"),
+        Some(v) => v.to_string(),
+    };
+    let name = o.get("name").and_then(Value::as_str).map_or_else(|| id.clone(), str::to_string);
+    let order = o.get("order").and_then(Value::as_i64).unwrap_or(index as i64);
+    Ok(Entity {
+        id,
+        name,
+        custom_name: o.get("custom_name").and_then(Value::as_str).map(str::to_string),
+        order,
+        properties: props(o.get("properties").cloned(), "events")?,
+    })
+}
+
+/// The `events` (and `actions`, refused when non-empty) parameter, sorted
+/// by `order`.
+pub fn entities(p: &Params) -> Result<Vec<Entity>> {
+    if let Some(Value::Array(a)) = p.json("actions") {
+        if !a.is_empty() {
+            return invalid("actions are not supported: Elide has no actions; list the events (type \"events\")");
+        }
+    }
+    let list = match p.json("events") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a,
+        Some(_) => return invalid("events must be a JSON list of entities"),
+    };
+    let mut out = list.iter().enumerate().map(|(i, v)| entity_of(v, i)).collect::<Result<Vec<_>>>()?;
+    out.sort_by_key(|e| e.order);
+    Ok(out)
+}
+
+/// PostHog's date parameters, resolved against `now`.
+pub fn parse_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()));
+    }
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Ok(Utc.from_utc_datetime(&d));
+        }
+    }
+    // Relative: -?N?(h|d|w|m|y)(Start|End)?
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let digits: String = body.chars().take_while(char::is_ascii_digit).collect();
+    let rest = &body[digits.len()..];
+    let number: i64 = if digits.is_empty() { 0 } else {
+        match digits.parse() {
+            Ok(n) if n < 100_000 => n,
+            _ => return invalid(format!("{what}: {s:?} is too far away")),
+        }
+    };
+    let (unit, position) = match rest.len() {
+        1 => (rest, ""),
+        n if n > 1 => (&rest[..1], &rest[1..]),
+        _ => return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -7d, -1w, -3m, -1mStart)")),
+    };
+    if !matches!(position, "" | "Start" | "End") {
+        return invalid(format!("{what}: {s:?} is not a date"));
+    }
+    let day_start = |d: DateTime<Utc>| d.with_hour(0).and_then(|d| d.with_minute(0)).and_then(|d| d.with_second(0)).and_then(|d| d.with_nanosecond(0)).unwrap_or(d);
+    let out = match unit {
+        "h" => {
+            let d = now - Duration::hours(number);
+            d.with_minute(0).and_then(|d| d.with_second(0)).and_then(|d| d.with_nanosecond(0)).unwrap_or(d)
+        }
+        "d" => day_start(now - Duration::days(number)),
+        "w" => day_start(now - Duration::weeks(number)),
+        "m" => {
+            let d = now.checked_sub_months(chrono::Months::new(number as u32)).unwrap_or(now);
+            let d = day_start(d);
+            match position {
+                "Start" => d.with_day(1).unwrap_or(d),
+                "End" => last_day_of_month(d),
+                _ => d,
+            }
+        }
+        "y" => {
+            let d = now.checked_sub_months(chrono::Months::new(12 * number as u32)).unwrap_or(now);
+            let d = day_start(d);
+            match position {
+                "Start" => d.with_month(1).and_then(|d| d.with_day(1)).unwrap_or(d),
+                "End" => d.with_month(12).and_then(|d| d.with_day(31)).unwrap_or(d),
+                _ => d,
+            }
+        }
+        _ => return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -7d, -1w, -3m, -1mStart)")),
+    };
+    Ok(out)
+}
+
+fn last_day_of_month(d: DateTime<Utc>) -> DateTime<Utc> {
+    (28..=31).rev().find_map(|day| d.with_day(day)).unwrap_or(d)
+}
+
+/// Whether a date parameter named a day without a time.
+fn is_plain_day(s: &str) -> bool {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").is_ok()
+}
+
+/// The date range of a query, in µs: `[from, to]` inclusive (`from`
+/// `None` = no lower bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// First instant (µs), if bounded.
+    pub from: Option<i64>,
+    /// Last instant (µs), inclusive.
+    pub to: i64,
+}
+
+/// `date_from` (default `default_from`; `all` = unbounded) and `date_to`
+/// (default now; a plain day means its end).
+pub fn range(p: &Params, now: DateTime<Utc>, default_from: &str) -> Result<Range> {
+    let from = match p.text("date_from").as_deref() {
+        Some("all") => None,
+        Some(s) => Some(parse_date(s, now, "date_from")?),
+        None => Some(parse_date(default_from, now, "date_from")?),
+    };
+    let to = match p.text("date_to") {
+        None => now,
+        Some(s) => {
+            let d = parse_date(&s, now, "date_to")?;
+            if is_plain_day(&s) {
+                d + Duration::days(1) - Duration::microseconds(1)
+            } else {
+                d
+            }
+        }
+    };
+    let from = from.map(|d| d.timestamp_micros());
+    let to = to.timestamp_micros();
+    if from.is_some_and(|f| f > to) {
+        return invalid("date_from is after date_to");
+    }
+    Ok(Range { from, to })
+}
+
+/// A period unit of lifecycle and trends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    /// Hours.
+    Hour,
+    /// Days.
+    Day,
+    /// Weeks (starting on Sunday, as PostHog's default).
+    Week,
+    /// Months.
+    Month,
+}
+
+impl Interval {
+    /// The `interval` parameter (default `day`).
+    pub fn parse(p: &Params) -> Result<Interval> {
+        match p.text("interval").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("day") => Ok(Interval::Day),
+            Some("hour") => Ok(Interval::Hour),
+            Some("week") => Ok(Interval::Week),
+            Some("month") => Ok(Interval::Month),
+            Some(other) => invalid(format!("Interval {other} does not exist (hour, day, week, month)")),
+        }
+    }
+
+    /// The start of the period holding `t` (µs, UTC).
+    pub fn trunc(self, t: i64) -> i64 {
+        let Some(d) = DateTime::from_timestamp_micros(t) else { return t };
+        let day = Utc.from_utc_datetime(&d.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default());
+        let out = match self {
+            Interval::Hour => d.with_minute(0).and_then(|d| d.with_second(0)).and_then(|d| d.with_nanosecond(0)).unwrap_or(d),
+            Interval::Day => day,
+            Interval::Week => day - Duration::days(i64::from(d.weekday().num_days_from_sunday())),
+            Interval::Month => day.with_day(1).unwrap_or(day),
+        };
+        out.timestamp_micros()
+    }
+
+    /// The start of the next period after the one starting at `start`.
+    pub fn next(self, start: i64) -> i64 {
+        let Some(d) = DateTime::from_timestamp_micros(start) else { return start };
+        let out = match self {
+            Interval::Hour => d + Duration::hours(1),
+            Interval::Day => d + Duration::days(1),
+            Interval::Week => d + Duration::weeks(1),
+            Interval::Month => d.checked_add_months(chrono::Months::new(1)).unwrap_or(d),
+        };
+        out.timestamp_micros()
+    }
+
+    /// The start of the previous period.
+    pub fn prev(self, start: i64) -> i64 {
+        let Some(d) = DateTime::from_timestamp_micros(start) else { return start };
+        let out = match self {
+            Interval::Hour => d - Duration::hours(1),
+            Interval::Day => d - Duration::days(1),
+            Interval::Week => d - Duration::weeks(1),
+            Interval::Month => d.checked_sub_months(chrono::Months::new(1)).unwrap_or(d),
+        };
+        out.timestamp_micros()
+    }
+
+    /// Every period start from the period of `from` to that of `to`.
+    pub fn periods(self, from: i64, to: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut t = self.trunc(from);
+        let end = self.trunc(to);
+        while t <= end && out.len() < 100_000 {
+            out.push(t);
+            t = self.next(t);
+        }
+        out
+    }
+}
+
+/// The conversion window: `funnel_window_days`, else
+/// `funnel_window_interval` + `funnel_window_interval_unit`, else 14 days.
+pub fn funnel_window(p: &Params) -> Result<Window> {
+    let day = 86_400_000_000i64;
+    if let Some(d) = p.int("funnel_window_days")? {
+        if d < 0 {
+            return invalid("funnel_window_days must not be negative");
+        }
+        if d > 0 {
+            return Ok(Window { months: 0, length: d.saturating_mul(day) });
+        }
+    }
+    let n = match p.int("funnel_window_interval")? {
+        None | Some(0) => return Ok(Window { months: 0, length: 14 * day }),
+        Some(n) if n < 0 => return invalid("funnel_window_interval must not be negative"),
+        Some(n) => n,
+    };
+    let unit = p.text("funnel_window_interval_unit").map(|u| u.to_ascii_lowercase());
+    let micros = match unit.as_deref() {
+        Some("second") => 1_000_000,
+        Some("minute") => 60_000_000,
+        Some("hour") => 3_600_000_000,
+        None | Some("day") => day,
+        Some("week") => 7 * day,
+        Some("month") => {
+            return Ok(Window { months: u32::try_from(n).unwrap_or(u32::MAX), length: 0 })
+        }
+        Some(other) => return invalid(format!("{other} not supported")),
+    };
+    Ok(Window { months: 0, length: n.saturating_mul(micros) })
+}

@@ -1,0 +1,467 @@
+//! Funnels (`posthog-analytics.md` §3.1–3.2): one `funnel_path` per
+//! person over the project's events in the date range, then step counts,
+//! conversion times and the persons at a step.
+//!
+//! Per person: the furthest step of its best path (`ordered`, `strict` or
+//! `unordered`; a path dropped if an exclusion event falls inside it), the
+//! path's step timestamps, and the average and median time per step over
+//! the paths that got furthest. A step's count is the number of persons
+//! that reached at least that step; its average conversion time the mean
+//! of those persons' averages, its median the median of their medians.
+//! With a breakdown, a person's value is the one on its first step-1 event
+//! in the range (PostHog's first-touch attribution), and each value is a
+//! funnel of its own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt8Type};
+use chrono::{DateTime, Utc};
+use elide_persons::{Persons, SqliteMeta};
+use elide_query::funnel::posthog::Order;
+use elide_query::funnel::Window;
+use serde_json::{json, Value};
+
+use super::filter::{entities, funnel_window, props, range, Entity, ExclusionStep, Params, Prop, PropKind, Range};
+use super::{collect, lit, props_sql, session, ts_lit};
+use crate::error::{AppError, Result};
+use crate::query::QueryLimits;
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(AppError::InvalidQuery(msg.into()))
+}
+
+/// A breakdown: event or person property keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breakdown {
+    /// `event` or `person`.
+    pub kind: PropKind,
+    /// The property keys.
+    pub keys: Vec<String>,
+}
+
+/// A funnel, parsed and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunnelSpec {
+    /// The steps, in order.
+    pub steps: Vec<Entity>,
+    /// Exclusions.
+    pub exclusions: Vec<ExclusionStep>,
+    /// Global property filters.
+    pub props: Vec<Prop>,
+    /// The date range.
+    pub range: Range,
+    /// The conversion window.
+    pub window: Window,
+    /// The order type.
+    pub order: Order,
+    /// The breakdown, if any.
+    pub breakdown: Option<Breakdown>,
+}
+
+/// The breakdown parameters (`breakdown`, `breakdowns`, `breakdown_type`).
+pub fn breakdown(p: &Params) -> Result<Option<Breakdown>> {
+    let keys: Vec<String> = match p.json("breakdown") {
+        None => return Ok(None),
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                v => invalid(format!("breakdown: property names are strings, got {v}")),
+            })
+            .collect::<Result<_>>()?,
+        Some(Value::String(s)) => vec![s],
+        Some(v) => vec![v.to_string()],
+    };
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let kind = match p.text("breakdown_type").as_deref() {
+        None | Some("event") => PropKind::Event,
+        Some("person") => PropKind::Person,
+        Some(other) => {
+            return invalid(format!(
+                "breakdown_type {other:?} is not supported (event, person)"
+            ))
+        }
+    };
+    Ok(Some(Breakdown { kind, keys }))
+}
+
+impl FunnelSpec {
+    /// Parse a funnel's parameters (PostHog's defaults: `date_from` −7d,
+    /// a 14-day window, `ordered`).
+    pub fn parse(p: &Params, now: DateTime<Utc>) -> Result<FunnelSpec> {
+        let steps = entities(p)?;
+        let order = match p.text("funnel_order_type").as_deref() {
+            None | Some("ordered") => Order::Ordered,
+            Some("strict") => Order::Strict,
+            Some("unordered") => Order::Unordered,
+            Some(other) => {
+                return invalid(format!(
+                    "funnel_order_type {other:?} is not one of ordered, strict, unordered"
+                ))
+            }
+        };
+        if let Some(v) = p.text("funnel_viz_type") {
+            if v != "steps" {
+                return invalid(format!(
+                    "funnel_viz_type {v:?} is not supported (steps)"
+                ));
+            }
+        }
+        let n = steps.len();
+        let mut exclusions = Vec::new();
+        if let Some(v) = p.json("exclusions") {
+            let Value::Array(items) = v else {
+                return invalid("exclusions must be a JSON list");
+            };
+            for (i, x) in items.iter().enumerate() {
+                let entity = super::filter::entity_of(x, i)?;
+                let from = x.get("funnel_from_step").and_then(Value::as_i64);
+                let to = x.get("funnel_to_step").and_then(Value::as_i64);
+                let (Some(from), Some(to)) = (from, to) else {
+                    return invalid("Exclusion event needs to define funnel steps");
+                };
+                if from >= to {
+                    return invalid("Exclusion event range is invalid. End of range should be greater than start.");
+                }
+                if from < 0 || from as usize >= n {
+                    return invalid("Exclusion event range is invalid. Start of range is greater than number of steps.");
+                }
+                if to as usize >= n {
+                    return invalid("Exclusion event range is invalid. End of range is greater than number of steps.");
+                }
+                if steps
+                    .iter()
+                    .any(|s| s.id == entity.id && s.properties == entity.properties)
+                {
+                    return invalid("Exclusion event can't be the same as funnel step");
+                }
+                if order == Order::Unordered && (from != 0 || to as usize != n - 1) {
+                    return invalid("Partial Exclusions not allowed in unordered funnels");
+                }
+                exclusions.push(ExclusionStep {
+                    entity,
+                    from: from as usize,
+                    to: to as usize,
+                });
+            }
+        }
+        if n + exclusions.len() > elide_query::funnel::MAX_CONDITIONS {
+            return invalid(format!(
+                "a funnel takes at most {} steps and exclusions together",
+                elide_query::funnel::MAX_CONDITIONS
+            ));
+        }
+        Ok(FunnelSpec {
+            steps,
+            exclusions,
+            props: props(p.json("properties"), "properties")?,
+            range: range(p, now, "-7d")?,
+            window: funnel_window(p)?,
+            order,
+            breakdown: breakdown(p)?,
+        })
+    }
+
+    fn cond(e: &Entity) -> Result<String> {
+        let own = props_sql(&e.properties)?;
+        Ok(format!("(e.event = {} AND {own})", lit(&e.id)))
+    }
+
+    fn needs_persons(&self) -> bool {
+        let person = |ps: &[Prop]| ps.iter().any(|p| p.kind == PropKind::Person);
+        person(&self.props)
+            || self.steps.iter().any(|s| person(&s.properties))
+            || self.exclusions.iter().any(|x| person(&x.entity.properties))
+            || self
+                .breakdown
+                .as_ref()
+                .is_some_and(|b| b.kind == PropKind::Person)
+    }
+
+    /// The query: one row per person (and nothing for persons who never
+    /// did step 1).
+    pub fn sql(&self) -> Result<String> {
+        let mut conds: Vec<String> = self.steps.iter().map(Self::cond).collect::<Result<_>>()?;
+        for x in &self.exclusions {
+            conds.push(Self::cond(&x.entity)?);
+        }
+        let mut options = match self.order {
+            Order::Ordered => "ordered".to_string(),
+            Order::Strict => "strict".to_string(),
+            Order::Unordered => "unordered".to_string(),
+        };
+        for x in &self.exclusions {
+            options.push_str(&format!("; exclude {}-{}", x.from, x.to));
+        }
+        let window = format!(
+            "INTERVAL '{} months {} microseconds'",
+            self.window.months, self.window.length
+        );
+        let mut select = vec!["pdi.person_id AS actor".to_string()];
+        if let Some(b) = &self.breakdown {
+            let column = if b.kind == PropKind::Person {
+                "p.properties"
+            } else {
+                "e.properties"
+            };
+            for (i, k) in b.keys.iter().enumerate() {
+                select.push(format!(
+                    "first_value(json_as_text({column}, {}) ORDER BY e.timestamp) FILTER (WHERE {}) AS bd{i}",
+                    lit(k),
+                    conds[0]
+                ));
+            }
+        }
+        select.push(format!(
+            "funnel_path({window}, {}, e.timestamp, {}) AS f",
+            lit(&options),
+            conds.join(", ")
+        ));
+        let mut filter = vec![format!("e.timestamp <= {}", ts_lit(self.range.to))];
+        if let Some(from) = self.range.from {
+            filter.push(format!("e.timestamp >= {}", ts_lit(from)));
+        }
+        if self.order != Order::Strict {
+            let mut names: Vec<String> = self.steps.iter().map(|s| lit(&s.id)).collect();
+            names.extend(self.exclusions.iter().map(|x| lit(&x.entity.id)));
+            names.sort();
+            names.dedup();
+            filter.push(format!("e.event IN ({})", names.join(", ")));
+        }
+        filter.push(props_sql(&self.props)?);
+        let persons_join = if self.needs_persons() {
+            " JOIN persons p ON p.uuid = pdi.person_id"
+        } else {
+            ""
+        };
+        Ok(format!(
+            "SELECT {} FROM events e JOIN person_distinct_ids pdi ON e.distinct_id = pdi.distinct_id{persons_join} WHERE {} GROUP BY pdi.person_id",
+            select.join(", "),
+            filter.join(" AND ")
+        ))
+    }
+}
+
+/// One person's funnel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Actor {
+    /// The person's UUID.
+    pub person: String,
+    /// The breakdown values (one per key; `None` when unset).
+    pub breakdown: Vec<Option<String>>,
+    /// Furthest step reached (1-based; at least 1).
+    pub steps: usize,
+    /// The step timestamps of the best path (µs).
+    pub timestamps: Vec<i64>,
+    /// Average seconds per step after the first.
+    pub conversion_times: Vec<f64>,
+    /// Median seconds per step after the first.
+    pub conversion_medians: Vec<f64>,
+}
+
+/// Every person who entered the funnel, ordered by UUID.
+pub async fn actors(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &FunnelSpec,
+    limits: &QueryLimits,
+) -> Result<Vec<Actor>> {
+    if spec.steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = session(persons, project, limits)?;
+    let batches = collect(&ctx, &spec.sql()?).await?;
+    let nb = spec.breakdown.as_ref().map_or(0, |b| b.keys.len());
+    let mut out = Vec::new();
+    for b in &batches {
+        let actor = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        let actor = actor.as_string::<i32>();
+        let bds: Vec<_> = (0..nb)
+            .map(|i| arrow::compute::cast(b.column(1 + i), &DataType::Utf8))
+            .collect::<std::result::Result<_, _>>()?;
+        let f = b.column(1 + nb).as_struct();
+        let steps = f.column(0).as_primitive::<UInt8Type>();
+        let ts = f.column(1).as_list::<i32>();
+        let avg = f.column(2).as_list::<i32>();
+        let med = f.column(3).as_list::<i32>();
+        for r in 0..b.num_rows() {
+            if steps.value(r) == 0 || actor.is_null(r) {
+                continue;
+            }
+            let t = arrow::compute::cast(&ts.value(r), &DataType::Int64)?;
+            let floats = |l: &arrow::array::ListArray| -> Vec<f64> {
+                l.value(r).as_primitive::<Float64Type>().values().to_vec()
+            };
+            out.push(Actor {
+                person: actor.value(r).to_string(),
+                breakdown: bds
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_string::<i32>();
+                        (!c.is_null(r)).then(|| c.value(r).to_string())
+                    })
+                    .collect(),
+                steps: steps.value(r) as usize,
+                timestamps: t.as_primitive::<Int64Type>().values().to_vec(),
+                conversion_times: floats(avg),
+                conversion_medians: floats(med),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.person.cmp(&b.person));
+    Ok(out)
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// The steps of one funnel (one breakdown value), PostHog's shape.
+fn format_steps(spec: &FunnelSpec, actors: &[&Actor], breakdown: Option<&[Option<String>]>, base_url: &str) -> Vec<Value> {
+    let unordered = spec.order == Order::Unordered;
+    spec.steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let reached: Vec<&&Actor> = actors.iter().filter(|a| a.steps > i).collect();
+            let (avg, med) = if i == 0 {
+                (Value::Null, Value::Null)
+            } else {
+                let avgs: Vec<f64> = reached.iter().filter_map(|a| a.conversion_times.get(i - 1).copied()).collect();
+                let mut meds: Vec<f64> = reached.iter().filter_map(|a| a.conversion_medians.get(i - 1).copied()).collect();
+                let avg = (!avgs.is_empty()).then(|| avgs.iter().sum::<f64>() / avgs.len() as f64);
+                (json!(avg), json!(median(&mut meds)))
+            };
+            let (name, action_id, custom) = if unordered {
+                let n = i + 1;
+                (format!("Completed {n} step{}", if n == 1 { "" } else { "s" }), Value::Null, Value::Null)
+            } else {
+                (s.name.clone(), json!(s.id), json!(s.custom_name))
+            };
+            let url = |step: i64| format!("{base_url}funnel_step={step}");
+            let mut o = json!({
+                "action_id": action_id,
+                "name": name,
+                "custom_name": custom,
+                "order": i,
+                "people": [],
+                "count": reached.len(),
+                "type": "events",
+                "average_conversion_time": avg,
+                "median_conversion_time": med,
+                "converted_people_url": url(i as i64 + 1),
+                "dropped_people_url": if i == 0 { Value::Null } else { json!(url(-(i as i64 + 1))) },
+            });
+            if let (Some(bd), Some(obj)) = (breakdown, o.as_object_mut()) {
+                let v: Vec<Value> = bd.iter().map(|x| json!(x)).collect();
+                obj.insert("breakdown".into(), json!(v));
+                obj.insert("breakdown_value".into(), json!(v));
+            }
+            o
+        })
+        .collect()
+}
+
+/// The funnel insight: the list of steps, or with a breakdown one list per
+/// value (ordered by the first step's count, largest first).
+pub fn steps(spec: &FunnelSpec, actors: &[Actor], base_url: &str) -> Value {
+    if spec.steps.is_empty() {
+        return json!([]);
+    }
+    match &spec.breakdown {
+        None => {
+            let all: Vec<&Actor> = actors.iter().collect();
+            Value::Array(format_steps(spec, &all, None, base_url))
+        }
+        Some(_) => {
+            let mut groups: BTreeMap<Vec<Option<String>>, Vec<&Actor>> = BTreeMap::new();
+            for a in actors {
+                groups.entry(a.breakdown.clone()).or_default().push(a);
+            }
+            let mut lists: Vec<(usize, Value)> = groups
+                .iter()
+                .map(|(k, v)| (v.len(), Value::Array(format_steps(spec, v, Some(k), base_url))))
+                .collect();
+            lists.sort_by(|a, b| b.0.cmp(&a.0));
+            Value::Array(lists.into_iter().map(|(_, v)| v).collect())
+        }
+    }
+}
+
+/// Which persons a funnel-persons request wants: `funnel_custom_steps`
+/// (the persons whose furthest step is one of them) overrides
+/// `funnel_step` (`k > 0`: reached at least step `k`; `-k`: reached step
+/// `k - 1` but not `k`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSelection {
+    /// Furthest steps wanted.
+    pub steps: Vec<usize>,
+    /// Only this breakdown value (`funnel_step_breakdown`), if given.
+    pub breakdown: Option<Vec<Option<String>>>,
+}
+
+impl StepSelection {
+    /// Parse `funnel_step`, `funnel_custom_steps` and
+    /// `funnel_step_breakdown` for a funnel of `n` steps.
+    pub fn parse(p: &Params, n: usize) -> Result<StepSelection> {
+        let steps: Vec<usize> = if let Some(v) = p.json("funnel_custom_steps") {
+            let Value::Array(items) = v else {
+                return invalid("funnel_custom_steps must be a JSON list of step numbers");
+            };
+            let mut out = Vec::new();
+            for i in items {
+                match i.as_i64().or_else(|| i.as_str().and_then(|s| s.parse().ok())) {
+                    Some(k) if k >= 1 => out.push(k as usize),
+                    _ => return invalid(format!("funnel_custom_steps: {i} is not a step number (1-based)")),
+                }
+            }
+            out.sort_unstable();
+            out.dedup();
+            out
+        } else {
+            match p.int("funnel_step")? {
+                None => return invalid("Missing both funnel_step and funnel_custom_steps"),
+                Some(0) => return invalid("funnel_step is 1-based: 0 is not a step"),
+                Some(-1) => return invalid("To request dropoff of initial step use -2"),
+                Some(k) if k > 0 => ((k as usize)..=n.max(k as usize)).collect(),
+                Some(k) => vec![(-k - 1) as usize],
+            }
+        };
+        let breakdown = match p.json("funnel_step_breakdown") {
+            None => None,
+            Some(Value::Array(a)) => Some(a.iter().map(json_text).collect()),
+            Some(v) => Some(vec![json_text(&v)]),
+        };
+        Ok(StepSelection { steps, breakdown })
+    }
+
+    /// Whether `a` is wanted.
+    pub fn wants(&self, a: &Actor) -> bool {
+        self.steps.contains(&a.steps)
+            && self.breakdown.as_ref().is_none_or(|b| {
+                b.len() == a.breakdown.len()
+                    && b.iter().zip(&a.breakdown).all(|(x, y)| x == y)
+            })
+    }
+}
+
+fn json_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        v => Some(v.to_string()),
+    }
+}

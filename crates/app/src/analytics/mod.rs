@@ -1,0 +1,112 @@
+//! Product analytics over one project: funnels and their persons,
+//! lifecycle, with PostHog's parameters, semantics and shapes
+//! (`posthog-analytics.md`; differences in docs/api.md).
+//!
+//! Invariants:
+//!
+//! - every analytic counts **persons**, resolved through the persons
+//!   layer's identity: an event belongs to the person that owns its
+//!   distinct id now (`person_distinct_ids`), so merged persons count once
+//!   and a split follows the ids; an event whose distinct id has no person
+//!   (personless, or its person deleted) counts for nobody;
+//! - a deleted person is gone from every result the moment the deletion
+//!   returns: its events are hidden inside the scan (tombstones or a
+//!   logical request), its distinct ids and profile are gone from the
+//!   persons tables read by the same query;
+//! - queries read only the project's rows ([`session`]), under the
+//!   caller's limits (memory, deadline);
+//! - user values reach SQL only as escaped literals ([`lit`]).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`filter`] | PostHog's `Filter` parameters: entities, properties, dates, intervals, windows |
+//! | [`funnel`] | funnels: per-person paths (`funnel_path`), step counts and conversion times, persons at a step |
+//! | [`lifecycle`] | new / returning / resurrecting / dormant per period, and the persons of one |
+//! | [`actors`] | persons serialized as PostHog's actors |
+
+pub mod actors;
+pub mod filter;
+pub mod funnel;
+pub mod lifecycle;
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
+use elide_persons::{Persons, SqliteMeta};
+
+use crate::error::{AppError, Result};
+use crate::query::QueryLimits;
+use crate::sql::register_person_tables;
+use filter::{Prop, PropKind};
+
+/// A SQL string literal of `s` (quotes doubled).
+pub fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A timestamp literal of `us` (µs since the epoch, UTC).
+pub fn ts_lit(us: i64) -> String {
+    format!("to_timestamp_micros({us})")
+}
+
+/// A session over `project`'s rows with the persons tables and the
+/// analytics functions, under `limits`.
+pub fn session(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    limits: &QueryLimits,
+) -> Result<SessionContext> {
+    let mut ctx =
+        elide_query::project_session_context(persons.store(), project, limits.memory_bytes)?;
+    if let Some(d) = &limits.deadline {
+        ctx = elide_query::deadline::with_deadline(ctx, Arc::clone(d));
+    }
+    register_person_tables(&ctx, persons, Some(project))?;
+    Ok(ctx)
+}
+
+/// Run `sql` and collect its batches.
+pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    tracing::debug!(sql, "analytics query");
+    Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// The SQL condition of property filters on events `e` and persons `p`
+/// (`TRUE` when there are none). Cohort filters are refused.
+pub fn props_sql(props: &[Prop]) -> Result<String> {
+    let mut parts = Vec::new();
+    for kind in [PropKind::Event, PropKind::Person] {
+        let list: Vec<&elide_store::predicate::PropertyFilter> = props
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| &p.filter)
+            .collect();
+        if list.is_empty() {
+            continue;
+        }
+        let json = serde_json::to_string(&list)
+            .map_err(|e| AppError::InvalidQuery(format!("property filters: {e}")))?;
+        let column = if kind == PropKind::Event {
+            "e.properties"
+        } else {
+            "p.properties"
+        };
+        parts.push(format!("properties_match({column}, {})", lit(&json)));
+    }
+    if props.iter().any(|p| p.kind == PropKind::Cohort) {
+        return Err(AppError::InvalidQuery(
+            "cohort filters are not supported in analytics yet".into(),
+        ));
+    }
+    Ok(if parts.is_empty() {
+        "TRUE".into()
+    } else {
+        parts.join(" AND ")
+    })
+}
+
+/// Whether any filter reads person properties (the query joins `persons`).
+pub fn needs_persons(props: &[&Prop]) -> bool {
+    props.iter().any(|p| p.kind == PropKind::Person)
+}

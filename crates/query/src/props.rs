@@ -1,0 +1,93 @@
+//! `properties_match(properties, filters)`: whether a row's `properties`
+//! JSON satisfies a list of property filters, given as JSON text
+//! (`'[{"key": "$browser", "value": "Chrome", "operator": "exact"}]'`),
+//! with the semantics of the store's predicates
+//! ([`elide_store::predicate::PropertyFilter`]: numbers compare by value,
+//! `is_not` matches an absent key, …). Only the filtered keys' values are
+//! parsed. The filters must be a constant; a malformed list is an error
+//! naming what is wrong.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
+use arrow::datatypes::DataType;
+use datafusion::common::{exec_err, plan_err, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use elide_store::predicate::{properties_match, EventPredicate, PropertyFilter};
+
+/// Name of the function.
+pub const PROPERTIES_MATCH: &str = "properties_match";
+
+/// The function.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PropertiesMatch {
+    signature: Signature,
+}
+
+impl PropertiesMatch {
+    /// The function, ready to register.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(PropertiesMatch {
+            signature: Signature::any(2, Volatility::Immutable),
+        })
+    }
+}
+
+/// Parse and check a filter list.
+pub fn parse_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, String> {
+    let filters: Vec<PropertyFilter> = serde_json::from_str(text)
+        .map_err(|e| format!("{PROPERTIES_MATCH}: the filters are not a JSON list of filters: {e}"))?;
+    for f in &filters {
+        f.validate()?;
+    }
+    Ok(filters)
+}
+
+impl ScalarUDFImpl for PropertiesMatch {
+    fn name(&self) -> &str {
+        PROPERTIES_MATCH
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match &arg_types[0] {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+                Ok(DataType::Boolean)
+            }
+            t => plan_err!("{PROPERTIES_MATCH}: properties must be text, not {t}"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let filters = match &args.args[1] {
+            ColumnarValue::Scalar(s) => match s.try_as_str() {
+                Some(Some(t)) => t.to_string(),
+                _ => return exec_err!("{PROPERTIES_MATCH}: the filters must be a text literal"),
+            },
+            ColumnarValue::Array(_) => {
+                return exec_err!("{PROPERTIES_MATCH}: the filters must be a constant")
+            }
+        };
+        let pred = EventPredicate {
+            properties: match parse_filters(&filters) {
+                Ok(f) => f,
+                Err(e) => return exec_err!("{e}"),
+            },
+            ..EventPredicate::default()
+        };
+        let props = args.args[0].to_array(args.number_rows)?;
+        let props = arrow::compute::cast(&props, &DataType::Utf8)?;
+        let props = props.as_string::<i32>();
+        let mut out = BooleanBuilder::with_capacity(props.len());
+        for i in 0..props.len() {
+            let text = (!props.is_null(i)).then(|| props.value(i));
+            out.append_value(properties_match(&pred, text));
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    }
+}
