@@ -59,7 +59,9 @@ fn params(v: Value) -> Params {
 }
 
 fn now() -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("now")
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("now")
 }
 
 async fn funnel_actors(app: &App, p: &Value) -> (FunnelSpec, Vec<funnel::Actor>) {
@@ -72,7 +74,11 @@ async fn funnel_actors(app: &App, p: &Value) -> (FunnelSpec, Vec<funnel::Actor>)
 
 fn selected(actors: &[funnel::Actor], p: Value, n: usize) -> Vec<String> {
     let sel = StepSelection::parse(&params(p), n).expect("selection");
-    actors.iter().filter(|a| sel.wants(a)).map(|a| a.person.clone()).collect()
+    actors
+        .iter()
+        .filter(|a| sel.wants(a))
+        .map(|a| a.person.clone())
+        .collect()
 }
 
 fn events_param(names: &[&str]) -> Value {
@@ -115,7 +121,13 @@ async fn funnel_persons_scenarios() {
     assert_eq!(count(json!({"funnel_step": -2})), 20);
     assert_eq!(count(json!({"funnel_step": -3})), 10);
     // Scenario 5.
-    for (step, custom, want) in [(1, vec![1, 2, 3], 35), (2, vec![2, 3], 15), (3, vec![3], 5), (-2, vec![1], 20), (-3, vec![2], 10)] {
+    for (step, custom, want) in [
+        (1, vec![1, 2, 3], 35),
+        (2, vec![2, 3], 15),
+        (3, vec![3], 5),
+        (-2, vec![1], 20),
+        (-3, vec![2], 10),
+    ] {
         assert_eq!(count(json!({"funnel_step": step})), want);
         assert_eq!(count(json!({"funnel_custom_steps": custom})), want);
     }
@@ -123,21 +135,38 @@ async fn funnel_persons_scenarios() {
     assert_eq!(count(json!({"funnel_custom_steps": [1, 3]})), 25);
     assert_eq!(count(json!({"funnel_custom_steps": [3, 1]})), 25);
     assert_eq!(count(json!({"funnel_custom_steps": "[1, 3, 3, 1]"})), 25);
-    assert_eq!(count(json!({"funnel_step": 1, "funnel_custom_steps": [3]})), 5);
+    assert_eq!(
+        count(json!({"funnel_step": 1, "funnel_custom_steps": [3]})),
+        5
+    );
     // Errors.
     for (sel, msg) in [
-        (json!({}), "Missing both funnel_step and funnel_custom_steps"),
-        (json!({"funnel_step": -1}), "To request dropoff of initial step use -2"),
+        (
+            json!({}),
+            "Missing both funnel_step and funnel_custom_steps",
+        ),
+        (
+            json!({"funnel_step": -1}),
+            "To request dropoff of initial step use -2",
+        ),
     ] {
         let e = StepSelection::parse(&params(sel), n).expect_err("refused");
         assert!(e.to_string().contains(msg), "{e}");
     }
     // The insight: counts and URLs.
     let steps = funnel::steps(&spec, &actors, "/api/person/funnel/?");
-    let counts: Vec<u64> = steps.as_array().expect("list").iter().map(|s| s["count"].as_u64().expect("count")).collect();
+    let counts: Vec<u64> = steps
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|s| s["count"].as_u64().expect("count"))
+        .collect();
     assert_eq!(counts, vec![35, 15, 5]);
     assert_eq!(steps[0]["dropped_people_url"], Value::Null);
-    assert!(steps[1]["dropped_people_url"].as_str().expect("url").ends_with("funnel_step=-2"));
+    assert!(steps[1]["dropped_people_url"]
+        .as_str()
+        .expect("url")
+        .ends_with("funnel_step=-2"));
     app.close().expect("close");
 }
 
@@ -149,11 +178,36 @@ async fn funnel_breakdowns_strict_and_conversion_times() {
     capture(
         app.persons(),
         &[
-            ("person1", "sign up", "2020-01-01T12:00:00Z", json!({"$browser": "Chrome", "$browser_version": 95, "$set": {"$country": "PL"}})),
-            ("person1", "play movie", "2020-01-01T13:00:00Z", json!({"$browser": "Chrome", "$browser_version": 95})),
-            ("person1", "buy", "2020-01-01T15:00:00Z", json!({"$browser": "Chrome", "$browser_version": 95})),
-            ("person2", "sign up", "2020-01-02T14:00:00Z", json!({"$browser": "Safari", "$browser_version": 14, "$set": {"$country": "EE"}})),
-            ("person2", "play movie", "2020-01-02T16:00:00Z", json!({"$browser": "Safari", "$browser_version": 14})),
+            (
+                "person1",
+                "sign up",
+                "2020-01-01T12:00:00Z",
+                json!({"$browser": "Chrome", "$browser_version": 95, "$set": {"$country": "PL"}}),
+            ),
+            (
+                "person1",
+                "play movie",
+                "2020-01-01T13:00:00Z",
+                json!({"$browser": "Chrome", "$browser_version": 95}),
+            ),
+            (
+                "person1",
+                "buy",
+                "2020-01-01T15:00:00Z",
+                json!({"$browser": "Chrome", "$browser_version": 95}),
+            ),
+            (
+                "person2",
+                "sign up",
+                "2020-01-02T14:00:00Z",
+                json!({"$browser": "Safari", "$browser_version": 14, "$set": {"$country": "EE"}}),
+            ),
+            (
+                "person2",
+                "play movie",
+                "2020-01-02T16:00:00Z",
+                json!({"$browser": "Safari", "$browser_version": 14}),
+            ),
         ],
     );
     let base = json!({"date_from": "2020-01-01", "date_to": "2020-01-08", "funnel_window_days": 7,
@@ -167,17 +221,57 @@ async fn funnel_breakdowns_strict_and_conversion_times() {
     };
     let person = |app: &App, d: &str| uuid_of(app, d);
     let (p1, p2) = (person(&app, "person1"), person(&app, "person2"));
-    let (spec, actors) = funnel_actors(&app, &with(json!({"breakdown_type": "event", "breakdown": "$browser"}))).await;
+    let (spec, actors) = funnel_actors(
+        &app,
+        &with(json!({"breakdown_type": "event", "breakdown": "$browser"})),
+    )
+    .await;
     let n = spec.steps.len();
     let mut both = vec![p1.clone(), p2.clone()];
     both.sort();
     assert_eq!(selected(&actors, json!({"funnel_step": 1}), n), both);
-    assert_eq!(selected(&actors, json!({"funnel_step": 1, "funnel_step_breakdown": "Chrome"}), n), vec![p1.clone()]);
-    assert_eq!(selected(&actors, json!({"funnel_step": 1, "funnel_step_breakdown": "Safari"}), n), vec![p2.clone()]);
-    let (_, actors) = funnel_actors(&app, &with(json!({"breakdown": ["$browser", "$browser_version"]}))).await;
-    assert_eq!(selected(&actors, json!({"funnel_step": 1, "funnel_step_breakdown": ["Chrome", "95"]}), n), vec![p1.clone()]);
-    let (_, actors) = funnel_actors(&app, &with(json!({"breakdown_type": "person", "breakdown": "$country"}))).await;
-    assert_eq!(selected(&actors, json!({"funnel_step": 1, "funnel_step_breakdown": "EE"}), n), vec![p2.clone()]);
+    assert_eq!(
+        selected(
+            &actors,
+            json!({"funnel_step": 1, "funnel_step_breakdown": "Chrome"}),
+            n
+        ),
+        vec![p1.clone()]
+    );
+    assert_eq!(
+        selected(
+            &actors,
+            json!({"funnel_step": 1, "funnel_step_breakdown": "Safari"}),
+            n
+        ),
+        vec![p2.clone()]
+    );
+    let (_, actors) = funnel_actors(
+        &app,
+        &with(json!({"breakdown": ["$browser", "$browser_version"]})),
+    )
+    .await;
+    assert_eq!(
+        selected(
+            &actors,
+            json!({"funnel_step": 1, "funnel_step_breakdown": ["Chrome", "95"]}),
+            n
+        ),
+        vec![p1.clone()]
+    );
+    let (_, actors) = funnel_actors(
+        &app,
+        &with(json!({"breakdown_type": "person", "breakdown": "$country"})),
+    )
+    .await;
+    assert_eq!(
+        selected(
+            &actors,
+            json!({"funnel_step": 1, "funnel_step_breakdown": "EE"}),
+            n
+        ),
+        vec![p2.clone()]
+    );
 
     // Scenario 20: conversion times, in every order type (person3 added).
     capture(
@@ -192,9 +286,17 @@ async fn funnel_breakdowns_strict_and_conversion_times() {
         let (spec, actors) = funnel_actors(&app, &with(json!({"funnel_order_type": order}))).await;
         let steps = funnel::steps(&spec, &actors, "");
         assert_eq!(steps[0]["average_conversion_time"], Value::Null, "{order}");
-        assert_eq!(steps[1]["average_conversion_time"], json!(6000.0), "{order}");
+        assert_eq!(
+            steps[1]["average_conversion_time"],
+            json!(6000.0),
+            "{order}"
+        );
         assert_eq!(steps[1]["median_conversion_time"], json!(7200.0), "{order}");
-        assert_eq!(steps[2]["average_conversion_time"], json!(5400.0), "{order}");
+        assert_eq!(
+            steps[2]["average_conversion_time"],
+            json!(5400.0),
+            "{order}"
+        );
         assert_eq!(steps[2]["median_conversion_time"], json!(5400.0), "{order}");
         if order == "unordered" {
             assert_eq!(steps[1]["name"], json!("Completed 2 steps"));
@@ -205,9 +307,24 @@ async fn funnel_breakdowns_strict_and_conversion_times() {
     capture(
         app.persons(),
         &[
-            ("s1", "sign up", "2020-01-03T12:00:00Z", json!({"$browser": "Firefox"})),
-            ("s1", "blah", "2020-01-03T13:00:00Z", json!({"$browser": "Firefox"})),
-            ("s1", "play movie", "2020-01-03T14:00:00Z", json!({"$browser": "Firefox"})),
+            (
+                "s1",
+                "sign up",
+                "2020-01-03T12:00:00Z",
+                json!({"$browser": "Firefox"}),
+            ),
+            (
+                "s1",
+                "blah",
+                "2020-01-03T13:00:00Z",
+                json!({"$browser": "Firefox"}),
+            ),
+            (
+                "s1",
+                "play movie",
+                "2020-01-03T14:00:00Z",
+                json!({"$browser": "Firefox"}),
+            ),
         ],
     );
     let p = json!({"date_from": "2020-01-03", "date_to": "2020-01-04", "funnel_window_days": 7,
@@ -215,7 +332,10 @@ async fn funnel_breakdowns_strict_and_conversion_times() {
     let (spec, actors) = funnel_actors(&app, &p).await;
     let steps = funnel::steps(&spec, &actors, "");
     assert_eq!(steps[0][0]["breakdown_value"], json!(["Firefox"]));
-    assert_eq!((steps[0][0]["count"].as_u64(), steps[0][1]["count"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (steps[0][0]["count"].as_u64(), steps[0][1]["count"].as_u64()),
+        (Some(1), Some(0))
+    );
     app.close().expect("close");
 }
 
@@ -225,24 +345,65 @@ async fn funnel_parameters_are_checked() {
     let app = open(dir.path());
     let ev = events_param(&["a", "b"]);
     for (p, msg) in [
-        (json!({"events": ev, "funnel_order_type": "sideways"}), "funnel_order_type"),
-        (json!({"events": ev, "funnel_window_interval": 3, "funnel_window_interval_unit": "fortnight"}), "fortnight not supported"),
-        (json!({"events": ev, "exclusions": [{"id": "x", "type": "events"}]}), "Exclusion event needs to define funnel steps"),
-        (json!({"events": ev, "exclusions": [{"id": "x", "funnel_from_step": 1, "funnel_to_step": 1}]}), "End of range should be greater than start"),
-        (json!({"events": ev, "exclusions": [{"id": "x", "funnel_from_step": 0, "funnel_to_step": 2}]}), "End of range is greater than number of steps"),
-        (json!({"events": ev, "exclusions": [{"id": "a", "funnel_from_step": 0, "funnel_to_step": 1}]}), "can't be the same as funnel step"),
-        (json!({"events": events_param(&["a", "b", "c"]), "funnel_order_type": "unordered", "exclusions": [{"id": "x", "funnel_from_step": 0, "funnel_to_step": 1}]}), "Partial Exclusions not allowed"),
-        (json!({"events": ev, "actions": [{"id": 3, "type": "actions"}]}), "actions"),
-        (json!({"events": ev, "date_from": "yesterday-ish"}), "date_from"),
-        (json!({"events": ev, "properties": "{not json"}), "Properties are unparsable"),
-        (json!({"events": ev, "properties": [{"key": "n", "value": "x", "operator": "gt"}]}), "needs a number"),
+        (
+            json!({"events": ev, "funnel_order_type": "sideways"}),
+            "funnel_order_type",
+        ),
+        (
+            json!({"events": ev, "funnel_window_interval": 3, "funnel_window_interval_unit": "fortnight"}),
+            "fortnight not supported",
+        ),
+        (
+            json!({"events": ev, "exclusions": [{"id": "x", "type": "events"}]}),
+            "Exclusion event needs to define funnel steps",
+        ),
+        (
+            json!({"events": ev, "exclusions": [{"id": "x", "funnel_from_step": 1, "funnel_to_step": 1}]}),
+            "End of range should be greater than start",
+        ),
+        (
+            json!({"events": ev, "exclusions": [{"id": "x", "funnel_from_step": 0, "funnel_to_step": 2}]}),
+            "End of range is greater than number of steps",
+        ),
+        (
+            json!({"events": ev, "exclusions": [{"id": "a", "funnel_from_step": 0, "funnel_to_step": 1}]}),
+            "can't be the same as funnel step",
+        ),
+        (
+            json!({"events": events_param(&["a", "b", "c"]), "funnel_order_type": "unordered", "exclusions": [{"id": "x", "funnel_from_step": 0, "funnel_to_step": 1}]}),
+            "Partial Exclusions not allowed",
+        ),
+        (
+            json!({"events": ev, "actions": [{"id": 3, "type": "actions"}]}),
+            "actions",
+        ),
+        (
+            json!({"events": ev, "date_from": "yesterday-ish"}),
+            "date_from",
+        ),
+        (
+            json!({"events": ev, "properties": "{not json"}),
+            "Properties are unparsable",
+        ),
+        (
+            json!({"events": ev, "properties": [{"key": "n", "value": "x", "operator": "gt"}]}),
+            "needs a number",
+        ),
     ] {
         let e = FunnelSpec::parse(&params(p.clone()), now()).expect_err(&p.to_string());
         assert!(e.to_string().contains(msg), "{p}: {e}");
     }
     // Relative dates: -7d is midnight seven days ago.
     let spec = FunnelSpec::parse(&params(json!({"events": ev})), now()).expect("spec");
-    assert_eq!(spec.range.from, Some(Utc.with_ymd_and_hms(2025, 12, 25, 0, 0, 0).single().expect("t").timestamp_micros()));
+    assert_eq!(
+        spec.range.from,
+        Some(
+            Utc.with_ymd_and_hms(2025, 12, 25, 0, 0, 0)
+                .single()
+                .expect("t")
+                .timestamp_micros()
+        )
+    );
     app.close().expect("close");
 }
 
@@ -261,9 +422,19 @@ fn lifecycle_data() -> Vec<(&'static str, &'static str, &'static str, Value)> {
 fn lifecycle_capture(app: &App, data: &[(&str, &str, &str, Value)]) {
     let owned: Vec<(String, String, String, Value)> = data
         .iter()
-        .map(|(d, e, day, p)| (d.to_string(), e.to_string(), format!("2020-01-{day}T12:00:00Z"), p.clone()))
+        .map(|(d, e, day, p)| {
+            (
+                d.to_string(),
+                e.to_string(),
+                format!("2020-01-{day}T12:00:00Z"),
+                p.clone(),
+            )
+        })
         .collect();
-    let refs: Vec<(&str, &str, &str, Value)> = owned.iter().map(|(a, b, c, p)| (a.as_str(), b.as_str(), c.as_str(), p.clone())).collect();
+    let refs: Vec<(&str, &str, &str, Value)> = owned
+        .iter()
+        .map(|(a, b, c, p)| (a.as_str(), b.as_str(), c.as_str(), p.clone()))
+        .collect();
     capture(app.persons(), &refs);
 }
 
@@ -274,7 +445,9 @@ async fn lifecycle_of(app: &App, extra: Value) -> (LifecycleSpec, lifecycle::Lif
         p[k] = v.clone();
     }
     let spec = LifecycleSpec::parse(&params(p), now()).expect("spec");
-    let l = lifecycle::compute(app.persons(), P, &spec, &QueryLimits::default()).await.expect("lifecycle");
+    let l = lifecycle::compute(app.persons(), P, &spec, &QueryLimits::default())
+        .await
+        .expect("lifecycle");
     let s = lifecycle::series(&spec, &l);
     (spec, l, s)
 }
@@ -315,7 +488,11 @@ async fn lifecycle_scenarios() {
     assert_eq!(who("2020-01-14T00:00:00Z", "dormant"), vec![uuid("p1")]);
     assert!(lifecycle::persons_of(&spec, &l, "2020-01-13", "zombie", now()).is_err());
     // Scenario 13: a global property filter.
-    let (_, _, s) = lifecycle_of(&app, json!({"properties": [{"key": "$number", "value": 1}]})).await;
+    let (_, _, s) = lifecycle_of(
+        &app,
+        json!({"properties": [{"key": "$number", "value": 1}]}),
+    )
+    .await;
     assert_eq!(data_of(&s, "new"), vec![0; 8]);
     assert_eq!(data_of(&s, "returning"), vec![1, 1, 0, 0, 0, 0, 0, 0]);
     assert_eq!(data_of(&s, "resurrecting"), vec![0, 0, 0, 1, 0, 1, 0, 1]);
@@ -333,7 +510,12 @@ async fn lifecycle_counts_a_merged_person_once() {
         &[
             ("p1", "$pageview", "2020-01-12T12:00:00Z", json!({})),
             ("another_p1", "$pageview", "2020-01-14T12:00:00Z", json!({})),
-            ("p1", "$identify", "2020-01-14T12:30:00Z", json!({"$anon_distinct_id": "another_p1"})),
+            (
+                "p1",
+                "$identify",
+                "2020-01-14T12:30:00Z",
+                json!({"$anon_distinct_id": "another_p1"}),
+            ),
             ("p1", "$pageview", "2020-01-15T12:00:00Z", json!({})),
             ("p1", "$pageview", "2020-01-17T12:00:00Z", json!({})),
             ("p1", "$pageview", "2020-01-19T12:00:00Z", json!({})),
@@ -360,12 +542,22 @@ async fn analytics_of(app: &App) -> (Value, Value, Vec<Vec<String>>) {
         let mut ids: Vec<String> = actors
             .iter()
             .filter(|a| a.steps >= k)
-            .flat_map(|a| app.persons().by_uuids(P, &[a.person.clone()]).expect("lookup").into_values().flat_map(|p| p.distinct_ids))
+            .flat_map(|a| {
+                app.persons()
+                    .by_uuids(P, std::slice::from_ref(&a.person))
+                    .expect("lookup")
+                    .into_values()
+                    .flat_map(|p| p.distinct_ids)
+            })
             .collect();
         ids.sort();
         at_step.push(ids);
     }
-    let (_, _, s) = lifecycle_of(app, json!({"date_from": "2020-01-02T00:00:00Z", "date_to": "2020-01-19T00:00:00Z"})).await;
+    let (_, _, s) = lifecycle_of(
+        app,
+        json!({"date_from": "2020-01-02T00:00:00Z", "date_to": "2020-01-19T00:00:00Z"}),
+    )
+    .await;
     (steps, s, at_step)
 }
 
@@ -378,10 +570,24 @@ fn generated() -> Vec<(String, &'static str, String, Value)> {
         let k = 1 + (u as usize * 7) % 3;
         for (i, n) in names.iter().take(k).enumerate() {
             let hour = 8 + i * ((u as usize % 4) + 1) * 7;
-            v.push((d.clone(), *n, format!("2020-01-{:02}T{:02}:00:00Z", day + (hour / 24) as u32, hour % 24), json!({})));
+            v.push((
+                d.clone(),
+                *n,
+                format!(
+                    "2020-01-{:02}T{:02}:00:00Z",
+                    day + (hour / 24) as u32,
+                    hour % 24
+                ),
+                json!({}),
+            ));
         }
         if u % 3 == 0 {
-            v.push((d.clone(), "$pageview", format!("2020-01-{:02}T09:00:00Z", day + 2), json!({})));
+            v.push((
+                d.clone(),
+                "$pageview",
+                format!("2020-01-{:02}T09:00:00Z", day + 2),
+                json!({}),
+            ));
         }
     }
     v
@@ -391,17 +597,27 @@ fn generated() -> Vec<(String, &'static str, String, Value)> {
 async fn a_deleted_person_leaves_every_result_at_once_after_purge_and_after_reopen() {
     let all = generated();
     let deleted = ["user3", "user7", "user12"];
-    let refs = |rows: &[(String, &'static str, String, Value)]| -> Vec<(String, String, String, Value)> {
-        rows.iter().map(|(a, b, c, d)| (a.clone(), b.to_string(), c.clone(), d.clone())).collect()
-    };
+    let refs =
+        |rows: &[(String, &'static str, String, Value)]| -> Vec<(String, String, String, Value)> {
+            rows.iter()
+                .map(|(a, b, c, d)| (a.clone(), b.to_string(), c.clone(), d.clone()))
+                .collect()
+        };
     let cap = |app: &App, rows: &[(String, String, String, Value)]| {
-        let r: Vec<(&str, &str, &str, Value)> = rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.clone())).collect();
+        let r: Vec<(&str, &str, &str, Value)> = rows
+            .iter()
+            .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.clone()))
+            .collect();
         capture(app.persons(), &r);
     };
     // The dataset that never had them.
     let without_dir = tempfile::tempdir().expect("dir");
     let without = open(without_dir.path());
-    let kept: Vec<_> = all.iter().filter(|r| !deleted.contains(&r.0.as_str())).cloned().collect();
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|r| !deleted.contains(&r.0.as_str()))
+        .cloned()
+        .collect();
     cap(&without, &refs(&kept));
     let want = analytics_of(&without).await;
     without.close().expect("close");
@@ -414,17 +630,22 @@ async fn a_deleted_person_leaves_every_result_at_once_after_purge_and_after_reop
     assert_ne!(before, want, "the deleted persons matter to the results");
     let r = app
         .persons()
-        .delete(P, &DeletePersons {
-            uuids: Vec::new(),
-            distinct_ids: deleted.iter().map(|s| s.to_string()).collect(),
-            delete_events: true,
-            delete_recordings: false,
-            keep_person: false,
-        })
+        .delete(
+            P,
+            &DeletePersons {
+                uuids: Vec::new(),
+                distinct_ids: deleted.iter().map(|s| s.to_string()).collect(),
+                delete_events: true,
+                delete_recordings: false,
+                keep_person: false,
+            },
+        )
         .expect("delete");
     assert_eq!(r.persons_deleted, 3);
     assert_eq!(analytics_of(&app).await, want, "at once");
-    app.store().compact(elide_store::CompactRequest::now()).expect("purge");
+    app.store()
+        .compact(elide_store::CompactRequest::now())
+        .expect("purge");
     assert_eq!(analytics_of(&app).await, want, "after purge");
     app.close().expect("close");
     let app = open(dir.path());

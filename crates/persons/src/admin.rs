@@ -19,6 +19,7 @@ pub const SCOPES: &[&str] = &[
     "person:read",
     "person:write",
     "query:read",
+    "insight:read",
     "project:read",
     "project:write",
     "activity_log:read",

@@ -37,8 +37,9 @@ impl PropertiesMatch {
 
 /// Parse and check a filter list.
 pub fn parse_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, String> {
-    let filters: Vec<PropertyFilter> = serde_json::from_str(text)
-        .map_err(|e| format!("{PROPERTIES_MATCH}: the filters are not a JSON list of filters: {e}"))?;
+    let filters: Vec<PropertyFilter> = serde_json::from_str(text).map_err(|e| {
+        format!("{PROPERTIES_MATCH}: the filters are not a JSON list of filters: {e}")
+    })?;
     for f in &filters {
         f.validate()?;
     }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use axum::Router;
 use elide_app::App;
 
+pub mod analytics;
 pub mod auth;
 pub mod capture;
 pub mod deletions;
@@ -161,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(projects::routes())
         .merge(deletions::routes())
         .merge(query::routes())
+        .merge(analytics::routes())
         .layer(tower_http::decompression::RequestDecompressionLayer::new());
     Router::new()
         .merge(capture::routes())

@@ -286,6 +286,22 @@ async fn query(
     let project = key.path_project(&p, "query:read")?;
     let sql = hogql_of(&body)?;
     let persons = state.app().persons().clone();
+    let out = run_app_query(&state, move |limits| async move {
+        run_hogql(&persons, project, &sql, &limits).await
+    })
+    .await?;
+    Ok(Json(out.into()))
+}
+
+/// Run `work` on the query runtime under the server's query limits and
+/// timeout (504 when it runs out; cancelled when the client goes away),
+/// counting it in `elide_queries_total` and `elide_query_seconds`.
+pub(crate) async fn run_app_query<T, F, W>(state: &AppState, work: W) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = elide_app::Result<T>> + Send + 'static,
+    W: FnOnce(elide_app::query::QueryLimits) -> F,
+{
     let mut limits = state.query_limits();
     let timeout = state.config().query_timeout;
     let rt = state
@@ -298,9 +314,8 @@ async fn query(
     let deadline = QueryDeadline::after(timeout);
     let _stop = CancelOnDrop(Arc::clone(&deadline));
     limits.deadline = Some(Arc::clone(&deadline));
-    let task = AbortOnDrop(rt.spawn(async move {
-        tokio::time::timeout(timeout, run_hogql(&persons, project, &sql, &limits)).await
-    }));
+    let work = work(limits);
+    let task = AbortOnDrop(rt.spawn(async move { tokio::time::timeout(timeout, work).await }));
     // A timeout: the wait ended, or the query stopped at its deadline.
     // Any other error is the query's own, whenever it came.
     let out = match task.await {
@@ -316,5 +331,5 @@ async fn query(
     let outcome = if out.is_ok() { "ok" } else { "error" };
     metrics::counter!("elide_queries_total", "outcome" => outcome).increment(1);
     metrics::histogram!("elide_query_seconds").record(started.elapsed().as_secs_f64());
-    Ok(Json(out?.into()))
+    Ok(out?)
 }

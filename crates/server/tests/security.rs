@@ -115,7 +115,37 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
             "activity_log:read",
             None,
         ),
-        ("GET", format!("{pp}/persons/funnel/"), "person:read", None),
+        (
+            "GET",
+            format!("{pp}/persons/funnel/?funnel_step=1&events=%5B%7B%22id%22%3A%22e%22%7D%5D"),
+            "person:read",
+            None,
+        ),
+        (
+            "POST",
+            format!("{pp}/persons/funnel/"),
+            "person:read",
+            Some(json!({"events": [{"id": "e"}], "funnel_step": 1})),
+        ),
+        (
+            "GET",
+            format!("{pp}/persons/lifecycle/?target_date=2020-01-01&lifecycle_type=new&events=%5B%7B%22id%22%3A%22e%22%7D%5D"),
+            "person:read",
+            None,
+        ),
+        (
+            "GET",
+            format!("{pp}/insights/funnel/?events=%5B%7B%22id%22%3A%22e%22%7D%5D"),
+            "insight:read",
+            None,
+        ),
+        (
+            "POST",
+            format!("{pp}/insights/trend/"),
+            "insight:read",
+            Some(json!({"shown_as": "Lifecycle", "events": [{"id": "e"}]})),
+        ),
+        ("GET", format!("{pp}/persons/funnel/correlation/"), "person:read", None),
         (
             "POST",
             format!("{pp}/persons/{u}/delete_events/"),
@@ -442,6 +472,28 @@ async fn malformed_and_hostile_input_is_refused_and_changes_nothing() {
             urlencode("' OR 1=1")
         ),
         format!("{pp}/persons/activity/?limit=abc"),
+        format!(
+            "{pp}/persons/funnel/?funnel_step=1&events={}",
+            urlencode(r#"[{"id":"e' OR '1'='1"},{"id":"x'); DROP TABLE events; --"}]"#)
+        ),
+        format!(
+            "{pp}/insights/funnel/?events={}&breakdown={}",
+            urlencode(r#"[{"id":"e"}]"#),
+            urlencode("x') OR 1=1 --")
+        ),
+        format!(
+            "{pp}/insights/funnel/?events={}&properties={}",
+            urlencode(r#"[{"id":"e"}]"#),
+            urlencode(r#"[{"key":"x' OR '1'='1","value":"'"}]"#)
+        ),
+        format!(
+            "{pp}/insights/funnel/?events={}&date_from=-99999999y&funnel_window_interval=99999999999999",
+            urlencode(r#"[{"id":"e"}]"#)
+        ),
+        format!(
+            "{pp}/persons/lifecycle/?target_date=2020-01-01&lifecycle_type=new&interval=hour&date_from=1970-01-01&events={}",
+            urlencode(r#"[{"id":"e"}]"#)
+        ),
     ];
     for path in hostile {
         let r = h.get(&path).await;

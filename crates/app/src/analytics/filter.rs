@@ -20,8 +20,14 @@ pub struct Params(pub Map<String, Value>);
 
 impl Params {
     /// Query-string pairs, then a JSON body (an object) on top.
-    pub fn new(query: impl IntoIterator<Item = (String, String)>, body: Option<Value>) -> Result<Params> {
-        let mut m: Map<String, Value> = query.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    pub fn new(
+        query: impl IntoIterator<Item = (String, String)>,
+        body: Option<Value>,
+    ) -> Result<Params> {
+        let mut m: Map<String, Value> = query
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
         match body {
             None | Some(Value::Null) => {}
             Some(Value::Object(b)) => m.extend(b),
@@ -46,7 +52,9 @@ impl Params {
         match self.0.get(key)? {
             Value::Null => None,
             Value::String(s) if s.is_empty() => None,
-            Value::String(s) => Some(serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))),
+            Value::String(s) => {
+                Some(serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())))
+            }
             v => Some(v.clone()),
         }
     }
@@ -113,7 +121,11 @@ fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
             Ok(())
         }
         Value::Object(mut o) => {
-            let ty = o.get("type").and_then(Value::as_str).unwrap_or("event").to_string();
+            let ty = o
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("event")
+                .to_string();
             if ty == "AND" || ty == "OR" {
                 let values = o.remove("values").unwrap_or(Value::Array(Vec::new()));
                 let n = values.as_array().map_or(0, Vec::len);
@@ -131,9 +143,13 @@ fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
             o.remove("type");
             if kind == PropKind::Cohort {
                 // {"key": "id", "value": <cohort id>, "type": "cohort"}
-                let id = o.get("value").and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+                let id = o
+                    .get("value")
+                    .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
                 let Some(id) = id else {
-                    return invalid(format!("{what}: a cohort filter needs the cohort's id as its value"));
+                    return invalid(format!(
+                        "{what}: a cohort filter needs the cohort's id as its value"
+                    ));
                 };
                 o.insert("key".into(), Value::String("id".into()));
                 o.insert("value".into(), Value::from(id));
@@ -143,15 +159,19 @@ fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
                 o.insert("operator".into(), Value::String("exact".into()));
             }
             o.retain(|k, _| k == "key" || k == "value" || k == "operator");
-            let filter: elide_store::predicate::PropertyFilter = serde_json::from_value(Value::Object(o))
-                .map_err(|e| AppError::InvalidQuery(format!("{what}: Properties are unparsable: {e}")))?;
+            let filter: elide_store::predicate::PropertyFilter =
+                serde_json::from_value(Value::Object(o)).map_err(|e| {
+                    AppError::InvalidQuery(format!("{what}: Properties are unparsable: {e}"))
+                })?;
             if let Err(e) = filter.validate() {
                 return invalid(format!("{what}: {e}"));
             }
             out.push(Prop { kind, filter });
             Ok(())
         }
-        other => invalid(format!("{what}: Properties are unparsable: expected a list of filters, got {other}")),
+        other => invalid(format!(
+            "{what}: Properties are unparsable: expected a list of filters, got {other}"
+        )),
     }
 }
 
@@ -192,15 +212,26 @@ pub fn entity_of(v: &Value, index: usize) -> Result<Entity> {
     }
     let id = match o.get("id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Null) | None => return invalid("events: an entity needs an id (the event name); all events (null) is not supported"),
+        Some(Value::Null) | None => return invalid(
+            "events: an entity needs an id (the event name); all events (null) is not supported",
+        ),
         Some(v) => v.to_string(),
     };
-    let name = o.get("name").and_then(Value::as_str).map_or_else(|| id.clone(), str::to_string);
-    let order = o.get("order").and_then(Value::as_i64).unwrap_or(index as i64);
+    let name = o
+        .get("name")
+        .and_then(Value::as_str)
+        .map_or_else(|| id.clone(), str::to_string);
+    let order = o
+        .get("order")
+        .and_then(Value::as_i64)
+        .unwrap_or(index as i64);
     Ok(Entity {
         id,
         name,
-        custom_name: o.get("custom_name").and_then(Value::as_str).map(str::to_string),
+        custom_name: o
+            .get("custom_name")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         order,
         properties: props(o.get("properties").cloned(), "events")?,
     })
@@ -219,7 +250,11 @@ pub fn entities(p: &Params) -> Result<Vec<Entity>> {
         Some(Value::Array(a)) => a,
         Some(_) => return invalid("events must be a JSON list of entities"),
     };
-    let mut out = list.iter().enumerate().map(|(i, v)| entity_of(v, i)).collect::<Result<Vec<_>>>()?;
+    let mut out = list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| entity_of(v, i))
+        .collect::<Result<Vec<_>>>()?;
     out.sort_by_key(|e| e.order);
     Ok(out)
 }
@@ -233,7 +268,12 @@ pub fn parse_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Ok(d.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ] {
         if let Ok(d) = chrono::NaiveDateTime::parse_from_str(s, f) {
             return Ok(Utc.from_utc_datetime(&d));
         }
@@ -242,7 +282,9 @@ pub fn parse_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
     let body = s.strip_prefix('-').unwrap_or(s);
     let digits: String = body.chars().take_while(char::is_ascii_digit).collect();
     let rest = &body[digits.len()..];
-    let number: i64 = if digits.is_empty() { 0 } else {
+    let number: i64 = if digits.is_empty() {
+        0
+    } else {
         match digits.parse() {
             Ok(n) if n < 100_000 => n,
             _ => return invalid(format!("{what}: {s:?} is too far away")),
@@ -256,7 +298,13 @@ pub fn parse_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
     if !matches!(position, "" | "Start" | "End") {
         return invalid(format!("{what}: {s:?} is not a date"));
     }
-    let day_start = |d: DateTime<Utc>| d.with_hour(0).and_then(|d| d.with_minute(0)).and_then(|d| d.with_second(0)).and_then(|d| d.with_nanosecond(0)).unwrap_or(d);
+    let day_start = |d: DateTime<Utc>| {
+        d.with_hour(0)
+            .and_then(|d| d.with_minute(0))
+            .and_then(|d| d.with_second(0))
+            .and_then(|d| d.with_nanosecond(0))
+            .unwrap_or(d)
+    };
     let out = match unit {
         "h" => {
             let d = now - Duration::hours(number);
@@ -349,21 +397,34 @@ pub enum Interval {
 impl Interval {
     /// The `interval` parameter (default `day`).
     pub fn parse(p: &Params) -> Result<Interval> {
-        match p.text("interval").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        match p
+            .text("interval")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("day") => Ok(Interval::Day),
             Some("hour") => Ok(Interval::Hour),
             Some("week") => Ok(Interval::Week),
             Some("month") => Ok(Interval::Month),
-            Some(other) => invalid(format!("Interval {other} does not exist (hour, day, week, month)")),
+            Some(other) => invalid(format!(
+                "Interval {other} does not exist (hour, day, week, month)"
+            )),
         }
     }
 
     /// The start of the period holding `t` (µs, UTC).
     pub fn trunc(self, t: i64) -> i64 {
-        let Some(d) = DateTime::from_timestamp_micros(t) else { return t };
+        let Some(d) = DateTime::from_timestamp_micros(t) else {
+            return t;
+        };
         let day = Utc.from_utc_datetime(&d.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default());
         let out = match self {
-            Interval::Hour => d.with_minute(0).and_then(|d| d.with_second(0)).and_then(|d| d.with_nanosecond(0)).unwrap_or(d),
+            Interval::Hour => d
+                .with_minute(0)
+                .and_then(|d| d.with_second(0))
+                .and_then(|d| d.with_nanosecond(0))
+                .unwrap_or(d),
             Interval::Day => day,
             Interval::Week => day - Duration::days(i64::from(d.weekday().num_days_from_sunday())),
             Interval::Month => day.with_day(1).unwrap_or(day),
@@ -373,7 +434,9 @@ impl Interval {
 
     /// The start of the next period after the one starting at `start`.
     pub fn next(self, start: i64) -> i64 {
-        let Some(d) = DateTime::from_timestamp_micros(start) else { return start };
+        let Some(d) = DateTime::from_timestamp_micros(start) else {
+            return start;
+        };
         let out = match self {
             Interval::Hour => d + Duration::hours(1),
             Interval::Day => d + Duration::days(1),
@@ -385,7 +448,9 @@ impl Interval {
 
     /// The start of the previous period.
     pub fn prev(self, start: i64) -> i64 {
-        let Some(d) = DateTime::from_timestamp_micros(start) else { return start };
+        let Some(d) = DateTime::from_timestamp_micros(start) else {
+            return start;
+        };
         let out = match self {
             Interval::Hour => d - Duration::hours(1),
             Interval::Day => d - Duration::days(1),
@@ -417,15 +482,25 @@ pub fn funnel_window(p: &Params) -> Result<Window> {
             return invalid("funnel_window_days must not be negative");
         }
         if d > 0 {
-            return Ok(Window { months: 0, length: d.saturating_mul(day) });
+            return Ok(Window {
+                months: 0,
+                length: d.saturating_mul(day),
+            });
         }
     }
     let n = match p.int("funnel_window_interval")? {
-        None | Some(0) => return Ok(Window { months: 0, length: 14 * day }),
+        None | Some(0) => {
+            return Ok(Window {
+                months: 0,
+                length: 14 * day,
+            })
+        }
         Some(n) if n < 0 => return invalid("funnel_window_interval must not be negative"),
         Some(n) => n,
     };
-    let unit = p.text("funnel_window_interval_unit").map(|u| u.to_ascii_lowercase());
+    let unit = p
+        .text("funnel_window_interval_unit")
+        .map(|u| u.to_ascii_lowercase());
     let micros = match unit.as_deref() {
         Some("second") => 1_000_000,
         Some("minute") => 60_000_000,
@@ -433,9 +508,15 @@ pub fn funnel_window(p: &Params) -> Result<Window> {
         None | Some("day") => day,
         Some("week") => 7 * day,
         Some("month") => {
-            return Ok(Window { months: u32::try_from(n).unwrap_or(u32::MAX), length: 0 })
+            return Ok(Window {
+                months: u32::try_from(n).unwrap_or(u32::MAX),
+                length: 0,
+            })
         }
         Some(other) => return invalid(format!("{other} not supported")),
     };
-    Ok(Window { months: 0, length: n.saturating_mul(micros) })
+    Ok(Window {
+        months: 0,
+        length: n.saturating_mul(micros),
+    })
 }

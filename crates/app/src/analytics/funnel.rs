@@ -23,7 +23,9 @@ use elide_query::funnel::posthog::Order;
 use elide_query::funnel::Window;
 use serde_json::{json, Value};
 
-use super::filter::{entities, funnel_window, props, range, Entity, ExclusionStep, Params, Prop, PropKind, Range};
+use super::filter::{
+    entities, funnel_window, props, range, Entity, ExclusionStep, Params, Prop, PropKind, Range,
+};
 use super::{collect, lit, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
@@ -106,9 +108,7 @@ impl FunnelSpec {
         };
         if let Some(v) = p.text("funnel_viz_type") {
             if v != "steps" {
-                return invalid(format!(
-                    "funnel_viz_type {v:?} is not supported (steps)"
-                ));
+                return invalid(format!("funnel_viz_type {v:?} is not supported (steps)"));
             }
         }
         let n = steps.len();
@@ -330,7 +330,12 @@ fn median(v: &mut [f64]) -> Option<f64> {
 }
 
 /// The steps of one funnel (one breakdown value), PostHog's shape.
-fn format_steps(spec: &FunnelSpec, actors: &[&Actor], breakdown: Option<&[Option<String>]>, base_url: &str) -> Vec<Value> {
+fn format_steps(
+    spec: &FunnelSpec,
+    actors: &[&Actor],
+    breakdown: Option<&[Option<String>]>,
+    base_url: &str,
+) -> Vec<Value> {
     let unordered = spec.order == Order::Unordered;
     spec.steps
         .iter()
@@ -393,9 +398,14 @@ pub fn steps(spec: &FunnelSpec, actors: &[Actor], base_url: &str) -> Value {
             }
             let mut lists: Vec<(usize, Value)> = groups
                 .iter()
-                .map(|(k, v)| (v.len(), Value::Array(format_steps(spec, v, Some(k), base_url))))
+                .map(|(k, v)| {
+                    (
+                        v.len(),
+                        Value::Array(format_steps(spec, v, Some(k), base_url)),
+                    )
+                })
                 .collect();
-            lists.sort_by(|a, b| b.0.cmp(&a.0));
+            lists.sort_by_key(|l| std::cmp::Reverse(l.0));
             Value::Array(lists.into_iter().map(|(_, v)| v).collect())
         }
     }
@@ -423,9 +433,16 @@ impl StepSelection {
             };
             let mut out = Vec::new();
             for i in items {
-                match i.as_i64().or_else(|| i.as_str().and_then(|s| s.parse().ok())) {
+                match i
+                    .as_i64()
+                    .or_else(|| i.as_str().and_then(|s| s.parse().ok()))
+                {
                     Some(k) if k >= 1 => out.push(k as usize),
-                    _ => return invalid(format!("funnel_custom_steps: {i} is not a step number (1-based)")),
+                    _ => {
+                        return invalid(format!(
+                            "funnel_custom_steps: {i} is not a step number (1-based)"
+                        ))
+                    }
                 }
             }
             out.sort_unstable();
@@ -452,8 +469,7 @@ impl StepSelection {
     pub fn wants(&self, a: &Actor) -> bool {
         self.steps.contains(&a.steps)
             && self.breakdown.as_ref().is_none_or(|b| {
-                b.len() == a.breakdown.len()
-                    && b.iter().zip(&a.breakdown).all(|(x, y)| x == y)
+                b.len() == a.breakdown.len() && b.iter().zip(&a.breakdown).all(|(x, y)| x == y)
             })
     }
 }

@@ -133,7 +133,9 @@ pub async fn compute(
     let mut out: Lifecycle = BTreeMap::new();
     let mut put = |period: i64, status: &'static str, who: &str| {
         if period >= spec.first && period <= spec.last {
-            out.entry((period, status)).or_default().insert(who.to_string());
+            out.entry((period, status))
+                .or_default()
+                .insert(who.to_string());
         }
     };
     for (who, (created, active)) in &people {

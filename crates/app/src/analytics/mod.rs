@@ -22,7 +22,7 @@
 //! | [`filter`] | PostHog's `Filter` parameters: entities, properties, dates, intervals, windows |
 //! | [`funnel`] | funnels: per-person paths (`funnel_path`), step counts and conversion times, persons at a step |
 //! | [`lifecycle`] | new / returning / resurrecting / dormant per period, and the persons of one |
-//! | [`actors`] | persons serialized as PostHog's actors |
+//! | [`actors`] | the persons of a result, loaded in its order |
 
 pub mod actors;
 pub mod filter;

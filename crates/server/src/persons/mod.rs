@@ -15,7 +15,8 @@
 //!
 //! | module | routes |
 //! |---|---|
-//! | [`read`] | list, retrieve, CSV, batch lookups, values, timeline, activity, cohorts, analytics (501) |
+//! | [`read`] | list, retrieve, CSV, batch lookups, values, timeline, activity, cohorts, correlation/trends/stickiness (501) |
+//! | [`crate::analytics`] | `funnel/`, `lifecycle/` |
 //! | [`write`] | PATCH/PUT, `update_property`, `delete_property`, `split` |
 //! | [`deletion`] | DELETE, `bulk_delete`, `delete_events`, `delete_recordings`, `deletion_status`, `reset_person_distinct_id` |
 //! | [`export`] | `{id}/export/`: the subject-access export (an Elide addition) |
@@ -66,13 +67,7 @@ fn both(
 
 /// The analytics routes of a person collection, all [`analytics_later`]
 /// (GET and POST).
-pub(crate) const ANALYTICS_ROUTES: &[&str] = &[
-    "/funnel",
-    "/funnel/correlation",
-    "/lifecycle",
-    "/trends",
-    "/stickiness",
-];
+pub(crate) const ANALYTICS_ROUTES: &[&str] = &["/funnel/correlation", "/trends", "/stickiness"];
 
 /// The persons routes under every prefix.
 pub fn routes() -> Router<AppState> {
@@ -92,6 +87,16 @@ pub fn routes() -> Router<AppState> {
         r = both(r, &p("/values"), get(values));
         r = both(r, &p("/cohorts"), get(cohorts));
         r = both(r, &p("/activity"), get(project_activity));
+        r = both(
+            r,
+            &p("/funnel"),
+            get(crate::analytics::persons_funnel).post(crate::analytics::persons_funnel),
+        );
+        r = both(
+            r,
+            &p("/lifecycle"),
+            get(crate::analytics::persons_lifecycle),
+        );
         for &analytics in ANALYTICS_ROUTES {
             r = both(r, &p(analytics), get(analytics_later).post(analytics_later));
         }

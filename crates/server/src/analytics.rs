@@ -1,0 +1,364 @@
+//! The analytics routes: PostHog's funnel persons and lifecycle persons
+//! (`…/persons/funnel/`, `…/persons/lifecycle/`, scope `person:read`) and
+//! the legacy insights they link from (`…/insights/funnel/`,
+//! `…/insights/trend/?shown_as=Lifecycle`, scope `insight:read`),
+//! computed by [`elide_app::analytics`] on the query runtime under the
+//! query limits.
+//!
+//! Parameters come from the query string and the JSON body alike
+//! (PostHog's legacy `Filter`); a bad one is a 400 envelope with PostHog's
+//! message, before any query runs. Persons lists are ordered by person
+//! UUID and paged with `limit` (default 100) and `offset`; `next` is the
+//! request's URL with the next offset when the page is full; `format=csv`
+//! answers the page's persons as CSV.
+
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use elide_app::analytics::actors;
+use elide_app::analytics::filter::Params;
+use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
+use elide_app::analytics::lifecycle::{self, LifecycleSpec};
+use serde_json::{json, Value};
+
+use crate::auth::Key;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{blocking, url_with, JsonBody, PathParams};
+use crate::query::run_app_query;
+use crate::views::{csv, ListedPerson, RetrievedPerson};
+use crate::AppState;
+
+/// Most persons one page lists.
+const MAX_PAGE: usize = 10_000;
+
+fn params(uri: &axum::http::Uri, body: Value) -> ApiResult<Params> {
+    let query = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect::<Vec<_>>();
+    let body = match body {
+        Value::Object(o) if o.is_empty() => None,
+        v => Some(v),
+    };
+    Ok(Params::new(query, body)?)
+}
+
+fn csv_wanted(p: &Params) -> bool {
+    p.text("format").as_deref() == Some("csv")
+}
+
+fn csv_response(persons: &[elide_persons::Person]) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        csv(persons),
+    )
+        .into_response()
+}
+
+fn now_iso() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// The persons who reached (or dropped off at) a funnel step: PostHog's
+/// `funnel_step` (1-based; `-k` = reached step `k - 1` but not `k`) or
+/// `funnel_custom_steps`, optionally of one breakdown value
+/// (`funnel_step_breakdown`).
+#[utoipa::path(
+    method(get, post),
+    path = "/api/projects/{project_id}/persons/funnel/",
+    operation_id = "persons_funnel",
+    tag = "analytics",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("events" = Option<String>, Query, description = "The steps: a JSON list of `{id, type: \"events\", order, properties?}`."),
+        ("funnel_step" = Option<i64>, Query, description = "1-based step: persons who reached it; negative: who dropped off before it."),
+        ("funnel_custom_steps" = Option<String>, Query, description = "JSON list of steps: persons whose furthest step is one of them (overrides funnel_step)."),
+        ("funnel_order_type" = Option<String>, Query, description = "`ordered` (default), `strict` or `unordered`."),
+        ("funnel_window_days" = Option<i64>, Query, description = "Conversion window in days."),
+        ("funnel_window_interval" = Option<i64>, Query, description = "Conversion window (with the unit below; default 14 days)."),
+        ("funnel_window_interval_unit" = Option<String>, Query, description = "`second`, `minute`, `hour`, `day`, `week` or `month`."),
+        ("date_from" = Option<String>, Query, description = "Start: a date, an ISO time, relative (`-7d`, the default) or `all`."),
+        ("date_to" = Option<String>, Query, description = "End (default now; a plain date means its end)."),
+        ("properties" = Option<String>, Query, description = "JSON list of property filters applied to every event (`type` event or person)."),
+        ("exclusions" = Option<String>, Query, description = "JSON list of `{id, type, funnel_from_step, funnel_to_step}`."),
+        ("breakdown" = Option<String>, Query, description = "A property name or a JSON list of them."),
+        ("breakdown_type" = Option<String>, Query, description = "`event` (default) or `person`."),
+        ("funnel_step_breakdown" = Option<String>, Query, description = "Only persons with this breakdown value (JSON list for several keys)."),
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)."),
+        ("offset" = Option<u32>, Query, description = "Persons to skip."),
+        ("format" = Option<String>, Query, description = "`csv` for CSV."),
+    ),
+    request_body(content = Object, description = "The same parameters as JSON (optional)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{results: [{people, count}], next, initial, is_cached, last_refresh}`, or CSV", body = Object),
+    )
+)]
+pub(crate) async fn persons_funnel(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let project = key.path_project(&p, "person:read")?;
+    let params = params(&uri, body)?;
+    let spec = FunnelSpec::parse(&params, Utc::now())?;
+    let selection = StepSelection::parse(&params, spec.steps.len())?;
+    let limit = params.count("limit", 100, MAX_PAGE)?.max(1);
+    let offset = params.count("offset", 0, usize::MAX)?;
+    let persons = state.app().persons().clone();
+    let spec2 = spec.clone();
+    let all = run_app_query(&state, move |limits| async move {
+        funnel::actors(&persons, project, &spec2, &limits).await
+    })
+    .await?;
+    let page: Vec<String> = all
+        .iter()
+        .filter(|a| selection.wants(a))
+        .skip(offset)
+        .take(limit)
+        .map(|a| a.person.clone())
+        .collect();
+    let full = page.len() >= limit;
+    let persons = state.app().persons().clone();
+    let people = blocking(move || Ok(actors::load(&persons, project, &page)?)).await?;
+    if csv_wanted(&params) {
+        return Ok(csv_response(&people));
+    }
+    let listed: Vec<ListedPerson> = people.iter().map(ListedPerson::from).collect();
+    let next = full.then(|| url_with(&uri, &headers, &[("offset", (offset + limit).to_string())]));
+    Ok(Json(json!({
+        "results": [{"people": listed, "count": listed.len()}],
+        "next": next,
+        "initial": url_with(&uri, &headers, &[("offset", "0".to_string())]),
+        "is_cached": false,
+        "last_refresh": now_iso(),
+    }))
+    .into_response())
+}
+
+/// The persons of one lifecycle status in one period: `target_date` and
+/// `lifecycle_type` (`new`, `returning`, `resurrecting`, `dormant`), over
+/// the lifecycle of `events[0]`.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/persons/lifecycle/",
+    operation_id = "persons_lifecycle",
+    tag = "analytics",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("target_date" = String, Query, description = "A time in the period wanted."),
+        ("lifecycle_type" = String, Query, description = "`new`, `returning`, `resurrecting` or `dormant`."),
+        ("events" = Option<String>, Query, description = "JSON list with the one event of the lifecycle."),
+        ("date_from" = Option<String>, Query, description = "Start (default `-7d`)."),
+        ("date_to" = Option<String>, Query, description = "End (default now)."),
+        ("interval" = Option<String>, Query, description = "`hour`, `day` (default), `week` or `month`."),
+        ("properties" = Option<String>, Query, description = "JSON list of property filters."),
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)."),
+        ("offset" = Option<u32>, Query, description = "Persons to skip."),
+        ("format" = Option<String>, Query, description = "`csv` for CSV."),
+    ),
+    responses(
+        (status = 200, description = "`{results: [{people, count}], next}`, or CSV", body = Object),
+        (status = 400, description = "`target_date` or `lifecycle_type` missing, or a bad parameter"),
+    )
+)]
+pub(crate) async fn persons_lifecycle(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let project = key.path_project(&p, "person:read")?;
+    let params = params(&uri, body)?;
+    let Some(target) = params.text("target_date") else {
+        return Err(missing("target_date", "Must include specified date"));
+    };
+    let Some(status) = params.text("lifecycle_type") else {
+        return Err(missing("lifecycle_type", "Must include lifecycle type"));
+    };
+    let now = Utc::now();
+    let spec = LifecycleSpec::parse(&params, now)?;
+    let limit = params.count("limit", 100, MAX_PAGE)?.max(1);
+    let offset = params.count("offset", 0, usize::MAX)?;
+    // Checked before the query runs.
+    lifecycle::persons_of(&spec, &Default::default(), &target, &status, now)?;
+    let persons = state.app().persons().clone();
+    let spec2 = spec.clone();
+    let l = run_app_query(&state, move |limits| async move {
+        lifecycle::compute(&persons, project, &spec2, &limits).await
+    })
+    .await?;
+    let page: Vec<String> = lifecycle::persons_of(&spec, &l, &target, &status, now)?
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .collect();
+    let full = page.len() >= limit;
+    let persons = state.app().persons().clone();
+    let people = blocking(move || Ok(actors::load(&persons, project, &page)?)).await?;
+    if csv_wanted(&params) {
+        return Ok(csv_response(&people));
+    }
+    let listed: Vec<RetrievedPerson> = people.iter().map(RetrievedPerson::from).collect();
+    let next = full.then(|| url_with(&uri, &headers, &[("offset", (offset + limit).to_string())]));
+    Ok(Json(json!({
+        "results": [{"people": listed, "count": listed.len()}],
+        "next": next,
+    }))
+    .into_response())
+}
+
+/// The 400 for a missing lifecycle parameter: PostHog's `detail`, in the
+/// envelope every other error has (PostHog answers
+/// `{"message": "Missing parameter", "detail": …}` here).
+fn missing(attr: &str, detail: &str) -> ApiError {
+    ApiError::invalid_attr(attr, "required", detail)
+}
+
+/// A funnel's steps: per step its count of persons, average and median
+/// conversion time (seconds) and the URLs of its persons; with a
+/// breakdown, one list of steps per value.
+#[utoipa::path(
+    method(get, post),
+    path = "/api/projects/{project_id}/insights/funnel/",
+    operation_id = "insights_funnel",
+    tag = "analytics",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("events" = Option<String>, Query, description = "The steps: a JSON list of `{id, type: \"events\", order, properties?}`."),
+        ("funnel_order_type" = Option<String>, Query, description = "`ordered` (default), `strict` or `unordered`."),
+        ("funnel_window_days" = Option<i64>, Query, description = "Conversion window in days (default 14)."),
+        ("date_from" = Option<String>, Query, description = "Start (default `-7d`)."),
+        ("date_to" = Option<String>, Query, description = "End (default now)."),
+        ("breakdown" = Option<String>, Query, description = "A property name or a JSON list of them."),
+    ),
+    request_body(content = Object, description = "The same parameters as JSON (optional)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{result: [steps], last_refresh, is_cached, timezone}`", body = Object),
+    )
+)]
+pub(crate) async fn insights_funnel(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let project = key.path_project(&p, "insight:read")?;
+    let params = params(&uri, body)?;
+    let spec = FunnelSpec::parse(&params, Utc::now())?;
+    let persons = state.app().persons().clone();
+    let spec2 = spec.clone();
+    let all = run_app_query(&state, move |limits| async move {
+        funnel::actors(&persons, project, &spec2, &limits).await
+    })
+    .await?;
+    // The persons URLs: this funnel's parameters on the persons route.
+    let persons_uri: axum::http::Uri = uri
+        .path()
+        .replace("/insights/funnel", "/persons/funnel")
+        .parse()
+        .unwrap_or_else(|_| uri.clone());
+    let mut base = url_with(&persons_uri, &headers, &[]);
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params.0.iter() {
+        if k != "funnel_step" && k != "format" {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            q.append_pair(k, &text);
+        }
+    }
+    base = format!(
+        "{}{}&",
+        base.trim_end_matches('?'),
+        format_args!("?{}", q.finish())
+    );
+    Ok(Json(json!({
+        "result": funnel::steps(&spec, &all, &base),
+        "last_refresh": now_iso(),
+        "is_cached": false,
+        "timezone": "UTC",
+    })))
+}
+
+/// Trends of persons; served for `shown_as=Lifecycle`: one series per
+/// status (new, returning, resurrecting, dormant), zero-filled per
+/// period.
+#[utoipa::path(
+    method(get, post),
+    path = "/api/projects/{project_id}/insights/trend/",
+    operation_id = "insights_trend",
+    tag = "analytics",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("shown_as" = String, Query, description = "`Lifecycle` (the one form served)."),
+        ("events" = Option<String>, Query, description = "JSON list with the one event of the lifecycle."),
+        ("date_from" = Option<String>, Query, description = "Start (default `-7d`)."),
+        ("date_to" = Option<String>, Query, description = "End (default now)."),
+        ("interval" = Option<String>, Query, description = "`hour`, `day` (default), `week` or `month`."),
+        ("properties" = Option<String>, Query, description = "JSON list of property filters."),
+    ),
+    request_body(content = Object, description = "The same parameters as JSON (optional)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{result: [series], last_refresh, is_cached, timezone}`", body = Object),
+        (status = 400, description = "Not a lifecycle, or a bad parameter"),
+    )
+)]
+pub(crate) async fn insights_trend(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let project = key.path_project(&p, "insight:read")?;
+    let params = params(&uri, body)?;
+    if params.text("shown_as").as_deref() != Some("Lifecycle") {
+        return Err(ApiError::invalid_attr(
+            "shown_as",
+            "invalid_input",
+            "only shown_as=Lifecycle is served here; trends are POST …/query/ with a TrendsQuery",
+        ));
+    }
+    let spec = LifecycleSpec::parse(&params, Utc::now())?;
+    let persons = state.app().persons().clone();
+    let spec2 = spec.clone();
+    let l = run_app_query(&state, move |limits| async move {
+        lifecycle::compute(&persons, project, &spec2, &limits).await
+    })
+    .await?;
+    Ok(Json(json!({
+        "result": lifecycle::series(&spec, &l),
+        "last_refresh": now_iso(),
+        "is_cached": false,
+        "timezone": "UTC",
+    })))
+}
+
+/// The insights routes under both prefixes.
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::get;
+    let mut r = axum::Router::new();
+    for prefix in ["/api/projects/{project}", "/api/environments/{project}"] {
+        for (path, m) in [
+            (
+                "/insights/funnel",
+                get(insights_funnel).post(insights_funnel),
+            ),
+            ("/insights/trend", get(insights_trend).post(insights_trend)),
+        ] {
+            r = r
+                .route(&format!("{prefix}{path}"), m.clone())
+                .route(&format!("{prefix}{path}/"), m);
+        }
+    }
+    r
+}

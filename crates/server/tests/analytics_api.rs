@@ -1,0 +1,258 @@
+//! The analytics routes over HTTP: funnel persons (paging, CSV, errors),
+//! lifecycle persons (scenarios 15–16: missing parameters, paging), the
+//! funnel and lifecycle insights, and a deleted person leaving them at
+//! once.
+
+mod common;
+
+use common::{urlencode, Harness};
+use serde_json::{json, Value};
+
+fn steps(names: &[&str]) -> String {
+    let v: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"id": n, "type": "events", "order": i}))
+        .collect();
+    urlencode(&Value::Array(v).to_string())
+}
+
+async fn capture_all(h: &Harness, events: Vec<Value>) {
+    for chunk in events.chunks(500) {
+        h.capture(Value::Array(chunk.to_vec())).await;
+    }
+}
+
+#[tokio::test]
+async fn funnel_persons_page_with_next_and_csv() {
+    // Scenario 6: 110 persons completing all three steps.
+    let h = Harness::new();
+    let mut events = Vec::new();
+    for u in 0..110 {
+        let d = format!("user_{u}");
+        for (i, e) in ["step one", "step two", "step three"].iter().enumerate() {
+            events.push(json!({"event": e, "distinct_id": d, "timestamp": format!("2021-05-0{}T00:00:00Z", 1 + 2 * i)}));
+        }
+    }
+    capture_all(&h, events).await;
+    let q = format!(
+        "{}/persons/funnel/?events={}&date_from=2021-05-01&date_to=2021-05-07&funnel_window_days=7&funnel_step=1",
+        h.api(),
+        steps(&["step one", "step two", "step three"])
+    );
+    let r = h.get(&q).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["count"], json!(100));
+    let people = r.json["results"][0]["people"].as_array().expect("people");
+    assert_eq!(people.len(), 100);
+    assert_eq!(people[0]["type"], json!("person"));
+    let ids: Vec<&str> = people
+        .iter()
+        .map(|p| p["id"].as_str().expect("uuid"))
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "ordered by person UUID");
+    let next = r.json["next"].as_str().expect("next").to_string();
+    assert!(next.contains("offset=100"), "{next}");
+    let path = next
+        .split_once("localhost")
+        .map_or(next.as_str(), |(_, p)| p)
+        .to_string();
+    let r2 = h.get(&path).await;
+    assert_eq!(r2.json["results"][0]["count"], json!(10));
+    assert_eq!(r2.json["next"], Value::Null);
+    // The same through POST with a JSON body.
+    let body = json!({"events": [{"id": "step one", "order": 0}, {"id": "step two", "order": 1}, {"id": "step three", "order": 2}],
+        "date_from": "2021-05-01", "date_to": "2021-05-07", "funnel_window_days": 7, "funnel_step": 3, "limit": 500});
+    let r3 = h.post(&format!("{}/persons/funnel/", h.api()), &body).await;
+    assert_eq!(r3.json["results"][0]["count"], json!(110), "{}", r3.text());
+    // CSV.
+    let r4 = h.get(&format!("{q}&format=csv&limit=5")).await;
+    assert_eq!(r4.status.as_u16(), 200);
+    assert_eq!(r4.text().lines().count(), 6, "{}", r4.text());
+    // Errors are 400 envelopes.
+    for (query, msg) in [
+        (
+            format!("events={}", steps(&["a"])),
+            "Missing both funnel_step and funnel_custom_steps",
+        ),
+        (
+            format!("events={}&funnel_step=-1", steps(&["a"])),
+            "To request dropoff of initial step use -2",
+        ),
+        (
+            format!("events={}&funnel_step=1&funnel_order_type=x", steps(&["a"])),
+            "funnel_order_type",
+        ),
+        ("events=%5Bnot%20json&funnel_step=1".to_string(), "events"),
+        (
+            format!("events={}&funnel_step=1&limit=-3", steps(&["a"])),
+            "limit",
+        ),
+    ] {
+        let r = h.get(&format!("{}/persons/funnel/?{query}", h.api())).await;
+        assert!(r.envelope(400).contains(msg), "{query}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_persons_and_insight() {
+    let h = Harness::new();
+    let mut events = Vec::new();
+    // Scenario 16: 150 persons with one $pageview on 2020-01-15.
+    for u in 0..150 {
+        events.push(json!({"event": "$pageview", "distinct_id": format!("p{u}"), "timestamp": "2020-01-15T12:00:00Z"}));
+    }
+    capture_all(&h, events).await;
+    let ev = urlencode(&json!([{"id": "$pageview", "type": "events", "order": 0}]).to_string());
+    let base = format!(
+        "{}/persons/lifecycle/?date_from=2020-01-12T00:00:00Z&date_to=2020-01-19T00:00:00Z&events={ev}",
+        h.api()
+    );
+    let r = h
+        .get(&format!(
+            "{base}&lifecycle_type=new&target_date=2020-01-15T00:00:00Z"
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["count"], json!(100));
+    assert!(
+        r.json["results"][0]["people"][0]["id"].is_i64(),
+        "PersonSerializer's integer id"
+    );
+    let next = r.json["next"].as_str().expect("next").to_string();
+    let path = next
+        .split_once("localhost")
+        .map_or(next.as_str(), |(_, p)| p)
+        .to_string();
+    let r2 = h.get(&path).await;
+    assert_eq!(r2.json["results"][0]["count"], json!(50));
+    // Missing parameters.
+    let r = h.get(&format!("{base}&lifecycle_type=new")).await;
+    assert!(
+        r.envelope(400).contains("Must include specified date"),
+        "{}",
+        r.text()
+    );
+    let r = h.get(&format!("{base}&target_date=2020-01-15")).await;
+    assert!(
+        r.envelope(400).contains("Must include lifecycle type"),
+        "{}",
+        r.text()
+    );
+    let r = h
+        .get(&format!(
+            "{base}&target_date=2020-01-15&lifecycle_type=zombie"
+        ))
+        .await;
+    assert!(r.envelope(400).contains("lifecycle_type"), "{}", r.text());
+    // The insight.
+    let r = h
+        .get(&format!(
+            "{}/insights/trend/?shown_as=Lifecycle&date_from=2020-01-12T00:00:00Z&date_to=2020-01-19T00:00:00Z&events={ev}",
+            h.api()
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let new = r.json["result"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .find(|s| s["status"] == "new")
+        .expect("new")
+        .clone();
+    assert_eq!(
+        new["data"],
+        json!([0.0, 0.0, 0.0, 150.0, 0.0, 0.0, 0.0, 0.0])
+    );
+    let dormant = r.json["result"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .find(|s| s["status"] == "dormant")
+        .expect("dormant")
+        .clone();
+    assert_eq!(dormant["data"][4], json!(-150.0));
+    let r = h
+        .get(&format!("{}/insights/trend/?events={ev}", h.api()))
+        .await;
+    assert!(r.envelope(400).contains("Lifecycle"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn funnel_insight_and_a_deleted_person() {
+    let h = Harness::new();
+    let mut events = Vec::new();
+    for (d, n) in [("a", 3), ("b", 2), ("c", 1), ("gone", 3)] {
+        for (i, e) in ["$pageview", "signup", "purchase"]
+            .iter()
+            .take(n)
+            .enumerate()
+        {
+            events.push(json!({"event": e, "distinct_id": d, "timestamp": format!("2020-01-02T1{i}:00:00Z")}));
+        }
+    }
+    capture_all(&h, events).await;
+    let q = format!(
+        "{}/insights/funnel/?events={}&date_from=2020-01-01&date_to=2020-01-05",
+        h.api(),
+        steps(&["$pageview", "signup", "purchase"])
+    );
+    let counts = |v: &Value| -> Vec<u64> {
+        v["result"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| s["count"].as_u64().expect("count"))
+            .collect()
+    };
+    let r = h.get(&q).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(counts(&r.json), vec![4, 3, 2]);
+    assert_eq!(
+        r.json["result"][1]["average_conversion_time"],
+        json!(3600.0)
+    );
+    let url = r.json["result"][2]["converted_people_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert!(
+        url.contains("/persons/funnel/") && url.ends_with("funnel_step=3"),
+        "{url}"
+    );
+    let path = url
+        .split_once("localhost")
+        .map_or(url.as_str(), |(_, p)| p)
+        .to_string();
+    let people = h.get(&path).await;
+    assert_eq!(
+        people.json["results"][0]["count"],
+        json!(2),
+        "{}",
+        people.text()
+    );
+
+    let uuid = h.person("gone").await.expect("person")["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string();
+    let r = h
+        .call(
+            "DELETE",
+            &format!("{}/persons/{uuid}/?delete_events=true", h.api()),
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let r = h.get(&q).await;
+    assert_eq!(
+        counts(&r.json),
+        vec![3, 2, 1],
+        "a deleted person is gone at once"
+    );
+    let people = h.get(&path).await;
+    assert_eq!(people.json["results"][0]["count"], json!(1));
+    assert!(!people.text().contains(&uuid));
+}
