@@ -290,9 +290,9 @@ pub fn parse_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
             _ => return invalid(format!("{what}: {s:?} is too far away")),
         }
     };
-    let (unit, position) = match rest.len() {
-        1 => (rest, ""),
-        n if n > 1 => (&rest[..1], &rest[1..]),
+    let first_len = rest.chars().next().map_or(0, char::len_utf8);
+    let (unit, position) = match rest.split_at_checked(first_len) {
+        Some((unit, position)) if !unit.is_empty() => (unit, position),
         _ => return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -7d, -1w, -3m, -1mStart)")),
     };
     if !matches!(position, "" | "Start" | "End") {
@@ -519,4 +519,40 @@ pub fn funnel_window(p: &Params) -> Result<Window> {
         months: 0,
         length: n.saturating_mul(micros),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 3, 15, 13, 45, 10).single().expect("valid time")
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).single().expect("valid day")
+    }
+
+    #[test]
+    fn relative_dates_follow_posthog() {
+        let p = |s: &str| parse_date(s, now(), "date_from").expect(s);
+        assert_eq!(p("-7d"), day(2024, 3, 8));
+        assert_eq!(p("-1w"), day(2024, 3, 8));
+        assert_eq!(p("-1mStart"), day(2024, 2, 1));
+        assert_eq!(p("-1mEnd"), day(2024, 2, 29));
+        assert_eq!(p("-1yStart"), day(2023, 1, 1));
+        assert_eq!(p("-3h"), Utc.with_ymd_and_hms(2024, 3, 15, 10, 0, 0).single().expect("hour"));
+        assert_eq!(p("2024-01-02"), day(2024, 1, 2));
+    }
+
+    #[test]
+    fn hostile_dates_are_refused_not_panicked_on() {
+        for s in ["üüW", "-ü", "7ü", "-1ü", "-1dü", "", "-", "-99999999d", "-1dStartX", "d\u{0}"] {
+            let got = parse_date(s, now(), "date_from");
+            assert!(
+                matches!(got, Err(AppError::InvalidQuery(_))),
+                "{s:?} gave {got:?}"
+            );
+        }
+    }
 }
