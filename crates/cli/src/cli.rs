@@ -228,6 +228,10 @@ enum Command {
     /// Benchmark deletion of events by predicate: time to hidden against
     /// a scan of the same partitions, the dry run, the purge.
     BenchErasure(crate::bench_erasure::BenchErasureArgs),
+    /// Benchmark funnels: window_funnel against the same funnel in SQL
+    /// window functions, before and after deleting 1% of persons and the
+    /// purge (benches/funnel_vs_clickhouse.py adds ClickHouse).
+    BenchAnalytics(crate::bench_analytics::BenchAnalyticsArgs),
     /// Test helper: appends and deletes until killed, printing acknowledgements.
     #[command(hide = true)]
     CrashWorker {
@@ -431,6 +435,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::BenchHttp(args) => crate::bench_http::run(args),
         Command::BenchEmbed(args) => crate::bench_embed::run(args),
         Command::BenchErasure(args) => crate::bench_erasure::run(args),
+        Command::BenchAnalytics(args) => crate::bench_analytics::run(args),
         Command::CrashWorker {
             data_dir,
             seed,

@@ -9,6 +9,7 @@
 mod bench;
 mod bench_compaction;
 mod bench_embed;
+mod bench_analytics;
 mod bench_erasure;
 mod bench_http;
 mod bench_persons;
