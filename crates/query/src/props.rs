@@ -35,11 +35,19 @@ impl PropertiesMatch {
     }
 }
 
-/// Parse and check a filter list.
+/// Parse and check a filter list; a filter without `operator` is `exact`,
+/// as in PostHog.
 pub fn parse_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, String> {
-    let filters: Vec<PropertyFilter> = serde_json::from_str(text).map_err(|e| {
+    let not_a_list = |e: serde_json::Error| {
         format!("{PROPERTIES_MATCH}: the filters are not a JSON list of filters: {e}")
-    })?;
+    };
+    let mut raw: serde_json::Value = serde_json::from_str(text).map_err(not_a_list)?;
+    if let Some(list) = raw.as_array_mut() {
+        for f in list.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            f.entry("operator").or_insert_with(|| "exact".into());
+        }
+    }
+    let filters: Vec<PropertyFilter> = serde_json::from_value(raw).map_err(not_a_list)?;
     for f in &filters {
         f.validate()?;
     }

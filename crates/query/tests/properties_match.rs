@@ -1,0 +1,172 @@
+//! `properties_match` through SQL: PostHog's operators (the default
+//! `exact` included), rows without properties, and the errors for a
+//! malformed or non-constant filter list.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+async fn session() -> SessionContext {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("properties", DataType::Utf8, true),
+    ]));
+    let props = [
+        Some(r#"{"$browser": "Chrome", "$screen_width": 1280}"#),
+        Some(r#"{"$browser": "Firefox", "$screen_width": 800.0}"#),
+        Some(r#"{"$browser": "Safari"}"#),
+        Some(r#"{"plan": "pro", "$screen_width": "wide"}"#),
+        None,
+        Some("not json"),
+    ];
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(0..props.len() as i64)),
+        Arc::new(props.iter().copied().collect::<StringArray>()),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), cols).expect("batch");
+    let mut ctx = SessionContext::new();
+    elide_query::register_functions(&mut ctx).expect("functions");
+    let table = MemTable::try_new(schema, vec![vec![batch]]).expect("table");
+    ctx.register_table("t", Arc::new(table)).expect("register");
+    ctx
+}
+
+/// The ids of the rows matching `filters`, in order.
+async fn ids(ctx: &SessionContext, filters: &str) -> Vec<i64> {
+    let sql = format!(
+        "SELECT id FROM t WHERE properties_match(properties, '{}') ORDER BY id",
+        filters.replace('\'', "''")
+    );
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn operators_follow_posthog() {
+    let ctx = session().await;
+    // No operator: exact; a list value: any of.
+    assert_eq!(
+        ids(&ctx, r#"[{"key": "$browser", "value": "Chrome"}]"#).await,
+        [0]
+    );
+    assert_eq!(
+        ids(
+            &ctx,
+            r#"[{"key": "$browser", "value": ["Chrome", "Firefox"]}]"#
+        )
+        .await,
+        [0, 1]
+    );
+    // Numbers by value; a text value is not a number.
+    assert_eq!(
+        ids(
+            &ctx,
+            r#"[{"key": "$screen_width", "value": 800, "operator": "exact"}]"#
+        )
+        .await,
+        [1]
+    );
+    assert_eq!(
+        ids(
+            &ctx,
+            r#"[{"key": "$screen_width", "value": 1000, "operator": "gt"}]"#
+        )
+        .await,
+        [0]
+    );
+    assert_eq!(
+        ids(
+            &ctx,
+            r#"[{"key": "$screen_width", "value": 1000, "operator": "lt"}]"#
+        )
+        .await,
+        [1]
+    );
+    // is_not matches rows without the key, null properties included.
+    assert_eq!(
+        ids(
+            &ctx,
+            r#"[{"key": "$browser", "value": "Chrome", "operator": "is_not"}]"#
+        )
+        .await,
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        ids(&ctx, r#"[{"key": "plan", "operator": "is_set"}]"#).await,
+        [3]
+    );
+    assert_eq!(
+        ids(
+            &ctx,
+            r#"[{"key": "$screen_width", "operator": "is_not_set"}]"#
+        )
+        .await,
+        [2, 4, 5]
+    );
+    assert_eq!(
+        ids(
+            &ctx,
+            r#"[{"key": "$browser", "value": "FOX", "operator": "icontains"}]"#
+        )
+        .await,
+        [1]
+    );
+    // All filters must hold; an empty list matches everything.
+    assert_eq!(
+        ids(
+            &ctx,
+            r#"[{"key": "$browser", "value": ["Chrome", "Firefox"]},
+                {"key": "$screen_width", "value": 1000, "operator": "gt"}]"#
+        )
+        .await,
+        [0]
+    );
+    assert_eq!(ids(&ctx, "[]").await, [0, 1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn bad_filters_are_errors_naming_the_problem() {
+    let ctx = session().await;
+    for (filters, expect) in [
+        ("not json", "not a JSON list"),
+        (r#"{"key": "a"}"#, "not a JSON list"),
+        (
+            r#"[{"key": "a", "value": 1, "operator": "regex"}]"#,
+            "not a JSON list",
+        ),
+        (r#"[{"key": "", "value": 1}]"#, "needs a key"),
+    ] {
+        let sql = format!("SELECT count(*) FROM t WHERE properties_match(properties, '{filters}')");
+        let err = match ctx.sql(&sql).await {
+            Err(e) => e.to_string(),
+            Ok(df) => df.collect().await.expect_err(filters).to_string(),
+        };
+        assert!(err.contains(expect), "{filters}: {err}");
+    }
+    let err = ctx
+        .sql("SELECT count(*) FROM t WHERE properties_match(properties, properties)")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect_err("a column as filters");
+    assert!(err.to_string().contains("must be a constant"), "{err}");
+    let err = ctx
+        .sql("SELECT properties_match(id, '[]') FROM t")
+        .await
+        .map(|_| ())
+        .expect_err("an integer as properties");
+    assert!(err.to_string().contains("must be text"), "{err}");
+}
