@@ -127,11 +127,16 @@ fn one_percent_of_persons(store: &Store) -> Result<BTreeMap<i64, Vec<String>>> {
     let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for b in run_sql(store, sql)? {
         let d = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
-        let (Some(p), d) = (b.column(0).as_primitive_opt::<Int64Type>(), d.as_string::<i32>()) else {
+        let (Some(p), d) = (
+            b.column(0).as_primitive_opt::<Int64Type>(),
+            d.as_string::<i32>(),
+        ) else {
             return Err("unexpected column types".into());
         };
         for i in 0..b.num_rows() {
-            out.entry(p.value(i)).or_default().push(d.value(i).to_string());
+            out.entry(p.value(i))
+                .or_default()
+                .push(d.value(i).to_string());
         }
     }
     Ok(out)
@@ -143,7 +148,10 @@ pub fn run(a: BenchAnalyticsArgs) -> Result<()> {
         crate::bench_embed::generate_and_ingest(&a.data_dir, a.events, a.persons, a.projects)?;
     let store = Store::open(&ingested.dir, crate::bench_embed::bench_store_options())?;
     store.ready()?;
-    eprintln!("ingested {} rows in {:.1} s", ingested.rows, ingested.ingest_s);
+    eprintln!(
+        "ingested {} rows in {:.1} s",
+        ingested.rows, ingested.ingest_s
+    );
 
     let (udaf, levels) = timed(&store, FUNNEL_UDAF, 5)?;
     let (windows, levels_windows) = timed(&store, FUNNEL_WINDOWS, 3)?;
@@ -178,8 +186,14 @@ pub fn run(a: BenchAnalyticsArgs) -> Result<()> {
     }
     store.close()?;
 
-    println!("funnel $pageview → signup → purchase, 7 days, strict_increase, per person_id ({} events):", ingested.rows);
-    println!("  window_funnel                 {:>9.1} ms (median of 5)", ms(udaf));
+    println!(
+        "funnel $pageview → signup → purchase, 7 days, strict_increase, per person_id ({} events):",
+        ingested.rows
+    );
+    println!(
+        "  window_funnel                 {:>9.1} ms (median of 5)",
+        ms(udaf)
+    );
     println!(
         "  SQL window functions          {:>9.1} ms (median of 3) = {:.1}x window_funnel",
         ms(windows),

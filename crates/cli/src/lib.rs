@@ -7,9 +7,9 @@
 //! programs rely on (listed in `README.md`).
 
 mod bench;
+mod bench_analytics;
 mod bench_compaction;
 mod bench_embed;
-mod bench_analytics;
 mod bench_erasure;
 mod bench_http;
 mod bench_persons;

@@ -526,11 +526,15 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 3, 15, 13, 45, 10).single().expect("valid time")
+        Utc.with_ymd_and_hms(2024, 3, 15, 13, 45, 10)
+            .single()
+            .expect("valid time")
     }
 
     fn day(y: i32, m: u32, d: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).single().expect("valid day")
+        Utc.with_ymd_and_hms(y, m, d, 0, 0, 0)
+            .single()
+            .expect("valid day")
     }
 
     #[test]
@@ -541,13 +545,29 @@ mod tests {
         assert_eq!(p("-1mStart"), day(2024, 2, 1));
         assert_eq!(p("-1mEnd"), day(2024, 2, 29));
         assert_eq!(p("-1yStart"), day(2023, 1, 1));
-        assert_eq!(p("-3h"), Utc.with_ymd_and_hms(2024, 3, 15, 10, 0, 0).single().expect("hour"));
+        assert_eq!(
+            p("-3h"),
+            Utc.with_ymd_and_hms(2024, 3, 15, 10, 0, 0)
+                .single()
+                .expect("hour")
+        );
         assert_eq!(p("2024-01-02"), day(2024, 1, 2));
     }
 
     #[test]
     fn hostile_dates_are_refused_not_panicked_on() {
-        for s in ["üüW", "-ü", "7ü", "-1ü", "-1dü", "", "-", "-99999999d", "-1dStartX", "d\u{0}"] {
+        for s in [
+            "üüW",
+            "-ü",
+            "7ü",
+            "-1ü",
+            "-1dü",
+            "",
+            "-",
+            "-99999999d",
+            "-1dStartX",
+            "d\u{0}",
+        ] {
             let got = parse_date(s, now(), "date_from");
             assert!(
                 matches!(got, Err(AppError::InvalidQuery(_))),
