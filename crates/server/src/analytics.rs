@@ -1,6 +1,8 @@
-//! The analytics routes: PostHog's funnel persons and lifecycle persons
-//! (`…/persons/funnel/`, `…/persons/lifecycle/`, scope `person:read`) and
-//! the legacy insights they link from (`…/insights/funnel/`,
+//! The analytics routes: PostHog's funnel persons, funnel-correlation
+//! persons and lifecycle persons (`…/persons/funnel/`,
+//! `…/persons/funnel/correlation/`, `…/persons/lifecycle/`, scope
+//! `person:read`) and the legacy insights they link from
+//! (`…/insights/funnel/`, `…/insights/funnel/correlation/`,
 //! `…/insights/trend/?shown_as=Lifecycle`, scope `insight:read`),
 //! computed by [`elide_app::analytics`] on the query runtime under the
 //! query limits.
@@ -18,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use elide_app::analytics::actors;
+use elide_app::analytics::correlation::{self, CorrelationSpec};
 use elide_app::analytics::filter::Params;
 use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
 use elide_app::analytics::lifecycle::{self, LifecycleSpec};
@@ -260,26 +263,13 @@ pub(crate) async fn insights_funnel(
     })
     .await?;
     // The persons URLs: this funnel's parameters on the persons route.
-    let persons_uri: axum::http::Uri = uri
-        .path()
-        .replace("/insights/funnel", "/persons/funnel")
-        .parse()
-        .unwrap_or_else(|_| uri.clone());
-    let mut base = url_with(&persons_uri, &headers, &[]);
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params.0.iter() {
-        if k != "funnel_step" && k != "format" {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                v => v.to_string(),
-            };
-            q.append_pair(k, &text);
-        }
-    }
-    base = format!(
-        "{}{}&",
-        base.trim_end_matches('?'),
-        format_args!("?{}", q.finish())
+    let base = url_on(
+        &uri,
+        &headers,
+        &params,
+        "/insights/funnel",
+        "/persons/funnel",
+        &["funnel_step", "format"],
     );
     Ok(Json(json!({
         "result": funnel::steps(&spec, &all, &base),
@@ -343,6 +333,220 @@ pub(crate) async fn insights_trend(
     })))
 }
 
+/// The persons of one funnel-correlation row: the funnel's actors (who
+/// did step 1, or reached `funnel_step`) who did
+/// `funnel_correlation_person_entity` inside their window, or whose person
+/// properties match `funnel_correlation_property_values`; only those who
+/// converted or dropped off with `funnel_correlation_person_converted`.
+#[utoipa::path(
+    method(get, post),
+    path = "/api/projects/{project_id}/persons/funnel/correlation/",
+    operation_id = "persons_funnel_correlation",
+    tag = "analytics",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("events" = Option<String>, Query, description = "The funnel's steps: a JSON list of `{id, type: \"events\", order, properties?}`."),
+        ("funnel_correlation_person_entity" = Option<String>, Query, description = "JSON `{id, type: \"events\", properties?}`: the event of the row."),
+        ("funnel_correlation_property_values" = Option<String>, Query, description = "JSON list of person property filters: the property value of the row."),
+        ("funnel_correlation_person_converted" = Option<String>, Query, description = "`true`: who converted; `false`: who dropped off; absent: both."),
+        ("funnel_correlation_person_limit" = Option<u32>, Query, description = "Page size (default 100)."),
+        ("funnel_correlation_person_offset" = Option<u32>, Query, description = "Persons to skip."),
+        ("date_from" = Option<String>, Query, description = "Start (default `-7d`)."),
+        ("date_to" = Option<String>, Query, description = "End (default now)."),
+        ("funnel_window_days" = Option<i64>, Query, description = "Conversion window in days (default 14)."),
+        ("format" = Option<String>, Query, description = "`csv` for CSV."),
+    ),
+    request_body(content = Object, description = "The same parameters as JSON (optional)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{results: [{people, count}], next, initial, is_cached, last_refresh}`, or CSV", body = Object),
+        (status = 400, description = "No row selected, or a bad parameter"),
+    )
+)]
+pub(crate) async fn persons_funnel_correlation(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let project = key.path_project(&p, "person:read")?;
+    let params = params(&uri, body)?;
+    let spec = CorrelationSpec::parse(&params, Utc::now())?;
+    let (selector, converted) = correlation::selector(&params)?;
+    let limit = params
+        .count("funnel_correlation_person_limit", 100, MAX_PAGE)?
+        .max(1);
+    let offset = params.count("funnel_correlation_person_offset", 0, usize::MAX)?;
+    let persons = state.app().persons().clone();
+    let all = run_app_query(&state, move |limits| async move {
+        correlation::persons_of(&persons, project, &spec, &selector, converted, &limits).await
+    })
+    .await?;
+    let page: Vec<String> = all.into_iter().skip(offset).take(limit).collect();
+    let full = page.len() >= limit;
+    let persons = state.app().persons().clone();
+    let people = blocking(move || Ok(actors::load(&persons, project, &page)?)).await?;
+    if csv_wanted(&params) {
+        return Ok(csv_response(&people));
+    }
+    let listed: Vec<ListedPerson> = people.iter().map(ListedPerson::from).collect();
+    let next = full.then(|| {
+        url_with(
+            &uri,
+            &headers,
+            &[(
+                "funnel_correlation_person_offset",
+                (offset + limit).to_string(),
+            )],
+        )
+    });
+    Ok(Json(json!({
+        "results": [{"people": listed, "count": listed.len()}],
+        "next": next,
+        "initial": url_with(&uri, &headers, &[("funnel_correlation_person_offset", "0".to_string())]),
+        "is_cached": false,
+        "last_refresh": now_iso(),
+    }))
+    .into_response())
+}
+
+/// The request's parameters on another route, as a URL ending in `&` (or
+/// `?`) ready for more, without `drop`'s keys.
+fn url_on(
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    params: &Params,
+    from: &str,
+    to: &str,
+    drop: &[&str],
+) -> String {
+    let other: axum::http::Uri = uri
+        .path()
+        .replace(from, to)
+        .parse()
+        .unwrap_or_else(|_| uri.clone());
+    let base = url_with(&other, headers, &[]);
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params.0.iter() {
+        if !drop.contains(&k.as_str()) {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            q.append_pair(k, &text);
+        }
+    }
+    let q = q.finish();
+    let base = base.split('?').next().unwrap_or_default().to_string();
+    if q.is_empty() {
+        format!("{base}?")
+    } else {
+        format!("{base}?{q}&")
+    }
+}
+
+/// Which events (`funnel_correlation_type=events`, the default), event
+/// property values (`event_with_properties`) or person property values
+/// (`properties`) go with converting: PostHog's odds ratios, the ten
+/// strongest each way, and the URLs of each row's persons.
+#[utoipa::path(
+    method(get, post),
+    path = "/api/projects/{project_id}/insights/funnel/correlation/",
+    operation_id = "insights_funnel_correlation",
+    tag = "analytics",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("events" = Option<String>, Query, description = "The funnel's steps: a JSON list of `{id, type: \"events\", order, properties?}`."),
+        ("funnel_correlation_type" = Option<String>, Query, description = "`events` (default), `properties` or `event_with_properties`."),
+        ("funnel_correlation_names" = Option<String>, Query, description = "JSON list of person property names (or `[\"$all\"]`), for `properties`."),
+        ("funnel_correlation_exclude_names" = Option<String>, Query, description = "JSON list of person property names to leave out."),
+        ("funnel_correlation_event_names" = Option<String>, Query, description = "JSON list of events whose properties are correlated, for `event_with_properties`."),
+        ("funnel_correlation_exclude_event_names" = Option<String>, Query, description = "JSON list of events to leave out."),
+        ("funnel_correlation_event_exclude_property_names" = Option<String>, Query, description = "JSON list of event properties to leave out."),
+        ("date_from" = Option<String>, Query, description = "Start (default `-7d`)."),
+        ("date_to" = Option<String>, Query, description = "End (default now)."),
+        ("funnel_window_days" = Option<i64>, Query, description = "Conversion window in days (default 14)."),
+    ),
+    request_body(content = Object, description = "The same parameters as JSON (optional)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{result: {events: [{event, success_count, success_people_url, failure_count, failure_people_url, odds_ratio, correlation_type}], skewed}, last_refresh, is_cached}`", body = Object),
+        (status = 400, description = "A bad parameter"),
+    )
+)]
+pub(crate) async fn insights_funnel_correlation(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let project = key.path_project(&p, "insight:read")?;
+    let params = params(&uri, body)?;
+    let spec = CorrelationSpec::parse(&params, Utc::now())?;
+    let persons = state.app().persons().clone();
+    let spec2 = spec.clone();
+    let c = run_app_query(&state, move |limits| async move {
+        correlation::compute(&persons, project, &spec2, &limits).await
+    })
+    .await?;
+    let base = url_on(
+        &uri,
+        &headers,
+        &params,
+        "/insights/funnel/correlation",
+        "/persons/funnel/correlation",
+        &[
+            "funnel_correlation_person_entity",
+            "funnel_correlation_property_values",
+            "funnel_correlation_person_converted",
+            "format",
+        ],
+    );
+    let events: Vec<Value> = c
+        .rows
+        .iter()
+        .map(|r| {
+            let selector = match (&r.event, &r.property) {
+                (Some(e), None) => {
+                    ("funnel_correlation_person_entity", json!({"id": e, "type": "events"}))
+                }
+                (Some(e), Some((k, v))) => (
+                    "funnel_correlation_person_entity",
+                    json!({"id": e, "type": "events",
+                           "properties": [{"key": k, "value": v, "type": "event", "operator": "exact"}]}),
+                ),
+                (None, Some((k, v))) => (
+                    "funnel_correlation_property_values",
+                    json!([{"key": k, "value": v, "type": "person", "operator": "exact"}]),
+                ),
+                (None, None) => ("funnel_correlation_person_entity", Value::Null),
+            };
+            let people = |converted: bool| {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                q.append_pair(selector.0, &selector.1.to_string());
+                q.append_pair("funnel_correlation_person_converted", if converted { "true" } else { "false" });
+                format!("{base}{}", q.finish())
+            };
+            json!({
+                "event": {"event": r.name, "properties": {}, "elements": []},
+                "success_count": r.success_count,
+                "success_people_url": people(true),
+                "failure_count": r.failure_count,
+                "failure_people_url": people(false),
+                "odds_ratio": r.odds_ratio,
+                "correlation_type": if r.success { "success" } else { "failure" },
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "result": {"events": events, "skewed": c.skewed},
+        "last_refresh": now_iso(),
+        "is_cached": false,
+    })))
+}
+
 /// The insights routes under both prefixes.
 pub fn routes() -> axum::Router<AppState> {
     use axum::routing::get;
@@ -354,6 +558,10 @@ pub fn routes() -> axum::Router<AppState> {
                 get(insights_funnel).post(insights_funnel),
             ),
             ("/insights/trend", get(insights_trend).post(insights_trend)),
+            (
+                "/insights/funnel/correlation",
+                get(insights_funnel_correlation).post(insights_funnel_correlation),
+            ),
         ] {
             r = r
                 .route(&format!("{prefix}{path}"), m.clone())

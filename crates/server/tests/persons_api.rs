@@ -774,7 +774,7 @@ async fn values_cohorts_activity_timeline_and_refusals() {
         .envelope(405)
         .starts_with("Creating persons via this API is not allowed."));
     // Analytics endpoints not served yet: a clear 501.
-    for path in ["funnel/correlation", "trends", "stickiness"] {
+    for path in ["trends", "stickiness"] {
         let r = h.get(&format!("{}/persons/{path}/", h.api())).await;
         r.envelope(501);
     }

@@ -145,7 +145,18 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
             "insight:read",
             Some(json!({"shown_as": "Lifecycle", "events": [{"id": "e"}]})),
         ),
-        ("GET", format!("{pp}/persons/funnel/correlation/"), "person:read", None),
+        (
+            "GET",
+            format!("{pp}/persons/funnel/correlation/?events=%5B%7B%22id%22%3A%22e%22%7D%5D&funnel_correlation_person_entity=%7B%22id%22%3A%22x%22%7D"),
+            "person:read",
+            None,
+        ),
+        (
+            "POST",
+            format!("{pp}/insights/funnel/correlation/"),
+            "insight:read",
+            Some(json!({"events": [{"id": "e"}, {"id": "f"}], "funnel_correlation_type": "events"})),
+        ),
         (
             "POST",
             format!("{pp}/persons/{u}/delete_events/"),
@@ -489,6 +500,21 @@ async fn malformed_and_hostile_input_is_refused_and_changes_nothing() {
         format!(
             "{pp}/insights/funnel/?events={}&date_from=-99999999y&funnel_window_interval=99999999999999",
             urlencode(r#"[{"id":"e"}]"#)
+        ),
+        format!(
+            "{pp}/insights/funnel/correlation/?events={}&funnel_correlation_type=properties&funnel_correlation_names={}",
+            urlencode(r#"[{"id":"e"},{"id":"f"}]"#),
+            urlencode(r#"["x' OR '1'='1", "$all"]"#)
+        ),
+        format!(
+            "{pp}/persons/funnel/correlation/?events={}&funnel_correlation_person_entity={}&funnel_correlation_person_limit=-1",
+            urlencode(r#"[{"id":"e"},{"id":"f"}]"#),
+            urlencode(r#"{"id":"x') OR 1=1 --","properties":[{"key":"'","value":"\u0000"}]}"#)
+        ),
+        format!(
+            "{pp}/persons/funnel/correlation/?events={}&funnel_correlation_property_values={}",
+            urlencode(r#"[{"id":"e"},{"id":"f"}]"#),
+            urlencode(r#"[{"key":"a","value":"'","type":"person","operator":"icontains"}]"#)
         ),
         format!(
             "{pp}/persons/lifecycle/?target_date=2020-01-01&lifecycle_type=new&interval=hour&date_from=1970-01-01&events={}",

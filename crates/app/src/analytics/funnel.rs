@@ -18,6 +18,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt8Type};
 use chrono::{DateTime, Utc};
+use datafusion::prelude::SessionContext;
 use elide_persons::{Persons, SqliteMeta};
 use elide_query::funnel::posthog::Order;
 use elide_query::funnel::Window;
@@ -273,8 +274,15 @@ pub async fn actors(
     if spec.steps.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = session(persons, project, limits)?;
-    let batches = collect(&ctx, &spec.sql()?).await?;
+    actors_in(&session(persons, project, limits)?, spec).await
+}
+
+/// [`actors`] in a session made by [`session`].
+pub async fn actors_in(ctx: &SessionContext, spec: &FunnelSpec) -> Result<Vec<Actor>> {
+    if spec.steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batches = collect(ctx, &spec.sql()?).await?;
     let nb = spec.breakdown.as_ref().map_or(0, |b| b.keys.len());
     let mut out = Vec::new();
     for b in &batches {

@@ -1,5 +1,5 @@
 //! Product analytics over one project: funnels and their persons,
-//! lifecycle, with PostHog's parameters, semantics and shapes
+//! funnel correlation, lifecycle, with PostHog's parameters, semantics and shapes
 //! (`posthog-analytics.md`; differences in docs/api.md).
 //!
 //! Invariants:
@@ -21,10 +21,12 @@
 //! |---|---|
 //! | [`filter`] | PostHog's `Filter` parameters: entities, properties, dates, intervals, windows |
 //! | [`funnel`] | funnels: per-person paths (`funnel_path`), step counts and conversion times, persons at a step |
+//! | [`correlation`] | funnel correlation: events, event properties and person properties against conversion, and their persons |
 //! | [`lifecycle`] | new / returning / resurrecting / dormant per period, and the persons of one |
 //! | [`actors`] | the persons of a result, loaded in its order |
 
 pub mod actors;
+pub mod correlation;
 pub mod filter;
 pub mod funnel;
 pub mod lifecycle;

@@ -67,7 +67,7 @@ fn both(
 
 /// The analytics routes of a person collection, all [`analytics_later`]
 /// (GET and POST).
-pub(crate) const ANALYTICS_ROUTES: &[&str] = &["/funnel/correlation", "/trends", "/stickiness"];
+pub(crate) const ANALYTICS_ROUTES: &[&str] = &["/trends", "/stickiness"];
 
 /// The persons routes under every prefix.
 pub fn routes() -> Router<AppState> {
@@ -91,6 +91,12 @@ pub fn routes() -> Router<AppState> {
             r,
             &p("/funnel"),
             get(crate::analytics::persons_funnel).post(crate::analytics::persons_funnel),
+        );
+        r = both(
+            r,
+            &p("/funnel/correlation"),
+            get(crate::analytics::persons_funnel_correlation)
+                .post(crate::analytics::persons_funnel_correlation),
         );
         r = both(
             r,

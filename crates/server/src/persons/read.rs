@@ -547,10 +547,8 @@ pub(crate) async fn cohorts(key: Key, PathParams(p): PathParams) -> ApiResult<Js
     }))
 }
 
-/// Funnels, correlation, lifecycle, trends and stickiness of persons: not
-/// served yet (501). Documented at `trends/`; [`crate::openapi`] copies the
-/// operation to `funnel/`, `funnel/correlation/`, `lifecycle/` and
-/// `stickiness/`.
+/// Trends and stickiness of persons: not served yet (501). Documented at
+/// `trends/`; [`crate::openapi`] copies the operation to `stickiness/`.
 #[utoipa::path(
     method(get, post),
     path = "/api/projects/{project_id}/persons/trends/",
@@ -566,6 +564,6 @@ pub(crate) async fn cohorts(key: Key, PathParams(p): PathParams) -> ApiResult<Js
 pub(crate) async fn analytics_later(key: Key, PathParams(p): PathParams) -> ApiResult<Response> {
     key.path_project(&p, "person:read")?;
     Err(ApiError::not_implemented(
-        "funnels, correlation, lifecycle and trends of persons are not served yet",
+        "trends and stickiness of persons are not served yet (trends: POST …/query/ with a TrendsQuery)",
     ))
 }

@@ -1,0 +1,322 @@
+//! Funnels and funnel persons: PostHog scenarios 1–7, 17, 18, 20–22,
+//! and parameter checks.
+
+use serde_json::json;
+
+use super::*;
+
+#[tokio::test]
+async fn funnel_persons_scenarios() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let mut evs = Vec::new();
+    let names: Vec<String> = (0..35).map(|u| format!("user_{u}")).collect();
+    for (u, n) in names.iter().enumerate() {
+        evs.push((n.as_str(), "step one", "2021-05-01T00:00:00Z", json!({})));
+        if u < 15 {
+            evs.push((n.as_str(), "step two", "2021-05-03T00:00:00Z", json!({})));
+        }
+        if u < 5 {
+            evs.push((n.as_str(), "step three", "2021-05-05T00:00:00Z", json!({})));
+        }
+    }
+    capture(app.persons(), &evs);
+    let p = json!({
+        "date_from": "2021-05-01 00:00:00", "date_to": "2021-05-07 00:00:00",
+        "interval": "day", "funnel_window_days": 7,
+        "events": events_param(&["step one", "step two", "step three"]),
+    });
+    let (spec, actors) = funnel_actors(&app, &p).await;
+    let n = spec.steps.len();
+    let count = |sel: Value| selected(&actors, sel, n).len();
+    // Scenarios 1-4.
+    assert_eq!(count(json!({"funnel_step": 1})), 35);
+    assert_eq!(count(json!({"funnel_step": 3})), 5);
+    assert_eq!(count(json!({"funnel_step": -2})), 20);
+    assert_eq!(count(json!({"funnel_step": -3})), 10);
+    // Scenario 5.
+    for (step, custom, want) in [
+        (1, vec![1, 2, 3], 35),
+        (2, vec![2, 3], 15),
+        (3, vec![3], 5),
+        (-2, vec![1], 20),
+        (-3, vec![2], 10),
+    ] {
+        assert_eq!(count(json!({"funnel_step": step})), want);
+        assert_eq!(count(json!({"funnel_custom_steps": custom})), want);
+    }
+    assert_eq!(count(json!({"funnel_custom_steps": [1, 2]})), 30);
+    assert_eq!(count(json!({"funnel_custom_steps": [1, 3]})), 25);
+    assert_eq!(count(json!({"funnel_custom_steps": [3, 1]})), 25);
+    assert_eq!(count(json!({"funnel_custom_steps": "[1, 3, 3, 1]"})), 25);
+    assert_eq!(
+        count(json!({"funnel_step": 1, "funnel_custom_steps": [3]})),
+        5
+    );
+    // Errors.
+    for (sel, msg) in [
+        (
+            json!({}),
+            "Missing both funnel_step and funnel_custom_steps",
+        ),
+        (
+            json!({"funnel_step": -1}),
+            "To request dropoff of initial step use -2",
+        ),
+    ] {
+        let e = StepSelection::parse(&params(sel), n).expect_err("refused");
+        assert!(e.to_string().contains(msg), "{e}");
+    }
+    // The insight: counts and URLs.
+    let steps = funnel::steps(&spec, &actors, "/api/person/funnel/?");
+    let counts: Vec<u64> = steps
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|s| s["count"].as_u64().expect("count"))
+        .collect();
+    assert_eq!(counts, vec![35, 15, 5]);
+    assert_eq!(steps[0]["dropped_people_url"], Value::Null);
+    assert!(steps[1]["dropped_people_url"]
+        .as_str()
+        .expect("url")
+        .ends_with("funnel_step=-2"));
+    app.close().expect("close");
+}
+
+#[tokio::test]
+async fn funnel_breakdowns_strict_and_conversion_times() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    // Scenario 7 (and 18): breakdown by $browser, by two keys, by a person property.
+    capture(
+        app.persons(),
+        &[
+            (
+                "person1",
+                "sign up",
+                "2020-01-01T12:00:00Z",
+                json!({"$browser": "Chrome", "$browser_version": 95, "$set": {"$country": "PL"}}),
+            ),
+            (
+                "person1",
+                "play movie",
+                "2020-01-01T13:00:00Z",
+                json!({"$browser": "Chrome", "$browser_version": 95}),
+            ),
+            (
+                "person1",
+                "buy",
+                "2020-01-01T15:00:00Z",
+                json!({"$browser": "Chrome", "$browser_version": 95}),
+            ),
+            (
+                "person2",
+                "sign up",
+                "2020-01-02T14:00:00Z",
+                json!({"$browser": "Safari", "$browser_version": 14, "$set": {"$country": "EE"}}),
+            ),
+            (
+                "person2",
+                "play movie",
+                "2020-01-02T16:00:00Z",
+                json!({"$browser": "Safari", "$browser_version": 14}),
+            ),
+        ],
+    );
+    let base = json!({"date_from": "2020-01-01", "date_to": "2020-01-08", "funnel_window_days": 7,
+        "events": events_param(&["sign up", "play movie", "buy"])});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        for (k, v) in extra.as_object().expect("object") {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let person = |app: &App, d: &str| uuid_of(app, d);
+    let (p1, p2) = (person(&app, "person1"), person(&app, "person2"));
+    let (spec, actors) = funnel_actors(
+        &app,
+        &with(json!({"breakdown_type": "event", "breakdown": "$browser"})),
+    )
+    .await;
+    let n = spec.steps.len();
+    let mut both = vec![p1.clone(), p2.clone()];
+    both.sort();
+    assert_eq!(selected(&actors, json!({"funnel_step": 1}), n), both);
+    assert_eq!(
+        selected(
+            &actors,
+            json!({"funnel_step": 1, "funnel_step_breakdown": "Chrome"}),
+            n
+        ),
+        vec![p1.clone()]
+    );
+    assert_eq!(
+        selected(
+            &actors,
+            json!({"funnel_step": 1, "funnel_step_breakdown": "Safari"}),
+            n
+        ),
+        vec![p2.clone()]
+    );
+    let (_, actors) = funnel_actors(
+        &app,
+        &with(json!({"breakdown": ["$browser", "$browser_version"]})),
+    )
+    .await;
+    assert_eq!(
+        selected(
+            &actors,
+            json!({"funnel_step": 1, "funnel_step_breakdown": ["Chrome", "95"]}),
+            n
+        ),
+        vec![p1.clone()]
+    );
+    let (_, actors) = funnel_actors(
+        &app,
+        &with(json!({"breakdown_type": "person", "breakdown": "$country"})),
+    )
+    .await;
+    assert_eq!(
+        selected(
+            &actors,
+            json!({"funnel_step": 1, "funnel_step_breakdown": "EE"}),
+            n
+        ),
+        vec![p2.clone()]
+    );
+
+    // Scenario 20: conversion times, in every order type (person3 added).
+    capture(
+        app.persons(),
+        &[
+            ("person3", "sign up", "2020-01-02T14:00:00Z", json!({})),
+            ("person3", "play movie", "2020-01-02T16:00:00Z", json!({})),
+            ("person3", "buy", "2020-01-02T17:00:00Z", json!({})),
+        ],
+    );
+    for order in ["ordered", "strict", "unordered"] {
+        let (spec, actors) = funnel_actors(&app, &with(json!({"funnel_order_type": order}))).await;
+        let steps = funnel::steps(&spec, &actors, "");
+        assert_eq!(steps[0]["average_conversion_time"], Value::Null, "{order}");
+        assert_eq!(
+            steps[1]["average_conversion_time"],
+            json!(6000.0),
+            "{order}"
+        );
+        assert_eq!(steps[1]["median_conversion_time"], json!(7200.0), "{order}");
+        assert_eq!(
+            steps[2]["average_conversion_time"],
+            json!(5400.0),
+            "{order}"
+        );
+        assert_eq!(steps[2]["median_conversion_time"], json!(5400.0), "{order}");
+        if order == "unordered" {
+            assert_eq!(steps[1]["name"], json!("Completed 2 steps"));
+        }
+    }
+
+    // Scenario 18: strict, with a breakdown: an event between breaks the chain.
+    capture(
+        app.persons(),
+        &[
+            (
+                "s1",
+                "sign up",
+                "2020-01-03T12:00:00Z",
+                json!({"$browser": "Firefox"}),
+            ),
+            (
+                "s1",
+                "blah",
+                "2020-01-03T13:00:00Z",
+                json!({"$browser": "Firefox"}),
+            ),
+            (
+                "s1",
+                "play movie",
+                "2020-01-03T14:00:00Z",
+                json!({"$browser": "Firefox"}),
+            ),
+        ],
+    );
+    let p = json!({"date_from": "2020-01-03", "date_to": "2020-01-04", "funnel_window_days": 7,
+        "funnel_order_type": "strict", "breakdown": "$browser", "events": events_param(&["sign up", "play movie"])});
+    let (spec, actors) = funnel_actors(&app, &p).await;
+    let steps = funnel::steps(&spec, &actors, "");
+    assert_eq!(steps[0][0]["breakdown_value"], json!(["Firefox"]));
+    assert_eq!(
+        (steps[0][0]["count"].as_u64(), steps[0][1]["count"].as_u64()),
+        (Some(1), Some(0))
+    );
+    app.close().expect("close");
+}
+
+#[tokio::test]
+async fn funnel_parameters_are_checked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let ev = events_param(&["a", "b"]);
+    for (p, msg) in [
+        (
+            json!({"events": ev, "funnel_order_type": "sideways"}),
+            "funnel_order_type",
+        ),
+        (
+            json!({"events": ev, "funnel_window_interval": 3, "funnel_window_interval_unit": "fortnight"}),
+            "fortnight not supported",
+        ),
+        (
+            json!({"events": ev, "exclusions": [{"id": "x", "type": "events"}]}),
+            "Exclusion event needs to define funnel steps",
+        ),
+        (
+            json!({"events": ev, "exclusions": [{"id": "x", "funnel_from_step": 1, "funnel_to_step": 1}]}),
+            "End of range should be greater than start",
+        ),
+        (
+            json!({"events": ev, "exclusions": [{"id": "x", "funnel_from_step": 0, "funnel_to_step": 2}]}),
+            "End of range is greater than number of steps",
+        ),
+        (
+            json!({"events": ev, "exclusions": [{"id": "a", "funnel_from_step": 0, "funnel_to_step": 1}]}),
+            "can't be the same as funnel step",
+        ),
+        (
+            json!({"events": events_param(&["a", "b", "c"]), "funnel_order_type": "unordered", "exclusions": [{"id": "x", "funnel_from_step": 0, "funnel_to_step": 1}]}),
+            "Partial Exclusions not allowed",
+        ),
+        (
+            json!({"events": ev, "actions": [{"id": 3, "type": "actions"}]}),
+            "actions",
+        ),
+        (
+            json!({"events": ev, "date_from": "yesterday-ish"}),
+            "date_from",
+        ),
+        (
+            json!({"events": ev, "properties": "{not json"}),
+            "Properties are unparsable",
+        ),
+        (
+            json!({"events": ev, "properties": [{"key": "n", "value": "x", "operator": "gt"}]}),
+            "needs a number",
+        ),
+    ] {
+        let e = FunnelSpec::parse(&params(p.clone()), now()).expect_err(&p.to_string());
+        assert!(e.to_string().contains(msg), "{p}: {e}");
+    }
+    // Relative dates: -7d is midnight seven days ago.
+    let spec = FunnelSpec::parse(&params(json!({"events": ev})), now()).expect("spec");
+    assert_eq!(
+        spec.range.from,
+        Some(
+            Utc.with_ymd_and_hms(2025, 12, 25, 0, 0, 0)
+                .single()
+                .expect("t")
+                .timestamp_micros()
+        )
+    );
+    app.close().expect("close");
+}

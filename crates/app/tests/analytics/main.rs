@@ -1,0 +1,96 @@
+//! Analytics over a real data directory: PostHog's scenarios for funnels,
+//! funnel persons and lifecycle (`posthog-analytics.md` §5), person
+//! identity (merged ids count once), and deletion (a deleted person's
+//! results equal those of a dataset that never had the person, at once,
+//! after purge and after reopening).
+
+mod correlation_scenarios;
+mod deletion;
+mod funnel_scenarios;
+mod lifecycle_scenarios;
+
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use elide_app::analytics::filter::Params;
+use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
+use elide_app::query::QueryLimits;
+use elide_app::{App, AppConfig};
+use elide_persons::{Persons, SqliteMeta};
+use serde_json::{json, Value};
+
+const P: i64 = 1;
+
+fn open(dir: &std::path::Path) -> App {
+    let mut cfg = AppConfig::new(dir);
+    cfg.store = elide_store::StoreOptions::default();
+    let app = App::open(cfg).expect("open");
+    app.persons().ensure_project(P).expect("project");
+    app
+}
+
+/// Capture `(distinct id, event, ISO time, properties)`.
+fn capture(persons: &Arc<Persons<SqliteMeta>>, events: &[(&str, &str, &str, Value)]) {
+    let now = Utc::now().timestamp_micros();
+    let list: Vec<_> = events
+        .iter()
+        .map(|(d, e, t, props)| {
+            elide_persons::capture::parse_event(
+                json!({"event": e, "distinct_id": d, "timestamp": t, "properties": props}),
+                now,
+            )
+            .expect("event")
+        })
+        .collect();
+    persons.capture(P, &list).expect("capture");
+}
+
+/// The UUID of a distinct id's person.
+fn uuid_of(app: &App, distinct_id: &str) -> String {
+    app.persons()
+        .by_distinct_ids(P, &[distinct_id.to_string()])
+        .expect("lookup")
+        .into_values()
+        .next()
+        .expect("person")
+        .uuid
+        .hyphenated()
+        .to_string()
+}
+
+fn params(v: Value) -> Params {
+    Params::new(Vec::new(), Some(v)).expect("params")
+}
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("now")
+}
+
+async fn funnel_actors(app: &App, p: &Value) -> (FunnelSpec, Vec<funnel::Actor>) {
+    let spec = FunnelSpec::parse(&params(p.clone()), now()).expect("spec");
+    let actors = funnel::actors(app.persons(), P, &spec, &QueryLimits::default())
+        .await
+        .expect("actors");
+    (spec, actors)
+}
+
+fn selected(actors: &[funnel::Actor], p: Value, n: usize) -> Vec<String> {
+    let sel = StepSelection::parse(&params(p), n).expect("selection");
+    actors
+        .iter()
+        .filter(|a| sel.wants(a))
+        .map(|a| a.person.clone())
+        .collect()
+}
+
+fn events_param(names: &[&str]) -> Value {
+    Value::Array(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"id": n, "type": "events", "order": i}))
+            .collect(),
+    )
+}
