@@ -13,13 +13,15 @@
 //!   timestamps and the conversion times PostHog averages ([`posthog`]).
 //!
 //! Both keep, per group, the rows that matched a condition (every row for
-//! the strict modes) as `(timestamp, condition bits)` in one flat vector
-//! ([`Events`]), never a `ScalarValue` per row: `update_batch` turns the
-//! condition columns into a bit mask per row with one pass per column, and
-//! evaluation sorts the buffer by group with a counting sort (stable, so
-//! rows with equal timestamps keep the order they were read in, as in
-//! ClickHouse) and then each group by timestamp only when it is not already
-//! in order (parts keep a person's rows in time order).
+//! the strict modes) as `(timestamp, condition bits)` in a vector of the
+//! group's own ([`Events`]), never a `ScalarValue` per row: `update_batch`
+//! turns the condition columns into a bit mask per row with one pass per
+//! column and appends each row to its group; evaluation sorts a group by
+//! timestamp only when it is not already in order (parts keep a person's
+//! rows in time order), with a stable sort, so rows with equal timestamps
+//! keep the order they were read in, as in ClickHouse. Small per-group
+//! vectors come from the allocator's reused heap: a query does not fault
+//! in fresh pages for one large buffer and its copies.
 //!
 //! The intermediate state (two-phase aggregation, and DataFusion's
 //! skipping of partial aggregation when groups are many) is two lists per
@@ -209,21 +211,20 @@ pub(crate) fn mode_arg(args: &AccumulatorArgs) -> Result<String> {
     }
 }
 
-/// One buffered row: its timestamp, which conditions it matched (bit `i`
-/// for condition `i + 1`) and its group.
+/// One buffered row: its timestamp and which conditions it matched (bit
+/// `i` for condition `i + 1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event {
     /// The timestamp (microseconds, or the integer given).
     pub ts: i64,
     /// Bit `i` set when condition `i + 1` was true.
     pub mask: u32,
-    group: u32,
 }
 
 impl Event {
-    /// A row of one group (for calling the per-group functions directly).
+    /// A row (for calling the per-group functions directly).
     pub fn new(ts: i64, mask: u32) -> Event {
-        Event { ts, mask, group: 0 }
+        Event { ts, mask }
     }
 }
 
@@ -240,8 +241,10 @@ pub(crate) trait Evaluate: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug)]
 pub(crate) struct Events<E: Evaluate> {
     eval: Arc<E>,
-    events: Vec<Event>,
-    groups: usize,
+    /// Each group's rows, in the order read.
+    groups: Vec<Vec<Event>>,
+    /// Bytes the groups' vectors hold (kept as they grow, for `size`).
+    bytes: usize,
     conds: usize,
 }
 
@@ -297,10 +300,28 @@ impl<E: Evaluate> Events<E> {
     pub(crate) fn new(eval: Arc<E>, conds: usize) -> Self {
         Events {
             eval,
-            events: Vec::new(),
-            groups: 0,
+            groups: Vec::new(),
+            bytes: 0,
             conds,
         }
+    }
+
+    /// Make room for `n` groups.
+    fn reserve_groups(&mut self, n: usize) {
+        if self.groups.len() < n {
+            self.groups.resize_with(n, Vec::new);
+        }
+    }
+
+    /// Append `e` to group `g`.
+    fn push(&mut self, g: usize, e: Event) -> Result<()> {
+        let Some(v) = self.groups.get_mut(g) else {
+            return exec_err!("funnel: group {g} out of range");
+        };
+        let before = v.capacity();
+        v.push(e);
+        self.bytes += (v.capacity() - before) * std::mem::size_of::<Event>();
+        Ok(())
     }
 
     /// Append a batch's rows (`values` = all the function's arguments).
@@ -333,80 +354,43 @@ impl<E: Evaluate> Events<E> {
                     continue;
                 }
             }
-            let g = group(r);
-            self.events.push(Event {
-                ts: ts.value(r),
-                mask: m,
-                group: u32::try_from(g).unwrap_or(u32::MAX),
-            });
+            self.push(group(r), Event::new(ts.value(r), m))?;
         }
         Ok(())
     }
 
-    /// Take the rows of the groups `emit_to` names, sorted by group (then
-    /// by time within each group), and their number of groups.
-    fn take(&mut self, emit_to: EmitTo) -> (Vec<Event>, Vec<usize>) {
-        let n = match emit_to {
-            EmitTo::All => self.groups,
-            EmitTo::First(k) => k.min(self.groups),
-        };
-        let taken = if n == self.groups {
-            self.groups = 0;
-            std::mem::take(&mut self.events)
-        } else {
-            let (taken, rest): (Vec<Event>, Vec<Event>) =
-                self.events.drain(..).partition(|e| (e.group as usize) < n);
-            self.events = rest
-                .into_iter()
-                .map(|mut e| {
-                    e.group -= n as u32;
-                    e
-                })
-                .collect();
-            self.groups -= n;
-            taken
-        };
-        // Counting sort by group: stable, O(rows + groups).
-        let mut offsets = vec![0usize; n + 1];
-        for e in &taken {
-            offsets[e.group as usize + 1] += 1;
-        }
-        for i in 0..n {
-            offsets[i + 1] += offsets[i];
-        }
-        let mut next = offsets.clone();
-        let mut sorted = vec![
-            Event {
-                ts: 0,
-                mask: 0,
-                group: 0
-            };
-            taken.len()
-        ];
-        for e in taken {
-            let slot = &mut next[e.group as usize];
-            sorted[*slot] = e;
-            *slot += 1;
-        }
-        for g in 0..n {
-            let s = &mut sorted[offsets[g]..offsets[g + 1]];
-            if !s.is_sorted_by_key(|e| e.ts) {
-                s.sort_by_key(|e| e.ts); // stable
+    /// Take the groups `emit_to` names (the others are renumbered from 0),
+    /// each sorted by time.
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<Event>> {
+        let mut taken = emit_to.take_needed(&mut self.groups);
+        let freed: usize = taken.iter().map(Vec::capacity).sum();
+        self.bytes = self
+            .bytes
+            .saturating_sub(freed * std::mem::size_of::<Event>());
+        for g in &mut taken {
+            if !g.is_sorted_by_key(|e| e.ts) {
+                g.sort_by_key(|e| e.ts); // stable
             }
         }
-        (sorted, offsets)
+        taken
     }
 
-    fn evaluate_taken(&self, events: &[Event], offsets: &[usize]) -> Result<ArrayRef> {
-        let n = offsets.len() - 1;
-        let mut it = (0..n).map(|g| &events[offsets[g]..offsets[g + 1]]);
-        self.eval.evaluate(&mut it, n)
+    fn evaluate_taken(&self, groups: &[Vec<Event>]) -> Result<ArrayRef> {
+        let mut it = groups.iter().map(Vec::as_slice);
+        self.eval.evaluate(&mut it, groups.len())
     }
 
-    fn state_of(events: &[Event], offsets: &[usize]) -> Result<Vec<ArrayRef>> {
-        let ts: Int64Array = events.iter().map(|e| Some(e.ts)).collect();
-        let mask: UInt32Array = events.iter().map(|e| Some(e.mask)).collect();
-        list_pair(ts, mask, offsets)
+    fn state_of(groups: &[Vec<Event>]) -> Result<Vec<ArrayRef>> {
+        let mut offsets = Vec::with_capacity(groups.len() + 1);
+        offsets.push(0);
+        let mut rows = 0;
+        for g in groups {
+            rows += g.len();
+            offsets.push(rows);
+        }
+        let ts = Int64Array::from_iter_values(groups.iter().flatten().map(|e| e.ts));
+        let mask = UInt32Array::from_iter_values(groups.iter().flatten().map(|e| e.mask));
+        list_pair(ts, mask, &offsets)
     }
 
     fn merge(&mut self, values: &[ArrayRef], group: &dyn Fn(usize) -> usize) -> Result<()> {
@@ -432,13 +416,9 @@ impl<E: Evaluate> Events<E> {
                 return exec_err!("funnel: a state's lists differ in length");
             }
             let m0 = mo[r] as usize;
-            let g = u32::try_from(group(r)).unwrap_or(u32::MAX);
+            let g = group(r);
             for (k, i) in (a..b).enumerate() {
-                self.events.push(Event {
-                    ts: tv.value(i),
-                    mask: mv.value(m0 + k),
-                    group: g,
-                });
+                self.push(g, Event::new(tv.value(i), mv.value(m0 + k)))?;
             }
         }
         Ok(())
@@ -480,18 +460,18 @@ impl<E: Evaluate> GroupsAccumulator for Events<E> {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups = self.groups.max(total_num_groups);
+        self.reserve_groups(total_num_groups);
         self.add(values, &|r| group_indices[r], opt_filter)
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let (events, offsets) = self.take(emit_to);
-        self.evaluate_taken(&events, &offsets)
+        let groups = self.take(emit_to);
+        self.evaluate_taken(&groups)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let (events, offsets) = self.take(emit_to);
-        Self::state_of(&events, &offsets)
+        let groups = self.take(emit_to);
+        Self::state_of(&groups)
     }
 
     fn merge_batch(
@@ -500,7 +480,7 @@ impl<E: Evaluate> GroupsAccumulator for Events<E> {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups = self.groups.max(total_num_groups);
+        self.reserve_groups(total_num_groups);
         self.merge(values, &|r| group_indices[r])
     }
 
@@ -512,22 +492,15 @@ impl<E: Evaluate> GroupsAccumulator for Events<E> {
         // Each row its own group: a list of one row, or empty.
         let rows = values.first().map_or(0, |v| v.len());
         let mut one = Events::new(Arc::clone(&self.eval), self.conds);
-        one.groups = rows;
+        one.reserve_groups(rows);
         one.add(values, &|r| r, opt_filter)?;
-        let mut offsets = Vec::with_capacity(rows + 1);
-        offsets.push(0);
-        let mut k = 0;
-        for r in 0..rows {
-            if k < one.events.len() && one.events[k].group as usize == r {
-                k += 1;
-            }
-            offsets.push(k);
-        }
-        Self::state_of(&one.events, &offsets)
+        Self::state_of(&one.groups)
     }
 
     fn size(&self) -> usize {
-        self.events.capacity() * std::mem::size_of::<Event>() + std::mem::size_of::<Self>()
+        self.bytes
+            + self.groups.capacity() * std::mem::size_of::<Vec<Event>>()
+            + std::mem::size_of::<Self>()
     }
 }
 
@@ -537,14 +510,14 @@ pub(crate) struct Single<E: Evaluate>(pub(crate) Events<E>);
 
 impl<E: Evaluate> Accumulator for Single<E> {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.0.groups = 1;
+        self.0.reserve_groups(1);
         self.0.add(values, &|_| 0, None)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        self.0.groups = 1;
-        let (events, offsets) = self.0.take(EmitTo::All);
-        let a = self.0.evaluate_taken(&events, &offsets)?;
+        self.0.reserve_groups(1);
+        let groups = self.0.take(EmitTo::All);
+        let a = self.0.evaluate_taken(&groups)?;
         ScalarValue::try_from_array(&a, 0)
     }
 
@@ -553,19 +526,22 @@ impl<E: Evaluate> Accumulator for Single<E> {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        self.0.groups = 1;
-        let (events, offsets) = self.0.take(EmitTo::All);
-        let cols = Events::<E>::state_of(&events, &offsets)?;
+        self.0.reserve_groups(1);
+        let groups = self.0.take(EmitTo::All);
+        let cols = Events::<E>::state_of(&groups)?;
         // Keep the rows: state() may be followed by more updates.
-        self.0.events = events;
-        self.0.groups = 1;
+        self.0.bytes = groups
+            .iter()
+            .map(|g| g.capacity() * std::mem::size_of::<Event>())
+            .sum();
+        self.0.groups = groups;
         cols.iter()
             .map(|c| ScalarValue::try_from_array(c, 0))
             .collect()
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.0.groups = 1;
+        self.0.reserve_groups(1);
         self.0.merge(states, &|_| 0)
     }
 }
