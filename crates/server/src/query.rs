@@ -1,6 +1,7 @@
 //! `POST /api/projects/{id}/query/` (and under `/api/environments/`):
 //! PostHog's query endpoint for `HogQLQuery`, run by
-//! [`elide_app::query::run_hogql`] over the project's rows only.
+//! [`elide_app::query::run_hogql`] over the project's rows only, and for
+//! `TrendsQuery` ([`elide_app::analytics::trends`]).
 //!
 //! Queries run on their own runtime ([`QueryRuntime`]), so a long scan
 //! never holds a thread that answers other requests; each runs under the
@@ -17,6 +18,7 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use elide_app::analytics::trends::{self, TrendsSpec};
 use elide_app::query::{run_hogql, QueryOutput};
 use elide_app::AppError;
 use elide_query::deadline::{is_cancelled, QueryDeadline};
@@ -90,7 +92,7 @@ fn type_pairs() -> utoipa::openapi::schema::Array {
 }
 
 /// The HogQL query of a request.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HogQlQuery {
     /// Always `HogQLQuery`.
     pub kind: String,
@@ -101,12 +103,72 @@ pub struct HogQlQuery {
     pub values: Option<Map<String, Value>>,
 }
 
+/// A trends query: PostHog's `TrendsQuery` (docs/api.md lists what is
+/// served).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrendsQuery {
+    /// Always `TrendsQuery`.
+    pub kind: String,
+    /// `[{kind: "EventsNode", event, math?, properties?, custom_name?}]`;
+    /// `math`: `total` (default), `dau`, `weekly_active`, `monthly_active`.
+    #[schema(value_type = Vec<Object>)]
+    pub series: Vec<Value>,
+    /// `{date_from, date_to}` (default the last 7 days).
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "dateRange")]
+    pub date_range: Option<Value>,
+    /// `hour`, `day` (default), `week` or `month`.
+    pub interval: Option<String>,
+    /// Property filters applied to every series.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub properties: Option<Value>,
+    /// `{breakdown: "<event property>", breakdown_limit?}`.
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "breakdownFilter")]
+    pub breakdown_filter: Option<Value>,
+}
+
+/// A query of `POST …/query/`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AnyQuery {
+    /// HogQL text.
+    HogQl(HogQlQuery),
+    /// Trends.
+    Trends(TrendsQuery),
+}
+
 /// Body of `POST …/query/` (other fields, such as `refresh`, are
 /// ignored).
 #[derive(Debug, ToSchema)]
 pub struct QueryBody {
     /// The query.
-    pub query: HogQlQuery,
+    pub query: AnyQuery,
+}
+
+/// The answer to a `TrendsQuery`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrendsAnswer {
+    /// Per series (and breakdown value): `{action, label, count, data,
+    /// labels, days, breakdown_value?}`.
+    #[schema(value_type = Vec<Object>)]
+    pub results: Value,
+    /// Always false.
+    pub is_cached: bool,
+    /// When it was computed (ISO 8601).
+    pub last_refresh: String,
+    /// Always `UTC`.
+    pub timezone: String,
+}
+
+/// The answer of `POST …/query/`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum QueryResponse {
+    /// A `HogQLQuery`'s rows.
+    Rows(QueryAnswer),
+    /// A `TrendsQuery`'s series.
+    Trends(TrendsAnswer),
 }
 
 /// The tokio runtime queries run on (DataFusion's work is CPU-bound and
@@ -227,14 +289,16 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
             return Err(ApiError::invalid_attr(
                 "kind",
                 "invalid_input",
-                format!("query kind '{other}' is not supported; Elide runs HogQLQuery"),
+                format!(
+                    "query kind '{other}' is not supported; Elide runs HogQLQuery and TrendsQuery"
+                ),
             ))
         }
         None => {
             return Err(ApiError::invalid_attr(
                 "kind",
                 "required",
-                "query.kind is required (HogQLQuery)",
+                "query.kind is required (HogQLQuery or TrendsQuery)",
             ))
         }
     }
@@ -262,7 +326,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
     }
 }
 
-/// Run a HogQL query over the project's rows.
+/// Run a HogQL query, or a trends query, over the project's rows.
 #[utoipa::path(
     post,
     path = "/api/projects/{project_id}/query/",
@@ -273,7 +337,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
     ),
     request_body(content = QueryBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The rows", body = QueryAnswer),
+        (status = 200, description = "The rows (HogQLQuery) or the series (TrendsQuery)", body = QueryResponse),
         (status = 504, description = "The query ran longer than the query timeout and was cancelled"),
     )
 )]
@@ -282,15 +346,33 @@ async fn query(
     key: Key,
     PathParams(p): PathParams,
     JsonBody(body): JsonBody<Value>,
-) -> ApiResult<Json<QueryAnswer>> {
+) -> ApiResult<Json<QueryResponse>> {
     let project = key.path_project(&p, "query:read")?;
+    if let Some(Value::Object(q)) = body.get("query") {
+        if q.get("kind").and_then(Value::as_str) == Some("TrendsQuery") {
+            let spec = TrendsSpec::parse(q, chrono::Utc::now())?;
+            let persons = state.app().persons().clone();
+            let spec2 = spec.clone();
+            let counts = run_app_query(&state, move |limits| async move {
+                trends::compute(&persons, project, &spec2, &limits).await
+            })
+            .await?;
+            return Ok(Json(QueryResponse::Trends(TrendsAnswer {
+                results: trends::results(&spec, &counts),
+                is_cached: false,
+                last_refresh: chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                timezone: "UTC".into(),
+            })));
+        }
+    }
     let sql = hogql_of(&body)?;
     let persons = state.app().persons().clone();
     let out = run_app_query(&state, move |limits| async move {
         run_hogql(&persons, project, &sql, &limits).await
     })
     .await?;
-    Ok(Json(out.into()))
+    Ok(Json(QueryResponse::Rows(out.into())))
 }
 
 /// Run `work` on the query runtime under the server's query limits and

@@ -365,3 +365,73 @@ async fn funnel_correlation_links_its_persons_and_forgets_the_deleted() {
     let success = h.get(&follow(&rows[0]["success_people_url"])).await;
     assert_eq!(success.json["results"][0]["count"], json!(4));
 }
+
+#[tokio::test]
+async fn trends_query_through_the_query_endpoint() {
+    let h = Harness::new();
+    let mut events = Vec::new();
+    for (d, day, browser) in [
+        ("a", 1, "Chrome"),
+        ("a", 1, "Chrome"),
+        ("b", 1, "Safari"),
+        ("b", 2, "Safari"),
+        ("gone", 2, "Chrome"),
+    ] {
+        events.push(json!({"event": "$pageview", "distinct_id": d,
+            "timestamp": format!("2020-01-0{day}T12:00:00Z"), "properties": {"$browser": browser}}));
+    }
+    capture_all(&h, events).await;
+    let body = |math: &str, breakdown: Value| {
+        json!({"query": {"kind": "TrendsQuery", "interval": "day",
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-03"},
+            "series": [{"kind": "EventsNode", "event": "$pageview", "math": math}],
+            "breakdownFilter": breakdown}})
+    };
+    let url = format!("{}/query/", h.api());
+    let r = h.post(&url, &body("total", Value::Null)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["data"], json!([3.0, 2.0, 0.0]));
+    assert_eq!(
+        r.json["results"][0]["days"],
+        json!(["2020-01-01", "2020-01-02", "2020-01-03"])
+    );
+    assert_eq!(r.json["is_cached"], json!(false));
+    let r = h.post(&url, &body("dau", Value::Null)).await;
+    assert_eq!(r.json["results"][0]["data"], json!([2.0, 2.0, 0.0]));
+    let r = h
+        .post(&url, &body("total", json!({"breakdown": "$browser"})))
+        .await;
+    let results = r.json["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "{}", r.text());
+    assert_eq!(results[0]["breakdown_value"], json!("Chrome"));
+    assert_eq!(results[0]["data"], json!([2.0, 1.0, 0.0]));
+    // Bad input: 400 envelopes naming the problem.
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "TrendsQuery", "series": [{"event": "e", "math": "p99"}]}}),
+        )
+        .await;
+    assert!(r.envelope(400).contains("math \"p99\""));
+    let r = h
+        .post(&url, &json!({"query": {"kind": "FunnelsQuery"}}))
+        .await;
+    assert!(r.envelope(400).contains("HogQLQuery and TrendsQuery"));
+    // A deleted person leaves DAU at once.
+    let uuid = h.person("gone").await.expect("person")["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string();
+    let d = h
+        .call(
+            "DELETE",
+            &format!("{}/persons/{uuid}/?delete_events=true", h.api()),
+            None,
+        )
+        .await;
+    assert!(d.status.is_success(), "{}", d.text());
+    let r = h.post(&url, &body("dau", Value::Null)).await;
+    assert_eq!(r.json["results"][0]["data"], json!([2.0, 1.0, 0.0]));
+    let r = h.post(&url, &body("total", Value::Null)).await;
+    assert_eq!(r.json["results"][0]["data"], json!([3.0, 1.0, 0.0]));
+}

@@ -19,7 +19,7 @@ use elide_persons::{Persons, SqliteMeta};
 use serde_json::{json, Value};
 
 use super::filter::{entities, parse_date, props, range, Entity, Interval, Params, Prop};
-use super::{collect, lit, props_sql, session, ts_lit};
+use super::{collect, lit, period_labels, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -164,18 +164,7 @@ pub async fn compute(
 /// zero-filled over every period.
 pub fn series(spec: &LifecycleSpec, l: &Lifecycle) -> Value {
     let periods = spec.interval.periods(spec.first, spec.last);
-    let fmt = |t: i64, f: &str| {
-        DateTime::from_timestamp_micros(t)
-            .map(|d| d.format(f).to_string())
-            .unwrap_or_default()
-    };
-    let days_fmt = if spec.interval == Interval::Hour {
-        "%Y-%m-%d %H:%M:%S"
-    } else {
-        "%Y-%m-%d"
-    };
-    let labels: Vec<String> = periods.iter().map(|&t| fmt(t, "%-d-%b-%Y")).collect();
-    let days: Vec<String> = periods.iter().map(|&t| fmt(t, days_fmt)).collect();
+    let (labels, days) = period_labels(spec.interval, &periods);
     let out: Vec<Value> = STATUSES
         .iter()
         .map(|&status| {

@@ -1,5 +1,5 @@
 //! Product analytics over one project: funnels and their persons,
-//! funnel correlation, lifecycle, with PostHog's parameters, semantics and shapes
+//! funnel correlation, lifecycle, trends, with PostHog's parameters, semantics and shapes
 //! (`posthog-analytics.md`; differences in docs/api.md).
 //!
 //! Invariants:
@@ -23,6 +23,7 @@
 //! | [`funnel`] | funnels: per-person paths (`funnel_path`), step counts and conversion times, persons at a step |
 //! | [`correlation`] | funnel correlation: events, event properties and person properties against conversion, and their persons |
 //! | [`lifecycle`] | new / returning / resurrecting / dormant per period, and the persons of one |
+//! | [`trends`] | events, daily, weekly and monthly active persons per period, broken down by an event property |
 //! | [`actors`] | the persons of a result, loaded in its order |
 
 pub mod actors;
@@ -30,6 +31,7 @@ pub mod correlation;
 pub mod filter;
 pub mod funnel;
 pub mod lifecycle;
+pub mod trends;
 
 use std::sync::Arc;
 
@@ -66,6 +68,25 @@ pub fn session(
     }
     register_person_tables(&ctx, persons, Some(project))?;
     Ok(ctx)
+}
+
+/// PostHog's `labels` (`1-Jan-2024`) and `days` (`2024-01-01`, with the
+/// time for hours) of period starts.
+pub fn period_labels(interval: filter::Interval, periods: &[i64]) -> (Vec<String>, Vec<String>) {
+    let fmt = |t: i64, f: &str| {
+        chrono::DateTime::from_timestamp_micros(t)
+            .map(|d| d.format(f).to_string())
+            .unwrap_or_default()
+    };
+    let days_fmt = if interval == filter::Interval::Hour {
+        "%Y-%m-%d %H:%M:%S"
+    } else {
+        "%Y-%m-%d"
+    };
+    (
+        periods.iter().map(|&t| fmt(t, "%-d-%b-%Y")).collect(),
+        periods.iter().map(|&t| fmt(t, days_fmt)).collect(),
+    )
 }
 
 /// Run `sql` and collect its batches.

@@ -1,8 +1,9 @@
 //! A deleted person leaves every analytic (funnel steps and persons,
-//! lifecycle, correlation) at once, after purge and after
+//! lifecycle, correlation, trends) at once, after purge and after
 //! reopening.
 
 use elide_app::analytics::correlation::{self, Correlation, CorrelationSpec};
+use elide_app::analytics::trends::{self, TrendsSpec};
 use elide_persons::DeletePersons;
 use serde_json::json;
 
@@ -12,7 +13,7 @@ use super::*;
 /// Funnel steps, lifecycle series and funnel correlation of the current
 /// data (persons' UUIDs are left out: they identify the same persons in
 /// both datasets only through their distinct ids).
-async fn analytics_of(app: &App) -> (Value, Value, Vec<Vec<String>>, Correlation) {
+async fn analytics_of(app: &App) -> (Value, Value, Vec<Vec<String>>, Correlation, Value) {
     let p = json!({"date_from": "2020-01-01", "date_to": "2020-01-20", "funnel_window_days": 3,
         "events": events_param(&["$pageview", "signup", "purchase"])});
     let (spec, actors) = funnel_actors(app, &p).await;
@@ -46,7 +47,19 @@ async fn analytics_of(app: &App) -> (Value, Value, Vec<Vec<String>>, Correlation
         .await
         .expect("correlation");
     assert!(!c.rows.is_empty(), "the correlation has rows to lose");
-    (steps, s, at_step, c)
+    // Trends: events, daily and monthly active persons.
+    let Value::Object(q) = json!({"kind": "TrendsQuery", "interval": "day",
+        "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-20"},
+        "series": [{"event": "$pageview"}, {"event": "$pageview", "math": "dau"},
+                   {"event": null, "math": "monthly_active"}]})
+    else {
+        unreachable!("an object")
+    };
+    let spec = TrendsSpec::parse(&q, now()).expect("trends");
+    let counts = trends::compute(app.persons(), P, &spec, &QueryLimits::default())
+        .await
+        .expect("trends");
+    (steps, s, at_step, c, trends::results(&spec, &counts))
 }
 
 fn generated() -> Vec<(String, &'static str, String, Value)> {

@@ -8,6 +8,7 @@ mod correlation_scenarios;
 mod deletion;
 mod funnel_scenarios;
 mod lifecycle_scenarios;
+mod trends_scenarios;
 
 use std::sync::Arc;
 

@@ -1,0 +1,479 @@
+//! Trends (`posthog-analytics.md` §3.5): per series and period, the
+//! number of events (`total`), of distinct persons (`dau`), or of persons
+//! active in the 7 or 30 days ending that day (`weekly_active`,
+//! `monthly_active`), optionally broken down by an event property; the
+//! body of PostHog's `TrendsQuery`.
+//!
+//! Periods are UTC, zero-filled from the period of `date_from` to that of
+//! `date_to`; weeks start on Sunday. Persons are counted through the
+//! persons layer's identity (an event belongs to the person owning its
+//! distinct id now), so merged persons count once and a deleted person
+//! counts nowhere; `total` counts every event, with a person or not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type};
+use chrono::{DateTime, Utc};
+use elide_persons::{Persons, SqliteMeta};
+use serde_json::{json, Map, Value};
+
+use super::filter::{props, range, Interval, Params, Prop, PropKind};
+use super::{collect, lit, period_labels, props_sql, session, ts_lit};
+use crate::error::{AppError, Result};
+use crate::query::QueryLimits;
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(AppError::InvalidQuery(msg.into()))
+}
+
+const DAY: i64 = 86_400_000_000;
+
+/// PostHog's value for a breakdown whose property is unset.
+pub const BREAKDOWN_NULL: &str = "$$_posthog_breakdown_null_$$";
+
+/// What a series counts per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Math {
+    /// Events.
+    Total,
+    /// Distinct persons.
+    Dau,
+    /// Persons active in the 7 days ending on the day.
+    WeeklyActive,
+    /// Persons active in the 30 days ending on the day.
+    MonthlyActive,
+}
+
+impl Math {
+    fn parse(v: Option<&Value>) -> Result<Math> {
+        match v.and_then(Value::as_str) {
+            None | Some("total") => Ok(Math::Total),
+            Some("dau") => Ok(Math::Dau),
+            Some("weekly_active") => Ok(Math::WeeklyActive),
+            Some("monthly_active") => Ok(Math::MonthlyActive),
+            Some(other) => invalid(format!(
+                "math {other:?} is not supported (total, dau, weekly_active, monthly_active)"
+            )),
+        }
+    }
+
+    /// PostHog's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Math::Total => "total",
+            Math::Dau => "dau",
+            Math::WeeklyActive => "weekly_active",
+            Math::MonthlyActive => "monthly_active",
+        }
+    }
+
+    /// Days an active person counts for (weekly and monthly active).
+    fn days(self) -> Option<i64> {
+        match self {
+            Math::WeeklyActive => Some(7),
+            Math::MonthlyActive => Some(30),
+            Math::Total | Math::Dau => None,
+        }
+    }
+}
+
+/// One series: an event (or every event), what to count, its filters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// The event; `None` = all events.
+    pub event: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// `custom_name`, if any.
+    pub custom_name: Option<String>,
+    /// What to count.
+    pub math: Math,
+    /// The series' own property filters.
+    pub props: Vec<Prop>,
+}
+
+/// A trends query, parsed and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendsSpec {
+    /// The series, in order.
+    pub series: Vec<Series>,
+    /// Global property filters.
+    pub props: Vec<Prop>,
+    /// The period unit.
+    pub interval: Interval,
+    /// The first period's start (µs).
+    pub first: i64,
+    /// The last instant counted (µs, inclusive).
+    pub to: i64,
+    /// The event property to break down by.
+    pub breakdown: Option<String>,
+    /// Most breakdown values kept per series (the largest).
+    pub breakdown_limit: usize,
+}
+
+/// Keys of a `TrendsQuery` Elide reads; any other key is refused rather
+/// than ignored, unless it only changes presentation.
+const KNOWN: &[&str] = &[
+    "kind",
+    "series",
+    "dateRange",
+    "interval",
+    "properties",
+    "breakdownFilter",
+    "trendsFilter",
+    "filterTestAccounts",
+    "aggregation_group_type_index",
+    "samplingFactor",
+    "modifiers",
+    "response",
+    "version",
+    "tags",
+];
+
+impl TrendsSpec {
+    /// Parse a `TrendsQuery` (PostHog's defaults: the last 7 days, by
+    /// day, `total`).
+    pub fn parse(q: &Map<String, Value>, now: DateTime<Utc>) -> Result<TrendsSpec> {
+        if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return invalid(format!("TrendsQuery: {k} is not supported"));
+        }
+        if q.get("filterTestAccounts") == Some(&Value::Bool(true)) {
+            return invalid("TrendsQuery: filterTestAccounts is not supported (Elide has no test-account filters)");
+        }
+        if q.get("aggregation_group_type_index")
+            .is_some_and(|v| !v.is_null())
+        {
+            return invalid("TrendsQuery: groups are not supported");
+        }
+        if q.get("trendsFilter")
+            .and_then(|f| f.get("formula"))
+            .is_some_and(|v| !v.is_null())
+        {
+            return invalid("TrendsQuery: formulas are not supported");
+        }
+        // The legacy parameters the shared parsers read.
+        let mut m = Map::new();
+        if let Some(r) = q.get("dateRange") {
+            let Value::Object(r) = r else {
+                return invalid("dateRange must be an object {date_from, date_to}");
+            };
+            for k in ["date_from", "date_to"] {
+                if let Some(v) = r.get(k) {
+                    m.insert(k.into(), v.clone());
+                }
+            }
+        }
+        if let Some(v) = q.get("interval") {
+            m.insert("interval".into(), v.clone());
+        }
+        let p = Params(m);
+        let interval = Interval::parse(&p)?;
+        let r = range(&p, now, "-7d")?;
+        let Some(from) = r.from else {
+            return invalid("trends need a date_from (not all)");
+        };
+        let first = interval.trunc(from);
+        if interval.periods(first, r.to).len() >= 10_000 {
+            return invalid("the date range holds too many periods of this interval");
+        }
+        let Some(Value::Array(list)) = q.get("series") else {
+            return invalid("TrendsQuery: series must be a list of EventsNode");
+        };
+        if list.is_empty() {
+            return invalid("TrendsQuery: series is empty");
+        }
+        let mut series = Vec::new();
+        for s in list {
+            let Value::Object(o) = s else {
+                return invalid("TrendsQuery: each series is an object");
+            };
+            match o.get("kind").and_then(Value::as_str) {
+                None | Some("EventsNode") => {}
+                Some(other) => {
+                    return invalid(format!(
+                        "series of kind {other} are not supported (EventsNode)"
+                    ))
+                }
+            }
+            let event = match o.get("event") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(e)) => Some(e.clone()),
+                Some(v) => return invalid(format!("series event must be a string, got {v}")),
+            };
+            let math = Math::parse(o.get("math"))?;
+            if math.days().is_some() && interval != Interval::Day {
+                return invalid(format!(
+                    "math {} is counted per day: use interval day",
+                    math.as_str()
+                ));
+            }
+            let name = o
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| event.clone())
+                .unwrap_or_else(|| "All events".into());
+            series.push(Series {
+                event,
+                name,
+                custom_name: o
+                    .get("custom_name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                math,
+                props: props(o.get("properties").cloned(), "series properties")?,
+            });
+        }
+        let (mut breakdown, mut breakdown_limit) = (None, 25);
+        if let Some(b) = q.get("breakdownFilter").filter(|b| !b.is_null()) {
+            let Value::Object(b) = b else {
+                return invalid("breakdownFilter must be an object");
+            };
+            match b.get("breakdown_type").and_then(Value::as_str) {
+                None | Some("event") => {}
+                Some(other) => {
+                    return invalid(format!("breakdown_type {other:?} is not supported (event)"))
+                }
+            }
+            breakdown = match b.get("breakdown") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(v) => return invalid(format!("breakdown must be a property name, got {v}")),
+            };
+            if let Some(l) = b.get("breakdown_limit").filter(|v| !v.is_null()) {
+                breakdown_limit = match l.as_u64() {
+                    Some(n) if (1..=1000).contains(&n) => n as usize,
+                    _ => return invalid("breakdown_limit must be an integer from 1 to 1000"),
+                };
+            }
+        }
+        Ok(TrendsSpec {
+            series,
+            props: props(q.get("properties").cloned(), "properties")?,
+            interval,
+            first,
+            to: r.to,
+            breakdown,
+            breakdown_limit,
+        })
+    }
+
+    /// The period starts.
+    pub fn periods(&self) -> Vec<i64> {
+        self.interval.periods(self.first, self.to)
+    }
+
+    /// The SQL expression of an event's period start (µs), weeks from
+    /// Sunday.
+    fn period_sql(&self) -> String {
+        let trunc = match self.interval {
+            Interval::Hour => "date_trunc('hour', e.timestamp)".to_string(),
+            Interval::Day => "date_trunc('day', e.timestamp)".to_string(),
+            Interval::Week => {
+                "date_trunc('week', e.timestamp + INTERVAL '1 day') - INTERVAL '1 day'".to_string()
+            }
+            Interval::Month => "date_trunc('month', e.timestamp)".to_string(),
+        };
+        format!("CAST({trunc} AS BIGINT)")
+    }
+
+    /// One series' query: (period or day, breakdown, count or person).
+    fn sql(&self, s: &Series) -> Result<String> {
+        let from = match s.math.days() {
+            Some(d) => self.first - (d - 1) * DAY,
+            None => self.first,
+        };
+        let mut filter = vec![
+            format!("e.timestamp >= {}", ts_lit(from)),
+            format!("e.timestamp <= {}", ts_lit(self.to)),
+            props_sql(&self.props)?,
+            props_sql(&s.props)?,
+        ];
+        if let Some(e) = &s.event {
+            filter.push(format!("e.event = {}", lit(e)));
+        }
+        let bd = match &self.breakdown {
+            Some(k) => format!("json_as_text(e.properties, {})", lit(k)),
+            None => "CAST(NULL AS VARCHAR)".to_string(),
+        };
+        let person_props = self
+            .props
+            .iter()
+            .chain(&s.props)
+            .any(|p| p.kind == PropKind::Person);
+        let persons = person_props || s.math != Math::Total;
+        let mut from_sql = "events e".to_string();
+        if persons {
+            from_sql.push_str(" JOIN person_distinct_ids pdi ON e.distinct_id = pdi.distinct_id");
+        }
+        if person_props {
+            from_sql.push_str(" JOIN persons p ON p.uuid = pdi.person_id");
+        }
+        let period = self.period_sql();
+        let where_ = filter.join(" AND ");
+        Ok(match s.math {
+            Math::Total => format!(
+                "SELECT {period} AS period, {bd} AS bd, count(*) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
+            ),
+            Math::Dau => format!(
+                "SELECT {period} AS period, {bd} AS bd, count(DISTINCT pdi.person_id) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
+            ),
+            Math::WeeklyActive | Math::MonthlyActive => format!(
+                "SELECT CAST(date_trunc('day', e.timestamp) AS BIGINT) AS day, {bd} AS bd, pdi.person_id AS person \
+                 FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
+            ),
+        })
+    }
+}
+
+/// Per breakdown value (`None` without a breakdown): the count per
+/// period start.
+pub type Counts = BTreeMap<Option<String>, BTreeMap<i64, u64>>;
+
+/// Compute every series.
+pub async fn compute(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &TrendsSpec,
+    limits: &QueryLimits,
+) -> Result<Vec<Counts>> {
+    let ctx = session(persons, project, limits)?;
+    let mut out = Vec::new();
+    for s in &spec.series {
+        let batches = collect(&ctx, &spec.sql(s)?).await?;
+        let mut counts: Counts = BTreeMap::new();
+        let bd_of = |c: &arrow::array::StringArray, r: usize| -> Option<String> {
+            spec.breakdown.as_ref().map(|_| {
+                if c.is_null(r) {
+                    BREAKDOWN_NULL.to_string()
+                } else {
+                    c.value(r).to_string()
+                }
+            })
+        };
+        match s.math.days() {
+            None => {
+                for b in &batches {
+                    let period = b.column(0).as_primitive::<Int64Type>();
+                    let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
+                    let bd = bd.as_string::<i32>();
+                    let n = b.column(2).as_primitive::<Int64Type>();
+                    for r in 0..b.num_rows() {
+                        if period.is_null(r) {
+                            continue;
+                        }
+                        *counts
+                            .entry(bd_of(bd, r))
+                            .or_default()
+                            .entry(period.value(r))
+                            .or_default() += n.value(r).max(0) as u64;
+                    }
+                }
+            }
+            Some(days) => {
+                // Per (breakdown, person): the days active.
+                let mut active: HashMap<(Option<String>, String), Vec<i64>> = HashMap::new();
+                for b in &batches {
+                    let day = b.column(0).as_primitive::<Int64Type>();
+                    let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
+                    let bd = bd.as_string::<i32>();
+                    let person = arrow::compute::cast(b.column(2), &DataType::Utf8)?;
+                    let person = person.as_string::<i32>();
+                    for r in 0..b.num_rows() {
+                        if day.is_null(r) || person.is_null(r) {
+                            continue;
+                        }
+                        active
+                            .entry((bd_of(bd, r), person.value(r).to_string()))
+                            .or_default()
+                            .push(day.value(r));
+                    }
+                }
+                for ((bd, _), mut ds) in active {
+                    ds.sort_unstable();
+                    ds.dedup();
+                    // The person counts on every day d with an active day
+                    // in (d - days, d]: merged runs [a, b + days).
+                    let c = counts.entry(bd).or_default();
+                    let mut k = 0;
+                    while k < ds.len() {
+                        let start = ds[k];
+                        let mut end = ds[k] + days * DAY;
+                        while k + 1 < ds.len() && ds[k + 1] < end {
+                            k += 1;
+                            end = ds[k] + days * DAY;
+                        }
+                        let mut d = start.max(spec.first);
+                        while d < end && d <= spec.to {
+                            *c.entry(d).or_default() += 1;
+                            d += DAY;
+                        }
+                        k += 1;
+                    }
+                }
+            }
+        }
+        out.push(counts);
+    }
+    Ok(out)
+}
+
+/// PostHog's result list: per series (and breakdown value, the largest
+/// `breakdown_limit` by total), `{action, label, count, data, labels,
+/// days, breakdown_value?}`, zero-filled.
+pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
+    let periods = spec.periods();
+    let (labels, days) = period_labels(spec.interval, &periods);
+    let mut out = Vec::new();
+    for (i, (s, c)) in spec.series.iter().zip(counts).enumerate() {
+        let mut rows: Vec<(Option<String>, Vec<f64>)> = if spec.breakdown.is_none() {
+            let by = c.get(&None);
+            vec![(
+                None,
+                periods
+                    .iter()
+                    .map(|p| by.and_then(|m| m.get(p)).copied().unwrap_or(0) as f64)
+                    .collect(),
+            )]
+        } else {
+            c.iter()
+                .map(|(bd, m)| {
+                    (
+                        bd.clone(),
+                        periods
+                            .iter()
+                            .map(|p| m.get(p).copied().unwrap_or(0) as f64)
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        if spec.breakdown.is_some() {
+            let total = |d: &Vec<f64>| d.iter().sum::<f64>();
+            rows.sort_by(|a, b| total(&b.1).total_cmp(&total(&a.1)).then(a.0.cmp(&b.0)));
+            rows.truncate(spec.breakdown_limit);
+        }
+        for (bd, data) in rows {
+            let label = match &bd {
+                Some(v) => v.clone(),
+                None => s.custom_name.clone().unwrap_or_else(|| s.name.clone()),
+            };
+            let mut o = json!({
+                "action": {"id": s.event, "type": "events", "order": i, "name": s.name,
+                           "custom_name": s.custom_name, "math": s.math.as_str()},
+                "label": label,
+                "count": data.iter().sum::<f64>(),
+                "data": data,
+                "labels": labels,
+                "days": days,
+            });
+            if let (Some(v), Some(obj)) = (bd, o.as_object_mut()) {
+                obj.insert("breakdown_value".into(), json!(v));
+            }
+            out.push(o);
+        }
+    }
+    Value::Array(out)
+}

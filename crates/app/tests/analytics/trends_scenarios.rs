@@ -1,0 +1,266 @@
+//! Trends: total, DAU, weekly and monthly active persons per period, with
+//! a breakdown, merged persons counted once; and a differential test
+//! against a reference computed here from the same rows.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use elide_app::analytics::trends::{self, TrendsSpec, BREAKDOWN_NULL};
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+async fn trend(app: &App, q: Value) -> Value {
+    let Value::Object(q) = q else {
+        panic!("a query object")
+    };
+    let spec = TrendsSpec::parse(&q, now()).expect("spec");
+    let counts = trends::compute(app.persons(), P, &spec, &QueryLimits::default())
+        .await
+        .expect("trends");
+    trends::results(&spec, &counts)
+}
+
+fn data(series: &Value, i: usize) -> Vec<i64> {
+    series[i]["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|v| v.as_f64().expect("number") as i64)
+        .collect()
+}
+
+#[tokio::test]
+async fn counts_per_period_breakdown_and_identity() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    capture(
+        app.persons(),
+        &[
+            (
+                "a",
+                "$pageview",
+                "2020-01-01T10:00:00Z",
+                json!({"$browser": "Chrome"}),
+            ),
+            (
+                "a",
+                "$pageview",
+                "2020-01-01T11:00:00Z",
+                json!({"$browser": "Chrome"}),
+            ),
+            (
+                "b",
+                "$pageview",
+                "2020-01-01T12:00:00Z",
+                json!({"$browser": "Safari"}),
+            ),
+            ("anon", "$pageview", "2020-01-03T12:00:00Z", json!({})),
+            // anon becomes a: one person from now on.
+            (
+                "a",
+                "$identify",
+                "2020-01-03T12:30:00Z",
+                json!({"$anon_distinct_id": "anon"}),
+            ),
+            (
+                "a",
+                "$pageview",
+                "2020-01-03T13:00:00Z",
+                json!({"$browser": "Chrome"}),
+            ),
+            ("b", "signup", "2020-01-09T09:00:00Z", json!({})),
+        ],
+    );
+    let q = |math: &str, extra: Value| {
+        let mut q = json!({"kind": "TrendsQuery", "interval": "day",
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-10"},
+            "series": [{"kind": "EventsNode", "event": "$pageview", "math": math}]});
+        for (k, v) in extra.as_object().expect("object") {
+            q[k] = v.clone();
+        }
+        q
+    };
+    let s = trend(&app, q("total", json!({}))).await;
+    assert_eq!(data(&s, 0), vec![3, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(s[0]["count"], json!(5.0));
+    assert_eq!(s[0]["labels"][0], json!("1-Jan-2020"));
+    assert_eq!(s[0]["days"][9], json!("2020-01-10"));
+    assert_eq!(s[0]["action"]["math"], json!("total"));
+    // anon's pageview and a's are one person's.
+    let s = trend(&app, q("dau", json!({}))).await;
+    assert_eq!(data(&s, 0), vec![2, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    let s = trend(&app, q("weekly_active", json!({}))).await;
+    assert_eq!(data(&s, 0), vec![2, 2, 2, 2, 2, 2, 2, 1, 1, 0]);
+    let s = trend(&app, q("monthly_active", json!({}))).await;
+    assert_eq!(data(&s, 0), vec![2; 10]);
+    // Breakdown by an event property: the largest first, unset named.
+    let s = trend(
+        &app,
+        q(
+            "total",
+            json!({"breakdownFilter": {"breakdown": "$browser"}}),
+        ),
+    )
+    .await;
+    let by: BTreeMap<String, Vec<i64>> = (0..3)
+        .map(|i| {
+            (
+                s[i]["breakdown_value"].as_str().expect("value").to_string(),
+                data(&s, i),
+            )
+        })
+        .collect();
+    assert_eq!(s[0]["breakdown_value"], json!("Chrome"));
+    assert_eq!(by["Chrome"], vec![2, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(by["Safari"], vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(by[BREAKDOWN_NULL], vec![0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    let s = trend(
+        &app,
+        q(
+            "total",
+            json!({"breakdownFilter": {"breakdown": "$browser", "breakdown_limit": 1}}),
+        ),
+    )
+    .await;
+    assert_eq!(s.as_array().map(Vec::len), Some(1));
+    // Weeks start on Sunday (2019-12-29 and 2020-01-05); all events.
+    let s = trend(
+        &app,
+        json!({"kind": "TrendsQuery", "interval": "week",
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-10"},
+            "series": [{"event": null}, {"event": "$pageview", "math": "dau",
+                "properties": [{"key": "$browser", "value": "Chrome"}]}]}),
+    )
+    .await;
+    assert_eq!(s[0]["days"], json!(["2019-12-29", "2020-01-05"]));
+    assert_eq!(data(&s, 0), vec![6, 1]);
+    assert_eq!(s[0]["label"], json!("All events"));
+    assert_eq!(data(&s, 1), vec![1, 0]);
+    app.close().expect("close");
+}
+
+#[tokio::test]
+async fn trends_parameters_are_checked() {
+    let err = |q: Value| {
+        let Value::Object(q) = q else {
+            panic!("object")
+        };
+        TrendsSpec::parse(&q, now())
+            .expect_err("refused")
+            .to_string()
+    };
+    let series = json!([{"kind": "EventsNode", "event": "e"}]);
+    for (q, msg) in [
+        (json!({"kind": "TrendsQuery"}), "series must be a list"),
+        (
+            json!({"kind": "TrendsQuery", "series": []}),
+            "series is empty",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": [{"kind": "ActionsNode", "id": 1}]}),
+            "ActionsNode",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": [{"event": "e", "math": "p99"}]}),
+            "math \"p99\"",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": series, "interval": "week",
+            "dateRange": {"date_from": "-30d"}, "trendsFilter": {}, "breakdownFilter": null,
+            "compareFilter": {"compare": true}}),
+            "compareFilter is not supported",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": [{"event": "e", "math": "weekly_active"}], "interval": "week"}),
+            "use interval day",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": series, "breakdownFilter": {"breakdown_type": "person", "breakdown": "x"}}),
+            "breakdown_type \"person\"",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": series, "breakdownFilter": {"breakdown": "x", "breakdown_limit": 0}}),
+            "breakdown_limit",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": series, "dateRange": {"date_from": "üü"}}),
+            "not a date",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": series, "interval": "hour", "dateRange": {"date_from": "2000-01-01"}}),
+            "too many periods",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": series, "filterTestAccounts": true}),
+            "filterTestAccounts",
+        ),
+    ] {
+        let e = err(q.clone());
+        assert!(e.contains(msg), "{q}: {e}");
+    }
+}
+
+/// The reference: per day of `days`, from the rows `(person, day, event)`.
+fn reference(
+    rows: &[(usize, i64, bool)],
+    math: &str,
+    days: std::ops::RangeInclusive<i64>,
+) -> Vec<i64> {
+    days.map(|d| match math {
+        "total" => rows.iter().filter(|r| r.2 && r.1 == d).count() as i64,
+        "dau" => rows
+            .iter()
+            .filter(|r| r.2 && r.1 == d)
+            .map(|r| r.0)
+            .collect::<BTreeSet<_>>()
+            .len() as i64,
+        _ => {
+            let n = if math == "weekly_active" { 7 } else { 30 };
+            rows.iter()
+                .filter(|r| r.2 && r.1 <= d && r.1 > d - n)
+                .map(|r| r.0)
+                .collect::<BTreeSet<_>>()
+                .len() as i64
+        }
+    })
+    .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Random rows over 40 days of January–February 2020: every math's
+    /// series over a random range equals the reference.
+    #[test]
+    fn trends_match_the_reference(
+        rows in proptest::collection::vec((0usize..6, 0i64..40, any::<bool>(), 0u32..24), 1..60),
+        from in 0i64..35,
+        len in 0i64..10,
+    ) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        let app = open(dir.path());
+        let day0 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).single().expect("day");
+        let iso = |d: i64, h: u32| (day0 + chrono::Duration::days(d) + chrono::Duration::hours(i64::from(h)))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let names: Vec<String> = (0..6).map(|p| format!("person{p}")).collect();
+        let evs: Vec<(String, &str, String)> = rows
+            .iter()
+            .map(|&(p, d, hit, h)| (names[p].clone(), if hit { "hit" } else { "miss" }, iso(d, h)))
+            .collect();
+        let refs: Vec<(&str, &str, &str, Value)> =
+            evs.iter().map(|(a, b, c)| (a.as_str(), *b, c.as_str(), json!({}))).collect();
+        capture(app.persons(), &refs);
+        let to = (from + len).min(39);
+        let plain: Vec<(usize, i64, bool)> = rows.iter().map(|&(p, d, hit, _)| (p, d, hit)).collect();
+        for math in ["total", "dau", "weekly_active", "monthly_active"] {
+            let q = json!({"kind": "TrendsQuery", "interval": "day",
+                "dateRange": {"date_from": iso(from, 0), "date_to": iso(to, 0)[..10].to_string()},
+                "series": [{"event": "hit", "math": math}]});
+            let s = rt.block_on(trend(&app, q));
+            prop_assert_eq!(data(&s, 0), reference(&plain, math, from..=to), "{}", math);
+        }
+        app.close().expect("close");
+    }
+}
