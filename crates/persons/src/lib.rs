@@ -12,6 +12,8 @@
 //! - [`persons`]: the API ([`Persons`]): capture, lookups, updates,
 //!   deletion through the store's deletion requests, reset, split,
 //!   deletion status, activity, project drop.
+//! - [`cohorts`]: cohort definitions and the lists of static cohorts
+//!   (a deleted person leaves every list in its deletion's transaction).
 //! - [`export`]: the subject-access export of one person (profile,
 //!   merged persons, activity, every row of its ids).
 //! - [`props`]: property operations and the property timeline fold.
@@ -35,6 +37,7 @@
 pub mod admin;
 pub mod capture;
 mod capture_all;
+pub mod cohorts;
 pub mod error;
 pub mod export;
 pub mod ids;
@@ -45,13 +48,14 @@ pub mod props;
 pub mod reads;
 mod resolve;
 pub mod sqlite;
+mod sqlite_cohorts;
 pub mod tables;
 
 pub use capture::CaptureEvent;
 pub use capture_all::CaptureBatch;
 pub use error::{PersonsError, Result};
 pub use export::{ExportSink, PersonExport};
-pub use meta::{ApiKey, Project, ProjectSettings};
+pub use meta::{ApiKey, CohortRow, Project, ProjectSettings};
 pub use meta::{MetaStore, MetaTx, PersonFilter, PropertyFilter, PropertyOperator};
 pub use open::RebuildReport;
 pub use persons::{

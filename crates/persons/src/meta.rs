@@ -187,6 +187,28 @@ pub struct ProjectRemoval {
     pub activity: u64,
 }
 
+/// A cohort: a static list of persons, or a definition (`filters`)
+/// evaluated whenever it is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortRow {
+    /// Id (increasing).
+    pub id: i64,
+    /// Project.
+    pub project_id: i64,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// A list of persons (true) or a definition.
+    pub is_static: bool,
+    /// The definition of a dynamic cohort (`null` for a static one).
+    pub filters: Value,
+    /// When it was made, µs.
+    pub created_at_us: i64,
+    /// Soft-deleted (hidden, kept).
+    pub deleted: bool,
+}
+
 /// Primitive reads and writes inside one transaction.
 pub trait MetaTx {
     /// A project by id.
@@ -302,6 +324,29 @@ pub trait MetaTx {
         person: Option<&Uuid>,
         limit: usize,
     ) -> Result<Vec<Activity>>;
+
+    /// Store a new cohort (its `id` is ignored); returns its id.
+    fn insert_cohort(&mut self, c: &CohortRow) -> Result<i64>;
+    /// Write a cohort's name, description, filters and deleted flag.
+    fn update_cohort(&mut self, c: &CohortRow) -> Result<()>;
+    /// A cohort of a project.
+    fn cohort(&mut self, project: i64, id: i64) -> Result<Option<CohortRow>>;
+    /// A project's cohorts, by id (soft-deleted ones included).
+    fn cohorts(&mut self, project: i64) -> Result<Vec<CohortRow>>;
+    /// Remove a cohort and its list; false if the project has no such
+    /// cohort.
+    fn delete_cohort(&mut self, project: i64, id: i64) -> Result<bool>;
+    /// Put persons (integer ids) on a static cohort's list; returns how
+    /// many were not on it yet.
+    fn add_cohort_people(&mut self, cohort: i64, person_ids: &[i64]) -> Result<u64>;
+    /// Take persons off a static cohort's list; returns how many were on it.
+    fn remove_cohort_people(&mut self, cohort: i64, person_ids: &[i64]) -> Result<u64>;
+    /// The UUIDs of the persons on a static cohort's list, sorted.
+    fn cohort_people(&mut self, cohort: i64) -> Result<Vec<Uuid>>;
+    /// The static cohorts whose list holds a person (integer id).
+    fn static_cohorts_of(&mut self, person_id: i64) -> Result<Vec<i64>>;
+    /// Move the static cohort memberships of `from` to `to` (a merge).
+    fn move_cohort_people(&mut self, from: i64, to: i64) -> Result<()>;
 
     /// Record the token of a two-phase capture (the store holds its events
     /// as a pending ingest under the same token; see `Persons::open`).

@@ -275,7 +275,7 @@ impl<M: MetaStore> std::fmt::Debug for Persons<M> {
     }
 }
 
-fn parse_uuid_input(s: &str) -> Result<Uuid> {
+pub(crate) fn parse_uuid_input(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s.trim())
         .map_err(|e| PersonsError::InvalidInput(format!("{s:?} is not a UUID: {e}")))
 }

@@ -443,6 +443,7 @@ impl<'t> Resolver<'t> {
         c.dirty = true;
         let into_uuid = c.row.uuid;
         self.tx.move_all_distinct_ids(self.project, from, into)?;
+        self.tx.move_cohort_people(from, into)?;
         self.tx.delete_person(self.project, from)?;
         self.tx
             .insert_override(self.project, &gone.uuid, &into_uuid, self.now_us)?;

@@ -27,8 +27,9 @@ use uuid::Uuid;
 use crate::error::{PersonsError, Result};
 use crate::ids::id_hash;
 use crate::meta::{
-    Activity, ApiKey, DeletionRecord, IdLookup, MetaStore, MetaTx, NewPerson, PersonFilter,
-    PersonRow, Project, ProjectRemoval, ProjectSettings, PropertyFilter, PropertyOperator,
+    Activity, ApiKey, CohortRow, DeletionRecord, IdLookup, MetaStore, MetaTx, NewPerson,
+    PersonFilter, PersonRow, Project, ProjectRemoval, ProjectSettings, PropertyFilter,
+    PropertyOperator,
 };
 
 /// File name of the metadata database inside the data directory.
@@ -119,6 +120,27 @@ const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     CREATE INDEX api_keys_by_project ON api_keys (project_id, id);
+    "#,
+    // 4: cohorts, and the lists of static ones (by person id: removed in
+    // the transaction that deletes the person).
+    r#"
+    CREATE TABLE cohorts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        is_static INTEGER NOT NULL,
+        filters TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX cohorts_by_project ON cohorts (project_id, id);
+    CREATE TABLE cohort_people (
+        cohort_id INTEGER NOT NULL,
+        person_id INTEGER NOT NULL,
+        PRIMARY KEY (cohort_id, person_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX cohort_people_by_person ON cohort_people (person_id, cohort_id);
     "#,
 ];
 
@@ -385,7 +407,7 @@ struct SqliteTx<'a> {
 const PERSON_COLUMNS: &str =
     "p.id, p.project_id, p.uuid, p.properties, p.created_at, p.is_identified, p.version";
 
-fn parse_uuid(s: &str) -> Result<Uuid> {
+pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s)
         .map_err(|e| PersonsError::Corrupt(format!("bad UUID {s:?} in metadata: {e}")))
 }
@@ -729,6 +751,11 @@ impl MetaTx for SqliteTx<'_> {
         let activity =
             tx.execute("DELETE FROM activity WHERE project_id = ?1", params![id])? as u64;
         tx.execute("DELETE FROM api_keys WHERE project_id = ?1", params![id])?;
+        tx.execute(
+            "DELETE FROM cohort_people WHERE cohort_id IN (SELECT id FROM cohorts WHERE project_id = ?1)",
+            params![id],
+        )?;
+        tx.execute("DELETE FROM cohorts WHERE project_id = ?1", params![id])?;
         tx.execute("DELETE FROM projects WHERE id = ?1", params![id])?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('max_dropped_project_id', ?1) \
@@ -853,6 +880,9 @@ impl MetaTx for SqliteTx<'_> {
         self.tx
             .prepare_cached("DELETE FROM distinct_ids WHERE project_id = ?1 AND person_id = ?2")?
             .execute(params![project, id])?;
+        self.tx
+            .prepare_cached("DELETE FROM cohort_people WHERE person_id = ?1")?
+            .execute(params![id])?;
         self.tx
             .prepare_cached("DELETE FROM persons WHERE project_id = ?1 AND id = ?2")?
             .execute(params![project, id])?;
@@ -1127,6 +1157,46 @@ impl MetaTx for SqliteTx<'_> {
             )?
             .execute(params![project, hash.as_slice(), deletion_id, now_us])?;
         Ok(())
+    }
+
+    fn insert_cohort(&mut self, c: &CohortRow) -> Result<i64> {
+        crate::sqlite_cohorts::insert(self.tx, c)
+    }
+
+    fn update_cohort(&mut self, c: &CohortRow) -> Result<()> {
+        crate::sqlite_cohorts::update(self.tx, c)
+    }
+
+    fn cohort(&mut self, project: i64, id: i64) -> Result<Option<CohortRow>> {
+        crate::sqlite_cohorts::get(self.tx, project, id)
+    }
+
+    fn cohorts(&mut self, project: i64) -> Result<Vec<CohortRow>> {
+        crate::sqlite_cohorts::list(self.tx, project)
+    }
+
+    fn delete_cohort(&mut self, project: i64, id: i64) -> Result<bool> {
+        crate::sqlite_cohorts::delete(self.tx, project, id)
+    }
+
+    fn add_cohort_people(&mut self, cohort: i64, person_ids: &[i64]) -> Result<u64> {
+        crate::sqlite_cohorts::add_people(self.tx, cohort, person_ids)
+    }
+
+    fn remove_cohort_people(&mut self, cohort: i64, person_ids: &[i64]) -> Result<u64> {
+        crate::sqlite_cohorts::remove_people(self.tx, cohort, person_ids)
+    }
+
+    fn cohort_people(&mut self, cohort: i64) -> Result<Vec<Uuid>> {
+        crate::sqlite_cohorts::people(self.tx, cohort)
+    }
+
+    fn static_cohorts_of(&mut self, person_id: i64) -> Result<Vec<i64>> {
+        crate::sqlite_cohorts::of_person(self.tx, person_id)
+    }
+
+    fn move_cohort_people(&mut self, from: i64, to: i64) -> Result<()> {
+        crate::sqlite_cohorts::move_people(self.tx, from, to)
     }
 
     fn insert_ingest_token(&mut self, token: &str, now_us: i64) -> Result<()> {

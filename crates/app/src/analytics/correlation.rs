@@ -347,6 +347,7 @@ async fn prepare(
     limits: &QueryLimits,
 ) -> Result<(SessionContext, Vec<Actor>)> {
     let ctx = session(persons, project, limits)?;
+    super::cohorts::register_for(&ctx, persons, project, spec.funnel.all_props()).await?;
     let all = actors_in(&ctx, &spec.funnel).await?;
     let actors: Vec<Actor> = all
         .into_iter()
@@ -611,6 +612,9 @@ pub async fn persons_of(
         return Ok(Vec::new());
     }
     let (ctx, _) = prepare(persons, project, spec, limits).await?;
+    if let Selector::Event(e) = selector {
+        super::cohorts::register_for(&ctx, persons, project, &e.properties).await?;
+    }
     let outcome = match converted {
         None => "TRUE".to_string(),
         Some(true) => "a.success".to_string(),

@@ -172,6 +172,14 @@ impl FunnelSpec {
         Ok(format!("(e.event = {} AND {own})", lit(&e.id)))
     }
 
+    /// Every property filter: global, the steps' and the exclusions'.
+    pub fn all_props(&self) -> impl Iterator<Item = &Prop> {
+        self.props
+            .iter()
+            .chain(self.steps.iter().flat_map(|s| &s.properties))
+            .chain(self.exclusions.iter().flat_map(|x| &x.entity.properties))
+    }
+
     fn needs_persons(&self) -> bool {
         let person = |ps: &[Prop]| ps.iter().any(|p| p.kind == PropKind::Person);
         person(&self.props)
@@ -274,10 +282,13 @@ pub async fn actors(
     if spec.steps.is_empty() {
         return Ok(Vec::new());
     }
-    actors_in(&session(persons, project, limits)?, spec).await
+    let ctx = session(persons, project, limits)?;
+    super::cohorts::register_for(&ctx, persons, project, spec.all_props()).await?;
+    actors_in(&ctx, spec).await
 }
 
-/// [`actors`] in a session made by [`session`].
+/// [`actors`] in a session made by [`session`] (with the cohorts of the
+/// spec's filters registered).
 pub async fn actors_in(ctx: &SessionContext, spec: &FunnelSpec) -> Result<Vec<Actor>> {
     if spec.steps.is_empty() {
         return Ok(Vec::new());

@@ -109,6 +109,13 @@ pub async fn compute(
     limits: &QueryLimits,
 ) -> Result<Lifecycle> {
     let ctx = session(persons, project, limits)?;
+    super::cohorts::register_for(
+        &ctx,
+        persons,
+        project,
+        spec.props.iter().chain(&spec.event.properties),
+    )
+    .await?;
     let batches = collect(&ctx, &spec.sql()?).await?;
     // person → (created, active periods)
     let mut people: BTreeMap<String, (i64, BTreeSet<i64>)> = BTreeMap::new();

@@ -24,9 +24,11 @@
 //! | [`correlation`] | funnel correlation: events, event properties and person properties against conversion, and their persons |
 //! | [`lifecycle`] | new / returning / resurrecting / dormant per period, and the persons of one |
 //! | [`trends`] | events, daily, weekly and monthly active persons per period, broken down by an event property |
+//! | [`cohorts`] | cohort members: static lists, dynamic definitions computed over the filtered scan |
 //! | [`actors`] | the persons of a result, loaded in its order |
 
 pub mod actors;
+pub mod cohorts;
 pub mod correlation;
 pub mod filter;
 pub mod funnel;
@@ -95,8 +97,10 @@ pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
     Ok(ctx.sql(sql).await?.collect().await?)
 }
 
-/// The SQL condition of property filters on events `e` and persons `p`
-/// (`TRUE` when there are none). Cohort filters are refused.
+/// The SQL condition of property filters on events `e`, persons `p` and
+/// cohorts (of `pdi.person_id`, whose members
+/// [`cohorts::register_for`] put on the session; `TRUE` when there are
+/// none).
 pub fn props_sql(props: &[Prop]) -> Result<String> {
     let mut parts = Vec::new();
     for kind in [PropKind::Event, PropKind::Person] {
@@ -117,10 +121,13 @@ pub fn props_sql(props: &[Prop]) -> Result<String> {
         };
         parts.push(format!("properties_match({column}, {})", lit(&json)));
     }
-    if props.iter().any(|p| p.kind == PropKind::Cohort) {
-        return Err(AppError::InvalidQuery(
-            "cohort filters are not supported in analytics yet".into(),
-        ));
+    for p in props.iter().filter(|p| p.kind == PropKind::Cohort) {
+        let Some(id) = p.filter.value.as_i64() else {
+            return Err(AppError::InvalidQuery(
+                "a cohort filter needs the cohort's id as its value".into(),
+            ));
+        };
+        parts.push(cohorts::condition(id));
     }
     Ok(if parts.is_empty() {
         "TRUE".into()

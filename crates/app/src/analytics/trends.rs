@@ -303,7 +303,12 @@ impl TrendsSpec {
             .iter()
             .chain(&s.props)
             .any(|p| p.kind == PropKind::Person);
-        let persons = person_props || s.math != Math::Total;
+        let cohort = self
+            .props
+            .iter()
+            .chain(&s.props)
+            .any(|p| p.kind == PropKind::Cohort);
+        let persons = person_props || cohort || s.math != Math::Total;
         let mut from_sql = "events e".to_string();
         if persons {
             from_sql.push_str(" JOIN person_distinct_ids pdi ON e.distinct_id = pdi.distinct_id");
@@ -340,6 +345,15 @@ pub async fn compute(
     limits: &QueryLimits,
 ) -> Result<Vec<Counts>> {
     let ctx = session(persons, project, limits)?;
+    super::cohorts::register_for(
+        &ctx,
+        persons,
+        project,
+        spec.props
+            .iter()
+            .chain(spec.series.iter().flat_map(|s| &s.props)),
+    )
+    .await?;
     let mut out = Vec::new();
     for s in &spec.series {
         let batches = collect(&ctx, &spec.sql(s)?).await?;

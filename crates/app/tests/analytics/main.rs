@@ -4,6 +4,7 @@
 //! results equal those of a dataset that never had the person, at once,
 //! after purge and after reopening).
 
+mod cohort_scenarios;
 mod correlation_scenarios;
 mod deletion;
 mod funnel_scenarios;
