@@ -448,6 +448,7 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 email,
                 search,
                 properties,
+                uuids: None,
                 limit,
                 offset,
             };

@@ -20,6 +20,8 @@ pub const SCOPES: &[&str] = &[
     "person:write",
     "query:read",
     "insight:read",
+    "cohort:read",
+    "cohort:write",
     "project:read",
     "project:write",
     "activity_log:read",

@@ -117,6 +117,8 @@ pub struct PersonFilter {
     pub search: Option<String>,
     /// Property filters.
     pub properties: Vec<PropertyFilter>,
+    /// Only these persons (by UUID), when given: a cohort's members.
+    pub uuids: Option<Vec<Uuid>>,
     /// Page size.
     pub limit: usize,
     /// Rows to skip.

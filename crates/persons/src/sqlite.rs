@@ -975,6 +975,15 @@ impl MetaTx for SqliteTx<'_> {
             sql.push_str(" AND ");
             self.property_clause(f, &mut sql, &mut args)?;
         }
+        if let Some(uuids) = &filter.uuids {
+            // One parameter however many: a JSON list of the UUIDs' text.
+            let list: Vec<String> = uuids.iter().map(|u| u.hyphenated().to_string()).collect();
+            sql.push_str(" AND p.uuid IN (SELECT value FROM json_each(?))");
+            args.push(S::Text(
+                serde_json::to_string(&list)
+                    .map_err(|e| PersonsError::Internal(format!("uuid list: {e}")))?,
+            ));
+        }
         sql.push_str(" ORDER BY p.created_at DESC, p.id DESC LIMIT ? OFFSET ?");
         args.push(S::Integer(i64::try_from(filter.limit).unwrap_or(i64::MAX)));
         args.push(S::Integer(i64::try_from(filter.offset).unwrap_or(i64::MAX)));

@@ -11,7 +11,9 @@
 //! | [`capture`] | `/batch`, `/e`, `/i/v0/e`, `/capture`, `/track`, `/engage`, `/s` |
 //! | [`persons`] | `/api/{projects,environments}/{id}/persons/…`, `/api/person…` |
 //! | [`projects`] | `/api/projects/…`, `/api/environments/…` |
-//! | [`query`] | `/api/projects/{id}/query/` |
+//! | [`query`] | `/api/projects/{id}/query/` (HogQL and trends) |
+//! | [`analytics`] | `…/persons/funnel/`, `…/persons/funnel/correlation/`, `…/persons/lifecycle/`, `…/insights/funnel/`, `…/insights/funnel/correlation/`, `…/insights/trend/` |
+//! | [`cohorts`] | `…/cohorts/…`, `…/persons/cohorts/` |
 //! | [`deletions`] | `/api/{projects,environments}/{id}/events/delete/`, `…/deletions/…` |
 //! | [`ops`] | `/_health`, `/_ready`, `/metrics` |
 //! | [`openapi`] | `/api/schema/`: the OpenAPI document of all of the above |
@@ -29,6 +31,7 @@ use elide_app::App;
 pub mod analytics;
 pub mod auth;
 pub mod capture;
+pub mod cohorts;
 pub mod deletions;
 pub mod error;
 pub mod extract;
@@ -163,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deletions::routes())
         .merge(query::routes())
         .merge(analytics::routes())
+        .merge(cohorts::routes())
         .layer(tower_http::decompression::RequestDecompressionLayer::new());
     Router::new()
         .merge(capture::routes())

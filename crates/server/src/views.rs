@@ -361,14 +361,6 @@ pub struct PropertyValues {
     pub results: Vec<PropertyValue>,
 }
 
-/// A person's cohorts (`GET …/persons/cohorts/`): always none.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Cohorts {
-    /// Always empty.
-    #[schema(value_type = Vec<Object>)]
-    pub results: Vec<Value>,
-}
-
 /// Request body of `PUT`/`PATCH …/persons/{id}/`.
 #[derive(Debug, ToSchema)]
 pub struct PersonUpdateBody {

@@ -225,7 +225,10 @@ async fn static_cohorts_are_lists_that_follow_identity() {
     let total: f64 = trends::results(&spec, &counts)[0]["count"]
         .as_f64()
         .expect("count");
-    assert_eq!(total, 6.0, "the pageviews of a (3), and of c (2) with b's (1)");
+    assert_eq!(
+        total, 6.0,
+        "the pageviews of a (3), and of c (2) with b's (1)"
+    );
     // A funnel filtered on it.
     let p = json!({"date_from": "-2d", "events": events_param(&["$pageview"]),
         "properties": [{"type": "cohort", "key": "id", "value": c.id}]});

@@ -37,7 +37,7 @@ use crate::auth::{Key, Limit};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{blocking, number, page_url, present, JsonBody, PathParams, Q};
 use crate::views::{
-    csv, ActivityEntry, ActivityPage, BatchPersons, BulkDeleteAnswer, BulkDeleteBody, Cohorts,
+    csv, ActivityEntry, ActivityPage, BatchPersons, BulkDeleteAnswer, BulkDeleteBody,
     DeletePropertyBody, DeletionStatusPage, DeletionStatusView, DistinctIdsBody, ListedPerson,
     MinimalPerson, PersonPage, PersonUpdateBody, PropertyValue, PropertyValues,
     ResetDistinctIdBody, RetrievedPerson, SplitBody, Success, Timeline, UpdatePropertyBody,
@@ -85,7 +85,7 @@ pub fn routes() -> Router<AppState> {
         r = both(r, &p("/batch_by_distinct_ids"), post(batch_by_distinct_ids));
         r = both(r, &p("/batch_by_uuids"), post(batch_by_uuids));
         r = both(r, &p("/values"), get(values));
-        r = both(r, &p("/cohorts"), get(cohorts));
+        r = both(r, &p("/cohorts"), get(crate::cohorts::of_person));
         r = both(r, &p("/activity"), get(project_activity));
         r = both(
             r,

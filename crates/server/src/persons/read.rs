@@ -1,6 +1,6 @@
 //! Reading persons: the list (filters, paging, CSV), one person, batch
 //! lookups, property values, the property timeline, the activity log,
-//! cohorts, and the analytics routes answered 501 for now.
+//! and the analytics routes answered 501 for now.
 
 use super::*;
 
@@ -16,7 +16,8 @@ pub(crate) struct ListQuery {
     /// id or UUID.
     search: Option<String>,
     /// Property filters: a JSON list of `{"key", "value", "operator"}`
-    /// (`exact` by default; `type: cohort` is refused).
+    /// (`exact` by default), or `{"type": "cohort", "value": <id>}`: only
+    /// the cohort's members.
     properties: Option<String>,
     /// Page size, 1 to 10000 (default 100).
     #[param(value_type = Option<u32>)]
@@ -30,7 +31,8 @@ pub(crate) struct ListQuery {
     format: Option<String>,
 }
 
-pub(super) fn filter_of(q: &ListQuery) -> ApiResult<PersonFilter> {
+/// The filter of a listing and the cohorts it is limited to.
+pub(super) fn filter_of(q: &ListQuery) -> ApiResult<(PersonFilter, Vec<i64>)> {
     let limit: usize = number(q.limit.as_deref(), "limit", 100)?;
     let offset: usize = number(q.offset.as_deref(), "offset", 0)?;
     if limit == 0 || limit > elide_persons::persons::MAX_LIST_LIMIT {
@@ -43,23 +45,64 @@ pub(super) fn filter_of(q: &ListQuery) -> ApiResult<PersonFilter> {
             ),
         ));
     }
-    let properties: Vec<PropertyFilter> = match q.properties.as_deref() {
-        None | Some("") => Vec::new(),
+    let (properties, cohorts) = match q.properties.as_deref() {
+        None | Some("") => (Vec::new(), Vec::new()),
         Some(s) => parse_property_filters(s)?,
     };
-    Ok(PersonFilter {
-        distinct_id: q.distinct_id.clone(),
-        email: q.email.clone(),
-        search: q.search.clone(),
-        properties,
-        limit,
-        offset,
+    Ok((
+        PersonFilter {
+            distinct_id: q.distinct_id.clone(),
+            email: q.email.clone(),
+            search: q.search.clone(),
+            properties,
+            uuids: None,
+            limit,
+            offset,
+        },
+        cohorts,
+    ))
+}
+
+/// Limit `filter` to the members of every cohort of `cohorts`.
+async fn limit_to_cohorts(
+    state: &AppState,
+    project: i64,
+    filter: &mut PersonFilter,
+    cohorts: Vec<i64>,
+) -> ApiResult<()> {
+    if cohorts.is_empty() {
+        return Ok(());
+    }
+    let persons = state.app().persons().clone();
+    let members = crate::query::run_app_query(state, move |limits| async move {
+        let mut common: Option<std::collections::BTreeSet<String>> = None;
+        for id in cohorts {
+            let m: std::collections::BTreeSet<String> =
+                elide_app::analytics::cohorts::members(&persons, project, id, &limits)
+                    .await?
+                    .into_iter()
+                    .collect();
+            common = Some(match common {
+                None => m,
+                Some(c) => c.intersection(&m).cloned().collect(),
+            });
+        }
+        Ok(common.unwrap_or_default())
     })
+    .await?;
+    filter.uuids = Some(
+        members
+            .iter()
+            .filter_map(|u| uuid::Uuid::parse_str(u).ok())
+            .collect(),
+    );
+    Ok(())
 }
 
 /// PostHog's `properties` parameter: a JSON list of filters (`type` and
-/// the default `exact` operator allowed; `type: cohort` refused).
-pub(super) fn parse_property_filters(s: &str) -> ApiResult<Vec<PropertyFilter>> {
+/// the default `exact` operator allowed), and the ids of its `type:
+/// cohort` filters.
+pub(super) fn parse_property_filters(s: &str) -> ApiResult<(Vec<PropertyFilter>, Vec<i64>)> {
     let v: Value = serde_json::from_str(s).map_err(|e| {
         ApiError::invalid_attr(
             "properties",
@@ -78,29 +121,40 @@ pub(super) fn parse_property_filters(s: &str) -> ApiResult<Vec<PropertyFilter>> 
             ))
         }
     };
-    items
+    let mut cohorts = Vec::new();
+    let filters = items
         .into_iter()
-        .map(|mut f| {
+        .filter_map(|mut f| {
             if let Value::Object(o) = &mut f {
                 if o.get("type").and_then(Value::as_str) == Some("cohort") {
-                    return Err(ApiError::invalid_attr(
-                        "properties",
-                        "invalid_input",
-                        "cohort filters are not supported yet",
-                    ));
+                    let id = o
+                        .get("value")
+                        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+                    return match id {
+                        Some(id) => {
+                            cohorts.push(id);
+                            None
+                        }
+                        None => Some(Err(ApiError::invalid_attr(
+                            "properties",
+                            "invalid_input",
+                            "a cohort filter needs the cohort's id as its value",
+                        ))),
+                    };
                 }
                 o.remove("type");
                 o.entry("operator").or_insert_with(|| json!("exact"));
             }
-            serde_json::from_value(f).map_err(|e| {
+            Some(serde_json::from_value(f).map_err(|e| {
                 ApiError::invalid_attr(
                     "properties",
                     "invalid_input",
                     format!("Properties are unparsable: {e}"),
                 )
-            })
+            }))
         })
-        .collect()
+        .collect::<ApiResult<Vec<PropertyFilter>>>()?;
+    Ok((filters, cohorts))
 }
 
 /// List the project's persons, newest first, filtered and paged (or as
@@ -127,7 +181,8 @@ pub(crate) async fn list(
     Q(q): Q<ListQuery>,
 ) -> ApiResult<Response> {
     let project = key.path_project(&p, "person:read")?;
-    let filter = filter_of(&q)?;
+    let (mut filter, cohorts) = filter_of(&q)?;
+    limit_to_cohorts(&state, project, &mut filter, cohorts).await?;
     let csv_wanted = q.format.as_deref() == Some("csv");
     let total = q
         .include_total
@@ -194,7 +249,8 @@ pub(crate) async fn list_csv(
     Q(q): Q<ListQuery>,
 ) -> ApiResult<Response> {
     let project = key.project("@current", "person:read")?;
-    let mut filter = filter_of(&q)?;
+    let (mut filter, cohorts) = filter_of(&q)?;
+    limit_to_cohorts(&state, project, &mut filter, cohorts).await?;
     filter.limit = elide_persons::persons::MAX_LIST_LIMIT;
     let app = state.app().clone();
     let page = blocking(move || Ok(app.persons().list(project, &filter)?)).await?;
@@ -523,27 +579,6 @@ pub(crate) async fn values(
                 name: v.name,
             })
             .collect(),
-    }))
-}
-
-/// A person's cohorts: always none (Elide has no cohorts yet).
-#[utoipa::path(
-    get,
-    path = "/api/projects/{project_id}/persons/cohorts/",
-    operation_id = "persons_cohorts",
-    tag = "persons",
-    params(
-        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
-    ),
-    responses(
-        (status = 200, description = "No cohorts", body = Cohorts),
-    )
-)]
-pub(crate) async fn cohorts(key: Key, PathParams(p): PathParams) -> ApiResult<Json<Cohorts>> {
-    key.path_project(&p, "person:read")?;
-    // Elide has no cohorts yet: every person belongs to none.
-    Ok(Json(Cohorts {
-        results: Vec::new(),
     }))
 }
 

@@ -1,0 +1,467 @@
+//! Writing cohorts: create (JSON, or a multipart form with a CSV of
+//! distinct ids or person UUIDs), change, soft and hard delete, and the
+//! lists of static cohorts.
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use elide_app::analytics::cohorts;
+use elide_persons::cohorts::{CohortPatch, CohortPeople};
+use serde_json::{json, Map, Value};
+
+use super::{cohort_id, counts, live_cohort, view, CohortView};
+use crate::auth::Key;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{blocking, JsonBody, PathParams};
+use crate::query::run_app_query;
+use crate::AppState;
+
+/// Most bytes of an uploaded CSV.
+const MAX_CSV: usize = 50 << 20;
+/// The distinct ids (or person UUIDs) of an uploaded CSV: a header row
+/// naming `distinct_id` or `person_id` picks that column; without one,
+/// the first column of every row is a distinct id.
+fn csv_people(bytes: &[u8]) -> ApiResult<CohortPeople> {
+    let bad = |e: csv::Error| {
+        ApiError::invalid_attr(
+            "csv",
+            "invalid_input",
+            format!("the CSV is unreadable: {e}"),
+        )
+    };
+    let mut rows = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes)
+        .into_records();
+    let mut out = CohortPeople::default();
+    let Some(first) = rows.next().transpose().map_err(bad)? else {
+        return Ok(out);
+    };
+    let header = first.iter().position(|h| {
+        let h = h.trim().to_ascii_lowercase();
+        h == "distinct_id" || h == "distinct id" || h == "person_id"
+    });
+    let (column, uuids) = match header {
+        Some(i) => (
+            i,
+            first
+                .get(i)
+                .is_some_and(|h| h.trim().eq_ignore_ascii_case("person_id")),
+        ),
+        None => {
+            if let Some(v) = first.get(0).map(str::trim).filter(|v| !v.is_empty()) {
+                out.distinct_ids.push(v.to_string());
+            }
+            (0, false)
+        }
+    };
+    for r in rows {
+        let r = r.map_err(bad)?;
+        if let Some(v) = r.get(column).map(str::trim).filter(|v| !v.is_empty()) {
+            if uuids {
+                out.uuids.push(v.to_string());
+            } else {
+                out.distinct_ids.push(v.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a create or update request asks for.
+#[derive(Debug, Default)]
+struct CohortInput {
+    fields: Map<String, Value>,
+    people: Option<CohortPeople>,
+}
+
+/// A JSON body, or a multipart form (PostHog's CSV upload: a `csv` file
+/// and text fields).
+async fn input(state: &AppState, req: Request) -> ApiResult<CohortInput> {
+    let multipart = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("multipart/form-data"));
+    if !multipart {
+        let JsonBody(body) = JsonBody::<Value>::from_request(req, state).await?;
+        let Value::Object(fields) = body else {
+            return Err(ApiError::invalid(
+                "Invalid data. Expected a dictionary, but got a different type.",
+            ));
+        };
+        let people = match (fields.get("person_ids"), fields.get("distinct_ids")) {
+            (None, None) => None,
+            (u, d) => Some(CohortPeople {
+                uuids: strings(u, "person_ids")?,
+                distinct_ids: strings(d, "distinct_ids")?,
+            }),
+        };
+        return Ok(CohortInput { fields, people });
+    }
+    let mut form = Multipart::from_request(req, state)
+        .await
+        .map_err(|e| ApiError::invalid(format!("the form is unreadable: {}", e.body_text())))?;
+    let mut out = CohortInput::default();
+    let unreadable = |e: axum::extract::multipart::MultipartError| {
+        ApiError::invalid(format!("the form is unreadable: {}", e.body_text()))
+    };
+    while let Some(field) = form.next_field().await.map_err(unreadable)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(unreadable)?;
+        if name == "csv" {
+            if bytes.len() > MAX_CSV {
+                return Err(ApiError::invalid_attr(
+                    "csv",
+                    "invalid_input",
+                    "the CSV is larger than 50 MiB",
+                ));
+            }
+            out.people = Some(csv_people(&bytes)?);
+        } else {
+            let text = String::from_utf8(bytes.to_vec())
+                .map_err(|_| ApiError::invalid_attr(&name, "invalid_input", "not UTF-8 text"))?;
+            let v = match name.as_str() {
+                "is_static" => Value::Bool(text.eq_ignore_ascii_case("true")),
+                "filters" | "groups" => serde_json::from_str(&text).map_err(|e| {
+                    ApiError::invalid_attr(&name, "invalid_input", format!("not JSON: {e}"))
+                })?,
+                _ => Value::String(text),
+            };
+            out.fields.insert(name, v);
+        }
+    }
+    Ok(out)
+}
+
+fn strings(v: Option<&Value>, attr: &str) -> ApiResult<Vec<String>> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(ApiError::invalid_attr(
+                    attr,
+                    "invalid_input",
+                    "a list of strings",
+                )),
+            })
+            .collect(),
+        Some(_) => Err(ApiError::invalid_attr(
+            attr,
+            "invalid_input",
+            "a list of strings",
+        )),
+    }
+}
+
+fn text_field(f: &Map<String, Value>, k: &str) -> ApiResult<Option<String>> {
+    match f.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid_attr(
+            k,
+            "invalid_input",
+            "Not a valid string.",
+        )),
+    }
+}
+
+/// The stored definition of a dynamic cohort from `filters`/`groups`,
+/// checked by computing its members once.
+async fn definition(state: &AppState, project: i64, f: &Map<String, Value>) -> ApiResult<Value> {
+    let stored = json!({
+        "filters": f.get("filters").cloned().unwrap_or(Value::Null),
+        "groups": f.get("groups").cloned().unwrap_or(Value::Null),
+    });
+    cohorts::stored(&stored)
+        .map_err(|e| ApiError::invalid_attr("filters", "invalid_input", e.to_string()))?;
+    let persons = state.app().persons().clone();
+    let check = stored.clone();
+    run_app_query(state, move |limits| async move {
+        cohorts::check(&persons, project, &check, &limits).await
+    })
+    .await?;
+    Ok(stored)
+}
+
+/// Make a cohort: static (`is_static: true`, persons from a CSV upload —
+/// multipart field `csv` — or `person_ids` / `distinct_ids`), or dynamic
+/// (`filters` or `groups`).
+#[utoipa::path(
+    post,
+    path = "/api/projects/{project_id}/cohorts/",
+    operation_id = "cohorts_create",
+    tag = "cohorts",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+    ),
+    request_body(content = Object, description = "`{name, description?, is_static?, filters?, groups?, person_ids?, distinct_ids?}` as JSON, or a multipart form with the same text fields and a `csv` file", content_type = "application/json"),
+    responses(
+        (status = 201, description = "The cohort", body = CohortView),
+        (status = 400, description = "A bad definition or field"),
+    )
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    req: Request,
+) -> ApiResult<Response> {
+    let project = key.path_project(&p, "cohort:write")?;
+    let CohortInput { fields, people } = input(&state, req).await?;
+    let name = text_field(&fields, "name")?.ok_or_else(|| ApiError::required("name"))?;
+    let description = text_field(&fields, "description")?.unwrap_or_default();
+    let is_static = match fields.get("is_static") {
+        None | Some(Value::Null) => people.is_some(),
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid_attr(
+                "is_static",
+                "invalid_input",
+                "Must be a valid boolean.",
+            ))
+        }
+    };
+    if !is_static && people.is_some() {
+        return Err(ApiError::invalid_attr(
+            "is_static",
+            "invalid_input",
+            "persons are given only to a static cohort (is_static: true)",
+        ));
+    }
+    let filters = if is_static {
+        Value::Null
+    } else {
+        definition(&state, project, &fields).await?
+    };
+    let persons = state.app().persons().clone();
+    let c = blocking(move || {
+        let c = persons.create_cohort(project, &name, &description, is_static, filters)?;
+        if let Some(who) = people {
+            persons.add_to_static_cohort(project, c.id, &who)?;
+        }
+        Ok(c)
+    })
+    .await?;
+    let n = counts(&state, project, std::slice::from_ref(&c)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&c, n.first().copied().flatten())),
+    )
+        .into_response())
+}
+
+/// Change a cohort: `name`, `description`, `filters`/`groups` (dynamic),
+/// `deleted` (soft delete and restore); for a static one, a `csv` upload,
+/// `person_ids` or `distinct_ids` add persons.
+#[utoipa::path(
+    patch,
+    path = "/api/projects/{project_id}/cohorts/{id}/",
+    operation_id = "cohorts_partial_update",
+    tag = "cohorts",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = i64, Path, description = "The cohort's id."),
+    ),
+    request_body(content = Object, description = "The fields to change (JSON or a multipart form)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The cohort", body = CohortView),
+        (status = 400, description = "A bad field"),
+        (status = 404, description = "No such cohort"),
+    )
+)]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    req: Request,
+) -> ApiResult<Json<CohortView>> {
+    let project = key.path_project(&p, "cohort:write")?;
+    let id = cohort_id(&p)?;
+    let current = live_cohort(&state, project, id).await?;
+    let CohortInput { fields, people } = input(&state, req).await?;
+    if fields
+        .get("is_static")
+        .and_then(Value::as_bool)
+        .is_some_and(|s| s != current.is_static)
+    {
+        return Err(ApiError::invalid_attr(
+            "is_static",
+            "invalid_input",
+            "a cohort stays static or dynamic; make a new one",
+        ));
+    }
+    let deleted = match fields.get("deleted") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ApiError::invalid_attr(
+                "deleted",
+                "invalid_input",
+                "Must be a valid boolean.",
+            ))
+        }
+    };
+    let filters = if fields.contains_key("filters") || fields.contains_key("groups") {
+        if current.is_static {
+            return Err(ApiError::invalid_attr(
+                "filters",
+                "invalid_input",
+                "a static cohort has no filters: change its persons",
+            ));
+        }
+        Some(definition(&state, project, &fields).await?)
+    } else {
+        None
+    };
+    if people.is_some() && !current.is_static {
+        return Err(ApiError::invalid_attr(
+            "person_ids",
+            "invalid_input",
+            "only a static cohort has a list of persons",
+        ));
+    }
+    let patch = CohortPatch {
+        name: text_field(&fields, "name")?,
+        description: text_field(&fields, "description")?,
+        filters,
+        deleted,
+    };
+    let persons = state.app().persons().clone();
+    let c = blocking(move || {
+        if let Some(who) = people {
+            persons.add_to_static_cohort(project, id, &who)?;
+        }
+        Ok(persons.update_cohort(project, id, &patch)?)
+    })
+    .await?
+    .ok_or_else(ApiError::not_found)?;
+    let n = counts(&state, project, std::slice::from_ref(&c)).await?;
+    Ok(Json(view(&c, n.first().copied().flatten())))
+}
+
+/// Remove a cohort and its list (PostHog soft-deletes with `PATCH
+/// {"deleted": true}`, also served).
+#[utoipa::path(
+    delete,
+    path = "/api/projects/{project_id}/cohorts/{id}/",
+    operation_id = "cohorts_destroy",
+    tag = "cohorts",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = i64, Path, description = "The cohort's id."),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such cohort"),
+    )
+)]
+pub(crate) async fn destroy(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+) -> ApiResult<StatusCode> {
+    let project = key.path_project(&p, "cohort:write")?;
+    let id = cohort_id(&p)?;
+    let persons = state.app().persons().clone();
+    if blocking(move || Ok(persons.delete_cohort(project, id)?)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+/// Add persons to a static cohort: `{"person_ids": [uuid, …]}` (PostHog's)
+/// or `{"distinct_ids": […]}`.
+#[utoipa::path(
+    patch,
+    path = "/api/projects/{project_id}/cohorts/{id}/add_persons_to_static_cohort/",
+    operation_id = "cohorts_add_persons_to_static_cohort",
+    tag = "cohorts",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = i64, Path, description = "The cohort's id."),
+    ),
+    request_body(content = Object, description = "`{person_ids?: [uuid], distinct_ids?: [string]}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{success: true, added, not_found}`", body = Object),
+        (status = 400, description = "Not a static cohort, or bad ids"),
+        (status = 404, description = "No such cohort"),
+    )
+)]
+pub(crate) async fn add_persons(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    change_persons(state, key, p, body, true).await
+}
+
+/// Take one person off a static cohort: `{"person_id": uuid}`.
+#[utoipa::path(
+    patch,
+    path = "/api/projects/{project_id}/cohorts/{id}/remove_person_from_static_cohort/",
+    operation_id = "cohorts_remove_person_from_static_cohort",
+    tag = "cohorts",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("id" = i64, Path, description = "The cohort's id."),
+    ),
+    request_body(content = Object, description = "`{person_id: uuid}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{success: true, removed, not_found}`", body = Object),
+        (status = 400, description = "Not a static cohort, or a bad id"),
+        (status = 404, description = "No such cohort"),
+    )
+)]
+pub(crate) async fn remove_person(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    change_persons(state, key, p, body, false).await
+}
+
+async fn change_persons(
+    state: AppState,
+    key: Key,
+    p: std::collections::HashMap<String, String>,
+    body: Value,
+    add: bool,
+) -> ApiResult<Json<Value>> {
+    let project = key.path_project(&p, "cohort:write")?;
+    let id = cohort_id(&p)?;
+    let who = if add {
+        CohortPeople {
+            uuids: strings(body.get("person_ids"), "person_ids")?,
+            distinct_ids: strings(body.get("distinct_ids"), "distinct_ids")?,
+        }
+    } else {
+        match body.get("person_id") {
+            Some(Value::String(u)) => CohortPeople {
+                uuids: vec![u.clone()],
+                distinct_ids: Vec::new(),
+            },
+            _ => return Err(ApiError::required("person_id")),
+        }
+    };
+    let persons = state.app().persons().clone();
+    let r = blocking(move || {
+        Ok(if add {
+            persons.add_to_static_cohort(project, id, &who)?
+        } else {
+            persons.remove_from_static_cohort(project, id, &who)?
+        })
+    })
+    .await?;
+    let verb = if add { "added" } else { "removed" };
+    Ok(Json(
+        json!({"success": true, verb: r.changed, "not_found": r.not_found}),
+    ))
+}

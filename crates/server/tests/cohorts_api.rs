@@ -1,0 +1,305 @@
+//! The cohorts API over HTTP: static cohorts from a CSV upload and from
+//! ids, dynamic cohorts from a definition, their persons, a person's
+//! cohorts, cohorts as filters of the persons list and of analytics, soft
+//! and hard deletion, bad input, and a deleted person leaving every cohort
+//! at once.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::{urlencode, Harness};
+use serde_json::{json, Value};
+
+async fn people(h: &Harness) {
+    let mut events = Vec::new();
+    for (d, plan, n) in [
+        ("alice", "pro", 3),
+        ("bob", "pro", 1),
+        ("carol", "free", 2),
+        ("dave", "free", 0),
+    ] {
+        events.push(
+            json!({"event": "$identify", "distinct_id": d, "properties": {"$set": {"plan": plan}}}),
+        );
+        for _ in 0..n {
+            events.push(json!({"event": "$pageview", "distinct_id": d}));
+        }
+    }
+    h.capture(Value::Array(events)).await;
+}
+
+fn multipart(fields: &[(&str, &str)], csv: &str) -> (String, Vec<u8>) {
+    let boundary = "elide-test-boundary";
+    let mut body = String::new();
+    for (k, v) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+        ));
+    }
+    body.push_str(&format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csv\"; filename=\"people.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
+    ));
+    (
+        format!("multipart/form-data; boundary={boundary}"),
+        body.into_bytes(),
+    )
+}
+
+fn names(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .expect("persons")
+        .iter()
+        .map(|p| p["distinct_ids"][0].as_str().expect("id").to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn cohorts_crud_members_filters_and_deletion() {
+    let h = Harness::new();
+    people(&h).await;
+    let api = h.api();
+
+    // Static, from a CSV upload (a header naming distinct_id).
+    let (ct, body) = multipart(
+        &[("name", "uploaded"), ("is_static", "true")],
+        "distinct_id,note\nalice,x\n\"bob\",y\nnobody,z\n",
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("{api}/cohorts/"))
+        .header("authorization", format!("Bearer {}", h.key))
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .expect("request");
+    let r = h.send(req).await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+    assert_eq!(r.json["is_static"], json!(true));
+    assert_eq!(r.json["count"], json!(2));
+    let uploaded = r.json["id"].as_i64().expect("id");
+
+    // Static, from ids; then more added and one removed.
+    let r = h
+        .post(
+            &format!("{api}/cohorts/"),
+            &json!({"name": "vips", "is_static": true, "distinct_ids": ["carol"]}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+    let vips = r.json["id"].as_i64().expect("id");
+    let alice = h.person("alice").await.expect("alice")["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string();
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{vips}/add_persons_to_static_cohort/"),
+            Some(&json!({"person_ids": [alice]})),
+        )
+        .await;
+    assert_eq!(r.json["added"], json!(1), "{}", r.text());
+    let r = h.get(&format!("{api}/cohorts/{vips}/persons/")).await;
+    assert_eq!(names(&r.json["results"]), ["alice", "carol"]);
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{vips}/remove_person_from_static_cohort/"),
+            Some(&json!({"person_id": alice})),
+        )
+        .await;
+    assert_eq!(r.json["removed"], json!(1), "{}", r.text());
+
+    // Dynamic: pro, and viewed a page at least twice in the last 30 days.
+    let def = json!({"properties": {"type": "AND", "values": [
+        {"type": "person", "key": "plan", "value": "pro"},
+        {"type": "behavioral", "key": "$pageview", "value": "performed_event_multiple", "operator": "gte",
+         "operator_value": 2, "time_value": 30, "time_interval": "day"}]}});
+    let r = h
+        .post(
+            &format!("{api}/cohorts/"),
+            &json!({"name": "engaged pros", "filters": def}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+    assert_eq!(r.json["is_static"], json!(false));
+    assert_eq!(r.json["count"], json!(1));
+    assert_eq!(r.json["filters"], def);
+    let engaged = r.json["id"].as_i64().expect("id");
+    // Legacy groups: free persons.
+    let r = h
+        .post(&format!("{api}/cohorts/"), &json!({"name": "free", "groups": [{"properties": [{"key": "plan", "value": "free", "type": "person"}]}]}))
+        .await;
+    assert_eq!(r.json["count"], json!(2), "{}", r.text());
+    let free = r.json["id"].as_i64().expect("id");
+
+    // The list, one cohort, a person's cohorts.
+    let r = h.get(&format!("{api}/cohorts/")).await;
+    assert_eq!(r.json["count"], json!(4), "{}", r.text());
+    assert_eq!(r.json["results"][0]["name"], json!("uploaded"));
+    let r = h.get(&format!("{api}/cohorts/{engaged}/")).await;
+    assert_eq!(r.json["name"], json!("engaged pros"));
+    let r = h
+        .get(&format!("{api}/persons/cohorts/?person_id={alice}"))
+        .await;
+    let mut ids: Vec<i64> = r.json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|c| c["id"].as_i64().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![uploaded, engaged], "{}", r.text());
+
+    // The persons list filtered by cohorts (all must hold).
+    let filter = |ids: &[i64]| {
+        let v: Vec<Value> = ids
+            .iter()
+            .map(|i| json!({"type": "cohort", "key": "id", "value": i}))
+            .collect();
+        urlencode(&Value::Array(v).to_string())
+    };
+    let r = h
+        .get(&format!(
+            "{api}/persons/?properties={}",
+            filter(&[uploaded])
+        ))
+        .await;
+    assert_eq!(names(&r.json["results"]), ["alice", "bob"], "{}", r.text());
+    let r = h
+        .get(&format!(
+            "{api}/persons/?properties={}",
+            filter(&[uploaded, engaged])
+        ))
+        .await;
+    assert_eq!(names(&r.json["results"]), ["alice"]);
+    // Analytics filtered by a cohort.
+    let r = h
+        .post(&format!("{api}/query/"), &json!({"query": {"kind": "TrendsQuery", "dateRange": {"date_from": "-1d"},
+            "series": [{"event": "$pageview"}], "properties": [{"type": "cohort", "value": free}]}}))
+        .await;
+    assert_eq!(r.json["results"][0]["count"], json!(2.0), "{}", r.text());
+
+    // Renaming, soft deletion, restoring, hard deletion.
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{free}/"),
+            Some(&json!({"name": "free tier", "deleted": true})),
+        )
+        .await;
+    assert_eq!(r.json["name"], json!("free tier"), "{}", r.text());
+    assert_eq!(
+        h.get(&format!("{api}/cohorts/")).await.json["count"],
+        json!(3)
+    );
+    h.call(
+        "PATCH",
+        &format!("{api}/cohorts/{free}/"),
+        Some(&json!({"deleted": false})),
+    )
+    .await;
+    let r = h
+        .call("DELETE", &format!("{api}/cohorts/{free}/"), None)
+        .await;
+    assert_eq!(r.status.as_u16(), 204);
+    assert_eq!(
+        h.get(&format!("{api}/cohorts/{free}/"))
+            .await
+            .status
+            .as_u16(),
+        404
+    );
+
+    // Bad input: 400 envelopes, nothing made.
+    for (body, msg) in [
+        (json!({"is_static": true}), "This field is required."),
+        (json!({"name": "x"}), "a dynamic cohort needs filters"),
+        (
+            json!({"name": "x", "filters": {"properties": {"type": "AND", "values": [{"type": "behavioral", "key": "e", "value": "performed_event"}]}}}),
+            "time_value",
+        ),
+        (
+            json!({"name": "x", "filters": {"properties": {"type": "AND", "values": [{"type": "cohort", "value": 9999}]}}}),
+            "cohort 9999 does not exist",
+        ),
+        (
+            json!({"name": "x", "distinct_ids": ["alice"], "is_static": false}),
+            "only to a static cohort",
+        ),
+        (json!({"name": "x", "is_static": "yes"}), "valid boolean"),
+    ] {
+        let r = h.post(&format!("{api}/cohorts/"), &body).await;
+        let detail = r.envelope(400);
+        assert!(detail.contains(msg), "{body}: {detail}");
+    }
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{vips}/"),
+            Some(&json!({"filters": def})),
+        )
+        .await;
+    assert!(r.envelope(400).contains("static cohort has no filters"));
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{engaged}/add_persons_to_static_cohort/"),
+            Some(&json!({"person_ids": []})),
+        )
+        .await;
+    assert!(r.envelope(400).contains("only a static cohort"));
+    assert_eq!(
+        h.get(&format!("{api}/cohorts/{engaged}x/"))
+            .await
+            .status
+            .as_u16(),
+        404
+    );
+    assert!(h
+        .get(&format!("{api}/persons/cohorts/"))
+        .await
+        .envelope(400)
+        .contains("required"));
+    assert_eq!(
+        h.get(&format!("{api}/cohorts/")).await.json["count"],
+        json!(3)
+    );
+
+    // A deleted person leaves every cohort at once.
+    let r = h
+        .call(
+            "DELETE",
+            &format!("{api}/persons/{alice}/?delete_events=true"),
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let r = h.get(&format!("{api}/cohorts/{uploaded}/persons/")).await;
+    assert_eq!(names(&r.json["results"]), ["bob"]);
+    assert_eq!(
+        h.get(&format!("{api}/cohorts/{engaged}/")).await.json["count"],
+        json!(0)
+    );
+    assert_eq!(
+        h.get(&format!("{api}/cohorts/{uploaded}/")).await.json["count"],
+        json!(1)
+    );
+    let r = h
+        .get(&format!("{api}/persons/cohorts/?person_id={alice}"))
+        .await;
+    assert_eq!(r.status.as_u16(), 404);
+    // CSV of a cohort's persons.
+    let r = h
+        .get(&format!("{api}/cohorts/{uploaded}/persons/?format=csv"))
+        .await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert!(
+        r.text().contains("bob") && !r.text().contains("alice"),
+        "{}",
+        r.text()
+    );
+}
