@@ -326,7 +326,8 @@ pub enum KeysCommand {
         #[arg(long)]
         project: i64,
         /// `all`, or a comma-separated list of person:read, person:write,
-        /// query:read, project:read, project:write, activity_log:read, event:write.
+        /// query:read, insight:read, cohort:read, cohort:write, project:read,
+        /// project:write, activity_log:read, event:write.
         #[arg(long)]
         scopes: String,
         /// A label for people.

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Time the analytics routes over HTTP on 10M captured events.
+
+    cargo build --release --bin elide
+    benches/insights_http.py [--events 10000000] [--persons 100000] [--work /tmp/insights-bench]
+
+1. Writes PostHog capture events as JSON lines: `--persons` persons
+   (`user-N`, person property `plan` set on their first event), events
+   spread over the last 90 days — `$pageview` (most), `viewed_pricing`,
+   `clicked_cta`, `signup`, `purchase` — with a `$browser` property.
+2. `elide capture` loads them through identity resolution (persons and
+   events), `elide keys create` makes a key, `elide serve` serves them.
+3. Times (median of 3 after a warm-up, wall clock of the HTTP call):
+   the lifecycle of `$pageview` over 90 days by day, the correlation of a
+   30-day `$pageview → purchase` funnel (events, and person properties),
+   the funnel itself, a 90-day DAU and MAU `TrendsQuery`.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--elide", default=os.environ.get("ELIDE", "target/release/elide"))
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--persons", type=int, default=100_000)
+    ap.add_argument("--work", default="/tmp/insights-bench")
+    args = ap.parse_args()
+    if os.path.exists(args.work):
+        shutil.rmtree(args.work)
+    os.makedirs(args.work)
+    data, jsonl = os.path.join(args.work, "data"), os.path.join(args.work, "events.jsonl")
+
+    rng = random.Random(42)
+    now = datetime.now(timezone.utc)
+    names = ["$pageview"] * 80 + ["viewed_pricing"] * 8 + ["clicked_cta"] * 6 + ["signup"] * 3 + ["purchase"] * 3
+    browsers = ["Chrome", "Firefox", "Safari", "Edge"]
+    t = time.perf_counter()
+    seen = set()
+    with open(jsonl, "w") as f:
+        for _ in range(args.events):
+            p = int(rng.paretovariate(1.2)) % args.persons
+            ts = now - timedelta(seconds=rng.randrange(90 * 86400))
+            props = {"$browser": browsers[p % 4]}
+            if p not in seen:
+                seen.add(p)
+                props["$set"] = {"plan": ["free", "pro", "team"][p % 3]}
+            f.write(json.dumps({"event": rng.choice(names), "distinct_id": f"user-{p}",
+                                "timestamp": ts.isoformat(), "properties": props}) + "\n")
+    print(f"generated {args.events} events of {len(seen)} persons in {time.perf_counter() - t:.0f} s", flush=True)
+
+    t = time.perf_counter()
+    subprocess.run([args.elide, "capture", "--data-dir", data, "--project", "1", jsonl], check=True,
+                   stdout=subprocess.DEVNULL)
+    print(f"captured in {time.perf_counter() - t:.0f} s", flush=True)
+    os.remove(jsonl)
+    key = subprocess.run([args.elide, "keys", "create", "--data-dir", data, "--project", "1", "--scopes", "all",
+                          "--format", "json"], check=True, capture_output=True, text=True).stdout
+    key = json.loads(key)["key"]
+    server = subprocess.Popen([args.elide, "serve", "--data-dir", data, "--bind", "127.0.0.1:0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = None
+    for line in server.stdout:
+        if "listening on" in line:
+            base = line.split("listening on ")[1].split()[0]
+            break
+    if base is None:
+        print("the server did not start", file=sys.stderr)
+        return 1
+    try:
+        def call(path, body=None):
+            req = urllib.request.Request(base + path, method="POST" if body else "GET",
+                                         data=json.dumps(body).encode() if body else None,
+                                         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+            t = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=600) as r:
+                out = json.loads(r.read())
+            return time.perf_counter() - t, out
+
+        def timed(label, path, body=None, show=lambda o: ""):
+            call(path, body)
+            times, out = [], None
+            for _ in range(3):
+                s, out = call(path, body)
+                times.append(s)
+            print(f"  {label:<48} {statistics.median(times) * 1e3:>8.0f} ms   {show(out)}", flush=True)
+
+        q = urllib.parse.quote
+        ev = lambda *n: q(json.dumps([{"id": x, "type": "events", "order": i} for i, x in enumerate(n)]))
+        print(f"analytics over HTTP ({args.events} events, median of 3):")
+        timed("lifecycle, $pageview, 90 days by day",
+              f"/api/projects/1/insights/trend/?shown_as=Lifecycle&date_from=-90d&events={ev('$pageview')}",
+              show=lambda o: f"new persons: {sum(next(s for s in o['result'] if s['status'] == 'new')['data']):.0f}")
+        funnel = f"events={ev('$pageview', 'purchase')}&date_from=-30d&funnel_window_days=7"
+        timed("funnel $pageview → purchase, 30 days", f"/api/projects/1/insights/funnel/?{funnel}",
+              show=lambda o: f"counts {[s['count'] for s in o['result']]}")
+        timed("correlation (events), 30 days", f"/api/projects/1/insights/funnel/correlation/?{funnel}",
+              show=lambda o: f"{len(o['result']['events'])} rows")
+        timed("correlation (person properties), 30 days",
+              f"/api/projects/1/insights/funnel/correlation/?{funnel}&funnel_correlation_type=properties"
+              f"&funnel_correlation_names={q(json.dumps(['$all']))}",
+              show=lambda o: f"{len(o['result']['events'])} rows")
+        for math in ["dau", "monthly_active"]:
+            timed(f"TrendsQuery {math}, 90 days by day", "/api/projects/1/query/",
+                  {"query": {"kind": "TrendsQuery", "dateRange": {"date_from": "-90d"}, "interval": "day",
+                             "series": [{"kind": "EventsNode", "event": "$pageview", "math": math}]}},
+                  show=lambda o: f"sum {o['results'][0]['count']:.0f}")
+    finally:
+        server.terminate()
+        server.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    import urllib.parse
+    sys.exit(main())
