@@ -1,4 +1,7 @@
-//! Lifecycle: PostHog scenarios 12–15, and a merged person counted once.
+//! Lifecycle: PostHog scenarios 12–15, a merged person counted once, and
+//! a differential test against each status's definition.
+
+use std::collections::BTreeMap;
 
 use serde_json::json;
 
@@ -129,4 +132,103 @@ async fn lifecycle_counts_a_merged_person_once() {
     assert_eq!(data_of(&s, "resurrecting"), vec![0, 0, 1, 0, 0, 1, 0, 1]);
     assert_eq!(data_of(&s, "dormant"), vec![0, -1, 0, 0, -1, 0, -1, 0]);
     app.close().expect("close");
+}
+
+/// The lifecycle by day of `rows` `(person, day, hit)` from each status's
+/// definition: active on `d` and on `d − 1` is returning; active on `d`,
+/// created on `d`, and not active before (from `first − 1`) is new; any
+/// other activity is resurrecting; active on `d − 1` and not on `d` is
+/// dormant (negative).
+fn lifecycle_reference(
+    rows: &[(usize, i64, bool)],
+    created: &[Option<i64>],
+    first: i64,
+    last: i64,
+) -> BTreeMap<&'static str, Vec<i64>> {
+    let active = |p: usize, d: i64| rows.iter().any(|r| r.0 == p && r.1 == d && r.2);
+    let mut out: BTreeMap<&'static str, Vec<i64>> = BTreeMap::new();
+    for d in first..=last {
+        let mut n = BTreeMap::new();
+        for (p, c) in created.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let status = if active(p, d) {
+                if active(p, d - 1) {
+                    Some("returning")
+                } else if *c == d && !(first - 1..d).any(|e| active(p, e)) {
+                    Some("new")
+                } else {
+                    Some("resurrecting")
+                }
+            } else if active(p, d - 1) {
+                Some("dormant")
+            } else {
+                None
+            };
+            if let Some(s) = status {
+                *n.entry(s).or_insert(0i64) += 1;
+            }
+        }
+        for s in ["new", "returning", "resurrecting", "dormant"] {
+            let v = n.get(s).copied().unwrap_or(0);
+            out.entry(s)
+                .or_default()
+                .push(if s == "dormant" { -v } else { v });
+        }
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+
+    /// Random rows over 30 days: the lifecycle of a random range equals
+    /// the definitions computed here.
+    #[test]
+    fn lifecycle_matches_the_definitions(
+        rows in proptest::collection::vec((0usize..6, 0i64..30, proptest::prelude::any::<bool>(), 0u32..24), 1..50),
+        from in 1i64..25,
+        len in 0i64..8,
+    ) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        let app = open(dir.path());
+        let day0 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).single().expect("day");
+        let iso = |d: i64, h: u32| (day0 + chrono::Duration::days(d) + chrono::Duration::hours(i64::from(h)))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // Each person's events in time order, so that it is created at its
+        // first event.
+        let mut sorted = rows.clone();
+        sorted.sort_by_key(|r| (r.1, r.3));
+        let evs: Vec<(String, &str, String)> = sorted
+            .iter()
+            .map(|&(p, d, hit, h)| (format!("person{p}"), if hit { "$pageview" } else { "other" }, iso(d, h)))
+            .collect();
+        let refs: Vec<(&str, &str, &str, Value)> =
+            evs.iter().map(|(a, b, c)| (a.as_str(), *b, c.as_str(), json!({}))).collect();
+        capture(app.persons(), &refs);
+        let created: Vec<Option<i64>> = (0..6)
+            .map(|p| {
+                app.persons()
+                    .by_distinct_ids(P, &[format!("person{p}")])
+                    .expect("lookup")
+                    .into_values()
+                    .next()
+                    .map(|person| {
+                        let t = chrono::DateTime::parse_from_rfc3339(&person.created_at).expect("created_at");
+                        (t.with_timezone(&Utc) - day0).num_days()
+                    })
+            })
+            .collect();
+        let to = (from + len).min(29);
+        let (_, _, s) = rt.block_on(lifecycle_of(
+            &app,
+            json!({"date_from": iso(from, 0), "date_to": iso(to, 0)[..10].to_string()}),
+        ));
+        let plain: Vec<(usize, i64, bool)> = rows.iter().map(|&(p, d, hit, _)| (p, d, hit)).collect();
+        let want = lifecycle_reference(&plain, &created, from, to);
+        for status in ["new", "returning", "resurrecting", "dormant"] {
+            proptest::prop_assert_eq!(&data_of(&s, status), &want[status], "{}", status);
+        }
+        app.close().expect("close");
+    }
 }
