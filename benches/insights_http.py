@@ -48,7 +48,7 @@ def main() -> int:
     seen = set()
     with open(jsonl, "w") as f:
         for _ in range(args.events):
-            p = int(rng.paretovariate(1.2)) % args.persons
+            p = int(args.persons * rng.random() ** 2)  # skewed: a few persons are very active
             ts = now - timedelta(seconds=rng.randrange(90 * 86400))
             props = {"$browser": browsers[p % 4]}
             if p not in seen:
