@@ -302,4 +302,51 @@ async fn cohorts_crud_members_filters_and_deletion() {
         "{}",
         r.text()
     );
+
+    // A cohort whose definition refers to a cohort since removed: the list
+    // and a person's cohorts still answer; it counts nobody, flagged.
+    let r = h
+        .post(&format!("{api}/cohorts/"), &json!({"name": "of uploaded",
+            "filters": {"properties": {"type": "AND", "values": [{"type": "cohort", "value": uploaded}]}}}))
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+    let dangling = r.json["id"].as_i64().expect("id");
+    assert_eq!(
+        h.call("DELETE", &format!("{api}/cohorts/{uploaded}/"), None)
+            .await
+            .status
+            .as_u16(),
+        204
+    );
+    let r = h.get(&format!("{api}/cohorts/")).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let row = r.json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|c| c["id"] == json!(dangling))
+        .cloned()
+        .expect("listed");
+    assert_eq!(row["count"], Value::Null);
+    assert_eq!(row["errors_calculating"], json!(1));
+    let bob = h.person("bob").await.expect("bob")["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string();
+    let r = h
+        .get(&format!("{api}/persons/cohorts/?person_id={bob}"))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert!(r.json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .all(|c| c["id"] != json!(dangling)));
+    assert_eq!(
+        h.get(&format!("{api}/cohorts/{dangling}/persons/"))
+            .await
+            .status
+            .as_u16(),
+        400
+    );
 }

@@ -483,32 +483,46 @@ pub async fn members(
     Ok(out)
 }
 
-/// The live cohorts of the project that hold `person` (UUID text).
+/// The live cohorts of the project that hold `person` (UUID text), each
+/// with its number of members. A cohort whose definition cannot be
+/// evaluated now (it refers to a cohort since removed) holds nobody; it is
+/// logged and left out, not an error of the whole answer.
 pub async fn cohorts_of(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     person: &str,
     limits: &QueryLimits,
-) -> Result<Vec<CohortRow>> {
+) -> Result<Vec<(CohortRow, u64)>> {
     let all = persons.cohorts(project)?;
     let ctx = session(persons, project, limits)?;
     let now = Utc::now();
     let mut out = Vec::new();
     for c in all.into_iter().filter(|c| !c.deleted) {
-        register(&ctx, persons, project, c.id, now, &mut Vec::new()).await?;
+        match register(&ctx, persons, project, c.id, now, &mut Vec::new()).await {
+            Ok(()) => {}
+            Err(AppError::InvalidQuery(e)) => {
+                tracing::warn!(cohort = c.id, error = %e, "cohort definition cannot be evaluated");
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         let sql = format!(
-            "SELECT count(*) FROM {} WHERE person_id = {}",
+            "SELECT count(*), count(*) FILTER (WHERE person_id = {}) FROM {}",
+            lit(person),
             table_name(c.id),
-            lit(person)
         );
-        let hit = collect(&ctx, &sql).await?.iter().any(|b| {
-            b.num_rows() > 0
-                && b.column(0)
+        let mut counts = (0, 0);
+        for b in collect(&ctx, &sql).await? {
+            let col = |i: usize| {
+                b.column(i)
                     .as_primitive_opt::<arrow::datatypes::Int64Type>()
-                    .is_some_and(|a| a.value(0) > 0)
-        });
-        if hit {
-            out.push(c);
+                    .filter(|a| !a.is_empty())
+                    .map_or(0, |a| a.value(0))
+            };
+            counts = (col(0), col(1));
+        }
+        if counts.1 > 0 {
+            out.push((c, counts.0.max(0) as u64));
         }
     }
     Ok(out)

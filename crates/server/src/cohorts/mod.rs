@@ -61,7 +61,8 @@ pub struct CohortView {
     pub is_calculating: bool,
     /// When `count` was computed (this answer).
     pub last_calculation: String,
-    /// Always 0.
+    /// 1 when `count` could not be computed now (the definition refers to
+    /// a cohort since removed), else 0.
     pub errors_calculating: u32,
     /// Members now.
     pub count: Option<u64>,
@@ -94,7 +95,7 @@ fn view(c: &CohortRow, count: Option<u64>) -> CohortView {
         is_static: c.is_static,
         is_calculating: false,
         last_calculation: elide_persons::persons::iso(chrono::Utc::now().timestamp_micros()),
-        errors_calculating: 0,
+        errors_calculating: u32::from(count.is_none() && !c.deleted),
         count,
         created_by: Value::Null,
         created_at: elide_persons::persons::iso(c.created_at_us),
@@ -102,7 +103,10 @@ fn view(c: &CohortRow, count: Option<u64>) -> CohortView {
 }
 
 /// The members of each cohort now (a static one's list, a dynamic one's
-/// definition evaluated now); none for a soft-deleted one.
+/// definition evaluated now); none for a soft-deleted one, or for one
+/// whose definition cannot be evaluated now (it refers to a cohort since
+/// removed: `errors_calculating` says so, the rest of the list still
+/// answers).
 async fn counts(state: &AppState, project: i64, list: &[CohortRow]) -> ApiResult<Vec<Option<u64>>> {
     let ids: Vec<(i64, bool)> = list.iter().map(|c| (c.id, c.deleted)).collect();
     let persons = state.app().persons().clone();
@@ -112,11 +116,14 @@ async fn counts(state: &AppState, project: i64, list: &[CohortRow]) -> ApiResult
             out.push(if deleted {
                 None
             } else {
-                Some(
-                    cohorts::members(&persons, project, id, &limits)
-                        .await?
-                        .len() as u64,
-                )
+                match cohorts::members(&persons, project, id, &limits).await {
+                    Ok(m) => Some(m.len() as u64),
+                    Err(elide_app::AppError::InvalidQuery(e)) => {
+                        tracing::warn!(cohort = id, error = %e, "cohort definition cannot be evaluated");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
             });
         }
         Ok(out)
@@ -364,8 +371,7 @@ pub(crate) async fn of_person(
         cohorts::cohorts_of(&persons, project, &uuid, &limits).await
     })
     .await?;
-    let n = counts(&state, project, &list).await?;
-    let results: Vec<CohortView> = list.iter().zip(n).map(|(c, n)| view(c, n)).collect();
+    let results: Vec<CohortView> = list.iter().map(|(c, n)| view(c, Some(*n))).collect();
     Ok(Json(json!({"results": results})))
 }
 
