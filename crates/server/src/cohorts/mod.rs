@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Key;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{blocking, number, url_with, PathParams};
+use crate::extract::{blocking, number, page_url, PathParams};
 use crate::query::run_app_query;
 use crate::views::{csv, ListedPerson};
 use crate::AppState;
@@ -191,26 +191,9 @@ pub(crate) async fn list(
     let page: Vec<CohortRow> = all.into_iter().skip(offset).take(limit).collect();
     let n = counts(&state, project, &page).await?;
     let results: Vec<CohortView> = page.iter().zip(n).map(|(c, n)| view(c, n)).collect();
-    let next = (offset + limit < total).then(|| {
-        url_with(
-            &uri,
-            &headers,
-            &[
-                ("limit", limit.to_string()),
-                ("offset", (offset + limit).to_string()),
-            ],
-        )
-    });
-    let previous = (offset > 0).then(|| {
-        url_with(
-            &uri,
-            &headers,
-            &[
-                ("limit", limit.to_string()),
-                ("offset", offset.saturating_sub(limit).to_string()),
-            ],
-        )
-    });
+    let next = (offset + limit < total).then(|| page_url(&uri, &headers, offset + limit, limit));
+    let previous =
+        (offset > 0).then(|| page_url(&uri, &headers, offset.saturating_sub(limit), limit));
     Ok(Json(
         json!({"count": total, "next": next, "previous": previous, "results": results}),
     ))
@@ -310,26 +293,9 @@ pub(crate) async fn persons(
         )
             .into_response());
     }
-    let next = (offset + limit < total).then(|| {
-        url_with(
-            &uri,
-            &headers,
-            &[
-                ("limit", limit.to_string()),
-                ("offset", (offset + limit).to_string()),
-            ],
-        )
-    });
-    let previous = (offset > 0).then(|| {
-        url_with(
-            &uri,
-            &headers,
-            &[
-                ("limit", limit.to_string()),
-                ("offset", offset.saturating_sub(limit).to_string()),
-            ],
-        )
-    });
+    let next = (offset + limit < total).then(|| page_url(&uri, &headers, offset + limit, limit));
+    let previous =
+        (offset > 0).then(|| page_url(&uri, &headers, offset.saturating_sub(limit), limit));
     let listed: Vec<ListedPerson> = people.iter().map(ListedPerson::from).collect();
     Ok(Json(json!({"results": listed, "next": next, "previous": previous})).into_response())
 }
