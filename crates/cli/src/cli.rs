@@ -66,6 +66,11 @@ enum Command {
         /// otherwise read-only).
         #[arg(long)]
         allow_writes: bool,
+        /// Run the statement N times in this process and print each run's
+        /// time and the median on stderr (the result is printed once).
+        /// For timing queries without the cost of opening the store.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: Option<u32>,
         /// The statement.
         sql: String,
     },
@@ -289,6 +294,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             data_dir,
             format,
             allow_writes,
+            repeat,
             sql,
         } => {
             let store = wiring::store(&data_dir, Access::Read)?;
@@ -308,7 +314,26 @@ fn dispatch(cmd: Command) -> Result<()> {
             } else {
                 elide_query::SqlWrites::None
             };
-            let result = runtime()?.block_on(elide_query::run_sql_checked(&ctx, &sql, writes))?;
+            let rt = runtime()?;
+            let mut times = Vec::new();
+            let mut result = None;
+            for run in 1..=repeat.unwrap_or(1) {
+                let t = std::time::Instant::now();
+                result = Some(rt.block_on(elide_query::run_sql_checked(&ctx, &sql, writes))?);
+                times.push(t.elapsed());
+                if repeat.is_some() {
+                    eprintln!("run {run}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            if repeat.is_some() {
+                eprintln!(
+                    "median: {:.1} ms",
+                    crate::bench::median(times).as_secs_f64() * 1e3
+                );
+            }
+            let Some(result) = result else {
+                return Err("no run".into());
+            };
             // An empty result still has its columns (a CSV header).
             let batches = if result.batches.is_empty() {
                 vec![arrow::record_batch::RecordBatch::new_empty(result.schema)]
