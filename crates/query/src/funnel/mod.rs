@@ -360,22 +360,24 @@ impl<E: Evaluate> Events<E> {
     }
 
     /// Take the groups `emit_to` names (the others are renumbered from 0),
-    /// each sorted by time.
+    /// in the order their rows were read (a state is merged and sorted
+    /// later; [`Events::evaluate_taken`] sorts).
     fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<Event>> {
-        let mut taken = emit_to.take_needed(&mut self.groups);
+        let taken = emit_to.take_needed(&mut self.groups);
         let freed: usize = taken.iter().map(Vec::capacity).sum();
         self.bytes = self
             .bytes
             .saturating_sub(freed * std::mem::size_of::<Event>());
-        for g in &mut taken {
+        taken
+    }
+
+    /// The result of each taken group, its rows sorted by time first.
+    fn evaluate_taken(&self, mut groups: Vec<Vec<Event>>) -> Result<ArrayRef> {
+        for g in &mut groups {
             if !g.is_sorted_by_key(|e| e.ts) {
                 g.sort_by_key(|e| e.ts); // stable
             }
         }
-        taken
-    }
-
-    fn evaluate_taken(&self, groups: &[Vec<Event>]) -> Result<ArrayRef> {
         let mut it = groups.iter().map(Vec::as_slice);
         self.eval.evaluate(&mut it, groups.len())
     }
@@ -417,9 +419,13 @@ impl<E: Evaluate> Events<E> {
             }
             let m0 = mo[r] as usize;
             let g = group(r);
-            for (k, i) in (a..b).enumerate() {
-                self.push(g, Event::new(tv.value(i), mv.value(m0 + k)))?;
-            }
+            let Some(v) = self.groups.get_mut(g) else {
+                return exec_err!("funnel: group {g} out of range");
+            };
+            let before = v.capacity();
+            let (ts, masks) = (&tv.values()[a..b], &mv.values()[m0..m0 + (b - a)]);
+            v.extend(ts.iter().zip(masks).map(|(&t, &m)| Event::new(t, m)));
+            self.bytes += (v.capacity() - before) * std::mem::size_of::<Event>();
         }
         Ok(())
     }
@@ -466,7 +472,7 @@ impl<E: Evaluate> GroupsAccumulator for Events<E> {
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let groups = self.take(emit_to);
-        self.evaluate_taken(&groups)
+        self.evaluate_taken(groups)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
@@ -517,7 +523,7 @@ impl<E: Evaluate> Accumulator for Single<E> {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         self.0.reserve_groups(1);
         let groups = self.0.take(EmitTo::All);
-        let a = self.0.evaluate_taken(&groups)?;
+        let a = self.0.evaluate_taken(groups)?;
         ScalarValue::try_from_array(&a, 0)
     }
 
