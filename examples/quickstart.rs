@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Delete 1% of the persons in one commit: gone from every query at once.
     let picked = rt.block_on(elide::run_sql(&ctx, ONE_PERCENT))?.concat()?;
     let projects = picked.column(0).as_primitive::<Int64Type>();
-    let ids = picked.column(1).as_string::<i32>();
+    let ids = picked.column(1).as_string_view(); // strings are read as Utf8View
     let mut by_project = BTreeMap::<i64, Vec<String>>::new();
     for i in 0..picked.num_rows() {
         let p = by_project.entry(projects.value(i)).or_default();

@@ -90,9 +90,9 @@ fn check(dir: &std::path::Path, what: &str, acked: &Acked, deletes: &Deletes) {
     );
     let mut seen: BTreeMap<String, (i64, String, u64)> = BTreeMap::new();
     for b in &b {
-        let u = b.column(0).as_string::<i32>();
+        let u = b.column(0).as_string_view();
         let p = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
-        let d = b.column(2).as_string::<i32>();
+        let d = b.column(2).as_string_view();
         let s = b.column(3).as_primitive::<arrow::datatypes::UInt64Type>();
         for i in 0..b.num_rows() {
             let prev = seen.insert(

@@ -216,7 +216,7 @@ fn check_image(image: &Path, cut: u64, log: &Log, fs: Option<Arc<CrashFs>>) {
     let batches = sql(&rt, &ctx(&store), "SELECT uuid FROM events");
     let mut seen = BTreeSet::new();
     for b in &batches {
-        let u = b.column(0).as_string::<i32>();
+        let u = b.column(0).as_string_view();
         for i in 0..b.num_rows() {
             assert!(
                 seen.insert(u.value(i).to_string()),

@@ -239,8 +239,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut out: std::collections::BTreeMap<(i64, String), Vec<String>> = Default::default();
         for b in b {
             let p = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
-            let person = b.column(1).as_string::<i32>();
-            let d = b.column(2).as_string::<i32>();
+            let utf8 =
+                |i: usize| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8);
+            let (person, d) = (utf8(1)?, utf8(2)?);
+            let (person, d) = (person.as_string::<i32>(), d.as_string::<i32>());
             for i in 0..b.num_rows() {
                 out.entry((p.value(i), person.value(i).to_string()))
                     .or_default()

@@ -53,7 +53,8 @@ fn one_percent(store: &Store, offset: u32) -> Result<Vec<(i64, String)>> {
     let mut out = Vec::new();
     for b in run_sql(store, &sql)? {
         let p = b.column(0).as_primitive_opt::<Int64Type>();
-        let d = b.column(1).as_string_opt::<i32>();
+        let d = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8)?;
+        let d = d.as_string_opt::<i32>();
         let (Some(p), Some(d)) = (p, d) else {
             return Err("unexpected column types".into());
         };

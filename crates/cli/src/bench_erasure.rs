@@ -200,7 +200,7 @@ pub fn run(a: BenchErasureArgs) -> Result<()> {
         .first()
         .and_then(|b| {
             let p = b.column(0).as_primitive_opt::<Int64Type>()?;
-            let d = b.column(1).as_string_opt::<i32>()?;
+            let d = b.column(1).as_string_view_opt()?;
             (b.num_rows() > 0).then(|| (p.value(0), d.value(0).to_string()))
         })
         .ok_or("no rows")?;

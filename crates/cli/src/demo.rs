@@ -46,7 +46,8 @@ pub fn run(dir: &Path, events: u64) -> Result<()> {
     let top = run_sql(&store, "SELECT distinct_id, count(*) AS n FROM events WHERE project_id = 1 GROUP BY distinct_id ORDER BY n DESC, distinct_id LIMIT 3")?;
     let mut ids = Vec::new();
     for b in &top {
-        let col = b.column(0).as_string::<i32>();
+        let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let col = col.as_string::<i32>();
         for i in 0..col.len() {
             ids.push(col.value(i).to_string());
         }

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, TimestampMicrosecondArray, UInt64Array};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -75,7 +75,7 @@ impl ElideTable {
     /// `StoreError::Closed`.
     pub fn new(store: &Store, table: Table) -> Self {
         ElideTable {
-            schema: table.def().schema(),
+            schema: scan_schema(&table.def().schema()),
             source: Source::Live(store.downgrade()),
             table,
             project: None,
@@ -91,7 +91,7 @@ impl ElideTable {
     /// The provider of `table` as of `snapshot`.
     pub fn pinned(snapshot: Arc<Snapshot>, table: Table) -> Self {
         ElideTable {
-            schema: table.def().schema(),
+            schema: scan_schema(&table.def().schema()),
             source: Source::Pinned(snapshot),
             table,
             project: None,
@@ -102,6 +102,44 @@ impl ElideTable {
     pub fn object_store_url(store_id: &str) -> Result<ObjectStoreUrl> {
         ObjectStoreUrl::parse(format!("elide://{store_id}/"))
     }
+}
+
+/// The schema a scan returns: the table's, with its strings as
+/// `Utf8View`. The parquet reader then builds views onto each page's
+/// dictionary (16 bytes a row) instead of copying every string, and
+/// filters, joins and `GROUP BY` on strings move views, not bytes.
+/// Parts on disk are unchanged (plain parquet strings).
+pub fn scan_schema(def: &SchemaRef) -> SchemaRef {
+    let fields: Vec<_> = def
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => {
+                Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+            }
+            _ => Arc::clone(f),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, def.metadata().clone()))
+}
+
+/// Buffered batches in the scan's schema (strings cast to views).
+fn in_scan_schema(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| match c.data_type() == f.data_type() {
+                    true => Ok(Arc::clone(c)),
+                    false => arrow::compute::cast(c, f.data_type()),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
+        })
+        .collect()
 }
 
 /// Part min/max statistics for partition pruning.
@@ -307,6 +345,7 @@ impl TableProvider for ElideTable {
             Some(id) => of_project(snapshot.memtable_batches(self.table), id)?,
         };
         if !mem.is_empty() {
+            let mem = in_scan_schema(mem, &schema)?;
             inputs.push(MemorySourceConfig::try_new_exec(
                 &[mem],
                 Arc::clone(&schema),
