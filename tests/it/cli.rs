@@ -47,6 +47,31 @@ fn malformed_inputs_are_rejected_and_change_nothing() {
     assert!(elide(&["ingest", "--data-dir", d, good_file.to_str().unwrap()]).0);
     let (ok, _, err) = elide(&["sql", "--data-dir", d, "SELEC 1"]);
     assert!(!ok && err.contains("error"), "{err}");
+    // --repeat: the result once on stdout, each run and the median on
+    // stderr; out of range is refused.
+    let (ok, out, err) = elide(&[
+        "sql",
+        "--data-dir",
+        d,
+        "--format",
+        "csv",
+        "--repeat",
+        "3",
+        "SELECT count(*) AS n, min(distinct_id) AS d FROM events",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "n,d\n1,u1");
+    for line in ["run 1: ", "run 2: ", "run 3: ", "median: "] {
+        assert!(err.contains(line), "{err}");
+    }
+    assert!(!err.contains("run 4: "), "{err}");
+    for bad in ["0", "1001", "x"] {
+        let (ok, out, err) = elide(&["sql", "--data-dir", d, "--repeat", bad, "SELECT 1"]);
+        assert!(
+            !ok && out.is_empty() && err.contains("--repeat"),
+            "{bad}: {err}"
+        );
+    }
     let (ok, out, _) = elide(&[
         "delete",
         "--data-dir",
