@@ -60,6 +60,19 @@ fn uuid_of(app: &App, distinct_id: &str) -> String {
         .to_string()
 }
 
+/// Midnight of 2020-01-01 UTC, the first day of the differential tests.
+fn day0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0)
+        .single()
+        .expect("day")
+}
+
+/// `day0() + d days + h hours` in RFC 3339 (seconds).
+fn iso(d: i64, h: u32) -> String {
+    (day0() + chrono::Duration::days(d) + chrono::Duration::hours(i64::from(h)))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 fn params(v: Value) -> Params {
     Params::new(Vec::new(), Some(v)).expect("params")
 }

@@ -241,9 +241,6 @@ proptest! {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let dir = tempfile::tempdir().expect("dir");
         let app = open(dir.path());
-        let day0 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).single().expect("day");
-        let iso = |d: i64, h: u32| (day0 + chrono::Duration::days(d) + chrono::Duration::hours(i64::from(h)))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let names: Vec<String> = (0..6).map(|p| format!("person{p}")).collect();
         let evs: Vec<(String, &str, String)> = rows
             .iter()
