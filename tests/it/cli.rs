@@ -65,6 +65,19 @@ fn malformed_inputs_are_rejected_and_change_nothing() {
         assert!(err.contains(line), "{err}");
     }
     assert!(!err.contains("run 4: "), "{err}");
+    let (ok, out, err) = elide(&[
+        "sql",
+        "--data-dir",
+        d,
+        "--repeat",
+        "2",
+        "--allow-writes",
+        "SELECT 1",
+    ]);
+    assert!(
+        !ok && out.is_empty() && err.contains("--allow-writes"),
+        "{err}"
+    );
     for bad in ["0", "1001", "x"] {
         let (ok, out, err) = elide(&["sql", "--data-dir", d, "--repeat", bad, "SELECT 1"]);
         assert!(

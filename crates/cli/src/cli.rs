@@ -68,8 +68,9 @@ enum Command {
         allow_writes: bool,
         /// Run the statement N times in this process and print each run's
         /// time and the median on stderr (the result is printed once).
-        /// For timing queries without the cost of opening the store.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        /// For timing queries without the cost of opening the store; not
+        /// with `--allow-writes` (a `COPY` would be written N times).
+        #[arg(long, value_name = "N", conflicts_with = "allow_writes", value_parser = clap::value_parser!(u32).range(1..=1000))]
         repeat: Option<u32>,
         /// The statement.
         sql: String,
