@@ -109,7 +109,7 @@ impl ElideTable {
 /// dictionary (16 bytes a row) instead of copying every string, and
 /// filters, joins and `GROUP BY` on strings move views, not bytes.
 /// Parts on disk are unchanged (plain parquet strings).
-pub fn scan_schema(def: &SchemaRef) -> SchemaRef {
+pub(crate) fn scan_schema(def: &SchemaRef) -> SchemaRef {
     let fields: Vec<_> = def
         .fields()
         .iter()
