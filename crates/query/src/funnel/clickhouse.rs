@@ -261,7 +261,9 @@ impl AggregateUDFImpl for WindowFunnel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{BooleanArray, TimestampMicrosecondArray};
+    use arrow::array::{BooleanArray, ListArray, TimestampMicrosecondArray};
+    use arrow::buffer::OffsetBuffer;
+    use arrow::datatypes::{DataType, Field};
     use datafusion::logical_expr::EmitTo;
 
     /// Emitting the first groups leaves the others intact (renumbered).
@@ -304,5 +306,87 @@ mod tests {
                 .map(|a| a.values().to_vec()),
             Some(vec![1, 1])
         );
+    }
+
+    fn levels(a: &ArrayRef) -> Option<Vec<u8>> {
+        a.as_any()
+            .downcast_ref::<UInt8Array>()
+            .map(|a| a.values().to_vec())
+    }
+
+    /// States merged from two partial accumulators (kept as spans until
+    /// taken) give the levels of one accumulator that saw every row,
+    /// emitted in two steps; a malformed state is refused and adds nothing.
+    #[test]
+    fn merged_states_emit_in_steps_and_bad_states_change_nothing() {
+        let eval = Arc::new(Eval {
+            window: Window {
+                months: 0,
+                length: 10,
+            },
+            modes: Modes::default(),
+            conds: 2,
+        });
+        let batch = |ts: Vec<i64>, a: Vec<bool>, b: Vec<bool>| -> Vec<ArrayRef> {
+            let n = ts.len();
+            let unused: ArrayRef = Arc::new(BooleanArray::from(vec![false; n]));
+            vec![
+                Arc::clone(&unused),
+                unused,
+                Arc::new(TimestampMicrosecondArray::from(ts)),
+                Arc::new(BooleanArray::from(a)),
+                Arc::new(BooleanArray::from(b)),
+            ]
+        };
+        // Partial 1 sees group 0's step 1 and group 1's step 1; partial 2
+        // sees group 0's step 2 (in time, level 2) and group 1's step 2
+        // (too late, level 1), and group 2's step 1 only.
+        let mut p1 = Events::new(Arc::clone(&eval), 2);
+        p1.update_batch(
+            &batch(vec![5, 1], vec![true, true], vec![false, false]),
+            &[0, 1],
+            None,
+            2,
+        )
+        .expect("update 1");
+        let mut p2 = Events::new(Arc::clone(&eval), 2);
+        p2.update_batch(
+            &batch(
+                vec![30, 9, 3],
+                vec![false, false, true],
+                vec![true, true, false],
+            ),
+            &[0, 1, 2],
+            None,
+            3,
+        )
+        .expect("update 2");
+        let s1 = p1.state(EmitTo::All).expect("state 1");
+        let s2 = p2.state(EmitTo::All).expect("state 2");
+        // In the final stage, p2's group 0 is p1's group 1 and vice versa.
+        let mut fin = Events::new(Arc::clone(&eval), 2);
+        fin.merge_batch(&s1, &[0, 1], 2).expect("merge 1");
+        fin.merge_batch(&s2, &[1, 0, 2], 3).expect("merge 2");
+        // A state whose lists differ in length is refused, and adds no row.
+        let bad_mask = Arc::new(ListArray::new(
+            Arc::new(Field::new_list_field(DataType::UInt32, false)),
+            OffsetBuffer::new(vec![0, 1].into()),
+            Arc::new(arrow::array::UInt32Array::from(vec![1u32])),
+            None,
+        )) as ArrayRef;
+        let two_ts = Arc::new(ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Int64, false)),
+            OffsetBuffer::new(vec![0, 2].into()),
+            Arc::new(arrow::array::Int64Array::from(vec![100i64, 101])),
+            None,
+        )) as ArrayRef;
+        assert!(fin.merge_batch(&[two_ts, bad_mask], &[0], 3).is_err());
+        // group 0 = p1's group 0 (5) + p2's group 1 (9, step 2): level 2;
+        // group 1 = p1's group 1 (1) + p2's group 0 (30, too late): 1;
+        // group 2 = p2's group 2: 1.
+        let first = fin.evaluate(EmitTo::First(1)).expect("first");
+        assert_eq!(levels(&first), Some(vec![2]));
+        let rest = fin.evaluate(EmitTo::All).expect("rest");
+        assert_eq!(levels(&rest), Some(vec![1, 1]));
     }
 }

@@ -12,16 +12,16 @@
 //!   `unordered` order type, with exclusion steps, that path's step
 //!   timestamps and the conversion times PostHog averages ([`posthog`]).
 //!
-//! Both keep, per group, the rows that matched a condition (every row for
-//! the strict modes) as `(timestamp, condition bits)` in a vector of the
-//! group's own ([`Events`]), never a `ScalarValue` per row: `update_batch`
+//! Both keep the rows that matched a condition (every row for the strict
+//! modes) as `(group, timestamp, condition bits)` in one buffer, in the
+//! order read ([`Events`]), never a `ScalarValue` per row: `update_batch`
 //! turns the condition columns into a bit mask per row with one pass per
-//! column and appends each row to its group; evaluation sorts a group by
-//! timestamp only when it is not already in order (parts keep a person's
-//! rows in time order), with a stable sort, so rows with equal timestamps
-//! keep the order they were read in, as in ClickHouse. Small per-group
-//! vectors come from the allocator's reused heap: a query does not fault
-//! in fresh pages for one large buffer and its copies.
+//! column and appends each row; emitting groups puts each group's rows
+//! together once (a counting sort by group, keeping the read order);
+//! evaluation sorts a group by timestamp only when it is not already in
+//! order (parts keep a person's rows in time order and scans read a
+//! project's parts in time order), with a stable sort, so rows with equal
+//! timestamps keep the order they were read in, as in ClickHouse.
 //!
 //! The intermediate state (two-phase aggregation, and DataFusion's
 //! skipping of partial aggregation when groups are many) is two lists per
@@ -237,15 +237,133 @@ pub(crate) trait Evaluate: Send + Sync + std::fmt::Debug + 'static {
     fn evaluate(&self, groups: &mut dyn Iterator<Item = &[Event]>, n: usize) -> Result<ArrayRef>;
 }
 
-/// The buffered rows of every group.
+/// One buffered row with its group.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    group: u32,
+    mask: u32,
+    ts: i64,
+}
+
+/// Rows per chunk of the buffer (1 MiB): the buffer grows by chunks, so
+/// that growing never copies what was read.
+const CHUNK_ROWS: usize = 1 << 16;
+
+/// The buffered rows of every group, in the order read.
+///
+/// Rows are appended to one buffer (chunks of [`CHUNK_ROWS`]) with their
+/// group index, never to a vector per group: appending is sequential
+/// whatever the group, nothing is reallocated, and 100k groups cost no
+/// 100k allocations. Grouping happens once, when groups are emitted
+/// ([`Events::take`], a counting sort by group that keeps the read order
+/// within a group).
 #[derive(Debug)]
 pub(crate) struct Events<E: Evaluate> {
     eval: Arc<E>,
-    /// Each group's rows, in the order read.
-    groups: Vec<Vec<Event>>,
-    /// Bytes the groups' vectors hold (kept as they grow, for `size`).
-    bytes: usize,
+    chunks: Vec<Vec<Row>>,
+    /// Merged states' values (timestamps, condition bits), kept as they
+    /// came: a merge records where each group's list is ([`Span`]) and
+    /// copies nothing until the groups are taken.
+    states: Vec<(PrimitiveArray<Int64Type>, PrimitiveArray<UInt32Type>)>,
+    /// Bytes of the kept states' rows that spans refer to.
+    state_bytes: usize,
+    spans: Vec<Span>,
+    /// Groups known (the highest `total_num_groups` seen).
+    groups: usize,
     conds: usize,
+}
+
+/// Bytes of a state's row (timestamp and bits), for [`Events::size`].
+const ROW_STATE_BYTES: usize = std::mem::size_of::<i64>() + std::mem::size_of::<u32>();
+
+/// One merged list: `len` rows of group `group` at `ts_at` / `mask_at` of
+/// `states[state]`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    group: u32,
+    state: u32,
+    ts_at: u32,
+    mask_at: u32,
+    len: u32,
+}
+
+/// Taken groups: group `g`'s rows are `rows[offsets[g]..offsets[g + 1]]`
+/// of the placement `P` (events to evaluate, or a state's columns).
+struct Grouped<P> {
+    offsets: Vec<usize>,
+    rows: P,
+}
+
+/// Where [`Events::take`] puts each group's rows.
+trait Placement {
+    /// Room for `n` rows.
+    fn with_rows(n: usize) -> Self;
+    /// Row `i` (< n).
+    fn set(&mut self, i: usize, ts: i64, mask: u32);
+    /// Rows `at..at + ts.len()` (`ts` and `mask` of one length).
+    fn set_from(&mut self, at: usize, ts: &[i64], mask: &[u32]);
+}
+
+impl Placement for Vec<Event> {
+    fn with_rows(n: usize) -> Self {
+        vec![Event::new(0, 0); n]
+    }
+
+    fn set(&mut self, i: usize, ts: i64, mask: u32) {
+        if let Some(e) = self.get_mut(i) {
+            *e = Event::new(ts, mask);
+        }
+    }
+
+    fn set_from(&mut self, at: usize, ts: &[i64], mask: &[u32]) {
+        if let Some(out) = self.get_mut(at..at + ts.len()) {
+            for ((e, &t), &m) in out.iter_mut().zip(ts).zip(mask) {
+                *e = Event::new(t, m);
+            }
+        }
+    }
+}
+
+/// A state's two list columns' values.
+struct Columns {
+    ts: Vec<i64>,
+    mask: Vec<u32>,
+}
+
+impl Placement for Columns {
+    fn with_rows(n: usize) -> Self {
+        Columns {
+            ts: vec![0; n],
+            mask: vec![0; n],
+        }
+    }
+
+    fn set(&mut self, i: usize, ts: i64, mask: u32) {
+        if let (Some(t), Some(m)) = (self.ts.get_mut(i), self.mask.get_mut(i)) {
+            *t = ts;
+            *m = mask;
+        }
+    }
+
+    fn set_from(&mut self, at: usize, ts: &[i64], mask: &[u32]) {
+        let end = at + ts.len();
+        if let (Some(t), Some(m)) = (self.ts.get_mut(at..end), self.mask.get_mut(at..end)) {
+            t.copy_from_slice(ts);
+            m.copy_from_slice(mask);
+        }
+    }
+}
+
+impl Grouped<Vec<Event>> {
+    fn group_count(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    fn slices(&self) -> impl Iterator<Item = &[Event]> {
+        self.offsets
+            .windows(2)
+            .map(|w| self.rows.get(w[0]..w[1]).unwrap_or_default())
+    }
 }
 
 /// The state's fields: timestamps and condition bits, a list per group.
@@ -300,35 +418,54 @@ impl<E: Evaluate> Events<E> {
     pub(crate) fn new(eval: Arc<E>, conds: usize) -> Self {
         Events {
             eval,
-            groups: Vec::new(),
-            bytes: 0,
+            chunks: Vec::new(),
+            states: Vec::new(),
+            state_bytes: 0,
+            spans: Vec::new(),
+            groups: 0,
             conds,
         }
     }
 
     /// Make room for `n` groups.
-    fn reserve_groups(&mut self, n: usize) {
-        if self.groups.len() < n {
-            self.groups.resize_with(n, Vec::new);
+    fn reserve_groups(&mut self, n: usize) -> Result<()> {
+        if n > u32::MAX as usize {
+            return exec_err!("funnel: more than 2^32 groups");
+        }
+        self.groups = self.groups.max(n);
+        Ok(())
+    }
+
+    /// Append a row of group `g` (< `self.groups`, checked by the callers).
+    fn push(&mut self, g: usize, e: Event) {
+        let row = Row {
+            group: g as u32,
+            mask: e.mask,
+            ts: e.ts,
+        };
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < c.capacity() => c.push(row),
+            _ => {
+                let mut c = Vec::with_capacity(CHUNK_ROWS);
+                c.push(row);
+                self.chunks.push(c);
+            }
         }
     }
 
-    /// Append `e` to group `g`.
-    fn push(&mut self, g: usize, e: Event) -> Result<()> {
-        let Some(v) = self.groups.get_mut(g) else {
-            return exec_err!("funnel: group {g} out of range");
-        };
-        let before = v.capacity();
-        v.push(e);
-        self.bytes += (v.capacity() - before) * std::mem::size_of::<Event>();
-        Ok(())
+    fn group_of(&self, g: usize) -> Result<usize> {
+        if g < self.groups {
+            Ok(g)
+        } else {
+            exec_err!("funnel: group {g} out of range")
+        }
     }
 
     /// Append a batch's rows (`values` = all the function's arguments).
     fn add(
         &mut self,
         values: &[ArrayRef],
-        group: &dyn Fn(usize) -> usize,
+        group: impl Fn(usize) -> usize,
         filter: Option<&BooleanArray>,
     ) -> Result<()> {
         let Some(ts_col) = values.get(2) else {
@@ -354,48 +491,130 @@ impl<E: Evaluate> Events<E> {
                     continue;
                 }
             }
-            self.push(group(r), Event::new(ts.value(r), m))?;
+            let g = self.group_of(group(r))?;
+            self.push(g, Event::new(ts.value(r), m));
         }
         Ok(())
     }
 
-    /// Take the groups `emit_to` names (the others are renumbered from 0),
-    /// in the order their rows were read (a state is merged and sorted
-    /// later; [`Events::evaluate_taken`] sorts).
-    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<Event>> {
-        let taken = emit_to.take_needed(&mut self.groups);
-        let freed: usize = taken.iter().map(Vec::capacity).sum();
-        self.bytes = self
-            .bytes
-            .saturating_sub(freed * std::mem::size_of::<Event>());
-        taken
-    }
-
-    /// The result of each taken group, its rows sorted by time first.
-    fn evaluate_taken(&self, mut groups: Vec<Vec<Event>>) -> Result<ArrayRef> {
-        for g in &mut groups {
-            if !g.is_sorted_by_key(|e| e.ts) {
-                g.sort_by_key(|e| e.ts); // stable
+    /// Take the groups `emit_to` names, each with its rows in the order
+    /// read (the others stay, renumbered from 0). A counting sort: count
+    /// each group's rows, then place each row after its group's earlier
+    /// ones.
+    fn take<P: Placement>(&mut self, emit_to: EmitTo) -> Grouped<P> {
+        let n = match emit_to {
+            EmitTo::All => self.groups,
+            EmitTo::First(k) => k.min(self.groups),
+        };
+        let mut offsets = vec![0usize; n + 1];
+        for r in self.chunks.iter().flatten() {
+            if let Some(c) = offsets.get_mut(r.group as usize + 1) {
+                *c += 1;
             }
         }
-        let mut it = groups.iter().map(Vec::as_slice);
-        self.eval.evaluate(&mut it, groups.len())
-    }
-
-    fn state_of(groups: &[Vec<Event>]) -> Result<Vec<ArrayRef>> {
-        let mut offsets = Vec::with_capacity(groups.len() + 1);
-        offsets.push(0);
-        let mut rows = 0;
-        for g in groups {
-            rows += g.len();
-            offsets.push(rows);
+        for sp in &self.spans {
+            if let Some(c) = offsets.get_mut(sp.group as usize + 1) {
+                *c += sp.len as usize;
+            }
         }
-        let ts = Int64Array::from_iter_values(groups.iter().flatten().map(|e| e.ts));
-        let mask = UInt32Array::from_iter_values(groups.iter().flatten().map(|e| e.mask));
-        list_pair(ts, mask, &offsets)
+        for i in 1..offsets.len() {
+            offsets[i] += offsets[i - 1];
+        }
+        let total = offsets.last().copied().unwrap_or(0);
+        let mut rows = P::with_rows(total);
+        let mut next = offsets.clone();
+        for r in self.chunks.iter().flatten() {
+            if let Some(i) = next
+                .get_mut(r.group as usize)
+                .filter(|_| (r.group as usize) < n)
+            {
+                rows.set(*i, r.ts, r.mask);
+                *i += 1;
+            }
+        }
+        for sp in &self.spans {
+            let g = sp.group as usize;
+            if let (Some(i), Some((ts, mask))) = (
+                next.get_mut(g).filter(|_| g < n),
+                self.states.get(sp.state as usize),
+            ) {
+                let (t0, m0, len) = (sp.ts_at as usize, sp.mask_at as usize, sp.len as usize);
+                if let (Some(ts), Some(mask)) = (
+                    ts.values().get(t0..t0 + len),
+                    mask.values().get(m0..m0 + len),
+                ) {
+                    rows.set_from(*i, ts, mask);
+                }
+                *i += len;
+            }
+        }
+        if n == self.groups {
+            self.chunks = Vec::new();
+            self.states = Vec::new();
+            self.state_bytes = 0;
+            self.spans = Vec::new();
+            self.groups = 0;
+        } else {
+            self.spans.retain(|sp| sp.group as usize >= n);
+            for sp in &mut self.spans {
+                sp.group -= n as u32;
+            }
+            if self.spans.is_empty() {
+                self.states = Vec::new();
+            }
+            self.state_bytes = self
+                .spans
+                .iter()
+                .map(|sp| sp.len as usize * ROW_STATE_BYTES)
+                .sum();
+            // Keep the later groups' rows, renumbered.
+            let kept: Vec<Row> = self
+                .chunks
+                .iter()
+                .flatten()
+                .filter(|r| r.group as usize >= n)
+                .map(|r| Row {
+                    group: r.group - n as u32,
+                    ..*r
+                })
+                .collect();
+            self.chunks = kept
+                .chunks(CHUNK_ROWS)
+                .map(|c| {
+                    let mut v = Vec::with_capacity(CHUNK_ROWS);
+                    v.extend_from_slice(c);
+                    v
+                })
+                .collect();
+            self.groups -= n;
+        }
+        Grouped { offsets, rows }
     }
 
-    fn merge(&mut self, values: &[ArrayRef], group: &dyn Fn(usize) -> usize) -> Result<()> {
+    /// The result of each taken group, its rows sorted by time first
+    /// (stable: equal timestamps keep the order read).
+    fn evaluate_taken(&self, mut taken: Grouped<Vec<Event>>) -> Result<ArrayRef> {
+        for w in taken.offsets.windows(2) {
+            if let Some(g) = taken.rows.get_mut(w[0]..w[1]) {
+                if !g.is_sorted_by_key(|e| e.ts) {
+                    g.sort_by_key(|e| e.ts);
+                }
+            }
+        }
+        let mut it = taken.slices();
+        self.eval.evaluate(&mut it, taken.group_count())
+    }
+
+    fn state_of(taken: Grouped<Columns>) -> Result<Vec<ArrayRef>> {
+        let Grouped { offsets, rows } = taken;
+        list_pair(
+            Int64Array::from(rows.ts),
+            UInt32Array::from(rows.mask),
+            &offsets,
+        )
+    }
+
+    fn merge(&mut self, values: &[ArrayRef], group: impl Fn(usize) -> usize) -> Result<()> {
         let (Some(ts), Some(mask)) = (values.first(), values.get(1)) else {
             return exec_err!("funnel: a state has two columns");
         };
@@ -409,25 +628,69 @@ impl<E: Evaluate> Events<E> {
             return exec_err!("funnel: a state's lists hold Int64 and UInt32");
         };
         let (to, mo) = (ts.value_offsets(), mask.value_offsets());
+        let too_long = || {
+            datafusion::error::DataFusionError::Execution(
+                "funnel: a state holds more than 2^32 rows".into(),
+            )
+        };
+        let state = u32::try_from(self.states.len()).map_err(|_| too_long())?;
+        // The batch's spans are kept only when the whole batch is valid.
+        let mut spans = Vec::with_capacity(ts.len());
+        let mut rows = 0usize;
         for r in 0..ts.len() {
             if ts.is_null(r) {
                 continue;
             }
             let (a, b) = (to[r] as usize, to[r + 1] as usize);
-            if mo[r + 1] - mo[r] != to[r + 1] - to[r] {
+            let m0 = mo[r] as usize;
+            if b < a
+                || mo[r + 1] as usize != m0 + (b - a)
+                || b > tv.len()
+                || m0 + (b - a) > mv.len()
+            {
                 return exec_err!("funnel: a state's lists differ in length");
             }
-            let m0 = mo[r] as usize;
-            let g = group(r);
-            let Some(v) = self.groups.get_mut(g) else {
-                return exec_err!("funnel: group {g} out of range");
-            };
-            let before = v.capacity();
-            let (ts, masks) = (&tv.values()[a..b], &mv.values()[m0..m0 + (b - a)]);
-            v.extend(ts.iter().zip(masks).map(|(&t, &m)| Event::new(t, m)));
-            self.bytes += (v.capacity() - before) * std::mem::size_of::<Event>();
+            if a == b {
+                continue;
+            }
+            spans.push(Span {
+                group: self.group_of(group(r))? as u32,
+                state,
+                ts_at: u32::try_from(a).map_err(|_| too_long())?,
+                mask_at: u32::try_from(m0).map_err(|_| too_long())?,
+                len: u32::try_from(b - a).map_err(|_| too_long())?,
+            });
+            rows += b - a;
+        }
+        if !spans.is_empty() {
+            self.spans.extend(spans);
+            self.states.push((tv.clone(), mv.clone()));
+            // The rows referenced (a state batch may be a slice of a larger
+            // array, which is not ours to count many times over).
+            self.state_bytes += rows * ROW_STATE_BYTES;
         }
         Ok(())
+    }
+
+    /// Every buffered row, as one group's (for [`Single`]).
+    fn rows(&self) -> impl Iterator<Item = Event> + '_ {
+        let merged = self.spans.iter().flat_map(|sp| {
+            let (t0, m0, len) = (sp.ts_at as usize, sp.mask_at as usize, sp.len as usize);
+            let values = self.states.get(sp.state as usize).and_then(|(ts, mask)| {
+                Some((
+                    ts.values().get(t0..t0 + len)?,
+                    mask.values().get(m0..m0 + len)?,
+                ))
+            });
+            values
+                .into_iter()
+                .flat_map(|(ts, mask)| ts.iter().zip(mask).map(|(&t, &m)| Event::new(t, m)))
+        });
+        self.chunks
+            .iter()
+            .flatten()
+            .map(|r| Event::new(r.ts, r.mask))
+            .chain(merged)
     }
 }
 
@@ -466,18 +729,17 @@ impl<E: Evaluate> GroupsAccumulator for Events<E> {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.reserve_groups(total_num_groups);
-        self.add(values, &|r| group_indices[r], opt_filter)
+        self.reserve_groups(total_num_groups)?;
+        self.add(values, |r| group_indices[r], opt_filter)
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let groups = self.take(emit_to);
-        self.evaluate_taken(groups)
+        let taken = self.take(emit_to);
+        self.evaluate_taken(taken)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let groups = self.take(emit_to);
-        Self::state_of(&groups)
+        Self::state_of(self.take(emit_to))
     }
 
     fn merge_batch(
@@ -486,8 +748,8 @@ impl<E: Evaluate> GroupsAccumulator for Events<E> {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.reserve_groups(total_num_groups);
-        self.merge(values, &|r| group_indices[r])
+        self.reserve_groups(total_num_groups)?;
+        self.merge(values, |r| group_indices[r])
     }
 
     fn convert_to_state(
@@ -498,14 +760,16 @@ impl<E: Evaluate> GroupsAccumulator for Events<E> {
         // Each row its own group: a list of one row, or empty.
         let rows = values.first().map_or(0, |v| v.len());
         let mut one = Events::new(Arc::clone(&self.eval), self.conds);
-        one.reserve_groups(rows);
-        one.add(values, &|r| r, opt_filter)?;
-        Self::state_of(&one.groups)
+        one.reserve_groups(rows)?;
+        one.add(values, |r| r, opt_filter)?;
+        Self::state_of(one.take(EmitTo::All))
     }
 
     fn size(&self) -> usize {
-        self.bytes
-            + self.groups.capacity() * std::mem::size_of::<Vec<Event>>()
+        self.chunks.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<Row>()
+            + self.chunks.capacity() * std::mem::size_of::<Vec<Row>>()
+            + self.spans.capacity() * std::mem::size_of::<Span>()
+            + self.state_bytes
             + std::mem::size_of::<Self>()
     }
 }
@@ -516,14 +780,14 @@ pub(crate) struct Single<E: Evaluate>(pub(crate) Events<E>);
 
 impl<E: Evaluate> Accumulator for Single<E> {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.0.reserve_groups(1);
-        self.0.add(values, &|_| 0, None)
+        self.0.reserve_groups(1)?;
+        self.0.add(values, |_| 0, None)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        self.0.reserve_groups(1);
-        let groups = self.0.take(EmitTo::All);
-        let a = self.0.evaluate_taken(groups)?;
+        self.0.reserve_groups(1)?;
+        let taken = self.0.take(EmitTo::All);
+        let a = self.0.evaluate_taken(taken)?;
         ScalarValue::try_from_array(&a, 0)
     }
 
@@ -532,23 +796,21 @@ impl<E: Evaluate> Accumulator for Single<E> {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        self.0.reserve_groups(1);
-        let groups = self.0.take(EmitTo::All);
-        let cols = Events::<E>::state_of(&groups)?;
-        // Keep the rows: state() may be followed by more updates.
-        self.0.bytes = groups
-            .iter()
-            .map(|g| g.capacity() * std::mem::size_of::<Event>())
-            .sum();
-        self.0.groups = groups;
+        // The rows stay: state() may be followed by more updates.
+        let (ts, mask): (Vec<i64>, Vec<u32>) = self.0.rows().map(|e| (e.ts, e.mask)).unzip();
+        let taken = Grouped {
+            offsets: vec![0, ts.len()],
+            rows: Columns { ts, mask },
+        };
+        let cols = Events::<E>::state_of(taken)?;
         cols.iter()
             .map(|c| ScalarValue::try_from_array(c, 0))
             .collect()
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.0.reserve_groups(1);
-        self.0.merge(states, &|_| 0)
+        self.0.reserve_groups(1)?;
+        self.0.merge(states, |_| 0)
     }
 }
 
