@@ -220,6 +220,7 @@ pub fn run(a: BenchAnalyticsArgs) -> Result<()> {
             serde_json::json!({
                 "events": ingested.rows,
                 "input": a.data_dir.join("input.parquet"),
+                "sql": FUNNEL_UDAF,
                 "window_funnel_ms": ms(udaf),
                 "sql_window_functions_ms": ms(windows),
                 "after_delete_ms": ms(after_delete),

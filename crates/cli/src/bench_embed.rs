@@ -115,6 +115,9 @@ pub(crate) fn generate_and_ingest(
     let bar = progress_bar(events, "generating");
     elide_gen::write_parquet(cfg, &input, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
+    // On disk before anything is timed: otherwise the kernel writes the
+    // file back (some 30 s after it was written) during the timings.
+    std::fs::File::open(&input)?.sync_all()?;
     let dir = work.join("store");
     let store = Store::open(&dir, bench_store_options())?;
     let bar = progress_bar(events, "ingesting");
