@@ -266,17 +266,22 @@ mod tests {
     use arrow::datatypes::{DataType, Field};
     use datafusion::logical_expr::EmitTo;
 
-    /// Emitting the first groups leaves the others intact (renumbered).
-    #[test]
-    fn emit_first_keeps_the_remaining_groups() {
-        let eval = Arc::new(Eval {
+    /// Two conditions, a window of 10, default modes.
+    fn two_steps_within_10() -> Arc<Eval> {
+        Arc::new(Eval {
             window: Window {
                 months: 0,
                 length: 10,
             },
             modes: Modes::default(),
             conds: 2,
-        });
+        })
+    }
+
+    /// Emitting the first groups leaves the others intact (renumbered).
+    #[test]
+    fn emit_first_keeps_the_remaining_groups() {
+        let eval = two_steps_within_10();
         let mut acc = Events::new(eval, 2);
         let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1, 2, 3, 4, 30]));
         let a: ArrayRef = Arc::new(BooleanArray::from(vec![true, true, false, true, false]));
@@ -292,20 +297,9 @@ mod tests {
         )
         .expect("update");
         let first = acc.evaluate(EmitTo::First(1)).expect("first");
-        assert_eq!(
-            first
-                .as_any()
-                .downcast_ref::<UInt8Array>()
-                .map(|a| a.values().to_vec()),
-            Some(vec![2])
-        );
+        assert_eq!(levels(&first), Some(vec![2]));
         let rest = acc.evaluate(EmitTo::All).expect("rest");
-        assert_eq!(
-            rest.as_any()
-                .downcast_ref::<UInt8Array>()
-                .map(|a| a.values().to_vec()),
-            Some(vec![1, 1])
-        );
+        assert_eq!(levels(&rest), Some(vec![1, 1]));
     }
 
     fn levels(a: &ArrayRef) -> Option<Vec<u8>> {
@@ -319,14 +313,7 @@ mod tests {
     /// emitted in two steps; a malformed state is refused and adds nothing.
     #[test]
     fn merged_states_emit_in_steps_and_bad_states_change_nothing() {
-        let eval = Arc::new(Eval {
-            window: Window {
-                months: 0,
-                length: 10,
-            },
-            modes: Modes::default(),
-            conds: 2,
-        });
+        let eval = two_steps_within_10();
         let batch = |ts: Vec<i64>, a: Vec<bool>, b: Vec<bool>| -> Vec<ArrayRef> {
             let n = ts.len();
             let unused: ArrayRef = Arc::new(BooleanArray::from(vec![false; n]));

@@ -25,10 +25,12 @@
 //!
 //! The intermediate state (two-phase aggregation, and DataFusion's
 //! skipping of partial aggregation when groups are many) is two lists per
-//! group: the timestamps and the condition bits. Merging appends; the
-//! result does not depend on how rows were split between partial states,
-//! except for the order of rows with equal timestamps, which no order
-//! defines.
+//! group: the timestamps and the condition bits. Merging records where
+//! each group's list lies in the incoming state arrays (which are kept
+//! until their groups are emitted; emitting only the first groups copies
+//! the others' rows into the buffer and drops the arrays); the result does
+//! not depend on how rows were split between partial states, except for
+//! the order of rows with equal timestamps, which no order defines.
 //!
 //! Invariants: the window and the mode are literals checked when the
 //! accumulator is made (a bad one is a plan error naming the function, not
@@ -555,29 +557,36 @@ impl<E: Evaluate> Events<E> {
             self.spans = Vec::new();
             self.groups = 0;
         } else {
-            self.spans.retain(|sp| sp.group as usize >= n);
-            for sp in &mut self.spans {
-                sp.group -= n as u32;
-            }
-            if self.spans.is_empty() {
-                self.states = Vec::new();
-            }
-            self.state_bytes = self
-                .spans
-                .iter()
-                .map(|sp| sp.len as usize * ROW_STATE_BYTES)
-                .sum();
-            // Keep the later groups' rows, renumbered.
-            let kept: Vec<Row> = self
+            // Keep the later groups' rows, renumbered, and copy the rows
+            // of their merged lists in after them (the order `take`
+            // places them in), so that no state array outlives the
+            // groups that refer to it.
+            let n32 = n as u32;
+            let mut kept: Vec<Row> = self
                 .chunks
                 .iter()
                 .flatten()
-                .filter(|r| r.group as usize >= n)
+                .filter(|r| r.group >= n32)
                 .map(|r| Row {
-                    group: r.group - n as u32,
+                    group: r.group - n32,
                     ..*r
                 })
                 .collect();
+            for sp in self.spans.iter().filter(|sp| sp.group >= n32) {
+                let (t0, m0, len) = (sp.ts_at as usize, sp.mask_at as usize, sp.len as usize);
+                if let Some((ts, mask)) = self.states.get(sp.state as usize).and_then(|(t, m)| {
+                    Some((t.values().get(t0..t0 + len)?, m.values().get(m0..m0 + len)?))
+                }) {
+                    kept.extend(ts.iter().zip(mask).map(|(&ts, &mask)| Row {
+                        group: sp.group - n32,
+                        mask,
+                        ts,
+                    }));
+                }
+            }
+            self.states = Vec::new();
+            self.spans = Vec::new();
+            self.state_bytes = 0;
             self.chunks = kept
                 .chunks(CHUNK_ROWS)
                 .map(|c| {
@@ -627,6 +636,9 @@ impl<E: Evaluate> Events<E> {
         ) else {
             return exec_err!("funnel: a state's lists hold Int64 and UInt32");
         };
+        if mask.len() != ts.len() {
+            return exec_err!("funnel: a state's two columns differ in length");
+        }
         let (to, mo) = (ts.value_offsets(), mask.value_offsets());
         let too_long = || {
             datafusion::error::DataFusionError::Execution(
