@@ -266,7 +266,7 @@ pub(crate) struct Events<E: Evaluate> {
     /// Merged states' values (timestamps, condition bits), kept as they
     /// came: a merge records where each group's list is ([`Span`]) and
     /// copies nothing until the groups are taken.
-    states: Vec<(PrimitiveArray<Int64Type>, PrimitiveArray<UInt32Type>)>,
+    states: Vec<StateValues>,
     /// Bytes of the kept states' rows that spans refer to.
     state_bytes: usize,
     spans: Vec<Span>,
@@ -287,6 +287,20 @@ struct Span {
     ts_at: u32,
     mask_at: u32,
     len: u32,
+}
+
+/// A merged state's values: timestamps and condition bits.
+type StateValues = (PrimitiveArray<Int64Type>, PrimitiveArray<UInt32Type>);
+
+/// The timestamps and bits `sp` refers to in `states` (`None` only if the
+/// span and its state disagree, which [`Events::merge`] rules out).
+fn span_values<'a>(states: &'a [StateValues], sp: &Span) -> Option<(&'a [i64], &'a [u32])> {
+    let (t0, m0, len) = (sp.ts_at as usize, sp.mask_at as usize, sp.len as usize);
+    let (ts, mask) = states.get(sp.state as usize)?;
+    Some((
+        ts.values().get(t0..t0 + len)?,
+        mask.values().get(m0..m0 + len)?,
+    ))
 }
 
 /// Taken groups: group `g`'s rows are `rows[offsets[g]..offsets[g + 1]]`
@@ -438,13 +452,8 @@ impl<E: Evaluate> Events<E> {
         Ok(())
     }
 
-    /// Append a row of group `g` (< `self.groups`, checked by the callers).
-    fn push(&mut self, g: usize, e: Event) {
-        let row = Row {
-            group: g as u32,
-            mask: e.mask,
-            ts: e.ts,
-        };
+    /// Append a row (its group < `self.groups`, checked by the callers).
+    fn push(&mut self, row: Row) {
         match self.chunks.last_mut() {
             Some(c) if c.len() < c.capacity() => c.push(row),
             _ => {
@@ -494,7 +503,11 @@ impl<E: Evaluate> Events<E> {
                 }
             }
             let g = self.group_of(group(r))?;
-            self.push(g, Event::new(ts.value(r), m));
+            self.push(Row {
+                group: g as u32,
+                mask: m,
+                ts: ts.value(r),
+            });
         }
         Ok(())
     }
@@ -538,16 +551,10 @@ impl<E: Evaluate> Events<E> {
             let g = sp.group as usize;
             if let (Some(i), Some((ts, mask))) = (
                 next.get_mut(g).filter(|_| g < n),
-                self.states.get(sp.state as usize),
+                span_values(&self.states, sp),
             ) {
-                let (t0, m0, len) = (sp.ts_at as usize, sp.mask_at as usize, sp.len as usize);
-                if let (Some(ts), Some(mask)) = (
-                    ts.values().get(t0..t0 + len),
-                    mask.values().get(m0..m0 + len),
-                ) {
-                    rows.set_from(*i, ts, mask);
-                }
-                *i += len;
+                rows.set_from(*i, ts, mask);
+                *i += ts.len();
             }
         }
         if n == self.groups {
@@ -562,39 +569,30 @@ impl<E: Evaluate> Events<E> {
             // places them in), so that no state array outlives the
             // groups that refer to it.
             let n32 = n as u32;
-            let mut kept: Vec<Row> = self
-                .chunks
-                .iter()
-                .flatten()
-                .filter(|r| r.group >= n32)
-                .map(|r| Row {
+            let chunks = std::mem::take(&mut self.chunks);
+            for r in chunks.iter().flatten().filter(|r| r.group >= n32) {
+                self.push(Row {
                     group: r.group - n32,
                     ..*r
-                })
-                .collect();
-            for sp in self.spans.iter().filter(|sp| sp.group >= n32) {
-                let (t0, m0, len) = (sp.ts_at as usize, sp.mask_at as usize, sp.len as usize);
-                if let Some((ts, mask)) = self.states.get(sp.state as usize).and_then(|(t, m)| {
-                    Some((t.values().get(t0..t0 + len)?, m.values().get(m0..m0 + len)?))
-                }) {
-                    kept.extend(ts.iter().zip(mask).map(|(&ts, &mask)| Row {
+                });
+            }
+            let (spans, states) = (
+                std::mem::take(&mut self.spans),
+                std::mem::take(&mut self.states),
+            );
+            for sp in spans.iter().filter(|sp| sp.group >= n32) {
+                let Some((ts, mask)) = span_values(&states, sp) else {
+                    continue;
+                };
+                for (&ts, &mask) in ts.iter().zip(mask) {
+                    self.push(Row {
                         group: sp.group - n32,
                         mask,
                         ts,
-                    }));
+                    });
                 }
             }
-            self.states = Vec::new();
-            self.spans = Vec::new();
             self.state_bytes = 0;
-            self.chunks = kept
-                .chunks(CHUNK_ROWS)
-                .map(|c| {
-                    let mut v = Vec::with_capacity(CHUNK_ROWS);
-                    v.extend_from_slice(c);
-                    v
-                })
-                .collect();
             self.groups -= n;
         }
         Grouped { offsets, rows }
@@ -687,14 +685,7 @@ impl<E: Evaluate> Events<E> {
     /// Every buffered row, as one group's (for [`Single`]).
     fn rows(&self) -> impl Iterator<Item = Event> + '_ {
         let merged = self.spans.iter().flat_map(|sp| {
-            let (t0, m0, len) = (sp.ts_at as usize, sp.mask_at as usize, sp.len as usize);
-            let values = self.states.get(sp.state as usize).and_then(|(ts, mask)| {
-                Some((
-                    ts.values().get(t0..t0 + len)?,
-                    mask.values().get(m0..m0 + len)?,
-                ))
-            });
-            values
+            span_values(&self.states, sp)
                 .into_iter()
                 .flat_map(|(ts, mask)| ts.iter().zip(mask).map(|(&t, &m)| Event::new(t, m)))
         });
