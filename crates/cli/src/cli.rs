@@ -238,6 +238,9 @@ enum Command {
     /// window functions, before and after deleting 1% of persons and the
     /// purge (benches/funnel_vs_clickhouse.py adds ClickHouse).
     BenchAnalytics(crate::bench_analytics::BenchAnalyticsArgs),
+    /// Elide's side of benches/compare.py (against DuckDB and ClickHouse):
+    /// ingest, queries, delete 1% of persons, purge, bytes, as JSON.
+    BenchCompare(crate::bench_compare::BenchCompareArgs),
     /// Test helper: appends and deletes until killed, printing acknowledgements.
     #[command(hide = true)]
     CrashWorker {
@@ -462,6 +465,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::BenchEmbed(args) => crate::bench_embed::run(args),
         Command::BenchErasure(args) => crate::bench_erasure::run(args),
         Command::BenchAnalytics(args) => crate::bench_analytics::run(args),
+        Command::BenchCompare(args) => crate::bench_compare::run(args),
         Command::CrashWorker {
             data_dir,
             seed,

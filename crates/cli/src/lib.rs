@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_analytics;
+mod bench_compare;
 mod bench_compaction;
 mod bench_embed;
 mod bench_erasure;

@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""Elide against DuckDB and ClickHouse (chdb) on the same generated events,
+in one run, each engine in a process of its own, one after the other.
+
+    benches/compare.sh [--events 10000000] [--work /tmp/elide-compare] [--runs 5]
+
+1. `elide bench-compare` generates the events (`elide gen`'s model: 5
+   projects whose persons are split 1/p, 90 days), ingests them through the
+   library and, in that one process: times the queries, deletes 1% of the
+   persons (every 100th person in person_id order), times the queries
+   again, purges, times them again. Its JSON names the file, the time
+   range, the ids looked up and the persons deleted.
+2. DuckDB (a database file) and ClickHouse (chdb, a MergeTree table in
+   PostHog's sort order, `person_id` as a UUID) then do the same, each in
+   a fresh process started by this script: load the file, the queries, a
+   `DELETE … WHERE person_id IN (…)` of the same persons (ClickHouse's
+   lightweight delete), the queries, the purge (DuckDB `CHECKPOINT`,
+   ClickHouse `OPTIMIZE TABLE … FINAL`), the queries.
+3. Every query's rows must be equal across the three at each stage (the
+   script fails otherwise); it prints each figure, the best peer and
+   Elide's ratio to it.
+
+Queries are timed as one warm-up and the median of --runs, in the engine's
+own process, so a query's time includes planning but not process start.
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+QUERIES = {
+    "duckdb": {
+        "count_by_event": "SELECT event, count(*) FROM events WHERE project_id = 1 GROUP BY event ORDER BY event",
+        "distinct_persons_by_day": (
+            "SELECT date_trunc('day', timestamp) AS day, count(DISTINCT person_id) FROM events "
+            "WHERE project_id = 1 AND timestamp >= '{start}' AND timestamp < '{end}' GROUP BY day ORDER BY day"),
+        "lookup_person_ids": "SELECT 'rows', count(*) FROM events WHERE person_id IN ({person_ids})",
+        "lookup_distinct_ids": (
+            "SELECT 'rows', count(*) FROM events WHERE project_id = 1 AND distinct_id IN ({distinct_ids})"),
+    },
+    "clickhouse": {
+        "count_by_event": "SELECT event, count() FROM b.events WHERE project_id = 1 GROUP BY event ORDER BY event",
+        "distinct_persons_by_day": (
+            "SELECT toDate(timestamp) AS day, count(DISTINCT person_id) FROM b.events "
+            "WHERE project_id = 1 AND timestamp >= parseDateTime64BestEffort('{start}', 6, 'UTC') "
+            "AND timestamp < parseDateTime64BestEffort('{end}', 6, 'UTC') GROUP BY day ORDER BY day"),
+        "lookup_person_ids": "SELECT 'rows', count() FROM b.events WHERE person_id IN ({person_ids})",
+        "lookup_distinct_ids": (
+            "SELECT 'rows', count() FROM b.events WHERE project_id = 1 AND distinct_id IN ({distinct_ids})"),
+    },
+}
+
+STAGES = ["before", "after_delete", "after_purge"]
+
+
+def quoted(ids):
+    return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+
+
+def key(k):
+    """A result key as Elide's JSON writes it (a day as YYYY-MM-DD)."""
+    if isinstance(k, (datetime.date, datetime.datetime)):
+        return k.strftime("%Y-%m-%d")
+    return str(k)
+
+
+def queries(dialect, spec):
+    return {name: sql.format(start=spec["start"], end=spec["end"],
+                             person_ids=quoted(spec["person_ids"]),
+                             distinct_ids=quoted(spec["distinct_ids"]))
+            for name, sql in QUERIES[dialect].items()}
+
+
+def timed(run, sqls, runs):
+    """Each query: one warm-up, then the median of `runs` (ms) and its rows."""
+    out = {}
+    for name, sql in sqls.items():
+        rows = run(sql)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            rows = run(sql)
+            times.append((time.perf_counter() - t) * 1e3)
+        out[name] = {"ms": statistics.median(times), "rows": [[key(k), int(n)] for k, n in rows]}
+        print(f"  {name:<24} {out[name]['ms']:>9.1f} ms", file=sys.stderr, flush=True)
+    return out
+
+
+def duckdb_peer(spec, work):
+    import duckdb
+
+    path = os.path.join(work, "duck.db")
+    for p in (path, path + ".wal"):
+        if os.path.exists(p):
+            os.remove(p)
+    con = duckdb.connect(path)
+    con.execute("SET TimeZone = 'UTC'")
+    res = {"engine": "duckdb", "version": duckdb.__version__}
+    t = time.perf_counter()
+    con.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{spec['input']}')")
+    con.execute("CHECKPOINT")
+    res["load_s"] = time.perf_counter() - t
+
+    def used_bytes():
+        size = con.execute("PRAGMA database_size").fetchone()
+        # (database_name, database_size, block_size, total_blocks, used_blocks, ...)
+        return int(size[2]) * int(size[4])
+
+    res["bytes"] = used_bytes()
+    os.sync()
+    run = lambda sql: con.execute(sql).fetchall()
+    sqls = queries("duckdb", spec)
+    res["before"] = timed(run, sqls, spec["runs"])
+    t = time.perf_counter()
+    con.execute(f"DELETE FROM events WHERE person_id IN ({quoted(spec['deleted_person_ids'])})")
+    res["delete_ms"] = (time.perf_counter() - t) * 1e3
+    res["after_delete"] = timed(run, sqls, spec["runs"])
+    t = time.perf_counter()
+    con.execute("CHECKPOINT")
+    res["purge_s"] = time.perf_counter() - t
+    res["after_purge"] = timed(run, sqls, spec["runs"])
+    res["bytes_after_purge"] = used_bytes()
+    con.close()
+    return res
+
+
+def clickhouse_peer(spec, work):
+    import chdb
+    from chdb import session
+
+    path = os.path.join(work, "ch")
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    s = session.Session(path)
+    res = {"engine": "clickhouse", "version": chdb.__version__}
+    s.query("CREATE DATABASE IF NOT EXISTS b")
+    # PostHog's events table: sorted by (team, day, event, distinct id), person_id a UUID.
+    s.query("CREATE TABLE b.events (uuid UUID, event String, distinct_id String, person_id Nullable(UUID), "
+            "project_id Int64, timestamp DateTime64(6, 'UTC'), properties Nullable(String), "
+            "session_id Nullable(String)) ENGINE = MergeTree PARTITION BY toYYYYMM(timestamp) "
+            "ORDER BY (project_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))")
+    t = time.perf_counter()
+    s.query(f"INSERT INTO b.events SELECT * FROM file('{spec['input']}', Parquet)")
+    res["load_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    s.query("OPTIMIZE TABLE b.events FINAL")
+    res["merge_s"] = time.perf_counter() - t
+
+    def q(sql):
+        return json.loads(str(s.query(sql + " FORMAT JSONCompact")))["data"]
+
+    def used_bytes():
+        return int(q("SELECT sum(bytes_on_disk) FROM system.parts "
+                     "WHERE database = 'b' AND table = 'events' AND active")[0][0])
+
+    res["bytes"] = used_bytes()
+    os.sync()
+    sqls = queries("clickhouse", spec)
+    res["before"] = timed(q, sqls, spec["runs"])
+    t = time.perf_counter()
+    s.query(f"DELETE FROM b.events WHERE person_id IN ({quoted(spec['deleted_person_ids'])})")
+    res["delete_ms"] = (time.perf_counter() - t) * 1e3
+    res["after_delete"] = timed(q, sqls, spec["runs"])
+    t = time.perf_counter()
+    s.query("OPTIMIZE TABLE b.events FINAL")
+    res["purge_s"] = time.perf_counter() - t
+    res["after_purge"] = timed(q, sqls, spec["runs"])
+    res["bytes_after_purge"] = used_bytes()
+    s.close()
+    return res
+
+
+def last_json(stdout):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def row(label, unit, elide, peers, fmt="{:.1f}", excluded=()):
+    """One table row; the peers in `excluded` are shown but not compared."""
+    compared = [(p, v) for p, v in peers.items() if p not in excluded] or list(peers.items())
+    best_name, best = min(compared, key=lambda kv: kv[1])
+    cells = [fmt.format(elide)] + [fmt.format(v) + (" (no rewrite)" if p in excluded else "")
+                                   for p, v in peers.items()]
+    print(f"| {label} ({unit}) | " + " | ".join(cells) + f" | {elide / best:.2f}x {best_name} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--elide", default=os.environ.get("ELIDE", "target/release/elide"))
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--persons", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--work", default="/tmp/elide-compare")
+    ap.add_argument("--peer", choices=["duckdb", "clickhouse"],
+                    help="(internal) run one peer on --spec and print its JSON")
+    ap.add_argument("--spec", help="(internal) Elide's JSON, for --peer")
+    args = ap.parse_args()
+
+    if args.peer:
+        with open(args.spec) as f:
+            spec = json.load(f)
+        peer = duckdb_peer if args.peer == "duckdb" else clickhouse_peer
+        print(json.dumps(peer(spec, args.work)))
+        return 0
+
+    if os.path.exists(args.work):
+        shutil.rmtree(args.work)
+    cmd = [args.elide, "bench-compare", "--data-dir", args.work, "--events", str(args.events),
+           "--persons", str(args.persons), "--runs", str(args.runs)]
+    print("$", " ".join(cmd), flush=True)
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    elide = last_json(out)
+    spec_path = os.path.join(args.work, "elide.json")
+    with open(spec_path, "w") as f:
+        json.dump(elide, f)
+
+    peers = {}
+    for name in ["duckdb", "clickhouse"]:
+        os.sync()  # no write-back of the previous engine's files during the timings
+        print(f"$ {name} (own process)", file=sys.stderr, flush=True)
+        out = subprocess.run([sys.executable, __file__, "--peer", name, "--spec", spec_path,
+                              "--work", args.work], check=True, stdout=subprocess.PIPE, text=True).stdout
+        peers[name] = last_json(out)
+
+    same = True
+    for stage in STAGES:
+        for name in QUERIES["duckdb"]:
+            want = elide[stage][name]["rows"]
+            for p, r in peers.items():
+                if r[stage][name]["rows"] != want:
+                    same = False
+                    print(f"MISMATCH {stage} {name}: elide {want[:5]}… {p} {r[stage][name]['rows'][:5]}…")
+
+    mib = 1 << 20
+    print(f"\n{elide['events']} events, {len(elide['deleted_person_ids'])} persons deleted "
+          f"({elide['rows_deleted']} rows); DuckDB {peers['duckdb']['version']}, "
+          f"chdb {peers['clickhouse']['version']}; queries: median of {args.runs} after a warm-up")
+    print("\n| line | Elide | DuckDB | ClickHouse | Elide / best peer |\n|---|---|---|---|---|")
+    for name in QUERIES["duckdb"]:
+        for stage in STAGES:
+            row(f"{name}, {stage.replace('_', ' ')}", "ms", elide[stage][name]["ms"],
+                {p: r[stage][name]["ms"] for p, r in peers.items()})
+    row("delete of 1% of persons, until hidden", "ms", elide["delete_ms"],
+        {p: r["delete_ms"] for p, r in peers.items()})
+    # A purge that left the file as large as before rewrote nothing: the
+    # deleted rows' bytes are still on disk (DuckDB's CHECKPOINT).
+    kept = [p for p, r in peers.items() if r["bytes_after_purge"] >= r["bytes"]]
+    row("purge", "s", elide["purge_s"], {p: r["purge_s"] for p, r in peers.items()}, "{:.2f}", kept)
+    row("ingest of the parquet file", "s", elide["load_s"],
+        {p: r["load_s"] for p, r in peers.items()}, "{:.2f}")
+    row("bytes on disk", "MiB", elide["bytes"] / mib, {p: r["bytes"] / mib for p, r in peers.items()})
+    row("bytes after the purge", "MiB", elide["bytes_after_purge"] / mib,
+        {p: r["bytes_after_purge"] / mib for p, r in peers.items()})
+    print(f"\nElide: open {elide['open_ms']:.1f} ms, ready() {elide['ready_ms']:.1f} ms, {elide['parts']} parts, "
+          f"store directory {elide['store_bytes'] / mib:.1f} MiB; ClickHouse's OPTIMIZE FINAL after "
+          f"the load {peers['clickhouse']['merge_s']:.2f} s (not in its load time)")
+    print("Elide after the delete / before, after the purge / before:")
+    for name in QUERIES["duckdb"]:
+        b = elide["before"][name]["ms"]
+        print(f"  {name:<24} {elide['after_delete'][name]['ms'] / b:.3f}x  {elide['after_purge'][name]['ms'] / b:.3f}x")
+    print(f"\nsame rows from all three at every stage: {same}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

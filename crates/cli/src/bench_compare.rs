@@ -1,0 +1,324 @@
+//! `elide bench-compare`: Elide's side of `benches/compare.py`, which runs
+//! the same steps on the same file in DuckDB and in ClickHouse (chdb), each
+//! in a process of its own, and prints the ratios (docs/benchmarks.md,
+//! "Against DuckDB and ClickHouse").
+//!
+//! In one long-lived process, as an embedder uses the library:
+//!
+//! 1. generate events with `elide gen`'s model (skewed projects, 90 days)
+//!    and `Store::ingest_files` them (timed); reopen (`open`, `ready()`
+//!    timed);
+//! 2. the queries of [`QUERIES`] on one session context (one warm-up, then
+//!    the median of `--runs`);
+//! 3. delete 1% of the persons (every distinct id of every 100th person,
+//!    one `delete_many`): the time until the rows are hidden; the queries
+//!    again;
+//! 4. the purge (`compact(CompactRequest::now())`, with its verification),
+//!    timed; the queries again; bytes on disk before and after.
+//!
+//! The last line of stdout is one JSON object: every figure, every query's
+//! result rows (for the peers to compare with), and the *spec* the peers
+//! need to do the same — the input file, the time range, the persons and
+//! distinct ids looked up, the persons deleted.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
+use datafusion::prelude::SessionContext;
+use elide_store::{CompactRequest, DeleteSpec, Store};
+use serde_json::{json, Value};
+
+use crate::bench::median;
+use crate::output::anyhow_lite::Result;
+
+/// Arguments of `elide bench-compare`.
+#[derive(Debug, clap::Args)]
+pub struct BenchCompareArgs {
+    /// Work directory (must be empty or absent): `input.parquet` and the
+    /// store (`store/`) go under it.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Events to generate (over 90 days).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Persons in them.
+    #[arg(long, default_value_t = 100_000)]
+    persons: u64,
+    /// Projects (person counts skewed 1/p: project 1 is the largest).
+    #[arg(long, default_value_t = 5)]
+    projects: u32,
+    /// Timed runs of each query (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
+}
+
+/// The compared queries: (name, SQL). `{start}`/`{end}` are the 30-day
+/// range's bounds (RFC 3339, UTC), `{person_ids}` and `{distinct_ids}` the
+/// looked-up lists, quoted and comma-separated. Each returns (key, count)
+/// rows; `benches/compare.py` holds the same queries in the peers' dialects.
+pub const QUERIES: [(&str, &str); 4] = [
+    (
+        "count_by_event",
+        "SELECT event, count(*) FROM events WHERE project_id = 1 GROUP BY event ORDER BY event",
+    ),
+    (
+        "distinct_persons_by_day",
+        "SELECT date_trunc('day', timestamp) AS day, count(DISTINCT person_id) FROM events
+         WHERE project_id = 1 AND timestamp >= '{start}' AND timestamp < '{end}'
+         GROUP BY day ORDER BY day",
+    ),
+    (
+        "lookup_person_ids",
+        "SELECT 'rows', count(*) FROM events WHERE person_id IN ({person_ids})",
+    ),
+    (
+        "lookup_distinct_ids",
+        "SELECT 'rows', count(*) FROM events WHERE project_id = 1 AND distinct_id IN ({distinct_ids})",
+    ),
+];
+
+/// One long-lived session and the runtime it runs on.
+struct Session {
+    rt: tokio::runtime::Runtime,
+    ctx: SessionContext,
+}
+
+impl Session {
+    /// The rows of `sql` as (key, count) pairs; a key that is a timestamp
+    /// is written as its UTC date.
+    fn rows(&self, sql: &str) -> Result<Vec<(String, i64)>> {
+        let batches = self.rt.block_on(async {
+            elide_query::run_sql_checked(&self.ctx, sql, elide_query::SqlWrites::None).await
+        })?;
+        let mut out = Vec::new();
+        for b in batches.batches {
+            let key = b.column(0);
+            let keys: Vec<String> = match key.data_type() {
+                DataType::Timestamp(..) => {
+                    let k = arrow::compute::cast(
+                        key,
+                        &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+                    )?;
+                    let k = k.as_primitive::<TimestampMicrosecondType>();
+                    (0..k.len())
+                        .map(|i| {
+                            chrono::DateTime::from_timestamp_micros(k.value(i))
+                                .map(|d| d.format("%Y-%m-%d").to_string())
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                }
+                _ => {
+                    let k = arrow::compute::cast(key, &DataType::Utf8)?;
+                    let k = k.as_string::<i32>();
+                    (0..k.len()).map(|i| k.value(i).to_string()).collect()
+                }
+            };
+            let n = arrow::compute::cast(b.column(1), &DataType::Int64)?;
+            let n = n.as_primitive::<Int64Type>();
+            out.extend(keys.into_iter().zip(n.values().iter().copied()));
+        }
+        Ok(out)
+    }
+
+    /// One column of strings.
+    fn strings(&self, sql: &str) -> Result<Vec<String>> {
+        Ok(self.rows(&format!("SELECT x, 0 FROM ({sql}) ORDER BY x"))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// One warm-up, then the median of `runs`; the rows of the last run.
+    fn timed(&self, sql: &str, runs: u32) -> Result<(Duration, Vec<(String, i64)>)> {
+        let mut rows = self.rows(sql)?;
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            rows = self.rows(sql)?;
+            times.push(t.elapsed());
+        }
+        Ok((median(times), rows))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn quoted(list: &[String]) -> String {
+    list.iter()
+        .map(|s| format!("'{}'", s.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() {
+            dir_bytes(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Every query of [`QUERIES`], timed: `{name: {"ms": …, "rows": […]}}`.
+fn run_queries(s: &Session, sqls: &[(String, String)], runs: u32) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    for (name, sql) in sqls {
+        let (t, rows) = s.timed(sql, runs)?;
+        eprintln!("  {name:<24} {:>9.1} ms", ms(t));
+        out.insert(name.clone(), json!({ "ms": ms(t), "rows": rows }));
+    }
+    Ok(Value::Object(out))
+}
+
+/// `elide bench-compare`.
+pub fn run(a: BenchCompareArgs) -> Result<()> {
+    let ingested =
+        crate::bench_embed::generate_and_ingest(&a.data_dir, a.events, a.persons, a.projects)?;
+    eprintln!(
+        "ingested {} rows in {:.1} s",
+        ingested.rows, ingested.ingest_s
+    );
+    let t = Instant::now();
+    let store = Store::open(&ingested.dir, crate::bench_embed::bench_store_options())?;
+    let open_ms = ms(t.elapsed());
+    let t = Instant::now();
+    store.ready()?;
+    let ready_ms = ms(t.elapsed());
+    let session = Session {
+        rt: crate::cli::runtime()?,
+        ctx: elide_query::session_context(&store)?,
+    };
+    let status = store.status()?;
+    let (parts, part_bytes) = (status.totals.parts, status.totals.bytes);
+    let store_bytes = dir_bytes(&ingested.dir)?;
+
+    // The 30 days before the day after the last event.
+    let last = session.rows("SELECT 'max', CAST(max(timestamp) AS BIGINT) FROM events")?;
+    let last_us = last.first().map(|(_, v)| *v).ok_or("no events")?;
+    let day_us = elide_store::MICROS_PER_DAY;
+    let end_us = (last_us.div_euclid(day_us) + 1) * day_us;
+    let rfc = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .ok_or("timestamp out of range")
+    };
+    let (start, end) = (rfc(end_us - 30 * day_us)?, rfc(end_us)?);
+
+    // Persons in person_id order: every 100th deleted, 100 others (never
+    // deleted: 501 is not a multiple of 100) looked up.
+    let numbered = "SELECT person_id AS x, row_number() OVER (ORDER BY person_id) AS n
+        FROM (SELECT DISTINCT person_id FROM events WHERE person_id IS NOT NULL)";
+    let deleted = session.strings(&format!(
+        "SELECT x FROM ({numbered}) WHERE n % 100 = 0 ORDER BY x"
+    ))?;
+    let looked_up = session.strings(&format!(
+        "SELECT x FROM ({numbered}) WHERE n % 1000 = 501 ORDER BY x LIMIT 100"
+    ))?;
+    let distinct_ids = session.strings(
+        "SELECT x FROM (SELECT distinct_id AS x, row_number() OVER (ORDER BY distinct_id) AS n
+           FROM (SELECT DISTINCT distinct_id FROM events WHERE project_id = 1))
+         WHERE n % 1000 = 7 ORDER BY x LIMIT 100",
+    )?;
+    let sqls: Vec<(String, String)> = QUERIES
+        .iter()
+        .map(|(name, sql)| {
+            let sql = sql
+                .replace("{start}", &start)
+                .replace("{end}", &end)
+                .replace("{person_ids}", &quoted(&looked_up))
+                .replace("{distinct_ids}", &quoted(&distinct_ids));
+            (name.to_string(), sql)
+        })
+        .collect();
+
+    eprintln!("queries ({} runs each, median):", a.runs);
+    let before = run_queries(&session, &sqls, a.runs)?;
+
+    // The deleted persons' distinct ids, by project.
+    let to_delete = session.rows(&format!(
+        "SELECT DISTINCT distinct_id, project_id FROM events WHERE person_id IN ({})",
+        quoted(&deleted)
+    ))?;
+    let mut by_project: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+    for (d, p) in to_delete {
+        by_project.entry(p).or_default().push(d);
+    }
+    let specs: Vec<DeleteSpec> = by_project
+        .iter()
+        .flat_map(|(p, ids)| {
+            ids.chunks(elide_store::MAX_DELETE_IDS)
+                .map(|c| DeleteSpec::ids(*p, c.iter()))
+        })
+        .collect();
+    let distinct_ids_deleted: usize = by_project.values().map(Vec::len).sum();
+    let t = Instant::now();
+    let outcomes = store.delete_many(specs)?;
+    let delete_ms = ms(t.elapsed());
+    let rows_deleted: u64 = outcomes.iter().map(|o| o.rows_hidden).sum();
+    eprintln!(
+        "deleted {} persons ({distinct_ids_deleted} distinct ids, {rows_deleted} rows) in {delete_ms:.1} ms; queries:",
+        deleted.len()
+    );
+    let after_delete = run_queries(&session, &sqls, a.runs)?;
+
+    let t = Instant::now();
+    let report = store.compact(CompactRequest::now())?;
+    let purge_s = t.elapsed().as_secs_f64();
+    if !report.verification_failures.is_empty() {
+        return Err(format!(
+            "the purge's verification failed: {:?}",
+            report.verification_failures
+        )
+        .into());
+    }
+    eprintln!(
+        "purged in {purge_s:.2} s ({} parts rewritten); queries:",
+        report.tasks.len()
+    );
+    let after_purge = run_queries(&session, &sqls, a.runs)?;
+    let status = store.status()?;
+    let purged_part_bytes = status.totals.bytes;
+    store.close()?;
+    let purged_store_bytes = dir_bytes(&ingested.dir)?;
+
+    println!(
+        "{}",
+        json!({
+            "engine": "elide",
+            "events": ingested.rows,
+            "input": a.data_dir.join("input.parquet"),
+            "runs": a.runs,
+            "start": start,
+            "end": end,
+            "person_ids": looked_up,
+            "distinct_ids": distinct_ids,
+            "deleted_person_ids": deleted,
+            "load_s": ingested.ingest_s,
+            "open_ms": open_ms,
+            "ready_ms": ready_ms,
+            "parts": parts,
+            "bytes": part_bytes,
+            "store_bytes": store_bytes,
+            "before": before,
+            "delete_ms": delete_ms,
+            "rows_deleted": rows_deleted,
+            "after_delete": after_delete,
+            "purge_s": purge_s,
+            "after_purge": after_purge,
+            "bytes_after_purge": purged_part_bytes,
+            "store_bytes_after_purge": purged_store_bytes,
+        })
+    );
+    Ok(())
+}
