@@ -22,6 +22,7 @@ pub mod funnel;
 mod loaded;
 mod props;
 mod provider;
+mod utc_trunc;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use elide_store::{Snapshot, Store, Table};
 pub use loaded::{LoadedTable, Loader};
 pub use props::{parse_filters, PropertiesMatch, PROPERTIES_MATCH};
 pub use provider::ElideTable;
+pub use utc_trunc::UtcDateTrunc;
 
 /// A `SessionContext` with every table of `store` registered and JSON
 /// functions available.
@@ -83,10 +85,13 @@ fn base_context() -> Result<SessionContext> {
 /// the JSON functions (`json_get_str(properties, '$browser')`,
 /// `properties->>'$browser'`, ...) and the analytics functions
 /// (`window_funnel`, `funnel_path`; see [`funnel`] and docs/sql.md) and
-/// `properties_match(properties, filters)` ([`PropertiesMatch`]).
+/// `properties_match(properties, filters)` ([`PropertiesMatch`]), and
+/// `date_trunc` replaced by [`UtcDateTrunc`] (the same function, fast on
+/// UTC timestamps).
 pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     datafusion_functions_json::register_all(ctx)?;
     funnel::register(ctx);
+    ctx.register_udf(UtcDateTrunc::udf());
     ctx.register_udf(PropertiesMatch::udf());
     Ok(())
 }
