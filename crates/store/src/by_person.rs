@@ -37,11 +37,8 @@ use arrow::record_batch::RecordBatch;
 
 use crate::error::{Result, StoreError};
 use crate::part::read_columns;
-use crate::schema::{Table, DISTINCT_ID_COLUMN, PROJECT_COLUMN, SEQ_COLUMN};
+use crate::schema::{Table, DISTINCT_ID_COLUMN, PERSON_ID_COLUMN, PROJECT_COLUMN, SEQ_COLUMN};
 use crate::store::{DeleteOutcome, DeleteSpec, Store};
-
-/// The `person_id` column of `events`.
-const PERSON_ID_COLUMN: &str = "person_id";
 
 /// What [`Store::delete_person_ids`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

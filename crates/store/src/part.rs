@@ -18,14 +18,16 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{BloomFilterPosition, EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::checksum::VerifiedPart;
 use crate::error::{Result, StoreError};
 use crate::format::{part_path, PartChecksum, PartMeta};
 use crate::memtable::{range_count, Chunk};
-use crate::schema::{Table, DISTINCT_ID_COLUMN, PROJECT_COLUMN, SEQ_COLUMN, TIMESTAMP_COLUMN};
+use crate::schema::{
+    Table, DISTINCT_ID_COLUMN, PERSON_ID_COLUMN, PROJECT_COLUMN, SEQ_COLUMN, TIMESTAMP_COLUMN,
+};
 use crate::storage::Storage;
 
 /// Microseconds per day.
@@ -244,6 +246,14 @@ fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 /// columns that are unique or nearly so (`uuid`, `properties`, `_seq`,
 /// `timestamp`, `inserted_at`): building a dictionary only to abandon it
 /// costs time.
+///
+/// `distinct_id` and `person_id` carry a bloom filter per row group (1%
+/// false positives; the writer sizes it for the row group and folds it
+/// down to the values it saw): lookups of a few persons (`person_id IN
+/// (…)`: a person's activity, a subject-access export, the verification
+/// scan) skip the row groups that hold none of them without decoding a
+/// page. `person_id` is not in any sort order of a part, so its min/max
+/// cannot do that.
 pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(opts.compression.to_parquet())
@@ -270,6 +280,15 @@ pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
         "inserted_at",
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    // At the end, with the page indexes: in the part's tail, which its
+    // checksum covers (crate::checksum); after each row group they would
+    // lie between column chunks, in no checksummed block.
+    b = b.set_bloom_filter_position(BloomFilterPosition::End);
+    for c in [DISTINCT_ID_COLUMN, PERSON_ID_COLUMN] {
+        b = b
+            .set_column_bloom_filter_enabled(ColumnPath::from(c), true)
+            .set_column_bloom_filter_fpp(ColumnPath::from(c), 0.01);
     }
     b.build()
 }

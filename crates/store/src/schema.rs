@@ -18,6 +18,8 @@ pub const INSERTED_AT_COLUMN: &str = "inserted_at";
 pub const PROJECT_COLUMN: &str = "project_id";
 /// The identity column deletions match on.
 pub const DISTINCT_ID_COLUMN: &str = "distinct_id";
+/// The person a row of `events` belongs to (nullable: personless events).
+pub const PERSON_ID_COLUMN: &str = "person_id";
 /// The event-time column that partitions by day.
 pub const TIMESTAMP_COLUMN: &str = "timestamp";
 
