@@ -37,7 +37,7 @@
 //! are then replaced by keyed hashes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,12 @@ pub struct CompactRequest {
     pub deadline: Option<Instant>,
     /// The clock, for tests (µs since the epoch, UTC); `None` = now.
     pub now_us: Option<i64>,
+    /// Tasks prepared at once, each on a thread of its own (reading,
+    /// rewriting and compressing a part is CPU-bound); commits stay on
+    /// the calling thread. [`CompactRequest::scheduled`] (the background
+    /// worker): 1, which leaves the other cores to queries;
+    /// [`CompactRequest::now`]: the machine's cores. 0 counts as 1.
+    pub threads: usize,
 }
 
 impl Default for CompactRequest {
@@ -113,6 +119,7 @@ impl CompactRequest {
             io_bytes_per_sec: None,
             deadline: None,
             now_us: None,
+            threads: 1,
         }
     }
 
@@ -121,6 +128,7 @@ impl CompactRequest {
     pub fn now() -> CompactRequest {
         CompactRequest {
             manual: true,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ..CompactRequest::scheduled()
         }
     }
@@ -244,12 +252,13 @@ pub enum Progress {
     Lifecycle,
 }
 
-/// Token-bucket-free rate limit: after `n` bytes, sleep until `n / rate`
-/// seconds have passed since the start.
+/// Token-bucket-free rate limit, shared by the run's threads: after `n`
+/// bytes in all, sleep until `n / rate` seconds have passed since the
+/// start.
 struct Throttle {
     rate: Option<u64>,
     start: Instant,
-    bytes: u64,
+    bytes: AtomicU64,
 }
 
 impl Throttle {
@@ -257,14 +266,14 @@ impl Throttle {
         Throttle {
             rate: rate.filter(|r| *r > 0),
             start: Instant::now(),
-            bytes: 0,
+            bytes: AtomicU64::new(0),
         }
     }
 
-    fn spend(&mut self, n: u64) {
-        self.bytes += n;
+    fn spend(&self, n: u64) {
+        let bytes = self.bytes.fetch_add(n, Ordering::Relaxed).saturating_add(n);
         if let Some(rate) = self.rate {
-            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
             let elapsed = self.start.elapsed();
             if due > elapsed {
                 std::thread::sleep(due - elapsed);
@@ -351,19 +360,13 @@ impl Store {
     /// `Ok(None)` if the part is not live.
     #[cfg(feature = "testing")]
     pub fn prepare_purge(&self, part_id: u64) -> Result<Option<PreparedRewrite>> {
-        prepare_purge(
-            self.inner(),
-            part_id,
-            None,
-            &mut Throttle::new(None),
-            &|| false,
-        )
+        prepare_purge(self.inner(), part_id, None, &Throttle::new(None), &|| false)
     }
 
     /// Read and write a merge of parts of one partition without committing.
     #[cfg(feature = "testing")]
     pub fn prepare_merge(&self, part_ids: &[u64]) -> Result<Option<PreparedRewrite>> {
-        prepare_merge(self.inner(), part_ids, &mut Throttle::new(None), &|| false)
+        prepare_merge(self.inner(), part_ids, &Throttle::new(None), &|| false)
     }
 
     /// Swap a prepared rewrite in (the second half of a task).
@@ -432,14 +435,12 @@ pub(crate) fn run(
         manual = req.manual,
         "compaction started"
     );
-    let mut throttle = Throttle::new(req.io_bytes_per_sec);
+    let throttle = Throttle::new(req.io_bytes_per_sec);
     let cancelled = || inner.closing.load(Ordering::Acquire);
     let mut tasks = Vec::new();
     let mut skipped = 0;
     let mut done_bytes = 0u64;
-    let over_budget = |tasks_left: bool| {
-        tasks_left && (cancelled() || req.deadline.is_some_and(|d| Instant::now() >= d))
-    };
+    let over_budget = || cancelled() || req.deadline.is_some_and(|d| Instant::now() >= d);
     // Prepared rewrites are swapped in batches: one commit (one manifest
     // write and fsync) per SWAP_BATCH tasks or SWAP_INTERVAL, whichever
     // comes first, so that many small parts do not pay a commit each.
@@ -458,34 +459,90 @@ pub(crate) fn run(
         swap_commits += 1;
         Ok::<(), StoreError>(())
     };
-    // Purges first, then merges, through one batch.
-    let jobs = plan
+    // Purges first, then merges. Up to `threads` tasks are prepared at
+    // once, each taken in plan order by the next free thread; the calling
+    // thread receives them as they finish and commits them in batches.
+    // Tasks are independent: each reads the version it pins, and a swap
+    // whose input left the manifest meanwhile (a merge of a part another
+    // task purged) is abandoned at commit, as with any concurrent change.
+    let jobs: Vec<(u64, Job)> = plan
         .purges
         .iter()
         .map(|t| (t.bytes, Job::Purge(t)))
-        .chain(plan.merges.iter().map(|t| (t.bytes, Job::Merge(t))));
-    for (bytes, job) in jobs {
-        if over_budget(true) {
-            skipped += 1;
-            continue;
+        .chain(plan.merges.iter().map(|t| (t.bytes, Job::Merge(t))))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let mut first_error: Option<StoreError> = None;
+    std::thread::scope(|scope| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for _ in 0..req.threads.clamp(1, jobs.len().max(1)) {
+            let tx = tx.clone();
+            let (jobs, next, failed, throttle) = (&jobs, &next, &failed, &throttle);
+            let (over_budget, cancelled) = (&over_budget, &cancelled);
+            scope.spawn(move || loop {
+                let Some((bytes, job)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                // After a failure the remaining tasks are not started.
+                let prepared = if failed.load(Ordering::Acquire) || over_budget() {
+                    None
+                } else {
+                    Some(match job {
+                        Job::Purge(t) => {
+                            prepare_purge(inner, t.part_id, Some(t.reason), throttle, cancelled)
+                        }
+                        Job::Merge(t) => prepare_merge(inner, &t.part_ids, throttle, cancelled),
+                    })
+                };
+                if tx.send((*bytes, prepared)).is_err() {
+                    break;
+                }
+            });
         }
-        let prepared = match job {
-            Job::Purge(t) => {
-                prepare_purge(inner, t.part_id, Some(t.reason), &mut throttle, &cancelled)
+        drop(tx);
+        for (bytes, prepared) in rx {
+            let prepared = match prepared {
+                None => {
+                    skipped += 1;
+                    continue;
+                }
+                Some(p) if first_error.is_some() => {
+                    // Never published: remove what a task finished after
+                    // another failed.
+                    if let Ok(Some(p)) = p {
+                        discard(inner, p);
+                    }
+                    continue;
+                }
+                Some(p) => p,
+            };
+            let committed = match discard_on_error(inner, &mut batch, prepared) {
+                Ok(Some(p)) => {
+                    if batch.is_empty() {
+                        batch_started = Instant::now();
+                    }
+                    batch.push(p);
+                    if batch.len() >= SWAP_BATCH || batch_started.elapsed() >= SWAP_INTERVAL {
+                        flush_batch(&mut batch, &mut tasks)
+                    } else {
+                        Ok(())
+                    }
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                failed.store(true, Ordering::Release);
+                first_error = Some(e);
+                continue;
             }
-            Job::Merge(t) => prepare_merge(inner, &t.part_ids, &mut throttle, &cancelled),
-        };
-        if let Some(p) = discard_on_error(inner, &mut batch, prepared)? {
-            if batch.is_empty() {
-                batch_started = Instant::now();
-            }
-            batch.push(p);
+            done_bytes += bytes;
+            progress(Progress::Bytes(done_bytes));
         }
-        if batch.len() >= SWAP_BATCH || batch_started.elapsed() >= SWAP_INTERVAL {
-            flush_batch(&mut batch, &mut tasks)?;
-        }
-        done_bytes += bytes;
-        progress(Progress::Bytes(done_bytes));
+    });
+    if let Some(e) = first_error {
+        return Err(e);
     }
     flush_batch(&mut batch, &mut tasks)?;
     progress(Progress::Lifecycle);
@@ -541,12 +598,17 @@ fn discard_on_error(
 ) -> Result<Option<PreparedRewrite>> {
     if r.is_err() {
         for p in batch.drain(..) {
-            if let Some(o) = &p.output {
-                inner.gc.discard(&inner.storage, &o.meta.path);
-            }
+            discard(inner, p);
         }
     }
     r
+}
+
+/// Remove the output of a rewrite that will not be committed.
+fn discard(inner: &Inner, p: PreparedRewrite) {
+    if let Some(o) = &p.output {
+        inner.gc.discard(&inner.storage, &o.meta.path);
+    }
 }
 
 fn after_write_failpoint() -> Result<()> {
@@ -567,7 +629,7 @@ fn prepare_purge(
     inner: &Inner,
     part_id: u64,
     reason: Option<PurgeReason>,
-    throttle: &mut Throttle,
+    throttle: &Throttle,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Option<PreparedRewrite>> {
     let started = Instant::now();
@@ -642,7 +704,7 @@ fn prepare_purge(
 fn prepare_merge(
     inner: &Inner,
     part_ids: &[u64],
-    throttle: &mut Throttle,
+    throttle: &Throttle,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Option<PreparedRewrite>> {
     let started = Instant::now();
