@@ -195,6 +195,7 @@ def main() -> int:
     ap.add_argument("--persons", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--work", default="/tmp/elide-compare")
+    ap.add_argument("--compression", help="Elide's part codec (lz4, zstd, zstd:LEVEL, snappy, none)")
     ap.add_argument("--peer", choices=["duckdb", "clickhouse"],
                     help="(internal) run one peer on --spec and print its JSON")
     ap.add_argument("--spec", help="(internal) Elide's JSON, for --peer")
@@ -211,6 +212,8 @@ def main() -> int:
         shutil.rmtree(args.work)
     cmd = [args.elide, "bench-compare", "--data-dir", args.work, "--events", str(args.events),
            "--persons", str(args.persons), "--runs", str(args.runs)]
+    if args.compression:
+        cmd += ["--compression", args.compression]
     print("$", " ".join(cmd), flush=True)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     elide = last_json(out)
@@ -238,7 +241,8 @@ def main() -> int:
     mib = 1 << 20
     print(f"\n{elide['events']} events, {len(elide['deleted_person_ids'])} persons deleted "
           f"({elide['rows_deleted']} rows); DuckDB {peers['duckdb']['version']}, "
-          f"chdb {peers['clickhouse']['version']}; queries: median of {args.runs} after a warm-up")
+          f"chdb {peers['clickhouse']['version']}; Elide's parts {elide['compression']}; "
+          f"queries: median of {args.runs} after a warm-up")
     print("\n| line | Elide | DuckDB | ClickHouse | Elide / best peer |\n|---|---|---|---|---|")
     for name in QUERIES["duckdb"]:
         for stage in STAGES:

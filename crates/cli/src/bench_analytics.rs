@@ -146,8 +146,13 @@ fn one_percent_of_persons(store: &Store) -> Result<BTreeMap<i64, Vec<String>>> {
 
 /// `elide bench-analytics`.
 pub fn run(a: BenchAnalyticsArgs) -> Result<()> {
-    let ingested =
-        crate::bench_embed::generate_and_ingest(&a.data_dir, a.events, a.persons, a.projects)?;
+    let ingested = crate::bench_embed::generate_and_ingest(
+        &a.data_dir,
+        a.events,
+        a.persons,
+        a.projects,
+        crate::bench_embed::bench_store_options(),
+    )?;
     let store = Store::open(&ingested.dir, crate::bench_embed::bench_store_options())?;
     store.ready()?;
     eprintln!(

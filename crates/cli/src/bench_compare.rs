@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
 use datafusion::prelude::SessionContext;
-use elide_store::{CompactRequest, DeleteSpec, Store};
+use elide_store::{CompactRequest, DeleteSpec, PartCompression, Store};
 use serde_json::{json, Value};
 
 use crate::bench::median;
@@ -52,6 +52,26 @@ pub struct BenchCompareArgs {
     /// Timed runs of each query (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
+    /// Codec of the parts (`lz4`, `zstd`, `zstd:LEVEL`, `snappy`, `none`);
+    /// the store's default when absent.
+    #[arg(long, value_parser = parse_compression)]
+    compression: Option<PartCompression>,
+}
+
+fn parse_compression(s: &str) -> std::result::Result<PartCompression, String> {
+    match s.split_once(':') {
+        None if s == "lz4" => Ok(PartCompression::Lz4),
+        None if s == "snappy" => Ok(PartCompression::Snappy),
+        None if s == "none" => Ok(PartCompression::None),
+        None if s == "zstd" => Ok(PartCompression::Zstd(1)),
+        Some(("zstd", level)) => match level.parse::<i32>() {
+            Ok(l) if (1..=22).contains(&l) => Ok(PartCompression::Zstd(l)),
+            _ => Err(format!("zstd level {level:?} is not in 1..=22")),
+        },
+        _ => Err(format!(
+            "unknown codec {s:?} (lz4, zstd, zstd:LEVEL, snappy, none)"
+        )),
+    }
 }
 
 /// The compared queries: (name, SQL). `{start}`/`{end}` are the 30-day
@@ -125,7 +145,8 @@ impl Session {
 
     /// One column of strings.
     fn strings(&self, sql: &str) -> Result<Vec<String>> {
-        Ok(self.rows(&format!("SELECT x, 0 FROM ({sql}) ORDER BY x"))?
+        Ok(self
+            .rows(&format!("SELECT x, 0 FROM ({sql}) ORDER BY x"))?
             .into_iter()
             .map(|(k, _)| k)
             .collect())
@@ -183,14 +204,26 @@ fn run_queries(s: &Session, sqls: &[(String, String)], runs: u32) -> Result<Valu
 
 /// `elide bench-compare`.
 pub fn run(a: BenchCompareArgs) -> Result<()> {
-    let ingested =
-        crate::bench_embed::generate_and_ingest(&a.data_dir, a.events, a.persons, a.projects)?;
+    let opts = || {
+        let mut o = crate::bench_embed::bench_store_options();
+        if let Some(c) = a.compression {
+            o.part.compression = c;
+        }
+        o
+    };
+    let ingested = crate::bench_embed::generate_and_ingest(
+        &a.data_dir,
+        a.events,
+        a.persons,
+        a.projects,
+        opts(),
+    )?;
     eprintln!(
         "ingested {} rows in {:.1} s",
         ingested.rows, ingested.ingest_s
     );
     let t = Instant::now();
-    let store = Store::open(&ingested.dir, crate::bench_embed::bench_store_options())?;
+    let store = Store::open(&ingested.dir, opts())?;
     let open_ms = ms(t.elapsed());
     let t = Instant::now();
     store.ready()?;
@@ -299,6 +332,7 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
             "events": ingested.rows,
             "input": a.data_dir.join("input.parquet"),
             "runs": a.runs,
+            "compression": format!("{:?}", opts().part.compression),
             "start": start,
             "end": end,
             "person_ids": looked_up,

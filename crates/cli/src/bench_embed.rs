@@ -100,6 +100,7 @@ pub(crate) fn generate_and_ingest(
     events: u64,
     persons: u64,
     projects: u32,
+    opts: StoreOptions,
 ) -> Result<Ingested> {
     if work.exists() && std::fs::read_dir(work)?.next().is_some() {
         return Err(format!("{} is not empty", work.display()).into());
@@ -119,7 +120,7 @@ pub(crate) fn generate_and_ingest(
     // file back (some 30 s after it was written) during the timings.
     std::fs::File::open(&input)?.sync_all()?;
     let dir = work.join("store");
-    let store = Store::open(&dir, bench_store_options())?;
+    let store = Store::open(&dir, opts)?;
     let bar = progress_bar(events, "ingesting");
     let t = Instant::now();
     let ingested = store.ingest_files(
@@ -144,7 +145,13 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
         dir,
         rows: ingested_rows,
         ingest_s,
-    } = generate_and_ingest(&a.data_dir, a.events, a.persons, a.projects)?;
+    } = generate_and_ingest(
+        &a.data_dir,
+        a.events,
+        a.persons,
+        a.projects,
+        bench_store_options(),
+    )?;
     let opts = bench_store_options;
 
     // 2. Reopen: open, then ready.

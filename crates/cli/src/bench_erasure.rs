@@ -70,8 +70,13 @@ fn ms(d: Duration) -> f64 {
 
 /// `elide bench-erasure`.
 pub fn run(a: BenchErasureArgs) -> Result<()> {
-    let ingested =
-        crate::bench_embed::generate_and_ingest(&a.data_dir, a.events, a.persons, a.projects)?;
+    let ingested = crate::bench_embed::generate_and_ingest(
+        &a.data_dir,
+        a.events,
+        a.persons,
+        a.projects,
+        crate::bench_embed::bench_store_options(),
+    )?;
     let store = Store::open(&ingested.dir, crate::bench_embed::bench_store_options())?;
     store.ready()?;
     let status = store.status()?;

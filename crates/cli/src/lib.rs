@@ -8,8 +8,8 @@
 
 mod bench;
 mod bench_analytics;
-mod bench_compare;
 mod bench_compaction;
+mod bench_compare;
 mod bench_embed;
 mod bench_erasure;
 mod bench_http;
