@@ -83,9 +83,9 @@ fn with_zone(a: &dyn Array, tz: Option<Arc<str>>) -> Option<ArrayRef> {
 /// `f` with its type's time zone removed.
 fn untagged(f: &FieldRef) -> FieldRef {
     match f.data_type() {
-        DataType::Timestamp(unit, Some(_)) => Arc::new(
-            Field::clone(f).with_data_type(DataType::Timestamp(*unit, None)),
-        ),
+        DataType::Timestamp(unit, Some(_)) => {
+            Arc::new(Field::clone(f).with_data_type(DataType::Timestamp(*unit, None)))
+        }
         _ => Arc::clone(f),
     }
 }
