@@ -480,23 +480,22 @@ pub(crate) fn run(
             let tx = tx.clone();
             let (jobs, next, failed, throttle) = (&jobs, &next, &failed, &throttle);
             let (over_budget, cancelled) = (&over_budget, &cancelled);
-            scope.spawn(move || loop {
-                let Some((bytes, job)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
-                // After a failure the remaining tasks are not started.
-                let prepared = if failed.load(Ordering::Acquire) || over_budget() {
-                    None
-                } else {
-                    Some(match job {
-                        Job::Purge(t) => {
-                            prepare_purge(inner, t.part_id, Some(t.reason), throttle, cancelled)
-                        }
-                        Job::Merge(t) => prepare_merge(inner, &t.part_ids, throttle, cancelled),
-                    })
-                };
-                if tx.send((*bytes, prepared)).is_err() {
-                    break;
+            scope.spawn(move || {
+                while let Some((bytes, job)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    // After a failure the remaining tasks are not started.
+                    let prepared = if failed.load(Ordering::Acquire) || over_budget() {
+                        None
+                    } else {
+                        Some(match job {
+                            Job::Purge(t) => {
+                                prepare_purge(inner, t.part_id, Some(t.reason), throttle, cancelled)
+                            }
+                            Job::Merge(t) => prepare_merge(inner, &t.part_ids, throttle, cancelled),
+                        })
+                    };
+                    if tx.send((*bytes, prepared)).is_err() {
+                        break;
+                    }
                 }
             });
         }
