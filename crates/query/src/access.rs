@@ -40,6 +40,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::bloom_filter::Sbbf;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaData;
 
@@ -59,11 +60,14 @@ pub struct ExpectedLayout {
 }
 
 /// A part's footer, decoded from its verified footer region: the parquet
-/// metadata (with the page index) and the block list.
+/// metadata (with the page index) and the block list, and the region's
+/// bytes (bloom filters are read from them without another read or
+/// check).
 #[derive(Debug)]
 struct VerifiedFooter {
     metadata: Arc<ParquetMetaData>,
     blocks: Arc<BlockList>,
+    tail: Bytes,
 }
 
 /// Verified footers by store, path and footer checksum. Parts are
@@ -99,7 +103,7 @@ fn remember(key: String, footer: Arc<VerifiedFooter>) {
     let Ok(mut c) = footer_cache().lock() else {
         return;
     };
-    let size = footer.metadata.memory_size();
+    let size = footer.metadata.memory_size() + footer.tail.len();
     if c.map.insert(key.clone(), footer).is_none() {
         c.order.push_back((key, size));
         c.bytes += size;
@@ -240,6 +244,64 @@ impl PartReaderFactory {
     }
 }
 
+impl PartReaderFactory {
+    /// Whether the part `file` may hold a row whose `column` is one of
+    /// `values`, by the bloom filters in its verified footer (cached like
+    /// every footer): `false` only when the filter of every row group rules
+    /// every value out. `true` whenever that cannot be known: a part
+    /// written before checksums (its footer would be read unchecked) or
+    /// before bloom filters, a column without one, a footer that cannot be
+    /// read (the scan reports that error when it opens the part).
+    pub(crate) async fn may_contain(
+        &self,
+        file: &PartitionedFile,
+        column: &str,
+        values: &[String],
+    ) -> bool {
+        let Some(expected) = file.extensions.get::<ExpectedLayout>().cloned() else {
+            return true;
+        };
+        let Some(sum) = expected.checksum else {
+            return true;
+        };
+        let path = file.object_meta.location.to_string();
+        let Ok(inner) =
+            self.inner
+                .create_reader(0, file.clone(), None, &ExecutionPlanMetricsSet::new())
+        else {
+            return true;
+        };
+        let mut reader = CheckedReader {
+            inner,
+            expected,
+            path,
+            footer: None,
+        };
+        let Ok(footer) = reader.footer(sum).await else {
+            return true;
+        };
+        let tail = TailOnly {
+            len: reader.expected.size,
+            start: sum.data_len,
+            tail: footer.tail.clone(),
+        };
+        for rg in footer.metadata.row_groups() {
+            let Some(chunk) = rg
+                .columns()
+                .iter()
+                .find(|c| c.column_path().parts() == [column])
+            else {
+                return true;
+            };
+            match Sbbf::read_from_column_chunk(chunk, &tail) {
+                Ok(Some(filter)) if !values.iter().any(|v| filter.check(v.as_str())) => {}
+                _ => return true,
+            }
+        }
+        false
+    }
+}
+
 impl ParquetFileReaderFactory for PartReaderFactory {
     fn create_reader(
         &self,
@@ -311,7 +373,7 @@ impl CheckedReader {
                 let file = TailOnly {
                     len: self.expected.size,
                     start: sum.data_len,
-                    tail,
+                    tail: tail.clone(),
                 };
                 let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
                     .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional)
@@ -320,6 +382,7 @@ impl CheckedReader {
                 let f = Arc::new(VerifiedFooter {
                     metadata: Arc::new(metadata),
                     blocks,
+                    tail,
                 });
                 remember(key, Arc::clone(&f));
                 f
@@ -412,7 +475,7 @@ impl CheckedReader {
             buf.extend_from_slice(&bytes[from..to]);
         }
         if r.end > sum.data_len {
-            let tail = self.verified_tail(sum).await?;
+            let tail = self.footer(sum).await?.tail.clone();
             let from = r.start.max(sum.data_len) - sum.data_len;
             let to = (r.end - sum.data_len) as usize;
             let slice = tail

@@ -40,6 +40,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use elide_store::{PartMeta, Snapshot, Store, Table, WeakStore};
+use futures::StreamExt;
 
 use crate::access::{access_plan, ExpectedLayout, PartReaderFactory};
 
@@ -311,6 +312,41 @@ impl TableProvider for ElideTable {
                 order: (part.project_id, part.min_ts, part.id),
             });
         }
+        let url = ElideTable::object_store_url(snapshot.store_id())?;
+        let object_store = snapshot.storage().inner();
+        state
+            .runtime_env()
+            .register_object_store(url.as_ref(), Arc::clone(&object_store));
+        let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+        let factory = PartReaderFactory::new(
+            Arc::new(CachedParquetFileReaderFactory::new(object_store, cache)),
+            Arc::clone(&snapshot),
+        );
+        // Lookups by person or distinct id: the parts whose bloom filters
+        // rule out every id are not opened at all (opening a part costs
+        // more than scanning the few row groups a person has).
+        if let Some(pred) = &predicate {
+            let lookups = id_lookups(pred);
+            if !lookups.is_empty() && !files.is_empty() {
+                let candidates = std::mem::take(&mut files);
+                let kept = futures::stream::iter(candidates)
+                    .map(|f| {
+                        let (factory, lookups) = (&factory, &lookups);
+                        async move {
+                            for (column, values) in lookups {
+                                if !factory.may_contain(&f.file, column, values).await {
+                                    return None;
+                                }
+                            }
+                            Some(f)
+                        }
+                    })
+                    .buffered(16)
+                    .collect::<Vec<_>>()
+                    .await;
+                files = kept.into_iter().flatten().collect();
+            }
+        }
         tracing::debug!(table = %self.table, parts_total = all.len(), parts_scanned = files.len(), "elide scan planned");
 
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -319,16 +355,6 @@ impl TableProvider for ElideTable {
             let groups = balance(files, target, &schema);
             let total_rows: u64 = groups.iter().map(|(_, r, _)| *r).sum();
             let total_bytes: u64 = groups.iter().map(|(_, _, b)| *b).sum();
-            let url = ElideTable::object_store_url(snapshot.store_id())?;
-            let object_store = snapshot.storage().inner();
-            state
-                .runtime_env()
-                .register_object_store(url.as_ref(), Arc::clone(&object_store));
-            let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-            let factory = PartReaderFactory::new(
-                Arc::new(CachedParquetFileReaderFactory::new(object_store, cache)),
-                Arc::clone(&snapshot),
-            );
             let parquet_opts = state.default_table_options().parquet;
             let mut source = ParquetSource::new(Arc::clone(&schema))
                 .with_table_parquet_options(parquet_opts)
@@ -406,6 +432,38 @@ fn of_project(batches: &[RecordBatch], project: i64) -> Result<Vec<RecordBatch>>
         }
     }
     Ok(out)
+}
+
+/// The columns whose parts carry bloom filters (`elide_store::part`).
+const BLOOM_COLUMNS: [&str; 2] = [
+    elide_store::schema::DISTINCT_ID_COLUMN,
+    elide_store::schema::PERSON_ID_COLUMN,
+];
+
+/// What `pred` requires of the bloom-filtered columns: for each such
+/// column that must be one of a set of strings for a row to match
+/// (`person_id = '…'`, `distinct_id IN (…)`, under `AND`), the strings.
+fn id_lookups(
+    pred: &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+) -> Vec<(String, Vec<String>)> {
+    use datafusion::physical_expr::utils::{Guarantee, LiteralGuarantee};
+    LiteralGuarantee::analyze(pred)
+        .into_iter()
+        .filter(|g| g.guarantee == Guarantee::In && BLOOM_COLUMNS.contains(&g.column.name()))
+        .filter_map(|g| {
+            let values = g
+                .literals
+                .iter()
+                .map(|v| match v {
+                    ScalarValue::Utf8(Some(s))
+                    | ScalarValue::Utf8View(Some(s))
+                    | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<String>>>()?;
+            Some((g.column.name().to_string(), values))
+        })
+        .collect()
 }
 
 /// A part to scan, with what [`balance`] needs to place it.
