@@ -10,6 +10,9 @@ in one run, each engine in a process of its own, one after the other.
    persons (every 100th person in person_id order), times the queries
    again, purges, times them again. Its JSON names the file, the time
    range, the ids looked up and the persons deleted.
+   Queries: count by event (project 1); count(DISTINCT person_id) by day
+   (project 1, 30 days); rows of 100 persons (`person_id IN`); of one
+   person; of 100 distinct ids (project 1).
 2. DuckDB (a database file) and ClickHouse (chdb, a MergeTree table in
    PostHog's sort order, `person_id` as a UUID) then do the same, each in
    a fresh process started by this script: load the file, the queries, a
@@ -40,6 +43,7 @@ QUERIES = {
             "SELECT date_trunc('day', timestamp) AS day, count(DISTINCT person_id) FROM events "
             "WHERE project_id = 1 AND timestamp >= '{start}' AND timestamp < '{end}' GROUP BY day ORDER BY day"),
         "lookup_person_ids": "SELECT 'rows', count(*) FROM events WHERE person_id IN ({person_ids})",
+        "lookup_one_person": "SELECT 'rows', count(*) FROM events WHERE person_id = '{person_id}'",
         "lookup_distinct_ids": (
             "SELECT 'rows', count(*) FROM events WHERE project_id = 1 AND distinct_id IN ({distinct_ids})"),
     },
@@ -50,6 +54,7 @@ QUERIES = {
             "WHERE project_id = 1 AND timestamp >= parseDateTime64BestEffort('{start}', 6, 'UTC') "
             "AND timestamp < parseDateTime64BestEffort('{end}', 6, 'UTC') GROUP BY day ORDER BY day"),
         "lookup_person_ids": "SELECT 'rows', count() FROM b.events WHERE person_id IN ({person_ids})",
+        "lookup_one_person": "SELECT 'rows', count() FROM b.events WHERE person_id = '{person_id}'",
         "lookup_distinct_ids": (
             "SELECT 'rows', count() FROM b.events WHERE project_id = 1 AND distinct_id IN ({distinct_ids})"),
     },
@@ -71,7 +76,7 @@ def key(k):
 
 def queries(dialect, spec):
     return {name: sql.format(start=spec["start"], end=spec["end"],
-                             person_ids=quoted(spec["person_ids"]),
+                             person_ids=quoted(spec["person_ids"]), person_id=spec["person_ids"][0],
                              distinct_ids=quoted(spec["distinct_ids"]))
             for name, sql in QUERIES[dialect].items()}
 

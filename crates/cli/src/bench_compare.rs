@@ -76,9 +76,10 @@ fn parse_compression(s: &str) -> std::result::Result<PartCompression, String> {
 
 /// The compared queries: (name, SQL). `{start}`/`{end}` are the 30-day
 /// range's bounds (RFC 3339, UTC), `{person_ids}` and `{distinct_ids}` the
-/// looked-up lists, quoted and comma-separated. Each returns (key, count)
+/// looked-up lists, quoted and comma-separated, `{person_id}` the first of
+/// the persons. Each returns (key, count)
 /// rows; `benches/compare.py` holds the same queries in the peers' dialects.
-pub const QUERIES: [(&str, &str); 4] = [
+pub const QUERIES: [(&str, &str); 5] = [
     (
         "count_by_event",
         "SELECT event, count(*) FROM events WHERE project_id = 1 GROUP BY event ORDER BY event",
@@ -92,6 +93,10 @@ pub const QUERIES: [(&str, &str); 4] = [
     (
         "lookup_person_ids",
         "SELECT 'rows', count(*) FROM events WHERE person_id IN ({person_ids})",
+    ),
+    (
+        "lookup_one_person",
+        "SELECT 'rows', count(*) FROM events WHERE person_id = '{person_id}'",
     ),
     (
         "lookup_distinct_ids",
@@ -270,6 +275,7 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
                 .replace("{start}", &start)
                 .replace("{end}", &end)
                 .replace("{person_ids}", &quoted(&looked_up))
+                .replace("{person_id}", looked_up.first().map_or("", String::as_str))
                 .replace("{distinct_ids}", &quoted(&distinct_ids));
             (name.to_string(), sql)
         })
