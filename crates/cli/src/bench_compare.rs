@@ -52,7 +52,8 @@ pub struct BenchCompareArgs {
     /// Timed runs of each query (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
-    /// Codec of the parts (`lz4`, `zstd`, `zstd:LEVEL`, `snappy`, `none`);
+    /// Codec of the parts (`lz4`, `zstd`, `zstd:LEVEL`, `tiered`,
+    /// `tiered:LEVEL`, `snappy`, `none`);
     /// the store's default when absent.
     #[arg(long, value_parser = parse_compression)]
     compression: Option<PartCompression>,
@@ -64,12 +65,17 @@ fn parse_compression(s: &str) -> std::result::Result<PartCompression, String> {
         None if s == "snappy" => Ok(PartCompression::Snappy),
         None if s == "none" => Ok(PartCompression::None),
         None if s == "zstd" => Ok(PartCompression::Zstd(1)),
+        None if s == "tiered" => Ok(PartCompression::Tiered(1)),
+        Some(("tiered", level)) => match level.parse::<i32>() {
+            Ok(l) if (1..=22).contains(&l) => Ok(PartCompression::Tiered(l)),
+            _ => Err(format!("zstd level {level:?} is not in 1..=22")),
+        },
         Some(("zstd", level)) => match level.parse::<i32>() {
             Ok(l) if (1..=22).contains(&l) => Ok(PartCompression::Zstd(l)),
             _ => Err(format!("zstd level {level:?} is not in 1..=22")),
         },
         _ => Err(format!(
-            "unknown codec {s:?} (lz4, zstd, zstd:LEVEL, snappy, none)"
+            "unknown codec {s:?} (lz4, zstd, zstd:LEVEL, tiered, tiered:LEVEL, snappy, none)"
         )),
     }
 }
