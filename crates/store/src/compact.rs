@@ -97,7 +97,8 @@ pub struct CompactRequest {
     /// rewriting and compressing a part is CPU-bound); commits stay on
     /// the calling thread. [`CompactRequest::scheduled`] (the background
     /// worker): 1, which leaves the other cores to queries;
-    /// [`CompactRequest::now`]: the machine's cores. 0 counts as 1.
+    /// [`CompactRequest::now`]: the machine's cores, at most 4 (each task
+    /// holds its part in memory). 0 counts as 1.
     pub threads: usize,
 }
 
@@ -128,7 +129,9 @@ impl CompactRequest {
     pub fn now() -> CompactRequest {
         CompactRequest {
             manual: true,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // At most 4: each task holds its inputs' batches and its
+            // output in memory until it is committed.
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
             ..CompactRequest::scheduled()
         }
     }
@@ -480,18 +483,25 @@ pub(crate) fn run(
             let tx = tx.clone();
             let (jobs, next, failed, throttle) = (&jobs, &next, &failed, &throttle);
             let (over_budget, cancelled) = (&over_budget, &cancelled);
+            // A task stops early when the store closes or another failed.
+            let stop = move || cancelled() || failed.load(Ordering::Acquire);
             scope.spawn(move || {
                 while let Some((bytes, job)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                     // After a failure the remaining tasks are not started.
                     let prepared = if failed.load(Ordering::Acquire) || over_budget() {
                         None
                     } else {
-                        Some(match job {
+                        // A panic is this task's error, not the run's end:
+                        // the caller still discards what was prepared.
+                        let task = std::panic::AssertUnwindSafe(|| match job {
                             Job::Purge(t) => {
-                                prepare_purge(inner, t.part_id, Some(t.reason), throttle, cancelled)
+                                prepare_purge(inner, t.part_id, Some(t.reason), throttle, &stop)
                             }
-                            Job::Merge(t) => prepare_merge(inner, &t.part_ids, throttle, cancelled),
-                        })
+                            Job::Merge(t) => prepare_merge(inner, &t.part_ids, throttle, &stop),
+                        });
+                        Some(std::panic::catch_unwind(task).unwrap_or_else(|_| {
+                            Err(StoreError::Internal("a compaction task panicked".into()))
+                        }))
                     };
                     if tx.send((*bytes, prepared)).is_err() {
                         break;
