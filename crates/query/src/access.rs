@@ -280,6 +280,16 @@ impl PartReaderFactory {
         let Ok(footer) = reader.footer(sum).await else {
             return true;
         };
+        // A file whose row groups differ from the manifest's must fail the
+        // scan (its tombstones cannot be applied), not be skipped.
+        let on_disk = footer
+            .metadata
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows() as u64);
+        if !on_disk.eq(reader.expected.row_groups.iter().copied()) {
+            return true;
+        }
         let tail = TailOnly {
             len: reader.expected.size,
             start: sum.data_len,

@@ -434,12 +434,6 @@ fn of_project(batches: &[RecordBatch], project: i64) -> Result<Vec<RecordBatch>>
     Ok(out)
 }
 
-/// The columns whose parts carry bloom filters (`elide_store::part`).
-const BLOOM_COLUMNS: [&str; 2] = [
-    elide_store::schema::DISTINCT_ID_COLUMN,
-    elide_store::schema::PERSON_ID_COLUMN,
-];
-
 /// What `pred` requires of the bloom-filtered columns: for each such
 /// column that must be one of a set of strings for a row to match
 /// (`person_id = '…'`, `distinct_id IN (…)`, under `AND`), the strings.
@@ -449,7 +443,10 @@ fn id_lookups(
     use datafusion::physical_expr::utils::{Guarantee, LiteralGuarantee};
     LiteralGuarantee::analyze(pred)
         .into_iter()
-        .filter(|g| g.guarantee == Guarantee::In && BLOOM_COLUMNS.contains(&g.column.name()))
+        .filter(|g| {
+            g.guarantee == Guarantee::In
+                && elide_store::BLOOM_FILTER_COLUMNS.contains(&g.column.name())
+        })
         .filter_map(|g| {
             let values = g
                 .literals

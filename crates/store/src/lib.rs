@@ -121,7 +121,9 @@ pub use format::{
 };
 pub use ingest::{IngestOptions, IngestProgress};
 pub use open::{spool_file, SPOOL_DIR};
-pub use part::{day_of, PartCompression, PartWriterOptions, MICROS_PER_DAY, SCAN_COLUMNS};
+pub use part::{
+    day_of, PartCompression, PartWriterOptions, BLOOM_FILTER_COLUMNS, MICROS_PER_DAY, SCAN_COLUMNS,
+};
 pub use requests::DeletionFeed;
 pub use retention::RetentionSweep;
 pub use schema::Table;

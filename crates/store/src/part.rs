@@ -51,6 +51,10 @@ pub enum PartCompression {
     Tiered(i32),
 }
 
+/// The columns whose parts carry a bloom filter per row group (the query
+/// layer prunes lookups by them).
+pub const BLOOM_FILTER_COLUMNS: [&str; 2] = [DISTINCT_ID_COLUMN, PERSON_ID_COLUMN];
+
 /// The columns [`PartCompression::Tiered`] keeps in LZ4.
 pub const SCAN_COLUMNS: [&str; 5] = [
     PROJECT_COLUMN,
@@ -308,7 +312,7 @@ pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
             b = b.set_column_compression(ColumnPath::from(c), Compression::LZ4_RAW);
         }
     }
-    for c in [DISTINCT_ID_COLUMN, PERSON_ID_COLUMN] {
+    for c in BLOOM_FILTER_COLUMNS {
         b = b
             .set_column_bloom_filter_enabled(ColumnPath::from(c), true)
             .set_column_bloom_filter_fpp(ColumnPath::from(c), 0.01);
