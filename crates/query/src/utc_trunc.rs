@@ -15,7 +15,10 @@
 //! is UTC (`UTC`, `Etc/UTC`, `+00:00`) it does that; every other call
 //! (other zones, untagged values, scalars, `Time` values) goes to
 //! DataFusion's function unchanged. Signature, return type, ordering and
-//! documentation are DataFusion's.
+//! documentation are DataFusion's. One difference: for `hour` and `day`
+//! (and finer units) DataFusion's zone path converts the value to
+//! nanoseconds and errors past 2262-04-11; the untagged path has no such
+//! limit, so those truncations of later instants succeed here.
 
 use std::sync::Arc;
 
