@@ -96,6 +96,25 @@ def timed(run, sqls, runs):
     return out
 
 
+def stages(res, spec, dialect, run, execute, delete_sql, purge_sql, used_bytes):
+    """The steps after the load, the same for every peer: bytes, the
+    queries, the delete, the queries, the purge, the queries, bytes."""
+    res["bytes"] = used_bytes()
+    os.sync()
+    sqls = queries(dialect, spec)
+    res["before"] = timed(run, sqls, spec["runs"])
+    t = time.perf_counter()
+    execute(delete_sql)
+    res["delete_ms"] = (time.perf_counter() - t) * 1e3
+    res["after_delete"] = timed(run, sqls, spec["runs"])
+    t = time.perf_counter()
+    execute(purge_sql)
+    res["purge_s"] = time.perf_counter() - t
+    res["after_purge"] = timed(run, sqls, spec["runs"])
+    res["bytes_after_purge"] = used_bytes()
+    return res
+
+
 def duckdb_peer(spec, work):
     import duckdb
 
@@ -116,20 +135,9 @@ def duckdb_peer(spec, work):
         # (database_name, database_size, block_size, total_blocks, used_blocks, ...)
         return int(size[2]) * int(size[4])
 
-    res["bytes"] = used_bytes()
-    os.sync()
-    run = lambda sql: con.execute(sql).fetchall()
-    sqls = queries("duckdb", spec)
-    res["before"] = timed(run, sqls, spec["runs"])
-    t = time.perf_counter()
-    con.execute(f"DELETE FROM events WHERE person_id IN ({quoted(spec['deleted_person_ids'])})")
-    res["delete_ms"] = (time.perf_counter() - t) * 1e3
-    res["after_delete"] = timed(run, sqls, spec["runs"])
-    t = time.perf_counter()
-    con.execute("CHECKPOINT")
-    res["purge_s"] = time.perf_counter() - t
-    res["after_purge"] = timed(run, sqls, spec["runs"])
-    res["bytes_after_purge"] = used_bytes()
+    stages(res, spec, "duckdb", lambda sql: con.execute(sql).fetchall(), con.execute,
+           f"DELETE FROM events WHERE person_id IN ({quoted(spec['deleted_person_ids'])})",
+           "CHECKPOINT", used_bytes)
     con.close()
     return res
 
@@ -163,19 +171,9 @@ def clickhouse_peer(spec, work):
         return int(q("SELECT sum(bytes_on_disk) FROM system.parts "
                      "WHERE database = 'b' AND table = 'events' AND active")[0][0])
 
-    res["bytes"] = used_bytes()
-    os.sync()
-    sqls = queries("clickhouse", spec)
-    res["before"] = timed(q, sqls, spec["runs"])
-    t = time.perf_counter()
-    s.query(f"DELETE FROM b.events WHERE person_id IN ({quoted(spec['deleted_person_ids'])})")
-    res["delete_ms"] = (time.perf_counter() - t) * 1e3
-    res["after_delete"] = timed(q, sqls, spec["runs"])
-    t = time.perf_counter()
-    s.query("OPTIMIZE TABLE b.events FINAL")
-    res["purge_s"] = time.perf_counter() - t
-    res["after_purge"] = timed(q, sqls, spec["runs"])
-    res["bytes_after_purge"] = used_bytes()
+    stages(res, spec, "clickhouse", q, s.query,
+           f"DELETE FROM b.events WHERE person_id IN ({quoted(spec['deleted_person_ids'])})",
+           "OPTIMIZE TABLE b.events FINAL", used_bytes)
     s.close()
     return res
 
@@ -200,7 +198,7 @@ def main() -> int:
     ap.add_argument("--persons", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--work", default="/tmp/elide-compare")
-    ap.add_argument("--compression", help="Elide's part codec (lz4, zstd, zstd:LEVEL, snappy, none)")
+    ap.add_argument("--compression", help="Elide's part codec (lz4, zstd, zstd:LEVEL, tiered, tiered:LEVEL, snappy, none)")
     ap.add_argument("--peer", choices=["duckdb", "clickhouse"],
                     help="(internal) run one peer on --spec and print its JSON")
     ap.add_argument("--spec", help="(internal) Elide's JSON, for --peer")
@@ -261,8 +259,9 @@ def main() -> int:
     row("purge", "s", elide["purge_s"], {p: r["purge_s"] for p, r in peers.items()}, "{:.2f}", kept)
     row("ingest of the parquet file", "s", elide["load_s"],
         {p: r["load_s"] for p, r in peers.items()}, "{:.2f}")
-    row("bytes on disk", "MiB", elide["bytes"] / mib, {p: r["bytes"] / mib for p, r in peers.items()})
-    row("bytes after the purge", "MiB", elide["bytes_after_purge"] / mib,
+    # Elide's whole store directory, as the peers' figures are their whole storage.
+    row("bytes on disk", "MiB", elide["store_bytes"] / mib, {p: r["bytes"] / mib for p, r in peers.items()})
+    row("bytes after the purge", "MiB", elide["store_bytes_after_purge"] / mib,
         {p: r["bytes_after_purge"] / mib for p, r in peers.items()})
     print(f"\nElide: open {elide['open_ms']:.1f} ms, ready() {elide['ready_ms']:.1f} ms, {elide['parts']} parts, "
           f"store directory {elide['store_bytes'] / mib:.1f} MiB; ClickHouse's OPTIMIZE FINAL after "

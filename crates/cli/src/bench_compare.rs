@@ -274,6 +274,13 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
            FROM (SELECT DISTINCT distinct_id FROM events WHERE project_id = 1))
          WHERE n % 1000 = 7 ORDER BY x LIMIT 100",
     )?;
+    if looked_up.is_empty() || distinct_ids.is_empty() || deleted.is_empty() {
+        return Err(format!(
+            "too few persons to look up and delete ({} found); generate more (--persons, --events)",
+            deleted.len()
+        )
+        .into());
+    }
     let sqls: Vec<(String, String)> = QUERIES
         .iter()
         .map(|(name, sql)| {
@@ -290,7 +297,10 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
     eprintln!("queries ({} runs each, median):", a.runs);
     let before = run_queries(&session, &sqls, a.runs)?;
 
-    // The deleted persons' distinct ids, by project.
+    // The deleted persons' distinct ids, by project: timed with the
+    // delete, as the peers' `DELETE … WHERE person_id IN (…)` finds its
+    // rows too.
+    let t = Instant::now();
     let to_delete = session.rows(&format!(
         "SELECT DISTINCT distinct_id, project_id FROM events WHERE person_id IN ({})",
         quoted(&deleted)
@@ -307,7 +317,6 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
         })
         .collect();
     let distinct_ids_deleted: usize = by_project.values().map(Vec::len).sum();
-    let t = Instant::now();
     let outcomes = store.delete_many(specs)?;
     let delete_ms = ms(t.elapsed());
     let rows_deleted: u64 = outcomes.iter().map(|o| o.rows_hidden).sum();

@@ -14,6 +14,16 @@ fn ids_of(v: &BTreeSet<(String, String, u64)>, did: &str) -> usize {
     v.iter().filter(|(_, d, _)| d == did).count()
 }
 
+/// The part and tombstone files under `dir`, relative to it.
+fn parts_and_tombstones_on_disk(dir: &std::path::Path) -> BTreeSet<String> {
+    files_under(dir)
+        .iter()
+        .filter_map(|p| p.strip_prefix(dir).ok())
+        .map(|p| p.to_string_lossy().to_string())
+        .filter(|p| p.starts_with("parts/") || p.starts_with("tombstones/"))
+        .collect()
+}
+
 fn rows(
     range: std::ops::Range<u64>,
     ids: &[&str],
@@ -86,13 +96,10 @@ fn purge_drops_deleted_rows_keeps_the_rest_and_verifies() {
     );
     assert_eq!(m.last_compaction.as_ref().unwrap().rows_dropped, 100);
     // Old parts and tombstone files are gone from disk.
-    let on_disk: BTreeSet<String> = files_under(dir.path())
-        .iter()
-        .filter_map(|p| p.strip_prefix(dir.path()).ok())
-        .map(|p| p.to_string_lossy().to_string())
-        .filter(|p| p.starts_with("parts/") || p.starts_with("tombstones/"))
-        .collect();
-    assert_eq!(on_disk, m.referenced_paths());
+    assert_eq!(
+        parts_and_tombstones_on_disk(dir.path()),
+        m.referenced_paths()
+    );
     // Reopen: same rows, same lifecycle.
     store.close().unwrap();
     let store = open(dir.path());
@@ -245,13 +252,10 @@ fn purges_and_merges_on_several_threads_keep_exactly_the_live_rows() {
     assert_eq!(visible(&store), expect);
     let m = store.manifest().unwrap();
     assert!(m.parts.iter().all(|p| p.deleted() == 0));
-    let on_disk: BTreeSet<String> = files_under(dir.path())
-        .iter()
-        .filter_map(|p| p.strip_prefix(dir.path()).ok())
-        .map(|p| p.to_string_lossy().to_string())
-        .filter(|p| p.starts_with("parts/") || p.starts_with("tombstones/"))
-        .collect();
-    assert_eq!(on_disk, m.referenced_paths());
+    assert_eq!(
+        parts_and_tombstones_on_disk(dir.path()),
+        m.referenced_paths()
+    );
     store.close().unwrap();
     let store = open(dir.path());
     assert_eq!(visible(&store), expect);
