@@ -317,11 +317,12 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
         })
         .collect();
     let distinct_ids_deleted: usize = by_project.values().map(Vec::len).sum();
+    let find_ms = ms(t.elapsed());
     let outcomes = store.delete_many(specs)?;
     let delete_ms = ms(t.elapsed());
     let rows_deleted: u64 = outcomes.iter().map(|o| o.rows_hidden).sum();
     eprintln!(
-        "deleted {} persons ({distinct_ids_deleted} distinct ids, {rows_deleted} rows) in {delete_ms:.1} ms; queries:",
+        "deleted {} persons ({distinct_ids_deleted} distinct ids, {rows_deleted} rows) in {delete_ms:.1} ms ({find_ms:.1} ms of it finding their distinct ids); queries:",
         deleted.len()
     );
     let after_delete = run_queries(&session, &sqls, a.runs)?;
@@ -367,6 +368,7 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
             "store_bytes": store_bytes,
             "before": before,
             "delete_ms": delete_ms,
+            "delete_find_ids_ms": find_ms,
             "rows_deleted": rows_deleted,
             "after_delete": after_delete,
             "purge_s": purge_s,
