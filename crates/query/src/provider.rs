@@ -6,6 +6,8 @@
 //!   │ prune parts by project_id / timestamp / _seq min-max (PruningPredicate)
 //!   │ per part: PartitionedFile + ParquetAccessPlan(tombstones) + ExpectedLayout
 //!   │           + statistics with num_rows = rows - deleted
+//!   │ lookups (person_id / distinct_id = or IN): drop the parts whose bloom
+//!   │           filters rule out every id (PartReaderFactory::may_contain)
 //!   ▼
 //!  UnionExec( DataSourceExec(parquet, PartReaderFactory),  DataSourceExec(memtable batches) )
 //! ```
