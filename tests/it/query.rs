@@ -168,6 +168,21 @@ fn scan_fails_closed_when_a_part_does_not_match_its_manifest() {
         err.contains("is corrupt") && err.contains(&part.path) && err.contains("refusing to scan"),
         "{err}"
     );
+    // A lookup whose id no file holds must not skip the swapped part by
+    // its bloom filters either: it fails the same way.
+    let res = rt.block_on(async {
+        ctx.sql("SELECT uuid FROM events WHERE distinct_id = 'nobody'")
+            .await?
+            .collect()
+            .await
+    });
+    let err = res
+        .expect_err("a lookup must refuse the swapped part, not skip it")
+        .to_string();
+    assert!(
+        err.contains("is corrupt") && err.contains(&part.path),
+        "{err}"
+    );
     // A part written before checksums (no `checksum` in its manifest
     // entry) meets the row-group check instead.
     drop(ctx);
