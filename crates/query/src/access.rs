@@ -566,6 +566,7 @@ mod tests {
             tombstone: None,
             checksum: None,
             blake3: None,
+            runs: None,
         }
     }
 

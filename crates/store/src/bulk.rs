@@ -44,7 +44,7 @@ use arrow::record_batch::RecordBatch;
 use croaring::{Bitmap, Treemap};
 
 use crate::error::{Result, StoreError};
-use crate::format::PendingIngest;
+use crate::format::{PartMeta, PendingIngest};
 use crate::memtable::Chunk;
 use crate::normalize::{normalize, NormalizedBatch};
 use crate::part::{write_parts, WrittenPart};
@@ -211,10 +211,10 @@ impl BulkIngest {
     fn finish(mut self, token: Option<&str>) -> Result<IngestOutcome> {
         self.spill()?;
         let inner = self.store.inner();
-        let paths: Vec<&str> = self.written.iter().map(|p| p.meta.path.as_str()).collect();
-        inner.storage.sync_files(&paths)?;
+        let metas: Vec<&PartMeta> = self.written.iter().map(|p| &p.meta).collect();
+        inner.storage.sync_parts(&metas)?;
         crate::failpoint!("bulk::before_commit");
-        let paths: Vec<String> = self.written.iter().map(|p| p.meta.path.clone()).collect();
+        let paths: Vec<String> = self.written.iter().flat_map(|p| p.meta.files()).collect();
         let parts = std::mem::take(&mut self.written);
         let n_parts = parts.len();
         // Until the commit writes its manifest, the parts are ours to
@@ -262,7 +262,7 @@ impl Drop for BulkIngest {
     fn drop(&mut self) {
         let inner = self.store.inner();
         for p in self.written.drain(..) {
-            inner.gc.discard(&inner.storage, &p.meta.path);
+            inner.gc.discard_part(&inner.storage, &p.meta);
         }
         if let Some(id) = self.inflight.take() {
             inner.end_reservation(id);

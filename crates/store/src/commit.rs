@@ -59,10 +59,11 @@ use crate::format::{
     encode_manifest, encode_tombstones, manifest_path, tombstone_path, DeletionRequest, Manifest,
     RequestStatus, TombstoneRef,
 };
-use crate::index::DistinctIdIndex;
+use crate::index::{DistinctIdIndex, Posting};
 use crate::lifecycle;
 use crate::memtable::Memtable;
 use crate::part::{read_postings, WrittenPart};
+use crate::schema::Table;
 use crate::store::{now_us, Inner, Version};
 
 /// State guarded by the commit lock.
@@ -386,6 +387,23 @@ impl<'a> Transaction<'a> {
         ensure_index(self.inner, &mut self.guard, &self.manifest)
     }
 
+    /// The runs of `ids` of `project` in `tables` (see [`find_runs`]).
+    pub fn find_runs(
+        &mut self,
+        project: i64,
+        ids: &[String],
+        tables: &[Table],
+    ) -> Result<Vec<Posting>> {
+        find_runs(
+            self.inner,
+            &mut self.guard,
+            &self.manifest,
+            project,
+            ids,
+            tables,
+        )
+    }
+
     /// Make a flushed memtable's parts live; rows of it hidden after the parts
     /// were written (`deleted_at_write`, captured when the next request id
     /// was `first_late_request`) become tombstones of the new parts, and
@@ -700,7 +718,7 @@ impl<'a> Transaction<'a> {
                 .manifest
                 .referenced_paths()
                 .into_iter()
-                .chain(self.added.iter().map(|p| p.meta.path.clone()))
+                .chain(self.added.iter().flat_map(|p| p.meta.files()))
                 .collect();
             let mut r: Vec<String> = old.into_iter().filter(|p| !new_refs.contains(p)).collect();
             r.append(&mut self.extra_retired);
@@ -740,6 +758,40 @@ impl<'a> Transaction<'a> {
         }
         Ok(new_version)
     }
+}
+
+/// The runs of `ids` of `project` in `tables` (some may be of parts no
+/// longer in `manifest`: callers keep the live ones). Without an
+/// in-memory index — while the one started at open is being built, or
+/// with [`crate::StoreOptions::in_memory_index`] off — from the parts'
+/// `.runs` files, so that a deletion right after open does not wait;
+/// from the index otherwise, or when a part has no usable `.runs` file
+/// (it is then built or waited for here).
+pub(crate) fn find_runs(
+    inner: &Inner,
+    guard: &mut MutexGuard<'_, CommitState>,
+    manifest: &Manifest,
+    project: i64,
+    ids: &[String],
+    tables: &[Table],
+) -> Result<Vec<Posting>> {
+    let use_files =
+        guard.index.is_none() && (!inner.opts.in_memory_index || inner.index_build.is_running());
+    if use_files {
+        if let Some(found) =
+            crate::index::runs_from_files(&inner.storage, manifest, project, ids, tables)
+        {
+            return Ok(found);
+        }
+    }
+    let index = ensure_index(inner, guard, manifest)?;
+    let mut found = Vec::new();
+    for t in tables {
+        for d in ids {
+            found.extend_from_slice(index.lookup(*t, project, d));
+        }
+    }
+    Ok(found)
 }
 
 /// The distinct-id index, under the commit lock (`guard`), covering the

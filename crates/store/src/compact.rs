@@ -401,7 +401,12 @@ pub(crate) fn run(
     // Take the distinct-id index first: the build started at open pins
     // the version it reads, which would keep the purged files on disk
     // (and the requests pending) until it finishes.
-    Transaction::begin(inner)?.index()?;
+    {
+        let mut tx = Transaction::begin(inner)?;
+        if inner.index_build.is_running() {
+            tx.index()?;
+        }
+    }
     let now = req.now_us.unwrap_or_else(now_us);
     // Logical requests whose undo window has ended (and bridged ones)
     // get their bits first, so that this run can purge them.
@@ -616,7 +621,7 @@ fn discard_on_error(
 /// Remove the output of a rewrite that will not be committed.
 fn discard(inner: &Inner, p: PreparedRewrite) {
     if let Some(o) = &p.output {
-        inner.gc.discard(&inner.storage, &o.meta.path);
+        inner.gc.discard_part(&inner.storage, &o.meta);
     }
 }
 
@@ -684,14 +689,14 @@ fn prepare_purge(
         None => None,
     };
     if let Some(o) = &output {
-        if let Err(e) = inner.storage.sync_files(&[o.meta.path.as_str()]) {
-            inner.gc.discard(&inner.storage, &o.meta.path);
+        if let Err(e) = inner.storage.sync_parts(&[&o.meta]) {
+            inner.gc.discard_part(&inner.storage, &o.meta);
             return Err(e);
         }
     }
     if let Err(e) = after_write_failpoint() {
         if let Some(o) = &output {
-            inner.gc.discard(&inner.storage, &o.meta.path);
+            inner.gc.discard_part(&inner.storage, &o.meta);
         }
         return Err(e);
     }
@@ -816,8 +821,8 @@ fn prepare_merge(
         }
         output = builder.finish(&inner.storage)?;
         if let Some(o) = &output {
-            if let Err(e) = inner.storage.sync_files(&[o.meta.path.as_str()]) {
-                inner.gc.discard(&inner.storage, &o.meta.path);
+            if let Err(e) = inner.storage.sync_parts(&[&o.meta]) {
+                inner.gc.discard_part(&inner.storage, &o.meta);
                 return Err(e);
             }
             throttle.spend(o.meta.size);
@@ -825,7 +830,7 @@ fn prepare_merge(
     }
     if let Err(e) = after_write_failpoint() {
         if let Some(o) = &output {
-            inner.gc.discard(&inner.storage, &o.meta.path);
+            inner.gc.discard_part(&inner.storage, &o.meta);
         }
         return Err(e);
     }
@@ -880,7 +885,8 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
     }
     let outputs: Vec<String> = batch
         .iter()
-        .filter_map(|p| p.output.as_ref().map(|o| o.meta.path.clone()))
+        .filter_map(|p| p.output.as_ref().map(|o| o.meta.files()))
+        .flatten()
         .collect();
     let discard_all = |e: StoreError| {
         for path in &outputs {
@@ -896,7 +902,7 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
         let mut report = report_of(&p);
         if p.inputs.iter().any(|i| tx.part_index(i.meta.id).is_none()) {
             if let Some(o) = &p.output {
-                discard.push(o.meta.path.clone());
+                discard.extend(o.meta.files());
             }
             tracing::info!(inputs = ?report.inputs, "compaction task abandoned: an input left the manifest");
             report.outcome = TaskOutcome::Abandoned;

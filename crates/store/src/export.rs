@@ -99,18 +99,22 @@ impl Store {
                 let mem = buffered(&st, project, &tables, &ids)?;
                 (std::sync::Arc::clone(&st.version), pin, mem)
             };
-            let index = crate::commit::ensure_index(inner, &mut guard, &version.manifest)?;
-            let mut runs: BTreeMap<u64, Bitmap> = BTreeMap::new();
-            for t in &tables {
-                for d in &ids {
-                    for p in index.lookup(*t, project, d) {
-                        runs.entry(p.part_id)
-                            .or_default()
-                            .add_range(p.start..p.start + p.len);
-                    }
-                }
-            }
+            let owned: Vec<String> = ids.iter().map(|d| (*d).clone()).collect();
+            let found = crate::commit::find_runs(
+                inner,
+                &mut guard,
+                &version.manifest,
+                project,
+                &owned,
+                &tables,
+            )?;
             drop(guard);
+            let mut runs: BTreeMap<u64, Bitmap> = BTreeMap::new();
+            for p in found {
+                runs.entry(p.part_id)
+                    .or_default()
+                    .add_range(p.start..p.start + p.len);
+            }
             let mut wanted = Vec::new();
             for (id, rows) in runs {
                 // The index also holds parts retired since (marked dead

@@ -20,6 +20,7 @@ use crate::error::{Result, StoreError};
 use crate::schema::Table;
 
 mod request;
+pub use crate::runs_file::RunsRef;
 use request::resolve_legacy_requests;
 pub use request::{DeletionRequest, ProjectSettings, RequestKind, RequestStatus};
 
@@ -219,7 +220,7 @@ impl Manifest {
     pub fn referenced_paths(&self) -> std::collections::BTreeSet<String> {
         let mut out = std::collections::BTreeSet::new();
         for p in &self.parts {
-            out.insert(p.path.clone());
+            out.extend(p.files());
             if let Some(t) = &p.tombstone {
                 out.insert(t.path.clone());
             }
@@ -267,6 +268,11 @@ pub struct PartMeta {
     /// parts written before receipts existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
+    /// The part's `.runs` file (its distinct ids' runs, for deletions
+    /// that do not wait for the in-memory index; see
+    /// [`crate::runs_file`]). Absent in parts written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<RunsRef>,
 }
 
 /// The checksums of a part file. The file is two regions: the data (the
@@ -285,6 +291,16 @@ pub struct PartChecksum {
 }
 
 impl PartMeta {
+    /// The part's own files: the parquet file and its `.runs` file if it
+    /// has one (not its tombstone, which changes with deletions).
+    pub fn files(&self) -> Vec<String> {
+        let mut out = vec![self.path.clone()];
+        if self.runs.is_some() {
+            out.push(crate::runs_file::runs_path(&self.path));
+        }
+        out
+    }
+
     /// Number of deleted rows.
     pub fn deleted(&self) -> u64 {
         self.tombstone.as_ref().map_or(0, |t| t.deleted)
@@ -409,6 +425,9 @@ pub fn part_path(table: Table, project_id: i64, day: i32, file_id: u64) -> Strin
 pub enum ObjectName {
     /// `parts/{table}/{project}/{YYYY-MM-DD}/{id:016x}.parquet`.
     Part,
+    /// `parts/{table}/{project}/{YYYY-MM-DD}/{id:016x}.runs`: a part's
+    /// distinct-id runs.
+    Runs,
     /// `tombstones/{id:016x}.tomb`.
     Tombstone,
     /// `manifest/{version:020}.manifest`.
@@ -445,8 +464,15 @@ pub fn classify_object(path: &str) -> Option<ObjectName> {
         && Table::from_name(table).is_some()
         && project.parse::<i64>().is_ok()
         && chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok()
-        && file.strip_suffix(".parquet").is_some_and(is_hex_id);
-    ok.then_some(ObjectName::Part)
+        && (file.strip_suffix(".parquet").is_some_and(is_hex_id)
+            || file.strip_suffix(".runs").is_some_and(is_hex_id));
+    ok.then(|| {
+        if file.ends_with(".runs") {
+            ObjectName::Runs
+        } else {
+            ObjectName::Part
+        }
+    })
 }
 
 /// `YYYY-MM-DD` of a day number.
@@ -647,6 +673,7 @@ mod tests {
             }),
             checksum: None,
             blake3: None,
+            runs: None,
         }
     }
 

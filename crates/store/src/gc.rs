@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::error::Result;
-use crate::format::{classify_object, manifest_path, Manifest};
+use crate::format::{classify_object, manifest_path, Manifest, PartMeta};
 use crate::io::FileSystem;
 use crate::storage::Storage;
 use crate::wal;
@@ -177,6 +177,13 @@ impl Gc {
         if let Err(e) = storage.delete(path) {
             self.mark_orphans();
             tracing::warn!(path, error = %e, "could not remove an unpublished file; it is removed at next open");
+        }
+    }
+
+    /// [`Gc::discard`] each file of a part that will not be published.
+    pub fn discard_part(&self, storage: &Storage, part: &PartMeta) {
+        for f in part.files() {
+            self.discard(storage, &f);
         }
     }
 

@@ -133,6 +133,71 @@ impl DistinctIdIndex {
     pub fn len(&self) -> usize {
         self.map.values().map(|ids| ids.len()).sum()
     }
+
+    /// Approximate heap bytes held: per key its bytes, the box, the map
+    /// slot and the runs' vector; per run a [`Posting`].
+    pub fn approx_bytes(&self) -> usize {
+        self.map
+            .values()
+            .flat_map(|ids| ids.iter())
+            .map(|(k, v)| {
+                k.len()
+                    + std::mem::size_of::<(Box<str>, Vec<Posting>)>()
+                    + 8
+                    + v.capacity() * std::mem::size_of::<Posting>()
+            })
+            .sum()
+    }
+}
+
+/// The runs of `ids` in the parts of `manifest` of `project` and
+/// `tables`, read from the parts' `.runs` files: per part one read of
+/// the head and one per block that may hold an id (none where the part's
+/// filter rules every id out). `None` when a part has no `.runs` file
+/// (written before they existed) or one fails its checks (logged): the
+/// caller then uses the in-memory index.
+pub(crate) fn runs_from_files(
+    storage: &Storage,
+    manifest: &Manifest,
+    project: i64,
+    ids: &[String],
+    tables: &[Table],
+) -> Option<Vec<Posting>> {
+    let parts: Vec<_> = manifest
+        .parts
+        .iter()
+        .filter(|p| p.project_id == project && tables.contains(&p.table))
+        .collect();
+    if parts.iter().any(|p| p.runs.is_none()) {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let wanted: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut found = Vec::new();
+    for p in &parts {
+        let runs = crate::runs_file::read_head(storage, p)
+            .and_then(|head| crate::runs_file::lookup(storage, p, &head, &wanted));
+        match runs {
+            Ok(runs) => found.extend(runs.into_iter().map(|r| Posting {
+                part_id: p.id,
+                start: r.start,
+                len: r.len,
+                min_seq: r.min_seq,
+                max_seq: r.max_seq,
+            })),
+            Err(e) => {
+                tracing::warn!(path = %p.path, error = %e, "unusable .runs file: using the distinct-id index");
+                return None;
+            }
+        }
+    }
+    tracing::debug!(
+        parts = parts.len(),
+        runs = found.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "found runs through .runs files"
+    );
+    Some(found)
 }
 
 /// The index being built in the background since open.
@@ -159,6 +224,13 @@ impl BackgroundBuild {
         if let Ok(mut s) = self.slot.lock() {
             *s = BuildSlot::Running;
         }
+    }
+
+    /// Whether a build is running (its result not yet published).
+    pub fn is_running(&self) -> bool {
+        self.slot
+            .lock()
+            .is_ok_and(|s| matches!(*s, BuildSlot::Running))
     }
 
     /// Publish the result of the build (`None` if it failed).

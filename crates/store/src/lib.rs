@@ -97,6 +97,7 @@ pub use ed25519_dalek::VerifyingKey;
 mod part;
 mod requests;
 pub mod retention;
+pub mod runs_file;
 mod snapshot;
 mod status;
 mod storage;

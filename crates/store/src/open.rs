@@ -139,7 +139,7 @@ fn store_leftovers(storage: &Storage, wal_dir: &Path) -> Result<Vec<String>> {
             .filter(|o| {
                 matches!(
                     classify_object(&o.path),
-                    Some(ObjectName::Part | ObjectName::Tombstone)
+                    Some(ObjectName::Part | ObjectName::Runs | ObjectName::Tombstone)
                 )
             })
             .count();

@@ -109,7 +109,7 @@ pub(crate) struct Run {
     pub max_seq: u64,
 }
 
-/// The runs of a part, in row order.
+/// The runs of a part (in row order when collected while writing).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PartPostings {
     pub runs: Vec<Run>,
@@ -463,6 +463,13 @@ impl PartBuilder {
         };
         let blake3 = blake3::hash(&buf).to_hex().to_string();
         storage.put_new_nosync(&self.path, Bytes::from(buf))?;
+        let runs = match crate::runs_file::write(storage, &self.path, &self.runs) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = storage.delete(&self.path);
+                return Err(e);
+            }
+        };
         let meta = PartMeta {
             id: self.id,
             table: self.table,
@@ -479,6 +486,7 @@ impl PartBuilder {
             tombstone: None,
             checksum: Some(checksum),
             blake3: Some(blake3),
+            runs: Some(runs),
         };
         Ok(Some(WrittenPart {
             meta,
@@ -577,8 +585,25 @@ fn check_row_groups(md: &parquet::file::metadata::ParquetMetaData, part: &PartMe
     Ok(())
 }
 
-/// Rebuild a part's runs from its file (used when the index is built at open).
+/// A part's runs (in no particular order), for the index built at open:
+/// from its `.runs` file, or from its `distinct_id` and `_seq` columns if
+/// it has none or the file fails its checks.
 pub(crate) fn read_postings(storage: &Storage, part: &PartMeta) -> Result<PartPostings> {
+    if part.runs.is_some() {
+        match crate::runs_file::read_all(storage, part) {
+            Ok(p) => return Ok(p),
+            Err(e) => tracing::warn!(
+                path = %part.path,
+                error = %e,
+                "unusable .runs file: reading the part's columns instead"
+            ),
+        }
+    }
+    postings_from_columns(storage, part)
+}
+
+/// A part's runs, in row order, from its `distinct_id` and `_seq` columns.
+pub(crate) fn postings_from_columns(storage: &Storage, part: &PartMeta) -> Result<PartPostings> {
     let b = read_columns(storage, part, &[DISTINCT_ID_COLUMN, SEQ_COLUMN])?;
     if b.num_rows() as u64 != part.rows {
         return Err(StoreError::corrupt(

@@ -492,6 +492,7 @@ mod tests {
             }),
             checksum: None,
             blake3: None,
+            runs: None,
         }
     }
 

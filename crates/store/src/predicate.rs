@@ -700,6 +700,7 @@ mod tests {
             tombstone: None,
             checksum: None,
             blake3: None,
+            runs: None,
         };
         let w = |a: Option<i64>, b: Option<i64>| EventPredicate {
             after_us: a,

@@ -6,6 +6,7 @@
 //! | manifests (all on disk) | frame, CRC-32, JSON, version matches the name |
 //! | tombstone files (all on disk) | frame, CRC-32, every bitmap decodes |
 //! | parts of the manifest | size; footer CRC-32; every 64 KiB block's CRC-32; every row decodes; row groups and row count match the manifest (parts written before checksums: decode only, reported as unchecked) |
+//! | their `.runs` files | head and block CRC-32s; the same runs as the part's `distinct_id` and `_seq` columns |
 //! | ingest-log segments | header; every record's CRC-32 and contents; a torn tail is reported (it is cut at the next writer's open), damage before valid records is an error |
 //!
 //! The persons metadata (SQLite) is checked by the persons layer; the
@@ -104,6 +105,31 @@ pub fn scrub_dir(dir: &Path, progress: ScrubProgress<'_>) -> Result<ScrubReport>
     scrub_with(&storage, Some(&wal_dir), progress)
 }
 
+/// A part's `.runs` file: every checksum, and the same runs as the part's
+/// own `distinct_id` and `_seq` columns.
+fn check_runs(storage: &Storage, p: &crate::format::PartMeta) -> Result<()> {
+    let key = |r: &crate::part::Run| (r.start, r.len, r.min_seq, r.max_seq, r.distinct_id.clone());
+    let mut stored: Vec<_> = crate::runs_file::read_all(storage, p)?
+        .runs
+        .iter()
+        .map(key)
+        .collect();
+    let mut actual: Vec<_> = crate::part::postings_from_columns(storage, p)?
+        .runs
+        .iter()
+        .map(key)
+        .collect();
+    stored.sort();
+    actual.sort();
+    if stored != actual {
+        return Err(StoreError::corrupt(
+            crate::runs_file::runs_path(&p.path),
+            "its runs differ from the part's distinct_id and _seq columns",
+        ));
+    }
+    Ok(())
+}
+
 fn scrub_with(
     storage: &Storage,
     wal_dir: Option<&Path>,
@@ -149,7 +175,7 @@ fn scrub_with(
     if decoded.is_empty() {
         report.damage("manifest/", "no manifest could be read");
     }
-    let total = total_files(parts.len());
+    let total = total_files(parts.len() + parts.iter().filter(|p| p.runs.is_some()).count());
     for t in &tombstones {
         if classify_object(&t.path) == Some(ObjectName::Tombstone) {
             match storage.get(&t.path) {
@@ -199,6 +225,15 @@ fn scrub_with(
             Err(e) => report.damage(&p.path, e),
         }
         step(&mut report, p.size, total);
+        if let Some(r) = &p.runs {
+            let path = crate::runs_file::runs_path(&p.path);
+            match check_runs(storage, p) {
+                Ok(()) => {}
+                Err(e) if gone(&e) => {}
+                Err(e) => report.damage(&path, e),
+            }
+            step(&mut report, r.size, total);
+        }
     }
     if let Some(wal_dir) = wal_dir {
         for id in segments {

@@ -164,6 +164,13 @@ impl Storage {
         Ok(())
     }
 
+    /// [`Storage::sync_files`] for every file of each part.
+    pub(crate) fn sync_parts(&self, parts: &[&crate::format::PartMeta]) -> Result<()> {
+        let files: Vec<String> = parts.iter().flat_map(|p| p.files()).collect();
+        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+        self.sync_files(&refs)
+    }
+
     /// Read a whole object.
     pub(crate) fn get(&self, path: &str) -> Result<Bytes> {
         match &self.local {
@@ -174,6 +181,26 @@ impl Storage {
                 let p = Path::from(path);
                 block_on(async { self.store.get(&p).await?.bytes().await })
                     .map_err(|e| Self::os_err(path, e))
+            }
+        }
+    }
+
+    /// Read `range` of an object (exactly that many bytes, or an error).
+    pub(crate) fn get_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let len = usize::try_from(range.end.saturating_sub(range.start))
+            .map_err(|_| StoreError::Internal(format!("range too large in {path}")))?;
+        match &self.local {
+            Some(l) => {
+                let f =
+                    std::fs::File::open(l.root.join(path)).map_err(|e| StoreError::io(path, e))?;
+                let mut buf = vec![0u8; len];
+                crate::checksum::read_exact_at(&f, &mut buf, range.start)
+                    .map_err(|e| StoreError::io(path, e))?;
+                Ok(Bytes::from(buf))
+            }
+            None => {
+                let p = Path::from(path);
+                block_on(self.store.get_range(&p, range)).map_err(|e| Self::os_err(path, e))
             }
         }
     }

@@ -27,7 +27,7 @@ use object_store::ObjectStore;
 
 use crate::commit::{CommitState, Transaction};
 use crate::error::{Result, StoreError};
-use crate::format::{DeletionRequest, Manifest, RequestKind};
+use crate::format::{DeletionRequest, Manifest, PartMeta, RequestKind};
 use crate::gc::{Gc, LiveGuard};
 use crate::index::BackgroundBuild;
 use crate::io::{FileSystem, StdFs};
@@ -80,6 +80,16 @@ pub struct StoreOptions {
     /// [`Store::ready`]). Off, `open` returns as soon as the directory is
     /// recovered, and the first deletion waits instead.
     pub wait_ready: bool,
+    /// Keep every part's distinct-id runs in memory (built on a
+    /// background thread at open, kept current by commits): the fastest
+    /// deletions, for memory that grows with the number of (distinct id,
+    /// part) pairs. Off, deletions and exports read the parts' `.runs`
+    /// files instead (a head per part of the project, a block per part
+    /// that may hold an id; nothing held between calls), and the index is
+    /// built only if a part has no `.runs` file. Either way a deletion
+    /// right after open does not wait for the build when every part of the
+    /// project has its `.runs` file.
+    pub in_memory_index: bool,
     /// The file-system seam of the local backend (tests record durability
     /// through it; see `io.rs`).
     pub fs: Arc<dyn FileSystem>,
@@ -120,6 +130,7 @@ impl Default for StoreOptions {
             background_compaction: true,
             create_if_missing: true,
             wait_ready: false,
+            in_memory_index: true,
             fs: Arc::new(StdFs),
             predicate_resolve_bound: Some(Duration::from_secs(1)),
             receipt_key: None,
@@ -586,7 +597,9 @@ impl Store {
             durable_seq,
             policy,
         ));
-        start_index_build(&inner)?;
+        if inner.opts.in_memory_index {
+            start_index_build(&inner)?;
+        }
         if inner.opts.background_flush {
             let tx = spawn_worker(&inner, &inner.flusher, "elide-flusher", flusher_loop)?;
             if replayed_rows > 0 {
@@ -1072,7 +1085,8 @@ impl Store {
     /// ready; a read-only store is always ready. The same as opening with
     /// [`StoreOptions::wait_ready`].
     pub fn ready(&self) -> Result<()> {
-        if self.inner.writable().is_err() {
+        // Without the in-memory index there is nothing to wait for.
+        if self.inner.writable().is_err() || !self.inner.opts.in_memory_index {
             return Ok(());
         }
         let mut tx = Transaction::begin(&self.inner)?;
@@ -1147,23 +1161,18 @@ impl Inner {
         {
             let live: std::collections::HashSet<u64> =
                 tx.manifest().parts.iter().map(|p| p.id).collect();
-            let index = tx.index()?;
-            for t in &tables {
-                for d in &ids {
-                    for p in index.lookup(*t, project, d) {
-                        if !live.contains(&p.part_id) || cutoff <= p.min_seq {
-                            continue;
-                        }
-                        if cutoff > p.max_seq {
-                            holding.insert(p.part_id);
-                            additions
-                                .entry(p.part_id)
-                                .or_default()
-                                .add_range(p.start..p.start + p.len);
-                        } else {
-                            slow.push((p.part_id, p.start, p.len));
-                        }
-                    }
+            for p in tx.find_runs(project, &ids, &tables)? {
+                if !live.contains(&p.part_id) || cutoff <= p.min_seq {
+                    continue;
+                }
+                if cutoff > p.max_seq {
+                    holding.insert(p.part_id);
+                    additions
+                        .entry(p.part_id)
+                        .or_default()
+                        .add_range(p.start..p.start + p.len);
+                } else {
+                    slow.push((p.part_id, p.start, p.len));
                 }
             }
         }
@@ -1533,8 +1542,8 @@ impl Inner {
                 &mut || self.alloc_file_id(),
             )?;
             crate::failpoint!("flush::after_write_parts");
-            let paths: Vec<&str> = parts.iter().map(|p| p.meta.path.as_str()).collect();
-            self.storage.sync_files(&paths)?;
+            let metas: Vec<&PartMeta> = parts.iter().map(|p| &p.meta).collect();
+            self.storage.sync_parts(&metas)?;
             let n_parts = parts.len();
             let mut tx = Transaction::begin(self)?;
             tx.add_flushed(&mem, parts, &deleted, first_late_request)?;

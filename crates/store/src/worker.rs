@@ -170,6 +170,7 @@ pub(crate) fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
                 Ok(idx) => {
                     tracing::info!(
                         keys = idx.len(),
+                        approx_bytes = idx.approx_bytes(),
                         parts = manifest.parts.len(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "built distinct-id index in the background"

@@ -12,4 +12,5 @@ mod receipts;
 mod recovery;
 mod requests;
 mod rows_of;
+mod runs_files;
 mod undo;
