@@ -2,14 +2,18 @@
 //! the figures in `docs/benchmarks.md` ("Embedding API"):
 //!
 //! 1. `Store::ingest_files` of a generated parquet file (one commit);
-//! 2. a reopen: how long `open` takes, then how long `ready()` waits for
-//!    the distinct-id index (what the first deletion would otherwise wait);
+//! 2. a reopen: how long `open` takes, a deletion of one id at once (while
+//!    the in-memory distinct-id index is being built: through the parts'
+//!    `.runs` files), then how long `ready()` waits for the index;
 //! 3. deleting 1% of the persons with one `delete_many` (one commit),
 //!    against another 1% deleted with one `delete` per project (the best
 //!    the API allowed before: one commit per project and 1,000 ids), and a
 //!    third 1% with one `delete` per person (one commit each; last, since
 //!    it adds a request per person to the manifest), on the same store;
-//! 4. the purge of both (`compact(CompactRequest::now())`) and its
+//! 4. the same store reopened without the in-memory index
+//!    (`StoreOptions::in_memory_index` off): one id, then another 1% in
+//!    one `delete_many`, both through `.runs` files;
+//! 5. the purge of all (`compact(CompactRequest::now())`) and its
 //!    verification.
 
 use std::collections::BTreeMap;
@@ -154,18 +158,57 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
     )?;
     let opts = bench_store_options;
 
-    // 2. Reopen: open, then ready.
-    let t = Instant::now();
-    let store = Store::open(&dir, opts())?;
-    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    // The ids of every step, chosen before the timings (a query after the
+    // reopen would give the index build time to finish).
+    let (many, single, per_project, files_many, first) = {
+        let store = Store::open(&dir, opts())?;
+        let ids = (
+            one_percent(&store, 0)?,
+            one_percent(&store, 50)?,
+            one_percent(&store, 25)?,
+            one_percent(&store, 75)?,
+            one_percent(&store, 10)?,
+        );
+        store.close()?;
+        ids
+    };
+    const REOPENS: usize = 5;
+    let (Some(files_first), true) = (first.get(REOPENS), first.len() > REOPENS) else {
+        return Err("too few persons to choose from".into());
+    };
+
+    // 2. Reopen: open, one deletion at once (the index is being built),
+    // five times; then ready().
+    let (mut open_times, mut first_times, mut first_rows) = (Vec::new(), Vec::new(), 0);
+    let mut reopened = None;
+    for (p, d) in first.iter().take(REOPENS) {
+        if let Some(s) = reopened.take() {
+            Store::close(s)?;
+        }
+        let t = Instant::now();
+        let store = Store::open(&dir, opts())?;
+        open_times.push(t.elapsed());
+        let t = Instant::now();
+        first_rows += store.delete(DeleteSpec::ids(*p, [d.as_str()]))?.rows_hidden;
+        first_times.push(t.elapsed());
+        reopened = Some(store);
+    }
+    let store = reopened.ok_or("no reopen")?;
+    let all_ms = |v: &[std::time::Duration]| {
+        v.iter()
+            .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (open_all, first_all) = (all_ms(&open_times), all_ms(&first_times));
+    let open_ms = median(open_times).as_secs_f64() * 1e3;
+    let first_ms = median(first_times).as_secs_f64() * 1e3;
     let t = Instant::now();
     store.ready()?;
     let ready_ms = t.elapsed().as_secs_f64() * 1e3;
     let parts = store.status()?.totals.parts;
 
     // 3. 1% in one call, another 1% one call per person.
-    let many = one_percent(&store, 0)?;
-    let single = one_percent(&store, 50)?;
     let t = Instant::now();
     let outcomes = store.delete_many(
         by_project(&many)
@@ -176,7 +219,6 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
     let many_rows: u64 = outcomes.iter().map(|o| o.rows_hidden).sum();
     // A third 1% the best way before delete_many: one `delete` per project
     // (per 1,000 ids), each its own commit.
-    let per_project = one_percent(&store, 25)?;
     let (mut project_calls, mut project_rows) = (0, 0);
     let t = Instant::now();
     for (p, ids) in by_project(&per_project) {
@@ -197,6 +239,33 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
     }
     let single_ms = t.elapsed().as_secs_f64() * 1e3;
 
+    // Without the in-memory index: every deletion through `.runs` files.
+    store.close()?;
+    let t = Instant::now();
+    let store = Store::open(
+        &dir,
+        StoreOptions {
+            in_memory_index: false,
+            ..opts()
+        },
+    )?;
+    let files_open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let files_first_rows = store
+        .delete(DeleteSpec::ids(files_first.0, [files_first.1.as_str()]))?
+        .rows_hidden;
+    let files_first_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let files_outcomes = store.delete_many(
+        by_project(&files_many)
+            .into_iter()
+            .map(|(p, ids)| DeleteSpec::ids(p, ids)),
+    )?;
+    let files_many_ms = t.elapsed().as_secs_f64() * 1e3;
+    let files_many_rows: u64 = files_outcomes.iter().map(|o| o.rows_hidden).sum();
+    store.close()?;
+    let store = Store::open(&dir, opts())?;
+
     // 4. Purge and verify.
     let t = Instant::now();
     let report = store.compact(CompactRequest::now())?;
@@ -207,7 +276,7 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
         "ingest_files: {ingested_rows} rows in {ingest_s:.2} s ({:.0} rows/s), {parts} parts",
         ingested_rows as f64 / ingest_s.max(1e-9)
     );
-    println!("reopen: open {open_ms:.1} ms, then ready() {ready_ms:.1} ms (the distinct-id index)");
+    println!("reopen x {REOPENS}: open median {open_ms:.1} ms ({open_all}); a deletion of 1 id at once (through .runs files while the index builds; {first_rows} rows in all) median {first_ms:.1} ms ({first_all}); then ready() {ready_ms:.1} ms (the in-memory distinct-id index)");
     println!(
         "delete_many: {} ids ({many_rows} rows) in {} requests, one commit: {many_ms:.1} ms",
         many.len(),
@@ -224,6 +293,11 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
         single.len(),
         median(calls).as_secs_f64() * 1e3,
         single_ms / many_ms.max(1e-9)
+    );
+    println!(
+        "without the in-memory index: open {files_open_ms:.1} ms; 1 id ({files_first_rows} rows) {files_first_ms:.1} ms; delete_many of another 1%: {} ids ({files_many_rows} rows) {files_many_ms:.1} ms ({:.1}x the call with the index)",
+        files_many.len(),
+        files_many_ms / many_ms.max(1e-9)
     );
     println!(
         "purge: {} rows removed, {} requests verified, {} failures, {purge_s:.2} s",
