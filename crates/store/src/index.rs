@@ -44,6 +44,16 @@ pub(crate) struct DistinctIdIndex {
 impl DistinctIdIndex {
     /// Build from every part of `manifest`.
     pub fn build(storage: &Storage, manifest: &Manifest) -> Result<Self> {
+        Self::build_until(storage, manifest, &|| false)
+    }
+
+    /// [`DistinctIdIndex::build`], giving up with an error as soon as
+    /// `cancelled` says so (checked before each part).
+    pub fn build_until(
+        storage: &Storage,
+        manifest: &Manifest,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Self> {
         let parts = &manifest.parts;
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -57,7 +67,14 @@ impl DistinctIdIndex {
                     s.spawn(move || {
                         ps.iter()
                             .enumerate()
-                            .map(|(i, p)| Ok((ci * chunk + i, read_postings(storage, p)?)))
+                            .map(|(i, p)| {
+                                if cancelled() {
+                                    return Err(crate::error::StoreError::Internal(
+                                        "index build cancelled: the store is closing".into(),
+                                    ));
+                                }
+                                Ok((ci * chunk + i, read_postings(storage, p)?))
+                            })
                             .collect::<Result<Vec<_>>>()
                     })
                 })
@@ -205,6 +222,8 @@ pub(crate) fn runs_from_files(
 pub(crate) struct BackgroundBuild {
     slot: Mutex<BuildSlot>,
     done: Condvar,
+    /// Set when the store closes: a running build stops at its next part.
+    cancel: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -224,6 +243,17 @@ impl BackgroundBuild {
         if let Ok(mut s) = self.slot.lock() {
             *s = BuildSlot::Running;
         }
+    }
+
+    /// Stop a running build (the store is closing); it publishes a failure.
+    pub fn cancel(&self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`BackgroundBuild::cancel`] was called.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether a build is running (its result not yet published).

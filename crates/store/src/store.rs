@@ -1112,6 +1112,7 @@ impl Store {
     /// the next open.
     pub fn close(self) -> Result<()> {
         self.inner.closing.store(true, Ordering::Release);
+        self.inner.index_build.cancel();
         stop_worker(&self.inner.compactor);
         stop_worker(&self.inner.flusher);
         // Counted once the workers are stopped (they hold the store while
@@ -1561,6 +1562,7 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::Release);
+        self.index_build.cancel();
         stop_worker(&self.compactor);
         stop_worker(&self.flusher);
     }

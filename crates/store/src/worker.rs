@@ -166,7 +166,9 @@ pub(crate) fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
             let mut finish = FinishOnDrop(Some(&build));
             let started = std::time::Instant::now();
             let manifest = &version.manifest;
-            let result = match DistinctIdIndex::build(&storage, manifest) {
+            let result = match DistinctIdIndex::build_until(&storage, manifest, &|| {
+                build.cancelled()
+            }) {
                 Ok(idx) => {
                     tracing::info!(
                         keys = idx.len(),
@@ -176,6 +178,10 @@ pub(crate) fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
                         "built distinct-id index in the background"
                     );
                     Some((idx, manifest.parts.iter().map(|p| p.id).collect()))
+                }
+                Err(_) if build.cancelled() => {
+                    tracing::debug!("background index build stopped: the store is closing");
+                    None
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "background index build failed; the next deletion builds it");

@@ -197,3 +197,41 @@ fn runs_files_are_written_with_parts_and_removed_with_them() {
     assert_eq!(got, want, "exactly the live parts' .runs files are on disk");
     assert!(!s.scrub(&mut |_, _| {}).unwrap().damaged());
 }
+
+#[test]
+fn closing_one_handle_stops_the_index_build_without_losing_a_deletion() {
+    // `close` cancels the build started at open; a clone that outlives it
+    // must still find every row (the index is then built when needed).
+    for in_memory in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), 600, 30, 3);
+        let expected = {
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(dir.path(), copy.path());
+            let s = open_with(copy.path(), true);
+            s.delete(DeleteSpec::ids(2, ["d1", "d7", "d29"]))
+                .unwrap()
+                .rows_hidden
+        };
+        assert!(expected > 0);
+        let s = Store::open(
+            dir.path(),
+            StoreOptions {
+                in_memory_index: in_memory,
+                ..opts()
+            },
+        )
+        .unwrap();
+        let clone = s.clone();
+        s.close().unwrap();
+        let o = clone
+            .delete(DeleteSpec::ids(2, ["d1", "d7", "d29"]))
+            .unwrap();
+        assert_eq!(o.rows_hidden, expected, "in_memory_index={in_memory}");
+        clone.ready().unwrap();
+        let again = clone
+            .delete(DeleteSpec::ids(2, ["d1", "d7", "d29"]))
+            .unwrap();
+        assert_eq!(again.rows_hidden, 0, "already hidden");
+    }
+}
