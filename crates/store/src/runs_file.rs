@@ -240,7 +240,15 @@ fn decode_head(part: &PartMeta, r: &RunsRef, head: &[u8]) -> Result<RunsHead> {
     })
 }
 
-fn decode_block(part: &PartMeta, head: &RunsHead, fence: &Fence, bytes: &[u8]) -> Result<Vec<Run>> {
+/// Check a block and call `f` with each run's id (bytes) and the run
+/// (its `distinct_id` left empty: ids are built only for the runs kept).
+fn for_each_run(
+    part: &PartMeta,
+    head: &RunsHead,
+    fence: &Fence,
+    bytes: &[u8],
+    mut f: impl FnMut(&[u8], Run) -> Result<()>,
+) -> Result<()> {
     if crc32fast::hash(bytes) != fence.crc32 {
         return Err(corrupt(
             part,
@@ -249,23 +257,18 @@ fn decode_block(part: &PartMeta, head: &RunsHead, fence: &Fence, bytes: &[u8]) -
     }
     let bad = || corrupt(part, format!("malformed block at {}", fence.at));
     let mut c = Cursor(bytes);
-    let mut out: Vec<Run> = Vec::with_capacity(BLOCK_RUNS);
     let mut prev_end = 0i64;
+    let mut id: Vec<u8> = Vec::new();
+    let mut first = true;
     while !c.0.is_empty() {
         let shared = c.varint().ok_or_else(bad)? as usize;
         let rest = c.varint().ok_or_else(bad)? as usize;
-        let mut id = match out.last() {
-            Some(prev) => prev
-                .distinct_id
-                .as_bytes()
-                .get(..shared)
-                .ok_or_else(bad)?
-                .to_vec(),
-            None if shared == 0 => Vec::new(),
-            None => return Err(bad()),
-        };
+        if shared > id.len() || (first && shared > 0) {
+            return Err(bad());
+        }
+        first = false;
+        id.truncate(shared);
         id.extend_from_slice(c.take(rest).ok_or_else(bad)?);
-        let id = String::from_utf8(id).map_err(|_| bad())?;
         let start = prev_end
             .checked_add(unzigzag(c.varint().ok_or_else(bad)?))
             .ok_or_else(bad)?;
@@ -284,14 +287,35 @@ fn decode_block(part: &PartMeta, head: &RunsHead, fence: &Fence, bytes: &[u8]) -
             return Err(corrupt(part, "a run outside the part"));
         }
         prev_end = i64::from(start) + i64::from(len);
-        out.push(Run {
-            distinct_id: id,
-            start,
-            len,
-            min_seq,
-            max_seq,
-        });
+        f(
+            &id,
+            Run {
+                distinct_id: String::new(),
+                start,
+                len,
+                min_seq,
+                max_seq,
+            },
+        )?;
     }
+    Ok(())
+}
+
+/// Every run of a block, ids included.
+fn decode_block(part: &PartMeta, head: &RunsHead, fence: &Fence, bytes: &[u8]) -> Result<Vec<Run>> {
+    let mut out = Vec::with_capacity(BLOCK_RUNS);
+    for_each_run(part, head, fence, bytes, |id, mut run| {
+        run.distinct_id = std::str::from_utf8(id)
+            .map_err(|_| {
+                corrupt(
+                    part,
+                    format!("an id that is not UTF-8 in block at {}", fence.at),
+                )
+            })?
+            .to_string();
+        out.push(run);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -383,11 +407,13 @@ pub(crate) fn lookup(
             let block = bytes
                 .get(at..at + f.len as usize)
                 .ok_or_else(|| corrupt(part, "block beyond the read"))?;
-            for run in decode_block(part, head, f, block)? {
-                if ids.contains(&run.distinct_id.as_str()) {
+            for_each_run(part, head, f, block, |id, mut run| {
+                if let Some(hit) = ids.iter().find(|w| w.as_bytes() == id) {
+                    run.distinct_id = (*hit).to_string();
                     out.push(run);
                 }
-            }
+                Ok(())
+            })?;
         }
     }
     Ok(out)
