@@ -42,22 +42,23 @@ pub(crate) struct DistinctIdIndex {
 }
 
 impl DistinctIdIndex {
-    /// Build from every part of `manifest`.
+    /// Build from every part of `manifest`, on every core (up to 8).
     pub fn build(storage: &Storage, manifest: &Manifest) -> Result<Self> {
-        Self::build_until(storage, manifest, &|| false)
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::build_until(storage, manifest, cores, &|| false)
     }
 
-    /// [`DistinctIdIndex::build`], giving up with an error as soon as
-    /// `cancelled` says so (checked before each part).
+    /// [`DistinctIdIndex::build`] on `threads` threads (1 to 8), giving up
+    /// with an error as soon as `cancelled` says so (checked before each
+    /// part).
     pub fn build_until(
         storage: &Storage,
         manifest: &Manifest,
+        threads: usize,
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Self> {
         let parts = &manifest.parts;
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 8);
+        let threads = threads.clamp(1, 8);
         let chunk = parts.len().div_ceil(threads).max(1);
         let results: Vec<Result<Vec<(usize, PartPostings)>>> = std::thread::scope(|s| {
             let handles: Vec<_> = parts

@@ -166,7 +166,13 @@ pub(crate) fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
             let mut finish = FinishOnDrop(Some(&build));
             let started = std::time::Instant::now();
             let manifest = &version.manifest;
-            let result = match DistinctIdIndex::build_until(&storage, manifest, &|| {
+            // One core is left to the caller: deletions do not wait for
+            // this build (they read `.runs` files meanwhile), and should
+            // not queue behind it for CPU either.
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1);
+            let result = match DistinctIdIndex::build_until(&storage, manifest, threads, &|| {
                 build.cancelled()
             }) {
                 Ok(idx) => {
