@@ -295,6 +295,20 @@ impl<'a> Transaction<'a> {
             .copied()
     }
 
+    /// Record a `.runs` file on the entry of part `id` (which has none);
+    /// false if the part is not in the manifest.
+    pub fn set_part_runs(&mut self, id: u64, runs: crate::runs_file::RunsRef) -> bool {
+        match self.part_index(id) {
+            Some(i) => {
+                let p = &mut self.manifest.parts[i];
+                debug_assert!(p.runs.is_none(), "part {id} already has a .runs file");
+                p.runs = Some(runs);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Record on request `id` (added by this transaction) the persons
     /// metadata rows removed with it.
     pub fn set_metadata_rows_removed(&mut self, id: u64, rows: u64) {

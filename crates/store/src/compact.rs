@@ -237,6 +237,9 @@ pub struct CompactionReport {
     pub verification_failures: Vec<String>,
     /// The summary kept in the manifest.
     pub summary: CompactionSummary,
+    /// Parts written before `.runs` files existed that were given one
+    /// (see `runs_backfill.rs`).
+    pub runs_files_written: usize,
 }
 
 /// Progress of a run, for progress bars.
@@ -559,6 +562,14 @@ pub(crate) fn run(
         return Err(e);
     }
     flush_batch(&mut batch, &mut tasks)?;
+    let runs_files_written = if over_budget() {
+        0
+    } else {
+        crate::runs_backfill::backfill(inner, &over_budget).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "writing .runs files for older parts failed; will retry");
+            0
+        })
+    };
     progress(Progress::Lifecycle);
     let committed = || tasks.iter().filter(|t| t.outcome == TaskOutcome::Committed);
     let mut summary = CompactionSummary {
@@ -600,6 +611,7 @@ pub(crate) fn run(
         requests_verified: verified,
         verification_failures: failures,
         summary,
+        runs_files_written,
     })
 }
 

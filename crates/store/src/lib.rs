@@ -97,6 +97,7 @@ pub use ed25519_dalek::VerifyingKey;
 mod part;
 mod requests;
 pub mod retention;
+mod runs_backfill;
 pub mod runs_file;
 mod snapshot;
 mod status;

@@ -103,6 +103,7 @@ pub(crate) fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
         }
         // Requests that may advance without a rewrite: purged ones awaiting
         // verification, pending ones with no part left (waiting for GC).
+        // Parts written before `.runs` files get theirs (runs_backfill.rs).
         let has_work = !plan.is_empty()
             || inner
                 .current_version()
@@ -111,6 +112,7 @@ pub(crate) fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
                         .requests
                         .iter()
                         .any(crate::lifecycle::may_advance_without_rewrite)
+                        || v.manifest.parts.iter().any(|p| p.runs.is_none())
                 })
                 .unwrap_or(false);
         if has_work {

@@ -1,0 +1,112 @@
+//! Writing the `.runs` files that parts written before them lack.
+//!
+//! A deletion reads `.runs` files instead of waiting for the in-memory
+//! index only when every part of its project has one
+//! ([`crate::index::runs_from_files`]). Parts written before 2026-12-01
+//! have none; purges and merges give their outputs one, and this step,
+//! run by each compaction (the background worker's and `compact`), gives
+//! one to the others: it reads a part's `distinct_id` and `_seq` columns
+//! (as the index build does), writes and syncs the file, and records it
+//! in the part's manifest entry. Parts that left the manifest meanwhile
+//! (a project dropped, a retention sweep) are skipped and their new file
+//! removed.
+//!
+//! Invariants: a `.runs` file is referenced only after it is durable; a
+//! file at the path of a part whose entry has none is an orphan (no
+//! version references it: entries gain a file, never lose one while the
+//! part lives), so it is replaced.
+
+use crate::commit::Transaction;
+use crate::error::Result;
+use crate::runs_file::{runs_path, RunsRef};
+use crate::store::Inner;
+
+/// Most parts given a file per call (one commit).
+const BATCH: usize = 256;
+
+/// Give `.runs` files to up to [`BATCH`] parts that lack one, while
+/// `over_budget` says no; returns how many were recorded.
+pub(crate) fn backfill(inner: &Inner, over_budget: &dyn Fn() -> bool) -> Result<usize> {
+    let version = inner.current_version()?;
+    let missing: Vec<_> = version
+        .manifest
+        .parts
+        .iter()
+        .filter(|p| p.runs.is_none())
+        .take(BATCH)
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    // The parts stay on disk while they are read.
+    let _pin = inner.gc.register(version.manifest.version);
+    let mut written: Vec<(u64, String, RunsRef)> = Vec::new();
+    let discard = |written: &[(u64, String, RunsRef)]| {
+        for (_, path, _) in written {
+            inner.gc.discard(&inner.storage, path);
+        }
+    };
+    for p in missing {
+        if over_budget() {
+            break;
+        }
+        let path = runs_path(&p.path);
+        let made = crate::part::postings_from_columns(&inner.storage, p).and_then(|postings| {
+            if inner.storage.exists(&path)? {
+                inner.storage.delete(&path)?;
+            }
+            crate::runs_file::write(&inner.storage, &p.path, &postings.runs)
+        });
+        match made {
+            Ok(r) => written.push((p.id, path, r)),
+            Err(e) => {
+                // The part itself may be damaged: scrub reports it; the
+                // deletions of its project keep using the index.
+                tracing::warn!(path = %p.path, error = %e, "could not write the part's .runs file");
+            }
+        }
+    }
+    if written.is_empty() {
+        return Ok(0);
+    }
+    let paths: Vec<&str> = written.iter().map(|(_, p, _)| p.as_str()).collect();
+    if let Err(e) = inner.storage.sync_files(&paths) {
+        discard(&written);
+        return Err(e);
+    }
+    let mut tx = match Transaction::begin(inner) {
+        Ok(tx) => tx,
+        Err(e) => {
+            discard(&written);
+            return Err(e);
+        }
+    };
+    let mut recorded = 0;
+    let mut gone = Vec::new();
+    for (id, path, r) in &written {
+        if tx.set_part_runs(*id, *r) {
+            recorded += 1;
+        } else {
+            gone.push(path.clone());
+        }
+    }
+    if recorded == 0 {
+        drop(tx);
+        discard(&written);
+        return Ok(0);
+    }
+    if let Err(e) = tx.commit() {
+        // The manifest may or may not name them: the next open sweeps
+        // whichever it does not.
+        inner.gc.mark_orphans();
+        return Err(e);
+    }
+    for path in gone {
+        inner.gc.discard(&inner.storage, &path);
+    }
+    tracing::info!(
+        parts = recorded,
+        "wrote .runs files for parts written before them"
+    );
+    Ok(recorded)
+}
