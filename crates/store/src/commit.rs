@@ -394,9 +394,11 @@ impl<'a> Transaction<'a> {
     }
 
     /// The distinct-id index. At open, a background thread builds it (see
-    /// [`crate::index::BackgroundBuild`]); the first deletion waits for that
-    /// build, adds the parts committed since it started, and keeps it. If
-    /// there was no build, or it failed, the index is built here.
+    /// [`crate::index::BackgroundBuild`]); this waits for that build, adds
+    /// the parts committed since it started, and keeps it. If there was no
+    /// build, or it failed, the index is built here. Deletions call
+    /// [`Transaction::find_runs`] instead, which reads `.runs` files while
+    /// the build runs.
     pub fn index(&mut self) -> Result<&DistinctIdIndex> {
         ensure_index(self.inner, &mut self.guard, &self.manifest)
     }
@@ -639,8 +641,12 @@ impl<'a> Transaction<'a> {
                     return true;
                 }
                 if let Some(p) = metas.get(id) {
-                    if !r.awaiting_removal.contains(&p.path) {
-                        r.awaiting_removal.push(p.path.clone());
+                    // The parquet file and its `.runs` file (which holds
+                    // the distinct ids): the request waits for both.
+                    for f in p.files() {
+                        if !r.awaiting_removal.contains(&f) {
+                            r.awaiting_removal.push(f);
+                        }
                     }
                     let replaced_by = self
                         .added
@@ -789,9 +795,7 @@ pub(crate) fn find_runs(
     ids: &[String],
     tables: &[Table],
 ) -> Result<Vec<Posting>> {
-    let use_files =
-        guard.index.is_none() && (!inner.opts.in_memory_index || inner.index_build.is_running());
-    if use_files {
+    if files_first(inner, guard) {
         if let Some(found) =
             crate::index::runs_from_files(&inner.storage, manifest, project, ids, tables)
         {
@@ -806,6 +810,13 @@ pub(crate) fn find_runs(
         }
     }
     Ok(found)
+}
+
+/// Whether runs are looked up in `.runs` files before the in-memory
+/// index: there is none yet, and none is wanted or the one started at
+/// open is still being built.
+pub(crate) fn files_first(inner: &Inner, guard: &MutexGuard<'_, CommitState>) -> bool {
+    guard.index.is_none() && (!inner.opts.in_memory_index || inner.index_build.is_running())
 }
 
 /// The distinct-id index, under the commit lock (`guard`), covering the

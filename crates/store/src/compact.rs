@@ -404,11 +404,10 @@ pub(crate) fn run(
     // Take the distinct-id index first: the build started at open pins
     // the version it reads, which would keep the purged files on disk
     // (and the requests pending) until it finishes.
-    {
-        let mut tx = Transaction::begin(inner)?;
-        if inner.index_build.is_running() {
-            tx.index()?;
-        }
+    // The wait happens before the commit lock is taken, so deletions meanwhile
+    // do not queue behind it (they read `.runs` files).
+    if inner.index_build.wait_done() {
+        Transaction::begin(inner)?.index()?;
     }
     let now = req.now_us.unwrap_or_else(now_us);
     // Logical requests whose undo window has ended (and bridged ones)

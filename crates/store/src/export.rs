@@ -89,7 +89,7 @@ impl Store {
             let mem = buffered(&st, project, &tables, &ids)?;
             (version, pin, wanted, mem)
         } else {
-            let mut guard = inner
+            let guard = inner
                 .commit
                 .lock()
                 .map_err(|_| StoreError::Internal("commit lock poisoned".into()))?;
@@ -100,15 +100,43 @@ impl Store {
                 (std::sync::Arc::clone(&st.version), pin, mem)
             };
             let owned: Vec<String> = ids.iter().map(|d| (*d).clone()).collect();
-            let found = crate::commit::find_runs(
-                inner,
-                &mut guard,
-                &version.manifest,
-                project,
-                &owned,
-                &tables,
-            )?;
-            drop(guard);
+            // The `.runs` files are read without the commit lock (the
+            // version is pinned); the index only with it.
+            let from_files = if crate::commit::files_first(inner, &guard) {
+                drop(guard);
+                crate::index::runs_from_files(
+                    &inner.storage,
+                    &version.manifest,
+                    project,
+                    &owned,
+                    &tables,
+                )
+            } else {
+                drop(guard);
+                None
+            };
+            let found = match from_files {
+                Some(found) => found,
+                None => {
+                    let mut guard = inner
+                        .commit
+                        .lock()
+                        .map_err(|_| StoreError::Internal("commit lock poisoned".into()))?;
+                    // The current manifest (stable under the lock), not the
+                    // pinned one: the index taken here must cover the parts
+                    // committed since. Runs of parts the pinned version
+                    // lacks are left out below.
+                    let current = inner.current_version()?;
+                    crate::commit::find_runs(
+                        inner,
+                        &mut guard,
+                        &current.manifest,
+                        project,
+                        &owned,
+                        &tables,
+                    )?
+                }
+            };
             let mut runs: BTreeMap<u64, Bitmap> = BTreeMap::new();
             for p in found {
                 runs.entry(p.part_id)

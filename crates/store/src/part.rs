@@ -462,14 +462,15 @@ impl PartBuilder {
             tail_crc32: crc32fast::hash(buf.get(data_len..).unwrap_or_default()),
         };
         let blake3 = blake3::hash(&buf).to_hex().to_string();
-        storage.put_new_nosync(&self.path, Bytes::from(buf))?;
-        let runs = match crate::runs_file::write(storage, &self.path, &self.runs) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = storage.delete(&self.path);
-                return Err(e);
+        // The `.runs` file first: if it cannot be written, nothing was.
+        let runs = crate::runs_file::write(storage, &self.path, &self.runs)?;
+        if let Err(e) = storage.put_new_nosync(&self.path, Bytes::from(buf)) {
+            let runs_path = crate::runs_file::runs_path(&self.path);
+            if let Err(d) = storage.delete(&runs_path) {
+                tracing::warn!(path = %runs_path, error = %d, "could not remove the .runs file of a part that was not written; the next open removes it");
             }
-        };
+            return Err(e);
+        }
         let meta = PartMeta {
             id: self.id,
             table: self.table,

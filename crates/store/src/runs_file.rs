@@ -28,7 +28,7 @@
 //! holds each block's, so every byte used is checked before it is trusted;
 //! a file that fails a check is an error (the caller falls back to the
 //! part's own columns, never to "no rows"). Looking an id up costs one read
-//! of the head (cached by the caller) and one read per block whose fences
+//! of the head and one read per group of nearby blocks whose fences
 //! may hold it, only in parts whose filter says "maybe".
 
 use bytes::Bytes;
@@ -228,6 +228,10 @@ fn decode_head(part: &PartMeta, r: &RunsRef, head: &[u8]) -> Result<RunsHead> {
     }
     if end != r.head_at {
         return Err(corrupt(part, "blocks do not end where the head starts"));
+    }
+    // parquet's filter is made of 32-byte blocks (and indexes block 0).
+    if bloom_len == 0 || !bloom_len.is_multiple_of(32) {
+        return Err(corrupt(part, "malformed bloom filter"));
     }
     let bits = c.take(bloom_len).ok_or_else(bad)?;
     if !c.0.is_empty() {
@@ -476,11 +480,12 @@ mod tests {
     fn every_run_is_found_and_absent_ids_are_not() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path(), Arc::new(crate::io::StdFs)).unwrap();
-        // 1000 ids in a shuffled order, one duplicated across a block edge.
+        // 1000 ids in a shuffled order and the empty id: "" and id-0000 to
+        // id-0126 fill block 0, so a second run of id-0126 starts block 1.
         let mut runs: Vec<Run> = (0..1000u32)
             .map(|i| run(&format!("id-{:04}", (i * 7919) % 1000), i * 2))
             .collect();
-        runs.push(run("id-0127", 2000));
+        runs.push(run("id-0126", 2000));
         runs.push(run("", 2002));
         let p0 = part(
             3000,
@@ -503,11 +508,22 @@ mod tests {
             );
             assert!(got.iter().all(|g| g.distinct_id == want.distinct_id));
         }
+        assert_eq!(head.fences.len(), 8);
+        assert_eq!(&*head.fences[1].first, b"id-0126");
         assert_eq!(
-            lookup(&storage, &p, &head, &["id-0127"]).unwrap().len(),
+            lookup(&storage, &p, &head, &["id-0126"]).unwrap().len(),
             2,
-            "both runs of a duplicated id"
+            "both runs of an id duplicated across a block edge"
         );
+        // Ids in blocks 0, 3 and 7: read in two groups, block 1-2 and 4-6
+        // skipped or read between them, every run found once.
+        let mut got: Vec<String> = lookup(&storage, &p, &head, &["id-0990", "id-0005", "id-0450"])
+            .unwrap()
+            .into_iter()
+            .map(|r| r.distinct_id)
+            .collect();
+        got.sort();
+        assert_eq!(got, ["id-0005", "id-0450", "id-0990"]);
         assert!(lookup(&storage, &p, &head, &["nobody", "id-10000"])
             .unwrap()
             .is_empty());

@@ -278,11 +278,17 @@ fn files_of_a_live_snapshot_outlive_the_compaction_and_the_request_waits_for_the
     assert_eq!(visible_in(&snap), seen_before);
     let req = store.requests().unwrap()[0].clone();
     assert_eq!(req.status, RequestStatus::Pending, "old file still on disk");
-    assert_eq!(req.awaiting_removal, vec![old_path.clone()]);
+    // The part and its `.runs` file (which holds the distinct ids).
+    let old_runs = elide_store::runs_file::runs_path(&old_path);
+    assert_eq!(
+        req.awaiting_removal,
+        vec![old_path.clone(), old_runs.clone()]
+    );
     drop(snap);
     let (purged, verified, _) = store.advance_requests().unwrap();
     assert_eq!((purged, verified), (vec![o.request_id], vec![o.request_id]));
     assert!(!dir.path().join(&old_path).exists());
+    assert!(!dir.path().join(&old_runs).exists());
 }
 
 #[test]
@@ -438,6 +444,27 @@ fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
     );
     assert!(!grep(kept_id).is_empty());
     assert!(!grep(kept_email).is_empty());
+    // `.runs` files front-code ids (a byte search could miss one after an
+    // id sharing its prefix): every one on disk belongs to a live part and
+    // scrub finds it equal to that part's columns, searched above.
+    let referenced: std::collections::BTreeSet<String> = store
+        .manifest()
+        .unwrap()
+        .parts
+        .iter()
+        .flat_map(|p| p.files())
+        .collect();
+    for f in files_under(dir.path()) {
+        let rel = f
+            .strip_prefix(dir.path())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if rel.ends_with(".runs") {
+            assert!(referenced.contains(&rel), "{rel} is not a live part's");
+        }
+    }
+    assert!(!store.scrub(&mut |_, _| {}).unwrap().damaged());
     // Still true after a reopen (which replays and sweeps).
     store.close().unwrap();
     let store = Store::open(dir.path(), opts).unwrap();

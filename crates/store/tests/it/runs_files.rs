@@ -77,11 +77,11 @@ proptest! {
 
     #[test]
     fn deletions_through_runs_files_hide_what_the_index_hides(
-        rows in 50u64..600,
-        ids in 2u64..60,
+        rows in 50u64..1500,
+        ids in 2u64..400,
         flushes in 1u64..4,
         deletions in prop::collection::vec(
-            (1i64..3, prop::collection::vec(0u64..70, 1..6), prop::option::of(0u64..700)),
+            (1i64..3, prop::collection::vec(0u64..420, 1..12), prop::option::of(0u64..1500)),
             1..5,
         ),
     ) {
@@ -199,9 +199,10 @@ fn runs_files_are_written_with_parts_and_removed_with_them() {
 }
 
 #[test]
-fn closing_one_handle_stops_the_index_build_without_losing_a_deletion() {
-    // `close` cancels the build started at open; a clone that outlives it
-    // must still find every row (the index is then built when needed).
+fn a_clone_outliving_close_still_finds_every_row() {
+    // `close` with other handles alive leaves the build started at open
+    // running (it is cancelled only when no handle is left); the clone's
+    // deletions find every row either way.
     for in_memory in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         build(dir.path(), 600, 30, 3);
@@ -234,4 +235,42 @@ fn closing_one_handle_stops_the_index_build_without_losing_a_deletion() {
             .unwrap();
         assert_eq!(again.rows_hidden, 0, "already hidden");
     }
+}
+
+#[test]
+fn without_the_in_memory_index_deletions_read_only_runs_files() {
+    // With every parquet file gone, a deletion can only have found its
+    // rows through the `.runs` files (the index reads the parts).
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 900, 200, 2);
+    let expected = {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let s = open_with(copy.path(), true);
+        s.delete(DeleteSpec::ids(1, ["d3", "d150", "d199"]))
+            .unwrap()
+            .rows_hidden
+    };
+    assert!(expected > 0);
+    for f in runs_files(dir.path()) {
+        std::fs::remove_file(f.with_extension("parquet")).unwrap();
+    }
+    let s = open_with(dir.path(), false);
+    let o = s
+        .delete(DeleteSpec::ids(1, ["d3", "d150", "d199"]))
+        .unwrap();
+    assert_eq!(o.rows_hidden, expected);
+}
+
+#[test]
+fn an_unreferenced_runs_file_is_swept_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 100, 5, 1);
+    let some = runs_files(dir.path()).pop().unwrap();
+    let orphan = some.with_file_name("00000000000fffff.runs");
+    std::fs::write(&orphan, b"left by a crash").unwrap();
+    let s = open(dir.path());
+    assert!(!orphan.exists(), "orphan .runs file left on disk");
+    assert!(some.exists());
+    assert!(!s.scrub(&mut |_, _| {}).unwrap().damaged());
 }
