@@ -230,17 +230,15 @@ fn selection(deleted: &Bitmap, start: u32, end: u32) -> RowSelection {
 #[derive(Debug)]
 pub struct PartReaderFactory {
     inner: Arc<dyn ParquetFileReaderFactory>,
-    /// Keeps the snapshot (and so its files) alive while the plan lives.
-    _snapshot: Arc<Snapshot>,
+    /// Keeps the snapshot (and so its files) alive while the plan lives;
+    /// each reader counts itself in its store's scan activity.
+    snapshot: Arc<Snapshot>,
 }
 
 impl PartReaderFactory {
     /// Wrap `inner` for reads of `snapshot`'s parts.
     pub fn new(inner: Arc<dyn ParquetFileReaderFactory>, snapshot: Arc<Snapshot>) -> Self {
-        PartReaderFactory {
-            inner,
-            _snapshot: snapshot,
-        }
+        PartReaderFactory { inner, snapshot }
     }
 }
 
@@ -276,6 +274,7 @@ impl PartReaderFactory {
             expected,
             path,
             footer: None,
+            _scan: self.snapshot.scan_guard(),
         };
         let Ok(footer) = reader.footer(sum).await else {
             return true;
@@ -335,6 +334,7 @@ impl ParquetFileReaderFactory for PartReaderFactory {
             expected,
             path,
             footer: None,
+            _scan: self.snapshot.scan_guard(),
         }))
     }
 }
@@ -345,6 +345,9 @@ struct CheckedReader {
     path: String,
     /// Set once the footer is verified (parts with checksums).
     footer: Option<Arc<VerifiedFooter>>,
+    /// Counts this file as being read while the reader lives (a throttled
+    /// compaction yields the CPU meanwhile).
+    _scan: elide_store::ScanGuard,
 }
 
 impl CheckedReader {

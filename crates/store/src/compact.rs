@@ -53,7 +53,7 @@ use crate::lifecycle;
 use crate::part::{read_columns, scan_live_rows, str_col, u64_col, PartBuilder, WrittenPart};
 use crate::policy::{Plan, PlanRequest, PurgeReason};
 use crate::schema::{DISTINCT_ID_COLUMN, SEQ_COLUMN};
-use crate::store::{now_us, Inner, Store, Version};
+use crate::store::{now_us, Inner, ScanActivity, Store, Version};
 use crate::Table;
 
 /// One planned task.
@@ -258,21 +258,40 @@ pub enum Progress {
     Lifecycle,
 }
 
-/// Token-bucket-free rate limit, shared by the run's threads: after `n`
+/// The pace of a run, shared by its threads. With a rate (a throttled
+/// run: the background worker's, unless a request is overdue): after `n`
 /// bytes in all, sleep until `n / rate` seconds have passed since the
-/// start.
+/// start; and while queries read parts ([`ScanActivity`]), after each
+/// slice of work sleep up to [`YIELD_RATIO`] times as long as the slice
+/// took, or until no part is being read, so that the purge takes at most
+/// a tenth of the CPU from queries yet still advances under a constant
+/// query load. Without a rate (`compact --now`, an overdue request), no
+/// sleep at all.
 struct Throttle {
     rate: Option<u64>,
     start: Instant,
     bytes: AtomicU64,
+    scans: Option<ScanActivity>,
+}
+
+/// Sleep per unit of work while queries read parts (see [`Throttle`]).
+const YIELD_RATIO: u32 = 9;
+/// The longest such sleep.
+const YIELD_MAX: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// When this thread's current slice of compaction work started.
+    static SLICE_START: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
 impl Throttle {
-    fn new(rate: Option<u64>) -> Self {
+    fn new(rate: Option<u64>, scans: Option<ScanActivity>) -> Self {
+        let rate = rate.filter(|r| *r > 0);
         Throttle {
-            rate: rate.filter(|r| *r > 0),
+            rate,
             start: Instant::now(),
             bytes: AtomicU64::new(0),
+            scans: scans.filter(|_| rate.is_some()),
         }
     }
 
@@ -285,6 +304,26 @@ impl Throttle {
                 std::thread::sleep(due - elapsed);
             }
         }
+        self.yield_to_queries();
+    }
+
+    fn yield_to_queries(&self) {
+        let Some(scans) = &self.scans else {
+            return;
+        };
+        let now = Instant::now();
+        let worked = SLICE_START.with(|s| s.replace(Some(now)).map(|t| now - t));
+        if scans.active() == 0 {
+            return;
+        }
+        let Some(worked) = worked else {
+            return;
+        };
+        let until = now + (worked * YIELD_RATIO).min(YIELD_MAX);
+        while scans.active() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        SLICE_START.with(|s| s.set(Some(Instant::now())));
     }
 }
 
@@ -366,13 +405,21 @@ impl Store {
     /// `Ok(None)` if the part is not live.
     #[cfg(feature = "testing")]
     pub fn prepare_purge(&self, part_id: u64) -> Result<Option<PreparedRewrite>> {
-        prepare_purge(self.inner(), part_id, None, &Throttle::new(None), &|| false)
+        prepare_purge(
+            self.inner(),
+            part_id,
+            None,
+            &Throttle::new(None, None),
+            &|| false,
+        )
     }
 
     /// Read and write a merge of parts of one partition without committing.
     #[cfg(feature = "testing")]
     pub fn prepare_merge(&self, part_ids: &[u64]) -> Result<Option<PreparedRewrite>> {
-        prepare_merge(self.inner(), part_ids, &Throttle::new(None), &|| false)
+        prepare_merge(self.inner(), part_ids, &Throttle::new(None, None), &|| {
+            false
+        })
     }
 
     /// Swap a prepared rewrite in (the second half of a task).
@@ -445,7 +492,7 @@ pub(crate) fn run(
         manual = req.manual,
         "compaction started"
     );
-    let throttle = Throttle::new(req.io_bytes_per_sec);
+    let throttle = Throttle::new(req.io_bytes_per_sec, Some(inner.scans.clone()));
     let cancelled = || inner.closing.load(Ordering::Acquire);
     let mut tasks = Vec::new();
     let mut skipped = 0;
@@ -498,6 +545,8 @@ pub(crate) fn run(
                     let prepared = if failed.load(Ordering::Acquire) || over_budget() {
                         None
                     } else {
+                        // The task's first slice of work starts now.
+                        SLICE_START.with(|s| s.set(Some(Instant::now())));
                         // A panic is this task's error, not the run's end:
                         // the caller still discards what was prepared.
                         let task = std::panic::AssertUnwindSafe(|| match job {

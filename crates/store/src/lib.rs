@@ -136,4 +136,5 @@ pub use store::{
     Appended, DeleteOutcome, DeleteSpec, DropOutcome, Store, StoreOptions, Version, WeakStore,
     MAX_DELETE_IDS,
 };
+pub use store::{ScanActivity, ScanGuard};
 pub use undo::CancelOutcome;

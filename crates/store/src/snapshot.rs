@@ -62,6 +62,7 @@ impl Store {
             store_id: inner.store_id.clone(),
             logical,
             cache: Arc::clone(&inner.logical),
+            scans: inner.scans.clone(),
             _guard: guard,
         })
     }
@@ -76,6 +77,7 @@ pub struct Snapshot {
     /// The version's logical requests (undo.rs): hidden when read.
     logical: Vec<DeletionRequest>,
     cache: Arc<crate::undo::LogicalCache>,
+    scans: crate::store::ScanActivity,
     _guard: LiveGuard,
 }
 
@@ -88,6 +90,12 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// Count a part file a query reads from this snapshot, while the guard
+    /// lives: the store's throttled compaction yields the CPU meanwhile.
+    pub fn scan_guard(&self) -> crate::store::ScanGuard {
+        self.scans.guard()
+    }
+
     /// Manifest version of this snapshot.
     pub fn version(&self) -> u64 {
         self.version.manifest.version

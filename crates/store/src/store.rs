@@ -262,6 +262,7 @@ impl Inner {
             index_build: Arc::default(),
             compaction_lock: Mutex::new(()),
             logical: Arc::default(),
+            scans: ScanActivity::default(),
             retention_swept: Mutex::default(),
             policy,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -363,6 +364,9 @@ pub(crate) struct Inner {
     pub gc: Arc<Gc>,
     /// Matches of logical requests per part (undo.rs).
     pub logical: Arc<crate::undo::LogicalCache>,
+    /// Part files being read by queries right now (see [`ScanActivity`]):
+    /// a throttled compaction yields the CPU while any is.
+    pub scans: ScanActivity,
     /// Per-event retention sweeps of this process: (project, event) ->
     /// (bound, when) of the last one (retention.rs).
     pub retention_swept: Mutex<HashMap<(i64, String), (i64, i64)>>,
@@ -1567,6 +1571,35 @@ impl Inner {
                 "flushed memtable"
             );
         }
+    }
+}
+
+/// How many part files queries are reading right now, shared by a store
+/// and the readers its snapshots hand out. A [`ScanGuard`] counts one
+/// file while it lives.
+#[derive(Debug, Clone, Default)]
+pub struct ScanActivity(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ScanActivity {
+    /// Count a file being read until the guard is dropped.
+    pub fn guard(&self) -> ScanGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        ScanGuard(Arc::clone(&self.0))
+    }
+
+    /// Files being read now.
+    pub fn active(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One part file being read (see [`ScanActivity`]).
+#[derive(Debug)]
+pub struct ScanGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ScanGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
