@@ -22,6 +22,11 @@ in one run, each engine in a process of its own, one after the other.
 3. Every query's rows must be equal across the three at each stage (the
    script fails otherwise); it prints each figure, the best peer and
    Elide's ratio to it.
+4. With --pairs N (default 5): Elide's three stages, kept by
+   bench-compare as hard-linked copies, timed against each other in
+   alternating fresh processes (`elide sql --repeat`, rotating order), N
+   rounds; the median ratio of after-the-delete and after-the-purge to
+   before, per query — steadier than one in-process figure per stage.
 
 Queries are timed as one warm-up and the median of --runs, in the engine's
 own process, so a query's time includes planning but not process start.
@@ -30,6 +35,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -178,6 +184,30 @@ def clickhouse_peer(spec, work):
     return res
 
 
+def stage_pairs(elide_bin, spec, rounds, repeat):
+    """Elide's queries at its three stages (before the delete, after it, after
+    the purge), each round one fresh `elide sql --repeat` process per stage in
+    rotating order; the median over rounds of each stage's ratio to before."""
+    dirs = spec["stage_dirs"]
+    out = {}
+    for name, sql in spec["sqls"].items():
+        ratios = {s: [] for s in STAGES if s != "before"}
+        for rnd in range(rounds):
+            order = STAGES[rnd % len(STAGES):] + STAGES[:rnd % len(STAGES)]
+            ms = {}
+            for stage in order:
+                r = subprocess.run([elide_bin, "sql", "--data-dir", dirs[stage], "--repeat", str(repeat),
+                                    "--format", "csv", sql], capture_output=True, text=True, check=True)
+                m = re.search(r"median: ([0-9.]+) ms", r.stderr)
+                if not m:
+                    raise SystemExit(f"no median in elide sql's output: {r.stderr[-300:]}")
+                ms[stage] = float(m.group(1))
+            for s in ratios:
+                ratios[s].append(ms[s] / ms["before"])
+        out[name] = {s: (statistics.median(v), min(v), max(v)) for s, v in ratios.items()}
+    return out
+
+
 def last_json(stdout):
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -199,6 +229,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--work", default="/tmp/elide-compare")
     ap.add_argument("--compression", help="Elide's part codec (lz4, zstd, zstd:LEVEL, tiered, tiered:LEVEL, snappy, none)")
+    ap.add_argument("--pairs", type=int, default=5,
+                    help="rounds of Elide's stages against each other, each query in a fresh "
+                         "`elide sql --repeat` process per stage, in rotating order (0: none)")
     ap.add_argument("--peer", choices=["duckdb", "clickhouse"],
                     help="(internal) run one peer on --spec and print its JSON")
     ap.add_argument("--spec", help="(internal) Elide's JSON, for --peer")
@@ -273,6 +306,13 @@ def main() -> int:
     for name in QUERIES["duckdb"]:
         b = elide["before"][name]["ms"]
         print(f"  {name:<24} {elide['after_delete'][name]['ms'] / b:.3f}x  {elide['after_purge'][name]['ms'] / b:.3f}x")
+    if args.pairs > 0:
+        print(f"\nElide's stages in alternating fresh processes ({args.pairs} rounds, `elide sql --repeat "
+              f"{args.runs}` per stage and round, rotating order): median ratio to before (min–max)")
+        for name, r in stage_pairs(args.elide, elide, args.pairs, args.runs).items():
+            d, p = r["after_delete"], r["after_purge"]
+            print(f"  {name:<24} after the delete {d[0]:.3f}x ({d[1]:.3f}–{d[2]:.3f})   "
+                  f"after the purge {p[0]:.3f}x ({p[1]:.3f}–{p[2]:.3f})")
     print(f"\nsame rows from all three at every stage: {same}")
     return 0 if same else 1
 

@@ -16,6 +16,11 @@
 //! 4. the purge (`compact(CompactRequest::now())`, with its verification),
 //!    timed; the queries again; bytes on disk before and after.
 //!
+//! The store as it was before the delete and after it is kept beside it
+//! (`stage-before`, `stage-after-delete`, hard-linked), with each query's
+//! SQL in the JSON, so that `benches/compare.py --pairs N` can time the
+//! three stages against each other in alternating fresh processes.
+//!
 //! The last line of stdout is one JSON object: every figure, every query's
 //! result rows (for the peers to compare with), and the *spec* the peers
 //! need to do the same — the input file, the time range, the persons and
@@ -202,6 +207,29 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
+/// A copy of the store directory `from` as it is now, for the fresh-process
+/// pairs of `benches/compare.py`: the immutable files (parts, `.runs`
+/// files, tombstones, manifests) hard-linked, everything else copied. The
+/// store must not be writing meanwhile (background work is off here).
+fn link_copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type()?.is_dir() {
+            link_copy(&src, &dst)?;
+        } else if ["parts", "tombstones", "manifest"]
+            .iter()
+            .any(|d| src.components().any(|c| c.as_os_str() == *d))
+        {
+            std::fs::hard_link(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
 /// Every query of [`QUERIES`], timed: `{name: {"ms": …, "rows": […]}}`.
 fn run_queries(s: &Session, sqls: &[(String, String)], runs: u32) -> Result<Value> {
     let mut out = serde_json::Map::new();
@@ -296,6 +324,8 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
 
     eprintln!("queries ({} runs each, median):", a.runs);
     let before = run_queries(&session, &sqls, a.runs)?;
+    let stage_before = a.data_dir.join("stage-before");
+    link_copy(&ingested.dir, &stage_before)?;
 
     // The deleted persons' distinct ids, by project: timed with the
     // delete, as the peers' `DELETE … WHERE person_id IN (…)` finds its
@@ -326,6 +356,8 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
         deleted.len()
     );
     let after_delete = run_queries(&session, &sqls, a.runs)?;
+    let stage_after_delete = a.data_dir.join("stage-after-delete");
+    link_copy(&ingested.dir, &stage_after_delete)?;
 
     let t = Instant::now();
     let report = store.compact(CompactRequest::now())?;
@@ -375,6 +407,12 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
             "after_purge": after_purge,
             "bytes_after_purge": purged_part_bytes,
             "store_bytes_after_purge": purged_store_bytes,
+            "stage_dirs": {
+                "before": stage_before,
+                "after_delete": stage_after_delete,
+                "after_purge": ingested.dir,
+            },
+            "sqls": sqls.iter().map(|(n, s)| (n.clone(), Value::from(s.as_str()))).collect::<serde_json::Map<String, Value>>(),
         })
     );
     Ok(())
