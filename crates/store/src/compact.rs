@@ -240,6 +240,9 @@ pub struct CompactionReport {
     /// Parts written before `.runs` files existed that were given one
     /// (see `runs_backfill.rs`).
     pub runs_files_written: usize,
+    /// Time the run's threads slept to leave the CPU to queries reading
+    /// parts (a throttled run only; summed over threads).
+    pub yielded_to_queries_ms: f64,
 }
 
 /// Progress of a run, for progress bars.
@@ -259,19 +262,25 @@ pub enum Progress {
 }
 
 /// The pace of a run, shared by its threads. With a rate (a throttled
-/// run: the background worker's, unless a request is overdue): after `n`
-/// bytes in all, sleep until `n / rate` seconds have passed since the
-/// start; and while queries read parts ([`ScanActivity`]), after each
-/// slice of work sleep up to [`YIELD_RATIO`] times as long as the slice
-/// took, or until no part is being read, so that the purge takes at most
-/// a tenth of the CPU from queries yet still advances under a constant
-/// query load. Without a rate (`compact --now`, an overdue request), no
-/// sleep at all.
-struct Throttle {
+/// run: the background worker's, unless a request is near or past its
+/// deadline): after `n` bytes in all, sleep until `n / rate` seconds of
+/// running (time yielded to queries not counted) have passed; and while
+/// queries read parts ([`ScanActivity`]), after each slice of a thread's
+/// work sleep up to [`YIELD_RATIO`] times as long as the slice took (at
+/// most [`YIELD_MAX`]), or until no part is being read, so that a thread
+/// of the purge takes about a tenth of a core from queries (slices of a
+/// merge can be longer than the cap allows for) yet still advances under a
+/// constant query load. Without a rate (`compact --now`, a request near
+/// its deadline), no sleep at all.
+struct Throttle<'a> {
     rate: Option<u64>,
     start: Instant,
     bytes: AtomicU64,
     scans: Option<ScanActivity>,
+    /// Nanoseconds slept yielding to queries, by all threads.
+    yielded_ns: AtomicU64,
+    /// The store is closing: stop yielding.
+    closing: Option<&'a AtomicBool>,
 }
 
 /// Sleep per unit of work while queries read parts (see [`Throttle`]).
@@ -284,27 +293,50 @@ thread_local! {
     static SLICE_START: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
-impl Throttle {
-    fn new(rate: Option<u64>, scans: Option<ScanActivity>) -> Self {
+impl<'a> Throttle<'a> {
+    fn new(
+        rate: Option<u64>,
+        scans: Option<ScanActivity>,
+        closing: Option<&'a AtomicBool>,
+    ) -> Self {
         let rate = rate.filter(|r| *r > 0);
         Throttle {
             rate,
             start: Instant::now(),
             bytes: AtomicU64::new(0),
             scans: scans.filter(|_| rate.is_some()),
+            yielded_ns: AtomicU64::new(0),
+            closing,
         }
     }
 
+    /// Unlimited and never yielding.
+    fn none() -> Self {
+        Throttle::new(None, None, None)
+    }
+
+    /// Time slept yielding to queries so far.
+    fn yielded(&self) -> Duration {
+        Duration::from_nanos(self.yielded_ns.load(Ordering::Relaxed))
+    }
+
+    /// Start timing this thread's work (when a worker thread starts).
+    fn start_slice() {
+        SLICE_START.with(|s| s.set(Some(Instant::now())));
+    }
+
     fn spend(&self, n: u64) {
+        // The slice just done is work; the sleeps below are not.
+        self.yield_to_queries();
         let bytes = self.bytes.fetch_add(n, Ordering::Relaxed).saturating_add(n);
         if let Some(rate) = self.rate {
             let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
-            let elapsed = self.start.elapsed();
-            if due > elapsed {
-                std::thread::sleep(due - elapsed);
+            let running = self.start.elapsed().saturating_sub(self.yielded());
+            if due > running {
+                std::thread::sleep(due - running);
             }
         }
-        self.yield_to_queries();
+        Self::start_slice();
     }
 
     fn yield_to_queries(&self) {
@@ -312,18 +344,17 @@ impl Throttle {
             return;
         };
         let now = Instant::now();
-        let worked = SLICE_START.with(|s| s.replace(Some(now)).map(|t| now - t));
-        if scans.active() == 0 {
-            return;
-        }
-        let Some(worked) = worked else {
+        let worked = SLICE_START.with(|s| s.get()).map(|t| now - t);
+        let (Some(worked), true) = (worked, scans.active() > 0) else {
             return;
         };
         let until = now + (worked * YIELD_RATIO).min(YIELD_MAX);
-        while scans.active() > 0 && Instant::now() < until {
+        let closing = || self.closing.is_some_and(|c| c.load(Ordering::Acquire));
+        while scans.active() > 0 && !closing() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(2));
         }
-        SLICE_START.with(|s| s.set(Some(Instant::now())));
+        let slept = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.yielded_ns.fetch_add(slept, Ordering::Relaxed);
     }
 }
 
@@ -405,21 +436,13 @@ impl Store {
     /// `Ok(None)` if the part is not live.
     #[cfg(feature = "testing")]
     pub fn prepare_purge(&self, part_id: u64) -> Result<Option<PreparedRewrite>> {
-        prepare_purge(
-            self.inner(),
-            part_id,
-            None,
-            &Throttle::new(None, None),
-            &|| false,
-        )
+        prepare_purge(self.inner(), part_id, None, &Throttle::none(), &|| false)
     }
 
     /// Read and write a merge of parts of one partition without committing.
     #[cfg(feature = "testing")]
     pub fn prepare_merge(&self, part_ids: &[u64]) -> Result<Option<PreparedRewrite>> {
-        prepare_merge(self.inner(), part_ids, &Throttle::new(None, None), &|| {
-            false
-        })
+        prepare_merge(self.inner(), part_ids, &Throttle::none(), &|| false)
     }
 
     /// Swap a prepared rewrite in (the second half of a task).
@@ -492,7 +515,11 @@ pub(crate) fn run(
         manual = req.manual,
         "compaction started"
     );
-    let throttle = Throttle::new(req.io_bytes_per_sec, Some(inner.scans.clone()));
+    let throttle = Throttle::new(
+        req.io_bytes_per_sec,
+        Some(inner.scans.clone()),
+        Some(&inner.closing),
+    );
     let cancelled = || inner.closing.load(Ordering::Acquire);
     let mut tasks = Vec::new();
     let mut skipped = 0;
@@ -540,13 +567,12 @@ pub(crate) fn run(
             // A task stops early when the store closes or another failed.
             let stop = move || cancelled() || failed.load(Ordering::Acquire);
             scope.spawn(move || {
+                Throttle::start_slice();
                 while let Some((bytes, job)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                     // After a failure the remaining tasks are not started.
                     let prepared = if failed.load(Ordering::Acquire) || over_budget() {
                         None
                     } else {
-                        // The task's first slice of work starts now.
-                        SLICE_START.with(|s| s.set(Some(Instant::now())));
                         // A panic is this task's error, not the run's end:
                         // the caller still discards what was prepared.
                         let task = std::panic::AssertUnwindSafe(|| match job {
@@ -660,6 +686,7 @@ pub(crate) fn run(
         verification_failures: failures,
         summary,
         runs_files_written,
+        yielded_to_queries_ms: throttle.yielded().as_secs_f64() * 1e3,
     })
 }
 
@@ -703,7 +730,7 @@ fn prepare_purge(
     inner: &Inner,
     part_id: u64,
     reason: Option<PurgeReason>,
-    throttle: &Throttle,
+    throttle: &Throttle<'_>,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Option<PreparedRewrite>> {
     let started = Instant::now();
@@ -778,7 +805,7 @@ fn prepare_purge(
 fn prepare_merge(
     inner: &Inner,
     part_ids: &[u64],
-    throttle: &Throttle,
+    throttle: &Throttle<'_>,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Option<PreparedRewrite>> {
     let started = Instant::now();

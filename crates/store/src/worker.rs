@@ -120,10 +120,18 @@ pub(crate) fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
                 std::time::Instant::now()
                     + Duration::from_micros(end.saturating_sub(now).max(0) as u64)
             });
-            // Escalation: an overdue request is purged at full speed.
-            let io_limit = if plan.overdue_requests.is_empty() {
+            // Escalation: a request near (within `deadline_slack`) or past
+            // its deadline is purged at full speed: no I/O limit and no
+            // yielding to queries.
+            let io_limit = if plan.overdue_requests.is_empty() && plan.due_requests.is_empty() {
                 inner.opts.compaction.io_bytes_per_sec
             } else {
+                if !plan.due_requests.is_empty() {
+                    tracing::info!(
+                        requests = ?plan.due_requests,
+                        "deletion requests near their purge_due_by: purging at full speed"
+                    );
+                }
                 None
             };
             let creq = crate::compact::CompactRequest {

@@ -567,6 +567,10 @@ fn a_throttled_purge_still_finishes_while_queries_read_parts_without_a_pause() {
         })
         .unwrap();
     assert_eq!(r.summary.parts_purged, 4);
+    assert!(
+        r.yielded_to_queries_ms > 0.0,
+        "it slept while a part was being read"
+    );
     assert_eq!(
         r.requests_verified,
         Vec::<u64>::new(),
@@ -577,4 +581,30 @@ fn a_throttled_purge_still_finishes_while_queries_read_parts_without_a_pause() {
     assert_eq!(visible(&store), expect);
     let (_, verified, _) = store.advance_requests().unwrap();
     assert_eq!(verified, vec![o.request_id]);
+}
+
+#[test]
+fn only_a_throttled_run_with_parts_being_read_yields() {
+    let run = |throttled: bool, reading: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        append(&store, &rows(0..300, &["a", "b", "c"], 1, 2));
+        store.flush().unwrap();
+        store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+        let snap = store.snapshot().unwrap();
+        let guard = reading.then(|| snap.scan_guard());
+        let r = store
+            .compact(elide_store::CompactRequest {
+                manual: true,
+                io_bytes_per_sec: throttled.then_some(1 << 40),
+                ..Default::default()
+            })
+            .unwrap();
+        drop(guard);
+        assert_eq!(r.summary.parts_purged, 2);
+        r.yielded_to_queries_ms
+    };
+    assert!(run(true, true) > 0.0);
+    assert_eq!(run(true, false), 0.0, "no part being read");
+    assert_eq!(run(false, true), 0.0, "an unthrottled run never yields");
 }
