@@ -455,13 +455,20 @@ mod tests {
         }
     }
 
-    fn part(rows: u64, r: RunsRef) -> PartMeta {
+    /// Write `runs` as the `.runs` file of a part of `rows` rows.
+    fn stored(storage: &Storage, rows: u64, runs: &[Run]) -> PartMeta {
+        let path = "parts/events/1/1970-01-01/0000000000000001.parquet";
+        let r = write(storage, path, runs).unwrap();
+        part(rows, path, r)
+    }
+
+    fn part(rows: u64, path: &str, r: RunsRef) -> PartMeta {
         PartMeta {
             id: 1,
             table: crate::schema::Table::Events,
             project_id: 1,
             day: 0,
-            path: "parts/events/1/1970-01-01/0000000000000001.parquet".into(),
+            path: path.into(),
             size: 0,
             rows,
             row_groups: vec![rows],
@@ -487,17 +494,7 @@ mod tests {
             .collect();
         runs.push(run("id-0126", 2000));
         runs.push(run("", 2002));
-        let p0 = part(
-            3000,
-            RunsRef {
-                size: 0,
-                head_at: 0,
-                head_crc32: 0,
-                runs: 0,
-            },
-        );
-        let r = write(&storage, &p0.path, &runs).unwrap();
-        let p = part(3000, r);
+        let p = stored(&storage, 3000, &runs);
         let head = read_head(&storage, &p).unwrap();
         for want in &runs {
             let got = lookup(&storage, &p, &head, &[&want.distinct_id]).unwrap();
@@ -541,17 +538,7 @@ mod tests {
         let runs: Vec<Run> = (0..300u32)
             .map(|i| run(&format!("u{i:03}"), i * 2))
             .collect();
-        let p0 = part(
-            600,
-            RunsRef {
-                size: 0,
-                head_at: 0,
-                head_crc32: 0,
-                runs: 0,
-            },
-        );
-        let r = write(&storage, &p0.path, &runs).unwrap();
-        let p = part(600, r);
+        let p = stored(&storage, 600, &runs);
         let file = dir.path().join(runs_path(&p.path));
         let good = std::fs::read(&file).unwrap();
         for at in (0..good.len()).step_by(37) {
