@@ -327,6 +327,22 @@ fn check_image(image: &Path, cut: u64, log: &Log, fs: Option<Arc<CrashFs>>) {
             unit.len()
         );
     }
+    // Every `.runs` file the manifest names survived the crash whole (it
+    // is synced before the manifest names it) and equals its part's
+    // columns.
+    let damaged_runs: Vec<_> = store
+        .scrub(&mut |_, _| {})
+        .unwrap_or_else(|e| panic!("{ctx_msg}: scrub: {e}"))
+        .findings
+        .into_iter()
+        .filter(|f| f.path.ends_with(".runs"))
+        .collect();
+    assert!(damaged_runs.is_empty(), "{ctx_msg}: {damaged_runs:?}");
+    for p in store.manifest().unwrap().parts {
+        for f in p.files() {
+            assert!(image.join(&f).exists(), "{ctx_msg}: {f} is named but lost");
+        }
+    }
     store.close().unwrap();
 }
 
