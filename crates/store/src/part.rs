@@ -347,7 +347,7 @@ pub(crate) struct PartBuilder {
     path: String,
     writer: ArrowWriter<Vec<u8>>,
     seqs: Vec<u64>,
-    runs: Vec<Run>,
+    runs: RunsCollector,
     min_ts: i64,
     max_ts: i64,
     rows: u64,
@@ -376,7 +376,7 @@ impl PartBuilder {
             path,
             writer,
             seqs: Vec::new(),
-            runs: Vec::new(),
+            runs: RunsCollector::default(),
             min_ts: i64::MAX,
             max_ts: i64::MIN,
             rows: 0,
@@ -393,25 +393,7 @@ impl PartBuilder {
             .as_primitive_opt::<TimestampMicrosecondType>()
             .ok_or_else(|| StoreError::corrupt(&self.path, "timestamp is not a µs timestamp"))?;
         let dids = str_col(batch, DISTINCT_ID_COLUMN, &self.path)?;
-        let base = self.rows as u32;
-        for i in 0..batch.num_rows() {
-            let d = dids.value(i);
-            let s = seqs[i];
-            match self.runs.last_mut() {
-                Some(r) if r.distinct_id == d => {
-                    r.len += 1;
-                    r.min_seq = r.min_seq.min(s);
-                    r.max_seq = r.max_seq.max(s);
-                }
-                _ => self.runs.push(Run {
-                    distinct_id: d.to_string(),
-                    start: base + i as u32,
-                    len: 1,
-                    min_seq: s,
-                    max_seq: s,
-                }),
-            }
-        }
+        self.runs.push(dids, seqs);
         if let Some(m) = arrow::compute::min(ts) {
             self.min_ts = self.min_ts.min(m);
         }
@@ -463,7 +445,7 @@ impl PartBuilder {
         };
         let blake3 = blake3::hash(&buf).to_hex().to_string();
         // The `.runs` file first: if it cannot be written, nothing was.
-        let runs = crate::runs_file::write(storage, &self.path, &self.runs)?;
+        let runs = crate::runs_file::write(storage, &self.path, &self.runs.runs)?;
         if let Err(e) = storage.put_new_nosync(&self.path, Bytes::from(buf)) {
             let runs_path = crate::runs_file::runs_path(&self.path);
             if let Err(d) = storage.delete(&runs_path) {
@@ -492,31 +474,46 @@ impl PartBuilder {
         Ok(Some(WrittenPart {
             meta,
             seqs: self.seqs,
-            postings: PartPostings { runs: self.runs },
+            postings: self.runs.finish(),
         }))
     }
 }
 
-fn runs_of(dids: &arrow::array::StringArray, seqs: &[u64]) -> PartPostings {
-    let mut runs = Vec::new();
-    let n = dids.len();
-    let mut start = 0;
-    while start < n {
-        let d = dids.value(start);
-        let mut end = start + 1;
-        while end < n && dids.value(end) == d {
-            end += 1;
+/// The runs of consecutive equal distinct ids of a part's rows, fed
+/// batch by batch in part order (a run may continue across batches).
+#[derive(Debug, Default)]
+pub(crate) struct RunsCollector {
+    runs: Vec<Run>,
+    rows: u32,
+}
+
+impl RunsCollector {
+    /// The next rows: their distinct ids and `_seq`s (of one length).
+    pub fn push(&mut self, dids: &arrow::array::StringArray, seqs: &[u64]) {
+        for (i, &s) in seqs.iter().enumerate().take(dids.len()) {
+            let d = dids.value(i);
+            match self.runs.last_mut() {
+                Some(r) if r.distinct_id == d => {
+                    r.len += 1;
+                    r.min_seq = r.min_seq.min(s);
+                    r.max_seq = r.max_seq.max(s);
+                }
+                _ => self.runs.push(Run {
+                    distinct_id: d.to_string(),
+                    start: self.rows + i as u32,
+                    len: 1,
+                    min_seq: s,
+                    max_seq: s,
+                }),
+            }
         }
-        runs.push(Run {
-            distinct_id: d.to_string(),
-            start: start as u32,
-            len: (end - start) as u32,
-            min_seq: seqs[start],
-            max_seq: seqs[end - 1],
-        });
-        start = end;
+        self.rows += dids.len().min(seqs.len()) as u32;
     }
-    PartPostings { runs }
+
+    /// The runs collected, in row order.
+    pub fn finish(self) -> PartPostings {
+        PartPostings { runs: self.runs }
+    }
 }
 
 /// Read the named columns of a part, checking the file against its
@@ -613,8 +610,10 @@ pub(crate) fn postings_from_columns(storage: &Storage, part: &PartMeta) -> Resul
         ));
     }
     let dids = str_col(&b, DISTINCT_ID_COLUMN, &part.path)?;
-    let seqs = u64_col(&b, SEQ_COLUMN, &part.path)?.values().to_vec();
-    Ok(runs_of(dids, &seqs))
+    let seqs = u64_col(&b, SEQ_COLUMN, &part.path)?.values();
+    let mut runs = RunsCollector::default();
+    runs.push(dids, seqs);
+    Ok(runs.finish())
 }
 
 /// `_seq` of every row of a part, in file order.

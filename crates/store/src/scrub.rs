@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::error::{Result, StoreError};
 use crate::format::{classify_object, decode_manifest, decode_tombstones, Manifest, ObjectName};
 use crate::lease::Lease;
+use crate::schema::{DISTINCT_ID_COLUMN, SEQ_COLUMN};
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::wal::{self, SegmentEnd};
@@ -105,20 +106,20 @@ pub fn scrub_dir(dir: &Path, progress: ScrubProgress<'_>) -> Result<ScrubReport>
     scrub_with(&storage, Some(&wal_dir), progress)
 }
 
-/// A part's `.runs` file: every checksum, and the same runs as the part's
-/// own `distinct_id` and `_seq` columns.
-fn check_runs(storage: &Storage, p: &crate::format::PartMeta) -> Result<()> {
+/// A part's `.runs` file: every checksum, and the same runs as `actual`
+/// (collected from the part's columns while its rows were decoded).
+fn check_runs(
+    storage: &Storage,
+    p: &crate::format::PartMeta,
+    actual: crate::part::PartPostings,
+) -> Result<()> {
     let key = |r: &crate::part::Run| (r.start, r.len, r.min_seq, r.max_seq, r.distinct_id.clone());
     let mut stored: Vec<_> = crate::runs_file::read_all(storage, p)?
         .runs
         .iter()
         .map(key)
         .collect();
-    let mut actual: Vec<_> = crate::part::postings_from_columns(storage, p)?
-        .runs
-        .iter()
-        .map(key)
-        .collect();
+    let mut actual: Vec<_> = actual.runs.iter().map(key).collect();
     stored.sort();
     actual.sort();
     if stored != actual {
@@ -202,8 +203,16 @@ fn scrub_with(
                 ));
             }
             let mut rows = 0u64;
+            // The part's runs, for its `.runs` file (from the same pass).
+            let mut runs = crate::part::RunsCollector::default();
             crate::part::scan_live_rows(storage, p, None, 64 * 1024, &mut |b| {
                 rows += b.num_rows() as u64;
+                if p.runs.is_some() {
+                    runs.push(
+                        crate::part::str_col(&b, DISTINCT_ID_COLUMN, &p.path)?,
+                        crate::part::u64_col(&b, SEQ_COLUMN, &p.path)?.values(),
+                    );
+                }
                 Ok(())
             })?;
             if rows != p.rows {
@@ -212,8 +221,12 @@ fn scrub_with(
                     format!("{rows} rows decoded, the manifest says {}", p.rows),
                 ));
             }
-            Ok(())
+            Ok(runs.finish())
         })();
+        let (result, actual_runs) = match result {
+            Ok(runs) => (Ok(()), Some(runs)),
+            Err(e) => (Err(e), None),
+        };
         match result {
             Ok(()) if checked => report.parts_checked += 1,
             Ok(()) => report.findings.push(ScrubFinding {
@@ -227,7 +240,13 @@ fn scrub_with(
         step(&mut report, p.size, total);
         if let Some(r) = &p.runs {
             let path = crate::runs_file::runs_path(&p.path);
-            match check_runs(storage, p) {
+            // Against the part's columns when they decoded; else its own
+            // checksums only (the part is reported above).
+            let outcome = match actual_runs {
+                Some(actual) => check_runs(storage, p, actual),
+                None => crate::runs_file::read_all(storage, p).map(|_| ()),
+            };
+            match outcome {
                 Ok(()) => {}
                 Err(e) if gone(&e) => {}
                 Err(e) => report.damage(&path, e),
