@@ -256,25 +256,17 @@ impl PartReaderFactory {
         column: &str,
         values: &[String],
     ) -> bool {
-        let Some(expected) = file.extensions.get::<ExpectedLayout>().cloned() else {
-            return true;
-        };
-        let Some(sum) = expected.checksum else {
-            return true;
-        };
-        let path = file.object_meta.location.to_string();
-        let Ok(inner) =
-            self.inner
-                .create_reader(0, file.clone(), None, &ExecutionPlanMetricsSet::new())
+        let Some(sum) = file
+            .extensions
+            .get::<ExpectedLayout>()
+            .and_then(|e| e.checksum)
         else {
             return true;
         };
-        let mut reader = CheckedReader {
-            inner,
-            expected,
-            path,
-            footer: None,
-            _scan: self.snapshot.scan_guard(),
+        let Ok(mut reader) =
+            self.checked_reader(0, file.clone(), None, &ExecutionPlanMetricsSet::new())
+        else {
+            return true;
         };
         let Ok(footer) = reader.footer(sum).await else {
             return true;
@@ -319,6 +311,24 @@ impl ParquetFileReaderFactory for PartReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        Ok(Box::new(self.checked_reader(
+            partition_index,
+            file,
+            metadata_size_hint,
+            metrics,
+        )?))
+    }
+}
+
+impl PartReaderFactory {
+    /// A reader of `file` that checks it against its manifest entry.
+    fn checked_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> Result<CheckedReader> {
         let Some(expected) = file.extensions.get::<ExpectedLayout>().cloned() else {
             return Err(DataFusionError::Internal(format!(
                 "part file {} has no expected layout attached; refusing to scan it",
@@ -329,13 +339,13 @@ impl ParquetFileReaderFactory for PartReaderFactory {
         let inner = self
             .inner
             .create_reader(partition_index, file, metadata_size_hint, metrics)?;
-        Ok(Box::new(CheckedReader {
+        Ok(CheckedReader {
             inner,
             expected,
             path,
             footer: None,
             _scan: self.snapshot.scan_guard(),
-        }))
+        })
     }
 }
 

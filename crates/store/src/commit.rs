@@ -802,6 +802,19 @@ pub(crate) fn find_runs(
             return Ok(found);
         }
     }
+    index_runs(inner, guard, manifest, project, ids, tables)
+}
+
+/// [`find_runs`] through the in-memory index only (built or waited for
+/// here, covering `manifest`).
+pub(crate) fn index_runs(
+    inner: &Inner,
+    guard: &mut MutexGuard<'_, CommitState>,
+    manifest: &Manifest,
+    project: i64,
+    ids: &[String],
+    tables: &[Table],
+) -> Result<Vec<Posting>> {
     let index = ensure_index(inner, guard, manifest)?;
     let mut found = Vec::new();
     for t in tables {

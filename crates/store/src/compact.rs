@@ -311,6 +311,7 @@ impl<'a> Throttle<'a> {
     }
 
     /// Unlimited and never yielding.
+    #[cfg(feature = "testing")]
     fn none() -> Self {
         Throttle::new(None, None, None)
     }

@@ -102,19 +102,19 @@ impl Store {
             let owned: Vec<String> = ids.iter().map(|d| (*d).clone()).collect();
             // The `.runs` files are read without the commit lock (the
             // version is pinned); the index only with it.
-            let from_files = if crate::commit::files_first(inner, &guard) {
-                drop(guard);
-                crate::index::runs_from_files(
-                    &inner.storage,
-                    &version.manifest,
-                    project,
-                    &owned,
-                    &tables,
-                )
-            } else {
-                drop(guard);
-                None
-            };
+            let use_files = crate::commit::files_first(inner, &guard);
+            drop(guard);
+            let from_files = use_files
+                .then(|| {
+                    crate::index::runs_from_files(
+                        &inner.storage,
+                        &version.manifest,
+                        project,
+                        &owned,
+                        &tables,
+                    )
+                })
+                .flatten();
             let found = match from_files {
                 Some(found) => found,
                 None => {
@@ -127,7 +127,7 @@ impl Store {
                     // committed since. Runs of parts the pinned version
                     // lacks are left out below.
                     let current = inner.current_version()?;
-                    crate::commit::find_runs(
+                    crate::commit::index_runs(
                         inner,
                         &mut guard,
                         &current.manifest,

@@ -1132,8 +1132,7 @@ impl Store {
         if others == 0 {
             // Nobody is left to use the index being built at open.
             self.inner.index_build.cancel();
-        }
-        if others > 0 {
+        } else {
             tracing::warn!(
                 dir = %self.inner.dir.display(),
                 others,
