@@ -208,20 +208,29 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
 }
 
 /// A copy of the store directory `from` as it is now, for the fresh-process
-/// pairs of `benches/compare.py`: the immutable files (parts, `.runs`
-/// files, tombstones, manifests) hard-linked, everything else copied. The
-/// store must not be writing meanwhile (background work is off here).
+/// pairs of `benches/compare.py`: the immutable files (under `parts/`,
+/// `tombstones/` and `manifest/`: parts, `.runs` files, tombstones,
+/// manifests) hard-linked, everything else copied. The store must not be
+/// writing meanwhile (background work is off here).
 fn link_copy(from: &Path, to: &Path) -> Result<()> {
+    copy_tree(from, to, None)
+}
+
+/// [`link_copy`] below the store's top level (`link`: `None` at the top,
+/// then whether this tree is one of the immutable ones).
+fn copy_tree(from: &Path, to: &Path, link: Option<bool>) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
         let (src, dst) = (e.path(), to.join(e.file_name()));
         if e.file_type()?.is_dir() {
-            link_copy(&src, &dst)?;
-        } else if ["parts", "tombstones", "manifest"]
-            .iter()
-            .any(|d| src.components().any(|c| c.as_os_str() == *d))
-        {
+            let immutable = link.unwrap_or_else(|| {
+                ["parts", "tombstones", "manifest"]
+                    .iter()
+                    .any(|d| e.file_name() == *d)
+            });
+            copy_tree(&src, &dst, Some(immutable))?;
+        } else if link == Some(true) {
             std::fs::hard_link(&src, &dst)?;
         } else {
             std::fs::copy(&src, &dst)?;

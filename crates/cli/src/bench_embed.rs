@@ -173,7 +173,7 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
         ids
     };
     const REOPENS: usize = 5;
-    let (Some(files_first), true) = (first.get(REOPENS), first.len() > REOPENS) else {
+    let Some(files_first) = first.get(REOPENS) else {
         return Err("too few persons to choose from".into());
     };
 
