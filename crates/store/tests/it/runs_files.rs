@@ -33,6 +33,17 @@ fn open_with(dir: &Path, in_memory_index: bool) -> Store {
     .unwrap()
 }
 
+/// Rows a deletion of `ids` hides in a copy of the store at `dir`, through
+/// the in-memory index (built before the deletion).
+fn hidden_on_a_copy(dir: &Path, project: i64, ids: &[&str]) -> u64 {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir, copy.path());
+    let s = open_with(copy.path(), true);
+    s.delete(DeleteSpec::ids(project, ids.iter().copied()))
+        .unwrap()
+        .rows_hidden
+}
+
 fn runs_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.join("parts")];
@@ -131,6 +142,8 @@ proptest! {
 fn a_damaged_runs_file_falls_back_to_the_part_and_scrub_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path(), 400, 20, 2);
+    let expected = hidden_on_a_copy(dir.path(), 1, &["d0", "d1", "d10"]);
+    assert!(expected > 0);
     let victims = runs_files(dir.path());
     assert!(!victims.is_empty());
     for f in &victims {
@@ -139,15 +152,6 @@ fn a_damaged_runs_file_falls_back_to_the_part_and_scrub_reports_it() {
         bytes[6] ^= 0x40;
         std::fs::write(f, bytes).unwrap();
     }
-    let expected = {
-        let clean = tempfile::tempdir().unwrap();
-        build(clean.path(), 400, 20, 2);
-        let s = open_with(clean.path(), true);
-        s.delete(DeleteSpec::ids(1, ["d0", "d1", "d10"]))
-            .unwrap()
-            .rows_hidden
-    };
-    assert!(expected > 0);
     for in_memory in [false, true] {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(dir.path(), copy.path());
@@ -206,14 +210,7 @@ fn a_clone_outliving_close_still_finds_every_row() {
     for in_memory in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         build(dir.path(), 600, 30, 3);
-        let expected = {
-            let copy = tempfile::tempdir().unwrap();
-            copy_dir(dir.path(), copy.path());
-            let s = open_with(copy.path(), true);
-            s.delete(DeleteSpec::ids(2, ["d1", "d7", "d29"]))
-                .unwrap()
-                .rows_hidden
-        };
+        let expected = hidden_on_a_copy(dir.path(), 2, &["d1", "d7", "d29"]);
         assert!(expected > 0);
         let s = Store::open(
             dir.path(),
@@ -243,14 +240,7 @@ fn without_the_in_memory_index_deletions_read_only_runs_files() {
     // rows through the `.runs` files (the index reads the parts).
     let dir = tempfile::tempdir().unwrap();
     build(dir.path(), 900, 200, 2);
-    let expected = {
-        let copy = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), copy.path());
-        let s = open_with(copy.path(), true);
-        s.delete(DeleteSpec::ids(1, ["d3", "d150", "d199"]))
-            .unwrap()
-            .rows_hidden
-    };
+    let expected = hidden_on_a_copy(dir.path(), 1, &["d3", "d150", "d199"]);
     assert!(expected > 0);
     for f in runs_files(dir.path()) {
         std::fs::remove_file(f.with_extension("parquet")).unwrap();
