@@ -104,15 +104,21 @@ impl CaptureEvent {
     /// `properties.$anon_distinct_id`, `$create_alias` or
     /// `$merge_dangerously` with `properties.alias`.
     pub fn merge_request(&self) -> Option<MergeRequest> {
-        let (key, dangerous) = match self.event.as_str() {
-            "$identify" => ("$anon_distinct_id", false),
-            "$create_alias" => ("alias", false),
-            "$merge_dangerously" => ("alias", true),
+        self.merge_with().map(|(other, dangerous)| MergeRequest {
+            other: other.to_string(),
+            dangerous,
+        })
+    }
+
+    /// [`CaptureEvent::merge_request`], borrowed: the other distinct id
+    /// and whether the merge is `$merge_dangerously`.
+    pub fn merge_with(&self) -> Option<(&str, bool)> {
+        let dangerous = match self.event.as_str() {
+            "$identify" | "$create_alias" => false,
+            "$merge_dangerously" => true,
             _ => return None,
         };
-        let _ = key;
-        let other = self.merge_other.clone()?;
-        Some(MergeRequest { other, dangerous })
+        Some((self.merge_other.as_deref()?, dangerous))
     }
 
     /// `properties.$session_id`, when a non-empty string.

@@ -14,14 +14,13 @@
 //! next open (the token decides). Earlier batches' identities are seen by
 //! later ones through the transaction and a transaction-local cache.
 
-use elide_store::jsonl::rows_to_batch;
 use elide_store::normalize::normalize;
 use elide_store::{StoreError, Table};
 
 use crate::capture::CaptureEvent;
 use crate::error::{PersonsError, Result};
 use crate::meta::MetaStore;
-use crate::persons::{ensure_project, event_rows, now_us, scrub_all, CaptureOutcome, Persons};
+use crate::persons::{ensure_project, event_batch, now_us, scrub_all, CaptureOutcome, Persons};
 use crate::resolve::{CacheView, CaptureStats, IdCache, Learned, Resolver};
 
 /// Events to capture, with the input line each came from (for errors;
@@ -93,7 +92,7 @@ impl<M: MetaStore> Persons<M> {
                 };
                 let stored = scrub_all(&batch.events, &settings);
                 let mut r = Resolver::new(tx, view, project, now);
-                let rows = event_rows(&mut r, &stored, project, now)?;
+                let built = event_batch(&mut r, &stored, project, now)?;
                 let (s, learned) = r.finish()?;
                 stats += s;
                 if learned.invalidates() {
@@ -102,8 +101,8 @@ impl<M: MetaStore> Persons<M> {
                     overlay.apply(project, learned.copy());
                 }
                 learned_all.extend(learned);
-                let normalized = normalize(Table::Events, &rows_to_batch(&rows)?)
-                    .map_err(|e| locate(e, &batch, events))?;
+                let normalized =
+                    normalize(Table::Events, &built).map_err(|e| locate(e, &batch, events))?;
                 bulk.as_mut()
                     .ok_or_else(|| PersonsError::Internal("bulk ingest gone".into()))?
                     .write_normalized(normalized)?;

@@ -28,7 +28,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
-use elide_store::jsonl::{rows_to_batch, EventRow};
+use arrow::record_batch::RecordBatch;
+use elide_store::jsonl::{EventBatchBuilder, EventFields};
 use elide_store::normalize::normalize;
 use elide_store::{DeleteSpec, RequestStatus, Store, Table, MAX_DELETE_IDS};
 use serde::Serialize;
@@ -346,38 +347,47 @@ pub(crate) fn scrub_all<'e>(
     )
 }
 
-/// The stored rows of `events`, each resolved to its person (or none).
-pub(crate) fn event_rows(
-    r: &mut Resolver<'_>,
-    events: &[CaptureEvent],
+/// The stored events batch (input schema) of `events`, each resolved to
+/// its person (or none), built straight into Arrow arrays.
+pub(crate) fn event_batch<'e>(
+    r: &mut Resolver<'_, 'e>,
+    events: &'e [CaptureEvent],
     project: i64,
     now: i64,
-) -> Result<Vec<EventRow>> {
-    let mut rows = Vec::with_capacity(events.len());
+) -> Result<RecordBatch> {
+    let mut b = EventBatchBuilder::with_capacity(events.len());
+    let mut props = Vec::with_capacity(256);
+    let (mut event_uuid, mut person_uuid) = ([0u8; 36], [0u8; 36]);
     for ev in events {
         let person = r.resolve(ev)?;
-        rows.push(EventRow {
+        props.clear();
+        serde_json::to_writer(&mut props, &ev.properties)
+            .map_err(|e| PersonsError::InvalidInput(format!("event properties: {e}")))?;
+        let properties = std::str::from_utf8(&props)
+            .map_err(|e| PersonsError::Internal(format!("event properties: {e}")))?;
+        b.push(&EventFields {
             // Generated here from the thread's RNG, not by the store (one
             // system call per row there).
-            uuid: Some(ev.uuid.clone().unwrap_or_else(|| {
-                uuid::Builder::from_random_bytes(rand::random())
+            uuid: Some(match &ev.uuid {
+                Some(u) => u.as_str(),
+                None => uuid::Builder::from_random_bytes(rand::random())
                     .into_uuid()
                     .hyphenated()
-                    .to_string()
-            })),
-            event: ev.event.clone(),
-            distinct_id: ev.distinct_id.clone(),
-            person_id: person.map(|u| u.hyphenated().to_string()),
+                    .encode_lower(&mut event_uuid),
+            }),
+            event: &ev.event,
+            distinct_id: &ev.distinct_id,
+            person_id: match person {
+                Some(u) => Some(u.hyphenated().encode_lower(&mut person_uuid)),
+                None => None,
+            },
             project_id: project,
             timestamp_us: ev.timestamp_us.unwrap_or(now),
-            properties: Some(
-                serde_json::to_string(&ev.properties)
-                    .map_err(|e| PersonsError::InvalidInput(format!("event properties: {e}")))?,
-            ),
-            session_id: ev.session_id().map(str::to_string),
+            properties: Some(properties),
+            session_id: ev.session_id(),
         });
     }
-    Ok(rows)
+    Ok(b.finish()?)
 }
 
 impl<M: MetaStore> Persons<M> {
@@ -460,11 +470,11 @@ impl<M: MetaStore> Persons<M> {
             let settings = ensure_project(tx, project, now)?.settings;
             let events = scrub_all(events, &settings);
             let mut r = Resolver::new(tx, CacheView::committed(cache), project, now);
-            let rows = event_rows(&mut r, &events, project, now)?;
+            let batch = event_batch(&mut r, &events, project, now)?;
             let (mut stats, learned) = r.finish()?;
-            stats.events = rows.len() as u64;
+            stats.events = batch.num_rows() as u64;
             resolved_at = std::time::Instant::now();
-            let batch = normalize(Table::Events, &rows_to_batch(&rows)?)?;
+            let batch = normalize(Table::Events, &batch)?;
             built_at = std::time::Instant::now();
             // The append happens inside the metadata transaction: if it
             // fails (a full disk), the person changes roll back with it.

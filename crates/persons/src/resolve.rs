@@ -24,8 +24,7 @@
 //! persons that change nothing need only the (person id, UUID) of their
 //! distinct id, which [`IdCache`] keeps across batches.
 
-use std::collections::HashMap;
-
+use foldhash::{HashMap, HashMapExt};
 use serde_json::{json, Map};
 use uuid::Uuid;
 
@@ -186,40 +185,49 @@ struct Cached {
     dirty: bool,
 }
 
-/// Resolves identities of one batch (see the module docs).
-pub(crate) struct Resolver<'t> {
+/// What a batch knows of one of its distinct ids.
+#[derive(Debug, Clone, Copy)]
+struct IdState {
+    /// Its person, as of this batch.
+    person: Option<i64>,
+    /// Blocked (its person was deleted and it was not reset).
+    blocked: bool,
+}
+
+/// Resolves identities of one batch (see the module docs). Every distinct
+/// id it handles is borrowed from the batch's events (`'e`): the per-batch
+/// maps copy no id text.
+pub(crate) struct Resolver<'t, 'e> {
     tx: &'t mut dyn MetaTx,
     cache: CacheView<'t>,
     project: i64,
     now_us: i64,
-    /// Distinct id → person, as of this batch.
-    by_id: HashMap<String, Option<i64>>,
-    blocked: HashMap<String, bool>,
+    /// Distinct ids seen in this batch.
+    ids: HashMap<&'e str, IdState>,
     uuids: HashMap<i64, Uuid>,
     /// Full rows of the persons this batch changes.
     rows: HashMap<i64, Cached>,
     learned: Learned,
     /// UUIDs stamped on personless events of ids with no person.
-    personless: HashMap<String, Uuid>,
+    personless: HashMap<&'e str, Uuid>,
     /// A merge moved ids the cache may hold: read the metadata instead.
     cache_stale: bool,
     pub(crate) stats: CaptureStats,
 }
 
-impl<'t> Resolver<'t> {
+impl<'t, 'e> Resolver<'t, 'e> {
     pub(crate) fn new(
         tx: &'t mut dyn MetaTx,
         cache: CacheView<'t>,
         project: i64,
         now_us: i64,
-    ) -> Resolver<'t> {
+    ) -> Resolver<'t, 'e> {
         Resolver {
             tx,
             cache,
             project,
             now_us,
-            by_id: HashMap::new(),
-            blocked: HashMap::new(),
+            ids: HashMap::new(),
             uuids: HashMap::new(),
             rows: HashMap::new(),
             learned: Learned::default(),
@@ -230,7 +238,7 @@ impl<'t> Resolver<'t> {
     }
 
     /// The person UUID to stamp on `ev` (`None` for blocked ids).
-    pub(crate) fn resolve(&mut self, ev: &CaptureEvent) -> Result<Option<Uuid>> {
+    pub(crate) fn resolve(&mut self, ev: &'e CaptureEvent) -> Result<Option<Uuid>> {
         let did = ev.distinct_id.as_str();
         let ts = ev.timestamp_us.unwrap_or(self.now_us);
         if self.is_blocked(did)? {
@@ -244,8 +252,8 @@ impl<'t> Resolver<'t> {
                 None => self.personless_uuid(did)?,
             }));
         }
-        let pid = match ev.merge_request() {
-            Some(m) => self.merge(&m.other, did, m.dangerous, ts)?,
+        let pid = match ev.merge_with() {
+            Some((other, dangerous)) => self.merge(other, did, dangerous, ts)?,
             None => self.get_or_create(did, ts, false)?,
         };
         if !ev.ops.is_empty() {
@@ -259,12 +267,12 @@ impl<'t> Resolver<'t> {
 
     /// The UUID a person created for `did` now would get (see [`free_uuid`]),
     /// once per batch.
-    fn personless_uuid(&mut self, did: &str) -> Result<Uuid> {
+    fn personless_uuid(&mut self, did: &'e str) -> Result<Uuid> {
         if let Some(u) = self.personless.get(did) {
             return Ok(*u);
         }
         let u = free_uuid(self.tx, self.project, did)?;
-        self.personless.insert(did.to_string(), u);
+        self.personless.insert(did, u);
         Ok(u)
     }
 
@@ -300,19 +308,19 @@ impl<'t> Resolver<'t> {
             .ok_or_else(|| PersonsError::Internal(format!("person {pid} not cached")))
     }
 
-    fn is_blocked(&mut self, did: &str) -> Result<bool> {
-        if let Some(b) = self.blocked.get(did) {
-            return Ok(*b);
-        }
-        // `person_of` settles both: an id with a person is not blocked
-        // (blocks are only written when the person and its ids go).
-        self.person_of(did)?;
-        Ok(self.blocked.get(did).copied().unwrap_or(false))
+    fn is_blocked(&mut self, did: &'e str) -> Result<bool> {
+        Ok(self.state(did)?.blocked)
     }
 
-    fn person_of(&mut self, did: &str) -> Result<Option<i64>> {
-        if let Some(p) = self.by_id.get(did) {
-            return Ok(*p);
+    fn person_of(&mut self, did: &'e str) -> Result<Option<i64>> {
+        Ok(self.state(did)?.person)
+    }
+
+    /// What this batch knows of `did`: from its own earlier events, the
+    /// committed cache, or the metadata (read once per batch).
+    fn state(&mut self, did: &'e str) -> Result<IdState> {
+        if let Some(s) = self.ids.get(did) {
+            return Ok(*s);
         }
         let cached = if self.cache_stale {
             None
@@ -327,23 +335,28 @@ impl<'t> Resolver<'t> {
                 k
             }
         };
-        let pid = match known {
+        // An id with a person is not blocked (blocks are only written
+        // when the person and its ids go).
+        let state = match known {
             Known::Person(pid, uuid) => {
                 self.uuids.insert(pid, uuid);
-                self.blocked.insert(did.to_string(), false);
-                Some(pid)
+                IdState {
+                    person: Some(pid),
+                    blocked: false,
+                }
             }
-            Known::Absent { blocked } => {
-                self.blocked.insert(did.to_string(), blocked);
-                None
-            }
+            Known::Absent { blocked } => IdState {
+                person: None,
+                blocked,
+            },
         };
-        self.by_id.insert(did.to_string(), pid);
-        Ok(pid)
+        self.ids.insert(did, state);
+        Ok(state)
     }
 
-    fn get_or_create(&mut self, did: &str, ts: i64, identified: bool) -> Result<i64> {
-        if let Some(pid) = self.person_of(did)? {
+    fn get_or_create(&mut self, did: &'e str, ts: i64, identified: bool) -> Result<i64> {
+        let state = self.state(did)?;
+        if let Some(pid) = state.person {
             return Ok(pid);
         }
         let uuid = free_uuid(self.tx, self.project, did)?;
@@ -358,7 +371,13 @@ impl<'t> Resolver<'t> {
         let id = row.id;
         self.rows.insert(id, Cached { row, dirty: false });
         self.uuids.insert(id, uuid);
-        self.by_id.insert(did.to_string(), Some(id));
+        self.ids.insert(
+            did,
+            IdState {
+                person: Some(id),
+                ..state
+            },
+        );
         self.learned
             .ids
             .push((did.to_string(), Known::Person(id, uuid)));
@@ -375,10 +394,15 @@ impl<'t> Resolver<'t> {
         Ok(())
     }
 
-    fn attach(&mut self, did: &str, pid: i64) -> Result<()> {
+    fn attach(&mut self, did: &'e str, pid: i64) -> Result<()> {
         self.tx.add_distinct_id(self.project, did, pid)?;
-        self.by_id.insert(did.to_string(), Some(pid));
-        self.blocked.insert(did.to_string(), false);
+        self.ids.insert(
+            did,
+            IdState {
+                person: Some(pid),
+                blocked: false,
+            },
+        );
         let uuid = self.uuid(pid)?;
         self.learned
             .ids
@@ -387,7 +411,7 @@ impl<'t> Resolver<'t> {
     }
 
     /// Merge `other`'s person into `target`'s; returns the event's person.
-    fn merge(&mut self, other: &str, target: &str, dangerous: bool, ts: i64) -> Result<i64> {
+    fn merge(&mut self, other: &'e str, target: &'e str, dangerous: bool, ts: i64) -> Result<i64> {
         if other == target {
             return self.get_or_create(target, ts, false);
         }
@@ -454,9 +478,9 @@ impl<'t> Resolver<'t> {
             Some(&json!({ "merged_person_uuid": gone.uuid.to_string() })),
             self.now_us,
         )?;
-        for v in self.by_id.values_mut() {
-            if *v == Some(from) {
-                *v = Some(into);
+        for v in self.ids.values_mut() {
+            if v.person == Some(from) {
+                v.person = Some(into);
             }
         }
         // Ids of `from` not yet seen in this batch may sit in the cache.
