@@ -48,6 +48,7 @@ pub mod props;
 pub mod reads;
 mod resolve;
 pub mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_cohorts;
 pub mod tables;
 

@@ -31,6 +31,7 @@ use crate::meta::{
     PersonFilter, PersonRow, Project, ProjectRemoval, ProjectSettings, PropertyFilter,
     PropertyOperator,
 };
+use crate::sqlite_checkpoint::{Checkpointer, BACKSTOP_PAGES};
 
 /// File name of the metadata database inside the data directory.
 pub const METADATA_FILE: &str = "metadata.sqlite3";
@@ -149,6 +150,8 @@ pub struct SqliteMeta {
     conn: Mutex<Connection>,
     key: [u8; 32],
     path: PathBuf,
+    /// Checkpoints the log after commits (none for a read-only handle).
+    checkpointer: Option<Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteMeta {
@@ -191,6 +194,7 @@ impl SqliteMeta {
             conn: Mutex::new(conn),
             key,
             path,
+            checkpointer: None,
         })
     }
 
@@ -270,16 +274,17 @@ impl SqliteMeta {
         // cache miss is a read system call per b-tree level.
         conn.pragma_update(None, "cache_size", -131_072)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
-        // Checkpoint every 8192 pages (32 MiB of log) rather than 1000:
-        // consecutive capture batches rewrite many of the same pages, which
-        // a checkpoint then copies into the database once.
-        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+        // Checkpoints run on their own thread (see `sqlite_checkpoint`);
+        // a commit checkpoints itself only past this backstop.
+        conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
         migrate(&mut conn, &path)?;
         let key = load_key(&mut conn)?;
+        let checkpointer = Some(Checkpointer::start(&path)?);
         let meta = SqliteMeta {
             conn: Mutex::new(conn),
             key,
             path,
+            checkpointer,
         };
         // Finish a scrub an earlier process could not (see `scrub`).
         meta.scrub()?;
@@ -358,6 +363,10 @@ impl MetaStore for SqliteMeta {
             key: &self.key,
         })?;
         tx.commit()?;
+        drop(conn);
+        if let Some(c) = &self.checkpointer {
+            c.nudge();
+        }
         Ok(out)
     }
 

@@ -1,0 +1,157 @@
+//! The metadata log's checkpoints, off the writers' path.
+//!
+//! In WAL mode a commit appends pages to `metadata.sqlite3-wal`; a
+//! checkpoint copies them into the database file and syncs it. SQLite's
+//! automatic checkpoint runs inside the commit that crosses its threshold,
+//! so a capture batch paid for it (about a third of a batch's commit at
+//! 2M events). Here a thread with its own connection runs a `PASSIVE`
+//! checkpoint (which never blocks a writer) after commits, at most once
+//! per [`MIN_INTERVAL`], so that pages rewritten by consecutive commits are
+//! copied once. The writer's connection keeps an automatic checkpoint at a
+//! much higher threshold ([`BACKSTOP_PAGES`]) in case this thread falls
+//! behind or cannot run.
+//!
+//! Invariant: nothing here changes what is committed or when; a failed
+//! checkpoint is logged and retried after the next commit, and the log is
+//! replayed by the next open whatever state it was left in.
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{PersonsError, Result};
+
+/// Shortest time between two checkpoints.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The writer's own automatic checkpoint threshold, in pages (256 MiB of
+/// log with 4 KiB pages): only reached when this thread falls behind.
+pub(crate) const BACKSTOP_PAGES: i64 = 65_536;
+
+#[derive(Default)]
+struct State {
+    /// A commit happened since the last checkpoint started.
+    pending: bool,
+    stop: bool,
+}
+
+/// The checkpoint thread; stopped (and joined) on drop.
+pub(crate) struct Checkpointer {
+    shared: Arc<(Mutex<State>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Start the thread, with its own connection to the database at `path`
+    /// (which must exist and be in WAL mode).
+    pub(crate) fn start(path: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // This connection only checkpoints; its own commits (none) must
+        // not trigger one either.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
+        let thread = std::thread::Builder::new()
+            .name("elide-meta-ckpt".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || run(&conn, &shared)
+            })
+            .map_err(|e| {
+                PersonsError::Internal(format!(
+                    "could not start the metadata checkpoint thread: {e}"
+                ))
+            })?;
+        Ok(Checkpointer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// A commit happened: a checkpoint is due.
+    pub(crate) fn nudge(&self) {
+        let (lock, cv) = &*self.shared;
+        if let Ok(mut s) = lock.lock() {
+            if !s.pending {
+                s.pending = true;
+                cv.notify_one();
+            }
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.shared;
+        if let Ok(mut s) = lock.lock() {
+            s.stop = true;
+            cv.notify_one();
+        }
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("the metadata checkpoint thread panicked");
+            }
+        }
+    }
+}
+
+fn run(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
+    let (lock, cv) = shared;
+    let mut last: Option<Instant> = None;
+    loop {
+        {
+            let Ok(mut s) = lock.lock() else { return };
+            // Wait for a commit, then let more commits gather until
+            // `MIN_INTERVAL` has passed since the last checkpoint.
+            loop {
+                if s.stop {
+                    return;
+                }
+                let wait = match (s.pending, last) {
+                    (false, _) => None,
+                    (true, Some(t)) if t.elapsed() < MIN_INTERVAL => {
+                        Some(MIN_INTERVAL - t.elapsed())
+                    }
+                    (true, _) => break,
+                };
+                s = match wait {
+                    None => match cv.wait(s) {
+                        Ok(g) => g,
+                        Err(_) => return,
+                    },
+                    Some(d) => match cv.wait_timeout(s, d) {
+                        Ok((g, _)) => g,
+                        Err(_) => return,
+                    },
+                };
+            }
+            s.pending = false;
+        }
+        let started = Instant::now();
+        last = Some(started);
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        }) {
+            Ok((busy, log, done)) => tracing::trace!(
+                busy,
+                log_pages = log,
+                checkpointed_pages = done,
+                took_us = started.elapsed().as_micros() as u64,
+                "metadata checkpoint"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata checkpoint failed; retried after the next commit")
+            }
+        }
+    }
+}
