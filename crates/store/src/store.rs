@@ -208,6 +208,7 @@ impl State {
             next_memtable_id: 3,
             next_wal_segment: wal_segment.map_or(0, |s| s + 1),
             failed: None,
+            wal_buffer: Vec::new(),
         }
     }
 }
@@ -344,6 +345,8 @@ pub(crate) struct State {
     pub next_wal_segment: u64,
     /// Set when the store is closed or a write failed (the log may be torn).
     pub failed: Option<String>,
+    /// The ingest log's encoding buffer, kept between appends.
+    pub wal_buffer: Vec<u8>,
 }
 
 pub(crate) struct Inner {
@@ -800,8 +803,11 @@ impl Store {
         }
         let seq_start = st.next_seq;
         let batch = n.finish(seq_start, now_us())?;
-        let mut record = wal::encode_record(n.table, seq_start, &batch)?;
-        let lsn = match inner.wal()?.write(&mut record, seq_start + rows) {
+        let buffer = std::mem::take(&mut st.wal_buffer);
+        let mut record = wal::encode_record_into(buffer, n.table, seq_start, &batch)?;
+        let written = inner.wal()?.write(&mut record, seq_start + rows);
+        st.wal_buffer = record.into_buffer();
+        let lsn = match written {
             Ok(l) => l,
             Err(e) => {
                 st.failed = Some(format!("ingest log write failed: {e}"));
