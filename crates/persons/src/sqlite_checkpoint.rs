@@ -155,3 +155,72 @@ fn run(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows written by a connection that never checkpoints itself reach
+    /// the database file once the thread is nudged; dropping the
+    /// checkpointer stops its thread.
+    #[test]
+    fn nudged_commits_reach_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sqlite3");
+        let writer = Connection::open(&path).unwrap();
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        writer.execute_batch("CREATE TABLE t (v BLOB)").unwrap();
+        let ckpt = Checkpointer::start(&path).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        for _ in 0..50 {
+            writer
+                .execute("INSERT INTO t (v) VALUES (zeroblob(8192))", [])
+                .unwrap();
+            ckpt.nudge();
+        }
+        let wal = dir.path().join("m.sqlite3-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 400_000);
+        // 50 rows of 8 KiB: the file grows by at least that once checkpointed.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&path).unwrap().len() < before + 400_000 {
+            assert!(Instant::now() < deadline, "no checkpoint within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(ckpt);
+        let n: i64 = writer
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 50);
+    }
+
+    /// Without a nudge nothing is checkpointed (the thread waits for
+    /// commits rather than polling).
+    #[test]
+    fn no_commit_no_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sqlite3");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            .unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        writer.execute_batch("CREATE TABLE t (v BLOB)").unwrap();
+        let ckpt = Checkpointer::start(&path).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        writer
+            .execute("INSERT INTO t (v) VALUES (zeroblob(65536))", [])
+            .unwrap();
+        std::thread::sleep(MIN_INTERVAL * 2);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
+        ckpt.nudge();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&path).unwrap().len() < before + 65_536 {
+            assert!(Instant::now() < deadline, "no checkpoint within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
