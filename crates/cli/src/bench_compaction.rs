@@ -6,8 +6,11 @@
 //!    project 1's parts that carry tombstones, then Elide's purge of the
 //!    same parts: throughput ratio = plain time / purge time (the purge
 //!    tasks' read, write and fsync, plus the commits that swap them in).
-//! 2. Query latency (a GROUP BY over every event) idle, then while a
-//!    throttled purge of the other projects runs on another thread.
+//! 2. Query latency (a GROUP BY over every event) while a throttled purge
+//!    of the other projects runs on another thread, against idle: the
+//!    purge runs in slices of [`PURGE_SLICE`], each after an idle window
+//!    of queries, and each slice's median is divided by its idle
+//!    window's (paired ratios; their median is the figure).
 //! 3. Write amplification: bytes of the parts rewritten / bytes of the
 //!    parts that held deleted rows, for the deletes spread over every
 //!    project (steps 1+2), then for deletes concentrated in project 1.
@@ -65,17 +68,22 @@ pub struct CompactionFigures {
     /// `plain_rewrite_ms / purge_ms`: purge speed relative to the plain
     /// rewrite (target >= 0.8).
     pub purge_speed_vs_plain: f64,
-    /// Median latency of the query, idle.
+    /// Median latency of the query, idle (all idle windows).
     pub idle_query_ms: f64,
-    /// Median latency of the query while the throttled purge runs.
+    /// Median latency of the query while the throttled purge runs (all
+    /// purge slices).
     pub during_purge_query_ms: f64,
-    /// `during / idle` (target <= 1.2).
+    /// The median of [`CompactionFigures::window_ratios`] (target <= 1.1).
     pub during_over_idle: f64,
+    /// Per purge slice: its queries' median over the median of the idle
+    /// window just before it.
+    pub window_ratios: Vec<f64>,
     /// Queries that ran during the throttled purge.
     pub queries_during_purge: usize,
     /// The throttle, bytes/s.
     pub throttle_bytes_per_sec: u64,
-    /// Wall time of the throttled purge, ms.
+    /// Wall time of the throttled purge's slices and the idle windows
+    /// between them, ms.
     pub throttled_purge_ms: f64,
     /// Deletes spread over every project.
     pub spread: WriteAmplification,
@@ -189,6 +197,26 @@ fn plain_rewrite(store: &Store, dir: &Path, project: i64) -> Result<(Duration, u
     Ok((elapsed, n, bytes))
 }
 
+/// How long each slice of the throttled purge starts tasks for.
+const PURGE_SLICE: Duration = Duration::from_secs(2);
+
+/// The throttled purge of every project, starting no task after `until`.
+fn purge_until(store: &Store, io: u64, until: Instant) -> Result<elide_store::CompactionReport> {
+    Ok(store.compact(CompactRequest {
+        manual: true,
+        merges: false,
+        io_bytes_per_sec: Some(io),
+        deadline: Some(until),
+        ..Default::default()
+    })?)
+}
+
+fn median_f64(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn purge(
     store: &Store,
     project: Option<i64>,
@@ -262,42 +290,61 @@ pub(crate) fn run(
         purge_ms
     );
 
-    // 2. Query latency idle, then during a throttled purge of the rest.
+    // 2. Query latency during a throttled purge of the rest, paired with
+    // idle: the purge runs in slices (no task starts after the slice's
+    // deadline), each preceded by an idle window of queries, so that each
+    // ratio compares moments seconds apart rather than minutes.
     let ctx = elide_query::session_context(store)?;
-    let mut idle = Vec::new();
-    for round in 0..=repeat {
-        let (t, _) = rt.block_on(run_query(&ctx, QUERY))?;
-        if round > 0 {
-            idle.push(t);
+    rt.block_on(run_query(&ctx, QUERY))?;
+    let (mut idle, mut during, mut window_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bytes2, mut dropped2) = (0u64, 0u64);
+    let started = Instant::now();
+    loop {
+        let mut idle_window = Vec::new();
+        for _ in 0..repeat.max(3) {
+            idle_window.push(rt.block_on(run_query(&ctx, QUERY))?.0);
+        }
+        let done = AtomicBool::new(false);
+        let mut during_window = Vec::new();
+        let slice = std::thread::scope(|s| -> Result<elide_store::CompactionReport> {
+            let h = s.spawn(|| {
+                let r = purge_until(store, throttle, Instant::now() + PURGE_SLICE);
+                done.store(true, Ordering::Release);
+                r
+            });
+            // Every query that *finishes* during the slice counts.
+            while !done.load(Ordering::Acquire) {
+                let (t, _) = rt.block_on(run_query(&ctx, QUERY))?;
+                if !done.load(Ordering::Acquire) {
+                    during_window.push(t);
+                }
+            }
+            h.join()
+                .map_err(|_| "the purge thread panicked")?
+                .map_err(|e| e.to_string().into())
+        })?;
+        let (b, d, _) = purged(&slice);
+        bytes2 += b;
+        dropped2 += d;
+        if !during_window.is_empty() {
+            window_ratios.push(
+                median(during_window.clone()).as_secs_f64()
+                    / median(idle_window.clone()).as_secs_f64().max(1e-9),
+            );
+            idle.extend(idle_window);
+            during.extend(during_window);
+        }
+        if slice.tasks.is_empty() {
+            break;
         }
     }
-    let done = AtomicBool::new(false);
-    let mut during = Vec::new();
-    let started = Instant::now();
-    let r2 = std::thread::scope(|s| -> Result<elide_store::CompactionReport> {
-        let h = s.spawn(|| {
-            let r = purge(store, None, Some(throttle));
-            done.store(true, Ordering::Release);
-            r
-        });
-        // The first query after the start warms nothing the idle ones did
-        // not; every query that *finishes* during the purge counts.
-        while !done.load(Ordering::Acquire) {
-            let (t, _) = rt.block_on(run_query(&ctx, QUERY))?;
-            if !done.load(Ordering::Acquire) {
-                during.push(t);
-            }
-        }
-        h.join()
-            .map_err(|_| "the purge thread panicked")?
-            .map_err(|e| e.to_string().into())
-    })?;
     let throttled_ms = ms(started.elapsed());
-    let (bytes2, dropped2, _) = purged(&r2);
     let queries_during = during.len();
     let (idle_ms, during_ms) = (ms(median(idle)), ms(median(during)));
+    let paired = median_f64(&window_ratios);
     eprintln!(
-        "compaction: query idle {idle_ms:.1} ms, during throttled purge {during_ms:.1} ms ({queries_during} queries, purge {throttled_ms:.0} ms)"
+        "compaction: query idle {idle_ms:.1} ms, during throttled purge {during_ms:.1} ms ({queries_during} queries, purge and idle windows {throttled_ms:.0} ms); paired ratio {paired:.3} over {} windows",
+        window_ratios.len()
     );
     let spread = amplification(&spread_before, bytes1 + bytes2, dropped1 + dropped2);
 
@@ -348,7 +395,8 @@ pub(crate) fn run(
         purge_speed_vs_plain: ms(plain) / purge_ms.max(1e-9),
         idle_query_ms: idle_ms,
         during_purge_query_ms: during_ms,
-        during_over_idle: during_ms / idle_ms.max(1e-9),
+        during_over_idle: paired,
+        window_ratios,
         queries_during_purge: queries_during,
         throttle_bytes_per_sec: throttle,
         throttled_purge_ms: throttled_ms,
@@ -365,13 +413,16 @@ pub(crate) fn print(c: &CompactionFigures) {
         "purge vs plain arrow/parquet rewrite of the same {} parts ({} bytes): plain {:.0} ms, purge {:.0} ms, purge speed {:.2}x of plain",
         c.rewrite_parts, c.rewrite_bytes, c.plain_rewrite_ms, c.purge_ms, c.purge_speed_vs_plain
     );
+    let ratios: Vec<String> = c.window_ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
-        "query during a purge throttled to {} MiB/s: idle {:.1} ms, during {:.1} ms ({} queries), ratio {:.3}; purge took {:.0} ms",
+        "query during a purge throttled to {} MiB/s: idle {:.1} ms, during {:.1} ms ({} queries); paired ratio {:.3} (median of {} slices: {}); purge and idle windows took {:.0} ms",
         c.throttle_bytes_per_sec >> 20,
         c.idle_query_ms,
         c.during_purge_query_ms,
         c.queries_during_purge,
         c.during_over_idle,
+        c.window_ratios.len(),
+        ratios.join(" "),
         c.throttled_purge_ms
     );
     for (name, w) in [("spread", &c.spread), ("concentrated", &c.concentrated)] {
