@@ -270,7 +270,8 @@ pub enum Progress {
 /// most [`YIELD_MAX`]), or until no part is being read, so that a thread
 /// of the purge takes about a tenth of a core from queries (slices of a
 /// merge can be longer than the cap allows for) yet still advances under a
-/// constant query load. Without a rate (`compact --now`, a request near
+/// constant query load. Such a run reads [`YIELDING_BATCH_ROWS`] rows per
+/// purge batch, so that each slice is short. Without a rate (`compact --now`, a request near
 /// its deadline), no sleep at all.
 struct Throttle<'a> {
     rate: Option<u64>,
@@ -287,6 +288,8 @@ struct Throttle<'a> {
 const YIELD_RATIO: u32 = 9;
 /// The longest such sleep.
 const YIELD_MAX: Duration = Duration::from_secs(1);
+/// Rows per batch of a purge that yields to queries.
+const YIELDING_BATCH_ROWS: usize = 2 * 1024;
 
 thread_local! {
     /// When this thread's current slice of compaction work started.
@@ -314,6 +317,16 @@ impl<'a> Throttle<'a> {
     #[cfg(feature = "testing")]
     fn none() -> Self {
         Throttle::new(None, None, None)
+    }
+
+    /// Rows per batch of a purge's read: short slices while this run
+    /// yields to queries (so each slice overlaps a query for less time),
+    /// `default` otherwise. The output's row groups do not depend on it.
+    fn batch_rows(&self, default: usize) -> usize {
+        match self.scans {
+            Some(_) => YIELDING_BATCH_ROWS.min(default),
+            None => default,
+        }
     }
 
     /// Time slept yielding to queries so far.
@@ -751,7 +764,7 @@ fn prepare_purge(
         &inner.storage,
         &meta,
         Some(&read_deleted),
-        inner.opts.part.row_group_rows.clamp(1, 64 * 1024),
+        throttle.batch_rows(inner.opts.part.row_group_rows.clamp(1, 64 * 1024)),
         &mut |batch| {
             if cancelled() {
                 return Err(cancelled_err());

@@ -608,3 +608,44 @@ fn only_a_throttled_run_with_parts_being_read_yields() {
     assert_eq!(run(true, false), 0.0, "no part being read");
     assert_eq!(run(false, true), 0.0, "an unthrottled run never yields");
 }
+
+#[test]
+fn a_yielding_purge_reads_in_short_batches_but_writes_the_same_part() {
+    // While it yields to queries a purge reads 2048 rows at a time (short
+    // slices of work), otherwise a row group's worth; its output must not
+    // depend on that.
+    let purge = |yielding: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts();
+        o.part.row_group_rows = 5000;
+        let store = Store::open(dir.path(), o).unwrap();
+        append(&store, &rows(0..9000, &["a", "b", "c"], 1, 1));
+        store.flush().unwrap();
+        store.delete(DeleteSpec::ids(1, ["b"])).unwrap();
+        let expect = visible(&store);
+        let snap = store.snapshot().unwrap();
+        let guard = yielding.then(|| snap.scan_guard());
+        let r = store
+            .compact(elide_store::CompactRequest {
+                manual: true,
+                io_bytes_per_sec: yielding.then_some(1 << 40),
+                ..Default::default()
+            })
+            .unwrap();
+        drop(guard);
+        drop(snap);
+        assert_eq!(r.summary.parts_purged, 1);
+        assert_eq!(r.yielded_to_queries_ms > 0.0, yielding);
+        assert_eq!(visible(&store), expect);
+        let m = store.manifest().unwrap();
+        let parts: Vec<(u64, Vec<u64>)> = m
+            .parts
+            .iter()
+            .map(|p| (p.rows, p.row_groups.clone()))
+            .collect();
+        parts
+    };
+    let (yielding, not) = (purge(true), purge(false));
+    assert_eq!(yielding, not);
+    assert_eq!(yielding, vec![(6000, vec![5000, 1000])]);
+}
