@@ -151,7 +151,7 @@ pub struct SqliteMeta {
     key: [u8; 32],
     path: PathBuf,
     /// Checkpoints the log after commits (none for a read-only handle).
-    checkpointer: Option<Checkpointer>,
+    pub(crate) checkpointer: Option<Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteMeta {
@@ -385,8 +385,9 @@ impl MetaStore for SqliteMeta {
     fn scrub(&self) -> Result<()> {
         let conn = self.conn()?;
         // A reader on another connection (this process holds the only
-        // writer) blocks the truncation: retry briefly, then leave it to
-        // the next scrub or the one every open runs.
+        // writer), or the checkpoint thread's passive checkpoint, blocks
+        // the truncation: retry briefly, then leave it to the next scrub
+        // or the one every open runs.
         for attempt in 0..20 {
             let (busy, log, done): (i64, i64, i64) =
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -399,7 +400,7 @@ impl MetaStore for SqliteMeta {
                 tracing::error!(
                     log,
                     done,
-                    "metadata log not truncated: another connection holds a read; erased rows stay in the log until the next scrub or open"
+                    "metadata log not truncated: another connection holds a read or a checkpoint; erased rows stay in the log until the next scrub or open"
                 );
             }
             std::thread::sleep(std::time::Duration::from_millis(50));

@@ -77,11 +77,16 @@ impl Checkpointer {
     /// A commit happened: a checkpoint is due.
     pub(crate) fn nudge(&self) {
         let (lock, cv) = &*self.shared;
-        if let Ok(mut s) = lock.lock() {
-            if !s.pending {
-                s.pending = true;
-                cv.notify_one();
+        match lock.lock() {
+            Ok(mut s) => {
+                if !s.pending {
+                    s.pending = true;
+                    cv.notify_one();
+                }
             }
+            Err(_) => tracing::error!(
+                "the metadata checkpoint thread stopped (poisoned lock); the log is checkpointed only by commits past the backstop"
+            ),
         }
     }
 }
@@ -113,11 +118,12 @@ fn run(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
                 if s.stop {
                     return;
                 }
-                let wait = match (s.pending, last) {
+                let wait = match (
+                    s.pending,
+                    last.map(|t| MIN_INTERVAL.checked_sub(t.elapsed())),
+                ) {
                     (false, _) => None,
-                    (true, Some(t)) if t.elapsed() < MIN_INTERVAL => {
-                        Some(MIN_INTERVAL - t.elapsed())
-                    }
+                    (true, Some(Some(left))) if !left.is_zero() => Some(left),
                     (true, _) => break,
                 };
                 s = match wait {
@@ -160,13 +166,10 @@ fn run(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
 mod tests {
     use super::*;
 
-    /// Rows written by a connection that never checkpoints itself reach
-    /// the database file once the thread is nudged; dropping the
-    /// checkpointer stops its thread.
-    #[test]
-    fn nudged_commits_reach_the_database_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.sqlite3");
+    /// A WAL database with table `t` and a writer connection that never
+    /// checkpoints by itself; the checkpointer on it; the file's size.
+    fn setup(dir: &Path) -> (Connection, Checkpointer, std::path::PathBuf, u64) {
+        let path = dir.join("m.sqlite3");
         let writer = Connection::open(&path).unwrap();
         let mode: String = writer
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -175,7 +178,26 @@ mod tests {
         writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         writer.execute_batch("CREATE TABLE t (v BLOB)").unwrap();
         let ckpt = Checkpointer::start(&path).unwrap();
-        let before = std::fs::metadata(&path).unwrap().len();
+        let size = std::fs::metadata(&path).unwrap().len();
+        (writer, ckpt, path, size)
+    }
+
+    /// Wait until the database file holds at least `len` bytes.
+    fn wait_for_len(path: &Path, len: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(path).unwrap().len() < len {
+            assert!(Instant::now() < deadline, "no checkpoint within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Rows written by a connection that never checkpoints itself reach
+    /// the database file once the thread is nudged; dropping the
+    /// checkpointer stops its thread.
+    #[test]
+    fn nudged_commits_reach_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, ckpt, path, before) = setup(dir.path());
         for _ in 0..50 {
             writer
                 .execute("INSERT INTO t (v) VALUES (zeroblob(8192))", [])
@@ -185,11 +207,7 @@ mod tests {
         let wal = dir.path().join("m.sqlite3-wal");
         assert!(std::fs::metadata(&wal).unwrap().len() > 400_000);
         // 50 rows of 8 KiB: the file grows by at least that once checkpointed.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::fs::metadata(&path).unwrap().len() < before + 400_000 {
-            assert!(Instant::now() < deadline, "no checkpoint within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_len(&path, before + 400_000);
         drop(ckpt);
         let n: i64 = writer
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -202,25 +220,36 @@ mod tests {
     #[test]
     fn no_commit_no_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.sqlite3");
-        let writer = Connection::open(&path).unwrap();
-        writer
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
-            .unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        writer.execute_batch("CREATE TABLE t (v BLOB)").unwrap();
-        let ckpt = Checkpointer::start(&path).unwrap();
-        let before = std::fs::metadata(&path).unwrap().len();
+        let (writer, ckpt, path, before) = setup(dir.path());
         writer
             .execute("INSERT INTO t (v) VALUES (zeroblob(65536))", [])
             .unwrap();
         std::thread::sleep(MIN_INTERVAL * 2);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
         ckpt.nudge();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::fs::metadata(&path).unwrap().len() < before + 65_536 {
-            assert!(Instant::now() < deadline, "no checkpoint within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
+        wait_for_len(&path, before + 65_536);
+    }
+
+    /// `SqliteMeta`'s commits nudge the thread: its log reaches the
+    /// database file without an explicit checkpoint (the writer's own
+    /// threshold is far above what is written here).
+    #[test]
+    fn metadata_commits_are_checkpointed() {
+        use crate::meta::MetaStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite3");
+        let meta = crate::sqlite::SqliteMeta::open(&path).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        for project in 1..=200 {
+            meta.write(|tx| crate::persons::ensure_project(tx, project, 0).map(|_| ()))
+                .unwrap();
         }
+        wait_for_len(&path, before + 4096);
+        assert!(meta.checkpointer.is_some());
+        let ro = crate::sqlite::SqliteMeta::open_read_only(&path).unwrap();
+        assert!(
+            ro.checkpointer.is_none(),
+            "a read-only handle has no thread"
+        );
     }
 }
