@@ -24,7 +24,8 @@
 //! persons that change nothing need only the (person id, UUID) of their
 //! distinct id, which [`IdCache`] keeps across batches.
 
-use foldhash::{HashMap, HashMapExt};
+use std::collections::HashMap;
+
 use serde_json::{json, Map};
 use uuid::Uuid;
 
