@@ -155,7 +155,8 @@ pub fn encode_record_into(
     bytes.clear();
     // The IPC stream holds every buffer once, padded, and a little
     // metadata: the batch's memory size (capacities) covers it.
-    bytes.reserve(batch.get_array_memory_size() + 4096);
+    // (Sliced arrays count their parents' buffers: capped.)
+    bytes.reserve((batch.get_array_memory_size() + 4096).min(REUSED_BUFFER_MAX));
     bytes.extend_from_slice(&[0u8; 8]);
     bytes.push(KIND_APPEND);
     bytes.push(table.id());
