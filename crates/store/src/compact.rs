@@ -271,7 +271,8 @@ pub enum Progress {
 /// of the purge takes about a tenth of a core from queries (slices of a
 /// merge can be longer than the cap allows for) yet still advances under a
 /// constant query load. Such a run reads [`YIELDING_BATCH_ROWS`] rows per
-/// purge batch, so that each slice is short. Without a rate (`compact --now`, a request near
+/// purge batch of a part whose purge starts while queries read, so that
+/// each slice is short. Without a rate (`compact --now`, a request near
 /// its deadline), no sleep at all.
 struct Throttle<'a> {
     rate: Option<u64>,
@@ -319,13 +320,14 @@ impl<'a> Throttle<'a> {
         Throttle::new(None, None, None)
     }
 
-    /// Rows per batch of a purge's read: short slices while this run
-    /// yields to queries (so each slice overlaps a query for less time),
-    /// `default` otherwise. The output's row groups do not depend on it.
+    /// Rows per batch of a part's purge read: short slices when this run
+    /// yields to queries and a part is being read as it starts (so each
+    /// slice overlaps a query for less time), `default` otherwise. The
+    /// output's row groups do not depend on it.
     fn batch_rows(&self, default: usize) -> usize {
-        match self.scans {
-            Some(_) => YIELDING_BATCH_ROWS.min(default),
-            None => default,
+        match &self.scans {
+            Some(scans) if scans.active() > 0 => YIELDING_BATCH_ROWS.min(default),
+            _ => default,
         }
     }
 
@@ -1292,4 +1294,27 @@ fn verify(
 fn before_commit_failpoint() -> Result<()> {
     crate::failpoint!("compact::before_commit");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_batches_are_short_only_for_a_yielding_run_while_a_part_is_read() {
+        let scans = ScanActivity::default();
+        let yielding = Throttle::new(Some(1 << 20), Some(scans.clone()), None);
+        let unlimited = Throttle::new(None, Some(scans.clone()), None);
+        assert_eq!(yielding.batch_rows(65_536), 65_536, "no part being read");
+        let reading = scans.guard();
+        assert_eq!(yielding.batch_rows(65_536), YIELDING_BATCH_ROWS);
+        assert_eq!(yielding.batch_rows(1_000), 1_000, "never above the default");
+        assert_eq!(
+            unlimited.batch_rows(65_536),
+            65_536,
+            "an unlimited run never yields"
+        );
+        drop(reading);
+        assert_eq!(yielding.batch_rows(65_536), 65_536);
+    }
 }
