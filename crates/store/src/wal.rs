@@ -155,8 +155,9 @@ pub fn encode_record_into(
     bytes.clear();
     // The IPC stream holds every buffer once, padded, and a little
     // metadata: the batch's memory size (capacities) covers it.
-    // (Sliced arrays count their parents' buffers: capped.)
-    bytes.reserve((batch.get_array_memory_size() + 4096).min(REUSED_BUFFER_MAX));
+    // (Sliced arrays count their parents' buffers: capped at a record's
+    // largest size.)
+    bytes.reserve((batch.get_array_memory_size() + 4096).min(MAX_RECORD as usize));
     bytes.extend_from_slice(&[0u8; 8]);
     bytes.push(KIND_APPEND);
     bytes.push(table.id());
