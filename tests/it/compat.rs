@@ -101,3 +101,82 @@ fn v1_parts_get_runs_files_from_compaction_and_deletions_then_use_them() {
     let ctx = ctx(&store);
     assert_eq!(count(&rt, &ctx, "SELECT count(*) FROM events"), 24);
 }
+
+/// (part id, the `uuid` column's Arrow type) of every part of `events`.
+fn uuid_types(store: &elide::store::Store) -> Vec<(u64, arrow::datatypes::DataType)> {
+    let snap = store.snapshot().unwrap();
+    snap.parts(elide::store::Table::Events)
+        .map(|p| {
+            let path = snap.storage().local_root().unwrap().join(&p.path);
+            let f = std::fs::File::open(path).unwrap();
+            let r =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+            let t = r.schema().field_with_name("uuid").unwrap().data_type();
+            (p.id, t.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
+    use arrow::datatypes::DataType;
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/compat/v1");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&src, dir.path());
+    let rt = rt();
+    let store = open(dir.path());
+    let v1 = uuid_types(&store);
+    assert!(v1.iter().all(|(_, t)| *t == DataType::Utf8));
+    // generate.sh: event i has UUID 00000000-0000-4000-8000-<i, 12 digits>;
+    // user-1 of project 1 (events 6, 16 and 26) is deleted.
+    let q = "SELECT uuid FROM events ORDER BY uuid";
+    let before = strings(&sql(&rt, &ctx(&store), q));
+    assert_eq!(before.len(), 27);
+    assert_eq!(before[0], "00000000-0000-4000-8000-000000000001");
+    assert!(!before.contains(&"00000000-0000-4000-8000-000000000006".to_string()));
+    let one = "SELECT count(*) FROM events WHERE uuid = '00000000-0000-4000-8000-000000000002'";
+    assert_eq!(count(&rt, &ctx(&store), one), 1);
+    // New rows next to the old parts: 16 bytes, the same text out.
+    let new_uuid = "0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f";
+    let mut r = row(100, "user-9", 2, 0);
+    r.uuid = Some(new_uuid.to_uppercase());
+    append(&store, &[r]);
+    let q_new = format!("SELECT count(*) FROM events WHERE uuid = '{new_uuid}'");
+    assert_eq!(count(&rt, &ctx(&store), &q_new), 1, "buffered");
+    store.flush().unwrap();
+    let types = uuid_types(&store);
+    let flushed: Vec<_> = types.iter().filter(|p| !v1.contains(p)).collect();
+    assert_eq!(flushed.len(), 1, "{types:?}");
+    assert_eq!(flushed[0].1, DataType::FixedSizeBinary(16));
+    assert_eq!(count(&rt, &ctx(&store), &q_new), 1);
+    // A compaction writes the parts it rewrites (the purge of user-1,
+    // merges of small parts, old with new) in the current schema; parts
+    // it leaves keep their text, and read the same.
+    store
+        .compact(elide::store::CompactRequest {
+            manual: true,
+            merges: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let types = uuid_types(&store);
+    let written: Vec<_> = types
+        .iter()
+        .filter(|(id, _)| !v1.iter().any(|(old, _)| old == id))
+        .collect();
+    assert!(written.len() >= 2, "{types:?}");
+    assert!(
+        written
+            .iter()
+            .all(|(_, t)| *t == DataType::FixedSizeBinary(16)),
+        "{types:?}"
+    );
+    let after = strings(&sql(&rt, &ctx(&store), q));
+    let mut expected = before.clone();
+    expected.push(new_uuid.to_string());
+    expected.sort();
+    assert_eq!(after, expected);
+    assert_eq!(count(&rt, &ctx(&store), one), 1);
+    assert_eq!(count(&rt, &ctx(&store), &q_new), 1);
+    assert!(!store.scrub(&mut |_, _| {}).unwrap().damaged());
+}

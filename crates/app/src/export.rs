@@ -52,13 +52,17 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// The one schema of a parquet export: `table`, then the union of the
-/// tables' stored columns, all nullable.
+/// tables' stored columns, all nullable, UUIDs as their text (as
+/// [`elide_store::Store::rows_of_distinct_ids`] delivers them).
 fn union_schema() -> SchemaRef {
     let mut fields = vec![Field::new("table", arrow::datatypes::DataType::Utf8, false)];
     for t in Table::ALL {
         for f in t.def().schema().fields() {
             if !fields.iter().any(|g| g.name() == f.name()) {
-                fields.push(f.as_ref().clone().with_nullable(true));
+                fields.push(match elide_store::schema::is_uuid_field(f) {
+                    true => Field::new(f.name(), arrow::datatypes::DataType::Utf8, true),
+                    false => f.as_ref().clone().with_nullable(true),
+                });
             }
         }
     }

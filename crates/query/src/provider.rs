@@ -19,8 +19,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, TimestampMicrosecondArray, UInt64Array};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::array::{
+    ArrayRef, AsArray, BooleanArray, Int64Array, TimestampMicrosecondArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -41,10 +43,12 @@ use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
+use elide_store::schema::{is_uuid_field, uuid_text_view};
 use elide_store::{PartMeta, Snapshot, Store, Table, WeakStore};
 use futures::StreamExt;
 
 use crate::access::{access_plan, ExpectedLayout, PartReaderFactory};
+use crate::uuid_text::UuidTextAdapterFactory;
 
 /// A table of an Elide store, as DataFusion sees it.
 ///
@@ -111,7 +115,8 @@ impl ElideTable {
 /// `Utf8View`. The parquet reader then builds views onto each page's
 /// dictionary (16 bytes a row) instead of copying every string, and
 /// filters, joins and `GROUP BY` on strings move views, not bytes.
-/// Parts on disk are unchanged (plain parquet strings).
+/// Parts on disk are unchanged (plain parquet strings). UUIDs stored as
+/// 16 bytes are read as their text too (see [`crate::uuid_text`]).
 pub(crate) fn scan_schema(def: &SchemaRef) -> SchemaRef {
     let fields: Vec<_> = def
         .fields()
@@ -119,6 +124,9 @@ pub(crate) fn scan_schema(def: &SchemaRef) -> SchemaRef {
         .map(|f| match f.data_type() {
             DataType::Utf8 | DataType::LargeUtf8 => {
                 Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+            }
+            _ if is_uuid_field(f) => {
+                Arc::new(Field::new(f.name(), DataType::Utf8View, f.is_nullable()))
             }
             _ => Arc::clone(f),
         })
@@ -135,9 +143,12 @@ fn in_scan_schema(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<R
                 .columns()
                 .iter()
                 .zip(schema.fields())
-                .map(|(c, f)| match c.data_type() == f.data_type() {
-                    true => Ok(Arc::clone(c)),
-                    false => arrow::compute::cast(c, f.data_type()),
+                .map(|(c, f)| match (c.data_type(), f.data_type()) {
+                    (have, want) if have == want => Ok(Arc::clone(c)),
+                    (DataType::FixedSizeBinary(16), DataType::Utf8View) => {
+                        Ok(Arc::new(uuid_text_view(c.as_fixed_size_binary())) as ArrayRef)
+                    }
+                    (_, want) => arrow::compute::cast(c, want),
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
@@ -370,6 +381,7 @@ impl TableProvider for ElideTable {
                 .with_statistics(part_statistics(&schema, total_rows, total_bytes))
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
+                .with_expr_adapter(Some(Arc::new(UuidTextAdapterFactory)))
                 .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }

@@ -20,7 +20,7 @@ use crate::error::{Result, StoreError};
 use crate::format::PartMeta;
 use crate::part::read_columns_at;
 use crate::predicate::EventPredicate;
-use crate::schema::Table;
+use crate::schema::{with_uuid_text, Table};
 use crate::store::{poisoned, Store};
 
 /// What [`Store::rows_of_distinct_ids`] delivered, per table.
@@ -42,7 +42,8 @@ impl RowsOf {
 impl Store {
     /// Every visible row of `distinct_ids` in `project`, in `tables`
     /// (empty: all), each delivered once to `f` as a batch in the table's
-    /// stored schema (with `_seq` and `inserted_at`): part rows by part,
+    /// stored schema (with `_seq` and `inserted_at`) but with UUIDs as
+    /// their text, as users read them: part rows by part,
     /// in file order, then buffered rows in append order. Found through
     /// the distinct-id index, not a scan (see the module docs). With
     /// `f = |_, _| Ok(())` this counts what deleting those ids would hide.
@@ -190,12 +191,12 @@ impl Store {
             for ((p, _), b) in take.iter().zip(batches) {
                 out.parts += 1;
                 *out.rows.entry(p.table).or_default() += b.num_rows() as u64;
-                f(p.table, b)?;
+                f(p.table, with_uuid_text(b)?)?;
             }
         }
         for (t, b) in mem {
             *out.rows.entry(t).or_default() += b.num_rows() as u64;
-            f(t, b)?;
+            f(t, with_uuid_text(b)?)?;
         }
         drop(pin);
         Ok(out)

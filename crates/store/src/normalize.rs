@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
-    UInt64Array,
+    Array, ArrayRef, AsArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, Int64Array,
+    StringArray, StringBuilder, TimestampMicrosecondArray, UInt64Array,
 };
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, TimeUnit};
@@ -124,6 +124,18 @@ fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Resu
             let s = to_utf8(c, &input)?;
             normalize_uuids(c, &s)?
         }
+        ColumnKind::Uuid16 => match input.data_type() {
+            DataType::FixedSizeBinary(16) => {
+                // The same bytes, tagged as the stored field is.
+                Arc::new(input.as_fixed_size_binary().clone()) as ArrayRef
+            }
+            _ => {
+                let s = to_utf8(c, &input)?;
+                let parsed = crate::schema::parse_uuids(s.iter())
+                    .map_err(|(row, reason)| StoreError::invalid_row(row, c.name, reason))?;
+                Arc::new(parsed) as ArrayRef
+            }
+        },
         ColumnKind::Str => Arc::new(to_utf8(c, &input)?) as ArrayRef,
         ColumnKind::NonEmptyStr => {
             let s = to_utf8(c, &input)?;
@@ -160,7 +172,7 @@ fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Resu
     if c.required && out.null_count() > 0 {
         if c.generated {
             // Fill the nulls of a generated column.
-            return Ok(generate_uuids(rows, Some(out.as_string::<i32>())));
+            return Ok(generate_uuids(rows, Some(out.as_fixed_size_binary())));
         }
         let row = (0..out.len()).find(|&i| out.is_null(i)).unwrap_or(0);
         return Err(StoreError::invalid_row(
@@ -174,6 +186,7 @@ fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Resu
 
 fn stored_type(kind: ColumnKind) -> DataType {
     match kind {
+        ColumnKind::Uuid16 => DataType::FixedSizeBinary(16),
         ColumnKind::Int64 => DataType::Int64,
         ColumnKind::Timestamp => crate::schema::timestamp_type(),
         _ => DataType::Utf8,
@@ -204,14 +217,16 @@ fn to_utf8(c: &ColumnDef, input: &ArrayRef) -> Result<StringArray> {
     }
 }
 
-fn generate_uuids(rows: usize, existing: Option<&StringArray>) -> ArrayRef {
-    let mut b = StringBuilder::with_capacity(rows, rows * 36);
-    let mut buf = uuid::Uuid::encode_buffer();
+/// Random (v4) UUIDs as 16 bytes, keeping the values `existing` has.
+fn generate_uuids(rows: usize, existing: Option<&FixedSizeBinaryArray>) -> ArrayRef {
+    let mut b = FixedSizeBinaryBuilder::with_capacity(rows, 16);
     for i in 0..rows {
-        match existing {
+        let r = match existing {
             Some(e) if e.is_valid(i) => b.append_value(e.value(i)),
-            _ => b.append_value(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf)),
-        }
+            _ => b.append_value(uuid::Uuid::new_v4().as_bytes()),
+        };
+        // Every value is 16 bytes.
+        debug_assert!(r.is_ok());
     }
     Arc::new(b.finish())
 }
@@ -428,14 +443,70 @@ mod tests {
         let out = n.finish(10, 0).unwrap();
         assert_eq!(out.num_rows(), 2);
         assert_eq!(out.schema(), Table::Events.def().schema());
-        let uuids = out.column(0).as_string::<i32>();
-        assert!(uuid::Uuid::try_parse(uuids.value(0)).is_ok());
+        let uuids = out.column(0).as_fixed_size_binary();
+        assert_eq!(uuids.null_count(), 0);
         assert_ne!(uuids.value(0), uuids.value(1));
         let seq = out
             .column_by_name("_seq")
             .unwrap()
             .as_primitive::<arrow::datatypes::UInt64Type>();
         assert_eq!(seq.values().to_vec(), vec![10, 11]);
+    }
+
+    #[test]
+    fn event_uuids_are_stored_as_16_bytes_from_any_text_or_bytes() {
+        let u = uuid::Uuid::parse_str("0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f").unwrap();
+        // Upper case, braced, simple and URN forms are one UUID; a null is
+        // generated.
+        for text in [
+            "0192B1C2-D3E4-4F56-8789-0A1B2C3D4E5F",
+            "{0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f}",
+            "0192b1c2d3e44f5687890a1b2c3d4e5f",
+            "urn:uuid:0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f",
+        ] {
+            let mut cols = good();
+            cols.push(("uuid", Arc::new(StringArray::from(vec![Some(text), None]))));
+            let out = normalize(Table::Events, &batch(cols))
+                .unwrap()
+                .finish(0, 0)
+                .unwrap();
+            let got = out.column(0).as_fixed_size_binary();
+            assert_eq!(got.value(0), u.as_bytes(), "{text}");
+            assert!(got.is_valid(1));
+            assert_ne!(got.value(1), u.as_bytes());
+        }
+        // 16 bytes are taken as they are.
+        let mut cols = good();
+        let bytes = arrow::array::FixedSizeBinaryArray::try_from_iter(
+            [u.as_bytes().to_vec(), vec![7u8; 16]].into_iter(),
+        )
+        .unwrap();
+        cols.push(("uuid", Arc::new(bytes)));
+        let out = normalize(Table::Events, &batch(cols))
+            .unwrap()
+            .finish(0, 0)
+            .unwrap();
+        assert_eq!(out.schema(), Table::Events.def().schema());
+        assert_eq!(out.column(0).as_fixed_size_binary().value(1), &[7u8; 16]);
+        // Text that is not a UUID names its row; other widths are refused.
+        let mut cols = good();
+        let text = u.hyphenated().to_string();
+        cols.push((
+            "uuid",
+            Arc::new(StringArray::from(vec![Some(text.as_str()), Some("nope")])),
+        ));
+        match normalize(Table::Events, &batch(cols)) {
+            Err(StoreError::InvalidRow { row, column, .. }) => {
+                assert_eq!((row, column.as_str()), (1, "uuid"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut cols = good();
+        let wide =
+            arrow::array::FixedSizeBinaryArray::try_from_iter([[0u8; 8], [1u8; 8]].into_iter())
+                .unwrap();
+        cols.push(("uuid", Arc::new(wide)));
+        assert!(normalize(Table::Events, &batch(cols)).is_err());
     }
 
     #[test]

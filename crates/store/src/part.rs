@@ -651,7 +651,10 @@ pub(crate) fn scan_live_rows(
         source: e,
     })?;
     for b in reader {
-        f(b.map_err(|e| StoreError::corrupt(&part.path, format!("decoding: {e}")))?)?;
+        let b = b.map_err(|e| StoreError::corrupt(&part.path, format!("decoding: {e}")))?;
+        // Parts written before UUIDs were stored as 16 bytes: the rows
+        // kept (by a compaction) are written in the current schema.
+        f(crate::schema::upgrade_batch(part.table, b, &part.path)?)?;
     }
     Ok(())
 }

@@ -5,10 +5,27 @@
 //! (`project_id`, UTC day of `timestamp`). The store appends two columns of
 //! its own to every row: `_seq` (u64, strictly increasing per store; the
 //! version that deletion cut-offs compare against) and `inserted_at`.
+//!
+//! The event UUID column `uuid` ([`ColumnKind::Uuid16`]) is stored as 16
+//! bytes (`FixedSizeBinary(16)`, tagged with Arrow's canonical
+//! `arrow.uuid` extension) and read through SQL as its lowercase,
+//! hyphenated text. Stores written before (format 1 parts and ingest-log
+//! records) hold it as that text: [`upgrade_batch`] converts such batches
+//! wherever the store reads rows to keep them (replay of the ingest log,
+//! compaction, scrub), so a compaction migrates old parts; query scans
+//! read both forms (see `elide_query`'s `uuid_text`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, StringArray,
+    StringBuilder, StringViewArray, StringViewBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use crate::error::{Result, StoreError};
 
 /// The column the store adds: the row's sequence number.
 pub const SEQ_COLUMN: &str = "_seq";
@@ -97,6 +114,9 @@ impl std::fmt::Display for Table {
 pub enum ColumnKind {
     /// A UUID string, stored lowercase-hyphenated.
     Uuid,
+    /// A UUID, stored as its 16 bytes ([`uuid_field`]); input may be its
+    /// text in any case or form `uuid` parses, or 16 bytes.
+    Uuid16,
     /// Any string.
     Str,
     /// A non-empty string (identifiers).
@@ -134,7 +154,7 @@ const fn col(name: &'static str, kind: ColumnKind, required: bool) -> ColumnDef 
 const fn generated_uuid(name: &'static str) -> ColumnDef {
     ColumnDef {
         name,
-        kind: ColumnKind::Uuid,
+        kind: ColumnKind::Uuid16,
         required: true,
         generated: true,
     }
@@ -182,6 +202,7 @@ impl TableDef {
             .iter()
             .map(|c| {
                 let dt = match c.kind {
+                    ColumnKind::Uuid16 => return uuid_field(c.name, !c.required),
                     ColumnKind::Uuid | ColumnKind::Str | ColumnKind::NonEmptyStr => DataType::Utf8,
                     ColumnKind::JsonObject => DataType::Utf8,
                     ColumnKind::Int64 => DataType::Int64,
@@ -207,5 +228,218 @@ impl TableDef {
     /// Index of a column in the stored schema.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.schema.index_of(name).ok()
+    }
+}
+
+/// The metadata key of an Arrow extension type's name.
+pub const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
+/// Arrow's canonical extension name for UUIDs over `FixedSizeBinary(16)`.
+pub const UUID_EXTENSION: &str = "arrow.uuid";
+
+/// A field holding UUIDs as 16 bytes, tagged `arrow.uuid`.
+pub fn uuid_field(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::FixedSizeBinary(16), nullable).with_metadata(HashMap::from([(
+        EXTENSION_NAME_KEY.to_string(),
+        UUID_EXTENSION.to_string(),
+    )]))
+}
+
+/// Whether `field` holds 16-byte UUIDs ([`uuid_field`]).
+pub fn is_uuid_field(field: &Field) -> bool {
+    field.data_type() == &DataType::FixedSizeBinary(16)
+        && field.metadata().get(EXTENSION_NAME_KEY).map(String::as_str) == Some(UUID_EXTENSION)
+}
+
+/// The lowercase, hyphenated text of 16-byte UUIDs (nulls stay null).
+pub fn uuid_text(a: &FixedSizeBinaryArray) -> StringArray {
+    let mut b = StringBuilder::with_capacity(a.len(), a.len() * 36);
+    let mut buf = uuid::Uuid::encode_buffer();
+    for v in a.iter() {
+        match v.and_then(|v| uuid::Uuid::from_slice(v).ok()) {
+            Some(u) => b.append_value(u.hyphenated().encode_lower(&mut buf)),
+            None => b.append_null(),
+        }
+    }
+    b.finish()
+}
+
+/// [`uuid_text`] as string views (what query scans return).
+pub fn uuid_text_view(a: &FixedSizeBinaryArray) -> StringViewArray {
+    let mut b = StringViewBuilder::with_capacity(a.len());
+    let mut buf = uuid::Uuid::encode_buffer();
+    for v in a.iter() {
+        match v.and_then(|v| uuid::Uuid::from_slice(v).ok()) {
+            Some(u) => b.append_value(u.hyphenated().encode_lower(&mut buf)),
+            None => b.append_null(),
+        }
+    }
+    b.finish()
+}
+
+/// Parse UUID text (any form `uuid` accepts) into 16 bytes; nulls stay
+/// null. `Err((row, reason))` for the first value that is not a UUID.
+pub fn parse_uuids<'a>(
+    values: impl ExactSizeIterator<Item = Option<&'a str>>,
+) -> std::result::Result<FixedSizeBinaryArray, (usize, String)> {
+    let mut b = FixedSizeBinaryBuilder::with_capacity(values.len(), 16);
+    for (row, v) in values.enumerate() {
+        match v {
+            None => b.append_null(),
+            Some(v) => {
+                let u = uuid::Uuid::try_parse(v)
+                    .map_err(|e| (row, format!("not a UUID ({v:?}): {e}")))?;
+                b.append_value(u.as_bytes())
+                    .map_err(|e| (row, e.to_string()))?;
+            }
+        }
+    }
+    Ok(b.finish())
+}
+
+/// `batch` (rows of `table` as some version of the store wrote them) in
+/// the current stored schema: UUID text where 16 bytes are stored now is
+/// parsed. A batch already in the stored schema is returned as is. Any
+/// other difference, or text that is not a UUID, is corruption of `what`.
+pub fn upgrade_batch(table: Table, batch: RecordBatch, what: &str) -> Result<RecordBatch> {
+    let stored = table.def().schema();
+    if batch.schema_ref() == &stored {
+        return Ok(batch);
+    }
+    let got = batch.schema();
+    let mismatch = || StoreError::corrupt(what, "rows do not match the table's schema");
+    // Only whole batches of the table (every column, in order) are
+    // upgraded; a projection keeps its own types.
+    if got.fields().len() != stored.fields().len() {
+        return Err(mismatch());
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(stored.fields().len());
+    for ((want, have), col) in stored
+        .fields()
+        .iter()
+        .zip(got.fields())
+        .zip(batch.columns())
+    {
+        if want.name() != have.name() {
+            return Err(mismatch());
+        }
+        if want.data_type() == have.data_type() {
+            columns.push(Arc::clone(col));
+        } else if is_uuid_field(want) && have.data_type() == &DataType::Utf8 {
+            let parsed = parse_uuids(col.as_string::<i32>().iter()).map_err(|(row, reason)| {
+                StoreError::corrupt(
+                    what,
+                    format!("row {row}, column `{}`: {reason}", want.name()),
+                )
+            })?;
+            columns.push(Arc::new(parsed));
+        } else {
+            return Err(mismatch());
+        }
+    }
+    Ok(RecordBatch::try_new_with_options(
+        stored,
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// `batch` with every 16-byte UUID column ([`is_uuid_field`]) as its
+/// text (`Utf8`): rows as users read them (exports, JSON). Other columns,
+/// and UUID columns already text, are unchanged.
+pub fn with_uuid_text(batch: RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| is_uuid_field(f)) {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        if is_uuid_field(f) {
+            fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+            columns.push(Arc::new(uuid_text(c.as_fixed_size_binary())) as ArrayRef);
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(Arc::clone(c));
+        }
+    }
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, TimestampMicrosecondArray, UInt64Array};
+
+    /// A batch of `Events` as a store before 16-byte UUIDs wrote it.
+    fn legacy_events(uuids: Vec<Option<&str>>) -> RecordBatch {
+        let n = uuids.len();
+        let stored = Table::Events.def().schema();
+        let fields: Vec<Field> = stored
+            .fields()
+            .iter()
+            .map(|f| match is_uuid_field(f) {
+                true => Field::new(f.name(), DataType::Utf8, f.is_nullable()),
+                false => f.as_ref().clone(),
+            })
+            .collect();
+        let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
+        let ts = || {
+            Arc::new(TimestampMicrosecondArray::from(vec![0; n]).with_timezone("UTC")) as ArrayRef
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(uuids)),
+            text("e"),
+            text("d"),
+            Arc::new(StringArray::new_null(n)),
+            Arc::new(Int64Array::from(vec![1; n])),
+            ts(),
+            Arc::new(StringArray::new_null(n)),
+            Arc::new(StringArray::new_null(n)),
+            Arc::new(UInt64Array::from_iter_values(0..n as u64)),
+            ts(),
+        ];
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    #[test]
+    fn legacy_text_uuids_upgrade_to_16_bytes_and_read_back_as_the_same_text() {
+        let a = "0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f";
+        let b = "ffffffff-0000-4000-8000-000000000001";
+        let up = upgrade_batch(Table::Events, legacy_events(vec![Some(a), Some(b)]), "t").unwrap();
+        assert_eq!(up.schema(), Table::Events.def().schema());
+        assert!(is_uuid_field(up.schema().field(0)));
+        // Already current: returned as is.
+        let again = upgrade_batch(Table::Events, up.clone(), "t").unwrap();
+        assert_eq!(again, up);
+        // Users read the text they wrote.
+        let text = with_uuid_text(up).unwrap();
+        assert_eq!(text.schema().field(0).data_type(), &DataType::Utf8);
+        let got: Vec<_> = text.column(0).as_string::<i32>().iter().collect();
+        assert_eq!(got, vec![Some(a), Some(b)]);
+        let view = uuid_text_view(
+            upgrade_batch(Table::Events, legacy_events(vec![Some(b)]), "t")
+                .unwrap()
+                .column(0)
+                .as_fixed_size_binary(),
+        );
+        assert_eq!(view.value(0), b);
+    }
+
+    #[test]
+    fn a_legacy_batch_that_is_not_the_table_is_corruption() {
+        let bad = legacy_events(vec![Some("not a uuid")]);
+        assert!(matches!(
+            upgrade_batch(Table::Events, bad, "p"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let wrong_table = legacy_events(vec![Some("0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f")]);
+        assert!(matches!(
+            upgrade_batch(Table::Recordings, wrong_table, "p"),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }

@@ -339,12 +339,18 @@ pub fn read_segment(path: &Path) -> Result<SegmentRead> {
         let reader = StreamReader::try_new(&payload[prefix..], None).map_err(|e| at_err(&e))?;
         for batch in reader {
             let batch = batch.map_err(|e| at_err(&e))?;
-            if batch.schema() != table.def().schema() || batch.num_rows() as u64 != rows {
+            if batch.num_rows() as u64 != rows {
                 return Err(StoreError::corrupt(
                     path.display(),
                     format!("record at byte {at} does not match the table schema"),
                 ));
             }
+            // A record written before UUIDs were stored as 16 bytes.
+            let batch = crate::schema::upgrade_batch(
+                table,
+                batch,
+                &format!("{} (record at byte {at})", path.display()),
+            )?;
             records.push(WalRecord {
                 table,
                 seq_start,

@@ -56,6 +56,8 @@ pub fn visible_in(snap: &Snapshot) -> BTreeSet<(String, String, u64)> {
     let mut out = BTreeSet::new();
     let mut add =
         |b: &arrow::record_batch::RecordBatch, dead: Option<&croaring::Bitmap>, base: u32| {
+            // UUIDs as users read them (parts hold 16 bytes).
+            let b = &elide_store::schema::with_uuid_text(b.clone()).unwrap();
             let u = b.column_by_name("uuid").unwrap().as_string::<i32>();
             let d = b.column_by_name("distinct_id").unwrap().as_string::<i32>();
             let s = b

@@ -42,10 +42,19 @@ fn torn_store(dir: &Path) -> std::collections::BTreeSet<(String, String, u64)> {
 /// Rewrite a segment in format 1 (no `synced` field), as an earlier
 /// version wrote it.
 fn rewrite_as_v1(path: &Path) {
+    rewrite_as_v1_with(path, |b| b)
+}
+
+/// [`rewrite_as_v1`], each record's batch changed by `f` first.
+fn rewrite_as_v1_with(
+    path: &Path,
+    f: impl Fn(arrow::record_batch::RecordBatch) -> arrow::record_batch::RecordBatch,
+) {
     let read = elide_store::wal::read_segment(path).unwrap();
     let mut out = b"ELIDEWAL".to_vec();
     out.extend_from_slice(&1u32.to_le_bytes());
-    for r in read.records {
+    for mut r in read.records {
+        r.batch = f(r.batch);
         let mut payload = vec![1u8, r.table.id()];
         payload.extend_from_slice(&r.seq_start.to_le_bytes());
         payload.extend_from_slice(&(r.batch.num_rows() as u64).to_le_bytes());
@@ -59,6 +68,71 @@ fn rewrite_as_v1(path: &Path) {
         out.extend_from_slice(&payload);
     }
     std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn log_records_with_uuids_as_text_replay_as_16_bytes_and_read_the_same() {
+    // Rows only in the ingest log, written by a build that stored event
+    // UUIDs as their text.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 1)]);
+    append(&store, &[row(3, "a", 2, 0)]);
+    let before = visible(&store);
+    store.close().unwrap();
+    for s in segments(dir.path()) {
+        rewrite_as_v1_with(&s, |b| {
+            let text = elide_store::schema::with_uuid_text(b).unwrap();
+            assert_eq!(
+                text.schema().field(0).data_type(),
+                &arrow::datatypes::DataType::Utf8
+            );
+            text
+        });
+    }
+    let store = open(dir.path());
+    assert_eq!(visible(&store), before);
+    let snap = store.snapshot().unwrap();
+    for b in snap.memtable_batches(Table::Events) {
+        assert_eq!(
+            b.schema(),
+            Table::Events.def().schema(),
+            "upgraded at replay"
+        );
+    }
+    drop(snap);
+    store.flush().unwrap();
+    assert_eq!(visible(&store), before);
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(visible(&store), before);
+    // A record whose text is not a UUID is damage, not a silently dropped
+    // row.
+    append(&store, &[row(4, "c", 1, 0)]);
+    store.close().unwrap();
+    let last = segments(dir.path()).pop().unwrap();
+    rewrite_as_v1_with(&last, |b| {
+        let mut cols = b.columns().to_vec();
+        cols[0] = std::sync::Arc::new(arrow::array::StringArray::from(vec!["nope"; b.num_rows()]));
+        let mut fields: Vec<_> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[0] = arrow::datatypes::Field::new("uuid", arrow::datatypes::DataType::Utf8, false);
+        arrow::record_batch::RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            cols,
+        )
+        .unwrap()
+    });
+    match Store::open(dir.path(), opts()) {
+        Err(StoreError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("not a UUID"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }
 
 #[test]
