@@ -28,8 +28,12 @@ pub use request::{DeletionRequest, ProjectSettings, RequestKind, RequestStatus};
 pub const MANIFEST_MAGIC: &[u8; 8] = b"ELIDEMAN";
 /// Magic bytes opening a tombstone file.
 pub const TOMBSTONE_MAGIC: &[u8; 8] = b"ELIDETMB";
-/// Current version of the manifest encoding.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Current version of the manifest encoding. Version 2 (2026-12-02) has
+/// the encoding of version 1; it marks stores whose parts may hold event
+/// UUIDs as 16 bytes (docs/format.md), which builds before could not
+/// read: they refuse such a store with this version in the error instead
+/// of failing its queries. This build reads both.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 /// Current version of the tombstone encoding.
 pub const TOMBSTONE_FORMAT_VERSION: u32 = 1;
 
@@ -508,9 +512,9 @@ pub fn decode_manifest(path: &str, bytes: &[u8]) -> Result<Manifest> {
         return Err(corrupt("bad magic (not an elide manifest)"));
     }
     let version = read_u32(bytes, 8);
-    if version != MANIFEST_FORMAT_VERSION {
+    if !(1..=MANIFEST_FORMAT_VERSION).contains(&version) {
         return Err(corrupt(&format!(
-            "unsupported manifest format version {version} (this build reads {MANIFEST_FORMAT_VERSION})"
+            "unsupported manifest format version {version} (this build reads 1 to {MANIFEST_FORMAT_VERSION})"
         )));
     }
     let len = read_u64(bytes, 16);

@@ -50,8 +50,11 @@ use crate::io::{AppendFile, FileSystem};
 use crate::schema::Table;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"ELIDEWAL";
-/// The version new segments are written in.
-const SEGMENT_VERSION: u32 = 2;
+/// The version new segments are written in. Version 3 (2026-12-02) has
+/// the layout of version 2; its records may hold event UUIDs as 16 bytes,
+/// which builds before could not read (they refuse the segment by its
+/// version). This build reads versions 1 to 3.
+const SEGMENT_VERSION: u32 = 3;
 const HEADER_LEN: u64 = 12;
 const KIND_APPEND: u8 = 1;
 /// Payload bytes before the IPC stream, by segment version.
@@ -342,7 +345,10 @@ pub fn read_segment(path: &Path) -> Result<SegmentRead> {
             if batch.num_rows() as u64 != rows {
                 return Err(StoreError::corrupt(
                     path.display(),
-                    format!("record at byte {at} does not match the table schema"),
+                    format!(
+                        "record at byte {at} holds {} rows, its header says {rows}",
+                        batch.num_rows()
+                    ),
                 ));
             }
             // A record written before UUIDs were stored as 16 bytes.
