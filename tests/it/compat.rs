@@ -143,7 +143,35 @@ fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
     append(&store, &[r]);
     let q_new = format!("SELECT count(*) FROM events WHERE uuid = '{new_uuid}'");
     assert_eq!(count(&rt, &ctx(&store), &q_new), 1, "buffered");
+    // Old text, new bytes and buffered rows in one scan: IN, LIKE, a
+    // range, and a top-k on the column.
+    let mixed = |store: &elide::store::Store| {
+        let c = ctx(store);
+        let q_in = format!(
+            "SELECT count(*) FROM events WHERE uuid IN ('{new_uuid}', '00000000-0000-4000-8000-000000000002')"
+        );
+        assert_eq!(count(&rt, &c, &q_in), 2);
+        let q_like = "SELECT count(*) FROM events WHERE uuid LIKE '0192b1c2-%' OR uuid LIKE '%-000000000003'";
+        assert_eq!(count(&rt, &c, q_like), 2);
+        let q_range =
+            "SELECT count(*) FROM events WHERE uuid > '00000000-0000-4000-8000-000000000029'";
+        assert_eq!(count(&rt, &c, q_range), 2);
+        let top = strings(&sql(
+            &rt,
+            &c,
+            "SELECT uuid FROM events ORDER BY uuid DESC LIMIT 2",
+        ));
+        assert_eq!(
+            top,
+            vec![
+                "00000000-0000-4000-8000-000000000030".to_string(),
+                new_uuid.to_string()
+            ]
+        );
+    };
+    mixed(&store);
     store.flush().unwrap();
+    mixed(&store);
     let types = uuid_types(&store);
     let flushed: Vec<_> = types.iter().filter(|p| !v1.contains(p)).collect();
     assert_eq!(flushed.len(), 1, "{types:?}");
@@ -179,4 +207,17 @@ fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
     assert_eq!(count(&rt, &ctx(&store), one), 1);
     assert_eq!(count(&rt, &ctx(&store), &q_new), 1);
     assert!(!store.scrub(&mut |_, _| {}).unwrap().damaged());
+    // The store now says it may hold 16-byte UUIDs: builds before refuse
+    // it by its version instead of failing its queries.
+    let manifests = dir.path().join("manifest");
+    let newest = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let bytes = std::fs::read(newest).unwrap();
+    assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(count(&rt, &ctx(&store), one), 1);
 }

@@ -60,7 +60,7 @@ fn union_schema() -> SchemaRef {
         for f in t.def().schema().fields() {
             if !fields.iter().any(|g| g.name() == f.name()) {
                 fields.push(match elide_store::schema::is_uuid_field(f) {
-                    true => Field::new(f.name(), arrow::datatypes::DataType::Utf8, true),
+                    true => elide_store::schema::text_field(f).with_nullable(true),
                     false => f.as_ref().clone().with_nullable(true),
                 });
             }

@@ -134,11 +134,21 @@ pub(crate) fn scan_schema(def: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, def.metadata().clone()))
 }
 
-/// Buffered batches in the scan's schema (strings cast to views).
-fn in_scan_schema(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+/// Buffered batches, projected, in the scan's `schema` (already
+/// projected): strings cast to views, 16-byte UUIDs as their text. Only
+/// the columns the query reads are converted.
+fn in_scan_schema(
+    batches: Vec<RecordBatch>,
+    projection: Option<&Vec<usize>>,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
     batches
         .into_iter()
         .map(|b| {
+            let b = match projection {
+                Some(p) => b.project(p)?,
+                None => b,
+            };
             let cols = b
                 .columns()
                 .iter()
@@ -151,7 +161,12 @@ fn in_scan_schema(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<R
                     (_, want) => arrow::compute::cast(c, want),
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
+            // `count(*)` projects no column: the row count carries the rows.
+            Ok(RecordBatch::try_new_with_options(
+                Arc::clone(schema),
+                cols,
+                &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+            )?)
         })
         .collect()
 }
@@ -390,12 +405,12 @@ impl TableProvider for ElideTable {
             Some(id) => of_project(snapshot.memtable_batches(self.table), id)?,
         };
         if !mem.is_empty() {
-            let mem = in_scan_schema(mem, &schema)?;
-            inputs.push(MemorySourceConfig::try_new_exec(
-                &[mem],
-                Arc::clone(&schema),
-                projection.cloned(),
-            )?);
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => Arc::clone(&schema),
+            };
+            let mem = in_scan_schema(mem, projection, &projected)?;
+            inputs.push(MemorySourceConfig::try_new_exec(&[mem], projected, None)?);
         }
         if inputs.is_empty() {
             let projected = match projection {

@@ -81,12 +81,11 @@ impl PhysicalExpr for UuidText {
                 ))),
                 other => exec_err!("uuid_text of {other}, expected FixedSizeBinary(16)"),
             },
-            ColumnarValue::Scalar(ScalarValue::FixedSizeBinary(16, v)) => {
-                let text = v
-                    .as_deref()
-                    .and_then(|b| uuid::Uuid::from_slice(b).ok())
-                    .map(|u| u.hyphenated().to_string());
-                Ok(ColumnarValue::Scalar(ScalarValue::Utf8View(text)))
+            ColumnarValue::Scalar(s @ ScalarValue::FixedSizeBinary(16, _)) => {
+                let text = uuid_text_view(s.to_array_of_size(1)?.as_fixed_size_binary());
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &text, 0,
+                )?))
             }
             ColumnarValue::Scalar(s) => exec_err!("uuid_text of {}", s.data_type()),
         }
@@ -187,5 +186,79 @@ impl PhysicalExprAdapter for UuidTextAdapter {
             Ok(Transformed::no(e))
         })
         .data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, FixedSizeBinaryArray};
+    use elide_store::schema::uuid_field;
+
+    const U: &str = "0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f";
+
+    fn bytes() -> FixedSizeBinaryArray {
+        let u = uuid::Uuid::parse_str(U).unwrap();
+        FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+            [Some(u.as_bytes().to_vec()), None].into_iter(),
+            16,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn formats_arrays_and_scalars_and_refuses_other_types() {
+        let schema = Arc::new(Schema::new(vec![uuid_field("uuid", true)]));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(bytes()) as ArrayRef]).unwrap();
+        let e = UuidText::new(Arc::new(Column::new("uuid", 0)));
+        let out = e.evaluate(&batch).unwrap().into_array(2).unwrap();
+        let out = out.as_string_view();
+        assert_eq!((out.value(0), out.is_null(1)), (U, true));
+        assert_eq!(
+            e.return_field(&schema).unwrap().data_type(),
+            &DataType::Utf8View
+        );
+        let lit = datafusion::physical_expr::expressions::lit(ScalarValue::FixedSizeBinary(
+            16,
+            Some(uuid::Uuid::parse_str(U).unwrap().as_bytes().to_vec()),
+        ));
+        match UuidText::new(lit).evaluate(&batch).unwrap() {
+            ColumnarValue::Scalar(ScalarValue::Utf8View(Some(t))) => assert_eq!(t, U),
+            other => panic!("{other:?}"),
+        }
+        let wrong = UuidText::new(datafusion::physical_expr::expressions::lit(1i64));
+        assert!(wrong.evaluate(&batch).is_err());
+    }
+
+    #[test]
+    fn the_adapter_wraps_16_byte_columns_and_casts_text_ones() {
+        let logical = Arc::new(Schema::new(vec![
+            Field::new("uuid", DataType::Utf8View, true),
+            Field::new("event", DataType::Utf8View, false),
+        ]));
+        let new_part = Arc::new(Schema::new(vec![
+            uuid_field("uuid", true),
+            Field::new("event", DataType::Utf8, false),
+        ]));
+        let old_part = Arc::new(Schema::new(vec![
+            Field::new("uuid", DataType::Utf8, true),
+            Field::new("event", DataType::Utf8, false),
+        ]));
+        let col = |n: &str, i| Arc::new(Column::new(n, i)) as Arc<dyn PhysicalExpr>;
+        let a = UuidTextAdapterFactory
+            .create(Arc::clone(&logical), new_part)
+            .unwrap();
+        let got = a.rewrite(col("uuid", 0)).unwrap();
+        assert_eq!(got.to_string(), "uuid_text(uuid@0)");
+        // Other columns are the default adapter's (a cast to views).
+        assert!(a
+            .rewrite(col("event", 1))
+            .unwrap()
+            .to_string()
+            .contains("CAST"));
+        let b = UuidTextAdapterFactory.create(logical, old_part).unwrap();
+        let got = b.rewrite(col("uuid", 0)).unwrap().to_string();
+        assert!(!got.contains("uuid_text") && got.contains("CAST"), "{got}");
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeBinaryArray, FixedSizeBinaryBuilder, Int64Array,
-    StringArray, StringBuilder, TimestampMicrosecondArray, UInt64Array,
+    StringArray, TimestampMicrosecondArray, UInt64Array,
 };
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, TimeUnit};
@@ -210,6 +210,10 @@ fn to_utf8(c: &ColumnDef, input: &ArrayRef) -> Result<StringArray> {
             Ok(out.as_string::<i32>().clone())
         }
         DataType::Null => Ok(StringArray::new_null(input.len())),
+        other if c.kind == ColumnKind::Uuid16 => Err(StoreError::InvalidInput(format!(
+            "column `{}` must be a UUID string or 16 bytes (FixedSizeBinary(16)), got {other}",
+            c.name
+        ))),
         other => Err(StoreError::InvalidInput(format!(
             "column `{}` must be a string, got {other}",
             c.name
@@ -237,20 +241,9 @@ fn normalize_uuids(c: &ColumnDef, s: &StringArray) -> Result<ArrayRef> {
     if canonical {
         return Ok(Arc::new(s.clone()));
     }
-    let mut b = StringBuilder::with_capacity(s.len(), s.len() * 36);
-    let mut buf = uuid::Uuid::encode_buffer();
-    for (row, v) in s.iter().enumerate() {
-        match v {
-            None => b.append_null(),
-            Some(v) => {
-                let u = uuid::Uuid::try_parse(v).map_err(|e| {
-                    StoreError::invalid_row(row, c.name, format!("not a UUID ({v:?}): {e}"))
-                })?;
-                b.append_value(u.hyphenated().encode_lower(&mut buf));
-            }
-        }
-    }
-    Ok(Arc::new(b.finish()))
+    let parsed = crate::schema::parse_uuids(s.iter())
+        .map_err(|(row, reason)| StoreError::invalid_row(row, c.name, reason))?;
+    Ok(Arc::new(crate::schema::uuid_text(&parsed)))
 }
 
 fn is_canonical_uuid(v: &str) -> bool {

@@ -250,29 +250,33 @@ pub fn is_uuid_field(field: &Field) -> bool {
         && field.metadata().get(EXTENSION_NAME_KEY).map(String::as_str) == Some(UUID_EXTENSION)
 }
 
-/// The lowercase, hyphenated text of 16-byte UUIDs (nulls stay null).
-pub fn uuid_text(a: &FixedSizeBinaryArray) -> StringArray {
-    let mut b = StringBuilder::with_capacity(a.len(), a.len() * 36);
+/// The field of a UUID column as users read it: its text.
+pub fn text_field(f: &Field) -> Field {
+    Field::new(f.name(), DataType::Utf8, f.is_nullable())
+}
+
+/// Each value of `a` as lowercase, hyphenated text (or `None`), to `push`.
+fn each_uuid_text(a: &FixedSizeBinaryArray, mut push: impl FnMut(Option<&str>)) {
     let mut buf = uuid::Uuid::encode_buffer();
     for v in a.iter() {
         match v.and_then(|v| uuid::Uuid::from_slice(v).ok()) {
-            Some(u) => b.append_value(u.hyphenated().encode_lower(&mut buf)),
-            None => b.append_null(),
+            Some(u) => push(Some(u.hyphenated().encode_lower(&mut buf))),
+            None => push(None),
         }
     }
+}
+
+/// The lowercase, hyphenated text of 16-byte UUIDs (nulls stay null).
+pub fn uuid_text(a: &FixedSizeBinaryArray) -> StringArray {
+    let mut b = StringBuilder::with_capacity(a.len(), a.len() * 36);
+    each_uuid_text(a, |v| b.append_option(v));
     b.finish()
 }
 
 /// [`uuid_text`] as string views (what query scans return).
 pub fn uuid_text_view(a: &FixedSizeBinaryArray) -> StringViewArray {
     let mut b = StringViewBuilder::with_capacity(a.len());
-    let mut buf = uuid::Uuid::encode_buffer();
-    for v in a.iter() {
-        match v.and_then(|v| uuid::Uuid::from_slice(v).ok()) {
-            Some(u) => b.append_value(u.hyphenated().encode_lower(&mut buf)),
-            None => b.append_null(),
-        }
-    }
+    each_uuid_text(a, |v| b.append_option(v));
     b.finish()
 }
 
@@ -304,6 +308,15 @@ pub fn upgrade_batch(table: Table, batch: RecordBatch, what: &str) -> Result<Rec
     let stored = table.def().schema();
     if batch.schema_ref() == &stored {
         return Ok(batch);
+    }
+    // A part's reader adds the file's key-value metadata to the schema:
+    // the same fields are the same rows.
+    if batch.schema_ref().fields() == stored.fields() {
+        return Ok(RecordBatch::try_new_with_options(
+            stored,
+            batch.columns().to_vec(),
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?);
     }
     let got = batch.schema();
     let mismatch = || StoreError::corrupt(what, "rows do not match the table's schema");
@@ -355,7 +368,7 @@ pub fn with_uuid_text(batch: RecordBatch) -> Result<RecordBatch> {
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (f, c) in schema.fields().iter().zip(batch.columns()) {
         if is_uuid_field(f) {
-            fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+            fields.push(text_field(f));
             columns.push(Arc::new(uuid_text(c.as_fixed_size_binary())) as ArrayRef);
         } else {
             fields.push(f.as_ref().clone());
@@ -382,7 +395,7 @@ mod tests {
             .fields()
             .iter()
             .map(|f| match is_uuid_field(f) {
-                true => Field::new(f.name(), DataType::Utf8, f.is_nullable()),
+                true => text_field(f),
                 false => f.as_ref().clone(),
             })
             .collect();
