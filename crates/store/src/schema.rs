@@ -9,11 +9,12 @@
 //! The event UUID column `uuid` ([`ColumnKind::Uuid16`]) is stored as 16
 //! bytes (`FixedSizeBinary(16)`, tagged with Arrow's canonical
 //! `arrow.uuid` extension) and read through SQL as its lowercase,
-//! hyphenated text. Stores written before (format 1 parts and ingest-log
-//! records) hold it as that text: [`upgrade_batch`] converts such batches
-//! wherever the store reads rows to keep them (replay of the ingest log,
-//! compaction, scrub), so a compaction migrates old parts; query scans
-//! read both forms (see `elide_query`'s `uuid_text`).
+//! hyphenated text. Stores written before (parts under manifest format 1,
+//! ingest-log segments of versions 1 and 2) hold it as that text:
+//! [`upgrade_batch`] converts such batches wherever the store reads rows
+//! to keep them (replay of the ingest log, compaction, scrub), so every
+//! part a compaction rewrites is in the current form; query scans read
+//! both forms (see `elide_query`'s `uuid_text`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
