@@ -98,6 +98,18 @@ pub fn ctx(store: &Store) -> Arc<SessionContext> {
 }
 
 /// Every file under `dir`, recursively.
+/// A manual compaction: every part with deleted rows purged, small parts
+/// merged.
+pub fn compact_now(store: &Store) {
+    store
+        .compact(elide::store::CompactRequest {
+            manual: true,
+            merges: true,
+            ..Default::default()
+        })
+        .unwrap();
+}
+
 pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

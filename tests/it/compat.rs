@@ -180,13 +180,7 @@ fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
     // A compaction writes the parts it rewrites (the purge of user-1,
     // merges of small parts, old with new) in the current schema; parts
     // it leaves keep their text, and read the same.
-    store
-        .compact(elide::store::CompactRequest {
-            manual: true,
-            merges: true,
-            ..Default::default()
-        })
-        .unwrap();
+    compact_now(&store);
     let types = uuid_types(&store);
     let written: Vec<_> = types
         .iter()

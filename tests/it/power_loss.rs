@@ -189,16 +189,6 @@ fn workload(dir: &Path, fs: &Arc<CrashFs>, seed: u64) -> Log {
     log
 }
 
-fn compact_now(store: &Store) {
-    store
-        .compact(elide::store::CompactRequest {
-            manual: true,
-            merges: true,
-            ..Default::default()
-        })
-        .unwrap();
-}
-
 /// Open an image and check it against what was acknowledged before `cut`.
 /// `fs`: open it on a recording file system (to cut its recovery).
 fn check_image(image: &Path, cut: u64, log: &Log, fs: Option<Arc<CrashFs>>) {

@@ -372,13 +372,7 @@ fn queries_see_consistent_snapshots_while_appends_deletes_and_compactions_commit
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(Ordering::SeqCst) {
-                store
-                    .compact(elide::store::CompactRequest {
-                        manual: true,
-                        merges: true,
-                        ..Default::default()
-                    })
-                    .unwrap();
+                compact_now(&store);
                 runs += 1;
             }
             runs
