@@ -17,11 +17,17 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-#[test]
-fn v1_data_directory_opens_forever() {
+/// A fresh copy of the v1 fixture (tests change it).
+fn v1_copy() -> tempfile::TempDir {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/compat/v1");
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&src, dir.path());
+    dir
+}
+
+#[test]
+fn v1_data_directory_opens_forever() {
+    let dir = v1_copy();
     let rt = rt();
     let store = open(dir.path());
     let ctx = ctx(&store);
@@ -53,9 +59,7 @@ fn v1_data_directory_opens_forever() {
 
 #[test]
 fn v1_parts_get_runs_files_from_compaction_and_deletions_then_use_them() {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/compat/v1");
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&src, dir.path());
+    let dir = v1_copy();
     let store = open(dir.path());
     let runs_of = |s: &elide::store::Store| -> Vec<bool> {
         s.snapshot()
@@ -120,9 +124,7 @@ fn uuid_types(store: &elide::store::Store) -> Vec<(u64, arrow::datatypes::DataTy
 #[test]
 fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
     use arrow::datatypes::DataType;
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/compat/v1");
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&src, dir.path());
+    let dir = v1_copy();
     let rt = rt();
     let store = open(dir.path());
     let v1 = uuid_types(&store);
