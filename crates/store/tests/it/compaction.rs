@@ -583,6 +583,27 @@ fn a_throttled_purge_still_finishes_while_queries_read_parts_without_a_pause() {
     assert_eq!(verified, vec![o.request_id]);
 }
 
+/// A manual compaction, limited to a (never reached) byte rate when
+/// `throttled`, while a snapshot's scan guard says parts are being read
+/// when `reading`.
+fn compact_while_reading(
+    store: &Store,
+    throttled: bool,
+    reading: bool,
+) -> elide_store::CompactionReport {
+    let snap = store.snapshot().unwrap();
+    let guard = reading.then(|| snap.scan_guard());
+    let r = store
+        .compact(elide_store::CompactRequest {
+            manual: true,
+            io_bytes_per_sec: throttled.then_some(1 << 40),
+            ..Default::default()
+        })
+        .unwrap();
+    drop(guard);
+    r
+}
+
 #[test]
 fn only_a_throttled_run_with_parts_being_read_yields() {
     let run = |throttled: bool, reading: bool| {
@@ -591,16 +612,7 @@ fn only_a_throttled_run_with_parts_being_read_yields() {
         append(&store, &rows(0..300, &["a", "b", "c"], 1, 2));
         store.flush().unwrap();
         store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
-        let snap = store.snapshot().unwrap();
-        let guard = reading.then(|| snap.scan_guard());
-        let r = store
-            .compact(elide_store::CompactRequest {
-                manual: true,
-                io_bytes_per_sec: throttled.then_some(1 << 40),
-                ..Default::default()
-            })
-            .unwrap();
-        drop(guard);
+        let r = compact_while_reading(&store, throttled, reading);
         assert_eq!(r.summary.parts_purged, 2);
         r.yielded_to_queries_ms
     };
@@ -623,17 +635,7 @@ fn a_yielding_purge_reads_in_short_batches_but_writes_the_same_part() {
         store.flush().unwrap();
         store.delete(DeleteSpec::ids(1, ["b"])).unwrap();
         let expect = visible(&store);
-        let snap = store.snapshot().unwrap();
-        let guard = yielding.then(|| snap.scan_guard());
-        let r = store
-            .compact(elide_store::CompactRequest {
-                manual: true,
-                io_bytes_per_sec: yielding.then_some(1 << 40),
-                ..Default::default()
-            })
-            .unwrap();
-        drop(guard);
-        drop(snap);
+        let r = compact_while_reading(&store, yielding, yielding);
         assert_eq!(r.summary.parts_purged, 1);
         assert_eq!(r.yielded_to_queries_ms > 0.0, yielding);
         assert_eq!(visible(&store), expect);
