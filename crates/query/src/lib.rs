@@ -23,6 +23,7 @@ mod loaded;
 mod props;
 mod provider;
 mod utc_trunc;
+pub mod uuid_sql;
 pub mod uuid_text;
 
 use std::sync::Arc;

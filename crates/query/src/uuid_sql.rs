@@ -1,0 +1,709 @@
+//! UUID columns of 16 bytes with the SQL of text.
+//!
+//! The store keeps `events.uuid`, `events.person_id` and `recordings.uuid`
+//! as `FixedSizeBinary(16)`, and scans expose them so: grouping, counting
+//! distinct values and comparing move 16 bytes instead of 36 characters.
+//! SQL users keep writing `person_id = '…'` and read text. [`UuidSql`], an
+//! analyzer rule installed by `register_functions` before DataFusion's type
+//! coercion, treats every `FixedSizeBinary(16)` expression as a UUID and
+//! rewrites:
+//!
+//! - a comparison of a UUID with a string literal (`=`, `<>`, `<`, …,
+//!   `IS [NOT] DISTINCT FROM`, `IN (…)`, `BETWEEN`, `CASE person_id WHEN
+//!   '…'`): the literal becomes 16 bytes (a literal that is not a UUID is
+//!   a planning error, as in ClickHouse and PostgreSQL);
+//! - a UUID meeting any other string expression — a comparison, a join
+//!   key (`ON`, `USING`), `IN (SELECT …)`, `UNION`, `CASE` branches,
+//!   `LIKE`, `CAST(… AS VARCHAR)`, a scalar function's argument, an
+//!   aggregate other than those that only compare or count — becomes its
+//!   text ([`uuid_text_udf`]); a subquery or `UNION` input whose UUID
+//!   column meets text gives that column as text;
+//! - the statement's output, and the rows a `COPY` writes: UUID columns
+//!   become their text.
+//!
+//! Lowercase text and bytes sort alike, so ranges, `min`/`max` and
+//! `ORDER BY` agree with the text's order.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Field};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{exec_err, plan_err, DFSchema, DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::dml::CopyTo;
+use datafusion::logical_expr::expr::{Between, Case, InList, InSubquery, Like};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{
+    BinaryExpr, Cast, ColumnarValue, Expr, ExprSchemable, Join, LogicalPlan, Operator, Projection,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TryCast, Union, Volatility,
+    WindowFrame, WindowFrameBound, WindowFrameUnits,
+};
+use datafusion::optimizer::analyzer::AnalyzerRule;
+use elide_store::schema::uuid_text_view;
+
+const UUID: DataType = DataType::FixedSizeBinary(16);
+
+/// `uuid_text(uuid)`: the lowercase, hyphenated text of 16-byte UUIDs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct UuidTextUdf {
+    signature: Signature,
+}
+
+/// The [`UuidTextUdf`] function.
+pub fn uuid_text_udf() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(UuidTextUdf {
+        signature: Signature::exact(vec![UUID], Volatility::Immutable),
+    }))
+}
+
+impl ScalarUDFImpl for UuidTextUdf {
+    fn name(&self) -> &str {
+        "uuid_text"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        // Views, as the scans return every other string column.
+        Ok(DataType::Utf8View)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let a = args.args[0].to_array(args.number_rows)?;
+        match a.data_type() {
+            DataType::FixedSizeBinary(16) => Ok(ColumnarValue::Array(Arc::new(uuid_text_view(
+                a.as_fixed_size_binary(),
+            )) as ArrayRef)),
+            t => exec_err!("uuid_text of {t}"),
+        }
+    }
+}
+
+/// `e` with a hint when a planning error is about a UUID column: a string
+/// function given one fails while the statement is planned, before
+/// [`UuidSql`] runs (as PostgreSQL's `length(uuid)` does), and DataFusion's
+/// message speaks of `FixedSizeBinary(16)`.
+pub fn with_uuid_hint(e: DataFusionError) -> DataFusionError {
+    match e.find_root() {
+        DataFusionError::Plan(m) if m.contains("FixedSizeBinary(16)") => {
+            DataFusionError::Plan(format!(
+                "{m}\nHint: FixedSizeBinary(16) is a UUID column (person_id, uuid): it \
+                 compares with UUID text and reads as text, and a function that takes \
+                 text takes CAST(person_id AS VARCHAR)"
+            ))
+        }
+        _ => e,
+    }
+}
+
+/// The analyzer rule (see the module docs).
+#[derive(Debug, Default)]
+pub struct UuidSql;
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+}
+
+fn string_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s),
+        _ => None,
+    }
+}
+
+fn uuid_literal(s: &str) -> Result<Expr> {
+    match uuid::Uuid::try_parse(s) {
+        Ok(u) => Ok(Expr::Literal(
+            ScalarValue::FixedSizeBinary(16, Some(u.as_bytes().to_vec())),
+            None,
+        )),
+        Err(e) => plan_err!("not a UUID ({s:?}): {e}"),
+    }
+}
+
+fn text(e: Expr) -> Expr {
+    uuid_text_udf().call(vec![e])
+}
+
+/// Aggregates that only compare or count their argument: they work on the
+/// bytes (and return a UUID, read as text at the output).
+const BYTE_AGGREGATES: &[&str] = &[
+    "count",
+    "min",
+    "max",
+    "approx_distinct",
+    "first_value",
+    "last_value",
+    "nth_value",
+];
+
+fn is_uuid(t: &Option<DataType>) -> bool {
+    t.as_ref() == Some(&UUID)
+}
+
+fn is_text(t: &Option<DataType>) -> bool {
+    t.as_ref().is_some_and(is_string)
+}
+
+/// `plan` with the UUID columns that `pick` (index, field) chooses as their
+/// text, under the same names.
+fn as_text(plan: LogicalPlan, pick: impl Fn(usize, &Field) -> bool) -> Result<LogicalPlan> {
+    let schema = Arc::clone(plan.schema());
+    let picked = |i: usize, f: &Field| f.data_type() == &UUID && pick(i, f);
+    if !schema.iter().enumerate().any(|(i, (_, f))| picked(i, f)) {
+        return Ok(plan);
+    }
+    let exprs = schema
+        .iter()
+        .enumerate()
+        .map(|(i, (q, f))| {
+            let col = Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()));
+            match picked(i, f) {
+                true => text(col).alias_qualified(q.cloned(), f.name()),
+                false => col,
+            }
+        })
+        .collect();
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(plan),
+    )?))
+}
+
+fn is_comparison(op: &Operator) -> bool {
+    use Operator::*;
+    matches!(
+        op,
+        Eq | NotEq | Lt | LtEq | Gt | GtEq | IsDistinctFrom | IsNotDistinctFrom
+    )
+}
+
+impl UuidSql {
+    fn rewrite(&self, e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+        let ty = |e: &Expr| e.get_type(schema).ok();
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(&op) => {
+                let (lt, rt) = (ty(&left), ty(&right));
+                // What to change: a literal to bytes, or a UUID side to text.
+                enum Change {
+                    Left(Expr),
+                    Right(Expr),
+                    LeftText,
+                    RightText,
+                    Nothing,
+                }
+                let change = match (lt == Some(UUID), rt == Some(UUID)) {
+                    (true, false) => match string_literal(&right) {
+                        Some(s) => Change::Right(uuid_literal(s)?),
+                        None if rt.as_ref().is_some_and(is_string) => Change::LeftText,
+                        None => Change::Nothing,
+                    },
+                    (false, true) => match string_literal(&left) {
+                        Some(s) => Change::Left(uuid_literal(s)?),
+                        None if lt.as_ref().is_some_and(is_string) => Change::RightText,
+                        None => Change::Nothing,
+                    },
+                    _ => Change::Nothing,
+                };
+                let (l, r) = match change {
+                    Change::Left(l) => (l, *right),
+                    Change::Right(r) => (*left, r),
+                    Change::LeftText => (text(*left), *right),
+                    Change::RightText => (*left, text(*right)),
+                    Change::Nothing => {
+                        return Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr {
+                            left,
+                            op,
+                            right,
+                        })))
+                    }
+                };
+                Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(l),
+                    op,
+                    Box::new(r),
+                ))))
+            }
+            Expr::InList(InList {
+                expr,
+                list,
+                negated,
+            }) if ty(&expr) == Some(UUID) => {
+                if list.iter().all(|v| string_literal(v).is_some()) {
+                    let list = list
+                        .iter()
+                        .map(|v| uuid_literal(string_literal(v).unwrap_or_default()))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(Transformed::yes(Expr::InList(InList::new(
+                        expr, list, negated,
+                    ))))
+                } else if list.iter().any(|v| ty(v).as_ref().is_some_and(is_string)) {
+                    Ok(Transformed::yes(Expr::InList(InList::new(
+                        Box::new(text(*expr)),
+                        list,
+                        negated,
+                    ))))
+                } else {
+                    Ok(Transformed::no(Expr::InList(InList::new(
+                        expr, list, negated,
+                    ))))
+                }
+            }
+            Expr::Between(Between {
+                expr,
+                negated,
+                low,
+                high,
+            }) if is_uuid(&ty(&expr)) => {
+                let literal = |e: &Expr| string_literal(e).is_some();
+                let text_bound = |e: &Expr| !literal(e) && is_text(&ty(e));
+                if text_bound(&low) || text_bound(&high) {
+                    // Against text: the UUID as text, the literals as they are.
+                    return Ok(Transformed::yes(Expr::Between(Between::new(
+                        Box::new(text(*expr)),
+                        negated,
+                        low,
+                        high,
+                    ))));
+                }
+                let bound = |e: Box<Expr>| match string_literal(&e) {
+                    Some(s) => uuid_literal(s).map(Box::new),
+                    None => Ok(e),
+                };
+                let changed = literal(&low) || literal(&high);
+                let b = Expr::Between(Between::new(expr, negated, bound(low)?, bound(high)?));
+                Ok(match changed {
+                    true => Transformed::yes(b),
+                    false => Transformed::no(b),
+                })
+            }
+            Expr::Case(Case {
+                expr,
+                when_then_expr,
+                else_expr,
+            }) => {
+                let mut changed = false;
+                // `CASE person_id WHEN '…'`: the same choice as a comparison.
+                let (expr, when_then_expr) = match expr {
+                    Some(base) if is_uuid(&ty(&base)) => {
+                        let whens: Vec<&Expr> = when_then_expr.iter().map(|(w, _)| &**w).collect();
+                        if whens.iter().all(|w| string_literal(w).is_some()) && !whens.is_empty() {
+                            changed = true;
+                            let wt = when_then_expr
+                                .into_iter()
+                                .map(|(w, t)| {
+                                    let w = uuid_literal(string_literal(&w).unwrap_or_default())?;
+                                    Ok((Box::new(w), t))
+                                })
+                                .collect::<Result<Vec<_>>>()?;
+                            (Some(base), wt)
+                        } else if whens.iter().any(|w| is_text(&ty(w))) {
+                            changed = true;
+                            (Some(Box::new(text(*base))), when_then_expr)
+                        } else {
+                            (Some(base), when_then_expr)
+                        }
+                    }
+                    other => (other, when_then_expr),
+                };
+                // Branches of UUIDs and of text: the UUIDs as text.
+                let results: Vec<Option<DataType>> = when_then_expr
+                    .iter()
+                    .map(|(_, t)| ty(t))
+                    .chain(else_expr.iter().map(|e| ty(e)))
+                    .collect();
+                let mixed = results.iter().any(is_uuid)
+                    && results.iter().any(|t| !is_uuid(t) && is_text(t));
+                let branch = |e: Box<Expr>| match mixed && is_uuid(&ty(&e)) {
+                    true => Box::new(text(*e)),
+                    false => e,
+                };
+                let when_then_expr = when_then_expr
+                    .into_iter()
+                    .map(|(w, t)| (w, branch(t)))
+                    .collect();
+                let else_expr = else_expr.map(branch);
+                let case = Expr::Case(Case::new(expr, when_then_expr, else_expr));
+                Ok(match changed || mixed {
+                    true => Transformed::yes(case),
+                    false => Transformed::no(case),
+                })
+            }
+            Expr::InSubquery(InSubquery {
+                expr,
+                mut subquery,
+                negated,
+            }) => {
+                let sub = subquery
+                    .subquery
+                    .schema()
+                    .fields()
+                    .first()
+                    .map(|f| f.data_type().clone());
+                let et = ty(&expr);
+                if is_uuid(&et) && is_text(&sub) {
+                    Ok(Transformed::yes(Expr::InSubquery(InSubquery::new(
+                        Box::new(text(*expr)),
+                        subquery,
+                        negated,
+                    ))))
+                } else if is_text(&et) && is_uuid(&sub) {
+                    let plan = Arc::unwrap_or_clone(subquery.subquery);
+                    subquery.subquery = Arc::new(as_text(plan, |i, _| i == 0)?);
+                    Ok(Transformed::yes(Expr::InSubquery(InSubquery::new(
+                        expr, subquery, negated,
+                    ))))
+                } else {
+                    Ok(Transformed::no(Expr::InSubquery(InSubquery::new(
+                        expr, subquery, negated,
+                    ))))
+                }
+            }
+            Expr::AggregateFunction(mut f)
+                if !BYTE_AGGREGATES.contains(&f.func.name())
+                    && f.params.args.iter().any(|a| is_uuid(&ty(a))) =>
+            {
+                f.params.args = f
+                    .params
+                    .args
+                    .into_iter()
+                    .map(|a| match is_uuid(&ty(&a)) {
+                        true => text(a),
+                        false => a,
+                    })
+                    .collect();
+                Ok(Transformed::yes(Expr::AggregateFunction(f)))
+            }
+            // A RANGE frame ordered by a UUID: DataFusion only knows ranges
+            // over numbers, strings and times. With UNBOUNDED and CURRENT
+            // ROW bounds (the default frame of `OVER (ORDER BY …)`) a RANGE
+            // frame is its peer groups: the same frame in GROUPS units.
+            Expr::WindowFunction(mut w)
+                if w.params.window_frame.units == WindowFrameUnits::Range
+                    && w.params
+                        .order_by
+                        .first()
+                        .is_some_and(|s| is_uuid(&ty(&s.expr))) =>
+            {
+                let f = &w.params.window_frame;
+                let free =
+                    |b: &WindowFrameBound| b.is_unbounded() || b == &WindowFrameBound::CurrentRow;
+                if !(free(&f.start_bound) && free(&f.end_bound)) {
+                    return plan_err!(
+                        "a RANGE frame with an offset cannot be ordered by a UUID column \
+                         (use ROWS or GROUPS)"
+                    );
+                }
+                w.params.window_frame = WindowFrame::new_bounds(
+                    WindowFrameUnits::Groups,
+                    f.start_bound.clone(),
+                    f.end_bound.clone(),
+                );
+                Ok(Transformed::yes(Expr::WindowFunction(w)))
+            }
+            Expr::Cast(Cast { expr, field })
+                if ty(&expr) == Some(UUID) && is_string(field.data_type()) =>
+            {
+                Ok(Transformed::yes(Expr::Cast(Cast {
+                    expr: Box::new(text(*expr)),
+                    field,
+                })))
+            }
+            Expr::TryCast(TryCast { expr, field })
+                if ty(&expr) == Some(UUID) && is_string(field.data_type()) =>
+            {
+                Ok(Transformed::yes(Expr::TryCast(TryCast {
+                    expr: Box::new(text(*expr)),
+                    field,
+                })))
+            }
+            Expr::Like(mut l) if ty(&l.expr) == Some(UUID) => {
+                l.expr = Box::new(text(*l.expr));
+                Ok(Transformed::yes(Expr::Like(l)))
+            }
+            Expr::SimilarTo(mut l) if ty(&l.expr) == Some(UUID) => {
+                l.expr = Box::new(text(*l.expr));
+                Ok(Transformed::yes(Expr::SimilarTo(Like { ..l })))
+            }
+            // Functions see text (`concat(person_id, …)`, `length`, …).
+            Expr::ScalarFunction(mut f)
+                if f.name() != "uuid_text" && f.args.iter().any(|a| ty(a) == Some(UUID)) =>
+            {
+                f.args = f
+                    .args
+                    .into_iter()
+                    .map(|a| match ty(&a) == Some(UUID) {
+                        true => text(a),
+                        false => a,
+                    })
+                    .collect();
+                Ok(Transformed::yes(Expr::ScalarFunction(f)))
+            }
+            e => Ok(Transformed::no(e)),
+        }
+    }
+
+    /// Plan-level meetings of UUIDs and text: join keys, `UNION` inputs,
+    /// the rows a `COPY` writes.
+    fn fix_plan(plan: LogicalPlan) -> Result<LogicalPlan> {
+        match plan {
+            LogicalPlan::Join(mut j) => {
+                let (ls, rs) = (Arc::clone(j.left.schema()), Arc::clone(j.right.schema()));
+                j.on =
+                    j.on.into_iter()
+                        .map(|(l, r)| {
+                            let (lt, rt) = (l.get_type(&ls).ok(), r.get_type(&rs).ok());
+                            match (is_uuid(&lt), is_uuid(&rt)) {
+                                (true, false) if is_text(&rt) => (text(l), r),
+                                (false, true) if is_text(&lt) => (l, text(r)),
+                                _ => (l, r),
+                            }
+                        })
+                        .collect();
+                Ok(LogicalPlan::Join(Join { ..j }))
+            }
+            LogicalPlan::Union(u) => {
+                let width = u.schema.fields().len();
+                let types = |i: usize| {
+                    u.inputs
+                        .iter()
+                        .filter_map(move |p| p.schema().fields().get(i).map(|f| f.data_type()))
+                };
+                let mixed: Vec<bool> = (0..width)
+                    .map(|i| types(i).any(|t| t == &UUID) && types(i).any(is_string))
+                    .collect();
+                if !mixed.contains(&true) {
+                    return Ok(LogicalPlan::Union(u));
+                }
+                let inputs = u
+                    .inputs
+                    .into_iter()
+                    .map(|p| {
+                        as_text(Arc::unwrap_or_clone(p), |i, _| {
+                            mixed.get(i).copied().unwrap_or(false)
+                        })
+                        .map(Arc::new)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(LogicalPlan::Union(Union::try_new_with_loose_types(inputs)?))
+            }
+            LogicalPlan::Copy(c) => {
+                let input = as_text(Arc::unwrap_or_clone(c.input), |_, _| true)?;
+                Ok(LogicalPlan::Copy(CopyTo {
+                    input: Arc::new(input),
+                    ..c
+                }))
+            }
+            p => Ok(p),
+        }
+    }
+
+    /// The statement's output with its UUID columns as text.
+    fn output_as_text(plan: LogicalPlan) -> Result<LogicalPlan> {
+        let query = !matches!(
+            plan,
+            LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_)
+                | LogicalPlan::Dml(_)
+                | LogicalPlan::Ddl(_)
+                | LogicalPlan::Copy(_)
+                | LogicalPlan::Statement(_)
+                | LogicalPlan::DescribeTable(_)
+        );
+        match query {
+            true => as_text(plan, |_, _| true),
+            false => Ok(plan),
+        }
+    }
+}
+
+impl AnalyzerRule for UuidSql {
+    fn name(&self) -> &str {
+        "uuid_sql"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> Result<LogicalPlan> {
+        let plan = plan
+            .transform_up_with_subqueries(|p| {
+                let schema = merge_schema(&p.inputs());
+                // Rewritten expressions keep their names: nodes above refer
+                // to them by name (`GROUP BY 1`, an aggregate's output).
+                let names = NamePreserver::new(&p);
+                let p = p
+                    .map_expressions(|e| {
+                        let name = names.save(&e);
+                        e.transform_up(|e| self.rewrite(e, &schema))
+                            .map(|t| t.update_data(|e| name.restore(e)))
+                    })?
+                    .data;
+                // Children may have changed types (a UUID now text): the
+                // node's schema follows, as type coercion does.
+                Ok(Transformed::yes(Self::fix_plan(p)?.recompute_schema()?))
+            })
+            .data()?;
+        Self::output_as_text(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{FixedSizeBinaryArray, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::optimizer::analyzer::Analyzer;
+    use datafusion::prelude::SessionContext;
+
+    const A: &str = "0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f";
+    const B: &str = "11111111-d3e4-4f56-8789-0a1b2c3d4e5f";
+
+    fn ctx() -> SessionContext {
+        let bytes = |s: &str| uuid::Uuid::parse_str(s).unwrap().as_bytes().to_vec();
+        let ids = FixedSizeBinaryArray::try_from_iter([bytes(A), bytes(B), bytes(A)].into_iter())
+            .unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            elide_store::schema::uuid_field("person_id", false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(ids) as ArrayRef,
+                Arc::new(StringArray::from(vec!["a", "b", "c"])),
+            ],
+        )
+        .unwrap();
+        let mut rules = Analyzer::new().rules;
+        rules.insert(0, Arc::new(UuidSql));
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_analyzer_rules(rules)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_table(
+            "t",
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+        )
+        .unwrap();
+        let texts = StringArray::from(vec![A, "x"]);
+        let s2 = Arc::new(Schema::new(vec![Field::new("p", DataType::Utf8, false)]));
+        let b2 = RecordBatch::try_new(Arc::clone(&s2), vec![Arc::new(texts) as ArrayRef]).unwrap();
+        ctx.register_table(
+            "p",
+            Arc::new(MemTable::try_new(s2, vec![vec![b2]]).unwrap()),
+        )
+        .unwrap();
+        ctx
+    }
+
+    async fn rows(ctx: &SessionContext, q: &str) -> Result<Vec<String>> {
+        let b = ctx.sql(q).await?.collect().await?;
+        let text = arrow::util::pretty::pretty_format_batches(&b)?.to_string();
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .skip(1)
+            .map(|l| {
+                l.split('|')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn uuid_columns_read_and_compare_as_text() {
+        let ctx = ctx();
+        let q = |s: &'static str| s;
+        let cases: Vec<(&str, Vec<String>)> = vec![
+            (q("SELECT count(*) FROM t WHERE person_id = '0192B1C2-D3E4-4F56-8789-0A1B2C3D4E5F'"), vec!["2".into()]),
+            (q("SELECT count(*) FROM t WHERE '0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f' <> person_id"), vec!["1".into()]),
+            (q("SELECT count(*) FROM t WHERE person_id IN ('0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f', '11111111-d3e4-4f56-8789-0a1b2c3d4e5f')"), vec!["3".into()]),
+            (q("SELECT count(DISTINCT person_id) FROM t"), vec!["2".into()]),
+            (q("SELECT person_id, count(*) FROM t GROUP BY person_id ORDER BY person_id"), vec![format!("{A},2"), format!("{B},1")]),
+            (q("SELECT CAST(person_id AS VARCHAR) FROM t WHERE name = 'b'"), vec![B.into()]),
+            (q("SELECT count(*) FROM t WHERE person_id LIKE '0192%'"), vec!["2".into()]),
+            (q("SELECT count(*) FROM t JOIN p ON t.person_id = p.p"), vec!["2".into()]),
+            (q("SELECT count(*) FROM t WHERE person_id > '0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f'"), vec!["1".into()]),
+            (q("SELECT person_id FROM t WHERE person_id IN (SELECT person_id FROM t WHERE name = 'b')"), vec![B.into()]),
+            (q("SELECT count(*) FROM t WHERE person_id BETWEEN '0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f' AND '11111111-D3E4-4F56-8789-0A1B2C3D4E5F'"), vec!["3".into()]),
+            (q("SELECT count(*) FROM t CROSS JOIN (SELECT '1' AS lo) b WHERE person_id BETWEEN lo AND 'z'"), vec!["1".into()]),
+            (q("SELECT count(*) FROM t WHERE person_id IN (SELECT p FROM p)"), vec!["2".into()]),
+            (q("SELECT count(*) FROM p WHERE p IN (SELECT person_id FROM t)"), vec!["1".into()]),
+            (q("SELECT x FROM (SELECT person_id AS x FROM t WHERE name = 'b' UNION ALL SELECT p FROM p) ORDER BY x"), vec![A.into(), B.into(), "x".into()]),
+            (q("SELECT CASE WHEN name = 'b' THEN person_id ELSE 'none' END AS c FROM t ORDER BY c"), vec![B.into(), "none".into(), "none".into()]),
+            (q("SELECT CASE person_id WHEN '0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f' THEN 'yes' ELSE 'no' END AS c, count(*) FROM t GROUP BY 1 ORDER BY 1"), vec!["no,1".into(), "yes,2".into()]),
+            (q("SELECT count(*) FROM t JOIN (SELECT p AS person_id FROM p) q USING (person_id)"), vec!["2".into()]),
+            (q("SELECT string_agg(person_id, ';') FROM t WHERE name = 'b'"), vec![B.into()]),
+            (q("SELECT min(person_id), max(person_id) FROM t"), vec![format!("{A},{B}")]),
+            (q("SELECT person_id, row_number() OVER (ORDER BY person_id, name) AS n FROM t ORDER BY n"), vec![format!("{A},1"), format!("{A},2"), format!("{B},3")]),
+            (q("SELECT name, count(*) OVER (ORDER BY person_id) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
+            (q("SELECT name, count(*) OVER (ORDER BY person_id DESC RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
+            (q("SELECT concat(CAST(person_id AS VARCHAR), '!') FROM t WHERE name = 'b'"), vec![format!("{B}!")]),
+            (q("SELECT count(*) FROM t WHERE length(person_id) = 36 AND starts_with(person_id, '0192')"), vec!["2".into()]),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(rows(&ctx, sql).await.unwrap(), want, "{sql}");
+        }
+        for bad in [
+            "SELECT count(*) FROM t WHERE person_id = 'nope'",
+            "SELECT count(*) FROM t WHERE person_id IN ('nope')",
+            "SELECT count(*) FROM t WHERE person_id BETWEEN 'a' AND 'b'",
+        ] {
+            let err = rows(&ctx, bad).await.unwrap_err();
+            assert!(err.to_string().contains("not a UUID"), "{bad}: {err}");
+        }
+        let err = rows(
+            &ctx,
+            "SELECT count(*) OVER (ORDER BY person_id RANGE BETWEEN 1 PRECEDING AND CURRENT ROW) FROM t",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err.find_root(), DataFusionError::Plan(m) if m.contains("RANGE frame")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_string_function_given_a_uuid_fails_with_a_hint() {
+        let ctx = ctx();
+        let err = ctx
+            .sql("SELECT concat(person_id, '!') FROM t")
+            .await
+            .unwrap_err();
+        let err = with_uuid_hint(err).to_string();
+        assert!(err.contains("CAST(person_id AS VARCHAR)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn copy_writes_uuids_as_text() {
+        let ctx = ctx();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.csv");
+        let sql = format!(
+            "COPY (SELECT person_id, name FROM t ORDER BY name) TO '{}' STORED AS CSV",
+            out.display()
+        );
+        ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            text,
+            format!("person_id,name\n{A},a\n{B},b\n{A},c\n"),
+            "{text}"
+        );
+    }
+}
