@@ -1,6 +1,7 @@
-//! Compatibility: the v1 data directory checked in under data/compat/v1
-//! (made by data/compat/generate.sh) must open, read and accept deletions
-//! with every later build.
+//! Compatibility: the data directories checked in under data/compat —
+//! `v1` (made by data/compat/generate.sh) and `text-person-ids` (made by
+//! data/compat/generate_text_person_ids.sh with a build of 086f9fa) — must
+//! open, read and accept deletions with every later build.
 
 use crate::common::*;
 
@@ -17,12 +18,19 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// A fresh copy of the v1 fixture (tests change it).
-fn v1_copy() -> tempfile::TempDir {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/compat/v1");
+/// A fresh copy of the fixture `name` (tests change it).
+fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/compat")
+        .join(name);
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&src, dir.path());
     dir
+}
+
+/// A fresh copy of the v1 fixture.
+fn v1_copy() -> tempfile::TempDir {
+    fixture_copy("v1")
 }
 
 #[test]
@@ -108,6 +116,14 @@ fn v1_parts_get_runs_files_from_compaction_and_deletions_then_use_them() {
 
 /// (part id, the `uuid` column's Arrow type) of every part of `events`.
 fn uuid_types(store: &elide::store::Store) -> Vec<(u64, arrow::datatypes::DataType)> {
+    column_types(store, "uuid")
+}
+
+/// (part id, `column`'s Arrow type) of every part of `events`.
+fn column_types(
+    store: &elide::store::Store,
+    column: &str,
+) -> Vec<(u64, arrow::datatypes::DataType)> {
     let snap = store.snapshot().unwrap();
     snap.parts(elide::store::Table::Events)
         .map(|p| {
@@ -115,7 +131,7 @@ fn uuid_types(store: &elide::store::Store) -> Vec<(u64, arrow::datatypes::DataTy
             let f = std::fs::File::open(path).unwrap();
             let r =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
-            let t = r.schema().field_with_name("uuid").unwrap().data_type();
+            let t = r.schema().field_with_name(column).unwrap().data_type();
             (p.id, t.clone())
         })
         .collect()
@@ -212,8 +228,79 @@ fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
         .max()
         .unwrap();
     let bytes = std::fs::read(newest).unwrap();
-    assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+    assert_eq!(bytes[8..12], 3u32.to_le_bytes());
     store.close().unwrap();
     let store = open(dir.path());
     assert_eq!(count(&rt, &ctx(&store), one), 1);
+}
+
+/// Parts whose `person_id`s are text (written before person ids were
+/// stored as 16 bytes): read, compared, grouped and joined like new ones;
+/// a deletion by person id finds them; a compaction rewrites them as bytes.
+#[test]
+fn text_person_ids_read_compare_and_delete_like_16_byte_ones() {
+    use arrow::datatypes::DataType;
+    let dir = fixture_copy("text-person-ids");
+    let rt = rt();
+    let store = open(dir.path());
+    let old = column_types(&store, "person_id");
+    assert!(!old.is_empty() && old.iter().all(|(_, t)| *t == DataType::Utf8));
+    // generate_text_person_ids.sh: event i has distinct id user-(i % 5) of
+    // person 00000000-0000-4000-9000-<i % 5> (none for user-4), in project
+    // 1 + i % 2; user-1 of project 1 (events 6, 16 and 26) is deleted.
+    let person = |k: u32| format!("00000000-0000-4000-9000-{k:012}");
+    let checks = |store: &elide::store::Store, p2_rows: i64| {
+        let c = ctx(store);
+        assert_eq!(
+            count(&rt, &c, "SELECT count(DISTINCT person_id) FROM events"),
+            4
+        );
+        let q = format!(
+            "SELECT count(*) FROM events WHERE person_id = '{}'",
+            person(2).to_uppercase()
+        );
+        assert_eq!(count(&rt, &c, &q), p2_rows);
+        let q = format!(
+            "SELECT count(*) FROM events WHERE person_id IN ('{}', '{}')",
+            person(0),
+            person(3)
+        );
+        assert_eq!(count(&rt, &c, &q), 12);
+        let listed = strings(&sql(
+            &rt,
+            &c,
+            "SELECT person_id FROM events WHERE person_id IS NOT NULL \
+             GROUP BY person_id ORDER BY person_id",
+        ));
+        assert_eq!(listed, (0..4).map(person).collect::<Vec<_>>());
+        let q = format!(
+            "SELECT count(*) FROM events e JOIN (SELECT '{}' AS p) q ON e.person_id = q.p",
+            person(3)
+        );
+        assert_eq!(count(&rt, &c, &q), 6);
+    };
+    checks(&store, 6);
+    // Project 2's rows of person 2 (events 7, 17, 27), found in text parts.
+    let d = store.delete_person_ids(2, &[person(2)], &[]).unwrap();
+    assert_eq!(d.distinct_ids, vec!["user-2".to_string()]);
+    assert_eq!(d.rows_hidden(), 3);
+    checks(&store, 3);
+    compact_now(&store);
+    let types = column_types(&store, "person_id");
+    let written: Vec<_> = types
+        .iter()
+        .filter(|(id, _)| !old.iter().any(|(o, _)| o == id))
+        .collect();
+    assert!(!written.is_empty(), "{types:?}");
+    assert!(
+        written
+            .iter()
+            .all(|(_, t)| *t == DataType::FixedSizeBinary(16)),
+        "{types:?}"
+    );
+    checks(&store, 3);
+    assert!(!store.scrub(&mut |_, _| {}).unwrap().damaged());
+    store.close().unwrap();
+    let store = open(dir.path());
+    checks(&store, 3);
 }

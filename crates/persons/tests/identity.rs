@@ -56,6 +56,8 @@ impl Env {
         let snap = self.p.store().snapshot().unwrap();
         let mut out = Vec::new();
         for b in snap.memtable_batches(Table::Events) {
+            // UUIDs as users read them.
+            let b = &elide_store::schema::with_uuid_text(b.clone()).unwrap();
             let did = b.column_by_name("distinct_id").unwrap().as_string::<i32>();
             let pid = b.column_by_name("person_id").unwrap().as_string::<i32>();
             for i in 0..b.num_rows() {

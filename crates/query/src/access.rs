@@ -294,8 +294,18 @@ impl PartReaderFactory {
             else {
                 return true;
             };
+            // 16-byte UUIDs are hashed as their bytes; text as its text
+            // (parts written before UUIDs were stored as bytes).
+            let bytes =
+                chunk.column_descr().physical_type() == parquet::basic::Type::FIXED_LEN_BYTE_ARRAY;
             match Sbbf::read_from_column_chunk(chunk, &tail) {
-                Ok(Some(filter)) if !values.iter().any(|v| filter.check(v.as_str())) => {}
+                Ok(Some(filter))
+                    if !values.iter().any(|v| match bytes {
+                        true => {
+                            uuid::Uuid::try_parse(v).is_ok_and(|u| filter.check(&u.as_bytes()[..]))
+                        }
+                        false => filter.check(v.as_str()),
+                    }) => {}
                 _ => return true,
             }
         }

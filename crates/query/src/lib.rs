@@ -23,8 +23,8 @@ mod loaded;
 mod props;
 mod provider;
 mod utc_trunc;
+pub mod uuid_adapter;
 pub mod uuid_sql;
-pub mod uuid_text;
 
 use std::sync::Arc;
 
@@ -91,6 +91,22 @@ fn base_context() -> Result<SessionContext> {
 /// `date_trunc` replaced by [`UtcDateTrunc`] (the same function, fast on
 /// UTC timestamps).
 pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
+    // UUID columns of 16 bytes with the SQL of text: before type coercion.
+    let state = ctx.state();
+    if !state
+        .analyzer()
+        .rules
+        .iter()
+        .any(|r| r.name() == "uuid_sql")
+    {
+        let mut rules = state.analyzer().rules.clone();
+        rules.insert(0, Arc::new(uuid_sql::UuidSql));
+        let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_analyzer_rules(rules)
+            .build();
+        *ctx = SessionContext::new_with_state(state);
+    }
+    ctx.register_udf(uuid_sql::uuid_text_udf().as_ref().clone());
     datafusion_functions_json::register_all(ctx)?;
     funnel::register(ctx);
     ctx.register_udf(UtcDateTrunc::udf());
@@ -173,7 +189,8 @@ async fn collect(df: datafusion::dataframe::DataFrame) -> Result<SqlOutput> {
 /// Run one SQL statement and collect its result (any statement the
 /// session allows; see [`run_sql_checked`] for user-facing SQL).
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<SqlOutput> {
-    collect(ctx.sql(sql).await?).await
+    let df = ctx.sql(sql).await.map_err(uuid_sql::with_uuid_hint)?;
+    collect(df).await
 }
 
 /// What user SQL may write.
@@ -198,7 +215,11 @@ pub async fn run_sql_checked(
     use datafusion::error::DataFusionError;
     use datafusion::execution::context::SQLOptions;
     use datafusion::logical_expr::LogicalPlan;
-    let plan = ctx.state().create_logical_plan(sql).await?;
+    let plan = ctx
+        .state()
+        .create_logical_plan(sql)
+        .await
+        .map_err(uuid_sql::with_uuid_hint)?;
     let mut refused: Option<String> = None;
     plan.apply_with_subqueries(|node| {
         let why = match (node, writes) {
@@ -233,7 +254,11 @@ pub async fn run_sql_checked(
     SQLOptions::new()
         .with_allow_dml(!matches!(writes, SqlWrites::None))
         .verify_plan(&plan)?;
-    collect(ctx.execute_logical_plan(plan).await?).await
+    let df = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(uuid_sql::with_uuid_hint)?;
+    collect(df).await
 }
 
 /// Whether a local output location lies inside `dir` (when in doubt, yes).

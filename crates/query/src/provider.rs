@@ -19,10 +19,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Int64Array, TimestampMicrosecondArray, UInt64Array,
-};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, TimestampMicrosecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -43,12 +41,11 @@ use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
-use elide_store::schema::{is_uuid_field, uuid_text_view};
 use elide_store::{PartMeta, Snapshot, Store, Table, WeakStore};
 use futures::StreamExt;
 
 use crate::access::{access_plan, ExpectedLayout, PartReaderFactory};
-use crate::uuid_text::UuidTextAdapterFactory;
+use crate::uuid_adapter::UuidTextAdapterFactory;
 
 /// A table of an Elide store, as DataFusion sees it.
 ///
@@ -115,8 +112,10 @@ impl ElideTable {
 /// `Utf8View`. The parquet reader then builds views onto each page's
 /// dictionary (16 bytes a row) instead of copying every string, and
 /// filters, joins and `GROUP BY` on strings move views, not bytes.
-/// Parts on disk are unchanged (plain parquet strings). UUIDs stored as
-/// 16 bytes are read as their text too (see [`crate::uuid_text`]).
+/// Parts on disk are unchanged (plain parquet strings). UUID columns
+/// stay 16 bytes (text in parts written before is parsed, see
+/// [`crate::uuid_adapter`]; SQL reads them as text, see
+/// [`crate::uuid_sql`]).
 pub(crate) fn scan_schema(def: &SchemaRef) -> SchemaRef {
     let fields: Vec<_> = def
         .fields()
@@ -125,9 +124,6 @@ pub(crate) fn scan_schema(def: &SchemaRef) -> SchemaRef {
             DataType::Utf8 | DataType::LargeUtf8 => {
                 Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
             }
-            _ if is_uuid_field(f) => {
-                Arc::new(Field::new(f.name(), DataType::Utf8View, f.is_nullable()))
-            }
             _ => Arc::clone(f),
         })
         .collect();
@@ -135,8 +131,8 @@ pub(crate) fn scan_schema(def: &SchemaRef) -> SchemaRef {
 }
 
 /// Buffered batches, projected, in the scan's `schema` (already
-/// projected): strings cast to views, 16-byte UUIDs as their text. Only
-/// the columns the query reads are converted.
+/// projected): strings cast to views. Only the columns the query reads
+/// are converted.
 fn in_scan_schema(
     batches: Vec<RecordBatch>,
     projection: Option<&Vec<usize>>,
@@ -155,9 +151,6 @@ fn in_scan_schema(
                 .zip(schema.fields())
                 .map(|(c, f)| match (c.data_type(), f.data_type()) {
                     (have, want) if have == want => Ok(Arc::clone(c)),
-                    (DataType::FixedSizeBinary(16), DataType::Utf8View) => {
-                        Ok(Arc::new(uuid_text_view(c.as_fixed_size_binary())) as ArrayRef)
-                    }
                     (_, want) => arrow::compute::cast(c, want),
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -484,6 +477,9 @@ fn id_lookups(
                     ScalarValue::Utf8(Some(s))
                     | ScalarValue::Utf8View(Some(s))
                     | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+                    ScalarValue::FixedSizeBinary(16, Some(b)) => uuid::Uuid::from_slice(b)
+                        .ok()
+                        .map(|u| u.hyphenated().to_string()),
                     _ => None,
                 })
                 .collect::<Option<Vec<String>>>()?;

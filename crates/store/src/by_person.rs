@@ -76,14 +76,14 @@ impl Store {
                 "a deletion needs at least one person id".into(),
             ));
         }
-        // As stored: canonical lowercase hyphenated UUIDs.
+        // As stored: 16 bytes.
         let mut wanted = BTreeSet::new();
         for p in person_ids {
             let p = p.as_ref();
             let u = uuid::Uuid::try_parse(p).map_err(|e| {
                 StoreError::InvalidInput(format!("person id {p:?} is not a UUID: {e}"))
             })?;
-            wanted.insert(u.hyphenated().to_string());
+            wanted.insert(*u.as_bytes());
         }
         // Every row acknowledged before the call (an append that returned,
         // a committed ingest) is below this cut-off and in the snapshot
@@ -149,7 +149,7 @@ impl Store {
 struct Scan<'a> {
     project: i64,
     cutoff: u64,
-    wanted: &'a BTreeSet<String>,
+    wanted: &'a BTreeSet<[u8; 16]>,
 }
 
 impl Scan<'_> {
@@ -172,9 +172,28 @@ impl Scan<'_> {
         let dids = col(DISTINCT_ID_COLUMN)?
             .as_string_opt::<i32>()
             .ok_or_else(|| bad(DISTINCT_ID_COLUMN))?;
-        let persons = col(PERSON_ID_COLUMN)?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| bad(PERSON_ID_COLUMN))?;
+        // 16 bytes, or text in parts written before (canonical: the store
+        // validated and normalised it at ingest).
+        let persons_col = col(PERSON_ID_COLUMN)?;
+        let wanted_text: BTreeSet<String>;
+        let wanted: Box<dyn Fn(usize) -> bool> = match persons_col.as_fixed_size_binary_opt() {
+            Some(bytes) if bytes.value_length() == 16 => Box::new(move |i| {
+                bytes.is_valid(i)
+                    && <[u8; 16]>::try_from(bytes.value(i)).is_ok_and(|k| self.wanted.contains(&k))
+            }),
+            _ => {
+                let text = persons_col
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| bad(PERSON_ID_COLUMN))?;
+                wanted_text = self
+                    .wanted
+                    .iter()
+                    .map(|k| uuid::Uuid::from_bytes(*k).hyphenated().to_string())
+                    .collect();
+                let wanted_text = &wanted_text;
+                Box::new(move |i| text.is_valid(i) && wanted_text.contains(text.value(i)))
+            }
+        };
         let projects = col(PROJECT_COLUMN)?
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| bad(PROJECT_COLUMN))?;
@@ -182,8 +201,7 @@ impl Scan<'_> {
             .as_primitive_opt::<UInt64Type>()
             .ok_or_else(|| bad(SEQ_COLUMN))?;
         for i in 0..b.num_rows() {
-            if persons.is_null(i)
-                || !self.wanted.contains(persons.value(i))
+            if !wanted(i)
                 || projects.value(i) != self.project
                 || seqs.value(i) >= self.cutoff
                 || deleted.is_some_and(|d| u32::try_from(i).is_ok_and(|i| d.contains(i)))

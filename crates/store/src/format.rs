@@ -28,12 +28,13 @@ pub use request::{DeletionRequest, ProjectSettings, RequestKind, RequestStatus};
 pub const MANIFEST_MAGIC: &[u8; 8] = b"ELIDEMAN";
 /// Magic bytes opening a tombstone file.
 pub const TOMBSTONE_MAGIC: &[u8; 8] = b"ELIDETMB";
-/// Current version of the manifest encoding. Version 2 (2026-12-02) has
-/// the encoding of version 1; it marks stores whose parts may hold event
-/// UUIDs as 16 bytes (docs/format.md), which builds before could not
-/// read: they refuse such a store with this version in the error instead
-/// of failing its queries. This build reads both.
-pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// Current version of the manifest encoding. Versions 2 and 3 have the
+/// encoding of version 1; they mark stores whose parts may hold UUID
+/// columns as 16 bytes (2: event `uuid`; 3: `person_id` too; see
+/// docs/format.md), which builds before could not read: they refuse such
+/// a store with this version in the error instead of failing its
+/// queries. This build reads versions 1 to 3.
+pub const MANIFEST_FORMAT_VERSION: u32 = 3;
 /// Current version of the tombstone encoding.
 pub const TOMBSTONE_FORMAT_VERSION: u32 = 1;
 

@@ -120,11 +120,7 @@ fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Resu
         return Ok(arrow::array::new_null_array(&stored_type(c.kind), rows));
     };
     let out = match c.kind {
-        ColumnKind::Uuid => {
-            let s = to_utf8(c, &input)?;
-            normalize_uuids(c, &s)?
-        }
-        ColumnKind::Uuid16 => match input.data_type() {
+        ColumnKind::Uuid => match input.data_type() {
             DataType::FixedSizeBinary(16) => {
                 // The same bytes, tagged as the stored field is.
                 Arc::new(input.as_fixed_size_binary().clone()) as ArrayRef
@@ -186,7 +182,7 @@ fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Resu
 
 fn stored_type(kind: ColumnKind) -> DataType {
     match kind {
-        ColumnKind::Uuid16 => DataType::FixedSizeBinary(16),
+        ColumnKind::Uuid => DataType::FixedSizeBinary(16),
         ColumnKind::Int64 => DataType::Int64,
         ColumnKind::Timestamp => crate::schema::timestamp_type(),
         _ => DataType::Utf8,
@@ -210,7 +206,7 @@ fn to_utf8(c: &ColumnDef, input: &ArrayRef) -> Result<StringArray> {
             Ok(out.as_string::<i32>().clone())
         }
         DataType::Null => Ok(StringArray::new_null(input.len())),
-        other if c.kind == ColumnKind::Uuid16 => Err(StoreError::InvalidInput(format!(
+        other if c.kind == ColumnKind::Uuid => Err(StoreError::InvalidInput(format!(
             "column `{}` must be a UUID string or 16 bytes (FixedSizeBinary(16)), got {other}",
             c.name
         ))),
@@ -233,26 +229,6 @@ fn generate_uuids(rows: usize, existing: Option<&FixedSizeBinaryArray>) -> Array
         debug_assert!(r.is_ok());
     }
     Arc::new(b.finish())
-}
-
-fn normalize_uuids(c: &ColumnDef, s: &StringArray) -> Result<ArrayRef> {
-    // Fast path: already canonical (36 chars, lowercase hex and hyphens).
-    let canonical = s.iter().flatten().all(is_canonical_uuid);
-    if canonical {
-        return Ok(Arc::new(s.clone()));
-    }
-    let parsed = crate::schema::parse_uuids(s.iter())
-        .map_err(|(row, reason)| StoreError::invalid_row(row, c.name, reason))?;
-    Ok(Arc::new(crate::schema::uuid_text(&parsed)))
-}
-
-fn is_canonical_uuid(v: &str) -> bool {
-    let b = v.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, &ch)| match i {
-            8 | 13 | 18 | 23 => ch == b'-',
-            _ => ch.is_ascii_digit() || (b'a'..=b'f').contains(&ch),
-        })
 }
 
 /// Check that `v` is a JSON object. Returns the reason when it is not.

@@ -6,15 +6,16 @@
 //! its own to every row: `_seq` (u64, strictly increasing per store; the
 //! version that deletion cut-offs compare against) and `inserted_at`.
 //!
-//! The event UUID column `uuid` ([`ColumnKind::Uuid16`]) is stored as 16
-//! bytes (`FixedSizeBinary(16)`, tagged with Arrow's canonical
-//! `arrow.uuid` extension) and read through SQL as its lowercase,
-//! hyphenated text. Stores written before (parts under manifest format 1,
-//! ingest-log segments of versions 1 and 2) hold it as that text:
+//! The UUID columns ([`ColumnKind::Uuid`]: `uuid` of both tables and
+//! `events.person_id`) are stored as 16 bytes (`FixedSizeBinary(16)`,
+//! tagged with Arrow's canonical `arrow.uuid` extension) and read through
+//! SQL as their lowercase, hyphenated text. Stores written before hold
+//! them as that text (`uuid` until manifest format 1 and ingest-log
+//! segment version 2, `person_id` until format 2 and version 3):
 //! [`upgrade_batch`] converts such batches wherever the store reads rows
 //! to keep them (replay of the ingest log, compaction, scrub), so every
 //! part a compaction rewrites is in the current form; query scans read
-//! both forms (see `elide_query`'s `uuid_text`).
+//! both forms (see `elide_query`'s `uuid_adapter`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -113,11 +114,9 @@ impl std::fmt::Display for Table {
 /// What a column holds, which decides how input is validated and coerced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
-    /// A UUID string, stored lowercase-hyphenated.
-    Uuid,
     /// A UUID, stored as its 16 bytes ([`uuid_field`]); input may be its
     /// text in any case or form `uuid` parses, or 16 bytes.
-    Uuid16,
+    Uuid,
     /// Any string.
     Str,
     /// A non-empty string (identifiers).
@@ -155,7 +154,7 @@ const fn col(name: &'static str, kind: ColumnKind, required: bool) -> ColumnDef 
 const fn generated_uuid(name: &'static str) -> ColumnDef {
     ColumnDef {
         name,
-        kind: ColumnKind::Uuid16,
+        kind: ColumnKind::Uuid,
         required: true,
         generated: true,
     }
@@ -203,8 +202,8 @@ impl TableDef {
             .iter()
             .map(|c| {
                 let dt = match c.kind {
-                    ColumnKind::Uuid16 => return uuid_field(c.name, !c.required),
-                    ColumnKind::Uuid | ColumnKind::Str | ColumnKind::NonEmptyStr => DataType::Utf8,
+                    ColumnKind::Uuid => return uuid_field(c.name, !c.required),
+                    ColumnKind::Str | ColumnKind::NonEmptyStr => DataType::Utf8,
                     ColumnKind::JsonObject => DataType::Utf8,
                     ColumnKind::Int64 => DataType::Int64,
                     ColumnKind::Timestamp => timestamp_type(),

@@ -50,11 +50,12 @@ use crate::io::{AppendFile, FileSystem};
 use crate::schema::Table;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"ELIDEWAL";
-/// The version new segments are written in. Version 3 (2026-12-02) has
-/// the layout of version 2; its records may hold event UUIDs as 16 bytes,
-/// which builds before could not read (they refuse the segment by its
-/// version). This build reads versions 1 to 3.
-const SEGMENT_VERSION: u32 = 3;
+/// The version new segments are written in. Versions 3 and 4 have the
+/// layout of version 2; their records may hold UUID columns as 16 bytes
+/// (3: event `uuid`; 4: `person_id` too), which builds before could not
+/// read (they refuse the segment by its version). This build reads
+/// versions 1 to 4.
+const SEGMENT_VERSION: u32 = 4;
 const HEADER_LEN: u64 = 12;
 const KIND_APPEND: u8 = 1;
 /// Payload bytes before the IPC stream, by segment version.

@@ -80,10 +80,10 @@ fn log_records_with_uuids_as_text_replay_as_16_bytes_and_read_the_same() {
     append(&store, &[row(3, "a", 2, 0)]);
     let before = visible(&store);
     store.close().unwrap();
-    // Segments holding 16-byte UUIDs are version 3: builds before refuse
-    // them by their version.
+    // Segments holding 16-byte UUIDs (`uuid` and `person_id`) are version
+    // 4: builds before refuse them by their version.
     let last = std::fs::read(segments(dir.path()).pop().unwrap()).unwrap();
-    assert_eq!(last[8..12], 3u32.to_le_bytes());
+    assert_eq!(last[8..12], 4u32.to_le_bytes());
     for s in segments(dir.path()) {
         rewrite_as_v1_with(&s, |b| {
             let text = elide_store::schema::with_uuid_text(b).unwrap();

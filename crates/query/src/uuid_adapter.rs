@@ -1,93 +1,74 @@
-//! UUID columns stored as 16 bytes, read through SQL as text.
+//! UUID columns of parts written before UUIDs were stored as 16 bytes.
 //!
-//! The store keeps the event `uuid` column as `FixedSizeBinary(16)`
-//! (`elide_store::schema::uuid_field`); parts written before hold it as
-//! its text. SQL sees one type for both: the text, as `Utf8View` (see
-//! `provider::scan_schema`). This module owns the conversion:
-//!
-//! - [`UuidTextAdapterFactory`] adapts the scan's projection and filters
-//!   to each part file: a column the table reads as text but the file
-//!   holds as 16 bytes becomes [`UuidText`] of that column; everything
-//!   else goes to DataFusion's default adapter (which casts a legacy
-//!   file's `Utf8` to `Utf8View`, as for every string column).
-//! - [`UuidText`] formats 16-byte UUIDs as lowercase, hyphenated text.
-//!
-//! Only the columns a query reads are converted, and only for the rows
-//! the scan decodes.
+//! The store keeps the event `uuid` and `person_id` columns as
+//! `FixedSizeBinary(16)` (`elide_store::schema::uuid_field`), and scans
+//! expose them so (`provider::scan_schema`; SQL reads them as text through
+//! [`crate::uuid_sql`]). Parts written by earlier builds hold the text.
+//! [`UuidTextAdapterFactory`] adapts the scan's projection and pushed-down
+//! filters to each part file: a column the table reads as 16 bytes but
+//! the file holds as text becomes [`UuidParse`] of that column; everything
+//! else goes to DataFusion's default adapter (which casts a legacy file's
+//! `Utf8` to `Utf8View`, as for every string column). Only the columns a
+//! query reads are converted, and only in the rows the scan decodes.
+//! Compaction rewrites such parts in the new form.
 
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::array::AsArray;
+use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::common::{exec_err, Result, ScalarValue};
+use datafusion::common::{exec_err, Result};
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
-use elide_store::schema::uuid_text_view;
 
-/// The text (`Utf8View`) of a 16-byte UUID expression.
+/// The 16 bytes of UUID text (a part written before UUIDs were stored
+/// as bytes). Text that is not a UUID is an error (the store validated it
+/// at ingest).
 #[derive(Debug, Eq)]
-pub struct UuidText {
+pub struct UuidParse {
     arg: Arc<dyn PhysicalExpr>,
 }
 
-impl PartialEq for UuidText {
+impl PartialEq for UuidParse {
     fn eq(&self, other: &Self) -> bool {
         self.arg.eq(&other.arg)
     }
 }
 
-impl Hash for UuidText {
+impl Hash for UuidParse {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.arg.hash(state);
     }
 }
 
-impl UuidText {
-    /// The text of `arg`, which evaluates to `FixedSizeBinary(16)`.
-    pub fn new(arg: Arc<dyn PhysicalExpr>) -> Self {
-        UuidText { arg }
-    }
-}
-
-impl fmt::Display for UuidText {
+impl fmt::Display for UuidParse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "uuid_text({})", self.arg)
+        write!(f, "uuid_parse({})", self.arg)
     }
 }
 
-impl PhysicalExpr for UuidText {
+impl PhysicalExpr for UuidParse {
     fn return_field(&self, input_schema: &Schema) -> Result<FieldRef> {
         let nullable = self.arg.nullable(input_schema)?;
-        Ok(Arc::new(Field::new(
+        Ok(Arc::new(elide_store::schema::uuid_field(
             self.arg.return_field(input_schema)?.name(),
-            DataType::Utf8View,
             nullable,
         )))
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        match self.arg.evaluate(batch)? {
-            ColumnarValue::Array(a) => match a.data_type() {
-                DataType::FixedSizeBinary(16) => Ok(ColumnarValue::Array(Arc::new(
-                    uuid_text_view(a.as_fixed_size_binary()),
-                ))),
-                other => exec_err!("uuid_text of {other}, expected FixedSizeBinary(16)"),
-            },
-            ColumnarValue::Scalar(s @ ScalarValue::FixedSizeBinary(16, _)) => {
-                let text = uuid_text_view(s.to_array_of_size(1)?.as_fixed_size_binary());
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                    &text, 0,
-                )?))
-            }
-            ColumnarValue::Scalar(s) => exec_err!("uuid_text of {}", s.data_type()),
+        let a = self.arg.evaluate(batch)?.into_array(batch.num_rows())?;
+        let a = arrow::compute::cast(&a, &DataType::Utf8)?;
+        match elide_store::schema::parse_uuids(a.as_string::<i32>().iter()) {
+            Ok(b) => Ok(ColumnarValue::Array(Arc::new(b))),
+            Err((row, reason)) => exec_err!("row {row} of a part: {reason}"),
         }
     }
 
@@ -100,20 +81,20 @@ impl PhysicalExpr for UuidText {
         children: Vec<Arc<dyn PhysicalExpr>>,
     ) -> Result<Arc<dyn PhysicalExpr>> {
         match <[_; 1]>::try_from(children) {
-            Ok([arg]) => Ok(Arc::new(UuidText::new(arg))),
-            Err(c) => exec_err!("uuid_text takes one argument, got {}", c.len()),
+            Ok([arg]) => Ok(Arc::new(UuidParse { arg })),
+            Err(c) => exec_err!("uuid_parse takes one argument, got {}", c.len()),
         }
     }
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "uuid_text(")?;
+        write!(f, "uuid_parse(")?;
         self.arg.fmt_sql(f)?;
         write!(f, ")")
     }
 }
 
-/// Adapts scan expressions to a part file whose UUID columns may be 16
-/// bytes where the table reads text (see the module docs).
+/// Adapts scan expressions to a part file whose UUID columns may be text
+/// where the table reads 16 bytes (see the module docs).
 #[derive(Debug, Default)]
 pub struct UuidTextAdapterFactory;
 
@@ -123,21 +104,26 @@ impl PhysicalExprAdapterFactory for UuidTextAdapterFactory {
         logical_file_schema: SchemaRef,
         physical_file_schema: SchemaRef,
     ) -> Result<Arc<dyn PhysicalExprAdapter>> {
-        // Columns read as text that the file holds as 16 bytes.
+        // Columns read as 16 bytes that the file holds as text.
         let binary: Vec<String> = logical_file_schema
             .fields()
             .iter()
-            .filter(|f| f.data_type() == &DataType::Utf8View)
+            .filter(|f| f.data_type() == &DataType::FixedSizeBinary(16))
             .filter(|f| {
                 physical_file_schema
                     .field_with_name(f.name())
-                    .is_ok_and(|p| p.data_type() == &DataType::FixedSizeBinary(16))
+                    .is_ok_and(|p| {
+                        matches!(
+                            p.data_type(),
+                            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                        )
+                    })
             })
             .map(|f| f.name().clone())
             .collect();
         // The default adapter sees those columns as the file's own fields
         // (type, nullability and metadata), so it leaves them bare columns
-        // (no cast) for `UuidText` to wrap.
+        // (no cast) for `UuidParse` to wrap.
         let logical = if binary.is_empty() {
             logical_file_schema
         } else {
@@ -178,9 +164,10 @@ impl PhysicalExprAdapter for UuidTextAdapter {
         expr.transform_up(|e| {
             if let Some(c) = e.downcast_ref::<Column>() {
                 if self.binary.iter().any(|b| b == c.name()) {
-                    return Ok(Transformed::yes(
-                        Arc::new(UuidText::new(Arc::clone(&e))) as Arc<dyn PhysicalExpr>
-                    ));
+                    return Ok(Transformed::yes(Arc::new(UuidParse {
+                        arg: Arc::clone(&e),
+                    })
+                        as Arc<dyn PhysicalExpr>));
                 }
             }
             Ok(Transformed::no(e))
@@ -193,6 +180,7 @@ impl PhysicalExprAdapter for UuidTextAdapter {
 mod tests {
     use super::*;
     use arrow::array::{ArrayRef, FixedSizeBinaryArray};
+    use arrow::datatypes::Field;
     use elide_store::schema::uuid_field;
 
     const U: &str = "0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f";
@@ -207,34 +195,34 @@ mod tests {
     }
 
     #[test]
-    fn formats_arrays_and_scalars_and_refuses_other_types() {
-        let schema = Arc::new(Schema::new(vec![uuid_field("uuid", true)]));
-        let batch =
-            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(bytes()) as ArrayRef]).unwrap();
-        let e = UuidText::new(Arc::new(Column::new("uuid", 0)));
-        let out = e.evaluate(&batch).unwrap().into_array(2).unwrap();
-        let out = out.as_string_view();
-        assert_eq!((out.value(0), out.is_null(1)), (U, true));
-        assert_eq!(
-            e.return_field(&schema).unwrap().data_type(),
-            &DataType::Utf8View
-        );
-        let lit = datafusion::physical_expr::expressions::lit(ScalarValue::FixedSizeBinary(
-            16,
-            Some(uuid::Uuid::parse_str(U).unwrap().as_bytes().to_vec()),
-        ));
-        match UuidText::new(lit).evaluate(&batch).unwrap() {
-            ColumnarValue::Scalar(ScalarValue::Utf8View(Some(t))) => assert_eq!(t, U),
-            other => panic!("{other:?}"),
-        }
-        let wrong = UuidText::new(datafusion::physical_expr::expressions::lit(1i64));
-        assert!(wrong.evaluate(&batch).is_err());
+    fn parses_text_and_refuses_what_is_not_a_uuid() {
+        let schema = Arc::new(Schema::new(vec![Field::new("uuid", DataType::Utf8, true)]));
+        let text = |v: Vec<Option<&str>>| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(arrow::array::StringArray::from(v)) as ArrayRef],
+            )
+            .unwrap()
+        };
+        let e = UuidParse {
+            arg: Arc::new(Column::new("uuid", 0)),
+        };
+        let out = e
+            .evaluate(&text(vec![Some(U), None]))
+            .unwrap()
+            .into_array(2)
+            .unwrap();
+        assert_eq!(out.as_fixed_size_binary(), &bytes());
+        let f = e.return_field(&schema).unwrap();
+        assert!(elide_store::schema::is_uuid_field(&f), "{f:?}");
+        let err = e.evaluate(&text(vec![Some("nope")])).unwrap_err();
+        assert!(err.to_string().contains("row 0"), "{err}");
     }
 
     #[test]
-    fn the_adapter_wraps_16_byte_columns_and_casts_text_ones() {
+    fn the_adapter_parses_text_parts_and_leaves_16_byte_ones() {
         let logical = Arc::new(Schema::new(vec![
-            Field::new("uuid", DataType::Utf8View, true),
+            uuid_field("uuid", true),
             Field::new("event", DataType::Utf8View, false),
         ]));
         let new_part = Arc::new(Schema::new(vec![
@@ -249,16 +237,16 @@ mod tests {
         let a = UuidTextAdapterFactory
             .create(Arc::clone(&logical), new_part)
             .unwrap();
-        let got = a.rewrite(col("uuid", 0)).unwrap();
-        assert_eq!(got.to_string(), "uuid_text(uuid@0)");
-        // Other columns are the default adapter's (a cast to views).
+        assert_eq!(a.rewrite(col("uuid", 0)).unwrap().to_string(), "uuid@0");
         assert!(a
             .rewrite(col("event", 1))
             .unwrap()
             .to_string()
             .contains("CAST"));
         let b = UuidTextAdapterFactory.create(logical, old_part).unwrap();
-        let got = b.rewrite(col("uuid", 0)).unwrap().to_string();
-        assert!(!got.contains("uuid_text") && got.contains("CAST"), "{got}");
+        assert_eq!(
+            b.rewrite(col("uuid", 0)).unwrap().to_string(),
+            "uuid_parse(uuid@0)"
+        );
     }
 }
