@@ -116,13 +116,14 @@ pub async fn run_hogql(
         .execute_logical_plan(plan)
         .await?
         .limit(0, Some(limit.saturating_add(1)))?;
-    let fields: Vec<(String, DataType, bool)> = df
-        .schema()
+    // The schema of the rows (UUID columns as text), not the plan's before
+    // the analyzer ran.
+    let (schema, batches) = elide_query::collect_with_schema(df).await?;
+    let fields: Vec<(String, DataType, bool)> = schema
         .fields()
         .iter()
         .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
         .collect();
-    let batches = df.collect().await?;
     let mut results = rows(&batches)?;
     let has_more = results.len() > limit;
     results.truncate(limit);

@@ -105,7 +105,7 @@ pub fn run(a: BenchErasureArgs) -> Result<()> {
     )?;
     let (scan_t, _) = timed_sql(
         &store,
-        "SELECT sum(length(uuid) + length(event) + length(distinct_id) + length(coalesce(properties, '')) + length(coalesce(session_id, ''))) FROM events WHERE project_id = 1",
+        "SELECT sum(length(CAST(uuid AS VARCHAR)) + length(event) + length(distinct_id) + length(coalesce(properties, '')) + length(coalesce(session_id, ''))) FROM events WHERE project_id = 1",
     )?;
     let d = EventDeletion::new(
         1,
@@ -228,7 +228,7 @@ pub fn run(a: BenchErasureArgs) -> Result<()> {
     let (sql_export_t, _) = timed_sql(
         &store,
         &format!(
-            "SELECT sum(length(uuid) + length(event) + length(distinct_id) + length(coalesce(person_id, '')) + length(coalesce(properties, '')) + length(coalesce(session_id, ''))) + count(timestamp) + count(_seq) FROM events WHERE project_id = {top_project} AND distinct_id = '{}'",
+            "SELECT sum(length(CAST(uuid AS VARCHAR)) + length(event) + length(distinct_id) + length(coalesce(CAST(person_id AS VARCHAR), '')) + length(coalesce(properties, '')) + length(coalesce(session_id, ''))) + count(timestamp) + count(_seq) FROM events WHERE project_id = {top_project} AND distinct_id = '{}'",
             top_id.replace('\'', "''")
         ),
     )?;

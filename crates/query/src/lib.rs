@@ -89,7 +89,11 @@ fn base_context() -> Result<SessionContext> {
 /// (`window_funnel`, `funnel_path`; see [`funnel`] and docs/sql.md) and
 /// `properties_match(properties, filters)` ([`PropertiesMatch`]), and
 /// `date_trunc` replaced by [`UtcDateTrunc`] (the same function, fast on
-/// UTC timestamps).
+/// UTC timestamps); and the analyzer rule that gives 16-byte UUID columns
+/// the SQL of text ([`uuid_sql`]). Installing the rule builds the
+/// session's state anew: `*ctx` is replaced by a session with the same
+/// configuration, tables and functions (and a new session id), so clones
+/// of `ctx` taken before do not have the rule.
 pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     // UUID columns of 16 bytes with the SQL of text: before type coercion.
     let state = ctx.state();
@@ -107,6 +111,7 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
         *ctx = SessionContext::new_with_state(state);
     }
     ctx.register_udf(uuid_sql::uuid_text_udf().as_ref().clone());
+    ctx.register_udf(uuid_sql::uuid_from_text_udf().as_ref().clone());
     datafusion_functions_json::register_all(ctx)?;
     funnel::register(ctx);
     ctx.register_udf(UtcDateTrunc::udf());
@@ -179,11 +184,21 @@ impl SqlOutput {
 }
 
 async fn collect(df: datafusion::dataframe::DataFrame) -> Result<SqlOutput> {
-    let schema = Arc::clone(df.schema().inner());
-    Ok(SqlOutput {
-        schema,
-        batches: df.collect().await?,
-    })
+    let (schema, batches) = collect_with_schema(df).await?;
+    Ok(SqlOutput { schema, batches })
+}
+
+/// Run `df` and return its rows with the schema they have. Not
+/// `df.schema()`: that is the plan's before the analyzer ran, in which UUID
+/// columns are still 16 bytes where the rows hold text (see [`uuid_sql`]).
+pub async fn collect_with_schema(
+    df: datafusion::dataframe::DataFrame,
+) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let schema = plan.schema();
+    let batches = datafusion::physical_plan::collect(plan, task).await?;
+    Ok((schema, batches))
 }
 
 /// Run one SQL statement and collect its result (any statement the

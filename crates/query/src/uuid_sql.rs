@@ -83,6 +83,55 @@ impl ScalarUDFImpl for UuidTextUdf {
     }
 }
 
+/// `uuid_from_text(text)`: the 16 bytes of UUID text in any form the
+/// `uuid` crate parses; NULL for text that is not a UUID. Put on the text
+/// side of an equality that a NULL answers as a `false` would (a join key,
+/// a top-level conjunct of a filter or join condition), it keeps the UUID
+/// column bare: compared as bytes, and decorrelation of a subquery still
+/// sees a column.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct UuidFromTextUdf {
+    signature: Signature,
+}
+
+/// The [`UuidFromTextUdf`] function.
+pub fn uuid_from_text_udf() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(UuidFromTextUdf {
+        signature: Signature::uniform(
+            1,
+            vec![DataType::Utf8, DataType::Utf8View, DataType::LargeUtf8],
+            Volatility::Immutable,
+        ),
+    }))
+}
+
+impl ScalarUDFImpl for UuidFromTextUdf {
+    fn name(&self) -> &str {
+        "uuid_from_text"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(UUID)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let a = args.args[0].to_array(args.number_rows)?;
+        let a = arrow::compute::cast(&a, &DataType::Utf8)?;
+        let mut b = arrow::array::FixedSizeBinaryBuilder::with_capacity(a.len(), 16);
+        for v in a.as_string::<i32>() {
+            match v.and_then(|v| uuid::Uuid::try_parse(v).ok()) {
+                Some(u) => b.append_value(u.as_bytes())?,
+                None => b.append_null(),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish()) as ArrayRef))
+    }
+}
+
 /// `e` with a hint when a planning error is about a UUID column: a string
 /// function given one fails while the statement is planned, before
 /// [`UuidSql`] runs (as PostgreSQL's `length(uuid)` does), and DataFusion's
@@ -134,6 +183,60 @@ fn text(e: Expr) -> Expr {
     uuid_text_udf().call(vec![e])
 }
 
+fn from_text(e: Expr) -> Expr {
+    uuid_from_text_udf().call(vec![e])
+}
+
+/// A string literal compared as text with a UUID's text: its canonical
+/// form when it is a UUID (so case and braces do not matter), else as is.
+fn canonical_literal(e: Expr) -> Expr {
+    match string_literal(&e).and_then(|s| uuid::Uuid::try_parse(s).ok()) {
+        Some(u) => Expr::Literal(ScalarValue::Utf8(Some(u.hyphenated().to_string())), None),
+        None => e,
+    }
+}
+
+/// An operand compared as text with a UUID's text: a UUID as its text, a
+/// literal canonical.
+fn text_operand(e: Expr, schema: &DFSchema) -> Expr {
+    match is_uuid(&e.get_type(schema).ok()) {
+        true => text(e),
+        false => canonical_literal(e),
+    }
+}
+
+/// `e` (an equality that a NULL answers as a `false` would) with the text
+/// side of a UUID-against-text comparison parsed into bytes.
+fn uuid_equality(e: Expr, schema: &DFSchema) -> Expr {
+    let ty = |e: &Expr| e.get_type(schema).ok();
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) if string_literal(&left).is_none() && string_literal(&right).is_none() => {
+            let (l, r) = match (is_uuid(&ty(&left)), is_uuid(&ty(&right))) {
+                (true, false) if is_text(&ty(&right)) => (*left, from_text(*right)),
+                (false, true) if is_text(&ty(&left)) => (from_text(*left), *right),
+                _ => (*left, *right),
+            };
+            Expr::BinaryExpr(BinaryExpr::new(Box::new(l), Operator::Eq, Box::new(r)))
+        }
+        e => e,
+    }
+}
+
+/// Each top-level conjunct of `e` through [`uuid_equality`].
+fn uuid_equalities(e: Expr, schema: &DFSchema) -> Expr {
+    let parts = datafusion::logical_expr::utils::split_conjunction_owned(e);
+    let parts: Vec<Expr> = parts
+        .into_iter()
+        .map(|c| uuid_equality(c, schema))
+        .collect();
+    datafusion::logical_expr::utils::conjunction(parts)
+        .unwrap_or(Expr::Literal(ScalarValue::Boolean(Some(true)), None))
+}
+
 /// Aggregates that only compare or count their argument: they work on the
 /// bytes (and return a UUID, read as text at the output).
 const BYTE_AGGREGATES: &[&str] = &[
@@ -144,6 +247,7 @@ const BYTE_AGGREGATES: &[&str] = &[
     "first_value",
     "last_value",
     "nth_value",
+    "grouping",
 ];
 
 fn is_uuid(t: &Option<DataType>) -> bool {
@@ -201,14 +305,24 @@ impl UuidSql {
                     RightText,
                     Nothing,
                 }
+                // A correlated subquery's `e.person_id = outer.uuid`: the
+                // outer text parsed, so that decorrelation sees a column
+                // (`Column = f(outer)`) as it did when both were text.
+                let outer = |e: &Expr| matches!(e, Expr::OuterReferenceColumn(..));
                 let change = match (lt == Some(UUID), rt == Some(UUID)) {
                     (true, false) => match string_literal(&right) {
                         Some(s) => Change::Right(uuid_literal(s)?),
+                        None if op == Operator::Eq && outer(&right) && is_text(&rt) => {
+                            Change::Right(from_text((*right).clone()))
+                        }
                         None if rt.as_ref().is_some_and(is_string) => Change::LeftText,
                         None => Change::Nothing,
                     },
                     (false, true) => match string_literal(&left) {
                         Some(s) => Change::Left(uuid_literal(s)?),
+                        None if op == Operator::Eq && outer(&left) && is_text(&lt) => {
+                            Change::Left(from_text((*left).clone()))
+                        }
                         None if lt.as_ref().is_some_and(is_string) => Change::RightText,
                         None => Change::Nothing,
                     },
@@ -238,25 +352,50 @@ impl UuidSql {
                 list,
                 negated,
             }) if ty(&expr) == Some(UUID) => {
-                if list.iter().all(|v| string_literal(v).is_some()) {
-                    let list = list
-                        .iter()
-                        .map(|v| uuid_literal(string_literal(v).unwrap_or_default()))
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok(Transformed::yes(Expr::InList(InList::new(
-                        expr, list, negated,
-                    ))))
-                } else if list.iter().any(|v| ty(v).as_ref().is_some_and(is_string)) {
+                let literal = |v: &Expr| string_literal(v).is_some();
+                let text_item = |v: &Expr| !literal(v) && is_text(&ty(v));
+                if list.iter().any(text_item) {
+                    // Against text: all as text, UUID literals canonical.
+                    let list = list.into_iter().map(|v| text_operand(v, schema)).collect();
                     Ok(Transformed::yes(Expr::InList(InList::new(
                         Box::new(text(*expr)),
                         list,
                         negated,
+                    ))))
+                } else if list.iter().any(literal) {
+                    // Literals among UUIDs (or alone): literals to bytes.
+                    let list = list
+                        .into_iter()
+                        .map(|v| match string_literal(&v) {
+                            Some(s) => uuid_literal(s),
+                            None => Ok(v),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(Transformed::yes(Expr::InList(InList::new(
+                        expr, list, negated,
                     ))))
                 } else {
                     Ok(Transformed::no(Expr::InList(InList::new(
                         expr, list, negated,
                     ))))
                 }
+            }
+            // `text IN (person_id, …)`: the UUIDs as text.
+            Expr::InList(InList {
+                expr,
+                list,
+                negated,
+            }) if is_text(&ty(&expr)) && list.iter().any(|v| is_uuid(&ty(v))) => {
+                let list = list
+                    .into_iter()
+                    .map(|v| match is_uuid(&ty(&v)) {
+                        true => text(v),
+                        false => v,
+                    })
+                    .collect();
+                Ok(Transformed::yes(Expr::InList(InList::new(
+                    expr, list, negated,
+                ))))
             }
             Expr::Between(Between {
                 expr,
@@ -267,12 +406,12 @@ impl UuidSql {
                 let literal = |e: &Expr| string_literal(e).is_some();
                 let text_bound = |e: &Expr| !literal(e) && is_text(&ty(e));
                 if text_bound(&low) || text_bound(&high) {
-                    // Against text: the UUID as text, the literals as they are.
+                    // Against text: the UUID as text, UUID literals canonical.
                     return Ok(Transformed::yes(Expr::Between(Between::new(
                         Box::new(text(*expr)),
                         negated,
-                        low,
-                        high,
+                        Box::new(text_operand(*low, schema)),
+                        Box::new(text_operand(*high, schema)),
                     ))));
                 }
                 let bound = |e: Box<Expr>| match string_literal(&e) {
@@ -308,7 +447,11 @@ impl UuidSql {
                             (Some(base), wt)
                         } else if whens.iter().any(|w| is_text(&ty(w))) {
                             changed = true;
-                            (Some(Box::new(text(*base))), when_then_expr)
+                            let wt = when_then_expr
+                                .into_iter()
+                                .map(|(w, t)| (Box::new(text_operand(*w, schema)), t))
+                                .collect();
+                            (Some(Box::new(text(*base))), wt)
                         } else {
                             (Some(base), when_then_expr)
                         }
@@ -353,6 +496,14 @@ impl UuidSql {
                 if is_uuid(&et) && is_text(&sub) {
                     Ok(Transformed::yes(Expr::InSubquery(InSubquery::new(
                         Box::new(text(*expr)),
+                        subquery,
+                        negated,
+                    ))))
+                } else if is_uuid(&sub) && string_literal(&expr).is_some() {
+                    // `'…' IN (SELECT person_id …)`: the literal to bytes.
+                    let lit = uuid_literal(string_literal(&expr).unwrap_or_default())?;
+                    Ok(Transformed::yes(Expr::InSubquery(InSubquery::new(
+                        Box::new(lit),
                         subquery,
                         negated,
                     ))))
@@ -436,7 +587,8 @@ impl UuidSql {
             }
             // Functions see text (`concat(person_id, …)`, `length`, …).
             Expr::ScalarFunction(mut f)
-                if f.name() != "uuid_text" && f.args.iter().any(|a| ty(a) == Some(UUID)) =>
+                if !matches!(f.name(), "uuid_text" | "uuid_from_text")
+                    && f.args.iter().any(|a| ty(a) == Some(UUID)) =>
             {
                 f.args = f
                     .args
@@ -462,9 +614,11 @@ impl UuidSql {
                     j.on.into_iter()
                         .map(|(l, r)| {
                             let (lt, rt) = (l.get_type(&ls).ok(), r.get_type(&rs).ok());
+                            // Join keys: a NULL matches nothing, as text
+                            // that is not a UUID would; bytes stay bytes.
                             match (is_uuid(&lt), is_uuid(&rt)) {
-                                (true, false) if is_text(&rt) => (text(l), r),
-                                (false, true) if is_text(&lt) => (l, text(r)),
+                                (true, false) if is_text(&rt) => (l, from_text(r)),
+                                (false, true) if is_text(&lt) => (from_text(l), r),
                                 _ => (l, r),
                             }
                         })
@@ -482,7 +636,19 @@ impl UuidSql {
                     .map(|i| types(i).any(|t| t == &UUID) && types(i).any(is_string))
                     .collect();
                 if !mixed.contains(&true) {
-                    return Ok(LogicalPlan::Union(u));
+                    // Inputs whose types changed alike (a UUID branch now
+                    // text everywhere): the schema follows them.
+                    let stale = u.inputs.iter().any(|p| {
+                        p.schema()
+                            .fields()
+                            .iter()
+                            .zip(u.schema.fields())
+                            .any(|(a, b)| a.data_type() != b.data_type())
+                    });
+                    return Ok(LogicalPlan::Union(match stale {
+                        true => Union::try_new_with_loose_types(u.inputs)?,
+                        false => u,
+                    }));
                 }
                 let inputs = u
                     .inputs
@@ -535,11 +701,29 @@ impl AnalyzerRule for UuidSql {
         let plan = plan
             .transform_up_with_subqueries(|p| {
                 let schema = merge_schema(&p.inputs());
+                // Equalities of UUIDs with text at the top of a filter or a
+                // join condition compare bytes (see `uuid_equality`).
+                let p = match p {
+                    LogicalPlan::Filter(mut f) => {
+                        f.predicate = uuid_equalities(f.predicate, &schema);
+                        LogicalPlan::Filter(f)
+                    }
+                    LogicalPlan::Join(mut j) => {
+                        j.filter = j.filter.map(|f| uuid_equalities(f, &schema));
+                        LogicalPlan::Join(j)
+                    }
+                    p => p,
+                };
                 // Rewritten expressions keep their names: nodes above refer
                 // to them by name (`GROUP BY 1`, an aggregate's output).
                 let names = NamePreserver::new(&p);
                 let p = p
                     .map_expressions(|e| {
+                        // Grouping sets are left as they are: an alias
+                        // around one would unmake it.
+                        if matches!(e, Expr::GroupingSet(_)) {
+                            return Ok(Transformed::no(e));
+                        }
                         let name = names.save(&e);
                         e.transform_up(|e| self.rewrite(e, &schema))
                             .map(|t| t.update_data(|e| name.restore(e)))
@@ -591,6 +775,7 @@ mod tests {
             .with_analyzer_rules(rules)
             .build();
         let ctx = SessionContext::new_with_state(state);
+        ctx.register_udf(uuid_from_text_udf().as_ref().clone());
         ctx.register_table(
             "t",
             Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
@@ -649,6 +834,15 @@ mod tests {
             (q("SELECT count(*) FROM t JOIN (SELECT p AS person_id FROM p) q USING (person_id)"), vec!["2".into()]),
             (q("SELECT string_agg(person_id, ';') FROM t WHERE name = 'b'"), vec![B.into()]),
             (q("SELECT min(person_id), max(person_id) FROM t"), vec![format!("{A},{B}")]),
+            (q("SELECT p, (SELECT count(*) FROM t WHERE t.person_id = p.p) AS n FROM p ORDER BY p"), vec![format!("{A},2"), "x,0".into()]),
+            (q("SELECT count(*) FROM t CROSS JOIN (SELECT 'zzz' AS z) q WHERE person_id NOT IN ('0192B1C2-D3E4-4F56-8789-0A1B2C3D4E5F', z)"), vec!["1".into()]),
+            (q("SELECT count(*) FROM t WHERE person_id IN ('11111111-d3e4-4f56-8789-0a1b2c3d4e5f', person_id)"), vec!["3".into()]),
+            (q("SELECT count(*) FROM p WHERE '{0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f}' IN (SELECT person_id FROM t)"), vec!["2".into()]),
+            (q("SELECT count(*) FROM p WHERE p IN (SELECT person_id FROM t)"), vec!["1".into()]),
+            (q("SELECT count(*) FROM (SELECT person_id, grouping(person_id) AS g FROM t GROUP BY ROLLUP(person_id)) WHERE g = 1"), vec!["1".into()]),
+            (q("SELECT c FROM (SELECT CASE WHEN name = 'b' THEN person_id ELSE 'none' END AS c FROM t UNION ALL SELECT CASE WHEN name = 'a' THEN person_id ELSE 'none' END FROM t) ORDER BY c"), vec![A.into(), B.into(), "none".into(), "none".into(), "none".into(), "none".into()]),
+            (q("SELECT count(*) FROM t, p WHERE t.person_id = p.p AND t.name <> 'zz'"), vec!["2".into()]),
+            (q("SELECT count(*) FROM t WHERE NOT (person_id = uuid_from_text('nope'))"), vec!["0".into()]),
             (q("SELECT person_id, row_number() OVER (ORDER BY person_id, name) AS n FROM t ORDER BY n"), vec![format!("{A},1"), format!("{A},2"), format!("{B},3")]),
             (q("SELECT name, count(*) OVER (ORDER BY person_id) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
             (q("SELECT name, count(*) OVER (ORDER BY person_id DESC RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
@@ -687,6 +881,19 @@ mod tests {
             .unwrap_err();
         let err = with_uuid_hint(err).to_string();
         assert!(err.contains("CAST(person_id AS VARCHAR)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn results_have_the_schema_of_their_rows() {
+        let ctx = ctx();
+        let df = ctx.sql("SELECT person_id, name FROM t").await.unwrap();
+        let (schema, batches) = crate::collect_with_schema(df).await.unwrap();
+        assert_eq!(schema.field(0).data_type(), &DataType::Utf8View);
+        for b in &batches {
+            assert_eq!(b.schema(), schema);
+        }
+        let all = arrow::compute::concat_batches(&schema, &batches).unwrap();
+        assert_eq!(all.num_rows(), 3);
     }
 
     #[tokio::test]

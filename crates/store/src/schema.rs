@@ -9,9 +9,9 @@
 //! The UUID columns ([`ColumnKind::Uuid`]: `uuid` of both tables and
 //! `events.person_id`) are stored as 16 bytes (`FixedSizeBinary(16)`,
 //! tagged with Arrow's canonical `arrow.uuid` extension) and read through
-//! SQL as their lowercase, hyphenated text. Stores written before hold
-//! them as that text (`uuid` until manifest format 1 and ingest-log
-//! segment version 2, `person_id` until format 2 and version 3):
+//! SQL as their lowercase, hyphenated text. Parts and log records written
+//! by earlier builds may hold them as that text (each batch's own schema
+//! says which, not a format version):
 //! [`upgrade_batch`] converts such batches wherever the store reads rows
 //! to keep them (replay of the ingest log, compaction, scrub), so every
 //! part a compaction rewrites is in the current form; query scans read
