@@ -631,7 +631,7 @@ fn a_flipped_bit_anywhere_in_a_part_is_an_error_never_a_changed_value() {
         },
     )
     .unwrap();
-    let rows: Vec<_> = (0..3000)
+    let rows: Vec<_> = (0..6000)
         .map(|n| row(n, &format!("d{}", n % 40), 1, 0))
         .collect();
     append(&store, &rows);

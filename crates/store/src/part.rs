@@ -16,9 +16,11 @@ use bytes::Bytes;
 use croaring::Treemap;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{BloomFilterPosition, EnabledStatistics, WriterProperties};
+use parquet::file::properties::{
+    BloomFilterPosition, EnabledStatistics, WriterProperties, WriterVersion,
+};
 use parquet::schema::types::ColumnPath;
 
 use crate::checksum::VerifiedPart;
@@ -269,6 +271,15 @@ fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 /// `timestamp`, `inserted_at`): building a dictionary only to abandon it
 /// costs time.
 ///
+/// Pages are written in Parquet's writer version 2 (data page v2): it is
+/// what lets the parquet crate dictionary-encode a `FIXED_LEN_BYTE_ARRAY`
+/// column (`person_id`, whose rows repeat in runs of a distinct id), and
+/// its integers without a dictionary (`timestamp`, `_seq`, `inserted_at`)
+/// are DELTA_BINARY_PACKED. `uuid` and `properties` stay PLAIN (version 2
+/// would make them DELTA_BYTE_ARRAY: nothing to share between random
+/// UUIDs, and slower to decode for JSON). Measured: parts 8.4% smaller,
+/// ingest and purge faster (docs/benchmarks.md).
+///
 /// `distinct_id` and `person_id` carry a bloom filter per row group (1%
 /// false positives; the writer sizes it for the row group and folds it
 /// down to the values it saw): lookups of a few persons (`person_id IN
@@ -281,6 +292,7 @@ pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
         .set_compression(opts.compression.to_parquet())
         .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_created_by("elide".to_string());
     for c in [
         PROJECT_COLUMN,
@@ -302,6 +314,12 @@ pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
         "inserted_at",
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    // Writer version 2 would give byte arrays DELTA_BYTE_ARRAY, which
+    // shares prefixes: none between random UUIDs, and slower to decode for
+    // the JSON of `properties`, which property filters read.
+    for c in ["uuid", "properties"] {
+        b = b.set_column_encoding(ColumnPath::from(c), Encoding::PLAIN);
     }
     // At the end, with the page indexes: in the part's tail, which its
     // checksum covers (crate::checksum); after each row group they would

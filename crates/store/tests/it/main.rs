@@ -7,6 +7,7 @@ mod conflicts;
 mod deletion;
 mod durability;
 mod embedding;
+mod part_format;
 mod predicate;
 mod receipts;
 mod recovery;
