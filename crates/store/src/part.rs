@@ -275,10 +275,11 @@ fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 /// what lets the parquet crate dictionary-encode a `FIXED_LEN_BYTE_ARRAY`
 /// column (`person_id`, whose rows repeat in runs of a distinct id), and
 /// its integers without a dictionary (`timestamp`, `_seq`, `inserted_at`)
-/// are DELTA_BINARY_PACKED. `uuid` and `properties` stay PLAIN (version 2
-/// would make them DELTA_BYTE_ARRAY: nothing to share between random
-/// UUIDs, and slower to decode for JSON). Measured: parts 8.4% smaller,
-/// ingest and purge faster (docs/benchmarks.md).
+/// are DELTA_BINARY_PACKED. Byte arrays are never delta-encoded: `uuid`
+/// and `properties` are PLAIN, and the others fall back to PLAIN when
+/// their dictionary overflows, so an identifier stays whole in the file.
+/// Measured: parts 8.4% smaller, ingest and purge faster
+/// (docs/benchmarks.md).
 ///
 /// `distinct_id` and `person_id` carry a bloom filter per row group (1%
 /// false positives; the writer sizes it for the row group and folds it
@@ -315,10 +316,22 @@ pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
     }
-    // Writer version 2 would give byte arrays DELTA_BYTE_ARRAY, which
-    // shares prefixes: none between random UUIDs, and slower to decode for
-    // the JSON of `properties`, which property filters read.
-    for c in ["uuid", "properties"] {
+    // Writer version 2 would give byte arrays DELTA_BYTE_ARRAY (for
+    // `uuid` and `properties`, and for the others when their dictionary
+    // overflows), which stores each value as a suffix of the one before:
+    // nothing to share between random UUIDs, slower to decode for the
+    // JSON that property filters read, and an identifier no longer whole
+    // in the file, where a byte-level check of an erasure looks for it.
+    for c in [
+        "uuid",
+        "properties",
+        "event",
+        DISTINCT_ID_COLUMN,
+        PERSON_ID_COLUMN,
+        "session_id",
+        "window_id",
+        "snapshot_data",
+    ] {
         b = b.set_column_encoding(ColumnPath::from(c), Encoding::PLAIN);
     }
     // At the end, with the page indexes: in the part's tail, which its

@@ -47,6 +47,33 @@ fn parts_encode_each_column_as_chosen() {
         assert!(e.contains(&Encoding::PLAIN), "{c}: {e:?}");
         assert!(!e.contains(&Encoding::DELTA_BYTE_ARRAY), "{c}: {e:?}");
     }
+    assert!(!encodings("person_id").contains(&Encoding::DELTA_BYTE_ARRAY));
     // Read back alike.
     assert_eq!(visible(&store).len(), 2000);
+}
+
+/// An identifier column whose dictionary overflows (more than a page of
+/// distinct ids) falls back to PLAIN, never to DELTA_BYTE_ARRAY: each id
+/// stays whole in the file, where a byte-level check of an erasure looks.
+#[test]
+fn identifiers_stay_whole_when_the_dictionary_overflows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let rows: Vec<_> = (0..100_000u64)
+        .map(|n| row(n, &format!("someone-with-a-long-id-{n:012}"), 1, 0))
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    let snap = store.snapshot().unwrap();
+    let part = snap.parts(Table::Events).next().unwrap().clone();
+    let file = std::fs::File::open(dir.path().join(&part.path)).unwrap();
+    let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
+    let rg = meta.row_group(0);
+    let c = (0..rg.num_columns())
+        .map(|i| rg.column(i))
+        .find(|c| c.column_path().string() == "distinct_id")
+        .unwrap();
+    let e: Vec<_> = c.encodings().collect();
+    assert!(e.contains(&Encoding::PLAIN), "{e:?}");
+    assert!(!e.contains(&Encoding::DELTA_BYTE_ARRAY), "{e:?}");
 }
