@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{concat_batches, interleave_record_batch};
-use arrow::datatypes::{Int64Type, TimestampMicrosecondType, UInt64Type};
+use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType, UInt64Type};
 use bytes::Bytes;
 use croaring::Treemap;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -322,17 +322,21 @@ pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
     // nothing to share between random UUIDs, slower to decode for the
     // JSON that property filters read, and an identifier no longer whole
     // in the file, where a byte-level check of an erasure looks for it.
-    for c in [
-        "uuid",
-        "properties",
-        "event",
-        DISTINCT_ID_COLUMN,
-        PERSON_ID_COLUMN,
-        "session_id",
-        "window_id",
-        "snapshot_data",
-    ] {
-        b = b.set_column_encoding(ColumnPath::from(c), Encoding::PLAIN);
+    // Every byte-array column of every table, from the schemas: a column
+    // added later is covered too.
+    for t in Table::ALL {
+        for f in t.def().schema().fields() {
+            if matches!(
+                f.data_type(),
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::FixedSizeBinary(_)
+            ) {
+                b = b.set_column_encoding(ColumnPath::from(f.name().as_str()), Encoding::PLAIN);
+            }
+        }
     }
     // At the end, with the page indexes: in the part's tail, which its
     // checksum covers (crate::checksum); after each row group they would
