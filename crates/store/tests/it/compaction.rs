@@ -379,7 +379,8 @@ fn drop_project_removes_its_rows_parts_requests_and_files() {
 
 /// Invariant 5, literally: with compression off, after verification no
 /// file under the data directory holds the bytes of the deleted distinct
-/// id or of its email property; another person's still do.
+/// id, of its email property or of its person id (stored as 16 bytes);
+/// another person's still do.
 #[test]
 fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();
@@ -395,9 +396,16 @@ fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
     let gone_email = "erase.me.7f3a9c@example.com";
     let kept_id = "keep-me-51d2e0";
     let kept_email = "keep.me.51d2e0@example.com";
+    let gone_person = uuid::Uuid::from_u64_pair(0x7f3a_9c00, 1);
+    let kept_person = uuid::Uuid::from_u64_pair(0x51d2_e000, 2);
     let ev = |n: u64, did: &str, email: &str| {
         let mut r = row(n, did, 1, (n % 2) as i64);
         r.properties = Some(format!(r#"{{"email":"{email}","n":{n}}}"#));
+        let person = match did == gone_id {
+            true => gone_person,
+            false => kept_person,
+        };
+        r.person_id = Some(person.to_string());
         r
     };
     // Even rows are the deleted person's, odd rows the kept one's.
@@ -414,18 +422,19 @@ fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
     append(&store, &batch(40..60));
     store.flush().unwrap();
     append(&store, &batch(60..70));
-    let grep = |needle: &str| -> Vec<String> {
+    let grep_bytes = |needle: &[u8]| -> Vec<String> {
         files_under(dir.path())
             .into_iter()
             .filter(|p| {
                 let bytes = std::fs::read(p).unwrap();
-                bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+                bytes.windows(needle.len()).any(|w| w == needle)
             })
             .map(|p| p.display().to_string())
             .collect()
     };
+    let grep = |needle: &str| grep_bytes(needle.as_bytes());
     assert!(
-        !grep(gone_id).is_empty(),
+        !grep(gone_id).is_empty() && !grep_bytes(gone_person.as_bytes()).is_empty(),
         "the test data is on disk to begin with"
     );
     let o = store.delete(DeleteSpec::ids(1, [gone_id])).unwrap();
@@ -442,8 +451,14 @@ fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
         Vec::<String>::new(),
         "deleted email left on disk"
     );
+    assert_eq!(
+        grep_bytes(gone_person.as_bytes()),
+        Vec::<String>::new(),
+        "deleted person id left on disk"
+    );
     assert!(!grep(kept_id).is_empty());
     assert!(!grep(kept_email).is_empty());
+    assert!(!grep_bytes(kept_person.as_bytes()).is_empty());
     // `.runs` files front-code ids (a byte search could miss one after an
     // id sharing its prefix): every one on disk belongs to a live part and
     // scrub finds it equal to that part's columns, searched above.
