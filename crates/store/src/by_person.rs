@@ -172,26 +172,20 @@ impl Scan<'_> {
         let dids = col(DISTINCT_ID_COLUMN)?
             .as_string_opt::<i32>()
             .ok_or_else(|| bad(DISTINCT_ID_COLUMN))?;
-        // 16 bytes, or text in parts written before (canonical: the store
-        // validated and normalised it at ingest).
+        // 16 bytes, or text in parts written before (parsed: the store
+        // validated it at ingest, so text that is not a UUID is damage).
         let persons_col = col(PERSON_ID_COLUMN)?;
-        let wanted_text: BTreeSet<String>;
-        let wanted: Box<dyn Fn(usize) -> bool> = match persons_col.as_fixed_size_binary_opt() {
-            Some(bytes) if bytes.value_length() == 16 => Box::new(move |i| {
-                bytes.is_valid(i)
-                    && <[u8; 16]>::try_from(bytes.value(i)).is_ok_and(|k| self.wanted.contains(&k))
-            }),
+        let parsed;
+        let persons = match persons_col.as_fixed_size_binary_opt() {
+            Some(bytes) if bytes.value_length() == 16 => bytes,
             _ => {
                 let text = persons_col
                     .as_string_opt::<i32>()
                     .ok_or_else(|| bad(PERSON_ID_COLUMN))?;
-                wanted_text = self
-                    .wanted
-                    .iter()
-                    .map(|k| uuid::Uuid::from_bytes(*k).hyphenated().to_string())
-                    .collect();
-                let wanted_text = &wanted_text;
-                Box::new(move |i| text.is_valid(i) && wanted_text.contains(text.value(i)))
+                parsed = crate::schema::parse_uuids(text.iter()).map_err(|(row, reason)| {
+                    StoreError::corrupt(what, format!("row {row} of {PERSON_ID_COLUMN}: {reason}"))
+                })?;
+                &parsed
             }
         };
         let projects = col(PROJECT_COLUMN)?
@@ -201,7 +195,8 @@ impl Scan<'_> {
             .as_primitive_opt::<UInt64Type>()
             .ok_or_else(|| bad(SEQ_COLUMN))?;
         for i in 0..b.num_rows() {
-            if !wanted(i)
+            if persons.is_null(i)
+                || !<[u8; 16]>::try_from(persons.value(i)).is_ok_and(|k| self.wanted.contains(&k))
                 || projects.value(i) != self.project
                 || seqs.value(i) >= self.cutoff
                 || deleted.is_some_and(|d| u32::try_from(i).is_ok_and(|i| d.contains(i)))
