@@ -242,6 +242,14 @@ impl PartReaderFactory {
     }
 }
 
+/// A value a lookup looks for in a bloom-filtered column: its text, and
+/// its 16 bytes when it is a UUID (what a 16-byte column's filter hashes).
+#[derive(Debug, Clone)]
+pub(crate) struct LookupValue {
+    pub(crate) text: String,
+    pub(crate) uuid: Option<[u8; 16]>,
+}
+
 impl PartReaderFactory {
     /// Whether the part `file` may hold a row whose `column` is one of
     /// `values`, by the bloom filters in its verified footer (cached like
@@ -254,7 +262,7 @@ impl PartReaderFactory {
         &self,
         file: &PartitionedFile,
         column: &str,
-        values: &[String],
+        values: &[LookupValue],
     ) -> bool {
         let Some(sum) = file
             .extensions
@@ -301,10 +309,8 @@ impl PartReaderFactory {
             match Sbbf::read_from_column_chunk(chunk, &tail) {
                 Ok(Some(filter))
                     if !values.iter().any(|v| match bytes {
-                        true => {
-                            uuid::Uuid::try_parse(v).is_ok_and(|u| filter.check(&u.as_bytes()[..]))
-                        }
-                        false => filter.check(v.as_str()),
+                        true => v.uuid.is_some_and(|u| filter.check(&u[..])),
+                        false => filter.check(v.text.as_str()),
                     }) => {}
                 _ => return true,
             }

@@ -44,7 +44,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use elide_store::{PartMeta, Snapshot, Store, Table, WeakStore};
 use futures::StreamExt;
 
-use crate::access::{access_plan, ExpectedLayout, PartReaderFactory};
+use crate::access::{access_plan, ExpectedLayout, LookupValue, PartReaderFactory};
 use crate::uuid_adapter::UuidTextAdapterFactory;
 
 /// A table of an Elide store, as DataFusion sees it.
@@ -457,11 +457,13 @@ fn of_project(batches: &[RecordBatch], project: i64) -> Result<Vec<RecordBatch>>
 }
 
 /// What `pred` requires of the bloom-filtered columns: for each such
-/// column that must be one of a set of strings for a row to match
-/// (`person_id = '…'`, `distinct_id IN (…)`, under `AND`), the strings.
+/// column that must be one of a set of values for a row to match
+/// (`person_id = '…'`, `distinct_id IN (…)`, under `AND`), the values,
+/// each as text and, when it is a UUID, as its 16 bytes (computed once
+/// here, not for each part).
 fn id_lookups(
     pred: &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
-) -> Vec<(String, Vec<String>)> {
+) -> Vec<(String, Vec<LookupValue>)> {
     use datafusion::physical_expr::utils::{Guarantee, LiteralGuarantee};
     LiteralGuarantee::analyze(pred)
         .into_iter()
@@ -476,13 +478,19 @@ fn id_lookups(
                 .map(|v| match v {
                     ScalarValue::Utf8(Some(s))
                     | ScalarValue::Utf8View(Some(s))
-                    | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
-                    ScalarValue::FixedSizeBinary(16, Some(b)) => uuid::Uuid::from_slice(b)
-                        .ok()
-                        .map(|u| u.hyphenated().to_string()),
+                    | ScalarValue::LargeUtf8(Some(s)) => Some(LookupValue {
+                        text: s.clone(),
+                        uuid: uuid::Uuid::try_parse(s).ok().map(|u| *u.as_bytes()),
+                    }),
+                    ScalarValue::FixedSizeBinary(16, Some(b)) => {
+                        uuid::Uuid::from_slice(b).ok().map(|u| LookupValue {
+                            text: u.hyphenated().to_string(),
+                            uuid: Some(*u.as_bytes()),
+                        })
+                    }
                     _ => None,
                 })
-                .collect::<Option<Vec<String>>>()?;
+                .collect::<Option<Vec<LookupValue>>>()?;
             Some((g.column.name().to_string(), values))
         })
         .collect()
