@@ -119,25 +119,74 @@ fn text_operand(e: Expr, schema: &DFSchema) -> Expr {
     }
 }
 
+/// Two sides of an equality (of types `lt` and `rt`) that a NULL answers
+/// as a `false` would: when one is a UUID and the other text, the text
+/// parsed into bytes (NULL where it is not a UUID); otherwise as they are.
+fn text_side_parsed(
+    l: Expr,
+    lt: &Option<DataType>,
+    r: Expr,
+    rt: &Option<DataType>,
+) -> (Expr, Expr) {
+    match (is_uuid(lt), is_uuid(rt)) {
+        (true, false) if is_text(rt) => (l, from_text(r)),
+        (false, true) if is_text(lt) => (from_text(l), r),
+        _ => (l, r),
+    }
+}
+
 /// `e` (an equality that a NULL answers as a `false` would) with the text
 /// side of a UUID-against-text comparison parsed into bytes.
 fn uuid_equality(e: Expr, schema: &DFSchema) -> Expr {
-    let ty = |e: &Expr| e.get_type(schema).ok();
     match e {
         Expr::BinaryExpr(BinaryExpr {
             left,
             op: Operator::Eq,
             right,
         }) if string_literal(&left).is_none() && string_literal(&right).is_none() => {
-            let (l, r) = match (is_uuid(&ty(&left)), is_uuid(&ty(&right))) {
-                (true, false) if is_text(&ty(&right)) => (*left, from_text(*right)),
-                (false, true) if is_text(&ty(&left)) => (from_text(*left), *right),
-                _ => (*left, *right),
-            };
+            let (lt, rt) = (left.get_type(schema).ok(), right.get_type(schema).ok());
+            let (l, r) = text_side_parsed(*left, &lt, *right, &rt);
             Expr::BinaryExpr(BinaryExpr::new(Box::new(l), Operator::Eq, Box::new(r)))
         }
         e => e,
     }
+}
+
+/// What a UUID compared by `op` with `other` (of type `other_ty`, not a
+/// UUID) needs.
+enum Meet {
+    /// `other` replaced: a literal by its bytes, an outer query's text
+    /// parsed (a correlated subquery's `e.person_id = outer.uuid`, so that
+    /// decorrelation still sees `Column = f(outer)`).
+    Other(Expr),
+    /// The UUID compared as its text.
+    UuidAsText,
+    /// Nothing to do (not text).
+    Nothing,
+}
+
+fn meet(op: Operator, other: &Expr, other_ty: &Option<DataType>) -> Result<Meet> {
+    if let Some(s) = string_literal(other) {
+        return Ok(Meet::Other(uuid_literal(s)?));
+    }
+    if !is_text(other_ty) {
+        return Ok(Meet::Nothing);
+    }
+    if op == Operator::Eq && matches!(other, Expr::OuterReferenceColumn(..)) {
+        return Ok(Meet::Other(from_text(other.clone())));
+    }
+    Ok(Meet::UuidAsText)
+}
+
+/// `exprs` with each UUID among them as its text.
+fn uuids_as_text(exprs: Vec<Expr>, schema: &DFSchema) -> Vec<Expr> {
+    exprs
+        .into_iter()
+        .map(|e| match is_uuid(&e.get_type(schema).ok()) {
+            true => text(e),
+            false => e,
+        })
+        .collect()
 }
 
 /// Each top-level conjunct of `e` through [`uuid_equality`].
@@ -211,43 +260,18 @@ impl UuidSql {
         match e {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(&op) => {
                 let (lt, rt) = (ty(&left), ty(&right));
-                // What to change: a literal to bytes, or a UUID side to text.
-                enum Change {
-                    Left(Expr),
-                    Right(Expr),
-                    LeftText,
-                    RightText,
-                    Nothing,
-                }
-                // A correlated subquery's `e.person_id = outer.uuid`: the
-                // outer text parsed, so that decorrelation sees a column
-                // (`Column = f(outer)`) as it did when both were text.
-                let outer = |e: &Expr| matches!(e, Expr::OuterReferenceColumn(..));
-                let change = match (lt == Some(UUID), rt == Some(UUID)) {
-                    (true, false) => match string_literal(&right) {
-                        Some(s) => Change::Right(uuid_literal(s)?),
-                        None if op == Operator::Eq && outer(&right) && is_text(&rt) => {
-                            Change::Right(from_text((*right).clone()))
-                        }
-                        None if rt.as_ref().is_some_and(is_string) => Change::LeftText,
-                        None => Change::Nothing,
-                    },
-                    (false, true) => match string_literal(&left) {
-                        Some(s) => Change::Left(uuid_literal(s)?),
-                        None if op == Operator::Eq && outer(&left) && is_text(&lt) => {
-                            Change::Left(from_text((*left).clone()))
-                        }
-                        None if lt.as_ref().is_some_and(is_string) => Change::RightText,
-                        None => Change::Nothing,
-                    },
-                    _ => Change::Nothing,
+                // (whether the UUID is on the left, what it needs)
+                let side = match (is_uuid(&lt), is_uuid(&rt)) {
+                    (true, false) => Some((true, meet(op, &right, &rt)?)),
+                    (false, true) => Some((false, meet(op, &left, &lt)?)),
+                    _ => None,
                 };
-                let (l, r) = match change {
-                    Change::Left(l) => (l, *right),
-                    Change::Right(r) => (*left, r),
-                    Change::LeftText => (text(*left), *right),
-                    Change::RightText => (*left, text(*right)),
-                    Change::Nothing => {
+                let (l, r) = match side {
+                    Some((true, Meet::Other(r))) => (*left, r),
+                    Some((true, Meet::UuidAsText)) => (text(*left), *right),
+                    Some((false, Meet::Other(l))) => (l, *right),
+                    Some((false, Meet::UuidAsText)) => (*left, text(*right)),
+                    _ => {
                         return Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr {
                             left,
                             op,
@@ -265,7 +289,7 @@ impl UuidSql {
                 expr,
                 list,
                 negated,
-            }) if ty(&expr) == Some(UUID) => {
+            }) if is_uuid(&ty(&expr)) => {
                 let literal = |v: &Expr| string_literal(v).is_some();
                 let text_item = |v: &Expr| !literal(v) && is_text(&ty(v));
                 if list.iter().any(text_item) {
@@ -300,15 +324,10 @@ impl UuidSql {
                 list,
                 negated,
             }) if is_text(&ty(&expr)) && list.iter().any(|v| is_uuid(&ty(v))) => {
-                let list = list
-                    .into_iter()
-                    .map(|v| match is_uuid(&ty(&v)) {
-                        true => text(v),
-                        false => v,
-                    })
-                    .collect();
                 Ok(Transformed::yes(Expr::InList(InList::new(
-                    expr, list, negated,
+                    expr,
+                    uuids_as_text(list, schema),
+                    negated,
                 ))))
             }
             Expr::Between(Between {
@@ -437,15 +456,7 @@ impl UuidSql {
                 if !BYTE_AGGREGATES.contains(&f.func.name())
                     && f.params.args.iter().any(|a| is_uuid(&ty(a))) =>
             {
-                f.params.args = f
-                    .params
-                    .args
-                    .into_iter()
-                    .map(|a| match is_uuid(&ty(&a)) {
-                        true => text(a),
-                        false => a,
-                    })
-                    .collect();
+                f.params.args = uuids_as_text(f.params.args, schema);
                 Ok(Transformed::yes(Expr::AggregateFunction(f)))
             }
             // A RANGE frame ordered by a UUID: DataFusion only knows ranges
@@ -476,7 +487,7 @@ impl UuidSql {
                 Ok(Transformed::yes(Expr::WindowFunction(w)))
             }
             Expr::Cast(Cast { expr, field })
-                if ty(&expr) == Some(UUID) && is_string(field.data_type()) =>
+                if is_uuid(&ty(&expr)) && is_string(field.data_type()) =>
             {
                 Ok(Transformed::yes(Expr::Cast(Cast {
                     expr: Box::new(text(*expr)),
@@ -484,34 +495,27 @@ impl UuidSql {
                 })))
             }
             Expr::TryCast(TryCast { expr, field })
-                if ty(&expr) == Some(UUID) && is_string(field.data_type()) =>
+                if is_uuid(&ty(&expr)) && is_string(field.data_type()) =>
             {
                 Ok(Transformed::yes(Expr::TryCast(TryCast {
                     expr: Box::new(text(*expr)),
                     field,
                 })))
             }
-            Expr::Like(mut l) if ty(&l.expr) == Some(UUID) => {
+            Expr::Like(mut l) if is_uuid(&ty(&l.expr)) => {
                 l.expr = Box::new(text(*l.expr));
                 Ok(Transformed::yes(Expr::Like(l)))
             }
-            Expr::SimilarTo(mut l) if ty(&l.expr) == Some(UUID) => {
+            Expr::SimilarTo(mut l) if is_uuid(&ty(&l.expr)) => {
                 l.expr = Box::new(text(*l.expr));
                 Ok(Transformed::yes(Expr::SimilarTo(Like { ..l })))
             }
             // Functions see text (`concat(person_id, …)`, `length`, …).
             Expr::ScalarFunction(mut f)
                 if !matches!(f.name(), "uuid_text" | "uuid_from_text")
-                    && f.args.iter().any(|a| ty(a) == Some(UUID)) =>
+                    && f.args.iter().any(|a| is_uuid(&ty(a))) =>
             {
-                f.args = f
-                    .args
-                    .into_iter()
-                    .map(|a| match ty(&a) == Some(UUID) {
-                        true => text(a),
-                        false => a,
-                    })
-                    .collect();
+                f.args = uuids_as_text(f.args, schema);
                 Ok(Transformed::yes(Expr::ScalarFunction(f)))
             }
             e => Ok(Transformed::no(e)),
@@ -527,14 +531,10 @@ impl UuidSql {
                 j.on =
                     j.on.into_iter()
                         .map(|(l, r)| {
-                            let (lt, rt) = (l.get_type(&ls).ok(), r.get_type(&rs).ok());
                             // Join keys: a NULL matches nothing, as text
                             // that is not a UUID would; bytes stay bytes.
-                            match (is_uuid(&lt), is_uuid(&rt)) {
-                                (true, false) if is_text(&rt) => (l, from_text(r)),
-                                (false, true) if is_text(&lt) => (from_text(l), r),
-                                _ => (l, r),
-                            }
+                            let (lt, rt) = (l.get_type(&ls).ok(), r.get_type(&rs).ok());
+                            text_side_parsed(l, &lt, r, &rt)
                         })
                         .collect();
                 Ok(LogicalPlan::Join(Join { ..j }))
