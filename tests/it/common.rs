@@ -97,7 +97,6 @@ pub fn ctx(store: &Store) -> Arc<SessionContext> {
     Arc::new(elide::query::session_context(store).unwrap())
 }
 
-/// Every file under `dir`, recursively.
 /// A manual compaction: every part with deleted rows purged, small parts
 /// merged.
 pub fn compact_now(store: &Store) {
@@ -110,6 +109,7 @@ pub fn compact_now(store: &Store) {
         .unwrap();
 }
 
+/// Every file under `dir`, recursively.
 pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -4,15 +4,46 @@ use parquet::basic::Encoding;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::common::*;
+use elide_store::jsonl::EventRow;
 use elide_store::Table;
+
+/// `rows` appended to a new store and flushed into one part: the store
+/// (its directory kept alive with it) and the part's first row group.
+fn one_part(
+    rows: &[EventRow],
+) -> (
+    tempfile::TempDir,
+    elide_store::Store,
+    parquet::file::metadata::RowGroupMetaData,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, rows);
+    store.flush().unwrap();
+    let snap = store.snapshot().unwrap();
+    let part = snap.parts(Table::Events).next().unwrap().clone();
+    let file = std::fs::File::open(dir.path().join(&part.path)).unwrap();
+    let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
+    let rg = meta.row_group(0).clone();
+    (dir, store, rg)
+}
+
+/// The column chunk `name` of `rg`.
+fn chunk<'a>(
+    rg: &'a parquet::file::metadata::RowGroupMetaData,
+    name: &str,
+) -> &'a parquet::file::metadata::ColumnChunkMetaData {
+    rg.columns()
+        .iter()
+        .find(|c| c.column_path().string() == name)
+        .unwrap()
+}
 
 /// Data pages of writer version 2: `person_id` (16 bytes) dictionary
 /// encoded, integers delta encoded, `uuid` and `properties` plain (no
 /// prefix sharing to gain from, and faster to decode).
 #[test]
 fn parts_encode_each_column_as_chosen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
     let rows: Vec<_> = (0..2000u64)
         .map(|n| {
             let mut r = row(n, &format!("d{}", n % 50), 1, 0);
@@ -20,20 +51,8 @@ fn parts_encode_each_column_as_chosen() {
             r
         })
         .collect();
-    append(&store, &rows);
-    store.flush().unwrap();
-    let snap = store.snapshot().unwrap();
-    let part = snap.parts(Table::Events).next().unwrap().clone();
-    let file = std::fs::File::open(dir.path().join(&part.path)).unwrap();
-    let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
-    let rg = meta.row_group(0);
-    let encodings = |name: &str| {
-        let c = (0..rg.num_columns())
-            .map(|i| rg.column(i))
-            .find(|c| c.column_path().string() == name)
-            .unwrap();
-        c.encodings().collect::<Vec<_>>()
-    };
+    let (_dir, store, rg) = one_part(&rows);
+    let encodings = |name: &str| chunk(&rg, name).encodings().collect::<Vec<_>>();
     assert!(encodings("person_id").contains(&Encoding::RLE_DICTIONARY));
     for c in ["timestamp", "_seq", "inserted_at"] {
         assert!(
@@ -59,8 +78,6 @@ fn parts_encode_each_column_as_chosen() {
 /// encoder of their own in the parquet crate, so both are tried).
 #[test]
 fn identifiers_stay_whole_when_the_dictionary_overflows() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
     // 120,000 distinct values (one row group): past a 1 MiB dictionary
     // page even at 16 bytes a value.
     let rows: Vec<_> = (0..120_000u64)
@@ -70,20 +87,10 @@ fn identifiers_stay_whole_when_the_dictionary_overflows() {
             r
         })
         .collect();
-    append(&store, &rows);
-    store.flush().unwrap();
-    let snap = store.snapshot().unwrap();
-    let part = snap.parts(Table::Events).next().unwrap().clone();
-    let file = std::fs::File::open(dir.path().join(&part.path)).unwrap();
-    let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
-    let rg = meta.row_group(0);
+    let (_dir, _store, rg) = one_part(&rows);
     for name in ["distinct_id", "person_id"] {
-        let c = (0..rg.num_columns())
-            .map(|i| rg.column(i))
-            .find(|c| c.column_path().string() == name)
-            .unwrap();
         // The encodings of the data pages (not the dictionary page's).
-        let pages = c.page_encoding_stats_mask().unwrap();
+        let pages = chunk(&rg, name).page_encoding_stats_mask().unwrap();
         assert!(pages.is_set(Encoding::RLE_DICTIONARY), "{name}: {pages:?}");
         assert!(
             pages.is_set(Encoding::PLAIN),
