@@ -323,6 +323,118 @@ fn lookups_by_person_or_distinct_id_open_only_the_parts_that_may_hold_them() {
     assert_eq!(count(&rt, &ctx, q), 40);
 }
 
+/// In a part the bloom filters rule row groups out as well as whole
+/// parts; a long IN list is then left out of the parquet reader's
+/// predicate (the filter above the scan applies it), unless the reader
+/// filters rows itself (`pushdown_filters`).
+#[test]
+fn lookups_skip_the_row_groups_the_bloom_filters_rule_out() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let store = small_row_groups(dir.path());
+    // One part of 8 row groups of 50 rows: rows sorted by distinct id, so
+    // row group k holds only d{k}, whose person is person(k).
+    let person = |k: u64| format!("00000000-0000-4000-9000-{k:012x}");
+    let rows: Vec<_> = (0..400u64)
+        .map(|i| {
+            let k = i % 8;
+            let mut r = row(i, &format!("d{k}"), 1, 0);
+            r.person_id = Some(person(k));
+            r
+        })
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    let part = &store.manifest().unwrap().parts[0];
+    assert_eq!(part.row_groups, vec![50; 8]);
+    // Lists of more than 4 values count as long here (DataFusion writes
+    // a list of at most 3 as ORs).
+    let ctx = ctx(&store);
+    sql(
+        &rt,
+        &ctx,
+        "SET datafusion.execution.parquet.max_in_list_size = 4",
+    );
+    let run = |q: &str| {
+        rt.block_on(async {
+            let plan = ctx
+                .sql(q)
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap();
+            let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+            let n = batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .value(0);
+            let text = displayable(plan.as_ref()).indent(true).to_string();
+            // No part left to read: no parquet scan, nothing scanned.
+            let Some(scan) = text
+                .lines()
+                .find(|l| l.contains("DataSourceExec") && l.contains("parquet"))
+            else {
+                return (n, 0.0, String::new(), text);
+            };
+            let scan = scan.to_string();
+            (n, scan_metric(&plan, "output_rows"), scan, text)
+        })
+    };
+    let q = "SELECT count(*) FROM events WHERE distinct_id IN ('d3', 'd6', 'x1', 'x2', 'x3')";
+    let (n, scanned, scan, text) = run(q);
+    assert_eq!((n, scanned), (100, 100.0), "{text}");
+    assert!(
+        !scan.contains("d6"),
+        "the long list is not the reader's: {scan}"
+    );
+    assert!(text.contains("d6"), "the filter above applies it: {text}");
+    let q = format!(
+        "SELECT count(*) FROM events WHERE person_id IN ('{}', '{}', '{}', '{}', '{}') AND project_id = 1",
+        person(2),
+        person(5),
+        person(7),
+        person(100),
+        person(101)
+    );
+    let (n, scanned, scan, _) = run(&q);
+    assert_eq!((n, scanned), (150, 150.0), "{scan}");
+    assert!(scan.contains("project_id"), "short conjuncts stay: {scan}");
+    // Both lookups: only d5's row group may hold a row of both lists.
+    let both = &format!(
+        "SELECT count(*) FROM events WHERE distinct_id IN ('d5', 'd6', 'x1', 'x2', 'x3') \
+         AND person_id IN ('{}', '{}', '{}', '{}', '{}')",
+        person(5),
+        person(7),
+        person(1),
+        person(100),
+        person(101)
+    );
+    assert_eq!(run(both).0, 50);
+    assert_eq!(run(both).1, 50.0);
+    // Deleted rows never count; a part left with no row group to read is
+    // not read at all.
+    store.delete(DeleteSpec::ids(1, ["d6", "d5"])).unwrap();
+    let (n, scanned, _, _) =
+        run("SELECT count(*) FROM events WHERE distinct_id IN ('d3', 'd6', 'x1', 'x2', 'x3')");
+    assert_eq!((n, scanned), (50, 50.0));
+    let (n, _, scan, text) = run(both);
+    assert_eq!(n, 0);
+    assert!(scan.is_empty(), "{text}");
+    // A reader that filters rows itself keeps the list.
+    sql(
+        &rt,
+        &ctx,
+        "SET datafusion.execution.parquet.pushdown_filters = true",
+    );
+    let (n, _, scan, _) =
+        run("SELECT count(*) FROM events WHERE distinct_id IN ('d3', 'd6', 'd1', 'x1', 'x2')");
+    assert_eq!(n, 100);
+    assert!(scan.contains("d6"), "{scan}");
+}
+
 #[test]
 fn queries_see_consistent_snapshots_while_appends_deletes_and_compactions_commit() {
     let rt = rt();

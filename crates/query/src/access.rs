@@ -251,71 +251,59 @@ pub(crate) struct LookupValue {
 }
 
 impl PartReaderFactory {
-    /// Whether the part `file` may hold a row whose `column` is one of
-    /// `values`, by the bloom filters in its verified footer (cached like
-    /// every footer): `false` only when the filter of every row group rules
-    /// every value out. `true` whenever that cannot be known: a part
-    /// written before checksums (its footer would be read unchecked) or
-    /// before bloom filters, a column without one, a footer that cannot be
-    /// read (the scan reports that error when it opens the part).
-    pub(crate) async fn may_contain(
+    /// Which row groups of the part `file` may hold a row whose `column`
+    /// is one of `values`, by the bloom filters in its verified footer
+    /// (cached like every footer): a row group is ruled out only when its
+    /// filter rules every value out. `None` when that cannot be known: a
+    /// part written before checksums (its footer would be read unchecked)
+    /// or before bloom filters, a column without one, a footer that cannot
+    /// be read (the scan reports that error when it opens the part), row
+    /// groups that differ from the manifest's (the scan must fail on that
+    /// part, not skip it).
+    pub(crate) async fn row_groups_with(
         &self,
         file: &PartitionedFile,
         column: &str,
         values: &[LookupValue],
-    ) -> bool {
-        let Some(sum) = file
+    ) -> Option<Vec<bool>> {
+        let sum = file
             .extensions
             .get::<ExpectedLayout>()
-            .and_then(|e| e.checksum)
-        else {
-            return true;
-        };
-        let Ok(mut reader) =
-            self.checked_reader(0, file.clone(), None, &ExecutionPlanMetricsSet::new())
-        else {
-            return true;
-        };
-        let Ok(footer) = reader.footer(sum).await else {
-            return true;
-        };
-        // A file whose row groups differ from the manifest's must fail the
-        // scan (its tombstones cannot be applied), not be skipped.
+            .and_then(|e| e.checksum)?;
+        let mut reader = self
+            .checked_reader(0, file.clone(), None, &ExecutionPlanMetricsSet::new())
+            .ok()?;
+        let footer = reader.footer(sum).await.ok()?;
         let on_disk = footer
             .metadata
             .row_groups()
             .iter()
             .map(|rg| rg.num_rows() as u64);
         if !on_disk.eq(reader.expected.row_groups.iter().copied()) {
-            return true;
+            return None;
         }
         let tail = TailOnly {
             len: reader.expected.size,
             start: sum.data_len,
             tail: footer.tail.clone(),
         };
+        let mut kept = Vec::with_capacity(footer.metadata.num_row_groups());
         for rg in footer.metadata.row_groups() {
-            let Some(chunk) = rg
+            let chunk = rg
                 .columns()
                 .iter()
-                .find(|c| c.column_path().parts() == [column])
-            else {
-                return true;
-            };
+                .find(|c| c.column_path().parts() == [column])?;
             // 16-byte UUIDs are hashed as their bytes; text as its text
             // (parts written before UUIDs were stored as bytes).
             let bytes =
                 chunk.column_descr().physical_type() == parquet::basic::Type::FIXED_LEN_BYTE_ARRAY;
-            match Sbbf::read_from_column_chunk(chunk, &tail) {
-                Ok(Some(filter))
-                    if !values.iter().any(|v| match bytes {
-                        true => v.uuid.is_some_and(|u| filter.check(&u[..])),
-                        false => filter.check(v.text.as_str()),
-                    }) => {}
-                _ => return true,
-            }
+            let filter = Sbbf::read_from_column_chunk(chunk, &tail).ok()??;
+            kept.push(values.iter().any(|v| match bytes {
+                true => v.uuid.is_some_and(|u| filter.check(&u[..])),
+                false => filter.check(v.text.as_str()),
+            }));
         }
-        false
+        Some(kept)
     }
 }
 

@@ -22,6 +22,7 @@ pub mod funnel;
 mod loaded;
 mod props;
 mod provider;
+mod scan_predicate;
 mod utc_trunc;
 pub mod uuid_adapter;
 pub mod uuid_sql;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use elide_store::{Snapshot, Store, Table};
 
@@ -89,26 +91,38 @@ fn base_context() -> Result<SessionContext> {
 /// (`window_funnel`, `funnel_path`; see [`funnel`] and docs/sql.md) and
 /// `properties_match(properties, filters)` ([`PropertiesMatch`]), and
 /// `date_trunc` replaced by [`UtcDateTrunc`] (the same function, fast on
-/// UTC timestamps); and the analyzer rule that gives 16-byte UUID columns
-/// the SQL of text ([`uuid_sql`]). Installing the rule builds the
-/// session's state anew: `*ctx` is replaced by a session with the same
+/// UTC timestamps); the analyzer rule that gives 16-byte UUID columns the
+/// SQL of text ([`uuid_sql`]), and the physical optimizer rule that leaves
+/// Elide scans' parquet readers only the predicate they can use (the
+/// `scan_predicate` module). Installing the rules builds the session's
+/// state anew: `*ctx` is replaced by a session with the same
 /// configuration, tables and functions (and a new session id), so clones
-/// of `ctx` taken before do not have the rule.
+/// of `ctx` taken before do not have them.
 pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     // UUID columns of 16 bytes with the SQL of text: before type coercion.
+    // Elide scans' parquet readers get only the predicate they can use.
     let state = ctx.state();
-    if !state
+    let has_uuid_sql = state
         .analyzer()
         .rules
         .iter()
-        .any(|r| r.name() == "uuid_sql")
-    {
+        .any(|r| r.name() == "uuid_sql");
+    let trim = scan_predicate::TrimScanPredicates;
+    let has_trim = state
+        .physical_optimizers()
+        .iter()
+        .any(|r| r.name() == trim.name());
+    if !has_uuid_sql || !has_trim {
         let mut rules = state.analyzer().rules.clone();
-        rules.insert(0, Arc::new(uuid_sql::UuidSql));
-        let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
-            .with_analyzer_rules(rules)
-            .build();
-        *ctx = SessionContext::new_with_state(state);
+        let mut builder = datafusion::execution::SessionStateBuilder::new_from_existing(state);
+        if !has_uuid_sql {
+            rules.insert(0, Arc::new(uuid_sql::UuidSql));
+            builder = builder.with_analyzer_rules(rules);
+        }
+        if !has_trim {
+            builder = builder.with_physical_optimizer_rule(Arc::new(trim));
+        }
+        *ctx = SessionContext::new_with_state(builder.build());
     }
     ctx.register_udf(uuid_sql::uuid_text_udf().as_ref().clone());
     ctx.register_udf(uuid_sql::uuid_from_text_udf().as_ref().clone());

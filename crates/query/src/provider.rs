@@ -6,8 +6,9 @@
 //!   │ prune parts by project_id / timestamp / _seq min-max (PruningPredicate)
 //!   │ per part: PartitionedFile + ParquetAccessPlan(tombstones) + ExpectedLayout
 //!   │           + statistics with num_rows = rows - deleted
-//!   │ lookups (person_id / distinct_id = or IN): drop the parts whose bloom
-//!   │           filters rule out every id (PartReaderFactory::may_contain)
+//!   │ lookups (person_id / distinct_id = or IN): drop the parts, and skip
+//!   │           the row groups, whose bloom filters rule out every id
+//!   │           (PartReaderFactory::row_groups_with)
 //!   ▼
 //!  UnionExec( DataSourceExec(parquet, PartReaderFactory),  DataSourceExec(memtable batches) )
 //! ```
@@ -31,6 +32,7 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
@@ -345,23 +347,14 @@ impl TableProvider for ElideTable {
         );
         // Lookups by person or distinct id: the parts whose bloom filters
         // rule out every id are not opened at all (opening a part costs
-        // more than scanning the few row groups a person has).
+        // more than scanning the few row groups a person has), and in the
+        // others the row groups they rule out are skipped.
         if let Some(pred) = &predicate {
             let lookups = id_lookups(pred);
             if !lookups.is_empty() && !files.is_empty() {
                 let candidates = std::mem::take(&mut files);
                 let kept = futures::stream::iter(candidates)
-                    .map(|f| {
-                        let (factory, lookups) = (&factory, &lookups);
-                        async move {
-                            for (column, values) in lookups {
-                                if !factory.may_contain(&f.file, column, values).await {
-                                    return None;
-                                }
-                            }
-                            Some(f)
-                        }
-                    })
+                    .map(|f| without_ruled_out(&factory, &lookups, f, &schema))
                     .buffered(16)
                     .collect::<Vec<_>>()
                     .await;
@@ -494,6 +487,74 @@ fn id_lookups(
             Some((g.column.name().to_string(), values))
         })
         .collect()
+}
+
+/// `f` with the row groups skipped whose bloom filters rule out every
+/// value that one of `lookups` requires; `None` when no row is left to
+/// read (every row group ruled out or deleted). Its statistics count the
+/// rows it still reads.
+async fn without_ruled_out(
+    factory: &PartReaderFactory,
+    lookups: &[(String, Vec<LookupValue>)],
+    mut f: ScanFile,
+    schema: &SchemaRef,
+) -> Option<ScanFile> {
+    let mut keep: Option<Vec<bool>> = None;
+    for (column, values) in lookups {
+        let Some(these) = factory.row_groups_with(&f.file, column, values).await else {
+            continue;
+        };
+        keep = Some(match keep {
+            None => these,
+            Some(before) => before.iter().zip(&these).map(|(a, b)| *a && *b).collect(),
+        });
+    }
+    let Some(keep) = keep else {
+        return Some(f);
+    };
+    if !keep.contains(&true) {
+        return None;
+    }
+    if keep.contains(&false) {
+        let rows = f
+            .file
+            .extension::<ExpectedLayout>()
+            .map(|l| l.row_groups.clone())
+            .unwrap_or_default();
+        let mut plan = f
+            .file
+            .extension::<ParquetAccessPlan>()
+            .cloned()
+            .unwrap_or_else(|| ParquetAccessPlan::new_all(keep.len()));
+        // `row_groups_with` answers only when the footer's row groups
+        // are the manifest's, which the tombstones' plan was built from.
+        if plan.len() != keep.len() || rows.len() != keep.len() {
+            return Some(f);
+        }
+        for (i, k) in keep.iter().enumerate() {
+            if !k {
+                plan.skip(i);
+            }
+        }
+        f.rows = plan
+            .inner()
+            .iter()
+            .zip(&rows)
+            .map(|(access, &n)| match access {
+                RowGroupAccess::Skip => 0,
+                RowGroupAccess::Scan => n,
+                RowGroupAccess::Selection(s) => s.row_count() as u64,
+            })
+            .sum();
+        if f.rows == 0 {
+            return None;
+        }
+        f.file = f
+            .file
+            .with_statistics(Arc::new(part_statistics(schema, f.rows, f.bytes)))
+            .with_extension(plan);
+    }
+    Some(f)
 }
 
 /// A part to scan, with what [`balance`] needs to place it.
