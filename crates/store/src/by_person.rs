@@ -26,8 +26,10 @@
 //! the same person's (ids merged, events captured before the merge).
 //!
 //! Cost: the scan reads the `distinct_id` and `person_id` columns of the
-//! project's `events` parts (not an index lookup); memory holds only the
-//! distinct ids found.
+//! row groups of the project's `events` parts whose `person_id` bloom
+//! filter may hold one of the ids (a person active on a few days costs a
+//! footer and a filter per other part, not its columns); memory holds
+//! only the distinct ids found.
 
 use std::collections::BTreeSet;
 
@@ -36,7 +38,7 @@ use arrow::datatypes::{Int64Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Result, StoreError};
-use crate::part::read_columns;
+use crate::part::read_row_groups_with;
 use crate::schema::{Table, DISTINCT_ID_COLUMN, PERSON_ID_COLUMN, PROJECT_COLUMN, SEQ_COLUMN};
 use crate::store::{DeleteOutcome, DeleteSpec, Store};
 
@@ -107,14 +109,22 @@ impl Store {
                 PROJECT_COLUMN,
                 SEQ_COLUMN,
             ];
-            let b = read_columns(storage, part, &columns)?;
+            // Only the row groups whose bloom filter may hold one of the
+            // ids (16-byte ids hash as bytes; all row groups of a part
+            // that stores them as text, whose spelling may vary).
+            let groups =
+                read_row_groups_with(storage, part, &columns, PERSON_ID_COLUMN, |f, fixed| {
+                    !fixed || wanted.iter().any(|w| f.check(&w[..]))
+                })?;
             // Rows deleted earlier (not yet purged) are not the person's now.
             let deleted = snap.tombstone(part.id).map(|b| &**b);
-            scan.collect(&b, deleted, &mut found, &part.path)?;
+            for (start, b) in groups {
+                scan.collect(&b, deleted, start, &mut found, &part.path)?;
+            }
         }
         for b in snap.memtable_batches(Table::Events) {
             // Buffered rows in a snapshot are already without deleted rows.
-            scan.collect(b, None, &mut found, "buffered rows")?;
+            scan.collect(b, None, 0, &mut found, "buffered rows")?;
         }
         drop(snap);
         let distinct_ids: Vec<String> = found.into_iter().collect();
@@ -155,11 +165,12 @@ struct Scan<'a> {
 impl Scan<'_> {
     /// Add the distinct ids of `b`'s rows that carry a wanted person id,
     /// in the project, below the cut-off, and not in `deleted` (row
-    /// positions of a part).
+    /// positions of a part, where `b`'s first row is at `start`).
     fn collect(
         &self,
         b: &RecordBatch,
         deleted: Option<&croaring::Bitmap>,
+        start: u64,
         found: &mut BTreeSet<String>,
         what: &str,
     ) -> Result<()> {
@@ -199,7 +210,8 @@ impl Scan<'_> {
                 || !<[u8; 16]>::try_from(persons.value(i)).is_ok_and(|k| self.wanted.contains(&k))
                 || projects.value(i) != self.project
                 || seqs.value(i) >= self.cutoff
-                || deleted.is_some_and(|d| u32::try_from(i).is_ok_and(|i| d.contains(i)))
+                || deleted
+                    .is_some_and(|d| u32::try_from(start + i as u64).is_ok_and(|p| d.contains(p)))
             {
                 continue;
             }

@@ -606,6 +606,91 @@ pub(crate) fn read_columns_at(
     Ok(concat_batches(&projected, &batches)?)
 }
 
+/// Like [`read_columns`], but only the row groups whose bloom filter of
+/// `column` may hold a wanted value, by `may_hold(filter, fixed)` (`fixed`:
+/// the column is stored as fixed-length bytes, not text); a row group with
+/// no filter for it is read. One batch per row group read, with the
+/// position of its first row in the part, in file order.
+pub(crate) fn read_row_groups_with(
+    storage: &Storage,
+    part: &PartMeta,
+    columns: &[&str],
+    column: &str,
+    may_hold: impl Fn(&parquet::bloom_filter::Sbbf, bool) -> bool,
+) -> Result<Vec<(u64, RecordBatch)>> {
+    let perr = |e: parquet::errors::ParquetError| StoreError::Parquet {
+        path: part.path.clone(),
+        source: e,
+    };
+    let (file, md, mut indices) = VerifiedPart::open(storage, part, Some(columns))?;
+    indices.sort_unstable();
+    check_row_groups(md.metadata(), part)?;
+    let schema = md.schema().clone();
+    let leaf = md
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == [column]);
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, md);
+    let mut kept = Vec::new();
+    let mut start = 0u64;
+    for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
+        let may = match leaf {
+            None => true,
+            Some(c) => {
+                let fixed = rg.column(c).column_descr().physical_type()
+                    == parquet::basic::Type::FIXED_LEN_BYTE_ARRAY;
+                match builder
+                    .get_row_group_column_bloom_filter(i, c)
+                    .map_err(perr)?
+                {
+                    Some(filter) => may_hold(&filter, fixed),
+                    None => true,
+                }
+            }
+        };
+        let rows = rg.num_rows() as u64;
+        if may {
+            kept.push((i, start, rows));
+        }
+        start += rows;
+    }
+    if kept.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices.clone());
+    let reader = builder
+        .with_projection(mask)
+        .with_row_groups(kept.iter().map(|(i, _, _)| *i).collect())
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(perr)?;
+    let projected = Arc::new(schema.project(&indices)?);
+    let batches: Vec<RecordBatch> = reader
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| StoreError::corrupt(&part.path, format!("decoding: {e}")))?;
+    // Batches may span row groups: one batch, cut at their bounds.
+    let all = concat_batches(&projected, &batches)?;
+    let read: u64 = kept.iter().map(|(_, _, n)| n).sum();
+    if all.num_rows() as u64 != read {
+        return Err(StoreError::corrupt(
+            &part.path,
+            format!("{} rows decoded from row groups of {read}", all.num_rows()),
+        ));
+    }
+    let mut at = 0usize;
+    Ok(kept
+        .into_iter()
+        .map(|(_, start, n)| {
+            let b = all.slice(at, n as usize);
+            at += n as usize;
+            (start, b)
+        })
+        .collect())
+}
+
 /// The file's row groups must be the ones the manifest recorded.
 fn check_row_groups(md: &parquet::file::metadata::ParquetMetaData, part: &PartMeta) -> Result<()> {
     let on_disk = md.row_groups().iter().map(|r| r.num_rows() as u64);

@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use elide_store::{CompactRequest, DeleteSpec, IngestOptions, StoreError, StoreOptions, Table};
 
-use crate::common::{open, row, visible, T0};
+use crate::common::{append, open, row, visible, T0};
 
 /// A batch as another tool writes it: `$session_id` instead of
 /// `session_id`, a naive (zone-less) timestamp, no uuid.
@@ -415,4 +415,79 @@ fn delete_person_ids_ignores_rows_deleted_earlier() {
     let out = store.delete_person_ids(1, &[P], &[]).unwrap();
     assert!(out.distinct_ids.is_empty(), "{:?}", out.distinct_ids);
     assert_eq!(visible(&store).len(), 1, "the new owner's row stays");
+}
+
+/// `delete_person_ids` reads only the row groups whose bloom filter may
+/// hold one of the persons: compared with a model of the rows over parts
+/// of many small row groups, with rows deleted earlier at positions in
+/// every row group, for random sets of persons (some never seen).
+#[test]
+fn delete_person_ids_over_many_row_groups_matches_a_model() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let dir = tempfile::tempdir().unwrap();
+    let store = elide_store::Store::open(
+        dir.path(),
+        StoreOptions {
+            part: elide_store::PartWriterOptions {
+                row_group_rows: 40,
+                ..Default::default()
+            },
+            ..crate::common::opts()
+        },
+    )
+    .unwrap();
+    let person = |p: u64| format!("00000000-0000-4000-8000-{p:012x}");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    // 60 distinct ids over 3 days; most rows carry their id's person,
+    // some another person's (merged ids) or none.
+    let mut rows = Vec::new();
+    let mut model: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for n in 0..3000u64 {
+        let d = next(60);
+        let did = format!("d{d:02}");
+        let p = match next(10) {
+            0 => None,
+            1 => Some(next(30)),
+            _ => Some(d / 2),
+        };
+        let mut r = row(n, &did, 1, (n % 3) as i64);
+        r.person_id = p.map(person);
+        if let Some(p) = p {
+            model.entry(did.clone()).or_default().insert(p);
+        }
+        model.entry(did).or_default();
+        rows.push(r);
+    }
+    append(&store, &rows);
+    store.flush().unwrap();
+    let manifest = store.manifest().unwrap();
+    assert!(manifest.parts.iter().all(|p| p.row_groups.len() > 10));
+    // Some ids deleted first: their rows are tombstoned in every part.
+    let gone = ["d03", "d17", "d31", "d44", "d58"];
+    store.delete(DeleteSpec::ids(1, gone)).unwrap();
+    for d in gone {
+        model.remove(d);
+    }
+    for round in 0..12 {
+        let persons: Vec<u64> = (0..1 + next(4)).map(|_| next(34)).collect();
+        let ids: Vec<String> = persons.iter().map(|p| person(*p)).collect();
+        let want: Vec<String> = model
+            .iter()
+            .filter(|(_, ps)| persons.iter().any(|p| ps.contains(p)))
+            .map(|(d, _)| d.clone())
+            .collect();
+        let out = store.delete_person_ids(1, &ids, &[]).unwrap();
+        assert_eq!(out.distinct_ids, want, "round {round}, persons {persons:?}");
+        for d in &want {
+            model.remove(d);
+        }
+        let left: BTreeSet<String> = visible(&store).into_iter().map(|(_, d, _)| d).collect();
+        assert_eq!(left, model.keys().cloned().collect(), "round {round}");
+    }
 }
