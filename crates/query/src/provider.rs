@@ -4,11 +4,11 @@
 //!  scan(filters, projection)
 //!   │ snapshot = store.snapshot()              (consistent; pins its files)
 //!   │ prune parts by project_id / timestamp / _seq min-max (PruningPredicate)
-//!   │ per part: PartitionedFile + ParquetAccessPlan(tombstones) + ExpectedLayout
-//!   │           + statistics with num_rows = rows - deleted
 //!   │ lookups (person_id / distinct_id = or IN): drop the parts, and skip
 //!   │           the row groups, whose bloom filters rule out every id
 //!   │           (PartReaderFactory::row_groups_with)
+//!   │ per part: PartitionedFile + ParquetAccessPlan(tombstones, skips)
+//!   │           + ExpectedLayout + statistics with num_rows = rows read
 //!   ▼
 //!  UnionExec( DataSourceExec(parquet, PartReaderFactory),  DataSourceExec(memtable batches) )
 //! ```
@@ -294,8 +294,8 @@ impl TableProvider for ElideTable {
                 keep = pp.prune(&PartStats { parts: &all })?;
             }
         }
-        let mut files = Vec::new();
         let store_err = |e: elide_store::StoreError| DataFusionError::External(Box::new(e));
+        let mut candidates = Vec::new();
         for (part, keep) in all.iter().zip(keep) {
             if !keep || part.live_rows() == 0 {
                 continue;
@@ -308,32 +308,22 @@ impl TableProvider for ElideTable {
             if live_rows == 0 {
                 continue;
             }
-            let mut f = PartitionedFile::new(part.path.clone(), part.size)
-                .with_statistics(Arc::new(part_statistics(&schema, live_rows, part.size)))
-                .with_extension(ExpectedLayout {
+            if hidden.is_none() && part.deleted() > 0 {
+                return Err(DataFusionError::Internal(format!(
+                    "part {} has {} deleted rows but no tombstone bitmap in the snapshot; refusing to scan",
+                    part.id,
+                    part.deleted()
+                )));
+            }
+            let file =
+                PartitionedFile::new(part.path.clone(), part.size).with_extension(ExpectedLayout {
                     part_id: part.id,
                     row_groups: part.row_groups.clone(),
                     size: part.size,
                     checksum: part.checksum,
                     store_id: snapshot.store_id().to_string(),
                 });
-            match &hidden {
-                Some(bitmap) => f = f.with_extension(access_plan(part, bitmap)?),
-                None if part.deleted() > 0 => {
-                    return Err(DataFusionError::Internal(format!(
-                        "part {} has {} deleted rows but no tombstone bitmap in the snapshot; refusing to scan",
-                        part.id,
-                        part.deleted()
-                    )))
-                }
-                None => {}
-            }
-            files.push(ScanFile {
-                file: f,
-                bytes: part.size,
-                rows: live_rows,
-                order: (part.project_id, part.min_ts, part.id),
-            });
+            candidates.push((*part, hidden, live_rows, file));
         }
         let url = ElideTable::object_store_url(snapshot.store_id())?;
         let object_store = snapshot.storage().inner();
@@ -345,21 +335,57 @@ impl TableProvider for ElideTable {
             Arc::new(CachedParquetFileReaderFactory::new(object_store, cache)),
             Arc::clone(&snapshot),
         );
-        // Lookups by person or distinct id: the parts whose bloom filters
-        // rule out every id are not opened at all (opening a part costs
-        // more than scanning the few row groups a person has), and in the
-        // others the row groups they rule out are skipped.
-        if let Some(pred) = &predicate {
-            let lookups = id_lookups(pred);
-            if !lookups.is_empty() && !files.is_empty() {
-                let candidates = std::mem::take(&mut files);
-                let kept = futures::stream::iter(candidates)
-                    .map(|f| without_ruled_out(&factory, &lookups, f, &schema))
+        // Lookups by person or distinct id: which row groups of each part
+        // the bloom filters leave, before any tombstone is turned into a
+        // row selection. A part they rule out whole is not opened at all
+        // (opening a part costs more than scanning the few row groups a
+        // person has).
+        let lookups = predicate.as_ref().map(id_lookups).unwrap_or_default();
+        let row_groups: Vec<Option<Vec<bool>>> = match lookups.is_empty() {
+            true => vec![None; candidates.len()],
+            false => {
+                let (factory, lookups, candidates) = (&factory, &lookups, &candidates);
+                futures::stream::iter(0..candidates.len())
+                    .map(|i| row_groups_left(factory, lookups, &candidates[i].3))
                     .buffered(16)
-                    .collect::<Vec<_>>()
-                    .await;
-                files = kept.into_iter().flatten().collect();
+                    .collect()
+                    .await
             }
+        };
+        let mut files = Vec::new();
+        for ((part, hidden, live_rows, file), left) in candidates.into_iter().zip(row_groups) {
+            // (`row_groups_with` answers only for a footer whose row
+            // groups are the manifest's, which the tombstones fit.)
+            let left = left.filter(|l| l.len() == part.row_groups.len());
+            if left.as_ref().is_some_and(|l| !l.contains(&true)) {
+                continue;
+            }
+            let mut plan = match &hidden {
+                Some(bitmap) => Some(access_plan(part, bitmap)?),
+                None => None,
+            };
+            let mut rows = live_rows;
+            if let Some(left) = left.filter(|l| l.contains(&false)) {
+                let p = plan.get_or_insert_with(|| ParquetAccessPlan::new_all(left.len()));
+                for (i, _) in left.iter().enumerate().filter(|(_, l)| !**l) {
+                    p.skip(i);
+                }
+                rows = rows_read(p, &part.row_groups);
+                if rows == 0 {
+                    continue;
+                }
+            }
+            let mut file =
+                file.with_statistics(Arc::new(part_statistics(&schema, rows, part.size)));
+            if let Some(plan) = plan {
+                file = file.with_extension(plan);
+            }
+            files.push(ScanFile {
+                file,
+                bytes: part.size,
+                rows,
+                order: (part.project_id, part.min_ts, part.id),
+            });
         }
         tracing::debug!(table = %self.table, parts_total = all.len(), parts_scanned = files.len(), "elide scan planned");
 
@@ -489,72 +515,38 @@ fn id_lookups(
         .collect()
 }
 
-/// `f` with the row groups skipped whose bloom filters rule out every
-/// value that one of `lookups` requires; `None` when no row is left to
-/// read (every row group ruled out or deleted). Its statistics count the
-/// rows it still reads.
-async fn without_ruled_out(
+/// Which row groups of `file` may hold a row with every lookup's column
+/// one of its values, by the bloom filters; `None` when that cannot be
+/// known (every row group is then read).
+async fn row_groups_left(
     factory: &PartReaderFactory,
     lookups: &[(String, Vec<LookupValue>)],
-    mut f: ScanFile,
-    schema: &SchemaRef,
-) -> Option<ScanFile> {
-    let mut keep: Option<Vec<bool>> = None;
+    file: &PartitionedFile,
+) -> Option<Vec<bool>> {
+    let mut left: Option<Vec<bool>> = None;
     for (column, values) in lookups {
-        let Some(these) = factory.row_groups_with(&f.file, column, values).await else {
+        let Some(these) = factory.row_groups_with(file, column, values).await else {
             continue;
         };
-        keep = Some(match keep {
+        left = Some(match left {
             None => these,
             Some(before) => before.iter().zip(&these).map(|(a, b)| *a && *b).collect(),
         });
     }
-    let Some(keep) = keep else {
-        return Some(f);
-    };
-    if !keep.contains(&true) {
-        return None;
-    }
-    if keep.contains(&false) {
-        let rows = f
-            .file
-            .extension::<ExpectedLayout>()
-            .map(|l| l.row_groups.clone())
-            .unwrap_or_default();
-        let mut plan = f
-            .file
-            .extension::<ParquetAccessPlan>()
-            .cloned()
-            .unwrap_or_else(|| ParquetAccessPlan::new_all(keep.len()));
-        // `row_groups_with` answers only when the footer's row groups
-        // are the manifest's, which the tombstones' plan was built from.
-        if plan.len() != keep.len() || rows.len() != keep.len() {
-            return Some(f);
-        }
-        for (i, k) in keep.iter().enumerate() {
-            if !k {
-                plan.skip(i);
-            }
-        }
-        f.rows = plan
-            .inner()
-            .iter()
-            .zip(&rows)
-            .map(|(access, &n)| match access {
-                RowGroupAccess::Skip => 0,
-                RowGroupAccess::Scan => n,
-                RowGroupAccess::Selection(s) => s.row_count() as u64,
-            })
-            .sum();
-        if f.rows == 0 {
-            return None;
-        }
-        f.file = f
-            .file
-            .with_statistics(Arc::new(part_statistics(schema, f.rows, f.bytes)))
-            .with_extension(plan);
-    }
-    Some(f)
+    left
+}
+
+/// The rows `plan` reads of row groups of `row_groups` rows each.
+fn rows_read(plan: &ParquetAccessPlan, row_groups: &[u64]) -> u64 {
+    plan.inner()
+        .iter()
+        .zip(row_groups)
+        .map(|(access, &n)| match access {
+            RowGroupAccess::Skip => 0,
+            RowGroupAccess::Scan => n,
+            RowGroupAccess::Selection(s) => s.row_count() as u64,
+        })
+        .sum()
 }
 
 /// A part to scan, with what [`balance`] needs to place it.
