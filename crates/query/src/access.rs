@@ -95,6 +95,13 @@ fn footer_cache() -> &'static Mutex<FooterCache> {
     })
 }
 
+/// The footer cache's key of the part at `path`: its store, path and
+/// footer CRC (a part rewritten in place would not match).
+fn footer_key(expected: &ExpectedLayout, path: &str) -> String {
+    let crc = expected.checksum.map_or(0, |c| c.tail_crc32);
+    format!("{}/{path}/{crc:08x}", expected.store_id)
+}
+
 fn cached_footer(key: &str) -> Option<Arc<VerifiedFooter>> {
     footer_cache().lock().ok()?.map.get(key).cloned()
 }
@@ -266,24 +273,30 @@ impl PartReaderFactory {
         column: &str,
         values: &[LookupValue],
     ) -> Option<Vec<bool>> {
-        let sum = file
-            .extensions
-            .get::<ExpectedLayout>()
-            .and_then(|e| e.checksum)?;
-        let mut reader = self
-            .checked_reader(0, file.clone(), None, &ExecutionPlanMetricsSet::new())
-            .ok()?;
-        let footer = reader.footer(sum).await.ok()?;
+        let expected = file.extensions.get::<ExpectedLayout>()?;
+        let sum = expected.checksum?;
+        // A footer verified before (the common case: a lookup plans over
+        // parts it has seen) needs no reader.
+        let key = footer_key(expected, &file.object_meta.location.to_string());
+        let footer = match cached_footer(&key) {
+            Some(f) => f,
+            None => self
+                .checked_reader(0, file.clone(), None, &ExecutionPlanMetricsSet::new())
+                .ok()?
+                .footer(sum)
+                .await
+                .ok()?,
+        };
         let on_disk = footer
             .metadata
             .row_groups()
             .iter()
             .map(|rg| rg.num_rows() as u64);
-        if !on_disk.eq(reader.expected.row_groups.iter().copied()) {
+        if !on_disk.eq(expected.row_groups.iter().copied()) {
             return None;
         }
         let tail = TailOnly {
-            len: reader.expected.size,
+            len: expected.size,
             start: sum.data_len,
             tail: footer.tail.clone(),
         };
@@ -373,8 +386,7 @@ impl CheckedReader {
     }
 
     fn cache_key(&self) -> String {
-        let crc = self.expected.checksum.map_or(0, |c| c.tail_crc32);
-        format!("{}/{}/{crc:08x}", self.expected.store_id, self.path)
+        footer_key(&self.expected, &self.path)
     }
 
     /// The footer region, verified against the manifest's CRC.
