@@ -277,7 +277,7 @@ impl PartReaderFactory {
         let sum = expected.checksum?;
         // A footer verified before (the common case: a lookup plans over
         // parts it has seen) needs no reader.
-        let key = footer_key(expected, &file.object_meta.location.to_string());
+        let key = footer_key(expected, file.object_meta.location.as_ref());
         let footer = match cached_footer(&key) {
             Some(f) => f,
             None => self
