@@ -570,16 +570,8 @@ pub(crate) fn read_columns_at(
     columns: &[&str],
     rows: Option<&croaring::Bitmap>,
 ) -> Result<RecordBatch> {
-    let perr = |e: parquet::errors::ParquetError| StoreError::Parquet {
-        path: part.path.clone(),
-        source: e,
-    };
-    let (file, md, mut indices) = VerifiedPart::open(storage, part, Some(columns))?;
-    // The reader returns columns in file order, whatever the order asked.
-    indices.sort_unstable();
-    check_row_groups(md.metadata(), part)?;
-    let schema = md.schema().clone();
-    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, md);
+    let perr = parquet_error(part);
+    let (builder, schema, indices) = open_columns(storage, part, columns)?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices.clone());
     let mut builder = builder.with_projection(mask).with_batch_size(64 * 1024);
     if let Some(rows) = rows {
@@ -618,22 +610,15 @@ pub(crate) fn read_row_groups_with(
     column: &str,
     may_hold: impl Fn(&parquet::bloom_filter::Sbbf, bool) -> bool,
 ) -> Result<Vec<(u64, RecordBatch)>> {
-    let perr = |e: parquet::errors::ParquetError| StoreError::Parquet {
-        path: part.path.clone(),
-        source: e,
-    };
-    let (file, md, mut indices) = VerifiedPart::open(storage, part, Some(columns))?;
-    indices.sort_unstable();
-    check_row_groups(md.metadata(), part)?;
-    let schema = md.schema().clone();
-    let leaf = md
+    let perr = parquet_error(part);
+    let (builder, schema, indices) = open_columns(storage, part, columns)?;
+    let leaf = builder
         .metadata()
         .file_metadata()
         .schema_descr()
         .columns()
         .iter()
         .position(|c| c.path().parts() == [column]);
-    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, md);
     let mut kept = Vec::new();
     let mut start = 0u64;
     for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
@@ -689,6 +674,39 @@ pub(crate) fn read_row_groups_with(
             (start, b)
         })
         .collect())
+}
+
+/// A reader of `part` (checked against its manifest entry, every byte
+/// read against its checksums), its arrow schema, and the indices of
+/// `columns` in file order (the order the reader returns them in).
+fn open_columns(
+    storage: &Storage,
+    part: &PartMeta,
+    columns: &[&str],
+) -> Result<(
+    ParquetRecordBatchReaderBuilder<VerifiedPart>,
+    arrow::datatypes::SchemaRef,
+    Vec<usize>,
+)> {
+    let (file, md, mut indices) = VerifiedPart::open(storage, part, Some(columns))?;
+    indices.sort_unstable();
+    check_row_groups(md.metadata(), part)?;
+    let schema = md.schema().clone();
+    Ok((
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, md),
+        schema,
+        indices,
+    ))
+}
+
+/// A parquet error of `part` as the store reports it.
+fn parquet_error(
+    part: &PartMeta,
+) -> impl Fn(parquet::errors::ParquetError) -> StoreError + Copy + '_ {
+    |e| StoreError::Parquet {
+        path: part.path.clone(),
+        source: e,
+    }
 }
 
 /// The file's row groups must be the ones the manifest recorded.
