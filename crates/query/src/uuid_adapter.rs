@@ -112,12 +112,7 @@ impl PhysicalExprAdapterFactory for UuidTextAdapterFactory {
             .filter(|f| {
                 physical_file_schema
                     .field_with_name(f.name())
-                    .is_ok_and(|p| {
-                        matches!(
-                            p.data_type(),
-                            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-                        )
-                    })
+                    .is_ok_and(|p| p.data_type().is_string())
             })
             .map(|f| f.name().clone())
             .collect();

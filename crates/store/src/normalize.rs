@@ -121,10 +121,8 @@ fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Resu
     };
     let out = match c.kind {
         ColumnKind::Uuid => match input.data_type() {
-            DataType::FixedSizeBinary(16) => {
-                // The same bytes, tagged as the stored field is.
-                Arc::new(input.as_fixed_size_binary().clone()) as ArrayRef
-            }
+            // The same bytes (the stored field's tag is on the schema).
+            DataType::FixedSizeBinary(16) => Arc::clone(&input),
             _ => {
                 let s = to_utf8(c, &input)?;
                 let parsed = crate::schema::parse_uuids(s.iter())

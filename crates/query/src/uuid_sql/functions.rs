@@ -1,6 +1,6 @@
 //! The functions the UUID rule calls: `uuid_text` and `uuid_from_text`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{ArrayRef, AsArray};
 use arrow::datatypes::DataType;
@@ -20,9 +20,12 @@ pub struct UuidTextUdf {
 
 /// The [`UuidTextUdf`] function.
 pub fn uuid_text_udf() -> Arc<ScalarUDF> {
-    Arc::new(ScalarUDF::new_from_impl(UuidTextUdf {
-        signature: Signature::exact(vec![UUID], Volatility::Immutable),
-    }))
+    static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+        Arc::new(ScalarUDF::new_from_impl(UuidTextUdf {
+            signature: Signature::exact(vec![UUID], Volatility::Immutable),
+        }))
+    });
+    Arc::clone(&UDF)
 }
 
 impl ScalarUDFImpl for UuidTextUdf {
@@ -63,13 +66,16 @@ pub struct UuidFromTextUdf {
 
 /// The [`UuidFromTextUdf`] function.
 pub fn uuid_from_text_udf() -> Arc<ScalarUDF> {
-    Arc::new(ScalarUDF::new_from_impl(UuidFromTextUdf {
-        signature: Signature::uniform(
-            1,
-            vec![DataType::Utf8, DataType::Utf8View, DataType::LargeUtf8],
-            Volatility::Immutable,
-        ),
-    }))
+    static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+        Arc::new(ScalarUDF::new_from_impl(UuidFromTextUdf {
+            signature: Signature::uniform(
+                1,
+                vec![DataType::Utf8, DataType::Utf8View, DataType::LargeUtf8],
+                Volatility::Immutable,
+            ),
+        }))
+    });
+    Arc::clone(&UDF)
 }
 
 impl ScalarUDFImpl for UuidFromTextUdf {

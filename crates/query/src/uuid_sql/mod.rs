@@ -67,18 +67,9 @@ pub fn with_uuid_hint(e: DataFusionError) -> DataFusionError {
 #[derive(Debug, Default)]
 pub struct UuidSql;
 
-fn is_string(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
-}
-
 fn string_literal(e: &Expr) -> Option<&str> {
     match e {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::Utf8View(Some(s))
-            | ScalarValue::LargeUtf8(Some(s)),
-            _,
-        ) => Some(s),
+        Expr::Literal(v, _) => v.try_as_str().flatten(),
         _ => None,
     }
 }
@@ -218,7 +209,7 @@ fn is_uuid(t: &Option<DataType>) -> bool {
 }
 
 fn is_text(t: &Option<DataType>) -> bool {
-    t.as_ref().is_some_and(is_string)
+    t.as_ref().is_some_and(DataType::is_string)
 }
 
 /// `plan` with the UUID columns that `pick` (index, field) chooses as their
@@ -353,10 +344,7 @@ impl UuidSql {
                 };
                 let changed = literal(&low) || literal(&high);
                 let b = Expr::Between(Between::new(expr, negated, bound(low)?, bound(high)?));
-                Ok(match changed {
-                    true => Transformed::yes(b),
-                    false => Transformed::no(b),
-                })
+                Ok(Transformed::new_transformed(b, changed))
             }
             Expr::Case(Case {
                 expr,
@@ -409,10 +397,7 @@ impl UuidSql {
                     .collect();
                 let else_expr = else_expr.map(branch);
                 let case = Expr::Case(Case::new(expr, when_then_expr, else_expr));
-                Ok(match changed || mixed {
-                    true => Transformed::yes(case),
-                    false => Transformed::no(case),
-                })
+                Ok(Transformed::new_transformed(case, changed || mixed))
             }
             Expr::InSubquery(InSubquery {
                 expr,
@@ -487,7 +472,7 @@ impl UuidSql {
                 Ok(Transformed::yes(Expr::WindowFunction(w)))
             }
             Expr::Cast(Cast { expr, field })
-                if is_uuid(&ty(&expr)) && is_string(field.data_type()) =>
+                if is_uuid(&ty(&expr)) && field.data_type().is_string() =>
             {
                 Ok(Transformed::yes(Expr::Cast(Cast {
                     expr: Box::new(text(*expr)),
@@ -495,7 +480,7 @@ impl UuidSql {
                 })))
             }
             Expr::TryCast(TryCast { expr, field })
-                if is_uuid(&ty(&expr)) && is_string(field.data_type()) =>
+                if is_uuid(&ty(&expr)) && field.data_type().is_string() =>
             {
                 Ok(Transformed::yes(Expr::TryCast(TryCast {
                     expr: Box::new(text(*expr)),
@@ -547,7 +532,7 @@ impl UuidSql {
                         .filter_map(move |p| p.schema().fields().get(i).map(|f| f.data_type()))
                 };
                 let mixed: Vec<bool> = (0..width)
-                    .map(|i| types(i).any(|t| t == &UUID) && types(i).any(is_string))
+                    .map(|i| types(i).any(|t| t == &UUID) && types(i).any(|t| t.is_string()))
                     .collect();
                 if !mixed.contains(&true) {
                     // Inputs whose types changed alike (a UUID branch now
