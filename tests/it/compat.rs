@@ -81,7 +81,11 @@ fn v1_parts_get_runs_files_from_compaction_and_deletions_then_use_them() {
         !before.is_empty() && before.iter().all(|r| !r),
         "v1 parts have no .runs file"
     );
-    let report = store.compact(elide::store::CompactRequest::now()).unwrap();
+    // Without merges: they would rewrite every part of this small
+    // fixture into one per project (the next test).
+    let report = store
+        .compact(elide::store::CompactRequest::now().without_merges())
+        .unwrap();
     let after = runs_of(&store);
     assert!(after.iter().all(|r| *r), "{after:?}");
     // Parts the purge rewrote got theirs from the rewrite, the others here.
@@ -112,6 +116,50 @@ fn v1_parts_get_runs_files_from_compaction_and_deletions_then_use_them() {
     let rt = rt();
     let ctx = ctx(&store);
     assert_eq!(count(&rt, &ctx, "SELECT count(*) FROM events"), 24);
+}
+
+/// Compaction migrates a v1 directory, a part per (project, day), to the
+/// layout of today: a small project's closed days of one month in one part.
+/// The rows are the same, deletions still find their runs, and the store
+/// reopens.
+#[test]
+fn v1_parts_of_one_project_and_month_merge_into_one() {
+    let dir = v1_copy();
+    let rt = rt();
+    let store = open(dir.path());
+    let days = |s: &elide::store::Store| -> Vec<(i64, usize)> {
+        s.snapshot()
+            .unwrap()
+            .parts(elide::store::Table::Events)
+            .map(|p| (p.project_id, p.days().count()))
+            .collect()
+    };
+    assert_eq!(days(&store).len(), 6, "two projects over three days");
+    let all = |s: &elide::store::Store| {
+        let q = "SELECT uuid, distinct_id, project_id, timestamp FROM events ORDER BY uuid";
+        arrow::util::pretty::pretty_format_batches(&sql(&rt, &ctx(s), q))
+            .unwrap()
+            .to_string()
+    };
+    let before = all(&store);
+    // The first run purges project 1's parts (its request) and merges
+    // project 2's; the second merges project 1's; the third finds nothing.
+    for _ in 0..2 {
+        let report = store.compact(elide::store::CompactRequest::now()).unwrap();
+        assert!(report.verification_failures.is_empty(), "{report:?}");
+    }
+    assert_eq!(days(&store), vec![(1, 3), (2, 3)]);
+    let report = store.compact(elide::store::CompactRequest::now()).unwrap();
+    assert!(report.tasks.is_empty(), "{report:?}");
+    assert_eq!(all(&store), before);
+    let o = store
+        .delete(elide::store::DeleteSpec::ids(2, ["user-2"]))
+        .unwrap();
+    assert_eq!(o.rows_hidden, 3);
+    assert!(!store.scrub(&mut |_, _| {}).unwrap().damaged());
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(count(&rt, &ctx(&store), "SELECT count(*) FROM events"), 24);
 }
 
 /// (part id, the `uuid` column's Arrow type) of every part of `events`.
@@ -219,8 +267,9 @@ fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
     assert_eq!(count(&rt, &ctx(&store), one), 1);
     assert_eq!(count(&rt, &ctx(&store), &q_new), 1);
     assert!(!store.scrub(&mut |_, _| {}).unwrap().damaged());
-    // The store now says it may hold 16-byte UUIDs: builds before refuse
-    // it by its version instead of failing its queries.
+    // The store now says it may hold 16-byte UUIDs (and parts spanning
+    // several days): builds before refuse it by its version instead of
+    // failing its queries.
     let manifests = dir.path().join("manifest");
     let newest = std::fs::read_dir(&manifests)
         .unwrap()
@@ -228,7 +277,7 @@ fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
         .max()
         .unwrap();
     let bytes = std::fs::read(newest).unwrap();
-    assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+    assert_eq!(bytes[8..12], 4u32.to_le_bytes());
     store.close().unwrap();
     let store = open(dir.path());
     assert_eq!(count(&rt, &ctx(&store), one), 1);

@@ -584,6 +584,7 @@ mod tests {
             table: elide_store::Table::Events,
             project_id: 1,
             day: 0,
+            last_day: None,
             path: "p".into(),
             size: 0,
             rows: row_groups.iter().sum(),

@@ -654,7 +654,9 @@ impl<'a> Transaction<'a> {
                         .map(|a| &a.meta)
                         .filter(|a| {
                             live.contains(&a.id)
-                                && (a.table, a.project_id, a.day) == (p.table, p.project_id, p.day)
+                                && (a.table, a.project_id) == (p.table, p.project_id)
+                                && a.days().start() <= p.days().end()
+                                && p.days().start() <= a.days().end()
                         })
                         .map(file)
                         .collect();

@@ -161,7 +161,8 @@ impl CompactRequest {
 pub enum TaskKind {
     /// Rewrite one part without its deleted rows.
     Purge,
-    /// Combine small parts of one partition.
+    /// Combine small parts of one partition, or of several days of one
+    /// project and month.
     Merge,
 }
 
@@ -188,8 +189,12 @@ pub struct TaskReport {
     pub table: Table,
     /// Project of the parts.
     pub project_id: i64,
-    /// Day of the parts (`YYYY-MM-DD`).
+    /// Day of the parts (`YYYY-MM-DD`); the first of them for a merge
+    /// that spans several days.
     pub day: String,
+    /// The last day of a merge that spans several days (`YYYY-MM-DD`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_day: Option<String>,
     /// Parts read.
     pub inputs: Vec<u64>,
     /// Part written (`None` when every row was deleted).
@@ -777,7 +782,7 @@ fn prepare_purge(
                     &inner.opts.part,
                     meta.table,
                     meta.project_id,
-                    meta.day,
+                    meta.days(),
                     id,
                     batch.schema(),
                 )?),
@@ -836,12 +841,24 @@ fn prepare_merge(
     let Some(first) = metas.first() else {
         return Ok(None);
     };
-    let key = (first.table, first.project_id, first.day);
-    if metas.iter().any(|m| (m.table, m.project_id, m.day) != key) {
+    let key = (first.table, first.project_id);
+    if metas.iter().any(|m| (m.table, m.project_id) != key) {
         return Err(StoreError::InvalidInput(
-            "a merge combines parts of one partition only".into(),
+            "a merge combines parts of one table and project only".into(),
         ));
     }
+    // The merged part holds every input's days (one day, or a span of
+    // one month's days: see `policy`).
+    let first_day = metas
+        .iter()
+        .map(|m| *m.days().start())
+        .min()
+        .unwrap_or(first.day);
+    let last_day = metas
+        .iter()
+        .map(|m| *m.days().end())
+        .max()
+        .unwrap_or(first.day);
     // Read each input (live rows, file order) into one batch.
     let mut inputs = Vec::new();
     let mut batches: Vec<RecordBatch> = Vec::new();
@@ -913,7 +930,14 @@ fn prepare_merge(
     let id = inner.alloc_file_id();
     let mut output = None;
     if let Some(schema) = batches.first().map(|b| b.schema()) {
-        let mut builder = PartBuilder::new(&inner.opts.part, key.0, key.1, key.2, id, schema)?;
+        let mut builder = PartBuilder::new(
+            &inner.opts.part,
+            key.0,
+            key.1,
+            first_day..=last_day,
+            id,
+            schema,
+        )?;
         let refs: Vec<&RecordBatch> = batches.iter().collect();
         let idx: Vec<(usize, usize)> = keys.iter().map(|(_, _, b, i)| (*b, *i)).collect();
         for chunk in idx.chunks(inner.opts.part.row_group_rows.clamp(1, 128 * 1024)) {
@@ -958,6 +982,9 @@ fn commit_rewrite(inner: &Inner, p: PreparedRewrite) -> Result<TaskReport> {
 
 fn report_of(p: &PreparedRewrite) -> TaskReport {
     let first = &p.inputs[0].meta;
+    let days = p.inputs.iter().map(|i| i.meta.days());
+    let first_day = days.clone().map(|d| *d.start()).min().unwrap_or(first.day);
+    let last_day = days.map(|d| *d.end()).max().unwrap_or(first.day);
     let rows_in: u64 = p.inputs.iter().map(|i| i.meta.rows).sum();
     let rows_out = p.output.as_ref().map_or(0, |o| o.meta.rows);
     TaskReport {
@@ -965,7 +992,8 @@ fn report_of(p: &PreparedRewrite) -> TaskReport {
         reason: p.reason,
         table: first.table,
         project_id: first.project_id,
-        day: crate::format::day_to_string(first.day),
+        day: crate::format::day_to_string(first_day),
+        last_day: (last_day > first_day).then(|| crate::format::day_to_string(last_day)),
         inputs: p.inputs.iter().map(|i| i.meta.id).collect(),
         output: p.output.as_ref().map(|o| o.meta.id),
         rows_in,

@@ -28,13 +28,15 @@ pub use request::{DeletionRequest, ProjectSettings, RequestKind, RequestStatus};
 pub const MANIFEST_MAGIC: &[u8; 8] = b"ELIDEMAN";
 /// Magic bytes opening a tombstone file.
 pub const TOMBSTONE_MAGIC: &[u8; 8] = b"ELIDETMB";
-/// Current version of the manifest encoding. Versions 2 and 3 have the
+/// Current version of the manifest encoding. Versions 2 to 4 have the
 /// encoding of version 1; they mark stores whose parts may hold UUID
 /// columns as 16 bytes (2: event `uuid`; 3: `person_id` too; see
-/// docs/format.md), which builds before could not read: they refuse such
-/// a store with this version in the error instead of failing its
-/// queries. This build reads versions 1 to 3.
-pub const MANIFEST_FORMAT_VERSION: u32 = 3;
+/// docs/format.md), which builds before could not read, or parts that
+/// span several days (4: [`PartMeta::last_day`], which builds before
+/// would drop when they rewrite the manifest): such builds refuse the
+/// store with this version in the error. This build reads versions 1 to
+/// 4.
+pub const MANIFEST_FORMAT_VERSION: u32 = 4;
 /// Current version of the tombstone encoding.
 pub const TOMBSTONE_FORMAT_VERSION: u32 = 1;
 
@@ -235,7 +237,9 @@ impl Manifest {
 }
 
 /// One immutable parquet part: rows of one table and one partition
-/// (project x UTC day), sorted by (`distinct_id`, `_seq`).
+/// (project x UTC day, or a span of UTC days of one calendar month for a
+/// merge of small parts, see [`crate::policy`]), sorted by (`distinct_id`,
+/// `_seq`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PartMeta {
     /// Unique id (also the file name).
@@ -244,8 +248,14 @@ pub struct PartMeta {
     pub table: Table,
     /// Partition: project.
     pub project_id: i64,
-    /// Partition: days since 1970-01-01 (UTC) of `timestamp`.
+    /// Partition: days since 1970-01-01 (UTC) of `timestamp`; the first
+    /// such day of a part that spans several.
     pub day: i32,
+    /// The last day of a part that spans several days (a merge of small
+    /// parts of one project and calendar month); absent for a part of one
+    /// day. `timestamp` of every row is within `day..=last_day`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_day: Option<i32>,
     /// Object path of the parquet file.
     pub path: String,
     /// File size in bytes.
@@ -304,6 +314,11 @@ impl PartMeta {
             out.push(crate::runs_file::runs_path(&self.path));
         }
         out
+    }
+
+    /// The UTC days the part's rows are in: `day..=last_day`.
+    pub fn days(&self) -> std::ops::RangeInclusive<i32> {
+        self.day..=self.last_day.unwrap_or(self.day).max(self.day)
     }
 
     /// Number of deleted rows.
@@ -663,6 +678,7 @@ mod tests {
             table: Table::Events,
             project_id: project,
             day: 20_000,
+            last_day: None,
             path: part_path(Table::Events, project, 20_000, id),
             size: 10,
             rows: 10,

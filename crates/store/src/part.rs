@@ -1,5 +1,6 @@
 //! Writing and reading parts: immutable parquet files of one table and one
-//! partition (project x UTC day), rows sorted by (`distinct_id`, `_seq`).
+//! partition (project x UTC day, or x several UTC days of one month for a
+//! merge of small parts), rows sorted by (`distinct_id`, `_seq`).
 //!
 //! The sort order is what makes deletion cheap: all rows of a distinct id in
 //! a part are one contiguous run, ordered by `_seq`, so "the rows of X below
@@ -364,7 +365,7 @@ fn write_one(
     id: u64,
     rows: &RecordBatch,
 ) -> Result<WrittenPart> {
-    let mut b = PartBuilder::new(opts, table, project_id, day, id, rows.schema())?;
+    let mut b = PartBuilder::new(opts, table, project_id, day..=day, id, rows.schema())?;
     b.write(rows)?;
     b.finish(storage)?
         .ok_or_else(|| StoreError::Internal("flush wrote an empty part".into()))
@@ -377,7 +378,7 @@ fn write_one(
 pub(crate) struct PartBuilder {
     table: Table,
     project_id: i64,
-    day: i32,
+    days: std::ops::RangeInclusive<i32>,
     id: u64,
     path: String,
     writer: ArrowWriter<Vec<u8>>,
@@ -389,15 +390,18 @@ pub(crate) struct PartBuilder {
 }
 
 impl PartBuilder {
+    /// A part of `table` and `project_id` whose rows are in the UTC days
+    /// `days` (one day but for merges of small parts, see
+    /// [`PartMeta::last_day`]); its file goes under the first day.
     pub fn new(
         opts: &PartWriterOptions,
         table: Table,
         project_id: i64,
-        day: i32,
+        days: std::ops::RangeInclusive<i32>,
         id: u64,
         schema: arrow::datatypes::SchemaRef,
     ) -> Result<Self> {
-        let path = part_path(table, project_id, day, id);
+        let path = part_path(table, project_id, *days.start(), id);
         let writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties(opts)))
             .map_err(|e| StoreError::Parquet {
                 path: path.clone(),
@@ -406,7 +410,7 @@ impl PartBuilder {
         Ok(PartBuilder {
             table,
             project_id,
-            day,
+            days,
             id,
             path,
             writer,
@@ -492,7 +496,8 @@ impl PartBuilder {
             id: self.id,
             table: self.table,
             project_id: self.project_id,
-            day: self.day,
+            day: *self.days.start(),
+            last_day: (self.days.end() > self.days.start()).then_some(*self.days.end()),
             path: self.path,
             size,
             rows: self.rows,

@@ -16,6 +16,19 @@
 //!   ClickHouse merges do. Parts with tombstones are not merged (they are
 //!   purged first), so a merge never has to carry deletions along.
 //!
+//!   A project with few rows a day would still keep a part per day: 90
+//!   days of a small project are 90 files of a few thousand rows, and a
+//!   query pays per file more than per row. So the small parts of *closed*
+//!   days (before yesterday, UTC) are also merged across days: those of one
+//!   (table, project, calendar month) below half of
+//!   [`CompactionOptions::span_part_bytes`], in day order, into parts of at
+//!   most that size ([`PartMeta::last_day`] records the span). A span stays
+//!   within a month, so the rows a time filter cannot prune inside such a
+//!   part are at most a month of a small project's; a project whose days
+//!   are large keeps its parts per day. Rows stay sorted by
+//!   (`distinct_id`, `_seq`) within the merged part, so a distinct id is
+//!   still one run per part.
+//!
 //! When a part is purged:
 //!
 //! 1. a manual run (`elide compact --now`) purges every part with deleted
@@ -85,6 +98,11 @@ pub struct CompactionOptions {
     pub deadline_slack: Duration,
     /// Whether merges of small parts run outside windows. Default true.
     pub merge_continuously: bool,
+    /// Size of a part merged across days (small parts of one project,
+    /// table and calendar month, closed days only; see the module doc);
+    /// parts below half of it take part. At most `target_part_bytes`; 0
+    /// merges within a day only. Default 16 MiB.
+    pub span_part_bytes: u64,
 }
 
 impl Default for CompactionOptions {
@@ -98,6 +116,7 @@ impl Default for CompactionOptions {
             max_pending_age: Duration::from_secs(7 * 86_400),
             deadline_slack: Duration::from_secs(86_400),
             merge_continuously: true,
+            span_part_bytes: 16 << 20,
         }
     }
 }
@@ -199,15 +218,18 @@ pub struct PurgeTask {
     pub reason: PurgeReason,
 }
 
-/// Combine small parts of one partition.
+/// Combine small parts of one partition, or of closed days of one
+/// project and month.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MergeTask {
     /// Table of the parts.
     pub table: Table,
     /// Project of the parts.
     pub project_id: i64,
-    /// Day of the parts.
+    /// Day of the parts (the first, for a merge across days).
     pub day: i32,
+    /// The last day of the parts (`day` for a merge within a day).
+    pub last_day: i32,
     /// The parts, in manifest order.
     pub part_ids: Vec<u64>,
     /// Their total size.
@@ -373,7 +395,7 @@ impl CompactionPolicy {
         let purges = purges.into_iter().map(|(t, _)| t).collect();
 
         let merges = if req.merges && (self.opts.merge_continuously || window.is_some()) {
-            self.merges(manifest, &in_project)
+            self.merges(manifest, now_us, &in_project)
         } else {
             Vec::new()
         };
@@ -390,57 +412,105 @@ impl CompactionPolicy {
         }
     }
 
-    /// Groups of at least two small parts (no tombstones) of one partition,
-    /// each group at most `target_part_bytes`.
-    fn merges(&self, manifest: &Manifest, in_project: &dyn Fn(i64) -> bool) -> Vec<MergeTask> {
-        let small = self.opts.target_part_bytes / 2;
+    /// Groups of at least two small parts (no tombstones, in no pending
+    /// request): first of closed days of one (table, project, month), each
+    /// group at most `span_part_bytes`; then, of the parts left, of one
+    /// partition, each group at most `target_part_bytes`.
+    fn merges(
+        &self,
+        manifest: &Manifest,
+        now_us: i64,
+        in_project: &dyn Fn(i64) -> bool,
+    ) -> Vec<MergeTask> {
+        let clean = |p: &PartMeta| p.deleted() == 0 && !manifest.is_pending_part(p.id);
+        let span = self.opts.span_part_bytes.min(self.opts.target_part_bytes);
+        // Days before yesterday (UTC) are closed: new rows for them are
+        // rare, so a part spanning them is rarely rewritten again.
+        let closed_before = now_us.div_euclid(crate::MICROS_PER_DAY) as i32 - 1;
+        let spans = |p: &PartMeta| {
+            span > 0 && clean(p) && p.size < span / 2 && *p.days().end() < closed_before
+        };
         let mut out = Vec::new();
-        let mut i = 0;
-        let parts = &manifest.parts;
-        while i < parts.len() {
-            let key = partition_key(&parts[i]);
-            let mut j = i;
-            while j < parts.len() && partition_key(&parts[j]) == key {
-                j += 1;
+        let mut taken = std::collections::HashSet::new();
+        for group in groups_by(&manifest.parts, |p| {
+            (p.table, p.project_id, month_of(p.day))
+        }) {
+            if !group.first().is_some_and(|p| in_project(p.project_id)) {
+                continue;
             }
-            if in_project(key.1) {
-                let mut group: Vec<&PartMeta> = Vec::new();
-                let mut bytes = 0u64;
-                let candidates = parts[i..j].iter().filter(|p| {
-                    p.deleted() == 0 && p.size < small && !manifest.is_pending_part(p.id)
-                });
-                for p in candidates {
-                    if !group.is_empty() && bytes + p.size > self.opts.target_part_bytes {
-                        push_merge(&mut out, key, &mut group, &mut bytes);
-                    }
-                    group.push(p);
-                    bytes += p.size;
-                }
-                push_merge(&mut out, key, &mut group, &mut bytes);
+            for g in pack(group.iter().copied().filter(|p| spans(p)), span) {
+                taken.extend(g.iter().map(|p| p.id));
+                out.push(merge_task(&g));
             }
-            i = j;
+        }
+        let small = self.opts.target_part_bytes / 2;
+        for group in groups_by(&manifest.parts, partition_key) {
+            if !group.first().is_some_and(|p| in_project(p.project_id)) {
+                continue;
+            }
+            let candidates = group
+                .iter()
+                .copied()
+                .filter(|p| clean(p) && p.size < small && !taken.contains(&p.id));
+            out.extend(pack(candidates, self.opts.target_part_bytes).map(|g| merge_task(&g)));
         }
         out
     }
 }
 
-fn push_merge(
-    out: &mut Vec<MergeTask>,
-    key: (Table, i64, i32),
-    group: &mut Vec<&PartMeta>,
-    bytes: &mut u64,
-) {
-    if group.len() >= 2 {
-        out.push(MergeTask {
-            table: key.0,
-            project_id: key.1,
-            day: key.2,
-            part_ids: group.iter().map(|p| p.id).collect(),
-            bytes: *bytes,
-        });
+/// Runs of consecutive parts with the same key (the manifest's order keeps
+/// a partition's parts together, and a month's partitions).
+fn groups_by<K: PartialEq>(
+    parts: &[PartMeta],
+    key: impl Fn(&PartMeta) -> K,
+) -> impl Iterator<Item = Vec<&PartMeta>> {
+    parts
+        .chunk_by(move |a, b| key(a) == key(b))
+        .map(|c| c.iter().collect())
+}
+
+/// The candidates, in order, packed greedily into groups of at most
+/// `limit` bytes; only groups of two parts or more.
+fn pack<'a>(
+    candidates: impl Iterator<Item = &'a PartMeta>,
+    limit: u64,
+) -> impl Iterator<Item = Vec<&'a PartMeta>> {
+    let mut groups: Vec<Vec<&PartMeta>> = vec![Vec::new()];
+    let mut bytes = 0u64;
+    for p in candidates {
+        if bytes + p.size > limit && groups.last().is_some_and(|g| !g.is_empty()) {
+            groups.push(Vec::new());
+            bytes = 0;
+        }
+        if let Some(g) = groups.last_mut() {
+            g.push(p);
+        }
+        bytes += p.size;
     }
-    group.clear();
-    *bytes = 0;
+    groups.into_iter().filter(|g| g.len() >= 2)
+}
+
+/// The task of a group from [`pack`] (of one table and project).
+fn merge_task(group: &[&PartMeta]) -> MergeTask {
+    let (table, project_id) = group
+        .first()
+        .map_or((Table::Events, 0), |p| (p.table, p.project_id));
+    MergeTask {
+        table,
+        project_id,
+        day: group.iter().map(|p| *p.days().start()).min().unwrap_or(0),
+        last_day: group.iter().map(|p| *p.days().end()).max().unwrap_or(0),
+        part_ids: group.iter().map(|p| p.id).collect(),
+        bytes: group.iter().map(|p| p.size).sum(),
+    }
+}
+
+/// (year, month) of a day number (UTC), the unit a merge across days stays
+/// within.
+fn month_of(day: i32) -> (i32, u32) {
+    use chrono::Datelike;
+    let d = DateTime::from_timestamp(i64::from(day) * 86_400, 0).unwrap_or_default();
+    (d.year(), d.month())
 }
 
 fn partition_key(p: &PartMeta) -> (Table, i64, i32) {
@@ -477,6 +547,7 @@ mod tests {
             table: Table::Events,
             project_id: project,
             day,
+            last_day: None,
             path: format!("parts/events/{project}/{day}/{id:016x}.parquet"),
             size,
             rows,
@@ -700,6 +771,8 @@ mod tests {
     fn merges_group_small_clean_parts_of_one_partition_up_to_the_target() {
         let opts = CompactionOptions {
             target_part_bytes: 1000,
+            // Within a day only (across days: the test below).
+            span_part_bytes: 0,
             ..Default::default()
         };
         let m = manifest(
@@ -737,6 +810,82 @@ mod tests {
         );
         assert_eq!(plan.merges.len(), 1);
         assert_eq!(plan.merges[0].project_id, 2);
+    }
+
+    /// Day number of 2026-`month`-`day`.
+    fn day_no(month: u32, day: u32) -> i32 {
+        let d = chrono::NaiveDate::from_ymd_opt(2026, month, day).unwrap();
+        d.signed_duration_since(chrono::NaiveDate::default())
+            .num_days() as i32
+    }
+
+    #[test]
+    fn merges_across_days_group_small_parts_of_closed_days_of_one_month() {
+        let opts = CompactionOptions {
+            target_part_bytes: 10_000,
+            span_part_bytes: 1000,
+            ..Default::default()
+        };
+        let mut spanning = part(13, 3, day_no(11, 1), 300, 10, 0);
+        spanning.last_day = Some(day_no(11, 10));
+        let m = manifest(
+            vec![
+                part(1, 1, day_no(10, 30), 300, 10, 0),
+                part(2, 1, day_no(10, 31), 300, 10, 0),
+                // November: a new month, a new group.
+                part(3, 1, day_no(11, 1), 300, 10, 0),
+                part(4, 1, day_no(11, 2), 300, 10, 0),
+                part(5, 1, day_no(11, 3), 300, 10, 0),
+                part(6, 1, day_no(11, 4), 300, 10, 0),
+                part(7, 1, day_no(11, 5), 600, 10, 0), // not below half the span
+                part(8, 1, day_no(11, 6), 300, 10, 3), // tombstoned
+                part(9, 1, day_no(11, 21), 300, 10, 0), // the last closed day
+                // Yesterday (the clock is on the 23rd): within the day only.
+                part(10, 1, day_no(11, 22), 300, 10, 0),
+                part(11, 1, day_no(11, 22), 300, 10, 0),
+                part(12, 2, day_no(11, 1), 300, 10, 0), // alone in its project
+                spanning,
+                part(14, 3, day_no(11, 5), 300, 10, 0),
+            ],
+            vec![],
+        );
+        let req = PlanRequest {
+            merges: true,
+            ..Default::default()
+        };
+        let p = CompactionPolicy::new(opts.clone()).unwrap();
+        let plan = p.plan(&m, at(23, 0, 0), req);
+        let got: Vec<(Vec<u64>, i32, i32)> = plan
+            .merges
+            .iter()
+            .map(|g| (g.part_ids.clone(), g.day, g.last_day))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (vec![1, 2], day_no(10, 30), day_no(10, 31)),
+                (vec![3, 4, 5], day_no(11, 1), day_no(11, 3)),
+                (vec![6, 9], day_no(11, 4), day_no(11, 21)),
+                (vec![13, 14], day_no(11, 1), day_no(11, 10)),
+                (vec![10, 11], day_no(11, 22), day_no(11, 22)),
+            ]
+        );
+        assert!(plan.merges.iter().all(|g| g.bytes <= 1000));
+        // A day later, the 22nd is closed too: its parts join the span.
+        let plan = p.plan(&m, at(24, 0, 0), req);
+        assert!(
+            plan.merges.iter().any(|g| g.part_ids == vec![6, 9, 10]),
+            "{plan:?}"
+        );
+        // `span_part_bytes: 0`: within a day only.
+        let p = CompactionPolicy::new(CompactionOptions {
+            span_part_bytes: 0,
+            ..opts
+        })
+        .unwrap();
+        let plan = p.plan(&m, at(23, 0, 0), req);
+        let groups: Vec<Vec<u64>> = plan.merges.iter().map(|g| g.part_ids.clone()).collect();
+        assert_eq!(groups, vec![vec![10, 11]]);
     }
 
     #[test]

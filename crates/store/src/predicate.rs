@@ -689,6 +689,7 @@ mod tests {
             table: Table::Events,
             project_id: 1,
             day: 0,
+            last_day: None,
             path: String::new(),
             size: 0,
             rows: 1,

@@ -11,7 +11,9 @@
 //! (their files are retired to GC, never rewritten), and only rows still
 //! in the ingest log are hidden in memory (and left out by the flush).
 //! Parts written before that layout, or holding rows on both sides of the
-//! bound, are tombstoned and purged by the compaction like any request.
+//! bound (a small project's part merged across the days of a month, see
+//! [`crate::policy`]), are tombstoned and purged by the compaction like
+//! any request.
 //!
 //! `event_retention_days` limits events of one name the same way (events
 //! table only): a sweep per (project, event name), whose parts are

@@ -468,6 +468,7 @@ mod tests {
             table: crate::schema::Table::Events,
             project_id: 1,
             day: 0,
+            last_day: None,
             path: path.into(),
             size: 0,
             rows,

@@ -21,8 +21,13 @@ pub struct PartitionStatus {
     pub table: Table,
     /// Project.
     pub project_id: i64,
-    /// Day (`YYYY-MM-DD`).
+    /// Day (`YYYY-MM-DD`); the first day of parts merged across days.
     pub day: String,
+    /// The last day of parts merged across days (`YYYY-MM-DD`): a
+    /// partition of their own (they are listed apart from the parts of
+    /// `day` alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_day: Option<String>,
     /// Number of parts.
     pub parts: usize,
     /// Rows in the parts (deleted included).
@@ -116,14 +121,15 @@ impl Store {
             )
         };
         let m = &version.manifest;
-        let mut parts: BTreeMap<(Table, i64, i32), PartitionStatus> = BTreeMap::new();
+        let mut parts: BTreeMap<(Table, i64, i32, Option<i32>), PartitionStatus> = BTreeMap::new();
         for p in &m.parts {
             let e = parts
-                .entry((p.table, p.project_id, p.day))
+                .entry((p.table, p.project_id, p.day, p.last_day))
                 .or_insert_with(|| PartitionStatus {
                     table: p.table,
                     project_id: p.project_id,
                     day: crate::format::day_to_string(p.day),
+                    last_day: p.last_day.map(crate::format::day_to_string),
                     parts: 0,
                     rows: 0,
                     tombstoned_rows: 0,

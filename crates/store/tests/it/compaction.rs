@@ -193,10 +193,22 @@ fn merges_combine_small_parts_of_a_partition() {
     assert_eq!(store.manifest().unwrap().parts.len(), 8);
     let before = visible(&store);
     let r = compact_now(&store);
-    let merges = r.tasks.iter().filter(|t| t.kind == TaskKind::Merge).count();
-    assert_eq!(merges, 2, "one per day");
+    let merges: Vec<_> = r
+        .tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Merge)
+        .collect();
+    // Two closed days of one month and project, small: one part.
+    assert_eq!(merges.len(), 1, "{r:?}");
+    assert!(merges[0].last_day.is_some(), "{r:?}");
     let m = store.manifest().unwrap();
-    assert_eq!(m.parts.len(), 2);
+    assert_eq!(m.parts.len(), 1);
+    let p = &m.parts[0];
+    assert_eq!(p.days().count(), 2);
+    assert_eq!(
+        (elide_store::day_of(p.min_ts), elide_store::day_of(p.max_ts)),
+        (*p.days().start(), *p.days().end())
+    );
     assert_eq!(visible(&store), before);
     // Deletion still resolves through the index after the swap.
     let o = store.delete(DeleteSpec::ids(1, ["p"])).unwrap();
@@ -205,6 +217,134 @@ fn merges_combine_small_parts_of_a_partition() {
     let store = open(dir.path());
     assert_eq!(ids_of(&visible(&store), "p"), 0);
     assert_eq!(ids_of(&visible(&store), "q"), 100);
+}
+
+/// A small project's parts of closed days merge across days, never across
+/// a month: fewer parts, the same rows, every row inside its part's days;
+/// deletions find a distinct id's run through the index and through the
+/// `.runs` files; a purge keeps the span; a retention sweep drops a span
+/// before its bound whole and tombstones one that straddles it; scrub is
+/// clean; the same after a reopen.
+#[test]
+fn small_parts_of_closed_days_merge_across_days_within_a_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Project 1: 40 days from 2026-09-21 (10 in September, 30 in
+    // October), two flushes, so two parts a day; project 2: three days.
+    for k in 0..2 {
+        append(
+            &store,
+            &rows(k * 400..(k + 1) * 400, &["a", "b", "c"], 1, 40),
+        );
+        store.flush().unwrap();
+    }
+    append(&store, &rows(1000..1030, &["x"], 2, 3));
+    store.flush().unwrap();
+    assert_eq!(store.manifest().unwrap().parts.len(), 83);
+    let before = visible(&store);
+    let r = compact_now(&store);
+    assert!(r.tasks.iter().all(|t| t.kind == TaskKind::Merge), "{r:?}");
+    let month = |day: i32| elide_store::format::day_to_string(day)[..7].to_string();
+    let check_parts = |store: &Store| {
+        let m = store.manifest().unwrap();
+        for p in &m.parts {
+            let (first, last) = (*p.days().start(), *p.days().end());
+            assert!(
+                p.days().contains(&elide_store::day_of(p.min_ts))
+                    && p.days().contains(&elide_store::day_of(p.max_ts)),
+                "{p:?}"
+            );
+            assert_eq!(month(first), month(last), "{p:?}");
+            assert_eq!(p.last_day.is_some(), last > first);
+            assert!(p.path.contains(&elide_store::format::day_to_string(first)));
+        }
+        m
+    };
+    let m = check_parts(&store);
+    let spans: Vec<(i64, String, usize)> = m
+        .parts
+        .iter()
+        .map(|p| (p.project_id, month(p.day), p.days().count()))
+        .collect();
+    assert_eq!(
+        spans,
+        vec![
+            (1, "2026-09".into(), 10),
+            (1, "2026-10".into(), 30),
+            (2, "2026-09".into(), 3)
+        ]
+    );
+    assert_eq!(visible(&store), before);
+    // Nothing more to merge: the next run is a no-op.
+    assert!(compact_now(&store).tasks.is_empty());
+
+    // A deletion through the index, then a purge: the span is kept.
+    let of = |v: &BTreeSet<(String, String, u64)>, who: &str| ids_of(v, who);
+    let o = store.delete(DeleteSpec::ids(1, ["b"])).unwrap();
+    assert_eq!(o.rows_hidden as usize, of(&before, "b"));
+    let r = compact_now(&store);
+    assert_eq!(r.requests_verified, vec![o.request_id], "{r:?}");
+    let m = check_parts(&store);
+    assert_eq!(m.parts.len(), 3);
+    assert!(m
+        .parts
+        .iter()
+        .filter(|p| p.project_id == 1)
+        .all(|p| p.last_day.is_some()));
+    store.close().unwrap();
+
+    // Without the in-memory index: the `.runs` files of merged parts.
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            in_memory_index: false,
+            wait_ready: false,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let o = store.delete(DeleteSpec::ids(1, ["c"])).unwrap();
+    assert_eq!(o.rows_hidden as usize, of(&before, "c"));
+    assert_eq!(of(&visible(&store), "a"), of(&before, "a"));
+    assert_eq!(of(&visible(&store), "c"), 0);
+
+    // Retention: now 2026-10-16 15:00, 3 days kept: rows before
+    // 2026-10-13 expire. September's part leaves whole; October's is
+    // tombstoned up to the bound and purged.
+    let t0_day = T0.div_euclid(DAY) * DAY;
+    store
+        .set_project_settings(
+            1,
+            elide_store::ProjectSettings {
+                retention_days: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let now = t0_day + 25 * DAY + 15 * 3_600_000_000;
+    let bound = elide_store::retention::retention_bound(now, 3);
+    assert_eq!(bound, t0_day + 22 * DAY);
+    let sweeps = store.apply_retention(now).unwrap();
+    assert_eq!(sweeps.len(), 1);
+    assert_eq!(sweeps[0].parts_dropped, 1, "September's span leaves whole");
+    let expect: BTreeSet<_> = before
+        .iter()
+        .filter(|(u, d, _)| {
+            let n = uuid::Uuid::parse_str(u).unwrap().as_u64_pair().1;
+            d == "x" || (d == "a" && (n % 40) >= 22)
+        })
+        .cloned()
+        .collect();
+    assert_eq!(visible(&store), expect);
+    let r = compact_now(&store);
+    assert!(r.verification_failures.is_empty(), "{r:?}");
+    let m = check_parts(&store);
+    assert_eq!(m.parts.len(), 2);
+    assert!(!store.scrub(&mut |_, _| {}).unwrap().damaged());
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(visible(&store), expect);
+    check_parts(&store);
 }
 
 /// Purges and merges prepared on several threads at once: every task
