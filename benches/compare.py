@@ -299,6 +299,9 @@ def main() -> int:
     print(f"\nElide's delete: {elide['delete_find_ids_ms']:.1f} ms finding the persons' distinct ids (a scan of "
           f"person_id), {elide['delete_ms'] - elide['delete_find_ids_ms']:.1f} ms deleting them (delete_many; "
           f"what the persons layer, which knows the ids, pays)")
+    if "merge_s" in elide:
+        print(f"\nElide's merges after the load: {elide['parts_loaded']} parts into {elide['parts']} "
+              f"in {elide['merge_s']:.2f} s (not in its load time)")
     print(f"\nElide: open {elide['open_ms']:.1f} ms, ready() {elide['ready_ms']:.1f} ms, {elide['parts']} parts, "
           f"store directory {elide['store_bytes'] / mib:.1f} MiB; ClickHouse's OPTIMIZE FINAL after "
           f"the load {peers['clickhouse']['merge_s']:.2f} s (not in its load time)")

@@ -7,7 +7,8 @@
 //!
 //! 1. generate events with `elide gen`'s model (skewed projects, 90 days)
 //!    and `Store::ingest_files` them (timed); reopen (`open`, `ready()`
-//!    timed);
+//!    timed); the merges a background compaction would run next
+//!    (`compact`, timed apart like the peers' `OPTIMIZE FINAL`);
 //! 2. the queries of [`QUERIES`] on one session context (one warm-up, then
 //!    the median of `--runs`);
 //! 3. delete 1% of the persons (every distinct id of every 100th person,
@@ -276,12 +277,21 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
     let t = Instant::now();
     store.ready()?;
     let ready_ms = ms(t.elapsed());
+    // The merges the background compaction runs after a load (a small
+    // project's closed days of one month into one part; docs/format.md,
+    // "Parts that span several days"), as the peers' OPTIMIZE FINAL: timed
+    // apart, not in the load time.
+    let parts_loaded = store.status()?.totals.parts;
+    let t = Instant::now();
+    store.compact(CompactRequest::now())?;
+    let merge_s = t.elapsed().as_secs_f64();
     let session = Session {
         rt: crate::cli::runtime()?,
         ctx: elide_query::session_context(&store)?,
     };
     let status = store.status()?;
     let (parts, part_bytes) = (status.totals.parts, status.totals.bytes);
+    eprintln!("merged {parts_loaded} parts into {parts} in {merge_s:.2} s");
     let store_bytes = dir_bytes(&ingested.dir)?;
 
     // The 30 days before the day after the last event.
@@ -404,6 +414,8 @@ pub fn run(a: BenchCompareArgs) -> Result<()> {
             "load_s": ingested.ingest_s,
             "open_ms": open_ms,
             "ready_ms": ready_ms,
+            "parts_loaded": parts_loaded,
+            "merge_s": merge_s,
             "parts": parts,
             "bytes": part_bytes,
             "store_bytes": store_bytes,

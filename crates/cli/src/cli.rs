@@ -538,6 +538,15 @@ pub(crate) fn print_status(
     print_status_limited(out, s, format, usize::MAX)
 }
 
+/// A partition's days for a table: `2026-08-01`, or `2026-08-01..14` for
+/// parts merged across days of one month.
+pub(crate) fn days_label(day: &str, last_day: Option<&str>) -> String {
+    match last_day {
+        Some(last) => format!("{day}..{}", last.get(8..).unwrap_or(last)),
+        None => day.to_string(),
+    }
+}
+
 /// Like [`print_status`], showing at most `max_rows` partitions in the table format.
 pub(crate) fn print_status_limited(
     out: &mut dyn Write,
@@ -553,12 +562,12 @@ pub(crate) fn print_status_limited(
         Format::Csv => {
             writeln!(
                 out,
-                "table,project_id,day,parts,rows,tombstoned_rows,tombstoned_fraction,bytes,bytes_awaiting_purge"
+                "table,project_id,day,parts,rows,tombstoned_rows,tombstoned_fraction,bytes,bytes_awaiting_purge,last_day"
             )?;
             for p in &s.partitions {
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{:.6},{},{}",
+                    "{},{},{},{},{},{},{:.6},{},{},{}",
                     p.table,
                     p.project_id,
                     p.day,
@@ -567,7 +576,8 @@ pub(crate) fn print_status_limited(
                     p.tombstoned_rows,
                     p.tombstoned_fraction,
                     p.bytes,
-                    p.bytes_awaiting_purge
+                    p.bytes_awaiting_purge,
+                    p.last_day.as_deref().unwrap_or("")
                 )?;
             }
         }
@@ -577,7 +587,7 @@ pub(crate) fn print_status_limited(
             writeln!(out, "{} visible rows; {} parts ({} with tombstones), {} rows ({} tombstoned), {} bytes ({} awaiting purge)", t.visible_rows, t.parts, t.parts_with_tombstones, t.rows, t.tombstoned_rows, t.bytes, t.bytes_awaiting_purge)?;
             writeln!(
                 out,
-                "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>7} {:>14} {:>14}",
+                "{:<11} {:>8} {:<14} {:>6} {:>12} {:>12} {:>7} {:>14} {:>14}",
                 "table",
                 "project",
                 "day",
@@ -607,10 +617,10 @@ pub(crate) fn print_status_limited(
                 }
                 writeln!(
                     out,
-                    "{:<11} {:>8} {:<10} {:>6} {:>12} {:>12} {:>6.2}% {:>14} {:>14}",
+                    "{:<11} {:>8} {:<14} {:>6} {:>12} {:>12} {:>6.2}% {:>14} {:>14}",
                     p.table.name(),
                     p.project_id,
-                    p.day,
+                    days_label(&p.day, p.last_day.as_deref()),
                     p.parts,
                     p.rows,
                     p.tombstoned_rows,

@@ -62,11 +62,11 @@ pub(crate) fn compact(dir: &Path, req: CompactRequest, format: Format) -> Result
             writeln!(out)?;
         }
         Format::Csv => {
-            writeln!(out, "kind,table,project_id,day,inputs,output,rows_in,rows_out,rows_dropped,rows_carried,bytes_in,bytes_out,elapsed_ms,outcome")?;
+            writeln!(out, "kind,table,project_id,day,inputs,output,rows_in,rows_out,rows_dropped,rows_carried,bytes_in,bytes_out,elapsed_ms,outcome,last_day")?;
             for t in &report.tasks {
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{:?}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{:?},{}",
                     kind(t.kind),
                     t.table,
                     t.project_id,
@@ -80,7 +80,8 @@ pub(crate) fn compact(dir: &Path, req: CompactRequest, format: Format) -> Result
                     t.bytes_in,
                     t.bytes_out,
                     t.elapsed_ms,
-                    t.outcome
+                    t.outcome,
+                    t.last_day.as_deref().unwrap_or("")
                 )?;
             }
         }
@@ -96,7 +97,7 @@ pub(crate) fn compact(dir: &Path, req: CompactRequest, format: Format) -> Result
             } else {
                 writeln!(
                     out,
-                    "{:<6} {:<8} {:>7} {:<10} {:>6} {:>10} {:>10} {:>8} {:>8} {:>12} {:>12} {:>7}",
+                    "{:<6} {:<8} {:>7} {:<14} {:>6} {:>10} {:>10} {:>8} {:>8} {:>12} {:>12} {:>7}",
                     "task",
                     "table",
                     "project",
@@ -113,11 +114,11 @@ pub(crate) fn compact(dir: &Path, req: CompactRequest, format: Format) -> Result
                 for t in &report.tasks {
                     writeln!(
                         out,
-                        "{:<6} {:<8} {:>7} {:<10} {:>6} {:>10} {:>10} {:>8} {:>8} {:>12} {:>12} {:>7}{}",
+                        "{:<6} {:<8} {:>7} {:<14} {:>6} {:>10} {:>10} {:>8} {:>8} {:>12} {:>12} {:>7}{}",
                         kind(t.kind),
                         t.table.name(),
                         t.project_id,
-                        t.day,
+                        crate::cli::days_label(&t.day, t.last_day.as_deref()),
                         t.inputs.len(),
                         t.rows_in,
                         t.rows_out,
