@@ -682,8 +682,8 @@ pub(crate) fn run(
         requests_purged: 0,
         requests_verified: 0,
     };
-    let (purged, verified, failures) = advance_requests(inner, Some(&mut summary))?;
-    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    // Sets the summary's wall time too (the manifest records it).
+    let (purged, verified, failures) = advance_requests(inner, Some((&mut summary, started)))?;
     tracing::info!(
         tasks = tasks.len(),
         skipped,
@@ -1097,9 +1097,11 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
 
 /// GC, then `pending` -> `purged` -> `verified` where the conditions hold.
 /// Returns (purged, verified, verification failures).
+/// With `summary` (a compaction run's, and when it started), the run is
+/// recorded as the manifest's `last_compaction`, its wall time included.
 fn advance_requests(
     inner: &Inner,
-    summary: Option<&mut CompactionSummary>,
+    summary: Option<(&mut CompactionSummary, Instant)>,
 ) -> Result<(Vec<u64>, Vec<u64>, Vec<String>)> {
     if let Err(e) = inner.gc.collect(&inner.storage) {
         tracing::warn!(error = %e, "gc failed before the lifecycle step");
@@ -1201,10 +1203,11 @@ fn advance_requests(
         tx.record_receipts(head, &assigned);
     }
     let mut changed = !really_purged.is_empty() || !verified.is_empty();
-    if let Some(s) = summary {
+    if let Some((s, started)) = summary {
         s.requests_purged = really_purged.len() as u64;
         s.requests_verified = verified.len() as u64;
         s.finished_at_us = now_us();
+        s.elapsed_ms = started.elapsed().as_millis() as u64;
         if changed || s.parts_purged + s.parts_merged > 0 {
             tx.set_last_compaction(s.clone());
             changed = true;

@@ -438,7 +438,7 @@ impl CompactionPolicy {
             if !group.first().is_some_and(|p| in_project(p.project_id)) {
                 continue;
             }
-            for g in pack(group.iter().copied().filter(|p| spans(p)), span) {
+            for g in pack(group.iter().copied().filter(|p| spans(p)), span, true) {
                 taken.extend(g.iter().map(|p| p.id));
                 out.push(merge_task(&g));
             }
@@ -452,7 +452,9 @@ impl CompactionPolicy {
                 .iter()
                 .copied()
                 .filter(|p| clean(p) && p.size < small && !taken.contains(&p.id));
-            out.extend(pack(candidates, self.opts.target_part_bytes).map(|g| merge_task(&g)));
+            out.extend(
+                pack(candidates, self.opts.target_part_bytes, false).map(|g| merge_task(&g)),
+            );
         }
         out
     }
@@ -470,22 +472,36 @@ fn groups_by<K: PartialEq>(
 }
 
 /// The candidates, in order, packed greedily into groups of at most
-/// `limit` bytes; only groups of two parts or more.
+/// `limit` bytes; only groups of two parts or more. With `whole_days`, the
+/// parts of one day go into one group (a day's parts larger than `limit`
+/// together are left out: they merge within their day).
 fn pack<'a>(
     candidates: impl Iterator<Item = &'a PartMeta>,
     limit: u64,
+    whole_days: bool,
 ) -> impl Iterator<Item = Vec<&'a PartMeta>> {
+    let mut units: Vec<Vec<&PartMeta>> = Vec::new();
+    for p in candidates {
+        match units.last_mut() {
+            Some(u) if whole_days && u.last().is_some_and(|q| q.days() == p.days()) => u.push(p),
+            _ => units.push(vec![p]),
+        }
+    }
     let mut groups: Vec<Vec<&PartMeta>> = vec![Vec::new()];
     let mut bytes = 0u64;
-    for p in candidates {
-        if bytes + p.size > limit && groups.last().is_some_and(|g| !g.is_empty()) {
+    for unit in units {
+        let size: u64 = unit.iter().map(|p| p.size).sum();
+        if whole_days && size > limit {
+            continue;
+        }
+        if bytes + size > limit && groups.last().is_some_and(|g| !g.is_empty()) {
             groups.push(Vec::new());
             bytes = 0;
         }
         if let Some(g) = groups.last_mut() {
-            g.push(p);
+            g.extend(unit);
         }
-        bytes += p.size;
+        bytes += size;
     }
     groups.into_iter().filter(|g| g.len() >= 2)
 }
@@ -836,6 +852,7 @@ mod tests {
                 part(3, 1, day_no(11, 1), 300, 10, 0),
                 part(4, 1, day_no(11, 2), 300, 10, 0),
                 part(5, 1, day_no(11, 3), 300, 10, 0),
+                part(15, 1, day_no(11, 3), 300, 10, 0), // the 3rd's parts stay together
                 part(6, 1, day_no(11, 4), 300, 10, 0),
                 part(7, 1, day_no(11, 5), 600, 10, 0), // not below half the span
                 part(8, 1, day_no(11, 6), 300, 10, 3), // tombstoned
@@ -864,17 +881,18 @@ mod tests {
             got,
             vec![
                 (vec![1, 2], day_no(10, 30), day_no(10, 31)),
-                (vec![3, 4, 5], day_no(11, 1), day_no(11, 3)),
-                (vec![6, 9], day_no(11, 4), day_no(11, 21)),
+                (vec![3, 4], day_no(11, 1), day_no(11, 2)),
+                (vec![5, 15, 6], day_no(11, 3), day_no(11, 4)),
+                // 9 alone: the group would be larger than the span.
                 (vec![13, 14], day_no(11, 1), day_no(11, 10)),
                 (vec![10, 11], day_no(11, 22), day_no(11, 22)),
             ]
         );
         assert!(plan.merges.iter().all(|g| g.bytes <= 1000));
-        // A day later, the 22nd is closed too: its parts join the span.
+        // A day later, the 22nd is closed too: its parts join the 21st's.
         let plan = p.plan(&m, at(24, 0, 0), req);
         assert!(
-            plan.merges.iter().any(|g| g.part_ids == vec![6, 9, 10]),
+            plan.merges.iter().any(|g| g.part_ids == vec![9, 10, 11]),
             "{plan:?}"
         );
         // `span_part_bytes: 0`: within a day only.
@@ -885,7 +903,7 @@ mod tests {
         .unwrap();
         let plan = p.plan(&m, at(23, 0, 0), req);
         let groups: Vec<Vec<u64>> = plan.merges.iter().map(|g| g.part_ids.clone()).collect();
-        assert_eq!(groups, vec![vec![10, 11]]);
+        assert_eq!(groups, vec![vec![5, 15], vec![10, 11]]);
     }
 
     #[test]

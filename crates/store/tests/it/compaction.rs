@@ -275,6 +275,13 @@ fn small_parts_of_closed_days_merge_across_days_within_a_month() {
         ]
     );
     assert_eq!(visible(&store), before);
+    // The run is recorded with its wall time (it was always 0).
+    let last = store.status().unwrap().last_compaction.unwrap();
+    assert_eq!((last.parts_merged, last.parts_written), (83, 3));
+    assert!(
+        last.elapsed_ms > 0 && last.elapsed_ms == r.summary.elapsed_ms,
+        "{last:?}"
+    );
     // Nothing more to merge: the next run is a no-op.
     assert!(compact_now(&store).tasks.is_empty());
 
