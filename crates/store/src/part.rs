@@ -132,9 +132,10 @@ pub(crate) struct WrittenPart {
 ///
 /// The chunks are never concatenated: the rows are ordered through a vector
 /// of sort keys that borrow from the chunks, and each part's rows are
-/// gathered straight from the chunks (`interleave`) when that part is
-/// written. Peak memory is the chunks plus the keys plus one part per worker.
-/// Parts are encoded on up to `available_parallelism` threads.
+/// gathered straight from the chunks (`interleave`), a row group at a
+/// time, as the part is written. Peak memory is the chunks plus the keys
+/// plus, per worker, one row group and the part's encoded bytes. Parts are
+/// encoded on up to `available_parallelism` threads.
 pub(crate) fn write_parts(
     storage: &Storage,
     opts: &PartWriterOptions,
@@ -172,8 +173,19 @@ pub(crate) fn write_parts(
                 .iter()
                 .map(|k| (k.chunk as usize, k.row as usize))
                 .collect();
-            let rows = interleave_record_batch(&batches, &idx)?;
-            write_one(storage, opts, table, g.project, g.day, g.id, &rows)
+            let schema = batches
+                .first()
+                .map(|b| b.schema())
+                .ok_or_else(|| StoreError::Internal("a part with no input".into()))?;
+            let mut b = PartBuilder::new(opts, table, g.project, g.day..=g.day, g.id, schema)?;
+            // A row group's rows at a time: buffers of that size are reused
+            // by the allocator, where a whole part's are fresh pages the
+            // kernel zeroes (docs/benchmarks.md, "Ingest: …").
+            for rows in idx.chunks(opts.row_group_rows.clamp(1, 128 * 1024)) {
+                b.write(&interleave_record_batch(&batches, rows)?)?;
+            }
+            b.finish(storage)?
+                .ok_or_else(|| StoreError::Internal("flush wrote an empty part".into()))
         };
         out.extend(crate::parallel::try_map(&groups, "part writer", job)?);
     }
@@ -356,25 +368,10 @@ pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
     b.build()
 }
 
-fn write_one(
-    storage: &Storage,
-    opts: &PartWriterOptions,
-    table: Table,
-    project_id: i64,
-    day: i32,
-    id: u64,
-    rows: &RecordBatch,
-) -> Result<WrittenPart> {
-    let mut b = PartBuilder::new(opts, table, project_id, day..=day, id, rows.schema())?;
-    b.write(rows)?;
-    b.finish(storage)?
-        .ok_or_else(|| StoreError::Internal("flush wrote an empty part".into()))
-}
-
 /// Writes one part from batches already in part order (sorted by
 /// (`distinct_id`, `_seq`)), collecting what the manifest and the
-/// distinct-id index need as it goes. Used by the flush (one batch) and by
-/// compaction (a stream of batches).
+/// distinct-id index need as it goes. Used by the flush and by compaction
+/// (a stream of batches, a row group each).
 pub(crate) struct PartBuilder {
     table: Table,
     project_id: i64,
