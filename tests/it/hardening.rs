@@ -105,15 +105,25 @@ fn an_ingest_that_fails_after_writing_parts_leaves_nothing() {
         .map(|i| event_line(&format!("u{i}"), "2026-11-01T00:00:00Z"))
         .collect();
     std::fs::write(&file, lines.join("\n")).unwrap();
-    // The failure comes after every part is written and synced: the
-    // moment a full disk would hit the commit.
-    for action in ["error", "abort"] {
-        let (ok, _, err) = elide_env(
-            &["ingest", "--data-dir", d, file.to_str().unwrap()],
-            &[("ELIDE_FAILPOINT", &format!("bulk::before_commit={action}"))],
-        );
-        assert!(!ok, "{action}: {err}");
-        assert_eq!(count_sql(d, "SELECT count(*) FROM events"), 0, "{action}");
+    // The failure comes after every part is written and synced (the
+    // moment a full disk would hit the commit), or on the thread that
+    // writes a full buffer's parts.
+    for point in ["bulk::before_commit", "bulk::write_parts"] {
+        for action in ["error", "abort"] {
+            let (ok, _, err) = elide_env(
+                &["ingest", "--data-dir", d, file.to_str().unwrap()],
+                &[("ELIDE_FAILPOINT", &format!("{point}={action}"))],
+            );
+            assert!(!ok, "{point} {action}: {err}");
+            if action == "error" {
+                assert!(err.contains(point), "{err}");
+            }
+            assert_eq!(
+                count_sql(d, "SELECT count(*) FROM events"),
+                0,
+                "{point} {action}"
+            );
+        }
     }
     // The next writer's open sweeps the unpublished parts.
     let store = open(&data);

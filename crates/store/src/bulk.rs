@@ -8,11 +8,19 @@
 //!
 //! ```text
 //!  write(batch) ─► validate (normalize) ─► buffer
-//!       │ buffer full: reserve a _seq range (state lock) ─► sort ─► write parts (unpublished)
+//!       │ buffer full: reserve a _seq range (state lock) ─► hand it to the writer thread
+//!       │                                     writer: sort ─► write parts (unpublished)
 //!       ▼
 //!  commit() ─► write the rest ─► fsync every part ─► one commit adds them all
 //!  drop without commit ─► the unpublished parts are removed (or swept at the next open)
 //! ```
+//!
+//! A full buffer is written by a thread of its own while the caller reads
+//! and validates the next one (reading is one core's work, writing parts
+//! uses every core: in turn, a 2-core machine idled a core half the time).
+//! At most one buffer is being written: a buffer that fills meanwhile
+//! waits for it, so memory holds at most two buffers. A failure to write
+//! is returned by the next `write` that fills a buffer, or by the commit.
 //!
 //! Nothing of a bulk ingest is visible, or durable, before its commit; the
 //! ingest log never holds its rows (so it also costs no log bytes).
@@ -75,6 +83,8 @@ pub struct BulkIngest {
     buffered_rows: usize,
     buffered_bytes: usize,
     written: Vec<WrittenPart>,
+    /// The buffer being written as parts, on a thread of its own.
+    writing: Option<std::thread::JoinHandle<Result<Vec<WrittenPart>>>>,
     rows: u64,
     /// Registration of the in-flight reservation (`None` before the first).
     inflight: Option<u64>,
@@ -103,6 +113,7 @@ impl Store {
             buffered_rows: 0,
             buffered_bytes: 0,
             written: Vec::new(),
+            writing: None,
             rows: 0,
             inflight: None,
             first_request: 0,
@@ -170,24 +181,48 @@ impl BulkIngest {
         }
         self.buffered_rows = 0;
         self.buffered_bytes = 0;
-        let parts = write_parts(
-            &inner.storage,
-            &inner.opts.part,
-            &chunks,
-            &Treemap::new(),
-            &mut || inner.alloc_file_id(),
-        );
+        self.rows += rows;
+        // One buffer in writing at a time.
+        self.wait_for_writer()?;
+        let store = self.store.clone();
+        let writer = std::thread::Builder::new()
+            .name("bulk-ingest-writer".into())
+            .spawn(move || {
+                crate::failpoint!("bulk::write_parts");
+                let inner = store.inner();
+                write_parts(
+                    &inner.storage,
+                    &inner.opts.part,
+                    &chunks,
+                    &Treemap::new(),
+                    &mut || inner.alloc_file_id(),
+                )
+            })
+            .map_err(|e| StoreError::Internal(format!("cannot start a part writer: {e}")))?;
+        self.writing = Some(writer);
+        Ok(())
+    }
+
+    /// Wait for the buffer being written, if any, and keep its parts.
+    fn wait_for_writer(&mut self) -> Result<()> {
+        let Some(writer) = self.writing.take() else {
+            return Ok(());
+        };
+        let parts = writer
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Internal("a part writer panicked".into())));
         match parts {
-            Ok(p) => self.written.extend(p),
+            Ok(p) => {
+                self.written.extend(p);
+                Ok(())
+            }
             Err(e) => {
                 // What write_parts wrote before failing is unreferenced;
                 // the sweep at the next open removes it.
-                inner.gc.mark_orphans();
-                return Err(e);
+                self.store.inner().gc.mark_orphans();
+                Err(e)
             }
         }
-        self.rows += rows;
-        Ok(())
     }
 
     /// Write what is buffered, make every part durable and publish them
@@ -210,6 +245,7 @@ impl BulkIngest {
 
     fn finish(mut self, token: Option<&str>) -> Result<IngestOutcome> {
         self.spill()?;
+        self.wait_for_writer()?;
         let inner = self.store.inner();
         let metas: Vec<&PartMeta> = self.written.iter().map(|p| &p.meta).collect();
         inner.storage.sync_parts(&metas)?;
@@ -260,6 +296,11 @@ impl BulkIngest {
 
 impl Drop for BulkIngest {
     fn drop(&mut self) {
+        // Its parts are discarded with the others (an error: already
+        // orphans for the next open's sweep).
+        if let Err(e) = self.wait_for_writer() {
+            tracing::debug!(error = %e, "a dropped bulk ingest's last buffer failed to write");
+        }
         let inner = self.store.inner();
         for p in self.written.drain(..) {
             inner.gc.discard_part(&inner.storage, &p.meta);

@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use elide_store::{CompactRequest, DeleteSpec, IngestOptions, StoreError, StoreOptions, Table};
 
-use crate::common::{append, open, row, visible, T0};
+use crate::common::{append, files_under, open, opts, row, rows, visible, visible_ns, T0};
 
 /// A batch as another tool writes it: `$session_id` instead of
 /// `session_id`, a naive (zone-less) timestamp, no uuid.
@@ -490,4 +490,50 @@ fn delete_person_ids_over_many_row_groups_matches_a_model() {
         let left: BTreeSet<String> = visible(&store).into_iter().map(|(_, d, _)| d).collect();
         assert_eq!(left, model.keys().cloned().collect(), "round {round}");
     }
+}
+
+/// A bulk ingest whose buffer fills twenty times: each full buffer is
+/// written on the writer thread while the next one fills. The commit has
+/// every row once; a bulk ingest dropped with a buffer in writing leaves
+/// no row and, after a reopen, no file the manifest does not name.
+#[test]
+fn a_bulk_ingest_writes_a_full_buffer_while_the_next_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = || StoreOptions {
+        memtable_rows: 100,
+        ..opts()
+    };
+    let store = elide_store::Store::open(dir.path(), small()).unwrap();
+    let batch = |k: u64| elide_store::jsonl::rows_to_batch(&rows(k * 50..(k + 1) * 50)).unwrap();
+    let mut bulk = store.bulk_ingest(Table::Events).unwrap();
+    for k in 0..40 {
+        bulk.write(&batch(k)).unwrap();
+    }
+    assert_eq!(bulk.rows(), 2000);
+    let out = bulk.commit().unwrap();
+    assert_eq!(out.rows, 2000);
+    assert_eq!(visible_ns(&store), (0..2000).collect::<Vec<u64>>());
+    // 20 buffers of 100 rows over 3 days: a part per buffer and day.
+    assert_eq!(out.parts, 60);
+
+    let mut bulk = store.bulk_ingest(Table::Events).unwrap();
+    for k in 40..45 {
+        bulk.write(&batch(k)).unwrap();
+    }
+    drop(bulk);
+    assert_eq!(visible_ns(&store).len(), 2000);
+    store.close().unwrap();
+    let store = elide_store::Store::open(dir.path(), small()).unwrap();
+    let named: std::collections::BTreeSet<String> = store.manifest().unwrap().referenced_paths();
+    let on_disk: std::collections::BTreeSet<String> = files_under(&dir.path().join("parts"))
+        .iter()
+        .map(|p| {
+            p.strip_prefix(dir.path())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(on_disk, named);
+    assert_eq!(visible_ns(&store), (0..2000).collect::<Vec<u64>>());
 }
