@@ -20,7 +20,8 @@
 //! uses every core: in turn, a 2-core machine idled a core half the time).
 //! At most one buffer is being written: a buffer that fills meanwhile
 //! waits for it, so memory holds at most two buffers. A failure to write
-//! is returned by the next `write` that fills a buffer, or by the commit.
+//! is returned by the next `write` that fills a buffer, or by the commit,
+//! and fails the ingest: every later call returns it (rows were lost).
 //!
 //! Nothing of a bulk ingest is visible, or durable, before its commit; the
 //! ingest log never holds its rows (so it also costs no log bytes).
@@ -85,6 +86,9 @@ pub struct BulkIngest {
     written: Vec<WrittenPart>,
     /// The buffer being written as parts, on a thread of its own.
     writing: Option<std::thread::JoinHandle<Result<Vec<WrittenPart>>>>,
+    /// Why writing a buffer failed: rows were lost, so the ingest can only
+    /// be dropped (every later call returns this).
+    failed: Option<String>,
     rows: u64,
     /// Registration of the in-flight reservation (`None` before the first).
     inflight: Option<u64>,
@@ -114,6 +118,7 @@ impl Store {
             buffered_bytes: 0,
             written: Vec::new(),
             writing: None,
+            failed: None,
             rows: 0,
             inflight: None,
             first_request: 0,
@@ -124,7 +129,9 @@ impl Store {
 impl BulkIngest {
     /// Validate and add a batch. An invalid batch is an error naming the
     /// row (0-based, within the batch) and column; the ingest can go on
-    /// or be dropped.
+    /// or be dropped. An error writing a full buffer's parts (here or in
+    /// a later call: they are written on a thread of their own) fails the
+    /// ingest: every later call, the commit included, returns it.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let n = normalize(self.table, batch)?;
         self.write_normalized(n)
@@ -132,6 +139,7 @@ impl BulkIngest {
 
     /// Add a batch already validated by [`normalize`] (for this table).
     pub fn write_normalized(&mut self, n: NormalizedBatch) -> Result<()> {
+        self.check_failed()?;
         if n.table != self.table {
             return Err(StoreError::InvalidInput(format!(
                 "a batch for table {} in a bulk ingest into {}",
@@ -146,9 +154,28 @@ impl BulkIngest {
         self.buffer.push(n);
         let opts = &self.store.inner().opts;
         if self.buffered_rows >= opts.memtable_rows || self.buffered_bytes >= opts.memtable_bytes {
-            self.spill()?;
+            self.spill_or_fail()?;
         }
         Ok(())
+    }
+
+    /// [`BulkIngest::spill`]; a failure marks the ingest failed.
+    fn spill_or_fail(&mut self) -> Result<()> {
+        let r = self.spill();
+        if let Err(e) = &r {
+            self.failed = Some(e.to_string());
+        }
+        r
+    }
+
+    /// The error of an earlier failed write, if any.
+    fn check_failed(&self) -> Result<()> {
+        match &self.failed {
+            Some(why) => Err(StoreError::Internal(format!(
+                "this bulk ingest failed earlier and can only be dropped: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Rows written so far (buffered or in unpublished parts).
@@ -161,6 +188,9 @@ impl BulkIngest {
         if self.buffered_rows == 0 {
             return Ok(());
         }
+        // One buffer in writing at a time; and if it failed, this one is
+        // not taken.
+        self.wait_for_writer()?;
         let inner = self.store.inner();
         let rows = self.buffered_rows as u64;
         let (seq_start, first_request) = inner.reserve_seqs(rows, &mut self.inflight)?;
@@ -181,9 +211,6 @@ impl BulkIngest {
         }
         self.buffered_rows = 0;
         self.buffered_bytes = 0;
-        self.rows += rows;
-        // One buffer in writing at a time.
-        self.wait_for_writer()?;
         let store = self.store.clone();
         let writer = std::thread::Builder::new()
             .name("bulk-ingest-writer".into())
@@ -200,6 +227,7 @@ impl BulkIngest {
             })
             .map_err(|e| StoreError::Internal(format!("cannot start a part writer: {e}")))?;
         self.writing = Some(writer);
+        self.rows += rows;
         Ok(())
     }
 
@@ -244,6 +272,7 @@ impl BulkIngest {
     }
 
     fn finish(mut self, token: Option<&str>) -> Result<IngestOutcome> {
+        self.check_failed()?;
         self.spill()?;
         self.wait_for_writer()?;
         let inner = self.store.inner();

@@ -105,6 +105,9 @@ pub(crate) struct Transaction<'a> {
     part_pos: Option<HashMap<u64, usize>>,
     /// Files written for this transaction that it does not publish.
     extra_retired: Vec<String>,
+    /// Part id -> the parts this transaction wrote in its place (a purge's
+    /// or merge's output), for the receipts of the requests it erases.
+    replaced_by: HashMap<u64, Vec<u64>>,
 }
 
 impl<'a> Transaction<'a> {
@@ -130,6 +133,7 @@ impl<'a> Transaction<'a> {
             added: Vec::new(),
             part_pos: None,
             extra_retired: Vec::new(),
+            replaced_by: HashMap::new(),
         })
     }
 
@@ -357,6 +361,12 @@ impl<'a> Transaction<'a> {
         self.manifest.parts.retain(|p| p.id != id);
         self.changed.remove(&id);
         self.part_pos = None;
+    }
+
+    /// Record that part `new` (added by this transaction) replaces part
+    /// `old` (removed by it): a rewrite's input and output.
+    pub fn record_replacement(&mut self, old: u64, new: u64) {
+        self.replaced_by.entry(old).or_default().push(new);
     }
 
     /// Make a written part live.
@@ -627,9 +637,9 @@ impl<'a> Transaction<'a> {
             .filter(|id| !live.contains(id))
             .copied()
             .collect();
-        // What replaced a part that left: the parts this transaction made
-        // live in its partition (a purge's or merge's output: rewrites
-        // never cross partitions); none for a part dropped whole.
+        // What replaced a part that left: the output of the rewrite that
+        // read it (recorded by `record_replacement`), if still live; none
+        // for a part dropped whole.
         let file = |p: &crate::format::PartMeta| crate::receipt::FileHash {
             path: p.path.clone(),
             blake3: p.blake3.clone(),
@@ -648,15 +658,13 @@ impl<'a> Transaction<'a> {
                             r.awaiting_removal.push(f);
                         }
                     }
+                    let outputs = self.replaced_by.get(id);
                     let replaced_by = self
                         .added
                         .iter()
                         .map(|a| &a.meta)
                         .filter(|a| {
-                            live.contains(&a.id)
-                                && (a.table, a.project_id) == (p.table, p.project_id)
-                                && a.days().start() <= p.days().end()
-                                && p.days().start() <= a.days().end()
+                            live.contains(&a.id) && outputs.is_some_and(|o| o.contains(&a.id))
                         })
                         .map(file)
                         .collect();

@@ -460,7 +460,8 @@ impl Store {
         prepare_purge(self.inner(), part_id, None, &Throttle::none(), &|| false)
     }
 
-    /// Read and write a merge of parts of one partition without committing.
+    /// Read and write a merge of parts (of one table, project and month)
+    /// without committing.
     #[cfg(feature = "testing")]
     pub fn prepare_merge(&self, part_ids: &[u64]) -> Result<Option<PreparedRewrite>> {
         prepare_merge(self.inner(), part_ids, &Throttle::none(), &|| false)
@@ -842,23 +843,17 @@ fn prepare_merge(
         return Ok(None);
     };
     let key = (first.table, first.project_id);
-    if metas.iter().any(|m| (m.table, m.project_id) != key) {
+    // The merged part holds every input's days: one day, or days of one
+    // month (see `policy`).
+    let days = crate::format::days_of(&metas).unwrap_or(first.day..=first.day);
+    let (first_day, last_day) = (*days.start(), *days.end());
+    if metas.iter().any(|m| (m.table, m.project_id) != key)
+        || crate::format::month_of(first_day) != crate::format::month_of(last_day)
+    {
         return Err(StoreError::InvalidInput(
-            "a merge combines parts of one table and project only".into(),
+            "a merge combines parts of one table, project and month only".into(),
         ));
     }
-    // The merged part holds every input's days (one day, or a span of
-    // one month's days: see `policy`).
-    let first_day = metas
-        .iter()
-        .map(|m| *m.days().start())
-        .min()
-        .unwrap_or(first.day);
-    let last_day = metas
-        .iter()
-        .map(|m| *m.days().end())
-        .max()
-        .unwrap_or(first.day);
     // Read each input (live rows, file order) into one batch.
     let mut inputs = Vec::new();
     let mut batches: Vec<RecordBatch> = Vec::new();
@@ -982,9 +977,9 @@ fn commit_rewrite(inner: &Inner, p: PreparedRewrite) -> Result<TaskReport> {
 
 fn report_of(p: &PreparedRewrite) -> TaskReport {
     let first = &p.inputs[0].meta;
-    let days = p.inputs.iter().map(|i| i.meta.days());
-    let first_day = days.clone().map(|d| *d.start()).min().unwrap_or(first.day);
-    let last_day = days.map(|d| *d.end()).max().unwrap_or(first.day);
+    let days =
+        crate::format::days_of(p.inputs.iter().map(|i| &i.meta)).unwrap_or(first.day..=first.day);
+    let (first_day, last_day) = (*days.start(), *days.end());
     let rows_in: u64 = p.inputs.iter().map(|i| i.meta.rows).sum();
     let rows_out = p.output.as_ref().map_or(0, |o| o.meta.rows);
     TaskReport {
@@ -1071,6 +1066,9 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
         }
         if let Some(out) = p.output {
             let id = out.meta.id;
+            for input in &p.inputs {
+                tx.record_replacement(input.meta.id, id);
+            }
             tx.add_part(out);
             if !late.is_empty() {
                 tx.set_bitmap(id, late);

@@ -144,7 +144,8 @@ impl Manifest {
     ///
     /// * parts are ordered by (table, project, day, id), ids unique and
     ///   below `next_file_id`, `_seq`s below `next_seq`, deleted rows no
-    ///   more than rows;
+    ///   more than rows; a part's rows are on its days, and a part that
+    ///   spans several days spans days of one month;
     /// * `flushed_seq <= next_seq`;
     /// * requests are ordered by id, ids unique and below
     ///   `next_request_id`; a pending request lists only live parts, any
@@ -155,6 +156,24 @@ impl Manifest {
         for w in self.parts.windows(2) {
             if key(&w[0]) >= key(&w[1]) {
                 return Err(format!("parts {} and {} out of order", w[0].id, w[1].id));
+            }
+        }
+        for p in &self.parts {
+            if let Some(last) = p.last_day {
+                if last <= p.day || month_of(last) != month_of(p.day) {
+                    return Err(format!(
+                        "part {} spans days {}..={last}: not several days of one month",
+                        p.id, p.day
+                    ));
+                }
+            }
+            let (first, last) = (*p.days().start(), *p.days().end());
+            let ts_days = crate::part::day_of(p.min_ts)..=crate::part::day_of(p.max_ts);
+            if p.rows > 0 && (*ts_days.start() < first || *ts_days.end() > last) {
+                return Err(format!(
+                    "part {} has rows on days {ts_days:?}, outside its days {first}..={last}",
+                    p.id
+                ));
             }
         }
         let live: std::collections::HashSet<u64> = self.parts.iter().map(|p| p.id).collect();
@@ -495,6 +514,23 @@ pub fn classify_object(path: &str) -> Option<ObjectName> {
     })
 }
 
+/// The days of `parts` together, first to last (`None` for no part).
+pub fn days_of<'a>(
+    parts: impl IntoIterator<Item = &'a PartMeta>,
+) -> Option<std::ops::RangeInclusive<i32>> {
+    parts
+        .into_iter()
+        .map(PartMeta::days)
+        .reduce(|a, b| *a.start().min(b.start())..=*a.end().max(b.end()))
+}
+
+/// (year, month) of a day number (UTC): a part never spans two.
+pub fn month_of(day: i32) -> (i32, u32) {
+    use chrono::Datelike;
+    let d = chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0).unwrap_or_default();
+    (d.year(), d.month())
+}
+
 /// `YYYY-MM-DD` of a day number.
 pub fn day_to_string(day: i32) -> String {
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
@@ -685,8 +721,8 @@ mod tests {
             row_groups: vec![10],
             min_seq,
             max_seq: min_seq + 9,
-            min_ts: 0,
-            max_ts: 0,
+            min_ts: 20_000 * crate::MICROS_PER_DAY,
+            max_ts: 20_000 * crate::MICROS_PER_DAY,
             tombstone: tombstone.then(|| TombstoneRef {
                 file_id: 9,
                 path: tombstone_path(9),
@@ -773,6 +809,19 @@ mod tests {
             (
                 Box::new(|m| m.requests[1].status = RequestStatus::Verified),
                 "keeps its ids",
+            ),
+            (
+                Box::new(|m| m.parts[0].max_ts += crate::MICROS_PER_DAY),
+                "outside its days",
+            ),
+            (
+                Box::new(|m| m.parts[0].last_day = Some(20_000)),
+                "not several days",
+            ),
+            // 20,000 is 2024-10-04: the 40th is in November.
+            (
+                Box::new(|m| m.parts[0].last_day = Some(20_040)),
+                "not several days",
             ),
         ];
         for (breaker, needle) in cases {

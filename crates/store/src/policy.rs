@@ -27,7 +27,10 @@
 //!   part are at most a month of a small project's; a project whose days
 //!   are large keeps its parts per day. Rows stay sorted by
 //!   (`distinct_id`, `_seq`) within the merged part, so a distinct id is
-//!   still one run per part.
+//!   still one run per part. The cost in writes: a span below half of
+//!   `span_part_bytes` is merged again with the next closed day's parts,
+//!   so a small project's month-to-date span is rewritten once a day until
+//!   it reaches that half (at most 8 MiB a day per project by default).
 //!
 //! When a part is purged:
 //!
@@ -59,7 +62,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::error::{Result, StoreError};
-use crate::format::{DeletionRequest, Manifest, PartMeta, RequestStatus};
+use crate::format::{days_of, month_of, DeletionRequest, Manifest, PartMeta, RequestStatus};
 use crate::schema::Table;
 
 /// PostHog's `CLEAR_CLICKHOUSE_REMOVED_DATA_SCHEDULE_CRON` default: Sunday
@@ -412,10 +415,11 @@ impl CompactionPolicy {
         }
     }
 
-    /// Groups of at least two small parts (no tombstones, in no pending
-    /// request): first of closed days of one (table, project, month), each
-    /// group at most `span_part_bytes`; then, of the parts left, of one
-    /// partition, each group at most `target_part_bytes`.
+    /// Groups of at least two small parts (no tombstones, in no unresolved
+    /// two-phase ingest): first of closed days of one (table, project,
+    /// month), each group at most `span_part_bytes`; then, of the one-day
+    /// parts left, of one partition, each group at most
+    /// `target_part_bytes`.
     fn merges(
         &self,
         manifest: &Manifest,
@@ -425,7 +429,8 @@ impl CompactionPolicy {
         let clean = |p: &PartMeta| p.deleted() == 0 && !manifest.is_pending_part(p.id);
         let span = self.opts.span_part_bytes.min(self.opts.target_part_bytes);
         // Days before yesterday (UTC) are closed: new rows for them are
-        // rare, so a part spanning them is rarely rewritten again.
+        // rare, so late rows seldom rewrite a span (see the module doc
+        // for the month-to-date span).
         let closed_before = now_us.div_euclid(crate::MICROS_PER_DAY) as i32 - 1;
         let spans = |p: &PartMeta| {
             span > 0 && clean(p) && p.size < span / 2 && *p.days().end() < closed_before
@@ -448,10 +453,11 @@ impl CompactionPolicy {
             if !group.first().is_some_and(|p| in_project(p.project_id)) {
                 continue;
             }
-            let candidates = group
-                .iter()
-                .copied()
-                .filter(|p| clean(p) && p.size < small && !taken.contains(&p.id));
+            // Parts spanning several days merge only across days (above),
+            // so no part grows past `span_part_bytes` by spanning.
+            let candidates = group.iter().copied().filter(|p| {
+                clean(p) && p.size < small && p.last_day.is_none() && !taken.contains(&p.id)
+            });
             out.extend(
                 pack(candidates, self.opts.target_part_bytes, false).map(|g| merge_task(&g)),
             );
@@ -492,6 +498,9 @@ fn pack<'a>(
     for unit in units {
         let size: u64 = unit.iter().map(|p| p.size).sum();
         if whole_days && size > limit {
+            // Left out, and no group spans it.
+            groups.push(Vec::new());
+            bytes = 0;
             continue;
         }
         if bytes + size > limit && groups.last().is_some_and(|g| !g.is_empty()) {
@@ -511,22 +520,15 @@ fn merge_task(group: &[&PartMeta]) -> MergeTask {
     let (table, project_id) = group
         .first()
         .map_or((Table::Events, 0), |p| (p.table, p.project_id));
+    let days = days_of(group.iter().copied()).unwrap_or(0..=0);
     MergeTask {
         table,
         project_id,
-        day: group.iter().map(|p| *p.days().start()).min().unwrap_or(0),
-        last_day: group.iter().map(|p| *p.days().end()).max().unwrap_or(0),
+        day: *days.start(),
+        last_day: *days.end(),
         part_ids: group.iter().map(|p| p.id).collect(),
         bytes: group.iter().map(|p| p.size).sum(),
     }
-}
-
-/// (year, month) of a day number (UTC), the unit a merge across days stays
-/// within.
-fn month_of(day: i32) -> (i32, u32) {
-    use chrono::Datelike;
-    let d = DateTime::from_timestamp(i64::from(day) * 86_400, 0).unwrap_or_default();
-    (d.year(), d.month())
 }
 
 fn partition_key(p: &PartMeta) -> (Table, i64, i32) {
@@ -815,7 +817,10 @@ mod tests {
         assert_eq!(groups, vec![vec![1, 2, 3], vec![8, 9]]);
         // Part 4 is left alone (a group of one); the merge never exceeds
         // the target.
-        assert!(plan.merges.iter().all(|g| g.bytes <= 1000));
+        assert!(plan
+            .merges
+            .iter()
+            .all(|g| g.bytes <= 1000 || g.day == g.last_day));
         let plan = p.plan(
             &m,
             at(23, 0, 0),
@@ -844,6 +849,8 @@ mod tests {
         };
         let mut spanning = part(13, 3, day_no(11, 1), 300, 10, 0);
         spanning.last_day = Some(day_no(11, 10));
+        let mut big_span = part(17, 4, day_no(11, 1), 600, 10, 0);
+        big_span.last_day = Some(day_no(11, 10));
         let m = manifest(
             vec![
                 part(1, 1, day_no(10, 30), 300, 10, 0),
@@ -863,6 +870,18 @@ mod tests {
                 part(12, 2, day_no(11, 1), 300, 10, 0), // alone in its project
                 spanning,
                 part(14, 3, day_no(11, 5), 300, 10, 0),
+                // A span too large to span again, and a later part of its
+                // first day: not merged within that day (the span would
+                // grow past `span_part_bytes`).
+                big_span,
+                part(18, 4, day_no(11, 1), 600, 10, 0),
+                // Day 8's parts together are larger than the span: left
+                // to merge within their day, and no span across them.
+                part(19, 5, day_no(11, 7), 300, 10, 0),
+                part(20, 5, day_no(11, 8), 400, 10, 0),
+                part(21, 5, day_no(11, 8), 400, 10, 0),
+                part(22, 5, day_no(11, 8), 400, 10, 0),
+                part(23, 5, day_no(11, 9), 300, 10, 0),
             ],
             vec![],
         );
@@ -886,9 +905,13 @@ mod tests {
                 // 9 alone: the group would be larger than the span.
                 (vec![13, 14], day_no(11, 1), day_no(11, 10)),
                 (vec![10, 11], day_no(11, 22), day_no(11, 22)),
+                (vec![20, 21, 22], day_no(11, 8), day_no(11, 8)),
             ]
         );
-        assert!(plan.merges.iter().all(|g| g.bytes <= 1000));
+        assert!(plan
+            .merges
+            .iter()
+            .all(|g| g.bytes <= 1000 || g.day == g.last_day));
         // A day later, the 22nd is closed too: its parts join the 21st's.
         let plan = p.plan(&m, at(24, 0, 0), req);
         assert!(
@@ -903,7 +926,7 @@ mod tests {
         .unwrap();
         let plan = p.plan(&m, at(23, 0, 0), req);
         let groups: Vec<Vec<u64>> = plan.merges.iter().map(|g| g.part_ids.clone()).collect();
-        assert_eq!(groups, vec![vec![5, 15], vec![10, 11]]);
+        assert_eq!(groups, vec![vec![5, 15], vec![10, 11], vec![20, 21, 22]]);
     }
 
     #[test]

@@ -537,3 +537,41 @@ fn a_bulk_ingest_writes_a_full_buffer_while_the_next_fills() {
     assert_eq!(on_disk, named);
     assert_eq!(visible_ns(&store), (0..2000).collect::<Vec<u64>>());
 }
+
+/// A bulk ingest whose writer thread fails (project 1's partition
+/// directory is a file): the error comes back from a later write, every
+/// call after it (the commit included) fails too, and nothing is visible.
+#[test]
+fn a_bulk_ingest_whose_writer_failed_can_only_be_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = || StoreOptions {
+        memtable_rows: 100,
+        ..opts()
+    };
+    let store = elide_store::Store::open(dir.path(), small()).unwrap();
+    let blocker = dir.path().join("parts/events/1");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let batch = |k: u64| elide_store::jsonl::rows_to_batch(&rows(k * 50..(k + 1) * 50)).unwrap();
+    let mut bulk = store.bulk_ingest(Table::Events).unwrap();
+    let mut first_error = None;
+    for k in 0..10 {
+        if let Err(e) = bulk.write(&batch(k)) {
+            first_error = Some((k, e.to_string()));
+            break;
+        }
+    }
+    let (k, _) = first_error.expect("a write reports the writer's failure");
+    assert!(k >= 2, "the first buffer is written in the background");
+    // Going on is refused, and so is the commit.
+    let e = bulk.write(&batch(20)).unwrap_err().to_string();
+    assert!(e.contains("failed earlier"), "{e}");
+    let e = bulk.commit().unwrap_err().to_string();
+    assert!(e.contains("failed earlier"), "{e}");
+    assert!(visible_ns(&store).is_empty());
+    std::fs::remove_file(&blocker).unwrap();
+    store.close().unwrap();
+    let store = elide_store::Store::open(dir.path(), small()).unwrap();
+    assert!(visible_ns(&store).is_empty());
+    assert!(store.manifest().unwrap().parts.is_empty());
+}

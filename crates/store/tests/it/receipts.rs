@@ -228,3 +228,55 @@ fn a_lost_key_holds_verification_back_and_a_new_key_continues_the_chain() {
     let e = Store::open(dir.path(), bad).unwrap_err().to_string();
     assert!(e.contains("Ed25519 seed"), "{e}");
 }
+
+/// A purge of a part spanning several days and a merge of later parts of
+/// one of those days, swapped in one commit: the request's receipt names
+/// the purge's output as what replaced its file, not the merge's.
+#[test]
+fn a_receipt_names_the_rewrite_of_its_own_file_as_its_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), uncompressed()).unwrap();
+    // Ten days of September, two parts a day, merged into one span.
+    for k in 0..2u64 {
+        let rows: Vec<_> = (k * 100..(k + 1) * 100)
+            .map(|n| {
+                row(
+                    n,
+                    if n % 10 == 0 { "gone" } else { "kept" },
+                    1,
+                    (n % 10) as i64,
+                )
+            })
+            .collect();
+        append(&store, &rows);
+        store.flush().unwrap();
+    }
+    compact_now(&store);
+    let m = store.manifest().unwrap();
+    assert_eq!(m.parts.len(), 1);
+    let span = m.parts[0].clone();
+    assert_eq!(span.days().count(), 10);
+    // Late rows of day 5, two parts; then the deletion.
+    for n in 1000..1002u64 {
+        append(&store, &[row(n, "late", 1, 5)]);
+        store.flush().unwrap();
+    }
+    let d = store.delete(DeleteSpec::ids(1, ["gone"])).unwrap();
+    let r = compact_now(&store);
+    assert_eq!(r.requests_verified, vec![d.request_id], "{r:?}");
+    assert_eq!(r.tasks.len(), 2, "the purge and the merge: {r:?}");
+    let purge_output = r
+        .tasks
+        .iter()
+        .find(|t| t.kind == elide_store::TaskKind::Purge)
+        .and_then(|t| t.output)
+        .unwrap();
+    let out = store.manifest().unwrap();
+    let out_path = &out.part(purge_output).unwrap().path;
+    let receipt = body(&store.receipt(d.request_id).unwrap().unwrap());
+    assert_eq!(receipt.files.len(), 1, "{:?}", receipt.files);
+    let f = &receipt.files[0];
+    assert_eq!(f.file.path, span.path);
+    let replaced: Vec<&str> = f.replaced_by.iter().map(|a| a.path.as_str()).collect();
+    assert_eq!(replaced, vec![out_path.as_str()]);
+}
