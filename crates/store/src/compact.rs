@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch};
-use arrow::compute::{concat_batches, interleave_record_batch};
+use arrow::compute::concat_batches;
 use croaring::Bitmap;
 
 use crate::commit::Transaction;
@@ -935,12 +935,13 @@ fn prepare_merge(
         )?;
         let refs: Vec<&RecordBatch> = batches.iter().collect();
         let idx: Vec<(usize, usize)> = keys.iter().map(|(_, _, b, i)| (*b, *i)).collect();
-        for chunk in idx.chunks(inner.opts.part.row_group_rows.clamp(1, 128 * 1024)) {
+        builder.write_gathered(&refs, &idx, &|| {
             if cancelled() {
-                return Err(cancelled_err());
+                Err(cancelled_err())
+            } else {
+                Ok(())
             }
-            builder.write(&interleave_record_batch(&refs, chunk)?)?;
-        }
+        })?;
         output = builder.finish(&inner.storage)?;
         if let Some(o) = &output {
             if let Err(e) = inner.storage.sync_parts(&[&o.meta]) {

@@ -178,12 +178,7 @@ pub(crate) fn write_parts(
                 .map(|b| b.schema())
                 .ok_or_else(|| StoreError::Internal("a part with no input".into()))?;
             let mut b = PartBuilder::new(opts, table, g.project, g.day..=g.day, g.id, schema)?;
-            // A row group's rows at a time: buffers of that size are reused
-            // by the allocator, where a whole part's are fresh pages the
-            // kernel zeroes (docs/benchmarks.md, "Ingest: …").
-            for rows in idx.chunks(opts.row_group_rows.clamp(1, 128 * 1024)) {
-                b.write(&interleave_record_batch(&batches, rows)?)?;
-            }
+            b.write_gathered(&batches, &idx, &|| Ok(()))?;
             b.finish(storage)?
                 .ok_or_else(|| StoreError::Internal("flush wrote an empty part".into()))
         };
@@ -373,6 +368,8 @@ pub(crate) fn writer_properties(opts: &PartWriterOptions) -> WriterProperties {
 /// distinct-id index need as it goes. Used by the flush and by compaction
 /// (a stream of batches, a row group each).
 pub(crate) struct PartBuilder {
+    /// Rows gathered at a time by [`PartBuilder::write_gathered`].
+    row_group_rows: usize,
     table: Table,
     project_id: i64,
     days: std::ops::RangeInclusive<i32>,
@@ -405,6 +402,7 @@ impl PartBuilder {
                 source: e,
             })?;
         Ok(PartBuilder {
+            row_group_rows: opts.row_group_rows.clamp(1, 128 * 1024),
             table,
             project_id,
             days,
@@ -417,6 +415,23 @@ impl PartBuilder {
             max_ts: i64::MIN,
             rows: 0,
         })
+    }
+
+    /// Append the rows `idx` ((batch, row) pairs, in part order) of
+    /// `batches`, gathered a row group at a time, so that no copy of the
+    /// whole part is ever held; `stop` is asked before each row group, and
+    /// its error ends the write.
+    pub fn write_gathered(
+        &mut self,
+        batches: &[&RecordBatch],
+        idx: &[(usize, usize)],
+        stop: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
+        for rows in idx.chunks(self.row_group_rows) {
+            stop()?;
+            self.write(&interleave_record_batch(batches, rows)?)?;
+        }
+        Ok(())
     }
 
     /// Append rows (in part order, continuing the previous batch).
