@@ -108,6 +108,16 @@ pub fn compact_now(store: &Store) -> elide_store::CompactionReport {
         .unwrap()
 }
 
+/// The part and tombstone files under `dir`, relative to it.
+pub fn parts_and_tombstones_on_disk(dir: &std::path::Path) -> BTreeSet<String> {
+    files_under(dir)
+        .iter()
+        .filter_map(|p| p.strip_prefix(dir).ok())
+        .map(|p| p.to_string_lossy().to_string())
+        .filter(|p| p.starts_with("parts/") || p.starts_with("tombstones/"))
+        .collect()
+}
+
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

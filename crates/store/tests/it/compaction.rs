@@ -14,16 +14,6 @@ fn ids_of(v: &BTreeSet<(String, String, u64)>, did: &str) -> usize {
     v.iter().filter(|(_, d, _)| d == did).count()
 }
 
-/// The part and tombstone files under `dir`, relative to it.
-fn parts_and_tombstones_on_disk(dir: &std::path::Path) -> BTreeSet<String> {
-    files_under(dir)
-        .iter()
-        .filter_map(|p| p.strip_prefix(dir).ok())
-        .map(|p| p.to_string_lossy().to_string())
-        .filter(|p| p.starts_with("parts/") || p.starts_with("tombstones/"))
-        .collect()
-}
-
 fn rows(
     range: std::ops::Range<u64>,
     ids: &[&str],

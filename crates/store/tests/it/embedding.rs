@@ -8,7 +8,9 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use elide_store::{CompactRequest, DeleteSpec, IngestOptions, StoreError, StoreOptions, Table};
 
-use crate::common::{append, files_under, open, opts, row, rows, visible, visible_ns, T0};
+use crate::common::{
+    append, open, opts, parts_and_tombstones_on_disk, row, rows, visible, visible_ns, T0,
+};
 
 /// A batch as another tool writes it: `$session_id` instead of
 /// `session_id`, a naive (zone-less) timestamp, no uuid.
@@ -524,17 +526,10 @@ fn a_bulk_ingest_writes_a_full_buffer_while_the_next_fills() {
     assert_eq!(visible_ns(&store).len(), 2000);
     store.close().unwrap();
     let store = elide_store::Store::open(dir.path(), small()).unwrap();
-    let named: std::collections::BTreeSet<String> = store.manifest().unwrap().referenced_paths();
-    let on_disk: std::collections::BTreeSet<String> = files_under(&dir.path().join("parts"))
-        .iter()
-        .map(|p| {
-            p.strip_prefix(dir.path())
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    assert_eq!(on_disk, named);
+    assert_eq!(
+        parts_and_tombstones_on_disk(dir.path()),
+        store.manifest().unwrap().referenced_paths()
+    );
     assert_eq!(visible_ns(&store), (0..2000).collect::<Vec<u64>>());
 }
 
