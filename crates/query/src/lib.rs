@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod access;
+pub mod count_by_key;
 pub mod deadline;
 pub mod funnel;
 mod loaded;
@@ -92,9 +93,10 @@ fn base_context() -> Result<SessionContext> {
 /// `properties_match(properties, filters)` ([`PropertiesMatch`]), and
 /// `date_trunc` replaced by [`UtcDateTrunc`] (the same function, fast on
 /// UTC timestamps); the analyzer rule that gives 16-byte UUID columns the
-/// SQL of text ([`uuid_sql`]), and the physical optimizer rule that leaves
+/// SQL of text ([`uuid_sql`]), the physical optimizer rule that leaves
 /// Elide scans' parquet readers only the predicate they can use (the
-/// `scan_predicate` module). Installing the rules builds the session's
+/// `scan_predicate` module), and the one that counts rows by a string key
+/// with the key's view as the hash key ([`count_by_key`]). Installing the rules builds the session's
 /// state anew: `*ctx` is replaced by a session with the same
 /// configuration, tables and functions (and a new session id), so clones
 /// of `ctx` taken before do not have them.
@@ -112,7 +114,12 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
         .physical_optimizers()
         .iter()
         .any(|r| r.name() == trim.name());
-    if !has_uuid_sql || !has_trim {
+    let count_by_key = count_by_key::CountByKey;
+    let has_count_by_key = state
+        .physical_optimizers()
+        .iter()
+        .any(|r| r.name() == count_by_key.name());
+    if !has_uuid_sql || !has_trim || !has_count_by_key {
         let mut rules = state.analyzer().rules.clone();
         let mut builder = datafusion::execution::SessionStateBuilder::new_from_existing(state);
         if !has_uuid_sql {
@@ -121,6 +128,9 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
         }
         if !has_trim {
             builder = builder.with_physical_optimizer_rule(Arc::new(trim));
+        }
+        if !has_count_by_key {
+            builder = builder.with_physical_optimizer_rule(Arc::new(count_by_key));
         }
         *ctx = SessionContext::new_with_state(builder.build());
     }
