@@ -24,7 +24,10 @@
 //! unchanged; only the order of the groups within a partition differs,
 //! which no consumer of a partial aggregate relies on. A partial aggregate
 //! with a limit, or with its input sorted on the key (streaming), is left
-//! alone.
+//! alone. The groups are held against the session's memory pool: past its
+//! limit the query fails with DataFusion's resources-exhausted error (the
+//! partial aggregate it replaces would emit early instead; a count by a
+//! key of millions of values is the case where that differs).
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, Tr
 use datafusion::common::HashMap;
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -207,6 +211,10 @@ impl ExecutionPlan for CountByKeyExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        // The groups are held against the session's memory limit, as
+        // DataFusion's aggregate holds its own.
+        let reservation = MemoryConsumer::new(format!("CountByKeyExec[{partition}]"))
+            .register(context.memory_pool());
         let mut input = self.input.execute(partition, context)?;
         let (key, schema) = (self.key, Arc::clone(&self.schema));
         let out = async move {
@@ -214,6 +222,7 @@ impl ExecutionPlan for CountByKeyExec {
             while let Some(batch) = input.next().await {
                 let batch = batch?;
                 groups.add(batch.column(key))?;
+                reservation.try_resize(groups.size())?;
             }
             groups.finish(&schema)
         };
@@ -247,11 +256,24 @@ struct Groups {
     /// The group of nulls.
     null: Option<usize>,
     keys: Vec<Option<String>>,
+    /// Bytes of the values in `keys` (and again in `long`'s keys).
+    key_bytes: usize,
     counts: Vec<i64>,
 }
 
 impl Groups {
+    /// Memory held, roughly: the tables, the keys and the counts.
+    fn size(&self) -> usize {
+        use std::mem::size_of;
+        self.short.capacity() * (size_of::<(u128, usize)>() + 1)
+            + self.long.capacity() * (size_of::<(Box<[u8]>, usize)>() + 1)
+            + self.keys.capacity() * size_of::<Option<String>>()
+            + 2 * self.key_bytes
+            + self.counts.capacity() * size_of::<i64>()
+    }
+
     fn new_group(&mut self, key: Option<&str>) -> usize {
+        self.key_bytes += key.map_or(0, str::len);
         self.keys.push(key.map(str::to_string));
         self.counts.push(0);
         self.counts.len() - 1

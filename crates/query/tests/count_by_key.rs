@@ -131,3 +131,30 @@ proptest! {
         prop_assert_eq!(run(&elide, COUNTS).0, run(&plain, COUNTS).0);
     }
 }
+
+/// The groups count against the session's memory limit: a key of many
+/// values past it fails the query with DataFusion's resources error.
+#[test]
+fn the_groups_are_held_against_the_memory_limit() {
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(1 << 20, 1.0)
+        .build_arc()
+        .unwrap();
+    let mut ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
+    elide_query::register_functions(&mut ctx).unwrap();
+    let keys: Vec<Option<String>> = (0..200_000)
+        .map(|i| Some(format!("a-distinct-id-{i:08}")))
+        .collect();
+    let t = MemTable::try_new(schema(), vec![vec![batch(&keys)]]).unwrap();
+    ctx.register_table("t", Arc::new(t)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(async { ctx.sql(COUNTS).await?.collect().await })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Resources exhausted"), "{err}");
+    assert!(err.contains("CountByKeyExec"), "{err}");
+}
