@@ -18,16 +18,17 @@
 //! `DISTINCT`, `FILTER` or `ORDER BY`, with a [`CountByKeyExec`] of the
 //! same input and output schema. The final phase above it is DataFusion's.
 //!
-//! Invariant: the output is exactly the partial aggregate's (one row per
-//! distinct key of the partition, nulls one group, the count of each
-//! aggregate being the group's rows), so the result of the query is
-//! unchanged; only the order of the groups within a partition differs,
-//! which no consumer of a partial aggregate relies on. A partial aggregate
+//! Invariant: the output is the partial aggregate's state (a row per key
+//! of the partition, nulls one group, each count the group's rows), so the
+//! result of the query is unchanged; only the order of the groups within
+//! a partition differs, which no consumer of a partial aggregate relies
+//! on. The aggregate is recognised by its implementation (DataFusion's
+//! `Count`), not its name. A partial aggregate
 //! with a limit, or with its input sorted on the key (streaming), is left
 //! alone. The groups are held against the session's memory pool: past its
-//! limit the query fails with DataFusion's resources-exhausted error (the
-//! partial aggregate it replaces would emit early instead; a count by a
-//! key of millions of values is the case where that differs).
+//! limit they are handed on early, as DataFusion's partial aggregate does
+//! (then a key may have several partial rows, which the final phase adds
+//! up).
 
 use std::fmt;
 use std::sync::Arc;
@@ -39,13 +40,13 @@ use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, Tr
 use datafusion::common::HashMap;
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::TaskContext;
+use datafusion::functions_aggregate::count::Count;
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
@@ -63,14 +64,9 @@ impl PhysicalOptimizerRule for CountByKey {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match CountByKeyExec::replacing(agg) {
-                Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
-                None => Ok(Transformed::no(node)),
-            }
+        plan.transform_up(|node| match CountByKeyExec::replacing(&node) {
+            Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
+            None => Ok(Transformed::no(node)),
         })
         .data()
     }
@@ -88,6 +84,9 @@ impl PhysicalOptimizerRule for CountByKey {
 /// module documentation).
 #[derive(Debug)]
 pub struct CountByKeyExec {
+    /// The partial aggregate it stands for (to plan it again over new
+    /// children).
+    agg: Arc<dyn ExecutionPlan>,
     input: Arc<dyn ExecutionPlan>,
     /// Index of the key column in the input.
     key: usize,
@@ -100,7 +99,8 @@ pub struct CountByKeyExec {
 impl CountByKeyExec {
     /// The exec that can stand for `agg`, if `agg` is such a partial
     /// aggregate.
-    fn replacing(agg: &AggregateExec) -> Option<CountByKeyExec> {
+    fn replacing(node: &Arc<dyn ExecutionPlan>) -> Option<CountByKeyExec> {
+        let agg = node.downcast_ref::<AggregateExec>()?;
         if *agg.mode() != AggregateMode::Partial
             || agg.limit_options().is_some()
             || *agg.input_order_mode() != InputOrderMode::Linear
@@ -119,7 +119,8 @@ impl CountByKeyExec {
             return None;
         }
         let counts_only = agg.aggr_expr().iter().all(|a| {
-            a.fun().name() == "count"
+            let udaf: &dyn std::any::Any = a.fun().inner().as_ref();
+            udaf.is::<Count>()
                 && !a.is_distinct()
                 && a.order_bys().is_empty()
                 && a.expressions().iter().all(|e| {
@@ -138,13 +139,15 @@ impl CountByKeyExec {
         if !counts_only || !shape_ok {
             return None;
         }
+        let of_agg = agg.properties();
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
-            agg.properties().output_partitioning().clone(),
-            EmissionType::Final,
-            Boundedness::Bounded,
+            of_agg.output_partitioning().clone(),
+            of_agg.emission_type,
+            of_agg.boundedness,
         );
         Some(CountByKeyExec {
+            agg: Arc::clone(node),
             input: Arc::clone(agg.input()),
             key: key.index(),
             schema,
@@ -189,19 +192,18 @@ impl ExecutionPlan for CountByKeyExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) if input.schema().fields().len() > self.key => {
-                Ok(Arc::new(CountByKeyExec {
-                    input,
-                    key: self.key,
-                    schema: Arc::clone(&self.schema),
-                    properties: Arc::clone(&self.properties),
-                }))
-            }
-            _ => Err(DataFusionError::Internal(
-                "CountByKeyExec has exactly one child, with its key column".into(),
+        // The aggregate over the new children, replaced again (its
+        // partitioning and schema follow the children).
+        let agg = datafusion::physical_plan::execution_plan::replace_children_if_necessary(
+            Arc::clone(&self.agg),
+            children,
+        )?;
+        match CountByKeyExec::replacing(&agg) {
+            Some(exec) => Ok(Arc::new(exec)),
+            None => Err(DataFusionError::Internal(
+                "CountByKeyExec: the new children no longer make a count by one string key".into(),
             )),
         }
     }
@@ -211,25 +213,72 @@ impl ExecutionPlan for CountByKeyExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        // The groups are held against the session's memory limit, as
-        // DataFusion's aggregate holds its own.
+        // The groups are held against the session's memory pool. Past its
+        // limit they are handed on and a new set begins, as DataFusion's
+        // partial aggregate emits early: the final phase adds up a key's
+        // partial counts.
         let reservation = MemoryConsumer::new(format!("CountByKeyExec[{partition}]"))
             .register(context.memory_pool());
-        let mut input = self.input.execute(partition, context)?;
-        let (key, schema) = (self.key, Arc::clone(&self.schema));
-        let out = async move {
-            let mut groups = Groups::default();
-            while let Some(batch) = input.next().await {
-                let batch = batch?;
-                groups.add(batch.column(key))?;
-                reservation.try_resize(groups.size())?;
-            }
-            groups.finish(&schema)
+        let state = Partition {
+            input: self.input.execute(partition, context)?,
+            key: self.key,
+            schema: Arc::clone(&self.schema),
+            groups: Groups::default(),
+            reservation,
+            done: false,
         };
+        let batches = futures::stream::unfold(state, |mut st| async move {
+            let out = st.next().await?;
+            Some((out, st))
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
-            futures::stream::once(out),
+            batches,
         )))
+    }
+}
+
+/// One partition's execution: its input, and the groups so far.
+struct Partition {
+    input: SendableRecordBatchStream,
+    key: usize,
+    schema: SchemaRef,
+    groups: Groups,
+    reservation: MemoryReservation,
+    done: bool,
+}
+
+impl Partition {
+    /// The next output batch: the groups once the input ends, or earlier
+    /// when they outgrow the memory pool; `None` after the last.
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if self.done {
+            return None;
+        }
+        while let Some(batch) = self.input.next().await {
+            let added = batch.and_then(|b| match b.columns().get(self.key) {
+                Some(column) => self.groups.add(column),
+                None => Err(DataFusionError::Internal(
+                    "CountByKeyExec: a batch without its key column".into(),
+                )),
+            });
+            if let Err(e) = added {
+                self.done = true;
+                return Some(Err(e));
+            }
+            if self.reservation.try_resize(self.groups.size()).is_err() {
+                return Some(self.emit());
+            }
+        }
+        self.done = true;
+        Some(self.emit())
+    }
+
+    /// The groups so far as a batch; the next start empty.
+    fn emit(&mut self) -> Result<RecordBatch> {
+        let groups = std::mem::take(&mut self.groups);
+        self.reservation.free();
+        groups.finish(&self.schema)
     }
 }
 
