@@ -683,3 +683,78 @@ fn a_session_does_not_keep_a_closed_store_open() {
     assert!(err.to_string().contains("was closed"), "{err}");
     reopened.close().unwrap();
 }
+
+/// `project_id = N` is a partition: the scan applies it exactly (parts of
+/// other projects are not planned, buffered rows of other projects are
+/// left out), so no `FilterExec` runs above the scan for it. Other shapes
+/// of the filter keep the filter above.
+#[test]
+fn project_id_equality_is_applied_by_the_scan_exactly() {
+    let rt = rt();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Parts of projects 1 and 2 over two days, then buffered rows of both.
+    let rows: Vec<_> = (0..60)
+        .map(|i| {
+            row(
+                i,
+                &format!("d{}", i % 4),
+                1 + (i % 2) as i64,
+                (i % 2) as i64,
+            )
+        })
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    let later: Vec<_> = (60..90)
+        .map(|i| row(i, "late", 1 + (i % 3) as i64, 0))
+        .collect();
+    append(&store, &later);
+    let count = |q: &str| -> (usize, String) {
+        let (plan, _) = run_plan(&rt, &store, q);
+        let ctx = ctx(&store);
+        let n = crate::common::count(&rt, &ctx, q) as usize;
+        let text = displayable(plan.as_ref()).indent(true).to_string();
+        (n, text)
+    };
+    let filters_project = |plan: &str| {
+        plan.lines()
+            .any(|l| l.contains("FilterExec") && l.contains("project_id"))
+    };
+    // 30 flushed rows of project 1, and 10 buffered (i % 3 == 0).
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE project_id = 1").0,
+        40
+    );
+    for q in [
+        "SELECT count(*) FROM events WHERE project_id = 1",
+        "SELECT count(*) FROM events WHERE 1 = project_id",
+        "SELECT count(*) FROM events WHERE project_id = 1 AND event = '$pageview'",
+    ] {
+        let (n, plan) = count(q);
+        assert!(!filters_project(&plan), "{q}:\n{plan}");
+        // The same filter in a shape the scan does not apply exactly.
+        let reference = q
+            .replace("1 = project_id", "project_id = 1")
+            .replace("project_id = 1", "project_id + 0 = 1");
+        let (want, plan) = count(&reference);
+        assert!(filters_project(&plan), "{reference}:\n{plan}");
+        assert_eq!(n, want, "{q}");
+    }
+    let (n, plan) = count("SELECT count(*) FROM events WHERE project_id = 1");
+    assert_eq!(n, 40);
+    assert!(!plan.contains("FilterExec"), "{plan}");
+    // Both: nothing. Either: the filter stays above the scan.
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE project_id = 1 AND project_id = 2").0,
+        0
+    );
+    let (n, plan) = count("SELECT count(*) FROM events WHERE project_id = 1 OR project_id = 3");
+    assert_eq!(n, 40 + 10);
+    assert!(plan.contains("FilterExec"), "{plan}");
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE project_id = 2").0,
+        30 + 10
+    );
+    assert_eq!(count("SELECT count(*) FROM events").0, 90);
+}

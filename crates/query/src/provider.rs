@@ -3,6 +3,7 @@
 //! ```text
 //!  scan(filters, projection)
 //!   │ snapshot = store.snapshot()              (consistent; pins its files)
+//!   │ keep the parts of the table's project and of `project_id = N` filters
 //!   │ prune parts by project_id / timestamp / _seq min-max (PruningPredicate)
 //!   │ lookups (person_id / distinct_id = or IN): drop the parts, and skip
 //!   │           the row groups, whose bloom filters rule out every id
@@ -15,7 +16,11 @@
 //!
 //! Filters are pushed down as `Inexact`: they prune parts and row groups,
 //! and DataFusion still applies them above the scan. Deleted rows never
-//! reach that filter: they are not decoded.
+//! reach that filter: they are not decoded. One is `Exact`: `project_id =
+//! N` (an `Int64` literal), because a project is a partition: the scan
+//! plans only that project's parts (a part holds one project's rows) and
+//! filters the buffered rows by it, so DataFusion drops the filter above
+//! and the column is not read for it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -254,7 +259,19 @@ impl TableProvider for ElideTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // `project_id = N` is a partition: the scan applies it exactly
+        // (parts of other projects are not planned, buffered rows of
+        // other projects are filtered out), so no filter runs above it.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if project_equals(f).is_some() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -280,10 +297,19 @@ impl TableProvider for ElideTable {
             None => None,
         };
 
+        // The projects the scan is limited to: the table's, and those of
+        // the `project_id = N` filters it applies exactly (all must hold).
+        let projects: Vec<i64> = self
+            .project
+            .into_iter()
+            .chain(filters.iter().filter_map(project_equals))
+            .collect();
+        let in_projects = |id: i64| projects.iter().all(|p| *p == id);
+
         // Partition pruning over part statistics.
         let all: Vec<&PartMeta> = snapshot
             .parts(self.table)
-            .filter(|p| self.project.is_none_or(|id| p.project_id == id))
+            .filter(|p| in_projects(p.project_id))
             .collect();
         let mut keep = vec![true; all.len()];
         if let Some(pred) = &predicate {
@@ -412,10 +438,10 @@ impl TableProvider for ElideTable {
                 .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
-        let mem = match self.project {
-            None => snapshot.memtable_batches(self.table).to_vec(),
-            Some(id) => of_project(snapshot.memtable_batches(self.table), id)?,
-        };
+        let mut mem = snapshot.memtable_batches(self.table).to_vec();
+        for id in &projects {
+            mem = of_project(&mem, *id)?;
+        }
         if !mem.is_empty() {
             let projected = match projection {
                 Some(p) => Arc::new(schema.project(p)?),
@@ -453,6 +479,31 @@ fn hidden_rows(
         tokio::task::block_in_place(|| snapshot.hidden(part))
     } else {
         snapshot.hidden(part)
+    }
+}
+
+/// `N` of a filter `project_id = N` (either way round, `N` an `Int64`
+/// literal): a filter the scan applies exactly.
+fn project_equals(filter: &Expr) -> Option<i64> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::Eq,
+        right,
+    }) = filter
+    else {
+        return None;
+    };
+    let is_project =
+        |e: &Expr| matches!(e, Expr::Column(c) if c.name == elide_store::schema::PROJECT_COLUMN);
+    let value = |e: &Expr| match e {
+        Expr::Literal(ScalarValue::Int64(Some(n)), _) => Some(*n),
+        _ => None,
+    };
+    match (left.as_ref(), right.as_ref()) {
+        (l, r) if is_project(l) => value(r),
+        (l, r) if is_project(r) => value(l),
+        _ => None,
     }
 }
 
