@@ -23,19 +23,21 @@ const POINTS: &[&str] = &[
     "lifecycle::before_commit",
 ];
 
-/// Appends rows of ids d0..d5 over 3 days in two projects, flushes, then
-/// deletes d1 of project 1 and, by predicate, the `signup` events of
-/// project 2 (every third row: `common::row`), and returns the uuids that
-/// must stay visible.
+/// Appends rows of ids d0..d3 over 3 days in two projects (two ids in
+/// every part), flushes, then deletes d1 of project 2 (tombstones in its
+/// parts of days 1 and 2, purged) and, by predicate, the `signup` events
+/// of project 2 (every third row, `common::row`: its day-0 parts, dropped
+/// whole), and returns the uuids that must stay visible. Project 1's parts
+/// are clean, so the compaction merges them (across days).
 fn setup(store: &Store) -> BTreeSet<String> {
     let mut keep = BTreeSet::new();
     for batch in 0..3u64 {
         let rows: Vec<_> = (0..60u64)
             .map(|i| {
                 let n = batch * 60 + i;
-                let (d, p) = (n % 6, 1 + (n % 2) as i64);
+                let (d, p) = (n % 4, 1 + (n % 2) as i64);
                 let signup = n.is_multiple_of(3);
-                let deleted = (d == 1 && p == 1) || (signup && p == 2);
+                let deleted = (d == 1 && p == 2) || (signup && p == 2);
                 if !deleted {
                     keep.insert(uuid_of(n));
                 }
@@ -45,7 +47,7 @@ fn setup(store: &Store) -> BTreeSet<String> {
         append(store, &rows);
         store.flush().unwrap();
     }
-    store.delete(DeleteSpec::ids(1, ["d1"])).unwrap();
+    store.delete(DeleteSpec::ids(2, ["d1"])).unwrap();
     store
         .delete_events(elide::store::EventDeletion::new(
             2,
@@ -159,6 +161,26 @@ fn crash_at(point: &str, action: &str) {
         "{case}: old manifests left: {manifests:?}"
     );
     store.close().unwrap();
+}
+
+/// The compaction the crashes interrupt purges and merges, and one of its
+/// merges spans several days (project 1's parts of three closed days):
+/// the crashes below cover both kinds of rewrite.
+#[test]
+fn the_interrupted_compaction_purges_and_merges_across_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let keep = setup(&store);
+    let r = store.compact(CompactRequest::now()).unwrap();
+    let kinds = |k: elide::store::TaskKind| r.tasks.iter().filter(|t| t.kind == k).count();
+    assert!(kinds(elide::store::TaskKind::Purge) > 0, "{r:?}");
+    assert!(
+        r.tasks
+            .iter()
+            .any(|t| t.kind == elide::store::TaskKind::Merge && t.last_day.is_some()),
+        "{r:?}"
+    );
+    assert_eq!(visible_uuids(&store), keep);
 }
 
 #[test]

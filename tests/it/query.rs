@@ -711,11 +711,18 @@ fn project_id_equality_is_applied_by_the_scan_exactly() {
         .collect();
     append(&store, &later);
     let count = |q: &str| -> (usize, String) {
-        let (plan, _) = run_plan(&rt, &store, q);
         let ctx = ctx(&store);
-        let n = crate::common::count(&rt, &ctx, q) as usize;
-        let text = displayable(plan.as_ref()).indent(true).to_string();
-        (n, text)
+        rt.block_on(async {
+            let plan = ctx.sql(q).await?.create_physical_plan().await?;
+            let text = displayable(plan.as_ref()).indent(true).to_string();
+            let batches = collect(plan, ctx.task_ctx()).await?;
+            let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+                batches[0].column(0),
+            )
+            .value(0);
+            Ok::<_, datafusion::error::DataFusionError>((n as usize, text))
+        })
+        .unwrap()
     };
     let filters_project = |plan: &str| {
         plan.lines()

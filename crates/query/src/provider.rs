@@ -299,11 +299,13 @@ impl TableProvider for ElideTable {
 
         // The projects the scan is limited to: the table's, and those of
         // the `project_id = N` filters it applies exactly (all must hold).
-        let projects: Vec<i64> = self
+        let mut projects: Vec<i64> = self
             .project
             .into_iter()
             .chain(filters.iter().filter_map(project_equals))
             .collect();
+        projects.sort_unstable();
+        projects.dedup();
         let in_projects = |id: i64| projects.iter().all(|p| *p == id);
 
         // Partition pruning over part statistics.

@@ -517,9 +517,16 @@ fn drop_project_removes_its_rows_parts_requests_and_files() {
 /// Invariant 5, literally: with compression off, after verification no
 /// file under the data directory holds the bytes of the deleted distinct
 /// id, of its email property or of its person id (stored as 16 bytes);
-/// another person's still do.
+/// another person's still do. Once with a part per day, once with the
+/// days merged into one part that spans them (its purge rewrites rows of
+/// both days).
 #[test]
 fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
+    no_byte_of_the_deleted_person_is_left(false);
+    no_byte_of_the_deleted_person_is_left(true);
+}
+
+fn no_byte_of_the_deleted_person_is_left(spanning: bool) {
     let dir = tempfile::tempdir().unwrap();
     let opts = StoreOptions {
         part: PartWriterOptions {
@@ -558,6 +565,12 @@ fn after_verification_no_byte_of_the_deleted_person_is_on_disk() {
     store.flush().unwrap();
     append(&store, &batch(40..60));
     store.flush().unwrap();
+    if spanning {
+        compact_now(&store);
+        let m = store.manifest().unwrap();
+        assert_eq!(m.parts.len(), 1);
+        assert_eq!(m.parts[0].days().count(), 2);
+    }
     append(&store, &batch(60..70));
     let grep_bytes = |needle: &[u8]| -> Vec<String> {
         files_under(dir.path())

@@ -494,6 +494,20 @@ fn delete_person_ids_over_many_row_groups_matches_a_model() {
     }
 }
 
+/// A store whose buffers hold 100 rows (a bulk ingest spills often).
+fn open_small_buffers(dir: &std::path::Path) -> elide_store::Store {
+    let small = StoreOptions {
+        memtable_rows: 100,
+        ..opts()
+    };
+    elide_store::Store::open(dir, small).unwrap()
+}
+
+/// Rows `50k..50(k+1)` as one batch.
+fn fifty_rows(k: u64) -> RecordBatch {
+    elide_store::jsonl::rows_to_batch(&rows(k * 50..(k + 1) * 50)).unwrap()
+}
+
 /// A bulk ingest whose buffer fills twenty times: each full buffer is
 /// written on the writer thread while the next one fills. The commit has
 /// every row once; a bulk ingest dropped with a buffer in writing leaves
@@ -501,15 +515,10 @@ fn delete_person_ids_over_many_row_groups_matches_a_model() {
 #[test]
 fn a_bulk_ingest_writes_a_full_buffer_while_the_next_fills() {
     let dir = tempfile::tempdir().unwrap();
-    let small = || StoreOptions {
-        memtable_rows: 100,
-        ..opts()
-    };
-    let store = elide_store::Store::open(dir.path(), small()).unwrap();
-    let batch = |k: u64| elide_store::jsonl::rows_to_batch(&rows(k * 50..(k + 1) * 50)).unwrap();
+    let store = open_small_buffers(dir.path());
     let mut bulk = store.bulk_ingest(Table::Events).unwrap();
     for k in 0..40 {
-        bulk.write(&batch(k)).unwrap();
+        bulk.write(&fifty_rows(k)).unwrap();
     }
     assert_eq!(bulk.rows(), 2000);
     let out = bulk.commit().unwrap();
@@ -520,12 +529,12 @@ fn a_bulk_ingest_writes_a_full_buffer_while_the_next_fills() {
 
     let mut bulk = store.bulk_ingest(Table::Events).unwrap();
     for k in 40..45 {
-        bulk.write(&batch(k)).unwrap();
+        bulk.write(&fifty_rows(k)).unwrap();
     }
     drop(bulk);
     assert_eq!(visible_ns(&store).len(), 2000);
     store.close().unwrap();
-    let store = elide_store::Store::open(dir.path(), small()).unwrap();
+    let store = open_small_buffers(dir.path());
     assert_eq!(
         parts_and_tombstones_on_disk(dir.path()),
         store.manifest().unwrap().referenced_paths()
@@ -539,19 +548,14 @@ fn a_bulk_ingest_writes_a_full_buffer_while_the_next_fills() {
 #[test]
 fn a_bulk_ingest_whose_writer_failed_can_only_be_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let small = || StoreOptions {
-        memtable_rows: 100,
-        ..opts()
-    };
-    let store = elide_store::Store::open(dir.path(), small()).unwrap();
+    let store = open_small_buffers(dir.path());
     let blocker = dir.path().join("parts/events/1");
     std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
     std::fs::write(&blocker, b"not a directory").unwrap();
-    let batch = |k: u64| elide_store::jsonl::rows_to_batch(&rows(k * 50..(k + 1) * 50)).unwrap();
     let mut bulk = store.bulk_ingest(Table::Events).unwrap();
     let mut first_error = None;
     for k in 0..10 {
-        if let Err(e) = bulk.write(&batch(k)) {
+        if let Err(e) = bulk.write(&fifty_rows(k)) {
             first_error = Some((k, e.to_string()));
             break;
         }
@@ -559,14 +563,14 @@ fn a_bulk_ingest_whose_writer_failed_can_only_be_dropped() {
     let (k, _) = first_error.expect("a write reports the writer's failure");
     assert!(k >= 2, "the first buffer is written in the background");
     // Going on is refused, and so is the commit.
-    let e = bulk.write(&batch(20)).unwrap_err().to_string();
+    let e = bulk.write(&fifty_rows(20)).unwrap_err().to_string();
     assert!(e.contains("failed earlier"), "{e}");
     let e = bulk.commit().unwrap_err().to_string();
     assert!(e.contains("failed earlier"), "{e}");
     assert!(visible_ns(&store).is_empty());
     std::fs::remove_file(&blocker).unwrap();
     store.close().unwrap();
-    let store = elide_store::Store::open(dir.path(), small()).unwrap();
+    let store = open_small_buffers(dir.path());
     assert!(visible_ns(&store).is_empty());
     assert!(store.manifest().unwrap().parts.is_empty());
 }
