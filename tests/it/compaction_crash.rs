@@ -37,7 +37,7 @@ fn setup(store: &Store) -> BTreeSet<String> {
                 let n = batch * 60 + i;
                 let (d, p) = (n % 4, 1 + (n % 2) as i64);
                 let signup = n.is_multiple_of(3);
-                let deleted = (d == 1 && p == 2) || (signup && p == 2);
+                let deleted = p == 2 && (d == 1 || signup);
                 if !deleted {
                     keep.insert(uuid_of(n));
                 }

@@ -96,41 +96,42 @@ fn base_context() -> Result<SessionContext> {
 /// SQL of text ([`uuid_sql`]), the physical optimizer rule that leaves
 /// Elide scans' parquet readers only the predicate they can use (the
 /// `scan_predicate` module), and the one that counts rows by a string key
-/// with the key's view as the hash key ([`count_by_key`]). Installing the rules builds the session's
-/// state anew: `*ctx` is replaced by a session with the same
-/// configuration, tables and functions (and a new session id), so clones
-/// of `ctx` taken before do not have them.
+/// with the key's view as the hash key ([`count_by_key`]). Installing the
+/// rules builds the session's state anew: `*ctx` is replaced by a session
+/// with the same configuration, tables and functions (and a new session
+/// id), so clones of `ctx` taken before do not have them.
 pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     // UUID columns of 16 bytes with the SQL of text: before type coercion.
-    // Elide scans' parquet readers get only the predicate they can use.
+    // Then, after DataFusion's physical rules, Elide's: scans' parquet
+    // readers get only the predicate they can use; counts by a string key.
     let state = ctx.state();
     let has_uuid_sql = state
         .analyzer()
         .rules
         .iter()
         .any(|r| r.name() == "uuid_sql");
-    let trim = scan_predicate::TrimScanPredicates;
-    let has_trim = state
-        .physical_optimizers()
-        .iter()
-        .any(|r| r.name() == trim.name());
-    let count_by_key = count_by_key::CountByKey;
-    let has_count_by_key = state
-        .physical_optimizers()
-        .iter()
-        .any(|r| r.name() == count_by_key.name());
-    if !has_uuid_sql || !has_trim || !has_count_by_key {
+    let physical: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 2] = [
+        Arc::new(scan_predicate::TrimScanPredicates),
+        Arc::new(count_by_key::CountByKey),
+    ];
+    let missing: Vec<_> = physical
+        .into_iter()
+        .filter(|r| {
+            !state
+                .physical_optimizers()
+                .iter()
+                .any(|h| h.name() == r.name())
+        })
+        .collect();
+    if !has_uuid_sql || !missing.is_empty() {
         let mut rules = state.analyzer().rules.clone();
         let mut builder = datafusion::execution::SessionStateBuilder::new_from_existing(state);
         if !has_uuid_sql {
             rules.insert(0, Arc::new(uuid_sql::UuidSql));
             builder = builder.with_analyzer_rules(rules);
         }
-        if !has_trim {
-            builder = builder.with_physical_optimizer_rule(Arc::new(trim));
-        }
-        if !has_count_by_key {
-            builder = builder.with_physical_optimizer_rule(Arc::new(count_by_key));
+        for rule in missing {
+            builder = builder.with_physical_optimizer_rule(rule);
         }
         *ctx = SessionContext::new_with_state(builder.build());
     }
