@@ -718,29 +718,6 @@ impl<'a> Transaction<'a> {
         self.manifest.next_file_id = self.manifest.next_file_id.max(inner.peek_file_id());
         self.manifest.next_seq = self.manifest.next_seq.max(inner.next_seq()?);
         debug_assert_eq!(self.manifest.check_invariants(), Ok(()));
-        let bytes = encode_manifest(&self.manifest)?;
-        crate::failpoint!("commit::before_manifest");
-        if let Err(e) = inner.storage.put_new(&manifest_path(version), bytes.into()) {
-            // A failure after the rename (the directory's fsync) leaves
-            // the manifest in place: the commit may have happened. Every
-            // later commit would build on a base that is no longer the
-            // last version (and receipts past it would be rewritten), so
-            // the store refuses writes until it is reopened.
-            if inner
-                .storage
-                .exists(&manifest_path(version))
-                .unwrap_or(true)
-            {
-                let why = format!(
-                    "manifest version {version} may be published but its commit failed ({e}); reopen the store"
-                );
-                tracing::error!(%why, "the store refuses commits until it is reopened");
-                self.guard.failed = Some(why);
-            }
-            return Err(e);
-        }
-        crate::failpoint!("commit::after_manifest");
-
         let retired: Vec<String> = {
             let new_refs = self.manifest.referenced_paths();
             let old: BTreeSet<String> = self
@@ -755,6 +732,61 @@ impl<'a> Transaction<'a> {
             r.push(manifest_path(self.base.manifest.version));
             r
         };
+        if inner.storage.is_remote() {
+            // The retention window of an object store's GC runs from
+            // here, durably: a later process (a one-shot command) removes
+            // them when it is over (gc.rs).
+            self.manifest.retired = crate::gc::carry_retired(
+                &self.base.manifest.retired,
+                &retired,
+                &self.manifest.referenced_paths(),
+                inner.opts.object_retention,
+                self.manifest.committed_at_us,
+            );
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        self.manifest.commit_token.clone_from(&token);
+        let bytes = encode_manifest(&self.manifest)?;
+        crate::failpoint!("commit::before_manifest");
+        if let Some(lease) = &inner.writer_lease {
+            // An object store's writer lease must outlast this commit.
+            lease.check()?;
+        }
+        let published =
+            inner
+                .storage
+                .publish_manifest(&manifest_path(version), bytes.into(), &token);
+        if let Ok(crate::remote::Published::Conflict) = published {
+            let why = format!(
+                "manifest version {version} was published by another writer; this handle's commit did not happen; reopen the store"
+            );
+            tracing::error!(%why, "the store refuses commits until it is reopened");
+            self.guard.failed = Some(why.clone());
+            return Err(StoreError::Unavailable(why));
+        }
+        if let Err(e) = published {
+            // A failure after the rename (the directory's fsync) leaves
+            // the manifest in place: the commit may have happened. Every
+            // later commit would build on a base that is no longer the
+            // last version (and receipts past it would be rewritten), so
+            // the store refuses writes until it is reopened. On an object
+            // store the error already means the outcome is unknown.
+            if inner.storage.is_remote()
+                || inner
+                    .storage
+                    .exists(&manifest_path(version))
+                    .unwrap_or(true)
+            {
+                let why = format!(
+                    "manifest version {version} may be published but its commit failed ({e}); reopen the store"
+                );
+                tracing::error!(%why, "the store refuses commits until it is reopened");
+                self.guard.failed = Some(why);
+            }
+            return Err(e);
+        }
+        crate::failpoint!("commit::after_manifest");
+
         let new_version = Arc::new(Version {
             manifest: std::mem::replace(&mut self.manifest, Manifest::empty()),
             tombstones,

@@ -1152,6 +1152,7 @@ fn advance_requests(
         match crate::receipt::signing_key(
             &inner.storage,
             inner.opts.receipt_key.as_deref(),
+            &inner.dir,
             vversion.manifest.receipts_head.is_some(),
         ) {
             Ok(k) => Some(k),

@@ -123,6 +123,24 @@ pub enum StoreError {
         /// The data directory.
         path: PathBuf,
     },
+    /// Another writer holds the object store's writer lease.
+    #[error("{what} is held by another writer: {holder}, lease valid until {expires_at_us} µs since the epoch (it is renewed while that writer lives; a crashed writer's lease expires by itself)")]
+    RemoteLocked {
+        /// The store (its URL).
+        what: String,
+        /// Who holds it.
+        holder: String,
+        /// When its lease expires unless renewed.
+        expires_at_us: i64,
+    },
+    /// The object store lacks a capability the commit path needs.
+    #[error("refusing {what}: the object store does not support {capability}")]
+    Unsupported {
+        /// The store (its URL).
+        what: String,
+        /// What it lacks, and why it is needed.
+        capability: String,
+    },
     /// A write on a store opened read-only.
     #[error("read-only: {0}")]
     ReadOnly(String),

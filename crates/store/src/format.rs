@@ -92,6 +92,27 @@ pub struct Manifest {
     /// or replaced database is noticed instead of silently recreated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_id: Option<String>,
+    /// A random token of the commit that published this version: an
+    /// object-store commit whose answer was lost reads the version back
+    /// and knows by it whether the version is its own (`remote.rs`).
+    /// Empty in manifests written before 2026-12-02.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit_token: String,
+    /// On an object store: objects commits stopped referencing, with
+    /// when, kept for the retention window before GC removes them (so a
+    /// later process knows how long each has waited). Entries leave two
+    /// windows after their retirement (gc.rs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredObject>,
+}
+
+/// An object a commit stopped referencing (object stores only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetiredObject {
+    /// Its path.
+    pub path: String,
+    /// When it was retired (µs since the epoch, UTC).
+    pub at_us: i64,
 }
 
 /// A bulk ingest committed under a token, waiting for the other half of
@@ -125,6 +146,8 @@ impl Manifest {
             metadata_id: None,
             projects: BTreeMap::new(),
             receipts_head: None,
+            commit_token: String::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -430,6 +453,10 @@ pub fn us_to_rfc3339(us: i64) -> String {
         |t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     )
 }
+
+/// Object path of manifest `version`.
+/// Directory (object prefix) of the manifests.
+pub const MANIFEST_DIR: &str = "manifest";
 
 /// Object path of manifest `version`.
 pub fn manifest_path(version: u64) -> String {

@@ -23,6 +23,13 @@
 //! is either new, and has nothing to sweep, or damaged, and is refused),
 //! removes only names Elide writes, and spares what reader leases pin
 //! (see `lease.rs`).
+//!
+//! On an object store ([`Gc::remote`]) readers on other machines hold no
+//! lease here, so an object is removed only after it has been
+//! unreferenced for a retention window (retired that long ago, or, at the
+//! sweep, last modified that long ago). The window is bounded by the
+//! erasure deadline ([`crate::StoreOptions::object_retention`]): a purged
+//! part's bytes are gone within the deadline all the same.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -38,8 +45,9 @@ use crate::wal;
 struct GcState {
     /// Live snapshot versions with their reference counts.
     live: BTreeMap<u64, usize>,
-    /// Retired objects: path -> version of the commit that retired it.
-    pending: Vec<(String, u64)>,
+    /// Retired objects: path, version of the commit that retired it, and
+    /// when (for an object store's retention window).
+    pending: Vec<(String, u64, std::time::Instant)>,
     /// Leftovers of crashed writes that the open-time sweep could not
     /// remove yet (a reader lease pinned them): until they are gone, a
     /// copy of deleted rows may be on disk unreferenced.
@@ -59,6 +67,10 @@ pub struct Gc {
     leases: Option<std::path::PathBuf>,
     /// A read-only store never removes anything.
     read_only: bool,
+    /// On an object store, how long a retired or unreferenced object is
+    /// kept before it is removed: a reader on another machine, which no
+    /// lease of this directory announces, may still be reading it.
+    retention: Option<std::time::Duration>,
 }
 
 /// Keeps a snapshot's version registered while alive.
@@ -86,6 +98,15 @@ impl Gc {
     pub fn new(leases: Option<std::path::PathBuf>) -> Gc {
         Gc {
             leases,
+            ..Gc::default()
+        }
+    }
+
+    /// GC of a writer on an object store: removes an object only once it
+    /// has been unreferenced for `retention`.
+    pub fn remote(retention: std::time::Duration) -> Gc {
+        Gc {
+            retention: Some(retention),
             ..Gc::default()
         }
     }
@@ -119,7 +140,9 @@ impl Gc {
     /// Retire objects no longer referenced as of commit `version`.
     pub fn retire(&self, paths: impl IntoIterator<Item = String>, version: u64) {
         if let Ok(mut s) = self.state.lock() {
-            s.pending.extend(paths.into_iter().map(|p| (p, version)));
+            let now = std::time::Instant::now();
+            s.pending
+                .extend(paths.into_iter().map(|p| (p, version, now)));
         }
     }
 
@@ -142,12 +165,12 @@ impl Gc {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let (ready, keep): (Vec<_>, Vec<_>) = s
-                .pending
-                .drain(..)
-                .partition(|(_, v)| oldest.is_none_or(|o| o >= *v));
+            let retention = self.retention;
+            let (ready, keep): (Vec<_>, Vec<_>) = s.pending.drain(..).partition(|(_, v, at)| {
+                oldest.is_none_or(|o| o >= *v) && retention.is_none_or(|r| at.elapsed() >= r)
+            });
             s.pending = keep;
-            ready.into_iter().map(|(p, _)| p).collect::<Vec<_>>()
+            ready.into_iter().map(|(p, _, _)| p).collect::<Vec<_>>()
         };
         if ready.is_empty() {
             return Ok(0);
@@ -164,7 +187,9 @@ impl Gc {
                     s.leftovers.remove(p);
                 }
             }
-            s.pending.extend(failed.iter().map(|(p, _)| (p.clone(), 0)));
+            let now = std::time::Instant::now();
+            s.pending
+                .extend(failed.iter().map(|(p, _)| (p.clone(), 0, now)));
         }
         Ok(attempted - failed.len())
     }
@@ -235,19 +260,62 @@ impl Gc {
         let current = manifest_path(manifest.version);
         let mut report = SweepReport::default();
         let mut doomed = Vec::new();
-        let mut deferred = Vec::new();
-        for prefix in ["parts", "tombstones", "manifest"] {
-            for obj in storage.list(prefix)? {
+        // Unreferenced objects left for later, with how long ago they
+        // stopped being referenced (µs; 0 = now).
+        let mut deferred: Vec<(String, i64)> = Vec::new();
+        let retired_at: std::collections::HashMap<&str, i64> = manifest
+            .retired
+            .iter()
+            .map(|r| (r.path.as_str(), r.at_us))
+            .collect();
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let listed: Vec<(&str, Vec<crate::storage::Listed>)> = ["parts", "tombstones", "manifest"]
+            .into_iter()
+            .map(|prefix| Ok((prefix, storage.list(prefix)?)))
+            .collect::<Result<_>>()?;
+        // A manifest stopped being the latest when its successor was written.
+        let manifest_written: std::collections::HashMap<u64, i64> = listed
+            .iter()
+            .flat_map(|(_, objs)| objs.iter())
+            .filter_map(|o| Some((crate::format::parse_manifest_path(&o.path)?, o.modified_us?)))
+            .collect();
+        for (_, objects) in listed {
+            for obj in objects {
                 let p = obj.path;
                 if p == current || referenced.contains(&p) {
                     continue;
                 }
+                if crate::format::parse_manifest_path(&p).is_some_and(|v| v > manifest.version) {
+                    // Published after the manifest this open read: another
+                    // writer's commit (the lease or lock should have kept
+                    // it out). Never remove a newer version.
+                    tracing::warn!(path = %p, version = manifest.version, "a newer manifest appeared while opening; left alone");
+                    continue;
+                }
+                // On an object store, a young object may be read by a
+                // reader elsewhere (or be a commit in flight of a writer
+                // whose lease just expired): it waits out the window.
+                // Its age: since its retirement where the manifest
+                // recorded it, else since it was written (a crashed
+                // commit's leftover).
+                let superseded = crate::format::parse_manifest_path(&p)
+                    .and_then(|v| manifest_written.get(&(v + 1)).copied());
+                let age_us = retired_at
+                    .get(p.as_str())
+                    .copied()
+                    .or(superseded)
+                    .or(obj.modified_us)
+                    .map_or(0, |since| (now_us - since).max(0));
+                let young = self
+                    .retention
+                    .is_some_and(|r| age_us < i64::try_from(r.as_micros()).unwrap_or(i64::MAX));
                 match classify_object(&p) {
-                    Some(_) if pinned.is_some_and(|pin| !pin.contains(&p)) => {
+                    Some(_) if !young && pinned.is_some_and(|pin| !pin.contains(&p)) => {
                         tracing::info!(path = %p, "removing unreferenced file");
                         doomed.push(p);
                     }
-                    Some(_) => deferred.push(p),
+                    Some(_) if young => deferred.push((p, age_us)),
+                    Some(_) => deferred.push((p, 0)),
                     None => {
                         tracing::warn!(path = %p, "not a file Elide writes; left alone");
                         report.foreign.push(p);
@@ -269,13 +337,59 @@ impl Gc {
                 "unreferenced files a reader may still read are left to GC"
             );
             if let Ok(mut s) = self.state.lock() {
-                s.leftovers.extend(deferred.iter().cloned());
-                s.pending
-                    .extend(deferred.into_iter().map(|p| (p, manifest.version)));
+                s.leftovers.extend(deferred.iter().map(|(p, _)| p.clone()));
+                s.pending.extend(
+                    deferred
+                        .into_iter()
+                        .map(|(p, age_us)| (p, manifest.version, instant_ago(age_us))),
+                );
             }
         }
         Ok(report)
     }
+}
+
+/// The `retired` list of a new manifest on an object store: the base's
+/// entries still within two retention windows of `now_us` (GC removes an
+/// object after one; an entry that outlives a failed removal is left to
+/// the open-time sweep, which finds the object old by then), minus any
+/// path referenced again, plus `retired` now.
+pub(crate) fn carry_retired(
+    base: &[crate::format::RetiredObject],
+    retired: &[String],
+    referenced: &BTreeSet<String>,
+    retention: std::time::Duration,
+    now_us: i64,
+) -> Vec<crate::format::RetiredObject> {
+    let keep_us = 2 * i64::try_from(retention.as_micros()).unwrap_or(i64::MAX / 4);
+    let mut out: Vec<crate::format::RetiredObject> = base
+        .iter()
+        .filter(|r| now_us - r.at_us < keep_us && !referenced.contains(&r.path))
+        .cloned()
+        .collect();
+    let known: std::collections::HashSet<String> = out.iter().map(|r| r.path.clone()).collect();
+    // Old manifests are not listed (one per commit would make every
+    // manifest carry thousands): the sweep dates a manifest by its
+    // successor's last modification.
+    out.extend(
+        retired
+            .iter()
+            .filter(|p| !known.contains(*p) && crate::format::parse_manifest_path(p).is_none())
+            .map(|p| crate::format::RetiredObject {
+                path: p.clone(),
+                at_us: now_us,
+            }),
+    );
+    out
+}
+
+/// The instant `age_us` microseconds ago (now, if the clock cannot go back that far).
+fn instant_ago(age_us: i64) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_sub(std::time::Duration::from_micros(
+        u64::try_from(age_us).unwrap_or(0),
+    ))
+    .unwrap_or(now)
 }
 
 /// What the open-time sweep did.

@@ -88,11 +88,15 @@ mod gc;
 mod index;
 mod lease;
 mod lifecycle;
+pub mod location;
 mod lock;
 mod memtable;
 mod open;
 mod parallel;
 pub mod receipt;
+pub mod remote;
+#[cfg(feature = "testing")]
+pub mod s3_server;
 pub use ed25519_dalek::VerifyingKey;
 mod part;
 mod requests;

@@ -109,6 +109,9 @@ pub(crate) fn has_manifest_dir(dir: &Path) -> bool {
 
 /// The latest manifest, if any: `(version, path)`.
 pub(crate) fn latest_manifest(storage: &Storage) -> Result<Option<(u64, String)>> {
+    if storage.is_remote() {
+        return crate::remote::latest_manifest(&storage.inner());
+    }
     Ok(storage
         .list("manifest")?
         .into_iter()

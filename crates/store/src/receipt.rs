@@ -154,13 +154,32 @@ fn seq_of(path: &str) -> Option<u64> {
 /// The key's public half is recorded under `receipts/keys/` (and in
 /// `receipts/public.key`, the first key's), so that a chain signed by
 /// successive keys still verifies.
+///
+/// On an object store the default key is a file of the local directory
+/// (`local_dir`/[`LOCAL_KEY_FILE`]), not an object: whoever can read the
+/// bucket must not be able to sign receipts.
 pub(crate) fn signing_key(
     storage: &Storage,
     key_file: Option<&std::path::Path>,
+    local_dir: &std::path::Path,
     receipts_exist: bool,
 ) -> Result<SigningKey> {
+    let local_key = local_dir.join(LOCAL_KEY_FILE);
     let key = match key_file {
         Some(f) => load_key_file(f)?,
+        None if storage.is_remote() && local_key.is_file() => load_key_file(&local_key)?,
+        None if storage.is_remote() && receipts_exist => {
+            return Err(StoreError::Unavailable(format!(
+                "receipts exist but their signing key {} is missing: restore it, or name a key file in ELIDE_RECEIPT_KEY",
+                local_key.display()
+            )))
+        }
+        None if storage.is_remote() => {
+            let key = new_key();
+            write_private(&local_key, &hex::encode(key.to_bytes()))?;
+            tracing::info!(public_key = %hex::encode(key.verifying_key().as_bytes()), path = %local_key.display(), "created the receipt signing key");
+            key
+        }
         None if storage.exists(KEY_PATH)? => {
             let bytes = storage.get(KEY_PATH)?;
             parse_seed(KEY_PATH, &String::from_utf8_lossy(&bytes))?
@@ -212,6 +231,38 @@ fn parse_seed(what: &str, text: &str) -> Result<SigningKey> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| StoreError::corrupt(what, "not a 64-hex-digit Ed25519 seed"))?;
     Ok(SigningKey::from_bytes(&seed))
+}
+
+/// The local directory's signing key of a store on an object store.
+pub const LOCAL_KEY_FILE: &str = "receipt-signing.key";
+
+fn new_key() -> SigningKey {
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    SigningKey::from_bytes(&seed)
+}
+
+/// Write a new private file (mode 0600), durably, refusing to replace one.
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o
+        .open(path)
+        .map_err(|e| StoreError::io(path.display(), e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| StoreError::io(path.display(), e))?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 /// Public keys, one per line (hex), as `--public-key` files hold them.

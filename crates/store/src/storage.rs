@@ -9,8 +9,11 @@
 //!   anything, and its directory is synced; directories created on the
 //!   way are synced into their parents. Readers (DataFusion) see the same
 //!   files through an `object_store` `LocalFileSystem`.
-//! * **object store**: any [`ObjectStore`] (tests use `InMemory`), with no
-//!   local durability hooks.
+//! * **object store**: any [`ObjectStore`] (S3 and S3-compatible servers;
+//!   tests use `InMemory` and an S3 server), with no local durability
+//!   hooks: a put-if-absent is durable when it returns. What the commit
+//!   path needs beyond that (settling lost answers, the latest-version
+//!   hint, the writer lease) is in `remote.rs`.
 //!
 //! The API is blocking: the store calls it from its own threads.
 
@@ -26,6 +29,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use crate::error::{Result, StoreError};
 use crate::io::{parent, FileSystem};
+use crate::remote::wait;
 
 /// One object found by [`Storage::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +38,9 @@ pub struct Listed {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// Last modified (µs since the epoch), where the backend says
+    /// (object stores; the local walk leaves it out).
+    pub modified_us: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -49,10 +56,6 @@ struct Local {
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     local: Option<Arc<Local>>,
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    futures::executor::block_on(f)
 }
 
 fn staging_suffix() -> u64 {
@@ -136,14 +139,47 @@ impl Storage {
     }
 
     fn put_object(&self, path: &str, bytes: Bytes) -> Result<()> {
-        let p = Path::from(path);
+        let (store, p) = (self.inner(), Path::from(path));
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        block_on(self.store.put_opts(&p, PutPayload::from_bytes(bytes), opts))
-            .map(|_| ())
-            .map_err(|e| Self::os_err(path, e))
+        wait(async move {
+            store
+                .put_opts(&p, PutPayload::from_bytes(bytes), opts)
+                .await
+        })?
+        .map(|_| ())
+        .map_err(|e| Self::os_err(path, e))
+    }
+
+    /// Whether objects live in an object store (not the local directory).
+    pub fn is_remote(&self) -> bool {
+        self.local.is_none()
+    }
+
+    /// Publish manifest `path` (a new version; `bytes` carries `token`).
+    /// Local: staged, synced and renamed into place. Object store:
+    /// put-if-absent, an ambiguous answer settled by reading the version
+    /// back (`remote::publish_manifest`), then the latest-version hint.
+    pub(crate) fn publish_manifest(
+        &self,
+        path: &str,
+        bytes: Bytes,
+        token: &str,
+    ) -> Result<crate::remote::Published> {
+        if self.local.is_some() {
+            self.put_new(path, bytes)?;
+            return Ok(crate::remote::Published::Committed);
+        }
+        let store = self.inner();
+        let published = crate::remote::publish_manifest(&store, path, bytes, token)?;
+        if published == crate::remote::Published::Committed {
+            if let Some(v) = crate::format::parse_manifest_path(path) {
+                crate::remote::write_hint(&store, v);
+            }
+        }
+        Ok(published)
     }
 
     /// Make written objects durable: fsync each file, then each distinct directory once.
@@ -178,8 +214,8 @@ impl Storage {
                 .map(Bytes::from)
                 .map_err(|e| StoreError::io(path, e)),
             None => {
-                let p = Path::from(path);
-                block_on(async { self.store.get(&p).await?.bytes().await })
+                let (store, p) = (self.inner(), Path::from(path));
+                wait(async move { store.get(&p).await?.bytes().await })?
                     .map_err(|e| Self::os_err(path, e))
             }
         }
@@ -199,8 +235,9 @@ impl Storage {
                 Ok(Bytes::from(buf))
             }
             None => {
-                let p = Path::from(path);
-                block_on(self.store.get_range(&p, range)).map_err(|e| Self::os_err(path, e))
+                let (store, p) = (self.inner(), Path::from(path));
+                wait(async move { store.get_range(&p, range).await })?
+                    .map_err(|e| Self::os_err(path, e))
             }
         }
     }
@@ -234,9 +271,11 @@ impl Storage {
             }
             None => {
                 for p in paths {
-                    match block_on(self.store.delete(&Path::from(p.as_str()))) {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => failed.push((p.clone(), Self::os_err(p, e))),
+                    let (store, path) = (self.inner(), Path::from(p.as_str()));
+                    match wait(async move { store.delete(&path).await }) {
+                        Ok(Ok(()) | Err(object_store::Error::NotFound { .. })) => {}
+                        Ok(Err(e)) => failed.push((p.clone(), Self::os_err(p, e))),
+                        Err(e) => failed.push((p.clone(), e)),
                     }
                 }
             }
@@ -260,11 +299,14 @@ impl Storage {
                 .join(path)
                 .try_exists()
                 .map_err(|e| StoreError::io(path, e)),
-            None => match block_on(self.store.head(&Path::from(path))) {
-                Ok(_) => Ok(true),
-                Err(object_store::Error::NotFound { .. }) => Ok(false),
-                Err(e) => Err(Self::os_err(path, e)),
-            },
+            None => {
+                let (store, p) = (self.inner(), Path::from(path));
+                match wait(async move { store.head(&p).await })? {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(Self::os_err(path, e)),
+                }
+            }
         }
     }
 
@@ -279,14 +321,15 @@ impl Storage {
                 Ok(out)
             }
             None => {
-                let p = Path::from(prefix);
-                let objs = block_on(self.store.list(Some(&p)).try_collect::<Vec<_>>())
+                let (store, p) = (self.inner(), Path::from(prefix));
+                let objs = wait(async move { store.list(Some(&p)).try_collect::<Vec<_>>().await })?
                     .map_err(|e| Self::os_err(prefix, e))?;
                 Ok(objs
                     .into_iter()
                     .map(|o| Listed {
                         path: o.location.to_string(),
                         size: o.size,
+                        modified_us: Some(o.last_modified.timestamp_micros()),
                     })
                     .collect())
             }
@@ -359,6 +402,7 @@ fn walk(root: &FsPath, dir: &FsPath, out: &mut Vec<Listed>) -> Result<()> {
                 out.push(Listed {
                     path: rel.to_string_lossy().into_owned(),
                     size: 0,
+                    modified_us: None,
                 });
                 continue;
             };
@@ -366,6 +410,7 @@ fn walk(root: &FsPath, dir: &FsPath, out: &mut Vec<Listed>) -> Result<()> {
             out.push(Listed {
                 path: rel.replace(std::path::MAIN_SEPARATOR, "/"),
                 size,
+                modified_us: None,
             });
         }
     }

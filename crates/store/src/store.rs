@@ -60,8 +60,17 @@ pub struct StoreOptions {
     /// How parts are written.
     pub part: PartWriterOptions,
     /// Object store for parts, tombstones and manifests; `None` = the local
-    /// filesystem under the data directory.
+    /// filesystem under the data directory. With an object store the data
+    /// directory holds only what stays local: the ingest log, the lock,
+    /// the persons metadata (see [`crate::location`]).
     pub object_store: Option<Arc<dyn ObjectStore>>,
+    /// On an object store, how long an unreferenced object is kept before
+    /// GC removes it (readers on other machines may still read it). At
+    /// most half the erasure deadline (`compaction.max_pending_age`).
+    pub object_retention: Duration,
+    /// On an object store, how long the writer's lease lasts unless
+    /// renewed (it is renewed every third of it).
+    pub object_lease_ttl: Duration,
     /// Run the flusher on a background thread (otherwise only `flush()` flushes).
     pub background_flush: bool,
     /// Compaction knobs (schedule, thresholds, erasure deadline, I/O limit).
@@ -114,6 +123,10 @@ pub struct StoreOptions {
 /// ([`StoreOptions::receipt_key`]).
 pub const RECEIPT_KEY_ENV: &str = "ELIDE_RECEIPT_KEY";
 
+/// The environment variable setting [`StoreOptions::object_retention`]
+/// (whole seconds).
+pub const OBJECT_RETENTION_ENV: &str = "ELIDE_OBJECT_RETENTION_SECS";
+
 /// How often the background compaction worker asks the policy.
 pub const COMPACTOR_POLL: Duration = Duration::from_secs(60);
 
@@ -130,6 +143,8 @@ impl Default for StoreOptions {
             max_frozen: 2,
             part: PartWriterOptions::default(),
             object_store: None,
+            object_retention: Duration::from_secs(15 * 60),
+            object_lease_ttl: crate::remote::WRITER_LEASE_TTL,
             background_flush: true,
             compaction: CompactionOptions::default(),
             background_compaction: true,
@@ -155,6 +170,14 @@ impl StoreOptions {
         o.receipt_key = std::env::var_os(RECEIPT_KEY_ENV)
             .filter(|v| !v.is_empty())
             .map(Into::into);
+        if let Ok(v) = std::env::var(OBJECT_RETENTION_ENV) {
+            match v.trim().parse::<u64>() {
+                Ok(secs) => o.object_retention = Duration::from_secs(secs),
+                Err(_) => {
+                    tracing::warn!(value = %v, "{OBJECT_RETENTION_ENV} is not a number of seconds; ignored")
+                }
+            }
+        }
         o
     }
 
@@ -235,7 +258,12 @@ impl Inner {
         wal_dir: PathBuf,
         storage: Storage,
         opts: StoreOptions,
-        (lock, lease, wal): (Option<DirLock>, Option<Lease>, Option<Wal>),
+        (lock, lease, wal, writer_lease): (
+            Option<DirLock>,
+            Option<Lease>,
+            Option<Wal>,
+            Option<crate::remote::WriterLease>,
+        ),
         state: State,
         gc: Arc<Gc>,
         durable_seq: Arc<AtomicU64>,
@@ -249,6 +277,7 @@ impl Inner {
             opts,
             _lock: lock,
             _lease: lease,
+            writer_lease,
             wal,
             state: Mutex::new(state),
             flushed: Condvar::new(),
@@ -358,6 +387,8 @@ pub(crate) struct Inner {
     _lock: Option<DirLock>,
     /// The reader lease of a read-only store.
     _lease: Option<Lease>,
+    /// The writer's lease on an object store (`None`: local or read-only).
+    pub writer_lease: Option<crate::remote::WriterLease>,
     /// The ingest log being written (`None`: a read-only store).
     wal: Option<Wal>,
     pub state: Mutex<State>,
@@ -543,16 +574,40 @@ impl Store {
         }
         let fs = Arc::clone(&opts.fs);
         open::prepare_dir(&*fs, &dir, opts.create_if_missing)?;
-        if !opts.create_if_missing && !open::has_manifest_dir(&dir) {
+        if opts.object_store.is_none() && !opts.create_if_missing && !open::has_manifest_dir(&dir) {
             return Err(StoreError::NoStore {
                 path: dir,
                 reason: "it holds no manifest/ (not an Elide data directory)".into(),
             });
         }
         let lock = DirLock::acquire(&dir)?;
-        let storage = match &opts.object_store {
-            Some(os) => Storage::object_store(Arc::clone(os)),
-            None => Storage::local(&dir, Arc::clone(&fs))?,
+        let (storage, writer_lease) = match &opts.object_store {
+            Some(os) => {
+                let what = format!("object store {os}");
+                let deadline = opts.compaction.max_pending_age;
+                if opts.object_retention > deadline / 2 {
+                    return Err(StoreError::InvalidInput(format!(
+                        "the object retention window ({:?}) must be at most half the erasure deadline ({:?}): a purged part is removed only after it",
+                        opts.object_retention, deadline
+                    )));
+                }
+                if !opts.create_if_missing && crate::remote::latest_manifest(os)?.is_none() {
+                    // Refused before anything is written to the bucket.
+                    return Err(StoreError::NoStore {
+                        path: dir,
+                        reason: format!("{what} holds no manifest/ (not an Elide store)"),
+                    });
+                }
+                crate::remote::probe_put_if_absent(os, &what)?;
+                let lease = crate::remote::WriterLease::acquire(
+                    Arc::clone(os),
+                    &what,
+                    opts.object_lease_ttl,
+                    &dir,
+                )?;
+                (Storage::object_store(Arc::clone(os)), Some(lease))
+            }
+            None => (Storage::local(&dir, Arc::clone(&fs))?, None),
         };
         let wal_dir = dir.join("wal");
         let (manifest, from_disk) =
@@ -565,7 +620,10 @@ impl Store {
         // have created it.
         crate::storage::sync_dir(&*fs, &dir)?;
         let tombstones = open::load_tombstones(&storage, &manifest)?;
-        let gc = Arc::new(Gc::new(storage.local_root().map(|_| dir.clone())));
+        let gc = Arc::new(match storage.local_root() {
+            Some(_) => Gc::new(Some(dir.clone())),
+            None => Gc::remote(opts.object_retention),
+        });
         let mut swept = 0;
         if from_disk {
             let leased = match storage.local_root() {
@@ -603,7 +661,7 @@ impl Store {
             wal_dir,
             storage,
             opts,
-            (Some(lock), None, Some(wal)),
+            (Some(lock), None, Some(wal), writer_lease),
             state,
             gc,
             durable_seq,
@@ -719,7 +777,7 @@ impl Store {
             wal_dir,
             storage,
             opts,
-            (None, lease, None),
+            (None, lease, None, None),
             state,
             Arc::new(Gc::read_only()),
             durable_seq,

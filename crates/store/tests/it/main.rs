@@ -7,6 +7,7 @@ mod conflicts;
 mod deletion;
 mod durability;
 mod embedding;
+mod object_store;
 mod part_format;
 mod predicate;
 mod receipts;

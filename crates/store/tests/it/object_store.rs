@@ -1,0 +1,610 @@
+//! The object-store commit path (`remote.rs`) against a real S3 server
+//! (s3s-fs on 127.0.0.1) and fault-injecting wrappers around it: put-if-
+//! absent probed at open, a commit whose answer is lost settled exactly
+//! once, two writers kept apart by the lease, and racing writers that
+//! lose no deletion.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use elide_store::remote::{LATEST_HINT, WRITER_LEASE};
+use elide_store::{DeleteSpec, Store, StoreError, StoreOptions};
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+use crate::common::*;
+
+/// How a [`Faulty`] store misbehaves on puts of manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Write, then answer an error (a 503 after the write landed).
+    FailAfterWrite,
+    /// Answer an error without writing (the request was lost).
+    FailBeforeWrite,
+    /// Every manifest put fails without writing, and so do reads of it.
+    Unreachable,
+    /// `PutMode::Create` is ignored (a server without put-if-absent).
+    NoConditionalPut,
+}
+
+/// A wrapper that injects one kind of fault into the next `budget`
+/// manifest puts, and serialises every put (so that the S3 server's
+/// check-then-write is atomic across two handles).
+struct Faulty {
+    inner: Arc<dyn ObjectStore>,
+    fault: Mutex<Fault>,
+    budget: AtomicUsize,
+    manifest_puts: AtomicUsize,
+    serial: tokio::sync::Mutex<()>,
+    /// Keys this handle sees renamed (hides the writer lease from a second handle).
+    rename_lease: Option<&'static str>,
+    /// Listings of `manifest/`: whole, and from an offset.
+    manifest_lists: AtomicUsize,
+    manifest_offset_lists: AtomicUsize,
+}
+
+impl Faulty {
+    fn new(inner: Arc<dyn ObjectStore>) -> Arc<Faulty> {
+        Arc::new(Faulty {
+            inner,
+            fault: Mutex::new(Fault::None),
+            budget: AtomicUsize::new(0),
+            manifest_puts: AtomicUsize::new(0),
+            serial: tokio::sync::Mutex::new(()),
+            rename_lease: None,
+            manifest_lists: AtomicUsize::new(0),
+            manifest_offset_lists: AtomicUsize::new(0),
+        })
+    }
+
+    fn arm(&self, fault: Fault, times: usize) {
+        *self.fault.lock().unwrap() = fault;
+        self.budget.store(times, Ordering::SeqCst);
+    }
+
+    fn fault_for(&self, location: &Path) -> Fault {
+        let f = *self.fault.lock().unwrap();
+        if f == Fault::NoConditionalPut {
+            return f;
+        }
+        if !location.as_ref().starts_with("manifest/") {
+            return Fault::None;
+        }
+        if f == Fault::Unreachable {
+            return f;
+        }
+        match self
+            .budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+        {
+            Ok(_) => f,
+            Err(_) => Fault::None,
+        }
+    }
+
+    fn map(&self, location: &Path) -> Path {
+        match self.rename_lease {
+            Some(to) if location.as_ref() == WRITER_LEASE => Path::from(to),
+            _ => location.clone(),
+        }
+    }
+}
+
+fn injected() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "faulty",
+        source: "injected: 503 Slow Down".into(),
+    }
+}
+
+impl fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Faulty")
+    }
+}
+
+impl fmt::Display for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let location = &self.map(location);
+        let _serial = self.serial.lock().await;
+        if location.as_ref().starts_with("manifest/") {
+            self.manifest_puts.fetch_add(1, Ordering::SeqCst);
+        }
+        match self.fault_for(location) {
+            Fault::None => self.inner.put_opts(location, payload, opts).await,
+            Fault::FailAfterWrite => {
+                self.inner.put_opts(location, payload, opts).await?;
+                Err(injected())
+            }
+            Fault::FailBeforeWrite | Fault::Unreachable => Err(injected()),
+            Fault::NoConditionalPut => {
+                let opts = PutOptions {
+                    mode: match opts.mode {
+                        PutMode::Create => PutMode::Overwrite,
+                        m => m,
+                    },
+                    ..opts
+                };
+                self.inner.put_opts(location, payload, opts).await
+            }
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner
+            .put_multipart_opts(&self.map(location), opts)
+            .await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        if *self.fault.lock().unwrap() == Fault::Unreachable
+            && location.as_ref().starts_with("manifest/")
+        {
+            return Err(injected());
+        }
+        self.inner.get_opts(&self.map(location), options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(&self.map(location), ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if prefix.is_some_and(|p| p.as_ref() == "manifest") {
+            self.manifest_lists.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if prefix.is_some_and(|p| p.as_ref() == "manifest") {
+            self.manifest_offset_lists.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn s3_opts(os: Arc<dyn ObjectStore>) -> StoreOptions {
+    StoreOptions {
+        object_store: Some(os),
+        object_retention: std::time::Duration::ZERO,
+        ..opts()
+    }
+}
+
+fn manifests(server: &elide_store::s3_server::S3Server) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(server.root().join(BUCKET).join("manifest"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".manifest"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn ids_visible(store: &Store) -> BTreeSet<String> {
+    visible(store).into_iter().map(|(_, d, _)| d).collect()
+}
+
+use std::collections::BTreeSet;
+
+#[test]
+fn a_store_on_s3_round_trips_and_keeps_only_its_log_locally() {
+    let site = Site::new(Backend::S3);
+    let opts = site.opts(opts());
+    let store = Store::open(site.path(), opts.clone()).unwrap();
+    append(
+        &store,
+        &[row(1, "a", 1, 0), row(2, "b", 1, 0), row(3, "a", 1, 1)],
+    );
+    store.flush().unwrap();
+    append(&store, &[row(4, "c", 1, 0)]);
+    let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    assert_eq!(o.rows_hidden, 2);
+    assert_eq!(
+        ids_visible(&store),
+        BTreeSet::from(["b".into(), "c".into()])
+    );
+    store.close().unwrap();
+    let mut local: Vec<String> = std::fs::read_dir(site.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    local.sort();
+    assert!(
+        local
+            .iter()
+            .all(|n| ["LOCK", "wal", "tmp", "readers"].contains(&n.as_str())),
+        "only the log and the lock are local: {local:?}"
+    );
+    let server = site.server.as_ref().unwrap();
+    assert!(!manifests(server).is_empty());
+    assert!(server.root().join(BUCKET).join(LATEST_HINT).is_file());
+    // Reopened: the logged row is replayed, the deletion still applies.
+    let store = Store::open(site.path(), opts).unwrap();
+    assert_eq!(
+        ids_visible(&store),
+        BTreeSet::from(["b".into(), "c".into()])
+    );
+    compact_now(&store);
+    assert_eq!(
+        ids_visible(&store),
+        BTreeSet::from(["b".into(), "c".into()])
+    );
+    assert!(store.scrub(&mut |_, _| {}).unwrap().findings.is_empty());
+}
+
+#[test]
+fn a_server_without_put_if_absent_is_refused_by_name() {
+    let site = Site::new(Backend::S3);
+    let faulty = Faulty::new(site.server.as_ref().unwrap().store(BUCKET).unwrap());
+    faulty.arm(Fault::NoConditionalPut, usize::MAX);
+    let err = Store::open(site.path(), s3_opts(faulty)).unwrap_err();
+    assert!(matches!(err, StoreError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("put-if-absent"), "{err}");
+    assert!(err.to_string().contains("If-None-Match"), "{err}");
+}
+
+/// A 503 after the manifest landed, and a request lost before it did:
+/// either way the commit happens exactly once and the caller is told so.
+#[test]
+fn a_commit_whose_answer_is_lost_is_settled_exactly_once() {
+    for fault in [Fault::FailAfterWrite, Fault::FailBeforeWrite] {
+        let site = Site::new(Backend::S3);
+        let server = site.server.as_ref().unwrap();
+        let faulty = Faulty::new(server.store(BUCKET).unwrap());
+        let store = Store::open(site.path(), s3_opts(faulty.clone())).unwrap();
+        append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+        store.flush().unwrap();
+        let before = store.manifest().unwrap().version;
+        faulty.arm(fault, 1);
+        let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+        assert_eq!(o.rows_hidden, 1, "{fault:?}");
+        let after = store.manifest().unwrap().version;
+        assert_eq!(after, before + 1, "{fault:?}: one version");
+        // The store goes on committing after a settled publish.
+        store.delete(DeleteSpec::ids(1, ["b"])).unwrap();
+        assert_eq!(store.manifest().unwrap().version, before + 2);
+        store.close().unwrap();
+        let store = Store::open(site.path(), s3_opts(faulty.clone())).unwrap();
+        assert_eq!(store.manifest().unwrap().version, before + 2, "{fault:?}");
+        assert!(ids_visible(&store).is_empty(), "{fault:?}");
+        assert_eq!(store.manifest().unwrap().requests.len(), 2);
+    }
+}
+
+/// When no answer can be had, the caller is told the outcome is unknown
+/// and the handle refuses commits; a reopen reads the truth.
+#[test]
+fn an_unknowable_commit_is_reported_and_the_handle_stops_committing() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let faulty = Faulty::new(server.store(BUCKET).unwrap());
+    let store = Store::open(site.path(), s3_opts(faulty.clone())).unwrap();
+    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+    store.flush().unwrap();
+    let before = store.manifest().unwrap().version;
+    faulty.arm(Fault::Unreachable, usize::MAX);
+    let err = store.delete(DeleteSpec::ids(1, ["a"])).unwrap_err();
+    assert!(err.to_string().contains("unknown"), "{err}");
+    faulty.arm(Fault::None, 0);
+    let again = store.delete(DeleteSpec::ids(1, ["b"])).unwrap_err();
+    assert!(again.to_string().contains("reopen"), "{again}");
+    drop(store);
+    let store = Store::open(site.path(), s3_opts(faulty)).unwrap();
+    assert_eq!(store.manifest().unwrap().version, before);
+    // The deletion did not happen: the rows are visible, and a new
+    // request hides them.
+    assert_eq!(ids_visible(&store).len(), 2);
+    store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    assert_eq!(ids_visible(&store), BTreeSet::from(["b".into()]));
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_lease_is_held() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let a = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    let err = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
+    assert!(matches!(err, StoreError::RemoteLocked { .. }), "{err}");
+    // Released on close: the next writer need not wait for the expiry.
+    a.close().unwrap();
+    let b = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    drop(b);
+    // A lease a crashed writer left expires by itself.
+    let os = server.store(BUCKET).unwrap();
+    let expired =
+        serde_json::json!({"holder": "crashed", "host": "h", "pid": 1, "expires_at_us": 1});
+    let live =
+        serde_json::json!({"holder": "alive", "host": "h", "pid": 1, "expires_at_us": i64::MAX});
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let put = |v: &serde_json::Value| {
+        let bytes = serde_json::to_vec(v).unwrap();
+        rt.block_on(os.put(&Path::from(WRITER_LEASE), bytes.into()))
+            .unwrap();
+    };
+    put(&expired);
+    drop(Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap());
+    put(&live);
+    let err = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
+    assert!(err.to_string().contains("alive"), "{err}");
+    // A live lease of a writer of this host and local directory that was
+    // killed: whoever holds the directory's LOCK now takes it over at
+    // once; a writer elsewhere is still refused.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let killed = serde_json::json!({
+        "holder": "killed", "host": host.trim(), "pid": 1, "expires_at_us": i64::MAX,
+        "local_dir": site.path().canonicalize().unwrap().display().to_string(),
+    });
+    put(&killed);
+    let err = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
+    assert!(err.to_string().contains("killed"), "{err}");
+    drop(Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap());
+}
+
+/// Two handles that both believe they are the writer (the lease hidden
+/// from one, as a clock gone wrong would) race 200 deletions through a
+/// serialising wrapper. Put-if-absent lets one win each version: every
+/// deletion that returned `Ok` is in the final store, and the loser of a
+/// version is told and reopens.
+#[test]
+fn racing_writers_lose_no_deletion() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let ids: Vec<String> = (0..200).map(|i| format!("person-{i:03}")).collect();
+    {
+        let store = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+        let rows: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, d)| row(i as u64, d, 1, 0))
+            .collect();
+        append(&store, &rows);
+        store.flush().unwrap();
+        store.close().unwrap();
+    }
+    let inner = server.store(BUCKET).unwrap();
+    let serial = Arc::new(Faulty {
+        inner,
+        fault: Mutex::new(Fault::None),
+        budget: AtomicUsize::new(0),
+        manifest_puts: AtomicUsize::new(0),
+        serial: tokio::sync::Mutex::new(()),
+        rename_lease: None,
+        manifest_lists: AtomicUsize::new(0),
+        manifest_offset_lists: AtomicUsize::new(0),
+    });
+    let hidden = Arc::new(Faulty {
+        inner: Arc::clone(&serial) as Arc<dyn ObjectStore>,
+        fault: Mutex::new(Fault::None),
+        budget: AtomicUsize::new(0),
+        manifest_puts: AtomicUsize::new(0),
+        serial: tokio::sync::Mutex::new(()),
+        rename_lease: Some("_elide/writer.lease.second"),
+        manifest_lists: AtomicUsize::new(0),
+        manifest_offset_lists: AtomicUsize::new(0),
+    });
+    let other = tempfile::tempdir().unwrap();
+    let handles: Vec<(std::path::PathBuf, Arc<dyn ObjectStore>)> = vec![
+        (site.path(), serial as Arc<dyn ObjectStore>),
+        (other.path().to_path_buf(), hidden as Arc<dyn ObjectStore>),
+    ];
+    let confirmed = Mutex::new(Vec::new());
+    let conflicts = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for (w, (dir, os)) in handles.iter().enumerate() {
+            let ids = &ids;
+            let confirmed = &confirmed;
+            let conflicts = &conflicts;
+            s.spawn(move || {
+                // GC keeps unreferenced objects for the default window:
+                // the other writer's objects in flight are among them.
+                let open = || {
+                    let opts = StoreOptions {
+                        object_retention: StoreOptions::default().object_retention,
+                        ..s3_opts(Arc::clone(os))
+                    };
+                    Store::open(dir, opts).unwrap()
+                };
+                let mut store = open();
+                for id in ids.iter().skip(w).step_by(2) {
+                    loop {
+                        match store.delete(DeleteSpec::ids(1, [id.as_str()])) {
+                            Ok(_) => {
+                                confirmed.lock().unwrap().push(id.clone());
+                                break;
+                            }
+                            // The other handle won this version (or a
+                            // file id both chose): nothing of this
+                            // request was committed; reopen on the latest.
+                            Err(_) => {
+                                conflicts.fetch_add(1, Ordering::SeqCst);
+                                drop(store);
+                                store = open();
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let confirmed = confirmed.into_inner().unwrap();
+    assert_eq!(confirmed.len(), 200);
+    let store = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap()));
+    // The first handle's lease is released; the second's was hidden.
+    let store = store.unwrap();
+    let visible = ids_visible(&store);
+    let m = store.manifest().unwrap();
+    for id in &confirmed {
+        assert!(
+            !visible.contains(id),
+            "{id}'s deletion was lost (version {}, {} requests)",
+            m.version,
+            m.requests.len()
+        );
+    }
+    let requests = store.manifest().unwrap().requests.len();
+    assert_eq!(requests, 200, "each confirmed deletion is one request");
+    eprintln!(
+        "racing writers: {} commits lost to the other handle, reopened",
+        conflicts.load(Ordering::SeqCst)
+    );
+}
+
+/// With old versions kept for the retention window, an open still finds
+/// the latest with listings from the hint, never a listing of them all.
+#[test]
+fn the_latest_version_is_found_by_listing_from_the_hint() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let keep = StoreOptions {
+        object_retention: StoreOptions::default().object_retention,
+        ..s3_opts(server.store(BUCKET).unwrap())
+    };
+    let store = Store::open(site.path(), keep).unwrap();
+    let ids: Vec<String> = (0..30).map(|i| format!("p{i}")).collect();
+    let rows: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| row(i as u64, d, 1, 0))
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    for id in &ids[..25] {
+        store.delete(DeleteSpec::ids(1, [id.as_str()])).unwrap();
+    }
+    let latest = store.manifest().unwrap().version;
+    store.close().unwrap();
+    assert!(
+        manifests(server).len() > 25,
+        "old versions are kept for the window"
+    );
+    let counting = Faulty::new(server.store(BUCKET).unwrap());
+    let reader = Store::open_read_only(site.path(), s3_opts(counting.clone())).unwrap();
+    assert_eq!(reader.manifest().unwrap().version, latest);
+    assert_eq!(ids_visible(&reader).len(), 5);
+    assert_eq!(
+        counting.manifest_lists.load(Ordering::SeqCst),
+        0,
+        "no listing of every version"
+    );
+    assert!(counting.manifest_offset_lists.load(Ordering::SeqCst) >= 1);
+}
+
+/// A purged part stays on the bucket for the retention window (a reader
+/// on another machine may be reading it), the request waits for its
+/// removal, and the window is kept across processes: the manifest records
+/// when each object was retired, so a reopen inside the window keeps it
+/// and one after the window removes it.
+#[test]
+fn a_purge_waits_out_the_retention_window_across_reopens() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let window = std::time::Duration::from_secs(2);
+    let opts = || StoreOptions {
+        object_retention: window,
+        ..s3_opts(server.store(BUCKET).unwrap())
+    };
+    let parts = || -> BTreeSet<std::path::PathBuf> {
+        files_under(&server.root().join(BUCKET).join("parts"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect()
+    };
+    let store = Store::open(site.path(), opts()).unwrap();
+    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+    store.flush().unwrap();
+    let before = parts();
+    let started = std::time::Instant::now();
+    let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    compact_now(&store);
+    let status = |s: &Store| {
+        s.manifest()
+            .unwrap()
+            .requests
+            .iter()
+            .find(|r| r.id == o.request_id)
+            .unwrap()
+            .status
+    };
+    assert_eq!(ids_visible(&store), BTreeSet::from(["b".into()]));
+    if started.elapsed() < window {
+        assert!(parts().is_superset(&before), "removed inside the window");
+        assert_eq!(status(&store), elide_store::RequestStatus::Pending);
+    }
+    assert!(!store.manifest().unwrap().retired.is_empty());
+    store.close().unwrap();
+    let store = Store::open(site.path(), opts()).unwrap();
+    if started.elapsed() < window {
+        assert!(
+            parts().is_superset(&before),
+            "a reopen inside the window removed it"
+        );
+    }
+    store.close().unwrap();
+    std::thread::sleep(
+        window.saturating_sub(started.elapsed()) + std::time::Duration::from_millis(100),
+    );
+    let store = Store::open(site.path(), opts()).unwrap();
+    assert!(parts().is_disjoint(&before), "the window is over");
+    compact_now(&store);
+    assert_eq!(status(&store), elide_store::RequestStatus::Verified);
+}
