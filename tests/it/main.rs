@@ -10,6 +10,7 @@ mod erasure_cli;
 mod examples;
 mod hardening;
 mod model;
+mod object_store_cli;
 mod persons;
 mod power_loss;
 mod query;

@@ -61,6 +61,10 @@ pub struct Bootstrap {
 impl App {
     /// Open (or create) the data directory for a long-lived writer.
     pub fn open(cfg: AppConfig) -> Result<App> {
+        let mut cfg = cfg;
+        // A URL (`s3://bucket/prefix`) opens its local directory, with
+        // the object store in the options.
+        cfg.data_dir = crate::wiring::locate(&cfg.data_dir, &mut cfg.store)?;
         let store = Store::open(&cfg.data_dir, cfg.store)?;
         let persons = match Persons::open(store.clone()) {
             Ok(p) => Arc::new(p),

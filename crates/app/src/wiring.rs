@@ -12,7 +12,7 @@
 //! a crash left half-committed (elide-persons `open.rs`) before the
 //! command runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use elide_persons::sqlite::METADATA_FILE;
@@ -39,9 +39,29 @@ pub fn command_options() -> StoreOptions {
     StoreOptions::one_shot()
 }
 
-/// Open the store of `dir` for `access`.
+/// The `--local-dir` of this process (see [`set_local_dir`]).
+static LOCAL_DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// Set the local directory used with a data directory on an object store
+/// (`--local-dir`); once per process, before any store is opened.
+pub fn set_local_dir(dir: Option<PathBuf>) {
+    let _ = LOCAL_DIR.set(dir);
+}
+
+/// Resolve a data directory (a path, or a URL such as
+/// `s3://bucket/prefix`) for `opts`: sets `opts.object_store` for a URL
+/// and returns the directory to open (the data directory itself, or the
+/// object store's local directory; `elide_store::location`).
+pub fn locate(data_dir: &Path, opts: &mut StoreOptions) -> Result<PathBuf> {
+    let local = LOCAL_DIR.get().and_then(Option::as_deref);
+    let loc = elide_store::location::resolve(data_dir, local)?;
+    Ok(loc.apply(opts)?.to_path_buf())
+}
+
+/// Open the store of `dir` (a path or an object store's URL) for `access`.
 pub fn store(dir: &Path, access: Access) -> Result<Store> {
-    let opts = command_options();
+    let mut opts = command_options();
+    let dir = &locate(dir, &mut opts)?;
     Ok(match access {
         Access::Read => Store::open_read_only(dir, opts)?,
         Access::Write => Store::open(

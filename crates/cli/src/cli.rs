@@ -19,6 +19,13 @@ use elide_app::wiring::{self, Access};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// With a data directory on an object store (`--data-dir
+    /// s3://bucket/prefix`, configured from AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, ...): the local directory that holds the ingest
+    /// log, the lock and the persons metadata. Default: a directory named
+    /// after the URL under the user's data directory.
+    #[arg(long, global = true, env = "ELIDE_LOCAL_DIR")]
+    local_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +278,7 @@ pub fn run() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    wiring::set_local_dir(cli.local_dir);
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -18,6 +18,13 @@ use crate::output::Format;
 
 /// Run `elide scrub`.
 pub fn run(dir: &Path, format: Format) -> Result<()> {
+    if dir.to_str().is_some_and(elide_store::location::is_url) {
+        return Err(format!(
+            "scrub reads a local data directory file by file; {} is on an object store (its parts are checked by the store's ETags and checksums as they are read; `elide status` and `elide deletions` work there)",
+            dir.display()
+        )
+        .into());
+    }
     let bar = crate::cli::progress_bar(0, "scrubbing");
     // Not through an open of the store: a store too damaged to open is
     // still reported on, file by file.

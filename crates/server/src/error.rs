@@ -237,6 +237,12 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "store unavailable");
                 ApiError::unavailable()
             }
+            // The object store failed to answer (a timeout, a 5xx): a
+            // dependency is down, not a bug; a missing object is a bug.
+            StoreError::ObjectStore { .. } if !e.is_not_found() => {
+                tracing::warn!(error = %e, "object store unavailable");
+                ApiError::unavailable()
+            }
             _ => ApiError::internal(&e),
         }
     }
