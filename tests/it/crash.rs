@@ -25,24 +25,46 @@ fn run_worker(
     acked: &mut Acked,
     deletes: &mut Deletes,
 ) {
+    run_worker_env(dir, seed, extra, &[], sleep, acked, deletes);
+}
+
+/// [`run_worker`] with more environment variables (an S3 server's).
+fn run_worker_env(
+    dir: &std::path::Path,
+    seed: u64,
+    extra: &[&str],
+    env: &[(&str, String)],
+    sleep: Duration,
+    acked: &mut Acked,
+    deletes: &mut Deletes,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_elide"))
         .args(["crash-worker", "--data-dir"])
         .arg(dir)
         .args(["--seed", &seed.to_string()])
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained on a thread (a full pipe would block the worker).
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
     std::thread::sleep(sleep);
     // `Child::kill` is SIGKILL on Unix. The worker loops forever, so it
     // must still be running: an early exit would be a worker failure.
     child.kill().unwrap();
     let status = child.wait().unwrap();
+    let stderr = stderr.join().unwrap_or_default();
     assert_eq!(
         status.signal(),
         Some(9),
-        "seed {seed}: worker exited on its own: {status}"
+        "seed {seed}: worker exited on its own: {status}: {stderr}"
     );
     let mut out = String::new();
     child
@@ -80,8 +102,11 @@ fn run_worker(
 
 /// Reopen and check every acknowledged operation.
 fn check(dir: &std::path::Path, what: &str, acked: &Acked, deletes: &Deletes) {
+    check_store(open(dir), what, acked, deletes);
+}
+
+fn check_store(store: elide::store::Store, what: &str, acked: &Acked, deletes: &Deletes) {
     let rt = rt();
-    let store = open(dir);
     let ctx = ctx(&store);
     let b = sql(
         &rt,
@@ -140,6 +165,56 @@ fn acknowledged_appends_and_deletes_survive_sigkill() {
         acked.len() > 100,
         "the worker made progress ({} acked rows)",
         acked.len()
+    );
+}
+
+/// The same on an object store (an S3 server, s3s-fs, in this process):
+/// the worker's parts, tombstones and manifests are objects, its log is
+/// in the local directory, and a kill can land inside any request. The
+/// next process, on the same host and local directory, takes over the
+/// dead writer's lease at once.
+#[test]
+fn acknowledged_appends_and_deletes_survive_sigkill_on_an_object_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = elide_store::s3_server::S3Server::start(&dir.path().join("s3"), "crash").unwrap();
+    let local = dir.path().join("local");
+    let local_arg = local.to_str().unwrap();
+    let env = s3.env();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(777);
+    let mut acked = Acked::new();
+    let mut deletes = Deletes::new();
+    for round in 0..8u64 {
+        let sleep = Duration::from_millis(rng.random_range(300..1200));
+        run_worker_env(
+            std::path::Path::new("s3://crash"),
+            round + 1,
+            &["--local-dir", local_arg],
+            &env,
+            sleep,
+            &mut acked,
+            &mut deletes,
+        );
+        let store = elide::store::Store::open(
+            &local,
+            elide::store::StoreOptions {
+                object_store: Some(s3.store("crash").unwrap()),
+                background_flush: false,
+                background_compaction: false,
+                predicate_resolve_bound: None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        check_store(store, &format!("round {round}"), &acked, &deletes);
+    }
+    assert!(
+        acked.len() > 50,
+        "the worker made progress ({} acked rows)",
+        acked.len()
+    );
+    assert!(
+        s3.root().join("crash").join("manifest").is_dir(),
+        "the worker committed to the object store"
     );
 }
 

@@ -139,6 +139,10 @@ fn every_command_works_on_an_object_store() {
         URL
     );
 
+    let doctor = cli.ok(&["doctor", "--data-dir", URL, "--format", "csv"]);
+    assert!(doctor.contains("put-if-absent,ok"), "{doctor}");
+    assert!(doctor.contains("versioning,ok"), "{doctor}");
+
     // Refusals, each changing nothing.
     let (ok, _, err) = cli.run(&["sql", "--data-dir", "s3://bucket/other-store", "SELECT 1"]);
     assert!(

@@ -199,6 +199,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Check what erasure needs of where the data lives: on an object
+    /// store (`--data-dir s3://…`), put-if-absent, conditional replace,
+    /// versioning off, the writer lease (exit 1 if a check fails).
+    Doctor {
+        /// Data directory (a path or an s3:// URL).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Capture PostHog events (JSON lines) through identity resolution.
     Capture(crate::persons_cli::CaptureArgs),
     /// Persons: list, get, delete, reset, split, set, unset, deletions, activity, timeline.
@@ -322,7 +333,8 @@ fn dispatch(cmd: Command) -> Result<()> {
                 None => elide_query::session_context(&store)?,
             };
             let writes = if allow_writes {
-                elide_query::SqlWrites::CopyOutside(&data_dir)
+                // The directory that holds files (an object store's local one).
+                elide_query::SqlWrites::CopyOutside(store.dir())
             } else {
                 elide_query::SqlWrites::None
             };
@@ -414,6 +426,7 @@ fn dispatch(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Scrub { data_dir, format } => crate::scrub::run(&data_dir, format),
+        Command::Doctor { data_dir, format } => crate::doctor::run(&data_dir, format),
         Command::Compact {
             data_dir,
             now,

@@ -27,11 +27,13 @@ use rand::{Rng, SeedableRng};
 use crate::output::anyhow_lite::Result;
 
 pub fn run(dir: &Path, seed: u64, recover_only: bool) -> Result<()> {
-    let opts = StoreOptions {
+    let mut opts = StoreOptions {
         memtable_rows: 300,
         ..Default::default()
     };
-    let store = Store::open(dir, opts)?;
+    // A URL (`s3://bucket`) with `--local-dir`, as every command takes it.
+    let dir = elide_app::wiring::locate(dir, &mut opts)?;
+    let store = Store::open(&dir, opts)?;
     if recover_only {
         // Recovery runs in `open` and in the background flush of the
         // replayed rows; then wait to be killed.

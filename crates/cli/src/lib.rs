@@ -17,6 +17,7 @@ mod bench_persons;
 pub mod cli;
 mod crash_worker;
 mod demo;
+mod doctor;
 mod erasure;
 mod lifecycle;
 mod output;

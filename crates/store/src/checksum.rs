@@ -264,7 +264,13 @@ enum Source {
     File(std::fs::File),
     /// The whole object, fetched from an object store.
     Bytes(Bytes),
+    /// An object read by ranges (a few columns of a large part).
+    Ranges(Storage),
 }
+
+/// An object-store part at least this large, read for some columns only,
+/// is read by ranges; smaller ones, or reads of every column, in one GET.
+const RANGED_READ_MIN: u64 = 4 << 20;
 
 /// A part file read through its checksums. Bytes are read when the
 /// parquet reader asks for them, each read widened to whole blocks and
@@ -315,6 +321,9 @@ impl VerifiedPart {
                 std::fs::File::open(root.join(&part.path))
                     .map_err(|e| StoreError::io(&part.path, e))?,
             ),
+            None if columns.is_some() && part.size >= RANGED_READ_MIN => {
+                Source::Ranges(storage.clone())
+            }
             None => Source::Bytes(storage.get(&part.path)?),
         };
         let mut file = VerifiedPart {
@@ -377,6 +386,18 @@ impl VerifiedPart {
                     ));
                 }
                 Ok(b.slice(range.start as usize..end))
+            }
+            Source::Ranges(storage) => {
+                let b = storage
+                    .get_range(&self.path, range.clone())
+                    .map_err(|e| format!("reading bytes {}..{}: {e}", range.start, range.end))?;
+                if b.len() != n {
+                    return Err(format!(
+                        "the object is shorter than the manifest's {} bytes",
+                        self.len
+                    ));
+                }
+                Ok(b)
             }
         }
     }

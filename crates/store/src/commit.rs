@@ -746,16 +746,23 @@ impl<'a> Transaction<'a> {
         }
         let token = uuid::Uuid::new_v4().simple().to_string();
         self.manifest.commit_token.clone_from(&token);
+        if inner.storage.is_remote() {
+            self.manifest.writer_id = Some(inner.writer_id.clone());
+        }
         let bytes = encode_manifest(&self.manifest)?;
         crate::failpoint!("commit::before_manifest");
         if let Some(lease) = &inner.writer_lease {
             // An object store's writer lease must outlast this commit.
             lease.check()?;
         }
-        let published =
-            inner
-                .storage
-                .publish_manifest(&manifest_path(version), bytes.into(), &token);
+        let still_writer =
+            || -> Result<()> { inner.writer_lease.as_ref().map_or(Ok(()), |l| l.check()) };
+        let published = inner.storage.publish_manifest(
+            &manifest_path(version),
+            bytes.into(),
+            &token,
+            &still_writer,
+        );
         if let Ok(crate::remote::Published::Conflict) = published {
             let why = format!(
                 "manifest version {version} was published by another writer; this handle's commit did not happen; reopen the store"

@@ -133,6 +133,17 @@ pub enum StoreError {
         /// When its lease expires unless renewed.
         expires_at_us: i64,
     },
+    /// A local directory whose ingest log cannot be replayed into its
+    /// object store: another writer has committed since its rows were
+    /// logged (they would reuse sequence numbers that writer handed out,
+    /// or escape its deletions).
+    #[error("the local directory {path} cannot be opened with its object store: {reason}")]
+    Diverged {
+        /// The local directory.
+        path: PathBuf,
+        /// What was found, and what to do.
+        reason: String,
+    },
     /// The object store lacks a capability the commit path needs.
     #[error("refusing {what}: the object store does not support {capability}")]
     Unsupported {

@@ -104,6 +104,12 @@ pub struct Manifest {
     /// windows after their retirement (gc.rs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<RetiredObject>,
+    /// On an object store: the writer id of the local directory whose
+    /// writer committed this version (`WRITER_ID`). A local ingest log
+    /// with rows is replayed only into a store this directory's writer
+    /// committed last (`store.rs`, `Store::open`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_id: Option<String>,
 }
 
 /// An object a commit stopped referencing (object stores only).
@@ -148,6 +154,7 @@ impl Manifest {
             receipts_head: None,
             commit_token: String::new(),
             retired: Vec::new(),
+            writer_id: None,
         }
     }
 
@@ -504,6 +511,20 @@ pub enum ObjectName {
 
 fn is_hex_id(s: &str) -> bool {
     s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The file id in a part, `.runs` or tombstone path Elide writes (staged
+/// copies included), if any.
+pub fn file_id_of(path: &str) -> Option<u64> {
+    let path = path.rsplit_once('#').map_or(path, |(base, _)| base);
+    let name = path.rsplit('/').next()?;
+    let id = name
+        .strip_suffix(".parquet")
+        .or_else(|| name.strip_suffix(".runs"))
+        .or_else(|| name.strip_suffix(".tomb"))?;
+    is_hex_id(id)
+        .then(|| u64::from_str_radix(id, 16).ok())
+        .flatten()
 }
 
 /// Classify a path by the names Elide writes; `None` for anything else
@@ -887,6 +908,17 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(parse_manifest_path(&manifest_path(42)), Some(42));
+        assert_eq!(file_id_of(&tombstone_path(0x4a)), Some(0x4a));
+        assert_eq!(
+            file_id_of("parts/events/1/2026-09-21/000000000000004b.runs"),
+            Some(0x4b)
+        );
+        assert_eq!(
+            file_id_of("parts/events/1/2026-09-21/000000000000004c.parquet#12"),
+            Some(0x4c)
+        );
+        assert_eq!(file_id_of(&manifest_path(7)), None);
+        assert_eq!(file_id_of("parts/events/1/2026-09-21/4c.parquet"), None);
         assert_eq!(parse_manifest_path("manifest/x.manifest"), None);
         assert_eq!(day_to_string(0), "1970-01-01");
         assert_eq!(

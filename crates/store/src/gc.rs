@@ -71,6 +71,10 @@ pub struct Gc {
     /// kept before it is removed: a reader on another machine, which no
     /// lease of this directory announces, may still be reading it.
     retention: Option<std::time::Duration>,
+    /// The latest version this handle published or opened: on an object
+    /// store nothing is removed once a later version exists (another
+    /// writer's, which may reference what this one retired).
+    known_version: std::sync::atomic::AtomicU64,
 }
 
 /// Keeps a snapshot's version registered while alive.
@@ -151,10 +155,37 @@ impl Gc {
         self.state.lock().map_or(0, |s| s.pending.len())
     }
 
+    /// Record the latest version this handle published or opened.
+    pub fn note_version(&self, version: u64) {
+        self.known_version
+            .fetch_max(version, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Remove every retired object no live snapshot can read.
     pub fn collect(&self, storage: &Storage) -> Result<usize> {
         if self.read_only || self.pending() == 0 {
             return Ok(0);
+        }
+        if let Some(retention) = self.retention {
+            let due = self
+                .state
+                .lock()
+                .is_ok_and(|s| s.pending.iter().any(|(_, _, at)| at.elapsed() >= retention));
+            if !due {
+                return Ok(0);
+            }
+            // Another writer (a lease that failed) may have published a
+            // version that references what this handle retired: remove
+            // nothing past a version this handle does not know.
+            let known = self
+                .known_version
+                .load(std::sync::atomic::Ordering::Acquire);
+            if let Some((latest, _)) = crate::remote::latest_manifest(&storage.inner())? {
+                if latest > known {
+                    tracing::error!(latest, known, "another writer committed to this object store; this handle removes nothing");
+                    return Ok(0);
+                }
+            }
         }
         let leased = self.oldest_leased();
         let ready: Vec<String> = {
@@ -279,6 +310,15 @@ impl Gc {
             .flat_map(|(_, objs)| objs.iter())
             .filter_map(|o| Some((crate::format::parse_manifest_path(&o.path)?, o.modified_us?)))
             .collect();
+        // File ids of everything there, referenced or not: a leftover the
+        // sweep leaves (a lease pins it, or an object store's window) must
+        // never have its id handed out again.
+        report.max_file_id = listed
+            .iter()
+            .flat_map(|(_, objs)| objs.iter())
+            .filter(|o| classify_object(&o.path).is_some())
+            .filter_map(|o| crate::format::file_id_of(&o.path))
+            .max();
         for (_, objects) in listed {
             for obj in objects {
                 let p = obj.path;
@@ -402,4 +442,6 @@ pub struct SweepReport {
     /// Files under `parts/`, `tombstones/` or `manifest/` whose names
     /// Elide does not write: left alone.
     pub foreign: Vec<String>,
+    /// The largest file id of any part, `.runs` or tombstone file found.
+    pub max_file_id: Option<u64>,
 }

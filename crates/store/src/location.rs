@@ -75,6 +75,7 @@ pub fn default_local_dir(url: &str) -> Result<PathBuf> {
                 "no local directory for {url}: pass --local-dir (neither XDG_DATA_HOME nor HOME is set)"
             ))
         })?;
+    let url = normalize(url);
     let name: String = url
         .chars()
         .map(|c| {
@@ -85,7 +86,18 @@ pub fn default_local_dir(url: &str) -> Result<PathBuf> {
             }
         })
         .collect();
-    Ok(base.join("elide").join("stores").join(name))
+    // Two URLs that map to one name (`s3://a/b_c`, `s3://a/b/c`) get
+    // different directories all the same.
+    let hash = blake3::hash(url.as_bytes()).to_hex();
+    Ok(base
+        .join("elide")
+        .join("stores")
+        .join(format!("{name}-{}", &hash[..8])))
+}
+
+/// A URL as stores are bound to it: without trailing slashes.
+fn normalize(url: &str) -> &str {
+    url.trim_end_matches('/')
 }
 
 /// The object store a URL names (`s3://bucket[/prefix]`), configured from
@@ -107,8 +119,7 @@ pub fn object_store_from_url(url: &str) -> Result<Arc<dyn ObjectStore>> {
             "data directory URL {url:?} names no bucket (s3://bucket/prefix)"
         )));
     }
-    let s3 = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
+    let s3 = configure(AmazonS3Builder::from_env().with_bucket_name(bucket))?
         .build()
         .map_err(|e| StoreError::ObjectStore {
             path: url.to_string(),
@@ -120,6 +131,24 @@ pub fn object_store_from_url(url: &str) -> Result<Arc<dyn ObjectStore>> {
     } else {
         Arc::new(PrefixStore::new(s3, prefix))
     })
+}
+
+/// What Elide sets on every S3 client: HTTP I/O on the object-store
+/// runtime (whichever runtime awaits a request), and retries bounded to
+/// 15 s, well inside the writer lease's margin (a commit that cannot
+/// reach the store gives up rather than outlive its lease).
+pub fn configure(b: AmazonS3Builder) -> Result<AmazonS3Builder> {
+    let retry = object_store::RetryConfig {
+        retry_timeout: std::time::Duration::from_secs(15),
+        max_retries: 5,
+        ..Default::default()
+    };
+    Ok(
+        b.with_http_connector(object_store::client::SpawnedReqwestConnector::new(
+            crate::remote::runtime_handle()?,
+        ))
+        .with_retry(retry),
+    )
 }
 
 /// Resolve `data_dir` (a path or a URL) and the optional `--local-dir`.
@@ -138,6 +167,7 @@ pub fn resolve(data_dir: &Path, local_dir: Option<&Path>) -> Result<Location> {
             url: None,
         });
     };
+    let url = normalize(url);
     let store = object_store_from_url(url)?;
     let local_dir = match local_dir {
         Some(l) => l.to_path_buf(),
@@ -187,6 +217,31 @@ pub fn bind_local_dir(local_dir: &Path, url: &str) -> Result<()> {
                 .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
                 .and_then(|()| std::fs::rename(&tmp, &file))
                 .map_err(|e| StoreError::io(file.display(), e))
+        }
+        Err(e) => Err(StoreError::io(file.display(), e)),
+    }
+}
+
+/// File in the local directory holding its writer id.
+pub const WRITER_ID_FILE: &str = "WRITER_ID";
+
+/// The writer id of local directory `dir` (created on first use): which
+/// local directory's writer committed a version (`Manifest::writer_id`),
+/// and whose dead process's lease may be taken over (`remote.rs`).
+pub(crate) fn writer_id(dir: &Path) -> Result<String> {
+    let file = dir.join(WRITER_ID_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        Ok(_) => Err(StoreError::corrupt(file.display(), "empty writer id")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let tmp = dir.join(format!("{WRITER_ID_FILE}.new"));
+            std::fs::write(&tmp, format!("{id}\n"))
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &file))
+                .and_then(|()| std::fs::File::open(dir)?.sync_all())
+                .map_err(|e| StoreError::io(file.display(), e))?;
+            Ok(id)
         }
         Err(e) => Err(StoreError::io(file.display(), e)),
     }

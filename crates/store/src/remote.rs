@@ -74,6 +74,13 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     .map_err(|e| StoreError::Unavailable(format!("cannot start the object-store runtime: {e}")))
 }
 
+/// The object-store runtime's handle: S3 clients do their HTTP I/O on it
+/// (`SpawnedReqwestConnector`), whichever runtime awaits them, so that a
+/// connection never belongs to a runtime that is blocked or gone.
+pub fn runtime_handle() -> Result<tokio::runtime::Handle> {
+    Ok(runtime()?.handle().clone())
+}
+
 /// Run `fut` to completion on the object-store runtime and wait for it
 /// from this (blocking) thread. Safe to call from inside another tokio
 /// runtime's worker: the future runs on this module's own threads.
@@ -229,17 +236,25 @@ pub(crate) enum Published {
 /// Publish manifest `path` (`bytes`, carrying `token`) with put-if-absent,
 /// settling a lost or ambiguous answer by reading the version back. An
 /// `Err` means the outcome could not be learnt.
+///
+/// `still_writer` is asked before every retry: once the writer lease may
+/// have lapsed, no further attempt is made (the outcome is then unknown).
 pub(crate) fn publish_manifest(
     store: &Arc<dyn ObjectStore>,
     path: &str,
     bytes: Bytes,
     token: &str,
+    still_writer: &dyn Fn() -> Result<()>,
 ) -> Result<Published> {
     const ATTEMPTS: usize = 4;
     let mut last: Option<StoreError> = None;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(50 << attempt));
+            if let Err(e) = still_writer() {
+                last = Some(e);
+                break;
+            }
         }
         match put(store, path, bytes.clone(), PutMode::Create)? {
             Ok(_) => return Ok(Published::Committed),
@@ -256,8 +271,10 @@ pub(crate) fn publish_manifest(
         }
         match get(store, path)? {
             Ok((found, _)) => {
-                let m = decode_manifest(path, &found)?;
-                return Ok(if m.commit_token == token {
+                // Not our token, or not even a manifest we can read:
+                // either way not our commit.
+                let ours = decode_manifest(path, &found).is_ok_and(|m| m.commit_token == token);
+                return Ok(if ours {
                     Published::Committed
                 } else {
                     Published::Conflict
@@ -270,7 +287,7 @@ pub(crate) fn publish_manifest(
         }
     }
     Err(StoreError::Unavailable(format!(
-        "the outcome of publishing {path} is unknown after {ATTEMPTS} attempts ({}); reopen the store to read it",
+        "the outcome of publishing {path} is unknown: the object store did not answer ({}); reopen the store to read it",
         last.map_or_else(|| "no answer".to_string(), |e| e.to_string())
     )))
 }
@@ -282,11 +299,26 @@ struct LeaseBody {
     host: String,
     pid: u32,
     expires_at_us: i64,
-    /// The writer's local directory (its `LOCK` file keeps one writer
-    /// per directory): a lease of this host and directory was left by a
-    /// writer that died, since the opener holds that lock now.
+    /// The writer's local directory (informational).
     #[serde(default)]
     local_dir: String,
+    /// The local directory's writer id (`WRITER_ID`) and the kernel's boot
+    /// id: a lease with both equal to the opener's was left by a process
+    /// of this boot on this directory, which is dead since the opener
+    /// holds the directory's `LOCK` (a cloned machine or directory has
+    /// another boot id).
+    #[serde(default)]
+    writer_id: String,
+    #[serde(default)]
+    boot_id: String,
+}
+
+/// This boot of this machine (Linux), or empty where unknown: then no
+/// lease is ever taken over before it expires.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn now_us() -> i64 {
@@ -325,12 +357,14 @@ impl WriterLease {
     /// with [`StoreError::RemoteLocked`] if another writer holds it.
     ///
     /// Call with the local directory's `LOCK` held: a live lease of this
-    /// host and `local_dir` is then a dead writer's, and is taken over.
+    /// directory's `writer_id` and this boot is then a dead writer's (a
+    /// killed process), and is taken over at once.
     pub(crate) fn acquire(
         store: Arc<dyn ObjectStore>,
         what: &str,
         ttl: Duration,
         local_dir: &std::path::Path,
+        writer_id: &str,
     ) -> Result<WriterLease> {
         let holder = uuid::Uuid::new_v4().simple().to_string();
         let local = local_dir
@@ -338,8 +372,11 @@ impl WriterLease {
             .unwrap_or_else(|_| local_dir.to_path_buf())
             .display()
             .to_string();
+        let boot = boot_id();
         let body = {
             let local = local.clone();
+            let writer_id = writer_id.to_string();
+            let boot = boot.clone();
             move |holder: &str| -> Result<(Bytes, i64)> {
                 let expires = now_us() + i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
                 let b = LeaseBody {
@@ -348,6 +385,8 @@ impl WriterLease {
                     pid: std::process::id(),
                     expires_at_us: expires,
                     local_dir: local.clone(),
+                    writer_id: writer_id.clone(),
+                    boot_id: boot.clone(),
                 };
                 let bytes = serde_json::to_vec(&b)
                     .map_err(|e| StoreError::Internal(format!("lease serialization: {e}")))?;
@@ -359,7 +398,12 @@ impl WriterLease {
             Err(e) => return Err(os_err(WRITER_LEASE, e)),
             Ok((bytes, e_tag)) => {
                 let current: Option<LeaseBody> = serde_json::from_slice(&bytes).ok();
-                let ours = |c: &LeaseBody| c.host == host_name() && c.local_dir == local;
+                let ours = |c: &LeaseBody| {
+                    !boot.is_empty()
+                        && c.boot_id == boot
+                        && !writer_id.is_empty()
+                        && c.writer_id == writer_id
+                };
                 if let Some(c) = current.filter(|c| c.expires_at_us > now_us() && !ours(c)) {
                     return Err(StoreError::RemoteLocked {
                         what: what.to_string(),
@@ -425,9 +469,28 @@ impl WriterLease {
                             expires_at_us.store(expires, Ordering::SeqCst);
                         }
                         Ok(Err(object_store::Error::Precondition { .. })) => {
-                            tracing::error!("the writer lease was taken by another writer; this store refuses commits");
-                            lost.store(true, Ordering::SeqCst);
-                            return;
+                            // Our own renewal may have landed with its
+                            // answer lost (then the client's retry met
+                            // our new ETag): read it back.
+                            match get(&store, WRITER_LEASE) {
+                                Ok(Ok((bytes, e_tag)))
+                                    if serde_json::from_slice::<LeaseBody>(&bytes)
+                                        .is_ok_and(|b| b.holder == holder) =>
+                                {
+                                    if let Ok(mut s) = state.lock() {
+                                        s.e_tag = e_tag;
+                                    }
+                                    if let Ok(b) = serde_json::from_slice::<LeaseBody>(&bytes) {
+                                        expires_at_us.store(b.expires_at_us, Ordering::SeqCst);
+                                    }
+                                }
+                                Ok(Ok(_)) => {
+                                    tracing::error!("the writer lease was taken by another writer; this store refuses commits");
+                                    lost.store(true, Ordering::SeqCst);
+                                    return;
+                                }
+                                _ => tracing::warn!("could not read the writer lease back; retrying"),
+                            }
                         }
                         Ok(Err(e)) => tracing::warn!(error = %e, "could not renew the writer lease; retrying"),
                         Err(e) => tracing::warn!(error = %e, "could not renew the writer lease; retrying"),
@@ -488,6 +551,8 @@ impl Drop for WriterLease {
             pid: std::process::id(),
             expires_at_us: 0,
             local_dir: String::new(),
+            writer_id: String::new(),
+            boot_id: String::new(),
         };
         let Ok(bytes) = serde_json::to_vec(&body) else {
             return;
@@ -506,4 +571,159 @@ impl Drop for WriterLease {
             }
         }
     }
+}
+
+/// One finding of [`doctor`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub check: &'static str,
+    /// `ok`, `note` (not checkable here: a reminder), `warn` (erasure may
+    /// be weakened; act on it) or `fail` (Elide cannot run correctly, or
+    /// erasure is not honoured).
+    pub status: &'static str,
+    /// What was found, and what to do.
+    pub detail: String,
+}
+
+fn check(check: &'static str, status: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        status,
+        detail: detail.into(),
+    }
+}
+
+/// Check an object store's settings that erasure depends on, as far as
+/// the S3 data API shows them (docs/object-storage.md, "Bucket settings
+/// erasure needs"): put-if-absent and conditional replace are enforced;
+/// versioning is off (a PUT answers no version id, or `null`); the writer
+/// lease and the latest-manifest hint. Bucket lifecycle rules (non-current
+/// version expiry, aborting incomplete multipart uploads) are not visible
+/// through the data API: reported as a reminder, not checked.
+pub fn doctor(store: &Arc<dyn ObjectStore>, what: &str) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    out.push(match probe_put_if_absent(store, what) {
+        Ok(()) => check(
+            "put-if-absent",
+            "ok",
+            "a second PUT with If-None-Match: * is refused",
+        ),
+        Err(e) => check("put-if-absent", "fail", e.to_string()),
+    });
+    // Versioning and conditional replace, on a scratch object.
+    let path = format!("{PROBE_PREFIX}/doctor-{}", uuid::Uuid::new_v4().simple());
+    let first = put(store, &path, Bytes::from_static(b"1"), PutMode::Create)?;
+    match first {
+        Ok(r) => {
+            out.push(match r.version.as_deref() {
+                None | Some("null") => check(
+                    "versioning",
+                    "ok",
+                    "PUT answers no version id: versioning is off (or suspended), so a DELETE removes the bytes",
+                ),
+                Some(v) => check(
+                    "versioning",
+                    "warn",
+                    format!(
+                        "PUT answered version id {v:?}: the bucket keeps versions, and a purged part's bytes stay as a non-current version; turn versioning off, or add a lifecycle rule expiring non-current versions within the erasure deadline"
+                    ),
+                ),
+            });
+            let stale = UpdateVersion {
+                e_tag: Some("\"not-the-current-etag\"".into()),
+                version: None,
+            };
+            let wrong = put(
+                store,
+                &path,
+                Bytes::from_static(b"2"),
+                PutMode::Update(stale),
+            )?;
+            let right = put(
+                store,
+                &path,
+                Bytes::from_static(b"3"),
+                PutMode::Update(UpdateVersion {
+                    e_tag: r.e_tag.clone(),
+                    version: None,
+                }),
+            )?;
+            out.push(match (wrong, right) {
+                (Err(object_store::Error::Precondition { .. }), Ok(_)) => check(
+                    "conditional replace",
+                    "ok",
+                    "If-Match on an ETag is enforced (the writer lease relies on it)",
+                ),
+                (w, r) => check(
+                    "conditional replace",
+                    "fail",
+                    format!(
+                        "If-Match is not enforced as S3 does (a stale ETag: {}; the current one: {}); the writer lease cannot keep writers apart",
+                        w.map_or_else(|e| e.to_string(), |_| "accepted".into()),
+                        r.map_or_else(|e| e.to_string(), |_| "accepted".into())
+                    ),
+                ),
+            });
+        }
+        Err(e) => out.push(check(
+            "versioning",
+            "fail",
+            format!("cannot write a probe object: {e}"),
+        )),
+    }
+    let removed = {
+        let store = Arc::clone(store);
+        let p = Path::from(path.as_str());
+        wait(async move { store.delete(&p).await })?
+    };
+    if let Err(e) = removed {
+        out.push(check(
+            "delete",
+            "fail",
+            format!("cannot delete a probe object ({e}): GC could not remove purged parts"),
+        ));
+    }
+    out.push(match get(store, WRITER_LEASE)? {
+        Err(object_store::Error::NotFound { .. }) => {
+            check("writer lease", "ok", "no writer has held this store")
+        }
+        Err(e) => check("writer lease", "fail", e.to_string()),
+        Ok((bytes, _)) => match serde_json::from_slice::<LeaseBody>(&bytes) {
+            Ok(l) if l.expires_at_us > now_us() => check(
+                "writer lease",
+                "ok",
+                format!(
+                    "held by {} (pid {}, host {:?}, local dir {:?}) for {} s more",
+                    l.holder,
+                    l.pid,
+                    l.host,
+                    l.local_dir,
+                    (l.expires_at_us - now_us()) / 1_000_000
+                ),
+            ),
+            Ok(_) => check(
+                "writer lease",
+                "ok",
+                "free (the last writer released it or its lease expired)",
+            ),
+            Err(e) => check(
+                "writer lease",
+                "warn",
+                format!(
+                    "{WRITER_LEASE} is not a lease Elide wrote ({e}); the next writer replaces it"
+                ),
+            ),
+        },
+    });
+    out.push(match latest_manifest(store)? {
+        Some((v, _)) => check("manifest", "ok", format!("latest version {v}")),
+        None => check("manifest", "warn", "no manifest: not an Elide store (yet)"),
+    });
+    out.push(check(
+        "lifecycle rules",
+        "note",
+        "not visible through the S3 data API: check that incomplete multipart uploads are aborted and, if versioning was ever on, non-current versions expire within the erasure deadline (aws s3api get-bucket-lifecycle-configuration)",
+    ));
+    Ok(out)
 }

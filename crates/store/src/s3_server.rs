@@ -83,7 +83,7 @@ impl S3Server {
 
     /// A client of `bucket` (path-style requests, plain HTTP).
     pub fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
-        let s3 = AmazonS3Builder::new()
+        let s3 = crate::location::configure(AmazonS3Builder::new())?
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
             .with_bucket_name(bucket)

@@ -167,13 +167,14 @@ impl Storage {
         path: &str,
         bytes: Bytes,
         token: &str,
+        still_writer: &dyn Fn() -> Result<()>,
     ) -> Result<crate::remote::Published> {
         if self.local.is_some() {
             self.put_new(path, bytes)?;
             return Ok(crate::remote::Published::Committed);
         }
         let store = self.inner();
-        let published = crate::remote::publish_manifest(&store, path, bytes, token)?;
+        let published = crate::remote::publish_manifest(&store, path, bytes, token, still_writer)?;
         if published == crate::remote::Published::Committed {
             if let Some(v) = crate::format::parse_manifest_path(path) {
                 crate::remote::write_hint(&store, v);

@@ -258,11 +258,12 @@ impl Inner {
         wal_dir: PathBuf,
         storage: Storage,
         opts: StoreOptions,
-        (lock, lease, wal, writer_lease): (
+        (lock, lease, wal, writer_lease, writer_id): (
             Option<DirLock>,
             Option<Lease>,
             Option<Wal>,
             Option<crate::remote::WriterLease>,
+            String,
         ),
         state: State,
         gc: Arc<Gc>,
@@ -278,6 +279,7 @@ impl Inner {
             _lock: lock,
             _lease: lease,
             writer_lease,
+            writer_id,
             wal,
             state: Mutex::new(state),
             flushed: Condvar::new(),
@@ -389,6 +391,8 @@ pub(crate) struct Inner {
     _lease: Option<Lease>,
     /// The writer's lease on an object store (`None`: local or read-only).
     pub writer_lease: Option<crate::remote::WriterLease>,
+    /// The local directory's writer id on an object store (empty: local).
+    pub writer_id: String,
     /// The ingest log being written (`None`: a read-only store).
     wal: Option<Wal>,
     pub state: Mutex<State>,
@@ -581,6 +585,10 @@ impl Store {
             });
         }
         let lock = DirLock::acquire(&dir)?;
+        let writer_id = match &opts.object_store {
+            Some(_) => crate::location::writer_id(&dir)?,
+            None => String::new(),
+        };
         let (storage, writer_lease) = match &opts.object_store {
             Some(os) => {
                 let what = format!("object store {os}");
@@ -604,13 +612,14 @@ impl Store {
                     &what,
                     opts.object_lease_ttl,
                     &dir,
+                    &writer_id,
                 )?;
                 (Storage::object_store(Arc::clone(os)), Some(lease))
             }
             None => (Storage::local(&dir, Arc::clone(&fs))?, None),
         };
         let wal_dir = dir.join("wal");
-        let (manifest, from_disk) =
+        let (mut manifest, from_disk) =
             open::writer_manifest(&storage, &dir, &wal_dir, opts.create_if_missing)?;
         if !wal_dir.is_dir() {
             fs.create_dir_all(&wal_dir)
@@ -624,6 +633,7 @@ impl Store {
             Some(_) => Gc::new(Some(dir.clone())),
             None => Gc::remote(opts.object_retention),
         });
+        gc.note_version(manifest.version);
         let mut swept = 0;
         if from_disk {
             let leased = match storage.local_root() {
@@ -633,6 +643,11 @@ impl Store {
             let pinned = open::leased_paths(&storage, &leased)?;
             let report = gc.sweep_unreferenced(&storage, &manifest, pinned.as_ref())?;
             swept = report.removed;
+            if let Some(id) = report.max_file_id {
+                // A crashed commit's files the sweep left in place keep
+                // their ids: new files get larger ones.
+                manifest.next_file_id = manifest.next_file_id.max(id + 1);
+            }
             if !report.foreign.is_empty() {
                 tracing::warn!(count = report.foreign.len(), first = %report.foreign[0], "files Elide did not write are in its directories; left alone");
             }
@@ -640,6 +655,25 @@ impl Store {
         open::sweep_spool(&*fs, &dir);
         // Recover and replay the ingest log.
         let recovered = wal::recover(&*fs, &wal_dir)?;
+        if let Some(other) = manifest
+            .writer_id
+            .as_deref()
+            .filter(|w| storage.is_remote() && *w != writer_id)
+        {
+            let records: usize = recovered.segments.iter().map(|(_, r)| r.len()).sum();
+            if records > 0 {
+                // Its rows' sequence numbers may have been handed out
+                // again by that writer (its flush would make replay skip
+                // them), and its deletions' cut-offs do not cover them.
+                return Err(StoreError::Diverged {
+                    path: dir,
+                    reason: format!(
+                        "its ingest log holds {records} record(s) this directory's writer logged, but writer {other} (another local directory) has committed to the store since; replaying them could lose them or escape that writer's deletions. Ingest them again from their source and remove {}",
+                        wal_dir.display()
+                    ),
+                });
+            }
+        }
         let wal_segment = recovered.segments.last().map_or(0, |s| s.0) + 1;
         let replayed = open::replay(&manifest, recovered.segments, &wal_dir)?;
         gc.remove_wal_segments(&*fs, &wal_dir, &replayed.obsolete)?;
@@ -653,7 +687,6 @@ impl Store {
         )?;
         let replayed_rows = replayed.memtable.rows;
         tracing::info!(dir = %dir.display(), version = manifest.version, parts = manifest.parts.len(), replayed_rows, swept, "opened store");
-        let mut manifest = manifest;
         crate::lifecycle::fill_legacy_deadlines(&mut manifest, opts.compaction.max_pending_age);
         let state = State::recovered(manifest, tombstones, replayed, next_seq, Some(wal_segment));
         let inner = Arc::new(Inner::new(
@@ -661,7 +694,7 @@ impl Store {
             wal_dir,
             storage,
             opts,
-            (Some(lock), None, Some(wal), writer_lease),
+            (Some(lock), None, Some(wal), writer_lease, writer_id),
             state,
             gc,
             durable_seq,
@@ -777,7 +810,7 @@ impl Store {
             wal_dir,
             storage,
             opts,
-            (None, lease, None, None),
+            (None, lease, None, None, String::new()),
             state,
             Arc::new(Gc::read_only()),
             durable_seq,
@@ -1484,6 +1517,7 @@ impl Inner {
     ) -> Result<()> {
         let mut st = self.state.lock().map_err(poisoned)?;
         let flushed_seq = version.manifest.flushed_seq;
+        self.gc.note_version(version.manifest.version);
         st.version = version;
         if !hide.is_empty() {
             Arc::make_mut(&mut st.mem_deleted).or_inplace(hide);

@@ -156,7 +156,7 @@ fn in_memory_object_store_backend_round_trips() {
     assert!(
         std::fs::read_dir(dir.path()).unwrap().all(|e| {
             let n = e.unwrap().file_name();
-            n == "wal" || n == "LOCK"
+            n == "wal" || n == "LOCK" || n == "WRITER_ID"
         }),
         "parts, tombstones and manifests live in the object store"
     );

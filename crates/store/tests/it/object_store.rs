@@ -34,6 +34,8 @@ enum Fault {
     Unreachable,
     /// `PutMode::Create` is ignored (a server without put-if-absent).
     NoConditionalPut,
+    /// Every PUT answers a version id (a versioned bucket).
+    Versioned,
 }
 
 /// A wrapper that injects one kind of fault into the next `budget`
@@ -73,7 +75,7 @@ impl Faulty {
 
     fn fault_for(&self, location: &Path) -> Fault {
         let f = *self.fault.lock().unwrap();
-        if f == Fault::NoConditionalPut {
+        if matches!(f, Fault::NoConditionalPut | Fault::Versioned) {
             return f;
         }
         if !location.as_ref().starts_with("manifest/") {
@@ -138,6 +140,11 @@ impl ObjectStore for Faulty {
                 Err(injected())
             }
             Fault::FailBeforeWrite | Fault::Unreachable => Err(injected()),
+            Fault::Versioned => {
+                let mut r = self.inner.put_opts(location, payload, opts).await?;
+                r.version = Some("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY".into());
+                Ok(r)
+            }
             Fault::NoConditionalPut => {
                 let opts = PutOptions {
                     mode: match opts.mode {
@@ -271,7 +278,7 @@ fn a_store_on_s3_round_trips_and_keeps_only_its_log_locally() {
     assert!(
         local
             .iter()
-            .all(|n| ["LOCK", "wal", "tmp", "readers"].contains(&n.as_str())),
+            .all(|n| ["LOCK", "WRITER_ID", "wal", "tmp", "readers"].contains(&n.as_str())),
         "only the log and the lock are local: {local:?}"
     );
     let server = site.server.as_ref().unwrap();
@@ -386,18 +393,28 @@ fn a_second_writer_is_refused_while_the_lease_is_held() {
     put(&live);
     let err = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
     assert!(err.to_string().contains("alive"), "{err}");
-    // A live lease of a writer of this host and local directory that was
-    // killed: whoever holds the directory's LOCK now takes it over at
-    // once; a writer elsewhere is still refused.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    // A live lease of a writer of this boot and local directory (its
+    // WRITER_ID) that was killed: whoever holds the directory's LOCK now
+    // takes it over at once; a writer elsewhere is still refused, and so
+    // is the same directory's writer under another boot id (a cloned
+    // machine).
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let writer = std::fs::read_to_string(site.path().join("WRITER_ID")).unwrap();
     let killed = serde_json::json!({
-        "holder": "killed", "host": host.trim(), "pid": 1, "expires_at_us": i64::MAX,
-        "local_dir": site.path().canonicalize().unwrap().display().to_string(),
+        "holder": "killed", "host": "h", "pid": 1, "expires_at_us": i64::MAX,
+        "writer_id": writer.trim(), "boot_id": boot.trim(),
     });
     put(&killed);
     let err = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
     assert!(err.to_string().contains("killed"), "{err}");
     drop(Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap());
+    let cloned = serde_json::json!({
+        "holder": "cloned", "host": "h", "pid": 1, "expires_at_us": i64::MAX,
+        "writer_id": writer.trim(), "boot_id": "another-boot",
+    });
+    put(&cloned);
+    let err = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
+    assert!(err.to_string().contains("cloned"), "{err}");
 }
 
 /// Two handles that both believe they are the writer (the lease hidden
@@ -553,12 +570,14 @@ fn the_latest_version_is_found_by_listing_from_the_hint() {
 /// on another machine may be reading it), the request waits for its
 /// removal, and the window is kept across processes: the manifest records
 /// when each object was retired, so a reopen inside the window keeps it
-/// and one after the window removes it.
+/// and one after the window removes it. The parts are written a window
+/// before they are retired: dating them by their writing would remove
+/// them at once.
 #[test]
 fn a_purge_waits_out_the_retention_window_across_reopens() {
     let site = Site::new(Backend::S3);
     let server = site.server.as_ref().unwrap();
-    let window = std::time::Duration::from_secs(2);
+    let window = std::time::Duration::from_secs(5);
     let opts = || StoreOptions {
         object_retention: window,
         ..s3_opts(server.store(BUCKET).unwrap())
@@ -573,7 +592,8 @@ fn a_purge_waits_out_the_retention_window_across_reopens() {
     append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
     store.flush().unwrap();
     let before = parts();
-    let started = std::time::Instant::now();
+    std::thread::sleep(window);
+    let retired = std::time::Instant::now();
     let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
     compact_now(&store);
     let status = |s: &Store| {
@@ -586,25 +606,153 @@ fn a_purge_waits_out_the_retention_window_across_reopens() {
             .status
     };
     assert_eq!(ids_visible(&store), BTreeSet::from(["b".into()]));
-    if started.elapsed() < window {
-        assert!(parts().is_superset(&before), "removed inside the window");
-        assert_eq!(status(&store), elide_store::RequestStatus::Pending);
-    }
+    assert!(parts().is_superset(&before), "removed inside the window");
+    assert_eq!(status(&store), elide_store::RequestStatus::Pending);
     assert!(!store.manifest().unwrap().retired.is_empty());
     store.close().unwrap();
     let store = Store::open(site.path(), opts()).unwrap();
-    if started.elapsed() < window {
-        assert!(
-            parts().is_superset(&before),
-            "a reopen inside the window removed it"
-        );
-    }
+    assert!(
+        parts().is_superset(&before),
+        "a reopen inside the window removed it"
+    );
+    assert!(
+        retired.elapsed() < window,
+        "the machine was too slow for this test's window"
+    );
     store.close().unwrap();
     std::thread::sleep(
-        window.saturating_sub(started.elapsed()) + std::time::Duration::from_millis(100),
+        window.saturating_sub(retired.elapsed()) + std::time::Duration::from_millis(200),
     );
     let store = Store::open(site.path(), opts()).unwrap();
     assert!(parts().is_disjoint(&before), "the window is over");
     compact_now(&store);
     assert_eq!(status(&store), elide_store::RequestStatus::Verified);
+}
+
+/// A handle whose GC has objects due does not remove them once another
+/// writer has published a later version (the lease failed: that version
+/// may reference them).
+#[test]
+fn gc_removes_nothing_past_a_version_it_does_not_know() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let opts = || StoreOptions {
+        object_retention: std::time::Duration::from_secs(1),
+        ..s3_opts(server.store(BUCKET).unwrap())
+    };
+    let store = Store::open(site.path(), opts()).unwrap();
+    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+    store.flush().unwrap();
+    store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    compact_now(&store); // retires the old part and tombstones
+    let retired: Vec<String> = store
+        .manifest()
+        .unwrap()
+        .retired
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(!retired.is_empty());
+    // Another writer publishes the next version (here: this one's
+    // manifest again, under the next number, with another token).
+    let latest = store.manifest().unwrap();
+    let mut foreign = latest.clone();
+    foreign.version += 1;
+    foreign.commit_token = "another-writer".into();
+    let bytes = elide_store::format::encode_manifest(&foreign).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let os = server.store(BUCKET).unwrap();
+    rt.block_on(os.put(
+        &Path::from(elide_store::format::manifest_path(foreign.version)),
+        bytes.into(),
+    ))
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // A compaction run collects first: nothing is removed.
+    let _ = store.compact(elide_store::CompactRequest {
+        manual: true,
+        ..Default::default()
+    });
+    for p in &retired {
+        assert!(
+            server.root().join(BUCKET).join(p).exists(),
+            "{p} removed past a foreign version"
+        );
+    }
+}
+
+/// A local directory whose log holds rows is not replayed into a store
+/// that another local directory's writer has committed to since.
+#[test]
+fn a_log_is_not_replayed_after_another_writer_committed() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let a = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    append(&a, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+    // The directory as a crash would leave it: rows only in its log.
+    let crashed = site.dir.path().join("crashed");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(site.path())
+        .arg(&crashed)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    a.flush().unwrap();
+    a.close().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let b = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    b.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    b.close().unwrap();
+    let err = Store::open(&crashed, s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
+    assert!(matches!(err, StoreError::Diverged { .. }), "{err}");
+    assert!(err.to_string().contains("record"), "{err}");
+    // Nothing was changed: the store opens from a directory with no log.
+    let b = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    assert_eq!(ids_visible(&b), BTreeSet::from(["b".into()]));
+}
+
+/// `elide doctor`'s checks: all pass on the S3 server; a server without
+/// put-if-absent fails; a versioned bucket is a warning naming the fix.
+#[test]
+fn the_doctor_checks_what_erasure_needs_of_the_bucket() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let status = |checks: &[elide_store::remote::Check], name: &str| {
+        checks
+            .iter()
+            .find(|c| c.check == name)
+            .map(|c| (c.status, c.detail.clone()))
+            .unwrap()
+    };
+    let checks = elide_store::remote::doctor(&server.store(BUCKET).unwrap(), "s3://elide").unwrap();
+    for name in [
+        "put-if-absent",
+        "versioning",
+        "conditional replace",
+        "writer lease",
+    ] {
+        assert_eq!(status(&checks, name).0, "ok", "{name}: {checks:?}");
+    }
+    assert_eq!(status(&checks, "manifest").0, "warn", "no store yet");
+    assert_eq!(status(&checks, "lifecycle rules").0, "note");
+    // A store and its writer: the lease is reported with its holder.
+    let store = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    let checks = elide_store::remote::doctor(&server.store(BUCKET).unwrap(), "s3://elide").unwrap();
+    assert!(
+        status(&checks, "writer lease").1.contains("held by"),
+        "{checks:?}"
+    );
+    assert!(status(&checks, "manifest").1.contains("latest version"));
+    store.close().unwrap();
+    let faulty = Faulty::new(server.store(BUCKET).unwrap());
+    faulty.arm(Fault::NoConditionalPut, usize::MAX);
+    let checks =
+        elide_store::remote::doctor(&(faulty.clone() as Arc<dyn ObjectStore>), "x").unwrap();
+    assert_eq!(status(&checks, "put-if-absent").0, "fail");
+    faulty.arm(Fault::Versioned, usize::MAX);
+    let checks = elide_store::remote::doctor(&(faulty as Arc<dyn ObjectStore>), "x").unwrap();
+    let (st, detail) = status(&checks, "versioning");
+    assert_eq!(st, "warn");
+    assert!(detail.contains("non-current"), "{detail}");
 }
