@@ -56,13 +56,18 @@ struct Faulty {
 
 impl Faulty {
     fn new(inner: Arc<dyn ObjectStore>) -> Arc<Faulty> {
+        Faulty::renaming_lease(inner, None)
+    }
+
+    /// A store that sees the writer lease under another key (`to`).
+    fn renaming_lease(inner: Arc<dyn ObjectStore>, to: Option<&'static str>) -> Arc<Faulty> {
         Arc::new(Faulty {
             inner,
             fault: Mutex::new(Fault::None),
             budget: AtomicUsize::new(0),
             manifest_puts: AtomicUsize::new(0),
             serial: tokio::sync::Mutex::new(()),
-            rename_lease: None,
+            rename_lease: to,
             manifest_lists: AtomicUsize::new(0),
             manifest_offset_lists: AtomicUsize::new(0),
         })
@@ -438,27 +443,11 @@ fn racing_writers_lose_no_deletion() {
         store.flush().unwrap();
         store.close().unwrap();
     }
-    let inner = server.store(BUCKET).unwrap();
-    let serial = Arc::new(Faulty {
-        inner,
-        fault: Mutex::new(Fault::None),
-        budget: AtomicUsize::new(0),
-        manifest_puts: AtomicUsize::new(0),
-        serial: tokio::sync::Mutex::new(()),
-        rename_lease: None,
-        manifest_lists: AtomicUsize::new(0),
-        manifest_offset_lists: AtomicUsize::new(0),
-    });
-    let hidden = Arc::new(Faulty {
-        inner: Arc::clone(&serial) as Arc<dyn ObjectStore>,
-        fault: Mutex::new(Fault::None),
-        budget: AtomicUsize::new(0),
-        manifest_puts: AtomicUsize::new(0),
-        serial: tokio::sync::Mutex::new(()),
-        rename_lease: Some("_elide/writer.lease.second"),
-        manifest_lists: AtomicUsize::new(0),
-        manifest_offset_lists: AtomicUsize::new(0),
-    });
+    let serial = Faulty::new(server.store(BUCKET).unwrap());
+    let hidden = Faulty::renaming_lease(
+        Arc::clone(&serial) as Arc<dyn ObjectStore>,
+        Some("_elide/writer.lease.second"),
+    );
     let other = tempfile::tempdir().unwrap();
     let handles: Vec<(std::path::PathBuf, Arc<dyn ObjectStore>)> = vec![
         (site.path(), serial as Arc<dyn ObjectStore>),
