@@ -3,20 +3,23 @@ use elide_store::{Store, StoreError, Table};
 
 #[test]
 fn invalid_batch_is_rejected_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let mut rows = vec![row(1, "a", 1, 0), row(2, "b", 1, 0)];
-    rows[1].properties = Some("not json".into());
-    let e = store.append(
-        Table::Events,
-        &elide_store::jsonl::rows_to_batch(&rows).unwrap(),
-    );
-    assert!(
-        matches!(e, Err(StoreError::InvalidRow { row: 1, ref column, .. }) if column == "properties"),
-        "{e:?}"
-    );
-    assert_eq!(visible(&store).len(), 0);
-    assert_eq!(store.status().unwrap().next_seq, 1);
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        let mut rows = vec![row(1, "a", 1, 0), row(2, "b", 1, 0)];
+        rows[1].properties = Some("not json".into());
+        let e = store.append(
+            Table::Events,
+            &elide_store::jsonl::rows_to_batch(&rows).unwrap(),
+        );
+        assert!(
+            matches!(e, Err(StoreError::InvalidRow { row: 1, ref column, .. }) if column == "properties"),
+            "{e:?}"
+        );
+        assert_eq!(visible(&store).len(), 0);
+        assert_eq!(store.status().unwrap().next_seq, 1);
+    }
 }
 
 #[test]

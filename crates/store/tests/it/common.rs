@@ -249,6 +249,11 @@ impl Site {
         }
     }
 
+    /// Open the store with the suite's options ([`opts`]) on this backend.
+    pub fn open(&self) -> Store {
+        Store::open(self.path(), self.opts(opts())).unwrap()
+    }
+
     /// Every file of the store on disk: the data directory's and the S3 server's.
     pub fn files(&self) -> Vec<std::path::PathBuf> {
         files_under(self.dir.path())

@@ -196,49 +196,52 @@ fn conflict_matrix() {
 /// loop on another: no deleted row comes back, no live row is lost.
 #[test]
 fn deletes_and_appends_race_compactions_on_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let compactor = {
-        let store = store.clone();
-        let stop = std::sync::Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let mut carried = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let r = compact_now(&store);
-                assert!(r.verification_failures.is_empty());
-                carried += r.tasks.iter().map(|t| t.rows_carried).sum::<u64>();
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let compactor = {
+            let store = store.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut carried = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = compact_now(&store);
+                    assert!(r.verification_failures.is_empty());
+                    carried += r.tasks.iter().map(|t| t.rows_carried).sum::<u64>();
+                }
+                carried
+            })
+        };
+        let mut m = Model {
+            rows: BTreeMap::new(),
+            next: 0,
+        };
+        let ids = ["a", "b", "c", "d", "e", "f"];
+        for round in 0..60usize {
+            m.append(&store, 1 + (round % 2) as i64, &ids, 2);
+            if round % 3 == 0 {
+                store.flush().unwrap();
             }
-            carried
-        })
-    };
-    let mut m = Model {
-        rows: BTreeMap::new(),
-        next: 0,
-    };
-    let ids = ["a", "b", "c", "d", "e", "f"];
-    for round in 0..60usize {
-        m.append(&store, 1 + (round % 2) as i64, &ids, 2);
-        if round % 3 == 0 {
-            store.flush().unwrap();
+            if round % 2 == 1 {
+                m.delete(&store, 1 + (round % 2) as i64, ids[round % ids.len()]);
+            }
+            if round % 10 == 9 {
+                assert_eq!(seen(&store), m.expected(), "round {round}");
+            }
         }
-        if round % 2 == 1 {
-            m.delete(&store, 1 + (round % 2) as i64, ids[round % ids.len()]);
-        }
-        if round % 10 == 9 {
-            assert_eq!(seen(&store), m.expected(), "round {round}");
-        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        compactor.join().unwrap();
+        assert_eq!(seen(&store), m.expected());
+        compact_now(&store);
+        assert!(store
+            .requests()
+            .unwrap()
+            .iter()
+            .all(|r| r.status == elide_store::RequestStatus::Verified));
+        store.close().unwrap();
+        let store = site.open();
+        assert_eq!(seen(&store), m.expected());
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    compactor.join().unwrap();
-    assert_eq!(seen(&store), m.expected());
-    compact_now(&store);
-    assert!(store
-        .requests()
-        .unwrap()
-        .iter()
-        .all(|r| r.status == elide_store::RequestStatus::Verified));
-    store.close().unwrap();
-    let store = open(dir.path());
-    assert_eq!(seen(&store), m.expected());
 }

@@ -3,26 +3,29 @@ use elide_store::{DeleteSpec, Store, StoreError, StoreOptions, Table};
 
 #[test]
 fn appends_survive_reopen_from_log_and_from_parts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 1)]);
-    store.flush().unwrap();
-    append(&store, &[row(3, "a", 2, 0)]);
-    let before = visible(&store);
-    assert_eq!(before.len(), 3);
-    store.close().unwrap(); // row 3 only in the ingest log
-    let store = open(dir.path());
-    assert_eq!(visible(&store), before);
-    store.flush().unwrap();
-    assert_eq!(visible(&store), before);
-    assert_eq!(
-        store.status().unwrap().wal_segments,
-        1,
-        "flushed log segments are removed"
-    );
-    store.close().unwrap();
-    let store = open(dir.path());
-    assert_eq!(visible(&store), before);
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 1)]);
+        store.flush().unwrap();
+        append(&store, &[row(3, "a", 2, 0)]);
+        let before = visible(&store);
+        assert_eq!(before.len(), 3);
+        store.close().unwrap(); // row 3 only in the ingest log
+        let store = site.open();
+        assert_eq!(visible(&store), before);
+        store.flush().unwrap();
+        assert_eq!(visible(&store), before);
+        assert_eq!(
+            store.status().unwrap().wal_segments,
+            1,
+            "flushed log segments are removed"
+        );
+        store.close().unwrap();
+        let store = site.open();
+        assert_eq!(visible(&store), before);
+    }
 }
 
 #[test]
@@ -39,17 +42,20 @@ fn second_writer_gets_a_clear_error() {
 
 #[test]
 fn snapshots_do_not_change_after_later_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
-    store.flush().unwrap();
-    let snap = store.snapshot().unwrap();
-    let seen = visible_in(&snap);
-    append(&store, &[row(3, "c", 1, 0)]);
-    store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
-    store.flush().unwrap();
-    assert_eq!(visible_in(&snap), seen);
-    assert_eq!(visible(&store).len(), 2);
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+        store.flush().unwrap();
+        let snap = store.snapshot().unwrap();
+        let seen = visible_in(&snap);
+        append(&store, &[row(3, "c", 1, 0)]);
+        store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+        store.flush().unwrap();
+        assert_eq!(visible_in(&snap), seen);
+        assert_eq!(visible(&store).len(), 2);
+    }
 }
 
 #[test]
@@ -80,23 +86,26 @@ fn unreferenced_files_are_swept_at_open() {
 
 #[test]
 fn sequence_numbers_never_go_backwards_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(&store, &[row(1, "a", 1, 0)]);
-    let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
-    store.close().unwrap();
-    let store = open(dir.path());
-    let a = store
-        .append(
-            Table::Events,
-            &elide_store::jsonl::rows_to_batch(&[row(2, "a", 1, 0)]).unwrap(),
-        )
-        .unwrap();
-    assert!(
-        a.seq_start >= o.cutoff,
-        "new rows must not fall under an earlier cut-off"
-    );
-    assert_eq!(visible(&store).len(), 1);
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &[row(1, "a", 1, 0)]);
+        let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+        store.close().unwrap();
+        let store = site.open();
+        let a = store
+            .append(
+                Table::Events,
+                &elide_store::jsonl::rows_to_batch(&[row(2, "a", 1, 0)]).unwrap(),
+            )
+            .unwrap();
+        assert!(
+            a.seq_start >= o.cutoff,
+            "new rows must not fall under an earlier cut-off"
+        );
+        assert_eq!(visible(&store).len(), 1);
+    }
 }
 
 #[test]

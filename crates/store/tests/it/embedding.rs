@@ -9,7 +9,8 @@ use arrow::record_batch::RecordBatch;
 use elide_store::{CompactRequest, DeleteSpec, IngestOptions, StoreError, StoreOptions, Table};
 
 use crate::common::{
-    append, open, opts, parts_and_tombstones_on_disk, row, rows, visible, visible_ns, T0,
+    append, open, opts, parts_and_tombstones_on_disk, row, rows, visible, visible_ns, Site,
+    BACKENDS, T0,
 };
 
 /// A batch as another tool writes it: `$session_id` instead of
@@ -49,155 +50,164 @@ fn foreign_batch(first: i64, n: i64, bad_row: Option<i64>) -> RecordBatch {
 
 #[test]
 fn ingest_renames_columns_reports_progress_and_reads_naive_timestamps_as_utc() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let batches = (0..3).map(|i| Ok(foreign_batch(i * 100, 100, None)));
-    let mut seen = Vec::new();
-    let out = store
-        .ingest(
-            Table::Events,
-            batches,
-            IngestOptions::new()
-                .rename("$session_id", "session_id")
-                .progress(|p| seen.push(p.rows)),
-        )
-        .unwrap();
-    assert_eq!(out.rows, 300);
-    assert_eq!(seen, vec![100, 200, 300]);
-    let snap = store.snapshot().unwrap();
-    assert_eq!(snap.visible_rows(Table::Events).unwrap(), 300);
-    // The naive timestamp is UTC wall-clock time: stored unchanged.
-    let parts: Vec<_> = snap.parts(Table::Events).collect();
-    assert!(!parts.is_empty());
-    assert_eq!(parts.iter().map(|p| p.min_ts).min(), Some(T0));
-    assert_eq!(parts.iter().map(|p| p.max_ts).max(), Some(T0 + 299));
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        let batches = (0..3).map(|i| Ok(foreign_batch(i * 100, 100, None)));
+        let mut seen = Vec::new();
+        let out = store
+            .ingest(
+                Table::Events,
+                batches,
+                IngestOptions::new()
+                    .rename("$session_id", "session_id")
+                    .progress(|p| seen.push(p.rows)),
+            )
+            .unwrap();
+        assert_eq!(out.rows, 300);
+        assert_eq!(seen, vec![100, 200, 300]);
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.visible_rows(Table::Events).unwrap(), 300);
+        // The naive timestamp is UTC wall-clock time: stored unchanged.
+        let parts: Vec<_> = snap.parts(Table::Events).collect();
+        assert!(!parts.is_empty());
+        assert_eq!(parts.iter().map(|p| p.min_ts).min(), Some(T0));
+        assert_eq!(parts.iter().map(|p| p.max_ts).max(), Some(T0 + 299));
+    }
 }
 
 #[test]
 fn a_bad_row_anywhere_leaves_nothing_and_is_named_from_the_start_of_the_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let before = store.status().unwrap().totals;
-    // Row 250 (batch 2) is bad, after two batches were accepted.
-    let batches = (0..4).map(|i| Ok(foreign_batch(i * 100, 100, Some(250))));
-    let err = store
-        .ingest(
-            Table::Events,
-            batches,
-            IngestOptions::new().rename("$session_id", "session_id"),
-        )
-        .unwrap_err();
-    match &err {
-        StoreError::InvalidInputRow { row, column, .. } => {
-            assert_eq!((*row, column.as_str()), (250, "distinct_id"), "{err}")
-        }
-        other => panic!("unexpected error {other}"),
-    }
-    assert!(err.is_invalid_input());
-    assert_eq!(store.status().unwrap().totals, before);
-    assert!(visible(&store).is_empty());
-
-    // Without the rename, the foreign column is refused by name.
-    let err = store
-        .ingest(
-            Table::Events,
-            [Ok(foreign_batch(0, 10, None))],
-            IngestOptions::new(),
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains("`$session_id`"), "{err}");
-    // A rename of a column the input lacks, or to a column Elide lacks.
-    for (opts, needle) in [
-        (
-            IngestOptions::new().rename("$sid", "session_id"),
-            "no column `$sid`",
-        ),
-        (
-            IngestOptions::new().rename("$session_id", "sid"),
-            "not a column",
-        ),
-        (
-            IngestOptions::new()
-                .rename("$session_id", "session_id")
-                .rename("event", "session_id"),
-            "two input columns",
-        ),
-        (
-            IngestOptions::new().rename("$session_id", "event"),
-            "already has a column `event`",
-        ),
-    ] {
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        let before = store.status().unwrap().totals;
+        // Row 250 (batch 2) is bad, after two batches were accepted.
+        let batches = (0..4).map(|i| Ok(foreign_batch(i * 100, 100, Some(250))));
         let err = store
-            .ingest(Table::Events, [Ok(foreign_batch(0, 10, None))], opts)
+            .ingest(
+                Table::Events,
+                batches,
+                IngestOptions::new().rename("$session_id", "session_id"),
+            )
             .unwrap_err();
-        assert!(err.to_string().contains(needle), "{needle}: {err}");
+        match &err {
+            StoreError::InvalidInputRow { row, column, .. } => {
+                assert_eq!((*row, column.as_str()), (250, "distinct_id"), "{err}")
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        assert!(err.is_invalid_input());
+        assert_eq!(store.status().unwrap().totals, before);
+        assert!(visible(&store).is_empty());
+
+        // Without the rename, the foreign column is refused by name.
+        let err = store
+            .ingest(
+                Table::Events,
+                [Ok(foreign_batch(0, 10, None))],
+                IngestOptions::new(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("`$session_id`"), "{err}");
+        // A rename of a column the input lacks, or to a column Elide lacks.
+        for (opts, needle) in [
+            (
+                IngestOptions::new().rename("$sid", "session_id"),
+                "no column `$sid`",
+            ),
+            (
+                IngestOptions::new().rename("$session_id", "sid"),
+                "not a column",
+            ),
+            (
+                IngestOptions::new()
+                    .rename("$session_id", "session_id")
+                    .rename("event", "session_id"),
+                "two input columns",
+            ),
+            (
+                IngestOptions::new().rename("$session_id", "event"),
+                "already has a column `event`",
+            ),
+        ] {
+            let err = store
+                .ingest(Table::Events, [Ok(foreign_batch(0, 10, None))], opts)
+                .unwrap_err();
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
+        // A reader that fails half way.
+        let failing = vec![
+            Ok(foreign_batch(0, 10, None)),
+            Err(arrow::error::ArrowError::IoError(
+                "disk gone".into(),
+                std::io::Error::other("disk gone"),
+            )),
+        ];
+        let err = store
+            .ingest(
+                Table::Events,
+                failing,
+                IngestOptions::new().rename("$session_id", "session_id"),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("after row 10"), "{err}");
+        assert_eq!(store.status().unwrap().totals, before);
     }
-    // A reader that fails half way.
-    let failing = vec![
-        Ok(foreign_batch(0, 10, None)),
-        Err(arrow::error::ArrowError::IoError(
-            "disk gone".into(),
-            std::io::Error::other("disk gone"),
-        )),
-    ];
-    let err = store
-        .ingest(
-            Table::Events,
-            failing,
-            IngestOptions::new().rename("$session_id", "session_id"),
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains("after row 10"), "{err}");
-    assert_eq!(store.status().unwrap().totals, before);
 }
 
 #[test]
 fn ingest_files_reads_parquet_and_json_lines_as_one_unit() {
-    let dir = tempfile::tempdir().unwrap();
-    let inputs = tempfile::tempdir().unwrap();
-    let pq = inputs.path().join("a.parquet");
-    {
-        let b = foreign_batch(0, 50, None);
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&pq).unwrap(),
-            b.schema(),
-            None,
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let inputs = tempfile::tempdir().unwrap();
+        let pq = inputs.path().join("a.parquet");
+        {
+            let b = foreign_batch(0, 50, None);
+            let mut w = parquet::arrow::ArrowWriter::try_new(
+                std::fs::File::create(&pq).unwrap(),
+                b.schema(),
+                None,
+            )
+            .unwrap();
+            w.write(&b).unwrap();
+            w.close().unwrap();
+        }
+        let bad = inputs.path().join("c.jsonl");
+        std::fs::write(
+            &bad,
+            "{\"event\":\"e\",\"distinct_id\":\"j2\",\"project_id\":1,\"timestamp\":\"yesterday\"}\n",
         )
         .unwrap();
-        w.write(&b).unwrap();
-        w.close().unwrap();
+
+        let store = site.open();
+        // JSON lines name their fields as Elide does; the map applies to parquet only here.
+        let err = store
+            .ingest_files(
+                Table::Events,
+                &[&pq, &bad],
+                IngestOptions::new().rename("$session_id", "session_id"),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("c.jsonl"), "{err}");
+        assert!(visible(&store).is_empty(), "nothing of a.parquet either");
+
+        let out = store
+            .ingest_files(
+                Table::Events,
+                &[&pq],
+                IngestOptions::new().rename("$session_id", "session_id"),
+            )
+            .unwrap();
+        assert_eq!(out.rows, 50);
+        let err = store
+            .ingest_files(Table::Events, &["-", "-"], IngestOptions::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("only once"), "{err}");
     }
-    let bad = inputs.path().join("c.jsonl");
-    std::fs::write(
-        &bad,
-        "{\"event\":\"e\",\"distinct_id\":\"j2\",\"project_id\":1,\"timestamp\":\"yesterday\"}\n",
-    )
-    .unwrap();
-
-    let store = open(dir.path());
-    // JSON lines name their fields as Elide does; the map applies to parquet only here.
-    let err = store
-        .ingest_files(
-            Table::Events,
-            &[&pq, &bad],
-            IngestOptions::new().rename("$session_id", "session_id"),
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains("c.jsonl"), "{err}");
-    assert!(visible(&store).is_empty(), "nothing of a.parquet either");
-
-    let out = store
-        .ingest_files(
-            Table::Events,
-            &[&pq],
-            IngestOptions::new().rename("$session_id", "session_id"),
-        )
-        .unwrap();
-    assert_eq!(out.rows, 50);
-    let err = store
-        .ingest_files(Table::Events, &["-", "-"], IngestOptions::new())
-        .unwrap_err();
-    assert!(err.to_string().contains("only once"), "{err}");
 }
 
 #[test]
@@ -276,147 +286,156 @@ fn default_options_read_no_environment() {
 
 #[test]
 fn delete_many_commits_any_number_of_ids_of_several_projects_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    // 2,500 ids in project 1 (in parts) and 3 in project 2 (buffered).
-    let rows: Vec<_> = (0..2500u64)
-        .map(|i| row(i, &format!("p1-{i}"), 1, 0))
-        .collect();
-    crate::common::append(&store, &rows);
-    store.flush().unwrap();
-    crate::common::append(
-        &store,
-        &[
-            row(9001, "x", 2, 0),
-            row(9002, "y", 2, 0),
-            row(9003, "z", 2, 1),
-        ],
-    );
-    let version = store.status().unwrap().version;
-    let outcomes = store
-        .delete_many([
-            DeleteSpec::ids(1, (0..2500).map(|i| format!("p1-{i}"))),
-            // The same rows twice in one call are hidden (and counted) once.
-            DeleteSpec::ids(2, ["x", "y"]),
-            DeleteSpec::ids(2, ["y", "z"]),
-        ])
-        .unwrap();
-    // 3 requests for the 2,500 ids, one per small spec; one commit.
-    assert_eq!(outcomes.len(), 5);
-    assert_eq!(store.status().unwrap().version, version + 1);
-    assert_eq!(outcomes.iter().map(|o| o.rows_hidden).sum::<u64>(), 2503);
-    assert!(outcomes.windows(2).all(|w| w[0].cutoff == w[1].cutoff));
-    assert!(visible(&store).is_empty());
-    let m = store.manifest().unwrap();
-    assert_eq!(m.requests.len(), 5);
-    assert!(m.requests.iter().all(|r| r.distinct_ids.len() <= 1000));
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        // 2,500 ids in project 1 (in parts) and 3 in project 2 (buffered).
+        let rows: Vec<_> = (0..2500u64)
+            .map(|i| row(i, &format!("p1-{i}"), 1, 0))
+            .collect();
+        crate::common::append(&store, &rows);
+        store.flush().unwrap();
+        crate::common::append(
+            &store,
+            &[
+                row(9001, "x", 2, 0),
+                row(9002, "y", 2, 0),
+                row(9003, "z", 2, 1),
+            ],
+        );
+        let version = store.status().unwrap().version;
+        let outcomes = store
+            .delete_many([
+                DeleteSpec::ids(1, (0..2500).map(|i| format!("p1-{i}"))),
+                // The same rows twice in one call are hidden (and counted) once.
+                DeleteSpec::ids(2, ["x", "y"]),
+                DeleteSpec::ids(2, ["y", "z"]),
+            ])
+            .unwrap();
+        // 3 requests for the 2,500 ids, one per small spec; one commit.
+        assert_eq!(outcomes.len(), 5);
+        assert_eq!(store.status().unwrap().version, version + 1);
+        assert_eq!(outcomes.iter().map(|o| o.rows_hidden).sum::<u64>(), 2503);
+        assert!(outcomes.windows(2).all(|w| w[0].cutoff == w[1].cutoff));
+        assert!(visible(&store).is_empty());
+        let m = store.manifest().unwrap();
+        assert_eq!(m.requests.len(), 5);
+        assert!(m.requests.iter().all(|r| r.distinct_ids.len() <= 1000));
 
-    // A bad spec anywhere: nothing of the call is committed.
-    crate::common::append(&store, &[row(9100, "w", 3, 0)]);
-    let err = store
-        .delete_many([DeleteSpec::ids(3, ["w"]), DeleteSpec::ids(-1, ["w"])])
-        .unwrap_err();
-    assert!(err.is_invalid_input(), "{err}");
-    assert_eq!(store.manifest().unwrap().requests.len(), 5);
-    assert_eq!(visible(&store).len(), 1);
-    assert!(store.delete_many(Vec::new()).unwrap().is_empty());
-    // The single-request call keeps its limit.
-    let err = store
-        .delete(DeleteSpec::ids(1, (0..1001).map(|i| format!("p1-{i}"))))
-        .unwrap_err();
-    assert!(err.to_string().contains("at most 1000"), "{err}");
+        // A bad spec anywhere: nothing of the call is committed.
+        crate::common::append(&store, &[row(9100, "w", 3, 0)]);
+        let err = store
+            .delete_many([DeleteSpec::ids(3, ["w"]), DeleteSpec::ids(-1, ["w"])])
+            .unwrap_err();
+        assert!(err.is_invalid_input(), "{err}");
+        assert_eq!(store.manifest().unwrap().requests.len(), 5);
+        assert_eq!(visible(&store).len(), 1);
+        assert!(store.delete_many(Vec::new()).unwrap().is_empty());
+        // The single-request call keeps its limit.
+        let err = store
+            .delete(DeleteSpec::ids(1, (0..1001).map(|i| format!("p1-{i}"))))
+            .unwrap_err();
+        assert!(err.to_string().contains("at most 1000"), "{err}");
 
-    // Purged and verified like any request.
-    let r = store.compact(CompactRequest::now()).unwrap();
-    assert!(r.verification_failures.is_empty());
-    store.flush().unwrap();
-    store.compact(CompactRequest::now()).unwrap();
-    let m = store.manifest().unwrap();
-    assert!(
-        m.requests
-            .iter()
-            .all(|r| r.status == elide_store::RequestStatus::Verified),
-        "{:?}",
-        m.requests.iter().map(|r| r.status).collect::<Vec<_>>()
-    );
+        // Purged and verified like any request.
+        let r = store.compact(CompactRequest::now()).unwrap();
+        assert!(r.verification_failures.is_empty());
+        store.flush().unwrap();
+        store.compact(CompactRequest::now()).unwrap();
+        let m = store.manifest().unwrap();
+        assert!(
+            m.requests
+                .iter()
+                .all(|r| r.status == elide_store::RequestStatus::Verified),
+            "{:?}",
+            m.requests.iter().map(|r| r.status).collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]
 fn delete_person_ids_deletes_every_row_of_the_persons_distinct_ids() {
-    const P: &str = "0b9f4c5e-6d1a-4f5e-9a51-8c7f1f0e2a11";
-    const Q: &str = "7d3e2a10-1111-4c2b-8f00-aa00bb11cc22";
-    let with_person = |n: u64, did: &str, project: i64, person: Option<&str>| {
-        let mut r = row(n, did, project, 0);
-        r.person_id = person.map(str::to_string);
-        r
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    // In parts: P under two distinct ids (one also has a row without a
-    // person id), Q under its own, P in another project.
-    crate::common::append(
-        &store,
-        &[
-            with_person(1, "anon", 1, Some(P)),
-            with_person(2, "ada", 1, Some(P)),
-            with_person(3, "ada", 1, None),
-            with_person(4, "grace", 1, Some(Q)),
-            with_person(5, "ada", 2, Some(P)),
-        ],
-    );
-    store.flush().unwrap();
-    // Buffered: a third distinct id of P.
-    crate::common::append(&store, &[with_person(6, "ada-phone", 1, Some(P))]);
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        const P: &str = "0b9f4c5e-6d1a-4f5e-9a51-8c7f1f0e2a11";
+        const Q: &str = "7d3e2a10-1111-4c2b-8f00-aa00bb11cc22";
+        let with_person = |n: u64, did: &str, project: i64, person: Option<&str>| {
+            let mut r = row(n, did, project, 0);
+            r.person_id = person.map(str::to_string);
+            r
+        };
+        let site = Site::new(backend);
+        let store = site.open();
+        // In parts: P under two distinct ids (one also has a row without a
+        // person id), Q under its own, P in another project.
+        crate::common::append(
+            &store,
+            &[
+                with_person(1, "anon", 1, Some(P)),
+                with_person(2, "ada", 1, Some(P)),
+                with_person(3, "ada", 1, None),
+                with_person(4, "grace", 1, Some(Q)),
+                with_person(5, "ada", 2, Some(P)),
+            ],
+        );
+        store.flush().unwrap();
+        // Buffered: a third distinct id of P.
+        crate::common::append(&store, &[with_person(6, "ada-phone", 1, Some(P))]);
 
-    let out = store
-        .delete_person_ids(1, &[P.to_uppercase()], &[])
-        .unwrap();
-    assert_eq!(out.distinct_ids, vec!["ada", "ada-phone", "anon"]);
-    assert_eq!(out.rows_hidden(), 4);
-    assert_eq!(out.requests.len(), 1);
-    // Q's rows and P's row in project 2 stay.
-    let mut left: Vec<String> = visible(&store).into_iter().map(|(_, d, _)| d).collect();
-    left.sort();
-    assert_eq!(left, vec!["ada", "grace"]);
+        let out = store
+            .delete_person_ids(1, &[P.to_uppercase()], &[])
+            .unwrap();
+        assert_eq!(out.distinct_ids, vec!["ada", "ada-phone", "anon"]);
+        assert_eq!(out.rows_hidden(), 4);
+        assert_eq!(out.requests.len(), 1);
+        // Q's rows and P's row in project 2 stay.
+        let mut left: Vec<String> = visible(&store).into_iter().map(|(_, d, _)| d).collect();
+        left.sort();
+        assert_eq!(left, vec!["ada", "grace"]);
 
-    // Nothing carries the person id: nothing is committed.
-    let version = store.status().unwrap().version;
-    let none = store
-        .delete_person_ids(1, &["00000000-0000-4000-8000-000000000000"], &[])
-        .unwrap();
-    assert!(none.requests.is_empty() && none.distinct_ids.is_empty());
-    assert_eq!(store.status().unwrap().version, version);
-    // Bad input changes nothing.
-    for (project, ids) in [(1, vec!["not-a-uuid"]), (-1, vec![P]), (1, vec![])] {
-        let err = store.delete_person_ids(project, &ids, &[]).unwrap_err();
-        assert!(err.is_invalid_input(), "{err}");
+        // Nothing carries the person id: nothing is committed.
+        let version = store.status().unwrap().version;
+        let none = store
+            .delete_person_ids(1, &["00000000-0000-4000-8000-000000000000"], &[])
+            .unwrap();
+        assert!(none.requests.is_empty() && none.distinct_ids.is_empty());
+        assert_eq!(store.status().unwrap().version, version);
+        // Bad input changes nothing.
+        for (project, ids) in [(1, vec!["not-a-uuid"]), (-1, vec![P]), (1, vec![])] {
+            let err = store.delete_person_ids(project, &ids, &[]).unwrap_err();
+            assert!(err.is_invalid_input(), "{err}");
+        }
+        assert_eq!(store.status().unwrap().version, version);
+
+        // Purged and verified like any request.
+        store.flush().unwrap();
+        let r = store.compact(CompactRequest::now()).unwrap();
+        assert!(r.verification_failures.is_empty());
+        assert_eq!(r.requests_verified.len(), 1);
     }
-    assert_eq!(store.status().unwrap().version, version);
-
-    // Purged and verified like any request.
-    store.flush().unwrap();
-    let r = store.compact(CompactRequest::now()).unwrap();
-    assert!(r.verification_failures.is_empty());
-    assert_eq!(r.requests_verified.len(), 1);
 }
 
 #[test]
 fn delete_person_ids_ignores_rows_deleted_earlier() {
-    const P: &str = "0b9f4c5e-6d1a-4f5e-9a51-8c7f1f0e2a11";
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let mut first = row(1, "shared-device", 1, 0);
-    first.person_id = Some(P.into());
-    crate::common::append(&store, &[first]);
-    store.flush().unwrap();
-    // That row is deleted (not yet purged); the id is then reused by
-    // someone else.
-    store.delete(DeleteSpec::ids(1, ["shared-device"])).unwrap();
-    crate::common::append(&store, &[row(2, "shared-device", 1, 0)]);
-    store.flush().unwrap();
-    let out = store.delete_person_ids(1, &[P], &[]).unwrap();
-    assert!(out.distinct_ids.is_empty(), "{:?}", out.distinct_ids);
-    assert_eq!(visible(&store).len(), 1, "the new owner's row stays");
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        const P: &str = "0b9f4c5e-6d1a-4f5e-9a51-8c7f1f0e2a11";
+        let site = Site::new(backend);
+        let store = site.open();
+        let mut first = row(1, "shared-device", 1, 0);
+        first.person_id = Some(P.into());
+        crate::common::append(&store, &[first]);
+        store.flush().unwrap();
+        // That row is deleted (not yet purged); the id is then reused by
+        // someone else.
+        store.delete(DeleteSpec::ids(1, ["shared-device"])).unwrap();
+        crate::common::append(&store, &[row(2, "shared-device", 1, 0)]);
+        store.flush().unwrap();
+        let out = store.delete_person_ids(1, &[P], &[]).unwrap();
+        assert!(out.distinct_ids.is_empty(), "{:?}", out.distinct_ids);
+        assert_eq!(visible(&store).len(), 1, "the new owner's row stays");
+    }
 }
 
 /// `delete_person_ids` reads only the row groups whose bloom filter may

@@ -13,134 +13,143 @@ use crate::common::*;
 
 #[test]
 fn a_predicate_hides_exactly_its_rows_in_parts_and_log_and_the_preview_agrees() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(&store, &rows(0..60));
-    store.flush().unwrap();
-    append(&store, &rows(60..90)); // still in the ingest log
-    let d = EventDeletion::new(1, pro_clicks());
-    let version = store.status().unwrap().version;
-    let preview = store.preview_events(&d).unwrap();
-    assert_eq!(
-        store.status().unwrap().version,
-        version,
-        "a dry run commits nothing"
-    );
-    assert_eq!(visible_ns(&store).len(), 90, "and hides nothing");
-    let want_gone: Vec<u64> = (0..90).filter(|n| n % 6 == 0).collect();
-    assert_eq!(preview.rows, want_gone.len() as u64);
-    assert_eq!(
-        preview.by_table[&Table::Events].rows,
-        want_gone.len() as u64
-    );
-    assert!(preview.parts >= 1 && !preview.by_table.contains_key(&Table::Recordings));
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &rows(0..60));
+        store.flush().unwrap();
+        append(&store, &rows(60..90)); // still in the ingest log
+        let d = EventDeletion::new(1, pro_clicks());
+        let version = store.status().unwrap().version;
+        let preview = store.preview_events(&d).unwrap();
+        assert_eq!(
+            store.status().unwrap().version,
+            version,
+            "a dry run commits nothing"
+        );
+        assert_eq!(visible_ns(&store).len(), 90, "and hides nothing");
+        let want_gone: Vec<u64> = (0..90).filter(|n| n % 6 == 0).collect();
+        assert_eq!(preview.rows, want_gone.len() as u64);
+        assert_eq!(
+            preview.by_table[&Table::Events].rows,
+            want_gone.len() as u64
+        );
+        assert!(preview.parts >= 1 && !preview.by_table.contains_key(&Table::Recordings));
 
-    let out = store.delete_events(d.clone()).unwrap();
-    assert_eq!(out.rows_hidden, want_gone.len() as u64);
-    // Appended after the request: not covered, even though it matches.
-    append(&store, &rows(90..96));
-    let want: Vec<u64> = (0..96).filter(|n| n >= &90 || n % 6 != 0).collect();
-    assert_eq!(visible_ns(&store), want);
-    let r = store
-        .requests()
-        .unwrap()
-        .into_iter()
-        .find(|r| r.id == out.request_id)
-        .unwrap();
-    assert_eq!(r.kind, RequestKind::Events);
-    assert_eq!(r.predicate, Some(pro_clicks()));
-    assert!(r.purge_due_by_us > r.created_at_us);
-    // Nothing left to hide: the preview now finds only the new rows'
-    // match (90), which the request does not cover.
-    assert_eq!(store.preview_events(&d).unwrap().rows, 1);
+        let out = store.delete_events(d.clone()).unwrap();
+        assert_eq!(out.rows_hidden, want_gone.len() as u64);
+        // Appended after the request: not covered, even though it matches.
+        append(&store, &rows(90..96));
+        let want: Vec<u64> = (0..96).filter(|n| n >= &90 || n % 6 != 0).collect();
+        assert_eq!(visible_ns(&store), want);
+        let r = store
+            .requests()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == out.request_id)
+            .unwrap();
+        assert_eq!(r.kind, RequestKind::Events);
+        assert_eq!(r.predicate, Some(pro_clicks()));
+        assert!(r.purge_due_by_us > r.created_at_us);
+        // Nothing left to hide: the preview now finds only the new rows'
+        // match (90), which the request does not cover.
+        assert_eq!(store.preview_events(&d).unwrap().rows, 1);
 
-    // The log's rows stay hidden across a reopen (replay applies the
-    // predicate), and so do the parts'.
-    store.close().unwrap();
-    let store = open(dir.path());
-    assert_eq!(visible_ns(&store), want);
-    assert_eq!(store.manifest().unwrap().check_invariants(), Ok(()));
+        // The log's rows stay hidden across a reopen (replay applies the
+        // predicate), and so do the parts'.
+        store.close().unwrap();
+        let store = site.open();
+        assert_eq!(visible_ns(&store), want);
+        assert_eq!(store.manifest().unwrap().check_invariants(), Ok(()));
+    }
 }
 
 #[test]
 fn windows_ids_and_operators_combine_as_a_conjunction() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(&store, &rows(0..48));
-    store.flush().unwrap();
-    // Day 1 only (row n is on day n % 3), distinct id d1 or d2, n > 20.
-    let pred = EventPredicate {
-        after_us: Some(T0 + DAY),
-        before_us: Some(T0 + 2 * DAY),
-        distinct_ids: vec!["d1".into(), "d2".into()],
-        properties: vec![PropertyFilter {
-            key: "n".into(),
-            operator: PropertyOperator::Gt,
-            value: json!(20),
-        }],
-        ..Default::default()
-    };
-    let gone = |n: &u64| n % 3 == 1 && matches!(n % 4, 1 | 2) && *n > 20;
-    let out = store.delete_events(EventDeletion::new(1, pred)).unwrap();
-    assert_eq!(out.rows_hidden, (0..48).filter(gone).count() as u64);
-    assert_eq!(
-        visible_ns(&store),
-        (0..48).filter(|n| !gone(n)).collect::<Vec<_>>()
-    );
-    // icontains and is_not_set on the same rows.
-    let pred = EventPredicate {
-        properties: vec![
-            PropertyFilter {
-                key: "marker".into(),
-                operator: PropertyOperator::Icontains,
-                value: json!("ROW-000"),
-            },
-            PropertyFilter {
-                key: "absent".into(),
-                operator: PropertyOperator::IsNotSet,
-                value: json!(null),
-            },
-        ],
-        ..Default::default()
-    };
-    let out = store.delete_events(EventDeletion::new(1, pred)).unwrap();
-    // row-0000 … row-0009, minus those already hidden (none: n <= 20).
-    assert_eq!(out.rows_hidden, 10);
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &rows(0..48));
+        store.flush().unwrap();
+        // Day 1 only (row n is on day n % 3), distinct id d1 or d2, n > 20.
+        let pred = EventPredicate {
+            after_us: Some(T0 + DAY),
+            before_us: Some(T0 + 2 * DAY),
+            distinct_ids: vec!["d1".into(), "d2".into()],
+            properties: vec![PropertyFilter {
+                key: "n".into(),
+                operator: PropertyOperator::Gt,
+                value: json!(20),
+            }],
+            ..Default::default()
+        };
+        let gone = |n: &u64| n % 3 == 1 && matches!(n % 4, 1 | 2) && *n > 20;
+        let out = store.delete_events(EventDeletion::new(1, pred)).unwrap();
+        assert_eq!(out.rows_hidden, (0..48).filter(gone).count() as u64);
+        assert_eq!(
+            visible_ns(&store),
+            (0..48).filter(|n| !gone(n)).collect::<Vec<_>>()
+        );
+        // icontains and is_not_set on the same rows.
+        let pred = EventPredicate {
+            properties: vec![
+                PropertyFilter {
+                    key: "marker".into(),
+                    operator: PropertyOperator::Icontains,
+                    value: json!("ROW-000"),
+                },
+                PropertyFilter {
+                    key: "absent".into(),
+                    operator: PropertyOperator::IsNotSet,
+                    value: json!(null),
+                },
+            ],
+            ..Default::default()
+        };
+        let out = store.delete_events(EventDeletion::new(1, pred)).unwrap();
+        // row-0000 … row-0009, minus those already hidden (none: n <= 20).
+        assert_eq!(out.rows_hidden, 10);
+    }
 }
 
 #[test]
 fn bad_predicates_are_refused_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(&store, &rows(0..10));
-    let version = store.status().unwrap().version;
-    let bad = [
-        EventDeletion::new(1, EventPredicate::default()),
-        EventDeletion::new(
-            1,
-            EventPredicate {
-                after_us: Some(T0 + DAY),
-                before_us: Some(T0),
-                ..Default::default()
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &rows(0..10));
+        let version = store.status().unwrap().version;
+        let bad = [
+            EventDeletion::new(1, EventPredicate::default()),
+            EventDeletion::new(
+                1,
+                EventPredicate {
+                    after_us: Some(T0 + DAY),
+                    before_us: Some(T0),
+                    ..Default::default()
+                },
+            ),
+            EventDeletion {
+                tables: vec![Table::Recordings],
+                ..EventDeletion::new(1, pro_clicks())
             },
-        ),
-        EventDeletion {
-            tables: vec![Table::Recordings],
-            ..EventDeletion::new(1, pro_clicks())
-        },
-        EventDeletion::new(-1, pro_clicks()),
-        EventDeletion {
-            cutoff: Some(u64::MAX),
-            ..EventDeletion::new(1, pro_clicks())
-        },
-    ];
-    for d in bad {
-        let e = store.delete_events(d.clone()).unwrap_err();
-        assert!(matches!(e, StoreError::InvalidInput(_)), "{d:?}: {e}");
+            EventDeletion::new(-1, pro_clicks()),
+            EventDeletion {
+                cutoff: Some(u64::MAX),
+                ..EventDeletion::new(1, pro_clicks())
+            },
+        ];
+        for d in bad {
+            let e = store.delete_events(d.clone()).unwrap_err();
+            assert!(matches!(e, StoreError::InvalidInput(_)), "{d:?}: {e}");
+        }
+        assert_eq!(store.status().unwrap().version, version);
+        assert_eq!(visible_ns(&store).len(), 10);
+        assert!(store.requests().unwrap().is_empty());
     }
-    assert_eq!(store.status().unwrap().version, version);
-    assert_eq!(visible_ns(&store).len(), 10);
-    assert!(store.requests().unwrap().is_empty());
 }
 
 /// DESIGN invariant 5 for a predicate request: with compression off, after

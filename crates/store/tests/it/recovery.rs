@@ -457,51 +457,54 @@ fn a_read_only_store_does_not_block_the_writer_and_pins_its_files() {
 
 #[test]
 fn bad_column_sets_are_refused_by_name() {
-    use arrow::array::{ArrayRef, Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let s = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
-    let schema = Schema::new(vec![
-        Field::new("event", DataType::Utf8, false),
-        Field::new("distinct_id", DataType::Utf8, false),
-        Field::new("distinct_id", DataType::Utf8, false),
-        Field::new("project_id", DataType::Int64, false),
-        Field::new("timestamp", DataType::Utf8, false),
-    ]);
-    let b = arrow::record_batch::RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            s("e"),
-            s("a"),
-            s("b"),
-            Arc::new(Int64Array::from(vec![1])),
-            s("2026-01-01"),
-        ],
-    )
-    .unwrap();
-    let err = store.append(Table::Events, &b).unwrap_err().to_string();
-    assert!(err.contains("appears more than once"), "{err}");
-    let mut nul = row(1, "a\0b", 1, 0);
-    let err = store
-        .append(
-            Table::Events,
-            &elide_store::jsonl::rows_to_batch(&[nul.clone()]).unwrap(),
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        use arrow::array::{ArrayRef, Int64Array, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let site = Site::new(backend);
+        let store = site.open();
+        let s = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+        let schema = Schema::new(vec![
+            Field::new("event", DataType::Utf8, false),
+            Field::new("distinct_id", DataType::Utf8, false),
+            Field::new("distinct_id", DataType::Utf8, false),
+            Field::new("project_id", DataType::Int64, false),
+            Field::new("timestamp", DataType::Utf8, false),
+        ]);
+        let b = arrow::record_batch::RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                s("e"),
+                s("a"),
+                s("b"),
+                Arc::new(Int64Array::from(vec![1])),
+                s("2026-01-01"),
+            ],
         )
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("NUL"), "{err}");
-    nul.distinct_id = "a".into();
-    nul.project_id = -1;
-    let err = store
-        .append(
-            Table::Events,
-            &elide_store::jsonl::rows_to_batch(&[nul]).unwrap(),
-        )
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("positive"), "{err}");
-    assert!(visible(&store).is_empty());
+        .unwrap();
+        let err = store.append(Table::Events, &b).unwrap_err().to_string();
+        assert!(err.contains("appears more than once"), "{err}");
+        let mut nul = row(1, "a\0b", 1, 0);
+        let err = store
+            .append(
+                Table::Events,
+                &elide_store::jsonl::rows_to_batch(&[nul.clone()]).unwrap(),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NUL"), "{err}");
+        nul.distinct_id = "a".into();
+        nul.project_id = -1;
+        let err = store
+            .append(
+                Table::Events,
+                &elide_store::jsonl::rows_to_batch(&[nul]).unwrap(),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("positive"), "{err}");
+        assert!(visible(&store).is_empty());
+    }
 }
 
 use std::sync::Arc;

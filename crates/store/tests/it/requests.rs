@@ -10,115 +10,121 @@ use crate::common::*;
 
 #[test]
 fn every_request_is_due_by_its_projects_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(&store, &[row(1, "a", 1, 0), row(2, "b", 2, 0)]);
-    store
-        .set_project_settings(
-            2,
-            ProjectSettings {
-                erasure_deadline_days: Some(2),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(
-        store.project_settings(2).unwrap().erasure_deadline_days,
-        Some(2)
-    );
-    assert_eq!(
-        store.project_settings(1).unwrap(),
-        ProjectSettings::default()
-    );
-    let a = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
-    let b = store.delete(DeleteSpec::ids(2, ["b"])).unwrap();
-    let ra = store.request(a.request_id).unwrap().unwrap();
-    let rb = store.request(b.request_id).unwrap().unwrap();
-    assert_eq!(
-        ra.purge_due_by_us - ra.created_at_us,
-        7 * DAY,
-        "the default"
-    );
-    assert_eq!(
-        rb.purge_due_by_us - rb.created_at_us,
-        2 * DAY,
-        "the project's"
-    );
-    let s = store.status().unwrap();
-    assert_eq!(s.next_purge_due_us, Some(rb.purge_due_by_us));
-    assert!(s.requests_overdue.is_empty());
-    // Refused: a zero deadline, a negative project; nothing changes.
-    let version = store.status().unwrap().version;
-    for (p, days) in [(1, Some(0)), (-1, Some(3))] {
-        let e = store
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &[row(1, "a", 1, 0), row(2, "b", 2, 0)]);
+        store
             .set_project_settings(
-                p,
+                2,
                 ProjectSettings {
-                    erasure_deadline_days: days,
+                    erasure_deadline_days: Some(2),
                     ..Default::default()
                 },
             )
-            .unwrap_err();
-        assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
+            .unwrap();
+        assert_eq!(
+            store.project_settings(2).unwrap().erasure_deadline_days,
+            Some(2)
+        );
+        assert_eq!(
+            store.project_settings(1).unwrap(),
+            ProjectSettings::default()
+        );
+        let a = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+        let b = store.delete(DeleteSpec::ids(2, ["b"])).unwrap();
+        let ra = store.request(a.request_id).unwrap().unwrap();
+        let rb = store.request(b.request_id).unwrap().unwrap();
+        assert_eq!(
+            ra.purge_due_by_us - ra.created_at_us,
+            7 * DAY,
+            "the default"
+        );
+        assert_eq!(
+            rb.purge_due_by_us - rb.created_at_us,
+            2 * DAY,
+            "the project's"
+        );
+        let s = store.status().unwrap();
+        assert_eq!(s.next_purge_due_us, Some(rb.purge_due_by_us));
+        assert!(s.requests_overdue.is_empty());
+        // Refused: a zero deadline, a negative project; nothing changes.
+        let version = store.status().unwrap().version;
+        for (p, days) in [(1, Some(0)), (-1, Some(3))] {
+            let e = store
+                .set_project_settings(
+                    p,
+                    ProjectSettings {
+                        erasure_deadline_days: days,
+                        ..Default::default()
+                    },
+                )
+                .unwrap_err();
+            assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
+        }
+        assert_eq!(store.status().unwrap().version, version);
+        // Settings survive a reopen; a dropped project's go with it.
+        store.close().unwrap();
+        let store = site.open();
+        assert_eq!(
+            store.project_settings(2).unwrap().erasure_deadline_days,
+            Some(2)
+        );
+        store.drop_project(2).unwrap();
+        assert_eq!(
+            store.project_settings(2).unwrap(),
+            ProjectSettings::default()
+        );
     }
-    assert_eq!(store.status().unwrap().version, version);
-    // Settings survive a reopen; a dropped project's go with it.
-    store.close().unwrap();
-    let store = open(dir.path());
-    assert_eq!(
-        store.project_settings(2).unwrap().erasure_deadline_days,
-        Some(2)
-    );
-    store.drop_project(2).unwrap();
-    assert_eq!(
-        store.project_settings(2).unwrap(),
-        ProjectSettings::default()
-    );
 }
 
 #[test]
 fn the_feed_lists_each_change_once_in_order_from_a_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(
-        &store,
-        &(0..12)
-            .map(|n| row(n, &format!("d{}", n % 3), 1, 0))
-            .collect::<Vec<_>>(),
-    );
-    store.flush().unwrap();
-    let feed = store.deletion_feed(None, 0).unwrap();
-    assert!(feed.requests.is_empty());
-    let a = store.delete(DeleteSpec::ids(1, ["d0"])).unwrap();
-    let b = store
-        .delete_events(EventDeletion::new(
-            1,
-            EventPredicate {
-                distinct_ids: vec!["d1".into()],
-                ..Default::default()
-            },
-        ))
-        .unwrap();
-    let feed = store.deletion_feed(None, feed.cursor).unwrap();
-    let ids: Vec<u64> = feed.requests.iter().map(|r| r.id).collect();
-    assert_eq!(ids, vec![a.request_id, b.request_id]);
-    assert_eq!(feed.requests[1].kind, RequestKind::Events);
-    // Nothing new: an empty page, the same cursor.
-    let again = store.deletion_feed(None, feed.cursor).unwrap();
-    assert!(again.requests.is_empty());
-    assert_eq!(again.cursor, feed.cursor);
-    // The purge and verification change both: they come again, verified.
-    compact_now(&store);
-    let after = store.deletion_feed(None, feed.cursor).unwrap();
-    assert_eq!(after.requests.len(), 2);
-    assert!(after
-        .requests
-        .iter()
-        .all(|r| r.status == RequestStatus::Verified));
-    assert!(after.cursor > feed.cursor);
-    // Per project.
-    assert!(store.deletion_feed(Some(2), 0).unwrap().requests.is_empty());
-    assert_eq!(store.deletion_feed(Some(1), 0).unwrap().requests.len(), 2);
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(
+            &store,
+            &(0..12)
+                .map(|n| row(n, &format!("d{}", n % 3), 1, 0))
+                .collect::<Vec<_>>(),
+        );
+        store.flush().unwrap();
+        let feed = store.deletion_feed(None, 0).unwrap();
+        assert!(feed.requests.is_empty());
+        let a = store.delete(DeleteSpec::ids(1, ["d0"])).unwrap();
+        let b = store
+            .delete_events(EventDeletion::new(
+                1,
+                EventPredicate {
+                    distinct_ids: vec!["d1".into()],
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        let feed = store.deletion_feed(None, feed.cursor).unwrap();
+        let ids: Vec<u64> = feed.requests.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![a.request_id, b.request_id]);
+        assert_eq!(feed.requests[1].kind, RequestKind::Events);
+        // Nothing new: an empty page, the same cursor.
+        let again = store.deletion_feed(None, feed.cursor).unwrap();
+        assert!(again.requests.is_empty());
+        assert_eq!(again.cursor, feed.cursor);
+        // The purge and verification change both: they come again, verified.
+        compact_now(&store);
+        let after = store.deletion_feed(None, feed.cursor).unwrap();
+        assert_eq!(after.requests.len(), 2);
+        assert!(after
+            .requests
+            .iter()
+            .all(|r| r.status == RequestStatus::Verified));
+        assert!(after.cursor > feed.cursor);
+        // Per project.
+        assert!(store.deletion_feed(Some(2), 0).unwrap().requests.is_empty());
+        assert_eq!(store.deletion_feed(Some(1), 0).unwrap().requests.len(), 2);
+    }
 }
 
 /// Retention with a fake clock: rows older than the bound are hidden at
@@ -126,96 +132,99 @@ fn the_feed_lists_each_change_once_in_order_from_a_cursor() {
 /// recorded when nothing expired, and the request is purged and verified.
 #[test]
 fn retention_sweeps_drop_whole_days_and_go_through_the_lifecycle() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    // Project 1: one row a day on days 0..10 (T0 is a UTC midnight plus
-    // less than a day), two flushes so each day has parts; a late row of
-    // day 1 still in the log. Project 2 has no retention.
-    let t0_day = T0.div_euclid(DAY) * DAY;
-    let mut rows: Vec<_> = (0..10).map(|d| row(d as u64, "a", 1, d)).collect();
-    rows.extend((0..10).map(|d| row(100 + d as u64, "b", 2, d)));
-    append(&store, &rows[..5]);
-    store.flush().unwrap();
-    append(&store, &rows[5..]);
-    store.flush().unwrap();
-    append(&store, &[row(50, "late", 1, 1)]);
-    store
-        .set_project_settings(
-            1,
-            ProjectSettings {
-                retention_days: Some(3),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    // "Now" is day 7, 15:00: keep days 4.. (the midnight 3 days before
-    // today's), expire days 0..4 and the late row.
-    let now = t0_day + 7 * DAY + 15 * 3_600_000_000;
-    assert_eq!(
-        elide_store::retention::retention_bound(now, 3),
-        t0_day + 4 * DAY
-    );
-    let version = store.status().unwrap().version;
-    let parts_of_1 = |s: &elide_store::Store| {
-        s.manifest()
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        // Project 1: one row a day on days 0..10 (T0 is a UTC midnight plus
+        // less than a day), two flushes so each day has parts; a late row of
+        // day 1 still in the log. Project 2 has no retention.
+        let t0_day = T0.div_euclid(DAY) * DAY;
+        let mut rows: Vec<_> = (0..10).map(|d| row(d as u64, "a", 1, d)).collect();
+        rows.extend((0..10).map(|d| row(100 + d as u64, "b", 2, d)));
+        append(&store, &rows[..5]);
+        store.flush().unwrap();
+        append(&store, &rows[5..]);
+        store.flush().unwrap();
+        append(&store, &[row(50, "late", 1, 1)]);
+        store
+            .set_project_settings(
+                1,
+                ProjectSettings {
+                    retention_days: Some(3),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        // "Now" is day 7, 15:00: keep days 4.. (the midnight 3 days before
+        // today's), expire days 0..4 and the late row.
+        let now = t0_day + 7 * DAY + 15 * 3_600_000_000;
+        assert_eq!(
+            elide_store::retention::retention_bound(now, 3),
+            t0_day + 4 * DAY
+        );
+        let version = store.status().unwrap().version;
+        let parts_of_1 = |s: &elide_store::Store| {
+            s.manifest()
+                .unwrap()
+                .parts
+                .iter()
+                .filter(|p| p.project_id == 1)
+                .count()
+        };
+        let before = parts_of_1(&store);
+        let sweeps = store.apply_retention(now).unwrap();
+        assert_eq!(sweeps.len(), 1);
+        let s = &sweeps[0];
+        assert_eq!((s.project_id, s.rows_hidden), (1, 5));
+        assert_eq!(s.parts_dropped, 4, "days 0..4 leave whole");
+        assert_eq!(parts_of_1(&store), before - 4);
+        assert_eq!(store.status().unwrap().version, version + 1, "one commit");
+        // No part was rewritten: none of the dropped ones carried tombstones,
+        // and the remaining ones of project 1 carry none either.
+        assert!(store
+            .manifest()
             .unwrap()
             .parts
             .iter()
-            .filter(|p| p.project_id == 1)
-            .count()
-    };
-    let before = parts_of_1(&store);
-    let sweeps = store.apply_retention(now).unwrap();
-    assert_eq!(sweeps.len(), 1);
-    let s = &sweeps[0];
-    assert_eq!((s.project_id, s.rows_hidden), (1, 5));
-    assert_eq!(s.parts_dropped, 4, "days 0..4 leave whole");
-    assert_eq!(parts_of_1(&store), before - 4);
-    assert_eq!(store.status().unwrap().version, version + 1, "one commit");
-    // No part was rewritten: none of the dropped ones carried tombstones,
-    // and the remaining ones of project 1 carry none either.
-    assert!(store
-        .manifest()
-        .unwrap()
-        .parts
-        .iter()
-        .all(|p| p.deleted() == 0));
-    let visible_of = |s: &elide_store::Store, who: &str| {
-        visible(s).into_iter().filter(|(_, d, _)| d == who).count()
-    };
-    assert_eq!(visible_of(&store, "a"), 6);
-    assert_eq!(visible_of(&store, "late"), 0);
-    assert_eq!(visible_of(&store, "b"), 10, "another project is untouched");
-    let r = store.request(s.request_id).unwrap().unwrap();
-    assert_eq!(r.kind, elide_store::RequestKind::Retention);
-    // The same day again: nothing new expired, nothing recorded.
-    assert!(store
-        .apply_retention(now + 3_600_000_000)
-        .unwrap()
-        .is_empty());
-    assert_eq!(store.status().unwrap().version, version + 1);
-    // The next day: day 4 expires.
-    let next = store.apply_retention(now + DAY).unwrap();
-    assert_eq!(next[0].rows_hidden, 1);
-    // The lifecycle: purged (flush, GC) and verified.
-    let report = compact_now(&store);
-    assert!(report.verification_failures.is_empty());
-    for id in [s.request_id, next[0].request_id] {
-        let r = store.request(id).unwrap().unwrap();
-        assert_eq!(r.status, elide_store::RequestStatus::Verified, "{r:?}");
+            .all(|p| p.deleted() == 0));
+        let visible_of = |s: &elide_store::Store, who: &str| {
+            visible(s).into_iter().filter(|(_, d, _)| d == who).count()
+        };
+        assert_eq!(visible_of(&store, "a"), 6);
+        assert_eq!(visible_of(&store, "late"), 0);
+        assert_eq!(visible_of(&store, "b"), 10, "another project is untouched");
+        let r = store.request(s.request_id).unwrap().unwrap();
+        assert_eq!(r.kind, elide_store::RequestKind::Retention);
+        // The same day again: nothing new expired, nothing recorded.
+        assert!(store
+            .apply_retention(now + 3_600_000_000)
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.status().unwrap().version, version + 1);
+        // The next day: day 4 expires.
+        let next = store.apply_retention(now + DAY).unwrap();
+        assert_eq!(next[0].rows_hidden, 1);
+        // The lifecycle: purged (flush, GC) and verified.
+        let report = compact_now(&store);
+        assert!(report.verification_failures.is_empty());
+        for id in [s.request_id, next[0].request_id] {
+            let r = store.request(id).unwrap().unwrap();
+            assert_eq!(r.status, elide_store::RequestStatus::Verified, "{r:?}");
+        }
+        assert_eq!(visible_of(&store, "a"), 5);
+        // Bad settings are refused.
+        let e = store
+            .set_project_settings(
+                1,
+                ProjectSettings {
+                    retention_days: Some(0),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
     }
-    assert_eq!(visible_of(&store, "a"), 5);
-    // Bad settings are refused.
-    let e = store
-        .set_project_settings(
-            1,
-            ProjectSettings {
-                retention_days: Some(0),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
-    assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
 }
 
 /// DESIGN invariant 5 for retention: with compression off, after the
@@ -281,47 +290,50 @@ fn after_a_retention_sweep_no_byte_of_an_expired_row_is_on_disk() {
 /// table only), by the same lifecycle, with a receipt.
 #[test]
 fn retention_per_event_name_expires_only_that_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let t0_day = T0.div_euclid(DAY) * DAY;
-    // Days 0..6, two rows a day: `$autocapture` and `$pageview`.
-    let rows: Vec<_> = (0..12u64)
-        .map(|n| {
-            let mut r = row(n, "a", 1, (n / 2) as i64);
-            if n % 2 == 0 {
-                r.event = "$autocapture".into();
-            }
-            r
-        })
-        .collect();
-    append(&store, &rows);
-    store.flush().unwrap();
-    let mut s = ProjectSettings::default();
-    s.event_retention_days.insert("$autocapture".into(), 2);
-    store.set_project_settings(1, s).unwrap();
-    // Now: day 6; keep days 4.. of `$autocapture` (days 0..4 expire).
-    let sweeps = store.apply_retention(t0_day + 6 * DAY + 1).unwrap();
-    assert_eq!(sweeps.len(), 1);
-    assert_eq!(sweeps[0].event.as_deref(), Some("$autocapture"));
-    assert_eq!(sweeps[0].rows_hidden, 4);
-    assert_eq!(sweeps[0].parts_dropped, 0, "other events share the parts");
-    let left: Vec<_> = visible(&store).into_iter().collect();
-    assert_eq!(left.len(), 8);
-    let r = store.request(sweeps[0].request_id).unwrap().unwrap();
-    assert_eq!(r.kind, RequestKind::Retention);
-    assert_eq!(
-        r.predicate.as_ref().unwrap().events,
-        vec!["$autocapture".to_string()]
-    );
-    let report = compact_now(&store);
-    assert_eq!(report.requests_verified, vec![sweeps[0].request_id]);
-    assert!(store.receipt(sweeps[0].request_id).unwrap().is_some());
-    assert_eq!(visible(&store).len(), 8);
-    // Bad settings are refused.
-    for (e, d) in [("", 3), ("$x", 0)] {
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        let t0_day = T0.div_euclid(DAY) * DAY;
+        // Days 0..6, two rows a day: `$autocapture` and `$pageview`.
+        let rows: Vec<_> = (0..12u64)
+            .map(|n| {
+                let mut r = row(n, "a", 1, (n / 2) as i64);
+                if n % 2 == 0 {
+                    r.event = "$autocapture".into();
+                }
+                r
+            })
+            .collect();
+        append(&store, &rows);
+        store.flush().unwrap();
         let mut s = ProjectSettings::default();
-        s.event_retention_days.insert(e.into(), d);
-        let err = store.set_project_settings(1, s).unwrap_err();
-        assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+        s.event_retention_days.insert("$autocapture".into(), 2);
+        store.set_project_settings(1, s).unwrap();
+        // Now: day 6; keep days 4.. of `$autocapture` (days 0..4 expire).
+        let sweeps = store.apply_retention(t0_day + 6 * DAY + 1).unwrap();
+        assert_eq!(sweeps.len(), 1);
+        assert_eq!(sweeps[0].event.as_deref(), Some("$autocapture"));
+        assert_eq!(sweeps[0].rows_hidden, 4);
+        assert_eq!(sweeps[0].parts_dropped, 0, "other events share the parts");
+        let left: Vec<_> = visible(&store).into_iter().collect();
+        assert_eq!(left.len(), 8);
+        let r = store.request(sweeps[0].request_id).unwrap().unwrap();
+        assert_eq!(r.kind, RequestKind::Retention);
+        assert_eq!(
+            r.predicate.as_ref().unwrap().events,
+            vec!["$autocapture".to_string()]
+        );
+        let report = compact_now(&store);
+        assert_eq!(report.requests_verified, vec![sweeps[0].request_id]);
+        assert!(store.receipt(sweeps[0].request_id).unwrap().is_some());
+        assert_eq!(visible(&store).len(), 8);
+        // Bad settings are refused.
+        for (e, d) in [("", 3), ("$x", 0)] {
+            let mut s = ProjectSettings::default();
+            s.event_retention_days.insert(e.into(), d);
+            let err = store.set_project_settings(1, s).unwrap_err();
+            assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+        }
     }
 }

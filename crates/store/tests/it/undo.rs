@@ -56,68 +56,71 @@ fn parts_and_log(store: &Store) {
 
 #[test]
 fn cancel_restores_exactly_its_rows_and_never_another_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(&store, &rows(0..60));
-    store.flush().unwrap();
-    append(&store, &rows(60..90)); // in the ingest log
-                                   // A: bits, no undo. B: undo window, overlapping A on n % 12 == 0.
-    let a = store
-        .delete_events(EventDeletion::new(1, d0_clicks()))
-        .unwrap();
-    assert!(!a.logical);
-    let version = store.status().unwrap().version;
-    let b = store
-        .delete_events(with_undo(pro_clicks(), Duration::from_secs(7200)))
-        .unwrap();
-    assert!(b.logical && b.undo_until_us.is_some());
-    assert_eq!(store.status().unwrap().version, version + 1, "one commit");
-    let a_rows: Vec<u64> = (0..90).filter(|n| n % 12 == 0).collect();
-    let b_only: Vec<u64> = (0..90).filter(|n| n % 6 == 0 && n % 12 != 0).collect();
-    assert_eq!(a.rows_hidden, a_rows.len() as u64);
-    assert_eq!(b.rows_hidden, b_only.len() as u64, "what A did not hide");
-    let want_hidden: Vec<u64> = (0..90).filter(|n| n % 6 == 0 && *n < 90).collect();
-    let visible_now = visible_ns(&store);
-    assert_eq!(
-        visible_now,
-        (0..90)
-            .filter(|n| !want_hidden.contains(n))
-            .collect::<Vec<_>>()
-    );
-    // Appended after B: not covered.
-    append(&store, &rows(90..96));
-    assert!(visible_ns(&store).contains(&90));
-    let r = store.request(b.request_id).unwrap().unwrap();
-    assert!(r.logical && r.parts.is_empty() && r.status == RequestStatus::Pending);
-    assert_eq!(store.manifest().unwrap().check_invariants(), Ok(()));
-    assert_eq!(store.status().unwrap().requests_logical, 1);
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &rows(0..60));
+        store.flush().unwrap();
+        append(&store, &rows(60..90)); // in the ingest log
+                                       // A: bits, no undo. B: undo window, overlapping A on n % 12 == 0.
+        let a = store
+            .delete_events(EventDeletion::new(1, d0_clicks()))
+            .unwrap();
+        assert!(!a.logical);
+        let version = store.status().unwrap().version;
+        let b = store
+            .delete_events(with_undo(pro_clicks(), Duration::from_secs(7200)))
+            .unwrap();
+        assert!(b.logical && b.undo_until_us.is_some());
+        assert_eq!(store.status().unwrap().version, version + 1, "one commit");
+        let a_rows: Vec<u64> = (0..90).filter(|n| n % 12 == 0).collect();
+        let b_only: Vec<u64> = (0..90).filter(|n| n % 6 == 0 && n % 12 != 0).collect();
+        assert_eq!(a.rows_hidden, a_rows.len() as u64);
+        assert_eq!(b.rows_hidden, b_only.len() as u64, "what A did not hide");
+        let want_hidden: Vec<u64> = (0..90).filter(|n| n % 6 == 0 && *n < 90).collect();
+        let visible_now = visible_ns(&store);
+        assert_eq!(
+            visible_now,
+            (0..90)
+                .filter(|n| !want_hidden.contains(n))
+                .collect::<Vec<_>>()
+        );
+        // Appended after B: not covered.
+        append(&store, &rows(90..96));
+        assert!(visible_ns(&store).contains(&90));
+        let r = store.request(b.request_id).unwrap().unwrap();
+        assert!(r.logical && r.parts.is_empty() && r.status == RequestStatus::Pending);
+        assert_eq!(store.manifest().unwrap().check_invariants(), Ok(()));
+        assert_eq!(store.status().unwrap().requests_logical, 1);
 
-    let c = store.cancel_request(b.request_id).unwrap();
-    assert_eq!(c.rows_restored, b_only.len() as u64);
-    let want: Vec<u64> = (0..96).filter(|n| !a_rows.contains(n)).collect();
-    assert_eq!(visible_ns(&store), want, "B's rows back, A's still hidden");
-    let r = store.request(b.request_id).unwrap().unwrap();
-    assert_eq!(r.status, RequestStatus::Cancelled);
-    let st = store.status().unwrap();
-    assert_eq!((st.requests_logical, st.requests_cancelled), (0, 1));
-    assert!(r.cancelled_at_us.is_some() && !r.logical);
-    // Twice is refused and changes nothing.
-    let v = store.status().unwrap().version;
-    let again = store.cancel_request(b.request_id).unwrap_err();
-    assert!(matches!(again, StoreError::InvalidInput(_)), "{again}");
-    assert_eq!(store.status().unwrap().version, v);
-    // The cancelled request stays cancelled across a reopen, compaction
-    // purges A only, and B's rows survive it.
-    store.close().unwrap();
-    let store = open(dir.path());
-    assert_eq!(visible_ns(&store), want);
-    let report = compact_now(&store);
-    assert_eq!(report.requests_verified, vec![a.request_id]);
-    assert_eq!(visible_ns(&store), want);
-    assert_eq!(
-        store.request(b.request_id).unwrap().unwrap().status,
-        RequestStatus::Cancelled
-    );
+        let c = store.cancel_request(b.request_id).unwrap();
+        assert_eq!(c.rows_restored, b_only.len() as u64);
+        let want: Vec<u64> = (0..96).filter(|n| !a_rows.contains(n)).collect();
+        assert_eq!(visible_ns(&store), want, "B's rows back, A's still hidden");
+        let r = store.request(b.request_id).unwrap().unwrap();
+        assert_eq!(r.status, RequestStatus::Cancelled);
+        let st = store.status().unwrap();
+        assert_eq!((st.requests_logical, st.requests_cancelled), (0, 1));
+        assert!(r.cancelled_at_us.is_some() && !r.logical);
+        // Twice is refused and changes nothing.
+        let v = store.status().unwrap().version;
+        let again = store.cancel_request(b.request_id).unwrap_err();
+        assert!(matches!(again, StoreError::InvalidInput(_)), "{again}");
+        assert_eq!(store.status().unwrap().version, v);
+        // The cancelled request stays cancelled across a reopen, compaction
+        // purges A only, and B's rows survive it.
+        store.close().unwrap();
+        let store = site.open();
+        assert_eq!(visible_ns(&store), want);
+        let report = compact_now(&store);
+        assert_eq!(report.requests_verified, vec![a.request_id]);
+        assert_eq!(visible_ns(&store), want);
+        assert_eq!(
+            store.request(b.request_id).unwrap().unwrap().status,
+            RequestStatus::Cancelled
+        );
+    }
 }
 
 /// Inside the window the rows stay on disk whatever compaction does
@@ -268,39 +271,42 @@ fn a_predicate_past_the_bound_is_hidden_at_once_and_resolved_in_the_background()
 
 #[test]
 fn bad_undo_windows_and_cancels_are_refused_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    append(&store, &rows(0..30));
-    store.flush().unwrap();
-    let v = store.status().unwrap().version;
-    for (window, needle) in [
-        (Duration::ZERO, "longer than zero"),
-        // Default deadline 7 days, slack 1 day: 6 days at most.
-        (
-            Duration::from_secs(6 * 86_400 + 60),
-            "too late for the purge deadline",
-        ),
-    ] {
-        let e = store
-            .delete_events(with_undo(pro_clicks(), window))
-            .unwrap_err();
-        assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
-        assert!(e.to_string().contains(needle), "{e}");
+    // On each backend: local files and an S3 server.
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &rows(0..30));
+        store.flush().unwrap();
+        let v = store.status().unwrap().version;
+        for (window, needle) in [
+            (Duration::ZERO, "longer than zero"),
+            // Default deadline 7 days, slack 1 day: 6 days at most.
+            (
+                Duration::from_secs(6 * 86_400 + 60),
+                "too late for the purge deadline",
+            ),
+        ] {
+            let e = store
+                .delete_events(with_undo(pro_clicks(), window))
+                .unwrap_err();
+            assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        let e = store.cancel_request(99).unwrap_err();
+        assert!(e.to_string().contains("no deletion request 99"), "{e}");
+        // A request without a window cannot be cancelled.
+        let plain = store
+            .delete_events(EventDeletion::new(1, d0_clicks()))
+            .unwrap();
+        let v2 = store.status().unwrap().version;
+        assert_eq!(v2, v + 1);
+        let e = store.cancel_request(plain.request_id).unwrap_err();
+        assert!(e.to_string().contains("without an undo window"), "{e}");
+        assert_eq!(store.status().unwrap().version, v2);
+        assert_eq!(visible_ns(&store).len(), 30 - 3);
+        let ok = store.delete_events(with_undo(d0_clicks(), Duration::from_secs(6 * 86_400 - 60)));
+        assert!(ok.is_ok(), "6 days less a minute fits: {ok:?}");
     }
-    let e = store.cancel_request(99).unwrap_err();
-    assert!(e.to_string().contains("no deletion request 99"), "{e}");
-    // A request without a window cannot be cancelled.
-    let plain = store
-        .delete_events(EventDeletion::new(1, d0_clicks()))
-        .unwrap();
-    let v2 = store.status().unwrap().version;
-    assert_eq!(v2, v + 1);
-    let e = store.cancel_request(plain.request_id).unwrap_err();
-    assert!(e.to_string().contains("without an undo window"), "{e}");
-    assert_eq!(store.status().unwrap().version, v2);
-    assert_eq!(visible_ns(&store).len(), 30 - 3);
-    let ok = store.delete_events(with_undo(d0_clicks(), Duration::from_secs(6 * 86_400 - 60)));
-    assert!(ok.is_ok(), "6 days less a minute fits: {ok:?}");
 }
 
 /// Every read leaves a logical request's rows out: the subject-access
