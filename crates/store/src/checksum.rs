@@ -387,6 +387,7 @@ impl VerifiedPart {
                 }
                 Ok(b.slice(range.start as usize..end))
             }
+            Source::Ranges(_) if n == 0 => Ok(Bytes::new()),
             Source::Ranges(storage) => {
                 let b = storage
                     .get_range(&self.path, range.clone())

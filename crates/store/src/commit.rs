@@ -755,8 +755,9 @@ impl<'a> Transaction<'a> {
             // An object store's writer lease must outlast this commit.
             lease.check()?;
         }
-        let still_writer =
-            || -> Result<()> { inner.writer_lease.as_ref().map_or(Ok(()), |l| l.check()) };
+        let still_writer = || -> Result<Option<std::time::Duration>> {
+            inner.writer_lease.as_ref().map(|l| l.check()).transpose()
+        };
         let published = inner.storage.publish_manifest(
             &manifest_path(version),
             bytes.into(),
@@ -812,6 +813,11 @@ impl<'a> Transaction<'a> {
             idx.retire_parts(gone.iter().copied(), live);
         }
         drop(self.guard);
+        // A path referenced again (a `.runs` file rewritten at its part's
+        // path by a backfill) must leave GC's list of what to remove.
+        inner
+            .gc
+            .keep_referenced(&new_version.manifest.referenced_paths());
         inner.gc.retire(retired, version);
         if let Some(f) = &flush {
             if let Err(e) =

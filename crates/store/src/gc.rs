@@ -150,6 +150,19 @@ impl Gc {
         }
     }
 
+    /// Forget retired objects that `referenced` (the manifest just
+    /// published) references again: a path rewritten in place (a `.runs`
+    /// file) must not be removed as the leftover it was.
+    pub fn keep_referenced(&self, referenced: &BTreeSet<String>) {
+        if let Ok(mut s) = self.state.lock() {
+            if s.pending.is_empty() {
+                return;
+            }
+            s.pending.retain(|(p, _, _)| !referenced.contains(p));
+            s.leftovers.retain(|p| !referenced.contains(p));
+        }
+    }
+
     /// Number of retired objects still waiting for old snapshots.
     pub fn pending(&self) -> usize {
         self.state.lock().map_or(0, |s| s.pending.len())
@@ -182,7 +195,9 @@ impl Gc {
                 .load(std::sync::atomic::Ordering::Acquire);
             if let Some((latest, _)) = crate::remote::latest_manifest(&storage.inner())? {
                 if latest > known {
-                    tracing::error!(latest, known, "another writer committed to this object store; this handle removes nothing");
+                    // (Or this handle's own commit, published but not
+                    // yet noted: the next collect removes them.)
+                    tracing::warn!(latest, known, "a version this handle does not know exists (another writer?); nothing removed");
                     return Ok(0);
                 }
             }

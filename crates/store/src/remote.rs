@@ -237,26 +237,51 @@ pub(crate) enum Published {
 /// settling a lost or ambiguous answer by reading the version back. An
 /// `Err` means the outcome could not be learnt.
 ///
-/// `still_writer` is asked before every retry: once the writer lease may
-/// have lapsed, no further attempt is made (the outcome is then unknown).
+/// `still_writer` is asked before every attempt: how long the writer
+/// lease is certainly held (`None`: no lease to outlive). Each PUT is cut
+/// off when that time is over, and once the lease may have lapsed no
+/// further attempt is made (the outcome is then unknown).
 pub(crate) fn publish_manifest(
     store: &Arc<dyn ObjectStore>,
     path: &str,
     bytes: Bytes,
     token: &str,
-    still_writer: &dyn Fn() -> Result<()>,
+    still_writer: &dyn Fn() -> Result<Option<Duration>>,
 ) -> Result<Published> {
     const ATTEMPTS: usize = 4;
     let mut last: Option<StoreError> = None;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(50 << attempt));
-            if let Err(e) = still_writer() {
+        }
+        let limit = match still_writer() {
+            Ok(l) => l,
+            Err(e) => {
                 last = Some(e);
                 break;
             }
-        }
-        match put(store, path, bytes.clone(), PutMode::Create)? {
+        };
+        let answer = match limit {
+            None => put(store, path, bytes.clone(), PutMode::Create)?,
+            Some(limit) => {
+                let (store, p, b) = (Arc::clone(store), Path::from(path), bytes.clone());
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                wait(async move {
+                    tokio::time::timeout(limit, store.put_opts(&p, PutPayload::from_bytes(b), opts))
+                        .await
+                })?
+                .unwrap_or_else(|_| {
+                    Err(object_store::Error::Generic {
+                        store: "elide",
+                        source: "the PUT outlasted the writer lease; cut off".into(),
+                    })
+                })
+            }
+        };
+        match answer {
             Ok(_) => return Ok(Published::Committed),
             // A version is there: ours (a retry of a write that landed)
             // or another writer's.
@@ -299,14 +324,14 @@ struct LeaseBody {
     host: String,
     pid: u32,
     expires_at_us: i64,
-    /// The writer's local directory (informational).
+    /// The writer's local directory (canonical path).
     #[serde(default)]
     local_dir: String,
     /// The local directory's writer id (`WRITER_ID`) and the kernel's boot
-    /// id: a lease with both equal to the opener's was left by a process
-    /// of this boot on this directory, which is dead since the opener
-    /// holds the directory's `LOCK` (a cloned machine or directory has
-    /// another boot id).
+    /// id: a lease with both (and `local_dir`) equal to the opener's was
+    /// left by a process of this boot on this directory, which is dead
+    /// since the opener holds the directory's `LOCK` (a cloned machine has
+    /// another boot id, a copied directory another path).
     #[serde(default)]
     writer_id: String,
     #[serde(default)]
@@ -398,11 +423,14 @@ impl WriterLease {
             Err(e) => return Err(os_err(WRITER_LEASE, e)),
             Ok((bytes, e_tag)) => {
                 let current: Option<LeaseBody> = serde_json::from_slice(&bytes).ok();
+                // A copy of the directory (same WRITER_ID, same boot) at
+                // another path is another live writer: not ours.
                 let ours = |c: &LeaseBody| {
                     !boot.is_empty()
                         && c.boot_id == boot
                         && !writer_id.is_empty()
                         && c.writer_id == writer_id
+                        && c.local_dir == local
                 };
                 if let Some(c) = current.filter(|c| c.expires_at_us > now_us() && !ours(c)) {
                     return Err(StoreError::RemoteLocked {
@@ -511,7 +539,10 @@ impl WriterLease {
     }
 
     /// `Ok` while the lease is certainly held for long enough to commit.
-    pub(crate) fn check(&self) -> Result<()> {
+    /// `Ok(t)`: the lease is certainly held for `t` more (a request made
+    /// now must be over by then: the lease's time left, less half the
+    /// margin). An error once less than the margin is left.
+    pub(crate) fn check(&self) -> Result<Duration> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
                 "the writer lease on the object store was taken by another writer; reopen the store".into(),
@@ -525,7 +556,9 @@ impl WriterLease {
                 left / 1000
             )));
         }
-        Ok(())
+        Ok(Duration::from_micros(
+            u64::try_from(left - margin / 2).unwrap_or(0),
+        ))
     }
 
     /// The holder token (for tests and status).

@@ -167,7 +167,7 @@ impl Storage {
         path: &str,
         bytes: Bytes,
         token: &str,
-        still_writer: &dyn Fn() -> Result<()>,
+        still_writer: &dyn Fn() -> Result<Option<std::time::Duration>>,
     ) -> Result<crate::remote::Published> {
         if self.local.is_some() {
             self.put_new(path, bytes)?;

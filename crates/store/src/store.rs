@@ -628,6 +628,28 @@ impl Store {
         // Also when it exists: a process killed before syncing it may
         // have created it.
         crate::storage::sync_dir(&*fs, &dir)?;
+        // Recover the ingest log, and refuse it before anything is removed
+        // if another directory's writer has committed since.
+        let recovered = wal::recover(&*fs, &wal_dir)?;
+        if let Some(other) = manifest
+            .writer_id
+            .as_deref()
+            .filter(|w| storage.is_remote() && *w != writer_id)
+        {
+            let records: usize = recovered.segments.iter().map(|(_, r)| r.len()).sum();
+            if records > 0 {
+                // Its rows' sequence numbers may have been handed out
+                // again by that writer (its flush would make replay skip
+                // them), and its deletions' cut-offs do not cover them.
+                return Err(StoreError::Diverged {
+                    path: dir,
+                    reason: format!(
+                        "its ingest log holds {records} record(s) this directory's writer logged, but writer {other} (another local directory) has committed to the store since; replaying them could lose them or escape that writer's deletions. Ingest them again from their source and remove {}",
+                        wal_dir.display()
+                    ),
+                });
+            }
+        }
         let tombstones = open::load_tombstones(&storage, &manifest)?;
         let gc = Arc::new(match storage.local_root() {
             Some(_) => Gc::new(Some(dir.clone())),
@@ -653,27 +675,7 @@ impl Store {
             }
         }
         open::sweep_spool(&*fs, &dir);
-        // Recover and replay the ingest log.
-        let recovered = wal::recover(&*fs, &wal_dir)?;
-        if let Some(other) = manifest
-            .writer_id
-            .as_deref()
-            .filter(|w| storage.is_remote() && *w != writer_id)
-        {
-            let records: usize = recovered.segments.iter().map(|(_, r)| r.len()).sum();
-            if records > 0 {
-                // Its rows' sequence numbers may have been handed out
-                // again by that writer (its flush would make replay skip
-                // them), and its deletions' cut-offs do not cover them.
-                return Err(StoreError::Diverged {
-                    path: dir,
-                    reason: format!(
-                        "its ingest log holds {records} record(s) this directory's writer logged, but writer {other} (another local directory) has committed to the store since; replaying them could lose them or escape that writer's deletions. Ingest them again from their source and remove {}",
-                        wal_dir.display()
-                    ),
-                });
-            }
-        }
+        // Replay the ingest log (recovered above).
         let wal_segment = recovered.segments.last().map_or(0, |s| s.0) + 1;
         let replayed = open::replay(&manifest, recovered.segments, &wal_dir)?;
         gc.remove_wal_segments(&*fs, &wal_dir, &replayed.obsolete)?;
@@ -1220,6 +1222,14 @@ impl Store {
     /// a warning. Buffered rows stay in the ingest log and are replayed at
     /// the next open.
     pub fn close(self) -> Result<()> {
+        if self.inner.storage.is_remote() && self.inner.writer_lease.is_some() {
+            // On an object store the next writer may be on another
+            // machine, which cannot replay this directory's log: its rows
+            // go to the store now. (A failure leaves them in the log.)
+            if let Err(e) = self.flush() {
+                tracing::warn!(error = %e, "could not flush the ingest log's rows at close; they stay in the local log");
+            }
+        }
         self.inner.closing.store(true, Ordering::Release);
         stop_worker(&self.inner.compactor);
         stop_worker(&self.inner.flusher);

@@ -408,6 +408,7 @@ fn a_second_writer_is_refused_while_the_lease_is_held() {
     let killed = serde_json::json!({
         "holder": "killed", "host": "h", "pid": 1, "expires_at_us": i64::MAX,
         "writer_id": writer.trim(), "boot_id": boot.trim(),
+        "local_dir": site.path().canonicalize().unwrap().display().to_string(),
     });
     put(&killed);
     let err = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
@@ -416,10 +417,21 @@ fn a_second_writer_is_refused_while_the_lease_is_held() {
     let cloned = serde_json::json!({
         "holder": "cloned", "host": "h", "pid": 1, "expires_at_us": i64::MAX,
         "writer_id": writer.trim(), "boot_id": "another-boot",
+        "local_dir": site.path().canonicalize().unwrap().display().to_string(),
     });
     put(&cloned);
     let err = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
     assert!(err.to_string().contains("cloned"), "{err}");
+    // A copy of the directory (same WRITER_ID, same boot) at another
+    // path is another live writer.
+    let copied = serde_json::json!({
+        "holder": "copied", "host": "h", "pid": 1, "expires_at_us": i64::MAX,
+        "writer_id": writer.trim(), "boot_id": boot.trim(),
+        "local_dir": "/somewhere/else",
+    });
+    put(&copied);
+    let err = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
+    assert!(err.to_string().contains("copied"), "{err}");
 }
 
 /// Two handles that both believe they are the writer (the lease hidden
@@ -693,10 +705,23 @@ fn a_log_is_not_replayed_after_another_writer_committed() {
     let b = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
     b.delete(DeleteSpec::ids(1, ["a"])).unwrap();
     b.close().unwrap();
+    let bucket = || -> BTreeSet<std::path::PathBuf> {
+        files_under(&server.root().join(BUCKET))
+            .into_iter()
+            .collect()
+    };
+    let objects = bucket();
     let err = Store::open(&crashed, s3_opts(server.store(BUCKET).unwrap())).unwrap_err();
     assert!(matches!(err, StoreError::Diverged { .. }), "{err}");
     assert!(err.to_string().contains("record"), "{err}");
-    // Nothing was changed: the store opens from a directory with no log.
+    // Nothing of the store was changed (the lease object aside: taken
+    // and released), and it opens from a directory with no log.
+    let lease = server.root().join(BUCKET).join(WRITER_LEASE);
+    let mut after = bucket();
+    after.remove(&lease);
+    let mut before = objects;
+    before.remove(&lease);
+    assert_eq!(before, after);
     let b = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
     assert_eq!(ids_visible(&b), BTreeSet::from(["b".into()]));
 }
