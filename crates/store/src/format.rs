@@ -94,7 +94,7 @@ pub struct Manifest {
     pub metadata_id: Option<String>,
     /// A random token of the commit that published this version: an
     /// object-store commit whose answer was lost reads the version back
-    /// and knows by it whether the version is its own (`remote.rs`).
+    /// and knows by it whether the version is its own (`remote/`).
     /// Empty in manifests written before 2026-12-02.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub commit_token: String,

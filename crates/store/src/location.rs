@@ -26,7 +26,7 @@
 //! `AmazonS3Builder::from_env` reads it (`AWS_ENDPOINT_URL`,
 //! `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_REGION`, ...). Conditional writes (`If-None-Match`, `If-Match`)
-//! are required and probed at open (`remote.rs`).
+//! are required and probed at open (`remote/`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -227,7 +227,7 @@ pub const WRITER_ID_FILE: &str = "WRITER_ID";
 
 /// The writer id of local directory `dir` (created on first use): which
 /// local directory's writer committed a version (`Manifest::writer_id`),
-/// and whose dead process's lease may be taken over (`remote.rs`).
+/// and whose dead process's lease may be taken over (`remote/lease.rs`).
 pub(crate) fn writer_id(dir: &Path) -> Result<String> {
     let file = dir.join(WRITER_ID_FILE);
     match std::fs::read_to_string(&file) {

@@ -13,7 +13,7 @@
 //!   tests use `InMemory` and an S3 server), with no local durability
 //!   hooks: a put-if-absent is durable when it returns. What the commit
 //!   path needs beyond that (settling lost answers, the latest-version
-//!   hint, the writer lease) is in `remote.rs`.
+//!   hint, the writer lease) is in `remote/`.
 //!
 //! The API is blocking: the store calls it from its own threads.
 

@@ -1,4 +1,4 @@
-//! The object-store commit path (`remote.rs`) against a real S3 server
+//! The object-store commit path (`remote/`) against a real S3 server
 //! (s3s-fs on 127.0.0.1) and fault-injecting wrappers around it: put-if-
 //! absent probed at open, a commit whose answer is lost settled exactly
 //! once, two writers kept apart by the lease, and racing writers that
