@@ -815,9 +815,11 @@ impl<'a> Transaction<'a> {
         drop(self.guard);
         // A path referenced again (a `.runs` file rewritten at its part's
         // path by a backfill) must leave GC's list of what to remove.
-        inner
-            .gc
-            .keep_referenced(&new_version.manifest.referenced_paths());
+        if inner.gc.pending() > 0 {
+            inner
+                .gc
+                .keep_referenced(&new_version.manifest.referenced_paths());
+        }
         inner.gc.retire(retired, version);
         if let Some(f) = &flush {
             if let Err(e) =

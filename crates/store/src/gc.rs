@@ -26,10 +26,15 @@
 //!
 //! On an object store ([`Gc::remote`]) readers on other machines hold no
 //! lease here, so an object is removed only after it has been
-//! unreferenced for a retention window (retired that long ago, or, at the
-//! sweep, last modified that long ago). The window is bounded by the
-//! erasure deadline ([`crate::StoreOptions::object_retention`]): a purged
-//! part's bytes are gone within the deadline all the same.
+//! unreferenced for a retention window. Its age: since the commit that
+//! retired it (recorded in the manifest's `retired` list, so that a later
+//! process knows it), else, for an old manifest, since its successor was
+//! written, else since it was written (a crashed commit's leftover). The
+//! window is bounded by the erasure deadline
+//! ([`crate::StoreOptions::object_retention`]): a purged part's bytes are
+//! gone within the deadline all the same. Nothing is removed once a
+//! version this handle did not publish exists (another writer's may
+//! reference it), and a path referenced again leaves the list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
