@@ -3,8 +3,14 @@
 use std::process::Command;
 
 pub fn elide(args: &[&str]) -> (bool, String, String) {
+    elide_env(args, &[])
+}
+
+/// Run `elide` with more environment variables: (success, stdout, stderr).
+pub fn elide_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_elide"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (

@@ -11,21 +11,8 @@ use std::process::{Command, Stdio};
 use elide::persons::Persons;
 use elide::store::{Store, StoreOptions};
 
-use crate::cli::elide;
+use crate::cli::{elide, elide_env};
 use crate::common::*;
-
-fn elide_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_elide"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 fn elide_stdin(args: &[&str], input: &[u8]) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_elide"))

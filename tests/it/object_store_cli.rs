@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 
 use elide_store::s3_server::S3Server;
 
@@ -17,18 +16,11 @@ struct Cli {
 
 impl Cli {
     fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_elide"))
-            .args(args)
-            .args(["--local-dir", &self.local])
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
+        let mut args = args.to_vec();
+        args.extend(["--local-dir", &self.local]);
+        let mut all: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend_from_slice(env);
+        crate::cli::elide_env(&args, &all)
     }
 
     fn run(&self, args: &[&str]) -> (bool, String, String) {
@@ -128,6 +120,11 @@ fn every_command_works_on_an_object_store() {
     );
     let deletions = cli.ok(&["deletions", "--data-dir", URL, "--format", "json"]);
     assert!(deletions.contains("\"verified\""), "{deletions}");
+    // Its receipt was signed with a key of the local directory; only the
+    // public half is in the bucket.
+    assert!(local.join("receipt-signing.key").is_file());
+    assert!(!objects.join("receipts").join("signing.key").exists());
+    assert!(objects.join("receipts").join("public.key").is_file());
     assert_eq!(count("SELECT count(*) AS n FROM events"), "n\n6");
     // The objects are in the bucket under the prefix; nothing of them is local.
     assert!(objects.join("manifest").is_dir(), "manifests are objects");
@@ -149,6 +146,14 @@ fn every_command_works_on_an_object_store() {
         !ok && err.contains("belongs to"),
         "another URL on this local dir: {err}"
     );
+    let (ok, _, err) = cli.run_env(
+        &["compact", "--data-dir", URL],
+        &[("ELIDE_OBJECT_RETENTION_SECS", "soon")],
+    );
+    assert!(
+        !ok && err.contains("ELIDE_OBJECT_RETENTION_SECS"),
+        "a malformed retention is refused, not ignored: {err}"
+    );
     let (ok, _, err) = cli.run(&["scrub", "--data-dir", URL]);
     assert!(!ok && err.contains("object store"), "{err}");
     let (ok, _, err) = cli.run(&["sql", "--data-dir", "gs://bucket/x", "SELECT 1"]);
@@ -161,5 +166,9 @@ fn every_command_works_on_an_object_store() {
     assert!(!ok && err.contains("no Elide store"), "{err}");
     let (ok, _, err) = fresh.run(&["sql", "--data-dir", "s3://no-such-bucket/x", "SELECT 1"]);
     assert!(!ok, "a missing bucket is an error: {err}");
+    assert!(
+        !dir.path().join("fresh").exists(),
+        "a refused open leaves no local directory behind"
+    );
     assert_eq!(count("SELECT count(*) AS n FROM events"), "n\n6");
 }

@@ -49,19 +49,39 @@ pub fn set_local_dir(dir: Option<PathBuf>) {
 }
 
 /// Resolve a data directory (a path, or a URL such as
-/// `s3://bucket/prefix`) for `opts`: sets `opts.object_store` for a URL
-/// and returns the directory to open (the data directory itself, or the
-/// object store's local directory; `elide_store::location`).
-pub fn locate(data_dir: &Path, opts: &mut StoreOptions) -> Result<PathBuf> {
+/// `s3://bucket/prefix`) with this process's `--local-dir`.
+fn resolve(data_dir: &Path) -> Result<elide_store::location::Location> {
     let local = LOCAL_DIR.get().and_then(Option::as_deref);
-    let loc = elide_store::location::resolve(data_dir, local)?;
-    Ok(loc.apply(opts)?.to_path_buf())
+    Ok(elide_store::location::resolve(data_dir, local)?)
+}
+
+/// Resolve a data directory for `opts`: sets `opts.object_store` for a
+/// URL and returns the directory to open (the data directory itself, or
+/// the object store's local directory; `elide_store::location`).
+pub fn locate(data_dir: &Path, opts: &mut StoreOptions) -> Result<PathBuf> {
+    Ok(resolve(data_dir)?.apply(opts)?.to_path_buf())
 }
 
 /// Open the store of `dir` (a path or an object store's URL) for `access`.
+/// An object store's local directory that this call created is removed
+/// again if the open fails: a refused command leaves nothing behind.
 pub fn store(dir: &Path, access: Access) -> Result<Store> {
     let mut opts = command_options();
-    let dir = &locate(dir, &mut opts)?;
+    let loc = resolve(dir)?;
+    let created = loc.url.is_some() && !loc.local_dir.exists();
+    let opened = loc
+        .apply(&mut opts)
+        .map_err(Into::into)
+        .and_then(|dir| open_at(dir, access, opts));
+    if opened.is_err() && created {
+        if let Err(e) = std::fs::remove_dir_all(&loc.local_dir) {
+            tracing::warn!(dir = %loc.local_dir.display(), error = %e, "could not remove the local directory of a refused open");
+        }
+    }
+    opened
+}
+
+fn open_at(dir: &Path, access: Access, opts: StoreOptions) -> Result<Store> {
     Ok(match access {
         Access::Read => Store::open_read_only(dir, opts)?,
         Access::Write => Store::open(

@@ -71,6 +71,10 @@ pub struct StoreOptions {
     /// On an object store, how long the writer's lease lasts unless
     /// renewed (it is renewed every third of it).
     pub object_lease_ttl: Duration,
+    /// Environment variables [`StoreOptions::from_env`] could not read
+    /// (with why): the open refuses them rather than run with a default
+    /// the operator did not ask for.
+    pub env_problems: Vec<String>,
     /// Run the flusher on a background thread (otherwise only `flush()` flushes).
     pub background_flush: bool,
     /// Compaction knobs (schedule, thresholds, erasure deadline, I/O limit).
@@ -145,6 +149,7 @@ impl Default for StoreOptions {
             object_store: None,
             object_retention: Duration::from_secs(15 * 60),
             object_lease_ttl: crate::remote::WRITER_LEASE_TTL,
+            env_problems: Vec::new(),
             background_flush: true,
             compaction: CompactionOptions::default(),
             background_compaction: true,
@@ -173,12 +178,20 @@ impl StoreOptions {
         if let Ok(v) = std::env::var(OBJECT_RETENTION_ENV) {
             match v.trim().parse::<u64>() {
                 Ok(secs) => o.object_retention = Duration::from_secs(secs),
-                Err(_) => {
-                    tracing::warn!(value = %v, "{OBJECT_RETENTION_ENV} is not a number of seconds; ignored")
-                }
+                Err(_) => o.env_problems.push(format!(
+                    "{OBJECT_RETENTION_ENV}={v:?} is not a whole number of seconds"
+                )),
             }
         }
         o
+    }
+
+    /// Refuse the environment problems [`StoreOptions::from_env`] found.
+    fn check_env(&self) -> Result<()> {
+        match self.env_problems.is_empty() {
+            true => Ok(()),
+            false => Err(StoreError::InvalidInput(self.env_problems.join("; "))),
+        }
     }
 
     /// The options of a short-lived command (`elide ingest`, `elide
@@ -570,6 +583,7 @@ impl Store {
     /// background workers the options ask for.
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let dir = path.as_ref().to_path_buf();
+        opts.check_env()?;
         let policy = CompactionPolicy::new(opts.compaction.clone())?;
         if let Some(k) = &opts.receipt_key {
             // A receipt key that cannot be used is found now, not when
@@ -732,6 +746,7 @@ impl Store {
     /// The view is fixed at open; open again to see later commits.
     pub fn open_read_only(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let dir = path.as_ref().to_path_buf();
+        opts.check_env()?;
         let policy = CompactionPolicy::new(opts.compaction.clone())?;
         open::prepare_dir(&*opts.fs, &dir, false)?;
         let storage = match &opts.object_store {

@@ -200,6 +200,19 @@ pub struct Site {
 
 pub const BUCKET: &str = "elide";
 
+/// `base` with its objects in `os`, and GC without a retention window (so
+/// that tests see removals at once).
+pub fn on_object_store(
+    base: StoreOptions,
+    os: std::sync::Arc<dyn object_store::ObjectStore>,
+) -> StoreOptions {
+    StoreOptions {
+        object_store: Some(os),
+        object_retention: std::time::Duration::ZERO,
+        ..base
+    }
+}
+
 impl Site {
     pub fn new(backend: Backend) -> Site {
         let dir = tempfile::tempdir().unwrap();
@@ -233,11 +246,7 @@ impl Site {
     pub fn opts(&self, base: StoreOptions) -> StoreOptions {
         match &self.object_store {
             None => base,
-            Some(os) => StoreOptions {
-                object_store: Some(std::sync::Arc::clone(os)),
-                object_retention: std::time::Duration::ZERO,
-                ..base
-            },
+            Some(os) => on_object_store(base, std::sync::Arc::clone(os)),
         }
     }
 

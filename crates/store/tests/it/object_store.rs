@@ -234,11 +234,18 @@ impl ObjectStore for Faulty {
 }
 
 fn s3_opts(os: Arc<dyn ObjectStore>) -> StoreOptions {
-    StoreOptions {
-        object_store: Some(os),
-        object_retention: std::time::Duration::ZERO,
-        ..opts()
-    }
+    on_object_store(opts(), os)
+}
+
+/// A store on `site` through a fault-injecting wrapper, with rows of "a"
+/// and "b" in a part; and its version then.
+fn faulty_store(site: &Site) -> (Arc<Faulty>, Store, u64) {
+    let faulty = Faulty::new(site.server.as_ref().unwrap().store(BUCKET).unwrap());
+    let store = Store::open(site.path(), s3_opts(faulty.clone())).unwrap();
+    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+    store.flush().unwrap();
+    let version = store.manifest().unwrap().version;
+    (faulty, store, version)
 }
 
 fn manifests(server: &elide_store::s3_server::S3Server) -> Vec<String> {
@@ -320,12 +327,7 @@ fn a_server_without_put_if_absent_is_refused_by_name() {
 fn a_commit_whose_answer_is_lost_is_settled_exactly_once() {
     for fault in [Fault::FailAfterWrite, Fault::FailBeforeWrite] {
         let site = Site::new(Backend::S3);
-        let server = site.server.as_ref().unwrap();
-        let faulty = Faulty::new(server.store(BUCKET).unwrap());
-        let store = Store::open(site.path(), s3_opts(faulty.clone())).unwrap();
-        append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
-        store.flush().unwrap();
-        let before = store.manifest().unwrap().version;
+        let (faulty, store, before) = faulty_store(&site);
         faulty.arm(fault, 1);
         let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
         assert_eq!(o.rows_hidden, 1, "{fault:?}");
@@ -347,12 +349,7 @@ fn a_commit_whose_answer_is_lost_is_settled_exactly_once() {
 #[test]
 fn an_unknowable_commit_is_reported_and_the_handle_stops_committing() {
     let site = Site::new(Backend::S3);
-    let server = site.server.as_ref().unwrap();
-    let faulty = Faulty::new(server.store(BUCKET).unwrap());
-    let store = Store::open(site.path(), s3_opts(faulty.clone())).unwrap();
-    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
-    store.flush().unwrap();
-    let before = store.manifest().unwrap().version;
+    let (faulty, store, before) = faulty_store(&site);
     faulty.arm(Fault::Unreachable, usize::MAX);
     let err = store.delete(DeleteSpec::ids(1, ["a"])).unwrap_err();
     assert!(err.to_string().contains("unknown"), "{err}");
@@ -635,50 +632,58 @@ fn a_purge_waits_out_the_retention_window_across_reopens() {
 /// may reference them).
 #[test]
 fn gc_removes_nothing_past_a_version_it_does_not_know() {
-    let site = Site::new(Backend::S3);
-    let server = site.server.as_ref().unwrap();
-    let opts = || StoreOptions {
-        object_retention: std::time::Duration::from_secs(1),
-        ..s3_opts(server.store(BUCKET).unwrap())
-    };
-    let store = Store::open(site.path(), opts()).unwrap();
-    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
-    store.flush().unwrap();
-    store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
-    compact_now(&store); // retires the old part and tombstones
-    let retired: Vec<String> = store
-        .manifest()
-        .unwrap()
-        .retired
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
-    assert!(!retired.is_empty());
-    // Another writer publishes the next version (here: this one's
-    // manifest again, under the next number, with another token).
-    let latest = store.manifest().unwrap();
-    let mut foreign = latest.clone();
-    foreign.version += 1;
-    foreign.commit_token = "another-writer".into();
-    let bytes = elide_store::format::encode_manifest(&foreign).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let os = server.store(BUCKET).unwrap();
-    rt.block_on(os.put(
-        &Path::from(elide_store::format::manifest_path(foreign.version)),
-        bytes.into(),
-    ))
-    .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    // A compaction run collects first: nothing is removed.
-    let _ = store.compact(elide_store::CompactRequest {
-        manual: true,
-        ..Default::default()
-    });
-    for p in &retired {
-        assert!(
-            server.root().join(BUCKET).join(p).exists(),
-            "{p} removed past a foreign version"
-        );
+    // Without the foreign version (the control) the same run removes
+    // them: the check, not a run that never collected, keeps them.
+    for foreign_version in [false, true] {
+        let site = Site::new(Backend::S3);
+        let server = site.server.as_ref().unwrap();
+        let opts = || StoreOptions {
+            object_retention: std::time::Duration::from_secs(1),
+            ..s3_opts(server.store(BUCKET).unwrap())
+        };
+        let store = Store::open(site.path(), opts()).unwrap();
+        append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+        store.flush().unwrap();
+        store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+        compact_now(&store); // retires the old part and tombstones
+        let retired: Vec<String> = store
+            .manifest()
+            .unwrap()
+            .retired
+            .iter()
+            .map(|r| r.path.clone())
+            .collect();
+        assert!(!retired.is_empty());
+        if foreign_version {
+            // Another writer publishes the next version (here: this
+            // one's manifest again, under the next number, with another
+            // token).
+            let mut foreign = store.manifest().unwrap();
+            foreign.version += 1;
+            foreign.commit_token = "another-writer".into();
+            let bytes = elide_store::format::encode_manifest(&foreign).unwrap();
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let os = server.store(BUCKET).unwrap();
+            rt.block_on(os.put(
+                &Path::from(elide_store::format::manifest_path(foreign.version)),
+                bytes.into(),
+            ))
+            .unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        // A compaction run collects first (its own commit then conflicts
+        // with the foreign version: its result is not the point here).
+        let _ = store.compact(elide_store::CompactRequest {
+            manual: true,
+            ..Default::default()
+        });
+        for p in &retired {
+            assert_eq!(
+                server.root().join(BUCKET).join(p).exists(),
+                foreign_version,
+                "{p}: kept past a foreign version, removed otherwise"
+            );
+        }
     }
 }
 
