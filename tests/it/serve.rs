@@ -125,6 +125,12 @@ fn signal(child: &Child, sig: i32) {
     assert!(ok.success(), "kill -{sig} {}", child.id());
 }
 
+/// SIGTERM, and a clean exit within a minute.
+fn stop_server(s: &mut Server) {
+    signal(&s.child, libc::SIGTERM);
+    assert!(wait(&mut s.child, Duration::from_secs(60)).success());
+}
+
 fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let t = Instant::now();
     loop {
@@ -177,8 +183,7 @@ fn first_start_prints_working_credentials_and_demo_data() {
     // The key is stored only as a hash.
     let db = std::fs::read(dir.path().join("metadata.sqlite3")).expect("metadata");
     assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
-    signal(&s.child, libc::SIGTERM);
-    assert!(wait(&mut s.child, Duration::from_secs(60)).success());
+    stop_server(&mut s);
     // A second start creates nothing more and keeps the data.
     let mut s2 = start(dir.path(), &[]);
     assert!(!s2.banner.contains("phx_"), "{}", s2.banner);
@@ -190,8 +195,7 @@ fn first_start_prints_working_credentials_and_demo_data() {
         ),
         1
     );
-    signal(&s2.child, libc::SIGTERM);
-    assert!(wait(&mut s2.child, Duration::from_secs(60)).success());
+    stop_server(&mut s2);
 }
 
 #[test]
@@ -262,8 +266,7 @@ fn projects_and_keys_made_offline_are_served() {
     )
     .expect("delete");
     assert_eq!(status, 403);
-    signal(&s.child, libc::SIGTERM);
-    assert!(wait(&mut s.child, Duration::from_secs(60)).success());
+    stop_server(&mut s);
 
     // Revoked offline: refused when served again.
     let id = k["id"].as_i64().expect("id").to_string();
@@ -282,8 +285,7 @@ fn projects_and_keys_made_offline_are_served() {
     )
     .expect("list");
     assert_eq!(status, 200);
-    signal(&s.child, libc::SIGTERM);
-    assert!(wait(&mut s.child, Duration::from_secs(60)).success());
+    stop_server(&mut s);
 }
 
 /// Clients posting batches until the server goes away; returns each
@@ -394,8 +396,7 @@ fn stop_under_load(signals: usize) {
         );
         assert_eq!(n, 1, "acknowledged event {id} lost or doubled");
     }
-    signal(&s2.child, libc::SIGTERM);
-    assert!(wait(&mut s2.child, Duration::from_secs(60)).success());
+    stop_server(&mut s2);
 }
 
 #[test]
@@ -429,8 +430,7 @@ fn a_server_on_an_object_store_captures_and_queries_across_restarts() {
     assert_eq!((status, text.as_str()), (200, r#"{"status":"Ok"}"#));
     let all = count(&s.addr, &key, "select count() from events");
     assert!(all > 1000, "the demo's events: {all}");
-    signal(&s.child, libc::SIGTERM);
-    assert!(wait(&mut s.child, Duration::from_secs(60)).success());
+    stop_server(&mut s);
     // Parts and manifests are objects; the local directory has none.
     let objects = s3.root().join("bucket").join("analytics");
     assert!(objects.join("manifest").is_dir() && objects.join("parts").is_dir());
@@ -446,6 +446,5 @@ fn a_server_on_an_object_store_captures_and_queries_across_restarts() {
         ),
         1
     );
-    signal(&s2.child, libc::SIGTERM);
-    assert!(wait(&mut s2.child, Duration::from_secs(60)).success());
+    stop_server(&mut s2);
 }
