@@ -562,6 +562,27 @@ pub fn classify_object(path: &str) -> Option<ObjectName> {
     })
 }
 
+/// Whether `path` is a file of a Delta Lake export (`elide export delta`,
+/// crate `elide-delta`) at `parts/<table>/` or `parts/`: its log
+/// (`_delta_log/…`) or a deletion-vector file (`dv/deletion_vector_*.bin`).
+/// Elide neither removes nor reports them; the export manages them.
+pub fn is_export_object(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("parts/") else {
+        return false;
+    };
+    let rest = Table::ALL
+        .iter()
+        .find_map(|t| {
+            rest.strip_prefix(t.name())
+                .and_then(|r| r.strip_prefix('/'))
+        })
+        .unwrap_or(rest);
+    rest.starts_with("_delta_log/")
+        || rest
+            .strip_prefix("dv/deletion_vector_")
+            .is_some_and(|n| n.ends_with(".bin") && !n.contains('/'))
+}
+
 /// The days of `parts` together, first to last (`None` for no part).
 pub fn days_of<'a>(
     parts: impl IntoIterator<Item = &'a PartMeta>,
@@ -902,6 +923,29 @@ mod tests {
         }
         for len in 0..bytes.len() {
             assert!(decode_tombstones("t", &bytes[..len]).is_err());
+        }
+    }
+
+    #[test]
+    fn delta_export_files_are_left_to_the_export() {
+        for p in [
+            "parts/events/_delta_log/00000000000000000000.json",
+            "parts/events/_delta_log/00000000000000000010.checkpoint.parquet",
+            "parts/events/dv/deletion_vector_0b6f1a52-4c41-4d55-9c57-6fd7e1b6b5c4.bin",
+            "parts/_delta_log/_last_checkpoint",
+            "parts/recordings/_delta_log/00000000000000000001.json",
+        ] {
+            assert!(is_export_object(p), "{p}");
+            assert_eq!(classify_object(p), None, "{p}");
+        }
+        for p in [
+            "parts/events/1/2026-09-21/000000000000004b.parquet",
+            "parts/events/dv/other.bin",
+            "parts/events/1/_delta_log/x.json",
+            "tombstones/_delta_log/x.json",
+            "_delta_log/00000000000000000000.json",
+        ] {
+            assert!(!is_export_object(p), "{p}");
         }
     }
 

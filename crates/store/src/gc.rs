@@ -376,6 +376,8 @@ impl Gc {
                     }
                     Some(_) if young => deferred.push((p, age_us)),
                     Some(_) => deferred.push((p, 0)),
+                    // The Delta export's log and vectors: its own to manage.
+                    None if crate::format::is_export_object(&p) => {}
                     None => {
                         tracing::warn!(path = %p, "not a file Elide writes; left alone");
                         report.foreign.push(p);
