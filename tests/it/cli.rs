@@ -490,3 +490,66 @@ fn delete_by_person_id_from_the_command_line() {
     ]);
     assert_eq!(out.trim(), "n\n1");
 }
+
+#[test]
+fn export_delta_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let d = d.to_str().unwrap();
+    let rows: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                r#"{{"event":"e","distinct_id":"user-{}","project_id":1,"timestamp":"2026-11-0{}T00:00:00Z"}}"#,
+                i % 4,
+                1 + i % 3
+            )
+        })
+        .collect();
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(&file, rows.join("\n")).unwrap();
+    assert!(elide(&["ingest", "--data-dir", d, file.to_str().unwrap()]).0);
+    // A Delta table outside the data directory is refused, and nothing is written.
+    let elsewhere = dir.path().join("delta");
+    let (ok, _, err) = elide(&[
+        "export",
+        "delta",
+        "--data-dir",
+        d,
+        "--out",
+        elsewhere.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("not inside --data-dir"), "{err}");
+    assert!(!elsewhere.exists());
+    let (ok, out, err) = elide(&["export", "delta", "--data-dir", d, "--format", "json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            v["created"].clone(),
+            v["rows"].clone(),
+            v["hidden_rows"].clone()
+        ),
+        (true.into(), 40.into(), 0.into())
+    );
+    assert!(dir.path().join("data/parts/events/_delta_log").is_dir());
+    let (ok, _, err) = elide(&[
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--distinct-id",
+        "user-0",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = elide(&["export", "delta", "--data-dir", d, "--format", "json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["committed"].clone(), v["hidden_rows"].clone()),
+        (true.into(), 10.into())
+    );
+    // The store opens without a word about the export's files.
+    let (ok, _, err) = elide(&["status", "--data-dir", d]);
+    assert!(ok && !err.contains("did not write"), "{err}");
+}

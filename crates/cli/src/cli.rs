@@ -210,6 +210,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Export a table for other engines: `elide export delta` writes a
+    /// Delta Lake table over the part files in place, deletions as
+    /// deletion vectors (Spark, Trino, DuckDB, delta-rs read it).
+    Export {
+        #[command(subcommand)]
+        what: ExportCommand,
+    },
     /// Capture PostHog events (JSON lines) through identity resolution.
     Capture(crate::persons_cli::CaptureArgs),
     /// Persons: list, get, delete, reset, split, set, unset, deletions, activity, timeline.
@@ -427,6 +434,9 @@ fn dispatch(cmd: Command) -> Result<()> {
         }
         Command::Scrub { data_dir, format } => crate::scrub::run(&data_dir, format),
         Command::Doctor { data_dir, format } => crate::doctor::run(&data_dir, format),
+        Command::Export {
+            what: ExportCommand::Delta(a),
+        } => crate::export_delta::run(a),
         Command::Compact {
             data_dir,
             now,
@@ -507,6 +517,15 @@ pub(crate) fn project_id(s: &str) -> std::result::Result<i64, String> {
 /// A project id naming rows already stored: positive, or 0, which stores
 /// written before project ids had to be positive may hold (so that their
 /// rows can still be deleted, dropped and compacted).
+/// What `elide export` writes.
+#[derive(Debug, Subcommand)]
+enum ExportCommand {
+    /// A Delta Lake table referencing the part files (no parquet is
+    /// copied), each part's deleted rows as a deletion vector; run again to
+    /// commit what changed (new parts, deletions, purges).
+    Delta(crate::export_delta::DeltaArgs),
+}
+
 pub(crate) fn stored_project_id(s: &str) -> std::result::Result<i64, String> {
     match s.parse::<i64>() {
         Ok(p) if p >= 0 => Ok(p),

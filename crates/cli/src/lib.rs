@@ -19,6 +19,7 @@ mod crash_worker;
 mod demo;
 mod doctor;
 mod erasure;
+mod export_delta;
 mod lifecycle;
 mod output;
 mod persons_cli;
