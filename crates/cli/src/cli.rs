@@ -514,9 +514,6 @@ pub(crate) fn project_id(s: &str) -> std::result::Result<i64, String> {
     }
 }
 
-/// A project id naming rows already stored: positive, or 0, which stores
-/// written before project ids had to be positive may hold (so that their
-/// rows can still be deleted, dropped and compacted).
 /// What `elide export` writes.
 #[derive(Debug, Subcommand)]
 enum ExportCommand {
@@ -526,6 +523,9 @@ enum ExportCommand {
     Delta(crate::export_delta::DeltaArgs),
 }
 
+/// A project id naming rows already stored: positive, or 0, which stores
+/// written before project ids had to be positive may hold (so that their
+/// rows can still be deleted, dropped and compacted).
 pub(crate) fn stored_project_id(s: &str) -> std::result::Result<i64, String> {
     match s.parse::<i64>() {
         Ok(p) if p >= 0 => Ok(p),

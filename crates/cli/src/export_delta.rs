@@ -30,9 +30,10 @@ pub struct DeltaArgs {
     /// or `<data-dir>/parts/<table>` (the default).
     #[arg(long)]
     pub out: Option<String>,
-    /// How long a deletion-vector file no version references is kept, in
-    /// seconds (default 900; at most half the erasure deadline).
-    #[arg(long)]
+    /// How long a deletion-vector file the latest version no longer
+    /// references is kept, in seconds (default 900, at least 60: another
+    /// export may be about to commit one; at most half the erasure deadline).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(60..))]
     pub retention_secs: Option<u64>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]

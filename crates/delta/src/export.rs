@@ -21,12 +21,19 @@
 //! All vectors of a run go into one file, `dv/deletion_vector_<uuid>.bin`
 //! under the table, written before the commit; a run that fails before
 //! committing leaves at most that file, unreferenced, which a later run
-//! removes. Vector files no longer referenced are removed once older than
-//! the retention window, so an old version stops being readable instead
-//! of showing rows deleted since.
+//! removes. Vector files the latest version no longer references are
+//! removed once older than the retention window (a reader that began on
+//! the previous version may still read them). An old version stops being
+//! readable when the part files it names are purged and removed by
+//! Elide's GC, not before.
+//!
+//! Each commit records the store version it exports (a `txn` action,
+//! application id `elide-export`); an export of an older snapshot than
+//! the table already holds is refused, so two exports racing can never
+//! bring back rows the newer one hid.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -59,6 +66,10 @@ use crate::{Error, Result};
 const ENGINE_INFO: &str = concat!("elide/", env!("CARGO_PKG_VERSION"));
 /// The table property naming the Elide table a Delta table exports.
 pub const TABLE_PROPERTY: &str = "elide.table";
+/// The application id of the export's `txn` action: its version is the
+/// store version exported, so an export of an older snapshot than the
+/// table already holds is refused.
+const APP_ID: &str = "elide-export";
 /// Where the deletion-vector files go, under the table.
 const DV_PREFIX: &str = "dv";
 /// How long an unreferenced deletion-vector file is kept by default: as
@@ -167,13 +178,23 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     let mut want: BTreeMap<String, Want<'_>> = BTreeMap::new();
     for part in snap.parts(table) {
         let rel = relative_path(&part.path, &root)?;
-        want.insert(
-            rel,
-            Want {
-                part,
-                hidden: snap.hidden(part)?,
-            },
-        );
+        let hidden = snap.hidden(part)?;
+        // As the query path does: a part with deleted rows must have their
+        // bitmap, or it is exported not at all.
+        if part.deleted() > 0
+            && hidden
+                .as_ref()
+                .is_none_or(|b| b.cardinality() < part.deleted())
+        {
+            return Err(Error::Store(elide_store::StoreError::Corrupt {
+                path: part.path.clone(),
+                reason: format!(
+                    "the manifest counts {} deleted rows but the tombstone holds fewer",
+                    part.deleted()
+                ),
+            }));
+        }
+        want.insert(rel, Want { part, hidden });
     }
 
     let mut report = DeltaExport {
@@ -198,12 +219,26 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         }
     };
 
+    // An export of an older snapshot than the table holds (a read-only open
+    // that began before another export's) would bring back rows deleted
+    // since: refused. The commit records the version it exports, and the
+    // put-if-absent of the commit makes the check race-free.
+    if let Some(exported) = snapshot.get_app_id_version(APP_ID, &engine)? {
+        if exported > i64::try_from(snap.version()).unwrap_or(i64::MAX) {
+            return Err(Error::Conflict(format!(
+                "the Delta table at {url} already holds store version {exported}, newer than this \
+                 export's {}: run the export again",
+                snap.version()
+            )));
+        }
+    }
     let (have, batches) = files_of(&engine, &snapshot)?;
     let mut remove: BTreeSet<&str> = BTreeSet::new();
     let mut readd: BTreeSet<&str> = BTreeSet::new();
     let mut new_dv: BTreeMap<&str, &Bitmap> = BTreeMap::new();
     let mut fresh: Vec<&str> = Vec::new();
     let mut fresh_with_dv: Vec<&str> = Vec::new();
+    let mut vector_files: HashMap<Url, Bytes> = HashMap::new();
     for (path, h) in &have {
         match want.get(path.as_str()) {
             None => {
@@ -212,7 +247,8 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
             Some(w) => {
                 let ours = w.hidden_count();
                 let same = ours == h.cardinality
-                    && (ours == 0 || same_rows(&engine, &url, h, w.hidden.as_deref())?);
+                    && (ours == 0
+                        || same_rows(&engine, &url, &mut vector_files, h, w.hidden.as_deref())?);
                 if same {
                     continue;
                 }
@@ -263,6 +299,10 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         .clone()
         .update_table(UpdateTableOperation::Write, ENGINE_INFO, true)
         .build(&engine, Box::new(FileSystemCommitter::new()))?
+        .with_transaction_id(
+            APP_ID.to_string(),
+            i64::try_from(snap.version()).unwrap_or(i64::MAX),
+        )
         .with_operation_metrics([
             ("elide.store_version", Some(snap.version().to_string())),
             ("elide.files_added", Some(report.added.to_string())),
@@ -355,10 +395,17 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         None => latest(&engine, &url)?
             .ok_or_else(|| Error::Unsupported(format!("{url} vanished after a commit")))?,
     };
+    // The version is committed: what follows is upkeep, and its failure
+    // does not undo the export (the next run tries again).
     if report.version.is_multiple_of(CHECKPOINT_INTERVAL) {
-        after.checkpoint(&engine, None)?;
+        if let Err(e) = after.checkpoint(&engine, None) {
+            tracing::warn!(version = report.version, error = %e, "Delta export: checkpoint failed");
+        }
     }
-    report.vectors_removed = vacuum(&engine, &url, &after, retention)?;
+    match vacuum(&engine, &url, &after, retention) {
+        Ok(n) => report.vectors_removed = n,
+        Err(e) => tracing::warn!(error = %e, "Delta export: removing unreferenced vectors failed"),
+    }
     report.bytes_written += log_bytes(&engine, &url, report.version)?;
     report.elapsed_ms = elapsed_ms(started);
     tracing::info!(
@@ -373,11 +420,26 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
 }
 
 /// The kernel's default engine over `object_store`, on a multi-threaded
-/// runtime of its own. (Its default single-threaded executor deadlocks
+/// runtime of the crate's own, shared by every export (never dropped, so
+/// the library may be called from anywhere). (Its default single-threaded
+/// executor deadlocks
 /// when writing a checkpoint: the parquet writer blocks on the executor
 /// while pulling the actions from it.)
 pub(crate) fn engine(object_store: Arc<dyn ObjectStore>) -> Result<impl Engine> {
-    let executor = TokioMultiThreadExecutor::new_owned_runtime(Some(4), None)?;
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    let runtime = RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .thread_name("elide-delta")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::Unsupported(format!("the Delta export's runtime: {e}")))?;
+    let executor = TokioMultiThreadExecutor::new(runtime.handle().clone());
     Ok(DefaultEngineBuilder::new(object_store)
         .with_task_executor(Arc::new(executor))
         .build())
@@ -442,7 +504,12 @@ fn locate(store: &Store, root: &str) -> Result<(Url, Arc<dyn ObjectStore>)> {
             Ok((url, Arc::new(object_store::local::LocalFileSystem::new())))
         }
         None => {
-            let url = Url::parse(&format!("s3://elide-data-directory/{root}/"))
+            let path = if root.is_empty() {
+                String::new()
+            } else {
+                format!("{root}/")
+            };
+            let url = Url::parse(&format!("s3://elide-data-directory/{path}"))
                 .map_err(|e| Error::InvalidInput(format!("table path {root:?}: {e}")))?;
             Ok((url, storage.inner()))
         }
@@ -590,13 +657,51 @@ fn descriptor_at(
     }))
 }
 
-/// Whether the file's vector hides exactly `ours`.
-fn same_rows(engine: &dyn Engine, url: &Url, have: &Have, ours: Option<&Bitmap>) -> Result<bool> {
+/// Whether the file's vector hides exactly `ours`. A vector file holds a
+/// whole run's vectors: each is read once (`files`) and sliced.
+fn same_rows(
+    engine: &dyn Engine,
+    url: &Url,
+    files: &mut HashMap<Url, Bytes>,
+    have: &Have,
+    ours: Option<&Bitmap>,
+) -> Result<bool> {
     let (Some(d), Some(ours)) = (&have.descriptor, ours) else {
         return Ok(have.descriptor.is_none() && ours.is_none_or(Bitmap::is_empty));
     };
-    let theirs = d.read(engine.storage_handler(), url)?;
+    let theirs = match (d.absolute_path(url)?, d.offset) {
+        (Some(path), Some(offset)) => {
+            if !files.contains_key(&path) {
+                let mut read = engine
+                    .storage_handler()
+                    .read_files(vec![(path.clone(), None)])?;
+                let bytes = read
+                    .next()
+                    .ok_or_else(|| Error::Unsupported(format!("{path}: no bytes read")))??;
+                files.insert(path.clone(), bytes);
+            }
+            let bytes = files.get(&path).map(|b| b.as_ref()).unwrap_or_default();
+            vector_at(bytes, offset, d.size_in_bytes).ok_or_else(|| {
+                Error::Unsupported(format!("{path}: no deletion vector at {offset}"))
+            })?
+        }
+        _ => d.read(engine.storage_handler(), url)?,
+    };
     Ok(theirs.len() == ours.cardinality() && ours.iter().all(|r| theirs.contains(u64::from(r))))
+}
+
+/// The vector at `offset` of a vector file: a big-endian size, the magic,
+/// the portable `RoaringTreemap` (the size counts magic and bitmap).
+fn vector_at(bytes: &[u8], offset: i32, size: i32) -> Option<roaring::RoaringTreemap> {
+    const MAGIC: u32 = 1_681_511_377;
+    let start = usize::try_from(offset).ok()?;
+    let size = usize::try_from(size).ok()?;
+    let stated = u32::from_be_bytes(bytes.get(start..start + 4)?.try_into().ok()?);
+    let magic = u32::from_le_bytes(bytes.get(start + 4..start + 8)?.try_into().ok()?);
+    if usize::try_from(stated).ok()? != size || magic != MAGIC || size < 4 {
+        return None;
+    }
+    roaring::RoaringTreemap::deserialize_from(bytes.get(start + 8..start + 4 + size)?).ok()
 }
 
 /// Scan rows (the kernel's `scan_row_schema`) for parts the table does not
@@ -693,11 +798,13 @@ fn vacuum(
     retention: Duration,
 ) -> Result<usize> {
     let (have, _) = files_of(engine, snapshot)?;
+    // By file name: the names are unique (a UUID each), and URLs built two
+    // ways may differ in their escaping.
     let mut referenced = BTreeSet::new();
     for h in have.values() {
         if let Some(d) = &h.descriptor {
             if let Some(path) = d.absolute_path(url)? {
-                referenced.insert(path.to_string());
+                referenced.insert(file_name(&path).to_string());
             }
         }
     }
@@ -720,11 +827,13 @@ fn vacuum(
         if !file.location.as_str().starts_with(dir.as_str()) {
             break;
         }
-        let name = file.location.path().rsplit('/').next().unwrap_or_default();
-        if name.starts_with("deletion_vector_")
-            && name.ends_with(".bin")
+        let name = file_name(&file.location);
+        // A crashed write's staged copy (`….bin#N`) goes too.
+        let base = name.rsplit_once('#').map_or(name, |(b, _)| b);
+        if base.starts_with("deletion_vector_")
+            && base.ends_with(".bin")
             && file.last_modified < cutoff
-            && !referenced.contains(file.location.as_str())
+            && (base != name || !referenced.contains(name))
         {
             stale.push(file.location);
         }
@@ -739,6 +848,10 @@ fn vacuum(
         );
     }
     Ok(stale.len())
+}
+
+fn file_name(url: &Url) -> &str {
+    url.path().rsplit('/').next().unwrap_or_default()
 }
 
 /// Size of commit `version`'s log file.

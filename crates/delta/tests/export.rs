@@ -198,7 +198,17 @@ fn lifecycle(
     // events (a deletion hides the rows appended before it).
     gone.retain(|g| !more.contains(g));
     gone.extend(delete_some(&store, &more, 40));
-    let third = export_delta(&store, &ExportOptions::new(Table::Events)).unwrap();
+    // Retention zero: only vector files the latest version no longer
+    // references may go; the first run's file still serves the parts the
+    // new deletions did not touch.
+    let third = export_delta(
+        &store,
+        &ExportOptions {
+            retention: Some(std::time::Duration::ZERO),
+            ..ExportOptions::new(Table::Events)
+        },
+    )
+    .unwrap();
     assert!(third.added > 0);
     check(&store, reader, &gone);
 
@@ -225,8 +235,10 @@ fn lifecycle(
     .unwrap();
     assert!(fourth.removed > 0 && fourth.added > 0);
     assert_eq!(fourth.hidden_rows, 0);
-    // Both runs' vector files are no longer referenced: removed.
-    assert_eq!(fourth.vectors_removed, 2);
+    // Both runs' vector files are no longer referenced: removed (the
+    // first run's by the third run, if the new deletions gave every part of
+    // it a new vector; the check above read the table after it).
+    assert_eq!(third.vectors_removed + fourth.vectors_removed, 2);
     assert!(!files()
         .iter()
         .any(|f| f.to_string_lossy().contains("deletion_vector_")));
@@ -394,4 +406,54 @@ fn checkpoints_every_ten_versions() {
         .join("parts/events/_delta_log/00000000000000000010.checkpoint.parquet");
     assert!(checkpoint.exists(), "no checkpoint at version 10");
     check(&store, &reader, &[]);
+}
+
+/// An export of an older snapshot than the Delta table already holds (a
+/// read-only open made before a deletion another export carried) is
+/// refused: it would give the files their older, smaller vectors.
+#[test]
+fn an_export_of_an_older_snapshot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let ids = ingest(&store, 3_000, 5);
+    store.flush().unwrap();
+    let stale = Store::open_read_only(dir.path(), opts()).unwrap();
+    let gone = delete_some(&store, &ids, 10);
+    export_delta(&store, &ExportOptions::new(Table::Events)).unwrap();
+    let err = export_delta(&stale, &ExportOptions::new(Table::Events)).unwrap_err();
+    assert!(matches!(err, elide_delta::Error::Conflict(_)), "{err}");
+    check(&store, &Reader::local(dir.path()), &gone);
+}
+
+/// On an object store, the table may also be at the data directory's root.
+#[test]
+fn export_at_the_root_of_an_s3_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = elide_store::s3_server::S3Server::start(&dir.path().join("s3"), BUCKET).unwrap();
+    let store = Store::open(
+        dir.path().join("local"),
+        StoreOptions {
+            object_store: Some(server.store(BUCKET).unwrap()),
+            object_retention: std::time::Duration::ZERO,
+            ..opts()
+        },
+    )
+    .unwrap();
+    ingest(&store, 2_000, 6);
+    let r = export_delta(
+        &store,
+        &ExportOptions {
+            root: Some(String::new()),
+            ..ExportOptions::new(Table::Events)
+        },
+    )
+    .unwrap();
+    assert_eq!(r.rows, 2_000);
+    assert!(server.root().join(BUCKET).join("_delta_log").is_dir());
+    let reader = Reader {
+        url: Url::parse("s3://elide-data-directory/").unwrap(),
+        engine: Arc::new(DefaultEngineBuilder::new(server.store(BUCKET).unwrap()).build()),
+    };
+    assert_eq!(reader.rows(None).unwrap().len(), 2_000);
+    store.close().unwrap();
 }

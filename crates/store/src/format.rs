@@ -567,6 +567,8 @@ pub fn classify_object(path: &str) -> Option<ObjectName> {
 /// (`_delta_log/…`) or a deletion-vector file (`dv/deletion_vector_*.bin`).
 /// Elide neither removes nor reports them; the export manages them.
 pub fn is_export_object(path: &str) -> bool {
+    // A crashed write's staged copy (`…#N`) too.
+    let path = path.rsplit_once('#').map_or(path, |(base, _)| base);
     let Some(rest) = path.strip_prefix("parts/") else {
         return false;
     };
@@ -934,6 +936,7 @@ mod tests {
             "parts/events/dv/deletion_vector_0b6f1a52-4c41-4d55-9c57-6fd7e1b6b5c4.bin",
             "parts/_delta_log/_last_checkpoint",
             "parts/recordings/_delta_log/00000000000000000001.json",
+            "parts/events/dv/deletion_vector_0b6f1a52-4c41-4d55-9c57-6fd7e1b6b5c4.bin#3",
         ] {
             assert!(is_export_object(p), "{p}");
             assert_eq!(classify_object(p), None, "{p}");
