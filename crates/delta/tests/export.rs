@@ -72,6 +72,16 @@ fn delete_some(store: &Store, ids: &BTreeSet<(i64, String)>, nth: usize) -> Vec<
     gone
 }
 
+/// An export that removes every vector file the new version does not
+/// reference, however young.
+fn export_sweeping(store: &Store) -> elide_delta::DeltaExport {
+    let opts = ExportOptions {
+        retention: Some(std::time::Duration::ZERO),
+        ..ExportOptions::new(Table::Events)
+    };
+    export_delta(store, &opts).unwrap()
+}
+
 /// Where the kernel reads the export, and through which store.
 struct Reader {
     url: Url,
@@ -199,16 +209,9 @@ fn lifecycle(
     gone.retain(|g| !more.contains(g));
     gone.extend(delete_some(&store, &more, 40));
     // Retention zero: only vector files the latest version no longer
-    // references may go; the first run's file still serves the parts the
-    // new deletions did not touch.
-    let third = export_delta(
-        &store,
-        &ExportOptions {
-            retention: Some(std::time::Duration::ZERO),
-            ..ExportOptions::new(Table::Events)
-        },
-    )
-    .unwrap();
+    // references may go; the first run's file may still serve parts the
+    // new deletions did not touch (the check below reads through it).
+    let third = export_sweeping(&store);
     assert!(third.added > 0);
     check(&store, reader, &gone);
 
@@ -225,14 +228,7 @@ fn lifecycle(
             ..Default::default()
         })
         .unwrap();
-    let fourth = export_delta(
-        &store,
-        &ExportOptions {
-            retention: Some(std::time::Duration::ZERO),
-            ..ExportOptions::new(Table::Events)
-        },
-    )
-    .unwrap();
+    let fourth = export_sweeping(&store);
     assert!(fourth.removed > 0 && fourth.added > 0);
     assert_eq!(fourth.hidden_rows, 0);
     // Both runs' vector files are no longer referenced: removed (the
