@@ -448,3 +448,68 @@ fn a_server_on_an_object_store_captures_and_queries_across_restarts() {
     );
     stop_server(&mut s2);
 }
+
+/// `--export-delta-every-s`: the server exports at start and keeps the
+/// Delta table current; a person's deleted events reach it as deletion
+/// vectors without anyone running `elide export delta`.
+#[test]
+fn the_server_keeps_a_delta_export_current() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = start(dir.path(), &["--demo", "--export-delta-every-s", "1"]);
+    let key = secret(&s.banner, "phx_");
+    let log = dir.path().join("parts/events/_delta_log");
+    let commits = |log: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(log)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let until = |what: &str, ok: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !ok() {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no {what} within a minute"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The demo's parts are exported at start.
+    until("first export", &|| commits(&log).len() >= 2);
+    let (status, text) =
+        http(&s.addr, "GET", "/api/projects/1/persons/", Some(&key), None).expect("persons");
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let person = v["results"][0]["uuid"]
+        .as_str()
+        .expect("a person")
+        .to_string();
+    let (status, text) = http(
+        &s.addr,
+        "POST",
+        &format!("/api/projects/1/persons/{person}/delete_events/"),
+        Some(&key),
+        None,
+    )
+    .expect("delete_events");
+    assert_eq!(status, 202, "{text}");
+    // A later commit gives the affected files their vectors.
+    until("deletion vectors in the export", &|| {
+        commits(&log).iter().any(|c| {
+            std::fs::read_to_string(log.join(c)).is_ok_and(|t| t.contains("\"storageType\""))
+        })
+    });
+    let (status, text) = http(&s.addr, "GET", "/metrics", None, None).expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("elide_delta_exports_total{table=\"events\",outcome=\"committed\"}"),
+        "{text}"
+    );
+    stop_server(&mut s);
+}

@@ -16,6 +16,7 @@ mod bench_http;
 mod bench_persons;
 pub mod cli;
 mod crash_worker;
+mod delta_exporter;
 mod demo;
 mod doctor;
 mod erasure;

@@ -51,6 +51,12 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_s: u64,
+    /// Keep a Delta Lake export of every table current (`parts/<table>`,
+    /// as `elide export delta` writes it): export at start and then every
+    /// N seconds, so Delta readers see a deletion within N seconds.
+    /// Off by default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub export_delta_every_s: Option<u64>,
 }
 
 /// Persons of the `--demo` sample.
@@ -134,6 +140,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         ..ServerConfig::default()
     };
     let state = AppState::new(app.clone(), config)?;
+    let exporter = a
+        .export_delta_every_s
+        .map(|s| crate::delta_exporter::Exporter::start(app.clone(), Duration::from_secs(s)))
+        .transpose()?;
     let grace = Duration::from_secs(a.shutdown_grace_s);
     let served = rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -166,6 +176,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         };
         Ok::<_, std::io::Error>(r)
     })?;
+    if let Some(e) = exporter {
+        e.stop();
+    }
     // Commit and answer what capture has queued, then close the store.
     state.stop_capture();
     drop(state);

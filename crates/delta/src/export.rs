@@ -94,6 +94,11 @@ pub struct ExportOptions {
     /// Default 15 minutes (Elide's own object retention); at most half the
     /// erasure deadline.
     pub retention: Option<Duration>,
+    /// Flush a writable store's buffered rows into parts first (default),
+    /// so the export holds every acknowledged row. A server exporting on
+    /// a timer leaves this to its background flush: flushing every few
+    /// seconds would write many small parts.
+    pub flush: bool,
 }
 
 impl ExportOptions {
@@ -103,6 +108,7 @@ impl ExportOptions {
             table,
             root: None,
             retention: None,
+            flush: true,
         }
     }
 }
@@ -166,7 +172,7 @@ struct Have {
 /// flushed first, so buffered rows are in the export.
 pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> {
     let started = Instant::now();
-    if !store.is_read_only() {
+    if opts.flush && !store.is_read_only() {
         store.flush()?;
     }
     let snap = store.snapshot()?;
