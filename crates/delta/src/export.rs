@@ -30,7 +30,9 @@
 //! Each commit records the store version it exports (a `txn` action,
 //! application id `elide-export`); an export of an older snapshot than
 //! the table already holds is refused, so two exports racing can never
-//! bring back rows the newer one hid.
+//! bring back rows the newer one hid, and an export of the version the
+//! table holds has nothing to compare (a manifest version fixes parts,
+//! tombstones and logical requests).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
@@ -229,14 +231,28 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     // that began before another export's) would bring back rows deleted
     // since: refused. The commit records the version it exports, and the
     // put-if-absent of the commit makes the check race-free.
-    if let Some(exported) = snapshot.get_app_id_version(APP_ID, &engine)? {
-        if exported > i64::try_from(snap.version()).unwrap_or(i64::MAX) {
-            return Err(Error::Conflict(format!(
-                "the Delta table at {url} already holds store version {exported}, newer than this \
-                 export's {}: run the export again",
-                snap.version()
-            )));
+    let ours = i64::try_from(snap.version()).unwrap_or(i64::MAX);
+    let exported = snapshot.get_app_id_version(APP_ID, &engine)?;
+    if let Some(exported) = exported.filter(|&v| v > ours) {
+        return Err(Error::Conflict(format!(
+            "the Delta table at {url} already holds store version {exported}, newer than this \
+             export's {ours}: run the export again"
+        )));
+    }
+    if exported == Some(ours) {
+        // The table holds this very store version: the same parts, the
+        // same tombstones and logical requests (each change of them is a
+        // new version). Nothing to compare (a server exporting on a timer
+        // reads no vector file while the store is idle).
+        for w in want.values() {
+            report.rows += w.part.rows;
+            report.hidden_rows += w.hidden_count();
+            report.data_bytes += w.part.size;
         }
+        report.files = want.len();
+        report.version = snapshot.version();
+        report.elapsed_ms = elapsed_ms(started);
+        return Ok(report);
     }
     let (have, batches) = files_of(&engine, &snapshot)?;
     let mut remove: BTreeSet<&str> = BTreeSet::new();
