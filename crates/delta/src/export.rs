@@ -35,45 +35,32 @@
 //! tombstones and logical requests).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType as ArrowType, Field, Int32Type, Int64Type, Schema as ArrowSchema};
+use arrow::array::AsArray;
+use arrow::datatypes::DataType as ArrowType;
 use bytes::Bytes;
 use croaring::Bitmap;
-use delta_kernel::actions::deletion_vector::{DeletionVectorDescriptor, DeletionVectorStorageType};
+use delta_kernel::actions::deletion_vector::DeletionVectorDescriptor;
 use delta_kernel::actions::deletion_vector_writer::StreamingDeletionVectorWriter;
 use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::engine::arrow_conversion::TryFromKernel;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::engine_data::FilteredEngineData;
-use delta_kernel::scan::scan_row_schema;
-use delta_kernel::snapshot::{Snapshot, SnapshotRef};
-use delta_kernel::transaction::create_table::create_table;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
-use delta_kernel::{Engine, EngineData};
-use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
-use delta_kernel_default_engine::DefaultEngineBuilder;
+use delta_kernel::Engine;
 use elide_store::format::PartMeta;
 use elide_store::{Store, Table};
-use object_store::ObjectStore;
 use url::Url;
 
 use crate::dv::PartDeletionVector;
-use crate::schema::{delta_schema, part_stats, STATS_COLUMNS};
+use crate::table::{
+    add_rows, check_table, create, engine, files_of, latest, locate, log_bytes, same_rows,
+    scan_rows, vacuum, APP_ID, DV_PREFIX, ENGINE_INFO,
+};
 use crate::{Error, Result};
 
-/// What the commits record as the writer.
-const ENGINE_INFO: &str = concat!("elide/", env!("CARGO_PKG_VERSION"));
-/// The table property naming the Elide table a Delta table exports.
-pub const TABLE_PROPERTY: &str = "elide.table";
-/// The application id of the export's `txn` action: its version is the
-/// store version exported, so an export of an older snapshot than the
-/// table already holds is refused.
-const APP_ID: &str = "elide-export";
-/// Where the deletion-vector files go, under the table.
-const DV_PREFIX: &str = "dv";
 /// How long an unreferenced deletion-vector file is kept by default: as
 /// long as Elide keeps an unreferenced object on an object store.
 const DEFAULT_RETENTION: Duration = Duration::from_secs(15 * 60);
@@ -160,13 +147,6 @@ impl Want<'_> {
     fn hidden_count(&self) -> u64 {
         self.hidden.as_ref().map_or(0, |b| b.cardinality())
     }
-}
-
-/// A file of the table's latest version.
-struct Have {
-    /// Rows its deletion vector hides (0: none).
-    cardinality: u64,
-    descriptor: Option<DeletionVectorDescriptor>,
 }
 
 /// Export `opts.table` of `store` as a Delta table: create it on the first
@@ -357,9 +337,8 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         });
         let mut files: Vec<delta_kernel::KernelResult<FilteredEngineData>> = existing.collect();
         if !fresh_with_dv.is_empty() {
-            let rows: Vec<&Want<'_>> = fresh_with_dv.iter().map(|p| &want[*p]).collect();
-            let paths: Vec<&str> = fresh_with_dv.clone();
-            let batch = scan_rows(&paths, &rows)?;
+            let parts: Vec<&PartMeta> = fresh_with_dv.iter().map(|p| want[*p].part).collect();
+            let batch = scan_rows(&fresh_with_dv, &parts)?;
             let n = batch.num_rows();
             files.push(FilteredEngineData::try_new(
                 Box::new(ArrowEngineData::new(batch)),
@@ -390,10 +369,15 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     }
     let plain: Vec<&str> = fresh.iter().copied().chain(readd.iter().copied()).collect();
     if !plain.is_empty() {
-        let rows: Vec<&Want<'_>> = plain.iter().map(|p| &want[*p]).collect();
+        let parts: Vec<&PartMeta> = plain.iter().map(|p| want[*p].part).collect();
         let stats_type =
             ArrowType::try_from_kernel(&delta_kernel::schema::DataType::from(txn.stats_schema()?))?;
-        txn.add_files(add_rows(txn.add_files_schema(), stats_type, &plain, &rows)?);
+        txn.add_files(add_rows(
+            txn.add_files_schema(),
+            stats_type,
+            &plain,
+            &parts,
+        )?);
     }
 
     let committed = match txn.commit(&engine)? {
@@ -441,32 +425,6 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     Ok(report)
 }
 
-/// The kernel's default engine over `object_store`, on a multi-threaded
-/// runtime of the crate's own, shared by every export (never dropped, so
-/// the library may be called from anywhere). (Its default single-threaded
-/// executor deadlocks
-/// when writing a checkpoint: the parquet writer blocks on the executor
-/// while pulling the actions from it.)
-pub(crate) fn engine(object_store: Arc<dyn ObjectStore>) -> Result<impl Engine> {
-    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
-        OnceLock::new();
-    let runtime = RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(4)
-                .thread_name("elide-delta")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| Error::Unsupported(format!("the Delta export's runtime: {e}")))?;
-    let executor = TokioMultiThreadExecutor::new(runtime.handle().clone());
-    Ok(DefaultEngineBuilder::new(object_store)
-        .with_task_executor(Arc::new(executor))
-        .build())
-}
-
 fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -505,381 +463,4 @@ fn relative_path(path: &str, root: &str) -> Result<String> {
         .and_then(|p| p.strip_prefix('/'))
         .map(str::to_string)
         .ok_or_else(|| Error::Unsupported(format!("part {path} is not under {root}")))
-}
-
-/// The table's URL and the object store the kernel reads and writes it
-/// through. On local disk: the directory's `file://` URL and the local
-/// file system. On an object store: the store's own client (rooted at the
-/// data directory) and a URL whose path is the table's path in it; the
-/// URL is only the kernel's handle (the log holds relative paths only).
-fn locate(store: &Store, root: &str) -> Result<(Url, Arc<dyn ObjectStore>)> {
-    let storage = store.storage();
-    match storage.local_root() {
-        Some(dir) => {
-            let dir = std::fs::canonicalize(dir).map_err(|e| {
-                Error::InvalidInput(format!("data directory {}: {e}", dir.display()))
-            })?;
-            let dir = if root.is_empty() { dir } else { dir.join(root) };
-            let url = Url::from_directory_path(&dir).map_err(|()| {
-                Error::InvalidInput(format!("{} is not an absolute path", dir.display()))
-            })?;
-            Ok((url, Arc::new(object_store::local::LocalFileSystem::new())))
-        }
-        None => {
-            let path = if root.is_empty() {
-                String::new()
-            } else {
-                format!("{root}/")
-            };
-            let url = Url::parse(&format!("s3://elide-data-directory/{path}"))
-                .map_err(|e| Error::InvalidInput(format!("table path {root:?}: {e}")))?;
-            Ok((url, storage.inner()))
-        }
-    }
-}
-
-/// The table's latest version, or `None` when there is no table there.
-fn latest(engine: &dyn Engine, url: &Url) -> Result<Option<SnapshotRef>> {
-    let log = url
-        .join("_delta_log/")
-        .map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
-    let mut listing = match engine.storage_handler().list_from(&log) {
-        Ok(l) => l,
-        Err(delta_kernel::KernelError::FileNotFound(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    match listing.next() {
-        None | Some(Err(delta_kernel::KernelError::FileNotFound(_))) => return Ok(None),
-        Some(Err(e)) => return Err(e.into()),
-        Some(Ok(_)) => {}
-    }
-    Ok(Some(Snapshot::builder_for(url.as_str()).build(engine)?))
-}
-
-/// Create the table: its schema, deletion vectors on, statistics only of
-/// `project_id` and `timestamp`, log and file retention within the
-/// erasure deadline, and which table it exports.
-fn create(engine: &dyn Engine, url: &Url, table: Table, deadline: Duration) -> Result<()> {
-    let retention = format!("interval {} seconds", deadline.as_secs().max(1));
-    let created = create_table(url.as_str(), delta_schema(table)?, ENGINE_INFO, true)
-        .with_table_properties([
-            ("delta.enableDeletionVectors", "true".to_string()),
-            ("delta.dataSkippingStatsColumns", STATS_COLUMNS.join(",")),
-            ("delta.logRetentionDuration", retention.clone()),
-            ("delta.deletedFileRetentionDuration", retention),
-            (TABLE_PROPERTY, table.name().to_string()),
-        ])
-        .build(engine, Box::new(FileSystemCommitter::new()))?
-        .commit(engine)?;
-    match created {
-        // Another export created it meanwhile: the caller checks it is ours.
-        CommitResult::Committed(_) | CommitResult::Conflicted(_) => Ok(()),
-        CommitResult::Retryable(_) => Err(Error::Conflict(format!(
-            "creating the Delta table at {url} failed with an I/O error; run the export again"
-        ))),
-    }
-}
-
-/// Refuse a Delta table that is not this store's export of `table`.
-fn check_table(snapshot: &SnapshotRef, table: Table) -> Result<()> {
-    let config = snapshot.table_configuration().metadata().configuration();
-    let theirs = config.get(TABLE_PROPERTY).map(String::as_str);
-    if theirs != Some(table.name()) {
-        return Err(Error::InvalidInput(format!(
-            "the Delta table at {} is not an export of `{table}` (its {TABLE_PROPERTY} is {theirs:?})",
-            snapshot.table_root()
-        )));
-    }
-    if snapshot.schema() != delta_schema(table)? {
-        return Err(Error::Unsupported(format!(
-            "the Delta table at {} has another schema than `{table}` has now; export to a new location",
-            snapshot.table_root()
-        )));
-    }
-    Ok(())
-}
-
-type ScanBatches = Vec<(RecordBatch, Vec<bool>)>;
-
-/// The files of `snapshot` by path, and the scan rows they came in (kept
-/// for `remove_files` and `update_deletion_vectors`).
-fn files_of(
-    engine: &dyn Engine,
-    snapshot: &SnapshotRef,
-) -> Result<(BTreeMap<String, Have>, ScanBatches)> {
-    let scan = Arc::clone(snapshot).scan_builder().build()?;
-    let mut have = BTreeMap::new();
-    let mut batches = Vec::new();
-    for metadata in scan.scan_metadata(engine)? {
-        let (data, selection) = metadata?.scan_files.into_parts();
-        let batch = ArrowEngineData::try_from_engine_data(data)?
-            .record_batch()
-            .clone();
-        let paths = column(&batch, "path")?.as_string::<i32>();
-        let dvs = column(&batch, "deletionVector")?.as_struct();
-        for i in 0..batch.num_rows() {
-            if !selection.get(i).copied().unwrap_or(true) {
-                continue;
-            }
-            let descriptor = descriptor_at(dvs, i)?;
-            have.insert(
-                paths.value(i).to_string(),
-                Have {
-                    cardinality: descriptor
-                        .as_ref()
-                        .map_or(0, |d| u64::try_from(d.cardinality).unwrap_or(0)),
-                    descriptor,
-                },
-            );
-        }
-        batches.push((batch, selection));
-    }
-    Ok((have, batches))
-}
-
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
-    batch
-        .column_by_name(name)
-        .ok_or_else(|| Error::Unsupported(format!("the kernel's scan rows have no `{name}`")))
-}
-
-/// Row `i`'s deletion vector descriptor, if it has one.
-fn descriptor_at(
-    dvs: &arrow::array::StructArray,
-    i: usize,
-) -> Result<Option<DeletionVectorDescriptor>> {
-    if dvs.is_null(i) {
-        return Ok(None);
-    }
-    let field = |name: &str| {
-        dvs.column_by_name(name)
-            .ok_or_else(|| Error::Unsupported(format!("deletion vector without `{name}`")))
-    };
-    let storage = field("storageType")?.as_string::<i32>().value(i);
-    let storage_type = match storage {
-        "u" => DeletionVectorStorageType::PersistedRelative,
-        "p" => DeletionVectorStorageType::PersistedAbsolute,
-        "i" => DeletionVectorStorageType::Inline,
-        other => {
-            return Err(Error::Unsupported(format!(
-                "deletion vector storage type {other:?}"
-            )))
-        }
-    };
-    let offset = field("offset")?.as_primitive::<Int32Type>();
-    Ok(Some(DeletionVectorDescriptor {
-        storage_type,
-        path_or_inline_dv: field("pathOrInlineDv")?
-            .as_string::<i32>()
-            .value(i)
-            .to_string(),
-        offset: (!offset.is_null(i)).then(|| offset.value(i)),
-        size_in_bytes: field("sizeInBytes")?.as_primitive::<Int32Type>().value(i),
-        cardinality: field("cardinality")?.as_primitive::<Int64Type>().value(i),
-    }))
-}
-
-/// Whether the file's vector hides exactly `ours`. A vector file holds a
-/// whole run's vectors: each is read once (`files`) and sliced.
-fn same_rows(
-    engine: &dyn Engine,
-    url: &Url,
-    files: &mut HashMap<Url, Bytes>,
-    have: &Have,
-    ours: Option<&Bitmap>,
-) -> Result<bool> {
-    let (Some(d), Some(ours)) = (&have.descriptor, ours) else {
-        return Ok(have.descriptor.is_none() && ours.is_none_or(Bitmap::is_empty));
-    };
-    let theirs = match (d.absolute_path(url)?, d.offset) {
-        (Some(path), Some(offset)) => {
-            if !files.contains_key(&path) {
-                let mut read = engine
-                    .storage_handler()
-                    .read_files(vec![(path.clone(), None)])?;
-                let bytes = read
-                    .next()
-                    .ok_or_else(|| Error::Unsupported(format!("{path}: no bytes read")))??;
-                files.insert(path.clone(), bytes);
-            }
-            let bytes = files.get(&path).map(|b| b.as_ref()).unwrap_or_default();
-            vector_at(bytes, offset, d.size_in_bytes).ok_or_else(|| {
-                Error::Unsupported(format!("{path}: no deletion vector at {offset}"))
-            })?
-        }
-        _ => d.read(engine.storage_handler(), url)?,
-    };
-    Ok(theirs.len() == ours.cardinality() && ours.iter().all(|r| theirs.contains(u64::from(r))))
-}
-
-/// The vector at `offset` of a vector file: a big-endian size, the magic,
-/// the portable `RoaringTreemap` (the size counts magic and bitmap).
-fn vector_at(bytes: &[u8], offset: i32, size: i32) -> Option<roaring::RoaringTreemap> {
-    const MAGIC: u32 = 1_681_511_377;
-    let start = usize::try_from(offset).ok()?;
-    let size = usize::try_from(size).ok()?;
-    let stated = u32::from_be_bytes(bytes.get(start..start + 4)?.try_into().ok()?);
-    let magic = u32::from_le_bytes(bytes.get(start + 4..start + 8)?.try_into().ok()?);
-    if usize::try_from(stated).ok()? != size || magic != MAGIC || size < 4 {
-        return None;
-    }
-    roaring::RoaringTreemap::deserialize_from(bytes.get(start + 8..start + 4 + size)?).ok()
-}
-
-/// Scan rows (the kernel's `scan_row_schema`) for parts the table does not
-/// have yet, to give them a deletion vector as they are added.
-fn scan_rows(paths: &[&str], wants: &[&Want<'_>]) -> Result<RecordBatch> {
-    let schema = Arc::new(ArrowSchema::try_from_kernel(scan_row_schema().as_ref())?);
-    let now = now_ms();
-    let lines = paths.iter().zip(wants).map(|(path, w)| {
-        serde_json::json!({
-            "path": path,
-            "size": w.part.size,
-            "modificationTime": now,
-            "stats": part_stats(w.part).to_string(),
-            "deletionVector": null,
-            "fileConstantValues": {"partitionValues": {}},
-        })
-    });
-    decode(schema, lines)
-}
-
-/// Add-file rows (the kernel's `add_files_schema`, statistics typed as the
-/// table's statistics schema) for parts without hidden rows.
-fn add_rows(
-    add_schema: &delta_kernel::schema::SchemaRef,
-    stats_type: ArrowType,
-    paths: &[&str],
-    wants: &[&Want<'_>],
-) -> Result<Box<dyn EngineData>> {
-    let base = ArrowSchema::try_from_kernel(add_schema.as_ref())?;
-    let fields: Vec<Field> = base
-        .fields()
-        .iter()
-        .map(|f| {
-            if f.name() == "stats" {
-                Field::new("stats", stats_type.clone(), true)
-            } else {
-                f.as_ref().clone()
-            }
-        })
-        .collect();
-    let now = now_ms();
-    let lines = paths.iter().zip(wants).map(|(path, w)| {
-        serde_json::json!({
-            "path": path,
-            "partitionValues": {},
-            "size": w.part.size,
-            "modificationTime": now,
-            "stats": part_stats(w.part),
-        })
-    });
-    let batch = decode(Arc::new(ArrowSchema::new(fields)), lines)?;
-    Ok(Box::new(ArrowEngineData::new(batch)))
-}
-
-/// Rows given as JSON objects, decoded into `schema`.
-fn decode(
-    schema: Arc<ArrowSchema>,
-    rows: impl Iterator<Item = serde_json::Value>,
-) -> Result<RecordBatch> {
-    let mut text = String::new();
-    let mut n = 0;
-    for row in rows {
-        text.push_str(&row.to_string());
-        text.push('\n');
-        n += 1;
-    }
-    let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
-        .with_batch_size(n.max(1))
-        .build_decoder()?;
-    let consumed = decoder.decode(text.as_bytes())?;
-    if consumed != text.len() {
-        return Err(Error::Unsupported(format!(
-            "the kernel's rows were decoded in part ({consumed} of {} bytes)",
-            text.len()
-        )));
-    }
-    Ok(decoder
-        .flush()?
-        .unwrap_or_else(|| RecordBatch::new_empty(schema)))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Remove deletion-vector files under `dv/` that `snapshot` does not
-/// reference and that are older than `retention`. Returns how many.
-fn vacuum(
-    engine: &dyn Engine,
-    url: &Url,
-    snapshot: &SnapshotRef,
-    retention: Duration,
-) -> Result<usize> {
-    let (have, _) = files_of(engine, snapshot)?;
-    // By file name: the names are unique (a UUID each), and URLs built two
-    // ways may differ in their escaping.
-    let mut referenced = BTreeSet::new();
-    for h in have.values() {
-        if let Some(d) = &h.descriptor {
-            if let Some(path) = d.absolute_path(url)? {
-                referenced.insert(file_name(&path).to_string());
-            }
-        }
-    }
-    let dir = url
-        .join(&format!("{DV_PREFIX}/"))
-        .map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
-    let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let listing = match engine.storage_handler().list_from(&dir) {
-        Ok(l) => l,
-        Err(delta_kernel::KernelError::FileNotFound(_)) => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    let mut stale = Vec::new();
-    for file in listing {
-        let file = match file {
-            Ok(f) => f,
-            Err(delta_kernel::KernelError::FileNotFound(_)) => break,
-            Err(e) => return Err(e.into()),
-        };
-        if !file.location.as_str().starts_with(dir.as_str()) {
-            break;
-        }
-        let name = file_name(&file.location);
-        // A crashed write's staged copy (`….bin#N`) goes too.
-        let base = name.rsplit_once('#').map_or(name, |(b, _)| b);
-        if base.starts_with("deletion_vector_")
-            && base.ends_with(".bin")
-            && file.last_modified < cutoff
-            && (base != name || !referenced.contains(name))
-        {
-            stale.push(file.location);
-        }
-    }
-    for location in &stale {
-        engine.storage_handler().delete(location)?;
-    }
-    if !stale.is_empty() {
-        tracing::info!(
-            removed = stale.len(),
-            "Delta export: unreferenced deletion vectors removed"
-        );
-    }
-    Ok(stale.len())
-}
-
-fn file_name(url: &Url) -> &str {
-    url.path().rsplit('/').next().unwrap_or_default()
-}
-
-/// Size of commit `version`'s log file.
-fn log_bytes(engine: &dyn Engine, url: &Url, version: u64) -> Result<u64> {
-    let path = url
-        .join(&format!("_delta_log/{version:020}.json"))
-        .map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
-    Ok(engine.storage_handler().head(&path).map_or(0, |m| m.size))
 }

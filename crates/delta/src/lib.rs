@@ -28,8 +28,10 @@
 mod dv;
 mod export;
 mod schema;
+mod table;
 
-pub use export::{export_delta, DeltaExport, ExportOptions, TABLE_PROPERTY};
+pub use export::{export_delta, DeltaExport, ExportOptions};
+pub use table::TABLE_PROPERTY;
 
 /// What an export can fail with.
 #[derive(Debug, thiserror::Error)]
