@@ -56,8 +56,8 @@ use url::Url;
 
 use crate::dv::PartDeletionVector;
 use crate::table::{
-    add_rows, check_table, create, engine, files_of, latest, locate, log_bytes, same_rows,
-    scan_rows, vacuum, APP_ID, DV_PREFIX, ENGINE_INFO,
+    add_rows, check_table, create, engine, file_name, files_of, latest, locate, log_bytes,
+    same_rows, scan_rows, vacuum, vector_file_names, APP_ID, DV_PREFIX, ENGINE_INFO,
 };
 use crate::{Error, Result};
 
@@ -224,12 +224,7 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         // same tombstones and logical requests (each change of them is a
         // new version). Nothing to compare (a server exporting on a timer
         // reads no vector file while the store is idle).
-        for w in want.values() {
-            report.rows += w.part.rows;
-            report.hidden_rows += w.hidden_count();
-            report.data_bytes += w.part.size;
-        }
-        report.files = want.len();
+        totals(&mut report, &want);
         report.version = snapshot.version();
         report.elapsed_ms = elapsed_ms(started);
         return Ok(report);
@@ -278,20 +273,26 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
             None => fresh.push(path),
         }
     }
-    for w in want.values() {
-        report.rows += w.part.rows;
-        report.hidden_rows += w.hidden_count();
-        report.data_bytes += w.part.size;
-    }
-    report.files = want.len();
+    totals(&mut report, &want);
     report.added = fresh.len() + fresh_with_dv.len();
     report.removed = remove.len();
     report.deletion_vectors = new_dv.len();
 
     let retention = retention(opts, deadline);
+    // The vector files the table references after this run: those of the
+    // files whose vector stays, and this run's (derived, not read again).
+    let mut referenced = vector_file_names(
+        &url,
+        have.iter()
+            .filter(|(p, _)| {
+                let p = p.as_str();
+                !remove.contains(p) && !readd.contains(p) && !new_dv.contains_key(p)
+            })
+            .filter_map(|(_, h)| h.descriptor.as_ref()),
+    )?;
     if remove.is_empty() && readd.is_empty() && new_dv.is_empty() && fresh.is_empty() {
         report.version = snapshot.version();
-        report.vectors_removed = vacuum(&engine, &url, &snapshot, retention)?;
+        report.vectors_removed = vacuum(&engine, &url, &referenced, retention)?;
         report.elapsed_ms = elapsed_ms(started);
         tracing::info!(table = %table, version = report.version, "Delta export: nothing changed");
         return Ok(report);
@@ -326,9 +327,11 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
             writer.finalize()?;
         }
         report.bytes_written += buf.len() as u64;
+        let dv_url = dv_path.absolute_path()?;
         engine
             .storage_handler()
-            .put(&dv_path.absolute_path()?, Bytes::from(buf), false)?;
+            .put(&dv_url, Bytes::from(buf), false)?;
+        referenced.insert(file_name(&dv_url).to_string());
         let existing = batches.iter().map(|(batch, selection)| {
             FilteredEngineData::try_new(
                 Box::new(ArrowEngineData::new(batch.clone())),
@@ -396,19 +399,20 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     };
     report.committed = true;
     report.version = committed.commit_version();
-    let after = match committed.post_commit_snapshot() {
-        Some(s) => Arc::clone(s),
-        None => latest(&engine, &url)?
-            .ok_or_else(|| Error::Unsupported(format!("{url} vanished after a commit")))?,
-    };
     // The version is committed: what follows is upkeep, and its failure
     // does not undo the export (the next run tries again).
     if report.version.is_multiple_of(CHECKPOINT_INTERVAL) {
-        if let Err(e) = after.checkpoint(&engine, None) {
+        let after = match committed.post_commit_snapshot() {
+            Some(s) => Ok(Arc::clone(s)),
+            None => latest(&engine, &url).and_then(|s| {
+                s.ok_or_else(|| Error::Unsupported(format!("{url} vanished after a commit")))
+            }),
+        };
+        if let Err(e) = after.and_then(|s| Ok(s.checkpoint(&engine, None)?)) {
             tracing::warn!(version = report.version, error = %e, "Delta export: checkpoint failed");
         }
     }
-    match vacuum(&engine, &url, &after, retention) {
+    match vacuum(&engine, &url, &referenced, retention) {
         Ok(n) => report.vectors_removed = n,
         Err(e) => tracing::warn!(error = %e, "Delta export: removing unreferenced vectors failed"),
     }
@@ -423,6 +427,16 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         "Delta export committed"
     );
     Ok(report)
+}
+
+/// The report's figures of the files a run leaves: every part exported.
+fn totals(report: &mut DeltaExport, want: &BTreeMap<String, Want<'_>>) {
+    for w in want.values() {
+        report.rows += w.part.rows;
+        report.hidden_rows += w.hidden_count();
+        report.data_bytes += w.part.size;
+    }
+    report.files = want.len();
 }
 
 fn elapsed_ms(started: Instant) -> u64 {

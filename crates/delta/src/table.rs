@@ -386,25 +386,15 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Remove deletion-vector files under `dv/` that `snapshot` does not
-/// reference and that are older than `retention`. Returns how many.
+/// Remove the vector files under `dv/` not in `referenced` (the names the
+/// latest version points to) and older than `retention`, and staged copies
+/// a crashed write left. Returns how many.
 pub(crate) fn vacuum(
     engine: &dyn Engine,
     url: &Url,
-    snapshot: &SnapshotRef,
+    referenced: &BTreeSet<String>,
     retention: Duration,
 ) -> Result<usize> {
-    let (have, _) = files_of(engine, snapshot)?;
-    // By file name: the names are unique (a UUID each), and URLs built two
-    // ways may differ in their escaping.
-    let mut referenced = BTreeSet::new();
-    for h in have.values() {
-        if let Some(d) = &h.descriptor {
-            if let Some(path) = d.absolute_path(url)? {
-                referenced.insert(file_name(&path).to_string());
-            }
-        }
-    }
     let dir = url
         .join(&format!("{DV_PREFIX}/"))
         .map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
@@ -447,7 +437,23 @@ pub(crate) fn vacuum(
     Ok(stale.len())
 }
 
-fn file_name(url: &Url) -> &str {
+/// The file names of the vector files `descriptors` point to (by name: the
+/// names are unique, a UUID each, and URLs built two ways may differ in
+/// their escaping). Inline vectors have no file.
+pub(crate) fn vector_file_names<'a>(
+    url: &Url,
+    descriptors: impl Iterator<Item = &'a DeletionVectorDescriptor>,
+) -> Result<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for d in descriptors {
+        if let Some(path) = d.absolute_path(url)? {
+            names.insert(file_name(&path).to_string());
+        }
+    }
+    Ok(names)
+}
+
+pub(crate) fn file_name(url: &Url) -> &str {
     url.path().rsplit('/').next().unwrap_or_default()
 }
 
