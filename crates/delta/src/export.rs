@@ -56,7 +56,7 @@ use url::Url;
 
 use crate::dv::PartDeletionVector;
 use crate::table::{
-    add_rows, check_table, create, engine, file_name, files_of, latest, locate, log_bytes,
+    add_rows, check_table, create, discard, engine, file_name, files_of, latest, locate, log_bytes,
     same_rows, scan_rows, vacuum, vector_file_names, APP_ID, DV_PREFIX, ENGINE_INFO,
 };
 use crate::{Error, Result};
@@ -158,14 +158,52 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         store.flush()?;
     }
     let snap = store.snapshot()?;
-    let table = opts.table;
     let root = table_root(opts)?;
     let (url, object_store) = locate(store, &root)?;
     let engine = engine(object_store)?;
+    let mut written = Written::default();
+    let result = run(
+        opts,
+        started,
+        store,
+        &snap,
+        &root,
+        &url,
+        &engine,
+        &mut written,
+    );
+    if result.is_err() {
+        discard(&engine, &url, written.created, written.vectors.as_ref());
+    }
+    result
+}
+
+/// What a run wrote before its commit, to undo if it fails.
+#[derive(Default)]
+struct Written {
+    /// This run created the table.
+    created: bool,
+    /// This run wrote its vector file.
+    vectors: Option<Url>,
+}
+
+/// The run itself; [`export_delta`] undoes what it wrote if it fails.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    opts: &ExportOptions,
+    started: Instant,
+    store: &Store,
+    snap: &elide_store::Snapshot,
+    root: &str,
+    url: &Url,
+    engine: &impl Engine,
+    written: &mut Written,
+) -> Result<DeltaExport> {
+    let table = opts.table;
 
     let mut want: BTreeMap<String, Want<'_>> = BTreeMap::new();
     for part in snap.parts(table) {
-        let rel = relative_path(&part.path, &root)?;
+        let rel = relative_path(&part.path, root)?;
         let hidden = snap.hidden(part)?;
         // As the query path does: a part with deleted rows must have their
         // bitmap, or it is exported not at all.
@@ -191,15 +229,15 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         ..Default::default()
     };
     let deadline = store.policy().options().max_pending_age;
-    let snapshot = match latest(&engine, &url)? {
+    let snapshot = match latest(engine, url)? {
         Some(s) => {
             check_table(&s, table)?;
             s
         }
         None => {
-            create(&engine, &url, table, deadline)?;
-            report.created = true;
-            latest(&engine, &url)?.ok_or_else(|| {
+            written.created = create(engine, url, table, deadline)?;
+            report.created = written.created;
+            latest(engine, url)?.ok_or_else(|| {
                 Error::Unsupported(format!(
                     "the Delta table created at {url} cannot be read back"
                 ))
@@ -212,7 +250,7 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     // since: refused. The commit records the version it exports, and the
     // put-if-absent of the commit makes the check race-free.
     let ours = i64::try_from(snap.version()).unwrap_or(i64::MAX);
-    let exported = snapshot.get_app_id_version(APP_ID, &engine)?;
+    let exported = snapshot.get_app_id_version(APP_ID, engine)?;
     if let Some(exported) = exported.filter(|&v| v > ours) {
         return Err(Error::Conflict(format!(
             "the Delta table at {url} already holds store version {exported}, newer than this \
@@ -229,7 +267,7 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         report.elapsed_ms = elapsed_ms(started);
         return Ok(report);
     }
-    let (have, batches) = files_of(&engine, &snapshot)?;
+    let (have, batches) = files_of(engine, &snapshot)?;
     let mut remove: BTreeSet<&str> = BTreeSet::new();
     let mut readd: BTreeSet<&str> = BTreeSet::new();
     let mut new_dv: BTreeMap<&str, &Bitmap> = BTreeMap::new();
@@ -245,7 +283,7 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
                 let ours = w.hidden_count();
                 let same = ours == h.cardinality
                     && (ours == 0
-                        || same_rows(&engine, &url, &mut vector_files, h, w.hidden.as_deref())?);
+                        || same_rows(engine, url, &mut vector_files, h, w.hidden.as_deref())?);
                 if same {
                     continue;
                 }
@@ -282,7 +320,7 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     // The vector files the table references after this run: those of the
     // files whose vector stays, and this run's (derived, not read again).
     let mut referenced = vector_file_names(
-        &url,
+        url,
         have.iter()
             .filter(|(p, _)| {
                 let p = p.as_str();
@@ -292,7 +330,7 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     )?;
     if remove.is_empty() && readd.is_empty() && new_dv.is_empty() && fresh.is_empty() {
         report.version = snapshot.version();
-        report.vectors_removed = vacuum(&engine, &url, &referenced, retention)?;
+        report.vectors_removed = vacuum(engine, url, &referenced, retention)?;
         report.elapsed_ms = elapsed_ms(started);
         tracing::info!(table = %table, version = report.version, "Delta export: nothing changed");
         return Ok(report);
@@ -301,7 +339,7 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     let mut txn = snapshot
         .clone()
         .update_table(UpdateTableOperation::Write, ENGINE_INFO, true)
-        .build(&engine, Box::new(FileSystemCommitter::new()))?
+        .build(engine, Box::new(FileSystemCommitter::new()))?
         .with_transaction_id(
             APP_ID.to_string(),
             i64::try_from(snap.version()).unwrap_or(i64::MAX),
@@ -331,6 +369,7 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         engine
             .storage_handler()
             .put(&dv_url, Bytes::from(buf), false)?;
+        written.vectors = Some(dv_url.clone());
         referenced.insert(file_name(&dv_url).to_string());
         let existing = batches.iter().map(|(batch, selection)| {
             FilteredEngineData::try_new(
@@ -383,7 +422,8 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         )?);
     }
 
-    let committed = match txn.commit(&engine)? {
+    elide_store::failpoint!("delta.before_commit");
+    let committed = match txn.commit(engine)? {
         CommitResult::Committed(c) => c,
         CommitResult::Conflicted(c) => {
             return Err(Error::Conflict(format!(
@@ -404,19 +444,19 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
     if report.version.is_multiple_of(CHECKPOINT_INTERVAL) {
         let after = match committed.post_commit_snapshot() {
             Some(s) => Ok(Arc::clone(s)),
-            None => latest(&engine, &url).and_then(|s| {
+            None => latest(engine, url).and_then(|s| {
                 s.ok_or_else(|| Error::Unsupported(format!("{url} vanished after a commit")))
             }),
         };
-        if let Err(e) = after.and_then(|s| Ok(s.checkpoint(&engine, None)?)) {
+        if let Err(e) = after.and_then(|s| Ok(s.checkpoint(engine, None)?)) {
             tracing::warn!(version = report.version, error = %e, "Delta export: checkpoint failed");
         }
     }
-    match vacuum(&engine, &url, &referenced, retention) {
+    match vacuum(engine, url, &referenced, retention) {
         Ok(n) => report.vectors_removed = n,
         Err(e) => tracing::warn!(error = %e, "Delta export: removing unreferenced vectors failed"),
     }
-    report.bytes_written += log_bytes(&engine, &url, report.version)?;
+    report.bytes_written += log_bytes(engine, url, report.version)?;
     report.elapsed_ms = elapsed_ms(started);
     tracing::info!(
         table = %table,

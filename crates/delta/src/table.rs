@@ -126,7 +126,8 @@ pub(crate) fn latest(engine: &dyn Engine, url: &Url) -> Result<Option<SnapshotRe
     Ok(Some(Snapshot::builder_for(url.as_str()).build(engine)?))
 }
 
-/// Create the table: its schema, deletion vectors on, statistics only of
+/// Create the table (true: this call created it; false: another export
+/// did meanwhile): its schema, deletion vectors on, statistics only of
 /// `project_id` and `timestamp`, log and file retention within the
 /// erasure deadline, and which table it exports.
 pub(crate) fn create(
@@ -134,7 +135,7 @@ pub(crate) fn create(
     url: &Url,
     table: Table,
     deadline: Duration,
-) -> Result<()> {
+) -> Result<bool> {
     let retention = format!("interval {} seconds", deadline.as_secs().max(1));
     let created = create_table(url.as_str(), delta_schema(table)?, ENGINE_INFO, true)
         .with_table_properties([
@@ -147,8 +148,9 @@ pub(crate) fn create(
         .build(engine, Box::new(FileSystemCommitter::new()))?
         .commit(engine)?;
     match created {
+        CommitResult::Committed(_) => Ok(true),
         // Another export created it meanwhile: the caller checks it is ours.
-        CommitResult::Committed(_) | CommitResult::Conflicted(_) => Ok(()),
+        CommitResult::Conflicted(_) => Ok(false),
         CommitResult::Retryable(_) => Err(Error::Conflict(format!(
             "creating the Delta table at {url} failed with an I/O error; run the export again"
         ))),
@@ -463,4 +465,32 @@ pub(crate) fn log_bytes(engine: &dyn Engine, url: &Url, version: u64) -> Result<
         .join(&format!("_delta_log/{version:020}.json"))
         .map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
     Ok(engine.storage_handler().head(&path).map_or(0, |m| m.size))
+}
+
+/// Undo what a failed run wrote before committing anything: the vector
+/// file, and the table's first commit when this run created the table and
+/// nothing was committed on top. Best effort: a leftover vector file is
+/// removed by a later run anyway.
+pub(crate) fn discard(engine: &dyn Engine, url: &Url, created: bool, vectors: Option<&Url>) {
+    let storage = engine.storage_handler();
+    if let Some(v) = vectors {
+        if let Err(e) = storage.delete(v) {
+            tracing::warn!(path = %v, error = %e, "Delta export: could not remove an unused vector file");
+        }
+    }
+    let commit = |v: u64| url.join(&format!("_delta_log/{v:020}.json"));
+    let (Ok(first), Ok(second)) = (commit(0), commit(1)) else {
+        return;
+    };
+    if created && storage.head(&second).is_err() {
+        if let Err(e) = storage.delete(&first) {
+            tracing::warn!(path = %first, error = %e, "Delta export: could not remove the table it created");
+        }
+    }
+    // On local disk, the directories the run made, if empty.
+    if let Ok(dir) = url.to_file_path() {
+        for d in [dir.join(DV_PREFIX), dir.join("_delta_log")] {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
