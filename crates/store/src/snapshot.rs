@@ -55,16 +55,71 @@ impl Store {
                 mem.entry(c.table).or_default().push(b);
             }
         }
-        Ok(Snapshot {
+        Ok(Snapshot::of(inner, version, mem, logical, guard))
+    }
+}
+
+/// How many versions read back by [`Store::snapshot_at`] stay in memory.
+const READ_VERSIONS_KEPT: usize = 4;
+
+impl Store {
+    /// The view of the published version `version` a worker of a
+    /// distributed query reads (`elide-distributed`): its parts, their
+    /// tombstones and its logical requests, without buffered rows (they
+    /// belong to no version; the coordinator's plan carries them). The
+    /// store's current version is served from memory; an older or newer
+    /// one (another process's writer committed since this store read) is
+    /// read from storage, and an error comes back when it is no longer
+    /// there (its manifest retired by GC): a reader of a version never
+    /// falls back to another. The last few versions read are kept (a
+    /// version never changes once published).
+    pub fn snapshot_at(&self, version: u64) -> Result<Snapshot> {
+        let inner = self.inner();
+        let current = {
+            let st = inner.state.lock().map_err(poisoned)?;
+            Arc::clone(&st.version)
+        };
+        let guard = inner.gc.register(version);
+        let cached = || -> Result<Option<Arc<Version>>> {
+            let read = inner.read_versions.lock().map_err(poisoned)?;
+            Ok(read.iter().find(|v| v.manifest.version == version).cloned())
+        };
+        let version = if current.manifest.version == version {
+            current
+        } else if let Some(v) = cached()? {
+            v
+        } else {
+            let path = crate::format::manifest_path(version);
+            let manifest = crate::open::read_manifest(&inner.storage, &path).map_err(|e| {
+                if e.is_not_found() {
+                    crate::StoreError::Unavailable(format!(
+                        "version {version} of the store is no longer on storage (its manifest was retired); plan the query again"
+                    ))
+                } else {
+                    e
+                }
+            })?;
+            let tombstones = crate::open::load_tombstones(&inner.storage, &manifest)?;
+            let v = Arc::new(Version {
+                manifest,
+                tombstones,
+            });
+            let mut read = inner.read_versions.lock().map_err(poisoned)?;
+            read.retain(|r| r.manifest.version != version);
+            read.push(Arc::clone(&v));
+            if read.len() > READ_VERSIONS_KEPT {
+                read.remove(0);
+            }
+            v
+        };
+        let logical = crate::undo::logical_requests(&version.manifest.requests);
+        Ok(Snapshot::of(
+            inner,
             version,
-            mem,
-            storage: inner.storage.clone(),
-            store_id: inner.store_id.clone(),
+            BTreeMap::new(),
             logical,
-            cache: Arc::clone(&inner.logical),
-            scans: inner.scans.clone(),
-            _guard: guard,
-        })
+            guard,
+        ))
     }
 }
 
@@ -90,6 +145,26 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of `inner`'s `version` with buffered rows `mem`.
+    fn of(
+        inner: &crate::store::Inner,
+        version: Arc<Version>,
+        mem: BTreeMap<Table, Vec<RecordBatch>>,
+        logical: Vec<DeletionRequest>,
+        guard: LiveGuard,
+    ) -> Snapshot {
+        Snapshot {
+            version,
+            mem,
+            storage: inner.storage.clone(),
+            store_id: inner.store_id.clone(),
+            logical,
+            cache: Arc::clone(&inner.logical),
+            scans: inner.scans.clone(),
+            _guard: guard,
+        }
+    }
+
     /// Count a part file a query reads from this snapshot, while the guard
     /// lives: the store's throttled compaction yields the CPU meanwhile.
     pub fn scan_guard(&self) -> crate::store::ScanGuard {

@@ -307,6 +307,7 @@ impl Inner {
             index_build: Arc::default(),
             compaction_lock: Mutex::new(()),
             logical: Arc::default(),
+            read_versions: Mutex::default(),
             scans: ScanActivity::default(),
             retention_swept: Mutex::default(),
             policy,
@@ -415,6 +416,10 @@ pub(crate) struct Inner {
     pub gc: Arc<Gc>,
     /// Matches of logical requests per part (undo.rs).
     pub logical: Arc<crate::undo::LogicalCache>,
+    /// Versions other than the current one read back from storage by
+    /// `Store::snapshot_at` (snapshot.rs), the most recent last: the
+    /// tasks of a distributed query decode the same version many times.
+    pub read_versions: Mutex<Vec<Arc<Version>>>,
     /// Part files being read by queries right now (see [`ScanActivity`]):
     /// a throttled compaction yields the CPU while any is.
     pub scans: ScanActivity,
