@@ -328,6 +328,21 @@ impl ParquetFileReaderFactory for PartReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        // A part with deleted rows is read only with a row selection: a
+        // plan that lost its access plans (a plan rebuilt without them)
+        // fails here instead of reading the deleted rows.
+        if let Some(expected) = file.extensions.get::<ExpectedLayout>() {
+            let deleted = self
+                .snapshot
+                .tombstone(expected.part_id)
+                .is_some_and(|b| !b.is_empty());
+            if deleted && file.extensions.get::<ParquetAccessPlan>().is_none() {
+                return Err(DataFusionError::Internal(format!(
+                    "part {} ({}) has deleted rows but its scan has no access plan; refusing to scan it",
+                    expected.part_id, file.object_meta.location
+                )));
+            }
+        }
         Ok(Box::new(self.checked_reader(
             partition_index,
             file,

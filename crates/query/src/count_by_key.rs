@@ -97,9 +97,15 @@ pub struct CountByKeyExec {
 }
 
 impl CountByKeyExec {
+    /// The partial aggregate it stands for (over its input): what
+    /// [`crate::codec::ElideCodec`] serialises in its place.
+    pub(crate) fn aggregate(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.agg
+    }
+
     /// The exec that can stand for `agg`, if `agg` is such a partial
     /// aggregate.
-    fn replacing(node: &Arc<dyn ExecutionPlan>) -> Option<CountByKeyExec> {
+    pub(crate) fn replacing(node: &Arc<dyn ExecutionPlan>) -> Option<CountByKeyExec> {
         let agg = node.downcast_ref::<AggregateExec>()?;
         if *agg.mode() != AggregateMode::Partial
             || agg.limit_options().is_some()

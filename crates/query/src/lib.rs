@@ -10,19 +10,24 @@
 //! tombstones become parquet row selections ([`access`]); the statistics
 //! reported to DataFusion count live rows only, so `count(*)` answered from
 //! statistics never brings deleted rows back; and the scan fails closed when
-//! a part's tombstones cannot be applied to its file.
+//! a part's tombstones cannot be applied to its file. The scan's file
+//! source is [`ElideParquetSource`], which DataFusion's default plan codec
+//! refuses; [`ElideCodec`] ships it to another process, where the
+//! tombstones of the same snapshot version are reloaded ([`codec`]).
 //!
 //! It depends on `elide-store` and DataFusion, never on HTTP or SQLite.
 
 #![warn(missing_docs)]
 
 mod access;
+pub mod codec;
 pub mod count_by_key;
 pub mod deadline;
 pub mod funnel;
 mod loaded;
 mod props;
 mod provider;
+pub mod scan;
 mod scan_predicate;
 mod utc_trunc;
 pub mod uuid_adapter;
@@ -36,9 +41,11 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use elide_store::{Snapshot, Store, Table};
 
+pub use codec::ElideCodec;
 pub use loaded::{LoadedTable, Loader};
 pub use props::{parse_filters, PropertiesMatch, PROPERTIES_MATCH};
 pub use provider::ElideTable;
+pub use scan::ElideParquetSource;
 pub use utc_trunc::UtcDateTrunc;
 
 /// A `SessionContext` with every table of `store` registered and JSON

@@ -11,8 +11,13 @@
 //!   │ per part: PartitionedFile + ParquetAccessPlan(tombstones, skips)
 //!   │           + ExpectedLayout + statistics with num_rows = rows read
 //!   ▼
-//!  UnionExec( DataSourceExec(parquet, PartReaderFactory),  DataSourceExec(memtable batches) )
+//!  UnionExec( DataSourceExec(ElideParquetSource(parquet, PartReaderFactory)),
+//!             DataSourceExec(memtable batches) )
 //! ```
+//!
+//! The parquet source is wrapped in [`ElideParquetSource`] so that no plan
+//! serialiser takes it for a plain parquet scan (which would read the
+//! deleted rows); [`crate::codec::ElideCodec`] is the one that ships it.
 //!
 //! Filters are pushed down as `Inexact`: they prune parts and row groups,
 //! and DataFusion still applies them above the scan. Deleted rows never
@@ -52,6 +57,7 @@ use elide_store::{PartMeta, Snapshot, Store, Table, WeakStore};
 use futures::StreamExt;
 
 use crate::access::{access_plan, ExpectedLayout, LookupValue, PartReaderFactory};
+use crate::scan::ElideParquetSource;
 use crate::uuid_adapter::UuidTextAdapterFactory;
 
 /// A table of an Elide store, as DataFusion sees it.
@@ -431,6 +437,7 @@ impl TableProvider for ElideTable {
             if let Some(pred) = &predicate {
                 source = source.with_predicate(Arc::clone(pred));
             }
+            let source = ElideParquetSource::new(source, self.table, Arc::clone(&snapshot));
             let config = FileScanConfigBuilder::new(url, Arc::new(source))
                 .with_file_groups(groups.into_iter().map(|(g, _, _)| g).collect())
                 .with_statistics(part_statistics(&schema, total_rows, total_bytes))
@@ -467,7 +474,7 @@ impl TableProvider for ElideTable {
 /// call reads the part (then it is cached): on a multi-threaded tokio
 /// runtime the worker thread is handed over for that while (other tasks
 /// move on); elsewhere it reads in place.
-fn hidden_rows(
+pub(crate) fn hidden_rows(
     snapshot: &elide_store::Snapshot,
     part: &PartMeta,
 ) -> elide_store::Result<Option<Arc<croaring::Bitmap>>> {

@@ -31,13 +31,15 @@ use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::datasource::physical_plan::{FileScanConfigBuilder, FileSource, ParquetSource};
+use datafusion::datasource::physical_plan::{FileScanConfigBuilder, FileSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::physical_expr::expressions::InListExpr;
 use datafusion::physical_expr::utils::{conjunction, split_conjunction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+
+use crate::scan::ElideParquetSource;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -54,9 +56,10 @@ impl PhysicalOptimizerRule for TrimScanPredicates {
             let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
                 return Ok(Transformed::no(node));
             };
-            let Some((scan, parquet)) = exec.downcast_to_file_source::<ParquetSource>() else {
+            let Some((scan, elide)) = exec.downcast_to_file_source::<ElideParquetSource>() else {
                 return Ok(Transformed::no(node));
             };
+            let parquet = elide.parquet();
             if scan.object_store_url.as_str().split("://").next() != Some("elide") {
                 return Ok(Transformed::no(node));
             }
@@ -67,7 +70,7 @@ impl PhysicalOptimizerRule for TrimScanPredicates {
             let Some(trimmed) = trim(&pred, hint_only.then_some(max_in_list)) else {
                 return Ok(Transformed::no(node));
             };
-            let source = parquet.with_predicate(trimmed);
+            let source = elide.with_parquet(parquet.with_predicate(trimmed));
             let config = FileScanConfigBuilder::from(scan.clone())
                 .with_source(Arc::new(source))
                 .build();

@@ -1,0 +1,182 @@
+//! The guard: Elide's physical plan through datafusion-proto. DataFusion's
+//! default codec must refuse it (a plain parquet scan decoded elsewhere
+//! reads the deleted rows) — or, should it ever encode it, the decoded
+//! plan must still hide them. Elide's codec must ship it so that a
+//! process with the store open reads exactly the rows the coordinator
+//! would; its bytes must not decode without it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes, physical_plan_from_bytes_with_extension_codec,
+    physical_plan_to_bytes, physical_plan_to_bytes_with_extension_codec,
+};
+use elide_query::ElideCodec;
+use elide_store::Store;
+
+use crate::common::{opts, pairs, store_with_deletions};
+
+const ROWS: &str = "SELECT project_id, distinct_id FROM events";
+
+async fn ids_of(plan: Arc<dyn ExecutionPlan>, ctx: &SessionContext) -> Vec<(i64, String)> {
+    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+        .await
+        .unwrap();
+    batches.iter().flat_map(pairs).collect()
+}
+
+/// The physical plan of [`ROWS`] on `ctx`.
+async fn planned(ctx: &SessionContext) -> Arc<dyn ExecutionPlan> {
+    ctx.sql(ROWS)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap()
+}
+
+fn sorted(mut v: Vec<(i64, String)>) -> Vec<(i64, String)> {
+    v.sort();
+    v
+}
+
+/// A session as a worker has it: Elide's functions, no tables.
+fn worker_session() -> SessionContext {
+    let mut ctx = SessionContext::new();
+    elide_query::register_functions(&mut ctx).unwrap();
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_codec_never_ships_a_scan_that_resurrects_deleted_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, gone) = store_with_deletions(dir.path());
+    let gone: BTreeSet<(i64, String)> = gone.into_iter().collect();
+    let ctx = elide_query::session_context(&store).unwrap();
+    let plan = planned(&ctx).await;
+    let expected = sorted(ids_of(Arc::clone(&plan), &ctx).await);
+    assert!(!expected.is_empty());
+    assert!(expected.iter().all(|r| !gone.contains(r)));
+
+    match physical_plan_to_bytes(Arc::clone(&plan)) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("Unsupported plan"), "{msg}");
+        }
+        Ok(bytes) => {
+            // Encodable after all: then the decoded plan must hide the
+            // deleted rows like the original. (Decoded in the planning
+            // session, where the store's objects are registered: the
+            // kindest place for it.)
+            let decoded = physical_plan_from_bytes(&bytes, &ctx.task_ctx()).unwrap();
+            let got = sorted(ids_of(decoded, &ctx).await);
+            let resurrected = got.iter().filter(|r| gone.contains(*r)).count();
+            assert_eq!(resurrected, 0, "the decoded plan reads deleted rows");
+            assert_eq!(got, expected);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elides_codec_ships_the_scan_with_its_deletions_and_nothing_else_decodes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, gone) = store_with_deletions(dir.path());
+    let gone: BTreeSet<(i64, String)> = gone.into_iter().collect();
+    let ctx = elide_query::session_context(&store).unwrap();
+    let plan = planned(&ctx).await;
+    let expected = sorted(ids_of(Arc::clone(&plan), &ctx).await);
+    let bytes =
+        physical_plan_to_bytes_with_extension_codec(Arc::clone(&plan), &ElideCodec::new(&store))
+            .unwrap();
+
+    // The worker: the same directory opened read-only, as another process
+    // (or machine, on object storage) has it.
+    let reader = Store::open_read_only(dir.path(), opts()).unwrap();
+    let worker = worker_session();
+    let decoded = physical_plan_from_bytes_with_extension_codec(
+        &bytes,
+        &worker.task_ctx(),
+        &ElideCodec::new(&reader),
+    )
+    .unwrap();
+    let got = sorted(ids_of(decoded, &worker).await);
+    assert_eq!(got, expected);
+    assert!(got.iter().all(|r| !gone.contains(r)));
+
+    // Without Elide's codec the bytes do not decode: no plain parquet
+    // scan is made of them.
+    let err = physical_plan_from_bytes(&bytes, &worker.task_ctx())
+        .expect_err("Elide's scan decoded without Elide's codec");
+    assert!(!err.to_string().is_empty());
+
+    // Against another store, the codec refuses the scan.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Store::open(other_dir.path(), opts()).unwrap();
+    let err = physical_plan_from_bytes_with_extension_codec(
+        &bytes,
+        &worker.task_ctx(),
+        &ElideCodec::new(&other),
+    )
+    .expect_err("decoded against another store");
+    assert!(err.to_string().contains("version"), "{err}");
+}
+
+/// A plan reads the version it was planned at, on the worker too: rows
+/// deleted after planning are still in its result (as in a single-node
+/// query that started before the delete), and the next plan hides them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_reads_the_pinned_version_and_the_next_plan_sees_the_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ids, gone) = store_with_deletions(dir.path());
+    let reader = Store::open_read_only(dir.path(), opts()).unwrap();
+    let ctx = elide_query::session_context(&store).unwrap();
+    let codec = ElideCodec::new(&store);
+    let plan = planned(&ctx).await;
+    let before = sorted(ids_of(Arc::clone(&plan), &ctx).await);
+    let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec).unwrap();
+
+    // Delete more (a newer version than the reader opened at).
+    let more: Vec<(i64, String)> = ids
+        .iter()
+        .filter(|r| !gone.contains(r))
+        .step_by(7)
+        .cloned()
+        .collect();
+    for (project, id) in &more {
+        store
+            .delete(elide_store::DeleteSpec::ids(*project, [id.clone()]))
+            .unwrap();
+    }
+
+    let worker = worker_session();
+    let reader_codec = ElideCodec::new(&reader);
+    let decoded =
+        physical_plan_from_bytes_with_extension_codec(&bytes, &worker.task_ctx(), &reader_codec)
+            .unwrap();
+    assert_eq!(sorted(ids_of(decoded, &worker).await), before);
+
+    let plan = planned(&ctx).await;
+    let after = sorted(ids_of(Arc::clone(&plan), &ctx).await);
+    let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec).unwrap();
+    let decoded =
+        physical_plan_from_bytes_with_extension_codec(&bytes, &worker.task_ctx(), &reader_codec)
+            .unwrap();
+    let got = sorted(ids_of(decoded, &worker).await);
+    assert_eq!(got, after);
+    let more: BTreeSet<(i64, String)> = more.into_iter().collect();
+    assert!(got.iter().all(|r| !more.contains(r)));
+    assert!(got.len() < before.len());
+}
+
+#[test]
+fn a_version_that_is_not_on_storage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = store_with_deletions(dir.path());
+    let err = store
+        .snapshot_at(store.snapshot().unwrap().version() + 1000)
+        .expect_err("a snapshot of a version never written");
+    assert!(err.to_string().contains("no longer on storage"), "{err}");
+}
