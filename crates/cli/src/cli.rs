@@ -79,6 +79,16 @@ enum Command {
         /// with `--allow-writes` (a `COPY` would be written N times).
         #[arg(long, value_name = "N", conflicts_with = "allow_writes", value_parser = clap::value_parser!(u32).range(1..=1000))]
         repeat: Option<u32>,
+        /// Run the statement's stages on these workers (`elide worker`;
+        /// comma-separated http://host:port). Only the store's tables
+        /// (`events`, `recordings`) are queried then, not the persons tables.
+        #[arg(long, value_name = "URLS", value_parser = crate::distributed::parse_workers, conflicts_with = "allow_writes")]
+        workers: Option<crate::distributed::Workers>,
+        /// With `--workers`: bytes of parquet each task of a scan reads
+        /// (default 16 MiB per partition; a smaller value spreads a small
+        /// table over more workers).
+        #[arg(long, value_name = "BYTES", requires = "workers", value_parser = clap::value_parser!(u64).range(1..))]
+        bytes_per_task: Option<u64>,
         /// The statement.
         sql: String,
     },
@@ -226,6 +236,10 @@ enum Command {
     },
     /// Serve the PostHog-compatible HTTP API over a data directory.
     Serve(crate::serve::ServeArgs),
+    /// Serve a worker of distributed SQL (datafusion-distributed, gRPC)
+    /// over a data directory, read-only: `elide sql --workers` and
+    /// `elide_distributed` coordinators run their stages on it.
+    Worker(crate::distributed::WorkerArgs),
     /// Projects of a data directory no server holds: create, list, delete.
     Projects {
         #[command(subcommand)]
@@ -286,7 +300,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     // A server logs its requests; one-shot commands only their problems.
     let default = match cli.command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Worker(_) => "info",
         _ => "warn",
     };
     let _ = tracing_subscriber::fmt()
@@ -325,19 +339,29 @@ fn dispatch(cmd: Command) -> Result<()> {
             format,
             allow_writes,
             repeat,
+            workers,
+            bytes_per_task,
             sql,
         } => {
             let store = wiring::store(&data_dir, Access::Read)?;
             // The persons tables too, when there is a metadata database
             // (kept here: a session holds it only weakly).
-            let persons = if wiring::has_persons(&store) {
+            let persons = if wiring::has_persons(&store) && workers.is_none() {
                 Some(wiring::persons(&store, Access::Read)?)
             } else {
                 None
             };
-            let ctx = match &persons {
-                Some(p) => elide_app::sql::session(p)?,
-                None => elide_query::session_context(&store)?,
+            let ctx = match (&persons, workers) {
+                (_, Some(workers)) => elide_distributed::coordinator_context(
+                    &store,
+                    &elide_distributed::CoordinatorOptions {
+                        bytes_per_partition: bytes_per_task
+                            .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
+                        ..elide_distributed::CoordinatorOptions::new(workers.0)
+                    },
+                )?,
+                (Some(p), None) => elide_app::sql::session(p)?,
+                (None, None) => elide_query::session_context(&store)?,
             };
             let writes = if allow_writes {
                 // The directory that holds files (an object store's local one).
@@ -488,6 +512,7 @@ fn dispatch(cmd: Command) -> Result<()> {
         Command::Persons { command } => crate::persons_cli::run(command),
         Command::Demo { data_dir, events } => crate::demo::run(&data_dir, events),
         Command::Serve(args) => crate::serve::serve(args),
+        Command::Worker(args) => crate::distributed::worker(args),
         Command::Projects { command } => crate::serve::projects(command),
         Command::Keys { command } => crate::serve::keys(command),
         Command::Bench(args) => crate::bench::run(args),

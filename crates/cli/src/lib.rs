@@ -18,6 +18,7 @@ pub mod cli;
 mod crash_worker;
 mod delta_exporter;
 mod demo;
+mod distributed;
 mod doctor;
 mod erasure;
 mod export_delta;
