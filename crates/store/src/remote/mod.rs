@@ -87,10 +87,15 @@ pub fn runtime_handle() -> Result<tokio::runtime::Handle> {
 
 /// Run `fut` to completion on the object-store runtime and wait for it
 /// from this (blocking) thread. Safe to call from inside another tokio
-/// runtime's worker: the future runs on this module's own threads.
+/// runtime's worker: the future runs on this module's own threads. The
+/// wait is outside tokio's cooperative budget (`unconstrained`): a
+/// `JoinHandle` polled by a task whose budget is spent answers "pending"
+/// and wakes itself at once, forever, since the blocked task never
+/// yields to refill it (a store call made from async code on an object
+/// store spun a core that way).
 pub(crate) fn wait<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
     let handle = runtime()?.spawn(fut);
-    futures::executor::block_on(handle)
+    futures::executor::block_on(tokio::task::unconstrained(handle))
         .map_err(|e| StoreError::Internal(format!("object-store task failed: {e}")))
 }
 
