@@ -134,8 +134,12 @@ impl PhysicalExtensionCodec for ElideCodec {
             // The aggregate over a placeholder of its input's schema: the
             // input itself is encoded as this node's child.
             let agg = count.aggregate();
-            let placeholder: Arc<dyn ExecutionPlan> =
-                Arc::new(EmptyExec::new(agg.children()[0].schema()));
+            let input = agg
+                .children()
+                .first()
+                .map(|i| i.schema())
+                .ok_or_else(|| codec_err("a count by key without input"))?;
+            let placeholder: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(input));
             let agg = replace_children_if_necessary(Arc::clone(agg), vec![placeholder])?;
             let proto = proto_converter.execution_plan_to_proto(&agg, self)?;
             buf.extend_from_slice(MAGIC);
@@ -419,5 +423,53 @@ impl ElideCodec {
             .with_expr_adapter(Some(Arc::new(UuidTextAdapterFactory)))
             .build();
         Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+
+    /// Bytes that are not a node this codec wrote, or that describe a
+    /// version the store does not have, are errors (never a panic, never
+    /// a plan).
+    #[test]
+    fn malformed_nodes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), elide_store::StoreOptions::one_shot()).unwrap();
+        let codec = ElideCodec::new(&store);
+        let ctx = TaskContext::default();
+        let conv = DefaultPhysicalProtoConverter {};
+        let scan = |meta: &[u8], proto: &[u8]| {
+            let mut b = MAGIC.to_vec();
+            b.push(KIND_SCAN);
+            b.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+            b.extend_from_slice(meta);
+            b.extend_from_slice(proto);
+            b
+        };
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            b"ELIDE".to_vec(),
+            MAGIC.to_vec(),
+            [MAGIC.as_slice(), &[9]].concat(),
+            [MAGIC.as_slice(), &[KIND_SCAN]].concat(),
+            [MAGIC.as_slice(), &[KIND_SCAN, 0xff, 0xff, 0xff, 0xff]].concat(),
+            [MAGIC.as_slice(), &[KIND_COUNT_BY_KEY, 1, 2, 3]].concat(),
+            scan(b"{}", b""),
+            scan(b"not json", b""),
+            // A version the store never had.
+            scan(br#"{"version":99,"table":"events","files":[]}"#, b""),
+            // The store's version, and a node that is not a parquet scan.
+            scan(br#"{"version":0,"table":"events","files":[]}"#, &[0xff; 8]),
+            scan(br#"{"version":0,"table":"nope","files":[]}"#, b""),
+        ];
+        for (i, bytes) in cases.iter().enumerate() {
+            assert!(
+                codec.try_decode(bytes, &[], &ctx, &conv).is_err(),
+                "case {i} decoded"
+            );
+        }
     }
 }

@@ -17,7 +17,7 @@ use datafusion_proto::bytes::{
 use elide_query::ElideCodec;
 use elide_store::Store;
 
-use crate::common::{opts, pairs, store_with_deletions};
+use crate::common::{opts, pairs, store_with_deletions, Backend};
 
 const ROWS: &str = "SELECT project_id, distinct_id FROM events";
 
@@ -53,7 +53,7 @@ fn worker_session() -> SessionContext {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_codec_never_ships_a_scan_that_resurrects_deleted_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _, gone) = store_with_deletions(dir.path());
+    let (store, _, gone) = store_with_deletions(&Backend::local(dir.path()));
     let gone: BTreeSet<(i64, String)> = gone.into_iter().collect();
     let ctx = elide_query::session_context(&store).unwrap();
     let plan = planned(&ctx).await;
@@ -83,7 +83,7 @@ async fn the_default_codec_never_ships_a_scan_that_resurrects_deleted_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elides_codec_ships_the_scan_with_its_deletions_and_nothing_else_decodes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _, gone) = store_with_deletions(dir.path());
+    let (store, _, gone) = store_with_deletions(&Backend::local(dir.path()));
     let gone: BTreeSet<(i64, String)> = gone.into_iter().collect();
     let ctx = elide_query::session_context(&store).unwrap();
     let plan = planned(&ctx).await;
@@ -94,7 +94,7 @@ async fn elides_codec_ships_the_scan_with_its_deletions_and_nothing_else_decodes
 
     // The worker: the same directory opened read-only, as another process
     // (or machine, on object storage) has it.
-    let reader = Store::open_read_only(dir.path(), opts()).unwrap();
+    let reader = Store::open_read_only(dir.path().join("data"), opts()).unwrap();
     let worker = worker_session();
     let decoded = physical_plan_from_bytes_with_extension_codec(
         &bytes,
@@ -130,8 +130,8 @@ async fn elides_codec_ships_the_scan_with_its_deletions_and_nothing_else_decodes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_reads_the_pinned_version_and_the_next_plan_sees_the_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, ids, gone) = store_with_deletions(dir.path());
-    let reader = Store::open_read_only(dir.path(), opts()).unwrap();
+    let (store, ids, gone) = store_with_deletions(&Backend::local(dir.path()));
+    let reader = Store::open_read_only(dir.path().join("data"), opts()).unwrap();
     let ctx = elide_query::session_context(&store).unwrap();
     let codec = ElideCodec::new(&store);
     let plan = planned(&ctx).await;
@@ -174,9 +174,48 @@ async fn the_worker_reads_the_pinned_version_and_the_next_plan_sees_the_delete()
 #[test]
 fn a_version_that_is_not_on_storage_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _, _) = store_with_deletions(dir.path());
+    let (store, _, _) = store_with_deletions(&Backend::local(dir.path()));
     let err = store
         .snapshot_at(store.snapshot().unwrap().version() + 1000)
         .expect_err("a snapshot of a version never written");
     assert!(err.to_string().contains("no longer on storage"), "{err}");
+}
+
+/// A purge between planning and the worker's execution: the plan's
+/// version keeps its files (the coordinator's snapshot holds them against
+/// the writer's GC), so the worker reads them with that version's
+/// tombstones; the next plan reads the purged parts, which hold no
+/// deleted row at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_while_a_plan_is_in_flight_changes_neither_its_result_nor_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, gone) = store_with_deletions(&Backend::local(dir.path()));
+    let gone: BTreeSet<(i64, String)> = gone.into_iter().collect();
+    let reader = Store::open_read_only(dir.path().join("data"), opts()).unwrap();
+    let ctx = elide_query::session_context(&store).unwrap();
+    let codec = ElideCodec::new(&store);
+    let plan = planned(&ctx).await;
+    let before = sorted(ids_of(Arc::clone(&plan), &ctx).await);
+    // The coordinator keeps its plan while the workers run it.
+    let bytes = physical_plan_to_bytes_with_extension_codec(Arc::clone(&plan), &codec).unwrap();
+
+    let report = store.compact(elide_store::CompactRequest::now()).unwrap();
+    assert!(!report.tasks.is_empty(), "{report:?}");
+
+    let worker = worker_session();
+    let reader_codec = ElideCodec::new(&reader);
+    let decoded =
+        physical_plan_from_bytes_with_extension_codec(&bytes, &worker.task_ctx(), &reader_codec)
+            .unwrap();
+    assert_eq!(sorted(ids_of(decoded, &worker).await), before);
+    drop(plan);
+
+    let plan = planned(&ctx).await;
+    let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec).unwrap();
+    let decoded =
+        physical_plan_from_bytes_with_extension_codec(&bytes, &worker.task_ctx(), &reader_codec)
+            .unwrap();
+    let after = sorted(ids_of(decoded, &worker).await);
+    assert_eq!(after, before);
+    assert!(after.iter().all(|r| !gone.contains(r)));
 }
