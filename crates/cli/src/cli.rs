@@ -84,9 +84,9 @@ enum Command {
         /// (`events`, `recordings`) are queried then, not the persons tables.
         #[arg(long, value_name = "URLS", value_parser = crate::distributed::parse_workers, conflicts_with = "allow_writes")]
         workers: Option<crate::distributed::Workers>,
-        /// With `--workers`: bytes of parquet each task of a scan reads
-        /// (default 16 MiB per partition; a smaller value spreads a small
-        /// table over more workers).
+        /// With `--workers`: bytes of parquet per partition of a scan
+        /// task (default 16 MiB; a task has a partition per core). A
+        /// smaller value spreads a small table over more workers.
         #[arg(long, value_name = "BYTES", requires = "workers", value_parser = clap::value_parser!(u64).range(1..))]
         bytes_per_task: Option<u64>,
         /// The statement.

@@ -71,8 +71,9 @@ pub fn parse_workers(s: &str) -> std::result::Result<Workers, String> {
         .filter(|w| !w.is_empty())
         .map(|w| {
             let url = Url::parse(w).map_err(|e| format!("worker {w:?}: {e}"))?;
+            // Plain gRPC only: this build has no TLS for worker channels.
             match (url.scheme(), url.port()) {
-                ("http" | "https", Some(_)) => Ok(url),
+                ("http", Some(_)) => Ok(url),
                 _ => Err(format!("worker {w:?}: expected http://host:port")),
             }
         })
@@ -95,5 +96,6 @@ mod tests {
         assert!(parse_workers("10.0.0.1:50051").is_err());
         assert!(parse_workers("http://10.0.0.1").is_err());
         assert!(parse_workers("s3://bucket:1").is_err());
+        assert!(parse_workers("https://10.0.0.1:443").is_err());
     }
 }

@@ -19,7 +19,10 @@
 //! - a worker without the codec cannot decode an Elide scan and fails the
 //!   query; nothing falls back to a plain parquet scan (which would read
 //!   the deleted rows). A plan can never be shipped without the codec
-//!   either: DataFusion's default codec refuses Elide's scan.
+//!   either: DataFusion's default codec refuses Elide's scan. And a
+//!   worker of this crate refuses any plan with a file scan that is not
+//!   Elide's, whoever built it (a plain parquet scan of the store's parts
+//!   would read deleted rows).
 //!
 //! What stays on the coordinator: planning, the snapshot choice, and the
 //! buffered rows not yet in parts (they travel inside the plan, deletions
@@ -29,14 +32,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use datafusion::prelude::SessionContext;
 use datafusion_distributed::{
-    DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
+    DistributedExt, SessionStateBuilderExt, Worker, WorkerPlanRewriteEvent,
+    WorkerPlanRewriteEventResponse, WorkerQueryContext, WorkerResolver,
 };
-use elide_query::ElideCodec;
+use elide_query::{ElideCodec, ElideParquetSource};
 use elide_store::Store;
 use url::Url;
 
@@ -129,10 +136,44 @@ pub fn worker(store: &Store) -> Result<Worker> {
                 .with_aggregate_functions(functions.aggregate.clone())
                 .with_window_functions(functions.window.clone())
                 .with_distributed_user_codec(ElideCodec::new(&store))
+                .with_distributed_worker_plan_rewrite_handler(only_elide_scans)
                 .build();
             std::future::ready(Ok(state))
         },
     ))
+}
+
+/// The check a worker runs on every plan it receives, before executing
+/// it: its file scans must be Elide's (decoded by [`ElideCodec`], with the
+/// pinned version's deletions). A plan with any other file scan — a plain
+/// parquet scan of the store's parts, which DataFusion's own decoder
+/// would build without the deletions, or of any file the worker can
+/// read — is refused whoever sent it.
+fn only_elide_scans(ev: WorkerPlanRewriteEvent<'_>) -> Result<WorkerPlanRewriteEventResponse> {
+    let mut refused: Option<String> = None;
+    ev.plan.apply(|node| {
+        if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
+            if let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() {
+                if config
+                    .file_source()
+                    .downcast_ref::<ElideParquetSource>()
+                    .is_none()
+                {
+                    refused = Some(format!(
+                        "an Elide worker runs only Elide's scans, not a {} scan of {}",
+                        config.file_source().file_type(),
+                        config.object_store_url.as_str()
+                    ));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    match refused {
+        Some(why) => Err(DataFusionError::Plan(why)),
+        None => Ok(WorkerPlanRewriteEventResponse::new(ev.plan)),
+    }
 }
 
 /// A worker serving gRPC on a listener of its own, until dropped or

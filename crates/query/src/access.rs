@@ -332,10 +332,24 @@ impl ParquetFileReaderFactory for PartReaderFactory {
         // plan that lost its access plans (a plan rebuilt without them)
         // fails here instead of reading the deleted rows.
         if let Some(expected) = file.extensions.get::<ExpectedLayout>() {
-            let deleted = self
+            let tombstoned = self
                 .snapshot
                 .tombstone(expected.part_id)
                 .is_some_and(|b| !b.is_empty());
+            // Rows an undo window hides are not in the tombstone.
+            let deleted = tombstoned
+                || (self.snapshot.has_logical_requests()
+                    && self
+                        .snapshot
+                        .manifest()
+                        .parts
+                        .iter()
+                        .find(|p| p.id == expected.part_id)
+                        .map(|p| self.snapshot.hidden(p))
+                        .transpose()
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?
+                        .flatten()
+                        .is_some_and(|b| !b.is_empty()));
             if deleted && file.extensions.get::<ParquetAccessPlan>().is_none() {
                 return Err(DataFusionError::Internal(format!(
                     "part {} ({}) has deleted rows but its scan has no access plan; refusing to scan it",

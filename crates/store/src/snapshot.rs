@@ -75,11 +75,12 @@ impl Store {
     /// version never changes once published).
     pub fn snapshot_at(&self, version: u64) -> Result<Snapshot> {
         let inner = self.inner();
-        let current = {
+        // Registered under the state lock, as `snapshot` does: GC never
+        // sees the current version unguarded between the two.
+        let (current, guard) = {
             let st = inner.state.lock().map_err(poisoned)?;
-            Arc::clone(&st.version)
+            (Arc::clone(&st.version), inner.gc.register(version))
         };
-        let guard = inner.gc.register(version);
         let cached = || -> Result<Option<Arc<Version>>> {
             let read = inner.read_versions.lock().map_err(poisoned)?;
             Ok(read.iter().find(|v| v.manifest.version == version).cloned())

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
+use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
 use elide_distributed::{coordinator_context, serve_worker, worker, CoordinatorOptions};
 
 use crate::common::{store_with_deletions, Backend};
@@ -110,7 +111,11 @@ async fn two_workers(backend: &Backend) {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert_eq!(got, want, "{sql}");
     }
-    assert!(is_distributed(&distributed, QUERIES[1]).await);
+    // Every query that reads rows runs on the workers (the first is
+    // answered from statistics).
+    for sql in &QUERIES[1..] {
+        assert!(is_distributed(&distributed, sql).await, "{sql}");
+    }
 
     // Exact count: every visible row once, on the workers.
     let visible = store
@@ -169,6 +174,7 @@ async fn two_workers(backend: &Backend) {
         })
         .unwrap();
     assert!(store.snapshot().unwrap().has_logical_requests());
+    assert!(is_distributed(&distributed, exceptions).await);
     assert!(run(&distributed, exceptions)
         .await
         .unwrap()
@@ -206,4 +212,57 @@ async fn a_worker_without_elides_codec_fails_the_query() {
         .expect_err("a worker without the codec returned rows");
     assert!(!err.to_string().is_empty());
     plain.shutdown().await.unwrap();
+}
+
+/// An Elide worker runs only Elide's scans: a plan built elsewhere that
+/// reads the store's part files as plain parquet (which would read their
+/// deleted rows) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_elide_worker_refuses_a_plain_parquet_scan_of_the_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = store_with_deletions(&Backend::local(dir.path()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = serve_worker(worker(&store).unwrap(), listener).unwrap();
+    let url = running.url().unwrap();
+    let part = first_parquet(&dir.path().join("data/parts")).expect("a part file");
+
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_default_features()
+        .with_distributed_worker_resolver(elide_distributed::StaticWorkers(vec![url.clone(), url]))
+        .with_distributed_planner()
+        .with_distributed_file_scan_config_bytes_per_partition(1)
+        .unwrap()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    ctx.register_parquet(
+        "raw",
+        part.to_str().unwrap(),
+        datafusion::prelude::ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap();
+    let err = run(
+        &ctx,
+        "SELECT project_id, count(*) FROM raw GROUP BY project_id",
+    )
+    .await
+    .expect_err("an Elide worker ran a plain parquet scan");
+    assert!(err.to_string().contains("runs only Elide's scans"), "{err}");
+    running.shutdown().await.unwrap();
+}
+
+fn first_parquet(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().collect();
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let path = e.path();
+        if path.is_dir() {
+            if let Some(found) = first_parquet(&path) {
+                return Some(found);
+            }
+        } else if path.extension().is_some_and(|x| x == "parquet") {
+            return Some(path);
+        }
+    }
+    None
 }
