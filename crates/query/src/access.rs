@@ -328,35 +328,7 @@ impl ParquetFileReaderFactory for PartReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
-        // A part with deleted rows is read only with a row selection: a
-        // plan that lost its access plans (a plan rebuilt without them)
-        // fails here instead of reading the deleted rows.
-        if let Some(expected) = file.extensions.get::<ExpectedLayout>() {
-            let tombstoned = self
-                .snapshot
-                .tombstone(expected.part_id)
-                .is_some_and(|b| !b.is_empty());
-            // Rows an undo window hides are not in the tombstone.
-            let deleted = tombstoned
-                || (self.snapshot.has_logical_requests()
-                    && self
-                        .snapshot
-                        .manifest()
-                        .parts
-                        .iter()
-                        .find(|p| p.id == expected.part_id)
-                        .map(|p| self.snapshot.hidden(p))
-                        .transpose()
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?
-                        .flatten()
-                        .is_some_and(|b| !b.is_empty()));
-            if deleted && file.extensions.get::<ParquetAccessPlan>().is_none() {
-                return Err(DataFusionError::Internal(format!(
-                    "part {} ({}) has deleted rows but its scan has no access plan; refusing to scan it",
-                    expected.part_id, file.object_meta.location
-                )));
-            }
-        }
+        self.refuse_without_access_plan(&file)?;
         Ok(Box::new(self.checked_reader(
             partition_index,
             file,
@@ -367,6 +339,44 @@ impl ParquetFileReaderFactory for PartReaderFactory {
 }
 
 impl PartReaderFactory {
+    /// A part with hidden rows (its tombstone, or an undo window) is read
+    /// only with a row selection: a plan that lost its access plans (one
+    /// rebuilt without them) fails here instead of reading those rows.
+    /// Files that carry an access plan (every part with hidden rows, in
+    /// Elide's own plans) pay nothing.
+    fn refuse_without_access_plan(&self, file: &PartitionedFile) -> Result<()> {
+        if file.extensions.get::<ParquetAccessPlan>().is_some() {
+            return Ok(());
+        }
+        let Some(expected) = file.extensions.get::<ExpectedLayout>() else {
+            return Ok(()); // `checked_reader` refuses it
+        };
+        let hides = |b: &Arc<Bitmap>| !b.is_empty();
+        let mut hidden = self.snapshot.tombstone(expected.part_id).is_some_and(hides);
+        if !hidden && self.snapshot.has_logical_requests() {
+            let part = self
+                .snapshot
+                .manifest()
+                .parts
+                .iter()
+                .find(|p| p.id == expected.part_id);
+            if let Some(part) = part {
+                let bits = self
+                    .snapshot
+                    .hidden(part)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                hidden = bits.as_ref().is_some_and(hides);
+            }
+        }
+        if hidden {
+            return Err(DataFusionError::Internal(format!(
+                "part {} ({}) has deleted rows but its scan has no access plan; refusing to scan it",
+                expected.part_id, file.object_meta.location
+            )));
+        }
+        Ok(())
+    }
+
     /// A reader of `file` that checks it against its manifest entry.
     fn checked_reader(
         &self,

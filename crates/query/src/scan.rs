@@ -134,10 +134,12 @@ impl FileSource for ElideParquetSource {
     }
 
     fn with_batch_size(&self, batch_size: usize) -> Arc<dyn FileSource> {
+        // `ParquetSource::with_batch_size` returns a `ParquetSource`, so the
+        // second arm is not reached; it keeps Elide's reader rather than
+        // hand back the unwrapped source.
         let resized = self.inner.with_batch_size(batch_size);
         match resized.downcast_ref::<ParquetSource>() {
             Some(p) => Arc::new(self.with_parquet(p.clone())),
-            // `ParquetSource::with_batch_size` returns a `ParquetSource`.
             None => Arc::new(self.clone()),
         }
     }
