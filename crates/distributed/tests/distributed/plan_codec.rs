@@ -50,14 +50,66 @@ fn worker_session() -> SessionContext {
     ctx
 }
 
+/// A store with deletions, a coordinator session over it, and the same
+/// directory opened read-only as a worker process has it.
+struct Shipping {
+    _dir: tempfile::TempDir,
+    store: Store,
+    ids: crate::common::Ids,
+    gone: BTreeSet<(i64, String)>,
+    ctx: SessionContext,
+    reader: Store,
+    worker: SessionContext,
+}
+
+impl Shipping {
+    fn new() -> Shipping {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids, gone) = store_with_deletions(&Backend::local(dir.path()));
+        let reader = Store::open_read_only(dir.path().join("data"), opts()).unwrap();
+        Shipping {
+            ctx: elide_query::session_context(&store).unwrap(),
+            gone: gone.into_iter().collect(),
+            _dir: dir,
+            store,
+            ids,
+            reader,
+            worker: worker_session(),
+        }
+    }
+
+    /// A plan of [`ROWS`], its rows on the coordinator, and its bytes
+    /// (Elide's codec). The caller keeps the plan while workers run it,
+    /// as a coordinator does.
+    async fn ship(&self) -> (Arc<dyn ExecutionPlan>, Vec<(i64, String)>, Vec<u8>) {
+        let plan = planned(&self.ctx).await;
+        let rows = sorted(ids_of(Arc::clone(&plan), &self.ctx).await);
+        let bytes = physical_plan_to_bytes_with_extension_codec(
+            Arc::clone(&plan),
+            &ElideCodec::new(&self.store),
+        )
+        .unwrap();
+        (plan, rows, bytes.to_vec())
+    }
+
+    /// `bytes` decoded against the read-only handle and run there.
+    async fn on_worker(&self, bytes: &[u8]) -> Vec<(i64, String)> {
+        let decoded = physical_plan_from_bytes_with_extension_codec(
+            bytes,
+            &self.worker.task_ctx(),
+            &ElideCodec::new(&self.reader),
+        )
+        .unwrap();
+        sorted(ids_of(decoded, &self.worker).await)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_codec_never_ships_a_scan_that_resurrects_deleted_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _, gone) = store_with_deletions(&Backend::local(dir.path()));
-    let gone: BTreeSet<(i64, String)> = gone.into_iter().collect();
-    let ctx = elide_query::session_context(&store).unwrap();
-    let plan = planned(&ctx).await;
-    let expected = sorted(ids_of(Arc::clone(&plan), &ctx).await);
+    let t = Shipping::new();
+    let (ctx, gone) = (&t.ctx, &t.gone);
+    let plan = planned(ctx).await;
+    let expected = sorted(ids_of(Arc::clone(&plan), ctx).await);
     assert!(!expected.is_empty());
     assert!(expected.iter().all(|r| !gone.contains(r)));
 
@@ -72,7 +124,7 @@ async fn the_default_codec_never_ships_a_scan_that_resurrects_deleted_rows() {
             // session, where the store's objects are registered: the
             // kindest place for it.)
             let decoded = physical_plan_from_bytes(&bytes, &ctx.task_ctx()).unwrap();
-            let got = sorted(ids_of(decoded, &ctx).await);
+            let got = sorted(ids_of(decoded, ctx).await);
             let resurrected = got.iter().filter(|r| gone.contains(*r)).count();
             assert_eq!(resurrected, 0, "the decoded plan reads deleted rows");
             assert_eq!(got, expected);
@@ -82,33 +134,18 @@ async fn the_default_codec_never_ships_a_scan_that_resurrects_deleted_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elides_codec_ships_the_scan_with_its_deletions_and_nothing_else_decodes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _, gone) = store_with_deletions(&Backend::local(dir.path()));
-    let gone: BTreeSet<(i64, String)> = gone.into_iter().collect();
-    let ctx = elide_query::session_context(&store).unwrap();
-    let plan = planned(&ctx).await;
-    let expected = sorted(ids_of(Arc::clone(&plan), &ctx).await);
-    let bytes =
-        physical_plan_to_bytes_with_extension_codec(Arc::clone(&plan), &ElideCodec::new(&store))
-            .unwrap();
+    let t = Shipping::new();
+    let (_plan, expected, bytes) = t.ship().await;
 
     // The worker: the same directory opened read-only, as another process
     // (or machine, on object storage) has it.
-    let reader = Store::open_read_only(dir.path().join("data"), opts()).unwrap();
-    let worker = worker_session();
-    let decoded = physical_plan_from_bytes_with_extension_codec(
-        &bytes,
-        &worker.task_ctx(),
-        &ElideCodec::new(&reader),
-    )
-    .unwrap();
-    let got = sorted(ids_of(decoded, &worker).await);
+    let got = t.on_worker(&bytes).await;
     assert_eq!(got, expected);
-    assert!(got.iter().all(|r| !gone.contains(r)));
+    assert!(got.iter().all(|r| !t.gone.contains(r)));
 
     // Without Elide's codec the bytes do not decode: no plain parquet
     // scan is made of them.
-    let err = physical_plan_from_bytes(&bytes, &worker.task_ctx())
+    let err = physical_plan_from_bytes(&bytes, &t.worker.task_ctx())
         .expect_err("Elide's scan decoded without Elide's codec");
     assert!(!err.to_string().is_empty());
 
@@ -117,7 +154,7 @@ async fn elides_codec_ships_the_scan_with_its_deletions_and_nothing_else_decodes
     let other = Store::open(other_dir.path(), opts()).unwrap();
     let err = physical_plan_from_bytes_with_extension_codec(
         &bytes,
-        &worker.task_ctx(),
+        &t.worker.task_ctx(),
         &ElideCodec::new(&other),
     )
     .expect_err("decoded against another store");
@@ -129,44 +166,27 @@ async fn elides_codec_ships_the_scan_with_its_deletions_and_nothing_else_decodes
 /// query that started before the delete), and the next plan hides them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_reads_the_pinned_version_and_the_next_plan_sees_the_delete() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, ids, gone) = store_with_deletions(&Backend::local(dir.path()));
-    let reader = Store::open_read_only(dir.path().join("data"), opts()).unwrap();
-    let ctx = elide_query::session_context(&store).unwrap();
-    let codec = ElideCodec::new(&store);
-    let plan = planned(&ctx).await;
-    let before = sorted(ids_of(Arc::clone(&plan), &ctx).await);
-    let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec).unwrap();
+    let t = Shipping::new();
+    let (_plan, before, bytes) = t.ship().await;
 
     // Delete more (a newer version than the reader opened at).
-    let more: Vec<(i64, String)> = ids
+    let more: BTreeSet<(i64, String)> = t
+        .ids
         .iter()
-        .filter(|r| !gone.contains(r))
+        .filter(|r| !t.gone.contains(r))
         .step_by(7)
         .cloned()
         .collect();
     for (project, id) in &more {
-        store
+        t.store
             .delete(elide_store::DeleteSpec::ids(*project, [id.clone()]))
             .unwrap();
     }
+    assert_eq!(t.on_worker(&bytes).await, before);
 
-    let worker = worker_session();
-    let reader_codec = ElideCodec::new(&reader);
-    let decoded =
-        physical_plan_from_bytes_with_extension_codec(&bytes, &worker.task_ctx(), &reader_codec)
-            .unwrap();
-    assert_eq!(sorted(ids_of(decoded, &worker).await), before);
-
-    let plan = planned(&ctx).await;
-    let after = sorted(ids_of(Arc::clone(&plan), &ctx).await);
-    let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec).unwrap();
-    let decoded =
-        physical_plan_from_bytes_with_extension_codec(&bytes, &worker.task_ctx(), &reader_codec)
-            .unwrap();
-    let got = sorted(ids_of(decoded, &worker).await);
+    let (_plan, after, bytes) = t.ship().await;
+    let got = t.on_worker(&bytes).await;
     assert_eq!(got, after);
-    let more: BTreeSet<(i64, String)> = more.into_iter().collect();
     assert!(got.iter().all(|r| !more.contains(r)));
     assert!(got.len() < before.len());
 }
@@ -188,34 +208,18 @@ fn a_version_that_is_not_on_storage_is_refused() {
 /// deleted row at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_while_a_plan_is_in_flight_changes_neither_its_result_nor_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _, gone) = store_with_deletions(&Backend::local(dir.path()));
-    let gone: BTreeSet<(i64, String)> = gone.into_iter().collect();
-    let reader = Store::open_read_only(dir.path().join("data"), opts()).unwrap();
-    let ctx = elide_query::session_context(&store).unwrap();
-    let codec = ElideCodec::new(&store);
-    let plan = planned(&ctx).await;
-    let before = sorted(ids_of(Arc::clone(&plan), &ctx).await);
+    let t = Shipping::new();
     // The coordinator keeps its plan while the workers run it.
-    let bytes = physical_plan_to_bytes_with_extension_codec(Arc::clone(&plan), &codec).unwrap();
+    let (plan, before, bytes) = t.ship().await;
 
-    let report = store.compact(elide_store::CompactRequest::now()).unwrap();
+    let report = t.store.compact(elide_store::CompactRequest::now()).unwrap();
     assert!(!report.tasks.is_empty(), "{report:?}");
 
-    let worker = worker_session();
-    let reader_codec = ElideCodec::new(&reader);
-    let decoded =
-        physical_plan_from_bytes_with_extension_codec(&bytes, &worker.task_ctx(), &reader_codec)
-            .unwrap();
-    assert_eq!(sorted(ids_of(decoded, &worker).await), before);
+    assert_eq!(t.on_worker(&bytes).await, before);
     drop(plan);
 
-    let plan = planned(&ctx).await;
-    let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec).unwrap();
-    let decoded =
-        physical_plan_from_bytes_with_extension_codec(&bytes, &worker.task_ctx(), &reader_codec)
-            .unwrap();
-    let after = sorted(ids_of(decoded, &worker).await);
+    let (_plan, _, bytes) = t.ship().await;
+    let after = t.on_worker(&bytes).await;
     assert_eq!(after, before);
-    assert!(after.iter().all(|r| !gone.contains(r)));
+    assert!(after.iter().all(|r| !t.gone.contains(r)));
 }
