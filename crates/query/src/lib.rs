@@ -41,6 +41,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use elide_store::{Snapshot, Store, Table};
 
+pub use access::ExpectedLayout;
 pub use codec::ElideCodec;
 pub use loaded::{LoadedTable, Loader};
 pub use props::{parse_filters, PropertiesMatch, PROPERTIES_MATCH};

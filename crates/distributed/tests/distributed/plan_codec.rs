@@ -223,3 +223,53 @@ async fn a_purge_while_a_plan_is_in_flight_changes_neither_its_result_nor_the_ne
     assert_eq!(after, before);
     assert!(after.iter().all(|r| !t.gone.contains(r)));
 }
+
+/// The reader's last line: a plan whose files lost their access plans (a
+/// plan rebuilt by hand, or by a serialiser that drops file extensions)
+/// fails when it opens a part with deleted rows; it never reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_whose_files_lost_their_access_plans_fails_rather_than_read_deleted_rows() {
+    use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+    use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+    use datafusion::datasource::source::DataSourceExec;
+    use elide_query::{ElideParquetSource, ExpectedLayout};
+
+    let t = Shipping::new();
+    let plan = planned(&t.ctx).await;
+    let mut stripped_files = 0;
+    let stripped = plan
+        .transform_up(|node| {
+            let Some((config, _)) = node
+                .downcast_ref::<DataSourceExec>()
+                .and_then(|e| e.downcast_to_file_source::<ElideParquetSource>())
+            else {
+                return Ok(Transformed::no(node));
+            };
+            let groups = config
+                .file_groups
+                .iter()
+                .map(|g| {
+                    let files = g.files().iter().map(|f| {
+                        let layout = f.extensions.get::<ExpectedLayout>().unwrap().clone();
+                        let mut bare = f.clone();
+                        bare.extensions = datafusion::common::extensions::Extensions::new();
+                        stripped_files += 1;
+                        bare.with_extension(layout)
+                    });
+                    FileGroup::new(files.collect())
+                })
+                .collect();
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(groups)
+                .build();
+            let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+            Ok(Transformed::yes(exec))
+        })
+        .data()
+        .unwrap();
+    assert!(stripped_files > 0);
+    let err = datafusion::physical_plan::collect(stripped, t.ctx.task_ctx())
+        .await
+        .expect_err("a scan read parts with deleted rows without their access plans");
+    assert!(err.to_string().contains("has no access plan"), "{err}");
+}
