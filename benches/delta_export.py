@@ -1,6 +1,6 @@
 """The Delta Lake export at scale (issue 15): time and bytes written for a
 store of N generated events with 1% of persons deleted, then again after
-the purge. Bytes written are the commit (and checkpoint) plus the
+the purge. Bytes written are the commit's JSON (checkpoints not counted) plus the
 deletion-vector file, against the parquet bytes the table references in
 place (target: at most 1%).
 

@@ -129,7 +129,8 @@ pub struct DeltaExport {
     pub hidden_rows: u64,
     /// Bytes of the parquet files referenced (not copied).
     pub data_bytes: u64,
-    /// Bytes written: the commit (and checkpoint) plus the vector file.
+    /// Bytes written: the commit's JSON plus the vector file (a
+    /// checkpoint written every ten versions is not counted).
     pub bytes_written: u64,
     /// Unreferenced deletion-vector files removed.
     pub vectors_removed: usize,
@@ -439,6 +440,9 @@ fn run(
     };
     report.committed = true;
     report.version = committed.commit_version();
+    // From here on the files written belong to a committed version: a
+    // later failure must not make `export_delta` discard them.
+    *written = Written::default();
     // The version is committed: what follows is upkeep, and its failure
     // does not undo the export (the next run tries again).
     if report.version.is_multiple_of(CHECKPOINT_INTERVAL) {
@@ -456,7 +460,10 @@ fn run(
         Ok(n) => report.vectors_removed = n,
         Err(e) => tracing::warn!(error = %e, "Delta export: removing unreferenced vectors failed"),
     }
-    report.bytes_written += log_bytes(engine, url, report.version)?;
+    match log_bytes(engine, url, report.version) {
+        Ok(n) => report.bytes_written += n,
+        Err(e) => tracing::warn!(error = %e, "Delta export: cannot size the commit"),
+    }
     report.elapsed_ms = elapsed_ms(started);
     tracing::info!(
         table = %table,
