@@ -72,16 +72,7 @@ fn export_once(app: &App, table: Table) {
             metrics::gauge!("elide_delta_export_version", "table" => name).set(r.version as f64);
             metrics::gauge!("elide_delta_export_store_version", "table" => name)
                 .set(r.store_version as f64);
-            if r.committed {
-                tracing::info!(
-                    table = name,
-                    version = r.version,
-                    added = r.added,
-                    removed = r.removed,
-                    deletion_vectors = r.deletion_vectors,
-                    "Delta export committed"
-                );
-            }
+            // (`export_delta` logs each commit itself.)
         }
         Err(e) => {
             metrics::counter!("elide_delta_exports_total", "table" => name, "outcome" => "error")

@@ -85,7 +85,7 @@ pub struct DeleteArgs {
     distinct_ids: Vec<String>,
     /// Tables (repeatable; default events). Recordings take only
     /// --after, --before and --distinct-id.
-    #[arg(long = "table", value_parser = table)]
+    #[arg(long = "table", value_parser = crate::output::parse_table)]
     tables: Vec<Table>,
     /// Count what would be hidden, per table; change nothing.
     #[arg(long)]
@@ -117,10 +117,6 @@ fn undo_hours(s: &str) -> std::result::Result<f64, String> {
 
 fn timestamp(s: &str) -> std::result::Result<i64, String> {
     elide_store::normalize::parse_timestamp(s)
-}
-
-fn table(s: &str) -> std::result::Result<Table, String> {
-    Table::from_name(s).ok_or_else(|| format!("unknown table {s:?} (events or recordings)"))
 }
 
 /// Run `elide events …`.

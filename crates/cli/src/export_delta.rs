@@ -24,7 +24,7 @@ pub struct DeltaArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
     /// The table to export.
-    #[arg(long, value_parser = table, default_value = "events")]
+    #[arg(long, value_parser = crate::output::parse_table, default_value = "events")]
     pub table: Table,
     /// Where the Delta table goes: the data directory, `<data-dir>/parts`
     /// or `<data-dir>/parts/<table>` (the default).
@@ -38,10 +38,6 @@ pub struct DeltaArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-}
-
-fn table(s: &str) -> std::result::Result<Table, String> {
-    Table::from_name(s).ok_or_else(|| format!("unknown table {s:?} (events or recordings)"))
 }
 
 /// `out` relative to `data_dir`, both as given (paths or URLs).
@@ -92,8 +88,12 @@ pub fn run(a: DeltaArgs) -> Result<()> {
         ..elide_delta::ExportOptions::new(a.table)
     };
     let report = elide_delta::export_delta(&store, &opts)?;
+    // The version is committed: a failure to close the store (its flush
+    // of nothing new, its lock) is reported, not made the export's.
     if !store.is_read_only() {
-        store.close()?;
+        if let Err(e) = store.close() {
+            eprintln!("warning: the export is committed, but closing the store failed: {e}");
+        }
     }
     if let Some(n) = note {
         eprintln!("note: {n}");
@@ -109,8 +109,8 @@ pub fn run(a: DeltaArgs) -> Result<()> {
             let r = &report;
             writeln!(
                 out,
-                "\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                r.table_url.replace('"', "\"\""),
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                crate::output::csv_field(&r.table_url),
                 r.version,
                 r.created,
                 r.committed,

@@ -49,6 +49,21 @@ pub fn write_batches(
     Ok(())
 }
 
+/// A table name given on the command line (`--table`).
+pub fn parse_table(s: &str) -> std::result::Result<elide_store::Table, String> {
+    elide_store::Table::from_name(s)
+        .ok_or_else(|| format!("unknown table {s:?} (events or recordings)"))
+}
+
+/// `s` as one CSV field (quoted when it must be).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 /// A minimal boxed error for the command line.
 pub mod anyhow_lite {
     /// Any error, with its message.

@@ -26,7 +26,7 @@ use elide_server::{AppState, ServerConfig};
 use serde_json::json;
 
 use crate::output::anyhow_lite::Result;
-use crate::output::Format;
+use crate::output::{csv_field, Format};
 use crate::sample::Mix;
 
 /// Arguments of `elide serve`.
@@ -497,14 +497,6 @@ pub fn projects(cmd: ProjectsCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// Run `elide keys …`.
