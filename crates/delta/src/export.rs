@@ -205,22 +205,9 @@ fn run(
     let mut want: BTreeMap<String, Want<'_>> = BTreeMap::new();
     for part in snap.parts(table) {
         let rel = relative_path(&part.path, root)?;
+        // (Fails closed, as for queries: a part with deleted rows whose
+        // tombstone lacks them is an error, not exported.)
         let hidden = snap.hidden(part)?;
-        // As the query path does: a part with deleted rows must have their
-        // bitmap, or it is exported not at all.
-        if part.deleted() > 0
-            && hidden
-                .as_ref()
-                .is_none_or(|b| b.cardinality() < part.deleted())
-        {
-            return Err(Error::Store(elide_store::StoreError::Corrupt {
-                path: part.path.clone(),
-                reason: format!(
-                    "the manifest counts {} deleted rows but the tombstone holds fewer",
-                    part.deleted()
-                ),
-            }));
-        }
         want.insert(rel, Want { part, hidden });
     }
 

@@ -365,13 +365,6 @@ impl ElideCodec {
                         part.id, described.hidden
                     )));
                 }
-                if hidden.is_none() && part.deleted() > 0 {
-                    return Err(codec_err(format!(
-                        "part {} has {} deleted rows but no tombstone bitmap; refusing to scan it",
-                        part.id,
-                        part.deleted()
-                    )));
-                }
                 let mut plan = match &hidden {
                     Some(bits) => Some(access_plan(part, bits)?),
                     None => None,

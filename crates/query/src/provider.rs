@@ -336,18 +336,12 @@ impl TableProvider for ElideTable {
             }
             // Tombstone bits, and the rows of logical requests (an undo
             // window, a predicate being resolved), which the manifest's
-            // figures do not count.
+            // figures do not count. (A part whose tombstone lacks rows the
+            // manifest counts deleted is an error there: fail closed.)
             let hidden = hidden_rows(&snapshot, part).map_err(store_err)?;
             let live_rows = part.rows - hidden.as_ref().map_or(0, |b| b.cardinality());
             if live_rows == 0 {
                 continue;
-            }
-            if hidden.is_none() && part.deleted() > 0 {
-                return Err(DataFusionError::Internal(format!(
-                    "part {} has {} deleted rows but no tombstone bitmap in the snapshot; refusing to scan",
-                    part.id,
-                    part.deleted()
-                )));
             }
             let file =
                 PartitionedFile::new(part.path.clone(), part.size).with_extension(ExpectedLayout {

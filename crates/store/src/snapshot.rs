@@ -202,8 +202,23 @@ impl Snapshot {
     /// The rows of `part` a read must leave out: its tombstone and what
     /// the snapshot's logical requests match (computed on first use and
     /// cached; reads the part's predicate columns then). `None`: none.
+    ///
+    /// Fails closed: a part whose manifest counts deleted rows that its
+    /// tombstone in this snapshot does not hold is an error, never a
+    /// read of those rows (every reader — the scan, a shipped plan, the
+    /// Delta export — gets this check here).
     pub fn hidden(&self, part: &PartMeta) -> Result<Option<Arc<Bitmap>>> {
         let bits = self.version.tombstones.get(&part.id);
+        let held = bits.map_or(0, |b| b.cardinality());
+        if held < part.deleted() {
+            return Err(crate::StoreError::corrupt(
+                &part.path,
+                format!(
+                    "the manifest counts {} deleted rows but the snapshot's tombstone holds {held}; refusing to read it",
+                    part.deleted()
+                ),
+            ));
+        }
         if self.logical.is_empty() {
             return Ok(bits.cloned());
         }
