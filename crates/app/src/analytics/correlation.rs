@@ -323,9 +323,12 @@ fn windowed_events_sql(
     } else {
         ""
     };
+    // The actors and persons tables first: DataFusion builds its hash
+    // joins on the left side, and with `events` first the second join
+    // would build on every event.
     format!(
-        "SELECT {select} FROM events e JOIN person_distinct_ids pdi ON e.distinct_id = pdi.distinct_id \
-         JOIN funnel_actors a ON a.actor = pdi.person_id{persons} WHERE {}",
+        "SELECT {select} FROM funnel_actors a JOIN person_distinct_ids pdi ON a.actor = pdi.person_id{persons} \
+         JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {}",
         filter.join(" AND ")
     )
 }

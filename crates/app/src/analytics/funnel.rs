@@ -247,8 +247,12 @@ impl FunnelSpec {
         } else {
             ""
         };
+        // The persons tables first: DataFusion builds its hash joins on
+        // the left side, and with `events` first the second join would
+        // build on every event.
         Ok(format!(
-            "SELECT {} FROM events e JOIN person_distinct_ids pdi ON e.distinct_id = pdi.distinct_id{persons_join} WHERE {} GROUP BY pdi.person_id",
+            "SELECT {} FROM person_distinct_ids pdi{persons_join} \
+             JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY pdi.person_id",
             select.join(", "),
             filter.join(" AND ")
         ))

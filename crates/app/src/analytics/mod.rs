@@ -91,6 +91,15 @@ pub fn period_labels(interval: filter::Interval, periods: &[i64]) -> (Vec<String
     )
 }
 
+/// Run `sql` and stream its batches (for results folded as they come).
+pub async fn stream(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<datafusion::execution::SendableRecordBatchStream> {
+    tracing::debug!(sql, "analytics query");
+    Ok(ctx.sql(sql).await?.execute_stream().await?)
+}
+
 /// Run `sql` and collect its batches.
 pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     tracing::debug!(sql, "analytics query");

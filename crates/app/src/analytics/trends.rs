@@ -9,6 +9,10 @@
 //! persons layer's identity (an event belongs to the person owning its
 //! distinct id now), so merged persons count once and a deleted person
 //! counts nowhere; `total` counts every event, with a person or not.
+//!
+//! Weekly and monthly active persons hold 16 bytes per (breakdown value,
+//! person, active day) outside the query's memory pool while they are
+//! sorted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,11 +20,12 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use elide_persons::{Persons, SqliteMeta};
 use serde_json::{json, Map, Value};
 
 use super::filter::{props, range, Interval, Params, Prop, PropKind};
-use super::{collect, lit, period_labels, props_sql, session, ts_lit};
+use super::{collect, lit, period_labels, props_sql, session, stream, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -308,14 +313,16 @@ impl TrendsSpec {
             .iter()
             .chain(&s.props)
             .any(|p| p.kind == PropKind::Cohort);
+        // Persons are counted by their row id (`p.id`, an integer, not
+        // the UUID's text). The persons tables come first, so that the
+        // joins build on them and stream the events through.
         let persons = person_props || cohort || s.math != Math::Total;
-        let mut from_sql = "events e".to_string();
-        if persons {
-            from_sql.push_str(" JOIN person_distinct_ids pdi ON e.distinct_id = pdi.distinct_id");
-        }
-        if person_props {
-            from_sql.push_str(" JOIN persons p ON p.uuid = pdi.person_id");
-        }
+        let from_sql = if persons {
+            "person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
+             JOIN events e ON e.distinct_id = pdi.distinct_id"
+        } else {
+            "events e"
+        };
         let period = self.period_sql();
         let where_ = filter.join(" AND ");
         Ok(match s.math {
@@ -323,11 +330,11 @@ impl TrendsSpec {
                 "SELECT {period} AS period, {bd} AS bd, count(*) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
             ),
             Math::Dau => format!(
-                "SELECT {period} AS period, {bd} AS bd, count(DISTINCT pdi.person_id) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
+                "SELECT {period} AS period, {bd} AS bd, count(DISTINCT p.id) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
             ),
             Math::WeeklyActive | Math::MonthlyActive => format!(
-                "SELECT CAST(date_trunc('day', e.timestamp) AS BIGINT) AS day, {bd} AS bd, pdi.person_id AS person \
-                 FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
+                "SELECT CAST(e.timestamp AS BIGINT) AS t, {bd} AS bd, p.id AS person \
+                 FROM {from_sql} WHERE {where_}"
             ),
         })
     }
@@ -356,7 +363,6 @@ pub async fn compute(
     .await?;
     let mut out = Vec::new();
     for s in &spec.series {
-        let batches = collect(&ctx, &spec.sql(s)?).await?;
         let mut counts: Counts = BTreeMap::new();
         let bd_of = |c: &arrow::array::StringArray, r: usize| -> Option<String> {
             spec.breakdown.as_ref().map(|_| {
@@ -369,7 +375,7 @@ pub async fn compute(
         };
         match s.math.days() {
             None => {
-                for b in &batches {
+                for b in &collect(&ctx, &spec.sql(s)?).await? {
                     let period = b.column(0).as_primitive::<Int64Type>();
                     let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
                     let bd = bd.as_string::<i32>();
@@ -387,30 +393,77 @@ pub async fn compute(
                 }
             }
             Some(days) => {
-                // Per (breakdown, person): the days active.
-                let mut active: HashMap<(Option<String>, String), Vec<i64>> = HashMap::new();
-                for b in &batches {
-                    let day = b.column(0).as_primitive::<Int64Type>();
+                // One integer per event, (breakdown value, person's row
+                // id, day), in a flat vector then sorted: each (value,
+                // person)'s active days come out together and in order,
+                // with no per-person collection and no random access per
+                // row. Breakdown values are numbered (`names`), so that a
+                // row costs no allocation.
+                let mut values: Vec<Option<String>> = Vec::new();
+                let mut names: HashMap<String, usize> = HashMap::new();
+                if spec.breakdown.is_none() {
+                    values.push(None);
+                }
+                let mut keys: Vec<u128> = Vec::new();
+                let base_day = (spec.first - (days - 1) * DAY).div_euclid(DAY);
+                let mut rows = stream(&ctx, &spec.sql(s)?).await?;
+                while let Some(b) = rows.next().await {
+                    let b = b?;
+                    let t = b.column(0).as_primitive::<Int64Type>();
                     let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
                     let bd = bd.as_string::<i32>();
-                    let person = arrow::compute::cast(b.column(2), &DataType::Utf8)?;
-                    let person = person.as_string::<i32>();
+                    let person = b.column(2).as_primitive::<Int64Type>();
                     for r in 0..b.num_rows() {
-                        if day.is_null(r) || person.is_null(r) {
+                        if t.is_null(r) || person.is_null(r) {
                             continue;
                         }
-                        active
-                            .entry((bd_of(bd, r), person.value(r).to_string()))
-                            .or_default()
-                            .push(day.value(r));
+                        let value = if spec.breakdown.is_none() {
+                            0
+                        } else {
+                            let v = if bd.is_null(r) {
+                                BREAKDOWN_NULL
+                            } else {
+                                bd.value(r)
+                            };
+                            match names.get(v) {
+                                Some(&k) => k,
+                                None if values.len() >= u32::MAX as usize => {
+                                    return invalid("the breakdown has too many values");
+                                }
+                                None => {
+                                    names.insert(v.to_string(), values.len());
+                                    values.push(Some(v.to_string()));
+                                    values.len() - 1
+                                }
+                            }
+                        };
+                        // Row ids are positive; days are counted from the
+                        // first the query reads.
+                        let (Ok(id), Ok(day)) = (
+                            u64::try_from(person.value(r)),
+                            u32::try_from(t.value(r).div_euclid(DAY) - base_day),
+                        ) else {
+                            continue;
+                        };
+                        let key = (value as u128) << 96 | u128::from(id) << 32 | u128::from(day);
+                        if keys.last() != Some(&key) {
+                            keys.push(key);
+                        }
                     }
                 }
-                for ((bd, _), mut ds) in active {
-                    ds.sort_unstable();
-                    ds.dedup();
-                    // The person counts on every day d with an active day
-                    // in (d - days, d]: merged runs [a, b + days).
-                    let c = counts.entry(bd).or_default();
+                keys.sort_unstable();
+                keys.dedup();
+                let mut ds: Vec<i64> = Vec::new();
+                for (at, &key) in keys.iter().enumerate() {
+                    ds.push((base_day + i64::from(key as u32)) * DAY);
+                    if keys.get(at + 1).is_some_and(|next| next >> 32 == key >> 32) {
+                        continue;
+                    }
+                    // The last day of this (value, person): the person
+                    // counts on every day d with an active day in
+                    // (d - days, d]: merged runs [a, b + days).
+                    let value = (key >> 96) as usize;
+                    let c = counts.entry(values[value].clone()).or_default();
                     let mut k = 0;
                     while k < ds.len() {
                         let start = ds[k];
@@ -426,6 +479,7 @@ pub async fn compute(
                         }
                         k += 1;
                     }
+                    ds.clear();
                 }
             }
         }

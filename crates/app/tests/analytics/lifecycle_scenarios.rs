@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use elide_app::analytics::filter::Interval;
 use elide_app::analytics::lifecycle::{self, LifecycleSpec};
 
 use super::*;
@@ -134,32 +135,40 @@ async fn lifecycle_counts_a_merged_person_once() {
     app.close().expect("close");
 }
 
-/// The lifecycle by day of `rows` `(person, day, hit)` from each status's
-/// definition: active on `d` and on `d − 1` is returning; active on `d`,
-/// created on `d`, and not active before (from `first − 1`) is new; any
-/// other activity is resurrecting; active on `d − 1` and not on `d` is
-/// dormant (negative).
+/// The lifecycle per `interval` of `rows` `(person, day, hit)` from
+/// each status's definition, over the periods holding days `first..=last`
+/// (days after `day0()`): active in period `P` and in the one before is
+/// returning; active in `P`, created in `P`, and not active since the
+/// period before the first is new; any other activity is resurrecting;
+/// active in the period before and not in `P` is dormant (negative).
 fn lifecycle_reference(
     rows: &[(usize, i64, bool)],
     created: &[Option<i64>],
     first: i64,
     last: i64,
+    interval: Interval,
 ) -> BTreeMap<&'static str, Vec<i64>> {
-    let active = |p: usize, d: i64| rows.iter().any(|r| r.0 == p && r.1 == d && r.2);
+    let period = |d: i64| interval.trunc((day0() + chrono::Duration::days(d)).timestamp_micros());
+    let active = |p: usize, at: i64| rows.iter().any(|r| r.0 == p && r.2 && period(r.1) == at);
+    let periods = interval.periods(period(first), period(last));
+    let before = interval.prev(periods[0]);
     let mut out: BTreeMap<&'static str, Vec<i64>> = BTreeMap::new();
-    for d in first..=last {
+    for &at in &periods {
         let mut n = BTreeMap::new();
         for (p, c) in created.iter().enumerate() {
             let Some(c) = c else { continue };
-            let status = if active(p, d) {
-                if active(p, d - 1) {
+            let earlier = rows
+                .iter()
+                .any(|r| r.0 == p && r.2 && (before..at).contains(&period(r.1)));
+            let status = if active(p, at) {
+                if active(p, interval.prev(at)) {
                     Some("returning")
-                } else if *c == d && !(first - 1..d).any(|e| active(p, e)) {
+                } else if period(*c) == at && !earlier {
                     Some("new")
                 } else {
                     Some("resurrecting")
                 }
-            } else if active(p, d - 1) {
+            } else if active(p, interval.prev(at)) {
                 Some("dormant")
             } else {
                 None
@@ -179,15 +188,16 @@ fn lifecycle_reference(
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
 
-    /// Random rows over 30 days: the lifecycle of a random range equals
-    /// the definitions computed here.
+    /// Random rows over 30 days: the lifecycle of a random range by day,
+    /// week or month equals the definitions computed here.
     #[test]
     fn lifecycle_matches_the_definitions(
         rows in proptest::collection::vec((0usize..6, 0i64..30, proptest::prelude::any::<bool>(), 0u32..24), 1..50),
         from in 1i64..25,
         len in 0i64..8,
+        unit in proptest::sample::select(vec!["day", "week", "month"]),
     ) {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let dir = tempfile::tempdir().expect("dir");
@@ -220,10 +230,16 @@ proptest::proptest! {
         let to = (from + len).min(29);
         let (_, _, s) = rt.block_on(lifecycle_of(
             &app,
-            json!({"date_from": iso(from, 0), "date_to": iso(to, 0)[..10].to_string()}),
+            json!({"date_from": iso(from, 0), "date_to": iso(to, 0)[..10].to_string(),
+                   "interval": unit}),
         ));
         let plain: Vec<(usize, i64, bool)> = rows.iter().map(|&(p, d, hit, _)| (p, d, hit)).collect();
-        let want = lifecycle_reference(&plain, &created, from, to);
+        let interval = match unit {
+            "week" => Interval::Week,
+            "month" => Interval::Month,
+            _ => Interval::Day,
+        };
+        let want = lifecycle_reference(&plain, &created, from, to, interval);
         for status in ["new", "returning", "resurrecting", "dormant"] {
             proptest::prop_assert_eq!(&data_of(&s, status), &want[status], "{}", status);
         }
