@@ -34,11 +34,24 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--persons", type=int, default=100_000)
     ap.add_argument("--work", default="/tmp/insights-bench")
+    ap.add_argument("--reuse", action="store_true",
+                    help="time the routes on the data an earlier run left in --work (no generation, no capture)")
+    ap.add_argument("--only", default="", help="time only the routes whose label contains this text")
     args = ap.parse_args()
-    if os.path.exists(args.work):
-        shutil.rmtree(args.work)
-    os.makedirs(args.work)
     data, jsonl = os.path.join(args.work, "data"), os.path.join(args.work, "events.jsonl")
+    if args.reuse and os.path.exists(os.path.join(args.work, "key")):
+        with open(os.path.join(args.work, "key")) as f:
+            key = f.read().strip()
+    else:
+        if os.path.exists(args.work):
+            shutil.rmtree(args.work)
+        os.makedirs(args.work)
+        key = load(args, data, jsonl)
+    return serve_and_time(args, data, key)
+
+
+def load(args, data: str, jsonl: str) -> str:
+    """Generate the events, capture them into `data`; the new key (also kept in `--work`/key)."""
 
     rng = random.Random(42)
     now = datetime.now(timezone.utc)
@@ -66,6 +79,12 @@ def main() -> int:
     key = subprocess.run([args.elide, "keys", "create", "--data-dir", data, "--project", "1", "--scopes", "all",
                           "--format", "json"], check=True, capture_output=True, text=True).stdout
     key = json.loads(key)["key"]
+    with open(os.path.join(args.work, "key"), "w") as f:
+        f.write(key)
+    return key
+
+
+def serve_and_time(args, data: str, key: str) -> int:
     server = subprocess.Popen([args.elide, "serve", "--data-dir", data, "--bind", "127.0.0.1:0"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = None
@@ -87,6 +106,8 @@ def main() -> int:
             return time.perf_counter() - t, out
 
         def timed(label, path, body=None, show=lambda o: ""):
+            if args.only not in label:
+                return
             call(path, body)
             times, out = [], None
             for _ in range(3):
