@@ -44,7 +44,8 @@
 //! `compact` (purges, merges, verification), [`policy`] (what compaction
 //! should do, pure), [`schema`] (tables), [`normalize`] (input
 //! validation), [`format`] (on-disk types), `storage` (object-store
-//! I/O), `wal` (the ingest log), `memtable`, `part`, `index`, `commit`
+//! I/O), `wal` (the ingest log), `memtable`, `part`, `gather` (a part's
+//! rows from several batches), `index`, `commit`
 //! (the one commit path), `gc` (the only file removal). Only the types
 //! re-exported here and the public modules are the API; the command line,
 //! the server and embedders all use the same.
@@ -84,6 +85,7 @@ mod commit;
 pub mod crash_fs;
 #[doc(hidden)]
 pub mod failpoint;
+mod gather;
 mod gc;
 mod index;
 mod lease;

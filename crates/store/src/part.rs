@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::compute::{concat_batches, interleave_record_batch};
+use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType, UInt64Type};
 use bytes::Bytes;
 use croaring::Treemap;
@@ -132,7 +132,7 @@ pub(crate) struct WrittenPart {
 ///
 /// The chunks are never concatenated: the rows are ordered through a vector
 /// of sort keys that borrow from the chunks, and each part's rows are
-/// gathered straight from the chunks (`interleave`), a row group at a
+/// gathered straight from the chunks ([`crate::gather`]), a row group at a
 /// time, as the part is written. Peak memory is the chunks plus the keys
 /// plus, per worker, one row group and the part's encoded bytes. Parts are
 /// encoded on up to `available_parallelism` threads.
@@ -429,7 +429,7 @@ impl PartBuilder {
     ) -> Result<()> {
         for rows in idx.chunks(self.row_group_rows) {
             stop()?;
-            self.write(&interleave_record_batch(batches, rows)?)?;
+            self.write(&crate::gather::gather(batches, rows)?)?;
         }
         Ok(())
     }

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use elide_persons::{Persons, SqliteMeta};
+use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::filter::{props, range, Interval, Params, Prop, PropKind};

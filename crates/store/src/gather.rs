@@ -1,0 +1,176 @@
+//! Gathering rows of several batches into one batch ([`gather`]), as a
+//! part writer does a row group at a time from the memtable's chunks or
+//! a merge's inputs.
+//!
+//! It is arrow's `interleave`, except for fixed-size binary columns (the
+//! 16-byte UUIDs): arrow has no kernel for them and gathers them through
+//! its generic `MutableArrayData` fallback, a row at a time and after
+//! copying every input's `ArrayData`; here a row is one copy of its
+//! bytes. The output is the same array (values, nulls, data type).
+
+use std::sync::Arc;
+
+use arrow::array::BooleanBufferBuilder;
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, RecordBatchOptions,
+};
+use arrow::buffer::{Buffer, NullBuffer};
+use arrow::compute::interleave;
+use arrow::datatypes::DataType;
+use arrow::error::ArrowError;
+
+/// The rows `rows` ((batch, row) pairs, in output order) of `batches`,
+/// which share one schema.
+pub(crate) fn gather(
+    batches: &[&RecordBatch],
+    rows: &[(usize, usize)],
+) -> Result<RecordBatch, ArrowError> {
+    let Some(first) = batches.first() else {
+        return Err(ArrowError::InvalidArgumentError(
+            "no batches to gather rows from".into(),
+        ));
+    };
+    let schema = first.schema();
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+            match schema.field(c).data_type() {
+                DataType::FixedSizeBinary(width) => gather_fixed(&arrays, *width, rows),
+                _ => interleave(&arrays, rows),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+    )
+}
+
+/// [`gather`] of one fixed-size binary column.
+fn gather_fixed(
+    arrays: &[&dyn Array],
+    width: i32,
+    rows: &[(usize, usize)],
+) -> Result<ArrayRef, ArrowError> {
+    let arrays = arrays
+        .iter()
+        .map(|a| {
+            a.as_fixed_size_binary_opt().ok_or_else(|| {
+                ArrowError::InvalidArgumentError(format!(
+                    "a {} column among fixed-size binary ones",
+                    a.data_type()
+                ))
+            })
+        })
+        .collect::<Result<Vec<&FixedSizeBinaryArray>, _>>()?;
+    let w = usize::try_from(width)
+        .map_err(|_| ArrowError::InvalidArgumentError(format!("width {width}")))?;
+    let mut values: Vec<u8> = Vec::with_capacity(rows.len() * w);
+    let mut nulls = arrays
+        .iter()
+        .any(|a| a.null_count() > 0)
+        .then(|| BooleanBufferBuilder::new(rows.len()));
+    for &(b, r) in rows {
+        let Some(a) = arrays.get(b).filter(|a| r < a.len()) else {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "row ({b}, {r}) is not in the batches"
+            )));
+        };
+        values.extend_from_slice(a.value(r));
+        if let Some(n) = &mut nulls {
+            n.append(a.is_valid(r));
+        }
+    }
+    let nulls = nulls.map(|mut n| NullBuffer::new(n.finish()));
+    Ok(Arc::new(FixedSizeBinaryArray::try_new(
+        width,
+        Buffer::from_vec(values),
+        nulls,
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::compute::interleave_record_batch;
+    use arrow::datatypes::{Field, Schema};
+    use proptest::prelude::*;
+
+    fn batch(schema: &Arc<Schema>, ids: &[Option<[u8; 16]>], n: &[i64]) -> RecordBatch {
+        let fixed = FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+            ids.iter().map(|x| x.as_ref().map(|v| v.as_slice())),
+            16,
+        )
+        .expect("fixed");
+        let text = StringArray::from_iter_values(n.iter().map(|x| format!("row {x}")));
+        RecordBatch::try_new(
+            Arc::clone(schema),
+            vec![
+                Arc::new(fixed),
+                Arc::new(Int64Array::from(n.to_vec())),
+                Arc::new(text),
+            ],
+        )
+        .expect("batch")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// The same batch as arrow's `interleave_record_batch`, nulls and
+        /// field metadata included, for random batches and row lists.
+        #[test]
+        fn equals_arrows_interleave(
+            sizes in proptest::collection::vec(1usize..20, 1..5),
+            nulls in any::<bool>(),
+            picks in proptest::collection::vec((any::<usize>(), any::<usize>()), 0..80),
+        ) {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("id", DataType::FixedSizeBinary(16), true).with_metadata(
+                    [("ARROW:extension:name".to_string(), "arrow.uuid".to_string())].into(),
+                ),
+                Field::new("n", DataType::Int64, false),
+                Field::new("t", DataType::Utf8, false),
+            ]));
+            let mut k = 0i64;
+            let batches: Vec<RecordBatch> = sizes
+                .iter()
+                .map(|&len| {
+                    let n: Vec<i64> = (0..len).map(|_| { k += 1; k }).collect();
+                    let ids: Vec<Option<[u8; 16]>> = n
+                        .iter()
+                        .map(|&x| (!nulls || x % 3 != 0).then_some([x as u8; 16]))
+                        .collect();
+                    batch(&schema, &ids, &n)
+                })
+                .collect();
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            let rows: Vec<(usize, usize)> = picks
+                .iter()
+                .map(|&(b, r)| (b % sizes.len(), r % sizes[b % sizes.len()]))
+                .collect();
+            let got = gather(&refs, &rows).expect("gather");
+            let want = interleave_record_batch(&refs, &rows).expect("interleave");
+            prop_assert_eq!(got.schema(), want.schema());
+            prop_assert_eq!(got.num_rows(), rows.len());
+            for c in 0..want.num_columns() {
+                prop_assert_eq!(&got.column(c).to_data(), &want.column(c).to_data(), "column {}", c);
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_outside_the_batches_is_an_error() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::FixedSizeBinary(16), true),
+            Field::new("n", DataType::Int64, false),
+            Field::new("t", DataType::Utf8, false),
+        ]));
+        let b = batch(&schema, &[Some([1; 16])], &[1]);
+        assert!(gather(&[&b], &[(0, 1)]).is_err());
+        assert!(gather(&[&b], &[(1, 0)]).is_err());
+        assert!(gather(&[], &[]).is_err());
+    }
+}
