@@ -135,6 +135,26 @@ def serve_and_time(args, data: str, key: str) -> int:
                   {"query": {"kind": "TrendsQuery", "dateRange": {"date_from": "-90d"}, "interval": "day",
                              "series": [{"kind": "EventsNode", "event": "$pageview", "math": math}]}},
                   show=lambda o: f"sum {o['results'][0]['count']:.0f}")
+        timed("TrendsQuery total by $browser, 90 days by day", "/api/projects/1/query/",
+              {"query": {"kind": "TrendsQuery", "dateRange": {"date_from": "-90d"}, "interval": "day",
+                         "series": [{"kind": "EventsNode", "event": "$pageview"}],
+                         "breakdownFilter": {"breakdown": "$browser"}}},
+              show=lambda o: f"{len(o['results'])} series")
+        if not args.only or "cohort" in args.only:
+            # A dynamic cohort (computed on every request): plan = pro, and
+            # purchased at least twice in the last 30 days.
+            _, cohort = call("/api/projects/1/cohorts/", {"name": "engaged pros", "filters": {"properties": {
+                "type": "AND", "values": [
+                    {"type": "person", "key": "plan", "value": "pro"},
+                    {"type": "behavioral", "key": "purchase", "value": "performed_event_multiple",
+                     "operator": "gte", "operator_value": 2, "time_value": 30, "time_interval": "day"}]}}})
+            cid = cohort["id"]
+            timed("cohort persons (plan pro, purchase ≥ 2 in 30 days)", f"/api/projects/1/cohorts/{cid}/persons/",
+                  show=lambda o: f"first page {len(o['results'])} persons")
+            by_cohort = q(json.dumps([{"type": "cohort", "key": "id", "value": cid}]))
+            timed("funnel $pageview → purchase, 30 days, that cohort",
+                  f"/api/projects/1/insights/funnel/?{funnel}&properties={by_cohort}",
+                  show=lambda o: f"counts {[s['count'] for s in o['result']]}")
     finally:
         server.terminate()
         server.wait()
