@@ -79,9 +79,9 @@ impl LifecycleSpec {
     }
 
     /// Every event of the lifecycle's range: the person's row id and the
-    /// event's time (µs). The persons tables come
-    /// first, so that the joins build on them (100k rows) and stream the
-    /// events through (DataFusion builds on the left side).
+    /// event's time (µs). The persons tables come first, so that the
+    /// joins build on them and stream the events through (DataFusion
+    /// builds a hash join on its left side).
     fn sql(&self) -> Result<String> {
         let from = self.interval.prev(self.first);
         let to = self.interval.next(self.last);
@@ -266,7 +266,7 @@ pub async fn compute(
 }
 
 fn too_many() -> AppError {
-    AppError::InvalidQuery("the lifecycle holds too many persons".into())
+    AppError::InvalidQuery("the lifecycle holds too many persons or periods".into())
 }
 
 /// The lifecycle insight: one series per status (PostHog's shape),
