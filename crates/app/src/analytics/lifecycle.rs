@@ -9,10 +9,9 @@
 //! activity" of the first is the period of the person's `created_at`.
 //! Periods are UTC; weeks start on Sunday.
 //!
-//! Memory: at most 8 bytes per event read (a person's events of one
-//! period read one after the other take one), held outside the query's
-//! memory pool while they are sorted: at most 64 MB for the 8M pageviews
-//! of a 90-day lifecycle; then 4 bytes per status a person takes.
+//! Memory, outside the query's memory pool: 8 bytes per (person, active
+//! period), twice that at most while they are gathered ([`SortedKeys`]),
+//! then per person seen its UUID, and 4 bytes per status it takes.
 
 use std::sync::Arc;
 
@@ -24,7 +23,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::filter::{entities, parse_date, props, range, Entity, Interval, Params, Prop};
-use super::{lit, period_labels, props_sql, session, stream, ts_lit};
+use super::{lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -173,7 +172,7 @@ pub async fn compute(
     let n = starts.len() as u64;
     // id × n + period index, per event (repeats next to each other
     // dropped at once).
-    let mut keys: Vec<u64> = Vec::new();
+    let mut keys = SortedKeys::new();
     let mut rows = stream(&ctx, &spec.sql()?).await?;
     while let Some(b) = rows.next().await {
         let b = b?;
@@ -192,13 +191,12 @@ pub async fn compute(
                 .and_then(|id| id.checked_mul(n))
                 .and_then(|x| x.checked_add(k as u64))
                 .ok_or_else(too_many)?;
-            if keys.last() != Some(&key) {
-                keys.push(key);
-            }
+            keys.push(key);
         }
     }
-    keys.sort_unstable();
-    keys.dedup();
+    // The join's tables go with the stream.
+    drop(rows);
+    let keys = keys.finish();
     // The persons seen, in id order, with their created_at and UUID.
     let mut ids: Vec<u64> = keys.iter().map(|k| k / n).collect();
     ids.dedup();
@@ -251,12 +249,17 @@ pub async fn compute(
         } else {
             resurrecting
         };
+        prev = Some((id, k));
+        // A person deleted between the two queries counts nowhere (as in
+        // the next response), so that counts and lists agree.
+        if uuids[who].is_empty() {
+            continue;
+        }
         put(k, status, who);
         // Dormant in the next period unless active in it.
-        if keys.get(at + 1) != Some(&(key + 1)) || k + 1 == starts.len() {
+        if keys.get(at + 1) != key.checked_add(1).as_ref() || k + 1 == starts.len() {
             put(k + 1, dormant, who);
         }
-        prev = Some((id, k));
     }
     Ok(Lifecycle {
         starts,

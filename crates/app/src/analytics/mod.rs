@@ -100,6 +100,55 @@ pub async fn stream(
     Ok(ctx.sql(sql).await?.execute_stream().await?)
 }
 
+/// Keys gathered one per row, sorted and deduplicated in place whenever
+/// they have doubled since the last time: memory stays within about
+/// twice the distinct keys, whatever the number of rows.
+#[derive(Debug)]
+pub struct SortedKeys<K> {
+    keys: Vec<K>,
+    /// The length at which they are next compacted.
+    next: usize,
+}
+
+impl<K: Ord + Copy> SortedKeys<K> {
+    /// No keys yet.
+    pub fn new() -> Self {
+        SortedKeys {
+            keys: Vec::new(),
+            next: 1 << 20,
+        }
+    }
+
+    /// Add `key` (a repeat of the last one costs nothing).
+    pub fn push(&mut self, key: K) {
+        if self.keys.last() == Some(&key) {
+            return;
+        }
+        self.keys.push(key);
+        if self.keys.len() >= self.next {
+            self.compact();
+            self.next = (self.keys.len() * 2).max(1 << 20);
+        }
+    }
+
+    fn compact(&mut self) {
+        self.keys.sort_unstable();
+        self.keys.dedup();
+    }
+
+    /// The distinct keys, in order.
+    pub fn finish(mut self) -> Vec<K> {
+        self.compact();
+        self.keys
+    }
+}
+
+impl<K: Ord + Copy> Default for SortedKeys<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Run `sql` and collect its batches.
 pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     tracing::debug!(sql, "analytics query");
@@ -148,4 +197,26 @@ pub fn props_sql(props: &[Prop]) -> Result<String> {
 /// Whether any filter reads person properties (the query joins `persons`).
 pub fn needs_persons(props: &[&Prop]) -> bool {
     props.iter().any(|p| p.kind == PropKind::Person)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SortedKeys;
+
+    /// Past the first compaction (2^20 keys) and again after it: the
+    /// distinct keys in order, with repeats next to each other and far
+    /// apart.
+    #[test]
+    fn sorted_keys_are_the_distinct_keys_in_order() {
+        let mut keys = SortedKeys::new();
+        let distinct = 1_500_000u64;
+        for i in 0..3 * distinct {
+            let k = (i * 7_919) % distinct;
+            keys.push(k);
+            keys.push(k);
+        }
+        let got = keys.finish();
+        assert_eq!(got.len() as u64, distinct);
+        assert!(got.iter().enumerate().all(|(i, &k)| k == i as u64));
+    }
 }

@@ -11,8 +11,8 @@
 //! counts nowhere; `total` counts every event, with a person or not.
 //!
 //! Weekly and monthly active persons hold 16 bytes per (breakdown value,
-//! person, active day) outside the query's memory pool while they are
-//! sorted.
+//! person, active day) outside the query's memory pool, twice that at
+//! most while they are gathered ([`super::SortedKeys`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::filter::{props, range, Interval, Params, Prop, PropKind};
-use super::{collect, lit, period_labels, props_sql, session, stream, ts_lit};
+use super::{collect, lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -284,7 +284,9 @@ impl TrendsSpec {
         format!("CAST({trunc} AS BIGINT)")
     }
 
-    /// One series' query: (period or day, breakdown, count or person).
+    /// One series' query: (period, breakdown, count) for total and daily
+    /// active; (event time in µs, breakdown, person's row id) per event
+    /// for weekly and monthly active.
     fn sql(&self, s: &Series) -> Result<String> {
         let from = match s.math.days() {
             Some(d) => self.first - (d - 1) * DAY,
@@ -404,7 +406,7 @@ pub async fn compute(
                 if spec.breakdown.is_none() {
                     values.push(None);
                 }
-                let mut keys: Vec<u128> = Vec::new();
+                let mut keys = SortedKeys::new();
                 let base_day = (spec.first - (days - 1) * DAY).div_euclid(DAY);
                 let mut rows = stream(&ctx, &spec.sql(s)?).await?;
                 while let Some(b) = rows.next().await {
@@ -446,13 +448,11 @@ pub async fn compute(
                             continue;
                         };
                         let key = (value as u128) << 96 | u128::from(id) << 32 | u128::from(day);
-                        if keys.last() != Some(&key) {
-                            keys.push(key);
-                        }
+                        keys.push(key);
                     }
                 }
-                keys.sort_unstable();
-                keys.dedup();
+                drop(rows);
+                let keys = keys.finish();
                 let mut ds: Vec<i64> = Vec::new();
                 for (at, &key) in keys.iter().enumerate() {
                     ds.push((base_day + i64::from(key as u32)) * DAY);

@@ -135,6 +135,12 @@ async fn lifecycle_counts_a_merged_person_once() {
     app.close().expect("close");
 }
 
+/// Per status, its count in each period (dormant negative).
+type Series = BTreeMap<&'static str, Vec<i64>>;
+
+/// Per (period start, status), the persons (indexes).
+type Members = BTreeMap<(i64, &'static str), Vec<usize>>;
+
 /// The lifecycle per `interval` of `rows` `(person, day, hit)` from
 /// each status's definition, over the periods holding days `first..=last`
 /// (days after `day0()`): active in period `P` and in the one before is
@@ -147,12 +153,13 @@ fn lifecycle_reference(
     first: i64,
     last: i64,
     interval: Interval,
-) -> BTreeMap<&'static str, Vec<i64>> {
+) -> (Series, Members) {
     let period = |d: i64| interval.trunc((day0() + chrono::Duration::days(d)).timestamp_micros());
     let active = |p: usize, at: i64| rows.iter().any(|r| r.0 == p && r.2 && period(r.1) == at);
     let periods = interval.periods(period(first), period(last));
     let before = interval.prev(periods[0]);
-    let mut out: BTreeMap<&'static str, Vec<i64>> = BTreeMap::new();
+    let mut out = Series::new();
+    let mut members = Members::new();
     for &at in &periods {
         let mut n = BTreeMap::new();
         for (p, c) in created.iter().enumerate() {
@@ -175,6 +182,7 @@ fn lifecycle_reference(
             };
             if let Some(s) = status {
                 *n.entry(s).or_insert(0i64) += 1;
+                members.entry((at, s)).or_default().push(p);
             }
         }
         for s in ["new", "returning", "resurrecting", "dormant"] {
@@ -184,7 +192,7 @@ fn lifecycle_reference(
                 .push(if s == "dormant" { -v } else { v });
         }
     }
-    out
+    (out, members)
 }
 
 proptest::proptest! {
@@ -228,7 +236,7 @@ proptest::proptest! {
             })
             .collect();
         let to = (from + len).min(29);
-        let (_, _, s) = rt.block_on(lifecycle_of(
+        let (spec, l, s) = rt.block_on(lifecycle_of(
             &app,
             json!({"date_from": iso(from, 0), "date_to": iso(to, 0)[..10].to_string(),
                    "interval": unit}),
@@ -239,9 +247,23 @@ proptest::proptest! {
             "month" => Interval::Month,
             _ => Interval::Day,
         };
-        let want = lifecycle_reference(&plain, &created, from, to, interval);
+        let (want, members) = lifecycle_reference(&plain, &created, from, to, interval);
         for status in ["new", "returning", "resurrecting", "dormant"] {
             proptest::prop_assert_eq!(&data_of(&s, status), &want[status], "{}", status);
+        }
+        // The persons of each (period, status): the reference's, by UUID.
+        let uuid = |p: usize| uuid_of(&app, &format!("person{p}"));
+        for at in spec.interval.periods(spec.first, spec.last) {
+            let target = chrono::DateTime::from_timestamp_micros(at).expect("time").to_rfc3339();
+            for status in ["new", "returning", "resurrecting", "dormant"] {
+                let mut want: Vec<String> = members
+                    .get(&(at, status))
+                    .map(|ps| ps.iter().map(|&p| uuid(p)).collect())
+                    .unwrap_or_default();
+                want.sort();
+                let got = lifecycle::persons_of(&spec, &l, &target, status, now()).expect("persons");
+                proptest::prop_assert_eq!(got, want, "{} {}", target, status);
+            }
         }
         app.close().expect("close");
     }
