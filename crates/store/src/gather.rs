@@ -55,13 +55,12 @@ fn gather_fixed(
 ) -> Result<ArrayRef, ArrowError> {
     let arrays = arrays
         .iter()
-        .map(|a| {
-            a.as_fixed_size_binary_opt().ok_or_else(|| {
-                ArrowError::InvalidArgumentError(format!(
-                    "a {} column among fixed-size binary ones",
-                    a.data_type()
-                ))
-            })
+        .map(|a| match a.as_fixed_size_binary_opt() {
+            Some(f) if f.value_length() == width => Ok(f),
+            _ => Err(ArrowError::InvalidArgumentError(format!(
+                "a {} column among FixedSizeBinary({width}) ones",
+                a.data_type()
+            ))),
         })
         .collect::<Result<Vec<&FixedSizeBinaryArray>, _>>()?;
     let w = usize::try_from(width)
@@ -139,13 +138,21 @@ mod tests {
                 .iter()
                 .map(|&len| {
                     let n: Vec<i64> = (0..len).map(|_| { k += 1; k }).collect();
+                    // Every byte of every value differs from its neighbours'.
                     let ids: Vec<Option<[u8; 16]>> = n
                         .iter()
-                        .map(|&x| (!nulls || x % 3 != 0).then_some([x as u8; 16]))
+                        .map(|&x| {
+                            (!nulls || x % 3 != 0).then_some(
+                                (x as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835).to_le_bytes(),
+                            )
+                        })
                         .collect();
-                    batch(&schema, &ids, &n)
+                    // Sliced, when it can be: offsets must be honoured.
+                    let b = batch(&schema, &ids, &n);
+                    if len > 2 { b.slice(1, len - 1) } else { b }
                 })
                 .collect();
+            let sizes: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
             let refs: Vec<&RecordBatch> = batches.iter().collect();
             let rows: Vec<(usize, usize)> = picks
                 .iter()
