@@ -29,9 +29,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use croaring::Bitmap;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetAccessPlan, RowGroupAccess,
+};
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use elide_store::checksum::{blocks_in_tail, check_tail, BlockList};
 use elide_store::format::PartChecksum;
@@ -57,6 +60,48 @@ pub struct ExpectedLayout {
     pub checksum: Option<PartChecksum>,
     /// The store the part belongs to (part paths repeat across stores).
     pub store_id: String,
+}
+
+impl ExpectedLayout {
+    /// The layout of `part`, a part of the store `store_id`.
+    pub fn of(part: &PartMeta, store_id: &str) -> Self {
+        ExpectedLayout {
+            part_id: part.id,
+            row_groups: part.row_groups.clone(),
+            size: part.size,
+            checksum: part.checksum,
+            store_id: store_id.to_string(),
+        }
+    }
+}
+
+/// What a scan of `part` reads: its `hidden` rows left out (tombstone
+/// and logical requests, [`access_plan`]) and the row groups `skip` ruled
+/// out whole; `None` when it reads the whole part. A row group the part
+/// does not have is an error.
+pub(crate) fn scan_plan(
+    part: &PartMeta,
+    hidden: Option<&Bitmap>,
+    skip: &[usize],
+) -> Result<Option<ParquetAccessPlan>> {
+    let mut plan = match hidden {
+        Some(bits) => Some(access_plan(part, bits)?),
+        None => None,
+    };
+    if !skip.is_empty() {
+        let groups = part.row_groups.len();
+        let p = plan.get_or_insert_with(|| ParquetAccessPlan::new_all(groups));
+        for &i in skip {
+            if i >= groups {
+                return Err(DataFusionError::Plan(format!(
+                    "part {} has no row group {i}",
+                    part.id
+                )));
+            }
+            p.skip(i);
+        }
+    }
+    Ok(plan)
 }
 
 /// A part's footer, decoded from its verified footer region: the parquet
@@ -247,6 +292,14 @@ impl PartReaderFactory {
     pub fn new(inner: Arc<dyn ParquetFileReaderFactory>, snapshot: Arc<Snapshot>) -> Self {
         PartReaderFactory { inner, snapshot }
     }
+
+    /// Reads of `snapshot`'s parts from its storage, their footers kept
+    /// in `runtime`'s metadata cache.
+    pub fn cached(snapshot: Arc<Snapshot>, runtime: &RuntimeEnv) -> Self {
+        let cache = runtime.cache_manager.get_file_metadata_cache();
+        let inner = CachedParquetFileReaderFactory::new(snapshot.storage().inner(), cache);
+        PartReaderFactory::new(Arc::new(inner), snapshot)
+    }
 }
 
 /// A value a lookup looks for in a bloom-filtered column: its text, and
@@ -354,13 +407,7 @@ impl PartReaderFactory {
         let hides = |b: &Arc<Bitmap>| !b.is_empty();
         let mut hidden = self.snapshot.tombstone(expected.part_id).is_some_and(hides);
         if !hidden && self.snapshot.has_logical_requests() {
-            let part = self
-                .snapshot
-                .manifest()
-                .parts
-                .iter()
-                .find(|p| p.id == expected.part_id);
-            if let Some(part) = part {
+            if let Some(part) = self.snapshot.manifest().part(expected.part_id) {
                 let bits = self
                     .snapshot
                     .hidden(part)

@@ -37,9 +37,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::datasource::physical_plan::parquet::{
-    CachedParquetFileReaderFactory, ParquetAccessPlan, RowGroupAccess,
-};
+use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::{
     FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
 };
@@ -59,7 +57,7 @@ use elide_store::{PartMeta, Snapshot, Store, Table, WeakStore};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::access::{access_plan, ExpectedLayout, PartReaderFactory};
+use crate::access::{scan_plan, ExpectedLayout, PartReaderFactory};
 use crate::count_by_key::CountByKeyExec;
 use crate::provider::hidden_rows;
 use crate::scan::ElideParquetSource;
@@ -287,9 +285,6 @@ fn scan_meta(config: &FileScanConfig, source: &ElideParquetSource) -> Result<Sca
 }
 
 impl ElideCodec {
-    /// The scan `plan` (DataFusion's parquet scan, as decoded) made
-    /// Elide's again: each file's deletions from this process's view of
-    /// the pinned version, and Elide's reader.
     /// The snapshot of the version `meta` pins, from this process's
     /// store, with the store's objects registered on `ctx`'s runtime.
     /// (Whether it is the plan's store is checked part by part, in
@@ -310,6 +305,9 @@ impl ElideCodec {
         Ok(snapshot)
     }
 
+    /// The scan `plan` (DataFusion's parquet scan, as decoded) made
+    /// Elide's again: each file's deletions from this process's view of
+    /// the pinned version, and Elide's reader.
     fn rebuild_scan(
         &self,
         meta: ScanMeta,
@@ -317,9 +315,7 @@ impl ElideCodec {
         plan: Arc<dyn ExecutionPlan>,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let table = Table::ALL
-            .into_iter()
-            .find(|t| t.name() == meta.table)
+        let table = Table::from_name(&meta.table)
             .ok_or_else(|| codec_err(format!("unknown table {:?}", meta.table)))?;
         let Some((config, parquet)) = plan
             .downcast_ref::<DataSourceExec>()
@@ -327,8 +323,6 @@ impl ElideCodec {
         else {
             return Err(codec_err("the scan did not decode to a parquet scan"));
         };
-        // The URL of this process's store (set before decoding).
-        let store_id = snapshot.store_id().to_string();
         let parts: HashMap<&str, &PartMeta> = snapshot
             .parts(table)
             .map(|p| (p.path.as_str(), p))
@@ -365,30 +359,11 @@ impl ElideCodec {
                         part.id, described.hidden
                     )));
                 }
-                let mut plan = match &hidden {
-                    Some(bits) => Some(access_plan(part, bits)?),
-                    None => None,
-                };
-                if !described.skip.is_empty() {
-                    let groups = part.row_groups.len();
-                    let p = plan.get_or_insert_with(|| ParquetAccessPlan::new_all(groups));
-                    for &i in &described.skip {
-                        if i >= groups {
-                            return Err(codec_err(format!(
-                                "part {} has no row group {i}",
-                                part.id
-                            )));
-                        }
-                        p.skip(i);
-                    }
-                }
-                let mut file = file.clone().with_extension(ExpectedLayout {
-                    part_id: part.id,
-                    row_groups: part.row_groups.clone(),
-                    size: part.size,
-                    checksum: part.checksum,
-                    store_id: store_id.clone(),
-                });
+                let plan = scan_plan(part, hidden.as_deref(), &described.skip)
+                    .map_err(|e| codec_err(e.message()))?;
+                let mut file = file
+                    .clone()
+                    .with_extension(ExpectedLayout::of(part, snapshot.store_id()));
                 if let Some(plan) = plan {
                     file = file.with_extension(plan);
                 }
@@ -400,12 +375,7 @@ impl ElideCodec {
             }
             groups.push(rebuilt);
         }
-        let object_store = snapshot.storage().inner();
-        let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
-        let factory = PartReaderFactory::new(
-            Arc::new(CachedParquetFileReaderFactory::new(object_store, cache)),
-            Arc::clone(&snapshot),
-        );
+        let factory = PartReaderFactory::cached(Arc::clone(&snapshot), &ctx.runtime_env());
         let parquet = parquet
             .clone()
             .with_parquet_file_reader_factory(Arc::new(factory));

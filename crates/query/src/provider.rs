@@ -41,7 +41,6 @@ use datafusion::common::{Column, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -56,7 +55,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use elide_store::{PartMeta, Snapshot, Store, Table, WeakStore};
 use futures::StreamExt;
 
-use crate::access::{access_plan, ExpectedLayout, LookupValue, PartReaderFactory};
+use crate::access::{scan_plan, ExpectedLayout, LookupValue, PartReaderFactory};
 use crate::scan::ElideParquetSource;
 use crate::uuid_adapter::UuidTextAdapterFactory;
 
@@ -343,14 +342,8 @@ impl TableProvider for ElideTable {
             if live_rows == 0 {
                 continue;
             }
-            let file =
-                PartitionedFile::new(part.path.clone(), part.size).with_extension(ExpectedLayout {
-                    part_id: part.id,
-                    row_groups: part.row_groups.clone(),
-                    size: part.size,
-                    checksum: part.checksum,
-                    store_id: snapshot.store_id().to_string(),
-                });
+            let file = PartitionedFile::new(part.path.clone(), part.size)
+                .with_extension(ExpectedLayout::of(part, snapshot.store_id()));
             candidates.push((*part, hidden, live_rows, file));
         }
         let url = ElideTable::object_store_url(snapshot.store_id())?;
@@ -358,11 +351,7 @@ impl TableProvider for ElideTable {
         state
             .runtime_env()
             .register_object_store(url.as_ref(), Arc::clone(&object_store));
-        let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-        let factory = PartReaderFactory::new(
-            Arc::new(CachedParquetFileReaderFactory::new(object_store, cache)),
-            Arc::clone(&snapshot),
-        );
+        let factory = PartReaderFactory::cached(Arc::clone(&snapshot), state.runtime_env());
         // Lookups by person or distinct id: which row groups of each part
         // the bloom filters leave, before any tombstone is turned into a
         // row selection. A part they rule out whole is not opened at all
@@ -388,16 +377,16 @@ impl TableProvider for ElideTable {
             if left.as_ref().is_some_and(|l| !l.contains(&true)) {
                 continue;
             }
-            let mut plan = match &hidden {
-                Some(bitmap) => Some(access_plan(part, bitmap)?),
-                None => None,
-            };
+            let skip: Vec<usize> = left
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter(|(_, l)| !**l)
+                .map(|(i, _)| i)
+                .collect();
+            let plan = scan_plan(part, hidden.as_deref(), &skip)?;
             let mut rows = live_rows;
-            if let Some(left) = left.filter(|l| l.contains(&false)) {
-                let p = plan.get_or_insert_with(|| ParquetAccessPlan::new_all(left.len()));
-                for (i, _) in left.iter().enumerate().filter(|(_, l)| !**l) {
-                    p.skip(i);
-                }
+            if let Some(p) = plan.as_ref().filter(|_| !skip.is_empty()) {
                 rows = rows_read(p, &part.row_groups);
                 if rows == 0 {
                     continue;
