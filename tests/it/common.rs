@@ -41,16 +41,7 @@ pub fn uuid_of(n: u64) -> String {
 /// always resolved in the call (no bridge: a loaded machine must not
 /// change what a test sees).
 pub fn open(dir: &std::path::Path) -> Store {
-    Store::open(
-        dir,
-        StoreOptions {
-            background_flush: false,
-            background_compaction: false,
-            predicate_resolve_bound: None,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    Store::open(dir, StoreOptions::foreground()).unwrap()
 }
 
 pub fn append(store: &Store, rows: &[EventRow]) {

@@ -198,10 +198,7 @@ fn acknowledged_appends_and_deletes_survive_sigkill_on_an_object_store() {
             &local,
             elide::store::StoreOptions {
                 object_store: Some(s3.store("crash").unwrap()),
-                background_flush: false,
-                background_compaction: false,
-                predicate_resolve_bound: None,
-                ..Default::default()
+                ..elide::store::StoreOptions::foreground()
             },
         )
         .unwrap();

@@ -23,12 +23,7 @@ use url::Url;
 const BUCKET: &str = "elide";
 
 fn opts() -> StoreOptions {
-    StoreOptions {
-        background_flush: false,
-        background_compaction: false,
-        predicate_resolve_bound: None,
-        ..Default::default()
-    }
+    StoreOptions::foreground()
 }
 
 /// Append generated events (`seed` picks which); returns their

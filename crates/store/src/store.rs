@@ -207,6 +207,19 @@ impl StoreOptions {
             ..StoreOptions::from_env()
         }
     }
+
+    /// Nothing the caller does not call: no background flush or
+    /// compaction, and predicates always resolved in the deletion's own
+    /// call (no bridge), whatever the environment. What tests use, so
+    /// that a loaded machine does not change what they see.
+    pub fn foreground() -> Self {
+        StoreOptions {
+            background_flush: false,
+            background_compaction: false,
+            predicate_resolve_bound: None,
+            ..Default::default()
+        }
+    }
 }
 
 /// A published state: a manifest and the tombstone bitmaps it references.

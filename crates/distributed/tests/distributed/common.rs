@@ -85,12 +85,7 @@ impl Backend {
 }
 
 pub fn opts() -> StoreOptions {
-    StoreOptions {
-        background_flush: false,
-        background_compaction: false,
-        predicate_resolve_bound: None,
-        ..Default::default()
-    }
+    StoreOptions::foreground()
 }
 
 /// Append generated events (`seed` picks which); returns their

@@ -27,12 +27,7 @@ pub fn row(n: u64, did: &str, project: i64, day: i64) -> EventRow {
 /// No background threads, and predicates always resolved in the call (no
 /// bridge: a loaded machine must not change what a test sees).
 pub fn opts() -> StoreOptions {
-    StoreOptions {
-        background_flush: false,
-        background_compaction: false,
-        predicate_resolve_bound: None,
-        ..Default::default()
-    }
+    StoreOptions::foreground()
 }
 
 pub fn open(dir: &Path) -> Store {
