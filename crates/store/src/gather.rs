@@ -33,7 +33,17 @@ pub(crate) fn gather(
     let schema = first.schema();
     let columns = (0..schema.fields().len())
         .map(|c| {
-            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+            let arrays = batches
+                .iter()
+                .map(|b| match b.columns().get(c) {
+                    Some(a) => Ok(a.as_ref()),
+                    None => Err(ArrowError::InvalidArgumentError(format!(
+                        "a batch of {} columns among batches of {}",
+                        b.num_columns(),
+                        schema.fields().len()
+                    ))),
+                })
+                .collect::<Result<Vec<&dyn Array>, _>>()?;
             match schema.field(c).data_type() {
                 DataType::FixedSizeBinary(width) => gather_fixed(&arrays, *width, rows),
                 _ => interleave(&arrays, rows),
@@ -179,5 +189,18 @@ mod tests {
         assert!(gather(&[&b], &[(0, 1)]).is_err());
         assert!(gather(&[&b], &[(1, 0)]).is_err());
         assert!(gather(&[], &[]).is_err());
+    }
+
+    /// A batch with fewer columns than the first is an error, not a panic.
+    #[test]
+    fn a_batch_of_another_width_is_an_error() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::FixedSizeBinary(16), true),
+            Field::new("n", DataType::Int64, false),
+            Field::new("t", DataType::Utf8, false),
+        ]));
+        let wide = batch(&schema, &[Some([1; 16])], &[1]);
+        let narrow = wide.project(&[0]).expect("project");
+        assert!(gather(&[&wide, &narrow], &[(0, 0), (1, 0)]).is_err());
     }
 }
