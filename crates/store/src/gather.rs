@@ -178,13 +178,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_row_outside_the_batches_is_an_error() {
-        let schema = Arc::new(Schema::new(vec![
+    /// The columns of [`batch`], without field metadata.
+    fn plain_schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
             Field::new("id", DataType::FixedSizeBinary(16), true),
             Field::new("n", DataType::Int64, false),
             Field::new("t", DataType::Utf8, false),
-        ]));
+        ]))
+    }
+
+    #[test]
+    fn a_row_outside_the_batches_is_an_error() {
+        let schema = plain_schema();
         let b = batch(&schema, &[Some([1; 16])], &[1]);
         assert!(gather(&[&b], &[(0, 1)]).is_err());
         assert!(gather(&[&b], &[(1, 0)]).is_err());
@@ -194,11 +199,7 @@ mod tests {
     /// A batch with fewer columns than the first is an error, not a panic.
     #[test]
     fn a_batch_of_another_width_is_an_error() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::FixedSizeBinary(16), true),
-            Field::new("n", DataType::Int64, false),
-            Field::new("t", DataType::Utf8, false),
-        ]));
+        let schema = plain_schema();
         let wide = batch(&schema, &[Some([1; 16])], &[1]);
         let narrow = wide.project(&[0]).expect("project");
         assert!(gather(&[&wide, &narrow], &[(0, 0), (1, 0)]).is_err());

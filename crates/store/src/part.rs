@@ -223,17 +223,18 @@ fn id_prefix(s: &str) -> u128 {
 }
 
 /// Orders two distinct ids, given as prefix and length ([`SortKey`]);
-/// `whole` reads an id when the two must be compared whole.
-fn cmp_ids<'a>(
+/// `whole` compares the ids themselves, asked only when the prefixes
+/// and lengths cannot tell.
+fn cmp_ids(
     a: (u128, u32),
     b: (u128, u32),
-    whole: impl Fn(bool) -> &'a str,
+    whole: impl FnOnce() -> std::cmp::Ordering,
 ) -> std::cmp::Ordering {
     a.0.cmp(&b.0).then_with(|| {
         if a.1 <= 16 && b.1 <= 16 {
             a.1.cmp(&b.1)
         } else {
-            whole(true).cmp(whole(false))
+            whole()
         }
     })
 }
@@ -272,11 +273,7 @@ fn sort_keys(chunks: &[&Chunk], deleted: &Treemap) -> Result<Vec<SortKey>> {
     keys.sort_unstable_by(|a, b| {
         (a.project, a.day)
             .cmp(&(b.project, b.day))
-            .then_with(|| {
-                cmp_ids((a.prefix, a.len), (b.prefix, b.len), |first| {
-                    id(if first { a } else { b })
-                })
-            })
+            .then_with(|| cmp_ids((a.prefix, a.len), (b.prefix, b.len), || id(a).cmp(id(b))))
             .then(a.seq.cmp(&b.seq))
     });
     Ok(keys)
@@ -897,7 +894,7 @@ mod tests {
         ) {
             for (x, y) in [(a.clone(), b.clone()), (format!("{shared}{a}"), format!("{shared}{b}"))] {
                 let key = |s: &str| (id_prefix(s), s.len() as u32);
-                let got = cmp_ids(key(&x), key(&y), |first| if first { x.as_str() } else { y.as_str() });
+                let got = cmp_ids(key(&x), key(&y), || x.cmp(&y));
                 prop_assert_eq!(got, x.cmp(&y), "{:?} {:?}", x, y);
             }
         }

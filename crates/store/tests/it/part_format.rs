@@ -1,5 +1,6 @@
 //! What a part's columns are encoded as (docs/format.md, "Parts").
 
+use arrow::array::AsArray;
 use parquet::basic::Encoding;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
@@ -101,4 +102,63 @@ fn identifiers_stay_whole_when_the_dictionary_overflows() {
             "{name}: {pages:?}"
         );
     }
+}
+
+/// A flushed part's rows are in (`distinct_id`, `_seq`) order, so that each
+/// distinct id's rows are one run (docs/format.md): ids shorter and longer
+/// than the flush sort's 16-byte prefix, ids that begin alike past it,
+/// ids that are prefixes of others and characters of several bytes,
+/// appended out of order in several batches.
+#[test]
+fn a_flushed_part_is_in_distinct_id_order() {
+    let long = "0123456789abcdef-shared-";
+    let ids: Vec<String> = [
+        "a",
+        "ab",
+        "abc",
+        "0123456789abcde",
+        "0123456789abcdef",
+        "0123456789abcdeg",
+        "é",
+        "éa",
+        "user-1-10",
+        "user-1-2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(["", "x", "xx", "y"].iter().map(|t| format!("{long}{t}")))
+    .collect();
+    let rows: Vec<EventRow> = (0..700u64)
+        .map(|n| row(n, &ids[(n * 7919 % ids.len() as u64) as usize], 1, 0))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for batch in rows.chunks(250) {
+        append(&store, batch);
+    }
+    store.flush().unwrap();
+    let snap = store.snapshot().unwrap();
+    let parts: Vec<_> = snap.parts(Table::Events).cloned().collect();
+    assert_eq!(parts.len(), 1);
+    let file = std::fs::File::open(dir.path().join(&parts[0].path)).unwrap();
+    let mut got: Vec<(String, u64)> = Vec::new();
+    for b in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+    {
+        let b = b.unwrap();
+        let d = b.column_by_name("distinct_id").unwrap().as_string::<i32>();
+        let s = b
+            .column_by_name("_seq")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt64Type>();
+        got.extend((0..b.num_rows()).map(|i| (d.value(i).to_string(), s.value(i))));
+    }
+    assert_eq!(got.len(), rows.len());
+    for w in got.windows(2) {
+        assert!(w[0] < w[1], "{:?} before {:?}", w[0], w[1]);
+    }
+    let seen: std::collections::BTreeSet<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(seen.len(), ids.len());
 }
