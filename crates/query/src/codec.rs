@@ -31,8 +31,9 @@
 //!   default codec refuses its `ElideParquetSource`), and the bytes this
 //!   codec writes are an extension node that a decoder without it refuses:
 //!   nothing falls back to a plain parquet scan.
-//! - [`CountByKeyExec`] is shipped as the partial aggregate it stands for
-//!   and replaced again on decode.
+//! - [`CountByKeyExec`] and [`DistinctRunsExec`] are shipped as the
+//!   partial aggregate they stand for, and replaced again on decode by the
+//!   same rules.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{scan_plan, ExpectedLayout, PartReaderFactory};
 use crate::count_by_key::CountByKeyExec;
+use crate::distinct_runs::DistinctRunsExec;
 use crate::provider::hidden_rows;
 use crate::scan::ElideParquetSource;
 use crate::uuid_adapter::UuidTextAdapterFactory;
@@ -67,11 +69,13 @@ use crate::ElideTable;
 /// The first bytes of every node this codec writes (the last one is the
 /// format's version).
 const MAGIC: &[u8; 6] = b"ELIDE\x01";
-/// What follows the magic: an Elide scan, or a count by key.
+/// What follows the magic: an Elide scan, or a partial aggregate that
+/// Elide's rules replace ([`CountByKeyExec`], [`DistinctRunsExec`]).
 const KIND_SCAN: u8 = 1;
-const KIND_COUNT_BY_KEY: u8 = 2;
+const KIND_PARTIAL_AGGREGATE: u8 = 2;
 
-/// Encodes Elide's scans (and [`CountByKeyExec`]) for another process, and
+/// Encodes Elide's scans (and [`CountByKeyExec`], [`DistinctRunsExec`])
+/// for another process, and
 /// decodes them there against `store`: the same store (same id), opened
 /// by the decoding process (read-only, on shared storage). See the module
 /// documentation.
@@ -128,20 +132,26 @@ impl PhysicalExtensionCodec for ElideCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        if let Some(count) = node.downcast_ref::<CountByKeyExec>() {
+        let replaced = node
+            .downcast_ref::<CountByKeyExec>()
+            .map(CountByKeyExec::aggregate)
+            .or_else(|| {
+                node.downcast_ref::<DistinctRunsExec>()
+                    .map(DistinctRunsExec::aggregate)
+            });
+        if let Some(agg) = replaced {
             // The aggregate over a placeholder of its input's schema: the
             // input itself is encoded as this node's child.
-            let agg = count.aggregate();
             let input = agg
                 .children()
                 .first()
                 .map(|i| i.schema())
-                .ok_or_else(|| codec_err("a count by key without input"))?;
+                .ok_or_else(|| codec_err("a partial aggregate without input"))?;
             let placeholder: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(input));
             let agg = replace_children_if_necessary(Arc::clone(agg), vec![placeholder])?;
             let proto = proto_converter.execution_plan_to_proto(&agg, self)?;
             buf.extend_from_slice(MAGIC);
-            buf.push(KIND_COUNT_BY_KEY);
+            buf.push(KIND_PARTIAL_AGGREGATE);
             buf.extend_from_slice(&proto.encode_to_vec());
             return Ok(());
         }
@@ -187,14 +197,17 @@ impl PhysicalExtensionCodec for ElideCodec {
             .ok_or_else(|| codec_err("truncated node"))?;
         let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
         match kind {
-            KIND_COUNT_BY_KEY => {
+            KIND_PARTIAL_AGGREGATE => {
                 let [input] = inputs else {
-                    return Err(codec_err("a count by key needs exactly one input"));
+                    return Err(codec_err("a partial aggregate needs exactly one input"));
                 };
                 let proto = PhysicalPlanNode::decode(rest).map_err(codec_err)?;
                 let agg = proto_converter.proto_to_execution_plan(&proto, &decode_ctx)?;
                 let agg = replace_children_if_necessary(agg, vec![Arc::clone(input)])?;
-                Ok(match CountByKeyExec::replacing(&agg) {
+                if let Some(exec) = CountByKeyExec::replacing(&agg) {
+                    return Ok(Arc::new(exec));
+                }
+                Ok(match DistinctRunsExec::replacing(&agg)? {
                     Some(exec) => Arc::new(exec),
                     None => agg,
                 })
@@ -419,7 +432,7 @@ mod tests {
             [MAGIC.as_slice(), &[9]].concat(),
             [MAGIC.as_slice(), &[KIND_SCAN]].concat(),
             [MAGIC.as_slice(), &[KIND_SCAN, 0xff, 0xff, 0xff, 0xff]].concat(),
-            [MAGIC.as_slice(), &[KIND_COUNT_BY_KEY, 1, 2, 3]].concat(),
+            [MAGIC.as_slice(), &[KIND_PARTIAL_AGGREGATE, 1, 2, 3]].concat(),
             scan(b"{}", b""),
             scan(b"not json", b""),
             // A version the store never had.

@@ -23,6 +23,7 @@ mod access;
 pub mod codec;
 pub mod count_by_key;
 pub mod deadline;
+pub mod distinct_runs;
 pub mod funnel;
 mod loaded;
 mod props;
@@ -104,23 +105,27 @@ fn base_context() -> Result<SessionContext> {
 /// SQL of text ([`uuid_sql`]), the physical optimizer rule that leaves
 /// Elide scans' parquet readers only the predicate they can use (the
 /// `scan_predicate` module), and the one that counts rows by a string key
-/// with the key's view as the hash key ([`count_by_key`]). Installing the
+/// with the key's view as the hash key ([`count_by_key`]), and the one
+/// that drops repeated rows before a `GROUP BY` with no aggregate function
+/// ([`distinct_runs`], the first phase of `count(DISTINCT …)`). Installing the
 /// rules builds the session's state anew: `*ctx` is replaced by a session
 /// with the same configuration, tables and functions (and a new session
 /// id), so clones of `ctx` taken before do not have them.
 pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     // UUID columns of 16 bytes with the SQL of text: before type coercion.
     // Then, after DataFusion's physical rules, Elide's: scans' parquet
-    // readers get only the predicate they can use; counts by a string key.
+    // readers get only the predicate they can use; counts by a string key;
+    // repeated rows dropped before a GROUP BY without aggregates.
     let state = ctx.state();
     let has_uuid_sql = state
         .analyzer()
         .rules
         .iter()
         .any(|r| r.name() == "uuid_sql");
-    let physical: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 2] = [
+    let physical: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 3] = [
         Arc::new(scan_predicate::TrimScanPredicates),
         Arc::new(count_by_key::CountByKey),
+        Arc::new(distinct_runs::DistinctRuns),
     ];
     let missing: Vec<_> = physical
         .into_iter()
@@ -150,6 +155,25 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     ctx.register_udf(UtcDateTrunc::udf());
     ctx.register_udf(PropertiesMatch::udf());
     Ok(())
+}
+
+/// A session like `ctx` (its tables, functions and rules) without the
+/// physical optimizer rule named `name`: the other side of the
+/// differential tests of Elide's rules.
+#[cfg(test)]
+pub(crate) fn without_physical_rule(ctx: &SessionContext, name: &str) -> SessionContext {
+    let state = ctx.state();
+    let rules = state
+        .physical_optimizers()
+        .iter()
+        .filter(|r| r.name() != name)
+        .cloned()
+        .collect();
+    SessionContext::new_with_state(
+        datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_physical_optimizer_rules(rules)
+            .build(),
+    )
 }
 
 /// Register every table of `store` (`events`, `recordings`) on a session
