@@ -32,6 +32,7 @@ pub mod scan;
 mod scan_predicate;
 mod utc_trunc;
 pub mod uuid_adapter;
+pub mod uuid_in_list;
 pub mod uuid_sql;
 
 use std::sync::Arc;
@@ -107,7 +108,9 @@ fn base_context() -> Result<SessionContext> {
 /// `scan_predicate` module), and the one that counts rows by a string key
 /// with the key's view as the hash key ([`count_by_key`]), and the one
 /// that drops repeated rows before a `GROUP BY` with no aggregate function
-/// ([`distinct_runs`], the first phase of `count(DISTINCT …)`). Installing the
+/// ([`distinct_runs`], the first phase of `count(DISTINCT …)`), and the
+/// one that answers a filter's `IN` list of UUIDs from a set of 128-bit
+/// integers ([`uuid_in_list`]). Installing the
 /// rules builds the session's state anew: `*ctx` is replaced by a session
 /// with the same configuration, tables and functions (and a new session
 /// id), so clones of `ctx` taken before do not have them.
@@ -115,17 +118,19 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     // UUID columns of 16 bytes with the SQL of text: before type coercion.
     // Then, after DataFusion's physical rules, Elide's: scans' parquet
     // readers get only the predicate they can use; counts by a string key;
-    // repeated rows dropped before a GROUP BY without aggregates.
+    // repeated rows dropped before a GROUP BY without aggregates; IN lists
+    // of UUIDs in filters answered from a set of integers.
     let state = ctx.state();
     let has_uuid_sql = state
         .analyzer()
         .rules
         .iter()
         .any(|r| r.name() == "uuid_sql");
-    let physical: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 3] = [
+    let physical: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 4] = [
         Arc::new(scan_predicate::TrimScanPredicates),
         Arc::new(count_by_key::CountByKey),
         Arc::new(distinct_runs::DistinctRuns),
+        Arc::new(uuid_in_list::UuidInLists),
     ];
     let missing: Vec<_> = physical
         .into_iter()
