@@ -30,6 +30,8 @@ mod props;
 mod provider;
 pub mod scan;
 mod scan_predicate;
+#[cfg(test)]
+mod test_support;
 mod utc_trunc;
 pub mod uuid_adapter;
 pub mod uuid_in_list;
@@ -160,25 +162,6 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     ctx.register_udf(UtcDateTrunc::udf());
     ctx.register_udf(PropertiesMatch::udf());
     Ok(())
-}
-
-/// A session like `ctx` (its tables, functions and rules) without the
-/// physical optimizer rule named `name`: the other side of the
-/// differential tests of Elide's rules.
-#[cfg(test)]
-pub(crate) fn without_physical_rule(ctx: &SessionContext, name: &str) -> SessionContext {
-    let state = ctx.state();
-    let rules = state
-        .physical_optimizers()
-        .iter()
-        .filter(|r| r.name() != name)
-        .cloned()
-        .collect();
-    SessionContext::new_with_state(
-        datafusion::execution::SessionStateBuilder::new_from_existing(state)
-            .with_physical_optimizer_rules(rules)
-            .build(),
-    )
 }
 
 /// Register every table of `store` (`events`, `recordings`) on a session

@@ -167,25 +167,11 @@ fn sessions(partitions: Vec<Vec<RecordBatch>>) -> (SessionContext, SessionContex
     let t = MemTable::try_new(schema(), partitions).unwrap();
     elide.register_table("t", Arc::new(t)).unwrap();
     // The same catalog, so the same table.
-    let plain = crate::without_physical_rule(&elide, DistinctRuns.name());
+    let plain = crate::test_support::without_physical_rule(&elide, DistinctRuns.name());
     (plain, elide)
 }
 
-/// The rows of `sql` (pretty-printed) and its physical plan.
-fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let shown = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(true)
-            .to_string();
-        let rows = df.collect().await.unwrap();
-        (pretty_format_batches(&rows).unwrap().to_string(), shown)
-    })
-}
+use crate::test_support::rows_and_plan as run;
 
 /// Runs `sql` and reads the `repeats_dropped` of its `DistinctRunsExec`.
 fn repeats_dropped(ctx: &SessionContext, sql: &str) -> usize {

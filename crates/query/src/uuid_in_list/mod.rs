@@ -15,8 +15,9 @@
 //! `InListExpr` whose expression is a `FixedSizeBinary(16)` and whose list
 //! holds only non-null 16-byte literals (what `person_id IN ('…', …)`
 //! becomes once [`crate::uuid_sql`] has turned the text into bytes) with a
-//! [`UuidInList`] of the same values. The scan's own predicate, which
-//! prunes parts, row groups and pages, is left alone.
+//! [`UuidInList`] of the same values: a set of `u128` behind a bitmap of
+//! 65,536 slots, so a row not in the list costs one bit. The scan's own
+//! predicate, which prunes parts, row groups and pages, is left alone.
 //!
 //! Invariant: the same answer as the `IN` list, row for row — true where
 //! the value is one of the list's, false where it is not (negated for
@@ -107,7 +108,7 @@ pub struct UuidInList {
 }
 
 /// Bits of a value's [`slot`]: 2^16 slots, 8 KiB of bits. A value not in
-/// a list of `n` passes with a probability of at most `n / 65536`.
+/// a list of `n` passes with a probability of about `n / 65536`.
 const SLOT_BITS: u32 = 16;
 
 /// The set's key of a 16-byte value.

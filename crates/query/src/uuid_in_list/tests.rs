@@ -42,25 +42,11 @@ fn sessions(ids: &[Option<u8>]) -> (SessionContext, SessionContext) {
     let t = MemTable::try_new(schema(), parts).unwrap();
     with.register_table("t", Arc::new(t)).unwrap();
     // The same catalog, so the same table.
-    let without = crate::without_physical_rule(&with, UuidInLists.name());
+    let without = crate::test_support::without_physical_rule(&with, UuidInLists.name());
     (with, without)
 }
 
-/// The rows of `sql` (pretty-printed) and its physical plan.
-fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let shown = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(true)
-            .to_string();
-        let rows = df.collect().await.unwrap();
-        (pretty_format_batches(&rows).unwrap().to_string(), shown)
-    })
-}
+use crate::test_support::rows_and_plan as run;
 
 /// `IN (…)` of the pool's UUIDs `list`, the text in the forms a user may
 /// write it.

@@ -1,0 +1,41 @@
+//! Helpers of the unit tests of Elide's physical rules.
+
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
+
+/// A session like `ctx` (its tables, functions and rules) without the
+/// physical optimizer rule named `name`: the other side of the
+/// differential tests of Elide's rules.
+pub(crate) fn without_physical_rule(ctx: &SessionContext, name: &str) -> SessionContext {
+    let state = ctx.state();
+    let rules = state
+        .physical_optimizers()
+        .iter()
+        .filter(|r| r.name() != name)
+        .cloned()
+        .collect();
+    SessionContext::new_with_state(
+        datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_physical_optimizer_rules(rules)
+            .build(),
+    )
+}
+
+/// The rows of `sql` in `ctx` (pretty-printed) and its physical plan.
+pub(crate) fn rows_and_plan(ctx: &SessionContext, sql: &str) -> (String, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let df = ctx.sql(sql).await.expect("planned");
+        let plan = df.clone().create_physical_plan().await.expect("a plan");
+        let shown = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string();
+        let rows = df.collect().await.expect("rows");
+        (
+            pretty_format_batches(&rows).expect("printed").to_string(),
+            shown,
+        )
+    })
+}
