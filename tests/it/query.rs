@@ -438,6 +438,15 @@ fn lookups_skip_the_row_groups_the_bloom_filters_rule_out() {
     let (n, _, scan, text) = run(both);
     assert_eq!(n, 0);
     assert!(scan.is_empty(), "{text}");
+    // Through Elide's IN list of UUIDs (the filter above the scan) and its
+    // distinct count: the deleted rows are hidden below both.
+    let (n, _, _, text) = run(&q);
+    assert_eq!(n, 100, "d5's rows of person(5) are deleted: {text}");
+    assert!(text.contains("IN (set of 5 UUIDs)"), "{text}");
+    let distinct = "SELECT count(DISTINCT person_id) FROM events";
+    let (n, _, _, text) = run(distinct);
+    assert_eq!(n, 6, "person(5) and person(6) are deleted: {text}");
+    assert!(text.contains("DistinctRunsExec"), "{text}");
     // A reader that filters rows itself keeps the list.
     sql(
         &rt,

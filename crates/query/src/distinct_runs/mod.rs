@@ -339,7 +339,6 @@ impl ExecutionPlan for DropRepeatsExec {
             schema: Arc::clone(&self.schema),
             last: None,
             rows_in: 0,
-            rows_out: 0,
             comparing: true,
             dropped: MetricBuilder::new(&self.metrics).counter("repeats_dropped", partition),
         };
@@ -357,11 +356,11 @@ struct Repeats {
     schema: SchemaRef,
     /// The keys of the row before the next batch's first, one row each.
     last: Option<Vec<ArrayRef>>,
+    /// Rows compared so far.
     rows_in: usize,
-    rows_out: usize,
     /// Off once the first [`PROBE_ROWS`] showed few repeats.
     comparing: bool,
-    /// Rows dropped, in the operator's metrics.
+    /// Rows dropped so far, in the operator's metrics.
     dropped: Count,
 }
 
@@ -393,19 +392,13 @@ impl Repeats {
             });
         }
         // The first row against the last of the batch before.
-        let first_differs = match &self.last {
-            None => true,
-            Some(last) => {
-                let mut any = false;
-                for (c, l) in keys.columns().iter().zip(last) {
-                    if distinct(&c.slice(0, 1), l)?.value(0) {
-                        any = true;
-                        break;
-                    }
-                }
-                any
+        let mut first_differs = true;
+        if let Some(last) = &self.last {
+            first_differs = false;
+            for (c, l) in keys.columns().iter().zip(last) {
+                first_differs |= distinct(&c.slice(0, 1), l)?.value(0);
             }
-        };
+        }
         self.last = Some(keys.columns().iter().map(|c| c.slice(n - 1, 1)).collect());
         let mut keep = BooleanBufferBuilder::new(n);
         keep.append(first_differs);
@@ -415,9 +408,8 @@ impl Repeats {
         let keep = BooleanArray::new(keep.finish(), None);
         let kept = keep.true_count();
         self.rows_in += n;
-        self.rows_out += kept;
         self.dropped.add(n - kept);
-        if self.rows_in >= PROBE_ROWS && self.rows_out * 10 > self.rows_in * 9 {
+        if self.rows_in >= PROBE_ROWS && self.dropped.value() * 10 < self.rows_in {
             self.comparing = false;
             self.last = None;
         }

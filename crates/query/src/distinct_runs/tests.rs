@@ -51,7 +51,6 @@ fn repeats(names: &[&str]) -> Repeats {
         schema: Arc::new(Schema::new(fields)),
         last: None,
         rows_in: 0,
-        rows_out: 0,
         comparing: true,
         dropped: Count::new(),
     }

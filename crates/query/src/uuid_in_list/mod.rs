@@ -7,8 +7,8 @@
 //! dynamic comparator. `SELECT count(*) FROM events WHERE person_id IN
 //! (<100 UUIDs>)` reads every row of `person_id` (100 random persons have
 //! rows in every row group, so neither statistics nor bloom filters prune),
-//! and at 10M events the filter took 124 ms of CPU of a ~80 ms query on
-//! two cores. The person's activity, a subject-access export and the
+//! and at 10M events the filter's compute was 47–58 ms of a query of
+//! 56–105 ms on two cores (docs/benchmarks.md, "Lookups by person"). The person's activity, a subject-access export and the
 //! verification after a purge all ask this.
 //!
 //! The rule replaces, inside the predicate of a `FilterExec`, an
@@ -178,9 +178,9 @@ impl UuidInList {
             && self.set.contains(&key)
     }
 
-    /// Whether the 16 bytes `value` answer true.
-    fn answer(&self, value: &[u8]) -> bool {
-        key(value).is_some_and(|k| self.listed(k)) != self.negated
+    /// The answer for a row whose value is the integer `key`.
+    fn answer(&self, key: u128) -> bool {
+        self.listed(key) != self.negated
     }
 }
 
@@ -244,17 +244,18 @@ impl PhysicalExpr for UuidInList {
                     })?;
                 let answers = BooleanBuffer::collect_bool(rows.len(), |i| {
                     rows.get(i)
-                        .is_some_and(|v| self.listed(u128::from_le_bytes(*v)))
-                        != self.negated
+                        .is_some_and(|v| self.answer(u128::from_le_bytes(*v)))
                 });
                 Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(
                     answers,
                     values.logical_nulls(),
                 ))))
             }
-            ColumnarValue::Scalar(ScalarValue::FixedSizeBinary(_, value)) => Ok(
-                ColumnarValue::Scalar(ScalarValue::Boolean(value.map(|v| self.answer(&v)))),
-            ),
+            ColumnarValue::Scalar(ScalarValue::FixedSizeBinary(_, value)) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::Boolean(value.map(
+                    |v| key(&v).map_or(self.negated, |k| self.answer(k)),
+                ))))
+            }
             ColumnarValue::Scalar(other) => Err(DataFusionError::Internal(format!(
                 "UuidInList: the value is {}, not FixedSizeBinary(16)",
                 other.data_type()
