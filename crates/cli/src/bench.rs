@@ -316,11 +316,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     // 4. Queries, interleaved: ListingTable, before, after.
     // Parts live in nested partition directories; ListingTable skips
-    // subdirectories unless told otherwise.
-    let listing = SessionContext::new_with_config(ctx_after.copied_config().set_bool(
-        "datafusion.execution.listing_table_ignore_subdirectory",
-        false,
-    ));
+    // subdirectories unless told otherwise. The copied configuration
+    // says not to create the default catalog (Elide's session was built
+    // from an existing state that had one); this new session needs it.
+    let listing = SessionContext::new_with_config(
+        ctx_after
+            .copied_config()
+            .with_create_default_catalog_and_schema(true)
+            .set_bool(
+                "datafusion.execution.listing_table_ignore_subdirectory",
+                false,
+            ),
+    );
     register_listing(&rt, &listing, &dir.join("parts").join("events"))?;
     let mut queries = Vec::new();
     for (name, q) in QUERIES {
