@@ -597,3 +597,104 @@ fn bench_harness_runs_end_to_end() {
     assert_eq!(full["rows_before"], 3000);
     assert_eq!(full["rows_after"].as_u64().unwrap(), 3000 - hidden);
 }
+
+/// The other harnesses, each on a small store, for the same reason: they
+/// run to the end and their own checks hold (`bench-http`: every
+/// deletion's earlier events gone when the 202 returns; `bench-analytics`:
+/// `window_funnel` agrees with the same funnel in window functions;
+/// `bench-embed` and `bench-erasure`: the purge verified). `bench-http`
+/// refuses more deletions than its persons allow (it once deleted persons
+/// twice and waited for their person-less events in vain).
+#[test]
+fn bench_harnesses_run_on_small_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let run = |args: &[&str]| -> String {
+        let (ok, out, err) = elide(args);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+
+    let (ok, _, err) = elide(&[
+        "bench-http",
+        "--data-dir",
+        &at("refused"),
+        "--persons",
+        "250",
+        "--deletes",
+        "3",
+    ]);
+    assert!(
+        !ok && err.contains("--persons (250) must be at least 100 x --deletes (3)"),
+        "{err}"
+    );
+
+    let http: serde_json::Value = serde_json::from_str(&run(&[
+        "bench-http",
+        "--data-dir",
+        &at("http"),
+        "--clients",
+        "2",
+        "--seconds",
+        "1",
+        "--persons",
+        "300",
+        "--deletes",
+        "3",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(http["bulk_deletes"], 3, "{http}");
+    assert_eq!(http["deletes_visible_after_202"], 0, "{http}");
+
+    let persons: serde_json::Value = serde_json::from_str(&run(&[
+        "bench-persons",
+        "--data-dir",
+        &at("persons"),
+        "--events",
+        "3000",
+        "--persons",
+        "200",
+        "--bulk",
+        "50",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(persons["mix"]["events"], 3000, "{persons}");
+
+    let funnels = run(&[
+        "bench-analytics",
+        "--data-dir",
+        &at("analytics"),
+        "--events",
+        "3000",
+        "--persons",
+        "200",
+        "--projects",
+        "2",
+        "--json",
+    ]);
+    let funnels: serde_json::Value = serde_json::from_str(funnels.lines().last().unwrap()).unwrap();
+    assert_eq!(funnels["window_functions_agree"], true, "{funnels}");
+
+    let embed = run(&[
+        "bench-embed",
+        "--data-dir",
+        &at("embed"),
+        "--events",
+        "3000",
+    ]);
+    assert!(embed.contains(" 0 failures"), "{embed}");
+    let erasure = run(&[
+        "bench-erasure",
+        "--data-dir",
+        &at("erasure"),
+        "--events",
+        "3000",
+        "--persons",
+        "200",
+        "--projects",
+        "2",
+    ]);
+    assert!(erasure.contains("verified"), "{erasure}");
+}
