@@ -62,6 +62,17 @@ use futures::StreamExt;
 /// than a tenth of them were repeats.
 pub const PROBE_ROWS: usize = 100_000;
 
+/// Rows after which the partial aggregate behind the operator decides
+/// whether to stop aggregating and pass its rows on, as DataFusion's
+/// aggregates do when under 20% of their rows are repeats: after
+/// DataFusion's `skip_partial_aggregation_probe_rows_threshold` (100,000 by
+/// default) if lower. The rows reaching it are what is left once the runs
+/// are dropped, mostly distinct: over the comparison's 30 days of one
+/// project, 298k rows of 262k groups, where aggregating the first 100k
+/// rows of each partition cost 30 ms of CPU for a 16% reduction that the
+/// final phase makes anyway.
+pub const SKIP_PROBE_ROWS: usize = 8_192;
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct DistinctRuns;
@@ -229,7 +240,7 @@ impl ExecutionPlan for DistinctRunsExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        self.inner.execute(partition, context)
+        self.inner.execute(partition, probing_sooner(&context))
     }
 
     /// The aggregate's metrics (its rows are the rows left), and the
@@ -241,6 +252,38 @@ impl ExecutionPlan for DistinctRunsExec {
         }
         Some(set)
     }
+}
+
+/// `context` with the partial aggregate's probe for skipping aggregation
+/// ended after [`SKIP_PROBE_ROWS`] rows (if the session's ends later). The
+/// rest of the session's configuration is unchanged, so a session that
+/// turned skipping off (a ratio threshold of 1) keeps it off.
+fn probing_sooner(context: &Arc<TaskContext>) -> Arc<TaskContext> {
+    let rows = SKIP_PROBE_ROWS;
+    let config = context.session_config();
+    if config
+        .options()
+        .execution
+        .skip_partial_aggregation_probe_rows_threshold
+        <= rows
+    {
+        return Arc::clone(context);
+    }
+    let mut config = config.clone();
+    config
+        .options_mut()
+        .execution
+        .skip_partial_aggregation_probe_rows_threshold = rows;
+    Arc::new(TaskContext::new(
+        context.task_id(),
+        context.session_id(),
+        config,
+        context.scalar_functions().clone(),
+        context.higher_order_functions().clone(),
+        context.aggregate_functions().clone(),
+        context.window_functions().clone(),
+        context.runtime_env(),
+    ))
 }
 
 /// Evaluates a partial aggregate's keys and drops the rows that repeat the

@@ -174,6 +174,12 @@ use crate::test_support::rows_and_plan as run;
 
 /// Runs `sql` and reads the `repeats_dropped` of its `DistinctRunsExec`.
 fn repeats_dropped(ctx: &SessionContext, sql: &str) -> usize {
+    metric(ctx, sql, "repeats_dropped")
+}
+
+/// Runs `sql` and reads the metric `name` of its `DistinctRunsExec`
+/// (summed over partitions; 0 if absent).
+fn metric(ctx: &SessionContext, sql: &str, name: &str) -> usize {
     fn find(p: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
         if p.name() == "DistinctRunsExec" {
             return Some(Arc::clone(p));
@@ -197,9 +203,7 @@ fn repeats_dropped(ctx: &SessionContext, sql: &str) -> usize {
         let exec = find(&plan).expect("DistinctRunsExec in the plan");
         let metrics = exec.metrics().expect("metrics");
         assert!(metrics.output_rows().is_some(), "{metrics:?}");
-        metrics
-            .sum_by_name("repeats_dropped")
-            .map_or(0, |v| v.as_usize())
+        metrics.sum_by_name(name).map_or(0, |v| v.as_usize())
     })
 }
 
@@ -274,6 +278,50 @@ fn group_bys_without_aggregates_answer_as_datafusions() {
     for sql in REPLACED {
         assert_eq!(run(&elide, sql).0, run(&plain, sql).0, "{sql}");
     }
+}
+
+/// Rows left distinct once the runs are dropped: the partial aggregate
+/// behind the operator stops aggregating after [`SKIP_PROBE_ROWS`] rows
+/// of a partition (DataFusion's own probe would wait for 100,000), and
+/// the answers are DataFusion's. A session that turned skipping off keeps
+/// it off.
+#[test]
+fn distinct_rows_skip_the_partial_aggregation_early() {
+    let rows: Vec<Row> = (0..8 * SKIP_PROBE_ROWS as i64)
+        .map(|i| (Some(i), Some((i % 7) as u8), None, None))
+        .collect();
+    // Four partitions (the sessions' four: no repartition between the
+    // table and the aggregate), each of batches of 1,024 rows: the probe
+    // decides between batches.
+    let tables = || {
+        rows.chunks(rows.len() / 4)
+            .map(|p| p.chunks(1024).map(batch).collect())
+            .collect()
+    };
+    let (plain, elide) = sessions(tables());
+    let sql = REPLACED[1];
+    assert_eq!(run(&elide, sql).0, run(&plain, sql).0);
+    let skipped = metric(&elide, sql, "skipped_aggregation_rows");
+    assert!(
+        skipped >= rows.len() - 4 * SKIP_PROBE_ROWS,
+        "{skipped} rows skipped"
+    );
+    assert_eq!(metric(&elide, sql, "repeats_dropped"), 0);
+
+    let (_, elide) = sessions(tables());
+    let state = elide.state();
+    let mut config = state.config().clone();
+    config
+        .options_mut()
+        .execution
+        .skip_partial_aggregation_probe_ratio_threshold = 1.0;
+    let no_skipping = SessionContext::new_with_state(
+        datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_config(config)
+            .build(),
+    );
+    assert_eq!(run(&no_skipping, sql).0, run(&plain, sql).0);
+    assert_eq!(metric(&no_skipping, sql, "skipped_aggregation_rows"), 0);
 }
 
 proptest! {
