@@ -16,17 +16,21 @@
 //! holds only non-null 16-byte literals (what `person_id IN ('…', …)`
 //! becomes once [`crate::uuid_sql`] has turned the text into bytes) with a
 //! [`UuidInList`] of the same values: a set of `u128` behind a bitmap of
-//! 65,536 slots, so a row not in the list costs one bit. The scan's own
-//! predicate, which prunes parts, row groups and pages, is left alone.
+//! 65,536 slots, so a row not in the list costs one bit. So is a
+//! comparison `=` or `<>` of such a column with one such literal (one
+//! person's rows, and lists of up to 3 values, which DataFusion turns into
+//! `OR`s of `=`), where DataFusion calls `memcmp` for every row. The scan's
+//! own predicate, which prunes parts, row groups and pages, is left alone.
 //!
-//! Invariant: the same answer as the `IN` list, row for row — true where
-//! the value is one of the list's, false where it is not (negated for
-//! `NOT IN`), null where the value is null (the list holds no null, so a
-//! value not found is false, never null). A list with a null, with values
-//! of another width or with anything but literals is left to DataFusion.
-//! Shipped to another process ([`crate::codec`]), it is encoded as the `IN`
-//! list it replaced, which the other side evaluates with DataFusion's own
-//! set.
+//! Invariant: the same answer as the `IN` list (or the comparison), row
+//! for row — true where the value is one of the list's, false where it is
+//! not (negated for `NOT IN` and `<>`), null where the value is null (the
+//! list holds no null, so a value not found is false, never null). A list
+//! with a null, with values of another width or with anything but
+//! literals is left to DataFusion. Shipped to another process
+//! ([`crate::codec`]), it is encoded as the expression it replaced (the
+//! whole list, also after its children were replaced), which the other
+//! side evaluates with DataFusion's own kernels.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -41,7 +45,8 @@ use datafusion::common::{HashSet, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::ColumnarValue;
-use datafusion::physical_expr::expressions::{InListExpr, Literal};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, Literal};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -89,13 +94,17 @@ impl PhysicalOptimizerRule for UuidInLists {
     }
 }
 
-/// `expr IN (…)` (or `NOT IN`) of 16-byte values, answered from a hash set
-/// (see the module documentation).
+/// `expr IN (…)` (or `NOT IN`, `=`, `<>`) of 16-byte values, answered from
+/// a hash set (see the module documentation).
 #[derive(Debug)]
 pub struct UuidInList {
-    /// The `InListExpr` it stands for: its identity, its SQL and what is
-    /// shipped to another process.
+    /// The `InListExpr` or `BinaryExpr` it stands for: its identity, its
+    /// SQL and what is shipped to another process.
     original: Arc<dyn PhysicalExpr>,
+    /// Which of `original`'s children is `expr`.
+    expr_at: usize,
+    /// Replacing `=` or `<>` (one value) rather than an `IN` list.
+    equality: bool,
     /// The value looked up, a `FixedSizeBinary(16)`.
     expr: Arc<dyn PhysicalExpr>,
     /// The list's values, each 16 bytes read as a little-endian integer.
@@ -139,6 +148,9 @@ impl UuidInList {
     /// The set that can stand for `e`, if `e` is such an `IN` list over
     /// `schema`.
     pub fn replacing(e: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Result<Option<UuidInList>> {
+        if let Some(b) = e.downcast_ref::<BinaryExpr>() {
+            return Self::replacing_equality(e, b, schema);
+        }
         let Some(in_list) = e.downcast_ref::<InListExpr>() else {
             return Ok(None);
         };
@@ -162,10 +174,52 @@ impl UuidInList {
         }
         Ok(Some(UuidInList {
             original: Arc::clone(e),
+            expr_at: 0,
+            equality: false,
             expr: Arc::clone(in_list.expr()),
             slots: slots_of(&set),
             set,
             negated: in_list.negated(),
+        }))
+    }
+
+    /// The set of one value that can stand for `e` (`b`), if `b` compares a
+    /// `FixedSizeBinary(16)` with `=` or `<>` to a non-null 16-byte
+    /// literal, on either side. DataFusion compares such values with a
+    /// `memcmp` per row.
+    fn replacing_equality(
+        e: &Arc<dyn PhysicalExpr>,
+        b: &BinaryExpr,
+        schema: &Schema,
+    ) -> Result<Option<UuidInList>> {
+        let negated = match b.op() {
+            Operator::Eq => false,
+            Operator::NotEq => true,
+            _ => return Ok(None),
+        };
+        let literal = |x: &Arc<dyn PhysicalExpr>| {
+            x.downcast_ref::<Literal>().and_then(|l| match l.value() {
+                ScalarValue::FixedSizeBinary(16, Some(bytes)) => key(bytes),
+                _ => None,
+            })
+        };
+        let (expr_at, expr, value) = match (literal(b.left()), literal(b.right())) {
+            (None, Some(v)) => (0, b.left(), v),
+            (Some(v), None) => (1, b.right(), v),
+            _ => return Ok(None),
+        };
+        if expr.data_type(schema)? != DataType::FixedSizeBinary(16) {
+            return Ok(None);
+        }
+        let set: HashSet<u128> = [value].into_iter().collect();
+        Ok(Some(UuidInList {
+            original: Arc::clone(e),
+            expr_at,
+            equality: true,
+            expr: Arc::clone(expr),
+            slots: slots_of(&set),
+            set,
+            negated,
         }))
     }
 
@@ -200,6 +254,9 @@ impl Hash for UuidInList {
 
 impl fmt::Display for UuidInList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.equality {
+            return write!(f, "{} (as a 128-bit integer)", self.original);
+        }
         write!(
             f,
             "{} {}IN (set of {} UUIDs)",
@@ -273,9 +330,19 @@ impl PhysicalExpr for UuidInList {
     ) -> Result<Arc<dyn PhysicalExpr>> {
         let [expr] = <[_; 1]>::try_from(children)
             .map_err(|_| DataFusionError::Internal("UuidInList takes one child".into()))?;
-        let original = Arc::clone(&self.original).with_new_children(vec![Arc::clone(&expr)])?;
+        // The original's other children (the list's values, the literal)
+        // stay as they were.
+        let mut children: Vec<Arc<dyn PhysicalExpr>> =
+            self.original.children().into_iter().cloned().collect();
+        let slot = children.get_mut(self.expr_at).ok_or_else(|| {
+            DataFusionError::Internal("UuidInList: the original lost its value".into())
+        })?;
+        *slot = Arc::clone(&expr);
+        let original = Arc::clone(&self.original).with_new_children(children)?;
         Ok(Arc::new(UuidInList {
             original,
+            expr_at: self.expr_at,
+            equality: self.equality,
             expr,
             set: self.set.clone(),
             slots: self.slots.clone(),

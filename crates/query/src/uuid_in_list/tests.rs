@@ -71,6 +71,26 @@ fn replaced(l: &str) -> Vec<String> {
     ]
 }
 
+/// Comparisons with the pool's UUID `i` that the rule replaces (lists of
+/// up to 3 values become `=` … `OR`).
+fn equalities(i: u8) -> Vec<String> {
+    let u = uuid(i);
+    vec![
+        format!("SELECT count(*) FROM t WHERE p = '{u}'"),
+        format!(
+            "SELECT n FROM t WHERE p <> '{}' ORDER BY n",
+            u.to_uppercase()
+        ),
+        format!("SELECT n FROM t WHERE '{u}' = p ORDER BY n"),
+        format!("SELECT n FROM t WHERE (p = '{u}') IS NULL ORDER BY n"),
+        format!(
+            "SELECT n FROM t WHERE p IN ('{u}', '{}') ORDER BY n",
+            uuid(i ^ 1)
+        ),
+        format!("SELECT n FROM t WHERE p = '{u}' OR n > 400 ORDER BY n"),
+    ]
+}
+
 #[test]
 fn in_lists_of_uuids_answer_as_datafusions() {
     let ids: Vec<Option<u8>> = (0..500u32)
@@ -105,6 +125,26 @@ fn in_lists_of_uuids_answer_as_datafusions() {
         let (got, plan) = run(&with, &sql);
         assert_eq!(got, want, "{sql}");
         assert!(!plan.contains("set of"), "{sql}: {plan}");
+    }
+    // Equalities, present and absent values.
+    for i in [5, 39, 200] {
+        for sql in equalities(i) {
+            let (want, plain_plan) = run(&without, &sql);
+            let (got, plan) = run(&with, &sql);
+            assert_eq!(got, want, "{sql}");
+            assert!(plan.contains("(as a 128-bit integer)"), "{sql}: {plan}");
+            assert!(!plain_plan.contains("128-bit"), "{plain_plan}");
+        }
+    }
+    // A comparison of two columns, or of other operators: DataFusion's.
+    for sql in [
+        "SELECT n FROM t WHERE p = p ORDER BY n".to_string(),
+        format!("SELECT n FROM t WHERE p < '{}' ORDER BY n", uuid(9)),
+    ] {
+        let (want, _) = run(&without, &sql);
+        let (got, plan) = run(&with, &sql);
+        assert_eq!(got, want, "{sql}");
+        assert!(!plan.contains("128-bit"), "{sql}: {plan}");
     }
 }
 
@@ -195,6 +235,54 @@ fn a_scalar_and_new_children_keep_the_answer() {
     assert_eq!(answer(with_child(Some(3))), Some(true));
     assert_eq!(answer(with_child(None)), None);
     assert!(set.to_string().contains("NOT IN (set of 4 UUIDs)"), "{set}");
+    // New children leave the list it stands for (and ships) whole.
+    let renewed = with_child(Some(1));
+    let renewed = renewed.downcast_ref::<UuidInList>().expect("still the set");
+    assert_eq!(renewed.original.children().len(), 1 + 4);
+    assert_eq!(renewed.set, set.set);
+}
+
+/// An equality's new children keep the literal, and it is shipped as the
+/// comparison it replaced.
+#[test]
+fn an_equality_is_shipped_as_the_comparison() {
+    let ids: Vec<Option<u8>> = (0..60).map(|i| (i % 5 != 0).then_some(i % 10)).collect();
+    let (with, _) = sessions(&ids);
+    let sql = format!("SELECT n FROM t WHERE '{}' <> p ORDER BY n", uuid(3));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let plan = with
+            .sql(&sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let shown = |p: &Arc<dyn ExecutionPlan>| {
+            datafusion::physical_plan::displayable(p.as_ref())
+                .indent(true)
+                .to_string()
+        };
+        assert!(
+            shown(&plan).contains("(as a 128-bit integer)"),
+            "{}",
+            shown(&plan)
+        );
+        let bytes = datafusion_proto::bytes::physical_plan_to_bytes(Arc::clone(&plan)).unwrap();
+        let back =
+            datafusion_proto::bytes::physical_plan_from_bytes(&bytes, &with.task_ctx()).unwrap();
+        assert!(!shown(&back).contains("128-bit"), "{}", shown(&back));
+        assert!(shown(&back).contains(" != "), "{}", shown(&back));
+        let rows = |p| async {
+            let b = datafusion::physical_plan::collect(p, with.task_ctx())
+                .await
+                .unwrap();
+            pretty_format_batches(&b).unwrap().to_string()
+        };
+        assert_eq!(rows(back).await, rows(plan).await);
+    });
 }
 
 proptest! {
@@ -205,7 +293,7 @@ proptest! {
         l in proptest::collection::vec(0u8..32, 1..12),
     ) {
         let (with, without) = sessions(&ids);
-        for sql in replaced(&list(&l)) {
+        for sql in replaced(&list(&l)).into_iter().chain(equalities(l[0])) {
             prop_assert_eq!(run(&with, &sql).0, run(&without, &sql).0, "{}", sql);
         }
     }
