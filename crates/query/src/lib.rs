@@ -155,6 +155,12 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
         }
         *ctx = SessionContext::new_with_state(builder.build());
     }
+    // Once per session (registering again would only add a second pass).
+    let planners = ctx.state().expr_planners().to_vec();
+    if !planners.iter().any(|p| format!("{p:?}") == "UuidLiterals") {
+        use datafusion::execution::FunctionRegistry;
+        ctx.register_expr_planner(Arc::new(uuid_sql::UuidLiterals))?;
+    }
     ctx.register_udf(uuid_sql::uuid_text_udf().as_ref().clone());
     ctx.register_udf(uuid_sql::uuid_from_text_udf().as_ref().clone());
     datafusion_functions_json::register_all(ctx)?;

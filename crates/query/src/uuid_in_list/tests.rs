@@ -88,6 +88,7 @@ fn equalities(i: u8) -> Vec<String> {
             uuid(i ^ 1)
         ),
         format!("SELECT n FROM t WHERE p = '{u}' OR n > 400 ORDER BY n"),
+        format!("SELECT n FROM t WHERE NOT (p = '{u}' OR n > 400) ORDER BY n"),
     ]
 }
 

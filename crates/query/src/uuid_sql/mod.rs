@@ -67,6 +67,45 @@ pub fn with_uuid_hint(e: DataFusionError) -> DataFusionError {
 #[derive(Debug, Default)]
 pub struct UuidSql;
 
+/// Turns a UUID literal compared with a UUID column into its bytes while
+/// the SQL is planned, before [`UuidSql`] runs: DataFusion's SQL planner
+/// types the operand of `NOT` as it builds it, and `person_id = '…'` does
+/// not type as text against bytes, so `NOT (person_id = '…')` failed to
+/// plan. The same conversion as the analyzer's (`meet`), for `=`, `<>`,
+/// `<`, `<=`, `>`, `>=` with a string literal on either side; text that
+/// is not a UUID is the analyzer's error ("not a UUID").
+#[derive(Debug, Default)]
+pub struct UuidLiterals;
+
+impl datafusion::logical_expr::planner::ExprPlanner for UuidLiterals {
+    fn plan_binary_op(
+        &self,
+        expr: datafusion::logical_expr::planner::RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<
+        datafusion::logical_expr::planner::PlannerResult<
+            datafusion::logical_expr::planner::RawBinaryExpr,
+        >,
+    > {
+        use datafusion::logical_expr::planner::{PlannerResult, RawBinaryExpr};
+        use datafusion::sql::sqlparser::ast::BinaryOperator as B;
+        let RawBinaryExpr { op, left, right } = expr;
+        if !matches!(op, B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq) {
+            return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
+        }
+        let uuid = |e: &Expr| is_uuid(&e.get_type(schema).ok());
+        let (left, right) = match (string_literal(&left), string_literal(&right)) {
+            (None, Some(s)) if uuid(&left) => {
+                let r = uuid_literal(s)?;
+                (left, r)
+            }
+            (Some(s), None) if uuid(&right) => (uuid_literal(s)?, right),
+            _ => (left, right),
+        };
+        Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }))
+    }
+}
+
 fn string_literal(e: &Expr) -> Option<&str> {
     match e {
         Expr::Literal(v, _) => v.try_as_str().flatten(),

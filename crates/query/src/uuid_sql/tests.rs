@@ -34,7 +34,11 @@ fn ctx() -> SessionContext {
         .with_default_features()
         .with_analyzer_rules(rules)
         .build();
-    let ctx = SessionContext::new_with_state(state);
+    let mut ctx = SessionContext::new_with_state(state);
+    {
+        use datafusion::execution::FunctionRegistry;
+        ctx.register_expr_planner(Arc::new(UuidLiterals)).unwrap();
+    }
     ctx.register_udf(uuid_from_text_udf().as_ref().clone());
     ctx.register_table(
         "t",
@@ -103,6 +107,11 @@ async fn uuid_columns_read_and_compare_as_text() {
         (q("SELECT c FROM (SELECT CASE WHEN name = 'b' THEN person_id ELSE 'none' END AS c FROM t UNION ALL SELECT CASE WHEN name = 'a' THEN person_id ELSE 'none' END FROM t) ORDER BY c"), vec![A.into(), B.into(), "none".into(), "none".into(), "none".into(), "none".into()]),
         (q("SELECT count(*) FROM t, p WHERE t.person_id = p.p AND t.name <> 'zz'"), vec!["2".into()]),
         (q("SELECT count(*) FROM t WHERE NOT (person_id = uuid_from_text('nope'))"), vec!["0".into()]),
+        // A comparison with text directly under NOT (typed by the SQL
+        // planner before the analyzer runs: `UuidLiterals`).
+        (q("SELECT count(*) FROM t WHERE NOT (person_id = '0192B1C2-D3E4-4F56-8789-0A1B2C3D4E5F')"), vec!["1".into()]),
+        (q("SELECT count(*) FROM t WHERE NOT ('0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f' = person_id AND name = 'a')"), vec!["2".into()]),
+        (q("SELECT count(*) FROM t WHERE NOT (person_id < '11111111-d3e4-4f56-8789-0a1b2c3d4e5f' OR name = 'x')"), vec!["1".into()]),
         (q("SELECT person_id, row_number() OVER (ORDER BY person_id, name) AS n FROM t ORDER BY n"), vec![format!("{A},1"), format!("{A},2"), format!("{B},3")]),
         (q("SELECT name, count(*) OVER (ORDER BY person_id) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
         (q("SELECT name, count(*) OVER (ORDER BY person_id DESC RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
@@ -116,6 +125,7 @@ async fn uuid_columns_read_and_compare_as_text() {
         "SELECT count(*) FROM t WHERE person_id = 'nope'",
         "SELECT count(*) FROM t WHERE person_id IN ('nope')",
         "SELECT count(*) FROM t WHERE person_id BETWEEN 'a' AND 'b'",
+        "SELECT count(*) FROM t WHERE NOT (person_id = 'nope')",
     ] {
         let err = rows(&ctx, bad).await.unwrap_err();
         assert!(err.to_string().contains("not a UUID"), "{bad}: {err}");
