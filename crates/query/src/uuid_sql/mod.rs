@@ -33,6 +33,7 @@ use datafusion::common::{plan_err, DFSchema, DataFusionError, Result, ScalarValu
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::logical_expr::expr::{Between, Case, InList, InSubquery, Like};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
     BinaryExpr, Cast, Expr, ExprSchemable, Join, LogicalPlan, Operator, Projection, TryCast, Union,
@@ -77,17 +78,12 @@ pub struct UuidSql;
 #[derive(Debug, Default)]
 pub struct UuidLiterals;
 
-impl datafusion::logical_expr::planner::ExprPlanner for UuidLiterals {
+impl ExprPlanner for UuidLiterals {
     fn plan_binary_op(
         &self,
-        expr: datafusion::logical_expr::planner::RawBinaryExpr,
+        expr: RawBinaryExpr,
         schema: &DFSchema,
-    ) -> Result<
-        datafusion::logical_expr::planner::PlannerResult<
-            datafusion::logical_expr::planner::RawBinaryExpr,
-        >,
-    > {
-        use datafusion::logical_expr::planner::{PlannerResult, RawBinaryExpr};
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
         use datafusion::sql::sqlparser::ast::BinaryOperator as B;
         let RawBinaryExpr { op, left, right } = expr;
         if !matches!(op, B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq) {
@@ -95,10 +91,7 @@ impl datafusion::logical_expr::planner::ExprPlanner for UuidLiterals {
         }
         let uuid = |e: &Expr| is_uuid(&e.get_type(schema).ok());
         let (left, right) = match (string_literal(&left), string_literal(&right)) {
-            (None, Some(s)) if uuid(&left) => {
-                let r = uuid_literal(s)?;
-                (left, r)
-            }
+            (None, Some(s)) if uuid(&left) => (left, uuid_literal(s)?),
             (Some(s), None) if uuid(&right) => (uuid_literal(s)?, right),
             _ => (left, right),
         };
