@@ -149,6 +149,37 @@ fn in_lists_of_uuids_answer_as_datafusions() {
     }
 }
 
+/// Plans `sql`, whose plan shows `replaced`, ships it through
+/// datafusion-proto and back: the plan back shows `shipped` and not
+/// `replaced`, and both give the same rows.
+fn ships_as(with: &SessionContext, sql: &str, replaced: &str, shipped: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let df = with.sql(sql).await.unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        let shown = |p: &Arc<dyn ExecutionPlan>| {
+            datafusion::physical_plan::displayable(p.as_ref())
+                .indent(true)
+                .to_string()
+        };
+        assert!(shown(&plan).contains(replaced), "{}", shown(&plan));
+        let bytes = datafusion_proto::bytes::physical_plan_to_bytes(Arc::clone(&plan)).unwrap();
+        let back =
+            datafusion_proto::bytes::physical_plan_from_bytes(&bytes, &with.task_ctx()).unwrap();
+        assert!(!shown(&back).contains(replaced), "{}", shown(&back));
+        assert!(shown(&back).contains(shipped), "{}", shown(&back));
+        let rows = |p| async {
+            let b = datafusion::physical_plan::collect(p, with.task_ctx())
+                .await
+                .unwrap();
+            pretty_format_batches(&b).unwrap().to_string()
+        };
+        assert_eq!(rows(back).await, rows(plan).await);
+    });
+}
+
 #[test]
 fn shipped_it_is_the_in_list_it_replaced() {
     let ids: Vec<Option<u8>> = (0..100).map(|i| (i % 5 != 0).then_some(i % 10)).collect();
@@ -158,31 +189,7 @@ fn shipped_it_is_the_in_list_it_replaced() {
         "SELECT n FROM t WHERE p IN {} ORDER BY n",
         list(&[1, 2, 3, 4])
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let df = with.sql(&sql).await.unwrap();
-        let plan = df.create_physical_plan().await.unwrap();
-        let shown = |p: &Arc<dyn ExecutionPlan>| {
-            datafusion::physical_plan::displayable(p.as_ref())
-                .indent(true)
-                .to_string()
-        };
-        assert!(shown(&plan).contains("set of 4 UUIDs"), "{}", shown(&plan));
-        let bytes = datafusion_proto::bytes::physical_plan_to_bytes(Arc::clone(&plan)).unwrap();
-        let back =
-            datafusion_proto::bytes::physical_plan_from_bytes(&bytes, &with.task_ctx()).unwrap();
-        assert!(!shown(&back).contains("set of"), "{}", shown(&back));
-        assert!(shown(&back).contains(" IN ("), "{}", shown(&back));
-        let rows = |p| async {
-            let b = datafusion::physical_plan::collect(p, with.task_ctx())
-                .await
-                .unwrap();
-            pretty_format_batches(&b).unwrap().to_string()
-        };
-        assert_eq!(rows(back).await, rows(plan).await);
-    });
+    ships_as(&with, &sql, "set of 4 UUIDs", " IN (");
 }
 
 #[test]
@@ -243,47 +250,13 @@ fn a_scalar_and_new_children_keep_the_answer() {
     assert_eq!(renewed.set, set.set);
 }
 
-/// An equality's new children keep the literal, and it is shipped as the
-/// comparison it replaced.
+/// An equality is shipped as the comparison it replaced.
 #[test]
 fn an_equality_is_shipped_as_the_comparison() {
     let ids: Vec<Option<u8>> = (0..60).map(|i| (i % 5 != 0).then_some(i % 10)).collect();
     let (with, _) = sessions(&ids);
     let sql = format!("SELECT n FROM t WHERE '{}' <> p ORDER BY n", uuid(3));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let plan = with
-            .sql(&sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let shown = |p: &Arc<dyn ExecutionPlan>| {
-            datafusion::physical_plan::displayable(p.as_ref())
-                .indent(true)
-                .to_string()
-        };
-        assert!(
-            shown(&plan).contains("(as a 128-bit integer)"),
-            "{}",
-            shown(&plan)
-        );
-        let bytes = datafusion_proto::bytes::physical_plan_to_bytes(Arc::clone(&plan)).unwrap();
-        let back =
-            datafusion_proto::bytes::physical_plan_from_bytes(&bytes, &with.task_ctx()).unwrap();
-        assert!(!shown(&back).contains("128-bit"), "{}", shown(&back));
-        assert!(shown(&back).contains(" != "), "{}", shown(&back));
-        let rows = |p| async {
-            let b = datafusion::physical_plan::collect(p, with.task_ctx())
-                .await
-                .unwrap();
-            pretty_format_batches(&b).unwrap().to_string()
-        };
-        assert_eq!(rows(back).await, rows(plan).await);
-    });
+    ships_as(&with, &sql, "(as a 128-bit integer)", " != ");
 }
 
 proptest! {
