@@ -628,6 +628,10 @@ fn bench_harnesses_run_on_small_stores() {
         !ok && err.contains("--persons (250) must be at least 100 x --deletes (3)"),
         "{err}"
     );
+    assert!(
+        !dir.path().join("refused").exists(),
+        "a refused run writes nothing"
+    );
 
     let http: serde_json::Value = serde_json::from_str(&run(&[
         "bench-http",

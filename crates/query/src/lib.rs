@@ -157,7 +157,8 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     }
     // Once per session (registering again would only add a second pass).
     let planners = ctx.state().expr_planners().to_vec();
-    if !planners.iter().any(|p| format!("{p:?}") == "UuidLiterals") {
+    let ours = format!("{:?}", uuid_sql::UuidLiterals);
+    if !planners.iter().any(|p| format!("{p:?}") == ours) {
         use datafusion::execution::FunctionRegistry;
         ctx.register_expr_planner(Arc::new(uuid_sql::UuidLiterals))?;
     }

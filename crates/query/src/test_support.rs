@@ -1,6 +1,9 @@
 //! Helpers of the unit tests of Elide's physical rules.
 
+use std::sync::Arc;
+
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 /// A session like `ctx` (its tables, functions and rules) without the
@@ -38,4 +41,16 @@ pub(crate) fn rows_and_plan(ctx: &SessionContext, sql: &str) -> (String, String)
             shown,
         )
     })
+}
+
+/// The first node of `plan` (itself, then its children depth first) that
+/// `is` picks.
+pub(crate) fn find_node(
+    plan: &Arc<dyn ExecutionPlan>,
+    is: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    if is(plan) {
+        return Some(Arc::clone(plan));
+    }
+    plan.children().into_iter().find_map(|c| find_node(c, is))
 }

@@ -180,12 +180,6 @@ fn repeats_dropped(ctx: &SessionContext, sql: &str) -> usize {
 /// Runs `sql` and reads the metric `name` of its `DistinctRunsExec`
 /// (summed over partitions; 0 if absent).
 fn metric(ctx: &SessionContext, sql: &str, name: &str) -> usize {
-    fn find(p: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
-        if p.name() == "DistinctRunsExec" {
-            return Some(Arc::clone(p));
-        }
-        p.children().into_iter().find_map(find)
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -200,7 +194,8 @@ fn metric(ctx: &SessionContext, sql: &str, name: &str) -> usize {
         datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx())
             .await
             .unwrap();
-        let exec = find(&plan).expect("DistinctRunsExec in the plan");
+        let exec = crate::test_support::find_node(&plan, &|p| p.name() == "DistinctRunsExec")
+            .expect("DistinctRunsExec in the plan");
         let metrics = exec.metrics().expect("metrics");
         assert!(metrics.output_rows().is_some(), "{metrics:?}");
         metrics.sum_by_name(name).map_or(0, |v| v.as_usize())

@@ -101,10 +101,9 @@ pub struct UuidInList {
     /// The `InListExpr` or `BinaryExpr` it stands for: its identity, its
     /// SQL and what is shipped to another process.
     original: Arc<dyn PhysicalExpr>,
-    /// Which of `original`'s children is `expr`.
+    /// Which of `original`'s children is `expr` (kept: once children are
+    /// replaced, a literal may stand on both sides).
     expr_at: usize,
-    /// Replacing `=` or `<>` (one value) rather than an `IN` list.
-    equality: bool,
     /// The value looked up, a `FixedSizeBinary(16)`.
     expr: Arc<dyn PhysicalExpr>,
     /// The list's values, each 16 bytes read as a little-endian integer.
@@ -175,7 +174,6 @@ impl UuidInList {
         Ok(Some(UuidInList {
             original: Arc::clone(e),
             expr_at: 0,
-            equality: false,
             expr: Arc::clone(in_list.expr()),
             slots: slots_of(&set),
             set,
@@ -215,7 +213,6 @@ impl UuidInList {
         Ok(Some(UuidInList {
             original: Arc::clone(e),
             expr_at,
-            equality: true,
             expr: Arc::clone(expr),
             slots: slots_of(&set),
             set,
@@ -254,7 +251,7 @@ impl Hash for UuidInList {
 
 impl fmt::Display for UuidInList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.equality {
+        if self.original.downcast_ref::<BinaryExpr>().is_some() {
             return write!(f, "{} (as a 128-bit integer)", self.original);
         }
         write!(
@@ -342,7 +339,6 @@ impl PhysicalExpr for UuidInList {
         Ok(Arc::new(UuidInList {
             original,
             expr_at: self.expr_at,
-            equality: self.equality,
             expr,
             set: self.set.clone(),
             slots: self.slots.clone(),

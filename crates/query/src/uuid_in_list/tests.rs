@@ -92,6 +92,15 @@ fn equalities(i: u8) -> Vec<String> {
     ]
 }
 
+/// The plans of `sql` with the rule and without it, once both sessions
+/// gave the same rows.
+fn same_rows(with: &SessionContext, without: &SessionContext, sql: &str) -> (String, String) {
+    let (want, plain_plan) = run(without, sql);
+    let (got, plan) = run(with, sql);
+    assert_eq!(got, want, "{sql}");
+    (plan, plain_plan)
+}
+
 #[test]
 fn in_lists_of_uuids_answer_as_datafusions() {
     let ids: Vec<Option<u8>> = (0..500u32)
@@ -100,9 +109,7 @@ fn in_lists_of_uuids_answer_as_datafusions() {
     let (with, without) = sessions(&ids);
     // Present and absent values (the pool in the table is 0..40).
     for sql in replaced(&list(&[1, 5, 39, 77, 200, 5])) {
-        let (want, plain_plan) = run(&without, &sql);
-        let (got, plan) = run(&with, &sql);
-        assert_eq!(got, want, "{sql}");
+        let (plan, plain_plan) = same_rows(&with, &without, &sql);
         assert!(plan.contains("IN (set of 5 UUIDs)"), "{sql}: {plan}");
         assert!(!plain_plan.contains("set of"), "{plain_plan}");
     }
@@ -122,17 +129,13 @@ fn in_lists_of_uuids_answer_as_datafusions() {
             list(&[1, 2, 3, 4])
         ),
     ] {
-        let (want, _) = run(&without, &sql);
-        let (got, plan) = run(&with, &sql);
-        assert_eq!(got, want, "{sql}");
+        let (plan, _) = same_rows(&with, &without, &sql);
         assert!(!plan.contains("set of"), "{sql}: {plan}");
     }
     // Equalities, present and absent values.
     for i in [5, 39, 200] {
         for sql in equalities(i) {
-            let (want, plain_plan) = run(&without, &sql);
-            let (got, plan) = run(&with, &sql);
-            assert_eq!(got, want, "{sql}");
+            let (plan, plain_plan) = same_rows(&with, &without, &sql);
             assert!(plan.contains("(as a 128-bit integer)"), "{sql}: {plan}");
             assert!(!plain_plan.contains("128-bit"), "{plain_plan}");
         }
@@ -142,9 +145,7 @@ fn in_lists_of_uuids_answer_as_datafusions() {
         "SELECT n FROM t WHERE p = p ORDER BY n".to_string(),
         format!("SELECT n FROM t WHERE p < '{}' ORDER BY n", uuid(9)),
     ] {
-        let (want, _) = run(&without, &sql);
-        let (got, plan) = run(&with, &sql);
-        assert_eq!(got, want, "{sql}");
+        let (plan, _) = same_rows(&with, &without, &sql);
         assert!(!plan.contains("128-bit"), "{sql}: {plan}");
     }
 }
@@ -208,13 +209,13 @@ fn a_scalar_and_new_children_keep_the_answer() {
             .await
             .unwrap()
     });
-    fn find(p: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn PhysicalExpr>> {
-        if let Some(f) = p.downcast_ref::<FilterExec>() {
-            return Some(Arc::clone(f.predicate()));
-        }
-        p.children().into_iter().find_map(find)
-    }
-    let predicate = find(&plan).expect("a filter");
+    let filter =
+        crate::test_support::find_node(&plan, &|p| p.downcast_ref::<FilterExec>().is_some());
+    let predicate = filter
+        .as_ref()
+        .and_then(|f| f.downcast_ref::<FilterExec>())
+        .map(|f| Arc::clone(f.predicate()))
+        .expect("a filter");
     let set = predicate.downcast_ref::<UuidInList>().expect("the set");
     let scalar = |i: Option<u8>| {
         let bytes = i.map(|i| uuid::Uuid::parse_str(&uuid(i)).unwrap().as_bytes().to_vec());
