@@ -31,9 +31,9 @@
 //!   default codec refuses its `ElideParquetSource`), and the bytes this
 //!   codec writes are an extension node that a decoder without it refuses:
 //!   nothing falls back to a plain parquet scan.
-//! - [`CountByKeyExec`] and [`DistinctRunsExec`] are shipped as the
-//!   partial aggregate they stand for, and replaced again on decode by the
-//!   same rules.
+//! - [`CountByKeyExec`], [`DistinctRunsExec`] and [`DistinctKeysExec`]
+//!   are shipped as the aggregate they stand for, and replaced again on
+//!   decode by the same rules.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{scan_plan, ExpectedLayout, PartReaderFactory};
 use crate::count_by_key::CountByKeyExec;
+use crate::distinct_keys::DistinctKeysExec;
 use crate::distinct_runs::DistinctRunsExec;
 use crate::provider::hidden_rows;
 use crate::scan::ElideParquetSource;
@@ -69,13 +70,14 @@ use crate::ElideTable;
 /// The first bytes of every node this codec writes (the last one is the
 /// format's version).
 const MAGIC: &[u8; 6] = b"ELIDE\x01";
-/// What follows the magic: an Elide scan, or a partial aggregate that
-/// Elide's rules replace ([`CountByKeyExec`], [`DistinctRunsExec`]).
+/// What follows the magic: an Elide scan, or an aggregate that Elide's
+/// rules replace ([`CountByKeyExec`], [`DistinctRunsExec`],
+/// [`DistinctKeysExec`]).
 const KIND_SCAN: u8 = 1;
-const KIND_PARTIAL_AGGREGATE: u8 = 2;
+const KIND_AGGREGATE: u8 = 2;
 
-/// Encodes Elide's scans (and [`CountByKeyExec`], [`DistinctRunsExec`])
-/// for another process, and
+/// Encodes Elide's scans (and [`CountByKeyExec`], [`DistinctRunsExec`],
+/// [`DistinctKeysExec`]) for another process, and
 /// decodes them there against `store`: the same store (same id), opened
 /// by the decoding process (read-only, on shared storage). See the module
 /// documentation.
@@ -138,6 +140,10 @@ impl PhysicalExtensionCodec for ElideCodec {
             .or_else(|| {
                 node.downcast_ref::<DistinctRunsExec>()
                     .map(DistinctRunsExec::aggregate)
+            })
+            .or_else(|| {
+                node.downcast_ref::<DistinctKeysExec>()
+                    .map(DistinctKeysExec::aggregate)
             });
         if let Some(agg) = replaced {
             // The aggregate over a placeholder of its input's schema: the
@@ -146,12 +152,12 @@ impl PhysicalExtensionCodec for ElideCodec {
                 .children()
                 .first()
                 .map(|i| i.schema())
-                .ok_or_else(|| codec_err("a partial aggregate without input"))?;
+                .ok_or_else(|| codec_err("an aggregate without input"))?;
             let placeholder: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(input));
             let agg = replace_children_if_necessary(Arc::clone(agg), vec![placeholder])?;
             let proto = proto_converter.execution_plan_to_proto(&agg, self)?;
             buf.extend_from_slice(MAGIC);
-            buf.push(KIND_PARTIAL_AGGREGATE);
+            buf.push(KIND_AGGREGATE);
             buf.extend_from_slice(&proto.encode_to_vec());
             return Ok(());
         }
@@ -197,14 +203,17 @@ impl PhysicalExtensionCodec for ElideCodec {
             .ok_or_else(|| codec_err("truncated node"))?;
         let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
         match kind {
-            KIND_PARTIAL_AGGREGATE => {
+            KIND_AGGREGATE => {
                 let [input] = inputs else {
-                    return Err(codec_err("a partial aggregate needs exactly one input"));
+                    return Err(codec_err("an aggregate needs exactly one input"));
                 };
                 let proto = PhysicalPlanNode::decode(rest).map_err(codec_err)?;
                 let agg = proto_converter.proto_to_execution_plan(&proto, &decode_ctx)?;
                 let agg = replace_children_if_necessary(agg, vec![Arc::clone(input)])?;
                 if let Some(exec) = CountByKeyExec::replacing(&agg) {
+                    return Ok(Arc::new(exec));
+                }
+                if let Some(exec) = DistinctKeysExec::replacing(&agg) {
                     return Ok(Arc::new(exec));
                 }
                 Ok(match DistinctRunsExec::replacing(&agg)? {
@@ -432,7 +441,7 @@ mod tests {
             [MAGIC.as_slice(), &[9]].concat(),
             [MAGIC.as_slice(), &[KIND_SCAN]].concat(),
             [MAGIC.as_slice(), &[KIND_SCAN, 0xff, 0xff, 0xff, 0xff]].concat(),
-            [MAGIC.as_slice(), &[KIND_PARTIAL_AGGREGATE, 1, 2, 3]].concat(),
+            [MAGIC.as_slice(), &[KIND_AGGREGATE, 1, 2, 3]].concat(),
             scan(b"{}", b""),
             scan(b"not json", b""),
             // A version the store never had.

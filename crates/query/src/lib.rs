@@ -23,6 +23,7 @@ mod access;
 pub mod codec;
 pub mod count_by_key;
 pub mod deadline;
+pub mod distinct_keys;
 pub mod distinct_runs;
 pub mod funnel;
 mod loaded;
@@ -111,7 +112,8 @@ fn base_context() -> Result<SessionContext> {
 /// with the key's view as the hash key ([`count_by_key`]), and the one
 /// that drops repeated rows before a `GROUP BY` with no aggregate function
 /// ([`distinct_runs`], the first phase of `count(DISTINCT …)`), and the
-/// one that answers a filter's `IN` list of UUIDs from a set of 128-bit
+/// one that runs the final phase of such a `GROUP BY` over narrow keys in
+/// cache-sized buckets ([`distinct_keys`]), and the one that answers a filter's `IN` list of UUIDs from a set of 128-bit
 /// integers ([`uuid_in_list`]). Installing the
 /// rules builds the session's state anew: `*ctx` is replaced by a session
 /// with the same configuration, tables and functions (and a new session
@@ -120,18 +122,20 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     // UUID columns of 16 bytes with the SQL of text: before type coercion.
     // Then, after DataFusion's physical rules, Elide's: scans' parquet
     // readers get only the predicate they can use; counts by a string key;
-    // repeated rows dropped before a GROUP BY without aggregates; IN lists
-    // of UUIDs in filters answered from a set of integers.
+    // repeated rows dropped before a GROUP BY without aggregates, and its
+    // final phase in buckets; IN lists of UUIDs in filters answered from a
+    // set of integers.
     let state = ctx.state();
     let has_uuid_sql = state
         .analyzer()
         .rules
         .iter()
         .any(|r| r.name() == "uuid_sql");
-    let physical: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 4] = [
+    let physical: [Arc<dyn PhysicalOptimizerRule + Send + Sync>; 5] = [
         Arc::new(scan_predicate::TrimScanPredicates),
         Arc::new(count_by_key::CountByKey),
         Arc::new(distinct_runs::DistinctRuns),
+        Arc::new(distinct_keys::DistinctKeys),
         Arc::new(uuid_in_list::UuidInLists),
     ];
     let missing: Vec<_> = physical
