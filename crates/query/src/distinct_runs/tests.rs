@@ -320,6 +320,39 @@ fn distinct_rows_skip_the_partial_aggregation_early() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// 16-byte values compared as integers answer as arrow's `distinct`:
+    /// few values, nulls, and slices at an offset.
+    #[test]
+    fn uuids_differ_from_the_row_before_as_arrow_says(
+        values in proptest::collection::vec(proptest::option::of(0u8..3), 0..80),
+        offset in 0usize..80,
+        nulls in any::<bool>(),
+    ) {
+        // Without nulls the comparison takes a path of its own.
+        let values = values.into_iter().map(|v| if nulls { v } else { Some(v.unwrap_or(1)) });
+        let a = FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+            values.map(|v| v.map(|b| {
+                let mut w = [7u8; 16];
+                w[15] = b;
+                w
+            })),
+            16,
+        );
+        // An array of only nulls has no width to infer: nothing to compare.
+        let Ok(a) = a else { return Ok(()) };
+        let offset = offset.min(a.len());
+        let c: ArrayRef = Arc::new(a.slice(offset, a.len() - offset));
+        if c.len() < 2 {
+            return Ok(());
+        }
+        let n = c.len();
+        let want = distinct(&c.slice(1, n - 1), &c.slice(0, n - 1)).unwrap();
+        prop_assert_eq!(differs_from_previous(&c).unwrap(), want);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
     #[test]
     fn random_runs_group_as_datafusion_groups(
