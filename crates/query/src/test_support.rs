@@ -54,3 +54,29 @@ pub(crate) fn find_node(
     }
     plan.children().into_iter().find_map(|c| find_node(c, is))
 }
+
+/// Plans and runs `sql` in `ctx`: its rows (pretty-printed) and the plan
+/// that ran (for its metrics), or the error.
+pub(crate) fn executed(
+    ctx: &SessionContext,
+    sql: &str,
+) -> datafusion::error::Result<(String, Arc<dyn ExecutionPlan>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let plan = ctx.sql(sql).await?.create_physical_plan().await?;
+        let rows = datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx()).await?;
+        Ok((pretty_format_batches(&rows)?.to_string(), plan))
+    })
+}
+
+/// The metric `name` (summed over partitions, 0 if it has none) of the
+/// first node of `plan` named `node`, which must be there and have run.
+pub(crate) fn node_metric(plan: &Arc<dyn ExecutionPlan>, node: &str, name: &str) -> usize {
+    let exec =
+        find_node(plan, &|p| p.name() == node).unwrap_or_else(|| panic!("{node} in the plan"));
+    let metrics = exec.metrics().expect("metrics");
+    assert!(metrics.output_rows().is_some(), "{metrics:?}");
+    metrics.sum_by_name(name).map_or(0, |v| v.as_usize())
+}

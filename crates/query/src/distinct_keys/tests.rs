@@ -13,7 +13,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use proptest::prelude::*;
 
-use crate::test_support::rows_and_plan as run;
+use crate::test_support::{executed, rows_and_plan as run};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -126,41 +126,15 @@ const LEFT: [&str; 4] = [
     "SELECT d, count(*) AS n FROM t GROUP BY d ORDER BY d NULLS FIRST",
 ];
 
-/// The metric `name` summed over `plan`'s `DistinctKeysExec`s (0 if none
-/// has it).
-fn sum_metric(p: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
-    let own = if p.name() == "DistinctKeysExec" {
-        p.metrics()
-            .and_then(|m| m.sum_by_name(name))
-            .map_or(0, |v| v.as_usize())
-    } else {
-        0
-    };
-    own + p
-        .children()
-        .into_iter()
-        .map(|c| sum_metric(c, name))
-        .sum::<usize>()
+/// The metric `name` of `plan`'s `DistinctKeysExec` (summed over
+/// partitions).
+fn sum_metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
+    crate::test_support::node_metric(plan, "DistinctKeysExec", name)
 }
 
-/// The rows of `sql` in `ctx` (pretty-printed) and the plan that ran (for
-/// its metrics), or the error.
-fn try_run(ctx: &SessionContext, sql: &str) -> Result<(String, Arc<dyn ExecutionPlan>)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let plan = ctx.sql(sql).await?.create_physical_plan().await?;
-        let rows = datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx()).await?;
-        let shown = datafusion::arrow::util::pretty::pretty_format_batches(&rows)?.to_string();
-        Ok((shown, plan))
-    })
-}
-
-/// Runs `sql` and sums the metric `name` over the plan's
-/// `DistinctKeysExec`s.
+/// Runs `sql` and reads the metric `name` of its `DistinctKeysExec`.
 fn metric(ctx: &SessionContext, sql: &str, name: &str) -> usize {
-    sum_metric(&try_run(ctx, sql).unwrap().1, name)
+    sum_metric(&executed(ctx, sql).unwrap().1, name)
 }
 
 #[test]
@@ -217,7 +191,7 @@ fn when_the_memory_pool_refuses_the_rows_go_to_datafusions_aggregate() {
     for limit in [1 << 20, 2 << 20, 4 << 20, 8 << 20, 64 << 20] {
         let (plain, elide) = sessions(tables(), Some(limit));
         for sql in REPLACED {
-            match try_run(&elide, sql) {
+            match executed(&elide, sql) {
                 Ok((got, plan)) => {
                     assert_eq!(got, run(&unlimited, sql).0, "{sql} under {limit}");
                     let n = sum_metric(&plan, "rows_handed_over");
@@ -235,7 +209,7 @@ fn when_the_memory_pool_refuses_the_rows_go_to_datafusions_aggregate() {
                     assert!(limit < 8 << 20, "{sql} under {limit}: {e}");
                     // From 4 MiB on, only where DataFusion's plan fails too.
                     assert!(
-                        limit < 4 << 20 || try_run(&plain, sql).is_err(),
+                        limit < 4 << 20 || executed(&plain, sql).is_err(),
                         "{sql} under {limit}: {e}, where DataFusion's plan answers"
                     );
                 }

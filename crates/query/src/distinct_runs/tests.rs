@@ -178,28 +178,10 @@ fn repeats_dropped(ctx: &SessionContext, sql: &str) -> usize {
 }
 
 /// Runs `sql` and reads the metric `name` of its `DistinctRunsExec`
-/// (summed over partitions; 0 if absent).
+/// (summed over partitions).
 fn metric(ctx: &SessionContext, sql: &str, name: &str) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx())
-            .await
-            .unwrap();
-        let exec = crate::test_support::find_node(&plan, &|p| p.name() == "DistinctRunsExec")
-            .expect("DistinctRunsExec in the plan");
-        let metrics = exec.metrics().expect("metrics");
-        assert!(metrics.output_rows().is_some(), "{metrics:?}");
-        metrics.sum_by_name(name).map_or(0, |v| v.as_usize())
-    })
+    let (_, plan) = crate::test_support::executed(ctx, sql).unwrap();
+    crate::test_support::node_metric(&plan, "DistinctRunsExec", name)
 }
 
 /// Queries whose first phase is a `GROUP BY` without aggregates.
