@@ -300,73 +300,6 @@ impl ExecutionPlan for DistinctKeysExec {
     }
 }
 
-/// A row of keys: each key's bytes side by side (zeros for a null, and
-/// past the last key up to [`KEY_BYTES`]), then a bit per key that is null
-/// (little-endian).
-#[derive(Clone, Copy)]
-struct Key([u8; KEY_BYTES + 4]);
-
-impl Key {
-    /// The key as two 128-bit words (for equality and the hash).
-    fn words(&self) -> [u128; 2] {
-        let mut halves = [0u128; 2];
-        for (half, bytes) in halves.iter_mut().zip(self.0.chunks_exact(16)) {
-            let mut word = [0; 16];
-            word.copy_from_slice(bytes);
-            *half = u128::from_ne_bytes(word);
-        }
-        halves
-    }
-}
-
-impl PartialEq for Key {
-    /// Two 128-bit comparisons, where the bytes' would call `memcmp`.
-    fn eq(&self, other: &Key) -> bool {
-        self.words() == other.words()
-    }
-}
-
-impl Eq for Key {}
-
-impl std::hash::Hash for Key {
-    /// As two 128-bit words: a hasher folds those in two steps, where it
-    /// would take the 32 bytes as a slice of unknown length.
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let halves = self.words();
-        state.write_u128(halves[0]);
-        state.write_u128(halves[1]);
-    }
-}
-
-/// Copies each value of `values` (`W` bytes each) into its row at `at`.
-/// `W` is a constant, so that each copy is a move of a known width rather
-/// than a call to `memcpy`.
-fn put<const W: usize>(rows: &mut [Key], at: usize, values: &[u8]) {
-    for (row, value) in rows.iter_mut().zip(values.chunks_exact(W)) {
-        if let Some(to) = row.0.get_mut(at..at + W) {
-            to.copy_from_slice(value);
-        }
-    }
-}
-
-/// Appends each row's `W` bytes at `at` to `values` (as [`put`]).
-fn get<const W: usize>(keys: &[Key], at: usize, values: &mut Vec<u8>) {
-    for key in keys {
-        if let Some(from) = key.0.get(at..at + W) {
-            values.extend_from_slice(from);
-        }
-    }
-}
-
-impl Key {
-    /// The bit per key that is null.
-    fn nulls(&self) -> u32 {
-        let mut flags = [0; 4];
-        flags.copy_from_slice(&self.0[KEY_BYTES..]);
-        u32::from_le_bytes(flags)
-    }
-}
-
 /// Under a pool with a limit, the partitions' buckets take at most this
 /// fraction of it together (each partition its share) before handing
 /// their rows over: they cannot spill, so a pool they filled would leave
@@ -383,62 +316,6 @@ const DEALER_SEEDS: [u64; 4] = [
     0xa409_3822_299f_31d0,
     0x082e_fa98_ec4e_6c89,
 ];
-
-/// `log2(BUCKETS)`: a row's bucket at level `l` is the `l`-th group of
-/// that many bits of its hash, from the top.
-const BUCKET_BITS: u32 = BUCKETS.trailing_zeros();
-
-/// The deepest level a bucket is split to (then 64 bits are used up, and
-/// a bucket that big is rows equal in their hash, deduplicated as they
-/// are).
-const LEVELS: u32 = 64 / BUCKET_BITS;
-
-/// The bucket of a row whose dealer's hash is `hash`, at `level`.
-fn bucket_of(hash: u64, level: u32) -> usize {
-    ((hash >> (64 - BUCKET_BITS * (level + 1))) as usize) & (BUCKETS - 1)
-}
-
-/// The rows of a bucket's largest chunks: 32 KiB.
-const CHUNK_ROWS: usize = 1_024;
-
-/// The rows of a bucket's first chunk: a small input takes little memory.
-const FIRST_CHUNK_ROWS: usize = 64;
-
-/// A bucket's rows, in chunks that double up to [`CHUNK_ROWS`] (appending
-/// never moves the rows already there, as growing one vector would).
-#[derive(Default)]
-struct Bucket {
-    chunks: Vec<Vec<Key>>,
-    rows: usize,
-}
-
-impl Bucket {
-    /// Appends `row`; the bytes newly allocated for it (a chunk's), if
-    /// any.
-    fn push(&mut self, row: Key) -> usize {
-        self.rows += 1;
-        if let Some(last) = self.chunks.last_mut() {
-            if last.len() < last.capacity() {
-                last.push(row);
-                return 0;
-            }
-        }
-        let rows = self.rows.clamp(FIRST_CHUNK_ROWS, CHUNK_ROWS);
-        let mut chunk = Vec::with_capacity(rows);
-        chunk.push(row);
-        self.chunks.push(chunk);
-        rows * std::mem::size_of::<Key>()
-    }
-
-    /// The bytes its chunks hold.
-    fn bytes(&self) -> usize {
-        self.chunks.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<Key>()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Key> {
-        self.chunks.iter().flatten()
-    }
-}
 
 /// One partition's execution.
 struct Partition {
@@ -567,9 +444,9 @@ impl Partition {
         Some(batch.map(|b| b.record_output(&self.baseline)))
     }
 
-    /// The memory pool refused more: hands the rows dealt so far, then the
-    /// rest of the input, to DataFusion's aggregate (which can spill), and
-    /// outputs what it outputs from now on.
+    /// The memory pool, or this partition's share of it, ran out: hands
+    /// the rows dealt so far, then the rest of the input, to DataFusion's
+    /// aggregate (which can spill), and outputs what it outputs from now on.
     fn hand_over(&mut self) -> Result<()> {
         let schema = self.input.schema();
         let mut batches = Vec::new();
@@ -605,8 +482,8 @@ impl Partition {
     }
 
     /// Deals `batch`'s rows of keys into the buckets; `false` when the
-    /// memory pool refused the bytes this took (the rows are dealt all the
-    /// same, then handed over).
+    /// bytes this took are past the partition's share or the pool refused
+    /// them (the rows are dealt all the same, then handed over).
     fn add(&mut self, batch: &RecordBatch) -> Result<bool> {
         let n = batch.num_rows();
         let columns = batch.columns();
@@ -702,83 +579,10 @@ impl Partition {
     }
 }
 
-/// The input of DataFusion's aggregate once a [`DistinctKeysExec`] hands
-/// its rows over: one partition's stream (the rows dealt so far, then the
-/// rest of the input), executed once, under the input's properties (so
-/// that the aggregate, asked for that partition, reads it).
-struct Handover {
-    stream: std::sync::Mutex<Option<SendableRecordBatchStream>>,
-    properties: Arc<PlanProperties>,
-}
-
-impl Handover {
-    fn new(stream: SendableRecordBatchStream, properties: Arc<PlanProperties>) -> Handover {
-        Handover {
-            stream: std::sync::Mutex::new(Some(stream)),
-            properties,
-        }
-    }
-}
-
-impl fmt::Debug for Handover {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Handover")
-    }
-}
-
-impl DisplayAs for Handover {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DistinctKeysExec's rows handed over")
-    }
-}
-
-impl ExecutionPlan for Handover {
-    fn name(&self) -> &str {
-        "Handover"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "DistinctKeysExec's handover has no children".into(),
-            ))
-        }
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        self.stream
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take())
-            .ok_or_else(|| {
-                DataFusionError::Internal("DistinctKeysExec's handover executed twice".into())
-            })
-    }
-}
-
+mod buckets;
+mod handover;
 #[cfg(test)]
 mod tests;
+
+use buckets::{bucket_of, get, put, Bucket, Key, LEVELS};
+use handover::Handover;
