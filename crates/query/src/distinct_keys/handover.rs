@@ -12,7 +12,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
-/// The input of DataFusion's aggregate once a [`DistinctKeysExec`] hands
+/// The input of DataFusion's aggregate once a [`super::DistinctKeysExec`] hands
 /// its rows over: one partition's stream (the rows dealt so far, then the
 /// rest of the input), executed once, under the input's properties (so
 /// that the aggregate, asked for that partition, reads it).

@@ -222,6 +222,42 @@ fn when_the_memory_pool_refuses_the_rows_go_to_datafusions_aggregate() {
     );
 }
 
+/// Shipped to another process by Elide's codec as the final aggregate it
+/// stands for, and replaced again there.
+#[test]
+fn shipped_it_comes_back_as_itself() {
+    use datafusion::physical_plan::ExecutionPlanProperties;
+    use datafusion_proto::physical_plan::{DefaultPhysicalProtoConverter, PhysicalExtensionCodec};
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        elide_store::Store::open(dir.path(), elide_store::StoreOptions::one_shot()).unwrap();
+    let codec = crate::codec::ElideCodec::new(&store);
+    let (_, elide) = sessions(vec![vec![batch(1, 50)], vec![batch(2, 50)]], None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let plan = rt
+        .block_on(async { elide.sql(REPLACED[1]).await?.create_physical_plan().await })
+        .unwrap();
+    let node = crate::test_support::find_node(&plan, &|p| p.name() == "DistinctKeysExec")
+        .expect("DistinctKeysExec in the plan");
+    let mut bytes = Vec::new();
+    let conv = DefaultPhysicalProtoConverter {};
+    codec
+        .try_encode(Arc::clone(&node), &mut bytes, &conv)
+        .unwrap();
+    let inputs: Vec<Arc<dyn ExecutionPlan>> = node.children().into_iter().cloned().collect();
+    let back = codec
+        .try_decode(&bytes, &inputs, &elide.task_ctx(), &conv)
+        .unwrap();
+    assert_eq!(back.name(), "DistinctKeysExec");
+    assert_eq!(back.schema(), node.schema());
+    assert_eq!(
+        back.output_partitioning().partition_count(),
+        node.output_partitioning().partition_count()
+    );
+}
+
 /// The final phase over rows as a partial phase that stopped aggregating
 /// passes them on: one key repeated far past [`BUCKET_ROWS`] (which cannot
 /// be split apart), among a few hundred others.
