@@ -53,21 +53,49 @@ impl std::hash::Hash for Key {
     }
 }
 
-/// Copies each value of `values` (`W` bytes each) into its row at `at`.
-/// `W` is a constant, so that each copy is a move of a known width rather
-/// than a call to `memcpy`.
-pub(super) fn put<const W: usize>(rows: &mut [Key], at: usize, values: &[u8]) {
-    for (row, value) in rows.iter_mut().zip(values.chunks_exact(W)) {
-        if let Some(to) = row.0.get_mut(at..at + W) {
+/// Copies each value of `values` (`width` bytes each) into its row at
+/// `at`.
+pub(super) fn put(rows: &mut [Key], at: usize, width: usize, values: &[u8]) {
+    match width {
+        1 => put_as::<1>(rows, at, width, values),
+        2 => put_as::<2>(rows, at, width, values),
+        4 => put_as::<4>(rows, at, width, values),
+        8 => put_as::<8>(rows, at, width, values),
+        16 => put_as::<16>(rows, at, width, values),
+        _ => put_as::<0>(rows, at, width, values),
+    }
+}
+
+/// [`put`] with `W` the width when it is a constant (0 for any other), so
+/// that each copy is a move of a known width rather than a call to
+/// `memcpy`.
+fn put_as<const W: usize>(rows: &mut [Key], at: usize, width: usize, values: &[u8]) {
+    // Widths are never 0 (`key_width`).
+    let w = if W == 0 { width.max(1) } else { W };
+    for (row, value) in rows.iter_mut().zip(values.chunks_exact(w)) {
+        if let Some(to) = row.0.get_mut(at..at + w) {
             to.copy_from_slice(value);
         }
     }
 }
 
-/// Appends each row's `W` bytes at `at` to `values` (as [`put`]).
-pub(super) fn get<const W: usize>(keys: &[Key], at: usize, values: &mut Vec<u8>) {
+/// Appends each row's `width` bytes at `at` to `values` (as [`put`]).
+pub(super) fn get(keys: &[Key], at: usize, width: usize, values: &mut Vec<u8>) {
+    match width {
+        1 => get_as::<1>(keys, at, width, values),
+        2 => get_as::<2>(keys, at, width, values),
+        4 => get_as::<4>(keys, at, width, values),
+        8 => get_as::<8>(keys, at, width, values),
+        16 => get_as::<16>(keys, at, width, values),
+        _ => get_as::<0>(keys, at, width, values),
+    }
+}
+
+/// [`get`] with `W` as in [`put_as`].
+fn get_as<const W: usize>(keys: &[Key], at: usize, width: usize, values: &mut Vec<u8>) {
+    let w = if W == 0 { width } else { W };
     for key in keys {
-        if let Some(from) = key.0.get(at..at + W) {
+        if let Some(from) = key.0.get(at..at + w) {
             values.extend_from_slice(from);
         }
     }

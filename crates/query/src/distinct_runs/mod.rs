@@ -478,32 +478,24 @@ fn differs_from_previous(c: &ArrayRef) -> Result<BooleanArray> {
     if let Some(a) = c
         .as_any()
         .downcast_ref::<FixedSizeBinaryArray>()
-        .filter(|a| a.value_length() == 16)
+        .filter(|a| a.value_length() == 16 && a.value_data().len() >= n * 16)
     {
         let data = a.value_data();
-        if a.null_count() == 0 && data.len() >= n * 16 {
-            // No nulls: each row's 16 bytes against the row before's, 64
-            // rows to a word of the result.
-            let word = |i: usize| {
-                let mut w = [0; 16];
-                w.copy_from_slice(&data[i * 16..i * 16 + 16]);
-                u128::from_ne_bytes(w)
-            };
-            let differs = BooleanBuffer::collect_bool(n - 1, |i| word(i + 1) != word(i));
-            return Ok(BooleanArray::new(differs, None));
-        }
         let word = |i: usize| {
-            data.get(i * 16..i * 16 + 16).map(|b| {
-                let mut w = [0; 16];
-                w.copy_from_slice(b);
-                u128::from_ne_bytes(w)
-            })
+            let mut w = [0; 16];
+            w.copy_from_slice(&data[i * 16..i * 16 + 16]);
+            u128::from_ne_bytes(w)
         };
-        let differs =
+        // 64 rows to a word of the result; the validity is only read when
+        // there are nulls.
+        let differs = if a.null_count() == 0 {
+            BooleanBuffer::collect_bool(n - 1, |i| word(i + 1) != word(i))
+        } else {
             BooleanBuffer::collect_bool(n - 1, |i| match (a.is_valid(i + 1), a.is_valid(i)) {
                 (true, true) => word(i + 1) != word(i),
                 (this, before) => this != before,
-            });
+            })
+        };
         return Ok(BooleanArray::new(differs, None));
     }
     Ok(distinct(&c.slice(1, n - 1), &c.slice(0, n - 1))?)
