@@ -460,6 +460,9 @@ fn lookups_skip_the_row_groups_the_bloom_filters_rule_out() {
     let (n, _, _, text) = run(distinct);
     assert_eq!(n, 6, "person(5) and person(6) are deleted: {text}");
     assert!(text.contains("DistinctRunsExec"), "{text}");
+    // The final phase too is Elide's: the deleted rows stay hidden below
+    // both of its operators.
+    assert!(text.contains("DistinctKeysExec"), "{text}");
     // A reader that filters rows itself keeps the list.
     sql(
         &rt,
