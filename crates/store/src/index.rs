@@ -105,6 +105,7 @@ impl DistinctIdIndex {
 
     /// Add the runs of a new part.
     pub fn add(&mut self, table: Table, project: i64, part_id: u64, postings: &PartPostings) {
+        let ids = self.map.entry((table, project)).or_default();
         for r in &postings.runs {
             let posting = Posting {
                 part_id,
@@ -113,7 +114,6 @@ impl DistinctIdIndex {
                 min_seq: r.min_seq,
                 max_seq: r.max_seq,
             };
-            let ids = self.map.entry((table, project)).or_default();
             match ids.get_mut(r.distinct_id.as_str()) {
                 Some(v) => v.push(posting),
                 None => {
@@ -121,6 +121,29 @@ impl DistinctIdIndex {
                 }
             }
         }
+    }
+
+    /// Add every run of `other` (runs of parts committed after this
+    /// index's, as [`DistinctIdIndex::add`] of each of its parts in turn
+    /// would). One map operation per distinct id, not per run; into an
+    /// empty map, none.
+    pub fn merge(&mut self, other: DistinctIdIndex) {
+        for (key, theirs) in other.map {
+            let ours = self.map.entry(key).or_default();
+            if ours.is_empty() {
+                *ours = theirs;
+                continue;
+            }
+            for (id, runs) in theirs {
+                match ours.get_mut(&id) {
+                    Some(v) => v.extend(runs),
+                    None => {
+                        ours.insert(id, runs);
+                    }
+                }
+            }
+        }
+        self.dead.extend(other.dead);
     }
 
     /// Forget parts that left the manifest. Their runs are dropped lazily,
@@ -302,6 +325,74 @@ impl BackgroundBuild {
         match std::mem::take(&mut *s) {
             BuildSlot::Built(idx, covered) => Some((idx, covered)),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::part::Run;
+
+    fn postings(ids: &[(&str, u64)]) -> PartPostings {
+        PartPostings {
+            runs: ids
+                .iter()
+                .enumerate()
+                .map(|(i, (id, seq))| Run {
+                    distinct_id: id.to_string(),
+                    start: i as u32,
+                    len: 1,
+                    min_seq: *seq,
+                    max_seq: *seq,
+                })
+                .collect(),
+        }
+    }
+
+    fn sorted(idx: &DistinctIdIndex) -> Vec<(Table, i64, String, Vec<Posting>)> {
+        let mut out: Vec<_> = idx
+            .map
+            .iter()
+            .flat_map(|((t, p), ids)| {
+                ids.iter()
+                    .map(move |(id, runs)| (*t, *p, id.to_string(), runs.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+        out
+    }
+
+    /// Merging an index of later parts gives what adding those parts one
+    /// by one gives, runs in the same order, into an empty index or not.
+    #[test]
+    fn merge_is_adding_the_parts_in_turn() {
+        let parts: Vec<(Table, i64, u64, PartPostings)> = vec![
+            (Table::Events, 1, 10, postings(&[("a", 1), ("b", 2)])),
+            (Table::Events, 2, 11, postings(&[("a", 3)])),
+            (Table::Events, 1, 12, postings(&[("b", 4), ("c", 5)])),
+            (Table::Events, 1, 13, postings(&[("a", 6), ("c", 7)])),
+            (Table::Events, 3, 14, postings(&[("d", 8)])),
+        ];
+        for split in 0..=parts.len() {
+            let mut one_by_one = DistinctIdIndex::default();
+            for (t, p, id, ps) in &parts {
+                one_by_one.add(*t, *p, *id, ps);
+            }
+            let mut base = DistinctIdIndex::default();
+            let mut later = DistinctIdIndex::default();
+            for (i, (t, p, id, ps)) in parts.iter().enumerate() {
+                if i < split {
+                    base.add(*t, *p, *id, ps);
+                } else {
+                    later.add(*t, *p, *id, ps);
+                }
+            }
+            later.dead.insert(99);
+            base.merge(later);
+            assert_eq!(sorted(&base), sorted(&one_by_one), "split at {split}");
+            assert!(base.dead.contains(&99));
+            assert_eq!(base.lookup(Table::Events, 1, "a").len(), 2);
         }
     }
 }
