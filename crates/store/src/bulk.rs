@@ -9,9 +9,11 @@
 //! ```text
 //!  write(batch) ─► validate (normalize) ─► buffer
 //!       │ buffer full: reserve a _seq range (state lock) ─► hand it to the writer thread
-//!       │                                     writer: sort ─► write parts (unpublished)
+//!       │          writer: sort ─► write parts (unpublished) ─► stage their runs
+//!       │ written: fsync the parts on a thread of their own
 //!       ▼
-//!  commit() ─► write the rest ─► fsync every part ─► one commit adds them all
+//!  commit() ─► write the rest ─► wait for the fsyncs ─► one commit adds them all
+//!              (merging the staged runs into the distinct-id index)
 //!  drop without commit ─► the unpublished parts are removed (or swept at the next open)
 //! ```
 //!
@@ -54,6 +56,7 @@ use croaring::{Bitmap, Treemap};
 
 use crate::error::{Result, StoreError};
 use crate::format::{PartMeta, PendingIngest};
+use crate::index::DistinctIdIndex;
 use crate::memtable::Chunk;
 use crate::normalize::{normalize, NormalizedBatch};
 use crate::part::{write_parts, WrittenPart};
@@ -84,8 +87,15 @@ pub struct BulkIngest {
     buffered_rows: usize,
     buffered_bytes: usize,
     written: Vec<WrittenPart>,
-    /// The buffer being written as parts, on a thread of its own.
-    writing: Option<std::thread::JoinHandle<Result<Vec<WrittenPart>>>>,
+    /// The runs of the written parts as an index of their own, built by
+    /// the writer thread, merged into the store's index at the commit
+    /// (`None` while the writer has it, or with the in-memory index off).
+    staged: Option<DistinctIdIndex>,
+    /// The buffer being written as parts (their runs added to the staged
+    /// index), on a thread of its own.
+    writing: Option<std::thread::JoinHandle<Result<Written>>>,
+    /// Threads syncing written buffers' parts (waited for at the commit).
+    syncing: Vec<std::thread::JoinHandle<Result<()>>>,
     /// Why writing a buffer failed: rows were lost, so the ingest can only
     /// be dropped (every later call returns this).
     failed: Option<String>,
@@ -95,6 +105,10 @@ pub struct BulkIngest {
     /// The next request id when the first `_seq`s were reserved.
     first_request: u64,
 }
+
+/// What the writer thread returns: a buffer's parts, written, and the
+/// staged index with their runs.
+type Written = (Vec<WrittenPart>, Option<DistinctIdIndex>);
 
 impl std::fmt::Debug for BulkIngest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,7 +131,13 @@ impl Store {
             buffered_rows: 0,
             buffered_bytes: 0,
             written: Vec::new(),
+            staged: self
+                .inner()
+                .opts
+                .in_memory_index
+                .then(DistinctIdIndex::default),
             writing: None,
+            syncing: Vec::new(),
             failed: None,
             rows: 0,
             inflight: None,
@@ -212,18 +232,25 @@ impl BulkIngest {
         self.buffered_rows = 0;
         self.buffered_bytes = 0;
         let store = self.store.clone();
+        let mut staged = self.staged.take();
         let writer = std::thread::Builder::new()
             .name("bulk-ingest-writer".into())
-            .spawn(move || {
+            .spawn(move || -> Result<Written> {
                 crate::failpoint!("bulk::write_parts");
                 let inner = store.inner();
-                write_parts(
+                let parts = write_parts(
                     &inner.storage,
                     &inner.opts.part,
                     &chunks,
                     &Treemap::new(),
                     &mut || inner.alloc_file_id(),
-                )
+                )?;
+                if let Some(idx) = staged.as_mut() {
+                    for p in &parts {
+                        idx.add(p.meta.table, p.meta.project_id, p.meta.id, &p.postings);
+                    }
+                }
+                Ok((parts, staged))
             })
             .map_err(|e| StoreError::Internal(format!("cannot start a part writer: {e}")))?;
         self.writing = Some(writer);
@@ -240,9 +267,30 @@ impl BulkIngest {
             .join()
             .unwrap_or_else(|_| Err(StoreError::Internal("a part writer panicked".into())));
         match parts {
-            Ok(p) => {
+            Ok((p, staged)) => {
+                // Synced on a thread of their own while the ingest goes
+                // on, rather than all at the commit (where a 10M-row
+                // ingest waited ~0.6 s on its writeback) or by the writer
+                // (whose next buffer would wait).
+                let metas: Vec<PartMeta> = p.iter().map(|p| p.meta.clone()).collect();
+                let store = self.store.clone();
+                let syncer = std::thread::Builder::new()
+                    .name("bulk-ingest-sync".into())
+                    .spawn(move || {
+                        let metas: Vec<&PartMeta> = metas.iter().collect();
+                        store.inner().storage.sync_parts(&metas)
+                    });
                 self.written.extend(p);
-                Ok(())
+                self.staged = staged;
+                match syncer {
+                    Ok(h) => {
+                        self.syncing.push(h);
+                        Ok(())
+                    }
+                    Err(e) => Err(StoreError::Internal(format!(
+                        "cannot start a thread syncing parts: {e}"
+                    ))),
+                }
             }
             Err(e) => {
                 // What write_parts wrote before failing is unreferenced;
@@ -251,6 +299,20 @@ impl BulkIngest {
                 Err(e)
             }
         }
+    }
+
+    /// Wait for every buffer's parts to be synced.
+    fn wait_for_syncs(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        for h in self.syncing.drain(..) {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Internal("a part syncer panicked".into())));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
     }
 
     /// Write what is buffered, make every part durable and publish them
@@ -275,9 +337,8 @@ impl BulkIngest {
         self.check_failed()?;
         self.spill()?;
         self.wait_for_writer()?;
+        self.wait_for_syncs()?;
         let inner = self.store.inner();
-        let metas: Vec<&PartMeta> = self.written.iter().map(|p| &p.meta).collect();
-        inner.storage.sync_parts(&metas)?;
         crate::failpoint!("bulk::before_commit");
         let paths: Vec<String> = self.written.iter().flat_map(|p| p.meta.files()).collect();
         let parts = std::mem::take(&mut self.written);
@@ -291,7 +352,9 @@ impl BulkIngest {
             e
         };
         let mut tx = crate::commit::Transaction::begin(inner).map_err(discard)?;
-        let added = tx.add_bulk(parts, self.first_request).map_err(discard)?;
+        let added = tx
+            .add_bulk(parts, self.first_request, self.staged.take())
+            .map_err(discard)?;
         if let Some(token) = token {
             tx.add_pending_ingest(PendingIngest {
                 token: token.to_string(),
@@ -329,6 +392,10 @@ impl Drop for BulkIngest {
         // orphans for the next open's sweep).
         if let Err(e) = self.wait_for_writer() {
             tracing::debug!(error = %e, "a dropped bulk ingest's last buffer failed to write");
+        }
+        // Nothing is removed while a syncer may still open it.
+        if let Err(e) = self.wait_for_syncs() {
+            tracing::debug!(error = %e, "a dropped bulk ingest's parts failed to sync");
         }
         let inner = self.store.inner();
         for p in self.written.drain(..) {

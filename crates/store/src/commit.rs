@@ -83,6 +83,17 @@ pub(crate) struct CommitState {
     pub failed: Option<String>,
 }
 
+/// The runs of a bulk ingest's parts in an index of their own, merged
+/// into the store's index at the commit instead of adding those parts'
+/// runs one by one (one map operation per distinct id, not per run).
+struct StagedRuns {
+    index: DistinctIdIndex,
+    /// The parts whose runs `index` holds.
+    parts: HashSet<u64>,
+    /// Those of them the commit leaves out (their project was dropped).
+    left_out: Vec<u64>,
+}
+
 struct FlushPublish {
     memtable_id: u64,
     wal_segments: Vec<u64>,
@@ -105,6 +116,8 @@ pub(crate) struct Transaction<'a> {
     part_pos: Option<HashMap<u64, usize>>,
     /// Files written for this transaction that it does not publish.
     extra_retired: Vec<String>,
+    /// A bulk ingest's runs, already in an index of their own (bulk.rs).
+    staged: Option<StagedRuns>,
     /// Part id -> the parts this transaction wrote in its place (a purge's
     /// or merge's output), for the receipts of the requests it erases.
     replaced_by: HashMap<u64, Vec<u64>>,
@@ -133,6 +146,7 @@ impl<'a> Transaction<'a> {
             added: Vec::new(),
             part_pos: None,
             extra_retired: Vec::new(),
+            staged: None,
             replaced_by: HashMap::new(),
         })
     }
@@ -491,8 +505,14 @@ impl<'a> Transaction<'a> {
         &mut self,
         parts: Vec<WrittenPart>,
         first_request: u64,
+        staged: Option<DistinctIdIndex>,
     ) -> Result<crate::bulk::BulkAdded> {
         let mut out = crate::bulk::BulkAdded::default();
+        self.staged = staged.map(|index| StagedRuns {
+            index,
+            parts: parts.iter().map(|p| p.meta.id).collect(),
+            left_out: Vec::new(),
+        });
         let drops = self.guard.drops.clone();
         for p in parts {
             let m = &p.meta;
@@ -502,6 +522,9 @@ impl<'a> Transaction<'a> {
             {
                 out.rows_dropped += m.rows;
                 self.extra_retired.push(m.path.clone());
+                if let Some(s) = &mut self.staged {
+                    s.left_out.push(m.id);
+                }
                 continue;
             }
             let mut hidden = Bitmap::new();
@@ -806,11 +829,22 @@ impl<'a> Transaction<'a> {
             flush.as_ref().map(|f| f.memtable_id),
         )?;
         if let Some(idx) = self.guard.index.as_mut() {
-            for p in self.added.iter().filter(|p| !gone.contains(&p.meta.id)) {
+            let staged = self.staged.take();
+            let is_staged = |id: &u64| staged.as_ref().is_some_and(|s| s.parts.contains(id));
+            for p in self
+                .added
+                .iter()
+                .filter(|p| !gone.contains(&p.meta.id) && !is_staged(&p.meta.id))
+            {
                 idx.add(p.meta.table, p.meta.project_id, p.meta.id, &p.postings);
             }
+            let mut dead: Vec<u64> = gone.iter().copied().collect();
+            if let Some(s) = staged {
+                idx.merge(s.index);
+                dead.extend(s.left_out);
+            }
             let live = new_version.manifest.parts.len();
-            idx.retire_parts(gone.iter().copied(), live);
+            idx.retire_parts(dead, live);
         }
         drop(self.guard);
         // A path referenced again (a `.runs` file rewritten at its part's
