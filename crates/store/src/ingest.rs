@@ -35,10 +35,10 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::bulk::{BulkIngest, IngestOutcome};
 use crate::error::{Result, StoreError};
+use crate::normalize::{normalize, NormalizedBatch};
 use crate::schema::Table;
 use crate::store::Store;
 
@@ -120,41 +120,41 @@ impl<'a> IngestOptions<'a> {
         Ok(())
     }
 
-    /// `batch` with the mapped columns renamed.
-    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        if self.renames.is_empty() {
-            return Ok(batch);
-        }
-        let schema = batch.schema();
-        let mut fields: Vec<Field> = schema.fields().iter().map(|f| (**f).clone()).collect();
-        for (from, to) in &self.renames {
-            let i = schema.index_of(from).map_err(|_| {
-                StoreError::InvalidInput(format!(
-                    "column map: the input has no column `{from}` (its columns: {})",
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-            if schema.index_of(to).is_ok() && !self.renames.iter().any(|(f, _)| f == to) {
-                return Err(StoreError::InvalidInput(format!(
-                    "column map: `{from}` is mapped to `{to}`, but the input already has a column `{to}`"
-                )));
-            }
-            fields[i] = fields[i].clone().with_name(to.clone());
-        }
-        let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-        Ok(RecordBatch::try_new(schema, batch.columns().to_vec())?)
-    }
-
     fn report(&mut self, rows: u64, input: usize) {
         if let Some(f) = &mut self.progress {
             f(IngestProgress { rows, input });
         }
     }
+}
+
+/// `batch` with the columns `renames` maps renamed.
+fn rename_columns(renames: &[(String, String)], batch: RecordBatch) -> Result<RecordBatch> {
+    if renames.is_empty() {
+        return Ok(batch);
+    }
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| (**f).clone()).collect();
+    for (from, to) in renames {
+        let i = schema.index_of(from).map_err(|_| {
+            StoreError::InvalidInput(format!(
+                "column map: the input has no column `{from}` (its columns: {})",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        if schema.index_of(to).is_ok() && !renames.iter().any(|(f, _)| f == to) {
+            return Err(StoreError::InvalidInput(format!(
+                    "column map: `{from}` is mapped to `{to}`, but the input already has a column `{to}`"
+                )));
+        }
+        fields[i] = fields[i].clone().with_name(to.clone());
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    Ok(RecordBatch::try_new(schema, batch.columns().to_vec())?)
 }
 
 impl Store {
@@ -191,7 +191,8 @@ impl Store {
             let b = b.map_err(|e| {
                 StoreError::InvalidInput(format!("reading the input after row {rows}: {e}"))
             })?;
-            rows = write(&mut bulk, &mut opts, b, rows, "input", 0, true)?;
+            let n = prepare(table, &opts.renames, b, true);
+            rows = add(&mut bulk, &mut opts, n, rows, "input", 0)?;
         }
         bulk.commit()
     }
@@ -231,8 +232,10 @@ impl Store {
             // JSON lines name their fields as Elide does (unknown keys are
             // refused by the line reader): renames apply to parquet only.
             let rename = matches!(input, Input::Parquet(_));
-            read_input(&name, input, &mut |b| {
-                first = write(&mut bulk, &mut opts, b, first, &name, i, rename)?;
+            let renames = opts.renames.clone();
+            let prepare = |b| prepare(table, &renames, b, rename);
+            read_input(&name, input, &prepare, &mut |n| {
+                first = add(&mut bulk, &mut opts, n, first, &name, i)?;
                 Ok(())
             })?;
         }
@@ -240,21 +243,34 @@ impl Store {
     }
 }
 
-/// Validate and buffer one batch whose first row is row `first` of
-/// `input` (renamed first if `rename`); returns the number of rows of the
-/// input read so far.
-fn write(
+/// A batch of the input renamed (if `rename`) and validated for `table`:
+/// the part of reading an input that may run on any thread.
+fn prepare(
+    table: Table,
+    renames: &[(String, String)],
+    batch: RecordBatch,
+    rename: bool,
+) -> Result<NormalizedBatch> {
+    let batch = if rename {
+        rename_columns(renames, batch)?
+    } else {
+        batch
+    };
+    normalize(table, &batch)
+}
+
+/// Buffer one prepared batch whose first row is row `first` of `input`
+/// (or return its error, with the row counted from the input's start);
+/// returns the number of rows of the input read so far.
+fn add(
     bulk: &mut BulkIngest,
     opts: &mut IngestOptions<'_>,
-    batch: RecordBatch,
+    prepared: Result<NormalizedBatch>,
     first: u64,
     input: &str,
     index: usize,
-    rename: bool,
 ) -> Result<u64> {
-    let n = batch.num_rows() as u64;
-    let batch = if rename { opts.apply(batch)? } else { batch };
-    bulk.write(&batch).map_err(|e| match e {
+    let locate = |e| match e {
         StoreError::InvalidRow {
             row,
             column,
@@ -267,7 +283,10 @@ fn write(
         },
         StoreError::InvalidInput(m) => StoreError::InvalidInput(format!("{input}: {m}")),
         other => other,
-    })?;
+    };
+    let batch = prepared.map_err(locate)?;
+    let n = batch.num_rows() as u64;
+    bulk.write_normalized(batch).map_err(locate)?;
     opts.report(bulk.rows(), index);
     Ok(first + n)
 }
@@ -329,41 +348,25 @@ fn open_input(path: &Path, data_dir: &Path) -> Result<(Input, Option<Spool>)> {
     ))
 }
 
-/// Read a whole input as batches, calling `sink` with each.
+/// Read a whole input as batches, `prepare` each and call `sink` with
+/// the results in the input's order. A parquet file is read and prepared
+/// on several threads ([`crate::read_parquet`]); JSON lines on this one.
 fn read_input(
     name: &str,
     input: Input,
-    sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    prepare: &(dyn Fn(RecordBatch) -> Result<NormalizedBatch> + Sync),
+    sink: &mut dyn FnMut(Result<NormalizedBatch>) -> Result<()>,
 ) -> Result<()> {
     match input {
         Input::Parquet(file) => {
-            let f = File::open(&file)
-                .map_err(|e| StoreError::InvalidInput(format!("cannot open {name}: {e}")))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-                .map_err(|e| {
-                    StoreError::InvalidInput(format!(
-                        "{name}: not a readable parquet file (damaged footer or schema?): {e}"
-                    ))
-                })?
-                .with_batch_size(FILE_BATCH_ROWS)
-                .build()
-                .map_err(|e| {
-                    StoreError::InvalidInput(format!("{name}: not a readable parquet file: {e}"))
-                })?;
-            for b in reader {
-                let b = b.map_err(|e| {
-                    StoreError::InvalidInput(format!("{name}: damaged parquet data: {e}"))
-                })?;
-                sink(b)?;
-            }
-            Ok(())
+            crate::read_parquet::read_in_order(name, &file, FILE_BATCH_ROWS, prepare, sink)
         }
         Input::JsonLines(r) => {
             // The sink's own error is kept whole (the line reader would
             // otherwise wrap it).
             let mut inner: Option<StoreError> = None;
             let res = crate::jsonl::read_json_lines(r, FILE_BATCH_ROWS, &mut |b| {
-                sink(b).map_err(|e| {
+                sink(prepare(b)).map_err(|e| {
                     let msg = e.to_string();
                     inner = Some(e);
                     StoreError::InvalidInput(msg)

@@ -101,6 +101,7 @@ pub mod remote;
 pub mod s3_server;
 pub use ed25519_dalek::VerifyingKey;
 mod part;
+mod read_parquet;
 mod requests;
 pub mod retention;
 mod runs_backfill;

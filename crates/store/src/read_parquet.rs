@@ -1,0 +1,330 @@
+//! Reading a parquet input on several threads, in the file's order.
+//!
+//! A bulk ingest's reading (decompressing and decoding pages, then
+//! checking each batch with [`crate::normalize`]) ran on one thread and
+//! was the ingest's critical path: its part writers kept up and then
+//! waited (docs/benchmarks.md, "Ingest: the input read on every core").
+//! [`read_in_order`] decodes row group `g` on thread `g % threads`, runs
+//! `prepare` on each batch on the thread that decoded it, and hands the
+//! results to `sink` on the caller's thread **in the file's order**: the
+//! sink sees the batches one reader would have produced, with the same
+//! rows in the same order (batch boundaries may differ at row groups).
+//!
+//! Memory: while the sink takes one thread's row group, the other
+//! threads read theirs ahead, each up to a row group of prepared
+//! batches, but together at most [`QUEUED_ROWS`] rows (and at least two
+//! batches each). Deeper queues let the threads run further ahead of a
+//! sink that waits for the part writer, and measured no faster, for
+//! ~350 MB more per million rows (docs/benchmarks.md). A failure stops the reading: a damaged row group is returned as
+//! soon as the sink reaches it (row groups before it are delivered
+//! first, as one reader would have); a `prepare` error is delivered to
+//! the sink in its place; a sink error returns at once. Either way the
+//! threads stop at their next batch, and a thread that panicked is an
+//! error, not a panic of the caller.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+
+use crate::error::{Result, StoreError};
+
+/// Most threads one input is read on.
+const MAX_THREADS: usize = 4;
+
+/// Rows all threads together may hold prepared before the sink takes
+/// them (~100 MB of the comparison's events).
+const QUEUED_ROWS: usize = 256 << 10;
+
+/// What a reading thread sends, in its row groups' order.
+enum Msg<T> {
+    /// A batch, prepared (or the error `prepare` returned for it).
+    Batch(Result<T>),
+    /// The end of a row group.
+    GroupEnd,
+    /// The row group cannot be read.
+    Damaged(StoreError),
+}
+
+/// Read the parquet file at `path` (named `name` in errors) in batches
+/// of up to `batch_rows` rows, `prepare` each on the thread that read it
+/// and pass the results to `sink` in the file's order (see the module
+/// docs).
+pub(crate) fn read_in_order<T: Send>(
+    name: &str,
+    path: &Path,
+    batch_rows: usize,
+    prepare: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
+    sink: &mut dyn FnMut(Result<T>) -> Result<()>,
+) -> Result<()> {
+    let open = || {
+        File::open(path).map_err(|e| StoreError::InvalidInput(format!("cannot open {name}: {e}")))
+    };
+    let meta = ArrowReaderMetadata::load(&open()?, ArrowReaderOptions::new()).map_err(|e| {
+        StoreError::InvalidInput(format!(
+            "{name}: not a readable parquet file (damaged footer or schema?): {e}"
+        ))
+    })?;
+    let groups = meta.metadata().num_row_groups();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS)
+        .min(groups.max(1));
+    let group_rows = meta
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| usize::try_from(g.num_rows()).unwrap_or(usize::MAX))
+        .max()
+        .unwrap_or(0);
+    let batch_rows = batch_rows.max(1);
+    let queue = group_rows
+        .div_ceil(batch_rows)
+        .min(QUEUED_ROWS / batch_rows / threads)
+        .max(2);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let mut queues = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
+        for first in 0..threads {
+            let (tx, rx) = sync_channel(queue);
+            queues.push(rx);
+            let (meta, stop, open) = (meta.clone(), &stop, &open);
+            handles.push(s.spawn(move || {
+                let groups = (first..groups).step_by(threads);
+                read_groups(name, groups, batch_rows, &meta, &open, prepare, stop, &tx);
+            }));
+        }
+        let delivered = (|| {
+            for g in 0..groups {
+                let queue = &queues[g % threads];
+                loop {
+                    match queue.recv() {
+                        Ok(Msg::Batch(b)) => sink(b)?,
+                        Ok(Msg::GroupEnd) => break,
+                        Ok(Msg::Damaged(e)) => return Err(e),
+                        Err(_) => {
+                            return Err(StoreError::Internal(format!(
+                                "a thread reading {name} stopped before row group {g}"
+                            )))
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        // Stop the threads (a thread blocked on a full queue wakes when
+        // its receiver is dropped) and keep a panic from crossing.
+        stop.store(true, Ordering::Relaxed);
+        drop(queues);
+        let panicked = handles.into_iter().any(|h| h.join().is_err());
+        match delivered {
+            Err(e) => Err(e),
+            Ok(()) if panicked => Err(StoreError::Internal(format!(
+                "a thread reading {name} panicked"
+            ))),
+            Ok(()) => Ok(()),
+        }
+    })
+}
+
+/// One thread's share: each of `groups` in turn, every batch prepared and
+/// sent, then the group's end. Returns at the first failure (sent) or
+/// when the receiver is gone or `stop` is set.
+#[allow(clippy::too_many_arguments)]
+fn read_groups<T>(
+    name: &str,
+    groups: impl Iterator<Item = usize>,
+    batch_rows: usize,
+    meta: &ArrowReaderMetadata,
+    open: &dyn Fn() -> Result<File>,
+    prepare: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
+    stop: &AtomicBool,
+    tx: &SyncSender<Msg<T>>,
+) {
+    for g in groups {
+        let reader = open().and_then(|f| {
+            ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
+                .with_row_groups(vec![g])
+                .with_batch_size(batch_rows)
+                .build()
+                .map_err(|e| {
+                    StoreError::InvalidInput(format!("{name}: not a readable parquet file: {e}"))
+                })
+        });
+        let reader = match reader {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Msg::Damaged(e));
+                return;
+            }
+        };
+        for b in reader {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let msg = match b {
+                Ok(b) => Msg::Batch(prepare(b)),
+                Err(e) => Msg::Damaged(StoreError::InvalidInput(format!(
+                    "{name}: damaged parquet data: {e}"
+                ))),
+            };
+            let last = !matches!(msg, Msg::Batch(Ok(_)));
+            if tx.send(msg).is_err() || last {
+                return;
+            }
+        }
+        if tx.send(Msg::GroupEnd).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    use super::*;
+
+    /// A file of `rows` rows 0.. in row groups of `group_rows`.
+    fn file(dir: &Path, rows: i64, group_rows: usize) -> std::path::PathBuf {
+        let path = dir.join(format!("in-{rows}-{group_rows}.parquet"));
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(group_rows))
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema.clone(), Some(props))
+            .unwrap();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from_iter_values(0..rows))],
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        path
+    }
+
+    fn values(b: &RecordBatch) -> Vec<i64> {
+        b.column(0).as_primitive::<Int64Type>().values().to_vec()
+    }
+
+    /// Every row, once, in the file's order, whatever the row groups and
+    /// batch sizes.
+    #[test]
+    fn rows_arrive_in_the_files_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for (rows, group_rows, batch_rows) in [
+            (0, 10, 4),
+            (1, 10, 4),
+            (1000, 7, 3),
+            (1000, 100, 64),
+            (5000, 1000, 1000),
+            (999, 1000, 10_000),
+        ] {
+            let path = file(dir.path(), rows, group_rows);
+            let mut seen = Vec::new();
+            read_in_order("in", &path, batch_rows, &|b| Ok(values(&b)), &mut |v| {
+                seen.extend(v?);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(
+                seen,
+                (0..rows).collect::<Vec<_>>(),
+                "{rows} rows, groups of {group_rows}"
+            );
+        }
+    }
+
+    /// A `prepare` error reaches the sink after every batch before it, and
+    /// the reading stops; a sink error is returned as it is.
+    #[test]
+    fn errors_stop_the_reading_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 10_000, 100);
+        let mut seen = Vec::new();
+        let err = read_in_order(
+            "in",
+            &path,
+            10,
+            &|b| {
+                let v = values(&b);
+                if v.contains(&5_555) {
+                    return Err(StoreError::InvalidInput("bad".into()));
+                }
+                Ok(v)
+            },
+            &mut |v| {
+                seen.extend(v?);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidInput(ref m) if m == "bad"),
+            "{err}"
+        );
+        assert_eq!(seen, (0..5_550).collect::<Vec<_>>());
+
+        let mut batches = 0;
+        let err = read_in_order("in", &path, 10, &|b| Ok(b.num_rows()), &mut |_| {
+            batches += 1;
+            if batches == 3 {
+                return Err(StoreError::InvalidInput("sink".into()));
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidInput(ref m) if m == "sink"),
+            "{err}"
+        );
+        assert_eq!(batches, 3);
+    }
+
+    /// A damaged row group is an error once the row groups before it are
+    /// delivered; a file that is not parquet is refused before any read.
+    #[test]
+    fn damaged_input_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 10_000, 1000);
+        let meta =
+            ArrowReaderMetadata::load(&File::open(&path).unwrap(), ArrowReaderOptions::new())
+                .unwrap();
+        // Row group 5's first page header, overwritten (the footer stays intact).
+        let at = meta.metadata().row_group(5).column(0).data_page_offset() as usize;
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at..at + 32].fill(0xff);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut seen = 0usize;
+        let err = read_in_order("in", &path, 100, &|b| Ok(b.num_rows()), &mut |n| {
+            seen += n?;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("damaged parquet data"), "{err}");
+        assert_eq!(seen, 5_000);
+
+        let not_parquet = dir.path().join("x.parquet");
+        std::fs::write(&not_parquet, b"not parquet at all").unwrap();
+        let err = read_in_order("x", &not_parquet, 100, &|b| Ok(b.num_rows()), &mut |_| {
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("not a readable parquet file"),
+            "{err}"
+        );
+    }
+}
