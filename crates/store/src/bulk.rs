@@ -18,8 +18,8 @@
 //! ```
 //!
 //! A full buffer is written by a thread of its own while the caller reads
-//! and validates the next one (reading is one core's work, writing parts
-//! uses every core: in turn, a 2-core machine idled a core half the time).
+//! and validates the next one (in turn, a 2-core machine idled a core
+//! half the time).
 //! At most one buffer is being written: a buffer that fills meanwhile
 //! waits for it, so memory holds at most two buffers. A failure to write
 //! is returned by the next `write` that fills a buffer, or by the commit,

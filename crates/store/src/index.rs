@@ -3,7 +3,9 @@
 //! Resolving a deletion must not scan part data. Parts are sorted by
 //! (`distinct_id`, `_seq`), so a distinct id occupies one run per part; the
 //! index maps (table, project, distinct id) to its runs. It lives in memory
-//! and is kept up to date by the commit path as parts are added. A new
+//! and is kept up to date by the commit path as parts are added (a bulk
+//! ingest's writer stages its parts' runs in an index of their own, which
+//! the commit merges: [`DistinctIdIndex::merge`]). A new
 //! store starts with an empty index; opening a store with parts starts a
 //! [`BackgroundBuild`] (reading each part's `.runs` file, or its
 //! `distinct_id` and `_seq` columns, on all but one core). Until it is

@@ -15,7 +15,7 @@
 //! batches, but together at most [`QUEUED_ROWS`] rows (and at least two
 //! batches each). Deeper queues let the threads run further ahead of a
 //! sink that waits for the part writer, and measured no faster, for
-//! ~350 MB more per million rows (docs/benchmarks.md). A failure stops the reading: a damaged row group is returned as
+//! ~350 MiB more per million rows (docs/benchmarks.md). A failure stops the reading: a damaged row group is returned as
 //! soon as the sink reaches it (row groups before it are delivered
 //! first, as one reader would have); a `prepare` error is delivered to
 //! the sink in its place; a sink error returns at once. Either way the
@@ -38,7 +38,7 @@ use crate::error::{Result, StoreError};
 const MAX_THREADS: usize = 4;
 
 /// Rows all threads together may hold prepared before the sink takes
-/// them (~100 MB of the comparison's events).
+/// them (~100 MiB of the comparison's events).
 const QUEUED_ROWS: usize = 256 << 10;
 
 /// What a reading thread sends, in its row groups' order.
