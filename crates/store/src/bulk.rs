@@ -282,15 +282,11 @@ impl BulkIngest {
                     });
                 self.written.extend(p);
                 self.staged = staged;
-                match syncer {
-                    Ok(h) => {
-                        self.syncing.push(h);
-                        Ok(())
-                    }
-                    Err(e) => Err(StoreError::Internal(format!(
-                        "cannot start a thread syncing parts: {e}"
-                    ))),
-                }
+                let syncer = syncer.map_err(|e| {
+                    StoreError::Internal(format!("cannot start a thread syncing parts: {e}"))
+                })?;
+                self.syncing.push(syncer);
+                self.reap_syncs()
             }
             Err(e) => {
                 // What write_parts wrote before failing is unreferenced;
@@ -299,6 +295,21 @@ impl BulkIngest {
                 Err(e)
             }
         }
+    }
+
+    /// Join the syncers that are done (a failed fsync fails the ingest
+    /// now rather than at the commit; a long ingest keeps no finished
+    /// threads unjoined).
+    fn reap_syncs(&mut self) -> Result<()> {
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.syncing)
+            .into_iter()
+            .partition(|h| h.is_finished());
+        self.syncing = running;
+        for h in done {
+            h.join()
+                .unwrap_or_else(|_| Err(StoreError::Internal("a part syncer panicked".into())))?;
+        }
+        Ok(())
     }
 
     /// Wait for every buffer's parts to be synced.
