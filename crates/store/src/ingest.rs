@@ -148,8 +148,8 @@ fn rename_columns(renames: &[(String, String)], batch: RecordBatch) -> Result<Re
         })?;
         if schema.index_of(to).is_ok() && !renames.iter().any(|(f, _)| f == to) {
             return Err(StoreError::InvalidInput(format!(
-                    "column map: `{from}` is mapped to `{to}`, but the input already has a column `{to}`"
-                )));
+                "column map: `{from}` is mapped to `{to}`, but the input already has a column `{to}`"
+            )));
         }
         fields[i] = fields[i].clone().with_name(to.clone());
     }

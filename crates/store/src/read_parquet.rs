@@ -122,7 +122,12 @@ pub(crate) fn read_in_order<T: Send>(
         // its receiver is dropped) and keep a panic from crossing.
         stop.store(true, Ordering::Relaxed);
         drop(queues);
-        let panicked = handles.into_iter().any(|h| h.join().is_err());
+        // Every thread is joined (a panic left unjoined would cross the
+        // scope's end).
+        let panicked = handles
+            .into_iter()
+            .map(|h| h.join().is_err())
+            .fold(false, |any, p| any | p);
         match delivered {
             Err(e) => Err(e),
             Ok(()) if panicked => Err(StoreError::Internal(format!(
