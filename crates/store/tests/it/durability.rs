@@ -191,51 +191,6 @@ fn in_memory_object_store_backend_round_trips() {
     );
 }
 
-/// A file system whose directory fsync of `manifest/` fails while armed:
-/// the manifest is renamed into place, then the commit reports an error
-/// (its outcome is unknown to the caller).
-#[derive(Debug, Default)]
-struct FailingManifestDirSync {
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl elide_store::io::FileSystem for FailingManifestDirSync {
-    fn create_new(
-        &self,
-        path: &std::path::Path,
-    ) -> std::io::Result<std::sync::Arc<dyn elide_store::io::AppendFile>> {
-        elide_store::io::StdFs.create_new(path)
-    }
-    fn write_new(&self, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-        elide_store::io::StdFs.write_new(path, bytes)
-    }
-    fn sync_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        elide_store::io::StdFs.sync_file(path)
-    }
-    fn sync_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
-        if self.armed.load(std::sync::atomic::Ordering::SeqCst) && path.ends_with("manifest") {
-            return Err(std::io::Error::other("injected: directory fsync failed"));
-        }
-        elide_store::io::StdFs.sync_dir(path)
-    }
-    fn rename_noreplace(
-        &self,
-        from: &std::path::Path,
-        to: &std::path::Path,
-    ) -> std::io::Result<()> {
-        elide_store::io::StdFs.rename_noreplace(from, to)
-    }
-    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        elide_store::io::StdFs.remove_file(path)
-    }
-    fn truncate(&self, path: &std::path::Path, len: u64) -> std::io::Result<()> {
-        elide_store::io::StdFs.truncate(path, len)
-    }
-    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
-        elide_store::io::StdFs.create_dir_all(path)
-    }
-}
-
 /// A commit whose manifest landed but whose directory fsync failed has an
 /// unknown outcome: the caller gets an error, every later commit is
 /// refused until the store is reopened (none may build on the stale
@@ -244,7 +199,9 @@ impl elide_store::io::FileSystem for FailingManifestDirSync {
 #[test]
 fn a_commit_with_an_unknown_outcome_refuses_later_commits_until_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = std::sync::Arc::new(FailingManifestDirSync::default());
+    // The directory fsync of `manifest/` fails while armed: the manifest
+    // is renamed into place, then the commit reports an error.
+    let fs = crate::common::FailingSync::dirs(|p| p.ends_with("manifest"));
     let store = Store::open(
         dir.path(),
         StoreOptions {
@@ -255,10 +212,10 @@ fn a_commit_with_an_unknown_outcome_refuses_later_commits_until_reopen() {
     .unwrap();
     append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
     store.flush().unwrap();
-    fs.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    fs.arm(true);
     let e = store.delete(DeleteSpec::ids(1, ["a"])).unwrap_err();
     assert!(e.to_string().contains("directory fsync failed"), "{e}");
-    fs.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    fs.arm(false);
     let e = store.delete(DeleteSpec::ids(1, ["b"])).unwrap_err();
     assert!(
         matches!(e, StoreError::Unavailable(_)) && e.to_string().contains("reopen"),

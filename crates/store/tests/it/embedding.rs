@@ -594,51 +594,6 @@ fn a_bulk_ingest_whose_writer_failed_can_only_be_dropped() {
     assert!(store.manifest().unwrap().parts.is_empty());
 }
 
-/// The local file system, except that an fsync of a part file fails
-/// once `fail` is set.
-#[derive(Debug, Default)]
-struct PartSyncFails {
-    fail: std::sync::atomic::AtomicBool,
-}
-
-impl elide_store::io::FileSystem for PartSyncFails {
-    fn create_new(
-        &self,
-        path: &std::path::Path,
-    ) -> std::io::Result<Arc<dyn elide_store::io::AppendFile>> {
-        elide_store::io::StdFs.create_new(path)
-    }
-    fn write_new(&self, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-        elide_store::io::StdFs.write_new(path, bytes)
-    }
-    fn sync_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let part = path.to_string_lossy().contains("/parts/");
-        if part && self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(std::io::Error::other("injected: fsync failed"));
-        }
-        elide_store::io::StdFs.sync_file(path)
-    }
-    fn sync_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
-        elide_store::io::StdFs.sync_dir(path)
-    }
-    fn rename_noreplace(
-        &self,
-        from: &std::path::Path,
-        to: &std::path::Path,
-    ) -> std::io::Result<()> {
-        elide_store::io::StdFs.rename_noreplace(from, to)
-    }
-    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        elide_store::io::StdFs.remove_file(path)
-    }
-    fn truncate(&self, path: &std::path::Path, len: u64) -> std::io::Result<()> {
-        elide_store::io::StdFs.truncate(path, len)
-    }
-    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
-        elide_store::io::StdFs.create_dir_all(path)
-    }
-}
-
 /// Parts are fsynced on threads of their own while a bulk ingest goes
 /// on: a failed fsync fails the ingest (at a later write or at the
 /// commit, never silently), nothing is published, and after a reopen no
@@ -646,7 +601,7 @@ impl elide_store::io::FileSystem for PartSyncFails {
 #[test]
 fn a_bulk_ingest_whose_parts_fail_to_sync_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = Arc::new(PartSyncFails::default());
+    let fs = crate::common::FailingSync::files(|p| p.to_string_lossy().contains("/parts/"));
     let store = elide_store::Store::open(
         dir.path(),
         StoreOptions {
@@ -657,7 +612,7 @@ fn a_bulk_ingest_whose_parts_fail_to_sync_publishes_nothing() {
     )
     .unwrap();
     append(&store, &rows(0..10));
-    fs.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    fs.arm(true);
     let mut bulk = store.bulk_ingest(Table::Events).unwrap();
     let mut failed_at = None;
     for k in 0..20 {
@@ -675,7 +630,7 @@ fn a_bulk_ingest_whose_parts_fail_to_sync_publishes_nothing() {
         None => assert!(e.contains("injected"), "{e}"),
     }
     assert_eq!(visible_ns(&store), (0..10).collect::<Vec<u64>>());
-    fs.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    fs.arm(false);
     store.close().unwrap();
     let store = open_small_buffers(dir.path());
     assert_eq!(
