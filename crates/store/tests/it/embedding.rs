@@ -158,6 +158,70 @@ fn a_bad_row_anywhere_leaves_nothing_and_is_named_from_the_start_of_the_input() 
     }
 }
 
+/// A parquet file of ten row groups is read on several threads: every
+/// row arrives, and a bad row in any row group is named by its row in the
+/// file (row 750 is in row group 7, read by another thread than row 50's).
+#[test]
+fn ingest_files_reads_row_groups_in_parallel_and_names_a_bad_row_in_the_file() {
+    let inputs = tempfile::tempdir().unwrap();
+    let write = |bad: Option<i64>| {
+        let path = inputs.path().join(format!("groups-{bad:?}.parquet"));
+        let b = foreign_batch(0, 1000, bad);
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(100))
+            .build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            b.schema(),
+            Some(props),
+        )
+        .unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+        path
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let opts = || IngestOptions::new().rename("$session_id", "session_id");
+    for bad in [50, 750, 999] {
+        let path = write(Some(bad));
+        let err = store
+            .ingest_files(Table::Events, &[&path], opts())
+            .unwrap_err();
+        match &err {
+            StoreError::InvalidInputRow {
+                input, row, column, ..
+            } => {
+                assert!(
+                    input.ends_with(&format!("groups-Some({bad}).parquet")),
+                    "{err}"
+                );
+                assert_eq!(
+                    (*row, column.as_str()),
+                    (bad as u64, "distinct_id"),
+                    "{err}"
+                );
+            }
+            other => panic!("unexpected error {other}"),
+        }
+        assert!(visible(&store).is_empty());
+    }
+    let path = write(None);
+    let out = store.ingest_files(Table::Events, &[&path], opts()).unwrap();
+    assert_eq!(out.rows, 1000);
+    let seen = visible(&store);
+    assert_eq!(seen.len(), 1000);
+    for k in 0..7 {
+        let id = format!("u{k}");
+        let expected = (0..1000).filter(|i| i % 7 == k).count();
+        assert_eq!(
+            seen.iter().filter(|(_, d, _)| *d == id).count(),
+            expected,
+            "{id}"
+        );
+    }
+}
+
 #[test]
 fn ingest_files_reads_parquet_and_json_lines_as_one_unit() {
     // On each backend: local files and an S3 server.
