@@ -197,13 +197,7 @@ impl DistinctKeysExec {
 
 impl DisplayAs for DistinctKeysExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let keys: Vec<String> = self
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        write!(f, "DistinctKeysExec: keys=[{}]", keys.join(", "))
+        crate::distinct_runs::fmt_keys(f, "DistinctKeysExec", &self.schema())
     }
 }
 

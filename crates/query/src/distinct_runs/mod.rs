@@ -187,15 +187,20 @@ impl DistinctRunsExec {
     }
 }
 
+/// `NAME: keys=[a, b]`, how the operators standing for a `GROUP BY`
+/// without aggregates (this one and `DistinctKeysExec`) show in a plan.
+pub(crate) fn fmt_keys(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    schema: &arrow::datatypes::Schema,
+) -> fmt::Result {
+    let keys: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    write!(f, "{name}: keys=[{}]", keys.join(", "))
+}
+
 impl DisplayAs for DistinctRunsExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let keys: Vec<String> = self
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        write!(f, "DistinctRunsExec: keys=[{}]", keys.join(", "))
+        fmt_keys(f, "DistinctRunsExec", &self.schema())
     }
 }
 
