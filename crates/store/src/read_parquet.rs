@@ -38,7 +38,8 @@ use crate::error::{Result, StoreError};
 const MAX_THREADS: usize = 4;
 
 /// Rows all threads together may hold prepared before the sink takes
-/// them (~100 MiB of the comparison's events).
+/// them (~90 MiB of the comparison's events, at the ~350 bytes a row
+/// measured in docs/benchmarks.md).
 const QUEUED_ROWS: usize = 256 << 10;
 
 /// What a reading thread sends, in its row groups' order.
@@ -62,10 +63,8 @@ pub(crate) fn read_in_order<T: Send>(
     prepare: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
     sink: &mut dyn FnMut(Result<T>) -> Result<()>,
 ) -> Result<()> {
-    let open = || {
-        File::open(path).map_err(|e| StoreError::InvalidInput(format!("cannot open {name}: {e}")))
-    };
-    let meta = ArrowReaderMetadata::load(&open()?, ArrowReaderOptions::new()).map_err(|e| {
+    let file = open(name, path)?;
+    let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| {
         StoreError::InvalidInput(format!(
             "{name}: not a readable parquet file (damaged footer or schema?): {e}"
         ))
@@ -88,16 +87,23 @@ pub(crate) fn read_in_order<T: Send>(
         .min(QUEUED_ROWS / batch_rows / threads)
         .max(2);
     let stop = AtomicBool::new(false);
+    let reader = Reader {
+        name,
+        path,
+        batch_rows,
+        meta: &meta,
+        prepare,
+        stop: &stop,
+    };
     std::thread::scope(|s| {
         let mut queues = Vec::with_capacity(threads);
         let mut handles = Vec::with_capacity(threads);
         for first in 0..threads {
             let (tx, rx) = sync_channel(queue);
             queues.push(rx);
-            let (meta, stop, open) = (meta.clone(), &stop, &open);
+            let reader = &reader;
             handles.push(s.spawn(move || {
-                let groups = (first..groups).step_by(threads);
-                read_groups(name, groups, batch_rows, &meta, &open, prepare, stop, &tx);
+                reader.read_groups((first..groups).step_by(threads), &tx);
             }));
         }
         let delivered = (|| {
@@ -138,54 +144,63 @@ pub(crate) fn read_in_order<T: Send>(
     })
 }
 
-/// One thread's share: each of `groups` in turn, every batch prepared and
-/// sent, then the group's end. Returns at the first failure (sent) or
-/// when the receiver is gone or `stop` is set.
-#[allow(clippy::too_many_arguments)]
-fn read_groups<T>(
-    name: &str,
-    groups: impl Iterator<Item = usize>,
+/// A file being read, and what its threads share.
+struct Reader<'a, T> {
+    name: &'a str,
+    path: &'a Path,
     batch_rows: usize,
-    meta: &ArrowReaderMetadata,
-    open: &dyn Fn() -> Result<File>,
-    prepare: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
-    stop: &AtomicBool,
-    tx: &SyncSender<Msg<T>>,
-) {
-    for g in groups {
-        let reader = open().and_then(|f| {
-            ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
-                .with_row_groups(vec![g])
-                .with_batch_size(batch_rows)
-                .build()
-                .map_err(|e| {
-                    StoreError::InvalidInput(format!("{name}: not a readable parquet file: {e}"))
-                })
-        });
-        let reader = match reader {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.send(Msg::Damaged(e));
-                return;
-            }
-        };
-        for b in reader {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let msg = match b {
-                Ok(b) => Msg::Batch(prepare(b)),
-                Err(e) => Msg::Damaged(StoreError::InvalidInput(format!(
-                    "{name}: damaged parquet data: {e}"
-                ))),
+    meta: &'a ArrowReaderMetadata,
+    prepare: &'a (dyn Fn(RecordBatch) -> Result<T> + Sync),
+    stop: &'a AtomicBool,
+}
+
+fn open(name: &str, path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| StoreError::InvalidInput(format!("cannot open {name}: {e}")))
+}
+
+impl<T> Reader<'_, T> {
+    /// One thread's share: each of `groups` in turn, every batch prepared
+    /// and sent, then the group's end. Returns at the first failure
+    /// (sent) or when the receiver is gone or `stop` is set.
+    fn read_groups(&self, groups: impl Iterator<Item = usize>, tx: &SyncSender<Msg<T>>) {
+        let name = self.name;
+        for g in groups {
+            let reader = open(name, self.path).and_then(|f| {
+                ParquetRecordBatchReaderBuilder::new_with_metadata(f, self.meta.clone())
+                    .with_row_groups(vec![g])
+                    .with_batch_size(self.batch_rows)
+                    .build()
+                    .map_err(|e| {
+                        StoreError::InvalidInput(format!(
+                            "{name}: not a readable parquet file: {e}"
+                        ))
+                    })
+            });
+            let reader = match reader {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Msg::Damaged(e));
+                    return;
+                }
             };
-            let last = !matches!(msg, Msg::Batch(Ok(_)));
-            if tx.send(msg).is_err() || last {
+            for b in reader {
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let msg = match b {
+                    Ok(b) => Msg::Batch((self.prepare)(b)),
+                    Err(e) => Msg::Damaged(StoreError::InvalidInput(format!(
+                        "{name}: damaged parquet data: {e}"
+                    ))),
+                };
+                let last = !matches!(msg, Msg::Batch(Ok(_)));
+                if tx.send(msg).is_err() || last {
+                    return;
+                }
+            }
+            if tx.send(Msg::GroupEnd).is_err() {
                 return;
             }
-        }
-        if tx.send(Msg::GroupEnd).is_err() {
-            return;
         }
     }
 }
