@@ -591,6 +591,28 @@ fn fifty_rows(k: u64) -> RecordBatch {
     elide_store::jsonl::rows_to_batch(&rows(k * 50..(k + 1) * 50)).unwrap()
 }
 
+/// Write `fifty_rows(k)` for each of `ks` until a write fails: that `k`
+/// and its error, or `None`.
+fn write_until_error(
+    bulk: &mut elide_store::BulkIngest,
+    ks: std::ops::Range<u64>,
+) -> Option<(u64, String)> {
+    ks.into_iter()
+        .find_map(|k| bulk.write(&fifty_rows(k)).err().map(|e| (k, e.to_string())))
+}
+
+/// The store of `dir` (closed), opened again with small buffers, after
+/// checking that no part or tombstone file the manifest does not name is
+/// left on disk.
+fn reopen_without_orphans(dir: &std::path::Path) -> elide_store::Store {
+    let store = open_small_buffers(dir);
+    assert_eq!(
+        parts_and_tombstones_on_disk(dir),
+        store.manifest().unwrap().referenced_paths()
+    );
+    store
+}
+
 /// A bulk ingest whose buffer fills twenty times: each full buffer is
 /// written on the writer thread while the next one fills. The commit has
 /// every row once; a bulk ingest dropped with a buffer in writing leaves
@@ -617,11 +639,7 @@ fn a_bulk_ingest_writes_a_full_buffer_while_the_next_fills() {
     drop(bulk);
     assert_eq!(visible_ns(&store).len(), 2000);
     store.close().unwrap();
-    let store = open_small_buffers(dir.path());
-    assert_eq!(
-        parts_and_tombstones_on_disk(dir.path()),
-        store.manifest().unwrap().referenced_paths()
-    );
+    let store = reopen_without_orphans(dir.path());
     assert_eq!(visible_ns(&store), (0..2000).collect::<Vec<u64>>());
 }
 
@@ -636,14 +654,7 @@ fn a_bulk_ingest_whose_writer_failed_can_only_be_dropped() {
     std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
     std::fs::write(&blocker, b"not a directory").unwrap();
     let mut bulk = store.bulk_ingest(Table::Events).unwrap();
-    let mut first_error = None;
-    for k in 0..10 {
-        if let Err(e) = bulk.write(&fifty_rows(k)) {
-            first_error = Some((k, e.to_string()));
-            break;
-        }
-    }
-    let (k, _) = first_error.expect("a write reports the writer's failure");
+    let (k, _) = write_until_error(&mut bulk, 0..10).expect("a write reports the writer's failure");
     assert!(k >= 2, "the first buffer is written in the background");
     // Going on is refused, and so is the commit.
     let e = bulk.write(&fifty_rows(20)).unwrap_err().to_string();
@@ -678,13 +689,7 @@ fn a_bulk_ingest_whose_parts_fail_to_sync_publishes_nothing() {
     append(&store, &rows(0..10));
     fs.arm(true);
     let mut bulk = store.bulk_ingest(Table::Events).unwrap();
-    let mut failed_at = None;
-    for k in 0..20 {
-        if let Err(e) = bulk.write(&fifty_rows(k)) {
-            failed_at = Some((k, e.to_string()));
-            break;
-        }
-    }
+    let failed_at = write_until_error(&mut bulk, 0..20);
     let e = bulk.commit().unwrap_err().to_string();
     match &failed_at {
         Some((_, first)) => {
@@ -696,11 +701,7 @@ fn a_bulk_ingest_whose_parts_fail_to_sync_publishes_nothing() {
     assert_eq!(visible_ns(&store), (0..10).collect::<Vec<u64>>());
     fs.arm(false);
     store.close().unwrap();
-    let store = open_small_buffers(dir.path());
-    assert_eq!(
-        parts_and_tombstones_on_disk(dir.path()),
-        store.manifest().unwrap().referenced_paths()
-    );
+    let store = reopen_without_orphans(dir.path());
     assert_eq!(visible_ns(&store), (0..10).collect::<Vec<u64>>());
 }
 
