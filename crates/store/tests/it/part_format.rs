@@ -108,7 +108,8 @@ fn identifiers_stay_whole_when_the_dictionary_overflows() {
 /// distinct id's rows are one run (docs/format.md): ids shorter and longer
 /// than the flush sort's 16-byte prefix, ids that begin alike past it,
 /// ids that are prefixes of others and characters of several bytes,
-/// appended out of order in several batches.
+/// appended out of order in several batches, over two projects and two
+/// days (the flush groups rows by partition, then sorts each part's).
 #[test]
 fn a_flushed_part_is_in_distinct_id_order() {
     let long = "0123456789abcdef-shared-";
@@ -128,8 +129,12 @@ fn a_flushed_part_is_in_distinct_id_order() {
     .map(|s| s.to_string())
     .chain(["", "x", "xx", "y"].iter().map(|t| format!("{long}{t}")))
     .collect();
-    let rows: Vec<EventRow> = (0..700u64)
-        .map(|n| row(n, &ids[(n * 7919 % ids.len() as u64) as usize], 1, 0))
+    let rows: Vec<EventRow> = (0..1400u64)
+        .map(|n| {
+            let id = &ids[(n * 7919 % ids.len() as u64) as usize];
+            // Every id in each of the four parts.
+            row(n, id, 1 + ((n / 2) % 2) as i64, ((n / 4) % 2) as i64)
+        })
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
@@ -139,26 +144,31 @@ fn a_flushed_part_is_in_distinct_id_order() {
     store.flush().unwrap();
     let snap = store.snapshot().unwrap();
     let parts: Vec<_> = snap.parts(Table::Events).cloned().collect();
-    assert_eq!(parts.len(), 1);
-    let file = std::fs::File::open(dir.path().join(&parts[0].path)).unwrap();
-    let mut got: Vec<(String, u64)> = Vec::new();
-    for b in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap()
-    {
-        let b = b.unwrap();
-        let d = b.column_by_name("distinct_id").unwrap().as_string::<i32>();
-        let s = b
-            .column_by_name("_seq")
+    assert_eq!(parts.len(), 4);
+    let mut all = 0;
+    for part in &parts {
+        let file = std::fs::File::open(dir.path().join(&part.path)).unwrap();
+        let mut got: Vec<(String, u64)> = Vec::new();
+        for b in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .unwrap()
-            .as_primitive::<arrow::datatypes::UInt64Type>();
-        got.extend((0..b.num_rows()).map(|i| (d.value(i).to_string(), s.value(i))));
+            .build()
+            .unwrap()
+        {
+            let b = b.unwrap();
+            let d = b.column_by_name("distinct_id").unwrap().as_string::<i32>();
+            let s = b
+                .column_by_name("_seq")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::UInt64Type>();
+            got.extend((0..b.num_rows()).map(|i| (d.value(i).to_string(), s.value(i))));
+        }
+        assert_eq!(got.len() as u64, part.rows, "{}", part.path);
+        all += got.len();
+        for w in got.windows(2) {
+            assert!(w[0] < w[1], "{}: {:?} before {:?}", part.path, w[0], w[1]);
+        }
+        let seen: std::collections::BTreeSet<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(seen.len(), ids.len(), "{}", part.path);
     }
-    assert_eq!(got.len(), rows.len());
-    for w in got.windows(2) {
-        assert!(w[0] < w[1], "{:?} before {:?}", w[0], w[1]);
-    }
-    let seen: std::collections::BTreeSet<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
-    assert_eq!(seen.len(), ids.len());
+    assert_eq!(all, rows.len());
 }
