@@ -15,7 +15,9 @@
 //! batches, but together at most [`QUEUED_ROWS`] rows (and at least two
 //! batches each). Deeper queues let the threads run further ahead of a
 //! sink that waits for the part writer, and measured no faster, for
-//! ~350 MiB more per million rows (docs/benchmarks.md). A failure stops the reading: a damaged row group is returned as
+//! ~350 MiB more per million rows (docs/benchmarks.md).
+//!
+//! A failure stops the reading: a damaged row group is returned as
 //! soon as the sink reaches it (row groups before it are delivered
 //! first, as one reader would have); a `prepare` error is delivered to
 //! the sink in its place; a sink error returns at once. Either way the
