@@ -270,9 +270,10 @@ pub enum Progress {
 /// run: the background worker's, unless a request is near or past its
 /// deadline): after `n` bytes in all, sleep until `n / rate` seconds of
 /// running (time yielded to queries not counted) have passed; and while
-/// queries read parts ([`ScanActivity`]), after each slice of a thread's
-/// work sleep up to [`YIELD_RATIO`] times as long as the slice took (at
-/// most [`YIELD_MAX`]), or until no part is being read, so that a thread
+/// queries read parts ([`ScanActivity::busy`]: a part is being read, or
+/// one was less than [`QUIET`] ago), after each slice of a thread's work
+/// sleep up to [`YIELD_RATIO`] times as long as the slice took (at most
+/// [`YIELD_MAX`]), or until queries are quiet, so that a thread
 /// of the purge takes about a tenth of a core from queries (slices of a
 /// merge can be longer than the cap allows for) yet still advances under a
 /// constant query load. Such a run reads [`YIELDING_BATCH_ROWS`] rows per
@@ -294,6 +295,11 @@ struct Throttle<'a> {
 const YIELD_RATIO: u32 = 9;
 /// The longest such sleep.
 const YIELD_MAX: Duration = Duration::from_secs(1);
+/// How long after the last part read ended a yielding run still yields:
+/// longer than the gaps between the files of a query and between
+/// back-to-back queries (measured: with no such time, queries during a
+/// throttled purge took 1.12x of idle, with 10 ms 1.08x; docs/benchmarks.md).
+const QUIET: Duration = Duration::from_millis(10);
 /// Rows per batch of a purge that yields to queries.
 const YIELDING_BATCH_ROWS: usize = 2 * 1024;
 
@@ -331,7 +337,7 @@ impl<'a> Throttle<'a> {
     /// output's row groups do not depend on it.
     fn batch_rows(&self, default: usize) -> usize {
         match &self.scans {
-            Some(scans) if scans.active() > 0 => YIELDING_BATCH_ROWS.min(default),
+            Some(scans) if scans.busy(QUIET) => YIELDING_BATCH_ROWS.min(default),
             _ => default,
         }
     }
@@ -366,12 +372,12 @@ impl<'a> Throttle<'a> {
         };
         let now = Instant::now();
         let worked = SLICE_START.with(|s| s.get()).map(|t| now - t);
-        let (Some(worked), true) = (worked, scans.active() > 0) else {
+        let (Some(worked), true) = (worked, scans.busy(QUIET)) else {
             return;
         };
         let until = now + (worked * YIELD_RATIO).min(YIELD_MAX);
         let closing = || self.closing.is_some_and(|c| c.load(Ordering::Acquire));
-        while scans.active() > 0 && !closing() && Instant::now() < until {
+        while scans.busy(QUIET) && !closing() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(2));
         }
         let slept = u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -1346,6 +1352,24 @@ mod tests {
             "an unlimited run never yields"
         );
         drop(reading);
-        assert_eq!(yielding.batch_rows(65_536), 65_536);
+        std::thread::sleep(QUIET);
+        assert_eq!(yielding.batch_rows(65_536), 65_536, "quiet since");
+    }
+
+    #[test]
+    fn scans_count_as_busy_for_a_quiet_time_after_the_last_read() {
+        // Between the files of a query, and between back-to-back queries,
+        // no file is being read for a moment: that is not yet quiet.
+        let scans = ScanActivity::default();
+        let hour = Duration::from_secs(3600);
+        assert!(!scans.busy(hour), "nothing was ever read");
+        let (a, b) = (scans.guard(), scans.guard());
+        assert!(scans.busy(Duration::ZERO));
+        drop(a);
+        assert!(scans.busy(Duration::ZERO), "one file is still being read");
+        drop(b);
+        assert_eq!(scans.active(), 0);
+        assert!(scans.busy(hour), "the last read ended just now");
+        assert!(!scans.busy(Duration::ZERO));
     }
 }

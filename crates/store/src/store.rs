@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use croaring::{Bitmap, Treemap};
@@ -434,7 +434,8 @@ pub(crate) struct Inner {
     /// tasks of a distributed query decode the same version many times.
     pub read_versions: Mutex<Vec<Arc<Version>>>,
     /// Part files being read by queries right now (see [`ScanActivity`]):
-    /// a throttled compaction yields the CPU while any is.
+    /// a throttled compaction yields the CPU while any is, and shortly
+    /// after.
     pub scans: ScanActivity,
     /// Per-event retention sweeps of this process: (project, event) ->
     /// (bound, when) of the last one (retention.rs).
@@ -1714,32 +1715,74 @@ impl Inner {
     }
 }
 
-/// How many part files queries are reading right now, shared by a store
-/// and the readers its snapshots hand out. A [`ScanGuard`] counts one
-/// file while it lives.
-#[derive(Debug, Clone, Default)]
-pub struct ScanActivity(Arc<std::sync::atomic::AtomicUsize>);
+/// How many part files queries are reading right now, and when the last
+/// read ended, shared by a store and the readers its snapshots hand out.
+/// A [`ScanGuard`] counts one file while it lives.
+///
+/// A query reads its files one after another on each of its threads, and
+/// back-to-back queries leave a gap of a few milliseconds between them
+/// (planning): the count drops to zero for such moments while queries are
+/// still running. [`ScanActivity::busy`] therefore also counts the
+/// moments shortly after a read ended.
+#[derive(Debug, Clone)]
+pub struct ScanActivity(Arc<ScanCounts>);
+
+#[derive(Debug)]
+struct ScanCounts {
+    active: std::sync::atomic::AtomicUsize,
+    /// When the last read ended, in nanoseconds after `epoch` (0: never).
+    last_end_ns: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for ScanActivity {
+    fn default() -> Self {
+        ScanActivity(Arc::new(ScanCounts {
+            active: Default::default(),
+            last_end_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }))
+    }
+}
 
 impl ScanActivity {
     /// Count a file being read until the guard is dropped.
     pub fn guard(&self) -> ScanGuard {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.0.active.fetch_add(1, Ordering::AcqRel);
         ScanGuard(Arc::clone(&self.0))
     }
 
     /// Files being read now.
     pub fn active(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+        self.0.active.load(Ordering::Acquire)
+    }
+
+    /// Whether a file is being read now or the last read ended less than
+    /// `quiet` ago.
+    pub fn busy(&self, quiet: Duration) -> bool {
+        if self.active() > 0 {
+            return true;
+        }
+        match self.0.last_end_ns.load(Ordering::Acquire) {
+            0 => false,
+            end => {
+                let now = u64::try_from(self.0.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                Duration::from_nanos(now.saturating_sub(end)) < quiet
+            }
+        }
     }
 }
 
 /// One part file being read (see [`ScanActivity`]).
 #[derive(Debug)]
-pub struct ScanGuard(Arc<std::sync::atomic::AtomicUsize>);
+pub struct ScanGuard(Arc<ScanCounts>);
 
 impl Drop for ScanGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        // The end first: whoever then sees no file being read sees it.
+        let now = u64::try_from(self.0.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.last_end_ns.store(now.max(1), Ordering::Release);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
