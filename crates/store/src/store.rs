@@ -1735,6 +1735,12 @@ struct ScanCounts {
     epoch: Instant,
 }
 
+impl ScanCounts {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
 impl Default for ScanActivity {
     fn default() -> Self {
         ScanActivity(Arc::new(ScanCounts {
@@ -1765,10 +1771,7 @@ impl ScanActivity {
         }
         match self.0.last_end_ns.load(Ordering::Acquire) {
             0 => false,
-            end => {
-                let now = u64::try_from(self.0.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                Duration::from_nanos(now.saturating_sub(end)) < quiet
-            }
+            end => Duration::from_nanos(self.0.now_ns().saturating_sub(end)) < quiet,
         }
     }
 }
@@ -1779,9 +1782,10 @@ pub struct ScanGuard(Arc<ScanCounts>);
 
 impl Drop for ScanGuard {
     fn drop(&mut self) {
-        // The end first: whoever then sees no file being read sees it.
-        let now = u64::try_from(self.0.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.0.last_end_ns.store(now.max(1), Ordering::Release);
+        // The end first: whoever then sees no file being read sees it
+        // (the latest of the ends when guards are dropped together).
+        let now = self.0.now_ns().max(1);
+        self.0.last_end_ns.fetch_max(now, Ordering::AcqRel);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
