@@ -274,7 +274,7 @@ pub enum Progress {
 /// one was less than [`QUIET`] ago), after each slice of a thread's work
 /// sleep up to [`YIELD_RATIO`] times as long as the slice took (at most
 /// [`YIELD_MAX`]), or until queries are quiet, so that a thread
-/// of the purge takes about a tenth of a core from queries (slices of a
+/// of the purge takes about a twentieth of a core from queries (slices of a
 /// merge can be longer than the cap allows for) yet still advances under a
 /// constant query load. Such a run reads [`YIELDING_BATCH_ROWS`] rows per
 /// purge batch of a part whose purge starts while queries read, so that
@@ -291,14 +291,17 @@ struct Throttle<'a> {
     closing: Option<&'a AtomicBool>,
 }
 
-/// Sleep per unit of work while queries read parts (see [`Throttle`]).
-const YIELD_RATIO: u32 = 9;
+/// Sleep per unit of work while queries read parts (see [`Throttle`]):
+/// measured, queries took 1.08–1.12x of idle at 9, 1.06x at 19
+/// (docs/benchmarks.md).
+const YIELD_RATIO: u32 = 19;
 /// The longest such sleep.
 const YIELD_MAX: Duration = Duration::from_secs(1);
 /// How long after the last part read ended a yielding run still yields:
 /// longer than the gaps between the files of a query and between
-/// back-to-back queries (measured: with no such time, queries during a
-/// throttled purge took 1.12x of idle, with 10 ms 1.08x; docs/benchmarks.md).
+/// back-to-back queries (measured at a [`YIELD_RATIO`] of 9: with no such
+/// time, queries during a throttled purge took 1.12x of idle, with 10 ms
+/// 1.08–1.12x; docs/benchmarks.md).
 const QUIET: Duration = Duration::from_millis(10);
 /// Rows per batch of a purge that yields to queries.
 const YIELDING_BATCH_ROWS: usize = 2 * 1024;
