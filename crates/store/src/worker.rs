@@ -120,20 +120,13 @@ pub(crate) fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
                 std::time::Instant::now()
                     + Duration::from_micros(end.saturating_sub(now).max(0) as u64)
             });
-            // Escalation: a request near (within `deadline_slack`) or past
-            // its deadline is purged at full speed: no I/O limit and no
-            // yielding to queries.
-            let io_limit = if plan.overdue_requests.is_empty() && plan.due_requests.is_empty() {
-                inner.opts.compaction.io_bytes_per_sec
-            } else {
-                if !plan.due_requests.is_empty() {
-                    tracing::info!(
-                        requests = ?plan.due_requests,
-                        "deletion requests near their purge_due_by: purging at full speed"
-                    );
-                }
-                None
-            };
+            if !plan.due_requests.is_empty() {
+                tracing::info!(
+                    requests = ?plan.due_requests,
+                    "deletion requests near their purge_due_by: purging at full speed"
+                );
+            }
+            let io_limit = io_limit(&plan, inner.opts.compaction.io_bytes_per_sec);
             let creq = crate::compact::CompactRequest {
                 io_bytes_per_sec: io_limit,
                 deadline,
@@ -157,6 +150,18 @@ pub(crate) fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
 /// thread. The thread holds no handle on the store (so it never keeps the
 /// data directory locked), only the shared build slot, the storage and a GC
 /// registration of the version it reads.
+/// The I/O limit of a background run, which also makes it yield to
+/// queries (`compact.rs`, `Throttle`): the configured one, except that a
+/// request near (within `deadline_slack`) or past its deadline escalates
+/// the run to full speed, with no limit and no yielding.
+fn io_limit(plan: &crate::policy::Plan, configured: Option<u64>) -> Option<u64> {
+    if plan.overdue_requests.is_empty() && plan.due_requests.is_empty() {
+        configured
+    } else {
+        None
+    }
+}
+
 pub(crate) fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
     let version = inner.current_version()?;
     if version.manifest.parts.is_empty() {
@@ -246,5 +251,27 @@ pub(crate) fn flusher_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_near_or_past_its_deadline_lifts_the_limit_and_the_yield() {
+        let limit = Some(64 << 20);
+        let plan = crate::policy::Plan::default();
+        assert_eq!(io_limit(&plan, limit), limit, "nothing due: throttled");
+        let due = crate::policy::Plan {
+            due_requests: vec![7],
+            ..Default::default()
+        };
+        assert_eq!(io_limit(&due, limit), None, "near its deadline");
+        let overdue = crate::policy::Plan {
+            overdue_requests: vec![7],
+            ..Default::default()
+        };
+        assert_eq!(io_limit(&overdue, limit), None, "past its deadline");
     }
 }
