@@ -39,7 +39,7 @@ use arrow::record_batch::RecordBatch;
 use crate::bulk::{BulkIngest, IngestOutcome};
 use crate::error::{Result, StoreError};
 use crate::normalize::{normalize, NormalizedBatch};
-use crate::schema::Table;
+use crate::schema::{ColumnKind, Table};
 use crate::store::Store;
 
 /// Rows per batch read from a file.
@@ -234,7 +234,8 @@ impl Store {
             let rename = matches!(input, Input::Parquet(_));
             let renames = opts.renames.clone();
             let prepare = |b| prepare(table, &renames, b, rename);
-            read_input(&name, input, &prepare, &mut |n| {
+            let as_view = |c: &str| read_as_view(table, &renames, c);
+            read_input(&name, input, &as_view, &prepare, &mut |n| {
                 first = add(&mut bulk, &mut opts, n, first, &name, i)?;
                 Ok(())
             })?;
@@ -257,6 +258,23 @@ fn prepare(
         batch
     };
     normalize(table, &batch)
+}
+
+/// Whether the input's string column `name` is read as views of the
+/// decoded pages ([`crate::read_parquet`]): when it becomes a string,
+/// JSON, UUID or timestamp column of `table` (which copy it once or parse
+/// it). An integer column's type error names the input's type, and an
+/// unknown column is refused, so both are read as they are.
+fn read_as_view(table: Table, renames: &[(String, String)], name: &str) -> bool {
+    let target = renames
+        .iter()
+        .find(|(from, _)| from == name)
+        .map_or(name, |(_, to)| to.as_str());
+    table
+        .def()
+        .columns
+        .iter()
+        .any(|c| c.name == target && c.kind != ColumnKind::Int64)
 }
 
 /// Buffer one prepared batch whose first row is row `first` of `input`
@@ -354,12 +372,13 @@ fn open_input(path: &Path, data_dir: &Path) -> Result<(Input, Option<Spool>)> {
 fn read_input(
     name: &str,
     input: Input,
+    as_view: &dyn Fn(&str) -> bool,
     prepare: &(dyn Fn(RecordBatch) -> Result<NormalizedBatch> + Sync),
     sink: &mut dyn FnMut(Result<NormalizedBatch>) -> Result<()>,
 ) -> Result<()> {
     match input {
         Input::Parquet(file) => {
-            crate::read_parquet::read_in_order(name, &file, FILE_BATCH_ROWS, prepare, sink)
+            crate::read_parquet::read_in_order(name, &file, FILE_BATCH_ROWS, as_view, prepare, sink)
         }
         Input::JsonLines(r) => {
             // The sink's own error is kept whole (the line reader would
@@ -378,5 +397,31 @@ fn read_input(
                 (Err(e), None) => Err(StoreError::InvalidInput(format!("{name}: {e}"))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strings are read as views for the columns that become string,
+    /// JSON, UUID or timestamp columns, after renames; not for an integer
+    /// column (its type error names the input's type), an unknown one, or
+    /// a name renamed away.
+    #[test]
+    fn strings_are_read_as_views_for_the_columns_that_copy_or_parse_them() {
+        let renames = vec![
+            ("props".to_string(), "properties".to_string()),
+            ("proj".to_string(), "project_id".to_string()),
+            ("event".to_string(), "distinct_id".to_string()),
+        ];
+        for name in ["uuid", "timestamp", "person_id", "props", "event"] {
+            assert!(read_as_view(Table::Events, &renames, name), "{name}");
+        }
+        for name in ["project_id", "proj", "properties_x", "nope"] {
+            assert!(!read_as_view(Table::Events, &renames, name), "{name}");
+        }
+        assert!(!read_as_view(Table::Events, &[], "project_id"));
+        assert!(read_as_view(Table::Events, &[], "properties"));
     }
 }

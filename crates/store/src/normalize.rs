@@ -123,6 +123,12 @@ fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Resu
         ColumnKind::Uuid => match input.data_type() {
             // The same bytes (the stored field's tag is on the schema).
             DataType::FixedSizeBinary(16) => Arc::clone(&input),
+            // Parsed from the views, without copying the text first.
+            DataType::Utf8View => {
+                let parsed = crate::schema::parse_uuids(input.as_string_view().iter())
+                    .map_err(|(row, reason)| StoreError::invalid_row(row, c.name, reason))?;
+                Arc::new(parsed) as ArrayRef
+            }
             _ => {
                 let s = to_utf8(c, &input)?;
                 let parsed = crate::schema::parse_uuids(s.iter())
@@ -423,16 +429,25 @@ mod tests {
     #[test]
     fn event_uuids_are_stored_as_16_bytes_from_any_text_or_bytes() {
         let u = uuid::Uuid::parse_str("0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f").unwrap();
-        // Upper case, braced, simple and URN forms are one UUID; a null is
+        // Upper case, braced, simple and URN forms are one UUID, as `Utf8`
+        // or as views (how a parquet input's strings are read); a null is
         // generated.
-        for text in [
+        for (text, view) in [
             "0192B1C2-D3E4-4F56-8789-0A1B2C3D4E5F",
             "{0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f}",
             "0192b1c2d3e44f5687890a1b2c3d4e5f",
             "urn:uuid:0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f",
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|t| [(t, false), (t, true)])
+        {
             let mut cols = good();
-            cols.push(("uuid", Arc::new(StringArray::from(vec![Some(text), None]))));
+            let values = vec![Some(text), None];
+            let array: ArrayRef = match view {
+                false => Arc::new(StringArray::from(values)),
+                true => Arc::new(arrow::array::StringViewArray::from(values)),
+            };
+            cols.push(("uuid", array));
             let out = normalize(Table::Events, &batch(cols))
                 .unwrap()
                 .finish(0, 0)
@@ -455,18 +470,28 @@ mod tests {
             .unwrap();
         assert_eq!(out.schema(), Table::Events.def().schema());
         assert_eq!(out.column(0).as_fixed_size_binary().value(1), &[7u8; 16]);
-        // Text that is not a UUID names its row; other widths are refused.
-        let mut cols = good();
+        // Text that is not a UUID names its row, in either form; other
+        // widths are refused.
         let text = u.hyphenated().to_string();
-        cols.push((
-            "uuid",
-            Arc::new(StringArray::from(vec![Some(text.as_str()), Some("nope")])),
-        ));
-        match normalize(Table::Events, &batch(cols)) {
-            Err(StoreError::InvalidRow { row, column, .. }) => {
-                assert_eq!((row, column.as_str()), (1, "uuid"))
+        let values = vec![Some(text.as_str()), Some("nope")];
+        let arrays: [ArrayRef; 2] = [
+            Arc::new(StringArray::from(values.clone())),
+            Arc::new(arrow::array::StringViewArray::from(values)),
+        ];
+        for array in arrays {
+            let mut cols = good();
+            cols.push(("uuid", array));
+            match normalize(Table::Events, &batch(cols)) {
+                Err(StoreError::InvalidRow {
+                    row,
+                    column,
+                    reason,
+                }) => {
+                    assert_eq!((row, column.as_str()), (1, "uuid"));
+                    assert!(reason.contains("not a UUID (\"nope\")"), "{reason}");
+                }
+                other => panic!("unexpected {other:?}"),
             }
-            other => panic!("unexpected {other:?}"),
         }
         let mut cols = good();
         let wide =

@@ -17,6 +17,14 @@
 //! sink that waits for the part writer, and measured no faster, for
 //! ~350 MiB more per million rows (docs/benchmarks.md).
 //!
+//! **Strings as views.** The columns `as_view` names that the file
+//! holds as `Utf8` are read as `Utf8View`: views of the decoded pages,
+//! where a `Utf8` array copies every value into a buffer that grows page
+//! by page (its doublings were ~5% of an ingest's CPU, page faults
+//! included). `prepare` copies them once at their exact size, or parses
+//! them (docs/benchmarks.md, "Ingest: the input's strings read as
+//! views").
+//!
 //! A failure stops the reading: a damaged row group is returned as
 //! soon as the sink reaches it (row groups before it are delivered
 //! first, as one reader would have); a `prepare` error is delivered to
@@ -29,6 +37,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 
+use arrow::datatypes::{DataType, FieldRef, Schema};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -56,12 +65,13 @@ enum Msg<T> {
 
 /// Read the parquet file at `path` (named `name` in errors) in batches
 /// of up to `batch_rows` rows, `prepare` each on the thread that read it
-/// and pass the results to `sink` in the file's order (see the module
-/// docs).
+/// and pass the results to `sink` in the file's order; the `Utf8` columns
+/// `as_view` names arrive as `Utf8View` (see the module docs).
 pub(crate) fn read_in_order<T: Send>(
     name: &str,
     path: &Path,
     batch_rows: usize,
+    as_view: &dyn Fn(&str) -> bool,
     prepare: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
     sink: &mut dyn FnMut(Result<T>) -> Result<()>,
 ) -> Result<()> {
@@ -71,6 +81,7 @@ pub(crate) fn read_in_order<T: Send>(
             "{name}: not a readable parquet file (damaged footer or schema?): {e}"
         ))
     })?;
+    let meta = strings_as_views(meta, as_view);
     let groups = meta.metadata().num_row_groups();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -144,6 +155,39 @@ pub(crate) fn read_in_order<T: Send>(
             Ok(()) => Ok(()),
         }
     })
+}
+
+/// `meta` reading the top-level `Utf8` columns `as_view` names as
+/// `Utf8View`, every other column as before. If the reader refuses that
+/// schema, `meta` as it is (the values are the same either way).
+fn strings_as_views(
+    meta: ArrowReaderMetadata,
+    as_view: &dyn Fn(&str) -> bool,
+) -> ArrowReaderMetadata {
+    let schema = meta.schema();
+    let view = |f: &FieldRef| f.data_type() == &DataType::Utf8 && as_view(f.name());
+    if !schema.fields().iter().any(view) {
+        return meta;
+    }
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match view(f) {
+            true => std::sync::Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
+            false => std::sync::Arc::clone(f),
+        })
+        .collect();
+    let hint = std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    match ArrowReaderMetadata::try_new(
+        std::sync::Arc::clone(meta.metadata()),
+        ArrowReaderOptions::new().with_schema(hint),
+    ) {
+        Ok(views) => views,
+        Err(e) => {
+            tracing::debug!("strings read as they are, not as views: {e}");
+            meta
+        }
+    }
 }
 
 /// A file being read, and what its threads share.
@@ -256,10 +300,17 @@ mod tests {
         ] {
             let path = file(dir.path(), rows, group_rows);
             let mut seen = Vec::new();
-            read_in_order("in", &path, batch_rows, &|b| Ok(values(&b)), &mut |v| {
-                seen.extend(v?);
-                Ok(())
-            })
+            read_in_order(
+                "in",
+                &path,
+                batch_rows,
+                &|_| false,
+                &|b| Ok(values(&b)),
+                &mut |v| {
+                    seen.extend(v?);
+                    Ok(())
+                },
+            )
             .unwrap();
             assert_eq!(
                 seen,
@@ -280,6 +331,7 @@ mod tests {
             "in",
             &path,
             10,
+            &|_| false,
             &|b| {
                 let v = values(&b);
                 if v.contains(&5_555) {
@@ -300,13 +352,20 @@ mod tests {
         assert_eq!(seen, (0..5_550).collect::<Vec<_>>());
 
         let mut batches = 0;
-        let err = read_in_order("in", &path, 10, &|b| Ok(b.num_rows()), &mut |_| {
-            batches += 1;
-            if batches == 3 {
-                return Err(StoreError::InvalidInput("sink".into()));
-            }
-            Ok(())
-        })
+        let err = read_in_order(
+            "in",
+            &path,
+            10,
+            &|_| false,
+            &|b| Ok(b.num_rows()),
+            &mut |_| {
+                batches += 1;
+                if batches == 3 {
+                    return Err(StoreError::InvalidInput("sink".into()));
+                }
+                Ok(())
+            },
+        )
         .unwrap_err();
         assert!(
             matches!(err, StoreError::InvalidInput(ref m) if m == "sink"),
@@ -330,23 +389,105 @@ mod tests {
         bytes[at..at + 32].fill(0xff);
         std::fs::write(&path, &bytes).unwrap();
         let mut seen = 0usize;
-        let err = read_in_order("in", &path, 100, &|b| Ok(b.num_rows()), &mut |n| {
-            seen += n?;
-            Ok(())
-        })
+        let err = read_in_order(
+            "in",
+            &path,
+            100,
+            &|_| false,
+            &|b| Ok(b.num_rows()),
+            &mut |n| {
+                seen += n?;
+                Ok(())
+            },
+        )
         .unwrap_err();
         assert!(err.to_string().contains("damaged parquet data"), "{err}");
         assert_eq!(seen, 5_000);
 
         let not_parquet = dir.path().join("x.parquet");
         std::fs::write(&not_parquet, b"not parquet at all").unwrap();
-        let err = read_in_order("x", &not_parquet, 100, &|b| Ok(b.num_rows()), &mut |_| {
-            Ok(())
-        })
+        let err = read_in_order(
+            "x",
+            &not_parquet,
+            100,
+            &|_| false,
+            &|b| Ok(b.num_rows()),
+            &mut |_| Ok(()),
+        )
         .unwrap_err();
         assert!(
             err.to_string().contains("not a readable parquet file"),
             "{err}"
         );
+    }
+    /// The `Utf8` columns `as_view` names arrive as `Utf8View` with the
+    /// same values (nulls, empty and long strings, plain and dictionary
+    /// pages); the others, and columns of other types, as they were.
+    #[test]
+    fn named_string_columns_arrive_as_views_of_the_same_values() {
+        use arrow::array::{Array, StringArray};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strings.parquet");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("long", DataType::Utf8, true),
+            Field::new("short", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let long: StringArray = (0..3000)
+            .map(|i| match i % 7 {
+                0 => None,
+                1 => Some(String::new()),
+                _ => Some(format!(
+                    "{{\"value\": {i}, \"padding\": \"{}\"}}",
+                    "x".repeat(i % 50)
+                )),
+            })
+            .collect();
+        let short: StringArray = (0..3000).map(|i| Some(format!("e{}", i % 5))).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(long.clone()),
+                Arc::new(short.clone()),
+                Arc::new(Int64Array::from_iter_values(0..3000)),
+            ],
+        )
+        .unwrap();
+        // Dictionary pages for one column, plain for the other.
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1000))
+            .set_data_page_row_count_limit(128)
+            .set_column_dictionary_enabled("long".into(), false)
+            .build();
+        let mut w =
+            ArrowWriter::try_new(File::create(&path).unwrap(), schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        for views in [false, true] {
+            let mut got: Vec<RecordBatch> = Vec::new();
+            let as_view = |c: &str| views && c != "n";
+            read_in_order("in", &path, 333, &as_view, &|b| Ok(b), &mut |b| {
+                got.push(b?);
+                Ok(())
+            })
+            .unwrap();
+            let want = if views {
+                DataType::Utf8View
+            } else {
+                DataType::Utf8
+            };
+            for b in &got {
+                assert_eq!(b.column(0).data_type(), &want);
+                assert_eq!(b.column(1).data_type(), &want);
+                assert_eq!(b.column(2).data_type(), &DataType::Int64);
+            }
+            let all = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+            for (i, expected) in [&long, &short].into_iter().enumerate() {
+                let c = arrow::compute::cast(all.column(i), &DataType::Utf8).unwrap();
+                let c = c.as_string::<i32>();
+                assert_eq!(c.len(), expected.len());
+                assert_eq!(c, expected, "column {i}, views {views}");
+            }
+        }
     }
 }
