@@ -405,9 +405,9 @@ mod tests {
     use super::*;
 
     /// Strings are read as views for the columns that become string,
-    /// JSON, UUID or timestamp columns, after renames; not for an integer
-    /// column (its type error names the input's type), an unknown one, or
-    /// a name renamed away.
+    /// JSON, UUID or timestamp columns, after renames; not for one that
+    /// becomes an integer column (its type error names the input's type),
+    /// whether by its name or by a rename, nor for an unknown one.
     #[test]
     fn strings_are_read_as_views_for_the_columns_that_copy_or_parse_them() {
         let renames = vec![
