@@ -292,7 +292,7 @@ struct Throttle<'a> {
 }
 
 /// Sleep per unit of work while queries read parts (see [`Throttle`]):
-/// measured, queries took 1.08–1.12x of idle at 9, 1.06x at 19
+/// measured, queries took 1.08–1.12x of idle at 9, 1.03–1.06x at 19
 /// (docs/benchmarks.md).
 const YIELD_RATIO: u32 = 19;
 /// The longest such sleep.

@@ -123,16 +123,14 @@ fn normalize_column(c: &ColumnDef, input: Option<ArrayRef>, rows: usize) -> Resu
         ColumnKind::Uuid => match input.data_type() {
             // The same bytes (the stored field's tag is on the schema).
             DataType::FixedSizeBinary(16) => Arc::clone(&input),
-            // Parsed from the views, without copying the text first.
-            DataType::Utf8View => {
-                let parsed = crate::schema::parse_uuids(input.as_string_view().iter())
-                    .map_err(|(row, reason)| StoreError::invalid_row(row, c.name, reason))?;
-                Arc::new(parsed) as ArrayRef
-            }
-            _ => {
-                let s = to_utf8(c, &input)?;
-                let parsed = crate::schema::parse_uuids(s.iter())
-                    .map_err(|(row, reason)| StoreError::invalid_row(row, c.name, reason))?;
+            text => {
+                let parsed = match text {
+                    // Parsed from the views, without copying the text first.
+                    DataType::Utf8View => crate::schema::parse_uuids(input.as_string_view().iter()),
+                    _ => crate::schema::parse_uuids(to_utf8(c, &input)?.iter()),
+                };
+                let parsed =
+                    parsed.map_err(|(row, reason)| StoreError::invalid_row(row, c.name, reason))?;
                 Arc::new(parsed) as ArrayRef
             }
         },

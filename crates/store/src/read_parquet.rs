@@ -36,6 +36,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 
 use arrow::datatypes::{DataType, FieldRef, Schema};
 use arrow::record_batch::RecordBatch;
@@ -173,13 +174,13 @@ fn strings_as_views(
         .fields()
         .iter()
         .map(|f| match view(f) {
-            true => std::sync::Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
-            false => std::sync::Arc::clone(f),
+            true => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
+            false => Arc::clone(f),
         })
         .collect();
-    let hint = std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let hint = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
     match ArrowReaderMetadata::try_new(
-        std::sync::Arc::clone(meta.metadata()),
+        Arc::clone(meta.metadata()),
         ArrowReaderOptions::new().with_schema(hint),
     ) {
         Ok(views) => views,
@@ -420,6 +421,7 @@ mod tests {
             "{err}"
         );
     }
+
     /// The `Utf8` columns `as_view` names arrive as `Utf8View` with the
     /// same values (nulls, empty and long strings, plain and dictionary
     /// pages); the others, and columns of other types, as they were.

@@ -145,11 +145,6 @@ pub(crate) fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
     }
 }
 
-/// Give the store its distinct-id index without making the first deletion
-/// pay for it: empty for a store without parts, else built on a background
-/// thread. The thread holds no handle on the store (so it never keeps the
-/// data directory locked), only the shared build slot, the storage and a GC
-/// registration of the version it reads.
 /// The I/O limit of a background run, which also makes it yield to
 /// queries (`compact.rs`, `Throttle`): the configured one, except that a
 /// request near (within `deadline_slack`) or past its deadline escalates
@@ -162,6 +157,11 @@ fn io_limit(plan: &crate::policy::Plan, configured: Option<u64>) -> Option<u64> 
     }
 }
 
+/// Give the store its distinct-id index without making the first deletion
+/// pay for it: empty for a store without parts, else built on a background
+/// thread. The thread holds no handle on the store (so it never keeps the
+/// data directory locked), only the shared build slot, the storage and a GC
+/// registration of the version it reads.
 pub(crate) fn start_index_build(inner: &Arc<Inner>) -> Result<()> {
     let version = inner.current_version()?;
     if version.manifest.parts.is_empty() {
