@@ -79,3 +79,25 @@ impl Drop for ScanGuard {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_count_as_busy_for_a_quiet_time_after_the_last_read() {
+        // Between the files of a query, and between back-to-back queries,
+        // no file is being read for a moment: that is not yet quiet.
+        let scans = ScanActivity::default();
+        let hour = Duration::from_secs(3600);
+        assert!(!scans.busy(hour), "nothing was ever read");
+        let (a, b) = (scans.guard(), scans.guard());
+        assert!(scans.busy(Duration::ZERO));
+        drop(a);
+        assert!(scans.busy(Duration::ZERO), "one file is still being read");
+        drop(b);
+        assert_eq!(scans.active(), 0);
+        assert!(scans.busy(hour), "the last read ended just now");
+        assert!(!scans.busy(Duration::ZERO));
+    }
+}
