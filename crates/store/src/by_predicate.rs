@@ -13,7 +13,7 @@
 //! Every place that decides whether a row belongs to a request asks this
 //! module for predicate requests: the deletion itself, the replay of the
 //! ingest log at open (`open.rs`), a bulk ingest committing across the
-//! request (`commit.rs`), and the verification scan (`compact.rs`).
+//! request (`commit.rs`), and the verification scan (`compact/advance.rs`).
 
 use std::collections::BTreeMap;
 
@@ -254,7 +254,7 @@ pub(crate) fn candidates<'a>(
 
 /// Rows of predicate request `r` left in `parts` (hidden or not): the
 /// count and a path holding some, or `None` when there are none. The
-/// verification scan of `compact.rs`.
+/// verification scan of `compact/advance.rs`.
 pub(crate) fn rows_left(
     storage: &Storage,
     parts: &[PartMeta],

@@ -107,7 +107,7 @@ pub struct Manifest {
     /// On an object store: the writer id of the local directory whose
     /// writer committed this version (`WRITER_ID`). A local ingest log
     /// with rows is replayed only into a store this directory's writer
-    /// committed last (`store.rs`, `Store::open`).
+    /// committed last (`store/opening.rs`, `Store::open`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer_id: Option<String>,
 }

@@ -21,7 +21,7 @@
 //! | purged | [`Event::VerifiedClean`] | verified | the verification scan found no row of the request |
 //! | anything else | | refused | an [`StoreError::Internal`] for a transition that does not exist (a caller's bug); a cancel that is not allowed is the user's [`StoreError::InvalidInput`] ([`cancel`]) |
 //!
-//! A request is created `pending` by a deletion (`store.rs`,
+//! A request is created `pending` by a deletion (`store/delete.rs`,
 //! `by_predicate.rs`), logical when it has an undo window or its
 //! predicate was too slow to resolve in the call (`undo.rs`); the
 //! manifest it lives in is published only through the one commit path.

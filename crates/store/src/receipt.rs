@@ -1,6 +1,6 @@
 //! Receipts: a signed, hash-chained record of each verified erasure.
 //!
-//! When a request becomes `verified` (compact.rs, in the verification's
+//! When a request becomes `verified` (compact/advance.rs, in the verification's
 //! commit), a receipt is written under `receipts/`: the request's id and
 //! kind, its scope as keyed hashes (the verified request's `id_hashes`
 //! and scrubbed predicate: never an id or a property value in clear), the

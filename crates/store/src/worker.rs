@@ -146,7 +146,7 @@ pub(crate) fn compactor_loop(inner: Weak<Inner>, rx: Receiver<FlushMsg>) {
 }
 
 /// The I/O limit of a background run, which also makes it yield to
-/// queries (`compact.rs`, `Throttle`): the configured one, except that a
+/// queries (`compact/throttle.rs`, `Throttle`): the configured one, except that a
 /// request near (within `deadline_slack`) or past its deadline escalates
 /// the run to full speed, with no limit and no yielding.
 fn io_limit(plan: &crate::policy::Plan, configured: Option<u64>) -> Option<u64> {
