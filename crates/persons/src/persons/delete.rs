@@ -1,0 +1,360 @@
+//! Deleting persons ([`Persons::delete`]) and what users see of it
+//! ([`Persons::deletion_status`]). The order of the writes, and what a
+//! crash between them leaves, is in the parent module's docs.
+
+use std::collections::{HashMap, HashSet};
+
+use elide_store::{DeleteSpec, RequestStatus, Table, MAX_DELETE_IDS};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{iso, now_us, parse_uuid_input, Persons};
+use crate::error::{PersonsError, Result};
+use crate::meta::{DeletionRecord, MetaStore, PersonRow};
+
+/// Most persons one deletion takes.
+pub const MAX_DELETE_PERSONS: usize = 1000;
+
+/// Which persons a deletion names: UUIDs or distinct ids, not both.
+#[derive(Debug, Clone, Default)]
+pub struct DeletePersons {
+    /// Person UUIDs.
+    pub uuids: Vec<String>,
+    /// Distinct ids (each names its person).
+    pub distinct_ids: Vec<String>,
+    /// Hide now and purge later the persons' events captured before the request.
+    pub delete_events: bool,
+    /// The same for their recordings.
+    pub delete_recordings: bool,
+    /// Delete the data but keep the profile (and its distinct ids).
+    pub keep_person: bool,
+}
+
+/// One person a deletion could not handle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeletionError {
+    /// The UUID or distinct id as given.
+    pub id: String,
+    /// Why.
+    pub error: String,
+}
+
+/// The result of a deletion (field names are a contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BulkDeleteResult {
+    /// Persons the ids named.
+    pub persons_found: usize,
+    /// Profiles removed (0 with `keep_person`).
+    pub persons_deleted: usize,
+    /// Events queued for deletion.
+    pub events_queued_for_deletion: bool,
+    /// Recordings queued for deletion.
+    pub recordings_queued_for_deletion: bool,
+    /// Ids not handled, with the reason.
+    pub deletion_errors: Vec<DeletionError>,
+}
+
+/// Deletion status as users see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletionState {
+    /// Rows hidden; not yet verified gone from disk.
+    Pending,
+    /// Verified: no row of the person below the cut-off in any file.
+    Completed,
+}
+
+/// The deletion status of one person's deletion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeletionStatus {
+    /// Deletion id.
+    pub id: i64,
+    /// The deleted person.
+    #[serde(serialize_with = "crate::ids::ser_uuid")]
+    pub person_uuid: Uuid,
+    /// `pending` or `completed`.
+    pub status: DeletionState,
+    /// When it was requested (RFC 3339).
+    pub requested_at: String,
+    /// When the store verified the rows gone (RFC 3339).
+    pub delete_verified_at: Option<String>,
+    /// Events queued.
+    pub delete_events: bool,
+    /// Recordings queued.
+    pub delete_recordings: bool,
+    /// Profile kept.
+    pub keep_person: bool,
+    /// When the rows must be gone from disk (RFC 3339): the latest
+    /// `purge_due_by` of its store requests; `None` when it deleted no
+    /// rows.
+    pub purge_due_by: Option<String>,
+}
+
+impl<M: MetaStore> Persons<M> {
+    /// Delete persons (see [`DeletePersons`]). Ids that name no person are
+    /// reported in `deletion_errors`; if none names one, nothing changes
+    /// (`persons_found` is 0). Malformed requests (both lists, neither,
+    /// more than [`MAX_DELETE_PERSONS`], a bad UUID) are errors.
+    pub fn delete(&self, project: i64, req: &DeletePersons) -> Result<BulkDeleteResult> {
+        let (keys, by_uuid) = match (req.uuids.is_empty(), req.distinct_ids.is_empty()) {
+            (false, false) => {
+                return Err(PersonsError::InvalidInput(
+                    "give person UUIDs or distinct ids, not both".into(),
+                ))
+            }
+            (true, true) => {
+                return Err(PersonsError::InvalidInput(
+                    "give at least one person UUID or distinct id".into(),
+                ))
+            }
+            (false, true) => (&req.uuids, true),
+            (true, false) => (&req.distinct_ids, false),
+        };
+        if keys.len() > MAX_DELETE_PERSONS {
+            return Err(PersonsError::InvalidInput(format!(
+                "a deletion takes at most {MAX_DELETE_PERSONS} persons, got {}",
+                keys.len()
+            )));
+        }
+        let parsed: Vec<Option<Uuid>> = if by_uuid {
+            keys.iter()
+                .map(|k| parse_uuid_input(k).map(Some))
+                .collect::<Result<_>>()?
+        } else {
+            vec![None; keys.len()]
+        };
+        let mut g = self.lock()?;
+        // Ids move or go: the cache starts over.
+        g.clear();
+        // 1. Who: the persons and all their distinct ids.
+        let mut errors = Vec::new();
+        let found: Vec<(PersonRow, Vec<String>)> = self.meta.read(|tx| {
+            let mut seen = HashSet::new();
+            let mut found = Vec::new();
+            for (key, uuid) in keys.iter().zip(&parsed) {
+                let row = match uuid {
+                    Some(u) => tx.person_by_uuid(project, u)?,
+                    None => tx.person_by_distinct_id(project, key)?,
+                };
+                match row {
+                    Some(row) => {
+                        if seen.insert(row.id) {
+                            let ids = tx.distinct_ids(project, row.id)?;
+                            found.push((row, ids));
+                        }
+                    }
+                    None => errors.push(DeletionError {
+                        id: key.clone(),
+                        error: format!(
+                            "no person with this {} in project {project}",
+                            if by_uuid { "UUID" } else { "distinct id" }
+                        ),
+                    }),
+                }
+            }
+            Ok(found)
+        })?;
+        if found.is_empty() {
+            // Nothing to do, nothing changed: every id is in the errors.
+            return Ok(BulkDeleteResult {
+                persons_found: 0,
+                persons_deleted: 0,
+                events_queued_for_deletion: false,
+                recordings_queued_for_deletion: false,
+                deletion_errors: errors,
+            });
+        }
+        // 2. The rows: store deletion requests, durable before the profile goes.
+        let mut tables = Vec::new();
+        if req.delete_events {
+            tables.push(Table::Events);
+        }
+        if req.delete_recordings {
+            tables.push(Table::Recordings);
+        }
+        let requests = if tables.is_empty() {
+            vec![Vec::new(); found.len()]
+        } else {
+            self.store_requests(project, &found, &tables, req.keep_person)?
+        };
+        // 3. The profile: removed, ids blocked, deletion recorded.
+        let now = now_us();
+        let deleted = self.meta.write(|tx| {
+            let mut deleted = 0;
+            for ((row, ids), reqs) in found.iter().zip(&requests) {
+                let deletion_id = tx.insert_deletion(&DeletionRecord {
+                    id: 0,
+                    project_id: project,
+                    person_uuid: row.uuid,
+                    created_at_us: now,
+                    delete_events: req.delete_events,
+                    delete_recordings: req.delete_recordings,
+                    keep_person: req.keep_person,
+                    store_requests: reqs.clone(),
+                })?;
+                if !req.keep_person {
+                    for id in ids {
+                        tx.block(project, id, deletion_id, now)?;
+                    }
+                    tx.delete_person(project, row.id)?;
+                    tx.scrub_activity(project, &row.uuid)?;
+                    deleted += 1;
+                }
+                tx.insert_activity(
+                    project,
+                    Some(&row.uuid),
+                    "deleted",
+                    Some(&json!({
+                        "deletion_id": deletion_id,
+                        "delete_events": req.delete_events,
+                        "delete_recordings": req.delete_recordings,
+                        "keep_person": req.keep_person,
+                        "store_requests": reqs,
+                    })),
+                    now,
+                )?;
+            }
+            Ok(deleted)
+        })?;
+        if !req.keep_person {
+            self.meta.scrub()?;
+        }
+        tracing::info!(project, persons = found.len(), deleted, "persons deleted");
+        Ok(BulkDeleteResult {
+            persons_found: found.len(),
+            persons_deleted: deleted,
+            events_queued_for_deletion: req.delete_events,
+            recordings_queued_for_deletion: req.delete_recordings,
+            deletion_errors: errors,
+        })
+    }
+
+    /// One store request per group of persons whose ids fit in
+    /// [`MAX_DELETE_IDS`]; a person with more ids gets several. Returns
+    /// each person's request ids. Unless `keep_person`, each request
+    /// records the metadata rows (the person and its distinct ids) of the
+    /// persons whose last ids it holds, for its receipt.
+    fn store_requests(
+        &self,
+        project: i64,
+        found: &[(PersonRow, Vec<String>)],
+        tables: &[Table],
+        keep_person: bool,
+    ) -> Result<Vec<Vec<u64>>> {
+        let mut out = vec![Vec::new(); found.len()];
+        let mut group: Vec<usize> = Vec::new();
+        let mut homes: Vec<usize> = Vec::new();
+        let mut ids: Vec<String> = Vec::new();
+        let metadata_rows = |i: usize| {
+            if keep_person {
+                0
+            } else {
+                1 + found[i].1.len() as u64
+            }
+        };
+        let submit = |ids: &mut Vec<String>,
+                      group: &mut Vec<usize>,
+                      homes: &mut Vec<usize>,
+                      out: &mut Vec<Vec<u64>>|
+         -> Result<()> {
+            let metadata_rows_removed = homes.drain(..).map(metadata_rows).sum();
+            if ids.is_empty() {
+                group.clear();
+                return Ok(());
+            }
+            let spec = DeleteSpec {
+                project_id: project,
+                distinct_ids: std::mem::take(ids),
+                cutoff: None,
+                tables: tables.to_vec(),
+                kind: elide_store::RequestKind::Person,
+                metadata_rows_removed,
+            };
+            let o = self.store.delete(spec)?;
+            for i in group.drain(..) {
+                if out[i].last() != Some(&o.request_id) {
+                    out[i].push(o.request_id);
+                }
+            }
+            Ok(())
+        };
+        for (i, (_, pids)) in found.iter().enumerate() {
+            if ids.len() + pids.len() > MAX_DELETE_IDS {
+                submit(&mut ids, &mut group, &mut homes, &mut out)?;
+            }
+            for chunk in pids.chunks(MAX_DELETE_IDS) {
+                if ids.len() + chunk.len() > MAX_DELETE_IDS {
+                    group.push(i);
+                    submit(&mut ids, &mut group, &mut homes, &mut out)?;
+                }
+                ids.extend(chunk.iter().cloned());
+            }
+            group.push(i);
+            homes.push(i);
+        }
+        submit(&mut ids, &mut group, &mut homes, &mut out)?;
+        Ok(out)
+    }
+
+    /// Deletion statuses, newest first, optionally of one person or one state.
+    pub fn deletion_status(
+        &self,
+        project: i64,
+        person: Option<&str>,
+        state: Option<DeletionState>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<DeletionStatus>> {
+        let person = person.map(parse_uuid_input).transpose()?;
+        let records = self
+            .meta
+            .read(|tx| tx.deletions(project, person.as_ref()))?;
+        let requests: HashMap<u64, (RequestStatus, Option<i64>, i64)> = self
+            .store
+            .requests()?
+            .into_iter()
+            .map(|r| (r.id, (r.status, r.verified_at_us, r.purge_due_by_us)))
+            .collect();
+        let mut out = Vec::new();
+        for d in records {
+            let purge_due_by = d
+                .store_requests
+                .iter()
+                .filter_map(|id| requests.get(id).map(|r| r.2))
+                .max();
+            let mut verified_at = Some(d.created_at_us);
+            for id in &d.store_requests {
+                match requests.get(id) {
+                    Some((RequestStatus::Verified, at, _)) => {
+                        verified_at = verified_at.max(*at);
+                    }
+                    _ => verified_at = None,
+                }
+                if verified_at.is_none() {
+                    break;
+                }
+            }
+            let status = if verified_at.is_some() {
+                DeletionState::Completed
+            } else {
+                DeletionState::Pending
+            };
+            if state.is_some_and(|s| s != status) {
+                continue;
+            }
+            out.push(DeletionStatus {
+                id: d.id,
+                person_uuid: d.person_uuid,
+                status,
+                requested_at: iso(d.created_at_us),
+                delete_verified_at: verified_at.map(iso),
+                delete_events: d.delete_events,
+                delete_recordings: d.delete_recordings,
+                keep_person: d.keep_person,
+                purge_due_by: purge_due_by.map(iso),
+            });
+        }
+        Ok(out.into_iter().skip(offset).take(limit).collect())
+    }
+}
