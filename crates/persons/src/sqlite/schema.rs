@@ -1,0 +1,137 @@
+//! The metadata database's schema: numbered migrations, applied in order
+//! and counted in `PRAGMA user_version`; a database from a newer elide is
+//! refused.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{PersonsError, Result};
+
+/// Migrations, in order; `user_version` counts those applied.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE projects (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        api_token TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE persons (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL,
+        uuid TEXT NOT NULL,
+        properties TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        is_identified INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        UNIQUE (project_id, uuid)
+    );
+    CREATE INDEX persons_by_created ON persons (project_id, created_at DESC, id DESC);
+    CREATE TABLE distinct_ids (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL,
+        id_hash BLOB NOT NULL,
+        distinct_id TEXT NOT NULL,
+        person_id INTEGER NOT NULL REFERENCES persons (id)
+    );
+    CREATE UNIQUE INDEX distinct_ids_by_hash ON distinct_ids (project_id, id_hash);
+    CREATE INDEX distinct_ids_by_person ON distinct_ids (person_id, id);
+    CREATE TABLE blocked_distinct_ids (
+        project_id INTEGER NOT NULL,
+        id_hash BLOB NOT NULL,
+        deletion_id INTEGER NOT NULL,
+        blocked_at INTEGER NOT NULL,
+        PRIMARY KEY (project_id, id_hash)
+    ) WITHOUT ROWID;
+    CREATE TABLE person_overrides (
+        project_id INTEGER NOT NULL,
+        old_person_uuid TEXT NOT NULL,
+        override_person_uuid TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (project_id, old_person_uuid)
+    ) WITHOUT ROWID;
+    CREATE TABLE deletions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL,
+        person_uuid TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        delete_events INTEGER NOT NULL,
+        delete_recordings INTEGER NOT NULL,
+        keep_person INTEGER NOT NULL,
+        store_requests TEXT NOT NULL
+    );
+    CREATE INDEX deletions_by_person ON deletions (project_id, person_uuid);
+    CREATE TABLE activity (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL,
+        person_uuid TEXT,
+        activity TEXT NOT NULL,
+        detail TEXT,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX activity_by_person ON activity (project_id, person_uuid, id);
+    "#,
+    // 2: tokens of two-phase captures (crash recovery of capture).
+    r#"
+    CREATE TABLE ingest_tokens (token TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+    "#,
+    // 3: project settings and personal API keys (only their hashes).
+    r#"
+    ALTER TABLE projects ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        key_hash BLOB NOT NULL UNIQUE,
+        mask TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE INDEX api_keys_by_project ON api_keys (project_id, id);
+    "#,
+    // 4: cohorts, and the lists of static ones (by person id: removed in
+    // the transaction that deletes the person).
+    r#"
+    CREATE TABLE cohorts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        is_static INTEGER NOT NULL,
+        filters TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX cohorts_by_project ON cohorts (project_id, id);
+    CREATE TABLE cohort_people (
+        cohort_id INTEGER NOT NULL,
+        person_id INTEGER NOT NULL,
+        PRIMARY KEY (cohort_id, person_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX cohort_people_by_person ON cohort_people (person_id, cohort_id);
+    "#,
+];
+
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(PersonsError::Corrupt(format!(
+            "{} has schema version {version}, newer than this elide knows ({known}); upgrade elide",
+            path.display()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(path = %path.display(), version = i + 1, "metadata schema migrated");
+    }
+    Ok(())
+}
