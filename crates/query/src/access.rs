@@ -255,33 +255,35 @@ pub fn access_plan(part: &PartMeta, deleted: &Bitmap, skip: &[usize]) -> Result<
 }
 
 /// Row selection over rows `[start, end)` keeping those not in `deleted`.
+///
+/// The deleted positions are read as runs (`read_many_ranges`, a run per
+/// deleted person in a part sorted by person) rather than one by one: a
+/// scan plans this for every part it reads, on every query, and walking
+/// each position was half of what a delete added to a whole-project count
+/// (docs/benchmarks.md, "The tombstones read as runs").
 fn selection(deleted: &Bitmap, start: u32, end: u32) -> RowSelection {
     let mut selectors = Vec::new();
+    // Rows before `at` are covered by the selectors so far.
     let mut at = start;
-    let mut it = deleted.iter();
-    it.reset_at_or_after(start);
-    let mut run_start: Option<u32> = None;
-    let mut prev = 0u32;
-    for pos in it {
-        if pos >= end {
+    let mut cursor = deleted.cursor();
+    cursor.reset_at_or_after(start);
+    let mut runs = [croaring::RangeInclusive::default(); 256];
+    'read: loop {
+        let n = cursor.read_many_ranges(&mut runs);
+        for run in &runs[..n] {
+            if run.start >= end {
+                break 'read;
+            }
+            // A run never starts before `start` (the cursor was moved
+            // there) and is cut at the row group's end.
+            let last = run.last.min(end - 1);
+            selectors.push(RowSelector::select((run.start - at) as usize));
+            selectors.push(RowSelector::skip((last + 1 - run.start) as usize));
+            at = last + 1;
+        }
+        if n < runs.len() {
             break;
         }
-        match run_start {
-            Some(_) if pos == prev + 1 => {}
-            Some(rs) => {
-                selectors.push(RowSelector::select((rs - at) as usize));
-                selectors.push(RowSelector::skip((prev + 1 - rs) as usize));
-                at = prev + 1;
-                run_start = Some(pos);
-            }
-            None => run_start = Some(pos),
-        }
-        prev = pos;
-    }
-    if let Some(rs) = run_start {
-        selectors.push(RowSelector::select((rs - at) as usize));
-        selectors.push(RowSelector::skip((prev + 1 - rs) as usize));
-        at = prev + 1;
     }
     if at < end {
         selectors.push(RowSelector::select((end - at) as usize));
@@ -741,6 +743,33 @@ mod tests {
         }
         let full = access_plan(&p, &Bitmap::from_range(10..20), &[]).unwrap();
         assert!(matches!(full.inner()[1], RowGroupAccess::Skip));
+    }
+
+    proptest::proptest! {
+        /// Against a model (the positions not deleted, one by one): any
+        /// row groups, deleted positions alone and in runs (more than one
+        /// read of runs, runs across row groups), whether or not the
+        /// bitmap is stored as runs.
+        #[test]
+        fn plan_keeps_the_live_rows_of_any_tombstone(
+            rgs in proptest::collection::vec(1u64..700, 1..6),
+            runs in proptest::collection::vec((0u32..4000, 1u32..40), 0..600),
+            optimize in proptest::bool::ANY,
+        ) {
+            let p = part(rgs.clone());
+            let rows = p.rows as u32;
+            let mut b = Bitmap::new();
+            for (at, len) in runs {
+                let at = at % rows;
+                b.add_range(at..(at + len).min(rows));
+            }
+            if optimize {
+                b.run_optimize();
+            }
+            let plan = access_plan(&p, &b, &[]).unwrap();
+            let expect: Vec<u32> = (0..rows).filter(|i| !b.contains(*i)).collect();
+            proptest::prop_assert_eq!(kept(&plan, &rgs), expect);
+        }
     }
 
     /// Row groups ruled out are skipped whatever their tombstones; the
