@@ -251,6 +251,12 @@ impl<'a> Transaction<'a> {
         if !self.changed.is_empty() {
             let file_id = inner.alloc_file_id();
             let path = tombstone_path(file_id);
+            // A deleted person's rows are contiguous in a part: stored as
+            // runs, a tombstone is smaller, and a scan reads its runs
+            // without walking each position (access::selection).
+            for bitmap in self.changed.values_mut() {
+                bitmap.run_optimize();
+            }
             let refs: BTreeMap<u64, &Bitmap> = self.changed.iter().map(|(k, v)| (*k, v)).collect();
             inner
                 .storage

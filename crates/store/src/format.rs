@@ -731,8 +731,10 @@ pub fn decode_tombstones(path: &str, bytes: &[u8]) -> Result<BTreeMap<u64, Bitma
             .filter(|&end| end <= blobs.len() as u64)
             .ok_or_else(|| corrupt(format!("bitmap of part {id} past end of file")))?;
         let blob = &blobs[off as usize..end as usize];
-        let bitmap = Bitmap::try_deserialize::<Portable>(blob)
+        let mut bitmap = Bitmap::try_deserialize::<Portable>(blob)
             .ok_or_else(|| corrupt(format!("bitmap of part {id} does not deserialize")))?;
+        // Files written before tombstones were stored as runs.
+        bitmap.run_optimize();
         if bitmap.cardinality() != card {
             return Err(corrupt(format!(
                 "bitmap of part {id}: cardinality {} but entry says {card}",
