@@ -251,9 +251,11 @@ impl<'a> Transaction<'a> {
         if !self.changed.is_empty() {
             let file_id = inner.alloc_file_id();
             let path = tombstone_path(file_id);
-            // A deleted person's rows are contiguous in a part: stored as
-            // runs, a tombstone is smaller, and a scan reads its runs
-            // without walking each position (access::selection).
+            // A deleted person's rows are contiguous in a part, but a
+            // container begun with a one-row run stays an array container
+            // as more runs are added: made runs here, a tombstone is
+            // smaller and a scan reads its runs without walking each
+            // position (access::selection).
             for bitmap in self.changed.values_mut() {
                 bitmap.run_optimize();
             }

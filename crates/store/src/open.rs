@@ -245,7 +245,7 @@ pub(crate) fn load_tombstones(
         let bytes = storage.get(path)?;
         let mut decoded = decode_tombstones(path, &bytes)?;
         for p in parts {
-            let b = decoded
+            let mut b = decoded
                 .remove(&p.id)
                 .ok_or_else(|| StoreError::corrupt(path, format!("no bitmap for part {}", p.id)))?;
             if b.cardinality() != p.deleted() || b.maximum().is_some_and(|x| u64::from(x) >= p.rows)
@@ -255,6 +255,9 @@ pub(crate) fn load_tombstones(
                     format!("bitmap of part {} does not match the manifest", p.id),
                 ));
             }
+            // Files written before commits stored tombstones as runs
+            // are kept in memory as runs too (what a scan reads).
+            b.run_optimize();
             out.insert(p.id, Arc::new(b));
         }
     }

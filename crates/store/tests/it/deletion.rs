@@ -203,3 +203,59 @@ fn parts_flushed_while_the_index_builds_at_open_are_found() {
         }
     }
 }
+
+/// A deleted person's rows are contiguous in a part: a commit stores the
+/// tombstone as runs, and the store keeps it as runs in memory (what a
+/// scan reads), after the delete and after a reopen; the rows hidden stay
+/// exactly the person's.
+#[test]
+fn tombstones_are_stored_and_kept_as_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // 40 distinct ids, the first with one row and the others with 20;
+    // every other one deleted. Its runs reach the tombstone one range at a
+    // time, and a container begun with a single position stays an array
+    // container through the ranges added to it: only the commit's
+    // `run_optimize` makes it runs.
+    let ids: Vec<String> = (0..40).map(|i| format!("d{i:02}")).collect();
+    let rows: Vec<_> = (0..781u64)
+        .map(|n| {
+            let i = if n == 0 { 0 } else { 1 + (n - 1) % 39 };
+            row(n, &ids[i as usize], 1, 0)
+        })
+        .collect();
+    append(&store, &rows);
+    store.flush().unwrap();
+    let gone: Vec<&str> = ids.iter().step_by(2).map(String::as_str).collect();
+    let o = del(&store, 1, &gone, None);
+    assert_eq!(o.rows_hidden, 1 + 19 * 20);
+    let runs_in_memory = |store: &elide_store::Store| -> u32 {
+        let snap = store.snapshot().unwrap();
+        let parts: Vec<_> = snap.parts(elide_store::Table::Events).cloned().collect();
+        assert!(!parts.is_empty());
+        parts
+            .iter()
+            .filter_map(|p| snap.hidden(p).unwrap())
+            .map(|b| b.statistics().n_run_containers)
+            .sum()
+    };
+    assert!(runs_in_memory(&store) > 0);
+    let files: Vec<_> = files_under(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tomb"))
+        .collect();
+    assert_eq!(files.len(), 1);
+    let bytes = std::fs::read(&files[0]).unwrap();
+    let stored = elide_store::format::decode_tombstones("t", &bytes).unwrap();
+    assert!(!stored.is_empty());
+    for b in stored.values() {
+        assert!(b.statistics().n_run_containers > 0, "stored as runs");
+    }
+    let want = visible(&store);
+    assert!(want.iter().all(|(_, d, _)| !gone.contains(&d.as_str())));
+    assert_eq!(want.len(), 20 * 20);
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert!(runs_in_memory(&store) > 0);
+    assert_eq!(visible(&store), want);
+}
