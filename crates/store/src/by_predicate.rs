@@ -30,7 +30,7 @@ use crate::part::{read_columns, read_columns_at, str_col, u64_col};
 use crate::predicate::{properties_match, EventPredicate, Matcher};
 use crate::schema::{Table, PROJECT_COLUMN, SEQ_COLUMN};
 use crate::storage::Storage;
-use crate::store::{check_project, poisoned, DeleteOutcome, Store};
+use crate::store::{add_hidden_request, check_project, poisoned, DeleteOutcome, Store};
 
 /// A deletion of the events (or recordings) a predicate matches.
 #[derive(Debug, Clone)]
@@ -523,16 +523,7 @@ impl crate::store::Inner {
         request.rows_hidden = rows_hidden;
         request.rows_hidden_by_table = by_table;
         request.parts = holding;
-        let purge_due_by_us = request.purge_due_by_us;
-        let request_id = tx.add_request(request);
-        Ok(DeleteOutcome {
-            request_id,
-            rows_hidden,
-            cutoff,
-            purge_due_by_us,
-            logical: false,
-            undo_until_us: None,
-        })
+        Ok(add_hidden_request(tx, request))
     }
 
     /// Resolve a predicate deletion into `tx`: hide the matching rows below

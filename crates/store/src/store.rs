@@ -53,7 +53,7 @@ mod opening;
 mod options;
 mod scans;
 
-pub(crate) use delete::check_project;
+pub(crate) use delete::{add_hidden_request, check_project};
 pub use delete::{DeleteOutcome, DeleteSpec, DropOutcome, MAX_DELETE_IDS};
 pub use options::{StoreOptions, COMPACTOR_POLL};
 pub use scans::{ScanActivity, ScanGuard};

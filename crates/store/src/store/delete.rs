@@ -357,17 +357,31 @@ impl Inner {
         request.rows_hidden = rows_hidden;
         request.rows_hidden_by_table = by_table;
         request.parts = holding.into_iter().collect();
-        let purge_due_by_us = request.purge_due_by_us;
-        let request_id = tx.add_request(request);
+        let outcome = add_hidden_request(tx, request);
         tx.hide_mem_rows(&mem_hits);
-        Ok(DeleteOutcome {
-            request_id,
-            rows_hidden,
-            cutoff,
-            purge_due_by_us,
-            logical: false,
-            undo_until_us: None,
-        })
+        Ok(outcome)
+    }
+}
+
+/// Record in `tx` a request whose rows are hidden by the same commit;
+/// what the deletion returns.
+pub(crate) fn add_hidden_request(
+    tx: &mut Transaction<'_>,
+    request: DeletionRequest,
+) -> DeleteOutcome {
+    let (rows_hidden, cutoff, purge_due_by_us) = (
+        request.rows_hidden,
+        request.cutoff_seq,
+        request.purge_due_by_us,
+    );
+    let request_id = tx.add_request(request);
+    DeleteOutcome {
+        request_id,
+        rows_hidden,
+        cutoff,
+        purge_due_by_us,
+        logical: false,
+        undo_until_us: None,
     }
 }
 
