@@ -17,6 +17,17 @@
 //! sink that waits for the part writer, and measured no faster, for
 //! ~350 MiB more per million rows (docs/benchmarks.md).
 //!
+//! **The first round.** The exception is the first row group of each
+//! thread: together they may be read ahead whole (up to one row group
+//! more than the sink's own). While the sink takes the file's first row
+//! group, nothing else runs (a bulk ingest's first buffer is still
+//! filling, no part writer has started), and with the steady-state bound
+//! every thread but one waited: a 10M-row ingest kept a core idle for its
+//! first 0.7 s (docs/benchmarks.md, "Ingest: the first row groups read
+//! on every core"). The rows read ahead are the ones the sink takes next,
+//! so the peak is that of the steady state: a full buffer being written
+//! while the next one fills.
+//!
 //! **Strings as views.** The columns `as_view` names that the file
 //! holds as `Utf8` are read as `Utf8View`: views of the decoded pages,
 //! where a `Utf8` array copies every value into a buffer that grows page
@@ -34,7 +45,7 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
@@ -76,6 +87,20 @@ pub(crate) fn read_in_order<T: Send>(
     prepare: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
     sink: &mut dyn FnMut(Result<T>) -> Result<()>,
 ) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    read_on(cores, name, path, batch_rows, as_view, prepare, sink)
+}
+
+/// [`read_in_order`] on at most `cores` threads.
+fn read_on<T: Send>(
+    cores: usize,
+    name: &str,
+    path: &Path,
+    batch_rows: usize,
+    as_view: &dyn Fn(&str) -> bool,
+    prepare: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
+    sink: &mut dyn FnMut(Result<T>) -> Result<()>,
+) -> Result<()> {
     let file = open(name, path)?;
     let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| {
         StoreError::InvalidInput(format!(
@@ -84,10 +109,7 @@ pub(crate) fn read_in_order<T: Send>(
     })?;
     let meta = strings_as_views(meta, as_view);
     let groups = meta.metadata().num_row_groups();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_THREADS)
-        .min(groups.max(1));
+    let threads = cores.clamp(1, MAX_THREADS).min(groups.max(1));
     let group_rows = meta
         .metadata()
         .row_groups()
@@ -96,11 +118,17 @@ pub(crate) fn read_in_order<T: Send>(
         .max()
         .unwrap_or(0);
     let batch_rows = batch_rows.max(1);
-    let queue = group_rows
-        .div_ceil(batch_rows)
-        .min(QUEUED_ROWS / batch_rows / threads)
-        .max(2);
+    let group_batches = group_rows.div_ceil(batch_rows);
+    // Messages (batches and group ends) a thread may have sent that the
+    // sink has not taken: in the first round, its share of one row group
+    // (see the module docs); after it, its share of QUEUED_ROWS.
+    let queue = group_batches.min(QUEUED_ROWS / batch_rows / threads).max(2);
+    let first_round = match threads {
+        1 => queue,
+        _ => (group_batches.div_ceil(threads - 1) + 1).max(queue),
+    };
     let stop = AtomicBool::new(false);
+    let taken: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
     let reader = Reader {
         name,
         path,
@@ -110,21 +138,34 @@ pub(crate) fn read_in_order<T: Send>(
         stop: &stop,
     };
     std::thread::scope(|s| {
+        // Set when this closure ends, by a return or by a panic of the
+        // sink: a thread waiting for the sink to take its messages then
+        // stops (a panic would otherwise wait on threads that wait on it).
+        let _stopping = StopOnDrop(&stop);
         let mut queues = Vec::with_capacity(threads);
         let mut handles = Vec::with_capacity(threads);
-        for first in 0..threads {
-            let (tx, rx) = sync_channel(queue);
+        for (first, taken) in taken.iter().enumerate() {
+            let (tx, rx) = sync_channel(first_round);
             queues.push(rx);
+            let lane = Lane {
+                tx,
+                taken,
+                sent: 0,
+                limit: first_round,
+            };
             let reader = &reader;
             handles.push(s.spawn(move || {
-                reader.read_groups((first..groups).step_by(threads), &tx);
+                reader.read_groups((first..groups).step_by(threads), lane, queue);
             }));
         }
         let delivered = (|| {
             for g in 0..groups {
-                let queue = &queues[g % threads];
+                let t = g % threads;
                 loop {
-                    match queue.recv() {
+                    let msg = queues[t].recv();
+                    taken[t].fetch_add(1, Ordering::Release);
+                    handles[t].thread().unpark();
+                    match msg {
                         Ok(Msg::Batch(b)) => sink(b)?,
                         Ok(Msg::GroupEnd) => break,
                         Ok(Msg::Damaged(e)) => return Err(e),
@@ -139,9 +180,13 @@ pub(crate) fn read_in_order<T: Send>(
             Ok(())
         })();
         // Stop the threads (a thread blocked on a full queue wakes when
-        // its receiver is dropped) and keep a panic from crossing.
+        // its receiver is dropped, a parked one when unparked) and keep a
+        // panic from crossing.
         stop.store(true, Ordering::Relaxed);
         drop(queues);
+        for h in &handles {
+            h.thread().unpark();
+        }
         // Every thread is joined (a panic left unjoined would cross the
         // scope's end).
         let panicked = handles
@@ -205,13 +250,58 @@ fn open(name: &str, path: &Path) -> Result<File> {
     File::open(path).map_err(|e| StoreError::InvalidInput(format!("cannot open {name}: {e}")))
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One thread's way to the sink: its queue, and how many of the
+/// messages it sent the sink has taken.
+struct Lane<'a, T> {
+    tx: SyncSender<Msg<T>>,
+    taken: &'a AtomicUsize,
+    sent: usize,
+    /// Most messages sent and not yet taken.
+    limit: usize,
+}
+
+impl<T> Lane<'_, T> {
+    /// Send `msg` once fewer than `limit` messages are waiting for the
+    /// sink; false if the sink is gone or `stop` was set meanwhile.
+    fn send(&mut self, msg: Msg<T>, stop: &AtomicBool) -> bool {
+        while self.sent - self.taken.load(Ordering::Acquire) >= self.limit {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            // The sink unparks this thread after each message it takes;
+            // the timeout only bounds a wake-up that raced the check.
+            std::thread::park_timeout(std::time::Duration::from_millis(10));
+        }
+        self.sent += 1;
+        self.tx.send(msg).is_ok()
+    }
+}
+
 impl<T> Reader<'_, T> {
     /// One thread's share: each of `groups` in turn, every batch prepared
-    /// and sent, then the group's end. Returns at the first failure
-    /// (sent) or when the receiver is gone or `stop` is set.
-    fn read_groups(&self, groups: impl Iterator<Item = usize>, tx: &SyncSender<Msg<T>>) {
+    /// and sent, then the group's end; the first group with the lane's
+    /// own limit, the next ones with `queue`. Returns at the first
+    /// failure (sent) or when the receiver is gone or `stop` is set.
+    fn read_groups(
+        &self,
+        groups: impl Iterator<Item = usize>,
+        mut lane: Lane<'_, T>,
+        queue: usize,
+    ) {
         let name = self.name;
-        for g in groups {
+        for (round, g) in groups.enumerate() {
+            if round == 1 {
+                lane.limit = queue;
+            }
             let reader = open(name, self.path).and_then(|f| {
                 ParquetRecordBatchReaderBuilder::new_with_metadata(f, self.meta.clone())
                     .with_row_groups(vec![g])
@@ -226,7 +316,7 @@ impl<T> Reader<'_, T> {
             let reader = match reader {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = tx.send(Msg::Damaged(e));
+                    lane.send(Msg::Damaged(e), self.stop);
                     return;
                 }
             };
@@ -241,11 +331,11 @@ impl<T> Reader<'_, T> {
                     ))),
                 };
                 let last = !matches!(msg, Msg::Batch(Ok(_)));
-                if tx.send(msg).is_err() || last {
+                if !lane.send(msg, self.stop) || last {
                     return;
                 }
             }
-            if tx.send(Msg::GroupEnd).is_err() {
+            if !lane.send(Msg::GroupEnd, self.stop) {
                 return;
             }
         }
@@ -319,6 +409,77 @@ mod tests {
                 "{rows} rows, groups of {group_rows}"
             );
         }
+    }
+
+    /// While the sink holds the file's first batch, the other thread
+    /// reads its whole first row group ahead, beyond the steady-state
+    /// bound; its next row group then waits for the sink.
+    #[test]
+    fn the_first_round_is_read_ahead_whole_and_no_further() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        // Row groups of 300k rows in batches of 1000: the steady-state
+        // bound (QUEUED_ROWS over two threads) is 131 batches a thread.
+        let path = file(dir.path(), 1_200_000, 300_000);
+        let prepared = AtomicUsize::new(0);
+        let mut calls = 0usize;
+        let mut rows = 0usize;
+        read_on(
+            2,
+            "in",
+            &path,
+            1000,
+            &|_| false,
+            &|b| {
+                prepared.fetch_add(1, Ordering::SeqCst);
+                Ok(b.num_rows())
+            },
+            &mut |n| {
+                rows += n?;
+                calls += 1;
+                if calls == 1 {
+                    let until = Instant::now() + Duration::from_secs(20);
+                    while prepared.load(Ordering::SeqCst) < 600 && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    assert!(
+                        prepared.load(Ordering::SeqCst) >= 600,
+                        "the first two row groups were not read ahead: {} batches",
+                        prepared.load(Ordering::SeqCst)
+                    );
+                    // Each thread may prepare one batch of its next row
+                    // group, which then waits for the sink.
+                    std::thread::sleep(Duration::from_millis(200));
+                    let now = prepared.load(Ordering::SeqCst);
+                    assert!(now <= 602, "read beyond the first round: {now} batches");
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(rows, 1_200_000);
+        assert_eq!(calls, 1200);
+    }
+
+    /// A sink that panics stops the threads (one waiting for the sink to
+    /// take its batches included) and the panic reaches the caller.
+    #[test]
+    fn a_panicking_sink_does_not_leave_the_threads_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 1_200_000, 300_000);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_on(
+                2,
+                "in",
+                &path,
+                1000,
+                &|_| false,
+                &|b| Ok(b.num_rows()),
+                &mut |_| panic!("the sink failed"),
+            )
+        }));
+        assert!(r.is_err());
     }
 
     /// A `prepare` error reaches the sink after every batch before it, and
