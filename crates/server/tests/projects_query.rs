@@ -367,6 +367,53 @@ async fn query_is_read_only_bounded_and_validated() {
     assert!(!std::path::Path::new("/tmp/elide-copy-test").exists());
 }
 
+/// Expressions may nest `MAX_EXPR_DEPTH` (1000) deep and run; deeper is
+/// a 400, however deep (a chain of ~2,000 once aborted the server), and
+/// the server answers after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_expressions_are_refused_not_a_crash() {
+    let h = Harness::new();
+    let events: Vec<Value> = (0..3)
+        .map(|i| json!({"event": format!("e{i}"), "distinct_id": "d"}))
+        .collect();
+    h.capture(json!(events)).await;
+    let url = format!("{}/query/", h.api());
+    // `a OR b OR …` of n comparisons nests n + 1 levels: n - 1 ORs, the
+    // first comparison, its operands. `length(event) + 1 … > 0` with n
+    // additions nests n + 3: the `>`, n additions, `length`, `event`.
+    let ors = |n: usize| {
+        let terms: Vec<String> = (0..n).map(|i| format!("event = 'e{i}'")).collect();
+        format!("select count() from events where {}", terms.join(" or "))
+    };
+    let rows = h.hogql(&ors(998)).await;
+    assert_eq!(rows[0][0], 3);
+    let sums = |n: usize| {
+        format!(
+            "select count() from events where length(event){} > 0",
+            " + 1".repeat(n)
+        )
+    };
+    let rows = h.hogql(&sums(997)).await;
+    assert_eq!(rows[0][0], 3);
+    for sql in [
+        ors(1000),
+        sums(1000),
+        sums(24_000),
+        // Refused the same when the parse fails after building the chain.
+        format!("select 1{} +", " + 1".repeat(24_000)),
+        format!("select {}1{}", "(".repeat(60), ")".repeat(60)),
+    ] {
+        let r = h.post(&url, &query_body(&sql)).await;
+        let detail = r.envelope(400);
+        assert!(
+            detail.contains("deep") || detail.contains("syntax error"),
+            "{detail}"
+        );
+    }
+    let rows = h.hogql("select count() from events").await;
+    assert_eq!(rows[0][0], 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_past_its_time_is_504() {
     // One query thread: a query that went on after its 504 would hold it.
