@@ -21,7 +21,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::too_large(e.body_text()))?;
+            .map_err(|e| match e.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(e.body_text()),
+                // A body that cannot be read (a broken gzip stream, a
+                // client gone mid-body) is not a large one.
+                _ => ApiError::invalid(format!("the body is unreadable: {}", e.body_text())),
+            })?;
         let text = if bytes.iter().all(u8::is_ascii_whitespace) {
             &b"{}"[..]
         } else {

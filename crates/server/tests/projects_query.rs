@@ -414,6 +414,23 @@ async fn deeply_nested_expressions_are_refused_not_a_crash() {
     assert_eq!(rows[0][0], 3);
 }
 
+/// A body that cannot be read (gzip that is not gzip) is a 400, not the
+/// 413 of a body past the size limit.
+#[tokio::test]
+async fn an_unreadable_body_is_a_400() {
+    let h = Harness::new();
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("{}/query/", h.api()))
+        .header("authorization", format!("Bearer {}", h.key))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(axum::body::Body::from("this is not gzip"))
+        .expect("request");
+    let r = h.send(req).await;
+    assert!(r.envelope(400).contains("unreadable"), "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_past_its_time_is_504() {
     // One query thread: a query that went on after its 504 would hold it.

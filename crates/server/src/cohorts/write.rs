@@ -105,8 +105,9 @@ async fn input(state: &AppState, req: Request) -> ApiResult<CohortInput> {
         .await
         .map_err(|e| ApiError::invalid(format!("the form is unreadable: {}", e.body_text())))?;
     let mut out = CohortInput::default();
-    let unreadable = |e: axum::extract::multipart::MultipartError| {
-        ApiError::invalid(format!("the form is unreadable: {}", e.body_text()))
+    let unreadable = |e: axum::extract::multipart::MultipartError| match e.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(e.body_text()),
+        _ => ApiError::invalid(format!("the form is unreadable: {}", e.body_text())),
     };
     while let Some(field) = form.next_field().await.map_err(unreadable)? {
         let name = field.name().unwrap_or_default().to_string();
