@@ -435,3 +435,45 @@ async fn trends_query_through_the_query_endpoint() {
     let r = h.post(&url, &body("total", Value::Null)).await;
     assert_eq!(r.json["results"][0]["data"], json!([3.0, 1.0, 0.0]));
 }
+
+/// Dates at the ends of what the date parser reads (years ±262,143) are a
+/// 400 naming the parameter on every analytics route, never a 500 (they
+/// once overflowed chrono's arithmetic), and the server answers after.
+#[tokio::test]
+async fn dates_out_of_range_are_a_400() {
+    let h = Harness::new();
+    let url = format!("{}/query/", h.api());
+    for (interval, from, to) in [
+        ("day", "+262142-12-30", "+262142-12-31"),
+        ("week", "-262143-01-01", "-262143-01-05"),
+        ("hour", "+262142-12-31T00:00:00", "+262142-12-31T12:00:00"),
+        ("month", "2020-01-01", "10000-01-01"),
+        ("day", "0000-12-31", "2020-01-01"),
+        ("day", "-99999y", "2020-01-01"),
+    ] {
+        let r = h
+            .post(
+                &url,
+                &json!({"query": {"kind": "TrendsQuery", "interval": interval,
+                    "series": [{"event": "x"}],
+                    "dateRange": {"date_from": from, "date_to": to}}}),
+            )
+            .await;
+        let detail = r.envelope(400);
+        assert!(detail.contains("date_"), "{from}..{to}: {detail}");
+    }
+    let one = steps(&["a"]);
+    let two = steps(&["a", "b"]);
+    for path in [
+        format!("insights/funnel/?events={two}&date_to=%2B262142-12-31"),
+        format!("insights/trend/?shown_as=Lifecycle&events={one}&date_from=-262143-01-01&date_to=-262143-01-02"),
+        format!("persons/lifecycle/?events={one}&date_from=%2B262142-12-30&date_to=%2B262142-12-31&target_date=%2B262142-12-31&lifecycle_type=new"),
+        format!("persons/funnel/?events={two}&date_from=-262143-01-01&funnel_step=1"),
+    ] {
+        let r = h.get(&format!("{}/{path}", h.api())).await;
+        let detail = r.envelope(400);
+        assert!(detail.contains("date_") || detail.contains("year"), "{path}: {detail}");
+    }
+    let r = h.get(&format!("{}/persons/", h.api())).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+}

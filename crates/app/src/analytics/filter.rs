@@ -260,7 +260,21 @@ pub fn entities(p: &Params) -> Result<Vec<Entity>> {
 }
 
 /// PostHog's date parameters, resolved against `now`.
+///
+/// Dates outside the years 1 to 9999 are refused: a period before or after
+/// one of them is then always a valid date (chrono panics past its range).
 pub fn parse_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Utc>> {
+    let d = parse_any_date(s, now, what)?;
+    if !(1..=9999).contains(&d.year()) {
+        return invalid(format!(
+            "{what}: {:?} is outside the years 1 to 9999",
+            s.trim()
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()));
@@ -313,7 +327,9 @@ pub fn parse_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
         "d" => day_start(now - Duration::days(number)),
         "w" => day_start(now - Duration::weeks(number)),
         "m" => {
-            let d = now.checked_sub_months(chrono::Months::new(number as u32)).unwrap_or(now);
+            let Some(d) = now.checked_sub_months(chrono::Months::new(number as u32)) else {
+                return invalid(format!("{what}: {s:?} is too far away"));
+            };
             let d = day_start(d);
             match position {
                 "Start" => d.with_day(1).unwrap_or(d),
@@ -322,7 +338,9 @@ pub fn parse_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
             }
         }
         "y" => {
-            let d = now.checked_sub_months(chrono::Months::new(12 * number as u32)).unwrap_or(now);
+            let Some(d) = now.checked_sub_months(chrono::Months::new(12 * number as u32)) else {
+                return invalid(format!("{what}: {s:?} is too far away"));
+            };
             let d = day_start(d);
             match position {
                 "Start" => d.with_month(1).and_then(|d| d.with_day(1)).unwrap_or(d),
@@ -367,7 +385,9 @@ pub fn range(p: &Params, now: DateTime<Utc>, default_from: &str) -> Result<Range
         Some(s) => {
             let d = parse_date(&s, now, "date_to")?;
             if is_plain_day(&s) {
-                d + Duration::days(1) - Duration::microseconds(1)
+                // Within chrono's range: parse_date keeps to years 1..=9999.
+                d.checked_add_signed(Duration::days(1) - Duration::microseconds(1))
+                    .unwrap_or(d)
             } else {
                 d
             }
@@ -426,7 +446,11 @@ impl Interval {
                 .and_then(|d| d.with_nanosecond(0))
                 .unwrap_or(d),
             Interval::Day => day,
-            Interval::Week => day - Duration::days(i64::from(d.weekday().num_days_from_sunday())),
+            Interval::Week => day
+                .checked_sub_signed(Duration::days(i64::from(
+                    d.weekday().num_days_from_sunday(),
+                )))
+                .unwrap_or(day),
             Interval::Month => day.with_day(1).unwrap_or(day),
         };
         out.timestamp_micros()
@@ -438,12 +462,14 @@ impl Interval {
             return start;
         };
         let out = match self {
-            Interval::Hour => d + Duration::hours(1),
-            Interval::Day => d + Duration::days(1),
-            Interval::Week => d + Duration::weeks(1),
-            Interval::Month => d.checked_add_months(chrono::Months::new(1)).unwrap_or(d),
+            Interval::Hour => d.checked_add_signed(Duration::hours(1)),
+            Interval::Day => d.checked_add_signed(Duration::days(1)),
+            Interval::Week => d.checked_add_signed(Duration::weeks(1)),
+            Interval::Month => d.checked_add_months(chrono::Months::new(1)),
         };
-        out.timestamp_micros()
+        // Past chrono's last date there is no next period: the end of time
+        // stops any walk over periods.
+        out.map_or(i64::MAX, |d| d.timestamp_micros())
     }
 
     /// The start of the previous period.
@@ -452,12 +478,12 @@ impl Interval {
             return start;
         };
         let out = match self {
-            Interval::Hour => d - Duration::hours(1),
-            Interval::Day => d - Duration::days(1),
-            Interval::Week => d - Duration::weeks(1),
-            Interval::Month => d.checked_sub_months(chrono::Months::new(1)).unwrap_or(d),
+            Interval::Hour => d.checked_sub_signed(Duration::hours(1)),
+            Interval::Day => d.checked_sub_signed(Duration::days(1)),
+            Interval::Week => d.checked_sub_signed(Duration::weeks(1)),
+            Interval::Month => d.checked_sub_months(chrono::Months::new(1)),
         };
-        out.timestamp_micros()
+        out.map_or(i64::MIN, |d| d.timestamp_micros())
     }
 
     /// Every period start from the period of `from` to that of `to`.
@@ -535,6 +561,46 @@ mod tests {
         Utc.with_ymd_and_hms(y, m, d, 0, 0, 0)
             .single()
             .expect("valid day")
+    }
+
+    /// Periods next to chrono's first and last dates: no panic; past the
+    /// end there is no next period (`i64::MAX`) and before the start no
+    /// previous one (`i64::MIN`); dates out of the years 1..=9999 are
+    /// refused by the parser before they get there.
+    #[test]
+    fn periods_at_the_ends_of_time_do_not_panic() {
+        let last = DateTime::<Utc>::MAX_UTC.timestamp_micros();
+        let first = DateTime::<Utc>::MIN_UTC.timestamp_micros();
+        for i in [
+            Interval::Hour,
+            Interval::Day,
+            Interval::Week,
+            Interval::Month,
+        ] {
+            assert_eq!(i.next(last), i64::MAX, "{i:?}");
+            assert_eq!(i.prev(first), i64::MIN, "{i:?}");
+            assert!(i.trunc(first) <= first, "{i:?}");
+            assert!(!i.periods(i.trunc(last), last).is_empty(), "{i:?}");
+        }
+        for s in [
+            "+262142-12-31",
+            "-262143-01-01",
+            "0000-12-31",
+            "10000-01-01",
+            "-99999y",
+            "-99999m",
+        ] {
+            let e = parse_date(s, now(), "date_from").expect_err(s);
+            assert!(e.to_string().contains("date_from"), "{s}: {e}");
+        }
+        assert_eq!(
+            parse_date("0001-01-01", now(), "date_from").expect("year 1"),
+            day(1, 1, 1)
+        );
+        assert_eq!(Interval::Week.trunc(day(1, 1, 1).timestamp_micros()), {
+            // 0001-01-01 is a Monday: its week starts on Sunday, year 0.
+            day(0, 12, 31).timestamp_micros()
+        });
     }
 
     #[test]
