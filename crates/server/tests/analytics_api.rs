@@ -477,3 +477,62 @@ async fn dates_out_of_range_are_a_400() {
     let r = h.get(&format!("{}/persons/", h.api())).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
 }
+
+/// Numbers at their limits: a 32-step unordered funnel (the most steps;
+/// its mask of steps once overflowed a shift), `funnel_step` of
+/// `i64::MIN`, a window of `i32::MAX` days, an offset of `u64::MAX`:
+/// answered or refused with a 400, never a 500.
+#[tokio::test]
+async fn numbers_at_their_limits() {
+    let h = Harness::new();
+    let names: Vec<String> = (0..32).map(|i| format!("s{i}")).collect();
+    // One person doing the 32 steps in reverse order, a minute apart.
+    let events: Vec<Value> = names
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, n)| {
+            json!({"event": n, "distinct_id": "p1",
+                "timestamp": format!("2020-01-02T00:{i:02}:00Z")})
+        })
+        .collect();
+    capture_all(&h, events).await;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let r = h
+        .get(&format!(
+            "{}/insights/funnel/?funnel_order_type=unordered&events={}&date_from=2020-01-01&date_to=2020-01-05",
+            h.api(),
+            steps(&refs)
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let result = r.json["result"].as_array().expect("steps");
+    assert_eq!(result.len(), 32);
+    assert_eq!(result[31]["count"], 1, "{}", r.text());
+
+    let r = h
+        .get(&format!(
+            "{}/persons/funnel/?events={}&date_from=2020-01-01&funnel_step=-9223372036854775808",
+            h.api(),
+            steps(&["s0", "s1"])
+        ))
+        .await;
+    assert!(r.envelope(400).contains("funnel_step"));
+
+    let r = h
+        .post(
+            &format!("{}/query/", h.api()),
+            &json!({"query": {"kind": "HogQLQuery", "query":
+                "select funnel_path(INTERVAL '2147483647 days', 'ordered', timestamp, event = 's0', event = 's1') from events group by distinct_id"}}),
+        )
+        .await;
+    assert!(r.envelope(400).contains("too long"), "{}", r.text());
+
+    for path in ["cohorts/", "persons/deletion_status/"] {
+        let r = h
+            .get(&format!("{}/{path}?offset=18446744073709551615", h.api()))
+            .await;
+        assert_eq!(r.status.as_u16(), 200, "{path}: {}", r.text());
+        assert!(r.json["next"].is_null(), "{path}: {}", r.text());
+    }
+}

@@ -477,7 +477,10 @@ impl StepSelection {
                 Some(0) => return invalid("funnel_step is 1-based: 0 is not a step"),
                 Some(-1) => return invalid("To request dropoff of initial step use -2"),
                 Some(k) if k > 0 => ((k as usize)..=n.max(k as usize)).collect(),
-                Some(k) => vec![(-k - 1) as usize],
+                Some(k) => match k.checked_neg().and_then(|k| usize::try_from(k - 1).ok()) {
+                    Some(step) => vec![step],
+                    None => return invalid(format!("funnel_step {k} is not a step")),
+                },
             }
         };
         let breakdown = match p.json("funnel_step_breakdown") {

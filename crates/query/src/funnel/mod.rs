@@ -160,23 +160,28 @@ pub(crate) fn literal(args: &AccumulatorArgs, i: usize, what: &str) -> Result<Sc
     }
 }
 
+/// `days` and `micros` as µs (an error past ±292,000 years).
+fn micros(name: &str, days: i32, micros: i64) -> Result<i64> {
+    match i64::from(days)
+        .checked_mul(86_400_000_000)
+        .and_then(|d| d.checked_add(micros))
+    {
+        Some(m) => Ok(m),
+        None => plan_err!("{name}: the window is too long"),
+    }
+}
+
 /// The window argument, in the unit of the timestamps.
 pub(crate) fn window_arg(args: &AccumulatorArgs) -> Result<(Window, TimeKind)> {
     let name = args.name;
     let v = literal(args, 0, "window")?;
     let (window, kind) = match v {
         ScalarValue::IntervalMonthDayNano(Some(i)) => (
-            (
-                i.months,
-                i64::from(i.days) * 86_400_000_000 + i.nanoseconds / 1000,
-            ),
+            (i.months, micros(name, i.days, i.nanoseconds / 1000)?),
             TimeKind::Micros,
         ),
         ScalarValue::IntervalDayTime(Some(i)) => (
-            (
-                0,
-                i64::from(i.days) * 86_400_000_000 + i64::from(i.milliseconds) * 1000,
-            ),
+            (0, micros(name, i.days, i64::from(i.milliseconds) * 1000)?),
             TimeKind::Micros,
         ),
         ScalarValue::IntervalYearMonth(Some(m)) => ((m, 0), TimeKind::Micros),

@@ -214,7 +214,12 @@ pub fn person(
     for p0 in 0..len {
         let m = events[p0].mask;
         let anchors: u32 = match opts.order {
-            Order::Unordered => m & ((1u32 << n) - 1),
+            // Any of the n steps (n may be 32: a shift by 32 overflows).
+            Order::Unordered => {
+                m & u32::MAX
+                    .checked_shr(32u32.saturating_sub(n as u32))
+                    .unwrap_or(0)
+            }
             _ => m & 1,
         };
         let mut a_bits = anchors;
@@ -285,7 +290,7 @@ pub fn person(
                 }
             }
             for i in 1..steps {
-                gaps[i - 1].push(times[i] - times[i - 1]);
+                gaps[i - 1].push(times[i].saturating_sub(times[i - 1]));
             }
         }
     }

@@ -191,7 +191,8 @@ pub(crate) async fn list(
     let page: Vec<CohortRow> = all.into_iter().skip(offset).take(limit).collect();
     let n = counts(&state, project, &page).await?;
     let results: Vec<CohortView> = page.iter().zip(n).map(|(c, n)| view(c, n)).collect();
-    let next = (offset + limit < total).then(|| page_url(&uri, &headers, offset + limit, limit));
+    let next = (offset.saturating_add(limit) < total)
+        .then(|| page_url(&uri, &headers, offset.saturating_add(limit), limit));
     let previous =
         (offset > 0).then(|| page_url(&uri, &headers, offset.saturating_sub(limit), limit));
     Ok(Json(
@@ -293,7 +294,8 @@ pub(crate) async fn persons(
         )
             .into_response());
     }
-    let next = (offset + limit < total).then(|| page_url(&uri, &headers, offset + limit, limit));
+    let next = (offset.saturating_add(limit) < total)
+        .then(|| page_url(&uri, &headers, offset.saturating_add(limit), limit));
     let previous =
         (offset > 0).then(|| page_url(&uri, &headers, offset.saturating_sub(limit), limit));
     let listed: Vec<ListedPerson> = people.iter().map(ListedPerson::from).collect();

@@ -355,7 +355,8 @@ pub(crate) async fn deletion_status(
             purge_due_by: d.purge_due_by,
         })
         .collect();
-    let next = (offset + limit < count).then(|| page_url(&uri, &headers, offset + limit, limit));
+    let next = (offset.saturating_add(limit) < count)
+        .then(|| page_url(&uri, &headers, offset.saturating_add(limit), limit));
     let previous =
         (offset > 0).then(|| page_url(&uri, &headers, offset.saturating_sub(limit), limit));
     Ok(Json(DeletionStatusPage {
