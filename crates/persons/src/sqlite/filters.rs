@@ -9,9 +9,9 @@ use crate::meta::{PropertyFilter, PropertyOperator};
 
 /// JSON path of a top-level key, for `json_extract`.
 fn json_path(key: &str) -> Result<String> {
-    if key.contains('"') || key.contains('\\') {
+    if key.contains('"') || key.contains('\\') || key.contains('\0') {
         return Err(PersonsError::InvalidInput(format!(
-            "property key {key:?}: keys with quotes or backslashes cannot be filtered on"
+            "property key {key:?}: keys with quotes, backslashes or NUL cannot be filtered on"
         )));
     }
     Ok(format!("$.\"{key}\""))
@@ -47,6 +47,19 @@ fn number(v: &Value, key: &str) -> Result<f64> {
     })
 }
 
+/// Most values one filter may list: each is a term of an `OR`, and SQLite
+/// refuses an expression deeper than 1,000 (or more than 32,766 bound
+/// values), which would be a 500 rather than this 400.
+pub(crate) const MAX_FILTER_VALUES: usize = 500;
+
+/// Most property filters one listing may apply (each is a term of an
+/// `AND`).
+pub(crate) const MAX_FILTERS: usize = 100;
+
+/// Most values a listing's filters may bind in all (SQLite refuses more
+/// than 32,766).
+pub(crate) const MAX_BOUND_VALUES: usize = 30_000;
+
 pub(super) fn property_clause(
     f: &PropertyFilter,
     sql: &mut String,
@@ -63,6 +76,13 @@ pub(super) fn property_clause(
             return Err(PersonsError::InvalidInput(format!(
                 "filter on {:?}: empty list of values",
                 f.key
+            )));
+        }
+        if values.len() > MAX_FILTER_VALUES {
+            return Err(PersonsError::InvalidInput(format!(
+                "filter on {:?}: {} values, more than the {MAX_FILTER_VALUES} one filter may list",
+                f.key,
+                values.len()
             )));
         }
         sql.push('(');

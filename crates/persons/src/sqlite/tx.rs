@@ -458,9 +458,23 @@ impl MetaTx for SqliteTx<'_> {
                 S::Text(s.clone()),
             ]);
         }
+        if filter.properties.len() > super::filters::MAX_FILTERS {
+            return Err(PersonsError::InvalidInput(format!(
+                "{} property filters, more than the {} one listing may apply",
+                filter.properties.len(),
+                super::filters::MAX_FILTERS
+            )));
+        }
         for f in &filter.properties {
             sql.push_str(" AND ");
             property_clause(f, &mut sql, &mut args)?;
+        }
+        if args.len() > super::filters::MAX_BOUND_VALUES {
+            return Err(PersonsError::InvalidInput(format!(
+                "the property filters compare {} values, more than the {} a listing may",
+                args.len(),
+                super::filters::MAX_BOUND_VALUES
+            )));
         }
         if let Some(uuids) = &filter.uuids {
             // One parameter however many: a JSON list of the UUIDs' text.
