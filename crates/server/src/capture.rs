@@ -13,8 +13,9 @@
 //! ```
 //!
 //! **Group commit.** Requests hand their events to one committer thread.
-//! It takes whatever is queued (up to [`MAX_GROUP_EVENTS`] events, waiting
-//! at most [`GROUP_WAIT`] for more), captures each project's share in one
+//! It takes whatever is queued (up to [`MAX_GROUP_EVENTS`] events or
+//! [`MAX_GROUP_BYTES`] of request bodies, waiting at most [`GROUP_WAIT`] for
+//! more), captures each project's share in one
 //! call of `Persons::capture` (one metadata transaction, one append, one
 //! fsync), and answers every request only then. If a group fails on input
 //! (a row the store refuses), each request is retried alone so that only
@@ -62,6 +63,11 @@ pub const CAPTURE_ROUTES: &[&str] = &[
 pub const MAX_CAPTURE_BYTES: usize = 20 << 20;
 /// Most events one committer round takes.
 pub const MAX_GROUP_EVENTS: usize = 20_000;
+/// Most bytes of request bodies one committer round takes (at least one
+/// request). A round's strings become Arrow columns, whose 32-bit offsets
+/// hold at most 2 GiB: ~110 requests of 20 MiB arriving together once
+/// overflowed them, and the panic stopped capture until a restart.
+pub const MAX_GROUP_BYTES: usize = 256 << 20;
 /// How long a round waits for more requests to share its commit.
 pub const GROUP_WAIT: Duration = Duration::from_millis(2);
 
@@ -81,6 +87,8 @@ pub struct CaptureQuery {
 struct Job {
     project: i64,
     events: Vec<CaptureEvent>,
+    /// The request body's size (decompressed).
+    bytes: usize,
     reply: tokio::sync::oneshot::Sender<ApiResult<()>>,
 }
 
@@ -120,7 +128,12 @@ impl Committer {
     }
 
     /// Capture `events` into `project`; returns once they are durable.
-    async fn capture(&self, project: i64, events: Vec<CaptureEvent>) -> ApiResult<()> {
+    async fn capture(
+        &self,
+        project: i64,
+        events: Vec<CaptureEvent>,
+        bytes: usize,
+    ) -> ApiResult<()> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let tx = self
             .tx
@@ -131,6 +144,7 @@ impl Committer {
         tx.send(Job {
             project,
             events,
+            bytes,
             reply,
         })
         .map_err(|_| ApiError::unavailable())?;
@@ -139,61 +153,101 @@ impl Committer {
 }
 
 fn commit_loop(app: &App, rx: &Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let mut n = jobs[0].events.len();
-        let deadline = Instant::now() + GROUP_WAIT;
-        while n < MAX_GROUP_EVENTS {
-            match rx.recv_deadline(deadline) {
-                Ok(j) => {
-                    n += j.events.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
+    // A request that would have taken a round past MAX_GROUP_BYTES opens
+    // the next one.
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take().map_or_else(|| rx.recv().ok(), Some) {
+            Some(j) => j,
+            None => return,
+        };
+        let (jobs, next) = gather_round(first, rx);
+        carried = next;
+        commit_round(app, jobs);
+    }
+}
+
+/// A round: `first` and what else is queued within [`GROUP_WAIT`], up to
+/// [`MAX_GROUP_EVENTS`] events and [`MAX_GROUP_BYTES`]; and the job that
+/// would have gone past the bytes, which opens the next round.
+fn gather_round(first: Job, rx: &Receiver<Job>) -> (Vec<Job>, Option<Job>) {
+    let mut n = first.events.len();
+    let mut bytes = first.bytes;
+    let mut jobs = vec![first];
+    let deadline = Instant::now() + GROUP_WAIT;
+    while n < MAX_GROUP_EVENTS {
+        match rx.recv_deadline(deadline) {
+            Ok(j) if bytes.saturating_add(j.bytes) > MAX_GROUP_BYTES => return (jobs, Some(j)),
+            Ok(j) => {
+                n += j.events.len();
+                bytes += j.bytes;
+                jobs.push(j);
             }
+            Err(_) => break,
         }
-        let mut by_project: BTreeMap<i64, Vec<Job>> = BTreeMap::new();
-        for j in jobs {
-            by_project.entry(j.project).or_default().push(j);
-        }
-        for (project, mut jobs) in by_project {
-            // The events move (no copy); each job's share is a range of them.
-            let counts: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
-            let events: Vec<CaptureEvent> = jobs
-                .iter_mut()
-                .flat_map(|j| std::mem::take(&mut j.events))
-                .collect();
-            let started = Instant::now();
-            match capture_events(app, project, &events) {
-                Ok(()) => {
-                    metrics::histogram!("elide_capture_commit_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::counter!("elide_capture_events_total").increment(events.len() as u64);
-                    for j in jobs {
-                        let _ = j.reply.send(Ok(()));
-                    }
+    }
+    (jobs, None)
+}
+
+/// Capture a round's jobs, each project's share in one call, and answer
+/// each job. A panic is answered as a 500 to the round's requests, and the
+/// committer goes on with the next round.
+fn commit_round(app: &App, jobs: Vec<Job>) {
+    let mut by_project: BTreeMap<i64, Vec<Job>> = BTreeMap::new();
+    for j in jobs {
+        by_project.entry(j.project).or_default().push(j);
+    }
+    for (project, mut jobs) in by_project {
+        // The events move (no copy); each job's share is a range of them.
+        let counts: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
+        let events: Vec<CaptureEvent> = jobs
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.events))
+            .collect();
+        let started = Instant::now();
+        match capture_caught(app, project, &events) {
+            Ok(()) => {
+                metrics::histogram!("elide_capture_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("elide_capture_events_total").increment(events.len() as u64);
+                for j in jobs {
+                    let _ = j.reply.send(Ok(()));
                 }
-                Err(e) if jobs.len() > 1 && e.status.is_client_error() => {
-                    // One request's bad row must not fail the others.
-                    let mut at = 0;
-                    for (j, n) in jobs.into_iter().zip(counts) {
-                        let mine = &events[at..at + n];
-                        at += n;
-                        let r = capture_events(app, project, mine);
-                        if r.is_ok() {
-                            metrics::counter!("elide_capture_events_total").increment(n as u64);
-                        }
-                        let _ = j.reply.send(r);
+            }
+            Err(e) if jobs.len() > 1 && e.status.is_client_error() => {
+                // One request's bad row must not fail the others.
+                let mut at = 0;
+                for (j, n) in jobs.into_iter().zip(counts) {
+                    let mine = &events[at..at + n];
+                    at += n;
+                    let r = capture_caught(app, project, mine);
+                    if r.is_ok() {
+                        metrics::counter!("elide_capture_events_total").increment(n as u64);
                     }
+                    let _ = j.reply.send(r);
                 }
-                Err(e) => {
-                    for j in jobs {
-                        let _ = j.reply.send(Err(e.clone()));
-                    }
+            }
+            Err(e) => {
+                for j in jobs {
+                    let _ = j.reply.send(Err(e.clone()));
                 }
             }
         }
     }
+}
+
+/// [`capture_events`], a panic as an error (500) rather than the end of
+/// the committer thread.
+fn capture_caught(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        capture_events(app, project, events)
+    }))
+    .unwrap_or_else(|_| {
+        Err(ApiError::internal(&format!(
+            "capturing {} events of project {project} panicked",
+            events.len()
+        )))
+    })
 }
 
 /// Capture one project's events: recordings to their table, the rest
@@ -459,7 +513,10 @@ async fn capture_inner(
             e.properties.entry("$ip").or_insert_with(|| ip.clone());
         }
     }
-    state.committer().capture(project.id, events).await
+    state
+        .committer()
+        .capture(project.id, events, text.len())
+        .await
 }
 
 /// `GET …/session_recordings/?person_uuid=` support lives in
@@ -479,6 +536,36 @@ pub fn routes() -> axum::Router<AppState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A round stops before the request that would take it past
+    /// MAX_GROUP_BYTES (that request opens the next round); a request
+    /// larger than the bound on its own is a round of its own.
+    #[test]
+    fn rounds_are_bounded_in_bytes() {
+        let job = |bytes: usize| Job {
+            project: 1,
+            events: Vec::new(),
+            bytes,
+            reply: tokio::sync::oneshot::channel().0,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mib = 1 << 20;
+        for b in [100 * mib, 20 * mib, 20 * mib, 300 * mib, 1] {
+            tx.send(job(b)).unwrap();
+        }
+        let sizes = |jobs: &[Job]| jobs.iter().map(|j| j.bytes / mib).collect::<Vec<_>>();
+        let (round, next) = gather_round(job(120 * mib), &rx);
+        assert_eq!(sizes(&round), [120, 100, 20]);
+        let next = next.expect("the request past the bound");
+        assert_eq!(next.bytes, 20 * mib);
+        let (round, next) = gather_round(next, &rx);
+        assert_eq!(sizes(&round), [20]);
+        let (round, next) = gather_round(next.expect("the large one"), &rx);
+        assert_eq!(sizes(&round), [300]);
+        let (round, next) = gather_round(next.expect("the last"), &rx);
+        assert_eq!(round.len(), 1);
+        assert!(next.is_none());
+    }
 
     fn decode(headers: &[(&str, &str)], q: CaptureQuery, body: &[u8]) -> ApiResult<String> {
         let mut h = HeaderMap::new();
