@@ -54,13 +54,41 @@ pub fn chunk_ranges_of(
     let mut v: Vec<Range<u64>> = row_groups
         .iter()
         .flat_map(|rg| rg.columns().iter())
-        .map(|c| {
-            let (start, len) = c.byte_range();
-            start..start.saturating_add(len)
-        })
+        .map(|c| chunk_range(c).unwrap_or(u64::MAX..u64::MAX))
         .collect();
     v.sort_by_key(|r| r.start);
     v
+}
+
+/// The bytes of a column chunk, `None` if its footer gives a negative
+/// offset or size (parquet's own `byte_range` panics on those).
+fn chunk_range(c: &parquet::file::metadata::ColumnChunkMetaData) -> Option<Range<u64>> {
+    let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+    let start = u64::try_from(start).ok()?;
+    let len = u64::try_from(c.compressed_size()).ok()?;
+    Some(start..start.saturating_add(len))
+}
+
+/// Whether every column chunk of `md` lies within a file of `size` bytes
+/// (a damaged footer of a part written before checksums, which nothing
+/// else checks, must be an error, not a panic of the parquet reader).
+fn chunks_within(md: &ParquetMetaData, size: u64) -> std::result::Result<(), String> {
+    for (g, rg) in md.row_groups().iter().enumerate() {
+        for (i, c) in rg.columns().iter().enumerate() {
+            match chunk_range(c) {
+                Some(r) if r.end <= size => {}
+                _ => {
+                    return Err(format!(
+                        "column chunk {i} of row group {g} lies outside the file (offset {}, \
+                         {} bytes, file of {size})",
+                        c.dictionary_page_offset().unwrap_or(c.data_page_offset()),
+                        c.compressed_size()
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The CRC-32s of the blocks of each chunk of `data` (a file's bytes from
@@ -346,6 +374,7 @@ impl VerifiedPart {
             .with_offset_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
         let md = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, options)
             .map_err(perr)?;
+        chunks_within(md.metadata(), part.size).map_err(|e| corrupt(part, e))?;
         if let Some(sum) = &part.checksum {
             file.blocks = Some(
                 blocks_of(md.metadata(), sum)
@@ -500,6 +529,45 @@ impl ChunkReader for VerifiedPart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A footer whose column chunk starts at a negative offset, has a
+    /// negative size or ends past the file is an error, not a panic.
+    #[test]
+    fn chunks_outside_the_file_are_an_error() {
+        use parquet::basic::Type as PhysicalType;
+        use parquet::file::metadata::{ColumnChunkMetaData, FileMetaData, RowGroupMetaData};
+        use parquet::schema::types::{SchemaDescriptor, Type};
+        use std::sync::Arc;
+        let field = Type::primitive_type_builder("v", PhysicalType::INT64)
+            .build()
+            .unwrap();
+        let root = Type::group_type_builder("schema")
+            .with_fields(vec![Arc::new(field)])
+            .build()
+            .unwrap();
+        let schema = Arc::new(SchemaDescriptor::new(Arc::new(root)));
+        let md = |offset: i64, size: i64| {
+            let col = ColumnChunkMetaData::builder(schema.column(0))
+                .set_data_page_offset(offset)
+                .set_total_compressed_size(size)
+                .build()
+                .unwrap();
+            let rg = RowGroupMetaData::builder(schema.clone())
+                .set_num_rows(1)
+                .set_column_metadata(vec![col])
+                .build()
+                .unwrap();
+            let file = FileMetaData::new(2, 1, None, None, schema.clone(), None);
+            ParquetMetaData::new(file, vec![rg])
+        };
+        assert!(chunks_within(&md(4, 100), 200).is_ok());
+        for (offset, size) in [(-5, 100), (4, -1), (150, 100), (i64::MIN, 1)] {
+            let e = chunks_within(&md(offset, size), 200).unwrap_err();
+            assert!(e.contains("outside the file"), "{e}");
+            // The ranges used to check reads do not panic either.
+            let _ = chunk_ranges(&md(offset, size));
+        }
+    }
 
     #[test]
     fn block_lists_round_trip_and_catch_any_flipped_bit() {
