@@ -117,10 +117,10 @@ pub fn rewrite(sql: &str) -> Result<Rewritten> {
 fn parse_one(sql: &str) -> Result<Statement> {
     let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| refused(format!("syntax error: {e}")))?;
-    if let Some(depth) = too_deep(&statements) {
+    if too_deep(&statements) {
         return Err(refused(format!(
-            "the query nests expressions more than {MAX_EXPR_DEPTH} deep ({depth} levels \
-             before the check stopped): use IN (…) for a list of values"
+            "the query nests expressions more than {MAX_EXPR_DEPTH} deep: use IN (…) for a \
+             list of values"
         )));
     }
     match (statements.pop(), statements.is_empty()) {
@@ -130,22 +130,22 @@ fn parse_one(sql: &str) -> Result<Statement> {
     }
 }
 
-/// The depth at which the expressions of `statements` went past
-/// [`MAX_EXPR_DEPTH`], if they do.
-fn too_deep(statements: &[Statement]) -> Option<usize> {
+/// Whether the expressions of `statements` nest deeper than
+/// [`MAX_EXPR_DEPTH`] (the visit stops at the first level past it).
+fn too_deep(statements: &[Statement]) -> bool {
     struct Depth {
         now: usize,
     }
     impl ast::Visitor for Depth {
-        type Break = usize;
-        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<usize> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
             self.now += 1;
             if self.now > MAX_EXPR_DEPTH {
-                return ControlFlow::Break(self.now);
+                return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
         }
-        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<usize> {
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
             self.now -= 1;
             ControlFlow::Continue(())
         }
@@ -153,10 +153,7 @@ fn too_deep(statements: &[Statement]) -> Option<usize> {
     let mut depth = Depth { now: 0 };
     statements
         .iter()
-        .find_map(|s| match ast::Visit::visit(s, &mut depth) {
-            ControlFlow::Break(d) => Some(d),
-            ControlFlow::Continue(()) => None,
-        })
+        .any(|s| ast::Visit::visit(s, &mut depth).is_break())
 }
 
 /// The text of each unaliased output expression of the outermost
