@@ -578,6 +578,9 @@ pub enum StatusFilter {
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        // User SQL may nest its expressions MAX_EXPR_DEPTH deep (see
+        // elide_query::sql_depth).
+        .thread_stack_size(elide_query::sql_depth::QUERY_STACK)
         .enable_all()
         .build()?)
 }

@@ -31,6 +31,7 @@ mod props;
 mod provider;
 pub mod scan;
 mod scan_predicate;
+pub mod sql_depth;
 #[cfg(test)]
 mod test_support;
 mod utc_trunc;
@@ -286,9 +287,10 @@ pub async fn run_sql_checked(
     use datafusion::error::DataFusionError;
     use datafusion::execution::context::SQLOptions;
     use datafusion::logical_expr::LogicalPlan;
-    let plan = ctx
-        .state()
-        .create_logical_plan(sql)
+    let state = ctx.state();
+    let statement = sql_depth::parse_checked(&state, sql).map_err(uuid_sql::with_uuid_hint)?;
+    let plan = state
+        .statement_to_plan(statement)
         .await
         .map_err(uuid_sql::with_uuid_hint)?;
     let mut refused: Option<String> = None;

@@ -171,9 +171,6 @@ pub enum QueryResponse {
     Trends(TrendsAnswer),
 }
 
-/// The stack of each query thread.
-const QUERY_STACK: usize = 16 << 20;
-
 /// The tokio runtime queries run on (DataFusion's work is CPU-bound and
 /// async: on the server's runtime it would hold the threads that answer
 /// capture and the persons API).
@@ -191,11 +188,10 @@ impl QueryRuntime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("elide-query")
-            // A query's expressions may nest up to hogql::MAX_EXPR_DEPTH
-            // deep, and planning and evaluating them recurse per level
-            // (tokio's default 2 MiB overflowed at ~2,000 in a release
-            // build, fewer in a debug one). Only the pages used are touched.
-            .thread_stack_size(QUERY_STACK)
+            // A query's expressions may nest MAX_EXPR_DEPTH deep, and
+            // planning and evaluating them recurse per level (see
+            // elide_query::sql_depth).
+            .thread_stack_size(elide_query::sql_depth::QUERY_STACK)
             .enable_all()
             .build()
             .map(|rt| QueryRuntime(Some(rt)))

@@ -35,23 +35,12 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use elide_query::sql_depth;
+
 use crate::error::{AppError, Result};
 
 /// Longest HogQL text accepted (characters).
 pub const MAX_QUERY_LEN: usize = 100_000;
-
-/// Deepest nesting of expressions accepted (ClickHouse's default
-/// `max_ast_depth`). The parser builds a chain of binary operators
-/// (`a + b + …`, `x OR y OR …`) in a loop, not by recursion, so its own
-/// recursion limit does not bound it; but planning, evaluating, cloning and
-/// dropping an expression recurse once per level, and a chain of ~2,000
-/// aborted the whole server with a stack overflow.
-pub const MAX_EXPR_DEPTH: usize = 1000;
-
-/// The stack the parse runs on: a query of [`MAX_QUERY_LEN`] characters
-/// can nest ~50,000 levels before its depth is known, and dropping a tree
-/// recurses once per level. Only the pages used are ever touched.
-const PARSE_STACK: usize = 256 << 20;
 
 /// A parsed and rewritten query.
 #[derive(Debug, Clone)]
@@ -77,7 +66,7 @@ pub fn rewrite(sql: &str) -> Result<Rewritten> {
             "the query is longer than {MAX_QUERY_LEN} characters"
         )));
     }
-    let statement = stacker::grow(PARSE_STACK, || parse_one(sql))?;
+    let statement = sql_depth::on_parse_stack(|| parse_one(sql))?;
     let Statement::Query(query) = statement else {
         return Err(refused(
             "only SELECT queries are accepted: the query endpoint is read-only",
@@ -111,49 +100,20 @@ pub fn rewrite(sql: &str) -> Result<Rewritten> {
 }
 
 /// The one statement of `sql`, if its expressions nest at most
-/// [`MAX_EXPR_DEPTH`] deep. Whatever is refused is dropped here, on the
-/// caller's stack (see [`PARSE_STACK`]): a parse that fails half way
-/// drops what it built too.
+/// [`sql_depth::MAX_EXPR_DEPTH`] deep. Whatever is refused is dropped
+/// here, on the caller's stack (the parse stack, see [`sql_depth`]): a
+/// parse that fails half way drops what it built too.
 fn parse_one(sql: &str) -> Result<Statement> {
     let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| refused(format!("syntax error: {e}")))?;
-    if too_deep(&statements) {
-        return Err(refused(format!(
-            "the query nests expressions more than {MAX_EXPR_DEPTH} deep: use IN (…) for a \
-             list of values"
-        )));
+    if sql_depth::too_deep(&statements) {
+        return Err(refused(sql_depth::too_deep_message()));
     }
     match (statements.pop(), statements.is_empty()) {
         (Some(s), true) => Ok(s),
         (None, _) => Err(refused("the query is empty")),
         (Some(_), false) => Err(refused("send one statement per query")),
     }
-}
-
-/// Whether the expressions of `statements` nest deeper than
-/// [`MAX_EXPR_DEPTH`] (the visit stops at the first level past it).
-fn too_deep(statements: &[Statement]) -> bool {
-    struct Depth {
-        now: usize,
-    }
-    impl ast::Visitor for Depth {
-        type Break = ();
-        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
-            self.now += 1;
-            if self.now > MAX_EXPR_DEPTH {
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
-            self.now -= 1;
-            ControlFlow::Continue(())
-        }
-    }
-    let mut depth = Depth { now: 0 };
-    statements
-        .iter()
-        .any(|s| ast::Visit::visit(s, &mut depth).is_break())
 }
 
 /// The text of each unaliased output expression of the outermost
