@@ -240,6 +240,7 @@ impl BulkIngest {
                 let inner = store.inner();
                 let parts = write_parts(
                     &inner.storage,
+                    &inner.gc,
                     &inner.opts.part,
                     &chunks,
                     &Treemap::new(),
@@ -288,12 +289,8 @@ impl BulkIngest {
                 self.syncing.push(syncer);
                 self.reap_syncs()
             }
-            Err(e) => {
-                // What write_parts wrote before failing is unreferenced;
-                // the sweep at the next open removes it.
-                self.store.inner().gc.mark_orphans();
-                Err(e)
-            }
+            // What write_parts wrote before failing it has discarded.
+            Err(e) => Err(e),
         }
     }
 

@@ -126,7 +126,33 @@ pub(crate) struct Transaction<'a> {
     replaced_by: HashMap<u64, Vec<u64>>,
 }
 
+/// `Err(Unavailable)` once a commit with an unknown outcome made the
+/// store refuse commits until it is reopened (what
+/// [`Transaction::begin`] would say; the commit lock is released at
+/// once).
+pub(crate) fn commits_allowed(inner: &Inner) -> Result<()> {
+    let guard = inner
+        .commit
+        .lock()
+        .map_err(|_| StoreError::Internal("commit lock poisoned".into()))?;
+    match &guard.failed {
+        Some(f) => Err(StoreError::Unavailable(f.clone())),
+        None => Ok(()),
+    }
+}
+
 impl<'a> Transaction<'a> {
+    /// Refuse every later commit until the store is reopened, and every
+    /// append too: rows appended now could never be flushed, and a writer
+    /// waiting for the flusher to make room would wait for ever.
+    fn refuse_until_reopen(&mut self, why: String) {
+        if let Ok(mut st) = self.inner.state.lock() {
+            st.failed.get_or_insert_with(|| why.clone());
+        }
+        self.inner.flushed.notify_all();
+        self.guard.failed = Some(why);
+    }
+
     pub fn begin(inner: &'a Inner) -> Result<Self> {
         inner.writable()?;
         let guard = inner
@@ -334,7 +360,7 @@ impl<'a> Transaction<'a> {
                 "manifest version {version} was published by another writer; this handle's commit did not happen; reopen the store"
             );
             tracing::error!(%why, "the store refuses commits until it is reopened");
-            self.guard.failed = Some(why.clone());
+            self.refuse_until_reopen(why.clone());
             return Err(StoreError::Unavailable(why));
         }
         if let Err(e) = published {
@@ -354,7 +380,7 @@ impl<'a> Transaction<'a> {
                     "manifest version {version} may be published but its commit failed ({e}); reopen the store"
                 );
                 tracing::error!(%why, "the store refuses commits until it is reopened");
-                self.guard.failed = Some(why);
+                self.refuse_until_reopen(why);
             }
             return Err(e);
         }

@@ -12,7 +12,10 @@ use croaring::Treemap;
 
 use super::{col, day_of, PartBuilder, PartWriterOptions, WrittenPart};
 use crate::error::{Result, StoreError};
+use crate::format::part_path;
+use crate::gc::Gc;
 use crate::memtable::{range_count, Chunk};
+use crate::runs_file::runs_path;
 use crate::schema::{Table, DISTINCT_ID_COLUMN, PROJECT_COLUMN, TIMESTAMP_COLUMN};
 use crate::storage::Storage;
 
@@ -27,12 +30,40 @@ use crate::storage::Storage;
 /// Peak memory is the chunks plus the keys plus, per worker, the part's
 /// keys, one row group and the part's encoded bytes. Parts are encoded on
 /// up to `available_parallelism` threads.
+///
+/// On failure nothing it wrote is left: the files of every part it
+/// planned are discarded through `gc` (which, if a removal fails, marks
+/// orphans for the next open's sweep). A flush retried under a failing
+/// disk so leaks nothing, and no unreferenced part holds rows a deletion
+/// could be verified without.
 pub(crate) fn write_parts(
+    storage: &Storage,
+    gc: &Gc,
+    opts: &PartWriterOptions,
+    chunks: &[Arc<Chunk>],
+    deleted: &Treemap,
+    alloc_file_id: &mut dyn FnMut() -> u64,
+) -> Result<Vec<WrittenPart>> {
+    let mut planned = Vec::new();
+    let written = write_planned(storage, opts, chunks, deleted, alloc_file_id, &mut planned);
+    if written.is_err() {
+        for path in &planned {
+            gc.discard(storage, &runs_path(path));
+            gc.discard(storage, path);
+        }
+    }
+    written
+}
+
+/// [`write_parts`], naming in `planned` the path of each part before it
+/// is written.
+fn write_planned(
     storage: &Storage,
     opts: &PartWriterOptions,
     chunks: &[Arc<Chunk>],
     deleted: &Treemap,
     alloc_file_id: &mut dyn FnMut() -> u64,
+    planned: &mut Vec<String>,
 ) -> Result<Vec<WrittenPart>> {
     let mut by_table: BTreeMap<Table, Vec<&Chunk>> = BTreeMap::new();
     for c in chunks {
@@ -46,11 +77,13 @@ pub(crate) fn write_parts(
         let mut groups: Vec<PartJob> = Vec::with_capacity(partitions.len());
         let mut start = 0;
         for ((project, day), rows) in partitions {
+            let id = alloc_file_id();
+            planned.push(part_path(table, project, day, id));
             groups.push(PartJob {
                 project,
                 day,
                 rows: start..start + rows,
-                id: alloc_file_id(),
+                id,
             });
             start += rows;
         }

@@ -119,21 +119,42 @@ impl Inner {
                     ),
                 }
             };
+            // While commits are refused (until a reopen), parts written
+            // now could never be published.
+            crate::commit::commits_allowed(self)?;
             let started = std::time::Instant::now();
             let parts = write_parts(
                 &self.storage,
+                &self.gc,
                 &self.opts.part,
                 &mem.chunks,
                 &deleted,
                 &mut || self.alloc_file_id(),
             )?;
-            crate::failpoint!("flush::after_write_parts");
-            let metas: Vec<&PartMeta> = parts.iter().map(|p| &p.meta).collect();
-            self.storage.sync_parts(&metas)?;
             let n_parts = parts.len();
-            let mut tx = Transaction::begin(self)?;
-            tx.add_flushed(&mem, parts, &deleted, first_late_request)?;
-            tx.commit()?;
+            let files: Vec<String> = parts.iter().flat_map(|p| p.meta.files()).collect();
+            // Until the commit is attempted, a failure leaves the parts
+            // unreferenced: they are removed, not left to a sweep at the
+            // next open (a retried flush would leave a memtable's worth
+            // each time, and their rows would outlive a verified
+            // deletion). A failed commit may have published them: they
+            // are left to the sweep.
+            let discard = |e: StoreError| {
+                for f in &files {
+                    self.gc.discard(&self.storage, f);
+                }
+                e
+            };
+            let mut tx = (|| {
+                crate::failpoint!("flush::after_write_parts");
+                let metas: Vec<&PartMeta> = parts.iter().map(|p| &p.meta).collect();
+                self.storage.sync_parts(&metas)?;
+                Transaction::begin(self)
+            })()
+            .map_err(discard)?;
+            tx.add_flushed(&mem, parts, &deleted, first_late_request)
+                .map_err(discard)?;
+            tx.commit().inspect_err(|_| self.gc.mark_orphans())?;
             tracing::debug!(
                 rows = mem.rows,
                 parts = n_parts,

@@ -191,6 +191,87 @@ fn in_memory_object_store_backend_round_trips() {
     );
 }
 
+/// A flush whose parts cannot be synced fails and removes every part it
+/// wrote (of each partition, both files): none is left unreferenced
+/// until a reopen, however often the flush is retried. Once the disk
+/// recovers the same rows flush.
+#[test]
+fn a_failed_flush_leaves_no_part_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = crate::common::FailingSync::files(|p| p.to_string_lossy().contains("/parts/"));
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            fs: fs.clone(),
+            ..opts()
+        },
+    )
+    .unwrap();
+    append(&store, &[row(1, "a", 1, 0), row(2, "b", 2, 1)]);
+    store.flush().unwrap();
+    let published = parts_and_tombstones_on_disk(dir.path());
+    assert_eq!(published, store.manifest().unwrap().referenced_paths());
+    // Three partitions: three parts written, none synced.
+    append(
+        &store,
+        &[row(3, "a", 1, 0), row(4, "c", 1, 2), row(5, "d", 3, 0)],
+    );
+    fs.arm(true);
+    for _ in 0..3 {
+        let e = store.flush().unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        assert_eq!(parts_and_tombstones_on_disk(dir.path()), published);
+    }
+    fs.arm(false);
+    store.flush().unwrap();
+    assert_eq!(visible(&store).len(), 5);
+    assert_eq!(
+        parts_and_tombstones_on_disk(dir.path()),
+        store.manifest().unwrap().referenced_paths()
+    );
+}
+
+/// Once a flush's commit has an unknown outcome, the store refuses
+/// writes until it is reopened: an append is refused (a writer would
+/// otherwise wait for ever for a flusher that can never commit), and a
+/// flush retried writes no part. The reopened store has every row, and
+/// no file its manifest does not name.
+#[test]
+fn after_a_flush_with_an_unknown_outcome_writes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = crate::common::FailingSync::dirs(|p| p.ends_with("manifest"));
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            fs: fs.clone(),
+            ..opts()
+        },
+    )
+    .unwrap();
+    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 1)]);
+    fs.arm(true);
+    let e = store.flush().unwrap_err();
+    assert!(e.to_string().contains("directory fsync failed"), "{e}");
+    fs.arm(false);
+    let on_disk = parts_and_tombstones_on_disk(dir.path());
+    let batch = elide_store::jsonl::rows_to_batch(&[row(3, "c", 1, 0)]).unwrap();
+    let e = store.append(Table::Events, &batch).unwrap_err();
+    assert!(
+        matches!(e, StoreError::Unavailable(_)) && e.to_string().contains("reopen"),
+        "{e}"
+    );
+    let e = store.flush().unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    assert_eq!(parts_and_tombstones_on_disk(dir.path()), on_disk);
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(visible(&store).len(), 2);
+    assert_eq!(
+        parts_and_tombstones_on_disk(dir.path()),
+        store.manifest().unwrap().referenced_paths()
+    );
+}
+
 /// A commit whose manifest landed but whose directory fsync failed has an
 /// unknown outcome: the caller gets an error, every later commit is
 /// refused until the store is reopened (none may build on the stale
