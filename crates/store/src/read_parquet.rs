@@ -46,7 +46,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, FieldRef, Schema};
@@ -91,6 +91,36 @@ pub(crate) fn read_in_order<T: Send>(
     read_on(cores, name, path, batch_rows, as_view, prepare, sink)
 }
 
+/// The rows row group `i` holds, if its footer entry is consistent: the
+/// row count is not negative, and each column that is not nested holds a
+/// value (or a null) per row. The reader takes the row count on trust (it
+/// stops there, and it sized an allocation of ours): a damaged count would
+/// drop rows without an error, or abort the process.
+fn claimed_rows(
+    name: &str,
+    i: usize,
+    g: &parquet::file::metadata::RowGroupMetaData,
+) -> Result<usize> {
+    let damaged = |why: String| {
+        StoreError::InvalidInput(format!(
+            "{name}: not a readable parquet file (damaged footer?): row group {i} {why}"
+        ))
+    };
+    let rows = usize::try_from(g.num_rows())
+        .map_err(|_| damaged(format!("claims {} rows", g.num_rows())))?;
+    for c in g.columns() {
+        if c.column_descr().max_rep_level() == 0 && c.num_values() != g.num_rows() {
+            return Err(damaged(format!(
+                "claims {} rows, but its column `{}` holds {} values",
+                g.num_rows(),
+                c.column_path(),
+                c.num_values()
+            )));
+        }
+    }
+    Ok(rows)
+}
+
 /// [`read_in_order`] on at most `cores` threads.
 fn read_on<T: Send>(
     cores: usize,
@@ -110,13 +140,10 @@ fn read_on<T: Send>(
     let meta = strings_as_views(meta, as_view);
     let groups = meta.metadata().num_row_groups();
     let threads = cores.clamp(1, MAX_THREADS).min(groups.max(1));
-    let group_rows = meta
-        .metadata()
-        .row_groups()
-        .iter()
-        .map(|g| usize::try_from(g.num_rows()).unwrap_or(usize::MAX))
-        .max()
-        .unwrap_or(0);
+    let mut group_rows = 0usize;
+    for (i, g) in meta.metadata().row_groups().iter().enumerate() {
+        group_rows = group_rows.max(claimed_rows(name, i, g)?);
+    }
     let batch_rows = batch_rows.max(1);
     let group_batches = group_rows.div_ceil(batch_rows);
     // Messages (batches and group ends) a thread may have sent that the
@@ -125,7 +152,10 @@ fn read_on<T: Send>(
     let queue = group_batches.min(QUEUED_ROWS / batch_rows / threads).max(2);
     let first_round = match threads {
         1 => queue,
-        _ => (group_batches.div_ceil(threads - 1) + 1).max(queue),
+        _ => group_batches
+            .div_ceil(threads - 1)
+            .saturating_add(1)
+            .max(queue),
     };
     let stop = AtomicBool::new(false);
     let taken: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
@@ -145,7 +175,9 @@ fn read_on<T: Send>(
         let mut queues = Vec::with_capacity(threads);
         let mut handles = Vec::with_capacity(threads);
         for (first, taken) in taken.iter().enumerate() {
-            let (tx, rx) = sync_channel(first_round);
+            // Unbounded: the lane bounds what is in flight (a bound here
+            // would be allocated whole, and a footer chooses it).
+            let (tx, rx) = channel();
             queues.push(rx);
             let lane = Lane {
                 tx,
@@ -262,7 +294,7 @@ impl Drop for StopOnDrop<'_> {
 /// One thread's way to the sink: its queue, and how many of the
 /// messages it sent the sink has taken.
 struct Lane<'a, T> {
-    tx: SyncSender<Msg<T>>,
+    tx: Sender<Msg<T>>,
     taken: &'a AtomicUsize,
     sent: usize,
     /// Most messages sent and not yet taken.
@@ -370,6 +402,63 @@ mod tests {
         w.write(&batch).unwrap();
         w.close().unwrap();
         path
+    }
+
+    /// `path` with each row group's row count in the footer replaced by
+    /// `claimed`.
+    fn with_claimed_rows(path: &Path, claimed: i64) -> std::path::PathBuf {
+        use parquet::file::metadata::{ParquetMetaDataReader, ParquetMetaDataWriter};
+        let bytes = std::fs::read(path).unwrap();
+        let footer_len = u32::from_le_bytes(bytes[bytes.len() - 8..][..4].try_into().unwrap());
+        let data_end = bytes.len() - 8 - footer_len as usize;
+        let md = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes::Bytes::from(bytes.clone()))
+            .unwrap();
+        let groups = md
+            .row_groups()
+            .iter()
+            .map(|g| {
+                g.clone()
+                    .into_builder()
+                    .set_num_rows(claimed)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let md = md.into_builder().set_row_groups(groups).build();
+        let mut out = bytes[..data_end].to_vec();
+        ParquetMetaDataWriter::new(&mut out, &md).finish().unwrap();
+        let damaged = path.with_extension(format!("claims-{claimed}.parquet"));
+        std::fs::write(&damaged, out).unwrap();
+        damaged
+    }
+
+    /// A footer whose row groups claim a row count their columns do not
+    /// hold (negative, enormous, or short) is an error, on any number of
+    /// threads: the count sized an upfront allocation (the channel of a
+    /// thread's first row group), and a negative one aborted the process;
+    /// the reader stops at the count, so a short one dropped rows.
+    #[test]
+    fn a_footer_claiming_impossible_row_counts_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 200, 100);
+        // (Two row groups: the footer's total must not overflow.)
+        for claimed in [-1, i64::MIN / 2, i64::MAX / 2, 1 << 40, 99, 0] {
+            let damaged = with_claimed_rows(&path, claimed);
+            for cores in [1, 2, 4] {
+                let r = read_on(
+                    cores,
+                    "in",
+                    &damaged,
+                    64,
+                    &|_| false,
+                    &|b| Ok(values(&b)),
+                    &mut |v| v.map(drop),
+                );
+                let e = r.expect_err("an impossible row count is refused");
+                assert!(e.to_string().contains("in:"), "{claimed} on {cores}: {e}");
+            }
+        }
     }
 
     fn values(b: &RecordBatch) -> Vec<i64> {
