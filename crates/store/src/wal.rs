@@ -199,9 +199,6 @@ pub enum SegmentEnd {
         /// (what a process killed mid-write leaves; a power loss may also
         /// leave a record of the right length with unwritten contents).
         runs_past_end: bool,
-        /// Valid records after the torn bytes (unsynced writes a power loss
-        /// kept out of order); they are dropped with the tail.
-        valid_after: usize,
     },
 }
 
@@ -243,6 +240,59 @@ fn record_at(bytes: &[u8], at: usize, version: u32) -> Option<Found<'_>> {
     Some(Found { end, payload })
 }
 
+/// Bytes of candidate records [`proof_of_damage`] may hash, per byte of
+/// the segment.
+const PROOF_SCAN_BUDGET: usize = 4;
+
+/// The first record after the bad bytes at `at` that proves them damage
+/// rather than a torn write: intact, and written once they were durable
+/// (its `synced` lies past `at`; version 1 has no `synced`, so any intact
+/// record). A candidate is checked by its header (kind, table, length,
+/// and from version 2 `at < synced <= its offset`, which a real record
+/// always satisfies) before its checksum, and the checksums hashed are
+/// bounded by [`PROOF_SCAN_BUDGET`] times the segment's size.
+///
+/// Rows may hold byte patterns that look like headers: a distinct id of
+/// `\x01` bytes in the torn record made every offset in it a candidate
+/// of 16 MiB, and the scan hashed for hours. Past the budget the bad
+/// bytes are taken for a torn write (and that is logged): a real record
+/// after damage passes the header checks, and only content made to pass
+/// them can use the budget up.
+fn proof_of_damage(bytes: &[u8], at: usize, version: u32) -> Option<usize> {
+    let prefix = if version == 1 { PREFIX_V1 } else { PREFIX_V2 };
+    let mut budget = bytes.len().saturating_mul(PROOF_SCAN_BUDGET);
+    for y in at + 1..bytes.len() {
+        let Some(head) = y.checked_add(8 + prefix).and_then(|end| bytes.get(y..end)) else {
+            break;
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let payload = &head[8..];
+        let plausible = len >= prefix
+            && y + 8 + len <= bytes.len()
+            && payload[0] == KIND_APPEND
+            && Table::from_id(payload[1]).is_some()
+            && (version == 1 || {
+                let synced = u64_at(payload, 18);
+                synced > at as u64 && synced <= y as u64
+            });
+        if !plausible {
+            continue;
+        }
+        let Some(left) = budget.checked_sub(len) else {
+            tracing::warn!(
+                offset = at,
+                "ingest-log scan for a valid record after a bad one stopped at its bound; taking the bad bytes for a torn write"
+            );
+            return None;
+        };
+        budget = left;
+        if record_at(bytes, y, version).is_some() {
+            return Some(y);
+        }
+    }
+    None
+}
+
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut u = [0u8; 8];
     u.copy_from_slice(&b[at..at + 8]);
@@ -268,7 +318,6 @@ pub fn read_segment(path: &Path) -> Result<SegmentRead> {
             SegmentEnd::Torn {
                 offset: 0,
                 runs_past_end: true,
-                valid_after: 0,
             }
         };
         return Ok(SegmentRead {
@@ -292,18 +341,7 @@ pub fn read_segment(path: &Path) -> Result<SegmentRead> {
     let mut records = Vec::new();
     while at < bytes.len() {
         let Some(found) = record_at(&bytes, at, version) else {
-            let later: Vec<(usize, Option<u64>)> = (at + 1..bytes.len())
-                .filter_map(|y| {
-                    let f = record_at(&bytes, y, version)?;
-                    Some((y, (version >= 2).then(|| u64_at(f.payload, 18))))
-                })
-                .collect();
-            // Written once the bad bytes were durable: they were synced,
-            // so this is damage, not an unsynced write.
-            let proof = later
-                .iter()
-                .find(|(_, synced)| synced.is_none_or(|s| s > at as u64));
-            if let Some((valid, _)) = proof {
+            if let Some(valid) = proof_of_damage(&bytes, at, version) {
                 return Err(StoreError::corrupt(
                     path.display(),
                     format!(
@@ -325,7 +363,6 @@ pub fn read_segment(path: &Path) -> Result<SegmentRead> {
                 end: SegmentEnd::Torn {
                     offset: at as u64,
                     runs_past_end,
-                    valid_after: later.len(),
                 },
                 len,
                 version,
@@ -432,7 +469,6 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
         if let SegmentEnd::Torn {
             offset,
             runs_past_end,
-            valid_after,
         } = read.end
         {
             let closed = i < last_with_records;
@@ -450,7 +486,7 @@ pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<Recovered> {
             if closed {
                 tracing::warn!(segment = %path.display(), offset, "cutting a torn tail of a closed ingest-log segment (left by an earlier recovery)");
             } else {
-                tracing::info!(segment = %path.display(), offset, dropped = read.len - offset, valid_after,
+                tracing::info!(segment = %path.display(), offset, dropped = read.len - offset,
                     "cutting the torn tail of the ingest log (writes that were never acknowledged)");
             }
             fs.truncate(&path, offset)

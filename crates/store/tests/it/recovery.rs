@@ -293,6 +293,36 @@ fn an_unsynced_region_lost_out_of_order_is_a_torn_tail_not_damage() {
     }
 }
 
+/// A torn record whose rows hold long runs of `\x01` bytes (a distinct
+/// id may hold them) opens at once. Read from any offset in those runs, a
+/// record header claims 16 MiB of an append to a valid table: the scan for
+/// a valid record after the torn one hashed 16 MiB at each of millions of
+/// offsets, and an open took hours. Such a candidate claims a `synced`
+/// past its own offset, which no record written can.
+#[test]
+fn a_torn_record_full_of_header_like_bytes_opens_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &[row(0, "a", 1, 0)]);
+    let before = visible(&store);
+    let id = "\u{1}".repeat(200);
+    let many: Vec<_> = (1..170_000).map(|n| row(n, &id, 1, 0)).collect();
+    append(&store, &many);
+    store.close().unwrap();
+    let seg = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert!(len > 2 * 0x0101_0101, "{len}");
+    // The last record cut short by a byte: a write never acknowledged.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let store = open(dir.path());
+    assert_eq!(visible(&store), before);
+}
+
 #[test]
 fn damage_in_the_middle_of_the_log_is_refused_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
