@@ -359,6 +359,7 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
                 return None;
             }
             let mut batch = CaptureBatch::default();
+            let mut bytes = 0usize;
             for (i, line) in lines.by_ref() {
                 let line = match line {
                     Ok(l) => l,
@@ -373,6 +374,14 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
                 if line.trim().is_empty() {
                     continue;
                 }
+                if let Some(reason) = elide_store::jsonl::too_long(&line) {
+                    failed = true;
+                    return Some(Err(elide_persons::PersonsError::InvalidLine {
+                        line: i + 1,
+                        reason,
+                    }));
+                }
+                bytes += line.len();
                 let now = chrono::Utc::now().timestamp_micros();
                 match parse_line(i + 1, &line, now) {
                     Ok(evs) => {
@@ -384,7 +393,10 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
                         return Some(Err(e));
                     }
                 }
-                if batch.events.len() >= batch_size {
+                // Cut by bytes too: a batch's strings become Arrow
+                // columns of at most 2 GiB.
+                if batch.events.len() >= batch_size || bytes >= elide_store::jsonl::MAX_BATCH_BYTES
+                {
                     return Some(Ok(batch));
                 }
             }

@@ -294,14 +294,46 @@ pub fn parse_event_line(line: usize, text: &str) -> Result<EventRow> {
     Ok(row)
 }
 
-/// Read JSON lines, calling `sink` with batches of up to `batch_rows` rows.
-/// Blank lines are skipped. Stops at the first invalid line.
+/// Longest line of JSON accepted (one event).
+pub const MAX_LINE_BYTES: usize = 256 << 20;
+
+/// A batch read from lines of JSON is cut once its lines add up to this
+/// many bytes, whatever its row count: a batch's strings become Arrow
+/// columns, whose 32-bit offsets hold at most 2 GiB (a batch ends within a
+/// line of this bound, and a row's strings take at most ~3 times its
+/// line's bytes, when numbers such as `1e5` are written out).
+pub const MAX_BATCH_BYTES: usize = 256 << 20;
+
+/// Why `line` is refused, if it is longer than [`MAX_LINE_BYTES`].
+pub fn too_long(line: &str) -> Option<String> {
+    (line.len() > MAX_LINE_BYTES).then(|| {
+        format!(
+            "the line is {} bytes long; an event may take at most {MAX_LINE_BYTES}",
+            line.len()
+        )
+    })
+}
+
+/// Read JSON lines, calling `sink` with batches of up to `batch_rows` rows
+/// (and about [`MAX_BATCH_BYTES`]). Blank lines are skipped. Stops at the
+/// first invalid line.
 pub fn read_json_lines(
     reader: impl BufRead,
     batch_rows: usize,
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<usize> {
+    read_json_lines_within(reader, batch_rows, MAX_BATCH_BYTES, sink)
+}
+
+/// [`read_json_lines`], cutting batches at `batch_bytes` of lines.
+fn read_json_lines_within(
+    reader: impl BufRead,
+    batch_rows: usize,
+    batch_bytes: usize,
+    sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<usize> {
     let mut rows = Vec::with_capacity(batch_rows.min(1 << 16));
+    let mut bytes = 0usize;
     let mut total = 0;
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| StoreError::InvalidLine {
@@ -312,11 +344,19 @@ pub fn read_json_lines(
         if line.trim().is_empty() {
             continue;
         }
+        if let Some(reason) = too_long(line) {
+            return Err(StoreError::InvalidLine {
+                line: i + 1,
+                reason,
+            });
+        }
         rows.push(parse_event_line(i + 1, line)?);
-        if rows.len() >= batch_rows.max(1) {
+        bytes += line.len();
+        if rows.len() >= batch_rows.max(1) || bytes >= batch_bytes {
             total += rows.len();
             sink(rows_to_batch(&rows)?)?;
             rows.clear();
+            bytes = 0;
         }
     }
     if !rows.is_empty() {
@@ -329,6 +369,33 @@ pub fn read_json_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Batches end at the row count or once their lines reach the byte
+    /// bound, whichever comes first; every row arrives once.
+    #[test]
+    fn batches_are_cut_by_bytes_too() {
+        let line = |n: usize, pad: usize| {
+            format!(
+                r#"{{"event":"e","distinct_id":"u{n}","project_id":1,"timestamp":"2026-11-01T00:00:00Z","properties":{{"p":"{}"}}}}"#,
+                "x".repeat(pad)
+            )
+        };
+        let text: String = (0..10)
+            .map(|n| line(n, if n < 5 { 10 } else { 1000 }) + "\n")
+            .collect();
+        let short = line(0, 10).len();
+        let mut sizes = Vec::new();
+        let total = read_json_lines_within(text.as_bytes(), 4, 3 * short, &mut |b| {
+            sizes.push(b.num_rows());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(total, 10);
+        // Three short lines reach the bound, two and a long one do, and
+        // each long one alone does (the row count, 4, is never reached).
+        assert_eq!(sizes, [3, 3, 1, 1, 1, 1]);
+        assert!(too_long(&line(0, 10)).is_none());
+    }
 
     #[test]
     fn parses_lines_and_rejects_bad_ones() {
