@@ -57,7 +57,8 @@ use url::Url;
 use crate::dv::PartDeletionVector;
 use crate::table::{
     add_rows, check_table, create, discard, engine, file_name, files_of, latest, locate, log_bytes,
-    same_rows, scan_rows, vacuum, vector_file_names, APP_ID, DV_PREFIX, ENGINE_INFO,
+    same_rows, scan_rows, sync_checkpoint, sync_commit, sync_local, vacuum, vector_file_names,
+    APP_ID, DV_PREFIX, ENGINE_INFO,
 };
 use crate::{Error, Result};
 
@@ -358,6 +359,7 @@ fn run(
             .storage_handler()
             .put(&dv_url, Bytes::from(buf), false)?;
         written.vectors = Some(dv_url.clone());
+        sync_local(&dv_url)?;
         referenced.insert(file_name(&dv_url).to_string());
         let existing = batches.iter().map(|(batch, selection)| {
             FilteredEngineData::try_new(
@@ -430,6 +432,14 @@ fn run(
     // From here on the files written belong to a committed version: a
     // later failure must not make `export_delta` discard them.
     *written = Written::default();
+    // Committed, but on local disk not yet durable: an error here says so
+    // (a run again finds the version committed, or commits it again).
+    sync_commit(url, report.version).map_err(|e| {
+        Error::Io(format!(
+            "version {} of {url} is committed but may not survive a power loss: {e}",
+            report.version
+        ))
+    })?;
     // The version is committed: what follows is upkeep, and its failure
     // does not undo the export (the next run tries again).
     if report.version.is_multiple_of(CHECKPOINT_INTERVAL) {
@@ -439,7 +449,10 @@ fn run(
                 s.ok_or_else(|| Error::Unsupported(format!("{url} vanished after a commit")))
             }),
         };
-        if let Err(e) = after.and_then(|s| Ok(s.checkpoint(engine, None)?)) {
+        let checkpointed = after
+            .and_then(|s| Ok(s.checkpoint(engine, None)?))
+            .and_then(|_| sync_checkpoint(url, report.version));
+        if let Err(e) = checkpointed {
             tracing::warn!(version = report.version, error = %e, "Delta export: checkpoint failed");
         }
     }

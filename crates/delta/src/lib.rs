@@ -54,6 +54,9 @@ pub enum Error {
     /// Another writer committed to the Delta table meanwhile.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A file on local disk could not be made durable.
+    #[error("{0}")]
+    Io(String),
 }
 
 /// A result with [`Error`].

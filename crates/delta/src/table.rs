@@ -148,7 +148,10 @@ pub(crate) fn create(
         .build(engine, Box::new(FileSystemCommitter::new()))?
         .commit(engine)?;
     match created {
-        CommitResult::Committed(_) => Ok(true),
+        CommitResult::Committed(_) => {
+            sync_commit(url, 0)?;
+            Ok(true)
+        }
         // Another export created it meanwhile: the caller checks it is ours.
         CommitResult::Conflicted(_) => Ok(false),
         CommitResult::Retryable(_) => Err(Error::Conflict(format!(
@@ -467,6 +470,48 @@ pub(crate) fn log_bytes(engine: &dyn Engine, url: &Url, version: u64) -> Result<
     Ok(engine.storage_handler().head(&path).map_or(0, |m| m.size))
 }
 
+/// On local disk, make the file at `url` durable: the file, its directory
+/// (its entry) and the directory above (the entry of a directory the
+/// export may have just made, `_delta_log/` or the vectors'). The
+/// kernel's local storage writes without fsyncs, so without this a power
+/// loss could keep a commit and lose the vector file it names, or tear the
+/// commit itself. Elsewhere (an object store) a write is durable when it
+/// returns: nothing to do.
+pub(crate) fn sync_local(url: &Url) -> Result<()> {
+    let Ok(path) = url.to_file_path() else {
+        return Ok(());
+    };
+    let sync = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::Io(format!("cannot make {} durable: {e}", p.display())))
+    };
+    sync(&path)?;
+    let mut dirs = path.ancestors().skip(1).take(2);
+    dirs.try_for_each(sync)
+}
+
+/// On local disk, [`sync_local`] of `name` in the `_delta_log/` of the
+/// table at `url`.
+fn sync_log_file(url: &Url, name: &str) -> Result<()> {
+    let file = url
+        .join(&format!("_delta_log/{name}"))
+        .map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
+    sync_local(&file)
+}
+
+/// On local disk, [`sync_local`] of commit `version`'s file.
+pub(crate) fn sync_commit(url: &Url, version: u64) -> Result<()> {
+    sync_log_file(url, &format!("{version:020}.json"))
+}
+
+/// On local disk, [`sync_local`] of the (classic, single-file) checkpoint
+/// of `version` and of `_last_checkpoint`, which names it.
+pub(crate) fn sync_checkpoint(url: &Url, version: u64) -> Result<()> {
+    sync_log_file(url, &format!("{version:020}.checkpoint.parquet"))?;
+    sync_log_file(url, "_last_checkpoint")
+}
+
 /// Undo what a failed run wrote before committing anything: the vector
 /// file, and the table's first commit when this run created the table and
 /// nothing was committed on top. Best effort: a leftover vector file is
@@ -492,5 +537,29 @@ pub(crate) fn discard(engine: &dyn Engine, url: &Url, created: bool, vectors: Op
         for d in [dir.join(DV_PREFIX), dir.join("_delta_log")] {
             let _ = std::fs::remove_dir(d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On local disk the file and the directories above it are synced (a
+    /// file that is not there is an error, not skipped); on an object
+    /// store nothing is to do.
+    #[test]
+    fn sync_local_syncs_local_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("_delta_log");
+        std::fs::create_dir(&log).unwrap();
+        let commit = log.join(format!("{:020}.json", 3));
+        std::fs::write(&commit, b"{}\n").unwrap();
+        let root = Url::from_directory_path(dir.path()).unwrap();
+        sync_commit(&root, 3).unwrap();
+        let e = sync_commit(&root, 4).unwrap_err();
+        assert!(matches!(e, Error::Io(_)), "{e}");
+        assert!(e.to_string().contains("00000000000000000004.json"), "{e}");
+        let remote = Url::parse("s3://bucket/table/").unwrap();
+        sync_commit(&remote, 4).unwrap();
     }
 }
