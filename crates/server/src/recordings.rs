@@ -216,7 +216,7 @@ pub async fn list(
                 end_time: elide_persons::persons::iso(end.value(i)),
                 id: sid.value(i).to_string(),
                 person: person.as_ref().map(|u| RecordingPerson { uuid: u.clone() }),
-                recording_duration: (end.value(i) - start.value(i)) / 1_000_000,
+                recording_duration: end.value(i).saturating_sub(start.value(i)) / 1_000_000,
                 snapshot_count: count.value(i),
                 start_time: elide_persons::persons::iso(start.value(i)),
             });

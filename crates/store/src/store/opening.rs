@@ -125,7 +125,7 @@ impl Store {
             if let Some(id) = report.max_file_id {
                 // A crashed commit's files the sweep left in place keep
                 // their ids: new files get larger ones.
-                manifest.next_file_id = manifest.next_file_id.max(id + 1);
+                manifest.next_file_id = manifest.next_file_id.max(id.saturating_add(1));
             }
             if !report.foreign.is_empty() {
                 tracing::warn!(count = report.foreign.len(), first = %report.foreign[0], "files Elide did not write are in its directories; left alone");
