@@ -87,10 +87,15 @@ async fn health() -> Json<StatusAnswer> {
 )]
 async fn ready(State(state): State<AppState>) -> Response {
     let app = state.app().clone();
-    let ok = tokio::task::spawn_blocking(move || app.store().snapshot().map(|_| ()))
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false);
+    // Not ready either when the store refuses writes until a restart (a
+    // failed log write, a commit with an unknown outcome): capture would
+    // answer 503 until then.
+    let ok = tokio::task::spawn_blocking(move || {
+        let store = app.store();
+        store.snapshot().is_ok() && store.write_failure().is_none()
+    })
+    .await
+    .unwrap_or(false);
     if ok {
         Json(StatusAnswer { status: "ready" }).into_response()
     } else {

@@ -359,6 +359,14 @@ impl Store {
         self.inner.wal.is_none()
     }
 
+    /// Why this handle refuses writes until the store is reopened, if it
+    /// does: a write to the ingest log failed, or a commit's outcome is
+    /// unknown (its manifest may be on disk). Reads go on; a server should
+    /// report itself not ready and be restarted.
+    pub fn write_failure(&self) -> Option<String> {
+        self.inner.state.lock().ok()?.failed.clone()
+    }
+
     /// A handle on an open store (the background threads hold a weak
     /// one and upgrade it for a run).
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Store {

@@ -263,8 +263,13 @@ fn after_a_flush_with_an_unknown_outcome_writes_are_refused() {
     let e = store.flush().unwrap_err();
     assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
     assert_eq!(parts_and_tombstones_on_disk(dir.path()), on_disk);
+    let why = store
+        .write_failure()
+        .expect("a handle that refuses writes says so");
+    assert!(why.contains("reopen"), "{why}");
     store.close().unwrap();
     let store = open(dir.path());
+    assert_eq!(store.write_failure(), None);
     assert_eq!(visible(&store).len(), 2);
     assert_eq!(
         parts_and_tombstones_on_disk(dir.path()),
