@@ -264,8 +264,8 @@ impl MetaStore for SqliteMeta {
         let conn = self.conn()?;
         // A reader on another connection (this process holds the only
         // writer), or the checkpoint thread's passive checkpoint, blocks
-        // the truncation: retry briefly, then leave it to the next scrub
-        // or the one every open runs.
+        // the truncation: retry briefly, then leave it to the checkpoint
+        // thread (and to the scrub every open runs).
         for attempt in 0..20 {
             let (busy, log, done): (i64, i64, i64) =
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -275,11 +275,17 @@ impl MetaStore for SqliteMeta {
                 return Ok(());
             }
             if attempt == 19 {
-                tracing::error!(
+                tracing::warn!(
                     log,
                     done,
-                    "metadata log not truncated: another connection holds a read or a checkpoint; erased rows stay in the log until the next scrub or open"
+                    "metadata log not truncated: another connection holds a read or a checkpoint; the checkpoint thread retries until it can"
                 );
+                match &self.checkpointer {
+                    Some(c) => c.scrub_later(),
+                    None => tracing::error!(
+                        "no checkpoint thread: erased rows stay in the metadata log until the next scrub or open"
+                    ),
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

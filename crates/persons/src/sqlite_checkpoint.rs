@@ -11,6 +11,9 @@
 //! much higher threshold ([`BACKSTOP_PAGES`]) in case this thread falls
 //! behind or cannot run.
 //!
+//! A scrub that could not truncate the log (a reader held it) is retried
+//! here too ([`Checkpointer::scrub_later`]).
+//!
 //! Invariant: nothing here changes what is committed or when; a failed
 //! checkpoint is logged and retried after the next commit, and the log is
 //! replayed by the next open whatever state it was left in.
@@ -35,6 +38,9 @@ pub(crate) const BACKSTOP_PAGES: i64 = 65_536;
 struct State {
     /// A commit happened since the last checkpoint started.
     pending: bool,
+    /// A scrub (a `TRUNCATE` checkpoint) could not finish: retried here
+    /// after each checkpoint until it does.
+    scrub: bool,
     stop: bool,
 }
 
@@ -72,6 +78,19 @@ impl Checkpointer {
             shared,
             thread: Some(thread),
         })
+    }
+
+    /// A scrub could not truncate the log (another connection held a
+    /// read): this thread retries it, every [`MIN_INTERVAL`] until it
+    /// succeeds, so erased rows do not wait in the log for the next
+    /// erasure or open.
+    pub(crate) fn scrub_later(&self) {
+        let (lock, cv) = &*self.shared;
+        if let Ok(mut s) = lock.lock() {
+            s.scrub = true;
+            s.pending = true;
+            cv.notify_one();
+        }
     }
 
     /// A commit happened: a checkpoint is due.
@@ -139,6 +158,19 @@ fn run(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
             }
             s.pending = false;
         }
+        let scrub = lock.lock().map(|s| s.scrub).unwrap_or(false);
+        if scrub {
+            if scrubbed(conn) {
+                if let Ok(mut s) = lock.lock() {
+                    s.scrub = false;
+                }
+            } else if let Ok(mut s) = lock.lock() {
+                // Again after MIN_INTERVAL, commits or not.
+                s.pending = true;
+            }
+            last = Some(Instant::now());
+            continue;
+        }
         let started = Instant::now();
         last = Some(started);
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
@@ -158,6 +190,24 @@ fn run(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
             Err(e) => {
                 tracing::warn!(error = %e, "metadata checkpoint failed; retried after the next commit")
             }
+        }
+    }
+}
+
+/// A `TRUNCATE` checkpoint (see [`Checkpointer::scrub_later`]); whether
+/// it finished.
+fn scrubbed(conn: &Connection) -> bool {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(0) => {
+            tracing::info!("metadata log truncated: the erased rows left in it are gone");
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "metadata log truncation failed; retried");
+            false
         }
     }
 }
@@ -228,6 +278,40 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
         ckpt.nudge();
         wait_for_len(&path, before + 65_536);
+    }
+
+    /// A scrub left to the thread while another connection reads: the
+    /// log keeps its bytes while the read lasts, and is truncated once it
+    /// ends, with no commit or call after it.
+    #[test]
+    fn a_scrub_left_to_the_thread_truncates_once_the_reader_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, ckpt, path, _) = setup(dir.path());
+        let wal = path.with_extension("sqlite3-wal");
+        writer
+            .execute("INSERT INTO t (v) VALUES (zeroblob(65536))", [])
+            .unwrap();
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        ckpt.scrub_later();
+        std::thread::sleep(MIN_INTERVAL * 2);
+        assert!(
+            std::fs::metadata(&wal).unwrap().len() > 0,
+            "the read holds the log"
+        );
+        reader.execute_batch("COMMIT").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&wal).unwrap().len() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the log was not truncated within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `SqliteMeta`'s commits nudge the thread: its log reaches the
