@@ -1,6 +1,18 @@
 use crate::common::*;
 use elide_store::{DeleteSpec, Store, StoreError, StoreOptions, Table};
 
+/// A store on `fs`, with the tests' options.
+fn open_failing(dir: &std::path::Path, fs: &std::sync::Arc<FailingSync>) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            fs: fs.clone(),
+            ..opts()
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn appends_survive_reopen_from_log_and_from_parts() {
     // On each backend: local files and an S3 server.
@@ -199,14 +211,7 @@ fn in_memory_object_store_backend_round_trips() {
 fn a_failed_flush_leaves_no_part_behind() {
     let dir = tempfile::tempdir().unwrap();
     let fs = crate::common::FailingSync::files(|p| p.to_string_lossy().contains("/parts/"));
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            fs: fs.clone(),
-            ..opts()
-        },
-    )
-    .unwrap();
+    let store = open_failing(dir.path(), &fs);
     append(&store, &[row(1, "a", 1, 0), row(2, "b", 2, 1)]);
     store.flush().unwrap();
     let published = parts_and_tombstones_on_disk(dir.path());
@@ -240,14 +245,7 @@ fn a_failed_flush_leaves_no_part_behind() {
 fn after_a_flush_with_an_unknown_outcome_writes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let fs = crate::common::FailingSync::dirs(|p| p.ends_with("manifest"));
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            fs: fs.clone(),
-            ..opts()
-        },
-    )
-    .unwrap();
+    let store = open_failing(dir.path(), &fs);
     append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 1)]);
     fs.arm(true);
     let e = store.flush().unwrap_err();
@@ -288,14 +286,7 @@ fn a_commit_with_an_unknown_outcome_refuses_later_commits_until_reopen() {
     // The directory fsync of `manifest/` fails while armed: the manifest
     // is renamed into place, then the commit reports an error.
     let fs = crate::common::FailingSync::dirs(|p| p.ends_with("manifest"));
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            fs: fs.clone(),
-            ..opts()
-        },
-    )
-    .unwrap();
+    let store = open_failing(dir.path(), &fs);
     append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
     store.flush().unwrap();
     fs.arm(true);
