@@ -536,3 +536,107 @@ async fn numbers_at_their_limits() {
         assert!(r.json["next"].is_null(), "{path}: {}", r.text());
     }
 }
+
+/// What a request can make an analytics answer hold is bounded: at most
+/// 100 series and 1,000,000 values (series × breakdown_limit × periods)
+/// in a trends result, 100 property filters in a list, 10 funnel
+/// breakdown properties; past them a 400 naming the limit. A breakdown
+/// by a property with a value per event keeps the largest values by
+/// total, chosen before any row is zero-filled.
+#[tokio::test]
+async fn result_sizes_are_bounded() {
+    let h = Harness::new();
+    let mut events = Vec::new();
+    for (value, n) in [("a", 5), ("b", 3), ("c", 2)] {
+        for i in 0..n {
+            events.push(
+                json!({"event": "$pageview", "distinct_id": format!("{value}{i}"),
+                "timestamp": "2020-01-02T12:00:00Z", "properties": {"k": value}}),
+            );
+        }
+    }
+    for i in 0..30 {
+        events.push(json!({"event": "$pageview", "distinct_id": "u",
+            "timestamp": "2020-01-02T13:00:00Z", "properties": {"k": format!("u{i:02}")}}));
+    }
+    capture_all(&h, events).await;
+    let url = format!("{}/query/", h.api());
+    let trends = |series: Value, interval: &str, to: &str, extra: Value| {
+        let mut q = json!({"kind": "TrendsQuery", "interval": interval, "series": series,
+            "dateRange": {"date_from": "2020-01-01", "date_to": to}});
+        if let (Value::Object(q), Value::Object(extra)) = (&mut q, extra) {
+            q.extend(extra);
+        }
+        json!({ "query": q })
+    };
+    let one = json!([{"event": "$pageview"}]);
+    let r = h
+        .post(
+            &url,
+            &trends(
+                one.clone(),
+                "day",
+                "2020-01-03",
+                json!({"breakdownFilter": {"breakdown": "k", "breakdown_limit": 3}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let rows: Vec<(Value, Value)> = r.json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|row| (row["breakdown_value"].clone(), row["data"].clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (json!("a"), json!([0.0, 5.0, 0.0])),
+            (json!("b"), json!([0.0, 3.0, 0.0])),
+            (json!("c"), json!([0.0, 2.0, 0.0])),
+        ]
+    );
+
+    let many: Vec<Value> = (0..101).map(|_| json!({"event": "$pageview"})).collect();
+    let r = h
+        .post(&url, &trends(json!(many), "day", "2020-01-03", json!({})))
+        .await;
+    assert!(r.envelope(400).contains("at most 100"), "{}", r.text());
+    // 9,600 hours × 1,000 breakdown values.
+    let r = h
+        .post(
+            &url,
+            &trends(
+                one.clone(),
+                "hour",
+                "2021-02-04",
+                json!({"breakdownFilter": {"breakdown": "k", "breakdown_limit": 1000}}),
+            ),
+        )
+        .await;
+    assert!(r.envelope(400).contains("at most 1000000"), "{}", r.text());
+    let filters: Vec<Value> = (0..101)
+        .map(
+            |i| json!({"key": format!("p{i}"), "value": "x", "operator": "exact", "type": "event"}),
+        )
+        .collect();
+    let r = h
+        .post(
+            &url,
+            &trends(one, "day", "2020-01-03", json!({"properties": filters})),
+        )
+        .await;
+    assert!(r.envelope(400).contains("at most 100"), "{}", r.text());
+    let keys: Vec<Value> = (0..11).map(|i| json!(format!("p{i}"))).collect();
+    let r = h
+        .get(&format!(
+            "{}/insights/funnel/?events={}&date_from=2020-01-01&breakdown={}",
+            h.api(),
+            steps(&["a", "b"]),
+            urlencode(&Value::Array(keys).to_string())
+        ))
+        .await;
+    assert!(r.envelope(400).contains("at most 10"), "{}", r.text());
+    let r = h.get(&format!("{}/persons/", h.api())).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+}

@@ -109,8 +109,19 @@ pub fn props(v: Option<Value>, what: &str) -> Result<Vec<Prop>> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     collect_props(v, what, &mut out)?;
+    if out.len() > MAX_PROPERTY_FILTERS {
+        return invalid(format!(
+            "{what}: {} property filters; at most {MAX_PROPERTY_FILTERS}",
+            out.len()
+        ));
+    }
     Ok(out)
 }
+
+/// Most property filters one `properties` list may hold (cohort filters
+/// are conditions of their own, joined by `AND`: 100,000 of them nested
+/// the query's expression that deep).
+pub const MAX_PROPERTY_FILTERS: usize = 100;
 
 fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
     match v {

@@ -63,6 +63,10 @@ pub struct FunnelSpec {
     pub breakdown: Option<Breakdown>,
 }
 
+/// Most properties one funnel breakdown may name (each adds a column that
+/// repeats the first step's condition).
+pub const MAX_BREAKDOWN_KEYS: usize = 10;
+
 /// The breakdown parameters (`breakdown`, `breakdowns`, `breakdown_type`).
 pub fn breakdown(p: &Params) -> Result<Option<Breakdown>> {
     let keys: Vec<String> = match p.json("breakdown") {
@@ -79,6 +83,12 @@ pub fn breakdown(p: &Params) -> Result<Option<Breakdown>> {
     };
     if keys.is_empty() {
         return Ok(None);
+    }
+    if keys.len() > MAX_BREAKDOWN_KEYS {
+        return invalid(format!(
+            "breakdown: {} properties; at most {MAX_BREAKDOWN_KEYS}",
+            keys.len()
+        ));
     }
     let kind = match p.text("breakdown_type").as_deref() {
         None | Some("event") => PropKind::Event,

@@ -179,13 +179,17 @@ pub fn props_sql(props: &[Prop]) -> Result<String> {
         };
         parts.push(format!("properties_match({column}, {})", lit(&json)));
     }
+    // Each cohort once (a repeated one is the same condition).
+    let mut cohort_ids = std::collections::BTreeSet::new();
     for p in props.iter().filter(|p| p.kind == PropKind::Cohort) {
         let Some(id) = p.filter.value.as_i64() else {
             return Err(AppError::InvalidQuery(
                 "a cohort filter needs the cohort's id as its value".into(),
             ));
         };
-        parts.push(cohorts::condition(id));
+        if cohort_ids.insert(id) {
+            parts.push(cohorts::condition(id));
+        }
     }
     Ok(if parts.is_empty() {
         "TRUE".into()

@@ -180,7 +180,8 @@ impl TrendsSpec {
             return invalid("trends need a date_from (not all)");
         };
         let first = interval.trunc(from);
-        if interval.periods(first, r.to).len() >= 10_000 {
+        let n_periods = interval.periods(first, r.to).len();
+        if n_periods >= 10_000 {
             return invalid("the date range holds too many periods of this interval");
         }
         let Some(Value::Array(list)) = q.get("series") else {
@@ -188,6 +189,12 @@ impl TrendsSpec {
         };
         if list.is_empty() {
             return invalid("TrendsQuery: series is empty");
+        }
+        if list.len() > MAX_SERIES {
+            return invalid(format!(
+                "TrendsQuery: {} series; at most {MAX_SERIES}",
+                list.len()
+            ));
         }
         let mut series = Vec::new();
         for s in list {
@@ -253,6 +260,21 @@ impl TrendsSpec {
                     _ => return invalid("breakdown_limit must be an integer from 1 to 1000"),
                 };
             }
+        }
+        // Each result row holds a value, a label and a day per period.
+        let rows = series.len()
+            * if breakdown.is_some() {
+                breakdown_limit
+            } else {
+                1
+            };
+        if rows.saturating_mul(n_periods) > MAX_RESULT_VALUES {
+            return invalid(format!(
+                "the result could hold {} values (series × breakdown_limit × periods); at most \
+                 {MAX_RESULT_VALUES}: narrow the date range, the interval, the series or the \
+                 breakdown_limit",
+                rows.saturating_mul(n_periods)
+            ));
         }
         Ok(TrendsSpec {
             series,
@@ -345,6 +367,13 @@ impl TrendsSpec {
 /// Per breakdown value (`None` without a breakdown): the count per
 /// period start.
 pub type Counts = BTreeMap<Option<String>, BTreeMap<i64, u64>>;
+
+/// Most series one trends query may have.
+pub const MAX_SERIES: usize = 100;
+
+/// Most values (rows × periods) a trends result may hold: each comes with
+/// its period's label and day, so 1,000,000 values are ~50 MB of JSON.
+pub const MAX_RESULT_VALUES: usize = 1_000_000;
 
 /// Compute every series.
 pub async fn compute(
@@ -496,7 +525,7 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
     let (labels, days) = period_labels(spec.interval, &periods);
     let mut out = Vec::new();
     for (i, (s, c)) in spec.series.iter().zip(counts).enumerate() {
-        let mut rows: Vec<(Option<String>, Vec<f64>)> = if spec.breakdown.is_none() {
+        let rows: Vec<(Option<String>, Vec<f64>)> = if spec.breakdown.is_none() {
             let by = c.get(&None);
             vec![(
                 None,
@@ -506,8 +535,22 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
                     .collect(),
             )]
         } else {
-            c.iter()
+            // The largest breakdown_limit values by their total over the
+            // periods, chosen before any is zero-filled (a breakdown by
+            // a property unique per event has as many values as events).
+            let in_range = |p: &i64| periods.binary_search(p).is_ok();
+            let mut totals: Vec<(&Option<String>, u64, &BTreeMap<i64, u64>)> = c
+                .iter()
                 .map(|(bd, m)| {
+                    let total = m.iter().filter(|(p, _)| in_range(p)).map(|(_, n)| *n).sum();
+                    (bd, total, m)
+                })
+                .collect();
+            totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            totals.truncate(spec.breakdown_limit);
+            totals
+                .into_iter()
+                .map(|(bd, _, m)| {
                     (
                         bd.clone(),
                         periods
@@ -518,11 +561,6 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
                 })
                 .collect()
         };
-        if spec.breakdown.is_some() {
-            let total = |d: &Vec<f64>| d.iter().sum::<f64>();
-            rows.sort_by(|a, b| total(&b.1).total_cmp(&total(&a.1)).then(a.0.cmp(&b.0)));
-            rows.truncate(spec.breakdown_limit);
-        }
         for (bd, data) in rows {
             let label = match &bd {
                 Some(v) => v.clone(),
