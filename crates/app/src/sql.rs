@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::prelude::{col, lit, SessionContext};
-use elide_persons::props::{properties_timeline, TimelinePoint};
+use elide_persons::props::{properties_timeline, Timeline};
 use elide_persons::tables::{
     distinct_ids_batch, distinct_ids_schema, overrides_batch, overrides_schema, persons_batch,
     persons_schema,
@@ -65,10 +65,13 @@ pub async fn timeline(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     key: &str,
-) -> Result<Vec<TimelinePoint>> {
+) -> Result<Timeline> {
     let (_, ids) = persons.distinct_ids_of(project, key)?;
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Timeline {
+            points: Vec::new(),
+            left_out: 0,
+        });
     }
     let ctx = elide_query::session_context(persons.store())?;
     let df = ctx

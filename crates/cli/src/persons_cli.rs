@@ -575,7 +575,14 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
         PersonsCommand::Timeline { at, id } => with_persons(&at.data_dir, Access::Read, |p| {
             let rt = crate::cli::runtime()?;
             let t = rt.block_on(elide_app::sql::timeline(p, at.project, &id))?;
-            print_json(&t)?;
+            if t.left_out > 0 {
+                eprintln!(
+                    "the {} earliest points are left out: the states printed hold at most {} property values together",
+                    t.left_out,
+                    elide_persons::props::MAX_TIMELINE_VALUES
+                );
+            }
+            print_json(&t.points)?;
             Ok(())
         }),
         PersonsCommand::RebuildMetadata { data_dir, confirm } => {

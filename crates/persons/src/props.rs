@@ -104,15 +104,44 @@ pub struct TimelinePoint {
     pub properties: Map<String, Value>,
 }
 
+/// Most property values the points of one timeline hold together (each
+/// point carries the whole state after it): past it, the earliest points
+/// are left out.
+pub const MAX_TIMELINE_VALUES: usize = 1_000_000;
+
+/// A person's property states over time (see [`properties_timeline`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    /// The points, oldest first: the latest that fit
+    /// [`MAX_TIMELINE_VALUES`].
+    pub points: Vec<TimelinePoint>,
+    /// Earlier points left out to fit it.
+    pub left_out: usize,
+}
+
 /// A person's property states over time: the events' operations folded in
 /// event-time order (ties in capture order, which the caller's order
 /// gives), one point per event that changed something. Events whose
 /// properties are not valid JSON objects are skipped.
+///
+/// Each point holds the whole state after it, so a person whose every
+/// event sets a new key makes a timeline quadratic in its events: the fold
+/// keeps only each point's changes (and the values they replaced), and the
+/// states are rebuilt backwards from the last one, for the latest points
+/// whose states hold at most [`MAX_TIMELINE_VALUES`] values together.
 pub fn properties_timeline<'a>(
     events: impl IntoIterator<Item = (i64, &'a str, &'a str, &'a str)>,
-) -> Vec<TimelinePoint> {
+) -> Timeline {
+    /// A point without its state: the keys it changed, each with the value
+    /// it had before (None: absent).
+    struct Step {
+        timestamp_us: i64,
+        event: String,
+        event_uuid: String,
+        undo: Vec<(String, Option<Value>)>,
+    }
     let mut state = Map::new();
-    let mut points = Vec::new();
+    let mut steps = Vec::new();
     for (ts, event, uuid, props) in events {
         let Ok(Value::Object(props)) = serde_json::from_str::<Value>(props) else {
             continue;
@@ -120,26 +149,63 @@ pub fn properties_timeline<'a>(
         let Ok(ops) = PropertyOps::from_properties(&props) else {
             continue;
         };
-        let before = state.clone();
+        // The keys the operations touch, with their values before.
+        let mut keys: Vec<&String> = ops
+            .set_once
+            .keys()
+            .chain(ops.set.keys())
+            .chain(ops.unset.iter())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let before: Vec<(String, Option<Value>)> = keys
+            .into_iter()
+            .map(|k| (k.clone(), state.get(k).cloned()))
+            .collect();
         if !ops.apply(&mut state) {
             continue;
         }
-        let mut changed: Vec<String> = state
-            .iter()
-            .filter(|(k, v)| before.get(*k) != Some(*v))
-            .map(|(k, _)| k.clone())
-            .chain(before.keys().filter(|k| !state.contains_key(*k)).cloned())
+        let undo: Vec<(String, Option<Value>)> = before
+            .into_iter()
+            .filter(|(k, old)| state.get(k) != old.as_ref())
             .collect();
-        changed.sort();
-        points.push(TimelinePoint {
+        steps.push(Step {
             timestamp_us: ts,
             event: event.to_string(),
             event_uuid: uuid.to_string(),
+            undo,
+        });
+    }
+    // Backwards from the last state: each point's state, then undo its
+    // changes for the point before.
+    let mut points = Vec::new();
+    let mut budget = MAX_TIMELINE_VALUES;
+    while let Some(step) = steps.pop() {
+        let Some(left) = budget.checked_sub(state.len().max(1)) else {
+            steps.push(step);
+            break;
+        };
+        budget = left;
+        let changed = step.undo.iter().map(|(k, _)| k.clone()).collect();
+        points.push(TimelinePoint {
+            timestamp_us: step.timestamp_us,
+            event: step.event,
+            event_uuid: step.event_uuid,
             changed,
             properties: state.clone(),
         });
+        for (k, old) in step.undo {
+            match old {
+                Some(v) => state.insert(k, v),
+                None => state.remove(&k),
+            };
+        }
     }
-    points
+    points.reverse();
+    Timeline {
+        points,
+        left_out: steps.len(),
+    }
 }
 
 #[cfg(test)]
@@ -241,7 +307,11 @@ mod tests {
                 r#"{"$unset": ["first"]}"#,
             ),
         ];
-        let t = properties_timeline(evs);
+        let Timeline {
+            points: t,
+            left_out,
+        } = properties_timeline(evs);
+        assert_eq!(left_out, 0);
         assert_eq!(t.len(), 3);
         assert_eq!(t[0].changed, vec!["plan"]);
         assert_eq!(t[1].changed, vec!["first", "plan"]);
@@ -254,5 +324,101 @@ mod tests {
             Value::Object(t[2].properties.clone()),
             json!({"plan": "pro"})
         );
+    }
+
+    /// The timeline as first written: each point's state cloned, the
+    /// changed keys found by comparing whole states.
+    fn model(events: &[(i64, String)]) -> Vec<(i64, Vec<String>, Map<String, Value>)> {
+        let mut state = Map::new();
+        let mut out = Vec::new();
+        for (ts, props) in events {
+            let Ok(Value::Object(props)) = serde_json::from_str::<Value>(props) else {
+                continue;
+            };
+            let Ok(ops) = PropertyOps::from_properties(&props) else {
+                continue;
+            };
+            let before = state.clone();
+            if !ops.apply(&mut state) {
+                continue;
+            }
+            let mut changed: Vec<String> = state
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .chain(before.keys().filter(|k| !state.contains_key(*k)).cloned())
+                .collect();
+            changed.sort();
+            out.push((*ts, changed, state.clone()));
+        }
+        out
+    }
+
+    /// Random `$set`, `$set_once` and `$unset` over five keys and three
+    /// values: the same points as the model.
+    #[test]
+    fn timeline_matches_the_model() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..200 {
+            let events: Vec<(i64, String)> = (0..next(30) as i64)
+                .map(|ts| {
+                    let mut props = serde_json::Map::new();
+                    for op in ["$set", "$set_once"] {
+                        let m: Map<String, Value> = (0..next(3))
+                            .map(|_| (format!("k{}", next(5)), json!(next(3))))
+                            .collect();
+                        if !m.is_empty() {
+                            props.insert(op.into(), Value::Object(m));
+                        }
+                    }
+                    let unset: Vec<Value> = (0..next(2))
+                        .map(|_| json!(format!("k{}", next(5))))
+                        .collect();
+                    if !unset.is_empty() {
+                        props.insert("$unset".into(), Value::Array(unset));
+                    }
+                    (ts, Value::Object(props).to_string())
+                })
+                .collect();
+            let t = properties_timeline(events.iter().map(|(ts, p)| (*ts, "e", "u", p.as_str())));
+            assert_eq!(t.left_out, 0);
+            let got: Vec<(i64, Vec<String>, Map<String, Value>)> = t
+                .points
+                .into_iter()
+                .map(|p| (p.timestamp_us, p.changed, p.properties))
+                .collect();
+            assert_eq!(got, model(&events), "{events:?}");
+        }
+    }
+
+    /// A person whose every event sets a new key: the latest points whose
+    /// states fit MAX_TIMELINE_VALUES are kept, and the others counted.
+    #[test]
+    fn a_long_timeline_keeps_its_latest_points_within_the_bound() {
+        let events: Vec<String> = (0..2_000)
+            .map(|i| json!({"$set": {format!("k{i:04}"): i}}).to_string())
+            .collect();
+        let t = properties_timeline(
+            events
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i as i64, "e", "u", p.as_str())),
+        );
+        assert_eq!(t.points.len() + t.left_out, 2_000);
+        assert!(t.left_out > 0);
+        let held: usize = t.points.iter().map(|p| p.properties.len()).sum();
+        assert!(held <= MAX_TIMELINE_VALUES, "{held}");
+        let last = t.points.last().expect("the latest point");
+        assert_eq!((last.timestamp_us, last.properties.len()), (1_999, 2_000));
+        let first = &t.points[0];
+        assert_eq!(first.timestamp_us as usize, t.left_out);
+        assert_eq!(first.changed, vec![format!("k{:04}", t.left_out)]);
+        assert_eq!(first.properties.len(), t.left_out + 1);
     }
 }

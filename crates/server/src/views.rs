@@ -260,8 +260,11 @@ impl From<elide_persons::props::TimelinePoint> for TimelinePoint {
 /// A person's property history (`GET …/persons/{id}/properties_timeline/`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Timeline {
-    /// The steps, oldest first.
+    /// The steps, oldest first: the latest whose states hold at most
+    /// 1,000,000 property values together.
     pub points: Vec<TimelinePoint>,
+    /// Earlier steps left out to fit that bound (0 when none was).
+    pub earlier_points_left_out: usize,
 }
 
 /// An activity-log entry.

@@ -323,9 +323,10 @@ pub(crate) async fn timeline(
 ) -> ApiResult<Json<Timeline>> {
     let (project, id) = person_target(&key, &p, "person:read")?;
     let persons = state.app().persons().clone();
-    let points = elide_app::sql::timeline(&persons, project, &id).await?;
+    let t = elide_app::sql::timeline(&persons, project, &id).await?;
     Ok(Json(Timeline {
-        points: points.into_iter().map(Into::into).collect(),
+        points: t.points.into_iter().map(Into::into).collect(),
+        earlier_points_left_out: t.left_out,
     }))
 }
 
