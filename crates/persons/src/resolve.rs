@@ -223,6 +223,11 @@ pub(crate) struct Resolver<'t, 'e> {
     personless: IdMap<&'e str, Uuid>,
     /// A merge moved ids the cache may hold: read the metadata instead.
     cache_stale: bool,
+    /// Persons merged away in this batch, each to the person it went into
+    /// (which may have been merged away since): [`Resolver::state`]
+    /// follows them for the ids seen before the merge. (Rewriting every
+    /// id seen at each merge made a batch of chained merges quadratic.)
+    merged: IdMap<i64, i64>,
     pub(crate) stats: CaptureStats,
 }
 
@@ -244,6 +249,7 @@ impl<'t, 'e> Resolver<'t, 'e> {
             learned: Learned::default(),
             personless: IdMap::default(),
             cache_stale: false,
+            merged: IdMap::default(),
             stats: CaptureStats::default(),
         }
     }
@@ -334,8 +340,18 @@ impl<'t, 'e> Resolver<'t, 'e> {
     /// What this batch knows of `did`: from its own earlier events, the
     /// committed cache, or the metadata (read once per batch).
     fn state(&mut self, did: &'e str) -> Result<IdState> {
-        if let Some(s) = self.ids.get(did) {
-            return Ok(*s);
+        if let Some(&s) = self.ids.get(did) {
+            return Ok(match s.person {
+                Some(p) if self.merged.contains_key(&p) => {
+                    let now = IdState {
+                        person: Some(self.merged_into(p)),
+                        ..s
+                    };
+                    self.ids.insert(did, now);
+                    now
+                }
+                _ => s,
+            });
         }
         let cached = if self.cache_stale {
             None
@@ -367,6 +383,27 @@ impl<'t, 'e> Resolver<'t, 'e> {
         };
         self.ids.insert(did, state);
         Ok(state)
+    }
+
+    /// The person `pid` is now: itself, or where the merges of this batch
+    /// took it. Every person on the way is pointed straight at it. (A merge
+    /// goes into a live person, so the chain ends; it is bounded anyway.)
+    fn merged_into(&mut self, pid: i64) -> i64 {
+        let mut last = pid;
+        for _ in 0..=self.merged.len() {
+            match self.merged.get(&last) {
+                Some(&next) => last = next,
+                None => break,
+            }
+        }
+        let mut p = pid;
+        while p != last {
+            match self.merged.insert(p, last) {
+                Some(next) => p = next,
+                None => break,
+            }
+        }
+        last
     }
 
     fn get_or_create(&mut self, did: &'e str, ts: i64, identified: bool) -> Result<i64> {
@@ -493,11 +530,7 @@ impl<'t, 'e> Resolver<'t, 'e> {
             Some(&json!({ "merged_person_uuid": gone.uuid.to_string() })),
             self.now_us,
         )?;
-        for v in self.ids.values_mut() {
-            if v.person == Some(from) {
-                v.person = Some(into);
-            }
-        }
+        self.merged.insert(from, into);
         // Ids of `from` not yet seen in this batch may sit in the cache.
         self.cache_stale = true;
         self.learned.invalidate = true;
