@@ -115,6 +115,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX cohort_people_by_person ON cohort_people (person_id, cohort_id);
     "#,
+    // 5: overrides by the person they point to: a merge repoints the
+    // overrides that pointed to the merged person, which scanned every
+    // override of the project (a batch of merges was quadratic).
+    r#"
+    CREATE INDEX person_overrides_by_override ON person_overrides (project_id, override_person_uuid);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
