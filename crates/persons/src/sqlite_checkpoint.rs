@@ -27,6 +27,10 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{PersonsError, Result};
 
+/// How long this thread's connection waits for a lock (but see
+/// [`scrubbed`]).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Shortest time between two checkpoints.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -58,7 +62,7 @@ impl Checkpointer {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // This connection only checkpoints; its own commits (none) must
         // not trigger one either.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -129,7 +133,7 @@ fn run(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
     let (lock, cv) = shared;
     let mut last: Option<Instant> = None;
     loop {
-        {
+        let scrub = {
             let Ok(mut s) = lock.lock() else { return };
             // Wait for a commit, then let more commits gather until
             // `MIN_INTERVAL` has passed since the last checkpoint.
@@ -157,16 +161,14 @@ fn run(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
                 };
             }
             s.pending = false;
-        }
-        let scrub = lock.lock().map(|s| s.scrub).unwrap_or(false);
+            s.scrub
+        };
         if scrub {
-            if scrubbed(conn) {
-                if let Ok(mut s) = lock.lock() {
-                    s.scrub = false;
-                }
-            } else if let Ok(mut s) = lock.lock() {
-                // Again after MIN_INTERVAL, commits or not.
-                s.pending = true;
+            let done = scrubbed(conn);
+            if let Ok(mut s) = lock.lock() {
+                s.scrub = !done;
+                // Not done: again after MIN_INTERVAL, commits or not.
+                s.pending |= !done;
             }
             last = Some(Instant::now());
             continue;
@@ -195,11 +197,19 @@ fn run(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
 }
 
 /// A `TRUNCATE` checkpoint (see [`Checkpointer::scrub_later`]); whether
-/// it finished.
+/// it finished. It does not wait: while a `TRUNCATE` waits for readers it
+/// blocks new writers, and a long read would stall every capture commit
+/// (busy, it proceeds as a passive checkpoint and is tried again later).
 fn scrubbed(conn: &Connection) -> bool {
-    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-        r.get::<_, i64>(0)
-    }) {
+    let truncate = || {
+        conn.busy_timeout(Duration::ZERO)?;
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        busy
+    };
+    match truncate() {
         Ok(0) => {
             tracing::info!("metadata log truncated: the erased rows left in it are gone");
             true
@@ -281,8 +291,9 @@ mod tests {
     }
 
     /// A scrub left to the thread while another connection reads: the
-    /// log keeps its bytes while the read lasts, and is truncated once it
-    /// ends, with no commit or call after it.
+    /// log keeps its bytes while the read lasts, writers are not held up
+    /// by the retries, and the log is truncated once the read ends, with
+    /// no call after it.
     #[test]
     fn a_scrub_left_to_the_thread_truncates_once_the_reader_ends() {
         let dir = tempfile::tempdir().unwrap();
@@ -303,6 +314,15 @@ mod tests {
             std::fs::metadata(&wal).unwrap().len() > 0,
             "the read holds the log"
         );
+        // Meanwhile writers go on: a retry that waited for the reader
+        // would hold the write lock for its 10 s busy timeout.
+        writer.busy_timeout(Duration::from_secs(1)).unwrap();
+        for _ in 0..5 {
+            writer
+                .execute("INSERT INTO t (v) VALUES (zeroblob(16))", [])
+                .unwrap();
+            std::thread::sleep(MIN_INTERVAL / 2);
+        }
         reader.execute_batch("COMMIT").unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::fs::metadata(&wal).unwrap().len() > 0 {
