@@ -68,10 +68,7 @@ pub async fn timeline(
 ) -> Result<Timeline> {
     let (_, ids) = persons.distinct_ids_of(project, key)?;
     if ids.is_empty() {
-        return Ok(Timeline {
-            points: Vec::new(),
-            left_out: 0,
-        });
+        return Ok(Timeline::default());
     }
     let ctx = elide_query::session_context(persons.store())?;
     let df = ctx

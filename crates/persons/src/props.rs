@@ -110,7 +110,7 @@ pub struct TimelinePoint {
 pub const MAX_TIMELINE_VALUES: usize = 1_000_000;
 
 /// A person's property states over time (see [`properties_timeline`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timeline {
     /// The points, oldest first: the latest that fit
     /// [`MAX_TIMELINE_VALUES`].
