@@ -292,3 +292,32 @@ impl MetaStore for SqliteMeta {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statement plans of a merge that a new SQLite version could
+    /// change into a scan of the project (see [`tx::REPOINT_OVERRIDES`]).
+    #[test]
+    fn a_merge_repoints_overrides_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(dir.path().join("m.sqlite3")).unwrap();
+        let conn = meta.conn().unwrap();
+        let mut st = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", tx::REPOINT_OVERRIDES))
+            .unwrap();
+        let plan: Vec<String> = st
+            .query_map(params!["b", 1, "a"], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            plan,
+            [
+                "SEARCH person_overrides USING INDEX person_overrides_by_override \
+              (project_id=? AND override_person_uuid=?)"
+            ],
+        );
+    }
+}

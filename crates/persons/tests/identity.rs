@@ -460,6 +460,54 @@ fn a_merged_away_uuid_is_never_reused() {
     assert_ne!(x.uuid, e.person("y").unwrap().uuid);
 }
 
+/// A chain of merges leaves every merged-away UUID one hop from the live
+/// person, whether the merges come in one request or one per request.
+#[test]
+fn overrides_point_one_hop_to_the_live_person() {
+    use elide_persons::ids::person_uuid;
+    let events = [
+        ev("e", "x", json!({})),
+        ev("e", "y", json!({})),
+        ev("e", "z", json!({})),
+        ev("e", "w", json!({})),
+        // x into y, y into z, then an unrelated merge (w into z) whose
+        // repointing must not touch the others.
+        ev("$create_alias", "y", json!({"alias": "x"})),
+        ev("$merge_dangerously", "z", json!({"alias": "y"})),
+        ev("$merge_dangerously", "z", json!({"alias": "w"})),
+    ];
+    for one_request in [false, true] {
+        let e = env();
+        if one_request {
+            e.cap(Value::Array(events.to_vec()));
+        } else {
+            for v in &events {
+                e.cap(v.clone());
+            }
+        }
+        let b = elide_persons::tables::overrides_batch(e.p.meta(), Some(P)).unwrap();
+        let col = |name: &str| {
+            let a = b.column_by_name(name).unwrap().as_string::<i32>();
+            (0..a.len())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        let mut got: Vec<(String, String)> = col("old_person_id")
+            .into_iter()
+            .zip(col("override_person_id"))
+            .collect();
+        got.sort();
+        let z = person_uuid(P, "z").to_string();
+        let mut want: Vec<(String, String)> = ["x", "y", "w"]
+            .iter()
+            .map(|d| (person_uuid(P, d).to_string(), z.clone()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "one request: {one_request}");
+        assert_eq!(e.person("x").unwrap().uuid.to_string(), z);
+    }
+}
+
 #[test]
 fn deleted_and_merged_away_uuids_stay_taken() {
     let e = env();
