@@ -89,10 +89,23 @@ impl ExprPlanner for UuidLiterals {
         if !matches!(op, B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq) {
             return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
         }
-        let uuid = |e: &Expr| is_uuid(&e.get_type(schema).ok());
+        let ty = |e: &Expr| e.get_type(schema).ok();
+        let uuid = |e: &Expr| is_uuid(&ty(e));
+        // Text that is not a literal: the UUID meets it as its text, which
+        // the analyzer would choose too (`Meet::UuidAsText`), and which an
+        // equality at the top of a filter or a join turns back into bytes
+        // (`uuid_equality`). An outer query's column is left to the
+        // analyzer (it parses it, for decorrelation).
+        let text_expr = |e: &Expr| {
+            string_literal(e).is_none()
+                && !matches!(e, Expr::OuterReferenceColumn(..))
+                && is_text(&ty(e))
+        };
         let (left, right) = match (string_literal(&left), string_literal(&right)) {
             (None, Some(s)) if uuid(&left) => (left, uuid_literal(s)?),
             (Some(s), None) if uuid(&right) => (uuid_literal(s)?, right),
+            _ if uuid(&left) && text_expr(&right) => (text(left), right),
+            _ if text_expr(&left) && uuid(&right) => (left, text(right)),
             _ => (left, right),
         };
         Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }))
@@ -158,8 +171,24 @@ fn text_side_parsed(
     }
 }
 
+/// `e` itself when it is a UUID as its text as [`UuidLiterals`] wrote it
+/// (`uuid_text(x)` of a UUID `x`), else `None`.
+fn planned_text(e: &Expr, schema: &DFSchema) -> Option<Expr> {
+    match e {
+        Expr::ScalarFunction(f)
+            if f.func.inner().downcast_ref::<UuidTextUdf>().is_some()
+                && matches!(&f.args[..], [x] if is_uuid(&x.get_type(schema).ok())) =>
+        {
+            f.args.first().cloned()
+        }
+        _ => None,
+    }
+}
+
 /// `e` (an equality that a NULL answers as a `false` would) with the text
-/// side of a UUID-against-text comparison parsed into bytes.
+/// side of a UUID-against-text comparison parsed into bytes. A UUID that
+/// the SQL planner already gave as its text ([`UuidLiterals`]) counts as
+/// the UUID.
 fn uuid_equality(e: Expr, schema: &DFSchema) -> Expr {
     match e {
         Expr::BinaryExpr(BinaryExpr {
@@ -167,6 +196,18 @@ fn uuid_equality(e: Expr, schema: &DFSchema) -> Expr {
             op: Operator::Eq,
             right,
         }) if string_literal(&left).is_none() && string_literal(&right).is_none() => {
+            // Only a UUID as text that meets other text (a UUID the user
+            // wrapped in `uuid_text` may meet anything).
+            let unwrap = |side: &Expr, other: &Expr| {
+                planned_text(side, schema).filter(|_| {
+                    planned_text(other, schema).is_none() && is_text(&other.get_type(schema).ok())
+                })
+            };
+            let (left, right) = match (unwrap(&left, &right), unwrap(&right, &left)) {
+                (Some(l), _) => (Box::new(l), right),
+                (None, Some(r)) => (left, Box::new(r)),
+                (None, None) => (left, right),
+            };
             let (lt, rt) = (left.get_type(schema).ok(), right.get_type(schema).ok());
             let (l, r) = text_side_parsed(*left, &lt, *right, &rt);
             Expr::BinaryExpr(BinaryExpr::new(Box::new(l), Operator::Eq, Box::new(r)))

@@ -112,6 +112,12 @@ async fn uuid_columns_read_and_compare_as_text() {
         (q("SELECT count(*) FROM t WHERE NOT (person_id = '0192B1C2-D3E4-4F56-8789-0A1B2C3D4E5F')"), vec!["1".into()]),
         (q("SELECT count(*) FROM t WHERE NOT ('0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f' = person_id AND name = 'a')"), vec!["2".into()]),
         (q("SELECT count(*) FROM t WHERE NOT (person_id < '11111111-d3e4-4f56-8789-0a1b2c3d4e5f' OR name = 'x')"), vec!["1".into()]),
+        // ... and with text that is not a literal: compared as text.
+        (q("SELECT count(*) FROM t, p WHERE NOT (t.person_id = p.p)"), vec!["4".into()]),
+        (q("SELECT count(*) FROM t CROSS JOIN p WHERE NOT (p.p = t.person_id OR t.name = 'c')"), vec!["3".into()]),
+        (q("SELECT count(*) FROM t, p WHERE NOT (t.person_id < p.p)"), vec!["3".into()]),
+        (q("SELECT count(*) FROM t, p WHERE NOT (t.person_id <> p.p AND t.name = 'a')"), vec!["5".into()]),
+        (q("SELECT count(*) FROM t WHERE NOT (person_id = name)"), vec!["3".into()]),
         (q("SELECT person_id, row_number() OVER (ORDER BY person_id, name) AS n FROM t ORDER BY n"), vec![format!("{A},1"), format!("{A},2"), format!("{B},3")]),
         (q("SELECT name, count(*) OVER (ORDER BY person_id) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
         (q("SELECT name, count(*) OVER (ORDER BY person_id DESC RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
@@ -182,4 +188,24 @@ async fn copy_writes_uuids_as_text() {
         format!("person_id,name\n{A},a\n{B},b\n{A},c\n"),
         "{text}"
     );
+}
+
+/// An equality of a UUID with text at the top of a filter or a join
+/// compares bytes, though the SQL planner gives the UUID as its text
+/// (`UuidLiterals`, so that the same comparison under `NOT` plans).
+#[tokio::test]
+async fn an_equality_with_text_in_a_filter_or_a_join_compares_bytes() {
+    let ctx = ctx();
+    for q in [
+        "SELECT count(*) FROM t JOIN p ON t.person_id = p.p",
+        "SELECT count(*) FROM t, p WHERE t.person_id = p.p AND t.name <> 'zz'",
+        "SELECT count(*) FROM t, p WHERE p.p = t.person_id",
+    ] {
+        let plan = ctx.sql(q).await.unwrap().into_optimized_plan().unwrap();
+        let shown = plan.display_indent().to_string();
+        assert!(
+            shown.contains("uuid_from_text(p.p)") && !shown.contains("uuid_text("),
+            "{q}:\n{shown}"
+        );
+    }
 }
