@@ -661,10 +661,15 @@ fn bench_harnesses_run_on_small_stores() {
         "200",
         "--bulk",
         "50",
+        "--merges",
+        "500",
         "--json",
     ]))
     .unwrap();
     assert_eq!(persons["mix"]["events"], 3000, "{persons}");
+    // Each device's person is merged into the known person it identifies as.
+    assert_eq!(persons["merges"]["events"], 1000, "{persons}");
+    assert_eq!(persons["merges"]["stats"]["merges"], 500, "{persons}");
 
     let funnels = run(&[
         "bench-analytics",

@@ -10,6 +10,11 @@
 //!    timed; parsing and the pipeline (`Persons::capture`: identity
 //!    resolution, one metadata transaction, one append) are timed apart, so
 //!    the report gives both the library figure and the from-JSON figure;
+//! 2. merges, timed the same way: returning users on new devices (an
+//!    anonymous pageview, then an `$identify` that merges that new person
+//!    into a known one), so that each merge meets the overrides of every
+//!    merge before it (a merge that read them all made this phase
+//!    quadratic);
 //! 3. deletion: one person with its events (median of several), then a
 //!    bulk of up to 1000 persons; then a manual purge of the project and
 //!    the time from the first request to `completed` (verified).
@@ -39,6 +44,10 @@ pub struct BenchPersonsArgs {
     /// Persons created in the warm-up.
     #[arg(long, default_value_t = 100_000)]
     persons: u64,
+    /// Merges of a new device's person into a known person (two events
+    /// each), after the mix.
+    #[arg(long, default_value_t = 100_000)]
+    merges: u64,
     /// Events per pipeline call.
     #[arg(long, default_value_t = 50_000)]
     batch_size: usize,
@@ -106,6 +115,7 @@ struct Report {
     batch_size: usize,
     warmup: Phase,
     mix: Phase,
+    merges: Phase,
     delete_one_ms_median: f64,
     delete_one_ms_all: Vec<f64>,
     bulk_persons: usize,
@@ -159,6 +169,23 @@ pub fn run(a: BenchPersonsArgs) -> Result<()> {
         })
     });
     let mix_phase = run_phase(&persons, &mut gen, a.events, a.batch_size, "mix")?;
+    // 2b. Merges, also generated batch by batch.
+    let mut n = 0u64;
+    let mut pending: std::collections::VecDeque<String> = Default::default();
+    let mut gen = std::iter::from_fn(|| {
+        if pending.is_empty() && n < a.merges {
+            pending.extend(mix.device_merge(n));
+            n += 1;
+        }
+        pending.pop_front()
+    });
+    let merge_phase = run_phase(
+        &persons,
+        &mut gen,
+        a.merges.saturating_mul(2),
+        a.batch_size,
+        "merges",
+    )?;
     persons.store().flush()?;
 
     // 3. Deletion: single persons, then a bulk.
@@ -216,6 +243,7 @@ pub fn run(a: BenchPersonsArgs) -> Result<()> {
         batch_size: a.batch_size,
         warmup,
         mix: mix_phase,
+        merges: merge_phase,
         delete_one_ms_median: median(singles.clone()).as_secs_f64() * 1e3,
         delete_one_ms_all: singles.iter().map(|d| d.as_secs_f64() * 1e3).collect(),
         bulk_persons: bulk.persons_deleted,
@@ -242,6 +270,7 @@ pub fn run(a: BenchPersonsArgs) -> Result<()> {
     };
     phase("warm-up", &r.warmup);
     phase("mix", &r.mix);
+    phase("merges", &r.merges);
     println!(
         "delete one person with events: median {:.2} ms (of {:?})",
         r.delete_one_ms_median,

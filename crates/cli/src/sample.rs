@@ -89,6 +89,23 @@ impl Mix {
         out
     }
 
+    /// A returning user on a new device, `n`-th of its kind: an anonymous
+    /// pageview (a new person), then an `$identify` of an identified known
+    /// person with that anonymous id, which merges the new person into
+    /// the known one (two persons exist: a merge, not an attach).
+    pub fn device_merge(&mut self, n: u64) -> Vec<String> {
+        // An identified known person (`known_id` of i % 10 < 7).
+        let i = n.wrapping_mul(7919) % self.persons.max(1);
+        let i = i - i % 10 + (i % 10) % 7;
+        let anon = format!("device-{n}");
+        let p = self.props(i);
+        let mut out = vec![self.line("$pageview", &anon, p)];
+        let mut p = self.props(i);
+        p["$anon_distinct_id"] = json!(anon);
+        out.push(self.line("$identify", &Mix::known_id(i), p));
+        out
+    }
+
     /// One event of the timed mix.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> String {
