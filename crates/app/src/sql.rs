@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use datafusion::prelude::{col, lit, SessionContext};
-use elide_persons::props::{properties_timeline, Timeline};
+use elide_persons::props::{Timeline, TimelineFold, MAX_TIMELINE_VALUES};
 use elide_persons::tables::{
     distinct_ids_batch, distinct_ids_schema, overrides_batch, overrides_schema, persons_batch,
     persons_schema,
 };
 use elide_persons::{MetaStore, Persons, SqliteMeta};
 use elide_query::{LoadedTable, Loader};
+use futures::StreamExt;
 
 use crate::Result;
 
@@ -84,12 +85,15 @@ pub async fn timeline(
             col("_seq").sort(true, true),
         ])?
         .select_columns(&["timestamp", "event", "uuid", "properties"])?;
-    let batches = df.collect().await?;
-    let mut rows: Vec<(i64, String, String, String)> = Vec::new();
-    for b in &batches {
+    // Streamed through the fold: the events are never held together
+    // (only the sort's buffer, under the session's memory limit).
+    let mut stream = df.execute_stream().await?;
+    let mut fold = TimelineFold::new(MAX_TIMELINE_VALUES);
+    while let Some(b) = stream.next().await {
         use arrow::array::{Array, AsArray};
         use arrow::datatypes::DataType;
         use arrow::datatypes::TimestampMicrosecondType;
+        let b = b?;
         // Whatever string layout the scan produced, read it as Utf8.
         let utf8 = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
         let (ev, id, pr) = (utf8(1)?, utf8(2)?, utf8(3)?);
@@ -101,15 +105,8 @@ pub async fn timeline(
         );
         for i in 0..b.num_rows() {
             let props = if pr.is_null(i) { "{}" } else { pr.value(i) };
-            rows.push((
-                ts.value(i),
-                ev.value(i).to_string(),
-                id.value(i).to_string(),
-                props.to_string(),
-            ));
+            fold.push(ts.value(i), ev.value(i), id.value(i), props);
         }
     }
-    Ok(properties_timeline(rows.iter().map(|(t, e, u, p)| {
-        (*t, e.as_str(), u.as_str(), p.as_str())
-    })))
+    Ok(fold.finish())
 }

@@ -6,6 +6,8 @@
 //! `$set_once` of a capture payload are folded into those at parse time
 //! (the top-level value wins on a shared key, as PostHog does).
 
+use std::collections::VecDeque;
+
 use serde_json::{Map, Value};
 
 /// The property operations an event carries.
@@ -132,22 +134,58 @@ pub struct Timeline {
 pub fn properties_timeline<'a>(
     events: impl IntoIterator<Item = (i64, &'a str, &'a str, &'a str)>,
 ) -> Timeline {
-    /// A point without its state: the keys it changed, each with the value
-    /// it had before (None: absent).
-    struct Step {
-        timestamp_us: i64,
-        event: String,
-        event_uuid: String,
-        undo: Vec<(String, Option<Value>)>,
-    }
-    let mut state = Map::new();
-    let mut steps = Vec::new();
+    let mut fold = TimelineFold::new(MAX_TIMELINE_VALUES);
     for (ts, event, uuid, props) in events {
+        fold.push(ts, event, uuid, props);
+    }
+    fold.finish()
+}
+
+/// [`properties_timeline`] one event at a time, so that a caller can
+/// stream a person's events through it: it keeps the current state and
+/// the changes of the latest `max_values` points (no point before them
+/// can fit in the answer, each costing at least one value), never the
+/// events.
+#[derive(Debug)]
+pub struct TimelineFold {
+    /// Most values the answer's points hold together.
+    max_values: usize,
+    state: Map<String, Value>,
+    steps: VecDeque<Step>,
+    /// Points dropped from the front of `steps`.
+    dropped: usize,
+}
+
+/// A point without its state: the keys it changed, each with the value it
+/// had before (None: absent).
+#[derive(Debug)]
+struct Step {
+    timestamp_us: i64,
+    event: String,
+    event_uuid: String,
+    undo: Vec<(String, Option<Value>)>,
+}
+
+impl TimelineFold {
+    /// A fold whose answer holds at most `max_values` values (the
+    /// server's is [`MAX_TIMELINE_VALUES`]).
+    pub fn new(max_values: usize) -> TimelineFold {
+        TimelineFold {
+            max_values,
+            state: Map::new(),
+            steps: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Fold in the next event (event-time order, ties in capture order).
+    /// Properties that are not a JSON object are skipped.
+    pub fn push(&mut self, ts: i64, event: &str, uuid: &str, props: &str) {
         let Ok(Value::Object(props)) = serde_json::from_str::<Value>(props) else {
-            continue;
+            return;
         };
         let Ok(ops) = PropertyOps::from_properties(&props) else {
-            continue;
+            return;
         };
         // The keys the operations touch, with their values before.
         let mut keys: Vec<&String> = ops
@@ -160,51 +198,64 @@ pub fn properties_timeline<'a>(
         keys.dedup();
         let before: Vec<(String, Option<Value>)> = keys
             .into_iter()
-            .map(|k| (k.clone(), state.get(k).cloned()))
+            .map(|k| (k.clone(), self.state.get(k).cloned()))
             .collect();
-        if !ops.apply(&mut state) {
-            continue;
+        if !ops.apply(&mut self.state) {
+            return;
         }
         let undo: Vec<(String, Option<Value>)> = before
             .into_iter()
-            .filter(|(k, old)| state.get(k) != old.as_ref())
+            .filter(|(k, old)| self.state.get(k) != old.as_ref())
             .collect();
-        steps.push(Step {
+        if self.steps.len() >= self.max_values && self.steps.pop_front().is_some() {
+            self.dropped += 1;
+        }
+        self.steps.push_back(Step {
             timestamp_us: ts,
             event: event.to_string(),
             event_uuid: uuid.to_string(),
             undo,
         });
     }
-    // Backwards from the last state: each point's state, then undo its
-    // changes for the point before.
-    let mut points = Vec::new();
-    let mut budget = MAX_TIMELINE_VALUES;
-    while let Some(step) = steps.pop() {
-        let Some(left) = budget.checked_sub(state.len().max(1)) else {
-            steps.push(step);
-            break;
-        };
-        budget = left;
-        let changed = step.undo.iter().map(|(k, _)| k.clone()).collect();
-        points.push(TimelinePoint {
-            timestamp_us: step.timestamp_us,
-            event: step.event,
-            event_uuid: step.event_uuid,
-            changed,
-            properties: state.clone(),
-        });
-        for (k, old) in step.undo {
-            match old {
-                Some(v) => state.insert(k, v),
-                None => state.remove(&k),
+
+    /// The timeline of the events pushed.
+    pub fn finish(self) -> Timeline {
+        let TimelineFold {
+            max_values,
+            mut state,
+            mut steps,
+            dropped,
+        } = self;
+        // Backwards from the last state: each point's state, then undo its
+        // changes for the point before.
+        let mut points = Vec::new();
+        let mut budget = max_values;
+        while let Some(step) = steps.pop_back() {
+            let Some(left) = budget.checked_sub(state.len().max(1)) else {
+                steps.push_back(step);
+                break;
             };
+            budget = left;
+            let changed = step.undo.iter().map(|(k, _)| k.clone()).collect();
+            points.push(TimelinePoint {
+                timestamp_us: step.timestamp_us,
+                event: step.event,
+                event_uuid: step.event_uuid,
+                changed,
+                properties: state.clone(),
+            });
+            for (k, old) in step.undo {
+                match old {
+                    Some(v) => state.insert(k, v),
+                    None => state.remove(&k),
+                };
+            }
         }
-    }
-    points.reverse();
-    Timeline {
-        points,
-        left_out: steps.len(),
+        points.reverse();
+        Timeline {
+            points,
+            left_out: dropped + steps.len(),
+        }
     }
 }
 
@@ -393,7 +444,38 @@ mod tests {
                 .into_iter()
                 .map(|p| (p.timestamp_us, p.changed, p.properties))
                 .collect();
-            assert_eq!(got, model(&events), "{events:?}");
+            let all = model(&events);
+            assert_eq!(got, all, "{events:?}");
+            // With a small bound: the model's latest points whose states
+            // fit it (each costing at least one value), however many
+            // earlier ones the fold dropped as it went.
+            for max in 1..12 {
+                let mut fold = TimelineFold::new(max);
+                for (ts, p) in &events {
+                    fold.push(*ts, "e", "u", p);
+                }
+                let t = fold.finish();
+                let mut budget = max;
+                let kept = all
+                    .iter()
+                    .rev()
+                    .take_while(|(_, _, s)| match budget.checked_sub(s.len().max(1)) {
+                        Some(left) => {
+                            budget = left;
+                            true
+                        }
+                        None => false,
+                    })
+                    .count();
+                let want = &all[all.len() - kept..];
+                let got: Vec<(i64, Vec<String>, Map<String, Value>)> = t
+                    .points
+                    .into_iter()
+                    .map(|p| (p.timestamp_us, p.changed, p.properties))
+                    .collect();
+                assert_eq!(got, want, "max {max}: {events:?}");
+                assert_eq!(t.left_out, all.len() - kept, "max {max}");
+            }
         }
     }
 
