@@ -65,6 +65,12 @@ impl Harness {
 
     /// A server with `config`.
     pub fn with_config(config: ServerConfig) -> Harness {
+        Harness::with_app_config(config, |_| {})
+    }
+
+    /// A server with `config`, its application configured by `app` after
+    /// the tests' defaults.
+    pub fn with_app_config(config: ServerConfig, app: impl FnOnce(&mut AppConfig)) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = AppConfig::new(dir.path());
         // Deterministic lifecycles: compaction only when a test asks, and
@@ -72,6 +78,7 @@ impl Harness {
         // bridge; undo.rs).
         cfg.store.background_compaction = false;
         cfg.store.predicate_resolve_bound = None;
+        app(&mut cfg);
         let app = App::open(cfg).expect("open");
         let b = app
             .bootstrap("Test project")
