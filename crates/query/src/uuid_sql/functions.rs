@@ -6,7 +6,7 @@ use arrow::array::{ArrayRef, AsArray};
 use arrow::datatypes::DataType;
 use datafusion::common::{exec_err, Result};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use elide_store::schema::uuid_text_view;
 
@@ -50,6 +50,56 @@ impl ScalarUDFImpl for UuidTextUdf {
             )) as ArrayRef)),
             t => exec_err!("uuid_text of {t}"),
         }
+    }
+}
+
+/// What [`super::UuidLiterals`] puts around a UUID that meets text while
+/// the SQL is planned, so that the comparison types (`NOT (person_id =
+/// distinct_id)`): its text, named as the UUID itself (so the names of
+/// the expressions around it do not change). Not registered, so no user
+/// writes it; [`super::UuidSql`] replaces it by `uuid_text`, or by its
+/// argument where that has become text (a `UNION` or `CASE` that types as
+/// a UUID while the SQL is planned), so it never reaches execution.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PlannedUuidText {
+    signature: Signature,
+}
+
+/// The [`PlannedUuidText`] function.
+pub(crate) fn planned_uuid_text_udf() -> Arc<ScalarUDF> {
+    static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+        Arc::new(ScalarUDF::new_from_impl(PlannedUuidText {
+            signature: Signature::any(1, Volatility::Immutable),
+        }))
+    });
+    Arc::clone(&UDF)
+}
+
+impl ScalarUDFImpl for PlannedUuidText {
+    fn name(&self) -> &str {
+        "planned_uuid_text"
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        match args {
+            [a] => Ok(a.schema_name().to_string()),
+            _ => exec_err!("planned_uuid_text takes one argument"),
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8View)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        exec_err!(
+            "planned_uuid_text of {} reached execution (the UUID rule replaces it)",
+            args.args.len()
+        )
     }
 }
 

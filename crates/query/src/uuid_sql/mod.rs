@@ -43,6 +43,7 @@ use datafusion::optimizer::analyzer::AnalyzerRule;
 
 mod functions;
 
+use functions::{planned_uuid_text_udf, PlannedUuidText};
 pub use functions::{uuid_from_text_udf, uuid_text_udf, UuidFromTextUdf, UuidTextUdf};
 
 const UUID: DataType = DataType::FixedSizeBinary(16);
@@ -74,7 +75,11 @@ pub struct UuidSql;
 /// not type as text against bytes, so `NOT (person_id = '…')` failed to
 /// plan. The same conversion as the analyzer's (`meet`), for `=`, `<>`,
 /// `<`, `<=`, `>`, `>=` with a string literal on either side; text that
-/// is not a UUID is the analyzer's error ("not a UUID").
+/// is not a UUID is the analyzer's error ("not a UUID"). Against text
+/// that is not a literal (`NOT (person_id = distinct_id)`), the UUID is
+/// wrapped in [`PlannedUuidText`], which the analyzer turns into its text
+/// (or, at the top of a filter or join, back into bytes against the text
+/// parsed: `uuid_equality`).
 #[derive(Debug, Default)]
 pub struct UuidLiterals;
 
@@ -104,8 +109,8 @@ impl ExprPlanner for UuidLiterals {
         let (left, right) = match (string_literal(&left), string_literal(&right)) {
             (None, Some(s)) if uuid(&left) => (left, uuid_literal(s)?),
             (Some(s), None) if uuid(&right) => (uuid_literal(s)?, right),
-            _ if uuid(&left) && text_expr(&right) => (text(left), right),
-            _ if text_expr(&left) && uuid(&right) => (left, text(right)),
+            _ if uuid(&left) && text_expr(&right) => (planned_text(left), right),
+            _ if text_expr(&left) && uuid(&right) => (left, planned_text(right)),
             _ => (left, right),
         };
         Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }))
@@ -131,6 +136,21 @@ fn uuid_literal(s: &str) -> Result<Expr> {
 
 fn text(e: Expr) -> Expr {
     uuid_text_udf().call(vec![e])
+}
+
+/// `e` as its text while the SQL is planned ([`PlannedUuidText`]).
+fn planned_text(e: Expr) -> Expr {
+    planned_uuid_text_udf().call(vec![e])
+}
+
+/// The argument of `e` when `e` is [`PlannedUuidText`]'s call.
+fn planned_arg(e: &Expr) -> Option<&Expr> {
+    match e {
+        Expr::ScalarFunction(f) if f.func.inner().downcast_ref::<PlannedUuidText>().is_some() => {
+            f.args.first()
+        }
+        _ => None,
+    }
 }
 
 fn from_text(e: Expr) -> Expr {
@@ -171,20 +191,6 @@ fn text_side_parsed(
     }
 }
 
-/// `e` itself when it is a UUID as its text as [`UuidLiterals`] wrote it
-/// (`uuid_text(x)` of a UUID `x`), else `None`.
-fn planned_text(e: &Expr, schema: &DFSchema) -> Option<Expr> {
-    match e {
-        Expr::ScalarFunction(f)
-            if f.func.inner().downcast_ref::<UuidTextUdf>().is_some()
-                && matches!(&f.args[..], [x] if is_uuid(&x.get_type(schema).ok())) =>
-        {
-            f.args.first().cloned()
-        }
-        _ => None,
-    }
-}
-
 /// `e` (an equality that a NULL answers as a `false` would) with the text
 /// side of a UUID-against-text comparison parsed into bytes. A UUID that
 /// the SQL planner already gave as its text ([`UuidLiterals`]) counts as
@@ -196,12 +202,15 @@ fn uuid_equality(e: Expr, schema: &DFSchema) -> Expr {
             op: Operator::Eq,
             right,
         }) if string_literal(&left).is_none() && string_literal(&right).is_none() => {
-            // Only a UUID as text that meets other text (a UUID the user
-            // wrapped in `uuid_text` may meet anything).
+            // A UUID the planner gave as its text, against other text.
             let unwrap = |side: &Expr, other: &Expr| {
-                planned_text(side, schema).filter(|_| {
-                    planned_text(other, schema).is_none() && is_text(&other.get_type(schema).ok())
-                })
+                planned_arg(side)
+                    .filter(|a| {
+                        is_uuid(&a.get_type(schema).ok())
+                            && planned_arg(other).is_none()
+                            && is_text(&other.get_type(schema).ok())
+                    })
+                    .cloned()
             };
             let (left, right) = match (unwrap(&left, &right), unwrap(&right, &left)) {
                 (Some(l), _) => (Box::new(l), right),
@@ -567,6 +576,17 @@ impl UuidSql {
             Expr::SimilarTo(mut l) if is_uuid(&ty(&l.expr)) => {
                 l.expr = Box::new(text(*l.expr));
                 Ok(Transformed::yes(Expr::SimilarTo(Like { ..l })))
+            }
+            // The planner's text of a UUID: `uuid_text`, or the argument
+            // itself where it has become text.
+            Expr::ScalarFunction(f)
+                if f.func.inner().downcast_ref::<PlannedUuidText>().is_some() =>
+            {
+                match f.args.into_iter().next() {
+                    Some(a) if is_uuid(&ty(&a)) => Ok(Transformed::yes(text(a))),
+                    Some(a) => Ok(Transformed::yes(a)),
+                    None => plan_err!("planned_uuid_text without its argument"),
+                }
             }
             // Functions see text (`concat(person_id, …)`, `length`, …).
             Expr::ScalarFunction(mut f)

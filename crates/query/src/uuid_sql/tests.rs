@@ -40,6 +40,7 @@ fn ctx() -> SessionContext {
         ctx.register_expr_planner(Arc::new(UuidLiterals)).unwrap();
     }
     ctx.register_udf(uuid_from_text_udf().as_ref().clone());
+    ctx.register_udf(uuid_text_udf().as_ref().clone());
     ctx.register_table(
         "t",
         Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
@@ -118,6 +119,15 @@ async fn uuid_columns_read_and_compare_as_text() {
         (q("SELECT count(*) FROM t, p WHERE NOT (t.person_id < p.p)"), vec!["3".into()]),
         (q("SELECT count(*) FROM t, p WHERE NOT (t.person_id <> p.p AND t.name = 'a')"), vec!["5".into()]),
         (q("SELECT count(*) FROM t WHERE NOT (person_id = name)"), vec!["3".into()]),
+        // A side that types as a UUID while the SQL is planned and as
+        // text after the rule (a UNION of a UUID and text, a CASE whose
+        // first branch is a UUID): compared as text.
+        (q("SELECT count(*) FROM (SELECT person_id AS x FROM t UNION ALL SELECT p FROM p) u, p WHERE u.x <> p.p"), vec!["6".into()]),
+        (q("SELECT count(*) FROM (SELECT person_id AS x FROM t UNION ALL SELECT p FROM p) u, p WHERE u.x = p.p"), vec!["4".into()]),
+        (q("SELECT count(*) FROM t WHERE (CASE WHEN name = 'b' THEN person_id ELSE 'none' END) = name"), vec!["0".into()]),
+        (q("SELECT count(*) FROM t WHERE NOT ((CASE WHEN name = 'b' THEN person_id ELSE 'none' END) = name)"), vec!["3".into()]),
+        // A `uuid_text` the user wrote stays a comparison of text.
+        (q("SELECT count(*) FROM t, p WHERE uuid_text(t.person_id) = upper(p.p)"), vec!["0".into()]),
         (q("SELECT person_id, row_number() OVER (ORDER BY person_id, name) AS n FROM t ORDER BY n"), vec![format!("{A},1"), format!("{A},2"), format!("{B},3")]),
         (q("SELECT name, count(*) OVER (ORDER BY person_id) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
         (q("SELECT name, count(*) OVER (ORDER BY person_id DESC RANGE BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS n FROM t ORDER BY name"), vec!["a,2".into(), "b,3".into(), "c,2".into()]),
@@ -208,4 +218,21 @@ async fn an_equality_with_text_in_a_filter_or_a_join_compares_bytes() {
             "{q}:\n{shown}"
         );
     }
+}
+
+/// A comparison of a UUID with text keeps the name it had before the
+/// planner gave the UUID as its text.
+#[tokio::test]
+async fn a_comparison_with_text_keeps_its_name() {
+    let ctx = ctx();
+    let df = ctx.sql("SELECT person_id = name FROM t").await.unwrap();
+    let names: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["t.person_id = t.name"]);
+    let b = df.collect().await.unwrap();
+    assert_eq!(b[0].schema().field(0).name(), "t.person_id = t.name");
 }
