@@ -61,17 +61,20 @@ pub fn session(persons: &Arc<Persons<SqliteMeta>>) -> Result<SessionContext> {
 }
 
 /// A person's property states over time, from the events of its current
-/// distinct ids in event-time order (ties in capture order).
+/// distinct ids in event-time order (ties in capture order). The sort of
+/// the events runs under `memory_limit` (spilling past it), as a query
+/// does; the fold keeps no event.
 pub async fn timeline(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     key: &str,
+    memory_limit: Option<usize>,
 ) -> Result<Timeline> {
     let (_, ids) = persons.distinct_ids_of(project, key)?;
     if ids.is_empty() {
         return Ok(Timeline::default());
     }
-    let ctx = elide_query::session_context(persons.store())?;
+    let ctx = elide_query::project_session_context(persons.store(), project, memory_limit)?;
     let df = ctx
         .table("events")
         .await?
@@ -86,7 +89,7 @@ pub async fn timeline(
         ])?
         .select_columns(&["timestamp", "event", "uuid", "properties"])?;
     // Streamed through the fold: the events are never held together
-    // (only the sort's buffer, under the session's memory limit).
+    // outside the sort, which spills past `memory_limit`.
     let mut stream = df.execute_stream().await?;
     let mut fold = TimelineFold::new(MAX_TIMELINE_VALUES);
     while let Some(b) = stream.next().await {

@@ -10,12 +10,12 @@
 //!    timed; parsing and the pipeline (`Persons::capture`: identity
 //!    resolution, one metadata transaction, one append) are timed apart, so
 //!    the report gives both the library figure and the from-JSON figure;
-//! 2. merges, timed the same way: returning users on new devices (an
+//! 3. merges, timed the same way: returning users on new devices (an
 //!    anonymous pageview, then an `$identify` that merges that new person
 //!    into a known one), so that each merge meets the overrides of every
 //!    merge before it (a merge that read them all made this phase
 //!    quadratic);
-//! 3. deletion: one person with its events (median of several), then a
+//! 4. deletion: one person with its events (median of several), then a
 //!    bulk of up to 1000 persons; then a manual purge of the project and
 //!    the time from the first request to `completed` (verified).
 
@@ -169,7 +169,7 @@ pub fn run(a: BenchPersonsArgs) -> Result<()> {
         })
     });
     let mix_phase = run_phase(&persons, &mut gen, a.events, a.batch_size, "mix")?;
-    // 2b. Merges, also generated batch by batch.
+    // 3. Merges, also generated batch by batch.
     let mut n = 0u64;
     let mut pending: std::collections::VecDeque<String> = Default::default();
     let mut gen = std::iter::from_fn(|| {
@@ -188,7 +188,7 @@ pub fn run(a: BenchPersonsArgs) -> Result<()> {
     )?;
     persons.store().flush()?;
 
-    // 3. Deletion: single persons, then a bulk.
+    // 4. Deletion: single persons, then a bulk.
     let mut singles = Vec::new();
     let first_request = Instant::now();
     for i in 0..7u64 {

@@ -574,7 +574,7 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
         }
         PersonsCommand::Timeline { at, id } => with_persons(&at.data_dir, Access::Read, |p| {
             let rt = crate::cli::runtime()?;
-            let t = rt.block_on(elide_app::sql::timeline(p, at.project, &id))?;
+            let t = rt.block_on(elide_app::sql::timeline(p, at.project, &id, None))?;
             if t.left_out > 0 {
                 eprintln!(
                     "the {} earliest points are left out: the states printed hold at most {} property values together",

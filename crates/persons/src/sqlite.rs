@@ -312,12 +312,9 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(
-            plan,
-            [
-                "SEARCH person_overrides USING INDEX person_overrides_by_override \
-              (project_id=? AND override_person_uuid=?)"
-            ],
+        assert!(
+            plan.len() == 1 && plan[0].contains("USING INDEX person_overrides_by_override"),
+            "{plan:?}"
         );
     }
 }

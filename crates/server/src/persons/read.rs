@@ -323,7 +323,8 @@ pub(crate) async fn timeline(
 ) -> ApiResult<Json<Timeline>> {
     let (project, id) = person_target(&key, &p, "person:read")?;
     let persons = state.app().persons().clone();
-    let t = elide_app::sql::timeline(&persons, project, &id).await?;
+    let memory = Some(state.config().query_memory_bytes);
+    let t = elide_app::sql::timeline(&persons, project, &id, memory).await?;
     Ok(Json(Timeline {
         points: t.points.into_iter().map(Into::into).collect(),
         earlier_points_left_out: t.left_out,
