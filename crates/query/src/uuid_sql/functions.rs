@@ -59,7 +59,7 @@ impl ScalarUDFImpl for UuidTextUdf {
 /// the expressions around it do not change). Not registered, so no user
 /// writes it; [`super::UuidSql`] replaces it by `uuid_text`, or by its
 /// argument where that has become text (a `UNION` or `CASE` that types as
-/// a UUID while the SQL is planned), so it never reaches execution.
+/// a UUID while the SQL is planned).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct PlannedUuidText {
     signature: Signature,
@@ -95,11 +95,23 @@ impl ScalarUDFImpl for PlannedUuidText {
         Ok(DataType::Utf8View)
     }
 
+    /// Where the rule leaves it (inside `GROUPING SETS`, which it does not
+    /// rewrite): `uuid_text` of a UUID, text as it is.
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        exec_err!(
-            "planned_uuid_text of {} reached execution (the UUID rule replaces it)",
-            args.args.len()
-        )
+        let Some(v) = args.args.first() else {
+            return exec_err!("planned_uuid_text takes one argument");
+        };
+        let a = v.to_array(args.number_rows)?;
+        match a.data_type() {
+            DataType::FixedSizeBinary(16) => Ok(ColumnarValue::Array(Arc::new(uuid_text_view(
+                a.as_fixed_size_binary(),
+            )) as ArrayRef)),
+            t if t.is_string() => Ok(ColumnarValue::Array(arrow::compute::cast(
+                &a,
+                &DataType::Utf8View,
+            )?)),
+            t => exec_err!("planned_uuid_text of {t}"),
+        }
     }
 }
 
