@@ -317,4 +317,45 @@ mod tests {
             "{plan:?}"
         );
     }
+
+    /// A listing narrowed by a distinct id or by UUIDs finds its persons by
+    /// id; without them it walks the index by creation (its order).
+    #[test]
+    fn a_narrowed_person_listing_finds_its_persons_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(dir.path().join("m.sqlite3")).unwrap();
+        let conn = meta.conn().unwrap();
+        let tx = tx::SqliteTx {
+            tx: &conn,
+            key: &meta.key,
+        };
+        let plan = |f: &crate::meta::PersonFilter| -> Vec<String> {
+            let (sql, args) = tx.list_query(1, f).unwrap();
+            let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            st.query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let by_id = "SEARCH p USING INTEGER PRIMARY KEY (rowid=?)";
+        let base = crate::meta::PersonFilter {
+            limit: 100,
+            ..Default::default()
+        };
+        let did = crate::meta::PersonFilter {
+            distinct_id: Some("user-1".into()),
+            ..base.clone()
+        };
+        assert_eq!(plan(&did)[0], by_id, "{:?}", plan(&did));
+        let uuids = crate::meta::PersonFilter {
+            uuids: Some(vec![uuid::Uuid::nil()]),
+            ..base.clone()
+        };
+        assert_eq!(plan(&uuids)[0], by_id, "{:?}", plan(&uuids));
+        assert!(
+            plan(&base)[0].contains("persons_by_created"),
+            "{:?}",
+            plan(&base)
+        );
+    }
 }
