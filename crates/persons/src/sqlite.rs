@@ -32,6 +32,7 @@ use crate::meta::{MetaStore, MetaTx};
 use crate::sqlite_checkpoint::{Checkpointer, BACKSTOP_PAGES};
 
 mod filters;
+mod listing;
 mod schema;
 mod tx;
 

@@ -1,0 +1,99 @@
+//! The statement of a person listing ([`MetaTx::list_persons`]): its
+//! filters (a distinct id, an email, a search, property filters, UUIDs)
+//! as SQL with every value bound, never spliced, and the order and page.
+
+use super::filters::{property_clause, MAX_BOUND_VALUES, MAX_FILTERS};
+use super::tx::{SqliteTx, PERSON_COLUMNS};
+use crate::error::{PersonsError, Result};
+#[cfg(doc)]
+use crate::meta::MetaTx;
+use crate::meta::PersonFilter;
+
+impl SqliteTx<'_> {
+    /// The statement of [`MetaTx::list_persons`] and its arguments. A
+    /// distinct id or a list of UUIDs narrows the listing to a few
+    /// persons: those are found by id (`p.id IN (…)`, the table `NOT
+    /// INDEXED` but for its rowid), as SQLite would otherwise walk the
+    /// project's persons in the listing's order (its index by creation)
+    /// and test each, to save a sort of a few rows.
+    pub(super) fn list_query(
+        &self,
+        project: i64,
+        filter: &PersonFilter,
+    ) -> Result<(String, Vec<rusqlite::types::Value>)> {
+        use rusqlite::types::Value as S;
+        let narrow = filter.distinct_id.is_some() || filter.uuids.is_some();
+        let mut sql = format!(
+            "SELECT {PERSON_COLUMNS} FROM persons p{} WHERE p.project_id = ?",
+            if narrow { " NOT INDEXED" } else { "" }
+        );
+        let mut args: Vec<S> = vec![S::Integer(project)];
+        let owns_id = "EXISTS (SELECT 1 FROM distinct_ids d WHERE d.person_id = p.id \
+                       AND d.project_id = ? AND d.id_hash = ? AND d.distinct_id = ?)";
+        if let Some(did) = &filter.distinct_id {
+            sql.push_str(
+                " AND p.id IN (SELECT d.person_id FROM distinct_ids d \
+                 WHERE d.project_id = ? AND d.id_hash = ? AND d.distinct_id = ?)",
+            );
+            args.extend([
+                S::Integer(project),
+                S::Blob(self.hash(project, did)),
+                S::Text(did.clone()),
+            ]);
+        }
+        if let Some(email) = &filter.email {
+            sql.push_str(" AND json_extract(p.properties, '$.email') = ?");
+            args.push(S::Text(email.clone()));
+        }
+        if let Some(s) = &filter.search {
+            sql.push_str(
+                " AND (instr(lower(CAST(json_extract(p.properties, '$.email') AS TEXT)), lower(?)) > 0 \
+                 OR instr(lower(CAST(json_extract(p.properties, '$.name') AS TEXT)), lower(?)) > 0 \
+                 OR p.uuid = lower(?) OR ",
+            );
+            args.extend([S::Text(s.clone()), S::Text(s.clone()), S::Text(s.clone())]);
+            sql.push_str(owns_id);
+            sql.push(')');
+            args.extend([
+                S::Integer(project),
+                S::Blob(self.hash(project, s)),
+                S::Text(s.clone()),
+            ]);
+        }
+        if filter.properties.len() > MAX_FILTERS {
+            return Err(PersonsError::InvalidInput(format!(
+                "{} property filters, more than the {} one listing may apply",
+                filter.properties.len(),
+                MAX_FILTERS
+            )));
+        }
+        for f in &filter.properties {
+            sql.push_str(" AND ");
+            property_clause(f, &mut sql, &mut args)?;
+        }
+        if args.len() > MAX_BOUND_VALUES {
+            return Err(PersonsError::InvalidInput(format!(
+                "the property filters compare {} values, more than the {} a listing may",
+                args.len(),
+                MAX_BOUND_VALUES
+            )));
+        }
+        if let Some(uuids) = &filter.uuids {
+            // One parameter however many: a JSON list of the UUIDs' text.
+            let list: Vec<String> = uuids.iter().map(|u| u.hyphenated().to_string()).collect();
+            sql.push_str(
+                " AND p.id IN (SELECT q.id FROM persons q \
+                 WHERE q.project_id = ? AND q.uuid IN (SELECT value FROM json_each(?)))",
+            );
+            args.push(S::Integer(project));
+            args.push(S::Text(
+                serde_json::to_string(&list)
+                    .map_err(|e| PersonsError::Internal(format!("uuid list: {e}")))?,
+            ));
+        }
+        sql.push_str(" ORDER BY p.created_at DESC, p.id DESC LIMIT ? OFFSET ?");
+        args.push(S::Integer(i64::try_from(filter.limit).unwrap_or(i64::MAX)));
+        args.push(S::Integer(i64::try_from(filter.offset).unwrap_or(i64::MAX)));
+        Ok((sql, args))
+    }
+}
