@@ -28,18 +28,20 @@ impl SqliteTx<'_> {
             if narrow { " NOT INDEXED" } else { "" }
         );
         let mut args: Vec<S> = vec![S::Integer(project)];
-        let owns_id = "EXISTS (SELECT 1 FROM distinct_ids d WHERE d.person_id = p.id \
-                       AND d.project_id = ? AND d.id_hash = ? AND d.distinct_id = ?)";
-        if let Some(did) = &filter.distinct_id {
-            sql.push_str(
-                " AND p.id IN (SELECT d.person_id FROM distinct_ids d \
-                 WHERE d.project_id = ? AND d.id_hash = ? AND d.distinct_id = ?)",
-            );
-            args.extend([
+        // The person owning a distinct id (looked up by its hash).
+        let owns_id = "p.id IN (SELECT d.person_id FROM distinct_ids d \
+                       WHERE d.project_id = ? AND d.id_hash = ? AND d.distinct_id = ?)";
+        let id_args = |did: &str| {
+            [
                 S::Integer(project),
                 S::Blob(self.hash(project, did)),
-                S::Text(did.clone()),
-            ]);
+                S::Text(did.to_string()),
+            ]
+        };
+        if let Some(did) = &filter.distinct_id {
+            sql.push_str(" AND ");
+            sql.push_str(owns_id);
+            args.extend(id_args(did));
         }
         if let Some(email) = &filter.email {
             sql.push_str(" AND json_extract(p.properties, '$.email') = ?");
@@ -54,11 +56,7 @@ impl SqliteTx<'_> {
             args.extend([S::Text(s.clone()), S::Text(s.clone()), S::Text(s.clone())]);
             sql.push_str(owns_id);
             sql.push(')');
-            args.extend([
-                S::Integer(project),
-                S::Blob(self.hash(project, s)),
-                S::Text(s.clone()),
-            ]);
+            args.extend(id_args(s));
         }
         if filter.properties.len() > MAX_FILTERS {
             return Err(PersonsError::InvalidInput(format!(
