@@ -574,14 +574,8 @@ async fn not_ready_while_the_store_refuses_writes() {
 
     h.call_as(None, "GET", "/_ready", None).await.envelope(503);
     assert_eq!(h.call_as(None, "GET", "/_health", None).await.status, 200);
-    let body = json!({"api_key": h.token, "batch": [{"event": "m", "distinct_id": "m2"}]});
-    let r = h
-        .capture_raw(
-            "/batch/",
-            &[("content-type", "application/json")],
-            body.to_string().into_bytes(),
-        )
-        .await;
-    r.envelope(503);
+    h.post_batch(&json!({"api_key": h.token, "batch": [{"event": "m", "distinct_id": "m2"}]}))
+        .await
+        .envelope(503);
     assert_eq!(h.event_count("m1").await, 1);
 }

@@ -174,15 +174,20 @@ impl Harness {
         self.send(b.body(Body::from(body)).expect("request")).await
     }
 
+    /// POST `body` (JSON) to `/batch/`: the answer, whatever it is.
+    pub async fn post_batch(&self, body: &Value) -> Resp {
+        self.capture_raw(
+            "/batch/",
+            &[("content-type", "application/json")],
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
     /// Capture `events` (a JSON array) through `/batch/`; asserts the 200.
     pub async fn capture(&self, events: Value) {
-        let body = json!({"api_key": self.token, "batch": events}).to_string();
         let r = self
-            .capture_raw(
-                "/batch/",
-                &[("content-type", "application/json")],
-                body.into_bytes(),
-            )
+            .post_batch(&json!({"api_key": self.token, "batch": events}))
             .await;
         assert_eq!(r.status, StatusCode::OK, "capture: {}", r.text());
         assert_eq!(r.json, json!({"status": "Ok"}));
