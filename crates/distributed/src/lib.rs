@@ -113,8 +113,16 @@ impl Functions {
         let mut ctx = SessionContext::new();
         elide_query::register_functions(&mut ctx)?;
         let state = ctx.state();
+        // And the planner's marker for a UUID's text, which no SQL session
+        // registers but which a plan keeps inside `GROUPING SETS`.
+        let marker = elide_query::uuid_sql::planned_uuid_text_udf();
         Ok(Functions {
-            scalar: state.scalar_functions().values().cloned().collect(),
+            scalar: state
+                .scalar_functions()
+                .values()
+                .cloned()
+                .chain([marker])
+                .collect(),
             aggregate: state.aggregate_functions().values().cloned().collect(),
             window: state.window_functions().values().cloned().collect(),
         })

@@ -65,8 +65,10 @@ pub struct PlannedUuidText {
     signature: Signature,
 }
 
-/// The [`PlannedUuidText`] function.
-pub(crate) fn planned_uuid_text_udf() -> Arc<ScalarUDF> {
+/// The [`PlannedUuidText`] function. Not for a SQL session (users must
+/// not write it); a process that decodes Elide's plans (a distributed
+/// worker) registers it, since analysis leaves it inside `GROUPING SETS`.
+pub fn planned_uuid_text_udf() -> Arc<ScalarUDF> {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
         Arc::new(ScalarUDF::new_from_impl(PlannedUuidText {
             signature: Signature::any(1, Volatility::Immutable),

@@ -43,7 +43,8 @@ use datafusion::optimizer::analyzer::AnalyzerRule;
 
 mod functions;
 
-use functions::{planned_uuid_text_udf, PlannedUuidText};
+pub use functions::planned_uuid_text_udf;
+use functions::PlannedUuidText;
 pub use functions::{uuid_from_text_udf, uuid_text_udf, UuidFromTextUdf, UuidTextUdf};
 
 const UUID: DataType = DataType::FixedSizeBinary(16);
