@@ -100,16 +100,16 @@ impl ExprPlanner for UuidLiterals {
         // Text that is not a literal: the UUID meets it as its text, which
         // the analyzer would choose too (`Meet::UuidAsText`), and which an
         // equality at the top of a filter or a join turns back into bytes
-        // (`uuid_equality`). An outer query's column is left to the
-        // analyzer (it parses it, for decorrelation).
-        let text_expr = |e: &Expr| {
-            string_literal(e).is_none()
-                && !matches!(e, Expr::OuterReferenceColumn(..))
-                && is_text(&ty(e))
-        };
+        // (`uuid_equality`). An outer query's column met by `=` is parsed
+        // instead, anywhere, as the analyzer does (`Meet::Other`), so that
+        // decorrelation sees `Column = f(outer)`.
+        let text_expr = |e: &Expr| string_literal(e).is_none() && is_text(&ty(e));
+        let outer_eq = |e: &Expr| op == B::Eq && matches!(e, Expr::OuterReferenceColumn(..));
         let (left, right) = match (string_literal(&left), string_literal(&right)) {
             (None, Some(s)) if uuid(&left) => (left, uuid_literal(s)?),
             (Some(s), None) if uuid(&right) => (uuid_literal(s)?, right),
+            _ if uuid(&left) && text_expr(&right) && outer_eq(&right) => (left, from_text(right)),
+            _ if text_expr(&left) && uuid(&right) && outer_eq(&left) => (from_text(left), right),
             _ if uuid(&left) && text_expr(&right) => (planned_text(left), right),
             _ if text_expr(&left) && uuid(&right) => (left, planned_text(right)),
             _ => (left, right),

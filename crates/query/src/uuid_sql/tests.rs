@@ -119,6 +119,14 @@ async fn uuid_columns_read_and_compare_as_text() {
         (q("SELECT count(*) FROM t, p WHERE NOT (t.person_id < p.p)"), vec!["3".into()]),
         (q("SELECT count(*) FROM t, p WHERE NOT (t.person_id <> p.p AND t.name = 'a')"), vec!["5".into()]),
         (q("SELECT count(*) FROM t WHERE NOT (person_id = name)"), vec!["3".into()]),
+        // ... and with an outer query's text: `=` parses it (as anywhere in
+        // a correlated subquery: text that is not a UUID matches nothing,
+        // so its `NOT` is NULL), other comparisons are of text. (A scalar
+        // subquery correlated by anything but `=` is DataFusion's limit,
+        // with text as with UUIDs.)
+        (q("SELECT p FROM p WHERE EXISTS (SELECT 1 FROM t WHERE NOT (p.p = t.person_id OR t.name = 'b'))"), Vec::<String>::new()),
+        (q("SELECT p FROM p WHERE EXISTS (SELECT 1 FROM t WHERE NOT (p.p = t.person_id AND t.name = 'a')) ORDER BY p"), vec![A.into(), "x".into()]),
+        (q("SELECT p FROM p WHERE EXISTS (SELECT 1 FROM t WHERE NOT (t.person_id < p.p))"), vec![A.into()]),
         // A side that types as a UUID while the SQL is planned and as
         // text after the rule (a UNION of a UUID and text, a CASE whose
         // first branch is a UUID): compared as text.
