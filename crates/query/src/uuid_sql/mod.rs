@@ -29,7 +29,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::common::{plan_err, DFSchema, DataFusionError, Result, ScalarValue};
+use datafusion::common::{plan_err, DFSchema, DataFusionError, NullEquality, Result, ScalarValue};
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::logical_expr::expr::{Between, Case, InList, InSubquery, Like};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
@@ -392,15 +392,41 @@ impl UuidSql {
                     ))))
                 }
             }
-            // `text IN (person_id, …)`: the UUIDs as text.
+            // `'…' IN (person_id, …)` with only UUIDs and literals in the
+            // list: all of it as bytes, as `person_id = '…'` is (text that
+            // is not a UUID is an error).
+            Expr::InList(InList {
+                expr,
+                list,
+                negated,
+            }) if string_literal(&expr).is_some()
+                && list.iter().any(|v| is_uuid(&ty(v)))
+                && list
+                    .iter()
+                    .all(|v| is_uuid(&ty(v)) || string_literal(v).is_some()) =>
+            {
+                let bytes = |e: Expr| match string_literal(&e) {
+                    Some(s) => uuid_literal(s),
+                    None => Ok(e),
+                };
+                let list = list.into_iter().map(bytes).collect::<Result<Vec<_>>>()?;
+                Ok(Transformed::yes(Expr::InList(InList::new(
+                    Box::new(bytes(*expr)?),
+                    list,
+                    negated,
+                ))))
+            }
+            // `text IN (person_id, …)`: the UUIDs as text, UUID literals
+            // canonical.
             Expr::InList(InList {
                 expr,
                 list,
                 negated,
             }) if is_text(&ty(&expr)) && list.iter().any(|v| is_uuid(&ty(v))) => {
+                let list = list.into_iter().map(|v| text_operand(v, schema)).collect();
                 Ok(Transformed::yes(Expr::InList(InList::new(
-                    expr,
-                    uuids_as_text(list, schema),
+                    Box::new(canonical_literal(*expr)),
+                    list,
                     negated,
                 ))))
             }
@@ -607,12 +633,24 @@ impl UuidSql {
         match plan {
             LogicalPlan::Join(mut j) => {
                 let (ls, rs) = (Arc::clone(j.left.schema()), Arc::clone(j.right.schema()));
+                let nulls_match = j.null_equality == NullEquality::NullEqualsNull;
                 j.on =
                     j.on.into_iter()
                         .map(|(l, r)| {
+                            let (lt, rt) = (l.get_type(&ls).ok(), r.get_type(&rs).ok());
+                            if nulls_match {
+                                // `INTERSECT` / `EXCEPT` (NULL matches
+                                // NULL): text that is not a UUID must not
+                                // become a NULL that matches; compared as
+                                // text, as a `UNION` of the two is.
+                                return match (is_uuid(&lt), is_uuid(&rt)) {
+                                    (true, false) if is_text(&rt) => (text(l), r),
+                                    (false, true) if is_text(&lt) => (l, text(r)),
+                                    _ => (l, r),
+                                };
+                            }
                             // Join keys: a NULL matches nothing, as text
                             // that is not a UUID would; bytes stay bytes.
-                            let (lt, rt) = (l.get_type(&ls).ok(), r.get_type(&rs).ok());
                             text_side_parsed(l, &lt, r, &rt)
                         })
                         .collect();

@@ -134,6 +134,17 @@ async fn uuid_columns_read_and_compare_as_text() {
         (q("SELECT count(*) FROM (SELECT person_id AS x FROM t UNION ALL SELECT p FROM p) u, p WHERE u.x = p.p"), vec!["4".into()]),
         (q("SELECT count(*) FROM t WHERE (CASE WHEN name = 'b' THEN person_id ELSE 'none' END) = name"), vec!["0".into()]),
         (q("SELECT count(*) FROM t WHERE NOT ((CASE WHEN name = 'b' THEN person_id ELSE 'none' END) = name)"), vec!["3".into()]),
+        // INTERSECT / EXCEPT (NULL matches NULL): text that is not a UUID
+        // is not a NULL there; compared as text.
+        (q("SELECT p FROM p INTERSECT SELECT person_id FROM t ORDER BY 1"), vec![A.into()]),
+        (q("SELECT p FROM p INTERSECT SELECT t2.person_id FROM p LEFT JOIN t t2 ON p.p = t2.name"), Vec::<String>::new()),
+        (q("SELECT p FROM p EXCEPT SELECT t2.person_id FROM p LEFT JOIN t t2 ON p.p = t2.name ORDER BY 1"), vec![A.into(), "x".into()]),
+        (q("SELECT count(*) FROM (SELECT person_id FROM t EXCEPT SELECT p FROM p)"), vec!["1".into()]),
+        // A literal IN a list of UUIDs: as bytes, as `=` is.
+        (q("SELECT count(*) FROM t WHERE '0192B1C2-D3E4-4F56-8789-0A1B2C3D4E5F' IN (person_id)"), vec!["2".into()]),
+        (q("SELECT count(*) FROM t WHERE '{11111111-d3e4-4f56-8789-0a1b2c3d4e5f}' NOT IN (person_id, '0192b1c2-d3e4-4f56-8789-0a1b2c3d4e5f')"), vec!["2".into()]),
+        // ... and among text: compared as text, the literal canonical.
+        (q("SELECT count(*) FROM t WHERE '0192B1C2-D3E4-4F56-8789-0A1B2C3D4E5F' IN (person_id, name)"), vec!["2".into()]),
         // Inside a grouping set, which the rule leaves alone.
         (q("SELECT count(*) FROM (SELECT person_id = name AS s FROM t GROUP BY ROLLUP(person_id = name))"), vec!["2".into()]),
         // A `uuid_text` the user wrote stays a comparison of text.
@@ -152,6 +163,7 @@ async fn uuid_columns_read_and_compare_as_text() {
         "SELECT count(*) FROM t WHERE person_id IN ('nope')",
         "SELECT count(*) FROM t WHERE person_id BETWEEN 'a' AND 'b'",
         "SELECT count(*) FROM t WHERE NOT (person_id = 'nope')",
+        "SELECT count(*) FROM t WHERE 'nope' IN (person_id)",
     ] {
         let err = rows(&ctx, bad).await.unwrap_err();
         assert!(err.to_string().contains("not a UUID"), "{bad}: {err}");
