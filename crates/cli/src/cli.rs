@@ -830,7 +830,12 @@ fn ingest(dir: &Path, table: &str, files: &[PathBuf]) -> Result<()> {
             files,
             elide_store::IngestOptions::new().progress(|p| bar.set_position(p.rows)),
         )
-        .map_err(|e| format!("{e} (nothing was ingested)"))?;
+        .map_err(|e| match e {
+            elide_store::StoreError::OutcomeUnknown(_) => format!(
+                "{e} (the ingest may or may not be in the store: check with `elide status` before retrying)"
+            ),
+            e => format!("{e} (nothing was ingested)"),
+        })?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(

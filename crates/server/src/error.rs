@@ -233,7 +233,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
             e if e.is_invalid_input() => ApiError::invalid(e.to_string()),
-            StoreError::Unavailable(_) | StoreError::ReadOnly(_) | StoreError::Closed { .. } => {
+            StoreError::Unavailable(_)
+            | StoreError::OutcomeUnknown(_)
+            | StoreError::ReadOnly(_)
+            | StoreError::Closed { .. } => {
                 tracing::warn!(error = %e, "store unavailable");
                 ApiError::unavailable()
             }
@@ -306,6 +309,7 @@ fn query_error(e: datafusion::error::DataFusionError) -> ApiError {
 fn clone_store_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::OutcomeUnknown(m) => StoreError::OutcomeUnknown(m.clone()),
         StoreError::ReadOnly(m) => StoreError::ReadOnly(m.clone()),
         StoreError::Closed { path } => StoreError::Closed { path: path.clone() },
         other => StoreError::Internal(other.to_string()),

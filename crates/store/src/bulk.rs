@@ -325,7 +325,8 @@ impl BulkIngest {
 
     /// Write what is buffered, make every part durable and publish them
     /// all in one commit. When this returns, every row is durable and
-    /// visible; on an error, none is.
+    /// visible; on an error, none is, except after
+    /// [`StoreError::OutcomeUnknown`]: the commit may have landed.
     pub fn commit(self) -> Result<IngestOutcome> {
         self.finish(None)
     }

@@ -380,7 +380,8 @@ impl<'a> Transaction<'a> {
                     "manifest version {version} may be published but its commit failed ({e}); reopen the store"
                 );
                 tracing::error!(%why, "the store refuses commits until it is reopened");
-                self.refuse_until_reopen(why);
+                self.refuse_until_reopen(why.clone());
+                return Err(StoreError::OutcomeUnknown(why));
             }
             return Err(e);
         }

@@ -158,6 +158,15 @@ pub enum StoreError {
     /// The store was closed or its background worker failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A commit whose manifest may have been published although the
+    /// commit failed (the `manifest/` directory's fsync, or an object
+    /// store's ambiguous answer): what it wrote may or may not be in the
+    /// store. Unlike every other error of a write, this one does not say
+    /// "nothing changed": reopen the store to see which it was before
+    /// retrying (a retried ingest could store its rows twice). The handle
+    /// refuses writes from then on ([`StoreError::Unavailable`]).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// A bug: an internal invariant did not hold.
     #[error("internal error (a bug in elide): {0}")]
     Internal(String),

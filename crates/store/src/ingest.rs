@@ -7,7 +7,10 @@
 //! memtable limits, whatever the input's size), and everything is
 //! published by one commit at the end. A bad row anywhere, a failed read,
 //! a full disk or a kill leaves the store as it was: **all or nothing**,
-//! the guarantee of `elide ingest`, which is built on this module.
+//! the guarantee of `elide ingest`, which is built on this module. The
+//! one error after which the caller cannot know which it was is
+//! [`StoreError::OutcomeUnknown`] (the commit's manifest may have landed):
+//! reopen the store and look before retrying.
 //!
 //! **Column mapping.** Inputs written by other tools name columns their
 //! way (`$session_id`, `distinct_id_str`...). [`IngestOptions::rename`]
@@ -161,7 +164,8 @@ impl Store {
     /// Ingest every batch of `batches` (a parquet `RecordBatchReader`, an
     /// IPC reader, a `Vec` of `Ok(batch)`...) into `table` as one unit:
     /// when this returns `Ok`, every row is durable and visible; on an
-    /// error nothing is (see the [module docs](crate::ingest)). An invalid
+    /// error nothing is, except after [`StoreError::OutcomeUnknown`] (see
+    /// the [module docs](crate::ingest)). An invalid
     /// row is [`StoreError::InvalidInputRow`], its row counted from the
     /// start of the input.
     ///

@@ -249,7 +249,11 @@ fn after_a_flush_with_an_unknown_outcome_writes_are_refused() {
     append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 1)]);
     fs.arm(true);
     let e = store.flush().unwrap_err();
-    assert!(e.to_string().contains("directory fsync failed"), "{e}");
+    assert!(
+        matches!(e, StoreError::OutcomeUnknown(_))
+            && e.to_string().contains("directory fsync failed"),
+        "{e}"
+    );
     fs.arm(false);
     let on_disk = parts_and_tombstones_on_disk(dir.path());
     let batch = elide_store::jsonl::rows_to_batch(&[row(3, "c", 1, 0)]).unwrap();
@@ -291,7 +295,11 @@ fn a_commit_with_an_unknown_outcome_refuses_later_commits_until_reopen() {
     store.flush().unwrap();
     fs.arm(true);
     let e = store.delete(DeleteSpec::ids(1, ["a"])).unwrap_err();
-    assert!(e.to_string().contains("directory fsync failed"), "{e}");
+    assert!(
+        matches!(e, StoreError::OutcomeUnknown(_))
+            && e.to_string().contains("directory fsync failed"),
+        "{e}"
+    );
     fs.arm(false);
     let e = store.delete(DeleteSpec::ids(1, ["b"])).unwrap_err();
     assert!(
@@ -308,4 +316,31 @@ fn a_commit_with_an_unknown_outcome_refuses_later_commits_until_reopen() {
     );
     store.delete(DeleteSpec::ids(1, ["b"])).unwrap();
     assert!(visible(&store).is_empty());
+}
+
+/// A bulk ingest whose commit has an unknown outcome says so
+/// ([`StoreError::OutcomeUnknown`], not an error that reads as "nothing
+/// was ingested"): here the manifest landed, and the reopened store has
+/// every row, so a caller who retried on any error would store them twice.
+#[test]
+fn an_ingest_whose_commit_has_an_unknown_outcome_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = crate::common::FailingSync::dirs(|p| p.ends_with("manifest"));
+    let store = open_failing(dir.path(), &fs);
+    let batch = elide_store::jsonl::rows_to_batch(&[row(1, "a", 1, 0), row(2, "b", 1, 1)]).unwrap();
+    fs.arm(true);
+    let e = store
+        .ingest(
+            Table::Events,
+            [Ok(batch)],
+            elide_store::IngestOptions::new(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, StoreError::OutcomeUnknown(_)), "{e}");
+    assert!(e.to_string().contains("reopen"), "{e}");
+    fs.arm(false);
+    assert!(store.write_failure().is_some());
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(visible(&store).len(), 2, "the landed ingest holds");
 }
