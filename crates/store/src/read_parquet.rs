@@ -26,7 +26,9 @@
 //! first 0.7 s (docs/benchmarks.md, "Ingest: the first row groups read
 //! on every core"). The rows read ahead are the ones the sink takes next,
 //! so the peak is that of the steady state: a full buffer being written
-//! while the next one fills.
+//! while the next one fills. Row groups larger than a buffer (1 Mi rows)
+//! are read ahead only that far ([`FIRST_ROUND_ROWS`]): without the cap,
+//! a file of two 64 Mi-row groups was read ahead whole.
 //!
 //! **Strings as views.** The columns `as_view` names that the file
 //! holds as `Utf8` are read as `Utf8View`: views of the decoded pages,
@@ -64,6 +66,13 @@ const MAX_THREADS: usize = 4;
 /// them (~90 MiB of the comparison's events, at the ~350 bytes a row
 /// measured in docs/benchmarks.md).
 const QUEUED_ROWS: usize = 256 << 10;
+
+/// Rows each thread may read ahead in the first round, at most (the
+/// module docs): a row group of the usual size (1 Mi rows, as Elide,
+/// DuckDB and pyarrow write) is read ahead whole, a larger one (64 Mi rows
+/// in old pyarrow files) only this far, so memory does not grow with the
+/// input's row groups.
+const FIRST_ROUND_ROWS: usize = 1 << 20;
 
 /// What a reading thread sends, in its row groups' order.
 enum Msg<T> {
@@ -153,6 +162,7 @@ fn read_on<T: Send>(
     let first_round = match threads {
         1 => queue,
         _ => group_batches
+            .min(FIRST_ROUND_ROWS.div_ceil(batch_rows))
             .div_ceil(threads - 1)
             .saturating_add(1)
             .max(queue),
@@ -549,6 +559,58 @@ mod tests {
         .unwrap();
         assert_eq!(rows, 1_200_000);
         assert_eq!(calls, 1200);
+    }
+
+    /// Row groups larger than [`FIRST_ROUND_ROWS`] are not read ahead
+    /// whole: memory does not grow with the input's row groups.
+    #[test]
+    fn the_first_round_of_large_row_groups_stops_at_its_cap() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        // Two row groups of twice the cap, in batches of 1000.
+        let group = 2 * FIRST_ROUND_ROWS;
+        let path = file(dir.path(), 2 * group as i64, group);
+        let per_thread = FIRST_ROUND_ROWS.div_ceil(1000) + 1;
+        let prepared = AtomicUsize::new(0);
+        let mut calls = 0usize;
+        let mut rows = 0usize;
+        read_on(
+            2,
+            "in",
+            &path,
+            1000,
+            &|_| false,
+            &|b| {
+                prepared.fetch_add(1, Ordering::SeqCst);
+                Ok(b.num_rows())
+            },
+            &mut |n| {
+                rows += n?;
+                calls += 1;
+                if calls == 1 {
+                    let until = Instant::now() + Duration::from_secs(30);
+                    while prepared.load(Ordering::SeqCst) < 2 * per_thread - 2
+                        && Instant::now() < until
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                    let now = prepared.load(Ordering::SeqCst);
+                    // (The first thread's limit counts from the batch the
+                    // sink took; each thread may prepare one batch more,
+                    // which then waits.)
+                    assert!(
+                        now >= 2 * per_thread - 2 && now <= 2 * per_thread + 4,
+                        "read ahead {now} batches; the cap is {per_thread} a thread (a row group is {})",
+                        group / 1000
+                    );
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(rows, 2 * group);
     }
 
     /// A sink that panics stops the threads (one waiting for the sink to
