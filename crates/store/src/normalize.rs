@@ -191,9 +191,36 @@ fn stored_type(kind: ColumnKind) -> DataType {
     }
 }
 
+/// Bytes of text the non-null values of `a` hold, as a `Utf8` array would
+/// (views may share their bytes, so the views' buffers do not say).
+fn view_text_bytes(a: &arrow::array::StringViewArray) -> u64 {
+    // A view's low 32 bits are its value's length.
+    let len = |v: &u128| u64::from(*v as u32);
+    match a.nulls() {
+        None => a.views().iter().map(len).sum(),
+        Some(n) => a
+            .views()
+            .iter()
+            .zip(n.iter())
+            .filter(|(_, valid)| *valid)
+            .map(|(v, _)| len(v))
+            .sum(),
+    }
+}
+
 fn to_utf8(c: &ColumnDef, input: &ArrayRef) -> Result<StringArray> {
     match input.data_type() {
         DataType::Utf8 => Ok(input.as_string::<i32>().clone()),
+        DataType::Utf8View if view_text_bytes(input.as_string_view()) > i32::MAX as u64 => {
+            // arrow's cast would panic on the offset overflow.
+            Err(StoreError::InvalidInput(format!(
+                "column `{}`: a batch of {} rows holds {} bytes of text, more than a string \
+                 column holds (2 GiB); send smaller batches",
+                c.name,
+                input.len(),
+                view_text_bytes(input.as_string_view())
+            )))
+        }
         DataType::LargeUtf8 | DataType::Utf8View => {
             let out = cast_with_options(input, &DataType::Utf8, &CastOptions::default())?;
             Ok(out.as_string::<i32>().clone())
@@ -406,6 +433,34 @@ mod tests {
                 ])),
             ),
         ]
+    }
+
+    /// A `Utf8View` column whose values add up to more than a `Utf8`
+    /// array holds is an error, not arrow's panic (the views here share
+    /// one buffer of 1 MiB).
+    #[test]
+    fn text_views_past_two_gib_are_an_error_not_a_panic() {
+        use arrow::array::StringViewArray;
+        use arrow::buffer::{Buffer, ScalarBuffer};
+        let value = vec![b'a'; 1 << 20];
+        let buffer = Buffer::from_vec(value);
+        let n = 2100usize;
+        // A view of a value longer than 12 bytes: length, prefix, buffer
+        // index 0, offset 0.
+        let view = (1u128 << 20) | (u128::from(u32::from_le_bytes(*b"aaaa")) << 32);
+        let views = ScalarBuffer::from(vec![view; n]);
+        let big = StringViewArray::try_new(views, vec![buffer], None).unwrap();
+        let mut cols = good();
+        cols[0].1 = Arc::new(StringArray::from(vec!["a"; n]));
+        cols[1].1 = Arc::new(StringArray::from(vec!["x"; n]));
+        cols[2].1 = Arc::new(Int32Array::from(vec![1; n]));
+        cols[3].1 = Arc::new(StringArray::from(vec!["2026-11-01T10:00:00Z"; n]));
+        cols.push(("properties", Arc::new(big)));
+        let e = normalize(Table::Events, &batch(cols)).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::InvalidInput(m) if m.contains("`properties`") && m.contains("2 GiB")),
+            "{e}"
+        );
     }
 
     #[test]
