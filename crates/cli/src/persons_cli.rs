@@ -351,7 +351,8 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
     let (stats, secs) = with_persons(&a.data_dir, Access::Create, |persons| {
         let bar = crate::cli::progress_bar(0, "capturing");
         let started = Instant::now();
-        let mut lines = reader.lines().enumerate();
+        let mut lines =
+            elide_store::jsonl::bounded_lines(reader, elide_store::jsonl::MAX_LINE_BYTES);
         let batch_size = a.batch_size;
         let mut failed = false;
         let mut batches = std::iter::from_fn(|| {
@@ -365,21 +366,18 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
                     Ok(l) => l,
                     Err(e) => {
                         failed = true;
+                        let reason = match e {
+                            elide_store::StoreError::InvalidLine { reason, .. } => reason,
+                            e => e.to_string(),
+                        };
                         return Some(Err(elide_persons::PersonsError::InvalidLine {
                             line: i + 1,
-                            reason: format!("unreadable: {e}"),
+                            reason,
                         }));
                     }
                 };
                 if line.trim().is_empty() {
                     continue;
-                }
-                if let Some(reason) = elide_store::jsonl::too_long(&line) {
-                    failed = true;
-                    return Some(Err(elide_persons::PersonsError::InvalidLine {
-                        line: i + 1,
-                        reason,
-                    }));
                 }
                 bytes += line.len();
                 let now = chrono::Utc::now().timestamp_micros();

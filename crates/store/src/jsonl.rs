@@ -304,16 +304,6 @@ pub const MAX_LINE_BYTES: usize = 256 << 20;
 /// line's bytes, when numbers such as `1e5` are written out).
 pub const MAX_BATCH_BYTES: usize = 256 << 20;
 
-/// Why `line` is refused, if it is longer than [`MAX_LINE_BYTES`].
-pub fn too_long(line: &str) -> Option<String> {
-    (line.len() > MAX_LINE_BYTES).then(|| {
-        format!(
-            "the line is {} bytes long; an event may take at most {MAX_LINE_BYTES}",
-            line.len()
-        )
-    })
-}
-
 /// Read JSON lines, calling `sink` with batches of up to `batch_rows` rows
 /// (and about [`MAX_BATCH_BYTES`]). Blank lines are skipped. Stops at the
 /// first invalid line.
@@ -322,33 +312,79 @@ pub fn read_json_lines(
     batch_rows: usize,
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<usize> {
-    read_json_lines_within(reader, batch_rows, MAX_BATCH_BYTES, sink)
+    read_json_lines_within(reader, batch_rows, MAX_BATCH_BYTES, MAX_LINE_BYTES, sink)
 }
 
-/// [`read_json_lines`], cutting batches at `batch_bytes` of lines.
+/// The lines of `reader` with their 0-based index, without their `\n` or
+/// `\r\n`, like `BufRead::lines`, except that a line longer than `max`
+/// bytes is an error as soon as `max` bytes of it are read (`lines` holds
+/// a line whole first: an input without line breaks was read into memory
+/// before it was refused). The iterator ends after an error.
+pub fn bounded_lines<R: BufRead>(
+    mut reader: R,
+    max: usize,
+) -> impl Iterator<Item = (usize, Result<String>)> {
+    let mut next = 0usize;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let i = next;
+        next += 1;
+        let line = read_line_within(&mut reader, max, i + 1);
+        done = !matches!(line, Ok(Some(_)));
+        line.transpose().map(|l| (i, l))
+    })
+}
+
+/// The next line of `reader` (1-based `line` for errors), reading at most
+/// `max + 2` bytes of it (the line and its `\r\n`); `None` at the end.
+fn read_line_within(reader: &mut impl BufRead, max: usize, line: usize) -> Result<Option<String>> {
+    use std::io::Read;
+    let err = |reason: String| StoreError::InvalidLine { line, reason };
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(2);
+    let mut buf = Vec::new();
+    let n = reader
+        .take(limit)
+        .read_until(b'\n', &mut buf)
+        .map_err(|e| err(format!("unreadable: {e}")))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    if buf.len() > max {
+        return Err(err(format!(
+            "the line is longer than {max} bytes; an event may take at most {max}"
+        )));
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|e| err(format!("unreadable: not UTF-8 text ({})", e.utf8_error())))
+}
+
+/// [`read_json_lines`], cutting batches at `batch_bytes` of lines and
+/// refusing lines longer than `max_line` bytes.
 fn read_json_lines_within(
     reader: impl BufRead,
     batch_rows: usize,
     batch_bytes: usize,
+    max_line: usize,
     sink: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<usize> {
     let mut rows = Vec::with_capacity(batch_rows.min(1 << 16));
     let mut bytes = 0usize;
     let mut total = 0;
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| StoreError::InvalidLine {
-            line: i + 1,
-            reason: format!("unreadable: {e}"),
-        })?;
+    for (i, line) in bounded_lines(reader, max_line) {
+        let line = line?;
         let line = if i == 0 { strip_bom(&line) } else { &line };
         if line.trim().is_empty() {
             continue;
-        }
-        if let Some(reason) = too_long(line) {
-            return Err(StoreError::InvalidLine {
-                line: i + 1,
-                reason,
-            });
         }
         rows.push(parse_event_line(i + 1, line)?);
         bytes += line.len();
@@ -385,16 +421,44 @@ mod tests {
             .collect();
         let short = line(0, 10).len();
         let mut sizes = Vec::new();
-        let total = read_json_lines_within(text.as_bytes(), 4, 3 * short, &mut |b| {
-            sizes.push(b.num_rows());
-            Ok(())
-        })
-        .unwrap();
+        let total =
+            read_json_lines_within(text.as_bytes(), 4, 3 * short, MAX_LINE_BYTES, &mut |b| {
+                sizes.push(b.num_rows());
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(total, 10);
         // Three short lines reach the bound, two and a long one do, and
         // each long one alone does (the row count, 4, is never reached).
         assert_eq!(sizes, [3, 3, 1, 1, 1, 1]);
-        assert!(too_long(&line(0, 10)).is_none());
+    }
+
+    /// A line longer than the limit is refused once the limit is read,
+    /// not after the whole line: here the input never ends. Lines up to
+    /// the limit, with `\n` or `\r\n`, are read.
+    #[test]
+    fn a_line_past_the_limit_is_refused_without_reading_it_whole() {
+        let line =
+            r#"{"event":"e","distinct_id":"u","project_id":1,"timestamp":"2026-11-01T00:00:00Z"}"#;
+        let endless = format!("{line}\r\n{line}\n").into_bytes();
+        let endless = std::io::BufReader::new(std::io::Read::chain(
+            std::io::Cursor::new(endless),
+            std::io::repeat(b' '),
+        ));
+        let mut rows = 0;
+        let e = read_json_lines_within(endless, 10, 1 << 20, line.len(), &mut |b| {
+            rows += b.num_rows();
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::InvalidLine { line: 3, reason } if reason.contains("longer than")),
+            "{e}"
+        );
+        assert_eq!(rows, 0, "nothing reaches the sink before the error");
+        let two = format!("{line}\r\n{line}");
+        let n = read_json_lines_within(two.as_bytes(), 10, 1 << 20, line.len(), &mut |_| Ok(()));
+        assert_eq!(n.unwrap(), 2);
     }
 
     #[test]
