@@ -312,13 +312,45 @@ pub fn check_timestamp_us(v: i64) -> std::result::Result<(), String> {
     if (MIN_TS_US..=MAX_TS_US).contains(&v) {
         Ok(())
     } else {
-        Err("timestamp outside 1970-01-01 .. 9999-12-31".into())
+        Err(OUT_OF_RANGE.into())
     }
+}
+
+/// Text, plain or dictionary-encoded ([`to_utf8`] reads them all).
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_text(v),
+        _ => false,
+    }
+}
+
+const OUT_OF_RANGE: &str = "timestamp outside 1970-01-01 .. 9999-12-31";
+
+/// The first row of a timestamp array (of `unit`) before 1970, if any.
+fn first_negative(input: &ArrayRef, unit: &TimeUnit) -> Option<usize> {
+    use arrow::datatypes::{
+        TimestampMicrosecondType as Us, TimestampMillisecondType as Ms,
+        TimestampNanosecondType as Ns, TimestampSecondType as S,
+    };
+    let values = match unit {
+        TimeUnit::Second => input.as_primitive::<S>().values(),
+        TimeUnit::Millisecond => input.as_primitive::<Ms>().values(),
+        TimeUnit::Microsecond => input.as_primitive::<Us>().values(),
+        TimeUnit::Nanosecond => input.as_primitive::<Ns>().values(),
+    };
+    (0..values.len()).find(|&i| values[i] < 0 && input.is_valid(i))
 }
 
 fn to_timestamp(c: &ColumnDef, input: &ArrayRef) -> Result<ArrayRef> {
     let micros: TimestampMicrosecondArray = match input.data_type() {
-        DataType::Timestamp(_, _) => {
+        DataType::Timestamp(unit, _) => {
+            // Before 1970 whatever the unit: a nanosecond in
+            // -999..=-1 would otherwise become 0 µs (the cast truncates
+            // toward zero) and pass for 1970-01-01.
+            if let Some(row) = first_negative(input, unit) {
+                return Err(StoreError::invalid_row(row, c.name, OUT_OF_RANGE));
+            }
             let target = DataType::Timestamp(TimeUnit::Microsecond, None);
             let cast = cast_with_options(input, &target, &CastOptions::default())?;
             if cast.null_count() != input.null_count() {
@@ -334,7 +366,7 @@ fn to_timestamp(c: &ColumnDef, input: &ArrayRef) -> Result<ArrayRef> {
             cast.as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
                 .clone()
         }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+        t if is_text(t) => {
             let s = to_utf8(c, input)?;
             let mut out = Vec::with_capacity(s.len());
             for (row, v) in s.iter().enumerate() {
@@ -461,6 +493,37 @@ mod tests {
             matches!(&e, StoreError::InvalidInput(m) if m.contains("`properties`") && m.contains("2 GiB")),
             "{e}"
         );
+    }
+
+    /// Timestamps before 1970 are refused in every unit (a nanosecond
+    /// before the epoch used to become 0 µs and pass), and text
+    /// timestamps may be dictionary-encoded as other text columns may.
+    #[test]
+    fn timestamps_before_1970_are_refused_in_every_unit_and_dictionaries_parse() {
+        use arrow::array::{DictionaryArray, TimestampNanosecondArray, TimestampSecondArray};
+        use arrow::datatypes::Int32Type;
+        for ts in [
+            Arc::new(TimestampNanosecondArray::from(vec![1_000, -1])) as ArrayRef,
+            Arc::new(TimestampNanosecondArray::from(vec![1_000, -999]).with_timezone("UTC")),
+            Arc::new(TimestampSecondArray::from(vec![1, -1])),
+        ] {
+            let mut cols = good();
+            cols[3].1 = ts;
+            let e = normalize(Table::Events, &batch(cols)).unwrap_err();
+            assert!(
+                matches!(&e, StoreError::InvalidRow { row: 1, column, reason }
+                    if column == "timestamp" && reason.contains("1970")),
+                "{e}"
+            );
+        }
+        let mut cols = good();
+        cols[3].1 = Arc::new(
+            vec!["2026-11-01T10:00:00Z", "2026-11-01T10:00:00Z"]
+                .into_iter()
+                .collect::<DictionaryArray<Int32Type>>(),
+        );
+        let out = normalize(Table::Events, &batch(cols)).unwrap();
+        assert_eq!(out.rows, 2);
     }
 
     #[test]
