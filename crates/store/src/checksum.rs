@@ -72,7 +72,7 @@ fn chunk_range(c: &parquet::file::metadata::ColumnChunkMetaData) -> Option<Range
 /// Whether every column chunk of `md` lies within a file of `size` bytes
 /// (a damaged footer of a part written before checksums, which nothing
 /// else checks, must be an error, not a panic of the parquet reader).
-fn chunks_within(md: &ParquetMetaData, size: u64) -> std::result::Result<(), String> {
+pub(crate) fn chunks_within(md: &ParquetMetaData, size: u64) -> std::result::Result<(), String> {
     for (g, rg) in md.row_groups().iter().enumerate() {
         for (i, c) in rg.columns().iter().enumerate() {
             match chunk_range(c) {

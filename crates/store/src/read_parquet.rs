@@ -146,6 +146,17 @@ fn read_on<T: Send>(
             "{name}: not a readable parquet file (damaged footer or schema?): {e}"
         ))
     })?;
+    // Chunks outside the file: parquet's reader asserts on a negative
+    // offset or size (a panic on a reading thread).
+    let size = file
+        .metadata()
+        .map_err(|e| StoreError::io(path.display(), e))?
+        .len();
+    crate::checksum::chunks_within(meta.metadata(), size).map_err(|why| {
+        StoreError::InvalidInput(format!(
+            "{name}: not a readable parquet file (damaged footer?): {why}"
+        ))
+    })?;
     let meta = strings_as_views(meta, as_view);
     let groups = meta.metadata().num_row_groups();
     let threads = cores.clamp(1, MAX_THREADS).min(groups.max(1));
@@ -417,6 +428,20 @@ mod tests {
     /// `path` with each row group's row count in the footer replaced by
     /// `claimed`.
     fn with_claimed_rows(path: &Path, claimed: i64) -> std::path::PathBuf {
+        with_footer(path, &format!("claims-{claimed}"), &|g| {
+            g.into_builder().set_num_rows(claimed).build().unwrap()
+        })
+    }
+
+    /// `path` with each row group of its footer passed through `change`,
+    /// as `<path>.<name>.parquet`.
+    fn with_footer(
+        path: &Path,
+        name: &str,
+        change: &dyn Fn(
+            parquet::file::metadata::RowGroupMetaData,
+        ) -> parquet::file::metadata::RowGroupMetaData,
+    ) -> std::path::PathBuf {
         use parquet::file::metadata::{ParquetMetaDataReader, ParquetMetaDataWriter};
         let bytes = std::fs::read(path).unwrap();
         let footer_len = u32::from_le_bytes(bytes[bytes.len() - 8..][..4].try_into().unwrap());
@@ -424,21 +449,11 @@ mod tests {
         let md = ParquetMetaDataReader::new()
             .parse_and_finish(&bytes::Bytes::from(bytes.clone()))
             .unwrap();
-        let groups = md
-            .row_groups()
-            .iter()
-            .map(|g| {
-                g.clone()
-                    .into_builder()
-                    .set_num_rows(claimed)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
+        let groups = md.row_groups().iter().map(|g| change(g.clone())).collect();
         let md = md.into_builder().set_row_groups(groups).build();
         let mut out = bytes[..data_end].to_vec();
         ParquetMetaDataWriter::new(&mut out, &md).finish().unwrap();
-        let damaged = path.with_extension(format!("claims-{claimed}.parquet"));
+        let damaged = path.with_extension(format!("{name}.parquet"));
         std::fs::write(&damaged, out).unwrap();
         damaged
     }
@@ -467,6 +482,57 @@ mod tests {
                 );
                 let e = r.expect_err("an impossible row count is refused");
                 assert!(e.to_string().contains("in:"), "{claimed} on {cores}: {e}");
+            }
+        }
+    }
+
+    /// A footer whose column chunks lie outside the file (a negative
+    /// offset or size, or past its end) is an error naming the input, not
+    /// a panic of the parquet reader's assertion on a reading thread.
+    #[test]
+    fn a_footer_placing_chunks_outside_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 200, 100);
+        let cases: [(&str, i64, i64); 3] = [
+            ("negative-offset", -5, 100),
+            ("negative-size", 4, -100),
+            ("past-the-end", 4, 1 << 40),
+        ];
+        for (name, offset, size) in cases {
+            let damaged = with_footer(&path, name, &|g| {
+                let columns = g
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        c.clone()
+                            .into_builder()
+                            .set_data_page_offset(offset)
+                            .set_dictionary_page_offset(None)
+                            .set_total_compressed_size(size)
+                            .build()
+                            .unwrap()
+                    })
+                    .collect();
+                g.into_builder()
+                    .set_column_metadata(columns)
+                    .build()
+                    .unwrap()
+            });
+            for cores in [1, 2] {
+                let r = read_on(
+                    cores,
+                    "in",
+                    &damaged,
+                    64,
+                    &|_| false,
+                    &|b| Ok(values(&b)),
+                    &mut |v| v.map(drop),
+                );
+                let e = r.expect_err("chunks outside the file are refused");
+                assert!(
+                    matches!(&e, StoreError::InvalidInput(m) if m.starts_with("in:") && m.contains("outside the file")),
+                    "{name} on {cores}: {e}"
+                );
             }
         }
     }
