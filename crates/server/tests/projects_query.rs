@@ -506,56 +506,15 @@ async fn health_ready_metrics() {
     assert!(r.headers.contains_key("x-request-id"));
 }
 
-/// Local files whose `manifest/` directory fsync fails while armed: a
-/// commit's manifest lands, then the commit reports an error (its outcome
-/// is unknown).
-#[derive(Debug, Default)]
-struct FailingManifestSync(std::sync::atomic::AtomicBool);
-
-impl elide_store::io::FileSystem for FailingManifestSync {
-    fn create_new(
-        &self,
-        path: &std::path::Path,
-    ) -> std::io::Result<std::sync::Arc<dyn elide_store::io::AppendFile>> {
-        elide_store::io::StdFs.create_new(path)
-    }
-    fn write_new(&self, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-        elide_store::io::StdFs.write_new(path, bytes)
-    }
-    fn sync_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        elide_store::io::StdFs.sync_file(path)
-    }
-    fn sync_dir(&self, path: &std::path::Path) -> std::io::Result<()> {
-        if self.0.load(std::sync::atomic::Ordering::SeqCst) && path.ends_with("manifest") {
-            return Err(std::io::Error::other("injected: directory fsync failed"));
-        }
-        elide_store::io::StdFs.sync_dir(path)
-    }
-    fn rename_noreplace(
-        &self,
-        from: &std::path::Path,
-        to: &std::path::Path,
-    ) -> std::io::Result<()> {
-        elide_store::io::StdFs.rename_noreplace(from, to)
-    }
-    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        elide_store::io::StdFs.remove_file(path)
-    }
-    fn truncate(&self, path: &std::path::Path, len: u64) -> std::io::Result<()> {
-        elide_store::io::StdFs.truncate(path, len)
-    }
-    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
-        elide_store::io::StdFs.create_dir_all(path)
-    }
-}
-
 /// After a flush whose commit has an unknown outcome the store refuses
 /// writes until it is reopened: `/_ready` says 503 (a load balancer takes
 /// the node out), capture answers 503 with the envelope, `/_health` stays
 /// 200 (the process answers), and reads still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_while_the_store_refuses_writes() {
-    let fs = std::sync::Arc::new(FailingManifestSync::default());
+    // The directory fsync of `manifest/` fails while armed: the
+    // commit's manifest lands, then the commit reports an error.
+    let fs = elide_store::failing_fs::FailingSync::dirs(|p| p.ends_with("manifest"));
     let h = Harness::with_app_config(ServerConfig::default(), |c| {
         c.store.fs = fs.clone();
         // The test flushes itself, with the fault armed.
@@ -563,14 +522,14 @@ async fn not_ready_while_the_store_refuses_writes() {
     });
     h.event("m", "m1", json!({})).await;
     assert_eq!(h.call_as(None, "GET", "/_ready", None).await.status, 200);
-    fs.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    fs.arm(true);
     let store = h.state.app().store().clone();
     let e = tokio::task::spawn_blocking(move || store.flush())
         .await
         .expect("flush task")
         .expect_err("the flush's commit fails");
     assert!(e.to_string().contains("directory fsync failed"), "{e}");
-    fs.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    fs.arm(false);
 
     h.call_as(None, "GET", "/_ready", None).await.envelope(503);
     assert_eq!(h.call_as(None, "GET", "/_health", None).await.status, 200);

@@ -83,6 +83,8 @@ pub mod checksum;
 mod commit;
 #[cfg(feature = "testing")]
 pub mod crash_fs;
+#[cfg(feature = "testing")]
+pub mod failing_fs;
 #[doc(hidden)]
 pub mod failpoint;
 mod gather;
