@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod access;
+mod bounded;
 pub mod codec;
 pub mod count_by_key;
 pub mod deadline;
@@ -173,6 +174,7 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     funnel::register(ctx);
     ctx.register_udf(UtcDateTrunc::udf());
     ctx.register_udf(PropertiesMatch::udf());
+    bounded::register(ctx);
     Ok(())
 }
 

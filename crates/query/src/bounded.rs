@@ -1,0 +1,390 @@
+//! Scalar functions whose output size the query chooses, bounded.
+//!
+//! `repeat('x', 1000000000000)` asks DataFusion's `repeat` for a terabyte
+//! in one allocation; its failure aborts the process (no panic to catch),
+//! and the session's memory pool does not see a scalar function's output.
+//! A `query:read` key could stop the server that way. The functions below
+//! are wrapped: before the inner function runs, the size of what it would
+//! build for the batch is computed from its arguments, and past
+//! [`MAX_OUTPUT_BYTES`] the query fails with an error instead.
+//!
+//! Invariant: the wrapper changes nothing else (name, aliases, signature,
+//! types, simplification are the inner function's); it only refuses.
+//!
+//! Bounded: `repeat`, `lpad`, `rpad` (bytes of text), `array_repeat`,
+//! `array_resize`, `range`, `generate_series` (elements of lists, of
+//! integers, dates or timestamps).
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::kernels::length::length;
+use arrow::compute::{cast, cast_with_options, CastOptions};
+use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalUnit};
+use datafusion::common::{exec_err, Result};
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature,
+};
+use datafusion::prelude::SessionContext;
+
+/// Most bytes a bounded function may build for one batch (an estimate of
+/// its output: text bytes, or 16 bytes a list element).
+pub const MAX_OUTPUT_BYTES: u64 = 1 << 30;
+
+/// Bytes one list element is counted as (an estimate for any type).
+const ELEMENT_BYTES: u64 = 16;
+
+/// A day in nanoseconds.
+const DAY_NS: i128 = 86_400_000_000_000;
+
+/// What a function would build for a batch, from its arguments.
+type Size = fn(&[ColumnarValue], usize) -> Result<u64>;
+
+/// A function of DataFusion's, refused when [`Size`] says its output
+/// would pass [`MAX_OUTPUT_BYTES`].
+#[derive(Debug)]
+struct Bounded {
+    inner: Arc<ScalarUDF>,
+    size: Size,
+}
+
+impl PartialEq for Bounded {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner
+    }
+}
+
+impl Eq for Bounded {}
+
+impl Hash for Bounded {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.inner.hash(state)
+    }
+}
+
+impl ScalarUDFImpl for Bounded {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        self.inner.inner().schema_name(args)
+    }
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+    fn is_strict(&self) -> bool {
+        self.inner.inner().is_strict()
+    }
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        self.inner.simplify(args, info)
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let bytes = (self.size)(&args.args, args.number_rows)?;
+        if bytes > MAX_OUTPUT_BYTES {
+            return exec_err!(
+                "{} would build about {bytes} bytes for {} rows; at most {MAX_OUTPUT_BYTES} may be",
+                self.inner.name(),
+                args.number_rows
+            );
+        }
+        self.inner.invoke_with_args(args)
+    }
+}
+
+/// Replace the session's functions that build outputs of a size the query
+/// chooses by bounded ones (see the module docs). Idempotent.
+pub(crate) fn register(ctx: &SessionContext) {
+    let sized: [(&str, Size); 7] = [
+        ("repeat", repeat_size),
+        ("lpad", pad_size),
+        ("rpad", pad_size),
+        ("array_repeat", array_repeat_size),
+        ("array_resize", array_resize_size),
+        ("range", series_size),
+        ("generate_series", series_size),
+    ];
+    let state = ctx.state();
+    let functions = state.scalar_functions();
+    for (name, size) in sized {
+        let Some(inner) = functions.get(name) else {
+            continue;
+        };
+        if inner.inner().downcast_ref::<Bounded>().is_some() {
+            continue;
+        }
+        ctx.register_udf(ScalarUDF::new_from_impl(Bounded {
+            inner: Arc::clone(inner),
+            size,
+        }));
+    }
+}
+
+/// `v` as `rows` values of Int64 (NULL where not a number).
+fn ints(v: &ColumnarValue, rows: usize) -> Result<ArrayRef> {
+    let a = v.to_array(rows)?;
+    let safe = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
+    Ok(cast_with_options(&a, &DataType::Int64, &safe)?)
+}
+
+/// Bytes of each value of `v` (text or binary; 0 for other types).
+fn lengths(v: &ColumnarValue, rows: usize) -> Result<Option<ArrayRef>> {
+    let a = v.to_array(rows)?;
+    let a = match a.data_type() {
+        DataType::Utf8View => cast(&a, &DataType::LargeUtf8)?,
+        DataType::BinaryView => cast(&a, &DataType::LargeBinary)?,
+        _ => a,
+    };
+    match a.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => {
+            Ok(Some(cast(&length(&a)?, &DataType::Int64)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Σ over rows of `weight(row) × count(row)`, counts below 0 as 0.
+fn total(counts: &ArrayRef, weight: impl Fn(usize) -> u64) -> u64 {
+    let c = counts.as_primitive::<Int64Type>();
+    (0..c.len())
+        .filter(|&i| c.is_valid(i))
+        .map(|i| {
+            u64::try_from(c.value(i))
+                .unwrap_or(0)
+                .saturating_mul(weight(i))
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+fn value(a: &Option<ArrayRef>, i: usize) -> u64 {
+    match a {
+        Some(a) => {
+            let a = a.as_primitive::<Int64Type>();
+            match a.is_valid(i) {
+                true => u64::try_from(a.value(i)).unwrap_or(0),
+                false => 0,
+            }
+        }
+        None => ELEMENT_BYTES,
+    }
+}
+
+/// `repeat(text, n)`: the text's bytes `n` times.
+fn repeat_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
+    let [s, n] = args else { return Ok(0) };
+    let lens = lengths(s, rows)?;
+    Ok(total(&ints(n, rows)?, |i| value(&lens, i)))
+}
+
+/// `lpad(text, n [, fill])`: `n` characters of up to 4 bytes.
+fn pad_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
+    let Some(n) = args.get(1) else { return Ok(0) };
+    Ok(total(&ints(n, rows)?, |_| 4))
+}
+
+/// `array_repeat(element, n)`: `n` copies of the element.
+fn array_repeat_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
+    let [e, n] = args else { return Ok(0) };
+    let lens = lengths(e, rows)?;
+    Ok(total(&ints(n, rows)?, |i| {
+        value(&lens, i).max(ELEMENT_BYTES)
+    }))
+}
+
+/// `array_resize(list, n [, fill])`: `n` elements.
+fn array_resize_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
+    let Some(n) = args.get(1) else { return Ok(0) };
+    Ok(total(&ints(n, rows)?, |_| ELEMENT_BYTES))
+}
+
+/// `range(stop)`, `range(start, stop [, step])` of integers, dates or
+/// timestamps: (stop - start) / step elements.
+fn series_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
+    let (start, stop, step) = match args {
+        [stop] => (None, stop, None),
+        [start, stop] => (Some(start), stop, None),
+        [start, stop, step] => (Some(start), stop, Some(step)),
+        _ => return Ok(0),
+    };
+    let stop = points(stop, rows)?;
+    let start = match start {
+        Some(s) => Some(points(s, rows)?),
+        None => None,
+    };
+    let step = match step {
+        Some(s) => Some(steps(s, rows)?),
+        None => None,
+    };
+    let at = |a: &Option<Vec<Option<i128>>>, i: usize, default: i128| match a {
+        Some(v) => v.get(i).copied().flatten().unwrap_or(default),
+        None => default,
+    };
+    let stop = Some(stop);
+    let mut elements = 0u64;
+    for i in 0..rows {
+        // A step of 0 is DataFusion's error; 1 unit when not given (a
+        // day for dates).
+        let step = at(&step, i, 1).unsigned_abs().max(1);
+        let span = at(&stop, i, 0).abs_diff(at(&start, i, 0));
+        let n = u64::try_from(span / step).unwrap_or(u64::MAX);
+        elements = elements.saturating_add(n);
+    }
+    Ok(elements.saturating_mul(ELEMENT_BYTES))
+}
+
+/// Each row of a `range` bound as an integer in the unit its step counts
+/// in: integers as they are, dates and timestamps in nanoseconds.
+fn points(v: &ColumnarValue, rows: usize) -> Result<Vec<Option<i128>>> {
+    use arrow::datatypes::TimeUnit;
+    let a = v.to_array(rows)?;
+    let (a, scale): (ArrayRef, i128) = match a.data_type() {
+        // Days since the epoch.
+        DataType::Date32 | DataType::Date64 => (
+            cast(&cast(&a, &DataType::Date32)?, &DataType::Int32)?,
+            DAY_NS,
+        ),
+        DataType::Timestamp(unit, _) => {
+            let scale = match unit {
+                TimeUnit::Second => 1_000_000_000,
+                TimeUnit::Millisecond => 1_000_000,
+                TimeUnit::Microsecond => 1_000,
+                TimeUnit::Nanosecond => 1,
+            };
+            (a, scale)
+        }
+        _ => (a, 1),
+    };
+    Ok(ints_of(&a)?
+        .into_iter()
+        .map(|v| v.map(|v| v.saturating_mul(scale)))
+        .collect())
+}
+
+/// Each row of a `range` step in the unit of [`points`]: integers as they
+/// are, intervals in nanoseconds (a month as 28 days, its shortest).
+fn steps(v: &ColumnarValue, rows: usize) -> Result<Vec<Option<i128>>> {
+    let a = v.to_array(rows)?;
+    let out = match a.data_type() {
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let a = a.as_primitive::<arrow::datatypes::IntervalMonthDayNanoType>();
+            (0..a.len())
+                .map(|i| {
+                    a.is_valid(i).then(|| {
+                        let v = a.value(i);
+                        i128::from(v.months) * 28 * DAY_NS
+                            + i128::from(v.days) * DAY_NS
+                            + i128::from(v.nanoseconds)
+                    })
+                })
+                .collect()
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let a = a.as_primitive::<arrow::datatypes::IntervalDayTimeType>();
+            (0..a.len())
+                .map(|i| {
+                    a.is_valid(i).then(|| {
+                        let v = a.value(i);
+                        i128::from(v.days) * DAY_NS + i128::from(v.milliseconds) * 1_000_000
+                    })
+                })
+                .collect()
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            let a = a.as_primitive::<arrow::datatypes::IntervalYearMonthType>();
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| i128::from(a.value(i)) * 28 * DAY_NS))
+                .collect()
+        }
+        _ => ints_of(&a)?,
+    };
+    Ok(out)
+}
+
+/// `a` cast to integers (NULL where it is not a number).
+fn ints_of(a: &ArrayRef) -> Result<Vec<Option<i128>>> {
+    let safe = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
+    let a = cast_with_options(a, &DataType::Int64, &safe)?;
+    let a = a.as_primitive::<Int64Type>();
+    Ok((0..a.len())
+        .map(|i| a.is_valid(i).then(|| i128::from(a.value(i))))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn one(ctx: &SessionContext, sql: &str) -> Result<String> {
+        let batches = ctx.sql(sql).await?.collect().await?;
+        let text = arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+        Ok(text
+            .lines()
+            .nth(3)
+            .unwrap_or_default()
+            .trim_matches(|c| c == '|' || c == ' ')
+            .to_string())
+    }
+
+    /// Outputs past the bound are an error, not an allocation that aborts
+    /// the process; small ones are the inner function's.
+    #[tokio::test]
+    async fn functions_that_build_what_the_query_asks_are_bounded() {
+        let mut ctx = SessionContext::new();
+        crate::register_functions(&mut ctx).unwrap();
+        crate::register_functions(&mut ctx).unwrap();
+        for sql in [
+            "SELECT repeat(arrow_cast('x', 'LargeUtf8'), 1000000000000)",
+            "SELECT repeat('abc', 2000000000)",
+            "SELECT lpad('a', 2000000000)",
+            "SELECT rpad('a', 2000000000, '-')",
+            "SELECT array_repeat(1, 2000000000)",
+            "SELECT array_resize([1], 2000000000)",
+            "SELECT range(0, 100000000000)",
+            "SELECT generate_series(-100000000000, 100000000000, 2)",
+            "SELECT range(DATE '1970-01-01', DATE '9999-01-01', INTERVAL '1 second')",
+            "SELECT range(TIMESTAMP '1970-01-01', TIMESTAMP '2100-01-01', INTERVAL '1 millisecond')",
+            "SELECT max(length(repeat('abc', v))) FROM (VALUES (1), (2000000000)) t(v)",
+        ] {
+            let e = one(&ctx, sql).await.expect_err(sql);
+            assert!(e.to_string().contains("at most"), "{sql}: {e}");
+        }
+        for (sql, want) in [
+            ("SELECT repeat('ab', 3)", "ababab"),
+            ("SELECT lpad('a', 3, '-')", "--a"),
+            ("SELECT rpad('a', 3)", "a"),
+            ("SELECT array_repeat(1, 3)", "[1, 1, 1]"),
+            ("SELECT array_resize([1], 3, 0)", "[1, 0, 0]"),
+            ("SELECT range(0, 3)", "[0, 1, 2]"),
+            ("SELECT generate_series(1, 3)", "[1, 2, 3]"),
+            (
+                "SELECT cardinality(range(DATE '2026-01-01', DATE '2026-02-01', INTERVAL '1 day'))",
+                "31",
+            ),
+        ] {
+            assert_eq!(one(&ctx, sql).await.expect(sql), want, "{sql}");
+        }
+    }
+}
