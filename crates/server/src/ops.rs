@@ -249,13 +249,32 @@ fn gauge_uptime(out: &mut String, secs: f64) {
     ));
 }
 
+/// A request's method as a metrics label: one of HTTP's, or `other` (a
+/// client may send any token as a method, and each label value is a
+/// series the recorder keeps for ever).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Count requests by route and status, and time them.
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
