@@ -36,8 +36,15 @@ fn cook((mut c, filters): (CohortRow, String)) -> Result<CohortRow> {
     Ok(c)
 }
 
+/// `v` as the text stored, which [`cook`] must be able to read back: a
+/// definition nested past serde_json's recursion limit (128) is refused
+/// here, not stored to fail every later read of the project's cohorts.
 fn text(v: &Value) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| PersonsError::Internal(e.to_string()))
+    let t = serde_json::to_string(v).map_err(|e| PersonsError::Internal(e.to_string()))?;
+    serde_json::from_str::<Value>(&t).map_err(|e| {
+        PersonsError::InvalidInput(format!("the cohort's definition cannot be stored: {e}"))
+    })?;
+    Ok(t)
 }
 
 pub(crate) fn insert(tx: &Connection, c: &CohortRow) -> Result<i64> {

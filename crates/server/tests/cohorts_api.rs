@@ -350,3 +350,48 @@ async fn cohorts_crud_members_filters_and_deletion() {
         400
     );
 }
+
+/// A form's `filters` nested just below the JSON parser's limit: stored
+/// inside the cohort's definition they are one level deeper, past it. The
+/// request is refused (400) or stored readably, never stored to fail
+/// every later read of the project's cohorts with a 500.
+#[tokio::test]
+async fn a_form_cohort_nested_near_the_json_limit_never_breaks_the_cohort_list() {
+    let h = Harness::new();
+    let api = h.api();
+    for depth in 120..=128 {
+        let junk = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let filters = format!(
+            r#"{{"properties":{{"type":"AND","values":[{{"type":"person","key":"a","value":"b"}}]}},"junk":{junk}}}"#
+        );
+        // A form without a CSV (with one, the cohort is static and its
+        // filters are not kept).
+        let boundary = "elide-test-boundary";
+        let body: String = [("name", "deep"), ("filters", filters.as_str())]
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                )
+            })
+            .chain([format!("--{boundary}--\r\n")])
+            .collect();
+        let ct = format!("multipart/form-data; boundary={boundary}");
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("{api}/cohorts/"))
+            .header("authorization", format!("Bearer {}", h.key))
+            .header("content-type", ct)
+            .body(Body::from(body))
+            .expect("request");
+        let r = h.send(req).await;
+        assert!(
+            [201, 400].contains(&r.status.as_u16()),
+            "depth {depth}: {} {}",
+            r.status,
+            r.text()
+        );
+        let r = h.get(&format!("{api}/cohorts/")).await;
+        assert_eq!(r.status.as_u16(), 200, "depth {depth}: {}", r.text());
+    }
+}
