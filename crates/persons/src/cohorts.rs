@@ -47,6 +47,24 @@ pub struct CohortPeople {
     pub distinct_ids: Vec<String>,
 }
 
+impl CohortPeople {
+    /// The checks a change of a static cohort's list makes before it
+    /// touches anything (how many, UUIDs that parse): a caller that makes
+    /// other changes in the same request runs them first, so that a bad
+    /// list refuses the whole request.
+    pub fn check(&self) -> Result<Vec<(&String, Uuid)>> {
+        if self.uuids.len() + self.distinct_ids.len() > MAX_COHORT_CHANGE {
+            return Err(PersonsError::InvalidInput(format!(
+                "at most {MAX_COHORT_CHANGE} persons per change of a cohort"
+            )));
+        }
+        self.uuids
+            .iter()
+            .map(|u| parse_uuid_input(u).map(|p| (u, p)))
+            .collect()
+    }
+}
+
 fn check_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(PersonsError::InvalidInput("a cohort needs a name".into()));
@@ -148,16 +166,7 @@ impl<M: MetaStore> Persons<M> {
         who: &CohortPeople,
         add: bool,
     ) -> Result<CohortChange> {
-        if who.uuids.len() + who.distinct_ids.len() > MAX_COHORT_CHANGE {
-            return Err(PersonsError::InvalidInput(format!(
-                "at most {MAX_COHORT_CHANGE} persons per change of a cohort"
-            )));
-        }
-        let uuids = who
-            .uuids
-            .iter()
-            .map(|u| parse_uuid_input(u).map(|p| (u, p)))
-            .collect::<Result<Vec<(&String, Uuid)>>>()?;
+        let uuids = who.check()?;
         self.meta().write(|tx| {
             let Some(c) = tx.cohort(project, id)? else {
                 return Err(PersonsError::NotFound(format!("cohort {id}")));

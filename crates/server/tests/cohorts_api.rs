@@ -395,3 +395,45 @@ async fn a_form_cohort_nested_near_the_json_limit_never_breaks_the_cohort_list()
         assert_eq!(r.status.as_u16(), 200, "depth {depth}: {}", r.text());
     }
 }
+
+/// A request refused with a 400 changes nothing: a static cohort whose
+/// list is bad is not created, and a patch whose name is blank adds no
+/// one to the list (the cohort and its list are two writes).
+#[tokio::test]
+async fn a_refused_cohort_request_changes_nothing() {
+    let h = Harness::new();
+    people(&h).await;
+    let api = h.api();
+    let r = h
+        .post(
+            &format!("{api}/cohorts/"),
+            &json!({"name": "bad list", "is_static": true, "person_ids": ["nope"]}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+    let r = h.get(&format!("{api}/cohorts/")).await;
+    assert_eq!(r.json["count"], json!(0), "{}", r.text());
+
+    let r = h
+        .post(
+            &format!("{api}/cohorts/"),
+            &json!({"name": "list", "is_static": true, "distinct_ids": ["carol"]}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+    let id = r.json["id"].as_i64().expect("id");
+    let alice = h.person("alice").await.expect("alice")["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string();
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{id}/"),
+            Some(&json!({"name": " ", "person_ids": [alice]})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+    let r = h.get(&format!("{api}/cohorts/{id}/persons/")).await;
+    assert_eq!(names(&r.json["results"]), ["carol"]);
+}

@@ -241,6 +241,11 @@ pub(crate) async fn create(
     };
     let persons = state.app().persons().clone();
     let c = blocking(move || {
+        // The list is checked first: a bad one refuses the request before
+        // the cohort exists (the two writes are not one transaction).
+        if let Some(who) = &people {
+            who.check()?;
+        }
         let c = persons.create_cohort(project, &name, &description, is_static, filters)?;
         if let Some(who) = people {
             persons.add_to_static_cohort(project, c.id, &who)?;
@@ -334,10 +339,19 @@ pub(crate) async fn update(
     };
     let persons = state.app().persons().clone();
     let c = blocking(move || {
+        // Everything that can refuse the request runs before the list
+        // changes (the two writes are not one transaction): the list's
+        // checks, then the patch (its name, filters on a static cohort).
+        if let Some(who) = &people {
+            who.check()?;
+        }
+        let Some(c) = persons.update_cohort(project, id, &patch)? else {
+            return Ok(None);
+        };
         if let Some(who) = people {
             persons.add_to_static_cohort(project, id, &who)?;
         }
-        Ok(persons.update_cohort(project, id, &patch)?)
+        Ok(Some(c))
     })
     .await?
     .ok_or_else(ApiError::not_found)?;
