@@ -177,6 +177,11 @@ pub struct CreatedProject {
 /// Most property names a project drops.
 const MAX_DROPPED: usize = 1000;
 
+/// Most events a project gives a retention of their own (the map is in
+/// the store's manifest, rewritten by every commit, and each entry is a
+/// sweep of the project's older parts).
+const MAX_EVENT_RETENTIONS: usize = 1000;
+
 /// The projects the key may see: its own.
 #[utoipa::path(
     get,
@@ -303,6 +308,27 @@ async fn update(
     let p =
         blocking(move || {
             let current = app.persons().project(id)?;
+            // Checked before anything changes.
+            if let Some(change) = &change.event_retention_days {
+                let mut names: std::collections::BTreeSet<&String> = Default::default();
+                let now = app.store().project_settings(id)?;
+                names.extend(now.event_retention_days.keys());
+                for (e, days) in change {
+                    match days {
+                        Some(_) => names.insert(e),
+                        None => names.remove(e),
+                    };
+                }
+                if names.len() > MAX_EVENT_RETENTIONS {
+                    return Err(ApiError::invalid_attr(
+                        "event_retention_days",
+                        "invalid",
+                        format!(
+                            "A project gives at most {MAX_EVENT_RETENTIONS} events a retention of their own; remove some (null) first."
+                        ),
+                    ));
+                }
+            }
             let settings = (change.anonymize_ips.is_some() || change.drop_properties.is_some())
                 .then(|| ProjectSettings {
                     anonymize_ips: change
@@ -327,6 +353,7 @@ async fn update(
                         None => s.event_retention_days.remove(e),
                     };
                 }
+
                 if let Some(days) = change.erasure_deadline_days {
                     s.erasure_deadline_days = days;
                 }
@@ -420,15 +447,18 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
             ApiError::invalid_attr(
                 "event_retention_days",
                 "invalid",
-                "Must be an object of event names to a whole number of days from 1 to 36500, or null.",
+                "Must be an object of at most 1000 event names (of at most 400 bytes) to a whole number of days from 1 to 36500, or null.",
             )
         };
         let Value::Object(m) = v else {
             return Err(bad());
         };
+        if m.len() > MAX_EVENT_RETENTIONS {
+            return Err(bad());
+        }
         let mut out = std::collections::BTreeMap::new();
         for (e, d) in m {
-            if e.is_empty() {
+            if e.is_empty() || e.len() > 400 {
                 return Err(bad());
             }
             let d = match d {

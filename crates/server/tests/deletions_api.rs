@@ -194,14 +194,31 @@ async fn a_projects_erasure_deadline_is_set_through_patch() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = ev(json!({"$pageview": null})).await;
     assert_eq!(r.json["event_retention_days"], json!({"$autocapture": 30}));
+    // At most 1000 names of at most 400 bytes, in a request and in all.
+    let many = |from: usize, n: usize| {
+        serde_json::Value::Object(
+            (from..from + n)
+                .map(|i| (format!("e{i}"), json!(7)))
+                .collect(),
+        )
+    };
     for bad in [
         json!({"$x": 0}),
         json!({"": 3}),
         json!([1]),
         json!({"$x": "3"}),
+        json!({"x".repeat(401): 3}),
+        many(0, 1001),
     ] {
         ev(bad).await.envelope(400);
     }
+    assert_eq!(ev(many(0, 999)).await.status, 200);
+    ev(many(999, 2)).await.envelope(400);
+    let mut undo = many(0, 999);
+    for v in undo.as_object_mut().expect("object").values_mut() {
+        *v = serde_json::Value::Null;
+    }
+    assert_eq!(ev(undo).await.status, 200);
     assert_eq!(
         h.get(&format!("{pp}/")).await.json["event_retention_days"],
         json!({"$autocapture": 30})
