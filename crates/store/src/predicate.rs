@@ -192,6 +192,14 @@ pub struct EventPredicate {
     pub distinct_ids: Vec<String>,
 }
 
+/// Most event names of a predicate, and values of a property filter's list.
+pub const MAX_PREDICATE_ITEMS: usize = 1000;
+/// Most property filters of a predicate.
+pub const MAX_PREDICATE_FILTERS: usize = 100;
+/// Most bytes of an event name, a distinct id, or a property filter (its
+/// key, or its value written as JSON).
+pub const MAX_PREDICATE_TEXT: usize = 64 << 10;
+
 impl EventPredicate {
     /// Whether no condition is given (such a predicate is refused).
     pub fn is_empty(&self) -> bool {
@@ -241,6 +249,36 @@ impl EventPredicate {
                     crate::format::us_to_rfc3339(b)
                 ));
             }
+        }
+        // Bounded: a predicate is kept in the manifest, which every
+        // commit rewrites, for as long as its request is listed.
+        if self.events.len() > MAX_PREDICATE_ITEMS {
+            return bad(format!(
+                "at most {MAX_PREDICATE_ITEMS} event names per predicate, got {}",
+                self.events.len()
+            ));
+        }
+        if self.properties.len() > MAX_PREDICATE_FILTERS {
+            return bad(format!(
+                "at most {MAX_PREDICATE_FILTERS} property filters per predicate, got {}",
+                self.properties.len()
+            ));
+        }
+        let texts = self
+            .events
+            .iter()
+            .chain(&self.distinct_ids)
+            .map(String::len);
+        let filters = self.properties.iter().map(|f| {
+            f.key.len().max(match &f.value {
+                Value::Array(items) if items.len() > MAX_PREDICATE_ITEMS => usize::MAX,
+                v => v.to_string().len(),
+            })
+        });
+        if texts.chain(filters).any(|n| n > MAX_PREDICATE_TEXT) {
+            return bad(format!(
+                "a name, id or filter of a predicate holds at most {MAX_PREDICATE_TEXT} bytes (a filter's list at most {MAX_PREDICATE_ITEMS} values)"
+            ));
         }
         for f in &self.properties {
             f.validate().map_err(StoreError::InvalidInput)?;
@@ -672,6 +710,45 @@ mod tests {
                 "empty list",
             ),
         ];
+        let many = |n: usize| (0..n).map(|i| format!("e{i}")).collect::<Vec<_>>();
+        let cases = cases.into_iter().chain([
+            (
+                EventPredicate {
+                    events: many(MAX_PREDICATE_ITEMS + 1),
+                    ..Default::default()
+                },
+                &[Table::Events][..],
+                "event names per predicate",
+            ),
+            (
+                EventPredicate {
+                    properties: (0..=MAX_PREDICATE_FILTERS)
+                        .map(|_| filter(json!({"key": "a", "operator": "is_set"})))
+                        .collect(),
+                    ..Default::default()
+                },
+                &[Table::Events],
+                "property filters per predicate",
+            ),
+            (
+                EventPredicate {
+                    events: vec!["x".repeat(MAX_PREDICATE_TEXT + 1)],
+                    ..Default::default()
+                },
+                &[Table::Events],
+                "at most",
+            ),
+            (
+                EventPredicate {
+                    properties: vec![filter(
+                        json!({"key": "a", "operator": "exact", "value": many(MAX_PREDICATE_ITEMS + 1)}),
+                    )],
+                    ..Default::default()
+                },
+                &[Table::Events],
+                "values",
+            ),
+        ]);
         for (p, tables, needle) in cases {
             let e = p.validate(tables).unwrap_err().to_string();
             assert!(e.contains(needle), "{e} (wanted {needle})");
