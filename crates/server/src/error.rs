@@ -305,6 +305,23 @@ fn query_error(e: datafusion::error::DataFusionError) -> ApiError {
     }
 }
 
+/// An error of a query Elide wrote for a route (not the user's SQL): the
+/// store's errors keep their kind, and the memory cap is the request's
+/// size (400, ask for less); anything else is Elide's (500).
+pub(crate) fn runtime_error(e: datafusion::error::DataFusionError) -> ApiError {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::External(inner) => match inner.downcast_ref::<StoreError>() {
+            Some(s) => ApiError::from(clone_store_error(s)),
+            None => ApiError::internal(&e),
+        },
+        D::ResourcesExhausted(m) => ApiError::invalid(format!(
+            "the request needs more memory than a query may use ({m}); ask for fewer rows"
+        )),
+        _ => ApiError::internal(&e),
+    }
+}
+
 /// A store error seen through DataFusion (only its kind matters here).
 fn clone_store_error(e: &StoreError) -> StoreError {
     match e {

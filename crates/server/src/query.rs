@@ -251,7 +251,7 @@ where
     match task.await {
         Ok(Ok(Ok(r))) => Ok(r),
         Ok(Ok(Err(e))) if is_cancelled(&e) => Err(timed_out(timeout)),
-        Ok(Ok(Err(e))) => Err(ApiError::internal(&e)),
+        Ok(Ok(Err(e))) => Err(crate::error::runtime_error(e)),
         Ok(Err(_)) => Err(timed_out(timeout)),
         Err(e) => Err(e.into()),
     }

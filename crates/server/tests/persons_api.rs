@@ -838,6 +838,31 @@ async fn environments_and_legacy_routes_are_the_same_viewset() {
     assert_eq!(at.json["results"], c.json["results"]);
 }
 
+/// The recordings list past the server's per-query memory: a 400 that
+/// says so (the request's size), not a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recordings_list_past_the_query_memory_is_a_400() {
+    let h = Harness::with_config(elide_server::ServerConfig {
+        query_memory_bytes: 1,
+        ..Default::default()
+    });
+    let p = person_with(&h, &["rec-user"], json!({})).await;
+    h.capture(json!([
+        {"event": "$snapshot", "distinct_id": "rec-user",
+         "properties": {"$session_id": "sess-1", "$window_id": "w", "$snapshot_data": [{"type": 2, "data": {}}]}},
+    ]))
+    .await;
+    let r = h
+        .get(&format!(
+            "{}/session_recordings/?person_uuid={}",
+            h.api(),
+            uuid_of(&p)
+        ))
+        .await;
+    r.envelope(400);
+    assert!(r.text().contains("memory"), "{}", r.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recordings_are_listed_and_deleted() {
     let h = Harness::new();
