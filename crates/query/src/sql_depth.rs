@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Visit, Visitor};
 
 /// Deepest nesting of expressions accepted (ClickHouse's default
 /// `max_ast_depth`).
@@ -37,8 +37,8 @@ pub const QUERY_STACK: usize = 16 << 20;
 /// The refusal of a statement nested too deep.
 pub fn too_deep_message() -> String {
     format!(
-        "the query nests expressions more than {MAX_EXPR_DEPTH} deep: use IN (…) for a list of \
-         values"
+        "the query nests expressions or set operations (UNION …) more than {MAX_EXPR_DEPTH} deep: \
+         use IN (…) for a list of values"
     )
 }
 
@@ -66,8 +66,32 @@ pub fn too_deep<V: Visit + ?Sized>(node: &V) -> bool {
             self.now -= 1;
             ControlFlow::Continue(())
         }
+        // A chain of set operations (`SELECT 1 UNION SELECT 1 …`) is built
+        // in a loop too, and planned by recursion: its levels count as
+        // expressions do.
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if self.now + set_depth(&q.body) > MAX_EXPR_DEPTH {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
     }
     node.visit(&mut Depth { now: 0 }).is_break()
+}
+
+/// How deep the set operations of `body` nest (1 for a plain `SELECT`),
+/// walked without recursion.
+fn set_depth(body: &SetExpr) -> usize {
+    let mut deepest = 0;
+    let mut todo = vec![(body, 1usize)];
+    while let Some((e, d)) = todo.pop() {
+        deepest = deepest.max(d);
+        if let SetExpr::SetOperation { left, right, .. } = e {
+            todo.push((left, d + 1));
+            todo.push((right, d + 1));
+        }
+    }
+    deepest
 }
 
 /// [`too_deep`] for DataFusion's statements (its own `COPY`, `EXPLAIN`
@@ -116,6 +140,8 @@ mod tests {
         // `SELECT 1 + 1 …`: n additions nest n + 1 levels.
         let sums = |n: usize| format!("SELECT 1{}", " + 1".repeat(n));
         assert!(parse_checked(&state, &sums(MAX_EXPR_DEPTH - 1)).is_ok());
+        let unions = format!("SELECT 1{}", " UNION SELECT 1".repeat(MAX_EXPR_DEPTH - 2));
+        assert!(parse_checked(&state, &unions).is_ok());
         for sql in [
             sums(MAX_EXPR_DEPTH),
             sums(24_000),
@@ -128,6 +154,12 @@ mod tests {
                 " + 1".repeat(5_000)
             ),
             format!("EXPLAIN SELECT 1{}", " * 2".repeat(5_000)),
+            format!("SELECT 1{}", " UNION SELECT 1".repeat(MAX_EXPR_DEPTH)),
+            format!("SELECT 1{}", " UNION ALL SELECT 1".repeat(6_600)),
+            format!(
+                "SELECT x FROM (SELECT 1 AS x{})",
+                " EXCEPT SELECT 2".repeat(3_000)
+            ),
         ] {
             let e = parse_checked(&state, &sql).unwrap_err();
             assert!(e.to_string().contains("more than 1000 deep"), "{e}");

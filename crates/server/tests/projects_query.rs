@@ -395,6 +395,11 @@ async fn deeply_nested_expressions_are_refused_not_a_crash() {
     };
     let rows = h.hogql(&sums(997)).await;
     assert_eq!(rows[0][0], 3);
+    let unions = format!(
+        "select count() from (select 1 as x{})",
+        " union all select 1".repeat(900)
+    );
+    assert_eq!(h.hogql(&unions).await[0][0], 901);
     for sql in [
         ors(1000),
         sums(1000),
@@ -402,6 +407,8 @@ async fn deeply_nested_expressions_are_refused_not_a_crash() {
         // Refused the same when the parse fails after building the chain.
         format!("select 1{} +", " + 1".repeat(24_000)),
         format!("select {}1{}", "(".repeat(60), ")".repeat(60)),
+        // Set operations chain as expressions do (6 600 fit the size limit).
+        format!("select 1{}", " union select 1".repeat(6_600)),
     ] {
         let r = h.post(&url, &query_body(&sql)).await;
         let detail = r.envelope(400);
