@@ -8,6 +8,11 @@
 //! build for the batch is computed from its arguments, and past
 //! [`MAX_OUTPUT_BYTES`] the query fails with an error instead.
 //!
+//! A call on constants only counts as a whole batch of rows: its result
+//! is a constant that other functions copy into every row. Not bounded:
+//! functions that grow text without a count (`replace`, `concat`) and
+//! lists of lists (an element counts 16 bytes).
+//!
 //! Invariant: the wrapper changes nothing else (name, aliases, signature,
 //! types, simplification are the inner function's); it only refuses.
 //!
@@ -97,7 +102,20 @@ impl ScalarUDFImpl for Bounded {
         self.inner.documentation()
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let bytes = (self.size)(&args.args, args.number_rows)?;
+        // A call on constants only (constant folding: one row) makes a
+        // constant that other functions may copy into every row of a
+        // batch: it counts as a whole batch of rows.
+        let rows = match args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+        {
+            true => args
+                .number_rows
+                .max(usize::from(args.config_options.execution.batch_size)),
+            false => args.number_rows,
+        };
+        let bytes = (self.size)(&args.args, rows)?;
         if bytes > MAX_OUTPUT_BYTES {
             return exec_err!(
                 "{} would build about {bytes} bytes for {} rows; at most {MAX_OUTPUT_BYTES} may be",
@@ -147,11 +165,35 @@ fn ints(v: &ColumnarValue, rows: usize) -> Result<ArrayRef> {
     Ok(cast_with_options(&a, &DataType::Int64, &safe)?)
 }
 
-/// Bytes of each value of `v` (text or binary; 0 for other types).
+/// Bytes of each value of `v` (text or binary), `None` for other types.
+/// A constant is measured once, never copied into `rows` values.
 fn lengths(v: &ColumnarValue, rows: usize) -> Result<Option<ArrayRef>> {
-    let a = v.to_array(rows)?;
+    let a = match v {
+        ColumnarValue::Scalar(s) => {
+            use datafusion::common::ScalarValue as S;
+            let len = match s {
+                S::Utf8(v) | S::LargeUtf8(v) | S::Utf8View(v) => v.as_ref().map(String::len),
+                S::Binary(v) | S::LargeBinary(v) | S::BinaryView(v) => v.as_ref().map(Vec::len),
+                _ => return Ok(None),
+            };
+            let len = i64::try_from(len.unwrap_or(0)).unwrap_or(i64::MAX);
+            return Ok(Some(Arc::new(arrow::array::Int64Array::from_value(
+                len, rows,
+            ))));
+        }
+        ColumnarValue::Array(a) => Arc::clone(a),
+    };
     let a = match a.data_type() {
-        DataType::Utf8View => cast(&a, &DataType::LargeUtf8)?,
+        DataType::Utf8View => {
+            let views = a.as_string_view();
+            let lens: arrow::array::Int64Array = views
+                .views()
+                .iter()
+                .enumerate()
+                .map(|(i, v)| views.is_valid(i).then_some(i64::from(*v as u32)))
+                .collect();
+            return Ok(Some(Arc::new(lens)));
+        }
         DataType::BinaryView => cast(&a, &DataType::LargeBinary)?,
         _ => a,
     };
@@ -241,12 +283,23 @@ fn series_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     };
     let stop = Some(stop);
     let mut elements = 0u64;
+    let null = |a: &Option<Vec<Option<i128>>>, i: usize| {
+        a.as_ref()
+            .is_some_and(|v| v.get(i).is_some_and(Option::is_none))
+    };
     for i in 0..rows {
-        // A step of 0 is DataFusion's error; 1 unit when not given (a
-        // day for dates).
-        let step = at(&step, i, 1).unsigned_abs().max(1);
-        let span = at(&stop, i, 0).abs_diff(at(&start, i, 0));
-        let n = u64::try_from(span / step).unwrap_or(u64::MAX);
+        // A NULL argument makes a NULL list; a step away from the stop an
+        // empty one; a step of 0 is DataFusion's error; 1 when not given.
+        if null(&start, i) || null(&stop, i) || null(&step, i) {
+            continue;
+        }
+        let (from, to) = (at(&start, i, 0), at(&stop, i, 0));
+        let step = at(&step, i, 1);
+        if (to > from && step < 0) || (to < from && step > 0) {
+            continue;
+        }
+        let span = to.abs_diff(from);
+        let n = u64::try_from(span / step.unsigned_abs().max(1)).unwrap_or(u64::MAX);
         elements = elements.saturating_add(n);
     }
     Ok(elements.saturating_mul(ELEMENT_BYTES))
@@ -367,6 +420,10 @@ mod tests {
             "SELECT range(DATE '1970-01-01', DATE '9999-01-01', INTERVAL '1 second')",
             "SELECT range(TIMESTAMP '1970-01-01', TIMESTAMP '2100-01-01', INTERVAL '1 millisecond')",
             "SELECT max(length(repeat('abc', v))) FROM (VALUES (1), (2000000000)) t(v)",
+            // A constant counts as a batch of rows (others copy it into
+            // each), and a constant argument is measured, not copied.
+            "SELECT repeat('x', 1000000)",
+            "SELECT max(length(repeat(arrow_cast(repeat('x', 100000), 'LargeUtf8'), v))) FROM (VALUES (100000)) t(v)",
         ] {
             let e = one(&ctx, sql).await.expect_err(sql);
             assert!(e.to_string().contains("at most"), "{sql}: {e}");
@@ -383,6 +440,13 @@ mod tests {
                 "SELECT cardinality(range(DATE '2026-01-01', DATE '2026-02-01', INTERVAL '1 day'))",
                 "31",
             ),
+            ("SELECT length(repeat('x', 100000))", "100000"),
+            // NULL arguments and steps away from the stop build nothing.
+            (
+                "SELECT count(range(TIMESTAMP '1970-01-01', TIMESTAMP '2100-01-01', s)) FROM (VALUES (CAST(NULL AS INTERVAL))) t(s)",
+                "0",
+            ),
+            ("SELECT cardinality(range(0, 100000000000, -1))", "0"),
         ] {
             assert_eq!(one(&ctx, sql).await.expect(sql), want, "{sql}");
         }

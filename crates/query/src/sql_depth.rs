@@ -69,18 +69,25 @@ pub fn too_deep<V: Visit + ?Sized>(node: &V) -> bool {
         // A chain of set operations (`SELECT 1 UNION SELECT 1 …`) is built
         // in a loop too, and planned by recursion: its levels count as
         // expressions do.
+        // (Added to the depth while inside the query, so that chains in
+        // parentheses inside a chain add up.)
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            if self.now + set_depth(&q.body) > MAX_EXPR_DEPTH {
+            self.now += set_depth(&q.body) - 1;
+            if self.now > MAX_EXPR_DEPTH {
                 return ControlFlow::Break(());
             }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            self.now -= set_depth(&q.body) - 1;
             ControlFlow::Continue(())
         }
     }
     node.visit(&mut Depth { now: 0 }).is_break()
 }
 
-/// How deep the set operations of `body` nest (1 for a plain `SELECT`),
-/// walked without recursion.
+/// How deep the set operations of `body` nest (1 for a plain `SELECT`,
+/// which adds no level), walked without recursion.
 fn set_depth(body: &SetExpr) -> usize {
     let mut deepest = 0;
     let mut todo = vec![(body, 1usize)];
@@ -160,6 +167,12 @@ mod tests {
                 "SELECT x FROM (SELECT 1 AS x{})",
                 " EXCEPT SELECT 2".repeat(3_000)
             ),
+            // Chains of 600 inside a chain of 600, in parentheses.
+            {
+                let chain =
+                    |inner: &str| format!("SELECT 1{}{inner}", " UNION SELECT 1".repeat(600));
+                chain(&format!(" UNION ({})", chain("")))
+            },
         ] {
             let e = parse_checked(&state, &sql).unwrap_err();
             assert!(e.to_string().contains("more than 1000 deep"), "{e}");
