@@ -199,6 +199,8 @@ pub const MAX_PREDICATE_FILTERS: usize = 100;
 /// Most bytes of an event name, a distinct id, or a property filter (its
 /// key, or its value written as JSON).
 pub const MAX_PREDICATE_TEXT: usize = 64 << 10;
+/// Most bytes of a predicate's names, ids and filters together.
+pub const MAX_PREDICATE_BYTES: usize = 1 << 20;
 
 impl EventPredicate {
     /// Whether no condition is given (such a predicate is refused).
@@ -269,15 +271,29 @@ impl EventPredicate {
             .iter()
             .chain(&self.distinct_ids)
             .map(String::len);
-        let filters = self.properties.iter().map(|f| {
-            f.key.len().max(match &f.value {
-                Value::Array(items) if items.len() > MAX_PREDICATE_ITEMS => usize::MAX,
-                v => v.to_string().len(),
-            })
-        });
-        if texts.chain(filters).any(|n| n > MAX_PREDICATE_TEXT) {
+        if self
+            .properties
+            .iter()
+            .any(|f| matches!(&f.value, Value::Array(items) if items.len() > MAX_PREDICATE_ITEMS))
+        {
             return bad(format!(
-                "a name, id or filter of a predicate holds at most {MAX_PREDICATE_TEXT} bytes (a filter's list at most {MAX_PREDICATE_ITEMS} values)"
+                "a property filter's list holds at most {MAX_PREDICATE_ITEMS} values"
+            ));
+        }
+        let filters = self
+            .properties
+            .iter()
+            .map(|f| f.key.len().max(f.value.to_string().len()));
+        let sizes: Vec<usize> = texts.chain(filters).collect();
+        let total = sizes.iter().fold(0usize, |a, n| a.saturating_add(*n));
+        if total > MAX_PREDICATE_BYTES {
+            return bad(format!(
+                "a predicate holds at most {MAX_PREDICATE_BYTES} bytes of names, ids and filters, got {total}"
+            ));
+        }
+        if sizes.iter().any(|n| *n > MAX_PREDICATE_TEXT) {
+            return bad(format!(
+                "a name, id or filter of a predicate holds at most {MAX_PREDICATE_TEXT} bytes"
             ));
         }
         for f in &self.properties {
@@ -729,6 +745,14 @@ mod tests {
                 },
                 &[Table::Events],
                 "property filters per predicate",
+            ),
+            (
+                EventPredicate {
+                    events: (0..20).map(|i| format!("{i}{}", "x".repeat(60_000))).collect(),
+                    ..Default::default()
+                },
+                &[Table::Events],
+                "bytes of names",
             ),
             (
                 EventPredicate {
