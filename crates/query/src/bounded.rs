@@ -10,8 +10,9 @@
 //!
 //! A call on constants only counts as a whole batch of rows: its result
 //! is a constant that other functions copy into every row. Not bounded:
-//! functions that grow text without a count (`replace`, `concat`) and
-//! lists of lists (an element counts 16 bytes).
+//! functions that grow text without a count (`replace`, `concat`), and
+//! lists nested two deep inside an element (an inner list counts as one
+//! element).
 //!
 //! Invariant: the wrapper changes nothing else (name, aliases, signature,
 //! types, simplification are the inner function's); it only refuses.
@@ -244,19 +245,57 @@ fn pad_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     Ok(total(&ints(n, rows)?, |_| 4))
 }
 
+/// Bytes of each value of `v` as a list element: text's bytes, a list's
+/// elements at [`ELEMENT_BYTES`] each, anything else [`ELEMENT_BYTES`]. A
+/// constant is measured once.
+fn element_bytes(v: &ColumnarValue, rows: usize) -> Result<Vec<u64>> {
+    if let Some(lens) = lengths(v, rows)? {
+        return Ok((0..rows)
+            .map(|i| value(&Some(Arc::clone(&lens)), i))
+            .collect());
+    }
+    let list_len = |a: &dyn Array, i: usize| -> u64 {
+        let n = match a.data_type() {
+            DataType::List(_) => a.as_list::<i32>().value_length(i) as i64,
+            DataType::LargeList(_) => a.as_list::<i64>().value_length(i),
+            DataType::FixedSizeList(_, n) => i64::from(*n),
+            _ => return ELEMENT_BYTES,
+        };
+        u64::try_from(n).unwrap_or(0).saturating_mul(ELEMENT_BYTES)
+    };
+    Ok(match v {
+        ColumnarValue::Scalar(s) => {
+            let one = s.to_array_of_size(1)?;
+            vec![list_len(one.as_ref(), 0).max(ELEMENT_BYTES); rows]
+        }
+        ColumnarValue::Array(a) => (0..rows)
+            .map(|i| match i < a.len() && a.is_valid(i) {
+                true => list_len(a.as_ref(), i).max(ELEMENT_BYTES),
+                false => ELEMENT_BYTES,
+            })
+            .collect(),
+    })
+}
+
 /// `array_repeat(element, n)`: `n` copies of the element.
 fn array_repeat_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     let [e, n] = args else { return Ok(0) };
-    let lens = lengths(e, rows)?;
+    let each = element_bytes(e, rows)?;
     Ok(total(&ints(n, rows)?, |i| {
-        value(&lens, i).max(ELEMENT_BYTES)
+        each.get(i).copied().unwrap_or(ELEMENT_BYTES)
     }))
 }
 
-/// `array_resize(list, n [, fill])`: `n` elements.
+/// `array_resize(list, n [, fill])`: `n` elements, of the fill's size.
 fn array_resize_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     let Some(n) = args.get(1) else { return Ok(0) };
-    Ok(total(&ints(n, rows)?, |_| ELEMENT_BYTES))
+    let each = match args.get(2) {
+        Some(fill) => element_bytes(fill, rows)?,
+        None => vec![ELEMENT_BYTES; rows],
+    };
+    Ok(total(&ints(n, rows)?, |i| {
+        each.get(i).copied().unwrap_or(ELEMENT_BYTES)
+    }))
 }
 
 /// `range(stop)`, `range(start, stop [, step])` of integers, dates or
@@ -423,6 +462,8 @@ mod tests {
             // A constant counts as a batch of rows (others copy it into
             // each), and a constant argument is measured, not copied.
             "SELECT repeat('x', 1000000)",
+            "SELECT array_repeat(range(0, v), w) FROM (VALUES (100000, 2000)) t(v, w)",
+            "SELECT array_resize([], v, repeat('y', 100000)) FROM (VALUES (100000)) t(v)",
             "SELECT max(length(repeat(arrow_cast(repeat('x', 100000), 'LargeUtf8'), v))) FROM (VALUES (100000)) t(v)",
         ] {
             let e = one(&ctx, sql).await.expect_err(sql);
