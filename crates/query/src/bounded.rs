@@ -119,9 +119,8 @@ impl ScalarUDFImpl for Bounded {
         let bytes = (self.size)(&args.args, rows)?;
         if bytes > MAX_OUTPUT_BYTES {
             return exec_err!(
-                "{} would build about {bytes} bytes for {} rows; at most {MAX_OUTPUT_BYTES} may be",
-                self.inner.name(),
-                args.number_rows
+                "{} would build about {bytes} bytes for {rows} rows; at most {MAX_OUTPUT_BYTES} may be",
+                self.inner.name()
             );
         }
         self.inner.invoke_with_args(args)
