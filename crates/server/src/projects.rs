@@ -308,18 +308,20 @@ async fn update(
     let p =
         blocking(move || {
             let current = app.persons().project(id)?;
-            // Checked before anything changes.
-            if let Some(change) = &change.event_retention_days {
-                let mut names: std::collections::BTreeSet<&String> = Default::default();
-                let now = app.store().project_settings(id)?;
-                names.extend(now.event_retention_days.keys());
-                for (e, days) in change {
+            // The store's settings as changed, checked before anything is
+            // written.
+            let stored = (change.erasure_deadline_days.is_some()
+                || change.retention_days.is_some()
+                || change.event_retention_days.is_some())
+            .then(|| -> ApiResult<_> {
+                let mut s = app.store().project_settings(id)?;
+                for (e, days) in change.event_retention_days.iter().flatten() {
                     match days {
-                        Some(_) => names.insert(e),
-                        None => names.remove(e),
+                        Some(d) => s.event_retention_days.insert(e.clone(), *d),
+                        None => s.event_retention_days.remove(e),
                     };
                 }
-                if names.len() > MAX_EVENT_RETENTIONS {
+                if s.event_retention_days.len() > MAX_EVENT_RETENTIONS {
                     return Err(ApiError::invalid_attr(
                         "event_retention_days",
                         "invalid",
@@ -328,7 +330,15 @@ async fn update(
                         ),
                     ));
                 }
-            }
+                if let Some(days) = change.erasure_deadline_days {
+                    s.erasure_deadline_days = days;
+                }
+                if let Some(days) = change.retention_days {
+                    s.retention_days = days;
+                }
+                Ok(s)
+            })
+            .transpose()?;
             let settings = (change.anonymize_ips.is_some() || change.drop_properties.is_some())
                 .then(|| ProjectSettings {
                     anonymize_ips: change
@@ -342,24 +352,7 @@ async fn update(
             let p = app
                 .persons()
                 .update_project(id, change.name.as_deref(), settings)?;
-            if change.erasure_deadline_days.is_some()
-                || change.retention_days.is_some()
-                || change.event_retention_days.is_some()
-            {
-                let mut s = app.store().project_settings(id)?;
-                for (e, days) in change.event_retention_days.iter().flatten() {
-                    match days {
-                        Some(d) => s.event_retention_days.insert(e.clone(), *d),
-                        None => s.event_retention_days.remove(e),
-                    };
-                }
-
-                if let Some(days) = change.erasure_deadline_days {
-                    s.erasure_deadline_days = days;
-                }
-                if let Some(days) = change.retention_days {
-                    s.retention_days = days;
-                }
+            if let Some(s) = stored {
                 app.store().set_project_settings(id, s)?;
             }
             ProjectView::of(&p, app.store())
