@@ -24,7 +24,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use arrow::compute::kernels::length::length;
 use arrow::compute::{cast, cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalUnit};
@@ -155,19 +155,34 @@ pub(crate) fn register(ctx: &SessionContext) {
     }
 }
 
-/// `v` as `rows` values of Int64 (NULL where not a number).
-fn ints(v: &ColumnarValue, rows: usize) -> Result<ArrayRef> {
-    let a = v.to_array(rows)?;
+/// `a` as Int64 (NULL where it is not a number).
+fn int64(a: &ArrayRef) -> Result<Int64Array> {
     let safe = CastOptions {
         safe: true,
         ..Default::default()
     };
-    Ok(cast_with_options(&a, &DataType::Int64, &safe)?)
+    Ok(cast_with_options(a, &DataType::Int64, &safe)?
+        .as_primitive::<Int64Type>()
+        .clone())
+}
+
+/// `v` as `rows` values of Int64 (a count: small, so a constant may be
+/// copied).
+fn ints(v: &ColumnarValue, rows: usize) -> Result<Int64Array> {
+    int64(&v.to_array(rows)?)
+}
+
+/// Row `i` of `a` as a size: NULL and negative values are 0.
+fn at(a: &Int64Array, i: usize) -> u64 {
+    match a.is_valid(i) {
+        true => u64::try_from(a.value(i)).unwrap_or(0),
+        false => 0,
+    }
 }
 
 /// Bytes of each value of `v` (text or binary), `None` for other types.
 /// A constant is measured once, never copied into `rows` values.
-fn lengths(v: &ColumnarValue, rows: usize) -> Result<Option<ArrayRef>> {
+fn lengths(v: &ColumnarValue, rows: usize) -> Result<Option<Int64Array>> {
     let a = match v {
         ColumnarValue::Scalar(s) => {
             use datafusion::common::ScalarValue as S;
@@ -177,65 +192,46 @@ fn lengths(v: &ColumnarValue, rows: usize) -> Result<Option<ArrayRef>> {
                 _ => return Ok(None),
             };
             let len = i64::try_from(len.unwrap_or(0)).unwrap_or(i64::MAX);
-            return Ok(Some(Arc::new(arrow::array::Int64Array::from_value(
-                len, rows,
-            ))));
+            return Ok(Some(Int64Array::from_value(len, rows)));
         }
         ColumnarValue::Array(a) => Arc::clone(a),
     };
     let a = match a.data_type() {
+        // A view's low 32 bits are its value's length.
         DataType::Utf8View => {
             let views = a.as_string_view();
-            let lens: arrow::array::Int64Array = views
-                .views()
-                .iter()
-                .enumerate()
-                .map(|(i, v)| views.is_valid(i).then_some(i64::from(*v as u32)))
-                .collect();
-            return Ok(Some(Arc::new(lens)));
+            return Ok(Some(
+                views
+                    .views()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| views.is_valid(i).then_some(i64::from(*v as u32)))
+                    .collect(),
+            ));
         }
         DataType::BinaryView => cast(&a, &DataType::LargeBinary)?,
         _ => a,
     };
     match a.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => {
-            Ok(Some(cast(&length(&a)?, &DataType::Int64)?))
+            Ok(Some(int64(&length(&a)?)?))
         }
         _ => Ok(None),
     }
 }
 
-/// Σ over rows of `weight(row) × count(row)`, counts below 0 as 0.
-fn total(counts: &ArrayRef, weight: impl Fn(usize) -> u64) -> u64 {
-    let c = counts.as_primitive::<Int64Type>();
-    (0..c.len())
-        .filter(|&i| c.is_valid(i))
-        .map(|i| {
-            u64::try_from(c.value(i))
-                .unwrap_or(0)
-                .saturating_mul(weight(i))
-        })
+/// Σ over rows of `count(row) × weight(row)`.
+fn total(counts: &Int64Array, weight: impl Fn(usize) -> u64) -> u64 {
+    (0..counts.len())
+        .map(|i| at(counts, i).saturating_mul(weight(i)))
         .fold(0u64, u64::saturating_add)
-}
-
-fn value(a: &Option<ArrayRef>, i: usize) -> u64 {
-    match a {
-        Some(a) => {
-            let a = a.as_primitive::<Int64Type>();
-            match a.is_valid(i) {
-                true => u64::try_from(a.value(i)).unwrap_or(0),
-                false => 0,
-            }
-        }
-        None => ELEMENT_BYTES,
-    }
 }
 
 /// `repeat(text, n)`: the text's bytes `n` times.
 fn repeat_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     let [s, n] = args else { return Ok(0) };
-    let lens = lengths(s, rows)?;
-    Ok(total(&ints(n, rows)?, |i| value(&lens, i)))
+    let each = element_bytes(s, rows)?;
+    Ok(total(&ints(n, rows)?, |i| each[i]))
 }
 
 /// `lpad(text, n [, fill])`: `n` characters of up to 4 bytes.
@@ -244,35 +240,29 @@ fn pad_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     Ok(total(&ints(n, rows)?, |_| 4))
 }
 
-/// Bytes of each value of `v` as a list element: text's bytes, a list's
-/// elements at [`ELEMENT_BYTES`] each, anything else [`ELEMENT_BYTES`]. A
-/// constant is measured once.
+/// Bytes of each of the `rows` values of `v`: text's bytes, a list's
+/// elements at [`ELEMENT_BYTES`] each (at least one), anything else
+/// [`ELEMENT_BYTES`]. A constant is measured once.
 fn element_bytes(v: &ColumnarValue, rows: usize) -> Result<Vec<u64>> {
     if let Some(lens) = lengths(v, rows)? {
-        return Ok((0..rows)
-            .map(|i| value(&Some(Arc::clone(&lens)), i))
-            .collect());
+        return Ok((0..rows).map(|i| at(&lens, i)).collect());
     }
     let list_len = |a: &dyn Array, i: usize| -> u64 {
         let n = match a.data_type() {
-            DataType::List(_) => a.as_list::<i32>().value_length(i) as i64,
+            _ if !a.is_valid(i) => 0,
+            DataType::List(_) => i64::from(a.as_list::<i32>().value_length(i)),
             DataType::LargeList(_) => a.as_list::<i64>().value_length(i),
             DataType::FixedSizeList(_, n) => i64::from(*n),
-            _ => return ELEMENT_BYTES,
+            _ => 1,
         };
-        u64::try_from(n).unwrap_or(0).saturating_mul(ELEMENT_BYTES)
+        u64::try_from(n)
+            .unwrap_or(0)
+            .saturating_mul(ELEMENT_BYTES)
+            .max(ELEMENT_BYTES)
     };
     Ok(match v {
-        ColumnarValue::Scalar(s) => {
-            let one = s.to_array_of_size(1)?;
-            vec![list_len(one.as_ref(), 0).max(ELEMENT_BYTES); rows]
-        }
-        ColumnarValue::Array(a) => (0..rows)
-            .map(|i| match i < a.len() && a.is_valid(i) {
-                true => list_len(a.as_ref(), i).max(ELEMENT_BYTES),
-                false => ELEMENT_BYTES,
-            })
-            .collect(),
+        ColumnarValue::Scalar(s) => vec![list_len(s.to_array_of_size(1)?.as_ref(), 0); rows],
+        ColumnarValue::Array(a) => (0..rows).map(|i| list_len(a.as_ref(), i)).collect(),
     })
 }
 
@@ -280,9 +270,7 @@ fn element_bytes(v: &ColumnarValue, rows: usize) -> Result<Vec<u64>> {
 fn array_repeat_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     let [e, n] = args else { return Ok(0) };
     let each = element_bytes(e, rows)?;
-    Ok(total(&ints(n, rows)?, |i| {
-        each.get(i).copied().unwrap_or(ELEMENT_BYTES)
-    }))
+    Ok(total(&ints(n, rows)?, |i| each[i].max(ELEMENT_BYTES)))
 }
 
 /// `array_resize(list, n [, fill])`: `n` elements, of the fill's size.
@@ -292,13 +280,13 @@ fn array_resize_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
         Some(fill) => element_bytes(fill, rows)?,
         None => vec![ELEMENT_BYTES; rows],
     };
-    Ok(total(&ints(n, rows)?, |i| {
-        each.get(i).copied().unwrap_or(ELEMENT_BYTES)
-    }))
+    Ok(total(&ints(n, rows)?, |i| each[i].max(ELEMENT_BYTES)))
 }
 
 /// `range(stop)`, `range(start, stop [, step])` of integers, dates or
-/// timestamps: (stop - start) / step elements.
+/// timestamps: (stop - start) / step elements. A NULL argument makes a
+/// NULL list and a step away from the stop an empty one (a step of 0 is
+/// DataFusion's error).
 fn series_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     let (start, stop, step) = match args {
         [stop] => (None, stop, None),
@@ -308,37 +296,23 @@ fn series_size(args: &[ColumnarValue], rows: usize) -> Result<u64> {
     };
     let stop = points(stop, rows)?;
     let start = match start {
-        Some(s) => Some(points(s, rows)?),
-        None => None,
+        Some(s) => points(s, rows)?,
+        None => vec![Some(0); rows],
     };
     let step = match step {
-        Some(s) => Some(steps(s, rows)?),
-        None => None,
+        Some(s) => steps(s, rows)?,
+        None => vec![Some(1); rows],
     };
-    let at = |a: &Option<Vec<Option<i128>>>, i: usize, default: i128| match a {
-        Some(v) => v.get(i).copied().flatten().unwrap_or(default),
-        None => default,
-    };
-    let stop = Some(stop);
     let mut elements = 0u64;
-    let null = |a: &Option<Vec<Option<i128>>>, i: usize| {
-        a.as_ref()
-            .is_some_and(|v| v.get(i).is_some_and(Option::is_none))
-    };
-    for i in 0..rows {
-        // A NULL argument makes a NULL list; a step away from the stop an
-        // empty one; a step of 0 is DataFusion's error; 1 when not given.
-        if null(&start, i) || null(&stop, i) || null(&step, i) {
+    for ((from, to), step) in start.iter().zip(&stop).zip(&step) {
+        let (Some(from), Some(to), Some(step)) = (*from, *to, *step) else {
             continue;
-        }
-        let (from, to) = (at(&start, i, 0), at(&stop, i, 0));
-        let step = at(&step, i, 1);
+        };
         if (to > from && step < 0) || (to < from && step > 0) {
             continue;
         }
-        let span = to.abs_diff(from);
-        let n = u64::try_from(span / step.unsigned_abs().max(1)).unwrap_or(u64::MAX);
-        elements = elements.saturating_add(n);
+        let n = to.abs_diff(from) / step.unsigned_abs().max(1);
+        elements = elements.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
     }
     Ok(elements.saturating_mul(ELEMENT_BYTES))
 }
@@ -365,63 +339,43 @@ fn points(v: &ColumnarValue, rows: usize) -> Result<Vec<Option<i128>>> {
         }
         _ => (a, 1),
     };
-    Ok(ints_of(&a)?
-        .into_iter()
-        .map(|v| v.map(|v| v.saturating_mul(scale)))
+    Ok(int64(&a)?
+        .iter()
+        .map(|v| v.map(|v| i128::from(v).saturating_mul(scale)))
         .collect())
 }
 
 /// Each row of a `range` step in the unit of [`points`]: integers as they
 /// are, intervals in nanoseconds (a month as 28 days, its shortest).
 fn steps(v: &ColumnarValue, rows: usize) -> Result<Vec<Option<i128>>> {
+    use arrow::datatypes::{IntervalDayTimeType, IntervalMonthDayNanoType, IntervalYearMonthType};
     let a = v.to_array(rows)?;
-    let out = match a.data_type() {
-        DataType::Interval(IntervalUnit::MonthDayNano) => {
-            let a = a.as_primitive::<arrow::datatypes::IntervalMonthDayNanoType>();
-            (0..a.len())
-                .map(|i| {
-                    a.is_valid(i).then(|| {
-                        let v = a.value(i);
-                        i128::from(v.months) * 28 * DAY_NS
-                            + i128::from(v.days) * DAY_NS
-                            + i128::from(v.nanoseconds)
-                    })
+    let ns = |days: i128, nanos: i128| days * DAY_NS + nanos;
+    Ok(match a.data_type() {
+        DataType::Interval(IntervalUnit::MonthDayNano) => a
+            .as_primitive::<IntervalMonthDayNanoType>()
+            .iter()
+            .map(|v| {
+                v.map(|v| {
+                    ns(
+                        i128::from(v.months) * 28 + i128::from(v.days),
+                        i128::from(v.nanoseconds),
+                    )
                 })
-                .collect()
-        }
-        DataType::Interval(IntervalUnit::DayTime) => {
-            let a = a.as_primitive::<arrow::datatypes::IntervalDayTimeType>();
-            (0..a.len())
-                .map(|i| {
-                    a.is_valid(i).then(|| {
-                        let v = a.value(i);
-                        i128::from(v.days) * DAY_NS + i128::from(v.milliseconds) * 1_000_000
-                    })
-                })
-                .collect()
-        }
-        DataType::Interval(IntervalUnit::YearMonth) => {
-            let a = a.as_primitive::<arrow::datatypes::IntervalYearMonthType>();
-            (0..a.len())
-                .map(|i| a.is_valid(i).then(|| i128::from(a.value(i)) * 28 * DAY_NS))
-                .collect()
-        }
-        _ => ints_of(&a)?,
-    };
-    Ok(out)
-}
-
-/// `a` cast to integers (NULL where it is not a number).
-fn ints_of(a: &ArrayRef) -> Result<Vec<Option<i128>>> {
-    let safe = CastOptions {
-        safe: true,
-        ..Default::default()
-    };
-    let a = cast_with_options(a, &DataType::Int64, &safe)?;
-    let a = a.as_primitive::<Int64Type>();
-    Ok((0..a.len())
-        .map(|i| a.is_valid(i).then(|| i128::from(a.value(i))))
-        .collect())
+            })
+            .collect(),
+        DataType::Interval(IntervalUnit::DayTime) => a
+            .as_primitive::<IntervalDayTimeType>()
+            .iter()
+            .map(|v| v.map(|v| ns(i128::from(v.days), i128::from(v.milliseconds) * 1_000_000)))
+            .collect(),
+        DataType::Interval(IntervalUnit::YearMonth) => a
+            .as_primitive::<IntervalYearMonthType>()
+            .iter()
+            .map(|v| v.map(|m| ns(i128::from(m) * 28, 0)))
+            .collect(),
+        _ => int64(&a)?.iter().map(|v| v.map(i128::from)).collect(),
+    })
 }
 
 #[cfg(test)]
