@@ -154,6 +154,15 @@ fn planned_arg(e: &Expr) -> Option<&Expr> {
     }
 }
 
+/// `e` as 16 bytes when it is a string literal (an error when the text is
+/// not a UUID), else as it is.
+fn literal_as_bytes(e: Expr) -> Result<Expr> {
+    match string_literal(&e) {
+        Some(s) => uuid_literal(s),
+        None => Ok(e),
+    }
+}
+
 fn from_text(e: Expr) -> Expr {
     uuid_from_text_udf().call(vec![e])
 }
@@ -378,10 +387,7 @@ impl UuidSql {
                     // Literals among UUIDs (or alone): literals to bytes.
                     let list = list
                         .into_iter()
-                        .map(|v| match string_literal(&v) {
-                            Some(s) => uuid_literal(s),
-                            None => Ok(v),
-                        })
+                        .map(literal_as_bytes)
                         .collect::<Result<Vec<_>>>()?;
                     Ok(Transformed::yes(Expr::InList(InList::new(
                         expr, list, negated,
@@ -405,13 +411,12 @@ impl UuidSql {
                     .iter()
                     .all(|v| is_uuid(&ty(v)) || string_literal(v).is_some()) =>
             {
-                let bytes = |e: Expr| match string_literal(&e) {
-                    Some(s) => uuid_literal(s),
-                    None => Ok(e),
-                };
-                let list = list.into_iter().map(bytes).collect::<Result<Vec<_>>>()?;
+                let list = list
+                    .into_iter()
+                    .map(literal_as_bytes)
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Transformed::yes(Expr::InList(InList::new(
-                    Box::new(bytes(*expr)?),
+                    Box::new(literal_as_bytes(*expr)?),
                     list,
                     negated,
                 ))))
