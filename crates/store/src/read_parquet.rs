@@ -581,70 +581,53 @@ mod tests {
     /// bound; its next row group then waits for the sink.
     #[test]
     fn the_first_round_is_read_ahead_whole_and_no_further() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().unwrap();
         // Row groups of 300k rows in batches of 1000: the steady-state
         // bound (QUEUED_ROWS over two threads) is 131 batches a thread.
         let path = file(dir.path(), 1_200_000, 300_000);
-        let prepared = AtomicUsize::new(0);
-        let mut calls = 0usize;
-        let mut rows = 0usize;
-        read_on(
-            2,
-            "in",
-            &path,
-            1000,
-            &|_| false,
-            &|b| {
-                prepared.fetch_add(1, Ordering::SeqCst);
-                Ok(b.num_rows())
-            },
-            &mut |n| {
-                rows += n?;
-                calls += 1;
-                if calls == 1 {
-                    let until = Instant::now() + Duration::from_secs(20);
-                    while prepared.load(Ordering::SeqCst) < 600 && Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    assert!(
-                        prepared.load(Ordering::SeqCst) >= 600,
-                        "the first two row groups were not read ahead: {} batches",
-                        prepared.load(Ordering::SeqCst)
-                    );
-                    // Each thread may prepare one batch of its next row
-                    // group, which then waits for the sink.
-                    std::thread::sleep(Duration::from_millis(200));
-                    let now = prepared.load(Ordering::SeqCst);
-                    assert!(now <= 602, "read beyond the first round: {now} batches");
-                }
-                Ok(())
-            },
-        )
-        .unwrap();
-        assert_eq!(rows, 1_200_000);
-        assert_eq!(calls, 1200);
+        let now = read_ahead_at_first_batch(&path, 600);
+        assert!(
+            now >= 600,
+            "the first two row groups were not read ahead: {now} batches"
+        );
+        // Each thread may prepare one batch of its next row group, which
+        // then waits for the sink.
+        assert!(now <= 602, "read beyond the first round: {now} batches");
     }
 
     /// Row groups larger than [`FIRST_ROUND_ROWS`] are not read ahead
     /// whole: memory does not grow with the input's row groups.
     #[test]
     fn the_first_round_of_large_row_groups_stops_at_its_cap() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().unwrap();
         // Two row groups of twice the cap, in batches of 1000.
         let group = 2 * FIRST_ROUND_ROWS;
         let path = file(dir.path(), 2 * group as i64, group);
         let per_thread = FIRST_ROUND_ROWS.div_ceil(1000) + 1;
+        let now = read_ahead_at_first_batch(&path, 2 * per_thread - 2);
+        // (The first thread's limit counts from the batch the sink took;
+        // each thread may prepare one batch more, which then waits.)
+        assert!(
+            now >= 2 * per_thread - 2 && now <= 2 * per_thread + 4,
+            "read ahead {now} batches; the cap is {per_thread} a thread (a row group is {})",
+            group / 1000
+        );
+    }
+
+    /// Batches of 1000 rows of `path` prepared on 2 threads while the sink
+    /// holds the first one: once `expected` are (or after 30 s), and 300
+    /// ms later, so that a reader past its bound would show. Every row
+    /// still arrives once.
+    fn read_ahead_at_first_batch(path: &Path, expected: usize) -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::{Duration, Instant};
         let prepared = AtomicUsize::new(0);
-        let mut calls = 0usize;
-        let mut rows = 0usize;
+        let mut seen = None;
+        let (mut rows, mut calls) = (0usize, 0usize);
         read_on(
             2,
             "in",
-            &path,
+            path,
             1000,
             &|_| false,
             &|b| {
@@ -656,27 +639,31 @@ mod tests {
                 calls += 1;
                 if calls == 1 {
                     let until = Instant::now() + Duration::from_secs(30);
-                    while prepared.load(Ordering::SeqCst) < 2 * per_thread - 2
-                        && Instant::now() < until
-                    {
+                    while prepared.load(Ordering::SeqCst) < expected && Instant::now() < until {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     std::thread::sleep(Duration::from_millis(300));
-                    let now = prepared.load(Ordering::SeqCst);
-                    // (The first thread's limit counts from the batch the
-                    // sink took; each thread may prepare one batch more,
-                    // which then waits.)
-                    assert!(
-                        now >= 2 * per_thread - 2 && now <= 2 * per_thread + 4,
-                        "read ahead {now} batches; the cap is {per_thread} a thread (a row group is {})",
-                        group / 1000
-                    );
+                    seen = Some(prepared.load(Ordering::SeqCst));
                 }
                 Ok(())
             },
         )
         .unwrap();
-        assert_eq!(rows, 2 * group);
+        // Batches restart at each row group.
+        let groups: Vec<usize> =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+                .unwrap()
+                .metadata()
+                .row_groups()
+                .iter()
+                .map(|g| usize::try_from(g.num_rows()).unwrap())
+                .collect();
+        assert_eq!(rows, groups.iter().sum::<usize>());
+        assert_eq!(
+            calls,
+            groups.iter().map(|g| g.div_ceil(1000)).sum::<usize>()
+        );
+        seen.unwrap_or(0)
     }
 
     /// A sink that panics stops the threads (one waiting for the sink to
