@@ -403,3 +403,56 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A project drop whose process stops after its commit, before the flush
+/// that removes the project's buffered rows from the ingest log: replay
+/// hides every one of them, also a row that a request of the project hid
+/// when the drop began. The request leaves the manifest with the drop, so
+/// only the drop's own replay cut-off can hide that row.
+#[test]
+fn a_project_drop_cut_before_its_last_flush_keeps_every_buffered_row_hidden() {
+    use elide::store::failpoint::{set_hook, Hook};
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let fs = CrashFs::with_passthrough(&dir, sqlite_files).unwrap();
+    let store = Store::open(&dir, opts(Some(Arc::clone(&fs)))).unwrap();
+    append(&store, &[row(1, "kept", 1, 0), row(2, "gone", 2, 0)]);
+    store.flush().unwrap();
+    // Between the drop's first flush and its commit: a row of project 2
+    // is appended and deleted (a pending request hides it in memory).
+    // Hooks are the process's: they act only on this test's thread (the
+    // drop runs on it), not in another test's drop.
+    let here = std::thread::current().id();
+    let ours = move || std::thread::current().id() == here;
+    let s = store.clone();
+    let during: Hook = Arc::new(move || {
+        if ours() {
+            append(&s, &[row(3, "late", 2, 0), row(4, "later", 1, 0)]);
+            s.delete(DeleteSpec::ids(2, ["late"])).unwrap();
+        }
+    });
+    let image = root.path().join("image");
+    let (f, at) = (Arc::clone(&fs), image.clone());
+    let after: Hook = Arc::new(move || {
+        if ours() {
+            f.image(&at).unwrap();
+        }
+    });
+    set_hook("drop::after_first_flush", Some(during));
+    set_hook("drop::after_commit", Some(after));
+    let dropped = store.drop_project(2);
+    set_hook("drop::after_first_flush", None);
+    set_hook("drop::after_commit", None);
+    dropped.unwrap();
+    drop(store);
+    assert!(image.join("manifest").exists(), "the image was not taken");
+    let reopened = Store::open(&image, opts(None)).unwrap();
+    let rt = rt();
+    let ctx = ctx(&reopened);
+    let visible = strings(&sql(
+        &rt,
+        &ctx,
+        "SELECT distinct_id FROM events ORDER BY distinct_id",
+    ));
+    assert_eq!(visible, ["kept", "later"]);
+}

@@ -11,6 +11,7 @@ macro_rules! failpoint {
     ($name:expr) => {
         #[cfg(feature = "failpoints")]
         {
+            $crate::failpoint::run_hook($name);
             if let Some(action) = $crate::failpoint::hit($name) {
                 match action {
                     $crate::failpoint::Action::Abort => std::process::abort(),
@@ -44,6 +45,45 @@ static ACTIVE: std::sync::Mutex<Option<(String, Action)>> = std::sync::Mutex::ne
 pub fn set(spec: Option<(&str, Action)>) {
     if let Ok(mut a) = ACTIVE.lock() {
         *a = spec.map(|(n, act)| (n.to_string(), act));
+    }
+}
+
+/// What a test runs at a failpoint: the process goes on afterwards.
+#[cfg(feature = "failpoints")]
+pub type Hook = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+#[cfg(feature = "failpoints")]
+static HOOKS: std::sync::Mutex<Vec<(String, Hook)>> = std::sync::Mutex::new(Vec::new());
+
+/// Run `hook` each time the failpoint `name` is passed (`None` removes
+/// the hooks of `name`), for tests that act at an exact point of an
+/// operation: another thread's write between two of its steps, or a
+/// crash image taken there. A hook runs on the operation's own thread,
+/// with whatever locks the operation holds at that point.
+#[cfg(feature = "failpoints")]
+pub fn set_hook(name: &str, hook: Option<Hook>) {
+    if let Ok(mut h) = HOOKS.lock() {
+        h.retain(|(n, _)| n != name);
+        if let Some(hook) = hook {
+            h.push((name.to_string(), hook));
+        }
+    }
+}
+
+/// Run the hooks of `name` (outside the registry's lock, so a hook may
+/// pass other failpoints).
+#[cfg(feature = "failpoints")]
+pub fn run_hook(name: &str) {
+    let hooks: Vec<Hook> = match HOOKS.lock() {
+        Ok(h) => h
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, f)| f.clone())
+            .collect(),
+        Err(_) => return,
+    };
+    for f in hooks {
+        f();
     }
 }
 

@@ -215,17 +215,22 @@ impl Store {
         let f = inner.flush_lock.lock().map_err(poisoned)?;
         inner.freeze_for_flush()?;
         inner.flush_frozen_locked(&f)?;
+        crate::failpoint!("drop::after_first_flush");
         let mut tx = Transaction::begin(inner)?;
         // Rows appended since the flush above (active memtable only: the
         // flush lock keeps new memtables from being flushed meanwhile).
-        let mem_hits = {
+        // The replay cut-off covers every one of them, also those that a
+        // request of the project hides now: that request leaves the
+        // manifest with this commit.
+        let (mem_hits, replay_cutoff) = {
             let st = inner.state.lock().map_err(poisoned)?;
             let mut hits = Vec::new();
             for m in st.memtables() {
                 m.rows_of_project(project_id, u64::MAX, &mut hits)?;
             }
+            let cutoff = hits.iter().max().map(|m| m + 1);
             hits.retain(|s| !st.mem_deleted.contains(*s));
-            hits
+            (hits, cutoff)
         };
         let dropped: Vec<(u64, u64, u64)> = tx
             .manifest()
@@ -241,13 +246,13 @@ impl Store {
         let requests_removed = tx.remove_project_requests(project_id);
         tx.set_project_settings(project_id, Default::default());
         tx.hide_mem_rows(&mem_hits);
-        if !mem_hits.is_empty() {
+        if let Some(cutoff) = replay_cutoff {
             // Replay must hide these rows if the process stops before the
             // flush below removes them from the ingest log.
-            let cutoff = mem_hits.iter().max().map_or(0, |m| m + 1);
             tx.add_dropped(project_id, cutoff);
         }
         tx.commit()?;
+        crate::failpoint!("drop::after_commit");
         // Flush what was appended meanwhile without the hidden rows, so
         // the log segment that held them is removed.
         inner.freeze_for_flush()?;
