@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use elide_persons::{ApiKey, Project, ProjectSettings};
+use elide_store::format::ProjectSettings as StoreSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -180,7 +181,10 @@ const MAX_DROPPED: usize = 1000;
 /// Most events a project gives a retention of their own (the map is in
 /// the store's manifest, rewritten by every commit, and each entry is a
 /// sweep of the project's older parts).
-const MAX_EVENT_RETENTIONS: usize = 1000;
+const MAX_EVENT_RETENTIONS: usize = StoreSettings::MAX_EVENT_RETENTIONS;
+const MAX_RETENTION_DAYS: u64 = StoreSettings::MAX_RETENTION_DAYS as u64;
+const MAX_DEADLINE_DAYS: u64 = StoreSettings::MAX_ERASURE_DEADLINE_DAYS as u64;
+const MAX_EVENT_NAME_BYTES: usize = StoreSettings::MAX_EVENT_NAME_BYTES;
 
 /// The projects the key may see: its own.
 #[utoipa::path(
@@ -423,7 +427,7 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
             Value::Null => None,
             v => Some(
                 v.as_u64()
-                    .filter(|d| (1..=36_500).contains(d))
+                    .filter(|d| (1..=MAX_RETENTION_DAYS).contains(d))
                     .map(|d| d as u32)
                     .ok_or_else(|| {
                         ApiError::invalid_attr(
@@ -451,14 +455,14 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
         }
         let mut out = std::collections::BTreeMap::new();
         for (e, d) in m {
-            if e.is_empty() || e.len() > 400 {
+            if e.is_empty() || e.len() > MAX_EVENT_NAME_BYTES {
                 return Err(bad());
             }
             let d = match d {
                 Value::Null => None,
                 d => Some(
                     d.as_u64()
-                        .filter(|d| (1..=36_500).contains(d))
+                        .filter(|d| (1..=MAX_RETENTION_DAYS).contains(d))
                         .map(|d| d as u32)
                         .ok_or_else(bad)?,
                 ),
@@ -472,7 +476,7 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
             Value::Null => None,
             v => Some(
                 v.as_u64()
-                    .filter(|d| (1..=3650).contains(d))
+                    .filter(|d| (1..=MAX_DEADLINE_DAYS).contains(d))
                     .map(|d| d as u32)
                     .ok_or_else(|| {
                         ApiError::invalid_attr(

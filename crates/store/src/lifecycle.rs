@@ -43,7 +43,7 @@ pub(crate) fn due_by(
         .get(&project)
         .and_then(|s| s.erasure_deadline_days)
         .map_or(default.as_micros() as i64, |d| {
-            i64::from(d) * crate::MICROS_PER_DAY
+            i64::from(d).saturating_mul(crate::MICROS_PER_DAY)
         });
     created_us.saturating_add(deadline_us)
 }

@@ -72,25 +72,7 @@ impl Store {
     pub fn set_project_settings(&self, project: i64, settings: ProjectSettings) -> Result<()> {
         self.inner().writable()?;
         check_project(project)?;
-        if settings.erasure_deadline_days == Some(0) {
-            return Err(crate::StoreError::InvalidInput(
-                "the erasure deadline must be at least 1 day".into(),
-            ));
-        }
-        if settings.retention_days == Some(0) {
-            return Err(crate::StoreError::InvalidInput(
-                "retention must be at least 1 day (no setting keeps rows forever)".into(),
-            ));
-        }
-        if let Some((e, _)) = settings
-            .event_retention_days
-            .iter()
-            .find(|(e, d)| e.is_empty() || **d == 0)
-        {
-            return Err(crate::StoreError::InvalidInput(format!(
-                "event retention of {e:?}: the name must not be empty and the retention at least 1 day"
-            )));
-        }
+        settings.check()?;
         let mut tx = Transaction::begin(self.inner())?;
         tx.set_project_settings(project, settings.clone());
         tx.commit()?;

@@ -62,7 +62,7 @@ pub struct RetentionSweep {
 /// days before today's.
 pub fn retention_bound(now_us: i64, days: u32) -> i64 {
     let today = now_us.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
-    today.saturating_sub(i64::from(days) * MICROS_PER_DAY)
+    today.saturating_sub(i64::from(days).saturating_mul(MICROS_PER_DAY))
 }
 
 impl Store {

@@ -86,9 +86,53 @@ pub struct ProjectSettings {
 }
 
 impl ProjectSettings {
+    /// The longest retention a setting may give: 100 years.
+    pub const MAX_RETENTION_DAYS: u32 = 36_500;
+    /// The longest erasure deadline: 10 years.
+    pub const MAX_ERASURE_DEADLINE_DAYS: u32 = 3_650;
+    /// At most this many event names have a retention of their own.
+    pub const MAX_EVENT_RETENTIONS: usize = 1_000;
+    /// The longest event name with a retention of its own, in bytes.
+    pub const MAX_EVENT_NAME_BYTES: usize = 400;
+
     /// Whether every setting is the default.
     pub fn is_default(&self) -> bool {
         *self == ProjectSettings::default()
+    }
+
+    /// Refuse settings outside their bounds (days from 1 to the maximums
+    /// above; event names not empty). The manifest holds them and every
+    /// sweep and deadline reads them, so nothing unbounded is stored.
+    pub fn check(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::StoreError::InvalidInput(m));
+        let max = Self::MAX_ERASURE_DEADLINE_DAYS;
+        if self
+            .erasure_deadline_days
+            .is_some_and(|d| !(1..=max).contains(&d))
+        {
+            return bad(format!("the erasure deadline must be from 1 to {max} days"));
+        }
+        let max = Self::MAX_RETENTION_DAYS;
+        if self.retention_days.is_some_and(|d| !(1..=max).contains(&d)) {
+            return bad(format!(
+                "retention must be from 1 to {max} days (no setting keeps rows forever)"
+            ));
+        }
+        if self.event_retention_days.len() > Self::MAX_EVENT_RETENTIONS {
+            return bad(format!(
+                "at most {} event names may have a retention of their own",
+                Self::MAX_EVENT_RETENTIONS
+            ));
+        }
+        if let Some((e, _)) = self.event_retention_days.iter().find(|(e, d)| {
+            e.is_empty() || e.len() > Self::MAX_EVENT_NAME_BYTES || !(1..=max).contains(*d)
+        }) {
+            return bad(format!(
+                "event retention of {e:?}: the name must be 1 to {} bytes and the retention from 1 to {max} days",
+                Self::MAX_EVENT_NAME_BYTES
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -49,21 +49,44 @@ fn every_request_is_due_by_its_projects_deadline() {
         let s = store.status().unwrap();
         assert_eq!(s.next_purge_due_us, Some(rb.purge_due_by_us));
         assert!(s.requests_overdue.is_empty());
-        // Refused: a zero deadline, a negative project; nothing changes.
+        // Refused: a zero or oversized deadline or retention (a retention
+        // of 106,751,992 days overflowed the sweep's bound into "every
+        // row"), a negative project, too many or too long event names;
+        // nothing changes.
         let version = store.status().unwrap().version;
-        for (p, days) in [(1, Some(0)), (-1, Some(3))] {
-            let e = store
-                .set_project_settings(
-                    p,
-                    ProjectSettings {
-                        erasure_deadline_days: days,
-                        ..Default::default()
-                    },
-                )
-                .unwrap_err();
+        let deadline = |d| ProjectSettings {
+            erasure_deadline_days: Some(d),
+            ..Default::default()
+        };
+        let retention = |d| ProjectSettings {
+            retention_days: Some(d),
+            ..Default::default()
+        };
+        let events = |names: Vec<String>, d| ProjectSettings {
+            event_retention_days: names.into_iter().map(|n| (n, d)).collect(),
+            ..Default::default()
+        };
+        for (p, settings) in [
+            (1, deadline(0)),
+            (1, deadline(3651)),
+            (-1, deadline(3)),
+            (1, retention(0)),
+            (1, retention(36_501)),
+            (1, retention(106_751_992)),
+            (1, events(vec!["pageview".into()], 106_751_992)),
+            (1, events(vec![String::new()], 3)),
+            (1, events(vec!["e".repeat(401)], 3)),
+            (1, events((0..1001).map(|i| format!("e{i}")).collect(), 3)),
+        ] {
+            let e = store.set_project_settings(p, settings).unwrap_err();
             assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
         }
         assert_eq!(store.status().unwrap().version, version);
+        assert_eq!(
+            store.apply_retention(i64::MAX / 2).unwrap().len(),
+            0,
+            "no retention was set"
+        );
         // Settings survive a reopen; a dropped project's go with it.
         store.close().unwrap();
         let store = site.open();
