@@ -353,7 +353,7 @@ impl BulkIngest {
         let parts = std::mem::take(&mut self.written);
         let n_parts = parts.len();
         // Until the commit writes its manifest, the parts are ours to
-        // remove; a failed commit may or may not have published them.
+        // remove.
         let discard = |e: StoreError| {
             for p in &paths {
                 inner.gc.discard(&inner.storage, p);
@@ -374,13 +374,10 @@ impl BulkIngest {
         }
         let version = match tx.commit() {
             Ok(v) => v,
-            Err(e) => {
-                // The manifest may or may not reference the parts: they
-                // stay for the next open's sweep, and until then no
-                // request may be marked purged (a copy may be orphaned).
-                inner.gc.mark_orphans();
-                return Err(e);
-            }
+            // When the manifest may reference the parts, they stay for the
+            // next open's sweep, and until then no request may be marked
+            // purged (a copy may be orphaned); otherwise they go now.
+            Err(e) => return Err(inner.gc.after_failed_commit(&inner.storage, e, &paths)),
         };
         crate::failpoint!("bulk::after_commit");
         let out = IngestOutcome {

@@ -142,6 +142,32 @@ pub(crate) fn commits_allowed(inner: &Inner) -> Result<()> {
 }
 
 impl<'a> Transaction<'a> {
+    /// The error of a commit that certainly published nothing: the
+    /// tombstone file it wrote is removed, and a writer whose object-store
+    /// lease another writer took refuses writes until it is reopened
+    /// (its appends would otherwise go on into a log no commit can flush).
+    fn not_published(&mut self, e: StoreError, tomb_written: &Option<String>) -> StoreError {
+        if let Some(path) = tomb_written {
+            self.inner.gc.discard(&self.inner.storage, path);
+        }
+        if let Some(why) = self.inner.writer_lease.as_ref().and_then(|l| l.lost()) {
+            tracing::error!(%why, "the store refuses commits until it is reopened");
+            self.refuse_until_reopen(why);
+        }
+        e
+    }
+
+    /// The error of a commit whose manifest was published but whose
+    /// in-memory state did not follow: `OutcomeUnknown` (its files are
+    /// referenced), and the store refuses writes until it is reopened.
+    fn published_but(&mut self, version: u64, e: StoreError) -> StoreError {
+        let why =
+            format!("manifest version {version} was published but its commit failed ({e}); reopen the store");
+        tracing::error!(%why, "the store refuses commits until it is reopened");
+        self.refuse_until_reopen(why.clone());
+        StoreError::OutcomeUnknown(why)
+    }
+
     /// Refuse every later commit until the store is reopened, and every
     /// append too: rows appended now could never be flushed, and a writer
     /// waiting for the flusher to make room would wait for ever.
@@ -262,10 +288,17 @@ impl<'a> Transaction<'a> {
         gone
     }
 
-    /// Write, publish and clean up. Returns the new version.
-    pub fn commit(mut self) -> Result<Arc<Version>> {
+    /// Everything of [`Transaction::commit`] before the manifest is
+    /// published: the tombstone file (its path in `tomb_written` once
+    /// written), the new manifest's bytes and the files it retires. An
+    /// error here means nothing was published.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &mut self,
+        gone: &HashSet<u64>,
+        tomb_written: &mut Option<String>,
+    ) -> Result<(u64, Vec<u8>, String, HashMap<u64, Arc<Bitmap>>, Vec<String>)> {
         let inner = self.inner;
-        let gone = self.apply_rules();
         // Rows below the oldest buffered row (or below `next_seq` when
         // nothing is buffered) are all in parts: bulk ingests write theirs
         // directly, so `flushed_seq` also moves without a flush.
@@ -289,6 +322,7 @@ impl<'a> Transaction<'a> {
             inner
                 .storage
                 .put_new(&path, encode_tombstones(&refs).into())?;
+            *tomb_written = Some(path.clone());
             crate::failpoint!("commit::after_tombstones");
             let changed = std::mem::take(&mut self.changed);
             for (part_id, bitmap) in changed {
@@ -346,6 +380,27 @@ impl<'a> Transaction<'a> {
             // An object store's writer lease must outlast this commit.
             lease.check()?;
         }
+        Ok((version, bytes, token, tombstones, retired))
+    }
+
+    /// Write, publish and clean up. Returns the new version.
+    ///
+    /// An error is [`StoreError::OutcomeUnknown`] when the new version may
+    /// have been published (the store then refuses writes until it is
+    /// reopened); any other error means it certainly was not, and the
+    /// tombstone file this commit wrote is removed. A caller that wrote
+    /// files for the commit removes them on such an error, and marks
+    /// possible orphans ([`crate::gc::Gc::mark_orphans`]) only on
+    /// `OutcomeUnknown` (see [`crate::gc::Gc::after_failed_commit`]).
+    pub fn commit(mut self) -> Result<Arc<Version>> {
+        let inner = self.inner;
+        let gone = self.apply_rules();
+        let mut tomb_written: Option<String> = None;
+        let (version, bytes, token, tombstones, retired) =
+            match self.prepare(&gone, &mut tomb_written) {
+                Ok(p) => p,
+                Err(e) => return Err(self.not_published(e, &tomb_written)),
+            };
         let still_writer = || -> Result<Option<std::time::Duration>> {
             inner.writer_lease.as_ref().map(|l| l.check()).transpose()
         };
@@ -361,7 +416,7 @@ impl<'a> Transaction<'a> {
             );
             tracing::error!(%why, "the store refuses commits until it is reopened");
             self.refuse_until_reopen(why.clone());
-            return Err(StoreError::Unavailable(why));
+            return Err(self.not_published(StoreError::Unavailable(why), &tomb_written));
         }
         if let Err(e) = published {
             // A failure after the rename (the directory's fsync) leaves
@@ -383,20 +438,30 @@ impl<'a> Transaction<'a> {
                 self.refuse_until_reopen(why.clone());
                 return Err(StoreError::OutcomeUnknown(why));
             }
-            return Err(e);
+            return Err(self.not_published(e, &tomb_written));
         }
-        crate::failpoint!("commit::after_manifest");
+        // From here the version is published: an error is OutcomeUnknown
+        // to the caller, whose files it references.
+        let after_manifest = || -> Result<()> {
+            crate::failpoint!("commit::after_manifest");
+            Ok(())
+        };
+        if let Err(e) = after_manifest() {
+            return Err(self.published_but(version, e));
+        }
 
         let new_version = Arc::new(Version {
             manifest: std::mem::replace(&mut self.manifest, Manifest::empty()),
             tombstones,
         });
         let flush = self.flush.take();
-        inner.publish(
+        if let Err(e) = inner.publish(
             Arc::clone(&new_version),
             &self.mem_hide,
             flush.as_ref().map(|f| f.memtable_id),
-        )?;
+        ) {
+            return Err(self.published_but(version, e));
+        }
         if let Some(idx) = self.guard.index.as_mut() {
             let staged = self.staged.take();
             let is_staged = |id: &u64| staged.as_ref().is_some_and(|s| s.parts.contains(id));

@@ -263,6 +263,31 @@ impl Gc {
         }
     }
 
+    /// What becomes of the files a caller wrote for a commit that failed
+    /// with `e` ([`crate::commit::Transaction::commit`]): when the new
+    /// version may have been published (`OutcomeUnknown`) they stay, and
+    /// no request is marked purged until the next open has swept the
+    /// unreferenced ones; otherwise nothing references them and they are
+    /// removed now. (A commit that failed for certain used to be treated
+    /// as a possible publication: a writer whose object-store lease could
+    /// not be renewed for a while left a memtable's worth of parts on
+    /// every flush attempt, and purges stopped until a restart.)
+    pub fn after_failed_commit(
+        &self,
+        storage: &Storage,
+        e: crate::error::StoreError,
+        written: &[String],
+    ) -> crate::error::StoreError {
+        if matches!(e, crate::error::StoreError::OutcomeUnknown(_)) {
+            self.mark_orphans();
+        } else {
+            for f in written {
+                self.discard(storage, f);
+            }
+        }
+        e
+    }
+
     /// Record that an unreferenced file may be on disk until the next open.
     pub fn mark_orphans(&self) {
         self.orphans

@@ -96,10 +96,10 @@ pub(crate) fn backfill(inner: &Inner, over_budget: &dyn Fn() -> bool) -> Result<
         return Ok(0);
     }
     if let Err(e) = tx.commit() {
-        // The manifest may or may not name them: the next open sweeps
-        // whichever it does not.
-        inner.gc.mark_orphans();
-        return Err(e);
+        // The manifest may name them (then the next open sweeps whichever
+        // it does not), or certainly does not (then they go now).
+        let paths: Vec<String> = written.iter().map(|(_, p, _)| p.clone()).collect();
+        return Err(inner.gc.after_failed_commit(&inner.storage, e, &paths));
     }
     for path in gone {
         inner.gc.discard(&inner.storage, &path);

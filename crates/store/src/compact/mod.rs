@@ -490,7 +490,10 @@ pub(crate) fn run(
                         None
                     } else {
                         // A panic is this task's error, not the run's end:
-                        // the caller still discards what was prepared.
+                        // the caller still discards what was prepared. An
+                        // output written before the panic has no handle
+                        // left to discard it by: GC is told that an
+                        // unreferenced file may be on disk.
                         let task = std::panic::AssertUnwindSafe(|| match job {
                             Job::Purge(t) => {
                                 prepare_purge(inner, t.part_id, Some(t.reason), throttle, &stop)
@@ -498,6 +501,7 @@ pub(crate) fn run(
                             Job::Merge(t) => prepare_merge(inner, &t.part_ids, throttle, &stop),
                         });
                         Some(std::panic::catch_unwind(task).unwrap_or_else(|_| {
+                            inner.gc.mark_orphans();
                             Err(StoreError::Internal("a compaction task panicked".into()))
                         }))
                     };
@@ -754,11 +758,10 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
         reports.push(report);
     }
     if let Err(e) = tx.commit() {
-        // The manifest may or may not have been written: the outputs stay
-        // (the sweep at the next open removes them if unreferenced), and
-        // no request is marked purged until then.
-        inner.gc.mark_orphans();
-        return Err(e);
+        // Outputs of a commit that may have been published stay (the
+        // sweep at the next open removes them if unreferenced, and no
+        // request is marked purged until then); otherwise they go.
+        return Err(inner.gc.after_failed_commit(&inner.storage, e, &outputs));
     }
     for path in discard {
         inner.gc.discard(&inner.storage, &path);

@@ -256,6 +256,14 @@ impl WriterLease {
         ))
     }
 
+    /// Why this lease is lost for good (another writer took it), if it is.
+    pub(crate) fn lost(&self) -> Option<String> {
+        self.lost.load(Ordering::SeqCst).then(|| {
+            "the writer lease on the object store was taken by another writer; reopen the store"
+                .to_string()
+        })
+    }
+
     /// The holder token (for tests and status).
     pub fn holder(&self) -> &str {
         &self.holder

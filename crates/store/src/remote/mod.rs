@@ -305,10 +305,12 @@ pub(crate) fn publish_manifest(
         }
         match get(store, path)? {
             Ok((found, _)) => {
-                // Not our token, or not even a manifest we can read:
-                // either way not our commit.
-                let ours = decode_manifest(path, &found).is_ok_and(|m| m.commit_token == token);
-                return Ok(if ours {
+                // Not our token: another writer's commit. Not a manifest
+                // it can read: the outcome is unknown (the caller then
+                // keeps every file it wrote, and the handle refuses
+                // commits until it is reopened).
+                let m = decode_manifest(path, &found)?;
+                return Ok(if m.commit_token == token {
                     Published::Committed
                 } else {
                     Published::Conflict

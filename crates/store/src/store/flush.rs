@@ -133,12 +133,12 @@ impl Inner {
             )?;
             let n_parts = parts.len();
             let files: Vec<String> = parts.iter().flat_map(|p| p.meta.files()).collect();
-            // Until the commit is attempted, a failure leaves the parts
+            // A failure that certainly published nothing leaves the parts
             // unreferenced: they are removed, not left to a sweep at the
             // next open (a retried flush would leave a memtable's worth
             // each time, and their rows would outlive a verified
-            // deletion). A failed commit may have published them: they
-            // are left to the sweep.
+            // deletion). A commit that may have published them leaves
+            // them to the sweep (`Gc::after_failed_commit`).
             let discard = |e: StoreError| {
                 for f in &files {
                     self.gc.discard(&self.storage, f);
@@ -154,7 +154,8 @@ impl Inner {
             .map_err(discard)?;
             tx.add_flushed(&mem, parts, &deleted, first_late_request)
                 .map_err(discard)?;
-            tx.commit().inspect_err(|_| self.gc.mark_orphans())?;
+            tx.commit()
+                .map_err(|e| self.gc.after_failed_commit(&self.storage, e, &files))?;
             tracing::debug!(
                 rows = mem.rows,
                 parts = n_parts,

@@ -794,3 +794,58 @@ fn a_clean_close_leaves_nothing_for_another_directory_to_miss() {
     let a = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
     assert_eq!(ids_visible(&a), BTreeSet::from(["b".into()]));
 }
+
+/// A writer whose lease another writer took: its next flush writes parts,
+/// then cannot commit. Nothing was published, so the parts are removed
+/// at once (they used to stay until a reopen, a memtable's worth per
+/// attempt, and no request could become purged meanwhile), and the
+/// handle refuses writes until it is reopened.
+#[test]
+fn a_writer_that_lost_its_lease_leaves_no_parts_and_stops_writing() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let mut o = s3_opts(server.store(BUCKET).unwrap());
+    o.object_lease_ttl = std::time::Duration::from_millis(1500);
+    let a = Store::open(site.path(), o).unwrap();
+    append(&a, &[row(1, "a", 1, 0)]);
+    a.flush().unwrap();
+    let parts = || -> BTreeSet<std::path::PathBuf> {
+        files_under(&server.root().join(BUCKET).join("parts"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect()
+    };
+    assert_eq!(parts().len(), 1);
+    // Another writer takes the lease (as after this one stalled past it).
+    let taken =
+        serde_json::json!({"holder": "usurper", "host": "h", "pid": 1, "expires_at_us": i64::MAX});
+    let os = server.store(BUCKET).unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(os.put(
+            &Path::from(WRITER_LEASE),
+            serde_json::to_vec(&taken).unwrap().into(),
+        ))
+        .unwrap();
+    // The renewal (every half second here) finds it taken.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (err, before) = loop {
+        append(&a, &[row(2, "b", 1, 0)]);
+        let before = parts();
+        match a.flush() {
+            Err(e) => break (e, before),
+            Ok(()) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the lease was never found taken"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    };
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("another writer"), "{err}");
+    assert_eq!(parts(), before, "the parts of the failed flush stayed");
+    let e = a.delete(DeleteSpec::ids(1, ["a"])).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+}
