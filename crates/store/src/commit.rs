@@ -480,15 +480,18 @@ impl<'a> Transaction<'a> {
             let live = new_version.manifest.parts.len();
             idx.retire_parts(dead, live);
         }
-        drop(self.guard);
         // A path referenced again (a `.runs` file rewritten at its part's
-        // path by a backfill) must leave GC's list of what to remove.
+        // path by a backfill) must leave GC's list of what to remove. The
+        // files this commit retired are GC's before the commit lock is
+        // released: a request made by the next commit sees them as
+        // retired before it (`Gc::retired_before`).
         if inner.gc.pending() > 0 {
             inner
                 .gc
                 .keep_referenced(&new_version.manifest.referenced_paths());
         }
         inner.gc.retire(retired, version);
+        drop(self.guard);
         if let Some(f) = &flush {
             if let Err(e) =
                 inner

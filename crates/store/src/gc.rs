@@ -52,11 +52,24 @@ struct GcState {
     live: BTreeMap<u64, usize>,
     /// Retired objects: path, version of the commit that retired it, and
     /// when (for an object store's retention window).
-    pending: Vec<(String, u64, std::time::Instant)>,
+    pending: Vec<Retired>,
     /// Leftovers of crashed writes that the open-time sweep could not
     /// remove yet (a reader lease pinned them): until they are gone, a
     /// copy of deleted rows may be on disk unreferenced.
     leftovers: std::collections::HashSet<String>,
+}
+
+/// A retired object waiting for removal.
+#[derive(Debug)]
+struct Retired {
+    path: String,
+    /// The commit that retired it (0: removable as soon as nothing is
+    /// leased).
+    version: u64,
+    /// When, for an object store's retention window.
+    at: std::time::Instant,
+    /// When, as µs since the epoch (for [`Gc::retired_before`]).
+    at_us: i64,
 }
 
 /// Tracks live snapshots and retired files.
@@ -149,9 +162,13 @@ impl Gc {
     /// Retire objects no longer referenced as of commit `version`.
     pub fn retire(&self, paths: impl IntoIterator<Item = String>, version: u64) {
         if let Ok(mut s) = self.state.lock() {
-            let now = std::time::Instant::now();
-            s.pending
-                .extend(paths.into_iter().map(|p| (p, version, now)));
+            let (at, at_us) = (std::time::Instant::now(), crate::store::now_us());
+            s.pending.extend(paths.into_iter().map(|path| Retired {
+                path,
+                version,
+                at,
+                at_us,
+            }));
         }
     }
 
@@ -163,9 +180,21 @@ impl Gc {
             if s.pending.is_empty() {
                 return;
             }
-            s.pending.retain(|(p, _, _)| !referenced.contains(p));
+            s.pending.retain(|r| !referenced.contains(&r.path));
             s.leftovers.retain(|p| !referenced.contains(p));
         }
+    }
+
+    /// Whether an object that `under` accepts was retired at or before
+    /// `at_us` (µs since the epoch) and is still waiting for removal (a
+    /// snapshot or reader pins it, an object store's retention window
+    /// keeps it, or its removal failed). A deletion request made at
+    /// `at_us` is not purged while one of its project's part files is:
+    /// it may hold the request's rows, and no live part leads to it.
+    pub fn retired_before(&self, at_us: i64, under: impl Fn(&str) -> bool) -> bool {
+        self.state.lock().map_or(true, |s| {
+            s.pending.iter().any(|r| r.at_us <= at_us && under(&r.path))
+        })
     }
 
     /// Number of retired objects still waiting for old snapshots.
@@ -188,7 +217,7 @@ impl Gc {
             let due = self
                 .state
                 .lock()
-                .is_ok_and(|s| s.pending.iter().any(|(_, _, at)| at.elapsed() >= retention));
+                .is_ok_and(|s| s.pending.iter().any(|r| r.at.elapsed() >= retention));
             if !due {
                 return Ok(0);
             }
@@ -208,7 +237,7 @@ impl Gc {
             }
         }
         let leased = self.oldest_leased();
-        let ready: Vec<String> = {
+        let ready: Vec<Retired> = {
             let Ok(mut s) = self.state.lock() else {
                 return Ok(0);
             };
@@ -217,30 +246,38 @@ impl Gc {
                 (a, b) => a.or(b),
             };
             let retention = self.retention;
-            let (ready, keep): (Vec<_>, Vec<_>) = s.pending.drain(..).partition(|(_, v, at)| {
-                oldest.is_none_or(|o| o >= *v) && retention.is_none_or(|r| at.elapsed() >= r)
+            let (ready, keep): (Vec<_>, Vec<_>) = s.pending.drain(..).partition(|r| {
+                oldest.is_none_or(|o| o >= r.version)
+                    && retention.is_none_or(|w| r.at.elapsed() >= w)
             });
             s.pending = keep;
-            ready.into_iter().map(|(p, _, _)| p).collect::<Vec<_>>()
+            ready
         };
         if ready.is_empty() {
             return Ok(0);
         }
         crate::failpoint!("gc::before_delete");
         let attempted = ready.len();
-        let failed = storage.delete_all(&ready);
+        let paths: Vec<String> = ready.iter().map(|r| r.path.clone()).collect();
+        let failed = storage.delete_all(&paths);
         for (p, e) in &failed {
             tracing::warn!(path = %p, error = %e, "gc: could not remove file; will retry");
         }
         if let Ok(mut s) = self.state.lock() {
-            for p in &ready {
-                if !failed.iter().any(|(f, _)| f == p) {
-                    s.leftovers.remove(p);
+            let now = std::time::Instant::now();
+            for r in ready {
+                if failed.iter().any(|(f, _)| *f == r.path) {
+                    // Retried at the next pass; it keeps its retirement
+                    // time (requests made since need not wait for it).
+                    s.pending.push(Retired {
+                        version: 0,
+                        at: now,
+                        ..r
+                    });
+                } else {
+                    s.leftovers.remove(&r.path);
                 }
             }
-            let now = std::time::Instant::now();
-            s.pending
-                .extend(failed.iter().map(|(p, _)| (p.clone(), 0, now)));
         }
         Ok(attempted - failed.len())
     }
@@ -425,11 +462,14 @@ impl Gc {
             );
             if let Ok(mut s) = self.state.lock() {
                 s.leftovers.extend(deferred.iter().map(|(p, _)| p.clone()));
-                s.pending.extend(
-                    deferred
-                        .into_iter()
-                        .map(|(p, age_us)| (p, manifest.version, instant_ago(age_us))),
-                );
+                let now_us = crate::store::now_us();
+                s.pending
+                    .extend(deferred.into_iter().map(|(path, age_us)| Retired {
+                        path,
+                        version: manifest.version,
+                        at: instant_ago(age_us),
+                        at_us: now_us.saturating_sub(age_us),
+                    }));
             }
         }
         Ok(report)

@@ -41,6 +41,21 @@ pub(super) fn advance_requests(
         // A bulk ingest in flight with `_seq`s below the cut-off may still
         // bring rows of the request (bulk.rs).
         if lifecycle::purge_complete(r, m.flushed_seq, inner.oldest_reservation()) {
+            // Part files of the request's project and tables that left
+            // the manifest before it was made but are still on disk may
+            // hold its rows, and no live part leads to them (a part a
+            // retention sweep or an events deletion dropped whole, or one
+            // an earlier purge or merge replaced, pinned by a snapshot).
+            let prefixes: Vec<String> = r
+                .tables
+                .iter()
+                .map(|t| format!("parts/{}/{}/", t.name(), r.project_id))
+                .collect();
+            if inner.gc.retired_before(r.created_at_us, |p| {
+                prefixes.iter().any(|x| p.starts_with(x.as_str()))
+            }) {
+                continue;
+            }
             let mut all_gone = true;
             for path in &r.awaiting_removal {
                 if inner.storage.exists(path)? {

@@ -360,3 +360,44 @@ fn retention_per_event_name_expires_only_that_event() {
         }
     }
 }
+
+/// A request whose rows are only in a file that left the manifest before
+/// it was made (a part a retention sweep dropped whole), which a snapshot
+/// still pins: the request is not verified while that file is on disk,
+/// and is once the snapshot ends and GC removed it (DESIGN invariant 5).
+#[test]
+fn a_request_waits_for_retired_files_that_may_hold_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = elide_store::Store::open(dir.path(), opts()).unwrap();
+    append(&store, &[row(1, "x", 1, 0), row(2, "y", 1, 0)]);
+    store.flush().unwrap();
+    let part = store.manifest().unwrap().parts[0].path.clone();
+    let pinned = store.snapshot().unwrap();
+    store
+        .set_project_settings(
+            1,
+            ProjectSettings {
+                retention_days: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let sweeps = store.apply_retention(T0 + 30 * DAY).unwrap();
+    assert_eq!(sweeps[0].parts_dropped, 1);
+    assert!(store.manifest().unwrap().parts.is_empty());
+    assert!(dir.path().join(&part).exists(), "the snapshot pins it");
+    let o = store.delete(DeleteSpec::ids(1, ["y"])).unwrap();
+    assert_eq!(o.rows_hidden, 0, "no live row of y");
+    let status = |s: &elide_store::Store| s.request(o.request_id).unwrap().unwrap().status;
+    compact_now(&store);
+    assert_eq!(
+        status(&store),
+        RequestStatus::Pending,
+        "verified while {part} holds y's rows"
+    );
+    drop(pinned);
+    compact_now(&store);
+    assert!(!dir.path().join(&part).exists());
+    compact_now(&store);
+    assert_eq!(status(&store), RequestStatus::Verified);
+}
