@@ -103,7 +103,18 @@ impl<'a> Throttle<'a> {
             let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
             let running = self.start.elapsed().saturating_sub(self.yielded());
             if due > running {
-                std::thread::sleep(due - running);
+                // In slices, so that closing the store does not wait out
+                // a whole large input's time at a low limit (the caller
+                // sees the close after this returns).
+                let until = Instant::now() + (due - running);
+                let closing = || self.closing.is_some_and(|c| c.load(Ordering::Acquire));
+                while !closing() {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(Duration::from_millis(50)));
+                }
             }
         }
         Self::start_slice();
@@ -149,5 +160,23 @@ mod tests {
         drop(reading);
         std::thread::sleep(QUIET);
         assert_eq!(yielding.batch_rows(65_536), 65_536, "quiet since");
+    }
+
+    /// At 1 byte/s, 100,000 bytes are due in a day; closing the store
+    /// ends the wait (it used to be one sleep of the whole time).
+    #[test]
+    fn the_rate_limit_wait_ends_when_the_store_closes() {
+        let closing: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            Throttle::new(Some(1), None, Some(closing)).spend(100_000);
+            let _ = done.send(());
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        closing.store(true, Ordering::Release);
+        assert!(
+            finished.recv_timeout(Duration::from_secs(60)).is_ok(),
+            "the wait went on after the close"
+        );
     }
 }
