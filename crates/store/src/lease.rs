@@ -42,7 +42,10 @@ pub const LEASE_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// Leases held by this process, with their versions. A lease of this
 /// process is never opened a second time: closing that descriptor would
-/// release the process's record lock on it.
+/// release the process's record lock on it. Keyed by file name (unique:
+/// it holds the process id, the time and a random number), not by path:
+/// a reader that opened `./data` and a writer that opened `/abs/data` in
+/// one process see the same lease under two paths.
 fn registry() -> &'static Mutex<HashMap<PathBuf, u64>> {
     static HELD: OnceLock<Mutex<HashMap<PathBuf, u64>>> = OnceLock::new();
     HELD.get_or_init(Default::default)
@@ -85,17 +88,24 @@ impl Lease {
                 staging.display()
             )));
         }
+        // Registered before it is named: a writer of this process that
+        // lists the leases in between must not probe it (its probe would
+        // succeed within the process, and its close drop our lock).
+        registry()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(registry_key(&path), 0);
         let written = file
             .write_all(format!("{:020}\n", 0).as_bytes())
             .and_then(|_| std::fs::rename(&staging, &path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&staging);
+            registry()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&registry_key(&path));
             return Err(StoreError::io(path.display(), e));
         }
-        registry()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(path.clone(), 0);
         Ok(Lease {
             path,
             file: Some(file),
@@ -116,7 +126,7 @@ impl Lease {
         if let Some(v) = registry()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&self.path)
+            .get_mut(&registry_key(&self.path))
         {
             *v = version;
         }
@@ -129,8 +139,14 @@ impl Drop for Lease {
         let mut held = registry().lock().unwrap_or_else(|p| p.into_inner());
         let _ = std::fs::remove_file(&self.path);
         drop(self.file.take());
-        held.remove(&self.path);
+        held.remove(&registry_key(&self.path));
     }
+}
+
+/// A lease's key in [`registry`]: its file name.
+fn registry_key(path: &Path) -> PathBuf {
+    path.file_name()
+        .map_or_else(|| path.to_path_buf(), PathBuf::from)
 }
 
 fn rand_u32() -> u32 {
@@ -173,7 +189,7 @@ pub fn pinned_versions(data_dir: &Path) -> Vec<u64> {
         let ours = registry()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&path)
+            .get(&registry_key(&path))
             .copied();
         if let Some(version) = ours {
             out.push(version);
@@ -229,6 +245,12 @@ mod tests {
         assert_eq!(pinned_versions(dir.path()), vec![0]);
         lease.set_version(7).unwrap();
         assert_eq!(pinned_versions(dir.path()), vec![7]);
+        // Seen through another spelling of the directory (a reader that
+        // opened `./data`, a writer `/abs/data`): still this process's
+        // lease, not probed (the probe's close would drop its lock).
+        let other = dir.path().join(READERS_DIR).join("..");
+        assert_eq!(pinned_versions(&other), vec![7]);
+        assert_eq!(pinned_versions(dir.path()), vec![7], "still held");
         drop(lease);
         assert!(pinned_versions(dir.path()).is_empty());
         // A lease file nobody holds (its reader was killed).
