@@ -34,10 +34,12 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, Worker, WorkerPlanRewriteEvent,
@@ -152,14 +154,28 @@ pub fn worker(store: &Store) -> Result<Worker> {
 }
 
 /// The check a worker runs on every plan it receives, before executing
-/// it: its file scans must be Elide's (decoded by [`ElideCodec`], with the
-/// pinned version's deletions). A plan with any other file scan — a plain
-/// parquet scan of the store's parts, which DataFusion's own decoder
-/// would build without the deletions, or of any file the worker can
-/// read — is refused whoever sent it.
+/// it ([`check_worker_plan`]).
 fn only_elide_scans(ev: WorkerPlanRewriteEvent<'_>) -> Result<WorkerPlanRewriteEventResponse> {
+    check_worker_plan(&ev.plan)?;
+    Ok(WorkerPlanRewriteEventResponse::new(ev.plan))
+}
+
+/// Refuse a plan a worker must not run, whoever sent it:
+///
+/// - a file scan that is not Elide's (decoded by [`ElideCodec`], with the
+///   pinned version's deletions): a plain parquet scan of the store's
+///   parts, which DataFusion's own decoder would build without the
+///   deletions, or of any file the worker can read;
+/// - a write (`DataSinkExec`): DataFusion's decoder builds CSV, JSON and
+///   parquet sinks to any URL the worker's runtime knows (`file://`
+///   included), and an Elide query never writes.
+pub fn check_worker_plan(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
     let mut refused: Option<String> = None;
-    ev.plan.apply(|node| {
+    plan.apply(|node| {
+        if node.downcast_ref::<DataSinkExec>().is_some() {
+            refused = Some("an Elide worker runs only queries, not a write".into());
+            return Ok(TreeNodeRecursion::Stop);
+        }
         if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
             if let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() {
                 if config
@@ -180,7 +196,7 @@ fn only_elide_scans(ev: WorkerPlanRewriteEvent<'_>) -> Result<WorkerPlanRewriteE
     })?;
     match refused {
         Some(why) => Err(DataFusionError::Plan(why)),
-        None => Ok(WorkerPlanRewriteEventResponse::new(ev.plan)),
+        None => Ok(()),
     }
 }
 

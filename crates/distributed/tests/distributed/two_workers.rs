@@ -271,3 +271,36 @@ fn first_parquet(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     }
     None
 }
+
+/// Nor does it run a write: DataFusion's decoder builds a sink to any URL
+/// the worker's runtime knows (`file://` among them), so a peer could
+/// have a worker write files of its choosing. The check refuses the plan
+/// before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elide_worker_refuses_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("written.csv");
+    let ctx = SessionContext::new();
+    let plan = ctx
+        .sql(&format!(
+            "COPY (VALUES (1, 'a')) TO '{}' STORED AS CSV",
+            target.display()
+        ))
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let err = elide_distributed::check_worker_plan(&plan).expect_err("a write passed");
+    assert!(err.to_string().contains("not a write"), "{err}");
+    assert!(!target.exists());
+    // What it still runs: a plan without a file scan or a sink.
+    let read = ctx
+        .sql("SELECT * FROM (VALUES (1, 'a')) AS t(n, s)")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    elide_distributed::check_worker_plan(&read).unwrap();
+}
