@@ -413,7 +413,16 @@ fn run(
     }
 
     elide_store::failpoint!("delta.before_commit");
-    let committed = match txn.commit(engine)? {
+    let outcome = txn.commit(engine);
+    // From the attempt on, nothing written is discarded, whatever the
+    // answer: a version that reads as failed may have landed (an object
+    // store retries a put-if-absent whose first attempt landed, and the
+    // retry's 412 reads as a conflict; a timed-out put may land later),
+    // and it would name the vector file. A file no version names is a
+    // leftover that a later run's cleanup removes; a missing one would
+    // break every reader of the table.
+    *written = Written::default();
+    let committed = match outcome? {
         CommitResult::Committed(c) => c,
         CommitResult::Conflicted(c) => {
             return Err(Error::Conflict(format!(
@@ -429,9 +438,6 @@ fn run(
     };
     report.committed = true;
     report.version = committed.commit_version();
-    // From here on the files written belong to a committed version: a
-    // later failure must not make `export_delta` discard them.
-    *written = Written::default();
     // Committed, but on local disk not yet durable: an error here says so
     // (a run again finds the version committed, or commits it again).
     sync_commit(url, report.version).map_err(|e| {

@@ -1,6 +1,7 @@
 //! An export that fails before its commit leaves nothing behind: not the
-//! table it was creating, not its vector file. (Its own test binary: the
-//! failpoint is armed for the whole process.)
+//! table it was creating, not its vector file; one whose commit was
+//! attempted removes nothing. (Its own test binary: a failpoint or hook
+//! is armed for the whole process, so its tests run one at a time.)
 
 use elide_delta::{export_delta, ExportOptions};
 use elide_store::failpoint::{set, Action};
@@ -22,8 +23,13 @@ fn rows(n: u64) -> Vec<EventRow> {
         .collect()
 }
 
+/// The tests of this binary one at a time (each arms the process's
+/// failpoint or hook at `delta.before_commit`).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_failed_first_export_leaves_no_table_and_no_vectors() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         dir.path(),
@@ -57,4 +63,57 @@ fn a_failed_first_export_leaves_no_table_and_no_vectors() {
     // The next run creates it whole.
     let r = export_delta(&store, &ExportOptions::new(Table::Events)).unwrap();
     assert!(r.created && r.committed && r.hidden_rows == 10);
+}
+
+/// A commit whose answer says it failed, after the attempt: here another
+/// writer's version takes the number first (a conflict). The same answer
+/// comes from an object store whose retried put-if-absent met its own
+/// first attempt, whose version then names the vector file; so nothing
+/// written is removed once the commit was attempted. The table stays
+/// readable, and the next run exports the deletion.
+#[test]
+fn a_commit_that_answers_failed_keeps_its_vector_file() {
+    use elide_store::failpoint::{set_hook, Hook};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            background_flush: false,
+            background_compaction: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    store
+        .append(Table::Events, &rows_to_batch(&rows(50)).unwrap())
+        .unwrap();
+    store.flush().unwrap();
+    let first = export_delta(&store, &ExportOptions::new(Table::Events)).unwrap();
+    assert!(first.created && first.committed);
+    store.delete(DeleteSpec::ids(1, ["user-0"])).unwrap();
+    let table = dir.path().join("parts/events");
+    let log = table.join("_delta_log");
+    let next = first.version + 1;
+    let foreign = log.join(format!("{next:020}.json"));
+    let f = foreign.clone();
+    let other_writer: Hook = std::sync::Arc::new(move || {
+        std::fs::write(
+            &f,
+            "{\"commitInfo\":{\"timestamp\":1790000000000,\"operation\":\"WRITE\"}}\n",
+        )
+        .unwrap();
+    });
+    set_hook("delta.before_commit", Some(other_writer));
+    let err = export_delta(&store, &ExportOptions::new(Table::Events)).unwrap_err();
+    set_hook("delta.before_commit", None);
+    assert!(err.to_string().contains("another writer"), "{err}");
+    let vectors: Vec<_> = std::fs::read_dir(table.join("dv"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert_eq!(vectors.len(), 1, "the vector file of the attempted commit");
+    // The next run commits the deletion on top of the other version.
+    let r = export_delta(&store, &ExportOptions::new(Table::Events)).unwrap();
+    assert!(r.committed && r.hidden_rows == 10, "{r:?}");
+    assert_eq!(r.version, next + 1);
 }
