@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use elide::persons::capture::parse_payload;
-use elide::persons::{DeletePersons, DeletionState, PersonFilter, Persons};
+use elide::persons::{DeletePersons, DeletionState, PersonFilter, Persons, PersonsError};
 use elide::store::{PartCompression, PartWriterOptions, Store, StoreOptions, Table};
 use serde_json::{json, Value};
 
@@ -603,6 +603,22 @@ fn drop_project_removes_metadata() {
         .len(),
         1
     );
+    // A capture that passed its token check before the drop does not
+    // bring the project back (new data under a new token, with default
+    // settings), nor do rows that need no resolution; ids above the
+    // highest dropped one are still created by a capture.
+    let late = parse_payload(json!({"event": "e", "distinct_id": "late-77"}), 0).unwrap();
+    let e = p.capture(1, &late).unwrap_err();
+    assert!(matches!(e, PersonsError::NotFound(_)), "{e}");
+    let rows =
+        elide::store::jsonl::rows_to_batch(&[crate::common::row(900, "late-77", 1, 0)]).unwrap();
+    let e = p.append_unresolved(1, Table::Events, &rows).unwrap_err();
+    assert!(matches!(e, PersonsError::NotFound(_)), "{e}");
+    assert!(p.project(1).is_err());
+    p.store().flush().unwrap();
+    assert!(files_containing(dir.path(), "late-77").is_empty());
+    capture(&p, 3, json!({"event": "e", "distinct_id": "new-3"}));
+    assert!(p.project(3).is_ok());
     let meta_hits: Vec<String> = files_containing(dir.path(), "drop-me-93ab")
         .into_iter()
         .filter(|f| f.contains("metadata"))

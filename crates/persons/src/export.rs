@@ -51,7 +51,7 @@ impl<M: MetaStore> Persons<M> {
                     }
                 }
             }
-            let mut activity = tx.activity(project, Some(&person.uuid), usize::MAX)?;
+            let mut activity = tx.activity(project, Some(&person.uuid), 0, usize::MAX)?;
             activity.reverse();
             Ok(PersonExport {
                 person,

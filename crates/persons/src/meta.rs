@@ -225,6 +225,8 @@ pub trait MetaTx {
     fn update_project(&mut self, p: &Project) -> Result<()>;
     /// The largest project id used (0 if none).
     fn max_project_id(&mut self) -> Result<i64>;
+    /// The highest id of a dropped project (0 if none was dropped).
+    fn max_dropped_project_id(&mut self) -> Result<i64>;
     /// Store a key (only its hash); returns its id.
     fn insert_api_key(&mut self, k: &ApiKey, hash: &[u8; 32]) -> Result<i64>;
     /// The key with this hash, and the stored hash (for a constant-time
@@ -319,11 +321,13 @@ pub trait MetaTx {
     ) -> Result<()>;
     /// Drop the details of a person's entries (on erasure).
     fn scrub_activity(&mut self, project: i64, person: &Uuid) -> Result<()>;
-    /// Activity entries, newest first, optionally of one person.
+    /// Activity entries, newest first, optionally of one person: `limit`
+    /// of them after skipping `offset` (only those are read).
     fn activity(
         &mut self,
         project: i64,
         person: Option<&Uuid>,
+        offset: usize,
         limit: usize,
     ) -> Result<Vec<Activity>>;
 

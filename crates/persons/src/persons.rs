@@ -205,6 +205,16 @@ pub(crate) fn ensure_project(tx: &mut dyn MetaTx, project: i64, now: i64) -> Res
             "project id must be a positive integer, got {project}"
         )));
     }
+    // A capture that passed its token check before the project was
+    // dropped must not bring it back (with new data, a new token and
+    // default settings): ids up to the highest dropped one are never
+    // created implicitly, as they are never reused.
+    let dropped = tx.max_dropped_project_id()?;
+    if project <= dropped {
+        return Err(PersonsError::NotFound(format!(
+            "project {project} does not exist, and ids up to {dropped} (the highest of a deleted project) are not created by a capture"
+        )));
+    }
     let p = Project {
         id: project,
         name: format!("Project {project}"),
@@ -548,6 +558,18 @@ impl<M: MetaStore> Persons<M> {
         person: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Activity>> {
+        self.activity_page(project, person, 0, limit)
+    }
+
+    /// [`Persons::activity`] after skipping `offset` entries: a page is
+    /// read alone, however deep it is.
+    pub fn activity_page(
+        &self,
+        project: i64,
+        person: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Activity>> {
         self.meta.read(|tx| {
             let uuid = match person {
                 None => None,
@@ -558,8 +580,22 @@ impl<M: MetaStore> Persons<M> {
                     Err(_) => find(tx, project, k)?.uuid,
                 }),
             };
-            tx.activity(project, uuid.as_ref(), limit)
+            tx.activity(project, uuid.as_ref(), offset, limit)
         })
+    }
+
+    /// Append rows that need no person resolution (session recordings) to
+    /// `table` for an existing `project`. Under the pipeline's lock, as a
+    /// capture: rows that reach the store before a drop of the project
+    /// are dropped with it, and after it are refused (`NotFound`).
+    pub fn append_unresolved(&self, project: i64, table: Table, batch: &RecordBatch) -> Result<()> {
+        let _g = self.lock()?;
+        self.meta.read(|tx| match tx.project(project)? {
+            Some(_) => Ok(()),
+            None => Err(PersonsError::NotFound(format!("project {project}"))),
+        })?;
+        self.store.append(table, batch)?;
+        Ok(())
     }
 
     /// Drop a project: its data in the store, then its metadata.

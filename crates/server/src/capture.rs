@@ -263,7 +263,8 @@ fn capture_events(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult
     }
     if !snapshots.is_empty() {
         let batch = crate::recordings::rows(project, &snapshots)?;
-        app.store().append(Table::Recordings, &batch)?;
+        app.persons()
+            .append_unresolved(project, Table::Recordings, &batch)?;
     }
     Ok(())
 }

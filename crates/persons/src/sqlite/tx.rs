@@ -173,6 +173,14 @@ impl MetaTx for SqliteTx<'_> {
         )?)
     }
 
+    fn max_dropped_project_id(&mut self) -> Result<i64> {
+        Ok(self.tx.query_row(
+            "SELECT coalesce((SELECT value FROM meta WHERE key = 'max_dropped_project_id'), 0)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     fn insert_api_key(&mut self, k: &ApiKey, hash: &[u8; 32]) -> Result<i64> {
         self.tx
             .prepare_cached(
@@ -703,18 +711,21 @@ impl MetaTx for SqliteTx<'_> {
         &mut self,
         project: i64,
         person: Option<&Uuid>,
+        offset: usize,
         limit: usize,
     ) -> Result<Vec<Activity>> {
         let mut st = self.tx.prepare_cached(
             "SELECT id, project_id, person_uuid, activity, detail, created_at FROM activity \
-             WHERE project_id = ?1 AND (?2 IS NULL OR person_uuid = ?2) ORDER BY id DESC LIMIT ?3",
+             WHERE project_id = ?1 AND (?2 IS NULL OR person_uuid = ?2) ORDER BY id DESC \
+             LIMIT ?3 OFFSET ?4",
         )?;
         let rows = st
             .query_map(
                 params![
                     project,
                     person.map(|u| u.to_string()),
-                    i64::try_from(limit).unwrap_or(i64::MAX)
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                    i64::try_from(offset).unwrap_or(i64::MAX)
                 ],
                 |r| {
                     Ok((

@@ -359,14 +359,17 @@ pub(crate) async fn activity(
         ));
     }
     let app = state.app().clone();
-    let want = limit * page + 1;
-    let entries =
-        blocking(move || Ok(app.persons().activity(project, person.as_deref(), want)?)).await?;
+    // One page and one entry more (is there a next page?), read alone.
     let start = limit * (page - 1);
-    let more = entries.len() > limit * page;
+    let entries = blocking(move || {
+        Ok(app
+            .persons()
+            .activity_page(project, person.as_deref(), start, limit + 1)?)
+    })
+    .await?;
+    let more = entries.len() > limit;
     let results: Vec<ActivityEntry> = entries
         .into_iter()
-        .skip(start)
         .take(limit)
         .map(|a| ActivityEntry {
             activity: a.activity,
