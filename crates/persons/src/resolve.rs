@@ -494,7 +494,11 @@ impl<'t, 'e> Resolver<'t, 'e> {
             }
             (Some(o), Some(t)) => {
                 if self.row(o)?.row.is_identified && !dangerous {
+                    // Refused, but the event still identifies its own
+                    // person, as PostHog's merge service does (it marks
+                    // the person identified before it looks at either).
                     self.stats.merges_refused += 1;
+                    self.identify(t)?;
                     return Ok(t);
                 }
                 self.merge_persons(o, t)?;

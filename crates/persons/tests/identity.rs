@@ -177,7 +177,20 @@ fn merge_rules() {
                 ev("$pageview", "x", json!({})),
                 ev("$create_alias", "x", json!({"alias": "u1"})),
             ],
-            vec![Different("u1", "x"), Persons(2)],
+            // The refused merge still identifies the event's person, so
+            // a later identify does not merge it away either.
+            vec![Different("u1", "x"), Persons(2), Identified("x", true)],
+        ),
+        (
+            "a person identified by a refused merge is not merged by identify",
+            vec![
+                identify("u1", "a1"),
+                ev("$pageview", "x", json!({})),
+                ev("$create_alias", "x", json!({"alias": "u1"})),
+                ev("$pageview", "y", json!({})),
+                identify("y", "x"),
+            ],
+            vec![Different("x", "y"), Different("u1", "x"), Persons(3)],
         ),
         (
             "merge_dangerously merges an identified person",

@@ -143,6 +143,8 @@ impl Model {
                     }
                     (Some(x), Some(t)) => {
                         if self.persons[&x].identified && !dangerous {
+                            // Refused; the event's person is identified.
+                            self.persons.get_mut(&t).unwrap().identified = true;
                             return self.apply(t, e);
                         }
                         let gone = self.persons.remove(&x).unwrap();
