@@ -416,7 +416,7 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
             print_json(&v)?;
         }
         ViewFormat::Table => println!(
-            "captured {} events into project {} in {:.2} s ({:.0} events/s): {} persons created, {} updated, {} merged ({} refused, {} illegal), {} personless, {} blocked",
+            "captured {} events into project {} in {:.2} s ({:.0} events/s): {} persons created, {} updated, {} merged ({} refused, {} illegal), {} personless, {} blocked, {} property updates past the size bound",
             stats.events,
             a.project,
             secs,
@@ -427,7 +427,8 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
             stats.merges_refused,
             stats.merges_illegal,
             stats.personless,
-            stats.blocked
+            stats.blocked,
+            stats.properties_too_large
         ),
     }
     Ok(())

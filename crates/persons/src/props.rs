@@ -54,6 +54,17 @@ impl PropertyOps {
         })
     }
 
+    /// The most these operations can add to a properties object's JSON
+    /// length: each `$set` and `$set_once` entry as a new key (its
+    /// quoted key, colon, value and comma); `$unset` only removes.
+    pub fn max_growth(&self) -> usize {
+        self.set_once
+            .iter()
+            .chain(&self.set)
+            .map(|(k, v)| json_len(k.as_str()) + 2 + json_len(v))
+            .sum()
+    }
+
     /// No operation at all.
     pub fn is_empty(&self) -> bool {
         self.set_once.is_empty() && self.set.is_empty() && self.unset.is_empty()
@@ -79,6 +90,30 @@ impl PropertyOps {
         }
         changed
     }
+}
+
+/// The largest a person's properties may grow to by an event's update, as
+/// JSON text: 640 KiB. An update past it is not applied (the event is
+/// still stored), as PostHog refuses person updates past its own size
+/// check; every later read and write of the person stays bounded.
+pub const MAX_PERSON_PROPERTIES_BYTES: usize = 640 * 1024;
+
+/// The length of `v` as compact JSON text, without building the text.
+pub fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Serialising a JSON value or a string into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// Merge the properties of a merged-away person into the target's: keys

@@ -62,6 +62,10 @@ pub struct CaptureStats {
     pub personless: u64,
     /// Events of blocked (deleted, not reset) distinct ids.
     pub blocked: u64,
+    /// Property updates not applied: the person's properties would have
+    /// passed [`crate::props::MAX_PERSON_PROPERTIES_BYTES`] (the event
+    /// itself is stored).
+    pub properties_too_large: u64,
 }
 
 /// Distinct id → its person (id, UUID), or no person (blocked or not), as
@@ -127,6 +131,7 @@ impl std::ops::AddAssign for CaptureStats {
         self.merges_illegal += o.merges_illegal;
         self.personless += o.personless;
         self.blocked += o.blocked;
+        self.properties_too_large += o.properties_too_large;
     }
 }
 
@@ -194,6 +199,38 @@ impl Learned {
 struct Cached {
     row: PersonRow,
     dirty: bool,
+    /// An upper bound of the properties' JSON length, once measured.
+    bytes: Option<usize>,
+}
+
+impl Cached {
+    /// Apply `ops` unless the properties would then pass
+    /// [`crate::props::MAX_PERSON_PROPERTIES_BYTES`] (`None`: not
+    /// applied); `Some(changed)` otherwise. The bound is kept without
+    /// measuring on every event: a measured length plus what the
+    /// operations can add at most; only past the limit is the result
+    /// measured exactly.
+    fn apply_bounded(&mut self, ops: &crate::props::PropertyOps) -> Option<bool> {
+        use crate::props::{json_len, MAX_PERSON_PROPERTIES_BYTES as MAX};
+        let now = *self
+            .bytes
+            .get_or_insert_with(|| json_len(&self.row.properties));
+        let bound = now.saturating_add(ops.max_growth());
+        if bound <= MAX {
+            let changed = ops.apply(&mut self.row.properties);
+            self.bytes = Some(bound);
+            return Some(changed);
+        }
+        let mut next = self.row.properties.clone();
+        let changed = ops.apply(&mut next);
+        let exact = json_len(&next);
+        if changed && exact > MAX && exact > now {
+            return None;
+        }
+        self.row.properties = next;
+        self.bytes = Some(exact);
+        Some(changed)
+    }
 }
 
 /// What a batch knows of one of its distinct ids.
@@ -279,8 +316,17 @@ impl<'t, 'e> Resolver<'t, 'e> {
         };
         if !ev.ops.is_empty() {
             let c = self.row(pid)?;
-            if ev.ops.apply(&mut c.row.properties) {
-                c.dirty = true;
+            match c.apply_bounded(&ev.ops) {
+                Some(true) => c.dirty = true,
+                Some(false) => {}
+                None => {
+                    self.stats.properties_too_large += 1;
+                    tracing::warn!(
+                        project = self.project,
+                        "person properties would pass {} bytes: the event's update is not applied",
+                        crate::props::MAX_PERSON_PROPERTIES_BYTES
+                    );
+                }
             }
         }
         Ok(Some(self.uuid(pid)?))
@@ -322,7 +368,14 @@ impl<'t, 'e> Resolver<'t, 'e> {
             let row = self.tx.person_by_id(self.project, pid)?.ok_or_else(|| {
                 PersonsError::Internal(format!("person {pid} resolved but not in the metadata"))
             })?;
-            self.rows.insert(pid, Cached { row, dirty: false });
+            self.rows.insert(
+                pid,
+                Cached {
+                    row,
+                    dirty: false,
+                    bytes: None,
+                },
+            );
         }
         self.rows
             .get_mut(&pid)
@@ -421,7 +474,14 @@ impl<'t, 'e> Resolver<'t, 'e> {
         })?;
         self.tx.add_distinct_id(self.project, did, row.id)?;
         let id = row.id;
-        self.rows.insert(id, Cached { row, dirty: false });
+        self.rows.insert(
+            id,
+            Cached {
+                row,
+                dirty: false,
+                bytes: None,
+            },
+        );
         self.uuids.insert(id, uuid);
         self.ids.insert(
             did,
@@ -519,6 +579,8 @@ impl<'t, 'e> Resolver<'t, 'e> {
             .row;
         let c = self.row(into)?;
         merge_properties(&mut c.row.properties, &gone.properties);
+        // Measured again when next needed: the merged-away keys count.
+        c.bytes = None;
         c.row.created_at_us = c.row.created_at_us.min(gone.created_at_us);
         c.dirty = true;
         let into_uuid = c.row.uuid;

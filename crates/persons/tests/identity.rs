@@ -584,3 +584,43 @@ fn one_persons_per_directory_per_process() {
     drop(reopened);
     drop(e._dir);
 }
+
+/// A person's properties stop growing at the bound: an update past it is
+/// not applied (and counted), the event is still stored, and updates that
+/// fit (overwrites, removals) still apply. Before the bound, a public
+/// token could grow one person's properties without end, every batch
+/// rewriting the whole of them.
+#[test]
+fn person_properties_stop_growing_at_the_bound() {
+    use elide_persons::props::MAX_PERSON_PROPERTIES_BYTES as MAX;
+    let e = env();
+    let big = "v".repeat(100 * 1024);
+    let mut refused = 0;
+    for i in 0..10 {
+        let o = e.cap(ev(
+            "e",
+            "grower",
+            json!({"$set": {format!("k{i}"): big.clone()}}),
+        ));
+        assert_eq!(o.stats.events, 1);
+        refused += o.stats.properties_too_large;
+    }
+    let p = e.person("grower").unwrap();
+    let len = serde_json::to_vec(&p.properties).unwrap().len();
+    assert!(len <= MAX, "{len} bytes");
+    assert_eq!(p.properties.len(), 6, "six values of 100 KiB fit");
+    assert_eq!(refused, 4);
+    // What fits still applies: an overwrite with a small value, a removal,
+    // and then a new key in the room they made.
+    e.cap(ev(
+        "e",
+        "grower",
+        json!({"$set": {"k0": "small"}, "$unset": ["k1"]}),
+    ));
+    e.cap(ev("e", "grower", json!({"$set": {"k9": big.clone()}})));
+    let p = e.person("grower").unwrap();
+    assert_eq!(p.properties["k0"], "small");
+    assert!(!p.properties.contains_key("k1"));
+    assert!(p.properties.contains_key("k9"));
+    assert!(serde_json::to_vec(&p.properties).unwrap().len() <= MAX);
+}
