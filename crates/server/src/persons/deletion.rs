@@ -159,7 +159,7 @@ async fn delete_one(
     let app = state.app().clone();
     blocking(move || {
         let person = app.persons().get(project, &id)?;
-        app.persons().delete(
+        let r = app.persons().delete(
             project,
             &DeletePersons {
                 uuids: vec![person.uuid.hyphenated().to_string()],
@@ -169,6 +169,12 @@ async fn delete_one(
                 keep_person,
             },
         )?;
+        // Merged into another person or deleted between the lookup and
+        // the deletion (a capture's merge runs in between): nothing was
+        // deleted, so the answer is not a 202.
+        if r.persons_found == 0 {
+            return Err(ApiError::not_found());
+        }
         Ok(())
     })
     .await?;
