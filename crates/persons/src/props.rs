@@ -54,15 +54,42 @@ impl PropertyOps {
         })
     }
 
-    /// The most these operations can add to a properties object's JSON
-    /// length: each `$set` and `$set_once` entry as a new key (its
-    /// quoted key, colon, value and comma); `$unset` only removes.
-    pub fn max_growth(&self) -> usize {
-        self.set_once
-            .iter()
-            .chain(&self.set)
-            .map(|(k, v)| json_len(k.as_str()) + 2 + json_len(v))
-            .sum()
+    /// The length of `target` as compact JSON after [`PropertyOps::apply`],
+    /// given its length `now` before: computed from the entries the
+    /// operations touch (applied in apply's order), so its cost is that
+    /// of the operations, not of the whole object.
+    pub fn len_after(&self, target: &Map<String, Value>, now: usize) -> usize {
+        let mut touched: std::collections::HashMap<&str, Option<&Value>> = Default::default();
+        for (k, v) in &self.set_once {
+            let present = match touched.get(k.as_str()) {
+                Some(t) => t.is_some(),
+                None => target.contains_key(k),
+            };
+            if !present {
+                touched.insert(k, Some(v));
+            }
+        }
+        for (k, v) in &self.set {
+            touched.insert(k, Some(v));
+        }
+        for k in &self.unset {
+            touched.insert(k, None);
+        }
+        // `{` entries joined by `,` `}`, an entry being `"key":value`.
+        let entry = |k: &str, v: &Value| json_len(k) + 1 + json_len(v);
+        let mut n = target.len();
+        let mut entries = now.saturating_sub(2 + n.saturating_sub(1));
+        for (k, new) in touched {
+            if let Some(old) = target.get(k) {
+                entries = entries.saturating_sub(entry(k, old));
+                n -= 1;
+            }
+            if let Some(new) = new {
+                entries += entry(k, new);
+                n += 1;
+            }
+        }
+        2 + entries + n.saturating_sub(1)
     }
 
     /// No operation at all.
@@ -303,6 +330,40 @@ mod tests {
         match v {
             Value::Object(m) => m,
             _ => unreachable!("test literal is an object"),
+        }
+    }
+
+    /// The length after the operations, computed from the touched
+    /// entries, is the length of the result, whatever the overlaps.
+    #[test]
+    fn len_after_is_the_length_of_the_result() {
+        let targets = [
+            json!({}),
+            json!({"a": 1}),
+            json!({"a": "x", "b": [1, 2], "c": {"d": null}, "é\"q": "\u{1}"}),
+        ];
+        let events = [
+            json!({}),
+            json!({"$set": {"a": 2}}),
+            json!({"$set_once": {"a": 9, "z": "new"}}),
+            json!({"$unset": ["a", "missing"]}),
+            json!({"$set_once": {"n": 1}, "$set": {"n": 2}, "$unset": ["n"]}),
+            json!({"$set_once": {"a": "once"}, "$set": {"b": "long value"}, "$unset": {"c": 1}}),
+            json!({"$unset": ["a", "b", "c", "é\"q"]}),
+            json!({"$set": {"a": "x"}}),
+        ];
+        for t in &targets {
+            for e in &events {
+                let target = obj(t.clone());
+                let ops = PropertyOps::from_properties(&obj(e.clone())).unwrap();
+                let mut after = target.clone();
+                ops.apply(&mut after);
+                assert_eq!(
+                    ops.len_after(&target, json_len(&target)),
+                    json_len(&after),
+                    "{t} with {e}"
+                );
+            }
         }
     }
 

@@ -205,30 +205,22 @@ struct Cached {
 
 impl Cached {
     /// Apply `ops` unless the properties would then pass
-    /// [`crate::props::MAX_PERSON_PROPERTIES_BYTES`] (`None`: not
-    /// applied); `Some(changed)` otherwise. The bound is kept without
-    /// measuring on every event: a measured length plus what the
-    /// operations can add at most; only past the limit is the result
-    /// measured exactly.
+    /// [`crate::props::MAX_PERSON_PROPERTIES_BYTES`] and grow (`None`:
+    /// not applied); `Some(changed)` otherwise. The length after is
+    /// computed from the keys the operations touch, against the measured
+    /// length before (kept exact from then on): no copy of the
+    /// properties, and no measure of all of them, per event.
     fn apply_bounded(&mut self, ops: &crate::props::PropertyOps) -> Option<bool> {
         use crate::props::{json_len, MAX_PERSON_PROPERTIES_BYTES as MAX};
         let now = *self
             .bytes
             .get_or_insert_with(|| json_len(&self.row.properties));
-        let bound = now.saturating_add(ops.max_growth());
-        if bound <= MAX {
-            let changed = ops.apply(&mut self.row.properties);
-            self.bytes = Some(bound);
-            return Some(changed);
-        }
-        let mut next = self.row.properties.clone();
-        let changed = ops.apply(&mut next);
-        let exact = json_len(&next);
-        if changed && exact > MAX && exact > now {
+        let after = ops.len_after(&self.row.properties, now);
+        if after > MAX && after > now {
             return None;
         }
-        self.row.properties = next;
-        self.bytes = Some(exact);
+        let changed = ops.apply(&mut self.row.properties);
+        self.bytes = Some(after);
         Some(changed)
     }
 }
