@@ -101,11 +101,10 @@ pub struct DeleteArgs {
 }
 
 fn property_filter(s: &str) -> std::result::Result<PropertyFilter, String> {
-    let f: PropertyFilter = serde_json::from_str(s).map_err(|e| {
-        format!("not a property filter ({e}); expected e.g. {{\"key\": \"$browser\", \"value\": \"Chrome\", \"operator\": \"exact\"}}")
-    })?;
-    f.validate()?;
-    Ok(f)
+    let example = r#"expected e.g. {"key": "$browser", "value": "Chrome", "operator": "exact"}"#;
+    let v: serde_json::Value =
+        serde_json::from_str(s).map_err(|e| format!("not JSON ({e}); {example}"))?;
+    PropertyFilter::strict(&v).map_err(|e| format!("{e}; {example}"))
 }
 
 fn undo_hours(s: &str) -> std::result::Result<f64, String> {

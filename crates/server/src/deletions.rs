@@ -258,16 +258,8 @@ fn parse_body(project: i64, body: &Value) -> ApiResult<(EventDeletion, bool)> {
         Some(Value::Array(items)) => items
             .iter()
             .map(|i| {
-                let f: PropertyFilter = serde_json::from_value(i.clone()).map_err(|e| {
-                    ApiError::invalid_attr(
-                        "properties",
-                        "invalid_input",
-                        format!("not a property filter: {e}"),
-                    )
-                })?;
-                f.validate()
-                    .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e))?;
-                Ok(f)
+                PropertyFilter::strict(i)
+                    .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e))
             })
             .collect::<ApiResult<_>>()?,
         Some(_) => {

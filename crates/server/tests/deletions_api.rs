@@ -35,6 +35,30 @@ async fn delete_events_by_predicate_and_follow_the_feed() {
         "event": "checkout",
         "properties": [{"key": "plan", "value": "pro", "operator": "exact"}],
     });
+    // A misspelt or missing value is refused (read leniently, `is_not`
+    // with no value became `is_not null` and hid every checkout), and
+    // so is an unknown field of a filter; nothing is hidden.
+    for bad in [
+        json!({"key": "plan", "operator": "is_not", "valeu": "free"}),
+        json!({"key": "plan", "operator": "is_not"}),
+        json!({"key": "plan", "operator": "exact", "value": "pro", "negation": true}),
+        json!({"key": "plan", "operator": "exact", "value": "pro", "type": "person"}),
+    ] {
+        let r = h
+            .post(
+                &format!("{pp}/events/delete/"),
+                &json!({"event": "checkout", "properties": [bad]}),
+            )
+            .await;
+        r.envelope(400);
+    }
+    assert_eq!(count(&h, "select count() from events").await, 30);
+    // PostHog's `"type": "event"` is accepted.
+    let mut typed = body.clone();
+    typed["properties"][0]["type"] = json!("event");
+    typed["dry_run"] = json!(true);
+    let r = h.post(&format!("{pp}/events/delete/"), &typed).await;
+    assert_eq!(r.json["rows"], want, "{}", r.text());
     // Dry run: counts, 200, nothing hidden.
     let mut dry = body.clone();
     dry["dry_run"] = json!(true);

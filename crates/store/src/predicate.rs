@@ -73,6 +73,50 @@ pub struct PropertyFilter {
 }
 
 impl PropertyFilter {
+    /// A filter of a *deletion*, from its JSON: only the fields `key`,
+    /// `operator`, `value` (and PostHog's `"type": "event"`), and a
+    /// `value` present for every operator that compares one; then
+    /// [`PropertyFilter::validate`]. A filter that reads its fields
+    /// leniently would turn a misspelt `"valeu"` into `value: null`, and
+    /// `is_not null` matches nearly every row: the deletion would widen.
+    pub fn strict(v: &Value) -> std::result::Result<PropertyFilter, String> {
+        let Value::Object(o) = v else {
+            return Err(format!("a property filter is an object, got {v}"));
+        };
+        const FIELDS: &[&str] = &["key", "operator", "value", "type"];
+        if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(format!(
+                "unknown field {k:?} in a property filter; expected {}",
+                FIELDS.join(", ")
+            ));
+        }
+        if let Some(t) = o.get("type").filter(|t| t.as_str() != Some("event")) {
+            return Err(format!(
+                "a deletion filters event properties (\"type\": \"event\"), got \"type\": {t}"
+            ));
+        }
+        let f: PropertyFilter = serde_json::from_value(Value::Object(
+            o.iter()
+                .filter(|(k, _)| k.as_str() != "type")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ))
+        .map_err(|e| format!("not a property filter: {e}"))?;
+        let compares = !matches!(
+            f.operator,
+            PropertyOperator::IsSet | PropertyOperator::IsNotSet
+        );
+        if compares && !o.contains_key("value") {
+            return Err(format!(
+                "filter on {:?}: {} needs a value (null compares with null)",
+                f.key,
+                f.operator.as_str()
+            ));
+        }
+        f.validate()?;
+        Ok(f)
+    }
+
     /// Check the value against the operator; `Err` says what is wrong.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.key.is_empty() {
