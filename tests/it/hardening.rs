@@ -744,3 +744,60 @@ fn scrub_reports_on_a_store_too_damaged_to_open() {
         .collect();
     assert!(damaged.iter().any(|p| p.starts_with("manifest/")), "{v}");
 }
+
+/// A subject-access export racing a merge of many parts: the merge's
+/// commit lands between the export's pin of a version and its index
+/// lookup, and the index forgets the merged parts at once (more than 16
+/// went together). The export used to look in the new index for the old
+/// version's parts and miss every row of them; it now reads the version
+/// it looked up.
+#[test]
+fn an_export_racing_a_merge_of_many_parts_misses_no_row() {
+    use elide::store::failpoint::{set_hook, Hook};
+    use elide::store::{CompactRequest, Table};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for n in 0..20u64 {
+        append(
+            &store,
+            &[row(n, "subject", 1, 0), row(100 + n, "other", 1, 0)],
+        );
+        store.flush().unwrap();
+    }
+    // The index is in use (a deletion looked in it).
+    store
+        .delete(elide::store::DeleteSpec::ids(1, ["nobody"]))
+        .unwrap();
+    let parts = store.manifest().unwrap().parts.len();
+    assert_eq!(parts, 20);
+    let here = std::thread::current().id();
+    let s = store.clone();
+    let merge: Hook = std::sync::Arc::new(move || {
+        if std::thread::current().id() == here {
+            s.compact(CompactRequest {
+                manual: true,
+                merges: true,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+    });
+    set_hook("export::before_index", Some(merge));
+    let mut rows = 0;
+    let got = store.rows_of_distinct_ids(
+        1,
+        &["subject".to_string()],
+        &[Table::Events],
+        &mut |_, b| {
+            rows += b.num_rows();
+            Ok(())
+        },
+    );
+    set_hook("export::before_index", None);
+    got.unwrap();
+    assert!(
+        store.manifest().unwrap().parts.len() < parts,
+        "the merge ran during the export"
+    );
+    assert_eq!(rows, 20, "every row of the subject");
+}

@@ -116,26 +116,35 @@ impl Store {
                     )
                 })
                 .flatten();
-            let found = match from_files {
-                Some(found) => found,
+            crate::failpoint!("export::before_index");
+            let (version, pin, mem, found) = match from_files {
+                Some(found) => (version, pin, mem, found),
                 None => {
+                    // The index covers the current manifest, and retires
+                    // the runs of parts a commit removes (at once when
+                    // many go together): the version read is taken again
+                    // under the same lock as the index, so a part merged
+                    // away since the first pin is not looked for in an
+                    // index that has forgotten it.
                     let mut guard = inner
                         .commit
                         .lock()
                         .map_err(|_| StoreError::Internal("commit lock poisoned".into()))?;
-                    // The current manifest (stable under the lock), not the
-                    // pinned one: the index taken here must cover the parts
-                    // committed since. Runs of parts the pinned version
-                    // lacks are left out below.
-                    let current = inner.current_version()?;
-                    crate::commit::index_runs(
+                    let (version, pin, mem) = {
+                        let st = inner.state.lock().map_err(poisoned)?;
+                        let pin = inner.gc.register(st.version.manifest.version);
+                        let mem = buffered(&st, project, &tables, &ids)?;
+                        (std::sync::Arc::clone(&st.version), pin, mem)
+                    };
+                    let found = crate::commit::index_runs(
                         inner,
                         &mut guard,
-                        &current.manifest,
+                        &version.manifest,
                         project,
                         &owned,
                         &tables,
-                    )?
+                    )?;
+                    (version, pin, mem, found)
                 }
             };
             let mut runs: BTreeMap<u64, Bitmap> = BTreeMap::new();
