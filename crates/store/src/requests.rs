@@ -86,12 +86,13 @@ impl Store {
     /// `signature`), once the request is verified; `None` before.
     pub fn receipt(&self, id: u64) -> Result<Option<Vec<u8>>> {
         let v = self.inner().current_version()?;
-        let seq = v
-            .manifest
-            .requests
-            .iter()
-            .find(|r| r.id == id)
-            .and_then(|r| r.receipt_seq);
+        let request = v.manifest.requests.iter().find(|r| r.id == id);
+        // A request not yet verified has no receipt: no look through every
+        // receipt file for it (one read each, on every call).
+        if request.is_some_and(|r| r.status != crate::format::RequestStatus::Verified) {
+            return Ok(None);
+        }
+        let seq = request.and_then(|r| r.receipt_seq);
         crate::receipt::find(
             &self.inner().storage,
             v.manifest.receipts_head.as_ref(),

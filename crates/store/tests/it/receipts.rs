@@ -119,9 +119,13 @@ fn a_verified_request_has_a_signed_receipt_naming_its_files_and_nothing_personal
     // Receipts outlive a reopen and more deletions: the chain grows.
     store.close().unwrap();
     let store = Store::open(dir.path(), uncompressed()).unwrap();
-    store.delete(DeleteSpec::ids(2, ["x"])).unwrap();
+    let pending = store.delete(DeleteSpec::ids(2, ["x"])).unwrap();
+    // Not verified yet: no receipt (answered from the manifest, without
+    // reading the receipt files).
+    assert_eq!(store.receipt(pending.request_id).unwrap(), None);
     compact_now(&store);
     assert_eq!(store.verify_receipts(None).unwrap().receipts, 3);
+    assert!(store.receipt(pending.request_id).unwrap().is_some());
 }
 
 #[test]
