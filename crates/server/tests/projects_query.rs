@@ -207,6 +207,12 @@ async fn hogql_forms_over_events_and_persons() {
         .hogql("select properties.n from events where properties.n is not null")
         .await;
     assert_eq!(rows, vec![json!(["3"])]);
+    // As PostHog's (accurateCastOrNull): what is not a number is NULL,
+    // the query still runs.
+    let rows = h
+        .hogql("select sum(toFloat(properties.$browser)), sum(toInt(properties.n)), count(toInt(properties.$browser)) from events")
+        .await;
+    assert_eq!(rows, vec![json!([null, 3, 0])]);
     let rows = h
         .hogql("select distinct person.properties.email from events where event = '$pageview'")
         .await;

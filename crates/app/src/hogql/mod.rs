@@ -374,6 +374,13 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         arity(&original, &args, 1..=1)?;
         template(&format!("CAST(__x0 AS {ty})"), args).map(Some)
     };
+    // PostHog's `toInt` and `toFloat` are ClickHouse's
+    // `accurateCastOrNull`: a value that is not a number is NULL, not an
+    // error that fails the whole query.
+    let cast_or_null = |ty: &str, args: Vec<Expr>| -> Result<Option<Expr>> {
+        arity(&original, &args, 1..=1)?;
+        template(&format!("TRY_CAST(__x0 AS {ty})"), args).map(Some)
+    };
     let trunc = |unit: &str, args: Vec<Expr>| -> Result<Option<Expr>> {
         arity(&original, &args, 1..=1)?;
         template(&format!("date_trunc('{unit}', __x0)"), args).map(Some)
@@ -408,8 +415,8 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         }
         "todate" => cast("DATE", args),
         "tostring" => cast("VARCHAR", args),
-        "toint" | "toint64" => cast("BIGINT", args),
-        "tofloat" | "tofloat64" => cast("DOUBLE", args),
+        "toint" | "toint64" => cast_or_null("BIGINT", args),
+        "tofloat" | "tofloat64" => cast_or_null("DOUBLE", args),
         "todatetime" => {
             arity(&original, &args, 1..=1)?;
             template("arrow_cast(__x0, 'Timestamp(µs, \"UTC\")')", args).map(Some)
@@ -528,6 +535,8 @@ mod tests {
         );
         assert_eq!(expr("uniq(distinct_id)"), "count(DISTINCT distinct_id)");
         assert_eq!(expr("toDate(timestamp)"), "CAST(timestamp AS DATE)");
+        assert_eq!(expr("toInt(x)"), "TRY_CAST(x AS BIGINT)");
+        assert_eq!(expr("toFloat(x)"), "TRY_CAST(x AS DOUBLE)");
         assert_eq!(
             expr("toStartOfDay(timestamp)"),
             "date_trunc('day', timestamp)"
