@@ -397,7 +397,8 @@ pub async fn compute(
         let mut counts: Counts = BTreeMap::new();
         let bd_of = |c: &arrow::array::StringArray, r: usize| -> Option<String> {
             spec.breakdown.as_ref().map(|_| {
-                if c.is_null(r) {
+                // An empty string is PostHog's null bucket too.
+                if c.is_null(r) || c.value(r).is_empty() {
                     BREAKDOWN_NULL.to_string()
                 } else {
                     c.value(r).to_string()

@@ -261,3 +261,49 @@ proptest! {
         app.close().expect("close");
     }
 }
+
+/// PostHog's `test_trends_breakdown_empty_null_properties`: null, an empty
+/// string and a missing property are one bucket.
+#[tokio::test]
+async fn a_breakdown_puts_empty_null_and_missing_in_one_bucket() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    capture(
+        app.persons(),
+        &[
+            (
+                "a",
+                "$pageview",
+                "2020-01-01T10:00:00Z",
+                json!({"key": null}),
+            ),
+            ("b", "$pageview", "2020-01-01T11:00:00Z", json!({"key": ""})),
+            ("c", "$pageview", "2020-01-01T12:00:00Z", json!({})),
+            (
+                "d",
+                "$pageview",
+                "2020-01-01T13:00:00Z",
+                json!({"key": "actual_value"}),
+            ),
+        ],
+    );
+    let s = trend(
+        &app,
+        json!({"kind": "TrendsQuery", "interval": "day",
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-01"},
+            "series": [{"kind": "EventsNode", "event": "$pageview", "math": "total"}],
+            "breakdownFilter": {"breakdown": "key"}}),
+    )
+    .await;
+    let by: BTreeMap<String, Vec<i64>> = (0..s.as_array().map_or(0, Vec::len))
+        .map(|i| {
+            (
+                s[i]["breakdown_value"].as_str().expect("value").to_string(),
+                data(&s, i),
+            )
+        })
+        .collect();
+    assert_eq!(by.len(), 2, "{by:?}");
+    assert_eq!(by[BREAKDOWN_NULL], vec![3]);
+    assert_eq!(by["actual_value"], vec![1]);
+}
