@@ -361,6 +361,13 @@ fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
         }
         _ => return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -7d, -1w, -3m, -1mStart)")),
     };
+    // `End` is the last instant of its day, as PostHog's 23:59:59.999999
+    // (`-1dEnd` as a `date_to` covers all of yesterday).
+    if position == "End" && unit != "h" {
+        return Ok(out
+            .checked_add_signed(Duration::days(1) - Duration::microseconds(1))
+            .unwrap_or(out));
+    }
     Ok(out)
 }
 
@@ -620,7 +627,11 @@ mod tests {
         assert_eq!(p("-7d"), day(2024, 3, 8));
         assert_eq!(p("-1w"), day(2024, 3, 8));
         assert_eq!(p("-1mStart"), day(2024, 2, 1));
-        assert_eq!(p("-1mEnd"), day(2024, 2, 29));
+        let end_of = |d: DateTime<Utc>| d + Duration::days(1) - Duration::microseconds(1);
+        assert_eq!(p("-1mEnd"), end_of(day(2024, 2, 29)));
+        assert_eq!(p("-1dStart"), day(2024, 3, 14));
+        assert_eq!(p("-1dEnd"), end_of(day(2024, 3, 14)));
+        assert_eq!(p("-1yEnd"), end_of(day(2023, 12, 31)));
         assert_eq!(p("-1yStart"), day(2023, 1, 1));
         assert_eq!(
             p("-3h"),
