@@ -251,6 +251,14 @@ pub fn entity_of(v: &Value, index: usize) -> Result<Entity> {
 /// The `events` (and `actions`, refused when non-empty) parameter, sorted
 /// by `order`.
 pub fn entities(p: &Params) -> Result<Vec<Entity>> {
+    // Silently ignored, it would count the traffic PostHog's default
+    // test-account filters leave out: refused, as a TrendsQuery's
+    // `filterTestAccounts` is.
+    if p.text("filter_test_accounts").as_deref() == Some("true") {
+        return invalid(
+            "filter_test_accounts is not supported (Elide has no test-account filters); leave it out or false",
+        );
+    }
     if let Some(Value::Array(a)) = p.json("actions") {
         if !a.is_empty() {
             return invalid("actions are not supported: Elide has no actions; list the events (type \"events\")");

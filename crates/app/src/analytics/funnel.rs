@@ -42,6 +42,9 @@ pub struct Breakdown {
     pub kind: PropKind,
     /// The property keys.
     pub keys: Vec<String>,
+    /// The insight shows the values of this many largest groups
+    /// (`breakdown_limit`, PostHog's default 25).
+    pub limit: usize,
 }
 
 /// A funnel, parsed and checked.
@@ -99,7 +102,12 @@ pub fn breakdown(p: &Params) -> Result<Option<Breakdown>> {
             ))
         }
     };
-    Ok(Some(Breakdown { kind, keys }))
+    let limit = match p.int("breakdown_limit")? {
+        None => 25,
+        Some(n @ 1..=1000) => n as usize,
+        Some(n) => return invalid(format!("breakdown_limit {n}: from 1 to 1000")),
+    };
+    Ok(Some(Breakdown { kind, keys, limit }))
 }
 
 impl FunnelSpec {
@@ -424,22 +432,25 @@ pub fn steps(spec: &FunnelSpec, actors: &[Actor], base_url: &str) -> Value {
             let all: Vec<&Actor> = actors.iter().collect();
             Value::Array(format_steps(spec, &all, None, base_url))
         }
-        Some(_) => {
+        Some(b) => {
             let mut groups: BTreeMap<Vec<Option<String>>, Vec<&Actor>> = BTreeMap::new();
             for a in actors {
                 groups.entry(a.breakdown.clone()).or_default().push(a);
             }
-            let mut lists: Vec<(usize, Value)> = groups
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        v.len(),
-                        Value::Array(format_steps(spec, v, Some(k), base_url)),
-                    )
-                })
-                .collect();
-            lists.sort_by_key(|l| std::cmp::Reverse(l.0));
-            Value::Array(lists.into_iter().map(|(_, v)| v).collect())
+            // The largest groups first, at most `limit` of them (as
+            // PostHog, which keeps the top values): a breakdown by a
+            // property of nearly one value per person would otherwise
+            // answer one list per person.
+            let mut sizes: Vec<(usize, &Vec<Option<String>>)> =
+                groups.iter().map(|(k, v)| (v.len(), k)).collect();
+            sizes.sort_by_key(|l| std::cmp::Reverse(l.0));
+            sizes.truncate(b.limit);
+            Value::Array(
+                sizes
+                    .into_iter()
+                    .map(|(_, k)| Value::Array(format_steps(spec, &groups[k], Some(k), base_url)))
+                    .collect(),
+            )
         }
     }
 }

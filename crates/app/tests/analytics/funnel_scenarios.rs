@@ -141,6 +141,22 @@ async fn funnel_breakdowns_strict_and_conversion_times() {
     )
     .await;
     let n = spec.steps.len();
+    // Two values, one list each; `breakdown_limit` keeps the largest.
+    assert_eq!(
+        funnel::steps(&spec, &actors, "").as_array().map(Vec::len),
+        Some(2)
+    );
+    let (limited, limited_actors) = funnel_actors(
+        &app,
+        &with(json!({"breakdown_type": "event", "breakdown": "$browser", "breakdown_limit": 1})),
+    )
+    .await;
+    assert_eq!(
+        funnel::steps(&limited, &limited_actors, "")
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     let mut both = vec![p1.clone(), p2.clone()];
     both.sort();
     assert_eq!(selected(&actors, json!({"funnel_step": 1}), n), both);
@@ -290,6 +306,18 @@ async fn funnel_parameters_are_checked() {
         (
             json!({"events": ev, "actions": [{"id": 3, "type": "actions"}]}),
             "actions",
+        ),
+        (
+            json!({"events": ev, "filter_test_accounts": true}),
+            "filter_test_accounts is not supported",
+        ),
+        (
+            json!({"events": ev, "breakdown": "$browser", "breakdown_limit": 0}),
+            "breakdown_limit 0",
+        ),
+        (
+            json!({"events": ev, "filter_test_accounts": "true"}),
+            "filter_test_accounts is not supported",
         ),
         (
             json!({"events": ev, "date_from": "yesterday-ish"}),
