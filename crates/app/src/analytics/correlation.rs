@@ -431,15 +431,47 @@ async fn events(ctx: &SessionContext, spec: &CorrelationSpec) -> Result<BTreeMap
     Ok(out)
 }
 
+/// Most (name, actor) pairs one property correlation tallies: it is held
+/// outside the query's memory pool, and properties that are unique per
+/// event (`$insert_id`, `$time`, URLs) make about one pair per property
+/// of every event. Past it the request is refused (400), naming what
+/// narrows it.
+const MAX_TALLY_PAIRS: usize = 2_000_000;
+
 /// Distinct actors per name, from (name, actor, success) triples.
-#[derive(Default)]
 struct Tally {
     actors: HashSet<(String, String)>,
     seen: BTreeMap<String, Seen>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally::with_limit(MAX_TALLY_PAIRS)
+    }
 }
 
 impl Tally {
+    fn with_limit(limit: usize) -> Self {
+        Tally {
+            actors: HashSet::new(),
+            seen: BTreeMap::new(),
+            limit,
+            overflowed: false,
+        }
+    }
+
     fn add(&mut self, name: String, actor: &str, success: bool, make: impl FnOnce() -> Seen) {
+        if self.overflowed {
+            return;
+        }
+        if self.actors.len() >= self.limit {
+            self.overflowed = true;
+            self.actors = HashSet::new();
+            self.seen = BTreeMap::new();
+            return;
+        }
         if !self.actors.insert((name.clone(), actor.to_string())) {
             return;
         }
@@ -449,6 +481,19 @@ impl Tally {
         } else {
             e.failure += 1;
         }
+    }
+
+    /// The names seen, or the refusal once past the limit.
+    fn finish(self) -> Result<BTreeMap<String, Seen>> {
+        if self.overflowed {
+            return Err(AppError::InvalidQuery(format!(
+                "the property correlation passed {} distinct (property value, person) pairs; \
+                 leave out properties with a value per event (funnel_correlation_event_exclude_property_names, \
+                 funnel_correlation_exclude_names) or narrow the date range",
+                self.limit
+            )));
+        }
+        Ok(self.seen)
     }
 }
 
@@ -525,8 +570,9 @@ async fn event_properties(
         }
     })
     .await?;
-    tally.seen.retain(|_, v| v.success + v.failure > 2);
-    Ok(tally.seen)
+    let mut seen = tally.finish()?;
+    seen.retain(|_, v| v.success + v.failure > 2);
+    Ok(seen)
 }
 
 /// `key::value` of the actors' person properties.
@@ -561,7 +607,7 @@ async fn person_properties(
         }
     })
     .await?;
-    Ok(tally.seen)
+    tally.finish()
 }
 
 /// Whose persons a correlation-persons request wants.
@@ -661,6 +707,22 @@ mod tests {
             failure: f,
             ..Seen::default()
         }
+    }
+
+    #[test]
+    fn a_tally_past_its_limit_is_refused_and_lets_go_of_what_it_held() {
+        let mut t = Tally::with_limit(3);
+        for (name, actor) in [("a", "p1"), ("a", "p1"), ("a", "p2"), ("b", "p1")] {
+            t.add(name.into(), actor, true, Seen::default);
+        }
+        assert_eq!(t.actors.len(), 3, "a pair seen twice counts once");
+        t.add("c".into(), "p1", false, Seen::default);
+        assert!(t.actors.is_empty() && t.seen.is_empty());
+        let e = t.finish().expect_err("past the limit");
+        assert!(e.to_string().contains("exclude"), "{e}");
+        let mut t = Tally::with_limit(3);
+        t.add("a".into(), "p1", true, Seen::default);
+        assert_eq!(t.finish().expect("within")["a"].success, 1);
     }
 
     #[test]
