@@ -8,7 +8,10 @@
 //!   layer's identity: an event belongs to the person that owns its
 //!   distinct id now (`person_distinct_ids`), so merged persons count once
 //!   and a split follows the ids; an event whose distinct id has no person
-//!   (personless, or its person deleted) counts for nobody;
+//!   counts for nobody, except in trends' unique users (daily, weekly and
+//!   monthly active), which count a personless event by the person UUID
+//!   it carries, as PostHog does (funnels, lifecycle and correlation do
+//!   not yet);
 //! - a deleted person is gone from every result the moment the deletion
 //!   returns: its events are hidden inside the scan (tombstones or a
 //!   logical request), its distinct ids and profile are gone from the

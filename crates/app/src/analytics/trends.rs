@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, Int64Array};
 use arrow::datatypes::{DataType, Int64Type};
 use chrono::{DateTime, Utc};
 use elide_persons::{Persons, SqliteMeta};
@@ -310,6 +310,31 @@ impl TrendsSpec {
     /// active; (event time in µs, breakdown, person's row id) per event
     /// for weekly and monthly active.
     fn sql(&self, s: &Series) -> Result<String> {
+        self.series_sql(s, false)
+    }
+
+    /// The same for the events with no person (personless, `$process_person_profile:
+    /// false`: their distinct id has none), counted as PostHog counts
+    /// them, by the person UUID they carry: (period, breakdown, count) for
+    /// daily active, (event time, breakdown, that UUID's text) per event
+    /// for weekly and monthly active. `None` for `total` (its query counts
+    /// every event already) and with a person property or cohort filter,
+    /// which a personless event never matches. The two sets of actors are
+    /// disjoint: an id with a person has a row in `person_distinct_ids`.
+    fn personless_sql(&self, s: &Series) -> Result<Option<String>> {
+        if s.math == Math::Total
+            || self
+                .props
+                .iter()
+                .chain(&s.props)
+                .any(|p| matches!(p.kind, PropKind::Person | PropKind::Cohort))
+        {
+            return Ok(None);
+        }
+        self.series_sql(s, true).map(Some)
+    }
+
+    fn series_sql(&self, s: &Series, personless: bool) -> Result<String> {
         let from = match s.math.days() {
             Some(d) => self.first - (d - 1) * DAY,
             None => self.first,
@@ -340,7 +365,14 @@ impl TrendsSpec {
         // Persons are counted by their row id (`p.id`, an integer, not
         // the UUID's text). The persons tables come first, so that the
         // joins build on them and stream the events through.
-        let persons = person_props || cohort || s.math != Math::Total;
+        let persons = !personless && (person_props || cohort || s.math != Math::Total);
+        if personless {
+            filter.push(
+                "e.person_id IS NOT NULL AND NOT EXISTS \
+                 (SELECT 1 FROM person_distinct_ids x WHERE x.distinct_id = e.distinct_id)"
+                    .to_string(),
+            );
+        }
         let from_sql = if persons {
             "person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
              JOIN events e ON e.distinct_id = pdi.distinct_id"
@@ -349,12 +381,17 @@ impl TrendsSpec {
         };
         let period = self.period_sql();
         let where_ = filter.join(" AND ");
+        let person = if personless { "e.person_id" } else { "p.id" };
         Ok(match s.math {
             Math::Total => format!(
                 "SELECT {period} AS period, {bd} AS bd, count(*) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
             ),
             Math::Dau => format!(
-                "SELECT {period} AS period, {bd} AS bd, count(DISTINCT p.id) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
+                "SELECT {period} AS period, {bd} AS bd, count(DISTINCT {person}) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
+            ),
+            Math::WeeklyActive | Math::MonthlyActive if personless => format!(
+                "SELECT CAST(e.timestamp AS BIGINT) AS t, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person \
+                 FROM {from_sql} WHERE {where_}"
             ),
             Math::WeeklyActive | Math::MonthlyActive => format!(
                 "SELECT CAST(e.timestamp AS BIGINT) AS t, {bd} AS bd, p.id AS person \
@@ -407,7 +444,11 @@ pub async fn compute(
         };
         match s.math.days() {
             None => {
-                for b in &collect(&ctx, &spec.sql(s)?).await? {
+                let mut batches = collect(&ctx, &spec.sql(s)?).await?;
+                if let Some(sql) = spec.personless_sql(s)? {
+                    batches.extend(collect(&ctx, &sql).await?);
+                }
+                for b in &batches {
                     let period = b.column(0).as_primitive::<Int64Type>();
                     let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
                     let bd = bd.as_string::<i32>();
@@ -438,50 +479,73 @@ pub async fn compute(
                 }
                 let mut keys = SortedKeys::new();
                 let base_day = (spec.first - (days - 1) * DAY).div_euclid(DAY);
-                let mut rows = stream(&ctx, &spec.sql(s)?).await?;
-                while let Some(b) = rows.next().await {
-                    let b = b?;
-                    let t = b.column(0).as_primitive::<Int64Type>();
-                    let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
-                    let bd = bd.as_string::<i32>();
-                    let person = b.column(2).as_primitive::<Int64Type>();
-                    for r in 0..b.num_rows() {
-                        if t.is_null(r) || person.is_null(r) {
-                            continue;
-                        }
-                        let value = if spec.breakdown.is_none() {
-                            0
-                        } else {
-                            let v = if bd.is_null(r) {
-                                BREAKDOWN_NULL
-                            } else {
-                                bd.value(r)
-                            };
-                            match names.get(v) {
-                                Some(&k) => k,
-                                None if values.len() >= u32::MAX as usize => {
-                                    return invalid("the breakdown has too many values");
-                                }
-                                None => {
-                                    names.insert(v.to_string(), values.len());
-                                    values.push(Some(v.to_string()));
-                                    values.len() - 1
-                                }
+                // Personless actors (their UUID's text) are numbered from
+                // 2^62, above every person's row id.
+                let mut personless: HashMap<String, i64> = HashMap::new();
+                let queries = [Some(spec.sql(s)?), spec.personless_sql(s)?];
+                for sql in queries.iter().flatten() {
+                    let mut rows = stream(&ctx, sql).await?;
+                    while let Some(b) = rows.next().await {
+                        let b = b?;
+                        let t = b.column(0).as_primitive::<Int64Type>();
+                        let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
+                        let bd = bd.as_string::<i32>();
+                        let person: Int64Array = match b.column(2).data_type() {
+                            DataType::Int64 => b.column(2).as_primitive::<Int64Type>().clone(),
+                            _ => {
+                                let text = arrow::compute::cast(b.column(2), &DataType::Utf8)?;
+                                let text = text.as_string::<i32>();
+                                (0..text.len())
+                                    .map(|r| {
+                                        (!text.is_null(r)).then(|| {
+                                            let next = (1i64 << 62) + personless.len() as i64;
+                                            *personless
+                                                .entry(text.value(r).to_string())
+                                                .or_insert(next)
+                                        })
+                                    })
+                                    .collect()
                             }
                         };
-                        // Row ids are positive; days are counted from the
-                        // first the query reads.
-                        let (Ok(id), Ok(day)) = (
-                            u64::try_from(person.value(r)),
-                            u32::try_from(t.value(r).div_euclid(DAY) - base_day),
-                        ) else {
-                            continue;
-                        };
-                        let key = (value as u128) << 96 | u128::from(id) << 32 | u128::from(day);
-                        keys.push(key);
+                        for r in 0..b.num_rows() {
+                            if t.is_null(r) || person.is_null(r) {
+                                continue;
+                            }
+                            let value = if spec.breakdown.is_none() {
+                                0
+                            } else {
+                                let v = if bd.is_null(r) {
+                                    BREAKDOWN_NULL
+                                } else {
+                                    bd.value(r)
+                                };
+                                match names.get(v) {
+                                    Some(&k) => k,
+                                    None if values.len() >= u32::MAX as usize => {
+                                        return invalid("the breakdown has too many values");
+                                    }
+                                    None => {
+                                        names.insert(v.to_string(), values.len());
+                                        values.push(Some(v.to_string()));
+                                        values.len() - 1
+                                    }
+                                }
+                            };
+                            // Row ids are positive; days are counted from the
+                            // first the query reads.
+                            let (Ok(id), Ok(day)) = (
+                                u64::try_from(person.value(r)),
+                                u32::try_from(t.value(r).div_euclid(DAY) - base_day),
+                            ) else {
+                                continue;
+                            };
+                            let key =
+                                (value as u128) << 96 | u128::from(id) << 32 | u128::from(day);
+                            keys.push(key);
+                        }
                     }
+                    drop(rows);
                 }
-                drop(rows);
                 let keys = keys.finish();
                 let mut ds: Vec<i64> = Vec::new();
                 for (at, &key) in keys.iter().enumerate() {

@@ -307,3 +307,41 @@ async fn a_breakdown_puts_empty_null_and_missing_in_one_bucket() {
     assert_eq!(by[BREAKDOWN_NULL], vec![3]);
     assert_eq!(by["actual_value"], vec![1]);
 }
+
+/// Events without a person profile (`$process_person_profile: false`, what
+/// posthog-js sends for anonymous visitors under `identified_only`) count
+/// as unique users by the person UUID they carry, as in PostHog; an id
+/// that later gets a person counts once, as that person.
+#[tokio::test]
+async fn personless_events_count_as_unique_users() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let anon = json!({"$process_person_profile": false});
+    capture(
+        app.persons(),
+        &[
+            ("v1", "$pageview", "2020-01-01T10:00:00Z", anon.clone()),
+            ("v1", "$pageview", "2020-01-01T11:00:00Z", anon.clone()),
+            ("v2", "$pageview", "2020-01-01T12:00:00Z", anon.clone()),
+            ("v3", "$pageview", "2020-01-02T12:00:00Z", anon.clone()),
+            ("u", "$pageview", "2020-01-01T13:00:00Z", json!({})),
+            // v3 gets a person: its personless event is that person's.
+            ("v3", "$pageview", "2020-01-02T13:00:00Z", json!({})),
+        ],
+    );
+    let q = |math: &str| {
+        json!({"kind": "TrendsQuery", "interval": "day",
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-03"},
+            "series": [{"kind": "EventsNode", "event": "$pageview", "math": math}]})
+    };
+    assert_eq!(data(&trend(&app, q("total")).await, 0), vec![4, 2, 0]);
+    assert_eq!(data(&trend(&app, q("dau")).await, 0), vec![3, 1, 0]);
+    assert_eq!(
+        data(&trend(&app, q("weekly_active")).await, 0),
+        vec![3, 4, 4]
+    );
+    // A person property filter: personless events never match it.
+    let mut with_prop = q("dau");
+    with_prop["properties"] = json!([{"key": "email", "value": "x", "operator": "is_not", "type": "person"}]);
+    assert_eq!(data(&trend(&app, with_prop).await, 0), vec![1, 1, 0]);
+}
