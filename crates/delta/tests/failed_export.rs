@@ -23,13 +23,8 @@ fn rows(n: u64) -> Vec<EventRow> {
         .collect()
 }
 
-/// The tests of this binary one at a time (each arms the process's
-/// failpoint or hook at `delta.before_commit`).
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-#[test]
-fn a_failed_first_export_leaves_no_table_and_no_vectors() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+/// A store with 50 rows of five users in parts.
+fn flushed_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         dir.path(),
@@ -44,6 +39,17 @@ fn a_failed_first_export_leaves_no_table_and_no_vectors() {
         .append(Table::Events, &rows_to_batch(&rows(50)).unwrap())
         .unwrap();
     store.flush().unwrap();
+    (dir, store)
+}
+
+/// The tests of this binary one at a time (each arms the process's
+/// failpoint or hook at `delta.before_commit`).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn a_failed_first_export_leaves_no_table_and_no_vectors() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (dir, store) = flushed_store();
     store.delete(DeleteSpec::ids(1, ["user-0"])).unwrap();
     let table = dir.path().join("parts/events");
 
@@ -75,20 +81,7 @@ fn a_failed_first_export_leaves_no_table_and_no_vectors() {
 fn a_commit_that_answers_failed_keeps_its_vector_file() {
     use elide_store::failpoint::{set_hook, Hook};
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            background_flush: false,
-            background_compaction: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    store
-        .append(Table::Events, &rows_to_batch(&rows(50)).unwrap())
-        .unwrap();
-    store.flush().unwrap();
+    let (dir, store) = flushed_store();
     let first = export_delta(&store, &ExportOptions::new(Table::Events)).unwrap();
     assert!(first.created && first.committed);
     store.delete(DeleteSpec::ids(1, ["user-0"])).unwrap();

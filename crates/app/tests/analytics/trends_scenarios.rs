@@ -342,6 +342,7 @@ async fn personless_events_count_as_unique_users() {
     );
     // A person property filter: personless events never match it.
     let mut with_prop = q("dau");
-    with_prop["properties"] = json!([{"key": "email", "value": "x", "operator": "is_not", "type": "person"}]);
+    with_prop["properties"] =
+        json!([{"key": "email", "value": "x", "operator": "is_not", "type": "person"}]);
     assert_eq!(data(&trend(&app, with_prop).await, 0), vec![1, 1, 0]);
 }
