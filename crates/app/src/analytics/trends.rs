@@ -14,7 +14,7 @@
 //! person, active day) outside the query's memory pool, twice that at
 //! most while they are gathered ([`super::SortedKeys`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Int64Array};
@@ -315,12 +315,17 @@ impl TrendsSpec {
 
     /// The same for the events with no person (personless, `$process_person_profile:
     /// false`: their distinct id has none), counted as PostHog counts
-    /// them, by the person UUID they carry: (period, breakdown, count) for
-    /// daily active, (event time, breakdown, that UUID's text) per event
-    /// for weekly and monthly active. `None` for `total` (its query counts
-    /// every event already) and with a person property or cohort filter,
-    /// which a personless event never matches. The two sets of actors are
-    /// disjoint: an id with a person has a row in `person_distinct_ids`.
+    /// them, by the person UUID they carry: (period, breakdown, that UUID's
+    /// text) once each for daily active, per event for weekly and monthly
+    /// active. The caller leaves out the UUIDs of deleted persons (whose
+    /// kept events also have no distinct id with a person). `None` for
+    /// `total` (its query counts every event already) and with a person
+    /// property or cohort filter (not applied to personless events; PostHog
+    /// would match them by empty person properties with `is_not` and
+    /// `is_not_set`). The two sets of actors are disjoint: an id with a
+    /// person has a row in `person_distinct_ids`. (The two queries read the
+    /// persons tables each: a capture between them can move an id from one
+    /// set to the other for that request.)
     fn personless_sql(&self, s: &Series) -> Result<Option<String>> {
         if s.math == Math::Total
             || self
@@ -386,6 +391,10 @@ impl TrendsSpec {
             Math::Total => format!(
                 "SELECT {period} AS period, {bd} AS bd, count(*) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
             ),
+            Math::Dau if personless => format!(
+                "SELECT {period} AS period, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person \
+                 FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
+            ),
             Math::Dau => format!(
                 "SELECT {period} AS period, {bd} AS bd, count(DISTINCT {person}) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
             ),
@@ -399,6 +408,17 @@ impl TrendsSpec {
             ),
         })
     }
+}
+
+/// The UUIDs (text) of the project's deleted persons: their events, kept
+/// when the deletion did not ask for them, carry their UUID but no longer
+/// a distinct id with a person, and a deleted person counts nowhere.
+fn deleted_persons(persons: &Arc<Persons<SqliteMeta>>, project: i64) -> Result<HashSet<String>> {
+    Ok(persons
+        .deleted_person_uuids(project)?
+        .into_iter()
+        .map(|u| u.hyphenated().to_string())
+        .collect())
 }
 
 /// Per breakdown value (`None` without a breakdown): the count per
@@ -444,11 +464,30 @@ pub async fn compute(
         };
         match s.math.days() {
             None => {
-                let mut batches = collect(&ctx, &spec.sql(s)?).await?;
+                // Personless actors: one row per (period, value, UUID),
+                // less the UUIDs of deleted persons.
                 if let Some(sql) = spec.personless_sql(s)? {
-                    batches.extend(collect(&ctx, &sql).await?);
+                    let deleted = deleted_persons(persons, project)?;
+                    for b in &collect(&ctx, &sql).await? {
+                        let period = b.column(0).as_primitive::<Int64Type>();
+                        let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
+                        let bd = bd.as_string::<i32>();
+                        let who = arrow::compute::cast(b.column(2), &DataType::Utf8)?;
+                        let who = who.as_string::<i32>();
+                        for r in 0..b.num_rows() {
+                            if period.is_null(r) || who.is_null(r) || deleted.contains(who.value(r))
+                            {
+                                continue;
+                            }
+                            *counts
+                                .entry(bd_of(bd, r))
+                                .or_default()
+                                .entry(period.value(r))
+                                .or_default() += 1;
+                        }
+                    }
                 }
-                for b in &batches {
+                for b in &collect(&ctx, &spec.sql(s)?).await? {
                     let period = b.column(0).as_primitive::<Int64Type>();
                     let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
                     let bd = bd.as_string::<i32>();
@@ -483,6 +522,11 @@ pub async fn compute(
                 // 2^62, above every person's row id.
                 let mut personless: HashMap<String, i64> = HashMap::new();
                 let queries = [Some(spec.sql(s)?), spec.personless_sql(s)?];
+                let deleted = if queries[1].is_some() {
+                    deleted_persons(persons, project)?
+                } else {
+                    HashSet::new()
+                };
                 for sql in queries.iter().flatten() {
                     let mut rows = stream(&ctx, sql).await?;
                     while let Some(b) = rows.next().await {
@@ -497,12 +541,14 @@ pub async fn compute(
                                 let text = text.as_string::<i32>();
                                 (0..text.len())
                                     .map(|r| {
-                                        (!text.is_null(r)).then(|| {
-                                            let next = (1i64 << 62) + personless.len() as i64;
-                                            *personless
-                                                .entry(text.value(r).to_string())
-                                                .or_insert(next)
-                                        })
+                                        (!text.is_null(r) && !deleted.contains(text.value(r))).then(
+                                            || {
+                                                let next = (1i64 << 62) + personless.len() as i64;
+                                                *personless
+                                                    .entry(text.value(r).to_string())
+                                                    .or_insert(next)
+                                            },
+                                        )
                                     })
                                     .collect()
                             }
@@ -514,7 +560,9 @@ pub async fn compute(
                             let value = if spec.breakdown.is_none() {
                                 0
                             } else {
-                                let v = if bd.is_null(r) {
+                                // An empty string is the null bucket
+                                // (as `bd_of`).
+                                let v = if bd.is_null(r) || bd.value(r).is_empty() {
                                     BREAKDOWN_NULL
                                 } else {
                                     bd.value(r)

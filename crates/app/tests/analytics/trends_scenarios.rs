@@ -346,3 +346,45 @@ async fn personless_events_count_as_unique_users() {
         json!([{"key": "email", "value": "x", "operator": "is_not", "type": "person"}]);
     assert_eq!(data(&trend(&app, with_prop).await, 0), vec![1, 1, 0]);
 }
+
+/// A person deleted without its events: the events it kept carry its UUID
+/// and no distinct id with a person, as personless events do, but a
+/// deleted person counts nowhere.
+#[tokio::test]
+async fn a_deleted_persons_kept_events_are_not_personless_users() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    capture(
+        app.persons(),
+        &[
+            ("gone", "$pageview", "2020-01-01T10:00:00Z", json!({})),
+            (
+                "v1",
+                "$pageview",
+                "2020-01-01T11:00:00Z",
+                json!({"$process_person_profile": false}),
+            ),
+            ("kept", "$pageview", "2020-01-01T12:00:00Z", json!({})),
+        ],
+    );
+    app.persons()
+        .delete(
+            P,
+            &elide_persons::DeletePersons {
+                uuids: Vec::new(),
+                distinct_ids: vec!["gone".into()],
+                delete_events: false,
+                delete_recordings: false,
+                keep_person: false,
+            },
+        )
+        .expect("delete the profile only");
+    let q = |math: &str| {
+        json!({"kind": "TrendsQuery", "interval": "day",
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-01"},
+            "series": [{"kind": "EventsNode", "event": "$pageview", "math": math}]})
+    };
+    assert_eq!(data(&trend(&app, q("total")).await, 0), vec![3]);
+    assert_eq!(data(&trend(&app, q("dau")).await, 0), vec![2]);
+    assert_eq!(data(&trend(&app, q("weekly_active")).await, 0), vec![2]);
+}
