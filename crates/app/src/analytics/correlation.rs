@@ -463,16 +463,13 @@ impl Tally {
     }
 
     fn add(&mut self, name: String, actor: &str, success: bool, make: impl FnOnce() -> Seen) {
-        if self.overflowed {
+        if self.overflowed || !self.actors.insert((name.clone(), actor.to_string())) {
             return;
         }
-        if self.actors.len() >= self.limit {
+        if self.actors.len() > self.limit {
             self.overflowed = true;
             self.actors = HashSet::new();
             self.seen = BTreeMap::new();
-            return;
-        }
-        if !self.actors.insert((name.clone(), actor.to_string())) {
             return;
         }
         let e = self.seen.entry(name).or_insert_with(make);
@@ -716,6 +713,12 @@ mod tests {
             t.add(name.into(), actor, true, Seen::default);
         }
         assert_eq!(t.actors.len(), 3, "a pair seen twice counts once");
+        t.add("a".into(), "p2", true, Seen::default);
+        assert_eq!(
+            t.actors.len(),
+            3,
+            "a pair seen again at the limit is no new pair"
+        );
         t.add("c".into(), "p1", false, Seen::default);
         assert!(t.actors.is_empty() && t.seen.is_empty());
         let e = t.finish().expect_err("past the limit");
