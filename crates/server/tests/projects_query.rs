@@ -557,3 +557,26 @@ async fn not_ready_while_the_store_refuses_writes() {
         .envelope(503);
     assert_eq!(h.event_count("m1").await, 1);
 }
+
+/// A result is held outside the query's memory pool (and then copied to
+/// JSON): one past a quarter of the pool (at most 256 MiB) is a 400, not
+/// the server's memory. A narrower one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_past_its_budget_is_a_400() {
+    let h = Harness::with_config(ServerConfig {
+        query_memory_bytes: 64 << 20,
+        ..ServerConfig::default()
+    });
+    let wide = "select repeat('x', 10000) from generate_series(1, 5000) limit 5000";
+    let r = h
+        .post(&format!("{}/query/", h.api()), &query_body(wide))
+        .await;
+    let d = r.envelope(400);
+    assert!(d.contains("the result holds more than 16 MiB"), "{d}");
+    let narrow = "select repeat('x', 10) from generate_series(1, 5000) limit 5000";
+    let r = h
+        .post(&format!("{}/query/", h.api()), &query_body(narrow))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["results"].as_array().map(Vec::len), Some(5000));
+}
