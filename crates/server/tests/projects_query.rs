@@ -235,6 +235,11 @@ async fn hogql_forms_over_events_and_persons() {
         rows,
         vec![json!(["2024-01-02T00:00:00.000000Z", 1, "Chrome", ""])]
     );
+    // Array indices count from 1, as ClickHouse's; 0 is no element.
+    let rows = h
+        .hogql(r#"select JSONExtractString('{"items": ["a", "b"]}', 'items', 1), JSONExtractString('{"items": ["a", "b"]}', 'items', 0)"#)
+        .await;
+    assert_eq!(rows, vec![json!(["a", ""])]);
     let rows = h.hogql("select now() > max(timestamp) from events").await;
     assert_eq!(rows, vec![json!([true])]);
     let rows = h

@@ -193,6 +193,23 @@ fn rewrite_expr(e: &mut Expr, uses_person: &mut bool) -> Result<()> {
     Ok(())
 }
 
+/// A positive integer literal `n` becomes `n - 1`, and `0` (no element in
+/// ClickHouse) an index past any array (the JSON functions take no NULL
+/// there); any other expression is left as it is.
+fn one_based_index(e: &mut Expr) {
+    let Expr::Value(v) = e else {
+        return;
+    };
+    let Value::Number(n, long) = &v.value else {
+        return;
+    };
+    match n.parse::<i64>() {
+        Ok(0) => v.value = Value::Number(i64::MAX.to_string(), *long),
+        Ok(k) if k > 0 => v.value = Value::Number((k - 1).to_string(), *long),
+        _ => {}
+    }
+}
+
 fn string_literal(e: &Expr) -> Option<String> {
     match e {
         Expr::Value(v) => match &v.value {
@@ -385,9 +402,14 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         arity(&original, &args, 1..=1)?;
         template(&format!("date_trunc('{unit}', __x0)"), args).map(Some)
     };
-    let json = |get: &str, default: &str, args: Vec<Expr>| -> Result<Option<Expr>> {
+    let json = |get: &str, default: &str, mut args: Vec<Expr>| -> Result<Option<Expr>> {
         if args.is_empty() {
             return Err(refused(format!("{original} needs a JSON argument")));
+        }
+        // ClickHouse's array indices count from 1 (and 0 is no element);
+        // the JSON functions' from 0. A literal index is moved down.
+        for a in args.iter_mut().skip(1) {
+            one_based_index(a);
         }
         let inner = call(get, args);
         template(&format!("coalesce(__x0, {default})"), vec![inner]).map(Some)
@@ -548,6 +570,15 @@ mod tests {
         assert_eq!(
             expr("JSONExtractString(properties, '$browser')"),
             "coalesce(json_get_str(properties, '$browser'), '')"
+        );
+        // Array indices count from 1, as ClickHouse's.
+        assert_eq!(
+            expr("JSONExtractString(properties, 'items', 1)"),
+            "coalesce(json_get_str(properties, 'items', 0), '')"
+        );
+        assert_eq!(
+            expr("JSONExtractInt(properties, 'items', 0)"),
+            "coalesce(json_get_int(properties, 'items', 9223372036854775807), 0)"
         );
         assert_eq!(expr("today()"), "current_date()");
         assert!(expr("toDate()").starts_with("ERR"));
