@@ -235,6 +235,12 @@ async fn hogql_forms_over_events_and_persons() {
         rows,
         vec![json!(["2024-01-02T00:00:00.000000Z", 1, "Chrome", ""])]
     );
+    // A property compared with a number is read as one (n is 3 on one
+    // event, absent elsewhere; $browser is no number anywhere).
+    let rows = h
+        .hogql("select countIf(properties.n > 2.5), countIf(properties.n = 3), countIf(properties.$browser > 0) from events")
+        .await;
+    assert_eq!(rows, vec![json!([1, 1, 0])]);
     // Array indices count from 1, as ClickHouse's; 0 is no element.
     let rows = h
         .hogql(r#"select JSONExtractString('{"items": ["a", "b"]}', 'items', 1), JSONExtractString('{"items": ["a", "b"]}', 'items', 0)"#)

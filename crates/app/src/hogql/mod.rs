@@ -185,12 +185,57 @@ fn rewrite_expr(e: &mut Expr, uses_person: &mut bool) -> Result<()> {
             property_access(&parts, uses_person)
         }
         Expr::Function(f) => function(f)?,
+        Expr::BinaryOp { left, op, right } if is_comparison(op) => {
+            typed_comparison(left, right);
+            typed_comparison(right, left);
+            None
+        }
         _ => None,
     };
     if let Some(r) = replacement {
         *e = r;
     }
     Ok(())
+}
+
+fn is_comparison(op: &ast::BinaryOperator) -> bool {
+    use ast::BinaryOperator::*;
+    matches!(op, Eq | NotEq | Gt | Lt | GtEq | LtEq)
+}
+
+/// A property read (`properties.x`, `person.properties.x`: text) compared
+/// with a number is read as a number (`TRY_CAST(… AS DOUBLE)`, NULL when it
+/// is none), as PostHog types a numeric property; compared with `true` or
+/// `false`, the literal becomes its JSON text. Without this, the text was
+/// cast strictly to the literal's type and one value such as `9.99` or
+/// `"n/a"` failed the whole query.
+fn typed_comparison(property: &mut Expr, other: &mut Expr) {
+    let is_property = matches!(&*property, Expr::Function(f)
+        if f.name.to_string() == "json_as_text" || f.name.to_string() == functions::PERSON_PROPERTY);
+    if !is_property {
+        return;
+    }
+    let number = |e: &Expr| match e {
+        Expr::Value(v) => matches!(v.value, Value::Number(..)),
+        Expr::UnaryOp { op, expr } => {
+            matches!(op, ast::UnaryOperator::Minus | ast::UnaryOperator::Plus)
+                && matches!(&**expr, Expr::Value(v) if matches!(v.value, Value::Number(..)))
+        }
+        _ => false,
+    };
+    if number(other) {
+        *property = Expr::Cast {
+            kind: ast::CastKind::TryCast,
+            expr: Box::new(property.clone()),
+            data_type: ast::DataType::Double(ast::ExactNumberInfo::None),
+            array: false,
+            format: None,
+        };
+    } else if let Expr::Value(v) = other {
+        if let Value::Boolean(b) = v.value {
+            v.value = Value::SingleQuotedString(b.to_string());
+        }
+    }
 }
 
 /// A positive integer literal `n` becomes `n - 1`, and `0` (no element in
@@ -514,6 +559,24 @@ mod tests {
         );
         assert_eq!(expr("properties"), "properties");
         assert_eq!(expr("e.properties"), "e.properties");
+        // Compared with a number, a property is read as one; with a
+        // boolean, the boolean is its JSON text; with text, as it is.
+        assert_eq!(
+            expr("properties.amount > 6"),
+            "TRY_CAST(json_as_text(properties, 'amount') AS DOUBLE) > 6"
+        );
+        assert_eq!(
+            expr("-1.5 <= properties.amount"),
+            "-1.5 <= TRY_CAST(json_as_text(properties, 'amount') AS DOUBLE)"
+        );
+        assert_eq!(
+            expr("properties.paid = true"),
+            "json_as_text(properties, 'paid') = 'true'"
+        );
+        assert_eq!(
+            expr("properties.plan = 'pro'"),
+            "json_as_text(properties, 'plan') = 'pro'"
+        );
     }
 
     #[test]
