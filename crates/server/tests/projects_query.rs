@@ -241,6 +241,9 @@ async fn hogql_forms_over_events_and_persons() {
         .hogql("select countIf(properties.n > 2.5), countIf(properties.n = 3), countIf(properties.$browser > 0) from events")
         .await;
     assert_eq!(rows, vec![json!([1, 1, 0])]);
+    // Text that is not a date is NULL (toDateOrNull).
+    let rows = h.hogql("select toDate('soon'), toDate('2024-01-02')").await;
+    assert_eq!(rows, vec![json!([null, "2024-01-02"])]);
     // An integer is seconds since the epoch, as ClickHouse's toDateTime.
     let rows = h.hogql("select toDateTime(1700000000)").await;
     assert_eq!(rows, vec![json!(["2023-11-14T22:13:20.000000Z"])]);

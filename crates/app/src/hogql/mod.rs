@@ -480,7 +480,9 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
             });
             Ok(Some(Expr::Function(g)))
         }
-        "todate" => cast("DATE", args),
+        // PostHog's `toDate` of text is `toDateOrNull`: what is not a date
+        // is NULL, not a failed query.
+        "todate" => cast_or_null("DATE", args),
         "tostring" => cast("VARCHAR", args),
         "toint" | "toint64" => cast_or_null("BIGINT", args),
         "tofloat" | "tofloat64" => cast_or_null("DOUBLE", args),
@@ -631,7 +633,7 @@ mod tests {
             "sum(1) FILTER (WHERE event = 'a')"
         );
         assert_eq!(expr("uniq(distinct_id)"), "count(DISTINCT distinct_id)");
-        assert_eq!(expr("toDate(timestamp)"), "CAST(timestamp AS DATE)");
+        assert_eq!(expr("toDate(timestamp)"), "TRY_CAST(timestamp AS DATE)");
         assert_eq!(expr("toInt(x)"), "TRY_CAST(x AS BIGINT)");
         assert_eq!(expr("toFloat(x)"), "TRY_CAST(x AS DOUBLE)");
         assert_eq!(
@@ -670,7 +672,7 @@ mod tests {
     fn nested_rewrites() {
         assert_eq!(
             expr("toDate(JSONExtractString(properties.$set, 'at'))"),
-            "CAST(coalesce(json_get_str(json_as_text(properties, '$set'), 'at'), '') AS DATE)"
+            "TRY_CAST(coalesce(json_get_str(json_as_text(properties, '$set'), 'at'), '') AS DATE)"
         );
     }
 
