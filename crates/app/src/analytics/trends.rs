@@ -8,11 +8,14 @@
 //! `date_to`; weeks start on Sunday. Persons are counted through the
 //! persons layer's identity (an event belongs to the person owning its
 //! distinct id now), so merged persons count once and a deleted person
-//! counts nowhere; `total` counts every event, with a person or not.
+//! counts nowhere; an event without a person (personless) counts by the
+//! person UUID it carries; `total` counts every event, with a person or
+//! not.
 //!
 //! Weekly and monthly active persons hold 16 bytes per (breakdown value,
 //! person, active day) outside the query's memory pool, twice that at
-//! most while they are gathered ([`super::SortedKeys`]).
+//! most while they are gathered ([`super::SortedKeys`]), and the text of
+//! each personless actor's UUID once (to number it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -157,6 +157,20 @@ async fn funnel_breakdowns_strict_and_conversion_times() {
             .map(Vec::len),
         Some(1)
     );
+    // With one more Safari person, Safari's list is the one kept.
+    let mut more = limited_actors.clone();
+    let safari = more
+        .iter()
+        .find(|a| a.breakdown == vec![Some("Safari".to_string())])
+        .expect("a Safari person")
+        .clone();
+    more.push(funnel::Actor {
+        person: "another".into(),
+        ..safari
+    });
+    let kept = funnel::steps(&limited, &more, "");
+    assert_eq!(kept.as_array().map(Vec::len), Some(1));
+    assert_eq!(kept[0][0]["breakdown_value"], json!(["Safari"]));
     let mut both = vec![p1.clone(), p2.clone()];
     both.sort();
     assert_eq!(selected(&actors, json!({"funnel_step": 1}), n), both);
