@@ -79,6 +79,9 @@ pub struct PersonRow {
     pub uuid: Uuid,
     /// Properties (a JSON object).
     pub properties: Map<String, Value>,
+    /// The length of `properties` as stored (compact JSON text), so that
+    /// the capture path's size bound need not serialise them to know it.
+    pub properties_len: usize,
     /// First seen: the earliest event time, µs.
     pub created_at_us: i64,
     /// Identified by `$identify`/`$create_alias`/`$merge_dangerously`.

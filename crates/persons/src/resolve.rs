@@ -199,28 +199,24 @@ impl Learned {
 struct Cached {
     row: PersonRow,
     dirty: bool,
-    /// An upper bound of the properties' JSON length, once measured.
-    bytes: Option<usize>,
 }
 
 impl Cached {
     /// Apply `ops` unless the properties would then pass
     /// [`crate::props::MAX_PERSON_PROPERTIES_BYTES`] and grow (`None`:
     /// not applied); `Some(changed)` otherwise. The length after is
-    /// computed from the keys the operations touch, against the measured
-    /// length before (kept exact from then on): no copy of the
-    /// properties, and no measure of all of them, per event.
+    /// computed from the keys the operations touch, against the length
+    /// the row carries (`properties_len`, as stored, kept exact here): no
+    /// copy of the properties, and no measure of all of them, per event.
     fn apply_bounded(&mut self, ops: &crate::props::PropertyOps) -> Option<bool> {
-        use crate::props::{json_len, MAX_PERSON_PROPERTIES_BYTES as MAX};
-        let now = *self
-            .bytes
-            .get_or_insert_with(|| json_len(&self.row.properties));
+        use crate::props::MAX_PERSON_PROPERTIES_BYTES as MAX;
+        let now = self.row.properties_len;
         let after = ops.len_after(&self.row.properties, now);
         if after > MAX && after > now {
             return None;
         }
         let changed = ops.apply(&mut self.row.properties);
-        self.bytes = Some(after);
+        self.row.properties_len = after;
         Some(changed)
     }
 }
@@ -360,14 +356,7 @@ impl<'t, 'e> Resolver<'t, 'e> {
             let row = self.tx.person_by_id(self.project, pid)?.ok_or_else(|| {
                 PersonsError::Internal(format!("person {pid} resolved but not in the metadata"))
             })?;
-            self.rows.insert(
-                pid,
-                Cached {
-                    row,
-                    dirty: false,
-                    bytes: None,
-                },
-            );
+            self.rows.insert(pid, Cached { row, dirty: false });
         }
         self.rows
             .get_mut(&pid)
@@ -466,14 +455,7 @@ impl<'t, 'e> Resolver<'t, 'e> {
         })?;
         self.tx.add_distinct_id(self.project, did, row.id)?;
         let id = row.id;
-        self.rows.insert(
-            id,
-            Cached {
-                row,
-                dirty: false,
-                bytes: None,
-            },
-        );
+        self.rows.insert(id, Cached { row, dirty: false });
         self.uuids.insert(id, uuid);
         self.ids.insert(
             did,
@@ -571,8 +553,8 @@ impl<'t, 'e> Resolver<'t, 'e> {
             .row;
         let c = self.row(into)?;
         merge_properties(&mut c.row.properties, &gone.properties);
-        // Measured again when next needed: the merged-away keys count.
-        c.bytes = None;
+        // The merged-away keys count (a merge is rare: measured whole).
+        c.row.properties_len = crate::props::json_len(&c.row.properties);
         c.row.created_at_us = c.row.created_at_us.min(gone.created_at_us);
         c.dirty = true;
         let into_uuid = c.row.uuid;

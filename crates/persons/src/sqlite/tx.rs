@@ -75,6 +75,7 @@ impl RawPerson {
             project_id: self.project_id,
             uuid: parse_uuid(&self.uuid)?,
             properties,
+            properties_len: self.properties.len(),
             created_at_us: self.created_at_us,
             is_identified: self.is_identified,
             version: self.version,
@@ -341,6 +342,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn insert_person(&mut self, p: &NewPerson) -> Result<PersonRow> {
+        let properties = props_text(&p.properties);
         self.tx
             .prepare_cached(
                 "INSERT INTO persons (project_id, uuid, properties, created_at, is_identified, version) \
@@ -349,7 +351,7 @@ impl MetaTx for SqliteTx<'_> {
             .execute(params![
                 p.project_id,
                 p.uuid.to_string(),
-                props_text(&p.properties),
+                properties,
                 p.created_at_us,
                 p.is_identified
             ])?;
@@ -358,6 +360,7 @@ impl MetaTx for SqliteTx<'_> {
             project_id: p.project_id,
             uuid: p.uuid,
             properties: p.properties.clone(),
+            properties_len: properties.len(),
             created_at_us: p.created_at_us,
             is_identified: p.is_identified,
             version: 0,
