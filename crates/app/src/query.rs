@@ -118,7 +118,8 @@ pub async fn run_hogql(
         .limit(0, Some(limit.saturating_add(1)))?;
     // The schema of the rows (UUID columns as text), not the plan's before
     // the analyzer ran.
-    let (schema, batches) = collect_bounded(df, result_budget(limits)).await?;
+    let (schema, batches) =
+        elide_query::collect_with_schema_within(df, result_budget(limits)).await?;
     let fields: Vec<(String, DataType, bool)> = schema
         .fields()
         .iter()
@@ -182,7 +183,6 @@ pub fn clickhouse_type(t: &DataType, nullable: bool) -> String {
     }
 }
 
-/// The rows of `batches` as JSON arrays.
 /// Most bytes of Arrow arrays a query's result may hold: a quarter of its
 /// operators' memory, at most 256 MiB. The result is held outside the
 /// memory pool, and then copied into JSON values and serialised (about
@@ -197,32 +197,7 @@ fn result_budget(limits: &QueryLimits) -> usize {
         .map_or(MAX_RESULT_BYTES, |m| (m / 4).min(MAX_RESULT_BYTES))
 }
 
-/// Run `df` and collect its rows, refusing (400) once they hold more than
-/// `budget` bytes; with the schema the rows have (UUID columns as text).
-async fn collect_bounded(
-    df: datafusion::dataframe::DataFrame,
-    budget: usize,
-) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
-    use futures::StreamExt;
-    let task = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await?;
-    let schema = plan.schema();
-    let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
-    let (mut batches, mut bytes) = (Vec::new(), 0usize);
-    while let Some(b) = stream.next().await {
-        let b = b?;
-        bytes = bytes.saturating_add(b.get_array_memory_size());
-        if bytes > budget {
-            return Err(AppError::InvalidQuery(format!(
-                "the result holds more than {} MiB; select fewer or narrower columns, or fewer rows (LIMIT)",
-                budget >> 20
-            )));
-        }
-        batches.push(b);
-    }
-    Ok((schema, batches))
-}
-
+/// The rows of `batches` as JSON arrays.
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>> {
     let mut out = Vec::new();
     for b in batches {

@@ -253,10 +253,34 @@ async fn collect(df: datafusion::dataframe::DataFrame) -> Result<SqlOutput> {
 pub async fn collect_with_schema(
     df: datafusion::dataframe::DataFrame,
 ) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+    collect_with_schema_within(df, usize::MAX).await
+}
+
+/// [`collect_with_schema`], refusing (`ResourcesExhausted`) once the rows
+/// hold more than `budget` bytes of arrays. Collected rows are outside
+/// the memory pool: a caller that hands them on (the query route copies
+/// them to JSON) bounds them here.
+pub async fn collect_with_schema_within(
+    df: datafusion::dataframe::DataFrame,
+    budget: usize,
+) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+    use futures::StreamExt;
     let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
     let schema = plan.schema();
-    let batches = datafusion::physical_plan::collect(plan, task).await?;
+    let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
+    let (mut batches, mut bytes) = (Vec::new(), 0usize);
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        bytes = bytes.saturating_add(b.get_array_memory_size());
+        if bytes > budget {
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(format!(
+                "the result holds more than {} MiB; select fewer or narrower columns, or fewer rows (LIMIT)",
+                budget >> 20
+            )));
+        }
+        batches.push(b);
+    }
     Ok((schema, batches))
 }
 
