@@ -330,16 +330,20 @@ impl TrendsSpec {
     /// persons tables each: a capture between them can move an id from one
     /// set to the other for that request.)
     fn personless_sql(&self, s: &Series) -> Result<Option<String>> {
-        if s.math == Math::Total
-            || self
+        if !self.counts_personless(s) {
+            return Ok(None);
+        }
+        self.series_sql(s, true).map(Some)
+    }
+
+    /// Whether series `s` counts personless actors ([`TrendsSpec::personless_sql`]).
+    fn counts_personless(&self, s: &Series) -> bool {
+        s.math != Math::Total
+            && !self
                 .props
                 .iter()
                 .chain(&s.props)
                 .any(|p| matches!(p.kind, PropKind::Person | PropKind::Cohort))
-        {
-            return Ok(None);
-        }
-        self.series_sql(s, true).map(Some)
     }
 
     fn series_sql(&self, s: &Series, personless: bool) -> Result<String> {
@@ -389,7 +393,6 @@ impl TrendsSpec {
         };
         let period = self.period_sql();
         let where_ = filter.join(" AND ");
-        let person = if personless { "e.person_id" } else { "p.id" };
         Ok(match s.math {
             Math::Total => format!(
                 "SELECT {period} AS period, {bd} AS bd, count(*) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
@@ -399,7 +402,7 @@ impl TrendsSpec {
                  FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
             ),
             Math::Dau => format!(
-                "SELECT {period} AS period, {bd} AS bd, count(DISTINCT {person}) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
+                "SELECT {period} AS period, {bd} AS bd, count(DISTINCT p.id) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
             ),
             Math::WeeklyActive | Math::MonthlyActive if personless => format!(
                 "SELECT CAST(e.timestamp AS BIGINT) AS t, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person \
@@ -452,6 +455,12 @@ pub async fn compute(
             .chain(spec.series.iter().flat_map(|s| &s.props)),
     )
     .await?;
+    // Read once for every series that counts personless actors.
+    let deleted = if spec.series.iter().any(|s| spec.counts_personless(s)) {
+        deleted_persons(persons, project)?
+    } else {
+        HashSet::new()
+    };
     let mut out = Vec::new();
     for s in &spec.series {
         let mut counts: Counts = BTreeMap::new();
@@ -470,7 +479,6 @@ pub async fn compute(
                 // Personless actors: one row per (period, value, UUID),
                 // less the UUIDs of deleted persons.
                 if let Some(sql) = spec.personless_sql(s)? {
-                    let deleted = deleted_persons(persons, project)?;
                     for b in &collect(&ctx, &sql).await? {
                         let period = b.column(0).as_primitive::<Int64Type>();
                         let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
@@ -525,11 +533,6 @@ pub async fn compute(
                 // 2^62, above every person's row id.
                 let mut personless: HashMap<String, i64> = HashMap::new();
                 let queries = [Some(spec.sql(s)?), spec.personless_sql(s)?];
-                let deleted = if queries[1].is_some() {
-                    deleted_persons(persons, project)?
-                } else {
-                    HashSet::new()
-                };
                 for sql in queries.iter().flatten() {
                     let mut rows = stream(&ctx, sql).await?;
                     while let Some(b) = rows.next().await {

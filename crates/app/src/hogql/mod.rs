@@ -211,7 +211,7 @@ fn is_comparison(op: &ast::BinaryOperator) -> bool {
 /// `"n/a"` failed the whole query.
 fn typed_comparison(property: &mut Expr, other: &mut Expr) {
     let is_property = matches!(&*property, Expr::Function(f)
-        if f.name.to_string() == "json_as_text" || f.name.to_string() == functions::PERSON_PROPERTY);
+        if matches!(f.name.to_string().as_str(), "json_as_text" | functions::PERSON_PROPERTY));
     if !is_property {
         return;
     }
