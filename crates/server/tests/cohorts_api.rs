@@ -46,6 +46,14 @@ fn multipart(fields: &[(&str, &str)], csv: &str) -> (String, Vec<u8>) {
     )
 }
 
+/// The person UUID of a distinct id, as the API shows it.
+async fn uuid_of(h: &Harness, distinct_id: &str) -> String {
+    h.person(distinct_id).await.expect("a person")["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string()
+}
+
 fn names(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = v
         .as_array()
@@ -90,10 +98,7 @@ async fn cohorts_crud_members_filters_and_deletion() {
         .await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.text());
     let vips = r.json["id"].as_i64().expect("id");
-    let alice = h.person("alice").await.expect("alice")["uuid"]
-        .as_str()
-        .expect("uuid")
-        .to_string();
+    let alice = uuid_of(&h, "alice").await;
     let r = h
         .call(
             "PATCH",
@@ -329,10 +334,7 @@ async fn cohorts_crud_members_filters_and_deletion() {
         .expect("listed");
     assert_eq!(row["count"], Value::Null);
     assert_eq!(row["errors_calculating"], json!(1));
-    let bob = h.person("bob").await.expect("bob")["uuid"]
-        .as_str()
-        .expect("uuid")
-        .to_string();
+    let bob = uuid_of(&h, "bob").await;
     let r = h
         .get(&format!("{api}/persons/cohorts/?person_id={bob}"))
         .await;
@@ -422,10 +424,7 @@ async fn a_refused_cohort_request_changes_nothing() {
         .await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.text());
     let id = r.json["id"].as_i64().expect("id");
-    let alice = h.person("alice").await.expect("alice")["uuid"]
-        .as_str()
-        .expect("uuid")
-        .to_string();
+    let alice = uuid_of(&h, "alice").await;
     let r = h
         .call(
             "PATCH",

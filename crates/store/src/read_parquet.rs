@@ -471,19 +471,24 @@ mod tests {
         for claimed in [-1, i64::MIN / 2, i64::MAX / 2, 1 << 40, 99, 0] {
             let damaged = with_claimed_rows(&path, claimed);
             for cores in [1, 2, 4] {
-                let r = read_on(
-                    cores,
-                    "in",
-                    &damaged,
-                    64,
-                    &|_| false,
-                    &|b| Ok(values(&b)),
-                    &mut |v| v.map(drop),
-                );
+                let r = read_damaged(cores, &damaged);
                 let e = r.expect_err("an impossible row count is refused");
                 assert!(e.to_string().contains("in:"), "{claimed} on {cores}: {e}");
             }
         }
+    }
+
+    /// Read `path` (named `in`) on `cores` threads, keeping nothing.
+    fn read_damaged(cores: usize, path: &Path) -> Result<()> {
+        read_on(
+            cores,
+            "in",
+            path,
+            64,
+            &|_| false,
+            &|b| Ok(values(&b)),
+            &mut |v| v.map(drop),
+        )
     }
 
     /// A footer whose column chunks lie outside the file (a negative
@@ -519,15 +524,7 @@ mod tests {
                     .unwrap()
             });
             for cores in [1, 2] {
-                let r = read_on(
-                    cores,
-                    "in",
-                    &damaged,
-                    64,
-                    &|_| false,
-                    &|b| Ok(values(&b)),
-                    &mut |v| v.map(drop),
-                );
+                let r = read_damaged(cores, &damaged);
                 let e = r.expect_err("chunks outside the file are refused");
                 assert!(
                     matches!(&e, StoreError::InvalidInput(m) if m.starts_with("in:") && m.contains("outside the file")),
