@@ -119,7 +119,9 @@ pub(crate) async fn persons_funnel(
     .await?;
     let page: Vec<String> = all
         .iter()
-        .filter(|a| selection.wants(a))
+        // A personless actor has no profile to list (PostHog lists only
+        // persons too).
+        .filter(|a| selection.wants(a) && !a.personless)
         .skip(offset)
         .take(limit)
         .map(|a| a.person.clone())

@@ -640,3 +640,51 @@ async fn result_sizes_are_bounded() {
     let r = h.get(&format!("{}/persons/", h.api())).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
 }
+
+/// Anonymous visitors (posthog-js's `identified_only`: events with
+/// `$process_person_profile: false`) count in the funnel's steps by the
+/// person UUID their events carry; the step's persons list only those
+/// with a profile, and a page is filled with them.
+#[tokio::test]
+async fn personless_visitors_count_in_the_funnel_but_are_not_listed() {
+    let h = Harness::new();
+    let mut events = Vec::new();
+    for u in 0..4 {
+        let anon = json!({"$process_person_profile": false});
+        for (e, t) in [
+            ("$pageview", "2021-05-01T00:00:00Z"),
+            ("signed up", "2021-05-02T00:00:00Z"),
+        ] {
+            events.push(json!({"event": e, "distinct_id": format!("anon_{u}"), "timestamp": t, "properties": anon}));
+            events.push(json!({"event": e, "distinct_id": format!("user_{u}"), "timestamp": t}));
+        }
+    }
+    capture_all(&h, events).await;
+    let query = format!(
+        "events={}&date_from=2021-05-01&date_to=2021-05-07&funnel_window_days=7",
+        steps(&["$pageview", "signed up"])
+    );
+    let r = h
+        .get(&format!("{}/insights/funnel/?{query}", h.api()))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["result"][0]["count"], json!(8), "{}", r.text());
+    assert_eq!(r.json["result"][1]["count"], json!(8), "{}", r.text());
+    let r = h
+        .get(&format!(
+            "{}/persons/funnel/?{query}&funnel_step=2&limit=3",
+            h.api()
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let people = r.json["results"][0]["people"].as_array().expect("people");
+    assert_eq!(people.len(), 3, "{}", r.text());
+    assert!(
+        people.iter().all(|p| p["distinct_ids"][0]
+            .as_str()
+            .is_some_and(|d| d.starts_with("user_"))),
+        "{}",
+        r.text()
+    );
+    assert!(r.json["next"].is_string());
+}

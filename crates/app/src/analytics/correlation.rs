@@ -15,7 +15,10 @@
 //! are dropped; the ten strongest of each direction are kept.
 //!
 //! Actors are resolved through the persons layer like every funnel, so a
-//! deleted person is neither an actor nor counted for any candidate.
+//! deleted person is neither an actor nor counted for any candidate; a
+//! personless actor (events with `$process_person_profile: false`, by the
+//! UUID they carry) counts for events and event properties, has no person
+//! properties, and is not listed among a row's persons.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use elide_persons::{Persons, SqliteMeta};
 use serde_json::Value;
 
 use super::filter::{entity_of, props, Entity, Params, Prop, PropKind};
-use super::funnel::{actors_in, Actor, FunnelSpec};
+use super::funnel::{actors_in, Actor, FunnelSpec, NO_PERSON};
 use super::{collect, lit, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
@@ -252,6 +255,7 @@ fn register_actors(ctx: &SessionContext, spec: &CorrelationSpec, actors: &[&Acto
     let schema = Arc::new(Schema::new(vec![
         Field::new("actor", DataType::Utf8, false),
         Field::new("success", DataType::Boolean, false),
+        Field::new("personless", DataType::Boolean, false),
         Field::new(
             "first_ts",
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -285,6 +289,12 @@ fn register_actors(ctx: &SessionContext, spec: &CorrelationSpec, actors: &[&Acto
                 .collect::<BooleanArray>(),
         ),
         Arc::new(
+            actors
+                .iter()
+                .map(|a| Some(a.personless))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(
             TimestampMicrosecondArray::from(actors.iter().map(|a| first(a)).collect::<Vec<_>>())
                 .with_timezone("UTC"),
         ),
@@ -301,12 +311,16 @@ fn register_actors(ctx: &SessionContext, spec: &CorrelationSpec, actors: &[&Acto
 
 /// The events of the actors inside their windows (`e`, `a`, and the
 /// person `p` when `with_persons`), selecting `select`, with `extra`
-/// conditions.
+/// conditions. With `personless`, the events of personless actors too
+/// (found by the UUID they carry), as a second branch of a `UNION ALL`
+/// whose actors are disjoint from the first's; `extra` must then not
+/// name `pdi` or `p` (a cohort or a person property).
 fn windowed_events_sql(
     spec: &CorrelationSpec,
     select: &str,
     extra: &[String],
     with_persons: bool,
+    personless: bool,
 ) -> String {
     let r = &spec.funnel.range;
     let mut filter = vec![
@@ -326,10 +340,18 @@ fn windowed_events_sql(
     // The actors and persons tables first: DataFusion builds its hash
     // joins on the left side, and with `events` first the second join
     // would build on every event.
-    format!(
+    let filter = filter.join(" AND ");
+    let with_person = format!(
         "SELECT {select} FROM funnel_actors a JOIN person_distinct_ids pdi ON a.actor = pdi.person_id{persons} \
-         JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {}",
-        filter.join(" AND ")
+         JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {filter}"
+    );
+    if !personless || with_persons {
+        return with_person;
+    }
+    format!(
+        "{with_person} UNION ALL SELECT {select} FROM funnel_actors a \
+         JOIN events e ON CAST(e.person_id AS VARCHAR) = a.actor \
+         WHERE a.personless AND {NO_PERSON} AND {filter}"
     )
 }
 
@@ -351,7 +373,7 @@ async fn prepare(
 ) -> Result<(SessionContext, Vec<Actor>)> {
     let ctx = session(persons, project, limits)?;
     super::cohorts::register_for(&ctx, persons, project, spec.funnel.all_props()).await?;
-    let all = actors_in(&ctx, &spec.funnel).await?;
+    let all = actors_in(&ctx, persons, project, &spec.funnel).await?;
     let actors: Vec<Actor> = all
         .into_iter()
         .filter(|a| a.steps >= spec.from_step)
@@ -380,16 +402,22 @@ pub async fn compute(
     if successes == 0 || failures == 0 {
         return Ok(score(BTreeMap::new(), successes, failures));
     }
+    // Whether any actor's events are found by the UUID they carry.
+    let personless = actors.iter().any(|a| a.personless);
     let seen = match spec.kind {
-        Kind::Events => events(&ctx, spec).await?,
-        Kind::EventWithProperties => event_properties(&ctx, spec).await?,
+        Kind::Events => events(&ctx, spec, personless).await?,
+        Kind::EventWithProperties => event_properties(&ctx, spec, personless).await?,
         Kind::Properties => person_properties(&ctx, spec).await?,
     };
     Ok(score(seen, successes, failures))
 }
 
 /// Event names other than the funnel's steps (and the excluded ones).
-async fn events(ctx: &SessionContext, spec: &CorrelationSpec) -> Result<BTreeMap<String, Seen>> {
+async fn events(
+    ctx: &SessionContext,
+    spec: &CorrelationSpec,
+    personless: bool,
+) -> Result<BTreeMap<String, Seen>> {
     let mut skip: BTreeSet<&str> = spec.funnel.steps.iter().map(|s| s.id.as_str()).collect();
     skip.extend(spec.exclude_events.iter().map(String::as_str));
     let skip: Vec<String> = skip.iter().map(|s| lit(s)).collect();
@@ -398,6 +426,7 @@ async fn events(ctx: &SessionContext, spec: &CorrelationSpec) -> Result<BTreeMap
         "e.event AS name, a.actor AS actor, a.success AS success",
         &[format!("e.event NOT IN ({})", skip.join(", "))],
         false,
+        personless,
     );
     let sql = format!(
         "SELECT name, count(DISTINCT actor) FILTER (WHERE success), count(DISTINCT actor) FILTER (WHERE NOT success) \
@@ -533,6 +562,7 @@ async fn actor_rows(
 async fn event_properties(
     ctx: &SessionContext,
     spec: &CorrelationSpec,
+    personless: bool,
 ) -> Result<BTreeMap<String, Seen>> {
     let wanted: Vec<String> = spec.event_names.iter().map(|s| lit(s)).collect();
     let sql = windowed_events_sql(
@@ -540,6 +570,7 @@ async fn event_properties(
         "DISTINCT a.actor, a.success, e.properties, e.event",
         &[format!("e.event IN ({})", wanted.join(", "))],
         false,
+        personless,
     );
     let skip: HashSet<&str> = spec
         .event_exclude_property_names
@@ -674,6 +705,8 @@ pub async fn persons_of(
                 "DISTINCT a.actor",
                 &[format!("e.event = {}", lit(&e.id)), own, outcome],
                 e.properties.iter().any(|p| p.kind == PropKind::Person),
+                // Personless actors have no profile to list.
+                false,
             )
         }
         Selector::Properties(list) => format!(

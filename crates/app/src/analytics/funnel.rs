@@ -11,8 +11,14 @@
 //! With a breakdown, a person's value is the one on its first step-1 event
 //! in the range (PostHog's first-touch attribution), and each value is a
 //! funnel of its own.
+//!
+//! Personless events (`$process_person_profile: false`, which posthog-js
+//! sends for anonymous visitors by default) make an actor of the person
+//! UUID they carry, as in PostHog, unless a person property or a cohort
+//! filters or breaks the funnel down; a deleted person's kept events make
+//! none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
@@ -27,7 +33,7 @@ use serde_json::{json, Value};
 use super::filter::{
     entities, funnel_window, props, range, Entity, ExclusionStep, Params, Prop, PropKind, Range,
 };
-use super::{collect, lit, props_sql, session, ts_lit};
+use super::{collect, deleted_person_uuids, lit, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -209,9 +215,38 @@ impl FunnelSpec {
                 .is_some_and(|b| b.kind == PropKind::Person)
     }
 
+    /// Whether the funnel counts personless actors
+    /// ([`FunnelSpec::personless_sql`]): not when a person property or a
+    /// cohort filters it or breaks it down, which personless events
+    /// cannot match here.
+    pub fn counts_personless(&self) -> bool {
+        !self.needs_persons() && !self.all_props().any(|p| p.kind == PropKind::Cohort)
+    }
+
     /// The query: one row per person (and nothing for persons who never
     /// did step 1).
     pub fn sql(&self) -> Result<String> {
+        self.sql_for(false)
+    }
+
+    /// The same for the events with no person (personless,
+    /// `$process_person_profile: false`: their distinct id has none), one
+    /// row per person UUID they carry, as PostHog aggregates them. The
+    /// caller leaves out the UUIDs of deleted persons, whose kept events
+    /// also have no distinct id with a person. `None` when the funnel does
+    /// not count them ([`FunnelSpec::counts_personless`]). The actors of
+    /// the two queries are disjoint: an id with a person has a row in
+    /// `person_distinct_ids`. (Each query reads the persons tables: a
+    /// capture between them can move an id from one set to the other for
+    /// that request.)
+    pub fn personless_sql(&self) -> Result<Option<String>> {
+        if !self.counts_personless() {
+            return Ok(None);
+        }
+        self.sql_for(true).map(Some)
+    }
+
+    fn sql_for(&self, personless: bool) -> Result<String> {
         let mut conds: Vec<String> = self.steps.iter().map(Self::cond).collect::<Result<_>>()?;
         for x in &self.exclusions {
             conds.push(Self::cond(&x.entity)?);
@@ -228,7 +263,11 @@ impl FunnelSpec {
             "INTERVAL '{} months {} microseconds'",
             self.window.months, self.window.length
         );
-        let mut select = vec!["pdi.person_id AS actor".to_string()];
+        let mut select = vec![if personless {
+            "CAST(e.person_id AS VARCHAR) AS actor".to_string()
+        } else {
+            "pdi.person_id AS actor".to_string()
+        }];
         if let Some(b) = &self.breakdown {
             let column = if b.kind == PropKind::Person {
                 "p.properties"
@@ -260,6 +299,14 @@ impl FunnelSpec {
             filter.push(format!("e.event IN ({})", names.join(", ")));
         }
         filter.push(props_sql(&self.props)?);
+        if personless {
+            filter.push(format!("e.person_id IS NOT NULL AND {NO_PERSON}"));
+            return Ok(format!(
+                "SELECT {} FROM events e WHERE {} GROUP BY e.person_id",
+                select.join(", "),
+                filter.join(" AND ")
+            ));
+        }
         let persons_join = if self.needs_persons() {
             " JOIN persons p ON p.uuid = pdi.person_id"
         } else {
@@ -277,11 +324,20 @@ impl FunnelSpec {
     }
 }
 
+/// The condition that event `e`'s distinct id has no person.
+pub const NO_PERSON: &str =
+    "NOT EXISTS (SELECT 1 FROM person_distinct_ids x WHERE x.distinct_id = e.distinct_id)";
+
 /// One person's funnel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Actor {
-    /// The person's UUID.
+    /// The person's UUID (for a personless actor, the UUID its events
+    /// carry).
     pub person: String,
+    /// Whether the actor has no person: its events are personless
+    /// (`$process_person_profile: false`), it has no profile to list, and
+    /// its events are found by the UUID they carry.
+    pub personless: bool,
     /// The breakdown values (one per key; `None` when unset).
     pub breakdown: Vec<Option<String>>,
     /// Furthest step reached (1-based; at least 1).
@@ -306,19 +362,40 @@ pub async fn actors(
     }
     let ctx = session(persons, project, limits)?;
     super::cohorts::register_for(&ctx, persons, project, spec.all_props()).await?;
-    actors_in(&ctx, spec).await
+    actors_in(&ctx, persons, project, spec).await
 }
 
 /// [`actors`] in a session made by [`session`] (with the cohorts of the
 /// spec's filters registered).
-pub async fn actors_in(ctx: &SessionContext, spec: &FunnelSpec) -> Result<Vec<Actor>> {
+pub async fn actors_in(
+    ctx: &SessionContext,
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &FunnelSpec,
+) -> Result<Vec<Actor>> {
     if spec.steps.is_empty() {
         return Ok(Vec::new());
     }
-    let batches = collect(ctx, &spec.sql()?).await?;
-    let nb = spec.breakdown.as_ref().map_or(0, |b| b.keys.len());
     let mut out = Vec::new();
-    for b in &batches {
+    read_actors(&collect(ctx, &spec.sql()?).await?, spec, None, &mut out)?;
+    if let Some(sql) = spec.personless_sql()? {
+        let deleted = deleted_person_uuids(persons, project)?;
+        read_actors(&collect(ctx, &sql).await?, spec, Some(&deleted), &mut out)?;
+    }
+    out.sort_by(|a, b| a.person.cmp(&b.person));
+    Ok(out)
+}
+
+/// The actors of one query's `batches` into `out`; `deleted` is `Some`
+/// (the UUIDs to leave out) for the personless query.
+fn read_actors(
+    batches: &[arrow::record_batch::RecordBatch],
+    spec: &FunnelSpec,
+    deleted: Option<&HashSet<String>>,
+    out: &mut Vec<Actor>,
+) -> Result<()> {
+    let nb = spec.breakdown.as_ref().map_or(0, |b| b.keys.len());
+    for b in batches {
         let actor = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
         let actor = actor.as_string::<i32>();
         let bds: Vec<_> = (0..nb)
@@ -330,7 +407,10 @@ pub async fn actors_in(ctx: &SessionContext, spec: &FunnelSpec) -> Result<Vec<Ac
         let avg = f.column(2).as_list::<i32>();
         let med = f.column(3).as_list::<i32>();
         for r in 0..b.num_rows() {
-            if steps.value(r) == 0 || actor.is_null(r) {
+            if steps.value(r) == 0
+                || actor.is_null(r)
+                || deleted.is_some_and(|d| d.contains(actor.value(r)))
+            {
                 continue;
             }
             let t = arrow::compute::cast(&ts.value(r), &DataType::Int64)?;
@@ -339,6 +419,7 @@ pub async fn actors_in(ctx: &SessionContext, spec: &FunnelSpec) -> Result<Vec<Ac
             };
             out.push(Actor {
                 person: actor.value(r).to_string(),
+                personless: deleted.is_some(),
                 breakdown: bds
                     .iter()
                     .map(|c| {
@@ -353,8 +434,7 @@ pub async fn actors_in(ctx: &SessionContext, spec: &FunnelSpec) -> Result<Vec<Ac
             });
         }
     }
-    out.sort_by(|a, b| a.person.cmp(&b.person));
-    Ok(out)
+    Ok(())
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {

@@ -9,9 +9,9 @@
 //!   distinct id now (`person_distinct_ids`), so merged persons count once
 //!   and a split follows the ids; an event whose distinct id has no person
 //!   counts for nobody, except in trends' unique users (daily, weekly and
-//!   monthly active), which count a personless event by the person UUID
-//!   it carries, as PostHog does (funnels, lifecycle and correlation do
-//!   not yet);
+//!   monthly active), funnels and funnel correlation, which count a
+//!   personless event by the person UUID it carries, as PostHog does
+//!   (lifecycle does not yet);
 //! - a deleted person is gone from every result the moment the deletion
 //!   returns: its events are hidden inside the scan (tombstones or a
 //!   logical request), its distinct ids and profile are gone from the
@@ -150,6 +150,21 @@ impl<K: Ord + Copy> Default for SortedKeys<K> {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The UUIDs (text) of the project's deleted persons: their events, kept
+/// when the deletion did not ask for them, carry their UUID but no longer
+/// a distinct id with a person, and a deleted person counts nowhere (the
+/// analytics that count personless events by their UUID leave these out).
+pub fn deleted_person_uuids(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+) -> Result<std::collections::HashSet<String>> {
+    Ok(persons
+        .deleted_person_uuids(project)?
+        .into_iter()
+        .map(|u| u.hyphenated().to_string())
+        .collect())
 }
 
 /// Run `sql` and collect its batches.

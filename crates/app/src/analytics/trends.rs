@@ -28,7 +28,11 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::filter::{props, range, Interval, Params, Prop, PropKind};
-use super::{collect, lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
+use super::funnel::NO_PERSON;
+use super::{
+    collect, deleted_person_uuids, lit, period_labels, props_sql, session, stream, ts_lit,
+    SortedKeys,
+};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -379,11 +383,7 @@ impl TrendsSpec {
         // joins build on them and stream the events through.
         let persons = !personless && (person_props || cohort || s.math != Math::Total);
         if personless {
-            filter.push(
-                "e.person_id IS NOT NULL AND NOT EXISTS \
-                 (SELECT 1 FROM person_distinct_ids x WHERE x.distinct_id = e.distinct_id)"
-                    .to_string(),
-            );
+            filter.push(format!("e.person_id IS NOT NULL AND {NO_PERSON}"));
         }
         let from_sql = if persons {
             "person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
@@ -416,17 +416,6 @@ impl TrendsSpec {
     }
 }
 
-/// The UUIDs (text) of the project's deleted persons: their events, kept
-/// when the deletion did not ask for them, carry their UUID but no longer
-/// a distinct id with a person, and a deleted person counts nowhere.
-fn deleted_persons(persons: &Arc<Persons<SqliteMeta>>, project: i64) -> Result<HashSet<String>> {
-    Ok(persons
-        .deleted_person_uuids(project)?
-        .into_iter()
-        .map(|u| u.hyphenated().to_string())
-        .collect())
-}
-
 /// Per breakdown value (`None` without a breakdown): the count per
 /// period start.
 pub type Counts = BTreeMap<Option<String>, BTreeMap<i64, u64>>;
@@ -457,7 +446,7 @@ pub async fn compute(
     .await?;
     // Read once for every series that counts personless actors.
     let deleted = if spec.series.iter().any(|s| spec.counts_personless(s)) {
-        deleted_persons(persons, project)?
+        deleted_person_uuids(persons, project)?
     } else {
         HashSet::new()
     };

@@ -337,3 +337,62 @@ async fn correlation_parameters_are_checked() {
             .contains("needs an id")
     );
 }
+
+/// Personless actors (events with `$process_person_profile: false`) count
+/// in the totals and for the events they did, found by the UUID their
+/// events carry; they have no person properties and are not listed among
+/// a row's persons.
+#[tokio::test]
+async fn personless_actors_are_correlated_by_their_events() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let anon = json!({"$process_person_profile": false});
+    let names: Vec<String> = (0..10).map(|u| format!("anon_{u}")).collect();
+    let mut evs = Vec::new();
+    for (u, n) in names.iter().enumerate() {
+        evs.push((
+            n.as_str(),
+            "user signed up",
+            "2020-01-02T14:00:00Z",
+            anon.clone(),
+        ));
+        if u < 5 {
+            evs.push((
+                n.as_str(),
+                "watched video",
+                "2020-01-03T14:00:00Z",
+                anon.clone(),
+            ));
+            evs.push((n.as_str(), "paid", "2020-01-04T14:00:00Z", anon.clone()));
+        }
+    }
+    // One person who signs up and drops off, after watching the video.
+    evs.push(("p", "user signed up", "2020-01-02T14:00:00Z", json!({})));
+    evs.push(("p", "watched video", "2020-01-03T14:00:00Z", json!({})));
+    capture(app.persons(), &evs);
+    let p = json!({
+        "events": events_param(&["user signed up", "paid"]),
+        "date_from": "2020-01-01", "date_to": "2020-01-14",
+        "funnel_correlation_type": "events",
+    });
+    let c = correlate(&app, p.clone()).await;
+    // 5 successes (all personless) and 6 failures (5 personless, the
+    // person); the video: 5 successes and 1 failure.
+    let video = rows(&c)
+        .into_iter()
+        .find(|r| r.0 == "watched video")
+        .expect("the video is correlated");
+    assert_eq!((video.1, video.2), (5, 1), "{:?}", rows(&c));
+    let want = (5.0 + 1.0) * (6.0 - 1.0 + 1.0) / ((5.0 - 5.0 + 1.0) * (1.0 + 1.0));
+    assert!((video.3 - want).abs() < 1e-9, "{} against {want}", video.3);
+    // The row's persons: only the one with a profile.
+    let listed = persons_of(
+        &app,
+        with(
+            &p,
+            json!({"funnel_correlation_person_entity": {"id": "watched video", "type": "events"}}),
+        ),
+    )
+    .await;
+    assert_eq!(listed, vec![uuid_of(&app, "p")]);
+}

@@ -362,3 +362,68 @@ async fn funnel_parameters_are_checked() {
     );
     app.close().expect("close");
 }
+
+/// Events without a person profile (`$process_person_profile: false`, what
+/// posthog-js sends for anonymous visitors under `identified_only`) make
+/// funnel actors of the person UUID they carry, as in PostHog; an id that
+/// later gets a person is that person; a deleted person's kept events make
+/// no actor; a person property filter leaves them out.
+#[tokio::test]
+async fn personless_events_are_funnel_actors() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let anon = json!({"$process_person_profile": false});
+    capture(
+        app.persons(),
+        &[
+            // v1 converts anonymously, v2 drops off.
+            ("v1", "$pageview", "2021-05-01T10:00:00Z", anon.clone()),
+            ("v1", "signed up", "2021-05-01T11:00:00Z", anon.clone()),
+            ("v2", "$pageview", "2021-05-01T12:00:00Z", anon.clone()),
+            // v3 views anonymously and converts once it has a person.
+            ("v3", "$pageview", "2021-05-02T10:00:00Z", anon.clone()),
+            ("v3", "signed up", "2021-05-02T11:00:00Z", json!({})),
+            // A person who converts, and one deleted with its events kept.
+            ("u", "$pageview", "2021-05-02T12:00:00Z", json!({})),
+            ("u", "signed up", "2021-05-02T13:00:00Z", json!({})),
+            ("gone", "$pageview", "2021-05-02T12:00:00Z", json!({})),
+        ],
+    );
+    app.persons()
+        .delete(
+            P,
+            &elide_persons::DeletePersons {
+                uuids: Vec::new(),
+                distinct_ids: vec!["gone".into()],
+                delete_events: false,
+                delete_recordings: false,
+                keep_person: false,
+            },
+        )
+        .expect("delete the profile only");
+    let p = json!({
+        "date_from": "2021-05-01", "date_to": "2021-05-03",
+        "funnel_window_days": 7,
+        "events": events_param(&["$pageview", "signed up"]),
+    });
+    let (spec, actors) = funnel_actors(&app, &p).await;
+    let steps = funnel::steps(&spec, &actors, "");
+    assert_eq!(steps[0]["count"], json!(4), "{steps}");
+    assert_eq!(steps[1]["count"], json!(3), "{steps}");
+    let mut personless: Vec<bool> = actors.iter().map(|a| a.personless).collect();
+    personless.sort();
+    assert_eq!(personless, vec![false, false, true, true]);
+    let v3 = uuid_of(&app, "v3");
+    let a3 = actors
+        .iter()
+        .find(|a| a.person == v3)
+        .expect("v3 is a person");
+    assert_eq!((a3.steps, a3.personless), (2, false));
+    // A person property filter: personless events never match it.
+    let mut with_prop = p.clone();
+    with_prop["properties"] =
+        json!([{"key": "email", "value": "x", "operator": "is_not", "type": "person"}]);
+    let (_, actors) = funnel_actors(&app, &with_prop).await;
+    assert_eq!(actors.len(), 2);
+    assert!(actors.iter().all(|a| !a.personless));
+}
