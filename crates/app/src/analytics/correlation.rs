@@ -33,8 +33,8 @@ use elide_persons::{Persons, SqliteMeta};
 use serde_json::Value;
 
 use super::filter::{entity_of, props, Entity, Params, Prop, PropKind};
-use super::funnel::{actors_in, Actor, FunnelSpec, NO_PERSON};
-use super::{collect, lit, props_sql, session, ts_lit};
+use super::funnel::{actors_in, Actor, FunnelSpec};
+use super::{collect, lit, props_sql, session, ts_lit, NO_PERSON};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 

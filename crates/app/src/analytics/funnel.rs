@@ -14,9 +14,9 @@
 //!
 //! Personless events (`$process_person_profile: false`, which posthog-js
 //! sends for anonymous visitors by default) make an actor of the person
-//! UUID they carry, as in PostHog, unless a person property or a cohort
-//! filters or breaks the funnel down; a deleted person's kept events make
-//! none.
+//! UUID they carry, as in PostHog, with empty person properties (they
+//! pass `is_not` and `is_not_set` person filters, no other, and are in no
+//! cohort); a deleted person's kept events make none.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use super::filter::{
     entities, funnel_window, props, range, Entity, ExclusionStep, Params, Prop, PropKind, Range,
 };
-use super::{collect, deleted_person_uuids, lit, props_sql, session, ts_lit};
+use super::{collect, deleted_person_uuids, lit, personless_can_match, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -215,38 +215,28 @@ impl FunnelSpec {
                 .is_some_and(|b| b.kind == PropKind::Person)
     }
 
-    /// Whether the funnel counts personless actors
-    /// ([`FunnelSpec::personless_sql`]): not when a person property or a
-    /// cohort filters it or breaks it down, which personless events
-    /// cannot match here.
+    /// Whether the funnel counts personless actors ([`FunnelSpec::sql`]):
+    /// not when a cohort or a person property filter that needs a person
+    /// filters it ([`super::personless_can_match`]). Broken down by a
+    /// person property, they have none.
     pub fn counts_personless(&self) -> bool {
-        !self.needs_persons() && !self.all_props().any(|p| p.kind == PropKind::Cohort)
+        personless_can_match(self.all_props())
     }
 
-    /// The query: one row per person (and nothing for persons who never
-    /// did step 1).
+    /// The query: one row per actor (and nothing for actors who never did
+    /// step 1): `actor`, `personless`, the breakdown values, the path.
+    ///
+    /// An actor is a person, or, when the funnel
+    /// [counts them](FunnelSpec::counts_personless), the person UUID that
+    /// events with no person carry (personless, `$process_person_profile:
+    /// false`: their distinct id has none), as PostHog aggregates them.
+    /// Those come through the events' outer join with the persons tables,
+    /// with no person row: their person properties are absent, which the
+    /// person filters then see. The caller leaves out the UUIDs of deleted
+    /// persons, whose kept events also have no distinct id with a person.
+    /// The two kinds of actors are disjoint: an id with a person has a row
+    /// in `person_distinct_ids`.
     pub fn sql(&self) -> Result<String> {
-        self.sql_for(false)
-    }
-
-    /// The same for the events with no person (personless,
-    /// `$process_person_profile: false`: their distinct id has none), one
-    /// row per person UUID they carry, as PostHog aggregates them. The
-    /// caller leaves out the UUIDs of deleted persons, whose kept events
-    /// also have no distinct id with a person. `None` when the funnel does
-    /// not count them ([`FunnelSpec::counts_personless`]). The actors of
-    /// the two queries are disjoint: an id with a person has a row in
-    /// `person_distinct_ids`. (Each query reads the persons tables: a
-    /// capture between them can move an id from one set to the other for
-    /// that request.)
-    pub fn personless_sql(&self) -> Result<Option<String>> {
-        if !self.counts_personless() {
-            return Ok(None);
-        }
-        self.sql_for(true).map(Some)
-    }
-
-    fn sql_for(&self, personless: bool) -> Result<String> {
         let mut conds: Vec<String> = self.steps.iter().map(Self::cond).collect::<Result<_>>()?;
         for x in &self.exclusions {
             conds.push(Self::cond(&x.entity)?);
@@ -263,11 +253,18 @@ impl FunnelSpec {
             "INTERVAL '{} months {} microseconds'",
             self.window.months, self.window.length
         );
-        let mut select = vec![if personless {
-            "CAST(e.person_id AS VARCHAR) AS actor".to_string()
+        let personless = self.counts_personless();
+        let mut select = if personless {
+            vec![
+                "COALESCE(pdi.person_id, CAST(e.person_id AS VARCHAR)) AS actor".to_string(),
+                "bool_or(pdi.person_id IS NULL) AS personless".to_string(),
+            ]
         } else {
-            "pdi.person_id AS actor".to_string()
-        }];
+            vec![
+                "pdi.person_id AS actor".to_string(),
+                "FALSE AS personless".to_string(),
+            ]
+        };
         if let Some(b) = &self.breakdown {
             let column = if b.kind == PropKind::Person {
                 "p.properties"
@@ -299,14 +296,6 @@ impl FunnelSpec {
             filter.push(format!("e.event IN ({})", names.join(", ")));
         }
         filter.push(props_sql(&self.props)?);
-        if personless {
-            filter.push(format!("e.person_id IS NOT NULL AND {NO_PERSON}"));
-            return Ok(format!(
-                "SELECT {} FROM events e WHERE {} GROUP BY e.person_id",
-                select.join(", "),
-                filter.join(" AND ")
-            ));
-        }
         let persons_join = if self.needs_persons() {
             " JOIN persons p ON p.uuid = pdi.person_id"
         } else {
@@ -314,19 +303,17 @@ impl FunnelSpec {
         };
         // The persons tables first: DataFusion builds its hash joins on
         // the left side, and with `events` first the second join would
-        // build on every event.
+        // build on every event. A right join keeps the events whose
+        // distinct id has no person.
+        let events_join = if personless { "RIGHT JOIN" } else { "JOIN" };
         Ok(format!(
             "SELECT {} FROM person_distinct_ids pdi{persons_join} \
-             JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY pdi.person_id",
+             {events_join} events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY 1",
             select.join(", "),
             filter.join(" AND ")
         ))
     }
 }
-
-/// The condition that event `e`'s distinct id has no person.
-pub const NO_PERSON: &str =
-    "NOT EXISTS (SELECT 1 FROM person_distinct_ids x WHERE x.distinct_id = e.distinct_id)";
 
 /// One person's funnel.
 #[derive(Debug, Clone, PartialEq)]
@@ -376,40 +363,35 @@ pub async fn actors_in(
     if spec.steps.is_empty() {
         return Ok(Vec::new());
     }
-    let mut out = Vec::new();
-    read_actors(&collect(ctx, &spec.sql()?).await?, spec, None, &mut out)?;
-    if let Some(sql) = spec.personless_sql()? {
-        let deleted = deleted_person_uuids(persons, project)?;
-        read_actors(&collect(ctx, &sql).await?, spec, Some(&deleted), &mut out)?;
-    }
-    out.sort_by(|a, b| a.person.cmp(&b.person));
-    Ok(out)
-}
-
-/// The actors of one query's `batches` into `out`; `deleted` is `Some`
-/// (the UUIDs to leave out) for the personless query.
-fn read_actors(
-    batches: &[arrow::record_batch::RecordBatch],
-    spec: &FunnelSpec,
-    deleted: Option<&HashSet<String>>,
-    out: &mut Vec<Actor>,
-) -> Result<()> {
+    let batches = collect(ctx, &spec.sql()?).await?;
+    // Personless actors carry a deleted person's UUID on the events it
+    // kept: those are left out.
+    let deleted = if spec.counts_personless() {
+        deleted_person_uuids(persons, project)?
+    } else {
+        HashSet::new()
+    };
     let nb = spec.breakdown.as_ref().map_or(0, |b| b.keys.len());
-    for b in batches {
+    let mut out = Vec::new();
+    for b in &batches {
         let actor = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
         let actor = actor.as_string::<i32>();
+        let Some(personless) = b.column(1).as_boolean_opt() else {
+            return invalid("funnel: personless is not a boolean");
+        };
         let bds: Vec<_> = (0..nb)
-            .map(|i| arrow::compute::cast(b.column(1 + i), &DataType::Utf8))
+            .map(|i| arrow::compute::cast(b.column(2 + i), &DataType::Utf8))
             .collect::<std::result::Result<_, _>>()?;
-        let f = b.column(1 + nb).as_struct();
+        let f = b.column(2 + nb).as_struct();
         let steps = f.column(0).as_primitive::<UInt8Type>();
         let ts = f.column(1).as_list::<i32>();
         let avg = f.column(2).as_list::<i32>();
         let med = f.column(3).as_list::<i32>();
         for r in 0..b.num_rows() {
+            let personless = personless.is_valid(r) && personless.value(r);
             if steps.value(r) == 0
                 || actor.is_null(r)
-                || deleted.is_some_and(|d| d.contains(actor.value(r)))
+                || (personless && deleted.contains(actor.value(r)))
             {
                 continue;
             }
@@ -419,7 +401,7 @@ fn read_actors(
             };
             out.push(Actor {
                 person: actor.value(r).to_string(),
-                personless: deleted.is_some(),
+                personless,
                 breakdown: bds
                     .iter()
                     .map(|c| {
@@ -434,7 +416,8 @@ fn read_actors(
             });
         }
     }
-    Ok(())
+    out.sort_by(|a, b| a.person.cmp(&b.person));
+    Ok(out)
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {

@@ -216,6 +216,34 @@ pub fn props_sql(props: &[Prop]) -> Result<String> {
     })
 }
 
+/// The condition that event `e`'s distinct id has no person.
+pub const NO_PERSON: &str =
+    "NOT EXISTS (SELECT 1 FROM person_distinct_ids x WHERE x.distinct_id = e.distinct_id)";
+
+/// Whether personless events (no person: no cohort, empty person
+/// properties) can pass `props`: every person property filter must hold
+/// of an absent value (`is_not`, `is_not_set`), as PostHog evaluates them
+/// on a personless event's empty person properties, and no cohort may be
+/// named.
+pub fn personless_can_match<'a>(props: impl IntoIterator<Item = &'a Prop>) -> bool {
+    props.into_iter().all(|p| match p.kind {
+        PropKind::Event => true,
+        PropKind::Person => p.filter.matches(None),
+        PropKind::Cohort => false,
+    })
+}
+
+/// [`props_sql`] for personless events, on `e` alone: the event filters
+/// (the person filters hold of them when [`personless_can_match`]).
+pub fn personless_props_sql(props: &[Prop]) -> Result<String> {
+    let events: Vec<Prop> = props
+        .iter()
+        .filter(|p| p.kind == PropKind::Event)
+        .cloned()
+        .collect();
+    props_sql(&events)
+}
+
 /// Whether any filter reads person properties (the query joins `persons`).
 pub fn needs_persons(props: &[&Prop]) -> bool {
     props.iter().any(|p| p.kind == PropKind::Person)

@@ -28,10 +28,9 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::filter::{props, range, Interval, Params, Prop, PropKind};
-use super::funnel::NO_PERSON;
 use super::{
-    collect, deleted_person_uuids, lit, period_labels, props_sql, session, stream, ts_lit,
-    SortedKeys,
+    collect, deleted_person_uuids, lit, period_labels, personless_can_match, personless_props_sql,
+    props_sql, session, stream, ts_lit, SortedKeys, NO_PERSON,
 };
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
@@ -323,13 +322,11 @@ impl TrendsSpec {
     /// The same for the events with no person (personless, `$process_person_profile:
     /// false`: their distinct id has none), counted as PostHog counts
     /// them, by the person UUID they carry: (period, breakdown, that UUID's
-    /// text) once each for daily active, per event for weekly and monthly
-    /// active. The caller leaves out the UUIDs of deleted persons (whose
-    /// kept events also have no distinct id with a person). `None` for
-    /// `total` (its query counts every event already) and with a person
-    /// property or cohort filter (not applied to personless events; PostHog
-    /// would match them by empty person properties with `is_not` and
-    /// `is_not_set`). The two sets of actors are disjoint: an id with a
+    /// text, events) once each for daily active and total, per event for
+    /// weekly and monthly active. The caller leaves out the UUIDs of
+    /// deleted persons (whose kept events also have no distinct id with a
+    /// person). `None` when [`TrendsSpec::counts_personless`] is false.
+    /// The two sets of actors are disjoint: an id with a
     /// person has a row in `person_distinct_ids`. (The two queries read the
     /// persons tables each: a capture between them can move an id from one
     /// set to the other for that request.)
@@ -340,14 +337,15 @@ impl TrendsSpec {
         self.series_sql(s, true).map(Some)
     }
 
-    /// Whether series `s` counts personless actors ([`TrendsSpec::personless_sql`]).
+    /// Whether series `s` counts personless actors
+    /// ([`TrendsSpec::personless_sql`]): their person properties are empty,
+    /// so not when a cohort or a person filter that needs a person filters
+    /// the series ([`super::personless_can_match`]). `total` without a
+    /// person or cohort filter reads every event in its own query.
     fn counts_personless(&self, s: &Series) -> bool {
-        s.math != Math::Total
-            && !self
-                .props
-                .iter()
-                .chain(&s.props)
-                .any(|p| matches!(p.kind, PropKind::Person | PropKind::Cohort))
+        let mut props = self.props.iter().chain(&s.props);
+        personless_can_match(props.clone())
+            && (s.math != Math::Total || props.any(|p| p.kind != PropKind::Event))
     }
 
     fn series_sql(&self, s: &Series, personless: bool) -> Result<String> {
@@ -355,11 +353,16 @@ impl TrendsSpec {
             Some(d) => self.first - (d - 1) * DAY,
             None => self.first,
         };
+        let own = if personless {
+            personless_props_sql
+        } else {
+            props_sql
+        };
         let mut filter = vec![
             format!("e.timestamp >= {}", ts_lit(from)),
             format!("e.timestamp <= {}", ts_lit(self.to)),
-            props_sql(&self.props)?,
-            props_sql(&s.props)?,
+            own(&self.props)?,
+            own(&s.props)?,
         ];
         if let Some(e) = &s.event {
             filter.push(format!("e.event = {}", lit(e)));
@@ -394,12 +397,12 @@ impl TrendsSpec {
         let period = self.period_sql();
         let where_ = filter.join(" AND ");
         Ok(match s.math {
+            Math::Total | Math::Dau if personless => format!(
+                "SELECT {period} AS period, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person, count(*) AS n \
+                 FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
+            ),
             Math::Total => format!(
                 "SELECT {period} AS period, {bd} AS bd, count(*) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
-            ),
-            Math::Dau if personless => format!(
-                "SELECT {period} AS period, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person \
-                 FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
             ),
             Math::Dau => format!(
                 "SELECT {period} AS period, {bd} AS bd, count(DISTINCT p.id) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
@@ -465,8 +468,8 @@ pub async fn compute(
         };
         match s.math.days() {
             None => {
-                // Personless actors: one row per (period, value, UUID),
-                // less the UUIDs of deleted persons.
+                // Personless actors: one row per (period, value, UUID)
+                // with its events, less the UUIDs of deleted persons.
                 if let Some(sql) = spec.personless_sql(s)? {
                     for b in &collect(&ctx, &sql).await? {
                         let period = b.column(0).as_primitive::<Int64Type>();
@@ -474,6 +477,7 @@ pub async fn compute(
                         let bd = bd.as_string::<i32>();
                         let who = arrow::compute::cast(b.column(2), &DataType::Utf8)?;
                         let who = who.as_string::<i32>();
+                        let events = b.column(3).as_primitive::<Int64Type>();
                         for r in 0..b.num_rows() {
                             if period.is_null(r) || who.is_null(r) || deleted.contains(who.value(r))
                             {
@@ -483,7 +487,11 @@ pub async fn compute(
                                 .entry(bd_of(bd, r))
                                 .or_default()
                                 .entry(period.value(r))
-                                .or_default() += 1;
+                                .or_default() += if s.math == Math::Total {
+                                events.value(r).max(0) as u64
+                            } else {
+                                1
+                            };
                         }
                     }
                 }

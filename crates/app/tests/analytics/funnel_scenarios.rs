@@ -367,7 +367,7 @@ async fn funnel_parameters_are_checked() {
 /// posthog-js sends for anonymous visitors under `identified_only`) make
 /// funnel actors of the person UUID they carry, as in PostHog; an id that
 /// later gets a person is that person; a deleted person's kept events make
-/// no actor; a person property filter leaves them out.
+/// no actor; person property filters see their properties as absent.
 #[tokio::test]
 async fn personless_events_are_funnel_actors() {
     let dir = tempfile::tempdir().expect("dir");
@@ -419,11 +419,25 @@ async fn personless_events_are_funnel_actors() {
         .find(|a| a.person == v3)
         .expect("v3 is a person");
     assert_eq!((a3.steps, a3.personless), (2, false));
-    // A person property filter: personless events never match it.
-    let mut with_prop = p.clone();
-    with_prop["properties"] =
-        json!([{"key": "email", "value": "x", "operator": "is_not", "type": "person"}]);
-    let (_, actors) = funnel_actors(&app, &with_prop).await;
-    assert_eq!(actors.len(), 2);
-    assert!(actors.iter().all(|a| !a.personless));
+    // Person property filters see a personless actor's properties as
+    // absent: `is_not` and `is_not_set` keep it, `exact` does not.
+    for (operator, value, want) in [
+        ("is_not", json!("x"), 4),
+        ("is_not_set", json!(null), 4),
+        ("exact", json!("x"), 0),
+        ("icontains", json!("x"), 0),
+    ] {
+        let mut with_prop = p.clone();
+        with_prop["properties"] =
+            json!([{"key": "email", "value": value, "operator": operator, "type": "person"}]);
+        let (_, actors) = funnel_actors(&app, &with_prop).await;
+        assert_eq!(actors.len(), want, "{operator}");
+    }
+    // Broken down by a person property, a personless actor has none.
+    let mut by_plan = p.clone();
+    by_plan["breakdown"] = json!("plan");
+    by_plan["breakdown_type"] = json!("person");
+    let (_, actors) = funnel_actors(&app, &by_plan).await;
+    assert_eq!(actors.len(), 4);
+    assert!(actors.iter().all(|a| a.breakdown == vec![None]));
 }

@@ -340,11 +340,25 @@ async fn personless_events_count_as_unique_users() {
         data(&trend(&app, q("weekly_active")).await, 0),
         vec![3, 4, 4]
     );
-    // A person property filter: personless events never match it.
-    let mut with_prop = q("dau");
-    with_prop["properties"] =
-        json!([{"key": "email", "value": "x", "operator": "is_not", "type": "person"}]);
-    assert_eq!(data(&trend(&app, with_prop).await, 0), vec![1, 1, 0]);
+    // Person property filters see a personless event's person properties
+    // as absent (as PostHog's empty ones): `is_not` keeps it, `exact`
+    // does not, in unique users and in events alike.
+    for (math, operator, want) in [
+        ("dau", "is_not", vec![3, 1, 0]),
+        ("dau", "exact", vec![0, 0, 0]),
+        ("total", "is_not", vec![4, 2, 0]),
+        ("total", "exact", vec![0, 0, 0]),
+        ("weekly_active", "is_not", vec![3, 4, 4]),
+    ] {
+        let mut with_prop = q(math);
+        with_prop["properties"] =
+            json!([{"key": "email", "value": "x", "operator": operator, "type": "person"}]);
+        assert_eq!(
+            data(&trend(&app, with_prop).await, 0),
+            want,
+            "{math} {operator}"
+        );
+    }
 }
 
 /// A person deleted without its events: the events it kept carry its UUID
