@@ -13,7 +13,9 @@
 3. Times (median of 3 after a warm-up, wall clock of the HTTP call):
    the lifecycle of `$pageview` over 90 days by day, the correlation of a
    30-day `$pageview → purchase` funnel (events, and person properties),
-   the funnel itself, a 90-day DAU and MAU `TrendsQuery`.
+   the funnel itself, a 90-day DAU and MAU `TrendsQuery`, two HogQL
+   queries (distinct persons by day, which reads each event's person now,
+   and events by name).
 """
 import argparse
 import json
@@ -140,6 +142,14 @@ def serve_and_time(args, data: str, key: str) -> int:
                          "series": [{"kind": "EventsNode", "event": "$pageview"}],
                          "breakdownFilter": {"breakdown": "$browser"}}},
               show=lambda o: f"{len(o['results'])} series")
+        hogql = lambda text: {"query": {"kind": "HogQLQuery", "query": text}}
+        timed("HogQL distinct persons by day, 90 days", "/api/projects/1/query/",
+              hogql("select toDate(timestamp) as d, count(distinct person_id) from events "
+                    "where event = '$pageview' and timestamp > now() - interval 90 day group by d"),
+              show=lambda o: f"sum {sum(r[1] for r in o['results'])}")
+        timed("HogQL events by event, 90 days", "/api/projects/1/query/",
+              hogql("select event, count() from events where timestamp > now() - interval 90 day group by event"),
+              show=lambda o: f"{len(o['results'])} rows")
         if not args.only or "cohort" in args.only:
             # A dynamic cohort (computed on every request): plan = pro, and
             # purchased at least twice in the last 30 days.

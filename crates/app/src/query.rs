@@ -88,6 +88,9 @@ pub async fn run_hogql(
         ctx = elide_query::deadline::with_deadline(ctx, Arc::clone(d));
     }
     register_person_tables(&ctx, persons, Some(project))?;
+    if rw.uses_person_id {
+        override_person_ids(&ctx).await?;
+    }
     ctx.register_udf(DateDiff::udf());
     let people = if rw.uses_person {
         persons.properties_by_distinct_id(project)?
@@ -139,6 +142,59 @@ pub async fn run_hogql(
         limit,
         offset: 0,
     })
+}
+
+/// Replace the session's `events` with a view whose `person_id` is the
+/// person that owns the event's distinct id now, or the UUID the event
+/// carries when no person does (personless events, a deleted person's
+/// kept events): PostHog's `events.person_id` with its person overrides,
+/// so that the events of merged persons name one person. Still 16 bytes
+/// (the persons' UUID text is converted once per distinct id, not per
+/// event), but no longer a column the scan can prune by.
+async fn override_person_ids(ctx: &datafusion::prelude::SessionContext) -> Result<()> {
+    use datafusion::common::{Column, JoinType};
+    use datafusion::functions::expr_fn::coalesce;
+    use datafusion::prelude::{col, Expr};
+
+    let events = ctx.table("events").await?;
+    let ids = ctx.table("person_distinct_ids").await?.select(vec![
+        col("distinct_id").alias("__override_distinct_id"),
+        Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+            elide_query::uuid_sql::uuid_from_text_udf(),
+            vec![col("person_id")],
+        ))
+        .alias("__override_person_id"),
+    ])?;
+    let columns: Vec<Expr> = events
+        .schema()
+        .columns()
+        .into_iter()
+        .map(|c| {
+            if c.name == "person_id" {
+                coalesce(vec![
+                    col("__override_person_id"),
+                    Expr::Column(Column::new(c.relation.clone(), c.name.clone())),
+                ])
+                .alias("person_id")
+            } else {
+                let name = c.name.clone();
+                Expr::Column(c).alias(name)
+            }
+        })
+        .collect();
+    let view = events
+        .join(
+            ids,
+            JoinType::Left,
+            &["distinct_id"],
+            &["__override_distinct_id"],
+            None,
+        )?
+        .select(columns)?
+        .into_view();
+    ctx.deregister_table("events")?;
+    ctx.register_table("events", view)?;
+    Ok(())
 }
 
 /// ClickHouse's name of an Arrow type (what PostHog's `types` shows).

@@ -260,6 +260,57 @@ async fn hogql_forms_over_events_and_persons() {
     assert_eq!(rows[0][0], 4);
 }
 
+/// HogQL's `person_id` is the person that owns the event's distinct id
+/// now (PostHog's person overrides): after a merge, the events the merged
+/// id sent before name the person it joined. An anonymous visitor's
+/// personless events keep the UUID they carry until the id gets a person.
+#[tokio::test]
+async fn hogql_person_id_follows_merges() {
+    let h = Harness::new();
+    h.capture(json!([
+        {"event": "$pageview", "distinct_id": "anon", "timestamp": "2024-01-01T10:00:00Z"},
+        {"event": "$pageview", "distinct_id": "user", "timestamp": "2024-01-01T11:00:00Z"},
+        {"event": "$pageview", "distinct_id": "visitor", "timestamp": "2024-01-01T12:00:00Z",
+         "properties": {"$process_person_profile": false}},
+    ]))
+    .await;
+    // Three persons until `anon` identifies as `user`.
+    let distinct = "select count(distinct person_id) from events where event = '$pageview'";
+    assert_eq!(h.hogql(distinct).await, vec![json!([3])]);
+    h.capture(json!([
+        {"event": "$identify", "distinct_id": "user", "timestamp": "2024-01-01T13:00:00Z",
+         "properties": {"$anon_distinct_id": "anon"}},
+    ]))
+    .await;
+    assert_eq!(h.hogql(distinct).await, vec![json!([2])]);
+    let rows = h
+        .hogql("select distinct_id, person_id = person.id, toString(e.person_id) = toString(e.person.id) from events e where event = '$pageview' order by distinct_id")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!(["anon", true, true]),
+            json!(["user", true, true]),
+            json!(["visitor", true, true])
+        ]
+    );
+    let rows = h
+        .hogql("select count() from events e join person_distinct_ids p on p.person_id = e.person_id where e.distinct_id = 'anon' and p.distinct_id = 'user'")
+        .await;
+    assert_eq!(rows, vec![json!([1])]);
+    // The persons tables and a filter on the overridden column still work.
+    let user = h
+        .hogql("select person_id from person_distinct_ids where distinct_id = 'user'")
+        .await;
+    let user = user[0][0].as_str().expect("uuid").to_string();
+    let rows = h
+        .hogql(&format!(
+            "select distinct_id from events where person_id = '{user}' and event = '$pageview' order by 1"
+        ))
+        .await;
+    assert_eq!(rows, vec![json!(["anon"]), json!(["user"])]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_see_only_their_project_and_never_deleted_rows() {
     let h = Harness::new();

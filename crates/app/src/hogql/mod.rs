@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `properties.$browser`, `properties['$browser']`, `e.properties.a.b` | `json_as_text(properties, '$browser')` (strings bare, other values as JSON text, missing → NULL) |
 //! | `person.properties.email` (also `e.person.properties…`) | `elide_person_property(distinct_id, 'email')`: the properties of the event's person now |
+//! | `person_id`, `person.id` (also `e.person_id`, `e.person.id`) | `person_id`, which the runner then reads as the person that owns the event's distinct id now (PostHog's person overrides), else the UUID the event carries |
 //! | `count()` | `count(*)` |
 //! | `countIf(c)`, `sumIf(x, c)`, `avgIf(x, c)`, `minIf`, `maxIf` | the aggregate with `FILTER (WHERE c)` |
 //! | `uniq(x)`, `uniqExact(x)` | `count(DISTINCT x)` (exact) |
@@ -50,6 +51,10 @@ pub struct Rewritten {
     /// Whether it reads the event's person (`person.properties…`): the
     /// runner then loads each distinct id's person properties.
     pub uses_person: bool,
+    /// Whether it names a `person_id` column (or `person.id`): the runner
+    /// then gives `events.person_id` the person that owns the event's
+    /// distinct id now, as PostHog applies its person overrides.
+    pub uses_person_id: bool,
     /// Whether the outermost query has its own `LIMIT`.
     pub has_limit: bool,
 }
@@ -75,15 +80,13 @@ pub fn rewrite(sql: &str) -> Result<Rewritten> {
     let has_limit = query.limit_clause.is_some() || query.fetch.is_some();
     let names = output_names(&query.body);
     let mut statement = Statement::Query(query);
-    let mut uses_person = false;
+    let mut uses = Uses::default();
     let mut error: Option<AppError> = None;
-    let _ = ast::visit_expressions_mut(&mut statement, |e| {
-        match rewrite_expr(e, &mut uses_person) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(err) => {
-                error = Some(err);
-                ControlFlow::Break(())
-            }
+    let _ = ast::visit_expressions_mut(&mut statement, |e| match rewrite_expr(e, &mut uses) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(err) => {
+            error = Some(err);
+            ControlFlow::Break(())
         }
     });
     if let Some(e) = error {
@@ -94,7 +97,8 @@ pub fn rewrite(sql: &str) -> Result<Rewritten> {
     }
     Ok(Rewritten {
         statement,
-        uses_person,
+        uses_person: uses.person,
+        uses_person_id: uses.person_id,
         has_limit,
     })
 }
@@ -157,11 +161,42 @@ fn keep_output_names(body: &mut ast::SetExpr, names: &[Option<String>]) {
     }
 }
 
+/// What a query reads of the event's person.
+#[derive(Debug, Default)]
+struct Uses {
+    /// `person.properties…`.
+    person: bool,
+    /// A `person_id` column, or `person.id`.
+    person_id: bool,
+}
+
 /// Rewrite one expression in place (its children are rewritten already:
 /// the visitor calls this after them).
-fn rewrite_expr(e: &mut Expr, uses_person: &mut bool) -> Result<()> {
+fn rewrite_expr(e: &mut Expr, uses: &mut Uses) -> Result<()> {
     let replacement = match e {
-        Expr::CompoundIdentifier(parts) => property_access(parts, uses_person),
+        Expr::Identifier(i) => {
+            uses.person_id |= is(i, "person_id");
+            None
+        }
+        Expr::CompoundIdentifier(parts) => {
+            let n = parts.len();
+            if parts.last().is_some_and(|p| is(p, "person_id")) {
+                uses.person_id = true;
+                None
+            } else if n >= 2 && is(&parts[n - 2], "person") && is(&parts[n - 1], "id") {
+                // `[q.]person.id`: the event's person, `[q.]person_id`.
+                uses.person_id = true;
+                let mut id = parts[..n - 2].to_vec();
+                id.push(Ident::new("person_id"));
+                Some(if id.len() == 1 {
+                    Expr::Identifier(id.remove(0))
+                } else {
+                    Expr::CompoundIdentifier(id)
+                })
+            } else {
+                property_access(parts, &mut uses.person)
+            }
+        }
         Expr::CompoundFieldAccess { root, access_chain } => {
             // `e.person.properties['plan']` parses as `e` then a chain of
             // dots and subscripts: flatten it to names.
@@ -182,7 +217,7 @@ fn rewrite_expr(e: &mut Expr, uses_person: &mut bool) -> Result<()> {
                     _ => return Ok(()),
                 }
             }
-            property_access(&parts, uses_person)
+            property_access(&parts, &mut uses.person)
         }
         Expr::Function(f) => function(f)?,
         Expr::BinaryOp { left, op, right } if is_comparison(op) => {
@@ -619,6 +654,19 @@ mod tests {
              elide_person_property(e.distinct_id, 'plan') AS b FROM events e"
         );
         assert!(!rewrite("select event from events").unwrap().uses_person);
+        assert!(!rewrite("select event from events").unwrap().uses_person_id);
+        for q in [
+            "select count(distinct person_id) from events",
+            "select e.person_id from events e",
+            "select 1 from events where events.person_id = 'x'",
+        ] {
+            assert!(rewrite(q).unwrap().uses_person_id, "{q}");
+        }
+        assert_eq!(
+            sql("select person.id, e.person.id from events e"),
+            "SELECT person_id AS \"person.id\", e.person_id AS \"e.person.id\" FROM events e"
+        );
+        assert!(rewrite("select person.id from events").unwrap().uses_person_id);
     }
 
     #[test]
