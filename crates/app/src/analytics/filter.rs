@@ -398,26 +398,57 @@ pub struct Range {
     pub to: i64,
 }
 
+/// Whether a date parameter names an instant or a day (not a time
+/// relative to now).
+fn is_absolute(s: &str) -> bool {
+    let s = s.trim();
+    is_plain_day(s)
+        || DateTime::parse_from_rfc3339(s).is_ok()
+        || [
+            "%Y-%m-%d %H:%M:%S",
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+        ]
+        .iter()
+        .any(|f| chrono::NaiveDateTime::parse_from_str(s, f).is_ok())
+}
+
 /// `date_from` (default `default_from`; `all` = unbounded) and `date_to`
-/// (default now; a plain day means its end).
-pub fn range(p: &Params, now: DateTime<Utc>, default_from: &str) -> Result<Range> {
+/// (default now), for periods of `interval`. As PostHog's
+/// `QueryDateRange`: with periods longer than an hour, `date_to` is the
+/// end of its day, whatever time it names (so is now, by default); by
+/// hours, a relative or default `date_to` is the end of its hour and an
+/// absolute one the instant it names (a plain day: the end of that day).
+pub fn range(
+    p: &Params,
+    now: DateTime<Utc>,
+    default_from: &str,
+    interval: Interval,
+) -> Result<Range> {
     let from = match p.text("date_from").as_deref() {
         Some("all") => None,
         Some(s) => Some(parse_date(s, now, "date_from")?),
         None => Some(parse_date(default_from, now, "date_from")?),
     };
-    let to = match p.text("date_to") {
+    let given = p.text("date_to");
+    let to = match &given {
         None => now,
-        Some(s) => {
-            let d = parse_date(&s, now, "date_to")?;
-            if is_plain_day(&s) {
-                // Within chrono's range: parse_date keeps to years 1..=9999.
-                d.checked_add_signed(Duration::days(1) - Duration::microseconds(1))
-                    .unwrap_or(d)
-            } else {
-                d
-            }
-        }
+        Some(s) => parse_date(s, now, "date_to")?,
+    };
+    // The last instant of the day (or hour) holding `to`; within chrono's
+    // range, as parse_date keeps to years 1..=9999.
+    let end_of = |unit: Duration| {
+        let t = to.timestamp_micros();
+        let step = unit.num_microseconds().unwrap_or(1);
+        let start = t - t.rem_euclid(step);
+        DateTime::from_timestamp_micros(start + step - 1).unwrap_or(to)
+    };
+    let to = match (interval, given.as_deref()) {
+        (Interval::Hour, Some(s)) if is_plain_day(s) => end_of(Duration::days(1)),
+        (Interval::Hour, Some(s)) if is_absolute(s) => to,
+        (Interval::Hour, _) => end_of(Duration::hours(1)),
+        _ => end_of(Duration::days(1)),
     };
     let from = from.map(|d| d.timestamp_micros());
     let to = to.timestamp_micros();
@@ -648,6 +679,47 @@ mod tests {
                 .expect("hour")
         );
         assert_eq!(p("2024-01-02"), day(2024, 1, 2));
+    }
+
+    /// PostHog's `QueryDateRange`: by days or longer, `date_to` is the end
+    /// of its day (timed, relative or now); by hours, an absolute time is
+    /// itself and a relative one (or now) the end of its hour.
+    #[test]
+    fn date_to_is_the_end_of_its_day_or_hour() {
+        let at = |h: u32, m: u32, s: u32| {
+            Utc.with_ymd_and_hms(2024, 3, 15, h, m, s)
+                .single()
+                .expect("time")
+                .timestamp_micros()
+        };
+        let end_of_day = at(23, 59, 59) + 999_999;
+        let to = |date_to: Option<&str>, interval: Interval| {
+            let mut body = serde_json::json!({"date_from": "2024-03-01"});
+            if let Some(d) = date_to {
+                body["date_to"] = serde_json::json!(d);
+            }
+            let p = Params::new(Vec::new(), Some(body)).expect("params");
+            range(&p, now(), "-7d", interval).expect("range").to
+        };
+        for interval in [Interval::Day, Interval::Week, Interval::Month] {
+            for d in [
+                None,
+                Some("2024-03-15"),
+                Some("2024-03-15T00:00:00Z"),
+                Some("2024-03-15 10:30:00"),
+                Some("-0d"),
+                Some("-2h"),
+            ] {
+                assert_eq!(to(d, interval), end_of_day, "{d:?} by {interval:?}");
+            }
+        }
+        assert_eq!(
+            to(Some("2024-03-15T10:30:00Z"), Interval::Hour),
+            at(10, 30, 0)
+        );
+        assert_eq!(to(Some("2024-03-15"), Interval::Hour), end_of_day);
+        assert_eq!(to(Some("-2h"), Interval::Hour), at(11, 59, 59) + 999_999);
+        assert_eq!(to(None, Interval::Hour), at(13, 59, 59) + 999_999);
     }
 
     #[test]

@@ -31,7 +31,8 @@ use elide_query::funnel::Window;
 use serde_json::{json, Value};
 
 use super::filter::{
-    entities, funnel_window, props, range, Entity, ExclusionStep, Params, Prop, PropKind, Range,
+    entities, funnel_window, props, range, Entity, ExclusionStep, Interval, Params, Prop, PropKind,
+    Range,
 };
 use super::{collect, deleted_person_uuids, lit, personless_can_match, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
@@ -184,7 +185,7 @@ impl FunnelSpec {
             steps,
             exclusions,
             props: props(p.json("properties"), "properties")?,
-            range: range(p, now, "-7d")?,
+            range: range(p, now, "-7d", Interval::parse(p)?)?,
             window: funnel_window(p)?,
             order,
             breakdown: breakdown(p)?,

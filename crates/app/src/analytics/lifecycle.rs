@@ -56,7 +56,7 @@ impl LifecycleSpec {
         }
         let event = list.remove(0);
         let interval = Interval::parse(p)?;
-        let r = range(p, now, "-7d")?;
+        let r = range(p, now, "-7d", interval)?;
         let Some(from) = r.from else {
             return Err(AppError::InvalidQuery(
                 "lifecycle needs a date_from (not all)".into(),

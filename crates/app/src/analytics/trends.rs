@@ -181,7 +181,7 @@ impl TrendsSpec {
         }
         let p = Params(m);
         let interval = Interval::parse(&p)?;
-        let r = range(&p, now, "-7d")?;
+        let r = range(&p, now, "-7d", interval)?;
         let Some(from) = r.from else {
             return invalid("trends need a date_from (not all)");
         };

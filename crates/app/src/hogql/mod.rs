@@ -666,7 +666,11 @@ mod tests {
             sql("select person.id, e.person.id from events e"),
             "SELECT person_id AS \"person.id\", e.person_id AS \"e.person.id\" FROM events e"
         );
-        assert!(rewrite("select person.id from events").unwrap().uses_person_id);
+        assert!(
+            rewrite("select person.id from events")
+                .unwrap()
+                .uses_person_id
+        );
     }
 
     #[test]

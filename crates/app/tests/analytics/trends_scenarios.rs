@@ -402,3 +402,27 @@ async fn a_deleted_persons_kept_events_are_not_personless_users() {
     assert_eq!(data(&trend(&app, q("dau")).await, 0), vec![2]);
     assert_eq!(data(&trend(&app, q("weekly_active")).await, 0), vec![2]);
 }
+
+/// A timed `date_to` covers the rest of its day by days (PostHog's
+/// `QueryDateRange`), and is the instant it names by hours.
+#[tokio::test]
+async fn a_timed_date_to_covers_its_day() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    capture(
+        app.persons(),
+        &[
+            ("u", "$pageview", "2020-01-01T10:00:00Z", json!({})),
+            ("u", "$pageview", "2020-01-01T20:00:00Z", json!({})),
+            ("u", "$pageview", "2020-01-02T01:00:00Z", json!({})),
+        ],
+    );
+    let q = |interval: &str| {
+        json!({"kind": "TrendsQuery", "interval": interval,
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-01T12:00:00Z"},
+            "series": [{"kind": "EventsNode", "event": "$pageview"}]})
+    };
+    assert_eq!(data(&trend(&app, q("day")).await, 0), vec![2]);
+    let hours = data(&trend(&app, q("hour")).await, 0);
+    assert_eq!(hours.iter().sum::<i64>(), 1, "{hours:?}");
+}
