@@ -398,6 +398,9 @@ pub struct Range {
     pub to: i64,
 }
 
+/// A day in µs.
+const DAY_US: i64 = 86_400_000_000;
+
 /// Whether a date parameter names an instant or a day (not a time
 /// relative to now).
 fn is_absolute(s: &str) -> bool {
@@ -416,10 +419,11 @@ fn is_absolute(s: &str) -> bool {
 
 /// `date_from` (default `default_from`; `all` = unbounded) and `date_to`
 /// (default now), for periods of `interval`. As PostHog's
-/// `QueryDateRange`: with periods longer than an hour, `date_to` is the
-/// end of its day, whatever time it names (so is now, by default); by
-/// hours, a relative or default `date_to` is the end of its hour and an
-/// absolute one the instant it names (a plain day: the end of that day).
+/// `QueryDateRange`: with periods longer than an hour, `date_from` is the
+/// start of its day and `date_to` the end of its day, whatever time they
+/// name (so is now, by default); by hours, `date_from` is what it names, a
+/// relative or default `date_to` is the end of its hour and an absolute
+/// one the instant it names (a plain day: the end of that day).
 pub fn range(
     p: &Params,
     now: DateTime<Utc>,
@@ -443,6 +447,13 @@ pub fn range(
         let step = unit.num_microseconds().unwrap_or(1);
         let start = t - t.rem_euclid(step);
         DateTime::from_timestamp_micros(start + step - 1).unwrap_or(to)
+    };
+    let from = match (interval, from) {
+        (Interval::Hour, from) => from,
+        (_, from) => from.map(|f| {
+            let t = f.timestamp_micros();
+            DateTime::from_timestamp_micros(t - t.rem_euclid(DAY_US)).unwrap_or(f)
+        }),
     };
     let to = match (interval, given.as_deref()) {
         (Interval::Hour, Some(s)) if is_plain_day(s) => end_of(Duration::days(1)),
@@ -682,10 +693,11 @@ mod tests {
     }
 
     /// PostHog's `QueryDateRange`: by days or longer, `date_to` is the end
-    /// of its day (timed, relative or now); by hours, an absolute time is
-    /// itself and a relative one (or now) the end of its hour.
+    /// of its day (timed, relative or now) and `date_from` the start of
+    /// its day; by hours, an absolute time is itself and a relative
+    /// `date_to` (or now) the end of its hour.
     #[test]
-    fn date_to_is_the_end_of_its_day_or_hour() {
+    fn dates_cover_whole_days_but_by_hours() {
         let at = |h: u32, m: u32, s: u32| {
             Utc.with_ymd_and_hms(2024, 3, 15, h, m, s)
                 .single()
@@ -720,6 +732,22 @@ mod tests {
         assert_eq!(to(Some("2024-03-15"), Interval::Hour), end_of_day);
         assert_eq!(to(Some("-2h"), Interval::Hour), at(11, 59, 59) + 999_999);
         assert_eq!(to(None, Interval::Hour), at(13, 59, 59) + 999_999);
+        // date_from: the start of its day, but by hours.
+        let from = |date_from: &str, interval: Interval| {
+            let body = serde_json::json!({"date_from": date_from});
+            let p = Params::new(Vec::new(), Some(body)).expect("params");
+            range(&p, now(), "-7d", interval).expect("range").from
+        };
+        assert_eq!(
+            from("2024-03-15T10:30:00Z", Interval::Day),
+            Some(at(0, 0, 0))
+        );
+        assert_eq!(from("-2h", Interval::Week), Some(at(0, 0, 0)));
+        assert_eq!(
+            from("2024-03-15T10:30:00Z", Interval::Hour),
+            Some(at(10, 30, 0))
+        );
+        assert_eq!(from("-2h", Interval::Hour), Some(at(11, 0, 0)));
     }
 
     #[test]
