@@ -150,11 +150,11 @@ pub async fn run_hogql(
 /// kept events): PostHog's `events.person_id` with its person overrides,
 /// so that the events of merged persons name one person. Still 16 bytes
 /// (the persons' UUID text is converted once per distinct id, not per
-/// event), but no longer a column the scan can prune by.
+/// event; a `CASE` of two UUIDs stays one, where a function's arguments
+/// would become text), but no longer a column the scan can prune by.
 async fn override_person_ids(ctx: &datafusion::prelude::SessionContext) -> Result<()> {
     use datafusion::common::{Column, JoinType};
-    use datafusion::functions::expr_fn::coalesce;
-    use datafusion::prelude::{col, Expr};
+    use datafusion::prelude::{col, when, Expr};
 
     let events = ctx.table("events").await?;
     let ids = ctx.table("person_distinct_ids").await?.select(vec![
@@ -171,17 +171,18 @@ async fn override_person_ids(ctx: &datafusion::prelude::SessionContext) -> Resul
         .into_iter()
         .map(|c| {
             if c.name == "person_id" {
-                coalesce(vec![
-                    col("__override_person_id"),
+                when(
+                    col("__override_person_id").is_null(),
                     Expr::Column(Column::new(c.relation.clone(), c.name.clone())),
-                ])
-                .alias("person_id")
+                )
+                .otherwise(col("__override_person_id"))
+                .map(|e| e.alias("person_id"))
             } else {
                 let name = c.name.clone();
-                Expr::Column(c).alias(name)
+                Ok(Expr::Column(c).alias(name))
             }
         })
-        .collect();
+        .collect::<datafusion::error::Result<_>>()?;
     let view = events
         .join(
             ids,

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `properties.$browser`, `properties['$browser']`, `e.properties.a.b` | `json_as_text(properties, '$browser')` (strings bare, other values as JSON text, missing → NULL) |
 //! | `person.properties.email` (also `e.person.properties…`) | `elide_person_property(distinct_id, 'email')`: the properties of the event's person now |
-//! | `person_id`, `person.id` (also `e.person_id`, `e.person.id`) | `person_id`, which the runner then reads as the person that owns the event's distinct id now (PostHog's person overrides), else the UUID the event carries |
+//! | `person_id` (also `e.person_id`) | itself, which the runner then reads as the person that owns the event's distinct id now (PostHog's person overrides), else the UUID the event carries |
 //! | `count()` | `count(*)` |
 //! | `countIf(c)`, `sumIf(x, c)`, `avgIf(x, c)`, `minIf`, `maxIf` | the aggregate with `FILTER (WHERE c)` |
 //! | `uniq(x)`, `uniqExact(x)` | `count(DISTINCT x)` (exact) |
@@ -51,9 +51,9 @@ pub struct Rewritten {
     /// Whether it reads the event's person (`person.properties…`): the
     /// runner then loads each distinct id's person properties.
     pub uses_person: bool,
-    /// Whether it names a `person_id` column (or `person.id`): the runner
-    /// then gives `events.person_id` the person that owns the event's
-    /// distinct id now, as PostHog applies its person overrides.
+    /// Whether it names a `person_id` column: the runner then gives
+    /// `events.person_id` the person that owns the event's distinct id
+    /// now, as PostHog applies its person overrides.
     pub uses_person_id: bool,
     /// Whether the outermost query has its own `LIMIT`.
     pub has_limit: bool,
@@ -166,7 +166,7 @@ fn keep_output_names(body: &mut ast::SetExpr, names: &[Option<String>]) {
 struct Uses {
     /// `person.properties…`.
     person: bool,
-    /// A `person_id` column, or `person.id`.
+    /// A `person_id` column.
     person_id: bool,
 }
 
@@ -179,23 +179,12 @@ fn rewrite_expr(e: &mut Expr, uses: &mut Uses) -> Result<()> {
             None
         }
         Expr::CompoundIdentifier(parts) => {
-            let n = parts.len();
-            if parts.last().is_some_and(|p| is(p, "person_id")) {
+            // A property named `person_id` is a property, not the column.
+            let property = parts.iter().any(|p| is(p, "properties"));
+            if !property && parts.last().is_some_and(|p| is(p, "person_id")) {
                 uses.person_id = true;
-                None
-            } else if n >= 2 && is(&parts[n - 2], "person") && is(&parts[n - 1], "id") {
-                // `[q.]person.id`: the event's person, `[q.]person_id`.
-                uses.person_id = true;
-                let mut id = parts[..n - 2].to_vec();
-                id.push(Ident::new("person_id"));
-                Some(if id.len() == 1 {
-                    Expr::Identifier(id.remove(0))
-                } else {
-                    Expr::CompoundIdentifier(id)
-                })
-            } else {
-                property_access(parts, &mut uses.person)
             }
+            property_access(parts, &mut uses.person)
         }
         Expr::CompoundFieldAccess { root, access_chain } => {
             // `e.person.properties['plan']` parses as `e` then a chain of
@@ -662,14 +651,17 @@ mod tests {
         ] {
             assert!(rewrite(q).unwrap().uses_person_id, "{q}");
         }
+        // A property of that name is a property.
+        for q in [
+            "select properties.person_id from events",
+            "select e.properties.person_id from events e",
+            "select person.properties.person_id from events",
+        ] {
+            assert!(!rewrite(q).unwrap().uses_person_id, "{q}");
+        }
         assert_eq!(
-            sql("select person.id, e.person.id from events e"),
-            "SELECT person_id AS \"person.id\", e.person_id AS \"e.person.id\" FROM events e"
-        );
-        assert!(
-            rewrite("select person.id from events")
-                .unwrap()
-                .uses_person_id
+            expr("properties.person_id"),
+            "json_as_text(properties, 'person_id')"
         );
     }
 
