@@ -93,6 +93,50 @@ pub fn id_hash(key: &[u8; 32], project_id: i64, distinct_id: &str) -> [u8; 16] {
     out
 }
 
+/// A project's blocked distinct ids (the ids of persons deleted without a
+/// reset), as the keyed hashes that are all that remains of them: which
+/// ids the analytics must not count as personless visitors, since their
+/// kept events belong to a deleted person. Holds the database's hash key,
+/// which is never shown (`Debug` prints the count only).
+pub struct BlockedIds {
+    key: [u8; 32],
+    project: i64,
+    hashes: std::collections::HashSet<[u8; 16]>,
+}
+
+impl BlockedIds {
+    /// The set of `hashes` of `project`'s ids, keyed with `key`.
+    pub(crate) fn new(key: [u8; 32], project: i64, hashes: Vec<[u8; 16]>) -> BlockedIds {
+        BlockedIds {
+            key,
+            project,
+            hashes: hashes.into_iter().collect(),
+        }
+    }
+
+    /// Whether no id is blocked.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Whether `distinct_id` is blocked.
+    pub fn contains(&self, distinct_id: &str) -> bool {
+        !self.hashes.is_empty()
+            && self
+                .hashes
+                .contains(&id_hash(&self.key, self.project, distinct_id))
+    }
+}
+
+impl std::fmt::Debug for BlockedIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockedIds")
+            .field("project", &self.project)
+            .field("ids", &self.hashes.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Check a distinct id given as input: non-blank and at most
 /// [`MAX_DISTINCT_ID_CHARS`] characters.
 pub fn validate_distinct_id(id: &str) -> std::result::Result<(), String> {

@@ -304,6 +304,9 @@ pub trait MetaTx {
     /// Lift a block; true if there was one.
     fn unblock(&mut self, project: i64, distinct_id: &str) -> Result<bool>;
 
+    /// The project's blocked ids ([`crate::ids::BlockedIds`]).
+    fn blocked_ids(&mut self, project: i64) -> Result<crate::ids::BlockedIds>;
+
     /// Record that `old` was merged into `new` (events stamped `old` belong to `new`).
     fn insert_override(&mut self, project: i64, old: &Uuid, new: &Uuid, now_us: i64) -> Result<()>;
     /// Overrides `(old, new)` of a project.

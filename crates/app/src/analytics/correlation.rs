@@ -34,7 +34,8 @@ use serde_json::Value;
 
 use super::filter::{entity_of, props, Entity, Params, Prop, PropKind};
 use super::funnel::{actors_in, Actor, FunnelSpec};
-use super::{collect, lit, props_sql, session, ts_lit, NO_PERSON};
+use super::personless::NO_PERSON;
+use super::{collect, lit, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -350,7 +351,7 @@ fn windowed_events_sql(
     }
     format!(
         "{with_person} UNION ALL SELECT {select} FROM funnel_actors a \
-         JOIN events e ON CAST(e.person_id AS VARCHAR) = a.actor \
+         JOIN events e ON e.person_id = a.actor \
          WHERE a.personless AND {NO_PERSON} AND {filter}"
     )
 }

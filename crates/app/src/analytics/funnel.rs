@@ -34,7 +34,8 @@ use super::filter::{
     entities, funnel_window, props, range, Entity, ExclusionStep, Interval, Params, Prop, PropKind,
     Range,
 };
-use super::{collect, deleted_person_uuids, lit, personless_can_match, props_sql, session, ts_lit};
+use super::personless::{personless_can_match, personless_props_sql, Personless};
+use super::{collect, lit, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -217,30 +218,67 @@ impl FunnelSpec {
     }
 
     /// Whether the funnel counts personless actors ([`FunnelSpec::sql`]):
-    /// not when a cohort or a person property filter that needs a person
-    /// filters it ([`super::personless_can_match`]). Broken down by a
-    /// person property, they have none.
+    /// not when a global cohort or person property filter that needs a
+    /// person filters it ([`personless_can_match`]). A step's or an
+    /// exclusion's such filter is a condition that is false for them (a
+    /// person filter on absent properties, a cohort on no person). Broken
+    /// down by a person property, they have none.
     pub fn counts_personless(&self) -> bool {
-        personless_can_match(self.all_props())
+        personless_can_match(&self.props)
     }
 
     /// The query: one row per actor (and nothing for actors who never did
     /// step 1): `actor`, `personless`, the breakdown values, the path.
     ///
     /// An actor is a person, or, when the funnel
-    /// [counts them](FunnelSpec::counts_personless), the person UUID that
-    /// events with no person carry (personless, `$process_person_profile:
-    /// false`: their distinct id has none), as PostHog aggregates them.
-    /// Those come through the events' outer join with the persons tables,
-    /// with no person row: their person properties are absent, which the
-    /// person filters then see. The caller leaves out the UUIDs of deleted
-    /// persons, whose kept events also have no distinct id with a person.
-    /// The two kinds of actors are disjoint: an id with a person has a row
-    /// in `person_distinct_ids`.
-    pub fn sql(&self) -> Result<String> {
-        let mut conds: Vec<String> = self.steps.iter().map(Self::cond).collect::<Result<_>>()?;
+    /// [counts them](FunnelSpec::counts_personless) and `personless` is
+    /// given, the person UUID that events with no person carry
+    /// ([`super::personless`]), as PostHog aggregates them. Those come
+    /// through the events' outer join with the persons tables, with no
+    /// person row: their person properties are absent, which the person
+    /// filters then see. Left out here: the events of blocked ids (a
+    /// deleted person's), and a UUID that is a live person's (its id was
+    /// reset away from the person; grouped apart from the person's own
+    /// events, so never counting it twice). The caller leaves out the
+    /// UUIDs of deleted persons.
+    ///
+    /// Above the outer join, the `WHERE` names only the events: every
+    /// condition on the persons' side (the global person and cohort
+    /// filters, and whether an event without a person counts) is a part of
+    /// each step's condition instead. DataFusion 55's physical filter
+    /// pushdown matches columns by name, and would move a filter on
+    /// `pdi.person_id` above the join onto the events' own `person_id`.
+    pub fn sql(&self, personless: Option<&Personless>) -> Result<String> {
+        let personless = personless.filter(|_| self.counts_personless());
+        // With personless actors, what a row must meet to count, on the
+        // persons' side.
+        let ok = match personless {
+            None => None,
+            Some(p) => {
+                let person_side: Vec<Prop> = self
+                    .props
+                    .iter()
+                    .filter(|p| p.kind != PropKind::Event)
+                    .cloned()
+                    .collect();
+                Some(format!(
+                    "{} AND CASE WHEN pdi.person_id IS NULL THEN e.person_id IS NOT NULL AND {} ELSE TRUE END",
+                    props_sql(&person_side)?,
+                    p.not_blocked_sql()
+                ))
+            }
+        };
+        let with_ok = |c: String| match &ok {
+            Some(ok) => format!("({c} AND {ok})"),
+            None => c,
+        };
+        let mut conds: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| Self::cond(s).map(with_ok))
+            .collect::<Result<_>>()?;
         for x in &self.exclusions {
-            conds.push(Self::cond(&x.entity)?);
+            conds.push(with_ok(Self::cond(&x.entity)?));
         }
         let mut options = match self.order {
             Order::Ordered => "ordered".to_string(),
@@ -254,11 +292,12 @@ impl FunnelSpec {
             "INTERVAL '{} months {} microseconds'",
             self.window.months, self.window.length
         );
-        let personless = self.counts_personless();
-        let mut select = if personless {
+        // With personless actors: grouped by (person, UUID of a personless
+        // event), then named.
+        let mut select = if personless.is_some() {
             vec![
-                "COALESCE(pdi.person_id, CAST(e.person_id AS VARCHAR)) AS actor".to_string(),
-                "bool_or(pdi.person_id IS NULL) AS personless".to_string(),
+                "pdi.person_id AS person".to_string(),
+                "CASE WHEN pdi.person_id IS NULL THEN e.person_id END AS uuid".to_string(),
             ]
         } else {
             vec![
@@ -296,7 +335,6 @@ impl FunnelSpec {
             names.dedup();
             filter.push(format!("e.event IN ({})", names.join(", ")));
         }
-        filter.push(props_sql(&self.props)?);
         let persons_join = if self.needs_persons() {
             " JOIN persons p ON p.uuid = pdi.person_id"
         } else {
@@ -304,12 +342,33 @@ impl FunnelSpec {
         };
         // The persons tables first: DataFusion builds its hash joins on
         // the left side, and with `events` first the second join would
-        // build on every event. A right join keeps the events whose
-        // distinct id has no person.
-        let events_join = if personless { "RIGHT JOIN" } else { "JOIN" };
+        // build on every event.
+        if personless.is_none() {
+            filter.push(props_sql(&self.props)?);
+            return Ok(format!(
+                "SELECT {} FROM person_distinct_ids pdi{persons_join} \
+                 JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY 1",
+                select.join(", "),
+                filter.join(" AND ")
+            ));
+        }
+        // A right join keeps the events whose distinct id has no person;
+        // the global event filters stay in the `WHERE`.
+        filter.push(personless_props_sql(&self.props)?);
+        let mut outer = vec![
+            "COALESCE(g.person, CAST(g.uuid AS VARCHAR)) AS actor".to_string(),
+            "g.person IS NULL AS personless".to_string(),
+        ];
+        if let Some(b) = &self.breakdown {
+            outer.extend((0..b.keys.len()).map(|i| format!("g.bd{i}")));
+        }
+        outer.push("g.f".to_string());
         Ok(format!(
-            "SELECT {} FROM person_distinct_ids pdi{persons_join} \
-             {events_join} events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY 1",
+            "SELECT {} FROM (SELECT {} FROM person_distinct_ids pdi{persons_join} \
+             RIGHT JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY 1, 2) g \
+             LEFT JOIN (SELECT DISTINCT uuid_from_text(person_id) AS live_uuid FROM person_distinct_ids) live \
+             ON live.live_uuid = g.uuid WHERE g.person IS NOT NULL OR live.live_uuid IS NULL",
+            outer.join(", "),
             select.join(", "),
             filter.join(" AND ")
         ))
@@ -364,14 +423,17 @@ pub async fn actors_in(
     if spec.steps.is_empty() {
         return Ok(Vec::new());
     }
-    let batches = collect(ctx, &spec.sql()?).await?;
-    // Personless actors carry a deleted person's UUID on the events it
-    // kept: those are left out.
-    let deleted = if spec.counts_personless() {
-        deleted_person_uuids(persons, project)?
+    let personless = if spec.counts_personless() {
+        let p = Personless::read(persons, project)?;
+        p.register(ctx);
+        Some(p)
     } else {
-        HashSet::new()
+        None
     };
+    let batches = collect(ctx, &spec.sql(personless.as_ref())?).await?;
+    // A deleted person's kept events carry its UUID: those are left out.
+    let empty = HashSet::new();
+    let deleted = personless.as_ref().map_or(&empty, |p| &p.deleted);
     let nb = spec.breakdown.as_ref().map_or(0, |b| b.keys.len());
     let mut out = Vec::new();
     for b in &batches {

@@ -8,10 +8,9 @@
 //!   layer's identity: an event belongs to the person that owns its
 //!   distinct id now (`person_distinct_ids`), so merged persons count once
 //!   and a split follows the ids; an event whose distinct id has no person
-//!   counts for nobody, except in trends' unique users (daily, weekly and
-//!   monthly active), funnels and funnel correlation, which count a
-//!   personless event by the person UUID it carries, as PostHog does
-//!   (lifecycle does not yet);
+//!   counts for nobody, except in trends, funnels and funnel correlation,
+//!   which count a personless event by the person UUID it carries, as
+//!   PostHog does ([`personless`]; lifecycle does not yet);
 //! - a deleted person is gone from every result the moment the deletion
 //!   returns: its events are hidden inside the scan (tombstones or a
 //!   logical request), its distinct ids and profile are gone from the
@@ -26,6 +25,7 @@
 //! | [`funnel`] | funnels: per-person paths (`funnel_path`), step counts and conversion times, persons at a step |
 //! | [`correlation`] | funnel correlation: events, event properties and person properties against conversion, and their persons |
 //! | [`lifecycle`] | new / returning / resurrecting / dormant per period, and the persons of one |
+//! | [`personless`] | the actors of events without a person, and the deleted persons left out of them |
 //! | [`trends`] | events, daily, weekly and monthly active persons per period, broken down by an event property |
 //! | [`cohorts`] | cohort members: static lists, dynamic definitions computed over the filtered scan |
 //! | [`actors`] | the persons of a result, loaded in its order |
@@ -36,6 +36,7 @@ pub mod correlation;
 pub mod filter;
 pub mod funnel;
 pub mod lifecycle;
+pub mod personless;
 pub mod trends;
 
 use std::sync::Arc;
@@ -152,21 +153,6 @@ impl<K: Ord + Copy> Default for SortedKeys<K> {
     }
 }
 
-/// The UUIDs (text) of the project's deleted persons: their events, kept
-/// when the deletion did not ask for them, carry their UUID but no longer
-/// a distinct id with a person, and a deleted person counts nowhere (the
-/// analytics that count personless events by their UUID leave these out).
-pub fn deleted_person_uuids(
-    persons: &Arc<Persons<SqliteMeta>>,
-    project: i64,
-) -> Result<std::collections::HashSet<String>> {
-    Ok(persons
-        .deleted_person_uuids(project)?
-        .into_iter()
-        .map(|u| u.hyphenated().to_string())
-        .collect())
-}
-
 /// Run `sql` and collect its batches.
 pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     tracing::debug!(sql, "analytics query");
@@ -214,34 +200,6 @@ pub fn props_sql(props: &[Prop]) -> Result<String> {
     } else {
         parts.join(" AND ")
     })
-}
-
-/// The condition that event `e`'s distinct id has no person.
-pub const NO_PERSON: &str =
-    "NOT EXISTS (SELECT 1 FROM person_distinct_ids x WHERE x.distinct_id = e.distinct_id)";
-
-/// Whether personless events (no person: no cohort, empty person
-/// properties) can pass `props`: every person property filter must hold
-/// of an absent value (`is_not`, `is_not_set`), as PostHog evaluates them
-/// on a personless event's empty person properties, and no cohort may be
-/// named.
-pub fn personless_can_match<'a>(props: impl IntoIterator<Item = &'a Prop>) -> bool {
-    props.into_iter().all(|p| match p.kind {
-        PropKind::Event => true,
-        PropKind::Person => p.filter.matches(None),
-        PropKind::Cohort => false,
-    })
-}
-
-/// [`props_sql`] for personless events, on `e` alone: the event filters
-/// (the person filters hold of them when [`personless_can_match`]).
-pub fn personless_props_sql(props: &[Prop]) -> Result<String> {
-    let events: Vec<Prop> = props
-        .iter()
-        .filter(|p| p.kind == PropKind::Event)
-        .cloned()
-        .collect();
-    props_sql(&events)
 }
 
 /// Whether any filter reads person properties (the query joins `persons`).

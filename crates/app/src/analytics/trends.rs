@@ -28,10 +28,10 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::filter::{props, range, Interval, Params, Prop, PropKind};
-use super::{
-    collect, deleted_person_uuids, lit, period_labels, personless_can_match, personless_props_sql,
-    props_sql, session, stream, ts_lit, SortedKeys, NO_PERSON,
+use super::personless::{
+    personless_can_match, personless_props_sql, Personless, NOT_A_PERSONS_UUID, NO_PERSON,
 };
+use super::{collect, lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -316,7 +316,7 @@ impl TrendsSpec {
     /// active; (event time in µs, breakdown, person's row id) per event
     /// for weekly and monthly active.
     fn sql(&self, s: &Series) -> Result<String> {
-        self.series_sql(s, false)
+        self.series_sql(s, None)
     }
 
     /// The same for the events with no person (personless, `$process_person_profile:
@@ -325,22 +325,31 @@ impl TrendsSpec {
     /// text, events) once each for daily active and total, per event for
     /// weekly and monthly active. The caller leaves out the UUIDs of
     /// deleted persons (whose kept events also have no distinct id with a
-    /// person). `None` when [`TrendsSpec::counts_personless`] is false.
-    /// The two sets of actors are disjoint: an id with a
-    /// person has a row in `person_distinct_ids`. (The two queries read the
+    /// person; the query leaves out their blocked ids' events). `None`
+    /// when [`TrendsSpec::counts_personless`] is false or `personless` is
+    /// not given. The two sets of actors are disjoint: an id with a person
+    /// has a row in `person_distinct_ids`, and a live person's UUID is left
+    /// out here ([`super::personless`]). (The two queries read the
     /// persons tables each: a capture between them can move an id from one
     /// set to the other for that request.)
-    fn personless_sql(&self, s: &Series) -> Result<Option<String>> {
+    fn personless_sql(
+        &self,
+        s: &Series,
+        personless: Option<&Personless>,
+    ) -> Result<Option<String>> {
         if !self.counts_personless(s) {
             return Ok(None);
         }
-        self.series_sql(s, true).map(Some)
+        let Some(p) = personless else {
+            return Ok(None);
+        };
+        self.series_sql(s, Some(p)).map(Some)
     }
 
     /// Whether series `s` counts personless actors
     /// ([`TrendsSpec::personless_sql`]): their person properties are empty,
     /// so not when a cohort or a person filter that needs a person filters
-    /// the series ([`super::personless_can_match`]). `total` without a
+    /// the series ([`personless_can_match`]). `total` without a
     /// person or cohort filter reads every event in its own query.
     fn counts_personless(&self, s: &Series) -> bool {
         let mut props = self.props.iter().chain(&s.props);
@@ -348,12 +357,14 @@ impl TrendsSpec {
             && (s.math != Math::Total || props.any(|p| p.kind != PropKind::Event))
     }
 
-    fn series_sql(&self, s: &Series, personless: bool) -> Result<String> {
+    /// One series' query over persons, or with `personless` over the
+    /// events with no person ([`TrendsSpec::personless_sql`]).
+    fn series_sql(&self, s: &Series, personless: Option<&Personless>) -> Result<String> {
         let from = match s.math.days() {
             Some(d) => self.first - (d - 1) * DAY,
             None => self.first,
         };
-        let own = if personless {
+        let own = if personless.is_some() {
             personless_props_sql
         } else {
             props_sql
@@ -384,9 +395,14 @@ impl TrendsSpec {
         // Persons are counted by their row id (`p.id`, an integer, not
         // the UUID's text). The persons tables come first, so that the
         // joins build on them and stream the events through.
-        let persons = !personless && (person_props || cohort || s.math != Math::Total);
-        if personless {
-            filter.push(format!("e.person_id IS NOT NULL AND {NO_PERSON}"));
+        let persons = personless.is_none() && (person_props || cohort || s.math != Math::Total);
+        if let Some(p) = personless {
+            // Not a blocked id's (a deleted person's), nor a live person's
+            // UUID (an id reset away from that person: nobody's).
+            filter.push(format!(
+                "e.person_id IS NOT NULL AND {NO_PERSON} AND {NOT_A_PERSONS_UUID} AND {}",
+                p.not_blocked_sql()
+            ));
         }
         let from_sql = if persons {
             "person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
@@ -397,7 +413,7 @@ impl TrendsSpec {
         let period = self.period_sql();
         let where_ = filter.join(" AND ");
         Ok(match s.math {
-            Math::Total | Math::Dau if personless => format!(
+            Math::Total | Math::Dau if personless.is_some() => format!(
                 "SELECT {period} AS period, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person, count(*) AS n \
                  FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
             ),
@@ -407,7 +423,7 @@ impl TrendsSpec {
             Math::Dau => format!(
                 "SELECT {period} AS period, {bd} AS bd, count(DISTINCT p.id) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
             ),
-            Math::WeeklyActive | Math::MonthlyActive if personless => format!(
+            Math::WeeklyActive | Math::MonthlyActive if personless.is_some() => format!(
                 "SELECT CAST(e.timestamp AS BIGINT) AS t, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person \
                  FROM {from_sql} WHERE {where_}"
             ),
@@ -448,11 +464,15 @@ pub async fn compute(
     )
     .await?;
     // Read once for every series that counts personless actors.
-    let deleted = if spec.series.iter().any(|s| spec.counts_personless(s)) {
-        deleted_person_uuids(persons, project)?
+    let personless = if spec.series.iter().any(|s| spec.counts_personless(s)) {
+        let p = Personless::read(persons, project)?;
+        p.register(&ctx);
+        Some(p)
     } else {
-        HashSet::new()
+        None
     };
+    let empty = HashSet::new();
+    let deleted = personless.as_ref().map_or(&empty, |p| &p.deleted);
     let mut out = Vec::new();
     for s in &spec.series {
         let mut counts: Counts = BTreeMap::new();
@@ -470,7 +490,7 @@ pub async fn compute(
             None => {
                 // Personless actors: one row per (period, value, UUID)
                 // with its events, less the UUIDs of deleted persons.
-                if let Some(sql) = spec.personless_sql(s)? {
+                if let Some(sql) = spec.personless_sql(s, personless.as_ref())? {
                     for b in &collect(&ctx, &sql).await? {
                         let period = b.column(0).as_primitive::<Int64Type>();
                         let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
@@ -528,8 +548,11 @@ pub async fn compute(
                 let base_day = (spec.first - (days - 1) * DAY).div_euclid(DAY);
                 // Personless actors (their UUID's text) are numbered from
                 // 2^62, above every person's row id.
-                let mut personless: HashMap<String, i64> = HashMap::new();
-                let queries = [Some(spec.sql(s)?), spec.personless_sql(s)?];
+                let queries = [
+                    Some(spec.sql(s)?),
+                    spec.personless_sql(s, personless.as_ref())?,
+                ];
+                let mut numbered: HashMap<String, i64> = HashMap::new();
                 for sql in queries.iter().flatten() {
                     let mut rows = stream(&ctx, sql).await?;
                     while let Some(b) = rows.next().await {
@@ -546,8 +569,8 @@ pub async fn compute(
                                     .map(|r| {
                                         (!text.is_null(r) && !deleted.contains(text.value(r))).then(
                                             || {
-                                                let next = (1i64 << 62) + personless.len() as i64;
-                                                *personless
+                                                let next = (1i64 << 62) + numbered.len() as i64;
+                                                *numbered
                                                     .entry(text.value(r).to_string())
                                                     .or_insert(next)
                                             },

@@ -426,3 +426,61 @@ async fn a_timed_date_to_covers_its_day() {
     let hours = data(&trend(&app, q("hour")).await, 0);
     assert_eq!(hours.iter().sum::<i64>(), 1, "{hours:?}");
 }
+
+/// Unique users after the cases that leave events without a person: a
+/// person deleted without its events counts nowhere, also by the events
+/// its id sent personless before it identified; an id reset away from a
+/// live person counts for nobody, and the person once.
+#[tokio::test]
+async fn no_personless_user_for_the_deleted_nor_a_second_time_for_a_person() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let anon = json!({"$process_person_profile": false});
+    capture(
+        app.persons(),
+        &[
+            ("anon", "$pageview", "2020-01-01T10:00:00Z", anon.clone()),
+            (
+                "user",
+                "$identify",
+                "2020-01-01T10:30:00Z",
+                json!({"$anon_distinct_id": "anon"}),
+            ),
+            ("user", "$pageview", "2020-01-01T11:00:00Z", json!({})),
+            ("a", "$pageview", "2020-01-01T12:00:00Z", json!({})),
+            (
+                "a",
+                "$identify",
+                "2020-01-01T12:10:00Z",
+                json!({"$anon_distinct_id": "b"}),
+            ),
+            ("b", "$pageview", "2020-01-01T12:20:00Z", json!({})),
+        ],
+    );
+    let q = |math: &str| {
+        json!({"kind": "TrendsQuery", "interval": "day",
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-01"},
+            "series": [{"kind": "EventsNode", "event": "$pageview", "math": math}]})
+    };
+    assert_eq!(data(&trend(&app, q("dau")).await, 0), vec![2]);
+    app.persons()
+        .delete(
+            P,
+            &elide_persons::DeletePersons {
+                uuids: Vec::new(),
+                distinct_ids: vec!["user".into()],
+                delete_events: false,
+                delete_recordings: false,
+                keep_person: false,
+            },
+        )
+        .expect("delete the profile only");
+    app.persons().reset_distinct_id(P, "b").expect("reset b");
+    for math in ["dau", "weekly_active", "monthly_active"] {
+        assert_eq!(data(&trend(&app, q(math)).await, 0), vec![1], "{math}");
+    }
+    let mut is_not = q("dau");
+    is_not["properties"] =
+        json!([{"key": "email", "value": "x", "operator": "is_not", "type": "person"}]);
+    assert_eq!(data(&trend(&app, is_not).await, 0), vec![1]);
+}

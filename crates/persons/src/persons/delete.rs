@@ -297,6 +297,14 @@ impl<M: MetaStore> Persons<M> {
         Ok(out)
     }
 
+    /// The project's blocked distinct ids: those of persons deleted
+    /// without a reset, whose kept events the analytics leave out whatever
+    /// UUID they carry (an id's events from before it joined the person
+    /// carry another).
+    pub fn blocked_ids(&self, project: i64) -> Result<crate::ids::BlockedIds> {
+        self.meta.read(|tx| tx.blocked_ids(project))
+    }
+
     /// The UUIDs of the project's persons deleted without keeping the
     /// profile (analytics leave out the events they kept).
     pub fn deleted_person_uuids(&self, project: i64) -> Result<Vec<Uuid>> {

@@ -549,6 +549,21 @@ impl MetaTx for SqliteTx<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
+    fn blocked_ids(&mut self, project: i64) -> Result<crate::ids::BlockedIds> {
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT id_hash FROM blocked_distinct_ids WHERE project_id = ?1")?;
+        let rows = st.query_map(params![project], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut hashes = Vec::new();
+        for h in rows {
+            // A hash of another length is no id's: it can match nothing.
+            if let Ok(h) = <[u8; 16]>::try_from(h?.as_slice()) {
+                hashes.push(h);
+            }
+        }
+        Ok(crate::ids::BlockedIds::new(*self.key, project, hashes))
+    }
+
     fn deletions(&mut self, project: i64, person: Option<&Uuid>) -> Result<Vec<DeletionRecord>> {
         let mut st = self.tx.prepare_cached(
             "SELECT id, project_id, person_uuid, created_at, delete_events, delete_recordings, keep_person, \

@@ -1,0 +1,173 @@
+//! Personless actors: events whose distinct id has no person (sent with
+//! `$process_person_profile: false`, posthog-js's default for anonymous
+//! visitors), which trends, funnels and correlation count by the person
+//! UUID the event carries, as PostHog does.
+//!
+//! Invariants:
+//!
+//! - a deleted person counts nowhere: the events it kept have no distinct
+//!   id with a person either, so they are told apart by what the deletion
+//!   left behind: its UUID ([`Personless::deleted`]), and its distinct
+//!   ids, blocked until reset ([`BLOCKED_ID`]), whose events from before
+//!   they joined the person carry other UUIDs;
+//! - an event whose distinct id has no person but whose UUID is a live
+//!   person's (its id was reset away from that person) is no personless
+//!   actor: it belongs to nobody, and never counts that person twice;
+//! - personless actors have empty person properties: a person filter sees
+//!   them as absent ([`personless_can_match`]), and they are in no cohort.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
+use arrow::datatypes::DataType;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use elide_persons::ids::BlockedIds;
+use elide_persons::{Persons, SqliteMeta};
+
+use super::filter::{Prop, PropKind};
+use super::props_sql;
+use crate::error::Result;
+
+/// The condition that event `e`'s distinct id has no person.
+pub const NO_PERSON: &str =
+    "NOT EXISTS (SELECT 1 FROM person_distinct_ids x WHERE x.distinct_id = e.distinct_id)";
+
+/// The condition that the UUID event `e` carries is no live person's (one
+/// that owns a distinct id).
+pub const NOT_A_PERSONS_UUID: &str =
+    "NOT EXISTS (SELECT 1 FROM person_distinct_ids y WHERE uuid_from_text(y.person_id) = e.person_id)";
+
+/// Name of the function whether a distinct id is blocked
+/// (`elide_blocked_id(distinct_id)`), registered by [`Personless::register`].
+pub const BLOCKED_ID: &str = "elide_blocked_id";
+
+/// Whether personless events (no person: no cohort, empty person
+/// properties) can pass `props`: every person property filter must hold
+/// of an absent value (`is_not`, `is_not_set`), as PostHog evaluates them
+/// on a personless event's empty person properties, and no cohort may be
+/// named.
+pub fn personless_can_match<'a>(props: impl IntoIterator<Item = &'a Prop>) -> bool {
+    props.into_iter().all(|p| match p.kind {
+        PropKind::Event => true,
+        PropKind::Person => p.filter.matches(None),
+        PropKind::Cohort => false,
+    })
+}
+
+/// [`props_sql`] for personless events, on `e` alone: the event filters
+/// (the person filters hold of them when [`personless_can_match`]).
+pub fn personless_props_sql(props: &[Prop]) -> Result<String> {
+    let events: Vec<Prop> = props
+        .iter()
+        .filter(|p| p.kind == PropKind::Event)
+        .cloned()
+        .collect();
+    props_sql(&events)
+}
+
+/// What a request needs to leave deleted persons out of its personless
+/// actors, read once per request.
+#[derive(Debug)]
+pub struct Personless {
+    /// The UUIDs (text) of the project's deleted persons.
+    pub deleted: HashSet<String>,
+    blocked: Arc<BlockedIds>,
+}
+
+impl Personless {
+    /// Read the project's deleted persons and blocked ids.
+    pub fn read(persons: &Arc<Persons<SqliteMeta>>, project: i64) -> Result<Personless> {
+        let deleted = persons
+            .deleted_person_uuids(project)?
+            .into_iter()
+            .map(|u| u.hyphenated().to_string())
+            .collect();
+        Ok(Personless {
+            deleted,
+            blocked: Arc::new(persons.blocked_ids(project)?),
+        })
+    }
+
+    /// Put [`BLOCKED_ID`] on `ctx`.
+    pub fn register(&self, ctx: &SessionContext) {
+        ctx.register_udf(ScalarUDF::new_from_impl(BlockedId {
+            ids: Arc::clone(&self.blocked),
+            signature: Signature::any(1, Volatility::Stable),
+        }));
+    }
+
+    /// The condition that event `e`'s distinct id is not blocked (`TRUE`
+    /// when no id is: the common case costs nothing).
+    pub fn not_blocked_sql(&self) -> String {
+        if self.blocked.is_empty() {
+            "TRUE".into()
+        } else {
+            format!("NOT {BLOCKED_ID}(e.distinct_id)")
+        }
+    }
+}
+
+/// `elide_blocked_id(distinct_id)`: whether the id is blocked (a deleted
+/// person's). Hashes each id once per run of equal ids (a part holds a
+/// distinct id's rows together).
+#[derive(Debug)]
+struct BlockedId {
+    ids: Arc<BlockedIds>,
+    signature: Signature,
+}
+
+impl PartialEq for BlockedId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ids, &other.ids)
+    }
+}
+
+impl Eq for BlockedId {}
+
+impl Hash for BlockedId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.ids), state);
+    }
+}
+
+impl ScalarUDFImpl for BlockedId {
+    fn name(&self) -> &str {
+        BLOCKED_ID
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let ids = args.args[0].to_array(args.number_rows)?;
+        let ids = arrow::compute::cast(&ids, &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        let mut out = BooleanBuilder::with_capacity(ids.len());
+        let mut last: Option<(&str, bool)> = None;
+        for i in 0..ids.len() {
+            if ids.is_null(i) {
+                out.append_value(false);
+                continue;
+            }
+            let id = ids.value(i);
+            let blocked = match last {
+                Some((l, b)) if l == id => b,
+                _ => self.ids.contains(id),
+            };
+            last = Some((id, blocked));
+            out.append_value(blocked);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    }
+}
