@@ -10,7 +10,8 @@
 //!   and a split follows the ids; an event whose distinct id has no person
 //!   counts for nobody, except in trends, funnels and funnel correlation,
 //!   which count a personless event by the person UUID it carries, as
-//!   PostHog does ([`personless`]; lifecycle does not yet);
+//!   PostHog does ([`personless`]; lifecycle leaves them out, as
+//!   PostHog's does);
 //! - a deleted person is gone from every result the moment the deletion
 //!   returns: its events are hidden inside the scan (tombstones or a
 //!   logical request), its distinct ids and profile are gone from the
