@@ -423,7 +423,10 @@ fn is_absolute(s: &str) -> bool {
 /// start of its day and `date_to` the end of its day, whatever time they
 /// name (so is now, by default); by hours, `date_from` is what it names, a
 /// relative or default `date_to` is the end of its hour and an absolute
-/// one the instant it names (a plain day: the end of that day).
+/// one the instant it names (a plain day: the end of that day). With
+/// `explicit_date` true (`dateRange.explicitDate`), neither is rounded: an
+/// instant is itself, a plain day its start (`date_from`) or end
+/// (`date_to`).
 pub fn range(
     p: &Params,
     now: DateTime<Utc>,
@@ -440,6 +443,15 @@ pub fn range(
         None => now,
         Some(s) => parse_date(s, now, "date_to")?,
     };
+    let explicit = match p.text("explicit_date").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return invalid(format!(
+                "explicit_date must be true or false, got {other:?}"
+            ))
+        }
+    };
     // The last instant of the day (or hour) holding `to`; within chrono's
     // range, as parse_date keeps to years 1..=9999.
     let end_of = |unit: Duration| {
@@ -449,6 +461,7 @@ pub fn range(
         DateTime::from_timestamp_micros(start + step - 1).unwrap_or(to)
     };
     let from = match (interval, from) {
+        (_, from) if explicit => from,
         (Interval::Hour, from) => from,
         (_, from) => from.map(|f| {
             let t = f.timestamp_micros();
@@ -456,7 +469,8 @@ pub fn range(
         }),
     };
     let to = match (interval, given.as_deref()) {
-        (Interval::Hour, Some(s)) if is_plain_day(s) => end_of(Duration::days(1)),
+        (_, Some(s)) if is_plain_day(s) => end_of(Duration::days(1)),
+        (_, _) if explicit => to,
         (Interval::Hour, Some(s)) if is_absolute(s) => to,
         (Interval::Hour, _) => end_of(Duration::hours(1)),
         _ => end_of(Duration::days(1)),
@@ -748,6 +762,15 @@ mod tests {
             Some(at(10, 30, 0))
         );
         assert_eq!(from("-2h", Interval::Hour), Some(at(11, 0, 0)));
+        // explicit_date: no rounding.
+        let p = Params::new(
+            Vec::new(),
+            Some(serde_json::json!({"date_from": "2024-03-15T10:30:00Z",
+                "date_to": "2024-03-15T12:00:00Z", "explicit_date": true})),
+        )
+        .expect("params");
+        let r = range(&p, now(), "-7d", Interval::Day).expect("range");
+        assert_eq!((r.from, r.to), (Some(at(10, 30, 0)), at(12, 0, 0)));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use super::filter::{
     entities, funnel_window, props, range, Entity, ExclusionStep, Interval, Params, Prop, PropKind,
     Range,
 };
-use super::personless::{personless_can_match, personless_props_sql, Personless};
+use super::personless::{personless_can_match, personless_props_sql, Personless, MAX_RUNS};
 use super::{collect, lit, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
@@ -118,6 +118,19 @@ pub fn breakdown(p: &Params) -> Result<Option<Breakdown>> {
     Ok(Some(Breakdown { kind, keys, limit }))
 }
 
+/// The funnel's `interval`, which only rounds its dates ([`range`]):
+/// PostHog's intervals, `minute` rounding as `hour` does.
+fn funnel_interval(p: &Params) -> Result<Interval> {
+    match p
+        .text("interval")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("minute") => Ok(Interval::Hour),
+        _ => Interval::parse(p),
+    }
+}
+
 impl FunnelSpec {
     /// Parse a funnel's parameters (PostHog's defaults: `date_from` −7d,
     /// a 14-day window, `ordered`).
@@ -186,7 +199,7 @@ impl FunnelSpec {
             steps,
             exclusions,
             props: props(p.json("properties"), "properties")?,
-            range: range(p, now, "-7d", Interval::parse(p)?)?,
+            range: range(p, now, "-7d", funnel_interval(p)?)?,
             window: funnel_window(p)?,
             order,
             breakdown: breakdown(p)?,
@@ -423,20 +436,34 @@ pub async fn actors_in(
     if spec.steps.is_empty() {
         return Ok(Vec::new());
     }
-    let personless = if spec.counts_personless() {
+    if !spec.counts_personless() {
+        return read_actors(spec, &collect(ctx, &spec.sql(None)?).await?, None);
+    }
+    let mut runs = 0;
+    loop {
+        runs += 1;
         let p = Personless::read(persons, project)?;
         p.register(ctx);
-        Some(p)
-    } else {
-        None
-    };
-    let batches = collect(ctx, &spec.sql(personless.as_ref())?).await?;
+        let batches = collect(ctx, &spec.sql(Some(&p))?).await?;
+        if runs >= MAX_RUNS || !p.stale(persons, project)? {
+            return read_actors(spec, &batches, Some(&p));
+        }
+    }
+}
+
+/// The actors of the funnel query's `batches`, less the personless ones
+/// that carry a deleted person's UUID.
+fn read_actors(
+    spec: &FunnelSpec,
+    batches: &[arrow::record_batch::RecordBatch],
+    personless: Option<&Personless>,
+) -> Result<Vec<Actor>> {
     // A deleted person's kept events carry its UUID: those are left out.
     let empty = HashSet::new();
-    let deleted = personless.as_ref().map_or(&empty, |p| &p.deleted);
+    let deleted = personless.map_or(&empty, |p| &p.deleted);
     let nb = spec.breakdown.as_ref().map_or(0, |b| b.keys.len());
     let mut out = Vec::new();
-    for b in &batches {
+    for b in batches {
         let actor = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
         let actor = actor.as_string::<i32>();
         let Some(personless) = b.column(1).as_boolean_opt() else {

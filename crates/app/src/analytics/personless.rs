@@ -12,7 +12,11 @@
 //!   they joined the person carry other UUIDs;
 //! - an event whose distinct id has no person but whose UUID is a live
 //!   person's (its id was reset away from that person) is no personless
-//!   actor: it belongs to nobody, and never counts that person twice;
+//!   actor: it belongs to nobody, and never counts that person twice
+//!   ("live": owning a distinct id; a person whose last id was reset
+//!   counts once, as an anonymous visitor);
+//! - a blocked id that is reset is a fresh id: the events it sent for the
+//!   deleted person before count again as an anonymous visitor's;
 //! - personless actors have empty person properties: a person filter sees
 //!   them as absent ([`personless_can_match`]), and they are in no cohort.
 
@@ -72,8 +76,10 @@ pub fn personless_props_sql(props: &[Prop]) -> Result<String> {
 }
 
 /// What a request needs to leave deleted persons out of its personless
-/// actors, read once per request.
-#[derive(Debug)]
+/// actors, read once per request. Read before the query, which reads the
+/// persons tables when it is planned: a person deleted in between would
+/// be in neither, so the caller asks [`Personless::stale`] after the query
+/// and runs it again if so.
 pub struct Personless {
     /// The UUIDs (text) of the project's deleted persons.
     pub deleted: HashSet<String>,
@@ -94,6 +100,12 @@ impl Personless {
         })
     }
 
+    /// Whether a person was deleted since this was read (the query that
+    /// used it may have seen its events without its ids).
+    pub fn stale(&self, persons: &Arc<Persons<SqliteMeta>>, project: i64) -> Result<bool> {
+        Ok(persons.deleted_person_uuids(project)?.len() != self.deleted.len())
+    }
+
     /// Put [`BLOCKED_ID`] on `ctx`.
     pub fn register(&self, ctx: &SessionContext) {
         ctx.register_udf(ScalarUDF::new_from_impl(BlockedId {
@@ -112,6 +124,20 @@ impl Personless {
         }
     }
 }
+
+impl std::fmt::Debug for Personless {
+    // The deleted persons' UUIDs are not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Personless")
+            .field("deleted", &self.deleted.len())
+            .field("blocked", &self.blocked)
+            .finish()
+    }
+}
+
+/// Most times a query runs again because a person was deleted while it ran
+/// ([`Personless::stale`]); then its last answer stands.
+pub const MAX_RUNS: usize = 3;
 
 /// `elide_blocked_id(distinct_id)`: whether the id is blocked (a deleted
 /// person's). Hashes each id once per run of equal ids (a part holds a

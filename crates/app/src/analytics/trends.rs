@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 
 use super::filter::{props, range, Interval, Params, Prop, PropKind};
 use super::personless::{
-    personless_can_match, personless_props_sql, Personless, NOT_A_PERSONS_UUID, NO_PERSON,
+    personless_can_match, personless_props_sql, Personless, MAX_RUNS, NOT_A_PERSONS_UUID, NO_PERSON,
 };
 use super::{collect, lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
 use crate::error::{AppError, Result};
@@ -174,6 +174,9 @@ impl TrendsSpec {
                 if let Some(v) = r.get(k) {
                     m.insert(k.into(), v.clone());
                 }
+            }
+            if let Some(v) = r.get("explicitDate") {
+                m.insert("explicit_date".into(), v.clone());
             }
         }
         if let Some(v) = q.get("interval") {
@@ -453,6 +456,25 @@ pub async fn compute(
     spec: &TrendsSpec,
     limits: &QueryLimits,
 ) -> Result<Vec<Counts>> {
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let (out, personless) = compute_once(persons, project, spec, limits).await?;
+        // Again if a person was deleted while it ran ([`Personless::stale`]).
+        match personless {
+            Some(p) if runs < MAX_RUNS && p.stale(persons, project)? => continue,
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// [`compute`] once, with what it read of the deleted persons.
+async fn compute_once(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &TrendsSpec,
+    limits: &QueryLimits,
+) -> Result<(Vec<Counts>, Option<Personless>)> {
     let ctx = session(persons, project, limits)?;
     super::cohorts::register_for(
         &ctx,
@@ -653,7 +675,7 @@ pub async fn compute(
         }
         out.push(counts);
     }
-    Ok(out)
+    Ok((out, personless))
 }
 
 /// PostHog's result list: per series (and breakdown value, the largest

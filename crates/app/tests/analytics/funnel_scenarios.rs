@@ -517,23 +517,36 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
     let (spec, actors) = funnel_actors(&app, &later).await;
     assert_eq!(funnel::steps(&spec, &actors, "")[0]["count"], json!(2));
     // A global person filter reads the persons' properties, not the
-    // events' (v's and a's events say `plan: free`; no person has a plan).
+    // events': w's and z's only events say `plan: free` (no person has a
+    // plan), and the person x, whose plan is free, is left out.
     capture(
         app.persons(),
         &[
             (
-                "a",
+                "w",
                 "$pageview",
                 "2021-05-02T13:00:00Z",
                 json!({"plan": "free"}),
             ),
             (
-                "v",
+                "z",
                 "$pageview",
                 "2021-05-02T13:00:00Z",
                 json!({"plan": "free", "$process_person_profile": false}),
             ),
+            (
+                "x",
+                "$pageview",
+                "2021-05-02T13:00:00Z",
+                json!({"$set": {"plan": "free"}}),
+            ),
         ],
+    );
+    let (spec, actors) = funnel_actors(&app, &p).await;
+    assert_eq!(
+        funnel::steps(&spec, &actors, "")[0]["count"],
+        json!(5),
+        "{actors:?}"
     );
     let mut by_person = p.clone();
     by_person["properties"] =
@@ -541,7 +554,9 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
     let (spec, actors) = funnel_actors(&app, &by_person).await;
     assert_eq!(
         funnel::steps(&spec, &actors, "")[0]["count"],
-        json!(2),
+        json!(4),
         "{actors:?}"
     );
+    let x = uuid_of(&app, "x");
+    assert!(actors.iter().all(|a| a.person != x), "{actors:?}");
 }
