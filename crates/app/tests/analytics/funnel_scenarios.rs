@@ -389,18 +389,7 @@ async fn personless_events_are_funnel_actors() {
             ("gone", "$pageview", "2021-05-02T12:00:00Z", json!({})),
         ],
     );
-    app.persons()
-        .delete(
-            P,
-            &elide_persons::DeletePersons {
-                uuids: Vec::new(),
-                distinct_ids: vec!["gone".into()],
-                delete_events: false,
-                delete_recordings: false,
-                keep_person: false,
-            },
-        )
-        .expect("delete the profile only");
+    delete_keeping_events(&app, "gone");
     let p = json!({
         "date_from": "2021-05-01", "date_to": "2021-05-03",
         "funnel_window_days": 7,
@@ -485,18 +474,7 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
     });
     let (spec, before) = funnel_actors(&app, &p).await;
     assert_eq!(funnel::steps(&spec, &before, "")[0]["count"], json!(3));
-    app.persons()
-        .delete(
-            P,
-            &elide_persons::DeletePersons {
-                uuids: Vec::new(),
-                distinct_ids: vec!["user".into()],
-                delete_events: false,
-                delete_recordings: false,
-                keep_person: false,
-            },
-        )
-        .expect("delete the profile only");
+    delete_keeping_events(&app, "user");
     let a = uuid_of(&app, "a");
     app.persons().reset_distinct_id(P, "b").expect("reset b");
     let (spec, actors) = funnel_actors(&app, &p).await;

@@ -60,6 +60,23 @@ fn uuid_of(app: &App, distinct_id: &str) -> String {
         .to_string()
 }
 
+/// Delete the person of `distinct_id` and its profile, keeping its events
+/// (`delete_events: false`): they stay, with no distinct id with a person.
+fn delete_keeping_events(app: &App, distinct_id: &str) {
+    app.persons()
+        .delete(
+            P,
+            &elide_persons::DeletePersons {
+                uuids: Vec::new(),
+                distinct_ids: vec![distinct_id.into()],
+                delete_events: false,
+                delete_recordings: false,
+                keep_person: false,
+            },
+        )
+        .expect("delete the profile only");
+}
+
 /// Midnight of 2020-01-01 UTC, the first day of the differential tests.
 fn day0() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0)

@@ -381,18 +381,7 @@ async fn a_deleted_persons_kept_events_are_not_personless_users() {
             ("kept", "$pageview", "2020-01-01T12:00:00Z", json!({})),
         ],
     );
-    app.persons()
-        .delete(
-            P,
-            &elide_persons::DeletePersons {
-                uuids: Vec::new(),
-                distinct_ids: vec!["gone".into()],
-                delete_events: false,
-                delete_recordings: false,
-                keep_person: false,
-            },
-        )
-        .expect("delete the profile only");
+    delete_keeping_events(&app, "gone");
     let q = |math: &str| {
         json!({"kind": "TrendsQuery", "interval": "day",
             "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-01"},
@@ -463,18 +452,7 @@ async fn no_personless_user_for_the_deleted_nor_a_second_time_for_a_person() {
             "series": [{"kind": "EventsNode", "event": "$pageview", "math": math}]})
     };
     assert_eq!(data(&trend(&app, q("dau")).await, 0), vec![2]);
-    app.persons()
-        .delete(
-            P,
-            &elide_persons::DeletePersons {
-                uuids: Vec::new(),
-                distinct_ids: vec!["user".into()],
-                delete_events: false,
-                delete_recordings: false,
-                keep_person: false,
-            },
-        )
-        .expect("delete the profile only");
+    delete_keeping_events(&app, "user");
     app.persons().reset_distinct_id(P, "b").expect("reset b");
     for math in ["dau", "weekly_active", "monthly_active"] {
         assert_eq!(data(&trend(&app, q(math)).await, 0), vec![1], "{math}");
