@@ -233,9 +233,9 @@ impl FunnelSpec {
     /// Whether the funnel counts personless actors ([`FunnelSpec::sql`]):
     /// not when a global cohort or person property filter that needs a
     /// person filters it ([`personless_can_match`]). A step's or an
-    /// exclusion's such filter is a condition that is false for them (a
-    /// person filter on absent properties, a cohort on no person). Broken
-    /// down by a person property, they have none.
+    /// exclusion's person filter reads their properties as absent, and a
+    /// cohort there is false for them. Broken down by a person property,
+    /// they have none.
     pub fn counts_personless(&self) -> bool {
         personless_can_match(&self.props)
     }
