@@ -304,6 +304,9 @@ pub trait MetaTx {
     /// Lift a block; true if there was one.
     fn unblock(&mut self, project: i64, distinct_id: &str) -> Result<bool>;
 
+    /// How many of the project's persons were deleted without keeping the
+    /// profile.
+    fn deleted_person_count(&mut self, project: i64) -> Result<u64>;
     /// The project's blocked ids ([`crate::ids::BlockedIds`]).
     fn blocked_ids(&mut self, project: i64) -> Result<crate::ids::BlockedIds>;
 

@@ -293,6 +293,14 @@ pub fn parse_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
     Ok(d)
 }
 
+/// The times without an offset a date parameter may name (UTC).
+const TIME_FORMATS: [&str; 4] = [
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+];
+
 fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
@@ -301,12 +309,7 @@ fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Ok(d.with_timezone(&Utc));
     }
-    for f in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-    ] {
+    for f in TIME_FORMATS {
         if let Ok(d) = chrono::NaiveDateTime::parse_from_str(s, f) {
             return Ok(Utc.from_utc_datetime(&d));
         }
@@ -398,23 +401,15 @@ pub struct Range {
     pub to: i64,
 }
 
-/// A day in µs.
-const DAY_US: i64 = 86_400_000_000;
-
 /// Whether a date parameter names an instant or a day (not a time
 /// relative to now).
 fn is_absolute(s: &str) -> bool {
     let s = s.trim();
     is_plain_day(s)
         || DateTime::parse_from_rfc3339(s).is_ok()
-        || [
-            "%Y-%m-%d %H:%M:%S",
-            "%Y-%m-%dT%H:%M:%S",
-            "%Y-%m-%d %H:%M:%S%.f",
-            "%Y-%m-%dT%H:%M:%S%.f",
-        ]
-        .iter()
-        .any(|f| chrono::NaiveDateTime::parse_from_str(s, f).is_ok())
+        || TIME_FORMATS
+            .iter()
+            .any(|f| chrono::NaiveDateTime::parse_from_str(s, f).is_ok())
 }
 
 /// `date_from` (default `default_from`; `all` = unbounded) and `date_to`
@@ -452,31 +447,22 @@ pub fn range(
             ))
         }
     };
-    // The last instant of the day (or hour) holding `to`; within chrono's
-    // range, as parse_date keeps to years 1..=9999.
-    let end_of = |unit: Duration| {
-        let t = to.timestamp_micros();
-        let step = unit.num_microseconds().unwrap_or(1);
-        let start = t - t.rem_euclid(step);
-        DateTime::from_timestamp_micros(start + step - 1).unwrap_or(to)
-    };
+    let from = from.map(|d| d.timestamp_micros());
+    let to = to.timestamp_micros();
+    // The last instant of the day (or hour) holding `to`.
+    let end_of = |unit: Interval| unit.next(unit.trunc(to)) - 1;
     let from = match (interval, from) {
         (_, from) if explicit => from,
         (Interval::Hour, from) => from,
-        (_, from) => from.map(|f| {
-            let t = f.timestamp_micros();
-            DateTime::from_timestamp_micros(t - t.rem_euclid(DAY_US)).unwrap_or(f)
-        }),
+        (_, from) => from.map(|f| Interval::Day.trunc(f)),
     };
     let to = match (interval, given.as_deref()) {
-        (_, Some(s)) if is_plain_day(s) => end_of(Duration::days(1)),
+        (_, Some(s)) if is_plain_day(s) => end_of(Interval::Day),
         (_, _) if explicit => to,
         (Interval::Hour, Some(s)) if is_absolute(s) => to,
-        (Interval::Hour, _) => end_of(Duration::hours(1)),
-        _ => end_of(Duration::days(1)),
+        (Interval::Hour, _) => end_of(Interval::Hour),
+        _ => end_of(Interval::Day),
     };
-    let from = from.map(|d| d.timestamp_micros());
-    let to = to.timestamp_micros();
     if from.is_some_and(|f| f > to) {
         return invalid("date_from is after date_to");
     }

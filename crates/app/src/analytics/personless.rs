@@ -83,19 +83,23 @@ pub fn personless_props_sql(props: &[Prop]) -> Result<String> {
 pub struct Personless {
     /// The UUIDs (text) of the project's deleted persons.
     pub deleted: HashSet<String>,
+    /// The deletion records `deleted` came from.
+    records: u64,
     blocked: Arc<BlockedIds>,
 }
 
 impl Personless {
     /// Read the project's deleted persons and blocked ids.
     pub fn read(persons: &Arc<Persons<SqliteMeta>>, project: i64) -> Result<Personless> {
-        let deleted = persons
-            .deleted_person_uuids(project)?
+        let uuids = persons.deleted_person_uuids(project)?;
+        let records = uuids.len() as u64;
+        let deleted = uuids
             .into_iter()
             .map(|u| u.hyphenated().to_string())
             .collect();
         Ok(Personless {
             deleted,
+            records,
             blocked: Arc::new(persons.blocked_ids(project)?),
         })
     }
@@ -103,7 +107,7 @@ impl Personless {
     /// Whether a person was deleted since this was read (the query that
     /// used it may have seen its events without its ids).
     pub fn stale(&self, persons: &Arc<Persons<SqliteMeta>>, project: i64) -> Result<bool> {
-        Ok(persons.deleted_person_uuids(project)?.len() != self.deleted.len())
+        Ok(persons.deleted_person_count(project)? != self.records)
     }
 
     /// Put [`BLOCKED_ID`] on `ctx`.

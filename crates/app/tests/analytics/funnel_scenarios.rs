@@ -1,6 +1,7 @@
 //! Funnels and funnel persons: PostHog scenarios 1–7, 17, 18, 20–22,
 //! and parameter checks.
 
+use elide_app::analytics::personless::Personless;
 use serde_json::json;
 
 use super::*;
@@ -474,7 +475,11 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
     });
     let (spec, before) = funnel_actors(&app, &p).await;
     assert_eq!(funnel::steps(&spec, &before, "")[0]["count"], json!(3));
+    // What a query read is stale exactly when a person was deleted since.
+    let read = Personless::read(app.persons(), P).expect("read");
+    assert!(!read.stale(app.persons(), P).expect("stale"));
     delete_keeping_events(&app, "user");
+    assert!(read.stale(app.persons(), P).expect("stale"));
     let a = uuid_of(&app, "a");
     app.persons().reset_distinct_id(P, "b").expect("reset b");
     let (spec, actors) = funnel_actors(&app, &p).await;

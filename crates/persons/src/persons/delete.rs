@@ -297,6 +297,13 @@ impl<M: MetaStore> Persons<M> {
         Ok(out)
     }
 
+    /// How many persons of the project were deleted without keeping the
+    /// profile (the length of [`Persons::deleted_person_uuids`], counted
+    /// without reading the records).
+    pub fn deleted_person_count(&self, project: i64) -> Result<u64> {
+        self.meta.read(|tx| tx.deleted_person_count(project))
+    }
+
     /// The project's blocked distinct ids: those of persons deleted
     /// without a reset, whose kept events the analytics leave out whatever
     /// UUID they carry (an id's events from before it joined the person

@@ -549,6 +549,16 @@ impl MetaTx for SqliteTx<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
+    fn deleted_person_count(&mut self, project: i64) -> Result<u64> {
+        let n: i64 = self
+            .tx
+            .prepare_cached(
+                "SELECT count(*) FROM deletions WHERE project_id = ?1 AND keep_person = 0",
+            )?
+            .query_row(params![project], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn blocked_ids(&mut self, project: i64) -> Result<crate::ids::BlockedIds> {
         let mut st = self
             .tx
