@@ -307,6 +307,8 @@ pub trait MetaTx {
     /// How many of the project's persons were deleted without keeping the
     /// profile.
     fn deleted_person_count(&mut self, project: i64) -> Result<u64>;
+    /// Their UUIDs, one per deletion record.
+    fn deleted_person_uuids(&mut self, project: i64) -> Result<Vec<Uuid>>;
     /// The project's blocked ids ([`crate::ids::BlockedIds`]).
     fn blocked_ids(&mut self, project: i64) -> Result<crate::ids::BlockedIds>;
 

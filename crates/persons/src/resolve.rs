@@ -307,14 +307,8 @@ impl<'t, 'e> Resolver<'t, 'e> {
             match c.apply_bounded(&ev.ops) {
                 Some(true) => c.dirty = true,
                 Some(false) => {}
-                None => {
-                    self.stats.properties_too_large += 1;
-                    tracing::warn!(
-                        project = self.project,
-                        "person properties would pass {} bytes: the event's update is not applied",
-                        crate::props::MAX_PERSON_PROPERTIES_BYTES
-                    );
-                }
+                // Logged once per batch ([`Resolver::finish`]).
+                None => self.stats.properties_too_large += 1,
             }
         }
         Ok(Some(self.uuid(pid)?))
@@ -334,6 +328,14 @@ impl<'t, 'e> Resolver<'t, 'e> {
     /// Write the changed persons; returns the stats and what the batch
     /// learned (to apply to the cache once the transaction commits).
     pub(crate) fn finish(mut self) -> Result<(CaptureStats, Learned)> {
+        if self.stats.properties_too_large > 0 {
+            tracing::warn!(
+                project = self.project,
+                events = self.stats.properties_too_large,
+                "person properties would pass {} bytes: these events' updates are not applied",
+                crate::props::MAX_PERSON_PROPERTIES_BYTES
+            );
+        }
         let mut dirty: Vec<&mut Cached> = self.rows.values_mut().filter(|c| c.dirty).collect();
         dirty.sort_by_key(|c| c.row.id);
         for c in dirty {

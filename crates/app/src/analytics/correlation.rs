@@ -653,9 +653,7 @@ pub enum Selector {
 /// A correlation-persons request: the selector and
 /// `funnel_correlation_person_converted` (`None`: both outcomes).
 pub fn selector(p: &Params) -> Result<(Selector, Option<bool>)> {
-    let converted = p
-        .text("funnel_correlation_person_converted")
-        .map(|s| s.eq_ignore_ascii_case("true"));
+    let converted = p.flag("funnel_correlation_person_converted")?;
     if let Some(v) = p.json("funnel_correlation_person_entity") {
         return Ok((Selector::Event(entity_of(&v, 0)?), converted));
     }

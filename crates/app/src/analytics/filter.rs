@@ -46,6 +46,21 @@ impl Params {
         }
     }
 
+    /// A boolean parameter: `true` or `false` (any case; JSON booleans
+    /// too), `None` when absent; anything else is refused, naming `key`.
+    pub fn flag(&self, key: &str) -> Result<Option<bool>> {
+        match self
+            .text(key)
+            .map(|t| t.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => invalid(format!("{key} must be true or false, got {other:?}")),
+        }
+    }
+
     /// A JSON-valued parameter (JSON text is parsed; other text is kept as
     /// a string).
     pub fn json(&self, key: &str) -> Option<Value> {
@@ -254,7 +269,7 @@ pub fn entities(p: &Params) -> Result<Vec<Entity>> {
     // Silently ignored, it would count the traffic PostHog's default
     // test-account filters leave out: refused, as a TrendsQuery's
     // `filterTestAccounts` is.
-    if p.text("filter_test_accounts").as_deref() == Some("true") {
+    if p.flag("filter_test_accounts")? == Some(true) {
         return invalid(
             "filter_test_accounts is not supported (Elide has no test-account filters); leave it out or false",
         );
@@ -438,15 +453,7 @@ pub fn range(
         None => now,
         Some(s) => parse_date(s, now, "date_to")?,
     };
-    let explicit = match p.text("explicit_date").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return invalid(format!(
-                "explicit_date must be true or false, got {other:?}"
-            ))
-        }
-    };
+    let explicit = p.flag("explicit_date")?.unwrap_or(false);
     let from = from.map(|d| d.timestamp_micros());
     let to = to.timestamp_micros();
     // The last instant of the day (or hour) holding `to`.
@@ -757,6 +764,32 @@ mod tests {
         .expect("params");
         let r = range(&p, now(), "-7d", Interval::Day).expect("range");
         assert_eq!((r.from, r.to), (Some(at(10, 30, 0)), at(12, 0, 0)));
+    }
+
+    /// Boolean parameters: `true`/`false` in any case or as JSON; anything
+    /// else is a 400 naming the parameter, never read as false.
+    #[test]
+    fn flags_are_true_false_or_refused() {
+        let p = |v: serde_json::Value| {
+            Params::new(Vec::new(), Some(serde_json::json!({"f": v}))).expect("params")
+        };
+        assert_eq!(
+            p(serde_json::json!("True")).flag("f").ok(),
+            Some(Some(true))
+        );
+        assert_eq!(
+            p(serde_json::json!(false)).flag("f").ok(),
+            Some(Some(false))
+        );
+        assert_eq!(p(serde_json::json!(null)).flag("f").ok(), Some(None));
+        for bad in [serde_json::json!("yes"), serde_json::json!(1)] {
+            let e = p(bad).flag("f").expect_err("refused");
+            assert!(e.to_string().contains("f must be true or false"), "{e}");
+        }
+        // filter_test_accounts=True is refused, not ignored.
+        let q = Params::new(vec![("filter_test_accounts".into(), "True".into())], None)
+            .expect("params");
+        assert!(entities(&q).is_err());
     }
 
     #[test]

@@ -589,14 +589,17 @@ async fn compute_once(
                                 let text = text.as_string::<i32>();
                                 (0..text.len())
                                     .map(|r| {
-                                        (!text.is_null(r) && !deleted.contains(text.value(r))).then(
-                                            || {
-                                                let next = (1i64 << 62) + numbered.len() as i64;
-                                                *numbered
-                                                    .entry(text.value(r).to_string())
-                                                    .or_insert(next)
-                                            },
-                                        )
+                                        let who = text.value(r);
+                                        if text.is_null(r) || deleted.contains(who) {
+                                            return None;
+                                        }
+                                        // A UUID seen before costs no copy.
+                                        if let Some(&n) = numbered.get(who) {
+                                            return Some(n);
+                                        }
+                                        let n = (1i64 << 62) + numbered.len() as i64;
+                                        numbered.insert(who.to_string(), n);
+                                        Some(n)
                                     })
                                     .collect()
                             }

@@ -559,6 +559,18 @@ impl MetaTx for SqliteTx<'_> {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    fn deleted_person_uuids(&mut self, project: i64) -> Result<Vec<Uuid>> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT person_uuid FROM deletions WHERE project_id = ?1 AND keep_person = 0",
+        )?;
+        let rows = st.query_map(params![project], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for u in rows {
+            out.push(parse_uuid(&u?)?);
+        }
+        Ok(out)
+    }
+
     fn blocked_ids(&mut self, project: i64) -> Result<crate::ids::BlockedIds> {
         let mut st = self
             .tx
