@@ -433,7 +433,7 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
                         ApiError::invalid_attr(
                             "retention_days",
                             "invalid",
-                            "Must be a whole number of days from 1 to 36500, or null.",
+                            format!("Must be a whole number of days from 1 to {MAX_RETENTION_DAYS}, or null."),
                         )
                     })?,
             ),
@@ -444,7 +444,7 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
             ApiError::invalid_attr(
                 "event_retention_days",
                 "invalid",
-                "Must be an object of at most 1000 event names (of at most 400 bytes) to a whole number of days from 1 to 36500, or null.",
+                format!("Must be an object of at most {MAX_EVENT_RETENTIONS} event names (of at most {MAX_EVENT_NAME_BYTES} bytes) to a whole number of days from 1 to {MAX_RETENTION_DAYS}, or null."),
             )
         };
         let Value::Object(m) = v else {
@@ -482,7 +482,7 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
                         ApiError::invalid_attr(
                             "erasure_deadline_days",
                             "invalid",
-                            "Must be a whole number of days from 1 to 3650, or null.",
+                            format!("Must be a whole number of days from 1 to {MAX_DEADLINE_DAYS}, or null."),
                         )
                     })?,
             ),
