@@ -119,6 +119,11 @@ impl BlockedIds {
         self.hashes.is_empty()
     }
 
+    /// How many ids are blocked.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
     /// Whether `distinct_id` is blocked.
     pub fn contains(&self, distinct_id: &str) -> bool {
         !self.hashes.is_empty()

@@ -12,6 +12,8 @@
 //! - [`persons`]: the API ([`Persons`]): capture, lookups, updates,
 //!   deletion through the store's deletion requests, reset, split,
 //!   deletion status, activity, project drop.
+//! - [`deleted`]: what the analytics read of deleted persons, cached per
+//!   project until a deletion or reset changes it.
 //! - [`cohorts`]: cohort definitions and the lists of static cohorts
 //!   (a deleted person leaves every list in its deletion's transaction).
 //! - [`export`]: the subject-access export of one person (profile,
@@ -38,6 +40,7 @@ pub mod admin;
 pub mod capture;
 mod capture_all;
 pub mod cohorts;
+pub mod deleted;
 pub mod error;
 pub mod export;
 pub mod ids;

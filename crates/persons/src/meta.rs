@@ -304,9 +304,9 @@ pub trait MetaTx {
     /// Lift a block; true if there was one.
     fn unblock(&mut self, project: i64, distinct_id: &str) -> Result<bool>;
 
-    /// How many of the project's persons were deleted without keeping the
-    /// profile.
-    fn deleted_person_count(&mut self, project: i64) -> Result<u64>;
+    /// The project's [`crate::deleted::DeletionStamp`]: it changes whenever
+    /// its deletion records or blocked ids do.
+    fn deletion_stamp(&mut self, project: i64) -> Result<crate::deleted::DeletionStamp>;
     /// Their UUIDs, one per deletion record.
     fn deleted_person_uuids(&mut self, project: i64) -> Result<Vec<Uuid>>;
     /// The project's blocked ids ([`crate::ids::BlockedIds`]).

@@ -120,6 +120,9 @@ pub struct Persons<M: MetaStore = SqliteMeta> {
     /// The pipeline lock (see the module docs), with the distinct-id cache
     /// it guards.
     pipeline: Mutex<IdCache>,
+    /// The deleted persons the analytics read, per project
+    /// ([`crate::deleted`]).
+    pub(crate) deleted: Mutex<crate::deleted::DeletedCache>,
     /// Held while open: one `Persons` per data directory per process.
     pub(crate) _registration: Option<Registration>,
 }
@@ -301,6 +304,7 @@ impl<M: MetaStore> Persons<M> {
             store,
             meta,
             pipeline: Mutex::new(IdCache::default()),
+            deleted: Mutex::default(),
             _registration: None,
         }
     }

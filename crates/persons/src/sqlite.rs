@@ -359,4 +359,82 @@ mod tests {
             plan(&base)
         );
     }
+
+    /// The deletion stamp changes with every write to the deletion records
+    /// or the blocked ids of its project, and only of its project; a
+    /// database of schema 5 opened read-only counts the records, and a
+    /// writer migrates it to versions.
+    #[test]
+    fn the_deletion_stamp_follows_every_write_of_its_project() {
+        use crate::deleted::DeletionStamp;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sqlite3");
+        let meta = SqliteMeta::open(&path).unwrap();
+        let stamp = |p: i64| meta.read(|tx| tx.deletion_stamp(p)).unwrap();
+        assert_eq!(stamp(1), DeletionStamp::Version(0));
+        let mut seen = vec![stamp(1)];
+        let mut changed = |s: DeletionStamp| {
+            assert!(!seen.contains(&s), "{s:?} again after {seen:?}");
+            seen.push(s);
+        };
+        meta.write(|tx| tx.block(1, "a", 1, 0)).unwrap();
+        changed(stamp(1));
+        // Blocking it again (INSERT OR REPLACE) is a write too.
+        meta.write(|tx| tx.block(1, "a", 2, 0)).unwrap();
+        changed(stamp(1));
+        assert_eq!(stamp(2), DeletionStamp::Version(0));
+        assert!(meta.write(|tx| tx.unblock(1, "a")).unwrap());
+        changed(stamp(1));
+        let add_record = |project: i64| {
+            meta.conn()
+                .unwrap()
+                .execute(
+                    "INSERT INTO deletions (project_id, person_uuid, created_at, delete_events, \
+                     delete_recordings, keep_person, store_requests) VALUES (?1, 'u', 0, 0, 0, 0, '[]')",
+                    params![project],
+                )
+                .unwrap()
+        };
+        add_record(1);
+        changed(stamp(1));
+        meta.conn()
+            .unwrap()
+            .execute("UPDATE deletions SET keep_person = 1", [])
+            .unwrap();
+        changed(stamp(1));
+        meta.conn()
+            .unwrap()
+            .execute("DELETE FROM deletions", [])
+            .unwrap();
+        changed(stamp(1));
+        assert_eq!(stamp(2), DeletionStamp::Version(0));
+        // Schema 5: no versions. Read-only, the records are counted.
+        add_record(1);
+        meta.conn()
+            .unwrap()
+            .execute_batch(
+                "DROP TABLE deletion_versions; DROP TRIGGER deletions_insert_version; \
+                 DROP TRIGGER deletions_update_version; DROP TRIGGER deletions_delete_version; \
+                 DROP TRIGGER blocked_insert_version; DROP TRIGGER blocked_update_version; \
+                 DROP TRIGGER blocked_delete_version; PRAGMA user_version = 5;",
+            )
+            .unwrap();
+        drop(meta);
+        let old = SqliteMeta::open_read_only(&path).unwrap();
+        assert_eq!(
+            old.read(|tx| tx.deletion_stamp(1)).unwrap(),
+            DeletionStamp::Count(1)
+        );
+        drop(old);
+        let meta = SqliteMeta::open(&path).unwrap();
+        assert_eq!(
+            meta.read(|tx| tx.deletion_stamp(1)).unwrap(),
+            DeletionStamp::Version(0)
+        );
+        meta.write(|tx| tx.block(1, "b", 1, 0)).unwrap();
+        assert_eq!(
+            meta.read(|tx| tx.deletion_stamp(1)).unwrap(),
+            DeletionStamp::Version(1)
+        );
+    }
 }

@@ -18,7 +18,7 @@
 //! pass `is_not` and `is_not_set` person filters, no other, and are in no
 //! cohort); a deleted person's kept events make none.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
@@ -459,8 +459,7 @@ fn read_actors(
     personless: Option<&Personless>,
 ) -> Result<Vec<Actor>> {
     // A deleted person's kept events carry its UUID: those are left out.
-    let empty = HashSet::new();
-    let deleted = personless.map_or(&empty, |p| &p.deleted);
+    let deleted = |who: &str| personless.is_some_and(|p| p.is_deleted(who));
     let nb = spec.breakdown.as_ref().map_or(0, |b| b.keys.len());
     let mut out = Vec::new();
     for b in batches {
@@ -479,10 +478,7 @@ fn read_actors(
         let med = f.column(3).as_list::<i32>();
         for r in 0..b.num_rows() {
             let personless = personless.is_valid(r) && personless.value(r);
-            if steps.value(r) == 0
-                || actor.is_null(r)
-                || (personless && deleted.contains(actor.value(r)))
-            {
+            if steps.value(r) == 0 || actor.is_null(r) || (personless && deleted(actor.value(r))) {
                 continue;
             }
             let t = arrow::compute::cast(&ts.value(r), &DataType::Int64)?;

@@ -20,7 +20,6 @@
 //! - personless actors have empty person properties: a person filter sees
 //!   them as absent ([`personless_can_match`]), and they are in no cohort.
 
-use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -31,6 +30,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
+use elide_persons::deleted::DeletedActors;
 use elide_persons::ids::BlockedIds;
 use elide_persons::{Persons, SqliteMeta};
 
@@ -76,44 +76,39 @@ pub fn personless_props_sql(props: &[Prop]) -> Result<String> {
 }
 
 /// What a request needs to leave deleted persons out of its personless
-/// actors, read once per request. Read before the query, which reads the
-/// persons tables when it is planned: a person deleted in between would
-/// be in neither, so the caller asks [`Personless::stale`] after the query
-/// and runs it again if so.
+/// actors ([`Persons::deleted_actors`], kept between requests until a
+/// deletion or reset). Read before the query, which reads the persons
+/// tables when it is planned: a person deleted in between would be in
+/// neither, so the caller asks [`Personless::stale`] after the query and
+/// runs it again if so.
 pub struct Personless {
-    /// The UUIDs (text) of the project's deleted persons.
-    pub deleted: HashSet<String>,
-    /// The deletion records `deleted` came from.
-    records: u64,
-    blocked: Arc<BlockedIds>,
+    deleted: Arc<DeletedActors>,
 }
 
 impl Personless {
     /// Read the project's deleted persons and blocked ids.
     pub fn read(persons: &Arc<Persons<SqliteMeta>>, project: i64) -> Result<Personless> {
-        let uuids = persons.deleted_person_uuids(project)?;
-        let records = uuids.len() as u64;
-        let deleted = uuids
-            .into_iter()
-            .map(|u| u.hyphenated().to_string())
-            .collect();
         Ok(Personless {
-            deleted,
-            records,
-            blocked: Arc::new(persons.blocked_ids(project)?),
+            deleted: persons.deleted_actors(project)?,
         })
     }
 
-    /// Whether a person was deleted since this was read (the query that
-    /// used it may have seen its events without its ids).
+    /// Whether `uuid` (text) is a deleted person's: its kept events count
+    /// for no one.
+    pub fn is_deleted(&self, uuid: &str) -> bool {
+        self.deleted.is_deleted(uuid)
+    }
+
+    /// Whether a person was deleted or an id reset since this was read
+    /// (the query that used it may have seen its events without its ids).
     pub fn stale(&self, persons: &Arc<Persons<SqliteMeta>>, project: i64) -> Result<bool> {
-        Ok(persons.deleted_person_count(project)? != self.records)
+        Ok(persons.deletion_stamp(project)? != self.deleted.stamp())
     }
 
     /// Put [`BLOCKED_ID`] on `ctx`.
     pub fn register(&self, ctx: &SessionContext) {
         ctx.register_udf(ScalarUDF::new_from_impl(BlockedId {
-            ids: Arc::clone(&self.blocked),
+            ids: Arc::clone(self.deleted.blocked()),
             signature: Signature::any(1, Volatility::Stable),
         }));
     }
@@ -121,7 +116,7 @@ impl Personless {
     /// The condition that event `e`'s distinct id is not blocked (`TRUE`
     /// when no id is: the common case costs nothing).
     pub fn not_blocked_sql(&self) -> String {
-        if self.blocked.is_empty() {
+        if self.deleted.blocked().is_empty() {
             "TRUE".into()
         } else {
             format!("NOT {BLOCKED_ID}(e.distinct_id)")
@@ -133,8 +128,8 @@ impl std::fmt::Debug for Personless {
     // The deleted persons' UUIDs are not printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Personless")
-            .field("deleted", &self.deleted.len())
-            .field("blocked", &self.blocked)
+            .field("deleted", &self.deleted.deleted_count())
+            .field("blocked", self.deleted.blocked())
             .finish()
     }
 }

@@ -17,7 +17,7 @@
 //! most while they are gathered ([`super::SortedKeys`]), and the text of
 //! each personless actor's UUID once (to number it).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Int64Array};
@@ -493,8 +493,7 @@ async fn compute_once(
     } else {
         None
     };
-    let empty = HashSet::new();
-    let deleted = personless.as_ref().map_or(&empty, |p| &p.deleted);
+    let deleted = |who: &str| personless.as_ref().is_some_and(|p| p.is_deleted(who));
     let mut out = Vec::new();
     for s in &spec.series {
         let mut counts: Counts = BTreeMap::new();
@@ -521,8 +520,7 @@ async fn compute_once(
                         let who = who.as_string::<i32>();
                         let events = b.column(3).as_primitive::<Int64Type>();
                         for r in 0..b.num_rows() {
-                            if period.is_null(r) || who.is_null(r) || deleted.contains(who.value(r))
-                            {
+                            if period.is_null(r) || who.is_null(r) || deleted(who.value(r)) {
                                 continue;
                             }
                             *counts
@@ -590,7 +588,7 @@ async fn compute_once(
                                 (0..text.len())
                                     .map(|r| {
                                         let who = text.value(r);
-                                        if text.is_null(r) || deleted.contains(who) {
+                                        if text.is_null(r) || deleted(who) {
                                             return None;
                                         }
                                         // A UUID seen before costs no copy.

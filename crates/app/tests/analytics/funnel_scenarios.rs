@@ -480,6 +480,8 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
     assert!(!read.stale(app.persons(), P).expect("stale"));
     delete_keeping_events(&app, "user");
     assert!(read.stale(app.persons(), P).expect("stale"));
+    let read = Personless::read(app.persons(), P).expect("read");
+    assert!(!read.stale(app.persons(), P).expect("stale"));
     let a = uuid_of(&app, "a");
     app.persons().reset_distinct_id(P, "b").expect("reset b");
     let (spec, actors) = funnel_actors(&app, &p).await;
@@ -542,4 +544,22 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
     );
     let x = uuid_of(&app, "x");
     assert!(actors.iter().all(|a| a.person != x), "{actors:?}");
+    // Resetting the deleted person's blocked id makes it a fresh id: its
+    // personless event counts again, as an anonymous visitor's. What the
+    // requests above read of the deleted persons is kept between requests
+    // (`Persons::deleted_actors`) and must not outlive the reset.
+    let kept = Personless::read(app.persons(), P).expect("read");
+    assert!(
+        app.persons()
+            .reset_distinct_id(P, "anon")
+            .expect("reset anon")
+            .unblocked
+    );
+    assert!(kept.stale(app.persons(), P).expect("stale"));
+    let (spec, actors) = funnel_actors(&app, &p).await;
+    assert_eq!(
+        funnel::steps(&spec, &actors, "")[0]["count"],
+        json!(6),
+        "{actors:?}"
+    );
 }

@@ -3,6 +3,7 @@
 //! crash between them leaves, is in the parent module's docs.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use elide_store::{DeleteSpec, RequestStatus, Table, MAX_DELETE_IDS};
 use serde::Serialize;
@@ -10,6 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{iso, now_us, parse_uuid_input, Persons};
+use crate::deleted::{DeletedActors, DeletedCache, DeletionStamp};
 use crate::error::{PersonsError, Result};
 use crate::meta::{DeletionRecord, MetaStore, PersonRow};
 
@@ -297,26 +299,35 @@ impl<M: MetaStore> Persons<M> {
         Ok(out)
     }
 
-    /// How many persons of the project were deleted without keeping the
-    /// profile (the length of [`Persons::deleted_person_uuids`], counted
-    /// without reading the records).
-    pub fn deleted_person_count(&self, project: i64) -> Result<u64> {
-        self.meta.read(|tx| tx.deleted_person_count(project))
+    /// The state of the project's deletion records and blocked ids: it
+    /// changes whenever either does (one lookup).
+    pub fn deletion_stamp(&self, project: i64) -> Result<DeletionStamp> {
+        self.meta.read(|tx| tx.deletion_stamp(project))
     }
 
-    /// The project's blocked distinct ids: those of persons deleted
-    /// without a reset, whose kept events the analytics leave out whatever
-    /// UUID they carry (an id's events from before it joined the person
-    /// carry another).
-    pub fn blocked_ids(&self, project: i64) -> Result<crate::ids::BlockedIds> {
-        self.meta.read(|tx| tx.blocked_ids(project))
+    /// The project's deleted persons as the analytics read them: kept
+    /// from the last request while [`Persons::deletion_stamp`] has not
+    /// changed ([`crate::deleted`]), else read in one transaction.
+    pub fn deleted_actors(&self, project: i64) -> Result<Arc<DeletedActors>> {
+        let stamp = self.deletion_stamp(project)?;
+        if let Some(d) = self.deleted_cache()?.get(project, stamp) {
+            return Ok(d);
+        }
+        let d = Arc::new(self.meta.read(|tx| {
+            Ok(DeletedActors {
+                stamp: tx.deletion_stamp(project)?,
+                uuids: tx.deleted_person_uuids(project)?.into_iter().collect(),
+                blocked: Arc::new(tx.blocked_ids(project)?),
+            })
+        })?);
+        self.deleted_cache()?.put(project, &d);
+        Ok(d)
     }
 
-    /// The UUIDs of the project's persons deleted without keeping the
-    /// profile (analytics leave out the events they kept).
-    pub fn deleted_person_uuids(&self, project: i64) -> Result<Vec<Uuid>> {
-        // The UUIDs alone: not every record's store requests, parsed.
-        self.meta.read(|tx| tx.deleted_person_uuids(project))
+    fn deleted_cache(&self) -> Result<std::sync::MutexGuard<'_, DeletedCache>> {
+        self.deleted
+            .lock()
+            .map_err(|_| PersonsError::Internal("the deleted-persons cache is poisoned".into()))
     }
 
     /// Deletion statuses, newest first, optionally of one person or one state.

@@ -121,6 +121,44 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX person_overrides_by_override ON person_overrides (project_id, override_person_uuid);
     "#,
+    // 6: a per-project version of what the analytics read of deleted
+    // persons (their deletion records and blocked ids), bumped by triggers
+    // on every write to either table, so that a cache of them is checked by
+    // one lookup and no write path can forget to invalidate it.
+    r#"
+    CREATE TABLE deletion_versions (
+        project_id INTEGER PRIMARY KEY,
+        version INTEGER NOT NULL
+    );
+    CREATE TRIGGER deletions_insert_version AFTER INSERT ON deletions BEGIN
+        INSERT INTO deletion_versions (project_id, version) VALUES (NEW.project_id, 1)
+            ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
+    END;
+    CREATE TRIGGER deletions_update_version AFTER UPDATE ON deletions BEGIN
+        INSERT INTO deletion_versions (project_id, version) VALUES (OLD.project_id, 1)
+            ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
+        INSERT INTO deletion_versions (project_id, version) VALUES (NEW.project_id, 1)
+            ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
+    END;
+    CREATE TRIGGER deletions_delete_version AFTER DELETE ON deletions BEGIN
+        INSERT INTO deletion_versions (project_id, version) VALUES (OLD.project_id, 1)
+            ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
+    END;
+    CREATE TRIGGER blocked_insert_version AFTER INSERT ON blocked_distinct_ids BEGIN
+        INSERT INTO deletion_versions (project_id, version) VALUES (NEW.project_id, 1)
+            ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
+    END;
+    CREATE TRIGGER blocked_update_version AFTER UPDATE ON blocked_distinct_ids BEGIN
+        INSERT INTO deletion_versions (project_id, version) VALUES (OLD.project_id, 1)
+            ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
+        INSERT INTO deletion_versions (project_id, version) VALUES (NEW.project_id, 1)
+            ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
+    END;
+    CREATE TRIGGER blocked_delete_version AFTER DELETE ON blocked_distinct_ids BEGIN
+        INSERT INTO deletion_versions (project_id, version) VALUES (OLD.project_id, 1)
+            ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
+    END;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -549,14 +549,33 @@ impl MetaTx for SqliteTx<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    fn deleted_person_count(&mut self, project: i64) -> Result<u64> {
-        let n: i64 = self
+    fn deletion_stamp(&mut self, project: i64) -> Result<crate::deleted::DeletionStamp> {
+        use crate::deleted::DeletionStamp;
+        // A database opened read-only keeps the schema it has: before
+        // migration 6 there is no version, and the records are counted.
+        let versioned = self
             .tx
             .prepare_cached(
-                "SELECT count(*) FROM deletions WHERE project_id = ?1 AND keep_person = 0",
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deletion_versions'",
             )?
-            .query_row(params![project], |r| r.get(0))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+            .exists([])?;
+        if !versioned {
+            let n: i64 = self
+                .tx
+                .prepare_cached(
+                    "SELECT count(*) FROM deletions WHERE project_id = ?1 AND keep_person = 0",
+                )?
+                .query_row(params![project], |r| r.get(0))?;
+            return Ok(DeletionStamp::Count(u64::try_from(n).unwrap_or(0)));
+        }
+        let v: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT version FROM deletion_versions WHERE project_id = ?1")?
+            .query_row(params![project], |r| r.get(0))
+            .optional()?;
+        Ok(DeletionStamp::Version(
+            v.map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+        ))
     }
 
     fn deleted_person_uuids(&mut self, project: i64) -> Result<Vec<Uuid>> {
