@@ -20,7 +20,7 @@
 //! UUID they carry) counts for events and event properties, has no person
 //! properties, and is not listed among a row's persons.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -29,13 +29,14 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use elide_persons::{Persons, SqliteMeta};
 use serde_json::Value;
 
 use super::filter::{entity_of, props, Entity, Params, Prop, PropKind};
 use super::funnel::{actors_in, Actor, FunnelSpec};
 use super::personless::NO_PERSON;
-use super::{collect, lit, props_sql, session, ts_lit};
+use super::{collect, lit, props_sql, session, stream, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -356,12 +357,16 @@ fn windowed_events_sql(
     )
 }
 
-/// A property value as PostHog names it: strings as they are, anything
-/// else as JSON.
-fn value_text(v: &Value) -> String {
+/// A property value's text in a candidate's name, as PostHog names it (a
+/// string as itself, anything else as JSON), appended to `out` with no copy of its own.
+fn push_value_text(out: &mut String, v: &Value) {
     match v {
-        Value::String(s) => s.clone(),
-        v => v.to_string(),
+        Value::String(s) => out.push_str(s),
+        v => {
+            use std::fmt::Write;
+            // Writing to a String does not fail.
+            let _ = write!(out, "{v}");
+        }
     }
 }
 
@@ -461,66 +466,123 @@ async fn events(
     Ok(out)
 }
 
-/// Most (name, actor) pairs one property correlation tallies: it is held
-/// outside the query's memory pool, and properties that are unique per
-/// event (`$insert_id`, `$time`, URLs) make about one pair per property
-/// of every event. Past it the request is refused (400), naming what
-/// narrows it.
-const MAX_TALLY_PAIRS: usize = 2_000_000;
+/// Most bytes one property correlation's tally may hold (names, actors,
+/// pairs and their tables' overhead, estimated): it is held outside the
+/// query's memory pool, and properties that are unique per event
+/// (`$insert_id`, `$time`, URLs) make about one name of every event. Past
+/// it the request is refused (400), naming what narrows it.
+const MAX_TALLY_BYTES: usize = 256 << 20;
 
-/// Distinct actors per name, from (name, actor, success) triples.
+/// What a table entry costs beyond its text: the `String` header, the
+/// hash table's slot and control byte, the index.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Distinct actors per name, from (name, actor, success) triples. Names
+/// and actors are kept once each, numbered; a pair is two numbers.
 struct Tally {
-    actors: HashSet<(String, String)>,
-    seen: BTreeMap<String, Seen>,
+    names: HashMap<String, u32>,
+    seen: Vec<Seen>,
+    actors: HashMap<String, u32>,
+    pairs: HashSet<(u32, u32)>,
+    /// Estimated bytes held.
+    bytes: usize,
     limit: usize,
     overflowed: bool,
 }
 
 impl Default for Tally {
     fn default() -> Self {
-        Tally::with_limit(MAX_TALLY_PAIRS)
+        Tally::with_limit(MAX_TALLY_BYTES)
     }
 }
 
 impl Tally {
     fn with_limit(limit: usize) -> Self {
         Tally {
-            actors: HashSet::new(),
-            seen: BTreeMap::new(),
+            names: HashMap::new(),
+            seen: Vec::new(),
+            actors: HashMap::new(),
+            pairs: HashSet::new(),
+            bytes: 0,
             limit,
             overflowed: false,
         }
     }
 
-    fn add(&mut self, name: String, actor: &str, success: bool, make: impl FnOnce() -> Seen) {
-        if self.overflowed || !self.actors.insert((name.clone(), actor.to_string())) {
-            return;
+    /// Count `actor` for `name` once; `make` gives a new name's entry.
+    /// False once past the limit (the caller stops reading).
+    fn add(&mut self, name: &str, actor: &str, success: bool, make: impl FnOnce() -> Seen) -> bool {
+        if self.overflowed {
+            return false;
         }
-        if self.actors.len() > self.limit {
-            self.overflowed = true;
-            self.actors = HashSet::new();
-            self.seen = BTreeMap::new();
-            return;
+        let n = match self.names.get(name) {
+            Some(&n) => n,
+            None => {
+                let entry = make();
+                // The name, and the property it names (key and value).
+                self.bytes += 2 * name.len() + 2 * ENTRY_OVERHEAD;
+                let Ok(n) = u32::try_from(self.seen.len()) else {
+                    return self.overflow();
+                };
+                self.names.insert(name.to_string(), n);
+                self.seen.push(entry);
+                n
+            }
+        };
+        let a = match self.actors.get(actor) {
+            Some(&a) => a,
+            None => {
+                self.bytes += actor.len() + ENTRY_OVERHEAD;
+                let Ok(a) = u32::try_from(self.actors.len()) else {
+                    return self.overflow();
+                };
+                self.actors.insert(actor.to_string(), a);
+                a
+            }
+        };
+        if !self.pairs.insert((n, a)) {
+            return true;
         }
-        let e = self.seen.entry(name).or_insert_with(make);
+        self.bytes += 2 * std::mem::size_of::<(u32, u32)>();
+        if self.bytes > self.limit {
+            return self.overflow();
+        }
+        let e = &mut self.seen[n as usize];
         if success {
             e.success += 1;
         } else {
             e.failure += 1;
         }
+        true
+    }
+
+    /// Let go of everything held; the request is refused.
+    fn overflow(&mut self) -> bool {
+        self.overflowed = true;
+        self.names = HashMap::new();
+        self.seen = Vec::new();
+        self.actors = HashMap::new();
+        self.pairs = HashSet::new();
+        self.bytes = 0;
+        false
     }
 
     /// The names seen, or the refusal once past the limit.
     fn finish(self) -> Result<BTreeMap<String, Seen>> {
         if self.overflowed {
             return Err(AppError::InvalidQuery(format!(
-                "the property correlation passed {} distinct (property value, person) pairs; \
+                "the property correlation passed {} MiB of distinct (property value, person) pairs; \
                  leave out properties with a value per event (funnel_correlation_event_exclude_property_names, \
                  funnel_correlation_exclude_names) or narrow the date range",
-                self.limit
+                self.limit >> 20
             )));
         }
-        Ok(self.seen)
+        let mut seen: Vec<Option<Seen>> = self.seen.into_iter().map(Some).collect();
+        Ok(self
+            .names
+            .into_iter()
+            .filter_map(|(name, n)| Some((name, seen.get_mut(n as usize)?.take()?)))
+            .collect())
     }
 }
 
@@ -528,13 +590,16 @@ fn text_at(c: &StringArray, i: usize) -> Option<&str> {
     (!c.is_null(i)).then(|| c.value(i))
 }
 
-/// The rows of `sql`: (actor, success, properties JSON, event).
+/// The rows of `sql`, as they come: (actor, success, properties JSON,
+/// event), until `f` returns false.
 async fn actor_rows(
     ctx: &SessionContext,
     sql: &str,
-    mut f: impl FnMut(&str, bool, Option<&str>, Option<&str>),
+    mut f: impl FnMut(&str, bool, Option<&str>, Option<&str>) -> bool,
 ) -> Result<()> {
-    for b in collect(ctx, sql).await? {
+    let mut rows = stream(ctx, sql).await?;
+    while let Some(b) = rows.next().await {
+        let b = b?;
         let actor = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
         let props = arrow::compute::cast(b.column(2), &DataType::Utf8)?;
         let event = arrow::compute::cast(b.column(3), &DataType::Utf8)?;
@@ -547,12 +612,14 @@ async fn actor_rows(
             return Err(AppError::InvalidQuery("success is not a boolean".into()));
         };
         for i in 0..b.num_rows() {
-            f(
+            if !f(
                 actor.value(i),
                 success.value(i),
                 text_at(props, i),
                 text_at(event, i),
-            );
+            ) {
+                return Ok(());
+            }
         }
     }
     Ok(())
@@ -579,24 +646,34 @@ async fn event_properties(
         .map(String::as_str)
         .collect();
     let mut tally = Tally::default();
+    let mut name = String::new();
     actor_rows(ctx, &sql, |actor, success, props, event| {
         let (Some(props), Some(event)) = (props, event) else {
-            return;
+            return true;
         };
         let Ok(Value::Object(o)) = serde_json::from_str::<Value>(props) else {
-            return;
+            return true;
         };
         for (k, v) in o {
             if skip.contains(k.as_str()) {
                 continue;
             }
-            let name = format!("{event}::{k}::{}", value_text(&v));
-            tally.add(name, actor, success, || Seen {
+            name.clear();
+            name.push_str(event);
+            name.push_str("::");
+            name.push_str(&k);
+            name.push_str("::");
+            push_value_text(&mut name, &v);
+            let more = tally.add(&name, actor, success, || Seen {
                 event: Some(event.to_string()),
                 property: Some((k.clone(), v.clone())),
                 ..Seen::default()
             });
+            if !more {
+                return false;
+            }
         }
+        true
     })
     .await?;
     let mut seen = tally.finish()?;
@@ -619,21 +696,29 @@ async fn person_properties(
         .map(String::as_str)
         .collect();
     let mut tally = Tally::default();
+    let mut name = String::new();
     actor_rows(ctx, sql, |actor, success, props, _| {
         let Some(Ok(Value::Object(o))) = props.map(serde_json::from_str::<Value>) else {
-            return;
+            return true;
         };
         for (k, v) in o {
             if (!all && !wanted.contains(k.as_str())) || skip.contains(k.as_str()) {
                 continue;
             }
-            let name = format!("{k}::{}", value_text(&v));
-            tally.add(name, actor, success, || Seen {
+            name.clear();
+            name.push_str(&k);
+            name.push_str("::");
+            push_value_text(&mut name, &v);
+            let more = tally.add(&name, actor, success, || Seen {
                 event: None,
                 property: Some((k.clone(), v.clone())),
                 ..Seen::default()
             });
+            if !more {
+                return false;
+            }
         }
+        true
     })
     .await?;
     tally.finish()
@@ -729,6 +814,7 @@ pub async fn persons_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn seen(s: u64, f: u64) -> Seen {
         Seen {
@@ -740,24 +826,50 @@ mod tests {
 
     #[test]
     fn a_tally_past_its_limit_is_refused_and_lets_go_of_what_it_held() {
-        let mut t = Tally::with_limit(3);
+        let mut t = Tally::with_limit(usize::MAX);
         for (name, actor) in [("a", "p1"), ("a", "p1"), ("a", "p2"), ("b", "p1")] {
-            t.add(name.into(), actor, true, Seen::default);
+            assert!(t.add(name, actor, true, Seen::default));
         }
-        assert_eq!(t.actors.len(), 3, "a pair seen twice counts once");
-        t.add("a".into(), "p2", true, Seen::default);
-        assert_eq!(
-            t.actors.len(),
-            3,
+        assert_eq!(t.pairs.len(), 3, "a pair seen twice counts once");
+        assert_eq!((t.names.len(), t.actors.len()), (2, 2), "each kept once");
+        t.limit = t.bytes;
+        assert!(
+            t.add("a", "p2", true, Seen::default),
             "a pair seen again at the limit is no new pair"
         );
-        t.add("c".into(), "p1", false, Seen::default);
-        assert!(t.actors.is_empty() && t.seen.is_empty());
+        assert_eq!(t.pairs.len(), 3);
+        // A new pair of known names and actors still costs its bytes.
+        assert!(!t.add("b", "p2", false, Seen::default));
+        assert!(t.pairs.is_empty() && t.seen.is_empty() && t.names.is_empty());
+        assert!(!t.add("a", "p1", true, Seen::default), "stays refused");
         let e = t.finish().expect_err("past the limit");
         assert!(e.to_string().contains("exclude"), "{e}");
-        let mut t = Tally::with_limit(3);
-        t.add("a".into(), "p1", true, Seen::default);
-        assert_eq!(t.finish().expect("within")["a"].success, 1);
+        let mut t = Tally::with_limit(usize::MAX);
+        t.add("a", "p1", true, Seen::default);
+        t.add("a", "p2", false, Seen::default);
+        t.add("b", "p2", true, Seen::default);
+        let seen = t.finish().expect("within");
+        assert_eq!((seen["a"].success, seen["a"].failure), (1, 1));
+        assert_eq!((seen["b"].success, seen["b"].failure), (1, 0));
+    }
+
+    #[test]
+    fn a_value_is_appended_as_its_text() {
+        for v in [
+            json!("x y"),
+            json!(1.5),
+            json!(true),
+            json!(null),
+            json!({"a": [1]}),
+        ] {
+            let mut out = "k::".to_string();
+            push_value_text(&mut out, &v);
+            let text = match &v {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            assert_eq!(out, format!("k::{text}"));
+        }
     }
 
     #[test]
