@@ -12,7 +12,8 @@
    events), `elide keys create` makes a key, `elide serve` serves them.
 3. Times (median of 3 after a warm-up, wall clock of the HTTP call):
    the lifecycle of `$pageview` over 90 days by day, the correlation of a
-   30-day `$pageview → purchase` funnel (events, and person properties),
+   30-day `$pageview → purchase` funnel (events, `$pageview`'s properties,
+   and person properties),
    the funnel itself, a 90-day DAU and MAU `TrendsQuery`, two HogQL
    queries (distinct persons by day, which reads each event's person now,
    and events by name).
@@ -127,6 +128,10 @@ def serve_and_time(args, data: str, key: str) -> int:
         timed("funnel $pageview → purchase, 30 days", f"/api/projects/1/insights/funnel/?{funnel}",
               show=lambda o: f"counts {[s['count'] for s in o['result']]}")
         timed("correlation (events), 30 days", f"/api/projects/1/insights/funnel/correlation/?{funnel}",
+              show=lambda o: f"{len(o['result']['events'])} rows")
+        timed("correlation (event properties), 30 days",
+              f"/api/projects/1/insights/funnel/correlation/?{funnel}&funnel_correlation_type=event_with_properties"
+              f"&funnel_correlation_event_names={q(json.dumps(['$pageview']))}",
               show=lambda o: f"{len(o['result']['events'])} rows")
         timed("correlation (person properties), 30 days",
               f"/api/projects/1/insights/funnel/correlation/?{funnel}&funnel_correlation_type=properties"
