@@ -151,7 +151,6 @@ impl<'a> Transaction<'a> {
             self.inner.gc.discard(&self.inner.storage, path);
         }
         if let Some(why) = self.inner.writer_lease.as_ref().and_then(|l| l.lost()) {
-            tracing::error!(%why, "the store refuses commits until it is reopened");
             self.refuse_until_reopen(why);
         }
         e
@@ -163,15 +162,15 @@ impl<'a> Transaction<'a> {
     fn published_but(&mut self, version: u64, e: StoreError) -> StoreError {
         let why =
             format!("manifest version {version} was published but its commit failed ({e}); reopen the store");
-        tracing::error!(%why, "the store refuses commits until it is reopened");
         self.refuse_until_reopen(why.clone());
         StoreError::OutcomeUnknown(why)
     }
 
     /// Refuse every later commit until the store is reopened, and every
     /// append too: rows appended now could never be flushed, and a writer
-    /// waiting for the flusher to make room would wait for ever.
+    /// waiting for the flusher to make room would wait for ever. Logged.
     fn refuse_until_reopen(&mut self, why: String) {
+        tracing::error!(%why, "the store refuses commits until it is reopened");
         if let Ok(mut st) = self.inner.state.lock() {
             st.failed.get_or_insert_with(|| why.clone());
         }
@@ -414,7 +413,6 @@ impl<'a> Transaction<'a> {
             let why = format!(
                 "manifest version {version} was published by another writer; this handle's commit did not happen; reopen the store"
             );
-            tracing::error!(%why, "the store refuses commits until it is reopened");
             self.refuse_until_reopen(why.clone());
             return Err(self.not_published(StoreError::Unavailable(why), &tomb_written));
         }
@@ -434,7 +432,6 @@ impl<'a> Transaction<'a> {
                 let why = format!(
                     "manifest version {version} may be published but its commit failed ({e}); reopen the store"
                 );
-                tracing::error!(%why, "the store refuses commits until it is reopened");
                 self.refuse_until_reopen(why.clone());
                 return Err(StoreError::OutcomeUnknown(why));
             }

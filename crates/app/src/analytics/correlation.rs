@@ -29,8 +29,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 use elide_persons::{Persons, SqliteMeta};
+use futures::StreamExt;
 use serde_json::Value;
 
 use super::filter::{entity_of, props, Entity, Params, Prop, PropKind};

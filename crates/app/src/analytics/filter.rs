@@ -138,6 +138,23 @@ pub fn props(v: Option<Value>, what: &str) -> Result<Vec<Prop>> {
 /// the query's expression that deep).
 pub const MAX_PROPERTY_FILTERS: usize = 100;
 
+/// PostHog's default `breakdown_limit` (funnels and trends).
+pub const DEFAULT_BREAKDOWN_LIMIT: usize = 25;
+
+/// Largest `breakdown_limit` accepted.
+pub const MAX_BREAKDOWN_LIMIT: usize = 1000;
+
+/// A given `breakdown_limit` (`None`: not an integer), checked from 1 to
+/// [`MAX_BREAKDOWN_LIMIT`].
+pub fn breakdown_limit(n: Option<i64>) -> Result<usize> {
+    match n.and_then(|n| usize::try_from(n).ok()) {
+        Some(n @ 1..=MAX_BREAKDOWN_LIMIT) => Ok(n),
+        _ => invalid(format!(
+            "breakdown_limit must be an integer from 1 to {MAX_BREAKDOWN_LIMIT}"
+        )),
+    }
+}
+
 fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
     match v {
         Value::Array(items) => {

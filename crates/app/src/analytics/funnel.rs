@@ -31,8 +31,8 @@ use elide_query::funnel::Window;
 use serde_json::{json, Value};
 
 use super::filter::{
-    entities, funnel_window, props, range, Entity, ExclusionStep, Interval, Params, Prop, PropKind,
-    Range,
+    breakdown_limit, entities, funnel_window, props, range, Entity, ExclusionStep, Interval,
+    Params, Prop, PropKind, Range, DEFAULT_BREAKDOWN_LIMIT,
 };
 use super::personless::{personless_can_match, personless_props_sql, Personless, MAX_RUNS};
 use super::{collect, lit, props_sql, session, ts_lit};
@@ -111,9 +111,8 @@ pub fn breakdown(p: &Params) -> Result<Option<Breakdown>> {
         }
     };
     let limit = match p.int("breakdown_limit")? {
-        None => 25,
-        Some(n @ 1..=1000) => n as usize,
-        Some(n) => return invalid(format!("breakdown_limit {n}: from 1 to 1000")),
+        None => DEFAULT_BREAKDOWN_LIMIT,
+        n => breakdown_limit(n)?,
     };
     Ok(Some(Breakdown { kind, keys, limit }))
 }

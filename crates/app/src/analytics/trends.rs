@@ -27,7 +27,9 @@ use elide_persons::{Persons, SqliteMeta};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
-use super::filter::{props, range, Interval, Params, Prop, PropKind};
+use super::filter::{
+    self, props, range, Interval, Params, Prop, PropKind, DEFAULT_BREAKDOWN_LIMIT,
+};
 use super::personless::{
     personless_can_match, personless_props_sql, Personless, MAX_RUNS, NOT_A_PERSONS_UUID, NO_PERSON,
 };
@@ -247,7 +249,7 @@ impl TrendsSpec {
                 props: props(o.get("properties").cloned(), "series properties")?,
             });
         }
-        let (mut breakdown, mut breakdown_limit) = (None, 25);
+        let (mut breakdown, mut breakdown_limit) = (None, DEFAULT_BREAKDOWN_LIMIT);
         if let Some(b) = q.get("breakdownFilter").filter(|b| !b.is_null()) {
             let Value::Object(b) = b else {
                 return invalid("breakdownFilter must be an object");
@@ -264,10 +266,7 @@ impl TrendsSpec {
                 Some(v) => return invalid(format!("breakdown must be a property name, got {v}")),
             };
             if let Some(l) = b.get("breakdown_limit").filter(|v| !v.is_null()) {
-                breakdown_limit = match l.as_u64() {
-                    Some(n) if (1..=1000).contains(&n) => n as usize,
-                    _ => return invalid("breakdown_limit must be an integer from 1 to 1000"),
-                };
+                breakdown_limit = filter::breakdown_limit(l.as_i64())?;
             }
         }
         // Each result row holds a value, a label and a day per period.

@@ -328,7 +328,7 @@ async fn funnel_parameters_are_checked() {
         ),
         (
             json!({"events": ev, "breakdown": "$browser", "breakdown_limit": 0}),
-            "breakdown_limit 0",
+            "breakdown_limit must be an integer from 1 to 1000",
         ),
         (
             json!({"events": ev, "filter_test_accounts": "true"}),
