@@ -15,7 +15,7 @@ use datafusion::common::{exec_err, plan_err, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use elide_store::predicate::{properties_match, EventPredicate, PropertyFilter};
+use elide_store::predicate::{EventPredicate, PropertiesMatcher, PropertyFilter};
 
 /// Name of the function.
 pub const PROPERTIES_MATCH: &str = "properties_match";
@@ -93,9 +93,10 @@ impl ScalarUDFImpl for PropertiesMatch {
         let props = arrow::compute::cast(&props, &DataType::Utf8)?;
         let props = props.as_string::<i32>();
         let mut out = BooleanBuilder::with_capacity(props.len());
+        let m = PropertiesMatcher::new(&pred);
         for i in 0..props.len() {
             let text = (!props.is_null(i)).then(|| props.value(i));
-            out.append_value(properties_match(&pred, text));
+            out.append_value(m.matches(text));
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
     }

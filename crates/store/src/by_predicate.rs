@@ -27,7 +27,7 @@ use crate::error::{Result, StoreError};
 use crate::format::{PartMeta, RequestKind};
 use crate::memtable::{Chunk, Memtable};
 use crate::part::{read_columns, read_columns_at, str_col, u64_col};
-use crate::predicate::{properties_match, EventPredicate, Matcher};
+use crate::predicate::{EventPredicate, Matcher, PropertiesMatcher};
 use crate::schema::{Table, PROJECT_COLUMN, SEQ_COLUMN};
 use crate::storage::Storage;
 use crate::store::{add_hidden_request, check_project, poisoned, DeleteOutcome, Store};
@@ -140,9 +140,10 @@ pub(crate) fn match_part(
             ));
         }
         let mut kept = Bitmap::new();
+        let m = PropertiesMatcher::new(pred);
         for (j, pos) in out.iter().enumerate() {
             let text = (!col.is_null(j)).then(|| col.value(j));
-            if properties_match(pred, text) {
+            if m.matches(text) {
                 kept.add(pos);
             }
         }
@@ -216,6 +217,7 @@ pub(crate) fn match_chunk(
         .and_then(|a| a.as_primitive_opt::<Int64Type>())
         .ok_or_else(|| StoreError::Internal("buffered rows without project_id".into()))?;
     let m = Matcher::new(pred, c.table, b)?;
+    let matcher = PropertiesMatcher::new(pred);
     let props = if pred.needs_properties() && c.table == Table::Events {
         Some(str_col(b, "properties", "buffered rows")?)
     } else {
@@ -227,7 +229,7 @@ pub(crate) fn match_chunk(
             continue;
         }
         if let Some(p) = props {
-            if !properties_match(pred, (!p.is_null(i)).then(|| p.value(i))) {
+            if !matcher.matches((!p.is_null(i)).then(|| p.value(i))) {
                 continue;
             }
         }

@@ -482,29 +482,64 @@ impl<'a> Matcher<'a> {
 /// Whether a row's `properties` text (`None` when null) satisfies every
 /// property filter of `pred`.
 pub fn properties_match(pred: &EventPredicate, text: Option<&str>) -> bool {
-    if pred.properties.is_empty() {
-        return true;
+    PropertiesMatcher::new(pred).matches(text)
+}
+
+/// [`properties_match`] prepared once for many rows: the filtered keys,
+/// their quoted forms searched for in each row's text, and whether a row
+/// without them passes.
+pub struct PropertiesMatcher<'a> {
+    pred: &'a EventPredicate,
+    keys: Vec<&'a str>,
+    /// `"key"` of each filter, found with a SIMD substring search.
+    quoted: Vec<memchr::memmem::Finder<'static>>,
+    absent_ok: bool,
+}
+
+impl<'a> PropertiesMatcher<'a> {
+    /// Prepare `pred`'s property filters.
+    pub fn new(pred: &'a EventPredicate) -> PropertiesMatcher<'a> {
+        PropertiesMatcher {
+            pred,
+            keys: pred.properties.iter().map(|f| f.key.as_str()).collect(),
+            quoted: pred
+                .properties
+                .iter()
+                .map(|f| {
+                    memchr::memmem::Finder::new(format!("\"{}\"", f.key).as_bytes()).into_owned()
+                })
+                .collect(),
+            absent_ok: pred.absent_ok(),
+        }
     }
-    let Some(text) = text else {
-        return pred.absent_ok();
-    };
-    // Without a backslash, a key can only appear spelled out: if no key
-    // of the filters does, every one is absent and nothing needs parsing.
-    if !text.contains('\\')
-        && pred
+
+    /// Whether a row whose properties are `text` (`None`: null) passes.
+    pub fn matches(&self, text: Option<&str>) -> bool {
+        if self.keys.is_empty() {
+            return true;
+        }
+        let Some(text) = text else {
+            return self.absent_ok;
+        };
+        // Without a backslash, a key can only appear spelled out: if no
+        // key of the filters does, every one is absent and nothing needs
+        // parsing.
+        if !text.contains('\\')
+            && self
+                .quoted
+                .iter()
+                .all(|q| q.find(text.as_bytes()).is_none())
+        {
+            return self.absent_ok;
+        }
+        // Parse only the values of the filtered keys; skip the others.
+        let values = extract(text, &self.keys);
+        self.pred
             .properties
             .iter()
-            .all(|f| !text.contains(&format!("\"{}\"", f.key)))
-    {
-        return pred.absent_ok();
+            .enumerate()
+            .all(|(i, f)| f.matches_value(values.as_ref().and_then(|v| v[i].as_ref())))
     }
-    // Parse only the values of the filtered keys; skip the others.
-    let keys: Vec<&str> = pred.properties.iter().map(|f| f.key.as_str()).collect();
-    let values = extract(text, &keys);
-    pred.properties
-        .iter()
-        .enumerate()
-        .all(|(i, f)| f.matches_value(values.as_ref().and_then(|v| v[i].as_ref())))
 }
 
 /// The values of `keys` in the JSON object `text` (`None` per absent key),
@@ -577,9 +612,10 @@ pub fn filter_properties(
     rows: impl Iterator<Item = usize>,
     mut keep: impl FnMut(usize),
 ) {
+    let m = PropertiesMatcher::new(pred);
     for i in rows {
         let text = (!props.is_null(i)).then(|| props.value(i));
-        if properties_match(pred, text) {
+        if m.matches(text) {
             keep(i);
         }
     }
