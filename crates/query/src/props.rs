@@ -9,7 +9,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::DataType;
 use datafusion::common::{exec_err, plan_err, Result};
 use datafusion::logical_expr::{
@@ -90,14 +91,32 @@ impl ScalarUDFImpl for PropertiesMatch {
             ..EventPredicate::default()
         };
         let props = args.args[0].to_array(args.number_rows)?;
-        let props = arrow::compute::cast(&props, &DataType::Utf8)?;
-        let props = props.as_string::<i32>();
-        let mut out = BooleanBuilder::with_capacity(props.len());
         let m = PropertiesMatcher::new(&pred);
-        for i in 0..props.len() {
-            let text = (!props.is_null(i)).then(|| props.value(i));
-            out.append_value(m.matches(text));
-        }
-        Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+        // Read as stored (the scan gives views): a cast to `Utf8` would
+        // copy every row's text first.
+        let out = match props.data_type() {
+            DataType::Utf8View => {
+                let a = props.as_string_view();
+                BooleanBuffer::collect_bool(a.len(), |i| {
+                    m.matches((!a.is_null(i)).then(|| a.value(i)))
+                })
+            }
+            DataType::Utf8 => {
+                let a = props.as_string::<i32>();
+                BooleanBuffer::collect_bool(a.len(), |i| {
+                    m.matches((!a.is_null(i)).then(|| a.value(i)))
+                })
+            }
+            DataType::LargeUtf8 => {
+                let a = props.as_string::<i64>();
+                BooleanBuffer::collect_bool(a.len(), |i| {
+                    m.matches((!a.is_null(i)).then(|| a.value(i)))
+                })
+            }
+            _ => BooleanBuffer::collect_bool(props.len(), |_| m.matches(None)),
+        };
+        Ok(ColumnarValue::Array(
+            Arc::new(BooleanArray::new(out, None)) as ArrayRef
+        ))
     }
 }
