@@ -7,7 +7,10 @@
 //! Per person (all its distinct ids together): its active periods in
 //! `[period(date_from) − 1, period(date_to)]`, sorted; the "previous
 //! activity" of the first is the period of the person's `created_at`.
-//! Periods are UTC; weeks start on Sunday.
+//! Periods are UTC; weeks start on Sunday. Events sent personless
+//! (`$process_person_profile: false`) are left out, as PostHog's
+//! `LifecycleQueryRunner` does, also when their distinct id has a person
+//! now ([`SENT_WITH_PERSON`]).
 //!
 //! Memory, outside the query's memory pool: 8 bytes per (person, active
 //! period), twice that at most while they are gathered ([`SortedKeys`]),
@@ -23,6 +26,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::filter::{entities, parse_date, props, range, Entity, Interval, Params, Prop};
+use super::personless::SENT_WITH_PERSON;
 use super::{lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
@@ -88,7 +92,8 @@ impl LifecycleSpec {
             "SELECT p.id AS actor, CAST(e.timestamp AS BIGINT) AS t \
              FROM person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
              JOIN events e ON e.distinct_id = pdi.distinct_id \
-             WHERE e.event = {} AND {} AND {} AND e.timestamp >= {} AND e.timestamp < {}",
+             WHERE e.event = {} AND {} AND {} AND e.timestamp >= {} AND e.timestamp < {} \
+             AND {SENT_WITH_PERSON}",
             lit(&self.event.id),
             props_sql(&self.event.properties)?,
             props_sql(&self.props)?,

@@ -135,6 +135,38 @@ async fn lifecycle_counts_a_merged_person_once() {
     app.close().expect("close");
 }
 
+/// Events sent personless are left out by their property, as PostHog's
+/// lifecycle does, also once their distinct id has a person: x browsed
+/// personless on the 12th and 13th and got a person on the 15th, so it is
+/// new on the 15th (not active on the 12th and resurrecting on the 15th).
+#[tokio::test]
+async fn lifecycle_leaves_out_events_sent_personless() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let anon = json!({"$process_person_profile": false});
+    capture(
+        app.persons(),
+        &[
+            ("x", "$pageview", "2020-01-12T12:00:00Z", anon.clone()),
+            ("x", "$pageview", "2020-01-13T12:00:00Z", anon.clone()),
+            ("x", "$pageview", "2020-01-15T12:00:00Z", json!({})),
+            // Only `false` is personless: another value is a person's event.
+            (
+                "x",
+                "$pageview",
+                "2020-01-17T12:00:00Z",
+                json!({"$process_person_profile": true}),
+            ),
+        ],
+    );
+    let (_, _, s) = lifecycle_of(&app, json!({})).await;
+    assert_eq!(data_of(&s, "new"), vec![0, 0, 0, 1, 0, 0, 0, 0]);
+    assert_eq!(data_of(&s, "returning"), vec![0; 8]);
+    assert_eq!(data_of(&s, "resurrecting"), vec![0, 0, 0, 0, 0, 1, 0, 0]);
+    assert_eq!(data_of(&s, "dormant"), vec![0, 0, 0, 0, -1, 0, -1, 0]);
+    app.close().expect("close");
+}
+
 /// Per status, its count in each period (dormant negative).
 type Series = BTreeMap<&'static str, Vec<i64>>;
 
