@@ -27,7 +27,7 @@ use elide_persons::{Persons, SqliteMeta};
 use serde_json::Value;
 
 use crate::error::{AppError, Result};
-use crate::hogql::functions::{DateDiff, PersonProperty};
+use crate::hogql::functions::{DateDiff, PersonProperty, ToDateTime};
 use crate::hogql::rewrite;
 use crate::sql::register_person_tables;
 
@@ -92,6 +92,7 @@ pub async fn run_hogql(
         override_person_ids(&ctx).await?;
     }
     ctx.register_udf(DateDiff::udf());
+    ctx.register_udf(ToDateTime::udf());
     let people = if rw.uses_person {
         persons.properties_by_distinct_id(project)?
     } else {

@@ -247,6 +247,22 @@ async fn hogql_forms_over_events_and_persons() {
     // An integer is seconds since the epoch, as ClickHouse's toDateTime.
     let rows = h.hogql("select toDateTime(1700000000)").await;
     assert_eq!(rows, vec![json!(["2023-11-14T22:13:20.000000Z"])]);
+    // By type, not spelling: an expression or a column of numbers is
+    // seconds too; text is parsed, NULL when it is no time.
+    let rows = h
+        .hogql("select toDateTime(1700000000 + 0), toDateTime(toInt('1700000000')), toDateTime(1.5), toDateTime('2024-01-02 03:04:05'), toDateTime('soon'), toDateTime(max(timestamp)) = max(timestamp) from events")
+        .await;
+    assert_eq!(
+        rows,
+        vec![json!([
+            "2023-11-14T22:13:20.000000Z",
+            "2023-11-14T22:13:20.000000Z",
+            "1970-01-01T00:00:01.500000Z",
+            "2024-01-02T03:04:05.000000Z",
+            null,
+            true
+        ])]
+    );
     // Array indices count from 1, as ClickHouse's; 0 is no element.
     let rows = h
         .hogql(r#"select JSONExtractString('{"items": ["a", "b"]}', 'items', 1), JSONExtractString('{"items": ["a", "b"]}', 'items', 0)"#)

@@ -6,7 +6,11 @@
 //!   deleted before the query began is never seen);
 //! - [`DateDiff`] (`elide_date_diff(unit, start, end)`): ClickHouse's
 //!   `dateDiff`, the number of `unit` boundaries crossed from `start` to
-//!   `end`, in UTC.
+//!   `end`, in UTC;
+//! - [`ToDateTime`] (`elide_to_datetime(x)`): `toDateTime` by the type of
+//!   its argument, whatever the expression: a number is seconds since
+//!   the epoch, text is parsed (NULL when it is no time), a date or time
+//!   is converted.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -25,6 +29,8 @@ use serde_json::{Map, Value};
 pub const PERSON_PROPERTY: &str = "elide_person_property";
 /// Name of [`DateDiff`].
 pub const DATE_DIFF: &str = "elide_date_diff";
+/// Name of [`ToDateTime`].
+pub const TO_DATETIME: &str = "elide_to_datetime";
 
 /// Each distinct id's person properties.
 pub type PersonsByDistinctId = HashMap<String, Arc<Map<String, Value>>>;
@@ -263,6 +269,85 @@ impl ScalarUDFImpl for DateDiff {
             );
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `elide_to_datetime(x)`: HogQL's `toDateTime`, as a UTC time in µs.
+/// Integers are seconds since the epoch (as ClickHouse's `toDateTime`),
+/// floats seconds with a fraction; text is parsed as arrow parses times,
+/// NULL when it is none (as HogQL's `parseDateTime64BestEffortOrNull`);
+/// dates and times are converted. A number past the representable range
+/// is NULL.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ToDateTime {
+    signature: Signature,
+}
+
+impl ToDateTime {
+    /// The function.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(ToDateTime {
+            signature: Signature::any(1, Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for ToDateTime {
+    fn name(&self) -> &str {
+        TO_DATETIME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match &args[0] {
+            t if t.is_numeric() || t.is_temporal() => Ok(utc_micros()),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+                Ok(utc_micros())
+            }
+            t => plan_err!("toDateTime of {t}: expected a number, text, a date or a time"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
+        use arrow::compute::{cast, cast_with_options, CastOptions};
+        let a = args.args[0].to_array(args.number_rows)?;
+        const S: f64 = 1_000_000.0;
+        let out: TimestampMicrosecondArray = match a.data_type() {
+            t if t.is_integer() => {
+                let s = cast(&a, &DataType::Int64)?;
+                let s: &Int64Array = s.as_primitive();
+                s.iter()
+                    .map(|v| v.and_then(|v| v.checked_mul(1_000_000)))
+                    .collect()
+            }
+            t if t.is_floating()
+                || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
+            {
+                let s = cast(&a, &DataType::Float64)?;
+                let s: &Float64Array = s.as_primitive();
+                s.iter()
+                    .map(|v| {
+                        v.map(|v| (v * S).round())
+                            // i64::MAX as f64 rounds up: strictly below it.
+                            .filter(|us| us.is_finite() && us.abs() < i64::MAX as f64)
+                            .map(|us| us as i64)
+                    })
+                    .collect()
+            }
+            _ => {
+                let safe = CastOptions {
+                    safe: true,
+                    ..Default::default()
+                };
+                let t = cast_with_options(&a, &utc_micros(), &safe)?;
+                t.as_primitive::<TimestampMicrosecondType>().clone()
+            }
+        };
+        Ok(ColumnarValue::Array(Arc::new(out.with_timezone("UTC"))))
     }
 }
 

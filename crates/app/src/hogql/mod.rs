@@ -512,19 +512,10 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         "tofloat" | "tofloat64" => cast_or_null("DOUBLE", args),
         "todatetime" => {
             arity(&original, &args, 1..=1)?;
-            // A number is seconds since the epoch, as ClickHouse's
-            // `toDateTime` (arrow's cast would read microseconds).
-            let seconds =
-                matches!(&args[0], Expr::Value(v) if matches!(v.value, Value::Number(..)));
-            if seconds {
-                template(
-                    "arrow_cast(to_timestamp_seconds(__x0), 'Timestamp(µs, \"UTC\")')",
-                    args,
-                )
-                .map(Some)
-            } else {
-                template("arrow_cast(__x0, 'Timestamp(µs, \"UTC\")')", args).map(Some)
-            }
+            // By the argument's type, not its spelling: a number is
+            // seconds since the epoch, as ClickHouse's `toDateTime`, also
+            // when it is a column or an expression.
+            Ok(Some(call(functions::TO_DATETIME, args)))
         }
         "tostartofminute" => trunc("minute", args),
         "tostartofhour" => trunc("hour", args),
