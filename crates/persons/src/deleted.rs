@@ -106,6 +106,14 @@ impl DeletedCache {
     /// Keep `d` as `project`'s entry, evicting the least recently used
     /// entries to stay within the bounds.
     pub(crate) fn put(&mut self, project: i64, d: &Arc<DeletedActors>) {
+        // Two requests that missed together finish in either order: the
+        // one that read the older state does not replace the newer.
+        if let (Some((_, old)), DeletionStamp::Version(new)) = (self.entries.get(&project), d.stamp)
+        {
+            if matches!(old.stamp, DeletionStamp::Version(v) if v > new) {
+                return;
+            }
+        }
         if let Some((_, old)) = self.entries.remove(&project) {
             self.size -= old.size();
         }
@@ -175,6 +183,9 @@ mod tests {
         // A replaced entry gives its room back.
         c.put(1, &actors(DeletionStamp::Version(2), 1));
         assert_eq!(c.size, 2);
+        // An older read does not replace a newer one.
+        c.put(1, &actors(DeletionStamp::Version(1), 1));
+        assert!(c.get(1, DeletionStamp::Version(2)).is_some());
         for p in 10..10 + DeletedCache::MAX_PROJECTS as i64 {
             c.put(p, &actors(DeletionStamp::Version(1), 0));
         }

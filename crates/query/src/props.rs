@@ -113,7 +113,8 @@ impl ScalarUDFImpl for PropertiesMatch {
                     m.matches((!a.is_null(i)).then(|| a.value(i)))
                 })
             }
-            _ => BooleanBuffer::collect_bool(props.len(), |_| m.matches(None)),
+            DataType::Null => BooleanBuffer::collect_bool(props.len(), |_| m.matches(None)),
+            t => return exec_err!("{PROPERTIES_MATCH}: properties must be text, not {t}"),
         };
         Ok(ColumnarValue::Array(
             Arc::new(BooleanArray::new(out, None)) as ArrayRef

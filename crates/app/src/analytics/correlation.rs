@@ -519,8 +519,10 @@ impl Tally {
             Some(&n) => n,
             None => {
                 let entry = make();
-                // The name, and the property it names (key and value).
-                self.bytes += 2 * name.len() + 2 * ENTRY_OVERHEAD;
+                // The name, the property it names (key and value, whose
+                // parsed form may take several times its text) and the
+                // entry.
+                self.bytes += 4 * name.len() + std::mem::size_of::<Seen>() + 2 * ENTRY_OVERHEAD;
                 let Ok(n) = u32::try_from(self.seen.len()) else {
                     return self.overflow();
                 };

@@ -144,13 +144,13 @@ pub const DEFAULT_BREAKDOWN_LIMIT: usize = 25;
 /// Largest `breakdown_limit` accepted.
 pub const MAX_BREAKDOWN_LIMIT: usize = 1000;
 
-/// A given `breakdown_limit` (`None`: not an integer), checked from 1 to
-/// [`MAX_BREAKDOWN_LIMIT`].
-pub fn breakdown_limit(n: Option<i64>) -> Result<usize> {
+/// A given `breakdown_limit` (`n`; `None`: not an integer), checked from
+/// 1 to [`MAX_BREAKDOWN_LIMIT`]; `given` is named in the refusal.
+pub fn breakdown_limit(n: Option<i64>, given: &dyn std::fmt::Display) -> Result<usize> {
     match n.and_then(|n| usize::try_from(n).ok()) {
         Some(n @ 1..=MAX_BREAKDOWN_LIMIT) => Ok(n),
         _ => invalid(format!(
-            "breakdown_limit must be an integer from 1 to {MAX_BREAKDOWN_LIMIT}"
+            "breakdown_limit must be an integer from 1 to {MAX_BREAKDOWN_LIMIT}, got {given}"
         )),
     }
 }

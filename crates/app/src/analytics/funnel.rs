@@ -112,7 +112,7 @@ pub fn breakdown(p: &Params) -> Result<Option<Breakdown>> {
     };
     let limit = match p.int("breakdown_limit")? {
         None => DEFAULT_BREAKDOWN_LIMIT,
-        n => breakdown_limit(n)?,
+        Some(n) => breakdown_limit(Some(n), &n)?,
     };
     Ok(Some(Breakdown { kind, keys, limit }))
 }

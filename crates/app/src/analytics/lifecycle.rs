@@ -10,7 +10,7 @@
 //! Periods are UTC; weeks start on Sunday. Events sent personless
 //! (`$process_person_profile: false`) are left out, as PostHog's
 //! `LifecycleQueryRunner` does, also when their distinct id has a person
-//! now ([`SENT_WITH_PERSON`]).
+//! now ([`sent_with_person`]).
 //!
 //! Memory, outside the query's memory pool: 8 bytes per (person, active
 //! period), twice that at most while they are gathered ([`SortedKeys`]),
@@ -26,7 +26,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::filter::{entities, parse_date, props, range, Entity, Interval, Params, Prop};
-use super::personless::SENT_WITH_PERSON;
+use super::personless::sent_with_person;
 use super::{lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
@@ -88,15 +88,23 @@ impl LifecycleSpec {
     fn sql(&self) -> Result<String> {
         let from = self.interval.prev(self.first);
         let to = self.interval.next(self.last);
+        // The step's filters, the global ones and the personless check:
+        // the event filters among them read the properties once.
+        let filters: Vec<Prop> = self
+            .event
+            .properties
+            .iter()
+            .chain(&self.props)
+            .cloned()
+            .chain([sent_with_person()])
+            .collect();
         Ok(format!(
             "SELECT p.id AS actor, CAST(e.timestamp AS BIGINT) AS t \
              FROM person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
              JOIN events e ON e.distinct_id = pdi.distinct_id \
-             WHERE e.event = {} AND {} AND {} AND e.timestamp >= {} AND e.timestamp < {} \
-             AND {SENT_WITH_PERSON}",
+             WHERE e.event = {} AND {} AND e.timestamp >= {} AND e.timestamp < {}",
             lit(&self.event.id),
-            props_sql(&self.event.properties)?,
-            props_sql(&self.props)?,
+            props_sql(&filters)?,
             ts_lit(from),
             ts_lit(to),
         ))

@@ -47,12 +47,21 @@ pub const NO_PERSON: &str =
 pub const NOT_A_PERSONS_UUID: &str =
     "NOT EXISTS (SELECT 1 FROM person_distinct_ids y WHERE uuid_from_text(y.person_id) = e.person_id)";
 
-/// The condition that event `e` was not sent personless
+/// The event filter that an event was not sent personless
 /// (`$process_person_profile` is not `false`), by its property as PostHog's
 /// lifecycle reads it (text: `"false"` too), whoever owns its distinct id
-/// now. Cheap on events without the key (a substring search).
-pub const SENT_WITH_PERSON: &str = "properties_match(e.properties, \
-     '[{\"key\": \"$process_person_profile\", \"operator\": \"is_not\", \"value\": [false, \"false\"]}]')";
+/// now. Given to [`props_sql`] with the query's other event filters, so
+/// that each event's properties are read once.
+pub fn sent_with_person() -> Prop {
+    Prop {
+        kind: PropKind::Event,
+        filter: elide_store::predicate::PropertyFilter {
+            key: "$process_person_profile".into(),
+            operator: elide_store::predicate::PropertyOperator::IsNot,
+            value: serde_json::json!([false, "false"]),
+        },
+    }
+}
 
 /// Name of the function whether a distinct id is blocked
 /// (`elide_blocked_id(distinct_id)`), registered by [`Personless::register`].

@@ -266,7 +266,7 @@ impl TrendsSpec {
                 Some(v) => return invalid(format!("breakdown must be a property name, got {v}")),
             };
             if let Some(l) = b.get("breakdown_limit").filter(|v| !v.is_null()) {
-                breakdown_limit = filter::breakdown_limit(l.as_i64())?;
+                breakdown_limit = filter::breakdown_limit(l.as_i64(), l)?;
             }
         }
         // Each result row holds a value, a label and a day per period.
