@@ -532,6 +532,15 @@ impl<'a> PropertiesMatcher<'a> {
         {
             return self.absent_ok;
         }
+        // Each key found once at the top level: its value alone is read.
+        if let Some(values) = self.found_once(text) {
+            return self
+                .pred
+                .properties
+                .iter()
+                .zip(&values)
+                .all(|(f, v)| f.matches_value(v.as_ref()));
+        }
         // Parse only the values of the filtered keys; skip the others.
         let values = extract(text, &self.keys);
         self.pred
@@ -539,6 +548,62 @@ impl<'a> PropertiesMatcher<'a> {
             .iter()
             .enumerate()
             .all(|(i, f)| f.matches_value(values.as_ref().and_then(|v| v[i].as_ref())))
+    }
+
+    /// The filtered keys' top-level values read without parsing the rest
+    /// of `text`, when that is certain: no backslash (so every quote
+    /// delimits a string), an object's outline, and each key's quoted
+    /// form at most once in the text. `None` otherwise (then the text is
+    /// parsed). Stored properties are JSON objects, checked when written
+    /// (`normalize::validate_json_object`); text that is not one is read
+    /// here as far as this reading needs.
+    fn found_once(&self, text: &str) -> Option<Vec<Option<Value>>> {
+        let trimmed = text.trim();
+        if text.contains('\\') || !trimmed.starts_with('{') || !trimmed.ends_with('}') {
+            return None;
+        }
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(self.quoted.len());
+        for q in &self.quoted {
+            let Some(at) = q.find(bytes) else {
+                out.push(None);
+                continue;
+            };
+            let end = at + q.needle().len();
+            if q.find(&bytes[at + 1..]).is_some() {
+                return None;
+            }
+            // Whether the occurrence opens a string at depth 1: quotes
+            // and brackets before it, counted outside strings.
+            let (mut depth, mut in_string) = (0i64, false);
+            for &b in &bytes[..at] {
+                match b {
+                    b'"' => in_string = !in_string,
+                    b'{' | b'[' if !in_string => depth += 1,
+                    b'}' | b']' if !in_string => depth -= 1,
+                    _ => {}
+                }
+            }
+            let rest = text[end..].trim_start();
+            let Some(value) = rest.strip_prefix(':') else {
+                // A string value spelled as the key, or quotes of two
+                // strings around it: the key is not there.
+                out.push(None);
+                continue;
+            };
+            if in_string || depth != 1 {
+                // A nested object's key (or not a key at all): absent
+                // at the top level.
+                out.push(None);
+                continue;
+            }
+            let mut values = serde_json::Deserializer::from_str(value).into_iter::<Value>();
+            match values.next() {
+                Some(Ok(v)) => out.push(Some(v)),
+                _ => return None,
+            }
+        }
+        Some(out)
     }
 }
 
@@ -728,6 +793,105 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn json_value(depth: u32) -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        // Keys and strings from a small alphabet that collides with the
+        // filtered keys, as keys, as values and nested.
+        let word = prop::sample::select(vec!["a", "b", ",", ":", "a\"", "x y", "{", "}"]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-3i64..3).prop_map(Value::from),
+            word.clone().prop_map(|w| Value::String(w.to_string())),
+        ];
+        leaf.prop_recursive(depth, 24, 4, move |inner| {
+            let word = prop::sample::select(vec!["a", "b", ",", ":", "a\"", "x y"]);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((word, inner), 0..4).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The reading of keys found once gives what a parse gives, on
+        /// objects whose keys and strings collide with the filtered keys,
+        /// compact or pretty, with a key repeated by hand.
+        #[test]
+        fn keys_found_once_read_as_a_parse_does(
+            v in json_value(3),
+            pretty in proptest::prelude::any::<bool>(),
+            repeat in proptest::prelude::any::<bool>(),
+        ) {
+            let Value::Object(m) = v else { return Ok(()) };
+            // Only valid objects: stored properties are checked when written.
+            let repeat = repeat && !m.is_empty();
+            let mut text = if pretty {
+                serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default()
+            } else {
+                serde_json::to_string(&Value::Object(m)).unwrap_or_default()
+            };
+            if repeat {
+                text.insert_str(1, r#""a": 7, "#);
+            }
+            let pred = EventPredicate {
+                properties: ["a", "b", ",", ":", "x y", "zz"]
+                    .iter()
+                    .map(|k| PropertyFilter {
+                        key: (*k).into(),
+                        operator: PropertyOperator::IsSet,
+                        value: Value::Null,
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let m = PropertiesMatcher::new(&pred);
+            let keys: Vec<&str> = pred.properties.iter().map(|f| f.key.as_str()).collect();
+            let parsed = extract(&text, &keys);
+            if let Some(fast) = m.found_once(&text) {
+                proptest::prop_assert_eq!(Some(fast), parsed, "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn keys_found_once_are_read_without_a_parse() {
+        let pred = EventPredicate {
+            properties: vec![
+                filter(json!({"key": "$p", "operator": "is_not", "value": [false, "false"]})),
+                filter(json!({"key": "$browser", "operator": "exact", "value": "Chrome"})),
+            ],
+            ..Default::default()
+        };
+        let m = PropertiesMatcher::new(&pred);
+        let found = |t: &str| m.found_once(t);
+        assert_eq!(
+            found(r#"{"$browser": "Chrome", "n": {"$p": false}, "$p": true}"#),
+            None,
+            "twice: parsed"
+        );
+        assert_eq!(
+            found(r#"{"$browser":"Chrome","n":{"$p":false}}"#),
+            Some(vec![None, Some(json!("Chrome"))]),
+            "nested: absent"
+        );
+        assert_eq!(
+            found(r#"{"x": "$p", "$browser": ["Chrome"]}"#),
+            Some(vec![None, Some(json!(["Chrome"]))]),
+            "a value spelled as the key: absent"
+        );
+        assert_eq!(found(r#"{"$p": "a\"b"}"#), None, "a backslash: parsed");
+        assert_eq!(
+            found(r#"{"$p": false} trailing"#),
+            None,
+            "no object's outline"
+        );
+        assert!(!m.matches(Some(r#"{"$browser": "Chrome", "$p": false}"#)));
+        assert!(m.matches(Some(r#"{"$browser": "Chrome", "$p": true}"#)));
     }
 
     #[test]
