@@ -2,7 +2,7 @@
 //! blocked ids ([`DeletedActors`]), which leave a deleted person's kept
 //! events out of the personless actors. Read once per project and kept
 //! ([`DeletedCache`]) until the project's [`DeletionStamp`] changes, so a
-//! request costs one lookup however many persons were deleted.
+//! request reads one version however many persons were deleted.
 //!
 //! Invariants:
 //!
