@@ -558,7 +558,9 @@ impl<'a> PropertiesMatcher<'a> {
     /// (`normalize::validate_json_object`); text that is not one is read
     /// here as far as this reading needs.
     fn found_once(&self, text: &str) -> Option<Vec<Option<Value>>> {
-        let trimmed = text.trim();
+        // JSON's whitespace only (`str::trim` would also take Unicode's).
+        let json_ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+        let trimmed = text.trim_matches(json_ws);
         if text.contains('\\') || !trimmed.starts_with('{') || !trimmed.ends_with('}') {
             return None;
         }
@@ -584,7 +586,7 @@ impl<'a> PropertiesMatcher<'a> {
                     _ => {}
                 }
             }
-            let rest = text[end..].trim_start();
+            let rest = text[end..].trim_start_matches(json_ws);
             let Some(value) = rest.strip_prefix(':') else {
                 // A string value spelled as the key, or quotes of two
                 // strings around it: the key is not there.
@@ -889,6 +891,11 @@ mod tests {
             found(r#"{"$p": false} trailing"#),
             None,
             "no object's outline"
+        );
+        assert_eq!(
+            found("\u{a0}{\"$p\": false}"),
+            None,
+            "not JSON's whitespace"
         );
         assert!(!m.matches(Some(r#"{"$browser": "Chrome", "$p": false}"#)));
         assert!(m.matches(Some(r#"{"$browser": "Chrome", "$p": true}"#)));
