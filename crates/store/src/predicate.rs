@@ -577,15 +577,25 @@ impl<'a> PropertiesMatcher<'a> {
             }
             // Whether the occurrence opens a string at depth 1: quotes
             // and brackets before it, counted outside strings.
-            let (mut depth, mut in_string) = (0i64, false);
-            for &b in &bytes[..at] {
-                match b {
-                    b'"' => in_string = !in_string,
-                    b'{' | b'[' if !in_string => depth += 1,
-                    b'}' | b']' if !in_string => depth -= 1,
-                    _ => {}
+            let prefix = &bytes[..at];
+            let opener = prefix.iter().position(|&b| b == b'{').map_or(0, |i| i + 1);
+            let (depth, in_string) = if memchr::memchr2(b'{', b'[', &prefix[opener..]).is_none() {
+                // Nothing opened after the object's own brace (a flat
+                // object, the common case): depth 1, inside a string when
+                // an odd number of quotes came before.
+                (1, memchr::memchr_iter(b'"', prefix).count() % 2 == 1)
+            } else {
+                let (mut depth, mut in_string) = (0i64, false);
+                for &b in prefix {
+                    match b {
+                        b'"' => in_string = !in_string,
+                        b'{' | b'[' if !in_string => depth += 1,
+                        b'}' | b']' if !in_string => depth -= 1,
+                        _ => {}
+                    }
                 }
-            }
+                (depth, in_string)
+            };
             let rest = text[end..].trim_start_matches(json_ws);
             let Some(value) = rest.strip_prefix(':') else {
                 // A string value spelled as the key, or quotes of two
