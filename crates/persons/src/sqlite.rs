@@ -50,6 +50,9 @@ pub struct SqliteMeta {
     path: PathBuf,
     /// Checkpoints the log after commits (none for a read-only handle).
     pub(crate) checkpointer: Option<Checkpointer>,
+    /// Whether the schema has `deletion_versions` (always for a writer,
+    /// which migrates; a read-only handle keeps the schema it found).
+    versioned: bool,
 }
 
 impl std::fmt::Debug for SqliteMeta {
@@ -93,6 +96,7 @@ impl SqliteMeta {
             key,
             path,
             checkpointer: None,
+            versioned: version >= schema::DELETION_VERSIONS,
         })
     }
 
@@ -183,6 +187,7 @@ impl SqliteMeta {
             key,
             path,
             checkpointer,
+            versioned: true,
         };
         // Finish a scrub an earlier process could not (see `scrub`).
         meta.scrub()?;
@@ -240,6 +245,7 @@ impl MetaStore for SqliteMeta {
         let out = f(&mut SqliteTx {
             tx: &tx,
             key: &self.key,
+            versioned: self.versioned,
         })?;
         tx.commit()?;
         drop(conn);
@@ -255,6 +261,7 @@ impl MetaStore for SqliteMeta {
         let out = f(&mut SqliteTx {
             tx: &tx,
             key: &self.key,
+            versioned: self.versioned,
         });
         // Nothing to keep: a read transaction ends by rolling back.
         drop(tx);
@@ -329,6 +336,7 @@ mod tests {
         let tx = tx::SqliteTx {
             tx: &conn,
             key: &meta.key,
+            versioned: true,
         };
         let plan = |f: &crate::meta::PersonFilter| -> Vec<String> {
             let (sql, args) = tx.list_query(1, f).unwrap();

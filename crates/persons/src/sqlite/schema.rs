@@ -8,6 +8,9 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{PersonsError, Result};
 
+/// The schema version from which `deletion_versions` exists.
+pub(super) const DELETION_VERSIONS: i64 = 6;
+
 /// Migrations, in order; `user_version` counts those applied.
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.

@@ -15,6 +15,8 @@ use crate::meta::{
 pub(super) struct SqliteTx<'a> {
     pub(super) tx: &'a Connection,
     pub(super) key: &'a [u8; 32],
+    /// Whether the schema has `deletion_versions` (migration 6).
+    pub(super) versioned: bool,
 }
 
 pub(super) const PERSON_COLUMNS: &str =
@@ -553,13 +555,7 @@ impl MetaTx for SqliteTx<'_> {
         use crate::deleted::DeletionStamp;
         // A database opened read-only keeps the schema it has: before
         // migration 6 there is no version, and the records are counted.
-        let versioned = self
-            .tx
-            .prepare_cached(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deletion_versions'",
-            )?
-            .exists([])?;
-        if !versioned {
+        if !self.versioned {
             let n: i64 = self
                 .tx
                 .prepare_cached(
