@@ -485,6 +485,10 @@ pub fn properties_match(pred: &EventPredicate, text: Option<&str>) -> bool {
     PropertiesMatcher::new(pred).matches(text)
 }
 
+/// Most `{` and `[` a row may hold for [`PropertiesMatcher::found_once`]
+/// (below serde_json's nesting limit of 127).
+const MAX_FAST_BRACKETS: usize = 100;
+
 /// [`properties_match`] prepared once for many rows: the filtered keys,
 /// their quoted forms searched for in each row's text, and whether a row
 /// without them passes.
@@ -494,6 +498,10 @@ pub struct PropertiesMatcher<'a> {
     /// `"key"` of each filter, found with a SIMD substring search.
     quoted: Vec<memchr::memmem::Finder<'static>>,
     absent_ok: bool,
+    /// No key holds a quote, a backslash or a control character: each
+    /// key's quoted form can occur in a row without backslashes only as
+    /// that key or a string equal to it ([`PropertiesMatcher::found_once`]).
+    plain_keys: bool,
 }
 
 impl<'a> PropertiesMatcher<'a> {
@@ -510,6 +518,11 @@ impl<'a> PropertiesMatcher<'a> {
                 })
                 .collect(),
             absent_ok: pred.absent_ok(),
+            plain_keys: pred.properties.iter().all(|f| {
+                !f.key
+                    .chars()
+                    .any(|c| c == '"' || c == '\\' || c.is_control())
+            }),
         }
     }
 
@@ -561,10 +574,20 @@ impl<'a> PropertiesMatcher<'a> {
         // JSON's whitespace only (`str::trim` would also take Unicode's).
         let json_ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
         let trimmed = text.trim_matches(json_ws);
-        if text.contains('\\') || !trimmed.starts_with('{') || !trimmed.ends_with('}') {
+        if !self.plain_keys
+            || text.contains('\\')
+            || !trimmed.starts_with('{')
+            || !trimmed.ends_with('}')
+        {
             return None;
         }
         let bytes = text.as_bytes();
+        // A parse gives up past 127 levels of nesting (the whole row is
+        // then read as no object): with fewer brackets than that in all,
+        // none is that deep and both readings agree.
+        if memchr::memchr2_iter(b'{', b'[', bytes).count() >= MAX_FAST_BRACKETS {
+            return None;
+        }
         let mut out = Vec::with_capacity(self.quoted.len());
         for q in &self.quoted {
             let Some(at) = q.find(bytes) else {
@@ -851,7 +874,7 @@ mod tests {
                 text.insert_str(1, r#""a": 7, "#);
             }
             let pred = EventPredicate {
-                properties: ["a", "b", ",", ":", "x y", "zz"]
+                properties: ["a", "b", ",", ":", "x y", "zz", "a\",\"b", "a\":\""]
                     .iter()
                     .map(|k| PropertyFilter {
                         key: (*k).into(),
@@ -907,6 +930,39 @@ mod tests {
             None,
             "not JSON's whitespace"
         );
+        // A key with a quote: its quoted form spans other strings.
+        for (text, key) in [
+            (r#"{"k":"a","b":1}"#, r#"a","b"#),
+            (r#"{"a":":1"}"#, r#"a":"#),
+        ] {
+            let pred = EventPredicate {
+                properties: vec![filter(json!({"key": key, "operator": "is_set"}))],
+                ..Default::default()
+            };
+            let m = PropertiesMatcher::new(&pred);
+            assert_eq!(m.found_once(text), None, "{key} in {text}");
+            assert!(!m.matches(Some(text)), "{key} in {text}");
+        }
+        // A filtered key's value nested as deep as a parse of the row
+        // still allows, and one level deeper (then the row is no object
+        // to the parse, and must be none here either).
+        let pred = EventPredicate {
+            properties: vec![filter(json!({"key": "$p", "operator": "is_set"}))],
+            ..Default::default()
+        };
+        let set = PropertiesMatcher::new(&pred);
+        let deep = |n: usize| format!(r#"{{"$p": {}{}}}"#, "[".repeat(n), "]".repeat(n));
+        let limit = (1..200)
+            .find(|&n| extract(&deep(n), &["$p"]).is_none())
+            .expect("serde_json has a nesting limit");
+        for n in [limit - 1, limit] {
+            let parsed = extract(&deep(n), &["$p"]);
+            assert_eq!(
+                set.matches(Some(&deep(n))),
+                parsed.is_some_and(|v| v[0].is_some()),
+                "{n} levels"
+            );
+        }
         assert!(!m.matches(Some(r#"{"$browser": "Chrome", "$p": false}"#)));
         assert!(m.matches(Some(r#"{"$browser": "Chrome", "$p": true}"#)));
     }
