@@ -479,19 +479,14 @@ impl<'a> Matcher<'a> {
     }
 }
 
-/// Whether a row's `properties` text (`None` when null) satisfies every
-/// property filter of `pred`.
-pub fn properties_match(pred: &EventPredicate, text: Option<&str>) -> bool {
-    PropertiesMatcher::new(pred).matches(text)
-}
-
 /// Most `{` and `[` a row may hold for [`PropertiesMatcher::found_once`]
 /// (below serde_json's nesting limit of 127).
 const MAX_FAST_BRACKETS: usize = 100;
 
-/// [`properties_match`] prepared once for many rows: the filtered keys,
-/// their quoted forms searched for in each row's text, and whether a row
-/// without them passes.
+/// Whether a row's `properties` text satisfies every property filter of a
+/// predicate, prepared once for many rows: the filtered keys, their quoted
+/// forms searched for in each row's text, and whether a row without them
+/// passes.
 pub struct PropertiesMatcher<'a> {
     pred: &'a EventPredicate,
     keys: Vec<&'a str>,
@@ -537,22 +532,25 @@ impl<'a> PropertiesMatcher<'a> {
         // Without a backslash, a key can only appear spelled out: if no
         // key of the filters does, every one is absent and nothing needs
         // parsing.
-        if !text.contains('\\')
-            && self
+        if !text.contains('\\') {
+            let found: Vec<Option<usize>> = self
                 .quoted
                 .iter()
-                .all(|q| q.find(text.as_bytes()).is_none())
-        {
-            return self.absent_ok;
-        }
-        // Each key found once at the top level: its value alone is read.
-        if let Some(values) = self.found_once(text) {
-            return self
-                .pred
-                .properties
-                .iter()
-                .zip(&values)
-                .all(|(f, v)| f.matches_value(v.as_ref()));
+                .map(|q| q.find(text.as_bytes()))
+                .collect();
+            if found.iter().all(Option::is_none) {
+                return self.absent_ok;
+            }
+            // Each key found once at the top level: its value alone is
+            // read.
+            if let Some(values) = self.found_once(text, &found) {
+                return self
+                    .pred
+                    .properties
+                    .iter()
+                    .zip(&values)
+                    .all(|(f, v)| f.matches_value(v.as_ref()));
+            }
         }
         // Parse only the values of the filtered keys; skip the others.
         let values = extract(text, &self.keys);
@@ -564,21 +562,18 @@ impl<'a> PropertiesMatcher<'a> {
     }
 
     /// The filtered keys' top-level values read without parsing the rest
-    /// of `text`, when that is certain: no backslash (so every quote
-    /// delimits a string), an object's outline, and each key's quoted
-    /// form at most once in the text. `None` otherwise (then the text is
+    /// of `text`, when that is certain: no backslash (the caller checked:
+    /// every quote delimits a string), an object's outline, and each key's
+    /// quoted form at most once in the text (`found`: where each first
+    /// occurs). `None` otherwise (then the text is
     /// parsed). Stored properties are JSON objects, checked when written
     /// (`normalize::validate_json_object`); text that is not one is read
     /// here as far as this reading needs.
-    fn found_once(&self, text: &str) -> Option<Vec<Option<Value>>> {
+    fn found_once(&self, text: &str, found: &[Option<usize>]) -> Option<Vec<Option<Value>>> {
         // JSON's whitespace only (`str::trim` would also take Unicode's).
         let json_ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
         let trimmed = text.trim_matches(json_ws);
-        if !self.plain_keys
-            || text.contains('\\')
-            || !trimmed.starts_with('{')
-            || !trimmed.ends_with('}')
-        {
+        if !self.plain_keys || !trimmed.starts_with('{') || !trimmed.ends_with('}') {
             return None;
         }
         let bytes = text.as_bytes();
@@ -589,8 +584,8 @@ impl<'a> PropertiesMatcher<'a> {
             return None;
         }
         let mut out = Vec::with_capacity(self.quoted.len());
-        for q in &self.quoted {
-            let Some(at) = q.find(bytes) else {
+        for (q, &at) in self.quoted.iter().zip(found) {
+            let Some(at) = at else {
                 out.push(None);
                 continue;
             };
@@ -822,12 +817,22 @@ mod tests {
                     _ => None,
                 });
                 assert_eq!(
-                    properties_match(&pred, t),
+                    PropertiesMatcher::new(&pred).matches(t),
                     pred.properties[0].matches(parsed.as_ref()),
                     "{f} on {t:?}"
                 );
             }
         }
+    }
+
+    /// [`PropertiesMatcher::found_once`] as `matches` calls it: only on
+    /// text without a backslash, with each key's first occurrence.
+    fn fast_read(m: &PropertiesMatcher, text: &str) -> Option<Vec<Option<Value>>> {
+        if text.contains('\\') {
+            return None;
+        }
+        let found: Vec<Option<usize>> = m.quoted.iter().map(|q| q.find(text.as_bytes())).collect();
+        m.found_once(text, &found)
     }
 
     fn json_value(depth: u32) -> impl proptest::strategy::Strategy<Value = Value> {
@@ -887,7 +892,7 @@ mod tests {
             let m = PropertiesMatcher::new(&pred);
             let keys: Vec<&str> = pred.properties.iter().map(|f| f.key.as_str()).collect();
             let parsed = extract(&text, &keys);
-            if let Some(fast) = m.found_once(&text) {
+            if let Some(fast) = fast_read(&m, &text) {
                 proptest::prop_assert_eq!(Some(fast), parsed, "{}", text);
             }
         }
@@ -903,7 +908,7 @@ mod tests {
             ..Default::default()
         };
         let m = PropertiesMatcher::new(&pred);
-        let found = |t: &str| m.found_once(t);
+        let found = |t: &str| fast_read(&m, t);
         assert_eq!(
             found(r#"{"$browser": "Chrome", "n": {"$p": false}, "$p": true}"#),
             None,
@@ -940,7 +945,7 @@ mod tests {
                 ..Default::default()
             };
             let m = PropertiesMatcher::new(&pred);
-            assert_eq!(m.found_once(text), None, "{key} in {text}");
+            assert_eq!(fast_read(&m, text), None, "{key} in {text}");
             assert!(!m.matches(Some(text)), "{key} in {text}");
         }
         // A filtered key's value nested as deep as a parse of the row
