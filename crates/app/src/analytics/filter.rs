@@ -333,19 +333,28 @@ const TIME_FORMATS: [&str; 4] = [
     "%Y-%m-%dT%H:%M:%S%.f",
 ];
 
-fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Utc>> {
+/// A day (its start), an RFC 3339 time or a time without an offset
+/// (UTC); `None` for anything else, such as a relative date.
+fn parse_absolute(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()));
+        return Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()));
     }
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
-        return Ok(d.with_timezone(&Utc));
+        return Some(d.with_timezone(&Utc));
     }
-    for f in TIME_FORMATS {
-        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(s, f) {
-            return Ok(Utc.from_utc_datetime(&d));
-        }
+    TIME_FORMATS.iter().find_map(|f| {
+        chrono::NaiveDateTime::parse_from_str(s, f)
+            .ok()
+            .map(|d| Utc.from_utc_datetime(&d))
+    })
+}
+
+fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Utc>> {
+    if let Some(d) = parse_absolute(s) {
+        return Ok(d);
     }
+    let s = s.trim();
     // Relative: -?N?(h|d|w|m|y)(Start|End)?
     let body = s.strip_prefix('-').unwrap_or(s);
     let digits: String = body.chars().take_while(char::is_ascii_digit).collect();
@@ -433,17 +442,6 @@ pub struct Range {
     pub to: i64,
 }
 
-/// Whether a date parameter names an instant or a day (not a time
-/// relative to now).
-fn is_absolute(s: &str) -> bool {
-    let s = s.trim();
-    is_plain_day(s)
-        || DateTime::parse_from_rfc3339(s).is_ok()
-        || TIME_FORMATS
-            .iter()
-            .any(|f| chrono::NaiveDateTime::parse_from_str(s, f).is_ok())
-}
-
 /// `date_from` (default `default_from`; `all` = unbounded) and `date_to`
 /// (default now), for periods of `interval`. As PostHog's
 /// `QueryDateRange`: with periods longer than an hour, `date_from` is the
@@ -483,7 +481,7 @@ pub fn range(
     let to = match (interval, given.as_deref()) {
         (_, Some(s)) if is_plain_day(s) => end_of(Interval::Day),
         (_, _) if explicit => to,
-        (Interval::Hour, Some(s)) if is_absolute(s) => to,
+        (Interval::Hour, Some(s)) if parse_absolute(s).is_some() => to,
         (Interval::Hour, _) => end_of(Interval::Hour),
         _ => end_of(Interval::Day),
     };
