@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::array::{Array, ArrayAccessor, ArrayRef, AsArray, BooleanArray};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::DataType;
 use datafusion::common::{exec_err, plan_err, Result};
@@ -55,6 +55,11 @@ pub fn parse_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, Str
     Ok(filters)
 }
 
+/// Whether each row of a text column passes `m`.
+fn each_row<'a>(a: impl ArrayAccessor<Item = &'a str>, m: &PropertiesMatcher) -> BooleanBuffer {
+    BooleanBuffer::collect_bool(a.len(), |i| m.matches((!a.is_null(i)).then(|| a.value(i))))
+}
+
 impl ScalarUDFImpl for PropertiesMatch {
     fn name(&self) -> &str {
         PROPERTIES_MATCH
@@ -95,24 +100,9 @@ impl ScalarUDFImpl for PropertiesMatch {
         // Read as stored (the scan gives views): a cast to `Utf8` would
         // copy every row's text first.
         let out = match props.data_type() {
-            DataType::Utf8View => {
-                let a = props.as_string_view();
-                BooleanBuffer::collect_bool(a.len(), |i| {
-                    m.matches((!a.is_null(i)).then(|| a.value(i)))
-                })
-            }
-            DataType::Utf8 => {
-                let a = props.as_string::<i32>();
-                BooleanBuffer::collect_bool(a.len(), |i| {
-                    m.matches((!a.is_null(i)).then(|| a.value(i)))
-                })
-            }
-            DataType::LargeUtf8 => {
-                let a = props.as_string::<i64>();
-                BooleanBuffer::collect_bool(a.len(), |i| {
-                    m.matches((!a.is_null(i)).then(|| a.value(i)))
-                })
-            }
+            DataType::Utf8View => each_row(props.as_string_view(), &m),
+            DataType::Utf8 => each_row(props.as_string::<i32>(), &m),
+            DataType::LargeUtf8 => each_row(props.as_string::<i64>(), &m),
             DataType::Null => BooleanBuffer::collect_bool(props.len(), |_| m.matches(None)),
             t => return exec_err!("{PROPERTIES_MATCH}: properties must be text, not {t}"),
         };
