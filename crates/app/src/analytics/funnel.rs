@@ -280,8 +280,13 @@ impl FunnelSpec {
                 ))
             }
         };
+        // `ok` first: DataFusion's common subexpression elimination
+        // computes an expression the step conditions share once, below
+        // the aggregate, only where it is not on the right of an `AND`
+        // (evaluated conditionally). Second, the blocked-id check ran in
+        // every step's condition.
         let with_ok = |c: String| match &ok {
-            Some(ok) => format!("({c} AND {ok})"),
+            Some(ok) => format!("({ok} AND {c})"),
             None => c,
         };
         let mut conds: Vec<String> = self

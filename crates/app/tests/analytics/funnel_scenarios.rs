@@ -1,6 +1,7 @@
 //! Funnels and funnel persons: PostHog scenarios 1–7, 17, 18, 20–22,
 //! and parameter checks.
 
+use arrow::array::AsArray;
 use elide_app::analytics::personless::Personless;
 use serde_json::json;
 
@@ -482,6 +483,33 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
     assert!(read.stale(app.persons(), P).expect("stale"));
     let read = Personless::read(app.persons(), P).expect("read");
     assert!(!read.stale(app.persons(), P).expect("stale"));
+    // With ids blocked, the check runs once per event, in a projection
+    // below the aggregate, not once in each step's condition (where the
+    // plan shows it by the expression's name, with no column index).
+    let ctx =
+        elide_app::analytics::session(app.persons(), P, &QueryLimits::default()).expect("session");
+    read.register(&ctx);
+    let sql = spec.sql(Some(&read)).expect("sql");
+    let explained = elide_app::analytics::collect(&ctx, &format!("EXPLAIN {sql}"))
+        .await
+        .expect("explain");
+    let mut physical = String::new();
+    for b in &explained {
+        let (kind, plan) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
+        for r in 0..b.num_rows() {
+            if kind.value(r) == "physical_plan" {
+                physical.push_str(plan.value(r));
+            }
+        }
+    }
+    assert_eq!(
+        physical.matches("elide_blocked_id(distinct_id@").count(),
+        1,
+        "{physical}"
+    );
     let a = uuid_of(&app, "a");
     app.persons().reset_distinct_id(P, "b").expect("reset b");
     let (spec, actors) = funnel_actors(&app, &p).await;
