@@ -175,16 +175,15 @@ pub fn export_delta(store: &Store, opts: &ExportOptions) -> Result<DeltaExport> 
         &mut written,
     );
     if result.is_err() {
-        discard(&engine, &url, written.created, written.vectors.as_ref());
+        discard(&engine, written.vectors.as_ref());
     }
     result
 }
 
-/// What a run wrote before its commit, to undo if it fails.
+/// What a run wrote before its commit, to undo if it fails (the table it
+/// created stays, [`discard`]).
 #[derive(Default)]
 struct Written {
-    /// This run created the table.
-    created: bool,
     /// This run wrote its vector file.
     vectors: Option<Url>,
 }
@@ -224,8 +223,7 @@ fn run(
             s
         }
         None => {
-            written.created = create(engine, url, table, deadline)?;
-            report.created = written.created;
+            report.created = create(engine, url, table, deadline)?;
             latest(engine, url)?.ok_or_else(|| {
                 Error::Unsupported(format!(
                     "the Delta table created at {url} cannot be read back"

@@ -512,30 +512,28 @@ pub(crate) fn sync_checkpoint(url: &Url, version: u64) -> Result<()> {
     sync_log_file(url, "_last_checkpoint")
 }
 
-/// Undo what a failed run wrote before committing anything: the vector
-/// file, and the table's first commit when this run created the table and
-/// nothing was committed on top. Best effort: a leftover vector file is
-/// removed by a later run anyway.
-pub(crate) fn discard(engine: &dyn Engine, url: &Url, created: bool, vectors: Option<&Url>) {
-    let storage = engine.storage_handler();
+/// Undo what a failed run wrote before committing anything: its vector
+/// file. Best effort: a leftover vector file is removed by a later run
+/// anyway.
+///
+/// The table's first commit, when this run created the table, stays: an
+/// empty table, which the next run builds on. Removing it raced with
+/// another export that had read it and was committing the next version
+/// on it (the check that no version follows and the removal are two
+/// calls, on an object store too), which would leave that export's commit
+/// in a log with no first version: no reader could open the table.
+pub(crate) fn discard(engine: &dyn Engine, vectors: Option<&Url>) {
     if let Some(v) = vectors {
-        if let Err(e) = storage.delete(v) {
+        if let Err(e) = engine.storage_handler().delete(v) {
             tracing::warn!(path = %v, error = %e, "Delta export: could not remove an unused vector file");
         }
-    }
-    let commit = |v: u64| url.join(&format!("_delta_log/{v:020}.json"));
-    let (Ok(first), Ok(second)) = (commit(0), commit(1)) else {
-        return;
-    };
-    if created && storage.head(&second).is_err() {
-        if let Err(e) = storage.delete(&first) {
-            tracing::warn!(path = %first, error = %e, "Delta export: could not remove the table it created");
-        }
-    }
-    // On local disk, the directories the run made, if empty.
-    if let Ok(dir) = url.to_file_path() {
-        for d in [dir.join(DV_PREFIX), dir.join("_delta_log")] {
-            let _ = std::fs::remove_dir(d);
+        // On local disk, the directory of vectors, if the run made it.
+        if let Some(dir) = v
+            .to_file_path()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

@@ -1,6 +1,7 @@
-//! An export that fails before its commit leaves nothing behind: not the
-//! table it was creating, not its vector file; one whose commit was
-//! attempted removes nothing. (Its own test binary: a failpoint or hook
+//! An export that fails before its commit leaves no vector file behind,
+//! and the table it created stays, empty (removing it raced with another
+//! export committing on it); one whose commit was attempted removes
+//! nothing. (Its own test binary: a failpoint or hook
 //! is armed for the whole process, so its tests run one at a time.)
 
 use elide_delta::{export_delta, ExportOptions};
@@ -47,7 +48,7 @@ fn flushed_store() -> (tempfile::TempDir, Store) {
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
-fn a_failed_first_export_leaves_no_table_and_no_vectors() {
+fn a_failed_first_export_leaves_an_empty_table_and_no_vectors() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let (dir, store) = flushed_store();
     store.delete(DeleteSpec::ids(1, ["user-0"])).unwrap();
@@ -57,18 +58,27 @@ fn a_failed_first_export_leaves_no_table_and_no_vectors() {
     let err = export_delta(&store, &ExportOptions::new(Table::Events)).unwrap_err();
     set(None);
     assert!(err.to_string().contains("failpoint"), "{err}");
-    assert!(
-        !table.join("_delta_log").exists(),
-        "the created table was left behind"
-    );
+    // The first version stays, alone: another export may have read it
+    // and be committing the next one on it.
+    let log = table.join("_delta_log");
+    let mut versions: Vec<String> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    versions.sort();
+    assert_eq!(versions, [format!("{:020}.json", 0)]);
+    let first = std::fs::read_to_string(log.join(&versions[0])).unwrap();
+    assert!(!first.contains("\"add\""), "{first}");
     assert!(
         !table.join("dv").exists(),
         "the vector file was left behind"
     );
 
-    // The next run creates it whole.
+    // The next run builds on it: every file and the deletion.
     let r = export_delta(&store, &ExportOptions::new(Table::Events)).unwrap();
-    assert!(r.created && r.committed && r.hidden_rows == 10);
+    assert!(!r.created && r.committed && r.hidden_rows == 10);
+    assert_eq!(r.version, 1);
 }
 
 /// A commit whose answer says it failed, after the attempt: here another
