@@ -65,7 +65,7 @@ pub(super) fn prepare_purge(
         },
     )?;
     let output = match builder {
-        Some(b) => b.finish(&inner.storage)?,
+        Some(b) => b.finish(&inner.storage, &inner.gc)?,
         None => None,
     };
     if let Some(o) = &output {
@@ -213,7 +213,7 @@ pub(super) fn prepare_merge(
                 Ok(())
             }
         })?;
-        output = builder.finish(&inner.storage)?;
+        output = builder.finish(&inner.storage, &inner.gc)?;
         if let Some(o) = &output {
             if let Err(e) = inner.storage.sync_parts(&[&o.meta]) {
                 inner.gc.discard_part(&inner.storage, &o.meta);

@@ -45,7 +45,15 @@ pub(crate) fn write_parts(
     alloc_file_id: &mut dyn FnMut() -> u64,
 ) -> Result<Vec<WrittenPart>> {
     let mut planned = Vec::new();
-    let written = write_planned(storage, opts, chunks, deleted, alloc_file_id, &mut planned);
+    let written = write_planned(
+        storage,
+        gc,
+        opts,
+        chunks,
+        deleted,
+        alloc_file_id,
+        &mut planned,
+    );
     if written.is_err() {
         for path in &planned {
             gc.discard(storage, &runs_path(path));
@@ -59,6 +67,7 @@ pub(crate) fn write_parts(
 /// is written.
 fn write_planned(
     storage: &Storage,
+    gc: &Gc,
     opts: &PartWriterOptions,
     chunks: &[Arc<Chunk>],
     deleted: &Treemap,
@@ -109,7 +118,7 @@ fn write_planned(
                 .ok_or_else(|| StoreError::Internal("a part with no input".into()))?;
             let mut b = PartBuilder::new(opts, table, g.project, g.day..=g.day, g.id, schema)?;
             b.write_gathered(&batches, &idx, &|| Ok(()))?;
-            b.finish(storage)?
+            b.finish(storage, gc)?
                 .ok_or_else(|| StoreError::Internal("flush wrote an empty part".into()))
         };
         out.extend(crate::parallel::try_map(&groups, "part writer", job)?);
