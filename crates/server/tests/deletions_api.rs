@@ -284,6 +284,15 @@ async fn a_persons_export_holds_everything_and_is_the_deletions_dry_run() {
     assert_eq!(r.json["by_table"]["recordings"], 1);
     let r = h.get(&url).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // Spooled whole before it is sent (its length is known), and nothing
+    // of it stays on disk.
+    assert_eq!(
+        r.headers["content-length"].to_str().unwrap(),
+        r.body.len().to_string()
+    );
+    let spool = h.dir.path().join(elide_store::SPOOL_DIR);
+    let left: Vec<_> = std::fs::read_dir(&spool).map_or(Vec::new(), |d| d.collect());
+    assert!(left.is_empty(), "{left:?}");
     let lines: Vec<serde_json::Value> = r
         .text()
         .lines()

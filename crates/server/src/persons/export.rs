@@ -4,6 +4,8 @@
 
 use super::*;
 
+use std::io::{Read, Seek};
+
 use elide_app::export::{ExportFormat, ExportWriter};
 
 /// Everything held about one person: profile, distinct ids, merged
@@ -67,14 +69,48 @@ pub(crate) async fn export(
                 .into_response(),
         );
     }
-    // Buffered: one person's data; the answer is complete or an error.
-    let (uuid, body) = blocking(move || {
-        let mut w = ExportWriter::new(format, Vec::new());
+    // Written whole before the answer starts, so that it is complete or
+    // an error; to an unnamed temporary file rather than memory (a person
+    // may have millions of events), which nothing outlives, not even a
+    // crash: the system removes it when the answer has been sent.
+    let (uuid, file, len) = blocking(move || {
+        let io = |e: std::io::Error| ApiError::internal(&format!("spooling the export: {e}"));
+        // In the data directory's `tmp/` (sized for data), else (an
+        // object store, a directory this process may not write) the
+        // system's temporary directory.
+        let in_data_dir = app.store().storage().local_root().and_then(|root| {
+            let dir = root.join(elide_store::SPOOL_DIR);
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| tempfile::tempfile_in(dir))
+                .ok()
+        });
+        let file = match in_data_dir {
+            Some(f) => f,
+            None => tempfile::tempfile().map_err(io)?,
+        };
+        let mut w = ExportWriter::new(format, std::io::BufWriter::new(file));
         app.persons().export(project, &id, &[], &mut w)?;
         let uuid = app.persons().get(project, &id)?.uuid;
-        Ok((uuid, w.finish()?))
+        let mut file = w.finish()?.into_inner().map_err(|e| io(e.into_error()))?;
+        let len = file.stream_position().map_err(io)?;
+        file.rewind().map_err(io)?;
+        Ok((uuid, file, len))
     })
     .await?;
+    let body =
+        axum::body::Body::from_stream(futures::stream::try_unfold(file, |mut file| async move {
+            let (file, chunk) = tokio::task::spawn_blocking(move || {
+                let mut chunk = vec![0u8; 256 << 10];
+                let n = file.read(&mut chunk)?;
+                chunk.truncate(n);
+                Ok::<_, std::io::Error>((file, chunk))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok::<_, std::io::Error>(
+                (!chunk.is_empty()).then(|| (axum::body::Bytes::from(chunk), file)),
+            )
+        }));
     let (ctype, ext) = match format {
         ExportFormat::Ndjson => ("application/x-ndjson", "ndjson"),
         ExportFormat::Parquet => ("application/vnd.apache.parquet", "parquet"),
@@ -87,6 +123,7 @@ pub(crate) async fn export(
                 axum::http::header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"person-{uuid}.{ext}\""),
             ),
+            (axum::http::header::CONTENT_LENGTH, len.to_string()),
         ],
         body,
     )
