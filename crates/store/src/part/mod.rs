@@ -395,13 +395,26 @@ impl PartBuilder {
             tail_crc32: crc32fast::hash(buf.get(data_len..).unwrap_or_default()),
         };
         let blake3 = blake3::hash(&buf).to_hex().to_string();
-        // The `.runs` file first: if it cannot be written, nothing was.
-        let runs = crate::runs_file::write(storage, &self.path, &self.runs.runs)?;
-        if let Err(e) = storage.put_new_nosync(&self.path, Bytes::from(buf)) {
+        // The `.runs` file first, then the part. On an error both paths are
+        // discarded: on an object store a put that answered with an error
+        // may still have landed. No one else's file can be there: file ids
+        // are unique within this writer (the only one, under its lease),
+        // and those at or above the manifest's `next_file_id`, which a
+        // reopened writer allocates again, are no committed part's, only
+        // a crashed writer's leftovers.
+        let discard = |gc: &Gc| {
             gc.discard(storage, &crate::runs_file::runs_path(&self.path));
-            // On an object store a put that answered with an error may
-            // still have landed.
             gc.discard(storage, &self.path);
+        };
+        let runs = match crate::runs_file::write(storage, &self.path, &self.runs.runs) {
+            Ok(r) => r,
+            Err(e) => {
+                discard(gc);
+                return Err(e);
+            }
+        };
+        if let Err(e) = storage.put_new_nosync(&self.path, Bytes::from(buf)) {
+            discard(gc);
             return Err(e);
         }
         let meta = PartMeta {
