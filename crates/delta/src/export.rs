@@ -224,11 +224,15 @@ fn run(
         }
         None => {
             report.created = create(engine, url, table, deadline)?;
-            latest(engine, url)?.ok_or_else(|| {
+            let s = latest(engine, url)?.ok_or_else(|| {
                 Error::Unsupported(format!(
                     "the Delta table created at {url} cannot be read back"
                 ))
-            })?
+            })?;
+            // Another export may have created it meanwhile, of another
+            // table (the events and the recordings under one root).
+            check_table(&s, table)?;
+            s
         }
     };
 
