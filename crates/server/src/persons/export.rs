@@ -81,7 +81,10 @@ pub(crate) async fn export(
         let in_data_dir = app.store().storage().local_root().and_then(|root| {
             let dir = root.join(elide_store::SPOOL_DIR);
             std::fs::create_dir_all(&dir)
-                .and_then(|_| tempfile::tempfile_in(dir))
+                .and_then(|_| tempfile::tempfile_in(&dir))
+                .map_err(|e| {
+                    tracing::debug!(dir = %dir.display(), error = %e, "person export: spooling to the system's temporary directory instead");
+                })
                 .ok()
         });
         let file = match in_data_dir {
