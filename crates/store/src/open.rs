@@ -70,8 +70,10 @@ pub(crate) fn prepare_dir(fs: &dyn FileSystem, dir: &Path, create: bool) -> Resu
 
 /// Directory, under the data directory, of temporary copies of inputs
 /// (a parquet stream is spooled there, since parquet needs random
-/// access). Its `spool-*` files are removed at every writer's open: they
-/// may hold rows of a person deleted since.
+/// access) and of the server's person exports (unnamed files; where the
+/// file system cannot make one, a `.tmp*` file unlinked as soon as it is
+/// made). Its `spool-*` and `.tmp*` files are removed at every writer's
+/// open: they may hold rows of a person deleted since.
 pub const SPOOL_DIR: &str = "tmp";
 
 /// A new spool file path under `data_dir` (its directory created).
@@ -92,7 +94,10 @@ pub(crate) fn sweep_spool(fs: &dyn FileSystem, data_dir: &Path) {
     };
     for e in rd.flatten() {
         let name = e.file_name();
-        if name.to_str().is_some_and(|n| n.starts_with("spool-")) {
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with("spool-") || n.starts_with(".tmp"))
+        {
             tracing::info!(path = %e.path().display(), "removing a spooled input left by a crashed command");
             if let Err(err) = fs.remove_file(&e.path()) {
                 tracing::warn!(path = %e.path().display(), error = %err, "could not remove a spooled input");
@@ -360,4 +365,29 @@ pub(crate) fn replay(
         hidden,
         obsolete,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer's open removes what a crashed command or export left in
+    /// `tmp/` (spooled inputs, a person export's named fallback), and
+    /// nothing else.
+    #[test]
+    fn the_sweep_removes_spools_and_named_temporary_files_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tmp = dir.path().join(SPOOL_DIR);
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        for name in ["spool-1-2.parquet", ".tmpAbC123", "other.txt"] {
+            std::fs::write(tmp.join(name), b"a person's rows").expect("write");
+        }
+        sweep_spool(&crate::io::StdFs, dir.path());
+        let mut left: Vec<String> = std::fs::read_dir(&tmp)
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["other.txt"]);
+    }
 }
