@@ -223,6 +223,7 @@ fn run(
             s
         }
         None => {
+            elide_store::failpoint!("delta.before_create");
             report.created = create(engine, url, table, deadline)?;
             let s = latest(engine, url)?.ok_or_else(|| {
                 Error::Unsupported(format!(

@@ -81,6 +81,48 @@ fn a_failed_first_export_leaves_an_empty_table_and_no_vectors() {
     assert_eq!(r.version, 1);
 }
 
+/// Another export creating a table at the same root between this one's
+/// look and its create (here the recordings', at `parts`): this one is
+/// refused, and the table holds nothing of it. The kernel's create
+/// refuses a table it finds; a create that loses the race on version 0
+/// itself (after that look, inside the kernel, where no hook reaches)
+/// reads the table back and checks it is this table's export.
+#[test]
+fn a_table_another_export_created_meanwhile_is_checked() {
+    use elide_store::failpoint::{set_hook, Hook};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (dir, store) = flushed_store();
+    let at_parts = |table| ExportOptions {
+        root: Some("parts".into()),
+        ..ExportOptions::new(table)
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, d) = (store.clone(), std::sync::Arc::clone(&done));
+    let other: Hook = std::sync::Arc::new(move || {
+        // Once: the other export passes this failpoint too.
+        if !d.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let r = export_delta(&s, &at_parts(Table::Recordings)).unwrap();
+            assert!(r.created);
+        }
+    });
+    set_hook("delta.before_create", Some(other));
+    let r = export_delta(&store, &at_parts(Table::Events));
+    set_hook("delta.before_create", None);
+    assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains("already exists") || err.contains("not an export of `events`"),
+        "{err}"
+    );
+    for e in std::fs::read_dir(dir.path().join("parts/_delta_log")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let log = std::fs::read_to_string(&path).unwrap();
+            assert!(!log.contains("events/"), "{log}");
+        }
+    }
+}
+
 /// A commit whose answer says it failed, after the attempt: here another
 /// writer's version takes the number first (a conflict). The same answer
 /// comes from an object store whose retried put-if-absent met its own
