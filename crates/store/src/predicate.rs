@@ -529,27 +529,11 @@ impl<'a> PropertiesMatcher<'a> {
         let Some(text) = text else {
             return self.absent_ok;
         };
-        // Without a backslash, a key can only appear spelled out: if no
-        // key of the filters does, every one is absent and nothing needs
-        // parsing.
+        // Without a backslash, a key can only appear spelled out, and is
+        // often read without parsing the row.
         if !text.contains('\\') {
-            let found: Vec<Option<usize>> = self
-                .quoted
-                .iter()
-                .map(|q| q.find(text.as_bytes()))
-                .collect();
-            if found.iter().all(Option::is_none) {
-                return self.absent_ok;
-            }
-            // Each key found once at the top level: its value alone is
-            // read.
-            if let Some(values) = self.found_once(text, &found) {
-                return self
-                    .pred
-                    .properties
-                    .iter()
-                    .zip(&values)
-                    .all(|(f, v)| f.matches_value(v.as_ref()));
+            if let Some(verdict) = self.read_without_parse(text) {
+                return verdict;
             }
         }
         // Parse only the values of the filtered keys; skip the others.
@@ -561,80 +545,117 @@ impl<'a> PropertiesMatcher<'a> {
             .all(|(i, f)| f.matches_value(values.as_ref().and_then(|v| v[i].as_ref())))
     }
 
-    /// The filtered keys' top-level values read without parsing the rest
-    /// of `text`, when that is certain: no backslash (the caller checked:
-    /// every quote delimits a string), an object's outline, and each key's
-    /// quoted form at most once in the text (`found`: where each first
-    /// occurs). `None` otherwise (then the text is
-    /// parsed). Stored properties are JSON objects, checked when written
-    /// (`normalize::validate_json_object`); text that is not one is read
-    /// here as far as this reading needs.
-    fn found_once(&self, text: &str, found: &[Option<usize>]) -> Option<Vec<Option<Value>>> {
-        // JSON's whitespace only (`str::trim` would also take Unicode's).
-        let json_ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
-        let trimmed = text.trim_matches(json_ws);
-        if !self.plain_keys || !trimmed.starts_with('{') || !trimmed.ends_with('}') {
-            return None;
-        }
-        let bytes = text.as_bytes();
-        // A parse gives up past 127 levels of nesting (the whole row is
-        // then read as no object): with fewer brackets than that in all,
-        // none is that deep and both readings agree.
-        if memchr::memchr2_iter(b'{', b'[', bytes).count() >= MAX_FAST_BRACKETS {
-            return None;
-        }
-        let mut out = Vec::with_capacity(self.quoted.len());
-        for (q, &at) in self.quoted.iter().zip(found) {
-            let Some(at) = at else {
-                out.push(None);
-                continue;
-            };
-            let end = at + q.needle().len();
-            if q.find(&bytes[at + 1..]).is_some() {
-                return None;
-            }
-            // Whether the occurrence opens a string at depth 1: quotes
-            // and brackets before it, counted outside strings.
-            let prefix = &bytes[..at];
-            let opener = prefix.iter().position(|&b| b == b'{').map_or(0, |i| i + 1);
-            let (depth, in_string) = if memchr::memchr2(b'{', b'[', &prefix[opener..]).is_none() {
-                // Nothing opened after the object's own brace (a flat
-                // object, the common case): depth 1, inside a string when
-                // an odd number of quotes came before.
-                (1, memchr::memchr_iter(b'"', prefix).count() % 2 == 1)
-            } else {
-                let (mut depth, mut in_string) = (0i64, false);
-                for &b in prefix {
-                    match b {
-                        b'"' => in_string = !in_string,
-                        b'{' | b'[' if !in_string => depth += 1,
-                        b'}' | b']' if !in_string => depth -= 1,
-                        _ => {}
-                    }
-                }
-                (depth, in_string)
-            };
-            let rest = text[end..].trim_start_matches(json_ws);
-            let Some(value) = rest.strip_prefix(':') else {
-                // A string value spelled as the key, or quotes of two
-                // strings around it: the key is not there.
-                out.push(None);
-                continue;
-            };
-            if in_string || depth != 1 {
-                // A nested object's key (or not a key at all): absent
-                // at the top level.
-                out.push(None);
-                continue;
-            }
-            let mut values = serde_json::Deserializer::from_str(value).into_iter::<Value>();
-            match values.next() {
-                Some(Ok(v)) => out.push(Some(v)),
-                _ => return None,
+    /// Whether `text` (which holds no backslash: every quote delimits a
+    /// string) passes, decided filter by filter without parsing the row
+    /// when that is certain; `None` otherwise (then the row is parsed). A
+    /// key whose quoted form is nowhere in the text is absent; one found
+    /// is read by [`PropertiesMatcher::found_once`]. Stored properties are
+    /// JSON objects, checked when written
+    /// (`normalize::validate_json_object`), on which both readings agree
+    /// for every key, so the first filter that fails decides.
+    fn read_without_parse(&self, text: &str) -> Option<bool> {
+        let mut outline = None;
+        for (f, q) in self.pred.properties.iter().zip(&self.quoted) {
+            let value = self.read_value(text, q, &mut outline)?;
+            if !f.matches_value(value.as_ref()) {
+                return Some(false);
             }
         }
-        Some(out)
+        Some(true)
     }
+
+    /// The top-level value of the key whose quoted form is `q` in `text`
+    /// (no backslash), read without parsing the row; `None` when that is
+    /// not certain. `outline` keeps [`PropertiesMatcher::readable_outline`]
+    /// of the row, asked at the first key found.
+    fn read_value(
+        &self,
+        text: &str,
+        q: &memchr::memmem::Finder<'static>,
+        outline: &mut Option<bool>,
+    ) -> Option<Option<Value>> {
+        let Some(at) = q.find(text.as_bytes()) else {
+            return Some(None);
+        };
+        if !*outline.get_or_insert_with(|| self.readable_outline(text)) {
+            return None;
+        }
+        self.found_once(text, q, at)
+    }
+
+    /// Whether a key found in `text` may be read by
+    /// [`PropertiesMatcher::found_once`]: the filters' keys are plain, the
+    /// text has an object's outline, and fewer brackets than a parse's
+    /// nesting limit (a parse gives up past 127 levels, and the whole row
+    /// is then read as no object: with fewer brackets than that in all,
+    /// none is that deep and both readings agree).
+    fn readable_outline(&self, text: &str) -> bool {
+        let trimmed = text.trim_matches(json_ws);
+        self.plain_keys
+            && trimmed.starts_with('{')
+            && trimmed.ends_with('}')
+            && memchr::memchr2_iter(b'{', b'[', text.as_bytes()).count() < MAX_FAST_BRACKETS
+    }
+
+    /// The top-level value of the key whose quoted form `q` first occurs
+    /// at `at` in `text` (no backslash, a readable outline), read without
+    /// parsing the rest: `Some(None)` when the key is not at the top
+    /// level, `None` when this reading is not certain (the quoted form
+    /// occurs again, or the value does not parse alone).
+    fn found_once(
+        &self,
+        text: &str,
+        q: &memchr::memmem::Finder<'static>,
+        at: usize,
+    ) -> Option<Option<Value>> {
+        let bytes = text.as_bytes();
+        let end = at + q.needle().len();
+        if q.find(&bytes[at + 1..]).is_some() {
+            return None;
+        }
+        // Whether the occurrence opens a string at depth 1: quotes and
+        // brackets before it, counted outside strings.
+        let prefix = &bytes[..at];
+        let opener = memchr::memchr(b'{', prefix).map_or(0, |i| i + 1);
+        let (depth, in_string) = if memchr::memchr2(b'{', b'[', &prefix[opener..]).is_none() {
+            // Nothing opened after the object's own brace (a flat object,
+            // the common case): depth 1, inside a string when an odd
+            // number of quotes came before.
+            (1, memchr::memchr_iter(b'"', prefix).count() % 2 == 1)
+        } else {
+            let (mut depth, mut in_string) = (0i64, false);
+            for &b in prefix {
+                match b {
+                    b'"' => in_string = !in_string,
+                    b'{' | b'[' if !in_string => depth += 1,
+                    b'}' | b']' if !in_string => depth -= 1,
+                    _ => {}
+                }
+            }
+            (depth, in_string)
+        };
+        let rest = text[end..].trim_start_matches(json_ws);
+        let Some(value) = rest.strip_prefix(':') else {
+            // A string value spelled as the key, or quotes of two strings
+            // around it: the key is not there.
+            return Some(None);
+        };
+        if in_string || depth != 1 {
+            // A nested object's key (or not a key at all): absent at the
+            // top level.
+            return Some(None);
+        }
+        let mut values = serde_json::Deserializer::from_str(value).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(v)) => Some(Some(v)),
+            _ => None,
+        }
+    }
+}
+
+/// JSON's whitespace (`str::trim` would also take Unicode's).
+fn json_ws(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
 }
 
 /// The values of `keys` in the JSON object `text` (`None` per absent key),
@@ -825,14 +846,18 @@ mod tests {
         }
     }
 
-    /// [`PropertiesMatcher::found_once`] as `matches` calls it: only on
-    /// text without a backslash, with each key's first occurrence.
+    /// Each filter key's value as `matches` reads it without a parse
+    /// (only on text without a backslash); `None` when that reading is not
+    /// certain for some key.
     fn fast_read(m: &PropertiesMatcher, text: &str) -> Option<Vec<Option<Value>>> {
         if text.contains('\\') {
             return None;
         }
-        let found: Vec<Option<usize>> = m.quoted.iter().map(|q| q.find(text.as_bytes())).collect();
-        m.found_once(text, &found)
+        let mut outline = None;
+        m.quoted
+            .iter()
+            .map(|q| m.read_value(text, q, &mut outline))
+            .collect()
     }
 
     fn json_value(depth: u32) -> impl proptest::strategy::Strategy<Value = Value> {
@@ -893,7 +918,34 @@ mod tests {
             let keys: Vec<&str> = pred.properties.iter().map(|f| f.key.as_str()).collect();
             let parsed = extract(&text, &keys);
             if let Some(fast) = fast_read(&m, &text) {
-                proptest::prop_assert_eq!(Some(fast), parsed, "{}", text);
+                proptest::prop_assert_eq!(Some(fast), parsed.clone(), "{}", text);
+            }
+            // A row's verdict, decided by the first filter that fails, is
+            // the parse's, whatever the filters' order and operators.
+            for ops in [
+                [PropertyOperator::IsNot, PropertyOperator::Exact],
+                [PropertyOperator::Exact, PropertyOperator::IsNotSet],
+                [PropertyOperator::IsSet, PropertyOperator::IsNot],
+            ] {
+                let pred = EventPredicate {
+                    properties: ["b", "a", ":", "x y"]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| PropertyFilter {
+                            key: (*k).into(),
+                            operator: ops[i % 2],
+                            value: json!(["a", 1, true, ","]),
+                        })
+                        .collect(),
+                    ..Default::default()
+                };
+                let keys: Vec<&str> = pred.properties.iter().map(|f| f.key.as_str()).collect();
+                let values = extract(&text, &keys);
+                let want = pred.properties.iter().enumerate().all(|(i, f)| {
+                    f.matches_value(values.as_ref().and_then(|v| v[i].as_ref()))
+                });
+                let got = PropertiesMatcher::new(&pred).matches(Some(&text));
+                proptest::prop_assert_eq!(got, want, "{:?} on {}", ops, text);
             }
         }
     }
