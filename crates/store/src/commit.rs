@@ -124,6 +124,11 @@ pub(crate) struct Transaction<'a> {
     /// Part id -> the parts this transaction wrote in its place (a purge's
     /// or merge's output), for the receipts of the requests it erases.
     replaced_by: HashMap<u64, Vec<u64>>,
+    /// A project drop this transaction records (project, first `_seq`
+    /// after it), which bulk ingests in flight must honour: it joins
+    /// the commit state's drops only once the manifest is published, so
+    /// a drop whose commit failed never leaves out an ingest's rows.
+    drop_noted: Option<(i64, u64)>,
 }
 
 /// `Err(Unavailable)` once a commit with an unknown outcome made the
@@ -202,6 +207,7 @@ impl<'a> Transaction<'a> {
             extra_retired: Vec::new(),
             staged: None,
             replaced_by: HashMap::new(),
+            drop_noted: None,
         })
     }
 
@@ -488,6 +494,9 @@ impl<'a> Transaction<'a> {
                 .keep_referenced(&new_version.manifest.referenced_paths());
         }
         inner.gc.retire(retired, version);
+        if let Some(d) = self.drop_noted.take() {
+            self.guard.drops.push(d);
+        }
         drop(self.guard);
         if let Some(f) = &flush {
             if let Err(e) =

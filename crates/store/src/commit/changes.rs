@@ -382,7 +382,9 @@ impl Transaction<'_> {
                 .any(|(proj, cut)| *proj == m.project_id && m.max_seq < *cut)
             {
                 out.rows_dropped += m.rows;
-                self.extra_retired.push(m.path.clone());
+                // The part and its `.runs` file (which names its
+                // distinct ids): neither is ever published.
+                self.extra_retired.extend(m.files());
                 if let Some(s) = &mut self.staged {
                     s.left_out.push(m.id);
                 }
@@ -477,12 +479,14 @@ impl Transaction<'_> {
         true
     }
 
-    /// Record a project drop at `next_seq`, for bulk ingests in flight.
+    /// Record a project drop at `next_seq`, for bulk ingests in flight
+    /// (it takes effect for them when this transaction's manifest is
+    /// published).
     pub fn note_drop(&mut self, project_id: i64, next_seq: u64, oldest_reservation: Option<u64>) {
         let drops = &mut self.guard.drops;
         drops.retain(|(_, cut)| oldest_reservation.is_some_and(|o| o < *cut));
         if oldest_reservation.is_some_and(|o| o < next_seq) {
-            drops.push((project_id, next_seq));
+            self.drop_noted = Some((project_id, next_seq));
         }
     }
 }

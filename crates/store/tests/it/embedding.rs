@@ -730,10 +730,6 @@ fn a_bulk_ingests_runs_reach_the_index_at_its_commit() {
     let kept: Vec<u64> = (0..1500).filter(|n| n % 4 != 1).collect();
     assert_eq!(visible_ns(&store), kept);
 
-    let project_2 = |ns: std::ops::Range<u64>| {
-        let rows: Vec<_> = ns.map(|n| row(n, &format!("e{}", n % 2), 2, 0)).collect();
-        elide_store::jsonl::rows_to_batch(&rows).unwrap()
-    };
     let mut bulk = store.bulk_ingest(Table::Events).unwrap();
     for k in 0..5 {
         // Buffers of 100 rows: the first 200 are reserved and written.
@@ -748,4 +744,55 @@ fn a_bulk_ingests_runs_reach_the_index_at_its_commit() {
     let mut kept = kept;
     kept.extend((10_200..10_250).filter(|n| n % 2 == 1));
     assert_eq!(visible_ns(&store), kept);
+}
+
+/// Rows `ns` of project 2, ids `e0` and `e1`.
+fn project_2(ns: std::ops::Range<u64>) -> RecordBatch {
+    let rows: Vec<_> = ns.map(|n| row(n, &format!("e{}", n % 2), 2, 0)).collect();
+    elide_store::jsonl::rows_to_batch(&rows).unwrap()
+}
+
+/// A project drop whose commit failed did not happen: a bulk ingest of
+/// the project in flight keeps every row at its commit (the drop joined
+/// the ingests' list only once published). The parts an ingest leaves out
+/// for a drop that did happen leave nothing on disk, their `.runs` files
+/// (which name their distinct ids) included.
+#[test]
+fn a_failed_drop_spares_an_ingest_and_a_real_one_leaves_no_file_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = crate::common::FailingSync::files(|p| p.to_string_lossy().contains("/manifest/"));
+    let options = StoreOptions {
+        memtable_rows: 100,
+        fs: fs.clone(),
+        ..opts()
+    };
+    let store = elide_store::Store::open(dir.path(), options).unwrap();
+    let mut bulk = store.bulk_ingest(Table::Events).unwrap();
+    for k in 0..5 {
+        // Buffers of 100 rows: the first 200 are reserved and written.
+        bulk.write(&project_2(10_000 + k * 50..10_050 + k * 50))
+            .unwrap();
+    }
+    fs.arm(true);
+    let e = store.drop_project(2).unwrap_err();
+    assert!(e.to_string().contains("injected"), "{e}");
+    fs.arm(false);
+    let out = bulk.commit().unwrap();
+    assert_eq!((out.rows, out.rows_dropped), (250, 0), "a drop that failed");
+    assert_eq!(visible_ns(&store), (10_000..10_250).collect::<Vec<u64>>());
+
+    let mut bulk = store.bulk_ingest(Table::Events).unwrap();
+    for k in 0..5 {
+        bulk.write(&project_2(20_000 + k * 50..20_050 + k * 50))
+            .unwrap();
+    }
+    store.drop_project(2).unwrap();
+    let out = bulk.commit().unwrap();
+    assert_eq!((out.rows, out.rows_dropped), (50, 200));
+    assert_eq!(visible_ns(&store), (20_200..20_250).collect::<Vec<u64>>());
+    assert_eq!(
+        parts_and_tombstones_on_disk(dir.path()),
+        store.manifest().unwrap().referenced_paths(),
+        "a left-out part's files stayed on disk"
+    );
 }
