@@ -1,19 +1,21 @@
-//! A [`FileSystem`] whose fsyncs fail on demand (feature `testing`): the
-//! tests of a commit whose outcome is unknown (a manifest renamed into
-//! place, then its directory's fsync fails), in this crate and in the
-//! crates built on it.
+//! A [`FileSystem`] whose fsyncs, or removals, fail on demand (feature
+//! `testing`): the tests of a commit whose outcome is unknown (a manifest
+//! renamed into place, then its directory's fsync fails) and of files GC
+//! cannot remove, in this crate and in the crates built on it.
 
 use std::path::Path;
 
 use crate::io::{AppendFile, FileSystem, StdFs};
 
 /// The local file system, except that while `armed` an fsync fails: of a
-/// file whose path `file` accepts, or of a directory `dir` accepts.
+/// file whose path `file` accepts, or of a directory `dir` accepts; and a
+/// removal of a file `remove` accepts.
 #[derive(Debug)]
 pub struct FailingSync {
     armed: std::sync::atomic::AtomicBool,
     file: fn(&Path) -> bool,
     dir: fn(&Path) -> bool,
+    remove: fn(&Path) -> bool,
 }
 
 impl FailingSync {
@@ -23,6 +25,7 @@ impl FailingSync {
             armed: Default::default(),
             file,
             dir: |_| false,
+            remove: |_| false,
         })
     }
 
@@ -32,6 +35,18 @@ impl FailingSync {
             armed: Default::default(),
             file: |_| false,
             dir,
+            remove: |_| false,
+        })
+    }
+
+    /// Removals of the files `remove` accepts fail while armed (the file
+    /// stays).
+    pub fn removals(remove: fn(&Path) -> bool) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(FailingSync {
+            armed: Default::default(),
+            file: |_| false,
+            dir: |_| false,
+            remove,
         })
     }
 
@@ -68,6 +83,9 @@ impl FileSystem for FailingSync {
         StdFs.rename_noreplace(from, to)
     }
     fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        if self.fails(self.remove, path) {
+            return Err(std::io::Error::other("injected: removal failed"));
+        }
         StdFs.remove_file(path)
     }
     fn truncate(&self, path: &Path, len: u64) -> std::io::Result<()> {

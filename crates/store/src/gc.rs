@@ -66,6 +66,9 @@ struct Retired {
     /// The commit that retired it (0: removable as soon as nothing is
     /// leased).
     version: u64,
+    /// The commit that retired it, kept when a failed removal sets
+    /// `version` to 0 (for [`Gc::retired_before`]).
+    retired_in: u64,
     /// When, for an object store's retention window.
     at: std::time::Instant,
     /// When, as µs since the epoch (for [`Gc::retired_before`]).
@@ -166,6 +169,7 @@ impl Gc {
             s.pending.extend(paths.into_iter().map(|path| Retired {
                 path,
                 version,
+                retired_in: version,
                 at,
                 at_us,
             }));
@@ -191,9 +195,18 @@ impl Gc {
     /// keeps it, or its removal failed). A deletion request made at
     /// `at_us` is not purged while one of its project's part files is:
     /// it may hold the request's rows, and no live part leads to it.
-    pub fn retired_before(&self, at_us: i64, under: impl Fn(&str) -> bool) -> bool {
+    ///
+    /// `version` is the manifest version from which the request lists its
+    /// parts (its creation, or its resolution for one that was logical:
+    /// until then it listed none, so a part merged away in between is in
+    /// no list of it); an object retired at or before it counts too, also
+    /// when the wall clock stepped back. `0` (a request recorded before
+    /// versions were) leaves the time alone to decide.
+    pub fn retired_before(&self, at_us: i64, version: u64, under: impl Fn(&str) -> bool) -> bool {
         self.state.lock().map_or(true, |s| {
-            s.pending.iter().any(|r| r.at_us <= at_us && under(&r.path))
+            s.pending.iter().any(|r| {
+                (r.at_us <= at_us || (version > 0 && r.retired_in <= version)) && under(&r.path)
+            })
         })
     }
 
@@ -267,8 +280,9 @@ impl Gc {
             let now = std::time::Instant::now();
             for r in ready {
                 if failed.iter().any(|(f, _)| *f == r.path) {
-                    // Retried at the next pass; it keeps its retirement
-                    // time (requests made since need not wait for it).
+                    // Retried at the next pass, whatever is leased; it
+                    // keeps its retirement time and commit, which decide
+                    // the requests it holds back (`retired_before`).
                     s.pending.push(Retired {
                         version: 0,
                         at: now,
@@ -467,6 +481,7 @@ impl Gc {
                     .extend(deferred.into_iter().map(|(path, age_us)| Retired {
                         path,
                         version: manifest.version,
+                        retired_in: manifest.version,
                         at: instant_ago(age_us),
                         at_us: now_us.saturating_sub(age_us),
                     }));

@@ -27,8 +27,13 @@ pub(super) fn advance_requests(
     if let Err(e) = inner.gc.collect(&inner.storage) {
         tracing::warn!(error = %e, "gc failed before the lifecycle step");
     }
-    inner.sweep_wal()?;
     let version = inner.current_version()?;
+    // After reading the version: every ingest-log segment of a memtable
+    // that version's flushes wrote into parts is gone (the flush removes
+    // its own only after releasing the commit lock, and a failure there
+    // is only logged), so no request below its `flushed_seq` is purged
+    // while a segment still holds its rows.
+    inner.sweep_wal()?;
     let m = &version.manifest;
     // Which pending requests are purged (file existence checked outside
     // the commit lock; the conditions are re-checked inside).
@@ -42,18 +47,25 @@ pub(super) fn advance_requests(
         // bring rows of the request (bulk.rs).
         if lifecycle::purge_complete(r, m.flushed_seq, inner.oldest_reservation()) {
             // Part files of the request's project and tables that left
-            // the manifest before it was made but are still on disk may
-            // hold its rows, and no live part leads to them (a part a
-            // retention sweep or an events deletion dropped whole, or one
-            // an earlier purge or merge replaced, pinned by a snapshot).
+            // the manifest before it listed its parts but are still on
+            // disk may hold its rows, and no live part leads to them (a
+            // part a retention sweep or an events deletion dropped whole,
+            // or one an earlier purge or merge replaced, pinned by a
+            // snapshot; for a request that was logical, one merged away
+            // inside its undo window). A pending request's
+            // `changed_in_version` is the version of its creation or of
+            // its resolution, the one that gave it its parts.
             let prefixes: Vec<String> = r
                 .tables
                 .iter()
                 .map(|t| format!("parts/{}/{}/", t.name(), r.project_id))
                 .collect();
-            if inner.gc.retired_before(r.created_at_us, |p| {
-                prefixes.iter().any(|x| p.starts_with(x.as_str()))
-            }) {
+            if inner
+                .gc
+                .retired_before(r.created_at_us, r.changed_in_version, |p| {
+                    prefixes.iter().any(|x| p.starts_with(x.as_str()))
+                })
+            {
                 continue;
             }
             let mut all_gone = true;
