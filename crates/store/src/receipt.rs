@@ -181,6 +181,9 @@ pub(crate) fn signing_key(
             key
         }
         None if storage.exists(KEY_PATH)? => {
+            // Also mends a key a crash left between its creation and the
+            // change of its mode below.
+            restrict_local_key(storage)?;
             let bytes = storage.get(KEY_PATH)?;
             parse_seed(KEY_PATH, &String::from_utf8_lossy(&bytes))?
         }
@@ -194,14 +197,7 @@ pub(crate) fn signing_key(
             seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
             seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
             storage.put_new(KEY_PATH, hex::encode(seed).into_bytes().into())?;
-            #[cfg(unix)]
-            if let Some(root) = storage.local_root() {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(
-                    root.join(KEY_PATH),
-                    std::fs::Permissions::from_mode(0o600),
-                );
-            }
+            restrict_local_key(storage)?;
             let key = SigningKey::from_bytes(&seed);
             tracing::info!(public_key = %hex::encode(key.verifying_key().as_bytes()), "created the receipt signing key");
             key
@@ -216,6 +212,31 @@ pub(crate) fn signing_key(
         storage.put_new(PUBLIC_KEY_PATH, public.into_bytes().into())?;
     }
     Ok(key)
+}
+
+/// In a local data directory, make the signing key readable by its owner
+/// only (mode 0600), if it is not already. Its file is written like every
+/// other, staged then renamed into place, so it is created with the
+/// default mode and changed here; the open of a store that finds it
+/// readable by others changes it too (a crash between the two).
+fn restrict_local_key(storage: &Storage) -> Result<()> {
+    #[cfg(unix)]
+    if let Some(root) = storage.local_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.join(KEY_PATH);
+        let mode = std::fs::metadata(&path)
+            .map_err(|e| StoreError::io(path.display(), e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::io(path.display(), e))?;
+            tracing::info!(path = %path.display(), "the receipt signing key is now readable by its owner only");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = storage;
+    Ok(())
 }
 
 /// The signing key a file holds (a 64-hex-digit Ed25519 seed): checked

@@ -190,6 +190,13 @@ fn a_lost_key_holds_verification_back_and_a_new_key_continues_the_chain() {
     let store = open(dir.path());
     two_receipts(&store);
     let key_path = dir.path().join("receipts/signing.key");
+    #[cfg(unix)]
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    #[cfg(unix)]
+    assert_eq!(mode(&key_path), 0o600, "a new key is its owner's only");
     let saved = std::fs::read(&key_path).unwrap();
     std::fs::remove_file(&key_path).unwrap();
     store.delete(DeleteSpec::ids(1, ["bob"])).unwrap();
@@ -199,7 +206,18 @@ fn a_lost_key_holds_verification_back_and_a_new_key_continues_the_chain() {
     let pending = store.requests().unwrap().pop().unwrap();
     assert_eq!(pending.status, elide_store::RequestStatus::Purged);
     std::fs::write(&key_path, &saved).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     assert_eq!(compact_now(&store).requests_verified, vec![pending.id]);
+    #[cfg(unix)]
+    assert_eq!(
+        mode(&key_path),
+        0o600,
+        "a key found readable by others is mended"
+    );
     assert_eq!(store.verify_receipts(None).unwrap().receipts, 3);
     store.close().unwrap();
     // Another key, from a file: the next receipt is signed with it.
