@@ -62,19 +62,23 @@ pub fn session(persons: &Arc<Persons<SqliteMeta>>) -> Result<SessionContext> {
 
 /// A person's property states over time, from the events of its current
 /// distinct ids in event-time order (ties in capture order). The sort of
-/// the events runs under `memory_limit` (spilling past it), as a query
-/// does; the fold keeps no event.
+/// the events runs under `limits.memory_bytes` (spilling past it) and
+/// stops at `limits.deadline`, as a query does; the fold keeps no event.
 pub async fn timeline(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     key: &str,
-    memory_limit: Option<usize>,
+    limits: &crate::query::QueryLimits,
 ) -> Result<Timeline> {
     let (_, ids) = persons.distinct_ids_of(project, key)?;
     if ids.is_empty() {
         return Ok(Timeline::default());
     }
-    let ctx = elide_query::project_session_context(persons.store(), project, memory_limit)?;
+    let mut ctx =
+        elide_query::project_session_context(persons.store(), project, limits.memory_bytes)?;
+    if let Some(d) = &limits.deadline {
+        ctx = elide_query::deadline::with_deadline(ctx, Arc::clone(d));
+    }
     let df = ctx
         .table("events")
         .await?

@@ -573,7 +573,12 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
         }
         PersonsCommand::Timeline { at, id } => with_persons(&at.data_dir, Access::Read, |p| {
             let rt = crate::cli::runtime()?;
-            let t = rt.block_on(elide_app::sql::timeline(p, at.project, &id, None))?;
+            // No memory cap and no deadline on the command line, as `elide sql`.
+            let limits = elide_app::query::QueryLimits {
+                memory_bytes: None,
+                ..Default::default()
+            };
+            let t = rt.block_on(elide_app::sql::timeline(p, at.project, &id, &limits))?;
             if t.left_out > 0 {
                 eprintln!(
                     "the {} earliest points are left out: the states printed hold at most {} property values together",

@@ -822,6 +822,24 @@ async fn values_cohorts_activity_timeline_and_refusals() {
     }
 }
 
+/// The properties timeline scans events like any query: it runs on the
+/// query threads under the query deadline (a 504 past it), never on the
+/// threads that answer capture and the rest of the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_properties_timeline_runs_under_the_query_deadline() {
+    let h = Harness::with_config(elide_server::ServerConfig {
+        query_timeout: std::time::Duration::from_millis(1),
+        ..Default::default()
+    });
+    let p = person_with(&h, &["t1"], json!({"a": 1})).await;
+    let u = uuid_of(&p);
+    let r = h
+        .get(&format!("{}/persons/{u}/properties_timeline/", h.api()))
+        .await;
+    let d = r.envelope(504);
+    assert!(d.contains("cancelled"), "{d}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environments_and_legacy_routes_are_the_same_viewset() {
     let h = Harness::new();

@@ -323,8 +323,13 @@ pub(crate) async fn timeline(
 ) -> ApiResult<Json<Timeline>> {
     let (project, id) = person_target(&key, &p, "person:read")?;
     let persons = state.app().persons().clone();
-    let memory = Some(state.config().query_memory_bytes);
-    let t = elide_app::sql::timeline(&persons, project, &id, memory).await?;
+    // On the query runtime, under the query deadline and memory cap, as
+    // every other scan: on the server's runtime it would hold the threads
+    // that answer capture and the persons API.
+    let t = crate::query::run_app_query(&state, move |limits| async move {
+        elide_app::sql::timeline(&persons, project, &id, &limits).await
+    })
+    .await?;
     Ok(Json(Timeline {
         points: t.points.into_iter().map(Into::into).collect(),
         earlier_points_left_out: t.left_out,
