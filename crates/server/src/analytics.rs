@@ -122,7 +122,7 @@ pub(crate) async fn persons_funnel(
         .iter()
         // A personless actor has no profile to list (PostHog lists only
         // persons too).
-        .filter(|a| selection.wants(a) && !a.personless)
+        .filter(|a| !a.personless && selection.wants(a))
         .skip(offset)
         .take(limit)
         .map(|a| a.person.clone())

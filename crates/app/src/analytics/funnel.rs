@@ -642,6 +642,10 @@ impl StepSelection {
                     }
                 }
             }
+            // A step past the funnel's last is nobody's furthest step:
+            // left out, so the list a person is looked up in has at most
+            // `n` entries whatever the request sent.
+            out.retain(|&k| k <= n);
             out.sort_unstable();
             out.dedup();
             out

@@ -51,6 +51,12 @@ async fn funnel_persons_scenarios() {
     assert_eq!(count(json!({"funnel_custom_steps": [1, 3]})), 25);
     assert_eq!(count(json!({"funnel_custom_steps": [3, 1]})), 25);
     assert_eq!(count(json!({"funnel_custom_steps": "[1, 3, 3, 1]"})), 25);
+    // Steps past the funnel's last are nobody's: the same count, and the
+    // selection keeps none of them (a long list costs no lookup per person).
+    let far: Vec<u64> = (4..100_000).chain([1, 3]).collect();
+    assert_eq!(count(json!({"funnel_custom_steps": far.clone()})), 25);
+    let sel = StepSelection::parse(&params(json!({"funnel_custom_steps": far})), n).expect("ok");
+    assert_eq!(sel.steps, vec![1, 3]);
     assert_eq!(
         count(json!({"funnel_step": 1, "funnel_custom_steps": [3]})),
         5
