@@ -457,8 +457,9 @@ pub async fn capture(
         }
         Err(e) => return ApiError::invalid(e.body_text()).into_response(),
     };
-    match capture_inner(&state, peer, &query, &headers, &body).await {
-        Ok(()) if query.beacon.as_deref() == Some("1") => StatusCode::NO_CONTENT.into_response(),
+    let beacon = query.beacon.as_deref() == Some("1");
+    match capture_inner(&state, peer, query, headers, body).await {
+        Ok(()) if beacon => StatusCode::NO_CONTENT.into_response(),
         Ok(()) => (StatusCode::OK, axum::Json(StatusAnswer { status: "Ok" })).into_response(),
         Err(e) => e.into_response(),
     }
@@ -467,9 +468,9 @@ pub async fn capture(
 async fn capture_inner(
     state: &AppState,
     peer: SocketAddr,
-    query: &CaptureQuery,
-    headers: &HeaderMap,
-    body: &[u8],
+    query: CaptureQuery,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> ApiResult<()> {
     if body.len() > MAX_CAPTURE_BYTES {
         return Err(ApiError::too_large(format!(
@@ -477,6 +478,27 @@ async fn capture_inner(
             MAX_CAPTURE_BYTES >> 20
         )));
     }
+    let app = state.app().clone();
+    // Decompressing and parsing up to 20 MiB (a small gzip body may
+    // inflate to that), the token's lookup in SQLite and the recordings'
+    // checks run on the blocking pool: on the server's runtime they would
+    // hold a thread that answers every other request, before any
+    // credential was checked.
+    let (project, events, text_len) =
+        tokio::task::spawn_blocking(move || read_capture(&app, peer, &query, &headers, &body))
+            .await??;
+    state.committer().capture(project, events, text_len).await
+}
+
+/// Decode and parse a capture request, find its project by token and
+/// check its events: (project, events, the decoded text's length).
+fn read_capture(
+    app: &App,
+    peer: SocketAddr,
+    query: &CaptureQuery,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<(i64, Vec<CaptureEvent>, usize)> {
     let text = decode_body(headers, query, body)?;
     let now = chrono::Utc::now().timestamp_micros();
     let req = parse_capture_request(&text, now).map_err(refusal)?;
@@ -493,16 +515,12 @@ async fn capture_inner(
             .into();
         return Err(e);
     }
-    let app = state.app().clone();
-    let t = token.clone();
-    let project = tokio::task::spawn_blocking(move || app.persons().project_by_token(&t))
-        .await??
-        .ok_or_else(|| {
-            let mut e = ApiError::unauthenticated();
-            e.code = "invalid_api_key".into();
-            e.detail = "API key is not valid: no project has this token".into();
-            e
-        })?;
+    let project = app.persons().project_by_token(&token)?.ok_or_else(|| {
+        let mut e = ApiError::unauthenticated();
+        e.code = "invalid_api_key".into();
+        e.detail = "API key is not valid: no project has this token".into();
+        e
+    })?;
     let mut events = req.events;
     for e in events.iter().filter(|e| e.event == "$snapshot") {
         crate::recordings::check(e)
@@ -514,10 +532,7 @@ async fn capture_inner(
             e.properties.entry("$ip").or_insert_with(|| ip.clone());
         }
     }
-    state
-        .committer()
-        .capture(project.id, events, text.len())
-        .await
+    Ok((project.id, events, text.len()))
 }
 
 /// `GET …/session_recordings/?person_uuid=` support lives in
