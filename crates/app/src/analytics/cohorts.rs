@@ -530,7 +530,7 @@ pub async fn cohorts_of(
 
 /// Check a dynamic cohort's stored definition (`{"filters", "groups"}`),
 /// and that the cohorts it refers to exist, by computing its members once;
-/// returns their number.
+/// returns their number (as [`members`] would count them).
 pub async fn check(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
@@ -547,7 +547,7 @@ pub async fn check(
     }
     let batches = collect(
         &ctx,
-        &format!("SELECT DISTINCT person_id FROM ({sql}) AS m"),
+        &format!("SELECT DISTINCT person_id FROM ({sql}) AS m WHERE person_id IS NOT NULL"),
     )
     .await?;
     Ok(batches.iter().map(RecordBatch::num_rows).sum())

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use elide_app::analytics::cohorts;
 use elide_persons::cohorts::{CohortPatch, CohortPeople};
+use elide_persons::CohortRow;
 use serde_json::{json, Map, Value};
 
 use super::{cohort_id, counts, live_cohort, view, CohortView};
@@ -173,7 +174,11 @@ fn text_field(f: &Map<String, Value>, k: &str) -> ApiResult<Option<String>> {
 
 /// The stored definition of a dynamic cohort from `filters`/`groups`,
 /// checked by computing its members once.
-async fn definition(state: &AppState, project: i64, f: &Map<String, Value>) -> ApiResult<Value> {
+async fn definition(
+    state: &AppState,
+    project: i64,
+    f: &Map<String, Value>,
+) -> ApiResult<(Value, u64)> {
     let stored = json!({
         "filters": f.get("filters").cloned().unwrap_or(Value::Null),
         "groups": f.get("groups").cloned().unwrap_or(Value::Null),
@@ -182,11 +187,26 @@ async fn definition(state: &AppState, project: i64, f: &Map<String, Value>) -> A
         .map_err(|e| ApiError::invalid_attr("filters", "invalid_input", e.to_string()))?;
     let persons = state.app().persons().clone();
     let check = stored.clone();
-    run_app_query(state, move |limits| async move {
+    let members = run_app_query(state, move |limits| async move {
         cohorts::check(&persons, project, &check, &limits).await
     })
     .await?;
-    Ok(stored)
+    Ok((stored, members as u64))
+}
+
+/// The count of a cohort this request has just written. The write is
+/// done, so a count that cannot be made now (past the query deadline, over
+/// the memory cap) is logged and answered as none (`count: null`,
+/// `errors_calculating: 1`), rather than as an error for a change that
+/// was made (a client would retry it).
+async fn count_after_write(state: &AppState, project: i64, c: &CohortRow) -> Option<u64> {
+    match counts(state, project, std::slice::from_ref(c)).await {
+        Ok(n) => n.first().copied().flatten(),
+        Err(e) => {
+            tracing::warn!(cohort = c.id, error = %e.detail, "the cohort was written but its count could not be made");
+            None
+        }
+    }
 }
 
 /// Make a cohort: static (`is_static: true`, persons from a CSV upload —
@@ -234,10 +254,13 @@ pub(crate) async fn create(
             "persons are given only to a static cohort (is_static: true)",
         ));
     }
-    let filters = if is_static {
-        Value::Null
+    // A dynamic cohort's members are counted once, by the check of its
+    // definition.
+    let (filters, members) = if is_static {
+        (Value::Null, None)
     } else {
-        definition(&state, project, &fields).await?
+        let (f, n) = definition(&state, project, &fields).await?;
+        (f, Some(n))
     };
     let persons = state.app().persons().clone();
     let c = blocking(move || {
@@ -253,12 +276,11 @@ pub(crate) async fn create(
         Ok(c)
     })
     .await?;
-    let n = counts(&state, project, std::slice::from_ref(&c)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(view(&c, n.first().copied().flatten())),
-    )
-        .into_response())
+    let n = match members {
+        Some(n) => Some(n),
+        None => count_after_write(&state, project, &c).await,
+    };
+    Ok((StatusCode::CREATED, Json(view(&c, n))).into_response())
 }
 
 /// Change a cohort: `name`, `description`, `filters`/`groups` (dynamic),
@@ -324,6 +346,10 @@ pub(crate) async fn update(
     } else {
         None
     };
+    let (filters, members) = match filters {
+        Some((f, n)) => (Some(f), Some(n)),
+        None => (None, None),
+    };
     if people.is_some() && !current.is_static {
         return Err(ApiError::invalid_attr(
             "person_ids",
@@ -355,8 +381,13 @@ pub(crate) async fn update(
     })
     .await?
     .ok_or_else(ApiError::not_found)?;
-    let n = counts(&state, project, std::slice::from_ref(&c)).await?;
-    Ok(Json(view(&c, n.first().copied().flatten())))
+    // The members the new definition's check counted, unless the cohort
+    // is soft-deleted now (a deleted one has no count).
+    let n = match members {
+        Some(n) if !c.deleted => Some(n),
+        _ => count_after_write(&state, project, &c).await,
+    };
+    Ok(Json(view(&c, n)))
 }
 
 /// Remove a cohort and its list (PostHog soft-deletes with `PATCH
