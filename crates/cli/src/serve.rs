@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// Longest a request may take, in seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_s: u64,
+    /// Queries that may run at once; the others wait for a slot within
+    /// their timeout. All queries together hold at most this many times
+    /// the 2 GiB one query may hold.
+    #[arg(long, default_value_t = elide_server::DEFAULT_QUERY_CONCURRENCY as u64, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub query_concurrency: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_s: u64,
@@ -137,6 +142,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let config = ServerConfig {
         query_timeout: Duration::from_secs(a.query_timeout_s),
         request_timeout: Duration::from_secs(a.request_timeout_s),
+        // At most 256 (the flag's range).
+        query_concurrency: usize::try_from(a.query_concurrency).unwrap_or(256),
         ..ServerConfig::default()
     };
     let state = AppState::new(app.clone(), config)?;

@@ -43,6 +43,10 @@ pub mod query;
 pub mod recordings;
 pub mod views;
 
+/// Queries that may run at once by default: with 2 GiB each, 8 GiB in
+/// all; a dashboard's few insights at a time run side by side.
+pub const DEFAULT_QUERY_CONCURRENCY: usize = 4;
+
 /// Settings of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -58,6 +62,10 @@ pub struct ServerConfig {
     pub query_memory_bytes: usize,
     /// Worker threads of the query runtime.
     pub query_threads: usize,
+    /// Queries that may run at once (the others wait for a slot within
+    /// their timeout): all queries together hold at most this many times
+    /// `query_memory_bytes`.
+    pub query_concurrency: usize,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +77,7 @@ impl Default for ServerConfig {
             query_max_limit: 100_000,
             query_memory_bytes: 2 << 30,
             query_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            query_concurrency: DEFAULT_QUERY_CONCURRENCY,
         }
     }
 }
@@ -98,7 +107,7 @@ impl AppState {
     /// State over `app` (starts the capture committer thread).
     pub fn new(app: App, config: ServerConfig) -> std::io::Result<AppState> {
         let committer = capture::Committer::start(app.clone())?;
-        let queries = query::QueryRuntime::new(config.query_threads)?;
+        let queries = query::QueryRuntime::new(config.query_threads, config.query_concurrency)?;
         Ok(AppState(Arc::new(Inner {
             app,
             committer,

@@ -6,7 +6,10 @@
 //! Queries run on their own runtime ([`QueryRuntime`]), so a long scan
 //! never holds a thread that answers other requests; each runs under the
 //! server's query timeout (then 504) and is cancelled when the client goes
-//! away. Scope: `query:read`.
+//! away. At most `ServerConfig::query_concurrency` run at once: the others
+//! wait for a slot, and the wait counts towards their timeout. So the
+//! memory all queries hold is bounded by that number times the memory
+//! one may hold. Scope: `query:read`.
 //!
 //! The answer is [`elide_app::query::QueryOutput`], served through its
 //! mirror [`QueryAnswer`] (same fields, same JSON), which gives the
@@ -173,8 +176,14 @@ pub enum QueryResponse {
 
 /// The tokio runtime queries run on (DataFusion's work is CPU-bound and
 /// async: on the server's runtime it would hold the threads that answer
-/// capture and the persons API).
-pub struct QueryRuntime(Option<tokio::runtime::Runtime>);
+/// capture and the persons API), and the slots of the queries that may
+/// run on it at once.
+pub struct QueryRuntime {
+    rt: Option<tokio::runtime::Runtime>,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// The number of slots (the semaphore does not say it).
+    total: usize,
+}
 
 impl std::fmt::Debug for QueryRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -183,8 +192,8 @@ impl std::fmt::Debug for QueryRuntime {
 }
 
 impl QueryRuntime {
-    /// A runtime with `threads` workers.
-    pub fn new(threads: usize) -> std::io::Result<QueryRuntime> {
+    /// A runtime with `threads` workers, for `concurrency` queries at once.
+    pub fn new(threads: usize, concurrency: usize) -> std::io::Result<QueryRuntime> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("elide-query")
@@ -194,18 +203,52 @@ impl QueryRuntime {
             .thread_stack_size(elide_query::sql_depth::QUERY_STACK)
             .enable_all()
             .build()
-            .map(|rt| QueryRuntime(Some(rt)))
+            .map(|rt| QueryRuntime {
+                rt: Some(rt),
+                slots: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+                total: concurrency.max(1),
+            })
     }
 
     fn handle(&self) -> Option<&tokio::runtime::Handle> {
-        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+        self.rt.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+
+    /// A slot to run a query in, waited for at most `timeout` (then the
+    /// query's 504). Counted in `elide_queries_waiting` while waited for.
+    async fn slot(
+        &self,
+        timeout: std::time::Duration,
+    ) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        /// Counts a waiting query until dropped (also when the client
+        /// goes away while it waits).
+        struct Waiting;
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                metrics::gauge!("elide_queries_waiting").decrement(1.0);
+            }
+        }
+        metrics::gauge!("elide_queries_waiting").increment(1.0);
+        let _waiting = Waiting;
+        match tokio::time::timeout(timeout, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(ApiError::unavailable()),
+            Err(_) => {
+                metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
+                Err(ApiError::timeout(format!(
+                    "the query waited {} s for one of the {} queries that may run at once, and was cancelled",
+                    timeout.as_secs(),
+                    self.total
+                )))
+            }
+        }
     }
 }
 
 impl Drop for QueryRuntime {
     fn drop(&mut self) {
         // Dropping a runtime blocks, which an async context forbids.
-        if let Some(rt) = self.0.take() {
+        if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
     }
@@ -240,14 +283,18 @@ where
     W: FnOnce(Arc<QueryDeadline>) -> F,
 {
     let timeout = state.config().query_timeout;
-    let rt = state
-        .query_runtime()
-        .handle()
-        .ok_or_else(ApiError::unavailable)?;
+    let queries = state.query_runtime();
+    let rt = queries.handle().ok_or_else(ApiError::unavailable)?;
+    let started = Instant::now();
     let deadline = QueryDeadline::after(timeout);
     let _stop = CancelOnDrop(Arc::clone(&deadline));
+    let slot = queries.slot(timeout).await?;
+    let left = timeout.saturating_sub(started.elapsed());
     let work = work(Arc::clone(&deadline));
-    let task = AbortOnDrop(rt.spawn(async move { tokio::time::timeout(timeout, work).await }));
+    let task = AbortOnDrop(rt.spawn(async move {
+        let _slot = slot;
+        tokio::time::timeout(left, work).await
+    }));
     match task.await {
         Ok(Ok(Ok(r))) => Ok(r),
         Ok(Ok(Err(e))) if is_cancelled(&e) => Err(timed_out(timeout)),
@@ -390,18 +437,21 @@ where
 {
     let mut limits = state.query_limits();
     let timeout = state.config().query_timeout;
-    let rt = state
-        .query_runtime()
-        .handle()
-        .ok_or_else(ApiError::unavailable)?;
+    let queries = state.query_runtime();
+    let rt = queries.handle().ok_or_else(ApiError::unavailable)?;
     let started = Instant::now();
     // The deadline stops the work itself (between batches, at every
-    // operator); the timeout bounds the waiting.
+    // operator); the timeout bounds the waiting, for a slot included.
     let deadline = QueryDeadline::after(timeout);
     let _stop = CancelOnDrop(Arc::clone(&deadline));
+    let slot = queries.slot(timeout).await?;
+    let left = timeout.saturating_sub(started.elapsed());
     limits.deadline = Some(Arc::clone(&deadline));
     let work = work(limits);
-    let task = AbortOnDrop(rt.spawn(async move { tokio::time::timeout(timeout, work).await }));
+    let task = AbortOnDrop(rt.spawn(async move {
+        let _slot = slot;
+        tokio::time::timeout(left, work).await
+    }));
     // A timeout: the wait ended, or the query stopped at its deadline.
     // Any other error is the query's own, whenever it came.
     let out = match task.await {
@@ -418,4 +468,56 @@ where
     metrics::counter!("elide_queries_total", "outcome" => outcome).increment(1);
     metrics::histogram!("elide_query_seconds").record(started.elapsed().as_secs_f64());
     Ok(out?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ServerConfig;
+
+    /// A query runs only in a slot: while every slot is taken it waits,
+    /// and past its timeout it is a 504 whose work never started; once a
+    /// slot is free it runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_waits_for_a_slot_within_its_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = elide_app::App::open(elide_app::AppConfig::new(dir.path())).expect("open");
+        let state = AppState::new(
+            app,
+            ServerConfig {
+                query_concurrency: 1,
+                query_timeout: Duration::from_millis(200),
+                ..ServerConfig::default()
+            },
+        )
+        .expect("state");
+        let ran = Arc::new(AtomicUsize::new(0));
+        let run = |ran: Arc<AtomicUsize>| {
+            let state = state.clone();
+            async move {
+                run_app_query(&state, move |_| async move {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+            }
+        };
+        let held = state
+            .query_runtime()
+            .slot(Duration::from_secs(1))
+            .await
+            .expect("the one slot");
+        let e = run(Arc::clone(&ran)).await.expect_err("no slot");
+        assert_eq!(e.status, axum::http::StatusCode::GATEWAY_TIMEOUT);
+        assert!(e.detail.contains("may run at once"), "{}", e.detail);
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "it ran without a slot");
+        drop(held);
+        run(Arc::clone(&ran)).await.expect("a free slot");
+        // The slot went back with the query: another one runs too.
+        run(Arc::clone(&ran)).await.expect("a free slot again");
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+    }
 }
