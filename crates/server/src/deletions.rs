@@ -347,7 +347,19 @@ pub(crate) async fn delete_events(
     let (d, dry_run) = parse_body(project, &body)?;
     let app = state.app().clone();
     if dry_run {
-        let p = blocking(move || Ok(app.store().preview_events(&d)?)).await?;
+        // A read of the project's parts, bounded as a query is: no part
+        // is started past the query time (the blocking call cannot be
+        // cancelled when the client goes away).
+        let timeout = state.config().query_timeout;
+        let until = std::time::Instant::now() + timeout;
+        let p = blocking(move || Ok(app.store().preview_events_until(&d, Some(until))?))
+            .await?
+            .ok_or_else(|| {
+                ApiError::timeout(format!(
+                    "the dry run read the project's parts for longer than {} s and was stopped",
+                    timeout.as_secs()
+                ))
+            })?;
         // The preview's own shape: {"rows", "parts", "by_table"}.
         return Ok(Json(p).into_response());
     }

@@ -12,6 +12,30 @@ async fn count(h: &Harness, q: &str) -> i64 {
     h.hogql(q).await[0][0].as_i64().unwrap()
 }
 
+/// A dry run reads the project's parts under the query time, as a query
+/// does: past it, a 504 (and no part is read after it), never a scan that
+/// goes on for as long as the project is large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_stops_at_the_query_time() {
+    let h = Harness::with_config(elide_server::ServerConfig {
+        query_timeout: std::time::Duration::ZERO,
+        ..Default::default()
+    });
+    h.capture(
+        json!([{"event": "checkout", "distinct_id": "u1", "timestamp": "2026-11-01T12:00:00Z"}]),
+    )
+    .await;
+    h.state.app().store().flush().expect("flush");
+    let r = h
+        .post(
+            &format!("{}/events/delete/", h.api()),
+            &json!({"event": "checkout", "dry_run": true}),
+        )
+        .await;
+    let d = r.envelope(504);
+    assert!(d.contains("dry run"), "{d}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_events_by_predicate_and_follow_the_feed() {
     let h = Harness::new();

@@ -350,6 +350,19 @@ impl Store {
     /// the parts holding them. Reads a snapshot; changes nothing
     /// and takes no lock that writers wait for.
     pub fn preview_events(&self, d: &EventDeletion) -> Result<DeletionPreview> {
+        self.preview_events_until(d, None)?.ok_or_else(|| {
+            StoreError::Internal("a preview without a deadline left parts unread".into())
+        })
+    }
+
+    /// [`Store::preview_events`], but no part is started after
+    /// `deadline`: `None` if one was left unread (a server answers a dry
+    /// run within its query time).
+    pub fn preview_events_until(
+        &self,
+        d: &EventDeletion,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<DeletionPreview>> {
         let (pred, tables) = d.checked()?;
         let inner = self.inner();
         let (version, _pin) = inner.pinned_version()?;
@@ -386,7 +399,12 @@ impl Store {
             cutoff,
         )
         .collect();
-        let matched = match_parts(&inner.storage, &parts, &pred, cutoff)?;
+        let Some(matched) = match_parts_until(&inner.storage, &parts, &pred, cutoff, deadline)?
+            .into_iter()
+            .collect::<Option<Vec<Bitmap>>>()
+        else {
+            return Ok(None);
+        };
         let logical = crate::undo::logical_requests(&version.manifest.requests);
         for (p, mut m) in parts.into_iter().zip(matched) {
             let bits = version.tombstones.get(&p.id);
@@ -406,7 +424,7 @@ impl Store {
         }
         out.rows = out.by_table.values().map(|t| t.rows).sum();
         out.parts = out.by_table.values().map(|t| t.parts).sum();
-        Ok(out)
+        Ok(Some(out))
     }
 }
 
