@@ -135,7 +135,7 @@ pub use open::{spool_file, SPOOL_DIR};
 pub use part::{
     day_of, PartCompression, PartWriterOptions, BLOOM_FILTER_COLUMNS, MICROS_PER_DAY, SCAN_COLUMNS,
 };
-pub use requests::DeletionFeed;
+pub use requests::{DeletionFeed, RequestState};
 pub use retention::RetentionSweep;
 pub use schema::Table;
 pub use snapshot::Snapshot;

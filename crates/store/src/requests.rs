@@ -19,6 +19,17 @@ pub struct DeletionFeed {
     pub cursor: u64,
 }
 
+/// Where a request is in its lifecycle ([`Store::request_states`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestState {
+    /// Its state.
+    pub status: crate::format::RequestStatus,
+    /// When it was verified, if it was.
+    pub verified_at_us: Option<i64>,
+    /// When its rows must be gone from disk.
+    pub purge_due_by_us: i64,
+}
+
 impl Store {
     /// Every request (of one project, or all) whose state changed after
     /// cursor `since` (`0` = from the beginning), in the order of the
@@ -40,6 +51,33 @@ impl Store {
             requests,
             cursor: v.manifest.version.max(since),
         })
+    }
+
+    /// The state of each request of `project`, by id: what a status page
+    /// needs, without a copy of every request (their ids, predicates
+    /// and receipts' file lists), of every project, per call.
+    pub fn request_states(
+        &self,
+        project: i64,
+    ) -> Result<std::collections::HashMap<u64, RequestState>> {
+        Ok(self
+            .inner()
+            .current_version()?
+            .manifest
+            .requests
+            .iter()
+            .filter(|r| r.project_id == project)
+            .map(|r| {
+                (
+                    r.id,
+                    RequestState {
+                        status: r.status,
+                        verified_at_us: r.verified_at_us,
+                        purge_due_by_us: r.purge_due_by_us,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// One deletion request by id, if it exists.

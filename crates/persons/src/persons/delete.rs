@@ -345,9 +345,9 @@ impl<M: MetaStore> Persons<M> {
             .read(|tx| tx.deletions(project, person.as_ref()))?;
         let requests: HashMap<u64, (RequestStatus, Option<i64>, i64)> = self
             .store
-            .requests()?
+            .request_states(project)?
             .into_iter()
-            .map(|r| (r.id, (r.status, r.verified_at_us, r.purge_due_by_us)))
+            .map(|(id, r)| (id, (r.status, r.verified_at_us, r.purge_due_by_us)))
             .collect();
         let mut out = Vec::new();
         for d in records {
