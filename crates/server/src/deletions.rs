@@ -425,6 +425,10 @@ pub(crate) async fn cancel(
     }
 }
 
+/// Requests per page of the deletion feed, by default and at most.
+const FEED_PAGE: usize = 1000;
+const MAX_FEED_PAGE: usize = 10_000;
+
 /// The deletion feed: the project's requests changed after `since`.
 #[utoipa::path(
     get,
@@ -434,6 +438,7 @@ pub(crate) async fn cancel(
     params(
         ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
         ("since" = Option<u64>, Query, description = "A cursor from an earlier page (default 0: from the beginning)."),
+        ("limit" = Option<u32>, Query, description = "About this many requests per page, 1 to 10000 (default 1000); a page ends between two changes, so the requests one commit changed come together."),
     ),
     responses(
         (status = 200, description = "Requests in the order of their changes", body = DeletionPage),
@@ -447,14 +452,29 @@ pub(crate) async fn list(
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Json<DeletionPage>> {
     let project = key.path_project(&p, "person:read")?;
-    let since_raw = uri.query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "since")
-            .map(|(_, v)| v.into_owned())
-    });
-    let since = crate::extract::number(since_raw.as_deref(), "since", 0u64)?;
+    let param = |name: &str| {
+        uri.query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        })
+    };
+    let since = crate::extract::number(param("since").as_deref(), "since", 0u64)?;
+    let limit = crate::extract::number(param("limit").as_deref(), "limit", FEED_PAGE)?;
+    if !(1..=MAX_FEED_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_attr(
+            "limit",
+            "invalid_input",
+            format!("limit must be between 1 and {MAX_FEED_PAGE}"),
+        ));
+    }
     let app = state.app().clone();
-    let feed = blocking(move || Ok(app.store().deletion_feed(Some(project), since)?)).await?;
+    let feed = blocking(move || {
+        Ok(app
+            .store()
+            .deletion_feed_page(Some(project), since, limit)?)
+    })
+    .await?;
     let now = chrono::Utc::now().timestamp_micros();
     let next = crate::extract::url_with(&uri, &headers, &[("since", feed.cursor.to_string())]);
     Ok(Json(DeletionPage {

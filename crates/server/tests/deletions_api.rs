@@ -126,6 +126,27 @@ async fn delete_events_by_predicate_and_follow_the_feed() {
         .ends_with(&format!("since={cursor}")));
     let r = h.get(&format!("{pp}/deletions/?since={cursor}")).await;
     assert_eq!(r.json["results"], json!([]));
+    // A page at a time (the two were made by two commits): `next` keeps
+    // the limit.
+    let r = h.get(&format!("{pp}/deletions/?limit=1")).await;
+    assert_eq!(
+        r.json["results"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json["results"][0]["kind"], "events");
+    let next = r.json["next"].as_str().unwrap().to_string();
+    let path = &next[next.find("/api/").unwrap()..];
+    assert!(path.contains("limit=1"), "{path}");
+    let r = h.get(path).await;
+    assert_eq!(r.json["results"][0]["kind"], "person", "{}", r.text());
+    assert_eq!(r.json["cursor"].as_u64().unwrap(), cursor);
+    for bad in ["0", "10001", "x"] {
+        h.get(&format!("{pp}/deletions/?limit={bad}"))
+            .await
+            .envelope(400);
+    }
     // One request.
     let r = h.get(&format!("{pp}/deletions/{id}/")).await;
     assert_eq!(r.status, 200);

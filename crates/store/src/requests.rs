@@ -37,19 +37,40 @@ impl Store {
     /// in its current state; requests dropped with their project leave
     /// the feed. The cursor is a manifest version, so it only grows.
     pub fn deletion_feed(&self, project: Option<i64>, since: u64) -> Result<DeletionFeed> {
+        self.deletion_feed_page(project, since, usize::MAX)
+    }
+
+    /// [`Store::deletion_feed`], a page at a time: about `limit`
+    /// requests, cut only between two versions (a version's changes come
+    /// whole, so a page may hold more than `limit`; the requests of
+    /// manifests older than the feed, version 0, all come in the first
+    /// page), with the cursor where it ends.
+    pub fn deletion_feed_page(
+        &self,
+        project: Option<i64>,
+        since: u64,
+        limit: usize,
+    ) -> Result<DeletionFeed> {
         let v = self.inner().current_version()?;
-        let mut requests: Vec<DeletionRequest> = v
+        let mut changed: Vec<&DeletionRequest> = v
             .manifest
             .requests
             .iter()
             .filter(|r| project.is_none_or(|p| p == r.project_id))
             .filter(|r| r.changed_in_version > since || (since == 0 && r.changed_in_version == 0))
-            .cloned()
             .collect();
-        requests.sort_by_key(|r| (r.changed_in_version, r.id));
+        changed.sort_by_key(|r| (r.changed_in_version, r.id));
+        let mut cursor = v.manifest.version.max(since);
+        if let Some(last) = changed.get(limit.max(1) - 1).map(|r| r.changed_in_version) {
+            let end = changed.partition_point(|r| r.changed_in_version <= last);
+            if end < changed.len() && last > 0 {
+                changed.truncate(end);
+                cursor = last;
+            }
+        }
         Ok(DeletionFeed {
-            requests,
-            cursor: v.manifest.version.max(since),
+            requests: changed.into_iter().cloned().collect(),
+            cursor,
         })
     }
 

@@ -131,6 +131,21 @@ fn the_feed_lists_each_change_once_in_order_from_a_cursor() {
         let ids: Vec<u64> = feed.requests.iter().map(|r| r.id).collect();
         assert_eq!(ids, vec![a.request_id, b.request_id]);
         assert_eq!(feed.requests[1].kind, RequestKind::Events);
+        // A page at a time: one request each (they changed in two
+        // commits), then nothing.
+        let one = store.deletion_feed_page(None, 0, 1).unwrap();
+        assert_eq!(one.requests.len(), 1);
+        assert_eq!(one.requests[0].id, a.request_id);
+        assert_eq!(one.cursor, one.requests[0].changed_in_version);
+        let two = store.deletion_feed_page(None, one.cursor, 1).unwrap();
+        assert_eq!(two.requests.len(), 1);
+        assert_eq!(two.requests[0].id, b.request_id);
+        assert_eq!(two.cursor, feed.cursor);
+        assert!(store
+            .deletion_feed_page(None, two.cursor, 1)
+            .unwrap()
+            .requests
+            .is_empty());
         // Nothing new: an empty page, the same cursor.
         let again = store.deletion_feed(None, feed.cursor).unwrap();
         assert!(again.requests.is_empty());
@@ -144,6 +159,10 @@ fn the_feed_lists_each_change_once_in_order_from_a_cursor() {
             .iter()
             .all(|r| r.status == RequestStatus::Verified));
         assert!(after.cursor > feed.cursor);
+        // One commit changed both: a page holds them whole, past its limit.
+        let whole = store.deletion_feed_page(None, feed.cursor, 1).unwrap();
+        assert_eq!(whole.requests.len(), 2);
+        assert_eq!(whole.cursor, after.cursor);
         // Per project.
         assert!(store.deletion_feed(Some(2), 0).unwrap().requests.is_empty());
         assert_eq!(store.deletion_feed(Some(1), 0).unwrap().requests.len(), 2);
