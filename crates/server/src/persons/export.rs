@@ -5,8 +5,56 @@
 use super::*;
 
 use std::io::{Read, Seek};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use elide_app::export::{ExportFormat, ExportWriter};
+use elide_persons::export::ExportSink;
+
+/// The export's sink, stopped at its next call once the client went away
+/// (`gone`, set when the handler's future is dropped: the blocking call
+/// that writes the export cannot be cancelled otherwise, and would go on
+/// reading the person's rows to the end).
+struct StopWhenGone<'a> {
+    inner: &'a mut dyn ExportSink,
+    gone: &'a AtomicBool,
+}
+
+impl StopWhenGone<'_> {
+    fn check(&self) -> elide_store::Result<()> {
+        if self.gone.load(Ordering::Relaxed) {
+            return Err(elide_store::StoreError::Unavailable(
+                "the client went away; the export stopped".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ExportSink for StopWhenGone<'_> {
+    fn person(&mut self, meta: &elide_persons::export::PersonExport) -> elide_persons::Result<()> {
+        self.check()?;
+        self.inner.person(meta)
+    }
+
+    fn rows(
+        &mut self,
+        table: elide_store::Table,
+        batch: arrow::record_batch::RecordBatch,
+    ) -> elide_store::Result<()> {
+        self.check()?;
+        self.inner.rows(table, batch)
+    }
+}
+
+/// Sets its flag when dropped: with the handler's future, when the client
+/// goes away (or the request times out) before the export was written.
+struct SetOnDrop(std::sync::Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Everything held about one person: profile, distinct ids, merged
 /// persons, activity, and every event and recording row of its ids.
@@ -72,7 +120,10 @@ pub(crate) async fn export(
     // Written whole before the answer starts, so that it is complete or
     // an error; to an unnamed temporary file rather than memory (a person
     // may have millions of events), which nothing outlives, not even a
-    // crash: the system removes it when the answer has been sent.
+    // crash: the system removes it when the answer has been sent. It
+    // stops at its next batch if the client goes away meanwhile.
+    let gone = std::sync::Arc::new(AtomicBool::new(false));
+    let _gone_when_dropped = SetOnDrop(std::sync::Arc::clone(&gone));
     let (uuid, file, len) = blocking(move || {
         let io = |e: std::io::Error| ApiError::internal(&format!("spooling the export: {e}"));
         // In the data directory's `tmp/` (sized for data), else (an
@@ -92,7 +143,15 @@ pub(crate) async fn export(
             None => tempfile::tempfile().map_err(io)?,
         };
         let mut w = ExportWriter::new(format, std::io::BufWriter::new(file));
-        app.persons().export(project, &id, &[], &mut w)?;
+        app.persons().export(
+            project,
+            &id,
+            &[],
+            &mut StopWhenGone {
+                inner: &mut w,
+                gone: &gone,
+            },
+        )?;
         let uuid = app.persons().get(project, &id)?.uuid;
         let mut file = w.finish()?.into_inner().map_err(|e| io(e.into_error()))?;
         let len = file.stream_position().map_err(io)?;
@@ -131,4 +190,50 @@ pub(crate) async fn export(
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the batches it is given.
+    struct Counting(usize);
+
+    impl ExportSink for Counting {
+        fn person(&mut self, _: &elide_persons::export::PersonExport) -> elide_persons::Result<()> {
+            Ok(())
+        }
+        fn rows(
+            &mut self,
+            _: elide_store::Table,
+            _: arrow::record_batch::RecordBatch,
+        ) -> elide_store::Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    /// Batches pass while the client is there; once the handler's guard
+    /// is dropped, the next one stops the export and reaches nothing.
+    #[test]
+    fn the_export_stops_at_its_next_batch_once_the_client_went_away() {
+        let gone = std::sync::Arc::new(AtomicBool::new(false));
+        let guard = SetOnDrop(std::sync::Arc::clone(&gone));
+        let mut inner = Counting(0);
+        let batch = || {
+            arrow::record_batch::RecordBatch::new_empty(elide_store::Table::Events.def().schema())
+        };
+        let mut sink = StopWhenGone {
+            inner: &mut inner,
+            gone: &gone,
+        };
+        sink.rows(elide_store::Table::Events, batch())
+            .expect("the client is there");
+        drop(guard);
+        let e = sink
+            .rows(elide_store::Table::Events, batch())
+            .expect_err("the client went away");
+        assert!(e.to_string().contains("went away"), "{e}");
+        assert_eq!(inner.0, 1);
+    }
 }
