@@ -33,6 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -483,10 +484,19 @@ async fn capture_inner(
     // inflate to that), the token's lookup in SQLite and the recordings'
     // checks run on the blocking pool: on the server's runtime they would
     // hold a thread that answers every other request, before any
-    // credential was checked.
-    let (project, events, text_len) =
-        tokio::task::spawn_blocking(move || read_capture(&app, peer, &query, &headers, &body))
-            .await??;
+    // credential was checked. At most one per core at once (the slot
+    // goes with the work, so it is held until the work ends even if the
+    // client goes away): a flood of such bodies cannot take the blocking
+    // pool, which the persons API's reads share, nor its memory.
+    let slot = Arc::clone(state.capture_decodes())
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    let (project, events, text_len) = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        read_capture(&app, peer, &query, &headers, &body)
+    })
+    .await??;
     state.committer().capture(project, events, text_len).await
 }
 

@@ -87,6 +87,10 @@ struct Inner {
     committer: capture::Committer,
     limits: auth::Limits,
     queries: query::QueryRuntime,
+    /// Capture bodies being decoded and parsed at once (one per core):
+    /// that work runs on the blocking pool before any credential is
+    /// checked, so its memory and threads are bounded here.
+    capture_decodes: Arc<tokio::sync::Semaphore>,
     config: ServerConfig,
     started: std::time::Instant,
 }
@@ -113,6 +117,9 @@ impl AppState {
             committer,
             limits: auth::Limits::default(),
             queries,
+            capture_decodes: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             config,
             started: std::time::Instant::now(),
         })))
@@ -129,6 +136,10 @@ impl AppState {
 
     pub(crate) fn limits(&self) -> &auth::Limits {
         &self.0.limits
+    }
+
+    pub(crate) fn capture_decodes(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.0.capture_decodes
     }
 
     pub(crate) fn query_runtime(&self) -> &query::QueryRuntime {

@@ -233,14 +233,11 @@ impl QueryRuntime {
         match tokio::time::timeout(timeout, Arc::clone(&self.slots).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_closed)) => Err(ApiError::unavailable()),
-            Err(_) => {
-                metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
-                Err(ApiError::timeout(format!(
+            Err(_) => Err(ApiError::timeout(format!(
                     "the query waited {} s for one of the {} queries that may run at once, and was cancelled",
                     timeout.as_secs(),
                     self.total
-                )))
-            }
+                ))),
         }
     }
 }
@@ -444,7 +441,13 @@ where
     // operator); the timeout bounds the waiting, for a slot included.
     let deadline = QueryDeadline::after(timeout);
     let _stop = CancelOnDrop(Arc::clone(&deadline));
-    let slot = queries.slot(timeout).await?;
+    let slot = match queries.slot(timeout).await {
+        Ok(slot) => slot,
+        Err(e) => {
+            metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
+            return Err(e);
+        }
+    };
     let left = timeout.saturating_sub(started.elapsed());
     limits.deadline = Some(Arc::clone(&deadline));
     let work = work(limits);
@@ -519,5 +522,37 @@ mod tests {
         // The slot went back with the query: another one runs too.
         run(Arc::clone(&ran)).await.expect("a free slot again");
         assert_eq!(ran.load(Ordering::SeqCst), 2);
+    }
+
+    /// A query whose client went away gives its slot back at once, not at
+    /// the end of its time (an hour here: a query that never ends).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_whose_client_went_away_gives_its_slot_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = elide_app::App::open(elide_app::AppConfig::new(dir.path())).expect("open");
+        let state = AppState::new(
+            app,
+            ServerConfig {
+                query_concurrency: 1,
+                query_timeout: Duration::from_secs(3600),
+                ..ServerConfig::default()
+            },
+        )
+        .expect("state");
+        let started = Arc::new(AtomicUsize::new(0));
+        let s = Arc::clone(&started);
+        let forever = run_app_query(&state, move |_| async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<elide_app::Result<()>>().await
+        });
+        // The client goes away: the handler's future is dropped.
+        assert!(tokio::time::timeout(Duration::from_millis(100), forever)
+            .await
+            .is_err());
+        let next = run_app_query(&state, |_| async { Ok(()) });
+        tokio::time::timeout(Duration::from_secs(60), next)
+            .await
+            .expect("the slot never came back")
+            .expect("the next query runs");
     }
 }

@@ -63,8 +63,9 @@ struct GcState {
 #[derive(Debug)]
 struct Retired {
     path: String,
-    /// The commit that retired it (0: removable as soon as nothing is
-    /// leased).
+    /// The commit that retired it, which snapshots and leases older than
+    /// it hold back (0, after a failed removal: retried at every pass,
+    /// whatever is leased).
     version: u64,
     /// The commit that retired it, kept when a failed removal sets
     /// `version` to 0 (for [`Gc::retired_before`]).

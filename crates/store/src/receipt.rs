@@ -182,8 +182,8 @@ pub(crate) fn signing_key(
         }
         None if storage.exists(KEY_PATH)? => {
             // Also mends a key a crash left between its creation and the
-            // change of its mode below.
-            restrict_local_key(storage)?;
+            // change of its mode below (the open does it too).
+            restrict_local_key(storage);
             let bytes = storage.get(KEY_PATH)?;
             parse_seed(KEY_PATH, &String::from_utf8_lossy(&bytes))?
         }
@@ -197,7 +197,7 @@ pub(crate) fn signing_key(
             seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
             seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
             storage.put_new(KEY_PATH, hex::encode(seed).into_bytes().into())?;
-            restrict_local_key(storage)?;
+            restrict_local_key(storage);
             let key = SigningKey::from_bytes(&seed);
             tracing::info!(public_key = %hex::encode(key.verifying_key().as_bytes()), "created the receipt signing key");
             key
@@ -215,28 +215,39 @@ pub(crate) fn signing_key(
 }
 
 /// In a local data directory, make the signing key readable by its owner
-/// only (mode 0600), if it is not already. Its file is written like every
-/// other, staged then renamed into place, so it is created with the
-/// default mode and changed here; the open of a store that finds it
-/// readable by others changes it too (a crash between the two).
-fn restrict_local_key(storage: &Storage) -> Result<()> {
+/// only (mode 0600), if it exists and is not already. Its file is written
+/// like every other, staged then renamed into place, so it is created
+/// with the default mode and changed here; every writer's open calls this
+/// too, which mends a key a crash left between the two, or one restored
+/// from a backup. A key whose mode cannot be changed (a file of another
+/// owner, a read-only mount) still signs: that is logged as a warning,
+/// not an error that would hold every verification back.
+pub(crate) fn restrict_local_key(storage: &Storage) {
     #[cfg(unix)]
     if let Some(root) = storage.local_root() {
         use std::os::unix::fs::PermissionsExt;
         let path = root.join(KEY_PATH);
-        let mode = std::fs::metadata(&path)
-            .map_err(|e| StoreError::io(path.display(), e))?
-            .permissions()
-            .mode();
+        let mode = match std::fs::metadata(&path) {
+            Ok(m) => m.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the receipt signing key's mode");
+                return;
+            }
+        };
         if mode & 0o077 != 0 {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| StoreError::io(path.display(), e))?;
-            tracing::info!(path = %path.display(), "the receipt signing key is now readable by its owner only");
+            match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "the receipt signing key is now readable by its owner only")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "the receipt signing key is readable by others and its mode cannot be changed")
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     let _ = storage;
-    Ok(())
 }
 
 /// The signing key a file holds (a 64-hex-digit Ed25519 seed): checked

@@ -634,7 +634,14 @@ impl StepSelection {
                     .as_i64()
                     .or_else(|| i.as_str().and_then(|s| s.parse().ok()))
                 {
-                    Some(k) if k >= 1 => out.push(k as usize),
+                    // A step past the funnel's last is nobody's furthest
+                    // step: left out, so the list a person is looked up
+                    // in has at most `n` entries whatever was sent.
+                    Some(k) if k >= 1 => {
+                        if k as u64 <= n as u64 {
+                            out.push(k as usize);
+                        }
+                    }
                     _ => {
                         return invalid(format!(
                             "funnel_custom_steps: {i} is not a step number (1-based)"
@@ -642,10 +649,6 @@ impl StepSelection {
                     }
                 }
             }
-            // A step past the funnel's last is nobody's furthest step:
-            // left out, so the list a person is looked up in has at most
-            // `n` entries whatever the request sent.
-            out.retain(|&k| k <= n);
             out.sort_unstable();
             out.dedup();
             out

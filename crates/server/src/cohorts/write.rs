@@ -200,6 +200,10 @@ async fn definition(
 /// `errors_calculating: 1`), rather than as an error for a change that
 /// was made (a client would retry it).
 async fn count_after_write(state: &AppState, project: i64, c: &CohortRow) -> Option<u64> {
+    if c.deleted {
+        // A soft-deleted cohort has no count (and needs no query slot).
+        return None;
+    }
     match counts(state, project, std::slice::from_ref(c)).await {
         Ok(n) => n.first().copied().flatten(),
         Err(e) => {

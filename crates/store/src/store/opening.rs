@@ -108,6 +108,7 @@ impl Store {
             }
         }
         let tombstones = open::load_tombstones(&storage, &manifest)?;
+        crate::receipt::restrict_local_key(&storage);
         let gc = Arc::new(match storage.local_root() {
             Some(_) => Gc::new(Some(dir.clone())),
             None => Gc::remote(opts.object_retention),

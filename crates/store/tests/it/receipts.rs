@@ -216,10 +216,17 @@ fn a_lost_key_holds_verification_back_and_a_new_key_continues_the_chain() {
     assert_eq!(
         mode(&key_path),
         0o600,
-        "a key found readable by others is mended"
+        "a key found readable by others is mended when it signs"
     );
     assert_eq!(store.verify_receipts(None).unwrap().receipts, 3);
     store.close().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(dir.path(), opts()).unwrap());
+        assert_eq!(mode(&key_path), 0o600, "an open mends it too");
+    }
     // Another key, from a file: the next receipt is signed with it.
     let other = dir.path().join("other.key");
     std::fs::write(&other, "42".repeat(32)).unwrap();
