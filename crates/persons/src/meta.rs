@@ -312,6 +312,24 @@ pub trait MetaTx {
     /// The project's blocked ids ([`crate::ids::BlockedIds`]).
     fn blocked_ids(&mut self, project: i64) -> Result<crate::ids::BlockedIds>;
 
+    /// Record that a reset detached `distinct_id` from `person` when the
+    /// store's next `_seq` was `cutoff_seq`: its rows below it are that
+    /// person's, which the person's deletion deletes.
+    fn insert_detached(
+        &mut self,
+        project: i64,
+        person: &Uuid,
+        distinct_id: &str,
+        cutoff_seq: u64,
+        now_us: i64,
+    ) -> Result<()>;
+    /// The ids detached from any of `persons`, with their cut-offs.
+    fn detached(&mut self, project: i64, persons: &[Uuid]) -> Result<Vec<(String, u64)>>;
+    /// Forget the ids detached from `persons` (when they are deleted).
+    fn delete_detached(&mut self, project: i64, persons: &[Uuid]) -> Result<()>;
+    /// The persons merged into `person`, transitively.
+    fn merged_into(&mut self, project: i64, person: &Uuid) -> Result<Vec<Uuid>>;
+
     /// Record that `old` was merged into `new` (events stamped `old` belong to `new`).
     fn insert_override(&mut self, project: i64, old: &Uuid, new: &Uuid, now_us: i64) -> Result<()>;
     /// Overrides `(old, new)` of a project.

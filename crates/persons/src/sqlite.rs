@@ -424,7 +424,8 @@ mod tests {
                 "DROP TABLE deletion_versions; DROP TRIGGER deletions_insert_version; \
                  DROP TRIGGER deletions_update_version; DROP TRIGGER deletions_delete_version; \
                  DROP TRIGGER blocked_insert_version; DROP TRIGGER blocked_update_version; \
-                 DROP TRIGGER blocked_delete_version; PRAGMA user_version = 5;",
+                 DROP TRIGGER blocked_delete_version; DROP TABLE detached_ids; \
+                 PRAGMA user_version = 5;",
             )
             .unwrap();
         drop(meta);

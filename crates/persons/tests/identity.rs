@@ -423,6 +423,75 @@ fn reset_detaches_a_live_id() {
     assert_ne!(e.person("anon").unwrap().uuid, p.uuid);
 }
 
+/// The rows an id sent before a reset detached it are its old person's
+/// (they carry its person id): the person's deletion deletes them, and
+/// only them (the id's rows for its new person stay); also when the reset
+/// left the person with no id at all, whose deletion then waits for its
+/// purge like any other instead of being complete at once.
+#[test]
+fn a_deletion_covers_the_rows_of_ids_reset_away_from_the_person() {
+    let e = env();
+    e.cap(ev("e", "user", json!({})));
+    e.cap(identify("user", "anon"));
+    e.cap(ev("e", "anon", json!({})));
+    let p = e.person("user").unwrap();
+    e.p.reset_distinct_id(P, "anon").unwrap();
+    e.cap(ev("e", "anon", json!({})));
+    let q = e.person("anon").unwrap();
+    assert_ne!(q.uuid, p.uuid);
+    let mine = |who: &elide_persons::Person| {
+        let u = who.uuid.hyphenated().to_string();
+        e.stamped()
+            .into_iter()
+            .filter(|(_, pid)| pid.as_deref() == Some(u.as_str()))
+            .count()
+    };
+    assert_eq!((mine(&p), mine(&q)), (3, 1));
+    let out =
+        e.p.delete(
+            P,
+            &DeletePersons {
+                distinct_ids: vec!["user".into()],
+                delete_events: true,
+                ..DeletePersons::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(out.persons_deleted, 1);
+    assert_eq!(
+        mine(&p),
+        0,
+        "a row anon sent for the deleted person is left"
+    );
+    assert_eq!(mine(&q), 1, "anon's row for its new person went too");
+
+    // A person left with no id by a reset.
+    e.cap(ev("e", "solo", json!({})));
+    let s = e.person("solo").unwrap();
+    e.p.reset_distinct_id(P, "solo").unwrap();
+    assert_eq!(mine(&s), 1);
+    let out =
+        e.p.delete(
+            P,
+            &DeletePersons {
+                uuids: vec![s.uuid.to_string()],
+                delete_events: true,
+                ..DeletePersons::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(out.persons_deleted, 1);
+    assert_eq!(mine(&s), 0, "the person with no id kept its row");
+    let status =
+        e.p.deletion_status(P, Some(&s.uuid.to_string()), None, 10, 0)
+            .unwrap();
+    assert_eq!(
+        status[0].status,
+        elide_persons::DeletionState::Pending,
+        "complete before its rows were purged"
+    );
+}
+
 #[test]
 fn split_moves_ids_to_new_persons() {
     let e = env();

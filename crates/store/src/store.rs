@@ -486,6 +486,14 @@ impl Store {
         Ok(self.inner.current_version()?.manifest.requests.clone())
     }
 
+    /// The `_seq` the next appended row gets: every row acknowledged
+    /// before the call (and every row a bulk ingest in flight reserved) is
+    /// below it, so it is a deletion cut-off ([`DeleteSpec::cutoff`]) for
+    /// "the rows so far".
+    pub fn next_seq(&self) -> Result<u64> {
+        self.inner.next_seq()
+    }
+
     /// The published manifest.
     pub fn manifest(&self) -> Result<Manifest> {
         Ok(self.inner.current_version()?.manifest.clone())

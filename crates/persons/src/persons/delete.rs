@@ -57,6 +57,14 @@ pub struct BulkDeleteResult {
     pub deletion_errors: Vec<DeletionError>,
 }
 
+/// What a person's deletion covers besides its current distinct ids.
+struct Detached {
+    /// The person and the persons merged into it.
+    uuids: Vec<Uuid>,
+    /// Ids a reset detached from one of them, with the reset's cut-off.
+    ids: Vec<(String, u64)>,
+}
+
 /// Deletion status as users see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,9 +137,13 @@ impl<M: MetaStore> Persons<M> {
         let mut g = self.lock()?;
         // Ids move or go: the cache starts over.
         g.clear();
-        // 1. Who: the persons and all their distinct ids.
+        // 1. Who: the persons and all their distinct ids; and the ids a
+        // reset detached from them or from the persons merged into them,
+        // whose rows before the reset are theirs.
         let mut errors = Vec::new();
+        let mut detached: Vec<Detached> = Vec::new();
         let found: Vec<(PersonRow, Vec<String>)> = self.meta.read(|tx| {
+            detached.clear();
             let mut seen = HashSet::new();
             let mut found = Vec::new();
             for (key, uuid) in keys.iter().zip(&parsed) {
@@ -143,6 +155,12 @@ impl<M: MetaStore> Persons<M> {
                     Some(row) => {
                         if seen.insert(row.id) {
                             let ids = tx.distinct_ids(project, row.id)?;
+                            let mut uuids = vec![row.uuid];
+                            uuids.extend(tx.merged_into(project, &row.uuid)?);
+                            detached.push(Detached {
+                                ids: tx.detached(project, &uuids)?,
+                                uuids,
+                            });
                             found.push((row, ids));
                         }
                     }
@@ -175,16 +193,33 @@ impl<M: MetaStore> Persons<M> {
         if req.delete_recordings {
             tables.push(Table::Recordings);
         }
-        let requests = if tables.is_empty() {
+        let mut requests = if tables.is_empty() {
             vec![Vec::new(); found.len()]
         } else {
             self.store_requests(project, &found, &tables, req.keep_person)?
         };
+        if !tables.is_empty() {
+            // A detached id's rows up to its reset: one request each (each
+            // has its own cut-off; resets are few).
+            for (reqs, d) in requests.iter_mut().zip(&detached) {
+                for (id, cutoff) in &d.ids {
+                    let o = self.store.delete(DeleteSpec {
+                        project_id: project,
+                        distinct_ids: vec![id.clone()],
+                        cutoff: Some(*cutoff),
+                        tables: tables.clone(),
+                        kind: elide_store::RequestKind::Person,
+                        metadata_rows_removed: 0,
+                    })?;
+                    reqs.push(o.request_id);
+                }
+            }
+        }
         // 3. The profile: removed, ids blocked, deletion recorded.
         let now = now_us();
         let deleted = self.meta.write(|tx| {
             let mut deleted = 0;
-            for ((row, ids), reqs) in found.iter().zip(&requests) {
+            for (((row, ids), reqs), d) in found.iter().zip(&requests).zip(&detached) {
                 let deletion_id = tx.insert_deletion(&DeletionRecord {
                     id: 0,
                     project_id: project,
@@ -200,6 +235,7 @@ impl<M: MetaStore> Persons<M> {
                         tx.block(project, id, deletion_id, now)?;
                     }
                     tx.delete_person(project, row.id)?;
+                    tx.delete_detached(project, &d.uuids)?;
                     tx.scrub_activity(project, &row.uuid)?;
                     deleted += 1;
                 }

@@ -55,12 +55,18 @@ pub struct SplitPerson {
 
 impl<M: MetaStore> Persons<M> {
     /// Free a distinct id: lift the block a deletion put on it, or detach
-    /// it from its person. Its next event creates a new person.
+    /// it from its person. Its next event creates a new person. The rows a
+    /// detached id sent until now stay its person's (they carry its person
+    /// id): the person's deletion deletes them, through the cut-off
+    /// recorded here.
     pub fn reset_distinct_id(&self, project: i64, distinct_id: &str) -> Result<ResetOutcome> {
         let mut g = self.lock()?;
         // Ids move or go: the cache starts over.
         g.clear();
         let now = now_us();
+        // Under the pipeline lock no capture appends meanwhile: every row
+        // the id sent for its person is below this.
+        let cutoff = self.store().next_seq()?;
         self.meta.write(|tx| {
             if tx.unblock(project, distinct_id)? {
                 tx.insert_activity(project, None, "distinct_id_unblocked", None, now)?;
@@ -75,6 +81,7 @@ impl<M: MetaStore> Persons<M> {
                 )));
             };
             tx.remove_distinct_id(project, distinct_id)?;
+            tx.insert_detached(project, &row.uuid, distinct_id, cutoff, now)?;
             tx.insert_activity(project, Some(&row.uuid), "distinct_id_reset", None, now)?;
             Ok(ResetOutcome {
                 unblocked: false,

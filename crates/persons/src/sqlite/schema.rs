@@ -162,6 +162,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
             ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
     END;
     "#,
+    // 7: distinct ids a reset detached from a live person, with the `_seq`
+    // cut-off of the reset: the rows of the id below it are that person's
+    // (stored with its person id), so the person's deletion deletes them.
+    // Indexed by person, never by the id's text (see `distinct_ids`).
+    r#"
+    CREATE TABLE detached_ids (
+        project_id INTEGER NOT NULL,
+        person_uuid TEXT NOT NULL,
+        distinct_id TEXT NOT NULL,
+        cutoff_seq INTEGER NOT NULL,
+        detached_at INTEGER NOT NULL
+    );
+    CREATE INDEX detached_ids_by_person ON detached_ids (project_id, person_uuid);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

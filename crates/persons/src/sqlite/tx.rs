@@ -253,6 +253,10 @@ impl MetaTx for SqliteTx<'_> {
             "DELETE FROM person_overrides WHERE project_id = ?1",
             params![id],
         )?;
+        tx.execute(
+            "DELETE FROM detached_ids WHERE project_id = ?1",
+            params![id],
+        )?;
         let deletions =
             tx.execute("DELETE FROM deletions WHERE project_id = ?1", params![id])? as u64;
         let activity =
@@ -518,6 +522,78 @@ impl MetaTx for SqliteTx<'_> {
             )?
             .execute(params![project, old.to_string(), new.to_string(), now_us])?;
         Ok(())
+    }
+
+    fn insert_detached(
+        &mut self,
+        project: i64,
+        person: &Uuid,
+        distinct_id: &str,
+        cutoff_seq: u64,
+        now_us: i64,
+    ) -> Result<()> {
+        let cutoff = i64::try_from(cutoff_seq).map_err(|_| {
+            PersonsError::Internal(format!("a cut-off past SQLite's integers: {cutoff_seq}"))
+        })?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO detached_ids (project_id, person_uuid, distinct_id, cutoff_seq, detached_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![project, person.to_string(), distinct_id, cutoff, now_us])?;
+        Ok(())
+    }
+
+    fn detached(&mut self, project: i64, persons: &[Uuid]) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        let mut st = self.tx.prepare_cached(
+            "SELECT distinct_id, cutoff_seq FROM detached_ids WHERE project_id = ?1 AND person_uuid = ?2 \
+             ORDER BY rowid",
+        )?;
+        for p in persons {
+            let rows = st.query_map(params![project, p.to_string()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (id, cutoff) = row?;
+                let cutoff = u64::try_from(cutoff).map_err(|_| {
+                    PersonsError::Corrupt(format!("a negative cut-off in detached_ids: {cutoff}"))
+                })?;
+                out.push((id, cutoff));
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_detached(&mut self, project: i64, persons: &[Uuid]) -> Result<()> {
+        let mut st = self.tx.prepare_cached(
+            "DELETE FROM detached_ids WHERE project_id = ?1 AND person_uuid = ?2",
+        )?;
+        for p in persons {
+            st.execute(params![project, p.to_string()])?;
+        }
+        Ok(())
+    }
+
+    fn merged_into(&mut self, project: i64, person: &Uuid) -> Result<Vec<Uuid>> {
+        let mut st = self.tx.prepare_cached(
+            "SELECT old_person_uuid FROM person_overrides WHERE project_id = ?1 AND override_person_uuid = ?2",
+        )?;
+        let mut merged: Vec<Uuid> = Vec::new();
+        let mut frontier = vec![*person];
+        while let Some(u) = frontier.pop() {
+            let olds = st
+                .query_map(params![project, u.to_string()], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for o in olds {
+                let o = parse_uuid(&o)?;
+                if o != *person && !merged.contains(&o) {
+                    merged.push(o);
+                    frontier.push(o);
+                }
+            }
+        }
+        Ok(merged)
     }
 
     fn overrides(&mut self, project: Option<i64>) -> Result<Vec<(i64, Uuid, Uuid)>> {
