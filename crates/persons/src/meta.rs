@@ -327,6 +327,9 @@ pub trait MetaTx {
     fn detached(&mut self, project: i64, persons: &[Uuid]) -> Result<Vec<(String, u64)>>;
     /// Forget the ids detached from `persons` (when they are deleted).
     fn delete_detached(&mut self, project: i64, persons: &[Uuid]) -> Result<()>;
+    /// Forget every record of `ids` detached from any person (their rows
+    /// are all being deleted).
+    fn forget_detached_ids(&mut self, project: i64, ids: &[String]) -> Result<()>;
     /// The persons merged into `person`, transitively.
     fn merged_into(&mut self, project: i64, person: &Uuid) -> Result<Vec<Uuid>>;
 

@@ -492,6 +492,42 @@ fn a_deletion_covers_the_rows_of_ids_reset_away_from_the_person() {
     );
 }
 
+/// A split, like a reset, leaves the rows a moved id sent until then with
+/// its old person: the person's deletion deletes them, not the id's later
+/// rows for its new person.
+#[test]
+fn a_deletion_covers_the_rows_of_ids_split_off_the_person() {
+    let e = env();
+    e.cap(ev("e", "a", json!({})));
+    e.cap(ev("$create_alias", "a", json!({"alias": "b"})));
+    e.cap(ev("e", "b", json!({})));
+    let p = e.person("a").unwrap();
+    e.p.split(P, &p.uuid.to_string(), &SplitSpec::Main("a".into()))
+        .unwrap();
+    e.cap(ev("e", "b", json!({})));
+    let r = e.person("b").unwrap();
+    assert_ne!(r.uuid, p.uuid);
+    let mine = |who: &elide_persons::Person| {
+        let u = who.uuid.hyphenated().to_string();
+        e.stamped()
+            .into_iter()
+            .filter(|(_, pid)| pid.as_deref() == Some(u.as_str()))
+            .count()
+    };
+    assert_eq!((mine(&p), mine(&r)), (3, 1));
+    e.p.delete(
+        P,
+        &DeletePersons {
+            distinct_ids: vec!["a".into()],
+            delete_events: true,
+            ..DeletePersons::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(mine(&p), 0, "a row b sent for the deleted person is left");
+    assert_eq!(mine(&r), 1, "b's row for its new person went too");
+}
+
 #[test]
 fn split_moves_ids_to_new_persons() {
     let e = env();

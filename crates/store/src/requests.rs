@@ -42,9 +42,11 @@ impl Store {
 
     /// [`Store::deletion_feed`], a page at a time: about `limit`
     /// requests, cut only between two versions (a version's changes come
-    /// whole, so a page may hold more than `limit`; the requests of
-    /// manifests older than the feed, version 0, all come in the first
-    /// page), with the cursor where it ends.
+    /// whole, so a page may hold more than `limit`), with the cursor where
+    /// it ends. The requests of manifests older than the feed (version 0)
+    /// come first, and a page is never cut among them or right after them
+    /// (no cursor would follow them): a first page that reaches them holds
+    /// the whole feed.
     pub fn deletion_feed_page(
         &self,
         project: Option<i64>,

@@ -486,12 +486,20 @@ impl Store {
         Ok(self.inner.current_version()?.manifest.requests.clone())
     }
 
-    /// The `_seq` the next appended row gets: every row acknowledged
-    /// before the call (and every row a bulk ingest in flight reserved) is
-    /// below it, so it is a deletion cut-off ([`DeleteSpec::cutoff`]) for
-    /// "the rows so far".
-    pub fn next_seq(&self) -> Result<u64> {
-        self.inner.next_seq()
+    /// A `_seq` above every row acknowledged before the call (an append
+    /// that returned: durable in the ingest log; a committed ingest) that
+    /// a reopened store never hands out again: the larger of the logged
+    /// rows' end and the published manifest's `next_seq`. Unlike the
+    /// in-memory next `_seq`, which also counts `_seq`s reserved by bulk
+    /// ingests that may never commit and restarts lower after a crash, it
+    /// is a cut-off ([`DeleteSpec::cutoff`]) for "the rows so far" that
+    /// rows appended after a restart stay above.
+    pub fn acknowledged_seq(&self) -> Result<u64> {
+        let durable = self
+            .inner
+            .durable_seq
+            .load(std::sync::atomic::Ordering::Acquire);
+        Ok(durable.max(self.inner.current_version()?.manifest.next_seq))
     }
 
     /// The published manifest.

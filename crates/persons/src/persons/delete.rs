@@ -199,21 +199,14 @@ impl<M: MetaStore> Persons<M> {
             self.store_requests(project, &found, &tables, req.keep_person)?
         };
         if !tables.is_empty() {
-            // A detached id's rows up to its reset: one request each (each
-            // has its own cut-off; resets are few).
-            for (reqs, d) in requests.iter_mut().zip(&detached) {
-                for (id, cutoff) in &d.ids {
-                    let o = self.store.delete(DeleteSpec {
-                        project_id: project,
-                        distinct_ids: vec![id.clone()],
-                        cutoff: Some(*cutoff),
-                        tables: tables.clone(),
-                        kind: elide_store::RequestKind::Person,
-                        metadata_rows_removed: 0,
-                    })?;
-                    reqs.push(o.request_id);
-                }
-            }
+            self.detached_requests(
+                project,
+                &found,
+                &detached,
+                &tables,
+                req.keep_person,
+                &mut requests,
+            )?;
         }
         // 3. The profile: removed, ids blocked, deletion recorded.
         let now = now_us();
@@ -236,6 +229,10 @@ impl<M: MetaStore> Persons<M> {
                     }
                     tx.delete_person(project, row.id)?;
                     tx.delete_detached(project, &d.uuids)?;
+                    // Its current ids' rows all go with it (no cut-off), and
+                    // the ids become keyed hashes: no record of another
+                    // person keeps them in clear.
+                    tx.forget_detached_ids(project, ids)?;
                     tx.scrub_activity(project, &row.uuid)?;
                     deleted += 1;
                 }
@@ -266,6 +263,68 @@ impl<M: MetaStore> Persons<M> {
             recordings_queued_for_deletion: req.delete_recordings,
             deletion_errors: errors,
         })
+    }
+
+    /// The requests for the rows of ids detached from the persons (up to
+    /// each reset), all in one commit, added to each person's list: one
+    /// request per id, with the latest of its cut-offs (which covers the
+    /// earlier ones); an id that is the person's again needs none (the
+    /// request of its current ids has no cut-off). Unless `keep_person`,
+    /// a person's first such request records the metadata rows its
+    /// deletion removes that no other request records: its detached
+    /// records, and its own row when it has no current id.
+    fn detached_requests(
+        &self,
+        project: i64,
+        found: &[(PersonRow, Vec<String>)],
+        detached: &[Detached],
+        tables: &[Table],
+        keep_person: bool,
+        requests: &mut [Vec<u64>],
+    ) -> Result<()> {
+        let mut specs = Vec::new();
+        let mut owners = Vec::new();
+        for (i, ((_, current), d)) in found.iter().zip(detached).enumerate() {
+            let current: HashSet<&str> = current.iter().map(String::as_str).collect();
+            let mut latest: std::collections::BTreeMap<&str, u64> = Default::default();
+            for (id, cutoff) in &d.ids {
+                if !current.contains(id.as_str()) {
+                    let c = latest.entry(id.as_str()).or_insert(*cutoff);
+                    *c = (*c).max(*cutoff);
+                }
+            }
+            let mut metadata_rows = if keep_person {
+                0
+            } else {
+                d.ids.len() as u64 + u64::from(current.is_empty())
+            };
+            for (id, cutoff) in latest {
+                specs.push(DeleteSpec {
+                    project_id: project,
+                    distinct_ids: vec![id.to_string()],
+                    cutoff: Some(cutoff),
+                    tables: tables.to_vec(),
+                    kind: elide_store::RequestKind::Person,
+                    metadata_rows_removed: std::mem::take(&mut metadata_rows),
+                });
+                owners.push(i);
+            }
+        }
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self.store.delete_many(specs)?;
+        if outcomes.len() != owners.len() {
+            return Err(PersonsError::Internal(format!(
+                "{} requests for {} detached ids",
+                outcomes.len(),
+                owners.len()
+            )));
+        }
+        for (i, o) in owners.into_iter().zip(outcomes) {
+            requests[i].push(o.request_id);
+        }
+        Ok(())
     }
 
     /// One store request per group of persons whose ids fit in

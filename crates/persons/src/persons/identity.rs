@@ -65,8 +65,9 @@ impl<M: MetaStore> Persons<M> {
         g.clear();
         let now = now_us();
         // Under the pipeline lock no capture appends meanwhile: every row
-        // the id sent for its person is below this.
-        let cutoff = self.store().next_seq()?;
+        // the id sent for its person is below this (acknowledged), and no
+        // row it sends later is, even after a crash.
+        let cutoff = self.store().acknowledged_seq()?;
         self.meta.write(|tx| {
             if tx.unblock(project, distinct_id)? {
                 tx.insert_activity(project, None, "distinct_id_unblocked", None, now)?;
@@ -91,12 +92,14 @@ impl<M: MetaStore> Persons<M> {
     }
 
     /// Move distinct ids of a person to new persons, one per id; the
-    /// person keeps its properties and the ids not moved.
+    /// person keeps its properties and the ids not moved. The rows a moved
+    /// id sent until now stay the person's, as after a reset.
     pub fn split(&self, project: i64, key: &str, spec: &SplitSpec) -> Result<SplitOutcome> {
         let mut g = self.lock()?;
         // Ids move or go: the cache starts over.
         g.clear();
         let now = now_us();
+        let cutoff = self.store().acknowledged_seq()?;
         self.meta.write(|tx| {
             let row = find(tx, project, key)?;
             let ids = tx.distinct_ids(project, row.id)?;
@@ -148,6 +151,7 @@ impl<M: MetaStore> Persons<M> {
                     is_identified: false,
                 })?;
                 tx.move_distinct_id(project, &did, p.id)?;
+                tx.insert_detached(project, &row.uuid, &did, cutoff, now)?;
                 tx.insert_activity(
                     project,
                     Some(&uuid),

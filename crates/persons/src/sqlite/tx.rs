@@ -575,6 +575,18 @@ impl MetaTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn forget_detached_ids(&mut self, project: i64, ids: &[String]) -> Result<()> {
+        // No index by the id's text (see migration 7): a scan of the
+        // project's records, which resets keep few.
+        let mut st = self.tx.prepare_cached(
+            "DELETE FROM detached_ids WHERE project_id = ?1 AND distinct_id = ?2",
+        )?;
+        for id in ids {
+            st.execute(params![project, id])?;
+        }
+        Ok(())
+    }
+
     fn merged_into(&mut self, project: i64, person: &Uuid) -> Result<Vec<Uuid>> {
         let mut st = self.tx.prepare_cached(
             "SELECT old_person_uuid FROM person_overrides WHERE project_id = ?1 AND override_person_uuid = ?2",
