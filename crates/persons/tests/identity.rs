@@ -51,6 +51,15 @@ impl Env {
         self.p.list(P, &f).unwrap().results.len()
     }
 
+    /// Visible stored events stamped with `who`'s UUID.
+    fn rows_of(&self, who: &elide_persons::Person) -> usize {
+        let u = who.uuid.hyphenated().to_string();
+        self.stamped()
+            .into_iter()
+            .filter(|(_, pid)| pid.as_deref() == Some(u.as_str()))
+            .count()
+    }
+
     /// (distinct_id, person_id) of every visible stored event, in order.
     fn stamped(&self) -> Vec<(String, Option<String>)> {
         let snap = self.p.store().snapshot().unwrap();
@@ -439,13 +448,7 @@ fn a_deletion_covers_the_rows_of_ids_reset_away_from_the_person() {
     e.cap(ev("e", "anon", json!({})));
     let q = e.person("anon").unwrap();
     assert_ne!(q.uuid, p.uuid);
-    let mine = |who: &elide_persons::Person| {
-        let u = who.uuid.hyphenated().to_string();
-        e.stamped()
-            .into_iter()
-            .filter(|(_, pid)| pid.as_deref() == Some(u.as_str()))
-            .count()
-    };
+    let mine = |who: &elide_persons::Person| e.rows_of(who);
     assert_eq!((mine(&p), mine(&q)), (3, 1));
     let out =
         e.p.delete(
@@ -507,13 +510,7 @@ fn a_deletion_covers_the_rows_of_ids_split_off_the_person() {
     e.cap(ev("e", "b", json!({})));
     let r = e.person("b").unwrap();
     assert_ne!(r.uuid, p.uuid);
-    let mine = |who: &elide_persons::Person| {
-        let u = who.uuid.hyphenated().to_string();
-        e.stamped()
-            .into_iter()
-            .filter(|(_, pid)| pid.as_deref() == Some(u.as_str()))
-            .count()
-    };
+    let mine = |who: &elide_persons::Person| e.rows_of(who);
     assert_eq!((mine(&p), mine(&r)), (3, 1));
     e.p.delete(
         P,

@@ -481,22 +481,29 @@ mod tests {
     use super::*;
     use crate::ServerConfig;
 
-    /// A query runs only in a slot: while every slot is taken it waits,
-    /// and past its timeout it is a 504 whose work never started; once a
-    /// slot is free it runs.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_query_waits_for_a_slot_within_its_time() {
+    /// A server state over a new data directory (kept by the caller)
+    /// with one query slot and `timeout` per query.
+    fn one_slot(timeout: Duration) -> (tempfile::TempDir, AppState) {
         let dir = tempfile::tempdir().expect("tempdir");
         let app = elide_app::App::open(elide_app::AppConfig::new(dir.path())).expect("open");
         let state = AppState::new(
             app,
             ServerConfig {
                 query_concurrency: 1,
-                query_timeout: Duration::from_millis(200),
+                query_timeout: timeout,
                 ..ServerConfig::default()
             },
         )
         .expect("state");
+        (dir, state)
+    }
+
+    /// A query runs only in a slot: while every slot is taken it waits,
+    /// and past its timeout it is a 504 whose work never started; once a
+    /// slot is free it runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_waits_for_a_slot_within_its_time() {
+        let (_dir, state) = one_slot(Duration::from_millis(200));
         let ran = Arc::new(AtomicUsize::new(0));
         let run = |ran: Arc<AtomicUsize>| {
             let state = state.clone();
@@ -528,17 +535,7 @@ mod tests {
     /// the end of its time (an hour here: a query that never ends).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_query_whose_client_went_away_gives_its_slot_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let app = elide_app::App::open(elide_app::AppConfig::new(dir.path())).expect("open");
-        let state = AppState::new(
-            app,
-            ServerConfig {
-                query_concurrency: 1,
-                query_timeout: Duration::from_secs(3600),
-                ..ServerConfig::default()
-            },
-        )
-        .expect("state");
+        let (_dir, state) = one_slot(Duration::from_secs(3600));
         let started = Arc::new(AtomicUsize::new(0));
         let s = Arc::clone(&started);
         let forever = run_app_query(&state, move |_| async move {
