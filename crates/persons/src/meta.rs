@@ -312,9 +312,10 @@ pub trait MetaTx {
     /// The project's blocked ids ([`crate::ids::BlockedIds`]).
     fn blocked_ids(&mut self, project: i64) -> Result<crate::ids::BlockedIds>;
 
-    /// Record that a reset detached `distinct_id` from `person` when the
-    /// store's next `_seq` was `cutoff_seq`: its rows below it are that
-    /// person's, which the person's deletion deletes.
+    /// Record that a reset or a split detached `distinct_id` from
+    /// `person` when the store's acknowledged `_seq` was `cutoff_seq`: its
+    /// rows below it are that person's, which the person's deletion
+    /// deletes.
     fn insert_detached(
         &mut self,
         project: i64,

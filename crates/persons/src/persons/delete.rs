@@ -61,7 +61,7 @@ pub struct BulkDeleteResult {
 struct Detached {
     /// The person and the persons merged into it.
     uuids: Vec<Uuid>,
-    /// Ids a reset detached from one of them, with the reset's cut-off.
+    /// Ids a reset or a split detached from one of them, with its cut-off.
     ids: Vec<(String, u64)>,
 }
 
@@ -138,8 +138,8 @@ impl<M: MetaStore> Persons<M> {
         // Ids move or go: the cache starts over.
         g.clear();
         // 1. Who: the persons and all their distinct ids; and the ids a
-        // reset detached from them or from the persons merged into them,
-        // whose rows before the reset are theirs.
+        // reset or a split detached from them or from the persons merged
+        // into them, whose rows before it are theirs.
         let mut errors = Vec::new();
         let mut detached: Vec<Detached> = Vec::new();
         let found: Vec<(PersonRow, Vec<String>)> = self.meta.read(|tx| {
@@ -266,7 +266,7 @@ impl<M: MetaStore> Persons<M> {
     }
 
     /// The requests for the rows of ids detached from the persons (up to
-    /// each reset), all in one commit, added to each person's list: one
+    /// each reset or split), all in one commit, added to each person's list: one
     /// request per id, with the latest of its cut-offs (which covers the
     /// earlier ones); an id that is the person's again needs none (the
     /// request of its current ids has no cut-off). Unless `keep_person`,

@@ -162,8 +162,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
             ON CONFLICT (project_id) DO UPDATE SET version = version + 1;
     END;
     "#,
-    // 7: distinct ids a reset detached from a live person, with the `_seq`
-    // cut-off of the reset: the rows of the id below it are that person's
+    // 7: distinct ids a reset or a split detached from a live person, with
+    // the `_seq` cut-off then: the rows of the id below it are that person's
     // (stored with its person id), so the person's deletion deletes them.
     // Indexed by person, never by the id's text (see `distinct_ids`).
     r#"
