@@ -594,6 +594,32 @@ impl<M: MetaStore> Persons<M> {
     /// are dropped with it, and after it are refused (`NotFound`).
     pub fn append_unresolved(&self, project: i64, table: Table, batch: &RecordBatch) -> Result<()> {
         let _g = self.lock()?;
+        self.append_unresolved_locked(project, table, batch)
+    }
+
+    /// [`Persons::capture`] of `events`, then [`Persons::append_unresolved`]
+    /// of `batch`, under one hold of the pipeline's lock: no reset or
+    /// split of a distinct id comes between the two, so the rows of one
+    /// capture request are all on the same side of its cut-off.
+    pub fn capture_and_append(
+        &self,
+        project: i64,
+        events: &[CaptureEvent],
+        table: Table,
+        batch: &RecordBatch,
+    ) -> Result<CaptureOutcome> {
+        let mut g = self.lock()?;
+        let out = self.capture_locked(&mut g, project, events)?;
+        self.append_unresolved_locked(project, table, batch)?;
+        Ok(out)
+    }
+
+    fn append_unresolved_locked(
+        &self,
+        project: i64,
+        table: Table,
+        batch: &RecordBatch,
+    ) -> Result<()> {
         self.meta.read(|tx| match tx.project(project)? {
             Some(_) => Ok(()),
             None => Err(PersonsError::NotFound(format!("project {project}"))),

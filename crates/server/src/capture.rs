@@ -258,15 +258,15 @@ fn capture_events(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult
         events.iter().partition(|e| e.event == "$snapshot");
     if snapshots.is_empty() {
         app.persons().capture(project, events)?;
-    } else if !others.is_empty() {
-        let owned: Vec<CaptureEvent> = others.into_iter().cloned().collect();
-        app.persons().capture(project, &owned)?;
+        return Ok(());
     }
-    if !snapshots.is_empty() {
-        let batch = crate::recordings::rows(project, &snapshots)?;
-        app.persons()
-            .append_unresolved(project, Table::Recordings, &batch)?;
-    }
+    let batch = crate::recordings::rows(project, &snapshots)?;
+    // The events and the recordings under one hold of the pipeline's
+    // lock: a reset or split between them would put the request's rows
+    // of an id on both sides of its cut-off.
+    let owned: Vec<CaptureEvent> = others.into_iter().cloned().collect();
+    app.persons()
+        .capture_and_append(project, &owned, Table::Recordings, &batch)?;
     Ok(())
 }
 
