@@ -372,6 +372,40 @@ mod tests {
     /// or the blocked ids of its project, and only of its project; a
     /// database of schema 5 opened read-only counts the records, and a
     /// writer migrates it to versions.
+    /// Detached records: read per person (and persons merged into it),
+    /// forgotten per person and per id, per project.
+    #[test]
+    fn detached_ids_are_kept_per_person_and_forgotten_per_person_or_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(dir.path().join("m.sqlite3")).unwrap();
+        let (p, q, r) = (
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
+        );
+        meta.write(|tx| {
+            tx.insert_detached(1, &p, "x", 10, 0)?;
+            tx.insert_detached(1, &p, "y", 20, 0)?;
+            tx.insert_detached(1, &q, "x", 30, 0)?;
+            tx.insert_detached(2, &p, "z", 40, 0)?;
+            tx.insert_override(1, &r, &p, 0)
+        })
+        .unwrap();
+        let read =
+            |project: i64, who: &[uuid::Uuid]| meta.read(|tx| tx.detached(project, who)).unwrap();
+        assert_eq!(read(1, &[p]), vec![("x".into(), 10), ("y".into(), 20)]);
+        assert_eq!(read(2, &[p]), vec![("z".into(), 40)]);
+        assert_eq!(meta.read(|tx| tx.merged_into(1, &p)).unwrap(), vec![r]);
+        // x's rows all go with its current owner's deletion: no record of
+        // it stays, whoever it was detached from; other projects' stay.
+        meta.write(|tx| tx.forget_detached_ids(1, &["x".to_string()]))
+            .unwrap();
+        assert_eq!(read(1, &[p, q]), vec![("y".into(), 20)]);
+        meta.write(|tx| tx.delete_detached(1, &[p])).unwrap();
+        assert!(read(1, &[p, q]).is_empty());
+        assert_eq!(read(2, &[p]), vec![("z".into(), 40)]);
+    }
+
     #[test]
     fn the_deletion_stamp_follows_every_write_of_its_project() {
         use crate::deleted::DeletionStamp;
