@@ -240,6 +240,30 @@ impl QueryRuntime {
                 ))),
         }
     }
+
+    /// Wait for a slot within `timeout`, then run the future `work` makes
+    /// on this runtime, holding the slot, under what is left of
+    /// `timeout`. Dropping the answer aborts the work and gives the slot
+    /// back.
+    async fn spawn_in_slot<T, F>(
+        &self,
+        timeout: std::time::Duration,
+        work: impl FnOnce() -> F,
+    ) -> ApiResult<AbortOnDrop<Result<T, tokio::time::error::Elapsed>>>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let started = Instant::now();
+        let rt = self.handle().ok_or_else(ApiError::unavailable)?;
+        let slot = self.slot(timeout).await?;
+        let left = timeout.saturating_sub(started.elapsed());
+        let work = work();
+        Ok(AbortOnDrop(rt.spawn(async move {
+            let _slot = slot;
+            tokio::time::timeout(left, work).await
+        })))
+    }
 }
 
 impl Drop for QueryRuntime {
@@ -280,18 +304,12 @@ where
     W: FnOnce(Arc<QueryDeadline>) -> F,
 {
     let timeout = state.config().query_timeout;
-    let queries = state.query_runtime();
-    let rt = queries.handle().ok_or_else(ApiError::unavailable)?;
-    let started = Instant::now();
     let deadline = QueryDeadline::after(timeout);
     let _stop = CancelOnDrop(Arc::clone(&deadline));
-    let slot = queries.slot(timeout).await?;
-    let left = timeout.saturating_sub(started.elapsed());
-    let work = work(Arc::clone(&deadline));
-    let task = AbortOnDrop(rt.spawn(async move {
-        let _slot = slot;
-        tokio::time::timeout(left, work).await
-    }));
+    let task = state
+        .query_runtime()
+        .spawn_in_slot(timeout, || work(Arc::clone(&deadline)))
+        .await?;
     match task.await {
         Ok(Ok(Ok(r))) => Ok(r),
         Ok(Ok(Err(e))) if is_cancelled(&e) => Err(timed_out(timeout)),
@@ -310,7 +328,7 @@ fn timed_out(timeout: std::time::Duration) -> ApiError {
 
 /// Stops its query (at the next batch) when dropped: the request is over,
 /// answered or abandoned by its client.
-struct CancelOnDrop(Arc<QueryDeadline>);
+pub(crate) struct CancelOnDrop(pub(crate) Arc<QueryDeadline>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -434,27 +452,25 @@ where
 {
     let mut limits = state.query_limits();
     let timeout = state.config().query_timeout;
-    let queries = state.query_runtime();
-    let rt = queries.handle().ok_or_else(ApiError::unavailable)?;
     let started = Instant::now();
     // The deadline stops the work itself (between batches, at every
     // operator); the timeout bounds the waiting, for a slot included.
     let deadline = QueryDeadline::after(timeout);
     let _stop = CancelOnDrop(Arc::clone(&deadline));
-    let slot = match queries.slot(timeout).await {
-        Ok(slot) => slot,
+    limits.deadline = Some(Arc::clone(&deadline));
+    let task = match state
+        .query_runtime()
+        .spawn_in_slot(timeout, || work(limits))
+        .await
+    {
+        Ok(task) => task,
         Err(e) => {
-            metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
+            if e.status == axum::http::StatusCode::GATEWAY_TIMEOUT {
+                metrics::counter!("elide_queries_total", "outcome" => "timeout").increment(1);
+            }
             return Err(e);
         }
     };
-    let left = timeout.saturating_sub(started.elapsed());
-    limits.deadline = Some(Arc::clone(&deadline));
-    let work = work(limits);
-    let task = AbortOnDrop(rt.spawn(async move {
-        let _slot = slot;
-        tokio::time::timeout(left, work).await
-    }));
     // A timeout: the wait ended, or the query stopped at its deadline.
     // Any other error is the query's own, whenever it came.
     let out = match task.await {
@@ -536,12 +552,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_query_whose_client_went_away_gives_its_slot_back() {
         let (_dir, state) = one_slot(Duration::from_secs(3600));
-        let started = Arc::new(AtomicUsize::new(0));
-        let s = Arc::clone(&started);
-        let forever = run_app_query(&state, move |_| async move {
-            s.fetch_add(1, Ordering::SeqCst);
-            std::future::pending::<elide_app::Result<()>>().await
-        });
+        let forever = run_app_query(&state, |_| std::future::pending::<elide_app::Result<()>>());
         // The client goes away: the handler's future is dropped.
         assert!(tokio::time::timeout(Duration::from_millis(100), forever)
             .await

@@ -5,25 +5,29 @@
 use super::*;
 
 use std::io::{Read, Seek};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use elide_app::export::{ExportFormat, ExportWriter};
 use elide_persons::export::ExportSink;
+use elide_query::deadline::QueryDeadline;
 
-/// The export's sink, stopped at its next call once the client went away
-/// (`gone`, set when the handler's future is dropped: the blocking call
-/// that writes the export cannot be cancelled otherwise, and would go on
-/// reading the person's rows to the end).
+use crate::query::CancelOnDrop;
+
+/// The export's sink, stopped at its next call once `stop` has passed:
+/// the request's time ran out, or its future was dropped (the client
+/// went away), which cancels it. The blocking call that writes the export
+/// cannot be cancelled otherwise, and would go on reading the person's
+/// rows to the end.
 struct StopWhenGone<'a> {
     inner: &'a mut dyn ExportSink,
-    gone: &'a AtomicBool,
+    stop: &'a QueryDeadline,
 }
 
 impl StopWhenGone<'_> {
     fn check(&self) -> elide_store::Result<()> {
-        if self.gone.load(Ordering::Relaxed) {
+        if self.stop.passed() {
             return Err(elide_store::StoreError::Unavailable(
-                "the client went away; the export stopped".into(),
+                "the client went away or the request's time ran out; the export stopped".into(),
             ));
         }
         Ok(())
@@ -43,16 +47,6 @@ impl ExportSink for StopWhenGone<'_> {
     ) -> elide_store::Result<()> {
         self.check()?;
         self.inner.rows(table, batch)
-    }
-}
-
-/// Sets its flag when dropped: with the handler's future, when the client
-/// goes away (or the request times out) before the export was written.
-struct SetOnDrop(std::sync::Arc<AtomicBool>);
-
-impl Drop for SetOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -122,8 +116,8 @@ pub(crate) async fn export(
     // may have millions of events), which nothing outlives, not even a
     // crash: the system removes it when the answer has been sent. It
     // stops at its next batch if the client goes away meanwhile.
-    let gone = std::sync::Arc::new(AtomicBool::new(false));
-    let _gone_when_dropped = SetOnDrop(std::sync::Arc::clone(&gone));
+    let stop = QueryDeadline::after(state.config().request_timeout);
+    let _stop_when_dropped = CancelOnDrop(Arc::clone(&stop));
     let (uuid, file, len) = blocking(move || {
         let io = |e: std::io::Error| ApiError::internal(&format!("spooling the export: {e}"));
         // In the data directory's `tmp/` (sized for data), else (an
@@ -149,7 +143,7 @@ pub(crate) async fn export(
             &[],
             &mut StopWhenGone {
                 inner: &mut w,
-                gone: &gone,
+                stop: &stop,
             },
         )?;
         let uuid = app.persons().get(project, &id)?.uuid;
@@ -217,15 +211,15 @@ mod tests {
     /// is dropped, the next one stops the export and reaches nothing.
     #[test]
     fn the_export_stops_at_its_next_batch_once_the_client_went_away() {
-        let gone = std::sync::Arc::new(AtomicBool::new(false));
-        let guard = SetOnDrop(std::sync::Arc::clone(&gone));
+        let stop = QueryDeadline::after(std::time::Duration::from_secs(3600));
+        let guard = CancelOnDrop(Arc::clone(&stop));
         let mut inner = Counting(0);
         let batch = || {
             arrow::record_batch::RecordBatch::new_empty(elide_store::Table::Events.def().schema())
         };
         let mut sink = StopWhenGone {
             inner: &mut inner,
-            gone: &gone,
+            stop: &stop,
         };
         sink.rows(elide_store::Table::Events, batch())
             .expect("the client is there");
