@@ -20,13 +20,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use elide_store::predicate::{EventPredicate, PropertyFilter};
 use elide_store::{DeletionRequest, EventDeletion, Table};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Key, Limit};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{blocking, JsonBody, PathParams};
+use crate::extract::{blocking, JsonBody, PathParams, Q};
 use crate::AppState;
 
 /// The routes.
@@ -429,6 +429,20 @@ pub(crate) async fn cancel(
 const FEED_PAGE: usize = 1000;
 const MAX_FEED_PAGE: usize = 10_000;
 
+/// Paging of the deletion feed.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FeedQuery {
+    /// A cursor from an earlier page (default 0: from the beginning).
+    #[param(value_type = Option<u64>)]
+    since: Option<String>,
+    /// About this many requests per page, 1 to 10000 (default 1000); a
+    /// page ends between two changes, so the requests one commit changed
+    /// come together.
+    #[param(value_type = Option<u32>)]
+    limit: Option<String>,
+}
+
 /// The deletion feed: the project's requests changed after `since`.
 #[utoipa::path(
     get,
@@ -437,8 +451,7 @@ const MAX_FEED_PAGE: usize = 10_000;
     tag = "deletions",
     params(
         ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
-        ("since" = Option<u64>, Query, description = "A cursor from an earlier page (default 0: from the beginning)."),
-        ("limit" = Option<u32>, Query, description = "About this many requests per page, 1 to 10000 (default 1000); a page ends between two changes, so the requests one commit changed come together."),
+        FeedQuery,
     ),
     responses(
         (status = 200, description = "Requests in the order of their changes", body = DeletionPage),
@@ -450,17 +463,11 @@ pub(crate) async fn list(
     PathParams(p): PathParams,
     OriginalUri(uri): OriginalUri,
     headers: axum::http::HeaderMap,
+    Q(q): Q<FeedQuery>,
 ) -> ApiResult<Json<DeletionPage>> {
     let project = key.path_project(&p, "person:read")?;
-    let param = |name: &str| {
-        uri.query().and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-        })
-    };
-    let since = crate::extract::number(param("since").as_deref(), "since", 0u64)?;
-    let limit = crate::extract::number(param("limit").as_deref(), "limit", FEED_PAGE)?;
+    let since = crate::extract::number(q.since.as_deref(), "since", 0u64)?;
+    let limit = crate::extract::number(q.limit.as_deref(), "limit", FEED_PAGE)?;
     if !(1..=MAX_FEED_PAGE).contains(&limit) {
         return Err(ApiError::invalid_attr(
             "limit",
