@@ -8,7 +8,6 @@
 
 use arrow::record_batch::RecordBatch;
 use elide_store::{RowsOf, Table};
-use uuid::Uuid;
 
 use crate::error::Result;
 use crate::meta::{Activity, MetaStore};
@@ -39,18 +38,7 @@ impl<M: MetaStore> Persons<M> {
         self.meta().read(|tx| {
             let row = find(tx, project, key)?;
             let person = view(tx, row)?;
-            // Persons merged into this one, transitively.
-            let overrides = tx.overrides(Some(project))?;
-            let mut merged: Vec<Uuid> = Vec::new();
-            let mut frontier = vec![person.uuid];
-            while let Some(u) = frontier.pop() {
-                for (_, old, new) in &overrides {
-                    if *new == u && !merged.contains(old) && *old != person.uuid {
-                        merged.push(*old);
-                        frontier.push(*old);
-                    }
-                }
-            }
+            let merged = tx.merged_into(project, &person.uuid)?;
             let mut activity = tx.activity(project, Some(&person.uuid), 0, usize::MAX)?;
             activity.reverse();
             Ok(PersonExport {

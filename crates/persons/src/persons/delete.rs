@@ -2,7 +2,7 @@
 //! ([`Persons::deletion_status`]). The order of the writes, and what a
 //! crash between them leaves, is in the parent module's docs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use elide_store::{DeleteSpec, RequestStatus, Table, MAX_DELETE_IDS};
@@ -438,24 +438,19 @@ impl<M: MetaStore> Persons<M> {
         let records = self
             .meta
             .read(|tx| tx.deletions(project, person.as_ref()))?;
-        let requests: HashMap<u64, (RequestStatus, Option<i64>, i64)> = self
-            .store
-            .request_states(project)?
-            .into_iter()
-            .map(|(id, r)| (id, (r.status, r.verified_at_us, r.purge_due_by_us)))
-            .collect();
+        let requests = self.store.request_states(project)?;
         let mut out = Vec::new();
         for d in records {
             let purge_due_by = d
                 .store_requests
                 .iter()
-                .filter_map(|id| requests.get(id).map(|r| r.2))
+                .filter_map(|id| requests.get(id).map(|r| r.purge_due_by_us))
                 .max();
             let mut verified_at = Some(d.created_at_us);
             for id in &d.store_requests {
                 match requests.get(id) {
-                    Some((RequestStatus::Verified, at, _)) => {
-                        verified_at = verified_at.max(*at);
+                    Some(r) if r.status == RequestStatus::Verified => {
+                        verified_at = verified_at.max(r.verified_at_us);
                     }
                     _ => verified_at = None,
                 }
