@@ -421,23 +421,31 @@ pub(crate) struct BulkAdded {
     pub rows_dropped: u64,
 }
 
-/// Rows of `part` with `distinct_id` and `_seq < cutoff`, as positions.
-pub(crate) fn rows_below(part: &WrittenPart, distinct_id: &str, cutoff: u64, out: &mut Bitmap) {
+/// Rows of `part` with `distinct_id` and `_seq` in `range`, as positions.
+pub(crate) fn rows_in(
+    part: &WrittenPart,
+    distinct_id: &str,
+    range: std::ops::Range<u64>,
+    out: &mut Bitmap,
+) {
     let runs = &part.postings.runs;
     // Runs are in file order, which is distinct-id order.
     let i = runs.partition_point(|r| r.distinct_id.as_str() < distinct_id);
     let Some(run) = runs.get(i).filter(|r| r.distinct_id == distinct_id) else {
         return;
     };
-    if run.min_seq >= cutoff {
+    if run.min_seq >= range.end {
         return;
     }
     let (s, e) = (run.start as usize, (run.start + run.len) as usize);
-    let below = part
-        .seqs
-        .get(s..e)
-        .map_or(0, |seqs| seqs.partition_point(|q| *q < cutoff));
-    if below > 0 {
-        out.add_range(run.start..run.start + below as u32);
+    // A run's `_seq`s are sorted.
+    let (from, below) = part.seqs.get(s..e).map_or((0, 0), |seqs| {
+        (
+            seqs.partition_point(|q| *q < range.start),
+            seqs.partition_point(|q| *q < range.end),
+        )
+    });
+    if below > from {
+        out.add_range(run.start + from as u32..run.start + below as u32);
     }
 }

@@ -138,6 +138,7 @@ impl Store {
             project_id: project,
             distinct_ids: distinct_ids.clone(),
             cutoff: Some(cutoff),
+            floor: 0,
             tables: tables.to_vec(),
             kind: crate::format::RequestKind::Person,
             metadata_rows_removed: 0,

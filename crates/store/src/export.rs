@@ -238,7 +238,7 @@ fn buffered(
         let mut seqs = Vec::new();
         for t in tables {
             for d in ids {
-                m.find(*t, project, d, u64::MAX, &mut seqs);
+                m.find(*t, project, d, 0..u64::MAX, &mut seqs);
             }
         }
         seqs.retain(|s| !st.mem_deleted.contains(*s) && !hidden.contains(*s));

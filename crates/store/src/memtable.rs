@@ -122,20 +122,20 @@ impl Memtable {
         Ok(())
     }
 
-    /// `_seq`s of rows of `distinct_id` in `project` / `table` below `cutoff`.
+    /// `_seq`s in `range` of rows of `distinct_id` in `project` / `table`.
     pub fn find(
         &self,
         table: Table,
         project: i64,
         distinct_id: &str,
-        cutoff: u64,
+        range: std::ops::Range<u64>,
         out: &mut Vec<u64>,
     ) {
         let Some(seqs) = self.index.get(&key_hash(table, project, distinct_id)) else {
             return;
         };
         for &seq in seqs {
-            if seq >= cutoff {
+            if !range.contains(&seq) {
                 continue;
             }
             // Verify: the index is keyed by a hash.

@@ -334,7 +334,7 @@ pub(crate) fn replay(
     {
         for t in &req.tables {
             for d in &req.distinct_ids {
-                mem.find(*t, req.project_id, d, req.cutoff_seq, &mut hits);
+                mem.find(*t, req.project_id, d, req.seqs(), &mut hits);
             }
         }
         // A predicate request's rows (a purged one has none left here:

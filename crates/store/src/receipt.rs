@@ -104,6 +104,10 @@ pub struct ReceiptBody {
     pub predicate: Option<crate::predicate::EventPredicate>,
     /// Rows with `_seq` below this were covered.
     pub cutoff_seq: u64,
+    /// ... and at or above this, for a request with a floor (left out
+    /// when 0, so receipts signed before floors existed read the same).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub floor_seq: u64,
     /// Rows it hid.
     pub rows_hidden: u64,
     /// The same per table (empty for requests made before it was
@@ -324,6 +328,10 @@ pub fn parse_public_key(what: &str, text: &str) -> Result<VerifyingKey> {
 }
 
 /// The body of a verified request's receipt (before chaining).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 pub(crate) fn body_of(r: &DeletionRequest) -> ReceiptBody {
     ReceiptBody {
         format: 1,
@@ -337,6 +345,7 @@ pub(crate) fn body_of(r: &DeletionRequest) -> ReceiptBody {
         id_hashes: r.id_hashes.clone(),
         predicate: r.predicate.clone(),
         cutoff_seq: r.cutoff_seq,
+        floor_seq: r.floor_seq,
         rows_hidden: r.rows_hidden,
         rows_hidden_by_table: r
             .rows_hidden_by_table

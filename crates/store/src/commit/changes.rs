@@ -405,7 +405,7 @@ impl Transaction<'_> {
             }) {
                 let mut mine = Bitmap::new();
                 for d in &r.distinct_ids {
-                    crate::bulk::rows_below(&p, d, r.cutoff_seq, &mut mine);
+                    crate::bulk::rows_in(&p, d, r.seqs(), &mut mine);
                 }
                 if let Some(pred) = &r.predicate {
                     mine.or_inplace(&crate::by_predicate::match_part(

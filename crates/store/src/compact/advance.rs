@@ -172,8 +172,8 @@ pub(super) fn advance_requests(
     Ok((really_purged, verified, failures))
 }
 
-/// Distinct id -> (request id, cut-off) of the requests that name it.
-type Wanted<'a> = HashMap<&'a str, Vec<(u64, u64)>>;
+/// Distinct id -> (request id, `_seq`s covered) of the requests that name it.
+type Wanted<'a> = HashMap<&'a str, Vec<(u64, std::ops::Range<u64>)>>;
 
 /// Scan the live parts that could hold rows of `requests` (same project
 /// and table, `min_seq` below the cut-off) and return the ids of the
@@ -187,15 +187,13 @@ fn verify(
     if requests.is_empty() {
         return Ok((HashSet::new(), Vec::new()));
     }
-    // (table, project) -> distinct id -> [(request id, cut-off)]
+    // (table, project) -> distinct id -> [(request id, `_seq`s covered)]
     let mut want: HashMap<(Table, i64), Wanted<'_>> = HashMap::new();
     for r in requests {
         for t in &r.tables {
             let ids = want.entry((*t, r.project_id)).or_default();
             for d in &r.distinct_ids {
-                ids.entry(d.as_str())
-                    .or_default()
-                    .push((r.id, r.cutoff_seq));
+                ids.entry(d.as_str()).or_default().push((r.id, r.seqs()));
             }
         }
     }
@@ -241,8 +239,8 @@ fn verify(
                 continue;
             }
             if let Some(reqs) = ids.get(dids.value(i)) {
-                for (rid, cutoff) in reqs {
-                    if seqs.value(i) < *cutoff {
+                for (rid, covered) in reqs {
+                    if covered.contains(&seqs.value(i)) {
                         let e = found.entry(*rid).or_insert((0, p.path.clone()));
                         e.0 += 1;
                     }

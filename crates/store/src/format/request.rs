@@ -156,6 +156,12 @@ pub struct DeletionRequest {
     pub tables: Vec<Table>,
     /// Rows with `_seq < cutoff_seq` are deleted.
     pub cutoff_seq: u64,
+    /// ... and `_seq >= floor_seq` (kinds `distinct_ids` and `person`):
+    /// a distinct id's rows from before it became the deleted person's
+    /// (another person's, which a reset or a split detached it from) are
+    /// not this request's. `0` (left out) in requests without a floor.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub floor_seq: u64,
     /// When the request was recorded (µs since the epoch, UTC).
     pub created_at_us: i64,
     /// Rows this request hid that no earlier request had hidden.
@@ -285,6 +291,12 @@ impl DeletionRequest {
     pub fn covers_table(&self, table: Table) -> bool {
         self.tables.contains(&table)
     }
+
+    /// The `_seq`s of the rows of its distinct ids that it covers:
+    /// from its floor to below its cut-off.
+    pub fn seqs(&self) -> std::ops::Range<u64> {
+        self.floor_seq..self.cutoff_seq
+    }
 }
 
 impl DeletionRequest {
@@ -308,6 +320,7 @@ impl DeletionRequest {
             predicate: None,
             tables,
             cutoff_seq,
+            floor_seq: 0,
             created_at_us,
             rows_hidden: 0,
             rows_hidden_by_table: Default::default(),

@@ -32,6 +32,10 @@ pub struct DeleteSpec {
     pub distinct_ids: Vec<String>,
     /// Delete rows with `_seq` below this; `None` = everything appended before the call.
     pub cutoff: Option<u64>,
+    /// ... and at or above this (0: from the first row). The persons
+    /// layer sets it for an id that another person held before: that
+    /// person's rows of the id stay. At most the cut-off.
+    pub floor: u64,
     /// Tables to delete from; empty = all tables.
     pub tables: Vec<Table>,
     /// What the request is recorded as: [`RequestKind::DistinctIds`]
@@ -58,6 +62,7 @@ impl DeleteSpec {
             project_id,
             distinct_ids: distinct_ids.into_iter().map(Into::into).collect(),
             cutoff: None,
+            floor: 0,
             tables: Vec::new(),
             kind: RequestKind::DistinctIds,
             metadata_rows_removed: 0,
@@ -115,9 +120,15 @@ impl Store {
             )));
         }
         let mut tx = Transaction::begin(&self.inner)?;
-        let out = self
-            .inner
-            .resolve_deletion(&mut tx, kind, project, ids, tables, spec.cutoff)?;
+        let out = self.inner.resolve_deletion(
+            &mut tx,
+            kind,
+            project,
+            ids,
+            tables,
+            spec.cutoff,
+            spec.floor,
+        )?;
         tx.set_metadata_rows_removed(out.request_id, spec.metadata_rows_removed);
         tx.commit()?;
         tracing::info!(
@@ -166,7 +177,7 @@ impl Store {
                 project,
                 ids,
                 tables,
-                spec.cutoff,
+                (spec.cutoff, spec.floor),
                 spec.metadata_rows_removed,
             ));
         }
@@ -177,7 +188,7 @@ impl Store {
         // One cut-off for the whole call ("appended before it").
         let now_seq = self.inner.next_seq()?;
         let mut out = Vec::new();
-        for (kind, project, ids, tables, cutoff, metadata_rows) in checked {
+        for (kind, project, ids, tables, (cutoff, floor), metadata_rows) in checked {
             let cutoff = Some(cutoff.unwrap_or(now_seq));
             for (i, chunk) in ids.chunks(MAX_DELETE_IDS).enumerate() {
                 let o = self.inner.resolve_deletion(
@@ -187,6 +198,7 @@ impl Store {
                     chunk.to_vec(),
                     tables.clone(),
                     cutoff,
+                    floor,
                 )?;
                 if i == 0 {
                     tx.set_metadata_rows_removed(o.request_id, metadata_rows);
@@ -271,10 +283,11 @@ impl Store {
 
 impl Inner {
     /// Resolve one deletion request into `tx`: hide the rows of `ids`
-    /// (sorted, unique, at most [`MAX_DELETE_IDS`]) of `project` below the
-    /// cut-off in `tables`, in parts (through the distinct-id index) and
-    /// in buffered rows, and record the request. Nothing is published
-    /// until `tx` commits.
+    /// (sorted, unique, at most [`MAX_DELETE_IDS`]) of `project` from
+    /// `floor` to below the cut-off in `tables`, in parts (through the
+    /// distinct-id index) and in buffered rows, and record the request.
+    /// Nothing is published until `tx` commits.
+    #[allow(clippy::too_many_arguments)]
     fn resolve_deletion(
         &self,
         tx: &mut Transaction<'_>,
@@ -283,12 +296,18 @@ impl Inner {
         ids: Vec<String>,
         tables: Vec<Table>,
         cutoff: Option<u64>,
+        floor: u64,
     ) -> Result<DeleteOutcome> {
         let inner = self;
         let (cutoff, mem_hits) = self.cutoff_and_buffered(tx, cutoff, |m, cutoff, hits| {
+            if floor > cutoff {
+                return Err(StoreError::InvalidInput(format!(
+                    "a deletion's floor ({floor}) must not be above its cut-off ({cutoff})"
+                )));
+            }
             for t in &tables {
                 for d in &ids {
-                    m.find(*t, project, d, cutoff, hits);
+                    m.find(*t, project, d, floor..cutoff, hits);
                 }
             }
             Ok(())
@@ -303,10 +322,10 @@ impl Inner {
             let live: std::collections::HashSet<u64> =
                 tx.manifest().parts.iter().map(|p| p.id).collect();
             for p in tx.find_runs(project, &ids, &tables)? {
-                if !live.contains(&p.part_id) || cutoff <= p.min_seq {
+                if !live.contains(&p.part_id) || cutoff <= p.min_seq || p.max_seq < floor {
                     continue;
                 }
-                if cutoff > p.max_seq {
+                if cutoff > p.max_seq && floor <= p.min_seq {
                     holding.insert(p.part_id);
                     additions
                         .entry(p.part_id)
@@ -317,7 +336,8 @@ impl Inner {
                 }
             }
         }
-        // Runs that straddle the cut-off: read the part's `_seq` column.
+        // Runs that straddle the cut-off or the floor: read the part's
+        // `_seq` column (sorted within a run).
         let mut seq_cache: HashMap<u64, Vec<u64>> = HashMap::new();
         for (part_id, start, len) in slow {
             let i = tx
@@ -332,13 +352,14 @@ impl Inner {
                 .ok_or_else(|| {
                     StoreError::corrupt(&tx.manifest().parts[i].path, "run outside the part")
                 })?;
+            let from = run.partition_point(|s| *s < floor) as u32;
             let below = run.partition_point(|s| *s < cutoff) as u32;
-            if below > 0 {
+            if below > from {
                 holding.insert(part_id);
                 additions
                     .entry(part_id)
                     .or_default()
-                    .add_range(start..start + below);
+                    .add_range(start + from..start + below);
             }
         }
         let mut by_table = self.buffered_tables(&mem_hits)?;
@@ -358,6 +379,7 @@ impl Inner {
         }
         let rows_hidden = by_table.values().sum();
         let mut request = self.new_request(tx, kind, project, tables, cutoff);
+        request.floor_seq = floor;
         request.distinct_ids = ids;
         request.rows_hidden = rows_hidden;
         request.rows_hidden_by_table = by_table;

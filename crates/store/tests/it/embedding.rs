@@ -830,3 +830,82 @@ fn a_failed_drop_spares_an_ingest_and_a_real_one_leaves_no_file_of_it() {
         "a left-out part's files stayed on disk"
     );
 }
+
+/// Rows `ns` of distinct id `x`, project 1, as one batch.
+fn rows_of_x(ns: std::ops::Range<u64>) -> RecordBatch {
+    let rows: Vec<_> = ns.map(|n| row(n, "x", 1, 0)).collect();
+    elide_store::jsonl::rows_to_batch(&rows).unwrap()
+}
+
+/// A deletion with a floor covers the rows of its ids from the floor to
+/// below the cut-off, and no other: in a run of a part that straddles the
+/// floor, in buffered rows, in a bulk ingest in flight across it (rows
+/// reserved before the floor stay, those after it are hidden at its
+/// commit), after a crash (the ingest log's replay, with rows on both
+/// sides of a floor), and through the
+/// purge, whose verification looks for the request's rows only (the rows
+/// below the floor are on disk) and whose receipt states the floor. A
+/// floor above the cut-off is refused.
+#[test]
+fn a_deletion_with_a_floor_leaves_the_rows_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small_buffers(dir.path());
+    append(&store, &[row(0, "x", 1, 0), row(1, "x", 1, 0)]);
+    let mut bulk = store.bulk_ingest(Table::Events).unwrap();
+    // Buffers of 100 rows: these are reserved and written now.
+    bulk.write(&rows_of_x(100..200)).unwrap();
+    let floor = store.status().unwrap().next_seq;
+    append(&store, &[row(2, "x", 1, 0), row(3, "y", 1, 0)]);
+    store.flush().unwrap();
+    bulk.write(&rows_of_x(200..300)).unwrap();
+    append(&store, &[row(4, "x", 1, 0)]); // buffered
+    let refused = store.delete(DeleteSpec {
+        cutoff: Some(floor - 1),
+        floor,
+        ..DeleteSpec::ids(1, ["x"])
+    });
+    assert!(
+        matches!(refused, Err(elide_store::StoreError::InvalidInput(_))),
+        "{refused:?}"
+    );
+    let out = store
+        .delete(DeleteSpec {
+            floor,
+            ..DeleteSpec::ids(1, ["x"])
+        })
+        .unwrap();
+    assert_eq!(out.rows_hidden, 2, "row 2 in the part, row 4 buffered");
+    bulk.commit().unwrap();
+    let mut kept: Vec<u64> = vec![0, 1, 3];
+    kept.extend(100..200);
+    assert_eq!(visible_ns(&store), kept);
+    // Rows on both sides of a floor in the ingest log only.
+    append(&store, &[row(6, "x", 1, 0)]);
+    let second_floor = store.status().unwrap().next_seq;
+    append(&store, &[row(7, "x", 1, 0)]);
+    let second = store
+        .delete(DeleteSpec {
+            floor: second_floor,
+            ..DeleteSpec::ids(1, ["x"])
+        })
+        .unwrap();
+    assert_eq!(second.rows_hidden, 1);
+    kept.push(6);
+    kept.sort();
+    assert_eq!(visible_ns(&store), kept);
+    // A crash: rows 6 and 7 are in the ingest log only.
+    drop(store);
+    let store = open_small_buffers(dir.path());
+    assert_eq!(visible_ns(&store), kept);
+    crate::common::compact_now(&store);
+    let requests = store.requests().unwrap();
+    for (id, floor) in [(out.request_id, floor), (second.request_id, second_floor)] {
+        let req = requests.iter().find(|r| r.id == id).unwrap();
+        assert_eq!(req.status, elide_store::RequestStatus::Verified);
+        assert_eq!(req.floor_seq, floor);
+    }
+    assert_eq!(visible_ns(&store), kept);
+    let receipt = store.receipt(out.request_id).unwrap().unwrap();
+    let receipt: serde_json::Value = serde_json::from_slice(&receipt).unwrap();
+    assert_eq!(receipt["body"]["floor_seq"], floor, "{receipt}");
+}
