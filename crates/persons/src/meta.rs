@@ -328,9 +328,14 @@ pub trait MetaTx {
     fn detached(&mut self, project: i64, persons: &[Uuid]) -> Result<Vec<(String, u64)>>;
     /// Forget the ids detached from `persons` (when they are deleted).
     fn delete_detached(&mut self, project: i64, persons: &[Uuid]) -> Result<()>;
-    /// Forget every record of `ids` detached from any person (their rows
-    /// are all being deleted).
-    fn forget_detached_ids(&mut self, project: i64, ids: &[String]) -> Result<()>;
+    /// Every record of `ids` detached from any person: (id, person,
+    /// cut-off), in the order they were made. The id's rows below a cut-off and at or above the one
+    /// before are that person's (a deletion's floor).
+    fn detached_holders(
+        &mut self,
+        project: i64,
+        ids: &[String],
+    ) -> Result<Vec<(String, Uuid, u64)>>;
     /// The persons merged into `person`, transitively.
     fn merged_into(&mut self, project: i64, person: &Uuid) -> Result<Vec<Uuid>>;
 

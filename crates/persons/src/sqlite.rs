@@ -181,6 +181,7 @@ impl SqliteMeta {
         conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
         migrate(&mut conn, &path)?;
         let key = load_key(&mut conn)?;
+        hash_detached_ids(&mut conn, &key)?;
         let checkpointer = Some(Checkpointer::start(&path)?);
         let meta = SqliteMeta {
             conn: Mutex::new(conn),
@@ -204,6 +205,29 @@ impl SqliteMeta {
             .lock()
             .map_err(|_| PersonsError::Internal("the metadata connection lock is poisoned".into()))
     }
+}
+
+/// Give the detached ids recorded before migration 8 their keyed hash
+/// (one transaction; none are left once a writer has opened).
+fn hash_detached_ids(conn: &mut Connection, key: &[u8; 32]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let unhashed: Vec<(i64, i64, String)> = tx
+        .prepare("SELECT rowid, project_id, distinct_id FROM detached_ids WHERE id_hash IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !unhashed.is_empty() {
+        let mut st = tx.prepare("UPDATE detached_ids SET id_hash = ?1 WHERE rowid = ?2")?;
+        for (rowid, project, id) in &unhashed {
+            st.execute(params![
+                crate::ids::id_hash(key, *project, id).to_vec(),
+                rowid
+            ])?;
+        }
+        drop(st);
+        tracing::info!(records = unhashed.len(), "detached ids hashed");
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn load_key(conn: &mut Connection) -> Result<[u8; 32]> {
@@ -372,12 +396,14 @@ mod tests {
     /// or the blocked ids of its project, and only of its project; a
     /// database of schema 5 opened read-only counts the records, and a
     /// writer migrates it to versions.
-    /// Detached records: read per person (and persons merged into it),
-    /// forgotten per person and per id, per project.
+    /// Detached records: read per person (and persons merged into it) and
+    /// per id (by its hash; records made before migration 8 are hashed at
+    /// the next open), forgotten per person, per project.
     #[test]
-    fn detached_ids_are_kept_per_person_and_forgotten_per_person_or_id() {
+    fn detached_ids_are_kept_per_person_and_id_and_forgotten_per_person() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = SqliteMeta::open(dir.path().join("m.sqlite3")).unwrap();
+        let path = dir.path().join("m.sqlite3");
+        let meta = SqliteMeta::open(&path).unwrap();
         let (p, q, r) = (
             uuid::Uuid::new_v4(),
             uuid::Uuid::new_v4(),
@@ -396,13 +422,29 @@ mod tests {
         assert_eq!(read(1, &[p]), vec![("x".into(), 10), ("y".into(), 20)]);
         assert_eq!(read(2, &[p]), vec![("z".into(), 40)]);
         assert_eq!(meta.read(|tx| tx.merged_into(1, &p)).unwrap(), vec![r]);
-        // x's rows all go with its current owner's deletion: no record of
-        // it stays, whoever it was detached from; other projects' stay.
-        meta.write(|tx| tx.forget_detached_ids(1, &["x".to_string()]))
+        let holders = |meta: &SqliteMeta, ids: &[&str]| {
+            let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+            let mut h = meta.read(|tx| tx.detached_holders(1, &ids)).unwrap();
+            h.sort();
+            h
+        };
+        let mut x = vec![("x".to_string(), p, 10), ("x".to_string(), q, 30)];
+        x.sort();
+        assert_eq!(holders(&meta, &["x", "w"]), x);
+        // A record made before migration 8 has no hash until the next open.
+        meta.conn()
+            .unwrap()
+            .execute("UPDATE detached_ids SET id_hash = NULL", [])
             .unwrap();
-        assert_eq!(read(1, &[p, q]), vec![("y".into(), 20)]);
+        assert!(holders(&meta, &["x"]).is_empty());
+        drop(meta);
+        let meta = SqliteMeta::open(&path).unwrap();
+        assert_eq!(holders(&meta, &["x", "w"]), x);
+        let read =
+            |project: i64, who: &[uuid::Uuid]| meta.read(|tx| tx.detached(project, who)).unwrap();
         meta.write(|tx| tx.delete_detached(1, &[p])).unwrap();
-        assert!(read(1, &[p, q]).is_empty());
+        assert_eq!(read(1, &[p, q]), vec![("x".into(), 30)]);
+        assert_eq!(holders(&meta, &["x"]), vec![("x".to_string(), q, 30)]);
         assert_eq!(read(2, &[p]), vec![("z".into(), 40)]);
     }
 

@@ -495,6 +495,58 @@ fn a_deletion_covers_the_rows_of_ids_reset_away_from_the_person() {
     );
 }
 
+/// An id another person held before (reset away from it, then the id of
+/// a new person) goes with the new person's deletion from where it
+/// joined it: the first person's rows of the id stay, and the first
+/// person's own deletion still finds them (its record of the id outlives
+/// the second's deletion). Both deletions are verified after the purge.
+#[test]
+fn a_deletion_leaves_the_rows_an_id_sent_for_its_earlier_person() {
+    let e = env();
+    e.cap(ev("e", "a1", json!({})));
+    e.cap(identify("a1", "x"));
+    e.cap(ev("e", "x", json!({})));
+    let a = e.person("a1").unwrap();
+    e.p.reset_distinct_id(P, "x").unwrap();
+    e.cap(ev("e", "x", json!({})));
+    e.cap(ev("e", "x", json!({})));
+    let b = e.person("x").unwrap();
+    assert_ne!(a.uuid, b.uuid);
+    let mine = |who: &elide_persons::Person| e.rows_of(who);
+    let a_rows = mine(&a);
+    assert_eq!((a_rows, mine(&b)), (3, 2));
+    let delete = |key: &str| {
+        e.p.delete(
+            P,
+            &DeletePersons {
+                uuids: vec![key.to_string()],
+                delete_events: true,
+                ..DeletePersons::default()
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(delete(&b.uuid.to_string()).persons_deleted, 1);
+    assert_eq!(mine(&b), 0);
+    assert_eq!(mine(&a), a_rows, "x's rows for its earlier person went too");
+    assert_eq!(delete(&a.uuid.to_string()).persons_deleted, 1);
+    assert_eq!(mine(&a), 0, "x's rows for its earlier person were left");
+    let store = e.p.store();
+    store.flush().unwrap();
+    store
+        .compact(elide_store::CompactRequest {
+            manual: true,
+            ..Default::default()
+        })
+        .unwrap();
+    for who in [&a, &b] {
+        let status =
+            e.p.deletion_status(P, Some(&who.uuid.to_string()), None, 10, 0)
+                .unwrap();
+        assert_eq!(status[0].status, elide_persons::DeletionState::Completed);
+    }
+}
+
 /// A split, like a reset, leaves the rows a moved id sent until then with
 /// its old person: the person's deletion deletes them, not the id's later
 /// rows for its new person.

@@ -57,12 +57,86 @@ pub struct BulkDeleteResult {
     pub deletion_errors: Vec<DeletionError>,
 }
 
-/// What a person's deletion covers besides its current distinct ids.
+/// Who held a person's ids before, as its deletion reads it.
 struct Detached {
     /// The person and the persons merged into it.
     uuids: Vec<Uuid>,
-    /// Ids a reset or a split detached from one of them, with its cut-off.
-    ids: Vec<(String, u64)>,
+    /// How many records of ids a reset or a split detached from one of
+    /// them there are (metadata rows its deletion removes).
+    records: usize,
+    /// Every record, of any person, of those ids and of the person's
+    /// current ids: (id, person it was detached from, cut-off).
+    holders: Vec<(String, Uuid, u64)>,
+}
+
+/// A run of one id's rows that are the deleted person's: `_seq`s from
+/// `floor` to below `cutoff` (`None`: every row appended before the
+/// deletion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Span {
+    id: String,
+    floor: u64,
+    cutoff: Option<u64>,
+}
+
+impl Span {
+    /// All the id's rows so far: its current ids' usual request.
+    fn is_whole(&self) -> bool {
+        self.floor == 0 && self.cutoff.is_none()
+    }
+}
+
+/// Which rows of each id are the person's (`uuids`: it and the persons
+/// merged into it). `holders` come in the order they were recorded. A
+/// record (id, holder, c) says that the id's rows
+/// below `c`, down to the record before it, are the holder's; the rows
+/// from the last record on are the current holder's, the person's when
+/// the id is one of its `current` ids. One span per run of the person's
+/// (an id it held, lost and got back has two), none empty.
+fn spans(current: &[String], uuids: &[Uuid], holders: &[(String, Uuid, u64)]) -> Vec<Span> {
+    let mut by_id: std::collections::BTreeMap<&str, Vec<(u64, bool)>> = Default::default();
+    for id in current {
+        by_id.entry(id.as_str()).or_default();
+    }
+    for (id, holder, cutoff) in holders {
+        by_id
+            .entry(id.as_str())
+            .or_default()
+            .push((*cutoff, uuids.contains(holder)));
+    }
+    let current: HashSet<&str> = current.iter().map(String::as_str).collect();
+    let mut out = Vec::new();
+    for (id, mut records) in by_id {
+        // Stable: of two records at one cut-off (no row between them),
+        // the earlier held the rows below it.
+        records.sort_by_key(|r| r.0);
+        let mut push = |floor: u64, cutoff: Option<u64>| {
+            if cutoff.is_none_or(|c| floor < c) {
+                out.push(Span {
+                    id: id.to_string(),
+                    floor,
+                    cutoff,
+                });
+            }
+        };
+        // The start of the person's run being walked, and the end of the
+        // record before.
+        let (mut start, mut lo) = (None, 0);
+        for (cutoff, mine) in records {
+            if mine {
+                start.get_or_insert(lo);
+            } else if let Some(s) = start.take() {
+                push(s, Some(lo));
+            }
+            lo = cutoff;
+        }
+        if current.contains(id) {
+            push(start.unwrap_or(lo), None);
+        } else if let Some(s) = start {
+            push(s, Some(lo));
+        }
+    }
+    out
 }
 
 /// Deletion status as users see it.
@@ -157,8 +231,14 @@ impl<M: MetaStore> Persons<M> {
                             let ids = tx.distinct_ids(project, row.id)?;
                             let mut uuids = vec![row.uuid];
                             uuids.extend(tx.merged_into(project, &row.uuid)?);
+                            let own = tx.detached(project, &uuids)?;
+                            let mut named: Vec<String> = ids.clone();
+                            named.extend(own.iter().map(|(id, _)| id.clone()));
+                            named.sort_unstable();
+                            named.dedup();
                             detached.push(Detached {
-                                ids: tx.detached(project, &uuids)?,
+                                records: own.len(),
+                                holders: tx.detached_holders(project, &named)?,
                                 uuids,
                             });
                             found.push((row, ids));
@@ -193,15 +273,37 @@ impl<M: MetaStore> Persons<M> {
         if req.delete_recordings {
             tables.push(Table::Recordings);
         }
+        // Each id's rows that are the person's: all of them (most ids),
+        // or runs bounded by who else held the id.
+        let (mut whole, mut bounded) = (Vec::new(), Vec::new());
+        for ((_, current), d) in found.iter().zip(&detached) {
+            let (w, b): (Vec<Span>, Vec<Span>) = spans(current, &d.uuids, &d.holders)
+                .into_iter()
+                .partition(Span::is_whole);
+            whole.push(w.into_iter().map(|s| s.id).collect::<Vec<_>>());
+            bounded.push(b);
+        }
+        let metadata_rows: Vec<u64> = found
+            .iter()
+            .map(|(_, ids)| {
+                if req.keep_person {
+                    0
+                } else {
+                    1 + ids.len() as u64
+                }
+            })
+            .collect();
         let mut requests = if tables.is_empty() {
             vec![Vec::new(); found.len()]
         } else {
-            self.store_requests(project, &found, &tables, req.keep_person)?
+            self.store_requests(project, &whole, &metadata_rows, &tables)?
         };
         if !tables.is_empty() {
-            self.detached_requests(
+            self.bounded_requests(
                 project,
-                &found,
+                &bounded,
+                &whole,
+                &metadata_rows,
                 &detached,
                 &tables,
                 req.keep_person,
@@ -228,11 +330,10 @@ impl<M: MetaStore> Persons<M> {
                         tx.block(project, id, deletion_id, now)?;
                     }
                     tx.delete_person(project, row.id)?;
+                    // Another person's records of its ids stay: that
+                    // person's rows of them are still there, for its own
+                    // deletion.
                     tx.delete_detached(project, &d.uuids)?;
-                    // Its current ids' rows all go with it (no cut-off), and
-                    // the ids become keyed hashes: no record of another
-                    // person keeps them in clear.
-                    tx.forget_detached_ids(project, ids)?;
                     tx.scrub_activity(project, &row.uuid)?;
                     deleted += 1;
                 }
@@ -265,18 +366,21 @@ impl<M: MetaStore> Persons<M> {
         })
     }
 
-    /// The requests for the rows of ids detached from the persons (up to
-    /// each reset or split), all in one commit, added to each person's list: one
-    /// request per id, with the latest of its cut-offs (which covers the
-    /// earlier ones); an id that is the person's again needs none (the
-    /// request of its current ids has no cut-off). Unless `keep_person`,
-    /// a person's first such request records the metadata rows its
-    /// deletion removes that no other request records: its detached
-    /// records, and its own row when it has no current id.
-    fn detached_requests(
+    /// The requests for the runs of rows of the persons' ids that other
+    /// persons' records bound (ids a reset or a split detached from them,
+    /// and ids another person held before), one per run, all in one
+    /// commit, added to each person's list. Unless `keep_person`, a
+    /// person's first such request records the metadata rows its deletion
+    /// removes that no other request records: its detached records, and
+    /// its profile and ids when [`Self::store_requests`] made no request
+    /// for it.
+    #[allow(clippy::too_many_arguments)]
+    fn bounded_requests(
         &self,
         project: i64,
-        found: &[(PersonRow, Vec<String>)],
+        bounded: &[Vec<Span>],
+        whole: &[Vec<String>],
+        metadata_rows: &[u64],
         detached: &[Detached],
         tables: &[Table],
         keep_person: bool,
@@ -284,28 +388,26 @@ impl<M: MetaStore> Persons<M> {
     ) -> Result<()> {
         let mut specs = Vec::new();
         let mut owners = Vec::new();
-        for (i, ((_, current), d)) in found.iter().zip(detached).enumerate() {
-            let current: HashSet<&str> = current.iter().map(String::as_str).collect();
-            let mut latest: std::collections::BTreeMap<&str, u64> = Default::default();
-            for (id, cutoff) in &d.ids {
-                if !current.contains(id.as_str()) {
-                    let c = latest.entry(id.as_str()).or_insert(*cutoff);
-                    *c = (*c).max(*cutoff);
-                }
-            }
-            let mut metadata_rows = if keep_person {
+        for (i, spans) in bounded.iter().enumerate() {
+            let mut metadata = if keep_person {
                 0
             } else {
-                d.ids.len() as u64 + u64::from(current.is_empty())
+                detached[i].records as u64
+                    + if whole[i].is_empty() {
+                        metadata_rows[i]
+                    } else {
+                        0
+                    }
             };
-            for (id, cutoff) in latest {
+            for s in spans {
                 specs.push(DeleteSpec {
                     project_id: project,
-                    distinct_ids: vec![id.to_string()],
-                    cutoff: Some(cutoff),
+                    distinct_ids: vec![s.id.clone()],
+                    cutoff: s.cutoff,
+                    floor: s.floor,
                     tables: tables.to_vec(),
                     kind: elide_store::RequestKind::Person,
-                    metadata_rows_removed: std::mem::take(&mut metadata_rows),
+                    metadata_rows_removed: std::mem::take(&mut metadata),
                 });
                 owners.push(i);
             }
@@ -316,7 +418,7 @@ impl<M: MetaStore> Persons<M> {
         let outcomes = self.store.delete_many(specs)?;
         if outcomes.len() != owners.len() {
             return Err(PersonsError::Internal(format!(
-                "{} requests for {} detached ids",
+                "{} requests for {} runs of rows",
                 outcomes.len(),
                 owners.len()
             )));
@@ -327,29 +429,23 @@ impl<M: MetaStore> Persons<M> {
         Ok(())
     }
 
-    /// One store request per group of persons whose ids fit in
-    /// [`MAX_DELETE_IDS`]; a person with more ids gets several. Returns
-    /// each person's request ids. Unless `keep_person`, each request
-    /// records the metadata rows (the person and its distinct ids) of the
-    /// persons whose last ids it holds, for its receipt.
+    /// One store request per group of persons whose `whole` ids (all
+    /// their rows go) fit in [`MAX_DELETE_IDS`]; a person with more ids
+    /// gets several, one with none none. Returns each person's request
+    /// ids. Each request records `metadata_rows` (its profile and ids,
+    /// for its receipt) of the persons whose last ids it holds.
     fn store_requests(
         &self,
         project: i64,
-        found: &[(PersonRow, Vec<String>)],
+        whole: &[Vec<String>],
+        metadata_rows: &[u64],
         tables: &[Table],
-        keep_person: bool,
     ) -> Result<Vec<Vec<u64>>> {
-        let mut out = vec![Vec::new(); found.len()];
+        let mut out = vec![Vec::new(); whole.len()];
         let mut group: Vec<usize> = Vec::new();
         let mut homes: Vec<usize> = Vec::new();
         let mut ids: Vec<String> = Vec::new();
-        let metadata_rows = |i: usize| {
-            if keep_person {
-                0
-            } else {
-                1 + found[i].1.len() as u64
-            }
-        };
+        let metadata_rows = |i: usize| metadata_rows[i];
         let submit = |ids: &mut Vec<String>,
                       group: &mut Vec<usize>,
                       homes: &mut Vec<usize>,
@@ -364,6 +460,7 @@ impl<M: MetaStore> Persons<M> {
                 project_id: project,
                 distinct_ids: std::mem::take(ids),
                 cutoff: None,
+                floor: 0,
                 tables: tables.to_vec(),
                 kind: elide_store::RequestKind::Person,
                 metadata_rows_removed,
@@ -376,7 +473,7 @@ impl<M: MetaStore> Persons<M> {
             }
             Ok(())
         };
-        for (i, (_, pids)) in found.iter().enumerate() {
+        for (i, pids) in whole.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
             if ids.len() + pids.len() > MAX_DELETE_IDS {
                 submit(&mut ids, &mut group, &mut homes, &mut out)?;
             }
@@ -479,5 +576,56 @@ impl<M: MetaStore> Persons<M> {
             });
         }
         Ok(out.into_iter().skip(offset).take(limit).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(id: &str, floor: u64, cutoff: Option<u64>) -> Span {
+        Span {
+            id: id.into(),
+            floor,
+            cutoff,
+        }
+    }
+
+    /// An id's holders in `_seq` order: `a` held `x` below 10, `b` from 10
+    /// to 20, `a` again from 20 to 30, and `c` holds it now. `a`'s runs
+    /// are its two; `b`'s is bounded on both sides; `c`'s starts at 30.
+    /// A current id no one held before is whole; records of persons
+    /// merged into the deleted one are its own; empty runs are left out.
+    #[test]
+    fn spans_follow_who_held_each_id() {
+        let (a, b, c, m) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let x = |p: Uuid, cut: u64| ("x".to_string(), p, cut);
+        let holders = vec![x(b, 20), x(a, 10), x(a, 30)];
+        assert_eq!(
+            spans(&[], &[a], &holders),
+            vec![span("x", 0, Some(10)), span("x", 20, Some(30))]
+        );
+        assert_eq!(spans(&[], &[b], &holders), vec![span("x", 10, Some(20))]);
+        assert_eq!(
+            spans(&["x".into(), "y".into()], &[c], &holders),
+            vec![span("x", 30, None), span("y", 0, None)]
+        );
+        // `a` holds it again now: its first run, and all from 20 on.
+        assert_eq!(
+            spans(&["x".into()], &[a], &holders),
+            vec![span("x", 0, Some(10)), span("x", 20, None)]
+        );
+        // `b` merged into `m`: `m`'s deletion covers `b`'s run.
+        assert_eq!(spans(&[], &[m, b], &holders), vec![span("x", 10, Some(20))]);
+        // Two records at one cut-off (the later held no row): the rows
+        // below it are the earlier's.
+        let tied = vec![x(a, 10), x(b, 10)];
+        assert_eq!(spans(&[], &[b], &tied), vec![]);
+        assert_eq!(spans(&[], &[a], &tied), vec![span("x", 0, Some(10))]);
     }
 }

@@ -176,6 +176,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX detached_ids_by_person ON detached_ids (project_id, person_uuid);
     "#,
+    // 8: the detached ids' keyed hashes, so a deletion finds who held an
+    // id before (the floor of its request) by an index that never holds
+    // the id's text; `SqliteMeta::open` hashes the records made before.
+    r#"
+    ALTER TABLE detached_ids ADD COLUMN id_hash BLOB;
+    CREATE INDEX detached_ids_by_hash ON detached_ids (project_id, id_hash);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -535,13 +535,50 @@ impl MetaTx for SqliteTx<'_> {
         let cutoff = i64::try_from(cutoff_seq).map_err(|_| {
             PersonsError::Internal(format!("a cut-off past SQLite's integers: {cutoff_seq}"))
         })?;
+        let hash = self.hash(project, distinct_id);
         self.tx
             .prepare_cached(
-                "INSERT INTO detached_ids (project_id, person_uuid, distinct_id, cutoff_seq, detached_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO detached_ids (project_id, person_uuid, distinct_id, cutoff_seq, detached_at, id_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![project, person.to_string(), distinct_id, cutoff, now_us])?;
+            .execute(params![project, person.to_string(), distinct_id, cutoff, now_us, hash])?;
         Ok(())
+    }
+
+    fn detached_holders(
+        &mut self,
+        project: i64,
+        ids: &[String],
+    ) -> Result<Vec<(String, Uuid, u64)>> {
+        let mut out = Vec::new();
+        let mut st = self.tx.prepare_cached(
+            "SELECT distinct_id, person_uuid, cutoff_seq FROM detached_ids \
+             WHERE project_id = ?1 AND id_hash = ?2 ORDER BY rowid",
+        )?;
+        for id in ids {
+            let rows = st.query_map(params![project, self.hash(project, id)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (text, person, cutoff) = row?;
+                // The hash's index finds it; the text confirms it.
+                if &text != id {
+                    continue;
+                }
+                let person = Uuid::parse_str(&person).map_err(|e| {
+                    PersonsError::Corrupt(format!("a bad person UUID in detached_ids: {e}"))
+                })?;
+                let cutoff = u64::try_from(cutoff).map_err(|_| {
+                    PersonsError::Corrupt(format!("a negative cut-off in detached_ids: {cutoff}"))
+                })?;
+                out.push((text, person, cutoff));
+            }
+        }
+        Ok(out)
     }
 
     fn detached(&mut self, project: i64, persons: &[Uuid]) -> Result<Vec<(String, u64)>> {
@@ -571,18 +608,6 @@ impl MetaTx for SqliteTx<'_> {
         )?;
         for p in persons {
             st.execute(params![project, p.to_string()])?;
-        }
-        Ok(())
-    }
-
-    fn forget_detached_ids(&mut self, project: i64, ids: &[String]) -> Result<()> {
-        // No index by the id's text (see migration 7): a scan of the
-        // project's records, which resets keep few.
-        let mut st = self.tx.prepare_cached(
-            "DELETE FROM detached_ids WHERE project_id = ?1 AND distinct_id = ?2",
-        )?;
-        for id in ids {
-            st.execute(params![project, id])?;
         }
         Ok(())
     }
