@@ -1,16 +1,25 @@
 //! A subject-access export: everything held about one person, in one call
 //! ([`Persons::export`]): the profile with all its distinct ids, the UUIDs
 //! of persons merged into it (through the overrides), its activity
-//! entries, and every visible event and recording row of its distinct ids
-//! (the store finds them through its distinct-id index, not a scan). The
-//! same rows are what deleting the person would hide, so an export that
-//! skips the rows (`f` doing nothing) is the dry run of the deletion.
+//! entries, and every visible event and recording row that is the
+//! person's: the rows of its distinct ids over the runs of `_seq`s it held
+//! them, and of ids a reset or a split detached from it up to then
+//! (`persons/delete.rs`; the store finds them through its
+//! distinct-id index, not a scan). The same rows are what deleting the
+//! person would hide, so an export that skips the rows (`f` doing
+//! nothing) is the dry run of the deletion.
 
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, BooleanArray};
+use arrow::datatypes::UInt64Type;
 use arrow::record_batch::RecordBatch;
-use elide_store::{RowsOf, Table};
+use elide_store::schema::{DISTINCT_ID_COLUMN, SEQ_COLUMN};
+use elide_store::{RowsOf, StoreError, Table};
 
 use crate::error::Result;
-use crate::meta::{Activity, MetaStore};
+use crate::meta::{Activity, MetaStore, MetaTx, PersonRow};
+use crate::persons::delete::{holders, Span};
 use crate::persons::{find, view, Person, Persons};
 
 /// The metadata part of an export.
@@ -35,18 +44,8 @@ pub trait ExportSink {
 impl<M: MetaStore> Persons<M> {
     /// The metadata of person `key` (integer id or UUID) of `project`.
     pub fn export_meta(&self, project: i64, key: &str) -> Result<PersonExport> {
-        self.meta().read(|tx| {
-            let row = find(tx, project, key)?;
-            let person = view(tx, row)?;
-            let merged = tx.merged_into(project, &person.uuid)?;
-            let mut activity = tx.activity(project, Some(&person.uuid), 0, usize::MAX)?;
-            activity.reverse();
-            Ok(PersonExport {
-                person,
-                merged_person_uuids: merged.iter().map(|u| u.hyphenated().to_string()).collect(),
-                activity,
-            })
-        })
+        self.meta()
+            .read(|tx| meta_of(tx, project, key).map(|(m, _)| m))
     }
 
     /// Export person `key` of `project` to `sink`: its metadata, then its
@@ -59,14 +58,42 @@ impl<M: MetaStore> Persons<M> {
         tables: &[Table],
         sink: &mut dyn ExportSink,
     ) -> Result<RowsOf> {
-        let meta = self.export_meta(project, key)?;
+        let (meta, runs) = self.meta().read(|tx| {
+            let (meta, row) = meta_of(tx, project, key)?;
+            let (ids, d) = holders(tx, project, &row)?;
+            Ok((meta, d.spans(&ids)))
+        })?;
         sink.person(&meta)?;
-        let rows = self.store().rows_of_distinct_ids(
-            project,
-            &meta.person.distinct_ids,
-            tables,
-            &mut |t, b| sink.rows(t, b),
-        )?;
+        let (whole, bounded): (Vec<Span>, Vec<Span>) = runs.into_iter().partition(Span::is_whole);
+        let whole: Vec<String> = whole.into_iter().map(|s| s.id).collect();
+        let mut rows =
+            self.store()
+                .rows_of_distinct_ids(project, &whole, tables, &mut |t, b| sink.rows(t, b))?;
+        if bounded.is_empty() {
+            return Ok(rows);
+        }
+        // The other ids' rows, read whole and cut to the person's runs
+        // (counted as delivered).
+        let mut by_id: BTreeMap<String, Vec<Span>> = BTreeMap::new();
+        for s in bounded {
+            by_id.entry(s.id.clone()).or_default().push(s);
+        }
+        let ids: Vec<String> = by_id.keys().cloned().collect();
+        let mut delivered: BTreeMap<Table, u64> = BTreeMap::new();
+        let read = self
+            .store()
+            .rows_of_distinct_ids(project, &ids, tables, &mut |t, b| {
+                let b = within(&b, &by_id)?;
+                if b.num_rows() == 0 {
+                    return Ok(());
+                }
+                *delivered.entry(t).or_default() += b.num_rows() as u64;
+                sink.rows(t, b)
+            })?;
+        rows.parts += read.parts;
+        for (t, n) in delivered {
+            *rows.rows.entry(t).or_default() += n;
+        }
         Ok(rows)
     }
 
@@ -85,4 +112,43 @@ impl<M: MetaStore> Persons<M> {
         }
         self.export(project, key, &[], &mut CountOnly)
     }
+}
+
+/// The metadata of person `key`, and its row.
+fn meta_of(tx: &mut dyn MetaTx, project: i64, key: &str) -> Result<(PersonExport, PersonRow)> {
+    let row = find(tx, project, key)?;
+    let person = view(tx, row.clone())?;
+    let merged = tx.merged_into(project, &person.uuid)?;
+    let mut activity = tx.activity(project, Some(&person.uuid), 0, usize::MAX)?;
+    activity.reverse();
+    let meta = PersonExport {
+        person,
+        merged_person_uuids: merged.iter().map(|u| u.hyphenated().to_string()).collect(),
+        activity,
+    };
+    Ok((meta, row))
+}
+
+/// The rows of `b` whose (distinct id, `_seq`) is in one of `runs`.
+fn within(b: &RecordBatch, runs: &BTreeMap<String, Vec<Span>>) -> elide_store::Result<RecordBatch> {
+    let missing = |c: &str| StoreError::Internal(format!("an exported batch has no {c} column"));
+    let ids = b
+        .column_by_name(DISTINCT_ID_COLUMN)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| missing(DISTINCT_ID_COLUMN))?;
+    let seqs = b
+        .column_by_name(SEQ_COLUMN)
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+        .ok_or_else(|| missing(SEQ_COLUMN))?;
+    let keep: BooleanArray = (0..b.num_rows())
+        .map(|i| {
+            Some(
+                !ids.is_null(i)
+                    && runs
+                        .get(ids.value(i))
+                        .is_some_and(|r| r.iter().any(|s| s.holds(seqs.value(i)))),
+            )
+        })
+        .collect();
+    Ok(arrow::compute::filter_record_batch(b, &keep)?)
 }

@@ -46,7 +46,7 @@ use crate::meta::{Activity, MetaStore, MetaTx, PersonFilter, PersonRow, Project,
 use crate::resolve::{CacheView, CaptureStats, IdCache, Resolver};
 use crate::sqlite::SqliteMeta;
 
-mod delete;
+pub(crate) mod delete;
 mod identity;
 
 pub use delete::{

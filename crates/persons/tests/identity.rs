@@ -499,7 +499,8 @@ fn a_deletion_covers_the_rows_of_ids_reset_away_from_the_person() {
 /// a new person) goes with the new person's deletion from where it
 /// joined it: the first person's rows of the id stay, and the first
 /// person's own deletion still finds them (its record of the id outlives
-/// the second's deletion). Both deletions are verified after the purge.
+/// the second's deletion). A subject-access export of either holds the
+/// same rows. Both deletions are verified after the purge.
 #[test]
 fn a_deletion_leaves_the_rows_an_id_sent_for_its_earlier_person() {
     let e = env();
@@ -515,6 +516,12 @@ fn a_deletion_leaves_the_rows_an_id_sent_for_its_earlier_person() {
     let mine = |who: &elide_persons::Person| e.rows_of(who);
     let a_rows = mine(&a);
     assert_eq!((a_rows, mine(&b)), (3, 2));
+    // A subject-access export (and the deletion's dry run) holds the
+    // same rows: x's row from before the reset is a's, not b's.
+    for who in [&a, &b] {
+        let rows = e.p.export_counts(P, &who.uuid.to_string()).unwrap();
+        assert_eq!(rows.total(), mine(who) as u64, "{rows:?}");
+    }
     let delete = |key: &str| {
         e.p.delete(
             P,

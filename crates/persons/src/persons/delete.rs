@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{iso, now_us, parse_uuid_input, Persons};
 use crate::deleted::{DeletedActors, DeletedCache, DeletionStamp};
 use crate::error::{PersonsError, Result};
-use crate::meta::{DeletionRecord, MetaStore, PersonRow};
+use crate::meta::{DeletionRecord, MetaStore, MetaTx, PersonRow};
 
 /// Most persons one deletion takes.
 pub const MAX_DELETE_PERSONS: usize = 1000;
@@ -57,8 +57,8 @@ pub struct BulkDeleteResult {
     pub deletion_errors: Vec<DeletionError>,
 }
 
-/// Who held a person's ids before, as its deletion reads it.
-struct Detached {
+/// Who held a person's ids before, as its deletion and its export read it.
+pub(crate) struct Detached {
     /// The person and the persons merged into it.
     uuids: Vec<Uuid>,
     /// How many records of ids a reset or a split detached from one of
@@ -69,21 +69,57 @@ struct Detached {
     holders: Vec<(String, Uuid, u64)>,
 }
 
+impl Detached {
+    /// The runs of rows of `current` (the person's ids now) and of its
+    /// detached ids that are the person's ([`spans`]).
+    pub(crate) fn spans(&self, current: &[String]) -> Vec<Span> {
+        spans(current, &self.uuids, &self.holders)
+    }
+}
+
 /// A run of one id's rows that are the deleted person's: `_seq`s from
 /// `floor` to below `cutoff` (`None`: every row appended before the
 /// deletion).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Span {
-    id: String,
-    floor: u64,
-    cutoff: Option<u64>,
+pub(crate) struct Span {
+    pub(crate) id: String,
+    pub(crate) floor: u64,
+    pub(crate) cutoff: Option<u64>,
 }
 
 impl Span {
     /// All the id's rows so far: its current ids' usual request.
-    fn is_whole(&self) -> bool {
+    pub(crate) fn is_whole(&self) -> bool {
         self.floor == 0 && self.cutoff.is_none()
     }
+
+    /// Whether a row of the id with this `_seq` is in the span.
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        seq >= self.floor && self.cutoff.is_none_or(|c| seq < c)
+    }
+}
+
+/// Person `row`'s current ids, and who held them and the ids detached
+/// from it or from the persons merged into it (one read transaction).
+pub(crate) fn holders(
+    tx: &mut dyn MetaTx,
+    project: i64,
+    row: &PersonRow,
+) -> Result<(Vec<String>, Detached)> {
+    let ids = tx.distinct_ids(project, row.id)?;
+    let mut uuids = vec![row.uuid];
+    uuids.extend(tx.merged_into(project, &row.uuid)?);
+    let own = tx.detached(project, &uuids)?;
+    let mut named: Vec<String> = ids.clone();
+    named.extend(own.iter().map(|(id, _)| id.clone()));
+    named.sort_unstable();
+    named.dedup();
+    let detached = Detached {
+        records: own.len(),
+        holders: tx.detached_holders(project, &named)?,
+        uuids,
+    };
+    Ok((ids, detached))
 }
 
 /// Which rows of each id are the person's (`uuids`: it and the persons
@@ -228,19 +264,8 @@ impl<M: MetaStore> Persons<M> {
                 match row {
                     Some(row) => {
                         if seen.insert(row.id) {
-                            let ids = tx.distinct_ids(project, row.id)?;
-                            let mut uuids = vec![row.uuid];
-                            uuids.extend(tx.merged_into(project, &row.uuid)?);
-                            let own = tx.detached(project, &uuids)?;
-                            let mut named: Vec<String> = ids.clone();
-                            named.extend(own.iter().map(|(id, _)| id.clone()));
-                            named.sort_unstable();
-                            named.dedup();
-                            detached.push(Detached {
-                                records: own.len(),
-                                holders: tx.detached_holders(project, &named)?,
-                                uuids,
-                            });
+                            let (ids, d) = holders(tx, project, &row)?;
+                            detached.push(d);
                             found.push((row, ids));
                         }
                     }
@@ -277,9 +302,8 @@ impl<M: MetaStore> Persons<M> {
         // or runs bounded by who else held the id.
         let (mut whole, mut bounded) = (Vec::new(), Vec::new());
         for ((_, current), d) in found.iter().zip(&detached) {
-            let (w, b): (Vec<Span>, Vec<Span>) = spans(current, &d.uuids, &d.holders)
-                .into_iter()
-                .partition(Span::is_whole);
+            let (w, b): (Vec<Span>, Vec<Span>) =
+                d.spans(current).into_iter().partition(Span::is_whole);
             whole.push(w.into_iter().map(|s| s.id).collect::<Vec<_>>());
             bounded.push(b);
         }
