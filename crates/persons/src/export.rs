@@ -98,8 +98,10 @@ impl<M: MetaStore> Persons<M> {
     }
 
     /// The rows an export of person `key` would hold, counted without
-    /// reading them out: the dry run of deleting the person's events and
-    /// recordings.
+    /// sending them anywhere: the dry run of deleting the person's events
+    /// and recordings. (Rows of ids another holder bounds are read, to be
+    /// cut by `_seq`; `parts` counts a part read for both kinds of ids
+    /// twice.)
     pub fn export_counts(&self, project: i64, key: &str) -> Result<RowsOf> {
         struct CountOnly;
         impl ExportSink for CountOnly {

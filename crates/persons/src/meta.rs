@@ -315,7 +315,8 @@ pub trait MetaTx {
     /// Record that a reset or a split detached `distinct_id` from
     /// `person` when the store's acknowledged `_seq` was `cutoff_seq`: its
     /// rows below it are that person's, which the person's deletion
-    /// deletes.
+    /// deletes. With `person` the nil UUID (a reset lifting a deletion's
+    /// block), a boundary of no one's: the id's hash only, no text.
     fn insert_detached(
         &mut self,
         project: i64,
@@ -326,8 +327,11 @@ pub trait MetaTx {
     ) -> Result<()>;
     /// The ids detached from any of `persons`, with their cut-offs.
     fn detached(&mut self, project: i64, persons: &[Uuid]) -> Result<Vec<(String, u64)>>;
-    /// Forget the ids detached from `persons` (when they are deleted).
-    fn delete_detached(&mut self, project: i64, persons: &[Uuid]) -> Result<()>;
+    /// When `persons` are deleted: their records of detached ids become
+    /// boundaries of no one's (holder the nil UUID, the id's text erased,
+    /// its hash and cut-off kept), so the rows below each stay no one's
+    /// and no later holder of the id takes them.
+    fn erase_detached(&mut self, project: i64, persons: &[Uuid]) -> Result<()>;
     /// Every record of `ids` detached from any person: (id, person,
     /// cut-off), in the order they were made. The id's rows below a cut-off and at or above the one
     /// before are that person's (a deletion's floor).

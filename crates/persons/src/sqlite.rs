@@ -50,9 +50,9 @@ pub struct SqliteMeta {
     path: PathBuf,
     /// Checkpoints the log after commits (none for a read-only handle).
     pub(crate) checkpointer: Option<Checkpointer>,
-    /// Whether the schema has `deletion_versions` (always for a writer,
-    /// which migrates; a read-only handle keeps the schema it found).
-    versioned: bool,
+    /// The schema's version (always the latest for a writer, which
+    /// migrates; a read-only handle keeps the schema it found).
+    schema: i64,
 }
 
 impl std::fmt::Debug for SqliteMeta {
@@ -96,7 +96,7 @@ impl SqliteMeta {
             key,
             path,
             checkpointer: None,
-            versioned: version >= schema::DELETION_VERSIONS,
+            schema: version,
         })
     }
 
@@ -188,7 +188,7 @@ impl SqliteMeta {
             key,
             path,
             checkpointer,
-            versioned: true,
+            schema: MIGRATIONS.len() as i64,
         };
         // Finish a scrub an earlier process could not (see `scrub`).
         meta.scrub()?;
@@ -269,7 +269,7 @@ impl MetaStore for SqliteMeta {
         let out = f(&mut SqliteTx {
             tx: &tx,
             key: &self.key,
-            versioned: self.versioned,
+            schema: self.schema,
         })?;
         tx.commit()?;
         drop(conn);
@@ -285,7 +285,7 @@ impl MetaStore for SqliteMeta {
         let out = f(&mut SqliteTx {
             tx: &tx,
             key: &self.key,
-            versioned: self.versioned,
+            schema: self.schema,
         });
         // Nothing to keep: a read transaction ends by rolling back.
         drop(tx);
@@ -360,7 +360,7 @@ mod tests {
         let tx = tx::SqliteTx {
             tx: &conn,
             key: &meta.key,
-            versioned: true,
+            schema: MIGRATIONS.len() as i64,
         };
         let plan = |f: &crate::meta::PersonFilter| -> Vec<String> {
             let (sql, args) = tx.list_query(1, f).unwrap();
@@ -398,9 +398,11 @@ mod tests {
     /// writer migrates it to versions.
     /// Detached records: read per person (and persons merged into it) and
     /// per id (by its hash; records made before migration 8 are hashed at
-    /// the next open), forgotten per person, per project.
+    /// the next open), erased per person to boundaries of no one's, per
+    /// project; a read-only handle of schema 7 finds them by text, one of
+    /// schema 6 finds none.
     #[test]
-    fn detached_ids_are_kept_per_person_and_id_and_forgotten_per_person() {
+    fn detached_ids_are_kept_per_person_and_id_and_erased_per_person() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.sqlite3");
         let meta = SqliteMeta::open(&path).unwrap();
@@ -431,21 +433,64 @@ mod tests {
         let mut x = vec![("x".to_string(), p, 10), ("x".to_string(), q, 30)];
         x.sort();
         assert_eq!(holders(&meta, &["x", "w"]), x);
-        // A record made before migration 8 has no hash until the next open.
+        // A record made before migration 8 has no hash until the next
+        // open: found by its text meanwhile.
         meta.conn()
             .unwrap()
             .execute("UPDATE detached_ids SET id_hash = NULL", [])
             .unwrap();
-        assert!(holders(&meta, &["x"]).is_empty());
+        assert_eq!(holders(&meta, &["x", "w"]), x);
         drop(meta);
         let meta = SqliteMeta::open(&path).unwrap();
+        let unhashed: i64 = meta
+            .conn()
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM detached_ids WHERE id_hash IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unhashed, 0);
         assert_eq!(holders(&meta, &["x", "w"]), x);
         let read =
             |project: i64, who: &[uuid::Uuid]| meta.read(|tx| tx.detached(project, who)).unwrap();
-        meta.write(|tx| tx.delete_detached(1, &[p])).unwrap();
+        meta.write(|tx| tx.erase_detached(1, &[p])).unwrap();
         assert_eq!(read(1, &[p, q]), vec![("x".into(), 30)]);
-        assert_eq!(holders(&meta, &["x"]), vec![("x".to_string(), q, 30)]);
+        let nil = uuid::Uuid::nil();
+        let mut x = vec![("x".to_string(), nil, 10), ("x".to_string(), q, 30)];
+        x.sort();
+        assert_eq!(holders(&meta, &["x"]), x);
         assert_eq!(read(2, &[p]), vec![("z".into(), 40)]);
+        let texts: Vec<String> = meta
+            .conn()
+            .unwrap()
+            .prepare("SELECT distinct_id FROM detached_ids WHERE person_uuid = ?1")
+            .unwrap()
+            .query_map([nil.to_string()], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(texts, vec!["", ""], "an erased record keeps the id's text");
+        // Schema 7, read-only: no hashes; the records of x by its text.
+        meta.conn()
+            .unwrap()
+            .execute_batch(
+                "DROP INDEX detached_ids_by_hash; ALTER TABLE detached_ids DROP COLUMN id_hash; \
+                 PRAGMA user_version = 7;",
+            )
+            .unwrap();
+        drop(meta);
+        let old = SqliteMeta::open_read_only(&path).unwrap();
+        assert_eq!(holders(&old, &["x"]), vec![("x".to_string(), q, 30)]);
+        drop(old);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE detached_ids; PRAGMA user_version = 6;")
+            .unwrap();
+        drop(conn);
+        let old = SqliteMeta::open_read_only(&path).unwrap();
+        assert!(holders(&old, &["x"]).is_empty());
+        assert!(old.read(|tx| tx.detached(1, &[q])).unwrap().is_empty());
     }
 
     #[test]

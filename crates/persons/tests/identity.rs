@@ -554,6 +554,69 @@ fn a_deletion_leaves_the_rows_an_id_sent_for_its_earlier_person() {
     }
 }
 
+/// A deleted holder's rows stay no one's: a profile-only deletion of the
+/// middle one of three holders of `x` leaves its boundary, so the third's
+/// deletion takes only its own row; a reset that lifts a deletion's block
+/// on `y` leaves one too, so the next person's deletion takes neither the
+/// deleted person's row nor the one stored while `y` was blocked.
+#[test]
+fn a_deleted_or_unblocked_holders_rows_stay_no_ones() {
+    let e = env();
+    let rows_of_id = |did: &str| e.stamped().iter().filter(|(d, _)| d == did).count();
+    let delete = |did: &str, events: bool| {
+        let out =
+            e.p.delete(
+                P,
+                &DeletePersons {
+                    distinct_ids: vec![did.into()],
+                    delete_events: events,
+                    ..DeletePersons::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(out.persons_deleted, 1);
+    };
+    // Holders a and b (reset away) and c, one row each.
+    e.cap(ev("e", "x", json!({})));
+    e.p.reset_distinct_id(P, "x").unwrap();
+    e.cap(ev("e", "x", json!({})));
+    let b =
+        e.p.reset_distinct_id(P, "x")
+            .unwrap()
+            .detached_from
+            .unwrap();
+    e.cap(ev("e", "x", json!({})));
+    let out =
+        e.p.delete(
+            P,
+            &DeletePersons {
+                uuids: vec![b.to_string()],
+                ..DeletePersons::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(out.persons_deleted, 1);
+    assert_eq!(rows_of_id("x"), 3);
+    delete("x", true);
+    assert_eq!(
+        rows_of_id("x"),
+        2,
+        "the last holder took an earlier one's row"
+    );
+
+    e.cap(ev("e", "y", json!({})));
+    delete("y", false);
+    e.cap(ev("e", "y", json!({}))); // blocked: no person
+    assert!(e.p.reset_distinct_id(P, "y").unwrap().unblocked);
+    e.cap(ev("e", "y", json!({})));
+    delete("y", true);
+    assert_eq!(
+        rows_of_id("y"),
+        2,
+        "the unblocked id's next person took rows before it"
+    );
+}
+
 /// A split, like a reset, leaves the rows a moved id sent until then with
 /// its old person: the person's deletion deletes them, not the id's later
 /// rows for its new person.

@@ -2,13 +2,19 @@
 //! batches of several events, which exercises the resolver's per-batch
 //! cache), deletions and resets over a small pool of distinct ids,
 //! illegal ones included. After every step the real persons (which ids
-//! share a person, properties, identified flags) must equal the model's.
+//! share a person, properties, identified flags) must equal the model's,
+//! and so must the stored events still visible: a deletion with
+//! `delete_events` hides each event whose distinct id the deleted person
+//! (or a person merged into it) held when it was captured, and no other;
+//! the model decides that from who held each id when, the real deletion
+//! through its records of resets and its store requests' floors.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use arrow::array::AsArray;
 use elide_persons::ids::is_illegal_for_merge;
 use elide_persons::{CaptureEvent, DeletePersons, Persons};
-use elide_store::{Store, StoreOptions};
+use elide_store::{Store, StoreOptions, Table};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -36,7 +42,8 @@ struct Ev {
 #[derive(Debug, Clone)]
 enum Step {
     Capture(Vec<Ev>),
-    Delete(usize),
+    /// A distinct id naming the person, and whether its events go too.
+    Delete(usize, bool),
     Reset(usize),
 }
 
@@ -69,8 +76,8 @@ fn ev() -> impl Strategy<Value = Ev> {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => proptest::collection::vec(ev(), 1..5).prop_map(Step::Capture),
-        1 => (0..IDS.len()).prop_map(Step::Delete),
-        1 => (0..IDS.len()).prop_map(Step::Reset),
+        2 => (0..IDS.len(), proptest::bool::weighted(0.75)).prop_map(|(d, e)| Step::Delete(d, e)),
+        2 => (0..IDS.len()).prop_map(Step::Reset),
     ]
 }
 
@@ -86,6 +93,14 @@ struct Model {
     persons: HashMap<usize, MPerson>,
     blocked: HashSet<String>,
     next: usize,
+    /// Every stored event, in capture order: its distinct id, and
+    /// whether a deletion hid it.
+    rows: Vec<(String, bool)>,
+    /// Resets of an id: (id, the person that held it, how many events
+    /// were stored before). The id's events before it, after the id's
+    /// record before, were the person's: no one's for a reset that lifted
+    /// a block, or once the person is deleted.
+    records: Vec<(String, Option<usize>, usize)>,
 }
 
 impl Model {
@@ -107,6 +122,8 @@ impl Model {
 
     fn capture(&mut self, e: &Ev) {
         let did = IDS[e.did];
+        // Stored whatever happens to its person.
+        self.rows.push((did.to_string(), false));
         if self.blocked.contains(did) || e.personless {
             return;
         }
@@ -157,6 +174,11 @@ impl Model {
                                 *v = t;
                             }
                         }
+                        for r in &mut self.records {
+                            if r.1 == Some(x) {
+                                r.1 = Some(t);
+                            }
+                        }
                         t
                     }
                 };
@@ -180,10 +202,32 @@ impl Model {
         }
     }
 
-    fn delete(&mut self, did: &str) -> bool {
+    /// Who held `did` when event `i` was stored: the person of the first
+    /// reset of it after the event, else its holder now.
+    fn holder(&self, did: &str, i: usize) -> Option<usize> {
+        match self.records.iter().find(|r| r.0 == did && r.2 > i) {
+            Some(r) => r.1,
+            None => self.owner.get(did).copied(),
+        }
+    }
+
+    fn delete(&mut self, did: &str, events: bool) -> bool {
         let Some(pid) = self.owner.get(did).copied() else {
             return false;
         };
+        if events {
+            let hide: Vec<usize> = (0..self.rows.len())
+                .filter(|i| !self.rows[*i].1 && self.holder(&self.rows[*i].0, *i) == Some(pid))
+                .collect();
+            for i in hide {
+                self.rows[i].1 = true;
+            }
+        }
+        for r in &mut self.records {
+            if r.1 == Some(pid) {
+                r.1 = None;
+            }
+        }
         self.persons.remove(&pid);
         let ids: Vec<String> = self
             .owner
@@ -200,9 +244,25 @@ impl Model {
 
     fn reset(&mut self, did: &str) -> bool {
         if self.blocked.remove(did) {
+            self.records.push((did.to_string(), None, self.rows.len()));
             return true;
         }
-        self.owner.remove(did).is_some()
+        match self.owner.remove(did) {
+            Some(p) => {
+                self.records
+                    .push((did.to_string(), Some(p), self.rows.len()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The numbers of the events no deletion hid.
+    fn visible(&self) -> Vec<u64> {
+        (0..self.rows.len())
+            .filter(|i| !self.rows[*i].1)
+            .map(|i| i as u64)
+            .collect()
     }
 
     /// (sets of ids sharing a person) with each person's properties and flag.
@@ -242,8 +302,27 @@ fn real_view(p: &Persons) -> BTreeSet<(BTreeSet<String>, String, bool)> {
         .collect()
 }
 
-fn to_event(e: &Ev) -> CaptureEvent {
+/// The numbers (`n`) of the visible stored events (all buffered: the
+/// store flushes nothing by itself here).
+fn real_visible(p: &Persons) -> Vec<u64> {
+    let snap = p.store().snapshot().unwrap();
+    assert_eq!(snap.parts(Table::Events).count(), 0);
+    let mut out = Vec::new();
+    for b in snap.memtable_batches(Table::Events) {
+        let props = b.column_by_name("properties").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let v: Value = serde_json::from_str(props.value(i)).unwrap();
+            out.push(v["n"].as_u64().unwrap());
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Event `n` of the run.
+fn to_event(e: &Ev, n: usize) -> CaptureEvent {
     let mut props = Map::new();
+    props.insert("n".into(), json!(n));
     match e.merge {
         Merge::None => {}
         Merge::Identify(o) => {
@@ -275,10 +354,10 @@ fn to_event(e: &Ev) -> CaptureEvent {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn identity_matches_the_model(steps in proptest::collection::vec(step(), 1..25)) {
+    fn identity_matches_the_model(steps in proptest::collection::vec(step(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions {
             background_flush: false,
@@ -290,15 +369,21 @@ proptest! {
         for (i, s) in steps.iter().enumerate() {
             match s {
                 Step::Capture(evs) => {
-                    let batch: Vec<CaptureEvent> = evs.iter().map(to_event).collect();
+                    let first = m.rows.len();
+                    let batch: Vec<CaptureEvent> =
+                        evs.iter().enumerate().map(|(k, e)| to_event(e, first + k)).collect();
                     p.capture(1, &batch).unwrap();
                     for e in evs {
                         m.capture(e);
                     }
                 }
-                Step::Delete(d) => {
-                    let r = p.delete(1, &DeletePersons { distinct_ids: vec![IDS[*d].into()], ..Default::default() }).unwrap();
-                    prop_assert_eq!(r.persons_deleted == 1, m.delete(IDS[*d]), "step {}: delete {}", i, IDS[*d]);
+                Step::Delete(d, events) => {
+                    let r = p.delete(1, &DeletePersons {
+                        distinct_ids: vec![IDS[*d].into()],
+                        delete_events: *events,
+                        ..Default::default()
+                    }).unwrap();
+                    prop_assert_eq!(r.persons_deleted == 1, m.delete(IDS[*d], *events), "step {}: delete {}", i, IDS[*d]);
                 }
                 Step::Reset(d) => {
                     let real = p.reset_distinct_id(1, IDS[*d]).is_ok();
@@ -306,6 +391,7 @@ proptest! {
                 }
             }
             prop_assert_eq!(real_view(&p), m.view(), "after step {}: {:?}", i, s);
+            prop_assert_eq!(real_visible(&p), m.visible(), "events after step {}: {:?}", i, s);
         }
     }
 }

@@ -327,11 +327,11 @@ pub fn parse_public_key(what: &str, text: &str) -> Result<VerifyingKey> {
         .map_err(|e| StoreError::InvalidInput(format!("{what}: not an Ed25519 public key: {e}")))
 }
 
-/// The body of a verified request's receipt (before chaining).
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// The body of a verified request's receipt (before chaining).
 pub(crate) fn body_of(r: &DeletionRequest) -> ReceiptBody {
     ReceiptBody {
         format: 1,

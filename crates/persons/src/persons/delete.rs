@@ -307,32 +307,31 @@ impl<M: MetaStore> Persons<M> {
             whole.push(w.into_iter().map(|s| s.id).collect::<Vec<_>>());
             bounded.push(b);
         }
-        let metadata_rows: Vec<u64> = found
-            .iter()
-            .map(|(_, ids)| {
-                if req.keep_person {
-                    0
-                } else {
-                    1 + ids.len() as u64
-                }
-            })
-            .collect();
+        // The metadata rows each person's deletion removes (its profile
+        // and ids; its detached records), for the receipts: on its
+        // bounded runs' first request when it has one, else on its ids'.
+        let (mut by_ids, mut by_runs) = (Vec::new(), Vec::new());
+        for (i, (_, ids)) in found.iter().enumerate() {
+            let (profile, records) = if req.keep_person {
+                (0, 0)
+            } else {
+                (1 + ids.len() as u64, detached[i].records as u64)
+            };
+            let (w, r) = match (whole[i].is_empty(), bounded[i].is_empty()) {
+                (_, true) => (profile + records, 0),
+                (true, false) => (0, profile + records),
+                (false, false) => (profile, records),
+            };
+            by_ids.push(w);
+            by_runs.push(r);
+        }
         let mut requests = if tables.is_empty() {
             vec![Vec::new(); found.len()]
         } else {
-            self.store_requests(project, &whole, &metadata_rows, &tables)?
+            self.store_requests(project, &whole, &by_ids, &tables)?
         };
         if !tables.is_empty() {
-            self.bounded_requests(
-                project,
-                &bounded,
-                &whole,
-                &metadata_rows,
-                &detached,
-                &tables,
-                req.keep_person,
-                &mut requests,
-            )?;
+            self.bounded_requests(project, &bounded, &by_runs, &tables, &mut requests)?;
         }
         // 3. The profile: removed, ids blocked, deletion recorded.
         let now = now_us();
@@ -354,10 +353,11 @@ impl<M: MetaStore> Persons<M> {
                         tx.block(project, id, deletion_id, now)?;
                     }
                     tx.delete_person(project, row.id)?;
-                    // Another person's records of its ids stay: that
+                    // Its records keep their boundaries only (no holder, no
+                    // text); another person's records of its ids stay: that
                     // person's rows of them are still there, for its own
                     // deletion.
-                    tx.delete_detached(project, &d.uuids)?;
+                    tx.erase_detached(project, &d.uuids)?;
                     tx.scrub_activity(project, &row.uuid)?;
                     deleted += 1;
                 }
@@ -393,36 +393,20 @@ impl<M: MetaStore> Persons<M> {
     /// The requests for the runs of rows of the persons' ids that other
     /// persons' records bound (ids a reset or a split detached from them,
     /// and ids another person held before), one per run, all in one
-    /// commit, added to each person's list. Unless `keep_person`, a
-    /// person's first such request records the metadata rows its deletion
-    /// removes that no other request records: its detached records, and
-    /// its profile and ids when [`Self::store_requests`] made no request
-    /// for it.
-    #[allow(clippy::too_many_arguments)]
+    /// commit, added to each person's list. A person's first such
+    /// request records its `metadata_rows`, for its receipt.
     fn bounded_requests(
         &self,
         project: i64,
         bounded: &[Vec<Span>],
-        whole: &[Vec<String>],
         metadata_rows: &[u64],
-        detached: &[Detached],
         tables: &[Table],
-        keep_person: bool,
         requests: &mut [Vec<u64>],
     ) -> Result<()> {
         let mut specs = Vec::new();
         let mut owners = Vec::new();
         for (i, spans) in bounded.iter().enumerate() {
-            let mut metadata = if keep_person {
-                0
-            } else {
-                detached[i].records as u64
-                    + if whole[i].is_empty() {
-                        metadata_rows[i]
-                    } else {
-                        0
-                    }
-            };
+            let mut metadata = metadata_rows[i];
             for s in spans {
                 specs.push(DeleteSpec {
                     project_id: project,
@@ -456,8 +440,9 @@ impl<M: MetaStore> Persons<M> {
     /// One store request per group of persons whose `whole` ids (all
     /// their rows go) fit in [`MAX_DELETE_IDS`]; a person with more ids
     /// gets several, one with none none. Returns each person's request
-    /// ids. Each request records `metadata_rows` (its profile and ids,
-    /// for its receipt) of the persons whose last ids it holds.
+    /// ids. Each request records the `metadata_rows` (for its receipt) of
+    /// the persons whose last ids it holds, and of persons with no such
+    /// id before them (none when no request follows).
     fn store_requests(
         &self,
         project: i64,
@@ -497,7 +482,11 @@ impl<M: MetaStore> Persons<M> {
             }
             Ok(())
         };
-        for (i, pids) in whole.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+        for (i, pids) in whole.iter().enumerate() {
+            if pids.is_empty() {
+                homes.push(i);
+                continue;
+            }
             if ids.len() + pids.len() > MAX_DELETE_IDS {
                 submit(&mut ids, &mut group, &mut homes, &mut out)?;
             }

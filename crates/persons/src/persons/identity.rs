@@ -58,7 +58,8 @@ impl<M: MetaStore> Persons<M> {
     /// it from its person. Its next event creates a new person. The rows a
     /// detached id sent until now stay its person's (they carry its person
     /// id): the person's deletion deletes them, through the cut-off
-    /// recorded here.
+    /// recorded here. An unblocked id's rows until now are no one's (a
+    /// boundary with no holder): its next person's deletion leaves them.
     pub fn reset_distinct_id(&self, project: i64, distinct_id: &str) -> Result<ResetOutcome> {
         let mut g = self.lock()?;
         // Ids move or go: the cache starts over.
@@ -70,6 +71,10 @@ impl<M: MetaStore> Persons<M> {
         let cutoff = self.store().acknowledged_seq()?;
         self.meta.write(|tx| {
             if tx.unblock(project, distinct_id)? {
+                // The id's rows so far (its deleted person's, and those
+                // it sent while blocked) are no one's: its next person's
+                // deletion starts here.
+                tx.insert_detached(project, &Uuid::nil(), distinct_id, cutoff, now)?;
                 tx.insert_activity(project, None, "distinct_id_unblocked", None, now)?;
                 return Ok(ResetOutcome {
                     unblocked: true,

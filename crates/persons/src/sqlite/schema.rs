@@ -10,6 +10,10 @@ use crate::error::{PersonsError, Result};
 
 /// The schema version from which `deletion_versions` exists.
 pub(super) const DELETION_VERSIONS: i64 = 6;
+/// The first schema with `detached_ids` (migration 7) ...
+pub(super) const DETACHED_IDS: i64 = 7;
+/// ... and with their hashes (migration 8).
+pub(super) const DETACHED_HASHES: i64 = 8;
 
 /// Migrations, in order; `user_version` counts those applied.
 pub(super) const MIGRATIONS: &[&str] = &[

@@ -15,8 +15,8 @@ use crate::meta::{
 pub(super) struct SqliteTx<'a> {
     pub(super) tx: &'a Connection,
     pub(super) key: &'a [u8; 32],
-    /// Whether the schema has `deletion_versions` (migration 6).
-    pub(super) versioned: bool,
+    /// The schema's version (a read-only handle may read an old one).
+    pub(super) schema: i64,
 }
 
 pub(super) const PERSON_COLUMNS: &str =
@@ -536,12 +536,14 @@ impl MetaTx for SqliteTx<'_> {
             PersonsError::Internal(format!("a cut-off past SQLite's integers: {cutoff_seq}"))
         })?;
         let hash = self.hash(project, distinct_id);
+        // A boundary of no one's keeps the id's hash only.
+        let text = if person.is_nil() { "" } else { distinct_id };
         self.tx
             .prepare_cached(
                 "INSERT INTO detached_ids (project_id, person_uuid, distinct_id, cutoff_seq, detached_at, id_hash) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![project, person.to_string(), distinct_id, cutoff, now_us, hash])?;
+            .execute(params![project, person.to_string(), text, cutoff, now_us, hash])?;
         Ok(())
     }
 
@@ -550,13 +552,26 @@ impl MetaTx for SqliteTx<'_> {
         project: i64,
         ids: &[String],
     ) -> Result<Vec<(String, Uuid, u64)>> {
-        let mut out = Vec::new();
-        let mut st = self.tx.prepare_cached(
+        use super::schema::{DETACHED_HASHES, DETACHED_IDS};
+        if self.schema < DETACHED_IDS {
+            return Ok(Vec::new());
+        }
+        // By the hash's index; a read-only handle of schema 7 has no
+        // hashes and scans the project's records by text, as does a
+        // record a crash left unhashed (the next writer hashes it).
+        let sql = if self.schema < DETACHED_HASHES {
             "SELECT distinct_id, person_uuid, cutoff_seq FROM detached_ids \
-             WHERE project_id = ?1 AND id_hash = ?2 ORDER BY rowid",
-        )?;
+             WHERE project_id = ?1 AND distinct_id = ?3 ORDER BY rowid"
+        } else {
+            "SELECT distinct_id, person_uuid, cutoff_seq FROM detached_ids \
+             WHERE project_id = ?1 AND (id_hash = ?2 OR (id_hash IS NULL AND distinct_id = ?3)) \
+             ORDER BY rowid"
+        };
+        let mut out = Vec::new();
+        let mut st = self.tx.prepare_cached(sql)?;
         for id in ids {
-            let rows = st.query_map(params![project, self.hash(project, id)], |r| {
+            let hash = self.hash(project, id);
+            let rows = st.query_map(params![project, hash, id], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -565,8 +580,9 @@ impl MetaTx for SqliteTx<'_> {
             })?;
             for row in rows {
                 let (text, person, cutoff) = row?;
-                // The hash's index finds it; the text confirms it.
-                if &text != id {
+                // The hash finds it; the text, where kept, confirms it (a
+                // boundary of no one's has none).
+                if !text.is_empty() && &text != id {
                     continue;
                 }
                 let person = Uuid::parse_str(&person).map_err(|e| {
@@ -575,7 +591,7 @@ impl MetaTx for SqliteTx<'_> {
                 let cutoff = u64::try_from(cutoff).map_err(|_| {
                     PersonsError::Corrupt(format!("a negative cut-off in detached_ids: {cutoff}"))
                 })?;
-                out.push((text, person, cutoff));
+                out.push((id.clone(), person, cutoff));
             }
         }
         Ok(out)
@@ -583,6 +599,9 @@ impl MetaTx for SqliteTx<'_> {
 
     fn detached(&mut self, project: i64, persons: &[Uuid]) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
+        if self.schema < super::schema::DETACHED_IDS {
+            return Ok(out);
+        }
         let mut st = self.tx.prepare_cached(
             "SELECT distinct_id, cutoff_seq FROM detached_ids WHERE project_id = ?1 AND person_uuid = ?2 \
              ORDER BY rowid",
@@ -602,12 +621,13 @@ impl MetaTx for SqliteTx<'_> {
         Ok(out)
     }
 
-    fn delete_detached(&mut self, project: i64, persons: &[Uuid]) -> Result<()> {
+    fn erase_detached(&mut self, project: i64, persons: &[Uuid]) -> Result<()> {
         let mut st = self.tx.prepare_cached(
-            "DELETE FROM detached_ids WHERE project_id = ?1 AND person_uuid = ?2",
+            "UPDATE detached_ids SET person_uuid = ?3, distinct_id = '' \
+             WHERE project_id = ?1 AND person_uuid = ?2",
         )?;
         for p in persons {
-            st.execute(params![project, p.to_string()])?;
+            st.execute(params![project, p.to_string(), Uuid::nil().to_string()])?;
         }
         Ok(())
     }
@@ -668,7 +688,7 @@ impl MetaTx for SqliteTx<'_> {
         use crate::deleted::DeletionStamp;
         // A database opened read-only keeps the schema it has: before
         // migration 6 there is no version, and the records are counted.
-        if !self.versioned {
+        if self.schema < super::schema::DELETION_VERSIONS {
             let n: i64 = self
                 .tx
                 .prepare_cached(
