@@ -208,9 +208,20 @@ impl SqliteMeta {
 }
 
 /// Give the detached ids recorded before migration 8 their keyed hash
-/// (one transaction; none are left once a writer has opened).
+/// (one transaction, once: a mark in `meta` says it is done; none are
+/// left once a writer has opened).
 fn hash_detached_ids(conn: &mut Connection, key: &[u8; 32]) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let done: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'detached_ids_hashed'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if done.is_some() {
+        return Ok(());
+    }
     let unhashed: Vec<(i64, i64, String)> = tx
         .prepare("SELECT rowid, project_id, distinct_id FROM detached_ids WHERE id_hash IS NULL")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -226,6 +237,10 @@ fn hash_detached_ids(conn: &mut Connection, key: &[u8; 32]) -> Result<()> {
         drop(st);
         tracing::info!(records = unhashed.len(), "detached ids hashed");
     }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('detached_ids_hashed', x'01')",
+        [],
+    )?;
     tx.commit()?;
     Ok(())
 }
@@ -437,9 +452,30 @@ mod tests {
         // open: found by its text meanwhile.
         meta.conn()
             .unwrap()
-            .execute("UPDATE detached_ids SET id_hash = NULL", [])
+            .execute_batch(
+                "UPDATE detached_ids SET id_hash = NULL; \
+                 DELETE FROM meta WHERE key = 'detached_ids_hashed';",
+            )
             .unwrap();
         assert_eq!(holders(&meta, &["x", "w"]), x);
+        // Both halves of the lookup by the hash's index, no scan.
+        let plan: Vec<String> = meta
+            .conn()
+            .unwrap()
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", tx::DETACHED_BY_HASH))
+            .unwrap()
+            .query_map(rusqlite::params![1, vec![0u8; 16], "x"], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let searches: Vec<&String> = plan.iter().filter(|l| l.contains("detached_ids")).collect();
+        assert_eq!(searches.len(), 2, "{plan:?}");
+        assert!(
+            searches
+                .iter()
+                .all(|l| l.starts_with("SEARCH") && l.contains("detached_ids_by_hash")),
+            "{plan:?}"
+        );
         drop(meta);
         let meta = SqliteMeta::open(&path).unwrap();
         let unhashed: i64 = meta

@@ -3,11 +3,15 @@
 //! cache), deletions and resets over a small pool of distinct ids,
 //! illegal ones included. After every step the real persons (which ids
 //! share a person, properties, identified flags) must equal the model's,
-//! and so must the stored events still visible: a deletion with
-//! `delete_events` hides each event whose distinct id the deleted person
-//! (or a person merged into it) held when it was captured, and no other;
-//! the model decides that from who held each id when, the real deletion
-//! through its records of resets and its store requests' floors.
+//! and so must the stored events still visible. The model stamps each
+//! event with its person as it is stored: the holder of its distinct id
+//! then; for an event of an id no one holds (personless before the id's
+//! first person, after a reset detached it, or while a deletion blocks
+//! it), the id's next holder, or no one once a reset lifts the block. A
+//! merge moves the stamps, a deletion leaves its person's no one's, and
+//! a deletion with `delete_events` hides the events stamped with its
+//! person, and no other. The real deletion decides the same from its
+//! records of resets and its store requests' floors.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -93,14 +97,18 @@ struct Model {
     persons: HashMap<usize, MPerson>,
     blocked: HashSet<String>,
     next: usize,
-    /// Every stored event, in capture order: its distinct id, and
-    /// whether a deletion hid it.
-    rows: Vec<(String, bool)>,
-    /// Resets of an id: (id, the person that held it, how many events
-    /// were stored before). The id's events before it, after the id's
-    /// record before, were the person's: no one's for a reset that lifted
-    /// a block, or once the person is deleted.
-    records: Vec<(String, Option<usize>, usize)>,
+    /// Every stored event, in capture order: its distinct id, its
+    /// stamp, and whether a deletion hid it.
+    rows: Vec<(String, Stamp, bool)>,
+}
+
+/// Whose a stored event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Person(usize),
+    /// The id's next holder's.
+    Pending,
+    NoOne,
 }
 
 impl Model {
@@ -121,9 +129,22 @@ impl Model {
     }
 
     fn capture(&mut self, e: &Ev) {
-        let did = IDS[e.did];
         // Stored whatever happens to its person.
-        self.rows.push((did.to_string(), false));
+        self.rows
+            .push((IDS[e.did].to_string(), Stamp::Pending, false));
+        self.capture_person(e);
+        // An event, or an earlier one, of an id someone holds now is its.
+        for (did, stamp, _) in &mut self.rows {
+            if *stamp == Stamp::Pending {
+                if let Some(p) = self.owner.get(did.as_str()) {
+                    *stamp = Stamp::Person(*p);
+                }
+            }
+        }
+    }
+
+    fn capture_person(&mut self, e: &Ev) {
+        let did = IDS[e.did];
         if self.blocked.contains(did) || e.personless {
             return;
         }
@@ -174,9 +195,9 @@ impl Model {
                                 *v = t;
                             }
                         }
-                        for r in &mut self.records {
-                            if r.1 == Some(x) {
-                                r.1 = Some(t);
+                        for r in &mut self.rows {
+                            if r.1 == Stamp::Person(x) {
+                                r.1 = Stamp::Person(t);
                             }
                         }
                         t
@@ -202,30 +223,14 @@ impl Model {
         }
     }
 
-    /// Who held `did` when event `i` was stored: the person of the first
-    /// reset of it after the event, else its holder now.
-    fn holder(&self, did: &str, i: usize) -> Option<usize> {
-        match self.records.iter().find(|r| r.0 == did && r.2 > i) {
-            Some(r) => r.1,
-            None => self.owner.get(did).copied(),
-        }
-    }
-
     fn delete(&mut self, did: &str, events: bool) -> bool {
         let Some(pid) = self.owner.get(did).copied() else {
             return false;
         };
-        if events {
-            let hide: Vec<usize> = (0..self.rows.len())
-                .filter(|i| !self.rows[*i].1 && self.holder(&self.rows[*i].0, *i) == Some(pid))
-                .collect();
-            for i in hide {
-                self.rows[i].1 = true;
-            }
-        }
-        for r in &mut self.records {
-            if r.1 == Some(pid) {
-                r.1 = None;
+        for (_, stamp, hidden) in &mut self.rows {
+            if *stamp == Stamp::Person(pid) {
+                *hidden |= events;
+                *stamp = Stamp::NoOne;
             }
         }
         self.persons.remove(&pid);
@@ -244,23 +249,23 @@ impl Model {
 
     fn reset(&mut self, did: &str) -> bool {
         if self.blocked.remove(did) {
-            self.records.push((did.to_string(), None, self.rows.len()));
+            // What the id sent while blocked is no one's.
+            for (d, stamp, _) in &mut self.rows {
+                if d == did && *stamp == Stamp::Pending {
+                    *stamp = Stamp::NoOne;
+                }
+            }
             return true;
         }
-        match self.owner.remove(did) {
-            Some(p) => {
-                self.records
-                    .push((did.to_string(), Some(p), self.rows.len()));
-                true
-            }
-            None => false,
-        }
+        // Its events so far keep their stamps; its next are its next
+        // holder's.
+        self.owner.remove(did).is_some()
     }
 
     /// The numbers of the events no deletion hid.
     fn visible(&self) -> Vec<u64> {
         (0..self.rows.len())
-            .filter(|i| !self.rows[*i].1)
+            .filter(|i| !self.rows[*i].2)
             .map(|i| i as u64)
             .collect()
     }

@@ -328,7 +328,13 @@ impl<M: MetaStore> Persons<M> {
         let mut requests = if tables.is_empty() {
             vec![Vec::new(); found.len()]
         } else {
-            self.store_requests(project, &whole, &by_ids, &tables)?
+            let (requests, left) = self.store_requests(project, &whole, &by_ids, &tables)?;
+            // On the first request of runs, if any (else nothing of the
+            // call reaches the store).
+            if let Some(i) = bounded.iter().position(|b| !b.is_empty()) {
+                by_runs[i] += left;
+            }
+            requests
         };
         if !tables.is_empty() {
             self.bounded_requests(project, &bounded, &by_runs, &tables, &mut requests)?;
@@ -440,16 +446,16 @@ impl<M: MetaStore> Persons<M> {
     /// One store request per group of persons whose `whole` ids (all
     /// their rows go) fit in [`MAX_DELETE_IDS`]; a person with more ids
     /// gets several, one with none none. Returns each person's request
-    /// ids. Each request records the `metadata_rows` (for its receipt) of
-    /// the persons whose last ids it holds, and of persons with no such
-    /// id before them (none when no request follows).
+    /// ids, and the metadata rows no request recorded. Each request
+    /// records the `metadata_rows` (for its receipt) of the persons whose
+    /// last ids it holds, and of persons with no such id before them.
     fn store_requests(
         &self,
         project: i64,
         whole: &[Vec<String>],
         metadata_rows: &[u64],
         tables: &[Table],
-    ) -> Result<Vec<Vec<u64>>> {
+    ) -> Result<(Vec<Vec<u64>>, u64)> {
         let mut out = vec![Vec::new(); whole.len()];
         let mut group: Vec<usize> = Vec::new();
         let mut homes: Vec<usize> = Vec::new();
@@ -460,11 +466,11 @@ impl<M: MetaStore> Persons<M> {
                       homes: &mut Vec<usize>,
                       out: &mut Vec<Vec<u64>>|
          -> Result<()> {
-            let metadata_rows_removed = homes.drain(..).map(metadata_rows).sum();
             if ids.is_empty() {
-                group.clear();
+                // The persons waiting ride on the next request.
                 return Ok(());
             }
+            let metadata_rows_removed = homes.drain(..).map(metadata_rows).sum();
             let spec = DeleteSpec {
                 project_id: project,
                 distinct_ids: std::mem::take(ids),
@@ -501,7 +507,8 @@ impl<M: MetaStore> Persons<M> {
             homes.push(i);
         }
         submit(&mut ids, &mut group, &mut homes, &mut out)?;
-        Ok(out)
+        let left = homes.into_iter().map(metadata_rows).sum();
+        Ok((out, left))
     }
 
     /// The state of the project's deletion records and blocked ids: it

@@ -19,6 +19,17 @@ pub(super) struct SqliteTx<'a> {
     pub(super) schema: i64,
 }
 
+/// The records of an id, by its hash (both halves by the hash's index):
+/// those a crash left unhashed too, by their text (none once a writer
+/// has opened the database).
+pub(super) const DETACHED_BY_HASH: &str =
+    "SELECT rowid, distinct_id, person_uuid, cutoff_seq FROM detached_ids \
+     WHERE project_id = ?1 AND id_hash = ?2 \
+     UNION ALL \
+     SELECT rowid, distinct_id, person_uuid, cutoff_seq FROM detached_ids \
+     WHERE project_id = ?1 AND id_hash IS NULL AND distinct_id = ?3 \
+     ORDER BY 1";
+
 pub(super) const PERSON_COLUMNS: &str =
     "p.id, p.project_id, p.uuid, p.properties, p.created_at, p.is_identified, p.version";
 
@@ -557,15 +568,12 @@ impl MetaTx for SqliteTx<'_> {
             return Ok(Vec::new());
         }
         // By the hash's index; a read-only handle of schema 7 has no
-        // hashes and scans the project's records by text, as does a
-        // record a crash left unhashed (the next writer hashes it).
+        // hashes and scans the project's records by text.
         let sql = if self.schema < DETACHED_HASHES {
-            "SELECT distinct_id, person_uuid, cutoff_seq FROM detached_ids \
+            "SELECT rowid, distinct_id, person_uuid, cutoff_seq FROM detached_ids \
              WHERE project_id = ?1 AND distinct_id = ?3 ORDER BY rowid"
         } else {
-            "SELECT distinct_id, person_uuid, cutoff_seq FROM detached_ids \
-             WHERE project_id = ?1 AND (id_hash = ?2 OR (id_hash IS NULL AND distinct_id = ?3)) \
-             ORDER BY rowid"
+            DETACHED_BY_HASH
         };
         let mut out = Vec::new();
         let mut st = self.tx.prepare_cached(sql)?;
@@ -573,9 +581,9 @@ impl MetaTx for SqliteTx<'_> {
             let hash = self.hash(project, id);
             let rows = st.query_map(params![project, hash, id], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
                 ))
             })?;
             for row in rows {
