@@ -617,6 +617,42 @@ fn a_deleted_or_unblocked_holders_rows_stay_no_ones() {
     );
 }
 
+/// A bulk deletion's receipts count every metadata row it removes or
+/// erases once: a person with more than 1000 ids (two requests), one with
+/// a detached id (its count on its run's request), one plain.
+#[test]
+fn a_bulk_deletions_metadata_rows_are_counted_once() {
+    let e = env();
+    let ids: Vec<Value> = (1..1500)
+        .map(|k| identify("p0", &format!("p{k}")))
+        .collect();
+    let evs: Vec<_> = ids
+        .into_iter()
+        .map(|v| parse_payload(v, 0).unwrap().remove(0))
+        .collect();
+    e.p.capture(P, &evs).unwrap();
+    e.cap(identify("r1", "r2"));
+    e.p.reset_distinct_id(P, "r2").unwrap();
+    e.cap(ev("e", "s", json!({})));
+    assert_eq!(e.person("p0").unwrap().distinct_ids.len(), 1500);
+    let out =
+        e.p.delete(
+            P,
+            &DeletePersons {
+                distinct_ids: vec!["p0".into(), "r1".into(), "s".into()],
+                delete_events: true,
+                ..DeletePersons::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(out.persons_deleted, 3);
+    let requests = e.p.store().requests().unwrap();
+    assert_eq!(requests.len(), 3, "p0's 1500 ids, the others' 2, r2's run");
+    let counted: u64 = requests.iter().map(|r| r.metadata_rows_removed).sum();
+    // Profiles, ids, and r1's record of r2.
+    assert_eq!(counted, (1 + 1500) + (1 + 1 + 1) + (1 + 1));
+}
+
 /// A split, like a reset, leaves the rows a moved id sent until then with
 /// its old person: the person's deletion deletes them, not the id's later
 /// rows for its new person.

@@ -62,7 +62,7 @@ pub(crate) struct Detached {
     /// The person and the persons merged into it.
     uuids: Vec<Uuid>,
     /// How many records of ids a reset or a split detached from one of
-    /// them there are (metadata rows its deletion removes).
+    /// them there are (metadata rows its deletion erases).
     records: usize,
     /// Every record, of any person, of those ids and of the person's
     /// current ids: (id, person it was detached from, cut-off).
@@ -317,10 +317,10 @@ impl<M: MetaStore> Persons<M> {
             } else {
                 (1 + ids.len() as u64, detached[i].records as u64)
             };
-            let (w, r) = match (whole[i].is_empty(), bounded[i].is_empty()) {
-                (_, true) => (profile + records, 0),
-                (true, false) => (0, profile + records),
-                (false, false) => (profile, records),
+            let (w, r) = if bounded[i].is_empty() {
+                (profile + records, 0)
+            } else {
+                (0, profile + records)
             };
             by_ids.push(w);
             by_runs.push(r);
@@ -448,7 +448,8 @@ impl<M: MetaStore> Persons<M> {
     /// gets several, one with none none. Returns each person's request
     /// ids, and the metadata rows no request recorded. Each request
     /// records the `metadata_rows` (for its receipt) of the persons whose
-    /// last ids it holds, and of persons with no such id before them.
+    /// last ids it holds, and of persons with no such id waiting before
+    /// it; what waits after the last request is returned.
     fn store_requests(
         &self,
         project: i64,
