@@ -445,7 +445,7 @@ impl<M: MetaStore> Persons<M> {
 
     /// One store request per group of persons whose `whole` ids (all
     /// their rows go) fit in [`MAX_DELETE_IDS`]; a person with more ids
-    /// gets several, one with none none. Returns each person's request
+    /// gets several, a person with none gets none. Returns each person's request
     /// ids, and the metadata rows no request recorded. Each request
     /// records the `metadata_rows` (for its receipt) of the persons whose
     /// last ids it holds, and of persons with no such id waiting before
