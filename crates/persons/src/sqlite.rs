@@ -51,7 +51,7 @@ pub struct SqliteMeta {
     /// Checkpoints the log after commits (none for a read-only handle).
     pub(crate) checkpointer: Option<Checkpointer>,
     /// The schema's version (always the latest for a writer, which
-    /// migrates; a read-only handle keeps the schema it found).
+    /// migrates; a read-only handle reads it again in each transaction).
     schema: i64,
 }
 
@@ -297,10 +297,17 @@ impl MetaStore for SqliteMeta {
     fn read<R>(&self, f: impl FnOnce(&mut dyn MetaTx) -> Result<R>) -> Result<R> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        // A read-only handle (no checkpointer) reads the schema of the
+        // transaction: a writer may have migrated it since the open.
+        let schema = if self.checkpointer.is_none() {
+            tx.query_row("PRAGMA user_version", [], |r| r.get(0))?
+        } else {
+            self.schema
+        };
         let out = f(&mut SqliteTx {
             tx: &tx,
             key: &self.key,
-            schema: self.schema,
+            schema,
         });
         // Nothing to keep: a read transaction ends by rolling back.
         drop(tx);
@@ -527,6 +534,37 @@ mod tests {
         let old = SqliteMeta::open_read_only(&path).unwrap();
         assert!(holders(&old, &["x"]).is_empty());
         assert!(old.read(|tx| tx.detached(1, &[q])).unwrap().is_empty());
+
+        // A read-only handle of schema 7 reads by text until a writer
+        // migrates the database; then by hash, boundaries included.
+        let path = dir.path().join("m2.sqlite3");
+        let meta = SqliteMeta::open(&path).unwrap();
+        meta.write(|tx| {
+            tx.insert_detached(1, &p, "x", 10, 0)?;
+            tx.insert_detached(1, &q, "x", 30, 0)
+        })
+        .unwrap();
+        meta.conn()
+            .unwrap()
+            .execute_batch(
+                "DROP INDEX detached_ids_by_hash; ALTER TABLE detached_ids DROP COLUMN id_hash; \
+                 DELETE FROM meta WHERE key = 'detached_ids_hashed'; PRAGMA user_version = 7;",
+            )
+            .unwrap();
+        drop(meta);
+        let old = SqliteMeta::open_read_only(&path).unwrap();
+        let mut both = vec![("x".to_string(), p, 10), ("x".to_string(), q, 30)];
+        both.sort();
+        assert_eq!(holders(&old, &["x"]), both);
+        let meta = SqliteMeta::open(&path).unwrap();
+        meta.write(|tx| tx.erase_detached(1, &[p])).unwrap();
+        let mut erased = vec![("x".to_string(), nil, 10), ("x".to_string(), q, 30)];
+        erased.sort();
+        assert_eq!(
+            holders(&old, &["x"]),
+            erased,
+            "the handle read the old schema"
+        );
     }
 
     #[test]
