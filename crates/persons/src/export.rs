@@ -4,7 +4,7 @@
 //! entries, and every visible event and recording row that is the
 //! person's: the rows of its distinct ids over the runs of `_seq`s it held
 //! them, and of ids a reset or a split detached from it up to then
-//! (`persons/delete.rs`; the store finds them through its
+//! (`persons/runs.rs`; the store finds them through its
 //! distinct-id index, not a scan). The same rows are what deleting the
 //! person would hide, so an export that skips the rows (`f` doing
 //! nothing) is the dry run of the deletion.
@@ -16,10 +16,11 @@ use arrow::datatypes::UInt64Type;
 use arrow::record_batch::RecordBatch;
 use elide_store::schema::{DISTINCT_ID_COLUMN, SEQ_COLUMN};
 use elide_store::{RowsOf, StoreError, Table};
+use uuid::Uuid;
 
 use crate::error::Result;
-use crate::meta::{Activity, MetaStore, MetaTx, PersonRow};
-use crate::persons::delete::{holders, Span};
+use crate::meta::{Activity, MetaStore, MetaTx};
+use crate::persons::runs::{holders, Span};
 use crate::persons::{find, view, Person, Persons};
 
 /// The metadata part of an export.
@@ -59,9 +60,12 @@ impl<M: MetaStore> Persons<M> {
         sink: &mut dyn ExportSink,
     ) -> Result<RowsOf> {
         let (meta, runs) = self.meta().read(|tx| {
-            let (meta, row) = meta_of(tx, project, key)?;
-            let (ids, d) = holders(tx, project, &row)?;
-            Ok((meta, d.spans(&ids)))
+            let (meta, merged) = meta_of(tx, project, key)?;
+            let ids = &meta.person.distinct_ids;
+            let mut uuids = vec![meta.person.uuid];
+            uuids.extend(merged);
+            let runs = holders(tx, project, uuids, ids)?.spans(ids);
+            Ok((meta, runs))
         })?;
         sink.person(&meta)?;
         let (whole, bounded): (Vec<Span>, Vec<Span>) = runs.into_iter().partition(Span::is_whole);
@@ -116,10 +120,10 @@ impl<M: MetaStore> Persons<M> {
     }
 }
 
-/// The metadata of person `key`, and its row.
-fn meta_of(tx: &mut dyn MetaTx, project: i64, key: &str) -> Result<(PersonExport, PersonRow)> {
+/// The metadata of person `key`, and the persons merged into it.
+fn meta_of(tx: &mut dyn MetaTx, project: i64, key: &str) -> Result<(PersonExport, Vec<Uuid>)> {
     let row = find(tx, project, key)?;
-    let person = view(tx, row.clone())?;
+    let person = view(tx, row)?;
     let merged = tx.merged_into(project, &person.uuid)?;
     let mut activity = tx.activity(project, Some(&person.uuid), 0, usize::MAX)?;
     activity.reverse();
@@ -128,7 +132,7 @@ fn meta_of(tx: &mut dyn MetaTx, project: i64, key: &str) -> Result<(PersonExport
         merged_person_uuids: merged.iter().map(|u| u.hyphenated().to_string()).collect(),
         activity,
     };
-    Ok((meta, row))
+    Ok((meta, merged))
 }
 
 /// The rows of `b` whose (distinct id, `_seq`) is in one of `runs`.

@@ -333,8 +333,9 @@ pub trait MetaTx {
     /// and no later holder of the id takes them.
     fn erase_detached(&mut self, project: i64, persons: &[Uuid]) -> Result<()>;
     /// Every record of `ids` detached from any person: (id, person,
-    /// cut-off), in the order they were made. The id's rows below a cut-off and at or above the one
-    /// before are that person's (a deletion's floor).
+    /// cut-off), in the order they were made. The id's rows below a
+    /// cut-off and at or above the one before are that person's (a
+    /// deletion's floor).
     fn detached_holders(
         &mut self,
         project: i64,

@@ -46,8 +46,9 @@ use crate::meta::{Activity, MetaStore, MetaTx, PersonFilter, PersonRow, Project,
 use crate::resolve::{CacheView, CaptureStats, IdCache, Resolver};
 use crate::sqlite::SqliteMeta;
 
-pub(crate) mod delete;
+mod delete;
 mod identity;
+pub(crate) mod runs;
 
 pub use delete::{
     BulkDeleteResult, DeletePersons, DeletionError, DeletionState, DeletionStatus,

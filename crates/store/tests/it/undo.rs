@@ -137,15 +137,7 @@ fn inside_the_window_compaction_flush_and_reopen_keep_the_rows_for_a_cancel() {
         .unwrap();
     // Another request hides every row of d1 (odd rows: disjoint from B),
     // in the same parts.
-    let c = store
-        .delete_events(EventDeletion::new(
-            1,
-            EventPredicate {
-                distinct_ids: vec!["d1".into()],
-                ..Default::default()
-            },
-        ))
-        .unwrap();
+    let c = store.delete_events(every_row_of_d1()).unwrap();
     let b_rows: Vec<u64> = (0..90).filter(|n| n % 6 == 0).collect();
     let c_rows: Vec<u64> = (0..90).filter(|n| n % 4 == 1).collect();
     let want: Vec<u64> = (0..90)
@@ -253,15 +245,7 @@ fn a_part_rewritten_inside_the_window_holds_the_request_back_while_on_disk() {
     let b = store
         .delete_events(with_undo(pro_clicks(), Duration::from_secs(3600)))
         .unwrap();
-    let c = store
-        .delete_events(EventDeletion::new(
-            1,
-            EventPredicate {
-                distinct_ids: vec!["d1".into()],
-                ..Default::default()
-            },
-        ))
-        .unwrap();
+    let c = store.delete_events(every_row_of_d1()).unwrap();
     fs.arm(true);
     let report = compact_now(&store);
     assert!(
@@ -458,4 +442,16 @@ fn a_bridged_request_survives_a_flush_and_a_reopen_before_its_resolution() {
             "row {n}"
         );
     }
+}
+
+/// A deletion of every row of `d1` (odd rows: disjoint from the
+/// `pro_clicks` rows).
+fn every_row_of_d1() -> EventDeletion {
+    EventDeletion::new(
+        1,
+        EventPredicate {
+            distinct_ids: vec!["d1".into()],
+            ..Default::default()
+        },
+    )
 }
