@@ -335,6 +335,7 @@ fn parse_body(project: i64, body: &Value) -> ApiResult<(EventDeletion, bool)> {
     responses(
         (status = 202, description = "Rows hidden; purge queued", body = EventsDeleted),
         (status = 200, description = "Dry run: what would be hidden (rows, parts, by_table)"),
+        (status = 504, description = "The dry run took longer than the query timeout and was stopped"),
     )
 )]
 pub(crate) async fn delete_events(
@@ -455,6 +456,7 @@ pub(crate) struct FeedQuery {
     ),
     responses(
         (status = 200, description = "Requests in the order of their changes", body = DeletionPage),
+        (status = 400, description = "`since` or `limit` is not a valid number, or `limit` is outside 1 to 10000"),
     )
 )]
 pub(crate) async fn list(

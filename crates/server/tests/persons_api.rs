@@ -828,7 +828,7 @@ async fn values_cohorts_activity_timeline_and_refusals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_properties_timeline_runs_under_the_query_deadline() {
     let h = Harness::with_config(elide_server::ServerConfig {
-        query_timeout: std::time::Duration::from_millis(1),
+        query_timeout: std::time::Duration::ZERO,
         ..Default::default()
     });
     let p = person_with(&h, &["t1"], json!({"a": 1})).await;

@@ -314,6 +314,7 @@ pub(crate) async fn retrieve(
     ),
     responses(
         (status = 200, description = "The history", body = Timeline),
+        (status = 504, description = "Reading the history took longer than the query timeout and was cancelled"),
     )
 )]
 pub(crate) async fn timeline(
