@@ -210,19 +210,33 @@ impl<M: MetaStore> Persons<M> {
             by_ids.push(w);
             by_runs.push(r);
         }
-        let mut requests = if tables.is_empty() {
-            vec![Vec::new(); found.len()]
-        } else {
-            let (requests, left) = self.store_requests(project, &whole, &by_ids, &tables)?;
+        let mut requests = vec![Vec::new(); found.len()];
+        if !tables.is_empty() {
+            let (mut specs, mut owners, left) = whole_specs(project, &whole, &by_ids, &tables);
             // On the first request of runs, if any (else nothing of the
             // call reaches the store).
             if let Some(i) = bounded.iter().position(|b| !b.is_empty()) {
                 by_runs[i] += left;
             }
-            requests
-        };
-        if !tables.is_empty() {
-            self.bounded_requests(project, &bounded, &by_runs, &tables, &mut requests)?;
+            let (runs, run_owners) = run_specs(project, &bounded, &by_runs, &tables);
+            specs.extend(runs);
+            owners.extend(run_owners);
+            // All of them in one store commit.
+            let outcomes = self.store.delete_many(specs)?;
+            if outcomes.len() != owners.len() {
+                return Err(PersonsError::Internal(format!(
+                    "{} store requests for {} specs",
+                    outcomes.len(),
+                    owners.len()
+                )));
+            }
+            for (persons, o) in owners.iter().zip(outcomes) {
+                for &i in persons {
+                    if requests[i].last() != Some(&o.request_id) {
+                        requests[i].push(o.request_id);
+                    }
+                }
+            }
         }
         // 3. The profile: removed, ids blocked, deletion recorded.
         let now = now_us();
@@ -279,122 +293,6 @@ impl<M: MetaStore> Persons<M> {
             recordings_queued_for_deletion: req.delete_recordings,
             deletion_errors: errors,
         })
-    }
-
-    /// The requests for the runs of rows of the persons' ids that other
-    /// persons' records bound (ids a reset or a split detached from them,
-    /// and ids another person held before), one per run, all in one
-    /// commit, added to each person's list. A person's first such
-    /// request records its `metadata_rows`, for its receipt.
-    fn bounded_requests(
-        &self,
-        project: i64,
-        bounded: &[Vec<Span>],
-        metadata_rows: &[u64],
-        tables: &[Table],
-        requests: &mut [Vec<u64>],
-    ) -> Result<()> {
-        let mut specs = Vec::new();
-        let mut owners = Vec::new();
-        for (i, spans) in bounded.iter().enumerate() {
-            let mut metadata = metadata_rows[i];
-            for s in spans {
-                specs.push(DeleteSpec {
-                    project_id: project,
-                    distinct_ids: vec![s.id.clone()],
-                    cutoff: s.cutoff,
-                    floor: s.floor,
-                    tables: tables.to_vec(),
-                    kind: elide_store::RequestKind::Person,
-                    metadata_rows_removed: std::mem::take(&mut metadata),
-                });
-                owners.push(i);
-            }
-        }
-        if specs.is_empty() {
-            return Ok(());
-        }
-        let outcomes = self.store.delete_many(specs)?;
-        if outcomes.len() != owners.len() {
-            return Err(PersonsError::Internal(format!(
-                "{} requests for {} runs of rows",
-                outcomes.len(),
-                owners.len()
-            )));
-        }
-        for (i, o) in owners.into_iter().zip(outcomes) {
-            requests[i].push(o.request_id);
-        }
-        Ok(())
-    }
-
-    /// One store request per group of persons whose `whole` ids (all
-    /// their rows go) fit in [`MAX_DELETE_IDS`]; a person with more ids
-    /// gets several, a person with none gets none. Returns each person's request
-    /// ids, and the metadata rows no request recorded. Each request
-    /// records the `metadata_rows` (for its receipt) of the persons whose
-    /// last ids it holds, and of persons with no such id waiting before
-    /// it; what waits after the last request is returned.
-    fn store_requests(
-        &self,
-        project: i64,
-        whole: &[Vec<String>],
-        metadata_rows: &[u64],
-        tables: &[Table],
-    ) -> Result<(Vec<Vec<u64>>, u64)> {
-        let mut out = vec![Vec::new(); whole.len()];
-        let mut group: Vec<usize> = Vec::new();
-        let mut homes: Vec<usize> = Vec::new();
-        let mut ids: Vec<String> = Vec::new();
-        let metadata_rows = |i: usize| metadata_rows[i];
-        let submit = |ids: &mut Vec<String>,
-                      group: &mut Vec<usize>,
-                      homes: &mut Vec<usize>,
-                      out: &mut Vec<Vec<u64>>|
-         -> Result<()> {
-            if ids.is_empty() {
-                // The persons waiting ride on the next request.
-                return Ok(());
-            }
-            let metadata_rows_removed = homes.drain(..).map(metadata_rows).sum();
-            let spec = DeleteSpec {
-                project_id: project,
-                distinct_ids: std::mem::take(ids),
-                cutoff: None,
-                floor: 0,
-                tables: tables.to_vec(),
-                kind: elide_store::RequestKind::Person,
-                metadata_rows_removed,
-            };
-            let o = self.store.delete(spec)?;
-            for i in group.drain(..) {
-                if out[i].last() != Some(&o.request_id) {
-                    out[i].push(o.request_id);
-                }
-            }
-            Ok(())
-        };
-        for (i, pids) in whole.iter().enumerate() {
-            if pids.is_empty() {
-                homes.push(i);
-                continue;
-            }
-            if ids.len() + pids.len() > MAX_DELETE_IDS {
-                submit(&mut ids, &mut group, &mut homes, &mut out)?;
-            }
-            for chunk in pids.chunks(MAX_DELETE_IDS) {
-                if ids.len() + chunk.len() > MAX_DELETE_IDS {
-                    group.push(i);
-                    submit(&mut ids, &mut group, &mut homes, &mut out)?;
-                }
-                ids.extend(chunk.iter().cloned());
-            }
-            group.push(i);
-            homes.push(i);
-        }
-        submit(&mut ids, &mut group, &mut homes, &mut out)?;
-        let left = homes.into_iter().map(metadata_rows).sum();
-        Ok((out, left))
     }
 
     /// The state of the project's deletion records and blocked ids: it
@@ -483,4 +381,90 @@ impl<M: MetaStore> Persons<M> {
         }
         Ok(out.into_iter().skip(offset).take(limit).collect())
     }
+}
+
+/// One spec per group of persons whose `whole` ids (all their rows go)
+/// fit in [`MAX_DELETE_IDS`]; a person with more ids gets several, a
+/// person with none gets none. Returns the specs, the persons each one
+/// holds ids of, and the metadata rows no spec records. Each spec records
+/// the `metadata_rows` (for its receipt) of the persons whose last ids it
+/// holds, and of persons with no such id waiting before it.
+fn whole_specs(
+    project: i64,
+    whole: &[Vec<String>],
+    metadata_rows: &[u64],
+    tables: &[Table],
+) -> (Vec<DeleteSpec>, Vec<Vec<usize>>, u64) {
+    let mut specs = Vec::new();
+    let mut owners: Vec<Vec<usize>> = Vec::new();
+    let mut group: Vec<usize> = Vec::new();
+    let mut homes: Vec<usize> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    let mut submit = |ids: &mut Vec<String>, group: &mut Vec<usize>, homes: &mut Vec<usize>| {
+        if ids.is_empty() {
+            // The persons waiting ride on the next spec.
+            return;
+        }
+        specs.push(DeleteSpec {
+            project_id: project,
+            distinct_ids: std::mem::take(ids),
+            cutoff: None,
+            floor: 0,
+            tables: tables.to_vec(),
+            kind: elide_store::RequestKind::Person,
+            metadata_rows_removed: homes.drain(..).map(|i| metadata_rows[i]).sum(),
+        });
+        owners.push(std::mem::take(group));
+    };
+    for (i, pids) in whole.iter().enumerate() {
+        if pids.is_empty() {
+            homes.push(i);
+            continue;
+        }
+        if ids.len() + pids.len() > MAX_DELETE_IDS {
+            submit(&mut ids, &mut group, &mut homes);
+        }
+        for chunk in pids.chunks(MAX_DELETE_IDS) {
+            if ids.len() + chunk.len() > MAX_DELETE_IDS {
+                group.push(i);
+                submit(&mut ids, &mut group, &mut homes);
+            }
+            ids.extend(chunk.iter().cloned());
+        }
+        group.push(i);
+        homes.push(i);
+    }
+    submit(&mut ids, &mut group, &mut homes);
+    let left = homes.into_iter().map(|i| metadata_rows[i]).sum();
+    (specs, owners, left)
+}
+
+/// One spec per run of rows of the persons' ids that another holder (or
+/// a boundary of no one's) bounds, with its cut-off and floor, and the
+/// person each belongs to. A person's first spec records its
+/// `metadata_rows`, for its receipt.
+fn run_specs(
+    project: i64,
+    bounded: &[Vec<Span>],
+    metadata_rows: &[u64],
+    tables: &[Table],
+) -> (Vec<DeleteSpec>, Vec<Vec<usize>>) {
+    let mut specs = Vec::new();
+    let mut owners = Vec::new();
+    for (i, spans) in bounded.iter().enumerate() {
+        let mut metadata = metadata_rows[i];
+        for s in spans {
+            specs.push(DeleteSpec {
+                project_id: project,
+                distinct_ids: vec![s.id.clone()],
+                cutoff: s.cutoff,
+                floor: s.floor,
+                tables: tables.to_vec(),
+                kind: elide_store::RequestKind::Person,
+                metadata_rows_removed: std::mem::take(&mut metadata),
+            });
+            owners.push(vec![i]);
+        }
+    }
+    (specs, owners)
 }
