@@ -187,6 +187,64 @@ fn person_deletion_end_to_end_leaves_no_trace() {
     assert_eq!(strings(&sql(&rt, &ctx, join)), vec![kept_email]);
 }
 
+/// An id a reset detached from a person leaves every file with the
+/// person's deletion: its record (which holds its text) is erased to a
+/// hash at once, its rows after the purge, which verifies both requests.
+#[test]
+fn a_detached_ids_text_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), PartCompression::None);
+    let (main, old) = ("main-3c1d8e", "detached-3c1d8e");
+    capture(
+        &p,
+        1,
+        json!({"event": "$identify", "distinct_id": main,
+               "properties": {"$anon_distinct_id": old}, "timestamp": "2026-11-01T00:00:00Z"}),
+    );
+    capture(
+        &p,
+        1,
+        json!({"event": "$pageview", "distinct_id": old, "properties": {},
+               "timestamp": "2026-11-01T01:00:00Z"}),
+    );
+    p.store().flush().unwrap();
+    let person = p.by_distinct_ids(1, &[main.to_string()]).unwrap()[main].clone();
+    let r = p.reset_distinct_id(1, old).unwrap();
+    assert_eq!(r.detached_from, Some(person.uuid));
+    let in_metadata = |needle: &str| -> Vec<String> {
+        files_containing(dir.path(), needle)
+            .into_iter()
+            .filter(|f| f.contains("metadata.sqlite3"))
+            .collect()
+    };
+    assert!(!in_metadata(old).is_empty(), "the record holds the id");
+    let r = p
+        .delete(
+            1,
+            &DeletePersons {
+                uuids: vec![person.uuid.to_string()],
+                delete_events: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.persons_deleted, 1);
+    assert_eq!(
+        in_metadata(old),
+        Vec::<String>::new(),
+        "left in the metadata"
+    );
+    let report = compact_now(p.store());
+    assert_eq!(report.requests_verified.len(), 2, "{report:?}");
+    for needle in [main, old] {
+        assert_eq!(
+            files_containing(dir.path(), needle),
+            Vec::<String>::new(),
+            "{needle} left on disk"
+        );
+    }
+}
+
 /// Capture racing deletion of the same person: every event whose capture
 /// returned before the deletion began is gone; every event captured after
 /// it is kept (stored with no person); the other person's events are all
