@@ -344,3 +344,47 @@ fn an_ingest_whose_commit_has_an_unknown_outcome_says_so() {
     let store = open(dir.path());
     assert_eq!(visible(&store).len(), 2, "the landed ingest holds");
 }
+
+/// A flush whose ingest-log segment cannot be removed still publishes
+/// its parts, and the segment, which still holds the flushed rows, stays
+/// on disk. A deletion of those rows is not purged or verified while it
+/// is there (DESIGN invariant 5): the lifecycle step sweeps the log
+/// first, and a sweep that fails stops it. Once the disk recovers, the
+/// next compaction removes the segment and verifies the request.
+#[test]
+fn a_log_segment_a_flush_could_not_remove_holds_the_deletion_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = crate::common::FailingSync::removals(|p| p.extension().is_some_and(|e| e == "wal"));
+    let store = open_failing(dir.path(), &fs);
+    append(&store, &[row(1, "a", 1, 0), row(2, "b", 1, 0)]);
+    let wal = |p: &std::path::Path| p.extension().is_some_and(|e| e == "wal");
+    let flushed: Vec<_> = files_under(dir.path())
+        .into_iter()
+        .filter(|p| wal(p))
+        .collect();
+    assert_eq!(flushed.len(), 1);
+    fs.arm(true);
+    store.flush().unwrap();
+    let on_disk = || flushed.iter().all(|p| p.exists());
+    assert!(on_disk(), "the flush could not remove its segment");
+    let o = store.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    let status = || store.request(o.request_id).unwrap().unwrap().status;
+    for _ in 0..2 {
+        let e = store
+            .compact(elide_store::CompactRequest {
+                manual: true,
+                merges: true,
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        assert!(on_disk());
+        assert_eq!(status(), elide_store::RequestStatus::Pending);
+    }
+    fs.arm(false);
+    let report = compact_now(&store);
+    assert_eq!(report.requests_verified, vec![o.request_id]);
+    assert!(flushed.iter().all(|p| !p.exists()));
+    assert_eq!(status(), elide_store::RequestStatus::Verified);
+    assert_eq!(visible(&store).len(), 1);
+}
