@@ -63,13 +63,11 @@ struct GcState {
 #[derive(Debug)]
 struct Retired {
     path: String,
-    /// The commit that retired it, which snapshots and leases older than
-    /// it hold back (0, after a failed removal: retried at every pass,
-    /// whatever is leased).
+    /// The commit that retired it: snapshots and leases older than it
+    /// hold it back, and [`Gc::retired_before`] compares requests with it.
     version: u64,
-    /// The commit that retired it, kept when a failed removal sets
-    /// `version` to 0 (for [`Gc::retired_before`]).
-    retired_in: u64,
+    /// Its removal failed: retried at every pass, whatever is leased.
+    retry: bool,
     /// When, for an object store's retention window.
     at: std::time::Instant,
     /// When, as µs since the epoch (for [`Gc::retired_before`]).
@@ -170,7 +168,7 @@ impl Gc {
             s.pending.extend(paths.into_iter().map(|path| Retired {
                 path,
                 version,
-                retired_in: version,
+                retry: false,
                 at,
                 at_us,
             }));
@@ -206,7 +204,7 @@ impl Gc {
     pub fn retired_before(&self, at_us: i64, version: u64, under: impl Fn(&str) -> bool) -> bool {
         self.state.lock().map_or(true, |s| {
             s.pending.iter().any(|r| {
-                (r.at_us <= at_us || (version > 0 && r.retired_in <= version)) && under(&r.path)
+                (r.at_us <= at_us || (version > 0 && r.version <= version)) && under(&r.path)
             })
         })
     }
@@ -261,7 +259,7 @@ impl Gc {
             };
             let retention = self.retention;
             let (ready, keep): (Vec<_>, Vec<_>) = s.pending.drain(..).partition(|r| {
-                oldest.is_none_or(|o| o >= r.version)
+                (r.retry || oldest.is_none_or(|o| o >= r.version))
                     && retention.is_none_or(|w| r.at.elapsed() >= w)
             });
             s.pending = keep;
@@ -285,7 +283,7 @@ impl Gc {
                     // keeps its retirement time and commit, which decide
                     // the requests it holds back (`retired_before`).
                     s.pending.push(Retired {
-                        version: 0,
+                        retry: true,
                         at: now,
                         ..r
                     });
@@ -482,7 +480,7 @@ impl Gc {
                     .extend(deferred.into_iter().map(|(path, age_us)| Retired {
                         path,
                         version: manifest.version,
-                        retired_in: manifest.version,
+                        retry: false,
                         at: instant_ago(age_us),
                         at_us: now_us.saturating_sub(age_us),
                     }));
