@@ -384,25 +384,11 @@ fn register<'a>(
                 .map(|u| u.hyphenated().to_string())
                 .collect()
         } else {
-            let def = definition(&c)?;
-            let mut refs = BTreeSet::new();
-            let sql = def_sql(&def, now, &mut refs)?;
             path.push(id);
-            for r in refs {
-                register(ctx, persons, project, r, now, path).await?;
-            }
+            let members =
+                dynamic_members(ctx, persons, project, &definition(&c)?, now, path).await?;
             path.pop();
-            let mut out = Vec::new();
-            for b in collect(ctx, &format!("SELECT DISTINCT person_id FROM ({sql}) AS m")).await? {
-                let col = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
-                let col = col.as_string::<i32>();
-                out.extend(
-                    (0..col.len())
-                        .filter(|&i| !col.is_null(i))
-                        .map(|i| col.value(i).to_string()),
-                );
-            }
-            out
+            members
         };
         let schema = Arc::new(Schema::new(vec![Field::new(
             "person_id",
@@ -417,6 +403,35 @@ fn register<'a>(
         )?;
         Ok(())
     })
+}
+
+/// The members (UUID text, each once) of a dynamic cohort defined by
+/// `def`, after registering the cohorts it refers to on `ctx` (`path`:
+/// the cohorts being registered around it, for cycles and depth).
+async fn dynamic_members(
+    ctx: &SessionContext,
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    def: &Def,
+    now: DateTime<Utc>,
+    path: &mut Vec<i64>,
+) -> Result<Vec<String>> {
+    let mut refs = BTreeSet::new();
+    let sql = def_sql(def, now, &mut refs)?;
+    for r in refs {
+        register(ctx, persons, project, r, now, path).await?;
+    }
+    let mut out = Vec::new();
+    for b in collect(ctx, &format!("SELECT DISTINCT person_id FROM ({sql}) AS m")).await? {
+        let col = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        let col = col.as_string::<i32>();
+        out.extend(
+            (0..col.len())
+                .filter(|&i| !col.is_null(i))
+                .map(|i| col.value(i).to_string()),
+        );
+    }
+    Ok(out)
 }
 
 /// A dynamic cohort's definition as stored: `{"filters": …, "groups": …}`
@@ -540,15 +555,6 @@ pub async fn check(
     let def = stored(filters)?;
     let ctx = session(persons, project, limits)?;
     let now = Utc::now();
-    let mut refs = BTreeSet::new();
-    let sql = def_sql(&def, now, &mut refs)?;
-    for r in refs {
-        register(&ctx, persons, project, r, now, &mut Vec::new()).await?;
-    }
-    let batches = collect(
-        &ctx,
-        &format!("SELECT DISTINCT person_id FROM ({sql}) AS m WHERE person_id IS NOT NULL"),
-    )
-    .await?;
-    Ok(batches.iter().map(RecordBatch::num_rows).sum())
+    let members = dynamic_members(&ctx, persons, project, &def, now, &mut Vec::new()).await?;
+    Ok(members.len())
 }
