@@ -29,7 +29,6 @@ use serde_json::Value;
 use crate::error::{AppError, Result};
 use crate::hogql::functions::{DateDiff, PersonProperty, ToDateTime};
 use crate::hogql::rewrite;
-use crate::sql::register_person_tables;
 
 /// Bounds of one query.
 #[derive(Debug, Clone)]
@@ -53,6 +52,22 @@ impl Default for QueryLimits {
             memory_bytes: Some(2 << 30),
             deadline: None,
         }
+    }
+}
+
+impl QueryLimits {
+    /// A session over `project`'s rows, its operators held to
+    /// `memory_bytes` and stopped at `deadline`.
+    pub fn project_session(
+        &self,
+        store: &elide_store::Store,
+        project: i64,
+    ) -> Result<datafusion::prelude::SessionContext> {
+        let ctx = elide_query::project_session_context(store, project, self.memory_bytes)?;
+        Ok(match &self.deadline {
+            Some(d) => elide_query::deadline::with_deadline(ctx, Arc::clone(d)),
+            None => ctx,
+        })
     }
 }
 
@@ -82,12 +97,7 @@ pub async fn run_hogql(
     limits: &QueryLimits,
 ) -> Result<QueryOutput> {
     let rw = rewrite(sql)?;
-    let mut ctx =
-        elide_query::project_session_context(persons.store(), project, limits.memory_bytes)?;
-    if let Some(d) = &limits.deadline {
-        ctx = elide_query::deadline::with_deadline(ctx, Arc::clone(d));
-    }
-    register_person_tables(&ctx, persons, Some(project))?;
+    let ctx = crate::analytics::session(persons, project, limits)?;
     if rw.uses_person_id {
         override_person_ids(&ctx).await?;
     }

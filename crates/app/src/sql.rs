@@ -74,11 +74,7 @@ pub async fn timeline(
     if ids.is_empty() {
         return Ok(Timeline::default());
     }
-    let mut ctx =
-        elide_query::project_session_context(persons.store(), project, limits.memory_bytes)?;
-    if let Some(d) = &limits.deadline {
-        ctx = elide_query::deadline::with_deadline(ctx, Arc::clone(d));
-    }
+    let ctx = limits.project_session(persons.store(), project)?;
     let df = ctx
         .table("events")
         .await?

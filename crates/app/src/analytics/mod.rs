@@ -68,11 +68,7 @@ pub fn session(
     project: i64,
     limits: &QueryLimits,
 ) -> Result<SessionContext> {
-    let mut ctx =
-        elide_query::project_session_context(persons.store(), project, limits.memory_bytes)?;
-    if let Some(d) = &limits.deadline {
-        ctx = elide_query::deadline::with_deadline(ctx, Arc::clone(d));
-    }
+    let ctx = limits.project_session(persons.store(), project)?;
     register_person_tables(&ctx, persons, Some(project))?;
     Ok(ctx)
 }
