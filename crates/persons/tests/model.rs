@@ -1,23 +1,27 @@
 //! Identity resolution against a model: random sequences of captures (in
 //! batches of several events, which exercises the resolver's per-batch
-//! cache), deletions and resets over a small pool of distinct ids,
-//! illegal ones included. After every step the real persons (which ids
-//! share a person, properties, identified flags) must equal the model's,
-//! and so must the stored events still visible. The model stamps each
+//! cache), deletions (some keeping the profile), resets, splits and
+//! flushes and compactions over a small pool of distinct ids, illegal ones included.
+//! After every step the real persons (which ids share a person,
+//! properties, identified flags) must equal the model's, and so must the
+//! stored events still visible (buffered or in parts) and each person's
+//! subject-access export. The model stamps each
 //! event with its person as it is stored: the holder of its distinct id
 //! then; for an event of an id no one holds (personless before the id's
 //! first person, after a reset detached it, or while a deletion blocks
 //! it), the id's next holder, or no one once a reset lifts the block. A
 //! merge moves the stamps, a deletion leaves its person's no one's, and
 //! a deletion with `delete_events` hides the events stamped with its
-//! person, and no other. The real deletion decides the same from its
+//! person, and no other (one that keeps the profile leaves the stamps;
+//! a split leaves them too, and gives the moved ids' next events to
+//! their new persons). The real deletion decides the same from its
 //! records of resets and its store requests' floors.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use arrow::array::AsArray;
 use elide_persons::ids::is_illegal_for_merge;
-use elide_persons::{CaptureEvent, DeletePersons, Persons};
+use elide_persons::{CaptureEvent, DeletePersons, ExportSink, PersonExport, Persons, SplitSpec};
 use elide_store::{Store, StoreOptions, Table};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -46,9 +50,16 @@ struct Ev {
 #[derive(Debug, Clone)]
 enum Step {
     Capture(Vec<Ev>),
-    /// A distinct id naming the person, and whether its events go too.
-    Delete(usize, bool),
+    /// A distinct id naming the person, whether its events go too, and
+    /// whether the profile stays.
+    Delete(usize, bool, bool),
     Reset(usize),
+    /// Split every other id off the person holding this one.
+    Split(usize),
+    /// Write the buffered rows into parts.
+    Flush,
+    /// Purge every deletion from the parts and merge them.
+    Compact,
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -80,8 +91,12 @@ fn ev() -> impl Strategy<Value = Ev> {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => proptest::collection::vec(ev(), 1..5).prop_map(Step::Capture),
-        2 => (0..IDS.len(), proptest::bool::weighted(0.75)).prop_map(|(d, e)| Step::Delete(d, e)),
+        2 => (0..IDS.len(), proptest::bool::weighted(0.75), proptest::bool::weighted(0.25))
+            .prop_map(|(d, e, k)| Step::Delete(d, e, k)),
         2 => (0..IDS.len()).prop_map(Step::Reset),
+        1 => (0..IDS.len()).prop_map(Step::Split),
+        1 => Just(Step::Flush),
+        1 => Just(Step::Compact),
     ]
 }
 
@@ -223,10 +238,17 @@ impl Model {
         }
     }
 
-    fn delete(&mut self, did: &str, events: bool) -> bool {
+    fn delete(&mut self, did: &str, events: bool, keep: bool) -> bool {
         let Some(pid) = self.owner.get(did).copied() else {
             return false;
         };
+        if keep {
+            // The events go; the person, its ids and their stamps stay.
+            for (_, stamp, hidden) in &mut self.rows {
+                *hidden |= events && *stamp == Stamp::Person(pid);
+            }
+            return true;
+        }
         for (_, stamp, hidden) in &mut self.rows {
             if *stamp == Stamp::Person(pid) {
                 *hidden |= events;
@@ -260,6 +282,45 @@ impl Model {
         // Its events so far keep their stamps; its next are its next
         // holder's.
         self.owner.remove(did).is_some()
+    }
+
+    /// Move every id of `did`'s person but `did` to a new person each.
+    fn split(&mut self, did: &str) -> bool {
+        let Some(pid) = self.owner.get(did).copied() else {
+            return false;
+        };
+        let moving: Vec<String> = self
+            .owner
+            .iter()
+            .filter(|(d, p)| **p == pid && d.as_str() != did)
+            .map(|(d, _)| d.clone())
+            .collect();
+        if moving.is_empty() {
+            return false;
+        }
+        for d in moving {
+            self.next += 1;
+            self.persons.insert(self.next, MPerson::default());
+            self.owner.insert(d, self.next);
+        }
+        true
+    }
+
+    /// Each person's ids, with the numbers of its events no deletion hid.
+    fn exports(&self) -> BTreeMap<BTreeSet<String>, Vec<u64>> {
+        let mut by: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+        for (d, p) in &self.owner {
+            by.entry(*p).or_default().insert(d.clone());
+        }
+        by.into_iter()
+            .map(|(p, ids)| {
+                let rows = (0..self.rows.len())
+                    .filter(|i| self.rows[*i].1 == Stamp::Person(p) && !self.rows[*i].2)
+                    .map(|i| i as u64)
+                    .collect();
+                (ids, rows)
+            })
+            .collect()
     }
 
     /// The numbers of the events no deletion hid.
@@ -307,21 +368,59 @@ fn real_view(p: &Persons) -> BTreeSet<(BTreeSet<String>, String, bool)> {
         .collect()
 }
 
-/// The numbers (`n`) of the visible stored events (all buffered: the
-/// store flushes nothing by itself here).
-fn real_visible(p: &Persons) -> Vec<u64> {
-    let snap = p.store().snapshot().unwrap();
-    assert_eq!(snap.parts(Table::Events).count(), 0);
-    let mut out = Vec::new();
-    for b in snap.memtable_batches(Table::Events) {
-        let props = b.column_by_name("properties").unwrap().as_string::<i32>();
-        for i in 0..b.num_rows() {
-            let v: Value = serde_json::from_str(props.value(i)).unwrap();
-            out.push(v["n"].as_u64().unwrap());
-        }
+/// The numbers (`n`) of the events of `b`, appended to `out`.
+fn numbers(b: &arrow::record_batch::RecordBatch, out: &mut Vec<u64>) {
+    let props = b.column_by_name("properties").unwrap();
+    let props = arrow::compute::cast(props, &arrow::datatypes::DataType::Utf8).unwrap();
+    let props = props.as_string::<i32>();
+    for i in 0..b.num_rows() {
+        let v: Value = serde_json::from_str(props.value(i)).unwrap();
+        out.push(v["n"].as_u64().unwrap());
     }
+}
+
+/// The numbers (`n`) of the visible stored events, buffered or in parts.
+fn real_visible(p: &Persons) -> Vec<u64> {
+    let ids: Vec<String> = IDS.iter().map(|s| s.to_string()).collect();
+    let mut out = Vec::new();
+    p.store()
+        .rows_of_distinct_ids(1, &ids, &[Table::Events], &mut |_, b| {
+            numbers(&b, &mut out);
+            Ok(())
+        })
+        .unwrap();
     out.sort_unstable();
     out
+}
+
+/// Each real person's ids, with the numbers of the events its export holds.
+fn real_exports(p: &Persons) -> BTreeMap<BTreeSet<String>, Vec<u64>> {
+    struct Numbers(Vec<u64>);
+    impl ExportSink for Numbers {
+        fn person(&mut self, _: &PersonExport) -> elide_persons::Result<()> {
+            Ok(())
+        }
+        fn rows(
+            &mut self,
+            _: Table,
+            b: arrow::record_batch::RecordBatch,
+        ) -> elide_store::Result<()> {
+            numbers(&b, &mut self.0);
+            Ok(())
+        }
+    }
+    let ids: Vec<String> = IDS.iter().map(|s| s.to_string()).collect();
+    p.by_distinct_ids(1, &ids)
+        .unwrap()
+        .into_values()
+        .map(|person| {
+            let mut sink = Numbers(Vec::new());
+            p.export(1, &person.uuid.to_string(), &[Table::Events], &mut sink)
+                .unwrap();
+            sink.0.sort_unstable();
+            (person.distinct_ids.into_iter().collect(), sink.0)
+        })
+        .collect()
 }
 
 /// Event `n` of the run.
@@ -382,21 +481,41 @@ proptest! {
                         m.capture(e);
                     }
                 }
-                Step::Delete(d, events) => {
+                Step::Delete(d, events, keep) => {
                     let r = p.delete(1, &DeletePersons {
                         distinct_ids: vec![IDS[*d].into()],
                         delete_events: *events,
+                        keep_person: *keep,
                         ..Default::default()
                     }).unwrap();
-                    prop_assert_eq!(r.persons_deleted == 1, m.delete(IDS[*d], *events), "step {}: delete {}", i, IDS[*d]);
+                    prop_assert_eq!(r.persons_deleted, usize::from(r.persons_found == 1 && !keep));
+                    prop_assert_eq!(r.persons_found == 1, m.delete(IDS[*d], *events, *keep), "step {}: delete {}", i, IDS[*d]);
                 }
                 Step::Reset(d) => {
                     let real = p.reset_distinct_id(1, IDS[*d]).is_ok();
                     prop_assert_eq!(real, m.reset(IDS[*d]), "step {}: reset {}", i, IDS[*d]);
                 }
+                Step::Split(d) => {
+                    let holder = p.by_distinct_ids(1, &[IDS[*d].to_string()]).unwrap();
+                    let real = holder.into_values().next().is_some_and(|person| {
+                        p.split(1, &person.uuid.to_string(), &SplitSpec::Main(IDS[*d].into()))
+                            .is_ok()
+                    });
+                    prop_assert_eq!(real, m.split(IDS[*d]), "step {}: split {}", i, IDS[*d]);
+                }
+                Step::Flush => p.store().flush().unwrap(),
+                Step::Compact => {
+                    let r = p.store().compact(elide_store::CompactRequest {
+                        manual: true,
+                        merges: true,
+                        ..Default::default()
+                    }).unwrap();
+                    prop_assert!(r.verification_failures.is_empty(), "{:?}", r.verification_failures);
+                }
             }
             prop_assert_eq!(real_view(&p), m.view(), "after step {}: {:?}", i, s);
             prop_assert_eq!(real_visible(&p), m.visible(), "events after step {}: {:?}", i, s);
+            prop_assert_eq!(real_exports(&p), m.exports(), "exports after step {}: {:?}", i, s);
         }
     }
 }
