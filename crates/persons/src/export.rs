@@ -68,44 +68,36 @@ impl<M: MetaStore> Persons<M> {
             Ok((meta, runs))
         })?;
         sink.person(&meta)?;
-        let (whole, bounded): (Vec<Span>, Vec<Span>) = runs.into_iter().partition(Span::is_whole);
-        let whole: Vec<String> = whole.into_iter().map(|s| s.id).collect();
-        let mut rows =
-            self.store()
-                .rows_of_distinct_ids(project, &whole, tables, &mut |t, b| sink.rows(t, b))?;
-        if bounded.is_empty() {
-            return Ok(rows);
-        }
-        // The other ids' rows, read whole and cut to the person's runs
-        // (counted as delivered).
+        // Every id is read in one pass; an id another holder bounds is
+        // read whole and cut to the person's runs (most persons have no
+        // such id, and their rows go as they are read).
         let mut by_id: BTreeMap<String, Vec<Span>> = BTreeMap::new();
-        for s in bounded {
+        for s in runs {
             by_id.entry(s.id.clone()).or_default().push(s);
         }
+        let cut = by_id.values().flatten().any(|s| !s.is_whole());
         let ids: Vec<String> = by_id.keys().cloned().collect();
-        let mut delivered: BTreeMap<Table, u64> = BTreeMap::new();
+        let mut rows: BTreeMap<Table, u64> = BTreeMap::new();
         let read = self
             .store()
             .rows_of_distinct_ids(project, &ids, tables, &mut |t, b| {
-                let b = within(&b, &by_id)?;
+                let b = if cut { within(&b, &by_id)? } else { b };
                 if b.num_rows() == 0 {
                     return Ok(());
                 }
-                *delivered.entry(t).or_default() += b.num_rows() as u64;
+                *rows.entry(t).or_default() += b.num_rows() as u64;
                 sink.rows(t, b)
             })?;
-        rows.parts += read.parts;
-        for (t, n) in delivered {
-            *rows.rows.entry(t).or_default() += n;
-        }
-        Ok(rows)
+        Ok(RowsOf {
+            rows,
+            parts: read.parts,
+        })
     }
 
     /// The rows an export of person `key` would hold, counted without
     /// sending them anywhere: the dry run of deleting the person's events
     /// and recordings. (Rows of ids another holder bounds are read, to be
-    /// cut by `_seq`; `parts` counts a part read for both kinds of ids
-    /// twice.)
+    /// cut by `_seq`.)
     pub fn export_counts(&self, project: i64, key: &str) -> Result<RowsOf> {
         struct CountOnly;
         impl ExportSink for CountOnly {
