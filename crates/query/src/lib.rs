@@ -50,7 +50,7 @@ use elide_store::{Snapshot, Store, Table};
 
 pub use access::ExpectedLayout;
 pub use codec::ElideCodec;
-pub use loaded::{LoadedTable, Loader};
+pub use loaded::{hold, LoadedTable, Loader};
 pub use props::{parse_filters, PropertiesMatch, PROPERTIES_MATCH};
 pub use provider::ElideTable;
 pub use scan::ElideParquetSource;

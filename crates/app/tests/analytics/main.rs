@@ -126,3 +126,64 @@ fn events_param(names: &[&str]) -> Value {
             .collect(),
     )
 }
+
+/// The persons data a query loads whole (the `persons` table, HogQL's
+/// `person.properties`) counts against the query's memory cap: over it the
+/// query fails with the cap's error; with room, the same query answers,
+/// and a query that reads no persons data runs under the small cap. The
+/// memory is counted while the query runs, not while its session lives.
+#[tokio::test]
+async fn the_persons_data_a_query_loads_counts_against_its_memory_cap() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let big = "x".repeat(10_000);
+    let events: Vec<(String, Value)> = (0..200)
+        .map(|i| {
+            let props =
+                json!({"$set": {"bio": big, "plan": if i % 2 == 0 { "pro" } else { "free" }}});
+            (format!("user{i}"), props)
+        })
+        .collect();
+    let list: Vec<(&str, &str, &str, Value)> = events
+        .iter()
+        .map(|(d, p)| (d.as_str(), "e", "2024-01-01T00:00:00Z", p.clone()))
+        .collect();
+    capture(app.persons(), &list);
+    let limits = |bytes: usize| QueryLimits {
+        memory_bytes: Some(bytes),
+        ..QueryLimits::default()
+    };
+    let run = |sql: &'static str, bytes: usize| {
+        let persons = Arc::clone(app.persons());
+        async move { elide_app::query::run_hogql(&persons, P, sql, &limits(bytes)).await }
+    };
+    // About 2 MB of properties, against a cap of 1 MiB.
+    let small = 1 << 20;
+    for sql in [
+        "SELECT count() FROM events WHERE person.properties.plan = 'pro'",
+        "SELECT count() FROM persons",
+    ] {
+        let e = run(sql, small).await.expect_err(sql).to_string();
+        assert!(e.contains("Resources exhausted"), "{sql}: {e}");
+        let out = run(sql, 64 << 20).await.expect(sql);
+        let want = if sql.contains("pro") { 100 } else { 200 };
+        assert_eq!(out.results, vec![vec![json!(want)]], "{sql}");
+    }
+    let out = run("SELECT count() FROM events", small)
+        .await
+        .expect("no persons data");
+    assert_eq!(out.results, vec![vec![json!(200)]]);
+    // Held while a query runs, not while its session lives: many queries
+    // on one session, each with room for one load, all answer.
+    let ctx = elide_app::analytics::session(app.persons(), P, &limits(8 << 20)).expect("session");
+    for _ in 0..10 {
+        let b = ctx
+            .sql("SELECT count(*) FROM persons")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("one load at a time");
+        assert_eq!(b[0].num_rows(), 1);
+    }
+}
