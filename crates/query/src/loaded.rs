@@ -3,11 +3,12 @@
 //! query reads the rows as they are when it is planned, so a change that
 //! returned before the query began is always seen.
 //!
-//! The rows loaded are held while the query's plan lives, so they count
-//! against the session's memory limit ([`hold`]) like its operators'
-//! memory, until the plan is dropped: a query whose loaded rows alone
-//! pass the limit fails with `ResourcesExhausted` (the rows are loaded
-//! whole first, then refused).
+//! The rows loaded count against the session's memory limit ([`hold`])
+//! like its operators' memory, from the scan's planning until its plan
+//! and every stream executing it are dropped (the streams hold the rows;
+//! DataFusion drops a plan once it is executing): a query whose loaded
+//! rows alone pass the limit fails with `ResourcesExhausted` (the rows are
+//! loaded whole first, then refused).
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,10 +24,12 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
-    SendableRecordBatchStream,
+    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+    SendableRecordBatchStream, Statistics, StatisticsArgs,
 };
+use futures::StreamExt;
 
 /// Loads a table's rows.
 pub type Loader = Arc<dyn Fn() -> std::result::Result<Vec<RecordBatch>, String> + Send + Sync>;
@@ -101,7 +104,8 @@ impl TableProvider for LoadedTable {
 }
 
 /// Its input's rows, with the reservation of the memory they hold: freed
-/// when the plan is dropped.
+/// when the plan and its streams are dropped. Otherwise its input as it
+/// is (statistics, order, partitions).
 struct Held {
     input: Arc<dyn ExecutionPlan>,
     held: Arc<MemoryReservation>,
@@ -142,6 +146,25 @@ impl ExecutionPlan for Held {
         vec![false]
     }
 
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        input_stats
+            .first()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("a loaded table's node has one child".into()))
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
@@ -169,6 +192,93 @@ impl ExecutionPlan for Held {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
+        let stream = self.input.execute(partition, context)?;
+        let schema = stream.schema();
+        // The stream holds the rows: it holds the reservation too.
+        let held = Arc::clone(&self.held);
+        let stream = stream.map(move |b| {
+            let _ = &held;
+            b
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    /// A session capped at `cap` bytes with table `t`: 1000 rows of 1 KiB.
+    fn session(cap: usize) -> SessionContext {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, false)]));
+        let s = Arc::clone(&schema);
+        let load: Loader = Arc::new(move || {
+            let col = StringArray::from(vec!["x".repeat(1024); 1000]);
+            RecordBatch::try_new(Arc::clone(&s), vec![Arc::new(col)])
+                .map(|b| vec![b])
+                .map_err(|e| e.to_string())
+        });
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(cap, 1.0)
+            .build_arc()
+            .expect("runtime");
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        ctx.register_table("t", Arc::new(LoadedTable::new(schema, load)))
+            .expect("register");
+        ctx
+    }
+
+    /// The rows count from planning until the last stream reading them is
+    /// dropped (DataFusion drops the plan once it executes), then nothing
+    /// is left reserved; rows past the cap are refused.
+    #[tokio::test]
+    async fn loaded_rows_are_counted_while_a_stream_reads_them() {
+        let ctx = session(8 << 20);
+        let pool = Arc::clone(&ctx.runtime_env().memory_pool);
+        for _ in 0..3 {
+            let mut stream = ctx
+                .sql("SELECT v FROM t")
+                .await
+                .expect("plan")
+                .execute_stream()
+                .await
+                .expect("execute");
+            assert!(pool.reserved() >= 1000 * 1024, "{}", pool.reserved());
+            let mut rows = 0;
+            while let Some(b) = stream.next().await {
+                rows += b.expect("batch").num_rows();
+            }
+            assert_eq!(rows, 1000);
+            drop(stream);
+            assert_eq!(pool.reserved(), 0);
+        }
+        // Its input's statistics pass through: DataFusion answers a count
+        // from them (and sizes joins by them).
+        let plan = ctx
+            .sql("EXPLAIN SELECT count(*) FROM t")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("explain");
+        let text = arrow::util::pretty::pretty_format_batches(&plan)
+            .expect("text")
+            .to_string();
+        assert!(text.contains("1000 as count(*)"), "{text}");
+        let e = session(512 << 10)
+            .sql("SELECT count(*) FROM t")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect_err("past the cap");
+        assert!(
+            matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)),
+            "{e}"
+        );
     }
 }
