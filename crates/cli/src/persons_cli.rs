@@ -416,7 +416,7 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
             print_json(&v)?;
         }
         ViewFormat::Table => println!(
-            "captured {} events into project {} in {:.2} s ({:.0} events/s): {} persons created, {} updated, {} merged ({} refused, {} illegal), {} personless, {} blocked, {} property updates past the size bound",
+            "captured {} events into project {} in {:.2} s ({:.0} events/s): {} persons created, {} updated, {} merged ({} refused, {} illegal), {} personless, {} blocked, {} property updates past the size bound, {} personless identify/alias/merge events dropped",
             stats.events,
             a.project,
             secs,
@@ -428,7 +428,8 @@ pub fn capture(a: CaptureArgs) -> Result<()> {
             stats.merges_illegal,
             stats.personless,
             stats.blocked,
-            stats.properties_too_large
+            stats.properties_too_large,
+            stats.dropped_personless
         ),
     }
     Ok(())

@@ -100,6 +100,21 @@ impl CaptureEvent {
         self.properties.get("$process_person_profile") != Some(&Value::Bool(false))
     }
 
+    /// A personless event that only makes sense with persons: `$identify`,
+    /// `$create_alias`, `$merge_dangerously` or `$groupidentify` with
+    /// `$process_person_profile: false`. PostHog drops these (with the
+    /// ingestion warning `invalid_event_when_process_person_profile_is_false`),
+    /// and so does capture here.
+    pub fn is_dropped_when_personless(&self) -> bool {
+        const PERSON_EVENTS: [&str; 4] = [
+            "$identify",
+            "$create_alias",
+            "$merge_dangerously",
+            "$groupidentify",
+        ];
+        !self.processes_person() && PERSON_EVENTS.contains(&self.event.as_str())
+    }
+
     /// The merge this event asks for: `$identify` with
     /// `properties.$anon_distinct_id`, `$create_alias` or
     /// `$merge_dangerously` with `properties.alias`.

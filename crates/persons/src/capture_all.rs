@@ -20,7 +20,9 @@ use elide_store::{StoreError, Table};
 use crate::capture::CaptureEvent;
 use crate::error::{PersonsError, Result};
 use crate::meta::MetaStore;
-use crate::persons::{ensure_project, event_batch, now_us, scrub_all, CaptureOutcome, Persons};
+use crate::persons::{
+    ensure_project, event_batch, now_us, row_among_events, scrub_all, CaptureOutcome, Persons,
+};
 use crate::resolve::{CacheView, CaptureStats, IdCache, Learned, Resolver};
 
 /// Events to capture, with the input line each came from (for errors;
@@ -92,7 +94,7 @@ impl<M: MetaStore> Persons<M> {
                 };
                 let stored = scrub_all(&batch.events, &settings);
                 let mut r = Resolver::new(tx, view, project, now);
-                let built = event_batch(&mut r, &stored, project, now)?;
+                let (built, dropped) = event_batch(&mut r, &stored, project, now)?;
                 let (s, learned) = r.finish()?;
                 stats += s;
                 if learned.invalidates() {
@@ -101,8 +103,8 @@ impl<M: MetaStore> Persons<M> {
                     overlay.apply(project, learned.copy());
                 }
                 learned_all.extend(learned);
-                let normalized =
-                    normalize(Table::Events, &built).map_err(|e| locate(e, &batch, events))?;
+                let normalized = normalize(Table::Events, &built)
+                    .map_err(|e| locate(row_among_events(e, &dropped), &batch, events))?;
                 bulk.as_mut()
                     .ok_or_else(|| PersonsError::Internal("bulk ingest gone".into()))?
                     .write_normalized(normalized)?;
@@ -135,7 +137,8 @@ impl<M: MetaStore> Persons<M> {
             tracing::warn!(error = %e, "could not confirm a committed capture; the next open confirms it");
         }
         cache.apply(project, learned_all);
-        stats.events = events;
+        // Those stored.
+        stats.events = events - stats.dropped_personless;
         Ok(CaptureOutcome {
             stats,
             seq_start: 0,

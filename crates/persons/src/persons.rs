@@ -35,7 +35,7 @@ use std::sync::{Mutex, MutexGuard};
 use arrow::record_batch::RecordBatch;
 use elide_store::jsonl::{EventBatchBuilder, EventFields};
 use elide_store::normalize::normalize;
-use elide_store::{Store, Table};
+use elide_store::{Store, StoreError, Table};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -255,17 +255,24 @@ pub(crate) fn scrub_all<'e>(
 }
 
 /// The stored events batch (input schema) of `events`, each resolved to
-/// its person (or none), built straight into Arrow arrays.
+/// its person (or none), built straight into Arrow arrays, with the
+/// indices of the events dropped ([`Resolver::drops`]; ascending, usually
+/// none).
 pub(crate) fn event_batch<'e>(
     r: &mut Resolver<'_, 'e>,
     events: &'e [CaptureEvent],
     project: i64,
     now: i64,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, Vec<usize>)> {
     let mut b = EventBatchBuilder::with_capacity(events.len());
     let mut props = Vec::with_capacity(256);
     let (mut event_uuid, mut person_uuid) = ([0u8; 36], [0u8; 36]);
-    for ev in events {
+    let mut dropped = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        if r.drops(ev) {
+            dropped.push(i);
+            continue;
+        }
         let person = r.resolve(ev)?;
         props.clear();
         serde_json::to_writer(&mut props, &ev.properties)
@@ -294,7 +301,31 @@ pub(crate) fn event_batch<'e>(
             session_id: ev.session_id(),
         });
     }
-    Ok(b.finish()?)
+    Ok((b.finish()?, dropped))
+}
+
+/// `e`, a row of a batch built without the `dropped` events (ascending),
+/// with its row counted among all the events.
+pub(crate) fn row_among_events(e: StoreError, dropped: &[usize]) -> StoreError {
+    match e {
+        StoreError::InvalidRow {
+            mut row,
+            column,
+            reason,
+        } => {
+            for &d in dropped {
+                if d <= row {
+                    row += 1;
+                }
+            }
+            StoreError::InvalidRow {
+                row,
+                column,
+                reason,
+            }
+        }
+        other => other,
+    }
 }
 
 impl<M: MetaStore> Persons<M> {
@@ -378,11 +409,12 @@ impl<M: MetaStore> Persons<M> {
             let settings = ensure_project(tx, project, now)?.settings;
             let events = scrub_all(events, &settings);
             let mut r = Resolver::new(tx, CacheView::committed(cache), project, now);
-            let batch = event_batch(&mut r, &events, project, now)?;
+            let (batch, dropped) = event_batch(&mut r, &events, project, now)?;
             let (mut stats, learned) = r.finish()?;
             stats.events = batch.num_rows() as u64;
             resolved_at = std::time::Instant::now();
-            let batch = normalize(Table::Events, &batch)?;
+            let batch =
+                normalize(Table::Events, &batch).map_err(|e| row_among_events(e, &dropped))?;
             built_at = std::time::Instant::now();
             // The append happens inside the metadata transaction: if it
             // fails (a full disk), the person changes roll back with it.
@@ -656,4 +688,31 @@ fn check_lookup(n: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row of a batch built without some events is named by its place
+    /// among all the events (for an error that names the line or event).
+    #[test]
+    fn a_row_is_counted_among_the_events_dropped_before_it() {
+        let row = |r: usize, dropped: &[usize]| {
+            let e = StoreError::InvalidRow {
+                row: r,
+                column: "c".into(),
+                reason: "bad".into(),
+            };
+            match row_among_events(e, dropped) {
+                StoreError::InvalidRow { row, .. } => row,
+                other => panic!("{other}"),
+            }
+        };
+        assert_eq!(row(0, &[]), 0);
+        assert_eq!(row(0, &[0]), 1);
+        assert_eq!(row(0, &[1]), 0);
+        assert_eq!(row(1, &[0, 1, 3]), 4);
+        assert_eq!(row(2, &[0, 1, 3]), 5);
+    }
 }

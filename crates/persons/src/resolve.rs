@@ -60,6 +60,10 @@ pub struct CaptureStats {
     pub merges_illegal: u64,
     /// Personless events.
     pub personless: u64,
+    /// Events dropped, not stored: a personless `$identify`,
+    /// `$create_alias`, `$merge_dangerously` or `$groupidentify`
+    /// ([`crate::CaptureEvent::is_dropped_when_personless`]).
+    pub dropped_personless: u64,
     /// Events of blocked (deleted, not reset) distinct ids.
     pub blocked: u64,
     /// Property updates not applied: the person's properties would have
@@ -130,6 +134,7 @@ impl std::ops::AddAssign for CaptureStats {
         self.merges_refused += o.merges_refused;
         self.merges_illegal += o.merges_illegal;
         self.personless += o.personless;
+        self.dropped_personless += o.dropped_personless;
         self.blocked += o.blocked;
         self.properties_too_large += o.properties_too_large;
     }
@@ -279,6 +284,13 @@ impl<'t, 'e> Resolver<'t, 'e> {
         }
     }
 
+    /// Whether `ev` is dropped, not stored (counted).
+    pub(crate) fn drops(&mut self, ev: &CaptureEvent) -> bool {
+        let drop = ev.is_dropped_when_personless();
+        self.stats.dropped_personless += u64::from(drop);
+        drop
+    }
+
     /// The person UUID to stamp on `ev` (`None` for blocked ids).
     pub(crate) fn resolve(&mut self, ev: &'e CaptureEvent) -> Result<Option<Uuid>> {
         let did = ev.distinct_id.as_str();
@@ -328,6 +340,13 @@ impl<'t, 'e> Resolver<'t, 'e> {
     /// Write the changed persons; returns the stats and what the batch
     /// learned (to apply to the cache once the transaction commits).
     pub(crate) fn finish(mut self) -> Result<(CaptureStats, Learned)> {
+        if self.stats.dropped_personless > 0 {
+            tracing::warn!(
+                project = self.project,
+                events = self.stats.dropped_personless,
+                "personless $identify, $create_alias, $merge_dangerously or $groupidentify events dropped (invalid_event_when_process_person_profile_is_false)"
+            );
+        }
         if self.stats.properties_too_large > 0 {
             tracing::warn!(
                 project = self.project,

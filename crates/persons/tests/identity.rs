@@ -361,21 +361,54 @@ fn personless_events_create_nothing() {
     // Stamped with the UUID the id would get.
     let uuid = elide_persons::ids::person_uuid(P, "ghost").to_string();
     assert_eq!(e.stamped()[0].1.as_deref(), Some(uuid.as_str()));
-    // A personless identify does not merge; a known person is used as is.
+    // A personless identify is dropped, as PostHog drops it: it merges
+    // nothing, sets nothing and is not stored.
     e.cap(ev("e", "real", json!({"$set": {"a": 1}})));
-    e.cap(ev(
+    let out = e.cap(ev(
         "$identify",
         "real",
         json!({"$anon_distinct_id": "ghost", "$process_person_profile": false,
                                          "$set": {"a": 2}}),
     ));
+    assert_eq!((out.stats.events, out.stats.dropped_personless), (0, 1));
     assert!(e.person("ghost").is_none());
     let real = e.person("real").unwrap();
     assert_eq!(real.properties["a"], json!(1));
-    assert_eq!(
-        e.stamped()[2].1.as_deref(),
-        Some(real.uuid.to_string().as_str())
-    );
+    assert_eq!(e.stamped().len(), 2);
+}
+
+/// Every personless event that only makes sense with persons is dropped
+/// (`$identify`, `$create_alias`, `$merge_dangerously`, `$groupidentify`
+/// with `$process_person_profile: false`, a boolean); the others of the
+/// batch are stored.
+#[test]
+fn personless_person_events_are_dropped() {
+    let e = env();
+    let off = json!({"$process_person_profile": false, "alias": "x", "$anon_distinct_id": "y"});
+    let mut batch: Vec<Value> = [
+        "$identify",
+        "$create_alias",
+        "$merge_dangerously",
+        "$groupidentify",
+    ]
+    .iter()
+    .map(|name| ev(name, "u", off.clone()))
+    .collect();
+    batch.push(ev("$pageview", "u", off.clone()));
+    // Not a boolean: the event processes its person, and merges.
+    batch.push(ev(
+        "$identify",
+        "u",
+        json!({"$process_person_profile": "false", "$anon_distinct_id": "y"}),
+    ));
+    let out = e.cap(Value::Array(batch));
+    assert_eq!((out.stats.events, out.stats.dropped_personless), (2, 4));
+    assert_eq!(out.seq_end - out.seq_start, 2);
+    let stamped: Vec<String> = e.stamped().into_iter().map(|(d, _)| d).collect();
+    assert_eq!(stamped, ["u", "u"]);
+    let u = e.person("u").unwrap();
+    assert_eq!(u.distinct_ids.len(), 2, "{u:?}");
+    assert!(e.person("x").is_none());
 }
 
 #[test]

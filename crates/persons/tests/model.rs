@@ -144,6 +144,12 @@ impl Model {
     }
 
     fn capture(&mut self, e: &Ev) {
+        if e.personless && !matches!(e.merge, Merge::None) {
+            // A personless merge is dropped, as PostHog drops it: never
+            // stored (its number stays unused).
+            self.rows.push((IDS[e.did].to_string(), Stamp::NoOne, true));
+            return;
+        }
         // Stored whatever happens to its person.
         self.rows
             .push((IDS[e.did].to_string(), Stamp::Pending, false));

@@ -257,7 +257,8 @@ fn capture_events(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult
     let (snapshots, others): (Vec<&CaptureEvent>, Vec<&CaptureEvent>) =
         events.iter().partition(|e| e.event == "$snapshot");
     if snapshots.is_empty() {
-        app.persons().capture(project, events)?;
+        let out = app.persons().capture(project, events)?;
+        count_dropped(&out);
         return Ok(());
     }
     let batch = crate::recordings::rows(project, &snapshots)?;
@@ -265,9 +266,20 @@ fn capture_events(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult
     // lock: a reset or split between them would put the request's rows
     // of an id on both sides of its cut-off.
     let owned: Vec<CaptureEvent> = others.into_iter().cloned().collect();
-    app.persons()
+    let out = app
+        .persons()
         .capture_and_append(project, &owned, Table::Recordings, &batch)?;
+    count_dropped(&out);
     Ok(())
+}
+
+/// Events a committed capture dropped as PostHog drops them (a personless
+/// `$identify`, `$create_alias`, `$merge_dangerously` or `$groupidentify`).
+fn count_dropped(out: &elide_persons::CaptureOutcome) {
+    if out.stats.dropped_personless > 0 {
+        metrics::counter!("elide_capture_dropped_total", "reason" => "invalid_event_when_process_person_profile_is_false")
+            .increment(out.stats.dropped_personless);
+    }
 }
 
 /// Turn the raw body into JSON text: gunzip by magic bytes, the `data`
