@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use arrow::array::AsArray;
 use elide_persons::ids::is_illegal_for_merge;
-use elide_persons::{CaptureEvent, DeletePersons, ExportSink, PersonExport, Persons, SplitSpec};
+use elide_persons::{
+    CaptureEvent, DeletePersons, ExportSink, PersonExport, PersonFilter, Persons, SplitSpec,
+};
 use elide_store::{Store, StoreOptions, Table};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -312,13 +314,16 @@ impl Model {
         true
     }
 
-    /// Each person's ids, with the numbers of its events no deletion hid.
-    fn exports(&self) -> BTreeMap<BTreeSet<String>, Vec<u64>> {
-        let mut by: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    /// Each person's ids (none for a person a reset left without one),
+    /// with the numbers of its events no deletion hid, sorted.
+    fn exports(&self) -> Vec<(BTreeSet<String>, Vec<u64>)> {
+        let mut by: BTreeMap<usize, BTreeSet<String>> =
+            self.persons.keys().map(|p| (*p, BTreeSet::new())).collect();
         for (d, p) in &self.owner {
             by.entry(*p).or_default().insert(d.clone());
         }
-        by.into_iter()
+        let mut out: Vec<_> = by
+            .into_iter()
             .map(|(p, ids)| {
                 let rows = (0..self.rows.len())
                     .filter(|i| self.rows[*i].1 == Stamp::Person(p) && !self.rows[*i].2)
@@ -326,7 +331,9 @@ impl Model {
                     .collect();
                 (ids, rows)
             })
-            .collect()
+            .collect();
+        out.sort();
+        out
     }
 
     /// The numbers of the events no deletion hid.
@@ -399,8 +406,9 @@ fn real_visible(p: &Persons) -> Vec<u64> {
     out
 }
 
-/// Each real person's ids, with the numbers of the events its export holds.
-fn real_exports(p: &Persons) -> BTreeMap<BTreeSet<String>, Vec<u64>> {
+/// Each real person's ids (none for a person a reset left without one),
+/// with the numbers of the events its export holds, sorted.
+fn real_exports(p: &Persons) -> Vec<(BTreeSet<String>, Vec<u64>)> {
     struct Numbers(Vec<u64>);
     impl ExportSink for Numbers {
         fn person(&mut self, _: &PersonExport) -> elide_persons::Result<()> {
@@ -415,10 +423,15 @@ fn real_exports(p: &Persons) -> BTreeMap<BTreeSet<String>, Vec<u64>> {
             Ok(())
         }
     }
-    let ids: Vec<String> = IDS.iter().map(|s| s.to_string()).collect();
-    p.by_distinct_ids(1, &ids)
+    let all = PersonFilter {
+        limit: 1000,
+        ..PersonFilter::default()
+    };
+    let mut out: Vec<_> = p
+        .list(1, &all)
         .unwrap()
-        .into_values()
+        .results
+        .into_iter()
         .map(|person| {
             let mut sink = Numbers(Vec::new());
             p.export(1, &person.uuid.to_string(), &[Table::Events], &mut sink)
@@ -426,7 +439,9 @@ fn real_exports(p: &Persons) -> BTreeMap<BTreeSet<String>, Vec<u64>> {
             sink.0.sort_unstable();
             (person.distinct_ids.into_iter().collect(), sink.0)
         })
-        .collect()
+        .collect();
+    out.sort();
+    out
 }
 
 /// Event `n` of the run.
