@@ -203,7 +203,7 @@ impl Persons<SqliteMeta> {
                     }
                     continue;
                 }
-                if store_key.is_none() && !r.id_hashes.is_empty() {
+                if store_key.is_none() && !r.id_hashes.is_empty() && !r.run_ended {
                     not_blocked += 1;
                 }
                 crate::persons::ensure_project(tx, r.project_id, now)?;
@@ -217,6 +217,13 @@ impl Persons<SqliteMeta> {
                     keep_person: false,
                     store_requests: vec![r.id],
                 })?;
+                if r.run_ended {
+                    // A run of an id that ended before the deletion: the
+                    // id went on for another holder (or no one), whose
+                    // events must keep their person.
+                    tx.insert_activity(r.project_id, None, "metadata_rebuilt", None, now)?;
+                    continue;
+                }
                 for d in &r.distinct_ids {
                     tx.block(r.project_id, d, rec, now)?;
                     blocked += 1;

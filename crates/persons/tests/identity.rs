@@ -939,3 +939,45 @@ fn person_properties_stop_growing_at_the_bound() {
     assert!(p.properties.contains_key("k9"));
     assert!(serde_json::to_vec(&p.properties).unwrap().len() <= MAX);
 }
+
+/// A metadata rebuild blocks the ids a deleted person held when it was
+/// deleted, and not an id it had lost before (reset away, then another
+/// person's): that person's events keep getting a person.
+#[test]
+fn a_rebuild_blocks_a_deleted_persons_ids_and_not_those_it_had_lost() {
+    let e = env();
+    e.cap(ev("e", "a1", json!({})));
+    e.cap(identify("a1", "x"));
+    e.p.reset_distinct_id(P, "x").unwrap();
+    e.cap(ev("e", "x", json!({})));
+    let out =
+        e.p.delete(
+            P,
+            &DeletePersons {
+                distinct_ids: vec!["a1".into()],
+                delete_events: true,
+                ..DeletePersons::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(out.persons_deleted, 1);
+    assert!(e.person("x").is_some());
+    let Env { _dir: dir, p } = e;
+    drop(p);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("metadata.sqlite3{suffix}")));
+    }
+    let opts = StoreOptions {
+        background_flush: false,
+        background_compaction: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let (p, report) = Persons::rebuild_metadata(store).unwrap();
+    assert_eq!(report.ids_blocked, 1, "{report:?}");
+    let e = Env { _dir: dir, p };
+    e.cap(ev("e", "a1", json!({})));
+    e.cap(ev("e", "x", json!({})));
+    assert!(e.person("a1").is_none(), "a deleted person came back");
+    assert!(e.person("x").is_some(), "x's new holder lost its person");
+}

@@ -410,6 +410,7 @@ fn whole_specs(
             distinct_ids: std::mem::take(ids),
             cutoff: None,
             floor: 0,
+            run_ended: false,
             tables: tables.to_vec(),
             kind: elide_store::RequestKind::Person,
             metadata_rows_removed: homes.drain(..).map(|i| metadata_rows[i]).sum(),
@@ -459,6 +460,8 @@ fn run_specs(
                 distinct_ids: vec![s.id.clone()],
                 cutoff: s.cutoff,
                 floor: s.floor,
+                // A detached id's run: a rebuild must not block the id.
+                run_ended: s.cutoff.is_some(),
                 tables: tables.to_vec(),
                 kind: elide_store::RequestKind::Person,
                 metadata_rows_removed: std::mem::take(&mut metadata),

@@ -188,6 +188,14 @@ impl Transaction<'_> {
         }
     }
 
+    /// Record that request `id` (added by this transaction) covers a run
+    /// of its ids that ended before it ([`crate::DeleteSpec::run_ended`]).
+    pub fn set_run_ended(&mut self, id: u64) {
+        if let Some(r) = self.manifest.requests.iter_mut().find(|r| r.id == id) {
+            r.run_ended = true;
+        }
+    }
+
     /// Record on request `id` (added by this transaction) the persons
     /// metadata rows removed with it.
     pub fn set_metadata_rows_removed(&mut self, id: u64, rows: u64) {

@@ -36,6 +36,14 @@ pub struct DeleteSpec {
     /// layer sets it for an id that another person held before: that
     /// person's rows of the id stay. At most the cut-off.
     pub floor: u64,
+    /// The ids' rows this request covers ended before it was made: past
+    /// the cut-off they are another holder's, or no one's (the persons
+    /// layer's runs of an id a reset or a split detached from the
+    /// person). Recorded as [`DeletionRequest::run_ended`]; a metadata
+    /// rebuild does not block such ids.
+    ///
+    /// [`DeletionRequest::run_ended`]: crate::format::DeletionRequest::run_ended
+    pub run_ended: bool,
     /// Tables to delete from; empty = all tables.
     pub tables: Vec<Table>,
     /// What the request is recorded as: [`RequestKind::DistinctIds`]
@@ -63,6 +71,7 @@ impl DeleteSpec {
             distinct_ids: distinct_ids.into_iter().map(Into::into).collect(),
             cutoff: None,
             floor: 0,
+            run_ended: false,
             tables: Vec::new(),
             kind: RequestKind::DistinctIds,
             metadata_rows_removed: 0,
@@ -177,7 +186,7 @@ impl Store {
                 project,
                 ids,
                 tables,
-                (spec.cutoff, spec.floor),
+                (spec.cutoff, spec.floor, spec.run_ended),
                 spec.metadata_rows_removed,
             ));
         }
@@ -188,7 +197,7 @@ impl Store {
         // One cut-off for the whole call ("appended before it").
         let now_seq = self.inner.next_seq()?;
         let mut out = Vec::new();
-        for (kind, project, ids, tables, (cutoff, floor), metadata_rows) in checked {
+        for (kind, project, ids, tables, (cutoff, floor, run_ended), metadata_rows) in checked {
             let cutoff = Some(cutoff.unwrap_or(now_seq));
             for (i, chunk) in ids.chunks(MAX_DELETE_IDS).enumerate() {
                 let o = self.inner.resolve_deletion(
@@ -202,6 +211,9 @@ impl Store {
                 )?;
                 if i == 0 {
                     tx.set_metadata_rows_removed(o.request_id, metadata_rows);
+                }
+                if run_ended {
+                    tx.set_run_ended(o.request_id);
                 }
                 out.push(o);
             }
