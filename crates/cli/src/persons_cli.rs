@@ -202,8 +202,9 @@ pub enum PersonsCommand {
         id: String,
     },
     /// Make a new, empty metadata database for a store whose database was
-    /// lost (persons, properties and activity are gone; distinct ids that
-    /// pending and purged deletion requests still name are blocked again).
+    /// lost (persons, properties and activity are gone; the distinct ids of
+    /// the store's deletion requests are blocked again, but for those of a
+    /// detached id's run).
     RebuildMetadata {
         /// Data directory.
         #[arg(long)]

@@ -149,12 +149,13 @@ impl Persons<SqliteMeta> {
 
     /// Make a new, empty metadata database for a store whose database was
     /// lost, on purpose. The lost database's persons, properties and
-    /// activity are gone; the store's deletion requests that still name
-    /// their distinct ids (pending or purged) block those ids again, so
-    /// that no erased person comes back through them. Ids of verified
-    /// requests are kept only as hashes and cannot be blocked again
-    /// (reported). Refused while a database is present: move it away
-    /// first.
+    /// activity are gone; the store's deletion requests block their
+    /// distinct ids again (by text while they name them, by keyed hash
+    /// once verified), so that no erased person comes back through them,
+    /// except a request of a detached id's run (`run_ended`), whose id
+    /// went on for another holder. Verified requests hashed with a key
+    /// the store no longer has cannot be blocked again (reported).
+    /// Refused while a database is present: move it away first.
     pub fn rebuild_metadata(store: Store) -> Result<(Persons<SqliteMeta>, RebuildReport)> {
         let path: PathBuf = store.dir().join(METADATA_FILE);
         if !is_blank(&path) {

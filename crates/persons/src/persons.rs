@@ -107,8 +107,9 @@ pub struct CaptureOutcome {
     /// Identity figures.
     #[serde(flatten)]
     pub stats: CaptureStats,
-    /// `_seq` of the first event (0 for an empty batch, and for
-    /// [`Persons::capture_all`], whose events are ingested in bulk).
+    /// `_seq` of the first event stored (0 for an empty batch, and for
+    /// [`Persons::capture_all`], whose events are ingested in bulk; equal
+    /// to `seq_end` when every event was dropped).
     pub seq_start: u64,
     /// One past the last.
     pub seq_end: u64,

@@ -139,6 +139,9 @@ impl Store {
             spec.floor,
         )?;
         tx.set_metadata_rows_removed(out.request_id, spec.metadata_rows_removed);
+        if spec.run_ended {
+            tx.set_run_ended(out.request_id);
+        }
         tx.commit()?;
         tracing::info!(
             request_id = out.request_id,

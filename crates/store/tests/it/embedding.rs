@@ -909,3 +909,28 @@ fn a_deletion_with_a_floor_leaves_the_rows_below_it() {
     let receipt: serde_json::Value = serde_json::from_slice(&receipt).unwrap();
     assert_eq!(receipt["body"]["floor_seq"], floor, "{receipt}");
 }
+
+/// `DeleteSpec::run_ended` is recorded on the request by `delete` and
+/// `delete_many` alike, and survives a reopen (a metadata rebuild reads
+/// it from the manifest).
+#[test]
+fn a_deletions_run_ended_mark_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..8));
+    let spec = |run_ended| DeleteSpec {
+        run_ended,
+        ..DeleteSpec::ids(1, ["d1"])
+    };
+    let a = store.delete(spec(true)).unwrap();
+    let b = store.delete_many([spec(false), spec(true)]).unwrap();
+    store.close().unwrap();
+    let store = open(dir.path());
+    for (id, want) in [
+        (a.request_id, true),
+        (b[0].request_id, false),
+        (b[1].request_id, true),
+    ] {
+        assert_eq!(store.request(id).unwrap().unwrap().run_ended, want, "{id}");
+    }
+}
