@@ -203,8 +203,8 @@ pub enum PersonsCommand {
     },
     /// Make a new, empty metadata database for a store whose database was
     /// lost (persons, properties and activity are gone; the distinct ids of
-    /// the store's deletion requests are blocked again, but for those of a
-    /// detached id's run).
+    /// the store's deletion requests are blocked again, but for those that
+    /// stayed in use: a detached id's run, a deletion keeping the profile).
     RebuildMetadata {
         /// Data directory.
         #[arg(long)]

@@ -152,8 +152,9 @@ impl Persons<SqliteMeta> {
     /// activity are gone; the store's deletion requests block their
     /// distinct ids again (by text while they name them, by keyed hash
     /// once verified), so that no erased person comes back through them,
-    /// except a request of a detached id's run (`run_ended`), whose id
-    /// went on for another holder. Verified requests hashed with a key
+    /// except a request whose ids stayed in use (`keeps_ids`: a detached
+    /// id's run, whose id went on for another holder, and a deletion that
+    /// kept the profile). Verified requests hashed with a key
     /// the store no longer has cannot be blocked again (reported).
     /// Refused while a database is present: move it away first.
     pub fn rebuild_metadata(store: Store) -> Result<(Persons<SqliteMeta>, RebuildReport)> {
@@ -204,7 +205,7 @@ impl Persons<SqliteMeta> {
                     }
                     continue;
                 }
-                if store_key.is_none() && !r.id_hashes.is_empty() && !r.run_ended {
+                if store_key.is_none() && !r.id_hashes.is_empty() && !r.keeps_ids {
                     not_blocked += 1;
                 }
                 crate::persons::ensure_project(tx, r.project_id, now)?;
@@ -218,10 +219,10 @@ impl Persons<SqliteMeta> {
                     keep_person: false,
                     store_requests: vec![r.id],
                 })?;
-                if r.run_ended {
-                    // A run of an id that ended before the deletion: the
-                    // id went on for another holder (or no one), whose
-                    // events must keep their person.
+                if r.keeps_ids {
+                    // The ids went on (another holder's after a detached
+                    // id's run, or the kept person's), and their events
+                    // must keep getting a person.
                     tx.insert_activity(r.project_id, None, "metadata_rebuilt", None, now)?;
                     continue;
                 }

@@ -981,3 +981,39 @@ fn a_rebuild_blocks_a_deleted_persons_ids_and_not_those_it_had_lost() {
     assert!(e.person("a1").is_none(), "a deleted person came back");
     assert!(e.person("x").is_some(), "x's new holder lost its person");
 }
+
+/// A deletion that kept the profile leaves its ids in use: a metadata
+/// rebuild does not block them (their events get a person again).
+#[test]
+fn a_rebuild_leaves_the_ids_of_a_kept_profile_unblocked() {
+    let e = env();
+    e.cap(ev("e", "k", json!({})));
+    e.cap(ev("e", "gone", json!({})));
+    for (id, keep_person) in [("k", true), ("gone", false)] {
+        let out =
+            e.p.delete(
+                P,
+                &DeletePersons {
+                    distinct_ids: vec![id.into()],
+                    delete_events: true,
+                    keep_person,
+                    ..DeletePersons::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(out.persons_found, 1);
+    }
+    let Env { _dir: dir, p } = e;
+    drop(p);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("metadata.sqlite3{suffix}")));
+    }
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let (p, report) = Persons::rebuild_metadata(store).unwrap();
+    assert_eq!(report.ids_blocked, 1, "{report:?}");
+    let e = Env { _dir: dir, p };
+    e.cap(ev("e", "k", json!({})));
+    e.cap(ev("e", "gone", json!({})));
+    assert!(e.person("k").is_some(), "the kept person's id was blocked");
+    assert!(e.person("gone").is_none(), "a deleted person came back");
+}

@@ -139,7 +139,7 @@ impl Store {
             distinct_ids: distinct_ids.clone(),
             cutoff: Some(cutoff),
             floor: 0,
-            run_ended: false,
+            keeps_ids: false,
             tables: tables.to_vec(),
             kind: crate::format::RequestKind::Person,
             metadata_rows_removed: 0,

@@ -221,6 +221,12 @@ impl<M: MetaStore> Persons<M> {
             let (runs, run_owners) = run_specs(project, &bounded, &by_runs, &tables);
             specs.extend(runs);
             owners.extend(run_owners);
+            if req.keep_person {
+                // The person and its ids stay: a rebuild must not block them.
+                for s in &mut specs {
+                    s.keeps_ids = true;
+                }
+            }
             // All of them in one store commit.
             let outcomes = self.store.delete_many(specs)?;
             if outcomes.len() != owners.len() {
@@ -410,7 +416,7 @@ fn whole_specs(
             distinct_ids: std::mem::take(ids),
             cutoff: None,
             floor: 0,
-            run_ended: false,
+            keeps_ids: false,
             tables: tables.to_vec(),
             kind: elide_store::RequestKind::Person,
             metadata_rows_removed: homes.drain(..).map(|i| metadata_rows[i]).sum(),
@@ -461,7 +467,7 @@ fn run_specs(
                 cutoff: s.cutoff,
                 floor: s.floor,
                 // A detached id's run: a rebuild must not block the id.
-                run_ended: s.cutoff.is_some(),
+                keeps_ids: s.cutoff.is_some(),
                 tables: tables.to_vec(),
                 kind: elide_store::RequestKind::Person,
                 metadata_rows_removed: std::mem::take(&mut metadata),

@@ -188,11 +188,11 @@ impl Transaction<'_> {
         }
     }
 
-    /// Record that request `id` (added by this transaction) covers a run
-    /// of its ids that ended before it ([`crate::DeleteSpec::run_ended`]).
-    pub fn set_run_ended(&mut self, id: u64) {
+    /// Record that request `id` (added by this transaction) leaves its ids
+    /// in use ([`crate::DeleteSpec::keeps_ids`]).
+    pub fn set_keeps_ids(&mut self, id: u64) {
         if let Some(r) = self.manifest.requests.iter_mut().find(|r| r.id == id) {
-            r.run_ended = true;
+            r.keeps_ids = true;
         }
     }
 

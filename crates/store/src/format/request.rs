@@ -162,13 +162,14 @@ pub struct DeletionRequest {
     /// not this request's. `0` (left out) in requests without a floor.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub floor_seq: u64,
-    /// The rows of its ids it covers ended before it was made: past the
-    /// cut-off they are another holder's or no one's (the persons layer's
-    /// runs of a detached id; [`crate::DeleteSpec::run_ended`]). A
-    /// metadata rebuild does not block its ids. `false` (left out)
+    /// Its ids stay in use after it: past the cut-off their rows are
+    /// another holder's or no one's (the persons layer's runs of a
+    /// detached id), or still the kept person's (`keep_person`)
+    /// ([`crate::DeleteSpec::keeps_ids`]). A metadata rebuild does not
+    /// block its ids. `false` (left out)
     /// otherwise, and in requests written before it was recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub run_ended: bool,
+    pub keeps_ids: bool,
     /// When the request was recorded (µs since the epoch, UTC).
     pub created_at_us: i64,
     /// Rows this request hid that no earlier request had hidden.
@@ -328,7 +329,7 @@ impl DeletionRequest {
             tables,
             cutoff_seq,
             floor_seq: 0,
-            run_ended: false,
+            keeps_ids: false,
             created_at_us,
             rows_hidden: 0,
             rows_hidden_by_table: Default::default(),

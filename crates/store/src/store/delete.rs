@@ -36,14 +36,15 @@ pub struct DeleteSpec {
     /// layer sets it for an id that another person held before: that
     /// person's rows of the id stay. At most the cut-off.
     pub floor: u64,
-    /// The ids' rows this request covers ended before it was made: past
-    /// the cut-off they are another holder's, or no one's (the persons
-    /// layer's runs of an id a reset or a split detached from the
-    /// person). Recorded as [`DeletionRequest::run_ended`]; a metadata
-    /// rebuild does not block such ids.
+    /// The ids stay in use after the request: past the cut-off their rows
+    /// are another holder's or no one's (the persons layer's runs of an
+    /// id a reset or a split detached from the person), or still the
+    /// same person's (a deletion that keeps the profile). Changes no row;
+    /// recorded as [`DeletionRequest::keeps_ids`], and a metadata rebuild
+    /// does not block such ids.
     ///
-    /// [`DeletionRequest::run_ended`]: crate::format::DeletionRequest::run_ended
-    pub run_ended: bool,
+    /// [`DeletionRequest::keeps_ids`]: crate::format::DeletionRequest::keeps_ids
+    pub keeps_ids: bool,
     /// Tables to delete from; empty = all tables.
     pub tables: Vec<Table>,
     /// What the request is recorded as: [`RequestKind::DistinctIds`]
@@ -71,7 +72,7 @@ impl DeleteSpec {
             distinct_ids: distinct_ids.into_iter().map(Into::into).collect(),
             cutoff: None,
             floor: 0,
-            run_ended: false,
+            keeps_ids: false,
             tables: Vec::new(),
             kind: RequestKind::DistinctIds,
             metadata_rows_removed: 0,
@@ -139,8 +140,8 @@ impl Store {
             spec.floor,
         )?;
         tx.set_metadata_rows_removed(out.request_id, spec.metadata_rows_removed);
-        if spec.run_ended {
-            tx.set_run_ended(out.request_id);
+        if spec.keeps_ids {
+            tx.set_keeps_ids(out.request_id);
         }
         tx.commit()?;
         tracing::info!(
@@ -189,7 +190,7 @@ impl Store {
                 project,
                 ids,
                 tables,
-                (spec.cutoff, spec.floor, spec.run_ended),
+                (spec.cutoff, spec.floor, spec.keeps_ids),
                 spec.metadata_rows_removed,
             ));
         }
@@ -200,7 +201,7 @@ impl Store {
         // One cut-off for the whole call ("appended before it").
         let now_seq = self.inner.next_seq()?;
         let mut out = Vec::new();
-        for (kind, project, ids, tables, (cutoff, floor, run_ended), metadata_rows) in checked {
+        for (kind, project, ids, tables, (cutoff, floor, keeps_ids), metadata_rows) in checked {
             let cutoff = Some(cutoff.unwrap_or(now_seq));
             for (i, chunk) in ids.chunks(MAX_DELETE_IDS).enumerate() {
                 let o = self.inner.resolve_deletion(
@@ -215,8 +216,8 @@ impl Store {
                 if i == 0 {
                     tx.set_metadata_rows_removed(o.request_id, metadata_rows);
                 }
-                if run_ended {
-                    tx.set_run_ended(o.request_id);
+                if keeps_ids {
+                    tx.set_keeps_ids(o.request_id);
                 }
                 out.push(o);
             }

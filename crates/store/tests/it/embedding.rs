@@ -910,16 +910,16 @@ fn a_deletion_with_a_floor_leaves_the_rows_below_it() {
     assert_eq!(receipt["body"]["floor_seq"], floor, "{receipt}");
 }
 
-/// `DeleteSpec::run_ended` is recorded on the request by `delete` and
+/// `DeleteSpec::keeps_ids` is recorded on the request by `delete` and
 /// `delete_many` alike, and survives a reopen (a metadata rebuild reads
 /// it from the manifest).
 #[test]
-fn a_deletions_run_ended_mark_is_recorded() {
+fn a_deletions_keeps_ids_mark_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     append(&store, &rows(0..8));
-    let spec = |run_ended| DeleteSpec {
-        run_ended,
+    let spec = |keeps_ids| DeleteSpec {
+        keeps_ids,
         ..DeleteSpec::ids(1, ["d1"])
     };
     let a = store.delete(spec(true)).unwrap();
@@ -931,6 +931,6 @@ fn a_deletions_run_ended_mark_is_recorded() {
         (b[0].request_id, false),
         (b[1].request_id, true),
     ] {
-        assert_eq!(store.request(id).unwrap().unwrap().run_ended, want, "{id}");
+        assert_eq!(store.request(id).unwrap().unwrap().keeps_ids, want, "{id}");
     }
 }
