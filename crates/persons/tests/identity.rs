@@ -30,6 +30,24 @@ fn env() -> Env {
 }
 
 impl Env {
+    /// The same data directory after its metadata database was lost and
+    /// rebuilt ([`Persons::rebuild_metadata`]).
+    fn rebuilt(self) -> (Env, elide_persons::RebuildReport) {
+        let Env { _dir: dir, p } = self;
+        drop(p);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("metadata.sqlite3{suffix}")));
+        }
+        let opts = StoreOptions {
+            background_flush: false,
+            background_compaction: false,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), opts).unwrap();
+        let (p, report) = Persons::rebuild_metadata(store).unwrap();
+        (Env { _dir: dir, p }, report)
+    }
+
     fn cap(&self, v: Value) -> CaptureOutcome {
         let evs = parse_payload(v, 0).unwrap();
         self.p.capture(P, &evs).unwrap()
@@ -962,20 +980,8 @@ fn a_rebuild_blocks_a_deleted_persons_ids_and_not_those_it_had_lost() {
         .unwrap();
     assert_eq!(out.persons_deleted, 1);
     assert!(e.person("x").is_some());
-    let Env { _dir: dir, p } = e;
-    drop(p);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(dir.path().join(format!("metadata.sqlite3{suffix}")));
-    }
-    let opts = StoreOptions {
-        background_flush: false,
-        background_compaction: false,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(dir.path(), opts).unwrap();
-    let (p, report) = Persons::rebuild_metadata(store).unwrap();
+    let (e, report) = e.rebuilt();
     assert_eq!(report.ids_blocked, 1, "{report:?}");
-    let e = Env { _dir: dir, p };
     e.cap(ev("e", "a1", json!({})));
     e.cap(ev("e", "x", json!({})));
     assert!(e.person("a1").is_none(), "a deleted person came back");
@@ -1003,15 +1009,8 @@ fn a_rebuild_leaves_the_ids_of_a_kept_profile_unblocked() {
             .unwrap();
         assert_eq!(out.persons_found, 1);
     }
-    let Env { _dir: dir, p } = e;
-    drop(p);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(dir.path().join(format!("metadata.sqlite3{suffix}")));
-    }
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let (p, report) = Persons::rebuild_metadata(store).unwrap();
+    let (e, report) = e.rebuilt();
     assert_eq!(report.ids_blocked, 1, "{report:?}");
-    let e = Env { _dir: dir, p };
     e.cap(ev("e", "k", json!({})));
     e.cap(ev("e", "gone", json!({})));
     assert!(e.person("k").is_some(), "the kept person's id was blocked");
