@@ -90,52 +90,53 @@ impl Store {
             let mem = buffered(&st, project, &tables, &ids)?;
             (version, pin, wanted, mem)
         } else {
-            let guard = inner
-                .commit
-                .lock()
-                .map_err(|_| StoreError::Internal("commit lock poisoned".into()))?;
-            let (version, pin, mem) = {
+            let lock = || {
+                inner
+                    .commit
+                    .lock()
+                    .map_err(|_| StoreError::Internal("commit lock poisoned".into()))
+            };
+            // The version read, pinned, with its buffered rows.
+            let pinned = || -> Result<_> {
                 let st = inner.state.lock().map_err(poisoned)?;
                 let pin = inner.gc.register(st.version.manifest.version);
                 let mem = buffered(&st, project, &tables, &ids)?;
-                (std::sync::Arc::clone(&st.version), pin, mem)
+                Ok((std::sync::Arc::clone(&st.version), pin, mem))
             };
             let owned: Vec<String> = ids.iter().map(|d| (*d).clone()).collect();
-            // The `.runs` files are read without the commit lock (the
-            // version is pinned); the index only with it.
-            let use_files = crate::commit::files_first(inner, &guard);
-            drop(guard);
-            let from_files = use_files
-                .then(|| {
-                    crate::index::runs_from_files(
-                        &inner.storage,
-                        &version.manifest,
-                        project,
-                        &owned,
-                        &tables,
-                    )
-                })
-                .flatten();
+            // (A test merges here: whatever commits before the lock below,
+            // the version the runs are looked up for is the one read.)
             crate::failpoint!("export::before_index");
-            let (version, pin, mem, found) = match from_files {
-                Some(found) => (version, pin, mem, found),
-                None => {
+            let guard = lock()?;
+            // While the index is being built, the `.runs` files are read
+            // without the commit lock (the version is pinned). `Ok`: the
+            // runs they hold; `Err`: the lock, to read the index.
+            let files = if crate::commit::files_first(inner, &guard) {
+                let (version, pin, mem) = pinned()?;
+                drop(guard);
+                match crate::index::runs_from_files(
+                    &inner.storage,
+                    &version.manifest,
+                    project,
+                    &owned,
+                    &tables,
+                ) {
+                    Some(found) => Ok((version, pin, mem, found)),
+                    None => Err(lock()?),
+                }
+            } else {
+                Err(guard)
+            };
+            let (version, pin, mem, found) = match files {
+                Ok(read) => read,
+                Err(mut guard) => {
                     // The index covers the current manifest, and retires
                     // the runs of parts a commit removes (at once when
-                    // many go together): the version read is taken again
-                    // under the same lock as the index, so a part merged
-                    // away since the first pin is not looked for in an
-                    // index that has forgotten it.
-                    let mut guard = inner
-                        .commit
-                        .lock()
-                        .map_err(|_| StoreError::Internal("commit lock poisoned".into()))?;
-                    let (version, pin, mem) = {
-                        let st = inner.state.lock().map_err(poisoned)?;
-                        let pin = inner.gc.register(st.version.manifest.version);
-                        let mem = buffered(&st, project, &tables, &ids)?;
-                        (std::sync::Arc::clone(&st.version), pin, mem)
-                    };
+                    // many go together): the version is read under the
+                    // same lock as the index, so no part merged away
+                    // since is looked for in an index that has forgotten
+                    // it.
+                    let (version, pin, mem) = pinned()?;
                     let found = crate::commit::index_runs(
                         inner,
                         &mut guard,
