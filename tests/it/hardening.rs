@@ -745,14 +745,17 @@ fn scrub_reports_on_a_store_too_damaged_to_open() {
     assert!(damaged.iter().any(|p| p.starts_with("manifest/")), "{v}");
 }
 
-/// A subject-access export racing a merge of many parts: the merge's
-/// commit lands between the export's pin of a version and its index
-/// lookup, and the index forgets the merged parts at once (more than 16
-/// went together). The export used to look in the new index for the old
-/// version's parts and miss every row of them; it now reads the version
-/// it looked up.
+/// A subject-access export with a merge of many parts committed from
+/// inside it (its failpoint, before it takes the commit lock): the index
+/// forgets the merged parts at once (more than 16 went together). The
+/// export once pinned a version, released the lock, and looked that
+/// version's parts up in the index after the merge, missing every row of
+/// them; it now reads the version and the index under one hold of the
+/// commit lock, which is what publishes versions, so no commit lands in
+/// between (and the hook cannot run there: the merge would wait for that
+/// lock). This checks that the export finds every row after the merge.
 #[test]
-fn an_export_racing_a_merge_of_many_parts_misses_no_row() {
+fn an_export_after_a_merge_of_many_parts_misses_no_row() {
     use elide::store::failpoint::{set_hook, Hook};
     use elide::store::{CompactRequest, Table};
     let dir = tempfile::tempdir().unwrap();

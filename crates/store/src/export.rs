@@ -104,8 +104,9 @@ impl Store {
                 Ok((std::sync::Arc::clone(&st.version), pin, mem))
             };
             let owned: Vec<String> = ids.iter().map(|d| (*d).clone()).collect();
-            // (A test merges here: whatever commits before the lock below,
-            // the version the runs are looked up for is the one read.)
+            // (A test merges here.) Versions are published only under the
+            // commit lock, so the version read under it below is the one
+            // the index covers: no commit lands between the two.
             crate::failpoint!("export::before_index");
             let guard = lock()?;
             // While the index is being built, the `.runs` files are read
