@@ -1,6 +1,7 @@
 //! Identity resolution against a model: random sequences of captures (in
 //! batches of several events, which exercises the resolver's per-batch
-//! cache), deletions (some keeping the profile), resets, splits and
+//! cache), deletions (some keeping the profile, some of several persons
+//! in one call, some by UUID), resets, splits and
 //! flushes and compactions over a small pool of distinct ids, illegal ones included.
 //! After every step the real persons (which ids share a person,
 //! properties, identified flags) must equal the model's, and so must the
@@ -55,6 +56,10 @@ enum Step {
     /// A distinct id naming the person, whether its events go too, and
     /// whether the profile stays.
     Delete(usize, bool, bool),
+    /// The same for the persons several ids name, in one call.
+    DeleteMany(Vec<usize>, bool, bool),
+    /// The person a distinct id names, deleted by its UUID.
+    DeleteByUuid(usize, bool),
     Reset(usize),
     /// Split every other id off the person holding this one.
     Split(usize),
@@ -95,6 +100,13 @@ fn step() -> impl Strategy<Value = Step> {
         6 => proptest::collection::vec(ev(), 1..5).prop_map(Step::Capture),
         2 => (0..IDS.len(), proptest::bool::weighted(0.75), proptest::bool::weighted(0.25))
             .prop_map(|(d, e, k)| Step::Delete(d, e, k)),
+        1 => (
+            proptest::collection::vec(0..IDS.len(), 2..4),
+            proptest::bool::weighted(0.75),
+            proptest::bool::weighted(0.25),
+        )
+            .prop_map(|(d, e, k)| Step::DeleteMany(d, e, k)),
+        1 => (0..IDS.len(), proptest::bool::weighted(0.75)).prop_map(|(d, e)| Step::DeleteByUuid(d, e)),
         2 => (0..IDS.len()).prop_map(Step::Reset),
         1 => (0..IDS.len()).prop_map(Step::Split),
         1 => Just(Step::Flush),
@@ -290,6 +302,29 @@ impl Model {
         // Its events so far keep their stamps; its next are its next
         // holder's.
         self.owner.remove(did).is_some()
+    }
+
+    /// Delete the persons `dids` name (each once, whichever id names
+    /// it), as one call does; returns how many.
+    fn delete_many(&mut self, dids: &[&str], events: bool, keep: bool) -> usize {
+        let mut pids: Vec<usize> = Vec::new();
+        for d in dids {
+            if let Some(p) = self.owner.get(*d) {
+                if !pids.contains(p) {
+                    pids.push(*p);
+                }
+            }
+        }
+        for p in &pids {
+            let did = self
+                .owner
+                .iter()
+                .find(|(_, q)| *q == p)
+                .map(|(d, _)| d.clone())
+                .expect("a found person holds an id");
+            self.delete(&did, events, keep);
+        }
+        pids.len()
     }
 
     /// Move every id of `did`'s person but `did` to a new person each.
@@ -511,6 +546,28 @@ proptest! {
                     }).unwrap();
                     prop_assert_eq!(r.persons_deleted, usize::from(r.persons_found == 1 && !keep));
                     prop_assert_eq!(r.persons_found == 1, m.delete(IDS[*d], *events, *keep), "step {}: delete {}", i, IDS[*d]);
+                }
+                Step::DeleteMany(ds, events, keep) => {
+                    let dids: Vec<&str> = ds.iter().map(|d| IDS[*d]).collect();
+                    let r = p.delete(1, &DeletePersons {
+                        distinct_ids: dids.iter().map(|d| d.to_string()).collect(),
+                        delete_events: *events,
+                        keep_person: *keep,
+                        ..Default::default()
+                    }).unwrap();
+                    prop_assert_eq!(r.persons_found, m.delete_many(&dids, *events, *keep), "step {}: delete {:?}", i, dids);
+                }
+                Step::DeleteByUuid(d, events) => {
+                    let holder = p.by_distinct_ids(1, &[IDS[*d].to_string()]).unwrap();
+                    let real = match holder.into_values().next() {
+                        Some(person) => p.delete(1, &DeletePersons {
+                            uuids: vec![person.uuid.to_string()],
+                            delete_events: *events,
+                            ..Default::default()
+                        }).unwrap().persons_deleted == 1,
+                        None => false,
+                    };
+                    prop_assert_eq!(real, m.delete(IDS[*d], *events, false), "step {}: delete by UUID {}", i, IDS[*d]);
                 }
                 Step::Reset(d) => {
                     let real = p.reset_distinct_id(1, IDS[*d]).is_ok();
