@@ -33,6 +33,16 @@ fn capture(p: &Persons, project: i64, v: Value) -> elide::persons::CaptureOutcom
     p.capture(project, &parse_payload(v, 0).unwrap()).unwrap()
 }
 
+/// Delete the person of `uuid` in project 1, with its events.
+fn delete_with_events(p: &Persons, uuid: &str) -> elide::persons::BulkDeleteResult {
+    let req = DeletePersons {
+        uuids: vec![uuid.to_string()],
+        delete_events: true,
+        ..Default::default()
+    };
+    p.delete(1, &req).unwrap()
+}
+
 fn compact_now(store: &Store) -> elide::store::CompactionReport {
     store
         .compact(elide::store::CompactRequest {
@@ -94,16 +104,7 @@ fn person_deletion_end_to_end_leaves_no_trace() {
         "the data is on disk to begin with"
     );
 
-    let r = p
-        .delete(
-            1,
-            &DeletePersons {
-                uuids: vec![person.uuid.to_string()],
-                delete_events: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let r = delete_with_events(&p, &person.uuid.to_string());
     assert_eq!((r.persons_found, r.persons_deleted), (1, 1));
     assert!(r.events_queued_for_deletion && r.deletion_errors.is_empty());
 
@@ -218,16 +219,7 @@ fn a_detached_ids_text_leaves_no_trace() {
             .collect()
     };
     assert!(!in_metadata(old).is_empty(), "the record holds the id");
-    let r = p
-        .delete(
-            1,
-            &DeletePersons {
-                uuids: vec![person.uuid.to_string()],
-                delete_events: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let r = delete_with_events(&p, &person.uuid.to_string());
     assert_eq!(r.persons_deleted, 1);
     assert_eq!(
         in_metadata(old),

@@ -30,6 +30,26 @@ fn env() -> Env {
 }
 
 impl Env {
+    /// Delete, with their events, the persons these distinct ids name.
+    fn delete_ids(&self, ids: &[&str]) -> elide_persons::BulkDeleteResult {
+        let req = DeletePersons {
+            distinct_ids: ids.iter().map(|d| d.to_string()).collect(),
+            delete_events: true,
+            ..DeletePersons::default()
+        };
+        self.p.delete(P, &req).unwrap()
+    }
+
+    /// Delete, with their events, the persons of these UUIDs.
+    fn delete_uuids(&self, uuids: &[String]) -> elide_persons::BulkDeleteResult {
+        let req = DeletePersons {
+            uuids: uuids.to_vec(),
+            delete_events: true,
+            ..DeletePersons::default()
+        };
+        self.p.delete(P, &req).unwrap()
+    }
+
     /// The same data directory after its metadata database was lost and
     /// rebuilt ([`Persons::rebuild_metadata`]).
     fn rebuilt(self) -> (Env, elide_persons::RebuildReport) {
@@ -435,16 +455,7 @@ fn deleted_persons_ids_are_blocked_until_reset() {
     e.cap(ev("e", "anon", json!({"$set": {"email": "x@example.com"}})));
     e.cap(identify("user", "anon"));
     let before = e.person("user").unwrap();
-    let out =
-        e.p.delete(
-            P,
-            &DeletePersons {
-                distinct_ids: vec!["anon".into()],
-                delete_events: true,
-                ..DeletePersons::default()
-            },
-        )
-        .unwrap();
+    let out = e.delete_ids(&["anon"]);
     assert_eq!((out.persons_found, out.persons_deleted), (1, 1));
     assert!(out.events_queued_for_deletion && !out.recordings_queued_for_deletion);
     // Events captured before are hidden at once.
@@ -501,16 +512,7 @@ fn a_deletion_covers_the_rows_of_ids_reset_away_from_the_person() {
     assert_ne!(q.uuid, p.uuid);
     let mine = |who: &elide_persons::Person| e.rows_of(who);
     assert_eq!((mine(&p), mine(&q)), (3, 1));
-    let out =
-        e.p.delete(
-            P,
-            &DeletePersons {
-                distinct_ids: vec!["user".into()],
-                delete_events: true,
-                ..DeletePersons::default()
-            },
-        )
-        .unwrap();
+    let out = e.delete_ids(&["user"]);
     assert_eq!(out.persons_deleted, 1);
     assert_eq!(
         mine(&p),
@@ -524,16 +526,7 @@ fn a_deletion_covers_the_rows_of_ids_reset_away_from_the_person() {
     let s = e.person("solo").unwrap();
     e.p.reset_distinct_id(P, "solo").unwrap();
     assert_eq!(mine(&s), 1);
-    let out =
-        e.p.delete(
-            P,
-            &DeletePersons {
-                uuids: vec![s.uuid.to_string()],
-                delete_events: true,
-                ..DeletePersons::default()
-            },
-        )
-        .unwrap();
+    let out = e.delete_uuids(&[s.uuid.to_string()]);
     assert_eq!(out.persons_deleted, 1);
     assert_eq!(mine(&s), 0, "the person with no id kept its row");
     let status =
@@ -595,17 +588,7 @@ fn a_deletion_leaves_the_rows_an_id_sent_for_its_earlier_person() {
         let rows = e.p.export_counts(P, &who.uuid.to_string()).unwrap();
         assert_eq!(rows.total(), mine(who) as u64, "{rows:?}");
     }
-    let delete = |key: &str| {
-        e.p.delete(
-            P,
-            &DeletePersons {
-                uuids: vec![key.to_string()],
-                delete_events: true,
-                ..DeletePersons::default()
-            },
-        )
-        .unwrap()
-    };
+    let delete = |key: &str| e.delete_uuids(&[key.to_string()]);
     assert_eq!(delete(&b.uuid.to_string()).persons_deleted, 1);
     assert_eq!(mine(&b), 0);
     assert_eq!(mine(&a), a_rows, "x's rows for its earlier person went too");
@@ -708,16 +691,7 @@ fn a_bulk_deletions_metadata_rows_are_counted_once() {
     e.p.reset_distinct_id(P, "r2").unwrap();
     e.cap(ev("e", "s", json!({})));
     assert_eq!(e.person("p0").unwrap().distinct_ids.len(), 1500);
-    let out =
-        e.p.delete(
-            P,
-            &DeletePersons {
-                distinct_ids: vec!["p0".into(), "r1".into(), "s".into()],
-                delete_events: true,
-                ..DeletePersons::default()
-            },
-        )
-        .unwrap();
+    let out = e.delete_ids(&["p0", "r1", "s"]);
     assert_eq!(out.persons_deleted, 3);
     let requests = e.p.store().requests().unwrap();
     assert_eq!(requests.len(), 3, "p0's 1500 ids, the others' 2, r2's run");
@@ -743,15 +717,7 @@ fn a_deletion_covers_the_rows_of_ids_split_off_the_person() {
     assert_ne!(r.uuid, p.uuid);
     let mine = |who: &elide_persons::Person| e.rows_of(who);
     assert_eq!((mine(&p), mine(&r)), (3, 1));
-    e.p.delete(
-        P,
-        &DeletePersons {
-            distinct_ids: vec!["a".into()],
-            delete_events: true,
-            ..DeletePersons::default()
-        },
-    )
-    .unwrap();
+    e.delete_ids(&["a"]);
     assert_eq!(mine(&p), 0, "a row b sent for the deleted person is left");
     assert_eq!(mine(&r), 1, "b's row for its new person went too");
 }
@@ -968,16 +934,7 @@ fn a_rebuild_blocks_a_deleted_persons_ids_and_not_those_it_had_lost() {
     e.cap(identify("a1", "x"));
     e.p.reset_distinct_id(P, "x").unwrap();
     e.cap(ev("e", "x", json!({})));
-    let out =
-        e.p.delete(
-            P,
-            &DeletePersons {
-                distinct_ids: vec!["a1".into()],
-                delete_events: true,
-                ..DeletePersons::default()
-            },
-        )
-        .unwrap();
+    let out = e.delete_ids(&["a1"]);
     assert_eq!(out.persons_deleted, 1);
     assert!(e.person("x").is_some());
     let (e, report) = e.rebuilt();
