@@ -112,7 +112,9 @@ impl CaptureEvent {
             "$merge_dangerously",
             "$groupidentify",
         ];
-        !self.processes_person() && PERSON_EVENTS.contains(&self.event.as_str())
+        // The name first: most events are none of these, and it needs no
+        // property lookup.
+        PERSON_EVENTS.contains(&self.event.as_str()) && !self.processes_person()
     }
 
     /// The merge this event asks for: `$identify` with
