@@ -27,6 +27,11 @@ in one run, each engine in a process of its own, one after the other.
    alternating fresh processes (`elide sql --repeat`, rotating order), N
    rounds; the median ratio of after-the-delete and after-the-purge to
    before, per query — steadier than one in-process figure per stage.
+5. With --ingest-rounds N: the three engines' loads of the same file again,
+   N rounds in turn, each in a fresh process into an empty directory
+   (`elide ingest` for Elide), with medians: one load per engine is too
+   noisy a figure on a shared machine. `--input FILE --ingest-rounds N`
+   runs only these rounds, on any parquet file of Elide's columns.
 
 Queries are timed as one warm-up and the median of --runs, in the engine's
 own process, so a query's time includes planning but not process start.
@@ -121,7 +126,8 @@ def stages(res, spec, dialect, run, execute, delete_sql, purge_sql, used_bytes):
     return res
 
 
-def duckdb_peer(spec, work):
+def duckdb_load(input_path, work):
+    """A fresh database file loaded with the input: (connection, seconds)."""
     import duckdb
 
     path = os.path.join(work, "duck.db")
@@ -130,11 +136,17 @@ def duckdb_peer(spec, work):
             os.remove(p)
     con = duckdb.connect(path)
     con.execute("SET TimeZone = 'UTC'")
-    res = {"engine": "duckdb", "version": duckdb.__version__}
     t = time.perf_counter()
-    con.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{spec['input']}')")
+    con.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{input_path}')")
     con.execute("CHECKPOINT")
-    res["load_s"] = time.perf_counter() - t
+    return con, time.perf_counter() - t
+
+
+def duckdb_peer(spec, work):
+    import duckdb
+
+    con, load_s = duckdb_load(spec["input"], work)
+    res = {"engine": "duckdb", "version": duckdb.__version__, "load_s": load_s}
 
     def used_bytes():
         size = con.execute("PRAGMA database_size").fetchone()
@@ -148,15 +160,14 @@ def duckdb_peer(spec, work):
     return res
 
 
-def clickhouse_peer(spec, work):
-    import chdb
+def clickhouse_load(input_path, work):
+    """A fresh MergeTree table loaded with the input: (session, seconds)."""
     from chdb import session
 
     path = os.path.join(work, "ch")
     if os.path.exists(path):
         shutil.rmtree(path)
     s = session.Session(path)
-    res = {"engine": "clickhouse", "version": chdb.__version__}
     s.query("CREATE DATABASE IF NOT EXISTS b")
     # PostHog's events table: sorted by (team, day, event, distinct id), person_id a UUID.
     s.query("CREATE TABLE b.events (uuid UUID, event String, distinct_id String, person_id Nullable(UUID), "
@@ -164,8 +175,15 @@ def clickhouse_peer(spec, work):
             "session_id Nullable(String)) ENGINE = MergeTree PARTITION BY toYYYYMM(timestamp) "
             "ORDER BY (project_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))")
     t = time.perf_counter()
-    s.query(f"INSERT INTO b.events SELECT * FROM file('{spec['input']}', Parquet)")
-    res["load_s"] = time.perf_counter() - t
+    s.query(f"INSERT INTO b.events SELECT * FROM file('{input_path}', Parquet)")
+    return s, time.perf_counter() - t
+
+
+def clickhouse_peer(spec, work):
+    import chdb
+
+    s, load_s = clickhouse_load(spec["input"], work)
+    res = {"engine": "clickhouse", "version": chdb.__version__, "load_s": load_s}
     t = time.perf_counter()
     s.query("OPTIMIZE TABLE b.events FINAL")
     res["merge_s"] = time.perf_counter() - t
@@ -182,6 +200,43 @@ def clickhouse_peer(spec, work):
            "OPTIMIZE TABLE b.events FINAL", used_bytes)
     s.close()
     return res
+
+
+def ingest_rounds(elide_bin, input_path, work, rounds):
+    """The three engines' loads of one file, `rounds` times in turn, each in a
+    fresh process into an empty directory, with `sync` before each; print
+    each round and the medians. Elide's time is `elide ingest`'s whole
+    process (open, ingest, commit, close); the peers' their load statement
+    (DuckDB's with its CHECKPOINT), as in the main comparison."""
+    times = {"elide": [], "duckdb": [], "clickhouse": []}
+    data = os.path.join(work, "ingest-elide")
+    for rnd in range(1, rounds + 1):
+        for name in times:
+            if os.path.exists(data):
+                shutil.rmtree(data)
+            os.sync()
+            if name == "elide":
+                t = time.perf_counter()
+                subprocess.run([elide_bin, "ingest", "--data-dir", data, input_path], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                s = time.perf_counter() - t
+            else:
+                out = subprocess.run([sys.executable, __file__, "--peer-ingest", name, "--input", input_path,
+                                      "--work", work], check=True, stdout=subprocess.PIPE, text=True).stdout
+                s = last_json(out)["load_s"]
+            times[name].append(s)
+        r = {n: v[-1] for n, v in times.items()}
+        print(f"  round {rnd}: Elide {r['elide']:.2f} s, DuckDB {r['duckdb']:.2f} s, ClickHouse "
+              f"{r['clickhouse']:.2f} s; Elide / best {r['elide'] / min(r['duckdb'], r['clickhouse']):.2f}x",
+              flush=True)
+    shutil.rmtree(data, ignore_errors=True)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    per_round = [e / min(d, c) for e, d, c in zip(times["elide"], times["duckdb"], times["clickhouse"])]
+    best = min(("duckdb", "clickhouse"), key=lambda n: med[n])
+    print(f"  medians of {rounds}: Elide {med['elide']:.2f} s, DuckDB {med['duckdb']:.2f} s, ClickHouse "
+          f"{med['clickhouse']:.2f} s; Elide / best ({best}) {med['elide'] / med[best]:.2f}x; "
+          f"per round Elide / that round's best: median {statistics.median(per_round):.2f}x "
+          f"({min(per_round):.2f}–{max(per_round):.2f})")
 
 
 def stage_pairs(elide_bin, spec, rounds, repeat):
@@ -235,7 +290,25 @@ def main() -> int:
     ap.add_argument("--peer", choices=["duckdb", "clickhouse"],
                     help="(internal) run one peer on --spec and print its JSON")
     ap.add_argument("--spec", help="(internal) Elide's JSON, for --peer")
+    ap.add_argument("--ingest-rounds", type=int, default=0,
+                    help="then this many rounds of the three engines' loads of the input in turn, "
+                         "each in a fresh process, with medians (0: none)")
+    ap.add_argument("--input", help="only the ingest rounds, of this parquet file (no generation, no queries)")
+    ap.add_argument("--peer-ingest", choices=["duckdb", "clickhouse"],
+                    help="(internal) load --input into one peer and print its time as JSON")
     args = ap.parse_args()
+
+    if args.peer_ingest:
+        load = duckdb_load if args.peer_ingest == "duckdb" else clickhouse_load
+        conn, load_s = load(args.input, args.work)
+        conn.close()
+        print(json.dumps({"load_s": load_s}))
+        return 0
+    if args.input:
+        os.makedirs(args.work, exist_ok=True)
+        print(f"ingest of {args.input}, {max(args.ingest_rounds, 1)} rounds", flush=True)
+        ingest_rounds(args.elide, args.input, args.work, max(args.ingest_rounds, 1))
+        return 0
 
     if args.peer:
         with open(args.spec) as f:
@@ -316,6 +389,9 @@ def main() -> int:
             d, p = r["after_delete"], r["after_purge"]
             print(f"  {name:<24} after the delete {d[0]:.3f}x ({d[1]:.3f}–{d[2]:.3f})   "
                   f"after the purge {p[0]:.3f}x ({p[1]:.3f}–{p[2]:.3f})")
+    if args.ingest_rounds > 0:
+        print(f"\nThe loads again, {args.ingest_rounds} rounds in turn, each in a fresh process:")
+        ingest_rounds(args.elide, elide["input"], args.work, args.ingest_rounds)
     print(f"\nsame rows from all three at every stage: {same}")
     return 0 if same else 1
 
