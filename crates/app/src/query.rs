@@ -89,37 +89,6 @@ pub struct QueryOutput {
     pub offset: usize,
 }
 
-/// About the memory `people` holds: each id with its map entry, and each
-/// person's properties once (the ids of a person share them).
-fn people_bytes(people: &HashMap<String, Arc<serde_json::Map<String, Value>>>) -> usize {
-    fn value(v: &Value) -> usize {
-        match v {
-            Value::String(s) => 32 + s.len(),
-            Value::Array(a) => 32 + a.iter().map(value).sum::<usize>(),
-            Value::Object(m) => object(m),
-            _ => 32,
-        }
-    }
-    fn object(m: &serde_json::Map<String, Value>) -> usize {
-        32 + m
-            .iter()
-            .map(|(k, v)| 32 + k.len() + value(v))
-            .sum::<usize>()
-    }
-    let mut seen = std::collections::HashSet::new();
-    people
-        .iter()
-        .map(|(id, p)| {
-            64 + id.len()
-                + if seen.insert(Arc::as_ptr(p)) {
-                    object(p)
-                } else {
-                    0
-                }
-        })
-        .sum()
-}
-
 /// Run HogQL `sql` over `project`'s rows.
 pub async fn run_hogql(
     persons: &Arc<Persons<SqliteMeta>>,
@@ -134,17 +103,16 @@ pub async fn run_hogql(
     }
     ctx.register_udf(DateDiff::udf());
     ctx.register_udf(ToDateTime::udf());
+    // Held for the whole query, counted against its memory limit as it is
+    // read (a project too large for the limit is refused part way).
+    let people_held = elide_query::hold(&ctx.runtime_env().memory_pool, "person properties", 0)?;
     let people = if rw.uses_person {
-        persons.properties_by_distinct_id(project)?
+        crate::sql::charged(&people_held, |grow| {
+            persons.properties_by_distinct_id(project, grow)
+        })?
     } else {
         HashMap::new()
     };
-    // Held for the whole query: counted against its memory limit.
-    let _people_held = elide_query::hold(
-        &ctx.runtime_env().memory_pool,
-        "person properties",
-        people_bytes(&people),
-    )?;
     ctx.register_udf(PersonProperty::udf(Arc::new(people)));
     let plan = ctx
         .state()

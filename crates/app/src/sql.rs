@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::prelude::{col, lit, SessionContext};
 use elide_persons::props::{Timeline, TimelineFold, MAX_TIMELINE_VALUES};
 use elide_persons::tables::{
-    distinct_ids_batch, distinct_ids_schema, overrides_batch, overrides_schema, persons_batch,
-    persons_schema,
+    distinct_ids_batches, distinct_ids_schema, overrides_batches, overrides_schema,
+    persons_batches, persons_schema, Charge,
 };
 use elide_persons::{MetaStore, Persons, SqliteMeta};
 use elide_query::{LoadedTable, Loader};
@@ -16,37 +19,68 @@ use futures::StreamExt;
 
 use crate::Result;
 
+/// Run `read` with a charge that grows `reservation` (a query's memory
+/// limit): the first refusal stops the read and is returned as it is
+/// (`ResourcesExhausted`, a client error), not as a persons error.
+pub(crate) fn charged<T>(
+    reservation: &MemoryReservation,
+    read: impl FnOnce(&mut dyn FnMut(usize) -> elide_persons::Result<()>) -> elide_persons::Result<T>,
+) -> datafusion::error::Result<T> {
+    let mut refused = None;
+    let out = read(&mut |bytes| {
+        reservation.try_grow(bytes).map_err(|e| {
+            let msg = e.to_string();
+            refused = Some(e);
+            elide_persons::PersonsError::InvalidInput(msg)
+        })
+    });
+    match (out, refused) {
+        (_, Some(e)) => Err(e),
+        (Ok(v), None) => Ok(v),
+        (Err(e), None) => Err(DataFusionError::External(Box::new(e))),
+    }
+}
+
 /// Register the persons tables on `ctx` (only `project`'s rows when
 /// given). Each scan reads the metadata afresh, so a query planned after a
-/// deletion returned never shows the deleted person. The tables hold the
-/// persons layer weakly (a scan after it is dropped is an error).
+/// deletion returned never shows the deleted person, and counts the rows
+/// against the query's memory limit batch by batch as it reads them. The
+/// tables hold the persons layer weakly (a scan after it is dropped is an
+/// error).
 pub fn register_person_tables<M: MetaStore>(
     ctx: &SessionContext,
     persons: &Arc<Persons<M>>,
     project: Option<i64>,
 ) -> datafusion::error::Result<()> {
-    type BatchFn<M> =
-        fn(&M, Option<i64>) -> elide_persons::Result<arrow::record_batch::RecordBatch>;
+    type BatchFn<M> = fn(&M, Option<i64>, Charge<'_>) -> elide_persons::Result<Vec<RecordBatch>>;
     let tables: [(&str, arrow::datatypes::SchemaRef, BatchFn<M>); 3] = [
-        ("persons", persons_schema(), persons_batch::<M>),
+        ("persons", persons_schema(), persons_batches::<M>),
         (
             "person_distinct_ids",
             distinct_ids_schema(),
-            distinct_ids_batch::<M>,
+            distinct_ids_batches::<M>,
         ),
-        ("person_overrides", overrides_schema(), overrides_batch::<M>),
+        (
+            "person_overrides",
+            overrides_schema(),
+            overrides_batches::<M>,
+        ),
     ];
     for (name, schema, f) in tables {
         // Weak, like the store's tables: a session never keeps the data
         // directory open.
         let p = Arc::downgrade(persons);
-        let load: Loader = Arc::new(move || {
-            let p = p
-                .upgrade()
-                .ok_or("the persons layer was closed (its store was dropped); open it again")?;
-            f(p.meta(), project)
-                .map(|b| vec![b])
-                .map_err(|e| e.to_string())
+        let load: Loader = Arc::new(move |reservation| {
+            let p = p.upgrade().ok_or_else(|| {
+                DataFusionError::Execution(
+                    "the persons layer was closed (its store was dropped); open it again".into(),
+                )
+            })?;
+            charged(reservation, |grow| {
+                f(p.meta(), project, &mut |b: &RecordBatch| {
+                    grow(b.get_array_memory_size())
+                })
+            })
         });
         ctx.register_table(name, Arc::new(LoadedTable::new(schema, load)))?;
     }

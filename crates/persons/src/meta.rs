@@ -278,10 +278,39 @@ pub trait MetaTx {
     fn remove_distinct_id(&mut self, project: i64, distinct_id: &str) -> Result<bool>;
     /// Persons matching `filter`, newest first (created_at, then id).
     fn list_persons(&mut self, project: i64, filter: &PersonFilter) -> Result<Vec<PersonRow>>;
-    /// Every person of a project (or of all projects), for the query tables.
-    fn all_persons(&mut self, project: Option<i64>) -> Result<Vec<PersonRow>>;
-    /// Every (project, distinct id, person UUID), for the query tables.
-    fn all_distinct_ids(&mut self, project: Option<i64>) -> Result<Vec<(i64, String, Uuid)>>;
+    /// Every person of a project (or of all projects) in id order, one at
+    /// a time: an error from `f` stops the read and is returned (the query
+    /// tables stop at their memory limit this way).
+    fn each_person(
+        &mut self,
+        project: Option<i64>,
+        f: &mut dyn FnMut(PersonRow) -> Result<()>,
+    ) -> Result<()>;
+    /// Every person of a project (or of all projects), in id order.
+    fn all_persons(&mut self, project: Option<i64>) -> Result<Vec<PersonRow>> {
+        let mut all = Vec::new();
+        self.each_person(project, &mut |r| {
+            all.push(r);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+    /// Every (project, distinct id, person UUID), one at a time, as
+    /// [`MetaTx::each_person`].
+    fn each_distinct_id(
+        &mut self,
+        project: Option<i64>,
+        f: &mut dyn FnMut(i64, String, Uuid) -> Result<()>,
+    ) -> Result<()>;
+    /// Every (project, distinct id, person UUID).
+    fn all_distinct_ids(&mut self, project: Option<i64>) -> Result<Vec<(i64, String, Uuid)>> {
+        let mut all = Vec::new();
+        self.each_distinct_id(project, &mut |p, d, u| {
+            all.push((p, d, u));
+            Ok(())
+        })?;
+        Ok(all)
+    }
 
     /// Block a deleted person's distinct id (only its keyed hash is kept).
     fn block(
@@ -346,8 +375,22 @@ pub trait MetaTx {
 
     /// Record that `old` was merged into `new` (events stamped `old` belong to `new`).
     fn insert_override(&mut self, project: i64, old: &Uuid, new: &Uuid, now_us: i64) -> Result<()>;
-    /// Overrides `(old, new)` of a project.
-    fn overrides(&mut self, project: Option<i64>) -> Result<Vec<(i64, Uuid, Uuid)>>;
+    /// Overrides `(project, old, new)` of a project (or of all), one at a
+    /// time, as [`MetaTx::each_person`].
+    fn each_override(
+        &mut self,
+        project: Option<i64>,
+        f: &mut dyn FnMut(i64, Uuid, Uuid) -> Result<()>,
+    ) -> Result<()>;
+    /// Overrides `(project, old, new)` of a project (or of all).
+    fn overrides(&mut self, project: Option<i64>) -> Result<Vec<(i64, Uuid, Uuid)>> {
+        let mut all = Vec::new();
+        self.each_override(project, &mut |p, o, n| {
+            all.push((p, o, n));
+            Ok(())
+        })?;
+        Ok(all)
+    }
     /// Record a deletion; returns its id.
     fn insert_deletion(&mut self, d: &DeletionRecord) -> Result<i64>;
     /// Deletion records, newest first, optionally of one person.

@@ -74,22 +74,48 @@ impl<M: MetaStore> Persons<M> {
     }
 
     /// Each distinct id of `project` with its person's properties, read in
-    /// one transaction (persons shared between their ids).
+    /// one transaction (persons shared between their ids). `charge` is
+    /// called with about the memory each person and each id will hold
+    /// ([`properties_bytes`], plus the id) as it is read; its first error
+    /// stops the read and is returned (a query's memory limit).
     pub fn properties_by_distinct_id(
         &self,
         project: i64,
+        charge: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<HashMap<String, Arc<Map<String, Value>>>> {
         self.meta().read(|tx| {
-            let persons: HashMap<uuid::Uuid, Arc<Map<String, Value>>> = tx
-                .all_persons(Some(project))?
-                .into_iter()
-                .map(|r| (r.uuid, Arc::new(r.properties)))
-                .collect();
-            Ok(tx
-                .all_distinct_ids(Some(project))?
-                .into_iter()
-                .filter_map(|(_, id, uuid)| persons.get(&uuid).map(|p| (id, Arc::clone(p))))
-                .collect())
+            let mut persons: HashMap<uuid::Uuid, Arc<Map<String, Value>>> = HashMap::new();
+            tx.each_person(Some(project), &mut |r| {
+                charge(properties_bytes(&r.properties))?;
+                persons.insert(r.uuid, Arc::new(r.properties));
+                Ok(())
+            })?;
+            let mut out = HashMap::new();
+            tx.each_distinct_id(Some(project), &mut |_, id, uuid| {
+                if let Some(p) = persons.get(&uuid) {
+                    charge(64 + id.len())?;
+                    out.insert(id, Arc::clone(p));
+                }
+                Ok(())
+            })?;
+            Ok(out)
         })
     }
+}
+
+/// About the memory a parsed properties object holds: each key and value
+/// with the map's and the values' own overhead.
+pub fn properties_bytes(m: &Map<String, Value>) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::String(s) => 32 + s.len(),
+            Value::Array(a) => 32 + a.iter().map(value).sum::<usize>(),
+            Value::Object(m) => properties_bytes(m),
+            _ => 32,
+        }
+    }
+    32 + m
+        .iter()
+        .map(|(k, v)| 32 + k.len() + value(v))
+        .sum::<usize>()
 }

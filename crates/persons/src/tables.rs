@@ -2,10 +2,19 @@
 //! `person_distinct_ids` and `person_overrides` tables. Each call reads
 //! one consistent view of the metadata, so a query planned after a
 //! deletion returned never sees the deleted person.
+//!
+//! A table is read from SQLite one row at a time into batches of
+//! [`BATCH_ROWS`] rows, and each batch is handed to the caller's
+//! [`Charge`] as soon as it is built, before the next row is read. The
+//! query layer charges them to the query's memory limit, so a table
+//! larger than the limit is refused after at most one batch past it,
+//! never read whole first.
 
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
@@ -57,77 +66,294 @@ pub fn overrides_schema() -> SchemaRef {
     }))
 }
 
-fn batch(schema: SchemaRef, cols: Vec<ArrayRef>) -> Result<RecordBatch> {
-    RecordBatch::try_new(schema, cols)
-        .map_err(|e| PersonsError::Internal(format!("building a batch: {e}")))
+/// Rows per batch of a table's load: the unit it is charged by.
+pub const BATCH_ROWS: usize = 4096;
+
+/// Called with each batch as it is built, before the next row is read:
+/// an error stops the load and is returned (a query's memory limit).
+pub type Charge<'a> = &'a mut dyn FnMut(&RecordBatch) -> Result<()>;
+
+/// Builds a table's batches of [`BATCH_ROWS`] rows, charging each.
+struct Batches<'c, B> {
+    schema: SchemaRef,
+    builders: B,
+    rows: usize,
+    done: Vec<RecordBatch>,
+    charge: Charge<'c>,
 }
 
-/// All persons (of one project, or all).
-pub fn persons_batch<M: MetaStore>(meta: &M, project: Option<i64>) -> Result<RecordBatch> {
-    let rows = meta.read(|tx| tx.all_persons(project))?;
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(rows.iter().map(|r| r.id).collect::<Int64Array>()),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.uuid.hyphenated().to_string()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(rows.iter().map(|r| r.project_id).collect::<Int64Array>()),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(Value::Object(r.properties.clone()).to_string()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            TimestampMicrosecondArray::from(
-                rows.iter().map(|r| r.created_at_us).collect::<Vec<_>>(),
-            )
-            .with_timezone("UTC"),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.is_identified))
-                .collect::<BooleanArray>(),
-        ),
-        Arc::new(rows.iter().map(|r| r.version).collect::<Int64Array>()),
-    ];
-    batch(persons_schema(), cols)
+impl<'c, B: ColumnBuilders> Batches<'c, B> {
+    fn new(schema: SchemaRef, builders: B, charge: Charge<'c>) -> Self {
+        Batches {
+            schema,
+            builders,
+            rows: 0,
+            done: Vec::new(),
+            charge,
+        }
+    }
+
+    /// One more row was appended: close the batch when it is full.
+    fn row_added(&mut self) -> Result<()> {
+        self.rows += 1;
+        if self.rows == BATCH_ROWS {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        let b = RecordBatch::try_new(Arc::clone(&self.schema), self.builders.finish())
+            .map_err(|e| PersonsError::Internal(format!("building a batch: {e}")))?;
+        self.rows = 0;
+        (self.charge)(&b)?;
+        self.done.push(b);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<RecordBatch>> {
+        if self.rows > 0 || self.done.is_empty() {
+            self.close()?;
+        }
+        Ok(self.done)
+    }
 }
 
-/// All distinct ids with their person's UUID.
-pub fn distinct_ids_batch<M: MetaStore>(meta: &M, project: Option<i64>) -> Result<RecordBatch> {
-    let rows = meta.read(|tx| tx.all_distinct_ids(project))?;
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>()),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.1.as_str()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.2.hyphenated().to_string()))
-                .collect::<StringArray>(),
-        ),
-    ];
-    batch(distinct_ids_schema(), cols)
+/// A table's column builders.
+trait ColumnBuilders {
+    /// The columns of the rows appended since the last call.
+    fn finish(&mut self) -> Vec<ArrayRef>;
 }
 
-/// All person overrides (merged-away UUID → the person it became).
-pub fn overrides_batch<M: MetaStore>(meta: &M, project: Option<i64>) -> Result<RecordBatch> {
-    let rows = meta.read(|tx| tx.overrides(project))?;
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>()),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.1.hyphenated().to_string()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.2.hyphenated().to_string()))
-                .collect::<StringArray>(),
-        ),
-    ];
-    batch(overrides_schema(), cols)
+#[derive(Default)]
+struct PersonColumns {
+    id: Int64Builder,
+    uuid: StringBuilder,
+    project_id: Int64Builder,
+    properties: StringBuilder,
+    created_at: TimestampMicrosecondBuilder,
+    is_identified: BooleanBuilder,
+    version: Int64Builder,
+}
+
+impl ColumnBuilders for PersonColumns {
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.id.finish()),
+            Arc::new(self.uuid.finish()),
+            Arc::new(self.project_id.finish()),
+            Arc::new(self.properties.finish()),
+            Arc::new(self.created_at.finish().with_timezone("UTC")),
+            Arc::new(self.is_identified.finish()),
+            Arc::new(self.version.finish()),
+        ]
+    }
+}
+
+/// Three columns: a project and two strings.
+#[derive(Default)]
+struct TripleColumns {
+    project_id: Int64Builder,
+    a: StringBuilder,
+    b: StringBuilder,
+}
+
+impl ColumnBuilders for TripleColumns {
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.project_id.finish()),
+            Arc::new(self.a.finish()),
+            Arc::new(self.b.finish()),
+        ]
+    }
+}
+
+/// All persons (of one project, or all), in batches of [`BATCH_ROWS`],
+/// each passed to `charge` as it is built (the read stops at its first
+/// error). At least one batch, empty when there are no persons.
+pub fn persons_batches<M: MetaStore>(
+    meta: &M,
+    project: Option<i64>,
+    charge: Charge<'_>,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Batches::new(persons_schema(), PersonColumns::default(), charge);
+    meta.read(|tx| {
+        tx.each_person(project, &mut |r| {
+            let c = &mut out.builders;
+            c.id.append_value(r.id);
+            c.uuid.append_value(r.uuid.hyphenated().to_string());
+            c.project_id.append_value(r.project_id);
+            c.properties
+                .append_value(Value::Object(r.properties).to_string());
+            c.created_at.append_value(r.created_at_us);
+            c.is_identified.append_value(r.is_identified);
+            c.version.append_value(r.version);
+            out.row_added()
+        })
+    })?;
+    out.finish()
+}
+
+/// All distinct ids with their person's UUID, in batches as
+/// [`persons_batches`].
+pub fn distinct_ids_batches<M: MetaStore>(
+    meta: &M,
+    project: Option<i64>,
+    charge: Charge<'_>,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Batches::new(distinct_ids_schema(), TripleColumns::default(), charge);
+    meta.read(|tx| {
+        tx.each_distinct_id(project, &mut |p, d, u| {
+            let c = &mut out.builders;
+            c.project_id.append_value(p);
+            c.a.append_value(d);
+            c.b.append_value(u.hyphenated().to_string());
+            out.row_added()
+        })
+    })?;
+    out.finish()
+}
+
+/// All person overrides (merged-away UUID → the person it became), in
+/// batches as [`persons_batches`].
+pub fn overrides_batches<M: MetaStore>(
+    meta: &M,
+    project: Option<i64>,
+    charge: Charge<'_>,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Batches::new(overrides_schema(), TripleColumns::default(), charge);
+    meta.read(|tx| {
+        tx.each_override(project, &mut |p, o, n| {
+            let c = &mut out.builders;
+            c.project_id.append_value(p);
+            c.a.append_value(o.hyphenated().to_string());
+            c.b.append_value(n.hyphenated().to_string());
+            out.row_added()
+        })
+    })?;
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::parse_payload;
+    use crate::{Persons, PersonsError};
+    use arrow::array::{Array, AsArray};
+    use elide_store::{Store, StoreOptions};
+
+    /// 10,000 persons with two ids each (one merge per person) in project
+    /// 1, and one person in project 2.
+    fn persons() -> (tempfile::TempDir, Persons) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            background_flush: false,
+            background_compaction: false,
+            ..StoreOptions::default()
+        };
+        let p = Persons::open(Store::open(dir.path(), opts).unwrap()).unwrap();
+        let events: Vec<_> = (0..10_000)
+            .map(|i| {
+                serde_json::json!({"event": "$identify", "distinct_id": format!("u{i}"),
+                    "properties": {"$anon_distinct_id": format!("a{i}"), "$set": {"n": i}}})
+            })
+            .collect();
+        p.capture(1, &parse_payload(Value::Array(events), 0).unwrap())
+            .unwrap();
+        let other = serde_json::json!({"event": "e", "distinct_id": "o"});
+        p.capture(2, &parse_payload(other, 0).unwrap()).unwrap();
+        (dir, p)
+    }
+
+    /// Each table is read in batches of `BATCH_ROWS`, all rows once, and a
+    /// refusing charge stops the read at the batch it refused: the rows
+    /// after it are not read (a table larger than a query's memory is
+    /// never built whole).
+    #[test]
+    fn tables_are_read_in_batches_and_stop_at_the_first_refusal() {
+        let (_dir, p) = persons();
+        type F = fn(&SqliteMeta, Option<i64>, Charge<'_>) -> Result<Vec<RecordBatch>>;
+        use crate::SqliteMeta;
+        let tables: [(&str, F, usize); 3] = [
+            ("persons", persons_batches::<SqliteMeta>, 10_000),
+            ("ids", distinct_ids_batches::<SqliteMeta>, 20_000),
+            ("overrides", overrides_batches::<SqliteMeta>, 0),
+        ];
+        for (name, f, rows) in tables {
+            let mut charged = Vec::new();
+            let all = f(p.meta(), Some(1), &mut |b| {
+                charged.push(b.num_rows());
+                Ok(())
+            })
+            .unwrap();
+            let sizes: Vec<usize> = all.iter().map(RecordBatch::num_rows).collect();
+            assert_eq!(sizes, charged, "{name}: every batch charged once");
+            assert_eq!(sizes.iter().sum::<usize>(), rows, "{name}");
+            assert!(sizes.iter().all(|&n| n <= BATCH_ROWS), "{name}: {sizes:?}");
+            assert_eq!(all.len(), rows.div_ceil(BATCH_ROWS).max(1), "{name}");
+            if rows <= BATCH_ROWS {
+                continue;
+            }
+            let mut calls = 0;
+            let e = f(p.meta(), Some(1), &mut |b| {
+                calls += 1;
+                assert_eq!(b.num_rows(), BATCH_ROWS, "{name}: a full batch");
+                if calls == 2 {
+                    return Err(PersonsError::InvalidInput("over the limit".into()));
+                }
+                Ok(())
+            })
+            .expect_err("refused");
+            assert!(e.to_string().contains("over the limit"), "{e}");
+            assert_eq!(calls, 2, "{name}: read on after the refusal");
+        }
+        // Only the project asked for, and every person once.
+        let all = persons_batches(p.meta(), Some(2), &mut |_| Ok(())).unwrap();
+        assert_eq!(all.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+        let all = persons_batches(p.meta(), Some(1), &mut |_| Ok(())).unwrap();
+        let mut ns: Vec<i64> = all
+            .iter()
+            .flat_map(|b| {
+                let props = b.column(3).as_string::<i32>();
+                (0..props.len())
+                    .map(|i| {
+                        let v: Value = serde_json::from_str(props.value(i)).unwrap();
+                        v["n"].as_i64().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ns.sort_unstable();
+        assert_eq!(ns, (0..10_000).collect::<Vec<_>>());
+    }
+
+    /// HogQL's map of person properties stops at the first refused charge.
+    #[test]
+    fn the_properties_map_stops_at_the_first_refusal() {
+        let (_dir, p) = persons();
+        let mut total = 0;
+        let map = p
+            .properties_by_distinct_id(1, &mut |n| {
+                total += n;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(map.len(), 20_000);
+        assert_eq!(map["a7"]["n"], 7);
+        let mut seen = 0;
+        let e = p
+            .properties_by_distinct_id(1, &mut |n| {
+                seen += n;
+                if seen > total / 10 {
+                    return Err(PersonsError::InvalidInput("over the limit".into()));
+                }
+                Ok(())
+            })
+            .expect_err("refused");
+        assert!(e.to_string().contains("over the limit"), "{e}");
+        assert!(
+            seen < total / 10 + 1000,
+            "read on after the refusal: {seen} of {total}"
+        );
+    }
 }

@@ -797,7 +797,9 @@ fn overrides_point_one_hop_to_the_live_person() {
                 e.cap(v.clone());
             }
         }
-        let b = elide_persons::tables::overrides_batch(e.p.meta(), Some(P)).unwrap();
+        let b = elide_persons::tables::overrides_batches(e.p.meta(), Some(P), &mut |_| Ok(()))
+            .unwrap()
+            .remove(0);
         let col = |name: &str| {
             let a = b.column_by_name(name).unwrap().as_string::<i32>();
             (0..a.len())

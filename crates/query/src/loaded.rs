@@ -3,12 +3,14 @@
 //! query reads the rows as they are when it is planned, so a change that
 //! returned before the query began is always seen.
 //!
-//! The rows loaded count against the session's memory limit ([`hold`])
-//! like its operators' memory, from the scan's planning until its plan
-//! and every stream executing it are dropped (the streams hold the rows;
-//! DataFusion drops a plan once it is executing): a query whose loaded
-//! rows alone pass the limit fails with `ResourcesExhausted` (the rows are
-//! loaded whole first, then refused).
+//! The rows loaded count against the session's memory limit like its
+//! operators' memory, from the scan's planning until its plan and every
+//! stream executing it are dropped (the streams hold the rows; DataFusion
+//! drops a plan once it is executing). The [`Loader`] is given the
+//! reservation and grows it batch by batch as it reads, so a table larger
+//! than the limit is refused with `ResourcesExhausted` as soon as its
+//! rows pass it, not after being read whole; whatever a loader did not
+//! count is counted when it returns.
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,8 +33,10 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-/// Loads a table's rows.
-pub type Loader = Arc<dyn Fn() -> std::result::Result<Vec<RecordBatch>, String> + Send + Sync>;
+/// Loads a table's rows, growing the reservation it is given by each
+/// batch's memory as it goes (`ResourcesExhausted` from `try_grow` stops
+/// the load and is returned).
+pub type Loader = Arc<dyn Fn(&MemoryReservation) -> Result<Vec<RecordBatch>> + Send + Sync>;
 
 /// A table read through a [`Loader`] at each scan.
 pub struct LoadedTable {
@@ -81,7 +85,8 @@ impl TableProvider for LoadedTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batches = (self.load)().map_err(|e| DataFusionError::External(e.into()))?;
+        let held = hold(&state.runtime_env().memory_pool, "loaded table", 0)?;
+        let batches = (self.load)(&held)?;
         if let Some(b) = batches.iter().find(|b| b.schema() != self.schema) {
             return Err(DataFusionError::Internal(format!(
                 "loaded batch has schema {:?}, the table {:?}",
@@ -90,7 +95,9 @@ impl TableProvider for LoadedTable {
             )));
         }
         let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        let held = hold(&state.runtime_env().memory_pool, "loaded table", bytes)?;
+        if let Some(uncounted) = bytes.checked_sub(held.size()).filter(|&b| b > 0) {
+            held.try_grow(uncounted)?;
+        }
         let source = MemorySourceConfig::try_new_exec(
             &[batches],
             Arc::clone(&self.schema),
@@ -212,24 +219,32 @@ mod tests {
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
-    /// A session capped at `cap` bytes with table `t`: 1000 rows of 1 KiB.
-    fn session(cap: usize) -> SessionContext {
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, false)]));
-        let s = Arc::clone(&schema);
-        let load: Loader = Arc::new(move || {
-            let col = StringArray::from(vec!["x".repeat(1024); 1000]);
-            RecordBatch::try_new(Arc::clone(&s), vec![Arc::new(col)])
-                .map(|b| vec![b])
-                .map_err(|e| e.to_string())
-        });
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, false)]))
+    }
+
+    /// `rows` rows of 1 KiB.
+    fn kib_rows(rows: usize) -> Result<RecordBatch> {
+        let col = StringArray::from(vec!["x".repeat(1024); rows]);
+        Ok(RecordBatch::try_new(schema(), vec![Arc::new(col)])?)
+    }
+
+    /// A session capped at `cap` bytes with table `t` loaded by `load`.
+    fn session_with(cap: usize, load: Loader) -> SessionContext {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(cap, 1.0)
             .build_arc()
             .expect("runtime");
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-        ctx.register_table("t", Arc::new(LoadedTable::new(schema, load)))
+        ctx.register_table("t", Arc::new(LoadedTable::new(schema(), load)))
             .expect("register");
         ctx
+    }
+
+    /// A session capped at `cap` bytes with table `t`: 1000 rows of 1 KiB,
+    /// loaded whole by a loader that counts nothing itself.
+    fn session(cap: usize) -> SessionContext {
+        session_with(cap, Arc::new(|_| Ok(vec![kib_rows(1000)?])))
     }
 
     /// The rows count from planning until the last stream reading them is
@@ -280,5 +295,56 @@ mod tests {
             matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)),
             "{e}"
         );
+    }
+
+    /// A loader that counts its batches as it builds them stops at the
+    /// first one past the cap: the rows after it are never read.
+    #[tokio::test]
+    async fn a_load_stops_at_the_first_batch_past_the_cap() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let built = Arc::new(AtomicUsize::new(0));
+        let b = Arc::clone(&built);
+        // 100 batches of 10 rows of 1 KiB; the cap holds a few of them.
+        let load: Loader = Arc::new(move |r| {
+            let mut out = Vec::new();
+            for _ in 0..100 {
+                let batch = kib_rows(10)?;
+                b.fetch_add(1, Ordering::SeqCst);
+                r.try_grow(batch.get_array_memory_size())?;
+                out.push(batch);
+            }
+            Ok(out)
+        });
+        let ctx = session_with(256 << 10, Arc::clone(&load));
+        let e = ctx
+            .sql("SELECT count(*) FROM t")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect_err("past the cap");
+        assert!(
+            matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)),
+            "{e}"
+        );
+        // The batches that fit, then the one refused.
+        let size = kib_rows(10).expect("batch").get_array_memory_size();
+        let fit = (256 << 10) / size;
+        let n = built.load(Ordering::SeqCst);
+        assert!(fit > 4 && n == fit + 1, "{n} batches of {size} bytes read");
+        assert_eq!(ctx.runtime_env().memory_pool.reserved(), 0);
+        // With room, every batch, counted once.
+        let ctx = session_with(4 << 20, load);
+        let rows = ctx
+            .sql("SELECT count(*) AS n FROM t")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("count");
+        let text = arrow::util::pretty::pretty_format_batches(&rows)
+            .expect("text")
+            .to_string();
+        assert!(text.contains("| 1000 |"), "{text}");
     }
 }

@@ -107,12 +107,19 @@ impl SqliteTx<'_> {
     }
 
     /// Rows of (integer, text, text) of a query taking an optional project.
-    fn triples(&self, sql: &str, project: Option<i64>) -> Result<Vec<(i64, String, String)>> {
+    /// The rows of `sql` (three columns, `?1` the project), one at a time.
+    fn each_triple(
+        &self,
+        sql: &str,
+        project: Option<i64>,
+        f: &mut dyn FnMut(i64, String, String) -> Result<()>,
+    ) -> Result<()> {
         let mut st = self.tx.prepare_cached(sql)?;
-        let rows = st
-            .query_map(params![project], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        let mut rows = st.query(params![project])?;
+        while let Some(r) = rows.next()? {
+            f(r.get(0)?, r.get(1)?, r.get(2)?)?;
+        }
+        Ok(())
     }
 
     fn one_person(&self, sql: &str, params: impl rusqlite::Params) -> Result<Option<PersonRow>> {
@@ -470,25 +477,32 @@ impl MetaTx for SqliteTx<'_> {
         raws.into_iter().map(RawPerson::cook).collect()
     }
 
-    fn all_persons(&mut self, project: Option<i64>) -> Result<Vec<PersonRow>> {
+    fn each_person(
+        &mut self,
+        project: Option<i64>,
+        f: &mut dyn FnMut(PersonRow) -> Result<()>,
+    ) -> Result<()> {
         let mut st = self.tx.prepare_cached(&format!(
             "SELECT {PERSON_COLUMNS} FROM persons p WHERE ?1 IS NULL OR p.project_id = ?1 ORDER BY p.id"
         ))?;
-        let raws = st
-            .query_map(params![project], raw_person)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        raws.into_iter().map(RawPerson::cook).collect()
+        let mut rows = st.query(params![project])?;
+        while let Some(r) = rows.next()? {
+            f(raw_person(r)?.cook()?)?;
+        }
+        Ok(())
     }
 
-    fn all_distinct_ids(&mut self, project: Option<i64>) -> Result<Vec<(i64, String, Uuid)>> {
-        self.triples(
+    fn each_distinct_id(
+        &mut self,
+        project: Option<i64>,
+        f: &mut dyn FnMut(i64, String, Uuid) -> Result<()>,
+    ) -> Result<()> {
+        self.each_triple(
             "SELECT d.project_id, d.distinct_id, p.uuid FROM distinct_ids d JOIN persons p ON p.id = d.person_id \
              WHERE ?1 IS NULL OR d.project_id = ?1 ORDER BY d.id",
             project,
-        )?
-        .into_iter()
-        .map(|(p, d, u)| Ok((p, d, parse_uuid(&u)?)))
-        .collect()
+            &mut |p, d, u| f(p, d, parse_uuid(&u)?),
+        )
     }
 
     fn block(
@@ -661,15 +675,17 @@ impl MetaTx for SqliteTx<'_> {
         Ok(merged)
     }
 
-    fn overrides(&mut self, project: Option<i64>) -> Result<Vec<(i64, Uuid, Uuid)>> {
-        self.triples(
+    fn each_override(
+        &mut self,
+        project: Option<i64>,
+        f: &mut dyn FnMut(i64, Uuid, Uuid) -> Result<()>,
+    ) -> Result<()> {
+        self.each_triple(
             "SELECT project_id, old_person_uuid, override_person_uuid FROM person_overrides \
              WHERE ?1 IS NULL OR project_id = ?1",
             project,
-        )?
-        .into_iter()
-        .map(|(p, o, n)| Ok((p, parse_uuid(&o)?, parse_uuid(&n)?)))
-        .collect()
+            &mut |p, o, n| f(p, parse_uuid(&o)?, parse_uuid(&n)?),
+        )
     }
 
     fn insert_deletion(&mut self, d: &DeletionRecord) -> Result<i64> {
