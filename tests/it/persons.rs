@@ -481,7 +481,7 @@ fn bad_person_requests_change_nothing() {
             },
         )
         .unwrap_err();
-    assert!(e.to_string().contains("need a number"), "{e}");
+    assert!(e.to_string().contains("needs a number"), "{e}");
     let after = (
         persons(&p),
         p.store().requests().unwrap().len(),
@@ -508,7 +508,8 @@ fn list_filters() {
             "u2",
             json!({"email": "bob@example.com", "name": "Bob", "age": 25, "plan": "free"}),
         ),
-        ("u3", json!({"name": "Cy", "age": 40})),
+        // A JSON null is unset, as in PostHog.
+        ("u3", json!({"name": "Cy", "age": 40, "plan": null})),
     ];
     for (i, (did, props)) in people.iter().enumerate() {
         capture(
@@ -597,6 +598,15 @@ fn list_filters() {
     assert_eq!(ids(prop("age", "gt", json!(30))), vec!["u3", "u1"]);
     assert_eq!(ids(prop("age", "lt", json!("30"))), vec!["u2"]);
     assert_eq!(ids(prop("age", "exact", json!(25))), vec!["u2"]);
+    // Values compare by their text, as PostHog compares them: the string
+    // "25" matches the number 25; numbers also by value.
+    assert_eq!(ids(prop("age", "exact", json!("25"))), vec!["u2"]);
+    assert_eq!(
+        ids(prop("age", "exact", json!(["40.0", 31]))),
+        vec!["u3", "u1"]
+    );
+    assert_eq!(ids(prop("age", "icontains", json!(3))), vec!["u1"]);
+    assert_eq!(ids(prop("plan", "exact", Value::Null)), vec!["u3"]);
     // Paging.
     let page = p
         .list(

@@ -74,6 +74,7 @@ impl SqliteMeta {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        filters::register(&conn)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version == 0 || version > MIGRATIONS.len() as i64 {
             return Err(PersonsError::Corrupt(format!(
@@ -179,6 +180,7 @@ impl SqliteMeta {
         // Checkpoints run on their own thread (see `sqlite_checkpoint`);
         // a commit checkpoints itself only past this backstop.
         conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
+        filters::register(&conn)?;
         migrate(&mut conn, &path)?;
         let key = load_key(&mut conn)?;
         hash_detached_ids(&mut conn, &key)?;

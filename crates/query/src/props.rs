@@ -1,11 +1,13 @@
 //! `properties_match(properties, filters)`: whether a row's `properties`
 //! JSON satisfies a list of property filters, given as JSON text
 //! (`'[{"key": "$browser", "value": "Chrome", "operator": "exact"}]'`),
-//! with the semantics of the store's predicates
-//! ([`elide_store::predicate::PropertyFilter`]: numbers compare by value,
-//! `is_not` matches an absent key, …). Only the filtered keys' values are
-//! parsed. The filters must be a constant; a malformed list is an error
-//! naming what is wrong.
+//! the store's property filters
+//! ([`elide_store::predicate::PropertyFilter`]) compared as PostHog's
+//! queries compare properties ([`Comparison::Text`]: by their text, so
+//! `"5"` equals `5`; numbers by value; `gt`/`lt` on numbers and numeric
+//! strings; JSON null unset; `is_not` matches an absent key). Only the
+//! filtered keys' values are parsed. The filters must be a constant; a
+//! malformed list is an error naming what is wrong.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use datafusion::common::{exec_err, plan_err, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use elide_store::predicate::{EventPredicate, PropertiesMatcher, PropertyFilter};
+use elide_store::predicate::{Comparison, EventPredicate, PropertiesMatcher, PropertyFilter};
 
 /// Name of the function.
 pub const PROPERTIES_MATCH: &str = "properties_match";
@@ -96,7 +98,7 @@ impl ScalarUDFImpl for PropertiesMatch {
             ..EventPredicate::default()
         };
         let props = args.args[0].to_array(args.number_rows)?;
-        let m = PropertiesMatcher::new(&pred);
+        let m = PropertiesMatcher::comparing(&pred, Comparison::Text);
         // Read as stored (the scan gives views): a cast to `Utf8` would
         // copy every row's text first.
         let out = match props.data_type() {

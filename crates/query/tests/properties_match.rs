@@ -10,18 +10,23 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 async fn session() -> SessionContext {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("properties", DataType::Utf8, true),
-    ]));
-    let props = [
+    session_of(&[
         Some(r#"{"$browser": "Chrome", "$screen_width": 1280}"#),
         Some(r#"{"$browser": "Firefox", "$screen_width": 800.0}"#),
         Some(r#"{"$browser": "Safari"}"#),
         Some(r#"{"plan": "pro", "$screen_width": "wide"}"#),
         None,
         Some("not json"),
-    ];
+    ])
+    .await
+}
+
+/// Table `t`: one row per `props`, `id` its position.
+async fn session_of(props: &[Option<&str>]) -> SessionContext {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("properties", DataType::Utf8, true),
+    ]));
     let cols: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(0..props.len() as i64)),
         Arc::new(props.iter().copied().collect::<StringArray>()),
@@ -51,6 +56,39 @@ async fn ids(ctx: &SessionContext, filters: &str) -> Vec<i64> {
         .iter()
         .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
         .collect()
+}
+
+/// Values compare by their text, as PostHog's queries compare a
+/// property (numbers also by value), and JSON null is unset.
+#[tokio::test]
+async fn values_compare_as_text_and_null_is_unset() {
+    let ctx = session_of(&[
+        Some(r#"{"n": 5, "b": true, "z": null}"#),
+        Some(r#"{"n": "5", "b": "true", "z": 1}"#),
+        Some(r#"{"n": "5.0", "b": "yes"}"#),
+        Some(r#"{"n": "ten"}"#),
+    ])
+    .await;
+    let cases = [
+        (r#"[{"key": "n", "value": 5}]"#, vec![0, 1, 2]),
+        (r#"[{"key": "n", "value": "5"}]"#, vec![0, 1, 2]),
+        (
+            r#"[{"key": "n", "value": 4, "operator": "gt"}]"#,
+            vec![0, 1, 2],
+        ),
+        (r#"[{"key": "b", "value": true}]"#, vec![0, 1]),
+        (r#"[{"key": "b", "value": "TRUE"}]"#, vec![]),
+        (r#"[{"key": "z", "operator": "is_set"}]"#, vec![1]),
+        (r#"[{"key": "z", "operator": "is_not_set"}]"#, vec![0, 2, 3]),
+        (r#"[{"key": "z", "value": null}]"#, vec![0, 2, 3]),
+        (
+            r#"[{"key": "z", "value": "nul", "operator": "icontains"}]"#,
+            vec![],
+        ),
+    ];
+    for (filters, want) in cases {
+        assert_eq!(ids(&ctx, filters).await, want, "{filters}");
+    }
 }
 
 #[tokio::test]

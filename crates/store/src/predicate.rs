@@ -8,6 +8,9 @@
 //! refused: a deletion never means "everything" by accident), its
 //! evaluation over stored batches ([`Matcher`]), and what a part's
 //! manifest entry tells about it ([`EventPredicate::may_match_part`]).
+//! Deletions compare property values as typed JSON; analytics and the
+//! persons list evaluate the same filters as PostHog's text
+//! ([`Comparison`]).
 //! Evaluation is plain Rust over Arrow arrays, so that the deletion, the
 //! replay of the ingest log, the bulk ingest and the verification scan all
 //! decide a row the same way.
@@ -24,7 +27,8 @@ use crate::format::PartMeta;
 use crate::schema::{Table, DISTINCT_ID_COLUMN, TIMESTAMP_COLUMN};
 
 /// Comparison of a property filter (the operators of PostHog's persons
-/// list).
+/// list). What "equal", "set" and "a number" mean depends on the
+/// [`Comparison`] a filter is evaluated with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PropertyOperator {
@@ -34,9 +38,10 @@ pub enum PropertyOperator {
     IsNot,
     /// Case-insensitive substring of the value's text.
     Icontains,
-    /// The key is present (any value, null included).
+    /// The key is present (typed: any value, null included; as text: not
+    /// null).
     IsSet,
-    /// The key is absent.
+    /// The key is absent (as text: or null).
     IsNotSet,
     /// A number greater than the value.
     Gt,
@@ -163,7 +168,55 @@ impl PropertyFilter {
     }
 
     /// Whether a row whose value of the key is `v` (`None`: absent)
-    /// satisfies the filter.
+    /// satisfies the filter, comparing as `how` says.
+    pub fn matches_value_as(&self, v: Option<&Value>, how: Comparison) -> bool {
+        match how {
+            Comparison::Typed => self.matches_value(v),
+            Comparison::Text => self.matches_text(v),
+        }
+    }
+
+    /// [`PropertyFilter::matches_value`] as [`Comparison::Text`] compares.
+    fn matches_text(&self, v: Option<&Value>) -> bool {
+        // JSON null is unset.
+        let v = v.filter(|v| !v.is_null());
+        let equal = |w: &Value| match (v, w) {
+            (None, w) => w.is_null(),
+            (Some(_), Value::Null) => false,
+            (Some(v), w) => {
+                text_of(v) == text_of(w)
+                    || matches!((number_of(v), number_of(w)), (Some(a), Some(b)) if a == b)
+            }
+        };
+        let any_equal = || match &self.value {
+            Value::Array(items) => items.iter().any(equal),
+            w => equal(w),
+        };
+        match self.operator {
+            PropertyOperator::Exact => any_equal(),
+            PropertyOperator::IsNot => !any_equal(),
+            PropertyOperator::Icontains => v.is_some_and(|v| {
+                text_of(v)
+                    .to_lowercase()
+                    .contains(&text_of(&self.value).to_lowercase())
+            }),
+            PropertyOperator::IsSet => v.is_some(),
+            PropertyOperator::IsNotSet => v.is_none(),
+            PropertyOperator::Gt | PropertyOperator::Lt => {
+                let (Some(a), Some(b)) = (v.and_then(number_of), self.value.as_f64()) else {
+                    return false;
+                };
+                if self.operator == PropertyOperator::Gt {
+                    a > b
+                } else {
+                    a < b
+                }
+            }
+        }
+    }
+
+    /// Whether a row whose value of the key is `v` (`None`: absent)
+    /// satisfies the filter, as [`Comparison::Typed`] compares.
     pub fn matches_value(&self, v: Option<&Value>) -> bool {
         let any_equal = |v: &Value| match &self.value {
             Value::Array(items) => items.iter().any(|w| json_eq(v, w)),
@@ -197,10 +250,46 @@ impl PropertyFilter {
             }
         }
     }
+}
 
-    /// Whether a row without the key satisfies the filter.
-    fn matches_absent(&self) -> bool {
-        self.matches(None)
+/// How a property filter compares a row's value with its own.
+///
+/// - `Typed`: as JSON values: `"5"` is not `5`, `gt`/`lt` need a number,
+///   JSON null is a value (`is_set`, equal to a `null` filter value).
+///   Deletions compare so (a stored predicate must keep matching exactly
+///   what it matched when it was made, and never widen by a coercion).
+/// - `Text`: as PostHog's queries compare a property: by its text (a
+///   string's own text, `true`/`false`, a number's or a nested value's
+///   JSON), so `"5"` and `5` are equal, and numbers equal by value
+///   (`"5.0"` and `5`); `gt`/`lt` read a number or a numeric string; JSON
+///   null is unset (`is_set` false, `is_not_set` true, equal to a `null`
+///   filter value as an absent key is). Analytics, `properties_match` and
+///   the persons list compare so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Comparison {
+    /// As JSON values (deletions).
+    #[default]
+    Typed,
+    /// As PostHog's text (analytics, the persons list).
+    Text,
+}
+
+/// A value's text as PostHog reads a property: a string's own text,
+/// anything else its JSON (`true`, `5`, `{"a":1}`).
+fn text_of(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        Value::String(s) => std::borrow::Cow::Borrowed(s),
+        v => std::borrow::Cow::Owned(v.to_string()),
+    }
+}
+
+/// A number, or a string that is one (finite), as PostHog's cast reads a
+/// numeric property.
+fn number_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse::<f64>().ok().filter(|f| f.is_finite()),
+        _ => None,
     }
 }
 
@@ -390,12 +479,6 @@ impl EventPredicate {
     pub fn needs_properties(&self) -> bool {
         !self.properties.is_empty()
     }
-
-    /// The filters whose answer on a row without `properties` (or without
-    /// the key) is "matches": used to skip parsing when a key is absent.
-    fn absent_ok(&self) -> bool {
-        self.properties.iter().all(PropertyFilter::matches_absent)
-    }
 }
 
 /// A predicate bound to the columns of one batch.
@@ -489,6 +572,7 @@ const MAX_FAST_BRACKETS: usize = 100;
 /// passes.
 pub struct PropertiesMatcher<'a> {
     pred: &'a EventPredicate,
+    how: Comparison,
     keys: Vec<&'a str>,
     /// `"key"` of each filter, found with a SIMD substring search.
     quoted: Vec<memchr::memmem::Finder<'static>>,
@@ -500,10 +584,17 @@ pub struct PropertiesMatcher<'a> {
 }
 
 impl<'a> PropertiesMatcher<'a> {
-    /// Prepare `pred`'s property filters.
+    /// Prepare `pred`'s property filters, compared as deletions compare
+    /// ([`Comparison::Typed`]).
     pub fn new(pred: &'a EventPredicate) -> PropertiesMatcher<'a> {
+        Self::comparing(pred, Comparison::Typed)
+    }
+
+    /// Prepare `pred`'s property filters, compared as `how` says.
+    pub fn comparing(pred: &'a EventPredicate, how: Comparison) -> PropertiesMatcher<'a> {
         PropertiesMatcher {
             pred,
+            how,
             keys: pred.properties.iter().map(|f| f.key.as_str()).collect(),
             quoted: pred
                 .properties
@@ -512,7 +603,10 @@ impl<'a> PropertiesMatcher<'a> {
                     memchr::memmem::Finder::new(format!("\"{}\"", f.key).as_bytes()).into_owned()
                 })
                 .collect(),
-            absent_ok: pred.absent_ok(),
+            absent_ok: pred
+                .properties
+                .iter()
+                .all(|f| f.matches_value_as(None, how)),
             plain_keys: pred.properties.iter().all(|f| {
                 !f.key
                     .chars()
@@ -542,7 +636,7 @@ impl<'a> PropertiesMatcher<'a> {
             .properties
             .iter()
             .enumerate()
-            .all(|(i, f)| f.matches_value(values.as_ref().and_then(|v| v[i].as_ref())))
+            .all(|(i, f)| f.matches_value_as(values.as_ref().and_then(|v| v[i].as_ref()), self.how))
     }
 
     /// Whether `text` (which holds no backslash: every quote delimits a
@@ -557,7 +651,7 @@ impl<'a> PropertiesMatcher<'a> {
         let mut outline = None;
         for (f, q) in self.pred.properties.iter().zip(&self.quoted) {
             let value = self.read_value(text, q, &mut outline)?;
-            if !f.matches_value(value.as_ref()) {
+            if !f.matches_value_as(value.as_ref(), self.how) {
                 return Some(false);
             }
         }
@@ -810,6 +904,182 @@ mod tests {
         for (f, want) in cases {
             assert_eq!(filter(f.clone()).matches(props), want, "{f}");
         }
+    }
+
+    /// PostHog compares a property's text: `"5"` equals `5`, `true` equals
+    /// `"true"`, JSON null is unset; typed comparison (deletions) keeps
+    /// them apart. Each case: filter, row, as text, typed.
+    #[test]
+    fn text_comparison_reads_values_as_posthog_does() {
+        let row = json!({"s5": "5", "n5": 5, "f5": 5.0, "t": true, "ts": "true",
+            "z": null, "e": "", "o": {"a": 1}, "big": "10", "word": "ten", "inf": "inf"});
+        let row = row.as_object();
+        let cases = [
+            (
+                json!({"key": "s5", "operator": "exact", "value": 5}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "n5", "operator": "exact", "value": "5"}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "f5", "operator": "exact", "value": "5"}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "n5", "operator": "exact", "value": [1, "5"]}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "t", "operator": "exact", "value": "true"}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "ts", "operator": "exact", "value": true}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "t", "operator": "exact", "value": true}),
+                true,
+                true,
+            ),
+            (
+                json!({"key": "o", "operator": "exact", "value": r#"{"a":1}"#}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "s5", "operator": "exact", "value": "05"}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "word", "operator": "exact", "value": "TEN"}),
+                false,
+                false,
+            ),
+            (
+                json!({"key": "s5", "operator": "is_not", "value": 5}),
+                false,
+                true,
+            ),
+            (
+                json!({"key": "absent", "operator": "is_not", "value": 5}),
+                true,
+                true,
+            ),
+            (
+                json!({"key": "z", "operator": "is_not", "value": 5}),
+                true,
+                true,
+            ),
+            // JSON null is unset as text, a value typed.
+            (json!({"key": "z", "operator": "is_set"}), false, true),
+            (json!({"key": "z", "operator": "is_not_set"}), true, false),
+            (
+                json!({"key": "z", "operator": "exact", "value": null}),
+                true,
+                true,
+            ),
+            (
+                json!({"key": "absent", "operator": "exact", "value": null}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "s5", "operator": "exact", "value": null}),
+                false,
+                false,
+            ),
+            (
+                json!({"key": "z", "operator": "icontains", "value": "nul"}),
+                false,
+                true,
+            ),
+            (json!({"key": "e", "operator": "is_set"}), true, true),
+            (json!({"key": "absent", "operator": "is_set"}), false, false),
+            // Numbers read from numeric strings as text.
+            (
+                json!({"key": "big", "operator": "gt", "value": 9}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "big", "operator": "lt", "value": 9}),
+                false,
+                false,
+            ),
+            (
+                json!({"key": "word", "operator": "gt", "value": 9}),
+                false,
+                false,
+            ),
+            (
+                json!({"key": "inf", "operator": "gt", "value": 9}),
+                false,
+                false,
+            ),
+            (
+                json!({"key": "t", "operator": "gt", "value": 0}),
+                false,
+                false,
+            ),
+            (
+                json!({"key": "n5", "operator": "gt", "value": 4.5}),
+                true,
+                true,
+            ),
+            (
+                json!({"key": "t", "operator": "icontains", "value": "RU"}),
+                true,
+                true,
+            ),
+            (
+                json!({"key": "n5", "operator": "icontains", "value": 5}),
+                true,
+                true,
+            ),
+        ];
+        for (f, text, typed) in cases {
+            let f = filter(f);
+            let v = row.and_then(|r| r.get(&f.key));
+            assert_eq!(
+                f.matches_value_as(v, Comparison::Text),
+                text,
+                "{f:?} as text"
+            );
+            assert_eq!(
+                f.matches_value_as(v, Comparison::Typed),
+                typed,
+                "{f:?} typed"
+            );
+            // The prepared matcher agrees, on the text of the whole row.
+            let pred = EventPredicate {
+                properties: vec![f.clone()],
+                ..Default::default()
+            };
+            let whole = Value::Object(row.cloned().unwrap_or_default()).to_string();
+            for (how, want) in [(Comparison::Text, text), (Comparison::Typed, typed)] {
+                let m = PropertiesMatcher::comparing(&pred, how);
+                assert_eq!(m.matches(Some(&whole)), want, "{f:?} {how:?} prepared");
+            }
+        }
+        // A row without properties: `exact null` matches it as text only.
+        let pred = EventPredicate {
+            properties: vec![filter(
+                json!({"key": "k", "operator": "exact", "value": null}),
+            )],
+            ..Default::default()
+        };
+        assert!(PropertiesMatcher::comparing(&pred, Comparison::Text).matches(None));
+        assert!(!PropertiesMatcher::comparing(&pred, Comparison::Typed).matches(None));
     }
 
     #[test]

@@ -1,152 +1,98 @@
-//! Person property filters as SQL over `json_extract` of the properties'
-//! JSON ([`property_clause`]), with the filter's values bound as
-//! parameters, never spliced into the text.
+//! Person property filters in SQLite: `elide_properties_match(p.properties,
+//! ?)`, a function of this module run by SQLite on each person it walks,
+//! with the filters bound as one JSON parameter (never spliced into the
+//! text). It evaluates them with the store's matcher, comparing as
+//! PostHog's text ([`Comparison::Text`]: `"5"` equals `5`, JSON null is
+//! unset): the same code, and so the same answer, as the query layer's
+//! `properties_match` that analytics and cohorts run over events and
+//! persons.
 
+use elide_store::predicate::{Comparison, EventPredicate, PropertiesMatcher};
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
 use serde_json::Value;
 
 use crate::error::{PersonsError, Result};
 use crate::meta::{PropertyFilter, PropertyOperator};
 
-/// JSON path of a top-level key, for `json_extract`.
-fn json_path(key: &str) -> Result<String> {
-    if key.contains('"') || key.contains('\\') || key.contains('\0') {
-        return Err(PersonsError::InvalidInput(format!(
-            "property key {key:?}: keys with quotes, backslashes or NUL cannot be filtered on"
-        )));
-    }
-    Ok(format!("$.\"{key}\""))
-}
+/// The function's name.
+const FUNCTION: &str = "elide_properties_match";
 
-/// SQL values a JSON filter value compares equal to, as `json_extract` returns them.
-fn sql_value(v: &Value) -> Result<rusqlite::types::Value> {
-    use rusqlite::types::Value as S;
-    Ok(match v {
-        Value::String(s) => S::Text(s.clone()),
-        Value::Bool(b) => S::Integer(i64::from(*b)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => S::Integer(i),
-            None => S::Real(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::Null => S::Null,
-        _ => {
-            return Err(PersonsError::InvalidInput(format!(
-                "filter value {v} must be a string, number, boolean or a list of those"
-            )))
-        }
-    })
-}
-
-fn number(v: &Value, key: &str) -> Result<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| {
-        PersonsError::InvalidInput(format!("filter on {key:?}: gt/lt need a number, got {v}"))
-    })
-}
-
-/// Most values one filter may list: each is a term of an `OR`, and SQLite
-/// refuses an expression deeper than 1,000 (or more than 32,766 bound
-/// values), which would be a 500 rather than this 400.
+/// Most values one filter may list.
 pub(crate) const MAX_FILTER_VALUES: usize = 500;
 
-/// Most property filters one listing may apply (each is a term of an
-/// `AND`).
+/// Most property filters one listing may apply.
 pub(crate) const MAX_FILTERS: usize = 100;
 
-/// Most values a listing's filters may bind in all (SQLite refuses more
-/// than 32,766).
-pub(crate) const MAX_BOUND_VALUES: usize = 30_000;
+/// Register [`FUNCTION`] on `conn` (each connection that lists persons).
+pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        FUNCTION,
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            // Parsed once per statement: SQLite keeps it with the
+            // constant parameter.
+            let pred = ctx.get_or_create_aux(1, |v| -> std::result::Result<_, String> {
+                let text = v.as_str().map_err(|e| e.to_string())?;
+                let properties: Vec<PropertyFilter> =
+                    serde_json::from_str(text).map_err(|e| format!("property filters: {e}"))?;
+                Ok(EventPredicate {
+                    properties,
+                    ..EventPredicate::default()
+                })
+            })?;
+            let props = match ctx.get_raw(0) {
+                ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+                _ => None,
+            };
+            Ok(PropertiesMatcher::comparing(&pred, Comparison::Text).matches(props))
+        },
+    )
+}
 
-pub(super) fn property_clause(
-    f: &PropertyFilter,
-    sql: &mut String,
-    args: &mut Vec<rusqlite::types::Value>,
-) -> Result<()> {
-    use rusqlite::types::Value as S;
-    let path = json_path(&f.key)?;
-    let values: Vec<&Value> = match &f.value {
-        Value::Array(items) => items.iter().collect(),
-        v => vec![v],
-    };
-    let any_of = |sql: &mut String, args: &mut Vec<S>| -> Result<()> {
-        if values.is_empty() {
-            return Err(PersonsError::InvalidInput(format!(
-                "filter on {:?}: empty list of values",
-                f.key
-            )));
-        }
-        if values.len() > MAX_FILTER_VALUES {
-            return Err(PersonsError::InvalidInput(format!(
-                "filter on {:?}: {} values, more than the {MAX_FILTER_VALUES} one filter may list",
-                f.key,
-                values.len()
-            )));
-        }
-        sql.push('(');
-        for (i, v) in values.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(" OR ");
-            }
-            if v.is_null() {
-                sql.push_str("json_type(p.properties, ?) = 'null'");
-                args.push(S::Text(path.clone()));
-            } else {
-                sql.push_str("json_extract(p.properties, ?) = ?");
-                args.push(S::Text(path.clone()));
-                args.push(sql_value(v)?);
-            }
-        }
-        sql.push(')');
-        Ok(())
-    };
-    match f.operator {
-        PropertyOperator::Exact => any_of(sql, args)?,
-        PropertyOperator::IsNot => {
-            sql.push_str("(json_type(p.properties, ?) IS NULL OR NOT ");
-            args.push(S::Text(path.clone()));
-            any_of(sql, args)?;
-            sql.push(')');
-        }
-        PropertyOperator::Icontains => {
-            let needle = match &f.value {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                v => {
-                    return Err(PersonsError::InvalidInput(format!(
-                        "filter on {:?}: icontains needs a string, got {v}",
-                        f.key
-                    )))
-                }
-            };
-            sql.push_str("instr(lower(CAST(json_extract(p.properties, ?) AS TEXT)), lower(?)) > 0");
-            args.push(S::Text(path));
-            args.push(S::Text(needle));
-        }
-        PropertyOperator::IsSet => {
-            sql.push_str("json_type(p.properties, ?) IS NOT NULL");
-            args.push(S::Text(path));
-        }
-        PropertyOperator::IsNotSet => {
-            sql.push_str("json_type(p.properties, ?) IS NULL");
-            args.push(S::Text(path));
-        }
-        PropertyOperator::Gt | PropertyOperator::Lt => {
-            let op = if f.operator == PropertyOperator::Gt {
-                ">"
-            } else {
-                "<"
-            };
-            sql.push_str(&format!(
-                "(json_type(p.properties, ?) IN ('integer', 'real') AND json_extract(p.properties, ?) {op} ?)"
-            ));
-            args.push(S::Text(path.clone()));
-            args.push(S::Text(path));
-            args.push(S::Real(number(&f.value, &f.key)?));
-        }
+/// The listing's condition on `filters` and its one parameter, after
+/// checking them (a `gt`/`lt` value may be a numeric string, as PostHog's
+/// persons list takes it).
+pub(super) fn properties_clause(
+    filters: &[PropertyFilter],
+) -> Result<(String, rusqlite::types::Value)> {
+    if filters.len() > MAX_FILTERS {
+        return Err(PersonsError::InvalidInput(format!(
+            "{} property filters, more than the {MAX_FILTERS} one listing may apply",
+            filters.len()
+        )));
     }
-    Ok(())
+    let mut checked = Vec::with_capacity(filters.len());
+    for f in filters {
+        let mut f = f.clone();
+        if matches!(f.operator, PropertyOperator::Gt | PropertyOperator::Lt) {
+            if let Some(n) = f
+                .value
+                .as_str()
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .and_then(serde_json::Number::from_f64)
+            {
+                f.value = Value::Number(n);
+            }
+        }
+        if let Value::Array(items) = &f.value {
+            if items.len() > MAX_FILTER_VALUES {
+                return Err(PersonsError::InvalidInput(format!(
+                    "filter on {:?}: {} values, more than the {MAX_FILTER_VALUES} one filter may list",
+                    f.key,
+                    items.len()
+                )));
+            }
+        }
+        f.validate().map_err(PersonsError::InvalidInput)?;
+        checked.push(f);
+    }
+    let json = serde_json::to_string(&checked)
+        .map_err(|e| PersonsError::Internal(format!("encoding property filters: {e}")))?;
+    Ok((
+        format!("{FUNCTION}(p.properties, ?)"),
+        rusqlite::types::Value::Text(json),
+    ))
 }

@@ -2,7 +2,7 @@
 //! filters (a distinct id, an email, a search, property filters, UUIDs)
 //! as SQL with every value bound, never spliced, and the order and page.
 
-use super::filters::{property_clause, MAX_BOUND_VALUES, MAX_FILTERS};
+use super::filters::properties_clause;
 use super::tx::{SqliteTx, PERSON_COLUMNS};
 use crate::error::{PersonsError, Result};
 #[cfg(doc)]
@@ -58,23 +58,11 @@ impl SqliteTx<'_> {
             sql.push(')');
             args.extend(id_args(s));
         }
-        if filter.properties.len() > MAX_FILTERS {
-            return Err(PersonsError::InvalidInput(format!(
-                "{} property filters, more than the {} one listing may apply",
-                filter.properties.len(),
-                MAX_FILTERS
-            )));
-        }
-        for f in &filter.properties {
+        if !filter.properties.is_empty() {
+            let (clause, arg) = properties_clause(&filter.properties)?;
             sql.push_str(" AND ");
-            property_clause(f, &mut sql, &mut args)?;
-        }
-        if args.len() > MAX_BOUND_VALUES {
-            return Err(PersonsError::InvalidInput(format!(
-                "the property filters compare {} values, more than the {} a listing may",
-                args.len(),
-                MAX_BOUND_VALUES
-            )));
+            sql.push_str(&clause);
+            args.push(arg);
         }
         if let Some(uuids) = &filter.uuids {
             // One parameter however many: a JSON list of the UUIDs' text.
