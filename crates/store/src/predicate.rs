@@ -571,9 +571,9 @@ const MAX_FAST_BRACKETS: usize = 100;
 /// forms searched for in each row's text, and whether a row without them
 /// passes.
 pub struct PropertiesMatcher<'a> {
-    pred: &'a EventPredicate,
+    filters: std::borrow::Cow<'a, [PropertyFilter]>,
     how: Comparison,
-    keys: Vec<&'a str>,
+    keys: Vec<String>,
     /// `"key"` of each filter, found with a SIMD substring search.
     quoted: Vec<memchr::memmem::Finder<'static>>,
     absent_ok: bool,
@@ -592,29 +592,43 @@ impl<'a> PropertiesMatcher<'a> {
 
     /// Prepare `pred`'s property filters, compared as `how` says.
     pub fn comparing(pred: &'a EventPredicate, how: Comparison) -> PropertiesMatcher<'a> {
+        Self::prepare(std::borrow::Cow::Borrowed(&pred.properties), how)
+    }
+
+    fn prepare(
+        filters: std::borrow::Cow<'a, [PropertyFilter]>,
+        how: Comparison,
+    ) -> PropertiesMatcher<'a> {
         PropertiesMatcher {
-            pred,
             how,
-            keys: pred.properties.iter().map(|f| f.key.as_str()).collect(),
-            quoted: pred
-                .properties
+            keys: filters.iter().map(|f| f.key.clone()).collect(),
+            quoted: filters
                 .iter()
                 .map(|f| {
                     memchr::memmem::Finder::new(format!("\"{}\"", f.key).as_bytes()).into_owned()
                 })
                 .collect(),
-            absent_ok: pred
-                .properties
-                .iter()
-                .all(|f| f.matches_value_as(None, how)),
-            plain_keys: pred.properties.iter().all(|f| {
+            absent_ok: filters.iter().all(|f| f.matches_value_as(None, how)),
+            plain_keys: filters.iter().all(|f| {
                 !f.key
                     .chars()
                     .any(|c| c == '"' || c == '\\' || c.is_control())
             }),
+            filters,
         }
     }
+}
 
+impl PropertiesMatcher<'static> {
+    /// Prepare `filters`, owned by the matcher (one kept for many calls,
+    /// such as the persons list's SQLite function), compared as `how`
+    /// says.
+    pub fn owning(filters: Vec<PropertyFilter>, how: Comparison) -> Self {
+        Self::prepare(std::borrow::Cow::Owned(filters), how)
+    }
+}
+
+impl PropertiesMatcher<'_> {
     /// Whether a row whose properties are `text` (`None`: null) passes.
     pub fn matches(&self, text: Option<&str>) -> bool {
         if self.keys.is_empty() {
@@ -632,8 +646,7 @@ impl<'a> PropertiesMatcher<'a> {
         }
         // Parse only the values of the filtered keys; skip the others.
         let values = extract(text, &self.keys);
-        self.pred
-            .properties
+        self.filters
             .iter()
             .enumerate()
             .all(|(i, f)| f.matches_value_as(values.as_ref().and_then(|v| v[i].as_ref()), self.how))
@@ -649,7 +662,7 @@ impl<'a> PropertiesMatcher<'a> {
     /// for every key, so the first filter that fails decides.
     fn read_without_parse(&self, text: &str) -> Option<bool> {
         let mut outline = None;
-        for (f, q) in self.pred.properties.iter().zip(&self.quoted) {
+        for (f, q) in self.filters.iter().zip(&self.quoted) {
             let value = self.read_value(text, q, &mut outline)?;
             if !f.matches_value_as(value.as_ref(), self.how) {
                 return Some(false);
@@ -756,32 +769,32 @@ fn json_ws(c: char) -> bool {
 /// or `None` when `text` is not a JSON object. Other values are skipped
 /// without being built; a repeated key keeps its last value (as a parse
 /// into a map does).
-fn extract(text: &str, keys: &[&str]) -> Option<Vec<Option<Value>>> {
+fn extract<K: AsRef<str>>(text: &str, keys: &[K]) -> Option<Vec<Option<Value>>> {
     use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-    struct Wanted<'k>(&'k [&'k str]);
-    struct Key<'k>(&'k [&'k str]);
-    impl<'de> DeserializeSeed<'de> for Key<'_> {
+    struct Wanted<'k, K>(&'k [K]);
+    struct Key<'k, K>(&'k [K]);
+    impl<'de, K: AsRef<str>> DeserializeSeed<'de> for Key<'_, K> {
         type Value = Option<usize>;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
             d.deserialize_str(self)
         }
     }
-    impl<'de> Visitor<'de> for Key<'_> {
+    impl<'de, K: AsRef<str>> Visitor<'de> for Key<'_, K> {
         type Value = Option<usize>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a key")
         }
         fn visit_str<E>(self, k: &str) -> Result<Option<usize>, E> {
-            Ok(self.0.iter().position(|w| *w == k))
+            Ok(self.0.iter().position(|w| w.as_ref() == k))
         }
     }
-    impl<'de> DeserializeSeed<'de> for Wanted<'_> {
+    impl<'de, K: AsRef<str>> DeserializeSeed<'de> for Wanted<'_, K> {
         type Value = Vec<Option<Value>>;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_map(self)
         }
     }
-    impl<'de> Visitor<'de> for Wanted<'_> {
+    impl<'de, K: AsRef<str>> Visitor<'de> for Wanted<'_, K> {
         type Value = Vec<Option<Value>>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("an object")
@@ -794,7 +807,7 @@ fn extract(text: &str, keys: &[&str]) -> Option<Vec<Option<Value>>> {
                         let v: Value = m.next_value()?;
                         // The same key may be filtered twice.
                         for (j, w) in self.0.iter().enumerate() {
-                            if *w == self.0[i] {
+                            if w.as_ref() == self.0[i].as_ref() {
                                 out[j] = Some(v.clone());
                             }
                         }

@@ -7,7 +7,7 @@
 //! `properties_match` that analytics and cohorts run over events and
 //! persons.
 
-use elide_store::predicate::{Comparison, EventPredicate, PropertiesMatcher};
+use elide_store::predicate::{Comparison, PropertiesMatcher};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
@@ -32,22 +32,19 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
         2,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         |ctx| {
-            // Parsed once per statement: SQLite keeps it with the
-            // constant parameter.
-            let pred = ctx.get_or_create_aux(1, |v| -> std::result::Result<_, String> {
+            // Parsed and prepared once per statement: SQLite keeps it
+            // with the constant parameter.
+            let matcher = ctx.get_or_create_aux(1, |v| -> std::result::Result<_, String> {
                 let text = v.as_str().map_err(|e| e.to_string())?;
-                let properties: Vec<PropertyFilter> =
+                let filters: Vec<PropertyFilter> =
                     serde_json::from_str(text).map_err(|e| format!("property filters: {e}"))?;
-                Ok(EventPredicate {
-                    properties,
-                    ..EventPredicate::default()
-                })
+                Ok(PropertiesMatcher::owning(filters, Comparison::Text))
             })?;
             let props = match ctx.get_raw(0) {
                 ValueRef::Text(t) => std::str::from_utf8(t).ok(),
                 _ => None,
             };
-            Ok(PropertiesMatcher::comparing(&pred, Comparison::Text).matches(props))
+            Ok(matcher.matches(props))
         },
     )
 }
