@@ -49,7 +49,7 @@ pub const NOT_A_PERSONS_UUID: &str =
 
 /// The event filter that an event was not sent personless
 /// (`$process_person_profile` is not `false`), by its property as PostHog's
-/// lifecycle reads it (text: `"false"` too), whoever owns its distinct id
+/// lifecycle reads it (as text, so `"false"` too), whoever owns its distinct id
 /// now. Given to [`props_sql`] with the query's other event filters, so
 /// that each event's properties are read once.
 pub fn sent_with_person() -> Prop {
@@ -58,7 +58,7 @@ pub fn sent_with_person() -> Prop {
         filter: elide_store::predicate::PropertyFilter {
             key: "$process_person_profile".into(),
             operator: elide_store::predicate::PropertyOperator::IsNot,
-            value: serde_json::json!([false, "false"]),
+            value: serde_json::json!(false),
         },
     }
 }
@@ -75,7 +75,9 @@ pub const BLOCKED_ID: &str = "elide_blocked_id";
 pub fn personless_can_match<'a>(props: impl IntoIterator<Item = &'a Prop>) -> bool {
     props.into_iter().all(|p| match p.kind {
         PropKind::Event => true,
-        PropKind::Person => p.filter.matches(None),
+        PropKind::Person => p
+            .filter
+            .matches_value_as(None, elide_store::predicate::Comparison::Text),
         PropKind::Cohort => false,
     })
 }
@@ -210,5 +212,54 @@ impl ScalarUDFImpl for BlockedId {
             out.append_value(blocked);
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elide_store::predicate::Comparison;
+    use serde_json::json;
+
+    /// The lifecycle's filter leaves out `false` and `"false"` (PostHog
+    /// reads the property's text), and keeps every other value and a
+    /// missing key.
+    #[test]
+    fn sent_with_person_reads_the_property_as_text() {
+        let f = sent_with_person().filter;
+        for (v, kept) in [
+            (Some(json!(false)), false),
+            (Some(json!("false")), false),
+            (Some(json!(true)), true),
+            (Some(json!("no")), true),
+            (Some(json!(null)), true),
+            (None, true),
+        ] {
+            assert_eq!(
+                f.matches_value_as(v.as_ref(), Comparison::Text),
+                kept,
+                "{v:?}"
+            );
+        }
+    }
+
+    /// A personless event's person properties are empty: a person filter
+    /// that holds of a missing key lets it through, as the query's own
+    /// (text) comparison would.
+    #[test]
+    fn person_filters_that_hold_of_nothing_let_personless_events_through() {
+        let person = |v: serde_json::Value| Prop {
+            kind: PropKind::Person,
+            filter: serde_json::from_value(v).unwrap(),
+        };
+        assert!(personless_can_match(&[person(
+            json!({"key": "plan", "operator": "is_not", "value": "pro"})
+        )]));
+        assert!(personless_can_match(&[person(
+            json!({"key": "plan", "operator": "exact", "value": null})
+        )]));
+        assert!(!personless_can_match(&[person(
+            json!({"key": "plan", "operator": "is_set"})
+        )]));
     }
 }
