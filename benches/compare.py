@@ -28,7 +28,7 @@ in one run, each engine in a process of its own, one after the other.
    rounds; the median ratio of after-the-delete and after-the-purge to
    before, per query — steadier than one in-process figure per stage.
 5. With --ingest-rounds N: the three engines' loads of the same file again,
-   N rounds in turn, each in a fresh process into an empty directory
+   N rounds in turn (in rotating order), each in a fresh process into an empty directory
    (`elide ingest` for Elide), with medians: one load per engine is too
    noisy a figure on a shared machine. `--input FILE --ingest-rounds N`
    runs only these rounds, on any parquet file of Elide's columns.
@@ -203,8 +203,9 @@ def clickhouse_peer(spec, work):
 
 
 def ingest_rounds(elide_bin, input_path, work, rounds):
-    """The three engines' loads of one file, `rounds` times in turn, each in a
-    fresh process into an empty directory, with `sync` before each; print
+    """The three engines' loads of one file, `rounds` times in turn (the order
+    rotating from round to round), each in a fresh process into an empty
+    directory, with `sync` before each; print
     each round and the medians. Each engine's time is its load alone, as in
     the main comparison: the time `elide ingest` reports (the ingest and
     its commit, not the store's open and close; the whole process's is
@@ -213,8 +214,10 @@ def ingest_rounds(elide_bin, input_path, work, rounds):
     times = {"elide": [], "duckdb": [], "clickhouse": []}
     process = []
     data = os.path.join(work, "ingest-elide")
+    names = list(times)
     for rnd in range(1, rounds + 1):
-        for name in times:
+        k = (rnd - 1) % len(names)
+        for name in names[k:] + names[:k]:
             if os.path.exists(data):
                 shutil.rmtree(data)
             os.sync()
@@ -237,6 +240,10 @@ def ingest_rounds(elide_bin, input_path, work, rounds):
               f"{r['clickhouse']:.2f} s; Elide / best {r['elide'] / min(r['duckdb'], r['clickhouse']):.2f}x",
               flush=True)
     shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(os.path.join(work, "ch"), ignore_errors=True)
+    for p in ("duck.db", "duck.db.wal"):
+        if os.path.exists(os.path.join(work, p)):
+            os.remove(os.path.join(work, p))
     med = {n: statistics.median(v) for n, v in times.items()}
     per_round = [e / min(d, c) for e, d, c in zip(times["elide"], times["duckdb"], times["clickhouse"])]
     best = min(("duckdb", "clickhouse"), key=lambda n: med[n])

@@ -510,6 +510,8 @@ fn list_filters() {
         ),
         // A JSON null is unset, as in PostHog.
         ("u3", json!({"name": "Cy", "age": 40, "plan": null})),
+        // And so is a missing key.
+        ("u4", json!({"name": "Di"})),
     ];
     for (i, (did, props)) in people.iter().enumerate() {
         capture(
@@ -540,7 +542,7 @@ fn list_filters() {
     };
     assert_eq!(
         ids(PersonFilter::default()),
-        vec!["u3", "u2", "u1"],
+        vec!["u4", "u3", "u2", "u1"],
         "newest first"
     );
     assert_eq!(
@@ -591,10 +593,16 @@ fn list_filters() {
         ids(prop("plan", "exact", json!(["pro", "free"]))),
         vec!["u2", "u1"]
     );
-    assert_eq!(ids(prop("plan", "is_not", json!("pro"))), vec!["u3", "u2"]);
+    assert_eq!(
+        ids(prop("plan", "is_not", json!("pro"))),
+        vec!["u4", "u3", "u2"]
+    );
     assert_eq!(ids(prop("name", "icontains", json!("b"))), vec!["u2"]);
     assert_eq!(ids(prop("plan", "is_set", Value::Null)), vec!["u2", "u1"]);
-    assert_eq!(ids(prop("plan", "is_not_set", Value::Null)), vec!["u3"]);
+    assert_eq!(
+        ids(prop("plan", "is_not_set", Value::Null)),
+        vec!["u4", "u3"]
+    );
     assert_eq!(ids(prop("age", "gt", json!(30))), vec!["u3", "u1"]);
     assert_eq!(ids(prop("age", "lt", json!("30"))), vec!["u2"]);
     assert_eq!(ids(prop("age", "exact", json!(25))), vec!["u2"]);
@@ -606,7 +614,7 @@ fn list_filters() {
         vec!["u3", "u1"]
     );
     assert_eq!(ids(prop("age", "icontains", json!(3))), vec!["u1"]);
-    assert_eq!(ids(prop("plan", "exact", Value::Null)), vec!["u3"]);
+    assert_eq!(ids(prop("plan", "exact", Value::Null)), vec!["u4", "u3"]);
     // Paging.
     let page = p
         .list(
@@ -629,7 +637,7 @@ fn list_filters() {
             },
         )
         .unwrap();
-    assert_eq!(page.results.len(), 1);
+    assert_eq!(page.results.len(), 2, "the last page, full");
     assert_eq!(page.next_offset, None);
 }
 

@@ -109,6 +109,10 @@ pub async fn run_hogql(
     let people = if rw.uses_person {
         crate::sql::charged(&people_held, |grow| {
             persons.properties_by_distinct_id(project, grow)
+        })
+        .map_err(|e| match e {
+            crate::sql::Charged::Refused(e) => AppError::Query(e),
+            crate::sql::Charged::Failed(e) => AppError::Persons(e),
         })?
     } else {
         HashMap::new()

@@ -19,13 +19,22 @@ use futures::StreamExt;
 
 use crate::Result;
 
+/// Why a [`charged`] read failed.
+pub(crate) enum Charged {
+    /// The memory limit refused it (`ResourcesExhausted`, the caller's
+    /// query: a client error).
+    Refused(DataFusionError),
+    /// The persons layer failed (its own error and status).
+    Failed(elide_persons::PersonsError),
+}
+
 /// Run `read` with a charge that grows `reservation` (a query's memory
-/// limit): the first refusal stops the read and is returned as it is
-/// (`ResourcesExhausted`, a client error), not as a persons error.
+/// limit): the first refusal stops the read and is returned as it is, not
+/// as a persons error.
 pub(crate) fn charged<T>(
     reservation: &MemoryReservation,
     read: impl FnOnce(&mut dyn FnMut(usize) -> elide_persons::Result<()>) -> elide_persons::Result<T>,
-) -> datafusion::error::Result<T> {
+) -> std::result::Result<T, Charged> {
     let mut refused = None;
     let out = read(&mut |bytes| {
         reservation.try_grow(bytes).map_err(|e| {
@@ -35,9 +44,9 @@ pub(crate) fn charged<T>(
         })
     });
     match (out, refused) {
-        (_, Some(e)) => Err(e),
+        (_, Some(e)) => Err(Charged::Refused(e)),
         (Ok(v), None) => Ok(v),
-        (Err(e), None) => Err(DataFusionError::External(Box::new(e))),
+        (Err(e), None) => Err(Charged::Failed(e)),
     }
 }
 
@@ -72,7 +81,7 @@ pub fn register_person_tables<M: MetaStore>(
         let p = Arc::downgrade(persons);
         let load: Loader = Arc::new(move |reservation| {
             let p = p.upgrade().ok_or_else(|| {
-                DataFusionError::Execution(
+                DataFusionError::External(
                     "the persons layer was closed (its store was dropped); open it again".into(),
                 )
             })?;
@@ -80,6 +89,10 @@ pub fn register_person_tables<M: MetaStore>(
                 f(p.meta(), project, &mut |b: &RecordBatch| {
                     grow(b.get_array_memory_size())
                 })
+            })
+            .map_err(|e| match e {
+                Charged::Refused(e) => e,
+                Charged::Failed(e) => DataFusionError::External(Box::new(e)),
             })
         });
         ctx.register_table(name, Arc::new(LoadedTable::new(schema, load)))?;

@@ -242,8 +242,9 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use elide_store::{Store, StoreOptions};
 
-    /// 10,000 persons with two ids each (one merge per person) in project
-    /// 1, and one person in project 2.
+    /// 10,000 persons in project 1, with two ids each, and a third id
+    /// whose own person was merged into them for the first 5,000 (5,000
+    /// overrides); one person in project 2.
     fn persons() -> (tempfile::TempDir, Persons) {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions {
@@ -259,6 +260,17 @@ mod tests {
             })
             .collect();
         p.capture(1, &parse_payload(Value::Array(events), 0).unwrap())
+            .unwrap();
+        let merges: Vec<_> = (0..5_000)
+            .flat_map(|i| {
+                [
+                    serde_json::json!({"event": "e", "distinct_id": format!("m{i}")}),
+                    serde_json::json!({"event": "$merge_dangerously", "distinct_id": format!("u{i}"),
+                        "properties": {"alias": format!("m{i}")}}),
+                ]
+            })
+            .collect();
+        p.capture(1, &parse_payload(Value::Array(merges), 0).unwrap())
             .unwrap();
         let other = serde_json::json!({"event": "e", "distinct_id": "o"});
         p.capture(2, &parse_payload(other, 0).unwrap()).unwrap();
@@ -276,8 +288,8 @@ mod tests {
         use crate::SqliteMeta;
         let tables: [(&str, F, usize); 3] = [
             ("persons", persons_batches::<SqliteMeta>, 10_000),
-            ("ids", distinct_ids_batches::<SqliteMeta>, 20_000),
-            ("overrides", overrides_batches::<SqliteMeta>, 0),
+            ("ids", distinct_ids_batches::<SqliteMeta>, 25_000),
+            ("overrides", overrides_batches::<SqliteMeta>, 5_000),
         ];
         for (name, f, rows) in tables {
             let mut charged = Vec::new();
@@ -294,18 +306,16 @@ mod tests {
             if rows <= BATCH_ROWS {
                 continue;
             }
+            // Refused at the first batch, with rows left to read.
             let mut calls = 0;
             let e = f(p.meta(), Some(1), &mut |b| {
                 calls += 1;
                 assert_eq!(b.num_rows(), BATCH_ROWS, "{name}: a full batch");
-                if calls == 2 {
-                    return Err(PersonsError::InvalidInput("over the limit".into()));
-                }
-                Ok(())
+                Err(PersonsError::InvalidInput("over the limit".into()))
             })
             .expect_err("refused");
             assert!(e.to_string().contains("over the limit"), "{e}");
-            assert_eq!(calls, 2, "{name}: read on after the refusal");
+            assert_eq!(calls, 1, "{name}: read on after the refusal");
         }
         // Only the project asked for, and every person once.
         let all = persons_batches(p.meta(), Some(2), &mut |_| Ok(())).unwrap();
@@ -338,8 +348,9 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        assert_eq!(map.len(), 20_000);
+        assert_eq!(map.len(), 25_000);
         assert_eq!(map["a7"]["n"], 7);
+        assert_eq!(map["m7"]["n"], 7);
         let mut seen = 0;
         let e = p
             .properties_by_distinct_id(1, &mut |n| {

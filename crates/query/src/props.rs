@@ -52,7 +52,7 @@ pub fn parse_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, Str
     }
     let filters: Vec<PropertyFilter> = serde_json::from_value(raw).map_err(not_a_list)?;
     for f in &filters {
-        f.validate()?;
+        f.validate_as(Comparison::Text)?;
     }
     Ok(filters)
 }

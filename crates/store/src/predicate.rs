@@ -15,6 +15,7 @@
 //! replay of the ingest log, the bulk ingest and the verification scan all
 //! decide a row the same way.
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
@@ -122,8 +123,15 @@ impl PropertyFilter {
         Ok(f)
     }
 
-    /// Check the value against the operator; `Err` says what is wrong.
+    /// Check the value against the operator as deletions compare
+    /// ([`Comparison::Typed`]); `Err` says what is wrong.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        self.validate_as(Comparison::Typed)
+    }
+
+    /// Check the value against the operator as `how` compares: as text,
+    /// `gt`/`lt` also take a numeric string (`"30"`), as PostHog does.
+    pub fn validate_as(&self, how: Comparison) -> std::result::Result<(), String> {
         if self.key.is_empty() {
             return Err("a property filter needs a key".into());
         }
@@ -153,6 +161,9 @@ impl PropertyFilter {
             PropertyOperator::IsSet | PropertyOperator::IsNotSet => Ok(()),
             PropertyOperator::Gt | PropertyOperator::Lt => match &self.value {
                 Value::Number(n) if n.as_f64().is_some() => Ok(()),
+                Value::String(_) if how == Comparison::Text && Num::of(&self.value).is_some() => {
+                    Ok(())
+                }
                 v => Err(format!(
                     "filter on {key:?}: {} needs a number, got {v}",
                     self.operator.as_str()
@@ -185,7 +196,7 @@ impl PropertyFilter {
             (Some(_), Value::Null) => false,
             (Some(v), w) => {
                 text_of(v) == text_of(w)
-                    || matches!((number_of(v), number_of(w)), (Some(a), Some(b)) if a == b)
+                    || matches!(Num::of(v).zip(Num::of(w)), Some((a, b)) if a.compare(b) == Some(Ordering::Equal))
             }
         };
         let any_equal = || match &self.value {
@@ -203,14 +214,15 @@ impl PropertyFilter {
             PropertyOperator::IsSet => v.is_some(),
             PropertyOperator::IsNotSet => v.is_none(),
             PropertyOperator::Gt | PropertyOperator::Lt => {
-                let (Some(a), Some(b)) = (v.and_then(number_of), self.value.as_f64()) else {
-                    return false;
-                };
-                if self.operator == PropertyOperator::Gt {
-                    a > b
+                let want = if self.operator == PropertyOperator::Gt {
+                    Ordering::Greater
                 } else {
-                    a < b
-                }
+                    Ordering::Less
+                };
+                v.and_then(Num::of)
+                    .zip(Num::of(&self.value))
+                    .and_then(|(a, b)| a.compare(b))
+                    == Some(want)
             }
         }
     }
@@ -239,14 +251,17 @@ impl PropertyFilter {
             PropertyOperator::IsSet => v.is_some(),
             PropertyOperator::IsNotSet => v.is_none(),
             PropertyOperator::Gt | PropertyOperator::Lt => {
-                let (Some(a), Some(b)) = (v.and_then(Value::as_f64), self.value.as_f64()) else {
-                    return false;
-                };
-                if self.operator == PropertyOperator::Gt {
-                    a > b
+                // Numbers only (a numeric string is text here).
+                let number = |v: &Value| v.as_number().and(Num::of(v));
+                let want = if self.operator == PropertyOperator::Gt {
+                    Ordering::Greater
                 } else {
-                    a < b
-                }
+                    Ordering::Less
+                };
+                v.and_then(number)
+                    .zip(number(&self.value))
+                    .and_then(|(a, b)| a.compare(b))
+                    == Some(want)
             }
         }
     }
@@ -283,22 +298,54 @@ fn text_of(v: &Value) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A number, or a string that is one (finite), as PostHog's cast reads a
-/// numeric property.
-fn number_of(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse::<f64>().ok().filter(|f| f.is_finite()),
-        _ => None,
+/// A number, or a string that is one (as written, finite), as PostHog's
+/// cast reads a numeric property. Integers compare exactly (two large ids
+/// that one `f64` would round together stay apart), anything else as
+/// `f64`.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+impl Num {
+    fn of(v: &Value) -> Option<Num> {
+        match v {
+            Value::Number(n) => n
+                .as_i64()
+                .map(|i| Num::Int(i.into()))
+                .or_else(|| n.as_u64().map(|u| Num::Int(u.into())))
+                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(Num::Float)),
+            Value::String(s) => s.parse::<i128>().map(Num::Int).ok().or_else(|| {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(Num::Float)
+            }),
+            _ => None,
+        }
+    }
+
+    fn compare(self, other: Num) -> Option<Ordering> {
+        let f = |n: Num| match n {
+            Num::Int(i) => i as f64,
+            Num::Float(x) => x,
+        };
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => Some(a.cmp(&b)),
+            (a, b) => f(a).partial_cmp(&f(b)),
+        }
     }
 }
 
 /// JSON equality with numbers compared by value (`1 == 1.0`).
+/// Integers compare exactly (`9007199254740993` is not
+/// `9007199254740992`, which one `f64` holds alike).
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => x == y,
+        (Value::Number(_), Value::Number(_)) => match Num::of(a).zip(Num::of(b)) {
+            Some((x, y)) => x.compare(y) == Some(Ordering::Equal),
+            None => a == b,
         },
         _ => a == b,
     }
@@ -925,7 +972,8 @@ mod tests {
     #[test]
     fn text_comparison_reads_values_as_posthog_does() {
         let row = json!({"s5": "5", "n5": 5, "f5": 5.0, "t": true, "ts": "true",
-            "z": null, "e": "", "o": {"a": 1}, "big": "10", "word": "ten", "inf": "inf"});
+            "z": null, "e": "", "o": {"a": 1}, "big": "10", "word": "ten", "inf": "inf",
+            "id": 9007199254740993_u64, "sid": "9007199254740993"});
         let row = row.as_object();
         let cases = [
             (
@@ -1056,6 +1104,43 @@ mod tests {
             ),
             (
                 json!({"key": "n5", "operator": "icontains", "value": 5}),
+                true,
+                true,
+            ),
+            // A numeric string as the value of gt/lt, as text only.
+            (
+                json!({"key": "big", "operator": "gt", "value": "9"}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "n5", "operator": "lt", "value": "5.5"}),
+                true,
+                false,
+            ),
+            // Integers past f64's precision stay apart, both ways.
+            (
+                json!({"key": "id", "operator": "exact", "value": 9007199254740992_u64}),
+                false,
+                false,
+            ),
+            (
+                json!({"key": "id", "operator": "exact", "value": 9007199254740993_u64}),
+                true,
+                true,
+            ),
+            (
+                json!({"key": "sid", "operator": "exact", "value": 9007199254740992_u64}),
+                false,
+                false,
+            ),
+            (
+                json!({"key": "id", "operator": "exact", "value": "9007199254740993"}),
+                true,
+                false,
+            ),
+            (
+                json!({"key": "id", "operator": "gt", "value": 9007199254740992_u64}),
                 true,
                 true,
             ),

@@ -206,7 +206,9 @@ fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
                 serde_json::from_value(Value::Object(o)).map_err(|e| {
                     AppError::InvalidQuery(format!("{what}: Properties are unparsable: {e}"))
                 })?;
-            if let Err(e) = filter.validate() {
+            // Compared as text (`properties_match`): `gt`/`lt` take a
+            // numeric string too.
+            if let Err(e) = filter.validate_as(elide_store::predicate::Comparison::Text) {
                 return invalid(format!("{what}: {e}"));
             }
             out.push(Prop { kind, filter });

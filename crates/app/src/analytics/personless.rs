@@ -261,5 +261,8 @@ mod tests {
         assert!(!personless_can_match(&[person(
             json!({"key": "plan", "operator": "is_set"})
         )]));
+        assert!(!personless_can_match(&[person(
+            json!({"key": "plan", "operator": "is_not", "value": null})
+        )]));
     }
 }

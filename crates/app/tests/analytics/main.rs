@@ -163,8 +163,18 @@ async fn the_persons_data_a_query_loads_counts_against_its_memory_cap() {
         "SELECT count() FROM events WHERE person.properties.plan = 'pro'",
         "SELECT count() FROM persons",
     ] {
-        let e = run(sql, small).await.expect_err(sql).to_string();
-        assert!(e.contains("Resources exhausted"), "{sql}: {e}");
+        let e = run(sql, small).await.expect_err(sql);
+        // The limit's own error (a client error), not a persons error.
+        match &e {
+            elide_app::AppError::Query(q) => assert!(
+                matches!(
+                    q.find_root(),
+                    datafusion::error::DataFusionError::ResourcesExhausted(_)
+                ),
+                "{sql}: {e}"
+            ),
+            e => panic!("{sql}: {e:?}"),
+        }
         let out = run(sql, 64 << 20).await.expect(sql);
         let want = if sql.contains("pro") { 100 } else { 200 };
         assert_eq!(out.results, vec![vec![json!(want)]], "{sql}");

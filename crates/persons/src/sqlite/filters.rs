@@ -14,7 +14,7 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use crate::error::{PersonsError, Result};
-use crate::meta::{PropertyFilter, PropertyOperator};
+use crate::meta::PropertyFilter;
 
 /// The function's name.
 const FUNCTION: &str = "elide_properties_match";
@@ -50,8 +50,8 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The listing's condition on `filters` and its one parameter, after
-/// checking them (a `gt`/`lt` value may be a numeric string, as PostHog's
-/// persons list takes it).
+/// checking them as text compares (a `gt`/`lt` value may be a numeric
+/// string, as PostHog's persons list takes it).
 pub(super) fn properties_clause(
     filters: &[PropertyFilter],
 ) -> Result<(String, rusqlite::types::Value)> {
@@ -61,19 +61,7 @@ pub(super) fn properties_clause(
             filters.len()
         )));
     }
-    let mut checked = Vec::with_capacity(filters.len());
     for f in filters {
-        let mut f = f.clone();
-        if matches!(f.operator, PropertyOperator::Gt | PropertyOperator::Lt) {
-            if let Some(n) = f
-                .value
-                .as_str()
-                .and_then(|s| s.trim().parse::<f64>().ok())
-                .and_then(serde_json::Number::from_f64)
-            {
-                f.value = Value::Number(n);
-            }
-        }
         if let Value::Array(items) = &f.value {
             if items.len() > MAX_FILTER_VALUES {
                 return Err(PersonsError::InvalidInput(format!(
@@ -83,10 +71,10 @@ pub(super) fn properties_clause(
                 )));
             }
         }
-        f.validate().map_err(PersonsError::InvalidInput)?;
-        checked.push(f);
+        f.validate_as(Comparison::Text)
+            .map_err(PersonsError::InvalidInput)?;
     }
-    let json = serde_json::to_string(&checked)
+    let json = serde_json::to_string(filters)
         .map_err(|e| PersonsError::Internal(format!("encoding property filters: {e}")))?;
     Ok((
         format!("{FUNCTION}(p.properties, ?)"),
