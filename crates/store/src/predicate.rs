@@ -189,28 +189,20 @@ impl PropertyFilter {
 
     /// [`PropertyFilter::matches_value`] as [`Comparison::Text`] compares.
     fn matches_text(&self, v: Option<&Value>) -> bool {
+        self.matches_text_with(v, &TextFilter::of(self))
+    }
+
+    /// [`PropertyFilter::matches_text`] with the filter's side worked out.
+    fn matches_text_with(&self, v: Option<&Value>, t: &TextFilter) -> bool {
         // JSON null is unset.
         let v = v.filter(|v| !v.is_null());
-        let equal = |w: &Value| match (v, w) {
-            (None, w) => w.is_null(),
-            (Some(_), Value::Null) => false,
-            (Some(v), w) => {
-                text_of(v) == text_of(w)
-                    || matches!(Num::of(v).zip(Num::of(w)), Some((a, b)) if a.compare(b) == Some(Ordering::Equal))
-            }
-        };
-        let any_equal = || match &self.value {
-            Value::Array(items) => items.iter().any(equal),
-            w => equal(w),
-        };
+        let any_equal = || t.values.iter().any(|w| w.equals(v));
         match self.operator {
             PropertyOperator::Exact => any_equal(),
             PropertyOperator::IsNot => !any_equal(),
-            PropertyOperator::Icontains => v.is_some_and(|v| {
-                text_of(v)
-                    .to_lowercase()
-                    .contains(&text_of(&self.value).to_lowercase())
-            }),
+            PropertyOperator::Icontains => {
+                v.is_some_and(|v| text_of(v).to_lowercase().contains(&t.needle))
+            }
             PropertyOperator::IsSet => v.is_some(),
             PropertyOperator::IsNotSet => v.is_none(),
             PropertyOperator::Gt | PropertyOperator::Lt => {
@@ -220,7 +212,7 @@ impl PropertyFilter {
                     Ordering::Less
                 };
                 v.and_then(Num::of)
-                    .zip(Num::of(&self.value))
+                    .zip(t.bound)
                     .and_then(|(a, b)| a.compare(b))
                     == Some(want)
             }
@@ -289,11 +281,67 @@ pub enum Comparison {
     Text,
 }
 
+/// A filter's side of [`Comparison::Text`], worked out once per filter
+/// (not once per row): each value's text and number, the lowercased
+/// needle of `icontains`, the bound of `gt`/`lt`.
+#[derive(Debug)]
+struct TextFilter {
+    values: Vec<TextValue>,
+    needle: String,
+    bound: Option<Num>,
+}
+
+impl TextFilter {
+    fn of(f: &PropertyFilter) -> TextFilter {
+        TextFilter {
+            values: match &f.value {
+                Value::Array(items) => items.iter().map(TextValue::of).collect(),
+                w => vec![TextValue::of(w)],
+            },
+            needle: text_of(&f.value).to_lowercase(),
+            bound: Num::of(&f.value),
+        }
+    }
+}
+
+/// One value of a filter as text comparison reads it.
+#[derive(Debug)]
+struct TextValue {
+    /// `None`: null (equal to an unset property).
+    text: Option<String>,
+    num: Option<Num>,
+}
+
+impl TextValue {
+    fn of(w: &Value) -> TextValue {
+        TextValue {
+            text: (!w.is_null()).then(|| text_of(w).into_owned()),
+            num: Num::of(w),
+        }
+    }
+
+    /// Whether a row's value `v` (`None`: unset) equals this one.
+    fn equals(&self, v: Option<&Value>) -> bool {
+        let same_number = |v: &Value| {
+            Num::of(v).zip(self.num).and_then(|(a, b)| a.compare(b)) == Some(Ordering::Equal)
+        };
+        match (v, &self.text) {
+            (None, text) => text.is_none(),
+            (Some(_), None) => false,
+            // A number's text is a number: equal texts are equal numbers.
+            (Some(v @ Value::Number(_)), Some(_)) => same_number(v),
+            (Some(v), Some(text)) => *text_of(v) == **text || same_number(v),
+        }
+    }
+}
+
 /// A value's text as PostHog reads a property: a string's own text,
 /// anything else its JSON (`true`, `5`, `{"a":1}`).
 fn text_of(v: &Value) -> std::borrow::Cow<'_, str> {
     match v {
         Value::String(s) => std::borrow::Cow::Borrowed(s),
+        Value::Bool(true) => std::borrow::Cow::Borrowed("true"),
+        Value::Bool(false) => std::borrow::Cow::Borrowed("false"),
         v => std::borrow::Cow::Owned(v.to_string()),
     }
 }
@@ -619,7 +667,8 @@ const MAX_FAST_BRACKETS: usize = 100;
 /// passes.
 pub struct PropertiesMatcher<'a> {
     filters: std::borrow::Cow<'a, [PropertyFilter]>,
-    how: Comparison,
+    /// Each filter's side, when comparing as text (empty when typed).
+    text: Vec<TextFilter>,
     keys: Vec<String>,
     /// `"key"` of each filter, found with a SIMD substring search.
     quoted: Vec<memchr::memmem::Finder<'static>>,
@@ -647,7 +696,10 @@ impl<'a> PropertiesMatcher<'a> {
         how: Comparison,
     ) -> PropertiesMatcher<'a> {
         PropertiesMatcher {
-            how,
+            text: match how {
+                Comparison::Text => filters.iter().map(TextFilter::of).collect(),
+                Comparison::Typed => Vec::new(),
+            },
             keys: filters.iter().map(|f| f.key.clone()).collect(),
             quoted: filters
                 .iter()
@@ -696,7 +748,15 @@ impl PropertiesMatcher<'_> {
         self.filters
             .iter()
             .enumerate()
-            .all(|(i, f)| f.matches_value_as(values.as_ref().and_then(|v| v[i].as_ref()), self.how))
+            .all(|(i, f)| self.test(i, f, values.as_ref().and_then(|v| v[i].as_ref())))
+    }
+
+    /// Whether the `i`th filter `f` holds of `v`.
+    fn test(&self, i: usize, f: &PropertyFilter, v: Option<&Value>) -> bool {
+        match self.text.get(i) {
+            Some(t) => f.matches_text_with(v, t),
+            None => f.matches_value(v),
+        }
     }
 
     /// Whether `text` (which holds no backslash: every quote delimits a
@@ -709,9 +769,9 @@ impl PropertiesMatcher<'_> {
     /// for every key, so the first filter that fails decides.
     fn read_without_parse(&self, text: &str) -> Option<bool> {
         let mut outline = None;
-        for (f, q) in self.filters.iter().zip(&self.quoted) {
+        for (i, (f, q)) in self.filters.iter().zip(&self.quoted).enumerate() {
             let value = self.read_value(text, q, &mut outline)?;
-            if !f.matches_value_as(value.as_ref(), self.how) {
+            if !self.test(i, f, value.as_ref()) {
                 return Some(false);
             }
         }
