@@ -322,8 +322,10 @@ impl TextValue {
 
     /// Whether a row's value `v` (`None`: unset) equals this one.
     fn equals(&self, v: Option<&Value>) -> bool {
+        // Only a numeric filter value reads the row's value as a number
+        // (most are not: then no row pays for the parse).
         let same_number = |v: &Value| {
-            Num::of(v).zip(self.num).and_then(|(a, b)| a.compare(b)) == Some(Ordering::Equal)
+            self.num.and_then(|b| Num::of(v).and_then(|a| a.compare(b))) == Some(Ordering::Equal)
         };
         match (v, &self.text) {
             (None, text) => text.is_none(),
