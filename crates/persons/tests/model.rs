@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use arrow::array::AsArray;
 use elide_persons::ids::is_illegal_for_merge;
 use elide_persons::{
-    CaptureEvent, DeletePersons, ExportSink, PersonExport, PersonFilter, Persons, SplitSpec,
+    CaptureBatch, CaptureEvent, DeletePersons, ExportSink, PersonExport, PersonFilter, Persons,
+    SplitSpec,
 };
 use elide_store::{Store, StoreOptions, Table};
 use proptest::prelude::*;
@@ -53,6 +54,10 @@ struct Ev {
 #[derive(Debug, Clone)]
 enum Step {
     Capture(Vec<Ev>),
+    /// Several batches captured as one unit (`capture_all`, what `elide
+    /// persons capture` and bulk imports run): as if captured one after
+    /// the other.
+    CaptureAll(Vec<Vec<Ev>>),
     /// A distinct id naming the person, whether its events go too, and
     /// whether the profile stays.
     Delete(usize, bool, bool),
@@ -98,6 +103,8 @@ fn ev() -> impl Strategy<Value = Ev> {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => proptest::collection::vec(ev(), 1..5).prop_map(Step::Capture),
+        1 => proptest::collection::vec(proptest::collection::vec(ev(), 1..4), 1..4)
+            .prop_map(Step::CaptureAll),
         2 => (0..IDS.len(), proptest::bool::weighted(0.75), proptest::bool::weighted(0.25))
             .prop_map(|(d, e, k)| Step::Delete(d, e, k)),
         1 => (
@@ -534,6 +541,20 @@ proptest! {
                         evs.iter().enumerate().map(|(k, e)| to_event(e, first + k)).collect();
                     p.capture(1, &batch).unwrap();
                     for e in evs {
+                        m.capture(e);
+                    }
+                }
+                Step::CaptureAll(batches) => {
+                    let mut first = m.rows.len();
+                    let mut input = Vec::new();
+                    for evs in batches {
+                        let events: Vec<CaptureEvent> =
+                            evs.iter().enumerate().map(|(k, e)| to_event(e, first + k)).collect();
+                        first += evs.len();
+                        input.push(Ok(CaptureBatch { events, lines: Vec::new() }));
+                    }
+                    p.capture_all(1, &mut input.into_iter(), &mut |_| {}).unwrap();
+                    for e in batches.iter().flatten() {
                         m.capture(e);
                     }
                 }
