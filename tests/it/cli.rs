@@ -310,6 +310,23 @@ fn capture_and_persons_commands() {
     let ann = &page["results"][0];
     assert_eq!(ann["distinct_ids"], serde_json::json!(["anon-1", "user-1"]));
     let uuid = ann["uuid"].as_str().unwrap().to_string();
+    // A property filter without an operator is `exact`, as in the API.
+    let (ok, out, err) = elide(&[
+        "persons",
+        "list",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--property",
+        r#"{"key": "email", "value": "ann@example.com"}"#,
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["results"].as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(page["results"][0]["uuid"], uuid.as_str());
     let (ok, out, _) = elide(&["persons", "get", "--data-dir", d, "--project", "1", &uuid]);
     assert!(ok);
     assert!(out.contains("ann@example.com"));

@@ -67,7 +67,7 @@ pub enum PersonsCommand {
         /// Substring of email or name, or an exact distinct id or UUID.
         #[arg(long)]
         search: Option<String>,
-        /// Property filter as JSON: {"key": K, "operator": exact|is_not|icontains|is_set|is_not_set|gt|lt, "value": V} (repeatable).
+        /// Property filter as JSON: {"key": K, "operator": exact|is_not|icontains|is_set|is_not_set|gt|lt, "value": V}; `operator` defaults to exact; values compare as PostHog compares them (by text). Repeatable.
         #[arg(long = "property")]
         properties: Vec<String>,
         /// Page size.
@@ -452,7 +452,13 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
             let properties = properties
                 .iter()
                 .map(|p| {
-                    serde_json::from_str::<PropertyFilter>(p)
+                    // `exact` when no operator is given, as the API takes it.
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(p).map_err(|e| format!("--property {p}: {e}"))?;
+                    if let Some(o) = v.as_object_mut() {
+                        o.entry("operator").or_insert_with(|| "exact".into());
+                    }
+                    serde_json::from_value::<PropertyFilter>(v)
                         .map_err(|e| format!("--property {p}: {e}"))
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
