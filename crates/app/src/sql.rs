@@ -92,6 +92,11 @@ pub fn register_person_tables<M: MetaStore>(
             })
             .map_err(|e| match e {
                 Charged::Refused(e) => e,
+                // The store's own error, which the server maps by its kind
+                // (unavailable: 503); any other persons error is Elide's.
+                Charged::Failed(elide_persons::PersonsError::Store(s)) => {
+                    DataFusionError::External(Box::new(s))
+                }
                 Charged::Failed(e) => DataFusionError::External(Box::new(e)),
             })
         });
