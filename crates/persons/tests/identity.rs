@@ -89,6 +89,21 @@ impl Env {
         self.p.list(P, &f).unwrap().results.len()
     }
 
+    /// `holder` sends an event, identifies `id` (which sends one), then
+    /// `id` is reset away and sends one for the new person it names:
+    /// (the first person, with 3 rows; the second, with 1).
+    fn reset_away(&self, holder: &str, id: &str) -> (elide_persons::Person, elide_persons::Person) {
+        self.cap(ev("e", holder, json!({})));
+        self.cap(identify(holder, id));
+        self.cap(ev("e", id, json!({})));
+        let first = self.person(holder).unwrap();
+        self.p.reset_distinct_id(P, id).unwrap();
+        self.cap(ev("e", id, json!({})));
+        let second = self.person(id).unwrap();
+        assert_ne!(first.uuid, second.uuid);
+        (first, second)
+    }
+
     /// Visible stored events stamped with `who`'s UUID.
     fn rows_of(&self, who: &elide_persons::Person) -> usize {
         let u = who.uuid.hyphenated().to_string();
@@ -502,14 +517,7 @@ fn reset_detaches_a_live_id() {
 #[test]
 fn a_deletion_covers_the_rows_of_ids_reset_away_from_the_person() {
     let e = env();
-    e.cap(ev("e", "user", json!({})));
-    e.cap(identify("user", "anon"));
-    e.cap(ev("e", "anon", json!({})));
-    let p = e.person("user").unwrap();
-    e.p.reset_distinct_id(P, "anon").unwrap();
-    e.cap(ev("e", "anon", json!({})));
-    let q = e.person("anon").unwrap();
-    assert_ne!(q.uuid, p.uuid);
+    let (p, q) = e.reset_away("user", "anon");
     let mine = |who: &elide_persons::Person| e.rows_of(who);
     assert_eq!((mine(&p), mine(&q)), (3, 1));
     let out = e.delete_ids(&["user"]);
@@ -545,13 +553,7 @@ fn a_deletion_covers_the_rows_of_ids_reset_away_from_the_person() {
 #[test]
 fn an_export_reads_each_part_once() {
     let e = env();
-    e.cap(ev("e", "a1", json!({})));
-    e.cap(identify("a1", "x"));
-    e.cap(ev("e", "x", json!({})));
-    let a = e.person("a1").unwrap();
-    e.p.reset_distinct_id(P, "x").unwrap();
-    e.cap(ev("e", "x", json!({})));
-    let b = e.person("x").unwrap();
+    let (a, b) = e.reset_away("a1", "x");
     let before: Vec<u64> = [&a, &b].iter().map(|w| e.rows_of(w) as u64).collect();
     assert_eq!(before, [3, 1]);
     e.p.store().flush().unwrap();
@@ -570,15 +572,8 @@ fn an_export_reads_each_part_once() {
 #[test]
 fn a_deletion_leaves_the_rows_an_id_sent_for_its_earlier_person() {
     let e = env();
-    e.cap(ev("e", "a1", json!({})));
-    e.cap(identify("a1", "x"));
+    let (a, b) = e.reset_away("a1", "x");
     e.cap(ev("e", "x", json!({})));
-    let a = e.person("a1").unwrap();
-    e.p.reset_distinct_id(P, "x").unwrap();
-    e.cap(ev("e", "x", json!({})));
-    e.cap(ev("e", "x", json!({})));
-    let b = e.person("x").unwrap();
-    assert_ne!(a.uuid, b.uuid);
     let mine = |who: &elide_persons::Person| e.rows_of(who);
     let a_rows = mine(&a);
     assert_eq!((a_rows, mine(&b)), (3, 2));
