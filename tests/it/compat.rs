@@ -268,8 +268,9 @@ fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
     assert_eq!(count(&rt, &ctx(&store), &q_new), 1);
     assert!(!store.scrub(&mut |_, _| {}).unwrap().damaged());
     // The store now says it may hold 16-byte UUIDs (parts spanning
-    // several days, requests with a floor): builds before refuse it by
-    // its version instead of failing its queries.
+    // several days, requests with a floor, predicates comparing numbers
+    // exactly): builds before refuse it by its version instead of
+    // failing its queries.
     let manifests = dir.path().join("manifest");
     let newest = std::fs::read_dir(&manifests)
         .unwrap()
@@ -277,7 +278,7 @@ fn v1_text_uuids_read_as_text_and_rewritten_parts_store_16_bytes() {
         .max()
         .unwrap();
     let bytes = std::fs::read(newest).unwrap();
-    assert_eq!(bytes[8..12], 5u32.to_le_bytes());
+    assert_eq!(bytes[8..12], 6u32.to_le_bytes());
     store.close().unwrap();
     let store = open(dir.path());
     assert_eq!(count(&rt, &ctx(&store), one), 1);

@@ -134,6 +134,7 @@ fn delete(a: DeleteArgs) -> Result<()> {
             after_us: a.after,
             before_us: a.before,
             distinct_ids: a.distinct_ids,
+            ..Default::default()
         },
         tables: a.tables,
         cutoff: None,

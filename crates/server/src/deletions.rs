@@ -315,6 +315,7 @@ fn parse_body(project: i64, body: &Value) -> ApiResult<(EventDeletion, bool)> {
             after_us: time(o.get("after"), "after")?,
             before_us: time(o.get("before"), "before")?,
             distinct_ids,
+            ..Default::default()
         },
         tables,
         cutoff: None,

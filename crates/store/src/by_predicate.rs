@@ -77,6 +77,9 @@ impl EventDeletion {
         tables.dedup();
         let mut pred = self.predicate.clone();
         pred.normalize();
+        // A new request compares numbers exactly; only requests recorded
+        // before read them as doubles.
+        pred.numbers = crate::predicate::Numbers::Exact;
         pred.validate(&tables)?;
         Ok((pred, tables))
     }

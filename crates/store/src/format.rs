@@ -28,17 +28,20 @@ pub use request::{DeletionRequest, ProjectSettings, RequestKind, RequestStatus};
 pub const MANIFEST_MAGIC: &[u8; 8] = b"ELIDEMAN";
 /// Magic bytes opening a tombstone file.
 pub const TOMBSTONE_MAGIC: &[u8; 8] = b"ELIDETMB";
-/// Current version of the manifest encoding. Versions 2 to 5 have the
+/// Current version of the manifest encoding. Versions 2 to 6 have the
 /// encoding of version 1; they mark stores whose parts may hold UUID
 /// columns as 16 bytes (2: event `uuid`; 3: `person_id` too; see
 /// docs/format.md), which builds before could not read, parts that span
 /// several days (4: [`PartMeta::last_day`], which builds before would
-/// drop when they rewrite the manifest), or deletion requests with a
+/// drop when they rewrite the manifest), deletion requests with a
 /// floor (5: [`DeletionRequest::floor_seq`], which builds before would
-/// ignore, deleting another person's rows below it): such builds refuse
-/// the store with this version in the error. This build reads versions 1
-/// to 5.
-pub const MANIFEST_FORMAT_VERSION: u32 = 5;
+/// ignore, deleting another person's rows below it), or predicates that
+/// compare numbers exactly (6: [`crate::predicate::Numbers`], which
+/// builds before would ignore, reading two large integers one double
+/// holds alike as equal and deleting the other's rows): such builds
+/// refuse the store with this version in the error. This build reads
+/// versions 1 to 6.
+pub const MANIFEST_FORMAT_VERSION: u32 = 6;
 /// Current version of the tombstone encoding.
 pub const TOMBSTONE_FORMAT_VERSION: u32 = 1;
 

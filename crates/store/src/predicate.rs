@@ -8,9 +8,10 @@
 //! refused: a deletion never means "everything" by accident), its
 //! evaluation over stored batches ([`Matcher`]), and what a part's
 //! manifest entry tells about it ([`EventPredicate::may_match_part`]).
-//! Deletions compare property values as typed JSON; analytics and the
-//! persons list evaluate the same filters as PostHog's text
-//! ([`Comparison`]).
+//! Deletions compare property values as typed JSON, numbers exactly (or
+//! as doubles, for requests recorded before manifest version 6: a stored
+//! predicate says which, [`Numbers`]); analytics and the persons list
+//! evaluate the same filters as PostHog's text ([`Comparison`]).
 //! Evaluation is plain Rust over Arrow arrays, so that the deletion, the
 //! replay of the ingest log, the bulk ingest and the verification scan all
 //! decide a row the same way.
@@ -173,7 +174,8 @@ impl PropertyFilter {
     }
 
     /// Whether `props` (a row's parsed properties; `None` when the row has
-    /// none or they are not an object) satisfy the filter.
+    /// none or they are not an object) satisfy the filter, as a new
+    /// deletion compares ([`Comparison::Typed`]).
     pub fn matches(&self, props: Option<&Map<String, Value>>) -> bool {
         self.matches_value(props.and_then(|p| p.get(&self.key)))
     }
@@ -182,7 +184,8 @@ impl PropertyFilter {
     /// satisfies the filter, comparing as `how` says.
     pub fn matches_value_as(&self, v: Option<&Value>, how: Comparison) -> bool {
         match how {
-            Comparison::Typed => self.matches_value(v),
+            Comparison::Typed => self.matches_typed(v, Numbers::Exact),
+            Comparison::TypedAsDoubles => self.matches_typed(v, Numbers::Double),
             Comparison::Text => self.matches_text(v),
         }
     }
@@ -222,9 +225,15 @@ impl PropertyFilter {
     /// Whether a row whose value of the key is `v` (`None`: absent)
     /// satisfies the filter, as [`Comparison::Typed`] compares.
     pub fn matches_value(&self, v: Option<&Value>) -> bool {
+        self.matches_typed(v, Numbers::Exact)
+    }
+
+    /// [`PropertyFilter::matches_value`], two numbers compared as
+    /// `numbers` says.
+    fn matches_typed(&self, v: Option<&Value>, numbers: Numbers) -> bool {
         let any_equal = |v: &Value| match &self.value {
-            Value::Array(items) => items.iter().any(|w| json_eq(v, w)),
-            w => json_eq(v, w),
+            Value::Array(items) => items.iter().any(|w| json_eq(v, w, numbers)),
+            w => json_eq(v, w, numbers),
         };
         match self.operator {
             PropertyOperator::Exact => v.is_some_and(any_equal),
@@ -243,14 +252,25 @@ impl PropertyFilter {
             PropertyOperator::IsSet => v.is_some(),
             PropertyOperator::IsNotSet => v.is_none(),
             PropertyOperator::Gt | PropertyOperator::Lt => {
-                // Numbers only, as doubles (see `json_eq`).
-                let (Some(a), Some(b)) = (v.and_then(Value::as_f64), self.value.as_f64()) else {
-                    return false;
-                };
-                if self.operator == PropertyOperator::Gt {
-                    a > b
+                let want = if self.operator == PropertyOperator::Gt {
+                    Ordering::Greater
                 } else {
-                    a < b
+                    Ordering::Less
+                };
+                // Numbers only (see `json_eq`).
+                match numbers {
+                    Numbers::Exact => {
+                        v.and_then(Num::of_number)
+                            .zip(Num::of_number(&self.value))
+                            .and_then(|(a, b)| a.compare(b))
+                            == Some(want)
+                    }
+                    Numbers::Double => {
+                        v.and_then(Value::as_f64)
+                            .zip(self.value.as_f64())
+                            .and_then(|(a, b)| a.partial_cmp(&b))
+                            == Some(want)
+                    }
                 }
             }
         }
@@ -260,9 +280,14 @@ impl PropertyFilter {
 /// How a property filter compares a row's value with its own.
 ///
 /// - `Typed`: as JSON values: `"5"` is not `5`, `gt`/`lt` need a number,
-///   JSON null is a value (`is_set`, equal to a `null` filter value).
-///   Deletions compare so (a stored predicate must keep matching exactly
-///   what it matched when it was made, and never widen by a coercion).
+///   JSON null is a value (`is_set`, equal to a `null` filter value);
+///   two numbers by value, exactly (`5` equals `5.0`; two integers past
+///   2^53 that one double would hold alike stay apart). Deletions compare
+///   so (a stored predicate must keep matching exactly what it matched
+///   when it was made, and never widen by a coercion).
+/// - `TypedAsDoubles`: as `Typed`, but two numbers as doubles, as
+///   deletions recorded before manifest version 6 compared and keep
+///   comparing ([`Numbers::Double`]).
 /// - `Text`: as PostHog's queries compare a property: by its text (a
 ///   string's own text, `true`/`false`, a number's or a nested value's
 ///   JSON), so `"5"` and `5` are equal, and numbers equal by value
@@ -275,6 +300,9 @@ pub enum Comparison {
     /// As JSON values (deletions).
     #[default]
     Typed,
+    /// As JSON values, numbers as doubles (deletions recorded before
+    /// manifest version 6).
+    TypedAsDoubles,
     /// As PostHog's text (analytics, the persons list).
     Text,
 }
@@ -357,6 +385,11 @@ enum Num {
 }
 
 impl Num {
+    /// A JSON number only (typed comparison: a string is not a number).
+    fn of_number(v: &Value) -> Option<Num> {
+        v.is_number().then(|| Num::of(v)).flatten()
+    }
+
     fn of(v: &Value) -> Option<Num> {
         match v {
             Value::Number(n) => n
@@ -379,31 +412,85 @@ impl Num {
         }
     }
 
+    /// Exactly, an integer against a fraction too (`2^53 + 1` is more
+    /// than `2^53` written `9007199254740992.0`).
     fn compare(self, other: Num) -> Option<Ordering> {
-        let f = |n: Num| match n {
-            Num::Int(i) => i as f64,
-            Num::Float(x) => x,
-        };
         match (self, other) {
             (Num::Int(a), Num::Int(b)) => Some(a.cmp(&b)),
-            (a, b) => f(a).partial_cmp(&f(b)),
+            (Num::Float(a), Num::Float(b)) => a.partial_cmp(&b),
+            (Num::Int(a), Num::Float(b)) => int_against_float(a, b),
+            (Num::Float(a), Num::Int(b)) => int_against_float(b, a).map(Ordering::reverse),
         }
     }
 }
 
-/// JSON equality with numbers compared by value (`1 == 1.0`).
-/// Numbers compare as doubles, as they always have for deletions: a
-/// stored predicate must keep matching exactly the rows it matched when
-/// it was made, so two integers past 2^53 that one double holds alike
-/// are equal here (unlike [`Comparison::Text`]). Making them exact needs
-/// a versioned predicate (older requests keep the old reading).
-fn json_eq(a: &Value, b: &Value) -> bool {
+/// `i` against `f`, exactly: `f`'s whole part as an integer, then its
+/// fraction (no rounding of `i` to a double).
+fn int_against_float(i: i128, f: f64) -> Option<Ordering> {
+    // 2^127: every double at or past it is beyond every i128.
+    const LIMIT: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+    if f.is_nan() {
+        return None;
+    }
+    if f >= LIMIT {
+        return Some(Ordering::Less);
+    }
+    if f < -LIMIT {
+        return Some(Ordering::Greater);
+    }
+    let whole = f.trunc();
+    // Exact: `whole` is an integer within i128's range.
+    let w = whole as i128;
+    // Then the fraction: `i` is less than `f` when it is above zero.
+    Some(
+        i.cmp(&w)
+            .then_with(|| 0.0_f64.partial_cmp(&(f - whole)).unwrap_or(Ordering::Equal)),
+    )
+}
+
+/// JSON equality with numbers compared by value (`1 == 1.0`), as
+/// `numbers` says: exactly, or as doubles (requests recorded before
+/// manifest version 6: a stored predicate must keep matching exactly the
+/// rows it matched when it was made, so for those two integers past 2^53
+/// that one double holds alike stay equal).
+fn json_eq(a: &Value, b: &Value, numbers: Numbers) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => x == y,
+        (Value::Number(x), Value::Number(y)) => match numbers {
+            Numbers::Exact => match (Num::of(a), Num::of(b)) {
+                (Some(p), Some(q)) => p.compare(q) == Some(Ordering::Equal),
+                _ => x == y,
+            },
+            Numbers::Double => match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => x == y,
+            },
         },
         _ => a == b,
+    }
+}
+
+/// How a deletion's predicate compares two numbers
+/// ([`EventPredicate::numbers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Numbers {
+    /// Exactly ([`Comparison::Typed`]): every request recorded since
+    /// manifest version 6.
+    #[default]
+    Exact,
+    /// As doubles ([`Comparison::TypedAsDoubles`]): requests recorded
+    /// before, whose predicates were written without the field.
+    Double,
+}
+
+impl Numbers {
+    /// What a predicate written without the field compares with.
+    fn recorded_before() -> Numbers {
+        Numbers::Double
+    }
+
+    fn is_double(&self) -> bool {
+        *self == Numbers::Double
     }
 }
 
@@ -426,6 +513,16 @@ pub struct EventPredicate {
     /// `distinct_id IN (…)`; empty = any distinct id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub distinct_ids: Vec<String>,
+    /// How its property filters compare two numbers. A deletion records
+    /// every new request with [`Numbers::Exact`] (whatever this says when
+    /// it is asked for); a predicate read without the field is a request
+    /// recorded before manifest version 6, and keeps comparing as doubles,
+    /// so that it matches the rows it matched when it was made.
+    #[serde(
+        default = "Numbers::recorded_before",
+        skip_serializing_if = "Numbers::is_double"
+    )]
+    pub numbers: Numbers,
 }
 
 /// Most event names of a predicate, and values of a property filter's list.
@@ -446,6 +543,14 @@ impl EventPredicate {
             && self.after_us.is_none()
             && self.before_us.is_none()
             && self.distinct_ids.is_empty()
+    }
+
+    /// How its property filters compare ([`EventPredicate::numbers`]).
+    pub fn comparison(&self) -> Comparison {
+        match self.numbers {
+            Numbers::Exact => Comparison::Typed,
+            Numbers::Double => Comparison::TypedAsDoubles,
+        }
     }
 
     /// Sort and deduplicate the lists (so that equal predicates are
@@ -675,6 +780,8 @@ const MAX_FAST_BRACKETS: usize = 100;
 /// passes.
 pub struct PropertiesMatcher<'a> {
     filters: std::borrow::Cow<'a, [PropertyFilter]>,
+    /// How the filters compare.
+    how: Comparison,
     /// Each filter's side, when comparing as text (empty when typed).
     text: Vec<TextFilter>,
     keys: Vec<String>,
@@ -689,9 +796,9 @@ pub struct PropertiesMatcher<'a> {
 
 impl<'a> PropertiesMatcher<'a> {
     /// Prepare `pred`'s property filters, compared as deletions compare
-    /// ([`Comparison::Typed`]).
+    /// ([`EventPredicate::comparison`]).
     pub fn new(pred: &'a EventPredicate) -> PropertiesMatcher<'a> {
-        Self::comparing(pred, Comparison::Typed)
+        Self::comparing(pred, pred.comparison())
     }
 
     /// Prepare `pred`'s property filters, compared as `how` says.
@@ -704,9 +811,10 @@ impl<'a> PropertiesMatcher<'a> {
         how: Comparison,
     ) -> PropertiesMatcher<'a> {
         PropertiesMatcher {
+            how,
             text: match how {
                 Comparison::Text => filters.iter().map(TextFilter::of).collect(),
-                Comparison::Typed => Vec::new(),
+                Comparison::Typed | Comparison::TypedAsDoubles => Vec::new(),
             },
             keys: filters.iter().map(|f| f.key.clone()).collect(),
             quoted: filters
@@ -763,7 +871,7 @@ impl PropertiesMatcher<'_> {
     fn test(&self, i: usize, f: &PropertyFilter, v: Option<&Value>) -> bool {
         match self.text.get(i) {
             Some(t) => f.matches_text_with(v, t),
-            None => f.matches_value(v),
+            None => f.matches_value_as(v, self.how),
         }
     }
 
@@ -1186,12 +1294,12 @@ mod tests {
                 true,
                 false,
             ),
-            // Integers past f64's precision stay apart, both ways.
-            // (Typed, as deletions always read it: as doubles.)
+            // Integers past f64's precision stay apart, both ways (as
+            // doubles, typed_numbers_as_the_predicate_records).
             (
                 json!({"key": "id", "operator": "exact", "value": 9007199254740992_u64}),
                 false,
-                true,
+                false,
             ),
             (
                 json!({"key": "id", "operator": "exact", "value": 9007199254740993_u64}),
@@ -1211,7 +1319,7 @@ mod tests {
             (
                 json!({"key": "id", "operator": "gt", "value": 9007199254740992_u64}),
                 true,
-                false,
+                true,
             ),
             // Spaces around a numeric string are not part of the number.
             (
@@ -1253,6 +1361,206 @@ mod tests {
         };
         assert!(PropertiesMatcher::comparing(&pred, Comparison::Text).matches(None));
         assert!(!PropertiesMatcher::comparing(&pred, Comparison::Typed).matches(None));
+    }
+
+    /// Typed comparison of two numbers: exactly in a new predicate, as
+    /// doubles in one recorded before (read without `numbers`); through
+    /// the filter, and through the prepared matcher on both its paths (a
+    /// row read without a parse, and one parsed because it holds a
+    /// backslash).
+    #[test]
+    fn typed_numbers_as_the_predicate_records() {
+        const BIG: u64 = 1 << 53;
+        // (filter, the row's value, exact, as doubles)
+        let cases = [
+            (
+                json!({"operator": "exact", "value": BIG}),
+                json!(BIG + 1),
+                false,
+                true,
+            ),
+            (
+                json!({"operator": "exact", "value": BIG + 1}),
+                json!(BIG + 1),
+                true,
+                true,
+            ),
+            (
+                json!({"operator": "exact", "value": [1, BIG]}),
+                json!(BIG + 1),
+                false,
+                true,
+            ),
+            (
+                json!({"operator": "is_not", "value": BIG}),
+                json!(BIG + 1),
+                true,
+                false,
+            ),
+            (
+                json!({"operator": "gt", "value": BIG}),
+                json!(BIG + 1),
+                true,
+                false,
+            ),
+            (
+                json!({"operator": "lt", "value": BIG + 1}),
+                json!(BIG),
+                true,
+                false,
+            ),
+            (
+                json!({"operator": "lt", "value": BIG}),
+                json!(BIG + 1),
+                false,
+                false,
+            ),
+            (
+                json!({"operator": "exact", "value": u64::MAX}),
+                json!(u64::MAX - 1),
+                false,
+                true,
+            ),
+            (
+                json!({"operator": "exact", "value": -(BIG as i64) - 1}),
+                json!(-(BIG as i64)),
+                false,
+                true,
+            ),
+            // An integer against a fraction: by value, exactly.
+            (
+                json!({"operator": "exact", "value": BIG + 1}),
+                json!(BIG as f64),
+                false,
+                true,
+            ),
+            (
+                json!({"operator": "gt", "value": BIG as f64}),
+                json!(BIG + 1),
+                true,
+                false,
+            ),
+            (
+                json!({"operator": "exact", "value": 5}),
+                json!(5.0),
+                true,
+                true,
+            ),
+            (
+                json!({"operator": "gt", "value": 2.5}),
+                json!(3),
+                true,
+                true,
+            ),
+            (
+                json!({"operator": "gt", "value": -2.5}),
+                json!(-2),
+                true,
+                true,
+            ),
+            (
+                json!({"operator": "lt", "value": 2}),
+                json!(1.5),
+                true,
+                true,
+            ),
+            (
+                json!({"operator": "lt", "value": 1e300}),
+                json!(u64::MAX),
+                true,
+                true,
+            ),
+            // Typed: a numeric string is not a number, in either reading.
+            (
+                json!({"operator": "exact", "value": 5}),
+                json!("5"),
+                false,
+                false,
+            ),
+            (
+                json!({"operator": "gt", "value": 4}),
+                json!("5"),
+                false,
+                false,
+            ),
+        ];
+        for (f, v, exact, doubles) in cases {
+            let mut f = f.as_object().cloned().unwrap_or_default();
+            f.insert("key".into(), json!("k"));
+            let f = filter(Value::Object(f));
+            for (how, numbers, want) in [
+                (Comparison::Typed, Numbers::Exact, exact),
+                (Comparison::TypedAsDoubles, Numbers::Double, doubles),
+            ] {
+                assert_eq!(f.matches_value_as(Some(&v), how), want, "{f:?} {v} {how:?}");
+                let pred = EventPredicate {
+                    properties: vec![f.clone()],
+                    numbers,
+                    ..Default::default()
+                };
+                assert_eq!(pred.comparison(), how);
+                let m = PropertiesMatcher::new(&pred);
+                let plain = json!({"k": v}).to_string();
+                let escaped = json!({"k": v, "x": "a\\b"}).to_string();
+                assert!(escaped.contains('\\'));
+                for text in [plain, escaped] {
+                    assert_eq!(m.matches(Some(&text)), want, "{f:?} {text} {how:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_integer_against_a_fraction_compares_exactly() {
+        use Ordering::{Equal, Greater, Less};
+        let big = 1_i128 << 53;
+        let cases = [
+            (2, 2.5, Some(Less)),
+            (3, 2.5, Some(Greater)),
+            (-2, -2.5, Some(Greater)),
+            (-3, -2.5, Some(Less)),
+            (5, 5.0, Some(Equal)),
+            (0, -0.0, Some(Equal)),
+            (big + 1, big as f64, Some(Greater)),
+            (big - 1, big as f64, Some(Less)),
+            (i128::MAX, 1e39, Some(Less)),
+            (i128::MIN, -1e39, Some(Greater)),
+            (i128::MIN, -(2.0_f64.powi(127)), Some(Equal)),
+            (1, f64::INFINITY, Some(Less)),
+            (1, f64::NEG_INFINITY, Some(Greater)),
+            (1, f64::NAN, None),
+        ];
+        for (i, f, want) in cases {
+            assert_eq!(int_against_float(i, f), want, "{i} against {f}");
+            assert_eq!(
+                Num::Float(f).compare(Num::Int(i)),
+                want.map(Ordering::reverse),
+                "{f} against {i}"
+            );
+        }
+    }
+
+    /// A predicate written without `numbers` was recorded before they
+    /// compared exactly: it reads as doubles, and writes back the same
+    /// text (a signed receipt of it stays valid). A new one says so.
+    #[test]
+    fn a_predicate_without_numbers_reads_as_doubles() {
+        let old = r#"{"properties":[{"key":"k","operator":"exact","value":1}]}"#;
+        let p: EventPredicate = serde_json::from_str(old).unwrap_or_default();
+        assert_eq!(p.numbers, Numbers::Double);
+        assert_eq!(p.properties.len(), 1);
+        assert_eq!(serde_json::to_string(&p).ok().as_deref(), Some(old));
+        let new = EventPredicate {
+            numbers: Numbers::Exact,
+            ..p
+        };
+        let text = serde_json::to_string(&new).unwrap_or_default();
+        assert!(text.contains(r#""numbers":"exact""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<EventPredicate>(&text).ok(),
+            Some(new)
+        );
+        assert_eq!(EventPredicate::default().numbers, Numbers::Exact);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! parts and in the ingest log, across a reopen, through compaction and
 //! verification down to the bytes, and what is refused.
 
-use elide_store::predicate::{EventPredicate, PropertyFilter, PropertyOperator};
+use elide_store::predicate::{EventPredicate, Numbers, PropertyFilter, PropertyOperator};
 use elide_store::{
     EventDeletion, PartCompression, PartWriterOptions, RequestKind, RequestStatus, Store,
     StoreError, StoreOptions, Table,
@@ -62,6 +62,104 @@ fn a_predicate_hides_exactly_its_rows_in_parts_and_log_and_the_preview_agrees() 
         let store = site.open();
         assert_eq!(visible_ns(&store), want);
         assert_eq!(store.manifest().unwrap().check_invariants(), Ok(()));
+    }
+}
+
+/// A deletion compares two integers exactly, also past 2^53 where one
+/// double holds several (`2^53` and `2^53 + 1`): in parts and in the log,
+/// across a reopen, and through verification, which finds its rows gone
+/// and leaves the neighbour's. The request records that it compares so.
+#[test]
+fn a_deletion_compares_large_integers_exactly() {
+    const BIG: u64 = 1 << 53;
+    let row_of = |n: u64, account: &str| {
+        let mut r = ev(n);
+        r.properties = Some(format!(r#"{{"account":{account},"n":{n}}}"#));
+        r
+    };
+    // Rows 0..4 hold 2^53, 2^53 + 1, 2^53 written as a fraction, 2^53 +
+    // 2; rows 4..8 the same, still in the log.
+    let accounts = [
+        BIG.to_string(),
+        (BIG + 1).to_string(),
+        format!("{BIG}.0"),
+        (BIG + 2).to_string(),
+    ];
+    let batch = |from: u64| -> Vec<_> {
+        (0..4)
+            .map(|i| row_of(from + i, &accounts[i as usize]))
+            .collect()
+    };
+    for backend in BACKENDS {
+        let site = Site::new(backend);
+        let store = site.open();
+        append(&store, &batch(0));
+        store.flush().unwrap();
+        append(&store, &batch(4));
+        let filter = |operator, value: u64| EventPredicate {
+            properties: vec![PropertyFilter {
+                key: "account".into(),
+                operator,
+                value: json!(value),
+            }],
+            ..Default::default()
+        };
+        // Asked for as doubles: a new request compares exactly all the
+        // same (only requests recorded before read numbers as doubles).
+        let exact = EventPredicate {
+            numbers: Numbers::Double,
+            ..filter(PropertyOperator::Exact, BIG + 1)
+        };
+        // As doubles, 2^53 + 1 would also match 2^53 (both forms).
+        assert_eq!(
+            store
+                .preview_events(&EventDeletion::new(1, exact.clone()))
+                .unwrap()
+                .rows,
+            2
+        );
+        assert_eq!(
+            store
+                .preview_events(&EventDeletion::new(1, filter(PropertyOperator::Gt, BIG)))
+                .unwrap()
+                .rows,
+            4,
+            "2^53 + 1 and 2^53 + 2 are above 2^53"
+        );
+        assert_eq!(
+            store
+                .preview_events(&EventDeletion::new(
+                    1,
+                    filter(PropertyOperator::Lt, BIG + 1)
+                ))
+                .unwrap()
+                .rows,
+            4,
+            "2^53 in both forms is below 2^53 + 1"
+        );
+        let out = store
+            .delete_events(EventDeletion::new(1, exact.clone()))
+            .unwrap();
+        assert_eq!(out.rows_hidden, 2);
+        let want = vec![0, 2, 3, 4, 6, 7];
+        assert_eq!(visible_ns(&store), want);
+        let r = store
+            .requests()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.id == out.request_id)
+            .unwrap();
+        let stored = r.predicate.unwrap();
+        assert_eq!(stored.numbers, Numbers::Exact);
+        assert!(serde_json::to_string(&stored)
+            .unwrap()
+            .contains(r#""numbers":"exact""#));
+        store.close().unwrap();
+        let store = site.open();
+        assert_eq!(visible_ns(&store), want, "the log's replay reads it alike");
+        let c = compact_now(&store);
+        assert_eq!(c.requests_verified, vec![out.request_id]);
+        assert_eq!(visible_ns(&store), want);
     }
 }
 
