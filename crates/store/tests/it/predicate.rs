@@ -69,6 +69,7 @@ fn a_predicate_hides_exactly_its_rows_in_parts_and_log_and_the_preview_agrees() 
 /// double holds several (`2^53` and `2^53 + 1`): in parts and in the log,
 /// across a reopen, and through verification, which finds its rows gone
 /// and leaves the neighbour's. The request records that it compares so.
+/// (A fraction is a double: `9007199254740992.0` stands for both.)
 #[test]
 fn a_deletion_compares_large_integers_exactly() {
     const BIG: u64 = 1 << 53;
@@ -110,13 +111,14 @@ fn a_deletion_compares_large_integers_exactly() {
             numbers: Numbers::Double,
             ..filter(PropertyOperator::Exact, BIG + 1)
         };
-        // As doubles, 2^53 + 1 would also match 2^53 (both forms).
+        // 2^53 + 1 and the fraction (a double, which 2^53 + 1 rounds to)
+        // in both batches; as doubles, 2^53 too.
         assert_eq!(
             store
                 .preview_events(&EventDeletion::new(1, exact.clone()))
                 .unwrap()
                 .rows,
-            2
+            4
         );
         assert_eq!(
             store
@@ -134,14 +136,14 @@ fn a_deletion_compares_large_integers_exactly() {
                 ))
                 .unwrap()
                 .rows,
-            4,
-            "2^53 in both forms is below 2^53 + 1"
+            2,
+            "2^53 is below 2^53 + 1 (the fraction is not)"
         );
         let out = store
             .delete_events(EventDeletion::new(1, exact.clone()))
             .unwrap();
-        assert_eq!(out.rows_hidden, 2);
-        let want = vec![0, 2, 3, 4, 6, 7];
+        assert_eq!(out.rows_hidden, 4);
+        let want = vec![0, 3, 4, 7];
         assert_eq!(visible_ns(&store), want);
         let r = store
             .requests()
@@ -161,6 +163,66 @@ fn a_deletion_compares_large_integers_exactly() {
         assert_eq!(c.requests_verified, vec![out.request_id]);
         assert_eq!(visible_ns(&store), want);
     }
+}
+
+/// A request recorded before deletions compared numbers exactly (its
+/// predicate written without `numbers`, as builds before manifest
+/// version 6 wrote it) keeps reading numbers as doubles: the log's replay
+/// hides for it what such a build hid when it recorded the request, 2^53's
+/// row as well as 2^53 + 1's. Here the request is recorded by this build,
+/// then its predicate written back as an older build wrote it.
+#[test]
+fn a_request_recorded_before_keeps_comparing_numbers_as_doubles() {
+    const BIG: u64 = 1 << 53;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let rows: Vec<_> = (0..3)
+        .map(|n| {
+            let mut r = ev(n);
+            r.properties = Some(format!(r#"{{"account":{}}}"#, BIG + n));
+            r
+        })
+        .collect();
+    append(&store, &rows); // in the log
+    let pred = EventPredicate {
+        properties: vec![PropertyFilter {
+            key: "account".into(),
+            operator: PropertyOperator::Exact,
+            value: json!(BIG + 1),
+        }],
+        ..Default::default()
+    };
+    let out = store.delete_events(EventDeletion::new(1, pred)).unwrap();
+    assert_eq!(out.rows_hidden, 1);
+    assert_eq!(visible_ns(&store), vec![0, 2]);
+    store.close().unwrap();
+
+    let manifests = dir.path().join("manifest");
+    let newest = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let bytes = std::fs::read(&newest).unwrap();
+    let mut m = elide_store::format::decode_manifest("test", &bytes).unwrap();
+    let r = m
+        .requests
+        .iter_mut()
+        .find(|r| r.id == out.request_id)
+        .unwrap();
+    let p = r.predicate.as_mut().unwrap();
+    assert_eq!(p.numbers, Numbers::Exact);
+    p.numbers = Numbers::Double;
+    let text = serde_json::to_string(&r).unwrap();
+    assert!(!text.contains("numbers"), "{text}");
+    std::fs::write(&newest, elide_store::format::encode_manifest(&m).unwrap()).unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(
+        visible_ns(&store),
+        vec![2],
+        "the replay reads the old request as doubles"
+    );
 }
 
 #[test]
