@@ -804,3 +804,146 @@ fn an_export_after_a_merge_of_many_parts_misses_no_row() {
     );
     assert_eq!(rows, 20, "every row of the subject");
 }
+
+/// A request lists the parts that hold its rows (its receipt names the
+/// files it erased from them), also for rows hidden while a flush or a
+/// rewrite was writing the part that now holds them. Such a part once
+/// went to every pending request of the project published meanwhile:
+/// here `elsewhere`'s request, whose rows are all in another part, would
+/// have listed the flush's part and the rewrite's output too.
+#[test]
+fn rows_hidden_during_a_write_list_the_new_part_in_their_request_only() {
+    use elide::store::failpoint::{set_hook, Hook};
+    use elide::store::{CompactRequest, DeleteSpec, Manifest};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Part Q (day 5): `elsewhere` and `far`. Part P (day 0): `gone`,
+    // `late`, `kept`.
+    append(
+        &store,
+        &[
+            row(1, "elsewhere", 1, 5),
+            row(2, "far", 1, 5),
+            row(3, "other", 1, 5),
+        ],
+    );
+    store.flush().unwrap();
+    let q = store.manifest().unwrap().parts[0].id;
+    append(
+        &store,
+        &[
+            row(4, "gone", 1, 0),
+            row(5, "late", 1, 0),
+            row(6, "kept", 1, 0),
+        ],
+    );
+    store.flush().unwrap();
+    fn parts_of(m: &Manifest, id: u64) -> Vec<u64> {
+        let r = m.requests.iter().find(|r| r.id == id).unwrap();
+        let mut p = r.parts.clone();
+        p.sort();
+        p
+    }
+    let here = std::thread::current().id();
+    let ours = move || std::thread::current().id() == here;
+
+    // A flush: `fresh` and `stays` are written, then `fresh` is deleted
+    // (its rows become the new part's tombstones) and so is `elsewhere`.
+    append(&store, &[row(7, "fresh", 1, 0), row(8, "stays", 1, 0)]);
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let (s, got) = (store.clone(), Arc::clone(&ids));
+    let during_flush: Hook = Arc::new(move || {
+        if ours() {
+            for id in ["fresh", "elsewhere"] {
+                let out = s.delete(DeleteSpec::ids(1, [id])).unwrap();
+                got.lock().unwrap().push(out.request_id);
+            }
+        }
+    });
+    set_hook("flush::after_write_parts", Some(during_flush));
+    let flushed = store.flush();
+    set_hook("flush::after_write_parts", None);
+    flushed.unwrap();
+    let (fresh, elsewhere) = {
+        let ids = ids.lock().unwrap();
+        assert_eq!(ids.len(), 2, "the hook ran");
+        (ids[0], ids[1])
+    };
+    let m = store.manifest().unwrap();
+    let known = [q];
+    let new_parts: Vec<u64> = m
+        .parts
+        .iter()
+        .map(|p| p.id)
+        .filter(|id| !known.contains(id) && parts_of(&m, fresh).contains(id))
+        .collect();
+    assert_eq!(new_parts.len(), 1, "fresh's rows are in the flushed part");
+    assert_eq!(
+        parts_of(&m, elsewhere),
+        vec![q],
+        "elsewhere's are in Q only"
+    );
+
+    // Those two are purged first, so that only `gone` is pending at the
+    // rewrite below.
+    let purge = || CompactRequest {
+        manual: true,
+        merges: false,
+        ..Default::default()
+    };
+    store.compact(purge()).unwrap();
+
+    // A rewrite: purging `gone` rewrites P; meanwhile `late` (in P) and
+    // `far` (in Q, which is not rewritten) are deleted. The output holds
+    // `late`'s rows, hidden by carried tombstones, and none of `far`'s.
+    let gone = store
+        .delete(DeleteSpec::ids(1, ["gone"]))
+        .unwrap()
+        .request_id;
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let seen: Arc<Mutex<Option<Manifest>>> = Arc::new(Mutex::new(None));
+    let (s, got) = (store.clone(), Arc::clone(&ids));
+    let during_rewrite: Hook = Arc::new(move || {
+        if ours() && got.lock().unwrap().is_empty() {
+            for id in ["late", "far"] {
+                let out = s.delete(DeleteSpec::ids(1, [id])).unwrap();
+                let m = s.manifest().unwrap();
+                got.lock()
+                    .unwrap()
+                    .push((out.request_id, parts_of(&m, out.request_id)));
+            }
+        }
+    });
+    let (s, at) = (store.clone(), Arc::clone(&seen));
+    let after_swap: Hook = Arc::new(move || {
+        let mut at = at.lock().unwrap();
+        if ours() && at.is_none() {
+            *at = Some(s.manifest().unwrap());
+        }
+    });
+    set_hook("compact::before_commit", Some(during_rewrite));
+    set_hook("compact::after_commit", Some(after_swap));
+    let compacted = store.compact(purge());
+    set_hook("compact::before_commit", None);
+    set_hook("compact::after_commit", None);
+    compacted.unwrap();
+    let (late, (far, far_parts)) = {
+        let ids = ids.lock().unwrap();
+        assert_eq!(ids.len(), 2, "the hook ran");
+        (ids[0].0, ids[1].clone())
+    };
+    let m = seen.lock().unwrap().take().expect("a swap was committed");
+    assert!(
+        parts_of(&m, gone).is_empty(),
+        "gone holds no row in the output"
+    );
+    let output: Vec<u64> = parts_of(&m, late)
+        .into_iter()
+        .filter(|id| m.parts.iter().any(|p| p.id == *id))
+        .collect();
+    assert_eq!(output.len(), 1, "late's rows are in the rewrite's output");
+    assert_eq!(far_parts.len(), 1);
+    assert_eq!(parts_of(&m, far), far_parts, "far's are in Q only");
+    assert!(!parts_of(&m, elsewhere).contains(&output[0]));
+}

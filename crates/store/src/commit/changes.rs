@@ -262,24 +262,57 @@ impl Transaction<'_> {
         self.part_pos = None;
     }
 
-    /// Record that pending requests with id `>= first_request` whose scope
-    /// covers `part_id` (same project and table, cut-off above the part's
-    /// smallest `_seq`) hold rows in it: used when deletions published
-    /// while the part was being written were carried onto it.
-    pub fn track_late_requests(&mut self, part_id: u64, first_request: u64) {
-        let Some(i) = self.part_index(part_id) else {
-            return;
-        };
-        let p = &self.manifest.parts[i];
-        let (table, project, min_seq) = (p.table, p.project_id, p.min_seq);
-        for r in self.manifest.requests.iter_mut().filter(|r| {
-            r.id >= first_request
-                && r.status == RequestStatus::Pending
+    /// The pending requests that hid some of `late`, the rows of `part`
+    /// (about to be added) hidden after it was written: a flush's rows
+    /// deleted from the buffer meanwhile, or the deletions a rewrite
+    /// carries onto its output. Each request is asked what it covers in
+    /// the part ([`Transaction::rows_of`]), so a request lists only the
+    /// parts that hold its rows, and its receipt names only those.
+    pub fn requests_holding(&self, part: &WrittenPart, late: &Bitmap) -> Result<Vec<u64>> {
+        let m = &part.meta;
+        let mut out = Vec::new();
+        for r in self.manifest.requests.iter().filter(|r| {
+            r.status == RequestStatus::Pending
                 && !r.logical
-                && r.project_id == project
-                && r.covers_table(table)
-                && r.cutoff_seq > min_seq
+                && r.project_id == m.project_id
+                && r.covers_table(m.table)
+                && r.cutoff_seq > m.min_seq
         }) {
+            if self.rows_of(part, r)?.and_cardinality(late) > 0 {
+                out.push(r.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rows of `part` that request `r` covers, hidden or not: its
+    /// distinct ids' runs within its `_seq` range, and what its predicate
+    /// matches below its cut-off (read from the written file).
+    fn rows_of(&self, part: &WrittenPart, r: &DeletionRequest) -> Result<Bitmap> {
+        let mut mine = Bitmap::new();
+        for d in &r.distinct_ids {
+            crate::bulk::rows_in(part, d, r.seqs(), &mut mine);
+        }
+        if let Some(pred) = &r.predicate {
+            mine.or_inplace(&crate::by_predicate::match_part(
+                &self.inner.storage,
+                &part.meta,
+                pred,
+                r.cutoff_seq,
+            )?);
+        }
+        Ok(mine)
+    }
+
+    /// List part `part_id` in each pending request of `ids`: they hold
+    /// rows in it.
+    pub fn list_part(&mut self, part_id: u64, ids: &[u64]) {
+        for r in self
+            .manifest
+            .requests
+            .iter_mut()
+            .filter(|r| ids.contains(&r.id) && r.status == RequestStatus::Pending)
+        {
             if !r.parts.contains(&part_id) {
                 r.parts.push(part_id);
             }
@@ -313,16 +346,15 @@ impl Transaction<'_> {
         )
     }
 
-    /// Make a flushed memtable's parts live; rows of it hidden after the parts
-    /// were written (`deleted_at_write`, captured when the next request id
-    /// was `first_late_request`) become tombstones of the new parts, and
-    /// the requests published since then list those parts.
+    /// Make a flushed memtable's parts live; rows of it hidden after the
+    /// parts were written (not in `deleted_at_write`, the hidden rows the
+    /// write left out) become tombstones of the new parts, and the
+    /// requests that hid them list those parts.
     pub fn add_flushed(
         &mut self,
         mem: &Memtable,
         parts: Vec<WrittenPart>,
         deleted_at_write: &Treemap,
-        first_late_request: u64,
     ) -> Result<()> {
         let now_deleted = self.inner.mem_deleted()?;
         let mut late = Vec::new();
@@ -350,12 +382,20 @@ impl Transaction<'_> {
                 "remapped late deletions onto flushed parts"
             );
         }
+        let mut holders = Vec::new();
+        for p in &parts {
+            if let Some(late) = bitmaps.get(&p.meta.id) {
+                holders.push((p.meta.id, self.requests_holding(p, late)?));
+            }
+        }
         for p in parts {
             self.add_part(p);
         }
         for (part, bitmap) in bitmaps {
             self.changed.insert(part, bitmap);
-            self.track_late_requests(part, first_late_request);
+        }
+        for (part, ids) in holders {
+            self.list_part(part, &ids);
         }
         self.manifest.flushed_seq = self.manifest.flushed_seq.max(mem.seq_end);
         self.flush = Some(FlushPublish {
@@ -411,18 +451,7 @@ impl Transaction<'_> {
                     && r.covers_table(m.table)
                     && r.cutoff_seq > m.min_seq
             }) {
-                let mut mine = Bitmap::new();
-                for d in &r.distinct_ids {
-                    crate::bulk::rows_in(&p, d, r.seqs(), &mut mine);
-                }
-                if let Some(pred) = &r.predicate {
-                    mine.or_inplace(&crate::by_predicate::match_part(
-                        &self.inner.storage,
-                        m,
-                        pred,
-                        r.cutoff_seq,
-                    )?);
-                }
+                let mine = self.rows_of(&p, r)?;
                 if !mine.is_empty() {
                     hidden.or_inplace(&mine);
                     late.push(r.id);
@@ -434,16 +463,7 @@ impl Transaction<'_> {
             if !hidden.is_empty() {
                 out.rows_hidden += hidden.cardinality();
                 self.changed.insert(id, hidden);
-                for r in self
-                    .manifest
-                    .requests
-                    .iter_mut()
-                    .filter(|r| late.contains(&r.id) && r.status == RequestStatus::Pending)
-                {
-                    if !r.parts.contains(&id) {
-                        r.parts.push(id);
-                    }
-                }
+                self.list_part(id, &late);
             }
         }
         Ok(out)

@@ -293,7 +293,6 @@ pub struct PreparedRewrite {
     reason: Option<PurgeReason>,
     inputs: Vec<RewriteInput>,
     output: Option<WrittenPart>,
-    first_late_request: u64,
     /// Wall time of the read and write.
     prepare: Duration,
     _pin: LiveGuard,
@@ -748,10 +747,24 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
             for input in &p.inputs {
                 tx.record_replacement(input.meta.id, id);
             }
+            // The requests that hid the carried rows hold rows in the
+            // output (and only they: a request whose rows the rewrite
+            // dropped does not).
+            let holders = if late.is_empty() {
+                Vec::new()
+            } else {
+                match tx.requests_holding(&out, &late) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        drop(tx);
+                        return Err(discard_all(e));
+                    }
+                }
+            };
             tx.add_part(out);
             if !late.is_empty() {
                 tx.set_bitmap(id, late);
-                tx.track_late_requests(id, p.first_late_request);
+                tx.list_part(id, &holders);
             }
         }
         report.elapsed_ms = p.prepare.as_millis() as u64;
