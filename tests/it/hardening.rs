@@ -810,7 +810,7 @@ fn an_export_after_a_merge_of_many_parts_misses_no_row() {
 /// rewrite was writing the part that now holds them. Such a part once
 /// went to every pending request of the project published meanwhile:
 /// here `elsewhere`'s request, whose rows are all in another part, would
-/// have listed the flush's part and the rewrite's output too.
+/// have listed the flush's part, and `far`'s the rewrite's output.
 #[test]
 fn rows_hidden_during_a_write_list_the_new_part_in_their_request_only() {
     use elide::store::failpoint::{set_hook, Hook};
@@ -818,14 +818,16 @@ fn rows_hidden_during_a_write_list_the_new_part_in_their_request_only() {
     use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    // Part Q (day 5): `elsewhere` and `far`. Part P (day 0): `gone`,
-    // `late`, `kept`.
+    // Part Q (day 5): `elsewhere`, `far`, `other` and `anchor` (which
+    // no one deletes: a part whose every row is deleted leaves at once).
+    // Part P (day 0): `gone`, `late`, `kept`.
     append(
         &store,
         &[
             row(1, "elsewhere", 1, 5),
             row(2, "far", 1, 5),
             row(3, "other", 1, 5),
+            row(10, "anchor", 1, 5),
         ],
     );
     store.flush().unwrap();
@@ -848,9 +850,18 @@ fn rows_hidden_during_a_write_list_the_new_part_in_their_request_only() {
     let here = std::thread::current().id();
     let ours = move || std::thread::current().id() == here;
 
-    // A flush: `fresh` and `stays` are written, then `fresh` is deleted
-    // (its rows become the new part's tombstones) and so is `elsewhere`.
-    append(&store, &[row(7, "fresh", 1, 0), row(8, "stays", 1, 0)]);
+    // A flush: `fresh`, `picked` and `stays` are written, then `fresh`
+    // is deleted (its rows become the new part's tombstones) and so is
+    // `elsewhere`; and by predicate `picked` (in the part) and `other`
+    // (in Q only).
+    append(
+        &store,
+        &[
+            row(7, "fresh", 1, 0),
+            row(8, "stays", 1, 0),
+            row(9, "picked", 1, 0),
+        ],
+    );
     let ids = Arc::new(Mutex::new(Vec::new()));
     let (s, got) = (store.clone(), Arc::clone(&ids));
     let during_flush: Hook = Arc::new(move || {
@@ -859,16 +870,26 @@ fn rows_hidden_during_a_write_list_the_new_part_in_their_request_only() {
                 let out = s.delete(DeleteSpec::ids(1, [id])).unwrap();
                 got.lock().unwrap().push(out.request_id);
             }
+            for id in ["picked", "other"] {
+                let pred = elide::store::predicate::EventPredicate {
+                    distinct_ids: vec![id.to_string()],
+                    ..Default::default()
+                };
+                let out = s
+                    .delete_events(elide::store::EventDeletion::new(1, pred))
+                    .unwrap();
+                got.lock().unwrap().push(out.request_id);
+            }
         }
     });
     set_hook("flush::after_write_parts", Some(during_flush));
     let flushed = store.flush();
     set_hook("flush::after_write_parts", None);
     flushed.unwrap();
-    let (fresh, elsewhere) = {
+    let (fresh, elsewhere, picked, other) = {
         let ids = ids.lock().unwrap();
-        assert_eq!(ids.len(), 2, "the hook ran");
-        (ids[0], ids[1])
+        assert_eq!(ids.len(), 4, "the hook ran");
+        (ids[0], ids[1], ids[2], ids[3])
     };
     let m = store.manifest().unwrap();
     let known = [q];
@@ -884,6 +905,8 @@ fn rows_hidden_during_a_write_list_the_new_part_in_their_request_only() {
         vec![q],
         "elsewhere's are in Q only"
     );
+    assert_eq!(parts_of(&m, picked), new_parts, "picked's are in the part");
+    assert_eq!(parts_of(&m, other), vec![q], "other's are in Q only");
 
     // Those two are purged first, so that only `gone` is pending at the
     // rewrite below.
@@ -893,6 +916,15 @@ fn rows_hidden_during_a_write_list_the_new_part_in_their_request_only() {
         ..Default::default()
     };
     store.compact(purge()).unwrap();
+    let pending: Vec<u64> = store
+        .manifest()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|r| r.status == elide::store::RequestStatus::Pending)
+        .map(|r| r.id)
+        .collect();
+    assert!(pending.is_empty(), "{pending:?} still pending");
 
     // A rewrite: purging `gone` rewrites P; meanwhile `late` (in P) and
     // `far` (in Q, which is not rewritten) are deleted. The output holds

@@ -265,24 +265,43 @@ impl Transaction<'_> {
     /// The pending requests that hid some of `late`, the rows of `part`
     /// (about to be added) hidden after it was written: a flush's rows
     /// deleted from the buffer meanwhile, or the deletions a rewrite
-    /// carries onto its output. Each request is asked what it covers in
-    /// the part ([`Transaction::rows_of`]), so a request lists only the
-    /// parts that hold its rows, and its receipt names only those.
-    pub fn requests_holding(&self, part: &WrittenPart, late: &Bitmap) -> Result<Vec<u64>> {
+    /// carries onto its output. Only requests from `first_request` on,
+    /// the next request id when the write read what was hidden, can
+    /// (an older one hid its rows before, and logical requests are
+    /// resolved under the flush and compaction locks); each is asked what
+    /// it covers in the part ([`Transaction::rows_of`]), so a request
+    /// lists only the parts that hold its rows, and its receipt names
+    /// only those. A predicate that cannot be read from the part lists
+    /// it anyway (a receipt that names one file too many rather than a
+    /// failed flush).
+    pub fn requests_holding(
+        &self,
+        part: &WrittenPart,
+        late: &Bitmap,
+        first_request: u64,
+    ) -> Vec<u64> {
         let m = &part.meta;
         let mut out = Vec::new();
         for r in self.manifest.requests.iter().filter(|r| {
-            r.status == RequestStatus::Pending
+            r.id >= first_request
+                && r.status == RequestStatus::Pending
                 && !r.logical
                 && r.project_id == m.project_id
                 && r.covers_table(m.table)
                 && r.cutoff_seq > m.min_seq
         }) {
-            if self.rows_of(part, r)?.and_cardinality(late) > 0 {
+            let holds = match self.rows_of(part, r) {
+                Ok(rows) => rows.and_cardinality(late) > 0,
+                Err(e) => {
+                    tracing::warn!(request = r.id, part = m.id, error = %e, "could not tell whether a request holds rows of a new part; listing it there");
+                    true
+                }
+            };
+            if holds {
                 out.push(r.id);
             }
         }
-        Ok(out)
+        out
     }
 
     /// The rows of `part` that request `r` covers, hidden or not: its
@@ -347,14 +366,15 @@ impl Transaction<'_> {
     }
 
     /// Make a flushed memtable's parts live; rows of it hidden after the
-    /// parts were written (not in `deleted_at_write`, the hidden rows the
-    /// write left out) become tombstones of the new parts, and the
-    /// requests that hid them list those parts.
+    /// parts were written (`deleted_at_write`, captured when the next
+    /// request id was `first_late_request`) become tombstones of the new
+    /// parts, and the requests that hid them list those parts.
     pub fn add_flushed(
         &mut self,
         mem: &Memtable,
         parts: Vec<WrittenPart>,
         deleted_at_write: &Treemap,
+        first_late_request: u64,
     ) -> Result<()> {
         let now_deleted = self.inner.mem_deleted()?;
         let mut late = Vec::new();
@@ -385,7 +405,10 @@ impl Transaction<'_> {
         let mut holders = Vec::new();
         for p in &parts {
             if let Some(late) = bitmaps.get(&p.meta.id) {
-                holders.push((p.meta.id, self.requests_holding(p, late)?));
+                holders.push((
+                    p.meta.id,
+                    self.requests_holding(p, late, first_late_request),
+                ));
             }
         }
         for p in parts {

@@ -293,6 +293,7 @@ pub struct PreparedRewrite {
     reason: Option<PurgeReason>,
     inputs: Vec<RewriteInput>,
     output: Option<WrittenPart>,
+    first_late_request: u64,
     /// Wall time of the read and write.
     prepare: Duration,
     _pin: LiveGuard,
@@ -753,13 +754,7 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
             let holders = if late.is_empty() {
                 Vec::new()
             } else {
-                match tx.requests_holding(&out, &late) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        drop(tx);
-                        return Err(discard_all(e));
-                    }
-                }
+                tx.requests_holding(&out, &late, p.first_late_request)
             };
             tx.add_part(out);
             if !late.is_empty() {

@@ -89,6 +89,7 @@ pub(super) fn prepare_purge(
             map: RowMap::Rank,
         }],
         output,
+        first_late_request: version.manifest.next_request_id,
         prepare: started.elapsed(),
         _pin: pin,
     }))
@@ -232,6 +233,7 @@ pub(super) fn prepare_merge(
         reason: None,
         inputs,
         output,
+        first_late_request: version.manifest.next_request_id,
         prepare: started.elapsed(),
         _pin: pin,
     }))

@@ -105,14 +105,18 @@ impl Inner {
     /// [`Inner::flush_frozen`] with the flush lock already held.
     pub(crate) fn flush_frozen_locked(&self, _flush_lock: &MutexGuard<'_, ()>) -> Result<()> {
         loop {
-            // The rows hidden now are left out of the parts; rows hidden
-            // later are `mem_deleted` changes this flush's commit sees as
-            // late, and their requests are found by what they cover.
-            let (mem, deleted) = {
+            // The hidden rows and the next request id are read together:
+            // requests published later hide rows only through `mem_deleted`
+            // changes this flush's commit sees as late.
+            let (mem, deleted, first_late_request) = {
                 let st = self.state.lock().map_err(poisoned)?;
                 match st.frozen.front() {
                     None => return Ok(()),
-                    Some(m) => (Arc::clone(m), Arc::clone(&st.mem_deleted)),
+                    Some(m) => (
+                        Arc::clone(m),
+                        Arc::clone(&st.mem_deleted),
+                        st.version.manifest.next_request_id,
+                    ),
                 }
             };
             // While commits are refused (until a reopen), parts written
@@ -148,7 +152,8 @@ impl Inner {
                 Transaction::begin(self)
             })()
             .map_err(discard)?;
-            tx.add_flushed(&mem, parts, &deleted).map_err(discard)?;
+            tx.add_flushed(&mem, parts, &deleted, first_late_request)
+                .map_err(discard)?;
             tx.commit()
                 .map_err(|e| self.gc.after_failed_commit(&self.storage, e, &files))?;
             tracing::debug!(
