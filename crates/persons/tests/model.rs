@@ -1,7 +1,8 @@
 //! Identity resolution against a model: random sequences of captures (in
 //! batches of several events, which exercises the resolver's per-batch
-//! cache), deletions (some keeping the profile, some of several persons
-//! in one call, some by UUID), resets, splits and
+//! cache), session recordings, deletions (some keeping the profile, some
+//! of several persons in one call, some by UUID, with or without events
+//! and recordings), resets, splits and
 //! flushes and compactions over a small pool of distinct ids, illegal ones included.
 //! After every step the real persons (which ids share a person,
 //! properties, identified flags) must equal the model's, and so must the
@@ -14,6 +15,8 @@
 //! merge moves the stamps, a deletion leaves its person's no one's, and
 //! a deletion with `delete_events` hides the events stamped with its
 //! person, and no other (one that keeps the profile leaves the stamps;
+//! a recording is stamped as an event sent personless, and
+//! `delete_recordings` hides those stamped with the person;
 //! a split leaves them too, and gives the moved ids' next events to
 //! their new persons). The real deletion decides the same from its
 //! records of resets and its store requests' floors.
@@ -58,13 +61,16 @@ enum Step {
     /// persons capture` and bulk imports run): as if captured one after
     /// the other.
     CaptureAll(Vec<Vec<Ev>>),
-    /// A distinct id naming the person, whether its events go too, and
-    /// whether the profile stays.
-    Delete(usize, bool, bool),
+    /// A session recording's row sent by a distinct id (no person
+    /// resolution: `append_unresolved`).
+    Record(usize),
+    /// A distinct id naming the person, what goes with it, and whether
+    /// the profile stays.
+    Delete(usize, Also, bool),
     /// The same for the persons several ids name, in one call.
-    DeleteMany(Vec<usize>, bool, bool),
+    DeleteMany(Vec<usize>, Also, bool),
     /// The person a distinct id names, deleted by its UUID.
-    DeleteByUuid(usize, bool),
+    DeleteByUuid(usize, Also),
     Reset(usize),
     /// Split every other id off the person holding this one.
     Split(usize),
@@ -72,6 +78,21 @@ enum Step {
     Flush,
     /// Purge every deletion from the parts and merge them.
     Compact,
+}
+
+/// What a person deletion takes with it: its events, its recordings.
+#[derive(Debug, Clone, Copy)]
+struct Also {
+    events: bool,
+    recordings: bool,
+}
+
+fn also() -> impl Strategy<Value = Also> {
+    (
+        proptest::bool::weighted(0.75),
+        proptest::bool::weighted(0.5),
+    )
+        .prop_map(|(events, recordings)| Also { events, recordings })
 }
 
 fn ev() -> impl Strategy<Value = Ev> {
@@ -105,15 +126,16 @@ fn step() -> impl Strategy<Value = Step> {
         6 => proptest::collection::vec(ev(), 1..5).prop_map(Step::Capture),
         1 => proptest::collection::vec(proptest::collection::vec(ev(), 1..4), 1..4)
             .prop_map(Step::CaptureAll),
-        2 => (0..IDS.len(), proptest::bool::weighted(0.75), proptest::bool::weighted(0.25))
+        2 => (0..IDS.len()).prop_map(Step::Record),
+        2 => (0..IDS.len(), also(), proptest::bool::weighted(0.25))
             .prop_map(|(d, e, k)| Step::Delete(d, e, k)),
         1 => (
             proptest::collection::vec(0..IDS.len(), 2..4),
-            proptest::bool::weighted(0.75),
+            also(),
             proptest::bool::weighted(0.25),
         )
             .prop_map(|(d, e, k)| Step::DeleteMany(d, e, k)),
-        1 => (0..IDS.len(), proptest::bool::weighted(0.75)).prop_map(|(d, e)| Step::DeleteByUuid(d, e)),
+        1 => (0..IDS.len(), also()).prop_map(|(d, e)| Step::DeleteByUuid(d, e)),
         2 => (0..IDS.len()).prop_map(Step::Reset),
         1 => (0..IDS.len()).prop_map(Step::Split),
         1 => Just(Step::Flush),
@@ -133,9 +155,30 @@ struct Model {
     persons: HashMap<usize, MPerson>,
     blocked: HashSet<String>,
     next: usize,
-    /// Every stored event, in capture order: its distinct id, its
-    /// stamp, and whether a deletion hid it.
-    rows: Vec<(String, Stamp, bool)>,
+    /// Every stored event and recording row, in order: its number.
+    rows: Vec<Row>,
+}
+
+/// A stored event or recording row.
+#[derive(Debug)]
+struct Row {
+    did: String,
+    stamp: Stamp,
+    /// A deletion hid it.
+    hidden: bool,
+    /// A session recording's row (else an event).
+    recording: bool,
+}
+
+impl Row {
+    fn new(did: &str, stamp: Stamp, hidden: bool, recording: bool) -> Row {
+        Row {
+            did: did.to_string(),
+            stamp,
+            hidden,
+            recording,
+        }
+    }
 }
 
 /// Whose a stored event is.
@@ -168,18 +211,30 @@ impl Model {
         if e.personless && !matches!(e.merge, Merge::None) {
             // A personless merge is dropped, as PostHog drops it: never
             // stored (its number stays unused).
-            self.rows.push((IDS[e.did].to_string(), Stamp::NoOne, true));
+            self.rows
+                .push(Row::new(IDS[e.did], Stamp::NoOne, true, false));
             return;
         }
         // Stored whatever happens to its person.
         self.rows
-            .push((IDS[e.did].to_string(), Stamp::Pending, false));
+            .push(Row::new(IDS[e.did], Stamp::Pending, false, false));
         self.capture_person(e);
-        // An event, or an earlier one, of an id someone holds now is its.
-        for (did, stamp, _) in &mut self.rows {
-            if *stamp == Stamp::Pending {
-                if let Some(p) = self.owner.get(did.as_str()) {
-                    *stamp = Stamp::Person(*p);
+        self.stamp_pending();
+    }
+
+    /// A recording's row: stamped as an event sent personless.
+    fn record(&mut self, did: usize) {
+        self.rows
+            .push(Row::new(IDS[did], Stamp::Pending, false, true));
+        self.stamp_pending();
+    }
+
+    /// A row, or an earlier one, of an id someone holds now is its.
+    fn stamp_pending(&mut self) {
+        for r in &mut self.rows {
+            if r.stamp == Stamp::Pending {
+                if let Some(p) = self.owner.get(r.did.as_str()) {
+                    r.stamp = Stamp::Person(*p);
                 }
             }
         }
@@ -238,8 +293,8 @@ impl Model {
                             }
                         }
                         for r in &mut self.rows {
-                            if r.1 == Stamp::Person(x) {
-                                r.1 = Stamp::Person(t);
+                            if r.stamp == Stamp::Person(x) {
+                                r.stamp = Stamp::Person(t);
                             }
                         }
                         t
@@ -265,21 +320,28 @@ impl Model {
         }
     }
 
-    fn delete(&mut self, did: &str, events: bool, keep: bool) -> bool {
+    fn delete(&mut self, did: &str, also: Also, keep: bool) -> bool {
         let Some(pid) = self.owner.get(did).copied() else {
             return false;
         };
+        let goes = |r: &Row| {
+            if r.recording {
+                also.recordings
+            } else {
+                also.events
+            }
+        };
         if keep {
-            // The events go; the person, its ids and their stamps stay.
-            for (_, stamp, hidden) in &mut self.rows {
-                *hidden |= events && *stamp == Stamp::Person(pid);
+            // The rows go; the person, its ids and their stamps stay.
+            for r in &mut self.rows {
+                r.hidden |= goes(r) && r.stamp == Stamp::Person(pid);
             }
             return true;
         }
-        for (_, stamp, hidden) in &mut self.rows {
-            if *stamp == Stamp::Person(pid) {
-                *hidden |= events;
-                *stamp = Stamp::NoOne;
+        for r in &mut self.rows {
+            if r.stamp == Stamp::Person(pid) {
+                r.hidden |= goes(r);
+                r.stamp = Stamp::NoOne;
             }
         }
         self.persons.remove(&pid);
@@ -299,9 +361,9 @@ impl Model {
     fn reset(&mut self, did: &str) -> bool {
         if self.blocked.remove(did) {
             // What the id sent while blocked is no one's.
-            for (d, stamp, _) in &mut self.rows {
-                if d == did && *stamp == Stamp::Pending {
-                    *stamp = Stamp::NoOne;
+            for r in &mut self.rows {
+                if r.did == did && r.stamp == Stamp::Pending {
+                    r.stamp = Stamp::NoOne;
                 }
             }
             return true;
@@ -313,7 +375,7 @@ impl Model {
 
     /// Delete the persons `dids` name (each once, whichever id names
     /// it), as one call does; returns how many.
-    fn delete_many(&mut self, dids: &[&str], events: bool, keep: bool) -> usize {
+    fn delete_many(&mut self, dids: &[&str], also: Also, keep: bool) -> usize {
         let mut pids: Vec<usize> = Vec::new();
         for d in dids {
             if let Some(p) = self.owner.get(*d) {
@@ -329,7 +391,7 @@ impl Model {
                 .find(|(_, q)| *q == p)
                 .map(|(d, _)| d.clone())
                 .expect("a found person holds an id");
-            self.delete(&did, events, keep);
+            self.delete(&did, also, keep);
         }
         pids.len()
     }
@@ -357,7 +419,7 @@ impl Model {
     }
 
     /// Each person's ids (none for a person a reset left without one),
-    /// with the numbers of its events no deletion hid, sorted.
+    /// with the numbers of its rows no deletion hid, sorted.
     fn exports(&self) -> Vec<(BTreeSet<String>, Vec<u64>)> {
         let mut by: BTreeMap<usize, BTreeSet<String>> =
             self.persons.keys().map(|p| (*p, BTreeSet::new())).collect();
@@ -368,7 +430,7 @@ impl Model {
             .into_iter()
             .map(|(p, ids)| {
                 let rows = (0..self.rows.len())
-                    .filter(|i| self.rows[*i].1 == Stamp::Person(p) && !self.rows[*i].2)
+                    .filter(|i| self.rows[*i].stamp == Stamp::Person(p) && !self.rows[*i].hidden)
                     .map(|i| i as u64)
                     .collect();
                 (ids, rows)
@@ -378,10 +440,10 @@ impl Model {
         out
     }
 
-    /// The numbers of the events no deletion hid.
+    /// The numbers of the rows no deletion hid.
     fn visible(&self) -> Vec<u64> {
         (0..self.rows.len())
-            .filter(|i| !self.rows[*i].2)
+            .filter(|i| !self.rows[*i].hidden)
             .map(|i| i as u64)
             .collect()
     }
@@ -423,9 +485,13 @@ fn real_view(p: &Persons) -> BTreeSet<(BTreeSet<String>, String, bool)> {
         .collect()
 }
 
-/// The numbers (`n`) of the events of `b`, appended to `out`.
+/// The numbers (`n`) of the rows of `b` (events, or recordings with
+/// `{"n": …}` for snapshot data), appended to `out`.
 fn numbers(b: &arrow::record_batch::RecordBatch, out: &mut Vec<u64>) {
-    let props = b.column_by_name("properties").unwrap();
+    let props = b
+        .column_by_name("properties")
+        .or_else(|| b.column_by_name("snapshot_data"))
+        .unwrap();
     let props = arrow::compute::cast(props, &arrow::datatypes::DataType::Utf8).unwrap();
     let props = props.as_string::<i32>();
     for i in 0..b.num_rows() {
@@ -434,12 +500,13 @@ fn numbers(b: &arrow::record_batch::RecordBatch, out: &mut Vec<u64>) {
     }
 }
 
-/// The numbers (`n`) of the visible stored events, buffered or in parts.
+/// The numbers (`n`) of the visible stored events and recording rows,
+/// buffered or in parts.
 fn real_visible(p: &Persons) -> Vec<u64> {
     let ids: Vec<String> = IDS.iter().map(|s| s.to_string()).collect();
     let mut out = Vec::new();
     p.store()
-        .rows_of_distinct_ids(1, &ids, &[Table::Events], &mut |_, b| {
+        .rows_of_distinct_ids(1, &ids, &Table::ALL, &mut |_, b| {
             numbers(&b, &mut out);
             Ok(())
         })
@@ -476,7 +543,7 @@ fn real_exports(p: &Persons) -> Vec<(BTreeSet<String>, Vec<u64>)> {
         .into_iter()
         .map(|person| {
             let mut sink = Numbers(Vec::new());
-            p.export(1, &person.uuid.to_string(), &[Table::Events], &mut sink)
+            p.export(1, &person.uuid.to_string(), &Table::ALL, &mut sink)
                 .unwrap();
             sink.0.sort_unstable();
             (person.distinct_ids.into_iter().collect(), sink.0)
@@ -484,6 +551,32 @@ fn real_exports(p: &Persons) -> Vec<(BTreeSet<String>, Vec<u64>)> {
         .collect();
     out.sort();
     out
+}
+
+/// Recording row `n` of the run, sent by `did`.
+fn recording(did: &str, n: usize) -> arrow::record_batch::RecordBatch {
+    use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Schema::new(vec![
+        Field::new("session_id", DataType::Utf8, false),
+        Field::new("distinct_id", DataType::Utf8, false),
+        Field::new("project_id", DataType::Int64, false),
+        Field::new("timestamp", ts, false),
+        Field::new("snapshot_data", DataType::Utf8, false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![format!("s-{did}")])),
+        Arc::new(StringArray::from(vec![did])),
+        Arc::new(Int64Array::from(vec![1])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![1_790_000_000_000_000 + n as i64])
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from(vec![json!({ "n": n }).to_string()])),
+    ];
+    arrow::record_batch::RecordBatch::try_new(Arc::new(schema), columns).unwrap()
 }
 
 /// Event `n` of the run.
@@ -532,6 +625,9 @@ proptest! {
             ..Default::default()
         }).unwrap();
         let p = Persons::open(store).unwrap();
+        // Recordings are appended to an existing project (a capture makes
+        // its project on the way).
+        prop_assert_eq!(p.create_project("model").unwrap().id, 1);
         let mut m = Model::default();
         for (i, s) in steps.iter().enumerate() {
             match s {
@@ -558,37 +654,44 @@ proptest! {
                         m.capture(e);
                     }
                 }
-                Step::Delete(d, events, keep) => {
+                Step::Record(d) => {
+                    p.append_unresolved(1, Table::Recordings, &recording(IDS[*d], m.rows.len())).unwrap();
+                    m.record(*d);
+                }
+                Step::Delete(d, also, keep) => {
                     let r = p.delete(1, &DeletePersons {
                         distinct_ids: vec![IDS[*d].into()],
-                        delete_events: *events,
+                        delete_events: also.events,
+                        delete_recordings: also.recordings,
                         keep_person: *keep,
                         ..Default::default()
                     }).unwrap();
                     prop_assert_eq!(r.persons_deleted, usize::from(r.persons_found == 1 && !keep));
-                    prop_assert_eq!(r.persons_found == 1, m.delete(IDS[*d], *events, *keep), "step {}: delete {}", i, IDS[*d]);
+                    prop_assert_eq!(r.persons_found == 1, m.delete(IDS[*d], *also, *keep), "step {}: delete {}", i, IDS[*d]);
                 }
-                Step::DeleteMany(ds, events, keep) => {
+                Step::DeleteMany(ds, also, keep) => {
                     let dids: Vec<&str> = ds.iter().map(|d| IDS[*d]).collect();
                     let r = p.delete(1, &DeletePersons {
                         distinct_ids: dids.iter().map(|d| d.to_string()).collect(),
-                        delete_events: *events,
+                        delete_events: also.events,
+                        delete_recordings: also.recordings,
                         keep_person: *keep,
                         ..Default::default()
                     }).unwrap();
-                    prop_assert_eq!(r.persons_found, m.delete_many(&dids, *events, *keep), "step {}: delete {:?}", i, dids);
+                    prop_assert_eq!(r.persons_found, m.delete_many(&dids, *also, *keep), "step {}: delete {:?}", i, dids);
                 }
-                Step::DeleteByUuid(d, events) => {
+                Step::DeleteByUuid(d, also) => {
                     let holder = p.by_distinct_ids(1, &[IDS[*d].to_string()]).unwrap();
                     let real = match holder.into_values().next() {
                         Some(person) => p.delete(1, &DeletePersons {
                             uuids: vec![person.uuid.to_string()],
-                            delete_events: *events,
+                            delete_events: also.events,
+                            delete_recordings: also.recordings,
                             ..Default::default()
                         }).unwrap().persons_deleted == 1,
                         None => false,
                     };
-                    prop_assert_eq!(real, m.delete(IDS[*d], *events, false), "step {}: delete by UUID {}", i, IDS[*d]);
+                    prop_assert_eq!(real, m.delete(IDS[*d], *also, false), "step {}: delete by UUID {}", i, IDS[*d]);
                 }
                 Step::Reset(d) => {
                     let real = p.reset_distinct_id(1, IDS[*d]).is_ok();
@@ -613,7 +716,7 @@ proptest! {
                 }
             }
             prop_assert_eq!(real_view(&p), m.view(), "after step {}: {:?}", i, s);
-            prop_assert_eq!(real_visible(&p), m.visible(), "events after step {}: {:?}", i, s);
+            prop_assert_eq!(real_visible(&p), m.visible(), "rows after step {}: {:?}", i, s);
             prop_assert_eq!(real_exports(&p), m.exports(), "exports after step {}: {:?}", i, s);
         }
     }
