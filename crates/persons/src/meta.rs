@@ -68,6 +68,29 @@ pub struct ApiKey {
     pub revoked_at_us: Option<i64>,
 }
 
+/// A person row as stored, its UUID and properties as their text (the
+/// `persons` table reads these: no parse of the properties into a map
+/// and no formatting of the UUID, only checks that they are what they
+/// should be).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonText<'a> {
+    /// Integer id.
+    pub id: i64,
+    /// Project.
+    pub project_id: i64,
+    /// UUID, hyphenated lowercase (as stored, or formatted so when it is
+    /// stored in another form).
+    pub uuid: std::borrow::Cow<'a, str>,
+    /// Properties, a JSON object's compact text.
+    pub properties: &'a str,
+    /// First seen, µs.
+    pub created_at_us: i64,
+    /// Identified.
+    pub is_identified: bool,
+    /// Bumped by every change.
+    pub version: i64,
+}
+
 /// A person row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PersonRow {
@@ -295,6 +318,13 @@ pub trait MetaTx {
         })?;
         Ok(all)
     }
+    /// [`MetaTx::each_person`], each person as its stored text
+    /// ([`PersonText`]).
+    fn each_person_text(
+        &mut self,
+        project: Option<i64>,
+        f: &mut dyn FnMut(PersonText<'_>) -> Result<()>,
+    ) -> Result<()>;
     /// Every (project, distinct id, person UUID), one at a time, as
     /// [`MetaTx::each_person`].
     fn each_distinct_id(

@@ -17,7 +17,6 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use serde_json::Value;
 
 use crate::error::{PersonsError, Result};
 use crate::meta::MetaStore;
@@ -178,13 +177,12 @@ pub fn persons_batches<M: MetaStore>(
 ) -> Result<Vec<RecordBatch>> {
     let mut out = Batches::new(persons_schema(), PersonColumns::default(), charge);
     meta.read(|tx| {
-        tx.each_person(project, &mut |r| {
+        tx.each_person_text(project, &mut |r| {
             let c = &mut out.builders;
             c.id.append_value(r.id);
-            c.uuid.append_value(r.uuid.hyphenated().to_string());
+            c.uuid.append_value(&r.uuid);
             c.project_id.append_value(r.project_id);
-            c.properties
-                .append_value(Value::Object(r.properties).to_string());
+            c.properties.append_value(r.properties);
             c.created_at.append_value(r.created_at_us);
             c.is_identified.append_value(r.is_identified);
             c.version.append_value(r.version);
@@ -241,6 +239,7 @@ mod tests {
     use crate::{Persons, PersonsError};
     use arrow::array::{Array, AsArray};
     use elide_store::{Store, StoreOptions};
+    use serde_json::Value;
 
     /// 10,000 persons in project 1, with two ids each, and a third id
     /// whose own person was merged into them for the first 5,000 (5,000
@@ -275,6 +274,62 @@ mod tests {
         let other = serde_json::json!({"event": "e", "distinct_id": "o"});
         p.capture(2, &parse_payload(other, 0).unwrap()).unwrap();
         (dir, p)
+    }
+
+    /// The persons table passes each person's stored text through: the
+    /// same rows as the parsed persons written out again; a UUID stored
+    /// in another form comes out hyphenated lowercase, and properties
+    /// that are not an object fail the read as corrupt.
+    #[test]
+    fn the_persons_table_is_the_stored_text_checked() {
+        let (dir, p) = persons();
+        let read = |p: &Persons| persons_batches(p.meta(), None, &mut |_| Ok(()));
+        let rows = |batches: &[RecordBatch]| -> Vec<(i64, String, String)> {
+            let mut out = Vec::new();
+            for b in batches {
+                let ids = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                let uuids = b.column(1).as_string::<i32>();
+                let props = b.column(3).as_string::<i32>();
+                for i in 0..b.num_rows() {
+                    out.push((
+                        ids.value(i),
+                        uuids.value(i).to_string(),
+                        props.value(i).to_string(),
+                    ));
+                }
+            }
+            out
+        };
+        let parsed: Vec<(i64, String, String)> = p
+            .meta()
+            .read(|tx| tx.all_persons(None))
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id,
+                    r.uuid.hyphenated().to_string(),
+                    Value::Object(r.properties).to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(parsed.len(), 10_001);
+        assert_eq!(rows(&read(&p).unwrap()), parsed);
+        let db = rusqlite::Connection::open(dir.path().join(crate::sqlite::METADATA_FILE)).unwrap();
+        let first = parsed[0].0;
+        db.execute(
+            "UPDATE persons SET uuid = upper(uuid) WHERE id = ?1",
+            [first],
+        )
+        .unwrap();
+        assert_eq!(rows(&read(&p).unwrap()), parsed, "formatted as it was");
+        db.execute(
+            "UPDATE persons SET properties = '[1]' WHERE id = ?1",
+            [first],
+        )
+        .unwrap();
+        let e = read(&p).unwrap_err();
+        assert!(matches!(e, PersonsError::Corrupt(_)), "{e}");
     }
 
     /// Each table is read in batches of `BATCH_ROWS`, all rows once, and a

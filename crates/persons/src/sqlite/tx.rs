@@ -9,7 +9,7 @@ use crate::error::{PersonsError, Result};
 use crate::ids::id_hash;
 use crate::meta::{
     Activity, ApiKey, CohortRow, DeletionRecord, IdLookup, MetaTx, NewPerson, PersonFilter,
-    PersonRow, Project, ProjectRemoval, ProjectSettings,
+    PersonRow, PersonText, Project, ProjectRemoval, ProjectSettings,
 };
 
 pub(super) struct SqliteTx<'a> {
@@ -73,6 +73,30 @@ fn raw_person(r: &Row<'_>) -> rusqlite::Result<RawPerson> {
 }
 
 impl RawPerson {
+    /// The row as its text, checked: a UUID (in its hyphenated lowercase
+    /// form, as stored; another form is formatted so), properties a JSON
+    /// object.
+    fn checked(&self) -> Result<PersonText<'_>> {
+        let mut buf = Uuid::encode_buffer();
+        let canonical = parse_uuid(&self.uuid)?.hyphenated().encode_lower(&mut buf);
+        let uuid = if *canonical == *self.uuid {
+            std::borrow::Cow::Borrowed(self.uuid.as_str())
+        } else {
+            std::borrow::Cow::Owned(canonical.to_string())
+        };
+        elide_store::normalize::validate_json_object(&self.properties)
+            .map_err(|e| PersonsError::Corrupt(format!("properties of person {}: {e}", self.id)))?;
+        Ok(PersonText {
+            id: self.id,
+            project_id: self.project_id,
+            uuid,
+            properties: &self.properties,
+            created_at_us: self.created_at_us,
+            is_identified: self.is_identified,
+            version: self.version,
+        })
+    }
+
     fn cook(self) -> Result<PersonRow> {
         let properties = match serde_json::from_str::<Value>(&self.properties) {
             Ok(Value::Object(m)) => m,
@@ -488,6 +512,21 @@ impl MetaTx for SqliteTx<'_> {
         let mut rows = st.query(params![project])?;
         while let Some(r) = rows.next()? {
             f(raw_person(r)?.cook()?)?;
+        }
+        Ok(())
+    }
+
+    fn each_person_text(
+        &mut self,
+        project: Option<i64>,
+        f: &mut dyn FnMut(PersonText<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut st = self.tx.prepare_cached(&format!(
+            "SELECT {PERSON_COLUMNS} FROM persons p WHERE ?1 IS NULL OR p.project_id = ?1 ORDER BY p.id"
+        ))?;
+        let mut rows = st.query(params![project])?;
+        while let Some(r) = rows.next()? {
+            f(raw_person(r)?.checked()?)?;
         }
         Ok(())
     }
