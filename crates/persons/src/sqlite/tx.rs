@@ -154,6 +154,23 @@ impl SqliteTx<'_> {
             .optional()?;
         raw.map(RawPerson::cook).transpose()
     }
+
+    /// Every person of a project (or of all projects) in id order, as
+    /// read, one at a time (see [`MetaTx::each_person`]).
+    fn each_raw_person(
+        &self,
+        project: Option<i64>,
+        f: &mut dyn FnMut(RawPerson) -> Result<()>,
+    ) -> Result<()> {
+        let mut st = self.tx.prepare_cached(&format!(
+            "SELECT {PERSON_COLUMNS} FROM persons p WHERE ?1 IS NULL OR p.project_id = ?1 ORDER BY p.id"
+        ))?;
+        let mut rows = st.query(params![project])?;
+        while let Some(r) = rows.next()? {
+            f(raw_person(r)?)?;
+        }
+        Ok(())
+    }
 }
 
 impl MetaTx for SqliteTx<'_> {
@@ -506,14 +523,7 @@ impl MetaTx for SqliteTx<'_> {
         project: Option<i64>,
         f: &mut dyn FnMut(PersonRow) -> Result<()>,
     ) -> Result<()> {
-        let mut st = self.tx.prepare_cached(&format!(
-            "SELECT {PERSON_COLUMNS} FROM persons p WHERE ?1 IS NULL OR p.project_id = ?1 ORDER BY p.id"
-        ))?;
-        let mut rows = st.query(params![project])?;
-        while let Some(r) = rows.next()? {
-            f(raw_person(r)?.cook()?)?;
-        }
-        Ok(())
+        self.each_raw_person(project, &mut |r| f(r.cook()?))
     }
 
     fn each_person_text(
@@ -521,14 +531,7 @@ impl MetaTx for SqliteTx<'_> {
         project: Option<i64>,
         f: &mut dyn FnMut(PersonText<'_>) -> Result<()>,
     ) -> Result<()> {
-        let mut st = self.tx.prepare_cached(&format!(
-            "SELECT {PERSON_COLUMNS} FROM persons p WHERE ?1 IS NULL OR p.project_id = ?1 ORDER BY p.id"
-        ))?;
-        let mut rows = st.query(params![project])?;
-        while let Some(r) = rows.next()? {
-            f(raw_person(r)?.checked()?)?;
-        }
-        Ok(())
+        self.each_raw_person(project, &mut |r| f(r.checked()?))
     }
 
     fn each_distinct_id(
