@@ -52,6 +52,16 @@ pub enum PropertyOperator {
 }
 
 impl PropertyOperator {
+    /// The order `gt` / `lt` want of a row's value against the filter's
+    /// (`None` for the other operators).
+    fn ordering(self) -> Option<Ordering> {
+        match self {
+            PropertyOperator::Gt => Some(Ordering::Greater),
+            PropertyOperator::Lt => Some(Ordering::Less),
+            _ => None,
+        }
+    }
+
     /// The operator's name as JSON spells it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -209,15 +219,10 @@ impl PropertyFilter {
             PropertyOperator::IsSet => v.is_some(),
             PropertyOperator::IsNotSet => v.is_none(),
             PropertyOperator::Gt | PropertyOperator::Lt => {
-                let want = if self.operator == PropertyOperator::Gt {
-                    Ordering::Greater
-                } else {
-                    Ordering::Less
-                };
                 v.and_then(Num::of)
                     .zip(t.bound)
                     .and_then(|(a, b)| a.compare(b))
-                    == Some(want)
+                    == self.operator.ordering()
             }
         }
     }
@@ -252,26 +257,11 @@ impl PropertyFilter {
             PropertyOperator::IsSet => v.is_some(),
             PropertyOperator::IsNotSet => v.is_none(),
             PropertyOperator::Gt | PropertyOperator::Lt => {
-                let want = if self.operator == PropertyOperator::Gt {
-                    Ordering::Greater
-                } else {
-                    Ordering::Less
-                };
                 // Numbers only (see `json_eq`).
-                match numbers {
-                    Numbers::Exact => {
-                        v.and_then(Num::of_number)
-                            .zip(Num::of_number(&self.value))
-                            .and_then(|(a, b)| a.compare(b))
-                            == Some(want)
-                    }
-                    Numbers::Double => {
-                        v.and_then(Value::as_f64)
-                            .zip(self.value.as_f64())
-                            .and_then(|(a, b)| a.partial_cmp(&b))
-                            == Some(want)
-                    }
-                }
+                v.and_then(|v| Num::typed(v, numbers))
+                    .zip(Num::typed(&self.value, numbers))
+                    .and_then(|(a, b)| a.compare(b))
+                    == self.operator.ordering()
             }
         }
     }
@@ -386,9 +376,15 @@ enum Num {
 }
 
 impl Num {
-    /// A JSON number only (typed comparison: a string is not a number).
-    fn of_number(v: &Value) -> Option<Num> {
-        v.is_number().then(|| Num::of(v)).flatten()
+    /// A JSON number as typed comparison reads it (a string is not a
+    /// number): exactly, or as a double for requests recorded before
+    /// manifest version 6 ([`Numbers`]).
+    fn typed(v: &Value, numbers: Numbers) -> Option<Num> {
+        match (v, numbers) {
+            (Value::Number(_), Numbers::Exact) => Num::of(v),
+            (Value::Number(n), Numbers::Double) => n.as_f64().map(Num::Float),
+            _ => None,
+        }
     }
 
     fn of(v: &Value) -> Option<Num> {
@@ -436,17 +432,8 @@ impl Num {
 /// rows it matched when it was made, so for those two integers past 2^53
 /// that one double holds alike stay equal).
 fn json_eq(a: &Value, b: &Value, numbers: Numbers) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match numbers {
-            Numbers::Exact => match (Num::of(a), Num::of(b)) {
-                (Some(p), Some(q)) => p.compare(q) == Some(Ordering::Equal),
-                _ => x == y,
-            },
-            Numbers::Double => match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) => x == y,
-                _ => x == y,
-            },
-        },
+    match (Num::typed(a, numbers), Num::typed(b, numbers)) {
+        (Some(p), Some(q)) => p.compare(q) == Some(Ordering::Equal),
         _ => a == b,
     }
 }
