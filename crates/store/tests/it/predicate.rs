@@ -111,31 +111,22 @@ fn a_deletion_compares_large_integers_exactly() {
             numbers: Numbers::Double,
             ..filter(PropertyOperator::Exact, BIG + 1)
         };
+        let preview = |p: EventPredicate| {
+            store
+                .preview_events(&EventDeletion::new(1, p))
+                .unwrap()
+                .rows
+        };
         // 2^53 + 1 and the fraction (a double, which 2^53 + 1 rounds to)
         // in both batches; as doubles, 2^53 too.
+        assert_eq!(preview(exact.clone()), 4);
         assert_eq!(
-            store
-                .preview_events(&EventDeletion::new(1, exact.clone()))
-                .unwrap()
-                .rows,
-            4
-        );
-        assert_eq!(
-            store
-                .preview_events(&EventDeletion::new(1, filter(PropertyOperator::Gt, BIG)))
-                .unwrap()
-                .rows,
+            preview(filter(PropertyOperator::Gt, BIG)),
             4,
             "2^53 + 1 and 2^53 + 2 are above 2^53"
         );
         assert_eq!(
-            store
-                .preview_events(&EventDeletion::new(
-                    1,
-                    filter(PropertyOperator::Lt, BIG + 1)
-                ))
-                .unwrap()
-                .rows,
+            preview(filter(PropertyOperator::Lt, BIG + 1)),
             2,
             "2^53 is below 2^53 + 1 (the fraction is not)"
         );
