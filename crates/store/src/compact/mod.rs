@@ -751,13 +751,10 @@ fn commit_rewrites(inner: &Inner, batch: Vec<PreparedRewrite>) -> Result<Vec<Tas
             // The requests that hid the carried rows hold rows in the
             // output (and only they: a request whose rows the rewrite
             // dropped does not).
-            let holders = if late.is_empty() {
-                Vec::new()
-            } else {
-                tx.requests_holding(&out, &late, p.first_late_request)
-            };
+            let holders =
+                (!late.is_empty()).then(|| tx.requests_holding(&out, &late, p.first_late_request));
             tx.add_part(out);
-            if !late.is_empty() {
+            if let Some(holders) = holders {
                 tx.set_bitmap(id, late);
                 tx.list_part(id, &holders);
             }
