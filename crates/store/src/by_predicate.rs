@@ -26,7 +26,7 @@ use crate::commit::Transaction;
 use crate::error::{Result, StoreError};
 use crate::format::{PartMeta, RequestKind};
 use crate::memtable::{Chunk, Memtable};
-use crate::part::{read_columns, read_columns_at, str_col, u64_col};
+use crate::part::{read_columns_at, str_col, u64_col};
 use crate::predicate::{EventPredicate, Matcher, PropertiesMatcher};
 use crate::schema::{Table, PROJECT_COLUMN, SEQ_COLUMN};
 use crate::storage::Storage;
@@ -114,23 +114,55 @@ pub(crate) fn match_part(
     pred: &EventPredicate,
     cutoff: u64,
 ) -> Result<Bitmap> {
+    match_part_within(storage, part, pred, cutoff, None)
+}
+
+/// [`match_part`] among the rows `within` only (every row when `None`):
+/// only those are read.
+pub(crate) fn match_part_within(
+    storage: &Storage,
+    part: &PartMeta,
+    pred: &EventPredicate,
+    cutoff: u64,
+    within: Option<&Bitmap>,
+) -> Result<Bitmap> {
     let mut out = Bitmap::new();
-    if cutoff <= part.min_seq || !pred.may_match_part(part) {
+    if cutoff <= part.min_seq || !pred.may_match_part(part) || within.is_some_and(Bitmap::is_empty)
+    {
         return Ok(out);
     }
     if cutoff > part.max_seq && pred.covers_part(part) {
         // Every row, without reading (a retention sweep's whole days).
         out.add_range(0..part.rows as u32);
+        if let Some(w) = within {
+            out.and_inplace(w);
+        }
         return Ok(out);
     }
     let mut cols = pred.columns(part.table);
     cols.push(SEQ_COLUMN);
-    let b = read_columns(storage, part, &cols)?;
+    let b = read_columns_at(storage, part, &cols, within)?;
     let seqs = u64_col(&b, SEQ_COLUMN, &part.path)?;
     let m = Matcher::new(pred, part.table, &b)?;
+    // Row `i` of the batch is the part's row `i`, or the `i`-th of
+    // `within`.
+    let positions: Vec<u32> = match within {
+        Some(w) if w.cardinality() != b.num_rows() as u64 => {
+            return Err(StoreError::corrupt(
+                &part.path,
+                "a row selection returned the wrong number of rows",
+            ))
+        }
+        Some(w) => w.to_vec(),
+        None => Vec::new(),
+    };
     for i in 0..b.num_rows() {
         if seqs.value(i) < cutoff && m.row(i) {
-            out.add(i as u32);
+            out.add(if within.is_some() {
+                positions[i]
+            } else {
+                i as u32
+            });
         }
     }
     if pred.needs_properties() && !out.is_empty() {
@@ -562,5 +594,85 @@ impl crate::store::Inner {
     ) -> Result<DeleteOutcome> {
         let matched = self.match_predicate(tx, project, &pred, &tables, cutoff, None)?;
         self.record_events(tx, kind, project, pred, tables, matched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::gc::Gc;
+    use crate::io::StdFs;
+    use crate::part::{day_of, PartBuilder, PartWriterOptions};
+
+    /// A predicate asked among some rows answers what it answers over the
+    /// whole part, less the rows outside them, on each of its paths: the
+    /// columns only, `properties` too, and a part it covers whole.
+    #[test]
+    fn a_match_within_rows_is_the_whole_match_among_them() {
+        let ts = 1_790_000_000_000_000;
+        let rows: Vec<crate::jsonl::EventRow> = (0..3000)
+            .map(|i| crate::jsonl::EventRow {
+                uuid: None,
+                event: ["a", "b", "c"][i % 3].into(),
+                distinct_id: format!("user-{}", i % 37),
+                person_id: None,
+                project_id: 1,
+                timestamp_us: ts + i as i64,
+                properties: Some(format!(r#"{{"k": {}}}"#, i % 5)),
+                session_id: None,
+            })
+            .collect();
+        let input = crate::jsonl::rows_to_batch(&rows).expect("rows");
+        let batch = crate::normalize::normalize(Table::Events, &input)
+            .and_then(|n| n.finish(0, ts))
+            .expect("batch");
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::local(dir.path(), Arc::new(StdFs)).expect("storage");
+        let day = day_of(ts);
+        let mut b = PartBuilder::new(
+            &PartWriterOptions::default(),
+            Table::Events,
+            1,
+            day..=day,
+            7,
+            Table::Events.def().schema(),
+        )
+        .expect("builder");
+        b.write(&batch).expect("write");
+        let part = b
+            .finish(&storage, &Gc::default())
+            .expect("finish")
+            .expect("a part")
+            .meta;
+        let preds = [
+            r#"{"events": ["b"]}"#,
+            r#"{"events": ["a", "c"], "properties": [{"key": "k", "value": 3, "operator": "exact"}]}"#,
+            r#"{"before_us": 9000000000000000}"#,
+        ];
+        let every = |step: u32, from: u32| (from..3000).step_by(step as usize).collect::<Bitmap>();
+        let withins = [
+            Bitmap::new(),
+            every(1, 0),
+            every(7, 3),
+            every(1000, 2999),
+            every(2, 1),
+        ];
+        for text in preds {
+            let pred: EventPredicate = serde_json::from_str(text).expect("predicate");
+            // Cut-offs below, inside and past the part's `_seq`s.
+            for cutoff in [part.min_seq, part.min_seq + 1500, part.max_seq + 1] {
+                let whole = match_part(&storage, &part, &pred, cutoff).expect("whole");
+                for w in &withins {
+                    let got =
+                        match_part_within(&storage, &part, &pred, cutoff, Some(w)).expect("within");
+                    assert_eq!(got, whole.and(w), "{text}, cut-off {cutoff}");
+                }
+            }
+            assert!(!match_part(&storage, &part, &pred, part.max_seq + 1)
+                .expect("whole")
+                .is_empty());
+        }
     }
 }

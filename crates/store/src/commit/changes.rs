@@ -269,9 +269,10 @@ impl Transaction<'_> {
     /// the next request id when the write read what was hidden, can
     /// (an older one hid its rows before, and logical requests are
     /// resolved under the flush and compaction locks); each is asked what
-    /// it covers in the part ([`Transaction::rows_of`]), so a request
-    /// lists only the parts that hold its rows, and its receipt names
-    /// only those. A predicate that cannot be read from the part lists
+    /// it covers among the late rows ([`Transaction::rows_of`]; a
+    /// predicate reads those rows only, not the whole part, since this
+    /// runs under the commit lock), so a request lists only the parts
+    /// that hold its rows, and its receipt names only those. A predicate that cannot be read from the part lists
     /// it anyway (a receipt that names one file too many rather than a
     /// failed flush).
     pub fn requests_holding(
@@ -290,7 +291,7 @@ impl Transaction<'_> {
                 && r.covers_table(m.table)
                 && r.cutoff_seq > m.min_seq
         }) {
-            let holds = match self.rows_of(part, r) {
+            let holds = match self.rows_of(part, r, Some(late)) {
                 Ok(rows) => rows.and_cardinality(late) > 0,
                 Err(e) => {
                     tracing::warn!(request = r.id, part = m.id, error = %e, "could not tell whether a request holds rows of a new part; listing it there");
@@ -306,18 +307,26 @@ impl Transaction<'_> {
 
     /// The rows of `part` that request `r` covers, hidden or not: its
     /// distinct ids' runs within its `_seq` range, and what its predicate
-    /// matches below its cut-off (read from the written file).
-    fn rows_of(&self, part: &WrittenPart, r: &DeletionRequest) -> Result<Bitmap> {
+    /// matches below its cut-off (read from the written file, only the
+    /// rows `within` when given: the predicate's answer may then leave
+    /// out rows outside them).
+    fn rows_of(
+        &self,
+        part: &WrittenPart,
+        r: &DeletionRequest,
+        within: Option<&Bitmap>,
+    ) -> Result<Bitmap> {
         let mut mine = Bitmap::new();
         for d in &r.distinct_ids {
             crate::bulk::rows_in(part, d, r.seqs(), &mut mine);
         }
         if let Some(pred) = &r.predicate {
-            mine.or_inplace(&crate::by_predicate::match_part(
+            mine.or_inplace(&crate::by_predicate::match_part_within(
                 &self.inner.storage,
                 &part.meta,
                 pred,
                 r.cutoff_seq,
+                within,
             )?);
         }
         Ok(mine)
@@ -474,7 +483,7 @@ impl Transaction<'_> {
                     && r.covers_table(m.table)
                     && r.cutoff_seq > m.min_seq
             }) {
-                let mine = self.rows_of(&p, r)?;
+                let mine = self.rows_of(&p, r, None)?;
                 if !mine.is_empty() {
                     hidden.or_inplace(&mine);
                     late.push(r.id);
