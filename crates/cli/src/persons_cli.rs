@@ -468,6 +468,7 @@ pub fn run(cmd: PersonsCommand) -> Result<()> {
                 search,
                 properties,
                 uuids: None,
+                not_uuids: Vec::new(),
                 limit,
                 offset,
             };

@@ -145,6 +145,8 @@ pub struct PersonFilter {
     pub properties: Vec<PropertyFilter>,
     /// Only these persons (by UUID), when given: a cohort's members.
     pub uuids: Option<Vec<Uuid>>,
+    /// Not these persons (by UUID): the members of a cohort filtered out.
+    pub not_uuids: Vec<Uuid>,
     /// Page size.
     pub limit: usize,
     /// Rows to skip.

@@ -181,12 +181,59 @@ async fn cohorts_crud_members_filters_and_deletion() {
         ))
         .await;
     assert_eq!(names(&r.json["results"]), ["alice"]);
-    // Analytics filtered by a cohort.
+    // Not in a cohort, as PostHog reads `not_in` or `negation`: everyone
+    // else, never the members.
+    let listed = |filters: Value| {
+        let url = format!(
+            "{api}/persons/?properties={}",
+            urlencode(&filters.to_string())
+        );
+        let h = &h;
+        async move { h.get(&url).await }
+    };
+    for not_uploaded in [
+        json!({"type": "cohort", "key": "id", "value": uploaded, "operator": "not_in"}),
+        json!({"type": "cohort", "key": "id", "value": uploaded, "negation": true}),
+    ] {
+        let r = listed(json!([not_uploaded.clone()])).await;
+        assert_eq!(names(&r.json["results"]), ["carol", "dave"], "{}", r.text());
+        let r = listed(
+            json!([not_uploaded.clone(), {"type": "cohort", "key": "id", "value": engaged}]),
+        )
+        .await;
+        assert_eq!(
+            names(&r.json["results"]),
+            Vec::<String>::new(),
+            "{}",
+            r.text()
+        );
+        let r = listed(json!([not_uploaded, {"type": "cohort", "key": "id", "value": free}])).await;
+        assert_eq!(names(&r.json["results"]), ["carol", "dave"], "{}", r.text());
+    }
+    let r =
+        listed(json!([{"type": "cohort", "key": "id", "value": uploaded, "operator": "gt"}])).await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+    // Analytics filtered by a cohort, and by not being in it.
     let r = h
         .post(&format!("{api}/query/"), &json!({"query": {"kind": "TrendsQuery", "dateRange": {"date_from": "-1d"},
             "series": [{"event": "$pageview"}], "properties": [{"type": "cohort", "value": free}]}}))
         .await;
     assert_eq!(r.json["results"][0]["count"], json!(2.0), "{}", r.text());
+    let r = h
+        .post(&format!("{api}/query/"), &json!({"query": {"kind": "TrendsQuery", "dateRange": {"date_from": "-1d"},
+            "series": [{"event": "$pageview"}], "properties": [{"type": "cohort", "value": free, "operator": "not_in"}]}}))
+        .await;
+    assert_eq!(
+        r.json["results"][0]["count"],
+        json!(4.0),
+        "alice's 3 and bob's 1: {}",
+        r.text()
+    );
+    let r = h
+        .post(&format!("{api}/query/"), &json!({"query": {"kind": "TrendsQuery", "dateRange": {"date_from": "-1d"},
+            "series": [{"event": "$pageview"}], "properties": [{"type": "cohort", "value": free, "operator": "lt"}]}}))
+        .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text());
 
     // Renaming, soft deletion, restoring, hard deletion.
     let r = h

@@ -465,10 +465,12 @@ pub async fn register_for<'p>(
     Ok(())
 }
 
-/// The SQL condition of a cohort filter on the person `pdi.person_id`.
-pub fn condition(id: i64) -> String {
+/// The SQL condition of a cohort filter on the person `pdi.person_id`:
+/// in the cohort (`members`) or not.
+pub fn condition(id: i64, members: bool) -> String {
     format!(
-        "pdi.person_id IN (SELECT person_id FROM {})",
+        "pdi.person_id {}IN (SELECT person_id FROM {})",
+        if members { "" } else { "NOT " },
         table_name(id)
     )
 }

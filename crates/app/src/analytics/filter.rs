@@ -105,8 +105,44 @@ pub enum PropKind {
     Event,
     /// The person's `properties`.
     Person,
-    /// Membership of a cohort (`value` = cohort id).
+    /// Membership of a cohort (`value` = cohort id; operator `exact`: its
+    /// members, `is_not`: everyone else).
     Cohort,
+}
+
+/// A `type: cohort` filter, `{"value": <cohort id>, "operator"?,
+/// "negation"?}`: the cohort's id and whether its members pass (`true`)
+/// or everyone else (`false`). As PostHog reads it, `"operator":
+/// "not_in"` or `"negation": true` asks for the persons not in the
+/// cohort; `in`, `exact` or no operator for its members; any other
+/// operator is refused rather than read as membership.
+pub fn cohort_filter(o: &Map<String, Value>) -> std::result::Result<(i64, bool), String> {
+    let id = o
+        .get("value")
+        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+    let Some(id) = id else {
+        return Err("a cohort filter needs the cohort's id as its value".into());
+    };
+    let not_in = match o.get("operator") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(op)) if op == "in" || op == "exact" => false,
+        Some(Value::String(op)) if op == "not_in" => true,
+        Some(other) => {
+            return Err(format!(
+                "a cohort filter's operator is in or not_in, got {other}"
+            ))
+        }
+    };
+    let negation = match o.get("negation") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(format!(
+                "a cohort filter's negation is true or false, got {other}"
+            ))
+        }
+    };
+    Ok((id, !(not_in || negation)))
 }
 
 /// One property filter of a `properties` list.
@@ -186,17 +222,14 @@ fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
             o.remove("type");
             if kind == PropKind::Cohort {
                 // {"key": "id", "value": <cohort id>, "type": "cohort"}
-                let id = o
-                    .get("value")
-                    .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
-                let Some(id) = id else {
-                    return invalid(format!(
-                        "{what}: a cohort filter needs the cohort's id as its value"
-                    ));
+                let (id, members) = match cohort_filter(&o) {
+                    Ok(f) => f,
+                    Err(e) => return invalid(format!("{what}: {e}")),
                 };
                 o.insert("key".into(), Value::String("id".into()));
                 o.insert("value".into(), Value::from(id));
-                o.insert("operator".into(), Value::String("exact".into()));
+                let op = if members { "exact" } else { "is_not" };
+                o.insert("operator".into(), Value::String(op.into()));
             }
             if o.get("operator").is_none_or(Value::is_null) {
                 o.insert("operator".into(), Value::String("exact".into()));

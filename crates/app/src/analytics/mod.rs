@@ -188,8 +188,9 @@ pub fn props_sql(props: &[Prop]) -> Result<String> {
                 "a cohort filter needs the cohort's id as its value".into(),
             ));
         };
-        if cohort_ids.insert(id) {
-            parts.push(cohorts::condition(id));
+        let members = p.filter.operator != elide_store::predicate::PropertyOperator::IsNot;
+        if cohort_ids.insert((id, members)) {
+            parts.push(cohorts::condition(id, members));
         }
     }
     Ok(if parts.is_empty() {

@@ -64,18 +64,27 @@ impl SqliteTx<'_> {
             sql.push_str(&clause);
             args.push(arg);
         }
-        if let Some(uuids) = &filter.uuids {
-            // One parameter however many: a JSON list of the UUIDs' text.
+        // One parameter however many: a JSON list of the UUIDs' text.
+        let uuid_list = |uuids: &[uuid::Uuid]| -> Result<S> {
             let list: Vec<String> = uuids.iter().map(|u| u.hyphenated().to_string()).collect();
-            sql.push_str(
-                " AND p.id IN (SELECT q.id FROM persons q \
-                 WHERE q.project_id = ? AND q.uuid IN (SELECT value FROM json_each(?)))",
-            );
-            args.push(S::Integer(project));
-            args.push(S::Text(
-                serde_json::to_string(&list)
-                    .map_err(|e| PersonsError::Internal(format!("uuid list: {e}")))?,
+            Ok(S::Text(serde_json::to_string(&list).map_err(|e| {
+                PersonsError::Internal(format!("uuid list: {e}"))
+            })?))
+        };
+        for (uuids, not) in [
+            (filter.uuids.as_deref(), ""),
+            (
+                Some(filter.not_uuids.as_slice()).filter(|u| !u.is_empty()),
+                "NOT ",
+            ),
+        ] {
+            let Some(uuids) = uuids else { continue };
+            sql.push_str(&format!(
+                " AND p.id {not}IN (SELECT q.id FROM persons q \
+                 WHERE q.project_id = ? AND q.uuid IN (SELECT value FROM json_each(?)))"
             ));
+            args.push(S::Integer(project));
+            args.push(uuid_list(uuids)?);
         }
         sql.push_str(" ORDER BY p.created_at DESC, p.id DESC LIMIT ? OFFSET ?");
         args.push(S::Integer(i64::try_from(filter.limit).unwrap_or(i64::MAX)));

@@ -32,7 +32,7 @@ pub(crate) struct ListQuery {
 }
 
 /// The filter of a listing and the cohorts it is limited to.
-pub(super) fn filter_of(q: &ListQuery) -> ApiResult<(PersonFilter, Vec<i64>)> {
+pub(super) fn filter_of(q: &ListQuery) -> ApiResult<(PersonFilter, Vec<(i64, bool)>)> {
     let limit: usize = number(q.limit.as_deref(), "limit", 100)?;
     let offset: usize = number(q.offset.as_deref(), "offset", 0)?;
     if limit == 0 || limit > elide_persons::persons::MAX_LIST_LIMIT {
@@ -56,6 +56,7 @@ pub(super) fn filter_of(q: &ListQuery) -> ApiResult<(PersonFilter, Vec<i64>)> {
             search: q.search.clone(),
             properties,
             uuids: None,
+            not_uuids: Vec::new(),
             limit,
             offset,
         },
@@ -63,46 +64,60 @@ pub(super) fn filter_of(q: &ListQuery) -> ApiResult<(PersonFilter, Vec<i64>)> {
     ))
 }
 
-/// Limit `filter` to the members of every cohort of `cohorts`.
+/// Limit `filter` by every cohort of `cohorts`: to its members (`true`),
+/// or to the persons not in it (`false`).
 async fn limit_to_cohorts(
     state: &AppState,
     project: i64,
     filter: &mut PersonFilter,
-    cohorts: Vec<i64>,
+    cohorts: Vec<(i64, bool)>,
 ) -> ApiResult<()> {
     if cohorts.is_empty() {
         return Ok(());
     }
     let persons = state.app().persons().clone();
-    let members = crate::query::run_app_query(state, move |limits| async move {
-        let mut common: Option<std::collections::BTreeSet<String>> = None;
-        for id in cohorts {
-            let m: std::collections::BTreeSet<String> =
-                elide_app::analytics::cohorts::members(&persons, project, id, &limits)
-                    .await?
-                    .into_iter()
-                    .collect();
-            common = Some(match common {
+    let (within, outside) = crate::query::run_app_query(state, move |limits| async move {
+        type Set = std::collections::BTreeSet<String>;
+        let mut within: Option<Set> = None;
+        let mut outside = Set::new();
+        for (id, members) in cohorts {
+            let m: Set = elide_app::analytics::cohorts::members(&persons, project, id, &limits)
+                .await?
+                .into_iter()
+                .collect();
+            if !members {
+                outside.extend(m);
+                continue;
+            }
+            within = Some(match within {
                 None => m,
                 Some(c) => c.intersection(&m).cloned().collect(),
             });
         }
-        Ok(common.unwrap_or_default())
+        Ok((within, outside))
     })
     .await?;
-    filter.uuids = Some(
-        members
-            .iter()
+    let parsed = |set: &std::collections::BTreeSet<String>| -> Vec<uuid::Uuid> {
+        set.iter()
             .filter_map(|u| uuid::Uuid::parse_str(u).ok())
-            .collect(),
-    );
+            .collect()
+    };
+    filter.uuids = match within {
+        Some(w) => Some(parsed(&w.difference(&outside).cloned().collect())),
+        None => None,
+    };
+    if !outside.is_empty() {
+        filter.not_uuids = parsed(&outside);
+    }
     Ok(())
 }
 
 /// PostHog's `properties` parameter: a JSON list of filters (`type` and
 /// the default `exact` operator allowed), and the ids of its `type:
 /// cohort` filters.
-pub(super) fn parse_property_filters(s: &str) -> ApiResult<(Vec<PropertyFilter>, Vec<i64>)> {
+pub(super) fn parse_property_filters(
+    s: &str,
+) -> ApiResult<(Vec<PropertyFilter>, Vec<(i64, bool)>)> {
     let v: Value = serde_json::from_str(s).map_err(|e| {
         ApiError::invalid_attr(
             "properties",
@@ -127,18 +142,15 @@ pub(super) fn parse_property_filters(s: &str) -> ApiResult<(Vec<PropertyFilter>,
         .filter_map(|mut f| {
             if let Value::Object(o) = &mut f {
                 if o.get("type").and_then(Value::as_str) == Some("cohort") {
-                    let id = o
-                        .get("value")
-                        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
-                    return match id {
-                        Some(id) => {
-                            cohorts.push(id);
+                    return match elide_app::analytics::filter::cohort_filter(o) {
+                        Ok(c) => {
+                            cohorts.push(c);
                             None
                         }
-                        None => Some(Err(ApiError::invalid_attr(
+                        Err(e) => Some(Err(ApiError::invalid_attr(
                             "properties",
                             "invalid_input",
-                            "a cohort filter needs the cohort's id as its value",
+                            e,
                         ))),
                     };
                 }
