@@ -385,6 +385,20 @@ async fn no_key_wrong_key_capture_token_other_project_missing_scope() {
             r.envelope(403);
         }
     }
+    // A route that needs two scopes refuses a key holding one of them
+    // (a person's cohorts are cohorts' names and definitions).
+    let one = h.key_with(&["person:read"]);
+    for path in [
+        format!("{}/persons/cohorts/?person_id={u}", h.api()),
+        format!("{}/cohorts/1/persons/", h.api()),
+    ] {
+        let r = h.call_as(Some(&one), "GET", &path, None).await;
+        assert_eq!(
+            r.envelope(403),
+            "API key missing required scope 'cohort:read'",
+            "{path}"
+        );
+    }
     // As in PostHog, a write scope grants the matching read, nothing else.
     let w = h.key_with(&["person:write"]);
     let r = h

@@ -325,7 +325,9 @@ pub(crate) async fn of_person(
     PathParams(p): PathParams,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Json<Value>> {
+    // Cohorts' names and definitions: both scopes, as in PostHog.
     let project = key.path_project(&p, "person:read")?;
+    key.path_project(&p, "cohort:read")?;
     let person = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "person_id")
         .map(|(_, v)| v.into_owned())
