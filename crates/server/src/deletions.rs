@@ -138,7 +138,9 @@ pub struct DeletionView {
     #[schema(value_type = Option<Object>)]
     pub predicate: Option<EventPredicate>,
     /// Number of distinct ids it names (in clear until verified, then as
-    /// keyed hashes; never listed here).
+    /// keyed hashes): a person's or a `distinct_ids` request's are never
+    /// listed here; an `events` request's are its predicate's, shown
+    /// with it.
     pub distinct_ids: usize,
     /// The feed position of its last change: pass the largest seen as
     /// `since`.
@@ -163,7 +165,9 @@ impl DeletionView {
             logical: r.logical,
             overdue: r.status == elide_store::RequestStatus::Pending && now_us > r.purge_due_by_us,
             predicate: r.predicate.clone(),
-            distinct_ids: r.distinct_ids.len() + r.id_hashes.len(),
+            distinct_ids: r.distinct_ids.len()
+                + r.id_hashes.len()
+                + r.predicate.as_ref().map_or(0, |p| p.distinct_ids.len()),
             cursor: r.changed_in_version,
         }
     }
