@@ -117,8 +117,13 @@ fn meta_of(tx: &mut dyn MetaTx, project: i64, key: &str) -> Result<(PersonExport
     let row = find(tx, project, key)?;
     let person = view(tx, row)?;
     let merged = tx.merged_into(project, &person.uuid)?;
+    // Its activity and that of the persons merged into it (logged under
+    // their own UUIDs before the merge), oldest first.
     let mut activity = tx.activity(project, Some(&person.uuid), 0, usize::MAX)?;
-    activity.reverse();
+    for u in &merged {
+        activity.extend(tx.activity(project, Some(u), 0, usize::MAX)?);
+    }
+    activity.sort_by_key(|a| a.id);
     let meta = PersonExport {
         person,
         merged_person_uuids: merged.iter().map(|u| u.hyphenated().to_string()).collect(),

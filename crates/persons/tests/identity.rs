@@ -999,3 +999,59 @@ fn a_rebuild_leaves_the_ids_of_a_kept_profile_unblocked() {
     assert!(e.person("k").is_some(), "the kept person's id was blocked");
     assert!(e.person("gone").is_none(), "a deleted person came back");
 }
+
+/// The activity a person logged before it was merged away is its
+/// survivor's: the survivor's export lists it, and deleting the survivor
+/// erases its details as it does the survivor's own.
+#[test]
+fn a_merged_away_persons_activity_is_exported_and_erased_with_its_survivor() {
+    let e = env();
+    e.cap(json!({"event": "e", "distinct_id": "anon"}));
+    let mut set = serde_json::Map::new();
+    set.insert("secret_key_name".into(), json!("x"));
+    let anon = elide_persons::ids::person_uuid(P, "anon");
+    e.p.update_properties(P, &anon.to_string(), set).unwrap();
+    e.cap(json!({"event": "e", "distinct_id": "user"}));
+    e.cap(json!({"event": "$identify", "distinct_id": "user", "properties": {"$anon_distinct_id": "anon"}}));
+    let user = e.person("user").unwrap();
+    assert!(user.distinct_ids.contains(&"anon".to_string()));
+    assert_ne!(user.uuid, anon, "anon merged into user's person");
+    let logged = e.p.activity(P, Some(&anon.to_string()), 10).unwrap();
+    assert!(
+        logged.iter().any(|a| a
+            .detail
+            .as_ref()
+            .is_some_and(|d| d.to_string().contains("secret_key_name"))),
+        "{logged:?}"
+    );
+    let export = e.p.export_meta(P, &user.uuid.to_string()).unwrap();
+    assert!(
+        export
+            .activity
+            .iter()
+            .any(|a| a.person_uuid == Some(anon) && a.activity == "properties_updated"),
+        "{:?}",
+        export.activity
+    );
+    assert!(
+        export.activity.windows(2).all(|w| w[0].id < w[1].id),
+        "oldest first"
+    );
+    e.p.delete(
+        P,
+        &elide_persons::DeletePersons {
+            uuids: vec![user.uuid.to_string()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for u in [anon, user.uuid] {
+        let left = e.p.activity(P, Some(&u.to_string()), 100).unwrap();
+        assert!(
+            left.iter()
+                .filter(|a| a.activity != "deleted")
+                .all(|a| a.detail.is_none()),
+            "{u}: {left:?}"
+        );
+    }
+}

@@ -269,7 +269,11 @@ impl<M: MetaStore> Persons<M> {
                     // person's rows of them are still there, for its own
                     // deletion.
                     tx.erase_detached(project, &d.uuids)?;
-                    tx.scrub_activity(project, &row.uuid)?;
+                    // Its activity, and that of the persons merged into
+                    // it (logged under their own UUIDs before the merge).
+                    for u in &d.uuids {
+                        tx.scrub_activity(project, u)?;
+                    }
                     deleted += 1;
                 }
                 tx.insert_activity(
