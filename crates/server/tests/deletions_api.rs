@@ -483,3 +483,37 @@ async fn an_undo_window_keeps_a_deletion_cancellable_and_cancel_brings_the_rows_
     }
     assert_eq!(count(&h, q).await, 6);
 }
+
+/// An events deletion by distinct ids counts them in the feed's
+/// `distinct_ids`, and shows them in its predicate (a consumer that
+/// replicates it needs them); a person deletion counts its ids only.
+#[tokio::test]
+async fn the_feed_counts_the_ids_of_an_events_deletion() {
+    let h = Harness::new();
+    let pp = h.api();
+    h.capture(json!([{"event": "e", "distinct_id": "a"}, {"event": "e", "distinct_id": "b"}]))
+        .await;
+    let r = h
+        .post(
+            &format!("{pp}/events/delete/"),
+            &json!({"distinct_ids": ["a"]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json["request_id"].as_u64().expect("id");
+    let v = h.get(&format!("{pp}/deletions/{id}/")).await.json;
+    assert_eq!(v["distinct_ids"], json!(1), "{v}");
+    assert_eq!(v["predicate"]["distinct_ids"], json!(["a"]), "{v}");
+    let r = h
+        .post(
+            &format!("{pp}/persons/bulk_delete/"),
+            &json!({"distinct_ids": ["b"], "delete_events": true}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let feed = h.get(&format!("{pp}/deletions/")).await.json;
+    let person = &feed["results"][1];
+    assert_eq!(person["kind"], json!("person"), "{feed}");
+    assert_eq!(person["distinct_ids"], json!(1), "{feed}");
+    assert!(person["predicate"].is_null(), "{feed}");
+}
