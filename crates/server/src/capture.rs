@@ -331,7 +331,9 @@ pub fn decode_body(headers: &HeaderMap, query: &CaptureQuery, body: &[u8]) -> Ap
                 "failed to parse request: lz64 compression is not supported; use gzip-js or base64",
             )),
             _ => {
-                let first = payload.iter().find(|b| !b.is_ascii_whitespace()).copied();
+                // JSON after blanks, or after a byte-order mark.
+                let text = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&payload);
+                let first = text.iter().find(|b| !b.is_ascii_whitespace()).copied();
                 if !matches!(first, Some(b'{') | Some(b'[')) {
                     // A whole-body base64 payload.
                     payload = unbase64(&payload)?;
@@ -670,6 +672,13 @@ mod tests {
             )
             .unwrap(),
             json
+        );
+        // Plain JSON after a byte-order mark (which the parse skips):
+        // not base64.
+        let bom = format!("\u{feff}{json}");
+        assert_eq!(
+            decode(&[], CaptureQuery::default(), bom.as_bytes()).unwrap(),
+            bom
         );
         // GET with data in the query.
         let q = CaptureQuery {
