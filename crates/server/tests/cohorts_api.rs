@@ -483,3 +483,24 @@ async fn a_refused_cohort_request_changes_nothing() {
     let r = h.get(&format!("{api}/cohorts/{id}/persons/")).await;
     assert_eq!(names(&r.json["results"]), ["carol"]);
 }
+
+/// An uploaded CSV past the request's limit is a 413 in PostHog's
+/// envelope, and no cohort is made.
+#[tokio::test]
+async fn a_csv_past_the_request_limit_is_a_413() {
+    let h = Harness::new();
+    let api = h.api();
+    let csv = "distinct_id\n".to_string() + &"someone-with-a-long-id\n".repeat(1 << 20);
+    let (ct, body) = multipart(&[("name", "huge"), ("is_static", "true")], &csv);
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("{api}/cohorts/"))
+        .header("authorization", format!("Bearer {}", h.key))
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .expect("request");
+    let r = h.send(req).await;
+    r.envelope(413);
+    let r = h.get(&format!("{api}/cohorts/")).await;
+    assert_eq!(r.json["count"], json!(0), "{}", r.text());
+}
