@@ -332,7 +332,14 @@ fn column_values(a: &ArrayRef) -> Result<Vec<Value>> {
                 &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             )?;
             let v = c.as_primitive::<TimestampMicrosecondType>();
-            each(&|i| Value::String(elide_persons::persons::iso(v.value(i))))
+            // A time past what microseconds hold is null once cast.
+            each(&|i| {
+                if v.is_null(i) {
+                    Value::Null
+                } else {
+                    Value::String(elide_persons::persons::iso(v.value(i)))
+                }
+            })
         }
         _ => {
             let fmt = arrow::util::display::ArrayFormatter::try_new(
@@ -342,4 +349,32 @@ fn column_values(a: &ArrayRef) -> Result<Vec<Value>> {
             each(&|i| Value::String(fmt.value(i).to_string()))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, TimestampSecondArray};
+    use serde_json::Value;
+
+    /// A time that microseconds cannot hold is null, not the epoch (the
+    /// cast to microseconds makes it null).
+    #[test]
+    fn a_time_past_microseconds_is_null() {
+        let a: ArrayRef = Arc::new(TimestampSecondArray::from(vec![
+            Some(9_223_372_036_854_775),
+            Some(0),
+            None,
+        ]));
+        let got = super::column_values(&a).expect("values");
+        assert_eq!(
+            got,
+            vec![
+                Value::Null,
+                Value::String("1970-01-01T00:00:00.000000Z".into()),
+                Value::Null
+            ]
+        );
+    }
 }
