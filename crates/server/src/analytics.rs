@@ -272,7 +272,12 @@ pub(crate) async fn insights_funnel(
         &params,
         "/insights/funnel",
         "/persons/funnel",
-        &["funnel_step", "format"],
+        &[
+            "funnel_step",
+            "funnel_custom_steps",
+            "funnel_step_breakdown",
+            "format",
+        ],
     );
     Ok(Json(json!({
         "result": funnel::steps(&spec, &all, &base),

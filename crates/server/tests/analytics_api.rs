@@ -180,6 +180,81 @@ async fn lifecycle_persons_and_insight() {
     assert!(r.envelope(400).contains("Lifecycle"), "{}", r.text());
 }
 
+/// With a breakdown, each value's step links list that value's persons
+/// only (PostHog's `funnel_step_breakdown`), as many as its count.
+#[tokio::test]
+async fn funnel_breakdown_links_list_their_values_persons() {
+    let h = Harness::new();
+    let mut events = Vec::new();
+    for (d, browser, n) in [
+        ("a", "Chrome", 2),
+        ("b", "Chrome", 1),
+        ("c", "Safari", 2),
+        ("d", "Safari", 2),
+        ("e", "Safari", 1),
+    ] {
+        for (i, e) in ["$pageview", "signup"].iter().take(n).enumerate() {
+            events.push(
+                json!({"event": e, "distinct_id": d, "timestamp": format!("2020-01-02T1{i}:00:00Z"),
+                "properties": {"$browser": browser}}),
+            );
+        }
+    }
+    capture_all(&h, events).await;
+    let r = h
+        .get(&format!(
+            "{}/insights/funnel/?events={}&date_from=2020-01-01&date_to=2020-01-05&breakdown=$browser",
+            h.api(),
+            steps(&["$pageview", "signup"])
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let groups = r.json["result"].as_array().expect("groups").clone();
+    assert_eq!(groups.len(), 2, "{}", r.text());
+    for g in &groups {
+        for step in g.as_array().expect("steps") {
+            for (link, count) in [
+                (
+                    "converted_people_url",
+                    step["count"].as_u64().expect("count"),
+                ),
+                ("dropped_people_url", 0),
+            ] {
+                let Some(url) = step[link].as_str() else {
+                    continue;
+                };
+                let path = url.split_once("localhost").map_or(url, |(_, p)| p);
+                let people = h.get(path).await;
+                assert_eq!(people.status.as_u16(), 200, "{}", people.text());
+                let listed = people.json["results"][0]["count"].as_u64().expect("count");
+                if link == "converted_people_url" {
+                    assert_eq!(
+                        listed,
+                        count,
+                        "{} {link}: {}",
+                        step["breakdown_value"],
+                        people.text()
+                    );
+                }
+            }
+        }
+    }
+    // Safari's second step dropped e only.
+    let safari = groups
+        .iter()
+        .find(|g| g[0]["breakdown_value"] == json!(["Safari"]))
+        .expect("Safari");
+    let url = safari[1]["dropped_people_url"].as_str().expect("url");
+    let path = url.split_once("localhost").map_or(url, |(_, p)| p);
+    let people = h.get(path).await;
+    assert_eq!(
+        people.json["results"][0]["count"],
+        json!(1),
+        "{}",
+        people.text()
+    );
+}
+
 #[tokio::test]
 async fn funnel_insight_and_a_deleted_person() {
     let h = Harness::new();

@@ -550,7 +550,14 @@ fn format_steps(
             } else {
                 (s.name.clone(), json!(s.id), json!(s.custom_name))
             };
-            let url = |step: i64| format!("{base_url}funnel_step={step}");
+            // A breakdown value's lists hold only its persons.
+            let only = breakdown.map_or(String::new(), |bd| {
+                let v: Vec<Value> = bd.iter().map(|x| json!(x)).collect();
+                let text = Value::Array(v).to_string();
+                let enc: String = url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
+                format!("&funnel_step_breakdown={enc}")
+            });
+            let url = |step: i64| format!("{base_url}funnel_step={step}{only}");
             let mut o = json!({
                 "action_id": action_id,
                 "name": name,
