@@ -103,8 +103,11 @@ impl<M: MetaStore> Persons<M> {
         }
         let now = now_us();
         self.meta().write(|tx| {
+            let id = tx.max_project_id()?.checked_add(1).ok_or_else(|| {
+                PersonsError::InvalidInput("no project id is left: the largest is in use".into())
+            })?;
             let p = Project {
-                id: tx.max_project_id()? + 1,
+                id,
                 name: name.to_string(),
                 api_token: new_capture_token(),
                 created_at_us: now,

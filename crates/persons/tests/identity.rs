@@ -1055,3 +1055,16 @@ fn a_merged_away_persons_activity_is_exported_and_erased_with_its_survivor() {
         );
     }
 }
+
+/// A project made with the largest id leaves none for the next: a clear
+/// error, not an overflow.
+#[test]
+fn no_project_id_past_the_largest() {
+    let e = env();
+    e.p.ensure_project(i64::MAX).unwrap();
+    let err = e.p.create_project("next").unwrap_err();
+    assert!(
+        matches!(err, elide_persons::PersonsError::InvalidInput(_)),
+        "{err:?}"
+    );
+}
