@@ -504,3 +504,45 @@ async fn a_csv_past_the_request_limit_is_a_413() {
     let r = h.get(&format!("{api}/cohorts/")).await;
     assert_eq!(r.json["count"], json!(0), "{}", r.text());
 }
+
+/// A change that would make a cohort refer to itself, directly or
+/// through another cohort, is a 400 and changes nothing.
+#[tokio::test]
+async fn a_patch_that_makes_a_cycle_is_refused() {
+    let h = Harness::new();
+    people(&h).await;
+    let api = h.api();
+    let pros = json!({"properties": {"type": "AND", "values": [{"type": "person", "key": "plan", "value": "pro"}]}});
+    let r = h
+        .post(
+            &format!("{api}/cohorts/"),
+            &json!({"name": "a", "filters": pros}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+    let a = r.json["id"].as_i64().expect("id");
+    let on = |id: i64| json!({"properties": {"type": "AND", "values": [{"type": "cohort", "value": id}]}});
+    let r = h
+        .post(
+            &format!("{api}/cohorts/"),
+            &json!({"name": "b", "filters": on(a)}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+    let b = r.json["id"].as_i64().expect("id");
+    for target in [a, b] {
+        let r = h
+            .call(
+                "PATCH",
+                &format!("{api}/cohorts/{a}/"),
+                Some(&json!({"filters": on(target)})),
+            )
+            .await;
+        assert!(r.envelope(400).contains("refers to itself"), "{}", r.text());
+    }
+    let r = h.get(&format!("{api}/cohorts/{a}/")).await;
+    assert_eq!(r.json["filters"], pros, "{}", r.text());
+    assert_eq!(r.json["count"], json!(2), "{}", r.text());
+    let r = h.get(&format!("{api}/cohorts/{b}/persons/")).await;
+    assert_eq!(names(&r.json["results"]), ["alice", "bob"], "{}", r.text());
+}

@@ -547,16 +547,20 @@ pub async fn cohorts_of(
 
 /// Check a dynamic cohort's stored definition (`{"filters", "groups"}`),
 /// and that the cohorts it refers to exist, by computing its members once;
-/// returns their number (as [`members`] would count them).
+/// returns their number (as [`members`] would count them). `itself`: the
+/// cohort the definition is for, when it exists already (a change): a
+/// reference to it, directly or through other cohorts, is a cycle.
 pub async fn check(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     filters: &Value,
+    itself: Option<i64>,
     limits: &QueryLimits,
 ) -> Result<usize> {
     let def = stored(filters)?;
     let ctx = session(persons, project, limits)?;
     let now = Utc::now();
-    let members = dynamic_members(&ctx, persons, project, &def, now, &mut Vec::new()).await?;
+    let mut path: Vec<i64> = itself.into_iter().collect();
+    let members = dynamic_members(&ctx, persons, project, &def, now, &mut path).await?;
     Ok(members.len())
 }

@@ -165,11 +165,13 @@ fn text_field(f: &Map<String, Value>, k: &str) -> ApiResult<Option<String>> {
 }
 
 /// The stored definition of a dynamic cohort from `filters`/`groups`,
-/// checked by computing its members once.
+/// checked by computing its members once (`itself`: the cohort it
+/// replaces the definition of, which it must not refer to).
 async fn definition(
     state: &AppState,
     project: i64,
     f: &Map<String, Value>,
+    itself: Option<i64>,
 ) -> ApiResult<(Value, u64)> {
     let stored = json!({
         "filters": f.get("filters").cloned().unwrap_or(Value::Null),
@@ -180,7 +182,7 @@ async fn definition(
     let persons = state.app().persons().clone();
     let check = stored.clone();
     let members = run_app_query(state, move |limits| async move {
-        cohorts::check(&persons, project, &check, &limits).await
+        cohorts::check(&persons, project, &check, itself, &limits).await
     })
     .await?;
     Ok((stored, members as u64))
@@ -255,7 +257,7 @@ pub(crate) async fn create(
     let (filters, members) = if is_static {
         (Value::Null, None)
     } else {
-        let (f, n) = definition(&state, project, &fields).await?;
+        let (f, n) = definition(&state, project, &fields, None).await?;
         (f, Some(n))
     };
     let persons = state.app().persons().clone();
@@ -338,7 +340,7 @@ pub(crate) async fn update(
                 "a static cohort has no filters: change its persons",
             ));
         }
-        Some(definition(&state, project, &fields).await?)
+        Some(definition(&state, project, &fields, Some(id)).await?)
     } else {
         None
     };
