@@ -24,6 +24,11 @@ pub struct PropertyValue {
 /// Most values [`Persons::property_values`] returns.
 pub const MAX_VALUES: usize = 100;
 
+/// Most memory the tally of a property's values may hold (each distinct
+/// value's text and about 64 bytes of its own); past it the request is
+/// refused, as a query past its memory limit is.
+pub const MAX_VALUES_TALLY_BYTES: usize = 256 << 20;
+
 fn text_of(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
@@ -51,19 +56,47 @@ impl<M: MetaStore> Persons<M> {
         key: &str,
         contains: Option<&str>,
     ) -> Result<Vec<PropertyValue>> {
+        self.property_values_within(project, key, contains, MAX_VALUES_TALLY_BYTES)
+    }
+
+    /// [`Persons::property_values`] with a tally of at most `max_bytes`.
+    fn property_values_within(
+        &self,
+        project: i64,
+        key: &str,
+        contains: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Vec<PropertyValue>> {
         if key.is_empty() {
             return Err(PersonsError::InvalidInput("key is required".into()));
         }
         let needle = contains.map(str::to_lowercase);
-        let rows = self.meta().read(|tx| tx.all_persons(Some(project)))?;
+        // The persons are read one at a time; only the tally is held, and
+        // it is bounded.
         let mut counts: HashMap<String, u64> = HashMap::new();
-        for r in rows {
-            if let Some(v) = r.properties.get(key).and_then(text_of) {
-                if needle.as_ref().is_none_or(|n| v.to_lowercase().contains(n)) {
-                    *counts.entry(v).or_default() += 1;
+        let mut held = 0usize;
+        self.meta().read(|tx| {
+            tx.each_person(Some(project), &mut |r| {
+                let Some(v) = r.properties.get(key).and_then(text_of) else {
+                    return Ok(());
+                };
+                if !needle.as_ref().is_none_or(|n| v.to_lowercase().contains(n)) {
+                    return Ok(());
                 }
-            }
-        }
+                if let Some(n) = counts.get_mut(&v) {
+                    *n += 1;
+                    return Ok(());
+                }
+                held += v.len() + 64;
+                if held > max_bytes {
+                    return Err(PersonsError::InvalidInput(format!(
+                        "property {key:?} takes more distinct values than {max_bytes} bytes hold: narrow them with a value to look for"
+                    )));
+                }
+                counts.insert(v, 1);
+                Ok(())
+            })
+        })?;
         let mut out: Vec<PropertyValue> = counts
             .into_iter()
             .map(|(name, count)| PropertyValue { name, count })
@@ -118,4 +151,46 @@ pub fn properties_bytes(m: &Map<String, Value>) -> usize {
         .iter()
         .map(|(k, v)| 32 + k.len() + value(v))
         .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use elide_store::{Store, StoreOptions};
+    use serde_json::{json, Value};
+
+    use crate::capture::parse_payload;
+    use crate::error::PersonsError;
+    use crate::persons::Persons;
+
+    /// The values of a property are tallied from persons read one at a
+    /// time, and a tally past its bound is refused, not grown.
+    #[test]
+    fn a_values_tally_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            background_flush: false,
+            background_compaction: false,
+            ..StoreOptions::default()
+        };
+        let p = Persons::open(Store::open(dir.path(), opts).unwrap()).unwrap();
+        let events: Vec<Value> = (0..300)
+            .map(|i| {
+                json!({"event": "$identify", "distinct_id": format!("u{i}"),
+                    "properties": {"$set": {"k": format!("v{}", i % 30), "unique": i}}})
+            })
+            .collect();
+        p.capture(1, &parse_payload(Value::Array(events), 0).unwrap())
+            .unwrap();
+        let got = p.property_values_within(1, "k", None, 30 * 70).unwrap();
+        assert_eq!(got.len(), 30);
+        assert!(got.iter().all(|v| v.count == 10), "{got:?}");
+        let got = p
+            .property_values_within(1, "k", Some("V2"), 1 << 20)
+            .unwrap();
+        assert_eq!(got.len(), 11, "v2 and v20-v29: {got:?}");
+        let e = p
+            .property_values_within(1, "unique", None, 100 * 70)
+            .expect_err("past the bound");
+        assert!(matches!(e, PersonsError::InvalidInput(_)), "{e:?}");
+    }
 }
