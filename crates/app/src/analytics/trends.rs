@@ -33,7 +33,7 @@ use super::filter::{
 use super::personless::{
     personless_can_match, personless_props_sql, Personless, MAX_RUNS, NOT_A_PERSONS_UUID, NO_PERSON,
 };
-use super::{collect, lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
+use super::{lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -493,6 +493,11 @@ async fn compute_once(
         None
     };
     let deleted = |who: &str| personless.as_ref().is_some_and(|p| p.is_deleted(who));
+    // What the counts, the breakdown values and the personless actors'
+    // numbers hold is charged to the query's memory pool: a breakdown by
+    // a property unique per event (`$insert_id`) makes about one value of
+    // every event, and is refused at the query's memory limit.
+    let mut tally = elide_query::hold(&ctx.runtime_env().memory_pool, "trends tally", 0)?;
     let mut out = Vec::new();
     for s in &spec.series {
         let mut counts: Counts = BTreeMap::new();
@@ -511,7 +516,9 @@ async fn compute_once(
                 // Personless actors: one row per (period, value, UUID)
                 // with its events, less the UUIDs of deleted persons.
                 if let Some(sql) = spec.personless_sql(s, personless.as_ref())? {
-                    for b in &collect(&ctx, &sql).await? {
+                    let mut rows = stream(&ctx, &sql).await?;
+                    while let Some(b) = rows.next().await {
+                        let b = b?;
                         let period = b.column(0).as_primitive::<Int64Type>();
                         let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
                         let bd = bd.as_string::<i32>();
@@ -522,19 +529,18 @@ async fn compute_once(
                             if period.is_null(r) || who.is_null(r) || deleted(who.value(r)) {
                                 continue;
                             }
-                            *counts
-                                .entry(bd_of(bd, r))
-                                .or_default()
-                                .entry(period.value(r))
-                                .or_default() += if s.math == Math::Total {
+                            let n = if s.math == Math::Total {
                                 events.value(r).max(0) as u64
                             } else {
                                 1
                             };
+                            add(&mut counts, &mut tally, bd_of(bd, r), period.value(r), n)?;
                         }
                     }
                 }
-                for b in &collect(&ctx, &spec.sql(s)?).await? {
+                let mut rows = stream(&ctx, &spec.sql(s)?).await?;
+                while let Some(b) = rows.next().await {
+                    let b = b?;
                     let period = b.column(0).as_primitive::<Int64Type>();
                     let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
                     let bd = bd.as_string::<i32>();
@@ -543,11 +549,8 @@ async fn compute_once(
                         if period.is_null(r) {
                             continue;
                         }
-                        *counts
-                            .entry(bd_of(bd, r))
-                            .or_default()
-                            .entry(period.value(r))
-                            .or_default() += n.value(r).max(0) as u64;
+                        let n = n.value(r).max(0) as u64;
+                        add(&mut counts, &mut tally, bd_of(bd, r), period.value(r), n)?;
                     }
                 }
             }
@@ -585,20 +588,21 @@ async fn compute_once(
                                 let text = arrow::compute::cast(b.column(2), &DataType::Utf8)?;
                                 let text = text.as_string::<i32>();
                                 (0..text.len())
-                                    .map(|r| {
+                                    .map(|r| -> Result<Option<i64>> {
                                         let who = text.value(r);
                                         if text.is_null(r) || deleted(who) {
-                                            return None;
+                                            return Ok(None);
                                         }
                                         // A UUID seen before costs no copy.
                                         if let Some(&n) = numbered.get(who) {
-                                            return Some(n);
+                                            return Ok(Some(n));
                                         }
+                                        tally.try_grow(who.len() + ENTRY_OVERHEAD)?;
                                         let n = (1i64 << 62) + numbered.len() as i64;
                                         numbered.insert(who.to_string(), n);
-                                        Some(n)
+                                        Ok(Some(n))
                                     })
-                                    .collect()
+                                    .collect::<Result<Int64Array>>()?
                             }
                         };
                         for r in 0..b.num_rows() {
@@ -621,6 +625,7 @@ async fn compute_once(
                                         return invalid("the breakdown has too many values");
                                     }
                                     None => {
+                                        tally.try_grow(2 * (v.len() + ENTRY_OVERHEAD))?;
                                         names.insert(v.to_string(), values.len());
                                         values.push(Some(v.to_string()));
                                         values.len() - 1
@@ -653,7 +658,13 @@ async fn compute_once(
                     // counts on every day d with an active day in
                     // (d - days, d]: merged runs [a, b + days).
                     let value = (key >> 96) as usize;
-                    let c = counts.entry(values[value].clone()).or_default();
+                    let c = match counts.entry(values[value].clone()) {
+                        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            tally.try_grow(ENTRY_OVERHEAD)?;
+                            v.insert(BTreeMap::new())
+                        }
+                    };
                     let mut k = 0;
                     while k < ds.len() {
                         let start = ds[k];
@@ -664,7 +675,15 @@ async fn compute_once(
                         }
                         let mut d = start.max(spec.first);
                         while d < end && d <= spec.to {
-                            *c.entry(d).or_default() += 1;
+                            match c.entry(d) {
+                                std::collections::btree_map::Entry::Occupied(mut o) => {
+                                    *o.get_mut() += 1
+                                }
+                                std::collections::btree_map::Entry::Vacant(v) => {
+                                    tally.try_grow(ENTRY_OVERHEAD)?;
+                                    v.insert(1);
+                                }
+                            }
                             d += DAY;
                         }
                         k += 1;
@@ -676,6 +695,37 @@ async fn compute_once(
         out.push(counts);
     }
     Ok((out, personless))
+}
+
+/// What an entry of the tally holds beyond its text: a `String` header,
+/// a map's node or slot.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Add `n` to `value`'s count in `period`, charging `tally` for the
+/// entries this makes.
+fn add(
+    counts: &mut Counts,
+    tally: &mut datafusion::execution::memory_pool::MemoryReservation,
+    value: Option<String>,
+    period: i64,
+    n: u64,
+) -> Result<()> {
+    use std::collections::btree_map::Entry;
+    let periods = match counts.entry(value) {
+        Entry::Occupied(o) => o.into_mut(),
+        Entry::Vacant(v) => {
+            tally.try_grow(v.key().as_ref().map_or(0, String::len) + ENTRY_OVERHEAD)?;
+            v.insert(BTreeMap::new())
+        }
+    };
+    match periods.entry(period) {
+        Entry::Occupied(mut o) => *o.get_mut() += n,
+        Entry::Vacant(v) => {
+            tally.try_grow(ENTRY_OVERHEAD)?;
+            v.insert(n);
+        }
+    }
+    Ok(())
 }
 
 /// PostHog's result list: per series (and breakdown value, the largest

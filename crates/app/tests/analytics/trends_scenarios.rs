@@ -462,3 +462,66 @@ async fn no_personless_user_for_the_deleted_nor_a_second_time_for_a_person() {
         json!([{"key": "email", "value": "x", "operator": "is_not", "type": "person"}]);
     assert_eq!(data(&trend(&app, is_not).await, 0), vec![1]);
 }
+
+/// A breakdown by a property unique to each event makes about one value
+/// of every event: what the trend holds of them counts against the
+/// query's memory cap (its own error past it), and with room the counts
+/// are right, for events (`total`) and for persons (`dau`,
+/// `weekly_active`).
+#[tokio::test]
+async fn a_breakdown_of_unique_values_counts_against_the_memory_cap() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let rows: Vec<(String, Value)> = (0..20_000)
+        .map(|i| {
+            (
+                format!("u{}", i % 50),
+                json!({"$insert_id": format!("{i:08}-{}", "x".repeat(100))}),
+            )
+        })
+        .collect();
+    let list: Vec<(&str, &str, &str, Value)> = rows
+        .iter()
+        .map(|(d, p)| (d.as_str(), "e", "2025-12-30T12:00:00Z", p.clone()))
+        .collect();
+    capture(app.persons(), &list);
+    for math in ["total", "dau", "weekly_active"] {
+        let Value::Object(q) = json!({"kind": "TrendsQuery", "interval": "day",
+            "dateRange": {"date_from": "2025-12-30", "date_to": "2025-12-30"},
+            "series": [{"event": "e", "math": math}],
+            "breakdownFilter": {"breakdown": "$insert_id", "breakdown_limit": 5}})
+        else {
+            unreachable!("an object")
+        };
+        let spec = TrendsSpec::parse(&q, now()).expect("spec");
+        let limits = |bytes: usize| QueryLimits {
+            memory_bytes: Some(bytes),
+            ..QueryLimits::default()
+        };
+        // 20,000 values of ~110 bytes: past 2 MiB with what each holds.
+        let e = match trends::compute(app.persons(), P, &spec, &limits(2 << 20)).await {
+            Ok(c) => panic!("{math}: answered {} values under the cap", c[0].len()),
+            Err(e) => e,
+        };
+        match &e {
+            elide_app::AppError::Query(q) => assert!(
+                matches!(
+                    q.find_root(),
+                    datafusion::error::DataFusionError::ResourcesExhausted(_)
+                ),
+                "{math}: {e}"
+            ),
+            e => panic!("{math}: {e:?}"),
+        }
+        let counts = trends::compute(app.persons(), P, &spec, &limits(512 << 20))
+            .await
+            .expect(math);
+        assert_eq!(counts[0].len(), 20_000, "{math}");
+        assert!(
+            counts[0]
+                .values()
+                .all(|by_day| by_day.values().sum::<u64>() == 1),
+            "{math}"
+        );
+    }
+}
