@@ -25,6 +25,12 @@ use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Visit, Visitor};
 /// `max_ast_depth`).
 pub const MAX_EXPR_DEPTH: usize = 1000;
 
+/// Most tables (each `FROM` item and each joined one, subqueries
+/// included) one statement may name. A list of tables or joins is a
+/// flat list to the parser but a chain of joins to the planner, one level
+/// per table: tens of thousands fit in a query's text.
+pub const MAX_TABLES: usize = 256;
+
 /// The stack a parse runs on: enough to drop a tree of the ~50 000 levels
 /// a 100 000-character query can nest. Only the pages used are touched.
 pub const PARSE_STACK: usize = 256 << 20;
@@ -37,8 +43,8 @@ pub const QUERY_STACK: usize = 16 << 20;
 /// The refusal of a statement nested too deep.
 pub fn too_deep_message() -> String {
     format!(
-        "the query nests expressions or set operations (UNION …) more than {MAX_EXPR_DEPTH} deep: \
-         use IN (…) for a list of values"
+        "the query nests expressions or set operations (UNION …) more than {MAX_EXPR_DEPTH} deep, \
+         or names more than {MAX_TABLES} tables: use IN (…) for a list of values"
     )
 }
 
@@ -48,13 +54,24 @@ pub fn on_parse_stack<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether the expressions under `node` nest deeper than
-/// [`MAX_EXPR_DEPTH`].
+/// [`MAX_EXPR_DEPTH`], or it names more than [`MAX_TABLES`] tables.
 pub fn too_deep<V: Visit + ?Sized>(node: &V) -> bool {
     struct Depth {
         now: usize,
+        tables: usize,
     }
     impl Visitor for Depth {
         type Break = ();
+        fn pre_visit_table_factor(
+            &mut self,
+            _: &datafusion::sql::sqlparser::ast::TableFactor,
+        ) -> ControlFlow<()> {
+            self.tables += 1;
+            if self.tables > MAX_TABLES {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
         fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
             self.now += 1;
             if self.now > MAX_EXPR_DEPTH {
@@ -83,7 +100,7 @@ pub fn too_deep<V: Visit + ?Sized>(node: &V) -> bool {
             ControlFlow::Continue(())
         }
     }
-    node.visit(&mut Depth { now: 0 }).is_break()
+    node.visit(&mut Depth { now: 0, tables: 0 }).is_break()
 }
 
 /// How deep the set operations of `body` nest (1 for a plain `SELECT`,
@@ -149,6 +166,8 @@ mod tests {
         assert!(parse_checked(&state, &sums(MAX_EXPR_DEPTH - 1)).is_ok());
         let unions = format!("SELECT 1{}", " UNION SELECT 1".repeat(MAX_EXPR_DEPTH - 2));
         assert!(parse_checked(&state, &unions).is_ok());
+        let tables = format!("SELECT 1 FROM t{}", ", t".repeat(MAX_TABLES - 1));
+        assert!(parse_checked(&state, &tables).is_ok());
         for sql in [
             sums(MAX_EXPR_DEPTH),
             sums(24_000),
@@ -166,6 +185,13 @@ mod tests {
             format!(
                 "SELECT x FROM (SELECT 1 AS x{})",
                 " EXCEPT SELECT 2".repeat(3_000)
+            ),
+            // Tables listed or joined: a chain of joins to the planner.
+            format!("SELECT 1 FROM t{}", ", t".repeat(MAX_TABLES)),
+            format!("SELECT 1 FROM t{}", " JOIN t USING (a)".repeat(12_000)),
+            format!(
+                "SELECT 1 FROM t WHERE a IN ({})",
+                vec!["SELECT a FROM t"; MAX_TABLES + 1].join(" UNION ALL ")
             ),
             // Chains of 600 inside a chain of 600, in parentheses.
             {
