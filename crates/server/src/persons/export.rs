@@ -104,8 +104,36 @@ pub(crate) async fn export(
         }
     }
     let app = state.app().clone();
+    // Either stops at its next batch if the client goes away meanwhile,
+    // or the request's time runs out.
+    let stop = QueryDeadline::after(state.config().request_timeout);
+    let _stop_when_dropped = CancelOnDrop(Arc::clone(&stop));
     if dry_run {
-        let rows = blocking(move || Ok(app.persons().export_counts(project, &id)?)).await?;
+        // The export read, with the rows counted and dropped.
+        struct Discard;
+        impl ExportSink for Discard {
+            fn person(
+                &mut self,
+                _: &elide_persons::export::PersonExport,
+            ) -> elide_persons::Result<()> {
+                Ok(())
+            }
+            fn rows(
+                &mut self,
+                _: elide_store::Table,
+                _: arrow::record_batch::RecordBatch,
+            ) -> elide_store::Result<()> {
+                Ok(())
+            }
+        }
+        let rows = blocking(move || {
+            let mut sink = StopWhenGone {
+                inner: &mut Discard,
+                stop: &stop,
+            };
+            Ok(app.persons().export(project, &id, &[], &mut sink)?)
+        })
+        .await?;
         return Ok(
             Json(json!({"rows": rows.total(), "parts": rows.parts, "by_table": rows.rows}))
                 .into_response(),
@@ -114,10 +142,7 @@ pub(crate) async fn export(
     // Written whole before the answer starts, so that it is complete or
     // an error; to an unnamed temporary file rather than memory (a person
     // may have millions of events), which nothing outlives, not even a
-    // crash: the system removes it when the answer has been sent. It
-    // stops at its next batch if the client goes away meanwhile.
-    let stop = QueryDeadline::after(state.config().request_timeout);
-    let _stop_when_dropped = CancelOnDrop(Arc::clone(&stop));
+    // crash: the system removes it when the answer has been sent.
     let (uuid, file, len) = blocking(move || {
         let io = |e: std::io::Error| ApiError::internal(&format!("spooling the export: {e}"));
         // In the data directory's `tmp/` (sized for data), else (an
