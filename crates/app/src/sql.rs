@@ -112,29 +112,51 @@ pub fn session(persons: &Arc<Persons<SqliteMeta>>) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-/// A person's property states over time, from the events of its current
-/// distinct ids in event-time order (ties in capture order). The sort of
-/// the events runs under `limits.memory_bytes` (spilling past it) and
-/// stops at `limits.deadline`, as a query does; the fold keeps no event.
+/// The filter of a person's rows ([`Persons::rows_of_person`]) on a table
+/// with `distinct_id` and `_seq`: the ids whose rows are all the
+/// person's in one list, the others by their `_seq` range. `None` when
+/// the person has no rows.
+pub fn person_rows_filter(runs: Vec<elide_persons::IdRows>) -> Option<datafusion::prelude::Expr> {
+    let (whole, cut): (Vec<_>, Vec<_>) = runs
+        .into_iter()
+        .partition(|r| r.from_seq == 0 && r.below_seq.is_none());
+    let mut any: Vec<datafusion::prelude::Expr> = Vec::new();
+    if !whole.is_empty() {
+        let ids = whole.into_iter().map(|r| lit(r.distinct_id)).collect();
+        any.push(col("distinct_id").in_list(ids, false));
+    }
+    for r in cut {
+        let mut e = col("distinct_id")
+            .eq(lit(r.distinct_id))
+            .and(col("_seq").gt_eq(lit(r.from_seq)));
+        if let Some(b) = r.below_seq {
+            e = e.and(col("_seq").lt(lit(b)));
+        }
+        any.push(e);
+    }
+    any.into_iter().reduce(datafusion::prelude::Expr::or)
+}
+
+/// A person's property states over time, from its events in event-time
+/// order (ties in capture order): the rows its export holds, so never
+/// another holder's rows of an id it had (before a reset or a split) or
+/// has now. The sort of the events runs under `limits.memory_bytes`
+/// (spilling past it) and stops at `limits.deadline`, as a query does;
+/// the fold keeps no event.
 pub async fn timeline(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     key: &str,
     limits: &crate::query::QueryLimits,
 ) -> Result<Timeline> {
-    let (_, ids) = persons.distinct_ids_of(project, key)?;
-    if ids.is_empty() {
+    let Some(rows) = person_rows_filter(persons.rows_of_person(project, key)?) else {
         return Ok(Timeline::default());
-    }
+    };
     let ctx = limits.project_session(persons.store(), project)?;
     let df = ctx
         .table("events")
         .await?
-        .filter(
-            col("project_id")
-                .eq(lit(project))
-                .and(col("distinct_id").in_list(ids.into_iter().map(lit).collect(), false)),
-        )?
+        .filter(col("project_id").eq(lit(project)).and(rows))?
         .sort(vec![
             col("timestamp").sort(true, true),
             col("_seq").sort(true, true),

@@ -63,7 +63,7 @@ pub use meta::{ApiKey, CohortRow, Project, ProjectSettings};
 pub use meta::{MetaStore, MetaTx, PersonFilter, PropertyFilter, PropertyOperator};
 pub use open::RebuildReport;
 pub use persons::{
-    BulkDeleteResult, CaptureOutcome, DeletePersons, DeletionState, DeletionStatus, Person,
+    BulkDeleteResult, CaptureOutcome, DeletePersons, DeletionState, DeletionStatus, IdRows, Person,
     PersonPage, Persons, ResetOutcome, SplitOutcome, SplitSpec,
 };
 pub use resolve::CaptureStats;

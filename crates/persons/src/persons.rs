@@ -673,13 +673,48 @@ impl<M: MetaStore> Persons<M> {
         Ok((data, meta))
     }
 
-    /// The distinct ids of a person (for the properties timeline).
+    /// The distinct ids of a person.
     pub fn distinct_ids_of(&self, project: i64, key: &str) -> Result<(Uuid, Vec<String>)> {
         self.meta.read(|tx| {
             let row = find(tx, project, key)?;
             Ok((row.uuid, tx.distinct_ids(project, row.id)?))
         })
     }
+
+    /// The rows that are person `key`'s, as its export and its deletion
+    /// read them ([`runs`]): each of its ids' rows, and the rows of ids
+    /// it held before (a reset, a split), cut by `_seq` where another
+    /// holder had the id before or after it. A reader that filters by
+    /// these never shows another holder's rows of a shared id.
+    pub fn rows_of_person(&self, project: i64, key: &str) -> Result<Vec<IdRows>> {
+        self.meta.read(|tx| {
+            let row = find(tx, project, key)?;
+            let ids = tx.distinct_ids(project, row.id)?;
+            let mut uuids = vec![row.uuid];
+            uuids.extend(tx.merged_into(project, &row.uuid)?);
+            Ok(runs::holders(tx, project, uuids, &ids)?
+                .spans(&ids)
+                .into_iter()
+                .map(|s| IdRows {
+                    distinct_id: s.id,
+                    from_seq: s.floor,
+                    below_seq: s.cutoff,
+                })
+                .collect())
+        })
+    }
+}
+
+/// Rows of one distinct id that are one person's: `_seq` from
+/// `from_seq` and below `below_seq` (`None`: every later row too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdRows {
+    /// The distinct id.
+    pub distinct_id: String,
+    /// First `_seq` (0: from the id's first row).
+    pub from_seq: u64,
+    /// `_seq` the rows stop below, if they stop.
+    pub below_seq: Option<u64>,
 }
 
 fn check_lookup(n: usize) -> Result<()> {

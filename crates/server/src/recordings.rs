@@ -165,12 +165,14 @@ pub async fn list(
             ));
         }
     }
-    let ids: Option<Vec<String>> = match person.clone() {
+    // The person's rows, as its export reads them: never another
+    // holder's rows of an id it had or has.
+    let ids: Option<Vec<elide_persons::IdRows>> = match person.clone() {
         None => None,
         Some(u) => {
             let a = app.clone();
             Some(
-                crate::extract::blocking(move || Ok(a.persons().distinct_ids_of(project, &u)?.1))
+                crate::extract::blocking(move || Ok(a.persons().rows_of_person(project, &u)?))
                     .await?,
             )
         }
@@ -234,7 +236,7 @@ pub async fn list(
 async fn sessions(
     store: &elide_store::Store,
     project: i64,
-    ids: Option<Vec<String>>,
+    ids: Option<Vec<elide_persons::IdRows>>,
     limit: usize,
     memory_bytes: Option<usize>,
     deadline: std::sync::Arc<elide_query::deadline::QueryDeadline>,
@@ -245,8 +247,8 @@ async fn sessions(
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     let ctx = elide_query::deadline::with_deadline(ctx, deadline);
     let mut df = ctx.table("recordings").await?;
-    if let Some(ids) = ids {
-        df = df.filter(col("distinct_id").in_list(ids.into_iter().map(lit).collect(), false))?;
+    if let Some(rows) = ids.and_then(elide_app::sql::person_rows_filter) {
+        df = df.filter(rows)?;
     }
     df.aggregate(
         vec![col("session_id")],

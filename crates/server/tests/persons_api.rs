@@ -916,3 +916,66 @@ async fn recordings_are_listed_and_deleted() {
         .await
         .envelope(400);
 }
+
+/// A person's properties timeline and recordings are its own rows, as its
+/// export reads them: an id reset away from it and taken by another
+/// person shows each person only the rows it sent for that person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_and_recordings_of_a_shared_id_stay_with_each_holder() {
+    let h = Harness::new();
+    let p = person_with(&h, &["p-own", "shared"], json!({"plan": "p"})).await;
+    let snapshot = |session: &str| {
+        json!([{"event": "$snapshot", "distinct_id": "shared",
+            "properties": {"$session_id": session, "$window_id": "w", "$snapshot_data": [{"type": 2, "data": {}}]}}])
+    };
+    h.event("e", "shared", json!({"$set": {"email": "p@example.com"}}))
+        .await;
+    h.capture(snapshot("s-p")).await;
+    let reset = format!("{}/persons/reset_person_distinct_id/", h.api());
+    assert_eq!(
+        h.post(&reset, &json!({"distinct_id": "shared"}))
+            .await
+            .status,
+        202
+    );
+    h.event("e", "shared", json!({"$set": {"email": "q@example.com"}}))
+        .await;
+    h.capture(snapshot("s-q")).await;
+    let q = h.person("shared").await.expect("a new person");
+    assert_ne!(q["uuid"], p["uuid"]);
+    let emails = |v: &Value| -> Vec<String> {
+        v["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .filter_map(|pt| pt["properties"]["email"].as_str().map(str::to_string))
+            .collect()
+    };
+    for (who, want) in [(&p, "p@example.com"), (&q, "q@example.com")] {
+        let u = uuid_of(who);
+        let r = h
+            .get(&format!("{}/persons/{u}/properties_timeline/", h.api()))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let got = emails(&r.json);
+        assert!(
+            !got.is_empty() && got.iter().all(|e| e == want),
+            "{u}: {got:?}"
+        );
+    }
+    h.state.app().store().flush().expect("flush");
+    for (who, want) in [(&p, "s-p"), (&q, "s-q")] {
+        let u = uuid_of(who);
+        let r = h
+            .get(&format!("{}/session_recordings/?person_uuid={u}", h.api()))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let ids: Vec<&str> = r.json["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .collect();
+        assert_eq!(ids, [want], "{u}");
+    }
+}
