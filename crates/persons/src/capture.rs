@@ -17,6 +17,10 @@ use crate::error::{PersonsError, Result};
 use crate::ids::validate_distinct_id;
 use crate::props::PropertyOps;
 
+/// Events whose property operations never change their person, as in
+/// PostHog.
+pub const NO_PERSON_UPDATE_EVENTS: [&str; 2] = ["$exception", "$$heatmap"];
+
 /// Longest accepted event name, in characters.
 pub const MAX_EVENT_NAME_CHARS: usize = 200;
 
@@ -98,6 +102,13 @@ impl CaptureEvent {
     /// event is personless (no person is created or changed for it).
     pub fn processes_person(&self) -> bool {
         self.properties.get("$process_person_profile") != Some(&Value::Bool(false))
+    }
+
+    /// Whether its `$set`, `$set_once` and `$unset` change its person:
+    /// not for `$exception` and `$$heatmap`, which never update persons in
+    /// PostHog (their person is still found or created).
+    pub fn updates_person_properties(&self) -> bool {
+        !NO_PERSON_UPDATE_EVENTS.contains(&self.event.as_str())
     }
 
     /// A personless event that only makes sense with persons: `$identify`,

@@ -243,6 +243,10 @@ impl TimelineFold {
     /// Fold in the next event (event-time order, ties in capture order).
     /// Properties that are not a JSON object are skipped.
     pub fn push(&mut self, ts: i64, event: &str, uuid: &str, props: &str) {
+        // As capture applies them: these events never change the person.
+        if crate::capture::NO_PERSON_UPDATE_EVENTS.contains(&event) {
+            return;
+        }
         let Ok(Value::Object(props)) = serde_json::from_str::<Value>(props) else {
             return;
         };

@@ -314,7 +314,7 @@ impl<'t, 'e> Resolver<'t, 'e> {
             (None, Some(pid)) => pid,
             (None, None) => self.get_or_create(did, ts, false)?,
         };
-        if !ev.ops.is_empty() {
+        if !ev.ops.is_empty() && ev.updates_person_properties() {
             let c = self.row(pid)?;
             match c.apply_bounded(&ev.ops) {
                 Some(true) => c.dirty = true,

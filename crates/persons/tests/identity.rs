@@ -1068,3 +1068,29 @@ fn no_project_id_past_the_largest() {
         "{err:?}"
     );
 }
+
+/// `$exception` and `$$heatmap` never update persons, as in PostHog: their
+/// person is found or created, its properties stay.
+#[test]
+fn exceptions_and_heatmaps_never_update_persons() {
+    let e = env();
+    e.cap(
+        json!({"event": "$pageview", "distinct_id": "u", "properties": {"$set": {"plan": "pro"}}}),
+    );
+    for name in ["$exception", "$$heatmap"] {
+        e.cap(json!({"event": name, "distinct_id": "u",
+            "properties": {"$set": {"plan": "x"}, "$set_once": {"first": 1}, "$unset": ["plan"]}}));
+        e.cap(json!({"event": name, "distinct_id": format!("new{name}"), "properties": {"$set": {"a": 1}}}));
+        let fresh = e
+            .person(&format!("new{name}"))
+            .expect("a person is created");
+        assert!(
+            fresh.properties.is_empty(),
+            "{name}: {:?}",
+            fresh.properties
+        );
+    }
+    let p = e.person("u").unwrap();
+    assert_eq!(p.properties.get("plan"), Some(&json!("pro")));
+    assert!(p.properties.get("first").is_none());
+}
