@@ -68,9 +68,7 @@ impl CaptureEvent {
             }
         }
         // The operations follow the properties left.
-        if let Ok(ops) = PropertyOps::from_properties(&ev.properties) {
-            ev.ops = ops;
-        }
+        ev.ops = PropertyOps::from_properties(&ev.properties).0;
         Some(ev)
     }
 }
@@ -338,10 +336,12 @@ fn parse_event_with(
                 let slot = properties
                     .entry(key.to_string())
                     .or_insert_with(|| Value::Object(Map::new()));
-                let Value::Object(inner) = slot else {
-                    return Err(format!("properties.{key} must be an object"));
-                };
-                inner.extend(top);
+                match slot {
+                    Value::Object(inner) => inner.extend(top),
+                    // A malformed one inside (left out anyway): the
+                    // top-level value wins whole.
+                    other => *other = Value::Object(top),
+                }
             }
             Some(_) => return Err(format!("field `{key}` must be an object")),
         }
@@ -395,7 +395,11 @@ fn parse_event_with(
         }
         Some(_) => return Err("field `uuid` must be a string".into()),
     };
-    let ops = PropertyOps::from_properties(&properties)?;
+    let (ops, left_out) = PropertyOps::from_properties(&properties);
+    if !left_out.is_empty() {
+        // Kept, as PostHog keeps it; its person is not changed by them.
+        tracing::debug!(event = %event, problems = ?left_out, "malformed person property operations left out");
+    }
     Ok(CaptureEvent {
         event,
         distinct_id,
@@ -664,10 +668,6 @@ mod tests {
             ),
             (json!({"event": "e", "distinct_id": "a", "$set": 1}), "$set"),
             (
-                json!({"event": "e", "distinct_id": "a", "properties": {"$unset": 1}}),
-                "$unset",
-            ),
-            (
                 json!({"event": "e", "distinct_id": "a", "offset": i64::MIN / 100}),
                 "out of range",
             ),
@@ -679,6 +679,17 @@ mod tests {
         }
         let e = parse_line(3, "{not json", 0).unwrap_err();
         assert!(e.to_string().starts_with("line 3: invalid JSON"), "{e}");
+        // A malformed operator inside `properties` is kept there and left
+        // out of the person's operations, as PostHog's ingestion does: the
+        // event (and the request) is not refused.
+        let evs = parse_payload(
+            json!({"event": "e", "distinct_id": "a", "properties": {"$unset": 1, "$set": {"k": 2}}}),
+            0,
+        )
+        .unwrap();
+        assert_eq!(evs[0].properties["$unset"], json!(1));
+        assert!(evs[0].ops.unset.is_empty());
+        assert_eq!(evs[0].ops.set["k"], json!(2));
     }
 
     #[test]

@@ -22,36 +22,52 @@ pub struct PropertyOps {
 }
 
 impl PropertyOps {
-    /// Read the operations of an event's properties. `Err` names the bad
-    /// field (a `$set` that is not an object, an `$unset` that is neither
-    /// a list of strings nor an object).
-    pub fn from_properties(props: &Map<String, Value>) -> Result<PropertyOps, String> {
-        let object = |key: &str| -> Result<Map<String, Value>, String> {
+    /// Read the operations of an event's properties, with the problems
+    /// of those left out. As PostHog's ingestion does, a malformed
+    /// operator changes nothing and refuses nothing: a `$set` or
+    /// `$set_once` that is not an object, an `$unset` that is neither a
+    /// list nor an object, and the entries of an `$unset` list that are
+    /// not strings are left out (the event keeps them in its properties).
+    pub fn from_properties(props: &Map<String, Value>) -> (PropertyOps, Vec<String>) {
+        let mut left_out = Vec::new();
+        let mut object = |key: &str| -> Map<String, Value> {
             match props.get(key) {
-                None | Some(Value::Null) => Ok(Map::new()),
-                Some(Value::Object(m)) => Ok(m.clone()),
-                Some(_) => Err(format!("properties.{key} must be an object")),
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(m)) => m.clone(),
+                Some(_) => {
+                    left_out.push(format!("properties.{key} is not an object"));
+                    Map::new()
+                }
             }
         };
+        let set_once = object("$set_once");
+        let set = object("$set");
         let unset = match props.get("$unset") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    _ => Err("properties.$unset must list strings".to_string()),
-                })
-                .collect::<Result<_, _>>()?,
+            Some(Value::Array(items)) => {
+                let keys: Vec<String> = items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                if keys.len() < items.len() {
+                    left_out.push("properties.$unset lists values that are not strings".into());
+                }
+                keys
+            }
             Some(Value::Object(m)) => m.keys().cloned().collect(),
             Some(_) => {
-                return Err("properties.$unset must be a list of keys or an object".into());
+                left_out.push("properties.$unset is neither a list of keys nor an object".into());
+                Vec::new()
             }
         };
-        Ok(PropertyOps {
-            set_once: object("$set_once")?,
-            set: object("$set")?,
-            unset,
-        })
+        (
+            PropertyOps {
+                set_once,
+                set,
+                unset,
+            },
+            left_out,
+        )
     }
 
     /// The length of `target` as compact JSON after [`PropertyOps::apply`],
@@ -250,9 +266,7 @@ impl TimelineFold {
         let Ok(Value::Object(props)) = serde_json::from_str::<Value>(props) else {
             return;
         };
-        let Ok(ops) = PropertyOps::from_properties(&props) else {
-            return;
-        };
+        let (ops, _) = PropertyOps::from_properties(&props);
         // The keys the operations touch, with their values before.
         let mut keys: Vec<&String> = ops
             .set_once
@@ -359,7 +373,7 @@ mod tests {
         for t in &targets {
             for e in &events {
                 let target = obj(t.clone());
-                let ops = PropertyOps::from_properties(&obj(e.clone())).unwrap();
+                let (ops, _) = PropertyOps::from_properties(&obj(e.clone()));
                 let mut after = target.clone();
                 ops.apply(&mut after);
                 assert_eq!(
@@ -411,7 +425,7 @@ mod tests {
             (json!({"a": 1}), json!({"x": 1}), json!({"a": 1})),
         ];
         for (before, props, after) in cases {
-            let ops = PropertyOps::from_properties(&obj(props.clone())).unwrap();
+            let (ops, _) = PropertyOps::from_properties(&obj(props.clone()));
             let mut p = obj(before.clone());
             let changed = ops.apply(&mut p);
             assert_eq!(Value::Object(p), after, "{before} + {props}");
@@ -419,17 +433,27 @@ mod tests {
         }
     }
 
+    /// A malformed operator is left out and named; the well-formed ones
+    /// beside it stay.
     #[test]
-    fn malformed_operations_are_named() {
+    fn malformed_operations_are_left_out_and_named() {
         for (props, needle) in [
-            (json!({"$set": 1}), "$set"),
-            (json!({"$set_once": "x"}), "$set_once"),
-            (json!({"$unset": [1]}), "$unset"),
-            (json!({"$unset": "a"}), "$unset"),
+            (json!({"$set": 1, "$unset": ["b"]}), "$set"),
+            (json!({"$set_once": "x", "$unset": ["b"]}), "$set_once"),
+            (json!({"$unset": [1, "b"]}), "$unset"),
         ] {
-            let e = PropertyOps::from_properties(&obj(props)).unwrap_err();
-            assert!(e.contains(needle), "{e}");
+            let (ops, left_out) = PropertyOps::from_properties(&obj(props));
+            assert_eq!(ops.unset, vec!["b".to_string()]);
+            assert!(ops.set.is_empty() && ops.set_once.is_empty());
+            assert!(
+                left_out.len() == 1 && left_out[0].contains(needle),
+                "{left_out:?}"
+            );
         }
+        let (ops, left_out) =
+            PropertyOps::from_properties(&obj(json!({"$unset": "a", "$set": {"c": 1}})));
+        assert!(ops.unset.is_empty() && ops.set.len() == 1, "{ops:?}");
+        assert!(left_out[0].contains("$unset"), "{left_out:?}");
     }
 
     #[test]
@@ -486,9 +510,7 @@ mod tests {
             let Ok(Value::Object(props)) = serde_json::from_str::<Value>(props) else {
                 continue;
             };
-            let Ok(ops) = PropertyOps::from_properties(&props) else {
-                continue;
-            };
+            let (ops, _) = PropertyOps::from_properties(&props);
             let before = state.clone();
             if !ops.apply(&mut state) {
                 continue;
