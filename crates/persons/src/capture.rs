@@ -298,19 +298,26 @@ fn parse_event_with(
             }
         }
     }
+    // As PostHog's capture reads it: a string, a number, or any other
+    // value as its compact JSON text (SDKs send what they are given).
+    let event_id = |v: &Value, raw| match v {
+        Value::Bool(_) | Value::Array(_) | Value::Object(_) => Ok(Some(v.to_string())),
+        _ => id_text(v, raw),
+    };
     let top = obj.remove("distinct_id").unwrap_or(Value::Null);
     let distinct_id =
-        match id_text(&top, raw.map(|r| &r.distinct_id)).map_err(named("distinct_id"))? {
+        match event_id(&top, raw.map(|r| &r.distinct_id)).map_err(named("distinct_id"))? {
             Some(d) => d,
             None => match properties.get("distinct_id") {
-                Some(v) => id_text(v, raw.map(|r| &r.props_distinct_id))
+                Some(v) => event_id(v, raw.map(|r| &r.props_distinct_id))
                     .map_err(named("properties.distinct_id"))?
                     .ok_or(NO_DISTINCT_ID)?,
                 None => return Err(NO_DISTINCT_ID.into()),
             },
         };
-    // PostHog cuts distinct ids to 200 characters rather than refusing.
-    let distinct_id = truncate_id(distinct_id);
+    // PostHog replaces NUL characters and cuts distinct ids to 200
+    // characters rather than refusing.
+    let distinct_id = truncate_id(distinct_id.replace('\0', "\u{FFFD}"));
     validate_distinct_id(&distinct_id)?;
     let merge_key = match event.as_str() {
         "$identify" => Some(("$anon_distinct_id", raw.map(|r| &r.anon))),
@@ -647,10 +654,6 @@ mod tests {
             (json!({"event": "e"}), NO_DISTINCT_ID),
             (json!({"event": "e", "distinct_id": " "}), "blank"),
             (
-                json!({"event": "e", "distinct_id": {"x": 1}}),
-                "string or a number",
-            ),
-            (
                 json!({"event": "e", "distinct_id": "a", "properties": []}),
                 "`properties`",
             ),
@@ -679,6 +682,16 @@ mod tests {
         }
         let e = parse_line(3, "{not json", 0).unwrap_err();
         assert!(e.to_string().starts_with("line 3: invalid JSON"), "{e}");
+        // Other values are their JSON text, NULs replaced, as PostHog's
+        // capture reads them.
+        for (id, want) in [
+            (json!(true), "true"),
+            (json!({"b": [1, "x"]}), r#"{"b":[1,"x"]}"#),
+            (json!("a\0b"), "a\u{FFFD}b"),
+        ] {
+            let evs = parse_payload(json!({"event": "e", "distinct_id": id}), 0).unwrap();
+            assert_eq!(evs[0].distinct_id, want);
+        }
         // A malformed operator inside `properties` is kept there and left
         // out of the person's operations, as PostHog's ingestion does: the
         // event (and the request) is not refused.
