@@ -512,11 +512,19 @@ pub(crate) async fn insights_funnel_correlation(
             "format",
         ],
     );
+    // A row's value as its persons' filter takes it: a list or an object
+    // by its JSON text (compared as text, as the tally named it), not
+    // as a list of alternatives or a value the filter refuses.
+    let as_filter_value = |v: &Value| match v {
+        Value::Array(_) | Value::Object(_) => Value::String(v.to_string()),
+        other => other.clone(),
+    };
     let events: Vec<Value> = c
         .rows
         .iter()
         .map(|r| {
-            let selector = match (&r.event, &r.property) {
+            let property = r.property.as_ref().map(|(k, v)| (k, as_filter_value(v)));
+            let selector = match (&r.event, &property) {
                 (Some(e), None) => {
                     ("funnel_correlation_person_entity", json!({"id": e, "type": "events"}))
                 }

@@ -441,6 +441,65 @@ async fn funnel_correlation_links_its_persons_and_forgets_the_deleted() {
     assert_eq!(success.json["results"][0]["count"], json!(4));
 }
 
+/// A person-property row whose value is a list: its persons' links list
+/// exactly the row's actors (the value compared by its text, not read as
+/// a list of alternatives).
+#[tokio::test]
+async fn correlation_links_of_a_list_value_list_its_actors() {
+    let h = Harness::new();
+    let mut events = Vec::new();
+    for u in 0..20 {
+        let d = format!("user_{u}");
+        let tags = match u % 4 {
+            0 => json!(["a", "b"]),
+            1 => json!("a"),
+            2 => json!("b"),
+            _ => json!(["c"]),
+        };
+        events.push(
+            json!({"event": "user signed up", "distinct_id": d, "timestamp": "2020-01-02T14:00:00Z",
+            "properties": {"$set": {"tags": tags}}}),
+        );
+        if u < 10 {
+            events.push(
+                json!({"event": "paid", "distinct_id": d, "timestamp": "2020-01-04T14:00:00Z"}),
+            );
+        }
+    }
+    capture_all(&h, events).await;
+    let q = format!(
+        "{}/insights/funnel/correlation/?events={}&date_from=2020-01-01&date_to=2020-01-14&funnel_correlation_type=properties&funnel_correlation_names={}",
+        h.api(),
+        steps(&["user signed up", "paid"]),
+        urlencode(&json!(["tags"]).to_string())
+    );
+    let r = h.get(&q).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let rows = r.json["result"]["events"]
+        .as_array()
+        .expect("events")
+        .clone();
+    assert!(!rows.is_empty(), "{}", r.text());
+    for row in &rows {
+        for (link, count) in [
+            ("success_people_url", "success_count"),
+            ("failure_people_url", "failure_count"),
+        ] {
+            let url = row[link].as_str().expect("url");
+            let path = url.split_once("localhost").map_or(url, |(_, p)| p);
+            let people = h.get(path).await;
+            assert_eq!(people.status.as_u16(), 200, "{}", people.text());
+            assert_eq!(
+                people.json["results"][0]["count"],
+                row[count],
+                "{} {link}: {}",
+                row["event"]["event"],
+                people.text()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn trends_query_through_the_query_endpoint() {
     let h = Harness::new();
