@@ -144,25 +144,28 @@ pub(crate) fn match_part_within(
     let b = read_columns_at(storage, part, &cols, within)?;
     let seqs = u64_col(&b, SEQ_COLUMN, &part.path)?;
     let m = Matcher::new(pred, part.table, &b)?;
-    // Row `i` of the batch is the part's row `i`, or the `i`-th of
-    // `within`.
-    let positions: Vec<u32> = match within {
-        Some(w) if w.cardinality() != b.num_rows() as u64 => {
-            return Err(StoreError::corrupt(
-                &part.path,
-                "a row selection returned the wrong number of rows",
-            ))
+    let keep = |i: usize| seqs.value(i) < cutoff && m.row(i);
+    match within {
+        // Row `i` of the batch is the `i`-th row of `within`.
+        Some(w) => {
+            if w.cardinality() != b.num_rows() as u64 {
+                return Err(StoreError::corrupt(
+                    &part.path,
+                    "a row selection returned the wrong number of rows",
+                ));
+            }
+            for (i, pos) in w.iter().enumerate() {
+                if keep(i) {
+                    out.add(pos);
+                }
+            }
         }
-        Some(w) => w.to_vec(),
-        None => Vec::new(),
-    };
-    for i in 0..b.num_rows() {
-        if seqs.value(i) < cutoff && m.row(i) {
-            out.add(if within.is_some() {
-                positions[i]
-            } else {
-                i as u32
-            });
+        None => {
+            for i in 0..b.num_rows() {
+                if keep(i) {
+                    out.add(i as u32);
+                }
+            }
         }
     }
     if pred.needs_properties() && !out.is_empty() {

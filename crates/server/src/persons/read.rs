@@ -31,8 +31,12 @@ pub(crate) struct ListQuery {
     format: Option<String>,
 }
 
+/// A cohort filter: the cohort's id, and whether its members (`true`) or
+/// everyone else pass.
+type CohortFilter = (i64, bool);
+
 /// The filter of a listing and the cohorts it is limited to.
-pub(super) fn filter_of(q: &ListQuery) -> ApiResult<(PersonFilter, Vec<(i64, bool)>)> {
+pub(super) fn filter_of(q: &ListQuery) -> ApiResult<(PersonFilter, Vec<CohortFilter>)> {
     let limit: usize = number(q.limit.as_deref(), "limit", 100)?;
     let offset: usize = number(q.offset.as_deref(), "offset", 0)?;
     if limit == 0 || limit > elide_persons::persons::MAX_LIST_LIMIT {
@@ -70,7 +74,7 @@ async fn limit_to_cohorts(
     state: &AppState,
     project: i64,
     filter: &mut PersonFilter,
-    cohorts: Vec<(i64, bool)>,
+    cohorts: Vec<CohortFilter>,
 ) -> ApiResult<()> {
     if cohorts.is_empty() {
         return Ok(());
@@ -102,10 +106,7 @@ async fn limit_to_cohorts(
             .filter_map(|u| uuid::Uuid::parse_str(u).ok())
             .collect()
     };
-    filter.uuids = match within {
-        Some(w) => Some(parsed(&w.difference(&outside).cloned().collect())),
-        None => None,
-    };
+    filter.uuids = within.map(|w| parsed(&w.difference(&outside).cloned().collect()));
     if !outside.is_empty() {
         filter.not_uuids = parsed(&outside);
     }
@@ -117,7 +118,7 @@ async fn limit_to_cohorts(
 /// cohort` filters.
 pub(super) fn parse_property_filters(
     s: &str,
-) -> ApiResult<(Vec<PropertyFilter>, Vec<(i64, bool)>)> {
+) -> ApiResult<(Vec<PropertyFilter>, Vec<CohortFilter>)> {
     let v: Value = serde_json::from_str(s).map_err(|e| {
         ApiError::invalid_attr(
             "properties",
