@@ -161,6 +161,33 @@ fn count(addr: &str, key: &str, sql: &str) -> i64 {
     v["results"][0][0].as_i64().expect("count")
 }
 
+/// A first start that cannot bind its port makes no project: the next
+/// start is the first, prints the key and loads the demo sample.
+#[test]
+fn a_first_start_that_cannot_bind_makes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("addr").port();
+    let out = Command::new(env!("CARGO_BIN_EXE_elide"))
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--demo",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("ELIDE_LOG", "warn")
+        .output()
+        .expect("run elide serve");
+    assert!(!out.status.success());
+    drop(taken);
+    let mut s = start(dir.path(), &["--demo"]);
+    assert!(s.banner.contains("phx_"), "{}", s.banner);
+    assert!(s.banner.contains("Loaded the demo sample"), "{}", s.banner);
+    stop_server(&mut s);
+}
+
 #[test]
 fn first_start_prints_working_credentials_and_demo_data() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -77,7 +77,6 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         store: elide_store::StoreOptions::from_env(),
         ..AppConfig::new(&a.data_dir)
     })?;
-    let made = app.bootstrap("Default project")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("elide-http")
@@ -89,6 +88,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         Signals::new()?
     };
     let listener = rt.block_on(tokio::net::TcpListener::bind(a.bind))?;
+    // The first project and its key only once the port is ours: a start
+    // that cannot bind makes nothing it could not show.
+    let made = app.bootstrap("Default project")?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
     let mut out = std::io::stdout().lock();
@@ -124,11 +126,34 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 a.data_dir.display(),
                 a.data_dir.display()
             )?;
-            if a.demo {
-                writeln!(
+            // A first start whose sample did not load (it loads as one
+            // unit, so none of it is there): loaded now, into the only
+            // project, if it still has no one.
+            let empty_only = match projects.as_slice() {
+                [p] => app
+                    .persons()
+                    .list(
+                        p.id,
+                        &elide_persons::PersonFilter {
+                            limit: 1,
+                            ..Default::default()
+                        },
+                    )?
+                    .results
+                    .is_empty()
+                    .then_some(p.id),
+                _ => None,
+            };
+            match (a.demo, empty_only) {
+                (true, Some(p)) => {
+                    let n = load_demo(&app, p)?;
+                    writeln!(out, "Loaded the demo sample: {n} events of {DEMO_PERSONS} persons over {DEMO_DAYS} days.\n")?;
+                }
+                (true, None) => writeln!(
                     out,
-                    "(--demo loads its sample only on the first start of an empty data directory.)"
-                )?;
+                    "(--demo loads its sample only into a data directory with one project and no persons.)"
+                )?,
+                (false, _) => {}
             }
         }
     }
