@@ -662,8 +662,44 @@ pub fn decode_manifest(path: &str, bytes: &[u8]) -> Result<Manifest> {
     if parse_manifest_path(path).is_some_and(|v| v != m.version) {
         return Err(corrupt("version in file does not match its name"));
     }
+    if let Some(bad) = foreign_path(&m) {
+        return Err(corrupt(&format!(
+            "names {bad:?}, which is not an object of the store (a part, its runs, a tombstone file)"
+        )));
+    }
     resolve_legacy_requests(&mut m);
     Ok(m)
+}
+
+/// The first path `m` names that is not an object of the kind its place
+/// holds, if any. Every path the store reads, keeps or removes comes from
+/// the manifest, and one joined to the data directory with `..` or as an
+/// absolute path would reach outside it (a removal by GC most of all):
+/// such a manifest is corrupt, however its checksum came to match.
+fn foreign_path(m: &Manifest) -> Option<&str> {
+    let is = |p: &str, kinds: &[ObjectName]| classify_object(p).is_some_and(|k| kinds.contains(&k));
+    for p in &m.parts {
+        if !is(&p.path, &[ObjectName::Part]) {
+            return Some(&p.path);
+        }
+        if let Some(t) = p
+            .tombstone
+            .as_ref()
+            .filter(|t| !is(&t.path, &[ObjectName::Tombstone]))
+        {
+            return Some(&t.path);
+        }
+    }
+    let files = [ObjectName::Part, ObjectName::Runs];
+    for r in &m.requests {
+        if let Some(p) = r.awaiting_removal.iter().find(|p| !is(p, &files)) {
+            return Some(p);
+        }
+    }
+    m.retired
+        .iter()
+        .map(|r| r.path.as_str())
+        .find(|p| classify_object(p).is_none())
 }
 
 /// Encode a tombstone file holding one bitmap per part.
@@ -782,6 +818,46 @@ mod tests {
         }
         assert!(decode_manifest(&path, &bytes[..bytes.len() - 3]).is_err());
         assert!(decode_manifest(&manifest_path(8), &bytes).is_err());
+    }
+
+    /// A manifest naming anything but the store's own objects, where a
+    /// part, a tombstone file or a file awaiting removal goes, is corrupt
+    /// (its paths are joined to the data directory and removed by GC).
+    #[test]
+    fn a_manifest_naming_foreign_paths_is_corrupt() {
+        let good = || {
+            let mut m = Manifest::empty();
+            m.parts = vec![part(1, 1, 1, true)];
+            m.requests = vec![request(1, RequestStatus::Purged, vec![])];
+            m.requests[0].awaiting_removal = vec![m.parts[0].path.clone()];
+            m
+        };
+        let m = good();
+        assert!(decode_manifest("ok", &encode_manifest(&m).unwrap()).is_ok());
+        for bad in [
+            "/home/svc/.ssh/authorized_keys",
+            "../../x",
+            "parts/events/1/2024-10-04/../../../../etc/passwd",
+            "tombstones/0000000000000009.tomb",
+            "manifest/00000000000000000001.manifest",
+        ] {
+            let mut cases = Vec::new();
+            let mut m = good();
+            m.parts[0].path = bad.into();
+            cases.push(m);
+            let mut m = good();
+            if let Some(t) = m.parts[0].tombstone.as_mut() {
+                t.path = bad.replace("tombstones/", "parts/");
+            }
+            cases.push(m);
+            let mut m = good();
+            m.requests[0].awaiting_removal = vec![bad.into()];
+            cases.push(m);
+            for m in cases {
+                let e = decode_manifest("bad", &encode_manifest(&m).unwrap()).unwrap_err();
+                assert!(matches!(e, StoreError::Corrupt { .. }), "{bad}: {e}");
+            }
+        }
     }
 
     fn part(id: u64, project: i64, min_seq: u64, tombstone: bool) -> PartMeta {
