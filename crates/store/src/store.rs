@@ -436,10 +436,17 @@ impl Store {
             });
         }
         let seq_start = st.next_seq;
+        // `_seq`s are never reused: a store at the end of them (a damaged
+        // manifest or log could claim it) takes no more rows.
+        let seq_end = seq_start.checked_add(rows).ok_or_else(|| {
+            StoreError::Internal(format!(
+                "_seq would pass 2^64 ({seq_start} + {rows} rows): the store takes no more rows"
+            ))
+        })?;
         let batch = n.finish(seq_start, now_us())?;
         let buffer = std::mem::take(&mut st.wal_buffer);
         let mut record = wal::encode_record_into(buffer, n.table, seq_start, &batch)?;
-        let written = inner.wal()?.write(&mut record, seq_start + rows);
+        let written = inner.wal()?.write(&mut record, seq_end);
         st.wal_buffer = record.into_buffer();
         let lsn = match written {
             Ok(l) => l,
@@ -448,7 +455,7 @@ impl Store {
                 return Err(e);
             }
         };
-        st.next_seq += rows;
+        st.next_seq = seq_end;
         st.active.push(Arc::new(Chunk {
             table: n.table,
             seq_start,
@@ -469,10 +476,7 @@ impl Store {
             }
             return Err(e);
         }
-        Ok(Appended {
-            seq_start,
-            seq_end: seq_start + rows,
-        })
+        Ok(Appended { seq_start, seq_end })
     }
 
     /// Write every buffered row into parts and commit; afterwards the ingest

@@ -94,3 +94,33 @@ fn torn_log_tail_is_ignored_but_acknowledged_rows_remain() {
     let store: Store = open(dir.path());
     assert_eq!(visible(&store).len(), 2);
 }
+
+/// A store whose `_seq`s are at their end (a damaged manifest could claim
+/// so) refuses the rows that would pass 2^64, whole, with an error; the
+/// rows that fit are taken; nothing wraps around below older cut-offs.
+#[test]
+fn rows_past_the_last_seq_are_refused_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, &rows(0..2));
+    store.flush().unwrap();
+    store.close().unwrap();
+    let newest = std::fs::read_dir(dir.path().join("manifest"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let bytes = std::fs::read(&newest).unwrap();
+    let mut m = elide_store::format::decode_manifest("test", &bytes).unwrap();
+    m.next_seq = u64::MAX - 1;
+    m.flushed_seq = u64::MAX - 1;
+    std::fs::write(&newest, elide_store::format::encode_manifest(&m).unwrap()).unwrap();
+    let store = open(dir.path());
+    let batch = |r| elide_store::jsonl::rows_to_batch(&rows(r)).unwrap();
+    let e = store.append(Table::Events, &batch(10..15)).unwrap_err();
+    assert!(e.to_string().contains("2^64"), "{e}");
+    let ok = store.append(Table::Events, &batch(10..11)).unwrap();
+    assert_eq!(ok.seq_end, u64::MAX);
+    assert!(store.append(Table::Events, &batch(11..12)).is_err());
+    assert_eq!(visible_ns(&store), vec![0, 1, 10]);
+}
