@@ -667,6 +667,19 @@ pub fn decode_manifest(path: &str, bytes: &[u8]) -> Result<Manifest> {
             "names {bad:?}, which is not an object of the store (a part, its runs, a tombstone file)"
         )));
     }
+    // A part's rows are positions in 32-bit bitmaps, and what is sized by
+    // them (a rewrite's row map) must be what the file holds.
+    if let Some(p) = m.parts.iter().find(|p| {
+        p.rows > u64::from(u32::MAX)
+            || (!p.row_groups.is_empty() && p.row_groups.iter().sum::<u64>() != p.rows)
+            // A run holds a row at least.
+            || p.runs.as_ref().is_some_and(|r| r.runs > p.rows)
+    }) {
+        return Err(corrupt(&format!(
+            "part {} claims {} rows in row groups of {:?}",
+            p.id, p.rows, p.row_groups
+        )));
+    }
     resolve_legacy_requests(&mut m);
     Ok(m)
 }
@@ -852,6 +865,13 @@ mod tests {
             cases.push(m);
             let mut m = good();
             m.requests[0].awaiting_removal = vec![bad.into()];
+            cases.push(m);
+            // And rows the row groups do not hold, or past 2^32.
+            let mut m = good();
+            m.parts[0].rows = 1 << 40;
+            cases.push(m);
+            let mut m = good();
+            m.parts[0].row_groups = vec![4, 5];
             cases.push(m);
             for m in cases {
                 let e = decode_manifest("bad", &encode_manifest(&m).unwrap()).unwrap_err();
