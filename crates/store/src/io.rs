@@ -62,10 +62,13 @@ pub trait FileSystem: Send + Sync + Debug {
     /// Write `bytes` as a new object at `path`: staged, synced, renamed
     /// without replacing, directory synced. Durable and whole when it
     /// returns; after a crash, `path` is absent or complete.
+    /// A failure at any step removes the staged file (a write that
+    /// failed part way leaves one, which may hold what a manifest holds:
+    /// pending requests' distinct ids in clear).
     fn publish(&self, path: &Path, staging: &Path, bytes: &[u8]) -> io::Result<()> {
-        self.write_new(staging, bytes)?;
         let done = self
-            .sync_file(staging)
+            .write_new(staging, bytes)
+            .and_then(|_| self.sync_file(staging))
             .and_then(|_| self.rename_noreplace(staging, path));
         if let Err(e) = done {
             let _ = self.remove_file(staging);
@@ -188,4 +191,54 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::hard_link(from, to)?;
     std::fs::remove_file(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes half of a new file, then fails (a full disk).
+    #[derive(Debug)]
+    struct HalfWrite;
+
+    impl FileSystem for HalfWrite {
+        fn create_new(&self, path: &Path) -> io::Result<Arc<dyn AppendFile>> {
+            StdFs.create_new(path)
+        }
+        fn write_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+            StdFs.write_new(path, &bytes[..bytes.len() / 2])?;
+            Err(io::Error::other("injected: no space left"))
+        }
+        fn sync_file(&self, path: &Path) -> io::Result<()> {
+            StdFs.sync_file(path)
+        }
+        fn sync_dir(&self, path: &Path) -> io::Result<()> {
+            StdFs.sync_dir(path)
+        }
+        fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+            StdFs.rename_noreplace(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            StdFs.remove_file(path)
+        }
+        fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+            StdFs.truncate(path, len)
+        }
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            StdFs.create_dir_all(path)
+        }
+    }
+
+    /// A publish whose write fails part way leaves neither the object nor
+    /// the half-written staged file.
+    #[test]
+    fn a_failed_write_leaves_no_staged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, staging) = (dir.path().join("x"), dir.path().join("x#1"));
+        assert!(HalfWrite.publish(&path, &staging, b"secret ids").is_err());
+        assert!(!path.exists() && !staging.exists());
+        StdFs.publish(&path, &staging, b"secret ids").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret ids");
+        assert!(!staging.exists());
+    }
 }
