@@ -171,6 +171,18 @@ pub(crate) fn signing_key(
     let local_key = local_dir.join(LOCAL_KEY_FILE);
     let key = match key_file {
         Some(f) => load_key_file(f)?,
+        // An empty file is a key an older build began to write and never
+        // did: none, while no receipt was signed.
+        None if storage.is_remote()
+            && !receipts_exist
+            && std::fs::metadata(&local_key).is_ok_and(|m| m.is_file() && m.len() == 0) =>
+        {
+            std::fs::remove_file(&local_key).map_err(|e| StoreError::io(local_key.display(), e))?;
+            let key = new_key();
+            write_private(&local_key, &hex::encode(key.to_bytes()))?;
+            tracing::warn!(path = %local_key.display(), "the receipt signing key file was empty (a write cut short); made a new key");
+            key
+        }
         None if storage.is_remote() && local_key.is_file() => load_key_file(&local_key)?,
         None if storage.is_remote() && receipts_exist => {
             return Err(StoreError::Unavailable(format!(
@@ -279,9 +291,19 @@ fn new_key() -> SigningKey {
     SigningKey::from_bytes(&seed)
 }
 
-/// Write a new private file (mode 0600), durably, refusing to replace one.
+/// Write a new private file (mode 0600), durably and whole, refusing to
+/// replace one: written and synced under a temporary name, then linked to
+/// `path` (which fails if it exists), so that a crash leaves `path` absent
+/// or complete, never empty.
 fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     use std::io::Write;
+    let io = |e| StoreError::io(path.display(), e);
+    let tmp = path.with_extension("partial");
+    // Left by a crash before its link: never the key.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
@@ -289,12 +311,13 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         o.mode(0o600);
     }
-    let mut f = o
-        .open(path)
-        .map_err(|e| StoreError::io(path.display(), e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| StoreError::io(path.display(), e))?;
+    let written = o.open(&tmp).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(io)?;
     if let Some(dir) = path.parent() {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }

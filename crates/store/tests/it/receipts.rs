@@ -309,3 +309,22 @@ fn a_receipt_names_the_rewrite_of_its_own_file_as_its_replacement() {
     let replaced: Vec<&str> = f.replaced_by.iter().map(|a| a.path.as_str()).collect();
     assert_eq!(replaced, vec![out_path.as_str()]);
 }
+
+/// On an object store, a signing key file left empty (a write an older
+/// build cut short) before any receipt is signed is replaced by a new key:
+/// requests are still verified and their receipts signed.
+#[test]
+fn an_empty_signing_key_file_before_any_receipt_is_made_again() {
+    let site = Site::new(Backend::S3);
+    std::fs::create_dir_all(site.path()).unwrap();
+    let key = site.path().join(elide_store::receipt::LOCAL_KEY_FILE);
+    std::fs::write(&key, b"").unwrap();
+    let store = site.open();
+    append(&store, &[row(1, "gone", 1, 0), row(2, "kept", 1, 0)]);
+    store.flush().unwrap();
+    let d = store.delete(DeleteSpec::ids(1, ["gone"])).unwrap();
+    let r = compact_now(&store);
+    assert_eq!(r.requests_verified, vec![d.request_id], "{r:?}");
+    assert!(store.receipt(d.request_id).unwrap().is_some());
+    assert!(std::fs::metadata(&key).unwrap().len() > 0);
+}
