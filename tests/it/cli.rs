@@ -724,3 +724,40 @@ fn bench_harnesses_run_on_small_stores() {
     ]);
     assert!(erasure.contains("verified"), "{erasure}");
 }
+
+/// `deletions --format csv` quotes an id with a comma or a quote (RFC
+/// 4180): the row keeps its columns.
+#[test]
+fn deletions_as_csv_quote_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    crate::common::open(dir.path()).close().unwrap();
+    let (ok, _, err) = elide(&[
+        "delete",
+        "--data-dir",
+        d,
+        "--project",
+        "1",
+        "--distinct-id",
+        "a,\"b",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = elide(&["deletions", "--data-dir", d, "--format", "csv"]);
+    assert!(ok);
+    let mut lines = out.lines();
+    let header = lines.next().expect("header");
+    let row = lines.next().expect("the request's row");
+    assert!(row.contains(r#""a,""b""#), "{out}");
+    let columns = |l: &str| {
+        let (mut n, mut quoted) = (1, false);
+        for c in l.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => n += 1,
+                _ => {}
+            }
+        }
+        n
+    };
+    assert_eq!(columns(row), columns(header), "{out}");
+}

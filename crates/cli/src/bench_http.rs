@@ -48,8 +48,8 @@ pub struct BenchHttpArgs {
     /// Seconds of the throughput phase (and of the phase under load).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Persons made before the timed phases.
-    #[arg(long, default_value_t = 20_000)]
+    /// Persons made before the timed phases (at least 1).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     persons: u64,
     /// Bulk deletions of 100 persons in the phase under load.
     #[arg(long, default_value_t = 20)]

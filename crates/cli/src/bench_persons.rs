@@ -41,8 +41,9 @@ pub struct BenchPersonsArgs {
     /// Events of the timed mix.
     #[arg(long, default_value_t = 2_000_000)]
     events: u64,
-    /// Persons created in the warm-up.
-    #[arg(long, default_value_t = 100_000)]
+    /// Persons created in the warm-up (at least 100: the deletions pick
+    /// persons by stride among them).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..))]
     persons: u64,
     /// Merges of a new device's person into a known person (two events
     /// each), after the mix.

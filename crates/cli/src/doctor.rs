@@ -39,7 +39,13 @@ pub fn run(dir: &Path, format: Format) -> Result<()> {
         Format::Csv => {
             writeln!(out, "check,status,detail")?;
             for c in &checks {
-                writeln!(out, "{},{},{:?}", c.check, c.status, c.detail)?;
+                writeln!(
+                    out,
+                    "{},{},{}",
+                    c.check,
+                    c.status,
+                    crate::output::csv_field(&c.detail)
+                )?;
             }
         }
         Format::Table => {

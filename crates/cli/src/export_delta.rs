@@ -76,7 +76,11 @@ pub fn run(a: DeltaArgs) -> Result<()> {
         .transpose()?;
     let (store, note) = match wiring::store(&a.data_dir, Access::Write) {
         Ok(s) => (s, None),
-        Err(elide_app::AppError::Store(StoreError::Locked { .. })) => (
+        // Held by a writer: the local directory's lock, or an object
+        // store's lease taken by a writer elsewhere.
+        Err(elide_app::AppError::Store(
+            StoreError::Locked { .. } | StoreError::RemoteLocked { .. },
+        )) => (
             wiring::store(&a.data_dir, Access::Read)?,
             Some("another process writes this store: exported its parts read-only; rows it still buffers go out with the next export"),
         ),

@@ -255,7 +255,7 @@ pub(crate) fn deletions(
                     r.rows_hidden,
                     when(r.purged_at_us),
                     when(r.verified_at_us),
-                    ids(r).join(" "),
+                    crate::output::csv_field(&ids(r).join(" ")),
                     r.kind.as_str(),
                     when(Some(r.purge_due_by_us)),
                     r.changed_in_version

@@ -57,7 +57,7 @@ pub fn parse_table(s: &str) -> std::result::Result<elide_store::Table, String> {
 
 /// `s` as one CSV field (quoted when it must be).
 pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
+    if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()

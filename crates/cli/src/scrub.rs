@@ -72,7 +72,13 @@ pub fn run(dir: &Path, format: Format) -> Result<()> {
         Format::Csv => {
             writeln!(out, "path,severity,problem")?;
             for f in &report.findings {
-                writeln!(out, "{},{},{:?}", f.path, f.severity, f.problem)?;
+                writeln!(
+                    out,
+                    "{},{},{}",
+                    crate::output::csv_field(&f.path),
+                    f.severity,
+                    crate::output::csv_field(&f.problem)
+                )?;
             }
         }
         Format::Table => {
