@@ -253,7 +253,10 @@ fn run(
         // The table holds this very store version: the same parts, the
         // same tombstones and logical requests (each change of them is a
         // new version). Nothing to compare (a server exporting on a timer
-        // reads no vector file while the store is idle).
+        // reads no vector file while the store is idle). Its commit is
+        // made durable again: a run whose fsync failed after the commit
+        // (an error, "may not survive a power loss") finds it here.
+        sync_commit(url, snapshot.version())?;
         totals(&mut report, &want);
         report.version = snapshot.version();
         report.elapsed_ms = elapsed_ms(started);
@@ -321,6 +324,7 @@ fn run(
             .filter_map(|(_, h)| h.descriptor.as_ref()),
     )?;
     if remove.is_empty() && readd.is_empty() && new_dv.is_empty() && fresh.is_empty() {
+        sync_commit(url, snapshot.version())?;
         report.version = snapshot.version();
         report.vectors_removed = vacuum(engine, url, &referenced, retention)?;
         report.elapsed_ms = elapsed_ms(started);

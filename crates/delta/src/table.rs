@@ -152,8 +152,12 @@ pub(crate) fn create(
             sync_commit(url, 0)?;
             Ok(true)
         }
-        // Another export created it meanwhile: the caller checks it is ours.
-        CommitResult::Conflicted(_) => Ok(false),
+        // Another export created it meanwhile (the caller checks it is
+        // ours), or a run before whose fsync failed: made durable here.
+        CommitResult::Conflicted(_) => {
+            sync_commit(url, 0)?;
+            Ok(false)
+        }
         CommitResult::Retryable(_) => Err(Error::Conflict(format!(
             "creating the Delta table at {url} failed with an I/O error; run the export again"
         ))),
@@ -391,9 +395,11 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Remove the vector files under `dv/` not in `referenced` (the names the
-/// latest version points to) and older than `retention`, and staged copies
-/// a crashed write left. Returns how many.
+/// Remove the vector files under `dv/` that no version committed within
+/// `retention` references (neither the latest, named by `referenced`, nor
+/// a file a recent commit added or removed: a reader that began on the
+/// version before may still read those), that are older than `retention`
+/// themselves, and staged copies a crashed write left. Returns how many.
 pub(crate) fn vacuum(
     engine: &dyn Engine,
     url: &Url,
@@ -404,6 +410,8 @@ pub(crate) fn vacuum(
         .join(&format!("{DV_PREFIX}/"))
         .map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
     let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut referenced = referenced.clone();
+    referenced.extend(recently_named_vectors(engine, url, cutoff)?);
     let listing = match engine.storage_handler().list_from(&dir) {
         Ok(l) => l,
         Err(delta_kernel::KernelError::FileNotFound(_)) => return Ok(0),
@@ -445,6 +453,69 @@ pub(crate) fn vacuum(
 /// The file names of the vector files `descriptors` point to (by name: the
 /// names are unique, a UUID each, and URLs built two ways may differ in
 /// their escaping). Inline vectors have no file.
+/// The vector files that the `add` and `remove` actions of the commits
+/// written since `since_ms` name: the versions a reader may still be on
+/// hold those (a file's old vector is named by the `remove` that replaced
+/// it).
+fn recently_named_vectors(
+    engine: &dyn Engine,
+    url: &Url,
+    since_ms: i64,
+) -> Result<BTreeSet<String>> {
+    #[derive(serde::Deserialize)]
+    struct FileAction {
+        #[serde(rename = "deletionVector")]
+        deletion_vector: Option<DeletionVectorDescriptor>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Line {
+        add: Option<FileAction>,
+        remove: Option<FileAction>,
+    }
+    let log = url
+        .join("_delta_log/")
+        .map_err(|e| Error::InvalidInput(format!("{url}: {e}")))?;
+    let listing = match engine.storage_handler().list_from(&log) {
+        Ok(l) => l,
+        Err(delta_kernel::KernelError::FileNotFound(_)) => return Ok(BTreeSet::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut recent = Vec::new();
+    for file in listing {
+        let file = match file {
+            Ok(f) => f,
+            Err(delta_kernel::KernelError::FileNotFound(_)) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if !file.location.as_str().starts_with(log.as_str()) {
+            break;
+        }
+        if file_name(&file.location).ends_with(".json") && file.last_modified > since_ms {
+            recent.push((file.location, None));
+        }
+    }
+    let mut descriptors = Vec::new();
+    if !recent.is_empty() {
+        for bytes in engine.storage_handler().read_files(recent)? {
+            let bytes = bytes?;
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                // A line of another action, or one this cannot read, names
+                // no vector it must keep.
+                let Ok(l) = serde_json::from_slice::<Line>(line) else {
+                    continue;
+                };
+                descriptors.extend(
+                    [l.add, l.remove]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a.deletion_vector),
+                );
+            }
+        }
+    }
+    vector_file_names(url, descriptors.iter())
+}
+
 pub(crate) fn vector_file_names<'a>(
     url: &Url,
     descriptors: impl Iterator<Item = &'a DeletionVectorDescriptor>,

@@ -448,3 +448,33 @@ fn export_at_the_root_of_an_s3_data_directory() {
     assert_eq!(reader.rows(None).unwrap().len(), 2_000);
     store.close().unwrap();
 }
+
+/// A vector file older than the retention, replaced by a newer one, stays
+/// until the retention has passed since the commit that replaced it: a
+/// reader on the version before can still read through it.
+#[test]
+fn a_replaced_vector_stays_for_the_retention_after_its_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let reader = Reader::local(dir.path());
+    let ids = ingest(&store, 5_000, 3);
+    store.flush().unwrap();
+    let retention = std::time::Duration::from_secs(2);
+    let with_retention = || ExportOptions {
+        retention: Some(retention),
+        ..ExportOptions::new(Table::Events)
+    };
+    export_delta(&store, &with_retention()).unwrap();
+    delete_some(&store, &ids, 20);
+    let second = export_delta(&store, &with_retention()).unwrap();
+    assert!(second.deletion_vectors > 0);
+    let before = reader.rows(Some(second.version)).unwrap();
+    // The second run's vector files grow older than the retention; then
+    // new deletions give their parts new vectors.
+    std::thread::sleep(retention + std::time::Duration::from_millis(500));
+    delete_some(&store, &ids, 7);
+    let third = export_delta(&store, &with_retention()).unwrap();
+    assert!(third.committed && third.deletion_vectors > 0);
+    assert_eq!(third.vectors_removed, 0, "{third:?}");
+    assert_eq!(reader.rows(Some(second.version)).unwrap(), before);
+}
