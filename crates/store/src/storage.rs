@@ -17,7 +17,7 @@
 //!
 //! The API is blocking: the store calls it from its own threads.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -250,23 +250,33 @@ impl Storage {
         let mut failed = Vec::new();
         match &self.local {
             Some(l) => {
-                let mut dirs = BTreeSet::new();
+                // Each directory with the paths removed from it. A path
+                // already missing counts too: its removal (an earlier
+                // attempt's, whose sync failed) is made durable here.
+                let mut dirs: BTreeMap<std::path::PathBuf, Vec<&String>> = BTreeMap::new();
                 for p in paths {
                     let full = l.root.join(p);
                     match l.fs.remove_file(&full) {
-                        Ok(()) => {
-                            dirs.insert(parent(&full).to_path_buf());
+                        Ok(()) => dirs.entry(parent(&full).to_path_buf()).or_default().push(p),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            dirs.entry(parent(&full).to_path_buf()).or_default().push(p)
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => failed.push((p.clone(), StoreError::io(p, e))),
                     }
                 }
-                for d in dirs {
+                for (d, removed) in dirs {
                     if let Err(e) = l.fs.sync_dir(&d) {
-                        // The files are gone from the live tree; a power
-                        // loss could bring them back, and the open-time
-                        // sweep would remove them again.
+                        // Gone from the live tree, but a power loss could
+                        // bring them back: not removed yet, so that GC
+                        // tries again (and holds back the requests that
+                        // wait for them) rather than a receipt saying so.
                         tracing::warn!(dir = %d.display(), error = %e, "could not sync a directory after removals");
+                        let why = format!("removed, but its directory could not be synced: {e}");
+                        failed.extend(
+                            removed
+                                .into_iter()
+                                .map(|p| (p.clone(), StoreError::Internal(format!("{p}: {why}")))),
+                        );
                     }
                 }
             }
@@ -422,4 +432,68 @@ fn walk(root: &FsPath, dir: &FsPath, out: &mut Vec<Listed>) -> Result<()> {
 pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &FsPath) -> Result<()> {
     fs.sync_dir(dir)
         .map_err(|e| StoreError::io(dir.display(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::io::{AppendFile, FileSystem, StdFs};
+
+    /// A file system whose directory syncs fail while `broken` is set.
+    #[derive(Debug, Default)]
+    struct NoDirSync {
+        broken: AtomicBool,
+    }
+
+    impl FileSystem for NoDirSync {
+        fn create_new(&self, path: &FsPath) -> std::io::Result<Arc<dyn AppendFile>> {
+            StdFs.create_new(path)
+        }
+        fn write_new(&self, path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+            StdFs.write_new(path, bytes)
+        }
+        fn sync_file(&self, path: &FsPath) -> std::io::Result<()> {
+            StdFs.sync_file(path)
+        }
+        fn sync_dir(&self, path: &FsPath) -> std::io::Result<()> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected: EIO"));
+            }
+            StdFs.sync_dir(path)
+        }
+        fn rename_noreplace(&self, from: &FsPath, to: &FsPath) -> std::io::Result<()> {
+            StdFs.rename_noreplace(from, to)
+        }
+        fn remove_file(&self, path: &FsPath) -> std::io::Result<()> {
+            StdFs.remove_file(path)
+        }
+        fn truncate(&self, path: &FsPath, len: u64) -> std::io::Result<()> {
+            StdFs.truncate(path, len)
+        }
+        fn create_dir_all(&self, path: &FsPath) -> std::io::Result<()> {
+            StdFs.create_dir_all(path)
+        }
+    }
+
+    /// A removal whose directory could not be synced is reported as not
+    /// done (GC tries it again, and holds back the requests waiting for
+    /// it); the next attempt syncs the directory and reports it done.
+    #[test]
+    fn a_removal_counts_once_its_directory_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Arc::new(NoDirSync::default());
+        let storage = Storage::local(dir.path(), fs.clone()).unwrap();
+        let path = "tombstones/0000000000000001.tomb".to_string();
+        std::fs::create_dir_all(dir.path().join("tombstones")).unwrap();
+        std::fs::write(dir.path().join(&path), b"bits").unwrap();
+        fs.broken.store(true, Ordering::SeqCst);
+        let failed = storage.delete_all(std::slice::from_ref(&path));
+        assert_eq!(failed.len(), 1);
+        assert!(!dir.path().join(&path).exists());
+        fs.broken.store(false, Ordering::SeqCst);
+        assert!(storage.delete_all(std::slice::from_ref(&path)).is_empty());
+    }
 }
