@@ -171,13 +171,18 @@ fn leaf(o: &Map<String, Value>, leaves: &mut usize) -> Result<Def> {
             }
         }
         Some("cohort") => {
-            let id = o
-                .get("value")
-                .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
-            let Some(id) = id else {
-                return invalid("a cohort filter needs the cohort's id as its value");
+            // As a filter reads it (`not_in` or `negation`: not in it);
+            // `negation` is applied below, so only the operator here.
+            let operator_only = {
+                let mut o = o.clone();
+                o.remove("negation");
+                o
             };
-            Def::Cohort(id)
+            match super::filter::cohort_filter(&operator_only) {
+                Ok((id, true)) => Def::Cohort(id),
+                Ok((id, false)) => Def::Not(Box::new(Def::Cohort(id))),
+                Err(e) => return invalid(e),
+            }
         }
         other => {
             return invalid(format!(

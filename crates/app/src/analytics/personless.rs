@@ -70,16 +70,16 @@ pub const BLOCKED_ID: &str = "elide_blocked_id";
 /// Whether personless events (no person: no cohort, empty person
 /// properties) can pass `props`: every person property filter must hold
 /// of an absent value (`is_not`, `is_not_set`), as PostHog evaluates them
-/// on a personless event's empty person properties, and every cohort
-/// filter must ask for the persons not in it (a personless event's
-/// person is in no cohort).
+/// on a personless event's empty person properties, and no cohort may be
+/// named (not even "not in" one: the funnels put the filters inside their
+/// aggregates, where a cohort's subquery cannot be planned).
 pub fn personless_can_match<'a>(props: impl IntoIterator<Item = &'a Prop>) -> bool {
     props.into_iter().all(|p| match p.kind {
         PropKind::Event => true,
         PropKind::Person => p
             .filter
             .matches_value_as(None, elide_store::predicate::Comparison::Text),
-        PropKind::Cohort => p.filter.operator == elide_store::predicate::PropertyOperator::IsNot,
+        PropKind::Cohort => false,
     })
 }
 

@@ -123,6 +123,13 @@ async fn dynamic_cohorts_follow_their_definition() {
         {"type": "cohort", "value": either}, {"type": "cohort", "value": legacy, "negation": true}]}}),
     );
     assert_eq!(members(&app, nested).await, uuids(&app, &["b"]));
+    // `"operator": "not_in"` reads as the negation does, as in filters.
+    let not_in = dynamic(
+        &app,
+        json!({"properties": {"type": "AND", "values": [
+        {"type": "cohort", "value": either}, {"type": "cohort", "value": legacy, "operator": "not_in"}]}}),
+    );
+    assert_eq!(members(&app, not_in).await, uuids(&app, &["b"]));
     let selfish = dynamic(
         &app,
         json!({"properties": {"type": "AND", "values": [{"type": "cohort", "value": 0}]}}),
@@ -243,6 +250,35 @@ async fn static_cohorts_are_lists_that_follow_identity() {
         .await
         .expect("actors");
     assert_eq!(actors.len(), 2);
+    // Filtered on not being in it: another person's pageview only (an
+    // event sent personless passes no cohort filter).
+    capture(
+        app.persons(),
+        &[
+            ("e", "$pageview", &ago(1), json!({})),
+            (
+                "anon",
+                "$pageview",
+                &ago(1),
+                json!({"$process_person_profile": false}),
+            ),
+        ],
+    );
+    let p = json!({"date_from": "-2d", "events": events_param(&["$pageview"]),
+        "properties": [{"type": "cohort", "key": "id", "value": c.id, "operator": "not_in"}]});
+    let spec = FunnelSpec::parse(&params(p), Utc::now()).expect("spec");
+    let actors = funnel::actors(app.persons(), P, &spec, &QueryLimits::default())
+        .await
+        .expect("a funnel not in a cohort");
+    assert_eq!(actors.len(), 1);
+    let steps = funnel::steps(
+        &spec,
+        &funnel::actors(app.persons(), P, &spec, &QueryLimits::default())
+            .await
+            .expect("actors"),
+        "",
+    );
+    assert_eq!(steps[0]["count"], json!(1), "{steps}");
     // Removing and deleting.
     let r = app
         .persons()
