@@ -561,6 +561,10 @@ async fn compute_once(
                 // with no per-person collection and no random access per
                 // row. Breakdown values are numbered (`names`), so that a
                 // row costs no allocation.
+                // This series' numbering of values and personless actors,
+                // charged while the series is counted (the counts stay, on
+                // `tally`).
+                let series = elide_query::hold(&ctx.runtime_env().memory_pool, "trends series", 0)?;
                 let mut values: Vec<Option<String>> = Vec::new();
                 let mut names: HashMap<String, usize> = HashMap::new();
                 if spec.breakdown.is_none() {
@@ -597,7 +601,7 @@ async fn compute_once(
                                         if let Some(&n) = numbered.get(who) {
                                             return Ok(Some(n));
                                         }
-                                        tally.try_grow(who.len() + ENTRY_OVERHEAD)?;
+                                        series.try_grow(who.len() + ENTRY_OVERHEAD)?;
                                         let n = (1i64 << 62) + numbered.len() as i64;
                                         numbered.insert(who.to_string(), n);
                                         Ok(Some(n))
@@ -625,7 +629,7 @@ async fn compute_once(
                                         return invalid("the breakdown has too many values");
                                     }
                                     None => {
-                                        tally.try_grow(2 * (v.len() + ENTRY_OVERHEAD))?;
+                                        series.try_grow(2 * (v.len() + ENTRY_OVERHEAD))?;
                                         names.insert(v.to_string(), values.len());
                                         values.push(Some(v.to_string()));
                                         values.len() - 1
@@ -661,7 +665,9 @@ async fn compute_once(
                     let c = match counts.entry(values[value].clone()) {
                         std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                         std::collections::btree_map::Entry::Vacant(v) => {
-                            tally.try_grow(ENTRY_OVERHEAD)?;
+                            tally.try_grow(
+                                v.key().as_ref().map_or(0, String::len) + ENTRY_OVERHEAD,
+                            )?;
                             v.insert(BTreeMap::new())
                         }
                     };
