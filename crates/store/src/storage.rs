@@ -265,18 +265,26 @@ impl Storage {
                     }
                 }
                 for (d, removed) in dirs {
-                    if let Err(e) = l.fs.sync_dir(&d) {
-                        // Gone from the live tree, but a power loss could
-                        // bring them back: not removed yet, so that GC
-                        // tries again (and holds back the requests that
-                        // wait for them) rather than a receipt saying so.
-                        tracing::warn!(dir = %d.display(), error = %e, "could not sync a directory after removals");
-                        let why = format!("removed, but its directory could not be synced: {e}");
-                        failed.extend(
-                            removed
-                                .into_iter()
-                                .map(|p| (p.clone(), StoreError::Internal(format!("{p}: {why}")))),
-                        );
+                    match l.fs.sync_dir(&d) {
+                        Ok(()) => {}
+                        // No directory, no entry to make durable (a part
+                        // planned and never written, its day's directory
+                        // never made).
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            // Gone from the live tree, but a power loss could
+                            // bring them back: not removed yet, so that GC
+                            // tries again (and holds back the requests that
+                            // wait for them) rather than a receipt saying so.
+                            tracing::warn!(dir = %d.display(), error = %e, "could not sync a directory after removals");
+                            let why =
+                                format!("removed, but its directory could not be synced: {e}");
+                            failed.extend(
+                                removed.into_iter().map(|p| {
+                                    (p.clone(), StoreError::Internal(format!("{p}: {why}")))
+                                }),
+                            );
+                        }
                     }
                 }
             }
@@ -495,5 +503,8 @@ mod tests {
         assert!(!dir.path().join(&path).exists());
         fs.broken.store(false, Ordering::SeqCst);
         assert!(storage.delete_all(std::slice::from_ref(&path)).is_empty());
+        // A path whose directory was never made is no failure.
+        let never = "parts/events/1/2026-01-01/0000000000000002.parquet".to_string();
+        assert!(storage.delete_all(&[never]).is_empty());
     }
 }
