@@ -292,18 +292,15 @@ fn new_key() -> SigningKey {
 }
 
 /// Write a new private file (mode 0600), durably and whole, refusing to
-/// replace one: written and synced under a temporary name, then linked to
-/// `path` (which fails if it exists), so that a crash leaves `path` absent
-/// or complete, never empty.
+/// replace one: written and synced under a temporary name, then moved to
+/// `path` without replacing, so that a crash leaves `path` absent or
+/// complete, never empty (at worst a temporary file beside it).
 fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
     use std::io::Write;
     let io = |e| StoreError::io(path.display(), e);
-    let tmp = path.with_extension("partial");
-    // Left by a crash before its link: never the key.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-        _ => {}
-    }
+    // A name of this attempt's own (another process may be making the
+    // key too; the first to move its file into place wins).
+    let tmp = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
@@ -315,9 +312,12 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
         f.write_all(text.as_bytes())?;
         f.sync_all()
     });
-    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
-    let _ = std::fs::remove_file(&tmp);
-    linked.map_err(io)?;
+    let moved = written
+        .and_then(|()| crate::io::FileSystem::rename_noreplace(&crate::io::StdFs, &tmp, path));
+    if moved.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    moved.map_err(io)?;
     if let Some(dir) = path.parent() {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
