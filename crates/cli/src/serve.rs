@@ -126,34 +126,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 a.data_dir.display(),
                 a.data_dir.display()
             )?;
-            // A first start whose sample did not load (it loads as one
-            // unit, so none of it is there): loaded now, into the only
-            // project, if it still has no one.
-            let empty_only = match projects.as_slice() {
-                [p] => app
-                    .persons()
-                    .list(
-                        p.id,
-                        &elide_persons::PersonFilter {
-                            limit: 1,
-                            ..Default::default()
-                        },
-                    )?
-                    .results
-                    .is_empty()
-                    .then_some(p.id),
-                _ => None,
-            };
-            match (a.demo, empty_only) {
-                (true, Some(p)) => {
-                    let n = load_demo(&app, p)?;
-                    writeln!(out, "Loaded the demo sample: {n} events of {DEMO_PERSONS} persons over {DEMO_DAYS} days.\n")?;
-                }
-                (true, None) => writeln!(
+            if a.demo {
+                writeln!(
                     out,
-                    "(--demo loads its sample only into a data directory with one project and no persons.)"
-                )?,
-                (false, _) => {}
+                    "(--demo loads its sample only on the first start of an empty data directory.)"
+                )?;
             }
         }
     }
