@@ -450,9 +450,6 @@ pub(crate) fn vacuum(
     Ok(stale.len())
 }
 
-/// The file names of the vector files `descriptors` point to (by name: the
-/// names are unique, a UUID each, and URLs built two ways may differ in
-/// their escaping). Inline vectors have no file.
 /// The vector files that the `add` and `remove` actions of the commits
 /// written since `since_ms` name: the versions a reader may still be on
 /// hold those (a file's old vector is named by the `remove` that replaced
@@ -516,6 +513,9 @@ fn recently_named_vectors(
     vector_file_names(url, descriptors.iter())
 }
 
+/// The file names of the vector files `descriptors` point to (by name: the
+/// names are unique, a UUID each, and URLs built two ways may differ in
+/// their escaping). Inline vectors have no file.
 pub(crate) fn vector_file_names<'a>(
     url: &Url,
     descriptors: impl Iterator<Item = &'a DeletionVectorDescriptor>,

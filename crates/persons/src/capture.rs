@@ -328,8 +328,10 @@ fn parse_event_with(
         // Anything but a string or an exact integer names no id: no merge.
         Some((k, v, r)) => match id_text(v, r) {
             // Unlike `distinct_id`, a merge id is not cut: an overlong one
-            // names no id (a prefix could be someone else's).
-            Ok(t) => t,
+            // names no id (a prefix could be someone else's). A NUL is
+            // replaced as in `distinct_id`, so that it names the id as
+            // stored.
+            Ok(t) => t.map(|t| t.replace('\0', "\u{FFFD}")),
             Err(e) if e == INEXACT => return Err(e),
             Err(e) if matches!(v, Value::Number(_)) => return Err(format!("`properties.{k}` {e}")),
             Err(_) => None,
