@@ -694,6 +694,13 @@ mod tests {
             let evs = parse_payload(json!({"event": "e", "distinct_id": id}), 0).unwrap();
             assert_eq!(evs[0].distinct_id, want);
         }
+        // A merge id names the id as stored: its NUL replaced too.
+        let evs = parse_payload(
+            json!({"event": "$identify", "distinct_id": "u", "properties": {"$anon_distinct_id": "x\0y"}}),
+            0,
+        )
+        .unwrap();
+        assert_eq!(evs[0].merge_other.as_deref(), Some("x\u{FFFD}y"));
         // A malformed operator inside `properties` is kept there and left
         // out of the person's operations, as PostHog's ingestion does: the
         // event (and the request) is not refused.
