@@ -497,7 +497,7 @@ async fn compute_once(
     // numbers hold is charged to the query's memory pool: a breakdown by
     // a property unique per event (`$insert_id`) makes about one value of
     // every event, and is refused at the query's memory limit.
-    let mut tally = elide_query::hold(&ctx.runtime_env().memory_pool, "trends tally", 0)?;
+    let tally = elide_query::hold(&ctx.runtime_env().memory_pool, "trends tally", 0)?;
     let mut out = Vec::new();
     for s in &spec.series {
         let mut counts: Counts = BTreeMap::new();
@@ -534,7 +534,7 @@ async fn compute_once(
                             } else {
                                 1
                             };
-                            add(&mut counts, &mut tally, bd_of(bd, r), period.value(r), n)?;
+                            add(&mut counts, &tally, bd_of(bd, r), period.value(r), n)?;
                         }
                     }
                 }
@@ -550,7 +550,7 @@ async fn compute_once(
                             continue;
                         }
                         let n = n.value(r).max(0) as u64;
-                        add(&mut counts, &mut tally, bd_of(bd, r), period.value(r), n)?;
+                        add(&mut counts, &tally, bd_of(bd, r), period.value(r), n)?;
                     }
                 }
             }
@@ -662,15 +662,7 @@ async fn compute_once(
                     // counts on every day d with an active day in
                     // (d - days, d]: merged runs [a, b + days).
                     let value = (key >> 96) as usize;
-                    let c = match counts.entry(values[value].clone()) {
-                        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(v) => {
-                            tally.try_grow(
-                                v.key().as_ref().map_or(0, String::len) + ENTRY_OVERHEAD,
-                            )?;
-                            v.insert(BTreeMap::new())
-                        }
-                    };
+                    let c = periods_of(&mut counts, &tally, values[value].clone())?;
                     let mut k = 0;
                     while k < ds.len() {
                         let start = ds[k];
@@ -681,15 +673,7 @@ async fn compute_once(
                         }
                         let mut d = start.max(spec.first);
                         while d < end && d <= spec.to {
-                            match c.entry(d) {
-                                std::collections::btree_map::Entry::Occupied(mut o) => {
-                                    *o.get_mut() += 1
-                                }
-                                std::collections::btree_map::Entry::Vacant(v) => {
-                                    tally.try_grow(ENTRY_OVERHEAD)?;
-                                    v.insert(1);
-                                }
-                            }
+                            bump(c, &tally, d, 1)?;
                             d += DAY;
                         }
                         k += 1;
@@ -707,23 +691,30 @@ async fn compute_once(
 /// a map's node or slot.
 const ENTRY_OVERHEAD: usize = 64;
 
-/// Add `n` to `value`'s count in `period`, charging `tally` for the
-/// entries this makes.
-fn add(
-    counts: &mut Counts,
-    tally: &mut datafusion::execution::memory_pool::MemoryReservation,
+/// `value`'s counts per period, made (and charged to `tally`) if new.
+fn periods_of<'c>(
+    counts: &'c mut Counts,
+    tally: &datafusion::execution::memory_pool::MemoryReservation,
     value: Option<String>,
-    period: i64,
-    n: u64,
-) -> Result<()> {
+) -> Result<&'c mut BTreeMap<i64, u64>> {
     use std::collections::btree_map::Entry;
-    let periods = match counts.entry(value) {
+    Ok(match counts.entry(value) {
         Entry::Occupied(o) => o.into_mut(),
         Entry::Vacant(v) => {
             tally.try_grow(v.key().as_ref().map_or(0, String::len) + ENTRY_OVERHEAD)?;
             v.insert(BTreeMap::new())
         }
-    };
+    })
+}
+
+/// Add `n` to the count of `period`, charging `tally` for a new entry.
+fn bump(
+    periods: &mut BTreeMap<i64, u64>,
+    tally: &datafusion::execution::memory_pool::MemoryReservation,
+    period: i64,
+    n: u64,
+) -> Result<()> {
+    use std::collections::btree_map::Entry;
     match periods.entry(period) {
         Entry::Occupied(mut o) => *o.get_mut() += n,
         Entry::Vacant(v) => {
@@ -732,6 +723,17 @@ fn add(
         }
     }
     Ok(())
+}
+
+/// Add `n` to `value`'s count in `period` ([`periods_of`], [`bump`]).
+fn add(
+    counts: &mut Counts,
+    tally: &datafusion::execution::memory_pool::MemoryReservation,
+    value: Option<String>,
+    period: i64,
+    n: u64,
+) -> Result<()> {
+    bump(periods_of(counts, tally, value)?, tally, period, n)
 }
 
 /// PostHog's result list: per series (and breakdown value, the largest
