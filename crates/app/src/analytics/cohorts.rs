@@ -171,18 +171,13 @@ fn leaf(o: &Map<String, Value>, leaves: &mut usize) -> Result<Def> {
             }
         }
         Some("cohort") => {
-            // As a filter reads it (`not_in` or `negation`: not in it);
-            // `negation` is applied below, so only the operator here.
-            let operator_only = {
-                let mut o = o.clone();
-                o.remove("negation");
-                o
+            // As a filter reads it: `not_in` or `negation` is not in it
+            // (the negation read there, not again below).
+            return match super::filter::cohort_filter(o) {
+                Ok((id, true)) => Ok(Def::Cohort(id)),
+                Ok((id, false)) => Ok(Def::Not(Box::new(Def::Cohort(id)))),
+                Err(e) => invalid(e),
             };
-            match super::filter::cohort_filter(&operator_only) {
-                Ok((id, true)) => Def::Cohort(id),
-                Ok((id, false)) => Def::Not(Box::new(Def::Cohort(id))),
-                Err(e) => return invalid(e),
-            }
         }
         other => {
             return invalid(format!(

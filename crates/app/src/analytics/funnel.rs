@@ -531,6 +531,13 @@ fn format_steps(
     base_url: &str,
 ) -> Vec<Value> {
     let unordered = spec.order == Order::Unordered;
+    // A breakdown value's lists hold only its persons.
+    let only = breakdown.map_or(String::new(), |bd| {
+        let v: Vec<Value> = bd.iter().map(|x| json!(x)).collect();
+        let text = Value::Array(v).to_string();
+        let enc: String = url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
+        format!("&funnel_step_breakdown={enc}")
+    });
     spec.steps
         .iter()
         .enumerate()
@@ -550,13 +557,6 @@ fn format_steps(
             } else {
                 (s.name.clone(), json!(s.id), json!(s.custom_name))
             };
-            // A breakdown value's lists hold only its persons.
-            let only = breakdown.map_or(String::new(), |bd| {
-                let v: Vec<Value> = bd.iter().map(|x| json!(x)).collect();
-                let text = Value::Array(v).to_string();
-                let enc: String = url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
-                format!("&funnel_step_breakdown={enc}")
-            });
             let url = |step: i64| format!("{base_url}funnel_step={step}{only}");
             let mut o = json!({
                 "action_id": action_id,
