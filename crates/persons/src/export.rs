@@ -99,16 +99,20 @@ impl<M: MetaStore> Persons<M> {
     /// and recordings. (Rows of ids another holder bounds are read, to be
     /// cut by `_seq`.)
     pub fn export_counts(&self, project: i64, key: &str) -> Result<RowsOf> {
-        struct CountOnly;
-        impl ExportSink for CountOnly {
-            fn person(&mut self, _: &PersonExport) -> Result<()> {
-                Ok(())
-            }
-            fn rows(&mut self, _: Table, _: RecordBatch) -> elide_store::Result<()> {
-                Ok(())
-            }
-        }
-        self.export(project, key, &[], &mut CountOnly)
+        self.export(project, key, &[], &mut Discard)
+    }
+}
+
+/// A sink that keeps nothing: [`Persons::export`] into it counts the
+/// rows (a dry run).
+pub struct Discard;
+
+impl ExportSink for Discard {
+    fn person(&mut self, _: &PersonExport) -> Result<()> {
+        Ok(())
+    }
+    fn rows(&mut self, _: Table, _: RecordBatch) -> elide_store::Result<()> {
+        Ok(())
     }
 }
 

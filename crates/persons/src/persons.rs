@@ -673,14 +673,6 @@ impl<M: MetaStore> Persons<M> {
         Ok((data, meta))
     }
 
-    /// The distinct ids of a person.
-    pub fn distinct_ids_of(&self, project: i64, key: &str) -> Result<(Uuid, Vec<String>)> {
-        self.meta.read(|tx| {
-            let row = find(tx, project, key)?;
-            Ok((row.uuid, tx.distinct_ids(project, row.id)?))
-        })
-    }
-
     /// The rows that are person `key`'s, as its export and its deletion
     /// read them ([`runs`]): each of its ids' rows, and the rows of ids
     /// it held before (a reset, a split), cut by `_seq` where another

@@ -110,25 +110,9 @@ pub(crate) async fn export(
     let _stop_when_dropped = CancelOnDrop(Arc::clone(&stop));
     if dry_run {
         // The export read, with the rows counted and dropped.
-        struct Discard;
-        impl ExportSink for Discard {
-            fn person(
-                &mut self,
-                _: &elide_persons::export::PersonExport,
-            ) -> elide_persons::Result<()> {
-                Ok(())
-            }
-            fn rows(
-                &mut self,
-                _: elide_store::Table,
-                _: arrow::record_batch::RecordBatch,
-            ) -> elide_store::Result<()> {
-                Ok(())
-            }
-        }
         let rows = blocking(move || {
             let mut sink = StopWhenGone {
-                inner: &mut Discard,
+                inner: &mut elide_persons::export::Discard,
                 stop: &stop,
             };
             Ok(app.persons().export(project, &id, &[], &mut sink)?)

@@ -106,10 +106,10 @@ async fn limit_to_cohorts(
             .filter_map(|u| uuid::Uuid::parse_str(u).ok())
             .collect()
     };
-    filter.uuids = within.map(|w| parsed(&w.difference(&outside).cloned().collect()));
-    if !outside.is_empty() {
-        filter.not_uuids = parsed(&outside);
-    }
+    // Both hold in the listing's SQL (members of `within`, none of
+    // `outside`).
+    filter.uuids = within.as_ref().map(parsed);
+    filter.not_uuids = parsed(&outside);
     Ok(())
 }
 
