@@ -676,8 +676,11 @@ pub fn decode_manifest(path: &str, bytes: &[u8]) -> Result<Manifest> {
             || p.runs.as_ref().is_some_and(|r| r.runs > p.rows)
     }) {
         return Err(corrupt(&format!(
-            "part {} claims {} rows in row groups of {:?}",
-            p.id, p.rows, p.row_groups
+            "part {} claims {} rows, in row groups of {:?}, with {} runs",
+            p.id,
+            p.rows,
+            p.row_groups,
+            p.runs.as_ref().map_or(0, |r| r.runs)
         )));
     }
     resolve_legacy_requests(&mut m);
@@ -866,17 +869,30 @@ mod tests {
             let mut m = good();
             m.requests[0].awaiting_removal = vec![bad.into()];
             cases.push(m);
-            // And rows the row groups do not hold, or past 2^32.
-            let mut m = good();
-            m.parts[0].rows = 1 << 40;
-            cases.push(m);
-            let mut m = good();
-            m.parts[0].row_groups = vec![4, 5];
-            cases.push(m);
             for m in cases {
                 let e = decode_manifest("bad", &encode_manifest(&m).unwrap()).unwrap_err();
                 assert!(matches!(e, StoreError::Corrupt { .. }), "{bad}: {e}");
             }
+        }
+        // Rows the row groups do not hold, past 2^32, or fewer than runs.
+        let mut cases = Vec::new();
+        let mut m = good();
+        m.parts[0].rows = 1 << 40;
+        cases.push(m);
+        let mut m = good();
+        m.parts[0].row_groups = vec![4, 5];
+        cases.push(m);
+        let mut m = good();
+        m.parts[0].runs = Some(crate::runs_file::RunsRef {
+            size: 100,
+            head_at: 0,
+            head_crc32: 0,
+            runs: 11,
+        });
+        cases.push(m);
+        for m in cases {
+            let e = decode_manifest("bad", &encode_manifest(&m).unwrap()).unwrap_err();
+            assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
         }
     }
 

@@ -169,20 +169,18 @@ pub(crate) fn signing_key(
     receipts_exist: bool,
 ) -> Result<SigningKey> {
     let local_key = local_dir.join(LOCAL_KEY_FILE);
+    // An empty file is a key an older build began to write and never did:
+    // none, while no receipt was signed (a new one is made below).
+    if key_file.is_none()
+        && storage.is_remote()
+        && !receipts_exist
+        && std::fs::metadata(&local_key).is_ok_and(|m| m.is_file() && m.len() == 0)
+    {
+        tracing::warn!(path = %local_key.display(), "the receipt signing key file is empty (a write cut short); making a new key");
+        std::fs::remove_file(&local_key).map_err(|e| StoreError::io(local_key.display(), e))?;
+    }
     let key = match key_file {
         Some(f) => load_key_file(f)?,
-        // An empty file is a key an older build began to write and never
-        // did: none, while no receipt was signed.
-        None if storage.is_remote()
-            && !receipts_exist
-            && std::fs::metadata(&local_key).is_ok_and(|m| m.is_file() && m.len() == 0) =>
-        {
-            std::fs::remove_file(&local_key).map_err(|e| StoreError::io(local_key.display(), e))?;
-            let key = new_key();
-            write_private(&local_key, &hex::encode(key.to_bytes()))?;
-            tracing::warn!(path = %local_key.display(), "the receipt signing key file was empty (a write cut short); made a new key");
-            key
-        }
         None if storage.is_remote() && local_key.is_file() => load_key_file(&local_key)?,
         None if storage.is_remote() && receipts_exist => {
             return Err(StoreError::Unavailable(format!(
