@@ -36,14 +36,14 @@ fn elide_stdin(args: &[&str], input: &[u8]) -> (bool, String, String) {
     )
 }
 
-fn count_sql(d: &str, q: &str) -> i64 {
+pub(crate) fn count_sql(d: &str, q: &str) -> i64 {
     let (ok, out, err) = elide(&["sql", "--data-dir", d, "--format", "csv", q]);
     assert!(ok, "{q}: {err}");
     out.lines().nth(1).unwrap().trim().parse().unwrap()
 }
 
 /// `elide capture --data-dir d --project 1 FILE`.
-fn capture(d: &str, file: &Path) -> (bool, String, String) {
+pub(crate) fn capture(d: &str, file: &Path) -> (bool, String, String) {
     elide(&[
         "capture",
         "--data-dir",
@@ -58,13 +58,13 @@ fn event_line(did: &str, ts: &str) -> String {
     format!(r#"{{"event":"$pageview","distinct_id":"{did}","project_id":1,"timestamp":"{ts}"}}"#)
 }
 
-fn capture_line(did: &str, extra: &str) -> String {
+pub(crate) fn capture_line(did: &str, extra: &str) -> String {
     format!(
         r#"{{"event":"$pageview","distinct_id":"{did}","properties":{{"$set":{{"email":"{did}@example.com"}}}}{extra}}}"#
     )
 }
 
-fn persons_count(d: &str) -> usize {
+pub(crate) fn persons_count(d: &str) -> usize {
     let (ok, out, err) = elide(&[
         "persons",
         "list",

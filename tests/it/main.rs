@@ -6,6 +6,7 @@ mod common;
 mod compaction_crash;
 mod compat;
 mod crash;
+mod cut_short;
 mod distributed_cli;
 mod erasure_cli;
 mod examples;

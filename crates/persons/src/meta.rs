@@ -174,6 +174,43 @@ pub struct DeletionRecord {
     pub store_requests: Vec<u64>,
 }
 
+/// What a deletion of a person takes: the flags of [`DeletionRecord`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeletionScope {
+    /// Events queued for deletion.
+    pub delete_events: bool,
+    /// Recordings queued for deletion.
+    pub delete_recordings: bool,
+    /// The profile is kept.
+    pub keep_person: bool,
+}
+
+impl DeletionScope {
+    /// Whether a deletion of this scope does all that one of `other`'s
+    /// does: every table it deletes, and the profile unless `other` kept it.
+    pub fn covers(&self, other: &DeletionScope) -> bool {
+        (self.delete_events || !other.delete_events)
+            && (self.delete_recordings || !other.delete_recordings)
+            && (other.keep_person || !self.keep_person)
+    }
+}
+
+/// An operation begun and not yet finished: recorded before its store
+/// step, removed by the metadata transaction that finishes it (see
+/// `Persons::open`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfinished {
+    /// The deletion of one person.
+    DeletePerson {
+        /// The person.
+        person_uuid: Uuid,
+        /// What it deletes.
+        scope: DeletionScope,
+    },
+    /// The drop of a project.
+    DropProject,
+}
+
 /// An activity-log entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Activity {
@@ -471,6 +508,23 @@ pub trait MetaTx {
     fn static_cohorts_of(&mut self, person_id: i64) -> Result<Vec<i64>>;
     /// Move the static cohort memberships of `from` to `to` (a merge).
     fn move_cohort_people(&mut self, from: i64, to: i64) -> Result<()>;
+
+    /// Record an operation begun in `project` (see [`Unfinished`]).
+    fn begin_unfinished(&mut self, project: i64, op: &Unfinished, now_us: i64) -> Result<()>;
+    /// The operations begun and not finished, oldest first: (id, project,
+    /// operation).
+    fn unfinished(&mut self) -> Result<Vec<(i64, i64, Unfinished)>>;
+    /// Forget unfinished operations by id.
+    fn forget_unfinished(&mut self, ids: &[i64]) -> Result<()>;
+    /// Forget the unfinished deletions of `person` that a deletion of
+    /// `scope` covers ([`DeletionScope::covers`]): that deletion is
+    /// committing.
+    fn finish_person_deletion(
+        &mut self,
+        project: i64,
+        person: &Uuid,
+        scope: &DeletionScope,
+    ) -> Result<()>;
 
     /// Record the token of a two-phase capture (the store holds its events
     /// as a pending ingest under the same token; see `Persons::open`).

@@ -19,14 +19,31 @@
 //! transaction with the same token, then confirms the ingest. A crash in
 //! between leaves a pending ingest; opening settles it: confirmed if the
 //! database has the token (its metadata committed), voided otherwise.
+//!
+//! **Unfinished deletions and drops.** [`Persons::delete`] and
+//! [`Persons::drop_project`] record each person's deletion (by UUID, with
+//! its flags) or the drop in `unfinished` before their store step, and
+//! remove the record in the metadata transaction that finishes them. A
+//! record left (a crash, or a failed metadata write, between the two)
+//! is finished by the next writable open, after the captures are
+//! settled and before anything else runs: the drop is made again (the
+//! store's drop of a dropped project removes nothing), and each person
+//! still present is deleted again by UUID with the same flags. That
+//! deletion's requests cut off at the reopened store's acknowledged
+//! `_seq`; no event was acknowledged since the interrupted one's unless
+//! the process ran on after a failed metadata write, and those events
+//! are the person's too. A person no longer present (its deletion was
+//! repeated, and finished, by the caller meanwhile) leaves nothing to do.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use elide_store::{RequestStatus, Store};
+use uuid::Uuid;
 
 use crate::error::{PersonsError, Result};
-use crate::meta::{DeletionRecord, MetaStore};
-use crate::persons::{now_us, Persons, Registration};
+use crate::meta::{DeletionRecord, DeletionScope, MetaStore, Unfinished};
+use crate::persons::{now_us, DeletePersons, Persons, Registration, MAX_DELETE_PERSONS};
 use crate::sqlite::{SqliteMeta, METADATA_FILE};
 
 /// What [`Persons::rebuild_metadata`] did.
@@ -122,6 +139,7 @@ impl Persons<SqliteMeta> {
         let mut p = Persons::with_meta(store, meta);
         p._registration = Some(registration);
         p.settle_pending_captures()?;
+        p.finish_unfinished()?;
         Ok(p)
     }
 
@@ -212,7 +230,7 @@ impl Persons<SqliteMeta> {
                 let rec = tx.insert_deletion(&DeletionRecord {
                     id: 0,
                     project_id: r.project_id,
-                    person_uuid: uuid::Uuid::nil(),
+                    person_uuid: Uuid::nil(),
                     created_at_us: r.created_at_us,
                     delete_events: true,
                     delete_recordings: r.tables.len() > 1,
@@ -277,5 +295,156 @@ impl<M: MetaStore> Persons<M> {
             .map(|p| p.token)
             .collect();
         self.meta().write(|tx| tx.retain_ingest_tokens(&still))
+    }
+
+    /// Finish the deletions and drops recorded as unfinished (see the
+    /// module docs).
+    pub(crate) fn finish_unfinished(&self) -> Result<()> {
+        let left = self.meta().read(|tx| tx.unfinished())?;
+        let mut drops = BTreeSet::new();
+        let mut deletions: BTreeMap<(i64, DeletionScope), Vec<(i64, Uuid)>> = BTreeMap::new();
+        for (id, project, op) in left {
+            match op {
+                Unfinished::DropProject => {
+                    drops.insert(project);
+                }
+                Unfinished::DeletePerson { person_uuid, scope } => {
+                    deletions
+                        .entry((project, scope))
+                        .or_default()
+                        .push((id, person_uuid));
+                }
+            }
+        }
+        for &project in &drops {
+            tracing::warn!(project, "finishing a project drop that was cut short");
+            // Its metadata transaction forgets every record of the project.
+            self.drop_project(project)?;
+        }
+        for ((project, scope), persons) in deletions {
+            if drops.contains(&project) {
+                continue;
+            }
+            for chunk in persons.chunks(MAX_DELETE_PERSONS) {
+                let req = DeletePersons {
+                    uuids: chunk.iter().map(|(_, u)| u.to_string()).collect(),
+                    distinct_ids: Vec::new(),
+                    delete_events: scope.delete_events,
+                    delete_recordings: scope.delete_recordings,
+                    keep_person: scope.keep_person,
+                };
+                let r = self.delete(project, &req)?;
+                tracing::warn!(
+                    project,
+                    persons = chunk.len(),
+                    found = r.persons_found,
+                    "finished person deletions that were cut short"
+                );
+                // Those it found forgot their records as it committed;
+                // those it did not find have nothing left to delete.
+                let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+                self.meta().write(|tx| tx.forget_unfinished(&ids))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use elide_store::StoreOptions;
+
+    use super::*;
+    use crate::capture::parse_payload;
+
+    fn scope(delete_events: bool, delete_recordings: bool, keep_person: bool) -> DeletionScope {
+        DeletionScope {
+            delete_events,
+            delete_recordings,
+            keep_person,
+        }
+    }
+
+    #[test]
+    fn a_deletion_covers_one_that_does_no_more() {
+        let events_only = scope(true, false, false);
+        let both = scope(true, true, false);
+        let kept = scope(true, false, true);
+        assert!(events_only.covers(&events_only));
+        assert!(both.covers(&events_only));
+        assert!(!events_only.covers(&both), "the recordings are left");
+        assert!(events_only.covers(&kept), "the profile goes too");
+        assert!(!kept.covers(&events_only), "the profile is left");
+        assert!(!scope(false, true, false).covers(&events_only));
+    }
+
+    fn open(dir: &Path) -> Persons<SqliteMeta> {
+        let opts = StoreOptions {
+            background_flush: false,
+            background_compaction: false,
+            ..StoreOptions::default()
+        };
+        Persons::open(Store::open(dir, opts).unwrap()).unwrap()
+    }
+
+    fn left(p: &Persons<SqliteMeta>) -> Vec<(i64, i64, Unfinished)> {
+        p.meta().read(|tx| tx.unfinished()).unwrap()
+    }
+
+    /// In a process that runs on after a deletion's metadata write
+    /// failed, the caller's repeat forgets the record it leaves if it
+    /// does as much; one that does less leaves it for the next open.
+    #[test]
+    fn a_repeat_forgets_the_records_it_covers_and_the_open_finishes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path());
+        let events =
+            parse_payload(serde_json::json!({"event": "e", "distinct_id": "carol"}), 0).unwrap();
+        p.capture(1, &events).unwrap();
+        let carol = p.by_distinct_ids(1, &["carol".into()]).unwrap()["carol"].uuid;
+        // What a deletion whose metadata write failed leaves.
+        let fail = |s: DeletionScope| {
+            p.meta()
+                .write(|tx| {
+                    let op = Unfinished::DeletePerson {
+                        person_uuid: carol,
+                        scope: s,
+                    };
+                    tx.begin_unfinished(1, &op, now_us())
+                })
+                .unwrap()
+        };
+        let repeat = |s: DeletionScope| {
+            let req = DeletePersons {
+                distinct_ids: vec!["carol".into()],
+                delete_events: s.delete_events,
+                delete_recordings: s.delete_recordings,
+                keep_person: s.keep_person,
+                ..DeletePersons::default()
+            };
+            assert_eq!(p.delete(1, &req).unwrap().persons_found, 1);
+        };
+        fail(scope(true, false, true));
+        repeat(scope(true, false, true));
+        assert_eq!(left(&p), vec![], "the same deletion again");
+        let wider = scope(true, true, true);
+        fail(wider);
+        repeat(scope(true, false, true));
+        let rest = left(&p);
+        assert_eq!(rest.len(), 1, "recordings are not deleted by the repeat");
+        assert_eq!(
+            rest[0].2,
+            Unfinished::DeletePerson {
+                person_uuid: carol,
+                scope: wider
+            }
+        );
+        drop(p);
+        let p = open(dir.path());
+        assert_eq!(left(&p), vec![]);
+        let done = p.deletion_status(1, None, None, 10, 0).unwrap();
+        assert_eq!(done.len(), 3, "{done:?}");
+        assert!(done[0].delete_recordings && done[0].keep_person, "{done:?}");
+        assert!(!p.by_distinct_ids(1, &["carol".into()]).unwrap().is_empty());
     }
 }

@@ -18,12 +18,20 @@
 //! - capture of a whole input ([`Persons::capture_all`]): one metadata
 //!   transaction and one bulk ingest, committed together by a two-phase
 //!   commit that survives a crash at any point (`open.rs`): all or nothing.
-//! - deletion: the store's deletion requests first (rows hidden, durable
-//!   in the manifest, ids kept until verified), then the metadata
-//!   transaction (person and ids removed, ids blocked, deletion recorded),
-//!   then the scrub. A crash between leaves rows hidden and the person
-//!   still listed; repeating the deletion completes it. The other order
-//!   could lose the list of ids to delete.
+//! - deletion: a metadata transaction records each person's deletion as
+//!   unfinished (`unfinished`, by UUID), then the store's deletion
+//!   requests (rows hidden, durable in the manifest, ids kept until
+//!   verified), then the metadata transaction (person and ids removed, ids
+//!   blocked, deletion recorded, no longer unfinished), then the scrub. A
+//!   crash or a failed write after the first step leaves the deletion
+//!   unfinished: repeating it completes it, and so does the next writable
+//!   open (`open.rs`), which repeats it by UUID. The store's requests
+//!   cannot come after the metadata's: that could lose the list of ids to
+//!   delete. A deletion with no table to delete has no store step and is
+//!   the one transaction.
+//! - project drop ([`Persons::drop_project`]): recorded as unfinished,
+//!   then the store's drop, then the metadata transaction (which removes
+//!   the record); an open finishes one a crash cut short.
 //!
 //! Deletion ([`Persons::delete`], [`Persons::deletion_status`]) is in
 //! `persons/delete.rs`; the reset and split of a person's identity in
@@ -42,7 +50,9 @@ use uuid::Uuid;
 
 use crate::capture::CaptureEvent;
 use crate::error::{PersonsError, Result};
-use crate::meta::{Activity, MetaStore, MetaTx, PersonFilter, PersonRow, Project, ProjectRemoval};
+use crate::meta::{
+    Activity, MetaStore, MetaTx, PersonFilter, PersonRow, Project, ProjectRemoval, Unfinished,
+};
 use crate::resolve::{CacheView, CaptureStats, IdCache, Resolver};
 use crate::sqlite::SqliteMeta;
 
@@ -662,12 +672,16 @@ impl<M: MetaStore> Persons<M> {
         Ok(())
     }
 
-    /// Drop a project: its data in the store, then its metadata.
+    /// Drop a project: recorded as unfinished, its data in the store,
+    /// then its metadata (see the module docs).
     pub fn drop_project(&self, project: i64) -> Result<(elide_store::DropOutcome, ProjectRemoval)> {
         let mut g = self.lock()?;
         // Ids move or go: the cache starts over.
         g.clear();
+        self.meta
+            .write(|tx| tx.begin_unfinished(project, &Unfinished::DropProject, now_us()))?;
         let data = self.store.drop_project(project)?;
+        elide_store::failpoint!("persons::drop_project::after_store");
         let meta = self.meta.write(|tx| tx.delete_project(project))?;
         self.meta.scrub()?;
         Ok((data, meta))

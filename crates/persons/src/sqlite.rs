@@ -35,6 +35,7 @@ mod filters;
 mod listing;
 mod schema;
 mod tx;
+mod unfinished;
 
 use schema::{migrate, MIGRATIONS};
 pub(crate) use tx::parse_uuid;
@@ -550,7 +551,8 @@ mod tests {
             .unwrap()
             .execute_batch(
                 "DROP INDEX detached_ids_by_hash; ALTER TABLE detached_ids DROP COLUMN id_hash; \
-                 DELETE FROM meta WHERE key = 'detached_ids_hashed'; PRAGMA user_version = 7;",
+                 DELETE FROM meta WHERE key = 'detached_ids_hashed'; DROP TABLE unfinished; \
+                 PRAGMA user_version = 7;",
             )
             .unwrap();
         drop(meta);
@@ -622,7 +624,7 @@ mod tests {
                  DROP TRIGGER deletions_update_version; DROP TRIGGER deletions_delete_version; \
                  DROP TRIGGER blocked_insert_version; DROP TRIGGER blocked_update_version; \
                  DROP TRIGGER blocked_delete_version; DROP TABLE detached_ids; \
-                 PRAGMA user_version = 5;",
+                 DROP TABLE unfinished; PRAGMA user_version = 5;",
             )
             .unwrap();
         drop(meta);

@@ -14,7 +14,7 @@ use super::runs::{holders, Detached, Span};
 use super::{iso, now_us, parse_uuid_input, Persons};
 use crate::deleted::{DeletedActors, DeletedCache, DeletionStamp};
 use crate::error::{PersonsError, Result};
-use crate::meta::{DeletionRecord, MetaStore, PersonRow};
+use crate::meta::{DeletionRecord, DeletionScope, MetaStore, PersonRow, Unfinished};
 
 /// Most persons one deletion takes.
 pub const MAX_DELETE_PERSONS: usize = 1000;
@@ -183,6 +183,29 @@ impl<M: MetaStore> Persons<M> {
         if req.delete_recordings {
             tables.push(Table::Recordings);
         }
+        let scope = DeletionScope {
+            delete_events: req.delete_events,
+            delete_recordings: req.delete_recordings,
+            keep_person: req.keep_person,
+        };
+        if !tables.is_empty() {
+            // Begun: recorded before the store's step, so that a crash or
+            // a failed write between it and step 3 is finished at the next
+            // open (`open.rs`). Without a store step, step 3 alone is the
+            // deletion.
+            let begun = now_us();
+            self.meta.write(|tx| {
+                for (row, _) in &found {
+                    let op = Unfinished::DeletePerson {
+                        person_uuid: row.uuid,
+                        scope,
+                    };
+                    tx.begin_unfinished(project, &op, begun)?;
+                }
+                Ok(())
+            })?;
+            elide_store::failpoint!("persons::delete::before_store");
+        }
         // Each id's rows that are the person's: all of them (most ids),
         // or runs bounded by who else held the id.
         let (mut whole, mut bounded) = (Vec::new(), Vec::new());
@@ -243,12 +266,16 @@ impl<M: MetaStore> Persons<M> {
                     }
                 }
             }
+            elide_store::failpoint!("persons::delete::after_store");
         }
-        // 3. The profile: removed, ids blocked, deletion recorded.
+        // 3. The profile: removed, ids blocked, deletion recorded, and the
+        // deletion no longer unfinished (with any earlier one of the person
+        // this one does all of).
         let now = now_us();
         let deleted = self.meta.write(|tx| {
             let mut deleted = 0;
             for (((row, ids), reqs), d) in found.iter().zip(&requests).zip(&detached) {
+                tx.finish_person_deletion(project, &row.uuid, &scope)?;
                 let deletion_id = tx.insert_deletion(&DeletionRecord {
                     id: 0,
                     project_id: project,

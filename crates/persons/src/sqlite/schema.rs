@@ -187,6 +187,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE detached_ids ADD COLUMN id_hash BLOB;
     CREATE INDEX detached_ids_by_hash ON detached_ids (project_id, id_hash);
     "#,
+    // 9: operations begun and not finished (a person's deletion, a
+    // project's drop): written before the store's step, removed by the
+    // metadata transaction that finishes them; an open finishes any a
+    // crash left (`open.rs`). Person UUIDs only, never distinct ids.
+    r#"
+    CREATE TABLE unfinished (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id INTEGER NOT NULL,
+        op TEXT NOT NULL,
+        person_uuid TEXT,
+        delete_events INTEGER NOT NULL DEFAULT 0,
+        delete_recordings INTEGER NOT NULL DEFAULT 0,
+        keep_person INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX unfinished_by_person ON unfinished (project_id, person_uuid);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

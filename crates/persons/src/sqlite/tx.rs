@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::error::{PersonsError, Result};
 use crate::ids::id_hash;
 use crate::meta::{
-    Activity, ApiKey, CohortRow, DeletionRecord, IdLookup, MetaTx, NewPerson, PersonFilter,
-    PersonRow, PersonText, Project, ProjectRemoval, ProjectSettings,
+    Activity, ApiKey, CohortRow, DeletionRecord, DeletionScope, IdLookup, MetaTx, NewPerson,
+    PersonFilter, PersonRow, PersonText, Project, ProjectRemoval, ProjectSettings, Unfinished,
 };
 
 pub(super) struct SqliteTx<'a> {
@@ -327,6 +327,9 @@ impl MetaTx for SqliteTx<'_> {
         )?;
         tx.execute("DELETE FROM cohorts WHERE project_id = ?1", params![id])?;
         tx.execute("DELETE FROM projects WHERE id = ?1", params![id])?;
+        // The drop itself, and the project's deletions left unfinished:
+        // nothing of the project is left for them to delete.
+        tx.execute("DELETE FROM unfinished WHERE project_id = ?1", params![id])?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('max_dropped_project_id', ?1) \
              ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
@@ -915,6 +918,27 @@ impl MetaTx for SqliteTx<'_> {
 
     fn move_cohort_people(&mut self, from: i64, to: i64) -> Result<()> {
         crate::sqlite_cohorts::move_people(self.tx, from, to)
+    }
+
+    fn begin_unfinished(&mut self, project: i64, op: &Unfinished, now_us: i64) -> Result<()> {
+        super::unfinished::begin(self.tx, project, op, now_us)
+    }
+
+    fn unfinished(&mut self) -> Result<Vec<(i64, i64, Unfinished)>> {
+        super::unfinished::all(self.tx)
+    }
+
+    fn forget_unfinished(&mut self, ids: &[i64]) -> Result<()> {
+        super::unfinished::forget(self.tx, ids)
+    }
+
+    fn finish_person_deletion(
+        &mut self,
+        project: i64,
+        person: &Uuid,
+        scope: &DeletionScope,
+    ) -> Result<()> {
+        super::unfinished::finish_person(self.tx, project, person, scope)
     }
 
     fn insert_ingest_token(&mut self, token: &str, now_us: i64) -> Result<()> {

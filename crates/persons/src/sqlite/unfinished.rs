@@ -1,0 +1,132 @@
+//! The `unfinished` table (migration 9): person deletions and project
+//! drops begun and not finished. A row is written before the operation's
+//! store step and removed by the metadata transaction that finishes it,
+//! so a row outlives its operation only if a crash or a failed write came
+//! between them; `Persons::open` finishes what is left. Rows name person
+//! UUIDs, never distinct ids.
+
+use rusqlite::{params, Connection};
+use uuid::Uuid;
+
+use super::tx::parse_uuid;
+use crate::error::{PersonsError, Result};
+use crate::meta::{DeletionScope, Unfinished};
+
+const DELETE_PERSON: &str = "delete_person";
+const DROP_PROJECT: &str = "drop_project";
+
+pub(super) fn begin(tx: &Connection, project: i64, op: &Unfinished, now_us: i64) -> Result<()> {
+    let (kind, person, scope) = match op {
+        Unfinished::DeletePerson { person_uuid, scope } => {
+            (DELETE_PERSON, Some(person_uuid.to_string()), *scope)
+        }
+        Unfinished::DropProject => (
+            DROP_PROJECT,
+            None,
+            DeletionScope {
+                delete_events: false,
+                delete_recordings: false,
+                keep_person: false,
+            },
+        ),
+    };
+    tx.prepare_cached(
+        "INSERT INTO unfinished (project_id, op, person_uuid, delete_events, delete_recordings, \
+         keep_person, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        project,
+        kind,
+        person,
+        scope.delete_events,
+        scope.delete_recordings,
+        scope.keep_person,
+        now_us
+    ])?;
+    Ok(())
+}
+
+type Row = (i64, i64, String, Option<String>, bool, bool, bool);
+
+fn decode((id, project, kind, person, e, r, k): Row) -> Result<(i64, i64, Unfinished)> {
+    let op = match (kind.as_str(), person) {
+        (DELETE_PERSON, Some(p)) => Unfinished::DeletePerson {
+            person_uuid: parse_uuid(&p)?,
+            scope: DeletionScope {
+                delete_events: e,
+                delete_recordings: r,
+                keep_person: k,
+            },
+        },
+        (DROP_PROJECT, None) => Unfinished::DropProject,
+        (other, p) => {
+            return Err(PersonsError::Corrupt(format!(
+                "unfinished operation {id}: {other:?} with person {p:?}"
+            )))
+        }
+    };
+    Ok((id, project, op))
+}
+
+fn rows(tx: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Row>> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?
+        .collect::<std::result::Result<Vec<Row>, _>>()?;
+    Ok(rows)
+}
+
+const COLUMNS: &str =
+    "id, project_id, op, person_uuid, delete_events, delete_recordings, keep_person";
+
+pub(super) fn all(tx: &Connection) -> Result<Vec<(i64, i64, Unfinished)>> {
+    rows(
+        tx,
+        &format!("SELECT {COLUMNS} FROM unfinished ORDER BY id"),
+        [],
+    )?
+    .into_iter()
+    .map(decode)
+    .collect()
+}
+
+pub(super) fn forget(tx: &Connection, ids: &[i64]) -> Result<()> {
+    let mut stmt = tx.prepare_cached("DELETE FROM unfinished WHERE id = ?1")?;
+    for id in ids {
+        stmt.execute(params![id])?;
+    }
+    Ok(())
+}
+
+pub(super) fn finish_person(
+    tx: &Connection,
+    project: i64,
+    person: &Uuid,
+    scope: &DeletionScope,
+) -> Result<()> {
+    let mine = rows(
+        tx,
+        &format!("SELECT {COLUMNS} FROM unfinished WHERE project_id = ?1 AND person_uuid = ?2"),
+        params![project, person.to_string()],
+    )?;
+    let mut covered = Vec::new();
+    for row in mine {
+        let (id, _, op) = decode(row)?;
+        if let Unfinished::DeletePerson { scope: s, .. } = op {
+            if scope.covers(&s) {
+                covered.push(id);
+            }
+        }
+    }
+    forget(tx, &covered)
+}
