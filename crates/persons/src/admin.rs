@@ -37,6 +37,18 @@ pub const TOKEN_PREFIX: &str = "phc_";
 /// Longest project name.
 pub const MAX_PROJECT_NAME: usize = 200;
 
+/// A change of a project's metadata ([`Persons::update_project`]): the
+/// fields that are set replace the current ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectUpdate {
+    /// A new name (trimmed; 1 to [`MAX_PROJECT_NAME`] characters).
+    pub name: Option<String>,
+    /// [`ProjectSettings::anonymize_ips`].
+    pub anonymize_ips: Option<bool>,
+    /// [`ProjectSettings::drop_properties`].
+    pub drop_properties: Option<Vec<String>>,
+}
+
 fn random_text(n: usize) -> String {
     use rand::distr::{Alphanumeric, SampleString};
     Alphanumeric.sample_string(&mut rand::rng(), n)
@@ -119,28 +131,30 @@ impl<M: MetaStore> Persons<M> {
         })
     }
 
-    /// Change a project's name and/or settings.
-    pub fn update_project(
-        &self,
-        id: i64,
-        name: Option<&str>,
-        settings: Option<ProjectSettings>,
-    ) -> Result<Project> {
+    /// Change a project's name and/or settings: each field of `change`
+    /// that is set replaces the current one, read in the same
+    /// transaction (so two changes of different fields both land).
+    pub fn update_project(&self, id: i64, change: &ProjectUpdate) -> Result<Project> {
+        let name = match change.name.as_deref().map(str::trim) {
+            Some(n) if n.is_empty() || n.chars().count() > MAX_PROJECT_NAME => {
+                return Err(PersonsError::InvalidInput(format!(
+                    "a project name is 1 to {MAX_PROJECT_NAME} characters"
+                )))
+            }
+            n => n,
+        };
         self.meta().write(|tx| {
             let mut p = tx
                 .project(id)?
                 .ok_or_else(|| PersonsError::NotFound(format!("project {id}")))?;
             if let Some(n) = name {
-                let n = n.trim();
-                if n.is_empty() || n.chars().count() > MAX_PROJECT_NAME {
-                    return Err(PersonsError::InvalidInput(format!(
-                        "a project name is 1 to {MAX_PROJECT_NAME} characters"
-                    )));
-                }
                 p.name = n.to_string();
             }
-            if let Some(s) = settings {
-                p.settings = s;
+            if let Some(a) = change.anonymize_ips {
+                p.settings.anonymize_ips = a;
+            }
+            if let Some(d) = &change.drop_properties {
+                p.settings.drop_properties = d.clone();
             }
             tx.update_project(&p)?;
             Ok(p)

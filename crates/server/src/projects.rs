@@ -21,7 +21,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use elide_persons::{ApiKey, Project, ProjectSettings};
+use elide_persons::admin::ProjectUpdate;
+use elide_persons::{ApiKey, Project};
 use elide_store::format::ProjectSettings as StoreSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -309,58 +310,53 @@ async fn update(
     let id = key.path_project(&p, "project:write")?;
     let change = parse_change(&body)?;
     let app = state.app().clone();
-    let p =
-        blocking(move || {
-            let current = app.persons().project(id)?;
-            // The store's settings as changed, checked before anything is
-            // written.
-            let stored = (change.erasure_deadline_days.is_some()
-                || change.retention_days.is_some()
-                || change.event_retention_days.is_some())
-            .then(|| -> ApiResult<_> {
-                let mut s = app.store().project_settings(id)?;
-                for (e, days) in change.event_retention_days.iter().flatten() {
-                    match days {
-                        Some(d) => s.event_retention_days.insert(e.clone(), *d),
-                        None => s.event_retention_days.remove(e),
-                    };
-                }
-                if s.event_retention_days.len() > MAX_EVENT_RETENTIONS {
-                    return Err(ApiError::invalid_attr(
-                        "event_retention_days",
-                        "invalid",
-                        format!(
-                            "A project gives at most {MAX_EVENT_RETENTIONS} events a retention of their own; remove some (null) first."
-                        ),
-                    ));
-                }
-                if let Some(days) = change.erasure_deadline_days {
-                    s.erasure_deadline_days = days;
-                }
-                if let Some(days) = change.retention_days {
-                    s.retention_days = days;
-                }
-                Ok(s)
-            })
-            .transpose()?;
-            let settings = (change.anonymize_ips.is_some() || change.drop_properties.is_some())
-                .then(|| ProjectSettings {
-                    anonymize_ips: change
-                        .anonymize_ips
-                        .unwrap_or(current.settings.anonymize_ips),
-                    drop_properties: change
-                        .drop_properties
-                        .clone()
-                        .unwrap_or_else(|| current.settings.drop_properties.clone()),
-                });
-            let p = app
-                .persons()
-                .update_project(id, change.name.as_deref(), settings)?;
-            if let Some(s) = stored {
-                app.store().set_project_settings(id, s)?;
-            }
-            ProjectView::of(&p, app.store())
-        })
+    let p = blocking(move || {
+        // A project that is gone is a 404 before anything is written.
+        app.persons().project(id)?;
+        // The store's settings first: they are the ones with checks that
+        // depend on what is stored (a 400 there changes nothing). Each
+        // side reads and writes in one commit, so changes of different
+        // fields made at once all land.
+        if change.erasure_deadline_days.is_some()
+            || change.retention_days.is_some()
+            || change.event_retention_days.is_some()
+        {
+            app.store()
+                .update_project_settings(id, |s| -> ApiResult<()> {
+                    for (e, days) in change.event_retention_days.iter().flatten() {
+                        match days {
+                            Some(d) => s.event_retention_days.insert(e.clone(), *d),
+                            None => s.event_retention_days.remove(e),
+                        };
+                    }
+                    if s.event_retention_days.len() > MAX_EVENT_RETENTIONS {
+                        return Err(ApiError::invalid_attr(
+                            "event_retention_days",
+                            "invalid",
+                            format!(
+                                "A project gives at most {MAX_EVENT_RETENTIONS} events a retention of their own; remove some (null) first."
+                            ),
+                        ));
+                    }
+                    if let Some(days) = change.erasure_deadline_days {
+                        s.erasure_deadline_days = days;
+                    }
+                    if let Some(days) = change.retention_days {
+                        s.retention_days = days;
+                    }
+                    Ok(())
+                })?;
+        }
+        let p = app.persons().update_project(
+            id,
+            &ProjectUpdate {
+                name: change.name.clone(),
+                anonymize_ips: change.anonymize_ips,
+                drop_properties: change.drop_properties.clone(),
+            },
+        )?;
+        ProjectView::of(&p, app.store())
+    })
         .await?;
     Ok(Json(p))
 }

@@ -283,6 +283,22 @@ async fn a_projects_erasure_deadline_is_set_through_patch() {
     }
     assert_eq!(ev(many(0, 999)).await.status, 200);
     ev(many(999, 2)).await.envelope(400);
+    // A refused change of the store's settings changes no other field.
+    let name = h.get(&format!("{pp}/")).await.json["name"].clone();
+    for bad in [
+        json!({"name": "renamed", "event_retention_days": many(999, 2)}),
+        json!({"name": "renamed", "retention_days": 0}),
+        json!({"anonymize_ips": true, "erasure_deadline_days": 0}),
+    ] {
+        h.call("PATCH", &format!("{pp}/"), Some(&bad))
+            .await
+            .envelope(400);
+    }
+    let now = h.get(&format!("{pp}/")).await.json;
+    assert_eq!(
+        (&now["name"], &now["anonymize_ips"]),
+        (&name, &json!(false))
+    );
     let mut undo = many(0, 999);
     for v in undo.as_object_mut().expect("object").values_mut() {
         *v = serde_json::Value::Null;

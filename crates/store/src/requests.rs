@@ -5,7 +5,7 @@
 //! `lifecycle.rs`'s; this module only reads them and writes settings.
 
 use crate::commit::Transaction;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::format::{DeletionRequest, ProjectSettings};
 use crate::store::{check_project, Store};
 
@@ -139,6 +139,33 @@ impl Store {
         tx.commit()?;
         tracing::info!(project, ?settings, "project settings changed");
         Ok(())
+    }
+
+    /// Change a project's settings in place (one commit): `change` gets
+    /// the current settings, read under the commit lock, so changes of
+    /// different fields made at once all land. An error from `change` or
+    /// from the settings' check commits nothing. Returns the settings as
+    /// committed.
+    pub fn update_project_settings<E: From<StoreError>>(
+        &self,
+        project: i64,
+        change: impl FnOnce(&mut ProjectSettings) -> std::result::Result<(), E>,
+    ) -> std::result::Result<ProjectSettings, E> {
+        self.inner().writable()?;
+        check_project(project)?;
+        let mut tx = Transaction::begin(self.inner())?;
+        let mut settings = tx
+            .manifest()
+            .projects
+            .get(&project)
+            .cloned()
+            .unwrap_or_default();
+        change(&mut settings)?;
+        settings.check()?;
+        tx.set_project_settings(project, settings.clone());
+        tx.commit()?;
+        tracing::info!(project, ?settings, "project settings changed");
+        Ok(settings)
     }
 }
 

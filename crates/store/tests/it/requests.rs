@@ -102,6 +102,56 @@ fn every_request_is_due_by_its_projects_deadline() {
     }
 }
 
+/// Changes of a project's settings made at once from several threads,
+/// each naming an event of its own, all land: each reads the settings
+/// under the commit lock. A change that fails, in its closure or in the
+/// settings' check, commits nothing.
+#[test]
+fn settings_changed_at_once_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..25 {
+                    store
+                        .update_project_settings(1, |p| -> Result<(), StoreError> {
+                            p.event_retention_days.insert(format!("e{t}-{i}"), 7);
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(
+        store
+            .project_settings(1)
+            .unwrap()
+            .event_retention_days
+            .len(),
+        100
+    );
+    let version = store.status().unwrap().version;
+    let e = store
+        .update_project_settings(1, |p| -> Result<(), StoreError> {
+            p.retention_days = Some(0);
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
+    let e = store
+        .update_project_settings(1, |p| {
+            p.retention_days = Some(30);
+            Err(StoreError::InvalidInput("no".into()))
+        })
+        .unwrap_err();
+    assert!(matches!(e, StoreError::InvalidInput(_)), "{e}");
+    assert_eq!(store.status().unwrap().version, version);
+    assert_eq!(store.project_settings(1).unwrap().retention_days, None);
+}
+
 #[test]
 fn the_feed_lists_each_change_once_in_order_from_a_cursor() {
     // On each backend: local files and an S3 server.
