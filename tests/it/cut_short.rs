@@ -3,10 +3,11 @@
 //! fails and the command ends) are finished by the next writable open
 //! (`crates/persons/src/open.rs`, "Unfinished deletions and drops").
 
+use elide::persons::meta::{DeletionScope, MetaStore, Unfinished};
 use elide::persons::{DeletionState, Persons};
 
 use crate::cli::{elide, elide_env};
-use crate::common::open;
+use crate::common::{count, open, rt};
 use crate::hardening::{capture, capture_line, count_sql, persons_count};
 
 /// Where a person deletion can be cut short: after it recorded itself as
@@ -106,8 +107,8 @@ fn a_repeated_deletion_leaves_nothing_for_the_next_open() {
     ];
     let at = "persons::delete::after_store=error";
     assert!(!elide_env(&delete, &[("ELIDE_FAILPOINT", at)]).0);
-    // The repeat runs in a writable open, which finishes the first one
-    // before it; either way one deletion is recorded.
+    // The repeat's own writable open finishes the first deletion before
+    // the repeat runs: two deletions are recorded.
     let (ok, _, err) = elide(&delete);
     assert!(ok, "{err}");
     // The kept person's next event stays.
@@ -141,4 +142,53 @@ fn a_project_drop_cut_short_is_finished_by_the_next_open() {
         drop(p);
         assert_eq!(count_sql(d, "SELECT count(*) FROM persons"), 0, "{at}");
     }
+}
+
+/// In a process that ran on after a deletion's metadata write failed (a
+/// server), the person's events captured since are not the deletion's:
+/// the next open's redo takes only the rows acknowledged when it began.
+#[test]
+fn the_redo_takes_only_the_rows_stored_before_the_deletion_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = |p: &Persons, event: &str| {
+        let v = serde_json::json!({"event": event, "distinct_id": "fay"});
+        let events = elide::persons::capture::parse_payload(v, 0).unwrap();
+        p.capture(1, &events).unwrap();
+    };
+    {
+        let p = Persons::open(open(dir.path())).unwrap();
+        capture(&p, "before");
+        let fay = p.by_distinct_ids(1, &["fay".into()]).unwrap()["fay"].uuid;
+        // What the failed write left: the record (its store requests,
+        // made before the failure, are left out: the redo makes its own).
+        let below_seq = p.store().acknowledged_seq().unwrap();
+        p.meta()
+            .write(|tx| {
+                let op = Unfinished::DeletePerson {
+                    person_uuid: fay,
+                    scope: DeletionScope {
+                        delete_events: true,
+                        delete_recordings: false,
+                        keep_person: true,
+                    },
+                    below_seq,
+                };
+                tx.begin_unfinished(1, &op, 0)
+            })
+            .unwrap();
+        capture(&p, "after");
+    }
+    let p = std::sync::Arc::new(Persons::open(open(dir.path())).unwrap());
+    assert_eq!(p.deletion_status(1, None, None, 10, 0).unwrap().len(), 1);
+    let rt = rt();
+    let ctx = elide::app::sql::session(&p).unwrap();
+    let q = |e: &str| {
+        format!("SELECT count(*) FROM events WHERE distinct_id = 'fay' AND event = '{e}'")
+    };
+    assert_eq!(count(&rt, &ctx, &q("before")), 0);
+    assert_eq!(
+        count(&rt, &ctx, &q("after")),
+        1,
+        "an event stored since is gone"
+    );
 }

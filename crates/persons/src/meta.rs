@@ -206,6 +206,9 @@ pub enum Unfinished {
         person_uuid: Uuid,
         /// What it deletes.
         scope: DeletionScope,
+        /// The store's acknowledged `_seq` when it began: its redo
+        /// deletes no row at or above it.
+        below_seq: u64,
     },
     /// The drop of a project.
     DropProject,

@@ -22,18 +22,25 @@
 //!
 //! **Unfinished deletions and drops.** [`Persons::delete`] and
 //! [`Persons::drop_project`] record each person's deletion (by UUID, with
-//! its flags) or the drop in `unfinished` before their store step, and
-//! remove the record in the metadata transaction that finishes them. A
-//! record left (a crash, or a failed metadata write, between the two)
-//! is finished by the next writable open, after the captures are
-//! settled and before anything else runs: the drop is made again (the
-//! store's drop of a dropped project removes nothing), and each person
-//! still present is deleted again by UUID with the same flags. That
-//! deletion's requests cut off at the reopened store's acknowledged
-//! `_seq`; no event was acknowledged since the interrupted one's unless
-//! the process ran on after a failed metadata write, and those events
-//! are the person's too. A person no longer present (its deletion was
-//! repeated, and finished, by the caller meanwhile) leaves nothing to do.
+//! its flags and the store's acknowledged `_seq` then) or the drop in
+//! `unfinished` before their store step, and remove the record in the
+//! metadata transaction that finishes them. A record left (a crash, or a
+//! failed write, between the two) is finished by the next writable open,
+//! after the captures are settled and before anything else runs:
+//! - the drop is made again (the store's drop of a dropped project
+//!   removes nothing);
+//! - each person still present is deleted again by UUID, its records
+//!   taken as one (every table any deletes, the profile kept only if all
+//!   keep it), no store request reaching a row at or above the `_seq`
+//!   recorded (a process that ran on after a failed write stored the
+//!   person's later events, which are not the deletion's);
+//! - a person no longer present (deleted since, or merged into another)
+//!   is logged and its records forgotten: if the store step had run, its
+//!   requests hide the rows;
+//! - one that fails is logged and kept for the next open; the open goes on.
+//!
+//! Before that, in the same process, the caller's next deletion of the
+//! person does what both ask ([`Persons::delete`]) and forgets the record.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -298,42 +305,77 @@ impl<M: MetaStore> Persons<M> {
     }
 
     /// Finish the deletions and drops recorded as unfinished (see the
-    /// module docs).
+    /// module docs). One that fails is logged and left for the next open:
+    /// the rest of the open goes on.
     pub(crate) fn finish_unfinished(&self) -> Result<()> {
         let left = self.meta().read(|tx| tx.unfinished())?;
         let mut drops = BTreeSet::new();
-        let mut deletions: BTreeMap<(i64, DeletionScope), Vec<(i64, Uuid)>> = BTreeMap::new();
+        // Each person's records as one: every table any deletes, the
+        // profile kept only if all keep it, the rows acknowledged when the
+        // last began.
+        let mut persons: BTreeMap<(i64, Uuid), (DeletionScope, u64, Vec<i64>)> = BTreeMap::new();
         for (id, project, op) in left {
             match op {
                 Unfinished::DropProject => {
                     drops.insert(project);
                 }
-                Unfinished::DeletePerson { person_uuid, scope } => {
-                    deletions
-                        .entry((project, scope))
-                        .or_default()
-                        .push((id, person_uuid));
+                Unfinished::DeletePerson {
+                    person_uuid,
+                    scope,
+                    below_seq,
+                } => {
+                    let e = persons.entry((project, person_uuid)).or_insert((
+                        scope,
+                        below_seq,
+                        Vec::new(),
+                    ));
+                    e.0 = DeletionScope {
+                        delete_events: e.0.delete_events || scope.delete_events,
+                        delete_recordings: e.0.delete_recordings || scope.delete_recordings,
+                        keep_person: e.0.keep_person && scope.keep_person,
+                    };
+                    e.1 = e.1.max(below_seq);
+                    e.2.push(id);
                 }
             }
         }
         for &project in &drops {
             tracing::warn!(project, "finishing a project drop that was cut short");
             // Its metadata transaction forgets every record of the project.
-            self.drop_project(project)?;
-        }
-        for ((project, scope), persons) in deletions {
-            if drops.contains(&project) {
-                continue;
+            if let Err(e) = self.drop_project(project) {
+                tracing::error!(project, error = %e, "a project drop cut short could not be finished; the next open tries again");
             }
-            for chunk in persons.chunks(MAX_DELETE_PERSONS) {
+        }
+        // Persons (with their records' ids) by (project, scope, `_seq`).
+        type Group = Vec<(Uuid, Vec<i64>)>;
+        let mut groups: BTreeMap<(i64, DeletionScope, u64), Group> = BTreeMap::new();
+        for ((project, uuid), (scope, below, ids)) in persons {
+            if !drops.contains(&project) {
+                groups
+                    .entry((project, scope, below))
+                    .or_default()
+                    .push((uuid, ids));
+            }
+        }
+        for ((project, scope, below), members) in groups {
+            for chunk in members.chunks(MAX_DELETE_PERSONS) {
                 let req = DeletePersons {
-                    uuids: chunk.iter().map(|(_, u)| u.to_string()).collect(),
+                    uuids: chunk.iter().map(|(u, _)| u.to_string()).collect(),
                     distinct_ids: Vec::new(),
                     delete_events: scope.delete_events,
                     delete_recordings: scope.delete_recordings,
                     keep_person: scope.keep_person,
                 };
-                let r = self.delete(project, &req)?;
+                let r = match self.delete_below(project, &req, Some(below)) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(project, persons = chunk.len(), error = %e, "person deletions cut short could not be finished; the next open tries again");
+                        continue;
+                    }
+                };
+                for gone in &r.deletion_errors {
+                    tracing::warn!(project, person = %gone.id, "a person whose deletion was cut short is no longer present (deleted or merged into another since); its record is forgotten");
+                }
                 tracing::warn!(
                     project,
                     persons = chunk.len(),
@@ -342,7 +384,10 @@ impl<M: MetaStore> Persons<M> {
                 );
                 // Those it found forgot their records as it committed;
                 // those it did not find have nothing left to delete.
-                let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+                let ids: Vec<i64> = chunk
+                    .iter()
+                    .flat_map(|(_, ids)| ids.iter().copied())
+                    .collect();
                 self.meta().write(|tx| tx.forget_unfinished(&ids))?;
             }
         }
@@ -391,29 +436,37 @@ mod tests {
         p.meta().read(|tx| tx.unfinished()).unwrap()
     }
 
-    /// In a process that runs on after a deletion's metadata write
-    /// failed, the caller's repeat forgets the record it leaves if it
-    /// does as much; one that does less leaves it for the next open.
+    /// What a deletion whose metadata write failed leaves behind, in a
+    /// process that runs on (the store's requests are left out: each
+    /// finish makes its own).
+    fn fail(p: &Persons<SqliteMeta>, person: Uuid, s: DeletionScope) {
+        p.meta()
+            .write(|tx| {
+                let op = Unfinished::DeletePerson {
+                    person_uuid: person,
+                    scope: s,
+                    below_seq: p.store().acknowledged_seq()?,
+                };
+                tx.begin_unfinished(1, &op, now_us())
+            })
+            .unwrap()
+    }
+
+    fn capture(p: &Persons<SqliteMeta>, id: &str) -> Uuid {
+        let events =
+            parse_payload(serde_json::json!({"event": "e", "distinct_id": id}), 0).unwrap();
+        p.capture(1, &events).unwrap();
+        p.by_distinct_ids(1, &[id.into()]).unwrap()[id].uuid
+    }
+
+    /// The caller's repeat of a deletion left unfinished does what both
+    /// ask (the tables of either, the profile kept only if both keep it)
+    /// and forgets the record.
     #[test]
-    fn a_repeat_forgets_the_records_it_covers_and_the_open_finishes_the_rest() {
+    fn a_repeat_also_does_what_the_unfinished_deletion_asked() {
         let dir = tempfile::tempdir().unwrap();
         let p = open(dir.path());
-        let events =
-            parse_payload(serde_json::json!({"event": "e", "distinct_id": "carol"}), 0).unwrap();
-        p.capture(1, &events).unwrap();
-        let carol = p.by_distinct_ids(1, &["carol".into()]).unwrap()["carol"].uuid;
-        // What a deletion whose metadata write failed leaves.
-        let fail = |s: DeletionScope| {
-            p.meta()
-                .write(|tx| {
-                    let op = Unfinished::DeletePerson {
-                        person_uuid: carol,
-                        scope: s,
-                    };
-                    tx.begin_unfinished(1, &op, now_us())
-                })
-                .unwrap()
-        };
+        let carol = capture(&p, "carol");
         let repeat = |s: DeletionScope| {
             let req = DeletePersons {
                 distinct_ids: vec!["carol".into()],
@@ -422,29 +475,58 @@ mod tests {
                 keep_person: s.keep_person,
                 ..DeletePersons::default()
             };
-            assert_eq!(p.delete(1, &req).unwrap().persons_found, 1);
+            let r = p.delete(1, &req).unwrap();
+            assert_eq!(r.persons_found, 1);
+            let newest = p.deletion_status(1, None, None, 1, 0).unwrap();
+            (r, newest[0].clone())
         };
-        fail(scope(true, false, true));
-        repeat(scope(true, false, true));
+        let kept = scope(true, false, true);
+        fail(&p, carol, kept);
+        let (r, d) = repeat(kept);
+        assert!(!r.recordings_queued_for_deletion && d.keep_person);
         assert_eq!(left(&p), vec![], "the same deletion again");
-        let wider = scope(true, true, true);
-        fail(wider);
-        repeat(scope(true, false, true));
-        let rest = left(&p);
-        assert_eq!(rest.len(), 1, "recordings are not deleted by the repeat");
-        assert_eq!(
-            rest[0].2,
-            Unfinished::DeletePerson {
-                person_uuid: carol,
-                scope: wider
-            }
-        );
+        fail(&p, carol, scope(true, true, true));
+        let (r, d) = repeat(kept);
+        assert!(r.recordings_queued_for_deletion && d.delete_recordings && d.keep_person);
+        assert_eq!(left(&p), vec![], "the repeat deleted the recordings too");
+        fail(&p, carol, scope(true, false, false));
+        let (r, d) = repeat(kept);
+        assert_eq!(r.persons_deleted, 1, "the first asked for the profile");
+        assert!(!d.keep_person);
+        assert_eq!(left(&p), vec![]);
+        assert!(p.by_distinct_ids(1, &["carol".into()]).unwrap().is_empty());
+    }
+
+    /// The next open finishes a person's records as one: a record that
+    /// removes the profile does not leave another's tables undone.
+    #[test]
+    fn the_open_finishes_all_of_a_persons_records_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path());
+        let dan = capture(&p, "dan");
+        fail(&p, dan, scope(true, false, false));
+        fail(&p, dan, scope(false, true, true));
         drop(p);
         let p = open(dir.path());
         assert_eq!(left(&p), vec![]);
         let done = p.deletion_status(1, None, None, 10, 0).unwrap();
-        assert_eq!(done.len(), 3, "{done:?}");
-        assert!(done[0].delete_recordings && done[0].keep_person, "{done:?}");
-        assert!(!p.by_distinct_ids(1, &["carol".into()]).unwrap().is_empty());
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(done[0].delete_events && done[0].delete_recordings && !done[0].keep_person);
+        assert!(p.by_distinct_ids(1, &["dan".into()]).unwrap().is_empty());
+    }
+
+    /// A record the open cannot finish is left for the next open, and the
+    /// open goes on.
+    #[test]
+    fn a_record_that_cannot_be_finished_does_not_stop_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path());
+        p.meta()
+            .write(|tx| tx.begin_unfinished(-1, &Unfinished::DropProject, now_us()))
+            .unwrap();
+        drop(p);
+        let p = open(dir.path());
+        assert_eq!(left(&p).len(), 1);
+        capture(&p, "erin");
     }
 }

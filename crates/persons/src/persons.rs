@@ -675,6 +675,12 @@ impl<M: MetaStore> Persons<M> {
     /// Drop a project: recorded as unfinished, its data in the store,
     /// then its metadata (see the module docs).
     pub fn drop_project(&self, project: i64) -> Result<(elide_store::DropOutcome, ProjectRemoval)> {
+        if project < 0 {
+            // Refused before it is recorded: no open would finish it.
+            return Err(PersonsError::InvalidInput(format!(
+                "project ids are never negative, got {project}"
+            )));
+        }
         let mut g = self.lock()?;
         // Ids move or go: the cache starts over.
         g.clear();

@@ -2,7 +2,7 @@
 //! ([`Persons::deletion_status`]). The order of the writes, and what a
 //! crash between them leaves, is in the parent module's docs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use elide_store::{DeleteSpec, RequestStatus, Table, MAX_DELETE_IDS};
@@ -99,7 +99,23 @@ impl<M: MetaStore> Persons<M> {
     /// reported in `deletion_errors`; if none names one, nothing changes
     /// (`persons_found` is 0). Malformed requests (both lists, neither,
     /// more than [`MAX_DELETE_PERSONS`], a bad UUID) are errors.
+    ///
+    /// A person with a deletion left unfinished (see `open.rs`) that this
+    /// one does not cover is deleted as both ask: every table either
+    /// deletes, the profile kept only if both keep it.
     pub fn delete(&self, project: i64, req: &DeletePersons) -> Result<BulkDeleteResult> {
+        self.delete_below(project, req, None)
+    }
+
+    /// [`Persons::delete`], every store request cut off at `_seq` `below`
+    /// at most: the redo of an unfinished deletion takes the rows
+    /// acknowledged when it began, not those stored since (`open.rs`).
+    pub(crate) fn delete_below(
+        &self,
+        project: i64,
+        req: &DeletePersons,
+        below: Option<u64>,
+    ) -> Result<BulkDeleteResult> {
         let (keys, by_uuid) = match (req.uuids.is_empty(), req.distinct_ids.is_empty()) {
             (false, false) => {
                 return Err(PersonsError::InvalidInput(
@@ -133,10 +149,20 @@ impl<M: MetaStore> Persons<M> {
         // 1. Who: the persons and all their distinct ids; and the ids a
         // reset or a split detached from them or from the persons merged
         // into them, whose rows before it are theirs.
+        let asked = DeletionScope {
+            delete_events: req.delete_events,
+            delete_recordings: req.delete_recordings,
+            keep_person: req.keep_person,
+        };
         let mut errors = Vec::new();
         let mut detached: Vec<Detached> = Vec::new();
+        // What each person's deletion does: what was asked, widened by
+        // its unfinished deletions this one does not cover.
+        let mut scopes: Vec<DeletionScope> = Vec::new();
         let found: Vec<(PersonRow, Vec<String>)> = self.meta.read(|tx| {
             detached.clear();
+            scopes.clear();
+            let left = tx.unfinished()?;
             let mut seen = HashSet::new();
             let mut found = Vec::new();
             for (key, uuid) in keys.iter().zip(&parsed) {
@@ -151,6 +177,7 @@ impl<M: MetaStore> Persons<M> {
                             let mut uuids = vec![row.uuid];
                             uuids.extend(tx.merged_into(project, &row.uuid)?);
                             detached.push(holders(tx, project, uuids, &ids)?);
+                            scopes.push(widened(asked, project, &row.uuid, &left));
                             found.push((row, ids));
                         }
                     }
@@ -175,30 +202,29 @@ impl<M: MetaStore> Persons<M> {
                 deletion_errors: errors,
             });
         }
+        if scopes.iter().any(|s| *s != asked) {
+            tracing::warn!(
+                project,
+                "a deletion also does what an unfinished one of the same person asked"
+            );
+        }
         // 2. The rows: store deletion requests, durable before the profile goes.
-        let mut tables = Vec::new();
-        if req.delete_events {
-            tables.push(Table::Events);
-        }
-        if req.delete_recordings {
-            tables.push(Table::Recordings);
-        }
-        let scope = DeletionScope {
-            delete_events: req.delete_events,
-            delete_recordings: req.delete_recordings,
-            keep_person: req.keep_person,
-        };
-        if !tables.is_empty() {
+        let tabled: Vec<usize> = (0..found.len())
+            .filter(|&i| !tables_of(&scopes[i]).is_empty())
+            .collect();
+        if !tabled.is_empty() {
             // Begun: recorded before the store's step, so that a crash or
             // a failed write between it and step 3 is finished at the next
-            // open (`open.rs`). Without a store step, step 3 alone is the
-            // deletion.
+            // open (`open.rs`), up to the rows acknowledged now. Without a
+            // store step, step 3 alone is the deletion.
             let begun = now_us();
+            let below_seq = self.store.acknowledged_seq()?;
             self.meta.write(|tx| {
-                for (row, _) in &found {
+                for &i in &tabled {
                     let op = Unfinished::DeletePerson {
-                        person_uuid: row.uuid,
-                        scope,
+                        person_uuid: found[i].0.uuid,
+                        scope: scopes[i],
+                        below_seq,
                     };
                     tx.begin_unfinished(project, &op, begun)?;
                 }
@@ -220,7 +246,7 @@ impl<M: MetaStore> Persons<M> {
         // bounded runs' first request when it has one, else on its ids'.
         let (mut by_ids, mut by_runs) = (Vec::new(), Vec::new());
         for (i, (_, ids)) in found.iter().enumerate() {
-            let (profile, records) = if req.keep_person {
+            let (profile, records) = if scopes[i].keep_person {
                 (0, 0)
             } else {
                 (1 + ids.len() as u64, detached[i].records as u64)
@@ -233,23 +259,58 @@ impl<M: MetaStore> Persons<M> {
             by_ids.push(w);
             by_runs.push(r);
         }
-        let mut requests = vec![Vec::new(); found.len()];
-        if !tables.is_empty() {
-            let (mut specs, mut owners, left) = whole_specs(project, &whole, &by_ids, &tables);
-            // On the first request of runs, if any (else nothing of the
-            // call reaches the store).
-            if let Some(i) = bounded.iter().position(|b| !b.is_empty()) {
+        // The specs of each group of persons whose deletions do the same.
+        let mut groups: BTreeMap<DeletionScope, Vec<usize>> = BTreeMap::new();
+        for &i in &tabled {
+            groups.entry(scopes[i]).or_default().push(i);
+        }
+        let (mut specs, mut owners) = (Vec::new(), Vec::<Vec<usize>>::new());
+        for (scope, members) in groups {
+            let tables = tables_of(&scope);
+            let pick = |v: &[u64]| members.iter().map(|&i| v[i]).collect::<Vec<_>>();
+            let whole_g: Vec<Vec<String>> = members
+                .iter()
+                .map(|&i| std::mem::take(&mut whole[i]))
+                .collect();
+            let (mut specs_g, owners_g, left) =
+                whole_specs(project, &whole_g, &pick(&by_ids), &tables);
+            // On the group's first request of runs, if any (else nothing
+            // of it reaches the store).
+            if let Some(&i) = members.iter().find(|&&i| !bounded[i].is_empty()) {
                 by_runs[i] += left;
             }
-            let (runs, run_owners) = run_specs(project, &bounded, &by_runs, &tables);
-            specs.extend(runs);
-            owners.extend(run_owners);
-            if req.keep_person {
+            let bounded_g: Vec<Vec<Span>> = members
+                .iter()
+                .map(|&i| std::mem::take(&mut bounded[i]))
+                .collect();
+            let (runs, run_owners) = run_specs(project, &bounded_g, &pick(&by_runs), &tables);
+            specs_g.extend(runs);
+            if scope.keep_person {
                 // The person and its ids stay: a rebuild must not block them.
-                for s in &mut specs {
+                for s in &mut specs_g {
                     s.keeps_ids = true;
                 }
             }
+            specs.extend(specs_g);
+            for o in owners_g.into_iter().chain(run_owners) {
+                owners.push(o.into_iter().map(|k| members[k]).collect());
+            }
+        }
+        if let Some(below) = below {
+            // A redo: no row stored after the deletion began.
+            let mut kept = (Vec::new(), Vec::new());
+            for (mut spec, o) in specs.into_iter().zip(owners) {
+                let cut = spec.cutoff.map_or(below, |c| c.min(below));
+                if spec.floor < cut {
+                    spec.cutoff = Some(cut);
+                    kept.0.push(spec);
+                    kept.1.push(o);
+                }
+            }
+            (specs, owners) = kept;
+        }
+        let mut requests = vec![Vec::new(); found.len()];
+        if !specs.is_empty() {
             // All of them in one store commit.
             let outcomes = self.store.delete_many(specs)?;
             if outcomes.len() != owners.len() {
@@ -266,6 +327,8 @@ impl<M: MetaStore> Persons<M> {
                     }
                 }
             }
+        }
+        if !tabled.is_empty() {
             elide_store::failpoint!("persons::delete::after_store");
         }
         // 3. The profile: removed, ids blocked, deletion recorded, and the
@@ -274,19 +337,20 @@ impl<M: MetaStore> Persons<M> {
         let now = now_us();
         let deleted = self.meta.write(|tx| {
             let mut deleted = 0;
-            for (((row, ids), reqs), d) in found.iter().zip(&requests).zip(&detached) {
-                tx.finish_person_deletion(project, &row.uuid, &scope)?;
+            let each = found.iter().zip(&requests).zip(&detached).zip(&scopes);
+            for ((((row, ids), reqs), d), scope) in each {
+                tx.finish_person_deletion(project, &row.uuid, scope)?;
                 let deletion_id = tx.insert_deletion(&DeletionRecord {
                     id: 0,
                     project_id: project,
                     person_uuid: row.uuid,
                     created_at_us: now,
-                    delete_events: req.delete_events,
-                    delete_recordings: req.delete_recordings,
-                    keep_person: req.keep_person,
+                    delete_events: scope.delete_events,
+                    delete_recordings: scope.delete_recordings,
+                    keep_person: scope.keep_person,
                     store_requests: reqs.clone(),
                 })?;
-                if !req.keep_person {
+                if !scope.keep_person {
                     for id in ids {
                         tx.block(project, id, deletion_id, now)?;
                     }
@@ -309,9 +373,9 @@ impl<M: MetaStore> Persons<M> {
                     "deleted",
                     Some(&json!({
                         "deletion_id": deletion_id,
-                        "delete_events": req.delete_events,
-                        "delete_recordings": req.delete_recordings,
-                        "keep_person": req.keep_person,
+                        "delete_events": scope.delete_events,
+                        "delete_recordings": scope.delete_recordings,
+                        "keep_person": scope.keep_person,
                         "store_requests": reqs,
                     })),
                     now,
@@ -319,15 +383,15 @@ impl<M: MetaStore> Persons<M> {
             }
             Ok(deleted)
         })?;
-        if !req.keep_person {
+        if deleted > 0 {
             self.meta.scrub()?;
         }
         tracing::info!(project, persons = found.len(), deleted, "persons deleted");
         Ok(BulkDeleteResult {
             persons_found: found.len(),
             persons_deleted: deleted,
-            events_queued_for_deletion: req.delete_events,
-            recordings_queued_for_deletion: req.delete_recordings,
+            events_queued_for_deletion: scopes.iter().any(|s| s.delete_events),
+            recordings_queued_for_deletion: scopes.iter().any(|s| s.delete_recordings),
             deletion_errors: errors,
         })
     }
@@ -418,6 +482,45 @@ impl<M: MetaStore> Persons<M> {
         }
         Ok(out.into_iter().skip(offset).take(limit).collect())
     }
+}
+
+/// The tables a deletion of `scope` deletes rows from.
+fn tables_of(scope: &DeletionScope) -> Vec<Table> {
+    let mut tables = Vec::new();
+    if scope.delete_events {
+        tables.push(Table::Events);
+    }
+    if scope.delete_recordings {
+        tables.push(Table::Recordings);
+    }
+    tables
+}
+
+/// `asked`, widened by the unfinished deletions of `person` (among
+/// `left`) that it does not cover: every table either deletes, the
+/// profile kept only if both keep it.
+fn widened(
+    asked: DeletionScope,
+    project: i64,
+    person: &Uuid,
+    left: &[(i64, i64, Unfinished)],
+) -> DeletionScope {
+    let mut s = asked;
+    for (_, p, op) in left {
+        if let Unfinished::DeletePerson {
+            person_uuid, scope, ..
+        } = op
+        {
+            if *p == project && person_uuid == person && !asked.covers(scope) {
+                s = DeletionScope {
+                    delete_events: s.delete_events || scope.delete_events,
+                    delete_recordings: s.delete_recordings || scope.delete_recordings,
+                    keep_person: s.keep_person && scope.keep_person,
+                };
+            }
+        }
+    }
+    s
 }
 
 /// One spec per group of persons whose `whole` ids (all their rows go)

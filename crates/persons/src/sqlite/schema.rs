@@ -200,6 +200,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         delete_events INTEGER NOT NULL DEFAULT 0,
         delete_recordings INTEGER NOT NULL DEFAULT 0,
         keep_person INTEGER NOT NULL DEFAULT 0,
+        below_seq INTEGER,
         created_at INTEGER NOT NULL
     );
     CREATE INDEX unfinished_by_person ON unfinished (project_id, person_uuid);

@@ -16,10 +16,17 @@ const DELETE_PERSON: &str = "delete_person";
 const DROP_PROJECT: &str = "drop_project";
 
 pub(super) fn begin(tx: &Connection, project: i64, op: &Unfinished, now_us: i64) -> Result<()> {
-    let (kind, person, scope) = match op {
-        Unfinished::DeletePerson { person_uuid, scope } => {
-            (DELETE_PERSON, Some(person_uuid.to_string()), *scope)
-        }
+    let (kind, person, scope, below) = match op {
+        Unfinished::DeletePerson {
+            person_uuid,
+            scope,
+            below_seq,
+        } => (
+            DELETE_PERSON,
+            Some(person_uuid.to_string()),
+            *scope,
+            Some(seq_value(*below_seq)?),
+        ),
         Unfinished::DropProject => (
             DROP_PROJECT,
             None,
@@ -28,11 +35,12 @@ pub(super) fn begin(tx: &Connection, project: i64, op: &Unfinished, now_us: i64)
                 delete_recordings: false,
                 keep_person: false,
             },
+            None,
         ),
     };
     tx.prepare_cached(
         "INSERT INTO unfinished (project_id, op, person_uuid, delete_events, delete_recordings, \
-         keep_person, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         keep_person, below_seq, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         project,
@@ -41,27 +49,43 @@ pub(super) fn begin(tx: &Connection, project: i64, op: &Unfinished, now_us: i64)
         scope.delete_events,
         scope.delete_recordings,
         scope.keep_person,
+        below,
         now_us
     ])?;
     Ok(())
 }
 
-type Row = (i64, i64, String, Option<String>, bool, bool, bool);
+/// A `_seq` as SQLite's signed integer.
+fn seq_value(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| PersonsError::Internal(format!("_seq {seq} out of range")))
+}
 
-fn decode((id, project, kind, person, e, r, k): Row) -> Result<(i64, i64, Unfinished)> {
-    let op = match (kind.as_str(), person) {
-        (DELETE_PERSON, Some(p)) => Unfinished::DeletePerson {
+type Row = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    bool,
+    bool,
+    bool,
+    Option<i64>,
+);
+
+fn decode((id, project, kind, person, e, r, k, below): Row) -> Result<(i64, i64, Unfinished)> {
+    let op = match (kind.as_str(), person, below.map(u64::try_from)) {
+        (DELETE_PERSON, Some(p), Some(Ok(below_seq))) => Unfinished::DeletePerson {
             person_uuid: parse_uuid(&p)?,
             scope: DeletionScope {
                 delete_events: e,
                 delete_recordings: r,
                 keep_person: k,
             },
+            below_seq,
         },
-        (DROP_PROJECT, None) => Unfinished::DropProject,
-        (other, p) => {
+        (DROP_PROJECT, None, None) => Unfinished::DropProject,
+        (other, p, b) => {
             return Err(PersonsError::Corrupt(format!(
-                "unfinished operation {id}: {other:?} with person {p:?}"
+                "unfinished operation {id}: {other:?} with person {p:?} and _seq {b:?}"
             )))
         }
     };
@@ -80,6 +104,7 @@ fn rows(tx: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<R
                 r.get(4)?,
                 r.get(5)?,
                 r.get(6)?,
+                r.get(7)?,
             ))
         })?
         .collect::<std::result::Result<Vec<Row>, _>>()?;
@@ -87,7 +112,7 @@ fn rows(tx: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<R
 }
 
 const COLUMNS: &str =
-    "id, project_id, op, person_uuid, delete_events, delete_recordings, keep_person";
+    "id, project_id, op, person_uuid, delete_events, delete_recordings, keep_person, below_seq";
 
 pub(super) fn all(tx: &Connection) -> Result<Vec<(i64, i64, Unfinished)>> {
     rows(
