@@ -4,7 +4,7 @@
 //!
 //! | access | store | persons |
 //! |---|---|---|
-//! | [`Access::Create`] (`ingest`, `capture`, `demo`, `bench`) | writer; creates the store if the directory holds none | writer (created and bound on first use) |
+//! | [`Access::Create`] (`ingest`, `capture`, `demo`, `bench`, `projects create`; `serve` opens through `App::open`, which also creates) | writer; creates the store if the directory holds none | writer (created and bound on first use) |
 //! | [`Access::Write`] (`delete`, `compact`, `drop-project`, `persons delete/reset/split/set/unset`) | writer; a directory without a store is refused | writer, if the store has persons |
 //! | [`Access::Read`] (`sql`, `status`, `deletions`, `scrub`, `persons list/get/deletions/activity/timeline`) | read-only: no writer lock, a reader lease pins its files | read-only |
 //!

@@ -37,7 +37,7 @@
 //!
 //! Memory: the buckets' bytes are reserved from the session's memory pool
 //! as they grow. They cannot spill; when the pool refuses, or under a
-//! pool with a limit (`--memory-limit`, the server's per-query limit) once
+//! pool with a limit (the server's per-query `query_memory_bytes`) once
 //! a partition's buckets reach its share of a quarter of the pool, the
 //! rows dealt so far and then the rest of the input are handed to
 //! DataFusion's own aggregate, which can spill (the metric
