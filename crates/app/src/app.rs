@@ -101,9 +101,8 @@ impl App {
         if !self.persons.projects()?.is_empty() {
             return Ok(None);
         }
-        let project = self.persons.create_project(project_name)?;
-        let (key, secret) = self.persons.create_api_key(
-            project.id,
+        let (project, key, secret) = self.persons.create_project_with_key(
+            project_name,
             &["*".to_string()],
             "created at first start",
         )?;

@@ -11,7 +11,7 @@
 use subtle::ConstantTimeEq;
 
 use crate::error::{PersonsError, Result};
-use crate::meta::{ApiKey, MetaStore, Project, ProjectSettings};
+use crate::meta::{ApiKey, MetaStore, MetaTx, Project, ProjectSettings};
 use crate::persons::{now_us, Persons};
 
 /// The scopes a key may carry (PostHog's names); `*` is all of them.
@@ -52,6 +52,60 @@ pub struct ProjectUpdate {
 fn random_text(n: usize) -> String {
     use rand::distr::{Alphanumeric, SampleString};
     Alphanumeric.sample_string(&mut rand::rng(), n)
+}
+
+/// A project name as kept: trimmed, 1 to [`MAX_PROJECT_NAME`] characters.
+pub fn checked_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_PROJECT_NAME {
+        return Err(PersonsError::InvalidInput(format!(
+            "a project name is 1 to {MAX_PROJECT_NAME} characters"
+        )));
+    }
+    Ok(name)
+}
+
+/// Insert a project named `name` (checked) with the next id and a fresh
+/// capture token.
+fn new_project(tx: &mut dyn MetaTx, name: &str, now: i64) -> Result<Project> {
+    let id = tx.max_project_id()?.checked_add(1).ok_or_else(|| {
+        PersonsError::InvalidInput("no project id is left: the largest is in use".into())
+    })?;
+    let p = Project {
+        id,
+        name: name.to_string(),
+        api_token: new_capture_token(),
+        created_at_us: now,
+        settings: ProjectSettings::default(),
+    };
+    tx.insert_project(&p)?;
+    tx.insert_activity(p.id, None, "project_created", None, now)?;
+    Ok(p)
+}
+
+/// A new personal API key of `project` (scopes and label checked), not
+/// stored yet: the record (id 0), the key itself and its hash.
+fn draft_key(project: i64, scopes: &[String], label: &str) -> Result<(ApiKey, String, [u8; 32])> {
+    let scopes = parse_scopes(scopes)?;
+    if label.chars().count() > 200 {
+        return Err(PersonsError::InvalidInput(
+            "a key label is at most 200 characters".into(),
+        ));
+    }
+    let secret = format!("{KEY_PREFIX}{}", random_text(40));
+    let mask = format!("{}...{}", &secret[..8], &secret[secret.len() - 4..]);
+    let hash = key_hash(&secret);
+    let key = ApiKey {
+        id: 0,
+        project_id: project,
+        label: label.to_string(),
+        scopes,
+        mask,
+        created_at_us: now_us(),
+        last_used_at_us: None,
+        revoked_at_us: None,
+    };
+    Ok((key, secret, hash))
 }
 
 /// A new capture token.
@@ -107,42 +161,37 @@ impl<M: MetaStore> Persons<M> {
     /// Make a project with a fresh capture token; its id is one more than
     /// the largest used.
     pub fn create_project(&self, name: &str) -> Result<Project> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_PROJECT_NAME {
-            return Err(PersonsError::InvalidInput(format!(
-                "a project name is 1 to {MAX_PROJECT_NAME} characters"
-            )));
-        }
+        let name = checked_name(name)?;
         let now = now_us();
-        self.meta().write(|tx| {
-            let id = tx.max_project_id()?.checked_add(1).ok_or_else(|| {
-                PersonsError::InvalidInput("no project id is left: the largest is in use".into())
-            })?;
-            let p = Project {
-                id,
-                name: name.to_string(),
-                api_token: new_capture_token(),
-                created_at_us: now,
-                settings: ProjectSettings::default(),
-            };
-            tx.insert_project(&p)?;
-            tx.insert_activity(p.id, None, "project_created", None, now)?;
+        self.meta().write(|tx| new_project(tx, name, now))
+    }
+
+    /// [`Persons::create_project`] and [`Persons::create_api_key`] for it
+    /// in one transaction: both or neither, so that a failure (or a
+    /// crash) never leaves a project no key reaches.
+    pub fn create_project_with_key(
+        &self,
+        name: &str,
+        scopes: &[String],
+        label: &str,
+    ) -> Result<(Project, ApiKey, String)> {
+        let name = checked_name(name)?;
+        let (mut key, secret, hash) = draft_key(0, scopes, label)?;
+        let now = now_us();
+        let project = self.meta().write(|tx| {
+            let p = new_project(tx, name, now)?;
+            key.project_id = p.id;
+            key.id = tx.insert_api_key(&key, &hash)?;
             Ok(p)
-        })
+        })?;
+        Ok((project, key, secret))
     }
 
     /// Change a project's name and/or settings: each field of `change`
     /// that is set replaces the current one, read in the same
     /// transaction (so two changes of different fields both land).
     pub fn update_project(&self, id: i64, change: &ProjectUpdate) -> Result<Project> {
-        let name = match change.name.as_deref().map(str::trim) {
-            Some(n) if n.is_empty() || n.chars().count() > MAX_PROJECT_NAME => {
-                return Err(PersonsError::InvalidInput(format!(
-                    "a project name is 1 to {MAX_PROJECT_NAME} characters"
-                )))
-            }
-            n => n,
-        };
+        let name = change.name.as_deref().map(checked_name).transpose()?;
         self.meta().write(|tx| {
             let mut p = tx
                 .project(id)?
@@ -169,26 +218,7 @@ impl<M: MetaStore> Persons<M> {
         scopes: &[String],
         label: &str,
     ) -> Result<(ApiKey, String)> {
-        let scopes = parse_scopes(scopes)?;
-        if label.chars().count() > 200 {
-            return Err(PersonsError::InvalidInput(
-                "a key label is at most 200 characters".into(),
-            ));
-        }
-        let secret = format!("{KEY_PREFIX}{}", random_text(40));
-        let mask = format!("{}...{}", &secret[..8], &secret[secret.len() - 4..]);
-        let now = now_us();
-        let mut key = ApiKey {
-            id: 0,
-            project_id: project,
-            label: label.to_string(),
-            scopes,
-            mask,
-            created_at_us: now,
-            last_used_at_us: None,
-            revoked_at_us: None,
-        };
-        let hash = key_hash(&secret);
+        let (mut key, secret, hash) = draft_key(project, scopes, label)?;
         key.id = self.meta().write(|tx| {
             if tx.project(project)?.is_none() {
                 return Err(PersonsError::NotFound(format!("project {project}")));
@@ -258,5 +288,32 @@ mod tests {
         );
         assert!(parse_scopes(&s(&["person:delete"])).is_err());
         assert!(parse_scopes(&[]).is_err());
+    }
+
+    /// A project made with its key is reached by that key; a refused key
+    /// makes no project.
+    #[test]
+    fn a_project_and_its_key_are_made_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = elide_store::StoreOptions {
+            background_flush: false,
+            background_compaction: false,
+            ..Default::default()
+        };
+        let p = Persons::open(elide_store::Store::open(dir.path(), opts).unwrap()).unwrap();
+        let all = vec!["*".to_string()];
+        assert!(p
+            .create_project_with_key("A", &["nope".into()], "")
+            .is_err());
+        assert!(p
+            .create_project_with_key("A", &all, &"l".repeat(201))
+            .is_err());
+        assert!(p.create_project_with_key(" ", &all, "").is_err());
+        assert!(p.projects().unwrap().is_empty());
+        let (project, key, secret) = p.create_project_with_key(" A ", &all, "k").unwrap();
+        assert_eq!((project.id, project.name.as_str()), (1, "A"));
+        assert_eq!(key.project_id, 1);
+        let found = p.authenticate_key(&secret).unwrap().unwrap();
+        assert_eq!((found.id, found.project_id), (key.id, 1));
     }
 }

@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use elide_persons::admin::ProjectUpdate;
+use elide_persons::admin::{ProjectUpdate, MAX_PROJECT_NAME};
 use elide_persons::{ApiKey, Project};
 use elide_store::format::ProjectSettings as StoreSettings;
 use serde::{Deserialize, Serialize};
@@ -272,10 +272,9 @@ async fn create(
     let scopes = key.0.scopes.clone();
     let app = state.app().clone();
     let (project, secret) = blocking(move || {
-        let p = app.persons().create_project(&name)?;
-        let (_, secret) = app
-            .persons()
-            .create_api_key(p.id, &scopes, "made with the project")?;
+        let (p, _, secret) =
+            app.persons()
+                .create_project_with_key(&name, &scopes, "made with the project")?;
         Ok((p, secret))
     })
     .await?;
@@ -373,6 +372,13 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
     let mut c = ProjectChange::default();
     if let Some(v) = o.get("name") {
         match v {
+            Value::String(s) if s.trim().chars().count() > MAX_PROJECT_NAME => {
+                return Err(ApiError::invalid_attr(
+                    "name",
+                    "max_length",
+                    format!("Ensure this field has no more than {MAX_PROJECT_NAME} characters."),
+                ))
+            }
             Value::String(s) if !s.trim().is_empty() => c.name = Some(s.clone()),
             Value::String(_) => {
                 return Err(ApiError::invalid_attr(

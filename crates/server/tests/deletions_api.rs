@@ -289,6 +289,7 @@ async fn a_projects_erasure_deadline_is_set_through_patch() {
         json!({"name": "renamed", "event_retention_days": many(999, 2)}),
         json!({"name": "renamed", "retention_days": 0}),
         json!({"anonymize_ips": true, "erasure_deadline_days": 0}),
+        json!({"name": "x".repeat(201), "retention_days": 30}),
     ] {
         h.call("PATCH", &format!("{pp}/"), Some(&bad))
             .await
@@ -299,6 +300,7 @@ async fn a_projects_erasure_deadline_is_set_through_patch() {
         (&now["name"], &now["anonymize_ips"]),
         (&name, &json!(false))
     );
+    assert_eq!(now["retention_days"], serde_json::Value::Null);
     let mut undo = many(0, 999);
     for v in undo.as_object_mut().expect("object").values_mut() {
         *v = serde_json::Value::Null;
