@@ -91,6 +91,11 @@ struct Inner {
     /// that work runs on the blocking pool before any credential is
     /// checked, so its memory and threads are bounded here.
     capture_decodes: Arc<tokio::sync::Semaphore>,
+    /// Held by a cohort create or PATCH that defines a cohort, from the
+    /// check of its definition (cycles, depth) through its write: two at
+    /// once could each check against the other's old definition and
+    /// store a cycle between them.
+    cohort_definitions: tokio::sync::Mutex<()>,
     config: ServerConfig,
     started: std::time::Instant,
 }
@@ -120,6 +125,7 @@ impl AppState {
             capture_decodes: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            cohort_definitions: tokio::sync::Mutex::new(()),
             config,
             started: std::time::Instant::now(),
         })))
@@ -140,6 +146,10 @@ impl AppState {
 
     pub(crate) fn capture_decodes(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.0.capture_decodes
+    }
+
+    pub(crate) fn cohort_definitions(&self) -> &tokio::sync::Mutex<()> {
+        &self.0.cohort_definitions
     }
 
     pub(crate) fn query_runtime(&self) -> &query::QueryRuntime {

@@ -505,6 +505,48 @@ async fn a_csv_past_the_request_limit_is_a_413() {
     assert_eq!(r.json["count"], json!(0), "{}", r.text());
 }
 
+/// Two changes at once that would each make one cohort refer to the
+/// other: at most one lands, so no cycle is ever stored (each checks its
+/// definition and writes it under one lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_patches_never_store_a_cycle() {
+    let h = Harness::new();
+    people(&h).await;
+    let api = h.api();
+    let pros = json!({"properties": {"type": "AND", "values": [{"type": "person", "key": "plan", "value": "pro"}]}});
+    let on = |id: i64| json!({"properties": {"type": "AND", "values": [{"type": "cohort", "value": id}]}});
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let body = json!({"name": name, "filters": pros});
+        let r = h.post(&format!("{api}/cohorts/"), &body).await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+        ids.push(r.json["id"].as_i64().expect("id"));
+    }
+    let (a, b) = (ids[0], ids[1]);
+    for round in 0..12 {
+        let (to_b, to_a) = (json!({"filters": on(b)}), json!({"filters": on(a)}));
+        let (url_a, url_b) = (format!("{api}/cohorts/{a}/"), format!("{api}/cohorts/{b}/"));
+        let (ra, rb) = tokio::join!(
+            h.call("PATCH", &url_a, Some(&to_b)),
+            h.call("PATCH", &url_b, Some(&to_a)),
+        );
+        let landed = [&ra, &rb]
+            .iter()
+            .filter(|r| r.status.as_u16() == 200)
+            .count();
+        assert!(landed <= 1, "round {round}: {} / {}", ra.text(), rb.text());
+        for id in [a, b] {
+            let r = h.get(&format!("{api}/cohorts/{id}/")).await;
+            assert_eq!(r.json["count"], json!(2), "round {round}: {}", r.text());
+            let reset = json!({"filters": pros});
+            let r = h
+                .call("PATCH", &format!("{api}/cohorts/{id}/"), Some(&reset))
+                .await;
+            assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+        }
+    }
+}
+
 /// A change that would make a cohort refer to itself, directly or
 /// through another cohort, is a 400 and changes nothing.
 #[tokio::test]

@@ -253,7 +253,11 @@ pub(crate) async fn create(
         ));
     }
     // A dynamic cohort's members are counted once, by the check of its
-    // definition.
+    // definition; checked and written under the definitions' lock.
+    let defining = match is_static {
+        true => None,
+        false => Some(state.cohort_definitions().lock().await),
+    };
     let (filters, members) = if is_static {
         (Value::Null, None)
     } else {
@@ -274,6 +278,7 @@ pub(crate) async fn create(
         Ok(c)
     })
     .await?;
+    drop(defining);
     let n = match members {
         Some(n) => Some(n),
         None => count_after_write(&state, project, &c).await,
@@ -332,7 +337,13 @@ pub(crate) async fn update(
             ))
         }
     };
-    let filters = if fields.contains_key("filters") || fields.contains_key("groups") {
+    let defines = fields.contains_key("filters") || fields.contains_key("groups");
+    // Checked and written under the definitions' lock (see `AppState`).
+    let defining = match defines && !current.is_static {
+        true => Some(state.cohort_definitions().lock().await),
+        false => None,
+    };
+    let filters = if defines {
         if current.is_static {
             return Err(ApiError::invalid_attr(
                 "filters",
@@ -379,6 +390,7 @@ pub(crate) async fn update(
     })
     .await?
     .ok_or_else(ApiError::not_found)?;
+    drop(defining);
     // The members the new definition's check counted, unless the cohort
     // is soft-deleted now (a deleted one has no count).
     let n = match members {
