@@ -515,6 +515,40 @@ mod tests {
         assert!(p.by_distinct_ids(1, &["dan".into()]).unwrap().is_empty());
     }
 
+    /// A store-only write of a project runs while it exists: a drop waits
+    /// for one under way, and none runs once the project is dropped.
+    #[test]
+    fn a_drop_waits_for_a_write_of_its_project_and_refuses_later_ones() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path());
+        capture(&p, "gus");
+        let (started, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                p.while_project_exists(1, || -> Result<()> {
+                    started.store(true, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    done.store(true, Ordering::SeqCst);
+                    Ok(())
+                })
+                .unwrap()
+            });
+            while !started.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            p.drop_project(1).unwrap();
+            assert!(done.load(Ordering::SeqCst), "the drop ran inside the write");
+        });
+        let ran = AtomicBool::new(false);
+        let r = p.while_project_exists(1, || -> Result<()> {
+            ran.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        assert!(matches!(r, Err(PersonsError::NotFound(_))), "{r:?}");
+        assert!(!ran.load(Ordering::SeqCst));
+    }
+
     /// A record the open cannot finish is left for the next open, and the
     /// open goes on.
     #[test]

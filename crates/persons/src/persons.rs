@@ -38,7 +38,7 @@
 //! `persons/identity.rs`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use arrow::record_batch::RecordBatch;
 use elide_store::jsonl::{EventBatchBuilder, EventFields};
@@ -132,6 +132,10 @@ pub struct Persons<M: MetaStore = SqliteMeta> {
     /// The pipeline lock (see the module docs), with the distinct-id cache
     /// it guards.
     pipeline: Mutex<IdCache>,
+    /// Held for writing by a project drop, for reading by a store-only
+    /// write of a project ([`Persons::while_project_exists`]), so that
+    /// none lands between the drop's store step and its metadata's.
+    drops: RwLock<()>,
     /// The deleted persons the analytics read, per project
     /// ([`crate::deleted`]).
     pub(crate) deleted: Mutex<crate::deleted::DeletedCache>,
@@ -347,6 +351,7 @@ impl<M: MetaStore> Persons<M> {
             store,
             meta,
             pipeline: Mutex::new(IdCache::default()),
+            drops: RwLock::new(()),
             deleted: Mutex::default(),
             _registration: None,
         }
@@ -366,6 +371,25 @@ impl<M: MetaStore> Persons<M> {
         self.pipeline
             .lock()
             .map_err(|_| PersonsError::Internal("the capture pipeline lock is poisoned".into()))
+    }
+
+    /// Run `write`, a write of `project`'s in the store alone (its
+    /// settings, a deletion of events), while the project exists: a drop
+    /// of it waits for `write`, and `write` does not run once a drop has
+    /// begun (the project is then [`PersonsError::NotFound`]). Writes
+    /// through the persons layer need not: the pipeline lock orders them
+    /// with the drop.
+    pub fn while_project_exists<R, E: From<PersonsError>>(
+        &self,
+        project: i64,
+        write: impl FnOnce() -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        let _drops = self
+            .drops
+            .read()
+            .map_err(|_| PersonsError::Internal("the project drop lock is poisoned".into()))?;
+        self.project(project)?;
+        write()
     }
 
     /// The project, created (with a fresh capture token) if new.
@@ -681,6 +705,10 @@ impl<M: MetaStore> Persons<M> {
                 "project ids are never negative, got {project}"
             )));
         }
+        let _no_writes = self
+            .drops
+            .write()
+            .map_err(|_| PersonsError::Internal("the project drop lock is poisoned".into()))?;
         let mut g = self.lock()?;
         // Ids move or go: the cache starts over.
         g.clear();

@@ -371,7 +371,13 @@ pub(crate) async fn delete_events(
     }
     state.limits().check(key.0.id, Limit::Delete)?;
     let (o, r) = blocking(move || {
-        let o = app.store().delete_events(d)?;
+        // Not into a project whose drop has begun (its requests would
+        // outlive it).
+        let o = app
+            .persons()
+            .while_project_exists(project, || -> ApiResult<_> {
+                Ok(app.store().delete_events(d)?)
+            })?;
         let r = app.store().request(o.request_id)?;
         Ok((o, r))
     })
@@ -418,7 +424,13 @@ pub(crate) async fn cancel(
         if of_project(&app, id, project)?.is_none() {
             return Ok(None);
         }
-        app.store().cancel_request(id)?;
+        if let Err(e) = app.store().cancel_request(id) {
+            // Gone meanwhile (its project dropped): not found, as before.
+            if of_project(&app, id, project)?.is_none() {
+                return Ok(None);
+            }
+            return Err(e.into());
+        }
         Ok(app.store().request(id)?)
     })
     .await?;

@@ -310,16 +310,18 @@ async fn update(
     let change = parse_change(&body)?;
     let app = state.app().clone();
     let p = blocking(move || {
-        // A project that is gone is a 404 before anything is written.
-        app.persons().project(id)?;
         // The store's settings first: they are the ones with checks that
         // depend on what is stored (a 400 there changes nothing). Each
         // side reads and writes in one commit, so changes of different
-        // fields made at once all land.
-        if change.erasure_deadline_days.is_some()
+        // fields made at once all land. A project that is gone, or whose
+        // drop has begun, is a 404 before anything is written.
+        let stored = change.erasure_deadline_days.is_some()
             || change.retention_days.is_some()
-            || change.event_retention_days.is_some()
-        {
+            || change.event_retention_days.is_some();
+        app.persons().while_project_exists(id, || -> ApiResult<()> {
+            if !stored {
+                return Ok(());
+            }
             app.store()
                 .update_project_settings(id, |s| -> ApiResult<()> {
                     for (e, days) in change.event_retention_days.iter().flatten() {
@@ -345,7 +347,8 @@ async fn update(
                     }
                     Ok(())
                 })?;
-        }
+            Ok(())
+        })?;
         let p = app.persons().update_project(
             id,
             &ProjectUpdate {
