@@ -146,9 +146,17 @@ fn a_project_drop_cut_short_is_finished_by_the_next_open() {
 
 /// In a process that ran on after a deletion's metadata write failed (a
 /// server), the person's events captured since are not the deletion's:
-/// the next open's redo takes only the rows acknowledged when it began.
+/// the next open's redo takes only the rows acknowledged when it began,
+/// and so does the caller's next deletion of the person in the same
+/// process, when it asks for less (`repeat`).
 #[test]
 fn the_redo_takes_only_the_rows_stored_before_the_deletion_began() {
+    for repeat in [false, true] {
+        redo_or_repeat(repeat);
+    }
+}
+
+fn redo_or_repeat(repeat: bool) {
     let dir = tempfile::tempdir().unwrap();
     let capture = |p: &Persons, event: &str| {
         let v = serde_json::json!({"event": event, "distinct_id": "fay"});
@@ -177,9 +185,23 @@ fn the_redo_takes_only_the_rows_stored_before_the_deletion_began() {
             })
             .unwrap();
         capture(&p, "after");
+        if repeat {
+            // Recordings only: the unfinished deletion's events come too,
+            // up to where it began.
+            let req = elide::persons::DeletePersons {
+                distinct_ids: vec!["fay".into()],
+                delete_recordings: true,
+                keep_person: true,
+                ..Default::default()
+            };
+            let r = p.delete(1, &req).unwrap();
+            assert!(r.events_queued_for_deletion && r.recordings_queued_for_deletion);
+        }
     }
     let p = std::sync::Arc::new(Persons::open(open(dir.path())).unwrap());
     assert_eq!(p.deletion_status(1, None, None, 10, 0).unwrap().len(), 1);
+    let left = p.meta().read(|tx| tx.unfinished()).unwrap();
+    assert!(left.is_empty(), "{left:?}");
     let rt = rt();
     let ctx = elide::app::sql::session(&p).unwrap();
     let q = |e: &str| {

@@ -29,18 +29,19 @@
 //! after the captures are settled and before anything else runs:
 //! - the drop is made again (the store's drop of a dropped project
 //!   removes nothing);
-//! - each person still present is deleted again by UUID, its records
-//!   taken as one (every table any deletes, the profile kept only if all
-//!   keep it), no store request reaching a row at or above the `_seq`
-//!   recorded (a process that ran on after a failed write stored the
-//!   person's later events, which are not the deletion's);
+//! - each person still present is deleted again by UUID, all its records
+//!   at once: each record's tables up to the `_seq` it recorded (a process
+//!   that ran on after a failed write stored the person's later events,
+//!   which are not the deletion's), the profile kept only if every record
+//!   kept it; the redo records nothing new;
 //! - a person no longer present (deleted since, or merged into another)
 //!   is logged and its records forgotten: if the store step had run, its
 //!   requests hide the rows;
 //! - one that fails is logged and kept for the next open; the open goes on.
 //!
 //! Before that, in the same process, the caller's next deletion of the
-//! person does what both ask ([`Persons::delete`]) and forgets the record.
+//! person also does what the record asked, up to where it began
+//! ([`Persons::delete`]), and forgets it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ use elide_store::{RequestStatus, Store};
 use uuid::Uuid;
 
 use crate::error::{PersonsError, Result};
-use crate::meta::{DeletionRecord, DeletionScope, MetaStore, Unfinished};
+use crate::meta::{DeletionRecord, MetaStore, Unfinished};
 use crate::persons::{now_us, DeletePersons, Persons, Registration, MAX_DELETE_PERSONS};
 use crate::sqlite::{SqliteMeta, METADATA_FILE};
 
@@ -126,7 +127,8 @@ impl Persons<SqliteMeta> {
     /// metadata database, created and bound to the store if neither has
     /// persons yet; refused if the store is bound to a database that is
     /// missing, blank or another one. Settles two-phase captures a crash
-    /// left pending.
+    /// left pending, then finishes the person deletions and project drops
+    /// one cut short (see the module docs).
     pub fn open(store: Store) -> Result<Persons<SqliteMeta>> {
         if store.is_read_only() {
             return Err(PersonsError::InvalidInput(
@@ -308,35 +310,27 @@ impl<M: MetaStore> Persons<M> {
     /// module docs). One that fails is logged and left for the next open:
     /// the rest of the open goes on.
     pub(crate) fn finish_unfinished(&self) -> Result<()> {
-        let left = self.meta().read(|tx| tx.unfinished())?;
+        let left = match self.meta().read(|tx| tx.unfinished()) {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::error!(error = %e, "the unfinished deletions could not be read; the next open tries again");
+                return Ok(());
+            }
+        };
         let mut drops = BTreeSet::new();
-        // Each person's records as one: every table any deletes, the
-        // profile kept only if all keep it, the rows acknowledged when the
-        // last began.
-        let mut persons: BTreeMap<(i64, Uuid), (DeletionScope, u64, Vec<i64>)> = BTreeMap::new();
+        // Each person with its records' ids, by project.
+        let mut persons: BTreeMap<i64, BTreeMap<Uuid, Vec<i64>>> = BTreeMap::new();
         for (id, project, op) in left {
             match op {
                 Unfinished::DropProject => {
                     drops.insert(project);
                 }
-                Unfinished::DeletePerson {
-                    person_uuid,
-                    scope,
-                    below_seq,
-                } => {
-                    let e = persons.entry((project, person_uuid)).or_insert((
-                        scope,
-                        below_seq,
-                        Vec::new(),
-                    ));
-                    e.0 = DeletionScope {
-                        delete_events: e.0.delete_events || scope.delete_events,
-                        delete_recordings: e.0.delete_recordings || scope.delete_recordings,
-                        keep_person: e.0.keep_person && scope.keep_person,
-                    };
-                    e.1 = e.1.max(below_seq);
-                    e.2.push(id);
-                }
+                Unfinished::DeletePerson { person_uuid, .. } => persons
+                    .entry(project)
+                    .or_default()
+                    .entry(person_uuid)
+                    .or_default()
+                    .push(id),
             }
         }
         for &project in &drops {
@@ -346,27 +340,19 @@ impl<M: MetaStore> Persons<M> {
                 tracing::error!(project, error = %e, "a project drop cut short could not be finished; the next open tries again");
             }
         }
-        // Persons (with their records' ids) by (project, scope, `_seq`).
-        type Group = Vec<(Uuid, Vec<i64>)>;
-        let mut groups: BTreeMap<(i64, DeletionScope, u64), Group> = BTreeMap::new();
-        for ((project, uuid), (scope, below, ids)) in persons {
-            if !drops.contains(&project) {
-                groups
-                    .entry((project, scope, below))
-                    .or_default()
-                    .push((uuid, ids));
+        for (project, of_project) in persons {
+            if drops.contains(&project) {
+                continue;
             }
-        }
-        for ((project, scope, below), members) in groups {
+            let members: Vec<(Uuid, Vec<i64>)> = of_project.into_iter().collect();
             for chunk in members.chunks(MAX_DELETE_PERSONS) {
+                // Each person's records say what goes ([`Persons::delete_as`]).
                 let req = DeletePersons {
                     uuids: chunk.iter().map(|(u, _)| u.to_string()).collect(),
-                    distinct_ids: Vec::new(),
-                    delete_events: scope.delete_events,
-                    delete_recordings: scope.delete_recordings,
-                    keep_person: scope.keep_person,
+                    keep_person: true,
+                    ..DeletePersons::default()
                 };
-                let r = match self.delete_below(project, &req, Some(below)) {
+                let r = match self.delete_as(project, &req, true) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(project, persons = chunk.len(), error = %e, "person deletions cut short could not be finished; the next open tries again");
@@ -388,7 +374,9 @@ impl<M: MetaStore> Persons<M> {
                     .iter()
                     .flat_map(|(_, ids)| ids.iter().copied())
                     .collect();
-                self.meta().write(|tx| tx.forget_unfinished(&ids))?;
+                if let Err(e) = self.meta().write(|tx| tx.forget_unfinished(&ids)) {
+                    tracing::error!(project, error = %e, "finished deletions could not be forgotten; the next open finds nothing to do for them");
+                }
             }
         }
         Ok(())
@@ -401,6 +389,7 @@ mod tests {
 
     use super::*;
     use crate::capture::parse_payload;
+    use crate::meta::DeletionScope;
 
     fn scope(delete_events: bool, delete_recordings: bool, keep_person: bool) -> DeletionScope {
         DeletionScope {

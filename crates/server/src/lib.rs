@@ -94,8 +94,10 @@ struct Inner {
     /// Held by a cohort create or PATCH that defines a cohort, from the
     /// check of its definition (cycles, depth) through its write: two at
     /// once could each check against the other's old definition and
-    /// store a cycle between them.
-    cohort_definitions: tokio::sync::Mutex<()>,
+    /// store a cycle between them. Owned guards, moved into the blocking
+    /// write, so that a request that times out or whose client goes away
+    /// releases it only once its write is done.
+    cohort_definitions: Arc<tokio::sync::Mutex<()>>,
     config: ServerConfig,
     started: std::time::Instant,
 }
@@ -125,7 +127,7 @@ impl AppState {
             capture_decodes: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
-            cohort_definitions: tokio::sync::Mutex::new(()),
+            cohort_definitions: Arc::new(tokio::sync::Mutex::new(())),
             config,
             started: std::time::Instant::now(),
         })))
@@ -148,7 +150,7 @@ impl AppState {
         &self.0.capture_decodes
     }
 
-    pub(crate) fn cohort_definitions(&self) -> &tokio::sync::Mutex<()> {
+    pub(crate) fn cohort_definitions(&self) -> &Arc<tokio::sync::Mutex<()>> {
         &self.0.cohort_definitions
     }
 

@@ -101,20 +101,23 @@ impl<M: MetaStore> Persons<M> {
     /// more than [`MAX_DELETE_PERSONS`], a bad UUID) are errors.
     ///
     /// A person with a deletion left unfinished (see `open.rs`) that this
-    /// one does not cover is deleted as both ask: every table either
-    /// deletes, the profile kept only if both keep it.
+    /// one does not cover is deleted as both ask: this one's tables up to
+    /// now, and the other tables of the unfinished one up to where it
+    /// began; the profile kept only if both keep it.
     pub fn delete(&self, project: i64, req: &DeletePersons) -> Result<BulkDeleteResult> {
-        self.delete_below(project, req, None)
+        self.delete_as(project, req, false)
     }
 
-    /// [`Persons::delete`], every store request cut off at `_seq` `below`
-    /// at most: the redo of an unfinished deletion takes the rows
-    /// acknowledged when it began, not those stored since (`open.rs`).
-    pub(crate) fn delete_below(
+    /// [`Persons::delete`]; with `redo`, the redo of the persons'
+    /// unfinished deletions (`open.rs`): `req` then names no table and
+    /// keeps the profile, and each person's records say what goes (the
+    /// rows each took when it began, not those stored since) and are not
+    /// recorded again.
+    pub(crate) fn delete_as(
         &self,
         project: i64,
         req: &DeletePersons,
-        below: Option<u64>,
+        redo: bool,
     ) -> Result<BulkDeleteResult> {
         let (keys, by_uuid) = match (req.uuids.is_empty(), req.distinct_ids.is_empty()) {
             (false, false) => {
@@ -156,12 +159,12 @@ impl<M: MetaStore> Persons<M> {
         };
         let mut errors = Vec::new();
         let mut detached: Vec<Detached> = Vec::new();
-        // What each person's deletion does: what was asked, widened by
-        // its unfinished deletions this one does not cover.
-        let mut scopes: Vec<DeletionScope> = Vec::new();
+        // What each person's deletion does: what was asked, and what its
+        // unfinished deletions this one does not cover asked.
+        let mut plans: Vec<Plan> = Vec::new();
         let found: Vec<(PersonRow, Vec<String>)> = self.meta.read(|tx| {
             detached.clear();
-            scopes.clear();
+            plans.clear();
             let left = tx.unfinished()?;
             let mut seen = HashSet::new();
             let mut found = Vec::new();
@@ -177,7 +180,7 @@ impl<M: MetaStore> Persons<M> {
                             let mut uuids = vec![row.uuid];
                             uuids.extend(tx.merged_into(project, &row.uuid)?);
                             detached.push(holders(tx, project, uuids, &ids)?);
-                            scopes.push(widened(asked, project, &row.uuid, &left));
+                            plans.push(plan(asked, project, &row.uuid, &left));
                             found.push((row, ids));
                         }
                     }
@@ -202,28 +205,27 @@ impl<M: MetaStore> Persons<M> {
                 deletion_errors: errors,
             });
         }
-        if scopes.iter().any(|s| *s != asked) {
+        let scopes: Vec<DeletionScope> = plans.iter().map(|p| p.scope).collect();
+        if !redo && scopes.iter().any(|s| *s != asked) {
             tracing::warn!(
                 project,
                 "a deletion also does what an unfinished one of the same person asked"
             );
         }
         // 2. The rows: store deletion requests, durable before the profile goes.
-        let tabled: Vec<usize> = (0..found.len())
-            .filter(|&i| !tables_of(&scopes[i]).is_empty())
-            .collect();
-        if !tabled.is_empty() {
+        if !redo && !tables_of(&asked).is_empty() {
             // Begun: recorded before the store's step, so that a crash or
             // a failed write between it and step 3 is finished at the next
             // open (`open.rs`), up to the rows acknowledged now. Without a
-            // store step, step 3 alone is the deletion.
+            // store step, step 3 alone is the deletion. (A redo's records
+            // are there already.)
             let begun = now_us();
             let below_seq = self.store.acknowledged_seq()?;
             self.meta.write(|tx| {
-                for &i in &tabled {
+                for (row, _) in &found {
                     let op = Unfinished::DeletePerson {
-                        person_uuid: found[i].0.uuid,
-                        scope: scopes[i],
+                        person_uuid: row.uuid,
+                        scope: asked,
                         below_seq,
                     };
                     tx.begin_unfinished(project, &op, begun)?;
@@ -243,7 +245,8 @@ impl<M: MetaStore> Persons<M> {
         }
         // The metadata rows each person's deletion removes (its profile
         // and ids; its detached records), for the receipts: on its
-        // bounded runs' first request when it has one, else on its ids'.
+        // bounded runs' first request when it has one, else on its ids'
+        // (of its first group below).
         let (mut by_ids, mut by_runs) = (Vec::new(), Vec::new());
         for (i, (_, ids)) in found.iter().enumerate() {
             let (profile, records) = if scopes[i].keep_person {
@@ -259,55 +262,60 @@ impl<M: MetaStore> Persons<M> {
             by_ids.push(w);
             by_runs.push(r);
         }
-        // The specs of each group of persons whose deletions do the same.
-        let mut groups: BTreeMap<DeletionScope, Vec<usize>> = BTreeMap::new();
-        for &i in &tabled {
-            groups.entry(scopes[i]).or_default().push(i);
+        // The specs of each group of persons whose deletions do the same:
+        // the same tables, up to the same `_seq`, the profile kept or not.
+        let mut groups: BTreeMap<(Vec<Table>, bool, Option<u64>), Vec<usize>> = BTreeMap::new();
+        for (i, p) in plans.iter().enumerate() {
+            for (tables, below) in &p.parts {
+                groups
+                    .entry((tables.clone(), p.scope.keep_person, *below))
+                    .or_default()
+                    .push(i);
+            }
         }
+        let had_store_step = !groups.is_empty();
         let (mut specs, mut owners) = (Vec::new(), Vec::<Vec<usize>>::new());
-        for (scope, members) in groups {
-            let tables = tables_of(&scope);
-            let pick = |v: &[u64]| members.iter().map(|&i| v[i]).collect::<Vec<_>>();
-            let whole_g: Vec<Vec<String>> = members
-                .iter()
-                .map(|&i| std::mem::take(&mut whole[i]))
-                .collect();
+        for ((tables, keep_person, below), members) in groups {
+            // A person's metadata rows go on its first group's specs.
+            let pick = |v: &mut [u64]| {
+                members
+                    .iter()
+                    .map(|&i| std::mem::take(&mut v[i]))
+                    .collect::<Vec<_>>()
+            };
+            let whole_g: Vec<Vec<String>> = members.iter().map(|&i| whole[i].clone()).collect();
             let (mut specs_g, owners_g, left) =
-                whole_specs(project, &whole_g, &pick(&by_ids), &tables);
+                whole_specs(project, &whole_g, &pick(&mut by_ids), &tables);
             // On the group's first request of runs, if any (else nothing
             // of it reaches the store).
             if let Some(&i) = members.iter().find(|&&i| !bounded[i].is_empty()) {
                 by_runs[i] += left;
             }
-            let bounded_g: Vec<Vec<Span>> = members
-                .iter()
-                .map(|&i| std::mem::take(&mut bounded[i]))
-                .collect();
-            let (runs, run_owners) = run_specs(project, &bounded_g, &pick(&by_runs), &tables);
+            let bounded_g: Vec<Vec<Span>> = members.iter().map(|&i| bounded[i].clone()).collect();
+            let (runs, run_owners) = run_specs(project, &bounded_g, &pick(&mut by_runs), &tables);
             specs_g.extend(runs);
-            if scope.keep_person {
-                // The person and its ids stay: a rebuild must not block them.
-                for s in &mut specs_g {
-                    s.keeps_ids = true;
+            let owners_g: Vec<Vec<usize>> = owners_g
+                .into_iter()
+                .chain(run_owners)
+                .map(|o| o.into_iter().map(|k| members[k]).collect())
+                .collect();
+            for (mut spec, o) in specs_g.into_iter().zip(owners_g) {
+                if keep_person {
+                    // The person and its ids stay: a rebuild must not block them.
+                    spec.keeps_ids = true;
                 }
-            }
-            specs.extend(specs_g);
-            for o in owners_g.into_iter().chain(run_owners) {
-                owners.push(o.into_iter().map(|k| members[k]).collect());
-            }
-        }
-        if let Some(below) = below {
-            // A redo: no row stored after the deletion began.
-            let mut kept = (Vec::new(), Vec::new());
-            for (mut spec, o) in specs.into_iter().zip(owners) {
-                let cut = spec.cutoff.map_or(below, |c| c.min(below));
-                if spec.floor < cut {
+                if let Some(below) = below {
+                    // An unfinished deletion's part: no row stored after it
+                    // began (a run wholly above that goes).
+                    let cut = spec.cutoff.map_or(below, |c| c.min(below));
+                    if spec.floor >= cut {
+                        continue;
+                    }
                     spec.cutoff = Some(cut);
-                    kept.0.push(spec);
-                    kept.1.push(o);
                 }
+                specs.push(spec);
+                owners.push(o);
             }
-            (specs, owners) = kept;
         }
         let mut requests = vec![Vec::new(); found.len()];
         if !specs.is_empty() {
@@ -328,7 +336,7 @@ impl<M: MetaStore> Persons<M> {
                 }
             }
         }
-        if !tabled.is_empty() {
+        if had_store_step {
             elide_store::failpoint!("persons::delete::after_store");
         }
         // 3. The profile: removed, ids blocked, deletion recorded, and the
@@ -496,31 +504,57 @@ fn tables_of(scope: &DeletionScope) -> Vec<Table> {
     tables
 }
 
-/// `asked`, widened by the unfinished deletions of `person` (among
-/// `left`) that it does not cover: every table either deletes, the
-/// profile kept only if both keep it.
-fn widened(
+/// What a deletion does for one person: the tables it deletes, each up
+/// to a `_seq` (`None`: all rows so far), and its scope as recorded.
+struct Plan {
+    parts: Vec<(Vec<Table>, Option<u64>)>,
+    scope: DeletionScope,
+}
+
+/// The plan of a deletion `asked` for `person`, whose unfinished
+/// deletions are among `left`: what was asked, up to now; and of each
+/// unfinished deletion it does not cover, the tables `asked` leaves out,
+/// up to where that one began. The scope has every table of them, the
+/// profile kept only if all keep it.
+fn plan(
     asked: DeletionScope,
     project: i64,
     person: &Uuid,
     left: &[(i64, i64, Unfinished)],
-) -> DeletionScope {
-    let mut s = asked;
+) -> Plan {
+    let mut plan = Plan {
+        parts: Vec::new(),
+        scope: asked,
+    };
+    let own = tables_of(&asked);
+    if !own.is_empty() {
+        plan.parts.push((own.clone(), None));
+    }
     for (_, p, op) in left {
-        if let Unfinished::DeletePerson {
-            person_uuid, scope, ..
+        let Unfinished::DeletePerson {
+            person_uuid,
+            scope,
+            below_seq,
         } = op
-        {
-            if *p == project && person_uuid == person && !asked.covers(scope) {
-                s = DeletionScope {
-                    delete_events: s.delete_events || scope.delete_events,
-                    delete_recordings: s.delete_recordings || scope.delete_recordings,
-                    keep_person: s.keep_person && scope.keep_person,
-                };
-            }
+        else {
+            continue;
+        };
+        if *p != project || person_uuid != person || asked.covers(scope) {
+            continue;
+        }
+        let s = &mut plan.scope;
+        s.delete_events |= scope.delete_events;
+        s.delete_recordings |= scope.delete_recordings;
+        s.keep_person &= scope.keep_person;
+        let more: Vec<Table> = tables_of(scope)
+            .into_iter()
+            .filter(|t| !own.contains(t))
+            .collect();
+        if !more.is_empty() {
+            plan.parts.push((more, Some(*below_seq)));
         }
     }
-    s
+    plan
 }
 
 /// One spec per group of persons whose `whole` ids (all their rows go)

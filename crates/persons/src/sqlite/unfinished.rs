@@ -114,15 +114,24 @@ fn rows(tx: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<R
 const COLUMNS: &str =
     "id, project_id, op, person_uuid, delete_events, delete_recordings, keep_person, below_seq";
 
+/// Every record, oldest first. One that cannot be read (damaged) is
+/// logged and left out: it must not stop every deletion and open.
 pub(super) fn all(tx: &Connection) -> Result<Vec<(i64, i64, Unfinished)>> {
-    rows(
+    let rows = rows(
         tx,
         &format!("SELECT {COLUMNS} FROM unfinished ORDER BY id"),
         [],
-    )?
-    .into_iter()
-    .map(decode)
-    .collect()
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        match decode(row) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                tracing::error!(error = %e, "an unfinished operation's record is damaged; left out")
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn forget(tx: &Connection, ids: &[i64]) -> Result<()> {

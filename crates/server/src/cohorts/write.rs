@@ -2,6 +2,8 @@
 //! distinct ids or person UUIDs), change, soft and hard delete, and the
 //! lists of static cohorts.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -256,7 +258,7 @@ pub(crate) async fn create(
     // definition; checked and written under the definitions' lock.
     let defining = match is_static {
         true => None,
-        false => Some(state.cohort_definitions().lock().await),
+        false => Some(Arc::clone(state.cohort_definitions()).lock_owned().await),
     };
     let (filters, members) = if is_static {
         (Value::Null, None)
@@ -266,6 +268,8 @@ pub(crate) async fn create(
     };
     let persons = state.app().persons().clone();
     let c = blocking(move || {
+        // Released when the write is done, even if the request is gone.
+        let _defining = defining;
         // The list is checked first: a bad one refuses the request before
         // the cohort exists (the two writes are not one transaction).
         if let Some(who) = &people {
@@ -278,7 +282,6 @@ pub(crate) async fn create(
         Ok(c)
     })
     .await?;
-    drop(defining);
     let n = match members {
         Some(n) => Some(n),
         None => count_after_write(&state, project, &c).await,
@@ -340,7 +343,7 @@ pub(crate) async fn update(
     let defines = fields.contains_key("filters") || fields.contains_key("groups");
     // Checked and written under the definitions' lock (see `AppState`).
     let defining = match defines && !current.is_static {
-        true => Some(state.cohort_definitions().lock().await),
+        true => Some(Arc::clone(state.cohort_definitions()).lock_owned().await),
         false => None,
     };
     let filters = if defines {
@@ -374,6 +377,8 @@ pub(crate) async fn update(
     };
     let persons = state.app().persons().clone();
     let c = blocking(move || {
+        // Released when the write is done, even if the request is gone.
+        let _defining = defining;
         // Everything that can refuse the request runs before the list
         // changes (the two writes are not one transaction): the list's
         // checks, then the patch (its name, filters on a static cohort).
@@ -390,7 +395,6 @@ pub(crate) async fn update(
     })
     .await?
     .ok_or_else(ApiError::not_found)?;
-    drop(defining);
     // The members the new definition's check counted, unless the cohort
     // is soft-deleted now (a deleted one has no count).
     let n = match members {
