@@ -195,6 +195,20 @@ impl StoreError {
         }
     }
 
+    /// True when a write refused to replace a file or object that exists
+    /// (put-if-absent): what is there is not this write's.
+    pub fn is_already_exists(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::AlreadyExists,
+            StoreError::ObjectStore { source, .. } => matches!(
+                source,
+                object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+            ),
+            _ => false,
+        }
+    }
+
     /// True when a file or object was not found (a concurrent writer may
     /// have removed it).
     pub fn is_not_found(&self) -> bool {

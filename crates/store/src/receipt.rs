@@ -384,23 +384,33 @@ pub(crate) fn body_of(r: &DeletionRequest) -> ReceiptBody {
 }
 
 /// Write the receipts of `bodies` after `head`, signed with `key`, and
-/// return the new head and each request's receipt number. Files numbered past `head` (left by a commit that
-/// did not happen) are removed first. The caller publishes the head in
-/// the commit that verifies the requests.
+/// return the new head and each request's receipt number. Files numbered
+/// past `head` (left by a commit that did not happen) are removed first,
+/// once `fence` says this writer is still the one whose head `head` is
+/// (another writer's published receipts look the same from here). The
+/// caller publishes the head in the commit that verifies the requests.
 pub(crate) fn write_chain(
     storage: &Storage,
     key: &SigningKey,
     head: Option<&ReceiptHead>,
     bodies: Vec<ReceiptBody>,
+    fence: &dyn Fn() -> Result<()>,
 ) -> Result<(ReceiptHead, Vec<(u64, u64)>)> {
     let (mut seq, mut prev) = match head {
         Some(h) => (h.seq, h.blake3.clone()),
         None => (0, GENESIS.to_string()),
     };
-    for l in storage.list(RECEIPTS_DIR)? {
-        if seq_of(&l.path).is_some_and(|s| s > seq) {
-            storage.delete(&l.path)?;
-        }
+    let past: Vec<String> = storage
+        .list(RECEIPTS_DIR)?
+        .into_iter()
+        .filter(|l| seq_of(&l.path).is_some_and(|s| s > seq))
+        .map(|l| l.path)
+        .collect();
+    if !past.is_empty() {
+        fence()?;
+    }
+    for path in past {
+        storage.delete(&path)?;
     }
     let public_key = hex::encode(key.verifying_key().as_bytes());
     let mut assigned = Vec::with_capacity(bodies.len());
@@ -585,4 +595,46 @@ pub fn find(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::RequestKind;
+    use crate::Table;
+
+    /// Receipts past the head are removed only once the fence passes: on
+    /// an object store they may be another writer's, published.
+    #[test]
+    fn receipts_past_the_head_are_removed_only_past_the_fence() {
+        let dir = tempfile::tempdir().expect("dir");
+        let storage =
+            Storage::local(dir.path(), std::sync::Arc::new(crate::io::StdFs)).expect("storage");
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let body = |id: u64| {
+            let mut r =
+                DeletionRequest::new(RequestKind::DistinctIds, 1, vec![Table::Events], 50, 0, 0);
+            r.id = id;
+            body_of(&r)
+        };
+        let ok = || Ok(());
+        let (head, _) = write_chain(&storage, &key, None, vec![body(1)], &ok).expect("first");
+        assert_eq!(head.seq, 1);
+        let first = std::fs::read(dir.path().join(receipt_path(1))).expect("receipt 1");
+        // A writer whose head is still before receipt 1, fenced off.
+        let refused = || Err(StoreError::Unavailable("another writer".into()));
+        assert!(write_chain(&storage, &key, None, vec![body(2)], &refused).is_err());
+        assert_eq!(
+            std::fs::read(dir.path().join(receipt_path(1))).expect("kept"),
+            first
+        );
+        // The same writer after its own failed commit: replaced.
+        let (head, assigned) =
+            write_chain(&storage, &key, None, vec![body(2)], &ok).expect("again");
+        assert_eq!((head.seq, assigned), (1, vec![(2, 1)]));
+        assert_ne!(
+            std::fs::read(dir.path().join(receipt_path(1))).expect("new"),
+            first
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use arrow::array::Array;
 
 use crate::commit::Transaction;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::format::{CompactionSummary, PartMeta, RequestStatus};
 use crate::lifecycle;
 use crate::part::{read_columns, str_col, u64_col};
@@ -142,11 +142,31 @@ pub(super) fn advance_requests(
             .filter_map(|id| tx.manifest().requests.iter().find(|r| r.id == *id))
             .map(crate::receipt::body_of)
             .collect();
+        // Receipts past the head are a failed commit's of this writer's,
+        // unless another writer took over and published them: on an
+        // object store, its lease still held and no newer manifest.
+        let fence = || -> Result<()> {
+            if let Some(lease) = &inner.writer_lease {
+                lease.check()?;
+            }
+            if inner.storage.is_remote() {
+                let ours = inner.current_version()?.manifest.version;
+                if let Some((v, _)) = crate::remote::latest_manifest(&inner.storage.inner())? {
+                    if v != ours {
+                        return Err(StoreError::Unavailable(format!(
+                            "manifest version {v} was published by another writer (this one is at {ours}); reopen the store"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        };
         let (head, assigned) = crate::receipt::write_chain(
             &inner.storage,
             key,
             tx.manifest().receipts_head.as_ref(),
             bodies,
+            &fence,
         )?;
         crate::failpoint!("receipt::after_write");
         tx.record_receipts(head, &assigned);

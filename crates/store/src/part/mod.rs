@@ -395,26 +395,29 @@ impl PartBuilder {
             tail_crc32: crc32fast::hash(buf.get(data_len..).unwrap_or_default()),
         };
         let blake3 = blake3::hash(&buf).to_hex().to_string();
-        // The `.runs` file first, then the part. On an error both paths are
-        // discarded: on an object store a put that answered with an error
-        // may still have landed. No one else's file can be there: file ids
-        // are unique within this writer (the only one, under its lease),
-        // and those at or above the manifest's `next_file_id`, which a
-        // reopened writer allocates again, are no committed part's, only
-        // a crashed writer's leftovers.
-        let discard = |gc: &Gc| {
-            gc.discard(storage, &crate::runs_file::runs_path(&self.path));
-            gc.discard(storage, &self.path);
-        };
+        // The `.runs` file first, then the part. On an error the paths
+        // this call wrote, or tried to, are discarded: on an object store
+        // a put that answered with an error may still have landed. A put
+        // refused because the path exists leaves that path alone: it is
+        // not this writer's (file ids are unique within a writer, and a
+        // writer that takes an object store's lease starts past any id an
+        // earlier writer may still be writing, `opening.rs`), so such a
+        // file can only be a crashed writer's leftover or a live one's.
+        let runs_path = crate::runs_file::runs_path(&self.path);
         let runs = match crate::runs_file::write(storage, &self.path, &self.runs.runs) {
             Ok(r) => r,
             Err(e) => {
-                discard(gc);
+                if !e.is_already_exists() {
+                    gc.discard(storage, &runs_path);
+                }
                 return Err(e);
             }
         };
         if let Err(e) = storage.put_new_nosync(&self.path, Bytes::from(buf)) {
-            discard(gc);
+            gc.discard(storage, &runs_path);
+            if !e.is_already_exists() {
+                gc.discard(storage, &self.path);
+            }
             return Err(e);
         }
         let meta = PartMeta {
@@ -577,5 +580,57 @@ mod tests {
             assert_eq!(gc.orphans_possible(), runs_stay);
             assert!(!dir.path().join(&path).exists());
         }
+    }
+
+    /// A part written where one exists (another writer's, on an object
+    /// store a stale writer's id meeting a live one's) is refused, and the
+    /// files there stay: the failed write removes nothing it did not make.
+    #[test]
+    fn a_part_refused_because_its_path_exists_removes_nothing() {
+        let ts = 1_790_000_000_000_000;
+        let rows = |did: &str| {
+            let r = [crate::jsonl::EventRow {
+                uuid: None,
+                event: "e".into(),
+                distinct_id: did.into(),
+                person_id: None,
+                project_id: 1,
+                timestamp_us: ts,
+                properties: None,
+                session_id: None,
+            }];
+            let input = crate::jsonl::rows_to_batch(&r).expect("rows");
+            crate::normalize::normalize(Table::Events, &input)
+                .and_then(|n| n.finish(0, ts))
+                .expect("batch")
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::local(dir.path(), Arc::new(StdFs)).expect("storage");
+        let gc = Gc::default();
+        let day = day_of(ts);
+        let build = |did: &str| {
+            let mut b = PartBuilder::new(
+                &PartWriterOptions::default(),
+                Table::Events,
+                1,
+                day..=day,
+                7,
+                Table::Events.def().schema(),
+            )
+            .expect("builder");
+            b.write(&rows(did)).expect("write");
+            b
+        };
+        let first = build("first");
+        let path = first.path.clone();
+        first.finish(&storage, &gc).expect("first part");
+        let read = |p: &str| std::fs::read(dir.path().join(p)).expect("file");
+        let runs = crate::runs_file::runs_path(&path);
+        let (part_bytes, runs_bytes) = (read(&path), read(&runs));
+        let e = build("second").finish(&storage, &gc).unwrap_err();
+        assert!(e.is_already_exists(), "{e}");
+        assert_eq!(read(&path), part_bytes);
+        assert_eq!(read(&runs), runs_bytes);
+        assert!(!gc.orphans_possible());
     }
 }

@@ -19,6 +19,11 @@ use crate::storage::Storage;
 use crate::wal::{self, Wal};
 use crate::worker::{compactor_loop, flusher_loop, spawn_worker, start_index_build, FlushMsg};
 
+/// How far past every id it can see a writer that opens a store on an
+/// object store starts handing out file ids: more than a writer before
+/// it can have handed out and not yet written.
+const TAKEOVER_FILE_ID_GAP: u64 = 1 << 32;
+
 impl Store {
     /// Open the data directory `path` for writing, creating the store if
     /// the directory holds none and `opts.create_if_missing` is set. Takes
@@ -127,6 +132,15 @@ impl Store {
                 // A crashed commit's files the sweep left in place keep
                 // their ids: new files get larger ones.
                 manifest.next_file_id = manifest.next_file_id.max(id.saturating_add(1));
+            }
+            if storage.local_root().is_none() {
+                // On an object store the writer before this one may not
+                // have stopped (a paused process whose lease lapsed): ids
+                // it handed out but has not written yet are in no listing.
+                // Starting far past them, no file of this writer's can
+                // share a path with one of that writer's, whose failed
+                // write would then remove this writer's file.
+                manifest.next_file_id = manifest.next_file_id.saturating_add(TAKEOVER_FILE_ID_GAP);
             }
             if !report.foreign.is_empty() {
                 tracing::warn!(count = report.foreign.len(), first = %report.foreign[0], "files Elide did not write are in its directories; left alone");

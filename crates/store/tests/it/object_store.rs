@@ -310,6 +310,31 @@ fn a_store_on_s3_round_trips_and_keeps_only_its_log_locally() {
     assert!(store.scrub(&mut |_, _| {}).unwrap().findings.is_empty());
 }
 
+/// A writer that opens a store on an object store hands out file ids far
+/// past any it can see: a writer before it that has not stopped (a paused
+/// process whose lease lapsed) may hold ids it has not written yet, and
+/// two files must never share a path.
+#[test]
+fn a_writer_on_an_object_store_starts_its_file_ids_past_the_last_writers() {
+    let site = Site::new(Backend::S3);
+    let opts = site.opts(opts());
+    let max_id = |store: &Store| store.manifest().unwrap().parts.iter().map(|p| p.id).max();
+    let store = Store::open(site.path(), opts.clone()).unwrap();
+    append(&store, &[row(1, "a", 1, 0)]);
+    store.flush().unwrap();
+    let first = max_id(&store).unwrap();
+    store.close().unwrap();
+    let store = Store::open(site.path(), opts).unwrap();
+    append(&store, &[row(2, "b", 1, 0)]);
+    store.flush().unwrap();
+    let second = max_id(&store).unwrap();
+    assert!(second > first + (1 << 32) - 1, "{first} then {second}");
+    assert_eq!(
+        ids_visible(&store),
+        BTreeSet::from(["a".into(), "b".into()])
+    );
+}
+
 #[test]
 fn a_server_without_put_if_absent_is_refused_by_name() {
     let site = Site::new(Backend::S3);
