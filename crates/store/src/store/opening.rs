@@ -24,6 +24,23 @@ use crate::worker::{compactor_loop, flusher_loop, spawn_worker, start_index_buil
 /// it can have handed out and not yet written.
 const TAKEOVER_FILE_ID_GAP: u64 = 1 << 32;
 
+/// On an object store, the writer that committed `m` when it is another
+/// local directory's than `dir`'s and `dir`'s ingest log holds records:
+/// a reader must not replay them (the writer refuses them too).
+fn foreign_log(
+    storage: &Storage,
+    dir: &Path,
+    m: &Manifest,
+    segments: &[(u64, Vec<wal::WalRecord>)],
+) -> Option<String> {
+    let other = m.writer_id.as_deref().filter(|_| storage.is_remote())?;
+    if segments.iter().all(|(_, r)| r.is_empty()) {
+        return None;
+    }
+    let ours = std::fs::read_to_string(dir.join(crate::location::WRITER_ID_FILE)).ok();
+    (ours.as_deref().map(str::trim) != Some(other)).then(|| other.to_string())
+}
+
 impl Store {
     /// Open the data directory `path` for writing, creating the store if
     /// the directory holds none and `opts.create_if_missing` is set. Takes
@@ -260,6 +277,16 @@ impl Store {
                     continue;
                 }
                 Ok((t, m, segments)) => {
+                    let segments = match foreign_log(&storage, &dir, &m, &segments) {
+                        Some(other) => {
+                            // As the writer would refuse it (`Diverged`):
+                            // its deletions' cut-offs do not cover these
+                            // rows, so showing them could show deleted ones.
+                            tracing::warn!(writer = %other, log = %wal_dir.display(), "this directory's ingest log was written before another directory's writer committed; its rows are not shown");
+                            Vec::new()
+                        }
+                        None => segments,
+                    };
                     let r = open::replay(&m, segments, &wal_dir)?;
                     break (m, t, r);
                 }

@@ -756,6 +756,30 @@ fn a_log_is_not_replayed_after_another_writer_committed() {
     assert_eq!(ids_visible(&b), BTreeSet::from(["b".into()]));
 }
 
+/// A reader of a directory whose log holds rows that another directory's
+/// writer never saw shows none of them: that writer handed their `_seq`s
+/// out again, and its deletions' cut-offs do not cover them (the writer
+/// of the directory refuses the log for the same reason).
+#[test]
+fn a_reader_does_not_replay_a_log_another_writer_made_stale() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let a = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    let mut rows: Vec<_> = (1..=5).map(|n| row(n, "b", 1, 0)).collect();
+    rows.push(row(6, "a", 1, 0));
+    append(&a, &rows);
+    // As a crash leaves it: the rows only in this directory's log.
+    drop(a);
+    let other = tempfile::tempdir().unwrap();
+    let b = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    append(&b, &[row(7, "c", 1, 0)]);
+    b.flush().unwrap();
+    b.delete(DeleteSpec::ids(1, ["a"])).unwrap();
+    b.close().unwrap();
+    let r = Store::open_read_only(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    assert_eq!(ids_visible(&r), BTreeSet::from(["c".into()]));
+}
+
 /// `elide doctor`'s checks: all pass on the S3 server; a server without
 /// put-if-absent fails; a versioned bucket is a warning naming the fix.
 #[test]
