@@ -50,6 +50,14 @@ pub(crate) fn backfill(inner: &Inner, over_budget: &dyn Fn() -> bool) -> Result<
         if over_budget() {
             break;
         }
+        if let Some(lease) = &inner.writer_lease {
+            // A writer whose object-store lease lapsed must not remove a
+            // `.runs` file the writer after it may have recorded.
+            if let Err(e) = lease.check() {
+                discard(&written);
+                return Err(e);
+            }
+        }
         let path = runs_path(&p.path);
         let made = crate::part::postings_from_columns(&inner.storage, p).and_then(|postings| {
             if inner.storage.exists(&path)? {
