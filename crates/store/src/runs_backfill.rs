@@ -61,12 +61,22 @@ pub(crate) fn backfill(inner: &Inner, over_budget: &dyn Fn() -> bool) -> Result<
         let path = runs_path(&p.path);
         let made = crate::part::postings_from_columns(&inner.storage, p).and_then(|postings| {
             if inner.storage.exists(&path)? {
+                if inner.storage.is_remote() {
+                    // Perhaps the next writer's, if this one's lease lapsed:
+                    // left alone (a leftover of this writer's is swept
+                    // once unreferenced for the retention window).
+                    return Ok(None);
+                }
+                // A crashed backfill's leftover: this writer is the only one.
                 inner.storage.delete(&path)?;
             }
-            crate::runs_file::write(&inner.storage, &p.path, &postings.runs)
+            crate::runs_file::write(&inner.storage, &p.path, &postings.runs).map(Some)
         });
         match made {
-            Ok(r) => written.push((p.id, path, r)),
+            Ok(Some(r)) => written.push((p.id, path, r)),
+            Ok(None) => {
+                tracing::debug!(path = %path, "a .runs file is already there; left for the sweep");
+            }
             Err(e) => {
                 // The part itself may be damaged: scrub reports it; the
                 // deletions of its project keep using the index.

@@ -264,18 +264,21 @@ impl<M: MetaStore> Persons<M> {
         }
         // The specs of each group of persons whose deletions do the same:
         // the same tables, up to the same `_seq`, the profile kept or not.
-        let mut groups: BTreeMap<(Vec<Table>, bool, Option<u64>), Vec<usize>> = BTreeMap::new();
+        // Uncapped groups first, so that a person's metadata rows go on
+        // what it was asked for when it was asked for anything.
+        type Group = (bool, Vec<Table>, bool, Option<u64>);
+        let mut groups: BTreeMap<Group, Vec<usize>> = BTreeMap::new();
         for (i, p) in plans.iter().enumerate() {
             for (tables, below) in &p.parts {
                 groups
-                    .entry((tables.clone(), p.scope.keep_person, *below))
+                    .entry((below.is_some(), tables.clone(), p.scope.keep_person, *below))
                     .or_default()
                     .push(i);
             }
         }
         let had_store_step = !groups.is_empty();
         let (mut specs, mut owners) = (Vec::new(), Vec::<Vec<usize>>::new());
-        for ((tables, keep_person, below), members) in groups {
+        for ((_, tables, keep_person, below), members) in groups {
             // A person's metadata rows go on its first group's specs.
             let pick = |v: &mut [u64]| {
                 members
@@ -283,7 +286,15 @@ impl<M: MetaStore> Persons<M> {
                     .map(|&i| std::mem::take(&mut v[i]))
                     .collect::<Vec<_>>()
             };
-            let whole_g: Vec<Vec<String>> = members.iter().map(|&i| whole[i].clone()).collect();
+            // Capped at `below`: no run that lies wholly at or above it
+            // (none of an id's rows when nothing was below it).
+            let whole_g: Vec<Vec<String>> = members
+                .iter()
+                .map(|&i| match below {
+                    Some(0) => Vec::new(),
+                    _ => whole[i].clone(),
+                })
+                .collect();
             let (mut specs_g, owners_g, left) =
                 whole_specs(project, &whole_g, &pick(&mut by_ids), &tables);
             // On the group's first request of runs, if any (else nothing
@@ -291,7 +302,16 @@ impl<M: MetaStore> Persons<M> {
             if let Some(&i) = members.iter().find(|&&i| !bounded[i].is_empty()) {
                 by_runs[i] += left;
             }
-            let bounded_g: Vec<Vec<Span>> = members.iter().map(|&i| bounded[i].clone()).collect();
+            let bounded_g: Vec<Vec<Span>> = members
+                .iter()
+                .map(|&i| {
+                    bounded[i]
+                        .iter()
+                        .filter(|s| below.is_none_or(|b| s.floor < b))
+                        .cloned()
+                        .collect()
+                })
+                .collect();
             let (runs, run_owners) = run_specs(project, &bounded_g, &pick(&mut by_runs), &tables);
             specs_g.extend(runs);
             let owners_g: Vec<Vec<usize>> = owners_g

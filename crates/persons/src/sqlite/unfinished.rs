@@ -155,7 +155,11 @@ pub(super) fn finish_person(
     )?;
     let mut covered = Vec::new();
     for row in mine {
-        let (id, _, op) = decode(row)?;
+        // A damaged record is left out here too (`all`): it must not
+        // fail the deletion after its store step.
+        let Ok((id, _, op)) = decode(row) else {
+            continue;
+        };
         if let Unfinished::DeletePerson { scope: s, .. } = op {
             if scope.covers(&s) {
                 covered.push(id);

@@ -12,7 +12,6 @@ use croaring::Treemap;
 
 use super::{col, day_of, PartBuilder, PartWriterOptions, WrittenPart};
 use crate::error::{Result, StoreError};
-use crate::format::part_path;
 use crate::gc::Gc;
 use crate::memtable::{range_count, Chunk};
 use crate::runs_file::runs_path;
@@ -44,18 +43,14 @@ pub(crate) fn write_parts(
     deleted: &Treemap,
     alloc_file_id: &mut dyn FnMut() -> u64,
 ) -> Result<Vec<WrittenPart>> {
-    let mut planned = Vec::new();
-    let written = write_planned(
-        storage,
-        gc,
-        opts,
-        chunks,
-        deleted,
-        alloc_file_id,
-        &mut planned,
-    );
+    let done = std::sync::Mutex::new(Vec::new());
+    let written = write_planned(storage, gc, opts, chunks, deleted, alloc_file_id, &done);
     if written.is_err() {
-        for path in &planned {
+        // The parts written before the error; one whose write failed has
+        // discarded what it made itself (never a path that was there
+        // already: `PartBuilder::finish`).
+        let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+        for path in &done {
             gc.discard(storage, &runs_path(path));
             gc.discard(storage, path);
         }
@@ -63,8 +58,7 @@ pub(crate) fn write_parts(
     written
 }
 
-/// [`write_parts`], naming in `planned` the path of each part before it
-/// is written.
+/// [`write_parts`], naming in `done` the path of each part written.
 fn write_planned(
     storage: &Storage,
     gc: &Gc,
@@ -72,7 +66,7 @@ fn write_planned(
     chunks: &[Arc<Chunk>],
     deleted: &Treemap,
     alloc_file_id: &mut dyn FnMut() -> u64,
-    planned: &mut Vec<String>,
+    done: &std::sync::Mutex<Vec<String>>,
 ) -> Result<Vec<WrittenPart>> {
     let mut by_table: BTreeMap<Table, Vec<&Chunk>> = BTreeMap::new();
     for c in chunks {
@@ -87,7 +81,6 @@ fn write_planned(
         let mut start = 0;
         for ((project, day), rows) in partitions {
             let id = alloc_file_id();
-            planned.push(part_path(table, project, day, id));
             groups.push(PartJob {
                 project,
                 day,
@@ -118,8 +111,13 @@ fn write_planned(
                 .ok_or_else(|| StoreError::Internal("a part with no input".into()))?;
             let mut b = PartBuilder::new(opts, table, g.project, g.day..=g.day, g.id, schema)?;
             b.write_gathered(&batches, &idx, &|| Ok(()))?;
-            b.finish(storage, gc)?
-                .ok_or_else(|| StoreError::Internal("flush wrote an empty part".into()))
+            let part = b
+                .finish(storage, gc)?
+                .ok_or_else(|| StoreError::Internal("flush wrote an empty part".into()))?;
+            if let Ok(mut d) = done.lock() {
+                d.push(part.meta.path.clone());
+            }
+            Ok(part)
         };
         out.extend(crate::parallel::try_map(&groups, "part writer", job)?);
     }
@@ -297,6 +295,66 @@ mod tests {
             )
             .expect("batch"),
         }
+    }
+
+    /// A flush whose part meets a file already at its path (on an object
+    /// store, a stale writer's id meeting a live one's) fails, leaves that
+    /// file as it was, and removes the parts it wrote itself.
+    #[test]
+    fn a_flush_refused_at_an_existing_path_removes_only_its_own_parts() {
+        let ts = 1_790_000_000_000_000;
+        let rows: Vec<crate::jsonl::EventRow> = [(0, "a"), (1, "b")]
+            .iter()
+            .map(|&(d, id)| crate::jsonl::EventRow {
+                uuid: None,
+                event: "e".into(),
+                distinct_id: id.into(),
+                person_id: None,
+                project_id: 1,
+                timestamp_us: ts + d * MICROS_PER_DAY,
+                properties: None,
+                session_id: None,
+            })
+            .collect();
+        let input = crate::jsonl::rows_to_batch(&rows).expect("rows");
+        let batch = crate::normalize::normalize(Table::Events, &input)
+            .and_then(|n| n.finish(0, ts))
+            .expect("batch");
+        let chunk = Arc::new(Chunk {
+            table: Table::Events,
+            seq_start: 0,
+            batch,
+        });
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::local(dir.path(), Arc::new(crate::io::StdFs)).expect("storage");
+        let gc = Gc::default();
+        let day = day_of(ts);
+        let theirs = crate::format::part_path(Table::Events, 1, day, 7);
+        let full = dir.path().join(&theirs);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("dirs");
+        std::fs::write(&full, b"another writer's part").expect("theirs");
+        let mut next = 7;
+        let mut alloc = || {
+            next += 1;
+            next - 1
+        };
+        let e = write_parts(
+            &storage,
+            &gc,
+            &PartWriterOptions::default(),
+            &[chunk],
+            &Treemap::new(),
+            &mut alloc,
+        )
+        .unwrap_err();
+        assert!(e.is_already_exists(), "{e}");
+        assert_eq!(
+            std::fs::read(&full).expect("kept"),
+            b"another writer's part"
+        );
+        let ours = crate::format::part_path(Table::Events, 1, day + 1, 8);
+        assert!(!dir.path().join(&ours).exists(), "{ours} left");
+        assert!(!dir.path().join(runs_path(&ours)).exists());
     }
 
     proptest! {

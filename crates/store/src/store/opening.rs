@@ -157,7 +157,18 @@ impl Store {
                 // Starting far past them, no file of this writer's can
                 // share a path with one of that writer's, whose failed
                 // write would then remove this writer's file.
-                manifest.next_file_id = manifest.next_file_id.saturating_add(TAKEOVER_FILE_ID_GAP);
+                manifest.next_file_id = manifest
+                    .next_file_id
+                    .checked_add(TAKEOVER_FILE_ID_GAP)
+                    .ok_or_else(|| {
+                        StoreError::corrupt(
+                            "manifest",
+                            format!(
+                                "next_file_id {} leaves no room for new files",
+                                manifest.next_file_id
+                            ),
+                        )
+                    })?;
             }
             if !report.foreign.is_empty() {
                 tracing::warn!(count = report.foreign.len(), first = %report.foreign[0], "files Elide did not write are in its directories; left alone");
