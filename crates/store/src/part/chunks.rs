@@ -303,23 +303,7 @@ mod tests {
     #[test]
     fn a_flush_refused_at_an_existing_path_removes_only_its_own_parts() {
         let ts = 1_790_000_000_000_000;
-        let rows: Vec<crate::jsonl::EventRow> = [(0, "a"), (1, "b")]
-            .iter()
-            .map(|&(d, id)| crate::jsonl::EventRow {
-                uuid: None,
-                event: "e".into(),
-                distinct_id: id.into(),
-                person_id: None,
-                project_id: 1,
-                timestamp_us: ts + d * MICROS_PER_DAY,
-                properties: None,
-                session_id: None,
-            })
-            .collect();
-        let input = crate::jsonl::rows_to_batch(&rows).expect("rows");
-        let batch = crate::normalize::normalize(Table::Events, &input)
-            .and_then(|n| n.finish(0, ts))
-            .expect("batch");
+        let batch = crate::part::test_events(&[("a", ts), ("b", ts + MICROS_PER_DAY)]);
         let chunk = Arc::new(Chunk {
             table: Table::Events,
             seq_start: 0,

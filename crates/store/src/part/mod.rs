@@ -484,6 +484,30 @@ impl RunsCollector {
     }
 }
 
+/// The normalized events batch (`_seq` from 0) of one event per
+/// (distinct id, timestamp µs), in project 1: what the part tests write.
+#[cfg(test)]
+pub(crate) fn test_events(rows: &[(&str, i64)]) -> RecordBatch {
+    let rows: Vec<crate::jsonl::EventRow> = rows
+        .iter()
+        .map(|&(did, ts)| crate::jsonl::EventRow {
+            uuid: None,
+            event: "e".into(),
+            distinct_id: did.into(),
+            person_id: None,
+            project_id: 1,
+            timestamp_us: ts,
+            properties: None,
+            session_id: None,
+        })
+        .collect();
+    let input = crate::jsonl::rows_to_batch(&rows).expect("rows");
+    let first = rows.first().map_or(0, |r| r.timestamp_us);
+    crate::normalize::normalize(Table::Events, &input)
+        .and_then(|n| n.finish(0, first))
+        .expect("batch")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,20 +565,7 @@ mod tests {
     #[test]
     fn a_part_that_cannot_be_stored_leaves_no_runs_file_unmarked() {
         let ts = 1_790_000_000_000_000;
-        let rows = [crate::jsonl::EventRow {
-            uuid: None,
-            event: "e".into(),
-            distinct_id: "someone".into(),
-            person_id: None,
-            project_id: 1,
-            timestamp_us: ts,
-            properties: None,
-            session_id: None,
-        }];
-        let input = crate::jsonl::rows_to_batch(&rows).expect("rows");
-        let batch = crate::normalize::normalize(Table::Events, &input)
-            .and_then(|n| n.finish(0, ts))
-            .expect("batch");
+        let batch = test_events(&[("someone", ts)]);
         for runs_stay in [false, true] {
             let dir = tempfile::tempdir().expect("dir");
             let fs = Arc::new(NoPart {
@@ -588,22 +599,7 @@ mod tests {
     #[test]
     fn a_part_refused_because_its_path_exists_removes_nothing() {
         let ts = 1_790_000_000_000_000;
-        let rows = |did: &str| {
-            let r = [crate::jsonl::EventRow {
-                uuid: None,
-                event: "e".into(),
-                distinct_id: did.into(),
-                person_id: None,
-                project_id: 1,
-                timestamp_us: ts,
-                properties: None,
-                session_id: None,
-            }];
-            let input = crate::jsonl::rows_to_batch(&r).expect("rows");
-            crate::normalize::normalize(Table::Events, &input)
-                .and_then(|n| n.finish(0, ts))
-                .expect("batch")
-        };
+        let rows = |did: &str| test_events(&[(did, ts)]);
         let dir = tempfile::tempdir().expect("dir");
         let storage = Storage::local(dir.path(), Arc::new(StdFs)).expect("storage");
         let gc = Gc::default();
