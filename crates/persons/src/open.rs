@@ -502,6 +502,12 @@ mod tests {
         assert_eq!(done.len(), 1, "{done:?}");
         assert!(done[0].delete_events && done[0].delete_recordings && !done[0].keep_person);
         assert!(p.by_distinct_ids(1, &["dan".into()]).unwrap().is_empty());
+        // The metadata rows removed (the profile and its one id) are on
+        // the redo's receipts once, over its two capped groups.
+        let requests = p.store().manifest().unwrap().requests;
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        let rows: u64 = requests.iter().map(|r| r.metadata_rows_removed).sum();
+        assert_eq!(rows, 2);
     }
 
     /// A store-only write of a project runs while it exists: a drop waits

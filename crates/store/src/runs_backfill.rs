@@ -14,7 +14,11 @@
 //! Invariants: a `.runs` file is referenced only after it is durable; a
 //! file at the path of a part whose entry has none is an orphan (no
 //! version references it: entries gain a file, never lose one while the
-//! part lives), so it is replaced.
+//! part lives), so on a local disk (one writer) it is replaced. On an
+//! object store it is left alone and its part skipped (it may be the
+//! next writer's, if this one's lease lapsed): GC removes it once it has
+//! been unreferenced for the retention window (found at the next open),
+//! and a later backfill writes the part's file then.
 
 use crate::commit::Transaction;
 use crate::error::Result;
@@ -28,13 +32,20 @@ const BATCH: usize = 256;
 /// `over_budget` says no; returns how many were recorded.
 pub(crate) fn backfill(inner: &Inner, over_budget: &dyn Fn() -> bool) -> Result<usize> {
     let version = inner.current_version()?;
-    let missing: Vec<_> = version
-        .manifest
-        .parts
-        .iter()
-        .filter(|p| p.runs.is_none())
-        .take(BATCH)
-        .collect();
+    let remote = inner.storage.is_remote();
+    let mut missing = Vec::new();
+    for p in version.manifest.parts.iter().filter(|p| p.runs.is_none()) {
+        if missing.len() >= BATCH {
+            break;
+        }
+        // A path already taken on an object store is skipped (see the
+        // module docs), before its columns are read: such parts must not
+        // fill every batch.
+        if remote && inner.storage.exists(&runs_path(&p.path))? {
+            continue;
+        }
+        missing.push(p);
+    }
     if missing.is_empty() {
         return Ok(0);
     }
@@ -61,10 +72,8 @@ pub(crate) fn backfill(inner: &Inner, over_budget: &dyn Fn() -> bool) -> Result<
         let path = runs_path(&p.path);
         let made = crate::part::postings_from_columns(&inner.storage, p).and_then(|postings| {
             if inner.storage.exists(&path)? {
-                if inner.storage.is_remote() {
-                    // Perhaps the next writer's, if this one's lease lapsed:
-                    // left alone (a leftover of this writer's is swept
-                    // once unreferenced for the retention window).
+                if remote {
+                    // Taken since the batch was chosen: left alone.
                     return Ok(None);
                 }
                 // A crashed backfill's leftover: this writer is the only one.

@@ -279,13 +279,6 @@ impl<M: MetaStore> Persons<M> {
         let had_store_step = !groups.is_empty();
         let (mut specs, mut owners) = (Vec::new(), Vec::<Vec<usize>>::new());
         for ((_, tables, keep_person, below), members) in groups {
-            // A person's metadata rows go on its first group's specs.
-            let pick = |v: &mut [u64]| {
-                members
-                    .iter()
-                    .map(|&i| std::mem::take(&mut v[i]))
-                    .collect::<Vec<_>>()
-            };
             // Capped at `below`: no run that lies wholly at or above it
             // (none of an id's rows when nothing was below it).
             let whole_g: Vec<Vec<String>> = members
@@ -295,13 +288,6 @@ impl<M: MetaStore> Persons<M> {
                     _ => whole[i].clone(),
                 })
                 .collect();
-            let (mut specs_g, owners_g, left) =
-                whole_specs(project, &whole_g, &pick(&mut by_ids), &tables);
-            // On the group's first request of runs, if any (else nothing
-            // of it reaches the store).
-            if let Some(&i) = members.iter().find(|&&i| !bounded[i].is_empty()) {
-                by_runs[i] += left;
-            }
             let bounded_g: Vec<Vec<Span>> = members
                 .iter()
                 .map(|&i| {
@@ -312,6 +298,28 @@ impl<M: MetaStore> Persons<M> {
                         .collect()
                 })
                 .collect();
+            let has = |k: usize| !whole_g[k].is_empty() || !bounded_g[k].is_empty();
+            if below.is_some() && !(0..members.len()).any(has) {
+                continue;
+            }
+            // A person's metadata rows go on its first group's specs: an
+            // uncapped group's (what it was asked, as before unfinished
+            // deletions), else the first capped group with rows of it.
+            let pick = |v: &mut [u64]| {
+                (0..members.len())
+                    .map(|k| match below.is_none() || has(k) {
+                        true => std::mem::take(&mut v[members[k]]),
+                        false => 0,
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let (mut specs_g, owners_g, left) =
+                whole_specs(project, &whole_g, &pick(&mut by_ids), &tables);
+            // On the group's first request of runs, if any (else nothing
+            // of it reaches the store).
+            if let Some(k) = (0..members.len()).find(|&k| !bounded_g[k].is_empty()) {
+                by_runs[members[k]] += left;
+            }
             let (runs, run_owners) = run_specs(project, &bounded_g, &pick(&mut by_runs), &tables);
             specs_g.extend(runs);
             let owners_g: Vec<Vec<usize>> = owners_g

@@ -30,9 +30,10 @@ use crate::storage::Storage;
 /// keys, one row group and the part's encoded bytes. Parts are encoded on
 /// up to `available_parallelism` threads.
 ///
-/// On failure nothing it wrote is left: the files of every part it
-/// planned are discarded through `gc` (which, if a removal fails, marks
-/// orphans for the next open's sweep). A flush retried under a failing
+/// On failure nothing it wrote is left: the files of every part it wrote
+/// are discarded through `gc` (which, if a removal fails, marks orphans
+/// for the next open's sweep), and a part whose write failed discards
+/// what it made itself, never a file that was at its path already. A flush retried under a failing
 /// disk so leaks nothing, and no unreferenced part holds rows a deletion
 /// could be verified without.
 pub(crate) fn write_parts(
@@ -114,9 +115,9 @@ fn write_planned(
             let part = b
                 .finish(storage, gc)?
                 .ok_or_else(|| StoreError::Internal("flush wrote an empty part".into()))?;
-            if let Ok(mut d) = done.lock() {
-                d.push(part.meta.path.clone());
-            }
+            done.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(part.meta.path.clone());
             Ok(part)
         };
         out.extend(crate::parallel::try_map(&groups, "part writer", job)?);
