@@ -27,8 +27,10 @@
 //!   unfinished: repeating it completes it, and so does the next writable
 //!   open (`open.rs`), which repeats it by UUID. The store's requests
 //!   cannot come after the metadata's: that could lose the list of ids to
-//!   delete. A deletion with no table to delete has no store step and is
-//!   the one transaction.
+//!   delete. A deletion with no table to delete records nothing
+//!   unfinished and, unless the person has an unfinished deletion naming
+//!   tables (whose requests it then makes, capped), has no store step and
+//!   is the one transaction.
 //! - project drop ([`Persons::drop_project`]): recorded as unfinished,
 //!   then the store's drop, then the metadata transaction (which removes
 //!   the record); an open finishes one a crash cut short.

@@ -79,7 +79,15 @@ pub(crate) fn backfill(inner: &Inner, over_budget: &dyn Fn() -> bool) -> Result<
                 // A crashed backfill's leftover: this writer is the only one.
                 inner.storage.delete(&path)?;
             }
-            crate::runs_file::write(&inner.storage, &p.path, &postings.runs).map(Some)
+            crate::runs_file::write(&inner.storage, &p.path, &postings.runs)
+                .map(Some)
+                .inspect_err(|e| {
+                    // A put that answered with an error may have landed:
+                    // its file goes (never one that was there already).
+                    if !e.is_already_exists() {
+                        inner.gc.discard(&inner.storage, &path);
+                    }
+                })
         });
         match made {
             Ok(Some(r)) => written.push((p.id, path, r)),
