@@ -607,7 +607,7 @@ mod tests {
     use super::*;
     use crate::gc::Gc;
     use crate::io::StdFs;
-    use crate::part::{day_of, PartBuilder, PartWriterOptions};
+    use crate::part::day_of;
 
     /// A predicate asked among some rows answers what it answers over the
     /// whole part, less the rows outside them, on each of its paths: the
@@ -633,18 +633,7 @@ mod tests {
             .expect("batch");
         let dir = tempfile::tempdir().expect("dir");
         let storage = Storage::local(dir.path(), Arc::new(StdFs)).expect("storage");
-        let day = day_of(ts);
-        let mut b = PartBuilder::new(
-            &PartWriterOptions::default(),
-            Table::Events,
-            1,
-            day..=day,
-            7,
-            Table::Events.def().schema(),
-        )
-        .expect("builder");
-        b.write(&batch).expect("write");
-        let part = b
+        let part = crate::part::test_part(&batch, day_of(ts))
             .finish(&storage, &Gc::default())
             .expect("finish")
             .expect("a part")

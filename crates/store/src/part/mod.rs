@@ -508,6 +508,23 @@ pub(crate) fn test_events(rows: &[(&str, i64)]) -> RecordBatch {
         .expect("batch")
 }
 
+/// Project 1's events part 7 of `day`, with `batch` written: what the
+/// part tests finish.
+#[cfg(test)]
+pub(crate) fn test_part(batch: &RecordBatch, day: i32) -> PartBuilder {
+    let mut b = PartBuilder::new(
+        &PartWriterOptions::default(),
+        Table::Events,
+        1,
+        day..=day,
+        7,
+        Table::Events.def().schema(),
+    )
+    .expect("builder");
+    b.write(batch).expect("write");
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,17 +590,7 @@ mod tests {
             });
             let storage = Storage::local(dir.path(), fs).expect("storage");
             let gc = Gc::default();
-            let day = day_of(ts);
-            let mut b = PartBuilder::new(
-                &PartWriterOptions::default(),
-                Table::Events,
-                1,
-                day..=day,
-                7,
-                Table::Events.def().schema(),
-            )
-            .expect("builder");
-            b.write(&batch).expect("write");
+            let b = test_part(&batch, day_of(ts));
             let path = b.path.clone();
             assert!(b.finish(&storage, &gc).is_err());
             let runs = dir.path().join(crate::runs_file::runs_path(&path));
@@ -604,19 +611,7 @@ mod tests {
         let storage = Storage::local(dir.path(), Arc::new(StdFs)).expect("storage");
         let gc = Gc::default();
         let day = day_of(ts);
-        let build = |did: &str| {
-            let mut b = PartBuilder::new(
-                &PartWriterOptions::default(),
-                Table::Events,
-                1,
-                day..=day,
-                7,
-                Table::Events.def().schema(),
-            )
-            .expect("builder");
-            b.write(&rows(did)).expect("write");
-            b
-        };
+        let build = |did: &str| test_part(&rows(did), day);
         let first = build("first");
         let path = first.path.clone();
         first.finish(&storage, &gc).expect("first part");
