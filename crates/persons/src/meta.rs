@@ -517,6 +517,9 @@ pub trait MetaTx {
     /// The operations begun and not finished, oldest first: (id, project,
     /// operation).
     fn unfinished(&mut self) -> Result<Vec<(i64, i64, Unfinished)>>;
+    /// The unfinished operations of `person` in `project`.
+    fn unfinished_of(&mut self, project: i64, person: &Uuid)
+        -> Result<Vec<(i64, i64, Unfinished)>>;
     /// Forget unfinished operations by id.
     fn forget_unfinished(&mut self, ids: &[i64]) -> Result<()>;
     /// Forget the unfinished deletions of `person` that a deletion of

@@ -165,7 +165,6 @@ impl<M: MetaStore> Persons<M> {
         let found: Vec<(PersonRow, Vec<String>)> = self.meta.read(|tx| {
             detached.clear();
             plans.clear();
-            let left = tx.unfinished()?;
             let mut seen = HashSet::new();
             let mut found = Vec::new();
             for (key, uuid) in keys.iter().zip(&parsed) {
@@ -180,6 +179,7 @@ impl<M: MetaStore> Persons<M> {
                             let mut uuids = vec![row.uuid];
                             uuids.extend(tx.merged_into(project, &row.uuid)?);
                             detached.push(holders(tx, project, uuids, &ids)?);
+                            let left = tx.unfinished_of(project, &row.uuid)?;
                             plans.push(plan(asked, project, &row.uuid, &left));
                             found.push((row, ids));
                         }

@@ -928,6 +928,14 @@ impl MetaTx for SqliteTx<'_> {
         super::unfinished::all(self.tx)
     }
 
+    fn unfinished_of(
+        &mut self,
+        project: i64,
+        person: &Uuid,
+    ) -> Result<Vec<(i64, i64, Unfinished)>> {
+        super::unfinished::of_person(self.tx, project, person)
+    }
+
     fn forget_unfinished(&mut self, ids: &[i64]) -> Result<()> {
         super::unfinished::forget(self.tx, ids)
     }

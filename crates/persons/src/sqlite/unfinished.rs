@@ -142,24 +142,31 @@ pub(super) fn forget(tx: &Connection, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
+/// The records of `person` (by the index on it), damaged ones left out
+/// as in [`all`].
+pub(super) fn of_person(
+    tx: &Connection,
+    project: i64,
+    person: &Uuid,
+) -> Result<Vec<(i64, i64, Unfinished)>> {
+    let mine = rows(
+        tx,
+        &format!("SELECT {COLUMNS} FROM unfinished WHERE project_id = ?1 AND person_uuid = ?2"),
+        params![project, person.to_string()],
+    )?;
+    Ok(mine.into_iter().filter_map(|r| decode(r).ok()).collect())
+}
+
 pub(super) fn finish_person(
     tx: &Connection,
     project: i64,
     person: &Uuid,
     scope: &DeletionScope,
 ) -> Result<()> {
-    let mine = rows(
-        tx,
-        &format!("SELECT {COLUMNS} FROM unfinished WHERE project_id = ?1 AND person_uuid = ?2"),
-        params![project, person.to_string()],
-    )?;
     let mut covered = Vec::new();
-    for row in mine {
-        // A damaged record is left out here too (`all`): it must not
-        // fail the deletion after its store step.
-        let Ok((id, _, op)) = decode(row) else {
-            continue;
-        };
+    // A damaged record is left out here too: it must not fail the
+    // deletion after its store step.
+    for (id, _, op) in of_person(tx, project, person)? {
         if let Unfinished::DeletePerson { scope: s, .. } = op {
             if scope.covers(&s) {
                 covered.push(id);
