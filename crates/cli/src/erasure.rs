@@ -258,21 +258,22 @@ pub(crate) fn update_project(
         // A data directory with projects: the project must be one of them.
         wiring::persons(&store, Access::Write)?.project(project)?;
     }
-    let mut s = store.project_settings(project)?;
-    if let Some(d) = erasure_deadline_days {
-        s.erasure_deadline_days = Some(d);
-    }
-    if let Some(d) = retention_days {
-        s.retention_days = (d > 0).then_some(d);
-    }
-    for (event, d) in event_retention_days {
-        if d > 0 {
-            s.event_retention_days.insert(event, d);
-        } else {
-            s.event_retention_days.remove(&event);
+    let s = store.update_project_settings(project, |s| -> elide_store::Result<()> {
+        if let Some(d) = erasure_deadline_days {
+            s.erasure_deadline_days = Some(d);
         }
-    }
-    store.set_project_settings(project, s.clone())?;
+        if let Some(d) = retention_days {
+            s.retention_days = (d > 0).then_some(d);
+        }
+        for (event, d) in event_retention_days {
+            if d > 0 {
+                s.event_retention_days.insert(event, d);
+            } else {
+                s.event_retention_days.remove(&event);
+            }
+        }
+        Ok(())
+    })?;
     store.close()?;
     let v = serde_json::json!({
         "project_id": project,

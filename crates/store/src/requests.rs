@@ -131,14 +131,11 @@ impl Store {
     /// created from then on: a request keeps the `purge_due_by` it was
     /// given.
     pub fn set_project_settings(&self, project: i64, settings: ProjectSettings) -> Result<()> {
-        self.inner().writable()?;
-        check_project(project)?;
-        settings.check()?;
-        let mut tx = Transaction::begin(self.inner())?;
-        tx.set_project_settings(project, settings.clone());
-        tx.commit()?;
-        tracing::info!(project, ?settings, "project settings changed");
-        Ok(())
+        self.update_project_settings(project, |s| -> Result<()> {
+            *s = settings;
+            Ok(())
+        })
+        .map(drop)
     }
 
     /// Change a project's settings in place (one commit): `change` gets
