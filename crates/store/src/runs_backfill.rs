@@ -71,23 +71,24 @@ pub(crate) fn backfill(inner: &Inner, over_budget: &dyn Fn() -> bool) -> Result<
         }
         let path = runs_path(&p.path);
         let made = crate::part::postings_from_columns(&inner.storage, p).and_then(|postings| {
-            if inner.storage.exists(&path)? {
-                if remote {
-                    // Taken since the batch was chosen: left alone.
-                    return Ok(None);
-                }
+            if !remote && inner.storage.exists(&path)? {
                 // A crashed backfill's leftover: this writer is the only one.
                 inner.storage.delete(&path)?;
             }
-            crate::runs_file::write(&inner.storage, &p.path, &postings.runs)
-                .map(Some)
-                .inspect_err(|e| {
+            match crate::runs_file::write(&inner.storage, &p.path, &postings.runs) {
+                Ok(r) => Ok(Some(r)),
+                // Taken since the batch was chosen (an object store):
+                // left alone.
+                Err(e) if remote && e.is_already_exists() => Ok(None),
+                Err(e) => {
                     // A put that answered with an error may have landed:
                     // its file goes (never one that was there already).
                     if !e.is_already_exists() {
                         inner.gc.discard(&inner.storage, &path);
                     }
-                })
+                    Err(e)
+                }
+            }
         });
         match made {
             Ok(Some(r)) => written.push((p.id, path, r)),
