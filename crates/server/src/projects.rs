@@ -252,21 +252,7 @@ async fn create(
 ) -> ApiResult<Response> {
     key.scope("project:write")?;
     let name = match body.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::String(_)) => {
-            return Err(ApiError::invalid_attr(
-                "name",
-                "blank",
-                "This field may not be blank.",
-            ))
-        }
-        Some(_) => {
-            return Err(ApiError::invalid_attr(
-                "name",
-                "invalid",
-                "Not a valid string.",
-            ))
-        }
+        Some(v) => parse_name(v)?,
         None => return Err(ApiError::required("name")),
     };
     let scopes = key.0.scopes.clone();
@@ -363,6 +349,32 @@ async fn update(
     Ok(Json(p))
 }
 
+/// A project name as sent, checked with DRF's messages (the same rule as
+/// `elide_persons::admin::checked_name`, so a refused name is refused
+/// before anything is written).
+fn parse_name(v: &Value) -> ApiResult<String> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => Err(ApiError::invalid_attr(
+            "name",
+            "blank",
+            "This field may not be blank.",
+        )),
+        Value::String(s) if s.trim().chars().count() > MAX_PROJECT_NAME => {
+            Err(ApiError::invalid_attr(
+                "name",
+                "max_length",
+                format!("Ensure this field has no more than {MAX_PROJECT_NAME} characters."),
+            ))
+        }
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(ApiError::invalid_attr(
+            "name",
+            "invalid",
+            "Not a valid string.",
+        )),
+    }
+}
+
 /// The fields of a change, each checked with PostHog-style messages;
 /// fields Elide does not keep are ignored, as PostHog ignores read-only
 /// ones.
@@ -374,30 +386,7 @@ fn parse_change(body: &Value) -> ApiResult<ProjectChange> {
     };
     let mut c = ProjectChange::default();
     if let Some(v) = o.get("name") {
-        match v {
-            Value::String(s) if s.trim().chars().count() > MAX_PROJECT_NAME => {
-                return Err(ApiError::invalid_attr(
-                    "name",
-                    "max_length",
-                    format!("Ensure this field has no more than {MAX_PROJECT_NAME} characters."),
-                ))
-            }
-            Value::String(s) if !s.trim().is_empty() => c.name = Some(s.clone()),
-            Value::String(_) => {
-                return Err(ApiError::invalid_attr(
-                    "name",
-                    "blank",
-                    "This field may not be blank.",
-                ))
-            }
-            _ => {
-                return Err(ApiError::invalid_attr(
-                    "name",
-                    "invalid",
-                    "Not a valid string.",
-                ))
-            }
-        }
+        c.name = Some(parse_name(v)?);
     }
     if let Some(v) = o.get("anonymize_ips") {
         c.anonymize_ips = Some(v.as_bool().ok_or_else(|| {
