@@ -129,6 +129,13 @@ impl Store {
                 });
             }
         }
+        // A writer taking over an object store from another directory's
+        // (or from one that never committed) commits once, naming itself,
+        // before it logs anything: a crash before its first flush must
+        // not leave a log that looks like one written before another
+        // writer committed (refused above).
+        let take_over =
+            from_disk && storage.is_remote() && manifest.writer_id.as_deref() != Some(&writer_id);
         let tombstones = open::load_tombstones(&storage, &manifest)?;
         crate::receipt::restrict_local_key(&storage);
         let gc = Arc::new(match storage.local_root() {
@@ -202,6 +209,10 @@ impl Store {
             durable_seq,
             policy,
         ));
+        if take_over {
+            let v = crate::commit::Transaction::begin(&inner)?.commit()?;
+            tracing::info!(version = v.manifest.version, writer = %inner.writer_id, "took over the object store's writes");
+        }
         if inner.opts.in_memory_index {
             start_index_build(&inner)?;
         }

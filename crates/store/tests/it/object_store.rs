@@ -497,12 +497,20 @@ fn racing_writers_lose_no_deletion() {
             s.spawn(move || {
                 // GC keeps unreferenced objects for the default window:
                 // the other writer's objects in flight are among them.
-                let open = || {
+                // An open that takes over from the other handle commits
+                // once, naming itself, and may lose that version too.
+                let open = || loop {
                     let opts = StoreOptions {
                         object_retention: StoreOptions::default().object_retention,
                         ..s3_opts(Arc::clone(os))
                     };
-                    Store::open(dir, opts).unwrap()
+                    match Store::open(dir, opts) {
+                        Ok(store) => break store,
+                        Err(e) => {
+                            assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+                            conflicts.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                 };
                 let mut store = open();
                 for id in ids.iter().skip(w).step_by(2) {
@@ -778,6 +786,34 @@ fn a_reader_does_not_replay_a_log_another_writer_made_stale() {
     b.close().unwrap();
     let r = Store::open_read_only(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
     assert_eq!(ids_visible(&r), BTreeSet::from(["c".into()]));
+}
+
+/// A writer that takes over from another directory's and stops before
+/// its first flush finds its own log again when it reopens: the open that
+/// took over committed a version naming it before anything was logged.
+#[test]
+fn a_writer_that_took_over_replays_its_own_log_after_a_crash() {
+    let site = Site::new(Backend::S3);
+    let server = site.server.as_ref().unwrap();
+    let a = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    append(&a, &[row(1, "a", 1, 0)]);
+    a.flush().unwrap();
+    a.close().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let b = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    append(&b, &[row(2, "b", 1, 0)]);
+    // As a crash leaves it: the row only in this directory's log.
+    drop(b);
+    let both = BTreeSet::from(["a".to_string(), "b".to_string()]);
+    let r = Store::open_read_only(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    assert_eq!(ids_visible(&r), both);
+    drop(r);
+    let b = Store::open(other.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    assert_eq!(ids_visible(&b), both);
+    b.close().unwrap();
+    // The first writer's directory, whose log is empty, opens again.
+    let a = Store::open(site.path(), s3_opts(server.store(BUCKET).unwrap())).unwrap();
+    assert_eq!(ids_visible(&a), both);
 }
 
 /// `elide doctor`'s checks: all pass on the S3 server; a server without
