@@ -22,6 +22,7 @@
 //! absent, echoed back), tracing span per request, panic → 500 envelope,
 //! CORS (browser SDKs), request timeout, body limit, request metrics.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,13 +92,15 @@ struct Inner {
     /// that work runs on the blocking pool before any credential is
     /// checked, so its memory and threads are bounded here.
     capture_decodes: Arc<tokio::sync::Semaphore>,
-    /// Held by a cohort create or PATCH that defines a cohort, from the
-    /// check of its definition (cycles, depth) through its write: two at
-    /// once could each check against the other's old definition and
-    /// store a cycle between them. Owned guards, moved into the blocking
-    /// write, so that a request that times out or whose client goes away
-    /// releases it only once its write is done.
-    cohort_definitions: Arc<tokio::sync::Mutex<()>>,
+    /// A lock per project, held by a cohort create or PATCH that defines
+    /// a cohort of it, from the check of its definition (cycles, depth)
+    /// through its write: two at once could each check against the
+    /// other's old definition and store a cycle between them. Owned
+    /// guards, moved into the blocking write, so that a request that
+    /// times out or whose client goes away releases it only once its
+    /// write is done. A project's entry is removed when no one holds or
+    /// waits for its lock.
+    cohort_definitions: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     config: ServerConfig,
     started: std::time::Instant,
 }
@@ -127,7 +130,7 @@ impl AppState {
             capture_decodes: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
-            cohort_definitions: Arc::new(tokio::sync::Mutex::new(())),
+            cohort_definitions: std::sync::Mutex::new(HashMap::new()),
             config,
             started: std::time::Instant::now(),
         })))
@@ -150,8 +153,22 @@ impl AppState {
         &self.0.capture_decodes
     }
 
-    pub(crate) fn cohort_definitions(&self) -> &Arc<tokio::sync::Mutex<()>> {
-        &self.0.cohort_definitions
+    /// Wait for `project`'s cohort-definition lock (see `Inner`).
+    pub(crate) async fn cohort_definitions(
+        &self,
+        project: i64,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            // A poisoned map only ever held complete entries.
+            let mut locks = self
+                .0
+                .cohort_definitions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            locks.retain(|p, l| *p == project || Arc::strong_count(l) > 1);
+            Arc::clone(locks.entry(project).or_default())
+        };
+        lock.lock_owned().await
     }
 
     pub(crate) fn query_runtime(&self) -> &query::QueryRuntime {

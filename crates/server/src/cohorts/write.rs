@@ -258,7 +258,7 @@ pub(crate) async fn create(
     // definition; checked and written under the definitions' lock.
     let defining = match is_static {
         true => None,
-        false => Some(Arc::clone(state.cohort_definitions()).lock_owned().await),
+        false => Some(state.cohort_definitions(project).await),
     };
     let (filters, members) = if is_static {
         (Value::Null, None)
@@ -343,7 +343,7 @@ pub(crate) async fn update(
     let defines = fields.contains_key("filters") || fields.contains_key("groups");
     // Checked and written under the definitions' lock (see `AppState`).
     let defining = match defines && !current.is_static {
-        true => Some(Arc::clone(state.cohort_definitions()).lock_owned().await),
+        true => Some(state.cohort_definitions(project).await),
         false => None,
     };
     let filters = if defines {
