@@ -54,7 +54,8 @@ struct GcState {
     /// when (for an object store's retention window).
     pending: Vec<Retired>,
     /// Leftovers of crashed writes that the open-time sweep could not
-    /// remove yet (a reader lease pinned them): until they are gone, a
+    /// remove yet (a reader lease pinned them), and unpublished files
+    /// whose removal failed ([`Gc::discard`]): until they are gone, a
     /// copy of deleted rows may be on disk unreferenced.
     leftovers: std::collections::HashSet<String>,
 }
@@ -68,6 +69,9 @@ struct Retired {
     version: u64,
     /// Its removal failed: retried at every pass, whatever is leased.
     retry: bool,
+    /// Written and never published ([`Gc::discard`]): no reader anywhere
+    /// can read it, so no retention window holds it.
+    unpublished: bool,
     /// When, for an object store's retention window.
     at: std::time::Instant,
     /// When, as µs since the epoch (for [`Gc::retired_before`]).
@@ -78,10 +82,12 @@ struct Retired {
 #[derive(Debug, Default)]
 pub struct Gc {
     state: Mutex<GcState>,
-    /// Set when a written file may be left on disk unreferenced (a failed
-    /// discard, a failed commit): until the sweep at the next open, no
-    /// deletion request may be marked purged, since such a file can hold
-    /// copies of rows.
+    /// Set when a written file whose path is not known may be left on
+    /// disk unreferenced (a commit whose outcome is unknown, a compaction
+    /// task that panicked): until the sweep at the next open, no deletion
+    /// request may be marked purged, since such a file can hold copies of
+    /// rows. A failed discard, whose path is known, is a leftover
+    /// instead, retried by GC.
     orphans: std::sync::atomic::AtomicBool,
     /// The data directory whose reader leases pin versions (local stores).
     leases: Option<std::path::PathBuf>,
@@ -169,6 +175,7 @@ impl Gc {
                 path,
                 version,
                 retry: false,
+                unpublished: false,
                 at,
                 at_us,
             }));
@@ -226,10 +233,11 @@ impl Gc {
             return Ok(0);
         }
         if let Some(retention) = self.retention {
-            let due = self
-                .state
-                .lock()
-                .is_ok_and(|s| s.pending.iter().any(|r| r.at.elapsed() >= retention));
+            let due = self.state.lock().is_ok_and(|s| {
+                s.pending
+                    .iter()
+                    .any(|r| r.unpublished || r.at.elapsed() >= retention)
+            });
             if !due {
                 return Ok(0);
             }
@@ -260,7 +268,7 @@ impl Gc {
             let retention = self.retention;
             let (ready, keep): (Vec<_>, Vec<_>) = s.pending.drain(..).partition(|r| {
                 (r.retry || oldest.is_none_or(|o| o >= r.version))
-                    && retention.is_none_or(|w| r.at.elapsed() >= w)
+                    && (r.unpublished || retention.is_none_or(|w| r.at.elapsed() >= w))
             });
             s.pending = keep;
             ready
@@ -297,12 +305,28 @@ impl Gc {
 
     /// Remove a file that was written but never published (the output of
     /// an abandoned compaction task). No manifest references it, so no
-    /// snapshot can read it. A failure is logged; the sweep at the next
-    /// open removes it.
+    /// snapshot can read it. A failure is logged, and the file becomes a
+    /// leftover that every GC pass tries to remove again (at once: nothing
+    /// reads it), and so does the sweep at the next open. Until it is
+    /// gone, no request is marked purged (it may hold a copy of rows).
     pub fn discard(&self, storage: &Storage, path: &str) {
         if let Err(e) = storage.delete(path) {
-            self.mark_orphans();
-            tracing::warn!(path, error = %e, "could not remove an unpublished file; it is removed at next open");
+            tracing::warn!(path, error = %e, "could not remove an unpublished file; retried at each GC pass");
+            let Ok(mut s) = self.state.lock() else {
+                self.mark_orphans();
+                return;
+            };
+            s.leftovers.insert(path.to_string());
+            s.pending.push(Retired {
+                path: path.to_string(),
+                // Published by no version: it holds back every request
+                // of its project (`retired_before`), whenever made.
+                version: 0,
+                retry: true,
+                unpublished: true,
+                at: std::time::Instant::now(),
+                at_us: i64::MIN,
+            });
         }
     }
 
@@ -481,6 +505,7 @@ impl Gc {
                         path,
                         version: manifest.version,
                         retry: false,
+                        unpublished: false,
                         at: instant_ago(age_us),
                         at_us: now_us.saturating_sub(age_us),
                     }));

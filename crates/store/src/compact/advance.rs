@@ -40,7 +40,7 @@ pub(super) fn advance_requests(
     let mut purged = Vec::new();
     let orphans = inner.gc.orphans_possible();
     if orphans {
-        tracing::warn!("a compaction output may be left on disk unreferenced; requests become purged after the next open");
+        tracing::warn!("a file no version references may be on disk (it may hold rows): requests become purged once GC has removed it, or after the next open");
     }
     for r in m.requests.iter().filter(|_| !orphans) {
         // A bulk ingest in flight with `_seq`s below the cut-off may still

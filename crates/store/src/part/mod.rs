@@ -576,9 +576,10 @@ mod tests {
     }
 
     /// A part whose file cannot be stored leaves no `.runs` file (which
-    /// names its distinct ids); when that removal fails too, possible
-    /// orphans are marked, so that no deletion is marked purged before the
-    /// next open's sweep. (The removal's failure used to be logged only.)
+    /// names its distinct ids); when that removal fails too, the file is a
+    /// leftover that holds back every purge until GC's next pass removes
+    /// it. (The removal's failure used to be logged only, and then held
+    /// purges back until the next open.)
     #[test]
     fn a_part_that_cannot_be_stored_leaves_no_runs_file_unmarked() {
         let ts = 1_790_000_000_000_000;
@@ -588,7 +589,7 @@ mod tests {
             let fs = Arc::new(NoPart {
                 runs_stay: AtomicBool::new(runs_stay),
             });
-            let storage = Storage::local(dir.path(), fs).expect("storage");
+            let storage = Storage::local(dir.path(), Arc::clone(&fs) as _).expect("storage");
             let gc = Gc::default();
             let b = test_part(&batch, day_of(ts));
             let path = b.path.clone();
@@ -597,6 +598,11 @@ mod tests {
             assert_eq!(runs.exists(), runs_stay, "{}", runs.display());
             assert_eq!(gc.orphans_possible(), runs_stay);
             assert!(!dir.path().join(&path).exists());
+            // Retried by GC's next pass.
+            fs.runs_stay.store(false, Ordering::SeqCst);
+            assert_eq!(gc.collect(&storage).expect("gc"), usize::from(runs_stay));
+            assert!(!runs.exists());
+            assert!(!gc.orphans_possible());
         }
     }
 
