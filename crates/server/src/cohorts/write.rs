@@ -2,7 +2,6 @@
 //! distinct ids or person UUIDs), change, soft and hard delete, and the
 //! lists of static cohorts.
 
-use std::sync::Arc;
 
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
