@@ -35,7 +35,8 @@ impl Store {
     /// cursor `since` (`0` = from the beginning), in the order of the
     /// changes: what a downstream copy must apply. A request appears once,
     /// in its current state; requests dropped with their project leave
-    /// the feed. The cursor is a manifest version, so it only grows.
+    /// the feed. The cursor is a manifest version, so it only grows: the
+    /// store's, or for one project the version of its last change.
     pub fn deletion_feed(&self, project: Option<i64>, since: u64) -> Result<DeletionFeed> {
         self.deletion_feed_page(project, since, usize::MAX)
     }
@@ -62,7 +63,23 @@ impl Store {
             .filter(|r| r.changed_in_version > since || (since == 0 && r.changed_in_version == 0))
             .collect();
         changed.sort_by_key(|r| (r.changed_in_version, r.id));
-        let mut cursor = v.manifest.version.max(since);
+        // One project's feed ends at its own last change, not at the
+        // store's version: that would tell the project how often the
+        // others write. (At least 1 once the store has a version: the
+        // requests of version 0 are in the feed only from 0.)
+        let last_change = match project {
+            None => v.manifest.version,
+            Some(p) => v
+                .manifest
+                .requests
+                .iter()
+                .filter(|r| r.project_id == p)
+                .map(|r| r.changed_in_version)
+                .max()
+                .unwrap_or(0)
+                .max(v.manifest.version.min(1)),
+        };
+        let mut cursor = last_change.max(since);
         if let Some(last) = changed.get(limit.max(1) - 1).map(|r| r.changed_in_version) {
             let end = changed.partition_point(|r| r.changed_in_version <= last);
             if end < changed.len() && last > 0 {

@@ -216,6 +216,19 @@ fn the_feed_lists_each_change_once_in_order_from_a_cursor() {
         // Per project.
         assert!(store.deletion_feed(Some(2), 0).unwrap().requests.is_empty());
         assert_eq!(store.deletion_feed(Some(1), 0).unwrap().requests.len(), 2);
+        // A project's cursor is its own last change: the other project's
+        // writes (its own deletion, a flush) do not move it.
+        let own = store.deletion_feed(Some(1), 0).unwrap().cursor;
+        assert_eq!(own, after.cursor);
+        assert_eq!(store.deletion_feed(Some(2), 0).unwrap().cursor, 1);
+        append(&store, &[row(100, "e", 2, 0)]);
+        store.flush().unwrap();
+        store.delete(DeleteSpec::ids(2, ["e"])).unwrap();
+        let mine = store.deletion_feed(Some(1), own).unwrap();
+        assert!(mine.requests.is_empty());
+        assert_eq!(mine.cursor, own);
+        assert_eq!(store.deletion_feed(Some(1), 0).unwrap().cursor, own);
+        assert!(store.deletion_feed(None, 0).unwrap().cursor > own);
     }
 }
 
