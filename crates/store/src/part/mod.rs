@@ -13,7 +13,7 @@
 //! (the flush, a bulk ingest); `read` reads them back.
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, TimestampMicrosecondType, UInt64Type};
+use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType, UInt64Type};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -341,6 +341,21 @@ impl PartBuilder {
         let ts = col(batch, TIMESTAMP_COLUMN)?
             .as_primitive_opt::<TimestampMicrosecondType>()
             .ok_or_else(|| StoreError::corrupt(&self.path, "timestamp is not a µs timestamp"))?;
+        // A part holds one project's rows: a scan filters projects by
+        // part only (`elide_query`), so a row of another project written
+        // here would be that project's to read.
+        let projects = col(batch, PROJECT_COLUMN)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| StoreError::corrupt(&self.path, "project_id is not an int64"))?;
+        let one_project = projects.null_count() == 0
+            && arrow::compute::min(projects) == Some(self.project_id)
+            && arrow::compute::max(projects) == Some(self.project_id);
+        if !one_project {
+            return Err(StoreError::Internal(format!(
+                "{}: a row of another project than {} was written to the part",
+                self.path, self.project_id
+            )));
+        }
         let dids = str_col(batch, DISTINCT_ID_COLUMN, &self.path)?;
         self.runs.push(dids, seqs);
         if let Some(m) = arrow::compute::min(ts) {
@@ -604,6 +619,26 @@ mod tests {
             assert!(!runs.exists());
             assert!(!gc.orphans_possible());
         }
+    }
+
+    /// A part holds one project's rows: a row of another project is
+    /// refused, since a scan filters projects by part only.
+    #[test]
+    fn a_row_of_another_project_is_not_written_to_a_part() {
+        let ts = 1_790_000_000_000_000;
+        let batch = test_events(&[("someone", ts)]);
+        let mut b = PartBuilder::new(
+            &PartWriterOptions::default(),
+            Table::Events,
+            2,
+            day_of(ts)..=day_of(ts),
+            7,
+            Table::Events.def().schema(),
+        )
+        .expect("builder");
+        let e = b.write(&batch).unwrap_err();
+        assert!(e.to_string().contains("another project"), "{e}");
+        assert_eq!(b.rows, 0);
     }
 
     /// A part written where one exists (another writer's, on an object
