@@ -42,6 +42,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
+use arrow::array::{Array, AsArray};
 use arrow::record_batch::RecordBatch;
 use elide_store::jsonl::{EventBatchBuilder, EventFields};
 use elide_store::normalize::normalize;
@@ -694,6 +695,19 @@ impl<M: MetaStore> Persons<M> {
             Some(_) => Ok(()),
             None => Err(PersonsError::NotFound(format!("project {project}"))),
         })?;
+        // The rows are `project`'s: its existence was what was checked.
+        let projects = batch
+            .column_by_name(elide_store::schema::PROJECT_COLUMN)
+            .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).ok());
+        let only_ours = projects.is_some_and(|c| {
+            let c = c.as_primitive::<arrow::datatypes::Int64Type>();
+            c.null_count() == 0 && c.values().iter().all(|&p| p == project)
+        });
+        if !only_ours {
+            return Err(PersonsError::InvalidInput(format!(
+                "every row appended to project {project} must have project_id {project}"
+            )));
+        }
         self.store.append(table, batch)?;
         Ok(())
     }

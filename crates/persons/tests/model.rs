@@ -27,7 +27,7 @@ use arrow::array::AsArray;
 use elide_persons::ids::is_illegal_for_merge;
 use elide_persons::{
     CaptureBatch, CaptureEvent, DeletePersons, ExportSink, PersonExport, PersonFilter, Persons,
-    SplitSpec,
+    PersonsError, SplitSpec,
 };
 use elide_store::{Store, StoreOptions, Table};
 use proptest::prelude::*;
@@ -720,4 +720,35 @@ proptest! {
             prop_assert_eq!(real_exports(&p), m.exports(), "exports after step {}: {:?}", i, s);
         }
     }
+}
+
+/// Rows appended to a project must all be that project's: a scan filters
+/// projects by part, so another project's row would be its to read.
+#[test]
+fn appended_rows_of_another_project_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            background_flush: false,
+            background_compaction: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let p = Persons::open(store).unwrap();
+    assert_eq!(p.create_project("one").unwrap().id, 1);
+    assert_eq!(p.create_project("two").unwrap().id, 2);
+    let rows = recording(IDS[0], 0);
+    let e = p
+        .append_unresolved(2, Table::Recordings, &rows)
+        .unwrap_err();
+    assert!(matches!(e, PersonsError::InvalidInput(_)), "{e}");
+    let e = p
+        .capture_and_append(2, &[], Table::Recordings, &rows)
+        .unwrap_err();
+    assert!(matches!(e, PersonsError::InvalidInput(_)), "{e}");
+    assert_eq!(p.store().status().unwrap().memtable_rows, 0);
+    p.append_unresolved(1, Table::Recordings, &rows).unwrap();
+    assert_eq!(p.store().status().unwrap().memtable_rows, 1);
 }

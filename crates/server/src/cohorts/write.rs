@@ -2,7 +2,6 @@
 //! distinct ids or person UUIDs), change, soft and hard delete, and the
 //! lists of static cohorts.
 
-
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
