@@ -436,6 +436,154 @@ fn a_second_signal_exits_at_once_and_the_next_start_recovers() {
     stop_under_load(2);
 }
 
+/// The persons of `dids` (at most 200) by distinct id: each one's UUID.
+fn persons_of(addr: &str, key: &str, dids: &[String]) -> std::collections::HashMap<String, String> {
+    let body = json!({ "distinct_ids": dids }).to_string();
+    let (status, text) = http(
+        addr,
+        "POST",
+        "/api/projects/1/persons/batch_by_distinct_ids/",
+        Some(key),
+        Some(&body),
+    )
+    .expect("lookup answered");
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    v["results"]
+        .as_object()
+        .expect("results")
+        .iter()
+        .map(|(d, p)| (d.clone(), p["uuid"].as_str().expect("uuid").to_string()))
+        .collect()
+}
+
+/// SIGKILL while captures and person deletions run: the next start has
+/// every acknowledged event once, every acknowledged deletion done (the
+/// person and all its events gone), and every other deletion done whole
+/// or not at all (one cut short is finished by the start).
+#[test]
+fn sigkill_during_captures_and_deletions_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path(), &[]);
+    let token = secret(&s.banner, "phc_");
+    let key = secret(&s.banner, "phx_");
+    const VISITS: i64 = 5;
+    let victims: Vec<String> = (0..200).map(|i| format!("victim-{i}")).collect();
+    let events: Vec<Value> = victims
+        .iter()
+        .flat_map(|v| {
+            (0..VISITS)
+                .map(move |n| json!({"event": "visit", "distinct_id": v, "properties": {"n": n}}))
+        })
+        .collect();
+    let body = json!({"api_key": token, "batch": events}).to_string();
+    let (status, text) = http(&s.addr, "POST", "/batch/", None, Some(&body)).expect("capture");
+    assert_eq!(status, 200, "{text}");
+    let uuids = persons_of(&s.addr, &key, &victims);
+    assert_eq!(uuids.len(), victims.len());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = burst(&s.addr, &token, 4, &stop);
+    let deleter = {
+        let (addr, key) = (s.addr.clone(), key.clone());
+        let order: Vec<(String, String)> = victims
+            .iter()
+            .map(|v| (v.clone(), uuids[v].clone()))
+            .collect();
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for (did, uuid) in order {
+                let path = format!("/api/projects/1/persons/{uuid}/?delete_events=true");
+                match http(&addr, "DELETE", &path, Some(&key), None) {
+                    Some((202, _)) => acked.push(did),
+                    Some((status, text)) => panic!("deletion answered {status}: {text}"),
+                    None => break,
+                }
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut child = s.child;
+    signal(&child, libc::SIGKILL);
+    let _ = wait(&mut child, Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<String> = clients
+        .into_iter()
+        .flat_map(|t| t.join().expect("client"))
+        .collect();
+    let deleted = deleter.join().expect("deleter");
+    assert!(
+        acked.len() > 100,
+        "the burst ran ({} acknowledged)",
+        acked.len()
+    );
+    assert!(!deleted.is_empty(), "the deletions ran");
+    eprintln!(
+        "killed after {} acknowledged captures and {} of {} deletions",
+        acked.len(),
+        deleted.len(),
+        victims.len()
+    );
+    let mut s2 = start(dir.path(), &[]);
+    // Every acknowledged capture, once.
+    let distinct = count(
+        &s2.addr,
+        &key,
+        "select count(distinct distinct_id) from events where event = 'burst'",
+    );
+    let total = count(
+        &s2.addr,
+        &key,
+        "select count() from events where event = 'burst'",
+    );
+    assert!(
+        distinct >= acked.len() as i64 && total == distinct,
+        "acknowledged {} events; {distinct} distinct ids, {total} rows recovered",
+        acked.len()
+    );
+    // Deletions: acknowledged ones done, the others whole or not at all.
+    let body = json!({"query": {"kind": "HogQLQuery", "query":
+        "select distinct_id, count() from events where event = 'visit' group by distinct_id"}})
+    .to_string();
+    let (status, text) = http(
+        &s2.addr,
+        "POST",
+        "/api/projects/1/query/",
+        Some(&key),
+        Some(&body),
+    )
+    .expect("query answered");
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    let visits: std::collections::HashMap<String, i64> = v["results"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().expect("id").to_string(),
+                r[1].as_i64().expect("n"),
+            )
+        })
+        .collect();
+    let persons = persons_of(&s2.addr, &key, &victims);
+    for v in &victims {
+        let (n, person) = (visits.get(v).copied().unwrap_or(0), persons.contains_key(v));
+        if deleted.contains(v) {
+            assert!(
+                n == 0 && !person,
+                "{v}: deletion acknowledged, {n} events left, person kept: {person}"
+            );
+        } else {
+            assert!(
+                (n == 0 && !person) || (n == VISITS && person),
+                "{v}: a deletion half done ({n} events left, person kept: {person})"
+            );
+        }
+    }
+    stop_server(&mut s2);
+}
+
 /// `elide serve --data-dir s3://…`: the demo data, captures and queries go
 /// through an S3 server (s3s-fs on 127.0.0.1); the local directory holds
 /// the ingest log and the metadata, and a restart finds everything.
