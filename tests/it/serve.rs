@@ -1,7 +1,8 @@
 //! `elide serve` as a process: first start prints working credentials,
 //! `projects`/`keys` administer a directory the server then serves, and
 //! SIGTERM (or two signals) during a capture burst loses no acknowledged
-//! event; the next start recovers.
+//! event; the next start recovers, also from a SIGKILL during captures and
+//! person deletions.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
