@@ -462,6 +462,14 @@ fn last_day_of_month(d: DateTime<Utc>) -> DateTime<Utc> {
     (28..=31).rev().find_map(|day| d.with_day(day)).unwrap_or(d)
 }
 
+/// Whether a date parameter is relative in hours (`-24h`, `-48h`).
+pub fn is_relative_hours(s: &str) -> bool {
+    let s = s.trim();
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let digits = body.chars().take_while(char::is_ascii_digit).count();
+    parse_absolute(s).is_none() && &body[digits..] == "h"
+}
+
 /// Whether a date parameter named a day without a time.
 fn is_plain_day(s: &str) -> bool {
     NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").is_ok()
@@ -473,6 +481,9 @@ fn is_plain_day(s: &str) -> bool {
 pub struct Range {
     /// First instant (µs), if bounded.
     pub from: Option<i64>,
+    /// `date_from` as it was parsed, before the interval rounded it
+    /// (µs; a relative date is already at the start of its hour or day).
+    pub given_from: Option<i64>,
     /// Last instant (µs), inclusive.
     pub to: i64,
 }
@@ -505,6 +516,7 @@ pub fn range(
     };
     let explicit = p.flag("explicit_date")?.unwrap_or(false);
     let from = from.map(|d| d.timestamp_micros());
+    let given_from = from;
     let to = to.timestamp_micros();
     // The last instant of the day (or hour) holding `to`.
     let end_of = |unit: Interval| unit.next(unit.trunc(to)) - 1;
@@ -523,7 +535,11 @@ pub fn range(
     if from.is_some_and(|f| f > to) {
         return invalid("date_from is after date_to");
     }
-    Ok(Range { from, to })
+    Ok(Range {
+        from,
+        given_from,
+        to,
+    })
 }
 
 /// A period unit of lifecycle and trends.

@@ -194,11 +194,16 @@ impl FunnelSpec {
                 elide_query::funnel::MAX_CONDITIONS
             ));
         }
+        // A funnel counts from `date_from` as parsed, whatever its
+        // interval: PostHog's funnel query compares `timestamp >=
+        // date_from` where trends round it to the period.
+        let mut range = range(p, now, "-7d", funnel_interval(p)?)?;
+        range.from = range.given_from;
         Ok(FunnelSpec {
             steps,
             exclusions,
             props: props(p.json("properties"), "properties")?,
-            range: range(p, now, "-7d", funnel_interval(p)?)?,
+            range,
             window: funnel_window(p)?,
             order,
             breakdown: breakdown(p)?,

@@ -28,7 +28,8 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::filter::{
-    self, props, range, Interval, Params, Prop, PropKind, DEFAULT_BREAKDOWN_LIMIT,
+    self, is_relative_hours, props, range, Interval, Params, Prop, PropKind,
+    DEFAULT_BREAKDOWN_LIMIT,
 };
 use super::personless::{
     personless_can_match, personless_props_sql, Personless, MAX_RUNS, NOT_A_PERSONS_UUID, NO_PERSON,
@@ -118,6 +119,12 @@ pub struct TrendsSpec {
     pub interval: Interval,
     /// The first period's start (µs).
     pub first: i64,
+    /// The first instant counted (µs): the first period's start, but for
+    /// weeks the start of `date_from`'s day and for days from a
+    /// relative `date_from` in hours (`-24h`) its hour, as PostHog counts
+    /// (`date_from_with_adjusted_start_of_interval`); the first period
+    /// then holds only what follows it.
+    pub from: i64,
     /// The last instant counted (µs, inclusive).
     pub to: i64,
     /// The event property to break down by.
@@ -191,6 +198,12 @@ impl TrendsSpec {
             return invalid("trends need a date_from (not all)");
         };
         let first = interval.trunc(from);
+        let hours = p.text("date_from").is_some_and(|s| is_relative_hours(&s));
+        let counted_from = match interval {
+            Interval::Week => Interval::Day.trunc(from),
+            Interval::Day if hours => r.given_from.unwrap_or(first),
+            _ => first,
+        };
         let n_periods = interval.periods(first, r.to).len();
         if n_periods >= 10_000 {
             return invalid("the date range holds too many periods of this interval");
@@ -289,6 +302,7 @@ impl TrendsSpec {
             props: props(q.get("properties").cloned(), "properties")?,
             interval,
             first,
+            from: counted_from,
             to: r.to,
             breakdown,
             breakdown_limit,
@@ -364,7 +378,7 @@ impl TrendsSpec {
     fn series_sql(&self, s: &Series, personless: Option<&Personless>) -> Result<String> {
         let from = match s.math.days() {
             Some(d) => self.first - (d - 1) * DAY,
-            None => self.first,
+            None => self.from,
         };
         let own = if personless.is_some() {
             personless_props_sql
@@ -765,7 +779,10 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
                     (bd, total, m)
                 })
                 .collect();
-            totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            // As PostHog ranks them: values before the null one, then
+            // by total, largest first, then by value.
+            let null = |v: &Option<String>| v.as_deref() == Some(BREAKDOWN_NULL);
+            totals.sort_by(|a, b| (null(a.0), b.1, a.0).cmp(&(null(b.0), a.1, b.0)));
             totals.truncate(spec.breakdown_limit);
             totals
                 .into_iter()

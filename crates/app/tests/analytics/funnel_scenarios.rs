@@ -368,6 +368,38 @@ async fn funnel_parameters_are_checked() {
                 .timestamp_micros()
         )
     );
+    // A funnel counts from `date_from` as parsed, by days too, as
+    // PostHog's funnel query does: -24h is the start of the hour a day
+    // ago, and a time is itself (trends round both to the day).
+    let at = |h, m| {
+        Utc.with_ymd_and_hms(2026, 1, 1, h, m, 0)
+            .single()
+            .expect("t")
+    };
+    for (from, want) in [
+        (
+            "-24h",
+            Utc.with_ymd_and_hms(2025, 12, 31, 15, 0, 0)
+                .single()
+                .expect("t"),
+        ),
+        (
+            "2025-12-31T10:30:00Z",
+            Utc.with_ymd_and_hms(2025, 12, 31, 10, 30, 0)
+                .single()
+                .expect("t"),
+        ),
+        (
+            "2025-12-31",
+            Utc.with_ymd_and_hms(2025, 12, 31, 0, 0, 0)
+                .single()
+                .expect("t"),
+        ),
+    ] {
+        let p = json!({"events": ev, "date_from": from, "interval": "day"});
+        let spec = FunnelSpec::parse(&params(p), at(15, 42)).expect("spec");
+        assert_eq!(spec.range.from, Some(want.timestamp_micros()), "{from}");
+    }
     app.close().expect("close");
 }
 

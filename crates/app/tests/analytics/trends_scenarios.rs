@@ -530,3 +530,111 @@ async fn a_breakdown_of_unique_values_counts_against_the_memory_cap() {
         );
     }
 }
+
+/// Where a chart starts counting, as PostHog's
+/// `date_from_with_adjusted_start_of_interval`: weeks from the start of
+/// `date_from`'s day (the first week, labelled by its Sunday, holds only
+/// what follows it), days from a relative `date_from` in hours from that
+/// hour; days from any other `date_from` from the start of its day.
+#[tokio::test]
+async fn a_chart_counts_from_date_from_not_from_its_first_period() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    capture(
+        app.persons(),
+        &[
+            // Monday 2020-01-06 and Thursday 2020-01-09.
+            ("a", "wk", "2020-01-06T10:00:00Z", json!({})),
+            ("a", "wk", "2020-01-09T10:00:00Z", json!({})),
+            ("a", "wk", "2020-01-13T10:00:00Z", json!({})),
+            ("b", "hr", "2020-01-01T10:00:00Z", json!({})),
+            ("b", "hr", "2020-01-01T13:00:00Z", json!({})),
+            ("b", "hr", "2020-01-02T11:00:00Z", json!({})),
+        ],
+    );
+    let run = |q: Value, now: chrono::DateTime<Utc>| {
+        let app = &app;
+        async move {
+            let Value::Object(q) = q else {
+                panic!("object")
+            };
+            let spec = TrendsSpec::parse(&q, now).expect("spec");
+            let counts = trends::compute(app.persons(), P, &spec, &QueryLimits::default())
+                .await
+                .expect("trends");
+            trends::results(&spec, &counts)
+        }
+    };
+    // From Wednesday 2020-01-08: the week of Sunday 2020-01-05 holds
+    // Thursday's event only.
+    let s = run(
+        json!({"kind": "TrendsQuery", "interval": "week",
+            "dateRange": {"date_from": "2020-01-08", "date_to": "2020-01-15"},
+            "series": [{"kind": "EventsNode", "event": "wk"}]}),
+        now(),
+    )
+    .await;
+    assert_eq!(s[0]["days"], json!(["2020-01-05", "2020-01-12"]));
+    assert_eq!(data(&s, 0), vec![1, 1]);
+    // -24h at 2020-01-02 12:00, by day: from 2020-01-01 12:00.
+    let noon = Utc
+        .with_ymd_and_hms(2020, 1, 2, 12, 0, 0)
+        .single()
+        .expect("t");
+    let by_day = |from: &str| {
+        json!({"kind": "TrendsQuery", "interval": "day",
+            "dateRange": {"date_from": from},
+            "series": [{"kind": "EventsNode", "event": "hr"}]})
+    };
+    let s = run(by_day("-24h"), noon).await;
+    assert_eq!(s[0]["days"], json!(["2020-01-01", "2020-01-02"]));
+    assert_eq!(data(&s, 0), vec![1, 1]);
+    let s = run(by_day("-1d"), noon).await;
+    assert_eq!(data(&s, 0), vec![2, 1]);
+    app.close().expect("close");
+}
+
+/// Breakdown values are ranked as PostHog ranks them: every value before
+/// the null one, then by total, then by value; `breakdown_limit` keeps
+/// the first.
+#[tokio::test]
+async fn the_null_breakdown_value_ranks_last() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let mut events = Vec::new();
+    for (i, browser) in [
+        None,
+        None,
+        None,
+        Some("Safari"),
+        Some("Safari"),
+        Some("Chrome"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let props = browser.map_or(json!({}), |b| json!({"$browser": b}));
+        events.push((format!("p{i}"), props));
+    }
+    let rows: Vec<(&str, &str, &str, Value)> = events
+        .iter()
+        .map(|(d, p)| (d.as_str(), "$pageview", "2020-01-01T10:00:00Z", p.clone()))
+        .collect();
+    capture(app.persons(), &rows);
+    let q = |limit: Value| {
+        json!({"kind": "TrendsQuery", "interval": "day",
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-01"},
+            "series": [{"kind": "EventsNode", "event": "$pageview"}],
+            "breakdownFilter": {"breakdown": "$browser", "breakdown_limit": limit}})
+    };
+    let values = |s: &Value| -> Vec<String> {
+        (0..s.as_array().map_or(0, Vec::len))
+            .map(|i| s[i]["breakdown_value"].as_str().expect("value").to_string())
+            .collect()
+    };
+    let s = trend(&app, q(Value::Null)).await;
+    assert_eq!(values(&s), vec!["Safari", "Chrome", BREAKDOWN_NULL]);
+    let s = trend(&app, q(json!(1))).await;
+    assert_eq!(values(&s), vec!["Safari"]);
+    app.close().expect("close");
+}
