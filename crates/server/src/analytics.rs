@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use crate::auth::Key;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{blocking, url_with, JsonBody, PathParams};
-use crate::query::run_app_query;
+use crate::query::{all_time_from, run_app_query};
 use crate::views::{csv, ListedPerson, RetrievedPerson};
 use crate::AppState;
 
@@ -180,7 +180,8 @@ pub(crate) async fn persons_lifecycle(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
     let project = key.path_project(&p, "person:read")?;
-    let params = params(&uri, body)?;
+    let mut params = params(&uri, body)?;
+    all_time(&state, project, &mut params).await?;
     let Some(target) = params.text("target_date") else {
         return Err(missing("target_date", "Must include specified date"));
     };
@@ -318,7 +319,7 @@ pub(crate) async fn insights_trend(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     let project = key.path_project(&p, "insight:read")?;
-    let params = params(&uri, body)?;
+    let mut params = params(&uri, body)?;
     if params.text("shown_as").as_deref() != Some("Lifecycle") {
         return Err(ApiError::invalid_attr(
             "shown_as",
@@ -326,6 +327,7 @@ pub(crate) async fn insights_trend(
             "only shown_as=Lifecycle is served here; trends are POST …/query/ with a TrendsQuery",
         ));
     }
+    all_time(&state, project, &mut params).await?;
     let spec = LifecycleSpec::parse(&params, Utc::now())?;
     let persons = state.app().persons().clone();
     let spec2 = spec.clone();
@@ -585,4 +587,14 @@ pub fn routes() -> axum::Router<AppState> {
         }
     }
     r
+}
+
+/// Lifecycle's `date_from=all`: from the project's first event, as
+/// PostHog's (funnels and correlation read `all` as no lower bound).
+async fn all_time(state: &AppState, project: i64, params: &mut Params) -> ApiResult<()> {
+    if params.text("date_from").as_deref() == Some("all") {
+        let from = all_time_from(state, project).await?;
+        params.0.insert("date_from".into(), Value::String(from));
+    }
+    Ok(())
 }

@@ -416,7 +416,14 @@ async fn query(
     let project = key.path_project(&p, "query:read")?;
     if let Some(Value::Object(q)) = body.get("query") {
         if q.get("kind").and_then(Value::as_str) == Some("TrendsQuery") {
-            let spec = TrendsSpec::parse(q, chrono::Utc::now())?;
+            let mut q = q.clone();
+            if let Some(Value::Object(r)) = q.get_mut("dateRange") {
+                if r.get("date_from").and_then(Value::as_str) == Some("all") {
+                    let from = all_time_from(&state, project).await?;
+                    r.insert("date_from".into(), Value::String(from));
+                }
+            }
+            let spec = TrendsSpec::parse(&q, chrono::Utc::now())?;
             let persons = state.app().persons().clone();
             let spec2 = spec.clone();
             let counts = run_app_query(&state, move |limits| async move {
@@ -444,6 +451,16 @@ async fn query(
 /// Run `work` on the query runtime under the server's query limits and
 /// timeout (504 when it runs out; cancelled when the client goes away),
 /// counting it in `elide_queries_total` and `elide_query_seconds`.
+/// `date_from: all` of a chart (trends, lifecycle) as the time of the
+/// project's first event ([`elide_app::analytics::all_time_from`]).
+pub(crate) async fn all_time_from(state: &AppState, project: i64) -> ApiResult<String> {
+    let persons = state.app().persons().clone();
+    run_app_query(state, move |limits| async move {
+        elide_app::analytics::all_time_from(&persons, project, &limits).await
+    })
+    .await
+}
+
 pub(crate) async fn run_app_query<T, F, W>(state: &AppState, work: W) -> ApiResult<T>
 where
     T: Send + 'static,

@@ -174,6 +174,31 @@ async fn lifecycle_persons_and_insight() {
         .expect("dormant")
         .clone();
     assert_eq!(dormant["data"][4], json!(-150.0));
+    // All time: from the first event's day (PostHog's earliest timestamp).
+    let r = h
+        .get(&format!(
+            "{}/insights/trend/?shown_as=Lifecycle&date_from=all&date_to=2020-01-16&events={ev}",
+            h.api()
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let new = r.json["result"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .find(|s| s["status"] == "new")
+        .expect("new")
+        .clone();
+    assert_eq!(new["days"], json!(["2020-01-15", "2020-01-16"]));
+    assert_eq!(new["data"], json!([150.0, 0.0]));
+    let r = h
+        .get(&format!(
+            "{}/persons/lifecycle/?date_from=all&date_to=2020-01-16&events={ev}&lifecycle_type=new&target_date=2020-01-15",
+            h.api()
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["count"], json!(100));
     let r = h
         .get(&format!("{}/insights/trend/?events={ev}", h.api()))
         .await;
@@ -530,6 +555,12 @@ async fn trends_query_through_the_query_endpoint() {
         json!(["2020-01-01", "2020-01-02", "2020-01-03"])
     );
     assert_eq!(r.json["is_cached"], json!(false));
+    // All time: from the first event's day (PostHog's earliest timestamp).
+    let mut all = body("total", Value::Null);
+    all["query"]["dateRange"]["date_from"] = json!("all");
+    let r = h.post(&url, &all).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["data"], json!([3.0, 2.0, 0.0]));
     let r = h.post(&url, &body("dau", Value::Null)).await;
     assert_eq!(r.json["results"][0]["data"], json!([2.0, 2.0, 0.0]));
     let r = h

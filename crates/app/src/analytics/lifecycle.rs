@@ -63,7 +63,8 @@ impl LifecycleSpec {
         let r = range(p, now, "-7d", interval)?;
         let Some(from) = r.from else {
             return Err(AppError::InvalidQuery(
-                "lifecycle needs a date_from (not all)".into(),
+                "lifecycle needs a date_from: resolve `all` first (analytics::all_time_from)"
+                    .into(),
             ));
         };
         let (first, last) = (interval.trunc(from), interval.trunc(r.to));

@@ -150,6 +150,32 @@ impl<K: Ord + Copy> Default for SortedKeys<K> {
     }
 }
 
+/// What `date_from: all` stands for in trends and lifecycle: the time of
+/// `project`'s first visible event (RFC 3339), or `-7d` when it has none,
+/// as PostHog's `get_earliest_timestamp` (whose default is a week back).
+pub async fn all_time_from(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    limits: &QueryLimits,
+) -> Result<String> {
+    use arrow::array::{Array, AsArray};
+    let ctx = session(persons, project, limits)?;
+    let batches = collect(&ctx, "SELECT CAST(min(timestamp) AS BIGINT) FROM events").await?;
+    let first = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            b.column(0)
+                .as_primitive_opt::<arrow::datatypes::Int64Type>()
+        })
+        .filter(|c| c.is_valid(0))
+        .and_then(|c| chrono::DateTime::from_timestamp_micros(c.value(0)));
+    Ok(match first {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        None => "-7d".into(),
+    })
+}
+
 /// Run `sql` and collect its batches.
 pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     tracing::debug!(sql, "analytics query");

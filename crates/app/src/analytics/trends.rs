@@ -195,7 +195,9 @@ impl TrendsSpec {
         let interval = Interval::parse(&p)?;
         let r = range(&p, now, "-7d", interval)?;
         let Some(from) = r.from else {
-            return invalid("trends need a date_from (not all)");
+            return invalid(
+                "trends need a date_from: resolve `all` first (analytics::all_time_from)",
+            );
         };
         let first = interval.trunc(from);
         let hours = p.text("date_from").is_some_and(|s| is_relative_hours(&s));
