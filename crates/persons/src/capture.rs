@@ -549,6 +549,49 @@ fn token_of(v: &Value) -> Option<&str> {
         .filter(|t| !t.trim().is_empty())
 }
 
+/// `text` with every `\uXXXX` escape of a UTF-16 surrogate that is not
+/// half of a pair replaced by `\uFFFD`; `None` when it has none. Escapes
+/// are read pairwise from the left, so an escaped backslash followed by
+/// `uD800` is text, not an escape.
+pub fn repair_lone_surrogates(text: &str) -> Option<String> {
+    fn unit(b: &[u8], i: usize) -> Option<u16> {
+        let hex = b.get(i..i + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    }
+    let b = text.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut i, mut copied) = (0, 0);
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(u) = unit(b, i) else {
+            i += 2;
+            continue;
+        };
+        let pair = (0xD800..=0xDBFF).contains(&u)
+            && unit(b, i + 6).is_some_and(|l| (0xDC00..=0xDFFF).contains(&l));
+        if pair {
+            i += 12;
+        } else if (0xD800..=0xDFFF).contains(&u) {
+            let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            o.push_str(&text[copied..i]);
+            o.push_str("\\uFFFD");
+            i += 6;
+            copied = i;
+        } else {
+            i += 6;
+        }
+    }
+    let mut o = out?;
+    o.push_str(&text[copied..]);
+    Some(o)
+}
+
 /// Read a capture request body (already decompressed and decoded): an
 /// event, an array of events, or `{batch, api_key|token, sent_at, ...}`.
 /// The token is the request's `api_key`/`token`, else the events' own
@@ -559,8 +602,20 @@ pub fn parse_capture_request(
     now_us: i64,
 ) -> std::result::Result<CaptureRequest, CaptureRefusal> {
     let text = elide_store::jsonl::strip_bom(text);
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| CaptureRefusal::Invalid(format!("failed to parse request: {e}")))?;
+    let refused =
+        |e: serde_json::Error| CaptureRefusal::Invalid(format!("failed to parse request: {e}"));
+    let repaired: String;
+    let (text, v): (&str, Value) = match serde_json::from_str(text) {
+        Ok(v) => (text, v),
+        // posthog-python's `json.dumps` writes a string it could not
+        // decode (a file name) with lone UTF-16 surrogates, which
+        // serde_json refuses: they become U+FFFD, and the batch is kept.
+        Err(e) => {
+            repaired = repair_lone_surrogates(text).ok_or_else(|| refused(e))?;
+            let v = serde_json::from_str(&repaired).map_err(refused)?;
+            (repaired.as_str(), v)
+        }
+    };
     let envelope = v.as_object().filter(|o| o.contains_key("batch"));
     let sent_at_us = envelope
         .and_then(|o| o.get("sent_at"))
@@ -621,6 +676,35 @@ pub fn parse_line(line: usize, text: &str, now_us: i64) -> Result<Vec<CaptureEve
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Lone surrogates (what posthog-python writes for a string it could
+    /// not decode) become U+FFFD; pairs, escaped backslashes and other
+    /// escapes stay as they were.
+    #[test]
+    fn lone_surrogates_are_replaced_and_the_batch_kept() {
+        let cases = [
+            (r#""\udcff""#, Some(r#""\uFFFD""#)),
+            (r#""a\ud83d""#, Some(r#""a\uFFFD""#)),
+            (
+                r#""\ud83d\ude00 \udc00\ud800x""#,
+                Some(r#""\ud83d\ude00 \uFFFD\uFFFDx""#),
+            ),
+            (r#""\\ud800""#, None),
+            (r#""\\\ud800""#, Some(r#""\\\uFFFD""#)),
+            (r#""\ud83d\ude00 \n \u00e9""#, None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(repair_lone_surrogates(input).as_deref(), want, "{input}");
+            if let Some(w) = want {
+                serde_json::from_str::<Value>(w).expect("valid JSON");
+            }
+        }
+        let body = r#"{"api_key": "phc_x", "batch": [{"event": "ok", "distinct_id": "s-1"},
+            {"event": "x", "distinct_id": "s-2", "properties": {"file": "\udcff.txt"}}]}"#;
+        let r = parse_capture_request(body, 0).expect("kept");
+        assert_eq!(r.events.len(), 2);
+        assert_eq!(r.events[1].properties["file"], json!("\u{fffd}.txt"));
+    }
 
     #[test]
     fn top_level_set_folds_into_properties_and_wins() {
