@@ -437,6 +437,69 @@ fn a_second_signal_exits_at_once_and_the_next_start_recovers() {
     stop_under_load(2);
 }
 
+/// Clients that connect and send nothing neither keep their connections
+/// nor lock others out: a silent connection (new, or kept alive after a
+/// request) is closed after `--header-timeout-s`, and past
+/// `--max-connections` the next client waits for a slot instead of the
+/// server running out of file descriptors.
+#[test]
+fn silent_connections_are_closed_and_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = start(
+        dir.path(),
+        &["--header-timeout-s", "1", "--max-connections", "3"],
+    );
+    // Closed by the server: a read sees the end (or a reset), not a
+    // time-out of its own.
+    let closed_by_server = |c: &mut TcpStream| {
+        c.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 1024];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    };
+    let mut silent = TcpStream::connect(&s.addr).expect("connect");
+    assert!(
+        closed_by_server(&mut silent),
+        "a silent connection stays open"
+    );
+    let mut half = TcpStream::connect(&s.addr).expect("connect");
+    half.write_all(b"GET /_health HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    assert!(closed_by_server(&mut half), "a half-sent head stays open");
+    let mut kept = TcpStream::connect(&s.addr).expect("connect");
+    kept.write_all(b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    assert!(
+        closed_by_server(&mut kept),
+        "a kept-alive connection stays open"
+    );
+    // Three silent connections take every slot; a request still gets
+    // its answer once the server has closed them.
+    let hold: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&s.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = Instant::now();
+    let (status, _) = http(&s.addr, "GET", "/_health", None, None).expect("health answered");
+    assert_eq!(status, 200);
+    // It waited for a slot (the held ones close a second after they
+    // connected): a lower bound, which a slow machine only makes longer.
+    assert!(
+        asked.elapsed() >= Duration::from_millis(400),
+        "answered past the cap after {:?}",
+        asked.elapsed()
+    );
+    drop(hold);
+    stop_server(&mut s);
+}
+
 /// The persons of `dids` (at most 200) by distinct id: each one's UUID.
 fn persons_of(addr: &str, key: &str, dids: &[String]) -> std::collections::HashMap<String, String> {
     let body = json!({ "distinct_ids": dids }).to_string();

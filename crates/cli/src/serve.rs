@@ -53,6 +53,16 @@ pub struct ServeArgs {
     /// the 2 GiB one query may hold.
     #[arg(long, default_value_t = elide_server::DEFAULT_QUERY_CONCURRENCY as u64, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub query_concurrency: u64,
+    /// Connections open at once; the next client waits until one closes.
+    /// Default: the process's limit of open files less a quarter (at
+    /// least 256), kept for the store.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
+    /// Longest a connection may take to send a request's head (a new
+    /// connection, or a kept-alive one between requests) before it is
+    /// closed, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_s: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_s: u64,
@@ -146,6 +156,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         request_timeout: Duration::from_secs(a.request_timeout_s),
         // At most 256 (the flag's range).
         query_concurrency: usize::try_from(a.query_concurrency).unwrap_or(256),
+        max_connections: a
+            .max_connections
+            .map_or_else(elide_server::conn::default_max_connections, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
+        header_timeout: Duration::from_secs(a.header_timeout_s),
         ..ServerConfig::default()
     };
     let state = AppState::new(app.clone(), config)?;

@@ -33,6 +33,7 @@ pub mod analytics;
 pub mod auth;
 pub mod capture;
 pub mod cohorts;
+pub mod conn;
 pub mod deletions;
 pub mod error;
 pub mod extract;
@@ -67,6 +68,12 @@ pub struct ServerConfig {
     /// their timeout): all queries together hold at most this many times
     /// `query_memory_bytes`.
     pub query_concurrency: usize,
+    /// Connections open at once; the next client waits until one closes
+    /// (see [`conn`]).
+    pub max_connections: usize,
+    /// Longest a connection may take to send a request's head (a new
+    /// one, or a kept-alive one between requests) before it is closed.
+    pub header_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +86,8 @@ impl Default for ServerConfig {
             query_memory_bytes: 2 << 30,
             query_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             query_concurrency: DEFAULT_QUERY_CONCURRENCY,
+            max_connections: conn::default_max_connections(),
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -249,14 +258,16 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serve `state` on `listener` until `shutdown` resolves; in-flight
-/// requests then finish (bounded by the request timeout).
+/// requests then finish (bounded by the request timeout). Connections are
+/// limited in number and in how long they may stay silent ([`conn`]).
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (max, header_timeout) = (
+        state.config().max_connections,
+        state.config().header_timeout,
+    );
+    conn::run(router(state), listener, max, header_timeout, shutdown).await
 }
