@@ -278,15 +278,35 @@ impl From<AppError> for ApiError {
 }
 
 /// A DataFusion error: the query's fault (syntax, unknown column, a cast
-/// that fails on the data, the memory cap) is a 400 with DataFusion's
-/// message; the store's or the machine's is a 500.
+/// that fails on the data, a regular expression that does not compile,
+/// an argument a function did not expect, the memory cap) is a 400 with
+/// DataFusion's message; the store's or the machine's is a 500.
 fn query_error(e: datafusion::error::DataFusionError) -> ApiError {
     use datafusion::error::DataFusionError as D;
-    // The store's own errors come wrapped as External.
+    let bad_query = |message: String| {
+        let mut err = ApiError::invalid(message);
+        err.code = "query_error".into();
+        err
+    };
+    // The store's own errors come wrapped as External, and so does a
+    // user's regular expression that does not compile.
     if let D::External(inner) = e.find_root() {
         if let Some(s) = inner.downcast_ref::<StoreError>() {
             return ApiError::from(clone_store_error(s));
         }
+        if let Some(r) = inner.downcast_ref::<regex::Error>() {
+            return bad_query(format!("invalid regular expression: {r}"));
+        }
+        if let Some(r) = inner.downcast_ref::<regex_syntax::Error>() {
+            return bad_query(format!("invalid regular expression: {r}"));
+        }
+    }
+    // An internal error of DataFusion's on the user's own SQL (a
+    // function given an argument it did not expect): the query's to
+    // change, answered as such and logged as the engine's fault.
+    if let D::Internal(m) = e.find_root() {
+        tracing::warn!(error = %m, "DataFusion internal error on a user's query");
+        return bad_query(e.find_root().message().to_string());
     }
     match e.find_root() {
         D::SQL(..)
@@ -296,11 +316,7 @@ fn query_error(e: datafusion::error::DataFusionError) -> ApiError {
         | D::Configuration(_)
         | D::Execution(_)
         | D::ArrowError(..)
-        | D::ResourcesExhausted(_) => {
-            let mut err = ApiError::invalid(e.find_root().message().to_string());
-            err.code = "query_error".into();
-            err
-        }
+        | D::ResourcesExhausted(_) => bad_query(e.find_root().message().to_string()),
         _ => ApiError::internal(&e),
     }
 }
