@@ -252,12 +252,17 @@ fn capture_caught(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult
 }
 
 /// Capture one project's events: recordings to their table, the rest
-/// through identity resolution.
+/// through identity resolution. A project dropped since its token was
+/// read is answered as its token would be now (401).
 fn capture_events(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult<()> {
+    let gone = |e: elide_persons::PersonsError| match e {
+        elide_persons::PersonsError::NotFound(_) => no_such_project(),
+        other => ApiError::from(other),
+    };
     let (snapshots, others): (Vec<&CaptureEvent>, Vec<&CaptureEvent>) =
         events.iter().partition(|e| e.event == "$snapshot");
     if snapshots.is_empty() {
-        let out = app.persons().capture(project, events)?;
+        let out = app.persons().capture(project, events).map_err(gone)?;
         count_dropped(&out);
         return Ok(());
     }
@@ -268,9 +273,18 @@ fn capture_events(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult
     let owned: Vec<CaptureEvent> = others.into_iter().cloned().collect();
     let out = app
         .persons()
-        .capture_and_append(project, &owned, Table::Recordings, &batch)?;
+        .capture_and_append(project, &owned, Table::Recordings, &batch)
+        .map_err(gone)?;
     count_dropped(&out);
     Ok(())
+}
+
+/// 401 `invalid_api_key`: no project has the token (unknown, or dropped).
+fn no_such_project() -> ApiError {
+    let mut e = ApiError::unauthenticated();
+    e.code = "invalid_api_key".into();
+    e.detail = "API key is not valid: no project has this token".into();
+    e
 }
 
 /// Events a committed capture dropped as PostHog drops them (a personless
@@ -539,12 +553,10 @@ fn read_capture(
             .into();
         return Err(e);
     }
-    let project = app.persons().project_by_token(&token)?.ok_or_else(|| {
-        let mut e = ApiError::unauthenticated();
-        e.code = "invalid_api_key".into();
-        e.detail = "API key is not valid: no project has this token".into();
-        e
-    })?;
+    let project = app
+        .persons()
+        .project_by_token(&token)?
+        .ok_or_else(no_such_project)?;
     let mut events = req.events;
     for e in events.iter().filter(|e| e.event == "$snapshot") {
         crate::recordings::check(e)
@@ -576,6 +588,26 @@ pub fn routes() -> axum::Router<AppState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A capture of a project dropped after its token was read is
+    /// answered as that token is now: 401 `invalid_api_key`, not a 404.
+    #[test]
+    fn a_capture_of_a_project_dropped_meanwhile_is_a_401() {
+        let dir = tempfile::tempdir().expect("dir");
+        let app = App::open(elide_app::AppConfig::new(dir.path())).expect("open");
+        let p = app.persons().create_project("doomed").expect("project");
+        let events = vec![elide_persons::capture::parse_event(
+            serde_json::json!({"event": "e", "distinct_id": "d"}),
+            0,
+        )
+        .expect("event")];
+        capture_events(&app, p.id, &events).expect("captured");
+        app.persons().drop_project(p.id).expect("dropped");
+        let e = capture_events(&app, p.id, &events).expect_err("refused");
+        assert_eq!(e.status.as_u16(), 401, "{e:?}");
+        assert_eq!(e.code, "invalid_api_key");
+        app.close().expect("close");
+    }
 
     /// A round stops before the request that would take it past
     /// MAX_GROUP_BYTES (that request opens the next round); a request
