@@ -355,21 +355,24 @@ async fn cohorts_crud_members_filters_and_deletion() {
         r.text()
     );
 
-    // A cohort whose definition refers to a cohort since removed: the list
-    // and a person's cohorts still answer; it counts nobody, flagged.
+    // A cohort whose definition refers to a cohort since removed (the API
+    // refuses to remove a cohort another refers to, but the library, or a
+    // directory written before that check, may leave one): the list and a
+    // person's cohorts still answer; it counts nobody, flagged.
     let r = h
         .post(&format!("{api}/cohorts/"), &json!({"name": "of uploaded",
             "filters": {"properties": {"type": "AND", "values": [{"type": "cohort", "value": uploaded}]}}}))
         .await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.text());
     let dangling = r.json["id"].as_i64().expect("id");
-    assert_eq!(
-        h.call("DELETE", &format!("{api}/cohorts/{uploaded}/"), None)
-            .await
-            .status
-            .as_u16(),
-        204
-    );
+    let r = h.call("DELETE", &format!("{api}/cohorts/{uploaded}/"), None).await;
+    assert!(r.envelope(400).contains("used by cohort"), "{}", r.text());
+    assert!(h
+        .state
+        .app()
+        .persons()
+        .delete_cohort(1, uploaded)
+        .expect("removed"));
     let r = h.get(&format!("{api}/cohorts/")).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     let row = r.json["results"]
@@ -587,4 +590,97 @@ async fn a_patch_that_makes_a_cycle_is_refused() {
     assert_eq!(r.json["count"], json!(2), "{}", r.text());
     let r = h.get(&format!("{api}/cohorts/{b}/persons/")).await;
     assert_eq!(names(&r.json["results"]), ["alice", "bob"], "{}", r.text());
+}
+
+/// A change of one cohort never leaves another unreadable: a cohort that
+/// others refer to is not deleted (hard or soft), and a new definition
+/// that would take a cohort referring to it past the depth limit is
+/// refused; each is a 400 that changes nothing.
+#[tokio::test]
+async fn a_change_that_would_break_a_referring_cohort_is_refused() {
+    let h = Harness::new();
+    people(&h).await;
+    let api = h.api();
+    let pros = json!({"properties": {"type": "AND", "values": [{"type": "person", "key": "plan", "value": "pro"}]}});
+    let on = |id: i64| json!({"properties": {"type": "AND", "values": [{"type": "cohort", "value": id}]}});
+    let make = |filters: Value| {
+        let h = &h;
+        let api = api.clone();
+        async move {
+            let r = h
+                .post(
+                    &format!("{api}/cohorts/"),
+                    &json!({"name": "c", "filters": filters}),
+                )
+                .await;
+            assert_eq!(r.status.as_u16(), 201, "{}", r.text());
+            r.json["id"].as_i64().expect("id")
+        }
+    };
+    // A chain of five: top → … → bottom, as deep as references go.
+    let bottom = make(pros.clone()).await;
+    let mut chain = vec![bottom];
+    for _ in 0..4 {
+        let below = *chain.last().expect("chain");
+        chain.push(make(on(below)).await);
+    }
+    let top = *chain.last().expect("top");
+    let readable = |id: i64| {
+        let h = &h;
+        let api = api.clone();
+        async move {
+            let r = h.get(&format!("{api}/cohorts/{id}/persons/")).await;
+            assert_eq!(r.status.as_u16(), 200, "cohort {id}: {}", r.text());
+        }
+    };
+    readable(top).await;
+    // The bottom one referring to one more would make the top six deep.
+    let extra = make(pros.clone()).await;
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{bottom}/"),
+            Some(&json!({"filters": on(extra)})),
+        )
+        .await;
+    assert!(r.envelope(400).contains("deep"), "{}", r.text());
+    readable(top).await;
+    // Referred to: neither removed nor soft-deleted.
+    let r = h
+        .call("DELETE", &format!("{api}/cohorts/{bottom}/"), None)
+        .await;
+    assert!(r.envelope(400).contains("used by cohort"), "{}", r.text());
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{bottom}/"),
+            Some(&json!({"deleted": true})),
+        )
+        .await;
+    assert!(r.envelope(400).contains("used by cohort"), "{}", r.text());
+    readable(top).await;
+    // The top one, which nothing refers to, goes; then the next.
+    let r = h
+        .call("DELETE", &format!("{api}/cohorts/{top}/"), None)
+        .await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.text());
+    let next = chain[chain.len() - 2];
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{next}/"),
+            Some(&json!({"deleted": true})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    // With the top gone, the bottom may refer to one more.
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{bottom}/"),
+            Some(&json!({"filters": on(extra)})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    readable(chain[chain.len() - 3]).await;
 }

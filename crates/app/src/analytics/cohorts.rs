@@ -24,7 +24,7 @@
 //! and the filtered scan of the events, so a deleted person is never a
 //! member after its deletion returns.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
@@ -438,6 +438,133 @@ async fn dynamic_members(
 /// (what the cohort was made with).
 pub fn stored(v: &Value) -> Result<Def> {
     parse(v.get("filters").filter(|f| !f.is_null()), v.get("groups"))
+}
+
+/// The cohorts `def` refers to, directly.
+pub fn refs(def: &Def) -> BTreeSet<i64> {
+    fn walk(def: &Def, out: &mut BTreeSet<i64>) {
+        match def {
+            Def::And(parts) | Def::Or(parts) => parts.iter().for_each(|d| walk(d, out)),
+            Def::Not(d) => walk(d, out),
+            Def::Cohort(id) => {
+                out.insert(*id);
+            }
+            Def::Person(_) | Def::Behavioral { .. } => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(def, &mut out);
+    out
+}
+
+/// Whether `change` — cohort `id` defined by `def` (`None`: removed) —
+/// leaves every other live cohort of the project readable: none of them
+/// then refers to a cohort that does not exist, nor through more than
+/// [`MAX_DEPTH`] cohorts. The cohort's own definition is checked by
+/// [`check`]; this is the check of the cohorts that refer to it, which
+/// would otherwise fail on every read from then on.
+pub fn check_dependents(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    id: i64,
+    def: Option<&Def>,
+) -> Result<()> {
+    let mut graph: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+    for c in persons
+        .cohorts(project)?
+        .iter()
+        .filter(|c| !c.deleted && c.id != id)
+    {
+        // A cohort whose stored definition no longer parses is already
+        // unreadable: it constrains nothing here.
+        let r = if c.is_static {
+            BTreeSet::new()
+        } else {
+            match definition(c) {
+                Ok(d) => refs(&d),
+                Err(_) => continue,
+            }
+        };
+        graph.insert(c.id, r);
+    }
+    if let Some(d) = def {
+        graph.insert(id, refs(d));
+    }
+    let referring: Vec<i64> = graph
+        .iter()
+        .filter(|(c, r)| **c != id && r.contains(&id))
+        .map(|(c, _)| *c)
+        .collect();
+    if def.is_none() {
+        if let Some(first) = referring.first() {
+            return invalid(format!(
+                "cohort {id} is used by cohort {first}{}: change {} first",
+                if referring.len() > 1 {
+                    " and others"
+                } else {
+                    ""
+                },
+                if referring.len() > 1 { "them" } else { "it" }
+            ));
+        }
+        return Ok(());
+    }
+    // The longest chain of cohorts from each one (1: no reference),
+    // computed from `id` outwards to every cohort that reaches it.
+    fn depth(
+        c: i64,
+        graph: &BTreeMap<i64, BTreeSet<i64>>,
+        memo: &mut BTreeMap<i64, usize>,
+        on_path: &mut Vec<i64>,
+    ) -> usize {
+        if let Some(&d) = memo.get(&c) {
+            return d;
+        }
+        if on_path.contains(&c) || on_path.len() > MAX_DEPTH {
+            // A cycle, or deeper than any reader goes: too deep either way.
+            return MAX_DEPTH + 1;
+        }
+        on_path.push(c);
+        let d = 1 + graph
+            .get(&c)
+            .map(|r| {
+                r.iter()
+                    .map(|x| depth(*x, graph, memo, on_path))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        on_path.pop();
+        memo.insert(c, d);
+        d
+    }
+    let mut memo = BTreeMap::new();
+    for c in graph.keys().copied().filter(|c| *c != id) {
+        if reaches(c, id, &graph) && depth(c, &graph, &mut memo, &mut Vec::new()) > MAX_DEPTH {
+            return invalid(format!(
+                "cohort {c} refers to this one: with this definition it would refer to cohorts more than {MAX_DEPTH} deep"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether cohort `from` refers to `to`, directly or through others.
+fn reaches(from: i64, to: i64, graph: &BTreeMap<i64, BTreeSet<i64>>) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from];
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        if let Some(r) = graph.get(&c) {
+            if r.contains(&to) {
+                return true;
+            }
+            stack.extend(r.iter().copied());
+        }
+    }
+    false
 }
 
 /// A dynamic cohort's definition.

@@ -188,6 +188,28 @@ async fn definition(
     Ok((stored, members as u64))
 }
 
+/// Refuse a change of cohort `id` (its new stored definition, or `None`:
+/// its deletion) that would leave a cohort referring to it unreadable:
+/// referring to a cohort that is gone, or through more than the depth
+/// limit ([`cohorts::check_dependents`]).
+async fn dependents(
+    state: &AppState,
+    project: i64,
+    id: i64,
+    stored: Option<&Value>,
+) -> ApiResult<()> {
+    let def = stored
+        .map(cohorts::stored)
+        .transpose()
+        .map_err(|e| ApiError::invalid_attr("filters", "invalid_input", e.to_string()))?;
+    let persons = state.app().persons().clone();
+    blocking(move || {
+        cohorts::check_dependents(&persons, project, id, def.as_ref())
+            .map_err(|e| ApiError::invalid_attr("filters", "invalid_input", e.to_string()))
+    })
+    .await
+}
+
 /// The count of a cohort this request has just written. The write is
 /// done, so a count that cannot be made now (past the query deadline, over
 /// the memory cap) is logged and answered as none (`count: null`,
@@ -339,8 +361,11 @@ pub(crate) async fn update(
         }
     };
     let defines = fields.contains_key("filters") || fields.contains_key("groups");
-    // Checked and written under the definitions' lock (see `AppState`).
-    let defining = match defines && !current.is_static {
+    let deleting = deleted == Some(true) && !current.deleted;
+    // Checked and written under the definitions' lock (see `AppState`):
+    // a new definition, and a deletion (another cohort may be given a
+    // reference to this one meanwhile).
+    let defining = match (defines && !current.is_static) || deleting {
         true => Some(state.cohort_definitions(project).await),
         false => None,
     };
@@ -360,6 +385,11 @@ pub(crate) async fn update(
         Some((f, n)) => (Some(f), Some(n)),
         None => (None, None),
     };
+    if deleting {
+        dependents(&state, project, id, None).await?;
+    } else if let Some(f) = &filters {
+        dependents(&state, project, id, Some(f)).await?;
+    }
     if people.is_some() && !current.is_static {
         return Err(ApiError::invalid_attr(
             "person_ids",
@@ -425,8 +455,17 @@ pub(crate) async fn destroy(
 ) -> ApiResult<StatusCode> {
     let project = key.path_project(&p, "cohort:write")?;
     let id = cohort_id(&p)?;
+    // Under the definitions' lock: no cohort gets a reference to this
+    // one between the check and the removal.
+    let defining = state.cohort_definitions(project).await;
+    dependents(&state, project, id, None).await?;
     let persons = state.app().persons().clone();
-    if blocking(move || Ok(persons.delete_cohort(project, id)?)).await? {
+    if blocking(move || {
+        let _defining = defining;
+        Ok(persons.delete_cohort(project, id)?)
+    })
+    .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found())
