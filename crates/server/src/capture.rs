@@ -348,7 +348,11 @@ pub fn decode_body(headers: &HeaderMap, query: &CaptureQuery, body: &[u8]) -> Ap
                 // JSON after blanks, or after a byte-order mark.
                 let text = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&payload);
                 let first = text.iter().find(|b| !b.is_ascii_whitespace()).copied();
-                if !matches!(first, Some(b'{') | Some(b'[')) {
+                // JSON that is no object nor array (`null`, `5`) is read
+                // as JSON, so that its error says what it is.
+                let json = matches!(first, Some(b'{') | Some(b'['))
+                    || serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok();
+                if !json {
                     // A whole-body base64 payload.
                     payload = unbase64(&payload)?;
                     if is_gzip(&payload) {

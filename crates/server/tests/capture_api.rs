@@ -296,6 +296,18 @@ async fn invalid_events_fail_the_whole_request() {
     assert!(r.envelope(400).starts_with("failed to parse request"));
     let r = h.capture_raw("/batch/", &[JSON], Vec::new()).await;
     assert_eq!(r.envelope(400), "request holds no event");
+    // JSON that is neither an event, a list nor a batch says so (it was
+    // read as base64 and answered "not UTF-8").
+    for body in ["null", " 5", "\"text\""] {
+        let r = h
+            .capture_raw("/batch/", &[JSON], body.as_bytes().to_vec())
+            .await;
+        assert!(
+            r.envelope(400).contains("expected an event"),
+            "{body}: {}",
+            r.text()
+        );
+    }
     assert_eq!(h.event_count("v1").await, 0);
     assert!(h.person("v1").await.is_none());
 }

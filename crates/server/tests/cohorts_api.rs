@@ -365,7 +365,9 @@ async fn cohorts_crud_members_filters_and_deletion() {
         .await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.text());
     let dangling = r.json["id"].as_i64().expect("id");
-    let r = h.call("DELETE", &format!("{api}/cohorts/{uploaded}/"), None).await;
+    let r = h
+        .call("DELETE", &format!("{api}/cohorts/{uploaded}/"), None)
+        .await;
     assert!(r.envelope(400).contains("used by cohort"), "{}", r.text());
     assert!(h
         .state
