@@ -486,7 +486,7 @@ pub async fn capture(
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return ApiError::too_large(e.body_text()).into_response()
+            return ApiError::body_too_large().into_response()
         }
         Err(e) => return ApiError::invalid(e.body_text()).into_response(),
     };

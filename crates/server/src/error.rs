@@ -147,6 +147,14 @@ impl ApiError {
         )
     }
 
+    /// 413 for a body past the server's limit (`DefaultBodyLimit`).
+    pub fn body_too_large() -> Self {
+        ApiError::too_large(format!(
+            "request is larger than {} MiB",
+            crate::capture::MAX_CAPTURE_BYTES >> 20
+        ))
+    }
+
     /// 413.
     pub fn too_large(detail: impl Into<String>) -> Self {
         Self::new(

@@ -22,7 +22,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| match e.status() {
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(e.body_text()),
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
                 // A body that cannot be read (a broken gzip stream, a
                 // client gone mid-body) is not a large one.
                 _ => ApiError::invalid(format!("the body is unreadable: {}", e.body_text())),

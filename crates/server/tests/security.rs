@@ -599,7 +599,7 @@ async fn malformed_and_hostile_input_is_refused_and_changes_nothing() {
         )
         .await;
     assert_eq!(r.status, 413, "{}", r.text());
-    r.envelope(413);
+    assert_eq!(r.envelope(413), "request is larger than 20 MiB");
     assert_eq!(snapshot(&h).await, before);
 }
 

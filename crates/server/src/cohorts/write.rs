@@ -105,7 +105,7 @@ async fn input(state: &AppState, req: Request) -> ApiResult<CohortInput> {
         .map_err(|e| ApiError::invalid(format!("the form is unreadable: {}", e.body_text())))?;
     let mut out = CohortInput::default();
     let unreadable = |e: axum::extract::multipart::MultipartError| match e.status() {
-        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(e.body_text()),
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(),
         _ => ApiError::invalid(format!("the form is unreadable: {}", e.body_text())),
     };
     while let Some(field) = form.next_field().await.map_err(unreadable)? {
