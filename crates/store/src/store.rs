@@ -163,7 +163,36 @@ impl Inner {
             closing: std::sync::atomic::AtomicBool::new(false),
             reservations: Mutex::default(),
             next_reservation: AtomicU64::new(1),
+            take_over: std::sync::atomic::AtomicBool::new(false),
+            take_over_lock: Mutex::new(()),
         }
+    }
+
+    /// Before the first row this writer logs on an object store another
+    /// directory's writer committed to last: commit a version naming this
+    /// writer (`writer_id`), so that its log, should it crash before its
+    /// first flush, is not taken for one written before another writer
+    /// committed (and refused as `Diverged`). Lazy: a writer that never
+    /// appends (an export) commits nothing, and so leaves the last
+    /// writer's own log replayable. Every other commit names the writer
+    /// anyway.
+    fn take_over(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if !self.take_over.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one = self.take_over_lock.lock().map_err(poisoned)?;
+        if !self.take_over.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let named =
+            self.current_version()?.manifest.writer_id.as_deref() == Some(self.writer_id.as_str());
+        if !named {
+            let v = crate::commit::Transaction::begin(self)?.commit()?;
+            tracing::info!(version = v.manifest.version, writer = %self.writer_id, "took over the object store's writes");
+        }
+        self.take_over.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Reserve `rows` `_seq`s for a bulk ingest, registering it as in
@@ -290,6 +319,12 @@ pub(crate) struct Inner {
     /// `_seq` ranges reserved by bulk ingests in flight: id -> first `_seq`.
     reservations: Mutex<BTreeMap<u64, u64>>,
     next_reservation: AtomicU64,
+    /// On an object store another directory's writer (or none) committed
+    /// last: the first append commits a version naming this writer before
+    /// it is logged ([`Inner::take_over`]). Set at open.
+    pub take_over: std::sync::atomic::AtomicBool,
+    /// Serializes [`Inner::take_over`]'s commit among appends.
+    take_over_lock: Mutex<()>,
 }
 
 /// An Elide data directory, open for writing (or read-only, see
@@ -409,6 +444,9 @@ impl Store {
         self.inner.writable()?;
         let rows = n.num_rows() as u64;
         let inner = &*self.inner;
+        if rows > 0 {
+            inner.take_over()?;
+        }
         let mut st = inner.state.lock().map_err(poisoned)?;
         // Back-pressure: bound memory by waiting for the flusher (or, without
         // a background flusher, flushing here).

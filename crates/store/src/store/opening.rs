@@ -131,9 +131,9 @@ impl Store {
         }
         // A writer taking over an object store from another directory's
         // (or from one that never committed) commits once, naming itself,
-        // before it logs anything: a crash before its first flush must
-        // not leave a log that looks like one written before another
-        // writer committed (refused above).
+        // before it logs anything (`Inner::take_over`): a crash before its
+        // first flush must not leave a log that looks like one written
+        // before another writer committed (refused above).
         let take_over =
             from_disk && storage.is_remote() && manifest.writer_id.as_deref() != Some(&writer_id);
         let tombstones = open::load_tombstones(&storage, &manifest)?;
@@ -209,10 +209,9 @@ impl Store {
             durable_seq,
             policy,
         ));
-        if take_over {
-            let v = crate::commit::Transaction::begin(&inner)?.commit()?;
-            tracing::info!(version = v.manifest.version, writer = %inner.writer_id, "took over the object store's writes");
-        }
+        inner
+            .take_over
+            .store(take_over, std::sync::atomic::Ordering::Release);
         if inner.opts.in_memory_index {
             start_index_build(&inner)?;
         }
