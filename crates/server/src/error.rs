@@ -287,8 +287,9 @@ impl From<AppError> for ApiError {
 
 /// A DataFusion error: the query's fault (syntax, unknown column, a cast
 /// that fails on the data, a regular expression that does not compile,
-/// an argument a function did not expect, the memory cap) is a 400 with
-/// DataFusion's message; the store's or the machine's is a 500.
+/// the memory cap) is a 400 with DataFusion's message; the store's or the
+/// machine's is a 500 (and so is an internal error, but on the HogQL
+/// route: see `query::user_sql_error`).
 fn query_error(e: datafusion::error::DataFusionError) -> ApiError {
     use datafusion::error::DataFusionError as D;
     let bad_query = |message: String| {
@@ -308,13 +309,6 @@ fn query_error(e: datafusion::error::DataFusionError) -> ApiError {
         if let Some(r) = inner.downcast_ref::<regex_syntax::Error>() {
             return bad_query(format!("invalid regular expression: {r}"));
         }
-    }
-    // An internal error of DataFusion's on the user's own SQL (a
-    // function given an argument it did not expect): the query's to
-    // change, answered as such and logged as the engine's fault.
-    if let D::Internal(m) = e.find_root() {
-        tracing::warn!(error = %m, "DataFusion internal error on a user's query");
-        return bad_query(e.find_root().message().to_string());
     }
     match e.find_root() {
         D::SQL(..)

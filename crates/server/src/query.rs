@@ -442,7 +442,9 @@ async fn query(
     let sql = hogql_of(&body)?;
     let persons = state.app().persons().clone();
     let out = run_app_query(&state, move |limits| async move {
-        run_hogql(&persons, project, &sql, &limits).await
+        run_hogql(&persons, project, &sql, &limits)
+            .await
+            .map_err(user_sql_error)
     })
     .await?;
     Ok(Json(QueryResponse::Rows(out.into())))
@@ -451,6 +453,25 @@ async fn query(
 /// Run `work` on the query runtime under the server's query limits and
 /// timeout (504 when it runs out; cancelled when the client goes away),
 /// counting it in `elide_queries_total` and `elide_query_seconds`.
+/// An internal error of DataFusion's on the user's own SQL (a function
+/// given an argument it does not expect, as `array_resize` with a
+/// negative size) is the query's to change: a 400, logged at error level
+/// since it is the engine's fault too. Elsewhere (the SQL Elide writes
+/// for analytics) an internal error stays a 500.
+fn user_sql_error(e: AppError) -> AppError {
+    use datafusion::error::DataFusionError as D;
+    match &e {
+        AppError::Query(q) => match q.find_root() {
+            D::Internal(m) => {
+                tracing::error!(error = %m, "internal error of the query engine on a user's SQL");
+                AppError::InvalidQuery(q.find_root().message().to_string())
+            }
+            _ => e,
+        },
+        _ => e,
+    }
+}
+
 /// `date_from: all` of a chart (trends, lifecycle) as the time of the
 /// project's first event ([`elide_app::analytics::all_time_from`]).
 pub(crate) async fn all_time_from(state: &AppState, project: i64) -> ApiResult<String> {
