@@ -636,6 +636,14 @@ async fn a_change_that_would_break_a_referring_cohort_is_refused() {
         }
     };
     readable(top).await;
+    // A new cohort on top of the chain would be six deep.
+    let r = h
+        .post(
+            &format!("{api}/cohorts/"),
+            &json!({"name": "c", "filters": on(top)}),
+        )
+        .await;
+    assert!(r.envelope(400).contains("deep"), "{}", r.text());
     // The bottom one referring to one more would make the top six deep.
     let extra = make(pros.clone()).await;
     let r = h
@@ -685,4 +693,28 @@ async fn a_change_that_would_break_a_referring_cohort_is_refused() {
         .await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     readable(chain[chain.len() - 3]).await;
+    // A soft-deleted cohort whose reference was removed meanwhile is not
+    // restored (it would fail every read).
+    let referred = make(pros.clone()).await;
+    let referring = make(on(referred)).await;
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{referring}/"),
+            Some(&json!({"deleted": true})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let r = h
+        .call("DELETE", &format!("{api}/cohorts/{referred}/"), None)
+        .await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.text());
+    let r = h
+        .call(
+            "PATCH",
+            &format!("{api}/cohorts/{referring}/"),
+            Some(&json!({"deleted": false})),
+        )
+        .await;
+    assert!(r.envelope(400).contains("does not exist"), "{}", r.text());
 }

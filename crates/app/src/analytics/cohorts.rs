@@ -687,7 +687,9 @@ pub async fn check(
     let def = stored(filters)?;
     let ctx = session(persons, project, limits)?;
     let now = Utc::now();
-    let mut path: Vec<i64> = itself.into_iter().collect();
+    // The cohort itself is on the path (a new one as an id no cohort
+    // has), so that its references are as deep as a reader's are.
+    let mut path: Vec<i64> = vec![itself.unwrap_or(i64::MIN)];
     let members = dynamic_members(&ctx, persons, project, &def, now, &mut path).await?;
     Ok(members.len())
 }

@@ -361,14 +361,18 @@ pub(crate) async fn update(
         }
     };
     let defines = fields.contains_key("filters") || fields.contains_key("groups");
-    let deleting = deleted == Some(true) && !current.deleted;
     // Checked and written under the definitions' lock (see `AppState`):
-    // a new definition, and a deletion (another cohort may be given a
-    // reference to this one meanwhile).
-    let defining = match (defines && !current.is_static) || deleting {
-        true => Some(state.cohort_definitions(project).await),
-        false => None,
+    // a new definition, a deletion (another cohort may be given a
+    // reference to this one meanwhile) and a restore (its references come
+    // back); the cohort is read again under it.
+    let (defining, current) = if (defines && !current.is_static) || deleted.is_some() {
+        let guard = state.cohort_definitions(project).await;
+        (Some(guard), live_cohort(&state, project, id).await?)
+    } else {
+        (None, current)
     };
+    let deleting = deleted == Some(true) && !current.deleted;
+    let restoring = deleted == Some(false) && current.deleted;
     let filters = if defines {
         if current.is_static {
             return Err(ApiError::invalid_attr(
@@ -389,6 +393,17 @@ pub(crate) async fn update(
         dependents(&state, project, id, None).await?;
     } else if let Some(f) = &filters {
         dependents(&state, project, id, Some(f)).await?;
+    } else if restoring && !current.is_static {
+        // Its definition may refer to cohorts removed, or grown deeper,
+        // while it was deleted: checked as a new one would be.
+        let stored = current.filters.clone();
+        let persons = state.app().persons().clone();
+        let check = stored.clone();
+        run_app_query(&state, move |limits| async move {
+            cohorts::check(&persons, project, &check, Some(id), &limits).await
+        })
+        .await?;
+        dependents(&state, project, id, Some(&stored)).await?;
     }
     if people.is_some() && !current.is_static {
         return Err(ApiError::invalid_attr(
