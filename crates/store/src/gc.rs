@@ -58,6 +58,8 @@ struct GcState {
     /// whose removal failed ([`Gc::discard`]): until they are gone, a
     /// copy of deleted rows may be on disk unreferenced.
     leftovers: std::collections::HashSet<String>,
+    /// Paths a [`Gc::collect`] has taken from `pending` and is removing.
+    removing: std::collections::HashSet<String>,
 }
 
 /// A retired object waiting for removal.
@@ -216,6 +218,15 @@ impl Gc {
         })
     }
 
+    /// Whether GC may still remove `path` (it waits in its list, or a pass
+    /// is removing it now): a writer must not write a file there that it
+    /// means to keep, or GC may remove it after the write.
+    pub fn holds(&self, path: &str) -> bool {
+        self.state.lock().map_or(true, |s| {
+            s.removing.contains(path) || s.pending.iter().any(|r| r.path == path)
+        })
+    }
+
     /// Number of retired objects still waiting for old snapshots.
     pub fn pending(&self) -> usize {
         self.state.lock().map_or(0, |s| s.pending.len())
@@ -271,12 +282,25 @@ impl Gc {
                     && (r.unpublished || retention.is_none_or(|w| r.at.elapsed() >= w))
             });
             s.pending = keep;
+            s.removing.extend(ready.iter().map(|r| r.path.clone()));
             ready
         };
         if ready.is_empty() {
             return Ok(0);
         }
-        crate::failpoint!("gc::before_delete");
+        let before_delete = || -> Result<()> {
+            crate::failpoint!("gc::before_delete");
+            Ok(())
+        };
+        if let Err(e) = before_delete() {
+            if let Ok(mut s) = self.state.lock() {
+                for r in &ready {
+                    s.removing.remove(&r.path);
+                }
+                s.pending.extend(ready);
+            }
+            return Err(e);
+        }
         let attempted = ready.len();
         let paths: Vec<String> = ready.iter().map(|r| r.path.clone()).collect();
         let failed = storage.delete_all(&paths);
@@ -285,6 +309,9 @@ impl Gc {
         }
         if let Ok(mut s) = self.state.lock() {
             let now = std::time::Instant::now();
+            for r in &ready {
+                s.removing.remove(&r.path);
+            }
             for r in ready {
                 if failed.iter().any(|(f, _)| *f == r.path) {
                     // Retried at the next pass, whatever is leased; it

@@ -70,6 +70,13 @@ pub(crate) fn backfill(inner: &Inner, over_budget: &dyn Fn() -> bool) -> Result<
             }
         }
         let path = runs_path(&p.path);
+        if inner.gc.holds(&path) {
+            // A leftover of an earlier attempt that GC is to remove: a
+            // file written there now could go with it. The next run
+            // writes it.
+            tracing::debug!(path = %path, "a .runs leftover waits for GC; left for the next run");
+            continue;
+        }
         let made = crate::part::postings_from_columns(&inner.storage, p).and_then(|postings| {
             if !remote && inner.storage.exists(&path)? {
                 // A crashed backfill's leftover: this writer is the only one.

@@ -613,11 +613,15 @@ mod tests {
             assert_eq!(runs.exists(), runs_stay, "{}", runs.display());
             assert_eq!(gc.orphans_possible(), runs_stay);
             assert!(!dir.path().join(&path).exists());
-            // Retried by GC's next pass.
+            // GC holds the path (a backfill must not write there) until
+            // its next pass removes it.
+            let runs_rel = crate::runs_file::runs_path(&path);
+            assert_eq!(gc.holds(&runs_rel), runs_stay);
             fs.runs_stay.store(false, Ordering::SeqCst);
             assert_eq!(gc.collect(&storage).expect("gc"), usize::from(runs_stay));
             assert!(!runs.exists());
             assert!(!gc.orphans_possible());
+            assert!(!gc.holds(&runs_rel));
         }
     }
 
