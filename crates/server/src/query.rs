@@ -450,9 +450,6 @@ async fn query(
     Ok(Json(QueryResponse::Rows(out.into())))
 }
 
-/// Run `work` on the query runtime under the server's query limits and
-/// timeout (504 when it runs out; cancelled when the client goes away),
-/// counting it in `elide_queries_total` and `elide_query_seconds`.
 /// An internal error of DataFusion's on the user's own SQL (a function
 /// given an argument it does not expect, as `array_resize` with a
 /// negative size) is the query's to change: a 400, logged at error level
@@ -464,7 +461,7 @@ fn user_sql_error(e: AppError) -> AppError {
         AppError::Query(q) => match q.find_root() {
             D::Internal(m) => {
                 tracing::error!(error = %m, "internal error of the query engine on a user's SQL");
-                AppError::InvalidQuery(q.find_root().message().to_string())
+                AppError::InvalidQuery(format!("Internal error: {m}"))
             }
             _ => e,
         },
@@ -482,6 +479,9 @@ pub(crate) async fn all_time_from(state: &AppState, project: i64) -> ApiResult<S
     .await
 }
 
+/// Run `work` on the query runtime under the server's query limits and
+/// timeout (504 when it runs out; cancelled when the client goes away),
+/// counting it in `elide_queries_total` and `elide_query_seconds`.
 pub(crate) async fn run_app_query<T, F, W>(state: &AppState, work: W) -> ApiResult<T>
 where
     T: Send + 'static,

@@ -781,8 +781,8 @@ fn a_reader_does_not_replay_a_log_another_writer_made_stale() {
 }
 
 /// A writer that takes over from another directory's and stops before
-/// its first flush finds its own log again when it reopens: the open that
-/// took over committed a version naming it before anything was logged.
+/// its first flush finds its own log again when it reopens: its first
+/// append committed a version naming it before the row was logged.
 #[test]
 fn a_writer_that_took_over_replays_its_own_log_after_a_crash() {
     let site = Site::new(Backend::S3);
