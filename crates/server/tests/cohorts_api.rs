@@ -635,6 +635,23 @@ async fn a_change_that_would_break_a_referring_cohort_is_refused() {
             assert_eq!(r.status.as_u16(), 200, "cohort {id}: {}", r.text());
         }
     };
+    // A PATCH or a DELETE of cohort `id`.
+    let patch = |id: i64, body: Value| {
+        let h = &h;
+        let api = api.clone();
+        async move {
+            h.call("PATCH", &format!("{api}/cohorts/{id}/"), Some(&body))
+                .await
+        }
+    };
+    let delete = |id: i64| {
+        let h = &h;
+        let api = api.clone();
+        async move {
+            h.call("DELETE", &format!("{api}/cohorts/{id}/"), None)
+                .await
+        }
+    };
     readable(top).await;
     // A new cohort on top of the chain would be six deep.
     let r = h
@@ -646,75 +663,33 @@ async fn a_change_that_would_break_a_referring_cohort_is_refused() {
     assert!(r.envelope(400).contains("deep"), "{}", r.text());
     // The bottom one referring to one more would make the top six deep.
     let extra = make(pros.clone()).await;
-    let r = h
-        .call(
-            "PATCH",
-            &format!("{api}/cohorts/{bottom}/"),
-            Some(&json!({"filters": on(extra)})),
-        )
-        .await;
+    let r = patch(bottom, json!({"filters": on(extra)})).await;
     assert!(r.envelope(400).contains("deep"), "{}", r.text());
     readable(top).await;
     // Referred to: neither removed nor soft-deleted.
-    let r = h
-        .call("DELETE", &format!("{api}/cohorts/{bottom}/"), None)
-        .await;
+    let r = delete(bottom).await;
     assert!(r.envelope(400).contains("used by cohort"), "{}", r.text());
-    let r = h
-        .call(
-            "PATCH",
-            &format!("{api}/cohorts/{bottom}/"),
-            Some(&json!({"deleted": true})),
-        )
-        .await;
+    let r = patch(bottom, json!({"deleted": true})).await;
     assert!(r.envelope(400).contains("used by cohort"), "{}", r.text());
     readable(top).await;
     // The top one, which nothing refers to, goes; then the next.
-    let r = h
-        .call("DELETE", &format!("{api}/cohorts/{top}/"), None)
-        .await;
+    let r = delete(top).await;
     assert_eq!(r.status.as_u16(), 204, "{}", r.text());
     let next = chain[chain.len() - 2];
-    let r = h
-        .call(
-            "PATCH",
-            &format!("{api}/cohorts/{next}/"),
-            Some(&json!({"deleted": true})),
-        )
-        .await;
+    let r = patch(next, json!({"deleted": true})).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     // With the top gone, the bottom may refer to one more.
-    let r = h
-        .call(
-            "PATCH",
-            &format!("{api}/cohorts/{bottom}/"),
-            Some(&json!({"filters": on(extra)})),
-        )
-        .await;
+    let r = patch(bottom, json!({"filters": on(extra)})).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     readable(chain[chain.len() - 3]).await;
     // A soft-deleted cohort whose reference was removed meanwhile is not
     // restored (it would fail every read).
     let referred = make(pros.clone()).await;
     let referring = make(on(referred)).await;
-    let r = h
-        .call(
-            "PATCH",
-            &format!("{api}/cohorts/{referring}/"),
-            Some(&json!({"deleted": true})),
-        )
-        .await;
+    let r = patch(referring, json!({"deleted": true})).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
-    let r = h
-        .call("DELETE", &format!("{api}/cohorts/{referred}/"), None)
-        .await;
+    let r = delete(referred).await;
     assert_eq!(r.status.as_u16(), 204, "{}", r.text());
-    let r = h
-        .call(
-            "PATCH",
-            &format!("{api}/cohorts/{referring}/"),
-            Some(&json!({"deleted": false})),
-        )
-        .await;
+    let r = patch(referring, json!({"deleted": false})).await;
     assert!(r.envelope(400).contains("does not exist"), "{}", r.text());
 }
