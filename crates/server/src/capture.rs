@@ -279,12 +279,17 @@ fn capture_events(app: &App, project: i64, events: &[CaptureEvent]) -> ApiResult
     Ok(())
 }
 
-/// 401 `invalid_api_key`: no project has the token (unknown, or dropped).
-fn no_such_project() -> ApiError {
+/// 401 `invalid_api_key` with `detail`: capture's token problems.
+fn invalid_api_key(detail: impl Into<String>) -> ApiError {
     let mut e = ApiError::unauthenticated();
     e.code = "invalid_api_key".into();
-    e.detail = "API key is not valid: no project has this token".into();
+    e.detail = detail.into();
     e
+}
+
+/// 401 `invalid_api_key`: no project has the token (unknown, or dropped).
+fn no_such_project() -> ApiError {
+    invalid_api_key("API key is not valid: no project has this token")
 }
 
 /// Events a committed capture dropped as PostHog drops them (a personless
@@ -431,12 +436,7 @@ fn refusal(e: CaptureRefusal) -> ApiError {
             };
             ApiError::invalid(d)
         }
-        other => {
-            let mut e = ApiError::unauthenticated();
-            e.code = "invalid_api_key".into();
-            e.detail = other.to_string();
-            e
-        }
+        other => invalid_api_key(other.to_string()),
     }
 }
 
@@ -549,13 +549,11 @@ fn read_capture(
         .clone()
         .ok_or_else(|| refusal(CaptureRefusal::NoToken))?;
     if token.starts_with(elide_persons::admin::KEY_PREFIX) {
-        let mut e = ApiError::unauthenticated();
-        e.code = "invalid_api_key".into();
         // Nothing of the secret is echoed back.
-        e.detail = "API key is not valid: a personal API key (phx_...) is not a project token; \
-                    capture takes the project token (phc_...)"
-            .into();
-        return Err(e);
+        return Err(invalid_api_key(
+            "API key is not valid: a personal API key (phx_...) is not a project token; \
+             capture takes the project token (phc_...)",
+        ));
     }
     let project = app
         .persons()
