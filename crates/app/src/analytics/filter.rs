@@ -390,10 +390,7 @@ fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
         return Ok(d);
     }
     let s = s.trim();
-    // Relative: -?N?(h|d|w|m|y)(Start|End)?
-    let body = s.strip_prefix('-').unwrap_or(s);
-    let digits: String = body.chars().take_while(char::is_ascii_digit).collect();
-    let rest = &body[digits.len()..];
+    let (digits, rest) = relative_parts(s);
     let number: i64 = if digits.is_empty() {
         0
     } else {
@@ -465,9 +462,15 @@ fn last_day_of_month(d: DateTime<Utc>) -> DateTime<Utc> {
 /// Whether a date parameter is relative in hours (`-24h`, `-48h`).
 pub fn is_relative_hours(s: &str) -> bool {
     let s = s.trim();
+    parse_absolute(s).is_none() && relative_parts(s).1 == "h"
+}
+
+/// A relative date `-?N?(h|d|w|m|y)(Start|End)?` split into its number's
+/// digits and the rest (unit and position), as [`parse_any_date`] reads it.
+fn relative_parts(s: &str) -> (&str, &str) {
     let body = s.strip_prefix('-').unwrap_or(s);
-    let digits = body.chars().take_while(char::is_ascii_digit).count();
-    parse_absolute(s).is_none() && &body[digits..] == "h"
+    let n = body.chars().take_while(char::is_ascii_digit).count();
+    body.split_at(n)
 }
 
 /// Whether a date parameter named a day without a time.
