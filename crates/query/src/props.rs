@@ -7,7 +7,10 @@
 //! `"5"` equals `5`; numbers by value; `gt`/`lt` on numbers and numeric
 //! strings; JSON null unset; `is_not` matches an absent key). Only the
 //! filtered keys' values are parsed. The filters must be a constant; a
-//! malformed list is an error naming what is wrong.
+//! malformed list is an error naming what is wrong. The relative dates of
+//! the date operators (`-7d`) are resolved when the query is planned, at
+//! the query's start time (its `now()`), so that every batch reads them
+//! alike.
 
 use std::sync::Arc;
 
@@ -15,8 +18,10 @@ use arrow::array::{Array, ArrayAccessor, ArrayRef, AsArray, BooleanArray};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::DataType;
 use datafusion::common::{exec_err, plan_err, Result};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    lit, ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use elide_store::predicate::{Comparison, EventPredicate, PropertiesMatcher, PropertyFilter};
 
@@ -78,6 +83,39 @@ impl ScalarUDFImpl for PropertiesMatch {
             }
             t => plan_err!("{PROPERTIES_MATCH}: properties must be text, not {t}"),
         }
+    }
+
+    /// The filters with their relative dates resolved at the query's
+    /// start ([`PropertyFilter::dates_resolved_at`]); a list that does not
+    /// parse is left as it is (its error comes when the function runs).
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        let resolved = match (&args[..], info.query_execution_start_time()) {
+            ([_, Expr::Literal(s, _)], Some(now)) => s
+                .try_as_str()
+                .flatten()
+                .and_then(|text| parse_filters(text).ok())
+                .and_then(|filters| {
+                    let changed: Vec<Option<PropertyFilter>> =
+                        filters.iter().map(|f| f.dates_resolved_at(now)).collect();
+                    changed.iter().any(Option::is_some).then(|| {
+                        filters
+                            .into_iter()
+                            .zip(changed)
+                            .map(|(f, r)| r.unwrap_or(f))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .and_then(|filters| serde_json::to_string(&filters).ok()),
+            _ => None,
+        };
+        let Some(text) = resolved else {
+            return Ok(ExprSimplifyResult::Original(args));
+        };
+        let mut args = args;
+        args[1] = lit(text);
+        Ok(ExprSimplifyResult::Simplified(Expr::ScalarFunction(
+            ScalarFunction::new_udf(Arc::new(PropertiesMatch::udf()), args),
+        )))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

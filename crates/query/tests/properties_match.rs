@@ -181,8 +181,16 @@ async fn bad_filters_are_errors_naming_the_problem() {
         ("not json", "not a JSON list"),
         (r#"{"key": "a"}"#, "not a JSON list"),
         (
-            r#"[{"key": "a", "value": 1, "operator": "regex"}]"#,
+            r#"[{"key": "a", "value": "1.0.0", "operator": "semver_gt"}]"#,
             "not a JSON list",
+        ),
+        (
+            r#"[{"key": "a", "value": 1, "operator": "regex"}]"#,
+            "regular expression as text",
+        ),
+        (
+            r#"[{"key": "a", "value": "(", "operator": "regex"}]"#,
+            "not a regular expression",
         ),
         (r#"[{"key": "", "value": 1}]"#, "needs a key"),
     ] {
@@ -207,4 +215,70 @@ async fn bad_filters_are_errors_naming_the_problem() {
         .map(|_| ())
         .expect_err("an integer as properties");
     assert!(err.to_string().contains("must be text"), "{err}");
+}
+
+/// The query operators past the deletable seven, through SQL; a relative
+/// date is resolved when the query is planned (the plan names the time,
+/// not `-1d`).
+#[tokio::test]
+async fn query_operators_and_relative_dates_through_sql() {
+    let now = chrono::Utc::now();
+    let ago = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
+    let rows = [
+        format!(r#"{{"url": "/pricing", "n": 5, "seen": "{}"}}"#, ago(3)),
+        format!(r#"{{"url": "/admin/users", "n": 9, "seen": "{}"}}"#, ago(0)),
+        r#"{"n": "7"}"#.to_string(),
+    ];
+    let rows: Vec<Option<&str>> = rows.iter().map(|r| Some(r.as_str())).collect();
+    let ctx = session_of(&rows).await;
+    let cases = [
+        (
+            r#"[{"key": "url", "operator": "regex", "value": "^/admin"}]"#,
+            vec![1],
+        ),
+        (
+            r#"[{"key": "url", "operator": "not_regex", "value": "^/admin"}]"#,
+            vec![0, 2],
+        ),
+        (
+            r#"[{"key": "url", "operator": "not_icontains", "value": "PRICING"}]"#,
+            vec![1, 2],
+        ),
+        (
+            r#"[{"key": "n", "operator": "between", "value": [5, 7]}]"#,
+            vec![0, 2],
+        ),
+        (
+            r#"[{"key": "n", "operator": "gte", "value": 7}]"#,
+            vec![1, 2],
+        ),
+        (
+            r#"[{"key": "seen", "operator": "is_date_after", "value": "-1d"}]"#,
+            vec![1],
+        ),
+        (
+            r#"[{"key": "seen", "operator": "is_date_before", "value": "-1d"}]"#,
+            vec![0],
+        ),
+        (
+            r#"[{"key": "n", "operator": "exact", "value": []}]"#,
+            vec![0, 1, 2],
+        ),
+    ];
+    for (filters, want) in cases {
+        assert_eq!(ids(&ctx, filters).await, want, "{filters}");
+    }
+    let plan = ctx
+        .sql(r#"EXPLAIN SELECT id FROM t WHERE properties_match(properties, '[{"key": "seen", "operator": "is_date_after", "value": "-1d"}]')"#)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("explain");
+    let text = arrow::util::pretty::pretty_format_batches(&plan)
+        .expect("format")
+        .to_string();
+    assert!(!text.contains("-1d"), "{text}");
+    let day = (now - chrono::Duration::days(1)).format("%Y-%m-%dT");
+    assert!(text.contains(&day.to_string()), "{text}");
 }

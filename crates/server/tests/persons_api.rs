@@ -105,6 +105,43 @@ async fn list_filters_search_and_properties() {
     let r = h.persons(&f(exact)).await;
     assert_eq!(r.len(), 1);
     assert_eq!(r[0]["uuid"], p2["uuid"]);
+    // PostHog's other operators (sql.md, `properties_match`).
+    for (v, n) in [
+        (
+            json!([{"key": "email", "operator": "regex", "value": "^an.*@gmail\\.com$", "type": "person"}]),
+            1,
+        ),
+        (
+            json!([{"key": "email", "operator": "not_regex", "value": "^an", "type": "person"}]),
+            2,
+        ),
+        (
+            json!([{"key": "email", "operator": "not_icontains", "value": "GMAIL", "type": "person"}]),
+            1,
+        ),
+        (
+            json!([{"key": "name", "operator": "in", "value": ["jane", "james"], "type": "person"}]),
+            2,
+        ),
+        (
+            json!([{"key": "email", "operator": "exact", "value": [], "type": "person"}]),
+            3,
+        ),
+    ] {
+        assert_eq!(h.persons(&f(v.clone())).await.len(), n, "{v}");
+    }
+    for v in [
+        json!([{"key": "email", "operator": "regex", "value": "(", "type": "person"}]),
+        json!([{"key": "age", "operator": "between", "value": [9, 1], "type": "person"}]),
+        json!([{"key": "seen", "operator": "is_date_before", "value": "someday", "type": "person"}]),
+        json!([{"key": "v", "operator": "semver_gt", "value": "1.0.0", "type": "person"}]),
+    ] {
+        let r = h
+            .get(&format!("{}/persons/{}", h.api(), f(v.clone())))
+            .await;
+        r.envelope(400);
+        assert_eq!(r.json["attr"], "properties", "{v}");
+    }
 
     // Unparsable filters: a 400 naming the parameter.
     let r = h

@@ -15,8 +15,8 @@
 //! Personless events (`$process_person_profile: false`, which posthog-js
 //! sends for anonymous visitors by default) make an actor of the person
 //! UUID they carry, as in PostHog, with empty person properties (they
-//! pass `is_not` and `is_not_set` person filters, no other, and are in no
-//! cohort); a deleted person's kept events make none.
+//! pass the person filters that hold of an unset value, such as `is_not`
+//! and `is_not_set`, no other, and are in no cohort); a deleted person's kept events make none.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

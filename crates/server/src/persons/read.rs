@@ -167,6 +167,12 @@ pub(super) fn parse_property_filters(
             }))
         })
         .collect::<ApiResult<Vec<PropertyFilter>>>()?;
+    // A value the operator cannot compare (a regular expression that
+    // does not compile, a date that is none) names the parameter too.
+    for f in &filters {
+        f.validate_as(elide_store::predicate::Comparison::Text)
+            .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e))?;
+    }
     Ok((filters, cohorts))
 }
 

@@ -2,24 +2,50 @@
 //! how it is validated, and how it compares a row's value with its own,
 //! as a deletion compares ([`Comparison::Typed`]) or as PostHog's queries
 //! do ([`Comparison::Text`]).
+//!
+//! Deletions take the first seven operators ([`PropertyOperator::deletable`]):
+//! a stored deletion's predicate must read the same in every version that
+//! opens the store. Queries and the persons list take all of them, as
+//! PostHog's HogQL evaluates them.
 
 use std::cmp::Ordering;
 
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Comparison of a property filter (the operators of PostHog's persons
-/// list). What "equal", "set" and "a number" mean depends on the
-/// [`Comparison`] a filter is evaluated with.
+use super::time::{filter_time, resolved, row_time};
+
+/// Comparison of a property filter (the operators of PostHog's property
+/// filters). What "equal", "set" and "a number" mean depends on the
+/// [`Comparison`] a filter is evaluated with. A list of values (as text)
+/// means any of them (none of them for the negated operators, `is_not`,
+/// `not_icontains`, `not_regex`); an empty list drops the condition, as
+/// PostHog does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PropertyOperator {
-    /// Equal to the value (or to any value of a list).
+    /// Equal to the value (or to any value of a list). PostHog's `in`.
+    #[serde(alias = "in")]
     Exact,
     /// Not equal to the value (or to any of a list); unset matches.
+    /// PostHog's `not_in`.
+    #[serde(alias = "not_in")]
     IsNot,
-    /// Case-insensitive substring of the value's text.
+    /// Case-insensitive substring of the value's text (PostHog's
+    /// `icontains_multi` is the same with a list).
+    #[serde(alias = "icontains_multi")]
     Icontains,
+    /// Not a case-insensitive substring of the value's text; unset
+    /// matches. As text only.
+    #[serde(alias = "not_icontains_multi")]
+    NotIcontains,
+    /// The value's text matches the regular expression (anywhere in it,
+    /// as ClickHouse's `match`). As text only.
+    Regex,
+    /// The value's text does not match the regular expression; unset
+    /// matches. As text only.
+    NotRegex,
     /// The key is present (typed: any value, null included; as text: not
     /// null).
     IsSet,
@@ -27,11 +53,52 @@ pub enum PropertyOperator {
     IsNotSet,
     /// A number greater than the value.
     Gt,
+    /// A number greater than or equal to the value (PostHog's `min`
+    /// too). As text only.
+    #[serde(alias = "min")]
+    Gte,
     /// A number less than the value.
     Lt,
+    /// A number less than or equal to the value (PostHog's `max` too).
+    /// As text only.
+    #[serde(alias = "max")]
+    Lte,
+    /// A number within `[min, max]`, both included. As text only.
+    Between,
+    /// A number outside `[min, max]`. As text only.
+    NotBetween,
+    /// A time equal to the value's (a date, or relative: `-7d`). As text
+    /// only.
+    IsDateExact,
+    /// A time before the value's. As text only.
+    IsDateBefore,
+    /// A time after the value's. As text only.
+    IsDateAfter,
 }
 
 impl PropertyOperator {
+    /// Whether a deletion may filter with the operator: the seven whose
+    /// typed comparison a stored predicate records.
+    pub fn deletable(self) -> bool {
+        use PropertyOperator::*;
+        matches!(self, Exact | IsNot | Icontains | IsSet | IsNotSet | Gt | Lt)
+    }
+
+    /// Whether the order of a row's number (or time) against the filter's
+    /// satisfies a comparing operator (`gt`, `gte`, `lt`, `lte`, the date
+    /// operators).
+    fn accepts(self, o: Ordering) -> bool {
+        use PropertyOperator::*;
+        match self {
+            Gt | IsDateAfter => o == Ordering::Greater,
+            Gte => o != Ordering::Less,
+            Lt | IsDateBefore => o == Ordering::Less,
+            Lte => o != Ordering::Greater,
+            IsDateExact => o == Ordering::Equal,
+            _ => false,
+        }
+    }
+
     /// The order `gt` / `lt` want of a row's value against the filter's
     /// (`None` for the other operators).
     fn ordering(self) -> Option<Ordering> {
@@ -52,6 +119,16 @@ impl PropertyOperator {
             PropertyOperator::IsNotSet => "is_not_set",
             PropertyOperator::Gt => "gt",
             PropertyOperator::Lt => "lt",
+            PropertyOperator::NotIcontains => "not_icontains",
+            PropertyOperator::Regex => "regex",
+            PropertyOperator::NotRegex => "not_regex",
+            PropertyOperator::Gte => "gte",
+            PropertyOperator::Lte => "lte",
+            PropertyOperator::Between => "between",
+            PropertyOperator::NotBetween => "not_between",
+            PropertyOperator::IsDateExact => "is_date_exact",
+            PropertyOperator::IsDateBefore => "is_date_before",
+            PropertyOperator::IsDateAfter => "is_date_after",
         }
     }
 }
@@ -121,26 +198,25 @@ impl PropertyFilter {
     }
 
     /// Check the value against the operator as `how` compares: as text,
-    /// `gt`/`lt` also take a numeric string (`"30"`), as PostHog does.
+    /// `gt`/`lt` also take a numeric string (`"30"`), as PostHog does, a
+    /// list of values where one is compared (any of them), and an empty
+    /// list (no condition); deletions (typed) take neither, nor the
+    /// operators that are not [`PropertyOperator::deletable`].
     pub fn validate_as(&self, how: Comparison) -> std::result::Result<(), String> {
         if self.key.is_empty() {
             return Err("a property filter needs a key".into());
         }
         let key = &self.key;
+        let op = self.operator.as_str();
+        if how == Comparison::Text {
+            return self.validate_text();
+        }
         match self.operator {
             PropertyOperator::Exact | PropertyOperator::IsNot => match &self.value {
                 Value::Array(items) if items.is_empty() => {
                     Err(format!("filter on {key:?}: empty list of values"))
                 }
-                Value::Array(items) if items.iter().any(|v| v.is_object() || v.is_array()) => {
-                    Err(format!(
-                        "filter on {key:?}: values must be strings, numbers, booleans or null"
-                    ))
-                }
-                Value::Object(_) => Err(format!(
-                    "filter on {key:?}: the value must be a string, number, boolean, null or a list of them"
-                )),
-                _ => Ok(()),
+                v => scalars(key, v),
             },
             PropertyOperator::Icontains => match &self.value {
                 Value::String(s) if s.is_empty() => {
@@ -152,15 +228,102 @@ impl PropertyFilter {
             PropertyOperator::IsSet | PropertyOperator::IsNotSet => Ok(()),
             PropertyOperator::Gt | PropertyOperator::Lt => match &self.value {
                 Value::Number(n) if n.as_f64().is_some() => Ok(()),
-                Value::String(_) if how == Comparison::Text && Num::of(&self.value).is_some() => {
-                    Ok(())
-                }
-                v => Err(format!(
-                    "filter on {key:?}: {} needs a number, got {v}",
-                    self.operator.as_str()
-                )),
+                v => Err(format!("filter on {key:?}: {op} needs a number, got {v}")),
             },
+            _ => Err(format!(
+                "filter on {key:?}: a deletion's property filters take exact, is_not, icontains, is_set, is_not_set, gt or lt, not {op}"
+            )),
         }
+    }
+
+    /// [`PropertyFilter::validate_as`] for [`Comparison::Text`].
+    fn validate_text(&self) -> std::result::Result<(), String> {
+        let key = &self.key;
+        let op = self.operator.as_str();
+        let items = items(&self.value);
+        // An empty list drops the condition (PostHog's `property_to_expr`),
+        // except where PostHog reads the list itself.
+        let no_condition = matches!(&self.value, Value::Array(a) if a.is_empty());
+        match self.operator {
+            PropertyOperator::IsSet | PropertyOperator::IsNotSet => Ok(()),
+            PropertyOperator::Exact | PropertyOperator::IsNot => scalars(key, &self.value),
+            PropertyOperator::Icontains | PropertyOperator::NotIcontains => {
+                if no_condition {
+                    return Err(format!(
+                        "filter on {key:?}: {op} needs a string or a non-empty list of them"
+                    ));
+                }
+                match items
+                    .iter()
+                    .find(|v| !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)))
+                {
+                    Some(v) => Err(format!("filter on {key:?}: {op} needs a string, got {v}")),
+                    None => Ok(()),
+                }
+            }
+            PropertyOperator::Regex | PropertyOperator::NotRegex
+                if items.len() > MAX_PATTERNS =>
+            {
+                Err(format!(
+                    "filter on {key:?}: {op} takes at most {MAX_PATTERNS} regular expressions, got {}",
+                    items.len()
+                ))
+            }
+            PropertyOperator::Regex | PropertyOperator::NotRegex => {
+                items.iter().try_for_each(|v| match v {
+                    Value::String(p) => compile_regex(p).map(drop).map_err(|e| {
+                        format!("filter on {key:?}: {op}: {p:?} is not a regular expression: {e}")
+                    }),
+                    v => Err(format!(
+                        "filter on {key:?}: {op} needs a regular expression as text, got {v}"
+                    )),
+                })
+            }
+            PropertyOperator::Gt
+            | PropertyOperator::Gte
+            | PropertyOperator::Lt
+            | PropertyOperator::Lte => match items.iter().find(|v| Num::of(v).is_none()) {
+                Some(v) => Err(format!("filter on {key:?}: {op} needs a number, got {v}")),
+                None => Ok(()),
+            },
+            PropertyOperator::Between | PropertyOperator::NotBetween => between(&self.value)
+                .map(drop)
+                .map_err(|e| format!("filter on {key:?}: {op} {e}")),
+            PropertyOperator::IsDateExact
+            | PropertyOperator::IsDateBefore
+            | PropertyOperator::IsDateAfter => {
+                let now = Utc::now();
+                items.iter().try_for_each(|v| {
+                    filter_time(v, now)
+                        .map(drop)
+                        .map_err(|e| format!("filter on {key:?}: {op}: {e}"))
+                })
+            }
+        }
+    }
+
+    /// The filter with the relative dates of a date operator's values
+    /// (`-7d`) resolved at `now` into the times they name, so that every
+    /// part of a query reads them alike (a query resolves them at its
+    /// start, as its `now()`); `None` when it has none.
+    pub fn dates_resolved_at(&self, now: chrono::DateTime<Utc>) -> Option<PropertyFilter> {
+        use PropertyOperator::*;
+        if !matches!(self.operator, IsDateExact | IsDateBefore | IsDateAfter) {
+            return None;
+        }
+        let one = |v: &Value| resolved(v, now);
+        let value = match &self.value {
+            Value::Array(a) if a.iter().any(|v| one(v).is_some()) => Value::Array(
+                a.iter()
+                    .map(|v| one(v).unwrap_or_else(|| v.clone()))
+                    .collect(),
+            ),
+            v => one(v)?,
+        };
+        Some(PropertyFilter {
+            value,
+            ..self.clone()
+        })
     }
 
     /// Whether `props` (a row's parsed properties; `None` when the row has
@@ -187,23 +350,54 @@ impl PropertyFilter {
 
     /// [`PropertyFilter::matches_text`] with the filter's side worked out.
     pub(super) fn matches_text_with(&self, v: Option<&Value>, t: &TextFilter) -> bool {
+        use PropertyOperator::*;
+        if t.no_condition {
+            return true;
+        }
         // JSON null is unset.
         let v = v.filter(|v| !v.is_null());
         let any_equal = || t.values.iter().any(|w| w.equals(v));
+        let contains = || {
+            v.is_some_and(|v| {
+                let hay = text_of(v).to_lowercase();
+                t.needles.iter().any(|n| hay.contains(n.as_str()))
+            })
+        };
+        let matches = || {
+            v.is_some_and(|v| {
+                let hay = text_of(v);
+                t.patterns.iter().any(|r| r.is_match(&hay))
+            })
+        };
+        let number = || v.and_then(Num::of);
+        let ordered = |a: Num, b: &Num| a.compare(*b).is_some_and(|o| self.operator.accepts(o));
         match self.operator {
-            PropertyOperator::Exact => any_equal(),
-            PropertyOperator::IsNot => !any_equal(),
-            PropertyOperator::Icontains => {
-                v.is_some_and(|v| text_of(v).to_lowercase().contains(&t.needle))
+            Exact => any_equal(),
+            IsNot => !any_equal(),
+            Icontains => contains(),
+            NotIcontains => !contains(),
+            Regex => matches(),
+            NotRegex => !matches(),
+            IsSet => v.is_some(),
+            IsNotSet => v.is_none(),
+            Gt | Gte | Lt | Lte => number().is_some_and(|a| t.bounds.iter().any(|b| ordered(a, b))),
+            Between | NotBetween => {
+                let (Some(a), [lo, hi]) = (number(), t.bounds.as_slice()) else {
+                    return false;
+                };
+                let inside = a.compare(*lo).is_some_and(|o| o != Ordering::Less)
+                    && a.compare(*hi).is_some_and(|o| o != Ordering::Greater);
+                let outside = a.compare(*lo) == Some(Ordering::Less)
+                    || a.compare(*hi) == Some(Ordering::Greater);
+                if self.operator == Between {
+                    inside
+                } else {
+                    outside
+                }
             }
-            PropertyOperator::IsSet => v.is_some(),
-            PropertyOperator::IsNotSet => v.is_none(),
-            PropertyOperator::Gt | PropertyOperator::Lt => {
-                v.and_then(Num::of)
-                    .zip(t.bound)
-                    .and_then(|(a, b)| a.compare(b))
-                    == self.operator.ordering()
-            }
+            IsDateExact | IsDateBefore | IsDateAfter => v
+                .and_then(row_time)
+                .is_some_and(|x| t.times.iter().any(|w| self.operator.accepts(x.cmp(w)))),
         }
     }
 
@@ -243,6 +437,9 @@ impl PropertyFilter {
                     .and_then(|(a, b)| a.compare(b))
                     == self.operator.ordering()
             }
+            // Not deletable (`validate` refuses them): as text, should a
+            // filter be asked to compare so anyway.
+            _ => self.matches_text(v),
         }
     }
 }
@@ -280,26 +477,122 @@ pub enum Comparison {
 
 /// A filter's side of [`Comparison::Text`], worked out once per filter
 /// (not once per row): each value's text and number, the lowercased
-/// needle of `icontains`, the bound of `gt`/`lt`.
+/// needles of `icontains`, the compiled patterns of `regex`, the bounds of
+/// the numeric operators, the times of the date operators (a relative
+/// date read against the time the filter is prepared).
 #[derive(Debug)]
 pub(super) struct TextFilter {
+    /// The value is an empty list: no condition (every row passes).
+    no_condition: bool,
     values: Vec<TextValue>,
-    needle: String,
-    bound: Option<Num>,
+    needles: Vec<String>,
+    patterns: Vec<regex::Regex>,
+    bounds: Vec<Num>,
+    times: Vec<i64>,
 }
 
 impl TextFilter {
     pub(super) fn of(f: &PropertyFilter) -> TextFilter {
+        use PropertyOperator::*;
+        let items = items(&f.value);
+        let op = f.operator;
+        let now = Utc::now();
         TextFilter {
-            values: match &f.value {
-                Value::Array(items) => items.iter().map(TextValue::of).collect(),
-                w => vec![TextValue::of(w)],
+            no_condition: items.is_empty()
+                && !matches!(op, Icontains | NotIcontains | Between | NotBetween),
+            values: if matches!(op, Exact | IsNot) {
+                items.iter().map(TextValue::of).collect()
+            } else {
+                Vec::new()
             },
-            needle: text_of(&f.value).to_lowercase(),
-            bound: Num::of(&f.value),
+            needles: if matches!(op, Icontains | NotIcontains) {
+                items.iter().map(|v| text_of(v).to_lowercase()).collect()
+            } else {
+                Vec::new()
+            },
+            // A pattern that does not compile matches nothing (validation
+            // refuses it first).
+            patterns: if matches!(op, Regex | NotRegex) {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().and_then(|p| compile_regex(p).ok()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            bounds: match op {
+                Between | NotBetween => between(&f.value).map(Vec::from).unwrap_or_default(),
+                _ => items.iter().filter_map(Num::of).collect(),
+            },
+            times: if matches!(op, IsDateExact | IsDateBefore | IsDateAfter) {
+                items
+                    .iter()
+                    .filter_map(|v| filter_time(v, now).ok())
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 }
+
+/// A filter's values: the items of a list, or the one value.
+fn items(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) => a,
+        v => std::slice::from_ref(v),
+    }
+}
+
+/// Whether `v` is a value or a list of values that equality compares
+/// (strings, numbers, booleans, null).
+fn scalars(key: &str, v: &Value) -> std::result::Result<(), String> {
+    match v {
+        Value::Array(items) if items.iter().any(|v| v.is_object() || v.is_array()) => Err(format!(
+            "filter on {key:?}: values must be strings, numbers, booleans or null"
+        )),
+        Value::Object(_) => Err(format!(
+            "filter on {key:?}: the value must be a string, number, boolean, null or a list of them"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The `[min, max]` of `between` / `not_between`: two numbers (or
+/// numeric strings), the first not above the second, as PostHog checks.
+fn between(v: &Value) -> std::result::Result<[Num; 2], String> {
+    let Value::Array(a) = v else {
+        return Err(format!("needs a two-element list [min, max], got {v}"));
+    };
+    let [lo, hi] = a.as_slice() else {
+        return Err(format!("needs a two-element list [min, max], got {v}"));
+    };
+    let (Some(lo), Some(hi)) = (Num::of(lo), Num::of(hi)) else {
+        return Err(format!("needs numbers, got {v}"));
+    };
+    if lo.compare(hi) != Some(Ordering::Greater) {
+        Ok([lo, hi])
+    } else {
+        Err(format!("needs min less than or equal to max, got {v}"))
+    }
+}
+
+/// A filter's regular expression, compiled (RE2-like syntax, as
+/// ClickHouse's `match`; matched anywhere in the text).
+fn compile_regex(p: &str) -> std::result::Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(p)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+/// The most memory a filter's compiled regular expression may take, and
+/// its matching cache: a request's filters are compiled for each batch
+/// they read ([`MAX_PATTERNS`] each).
+const REGEX_SIZE_LIMIT: usize = 64 << 10;
+
+/// Most regular expressions in one `regex` / `not_regex` filter's list.
+pub const MAX_PATTERNS: usize = 20;
 
 /// One value of a filter as text comparison reads it.
 #[derive(Debug)]

@@ -28,9 +28,10 @@ use crate::format::PartMeta;
 use crate::schema::{Table, DISTINCT_ID_COLUMN, TIMESTAMP_COLUMN};
 
 mod filter;
+mod time;
 
 use filter::TextFilter;
-pub use filter::{Comparison, Numbers, PropertyFilter, PropertyOperator};
+pub use filter::{Comparison, Numbers, PropertyFilter, PropertyOperator, MAX_PATTERNS};
 
 /// A conjunction of conditions on event rows. Every condition present must
 /// hold; at least one must be present.

@@ -843,7 +843,7 @@ fn bad_predicates_are_refused_with_a_reason() {
         assert!(e.contains(needle), "{e} (wanted {needle})");
     }
     let unknown = serde_json::from_value::<PropertyFilter>(
-        json!({"key": "a", "operator": "regex", "value": "x"}),
+        json!({"key": "a", "operator": "semver_gt", "value": "1.0.0"}),
     );
     assert!(unknown.is_err(), "an unknown operator is refused");
 }
@@ -879,4 +879,363 @@ fn a_part_outside_the_window_is_skipped() {
     assert!(w(None, Some(101)).may_match_part(&p));
     assert!(!w(None, Some(100)).may_match_part(&p));
     assert!(w(None, None).may_match_part(&p));
+}
+
+/// The operators past the deletable seven, as PostHog's HogQL evaluates
+/// them (`posthog/hogql/property.py`): a list means any value (none, for
+/// the negated ones), unset passes the negated ones, an empty list is no
+/// condition. Each case: filter, whether the row passes.
+#[test]
+fn query_operators_as_hogql_evaluates_them() {
+    let row = json!({"url": "https://Example.com/Pricing?x=1", "n": 5, "ns": "7.5",
+        "d": "2024-05-01T10:00:00Z", "dn": 1714557600, "z": null, "word": "ten"});
+    let row = row.as_object();
+    let cases = [
+        (
+            json!({"key": "url", "operator": "not_icontains", "value": "example"}),
+            false,
+        ),
+        (
+            json!({"key": "url", "operator": "not_icontains", "value": "admin"}),
+            true,
+        ),
+        (
+            json!({"key": "absent", "operator": "not_icontains", "value": "admin"}),
+            true,
+        ),
+        (
+            json!({"key": "z", "operator": "not_icontains", "value": "admin"}),
+            true,
+        ),
+        (
+            json!({"key": "url", "operator": "not_icontains", "value": ["admin", "PRICING"]}),
+            false,
+        ),
+        (
+            json!({"key": "url", "operator": "not_icontains_multi", "value": ["admin", "blog"]}),
+            true,
+        ),
+        (
+            json!({"key": "url", "operator": "icontains", "value": ["admin", "pricing"]}),
+            true,
+        ),
+        (
+            json!({"key": "url", "operator": "icontains_multi", "value": "pricing"}),
+            true,
+        ),
+        (
+            json!({"key": "url", "operator": "icontains", "value": ""}),
+            true,
+        ),
+        (
+            json!({"key": "absent", "operator": "icontains", "value": ""}),
+            false,
+        ),
+        (
+            json!({"key": "url", "operator": "regex", "value": "^https://[a-z]+\\.com"}),
+            false,
+        ),
+        (
+            json!({"key": "url", "operator": "regex", "value": "(?i)^https://example"}),
+            true,
+        ),
+        (
+            json!({"key": "url", "operator": "regex", "value": "Pricing"}),
+            true,
+        ),
+        (
+            json!({"key": "absent", "operator": "regex", "value": ".*"}),
+            false,
+        ),
+        (
+            json!({"key": "n", "operator": "regex", "value": "^5$"}),
+            true,
+        ),
+        (
+            json!({"key": "url", "operator": "regex", "value": ["nope", "x=1$"]}),
+            true,
+        ),
+        (
+            json!({"key": "url", "operator": "not_regex", "value": "Pricing"}),
+            false,
+        ),
+        (
+            json!({"key": "absent", "operator": "not_regex", "value": "Pricing"}),
+            true,
+        ),
+        (
+            json!({"key": "url", "operator": "not_regex", "value": ["nope", "zzz"]}),
+            true,
+        ),
+        (
+            json!({"key": "url", "operator": "not_regex", "value": ["nope", "Pricing"]}),
+            false,
+        ),
+        (json!({"key": "n", "operator": "gte", "value": 5}), true),
+        (json!({"key": "n", "operator": "gt", "value": 5}), false),
+        (json!({"key": "n", "operator": "lte", "value": "5"}), true),
+        (json!({"key": "n", "operator": "lt", "value": 5}), false),
+        (
+            json!({"key": "ns", "operator": "gte", "value": "7.5"}),
+            true,
+        ),
+        (json!({"key": "n", "operator": "min", "value": 5}), true),
+        (json!({"key": "n", "operator": "max", "value": 4}), false),
+        (json!({"key": "word", "operator": "gte", "value": 1}), false),
+        (
+            json!({"key": "absent", "operator": "lte", "value": 1}),
+            false,
+        ),
+        (
+            json!({"key": "n", "operator": "gt", "value": [10, 4]}),
+            true,
+        ),
+        (
+            json!({"key": "n", "operator": "between", "value": [5, 6]}),
+            true,
+        ),
+        (
+            json!({"key": "n", "operator": "between", "value": [1, 4]}),
+            false,
+        ),
+        (
+            json!({"key": "ns", "operator": "between", "value": ["7", "8"]}),
+            true,
+        ),
+        (
+            json!({"key": "n", "operator": "not_between", "value": [1, 4]}),
+            true,
+        ),
+        (
+            json!({"key": "n", "operator": "not_between", "value": [5, 6]}),
+            false,
+        ),
+        (
+            json!({"key": "absent", "operator": "not_between", "value": [5, 6]}),
+            false,
+        ),
+        (
+            json!({"key": "word", "operator": "not_between", "value": [5, 6]}),
+            false,
+        ),
+        (
+            json!({"key": "d", "operator": "is_date_before", "value": "2024-05-02"}),
+            true,
+        ),
+        (
+            json!({"key": "d", "operator": "is_date_after", "value": "2024-05-02"}),
+            false,
+        ),
+        (
+            json!({"key": "d", "operator": "is_date_exact", "value": "2024-05-01 10:00:00"}),
+            true,
+        ),
+        (
+            json!({"key": "d", "operator": "is_date_exact", "value": "2024-05-01"}),
+            false,
+        ),
+        (
+            json!({"key": "dn", "operator": "is_date_after", "value": "2024-05-01"}),
+            true,
+        ),
+        (
+            json!({"key": "d", "operator": "is_date_before", "value": "-1d"}),
+            true,
+        ),
+        (
+            json!({"key": "d", "operator": "is_date_after", "value": "-1dStart"}),
+            false,
+        ),
+        (
+            json!({"key": "d", "operator": "is_date_after", "value": ["2030-01-01", "2020-01-01"]}),
+            true,
+        ),
+        (
+            json!({"key": "absent", "operator": "is_date_after", "value": "2020-01-01"}),
+            false,
+        ),
+        (
+            json!({"key": "word", "operator": "is_date_before", "value": "2030-01-01"}),
+            false,
+        ),
+        (json!({"key": "n", "operator": "in", "value": [5, 6]}), true),
+        (
+            json!({"key": "n", "operator": "not_in", "value": [5]}),
+            false,
+        ),
+        (
+            json!({"key": "absent", "operator": "not_in", "value": [5]}),
+            true,
+        ),
+        (
+            json!({"key": "absent", "operator": "exact", "value": []}),
+            true,
+        ),
+        (json!({"key": "n", "operator": "is_not", "value": []}), true),
+        (json!({"key": "n", "operator": "regex", "value": []}), true),
+        (
+            json!({"key": "absent", "operator": "gt", "value": []}),
+            true,
+        ),
+    ];
+    for (f, want) in cases {
+        let pf = filter(f.clone());
+        assert_eq!(pf.validate_as(Comparison::Text), Ok(()), "{f}");
+        let v = row.and_then(|r| r.get(&pf.key));
+        assert_eq!(pf.matches_value_as(v, Comparison::Text), want, "{f}");
+        // The same through the matcher that reads the row's text.
+        let pred = EventPredicate {
+            properties: vec![pf],
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&row).unwrap();
+        assert_eq!(
+            PropertiesMatcher::comparing(&pred, Comparison::Text).matches(Some(&text)),
+            want,
+            "{f} (matcher)"
+        );
+    }
+}
+
+/// A value the operator cannot compare is refused with the reason, and
+/// deletions refuse the operators they do not record.
+#[test]
+fn query_operators_refuse_values_they_cannot_compare() {
+    for (f, why) in [
+        (
+            json!({"key": "k", "operator": "regex", "value": "("}),
+            "not a regular expression",
+        ),
+        (
+            json!({"key": "k", "operator": "regex", "value": 5}),
+            "regular expression as text",
+        ),
+        (
+            json!({"key": "k", "operator": "regex", "value": "a{1000}{1000}"}),
+            "not a regular expression",
+        ),
+        (
+            json!({"key": "k", "operator": "between", "value": [5]}),
+            "two-element list",
+        ),
+        (
+            json!({"key": "k", "operator": "between", "value": 5}),
+            "two-element list",
+        ),
+        (
+            json!({"key": "k", "operator": "not_between", "value": [6, 5]}),
+            "min less than or equal to max",
+        ),
+        (
+            json!({"key": "k", "operator": "between", "value": ["a", 5]}),
+            "needs numbers",
+        ),
+        (
+            json!({"key": "k", "operator": "is_date_before", "value": "soon"}),
+            "not a date",
+        ),
+        (
+            json!({"key": "k", "operator": "is_date_after", "value": 5}),
+            "date as text",
+        ),
+        (
+            json!({"key": "k", "operator": "is_date_exact", "value": "-7dx"}),
+            "Start or End",
+        ),
+        (
+            json!({"key": "k", "operator": "gte", "value": "x"}),
+            "needs a number",
+        ),
+        (
+            json!({"key": "k", "operator": "not_icontains", "value": []}),
+            "non-empty list",
+        ),
+        (
+            json!({"key": "k", "operator": "icontains", "value": {"a": 1}}),
+            "needs a string",
+        ),
+        (
+            json!({"key": "k", "operator": "exact", "value": {"a": 1}}),
+            "must be a string",
+        ),
+        (
+            json!({"key": "k", "operator": "regex", "value": vec!["a"; 21]}),
+            "at most 20",
+        ),
+        (
+            json!({"key": "k", "operator": "regex", "value": "\\w{1000}"}),
+            "not a regular expression",
+        ),
+    ] {
+        let err = filter(f.clone()).validate_as(Comparison::Text).unwrap_err();
+        assert!(err.contains(why), "{f}: {err}");
+    }
+    for op in [
+        "regex",
+        "not_regex",
+        "not_icontains",
+        "gte",
+        "lte",
+        "min",
+        "is_date_before",
+    ] {
+        let f = json!({"key": "k", "operator": op, "value": "1"});
+        let err = PropertyFilter::strict(&f).unwrap_err();
+        assert!(
+            err.contains("a deletion's property filters take"),
+            "{op}: {err}"
+        );
+    }
+    // Deletions keep refusing what they refused: an empty list, a list
+    // for gt, a numeric string for gt.
+    for f in [
+        json!({"key": "k", "operator": "exact", "value": []}),
+        json!({"key": "k", "operator": "gt", "value": [1]}),
+        json!({"key": "k", "operator": "gt", "value": "1"}),
+    ] {
+        assert!(PropertyFilter::strict(&f).is_err(), "{f}");
+    }
+}
+
+/// A query resolves relative dates once, at its start: the resolved
+/// filter names absolute times and matches as the relative one did.
+#[test]
+fn relative_dates_resolve_to_the_times_they_name() {
+    let now = chrono::Utc::now();
+    let f = filter(
+        json!({"key": "d", "operator": "is_date_after", "value": ["-1dStart", "2020-01-01"]}),
+    );
+    let r = f.dates_resolved_at(now).unwrap();
+    let Value::Array(items) = &r.value else {
+        panic!("{r:?}")
+    };
+    let start = now
+        .date_naive()
+        .pred_opt()
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    assert_eq!(
+        items[0],
+        json!(start.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    );
+    assert_eq!(items[1], json!("2020-01-01"));
+    assert_eq!(r.dates_resolved_at(now), None);
+    assert_eq!(
+        filter(json!({"key": "d", "operator": "exact", "value": "-1d"})).dates_resolved_at(now),
+        None
+    );
+    for row in [
+        json!("2019-12-31"),
+        json!(now.to_rfc3339()),
+        json!("2021-06-01"),
+    ] {
+        let v = Some(&row);
+        assert_eq!(
+            r.matches_value_as(v, Comparison::Text),
+            f.matches_value_as(v, Comparison::Text),
+            "{row}"
+        );
+    }
 }
