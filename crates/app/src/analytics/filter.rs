@@ -402,7 +402,7 @@ fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
     let first_len = rest.chars().next().map_or(0, char::len_utf8);
     let (unit, position) = match rest.split_at_checked(first_len) {
         Some((unit, position)) if !unit.is_empty() => (unit, position),
-        _ => return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -7d, -1w, -3m, -1mStart)")),
+        _ => return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -7d, -24h, -1w, -3m, -1q, -30M, -1mStart)")),
     };
     if !matches!(position, "" | "Start" | "End") {
         return invalid(format!("{what}: {s:?} is not a date"));
@@ -421,6 +421,11 @@ fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
         }
         "d" => day_start(now - Duration::days(number)),
         "w" => day_start(now - Duration::weeks(number)),
+        // PostHog's quarter is 13 weeks; minutes and seconds are not
+        // rounded (a query by days or longer rounds to the day).
+        "q" => day_start(now - Duration::weeks(13 * number)),
+        "M" => now - Duration::minutes(number),
+        "s" => now - Duration::seconds(number),
         "m" => {
             let Some(d) = now.checked_sub_months(chrono::Months::new(number as u32)) else {
                 return invalid(format!("{what}: {s:?} is too far away"));
@@ -443,7 +448,7 @@ fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
                 _ => d,
             }
         }
-        _ => return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -7d, -1w, -3m, -1mStart)")),
+        _ => return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -7d, -24h, -1w, -3m, -1q, -30M, -1mStart)")),
     };
     // `End` is the last instant of its day, as PostHog's 23:59:59.999999
     // (`-1dEnd` as a `date_to` covers all of yesterday).
@@ -733,6 +738,7 @@ mod tests {
             "10000-01-01",
             "-99999y",
             "-99999m",
+            "-99999q",
         ] {
             let e = parse_date(s, now(), "date_from").expect_err(s);
             assert!(e.to_string().contains("date_from"), "{s}: {e}");
@@ -766,6 +772,10 @@ mod tests {
                 .expect("hour")
         );
         assert_eq!(p("2024-01-02"), day(2024, 1, 2));
+        // A quarter is 13 weeks; minutes and seconds are not rounded.
+        assert_eq!(p("-1q"), day(2023, 12, 15));
+        assert_eq!(p("-30M"), now() - Duration::minutes(30));
+        assert_eq!(p("-90s"), now() - Duration::seconds(90));
     }
 
     /// PostHog's `QueryDateRange`: by days or longer, `date_to` is the end
