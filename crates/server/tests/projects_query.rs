@@ -235,6 +235,25 @@ async fn hogql_forms_over_events_and_persons() {
         rows,
         vec![json!(["2024-01-02T00:00:00.000000Z", 1, "Chrome", ""])]
     );
+    // Week, month, quarter and year starts are dates, as ClickHouse's;
+    // the week from Sunday, or from Monday in an odd mode (2024-01-02 is
+    // a Tuesday).
+    let rows = h
+        .hogql("select toStartOfWeek(timestamp), toStartOfWeek(timestamp, 1), toStartOfWeek(timestamp, 3), toMonday(timestamp), toStartOfMonth(timestamp), toStartOfQuarter(timestamp), toStartOfYear(timestamp), toStartOfWeek(timestamp) <= timestamp from events where event = 'purchase'")
+        .await;
+    assert_eq!(
+        rows,
+        vec![json!([
+            "2023-12-31",
+            "2024-01-01",
+            "2024-01-01",
+            "2024-01-01",
+            "2024-01-01",
+            "2024-01-01",
+            "2024-01-01",
+            true
+        ])]
+    );
     // A property compared with a number is read as one (n is 3 on one
     // event, absent elsewhere; $browser is no number anywhere).
     let rows = h

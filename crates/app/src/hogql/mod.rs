@@ -13,8 +13,9 @@
 //! | `countIf(c)`, `sumIf(x, c)`, `avgIf(x, c)`, `minIf`, `maxIf` | the aggregate with `FILTER (WHERE c)` |
 //! | `uniq(x)`, `uniqExact(x)` | `count(DISTINCT x)` (exact) |
 //! | `toDate(x)`, `toString(x)`, `toInt(x)`, `toFloat(x)`, `toDateTime(x)` | casts |
-//! | `toStartOfMinute/Hour/Day/Month/Quarter/Year(x)` | `date_trunc(unit, x)` |
-//! | `toStartOfWeek(x)` (Sunday, ClickHouse's mode 0), `toMonday(x)` | `date_trunc('week', …)` shifted |
+//! | `toStartOfMinute/Hour/Day(x)` | `date_trunc(unit, x)` (a time) |
+//! | `toStartOfMonth/Quarter/Year(x)` | `date_trunc(unit, x)` as a `DATE`, as ClickHouse's |
+//! | `toStartOfWeek(x[, mode])` (an even mode or none: from Sunday; odd: from Monday, as ClickHouse's), `toMonday(x)` | `date_trunc('week', …)` shifted, as a `DATE` |
 //! | `today()`, `yesterday()` | `current_date()`, minus a day |
 //! | `dateDiff(unit, a, b)` | `elide_date_diff` (ClickHouse: boundaries crossed, UTC) |
 //! | `JSONExtractString/Int/Float/Bool/Raw(j, k…)`, `JSONHas(j, k)` | `json_get_*`, `''`/`0`/`false` when missing (ClickHouse's defaults) |
@@ -471,6 +472,11 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         arity(&original, &args, 1..=1)?;
         template(&format!("date_trunc('{unit}', __x0)"), args).map(Some)
     };
+    // ClickHouse's week, month, quarter and year starts are dates.
+    let trunc_to_date = |unit: &str, args: Vec<Expr>| -> Result<Option<Expr>> {
+        arity(&original, &args, 1..=1)?;
+        template(&format!("CAST(date_trunc('{unit}', __x0) AS DATE)"), args).map(Some)
+    };
     let json = |get: &str, default: &str, mut args: Vec<Expr>| -> Result<Option<Expr>> {
         if args.is_empty() {
             return Err(refused(format!("{original} needs a JSON argument")));
@@ -520,17 +526,46 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         "tostartofminute" => trunc("minute", args),
         "tostartofhour" => trunc("hour", args),
         "tostartofday" => trunc("day", args),
-        "tostartofmonth" => trunc("month", args),
-        "tostartofquarter" => trunc("quarter", args),
-        "tostartofyear" => trunc("year", args),
-        "tomonday" => trunc("week", args),
+        "tostartofmonth" => trunc_to_date("month", args),
+        "tostartofquarter" => trunc_to_date("quarter", args),
+        "tostartofyear" => trunc_to_date("year", args),
+        "tomonday" => trunc_to_date("week", args),
         "tostartofweek" => {
-            arity(&original, &args, 1..=1)?;
-            template(
-                "date_trunc('week', __x0 + INTERVAL '1 day') - INTERVAL '1 day'",
-                args,
-            )
-            .map(Some)
+            arity(&original, &args, 1..=2)?;
+            let mut args = args;
+            // ClickHouse's mode: its lowest bit says whether weeks start
+            // on Monday (PostHog writes 0 for Sunday, 3 for Monday).
+            let monday = match args.get(1) {
+                None => false,
+                Some(Expr::Value(v)) => match &v.value {
+                    Value::Number(n, _) => match n.parse::<u8>() {
+                        Ok(m) if m <= 9 => m % 2 == 1,
+                        _ => {
+                            return Err(refused(format!("{original}: the mode is 0 to 9, got {n}")))
+                        }
+                    },
+                    other => {
+                        return Err(refused(format!(
+                            "{original}: the mode is a number 0 to 9, got {other}"
+                        )))
+                    }
+                },
+                Some(other) => {
+                    return Err(refused(format!(
+                        "{original}: the mode is a number 0 to 9, written out; got {other}"
+                    )))
+                }
+            };
+            args.truncate(1);
+            if monday {
+                trunc_to_date("week", args)
+            } else {
+                template(
+                    "CAST(date_trunc('week', __x0 + INTERVAL '1 day') - INTERVAL '1 day' AS DATE)",
+                    args,
+                )
+                .map(Some)
+            }
         }
         "today" => {
             arity(&original, &args, 0..=0)?;
@@ -573,6 +608,29 @@ mod tests {
         out.strip_prefix("SELECT ")
             .and_then(|s| s.strip_suffix(" AS c FROM events"))
             .map_or(out.clone(), str::to_string)
+    }
+
+    /// ClickHouse's week modes: an odd one starts weeks on Monday; a mode
+    /// that is not a literal 0 to 9 is refused.
+    #[test]
+    fn week_starts_by_mode() {
+        let sunday =
+            "CAST(date_trunc('week', timestamp + INTERVAL '1 day') - INTERVAL '1 day' AS DATE)";
+        let monday = "CAST(date_trunc('week', timestamp) AS DATE)";
+        assert_eq!(expr("toStartOfWeek(timestamp)"), sunday);
+        assert_eq!(expr("toStartOfWeek(timestamp, 0)"), sunday);
+        assert_eq!(expr("toStartOfWeek(timestamp, 1)"), monday);
+        assert_eq!(expr("toStartOfWeek(timestamp, 3)"), monday);
+        assert_eq!(expr("toMonday(timestamp)"), monday);
+        for bad in [
+            "toStartOfWeek(timestamp, 10)",
+            "toStartOfWeek(timestamp, -1)",
+            "toStartOfWeek(timestamp, 'x')",
+            "toStartOfWeek(timestamp, event)",
+            "toStartOfWeek(timestamp, 1, 'UTC')",
+        ] {
+            assert!(expr(bad).starts_with("ERR"), "{bad}: {}", expr(bad));
+        }
     }
 
     #[test]
