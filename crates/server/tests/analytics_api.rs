@@ -759,7 +759,30 @@ async fn result_sizes_are_bounded() {
             (json!("a"), json!([0.0, 5.0, 0.0])),
             (json!("b"), json!([0.0, 3.0, 0.0])),
             (json!("c"), json!([0.0, 2.0, 0.0])),
+            // The 30 values past the limit, summed (PostHog's Other).
+            (
+                json!("$$_posthog_breakdown_other_$$"),
+                json!([0.0, 30.0, 0.0])
+            ),
         ]
+    );
+    let r = h
+        .post(
+            &url,
+            &trends(
+                one.clone(),
+                "day",
+                "2020-01-03",
+                json!({"breakdownFilter": {"breakdown": "k", "breakdown_limit": 3,
+                    "breakdown_hide_other_aggregation": true}}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        r.json["results"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        r.text()
     );
 
     let many: Vec<Value> = (0..101).map(|_| json!({"event": "$pageview"})).collect();

@@ -47,6 +47,10 @@ const DAY: i64 = 86_400_000_000;
 /// PostHog's value for a breakdown whose property is unset.
 pub const BREAKDOWN_NULL: &str = "$$_posthog_breakdown_null_$$";
 
+/// PostHog's value for the row that sums the breakdown values past
+/// `breakdown_limit`.
+pub const BREAKDOWN_OTHER: &str = "$$_posthog_breakdown_other_$$";
+
 /// What a series counts per period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Math {
@@ -131,6 +135,10 @@ pub struct TrendsSpec {
     pub breakdown: Option<String>,
     /// Most breakdown values kept per series (the largest).
     pub breakdown_limit: usize,
+    /// Whether the values past `breakdown_limit` are summed into an
+    /// `Other` row ([`BREAKDOWN_OTHER`]), as PostHog does unless
+    /// `breakdown_hide_other_aggregation` is true.
+    pub breakdown_other: bool,
 }
 
 /// Keys of a `TrendsQuery` Elide reads; any other key is refused rather
@@ -265,6 +273,7 @@ impl TrendsSpec {
             });
         }
         let (mut breakdown, mut breakdown_limit) = (None, DEFAULT_BREAKDOWN_LIMIT);
+        let mut breakdown_other = true;
         if let Some(b) = q.get("breakdownFilter").filter(|b| !b.is_null()) {
             let Value::Object(b) = b else {
                 return invalid("breakdownFilter must be an object");
@@ -283,11 +292,21 @@ impl TrendsSpec {
             if let Some(l) = b.get("breakdown_limit").filter(|v| !v.is_null()) {
                 breakdown_limit = filter::breakdown_limit(l.as_i64(), l)?;
             }
+            match b.get("breakdown_hide_other_aggregation") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(hide)) => breakdown_other = !hide,
+                Some(v) => {
+                    return invalid(format!(
+                        "breakdown_hide_other_aggregation must be true or false, got {v}"
+                    ))
+                }
+            }
         }
-        // Each result row holds a value, a label and a day per period.
+        // Each result row holds a value, a label and a day per period
+        // (with a breakdown, one row more: Other).
         let rows = series.len()
             * if breakdown.is_some() {
-                breakdown_limit
+                breakdown_limit + 1
             } else {
                 1
             };
@@ -308,6 +327,7 @@ impl TrendsSpec {
             to: r.to,
             breakdown,
             breakdown_limit,
+            breakdown_other,
         })
     }
 
@@ -753,8 +773,10 @@ fn add(
 }
 
 /// PostHog's result list: per series (and breakdown value, the largest
-/// `breakdown_limit` by total), `{action, label, count, data, labels,
-/// days, breakdown_value?}`, zero-filled.
+/// `breakdown_limit` by total, then `Other`: the sum of the rest per
+/// period, as PostHog sums them whatever the math, unless hidden),
+/// `{action, label, count, data, labels, days, breakdown_value?}`,
+/// zero-filled.
 pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
     let periods = spec.periods();
     let (labels, days) = period_labels(spec.interval, &periods);
@@ -785,8 +807,8 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
             // by total, largest first, then by value.
             let null = |v: &Option<String>| v.as_deref() == Some(BREAKDOWN_NULL);
             totals.sort_by(|a, b| (null(a.0), b.1, a.0).cmp(&(null(b.0), a.1, b.0)));
-            totals.truncate(spec.breakdown_limit);
-            totals
+            let rest = totals.split_off(spec.breakdown_limit.min(totals.len()));
+            let mut rows: Vec<(Option<String>, Vec<f64>)> = totals
                 .into_iter()
                 .map(|(bd, _, m)| {
                     (
@@ -797,7 +819,23 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
                             .collect(),
                     )
                 })
-                .collect()
+                .collect();
+            // Values past the limit with nothing in the range make no
+            // Other row.
+            if spec.breakdown_other && rest.iter().any(|(_, total, _)| *total > 0) {
+                rows.push((
+                    Some(BREAKDOWN_OTHER.to_string()),
+                    periods
+                        .iter()
+                        .map(|p| {
+                            rest.iter()
+                                .map(|(_, _, m)| m.get(p).copied().unwrap_or(0))
+                                .sum::<u64>() as f64
+                        })
+                        .collect(),
+                ));
+            }
+            rows
         };
         for (bd, data) in rows {
             let label = match &bd {

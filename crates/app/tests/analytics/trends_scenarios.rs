@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use elide_app::analytics::trends::{self, TrendsSpec, BREAKDOWN_NULL};
+use elide_app::analytics::trends::{self, TrendsSpec, BREAKDOWN_NULL, BREAKDOWN_OTHER};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -123,6 +123,20 @@ async fn counts_per_period_breakdown_and_identity() {
         ),
     )
     .await;
+    // The rest (Safari and the unset value) summed per day, as PostHog's
+    // Other; hidden on request.
+    assert_eq!(s.as_array().map(Vec::len), Some(2));
+    assert_eq!(s[1]["breakdown_value"], json!(BREAKDOWN_OTHER));
+    assert_eq!(data(&s, 1), vec![1, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    let s = trend(
+        &app,
+        q(
+            "dau",
+            json!({"breakdownFilter": {"breakdown": "$browser", "breakdown_limit": 1,
+                "breakdown_hide_other_aggregation": true}}),
+        ),
+    )
+    .await;
     assert_eq!(s.as_array().map(Vec::len), Some(1));
     // Weeks start on Sunday (2019-12-29 and 2020-01-05); all events.
     let s = trend(
@@ -182,6 +196,10 @@ async fn trends_parameters_are_checked() {
         (
             json!({"kind": "TrendsQuery", "series": series, "breakdownFilter": {"breakdown": "x", "breakdown_limit": 0}}),
             "breakdown_limit",
+        ),
+        (
+            json!({"kind": "TrendsQuery", "series": series, "breakdownFilter": {"breakdown": "x", "breakdown_hide_other_aggregation": "yes"}}),
+            "breakdown_hide_other_aggregation",
         ),
         (
             json!({"kind": "TrendsQuery", "series": series, "dateRange": {"date_from": "üü"}}),
@@ -635,6 +653,7 @@ async fn the_null_breakdown_value_ranks_last() {
     let s = trend(&app, q(Value::Null)).await;
     assert_eq!(values(&s), vec!["Safari", "Chrome", BREAKDOWN_NULL]);
     let s = trend(&app, q(json!(1))).await;
-    assert_eq!(values(&s), vec!["Safari"]);
+    assert_eq!(values(&s), vec!["Safari", BREAKDOWN_OTHER]);
+    assert_eq!(s[1]["data"], json!([4.0]));
     app.close().expect("close");
 }
