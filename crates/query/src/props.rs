@@ -59,6 +59,7 @@ pub fn parse_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, Str
     for f in &filters {
         f.validate_as(Comparison::Text)?;
     }
+    elide_store::predicate::check_patterns(&filters)?;
     Ok(filters)
 }
 

@@ -166,6 +166,11 @@ pub fn props(v: Option<Value>, what: &str) -> Result<Vec<Prop>> {
             out.len()
         ));
     }
+    let filters: Vec<elide_store::predicate::PropertyFilter> =
+        out.iter().map(|p| p.filter.clone()).collect();
+    if let Err(e) = elide_store::predicate::check_patterns(&filters) {
+        return invalid(format!("{what}: {e}"));
+    }
     Ok(out)
 }
 
@@ -452,7 +457,9 @@ fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
     };
     // `End` is the last instant of its day, as PostHog's 23:59:59.999999
     // (`-1dEnd` as a `date_to` covers all of yesterday).
-    if position == "End" && unit != "h" {
+    // PostHog gives `End` no meaning for weeks, quarters, minutes and
+    // seconds.
+    if position == "End" && matches!(unit, "d" | "m" | "y") {
         return Ok(out
             .checked_add_signed(Duration::days(1) - Duration::microseconds(1))
             .unwrap_or(out));
@@ -776,6 +783,10 @@ mod tests {
         assert_eq!(p("-1q"), day(2023, 12, 15));
         assert_eq!(p("-30M"), now() - Duration::minutes(30));
         assert_eq!(p("-90s"), now() - Duration::seconds(90));
+        // Start and End mean nothing to them, as in PostHog.
+        assert_eq!(p("-30MEnd"), now() - Duration::minutes(30));
+        assert_eq!(p("-1qEnd"), day(2023, 12, 15));
+        assert_eq!(p("-1wEnd"), day(2024, 3, 8));
     }
 
     /// PostHog's `QueryDateRange`: by days or longer, `date_to` is the end

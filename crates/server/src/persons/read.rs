@@ -173,6 +173,8 @@ pub(super) fn parse_property_filters(
         f.validate_as(elide_store::predicate::Comparison::Text)
             .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e))?;
     }
+    elide_store::predicate::check_patterns(&filters)
+        .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e))?;
     Ok((filters, cohorts))
 }
 

@@ -32,14 +32,18 @@ pub enum PropertyOperator {
     /// PostHog's `not_in`.
     #[serde(alias = "not_in")]
     IsNot,
-    /// Case-insensitive substring of the value's text (PostHog's
-    /// `icontains_multi` is the same with a list).
-    #[serde(alias = "icontains_multi")]
+    /// Case-insensitive substring of the value's text.
     Icontains,
     /// Not a case-insensitive substring of the value's text; unset
     /// matches. As text only.
-    #[serde(alias = "not_icontains_multi")]
     NotIcontains,
+    /// `icontains` of a list, as PostHog's `multiSearchAnyCaseInsensitive`
+    /// reads it: an empty list is no condition. As text only.
+    IcontainsMulti,
+    /// None of a list is a case-insensitive substring of the value's
+    /// text; unset does not match (PostHog compares the search's NULL with
+    /// 0); an empty list is no condition. As text only.
+    NotIcontainsMulti,
     /// The value's text matches the regular expression (anywhere in it,
     /// as ClickHouse's `match`). As text only.
     Regex,
@@ -120,6 +124,8 @@ impl PropertyOperator {
             PropertyOperator::Gt => "gt",
             PropertyOperator::Lt => "lt",
             PropertyOperator::NotIcontains => "not_icontains",
+            PropertyOperator::IcontainsMulti => "icontains_multi",
+            PropertyOperator::NotIcontainsMulti => "not_icontains_multi",
             PropertyOperator::Regex => "regex",
             PropertyOperator::NotRegex => "not_regex",
             PropertyOperator::Gte => "gte",
@@ -163,6 +169,24 @@ impl PropertyFilter {
                 "unknown field {k:?} in a property filter; expected {}",
                 FIELDS.join(", ")
             ));
+        }
+        // By name: serde's aliases (`in`, `min`, …) are the queries'.
+        if let Some(op) = o.get("operator") {
+            const DELETABLE: &[&str] = &[
+                "exact",
+                "is_not",
+                "icontains",
+                "is_set",
+                "is_not_set",
+                "gt",
+                "lt",
+            ];
+            if !op.as_str().is_some_and(|op| DELETABLE.contains(&op)) {
+                return Err(format!(
+                    "a deletion's property filters take {}, not {op}",
+                    DELETABLE.join(", ")
+                ));
+            }
         }
         if let Some(t) = o.get("type").filter(|t| t.as_str() != Some("event")) {
             return Err(format!(
@@ -247,8 +271,15 @@ impl PropertyFilter {
         match self.operator {
             PropertyOperator::IsSet | PropertyOperator::IsNotSet => Ok(()),
             PropertyOperator::Exact | PropertyOperator::IsNot => scalars(key, &self.value),
-            PropertyOperator::Icontains | PropertyOperator::NotIcontains => {
-                if no_condition {
+            PropertyOperator::Icontains
+            | PropertyOperator::NotIcontains
+            | PropertyOperator::IcontainsMulti
+            | PropertyOperator::NotIcontainsMulti => {
+                let multi = matches!(
+                    self.operator,
+                    PropertyOperator::IcontainsMulti | PropertyOperator::NotIcontainsMulti
+                );
+                if no_condition && !multi {
                     return Err(format!(
                         "filter on {key:?}: {op} needs a string or a non-empty list of them"
                     ));
@@ -271,6 +302,10 @@ impl PropertyFilter {
             }
             PropertyOperator::Regex | PropertyOperator::NotRegex => {
                 items.iter().try_for_each(|v| match v {
+                    Value::String(p) if p.len() > MAX_PATTERN_BYTES => Err(format!(
+                        "filter on {key:?}: {op}: a regular expression holds at most {MAX_PATTERN_BYTES} bytes, got {}",
+                        p.len()
+                    )),
                     Value::String(p) => compile_regex(p).map(drop).map_err(|e| {
                         format!("filter on {key:?}: {op}: {p:?} is not a regular expression: {e}")
                     }),
@@ -374,8 +409,11 @@ impl PropertyFilter {
         match self.operator {
             Exact => any_equal(),
             IsNot => !any_equal(),
-            Icontains => contains(),
+            Icontains | IcontainsMulti => contains(),
             NotIcontains => !contains(),
+            // PostHog: `multiSearchAnyCaseInsensitive(NULL, …) = 0` is not
+            // true.
+            NotIcontainsMulti => v.is_some() && !contains(),
             Regex => matches(),
             NotRegex => !matches(),
             IsSet => v.is_some(),
@@ -505,7 +543,10 @@ impl TextFilter {
             } else {
                 Vec::new()
             },
-            needles: if matches!(op, Icontains | NotIcontains) {
+            needles: if matches!(
+                op,
+                Icontains | NotIcontains | IcontainsMulti | NotIcontainsMulti
+            ) {
                 items.iter().map(|v| text_of(v).to_lowercase()).collect()
             } else {
                 Vec::new()
@@ -582,17 +623,45 @@ fn between(v: &Value) -> std::result::Result<[Num; 2], String> {
 fn compile_regex(p: &str) -> std::result::Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(p)
         .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT / 2)
         .build()
 }
 
 /// The most memory a filter's compiled regular expression may take, and
-/// its matching cache: a request's filters are compiled for each batch
-/// they read ([`MAX_PATTERNS`] each).
-const REGEX_SIZE_LIMIT: usize = 64 << 10;
+/// its matching cache (Unicode classes such as `\w` take about 15 KiB
+/// each): a list of filters holds at most [`MAX_PATTERNS`] of them
+/// ([`check_patterns`]), compiled for each batch they read.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// Most regular expressions in one `regex` / `not_regex` filter's list.
+/// Most regular expressions in one list of filters, all its `regex` and
+/// `not_regex` filters together ([`check_patterns`]).
 pub const MAX_PATTERNS: usize = 20;
+
+/// Longest regular expression (bytes): its parse takes memory in
+/// proportion before the compiled size is known.
+pub const MAX_PATTERN_BYTES: usize = 2048;
+
+/// Whether a list of filters holds at most [`MAX_PATTERNS`] regular
+/// expressions in all (each filter is checked on its own by
+/// [`PropertyFilter::validate_as`]).
+pub fn check_patterns(filters: &[PropertyFilter]) -> std::result::Result<(), String> {
+    let n: usize = filters
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.operator,
+                PropertyOperator::Regex | PropertyOperator::NotRegex
+            )
+        })
+        .map(|f| items(&f.value).len())
+        .sum();
+    if n > MAX_PATTERNS {
+        return Err(format!(
+            "a list of property filters holds at most {MAX_PATTERNS} regular expressions, got {n}"
+        ));
+    }
+    Ok(())
+}
 
 /// One value of a filter as text comparison reads it.
 #[derive(Debug)]

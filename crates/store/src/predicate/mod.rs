@@ -30,8 +30,13 @@ use crate::schema::{Table, DISTINCT_ID_COLUMN, TIMESTAMP_COLUMN};
 mod filter;
 mod time;
 
+pub use time::parse_time;
+
 use filter::TextFilter;
-pub use filter::{Comparison, Numbers, PropertyFilter, PropertyOperator, MAX_PATTERNS};
+pub use filter::{
+    check_patterns, Comparison, Numbers, PropertyFilter, PropertyOperator, MAX_PATTERNS,
+    MAX_PATTERN_BYTES,
+};
 
 /// A conjunction of conditions on event rows. Every condition present must
 /// hold; at least one must be present.
@@ -349,12 +354,12 @@ impl<'a> PropertiesMatcher<'a> {
         filters: std::borrow::Cow<'a, [PropertyFilter]>,
         how: Comparison,
     ) -> PropertiesMatcher<'a> {
+        let text: Vec<TextFilter> = match how {
+            Comparison::Text => filters.iter().map(TextFilter::of).collect(),
+            Comparison::Typed | Comparison::TypedAsDoubles => Vec::new(),
+        };
         PropertiesMatcher {
             how,
-            text: match how {
-                Comparison::Text => filters.iter().map(TextFilter::of).collect(),
-                Comparison::Typed | Comparison::TypedAsDoubles => Vec::new(),
-            },
             keys: filters.iter().map(|f| f.key.clone()).collect(),
             quoted: filters
                 .iter()
@@ -362,7 +367,16 @@ impl<'a> PropertiesMatcher<'a> {
                     memchr::memmem::Finder::new(format!("\"{}\"", f.key).as_bytes()).into_owned()
                 })
                 .collect(),
-            absent_ok: filters.iter().all(|f| f.matches_value_as(None, how)),
+            absent_ok: match how {
+                // With the filters' prepared side (a regular expression
+                // is compiled once).
+                Comparison::Text => filters
+                    .iter()
+                    .zip(&text)
+                    .all(|(f, t)| f.matches_text_with(None, t)),
+                _ => filters.iter().all(|f| f.matches_value_as(None, how)),
+            },
+            text,
             plain_keys: filters.iter().all(|f| {
                 !f.key
                     .chars()

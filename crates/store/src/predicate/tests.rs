@@ -923,6 +923,20 @@ fn query_operators_as_hogql_evaluates_them() {
             json!({"key": "url", "operator": "icontains_multi", "value": "pricing"}),
             true,
         ),
+        // The _multi forms as PostHog's multiSearchAnyCaseInsensitive: an
+        // empty list is no condition, and unset is not "none of them".
+        (
+            json!({"key": "absent", "operator": "not_icontains_multi", "value": ["a"]}),
+            false,
+        ),
+        (
+            json!({"key": "absent", "operator": "icontains_multi", "value": []}),
+            true,
+        ),
+        (
+            json!({"key": "absent", "operator": "not_icontains_multi", "value": []}),
+            true,
+        ),
         (
             json!({"key": "url", "operator": "icontains", "value": ""}),
             true,
@@ -1089,11 +1103,11 @@ fn query_operators_as_hogql_evaluates_them() {
             ..Default::default()
         };
         let text = serde_json::to_string(&row).unwrap();
-        assert_eq!(
-            PropertiesMatcher::comparing(&pred, Comparison::Text).matches(Some(&text)),
-            want,
-            "{f} (matcher)"
-        );
+        let m = PropertiesMatcher::comparing(&pred, Comparison::Text);
+        assert_eq!(m.matches(Some(&text)), want, "{f} (matcher)");
+        // And through a full parse (a backslash in the row's text).
+        let escaped = text.replacen('{', r#"{"esc": "a\"b", "#, 1);
+        assert_eq!(m.matches(Some(&escaped)), want, "{f} (matcher, parsed)");
     }
 }
 
@@ -1135,7 +1149,7 @@ fn query_operators_refuse_values_they_cannot_compare() {
             "not a date",
         ),
         (
-            json!({"key": "k", "operator": "is_date_after", "value": 5}),
+            json!({"key": "k", "operator": "is_date_after", "value": true}),
             "date as text",
         ),
         (
@@ -1163,6 +1177,10 @@ fn query_operators_refuse_values_they_cannot_compare() {
             "at most 20",
         ),
         (
+            json!({"key": "k", "operator": "regex", "value": "a".repeat(2049)}),
+            "at most 2048 bytes",
+        ),
+        (
             json!({"key": "k", "operator": "regex", "value": "\\w{1000}"}),
             "not a regular expression",
         ),
@@ -1170,6 +1188,20 @@ fn query_operators_refuse_values_they_cannot_compare() {
         let err = filter(f.clone()).validate_as(Comparison::Text).unwrap_err();
         assert!(err.contains(why), "{f}: {err}");
     }
+    // Everyday patterns compile (Unicode classes are large).
+    for p in [
+        r"\w+@\w+\.\w+",
+        r"^[\w.+-]+@[\w-]+\.[\w.]+$",
+        r"(?i)\p{L}{3}",
+    ] {
+        let f = filter(json!({"key": "k", "operator": "regex", "value": p}));
+        assert_eq!(f.validate_as(Comparison::Text), Ok(()), "{p}");
+    }
+    // At most 20 regular expressions in one list of filters.
+    let twelve = filter(json!({"key": "k", "operator": "regex", "value": vec!["a"; 12]}));
+    assert!(check_patterns(&[twelve.clone()]).is_ok());
+    let e = check_patterns(&[twelve.clone(), twelve]).unwrap_err();
+    assert!(e.contains("at most 20"), "{e}");
     for op in [
         "regex",
         "not_regex",
@@ -1178,6 +1210,10 @@ fn query_operators_refuse_values_they_cannot_compare() {
         "lte",
         "min",
         "is_date_before",
+        "in",
+        "not_in",
+        "icontains_multi",
+        "not_icontains_multi",
     ] {
         let f = json!({"key": "k", "operator": op, "value": "1"});
         let err = PropertyFilter::strict(&f).unwrap_err();

@@ -7,24 +7,41 @@ use chrono::{DateTime, Datelike, Duration, Months, TimeZone, Timelike, Utc};
 use serde_json::Value;
 
 /// The instant (µs since the epoch, UTC) a date filter's value names:
-/// relative to `now` (`-7d`, `-1mStart`, `-2h`, `-30M`), or absolute (a
-/// day, an ISO 8601 / RFC 3339 time, a time without an offset in UTC).
-/// `Err` says why it names none.
+/// relative to `now` (`-7d`, `-1mStart`, `-2h`, `-30M`), absolute (a
+/// day, an ISO 8601 / RFC 3339 time, a time without an offset in UTC),
+/// or seconds since the epoch (a number, or numeric text: ClickHouse's
+/// best-effort parse reads them so). `Err` says why it names none.
 pub(super) fn filter_time(v: &Value, now: DateTime<Utc>) -> Result<i64, String> {
-    let Value::String(s) = v else {
-        return Err(format!(
-            "a date operator needs a date as text (\"2024-05-01\", \"-7d\"), got {v}"
-        ));
+    let s = match v {
+        Value::String(s) => s.trim(),
+        Value::Number(_) => {
+            return row_time(v).ok_or_else(|| format!("{v} is not a time in seconds"))
+        }
+        v => {
+            return Err(format!(
+                "a date operator needs a date as text (\"2024-05-01\", \"-7d\"), got {v}"
+            ))
+        }
     };
-    let s = s.trim();
     if let Some(t) = relative(s, now)? {
         return Ok(t.timestamp_micros());
     }
-    absolute(s).ok_or_else(|| {
+    if let Some(t) = absolute(s) {
+        return Ok(t);
+    }
+    row_time(&Value::String(s.to_string())).ok_or_else(|| {
         format!(
             "{s:?} is not a date: expected a day (2024-05-01), an ISO 8601 time, or a relative date such as -7d, -2h, -1mStart"
         )
     })
+}
+
+/// A time as PostHog's `parse_timestamp` reads a parameter (the events
+/// list's `before` and `after`): an absolute time ([`filter_time`]'s
+/// forms, UTC without an offset) or a date relative to `now`, not
+/// rounded (µs since the epoch).
+pub fn parse_time(s: &str, now: DateTime<Utc>) -> Result<i64, String> {
+    filter_time(&Value::String(s.to_string()), now)
 }
 
 /// A relative date of a filter's value (`-7d`) as the absolute time it
@@ -167,6 +184,11 @@ fn relative(s: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String
         // gives them no period.
         _ => now,
     };
+    // Within the years every reader of a time takes (as the analytics
+    // dates): a resolved value must read again.
+    if !(1..=9999).contains(&out.year()) {
+        return Err(far());
+    }
     Ok(Some(out))
 }
 
@@ -244,9 +266,23 @@ mod tests {
             filter_time(&json!("2024-05-01T10:00:00+02:00"), now),
             Ok(us("2024-05-01T08:00:00Z"))
         );
+        // Seconds since the epoch, as ClickHouse's best-effort parse.
+        assert_eq!(
+            filter_time(&json!(1714557600), now),
+            Ok(us("2024-05-01T10:00:00Z"))
+        );
+        assert_eq!(
+            filter_time(&json!("1714557600"), now),
+            Ok(us("2024-05-01T10:00:00Z"))
+        );
+        // Past the years 1 to 9999 a relative date names no time (a
+        // resolved one must read again).
+        for s in ["-800000d", "-1000000w", "-100000y", "-30000m"] {
+            assert!(filter_time(&json!(s), now).is_err(), "{s}");
+        }
         for v in [
             json!("soon"),
-            json!(5),
+            json!(true),
             json!(null),
             json!(["-1d"]),
             json!(""),
