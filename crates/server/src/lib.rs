@@ -36,6 +36,7 @@ pub mod cohorts;
 pub mod conn;
 pub mod deletions;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
@@ -225,6 +226,7 @@ pub fn router(state: AppState) -> Router {
         .merge(query::routes())
         .merge(analytics::routes())
         .merge(cohorts::routes())
+        .merge(events::routes())
         .layer(tower_http::decompression::RequestDecompressionLayer::new());
     Router::new()
         .merge(capture::routes())

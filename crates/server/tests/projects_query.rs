@@ -701,3 +701,156 @@ async fn a_result_past_its_budget_is_a_400() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json["results"].as_array().map(Vec::len), Some(5000));
 }
+
+/// PostHog's events list and one event: filters, both orders, pages that
+/// neither skip nor repeat events of the same time, persons, deletions
+/// applied, and the 400s and 404s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_list_and_one_event() {
+    let h = Harness::new();
+    let mut batch = Vec::new();
+    // Five events at one time, then one a minute later each.
+    for i in 0..5 {
+        batch.push(
+            json!({"event": "tick", "distinct_id": "a", "timestamp": "2024-01-01T10:00:00Z",
+            "properties": {"i": i, "$elements_chain": "a:href=\"/x\""}}),
+        );
+    }
+    for i in 5..8 {
+        batch.push(
+            json!({"event": if i == 7 { "tock" } else { "tick" }, "distinct_id": "b",
+            "timestamp": format!("2024-01-01T10:0{}:00Z", i - 4), "properties": {"i": i}}),
+        );
+    }
+    batch.push(json!({"event": "$identify", "distinct_id": "a",
+        "timestamp": "2024-01-01T09:00:00Z", "properties": {"$set": {"email": "a@example.com"}}}));
+    h.capture(json!(batch)).await;
+    let list = |q: String| {
+        let h = &h;
+        async move {
+            let r = h.get(&format!("{}/events/{q}", h.api())).await;
+            assert_eq!(r.status, 200, "{q}: {}", r.text());
+            r.json
+        }
+    };
+    let is = |page: &Value| -> Vec<i64> {
+        page["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|e| e["properties"]["i"].as_i64().unwrap_or(-1))
+            .collect()
+    };
+    // Newest first by default; the shape of an event.
+    let all = list("?event=tick".into()).await;
+    assert_eq!(all["next"], Value::Null);
+    let got = is(&all);
+    assert_eq!(got[..2], [6, 5]);
+    assert_eq!(got.len(), 7);
+    let e = &all["results"][6];
+    assert_eq!(e["event"], "tick");
+    assert_eq!(e["distinct_id"], "a");
+    assert_eq!(e["timestamp"], "2024-01-01T10:00:00+00:00");
+    assert_eq!(e["person"], Value::Null);
+    assert_eq!(e["elements"], json!([]));
+    assert_eq!(e["elements_chain"], "a:href=\"/x\"");
+    // Pages of two, following `next`: every event once, in order, also
+    // across the five of the same time.
+    let mut seen = Vec::new();
+    let mut url = format!("{}/events/?event=tick&limit=2", h.api());
+    for _ in 0..10 {
+        let r = h.get(&url).await;
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        seen.extend(is(&r.json));
+        match r.json["next"].as_str() {
+            Some(next) => {
+                url = next
+                    .split_once("/api/")
+                    .map(|(_, p)| format!("/api/{p}"))
+                    .expect("a path")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, got);
+    // Oldest first, the same way.
+    let asc = list("?orderBy=%5B%22timestamp%22%5D&limit=3".into()).await;
+    assert_eq!(is(&asc)[0], -1);
+    assert!(asc["next"].is_string());
+    // Filters: distinct id, person, time window, properties.
+    assert_eq!(is(&list("?distinct_id=b".into()).await), vec![7, 6, 5]);
+    let person = h.person("a").await.expect("person a");
+    let by_person = list(format!(
+        "?person_id={}&include_person=true",
+        person["uuid"].as_str().expect("uuid")
+    ))
+    .await;
+    assert_eq!(by_person["results"].as_array().map(Vec::len), Some(6));
+    assert_eq!(
+        by_person["results"][0]["person"],
+        json!({"is_identified": false, "distinct_ids": ["a"], "properties": {"email": "a@example.com"}})
+    );
+    assert_eq!(
+        is(&list("?after=2024-01-01T10:01:00Z&before=2024-01-01T10:03:00Z".into()).await),
+        vec![6]
+    );
+    let props = common::urlencode(r#"[{"key": "i", "operator": "gte", "value": 6}]"#);
+    assert_eq!(is(&list(format!("?properties={props}")).await), vec![7, 6]);
+    let props =
+        common::urlencode(r#"[{"key": "email", "value": "a@example.com", "type": "person"}]"#);
+    assert_eq!(
+        list(format!("?properties={props}&event=tick")).await["results"]
+            .as_array()
+            .map(Vec::len),
+        Some(5)
+    );
+    assert_eq!(list("?person_id=999999".into()).await["results"], json!([]));
+    // One event by UUID; deleted events are gone from both.
+    let id = all["results"][0]["id"].as_str().expect("id").to_string();
+    let one = h.get(&format!("{}/events/{id}/", h.api())).await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json, all["results"][0]);
+    let r = h
+        .post(
+            &format!("{}/events/delete/", h.api()),
+            &json!({"event": "tock", "distinct_ids": ["b"]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(is(&list("?distinct_id=b".into()).await), vec![6, 5]);
+    let tock = list("?event=tock&before=2030-01-01".into()).await;
+    assert_eq!(tock["results"], json!([]));
+    // Bad input: 400 naming the parameter; an unknown event: 404.
+    for (q, attr) in [
+        ("?limit=abc", "limit"),
+        ("?limit=0", "limit"),
+        ("?offset=50001", "offset"),
+        ("?before=soon", "before"),
+        ("?orderBy=timestamp", "orderBy"),
+        ("?properties=%5Bnot", "properties"),
+        ("?person_id=nobody", "person_id"),
+        ("?action_id=1", "action_id"),
+        (
+            "?before_event_id=00000000-0000-0000-0000-000000000001",
+            "before_event_id",
+        ),
+        ("?before=2024-01-01&before_event_id=x", "before_event_id"),
+    ] {
+        let r = h.get(&format!("{}/events/{q}", h.api())).await;
+        r.envelope(400);
+        assert_eq!(r.json["attr"], attr, "{q}");
+    }
+    assert_eq!(
+        h.get(&format!("{}/events/not-a-uuid/", h.api()))
+            .await
+            .envelope(400),
+        "Invalid UUID"
+    );
+    let missing = "00000000-0000-0000-0000-000000000001";
+    assert_eq!(
+        h.get(&format!("{}/events/{missing}/", h.api()))
+            .await
+            .envelope(404),
+        format!("No events exist for event UUID {missing}")
+    );
+}

@@ -276,6 +276,19 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
             "event:write",
             Some(json!({"event": "e", "distinct_ids": ["target"]})),
         ),
+        ("GET", format!("{pp}/events/"), "query:read", None),
+        (
+            "GET",
+            format!("{pp}/events/?person_id={u}&include_person=true"),
+            "query:read",
+            None,
+        ),
+        (
+            "GET",
+            format!("{pp}/events/00000000-0000-0000-0000-000000000001/"),
+            "query:read",
+            None,
+        ),
         (
             "POST",
             format!("{pp}/events/delete/"),
@@ -530,6 +543,20 @@ async fn malformed_and_hostile_input_is_refused_and_changes_nothing() {
             urlencode("' OR 1=1")
         ),
         format!("{pp}/persons/activity/?limit=abc"),
+        format!(
+            "{pp}/events/?event={}&distinct_id={}",
+            urlencode("e' OR '1'='1"),
+            urlencode("x'); DROP TABLE events; --")
+        ),
+        format!(
+            "{pp}/events/?properties={}",
+            urlencode(r#"[{"key":"x' OR '1'='1","value":"'","operator":"regex"}]"#)
+        ),
+        format!("{pp}/events/?before=soon&after=-99999999y"),
+        format!("{pp}/events/?limit=-1&offset=99999999999999999999"),
+        format!("{pp}/events/?orderBy={}", urlencode("[\"timestamp; DROP\"]")),
+        format!("{pp}/events/?person_id={}", urlencode("' OR 1=1")),
+        format!("{pp}/events/{}/", urlencode("' OR 1=1")),
         format!(
             "{pp}/persons/funnel/?funnel_step=1&events={}",
             urlencode(r#"[{"id":"e' OR '1'='1"},{"id":"x'); DROP TABLE events; --"}]"#)

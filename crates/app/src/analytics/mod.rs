@@ -34,6 +34,7 @@
 pub mod actors;
 pub mod cohorts;
 pub mod correlation;
+pub mod events;
 pub mod filter;
 pub mod funnel;
 pub mod lifecycle;

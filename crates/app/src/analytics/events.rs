@@ -1,0 +1,188 @@
+//! PostHog's events list (`GET …/events/`) and one event
+//! (`GET …/events/{id}/`): a project's visible events (deletions
+//! applied), filtered by event name, distinct id, person, a time window
+//! and property filters (event, person or cohort), newest first or
+//! oldest first.
+//!
+//! The order is total: time, then the event's UUID. The server's `next`
+//! link continues after the last event it listed, by its time and UUID
+//! ([`EventsQuery::before_uuid`]), so a page boundary between events of
+//! the same time neither skips nor repeats one (PostHog's `before` at the
+//! last time skips them).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type};
+use elide_persons::{IdRows, Persons, SqliteMeta};
+use futures::StreamExt;
+
+use super::filter::{Prop, PropKind};
+use super::{lit, props_sql, session, stream, ts_lit};
+use crate::error::Result;
+use crate::query::QueryLimits;
+
+/// What the events list selects.
+#[derive(Debug, Clone, Default)]
+pub struct EventsQuery {
+    /// Only this event name.
+    pub event: Option<String>,
+    /// Only this distinct id.
+    pub distinct_id: Option<String>,
+    /// Only a person's rows ([`Persons::rows_of_person`]; empty: none).
+    pub person_rows: Option<Vec<IdRows>>,
+    /// Events after this time (µs, exclusive).
+    pub after_us: Option<i64>,
+    /// Events before this time (µs, exclusive).
+    pub before_us: Option<i64>,
+    /// With `before_us`: also the events at that time whose UUID sorts
+    /// before this one (a `next` link's cursor, newest first).
+    pub before_uuid: Option<String>,
+    /// With `after_us`: also the events at that time whose UUID sorts
+    /// after this one (oldest first).
+    pub after_uuid: Option<String>,
+    /// Property filters (event, person, cohort), all of which hold.
+    pub props: Vec<Prop>,
+    /// Oldest first (default: newest first).
+    pub ascending: bool,
+    /// Most events listed.
+    pub limit: usize,
+    /// Events skipped first (PostHog's deprecated `offset`).
+    pub offset: usize,
+}
+
+/// One listed event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// The event's UUID.
+    pub uuid: String,
+    /// Its name.
+    pub event: String,
+    /// The distinct id that sent it.
+    pub distinct_id: String,
+    /// Its properties (JSON text; `{}` when it has none).
+    pub properties: String,
+    /// Its time (µs since the epoch, UTC).
+    pub timestamp_us: i64,
+}
+
+/// Up to `q.limit + 1` events (one more than a page: whether another
+/// page follows), in `q`'s order.
+pub async fn list(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    q: &EventsQuery,
+    limits: &QueryLimits,
+) -> Result<Vec<EventRow>> {
+    let ctx = session(persons, project, limits)?;
+    super::cohorts::register_for(&ctx, persons, project, q.props.iter()).await?;
+    let mut events = ctx.table("events").await?;
+    if let Some(rows) = &q.person_rows {
+        match crate::sql::person_rows_filter(rows.clone()) {
+            Some(f) => events = events.filter(f)?,
+            None => return Ok(Vec::new()),
+        }
+    }
+    ctx.register_table("listed_events", events.into_view())?;
+    let mut filter = Vec::new();
+    let id = "CAST(e.uuid AS VARCHAR)";
+    if let Some(b) = q.before_us {
+        filter.push(match &q.before_uuid {
+            None => format!("e.timestamp < {}", ts_lit(b)),
+            // The plain bound first, for the scan's pruning.
+            Some(u) => format!(
+                "e.timestamp <= {t} AND (e.timestamp < {t} OR {id} < {})",
+                lit(u),
+                t = ts_lit(b)
+            ),
+        });
+    }
+    if let Some(a) = q.after_us {
+        filter.push(match &q.after_uuid {
+            None => format!("e.timestamp > {}", ts_lit(a)),
+            Some(u) => format!(
+                "e.timestamp >= {t} AND (e.timestamp > {t} OR {id} > {})",
+                lit(u),
+                t = ts_lit(a)
+            ),
+        });
+    }
+    if let Some(e) = &q.event {
+        filter.push(format!("e.event = {}", lit(e)));
+    }
+    if let Some(d) = &q.distinct_id {
+        filter.push(format!("e.distinct_id = {}", lit(d)));
+    }
+    filter.push(props_sql(&q.props)?);
+    // Person filters read the person owning the event's distinct id now
+    // (an event without one has empty person properties).
+    let join = if q.props.iter().any(|p| p.kind != PropKind::Event) {
+        " LEFT JOIN person_distinct_ids pdi ON pdi.distinct_id = e.distinct_id \
+         LEFT JOIN persons p ON p.uuid = pdi.person_id"
+    } else {
+        ""
+    };
+    let dir = if q.ascending { "ASC" } else { "DESC" };
+    let sql = format!(
+        "SELECT {id} AS uuid, e.event, e.distinct_id, e.properties, \
+         CAST(e.timestamp AS BIGINT) AS ts FROM listed_events e{join} WHERE {} \
+         ORDER BY e.timestamp {dir}, {id} {dir} LIMIT {} OFFSET {}",
+        filter.join(" AND "),
+        q.limit.saturating_add(1),
+        q.offset,
+    );
+    rows(&ctx, &sql).await
+}
+
+/// The visible event whose UUID is `uuid` (a UUID, checked by the
+/// caller), if any.
+pub async fn one(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    uuid: &str,
+    limits: &QueryLimits,
+) -> Result<Option<EventRow>> {
+    let ctx = session(persons, project, limits)?;
+    let sql = format!(
+        "SELECT CAST(e.uuid AS VARCHAR) AS uuid, e.event, e.distinct_id, e.properties, \
+         CAST(e.timestamp AS BIGINT) AS ts FROM events e WHERE e.uuid = {} LIMIT 1",
+        lit(uuid)
+    );
+    Ok(rows(&ctx, &sql).await?.into_iter().next())
+}
+
+/// The rows of an events query (uuid, event, distinct_id, properties,
+/// ts).
+async fn rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<EventRow>> {
+    let mut out = Vec::new();
+    let mut batches = stream(ctx, sql).await?;
+    while let Some(b) = batches.next().await {
+        let b = b?;
+        let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
+        let (uuid, event, did, props) = (text(0)?, text(1)?, text(2)?, text(3)?);
+        let (uuid, event, did, props) = (
+            uuid.as_string::<i32>(),
+            event.as_string::<i32>(),
+            did.as_string::<i32>(),
+            props.as_string::<i32>(),
+        );
+        let ts = b.column(4).as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            if ts.is_null(r) {
+                continue;
+            }
+            out.push(EventRow {
+                uuid: uuid.value(r).to_string(),
+                event: event.value(r).to_string(),
+                distinct_id: did.value(r).to_string(),
+                properties: if props.is_null(r) {
+                    "{}".to_string()
+                } else {
+                    props.value(r).to_string()
+                },
+                timestamp_us: ts.value(r),
+            });
+        }
+    }
+    Ok(out)
+}
