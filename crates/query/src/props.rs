@@ -23,15 +23,60 @@ use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
     lit, ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use elide_store::predicate::{Comparison, EventPredicate, PropertiesMatcher, PropertyFilter};
+use std::collections::HashMap;
+
+use elide_store::predicate::{Comparison, PropertiesMatcher, PropertyFilter};
 
 /// Name of the function.
 pub const PROPERTIES_MATCH: &str = "properties_match";
 
-/// The function.
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// The function. It keeps the matchers it prepared, by their filters'
+/// text: a query calls it once per batch with the same filters, and a
+/// regular expression is then compiled once per query, not per batch
+/// (the function is registered with each session, so they last as long
+/// as the query).
 pub struct PropertiesMatch {
     signature: Signature,
+    prepared: std::sync::Mutex<Prepared>,
+}
+
+/// What one function (one query) prepared.
+#[derive(Default)]
+struct Prepared {
+    by_text: HashMap<String, Arc<PropertiesMatcher<'static>>>,
+    /// Regular expressions compiled so far, against [`MAX_QUERY_PATTERNS`].
+    patterns: usize,
+}
+
+/// Most regular expressions one query's `properties_match` calls compile
+/// (each call's list holds at most
+/// [`elide_store::predicate::MAX_PATTERNS`]).
+pub const MAX_QUERY_PATTERNS: usize = 100;
+
+/// Most matchers one function keeps (past it, it starts over).
+const MAX_PREPARED: usize = 64;
+
+impl std::fmt::Debug for PropertiesMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PropertiesMatch")
+            .field("signature", &self.signature)
+            .finish_non_exhaustive()
+    }
+}
+
+// The same function whatever it has prepared.
+impl PartialEq for PropertiesMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl Eq for PropertiesMatch {}
+
+impl std::hash::Hash for PropertiesMatch {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state)
+    }
 }
 
 impl PropertiesMatch {
@@ -39,7 +84,44 @@ impl PropertiesMatch {
     pub fn udf() -> ScalarUDF {
         ScalarUDF::new_from_impl(PropertiesMatch {
             signature: Signature::any(2, Volatility::Immutable),
+            prepared: Default::default(),
         })
+    }
+
+    /// The matcher of `filters` (parsed and checked the first time).
+    fn matcher(
+        &self,
+        filters: &str,
+    ) -> std::result::Result<Arc<PropertiesMatcher<'static>>, String> {
+        if let Some(m) = self.prepared().by_text.get(filters) {
+            return Ok(Arc::clone(m));
+        }
+        let parsed = parse_filters(filters)?;
+        let n = elide_store::predicate::pattern_count(parsed.iter());
+        {
+            let mut prepared = self.prepared();
+            if prepared.patterns + n > MAX_QUERY_PATTERNS {
+                return Err(format!(
+                    "{PROPERTIES_MATCH}: a query compiles at most {MAX_QUERY_PATTERNS} regular expressions in all"
+                ));
+            }
+            prepared.patterns += n;
+        }
+        let m = Arc::new(PropertiesMatcher::owning(parsed, Comparison::Text));
+        let mut prepared = self.prepared();
+        if prepared.by_text.len() >= MAX_PREPARED {
+            prepared.by_text.clear();
+        }
+        prepared.by_text.insert(filters.to_string(), Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// The prepared matchers (a poisoned map is only a cache: taken as it
+    /// is).
+    fn prepared(&self) -> std::sync::MutexGuard<'_, Prepared> {
+        self.prepared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -94,6 +176,9 @@ impl ScalarUDFImpl for PropertiesMatch {
             ([_, Expr::Literal(s, _)], Some(now)) => s
                 .try_as_str()
                 .flatten()
+                // Only a date operator has anything to resolve (a parse
+                // compiles the filters' regular expressions).
+                .filter(|text| text.contains("is_date_"))
                 .and_then(|text| parse_filters(text).ok())
                 .and_then(|filters| {
                     let changed: Vec<Option<PropertyFilter>> =
@@ -129,15 +214,11 @@ impl ScalarUDFImpl for PropertiesMatch {
                 return exec_err!("{PROPERTIES_MATCH}: the filters must be a constant")
             }
         };
-        let pred = EventPredicate {
-            properties: match parse_filters(&filters) {
-                Ok(f) => f,
-                Err(e) => return exec_err!("{e}"),
-            },
-            ..EventPredicate::default()
+        let m = match self.matcher(&filters) {
+            Ok(m) => m,
+            Err(e) => return exec_err!("{e}"),
         };
         let props = args.args[0].to_array(args.number_rows)?;
-        let m = PropertiesMatcher::comparing(&pred, Comparison::Text);
         // Read as stored (the scan gives views): a cast to `Utf8` would
         // copy every row's text first.
         let out = match props.data_type() {

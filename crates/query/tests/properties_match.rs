@@ -288,3 +288,33 @@ async fn query_operators_and_relative_dates_through_sql() {
     });
     assert!(days.iter().any(|d| text.contains(d)), "{text}");
 }
+
+/// A query's `properties_match` calls compile at most 100 regular
+/// expressions in all (each list holds at most 20).
+#[tokio::test]
+async fn a_query_compiles_a_bounded_number_of_regular_expressions() {
+    let ctx = session().await;
+    let call = |k: usize| {
+        let patterns: Vec<String> = (0..20).map(|i| format!("c{k}p{i}")).collect();
+        format!(
+            "properties_match(properties, '{}')",
+            serde_json::json!([{"key": "$browser", "operator": "regex", "value": patterns}])
+        )
+    };
+    let sql = |calls: usize| {
+        let ors: Vec<String> = (0..calls).map(call).collect();
+        format!("SELECT count(*) FROM t WHERE {}", ors.join(" OR "))
+    };
+    let run = |s: String| {
+        let ctx = ctx.clone();
+        async move {
+            match ctx.sql(&s).await {
+                Err(e) => Err(e.to_string()),
+                Ok(df) => df.collect().await.map(drop).map_err(|e| e.to_string()),
+            }
+        }
+    };
+    assert_eq!(run(sql(5)).await, Ok(()));
+    let e = run(sql(6)).await.unwrap_err();
+    assert!(e.contains("at most 100 regular expressions"), "{e}");
+}

@@ -183,6 +183,7 @@ async fn persons_of(
         ("offset" = Option<u32>, Query, description = "Events to skip first (at most 50000; `next` links page without it)."),
         ("before_event_id" = Option<String>, Query, description = "With `before`: also the events at that time whose UUID sorts before this one (the cursor of `next` links)."),
         ("after_event_id" = Option<String>, Query, description = "With `after`: also the events at that time whose UUID sorts after this one (oldest first)."),
+        ("cursor_seq" = Option<u64>, Query, description = "With `before_event_id` or `after_event_id`: also the events of that time and UUID stored before (after) this place: a UUID sent twice is two events."),
         ("include_person" = Option<bool>, Query, description = "Add each event's person (`is_identified`, its first distinct id, `email`/`name`/`username`)."),
     ),
     responses(
@@ -303,11 +304,33 @@ pub(crate) async fn list(
     let before_us = time(&q, "before", now)?;
     let after_us = time(&q, "after", now)?;
     let query = EventsQuery {
-        event: q.get("event").cloned(),
+        // An empty `event` is no filter (PostHog's `event or None`).
+        event: q.get("event").filter(|e| !e.is_empty()).cloned(),
         distinct_id: q.get("distinct_id").cloned(),
         person_rows,
         before_uuid: event_id(&q, "before_event_id", before_us.is_some(), "before")?,
         after_uuid: event_id(&q, "after_event_id", after_us.is_some(), "after")?,
+        cursor_seq: match q
+            .get("cursor_seq")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(_) if !q.contains_key("before_event_id") && !q.contains_key("after_event_id") => {
+                return Err(ApiError::invalid_attr(
+                    "cursor_seq",
+                    "invalid",
+                    "cursor_seq continues from before_event_id or after_event_id, which is missing",
+                ))
+            }
+            Some(s) => Some(s.parse::<u64>().map_err(|_| {
+                ApiError::invalid_attr(
+                    "cursor_seq",
+                    "invalid",
+                    "cursor_seq must be a non-negative integer",
+                )
+            })?),
+        },
         after_us,
         before_us,
         props,
@@ -339,6 +362,7 @@ pub(crate) async fn list(
                 &[
                     (time, iso(last.timestamp_us)),
                     (id, last.uuid.clone()),
+                    ("cursor_seq", last.seq.to_string()),
                     ("offset", "0".to_string()),
                 ],
             ))
@@ -381,6 +405,14 @@ pub(crate) async fn retrieve(
 ) -> ApiResult<Json<Value>> {
     let project = key.path_project(&p, "query:read")?;
     let id = p.get("id").cloned().unwrap_or_default();
+    if id == "values" {
+        // PostHog's property-value picker; not a UUID.
+        let mut e = ApiError::not_found();
+        e.detail =
+            "events/values is not served: ask the query endpoint (HogQL) for a property's values"
+                .into();
+        return Err(e);
+    }
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
         return Err(ApiError::invalid("Invalid UUID"));
     };

@@ -835,6 +835,7 @@ async fn events_list_and_one_event() {
             "before_event_id",
         ),
         ("?before=2024-01-01&before_event_id=x", "before_event_id"),
+        ("?cursor_seq=3", "cursor_seq"),
     ] {
         let r = h.get(&format!("{}/events/{q}", h.api())).await;
         r.envelope(400);
@@ -853,4 +854,44 @@ async fn events_list_and_one_event() {
             .envelope(404),
         format!("No events exist for event UUID {missing}")
     );
+    h.get(&format!("{}/events/values/?key=i", h.api()))
+        .await
+        .envelope(404);
+    // An empty `event` is no filter, as in PostHog.
+    assert_eq!(
+        list("?event=".into()).await["results"]
+            .as_array()
+            .map(Vec::len),
+        Some(8)
+    );
+    // A UUID sent twice (an SDK's retry) is two events: paging one at a
+    // time lists each once, the last stored first; one event by UUID is
+    // that one.
+    let twin = "22222222-3333-4444-8555-666666666666";
+    for v in [1, 2] {
+        h.capture(json!([{"event": "dup", "distinct_id": "c", "uuid": twin,
+            "timestamp": "2024-01-02T00:00:00Z", "properties": {"v": v}}]))
+            .await;
+    }
+    let mut vs = Vec::new();
+    let mut url = format!("{}/events/?event=dup&limit=1", h.api());
+    for _ in 0..5 {
+        let r = h.get(&url).await;
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        for e in r.json["results"].as_array().expect("results") {
+            vs.push(e["properties"]["v"].as_i64().expect("v"));
+        }
+        match r.json["next"].as_str() {
+            Some(next) => {
+                url = next
+                    .split_once("/api/")
+                    .map(|(_, p)| format!("/api/{p}"))
+                    .expect("a path")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(vs, vec![2, 1]);
+    let one = h.get(&format!("{}/events/{twin}/", h.api())).await;
+    assert_eq!(one.json["properties"]["v"], 2, "{}", one.text());
 }

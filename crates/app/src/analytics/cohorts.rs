@@ -221,6 +221,33 @@ fn group(v: &Value, leaves: &mut usize, depth: usize) -> Result<Def> {
 /// Parse a dynamic cohort's definition: `filters` (PostHog's current
 /// shape) or `groups` (its legacy one).
 pub fn parse(filters: Option<&Value>, groups: Option<&Value>) -> Result<Def> {
+    let def = parse_leaves(filters, groups)?;
+    // Each is compiled wherever the cohort is read: a bound for the whole
+    // definition, not per leaf.
+    let n = patterns(&def);
+    if n > elide_store::predicate::MAX_PATTERNS {
+        return invalid(format!(
+            "a cohort definition holds at most {} regular expressions in all, got {n}",
+            elide_store::predicate::MAX_PATTERNS
+        ));
+    }
+    Ok(def)
+}
+
+/// The regular expressions of a definition's person filters.
+fn patterns(d: &Def) -> usize {
+    match d {
+        Def::And(v) | Def::Or(v) => v.iter().map(patterns).sum(),
+        Def::Not(d) => patterns(d),
+        Def::Person(props) => {
+            elide_store::predicate::pattern_count(props.iter().map(|p| &p.filter))
+        }
+        Def::Behavioral { .. } | Def::Cohort(_) => 0,
+    }
+}
+
+/// [`parse`] before the bound on regular expressions.
+fn parse_leaves(filters: Option<&Value>, groups: Option<&Value>) -> Result<Def> {
     let mut leaves = 0;
     if let Some(p) = filters.and_then(|f| f.get("properties")) {
         return group(p, &mut leaves, 0);

@@ -4,11 +4,12 @@
 //! and property filters (event, person or cohort), newest first or
 //! oldest first.
 //!
-//! The order is total: time, then the event's UUID. The server's `next`
-//! link continues after the last event it listed, by its time and UUID
-//! ([`EventsQuery::before_uuid`]), so a page boundary between events of
-//! the same time neither skips nor repeats one (PostHog's `before` at the
-//! last time skips them).
+//! The order is total: time, then the event's UUID, then its place in
+//! the store (`_seq`: a UUID sent twice, as an SDK's retry does, is two
+//! rows). The server's `next` link continues after the last event it
+//! listed, by all three ([`EventsQuery::before_uuid`]), so a page
+//! boundary between events of the same time neither skips nor repeats
+//! one (PostHog's `before` at the last time skips them).
 
 use std::sync::Arc;
 
@@ -41,6 +42,9 @@ pub struct EventsQuery {
     /// With `after_us`: also the events at that time whose UUID sorts
     /// after this one (oldest first).
     pub after_uuid: Option<String>,
+    /// With a cursor's UUID: also the events of that time and UUID
+    /// stored before (newest first) or after (oldest first) this `_seq`.
+    pub cursor_seq: Option<u64>,
     /// Property filters (event, person, cohort), all of which hold.
     pub props: Vec<Prop>,
     /// Oldest first (default: newest first).
@@ -64,6 +68,8 @@ pub struct EventRow {
     pub properties: String,
     /// Its time (µs since the epoch, UTC).
     pub timestamp_us: i64,
+    /// Its place in the store (`_seq`).
+    pub seq: u64,
 }
 
 /// Up to `q.limit + 1` events (one more than a page: whether another
@@ -86,25 +92,31 @@ pub async fn list(
     ctx.register_table("listed_events", events.into_view())?;
     let mut filter = Vec::new();
     let id = "CAST(e.uuid AS VARCHAR)";
+    // After a cursor (time, UUID, `_seq`), in the order's direction `op`.
+    let after_cursor = |t: i64, u: &str, op: &str| {
+        let same = match q.cursor_seq {
+            None => format!("{id} {op} {}", lit(u)),
+            Some(s) => format!(
+                "({id} {op} {u} OR ({id} = {u} AND e._seq {op} {s}))",
+                u = lit(u)
+            ),
+        };
+        // The plain bound first, for the scan's pruning.
+        format!(
+            "e.timestamp {op}= {t} AND (e.timestamp {op} {t} OR {same})",
+            t = ts_lit(t)
+        )
+    };
     if let Some(b) = q.before_us {
         filter.push(match &q.before_uuid {
             None => format!("e.timestamp < {}", ts_lit(b)),
-            // The plain bound first, for the scan's pruning.
-            Some(u) => format!(
-                "e.timestamp <= {t} AND (e.timestamp < {t} OR {id} < {})",
-                lit(u),
-                t = ts_lit(b)
-            ),
+            Some(u) => after_cursor(b, u, "<"),
         });
     }
     if let Some(a) = q.after_us {
         filter.push(match &q.after_uuid {
             None => format!("e.timestamp > {}", ts_lit(a)),
-            Some(u) => format!(
-                "e.timestamp >= {t} AND (e.timestamp > {t} OR {id} > {})",
-                lit(u),
-                t = ts_lit(a)
-            ),
+            Some(u) => after_cursor(a, u, ">"),
         });
     }
     if let Some(e) = &q.event {
@@ -125,8 +137,8 @@ pub async fn list(
     let dir = if q.ascending { "ASC" } else { "DESC" };
     let sql = format!(
         "SELECT {id} AS uuid, e.event, e.distinct_id, e.properties, \
-         CAST(e.timestamp AS BIGINT) AS ts FROM listed_events e{join} WHERE {} \
-         ORDER BY e.timestamp {dir}, {id} {dir} LIMIT {} OFFSET {}",
+         CAST(e.timestamp AS BIGINT) AS ts, e._seq AS seq FROM listed_events e{join} WHERE {} \
+         ORDER BY e.timestamp {dir}, {id} {dir}, e._seq {dir} LIMIT {} OFFSET {}",
         filter.join(" AND "),
         q.limit.saturating_add(1),
         q.offset,
@@ -135,7 +147,8 @@ pub async fn list(
 }
 
 /// The visible event whose UUID is `uuid` (a UUID, checked by the
-/// caller), if any.
+/// caller), if any: of a UUID stored twice, the last stored (the one the
+/// list shows first).
 pub async fn one(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
@@ -145,14 +158,15 @@ pub async fn one(
     let ctx = session(persons, project, limits)?;
     let sql = format!(
         "SELECT CAST(e.uuid AS VARCHAR) AS uuid, e.event, e.distinct_id, e.properties, \
-         CAST(e.timestamp AS BIGINT) AS ts FROM events e WHERE e.uuid = {} LIMIT 1",
+         CAST(e.timestamp AS BIGINT) AS ts, e._seq AS seq FROM events e WHERE e.uuid = {} \
+         ORDER BY e._seq DESC LIMIT 1",
         lit(uuid)
     );
     Ok(rows(&ctx, &sql).await?.into_iter().next())
 }
 
 /// The rows of an events query (uuid, event, distinct_id, properties,
-/// ts).
+/// ts, seq).
 async fn rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<EventRow>> {
     let mut out = Vec::new();
     let mut batches = stream(ctx, sql).await?;
@@ -167,6 +181,8 @@ async fn rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Ve
             props.as_string::<i32>(),
         );
         let ts = b.column(4).as_primitive::<Int64Type>();
+        let seq = arrow::compute::cast(b.column(5), &DataType::UInt64)?;
+        let seq = seq.as_primitive::<arrow::datatypes::UInt64Type>();
         for r in 0..b.num_rows() {
             if ts.is_null(r) {
                 continue;
@@ -181,6 +197,7 @@ async fn rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Ve
                     props.value(r).to_string()
                 },
                 timestamp_us: ts.value(r),
+                seq: seq.value(r),
             });
         }
     }

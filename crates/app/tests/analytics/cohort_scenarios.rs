@@ -350,3 +350,21 @@ async fn static_cohorts_are_lists_that_follow_identity() {
     );
     app.close().expect("close");
 }
+
+/// A definition's regular expressions are bounded in all, not per leaf:
+/// each is compiled wherever the cohort is read.
+#[test]
+fn a_definition_holds_at_most_twenty_regular_expressions() {
+    let leaf = |n: usize| {
+        json!({"type": "person", "key": "plan", "operator": "regex",
+            "value": (0..n).map(|i| format!("p{i}")).collect::<Vec<_>>()})
+    };
+    let def = |leaves: Vec<serde_json::Value>| json!({"properties": {"type": "OR", "values": [{"type": "AND", "values": leaves}]}});
+    assert!(cohorts::parse(Some(&def(vec![leaf(10), leaf(10)])), None).is_ok());
+    let e = cohorts::parse(Some(&def(vec![leaf(10), leaf(11)])), None).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("at most 20 regular expressions in all"),
+        "{e}"
+    );
+}

@@ -641,12 +641,10 @@ pub const MAX_PATTERNS: usize = 20;
 /// proportion before the compiled size is known.
 pub const MAX_PATTERN_BYTES: usize = 2048;
 
-/// Whether a list of filters holds at most [`MAX_PATTERNS`] regular
-/// expressions in all (each filter is checked on its own by
-/// [`PropertyFilter::validate_as`]).
-pub fn check_patterns(filters: &[PropertyFilter]) -> std::result::Result<(), String> {
-    let n: usize = filters
-        .iter()
+/// The regular expressions of `filters` (of their `regex` and
+/// `not_regex` filters), counted.
+pub fn pattern_count<'a>(filters: impl Iterator<Item = &'a PropertyFilter>) -> usize {
+    filters
         .filter(|f| {
             matches!(
                 f.operator,
@@ -654,7 +652,14 @@ pub fn check_patterns(filters: &[PropertyFilter]) -> std::result::Result<(), Str
             )
         })
         .map(|f| items(&f.value).len())
-        .sum();
+        .sum()
+}
+
+/// Whether a list of filters holds at most [`MAX_PATTERNS`] regular
+/// expressions in all (each filter is checked on its own by
+/// [`PropertyFilter::validate_as`]).
+pub fn check_patterns(filters: &[PropertyFilter]) -> std::result::Result<(), String> {
+    let n = pattern_count(filters.iter());
     if n > MAX_PATTERNS {
         return Err(format!(
             "a list of property filters holds at most {MAX_PATTERNS} regular expressions, got {n}"
