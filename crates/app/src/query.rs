@@ -102,6 +102,11 @@ pub async fn run_hogql(
         override_person_ids(&ctx).await?;
     }
     ctx.register_udf(DateDiff::udf());
+    // The user's own calls of properties_match: a bounded number of
+    // regular expressions in all.
+    ctx.register_udf(elide_query::PropertiesMatch::udf_with_budget(
+        elide_query::MAX_QUERY_PATTERNS,
+    ));
     ctx.register_udf(ToDateTime::udf());
     // Held for the whole query, counted against its memory limit as it is
     // read (a project too large for the limit is refused part way).

@@ -51,7 +51,7 @@ use elide_store::{Snapshot, Store, Table};
 pub use access::ExpectedLayout;
 pub use codec::ElideCodec;
 pub use loaded::{hold, LoadedTable, Loader};
-pub use props::{parse_filters, PropertiesMatch, PROPERTIES_MATCH};
+pub use props::{parse_filters, PropertiesMatch, MAX_QUERY_PATTERNS, PROPERTIES_MATCH};
 pub use provider::ElideTable;
 pub use scan::ElideParquetSource;
 pub use utc_trunc::UtcDateTrunc;

@@ -34,23 +34,26 @@ pub const PROPERTIES_MATCH: &str = "properties_match";
 /// text: a query calls it once per batch with the same filters, and a
 /// regular expression is then compiled once per query, not per batch
 /// (the function is registered with each session, so they last as long
-/// as the query).
+/// as the query; a call [`ScalarUDFImpl::simplify`] rewrites shares them).
 pub struct PropertiesMatch {
     signature: Signature,
-    prepared: std::sync::Mutex<Prepared>,
+    prepared: Arc<std::sync::Mutex<Prepared>>,
 }
 
 /// What one function (one query) prepared.
-#[derive(Default)]
 struct Prepared {
     by_text: HashMap<String, Arc<PropertiesMatcher<'static>>>,
-    /// Regular expressions compiled so far, against [`MAX_QUERY_PATTERNS`].
+    /// Regular expressions compiled so far.
     patterns: usize,
+    /// Most regular expressions the query may compile in all.
+    budget: usize,
 }
 
-/// Most regular expressions one query's `properties_match` calls compile
-/// (each call's list holds at most
-/// [`elide_store::predicate::MAX_PATTERNS`]).
+/// Most regular expressions one HogQL query's `properties_match` calls
+/// compile ([`PropertiesMatch::udf_with_budget`]; each call's list holds
+/// at most [`elide_store::predicate::MAX_PATTERNS`]). The analytics build
+/// their own calls from lists bounded where they are parsed, and a
+/// session that reads many cohorts reads each one's (at most 20).
 pub const MAX_QUERY_PATTERNS: usize = 100;
 
 /// Most matchers one function keeps (past it, it starts over).
@@ -82,9 +85,19 @@ impl std::hash::Hash for PropertiesMatch {
 impl PropertiesMatch {
     /// The function, ready to register.
     pub fn udf() -> ScalarUDF {
+        Self::udf_with_budget(usize::MAX)
+    }
+
+    /// The function, compiling at most `budget` regular expressions in
+    /// all (a user's query: [`MAX_QUERY_PATTERNS`]).
+    pub fn udf_with_budget(budget: usize) -> ScalarUDF {
         ScalarUDF::new_from_impl(PropertiesMatch {
             signature: Signature::any(2, Volatility::Immutable),
-            prepared: Default::default(),
+            prepared: Arc::new(std::sync::Mutex::new(Prepared {
+                by_text: HashMap::new(),
+                patterns: 0,
+                budget,
+            })),
         })
     }
 
@@ -96,19 +109,30 @@ impl PropertiesMatch {
         if let Some(m) = self.prepared().by_text.get(filters) {
             return Ok(Arc::clone(m));
         }
-        let parsed = parse_filters(filters)?;
-        let n = elide_store::predicate::pattern_count(parsed.iter());
-        {
-            let mut prepared = self.prepared();
-            if prepared.patterns + n > MAX_QUERY_PATTERNS {
-                return Err(format!(
-                    "{PROPERTIES_MATCH}: a query compiles at most {MAX_QUERY_PATTERNS} regular expressions in all"
-                ));
-            }
-            prepared.patterns += n;
+        // Counted before anything is compiled; charged when stored (two
+        // batches that prepare the same list at once pay once).
+        let read = read_filters(filters)?;
+        let n = elide_store::predicate::pattern_count(read.iter());
+        let over = |p: &Prepared| {
+            (p.patterns.saturating_add(n) > p.budget).then(|| {
+                format!(
+                    "{PROPERTIES_MATCH}: a query compiles at most {} regular expressions in all",
+                    p.budget
+                )
+            })
+        };
+        if let Some(e) = over(&self.prepared()) {
+            return Err(e);
         }
-        let m = Arc::new(PropertiesMatcher::owning(parsed, Comparison::Text));
+        let m = Arc::new(PropertiesMatcher::owning(checked(read)?, Comparison::Text));
         let mut prepared = self.prepared();
+        if let Some(m) = prepared.by_text.get(filters) {
+            return Ok(Arc::clone(m));
+        }
+        if let Some(e) = over(&prepared) {
+            return Err(e);
+        }
+        prepared.patterns += n;
         if prepared.by_text.len() >= MAX_PREPARED {
             prepared.by_text.clear();
         }
@@ -128,6 +152,21 @@ impl PropertiesMatch {
 /// Parse and check a filter list; a filter without `operator` is `exact`,
 /// as in PostHog.
 pub fn parse_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, String> {
+    checked(read_filters(text)?)
+}
+
+/// A filter list's filters, checked (their regular expressions compiled
+/// once).
+fn checked(filters: Vec<PropertyFilter>) -> std::result::Result<Vec<PropertyFilter>, String> {
+    for f in &filters {
+        f.validate_as(Comparison::Text)?;
+    }
+    elide_store::predicate::check_patterns(&filters)?;
+    Ok(filters)
+}
+
+/// A filter list read, not checked.
+fn read_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, String> {
     let not_a_list = |e: serde_json::Error| {
         format!("{PROPERTIES_MATCH}: the filters are not a JSON list of filters: {e}")
     };
@@ -137,12 +176,7 @@ pub fn parse_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, Str
             f.entry("operator").or_insert_with(|| "exact".into());
         }
     }
-    let filters: Vec<PropertyFilter> = serde_json::from_value(raw).map_err(not_a_list)?;
-    for f in &filters {
-        f.validate_as(Comparison::Text)?;
-    }
-    elide_store::predicate::check_patterns(&filters)?;
-    Ok(filters)
+    serde_json::from_value(raw).map_err(not_a_list)
 }
 
 /// Whether each row of a text column passes `m`.
@@ -200,7 +234,15 @@ impl ScalarUDFImpl for PropertiesMatch {
         let mut args = args;
         args[1] = lit(text);
         Ok(ExprSimplifyResult::Simplified(Expr::ScalarFunction(
-            ScalarFunction::new_udf(Arc::new(PropertiesMatch::udf()), args),
+            // The rewritten call shares what this one prepared and its
+            // budget.
+            ScalarFunction::new_udf(
+                Arc::new(ScalarUDF::new_from_impl(PropertiesMatch {
+                    signature: self.signature.clone(),
+                    prepared: Arc::clone(&self.prepared),
+                })),
+                args,
+            ),
         )))
     }
 

@@ -316,7 +316,11 @@ pub(crate) async fn list(
             .filter(|s| !s.is_empty())
         {
             None => None,
-            Some(_) if !q.contains_key("before_event_id") && !q.contains_key("after_event_id") => {
+            Some(_)
+                if ["before_event_id", "after_event_id"]
+                    .iter()
+                    .all(|k| q.get(*k).is_none_or(|v| v.trim().is_empty())) =>
+            {
                 return Err(ApiError::invalid_attr(
                     "cursor_seq",
                     "invalid",

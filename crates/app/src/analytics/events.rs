@@ -92,9 +92,11 @@ pub async fn list(
     ctx.register_table("listed_events", events.into_view())?;
     let mut filter = Vec::new();
     let id = "CAST(e.uuid AS VARCHAR)";
-    // After a cursor (time, UUID, `_seq`), in the order's direction `op`.
+    // After a cursor (time, UUID, `_seq`), in the order's direction `op`
+    // (`cursor_seq` belongs to the bound the order moves toward).
     let after_cursor = |t: i64, u: &str, op: &str| {
-        let same = match q.cursor_seq {
+        let seq = q.cursor_seq.filter(|_| (op == ">") == q.ascending);
+        let same = match seq {
             None => format!("{id} {op} {}", lit(u)),
             Some(s) => format!(
                 "({id} {op} {u} OR ({id} = {u} AND e._seq {op} {s}))",

@@ -631,7 +631,7 @@ fn compile_regex(p: &str) -> std::result::Result<regex::Regex, regex::Error> {
 /// its matching cache (Unicode classes such as `\w` take about 15 KiB
 /// each): a list of filters holds at most [`MAX_PATTERNS`] of them
 /// ([`check_patterns`]), compiled for each batch they read.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+const REGEX_SIZE_LIMIT: usize = 256 << 10;
 
 /// Most regular expressions in one list of filters, all its `regex` and
 /// `not_regex` filters together ([`check_patterns`]).
