@@ -710,9 +710,11 @@ async fn events_list_and_one_event() {
     let h = Harness::new();
     let mut batch = Vec::new();
     // Five events at one time, then one a minute later each.
+    // Stored in this order; their UUIDs sort the other way.
     for i in 0..5 {
         batch.push(
             json!({"event": "tick", "distinct_id": "a", "timestamp": "2024-01-01T10:00:00Z",
+            "uuid": format!("00000000-0000-4000-8000-00000000000{}", 4 - i),
             "properties": {"i": i, "$elements_chain": "a:href=\"/x\""}}),
         );
     }
@@ -892,6 +894,46 @@ async fn events_list_and_one_event() {
         }
     }
     assert_eq!(vs, vec![2, 1]);
+    // Oldest first under a `before` cursor of its own: the cursor's seq
+    // belongs to `after` (the bound the pages move toward), so paging
+    // never brings back the event `before_event_id` left out (the first
+    // stored at 10:00, whose UUID sorts last there).
+    let ticks = list("?event=tick&orderBy=%5B%22timestamp%22%5D".into()).await;
+    let fifth = ticks["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|e| e["properties"]["i"] == 0)
+        .expect("i 0")
+        .clone();
+    let fifth = &fifth;
+    let bound = format!(
+        "?event=tick&orderBy=%5B%22timestamp%22%5D&before={}&before_event_id={}",
+        common::urlencode(fifth["timestamp"].as_str().expect("time")),
+        fifth["id"].as_str().expect("id")
+    );
+    let whole: Vec<Value> = list(bound.clone()).await["results"]
+        .as_array()
+        .expect("results")
+        .clone();
+    let mut paged = Vec::new();
+    let mut url = format!("{}/events/{bound}&limit=1", h.api());
+    for _ in 0..10 {
+        let r = h.get(&url).await;
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        paged.extend(r.json["results"].as_array().expect("results").clone());
+        match r.json["next"].as_str() {
+            Some(next) => {
+                url = next
+                    .split_once("/api/")
+                    .map(|(_, p)| format!("/api/{p}"))
+                    .expect("a path")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(paged, whole);
+    assert!(!whole.iter().any(|e| e["id"] == fifth["id"]));
     let one = h.get(&format!("{}/events/{twin}/", h.api())).await;
     assert_eq!(one.json["properties"]["v"], 2, "{}", one.text());
 }
