@@ -702,6 +702,34 @@ async fn a_result_past_its_budget_is_a_400() {
     assert_eq!(r.json["results"].as_array().map(Vec::len), Some(5000));
 }
 
+/// Every event of an events list, following `next` from `url` (a path
+/// with its query) to the last page.
+async fn follow(h: &Harness, url: String) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut at = url.clone();
+    for _ in 0..100 {
+        let r = h.get(&at).await;
+        assert_eq!(r.status, 200, "{at}: {}", r.text());
+        out.extend(
+            r.json["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .cloned(),
+        );
+        match r.json["next"].as_str() {
+            Some(next) => {
+                at = next
+                    .split_once("/api/")
+                    .map(|(_, p)| format!("/api/{p}"))
+                    .expect("a path")
+            }
+            None => return out,
+        }
+    }
+    panic!("more than 100 pages from {url}")
+}
+
 /// PostHog's events list and one event: filters, both orders, pages that
 /// neither skip nor repeat events of the same time, persons, deletions
 /// applied, and the 400s and 404s.
@@ -758,22 +786,11 @@ async fn events_list_and_one_event() {
     assert_eq!(e["elements_chain"], "a:href=\"/x\"");
     // Pages of two, following `next`: every event once, in order, also
     // across the five of the same time.
-    let mut seen = Vec::new();
-    let mut url = format!("{}/events/?event=tick&limit=2", h.api());
-    for _ in 0..10 {
-        let r = h.get(&url).await;
-        assert_eq!(r.status, 200, "{url}: {}", r.text());
-        seen.extend(is(&r.json));
-        match r.json["next"].as_str() {
-            Some(next) => {
-                url = next
-                    .split_once("/api/")
-                    .map(|(_, p)| format!("/api/{p}"))
-                    .expect("a path")
-            }
-            None => break,
-        }
-    }
+    let seen: Vec<i64> = follow(&h, format!("{}/events/?event=tick&limit=2", h.api()))
+        .await
+        .iter()
+        .map(|e| e["properties"]["i"].as_i64().unwrap_or(-1))
+        .collect();
     assert_eq!(seen, got);
     // Oldest first, the same way.
     let asc = list("?orderBy=%5B%22timestamp%22%5D&limit=3".into()).await;
@@ -875,24 +892,11 @@ async fn events_list_and_one_event() {
             "timestamp": "2024-01-02T00:00:00Z", "properties": {"v": v}}]))
             .await;
     }
-    let mut vs = Vec::new();
-    let mut url = format!("{}/events/?event=dup&limit=1", h.api());
-    for _ in 0..5 {
-        let r = h.get(&url).await;
-        assert_eq!(r.status, 200, "{url}: {}", r.text());
-        for e in r.json["results"].as_array().expect("results") {
-            vs.push(e["properties"]["v"].as_i64().expect("v"));
-        }
-        match r.json["next"].as_str() {
-            Some(next) => {
-                url = next
-                    .split_once("/api/")
-                    .map(|(_, p)| format!("/api/{p}"))
-                    .expect("a path")
-            }
-            None => break,
-        }
-    }
+    let vs: Vec<i64> = follow(&h, format!("{}/events/?event=dup&limit=1", h.api()))
+        .await
+        .iter()
+        .map(|e| e["properties"]["v"].as_i64().expect("v"))
+        .collect();
     assert_eq!(vs, vec![2, 1]);
     // Oldest first under a `before` cursor of its own: the cursor's seq
     // belongs to `after` (the bound the pages move toward), so paging
@@ -916,22 +920,7 @@ async fn events_list_and_one_event() {
         .as_array()
         .expect("results")
         .clone();
-    let mut paged = Vec::new();
-    let mut url = format!("{}/events/{bound}&limit=1", h.api());
-    for _ in 0..10 {
-        let r = h.get(&url).await;
-        assert_eq!(r.status, 200, "{url}: {}", r.text());
-        paged.extend(r.json["results"].as_array().expect("results").clone());
-        match r.json["next"].as_str() {
-            Some(next) => {
-                url = next
-                    .split_once("/api/")
-                    .map(|(_, p)| format!("/api/{p}"))
-                    .expect("a path")
-            }
-            None => break,
-        }
-    }
+    let paged = follow(&h, format!("{}/events/{bound}&limit=1", h.api())).await;
     assert_eq!(paged, whole);
     assert!(!whole.iter().any(|e| e["id"] == fifth["id"]));
     let one = h.get(&format!("{}/events/{twin}/", h.api())).await;
