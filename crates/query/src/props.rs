@@ -158,10 +158,7 @@ pub fn parse_filters(text: &str) -> std::result::Result<Vec<PropertyFilter>, Str
 /// A filter list's filters, checked (their regular expressions compiled
 /// once).
 fn checked(filters: Vec<PropertyFilter>) -> std::result::Result<Vec<PropertyFilter>, String> {
-    for f in &filters {
-        f.validate_as(Comparison::Text)?;
-    }
-    elide_store::predicate::check_patterns(&filters)?;
+    elide_store::predicate::validate_text_list(&filters)?;
     Ok(filters)
 }
 

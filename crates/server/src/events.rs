@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::Key;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{blocking, url_with, PathParams};
+use crate::extract::{blocking, number, properties_json, url_with, PathParams};
 use crate::query::run_app_query;
 use crate::AppState;
 
@@ -31,35 +31,39 @@ const MAX_LIMIT: usize = 1000;
 /// The largest `offset` taken (PostHog's deprecated offset stops there).
 const MAX_OFFSET: usize = 50_000;
 
-/// The query string as name → value (the last of a repeated name).
-fn query_params(uri: &axum::http::Uri) -> HashMap<String, String> {
-    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
+/// The query string (the last of a repeated name).
+struct Params(HashMap<String, String>);
 
-/// A count parameter: absent → `default`; not a non-negative integer → 400.
-fn count(q: &HashMap<String, String>, name: &str, default: usize) -> ApiResult<usize> {
-    match q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        None => Ok(default),
-        Some(s) => s.parse::<usize>().map_err(|_| {
-            ApiError::invalid_attr(
-                name,
-                "invalid",
-                format!("{name} must be a non-negative integer, got {s:?}"),
-            )
-        }),
+impl Params {
+    fn of(uri: &axum::http::Uri) -> Params {
+        Params(
+            url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// A parameter as given (`None`: absent).
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A parameter trimmed (`None`: absent or blank).
+    fn get(&self, name: &str) -> Option<&str> {
+        self.raw(name).map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    /// A count parameter ([`number`]: absent is `default`, anything but
+    /// a non-negative integer a 400).
+    fn count(&self, name: &str, default: usize) -> ApiResult<usize> {
+        number(self.get(name), name, default)
     }
 }
 
 /// A time parameter (`before`, `after`): ISO 8601 (UTC without an
 /// offset) or relative to now (`-1d`), as PostHog's `parse_timestamp`.
-fn time(
-    q: &HashMap<String, String>,
-    name: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> ApiResult<Option<i64>> {
-    match q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+fn time(q: &Params, name: &str, now: chrono::DateTime<chrono::Utc>) -> ApiResult<Option<i64>> {
+    match q.get(name) {
         None => Ok(None),
         Some(s) => elide_store::predicate::parse_time(s, now)
             .map(Some)
@@ -69,13 +73,8 @@ fn time(
 
 /// A cursor's event id (`before_event_id`, `after_event_id`): a UUID,
 /// given with its time parameter `bound` (`present`).
-fn event_id(
-    q: &HashMap<String, String>,
-    name: &str,
-    present: bool,
-    bound: &str,
-) -> ApiResult<Option<String>> {
-    let Some(s) = q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) else {
+fn event_id(q: &Params, name: &str, present: bool, bound: &str) -> ApiResult<Option<String>> {
+    let Some(s) = q.get(name) else {
         return Ok(None);
     };
     if !present {
@@ -94,9 +93,9 @@ fn event_id(
 
 /// Whether a flag parameter is on (`true` or `1`, as PostHog reads
 /// `include_person`).
-fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+fn flag(q: &Params, name: &str) -> bool {
     q.get(name)
-        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1"))
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1"))
 }
 
 /// An event's time as PostHog's serializer writes it
@@ -199,7 +198,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let project = key.path_project(&p, "query:read")?;
-    let q = query_params(&uri);
+    let q = Params::of(&uri);
     for (name, why) in [
         (
             "action_id",
@@ -218,12 +217,12 @@ pub(crate) async fn list(
             "only JSON is served here: use the query endpoint for exports",
         ),
     ] {
-        if q.get(name).is_some_and(|v| !v.is_empty()) {
+        if q.raw(name).is_some_and(|v| !v.is_empty()) {
             return Err(ApiError::invalid_attr(name, "invalid", why));
         }
     }
     let now = chrono::Utc::now();
-    let limit = count(&q, "limit", DEFAULT_LIMIT)?;
+    let limit = q.count("limit", DEFAULT_LIMIT)?;
     if limit == 0 {
         return Err(ApiError::invalid_attr(
             "limit",
@@ -233,7 +232,7 @@ pub(crate) async fn list(
     }
     // PostHog lowers a larger limit to its maximum.
     let limit = limit.min(MAX_LIMIT);
-    let offset = count(&q, "offset", 0)?;
+    let offset = q.count("offset", 0)?;
     if offset > MAX_OFFSET {
         return Err(ApiError::invalid_attr(
             "offset",
@@ -241,7 +240,7 @@ pub(crate) async fn list(
             format!("Offset is deprecated. Max supported offset value is {MAX_OFFSET}"),
         ));
     }
-    let ascending = match q.get("orderBy").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    let ascending = match q.get("orderBy") {
         None => false,
         // The time only (PostHog orders by nothing else, and reads any
         // other list as oldest first).
@@ -257,29 +256,12 @@ pub(crate) async fn list(
             }
         },
     };
-    let props = match q
-        .get("properties")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
+    let props = match q.get("properties") {
         None => Vec::new(),
-        Some(s) => {
-            let v: Value = serde_json::from_str(s).map_err(|e| {
-                ApiError::invalid_attr(
-                    "properties",
-                    "invalid_input",
-                    format!("Properties are unparsable: {e}"),
-                )
-            })?;
-            filter::props(Some(v), "properties")
-                .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e.to_string()))?
-        }
+        Some(s) => filter::props(Some(properties_json(s)?), "properties")
+            .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e.to_string()))?,
     };
-    let person_rows = match q
-        .get("person_id")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
+    let person_rows = match q.get("person_id") {
         None => None,
         Some(id) => {
             if id.parse::<i64>().is_err() && uuid::Uuid::parse_str(id).is_err() {
@@ -305,35 +287,21 @@ pub(crate) async fn list(
     let after_us = time(&q, "after", now)?;
     let query = EventsQuery {
         // An empty `event` is no filter (PostHog's `event or None`).
-        event: q.get("event").filter(|e| !e.is_empty()).cloned(),
-        distinct_id: q.get("distinct_id").cloned(),
+        event: q.raw("event").filter(|e| !e.is_empty()).map(str::to_string),
+        distinct_id: q.raw("distinct_id").map(str::to_string),
         person_rows,
         before_uuid: event_id(&q, "before_event_id", before_us.is_some(), "before")?,
         after_uuid: event_id(&q, "after_event_id", after_us.is_some(), "after")?,
-        cursor_seq: match q
-            .get("cursor_seq")
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-        {
+        cursor_seq: match q.get("cursor_seq") {
             None => None,
-            Some(_)
-                if ["before_event_id", "after_event_id"]
-                    .iter()
-                    .all(|k| q.get(*k).is_none_or(|v| v.trim().is_empty())) =>
-            {
+            Some(_) if q.get("before_event_id").is_none() && q.get("after_event_id").is_none() => {
                 return Err(ApiError::invalid_attr(
                     "cursor_seq",
                     "invalid",
                     "cursor_seq continues from before_event_id or after_event_id, which is missing",
                 ))
             }
-            Some(s) => Some(s.parse::<u64>().map_err(|_| {
-                ApiError::invalid_attr(
-                    "cursor_seq",
-                    "invalid",
-                    "cursor_seq must be a non-negative integer",
-                )
-            })?),
+            s => Some(number::<u64>(s, "cursor_seq", 0)?),
         },
         after_us,
         before_us,
@@ -409,14 +377,6 @@ pub(crate) async fn retrieve(
 ) -> ApiResult<Json<Value>> {
     let project = key.path_project(&p, "query:read")?;
     let id = p.get("id").cloned().unwrap_or_default();
-    if id == "values" {
-        // PostHog's property-value picker; not a UUID.
-        let mut e = ApiError::not_found();
-        e.detail =
-            "events/values is not served: ask the query endpoint (HogQL) for a property's values"
-                .into();
-        return Err(e);
-    }
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
         return Err(ApiError::invalid("Invalid UUID"));
     };
@@ -431,12 +391,22 @@ pub(crate) async fn retrieve(
         e.detail = format!("No events exist for event UUID {id}");
         return Err(e);
     };
-    let people = if flag(&query_params(&uri), "include_person") {
+    let people = if flag(&Params::of(&uri), "include_person") {
         persons_of(&state, project, std::slice::from_ref(&row)).await?
     } else {
         BTreeMap::new()
     };
     Ok(Json(event_json(&row, people.get(&row.distinct_id))))
+}
+
+/// `GET …/events/values/`: PostHog's property-value picker, not served
+/// (a 404 saying so, rather than the `{id}` route's "Invalid UUID").
+async fn values() -> ApiError {
+    let mut e = ApiError::not_found();
+    e.detail =
+        "events/values is not served: ask the query endpoint (HogQL) for a property's values"
+            .into();
+    e
 }
 
 /// The routes, under both project prefixes, with and without the
@@ -445,7 +415,11 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     use axum::routing::get;
     let mut r = axum::Router::new();
     for prefix in ["/api/projects/{project}", "/api/environments/{project}"] {
-        for (path, m) in [("/events", get(list)), ("/events/{id}", get(retrieve))] {
+        for (path, m) in [
+            ("/events", get(list)),
+            ("/events/values", get(values)),
+            ("/events/{id}", get(retrieve)),
+        ] {
             r = r
                 .route(&format!("{prefix}{path}"), m.clone())
                 .route(&format!("{prefix}{path}/"), m);

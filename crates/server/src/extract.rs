@@ -135,6 +135,18 @@ pub fn present(uri: &Uri, name: &str) -> bool {
     url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).any(|(k, _)| k == name)
 }
 
+/// PostHog's `properties` parameter as JSON (a 400 naming it when it is
+/// none).
+pub fn properties_json(s: &str) -> ApiResult<serde_json::Value> {
+    serde_json::from_str(s).map_err(|e| {
+        ApiError::invalid_attr(
+            "properties",
+            "invalid_input",
+            format!("Properties are unparsable: {e}"),
+        )
+    })
+}
+
 /// A number from a query string value.
 pub fn number<T: std::str::FromStr>(v: Option<&str>, name: &str, default: T) -> ApiResult<T> {
     match v {

@@ -735,17 +735,20 @@ async fn result_sizes_are_bounded() {
         json!({ "query": q })
     };
     let one = json!([{"event": "$pageview"}]);
-    let r = h
-        .post(
-            &url,
-            &trends(
-                one.clone(),
-                "day",
-                "2020-01-03",
-                json!({"breakdownFilter": {"breakdown": "k", "breakdown_limit": 3}}),
-            ),
+    // By `k`, its 3 largest values, with `breakdownFilter`'s `extra` keys.
+    let by_k = |extra: Value| {
+        let mut b = json!({"breakdown": "k", "breakdown_limit": 3});
+        if let (Value::Object(b), Value::Object(extra)) = (&mut b, extra) {
+            b.extend(extra);
+        }
+        trends(
+            one.clone(),
+            "day",
+            "2020-01-03",
+            json!({"breakdownFilter": b}),
         )
-        .await;
+    };
+    let r = h.post(&url, &by_k(json!({}))).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     let rows: Vec<(Value, Value)> = r.json["results"]
         .as_array()
@@ -769,13 +772,7 @@ async fn result_sizes_are_bounded() {
     let r = h
         .post(
             &url,
-            &trends(
-                one.clone(),
-                "day",
-                "2020-01-03",
-                json!({"breakdownFilter": {"breakdown": "k", "breakdown_limit": 3,
-                    "breakdown_hide_other_aggregation": true}}),
-            ),
+            &by_k(json!({"breakdown_hide_other_aggregation": true})),
         )
         .await;
     assert_eq!(

@@ -925,4 +925,47 @@ async fn events_list_and_one_event() {
     assert!(!whole.iter().any(|e| e["id"] == fifth["id"]));
     let one = h.get(&format!("{}/events/{twin}/", h.api())).await;
     assert_eq!(one.json["properties"]["v"], 2, "{}", one.text());
+    // Another project's events stay its own: its person's id names no
+    // person here, its event's UUID no event, with this project's key.
+    let (_, other_token, other_key) = h.other_project();
+    let r = h
+        .post_batch(&json!({"api_key": other_token, "batch": [
+            {"event": "theirs", "distinct_id": "a", "timestamp": "2024-01-01T10:00:00Z",
+             "properties": {"$set": {"email": "them@example.com"}}}]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let theirs = h
+        .call_as(
+            Some(&other_key),
+            "GET",
+            "/api/projects/@current/events/?include_person=true",
+            None,
+        )
+        .await;
+    assert_eq!(theirs.status, 200, "{}", theirs.text());
+    let their_event = theirs.json["results"][0]["id"]
+        .as_str()
+        .expect("their event")
+        .to_string();
+    let their_person = h
+        .call_as(
+            Some(&other_key),
+            "GET",
+            "/api/projects/@current/persons/?distinct_id=a",
+            None,
+        )
+        .await;
+    let their_uuid = their_person.json["results"][0]["uuid"]
+        .as_str()
+        .expect("their person")
+        .to_string();
+    assert_ne!(Some(their_uuid.as_str()), person["uuid"].as_str());
+    assert_eq!(
+        list(format!("?person_id={their_uuid}")).await["results"],
+        json!([])
+    );
+    assert_eq!(list("?event=theirs".into()).await["results"], json!([]));
+    h.get(&format!("{}/events/{their_event}/", h.api()))
+        .await
+        .envelope(404);
 }

@@ -71,10 +71,8 @@ pub(super) fn properties_clause(
                 )));
             }
         }
-        f.validate_as(Comparison::Text)
-            .map_err(PersonsError::InvalidInput)?;
     }
-    elide_store::predicate::check_patterns(filters).map_err(PersonsError::InvalidInput)?;
+    elide_store::predicate::validate_text_list(filters).map_err(PersonsError::InvalidInput)?;
     let json = serde_json::to_string(filters)
         .map_err(|e| PersonsError::Internal(format!("encoding property filters: {e}")))?;
     Ok((

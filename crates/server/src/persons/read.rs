@@ -119,13 +119,7 @@ async fn limit_to_cohorts(
 pub(super) fn parse_property_filters(
     s: &str,
 ) -> ApiResult<(Vec<PropertyFilter>, Vec<CohortFilter>)> {
-    let v: Value = serde_json::from_str(s).map_err(|e| {
-        ApiError::invalid_attr(
-            "properties",
-            "invalid_input",
-            format!("Properties are unparsable: {e}"),
-        )
-    })?;
+    let v = crate::extract::properties_json(s)?;
     let items = match v {
         Value::Array(items) => items,
         Value::Object(_) => vec![v],
@@ -169,11 +163,7 @@ pub(super) fn parse_property_filters(
         .collect::<ApiResult<Vec<PropertyFilter>>>()?;
     // A value the operator cannot compare (a regular expression that
     // does not compile, a date that is none) names the parameter too.
-    for f in &filters {
-        f.validate_as(elide_store::predicate::Comparison::Text)
-            .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e))?;
-    }
-    elide_store::predicate::check_patterns(&filters)
+    elide_store::predicate::validate_text_list(&filters)
         .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e))?;
     Ok((filters, cohorts))
 }

@@ -103,16 +103,6 @@ impl PropertyOperator {
         }
     }
 
-    /// The order `gt` / `lt` want of a row's value against the filter's
-    /// (`None` for the other operators).
-    fn ordering(self) -> Option<Ordering> {
-        match self {
-            PropertyOperator::Gt => Some(Ordering::Greater),
-            PropertyOperator::Lt => Some(Ordering::Less),
-            _ => None,
-        }
-    }
-
     /// The operator's name as JSON spells it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -473,7 +463,7 @@ impl PropertyFilter {
                 v.and_then(|v| Num::typed(v, numbers))
                     .zip(Num::typed(&self.value, numbers))
                     .and_then(|(a, b)| a.compare(b))
-                    == self.operator.ordering()
+                    .is_some_and(|o| self.operator.accepts(o))
             }
             // Not deletable (`validate` refuses them): as text, should a
             // filter be asked to compare so anyway.
@@ -628,9 +618,10 @@ fn compile_regex(p: &str) -> std::result::Result<regex::Regex, regex::Error> {
 }
 
 /// The most memory a filter's compiled regular expression may take, and
-/// its matching cache (Unicode classes such as `\w` take about 15 KiB
-/// each): a list of filters holds at most [`MAX_PATTERNS`] of them
-/// ([`check_patterns`]), compiled for each batch they read.
+/// (half of it) its matching cache. Unicode classes such as `\w` compile
+/// large: a pattern of a few of them, as `\w+@\w+\.\w+`, must fit. A
+/// list of filters holds at most [`MAX_PATTERNS`] of them
+/// ([`check_patterns`]).
 const REGEX_SIZE_LIMIT: usize = 256 << 10;
 
 /// Most regular expressions in one list of filters, all its `regex` and
@@ -653,6 +644,16 @@ pub fn pattern_count<'a>(filters: impl Iterator<Item = &'a PropertyFilter>) -> u
         })
         .map(|f| items(&f.value).len())
         .sum()
+}
+
+/// Check a list of filters as queries compare them ([`Comparison::Text`]):
+/// each on its own ([`PropertyFilter::validate_as`]), then their regular
+/// expressions together ([`check_patterns`]).
+pub fn validate_text_list(filters: &[PropertyFilter]) -> std::result::Result<(), String> {
+    for f in filters {
+        f.validate_as(Comparison::Text)?;
+    }
+    check_patterns(filters)
 }
 
 /// Whether a list of filters holds at most [`MAX_PATTERNS`] regular

@@ -34,8 +34,8 @@ pub use time::parse_time;
 
 use filter::TextFilter;
 pub use filter::{
-    check_patterns, pattern_count, Comparison, Numbers, PropertyFilter, PropertyOperator,
-    MAX_PATTERNS, MAX_PATTERN_BYTES,
+    check_patterns, pattern_count, validate_text_list, Comparison, Numbers, PropertyFilter,
+    PropertyOperator, MAX_PATTERNS, MAX_PATTERN_BYTES,
 };
 
 /// A conjunction of conditions on event rows. Every condition present must
