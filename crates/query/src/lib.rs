@@ -30,6 +30,7 @@ pub mod funnel;
 mod loaded;
 mod props;
 mod provider;
+pub mod row_patterns;
 pub mod scan;
 mod scan_predicate;
 pub mod sql_depth;
@@ -116,7 +117,9 @@ fn base_context() -> Result<SessionContext> {
 /// ([`distinct_runs`], the first phase of `count(DISTINCT …)`), and the
 /// one that runs the final phase of such a `GROUP BY` over narrow keys in
 /// cache-sized buckets ([`distinct_keys`]), and the one that answers a filter's `IN` list of UUIDs from a set of 128-bit
-/// integers ([`uuid_in_list`]). Installing the
+/// integers ([`uuid_in_list`]); and the analyzer pass that bounds the
+/// compiling of regex and LIKE patterns that change from row to row
+/// ([`row_patterns`]). Installing the
 /// rules builds the session's state anew: `*ctx` is replaced by a session
 /// with the same configuration, tables and functions (and a new session
 /// id), so clones of `ctx` taken before do not have them.
@@ -175,6 +178,7 @@ pub fn register_functions(ctx: &mut SessionContext) -> Result<()> {
     ctx.register_udf(UtcDateTrunc::udf());
     ctx.register_udf(PropertiesMatch::udf());
     bounded::register(ctx);
+    row_patterns::register(ctx)?;
     Ok(())
 }
 

@@ -474,6 +474,10 @@ async fn query_is_read_only_bounded_and_validated() {
         "select regexp_replace('x', 'a', 'b', 'zz')",
         "select regexp_replace('x', 'a{100000}{100000}', 'y')",
         "select array_resize(make_array(1), -1)",
+        // A pattern that changes from row to row and compiles large
+        // (minutes of a core per batch before the guard).
+        r"select count() from events where regexp_like(event, concat(distinct_id, '\w{1,200}'))",
+        r"select count() from events where event ~ concat(distinct_id, '(a|\w){1,200}')",
     ] {
         let r = h.post(&url, &query_body(sql)).await;
         assert_eq!(r.status.as_u16(), 400, "{sql}: {}", r.text());

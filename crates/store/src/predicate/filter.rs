@@ -622,7 +622,7 @@ fn compile_regex(p: &str) -> std::result::Result<regex::Regex, regex::Error> {
 /// large: a pattern of a few of them, as `\w+@\w+\.\w+`, must fit. A
 /// list of filters holds at most [`MAX_PATTERNS`] of them
 /// ([`check_patterns`]).
-const REGEX_SIZE_LIMIT: usize = 256 << 10;
+pub const REGEX_SIZE_LIMIT: usize = 256 << 10;
 
 /// Most regular expressions in one list of filters, all its `regex` and
 /// `not_regex` filters together ([`check_patterns`]).

@@ -35,7 +35,7 @@ pub use time::parse_time;
 use filter::TextFilter;
 pub use filter::{
     check_patterns, pattern_count, validate_text_list, Comparison, Numbers, PropertyFilter,
-    PropertyOperator, MAX_PATTERNS, MAX_PATTERN_BYTES,
+    PropertyOperator, MAX_PATTERNS, MAX_PATTERN_BYTES, REGEX_SIZE_LIMIT,
 };
 
 /// A conjunction of conditions on event rows. Every condition present must
