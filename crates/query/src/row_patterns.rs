@@ -11,30 +11,39 @@
 //! keep the cores busy long past its timeout.
 //!
 //! [`PatternRewrite`] (an analyzer pass that runs before type coercion)
-//! wraps each such pattern that is not a literal in
-//! `elide_pattern_guard(pattern, flags, caller)`. The guard returns the
-//! pattern unchanged after checking, for each batch, every distinct
-//! pattern (with its flags) as the function will compile it:
+//! wraps each such pattern that is not a literal (or whose flags are not)
+//! in `elide_pattern_guard(pattern, flags, caller, text)`. The guard
+//! returns the pattern unchanged after checking, for each batch, the
+//! patterns (with their flags) of the rows whose text is not NULL, as the
+//! function will compile them:
 //!
 //! - a regular expression holds at most [`MAX_PATTERN_BYTES`] bytes (its
 //!   parse takes memory in proportion before its size is known; a LIKE
 //!   pattern, whose regex is only text and wildcards, is not capped);
 //! - it compiles to at most [`REGEX_SIZE_LIMIT`] (the limits of property
 //!   filters);
-//! - the distinct patterns of one batch take at most [`MAX_BATCH_BYTES`]
-//!   compiled, all together.
+//! - what one batch compiles takes at most [`MAX_BATCH_BYTES`] compiled,
+//!   all together: each distinct (pattern, flags) of a regex function
+//!   (they keep what they compiled for the batch), each change of pattern
+//!   from one row to the next of LIKE and ILIKE (arrow's LIKE keeps only
+//!   the previous row's).
 //!
-//! So one batch's patterns compile in a bounded time (the check's, then
-//! the function's). A LIKE pattern is checked only when arrow would
-//! compile it (not for `abc%`, `%abc`, `%abc%` or no wildcard at all);
-//! an ILIKE pattern always is.
+//! So one call's patterns compile in a bounded time per batch (the
+//! check's, then the function's); a query of several such calls pays
+//! each. A LIKE pattern is checked only when arrow would compile it (not
+//! for `abc%`, `%abc`, `%abc%` or no wildcard at all); an ILIKE pattern
+//! always is. The forms: `~`, `~*`, `!~`, `!~*`, `~~`, `~~*`, `!~~`,
+//! `!~~*`, `[NOT] LIKE`, `[NOT] ILIKE`, `[NOT] SIMILAR TO` and the
+//! functions of [`REGEX_FUNCTIONS`].
 //!
 //! Invariant: the guard changes no result; it only refuses. Literal
-//! patterns are not wrapped (they were compiled once per batch before and
-//! still are), and a guard whose pattern constant folding made a literal
-//! gives it back unchecked.
+//! patterns with literal flags are not wrapped (they were compiled once
+//! per batch before and still are), and a guard whose pattern and flags
+//! constant folding made literals gives the pattern back unchecked. A
+//! call to the guard written in the query is no guard: the rewrite wraps
+//! its result again, unless it is exactly the call the rewrite makes.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -64,11 +73,12 @@ pub const PATTERN_GUARD: &str = "elide_pattern_guard";
 /// compiling per batch in a release build (docs/benchmarks.md).
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
-/// `elide_pattern_guard(pattern, flags, caller)`: `pattern`, after the
-/// checks of the module docs. `flags` is the regex flags the function
+/// `elide_pattern_guard(pattern, flags, caller, text)`: `pattern`, after
+/// the checks of the module docs. `flags` is the regex flags the function
 /// prefixes (`i`, `s`, …; NULL for none), `caller` the function or
 /// operator that compiles it (`LIKE` and `ILIKE` compile a LIKE pattern;
-/// all others a regular expression).
+/// all others a regular expression), `text` what it is matched against
+/// (a row whose text is NULL compiles nothing).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct PatternGuard {
     signature: Signature,
@@ -77,7 +87,7 @@ struct PatternGuard {
 impl PatternGuard {
     fn udf() -> ScalarUDF {
         ScalarUDF::new_from_impl(PatternGuard {
-            signature: Signature::any(3, Volatility::Immutable),
+            signature: Signature::any(4, Volatility::Immutable),
         })
     }
 }
@@ -95,19 +105,22 @@ impl ScalarUDFImpl for PatternGuard {
         Ok(arg_types[0].clone())
     }
 
-    /// A pattern that constant folding made a literal is given back: it is
-    /// compiled once per batch, as a literal written in the query is.
+    /// A pattern and flags that constant folding made literals: the
+    /// pattern is given back, compiled once per batch, as a literal
+    /// written in the query is.
     fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
         let mut args = args;
-        match args.first() {
-            Some(Expr::Literal(..)) => Ok(ExprSimplifyResult::Simplified(args.swap_remove(0))),
+        match (args.first(), args.get(1)) {
+            (Some(Expr::Literal(..)), Some(Expr::Literal(..))) => {
+                Ok(ExprSimplifyResult::Simplified(args.swap_remove(0)))
+            }
             _ => Ok(ExprSimplifyResult::Original(args)),
         }
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [pattern, flags, caller] = &args.args[..] else {
-            return exec_err!("{PATTERN_GUARD} takes 3 arguments");
+        let [pattern, flags, caller, text] = &args.args[..] else {
+            return exec_err!("{PATTERN_GUARD} takes 4 arguments");
         };
         let caller = match caller {
             ColumnarValue::Scalar(s) => s.try_as_str().flatten().unwrap_or("?").to_string(),
@@ -120,8 +133,19 @@ impl ScalarUDFImpl for PatternGuard {
             "ILIKE" => Kind::ILike,
             _ => Kind::Regex,
         };
+        let text = match text {
+            ColumnarValue::Scalar(s) if s.is_null() => return Ok(pattern.clone()),
+            ColumnarValue::Scalar(_) => None,
+            ColumnarValue::Array(a) => Some(a.as_ref()),
+        };
         if let (Some(patterns), flags) = (texts(pattern)?, texts(flags)?) {
-            check_batch(&patterns, flags.as_deref(), args.number_rows, kind, &caller)?;
+            let rows = Rows {
+                patterns: patterns.as_ref(),
+                flags: flags.as_deref(),
+                text,
+                count: args.number_rows,
+            };
+            check_batch(&rows, kind, &caller)?;
         }
         Ok(pattern.clone())
     }
@@ -163,30 +187,57 @@ fn text_at(a: &dyn Array, i: usize) -> Option<&str> {
     }
 }
 
-/// Check the distinct (pattern, flags) of a batch of `rows` rows.
-fn check_batch(
-    patterns: &ArrayRef,
-    flags: Option<&dyn Array>,
-    rows: usize,
-    kind: Kind,
-    caller: &str,
-) -> Result<()> {
-    let mut seen: HashSet<(&str, Option<&str>)> = HashSet::new();
+/// A batch's patterns, flags and texts.
+struct Rows<'a> {
+    patterns: &'a dyn Array,
+    flags: Option<&'a dyn Array>,
+    /// `None`: a constant text that is not NULL.
+    text: Option<&'a dyn Array>,
+    count: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// Row `i`'s pattern and flags, unless it compiles nothing (a NULL
+    /// pattern or text).
+    fn at(&self, i: usize) -> Option<(&'a str, Option<&'a str>)> {
+        if self.text.is_some_and(|t| i >= t.len() || t.is_null(i)) {
+            return None;
+        }
+        let p = text_at(self.patterns, i)?;
+        Some((p, self.flags.and_then(|f| text_at(f, i))))
+    }
+}
+
+/// Check what one batch compiles (see the module docs): each distinct
+/// (pattern, flags) of a regex function, each change of pattern of LIKE.
+fn check_batch(rows: &Rows, kind: Kind, caller: &str) -> Result<()> {
+    let mut sizes: HashMap<(&str, Option<&str>), usize> = HashMap::new();
+    let mut previous = None;
     let mut total = 0usize;
-    for i in 0..rows.max(1) {
-        let Some(p) = text_at(patterns.as_ref(), i) else {
+    let mut compiles = 0usize;
+    for i in 0..rows.count.max(1) {
+        let Some(row) = rows.at(i) else {
             continue;
         };
-        let f = flags.and_then(|f| text_at(f, i));
-        if !seen.insert((p, f)) {
-            continue;
+        let charged = match sizes.get(&row) {
+            None => {
+                let size = compiled_size(row.0, row.1, kind, caller)?;
+                sizes.insert(row, size);
+                Some(size)
+            }
+            // LIKE compiles again whenever the pattern changes.
+            Some(&size) if kind != Kind::Regex && previous != Some(row) => Some(size),
+            Some(_) => None,
+        };
+        previous = Some(row);
+        if let Some(size) = charged {
+            compiles += 1;
+            total = total.saturating_add(size);
         }
-        total = total.saturating_add(compiled_size(p, f, kind, caller)?);
         if total > MAX_BATCH_BYTES {
             return exec_err!(
-                "{caller}: the distinct patterns of one batch of rows compile to more than {} MiB together ({} patterns so far); a pattern that changes from row to row is compiled for every batch: use fewer distinct patterns, or a constant one",
-                MAX_BATCH_BYTES >> 20,
-                seen.len()
+                "{caller}: the patterns of one batch of rows compile to more than {} MiB together ({compiles} compiled so far); a pattern that changes from row to row is compiled for every batch: use fewer distinct patterns, or a constant one",
+                MAX_BATCH_BYTES >> 20
             );
         }
     }
@@ -250,7 +301,10 @@ fn compiled_size(pattern: &str, flags: Option<&str>, kind: Kind, caller: &str) -
             "{caller}: a pattern that is not a constant compiles to at most {} KiB; {shown} is larger (Unicode classes such as \\w and counted repetitions grow it)",
             REGEX_SIZE_LIMIT >> 10
         ),
-        Err(e) => exec_err!("{caller}: invalid regular expression {shown}: {e}"),
+        Err(e) => match e.syntax_error() {
+            Some(syntax) => exec_err!("{caller}: invalid regular expression {shown}: {syntax}"),
+            None => exec_err!("{caller}: invalid regular expression {shown}: {e}"),
+        },
     }
 }
 
@@ -324,16 +378,25 @@ impl PatternRewrite {
     pub(crate) const NAME: &'static str = "elide_row_patterns";
 }
 
-/// `pattern` wrapped in the guard, unless it is a literal or guarded.
-fn guarded(pattern: Expr, flags: Expr, caller: &str) -> Transformed<Expr> {
-    match &pattern {
-        Expr::Literal(..) => Transformed::no(pattern),
-        Expr::ScalarFunction(f) if f.name() == PATTERN_GUARD => Transformed::no(pattern),
-        _ => Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
-            guard_udf(),
-            vec![pattern, flags, text(caller)],
-        ))),
+/// `pattern` wrapped in the guard, unless it and `flags` are literals, or
+/// it is this very guard already (the rewrite met twice).
+fn guarded(pattern: Expr, flags: Expr, caller: &str, text: &Expr) -> Transformed<Expr> {
+    let caller = literal(caller);
+    let done = match &pattern {
+        Expr::Literal(..) => matches!(flags, Expr::Literal(..)),
+        Expr::ScalarFunction(f) => {
+            f.name() == PATTERN_GUARD
+                && matches!(&f.args[..], [_, fl, c, t] if *fl == flags && *c == caller && t == text)
+        }
+        _ => false,
+    };
+    if done {
+        return Transformed::no(pattern);
     }
+    Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
+        guard_udf(),
+        vec![pattern, flags, caller, text.clone()],
+    )))
 }
 
 fn guard_udf() -> Arc<ScalarUDF> {
@@ -342,7 +405,7 @@ fn guard_udf() -> Arc<ScalarUDF> {
     Arc::clone(&GUARD)
 }
 
-fn text(s: &str) -> Expr {
+fn literal(s: &str) -> Expr {
     Expr::Literal(ScalarValue::Utf8(Some(s.to_string())), None)
 }
 
@@ -368,7 +431,7 @@ impl FunctionRewrite for PatternRewrite {
                 } else {
                     "LIKE"
                 };
-                guarded(*like.pattern, no_flags(), caller).update_data(|p| {
+                guarded(*like.pattern, no_flags(), caller, &like.expr).update_data(|p| {
                     Expr::Like(Like {
                         pattern: Box::new(p),
                         ..like
@@ -377,14 +440,36 @@ impl FunctionRewrite for PatternRewrite {
             }
             Expr::SimilarTo(like) => {
                 let flags = if like.case_insensitive {
-                    text("i")
+                    literal("i")
                 } else {
                     no_flags()
                 };
-                guarded(*like.pattern, flags, "SIMILAR TO").update_data(|p| {
+                guarded(*like.pattern, flags, "SIMILAR TO", &like.expr).update_data(|p| {
                     Expr::SimilarTo(Like {
                         pattern: Box::new(p),
                         ..like
+                    })
+                })
+            }
+            // `~~` and its kin: LIKE and ILIKE as operators.
+            Expr::BinaryExpr(BinaryExpr { left, op, right })
+                if matches!(
+                    op,
+                    Operator::LikeMatch
+                        | Operator::ILikeMatch
+                        | Operator::NotLikeMatch
+                        | Operator::NotILikeMatch
+                ) =>
+            {
+                let caller = match op {
+                    Operator::ILikeMatch | Operator::NotILikeMatch => "ILIKE",
+                    _ => "LIKE",
+                };
+                guarded(*right, no_flags(), caller, &left).update_data(|r| {
+                    Expr::BinaryExpr(BinaryExpr {
+                        left,
+                        op,
+                        right: Box::new(r),
                     })
                 })
             }
@@ -398,11 +483,11 @@ impl FunctionRewrite for PatternRewrite {
                 ) =>
             {
                 let flags = match op {
-                    Operator::RegexIMatch | Operator::RegexNotIMatch => text("i"),
+                    Operator::RegexIMatch | Operator::RegexNotIMatch => literal("i"),
                     _ => no_flags(),
                 };
                 let caller = op.to_string();
-                guarded(*right, flags, &caller).update_data(|r| {
+                guarded(*right, flags, &caller, &left).update_data(|r| {
                     Expr::BinaryExpr(BinaryExpr {
                         left,
                         op,
@@ -420,7 +505,7 @@ impl FunctionRewrite for PatternRewrite {
                         let flags = f.args.get(at).cloned().unwrap_or_else(no_flags);
                         let caller = f.name().to_string();
                         let pattern = std::mem::replace(&mut f.args[1], no_flags());
-                        guarded(pattern, flags, &caller).update_data(|p| {
+                        guarded(pattern, flags, &caller, &f.args[0]).update_data(|p| {
                             f.args[1] = p;
                             Expr::ScalarFunction(f)
                         })

@@ -36,7 +36,9 @@ async fn guarded_patterns_give_the_same_results() {
          regexp_count(s, p, 1, f) AS g, regexp_replace(s, p, 'X', 'g') AS h, \
          regexp_replace(s, p, 'Y', f) AS h2, regexp_match(s, p, f) AS i, \
          regexp_instr(s, p) AS j, s LIKE l AS k, s ILIKE l AS m, s NOT LIKE l2 AS n, \
-         s NOT ILIKE l2 AS n2, s SIMILAR TO p AS o, s LIKE concat(l, '%') AS q \
+         s NOT ILIKE l2 AS n2, s SIMILAR TO p AS o, s LIKE concat(l, '%') AS q, \
+         s ~~ l AS r, s ~~* l AS r2, s !~~ l2 AS r3, s !~~* l2 AS r4, \
+         regexp_like(s, 'o', f) AS t, regexp_replace(s, '[a-z]', '-', concat(f, 'g')) AS u \
          FROM {ROWS}"
     );
     let want = text(&plain, &sql).await.expect("plain");
@@ -88,6 +90,13 @@ async fn large_patterns_that_change_by_row_are_refused() {
         format!("SELECT max(regexp_count(s, concat(s, '\\w{{1,30}}x'), 1, 'i')) FROM {rows}"),
         format!("SELECT count(*) FROM {rows} WHERE s LIKE concat(s, repeat('_', 3000))"),
         format!("SELECT count(*) FROM {rows} WHERE s ILIKE concat('%', repeat(s, 100000), '%')"),
+        format!("SELECT count(*) FROM {rows} WHERE s ~~ concat(s, repeat('_', 3000))"),
+        format!("SELECT count(*) FROM {rows} WHERE s !~~* concat(s, repeat('_', 3000))"),
+        // A literal pattern whose flags change from row to row is compiled
+        // for each flags.
+        format!("SELECT count(*) FROM {rows} WHERE regexp_like(s, '\\w{{1,200}}', CASE WHEN s = '1' THEN 'i' ELSE 'm' END)"),
+        // The guard written in the query, as another caller, is no guard.
+        format!("SELECT count(*) FROM {rows} WHERE s ~ elide_pattern_guard(concat(s, '\\w{{1,200}}'), NULL, 'ILIKE', s)"),
     ] {
         let e = refused(&ctx, &sql).await;
         assert!(e.contains("compiles to at most 256 KiB"), "{sql}: {e}");
@@ -103,7 +112,19 @@ async fn large_patterns_that_change_by_row_are_refused() {
         &format!("SELECT count(*) FROM {rows} WHERE regexp_like(s, concat(s, '('))"),
     )
     .await;
-    assert!(e.contains("invalid regular expression"), "{e}");
+    assert!(
+        e.contains("invalid regular expression") && e.contains("unclosed group"),
+        "{e}"
+    );
+    // Rows whose text is NULL compile nothing, as in DataFusion: their
+    // patterns are not checked.
+    let t = text(
+        &ctx,
+        "SELECT count(*) FROM (VALUES (CAST(NULL AS VARCHAR), concat('(', 'x')), ('a', 'a')) t(s, p) WHERE s ~ p OR s IS NULL",
+    )
+    .await
+    .expect("NULL text");
+    assert!(t.contains("| 2 "), "{t}");
     // Flags are applied as the function applies them: `x` ignores the
     // blanks and the comment; `g` is not a regex flag.
     let t = text(
@@ -130,6 +151,30 @@ async fn large_patterns_that_change_by_row_are_refused() {
     assert!(t.contains("| 3 "), "{t}");
 }
 
+/// LIKE compiles again at each change of pattern (arrow keeps only the
+/// previous row's), a regex function once per distinct pattern: two
+/// patterns alternating row by row are many compiles for LIKE, two for
+/// `~`.
+#[tokio::test]
+async fn like_counts_each_change_of_pattern() {
+    let ctx = session().await;
+    let from = "(SELECT v, CAST(v AS VARCHAR) AS s FROM generate_series(1, 8192) g(v))";
+    let like = format!(
+        "SELECT count(*) FROM {from} WHERE s LIKE concat(CAST(v % 2 AS VARCHAR), repeat('_', 250))"
+    );
+    let e = refused(&ctx, &like).await;
+    assert!(e.contains("compile to more than 64 MiB together"), "{e}");
+    let regex = format!(
+        "SELECT count(*) FROM {from} WHERE s ~ concat(CAST(v % 2 AS VARCHAR), repeat('.', 250))"
+    );
+    text(&ctx, &regex).await.expect("two patterns");
+    // The same LIKE pattern on every row is one compile.
+    let same = format!(
+        "SELECT count(*) FROM {from} WHERE s LIKE concat(CAST(v % 1 AS VARCHAR), repeat('_', 250))"
+    );
+    text(&ctx, &same).await.expect("one pattern");
+}
+
 /// Many distinct patterns in one batch, each within the limit, are
 /// refused together past [`MAX_BATCH_BYTES`].
 #[tokio::test]
@@ -144,7 +189,7 @@ async fn a_batch_of_many_distinct_patterns_is_bounded() {
     );
     let e = refused(&ctx, &sql).await;
     assert!(e.contains("compile to more than 64 MiB together"), "{e}");
-    // The same pattern on every row is one pattern.
+    // Three patterns over and over are three.
     let sql = format!(
         "SELECT count(*) FROM (SELECT v, CAST(v AS VARCHAR) AS s FROM generate_series(1, {n}) g(v)) \
          WHERE regexp_like(s, concat('\\w+@\\w+\\.', CAST(v % 3 AS VARCHAR)))"
