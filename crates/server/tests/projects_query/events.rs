@@ -1,0 +1,274 @@
+//! PostHog's events API: the list, one event, and the values of an event
+//! property.
+
+use serde_json::{json, Value};
+
+use crate::common::{self, Harness};
+
+/// Every event of an events list, following `next` from `url` (a path
+/// with its query) to the last page.
+async fn follow(h: &Harness, url: String) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut at = url.clone();
+    for _ in 0..100 {
+        let r = h.get(&at).await;
+        assert_eq!(r.status, 200, "{at}: {}", r.text());
+        out.extend(
+            r.json["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .cloned(),
+        );
+        match r.json["next"].as_str() {
+            Some(next) => {
+                at = next
+                    .split_once("/api/")
+                    .map(|(_, p)| format!("/api/{p}"))
+                    .expect("a path")
+            }
+            None => return out,
+        }
+    }
+    panic!("more than 100 pages from {url}")
+}
+
+/// PostHog's events list and one event: filters, both orders, pages that
+/// neither skip nor repeat events of the same time, persons, deletions
+/// applied, and the 400s and 404s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_list_and_one_event() {
+    let h = Harness::new();
+    let mut batch = Vec::new();
+    // Five events at one time, then one a minute later each.
+    // Stored in this order; their UUIDs sort the other way.
+    for i in 0..5 {
+        batch.push(
+            json!({"event": "tick", "distinct_id": "a", "timestamp": "2024-01-01T10:00:00Z",
+            "uuid": format!("00000000-0000-4000-8000-00000000000{}", 4 - i),
+            "properties": {"i": i, "$elements_chain": "a:href=\"/x\""}}),
+        );
+    }
+    for i in 5..8 {
+        batch.push(
+            json!({"event": if i == 7 { "tock" } else { "tick" }, "distinct_id": "b",
+            "timestamp": format!("2024-01-01T10:0{}:00Z", i - 4), "properties": {"i": i}}),
+        );
+    }
+    batch.push(json!({"event": "$identify", "distinct_id": "a",
+        "timestamp": "2024-01-01T09:00:00Z", "properties": {"$set": {"email": "a@example.com"}}}));
+    h.capture(json!(batch)).await;
+    let list = |q: String| {
+        let h = &h;
+        async move {
+            let r = h.get(&format!("{}/events/{q}", h.api())).await;
+            assert_eq!(r.status, 200, "{q}: {}", r.text());
+            r.json
+        }
+    };
+    let is = |page: &Value| -> Vec<i64> {
+        page["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|e| e["properties"]["i"].as_i64().unwrap_or(-1))
+            .collect()
+    };
+    // Newest first by default; the shape of an event.
+    let all = list("?event=tick".into()).await;
+    assert_eq!(all["next"], Value::Null);
+    let got = is(&all);
+    assert_eq!(got[..2], [6, 5]);
+    assert_eq!(got.len(), 7);
+    let e = &all["results"][6];
+    assert_eq!(e["event"], "tick");
+    assert_eq!(e["distinct_id"], "a");
+    assert_eq!(e["timestamp"], "2024-01-01T10:00:00+00:00");
+    assert_eq!(e["person"], Value::Null);
+    assert_eq!(e["elements"], json!([]));
+    assert_eq!(e["elements_chain"], "a:href=\"/x\"");
+    // Pages of two, following `next`: every event once, in order, also
+    // across the five of the same time.
+    let seen: Vec<i64> = follow(&h, format!("{}/events/?event=tick&limit=2", h.api()))
+        .await
+        .iter()
+        .map(|e| e["properties"]["i"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(seen, got);
+    // Oldest first, the same way.
+    let asc = list("?orderBy=%5B%22timestamp%22%5D&limit=3".into()).await;
+    assert_eq!(is(&asc)[0], -1);
+    assert!(asc["next"].is_string());
+    // Filters: distinct id, person, time window, properties.
+    assert_eq!(is(&list("?distinct_id=b".into()).await), vec![7, 6, 5]);
+    let person = h.person("a").await.expect("person a");
+    let by_person = list(format!(
+        "?person_id={}&include_person=true",
+        person["uuid"].as_str().expect("uuid")
+    ))
+    .await;
+    assert_eq!(by_person["results"].as_array().map(Vec::len), Some(6));
+    assert_eq!(
+        by_person["results"][0]["person"],
+        json!({"is_identified": false, "distinct_ids": ["a"], "properties": {"email": "a@example.com"}})
+    );
+    assert_eq!(
+        is(&list("?after=2024-01-01T10:01:00Z&before=2024-01-01T10:03:00Z".into()).await),
+        vec![6]
+    );
+    let props = common::urlencode(r#"[{"key": "i", "operator": "gte", "value": 6}]"#);
+    assert_eq!(is(&list(format!("?properties={props}")).await), vec![7, 6]);
+    let props =
+        common::urlencode(r#"[{"key": "email", "value": "a@example.com", "type": "person"}]"#);
+    assert_eq!(
+        list(format!("?properties={props}&event=tick")).await["results"]
+            .as_array()
+            .map(Vec::len),
+        Some(5)
+    );
+    assert_eq!(list("?person_id=999999".into()).await["results"], json!([]));
+    // One event by UUID; deleted events are gone from both.
+    let id = all["results"][0]["id"].as_str().expect("id").to_string();
+    let one = h.get(&format!("{}/events/{id}/", h.api())).await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json, all["results"][0]);
+    let r = h
+        .post(
+            &format!("{}/events/delete/", h.api()),
+            &json!({"event": "tock", "distinct_ids": ["b"]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(is(&list("?distinct_id=b".into()).await), vec![6, 5]);
+    let tock = list("?event=tock&before=2030-01-01".into()).await;
+    assert_eq!(tock["results"], json!([]));
+    // Bad input: 400 naming the parameter; an unknown event: 404.
+    for (q, attr) in [
+        ("?limit=abc", "limit"),
+        ("?limit=0", "limit"),
+        ("?offset=50001", "offset"),
+        ("?before=soon", "before"),
+        ("?orderBy=timestamp", "orderBy"),
+        ("?properties=%5Bnot", "properties"),
+        ("?person_id=nobody", "person_id"),
+        ("?action_id=1", "action_id"),
+        (
+            "?before_event_id=00000000-0000-0000-0000-000000000001",
+            "before_event_id",
+        ),
+        ("?before=2024-01-01&before_event_id=x", "before_event_id"),
+        ("?cursor_seq=3", "cursor_seq"),
+    ] {
+        let r = h.get(&format!("{}/events/{q}", h.api())).await;
+        r.envelope(400);
+        assert_eq!(r.json["attr"], attr, "{q}");
+    }
+    assert_eq!(
+        h.get(&format!("{}/events/not-a-uuid/", h.api()))
+            .await
+            .envelope(400),
+        "Invalid UUID"
+    );
+    let missing = "00000000-0000-0000-0000-000000000001";
+    assert_eq!(
+        h.get(&format!("{}/events/{missing}/", h.api()))
+            .await
+            .envelope(404),
+        format!("No events exist for event UUID {missing}")
+    );
+    h.get(&format!("{}/events/values/?key=i", h.api()))
+        .await
+        .envelope(404);
+    // An empty `event` is no filter, as in PostHog.
+    assert_eq!(
+        list("?event=".into()).await["results"]
+            .as_array()
+            .map(Vec::len),
+        Some(8)
+    );
+    // A UUID sent twice (an SDK's retry) is two events: paging one at a
+    // time lists each once, the last stored first; one event by UUID is
+    // that one.
+    let twin = "22222222-3333-4444-8555-666666666666";
+    for v in [1, 2] {
+        h.capture(json!([{"event": "dup", "distinct_id": "c", "uuid": twin,
+            "timestamp": "2024-01-02T00:00:00Z", "properties": {"v": v}}]))
+            .await;
+    }
+    let vs: Vec<i64> = follow(&h, format!("{}/events/?event=dup&limit=1", h.api()))
+        .await
+        .iter()
+        .map(|e| e["properties"]["v"].as_i64().expect("v"))
+        .collect();
+    assert_eq!(vs, vec![2, 1]);
+    // Oldest first under a `before` cursor of its own: the cursor's seq
+    // belongs to `after` (the bound the pages move toward), so paging
+    // never brings back the event `before_event_id` left out (the first
+    // stored at 10:00, whose UUID sorts last there).
+    let ticks = list("?event=tick&orderBy=%5B%22timestamp%22%5D".into()).await;
+    let fifth = ticks["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|e| e["properties"]["i"] == 0)
+        .expect("i 0")
+        .clone();
+    let fifth = &fifth;
+    let bound = format!(
+        "?event=tick&orderBy=%5B%22timestamp%22%5D&before={}&before_event_id={}",
+        common::urlencode(fifth["timestamp"].as_str().expect("time")),
+        fifth["id"].as_str().expect("id")
+    );
+    let whole: Vec<Value> = list(bound.clone()).await["results"]
+        .as_array()
+        .expect("results")
+        .clone();
+    let paged = follow(&h, format!("{}/events/{bound}&limit=1", h.api())).await;
+    assert_eq!(paged, whole);
+    assert!(!whole.iter().any(|e| e["id"] == fifth["id"]));
+    let one = h.get(&format!("{}/events/{twin}/", h.api())).await;
+    assert_eq!(one.json["properties"]["v"], 2, "{}", one.text());
+    // Another project's events stay its own: its person's id names no
+    // person here, its event's UUID no event, with this project's key.
+    let (_, other_token, other_key) = h.other_project();
+    let r = h
+        .post_batch(&json!({"api_key": other_token, "batch": [
+            {"event": "theirs", "distinct_id": "a", "timestamp": "2024-01-01T10:00:00Z",
+             "properties": {"$set": {"email": "them@example.com"}}}]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let theirs = h
+        .call_as(
+            Some(&other_key),
+            "GET",
+            "/api/projects/@current/events/?include_person=true",
+            None,
+        )
+        .await;
+    assert_eq!(theirs.status, 200, "{}", theirs.text());
+    let their_event = theirs.json["results"][0]["id"]
+        .as_str()
+        .expect("their event")
+        .to_string();
+    let their_person = h
+        .call_as(
+            Some(&other_key),
+            "GET",
+            "/api/projects/@current/persons/?distinct_id=a",
+            None,
+        )
+        .await;
+    let their_uuid = their_person.json["results"][0]["uuid"]
+        .as_str()
+        .expect("their person")
+        .to_string();
+    assert_ne!(Some(their_uuid.as_str()), person["uuid"].as_str());
+    assert_eq!(
+        list(format!("?person_id={their_uuid}")).await["results"],
+        json!([])
+    );
+    assert_eq!(list("?event=theirs".into()).await["results"], json!([]));
+    h.get(&format!("{}/events/{their_event}/", h.api()))
+        .await
+        .envelope(404);
+}
