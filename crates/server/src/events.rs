@@ -1,7 +1,8 @@
 //! PostHog's events API: `GET …/events/` lists a project's events
 //! (deletions applied), newest first, filtered as PostHog's legacy
 //! events list filters them; `GET …/events/{id}/` is one event by UUID.
-//! Both need `query:read`, as in PostHog.
+//! Both need `query:read`, as in PostHog; so does `GET …/events/values/`,
+//! the values an event property takes (a filter's value picker).
 //!
 //! Paging: `next` continues after the last event listed, by its time
 //! (`before`, or `after` oldest first) and its UUID (`before_event_id`,
@@ -399,14 +400,150 @@ pub(crate) async fn retrieve(
     Ok(Json(event_json(&row, people.get(&row.distinct_id))))
 }
 
-/// `GET …/events/values/`: PostHog's property-value picker, not served
-/// (a 404 saying so, rather than the `{id}` route's "Invalid UUID").
-async fn values() -> ApiError {
-    let mut e = ApiError::not_found();
-    e.detail =
-        "events/values is not served: ask the query endpoint (HogQL) for a property's values"
-            .into();
-    e
+/// Longest property name `events/values/` takes (PostHog's property
+/// names hold at most 400 characters), longest search text, and most
+/// `event_name` parameters.
+const MAX_VALUES_KEY: usize = 400;
+const MAX_VALUES_SEARCH: usize = 1000;
+const MAX_VALUES_EVENTS: usize = 100;
+
+/// Days before today whose events `events/values/` reads (PostHog's
+/// `-7d`, from the start of that day to the end of today, UTC).
+const VALUES_DAYS: i64 = 7;
+
+/// Nesting of arrays flattened into values (PostHog's `flatten`).
+const MAX_FLATTEN_DEPTH: usize = 10;
+
+/// One value an event property takes (`GET …/events/values/`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct EventValue {
+    /// The value: text, a number or null; a list's elements each on its
+    /// own, a boolean as `"true"`/`"false"`, an object as its JSON text.
+    name: Value,
+}
+
+/// The values an event property takes, for a filter's value picker.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/events/values/",
+    operation_id = "events_values",
+    tag = "events",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("key" = String, Query, description = "The event property; `custom_event` lists the project's event names instead (not `$pageview`, `$autocapture`, `$identify`, `$pageleave`, `$screen`)."),
+        ("value" = Option<String>, Query, description = "Only values containing this text (case-insensitive); then the shortest first."),
+        ("event_name" = Option<Vec<String>>, Query, description = "Only events of these names (repeat the parameter for more)."),
+    ),
+    responses(
+        (status = 200, description = "Up to 10 values, most frequent first, of the events of the last 7 days", body = [EventValue]),
+        (status = 400, description = "No key, or a parameter past its limit"),
+    )
+)]
+pub(crate) async fn values(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<Json<Vec<EventValue>>> {
+    let project = key.path_project(&p, "query:read")?;
+    let q = Params::of(&uri);
+    let Some(prop) = q.raw("key").filter(|k| !k.is_empty()).map(str::to_string) else {
+        return Err(ApiError::invalid_attr("key", "required", "key is required"));
+    };
+    if prop.chars().count() > MAX_VALUES_KEY {
+        return Err(ApiError::invalid_attr(
+            "key",
+            "max_length",
+            format!("key holds at most {MAX_VALUES_KEY} characters"),
+        ));
+    }
+    let persons = state.app().persons().clone();
+    if prop == "custom_event" {
+        let names = run_app_query(&state, move |limits| async move {
+            events::event_names(&persons, project, &limits).await
+        })
+        .await?;
+        return Ok(Json(
+            names
+                .into_iter()
+                .map(|n| EventValue {
+                    name: Value::String(n),
+                })
+                .collect(),
+        ));
+    }
+    let search = q.raw("value").filter(|v| !v.is_empty()).map(str::to_string);
+    if search
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > MAX_VALUES_SEARCH)
+    {
+        return Err(ApiError::invalid_attr(
+            "value",
+            "max_length",
+            format!("value holds at most {MAX_VALUES_SEARCH} characters"),
+        ));
+    }
+    let names: Vec<String> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .filter(|(k, v)| k == "event_name" && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if names.len() > MAX_VALUES_EVENTS {
+        return Err(ApiError::invalid_attr(
+            "event_name",
+            "invalid",
+            format!(
+                "at most {MAX_VALUES_EVENTS} event names, got {}",
+                names.len()
+            ),
+        ));
+    }
+    let today = chrono::Utc::now().date_naive();
+    let day_us = |d: chrono::NaiveDate| {
+        d.and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_micros()
+    };
+    let query = events::ValuesQuery {
+        key: prop,
+        search,
+        events: names,
+        from_us: day_us(today - chrono::Days::new(VALUES_DAYS as u64)),
+        to_us: day_us(today + chrono::Days::new(1)) - 1,
+    };
+    let raw = run_app_query(&state, move |limits| async move {
+        events::property_values(&persons, project, &query, &limits).await
+    })
+    .await?;
+    let mut names = Vec::new();
+    for text in &raw {
+        match serde_json::from_str::<Value>(text) {
+            // An object as stored, so that a filter on the value it names
+            // matches (filters read an object as its JSON text).
+            Ok(Value::Object(_)) => names.push(Value::String(text.clone())),
+            Ok(v) => value_names(v, 0, &mut names),
+            Err(_) => names.push(Value::String(text.clone())),
+        }
+    }
+    Ok(Json(
+        names.into_iter().map(|name| EventValue { name }).collect(),
+    ))
+}
+
+/// `v` as names of the value picker, as PostHog's `convert_property_value`
+/// over `flatten`: a list's elements each on its own (nested lists too,
+/// [`MAX_FLATTEN_DEPTH`] deep), a boolean as `"true"`/`"false"`, an object
+/// as its JSON text; strings, numbers and null as they are.
+fn value_names(v: Value, depth: usize, out: &mut Vec<Value>) {
+    match v {
+        Value::Array(items) if depth < MAX_FLATTEN_DEPTH => {
+            for x in items {
+                value_names(x, depth + 1, out);
+            }
+        }
+        Value::Bool(b) => out.push(Value::String(b.to_string())),
+        v @ (Value::Array(_) | Value::Object(_)) => out.push(Value::String(v.to_string())),
+        v => out.push(v),
+    }
 }
 
 /// The routes, under both project prefixes, with and without the

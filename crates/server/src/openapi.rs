@@ -145,6 +145,7 @@ fn document_json() -> Result<&'static str, &'static str> {
         crate::recordings::list,
         crate::events::list,
         crate::events::retrieve,
+        crate::events::values,
         crate::projects::list,
         crate::projects::create,
         crate::projects::retrieve,

@@ -277,6 +277,13 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
             Some(json!({"event": "e", "distinct_ids": ["target"]})),
         ),
         ("GET", format!("{pp}/events/"), "query:read", None),
+        ("GET", format!("{pp}/events/values/?key=x"), "query:read", None),
+        (
+            "GET",
+            format!("{pp}/events/values/?key=custom_event"),
+            "query:read",
+            None,
+        ),
         (
             "GET",
             format!("{pp}/events/?person_id={u}&include_person=true"),
@@ -537,6 +544,12 @@ async fn malformed_and_hostile_input_is_refused_and_changes_nothing() {
         format!("{pp}/persons/?limit=99999999999999999999"),
         format!("{pp}/persons/?offset=-5"),
         format!("{pp}/persons/values/?key={}", urlencode("email') --")),
+        format!(
+            "{pp}/events/values/?key={}&value={}&event_name={}",
+            urlencode("x') --"),
+            urlencode("%' OR 1=1 --"),
+            urlencode("'); DROP TABLE events; --")
+        ),
         format!("{pp}/persons/deletion_status/?limit=0"),
         format!(
             "{pp}/session_recordings/?person_uuid={}",

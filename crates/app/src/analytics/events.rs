@@ -10,6 +10,9 @@
 //! listed, by all three ([`EventsQuery::before_uuid`]), so a page
 //! boundary between events of the same time neither skips nor repeats
 //! one (PostHog's `before` at the last time skips them).
+//!
+//! Also the values an event property takes ([`property_values`]) and the
+//! project's own event names ([`event_names`]), for `events/values/`.
 
 use std::sync::Arc;
 
@@ -165,6 +168,106 @@ pub async fn one(
         lit(uuid)
     );
     Ok(rows(&ctx, &sql).await?.into_iter().next())
+}
+
+/// Most values [`property_values`] lists (PostHog's `LIMIT 10`).
+pub const MAX_VALUES: usize = 10;
+
+/// Most event names [`event_names`] lists.
+pub const MAX_EVENT_NAMES: usize = 1000;
+
+/// The events PostHog's `custom_event` values leave out.
+const SYSTEM_EVENTS: [&str; 5] = [
+    "$autocapture",
+    "$pageview",
+    "$identify",
+    "$pageleave",
+    "$screen",
+];
+
+/// What `events/values/` asks of an event property.
+#[derive(Debug, Clone, Default)]
+pub struct ValuesQuery {
+    /// The property.
+    pub key: String,
+    /// Only values whose text contains this, ignoring case (as text, not
+    /// a LIKE pattern); then the shortest first.
+    pub search: Option<String>,
+    /// Only events of these names (none: all).
+    pub events: Vec<String>,
+    /// The window (µs, inclusive).
+    pub from_us: i64,
+    /// The window's end (µs, inclusive).
+    pub to_us: i64,
+}
+
+/// The values `q.key` takes on the project's visible events in the
+/// window, as JSON text (a string quoted, a JSON `null` as `null`), at
+/// most [`MAX_VALUES`]: the most frequent first, or with `q.search` the
+/// shortest first (PostHog orders by length then). Events without the
+/// property give nothing.
+pub async fn property_values(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    q: &ValuesQuery,
+    limits: &QueryLimits,
+) -> Result<Vec<String>> {
+    let ctx = session(persons, project, limits)?;
+    let key = lit(&q.key);
+    let mut filter = vec![
+        format!("e.timestamp >= {}", ts_lit(q.from_us)),
+        format!("e.timestamp <= {}", ts_lit(q.to_us)),
+    ];
+    if !q.events.is_empty() {
+        let names: Vec<String> = q.events.iter().map(|e| lit(e)).collect();
+        filter.push(format!("e.event IN ({})", names.join(", ")));
+    }
+    if let Some(s) = &q.search {
+        filter.push(format!(
+            "strpos(lower(json_as_text(e.properties, {key})), {}) > 0",
+            lit(&s.to_lowercase())
+        ));
+    }
+    let order = match q.search {
+        Some(_) => "length(v), n DESC, v",
+        None => "n DESC, v",
+    };
+    let sql = format!(
+        "SELECT v FROM (SELECT json_get_json(e.properties, {key}) AS v, count(*) AS n \
+         FROM events e WHERE {} GROUP BY 1) WHERE v IS NOT NULL ORDER BY {order} LIMIT {MAX_VALUES}",
+        filter.join(" AND ")
+    );
+    texts(&ctx, &sql).await
+}
+
+/// The names of the project's visible events, less PostHog's system
+/// ones (`$pageview`, `$autocapture`, …): PostHog's `custom_event`
+/// values. The most frequent first, at most [`MAX_EVENT_NAMES`].
+pub async fn event_names(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    limits: &QueryLimits,
+) -> Result<Vec<String>> {
+    let ctx = session(persons, project, limits)?;
+    let system: Vec<String> = SYSTEM_EVENTS.iter().map(|e| lit(e)).collect();
+    let sql = format!(
+        "SELECT event FROM (SELECT e.event, count(*) AS n FROM events e \
+         WHERE e.event NOT IN ({}) GROUP BY 1) ORDER BY n DESC, event LIMIT {MAX_EVENT_NAMES}",
+        system.join(", ")
+    );
+    texts(&ctx, &sql).await
+}
+
+/// The first column of a query, as text (NULLs left out).
+async fn texts(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut batches = stream(ctx, sql).await?;
+    while let Some(b) = batches.next().await {
+        let b = b?;
+        let c = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        out.extend(c.as_string::<i32>().iter().flatten().map(str::to_string));
+    }
+    Ok(out)
 }
 
 /// The rows of an events query (uuid, event, distinct_id, properties,

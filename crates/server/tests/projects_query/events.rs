@@ -176,9 +176,6 @@ async fn events_list_and_one_event() {
             .envelope(404),
         format!("No events exist for event UUID {missing}")
     );
-    h.get(&format!("{}/events/values/?key=i", h.api()))
-        .await
-        .envelope(404);
     // An empty `event` is no filter, as in PostHog.
     assert_eq!(
         list("?event=".into()).await["results"]
@@ -271,4 +268,112 @@ async fn events_list_and_one_event() {
     h.get(&format!("{}/events/{their_event}/", h.api()))
         .await
         .envelope(404);
+}
+
+/// `events/values/`: the values an event property takes on the last 7
+/// days' events, most frequent first, lists flattened, booleans as text;
+/// a search, event names; `custom_event`; the 400s; another project's
+/// values stay its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_property_values() {
+    let h = Harness::new();
+    let mut batch = Vec::new();
+    for (i, plan) in ["pro", "pro", "pro", "free", "free", "Team Pro"]
+        .iter()
+        .enumerate()
+    {
+        batch.push(
+            json!({"event": if i < 5 { "signed up" } else { "upgraded" },
+            "distinct_id": format!("u{i}"), "properties": {"plan": plan}}),
+        );
+    }
+    for v in [
+        json!(3),
+        json!(true),
+        json!(["a", ["b"]]),
+        json!({"y": 1}),
+        json!(null),
+    ] {
+        batch.push(json!({"event": "odd", "distinct_id": "o", "properties": {"v": v}}));
+    }
+    // Older than 7 days: not read.
+    batch.push(json!({"event": "signed up", "distinct_id": "old",
+        "timestamp": "2024-01-01T00:00:00Z", "properties": {"plan": "legacy"}}));
+    batch.push(json!({"event": "$pageview", "distinct_id": "o"}));
+    h.capture(json!(batch)).await;
+    let values = |q: &str| {
+        let h = &h;
+        let url = format!("{}/events/values/?{q}", h.api());
+        async move {
+            let r = h.get(&url).await;
+            assert_eq!(r.status, 200, "{url}: {}", r.text());
+            r.json
+        }
+    };
+    let names = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .map(|x| x["name"].clone())
+            .collect()
+    };
+    assert_eq!(
+        names(&values("key=plan").await),
+        [json!("pro"), json!("free"), json!("Team Pro")]
+    );
+    // A search: case-insensitive text, not a pattern; the shortest first.
+    assert_eq!(
+        names(&values("key=plan&value=PRO").await),
+        [json!("pro"), json!("Team Pro")]
+    );
+    assert_eq!(
+        names(&values("key=plan&value=%25").await),
+        Vec::<Value>::new()
+    );
+    assert_eq!(
+        names(&values("key=plan&event_name=upgraded&event_name=nothing").await),
+        [json!("Team Pro")]
+    );
+    let sorted = |mut v: Vec<Value>| {
+        v.sort_by_key(|x| x.to_string());
+        v
+    };
+    assert_eq!(
+        sorted(names(&values("key=v").await)),
+        sorted(vec![
+            json!("a"),
+            json!("b"),
+            json!("true"),
+            json!("{\"y\":1}"),
+            json!(3),
+            Value::Null
+        ])
+    );
+    assert_eq!(names(&values("key=nothing").await), Vec::<Value>::new());
+    assert_eq!(
+        sorted(names(&values("key=custom_event").await)),
+        [json!("odd"), json!("signed up"), json!("upgraded")]
+    );
+    for q in ["", "key=", &format!("key={}", "k".repeat(401))] {
+        h.get(&format!("{}/events/values/?{q}", h.api()))
+            .await
+            .envelope(400);
+    }
+    // Another project's values are its own.
+    let (_, other_token, other_key) = h.other_project();
+    let r = h
+        .post_batch(&json!({"api_key": other_token, "batch": [
+            {"event": "theirs", "distinct_id": "t", "properties": {"plan": "secret"}}]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!names(&values("key=plan").await).contains(&json!("secret")));
+    let theirs = h
+        .call_as(
+            Some(&other_key),
+            "GET",
+            "/api/projects/@current/events/values/?key=plan",
+            None,
+        )
+        .await;
+    assert_eq!(names(&theirs.json), [json!("secret")]);
 }
