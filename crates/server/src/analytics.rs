@@ -118,11 +118,12 @@ pub(crate) async fn persons_funnel(
         funnel::actors(&persons, project, &spec2, &limits).await
     })
     .await?;
-    let page: Vec<String> = all
-        .iter()
+    let page: Vec<String> = selection
+        .select(&spec, &all)
+        .into_iter()
         // A personless actor has no profile to list (PostHog lists only
         // persons too).
-        .filter(|a| !a.personless && selection.wants(a))
+        .filter(|a| !a.personless)
         .skip(offset)
         .take(limit)
         .map(|a| a.person.clone())

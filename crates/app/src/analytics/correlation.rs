@@ -115,7 +115,10 @@ impl CorrelationSpec {
     /// Parse a correlation's parameters (the funnel's, then PostHog's
     /// `funnel_correlation_*`).
     pub fn parse(p: &Params, now: chrono::DateTime<chrono::Utc>) -> Result<CorrelationSpec> {
-        let funnel = FunnelSpec::parse(p, now)?;
+        // A correlation counts persons, not breakdown groups: a breakdown
+        // (of all events, an actor for each value) is not read.
+        let mut funnel = FunnelSpec::parse(p, now)?;
+        funnel.breakdown = None;
         let from_step = match p.int("funnel_step")? {
             None => 1,
             Some(k) if k >= 1 => k as usize,

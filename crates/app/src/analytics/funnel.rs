@@ -8,9 +8,12 @@
 //! the paths that got furthest. A step's count is the number of persons
 //! that reached at least that step; its average conversion time the mean
 //! of those persons' averages, its median the median of their medians.
-//! With a breakdown, a person's value is the one on its first step-1 event
-//! in the range (PostHog's first-touch attribution), and each value is a
-//! funnel of its own.
+//! With a breakdown, each value is a funnel of its own, and which event's
+//! value is an actor's is PostHog's `breakdown_attribution_type`
+//! ([`Attribution`]): by default the first event of the funnel's query
+//! that has one (first touch), an unset value being `""`. The insight
+//! shows the `breakdown_limit` values furthest along and the others
+//! together as `Other` ([`groups`]).
 //!
 //! Personless events (`$process_person_profile: false`, which posthog-js
 //! sends for anonymous visitors by default) make an actor of the person
@@ -27,7 +30,7 @@ use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 use elide_persons::{Persons, SqliteMeta};
 use elide_query::funnel::posthog::Order;
-use elide_query::funnel::Window;
+use elide_query::funnel::{Window, MAX_CONDITIONS};
 use serde_json::{json, Value};
 
 use super::filter::{
@@ -50,10 +53,40 @@ pub struct Breakdown {
     pub kind: PropKind,
     /// The property keys.
     pub keys: Vec<String>,
-    /// The insight shows the values of this many largest groups
-    /// (`breakdown_limit`, PostHog's default 25).
+    /// The insight shows the values of this many groups, those furthest
+    /// along (`breakdown_limit`, PostHog's default 25); the others are
+    /// one group, [`OTHER`].
     pub limit: usize,
+    /// Which event's value is an actor's.
+    pub attribution: Attribution,
 }
+
+/// Which event's breakdown value is an actor's
+/// (`breakdown_attribution_type`, PostHog's funnels). An event's value
+/// is its property as text, `""` when it has none; with several keys, the
+/// values of one event together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribution {
+    /// The value of the actor's first event in the funnel's query (any
+    /// step's or exclusion's; any event of a strict funnel) that has one
+    /// (not all `""`); else `""` (the default).
+    FirstTouch,
+    /// As `FirstTouch`, the last such event.
+    LastTouch,
+    /// Each value of the actor's events: a funnel of its own over the
+    /// events of that value, so an actor counts once for each value whose
+    /// events reach the first step.
+    AllEvents,
+    /// The value of the event of this step (0-based): for each value the
+    /// actor's events of this step have, a funnel whose step it is must
+    /// be reached with that value. An actor without such an event is in
+    /// no group.
+    Step(usize),
+}
+
+/// The group of the values past `breakdown_limit` (PostHog's funnels
+/// name it so, where trends write `$$_posthog_breakdown_other_$$`).
+pub const OTHER: &str = "Other";
 
 /// A funnel, parsed and checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +147,35 @@ pub fn breakdown(p: &Params) -> Result<Option<Breakdown>> {
         None => DEFAULT_BREAKDOWN_LIMIT,
         Some(n) => breakdown_limit(Some(n), &n)?,
     };
-    Ok(Some(Breakdown { kind, keys, limit }))
+    let attribution = match p.text("breakdown_attribution_type").as_deref() {
+        None | Some("first_touch") => Attribution::FirstTouch,
+        Some("last_touch") => Attribution::LastTouch,
+        Some("all_events") => Attribution::AllEvents,
+        Some("step") => match p.int("breakdown_attribution_value")? {
+            Some(k) if (0..MAX_CONDITIONS as i64).contains(&k) => Attribution::Step(k as usize),
+            Some(k) => {
+                return invalid(format!(
+                    "breakdown_attribution_value {k} is not a step (0-based)"
+                ))
+            }
+            None => {
+                return invalid(
+                    "breakdown_attribution_value is required with breakdown_attribution_type step",
+                )
+            }
+        },
+        Some(other) => {
+            return invalid(format!(
+                "breakdown_attribution_type {other:?} is not one of first_touch, last_touch, all_events, step"
+            ))
+        }
+    };
+    Ok(Some(Breakdown {
+        kind,
+        keys,
+        limit,
+        attribution,
+    }))
 }
 
 /// The funnel's `interval`, which only rounds its dates ([`range`]):
@@ -188,10 +249,10 @@ impl FunnelSpec {
                 });
             }
         }
-        if n + exclusions.len() > elide_query::funnel::MAX_CONDITIONS {
+        if n + exclusions.len() > MAX_CONDITIONS {
             return invalid(format!(
                 "a funnel takes at most {} steps and exclusions together",
-                elide_query::funnel::MAX_CONDITIONS
+                MAX_CONDITIONS
             ));
         }
         // A funnel counts from `date_from` as parsed, whatever its
@@ -199,6 +260,19 @@ impl FunnelSpec {
         // date_from` where trends round it to the period.
         let mut range = range(p, now, "-7d", funnel_interval(p)?)?;
         range.from = range.given_from;
+        let breakdown = breakdown(p)?;
+        if let Some(Attribution::Step(k)) = breakdown.as_ref().map(|b| b.attribution) {
+            if k >= n {
+                return invalid(format!(
+                    "breakdown_attribution_value {k} is not a step of this funnel of {n} (0-based)"
+                ));
+            }
+            if order == Order::Unordered && k != 0 {
+                return invalid(
+                    "Only the first step can be used for breakdown attribution in unordered funnels",
+                );
+            }
+        }
         Ok(FunnelSpec {
             steps,
             exclusions,
@@ -206,7 +280,7 @@ impl FunnelSpec {
             range,
             window: funnel_window(p)?,
             order,
-            breakdown: breakdown(p)?,
+            breakdown,
         })
     }
 
@@ -316,36 +390,30 @@ impl FunnelSpec {
         );
         // With personless actors: grouped by (person, UUID of a personless
         // event), then named.
+        let keys: Vec<&str> = if personless.is_some() {
+            vec![
+                "pdi.person_id",
+                "CASE WHEN pdi.person_id IS NULL THEN e.person_id END",
+            ]
+        } else {
+            vec!["pdi.person_id"]
+        };
         let mut select = if personless.is_some() {
             vec![
-                "pdi.person_id AS person".to_string(),
-                "CASE WHEN pdi.person_id IS NULL THEN e.person_id END AS uuid".to_string(),
+                format!("{} AS person", keys[0]),
+                format!("{} AS uuid", keys[1]),
             ]
         } else {
             vec![
-                "pdi.person_id AS actor".to_string(),
+                format!("{} AS actor", keys[0]),
                 "FALSE AS personless".to_string(),
             ]
         };
-        if let Some(b) = &self.breakdown {
-            let column = if b.kind == PropKind::Person {
-                "p.properties"
-            } else {
-                "e.properties"
-            };
-            for (i, k) in b.keys.iter().enumerate() {
-                select.push(format!(
-                    "first_value(json_as_text({column}, {}) ORDER BY e.timestamp) FILTER (WHERE {}) AS bd{i}",
-                    lit(k),
-                    conds[0]
-                ));
-            }
-        }
-        select.push(format!(
-            "funnel_path({window}, {}, e.timestamp, {}) AS f",
-            lit(&options),
-            conds.join(", ")
-        ));
+        let mut group_by = if personless.is_some() {
+            vec!["1".to_string(), "2".to_string()]
+        } else {
+            vec!["1".to_string()]
+        };
         let mut filter = vec![format!("e.timestamp <= {}", ts_lit(self.range.to))];
         if let Some(from) = self.range.from {
             filter.push(format!("e.timestamp >= {}", ts_lit(from)));
@@ -364,19 +432,120 @@ impl FunnelSpec {
         };
         // The persons tables first: DataFusion builds its hash joins on
         // the left side, and with `events` first the second join would
-        // build on every event.
-        if personless.is_none() {
-            filter.push(props_sql(&self.props)?);
-            return Ok(format!(
-                "SELECT {} FROM person_distinct_ids pdi{persons_join} \
-                 JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY 1",
-                select.join(", "),
-                filter.join(" AND ")
-            ));
+        // build on every event. A right join (with personless actors)
+        // keeps the events whose distinct id has no person; the global
+        // event filters stay in the `WHERE`.
+        let (join, props) = match personless {
+            None => ("JOIN", props_sql(&self.props)?),
+            Some(_) => ("RIGHT JOIN", personless_props_sql(&self.props)?),
+        };
+        filter.push(props);
+        let from = format!(
+            "FROM person_distinct_ids pdi{persons_join} {join} events e ON e.distinct_id = pdi.distinct_id"
+        );
+        let mut candidates = None;
+        if let Some(b) = &self.breakdown {
+            let column = if b.kind == PropKind::Person {
+                "p.properties"
+            } else {
+                "e.properties"
+            };
+            // An event's value: its property as text, "" when unset.
+            let vals: Vec<String> = b
+                .keys
+                .iter()
+                .map(|k| format!("COALESCE(json_as_text({column}, {}), '')", lit(k)))
+                .collect();
+            let start = select.len() + 1;
+            match b.attribution {
+                Attribution::FirstTouch | Attribution::LastTouch => {
+                    let dir = if b.attribution == Attribution::FirstTouch {
+                        "ASC"
+                    } else {
+                        "DESC"
+                    };
+                    // The events of the funnel's query: any step's or
+                    // exclusion's (a strict funnel's: all).
+                    let in_query = match self.order {
+                        Order::Strict => "TRUE".to_string(),
+                        _ => conds.join(" OR "),
+                    };
+                    let any: Vec<String> = vals.iter().map(|v| format!("{v} <> ''")).collect();
+                    for (i, v) in vals.iter().enumerate() {
+                        select.push(format!(
+                            "COALESCE(first_value({v} ORDER BY e.timestamp {dir}, e.uuid {dir}, e._seq {dir}) \
+                             FILTER (WHERE ({in_query}) AND ({})), '') AS bd{i}",
+                            any.join(" OR ")
+                        ));
+                    }
+                }
+                Attribution::AllEvents => {
+                    for (i, v) in vals.iter().enumerate() {
+                        select.push(format!("{v} AS bd{i}"));
+                        group_by.push((start + i).to_string());
+                    }
+                }
+                Attribution::Step(k) => {
+                    // Each value of the actor's events of step `k`: the
+                    // actor's events once for each, and step `k` reached
+                    // only with it.
+                    let mut cand: Vec<String> = keys
+                        .iter()
+                        .enumerate()
+                        .map(|(i, key)| format!("{key} AS ck{i}"))
+                        .collect();
+                    cand.extend(
+                        vals.iter()
+                            .enumerate()
+                            .map(|(i, v)| format!("{v} AS bd{i}")),
+                    );
+                    let same_value: Vec<String> = vals
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| format!("{v} = c.bd{i}"))
+                        .collect();
+                    let on: Vec<String> = keys
+                        .iter()
+                        .enumerate()
+                        // Parenthesized: the parser reads all that follows
+                        // `IS NOT DISTINCT FROM`, `AND`s included.
+                        .map(|(i, key)| format!("(c.ck{i} IS NOT DISTINCT FROM ({key}))"))
+                        .collect();
+                    candidates = Some((
+                        format!(
+                            "(SELECT DISTINCT {} {from} WHERE {} AND {}) c",
+                            cand.join(", "),
+                            filter.join(" AND "),
+                            conds[k]
+                        ),
+                        on.join(" AND "),
+                    ));
+                    conds[k] = format!("({} AND {})", conds[k], same_value.join(" AND "));
+                    for i in 0..vals.len() {
+                        select.push(format!("c.bd{i} AS bd{i}"));
+                        group_by.push((start + i).to_string());
+                    }
+                }
+            }
         }
-        // A right join keeps the events whose distinct id has no person;
-        // the global event filters stay in the `WHERE`.
-        filter.push(personless_props_sql(&self.props)?);
+        select.push(format!(
+            "funnel_path({window}, {}, e.timestamp, {}) AS f",
+            lit(&options),
+            conds.join(", ")
+        ));
+        let from = match &candidates {
+            None => from,
+            Some((c, on)) => format!("{from} JOIN {c} ON {on}"),
+        };
+        let inner = format!(
+            "SELECT {} {from} WHERE {} GROUP BY {}",
+            select.join(", "),
+            filter.join(" AND "),
+            group_by.join(", ")
+        );
+        if personless.is_none() {
+            return Ok(inner);
+        }
         let mut outer = vec![
             "COALESCE(g.person, CAST(g.uuid AS VARCHAR)) AS actor".to_string(),
             "g.person IS NULL AS personless".to_string(),
@@ -386,13 +555,10 @@ impl FunnelSpec {
         }
         outer.push("g.f".to_string());
         Ok(format!(
-            "SELECT {} FROM (SELECT {} FROM person_distinct_ids pdi{persons_join} \
-             RIGHT JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY 1, 2) g \
+            "SELECT {} FROM ({inner}) g \
              LEFT JOIN (SELECT DISTINCT uuid_from_text(person_id) AS live_uuid FROM person_distinct_ids) live \
              ON live.live_uuid = g.uuid WHERE g.person IS NOT NULL OR live.live_uuid IS NULL",
-            outer.join(", "),
-            select.join(", "),
-            filter.join(" AND ")
+            outer.join(", ")
         ))
     }
 }
@@ -407,8 +573,10 @@ pub struct Actor {
     /// (`$process_person_profile: false`), it has no profile to list, and
     /// its events are found by the UUID they carry.
     pub personless: bool,
-    /// The breakdown values (one per key; `None` when unset).
-    pub breakdown: Vec<Option<String>>,
+    /// The breakdown values (one per key; `""` when unset). With
+    /// [`Attribution::AllEvents`] or [`Attribution::Step`] a person is an
+    /// actor once for each of its values.
+    pub breakdown: Vec<String>,
     /// Furthest step reached (1-based; at least 1).
     pub steps: usize,
     /// The step timestamps of the best path (µs).
@@ -501,7 +669,10 @@ fn read_actors(
                     .iter()
                     .map(|c| {
                         let c = c.as_string::<i32>();
-                        (!c.is_null(r)).then(|| c.value(r).to_string())
+                        match c.is_null(r) {
+                            true => String::new(),
+                            false => c.value(r).to_string(),
+                        }
                     })
                     .collect(),
                 steps: steps.value(r) as usize,
@@ -511,7 +682,7 @@ fn read_actors(
             });
         }
     }
-    out.sort_by(|a, b| a.person.cmp(&b.person));
+    out.sort_by(|a, b| (&a.person, &a.breakdown).cmp(&(&b.person, &b.breakdown)));
     Ok(out)
 }
 
@@ -532,7 +703,7 @@ fn median(v: &mut [f64]) -> Option<f64> {
 fn format_steps(
     spec: &FunnelSpec,
     actors: &[&Actor],
-    breakdown: Option<&[Option<String>]>,
+    breakdown: Option<&[String]>,
     base_url: &str,
 ) -> Vec<Value> {
     let unordered = spec.order == Order::Unordered;
@@ -587,7 +758,7 @@ fn format_steps(
 }
 
 /// The funnel insight: the list of steps, or with a breakdown one list per
-/// value (ordered by the first step's count, largest first).
+/// group ([`groups`]).
 pub fn steps(spec: &FunnelSpec, actors: &[Actor], base_url: &str) -> Value {
     if spec.steps.is_empty() {
         return json!([]);
@@ -597,26 +768,70 @@ pub fn steps(spec: &FunnelSpec, actors: &[Actor], base_url: &str) -> Value {
             let all: Vec<&Actor> = actors.iter().collect();
             Value::Array(format_steps(spec, &all, None, base_url))
         }
-        Some(b) => {
-            let mut groups: BTreeMap<Vec<Option<String>>, Vec<&Actor>> = BTreeMap::new();
-            for a in actors {
-                groups.entry(a.breakdown.clone()).or_default().push(a);
-            }
-            // The largest groups first, at most `limit` of them (as
-            // PostHog, which keeps the top values): a breakdown by a
-            // property of nearly one value per person would otherwise
-            // answer one list per person.
-            let mut sizes: Vec<(usize, &Vec<Option<String>>)> =
-                groups.iter().map(|(k, v)| (v.len(), k)).collect();
-            sizes.sort_by_key(|l| std::cmp::Reverse(l.0));
-            sizes.truncate(b.limit);
-            Value::Array(
-                sizes
-                    .into_iter()
-                    .map(|(_, k)| Value::Array(format_steps(spec, &groups[k], Some(k), base_url)))
-                    .collect(),
-            )
-        }
+        Some(_) => Value::Array(
+            groups(spec, actors)
+                .into_iter()
+                .map(|(k, members)| Value::Array(format_steps(spec, &members, Some(&k), base_url)))
+                .collect(),
+        ),
+    }
+}
+
+/// The actors of a broken-down funnel by value, as PostHog's funnels
+/// show them: the `breakdown_limit` values furthest along (by the count
+/// at the last step, then at the one before, …, then by value), and the
+/// others together as [`OTHER`]; all ordered so. Without a breakdown, one
+/// group of all.
+pub fn groups<'a>(spec: &FunnelSpec, actors: &'a [Actor]) -> Vec<(Vec<String>, Vec<&'a Actor>)> {
+    let Some(b) = &spec.breakdown else {
+        return vec![(Vec::new(), actors.iter().collect())];
+    };
+    let mut by_value: BTreeMap<&[String], Vec<&Actor>> = BTreeMap::new();
+    for a in actors {
+        by_value.entry(&a.breakdown).or_default().push(a);
+    }
+    let n = spec.steps.len();
+    // Persons at each step, last step first, each largest first.
+    let rank = |members: &[&Actor]| -> Vec<std::cmp::Reverse<usize>> {
+        (0..n)
+            .rev()
+            .map(|i| std::cmp::Reverse(members.iter().filter(|a| a.steps > i).count()))
+            .collect()
+    };
+    let ranked = |value: Vec<String>, members: Vec<&'a Actor>| Group {
+        rank: rank(&members),
+        value,
+        members,
+    };
+    let mut all: Vec<Group> = by_value
+        .into_iter()
+        .map(|(k, members)| ranked(k.to_vec(), members))
+        .collect();
+    all.sort_by(Group::order);
+    let other: Vec<&Actor> = all
+        .split_off(b.limit.min(all.len()))
+        .into_iter()
+        .flat_map(|g| g.members)
+        .collect();
+    if !other.is_empty() {
+        all.push(ranked(vec![OTHER.to_string()], other));
+        all.sort_by(Group::order);
+    }
+    all.into_iter().map(|g| (g.value, g.members)).collect()
+}
+
+/// A group of [`groups`], with what it is ranked by.
+struct Group<'a> {
+    /// Persons at each step, last step first, each largest first.
+    rank: Vec<std::cmp::Reverse<usize>>,
+    value: Vec<String>,
+    members: Vec<&'a Actor>,
+}
+
+impl Group<'_> {
+    /// Furthest along first, then by value.
+    fn order(x: &Self, y: &Self) -> std::cmp::Ordering {
+        (&x.rank, &x.value).cmp(&(&y.rank, &y.value))
     }
 }
 
@@ -628,8 +843,9 @@ pub fn steps(spec: &FunnelSpec, actors: &[Actor], base_url: &str) -> Value {
 pub struct StepSelection {
     /// Furthest steps wanted.
     pub steps: Vec<usize>,
-    /// Only this breakdown value (`funnel_step_breakdown`), if given.
-    pub breakdown: Option<Vec<Option<String>>>,
+    /// Only this breakdown value (`funnel_step_breakdown`), if given
+    /// (`["Other"]`: the group of the values past the limit).
+    pub breakdown: Option<Vec<String>>,
 }
 
 impl StepSelection {
@@ -684,19 +900,32 @@ impl StepSelection {
         Ok(StepSelection { steps, breakdown })
     }
 
-    /// Whether `a` is wanted.
-    pub fn wants(&self, a: &Actor) -> bool {
-        self.steps.contains(&a.steps)
-            && self.breakdown.as_ref().is_none_or(|b| {
-                b.len() == a.breakdown.len() && b.iter().zip(&a.breakdown).all(|(x, y)| x == y)
-            })
+    /// The actors wanted, once each (an actor of several values is listed
+    /// once when no value is asked for).
+    pub fn select<'a>(&self, spec: &FunnelSpec, actors: &'a [Actor]) -> Vec<&'a Actor> {
+        let in_group: Vec<&Actor> = match &self.breakdown {
+            None => actors.iter().collect(),
+            Some(want) => groups(spec, actors)
+                .into_iter()
+                .find(|(k, _)| k == want)
+                .map(|(_, members)| members)
+                .unwrap_or_default(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        in_group
+            .into_iter()
+            .filter(|a| self.steps.contains(&a.steps))
+            .filter(|a| seen.insert((&a.person, a.personless)))
+            .collect()
     }
 }
 
-fn json_text(v: &Value) -> Option<String> {
+/// A requested breakdown value as text (`null`, once Elide's value of an
+/// unset property, is `""` as in PostHog's funnels).
+fn json_text(v: &Value) -> String {
     match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        v => Some(v.to_string()),
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
     }
 }

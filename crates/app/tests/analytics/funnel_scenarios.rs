@@ -30,7 +30,7 @@ async fn funnel_persons_scenarios() {
     });
     let (spec, actors) = funnel_actors(&app, &p).await;
     let n = spec.steps.len();
-    let count = |sel: Value| selected(&actors, sel, n).len();
+    let count = |sel: Value| selected(&spec, &actors, sel).len();
     // Scenarios 1-4.
     assert_eq!(count(json!({"funnel_step": 1})), 35);
     assert_eq!(count(json!({"funnel_step": 3})), 5);
@@ -148,8 +148,8 @@ async fn funnel_breakdowns_strict_and_conversion_times() {
         &with(json!({"breakdown_type": "event", "breakdown": "$browser"})),
     )
     .await;
-    let n = spec.steps.len();
-    // Two values, one list each; `breakdown_limit` keeps the largest.
+    // Two values, one list each; `breakdown_limit` keeps those furthest
+    // along (by the last step first), the others are `Other`.
     assert_eq!(
         funnel::steps(&spec, &actors, "").as_array().map(Vec::len),
         Some(2)
@@ -159,68 +159,100 @@ async fn funnel_breakdowns_strict_and_conversion_times() {
         &with(json!({"breakdown_type": "event", "breakdown": "$browser", "breakdown_limit": 1})),
     )
     .await;
+    let counts = |v: &Value| -> Vec<(Value, Vec<i64>)> {
+        v.as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                let steps = g.as_array().expect("steps");
+                (
+                    steps[0]["breakdown_value"].clone(),
+                    steps
+                        .iter()
+                        .map(|s| s["count"].as_i64().expect("count"))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
     assert_eq!(
-        funnel::steps(&limited, &limited_actors, "")
-            .as_array()
-            .map(Vec::len),
-        Some(1)
+        counts(&funnel::steps(&limited, &limited_actors, "")),
+        [
+            (json!(["Chrome"]), vec![1, 1, 1]),
+            (json!(["Other"]), vec![1, 1, 0])
+        ]
     );
-    // With one more Safari person, Safari's list is the one kept.
+    // With one more Safari person, Chrome (one at the last step) is still
+    // the one kept: more persons at the first step do not outrank it.
     let mut more = limited_actors.clone();
     let safari = more
         .iter()
-        .find(|a| a.breakdown == vec![Some("Safari".to_string())])
+        .find(|a| a.breakdown == ["Safari"])
         .expect("a Safari person")
         .clone();
     more.push(funnel::Actor {
         person: "another".into(),
         ..safari
     });
-    let kept = funnel::steps(&limited, &more, "");
-    assert_eq!(kept.as_array().map(Vec::len), Some(1));
-    assert_eq!(kept[0][0]["breakdown_value"], json!(["Safari"]));
+    assert_eq!(
+        counts(&funnel::steps(&limited, &more, "")),
+        [
+            (json!(["Chrome"]), vec![1, 1, 1]),
+            (json!(["Other"]), vec![2, 2, 0])
+        ]
+    );
+    // `Other`'s persons are those of the values it holds.
+    let mut others = selected(
+        &limited,
+        &more,
+        json!({"funnel_step": 1, "funnel_step_breakdown": ["Other"]}),
+    );
+    others.sort();
+    let mut want = vec![p2.clone(), "another".to_string()];
+    want.sort();
+    assert_eq!(others, want);
     let mut both = vec![p1.clone(), p2.clone()];
     both.sort();
-    assert_eq!(selected(&actors, json!({"funnel_step": 1}), n), both);
+    assert_eq!(selected(&spec, &actors, json!({"funnel_step": 1})), both);
     assert_eq!(
         selected(
+            &spec,
             &actors,
             json!({"funnel_step": 1, "funnel_step_breakdown": "Chrome"}),
-            n
         ),
         vec![p1.clone()]
     );
     assert_eq!(
         selected(
+            &spec,
             &actors,
             json!({"funnel_step": 1, "funnel_step_breakdown": "Safari"}),
-            n
         ),
         vec![p2.clone()]
     );
-    let (_, actors) = funnel_actors(
+    let (spec, actors) = funnel_actors(
         &app,
         &with(json!({"breakdown": ["$browser", "$browser_version"]})),
     )
     .await;
     assert_eq!(
         selected(
+            &spec,
             &actors,
             json!({"funnel_step": 1, "funnel_step_breakdown": ["Chrome", "95"]}),
-            n
         ),
         vec![p1.clone()]
     );
-    let (_, actors) = funnel_actors(
+    let (spec, actors) = funnel_actors(
         &app,
         &with(json!({"breakdown_type": "person", "breakdown": "$country"})),
     )
     .await;
     assert_eq!(
         selected(
+            &spec,
             &actors,
             json!({"funnel_step": 1, "funnel_step_breakdown": "EE"}),
-            n
         ),
         vec![p2.clone()]
     );
@@ -468,7 +500,7 @@ async fn personless_events_are_funnel_actors() {
     by_plan["breakdown_type"] = json!("person");
     let (_, actors) = funnel_actors(&app, &by_plan).await;
     assert_eq!(actors.len(), 4);
-    assert!(actors.iter().all(|a| a.breakdown == vec![None]));
+    assert!(actors.iter().all(|a| a.breakdown == [""]));
 }
 
 /// The audit's cases around personless actors:

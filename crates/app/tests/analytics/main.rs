@@ -7,6 +7,7 @@
 mod cohort_scenarios;
 mod correlation_scenarios;
 mod deletion;
+mod funnel_breakdowns;
 mod funnel_scenarios;
 mod lifecycle_scenarios;
 mod trends_scenarios;
@@ -108,11 +109,10 @@ async fn funnel_actors(app: &App, p: &Value) -> (FunnelSpec, Vec<funnel::Actor>)
     (spec, actors)
 }
 
-fn selected(actors: &[funnel::Actor], p: Value, n: usize) -> Vec<String> {
-    let sel = StepSelection::parse(&params(p), n).expect("selection");
-    actors
-        .iter()
-        .filter(|a| sel.wants(a))
+fn selected(spec: &FunnelSpec, actors: &[funnel::Actor], p: Value) -> Vec<String> {
+    let sel = StepSelection::parse(&params(p), spec.steps.len()).expect("selection");
+    sel.select(spec, actors)
+        .into_iter()
         .map(|a| a.person.clone())
         .collect()
 }
