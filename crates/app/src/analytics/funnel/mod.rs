@@ -21,7 +21,6 @@
 //! pass the person filters that hold of an unset value, such as `is_not`
 //! and `is_not_set`, no other, and are in no cohort); a deleted person's kept events make none.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
@@ -31,62 +30,26 @@ use datafusion::prelude::SessionContext;
 use elide_persons::{Persons, SqliteMeta};
 use elide_query::funnel::posthog::Order;
 use elide_query::funnel::{Window, MAX_CONDITIONS};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::filter::{
-    breakdown_limit, entities, funnel_window, props, range, Entity, ExclusionStep, Interval,
-    Params, Prop, PropKind, Range, DEFAULT_BREAKDOWN_LIMIT,
+    entities, funnel_window, props, range, Entity, ExclusionStep, Interval, Params, Prop, PropKind,
+    Range,
 };
 use super::personless::{personless_can_match, personless_props_sql, Personless, MAX_RUNS};
 use super::{collect, lit, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
+mod breakdown;
+mod steps;
+
+pub use breakdown::{breakdown, groups, Attribution, Breakdown, MAX_BREAKDOWN_KEYS, OTHER};
+pub use steps::{steps, StepSelection};
+
 fn invalid<T>(msg: impl Into<String>) -> Result<T> {
     Err(AppError::InvalidQuery(msg.into()))
 }
-
-/// A breakdown: event or person property keys.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Breakdown {
-    /// `event` or `person`.
-    pub kind: PropKind,
-    /// The property keys.
-    pub keys: Vec<String>,
-    /// The insight shows the values of this many groups, those furthest
-    /// along (`breakdown_limit`, PostHog's default 25); the others are
-    /// one group, [`OTHER`].
-    pub limit: usize,
-    /// Which event's value is an actor's.
-    pub attribution: Attribution,
-}
-
-/// Which event's breakdown value is an actor's
-/// (`breakdown_attribution_type`, PostHog's funnels). An event's value
-/// is its property as text, `""` when it has none; with several keys, the
-/// values of one event together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attribution {
-    /// The value of the actor's first event in the funnel's query (any
-    /// step's or exclusion's; any event of a strict funnel) that has one
-    /// (not all `""`); else `""` (the default).
-    FirstTouch,
-    /// As `FirstTouch`, the last such event.
-    LastTouch,
-    /// Each value of the actor's events: a funnel of its own over the
-    /// events of that value, so an actor counts once for each value whose
-    /// events reach the first step.
-    AllEvents,
-    /// The value of the event of this step (0-based): for each value the
-    /// actor's events of this step have, a funnel whose step it is must
-    /// be reached with that value. An actor without such an event is in
-    /// no group.
-    Step(usize),
-}
-
-/// The group of the values past `breakdown_limit` (PostHog's funnels
-/// name it so, where trends write `$$_posthog_breakdown_other_$$`).
-pub const OTHER: &str = "Other";
 
 /// A funnel, parsed and checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,77 +68,6 @@ pub struct FunnelSpec {
     pub order: Order,
     /// The breakdown, if any.
     pub breakdown: Option<Breakdown>,
-}
-
-/// Most properties one funnel breakdown may name (each adds a column that
-/// repeats the first step's condition).
-pub const MAX_BREAKDOWN_KEYS: usize = 10;
-
-/// The breakdown parameters (`breakdown`, `breakdowns`, `breakdown_type`).
-pub fn breakdown(p: &Params) -> Result<Option<Breakdown>> {
-    let keys: Vec<String> = match p.json("breakdown") {
-        None => return Ok(None),
-        Some(Value::Array(a)) => a
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s),
-                v => invalid(format!("breakdown: property names are strings, got {v}")),
-            })
-            .collect::<Result<_>>()?,
-        Some(Value::String(s)) => vec![s],
-        Some(v) => vec![v.to_string()],
-    };
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    if keys.len() > MAX_BREAKDOWN_KEYS {
-        return invalid(format!(
-            "breakdown: {} properties; at most {MAX_BREAKDOWN_KEYS}",
-            keys.len()
-        ));
-    }
-    let kind = match p.text("breakdown_type").as_deref() {
-        None | Some("event") => PropKind::Event,
-        Some("person") => PropKind::Person,
-        Some(other) => {
-            return invalid(format!(
-                "breakdown_type {other:?} is not supported (event, person)"
-            ))
-        }
-    };
-    let limit = match p.int("breakdown_limit")? {
-        None => DEFAULT_BREAKDOWN_LIMIT,
-        Some(n) => breakdown_limit(Some(n), &n)?,
-    };
-    let attribution = match p.text("breakdown_attribution_type").as_deref() {
-        None | Some("first_touch") => Attribution::FirstTouch,
-        Some("last_touch") => Attribution::LastTouch,
-        Some("all_events") => Attribution::AllEvents,
-        Some("step") => match p.int("breakdown_attribution_value")? {
-            Some(k) if (0..MAX_CONDITIONS as i64).contains(&k) => Attribution::Step(k as usize),
-            Some(k) => {
-                return invalid(format!(
-                    "breakdown_attribution_value {k} is not a step (0-based)"
-                ))
-            }
-            None => {
-                return invalid(
-                    "breakdown_attribution_value is required with breakdown_attribution_type step",
-                )
-            }
-        },
-        Some(other) => {
-            return invalid(format!(
-                "breakdown_attribution_type {other:?} is not one of first_touch, last_touch, all_events, step"
-            ))
-        }
-    };
-    Ok(Some(Breakdown {
-        kind,
-        keys,
-        limit,
-        attribution,
-    }))
 }
 
 /// The funnel's `interval`, which only rounds its dates ([`range`]):
@@ -684,248 +576,4 @@ fn read_actors(
     }
     out.sort_by(|a, b| (&a.person, &a.breakdown).cmp(&(&b.person, &b.breakdown)));
     Ok(out)
-}
-
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
-}
-
-/// The steps of one funnel (one breakdown value), PostHog's shape.
-fn format_steps(
-    spec: &FunnelSpec,
-    actors: &[&Actor],
-    breakdown: Option<&[String]>,
-    base_url: &str,
-) -> Vec<Value> {
-    let unordered = spec.order == Order::Unordered;
-    // A breakdown value's lists hold only its persons.
-    let only = breakdown.map_or(String::new(), |bd| {
-        let v: Vec<Value> = bd.iter().map(|x| json!(x)).collect();
-        let text = Value::Array(v).to_string();
-        let enc: String = url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
-        format!("&funnel_step_breakdown={enc}")
-    });
-    spec.steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let reached: Vec<&&Actor> = actors.iter().filter(|a| a.steps > i).collect();
-            let (avg, med) = if i == 0 {
-                (Value::Null, Value::Null)
-            } else {
-                let avgs: Vec<f64> = reached.iter().filter_map(|a| a.conversion_times.get(i - 1).copied()).collect();
-                let mut meds: Vec<f64> = reached.iter().filter_map(|a| a.conversion_medians.get(i - 1).copied()).collect();
-                let avg = (!avgs.is_empty()).then(|| avgs.iter().sum::<f64>() / avgs.len() as f64);
-                (json!(avg), json!(median(&mut meds)))
-            };
-            let (name, action_id, custom) = if unordered {
-                let n = i + 1;
-                (format!("Completed {n} step{}", if n == 1 { "" } else { "s" }), Value::Null, Value::Null)
-            } else {
-                (s.name.clone(), json!(s.id), json!(s.custom_name))
-            };
-            let url = |step: i64| format!("{base_url}funnel_step={step}{only}");
-            let mut o = json!({
-                "action_id": action_id,
-                "name": name,
-                "custom_name": custom,
-                "order": i,
-                "people": [],
-                "count": reached.len(),
-                "type": "events",
-                "average_conversion_time": avg,
-                "median_conversion_time": med,
-                "converted_people_url": url(i as i64 + 1),
-                "dropped_people_url": if i == 0 { Value::Null } else { json!(url(-(i as i64 + 1))) },
-            });
-            if let (Some(bd), Some(obj)) = (breakdown, o.as_object_mut()) {
-                let v: Vec<Value> = bd.iter().map(|x| json!(x)).collect();
-                obj.insert("breakdown".into(), json!(v));
-                obj.insert("breakdown_value".into(), json!(v));
-            }
-            o
-        })
-        .collect()
-}
-
-/// The funnel insight: the list of steps, or with a breakdown one list per
-/// group ([`groups`]).
-pub fn steps(spec: &FunnelSpec, actors: &[Actor], base_url: &str) -> Value {
-    if spec.steps.is_empty() {
-        return json!([]);
-    }
-    match &spec.breakdown {
-        None => {
-            let all: Vec<&Actor> = actors.iter().collect();
-            Value::Array(format_steps(spec, &all, None, base_url))
-        }
-        Some(_) => Value::Array(
-            groups(spec, actors)
-                .into_iter()
-                .map(|(k, members)| Value::Array(format_steps(spec, &members, Some(&k), base_url)))
-                .collect(),
-        ),
-    }
-}
-
-/// The actors of a broken-down funnel by value, as PostHog's funnels
-/// show them: the `breakdown_limit` values furthest along (by the count
-/// at the last step, then at the one before, …, then by value), and the
-/// others together as [`OTHER`]; all ordered so. Without a breakdown, one
-/// group of all.
-pub fn groups<'a>(spec: &FunnelSpec, actors: &'a [Actor]) -> Vec<(Vec<String>, Vec<&'a Actor>)> {
-    let Some(b) = &spec.breakdown else {
-        return vec![(Vec::new(), actors.iter().collect())];
-    };
-    let mut by_value: BTreeMap<&[String], Vec<&Actor>> = BTreeMap::new();
-    for a in actors {
-        by_value.entry(&a.breakdown).or_default().push(a);
-    }
-    let n = spec.steps.len();
-    // Persons at each step, last step first, each largest first.
-    let rank = |members: &[&Actor]| -> Vec<std::cmp::Reverse<usize>> {
-        (0..n)
-            .rev()
-            .map(|i| std::cmp::Reverse(members.iter().filter(|a| a.steps > i).count()))
-            .collect()
-    };
-    let ranked = |value: Vec<String>, members: Vec<&'a Actor>| Group {
-        rank: rank(&members),
-        value,
-        members,
-    };
-    let mut all: Vec<Group> = by_value
-        .into_iter()
-        .map(|(k, members)| ranked(k.to_vec(), members))
-        .collect();
-    all.sort_by(Group::order);
-    let other: Vec<&Actor> = all
-        .split_off(b.limit.min(all.len()))
-        .into_iter()
-        .flat_map(|g| g.members)
-        .collect();
-    if !other.is_empty() {
-        all.push(ranked(vec![OTHER.to_string()], other));
-        all.sort_by(Group::order);
-    }
-    all.into_iter().map(|g| (g.value, g.members)).collect()
-}
-
-/// A group of [`groups`], with what it is ranked by.
-struct Group<'a> {
-    /// Persons at each step, last step first, each largest first.
-    rank: Vec<std::cmp::Reverse<usize>>,
-    value: Vec<String>,
-    members: Vec<&'a Actor>,
-}
-
-impl Group<'_> {
-    /// Furthest along first, then by value.
-    fn order(x: &Self, y: &Self) -> std::cmp::Ordering {
-        (&x.rank, &x.value).cmp(&(&y.rank, &y.value))
-    }
-}
-
-/// Which persons a funnel-persons request wants: `funnel_custom_steps`
-/// (the persons whose furthest step is one of them) overrides
-/// `funnel_step` (`k > 0`: reached at least step `k`; `-k`: reached step
-/// `k - 1` but not `k`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepSelection {
-    /// Furthest steps wanted.
-    pub steps: Vec<usize>,
-    /// Only this breakdown value (`funnel_step_breakdown`), if given
-    /// (`["Other"]`: the group of the values past the limit).
-    pub breakdown: Option<Vec<String>>,
-}
-
-impl StepSelection {
-    /// Parse `funnel_step`, `funnel_custom_steps` and
-    /// `funnel_step_breakdown` for a funnel of `n` steps.
-    pub fn parse(p: &Params, n: usize) -> Result<StepSelection> {
-        let steps: Vec<usize> = if let Some(v) = p.json("funnel_custom_steps") {
-            let Value::Array(items) = v else {
-                return invalid("funnel_custom_steps must be a JSON list of step numbers");
-            };
-            let mut out = Vec::new();
-            for i in items {
-                match i
-                    .as_i64()
-                    .or_else(|| i.as_str().and_then(|s| s.parse().ok()))
-                {
-                    // A step past the funnel's last is nobody's furthest
-                    // step: left out, so the list a person is looked up
-                    // in has at most `n` entries whatever was sent.
-                    Some(k) if k >= 1 => {
-                        if k as u64 <= n as u64 {
-                            out.push(k as usize);
-                        }
-                    }
-                    _ => {
-                        return invalid(format!(
-                            "funnel_custom_steps: {i} is not a step number (1-based)"
-                        ))
-                    }
-                }
-            }
-            out.sort_unstable();
-            out.dedup();
-            out
-        } else {
-            match p.int("funnel_step")? {
-                None => return invalid("Missing both funnel_step and funnel_custom_steps"),
-                Some(0) => return invalid("funnel_step is 1-based: 0 is not a step"),
-                Some(-1) => return invalid("To request dropoff of initial step use -2"),
-                Some(k) if k > 0 => ((k as usize)..=n.max(k as usize)).collect(),
-                Some(k) => match k.checked_neg().and_then(|k| usize::try_from(k - 1).ok()) {
-                    Some(step) => vec![step],
-                    None => return invalid(format!("funnel_step {k} is not a step")),
-                },
-            }
-        };
-        let breakdown = match p.json("funnel_step_breakdown") {
-            None => None,
-            Some(Value::Array(a)) => Some(a.iter().map(json_text).collect()),
-            Some(v) => Some(vec![json_text(&v)]),
-        };
-        Ok(StepSelection { steps, breakdown })
-    }
-
-    /// The actors wanted, once each (an actor of several values is listed
-    /// once when no value is asked for).
-    pub fn select<'a>(&self, spec: &FunnelSpec, actors: &'a [Actor]) -> Vec<&'a Actor> {
-        let in_group: Vec<&Actor> = match &self.breakdown {
-            None => actors.iter().collect(),
-            Some(want) => groups(spec, actors)
-                .into_iter()
-                .find(|(k, _)| k == want)
-                .map(|(_, members)| members)
-                .unwrap_or_default(),
-        };
-        let mut seen = std::collections::HashSet::new();
-        in_group
-            .into_iter()
-            .filter(|a| self.steps.contains(&a.steps))
-            .filter(|a| seen.insert((&a.person, a.personless)))
-            .collect()
-    }
-}
-
-/// A requested breakdown value as text (`null`, once Elide's value of an
-/// unset property, is `""` as in PostHog's funnels).
-fn json_text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        v => v.to_string(),
-    }
 }
