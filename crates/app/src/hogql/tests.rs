@@ -1,0 +1,201 @@
+use super::*;
+
+fn sql(q: &str) -> String {
+    rewrite(q)
+        .map(|r| r.statement.to_string())
+        .unwrap_or_else(|e| format!("ERR {e}"))
+}
+
+/// The rewrite of one expression (aliased, so that no name is added).
+fn expr(e: &str) -> String {
+    let out = sql(&format!("SELECT {e} AS c FROM events"));
+    out.strip_prefix("SELECT ")
+        .and_then(|s| s.strip_suffix(" AS c FROM events"))
+        .map_or(out.clone(), str::to_string)
+}
+
+/// ClickHouse's week modes: an odd one starts weeks on Monday; a mode
+/// that is not a literal 0 to 9 is refused.
+#[test]
+fn week_starts_by_mode() {
+    let sunday =
+        "CAST(date_trunc('week', timestamp + INTERVAL '1 day') - INTERVAL '1 day' AS DATE)";
+    let monday = "CAST(date_trunc('week', timestamp) AS DATE)";
+    assert_eq!(expr("toStartOfWeek(timestamp)"), sunday);
+    assert_eq!(expr("toStartOfWeek(timestamp, 0)"), sunday);
+    assert_eq!(expr("toStartOfWeek(timestamp, 1)"), monday);
+    assert_eq!(expr("toStartOfWeek(timestamp, 3)"), monday);
+    assert_eq!(expr("toMonday(timestamp)"), monday);
+    for bad in [
+        "toStartOfWeek(timestamp, 10)",
+        "toStartOfWeek(timestamp, -1)",
+        "toStartOfWeek(timestamp, 'x')",
+        "toStartOfWeek(timestamp, event)",
+        "toStartOfWeek(timestamp, 1, 'UTC')",
+    ] {
+        assert!(expr(bad).starts_with("ERR"), "{bad}: {}", expr(bad));
+    }
+}
+
+#[test]
+fn property_forms() {
+    assert_eq!(
+        expr("properties.$browser"),
+        "json_as_text(properties, '$browser')"
+    );
+    assert_eq!(expr("properties['$os']"), "json_as_text(properties, '$os')");
+    assert_eq!(
+        expr("events.properties.a.b"),
+        "json_as_text(events.properties, 'a', 'b')"
+    );
+    assert_eq!(expr("properties"), "properties");
+    assert_eq!(expr("e.properties"), "e.properties");
+    // Compared with a number, a property is read as one; with a
+    // boolean, the boolean is its JSON text; with text, as it is.
+    assert_eq!(
+        expr("properties.amount > 6"),
+        "TRY_CAST(json_as_text(properties, 'amount') AS DOUBLE) > 6"
+    );
+    assert_eq!(
+        expr("-1.5 <= properties.amount"),
+        "-1.5 <= TRY_CAST(json_as_text(properties, 'amount') AS DOUBLE)"
+    );
+    assert_eq!(
+        expr("properties.paid = true"),
+        "json_as_text(properties, 'paid') = 'true'"
+    );
+    assert_eq!(
+        expr("properties.plan = 'pro'"),
+        "json_as_text(properties, 'plan') = 'pro'"
+    );
+}
+
+#[test]
+fn output_columns_keep_the_hogql_names() {
+    assert_eq!(
+        sql("select properties.$browser, count(), event from events e"),
+        "SELECT json_as_text(properties, '$browser') AS \"properties.$browser\", \
+         count(*) AS \"count()\", event FROM events e"
+    );
+    assert_eq!(
+        sql("select count() as n from events union all select count() from events"),
+        "SELECT count(*) AS n FROM events UNION ALL SELECT count(*) FROM events"
+    );
+}
+
+#[test]
+fn person_properties_go_through_the_distinct_id() {
+    let r = rewrite(
+        "select person.properties.email as a, e.person.properties['plan'] as b from events e",
+    )
+    .unwrap();
+    assert!(r.uses_person);
+    assert_eq!(
+        r.statement.to_string(),
+        "SELECT elide_person_property(distinct_id, 'email') AS a, \
+         elide_person_property(e.distinct_id, 'plan') AS b FROM events e"
+    );
+    assert!(!rewrite("select event from events").unwrap().uses_person);
+    assert!(!rewrite("select event from events").unwrap().uses_person_id);
+    for q in [
+        "select count(distinct person_id) from events",
+        "select e.person_id from events e",
+        "select 1 from events where events.person_id = 'x'",
+    ] {
+        assert!(rewrite(q).unwrap().uses_person_id, "{q}");
+    }
+    // A property of that name is a property.
+    for q in [
+        "select properties.person_id from events",
+        "select e.properties.person_id from events e",
+        "select person.properties.person_id from events",
+    ] {
+        assert!(!rewrite(q).unwrap().uses_person_id, "{q}");
+    }
+    assert_eq!(
+        expr("properties.person_id"),
+        "json_as_text(properties, 'person_id')"
+    );
+}
+
+#[test]
+fn functions() {
+    assert_eq!(expr("count()"), "count(*)");
+    assert_eq!(
+        expr("countIf(event = 'a')"),
+        "count(*) FILTER (WHERE event = 'a')"
+    );
+    assert_eq!(
+        expr("sumIf(1, event = 'a')"),
+        "sum(1) FILTER (WHERE event = 'a')"
+    );
+    assert_eq!(expr("uniq(distinct_id)"), "count(DISTINCT distinct_id)");
+    assert_eq!(expr("toDate(timestamp)"), "TRY_CAST(timestamp AS DATE)");
+    assert_eq!(expr("toInt(x)"), "TRY_CAST(x AS BIGINT)");
+    assert_eq!(expr("toFloat(x)"), "TRY_CAST(x AS DOUBLE)");
+    assert_eq!(
+        expr("toStartOfDay(timestamp)"),
+        "date_trunc('day', timestamp)"
+    );
+    assert_eq!(
+        expr("dateDiff('day', timestamp, now())"),
+        "elide_date_diff('day', timestamp, now())"
+    );
+    assert_eq!(
+        expr("JSONExtractString(properties, '$browser')"),
+        "coalesce(json_get_str(properties, '$browser'), '')"
+    );
+    // Array indices count from 1, as ClickHouse's.
+    assert_eq!(
+        expr("JSONExtractString(properties, 'items', 1)"),
+        "coalesce(json_get_str(properties, 'items', 0), '')"
+    );
+    assert_eq!(
+        expr("JSONExtractInt(properties, 'items', 0)"),
+        "coalesce(json_get_int(properties, 'items', 9223372036854775807), 0)"
+    );
+    assert_eq!(expr("today()"), "current_date()");
+    assert!(expr("toDate()").starts_with("ERR"));
+    assert!(expr("countIf()").starts_with("ERR"));
+    assert!(expr("dateDiff('day', timestamp)").starts_with("ERR"));
+    // DataFusion's own functions are left alone.
+    assert_eq!(
+        expr("date_trunc('day', timestamp)"),
+        "date_trunc('day', timestamp)"
+    );
+}
+
+#[test]
+fn nested_rewrites() {
+    assert_eq!(
+        expr("toDate(JSONExtractString(properties.$set, 'at'))"),
+        "TRY_CAST(coalesce(json_get_str(json_as_text(properties, '$set'), 'at'), '') AS DATE)"
+    );
+}
+
+#[test]
+fn only_queries() {
+    for q in [
+        "delete from events",
+        "insert into events values (1)",
+        "copy events to '/tmp/x'",
+        "create table t as select 1",
+        "drop table events",
+        "set datafusion.execution.batch_size = 1",
+        "select 1; select 2",
+        "",
+    ] {
+        assert!(rewrite(q).is_err(), "{q}");
+    }
+    assert!(rewrite("with a as (select 1) select * from a union all select 2").is_ok());
+}
+
+#[test]
+fn limit_is_seen() {
+    assert!(rewrite("select 1 limit 5").unwrap().has_limit);
+    assert!(
+        !rewrite("select * from (select 1 limit 5)")
+            .unwrap()
+            .has_limit
+    );
+}
