@@ -19,6 +19,7 @@
 //! | `today()`, `yesterday()` | `current_date()`, minus a day |
 //! | `dateDiff(unit, a, b)` | `elide_date_diff` (ClickHouse: boundaries crossed, UTC) |
 //! | `JSONExtractString/Int/Float/Bool/Raw(j, k…)`, `JSONHas(j, k)` | `json_get_*`, `''`/`0`/`false` when missing (ClickHouse's defaults) |
+//! | `if`, `multiIf`, `ifNull`, `match`, `like`…, `startsWith`, `position`, `empty`, `toYear`…, `toDayOfWeek`, `toUnixTimestamp`, `dateAdd`/`dateSub`, `toTimeZone(t, 'UTC')`, `argMax`, `groupArray`, `countDistinct`, `uniqIf`, … | DataFusion's forms of the same (docs/api.md lists each) |
 //!
 //! `now()` and the rest are DataFusion's own. Only one `SELECT` (or
 //! `WITH … SELECT`, `UNION`, `VALUES`) statement is accepted; the caller
@@ -489,7 +490,146 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         let inner = call(get, args);
         template(&format!("coalesce(__x0, {default})"), vec![inner]).map(Some)
     };
+    // A fixed rewrite: `args` (in `n`) put into `template`.
+    let fixed = |n: std::ops::RangeInclusive<usize>, t: &str, args: Vec<Expr>| {
+        arity(&original, &args, n)?;
+        template(t, args).map(Some)
+    };
+    // ClickHouse's date parts, as integers.
+    let part = |unit: &str, args: Vec<Expr>| {
+        fixed(
+            1..=1,
+            &format!("CAST(date_part('{unit}', __x0) AS BIGINT)"),
+            args,
+        )
+    };
     match name.as_str() {
+        "if" => fixed(3..=3, "CASE WHEN __x0 THEN __x1 ELSE __x2 END", args),
+        "multiif" => {
+            if args.len() < 3 || args.len() % 2 == 0 {
+                return Err(refused(format!(
+                    "{original} takes pairs of a condition and a value, then the value else (an odd number, at least 3), got {}",
+                    args.len()
+                )));
+            }
+            let pairs: Vec<String> = (0..args.len() / 2)
+                .map(|i| format!("WHEN __x{} THEN __x{}", 2 * i, 2 * i + 1))
+                .collect();
+            let t = format!("CASE {} ELSE __x{} END", pairs.join(" "), args.len() - 1);
+            template(&t, args).map(Some)
+        }
+        "ifnull" => fixed(2..=2, "coalesce(__x0, __x1)", args),
+        "match" => fixed(2..=2, "regexp_like(__x0, __x1)", args),
+        "like" => fixed(2..=2, "__x0 LIKE __x1", args),
+        "ilike" => fixed(2..=2, "__x0 ILIKE __x1", args),
+        "notlike" => fixed(2..=2, "__x0 NOT LIKE __x1", args),
+        "notilike" => fixed(2..=2, "__x0 NOT ILIKE __x1", args),
+        "startswith" => fixed(2..=2, "starts_with(__x0, __x1)", args),
+        "endswith" => fixed(2..=2, "ends_with(__x0, __x1)", args),
+        "position" => fixed(2..=2, "strpos(__x0, __x1)", args),
+        "empty" => fixed(1..=1, "(CAST(__x0 AS VARCHAR) = '')", args),
+        "notempty" => fixed(1..=1, "(CAST(__x0 AS VARCHAR) <> '')", args),
+        "lowerutf8" => fixed(1..=1, "lower(__x0)", args),
+        "upperutf8" => fixed(1..=1, "upper(__x0)", args),
+        "lengthutf8" => fixed(1..=1, "character_length(__x0)", args),
+        "replaceall" => fixed(3..=3, "replace(__x0, __x1, __x2)", args),
+        "replaceregexpall" => fixed(3..=3, "regexp_replace(__x0, __x1, __x2, 'g')", args),
+        "splitbychar" | "splitbystring" => fixed(2..=2, "string_to_array(__x1, __x0)", args),
+        "has" => fixed(2..=2, "array_has(__x0, __x1)", args),
+        "trimboth" => fixed(1..=1, "btrim(__x0)", args),
+        "trimleft" => fixed(1..=1, "ltrim(__x0)", args),
+        "trimright" => fixed(1..=1, "rtrim(__x0)", args),
+        "toyear" => part("year", args),
+        "toquarter" => part("quarter", args),
+        "tomonth" => part("month", args),
+        "todayofmonth" => part("day", args),
+        "todayofyear" => part("doy", args),
+        "tohour" => part("hour", args),
+        "tominute" => part("minute", args),
+        "tosecond" => part("second", args),
+        // ClickHouse's default: Monday 1 to Sunday 7.
+        "todayofweek" => fixed(
+            1..=1,
+            "(CAST(date_part('dow', __x0) AS BIGINT) + 6) % 7 + 1",
+            args,
+        ),
+        "tounixtimestamp" => fixed(
+            1..=1,
+            "CAST(floor(date_part('epoch', __x0)) AS BIGINT)",
+            args,
+        ),
+        "datetrunc" | "date_trunc" => fixed(2..=2, "date_trunc(__x0, __x1)", args),
+        "dateadd" | "date_add" | "datesub" | "date_sub" => {
+            arity(&original, &args, 3..=3)?;
+            let unit = match &args[0] {
+                Expr::Identifier(i) => i.value.to_ascii_lowercase(),
+                e => match string_literal(e) {
+                    Some(u) => u.to_ascii_lowercase(),
+                    None => {
+                        return Err(refused(format!(
+                            "{original}: the unit is a word (second, minute, hour, day, week, month, quarter, year), got {e}"
+                        )))
+                    }
+                },
+            };
+            let unit = unit.trim_end_matches('s');
+            if ![
+                "second", "minute", "hour", "day", "week", "month", "quarter", "year",
+            ]
+            .contains(&unit)
+            {
+                return Err(refused(format!(
+                    "{original}: {unit:?} is not a unit (second, minute, hour, day, week, month, quarter, year)"
+                )));
+            }
+            let op = if name.contains("sub") { "-" } else { "+" };
+            // An interval of `n` units from its text (DataFusion does not
+            // multiply an interval by a number); a quarter is 3 months.
+            let (times, unit) = match unit {
+                "quarter" => (" * 3", "month"),
+                u => ("", u),
+            };
+            template(
+                &format!(
+                    "__x2 {op} CAST(concat(CAST(CAST(__x1 AS BIGINT){times} AS VARCHAR), ' {unit}') AS INTERVAL)"
+                ),
+                args,
+            )
+            .map(Some)
+        }
+        // Elide's times are UTC: converting to UTC changes nothing, and
+        // other zones are refused rather than ignored.
+        "totimezone" => {
+            arity(&original, &args, 2..=2)?;
+            match string_literal(&args[1]).as_deref() {
+                Some("UTC") | Some("Etc/UTC") => Ok(Some(args[0].clone())),
+                _ => Err(refused(format!(
+                    "{original}: only 'UTC' is served (Elide's times are UTC), got {}",
+                    args[1]
+                ))),
+            }
+        }
+        "now64" => {
+            arity(&original, &args, 0..=1)?;
+            template("now()", Vec::new()).map(Some)
+        }
+        "argmax" => fixed(2..=2, "first_value(__x0 ORDER BY __x1 DESC)", args),
+        "argmin" => fixed(2..=2, "first_value(__x0 ORDER BY __x1 ASC)", args),
+        "any" => fixed(1..=1, "first_value(__x0)", args),
+        "anylast" => fixed(1..=1, "last_value(__x0)", args),
+        // ClickHouse's arrays of an aggregate leave NULLs out.
+        "grouparray" => fixed(
+            1..=1,
+            "array_agg(__x0) FILTER (WHERE __x0 IS NOT NULL)",
+            args,
+        ),
+        "groupuniqarray" => fixed(
+            1..=1,
+            "array_agg(DISTINCT __x0) FILTER (WHERE __x0 IS NOT NULL)",
+            args,
+        ),
+        "countdistinct" => fixed(1..=1, "count(DISTINCT __x0)", args),
+        "uniqif" | "uniqexactif" => fixed(2..=2, "count(DISTINCT __x0) FILTER (WHERE __x1)", args),
         "count" if args.is_empty() => {
             f.args = list(vec![FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]);
             Ok(None)

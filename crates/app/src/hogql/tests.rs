@@ -199,3 +199,72 @@ fn limit_is_seen() {
             .has_limit
     );
 }
+
+/// ClickHouse functions PostHog users write, rewritten to DataFusion's.
+#[test]
+fn clickhouse_functions() {
+    for (hogql, want) in [
+        (
+            "if(event = 'a', 1, 2)",
+            "CASE WHEN event = 'a' THEN 1 ELSE 2 END",
+        ),
+        (
+            "multiIf(event = 'a', 1, event = 'b', 2, 3)",
+            "CASE WHEN event = 'a' THEN 1 WHEN event = 'b' THEN 2 ELSE 3 END",
+        ),
+        ("ifNull(distinct_id, 'x')", "coalesce(distinct_id, 'x')"),
+        ("match(event, '^sign')", "regexp_like(event, '^sign')"),
+        ("like(event, 'a%')", "event LIKE 'a%'"),
+        ("notILike(event, 'a%')", "event NOT ILIKE 'a%'"),
+        ("startsWith(event, '$')", "starts_with(event, '$')"),
+        ("position(event, 'up')", "strpos(event, 'up')"),
+        (
+            "notEmpty(distinct_id)",
+            "(CAST(distinct_id AS VARCHAR) <> '')",
+        ),
+        ("splitByChar(',', event)", "string_to_array(event, ',')"),
+        (
+            "toYear(timestamp)",
+            "CAST(date_part('year', timestamp) AS BIGINT)",
+        ),
+        (
+            "toDayOfWeek(timestamp)",
+            "(CAST(date_part('dow', timestamp) AS BIGINT) + 6) % 7 + 1",
+        ),
+        (
+            "dateAdd(day, 7, timestamp)",
+            "timestamp + CAST(concat(CAST(CAST(7 AS BIGINT) AS VARCHAR), ' day') AS INTERVAL)",
+        ),
+        (
+            "dateSub('hours', 2, timestamp)",
+            "timestamp - CAST(concat(CAST(CAST(2 AS BIGINT) AS VARCHAR), ' hour') AS INTERVAL)",
+        ),
+        ("toTimeZone(timestamp, 'UTC')", "timestamp"),
+        (
+            "argMax(event, timestamp)",
+            "first_value(event ORDER BY timestamp DESC)",
+        ),
+        (
+            "groupArray(event)",
+            "array_agg(event) FILTER (WHERE event IS NOT NULL)",
+        ),
+        (
+            "uniqIf(distinct_id, event = 'a')",
+            "count(DISTINCT distinct_id) FILTER (WHERE event = 'a')",
+        ),
+        ("any(event)", "first_value(event)"),
+    ] {
+        assert_eq!(expr(hogql), want, "{hogql}");
+    }
+    for bad in [
+        "if(event = 'a', 1)",
+        "multiIf(event = 'a', 1)",
+        "multiIf(event = 'a', 1, 2, 3)",
+        "dateAdd(fortnight, 1, timestamp)",
+        "dateAdd(event, 1, timestamp)",
+        "toTimeZone(timestamp, 'Europe/Paris')",
+        "now64(1, 2)",
+    ] {
+        assert!(expr(bad).starts_with("ERR"), "{bad}: {}", expr(bad));
+    }
+}

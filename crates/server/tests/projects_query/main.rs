@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod events;
+mod hogql;
 
 use common::Harness;
 use elide_server::ServerConfig;

@@ -1,0 +1,93 @@
+//! ClickHouse functions PostHog users write in HogQL, run over HTTP.
+
+use serde_json::json;
+
+use crate::common::Harness;
+
+/// Conditionals, text, dates, aggregates: each answers as ClickHouse's
+/// would on these rows (lists come back as text, as every list the
+/// query endpoint answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_functions_answer_as_clickhouse() {
+    let h = Harness::new();
+    h.capture(json!([
+        {"event": "sign up", "distinct_id": "a", "properties": {"plan": "pro", "tags": "x,y"}, "timestamp": "2024-03-04T10:20:30Z"},
+        {"event": "sign up", "distinct_id": "b", "properties": {"plan": ""}, "timestamp": "2024-03-10T23:00:00Z"},
+        {"event": "$pageview", "distinct_id": "a", "properties": {"$current_url": "https://x.io/blog/1"}, "timestamp": "2024-03-05T00:00:00Z"},
+    ]))
+    .await;
+    let rows = h
+        .hogql(
+            "select event, if(event = 'sign up', 1, 0), multiIf(distinct_id = 'a', 'A', distinct_id = 'b', 'B', '?'), \
+             ifNull(properties.plan, 'none'), notEmpty(properties.plan), toYear(timestamp), toMonth(timestamp), \
+             toDayOfWeek(timestamp), toHour(timestamp), toUnixTimestamp(timestamp), \
+             toStartOfDay(dateAdd(day, 1, timestamp)), match(event, '^sign'), startsWith(event, '$'), \
+             position(event, 'up'), splitByChar(',', properties.tags) \
+             from events order by timestamp",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!([
+                "sign up",
+                1,
+                "A",
+                "pro",
+                true,
+                2024,
+                3,
+                1,
+                10,
+                1709547630i64,
+                "2024-03-05T00:00:00.000000Z",
+                true,
+                false,
+                6,
+                "[x, y]"
+            ]),
+            json!([
+                "$pageview",
+                0,
+                "A",
+                "none",
+                null,
+                2024,
+                3,
+                2,
+                0,
+                1709596800i64,
+                "2024-03-06T00:00:00.000000Z",
+                false,
+                true,
+                0,
+                null
+            ]),
+            json!([
+                "sign up",
+                1,
+                "B",
+                "",
+                false,
+                2024,
+                3,
+                7,
+                23,
+                1710111600i64,
+                "2024-03-11T00:00:00.000000Z",
+                true,
+                false,
+                6,
+                null
+            ]),
+        ]
+    );
+    let rows = h
+        .hogql(
+            "select argMax(event, timestamp), argMin(event, timestamp), countDistinct(distinct_id), \
+             uniqIf(distinct_id, event = 'sign up'), cardinality(groupUniqArray(distinct_id)), \
+             countIf(like(properties.$current_url, '%/blog/%')) from events",
+        )
+        .await;
+    assert_eq!(rows, vec![json!(["sign up", "sign up", 2, 2, 2, 1])]);
+}
