@@ -108,6 +108,7 @@ pub async fn run_hogql(
         elide_query::MAX_QUERY_PATTERNS,
     ));
     ctx.register_udf(ToDateTime::udf());
+    ctx.register_udf(crate::hogql::functions::Empty::udf());
     // Held for the whole query, counted against its memory limit as it is
     // read (a project too large for the limit is refused part way).
     let people_held = elide_query::hold(&ctx.runtime_env().memory_pool, "person properties", 0)?;

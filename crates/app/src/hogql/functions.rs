@@ -11,6 +11,8 @@
 //!   its argument, whatever the expression: a number is seconds since
 //!   the epoch, text is parsed (NULL when it is no time), a date or time
 //!   is converted.
+//! - [`Empty`] (`elide_empty(x)`): ClickHouse's `empty`, of text or a
+//!   list.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -424,5 +426,65 @@ mod tests {
             1
         );
         assert!(Unit::parse("fortnight").is_none());
+    }
+}
+
+/// Name of [`Empty`].
+pub const EMPTY: &str = "elide_empty";
+
+/// `elide_empty(x)`: ClickHouse's `empty`, whether text or a list has no
+/// element (a NULL is NULL; another type is read as its text).
+/// `notEmpty(x)` is `NOT elide_empty(x)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Empty {
+    signature: Signature,
+}
+
+impl Empty {
+    /// The function.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(Empty {
+            signature: Signature::any(1, Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for Empty {
+    fn name(&self) -> &str {
+        EMPTY
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use arrow::compute::kernels::length::length;
+        let a = args.args[0].to_array(args.number_rows)?;
+        let a = match a.data_type() {
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..) => a,
+            DataType::Null => {
+                return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(None)));
+            }
+            _ => arrow::compute::cast(&a, &DataType::Utf8)?,
+        };
+        let n = arrow::compute::cast(&length(&a)?, &DataType::Int64)?;
+        let out: arrow::array::BooleanArray = n
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .iter()
+            .map(|v| v.map(|v| v == 0))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }

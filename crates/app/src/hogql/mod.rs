@@ -527,8 +527,14 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         "startswith" => fixed(2..=2, "starts_with(__x0, __x1)", args),
         "endswith" => fixed(2..=2, "ends_with(__x0, __x1)", args),
         "position" => fixed(2..=2, "strpos(__x0, __x1)", args),
-        "empty" => fixed(1..=1, "(CAST(__x0 AS VARCHAR) = '')", args),
-        "notempty" => fixed(1..=1, "(CAST(__x0 AS VARCHAR) <> '')", args),
+        "empty" => {
+            arity(&original, &args, 1..=1)?;
+            Ok(Some(call(functions::EMPTY, args)))
+        }
+        "notempty" => {
+            arity(&original, &args, 1..=1)?;
+            template("NOT __x0", vec![call(functions::EMPTY, args)]).map(Some)
+        }
         "lowerutf8" => fixed(1..=1, "lower(__x0)", args),
         "upperutf8" => fixed(1..=1, "upper(__x0)", args),
         "lengthutf8" => fixed(1..=1, "character_length(__x0)", args),
@@ -617,15 +623,16 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         "argmin" => fixed(2..=2, "first_value(__x0 ORDER BY __x1 ASC)", args),
         "any" => fixed(1..=1, "first_value(__x0)", args),
         "anylast" => fixed(1..=1, "last_value(__x0)", args),
-        // ClickHouse's arrays of an aggregate leave NULLs out.
+        // ClickHouse's arrays of an aggregate leave NULLs out, and are
+        // empty (not NULL) with nothing in them.
         "grouparray" => fixed(
             1..=1,
-            "array_agg(__x0) FILTER (WHERE __x0 IS NOT NULL)",
+            "coalesce(array_agg(__x0) FILTER (WHERE __x0 IS NOT NULL), [])",
             args,
         ),
         "groupuniqarray" => fixed(
             1..=1,
-            "array_agg(DISTINCT __x0) FILTER (WHERE __x0 IS NOT NULL)",
+            "coalesce(array_agg(DISTINCT __x0) FILTER (WHERE __x0 IS NOT NULL), [])",
             args,
         ),
         "countdistinct" => fixed(1..=1, "count(DISTINCT __x0)", args),

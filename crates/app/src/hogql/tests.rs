@@ -218,10 +218,7 @@ fn clickhouse_functions() {
         ("notILike(event, 'a%')", "event NOT ILIKE 'a%'"),
         ("startsWith(event, '$')", "starts_with(event, '$')"),
         ("position(event, 'up')", "strpos(event, 'up')"),
-        (
-            "notEmpty(distinct_id)",
-            "(CAST(distinct_id AS VARCHAR) <> '')",
-        ),
+        ("notEmpty(distinct_id)", "NOT elide_empty(distinct_id)"),
         ("splitByChar(',', event)", "string_to_array(event, ',')"),
         (
             "toYear(timestamp)",
@@ -246,7 +243,7 @@ fn clickhouse_functions() {
         ),
         (
             "groupArray(event)",
-            "array_agg(event) FILTER (WHERE event IS NOT NULL)",
+            "coalesce(array_agg(event) FILTER (WHERE event IS NOT NULL), [])",
         ),
         (
             "uniqIf(distinct_id, event = 'a')",

@@ -86,8 +86,12 @@ async fn clickhouse_functions_answer_as_clickhouse() {
         .hogql(
             "select argMax(event, timestamp), argMin(event, timestamp), countDistinct(distinct_id), \
              uniqIf(distinct_id, event = 'sign up'), cardinality(groupUniqArray(distinct_id)), \
-             countIf(like(properties.$current_url, '%/blog/%')) from events",
+             countIf(like(properties.$current_url, '%/blog/%')), \
+             empty(groupArray(properties.nothing)), notEmpty(groupArray(event)), empty('') from events",
         )
         .await;
-    assert_eq!(rows, vec![json!(["sign up", "sign up", 2, 2, 2, 1])]);
+    assert_eq!(
+        rows,
+        vec![json!(["sign up", "sign up", 2, 2, 2, 1, true, true, true])]
+    );
 }
