@@ -504,6 +504,29 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         )
     };
     match name.as_str() {
+        // `quantile(p)(x)`: ClickHouse's parametric form. Exact here (with
+        // interpolation, as ClickHouse's own for up to 8 192 values).
+        "quantile" | "quantileexact" | "quantiletdigest" => {
+            arity(&original, &args, 1..=1)?;
+            let level = match &f.parameters {
+                FunctionArguments::List(l) => match &l.args[..] {
+                    [FunctionArg::Unnamed(FunctionArgExpr::Expr(p))] => p.clone(),
+                    _ => return Err(refused(format!("{original}(level)(x) takes one level"))),
+                },
+                _ => {
+                    return Err(refused(format!(
+                        "{original} is written {original}(level)(x), a level from 0 to 1"
+                    )))
+                }
+            };
+            let mut args = args;
+            args.push(level);
+            template(
+                "percentile_cont(__x1) WITHIN GROUP (ORDER BY CAST(__x0 AS DOUBLE))",
+                args,
+            )
+            .map(Some)
+        }
         "if" => fixed(3..=3, "CASE WHEN __x0 THEN __x1 ELSE __x2 END", args),
         "multiif" => {
             if args.len() < 3 || args.len() % 2 == 0 {

@@ -87,11 +87,14 @@ async fn clickhouse_functions_answer_as_clickhouse() {
             "select argMax(event, timestamp), argMin(event, timestamp), countDistinct(distinct_id), \
              uniqIf(distinct_id, event = 'sign up'), cardinality(groupUniqArray(distinct_id)), \
              countIf(like(properties.$current_url, '%/blog/%')), \
-             empty(groupArray(properties.nothing)), notEmpty(groupArray(event)), empty('') from events",
+             empty(groupArray(properties.nothing)), notEmpty(groupArray(event)), empty(''), \
+             quantile(0.5)(toHour(timestamp)) from events",
         )
         .await;
     assert_eq!(
         rows,
-        vec![json!(["sign up", "sign up", 2, 2, 2, 1, true, true, true])]
+        vec![json!([
+            "sign up", "sign up", 2, 2, 2, 1, true, true, true, 10.0
+        ])]
     );
 }
