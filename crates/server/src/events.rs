@@ -417,7 +417,7 @@ const MAX_FLATTEN_DEPTH: usize = 10;
 /// One value an event property takes (`GET …/events/values/`).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct EventValue {
-    /// The value: text, a number or null; a list's elements each on its
+    /// The value: text or a number (or null inside a list); a list's elements each on its
     /// own, a boolean as `"true"`/`"false"`, an object as its JSON text.
     name: Value,
 }
@@ -532,7 +532,7 @@ pub(crate) async fn values(
 /// `v` as names of the value picker, as PostHog's `convert_property_value`
 /// over `flatten`: a list's elements each on its own (nested lists too,
 /// [`MAX_FLATTEN_DEPTH`] deep), a boolean as `"true"`/`"false"`, an object
-/// as its JSON text; strings, numbers and null as they are.
+/// as its JSON text; strings, numbers and null (inside a list) as they are.
 fn value_names(v: Value, depth: usize, out: &mut Vec<Value>) {
     match v {
         Value::Array(items) if depth < MAX_FLATTEN_DEPTH => {

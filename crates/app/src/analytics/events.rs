@@ -202,10 +202,10 @@ pub struct ValuesQuery {
 }
 
 /// The values `q.key` takes on the project's visible events in the
-/// window, as JSON text (a string quoted, a JSON `null` as `null`), at
-/// most [`MAX_VALUES`]: the most frequent first, or with `q.search` the
-/// shortest first (PostHog orders by length then). Events without the
-/// property give nothing.
+/// window, as JSON text (a string quoted), at most [`MAX_VALUES`]: the
+/// most frequent first, or with `q.search` the shortest first (PostHog
+/// orders by length then). Events without the property, or with a JSON
+/// `null` (which HogQL reads as NULL), give nothing.
 pub async fn property_values(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
@@ -234,7 +234,7 @@ pub async fn property_values(
     };
     let sql = format!(
         "SELECT v FROM (SELECT json_get_json(e.properties, {key}) AS v, count(*) AS n \
-         FROM events e WHERE {} GROUP BY 1) WHERE v IS NOT NULL ORDER BY {order} LIMIT {MAX_VALUES}",
+         FROM events e WHERE {} GROUP BY 1) WHERE v IS NOT NULL AND v <> 'null' ORDER BY {order} LIMIT {MAX_VALUES}",
         filter.join(" AND ")
     );
     texts(&ctx, &sql).await

@@ -231,6 +231,40 @@ async fn step_attribution() {
             g(json!(["Mac"]), &[1, 1], hour.clone()),
         ]
     );
+    // The same through the persons' join (a global person filter: no
+    // personless actors), with a person the filter leaves out.
+    capture(
+        app.persons(),
+        &[
+            (
+                "p1",
+                "$identify",
+                "2020-01-01T00:00:00Z",
+                json!({"$set": {"plan": "x"}}),
+            ),
+            (
+                "p2",
+                "$identify",
+                "2020-01-01T00:00:00Z",
+                json!({"$set": {"plan": "x"}}),
+            ),
+            (
+                "p3",
+                "$identify",
+                "2020-01-01T00:00:00Z",
+                json!({"$set": {"plan": "x"}}),
+            ),
+        ],
+    );
+    let mut by_person = funnel(&["sign up", "buy"], at(1));
+    by_person["properties"] = json!([{"key": "plan", "value": "x", "type": "person"}]);
+    assert_eq!(
+        groups(&app, by_person).await,
+        [
+            g(json!([""]), &[2, 2], hour.clone()),
+            g(json!(["Safari"]), &[1, 1], json!(86400.0)),
+        ]
+    );
     // p2 and p3 never buy: not in any group, not even at the first step.
     let dir = tempfile::tempdir().expect("dir");
     let app = open(dir.path());
@@ -436,6 +470,41 @@ async fn the_limit_keeps_those_furthest_along_and_the_rest_is_other() {
         json!({"funnel_step": 3, "funnel_step_breakdown": ["Other"]}),
     );
     assert_eq!(others.len(), 10);
+    // A value folded into `Other` still lists its own persons.
+    assert_eq!(
+        selected(
+            &spec,
+            &actors,
+            json!({"funnel_step": 3, "funnel_step_breakdown": ["3"]}),
+        )
+        .len(),
+        3
+    );
+    // A kept value that is itself "Other" is one list with the folded.
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let mut evs = Vec::new();
+    for (id, v) in [("a", "Other"), ("b", "Other"), ("c", "x"), ("d", "y")] {
+        evs.push((
+            id,
+            "sign up",
+            "2020-01-01T12:00:00Z",
+            json!({"some_breakdown_val": v}),
+        ));
+    }
+    capture(app.persons(), &evs);
+    let values: Vec<(Value, Vec<i64>)> = groups(
+        &app,
+        funnel(
+            &["sign up", "buy"],
+            json!({"breakdown": ["some_breakdown_val"], "breakdown_limit": 1}),
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|g| (g.0, g.1))
+    .collect();
+    assert_eq!(values, [(json!(["Other"]), vec![4, 0])]);
     // Under the limit: no `Other`; an unset value is a value.
     let dir = tempfile::tempdir().expect("dir");
     let app = open(dir.path());

@@ -271,7 +271,8 @@ async fn events_list_and_one_event() {
 }
 
 /// `events/values/`: the values an event property takes on the last 7
-/// days' events, most frequent first, lists flattened, booleans as text;
+/// days' events, most frequent first, lists flattened, booleans as text,
+/// a JSON null left out;
 /// a search, event names; `custom_event`; the 400s; another project's
 /// values stay its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +347,6 @@ async fn event_property_values() {
             json!("true"),
             json!("{\"y\":1}"),
             json!(3),
-            Value::Null
         ])
     );
     assert_eq!(names(&values("key=nothing").await), Vec::<Value>::new());

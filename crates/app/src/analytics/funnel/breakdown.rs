@@ -55,8 +55,8 @@ pub enum Attribution {
 /// name it so, where trends write `$$_posthog_breakdown_other_$$`).
 pub const OTHER: &str = "Other";
 
-/// Most properties one funnel breakdown may name (each adds a column that
-/// repeats the first step's condition).
+/// Most properties one funnel breakdown may name (each adds a column, and
+/// with first or last touch an aggregate over the funnel's conditions).
 pub const MAX_BREAKDOWN_KEYS: usize = 10;
 
 /// The breakdown parameters (`breakdown`, `breakdowns`, `breakdown_type`).
@@ -163,7 +163,14 @@ pub fn groups<'a>(spec: &FunnelSpec, actors: &'a [Actor]) -> Vec<(Vec<String>, V
         .flat_map(|g| g.members)
         .collect();
     if !other.is_empty() {
-        all.push(ranked(vec![OTHER.to_string()], other));
+        // A value that is itself "Other" and kept is one list with the
+        // folded ones, as PostHog groups them.
+        let other_value = vec![OTHER.to_string()];
+        let mut members = other;
+        if let Some(i) = all.iter().position(|g| g.value == other_value) {
+            members.extend(all.remove(i).members);
+        }
+        all.push(ranked(other_value, members));
         all.sort_by(Group::order);
     }
     all.into_iter().map(|g| (g.value, g.members)).collect()

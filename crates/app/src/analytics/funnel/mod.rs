@@ -332,8 +332,8 @@ impl FunnelSpec {
             Some(_) => ("RIGHT JOIN", personless_props_sql(&self.props)?),
         };
         filter.push(props);
-        let from = format!(
-            "FROM person_distinct_ids pdi{persons_join} {join} events e ON e.distinct_id = pdi.distinct_id"
+        let tables = format!(
+            "person_distinct_ids pdi{persons_join} {join} events e ON e.distinct_id = pdi.distinct_id"
         );
         let mut candidates = None;
         if let Some(b) = &self.breakdown {
@@ -380,7 +380,9 @@ impl FunnelSpec {
                 Attribution::Step(k) => {
                     // Each value of the actor's events of step `k`: the
                     // actor's events once for each, and step `k` reached
-                    // only with it.
+                    // only with it. The candidates are grouped with the
+                    // step's condition as an aggregate, not a `WHERE` above
+                    // the persons' join (see `ok` above).
                     let mut cand: Vec<String> = keys
                         .iter()
                         .enumerate()
@@ -391,6 +393,10 @@ impl FunnelSpec {
                             .enumerate()
                             .map(|(i, v)| format!("{v} AS bd{i}")),
                     );
+                    let cand_names: Vec<String> = (0..keys.len())
+                        .map(|i| format!("ck{i}"))
+                        .chain((0..vals.len()).map(|i| format!("bd{i}")))
+                        .collect();
                     let same_value: Vec<String> = vals
                         .iter()
                         .enumerate()
@@ -405,10 +411,13 @@ impl FunnelSpec {
                         .collect();
                     candidates = Some((
                         format!(
-                            "(SELECT DISTINCT {} {from} WHERE {} AND {}) c",
+                            "(SELECT {names} FROM (SELECT {}, bool_or({}) AS hit FROM {tables} WHERE {} \
+                             GROUP BY {}) WHERE hit) c",
                             cand.join(", "),
+                            conds[k],
                             filter.join(" AND "),
-                            conds[k]
+                            (1..=cand.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+                            names = cand_names.join(", "),
                         ),
                         on.join(" AND "),
                     ));
@@ -425,9 +434,11 @@ impl FunnelSpec {
             lit(&options),
             conds.join(", ")
         ));
+        // The candidates first, the build side of their hash join: they
+        // are few, the events many.
         let from = match &candidates {
-            None => from,
-            Some((c, on)) => format!("{from} JOIN {c} ON {on}"),
+            None => format!("FROM {tables}"),
+            Some((c, on)) => format!("FROM {c} JOIN ({tables}) ON {on}"),
         };
         let inner = format!(
             "SELECT {} {from} WHERE {} GROUP BY {}",

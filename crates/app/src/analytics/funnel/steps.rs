@@ -170,13 +170,14 @@ impl StepSelection {
     /// The actors wanted, once each (an actor of several values is listed
     /// once when no value is asked for).
     pub fn select<'a>(&self, spec: &FunnelSpec, actors: &'a [Actor]) -> Vec<&'a Actor> {
+        // The list the insight shows for the value; a value folded into
+        // `Other` still names its own actors.
         let in_group: Vec<&Actor> = match &self.breakdown {
             None => actors.iter().collect(),
-            Some(want) => groups(spec, actors)
-                .into_iter()
-                .find(|(k, _)| k == want)
-                .map(|(_, members)| members)
-                .unwrap_or_default(),
+            Some(want) => match groups(spec, actors).into_iter().find(|(k, _)| k == want) {
+                Some((_, members)) => members,
+                None => actors.iter().filter(|a| &a.breakdown == want).collect(),
+            },
         };
         let mut seen = std::collections::HashSet::new();
         in_group
