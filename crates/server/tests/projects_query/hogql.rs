@@ -98,3 +98,54 @@ async fn clickhouse_functions_answer_as_clickhouse() {
         ])]
     );
 }
+
+/// PostHog's version operators through HogQL's `properties_match` and
+/// the persons list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_filters_over_events_and_persons() {
+    let h = Harness::new();
+    let mut events = Vec::new();
+    for (who, v) in [
+        ("a", "1.2.3"),
+        ("b", "1.10.0"),
+        ("c", "2.0.0-beta"),
+        ("d", "0.9"),
+    ] {
+        events.push(json!({"event": "$identify", "distinct_id": who,
+            "properties": {"$app_version": v, "$set": {"app_version": v}}}));
+    }
+    h.capture(json!(events)).await;
+    let filter = r#"[{"key": "$app_version", "operator": "semver_caret", "value": "1.2.0"}]"#;
+    let rows = h
+        .hogql(&format!(
+            "select distinct_id from events where properties_match(properties, '{filter}') order by 1"
+        ))
+        .await;
+    assert_eq!(rows, vec![json!(["a"]), json!(["b"])]);
+    let props = crate::common::urlencode(
+        r#"[{"key": "app_version", "operator": "semver_gte", "value": "1.10", "type": "person"}]"#,
+    );
+    let r = h
+        .get(&format!("{}/persons/?properties={props}", h.api()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut ids: Vec<String> = r.json["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|p| {
+            p["distinct_ids"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["b", "c"]);
+    let bad = crate::common::urlencode(
+        r#"[{"key": "app_version", "operator": "semver_tilde", "value": "1", "type": "person"}]"#,
+    );
+    h.get(&format!("{}/persons/?properties={bad}", h.api()))
+        .await
+        .envelope(400);
+}

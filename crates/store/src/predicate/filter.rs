@@ -14,6 +14,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::semver;
 use super::time::{filter_time, resolved, row_time};
 
 /// Comparison of a property filter (the operators of PostHog's property
@@ -78,6 +79,25 @@ pub enum PropertyOperator {
     IsDateBefore,
     /// A time after the value's. As text only.
     IsDateAfter,
+    /// The same version as the value's (`"1.2.3"`; see [`super::semver`]
+    /// for how versions read and compare). As text only.
+    SemverEq,
+    /// Not the value's version. As text only.
+    SemverNeq,
+    /// A later version. As text only.
+    SemverGt,
+    /// The same or a later version. As text only.
+    SemverGte,
+    /// An earlier version (an unset one is, as in PostHog). As text only.
+    SemverLt,
+    /// The same or an earlier version. As text only.
+    SemverLte,
+    /// Within `~value`: `~1.2.3` is `[1.2.3, 1.3.0)`. As text only.
+    SemverTilde,
+    /// Within `^value`: `^1.2.3` is `[1.2.3, 2.0.0)`. As text only.
+    SemverCaret,
+    /// Within a pattern: `1.2.*` is `[1.2.0, 1.3.0)`. As text only.
+    SemverWildcard,
 }
 
 impl PropertyOperator {
@@ -125,6 +145,15 @@ impl PropertyOperator {
             PropertyOperator::IsDateExact => "is_date_exact",
             PropertyOperator::IsDateBefore => "is_date_before",
             PropertyOperator::IsDateAfter => "is_date_after",
+            PropertyOperator::SemverEq => "semver_eq",
+            PropertyOperator::SemverNeq => "semver_neq",
+            PropertyOperator::SemverGt => "semver_gt",
+            PropertyOperator::SemverGte => "semver_gte",
+            PropertyOperator::SemverLt => "semver_lt",
+            PropertyOperator::SemverLte => "semver_lte",
+            PropertyOperator::SemverTilde => "semver_tilde",
+            PropertyOperator::SemverCaret => "semver_caret",
+            PropertyOperator::SemverWildcard => "semver_wildcard",
         }
     }
 }
@@ -324,6 +353,17 @@ impl PropertyFilter {
                         .map_err(|e| format!("filter on {key:?}: {op}: {e}"))
                 })
             }
+            PropertyOperator::SemverEq
+            | PropertyOperator::SemverNeq
+            | PropertyOperator::SemverGt
+            | PropertyOperator::SemverGte
+            | PropertyOperator::SemverLt
+            | PropertyOperator::SemverLte
+            | PropertyOperator::SemverTilde
+            | PropertyOperator::SemverCaret
+            | PropertyOperator::SemverWildcard => semver::versions(self.operator, &self.value)
+                .map(drop)
+                .map_err(|e| format!("filter on {key:?}: {e}")),
         }
     }
 
@@ -426,6 +466,13 @@ impl PropertyFilter {
             IsDateExact | IsDateBefore | IsDateAfter => v
                 .and_then(row_time)
                 .is_some_and(|x| t.times.iter().any(|w| self.operator.accepts(x.cmp(w)))),
+            // Unset reads as the empty text, as PostHog's `sortableSemver`
+            // of NULL.
+            SemverEq | SemverNeq | SemverGt | SemverGte | SemverLt | SemverLte | SemverTilde
+            | SemverCaret | SemverWildcard => {
+                let x = semver::sortable(&v.map(text_of).unwrap_or_default());
+                semver::holds(self.operator, &x, &t.versions)
+            }
         }
     }
 
@@ -517,6 +564,7 @@ pub(super) struct TextFilter {
     patterns: Vec<regex::Regex>,
     bounds: Vec<Num>,
     times: Vec<i64>,
+    versions: Vec<semver::Version>,
 }
 
 impl TextFilter {
@@ -562,6 +610,12 @@ impl TextFilter {
                     .collect()
             } else {
                 Vec::new()
+            },
+            // A value that is no version compares with nothing
+            // (validation refuses it first).
+            versions: match semver::is_version(op) {
+                true => semver::versions(op, &f.value).unwrap_or_default(),
+                false => Vec::new(),
             },
         }
     }

@@ -28,6 +28,7 @@ use crate::format::PartMeta;
 use crate::schema::{Table, DISTINCT_ID_COLUMN, TIMESTAMP_COLUMN};
 
 mod filter;
+mod semver;
 mod time;
 
 pub use time::parse_time;

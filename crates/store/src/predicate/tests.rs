@@ -843,7 +843,7 @@ fn bad_predicates_are_refused_with_a_reason() {
         assert!(e.contains(needle), "{e} (wanted {needle})");
     }
     let unknown = serde_json::from_value::<PropertyFilter>(
-        json!({"key": "a", "operator": "semver_gt", "value": "1.0.0"}),
+        json!({"key": "a", "operator": "flag_evaluates_to", "value": "1.0.0"}),
     );
     assert!(unknown.is_err(), "an unknown operator is refused");
 }
@@ -1274,4 +1274,134 @@ fn relative_dates_resolve_to_the_times_they_name() {
             "{row}"
         );
     }
+}
+
+/// PostHog's version operators over a set of versions (its
+/// `TestSemverPropertyFiltering` cases and their edges): which pass each
+/// filter, through the value, the text matcher and a full parse.
+#[test]
+fn version_operators_as_hogql_compares_versions() {
+    let versions = [
+        "1.0.0",
+        "1.2.3",
+        "1.2.4",
+        "1.3.0",
+        "2.0.0",
+        "0.2.3",
+        "0.0.3",
+        "1.2.3-alpha",
+        "v1.2.10",
+        "1.2.3.1",
+    ];
+    let passing = |op: &str, value: Value| -> Vec<String> {
+        let pf = filter(json!({"key": "v", "operator": op, "value": value}));
+        assert_eq!(
+            pf.validate_as(Comparison::Text),
+            Ok(()),
+            "{op} {}",
+            pf.value
+        );
+        let pred = EventPredicate {
+            properties: vec![pf.clone()],
+            ..Default::default()
+        };
+        let m = PropertiesMatcher::comparing(&pred, Comparison::Text);
+        let mut out: Vec<String> = versions
+            .iter()
+            .filter(|v| {
+                let want = pf.matches_value_as(Some(&json!(v)), Comparison::Text);
+                let text = json!({"v": v}).to_string();
+                assert_eq!(m.matches(Some(&text)), want, "{op} {v} (matcher)");
+                let escaped = text.replacen('{', r#"{"esc": "a\"b", "#, 1);
+                assert_eq!(m.matches(Some(&escaped)), want, "{op} {v} (parsed)");
+                want
+            })
+            .map(|v| v.to_string())
+            .collect();
+        // Unset is the empty text, the lowest version.
+        if pf.matches_value_as(None, Comparison::Text) {
+            out.push("unset".into());
+        }
+        out
+    };
+    assert_eq!(
+        passing("semver_eq", json!("1.2.3")),
+        ["1.2.3", "1.2.3-alpha"]
+    );
+    assert_eq!(
+        passing("semver_neq", json!("1.2.3")),
+        ["1.0.0", "1.2.4", "1.3.0", "2.0.0", "0.2.3", "0.0.3", "v1.2.10", "1.2.3.1", "unset"]
+    );
+    assert_eq!(
+        passing("semver_gt", json!("1.2.3")),
+        ["1.2.4", "1.3.0", "2.0.0", "v1.2.10", "1.2.3.1"]
+    );
+    assert_eq!(
+        passing("semver_gte", json!("1.2.4")),
+        ["1.2.4", "1.3.0", "2.0.0", "v1.2.10"]
+    );
+    assert_eq!(
+        passing("semver_lt", json!("1.0.0")),
+        ["0.2.3", "0.0.3", "unset"]
+    );
+    assert_eq!(
+        passing("semver_lte", json!("1.0")),
+        ["0.2.3", "0.0.3", "unset"]
+    );
+    assert_eq!(
+        passing("semver_tilde", json!("1.2.3")),
+        ["1.2.3", "1.2.4", "1.2.3-alpha", "v1.2.10", "1.2.3.1"]
+    );
+    assert_eq!(
+        passing("semver_caret", json!("1.2.3")),
+        [
+            "1.2.3",
+            "1.2.4",
+            "1.3.0",
+            "1.2.3-alpha",
+            "v1.2.10",
+            "1.2.3.1"
+        ]
+    );
+    assert_eq!(passing("semver_caret", json!("0.2.3")), ["0.2.3"]);
+    assert_eq!(passing("semver_caret", json!("0.0.3")), ["0.0.3"]);
+    assert_eq!(
+        passing("semver_wildcard", json!("1.2.*")),
+        ["1.2.3", "1.2.4", "1.2.3-alpha", "v1.2.10", "1.2.3.1"]
+    );
+    // PostHog's bounds kept: 1.2.3 sorts below 1.2.3.0, 1.2.4 below 1.2.4.0.
+    assert_eq!(
+        passing("semver_wildcard", json!("1.2.3.*")),
+        ["1.2.4", "1.2.3.1"]
+    );
+    for (f, why) in [
+        (
+            json!({"key": "v", "operator": "semver_eq", "value": 1}),
+            "as a string",
+        ),
+        (
+            json!({"key": "v", "operator": "semver_gt", "value": "x"}),
+            "not a version",
+        ),
+        (
+            json!({"key": "v", "operator": "semver_tilde", "value": "1"}),
+            "major.minor",
+        ),
+        (
+            json!({"key": "v", "operator": "semver_wildcard", "value": "*"}),
+            "version pattern",
+        ),
+        (
+            json!({"key": "v", "operator": "semver_eq", "value": ["1.2.3"]}),
+            "as a string",
+        ),
+    ] {
+        let e = filter(f.clone()).validate_as(Comparison::Text).unwrap_err();
+        assert!(e.contains(why), "{f}: {e}");
+    }
+    // Deletions do not take them.
+    assert!(PropertyFilter::strict(
+        &json!({"key": "v", "operator": "semver_eq", "value": "1.2.3"})
+    )
+    .is_err());
 }
