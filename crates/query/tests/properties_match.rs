@@ -181,7 +181,7 @@ async fn bad_filters_are_errors_naming_the_problem() {
         ("not json", "not a JSON list"),
         (r#"{"key": "a"}"#, "not a JSON list"),
         (
-            r#"[{"key": "a", "value": "1.0.0", "operator": "semver_gt"}]"#,
+            r#"[{"key": "a", "value": "1.0.0", "operator": "flag_evaluates_to"}]"#,
             "not a JSON list",
         ),
         (
