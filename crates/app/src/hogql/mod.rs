@@ -425,8 +425,30 @@ fn arity(name: &str, args: &[Expr], n: std::ops::RangeInclusive<usize>) -> Resul
 }
 
 /// A HogQL (ClickHouse) function call rewritten to DataFusion's, or
-/// `None` to keep it.
+/// `None` to keep it. A rewritten call written with what its rewrite
+/// would drop (`FILTER (WHERE …)`, `IGNORE NULLS`, ClickHouse's
+/// parameters, `WITHIN GROUP`) is refused, not answered without it.
 fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
+    let name = f.name.to_string().to_ascii_lowercase();
+    let parameters = !matches!(f.parameters, FunctionArguments::None);
+    let extras = f.filter.is_some()
+        || f.null_treatment.is_some()
+        || !f.within_group.is_empty()
+        || (parameters && !name.starts_with("quantile"));
+    let original = f.name.to_string();
+    let out = rewrite_call(f)?;
+    // `uniq` keeps the call's own clauses.
+    if out.is_some() && extras && !matches!(name.as_str(), "uniq" | "uniqexact") {
+        return Err(refused(format!(
+            "{original}: FILTER (WHERE …), IGNORE/RESPECT NULLS, WITHIN GROUP and parameters are not taken with it{}",
+            if name.ends_with("if") { "" } else { " (the …If forms take a condition)" }
+        )));
+    }
+    Ok(out)
+}
+
+/// [`function`]'s rewrite.
+fn rewrite_call(f: &mut ast::Function) -> Result<Option<Expr>> {
     let name = match f.name.0.as_slice() {
         [ObjectNamePart::Identifier(i)] if i.quote_style.is_none() => i.value.to_ascii_lowercase(),
         _ => return Ok(None),
@@ -522,7 +544,7 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
             let mut args = args;
             args.push(level);
             template(
-                "percentile_cont(__x1) WITHIN GROUP (ORDER BY CAST(__x0 AS DOUBLE))",
+                "percentile_cont(__x1) WITHIN GROUP (ORDER BY TRY_CAST(__x0 AS DOUBLE))",
                 args,
             )
             .map(Some)
@@ -562,7 +584,16 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         "upperutf8" => fixed(1..=1, "upper(__x0)", args),
         "lengthutf8" => fixed(1..=1, "character_length(__x0)", args),
         "replaceall" => fixed(3..=3, "replace(__x0, __x1, __x2)", args),
-        "replaceregexpall" => fixed(3..=3, "regexp_replace(__x0, __x1, __x2, 'g')", args),
+        "replaceregexpall" => {
+            arity(&original, &args, 3..=3)?;
+            // ClickHouse's replacement names groups `\1`; a `$` is itself
+            // (Rust's regex reads `$1`, so a literal one is doubled).
+            let mut args = args;
+            if let Some(r) = string_literal(&args[2]) {
+                args[2] = literal(r.replace('$', "$$"));
+            }
+            template("regexp_replace(__x0, __x1, __x2, 'g')", args).map(Some)
+        }
         "splitbychar" | "splitbystring" => fixed(2..=2, "string_to_array(__x1, __x0)", args),
         "has" => fixed(2..=2, "array_has(__x0, __x1)", args),
         "trimboth" => fixed(1..=1, "btrim(__x0)", args),
@@ -620,7 +651,8 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
             };
             template(
                 &format!(
-                    "__x2 {op} CAST(concat(CAST(CAST(__x1 AS BIGINT){times} AS VARCHAR), ' {unit}') AS INTERVAL)"
+                    // `||`: a NULL count is a NULL time (`concat` skips it).
+                    "__x2 {op} CAST(CAST(CAST(__x1 AS BIGINT){times} AS VARCHAR) || ' {unit}' AS INTERVAL)"
                 ),
                 args,
             )
@@ -630,8 +662,11 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         // other zones are refused rather than ignored.
         "totimezone" => {
             arity(&original, &args, 2..=2)?;
-            match string_literal(&args[1]).as_deref() {
-                Some("UTC") | Some("Etc/UTC") => Ok(Some(args[0].clone())),
+            match string_literal(&args[1])
+                .map(|z| z.to_ascii_uppercase())
+                .as_deref()
+            {
+                Some("UTC") | Some("ETC/UTC") => Ok(Some(args[0].clone())),
                 _ => Err(refused(format!(
                     "{original}: only 'UTC' is served (Elide's times are UTC), got {}",
                     args[1]
@@ -642,20 +677,27 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
             arity(&original, &args, 0..=1)?;
             template("now()", Vec::new()).map(Some)
         }
-        "argmax" => fixed(2..=2, "first_value(__x0 ORDER BY __x1 DESC)", args),
-        "argmin" => fixed(2..=2, "first_value(__x0 ORDER BY __x1 ASC)", args),
-        "any" => fixed(1..=1, "first_value(__x0)", args),
-        "anylast" => fixed(1..=1, "last_value(__x0)", args),
-        // ClickHouse's arrays of an aggregate leave NULLs out, and are
-        // empty (not NULL) with nothing in them.
-        "grouparray" => fixed(
-            1..=1,
-            "coalesce(array_agg(__x0) FILTER (WHERE __x0 IS NOT NULL), [])",
+        // ClickHouse's skip NULL values, and rows without an order.
+        // (Each template names each argument once: a template that
+        // repeated one would double a nested call at each level.)
+        "argmax" => fixed(
+            2..=2,
+            "first_value(__x0 ORDER BY __x1 DESC NULLS LAST) IGNORE NULLS",
             args,
         ),
+        "argmin" => fixed(
+            2..=2,
+            "first_value(__x0 ORDER BY __x1 ASC NULLS LAST) IGNORE NULLS",
+            args,
+        ),
+        "any" => fixed(1..=1, "any_value(__x0)", args),
+        "anylast" => fixed(1..=1, "last_value(__x0) IGNORE NULLS", args),
+        // ClickHouse's arrays of an aggregate leave NULLs out, and are
+        // empty (not NULL) with nothing in them.
+        "grouparray" => fixed(1..=1, "coalesce(array_agg(__x0) IGNORE NULLS, [])", args),
         "groupuniqarray" => fixed(
             1..=1,
-            "coalesce(array_agg(DISTINCT __x0) FILTER (WHERE __x0 IS NOT NULL), [])",
+            "coalesce(array_agg(DISTINCT __x0) IGNORE NULLS, [])",
             args,
         ),
         "countdistinct" => fixed(1..=1, "count(DISTINCT __x0)", args),

@@ -230,26 +230,30 @@ fn clickhouse_functions() {
         ),
         (
             "dateAdd(day, 7, timestamp)",
-            "timestamp + CAST(concat(CAST(CAST(7 AS BIGINT) AS VARCHAR), ' day') AS INTERVAL)",
+            "timestamp + CAST(CAST(CAST(7 AS BIGINT) AS VARCHAR) || ' day' AS INTERVAL)",
         ),
         (
             "dateSub('hours', 2, timestamp)",
-            "timestamp - CAST(concat(CAST(CAST(2 AS BIGINT) AS VARCHAR), ' hour') AS INTERVAL)",
+            "timestamp - CAST(CAST(CAST(2 AS BIGINT) AS VARCHAR) || ' hour' AS INTERVAL)",
         ),
         ("toTimeZone(timestamp, 'UTC')", "timestamp"),
         (
             "argMax(event, timestamp)",
-            "first_value(event ORDER BY timestamp DESC)",
+            "first_value(event ORDER BY timestamp DESC NULLS LAST) IGNORE NULLS",
         ),
         (
             "groupArray(event)",
-            "coalesce(array_agg(event) FILTER (WHERE event IS NOT NULL), [])",
+            "coalesce(array_agg(event) IGNORE NULLS, [])",
         ),
         (
             "uniqIf(distinct_id, event = 'a')",
             "count(DISTINCT distinct_id) FILTER (WHERE event = 'a')",
         ),
-        ("any(event)", "first_value(event)"),
+        ("any(event)", "any_value(event)"),
+        (
+            "uniq(event) FILTER (WHERE distinct_id = 'a')",
+            "count(DISTINCT event) FILTER (WHERE distinct_id = 'a')",
+        ),
     ] {
         assert_eq!(expr(hogql), want, "{hogql}");
     }
@@ -261,7 +265,42 @@ fn clickhouse_functions() {
         "dateAdd(event, 1, timestamp)",
         "toTimeZone(timestamp, 'Europe/Paris')",
         "now64(1, 2)",
+        // What the rewrite would drop is refused, not ignored.
+        "groupArray(event) FILTER (WHERE event = 'a')",
+        "argMax(event, timestamp) FILTER (WHERE event = 'a')",
+        "countIf(event = 'a') FILTER (WHERE event = 'b')",
+        "groupArray(1)(event)",
+        "any(event) IGNORE NULLS",
+        "toYear(1)(timestamp)",
     ] {
         assert!(expr(bad).starts_with("ERR"), "{bad}: {}", expr(bad));
+    }
+}
+
+/// Every template names each argument once: nested calls grow the query
+/// by a constant each, not twice over (a 240-character query once grew
+/// to gigabytes).
+#[test]
+fn nested_rewrites_grow_linearly() {
+    for f in [
+        "groupArray",
+        "groupUniqArray",
+        "argMax",
+        "if",
+        "multiIf",
+        "dateAdd",
+    ] {
+        let call = |inner: &str| match f {
+            "argMax" => format!("{f}({inner}, timestamp)"),
+            "if" | "multiIf" => format!("{f}(event = 'a', {inner}, 'b')"),
+            "dateAdd" => format!("{f}(day, 1, {inner})"),
+            _ => format!("{f}({inner})"),
+        };
+        let mut e = "event".to_string();
+        for _ in 0..30 {
+            e = call(&e);
+        }
+        let out = expr(&e);
+        assert!(out.len() < 30 * 120, "{f}: {} bytes", out.len());
     }
 }

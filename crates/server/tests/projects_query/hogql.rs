@@ -99,6 +99,38 @@ async fn clickhouse_functions_answer_as_clickhouse() {
     );
 }
 
+/// NULLs as ClickHouse's aggregates skip them (its documentation's
+/// `argMax` example), a NULL count of `dateAdd`, a `$` in a replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nulls_and_replacements_as_clickhouse() {
+    let h = Harness::new();
+    let rows = h
+        .hogql(
+            "select argMax(a, b), argMin(a, b), any(a), anyLast(a), groupArray(a) \
+             from (values ('a', 1), ('b', 2), ('c', 2), (NULL, 3), (NULL, NULL), ('d', NULL)) t(a, b)",
+        )
+        .await;
+    let row = &rows[0];
+    assert!(row[0] == json!("b") || row[0] == json!("c"), "{row}");
+    assert_eq!(row[1], json!("a"));
+    assert_eq!(row[2], json!("a"));
+    assert_eq!(row[3], json!("d"));
+    assert_eq!(row[4], json!("[a, b, c, d]"));
+    let rows = h
+        .hogql(
+            "select toDate(dateAdd(day, n, toDate('2024-01-01'))), replaceRegexpAll('abc', 'b', '$x'), \
+             replaceRegexpAll('abc', '(b)', '<\\1>') from (values (1), (NULL)) t(n) order by 1",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!(["2024-01-02", "a$xc", "a<b>c"]),
+            json!([null, "a$xc", "a<b>c"])
+        ]
+    );
+}
+
 /// PostHog's version operators through HogQL's `properties_match` and
 /// the persons list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
