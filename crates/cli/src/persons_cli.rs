@@ -67,7 +67,7 @@ pub enum PersonsCommand {
         /// Substring of email or name, or an exact distinct id or UUID.
         #[arg(long)]
         search: Option<String>,
-        /// Property filter as JSON: {"key": K, "operator": O, "value": V} with PostHog's operators (exact, is_not, icontains, not_icontains, regex, not_regex, is_set, is_not_set, gt, gte, lt, lte, between, not_between, is_date_exact, is_date_before, is_date_after); `operator` defaults to exact; values compare as PostHog compares them (by text). Repeatable.
+        /// Property filter as JSON: {"key": K, "operator": O, "value": V} with PostHog's operators (exact, is_not, icontains, not_icontains, regex, not_regex, is_set, is_not_set, gt, gte, lt, lte, between, not_between, is_date_exact, is_date_before, is_date_after, semver_eq, semver_neq, semver_gt, semver_gte, semver_lt, semver_lte, semver_tilde, semver_caret, semver_wildcard); `operator` defaults to exact; values compare as PostHog compares them (by text). Repeatable.
         #[arg(long = "property")]
         properties: Vec<String>,
         /// Page size.

@@ -134,7 +134,7 @@ async fn list_filters_search_and_properties() {
         json!([{"key": "email", "operator": "regex", "value": "(", "type": "person"}]),
         json!([{"key": "age", "operator": "between", "value": [9, 1], "type": "person"}]),
         json!([{"key": "seen", "operator": "is_date_before", "value": "someday", "type": "person"}]),
-        json!([{"key": "v", "operator": "semver_gt", "value": "1.0.0", "type": "person"}]),
+        json!([{"key": "v", "operator": "flag_evaluates_to", "value": "1.0.0", "type": "person"}]),
     ] {
         let r = h
             .get(&format!("{}/persons/{}", h.api(), f(v.clone())))

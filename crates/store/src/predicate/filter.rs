@@ -361,7 +361,7 @@ impl PropertyFilter {
             | PropertyOperator::SemverLte
             | PropertyOperator::SemverTilde
             | PropertyOperator::SemverCaret
-            | PropertyOperator::SemverWildcard => semver::versions(self.operator, &self.value)
+            | PropertyOperator::SemverWildcard => semver::versions(self.operator, items)
                 .map(drop)
                 .map_err(|e| format!("filter on {key:?}: {e}")),
         }
@@ -471,7 +471,9 @@ impl PropertyFilter {
             SemverEq | SemverNeq | SemverGt | SemverGte | SemverLt | SemverLte | SemverTilde
             | SemverCaret | SemverWildcard => {
                 let x = semver::sortable(&v.map(text_of).unwrap_or_default());
-                semver::holds(self.operator, &x, &t.versions)
+                t.versions
+                    .iter()
+                    .any(|w| semver::holds(self.operator, &x, w))
             }
         }
     }
@@ -564,7 +566,8 @@ pub(super) struct TextFilter {
     patterns: Vec<regex::Regex>,
     bounds: Vec<Num>,
     times: Vec<i64>,
-    versions: Vec<semver::Version>,
+    /// Per value: its version, or a range's bounds.
+    versions: Vec<Vec<semver::Version>>,
 }
 
 impl TextFilter {
@@ -614,7 +617,7 @@ impl TextFilter {
             // A value that is no version compares with nothing
             // (validation refuses it first).
             versions: match semver::is_version(op) {
-                true => semver::versions(op, &f.value).unwrap_or_default(),
+                true => semver::versions(op, items).unwrap_or_default(),
                 false => Vec::new(),
             },
         }

@@ -10,10 +10,12 @@
 //! `semver_lt`. A number too large for 64 bits reads as 0
 //! (`toInt64OrZero`).
 //!
-//! The filter's value is checked as PostHog checks it (`parse_semver`): a
-//! string whose part before the first `-` is one to three integers.
-//! `semver_tilde`, `semver_caret` and `semver_wildcard` are ranges,
-//! lower bound included, upper bound excluded:
+//! A comparison (`semver_eq` … `semver_lte`) reads its value the same
+//! way, whatever the text (`"v1.2"`, `"7"`: version 0). `semver_tilde`,
+//! `semver_caret` and `semver_wildcard` are ranges, lower bound included,
+//! upper bound excluded, whose bounds PostHog writes as text from the
+//! value's parts (`parse_semver`: the part before the first `-`, one to
+//! three integers) and then reads as versions:
 //!
 //! - `~1.2.3` is `[1.2.3, 1.3.0)` (at least major.minor);
 //! - `^1.2.3` is `[1.2.3, 2.0.0)`, `^0.2.3` `[0.2.3, 0.3.0)`, `^0.0.3`
@@ -64,35 +66,42 @@ pub(super) fn sortable(text: &str) -> Version {
 }
 
 /// PostHog's `parse_semver`: major, minor and patch of `value` (before
-/// its first `-`), missing ones 0.
-fn parse(value: &str) -> Result<[i64; 3], String> {
+/// its first `-`), as written (missing ones `"0"`), each an integer.
+/// Python reads more as integers (any length, `_` separators, other
+/// scripts' digits); those are refused here.
+fn parse(value: &str) -> Result<[&str; 3], String> {
     let base = value.split('-').next().unwrap_or_default();
-    let parts: Vec<&str> = base.split('.').collect();
-    let int = |i: usize| -> Result<i64, String> {
-        match parts.get(i) {
-            None => Ok(0),
-            Some(p) => p
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| format!("{value:?} is not a version (major.minor.patch)")),
-        }
-    };
-    if parts.first().is_none_or(|p| p.is_empty()) {
-        return Err(format!("{value:?} is not a version (major.minor.patch)"));
+    let mut parts = base.split('.');
+    let not = || format!("{value:?} is not a version (major.minor.patch)");
+    let major = parts.next().filter(|p| !p.is_empty()).ok_or_else(not)?;
+    let minor = parts.next().unwrap_or("0");
+    let patch = parts.next().unwrap_or("0");
+    for p in [major, minor, patch] {
+        int(p).map_err(|_| not())?;
     }
-    Ok([int(0)?, int(1)?, int(2)?])
+    Ok([major, minor, patch])
 }
 
-fn next(n: i64, value: &str) -> Result<i64, String> {
-    n.checked_add(1)
+/// A part of a version as Python's `int()` reads it (spaces around and a
+/// sign allowed), within 64 bits.
+fn int(p: &str) -> Result<i64, std::num::ParseIntError> {
+    p.trim().parse::<i64>()
+}
+
+/// `p + 1` as text (PostHog's `str(int(p) + 1)`).
+fn next(p: &str, value: &str) -> Result<String, String> {
+    int(p)
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .map(|n| n.to_string())
         .ok_or_else(|| format!("{value:?}: a version part is too large"))
 }
 
-/// The `[lower, upper)` of a range operator's `value`.
+/// The `[lower, upper)` of a range operator's `value`: PostHog's bounds,
+/// written as text from the value's own parts, then read as versions.
 fn range(op: PropertyOperator, value: &str) -> Result<[Version; 2], String> {
     use PropertyOperator::*;
-    let v = |parts: &[i64]| parts.to_vec();
-    match op {
+    let [lo, hi] = match op {
         SemverTilde => {
             let base = value.split('-').next().unwrap_or_default();
             if base.split('.').count() < 2 {
@@ -101,48 +110,53 @@ fn range(op: PropertyOperator, value: &str) -> Result<[Version; 2], String> {
                 ));
             }
             let [major, minor, patch] = parse(value)?;
-            Ok([
-                v(&[major, minor, patch]),
-                v(&[major, next(minor, value)?, 0]),
-            ])
+            [
+                format!("{major}.{minor}.{patch}"),
+                format!("{major}.{}.0", next(minor, value)?),
+            ]
         }
         SemverCaret => {
             let [major, minor, patch] = parse(value)?;
-            let upper = if major > 0 {
-                v(&[next(major, value)?, 0, 0])
-            } else if minor > 0 {
-                v(&[0, next(minor, value)?, 0])
+            let upper = if int(major).unwrap_or(0) > 0 {
+                format!("{}.0.0", next(major, value)?)
+            } else if int(minor).unwrap_or(0) > 0 {
+                format!("0.{}.0", next(minor, value)?)
             } else {
-                v(&[0, 0, next(patch, value)?])
+                format!("0.0.{}", next(patch, value)?)
             };
-            Ok([v(&[major, minor, patch]), upper])
+            [format!("{major}.{minor}.{patch}"), upper]
         }
         SemverWildcard => {
+            let not = || format!("{value:?} is not a version pattern (1.2.*)");
             let trimmed = value.trim_end_matches(['.', '*']);
             if trimmed.is_empty() {
-                return Err(format!("{value:?} is not a version pattern (1.2.*)"));
+                return Err(not());
             }
             let base = trimmed.split('-').next().unwrap_or_default();
-            let parts: Vec<i64> = base
-                .split('.')
-                .map(|p| p.trim().parse::<i64>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| format!("{value:?} is not a version pattern (1.2.*)"))?;
+            // As PostHog: the first three parts only.
+            let parts: Vec<&str> = base.split('.').take(3).collect();
+            if parts.iter().any(|p| int(p).is_err()) {
+                return Err(not());
+            }
             match parts.as_slice() {
-                [major] => Ok([v(&[*major, 0, 0]), v(&[next(*major, value)?, 0, 0])]),
-                [major, minor] => Ok([
-                    v(&[*major, *minor, 0]),
-                    v(&[*major, next(*minor, value)?, 0]),
-                ]),
-                [major, minor, patch, ..] => Ok([
-                    v(&[*major, *minor, *patch, 0]),
-                    v(&[*major, *minor, next(*patch, value)?, 0]),
-                ]),
-                [] => Err(format!("{value:?} is not a version pattern (1.2.*)")),
+                [major] => [
+                    format!("{major}.0.0"),
+                    format!("{}.0.0", next(major, value)?),
+                ],
+                [major, minor] => [
+                    format!("{major}.{minor}.0"),
+                    format!("{major}.{}.0", next(minor, value)?),
+                ],
+                [major, minor, patch] => [
+                    format!("{major}.{minor}.{patch}.0"),
+                    format!("{major}.{minor}.{}.0", next(patch, value)?),
+                ],
+                _ => return Err(not()),
             }
         }
-        _ => Err(format!("{} is not a version range", op.as_str())),
-    }
+        _ => return Err(format!("{} is not a version range", op.as_str())),
+    };
+    Ok([sortable(&lo), sortable(&hi)])
 }
 
 /// Whether `op` is a version operator.
@@ -162,26 +176,31 @@ pub(super) fn is_version(op: PropertyOperator) -> bool {
     )
 }
 
-/// What a version operator compares with: the value's version, or a
-/// range's two bounds. `Err` says why the value is refused.
+/// What a version operator compares with, for each of the filter's
+/// values (a list means any of them): the value's version, or a range's
+/// two bounds. `Err` says why a value is refused: a comparison takes any
+/// text (PostHog's `sortableSemver` of it), a range a version it can
+/// bound.
 pub(super) fn versions(
     op: PropertyOperator,
-    value: &serde_json::Value,
-) -> Result<Vec<Version>, String> {
+    items: &[serde_json::Value],
+) -> Result<Vec<Vec<Version>>, String> {
     use PropertyOperator::*;
-    let Some(text) = value.as_str() else {
-        return Err(format!(
-            "{} needs a version as a string (\"1.2.3\"), got {value}",
-            op.as_str()
-        ));
-    };
-    match op {
-        SemverTilde | SemverCaret | SemverWildcard => Ok(range(op, text)?.to_vec()),
-        _ => {
-            parse(text)?;
-            Ok(vec![sortable(text)])
-        }
-    }
+    items
+        .iter()
+        .map(|value| {
+            let Some(text) = value.as_str() else {
+                return Err(format!(
+                    "{} needs a version as a string (\"1.2.3\"), got {value}",
+                    op.as_str()
+                ));
+            };
+            match op {
+                SemverTilde | SemverCaret | SemverWildcard => Ok(range(op, text)?.to_vec()),
+                _ => Ok(vec![sortable(text)]),
+            }
+        })
+        .collect()
 }
 
 /// Whether a row's version `x` satisfies `op` against `versions` (from
@@ -258,5 +277,21 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(range(SemverCaret, "9223372036854775807.0.0").is_err());
+        // PostHog's bounds are text from the value's parts: spaces and a
+        // sign stay in them, parts past the third of a pattern are not
+        // read.
+        assert_eq!(range(SemverCaret, "1.2 "), Ok([vec![1, 2], vec![2, 0, 0]]));
+        assert_eq!(
+            range(SemverWildcard, "1.2.3 "),
+            Ok([vec![1, 2, 3], vec![1, 2, 4, 0]])
+        );
+        assert_eq!(
+            range(SemverCaret, "1.+2.3"),
+            Ok([vec![2, 3], vec![2, 0, 0]])
+        );
+        assert_eq!(
+            range(SemverWildcard, "1.2.3.x.*"),
+            Ok([vec![1, 2, 3, 0], vec![1, 2, 4, 0]])
+        );
     }
 }

@@ -1369,6 +1369,22 @@ fn version_operators_as_hogql_compares_versions() {
         passing("semver_wildcard", json!("1.2.*")),
         ["1.2.3", "1.2.4", "1.2.3-alpha", "v1.2.10", "1.2.3.1"]
     );
+    // A comparison takes any text, as PostHog's `sortableSemver` reads it
+    // (a `v`, build metadata; no dotted run is version 0); a list means
+    // any of its values.
+    assert_eq!(
+        passing("semver_gt", json!("v1.2.3")),
+        ["1.2.4", "1.3.0", "2.0.0", "v1.2.10", "1.2.3.1"]
+    );
+    assert_eq!(
+        passing("semver_eq", json!("1.2.3+build.7")),
+        ["1.2.3", "1.2.3-alpha"]
+    );
+    assert_eq!(passing("semver_lte", json!("7")), ["unset"]);
+    assert_eq!(
+        passing("semver_eq", json!(["1.0.0", "2.0.0"])),
+        ["1.0.0", "2.0.0"]
+    );
     // PostHog's bounds kept: 1.2.3 sorts below 1.2.3.0, 1.2.4 below 1.2.4.0.
     assert_eq!(
         passing("semver_wildcard", json!("1.2.3.*")),
@@ -1380,7 +1396,7 @@ fn version_operators_as_hogql_compares_versions() {
             "as a string",
         ),
         (
-            json!({"key": "v", "operator": "semver_gt", "value": "x"}),
+            json!({"key": "v", "operator": "semver_caret", "value": "x"}),
             "not a version",
         ),
         (
@@ -1392,7 +1408,7 @@ fn version_operators_as_hogql_compares_versions() {
             "version pattern",
         ),
         (
-            json!({"key": "v", "operator": "semver_eq", "value": ["1.2.3"]}),
+            json!({"key": "v", "operator": "semver_eq", "value": ["1.2.3", 4]}),
             "as a string",
         ),
     ] {
