@@ -14,8 +14,9 @@
 //! wraps each such pattern that is not a literal (or whose flags are not)
 //! in `elide_pattern_guard(pattern, flags, caller, text)`. The guard
 //! returns the pattern unchanged after checking, for each batch, the
-//! patterns (with their flags) of the rows whose text is not NULL, as the
-//! function will compile them:
+//! patterns (with their flags) of the rows whose text is not NULL (all
+//! rows for `regexp_count`, which compiles first), as the function will
+//! compile them:
 //!
 //! - a regular expression holds at most [`MAX_PATTERN_BYTES`] bytes (its
 //!   parse takes memory in proportion before its size is known; a LIKE
@@ -133,7 +134,10 @@ impl ScalarUDFImpl for PatternGuard {
             "ILIKE" => Kind::ILike,
             _ => Kind::Regex,
         };
+        // `regexp_count` compiles a row's pattern before it reads the
+        // row's text: for it, every row counts.
         let text = match text {
+            _ if caller == "regexp_count" => None,
             ColumnarValue::Scalar(s) if s.is_null() => return Ok(pattern.clone()),
             ColumnarValue::Scalar(_) => None,
             ColumnarValue::Array(a) => Some(a.as_ref()),
@@ -451,50 +455,24 @@ impl FunctionRewrite for PatternRewrite {
                     })
                 })
             }
-            // `~~` and its kin: LIKE and ILIKE as operators.
-            Expr::BinaryExpr(BinaryExpr { left, op, right })
-                if matches!(
-                    op,
-                    Operator::LikeMatch
-                        | Operator::ILikeMatch
-                        | Operator::NotLikeMatch
-                        | Operator::NotILikeMatch
-                ) =>
-            {
-                let caller = match op {
-                    Operator::ILikeMatch | Operator::NotILikeMatch => "ILIKE",
-                    _ => "LIKE",
-                };
-                guarded(*right, no_flags(), caller, &left).update_data(|r| {
-                    Expr::BinaryExpr(BinaryExpr {
-                        left,
-                        op,
-                        right: Box::new(r),
+            // `~` and `~~` (LIKE as an operator) and their kin.
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => match pattern_operator(op) {
+                Some((caller, insensitive)) => {
+                    let flags = if insensitive {
+                        literal("i")
+                    } else {
+                        no_flags()
+                    };
+                    guarded(*right, flags, caller, &left).update_data(|r| {
+                        Expr::BinaryExpr(BinaryExpr {
+                            left,
+                            op,
+                            right: Box::new(r),
+                        })
                     })
-                })
-            }
-            Expr::BinaryExpr(BinaryExpr { left, op, right })
-                if matches!(
-                    op,
-                    Operator::RegexMatch
-                        | Operator::RegexIMatch
-                        | Operator::RegexNotMatch
-                        | Operator::RegexNotIMatch
-                ) =>
-            {
-                let flags = match op {
-                    Operator::RegexIMatch | Operator::RegexNotIMatch => literal("i"),
-                    _ => no_flags(),
-                };
-                let caller = op.to_string();
-                guarded(*right, flags, &caller, &left).update_data(|r| {
-                    Expr::BinaryExpr(BinaryExpr {
-                        left,
-                        op,
-                        right: Box::new(r),
-                    })
-                })
-            }
+                }
+                None => Transformed::no(Expr::BinaryExpr(BinaryExpr { left, op, right })),
+            },
             Expr::ScalarFunction(mut f) => {
                 let flags_at = REGEX_FUNCTIONS
                     .iter()
@@ -516,6 +494,21 @@ impl FunctionRewrite for PatternRewrite {
             e => Transformed::no(e),
         })
     }
+}
+
+/// The caller an operator that compiles its right side is named by in
+/// the guard (`LIKE`/`ILIKE` for LIKE patterns, the operator itself for
+/// regexes), and whether it adds the `i` flag.
+fn pattern_operator(op: Operator) -> Option<(&'static str, bool)> {
+    Some(match op {
+        Operator::LikeMatch | Operator::NotLikeMatch => ("LIKE", false),
+        Operator::ILikeMatch | Operator::NotILikeMatch => ("ILIKE", false),
+        Operator::RegexMatch => ("~", false),
+        Operator::RegexIMatch => ("~*", true),
+        Operator::RegexNotMatch => ("!~", false),
+        Operator::RegexNotIMatch => ("!~*", true),
+        _ => return None,
+    })
 }
 
 /// Install the guard and its rewrite on a session (once).
