@@ -426,22 +426,29 @@ fn arity(name: &str, args: &[Expr], n: std::ops::RangeInclusive<usize>) -> Resul
 
 /// A HogQL (ClickHouse) function call rewritten to DataFusion's, or
 /// `None` to keep it. A rewritten call written with what its rewrite
-/// would drop (`FILTER (WHERE …)`, `IGNORE NULLS`, ClickHouse's
-/// parameters, `WITHIN GROUP`) is refused, not answered without it.
+/// would drop (`FILTER (WHERE …)`, `IGNORE NULLS`, `WITHIN GROUP`) is
+/// refused, not answered without it; so is any call with ClickHouse's
+/// parameters (`f(p)(x)`) but `quantile`'s, which DataFusion would drop.
 fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
     let name = f.name.to_string().to_ascii_lowercase();
-    let parameters = !matches!(f.parameters, FunctionArguments::None);
-    let extras = f.filter.is_some()
-        || f.null_treatment.is_some()
-        || !f.within_group.is_empty()
-        || (parameters && !name.starts_with("quantile"));
     let original = f.name.to_string();
+    if !matches!(f.parameters, FunctionArguments::None) && !name.starts_with("quantile") {
+        return Err(refused(format!(
+            "{original}: ClickHouse's parameters ({original}(…)(x)) are not taken"
+        )));
+    }
+    let clauses = f.filter.is_some() || f.null_treatment.is_some() || !f.within_group.is_empty();
+    let filter = f.filter.is_some();
     let out = rewrite_call(f)?;
     // `uniq` keeps the call's own clauses.
-    if out.is_some() && extras && !matches!(name.as_str(), "uniq" | "uniqexact") {
+    if out.is_some() && clauses && !matches!(name.as_str(), "uniq" | "uniqexact") {
         return Err(refused(format!(
-            "{original}: FILTER (WHERE …), IGNORE/RESPECT NULLS, WITHIN GROUP and parameters are not taken with it{}",
-            if name.ends_with("if") { "" } else { " (the …If forms take a condition)" }
+            "{original}: FILTER (WHERE …), IGNORE/RESPECT NULLS and WITHIN GROUP are not taken with it{}",
+            if filter {
+                " (countIf, sumIf, avgIf, minIf, maxIf and uniqIf take a condition)"
+            } else {
+                ""
+            }
         )));
     }
     Ok(out)

@@ -272,6 +272,8 @@ fn clickhouse_functions() {
         "groupArray(1)(event)",
         "any(event) IGNORE NULLS",
         "toYear(1)(timestamp)",
+        "uniq(10)(event)",
+        "count(10)(event)",
     ] {
         assert!(expr(bad).starts_with("ERR"), "{bad}: {}", expr(bad));
     }
