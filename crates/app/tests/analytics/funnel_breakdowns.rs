@@ -505,6 +505,35 @@ async fn the_limit_keeps_those_furthest_along_and_the_rest_is_other() {
     .map(|g| (g.0, g.1))
     .collect();
     assert_eq!(values, [(json!(["Other"]), vec![4, 0])]);
+    // All events: a person of two folded values is one in `Other`.
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let mut evs = Vec::new();
+    for (id, v) in [("a", "k"), ("b", "k"), ("c", "x"), ("c", "y")] {
+        evs.push((
+            id,
+            "sign up",
+            "2020-01-01T12:00:00Z",
+            json!({"some_breakdown_val": v}),
+        ));
+    }
+    capture(app.persons(), &evs);
+    let values: Vec<(Value, Vec<i64>)> = groups(
+        &app,
+        funnel(
+            &["sign up", "buy"],
+            json!({"breakdown": ["some_breakdown_val"], "breakdown_limit": 1,
+                "breakdown_attribution_type": "all_events"}),
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|g| (g.0, g.1))
+    .collect();
+    assert_eq!(
+        values,
+        [(json!(["Other"]), vec![1, 0]), (json!(["k"]), vec![2, 0])]
+    );
     // Under the limit: no `Other`; an unset value is a value.
     let dir = tempfile::tempdir().expect("dir");
     let app = open(dir.path());

@@ -170,10 +170,28 @@ pub fn groups<'a>(spec: &FunnelSpec, actors: &'a [Actor]) -> Vec<(Vec<String>, V
         if let Some(i) = all.iter().position(|g| g.value == other_value) {
             members.extend(all.remove(i).members);
         }
-        all.push(ranked(other_value, members));
+        all.push(ranked(other_value, furthest_per_person(members)));
         all.sort_by(Group::order);
     }
     all.into_iter().map(|g| (g.value, g.members)).collect()
+}
+
+/// One actor per person (with all-events or step attribution a person
+/// may be one for each of several values folded together): its furthest
+/// path. PostHog relabels the events `Other` and runs one funnel, which a
+/// path across two of the values can also complete; here it does not.
+fn furthest_per_person(members: Vec<&Actor>) -> Vec<&Actor> {
+    let mut best: BTreeMap<(&str, bool), &Actor> = BTreeMap::new();
+    for a in members {
+        best.entry((a.person.as_str(), a.personless))
+            .and_modify(|b| {
+                if a.steps > b.steps {
+                    *b = a;
+                }
+            })
+            .or_insert(a);
+    }
+    best.into_values().collect()
 }
 
 /// A group of [`groups`], with what it is ranked by.
