@@ -626,6 +626,14 @@ fn rewrite_call(f: &mut ast::Function) -> Result<Option<Expr>> {
             args,
         ),
         "datetrunc" | "date_trunc" => fixed(2..=2, "date_trunc(__x0, __x1)", args),
+        // Intervals counted from the epoch, as ClickHouse's for seconds to
+        // days (weeks from a Thursday, where ClickHouse's start on Monday;
+        // months and years: DataFusion's `date_bin` refuses them).
+        "tostartofinterval" => fixed(
+            2..=2,
+            "date_bin(__x1, __x0, TIMESTAMP '1970-01-01 00:00:00')",
+            args,
+        ),
         "dateadd" | "date_add" | "datesub" | "date_sub" => {
             arity(&original, &args, 3..=3)?;
             let unit = match &args[0] {

@@ -238,6 +238,10 @@ fn clickhouse_functions() {
         ),
         ("toTimeZone(timestamp, 'UTC')", "timestamp"),
         (
+            "toStartOfInterval(timestamp, INTERVAL 15 minute)",
+            "date_bin(INTERVAL 15 MINUTE, timestamp, TIMESTAMP '1970-01-01 00:00:00')",
+        ),
+        (
             "argMax(event, timestamp)",
             "first_value(event ORDER BY timestamp DESC NULLS LAST) IGNORE NULLS",
         ),

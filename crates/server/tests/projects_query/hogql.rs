@@ -22,6 +22,7 @@ async fn clickhouse_functions_answer_as_clickhouse() {
              ifNull(properties.plan, 'none'), notEmpty(properties.plan), toYear(timestamp), toMonth(timestamp), \
              toDayOfWeek(timestamp), toHour(timestamp), toUnixTimestamp(timestamp), \
              toStartOfDay(dateAdd(day, 1, timestamp)), match(event, '^sign'), startsWith(event, '$'), \
+             toStartOfInterval(timestamp, INTERVAL 15 minute), \
              position(event, 'up'), splitByChar(',', properties.tags) \
              from events order by timestamp",
         )
@@ -43,6 +44,7 @@ async fn clickhouse_functions_answer_as_clickhouse() {
                 "2024-03-05T00:00:00.000000Z",
                 true,
                 false,
+                "2024-03-04T10:15:00.000000Z",
                 6,
                 "[x, y]"
             ]),
@@ -60,6 +62,7 @@ async fn clickhouse_functions_answer_as_clickhouse() {
                 "2024-03-06T00:00:00.000000Z",
                 false,
                 true,
+                "2024-03-05T00:00:00.000000Z",
                 0,
                 null
             ]),
@@ -77,6 +80,7 @@ async fn clickhouse_functions_answer_as_clickhouse() {
                 "2024-03-11T00:00:00.000000Z",
                 true,
                 false,
+                "2024-03-10T23:00:00.000000Z",
                 6,
                 null
             ]),
