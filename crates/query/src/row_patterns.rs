@@ -134,10 +134,7 @@ impl ScalarUDFImpl for PatternGuard {
             "ILIKE" => Kind::ILike,
             _ => Kind::Regex,
         };
-        // `regexp_count` compiles a row's pattern before it reads the
-        // row's text: for it, every row counts.
         let text = match text {
-            _ if caller == "regexp_count" => None,
             ColumnarValue::Scalar(s) if s.is_null() => return Ok(pattern.clone()),
             ColumnarValue::Scalar(_) => None,
             ColumnarValue::Array(a) => Some(a.as_ref()),
@@ -369,13 +366,15 @@ fn push_literal(out: &mut String, c: char) {
 #[derive(Debug)]
 pub(crate) struct PatternRewrite;
 
-/// The regex functions, with the place of their flags argument.
-const REGEX_FUNCTIONS: [(&str, usize); 5] = [
-    ("regexp_like", 2),
-    ("regexp_match", 2),
-    ("regexp_replace", 3),
-    ("regexp_count", 3),
-    ("regexp_instr", 4),
+/// The regex functions: name, the place of their flags argument, and
+/// whether a row whose text is NULL compiles nothing (`regexp_count`
+/// compiles the row's pattern before it reads the text).
+const REGEX_FUNCTIONS: [(&str, usize, bool); 5] = [
+    ("regexp_like", 2, true),
+    ("regexp_match", 2, true),
+    ("regexp_replace", 3, true),
+    ("regexp_count", 3, false),
+    ("regexp_instr", 4, true),
 ];
 
 impl PatternRewrite {
@@ -474,16 +473,22 @@ impl FunctionRewrite for PatternRewrite {
                 None => Transformed::no(Expr::BinaryExpr(BinaryExpr { left, op, right })),
             },
             Expr::ScalarFunction(mut f) => {
-                let flags_at = REGEX_FUNCTIONS
+                let known = REGEX_FUNCTIONS
                     .iter()
-                    .find(|(name, _)| *name == f.name())
-                    .map(|(_, at)| *at);
-                match (flags_at, f.args.len()) {
-                    (Some(at), n) if n >= 2 => {
+                    .find(|(name, _, _)| *name == f.name())
+                    .map(|(_, at, skips)| (*at, *skips));
+                match (known, f.args.len()) {
+                    (Some((at, skips_null)), n) if n >= 2 => {
                         let flags = f.args.get(at).cloned().unwrap_or_else(no_flags);
                         let caller = f.name().to_string();
+                        // A function that compiles whatever the text gets a
+                        // text that is never NULL: every row is checked.
+                        let text = match skips_null {
+                            true => f.args[0].clone(),
+                            false => literal(""),
+                        };
                         let pattern = std::mem::replace(&mut f.args[1], no_flags());
-                        guarded(pattern, flags, &caller, &f.args[0]).update_data(|p| {
+                        guarded(pattern, flags, &caller, &text).update_data(|p| {
                             f.args[1] = p;
                             Expr::ScalarFunction(f)
                         })
