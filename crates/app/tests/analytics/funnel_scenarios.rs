@@ -553,6 +553,45 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
     assert!(read.stale(app.persons(), P).expect("stale"));
     let read = Personless::read(app.persons(), P).expect("read");
     assert!(!read.stale(app.persons(), P).expect("stale"));
+    // Broken down, with every attribution (the step's through its own
+    // candidates query), the actors are the same: the deleted person's
+    // kept events bring back nobody.
+    let (_, plain) = funnel_actors(&app, &p).await;
+    assert!(plain.iter().any(|a| a.personless) && plain.iter().any(|a| !a.personless));
+    let people = |actors: &[funnel::Actor]| {
+        let mut v: Vec<(String, bool)> = actors
+            .iter()
+            .map(|a| (a.person.clone(), a.personless))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    for attribution in [
+        json!({"breakdown_attribution_type": "first_touch"}),
+        json!({"breakdown_attribution_type": "all_events"}),
+        json!({"breakdown_attribution_type": "step", "breakdown_attribution_value": 0}),
+        json!({"breakdown_attribution_type": "step", "breakdown_attribution_value": 1}),
+    ] {
+        let mut q = p.clone();
+        q["breakdown"] = json!("plan");
+        for (k, v) in attribution.as_object().expect("object") {
+            q[k] = v.clone();
+        }
+        let (_, broken) = funnel_actors(&app, &q).await;
+        let want: Vec<(String, bool)> = match attribution.get("breakdown_attribution_value") {
+            // Step 1's persons are those who reached it.
+            Some(v) if v == 1 => people(
+                &plain
+                    .iter()
+                    .filter(|a| a.steps >= 2)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ),
+            _ => people(&plain),
+        };
+        assert_eq!(people(&broken), want, "{attribution}");
+    }
     // With ids blocked, the check runs once per event, in a projection
     // below the aggregate, not once in each step's condition (where the
     // plan shows it by the expression's name, with no column index).
