@@ -48,39 +48,14 @@ fn funnel(steps: &[&str], extra: Value) -> Value {
 /// on neither (`$browser: 0` is the text "0").
 fn five_persons(app: &App, with_p5: bool, buys: &[&str]) {
     let mut evs = vec![
-        (
-            "p1",
-            "sign up",
-            "2020-01-01T12:00:00Z",
-            json!({"$browser": "Chrome"}),
-        ),
+        browser("p1", "sign up", "2020-01-01T12:00:00Z", json!("Chrome")),
         ("p1", "buy", "2020-01-01T13:00:00Z", json!({})),
         ("p2", "sign up", "2020-01-01T13:00:00Z", json!({})),
-        (
-            "p2",
-            "buy",
-            "2020-01-02T13:00:00Z",
-            json!({"$browser": "Safari"}),
-        ),
-        (
-            "p3",
-            "sign up",
-            "2020-01-02T14:00:00Z",
-            json!({"$browser": "Mac"}),
-        ),
+        browser("p2", "buy", "2020-01-02T13:00:00Z", json!("Safari")),
+        browser("p3", "sign up", "2020-01-02T14:00:00Z", json!("Mac")),
         ("p3", "buy", "2020-01-02T15:00:00Z", json!({})),
-        (
-            "p4",
-            "sign up",
-            "2020-01-02T15:00:00Z",
-            json!({"$browser": 0}),
-        ),
-        (
-            "p4",
-            "buy",
-            "2020-01-02T16:00:00Z",
-            json!({"$browser": "alakazam"}),
-        ),
+        browser("p4", "sign up", "2020-01-02T15:00:00Z", json!(0)),
+        browser("p4", "buy", "2020-01-02T16:00:00Z", json!("alakazam")),
     ];
     if with_p5 {
         evs.push(("p5", "sign up", "2020-01-02T15:00:00Z", json!({})));
@@ -88,6 +63,16 @@ fn five_persons(app: &App, with_p5: bool, buys: &[&str]) {
     }
     evs.retain(|(d, e, _, _)| *e != "buy" || buys.contains(d));
     capture(app.persons(), &evs);
+}
+
+/// An event whose `$browser` is `b`.
+fn browser<'a>(
+    id: &'a str,
+    event: &'a str,
+    time: &'a str,
+    b: Value,
+) -> (&'a str, &'a str, &'a str, Value) {
+    (id, event, time, json!({ "$browser": b }))
 }
 
 const ALL: [&str; 5] = ["p1", "p2", "p3", "p4", "p5"];
@@ -152,12 +137,7 @@ async fn first_and_last_touch() {
                 "2020-01-02T13:00:00Z",
                 json!({"$browser": "Safari", "$version": "xyz"}),
             ),
-            (
-                "p3",
-                "sign up",
-                "2020-01-02T14:00:00Z",
-                json!({"$browser": "Mac"}),
-            ),
+            browser("p3", "sign up", "2020-01-02T14:00:00Z", json!("Mac")),
             (
                 "p3",
                 "buy",
@@ -170,12 +150,7 @@ async fn first_and_last_touch() {
                 "2020-01-02T15:00:00Z",
                 json!({"$browser": 0, "$version": 0}),
             ),
-            (
-                "p4",
-                "buy",
-                "2020-01-02T16:00:00Z",
-                json!({"$browser": "alakazam"}),
-            ),
+            browser("p4", "buy", "2020-01-02T16:00:00Z", json!("alakazam")),
             ("p5", "sign up", "2020-01-02T15:00:00Z", json!({})),
             ("p5", "buy", "2020-01-02T16:00:00Z", json!({})),
         ],
@@ -282,30 +257,10 @@ async fn step_attribution() {
     capture(
         app.persons(),
         &[
-            (
-                "p1",
-                "sign up",
-                "2020-01-01T12:00:00Z",
-                json!({"$browser": "Chrome"}),
-            ),
-            (
-                "p1",
-                "sign up",
-                "2020-01-01T13:00:00Z",
-                json!({"$browser": "Safari"}),
-            ),
-            (
-                "p1",
-                "sign up",
-                "2020-01-02T14:00:00Z",
-                json!({"$browser": "Mac"}),
-            ),
-            (
-                "p1",
-                "sign up",
-                "2020-01-02T15:00:00Z",
-                json!({"$browser": 0}),
-            ),
+            browser("p1", "sign up", "2020-01-01T12:00:00Z", json!("Chrome")),
+            browser("p1", "sign up", "2020-01-01T13:00:00Z", json!("Safari")),
+            browser("p1", "sign up", "2020-01-02T14:00:00Z", json!("Mac")),
+            browser("p1", "sign up", "2020-01-02T15:00:00Z", json!(0)),
         ],
     );
     let values: Vec<(Value, Vec<i64>)> = groups(&app, funnel(&["sign up", "other event"], at(0)))
@@ -373,30 +328,10 @@ async fn all_events_attribution() {
     capture(
         app.persons(),
         &[
-            (
-                "p1",
-                "sign up",
-                "2020-01-01T12:00:00Z",
-                json!({"$browser": "Chrome"}),
-            ),
-            (
-                "p1",
-                "play movie",
-                "2020-01-02T12:30:00Z",
-                json!({"$browser": "Safari"}),
-            ),
-            (
-                "p1",
-                "sign up",
-                "2020-01-02T13:00:00Z",
-                json!({"$browser": "Safari"}),
-            ),
-            (
-                "p1",
-                "play movie",
-                "2020-01-02T14:00:00Z",
-                json!({"$browser": "Safari"}),
-            ),
+            browser("p1", "sign up", "2020-01-01T12:00:00Z", json!("Chrome")),
+            browser("p1", "play movie", "2020-01-02T12:30:00Z", json!("Safari")),
+            browser("p1", "sign up", "2020-01-02T13:00:00Z", json!("Safari")),
+            browser("p1", "play movie", "2020-01-02T14:00:00Z", json!("Safari")),
         ],
     );
     assert_eq!(
