@@ -24,18 +24,22 @@
 //! and the filtered scan of the events, so a deleted person is never a
 //! member after its deletion returns.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use datafusion::datasource::MemTable;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::prelude::SessionContext;
 use elide_persons::{CohortRow, Persons, SqliteMeta};
 use serde_json::{json, Map, Value};
 
-use super::filter::{props, Prop, PropKind};
+use super::filter::{leaves, props, Prop, PropKind};
 use super::{collect, lit, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
@@ -240,7 +244,7 @@ fn patterns(d: &Def) -> usize {
         Def::And(v) | Def::Or(v) => v.iter().map(patterns).sum(),
         Def::Not(d) => patterns(d),
         Def::Person(props) => {
-            elide_store::predicate::pattern_count(props.iter().map(|p| &p.filter))
+            elide_store::predicate::pattern_count(leaves(props).into_iter().map(|l| &l.filter))
         }
         Def::Behavioral { .. } | Def::Cohort(_) => 0,
     }
@@ -422,6 +426,11 @@ fn register<'a>(
             DataType::Utf8,
             false,
         )]));
+        ctx.register_udf(ScalarUDF::new_from_impl(Member {
+            name: member_fn(id),
+            members: Arc::new(members.iter().cloned().collect()),
+            signature: Signature::any(1, Volatility::Stable),
+        }));
         let col: ArrayRef = Arc::new(StringArray::from(members));
         let batch = RecordBatch::try_new(Arc::clone(&schema), vec![col])?;
         ctx.register_table(
@@ -607,10 +616,10 @@ pub async fn register_for<'p>(
     project: i64,
     props: impl IntoIterator<Item = &'p Prop>,
 ) -> Result<()> {
-    let ids: BTreeSet<i64> = props
+    let ids: BTreeSet<i64> = leaves(props)
         .into_iter()
-        .filter(|p| p.kind == PropKind::Cohort)
-        .filter_map(|p| p.filter.value.as_i64())
+        .filter(|l| l.kind == PropKind::Cohort)
+        .filter_map(|l| l.filter.value.as_i64())
         .collect();
     let now = Utc::now();
     for id in ids {
@@ -620,13 +629,71 @@ pub async fn register_for<'p>(
 }
 
 /// The SQL condition of a cohort filter on the person `pdi.person_id`:
-/// in the cohort (`members`) or not.
+/// in the cohort (`members`) or not; NULL when there is no person, as
+/// `IN` would be. A function of the row ([`Member`]), not a subquery: it
+/// may stand anywhere, in an `OR` and in an aggregate's argument (a
+/// funnel's step conditions), where DataFusion cannot plan a subquery.
 pub fn condition(id: i64, members: bool) -> String {
     format!(
-        "pdi.person_id {}IN (SELECT person_id FROM {})",
+        "{}{}(pdi.person_id)",
         if members { "" } else { "NOT " },
-        table_name(id)
+        member_fn(id)
     )
+}
+
+/// The name of the session function whether a person is in a cohort.
+fn member_fn(id: i64) -> String {
+    format!("cohort_member_{id}")
+}
+
+/// `cohort_member_{id}(person)`: whether a person (UUID text) is one of a
+/// cohort's members, NULL for NULL; put on the session with the
+/// members' table by [`register`].
+#[derive(Debug)]
+struct Member {
+    name: String,
+    members: Arc<HashSet<String>>,
+    signature: Signature,
+}
+
+impl PartialEq for Member {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && Arc::ptr_eq(&self.members, &other.members)
+    }
+}
+
+impl Eq for Member {}
+
+impl std::hash::Hash for Member {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        std::ptr::hash(Arc::as_ptr(&self.members), state);
+    }
+}
+
+impl ScalarUDFImpl for Member {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let ids = args.args[0].to_array(args.number_rows)?;
+        let ids = arrow::compute::cast(&ids, &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        let out: BooleanArray = ids
+            .iter()
+            .map(|id| id.map(|id| self.members.contains(id)))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
 }
 
 /// The members of a cohort (UUIDs, sorted).

@@ -33,7 +33,7 @@ use elide_persons::{Persons, SqliteMeta};
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::filter::{entity_of, props, Entity, Params, Prop, PropKind};
+use super::filter::{any_of_kind, entity_of, leaves, props, Entity, Params, Prop, PropKind};
 use super::funnel::{actors_in, Actor, FunnelSpec};
 use super::personless::NO_PERSON;
 use super::{collect, lit, props_sql, session, stream, ts_lit};
@@ -752,7 +752,7 @@ pub fn selector(p: &Params) -> Result<(Selector, Option<bool>)> {
         if list.is_empty() {
             return invalid("funnel_correlation_property_values is empty");
         }
-        if list.iter().any(|p| p.kind != PropKind::Person) {
+        if leaves(&list).iter().any(|l| l.kind != PropKind::Person) {
             return invalid(
                 "funnel_correlation_property_values: only person properties (type \"person\")",
             );
@@ -793,7 +793,7 @@ pub async fn persons_of(
                 spec,
                 "DISTINCT a.actor",
                 &[format!("e.event = {}", lit(&e.id)), own, outcome],
-                e.properties.iter().any(|p| p.kind == PropKind::Person),
+                any_of_kind(&e.properties, PropKind::Person),
                 // Personless actors have no profile to list.
                 false,
             )

@@ -21,7 +21,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use elide_persons::{IdRows, Persons, SqliteMeta};
 use futures::StreamExt;
 
-use super::filter::{Prop, PropKind};
+use super::filter::{events_only, Prop};
 use super::{lit, props_sql, session, stream, ts_lit};
 use crate::error::Result;
 use crate::query::QueryLimits;
@@ -133,7 +133,7 @@ pub async fn list(
     filter.push(props_sql(&q.props)?);
     // Person filters read the person owning the event's distinct id now
     // (an event without one has empty person properties).
-    let join = if q.props.iter().any(|p| p.kind != PropKind::Event) {
+    let join = if !q.props.iter().all(events_only) {
         " LEFT JOIN person_distinct_ids pdi ON pdi.distinct_id = e.distinct_id \
          LEFT JOIN persons p ON p.uuid = pdi.person_id"
     } else {

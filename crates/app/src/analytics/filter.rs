@@ -145,34 +145,82 @@ pub fn cohort_filter(o: &Map<String, Value>) -> std::result::Result<(i64, bool),
     Ok((id, !(not_in || negation)))
 }
 
-/// One property filter of a `properties` list.
+/// One property filter: where it looks and what it asks.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Prop {
+pub struct Leaf {
     /// Where it looks.
     pub kind: PropKind,
     /// The filter (key, operator, value) as the store's predicates take it.
     pub filter: elide_store::predicate::PropertyFilter,
 }
 
+/// One condition of a `properties` list (the list's conditions all hold).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prop {
+    /// One filter.
+    Leaf(Leaf),
+    /// PostHog's `OR` group of two or more values: at least one of these
+    /// lists holds (each list's conditions all hold). Never empty: a group
+    /// of none is no condition, and of one is that one's list.
+    AnyOf(Vec<Vec<Prop>>),
+}
+
+impl Prop {
+    /// One filter of `kind`.
+    pub fn leaf(kind: PropKind, filter: elide_store::predicate::PropertyFilter) -> Prop {
+        Prop::Leaf(Leaf { kind, filter })
+    }
+}
+
+/// Every filter of `props`, those inside `OR` groups too.
+pub fn leaves<'a>(props: impl IntoIterator<Item = &'a Prop>) -> Vec<&'a Leaf> {
+    fn walk<'a>(p: &'a Prop, out: &mut Vec<&'a Leaf>) {
+        match p {
+            Prop::Leaf(l) => out.push(l),
+            Prop::AnyOf(branches) => branches.iter().flatten().for_each(|p| walk(p, out)),
+        }
+    }
+    let mut out = Vec::new();
+    props.into_iter().for_each(|p| walk(p, &mut out));
+    out
+}
+
+/// Whether any filter of `props` (inside `OR` groups too) looks at `kind`.
+pub fn any_of_kind<'a>(props: impl IntoIterator<Item = &'a Prop>, kind: PropKind) -> bool {
+    leaves(props).iter().any(|l| l.kind == kind)
+}
+
+/// Whether every filter of `p` (inside its `OR` groups too) looks at the
+/// event alone.
+pub fn events_only(p: &Prop) -> bool {
+    leaves([p]).iter().all(|l| l.kind == PropKind::Event)
+}
+
 /// The `properties` parameter (or an entity's): a list of filters, or a
-/// group `{type: AND, values: [...]}` of them (only `AND` groups).
+/// group `{type: AND|OR, values: [...]}` of filters and groups (nested at
+/// most [`MAX_GROUP_DEPTH`] deep).
 pub fn props(v: Option<Value>, what: &str) -> Result<Vec<Prop>> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let mut out = Vec::new();
-    collect_props(v, what, &mut out)?;
-    if out.len() > MAX_PROPERTY_FILTERS {
+    collect_props(v, what, 0, &mut out)?;
+    let all = leaves(&out);
+    if all.len() > MAX_PROPERTY_FILTERS {
         return invalid(format!(
             "{what}: {} property filters; at most {MAX_PROPERTY_FILTERS}",
-            out.len()
+            all.len()
         ));
     }
     let filters: Vec<elide_store::predicate::PropertyFilter> =
-        out.iter().map(|p| p.filter.clone()).collect();
+        all.iter().map(|l| l.filter.clone()).collect();
     if let Err(e) = elide_store::predicate::check_patterns(&filters) {
         return invalid(format!("{what}: {e}"));
     }
     Ok(out)
 }
+
+/// How deep `AND`/`OR` groups may nest in one `properties` value
+/// (PostHog's filter editor writes two levels).
+pub const MAX_GROUP_DEPTH: usize = 8;
 
 /// Most property filters one `properties` list may hold (cohort filters
 /// are conditions of their own, joined by `AND`: 100,000 of them nested
@@ -196,11 +244,11 @@ pub fn breakdown_limit(n: Option<i64>, given: &dyn std::fmt::Display) -> Result<
     }
 }
 
-fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
+fn collect_props(v: Value, what: &str, depth: usize, out: &mut Vec<Prop>) -> Result<()> {
     match v {
         Value::Array(items) => {
             for i in items {
-                collect_props(i, what, out)?;
+                collect_props(i, what, depth, out)?;
             }
             Ok(())
         }
@@ -211,12 +259,35 @@ fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
                 .unwrap_or("event")
                 .to_string();
             if ty == "AND" || ty == "OR" {
-                let values = o.remove("values").unwrap_or(Value::Array(Vec::new()));
-                let n = values.as_array().map_or(0, Vec::len);
-                if ty == "OR" && n > 1 {
-                    return invalid(format!("{what}: OR groups of property filters are not supported; use one filter or an AND group"));
+                if depth >= MAX_GROUP_DEPTH {
+                    return invalid(format!(
+                        "{what}: property groups nest at most {MAX_GROUP_DEPTH} deep"
+                    ));
                 }
-                return collect_props(values, what, out);
+                let values = match o.remove("values") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(values)) => values,
+                    Some(other) => {
+                        return invalid(format!(
+                            "{what}: a property group's values are a list, got {other}"
+                        ))
+                    }
+                };
+                if ty == "AND" || values.len() < 2 {
+                    // An empty group is no condition, as PostHog's.
+                    return collect_props(Value::Array(values), what, depth + 1, out);
+                }
+                let mut branches = Vec::with_capacity(values.len());
+                for v in values {
+                    let mut branch = Vec::new();
+                    collect_props(v, what, depth + 1, &mut branch)?;
+                    branches.push(branch);
+                }
+                // A branch of no condition always holds, and so does the group.
+                if branches.iter().all(|b| !b.is_empty()) {
+                    out.push(Prop::AnyOf(branches));
+                }
+                return Ok(());
             }
             let kind = match ty.as_str() {
                 "event" => PropKind::Event,
@@ -249,7 +320,7 @@ fn collect_props(v: Value, what: &str, out: &mut Vec<Prop>) -> Result<()> {
             if let Err(e) = filter.validate_as(elide_store::predicate::Comparison::Text) {
                 return invalid(format!("{what}: {e}"));
             }
-            out.push(Prop { kind, filter });
+            out.push(Prop::leaf(kind, filter));
             Ok(())
         }
         other => invalid(format!(

@@ -186,14 +186,18 @@ pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
 /// The SQL condition of property filters on events `e`, persons `p` and
 /// cohorts (of `pdi.person_id`, whose members
 /// [`cohorts::register_for`] put on the session; `TRUE` when there are
-/// none).
+/// none). The filters of one list on one side are one `properties_match`
+/// call (each row's properties are read once); an `OR` group is the
+/// disjunction of its lists' conditions.
 pub fn props_sql(props: &[Prop]) -> Result<String> {
     let mut parts = Vec::new();
     for kind in [PropKind::Event, PropKind::Person] {
         let list: Vec<&elide_store::predicate::PropertyFilter> = props
             .iter()
-            .filter(|p| p.kind == kind)
-            .map(|p| &p.filter)
+            .filter_map(|p| match p {
+                Prop::Leaf(l) if l.kind == kind => Some(&l.filter),
+                _ => None,
+            })
             .collect();
         if list.is_empty() {
             continue;
@@ -209,27 +213,34 @@ pub fn props_sql(props: &[Prop]) -> Result<String> {
     }
     // Each cohort once (a repeated one is the same condition).
     let mut cohort_ids = std::collections::BTreeSet::new();
-    for p in props.iter().filter(|p| p.kind == PropKind::Cohort) {
-        let Some(id) = p.filter.value.as_i64() else {
+    for p in props {
+        let Prop::Leaf(l) = p else { continue };
+        if l.kind != PropKind::Cohort {
+            continue;
+        }
+        let Some(id) = l.filter.value.as_i64() else {
             return Err(AppError::InvalidQuery(
                 "a cohort filter needs the cohort's id as its value".into(),
             ));
         };
-        let members = p.filter.operator != elide_store::predicate::PropertyOperator::IsNot;
+        let members = l.filter.operator != elide_store::predicate::PropertyOperator::IsNot;
         if cohort_ids.insert((id, members)) {
             parts.push(cohorts::condition(id, members));
         }
+    }
+    for p in props {
+        let Prop::AnyOf(branches) = p else { continue };
+        let any = branches
+            .iter()
+            .map(|b| props_sql(b).map(|c| format!("({c})")))
+            .collect::<Result<Vec<_>>>()?;
+        parts.push(format!("({})", any.join(" OR ")));
     }
     Ok(if parts.is_empty() {
         "TRUE".into()
     } else {
         parts.join(" AND ")
     })
-}
-
-/// Whether any filter reads person properties (the query joins `persons`).
-pub fn needs_persons(props: &[&Prop]) -> bool {
-    props.iter().any(|p| p.kind == PropKind::Person)
 }
 
 #[cfg(test)]

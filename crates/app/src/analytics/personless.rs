@@ -53,45 +53,78 @@ pub const NOT_A_PERSONS_UUID: &str =
 /// now. Given to [`props_sql`] with the query's other event filters, so
 /// that each event's properties are read once.
 pub fn sent_with_person() -> Prop {
-    Prop {
-        kind: PropKind::Event,
-        filter: elide_store::predicate::PropertyFilter {
+    Prop::leaf(
+        PropKind::Event,
+        elide_store::predicate::PropertyFilter {
             key: "$process_person_profile".into(),
             operator: elide_store::predicate::PropertyOperator::IsNot,
             value: serde_json::json!(false),
         },
-    }
+    )
 }
 
 /// Name of the function whether a distinct id is blocked
 /// (`elide_blocked_id(distinct_id)`), registered by [`Personless::register`].
 pub const BLOCKED_ID: &str = "elide_blocked_id";
 
-/// Whether personless events (no person: no cohort, empty person
-/// properties) can pass `props`: every person property filter must hold
-/// of an absent value (`is_not`, `is_not_set`), as PostHog evaluates them
-/// on a personless event's empty person properties, and no cohort may be
-/// named (not even "not in" one: the funnels put the filters inside their
-/// aggregates, where a cohort's subquery cannot be planned).
-pub fn personless_can_match<'a>(props: impl IntoIterator<Item = &'a Prop>) -> bool {
-    props.into_iter().all(|p| match p.kind {
-        PropKind::Event => true,
-        PropKind::Person => p
-            .filter
-            .matches_value_as(None, elide_store::predicate::Comparison::Text),
-        PropKind::Cohort => false,
-    })
+/// `props` as they read for a personless event (no person: no cohort,
+/// empty person properties), on the event alone: `None` when they cannot
+/// hold of one. A person property filter holds when it holds of an absent
+/// value (`is_not`, `is_not_set`), as PostHog evaluates them on a
+/// personless event's empty person properties; a cohort filter never
+/// does, not even "not in" one (its condition on no person is NULL, as
+/// in the queries that read persons and personless events together). An `OR` group
+/// keeps the lists that can hold, and is no condition when one of them is
+/// left empty.
+pub fn personless_props(props: &[Prop]) -> Option<Vec<Prop>> {
+    let mut out = Vec::new();
+    for p in props {
+        match p {
+            Prop::Leaf(l) => match l.kind {
+                PropKind::Event => out.push(p.clone()),
+                PropKind::Person => {
+                    if !l
+                        .filter
+                        .matches_value_as(None, elide_store::predicate::Comparison::Text)
+                    {
+                        return None;
+                    }
+                }
+                PropKind::Cohort => return None,
+            },
+            Prop::AnyOf(branches) => {
+                let mut left: Vec<Vec<Prop>> = branches
+                    .iter()
+                    .filter_map(|b| personless_props(b))
+                    .collect();
+                if left.is_empty() {
+                    return None;
+                }
+                if left.iter().any(Vec::is_empty) {
+                    // A list of no condition left: the group always holds.
+                } else if let [one] = &mut left[..] {
+                    out.append(one);
+                } else {
+                    out.push(Prop::AnyOf(left));
+                }
+            }
+        }
+    }
+    Some(out)
 }
 
-/// [`props_sql`] for personless events, on `e` alone: the event filters
-/// (the person filters hold of them when [`personless_can_match`]).
+/// Whether personless events can pass `props` ([`personless_props`]).
+pub fn personless_can_match(props: &[Prop]) -> bool {
+    personless_props(props).is_some()
+}
+
+/// [`props_sql`] for personless events, on `e` alone
+/// ([`personless_props`]; `FALSE` when none can pass).
 pub fn personless_props_sql(props: &[Prop]) -> Result<String> {
-    let events: Vec<Prop> = props
-        .iter()
-        .filter(|p| p.kind == PropKind::Event)
-        .cloned()
-        .collect();
-    props_sql(&events)
+    match personless_props(props) {
+        Some(events) => props_sql(&events),
+        None => Ok("FALSE".into()),
+    }
 }
 
 /// What a request needs to leave deleted persons out of its personless
@@ -218,6 +251,7 @@ impl ScalarUDFImpl for BlockedId {
 
 #[cfg(test)]
 mod tests {
+    use super::super::filter::Leaf;
     use super::*;
     use elide_store::predicate::Comparison;
     use serde_json::json;
@@ -227,7 +261,9 @@ mod tests {
     /// missing key.
     #[test]
     fn sent_with_person_reads_the_property_as_text() {
-        let f = sent_with_person().filter;
+        let Prop::Leaf(Leaf { filter: f, .. }) = sent_with_person() else {
+            panic!("one filter")
+        };
         for (v, kept) in [
             (Some(json!(false)), false),
             (Some(json!("false")), false),
@@ -249,10 +285,8 @@ mod tests {
     /// (text) comparison would.
     #[test]
     fn person_filters_that_hold_of_nothing_let_personless_events_through() {
-        let person = |v: serde_json::Value| Prop {
-            kind: PropKind::Person,
-            filter: serde_json::from_value(v).unwrap(),
-        };
+        let person =
+            |v: serde_json::Value| Prop::leaf(PropKind::Person, serde_json::from_value(v).unwrap());
         assert!(personless_can_match(&[person(
             json!({"key": "plan", "operator": "is_not", "value": "pro"})
         )]));

@@ -28,8 +28,8 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::filter::{
-    self, is_relative_hours, props, range, Interval, Params, Prop, PropKind,
-    DEFAULT_BREAKDOWN_LIMIT,
+    self, any_of_kind, events_only, is_relative_hours, props, range, Interval, Params, Prop,
+    PropKind, DEFAULT_BREAKDOWN_LIMIT,
 };
 use super::personless::{
     personless_can_match, personless_props_sql, Personless, MAX_RUNS, NOT_A_PERSONS_UUID, NO_PERSON,
@@ -390,9 +390,9 @@ impl TrendsSpec {
     /// the series ([`personless_can_match`]). `total` without a
     /// person or cohort filter reads every event in its own query.
     fn counts_personless(&self, s: &Series) -> bool {
-        let mut props = self.props.iter().chain(&s.props);
-        personless_can_match(props.clone())
-            && (s.math != Math::Total || props.any(|p| p.kind != PropKind::Event))
+        personless_can_match(&self.props)
+            && personless_can_match(&s.props)
+            && (s.math != Math::Total || !self.props.iter().chain(&s.props).all(events_only))
     }
 
     /// One series' query over persons, or with `personless` over the
@@ -420,16 +420,8 @@ impl TrendsSpec {
             Some(k) => format!("json_as_text(e.properties, {})", lit(k)),
             None => "CAST(NULL AS VARCHAR)".to_string(),
         };
-        let person_props = self
-            .props
-            .iter()
-            .chain(&s.props)
-            .any(|p| p.kind == PropKind::Person);
-        let cohort = self
-            .props
-            .iter()
-            .chain(&s.props)
-            .any(|p| p.kind == PropKind::Cohort);
+        let person_props = any_of_kind(self.props.iter().chain(&s.props), PropKind::Person);
+        let cohort = any_of_kind(self.props.iter().chain(&s.props), PropKind::Cohort);
         // Persons are counted by their row id (`p.id`, an integer, not
         // the UUID's text). The persons tables come first, so that the
         // joins build on them and stream the events through.

@@ -10,6 +10,7 @@ mod deletion;
 mod funnel_breakdowns;
 mod funnel_scenarios;
 mod lifecycle_scenarios;
+mod property_groups;
 mod trends_scenarios;
 
 use std::sync::Arc;

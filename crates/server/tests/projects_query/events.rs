@@ -126,6 +126,17 @@ async fn events_list_and_one_event() {
             .map(Vec::len),
         Some(5)
     );
+    // PostHog's filter groups: an OR of an event filter and a person
+    // filter (b's events with i >= 6, and a's), as its filter editor
+    // writes them.
+    let props = common::urlencode(
+        r#"{"type": "AND", "values": [{"type": "OR", "values": [
+            {"type": "AND", "values": [{"key": "i", "operator": "gte", "value": 6}]},
+            {"type": "AND", "values": [{"key": "email", "value": "a@example.com", "type": "person"}]}]}]}"#,
+    );
+    let mut either = is(&list(format!("?properties={props}&event=tick")).await);
+    either.sort_unstable();
+    assert_eq!(either, vec![0, 1, 2, 3, 4, 6]);
     assert_eq!(list("?person_id=999999".into()).await["results"], json!([]));
     // One event by UUID; deleted events are gone from both.
     let id = all["results"][0]["id"].as_str().expect("id").to_string();

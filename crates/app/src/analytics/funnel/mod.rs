@@ -33,10 +33,10 @@ use elide_query::funnel::{Window, MAX_CONDITIONS};
 use serde_json::Value;
 
 use super::filter::{
-    entities, funnel_window, props, range, Entity, ExclusionStep, Interval, Params, Prop, PropKind,
-    Range,
+    any_of_kind, entities, events_only, funnel_window, props, range, Entity, ExclusionStep,
+    Interval, Params, Prop, PropKind, Range,
 };
-use super::personless::{personless_can_match, personless_props_sql, Personless, MAX_RUNS};
+use super::personless::{personless_can_match, Personless, MAX_RUNS};
 use super::{collect, lit, props_sql, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
@@ -190,10 +190,7 @@ impl FunnelSpec {
     }
 
     fn needs_persons(&self) -> bool {
-        let person = |ps: &[Prop]| ps.iter().any(|p| p.kind == PropKind::Person);
-        person(&self.props)
-            || self.steps.iter().any(|s| person(&s.properties))
-            || self.exclusions.iter().any(|x| person(&x.entity.properties))
+        any_of_kind(self.all_props(), PropKind::Person)
             || self
                 .breakdown
                 .as_ref()
@@ -241,7 +238,7 @@ impl FunnelSpec {
                 let person_side: Vec<Prop> = self
                     .props
                     .iter()
-                    .filter(|p| p.kind != PropKind::Event)
+                    .filter(|p| !events_only(p))
                     .cloned()
                     .collect();
                 Some(format!(
@@ -327,9 +324,19 @@ impl FunnelSpec {
         // build on every event. A right join (with personless actors)
         // keeps the events whose distinct id has no person; the global
         // event filters stay in the `WHERE`.
+        // With personless actors, the conditions on the event alone (the
+        // others are in `ok`).
         let (join, props) = match personless {
             None => ("JOIN", props_sql(&self.props)?),
-            Some(_) => ("RIGHT JOIN", personless_props_sql(&self.props)?),
+            Some(_) => {
+                let events: Vec<Prop> = self
+                    .props
+                    .iter()
+                    .filter(|p| events_only(p))
+                    .cloned()
+                    .collect();
+                ("RIGHT JOIN", props_sql(&events)?)
+            }
         };
         filter.push(props);
         let tables = format!(
