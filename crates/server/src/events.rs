@@ -15,7 +15,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use elide_app::analytics::events::{self, EventRow, EventsQuery};
-use elide_app::analytics::filter;
+use elide_app::analytics::properties;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Key;
@@ -259,7 +259,7 @@ pub(crate) async fn list(
     };
     let props = match q.get("properties") {
         None => Vec::new(),
-        Some(s) => filter::props(Some(properties_json(s)?), "properties")
+        Some(s) => properties::props(Some(properties_json(s)?), "properties")
             .map_err(|e| ApiError::invalid_attr("properties", "invalid_input", e.to_string()))?,
     };
     let person_rows = match q.get("person_id") {

@@ -39,8 +39,8 @@ use datafusion::prelude::SessionContext;
 use elide_persons::{CohortRow, Persons, SqliteMeta};
 use serde_json::{json, Map, Value};
 
-use super::filter::{leaves, props, Prop, PropKind};
-use super::{collect, lit, props_sql, session, ts_lit};
+use super::properties::{leaves, props, props_sql, Prop, PropKind};
+use super::{collect, lit, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
@@ -177,7 +177,7 @@ fn leaf(o: &Map<String, Value>, leaves: &mut usize) -> Result<Def> {
         Some("cohort") => {
             // As a filter reads it: `not_in` or `negation` is not in it
             // (the negation read there, not again below).
-            return match super::filter::cohort_filter(o) {
+            return match super::properties::cohort_filter(o) {
                 Ok((id, true)) => Ok(Def::Cohort(id)),
                 Ok((id, false)) => Ok(Def::Not(Box::new(Def::Cohort(id)))),
                 Err(e) => invalid(e),
@@ -609,7 +609,7 @@ pub fn definition(c: &CohortRow) -> Result<Def> {
 }
 
 /// Register the members of every cohort that `props` filter on, so that
-/// [`super::props_sql`]'s cohort conditions can run on `ctx`.
+/// [`props_sql`]'s cohort conditions can run on `ctx`.
 pub async fn register_for<'p>(
     ctx: &SessionContext,
     persons: &Arc<Persons<SqliteMeta>>,

@@ -33,10 +33,11 @@ use elide_persons::{Persons, SqliteMeta};
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::filter::{any_of_kind, entity_of, leaves, props, Entity, Params, Prop, PropKind};
+use super::filter::{entity_of, Entity, Params};
 use super::funnel::{actors_in, Actor, FunnelSpec};
 use super::personless::NO_PERSON;
-use super::{collect, lit, props_sql, session, stream, ts_lit};
+use super::properties::{any_of_kind, leaves, props, props_sql, Prop, PropKind};
+use super::{collect, lit, session, stream, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 

@@ -21,8 +21,8 @@ use arrow::datatypes::{DataType, Int64Type};
 use elide_persons::{IdRows, Persons, SqliteMeta};
 use futures::StreamExt;
 
-use super::filter::{events_only, Prop};
-use super::{lit, props_sql, session, stream, ts_lit};
+use super::properties::{events_only, props_sql, Prop};
+use super::{lit, session, stream, ts_lit};
 use crate::error::Result;
 use crate::query::QueryLimits;
 

@@ -25,9 +25,10 @@ use elide_persons::{Persons, SqliteMeta};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::filter::{entities, parse_date, props, range, Entity, Interval, Params, Prop};
+use super::filter::{entities, parse_date, range, Entity, Interval, Params};
 use super::personless::sent_with_person;
-use super::{lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
+use super::properties::{props, props_sql, Prop};
+use super::{lit, period_labels, session, stream, ts_lit, SortedKeys};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 

@@ -39,6 +39,7 @@ pub mod filter;
 pub mod funnel;
 pub mod lifecycle;
 pub mod personless;
+pub mod properties;
 pub mod trends;
 
 use std::sync::Arc;
@@ -47,10 +48,9 @@ use arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 use elide_persons::{Persons, SqliteMeta};
 
-use crate::error::{AppError, Result};
+use crate::error::Result;
 use crate::query::QueryLimits;
 use crate::sql::register_person_tables;
-use filter::{Prop, PropKind};
 
 /// A SQL string literal of `s` (quotes doubled).
 pub fn lit(s: &str) -> String {
@@ -181,66 +181,6 @@ pub async fn all_time_from(
 pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     tracing::debug!(sql, "analytics query");
     Ok(ctx.sql(sql).await?.collect().await?)
-}
-
-/// The SQL condition of property filters on events `e`, persons `p` and
-/// cohorts (of `pdi.person_id`, whose members
-/// [`cohorts::register_for`] put on the session; `TRUE` when there are
-/// none). The filters of one list on one side are one `properties_match`
-/// call (each row's properties are read once); an `OR` group is the
-/// disjunction of its lists' conditions.
-pub fn props_sql(props: &[Prop]) -> Result<String> {
-    let mut parts = Vec::new();
-    for kind in [PropKind::Event, PropKind::Person] {
-        let list: Vec<&elide_store::predicate::PropertyFilter> = props
-            .iter()
-            .filter_map(|p| match p {
-                Prop::Leaf(l) if l.kind == kind => Some(&l.filter),
-                _ => None,
-            })
-            .collect();
-        if list.is_empty() {
-            continue;
-        }
-        let json = serde_json::to_string(&list)
-            .map_err(|e| AppError::InvalidQuery(format!("property filters: {e}")))?;
-        let column = if kind == PropKind::Event {
-            "e.properties"
-        } else {
-            "p.properties"
-        };
-        parts.push(format!("properties_match({column}, {})", lit(&json)));
-    }
-    // Each cohort once (a repeated one is the same condition).
-    let mut cohort_ids = std::collections::BTreeSet::new();
-    for p in props {
-        let Prop::Leaf(l) = p else { continue };
-        if l.kind != PropKind::Cohort {
-            continue;
-        }
-        let Some(id) = l.filter.value.as_i64() else {
-            return Err(AppError::InvalidQuery(
-                "a cohort filter needs the cohort's id as its value".into(),
-            ));
-        };
-        let members = l.filter.operator != elide_store::predicate::PropertyOperator::IsNot;
-        if cohort_ids.insert((id, members)) {
-            parts.push(cohorts::condition(id, members));
-        }
-    }
-    for p in props {
-        let Prop::AnyOf(branches) = p else { continue };
-        let any = branches
-            .iter()
-            .map(|b| props_sql(b).map(|c| format!("({c})")))
-            .collect::<Result<Vec<_>>>()?;
-        parts.push(format!("({})", any.join(" OR ")));
-    }
-    Ok(if parts.is_empty() {
-        "TRUE".into()
-    } else {
-        parts.join(" AND ")
-    })
 }
 
 #[cfg(test)]

@@ -34,8 +34,8 @@ use elide_persons::deleted::DeletedActors;
 use elide_persons::ids::BlockedIds;
 use elide_persons::{Persons, SqliteMeta};
 
-use super::filter::{Prop, PropKind};
-use super::props_sql;
+use super::properties::props_sql;
+use super::properties::{Prop, PropKind};
 use crate::error::Result;
 
 /// The condition that event `e`'s distinct id has no person.
@@ -251,7 +251,7 @@ impl ScalarUDFImpl for BlockedId {
 
 #[cfg(test)]
 mod tests {
-    use super::super::filter::Leaf;
+    use super::super::properties::Leaf;
     use super::*;
     use elide_store::predicate::Comparison;
     use serde_json::json;

@@ -27,14 +27,13 @@ use elide_persons::{Persons, SqliteMeta};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
-use super::filter::{
-    self, any_of_kind, events_only, is_relative_hours, props, range, Interval, Params, Prop,
-    PropKind, DEFAULT_BREAKDOWN_LIMIT,
-};
+use super::filter::{self, is_relative_hours, range, Interval, Params, DEFAULT_BREAKDOWN_LIMIT};
 use super::personless::{
     personless_can_match, personless_props_sql, Personless, MAX_RUNS, NOT_A_PERSONS_UUID, NO_PERSON,
 };
-use super::{lit, period_labels, props_sql, session, stream, ts_lit, SortedKeys};
+use super::properties::props_sql;
+use super::properties::{any_of_kind, events_only, props, Prop, PropKind};
+use super::{lit, period_labels, session, stream, ts_lit, SortedKeys};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 

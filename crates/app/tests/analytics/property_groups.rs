@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use elide_app::analytics::events::{self, EventsQuery};
-use elide_app::analytics::filter::props;
+use elide_app::analytics::properties::props;
 use elide_app::analytics::trends::{self, TrendsSpec};
 use elide_persons::cohorts::CohortPeople;
 use elide_store::predicate::{Comparison, PropertyFilter};

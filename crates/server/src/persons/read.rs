@@ -137,7 +137,7 @@ pub(super) fn parse_property_filters(
         .filter_map(|mut f| {
             if let Value::Object(o) = &mut f {
                 if o.get("type").and_then(Value::as_str) == Some("cohort") {
-                    return match elide_app::analytics::filter::cohort_filter(o) {
+                    return match elide_app::analytics::properties::cohort_filter(o) {
                         Ok(c) => {
                             cohorts.push(c);
                             None

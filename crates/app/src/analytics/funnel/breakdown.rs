@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use elide_query::funnel::MAX_CONDITIONS;
 use serde_json::Value;
 
-use super::super::filter::{breakdown_limit, Params, PropKind, DEFAULT_BREAKDOWN_LIMIT};
+use super::super::filter::{breakdown_limit, Params, DEFAULT_BREAKDOWN_LIMIT};
+use super::super::properties::PropKind;
 use super::{invalid, Actor, FunnelSpec};
 use crate::error::Result;
 

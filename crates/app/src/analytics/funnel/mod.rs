@@ -33,11 +33,11 @@ use elide_query::funnel::{Window, MAX_CONDITIONS};
 use serde_json::Value;
 
 use super::filter::{
-    any_of_kind, entities, events_only, funnel_window, props, range, Entity, ExclusionStep,
-    Interval, Params, Prop, PropKind, Range,
+    entities, funnel_window, range, Entity, ExclusionStep, Interval, Params, Range,
 };
 use super::personless::{personless_can_match, Personless, MAX_RUNS};
-use super::{collect, lit, props_sql, session, ts_lit};
+use super::properties::{any_of_kind, events_only, props, props_sql, Prop, PropKind};
+use super::{collect, lit, session, ts_lit};
 use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
