@@ -112,8 +112,12 @@ pub struct HogQlQuery {
 pub struct TrendsQuery {
     /// Always `TrendsQuery`.
     pub kind: String,
-    /// `[{kind: "EventsNode", event, math?, properties?, custom_name?}]`;
-    /// `math`: `total` (default), `dau`, `weekly_active`, `monthly_active`.
+    /// `[{kind: "EventsNode", event, math?, math_property?,
+    /// math_property_type?, properties?, custom_name?}]`; `math`: `total`
+    /// (default), `dau`, `weekly_active`, `monthly_active`,
+    /// `unique_session`, `sum`/`avg`/`min`/`max`/`median`/`p75`/`p90`/
+    /// `p95`/`p99` of `math_property`, or `avg`/`min`/`max`/`median`/`p75`/
+    /// `p90`/`p95`/`p99` `_count_per_actor`.
     #[schema(value_type = Vec<Object>)]
     pub series: Vec<Value>,
     /// `{date_from, date_to}` (default the last 7 days).

@@ -577,7 +577,18 @@ async fn trends_query_through_the_query_endpoint() {
             &json!({"query": {"kind": "TrendsQuery", "series": [{"event": "e", "math": "p99"}]}}),
         )
         .await;
-    assert!(r.envelope(400).contains("math \"p99\""));
+    assert!(r.envelope(400).contains("math p99 needs a math_property"));
+    // Events per person, averaged per day; sessions (none: one, "").
+    let r = h
+        .post(&url, &body("avg_count_per_actor", Value::Null))
+        .await;
+    assert_eq!(r.json["results"][0]["data"], json!([1.5, 1.0, 0.0]));
+    assert_eq!(
+        r.json["results"][0]["action"]["math"],
+        "avg_count_per_actor"
+    );
+    let r = h.post(&url, &body("unique_session", Value::Null)).await;
+    assert_eq!(r.json["results"][0]["data"], json!([1.0, 1.0, 0.0]));
     let r = h
         .post(&url, &json!({"query": {"kind": "FunnelsQuery"}}))
         .await;

@@ -157,12 +157,27 @@ impl Personless {
         Ok(persons.deletion_stamp(project)? != self.deleted.stamp())
     }
 
-    /// Put [`BLOCKED_ID`] on `ctx`.
+    /// Put [`BLOCKED_ID`] and [`DELETED_ACTOR`] on `ctx`.
     pub fn register(&self, ctx: &SessionContext) {
         ctx.register_udf(ScalarUDF::new_from_impl(BlockedId {
             ids: Arc::clone(self.deleted.blocked()),
             signature: Signature::any(1, Volatility::Stable),
         }));
+        ctx.register_udf(ScalarUDF::new_from_impl(DeletedActor {
+            deleted: Arc::clone(&self.deleted),
+            signature: Signature::any(1, Volatility::Stable),
+        }));
+    }
+
+    /// The condition that the UUID personless event `e` carries is no
+    /// deleted person's (`TRUE` when nobody was deleted), for a query that
+    /// counts their events in SQL rather than by actor.
+    pub fn not_deleted_sql(&self) -> String {
+        if self.deleted.deleted_count() == 0 {
+            "TRUE".into()
+        } else {
+            format!("NOT {DELETED_ACTOR}(CAST(e.person_id AS VARCHAR))")
+        }
     }
 
     /// The condition that event `e`'s distinct id is not blocked (`TRUE`
@@ -246,6 +261,58 @@ impl ScalarUDFImpl for BlockedId {
             out.append_value(blocked);
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    }
+}
+
+/// Name of the function whether a person UUID (text) is a deleted
+/// person's (`elide_deleted_actor(uuid)`), registered by
+/// [`Personless::register`].
+pub const DELETED_ACTOR: &str = "elide_deleted_actor";
+
+/// `elide_deleted_actor(uuid)`: whether the UUID is a deleted person's
+/// (NULL: no one's).
+#[derive(Debug)]
+struct DeletedActor {
+    deleted: Arc<DeletedActors>,
+    signature: Signature,
+}
+
+impl PartialEq for DeletedActor {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.deleted, &other.deleted)
+    }
+}
+
+impl Eq for DeletedActor {}
+
+impl Hash for DeletedActor {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.deleted), state);
+    }
+}
+
+impl ScalarUDFImpl for DeletedActor {
+    fn name(&self) -> &str {
+        DELETED_ACTOR
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let ids = args.args[0].to_array(args.number_rows)?;
+        let ids = arrow::compute::cast(&ids, &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        let out: arrow::array::BooleanArray = ids
+            .iter()
+            .map(|id| Some(id.is_some_and(|id| self.deleted.is_deleted(id))))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
     }
 }
 

@@ -177,7 +177,7 @@ async fn trends_parameters_are_checked() {
         ),
         (
             json!({"kind": "TrendsQuery", "series": [{"event": "e", "math": "p99"}]}),
-            "math \"p99\"",
+            "math p99 needs a math_property",
         ),
         (
             json!({"kind": "TrendsQuery", "series": series, "interval": "week",
@@ -543,7 +543,7 @@ async fn a_breakdown_of_unique_values_counts_against_the_memory_cap() {
         assert!(
             counts[0]
                 .values()
-                .all(|by_day| by_day.values().sum::<u64>() == 1),
+                .all(|by_day| by_day.values().sum::<f64>() == 1.0),
             "{math}"
         );
     }

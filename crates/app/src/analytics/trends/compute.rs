@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Int64Array};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use elide_persons::{Persons, SqliteMeta};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -79,6 +79,31 @@ async fn compute_once(
                 }
             })
         };
+        if s.math.over_rows() {
+            // One value per (period, breakdown value), computed in SQL.
+            let mut rows = stream(&ctx, &spec.rows_sql(s, personless.as_ref())?).await?;
+            while let Some(b) = rows.next().await {
+                let b = b?;
+                let period = b.column(0).as_primitive::<Int64Type>();
+                let bd = arrow::compute::cast(b.column(1), &DataType::Utf8)?;
+                let bd = bd.as_string::<i32>();
+                let n = b.column(2).as_primitive::<Float64Type>();
+                for r in 0..b.num_rows() {
+                    if period.is_null(r) {
+                        continue;
+                    }
+                    add(
+                        &mut counts,
+                        &tally,
+                        bd_of(bd, r),
+                        period.value(r),
+                        n.value(r),
+                    )?;
+                }
+            }
+            out.push(counts);
+            continue;
+        }
         match s.math.days() {
             None => {
                 // Personless actors: one row per (period, value, UUID)
@@ -98,9 +123,9 @@ async fn compute_once(
                                 continue;
                             }
                             let n = if s.math == Math::Total {
-                                events.value(r).max(0) as u64
+                                events.value(r).max(0) as f64
                             } else {
-                                1
+                                1.0
                             };
                             add(&mut counts, &tally, bd_of(bd, r), period.value(r), n)?;
                         }
@@ -117,7 +142,7 @@ async fn compute_once(
                         if period.is_null(r) {
                             continue;
                         }
-                        let n = n.value(r).max(0) as u64;
+                        let n = n.value(r).max(0) as f64;
                         add(&mut counts, &tally, bd_of(bd, r), period.value(r), n)?;
                     }
                 }
@@ -241,7 +266,7 @@ async fn compute_once(
                         }
                         let mut d = start.max(spec.first);
                         while d < end && d <= spec.to {
-                            bump(c, &tally, d, 1)?;
+                            bump(c, &tally, d, 1.0)?;
                             d += DAY;
                         }
                         k += 1;
@@ -264,7 +289,7 @@ fn periods_of<'c>(
     counts: &'c mut Counts,
     tally: &datafusion::execution::memory_pool::MemoryReservation,
     value: Option<String>,
-) -> Result<&'c mut BTreeMap<i64, u64>> {
+) -> Result<&'c mut BTreeMap<i64, f64>> {
     use std::collections::btree_map::Entry;
     Ok(match counts.entry(value) {
         Entry::Occupied(o) => o.into_mut(),
@@ -277,10 +302,10 @@ fn periods_of<'c>(
 
 /// Add `n` to the count of `period`, charging `tally` for a new entry.
 fn bump(
-    periods: &mut BTreeMap<i64, u64>,
+    periods: &mut BTreeMap<i64, f64>,
     tally: &datafusion::execution::memory_pool::MemoryReservation,
     period: i64,
-    n: u64,
+    n: f64,
 ) -> Result<()> {
     use std::collections::btree_map::Entry;
     match periods.entry(period) {
@@ -299,7 +324,7 @@ fn add(
     tally: &datafusion::execution::memory_pool::MemoryReservation,
     value: Option<String>,
     period: i64,
-    n: u64,
+    n: f64,
 ) -> Result<()> {
     bump(periods_of(counts, tally, value)?, tally, period, n)
 }
@@ -320,7 +345,7 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
                 None,
                 periods
                     .iter()
-                    .map(|p| by.and_then(|m| m.get(p)).copied().unwrap_or(0) as f64)
+                    .map(|p| by.and_then(|m| m.get(p)).copied().unwrap_or(0.0))
                     .collect(),
             )]
         } else {
@@ -328,7 +353,7 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
             // periods, chosen before any is zero-filled (a breakdown by
             // a property unique per event has as many values as events).
             let in_range = |p: &i64| periods.binary_search(p).is_ok();
-            let mut totals: Vec<(&Option<String>, u64, &BTreeMap<i64, u64>)> = c
+            let mut totals: Vec<(&Option<String>, f64, &BTreeMap<i64, f64>)> = c
                 .iter()
                 .map(|(bd, m)| {
                     let total = m.iter().filter(|(p, _)| in_range(p)).map(|(_, n)| *n).sum();
@@ -338,7 +363,12 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
             // As PostHog ranks them: values before the null one, then
             // by total, largest first, then by value.
             let null = |v: &Option<String>| v.as_deref() == Some(BREAKDOWN_NULL);
-            totals.sort_by(|a, b| (null(a.0), b.1, a.0).cmp(&(null(b.0), a.1, b.0)));
+            totals.sort_by(|a, b| {
+                null(a.0)
+                    .cmp(&null(b.0))
+                    .then_with(|| b.1.total_cmp(&a.1))
+                    .then_with(|| a.0.cmp(b.0))
+            });
             let rest = totals.split_off(spec.breakdown_limit.min(totals.len()));
             let mut rows: Vec<(Option<String>, Vec<f64>)> = totals
                 .into_iter()
@@ -347,22 +377,22 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
                         bd.clone(),
                         periods
                             .iter()
-                            .map(|p| m.get(p).copied().unwrap_or(0) as f64)
+                            .map(|p| m.get(p).copied().unwrap_or(0.0))
                             .collect(),
                     )
                 })
                 .collect();
             // Values past the limit with nothing in the range make no
             // Other row.
-            if spec.breakdown_other && rest.iter().any(|(_, total, _)| *total > 0) {
+            if spec.breakdown_other && rest.iter().any(|(_, _, m)| m.keys().any(in_range)) {
                 rows.push((
                     Some(BREAKDOWN_OTHER.to_string()),
                     periods
                         .iter()
                         .map(|p| {
                             rest.iter()
-                                .map(|(_, _, m)| m.get(p).copied().unwrap_or(0))
-                                .sum::<u64>() as f64
+                                .map(|(_, _, m)| m.get(p).copied().unwrap_or(0.0))
+                                .sum::<f64>()
                         })
                         .collect(),
                 ));
@@ -376,7 +406,8 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
             };
             let mut o = json!({
                 "action": {"id": s.event, "type": "events", "order": i, "name": s.name,
-                           "custom_name": s.custom_name, "math": s.math.as_str()},
+                           "custom_name": s.custom_name, "math": s.math.as_str(),
+                           "math_property": s.math_property.as_ref().map(|m| &m.key)},
                 "label": label,
                 "count": data.iter().sum::<f64>(),
                 "data": data,

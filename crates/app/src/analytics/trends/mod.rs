@@ -1,8 +1,10 @@
 //! Trends (`posthog-analytics.md` §3.5): per series and period, the
-//! number of events (`total`), of distinct persons (`dau`), or of persons
+//! number of events (`total`), of distinct persons (`dau`), of persons
 //! active in the 7 or 30 days ending that day (`weekly_active`,
-//! `monthly_active`), optionally broken down by an event property; the
-//! body of PostHog's `TrendsQuery`.
+//! `monthly_active`), of sessions (`unique_session`), an aggregate of a
+//! numeric property (`sum` … `p99`) or of each actor's events
+//! (`avg_count_per_actor` …) ([`Math`]), optionally broken down by an
+//! event property; the body of PostHog's `TrendsQuery`.
 //!
 //! Periods are UTC, zero-filled from the period of `date_from` to that of
 //! `date_to`; weeks start on Sunday. Persons are counted through the
@@ -27,7 +29,7 @@ use super::personless::{
     personless_can_match, personless_props_sql, Personless, NOT_A_PERSONS_UUID, NO_PERSON,
 };
 use super::properties::props_sql;
-use super::properties::{any_of_kind, events_only, props, Prop, PropKind};
+use super::properties::{events_only, props, Prop};
 use super::{lit, ts_lit};
 use crate::error::{AppError, Result};
 
@@ -44,51 +46,8 @@ pub const BREAKDOWN_NULL: &str = "$$_posthog_breakdown_null_$$";
 /// `breakdown_limit`.
 pub const BREAKDOWN_OTHER: &str = "$$_posthog_breakdown_other_$$";
 
-/// What a series counts per period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Math {
-    /// Events.
-    Total,
-    /// Distinct persons.
-    Dau,
-    /// Persons active in the 7 days ending on the day.
-    WeeklyActive,
-    /// Persons active in the 30 days ending on the day.
-    MonthlyActive,
-}
-
-impl Math {
-    fn parse(v: Option<&Value>) -> Result<Math> {
-        match v.and_then(Value::as_str) {
-            None | Some("total") => Ok(Math::Total),
-            Some("dau") => Ok(Math::Dau),
-            Some("weekly_active") => Ok(Math::WeeklyActive),
-            Some("monthly_active") => Ok(Math::MonthlyActive),
-            Some(other) => invalid(format!(
-                "math {other:?} is not supported (total, dau, weekly_active, monthly_active)"
-            )),
-        }
-    }
-
-    /// PostHog's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Math::Total => "total",
-            Math::Dau => "dau",
-            Math::WeeklyActive => "weekly_active",
-            Math::MonthlyActive => "monthly_active",
-        }
-    }
-
-    /// Days an active person counts for (weekly and monthly active).
-    fn days(self) -> Option<i64> {
-        match self {
-            Math::WeeklyActive => Some(7),
-            Math::MonthlyActive => Some(30),
-            Math::Total | Math::Dau => None,
-        }
-    }
-}
+mod math;
+pub use math::{Math, MathProperty, Percent, PropertyMath};
 
 /// One series: an event (or every event), what to count, its filters.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +60,8 @@ pub struct Series {
     pub custom_name: Option<String>,
     /// What to count.
     pub math: Math,
+    /// The property a property math aggregates.
+    pub math_property: Option<MathProperty>,
     /// The series' own property filters.
     pub props: Vec<Prop>,
 }
@@ -241,7 +202,7 @@ impl TrendsSpec {
                 Some(Value::String(e)) => Some(e.clone()),
                 Some(v) => return invalid(format!("series event must be a string, got {v}")),
             };
-            let math = Math::parse(o.get("math"))?;
+            let (math, math_property) = Math::parse(o)?;
             if math.days().is_some() && interval != Interval::Day {
                 return invalid(format!(
                     "math {} is counted per day: use interval day",
@@ -262,6 +223,7 @@ impl TrendsSpec {
                     .and_then(Value::as_str)
                     .map(str::to_string),
                 math,
+                math_property,
                 props: props(o.get("properties").cloned(), "series properties")?,
             });
         }
@@ -380,12 +342,47 @@ impl TrendsSpec {
     /// Whether series `s` counts personless actors
     /// ([`TrendsSpec::personless_sql`]): their person properties are empty,
     /// so not when a cohort or a person filter that needs a person filters
-    /// the series ([`personless_can_match`]). `total` without a
-    /// person or cohort filter reads every event in its own query.
+    /// the series ([`personless_can_match`]). A math of every event
+    /// ([`Math::of_events`]) without a person or cohort filter, and not
+    /// of a person property, reads every event in its own query.
     fn counts_personless(&self, s: &Series) -> bool {
-        personless_can_match(&self.props)
-            && personless_can_match(&s.props)
-            && (s.math != Math::Total || !self.props.iter().chain(&s.props).all(events_only))
+        personless_can_match(&self.props) && personless_can_match(&s.props) && self.reads_persons(s)
+    }
+
+    /// Whether series `s` reads the persons tables (and counts the events
+    /// with no person apart).
+    fn reads_persons(&self, s: &Series) -> bool {
+        !s.math.of_events()
+            || !self.props.iter().chain(&s.props).all(events_only)
+            || s.math_property.as_ref().is_some_and(|m| m.person)
+    }
+
+    /// The query of a math computed over its rows ([`Math::over_rows`]):
+    /// (period, breakdown, value), one aggregate over the events of
+    /// persons and of personless actors together (a session, or an actor,
+    /// may have both), as PostHog's `ifNull(…, 0)`: 0 over no value.
+    fn rows_sql(&self, s: &Series, personless: Option<&Personless>) -> Result<String> {
+        let mut parts = vec![self.series_sql(s, None)?];
+        parts.extend(self.personless_sql(s, personless)?);
+        let rows = parts.join(" UNION ALL ");
+        let value = |agg: String| format!("coalesce(CAST({agg} AS DOUBLE), 0)");
+        Ok(match s.math {
+            Math::UniqueSession => format!(
+                "SELECT period, bd, {} AS n FROM ({rows}) r GROUP BY 1, 2",
+                value("count(DISTINCT v)".into())
+            ),
+            Math::PerActor(m) => format!(
+                "SELECT period, bd, {} AS n FROM                  (SELECT period, bd, actor, CAST(count(*) AS DOUBLE) AS c FROM ({rows}) r GROUP BY 1, 2, 3) a                  GROUP BY 1, 2",
+                value(m.sql("c"))
+            ),
+            Math::Property(m) => format!(
+                "SELECT period, bd, {} AS n FROM ({rows}) r GROUP BY 1, 2",
+                value(m.sql("v"))
+            ),
+            other => {
+                return invalid(format!("math {} is not computed over rows", other.as_str()))
+            }
+        })
     }
 
     /// One series' query over persons, or with `personless` over the
@@ -413,12 +410,10 @@ impl TrendsSpec {
             Some(k) => format!("json_as_text(e.properties, {})", lit(k)),
             None => "CAST(NULL AS VARCHAR)".to_string(),
         };
-        let person_props = any_of_kind(self.props.iter().chain(&s.props), PropKind::Person);
-        let cohort = any_of_kind(self.props.iter().chain(&s.props), PropKind::Cohort);
         // Persons are counted by their row id (`p.id`, an integer, not
         // the UUID's text). The persons tables come first, so that the
         // joins build on them and stream the events through.
-        let persons = personless.is_none() && (person_props || cohort || s.math != Math::Total);
+        let persons = personless.is_none() && self.reads_persons(s);
         if let Some(p) = personless {
             // Not a blocked id's (a deleted person's), nor a live person's
             // UUID (an id reset away from that person: nobody's).
@@ -426,6 +421,10 @@ impl TrendsSpec {
                 "e.person_id IS NOT NULL AND {NO_PERSON} AND {NOT_A_PERSONS_UUID} AND {}",
                 p.not_blocked_sql()
             ));
+            // Counted in SQL, not by actor: not a deleted person's UUID.
+            if s.math.over_rows() {
+                filter.push(p.not_deleted_sql());
+            }
         }
         let from_sql = if persons {
             "person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
@@ -435,7 +434,33 @@ impl TrendsSpec {
         };
         let period = self.period_sql();
         let where_ = filter.join(" AND ");
+        // The rows of a math over rows: (period, breakdown, actor, value).
+        let actor = if personless.is_some() {
+            "CAST(e.person_id AS VARCHAR)"
+        } else if persons {
+            "pdi.person_id"
+        } else {
+            "CAST(NULL AS VARCHAR)"
+        };
+        let rows = |v: String| {
+            format!(
+                "SELECT {period} AS period, {bd} AS bd, {actor} AS actor, {v} AS v \
+                 FROM {from_sql} WHERE {where_}"
+            )
+        };
         Ok(match s.math {
+            // PostHog's `$session_id` column: the property's text, "" when
+            // unset (one session of every event without one).
+            Math::UniqueSession => {
+                rows("coalesce(json_as_text(e.properties, '$session_id'), '')".into())
+            }
+            Math::Property(_) => {
+                let Some(mp) = &s.math_property else {
+                    return invalid("a property math needs a math_property");
+                };
+                rows(mp.sql(personless.is_some()))
+            }
+            Math::PerActor(_) => rows("CAST(NULL AS DOUBLE)".into()),
             Math::Total | Math::Dau if personless.is_some() => format!(
                 "SELECT {period} AS period, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person, count(*) AS n \
                  FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
@@ -458,9 +483,10 @@ impl TrendsSpec {
     }
 }
 
-/// Per breakdown value (`None` without a breakdown): the count per
+/// Per breakdown value (`None` without a breakdown): the count (or the
+/// property math's value) per
 /// period start.
-pub type Counts = BTreeMap<Option<String>, BTreeMap<i64, u64>>;
+pub type Counts = BTreeMap<Option<String>, BTreeMap<i64, f64>>;
 
 /// Most series one trends query may have.
 pub const MAX_SERIES: usize = 100;
