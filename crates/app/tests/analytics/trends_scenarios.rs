@@ -190,8 +190,8 @@ async fn trends_parameters_are_checked() {
             "use interval day",
         ),
         (
-            json!({"kind": "TrendsQuery", "series": series, "breakdownFilter": {"breakdown_type": "person", "breakdown": "x"}}),
-            "breakdown_type \"person\"",
+            json!({"kind": "TrendsQuery", "series": series, "breakdownFilter": {"breakdown_type": "cohort", "breakdown": "x"}}),
+            "breakdown_type \"cohort\"",
         ),
         (
             json!({"kind": "TrendsQuery", "series": series, "breakdownFilter": {"breakdown": "x", "breakdown_limit": 0}}),

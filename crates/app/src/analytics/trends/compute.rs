@@ -10,7 +10,7 @@ use elide_persons::{Persons, SqliteMeta};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{invalid, Counts, Math, TrendsSpec, BREAKDOWN_NULL, BREAKDOWN_OTHER, DAY};
+use super::{invalid, Counts, Display, Math, TrendsSpec, BREAKDOWN_NULL, BREAKDOWN_OTHER, DAY};
 use crate::analytics::personless::{Personless, MAX_RUNS};
 use crate::analytics::{period_labels, session, stream, SortedKeys};
 use crate::error::Result;
@@ -79,7 +79,8 @@ async fn compute_once(
                 }
             })
         };
-        if s.math.over_rows() {
+        let math = spec.math_of(s);
+        if math.over_rows() {
             // One value per (period, breakdown value), computed in SQL.
             let mut rows = stream(&ctx, &spec.rows_sql(s, personless.as_ref())?).await?;
             while let Some(b) = rows.next().await {
@@ -104,7 +105,7 @@ async fn compute_once(
             out.push(counts);
             continue;
         }
-        match s.math.days() {
+        match math.days() {
             None => {
                 // Personless actors: one row per (period, value, UUID)
                 // with its events, less the UUIDs of deleted persons.
@@ -122,7 +123,7 @@ async fn compute_once(
                             if period.is_null(r) || who.is_null(r) || deleted(who.value(r)) {
                                 continue;
                             }
-                            let n = if s.math == Math::Total {
+                            let n = if math == Math::Total {
                                 events.value(r).max(0) as f64
                             } else {
                                 1.0
@@ -335,8 +336,12 @@ fn add(
 /// `{action, label, count, data, labels, days, breakdown_value?}`,
 /// zero-filled.
 pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
-    let periods = spec.periods();
-    let (labels, days) = period_labels(spec.interval, &periods);
+    let (labels, days) = period_labels(spec.interval, &spec.periods());
+    // A total value is counted at the first day alone.
+    let periods = match spec.display {
+        Display::TotalValue => vec![spec.first],
+        Display::Series | Display::Cumulative => spec.periods(),
+    };
     let mut out = Vec::new();
     for (i, (s, c)) in spec.series.iter().zip(counts).enumerate() {
         let rows: Vec<(Option<String>, Vec<f64>)> = if spec.breakdown.is_none() {
@@ -399,21 +404,43 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
             }
             rows
         };
-        for (bd, data) in rows {
+        for (bd, mut data) in rows {
             let label = match &bd {
                 Some(v) => v.clone(),
                 None => s.custom_name.clone().unwrap_or_else(|| s.name.clone()),
             };
-            let mut o = json!({
-                "action": {"id": s.event, "type": "events", "order": i, "name": s.name,
-                           "custom_name": s.custom_name, "math": s.math.as_str(),
-                           "math_property": s.math_property.as_ref().map(|m| &m.key)},
-                "label": label,
-                "count": data.iter().sum::<f64>(),
-                "data": data,
-                "labels": labels,
-                "days": days,
-            });
+            let action = json!({"id": s.event, "type": "events", "order": i, "name": s.name,
+                "custom_name": s.custom_name, "math": s.math.as_str(),
+                "math_property": s.math_property.as_ref().map(|m| &m.key)});
+            // As PostHog's `build_series_response`: a total value has no
+            // data, its `count` is 0; a running sum's `count` is its last.
+            let mut o = match spec.display {
+                Display::TotalValue => json!({
+                    "action": action,
+                    "label": label,
+                    "count": 0,
+                    "aggregated_value": data.first().copied().unwrap_or(0.0),
+                    "data": [],
+                    "days": days,
+                }),
+                Display::Cumulative => {
+                    let mut sum = 0.0;
+                    for v in &mut data {
+                        sum += *v;
+                        *v = sum;
+                    }
+                    json!({"action": action, "label": label, "count": sum, "data": data,
+                        "labels": labels, "days": days})
+                }
+                Display::Series => json!({
+                    "action": action,
+                    "label": label,
+                    "count": data.iter().sum::<f64>(),
+                    "data": data,
+                    "labels": labels,
+                    "days": days,
+                }),
+            };
             if let (Some(v), Some(obj)) = (bd, o.as_object_mut()) {
                 obj.insert("breakdown_value".into(), json!(v));
             }

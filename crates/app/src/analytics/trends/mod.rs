@@ -87,12 +87,84 @@ pub struct TrendsSpec {
     pub to: i64,
     /// The event property to break down by.
     pub breakdown: Option<String>,
+    /// Whether `breakdown` is a person property (of the person owning the
+    /// event's distinct id now; personless events have none), not an
+    /// event property.
+    pub breakdown_person: bool,
     /// Most breakdown values kept per series (the largest).
     pub breakdown_limit: usize,
     /// Whether the values past `breakdown_limit` are summed into an
     /// `Other` row ([`BREAKDOWN_OTHER`]), as PostHog does unless
     /// `breakdown_hide_other_aggregation` is true.
     pub breakdown_other: bool,
+    /// How the values are shown: per period, a running sum, or one
+    /// value over the whole range.
+    pub display: Display,
+}
+
+/// `trendsFilter.display`, as it changes the values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// A value per period (the line, bar and area charts).
+    Series,
+    /// Per period, the sum of the values up to it
+    /// (`ActionsLineGraphCumulative`).
+    Cumulative,
+    /// One value over the whole range, `aggregated_value` (PostHog's
+    /// total-value displays: `BoldNumber`, `ActionsPie`,
+    /// `ActionsBarValue`, `ActionsTable`, `WorldMap`, `Progress`,
+    /// `CalendarHeatmap`).
+    TotalValue,
+}
+
+/// PostHog's displays that show one value over the range
+/// (`TrendsDisplay::is_total_value`).
+const TOTAL_VALUE_DISPLAYS: [&str; 7] = [
+    "BoldNumber",
+    "ActionsPie",
+    "ActionsBarValue",
+    "ActionsTable",
+    "WorldMap",
+    "Progress",
+    "CalendarHeatmap",
+];
+
+impl Display {
+    /// From `trendsFilter`: its `display`; what would change the values
+    /// and is not served (`formula`, smoothing) is refused, presentation
+    /// is ignored.
+    fn parse(f: Option<&Value>) -> Result<Display> {
+        let f = match f {
+            None | Some(Value::Null) => return Ok(Display::Series),
+            Some(Value::Object(f)) => f,
+            Some(v) => return invalid(format!("trendsFilter must be an object, got {v}")),
+        };
+        for k in ["formula", "formulas", "formulaNodes"] {
+            if f.get(k)
+                .is_some_and(|v| !v.is_null() && v != &Value::Array(Vec::new()))
+            {
+                return invalid("TrendsQuery: formulas are not supported");
+            }
+        }
+        match f.get("smoothingIntervals") {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_i64() == Some(1) => {}
+            Some(v) => {
+                return invalid(format!(
+                    "TrendsQuery: smoothingIntervals {v} is not supported (1: no smoothing)"
+                ))
+            }
+        }
+        Ok(match f.get("display") {
+            None | Some(Value::Null) => Display::Series,
+            Some(Value::String(d)) if d == "ActionsLineGraphCumulative" => Display::Cumulative,
+            Some(Value::String(d)) if TOTAL_VALUE_DISPLAYS.contains(&d.as_str()) => {
+                Display::TotalValue
+            }
+            Some(Value::String(_)) => Display::Series,
+            Some(v) => return invalid(format!("trendsFilter.display must be a string, got {v}")),
+        })
+    }
 }
 
 /// Keys of a `TrendsQuery` Elide reads; any other key is refused rather
@@ -129,12 +201,7 @@ impl TrendsSpec {
         {
             return invalid("TrendsQuery: groups are not supported");
         }
-        if q.get("trendsFilter")
-            .and_then(|f| f.get("formula"))
-            .is_some_and(|v| !v.is_null())
-        {
-            return invalid("TrendsQuery: formulas are not supported");
-        }
+        let display = Display::parse(q.get("trendsFilter"))?;
         // The legacy parameters the shared parsers read.
         let mut m = Map::new();
         if let Some(r) = q.get("dateRange") {
@@ -154,7 +221,11 @@ impl TrendsSpec {
             m.insert("interval".into(), v.clone());
         }
         let p = Params(m);
-        let interval = Interval::parse(&p)?;
+        // A total value is over days, whatever the interval (PostHog's).
+        let interval = match display {
+            Display::TotalValue => Interval::Day,
+            _ => Interval::parse(&p)?,
+        };
         let r = range(&p, now, "-7d", interval)?;
         let Some(from) = r.from else {
             return invalid(
@@ -229,14 +300,19 @@ impl TrendsSpec {
         }
         let (mut breakdown, mut breakdown_limit) = (None, DEFAULT_BREAKDOWN_LIMIT);
         let mut breakdown_other = true;
+        let mut breakdown_person = false;
         if let Some(b) = q.get("breakdownFilter").filter(|b| !b.is_null()) {
             let Value::Object(b) = b else {
                 return invalid("breakdownFilter must be an object");
             };
-            match b.get("breakdown_type").and_then(Value::as_str) {
-                None | Some("event") => {}
+            match b.get("breakdown_type") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(t)) if t == "event" => {}
+                Some(Value::String(t)) if t == "person" => breakdown_person = true,
                 Some(other) => {
-                    return invalid(format!("breakdown_type {other:?} is not supported (event)"))
+                    return invalid(format!(
+                        "breakdown_type {other} is not supported (event, person)"
+                    ))
                 }
             }
             breakdown = match b.get("breakdown") {
@@ -281,8 +357,10 @@ impl TrendsSpec {
             from: counted_from,
             to: r.to,
             breakdown,
+            breakdown_person,
             breakdown_limit,
             breakdown_other,
+            display,
         })
     }
 
@@ -291,9 +369,23 @@ impl TrendsSpec {
         self.interval.periods(self.first, self.to)
     }
 
+    /// What series `s` computes: its math, but over the whole range a
+    /// total value of weekly or monthly active persons is the persons
+    /// active in it or in the 7 or 30 days before its end, as PostHog's
+    /// (`count(DISTINCT actor_id)` over its lookback windows).
+    pub(super) fn math_of(&self, s: &Series) -> Math {
+        match (self.display, s.math.days()) {
+            (Display::TotalValue, Some(_)) => Math::Dau,
+            _ => s.math,
+        }
+    }
+
     /// The SQL expression of an event's period start (µs), weeks from
-    /// Sunday.
+    /// Sunday; with a total value, the first day's for every event.
     fn period_sql(&self) -> String {
+        if self.display == Display::TotalValue {
+            return format!("CAST({} AS BIGINT)", self.first);
+        }
         let trunc = match self.interval {
             Interval::Hour => "date_trunc('hour', e.timestamp)".to_string(),
             Interval::Day => "date_trunc('day', e.timestamp)".to_string(),
@@ -353,6 +445,7 @@ impl TrendsSpec {
     /// with no person apart).
     fn reads_persons(&self, s: &Series) -> bool {
         !s.math.of_events()
+            || (self.breakdown.is_some() && self.breakdown_person)
             || !self.props.iter().chain(&s.props).all(events_only)
             || s.math_property.as_ref().is_some_and(|m| m.person)
     }
@@ -366,7 +459,7 @@ impl TrendsSpec {
         parts.extend(self.personless_sql(s, personless)?);
         let rows = parts.join(" UNION ALL ");
         let value = |agg: String| format!("coalesce(CAST({agg} AS DOUBLE), 0)");
-        Ok(match s.math {
+        Ok(match self.math_of(s) {
             Math::UniqueSession => format!(
                 "SELECT period, bd, {} AS n FROM ({rows}) r GROUP BY 1, 2",
                 value("count(DISTINCT v)".into())
@@ -407,6 +500,11 @@ impl TrendsSpec {
             filter.push(format!("e.event = {}", lit(e)));
         }
         let bd = match &self.breakdown {
+            // A personless event has no person properties: unset.
+            Some(_) if self.breakdown_person && personless.is_some() => {
+                "CAST(NULL AS VARCHAR)".to_string()
+            }
+            Some(k) if self.breakdown_person => format!("json_as_text(p.properties, {})", lit(k)),
             Some(k) => format!("json_as_text(e.properties, {})", lit(k)),
             None => "CAST(NULL AS VARCHAR)".to_string(),
         };
@@ -448,7 +546,7 @@ impl TrendsSpec {
                  FROM {from_sql} WHERE {where_}"
             )
         };
-        Ok(match s.math {
+        Ok(match self.math_of(s) {
             // PostHog's `$session_id` column: the property's text, "" when
             // unset (one session of every event without one).
             Math::UniqueSession => {

@@ -1,0 +1,225 @@
+//! Trends: what `trendsFilter.display` changes (a running sum; one value
+//! over the whole range), and breakdowns by a person property.
+
+use elide_app::analytics::trends::{self, TrendsSpec, BREAKDOWN_NULL, BREAKDOWN_OTHER};
+use serde_json::json;
+
+use super::*;
+
+async fn trend(app: &App, q: Value) -> Value {
+    let Value::Object(q) = q else {
+        panic!("a query object")
+    };
+    let spec = TrendsSpec::parse(&q, now()).expect("spec");
+    let counts = trends::compute(app.persons(), P, &spec, &QueryLimits::default())
+        .await
+        .expect("trends");
+    trends::results(&spec, &counts)
+}
+
+/// Three days: a (plan pro) on days 0 and 1, b (plan free) on days 1 and
+/// 2 twice, c (no plan) on day 2, a personless visitor on day 0; every
+/// event has an `amount`.
+fn load(app: &App) {
+    let ev = |d: &'static str, day: i64, h: u32, props: Value| (d, "buy", iso(day, h), props);
+    let anon = json!({"$process_person_profile": false, "amount": 7});
+    let rows = [
+        ev("a", 0, 1, json!({"amount": 10, "$set": {"plan": "pro"}})),
+        ev("anon", 0, 2, anon),
+        ev("a", 1, 1, json!({"amount": 20})),
+        ev("b", 1, 2, json!({"amount": 1, "$set": {"plan": "free"}})),
+        ev("b", 2, 1, json!({"amount": 2})),
+        ev("b", 2, 2, json!({"amount": 3})),
+        ev("c", 2, 3, json!({"amount": 4})),
+    ];
+    let list: Vec<(&str, &str, &str, Value)> = rows
+        .iter()
+        .map(|(d, e, t, p)| (*d, *e, t.as_str(), p.clone()))
+        .collect();
+    capture(app.persons(), &list);
+}
+
+fn query(math: &str, display: Option<&str>, breakdown: Value) -> Value {
+    json!({"kind": "TrendsQuery", "interval": "day",
+        "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-03"},
+        "series": [{"event": "buy", "math": math, "math_property": "amount"}],
+        "trendsFilter": {"display": display, "showLegend": true},
+        "breakdownFilter": breakdown})
+}
+
+fn rows(s: &Value, field: &str) -> Vec<(String, Value)> {
+    s.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["breakdown_value"].as_str().unwrap_or("").to_string(),
+                r[field].clone(),
+            )
+        })
+        .collect()
+}
+
+/// `ActionsLineGraphCumulative`: per day the sum up to it, `count` the
+/// last, as PostHog's window `sum` (for unique users too: the sum of
+/// each day's).
+#[tokio::test]
+async fn a_cumulative_display_sums_the_days_up_to_each() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    load(&app);
+    let c = Some("ActionsLineGraphCumulative");
+    let s = trend(&app, query("total", c, Value::Null)).await;
+    assert_eq!(s[0]["data"], json!([2.0, 4.0, 7.0]));
+    assert_eq!(s[0]["count"], 7.0);
+    let s = trend(&app, query("dau", c, Value::Null)).await;
+    assert_eq!(s[0]["data"], json!([2.0, 4.0, 6.0]));
+    let s = trend(
+        &app,
+        query(
+            "sum",
+            c,
+            json!({"breakdown": "plan", "breakdown_type": "person"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(&s, "data"),
+        vec![
+            ("pro".into(), json!([10.0, 30.0, 30.0])),
+            ("free".into(), json!([0.0, 1.0, 6.0])),
+            (BREAKDOWN_NULL.into(), json!([7.0, 7.0, 11.0])),
+        ]
+    );
+}
+
+/// The total-value displays: one `aggregated_value` over the range, no
+/// data, as PostHog's: unique users over the range (not the sum of the
+/// days'), a property math over all its events, weekly active persons
+/// over the range and the six days before; a breakdown ranked by it, the
+/// rest summed in Other; the interval is days whatever is asked.
+#[tokio::test]
+async fn a_total_value_is_one_value_over_the_range() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    load(&app);
+    let bold = Some("BoldNumber");
+    let s = trend(&app, query("total", bold, Value::Null)).await;
+    assert_eq!(s[0]["aggregated_value"], 7.0);
+    assert_eq!(s[0]["data"], json!([]));
+    assert_eq!(s[0]["count"], 0);
+    assert_eq!(
+        s[0]["days"],
+        json!(["2020-01-01", "2020-01-02", "2020-01-03"])
+    );
+    for (math, want) in [
+        ("dau", 4.0),
+        ("weekly_active", 4.0),
+        ("avg", 47.0 / 7.0),
+        ("max", 20.0),
+        ("median", 4.0),
+        ("unique_session", 1.0),
+        ("max_count_per_actor", 3.0),
+    ] {
+        let s = trend(&app, query(math, Some("ActionsTable"), Value::Null)).await;
+        assert_eq!(s[0]["aggregated_value"], want, "{math}");
+    }
+    // Weekly active persons over 2020-01-03 alone: active from 12-28 on.
+    let mut q = query("weekly_active", bold, Value::Null);
+    q["dateRange"] = json!({"date_from": "2020-01-03", "date_to": "2020-01-03"});
+    q["interval"] = json!("hour");
+    assert_eq!(trend(&app, q).await[0]["aggregated_value"], 4.0);
+    let mut q = query("dau", bold, Value::Null);
+    q["dateRange"] = json!({"date_from": "2020-01-03", "date_to": "2020-01-03"});
+    assert_eq!(trend(&app, q).await[0]["aggregated_value"], 2.0);
+    let s = trend(
+        &app,
+        query(
+            "total",
+            Some("ActionsPie"),
+            json!({"breakdown": "plan", "breakdown_type": "person", "breakdown_limit": 1}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(&s, "aggregated_value"),
+        vec![
+            ("free".into(), json!(3.0)),
+            (BREAKDOWN_OTHER.into(), json!(4.0))
+        ]
+    );
+}
+
+/// A breakdown by a person property reads the person owning the event's
+/// distinct id now: a merge gives the merged person's; personless events
+/// and persons without it are the null value.
+#[tokio::test]
+async fn a_person_property_breakdown_reads_the_person_now() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    load(&app);
+    let by_plan = json!({"breakdown": "plan", "breakdown_type": "person"});
+    let s = trend(&app, query("total", None, by_plan.clone())).await;
+    assert_eq!(
+        rows(&s, "data"),
+        vec![
+            ("free".into(), json!([0.0, 1.0, 2.0])),
+            ("pro".into(), json!([1.0, 1.0, 0.0])),
+            (BREAKDOWN_NULL.into(), json!([1.0, 0.0, 1.0])),
+        ]
+    );
+    // c becomes part of a: its event counts under a's plan.
+    capture(
+        app.persons(),
+        &[(
+            "a",
+            "$identify",
+            &iso(3, 0),
+            json!({"$anon_distinct_id": "c"}),
+        )],
+    );
+    let s = trend(&app, query("dau", None, by_plan)).await;
+    assert_eq!(
+        rows(&s, "data"),
+        vec![
+            ("pro".into(), json!([1.0, 1.0, 1.0])),
+            ("free".into(), json!([0.0, 1.0, 1.0])),
+            (BREAKDOWN_NULL.into(), json!([1.0, 0.0, 0.0])),
+        ]
+    );
+}
+
+/// What changes the values and is not served is refused, not ignored.
+#[test]
+fn displays_that_are_not_served_are_refused() {
+    for (filter, says) in [
+        (json!({"smoothingIntervals": 7}), "smoothingIntervals"),
+        (json!({"formula": "A+B"}), "formulas"),
+        (json!({"formulaNodes": [{"formula": "A"}]}), "formulas"),
+        (json!({"display": 5}), "display must be a string"),
+        (json!("BoldNumber"), "trendsFilter must be an object"),
+        (json!({"breakdown_type": "cohort"}), ""),
+    ] {
+        let mut q = query("total", None, Value::Null);
+        q["trendsFilter"] = filter.clone();
+        let Value::Object(q) = q else {
+            unreachable!("an object")
+        };
+        match TrendsSpec::parse(&q, now()) {
+            Err(e) => assert!(
+                !says.is_empty() && e.to_string().contains(says),
+                "{filter}: {e}"
+            ),
+            Ok(_) => assert!(says.is_empty(), "{filter} was accepted"),
+        }
+    }
+    let Value::Object(q) = query(
+        "total",
+        None,
+        json!({"breakdown": "x", "breakdown_type": "cohort"}),
+    ) else {
+        unreachable!("an object")
+    };
+    let e = TrendsSpec::parse(&q, now()).expect_err("cohort breakdown");
+    assert!(e.to_string().contains("(event, person)"), "{e}");
+}
