@@ -24,6 +24,7 @@ use elide_app::analytics::correlation::{self, CorrelationSpec};
 use elide_app::analytics::filter::Params;
 use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
 use elide_app::analytics::lifecycle::{self, LifecycleSpec};
+use elide_app::analytics::query_nodes;
 use serde_json::{json, Value};
 
 use crate::auth::Key;
@@ -431,6 +432,47 @@ pub(crate) async fn persons_funnel_correlation(
 
 /// The request's parameters on another route, as a URL ending in `&` (or
 /// `?`) ready for more, without `drop`'s keys.
+/// A `FunnelsQuery` of `POST …/query/`: the steps of
+/// `…/insights/funnel/` with the same parameters (their persons URLs on
+/// `…/persons/funnel/`).
+pub(crate) async fn funnels_query(
+    state: &AppState,
+    project: i64,
+    q: &serde_json::Map<String, Value>,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> ApiResult<Value> {
+    let params = query_nodes::funnels_params(q)?;
+    let spec = FunnelSpec::parse(&params, Utc::now())?;
+    let persons = state.app().persons().clone();
+    let spec2 = spec.clone();
+    let all = run_app_query(state, move |limits| async move {
+        funnel::actors(&persons, project, &spec2, &limits).await
+    })
+    .await?;
+    let base = url_on(uri, headers, &params, "/query", "/persons/funnel", &[]);
+    Ok(funnel::steps(&spec, &all, &base))
+}
+
+/// A `LifecycleQuery` of `POST …/query/`: the series of
+/// `…/insights/trend/?shown_as=Lifecycle` with the same parameters.
+pub(crate) async fn lifecycle_query(
+    state: &AppState,
+    project: i64,
+    q: &serde_json::Map<String, Value>,
+) -> ApiResult<Value> {
+    let mut params = query_nodes::lifecycle_params(q)?;
+    all_time(state, project, &mut params).await?;
+    let spec = LifecycleSpec::parse(&params, Utc::now())?;
+    let persons = state.app().persons().clone();
+    let spec2 = spec.clone();
+    let l = run_app_query(state, move |limits| async move {
+        lifecycle::compute(&persons, project, &spec2, &limits).await
+    })
+    .await?;
+    Ok(lifecycle::series(&spec, &l))
+}
+
 fn url_on(
     uri: &axum::http::Uri,
     headers: &HeaderMap,

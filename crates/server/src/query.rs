@@ -1,7 +1,10 @@
 //! `POST /api/projects/{id}/query/` (and under `/api/environments/`):
 //! PostHog's query endpoint for `HogQLQuery`, run by
-//! [`elide_app::query::run_hogql`] over the project's rows only, and for
-//! `TrendsQuery` ([`elide_app::analytics::trends`]).
+//! [`elide_app::query::run_hogql`] over the project's rows only, for
+//! `TrendsQuery` ([`elide_app::analytics::trends`]), and for
+//! `FunnelsQuery` and `LifecycleQuery` (read as their legacy insights'
+//! parameters by [`elide_app::analytics::query_nodes`], answered by
+//! [`crate::analytics`]).
 //!
 //! Queries run on their own runtime ([`QueryRuntime`]), so a long scan
 //! never holds a thread that answers other requests; each runs under the
@@ -98,6 +101,7 @@ fn type_pairs() -> utoipa::openapi::schema::Array {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HogQlQuery {
     /// Always `HogQLQuery`.
+    #[schema(pattern = "^HogQLQuery$")]
     pub kind: String,
     /// The HogQL text.
     pub query: String,
@@ -111,6 +115,7 @@ pub struct HogQlQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TrendsQuery {
     /// Always `TrendsQuery`.
+    #[schema(pattern = "^TrendsQuery$")]
     pub kind: String,
     /// `[{kind: "EventsNode", event, math?, math_property?,
     /// math_property_type?, properties?, custom_name?}]`; `math`: `total`
@@ -135,6 +140,56 @@ pub struct TrendsQuery {
     pub breakdown_filter: Option<Value>,
 }
 
+/// A funnel: PostHog's `FunnelsQuery`, answered as `…/insights/funnel/`
+/// answers its legacy parameters (docs/api.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FunnelsQuery {
+    /// Always `FunnelsQuery`.
+    #[schema(pattern = "^FunnelsQuery$")]
+    pub kind: String,
+    /// The steps: `[{kind: "EventsNode", event, custom_name?, properties?}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub series: Vec<Value>,
+    /// `{date_from, date_to}` (default the last 7 days).
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "dateRange")]
+    pub date_range: Option<Value>,
+    /// Property filters applied to every step.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub properties: Option<Value>,
+    /// `{breakdown, breakdown_type?, breakdown_limit?}`.
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "breakdownFilter")]
+    pub breakdown_filter: Option<Value>,
+    /// `{funnelWindowInterval?, funnelWindowIntervalUnit?,
+    /// funnelOrderType?, funnelVizType?, breakdownAttributionType?,
+    /// breakdownAttributionValue?, exclusions?}`.
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "funnelsFilter")]
+    pub funnels_filter: Option<Value>,
+}
+
+/// A lifecycle: PostHog's `LifecycleQuery`, answered as
+/// `…/insights/trend/?shown_as=Lifecycle` answers its legacy parameters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LifecycleQuery {
+    /// Always `LifecycleQuery`.
+    #[schema(pattern = "^LifecycleQuery$")]
+    pub kind: String,
+    /// The one event: `[{kind: "EventsNode", event}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub series: Vec<Value>,
+    /// `{date_from, date_to}` (default the last 7 days).
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "dateRange")]
+    pub date_range: Option<Value>,
+    /// `hour`, `day` (default), `week` or `month`.
+    pub interval: Option<String>,
+    /// Property filters.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub properties: Option<Value>,
+}
+
 /// A query of `POST …/query/`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -143,6 +198,10 @@ pub enum AnyQuery {
     HogQl(HogQlQuery),
     /// Trends.
     Trends(TrendsQuery),
+    /// A funnel's steps.
+    Funnels(FunnelsQuery),
+    /// A lifecycle's series.
+    Lifecycle(LifecycleQuery),
 }
 
 /// Body of `POST …/query/` (other fields, such as `refresh`, are
@@ -360,7 +419,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
                 "kind",
                 "invalid_input",
                 format!(
-                    "query kind '{other}' is not supported; Elide runs HogQLQuery and TrendsQuery"
+                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery and LifecycleQuery"
                 ),
             ))
         }
@@ -368,7 +427,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
             return Err(ApiError::invalid_attr(
                 "kind",
                 "required",
-                "query.kind is required (HogQLQuery or TrendsQuery)",
+                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery or LifecycleQuery)",
             ))
         }
     }
@@ -407,7 +466,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
     ),
     request_body(content = QueryBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The rows (HogQLQuery) or the series (TrendsQuery)", body = QueryResponse),
+        (status = 200, description = "The rows (HogQLQuery), the series (TrendsQuery, LifecycleQuery) or the steps (FunnelsQuery)", body = QueryResponse),
         (status = 504, description = "The query ran longer than the query timeout and was cancelled"),
     )
 )]
@@ -415,10 +474,30 @@ async fn query(
     State(state): State<AppState>,
     key: Key,
     PathParams(p): PathParams,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<QueryResponse>> {
     let project = key.path_project(&p, "query:read")?;
     if let Some(Value::Object(q)) = body.get("query") {
+        let results = match q.get("kind").and_then(Value::as_str) {
+            Some("FunnelsQuery") => {
+                Some(crate::analytics::funnels_query(&state, project, q, &uri, &headers).await?)
+            }
+            Some("LifecycleQuery") => {
+                Some(crate::analytics::lifecycle_query(&state, project, q).await?)
+            }
+            _ => None,
+        };
+        if let Some(results) = results {
+            return Ok(Json(QueryResponse::Trends(TrendsAnswer {
+                results,
+                is_cached: false,
+                last_refresh: chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                timezone: "UTC".into(),
+            })));
+        }
         if q.get("kind").and_then(Value::as_str) == Some("TrendsQuery") {
             let mut q = q.clone();
             if let Some(Value::Object(r)) = q.get_mut("dateRange") {

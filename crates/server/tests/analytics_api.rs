@@ -592,7 +592,13 @@ async fn trends_query_through_the_query_endpoint() {
     let r = h
         .post(&url, &json!({"query": {"kind": "FunnelsQuery"}}))
         .await;
-    assert!(r.envelope(400).contains("HogQLQuery and TrendsQuery"));
+    assert!(r
+        .envelope(400)
+        .contains("FunnelsQuery: series must be a list"));
+    let r = h
+        .post(&url, &json!({"query": {"kind": "StickinessQuery"}}))
+        .await;
+    assert!(r.envelope(400).contains("FunnelsQuery and LifecycleQuery"));
     // A deleted person leaves DAU at once.
     let uuid = h.person("gone").await.expect("person")["uuid"]
         .as_str()
@@ -883,4 +889,164 @@ async fn personless_visitors_count_in_the_funnel_but_are_not_listed() {
         r.text()
     );
     assert!(r.json["next"].is_string());
+}
+
+/// A `FunnelsQuery` and a `LifecycleQuery` through `POST …/query/` answer
+/// what their legacy insights answer for the same parameters, and a
+/// funnel step's persons URL lists its persons; what they cannot take is
+/// a 400 naming it.
+#[tokio::test]
+async fn funnels_and_lifecycle_queries_answer_as_their_insights() {
+    let h = Harness::new();
+    let mut events = Vec::new();
+    for (d, n, browser) in [
+        ("a", 3, "Chrome"),
+        ("b", 2, "Chrome"),
+        ("c", 1, "Safari"),
+        ("x", 3, "Safari"),
+    ] {
+        for (i, e) in ["$pageview", "signup", "purchase"]
+            .iter()
+            .take(n)
+            .enumerate()
+        {
+            events.push(json!({"event": e, "distinct_id": d,
+                "timestamp": format!("2020-01-0{}T1{i}:00:00Z", 2 + i),
+                "properties": {"$browser": browser}}));
+        }
+    }
+    // x cancels between its first and second step.
+    events
+        .push(json!({"event": "cancel", "distinct_id": "x", "timestamp": "2020-01-02T12:00:00Z"}));
+    capture_all(&h, events).await;
+    let url = format!("{}/query/", h.api());
+    let legacy = h
+        .get(&format!(
+            "{}/insights/funnel/?events={}&date_from=2020-01-01&date_to=2020-01-08&breakdown=$browser\
+             &funnel_window_interval=2&funnel_window_interval_unit=day\
+             &exclusions={}",
+            h.api(),
+            steps(&["$pageview", "signup", "purchase"]),
+            urlencode(
+                &json!([{"id": "cancel", "type": "events", "funnel_from_step": 0, "funnel_to_step": 1}])
+                    .to_string()
+            ),
+        ))
+        .await;
+    assert_eq!(legacy.status.as_u16(), 200, "{}", legacy.text());
+    let node = json!({"query": {"kind": "FunnelsQuery",
+        "series": [{"kind": "EventsNode", "event": "$pageview"}, {"kind": "EventsNode", "event": "signup"},
+                   {"kind": "EventsNode", "event": "purchase", "custom_name": "Bought"}],
+        "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-08"},
+        "breakdownFilter": {"breakdown": "$browser", "breakdown_type": "event"},
+        "funnelsFilter": {"funnelWindowInterval": 2, "funnelWindowIntervalUnit": "day",
+            "funnelVizType": "steps", "layout": "vertical",
+            "exclusions": [{"kind": "EventsNode", "event": "cancel", "funnelFromStep": 0, "funnelToStep": 1}]}}});
+    let r = h.post(&url, &node).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let shape = |groups: &Value| -> Vec<Vec<(Value, Value, Value)>> {
+        groups
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                g.as_array()
+                    .expect("steps")
+                    .iter()
+                    .map(|s| {
+                        (
+                            s["breakdown_value"].clone(),
+                            s["count"].clone(),
+                            s["average_conversion_time"].clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(shape(&r.json["results"]), shape(&legacy.json["result"]));
+    // Chrome: a and b reach signup within two days, a not purchase (day 4).
+    let chrome = r.json["results"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g[0]["breakdown_value"] == json!(["Chrome"]))
+        .expect("Chrome")
+        .clone();
+    let counts: Vec<u64> = chrome
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["count"].as_u64().expect("count"))
+        .collect();
+    assert_eq!(counts, vec![2, 2, 0]);
+    assert_eq!(chrome[2]["custom_name"], "Bought");
+    let link = chrome[1]["converted_people_url"].as_str().expect("url");
+    let path = link.split_once("localhost").map_or(link, |(_, p)| p);
+    let people = h.get(path).await;
+    assert_eq!(people.status.as_u16(), 200, "{}", people.text());
+    assert_eq!(
+        people.json["results"][0]["count"],
+        json!(2),
+        "{}",
+        people.text()
+    );
+
+    let ev = urlencode(&json!([{"id": "$pageview", "type": "events", "order": 0}]).to_string());
+    let legacy = h
+        .get(&format!(
+            "{}/insights/trend/?shown_as=Lifecycle&date_from=2020-01-01&date_to=2020-01-06&events={ev}",
+            h.api()
+        ))
+        .await;
+    assert_eq!(legacy.status.as_u16(), 200, "{}", legacy.text());
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "LifecycleQuery", "series": [{"kind": "EventsNode", "event": "$pageview"}],
+                "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-06"},
+                "lifecycleFilter": {"toggledLifecycles": ["new", "dormant"]}}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"], legacy.json["result"]);
+    assert_eq!(r.json["results"][0]["data"][1], json!(4.0), "{}", r.text());
+
+    for (q, says) in [
+        (
+            json!({"kind": "FunnelsQuery", "series": [{"kind": "ActionsNode", "id": 1}, {"event": "b"}]}),
+            "ActionsNode",
+        ),
+        (
+            json!({"kind": "FunnelsQuery", "series": [{"event": "a"}, {"event": "b"}], "compareFilter": {}}),
+            "compareFilter is not supported",
+        ),
+        (
+            json!({"kind": "FunnelsQuery", "series": [{"event": "a"}, {"event": "b"}],
+                "breakdownFilter": {"breakdowns": [{"property": "x"}]}}),
+            "breakdowns",
+        ),
+        (
+            json!({"kind": "FunnelsQuery", "series": [{"event": "a"}, {"event": "b"}],
+                "funnelsFilter": {"funnelVizType": "trends"}}),
+            "funnel_viz_type",
+        ),
+        (
+            json!({"kind": "FunnelsQuery", "series": [{"event": "a"}, {"event": "b"}],
+                "funnelsFilter": {"exclusions": "cancel"}}),
+            "exclusions must be a list",
+        ),
+        (
+            json!({"kind": "LifecycleQuery", "series": [], "lifecycleFilter": 3}),
+            "lifecycleFilter must be an object",
+        ),
+        (
+            json!({"kind": "LifecycleQuery", "series": [{"event": "a"}], "aggregation_group_type_index": 0}),
+            "groups are not supported",
+        ),
+    ] {
+        let r = h.post(&url, &json!({"query": q.clone()})).await;
+        let detail = r.envelope(400);
+        assert!(detail.contains(says), "{q}: {detail}");
+    }
 }

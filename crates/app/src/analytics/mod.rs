@@ -40,6 +40,7 @@ pub mod funnel;
 pub mod lifecycle;
 pub mod personless;
 pub mod properties;
+pub mod query_nodes;
 pub mod trends;
 
 use std::sync::Arc;

@@ -1,0 +1,186 @@
+//! PostHog's insight query nodes that `POST …/query/` takes besides
+//! `HogQLQuery` and `TrendsQuery`: a `FunnelsQuery` and a
+//! `LifecycleQuery`, read into the legacy `Filter` parameters
+//! ([`Params`]) their legacy routes take, so that both forms of an
+//! insight are one computation ([`super::funnel`], [`super::lifecycle`]).
+//!
+//! Keys that change the answer and are not served are refused; keys of
+//! presentation are ignored, as the trends query's are.
+
+use serde_json::{json, Map, Value};
+
+use super::filter::Params;
+use crate::error::{AppError, Result};
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(AppError::InvalidQuery(msg.into()))
+}
+
+/// The keys of a query node besides its own filter, read or ignored.
+const COMMON: &[&str] = &[
+    "kind",
+    "series",
+    "dateRange",
+    "interval",
+    "properties",
+    "filterTestAccounts",
+    "aggregation_group_type_index",
+    "samplingFactor",
+    "modifiers",
+    "response",
+    "version",
+    "tags",
+    "dataColorTheme",
+];
+
+/// A `FunnelsQuery` as the parameters of `…/insights/funnel/`.
+pub fn funnels_params(q: &Map<String, Value>) -> Result<Params> {
+    check_keys(q, "FunnelsQuery", &["breakdownFilter", "funnelsFilter"])?;
+    let mut m = common(q, "FunnelsQuery")?;
+    if let Some(b) = object(q, "breakdownFilter")? {
+        if b.get("breakdowns")
+            .is_some_and(|v| !v.is_null() && v != &json!([]))
+        {
+            return invalid("FunnelsQuery: breakdownFilter.breakdowns is not supported; give breakdown (a property or a list of them) and breakdown_type");
+        }
+        for k in ["breakdown", "breakdown_type", "breakdown_limit"] {
+            copy(b, k, k, &mut m);
+        }
+    }
+    if let Some(f) = object(q, "funnelsFilter")? {
+        for (from, to) in [
+            ("funnelWindowInterval", "funnel_window_interval"),
+            ("funnelWindowIntervalUnit", "funnel_window_interval_unit"),
+            ("funnelOrderType", "funnel_order_type"),
+            ("funnelVizType", "funnel_viz_type"),
+            ("breakdownAttributionType", "breakdown_attribution_type"),
+            ("breakdownAttributionValue", "breakdown_attribution_value"),
+        ] {
+            copy(f, from, to, &mut m);
+        }
+        if f.get("funnelAggregateByHogQL")
+            .is_some_and(|v| !v.is_null() && v != "person_id")
+        {
+            return invalid(
+                "FunnelsQuery: funnelAggregateByHogQL is not supported (funnels count persons)",
+            );
+        }
+        match f.get("exclusions") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(list)) => {
+                let list = list.iter().map(exclusion).collect::<Result<Vec<Value>>>()?;
+                m.insert("exclusions".into(), Value::Array(list));
+            }
+            Some(v) => return invalid(format!("funnelsFilter.exclusions must be a list, got {v}")),
+        }
+    }
+    Ok(Params(m))
+}
+
+/// A `LifecycleQuery` as the parameters of
+/// `…/insights/trend/?shown_as=Lifecycle`.
+pub fn lifecycle_params(q: &Map<String, Value>) -> Result<Params> {
+    check_keys(q, "LifecycleQuery", &["lifecycleFilter"])?;
+    // `lifecycleFilter` is presentation (which statuses show, stacking).
+    object(q, "lifecycleFilter")?;
+    let mut m = common(q, "LifecycleQuery")?;
+    m.insert("shown_as".into(), json!("Lifecycle"));
+    Ok(Params(m))
+}
+
+fn check_keys(q: &Map<String, Value>, kind: &str, own: &[&str]) -> Result<()> {
+    match q
+        .keys()
+        .find(|k| !COMMON.contains(&k.as_str()) && !own.contains(&k.as_str()))
+    {
+        Some(k) => invalid(format!("{kind}: {k} is not supported")),
+        None => Ok(()),
+    }
+}
+
+/// `key` of `q` as an object, `None` when absent or null.
+fn object<'q>(q: &'q Map<String, Value>, key: &str) -> Result<Option<&'q Map<String, Value>>> {
+    match q.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(v) => invalid(format!("{key} must be an object, got {v}")),
+    }
+}
+
+fn copy(from: &Map<String, Value>, key: &str, to: &str, m: &mut Map<String, Value>) {
+    if let Some(v) = from.get(key).filter(|v| !v.is_null()) {
+        m.insert(to.into(), v.clone());
+    }
+}
+
+/// The series, dates, interval, properties and test-account switch every
+/// node has, as the legacy names.
+fn common(q: &Map<String, Value>, kind: &str) -> Result<Map<String, Value>> {
+    if q.get("aggregation_group_type_index")
+        .is_some_and(|v| !v.is_null())
+    {
+        return invalid(format!("{kind}: groups are not supported"));
+    }
+    let mut m = Map::new();
+    let Some(Value::Array(series)) = q.get("series") else {
+        return invalid(format!("{kind}: series must be a list of EventsNode"));
+    };
+    let events = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| entity(s, i))
+        .collect::<Result<Vec<Value>>>()?;
+    m.insert("events".into(), Value::Array(events));
+    if let Some(r) = object(q, "dateRange")? {
+        copy(r, "date_from", "date_from", &mut m);
+        copy(r, "date_to", "date_to", &mut m);
+        copy(r, "explicitDate", "explicit_date", &mut m);
+    }
+    copy(q, "interval", "interval", &mut m);
+    copy(q, "properties", "properties", &mut m);
+    copy(q, "filterTestAccounts", "filter_test_accounts", &mut m);
+    Ok(m)
+}
+
+/// One `EventsNode` of `series` as a legacy entity.
+fn entity(s: &Value, order: usize) -> Result<Value> {
+    let Value::Object(o) = s else {
+        return invalid("series: each entry is an object (EventsNode)");
+    };
+    match o.get("kind").and_then(Value::as_str) {
+        None | Some("EventsNode") => {}
+        Some("ActionsNode") => {
+            return invalid("series of kind ActionsNode are not supported: Elide has no actions")
+        }
+        Some(other) => {
+            return invalid(format!(
+                "series of kind {other} are not supported (EventsNode)"
+            ))
+        }
+    }
+    let mut e = json!({"id": o.get("event").cloned().unwrap_or(Value::Null), "type": "events", "order": order});
+    for k in ["name", "custom_name", "properties"] {
+        if let Some(v) = o.get(k).filter(|v| !v.is_null()) {
+            e[k] = v.clone();
+        }
+    }
+    Ok(e)
+}
+
+/// One exclusion (`{kind: EventsNode, event, funnelFromStep,
+/// funnelToStep, properties?}`) as a legacy one.
+fn exclusion(x: &Value) -> Result<Value> {
+    let Value::Object(o) = x else {
+        return invalid("funnelsFilter.exclusions: each entry is an object (EventsNode)");
+    };
+    let mut e = entity(x, 0)?;
+    for (from, to) in [
+        ("funnelFromStep", "funnel_from_step"),
+        ("funnelToStep", "funnel_to_step"),
+    ] {
+        if let Some(v) = o.get(from) {
+            e[to] = v.clone();
+        }
+    }
+    Ok(e)
+}
