@@ -56,8 +56,13 @@ struct Prepared {
 /// session that reads many cohorts reads each one's (at most 20).
 pub const MAX_QUERY_PATTERNS: usize = 100;
 
-/// Most matchers one function keeps (past it, it starts over).
-const MAX_PREPARED: usize = 64;
+/// Most matchers one function keeps (past it, it starts over): more than
+/// the distinct lists an analytics query writes (each branch of an `OR`
+/// property group is its own list: a hundred in one `properties`, and a
+/// funnel's steps have their own), so that none is parsed again per
+/// batch. Its regular expressions are bounded by the query's budget; the
+/// rest of a matcher is its filters' text.
+const MAX_PREPARED: usize = 1024;
 
 impl std::fmt::Debug for PropertiesMatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -24,7 +24,7 @@
 //! and the filtered scan of the events, so a deleted person is never a
 //! member after its deletion returns.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
@@ -426,12 +426,17 @@ fn register<'a>(
             DataType::Utf8,
             false,
         )]));
+        // Sorted, and one copy: the table's column is the function's.
+        let mut members = members;
+        members.sort_unstable();
+        members.dedup();
+        let col = Arc::new(StringArray::from(members));
         ctx.register_udf(ScalarUDF::new_from_impl(Member {
             name: member_fn(id),
-            members: Arc::new(members.iter().cloned().collect()),
+            members: Arc::clone(&col),
             signature: Signature::any(1, Volatility::Stable),
         }));
-        let col: ArrayRef = Arc::new(StringArray::from(members));
+        let col: ArrayRef = col;
         let batch = RecordBatch::try_new(Arc::clone(&schema), vec![col])?;
         ctx.register_table(
             name.as_str(),
@@ -648,11 +653,11 @@ fn member_fn(id: i64) -> String {
 
 /// `cohort_member_{id}(person)`: whether a person (UUID text) is one of a
 /// cohort's members, NULL for NULL; put on the session with the
-/// members' table by [`register`].
+/// members' table by [`register`], whose column (sorted) it searches.
 #[derive(Debug)]
 struct Member {
     name: String,
-    members: Arc<HashSet<String>>,
+    members: Arc<StringArray>,
     signature: Signature,
 }
 
@@ -688,10 +693,21 @@ impl ScalarUDFImpl for Member {
         let ids = args.args[0].to_array(args.number_rows)?;
         let ids = arrow::compute::cast(&ids, &DataType::Utf8)?;
         let ids = ids.as_string::<i32>();
-        let out: BooleanArray = ids
-            .iter()
-            .map(|id| id.map(|id| self.members.contains(id)))
-            .collect();
+        let m = &self.members;
+        let member = |id: &str| {
+            // The first member not below `id`.
+            let (mut lo, mut hi) = (0, m.len());
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if m.value(mid) < id {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo < m.len() && m.value(lo) == id
+        };
+        let out: BooleanArray = ids.iter().map(|id| id.map(member)).collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }

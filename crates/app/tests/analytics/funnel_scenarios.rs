@@ -592,9 +592,8 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
         };
         assert_eq!(people(&broken), want, "{attribution}");
     }
-    // With ids blocked, the check runs once per event, in a projection
-    // below the aggregate, not once in each step's condition (where the
-    // plan shows it by the expression's name, with no column index).
+    // With ids blocked, the check runs once per event, in the
+    // aggregate's FILTER, not once in each step's condition.
     let ctx =
         elide_app::analytics::session(app.persons(), P, &QueryLimits::default()).expect("session");
     read.register(&ctx);
@@ -614,9 +613,9 @@ async fn personless_actors_never_bring_back_the_deleted_nor_double_a_person() {
             }
         }
     }
-    assert_eq!(
-        physical.matches("elide_blocked_id(distinct_id@").count(),
-        1,
+    assert_eq!(sql.matches("elide_blocked_id(").count(), 1, "{sql}");
+    assert!(
+        physical.contains("aggr=[funnel_path(") && physical.contains("FILTER (WHERE"),
         "{physical}"
     );
     let a = uuid_of(&app, "a");

@@ -247,21 +247,18 @@ async fn check(app: &App, rows: &[Row], properties: Value, model: &Tree) {
         .iter()
         .map(|p| (uuid_of(app, p.0), p.0.to_string()))
         .collect();
-    let got: BTreeMap<String, usize> = actors
-        .iter()
-        .map(|a| {
-            let who = if a.personless {
-                // The UUID a personless id's events carry.
-                PERSONLESS
-                    .iter()
-                    .find(|d| elide_persons::ids::person_uuid(P, d).to_string() == a.person)
-                    .map_or_else(|| a.person.clone(), |d| d.to_string())
-            } else {
-                uuids.get(&a.person).cloned().unwrap_or_default()
-            };
-            (who, a.steps)
-        })
-        .collect();
+    let name_of = |a: &funnel::Actor| -> String {
+        if a.personless {
+            // The UUID a personless id's events carry.
+            PERSONLESS
+                .iter()
+                .find(|d| elide_persons::ids::person_uuid(P, d).to_string() == a.person)
+                .map_or_else(|| a.person.clone(), |d| d.to_string())
+        } else {
+            uuids.get(&a.person).cloned().unwrap_or_default()
+        }
+    };
+    let got: BTreeMap<String, usize> = actors.iter().map(|a| (name_of(a), a.steps)).collect();
     let mut want: BTreeMap<String, usize> = BTreeMap::new();
     for v in passing.iter().filter(|r| r.1 == "view") {
         let converted = passing
@@ -273,6 +270,30 @@ async fn check(app: &App, rows: &[Row], properties: Value, model: &Tree) {
         }
     }
     assert_eq!(got, want, "funnel, {properties}");
+
+    // Strict order: the step after a view is the actor's next event of
+    // those the filters let through (one they reject is no event of the
+    // funnel's, not one that breaks the chain).
+    let mut p = p;
+    p["funnel_order_type"] = json!("strict");
+    let (_, actors) = funnel_actors(app, &p).await;
+    let got: BTreeMap<String, usize> = actors.iter().map(|a| (name_of(a), a.steps)).collect();
+    let mut want: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_actor: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for r in &passing {
+        by_actor.entry(actor(r)).or_default().push(r);
+    }
+    for (who, mut evs) in by_actor {
+        evs.sort_by_key(|r| r.2);
+        if !evs.iter().any(|r| r.1 == "view") {
+            continue;
+        }
+        let converted = evs
+            .windows(2)
+            .any(|w| w[0].1 == "view" && w[1].1 == "click");
+        want.insert(who, if converted { 2 } else { 1 });
+    }
+    assert_eq!(got, want, "strict funnel, {properties}");
 }
 
 proptest! {

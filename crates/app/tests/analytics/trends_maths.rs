@@ -384,6 +384,39 @@ async fn a_deleted_persons_kept_events_count_as_total_counts_them() {
             .expect("per actor")),
         1.0
     );
+    // gone's id reset: its events are no blocked id's any more, but they
+    // carry a deleted person's UUID, and count for nobody still.
+    app.persons().reset_distinct_id(P, "gone").expect("reset");
+    assert_eq!(
+        one(trend(&app, q("sum", true, false)).await.expect("sum")),
+        11.0
+    );
+    assert_eq!(
+        one(trend(&app, q("total", true, false)).await.expect("total")),
+        2.0
+    );
+    // Text that parses as no finite number is no value.
+    capture(
+        app.persons(),
+        &[
+            ("a", "buy", "2020-01-01T13:00:00Z", json!({"amount": "NaN"})),
+            ("a", "buy", "2020-01-01T14:00:00Z", json!({"amount": "inf"})),
+            (
+                "a",
+                "buy",
+                "2020-01-01T15:00:00Z",
+                json!({"amount": "-infinity"}),
+            ),
+        ],
+    );
+    assert_eq!(
+        one(trend(&app, q("sum", false, false)).await.expect("sum")),
+        111.0
+    );
+    assert_eq!(
+        one(trend(&app, q("max", false, false)).await.expect("max")),
+        100.0
+    );
 }
 
 /// What a property math needs, and what is refused rather than ignored.

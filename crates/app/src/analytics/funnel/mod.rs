@@ -223,11 +223,13 @@ impl FunnelSpec {
     /// UUIDs of deleted persons.
     ///
     /// Above the outer join, the `WHERE` names only the events: every
-    /// condition on the persons' side (the global person and cohort
-    /// filters, and whether an event without a person counts) is a part of
-    /// each step's condition instead. DataFusion 55's physical filter
-    /// pushdown matches columns by name, and would move a filter on
-    /// `pdi.person_id` above the join onto the events' own `person_id`.
+    /// condition on the persons' side (the global filters that are not on
+    /// the event alone, and whether an event without a person counts) is
+    /// the aggregates' `FILTER` instead, so that an event failing them is
+    /// no event of the funnel's (not one that breaks a strict funnel's
+    /// chain). DataFusion 55's physical filter pushdown matches columns by
+    /// name, and would move a filter on `pdi.person_id` above the join
+    /// onto the events' own `person_id`.
     pub fn sql(&self, personless: Option<&Personless>) -> Result<String> {
         let personless = personless.filter(|_| self.counts_personless());
         // With personless actors, what a row must meet to count, on the
@@ -248,22 +250,14 @@ impl FunnelSpec {
                 ))
             }
         };
-        // `ok` first: DataFusion's common subexpression elimination
-        // computes an expression the step conditions share once, below
-        // the aggregate, only where it is not on the right of an `AND`
-        // (evaluated conditionally). Second, the blocked-id check ran in
-        // every step's condition.
-        let with_ok = |c: String| match &ok {
-            Some(ok) => format!("({ok} AND {c})"),
-            None => c,
+        // Each aggregate's `FILTER`: the row is one of the funnel's.
+        let filter_ok = |c: &str| match &ok {
+            Some(ok) => format!("({ok}) AND ({c})"),
+            None => c.to_string(),
         };
-        let mut conds: Vec<String> = self
-            .steps
-            .iter()
-            .map(|s| Self::cond(s).map(with_ok))
-            .collect::<Result<_>>()?;
+        let mut conds: Vec<String> = self.steps.iter().map(Self::cond).collect::<Result<_>>()?;
         for x in &self.exclusions {
-            conds.push(with_ok(Self::cond(&x.entity)?));
+            conds.push(Self::cond(&x.entity)?);
         }
         let mut options = match self.order {
             Order::Ordered => "ordered".to_string(),
@@ -373,8 +367,8 @@ impl FunnelSpec {
                     for (i, v) in vals.iter().enumerate() {
                         select.push(format!(
                             "COALESCE(first_value({v} ORDER BY e.timestamp {dir}, e.uuid {dir}, e._seq {dir}) \
-                             FILTER (WHERE ({in_query}) AND ({})), '') AS bd{i}",
-                            any.join(" OR ")
+                             FILTER (WHERE {}), '') AS bd{i}",
+                            filter_ok(&format!("({in_query}) AND ({})", any.join(" OR ")))
                         ));
                     }
                 }
@@ -421,7 +415,7 @@ impl FunnelSpec {
                             "(SELECT {names} FROM (SELECT {}, bool_or({}) AS hit FROM {tables} WHERE {} \
                              GROUP BY {}) WHERE hit) c",
                             cand.join(", "),
-                            conds[k],
+                            filter_ok(&conds[k]),
                             filter.join(" AND "),
                             (1..=cand.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
                             names = cand_names.join(", "),
@@ -437,9 +431,11 @@ impl FunnelSpec {
             }
         }
         select.push(format!(
-            "funnel_path({window}, {}, e.timestamp, {}) AS f",
+            "funnel_path({window}, {}, e.timestamp, {}){} AS f",
             lit(&options),
-            conds.join(", ")
+            conds.join(", "),
+            ok.as_ref()
+                .map_or(String::new(), |ok| format!(" FILTER (WHERE {ok})"))
         ));
         // The candidates first, the build side of their hash join: they
         // are few, the events many.

@@ -213,19 +213,26 @@ impl PropertyMath {
 impl MathProperty {
     /// The property's value as a number on a row of events `e` and
     /// persons `p` (NULL when unset or not a number, as PostHog's
-    /// `toFloat`); `personless`: on an event with no person, whose
-    /// person properties are empty.
+    /// `toFloat`, and when not finite); `personless`: on an event with no
+    /// person, whose person properties are empty.
     pub(super) fn sql(&self, personless: bool) -> String {
         match (self.person, personless) {
             (true, true) => "CAST(NULL AS DOUBLE)".into(),
-            (true, false) => format!(
+            (true, false) => finite(&format!(
                 "TRY_CAST(json_as_text(p.properties, {}) AS DOUBLE)",
                 lit(&self.key)
-            ),
-            (false, _) => format!(
+            )),
+            (false, _) => finite(&format!(
                 "TRY_CAST(json_as_text(e.properties, {}) AS DOUBLE)",
                 lit(&self.key)
-            ),
+            )),
         }
     }
+}
+
+/// `x` when it is a finite number, else NULL: text such as `"NaN"` or
+/// `"inf"` parses as a float but is no value to add up (one would make the
+/// period's sum NaN, which JSON cannot hold).
+fn finite(x: &str) -> String {
+    format!("CASE WHEN abs({x}) <= 1.7976931348623157e308 THEN {x} END")
 }

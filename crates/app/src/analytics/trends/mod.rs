@@ -465,16 +465,15 @@ impl TrendsSpec {
                 value("count(DISTINCT v)".into())
             ),
             Math::PerActor(m) => format!(
-                "SELECT period, bd, {} AS n FROM                  (SELECT period, bd, actor, CAST(count(*) AS DOUBLE) AS c FROM ({rows}) r GROUP BY 1, 2, 3) a                  GROUP BY 1, 2",
+                "SELECT period, bd, {} AS n FROM (SELECT period, bd, actor, \
+                 CAST(count(*) AS DOUBLE) AS c FROM ({rows}) r GROUP BY 1, 2, 3) a GROUP BY 1, 2",
                 value(m.sql("c"))
             ),
             Math::Property(m) => format!(
                 "SELECT period, bd, {} AS n FROM ({rows}) r GROUP BY 1, 2",
                 value(m.sql("v"))
             ),
-            other => {
-                return invalid(format!("math {} is not computed over rows", other.as_str()))
-            }
+            other => return invalid(format!("math {} is not computed over rows", other.as_str())),
         })
     }
 
