@@ -4,7 +4,8 @@
 //! `TrendsQuery` ([`elide_app::analytics::trends`]), and for
 //! `FunnelsQuery` and `LifecycleQuery` (read as their legacy insights'
 //! parameters by [`elide_app::analytics::query_nodes`], answered by
-//! [`crate::analytics`]).
+//! [`crate::analytics`]), and for `StickinessQuery`
+//! ([`elide_app::analytics::stickiness`]).
 //!
 //! Queries run on their own runtime ([`QueryRuntime`]), so a long scan
 //! never holds a thread that answers other requests; each runs under the
@@ -190,6 +191,31 @@ pub struct LifecycleQuery {
     pub properties: Option<Value>,
 }
 
+/// Stickiness: PostHog's `StickinessQuery` (docs/api.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StickinessQuery {
+    /// Always `StickinessQuery`.
+    #[schema(pattern = "^StickinessQuery$")]
+    pub kind: String,
+    /// `[{kind: "EventsNode", event, properties?}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub series: Vec<Value>,
+    /// `{date_from, date_to}` (default the last 7 days).
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "dateRange")]
+    pub date_range: Option<Value>,
+    /// `hour`, `day` (default), `week` or `month`.
+    pub interval: Option<String>,
+    /// Property filters applied to every series.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub properties: Option<Value>,
+    /// `{computedAs?: "non_cumulative" | "cumulative", stickinessCriteria?:
+    /// {operator, value}}`.
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "stickinessFilter")]
+    pub stickiness_filter: Option<Value>,
+}
+
 /// A query of `POST …/query/`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -202,6 +228,8 @@ pub enum AnyQuery {
     Funnels(FunnelsQuery),
     /// A lifecycle's series.
     Lifecycle(LifecycleQuery),
+    /// Stickiness.
+    Stickiness(StickinessQuery),
 }
 
 /// Body of `POST …/query/` (other fields, such as `refresh`, are
@@ -419,7 +447,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
                 "kind",
                 "invalid_input",
                 format!(
-                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery and LifecycleQuery"
+                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery and StickinessQuery"
                 ),
             ))
         }
@@ -427,7 +455,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
             return Err(ApiError::invalid_attr(
                 "kind",
                 "required",
-                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery or LifecycleQuery)",
+                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery or StickinessQuery)",
             ))
         }
     }
@@ -486,6 +514,9 @@ async fn query(
             }
             Some("LifecycleQuery") => {
                 Some(crate::analytics::lifecycle_query(&state, project, q).await?)
+            }
+            Some("StickinessQuery") => {
+                Some(crate::analytics::stickiness_query(&state, project, q).await?)
             }
             _ => None,
         };

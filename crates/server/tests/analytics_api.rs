@@ -596,9 +596,11 @@ async fn trends_query_through_the_query_endpoint() {
         .envelope(400)
         .contains("FunnelsQuery: series must be a list"));
     let r = h
-        .post(&url, &json!({"query": {"kind": "StickinessQuery"}}))
+        .post(&url, &json!({"query": {"kind": "RetentionQuery"}}))
         .await;
-    assert!(r.envelope(400).contains("FunnelsQuery and LifecycleQuery"));
+    assert!(r
+        .envelope(400)
+        .contains("LifecycleQuery and StickinessQuery"));
     // A deleted person leaves DAU at once.
     let uuid = h.person("gone").await.expect("person")["uuid"]
         .as_str()
@@ -1011,6 +1013,20 @@ async fn funnels_and_lifecycle_queries_answer_as_their_insights() {
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     assert_eq!(r.json["results"], legacy.json["result"]);
     assert_eq!(r.json["results"][0]["data"][1], json!(4.0), "{}", r.text());
+    // Stickiness: each of the four did $pageview on one day, and a, b, x
+    // did something on two or three.
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "StickinessQuery",
+                "series": [{"kind": "EventsNode", "event": "$pageview"}, {"kind": "EventsNode", "event": null}],
+                "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-05"}}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["data"], json!([4, 0, 0, 0, 0]));
+    assert_eq!(r.json["results"][1]["data"], json!([1, 1, 2, 0, 0]));
+    assert_eq!(r.json["results"][1]["label"], "All events");
 
     for (q, says) in [
         (

@@ -447,6 +447,16 @@ impl Interval {
         }
     }
 
+    /// PostHog's name (`hour`, `day`, `week`, `month`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interval::Hour => "hour",
+            Interval::Day => "day",
+            Interval::Week => "week",
+            Interval::Month => "month",
+        }
+    }
+
     /// The start of the period holding `t` (µs, UTC).
     pub fn trunc(self, t: i64) -> i64 {
         let Some(d) = DateTime::from_timestamp_micros(t) else {

@@ -11,6 +11,7 @@ mod funnel_breakdowns;
 mod funnel_scenarios;
 mod lifecycle_scenarios;
 mod property_groups;
+mod stickiness;
 mod trends_displays;
 mod trends_maths;
 mod trends_scenarios;

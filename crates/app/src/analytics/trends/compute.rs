@@ -35,13 +35,15 @@ pub async fn compute(
     }
 }
 
-/// [`compute`] once, with what it read of the deleted persons.
-async fn compute_once(
+/// A session for `spec`'s queries: its cohorts registered, and what it
+/// reads of the deleted persons when a series counts personless actors
+/// (read once for all).
+pub(crate) async fn prepare(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     spec: &TrendsSpec,
     limits: &QueryLimits,
-) -> Result<(Vec<Counts>, Option<Personless>)> {
+) -> Result<(datafusion::prelude::SessionContext, Option<Personless>)> {
     let ctx = session(persons, project, limits)?;
     crate::analytics::cohorts::register_for(
         &ctx,
@@ -52,7 +54,6 @@ async fn compute_once(
             .chain(spec.series.iter().flat_map(|s| &s.props)),
     )
     .await?;
-    // Read once for every series that counts personless actors.
     let personless = if spec.series.iter().any(|s| spec.counts_personless(s)) {
         let p = Personless::read(persons, project)?;
         p.register(&ctx);
@@ -60,6 +61,17 @@ async fn compute_once(
     } else {
         None
     };
+    Ok((ctx, personless))
+}
+
+/// [`compute`] once, with what it read of the deleted persons.
+async fn compute_once(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &TrendsSpec,
+    limits: &QueryLimits,
+) -> Result<(Vec<Counts>, Option<Personless>)> {
+    let (ctx, personless) = prepare(persons, project, spec, limits).await?;
     let deleted = |who: &str| personless.as_ref().is_some_and(|p| p.is_deleted(who));
     // What the counts, the breakdown values and the personless actors'
     // numbers hold is charged to the query's memory pool: a breakdown by

@@ -437,7 +437,7 @@ impl TrendsSpec {
     /// the series ([`personless_can_match`]). A math of every event
     /// ([`Math::of_events`]) without a person or cohort filter, and not
     /// of a person property, reads every event in its own query.
-    fn counts_personless(&self, s: &Series) -> bool {
+    pub(crate) fn counts_personless(&self, s: &Series) -> bool {
         personless_can_match(&self.props) && personless_can_match(&s.props) && self.reads_persons(s)
     }
 
@@ -450,14 +450,32 @@ impl TrendsSpec {
             || s.math_property.as_ref().is_some_and(|m| m.person)
     }
 
+    /// The rows of a math over rows ([`Math::over_rows`]): (period,
+    /// breakdown, actor, value) of each event, the persons' and the
+    /// personless actors' (the person's UUID, or the UUID a personless
+    /// event carries: never the same actor in both).
+    pub(crate) fn actor_rows_sql(
+        &self,
+        s: &Series,
+        personless: Option<&Personless>,
+    ) -> Result<String> {
+        if !s.math.over_rows() {
+            return invalid(format!(
+                "math {} is not computed over rows",
+                s.math.as_str()
+            ));
+        }
+        let mut parts = vec![self.series_sql(s, None)?];
+        parts.extend(self.personless_sql(s, personless)?);
+        Ok(parts.join(" UNION ALL "))
+    }
+
     /// The query of a math computed over its rows ([`Math::over_rows`]):
     /// (period, breakdown, value), one aggregate over the events of
     /// persons and of personless actors together (a session, or an actor,
     /// may have both), as PostHog's `ifNull(…, 0)`: 0 over no value.
     fn rows_sql(&self, s: &Series, personless: Option<&Personless>) -> Result<String> {
-        let mut parts = vec![self.series_sql(s, None)?];
-        parts.extend(self.personless_sql(s, personless)?);
-        let rows = parts.join(" UNION ALL ");
+        let rows = self.actor_rows_sql(s, personless)?;
         let value = |agg: String| format!("coalesce(CAST({agg} AS DOUBLE), 0)");
         Ok(match self.math_of(s) {
             Math::UniqueSession => format!(
@@ -593,4 +611,5 @@ pub const MAX_SERIES: usize = 100;
 pub const MAX_RESULT_VALUES: usize = 1_000_000;
 
 mod compute;
+pub(crate) use compute::prepare;
 pub use compute::{compute, results};
