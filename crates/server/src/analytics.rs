@@ -25,6 +25,7 @@ use elide_app::analytics::filter::Params;
 use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
 use elide_app::analytics::lifecycle::{self, LifecycleSpec};
 use elide_app::analytics::query_nodes;
+use elide_app::analytics::retention::{self, RetentionSpec};
 use elide_app::analytics::stickiness::{self, StickinessSpec};
 use serde_json::{json, Value};
 
@@ -496,6 +497,30 @@ pub(crate) async fn stickiness_query(
     })
     .await?;
     Ok(stickiness::results(&spec, &counts))
+}
+
+/// A `RetentionQuery` of `POST …/query/`: per cohort interval, its
+/// actors coming back in each interval after.
+pub(crate) async fn retention_query(
+    state: &AppState,
+    project: i64,
+    q: &serde_json::Map<String, Value>,
+) -> ApiResult<Value> {
+    let mut q = q.clone();
+    if let Some(Value::Object(r)) = q.get_mut("dateRange") {
+        if r.get("date_from").and_then(Value::as_str) == Some("all") {
+            let from = all_time_from(state, project).await?;
+            r.insert("date_from".into(), Value::String(from));
+        }
+    }
+    let spec = RetentionSpec::parse(&q, Utc::now())?;
+    let persons = state.app().persons().clone();
+    let spec2 = spec.clone();
+    let counts = run_app_query(state, move |limits| async move {
+        retention::compute(&persons, project, &spec2, &limits).await
+    })
+    .await?;
+    Ok(retention::results(&spec, &counts))
 }
 
 fn url_on(

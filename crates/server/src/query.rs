@@ -4,8 +4,9 @@
 //! `TrendsQuery` ([`elide_app::analytics::trends`]), and for
 //! `FunnelsQuery` and `LifecycleQuery` (read as their legacy insights'
 //! parameters by [`elide_app::analytics::query_nodes`], answered by
-//! [`crate::analytics`]), and for `StickinessQuery`
-//! ([`elide_app::analytics::stickiness`]).
+//! [`crate::analytics`]), and for `StickinessQuery` and `RetentionQuery`
+//! ([`elide_app::analytics::stickiness`],
+//! [`elide_app::analytics::retention`]).
 //!
 //! Queries run on their own runtime ([`QueryRuntime`]), so a long scan
 //! never holds a thread that answers other requests; each runs under the
@@ -216,6 +217,27 @@ pub struct StickinessQuery {
     pub stickiness_filter: Option<Value>,
 }
 
+/// Retention: PostHog's `RetentionQuery` (docs/api.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionQuery {
+    /// Always `RetentionQuery`.
+    #[schema(pattern = "^RetentionQuery$")]
+    pub kind: String,
+    /// `{date_from, date_to}` (default: `totalIntervals` intervals up to
+    /// today's).
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "dateRange")]
+    pub date_range: Option<Value>,
+    /// Property filters applied to every event.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub properties: Option<Value>,
+    /// `{targetEntity?, returningEntity?, period?, totalIntervals?,
+    /// retentionType?, cumulative?, minimumOccurrences?}`.
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "retentionFilter")]
+    pub retention_filter: Option<Value>,
+}
+
 /// A query of `POST …/query/`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -230,6 +252,8 @@ pub enum AnyQuery {
     Lifecycle(LifecycleQuery),
     /// Stickiness.
     Stickiness(StickinessQuery),
+    /// Retention.
+    Retention(RetentionQuery),
 }
 
 /// Body of `POST …/query/` (other fields, such as `refresh`, are
@@ -447,7 +471,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
                 "kind",
                 "invalid_input",
                 format!(
-                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery and StickinessQuery"
+                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery and RetentionQuery"
                 ),
             ))
         }
@@ -455,7 +479,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
             return Err(ApiError::invalid_attr(
                 "kind",
                 "required",
-                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery or StickinessQuery)",
+                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery or RetentionQuery)",
             ))
         }
     }
@@ -517,6 +541,9 @@ async fn query(
             }
             Some("StickinessQuery") => {
                 Some(crate::analytics::stickiness_query(&state, project, q).await?)
+            }
+            Some("RetentionQuery") => {
+                Some(crate::analytics::retention_query(&state, project, q).await?)
             }
             _ => None,
         };

@@ -596,11 +596,11 @@ async fn trends_query_through_the_query_endpoint() {
         .envelope(400)
         .contains("FunnelsQuery: series must be a list"));
     let r = h
-        .post(&url, &json!({"query": {"kind": "RetentionQuery"}}))
+        .post(&url, &json!({"query": {"kind": "PathsQuery"}}))
         .await;
     assert!(r
         .envelope(400)
-        .contains("LifecycleQuery and StickinessQuery"));
+        .contains("StickinessQuery and RetentionQuery"));
     // A deleted person leaves DAU at once.
     let uuid = h.person("gone").await.expect("person")["uuid"]
         .as_str()
@@ -1027,6 +1027,26 @@ async fn funnels_and_lifecycle_queries_answer_as_their_insights() {
     assert_eq!(r.json["results"][0]["data"], json!([4, 0, 0, 0, 0]));
     assert_eq!(r.json["results"][1]["data"], json!([1, 1, 2, 0, 0]));
     assert_eq!(r.json["results"][1]["label"], "All events");
+    // Retention of $pageview into signup: of the four on 01-02, a and b
+    // signed up a day later, x too (its cancel counts for nothing here).
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "RetentionQuery",
+                "dateRange": {"date_from": "2020-01-02", "date_to": "2020-01-04"},
+                "retentionFilter": {"targetEntity": {"id": "$pageview", "type": "events"},
+                    "returningEntity": {"id": "signup", "type": "events"}, "totalIntervals": 3}}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["date"], "2020-01-02T00:00:00Z");
+    let day0: Vec<u64> = r.json["results"][0]["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| v["count"].as_u64().expect("count"))
+        .collect();
+    assert_eq!(day0, vec![4, 3, 0]);
 
     for (q, says) in [
         (

@@ -41,6 +41,7 @@ pub mod lifecycle;
 pub mod personless;
 pub mod properties;
 pub mod query_nodes;
+pub mod retention;
 pub mod stickiness;
 pub mod trends;
 

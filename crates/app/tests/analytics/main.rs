@@ -11,6 +11,7 @@ mod funnel_breakdowns;
 mod funnel_scenarios;
 mod lifecycle_scenarios;
 mod property_groups;
+mod retention;
 mod stickiness;
 mod trends_displays;
 mod trends_maths;

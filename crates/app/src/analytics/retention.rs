@@ -1,0 +1,514 @@
+//! Retention (PostHog's `RetentionQuery`): of the actors who did the
+//! target event in each interval of the range (the cohort of that
+//! interval), how many did the returning event 1, 2, … intervals later,
+//! as PostHog's `RetentionQueryRunner` counts them.
+//!
+//! - The range is whole intervals: from the start of `date_from`'s
+//!   interval (or `totalIntervals` intervals before the end) to the end of
+//!   `date_to`'s (PostHog's `QueryDateRangeWithIntervals`); each interval
+//!   of it starts a cohort, and each cohort is followed `totalIntervals`
+//!   intervals (interval 0 included), inside the range.
+//! - `retention_recurring` (default): an actor is in the cohort of every
+//!   interval with a target event; `retention_first_time`: only of the
+//!   interval of its first target event ever (it must fall in the range).
+//! - Interval 0 is the cohort's size; interval `k` counts its actors with a
+//!   returning event (at least `minimumOccurrences` of them) in the
+//!   interval `k` after. `cumulative`: those returning in interval `k` or
+//!   later.
+//! - Actors as in every analytic: persons through their current identity,
+//!   personless events by the UUID they carry, a deleted person nowhere.
+//!   Weeks start on Sunday, in UTC.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use chrono::{DateTime, Datelike, Utc};
+use elide_persons::{Persons, SqliteMeta};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+
+use super::filter::{range, Interval, Params};
+use super::personless::{
+    personless_can_match, personless_props_sql, Personless, MAX_RUNS, NOT_A_PERSONS_UUID, NO_PERSON,
+};
+use super::properties::{any_of_kind, props, props_sql, Prop, PropKind};
+use super::{lit, session, stream, ts_lit};
+use crate::error::{AppError, Result};
+use crate::query::QueryLimits;
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(AppError::InvalidQuery(msg.into()))
+}
+
+/// PostHog's default `totalIntervals`.
+pub const DEFAULT_TOTAL_INTERVALS: usize = 11;
+
+/// Most intervals a cohort is followed for, and most cohorts.
+pub const MAX_INTERVALS: usize = 1_000;
+
+/// Most values (cohorts × intervals) one answer holds.
+pub const MAX_VALUES: usize = 100_000;
+
+/// The target or the returning event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionEntity {
+    /// The event; `None`: every event.
+    pub event: Option<String>,
+    /// Its own property filters.
+    pub props: Vec<Prop>,
+}
+
+/// A retention query, parsed and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionSpec {
+    /// What puts an actor in a cohort.
+    pub target: RetentionEntity,
+    /// What counts as coming back.
+    pub returning: RetentionEntity,
+    /// Filters on every event.
+    pub props: Vec<Prop>,
+    /// The interval.
+    pub interval: Interval,
+    /// The start of each interval of the range (µs): one cohort each.
+    pub starts: Vec<i64>,
+    /// The end of the range (µs, exclusive).
+    pub end: i64,
+    /// Intervals each cohort is followed for (`totalIntervals`).
+    pub lookahead: usize,
+    /// `retention_first_time`.
+    pub first_time: bool,
+    /// Returning in interval `k` or later counts for `k`.
+    pub cumulative: bool,
+    /// Returning events an interval needs to count.
+    pub minimum_occurrences: i64,
+}
+
+const KNOWN: &[&str] = &[
+    "kind",
+    "dateRange",
+    "properties",
+    "retentionFilter",
+    "filterTestAccounts",
+    "breakdownFilter",
+    "aggregation_group_type_index",
+    "samplingFactor",
+    "modifiers",
+    "response",
+    "version",
+    "tags",
+    "dataColorTheme",
+];
+
+impl RetentionSpec {
+    /// Parse a `RetentionQuery` (PostHog's defaults: `$pageview` both ways,
+    /// by day, 11 intervals ending today).
+    pub fn parse(q: &Map<String, Value>, now: DateTime<Utc>) -> Result<RetentionSpec> {
+        if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return invalid(format!("RetentionQuery: {k} is not supported"));
+        }
+        if q.get("filterTestAccounts") == Some(&Value::Bool(true)) {
+            return invalid("RetentionQuery: filterTestAccounts is not supported (Elide has no test-account filters)");
+        }
+        if q.get("aggregation_group_type_index")
+            .is_some_and(|v| !v.is_null())
+        {
+            return invalid("RetentionQuery: groups are not supported");
+        }
+        if let Some(b) = q.get("breakdownFilter").filter(|b| !b.is_null()) {
+            let set = |k: &str| b.get(k).is_some_and(|v| !v.is_null() && v != &json!([]));
+            if set("breakdown") || set("breakdowns") {
+                return invalid("RetentionQuery: breakdowns are not supported");
+            }
+        }
+        let f = match q.get("retentionFilter") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(f)) => f.clone(),
+            Some(v) => return invalid(format!("retentionFilter must be an object, got {v}")),
+        };
+        let interval = match f.get("period") {
+            None | Some(Value::Null) => Interval::Day,
+            Some(Value::String(p)) => match p.to_ascii_lowercase().as_str() {
+                "hour" => Interval::Hour,
+                "day" => Interval::Day,
+                "week" => Interval::Week,
+                "month" => Interval::Month,
+                _ => {
+                    return invalid(format!(
+                        "retentionFilter.period {p:?} is not one of Hour, Day, Week, Month"
+                    ))
+                }
+            },
+            Some(v) => return invalid(format!("retentionFilter.period must be a string, got {v}")),
+        };
+        let lookahead = match f.get("totalIntervals") {
+            None | Some(Value::Null) => DEFAULT_TOTAL_INTERVALS,
+            Some(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+                Some(n @ 1..=MAX_INTERVALS) => n,
+                _ => {
+                    return invalid(format!(
+                        "retentionFilter.totalIntervals must be an integer from 1 to {MAX_INTERVALS}, got {v}"
+                    ))
+                }
+            },
+        };
+        let first_time = match f.get("retentionType") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(t)) if t == "retention_recurring" => false,
+            Some(Value::String(t)) if t == "retention_first_time" => true,
+            Some(v) => {
+                return invalid(format!(
+                    "retentionFilter.retentionType {v} is not supported (retention_recurring, retention_first_time)"
+                ))
+            }
+        };
+        let cumulative = match f.get("cumulative") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return invalid(format!(
+                    "retentionFilter.cumulative must be true or false, got {v}"
+                ))
+            }
+        };
+        let minimum_occurrences = match f.get("minimumOccurrences") {
+            None | Some(Value::Null) => 1,
+            Some(v) => match v.as_i64() {
+                Some(n @ 1..=1_000_000) => n,
+                _ => {
+                    return invalid(format!(
+                        "retentionFilter.minimumOccurrences must be a positive integer, got {v}"
+                    ))
+                }
+            },
+        };
+        if f.get("timeWindowMode")
+            .is_some_and(|v| !v.is_null() && v != "strict_calendar_dates")
+        {
+            return invalid(
+                "retentionFilter.timeWindowMode is not supported (strict_calendar_dates)",
+            );
+        }
+        let target = entity(f.get("targetEntity"), "targetEntity")?;
+        let returning = entity(f.get("returningEntity"), "returningEntity")?;
+        // The range: whole intervals, through the end of date_to's.
+        let mut m = Map::new();
+        if let Some(r) = q.get("dateRange").filter(|r| !r.is_null()) {
+            let Value::Object(r) = r else {
+                return invalid("dateRange must be an object {date_from, date_to}");
+            };
+            for (from, to) in [
+                ("date_from", "date_from"),
+                ("date_to", "date_to"),
+                ("explicitDate", "explicit_date"),
+            ] {
+                if let Some(v) = r.get(from).filter(|v| !v.is_null()) {
+                    m.insert(to.into(), v.clone());
+                }
+            }
+        }
+        // Without date_from, the range is counted back from its end.
+        let given_from = m.contains_key("date_from");
+        if !given_from {
+            m.insert("date_from".into(), json!("all"));
+        }
+        let p = Params(m);
+        let r = range(&p, now, "-7d", interval)?;
+        let end = interval.next(interval.trunc(r.to));
+        let from =
+            match (given_from, r.from) {
+                (true, Some(from)) => interval.trunc(from),
+                (true, None) => return invalid(
+                    "retention needs a date_from: resolve `all` first (analytics::all_time_from)",
+                ),
+                (false, _) => (0..lookahead).fold(end, |t, _| interval.prev(t)),
+            };
+        if end == i64::MAX || from == i64::MIN {
+            return invalid("the date range reaches past the dates Elide can count");
+        }
+        let starts: Vec<i64> = interval
+            .periods(from, end.saturating_sub(1))
+            .into_iter()
+            .filter(|&t| t < end)
+            .collect();
+        if starts.len() > MAX_INTERVALS {
+            return invalid(format!(
+                "the date range holds {} intervals; at most {MAX_INTERVALS}",
+                starts.len()
+            ));
+        }
+        if starts.len().saturating_mul(lookahead) > MAX_VALUES {
+            return invalid(format!(
+                "the answer would hold {} values (intervals × totalIntervals); at most {MAX_VALUES}",
+                starts.len().saturating_mul(lookahead)
+            ));
+        }
+        Ok(RetentionSpec {
+            target,
+            returning,
+            props: props(q.get("properties").cloned(), "properties")?,
+            interval,
+            starts,
+            end,
+            lookahead,
+            first_time,
+            cumulative,
+            minimum_occurrences,
+        })
+    }
+
+    fn all_props(&self) -> impl Iterator<Item = &Prop> {
+        self.props
+            .iter()
+            .chain(&self.target.props)
+            .chain(&self.returning.props)
+    }
+
+    /// The first instant of the range (µs).
+    fn from(&self) -> i64 {
+        self.starts.first().copied().unwrap_or(self.end)
+    }
+
+    /// The index of the interval of `ts` (a timestamp column at or after
+    /// the range's start).
+    fn index_sql(&self, ts: &str) -> String {
+        let from = self.from();
+        let len: i64 = match self.interval {
+            Interval::Hour => 3_600_000_000,
+            Interval::Day => 86_400_000_000,
+            Interval::Week => 7 * 86_400_000_000,
+            Interval::Month => {
+                let d = DateTime::from_timestamp_micros(from).unwrap_or_default();
+                let base = i64::from(d.year()) * 12 + i64::from(d.month());
+                return format!(
+                    "(CAST(date_part('year', {ts}) AS BIGINT) * 12 + CAST(date_part('month', {ts}) AS BIGINT) - {base})"
+                );
+            }
+        };
+        format!("((CAST({ts} AS BIGINT) - {from}) / {len})")
+    }
+
+    /// The events of the query, `(actor, ts, is_start, is_return)`: the
+    /// persons' and, when the filters can hold of them, the personless
+    /// actors' (never the same actor).
+    fn events_sql(&self, personless: Option<&Personless>) -> Result<String> {
+        let names = |e: &RetentionEntity| e.event.clone();
+        let mut events: Vec<Option<String>> = vec![names(&self.target), names(&self.returning)];
+        events.sort();
+        events.dedup();
+        let by_name = if events.iter().any(Option::is_none) {
+            "TRUE".to_string()
+        } else {
+            let list: Vec<String> = events.iter().flatten().map(|e| lit(e)).collect();
+            format!("e.event IN ({})", list.join(", "))
+        };
+        let mut bounds = format!("e.timestamp < {}", ts_lit(self.end));
+        if !self.first_time {
+            bounds.push_str(&format!(" AND e.timestamp >= {}", ts_lit(self.from())));
+        }
+        let cond =
+            |e: &RetentionEntity, own: &dyn Fn(&[Prop]) -> Result<String>| -> Result<String> {
+                let name = match &e.event {
+                    Some(n) => format!("e.event = {}", lit(n)),
+                    None => "TRUE".into(),
+                };
+                Ok(format!("({name} AND {})", own(&e.props)?))
+            };
+        let persons_join = if any_of_kind(self.all_props(), PropKind::Person) {
+            " JOIN persons p ON p.uuid = pdi.person_id"
+        } else {
+            ""
+        };
+        let (s, r) = (
+            cond(&self.target, &props_sql)?,
+            cond(&self.returning, &props_sql)?,
+        );
+        let mut parts = vec![format!(
+            "SELECT pdi.person_id AS actor, e.timestamp AS ts, {s} AS is_s, {r} AS is_r \
+             FROM person_distinct_ids pdi{persons_join} JOIN events e ON e.distinct_id = pdi.distinct_id \
+             WHERE {bounds} AND {by_name} AND {} AND ({s} OR {r})",
+            props_sql(&self.props)?
+        )];
+        if let Some(p) = personless.filter(|_| personless_can_match(&self.props)) {
+            let (s, r) = (
+                cond(&self.target, &personless_props_sql)?,
+                cond(&self.returning, &personless_props_sql)?,
+            );
+            parts.push(format!(
+                "SELECT CAST(e.person_id AS VARCHAR) AS actor, e.timestamp AS ts, {s} AS is_s, {r} AS is_r \
+                 FROM events e WHERE {bounds} AND {by_name} AND {} AND ({s} OR {r}) \
+                 AND e.person_id IS NOT NULL AND {NO_PERSON} AND {NOT_A_PERSONS_UUID} AND {} AND {}",
+                personless_props_sql(&self.props)?,
+                p.not_blocked_sql(),
+                p.not_deleted_sql()
+            ));
+        }
+        Ok(parts.join(" UNION ALL "))
+    }
+
+    /// The query: `(cohort interval, k, actors)`: for cumulative, `k` is
+    /// the furthest interval each actor came back in (0: none).
+    fn sql(&self, personless: Option<&Personless>) -> Result<String> {
+        let events = self.events_sql(personless)?;
+        let (from, end) = (ts_lit(self.from()), ts_lit(self.end));
+        let starts = if self.first_time {
+            format!(
+                "SELECT actor, {} AS i FROM (SELECT actor, min(ts) AS f0 FROM ev WHERE is_s GROUP BY actor) f \
+                 WHERE f0 >= {from} AND f0 < {end}",
+                self.index_sql("f0")
+            )
+        } else {
+            format!(
+                "SELECT DISTINCT actor, {} AS i FROM ev WHERE is_s AND ts >= {from} AND ts < {end}",
+                self.index_sql("ts")
+            )
+        };
+        let returns = format!(
+            "SELECT actor, {idx} AS r FROM ev WHERE is_r AND ts >= {from} AND ts < {end} \
+             GROUP BY actor, {idx} HAVING count(*) >= {}",
+            self.minimum_occurrences,
+            idx = self.index_sql("ts")
+        );
+        let l = self.lookahead;
+        let counts = if self.cumulative {
+            format!(
+                "SELECT i, k, count(*) AS n FROM (SELECT st.actor, st.i, \
+                 max(CASE WHEN rt.r > st.i AND rt.r - st.i < {l} THEN rt.r - st.i ELSE 0 END) AS k \
+                 FROM st LEFT JOIN rt ON st.actor = rt.actor GROUP BY st.actor, st.i) a GROUP BY i, k"
+            )
+        } else {
+            format!(
+                "SELECT i, 0 AS k, count(*) AS n FROM st GROUP BY i \
+                 UNION ALL SELECT st.i, rt.r - st.i AS k, count(*) AS n FROM st JOIN rt ON st.actor = rt.actor \
+                 WHERE rt.r > st.i AND rt.r - st.i < {l} GROUP BY 1, 2"
+            )
+        };
+        Ok(format!(
+            "WITH ev AS ({events}), st AS ({starts}), rt AS ({returns}) {counts}"
+        ))
+    }
+}
+
+/// A `targetEntity` or `returningEntity` (default `$pageview`).
+fn entity(v: Option<&Value>, what: &str) -> Result<RetentionEntity> {
+    let o = match v {
+        None | Some(Value::Null) => {
+            return Ok(RetentionEntity {
+                event: Some("$pageview".into()),
+                props: Vec::new(),
+            })
+        }
+        Some(Value::Object(o)) => o,
+        Some(v) => return invalid(format!("retentionFilter.{what} must be an object, got {v}")),
+    };
+    match o.get("type").and_then(Value::as_str) {
+        None | Some("events") => {}
+        Some(t) => {
+            return invalid(format!(
+                "retentionFilter.{what} of type {t:?} is not supported: Elide has no actions (type \"events\")"
+            ))
+        }
+    }
+    let event = match o.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(v) => {
+            return invalid(format!(
+                "retentionFilter.{what}.id must be an event name, got {v}"
+            ))
+        }
+    };
+    Ok(RetentionEntity {
+        event,
+        props: props(o.get("properties").cloned(), what)?,
+    })
+}
+
+/// Per cohort interval, the actors per interval after it (index 0: the
+/// cohort's size).
+pub async fn compute(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &RetentionSpec,
+    limits: &QueryLimits,
+) -> Result<Vec<Vec<u64>>> {
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let ctx = session(persons, project, limits)?;
+        super::cohorts::register_for(&ctx, persons, project, spec.all_props()).await?;
+        let personless = if personless_can_match(&spec.props) {
+            let p = Personless::read(persons, project)?;
+            p.register(&ctx);
+            Some(p)
+        } else {
+            None
+        };
+        let mut raw: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+        let mut batches = stream(&ctx, &spec.sql(personless.as_ref())?).await?;
+        while let Some(b) = batches.next().await {
+            let b = b?;
+            let cohort = b.column(0).as_primitive::<Int64Type>();
+            let after = b.column(1).as_primitive::<Int64Type>();
+            let n = b.column(2).as_primitive::<Int64Type>();
+            for r in 0..b.num_rows() {
+                if cohort.is_null(r) || after.is_null(r) {
+                    continue;
+                }
+                let (Ok(i), Ok(k)) = (
+                    usize::try_from(cohort.value(r)),
+                    usize::try_from(after.value(r)),
+                ) else {
+                    continue;
+                };
+                *raw.entry((i, k)).or_default() += n.value(r).max(0) as u64;
+            }
+        }
+        let mut out = vec![vec![0u64; spec.lookahead]; spec.starts.len()];
+        for ((i, k), n) in raw {
+            let Some(row) = out.get_mut(i) else { continue };
+            if spec.cumulative {
+                // Came back as far as `k`: counts for 0 to `k`.
+                for c in row.iter_mut().take(k + 1) {
+                    *c += n;
+                }
+            } else if let Some(c) = row.get_mut(k) {
+                *c += n;
+            }
+        }
+        match personless {
+            Some(p) if runs < MAX_RUNS && p.stale(persons, project)? => continue,
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// PostHog's result list: per cohort `{values: [{count, label}], label,
+/// date}`, labels `"Day 0"`, `"Day 1"` (`Hour`, `Week`, `Month`).
+pub fn results(spec: &RetentionSpec, counts: &[Vec<u64>]) -> Value {
+    let unit = match spec.interval {
+        Interval::Hour => "Hour",
+        Interval::Day => "Day",
+        Interval::Week => "Week",
+        Interval::Month => "Month",
+    };
+    let out: Vec<Value> = spec
+        .starts
+        .iter()
+        .zip(counts)
+        .enumerate()
+        .map(|(i, (&start, row))| {
+            let date = DateTime::from_timestamp_micros(start)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            let values: Vec<Value> = row
+                .iter()
+                .enumerate()
+                .map(|(k, n)| json!({"count": n, "label": format!("{unit} {k}")}))
+                .collect();
+            json!({"values": values, "label": format!("{unit} {i}"), "date": date})
+        })
+        .collect();
+    Value::Array(out)
+}

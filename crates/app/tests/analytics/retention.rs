@@ -1,0 +1,267 @@
+//! Retention: random rows against a reference computed here (cohorts per
+//! day, returns per day after), recurring and first time, cumulative, with
+//! a minimum of occurrences, persons and personless visitors, a merge and
+//! a deleted person; the answer's shape and the parameter checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use elide_app::analytics::retention::{self, RetentionSpec};
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+async fn retain(app: &App, q: Value) -> std::result::Result<Value, String> {
+    let Value::Object(q) = q else {
+        panic!("a query object")
+    };
+    let spec = RetentionSpec::parse(&q, now()).map_err(|e| e.to_string())?;
+    let counts = retention::compute(app.persons(), P, &spec, &QueryLimits::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(retention::results(&spec, &counts))
+}
+
+/// The counts of an answer: per cohort, per interval after.
+fn counts(v: &Value) -> Vec<Vec<u64>> {
+    v.as_array()
+        .expect("cohorts")
+        .iter()
+        .map(|c| {
+            c["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|x| x["count"].as_u64().expect("count"))
+                .collect()
+        })
+        .collect()
+}
+
+fn query(filter: Value) -> Value {
+    json!({"kind": "RetentionQuery",
+        "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-07"},
+        "retentionFilter": filter})
+}
+
+const IDS: [&str; 5] = ["a", "b", "c", "anon0", "anon1"];
+
+/// Rows `(actor, day, event)` (0 `start`, 1 `back`, 2 `other`); the range
+/// is days 0 to 6.
+fn reference(
+    rows: &[(usize, i64, u8)],
+    same: bool,
+    lookahead: usize,
+    first_time: bool,
+    cumulative: bool,
+    minimum: usize,
+) -> Vec<Vec<u64>> {
+    let is_back = |e: u8| if same { e == 0 } else { e == 1 };
+    let mut out = vec![vec![0u64; lookahead]; 7];
+    for a in 0..IDS.len() {
+        let mine: Vec<&(usize, i64, u8)> = rows.iter().filter(|r| r.0 == a).collect();
+        let starts: BTreeSet<i64> = if first_time {
+            match mine.iter().filter(|r| r.2 == 0).map(|r| r.1).min() {
+                Some(d) if (0..7).contains(&d) => [d].into(),
+                _ => BTreeSet::new(),
+            }
+        } else {
+            mine.iter()
+                .filter(|r| r.2 == 0 && (0..7).contains(&r.1))
+                .map(|r| r.1)
+                .collect()
+        };
+        let mut per_day: BTreeMap<i64, usize> = BTreeMap::new();
+        for r in mine
+            .iter()
+            .filter(|r| is_back(r.2) && (0..7).contains(&r.1))
+        {
+            *per_day.entry(r.1).or_default() += 1;
+        }
+        let returns: Vec<i64> = per_day
+            .into_iter()
+            .filter(|&(_, n)| n >= minimum)
+            .map(|(d, _)| d)
+            .collect();
+        for &i in &starts {
+            let ks: Vec<usize> = returns
+                .iter()
+                .filter(|&&r| r > i && ((r - i) as usize) < lookahead)
+                .map(|&r| (r - i) as usize)
+                .collect();
+            let row = &mut out[i as usize];
+            if cumulative {
+                let far = ks.iter().copied().max().unwrap_or(0);
+                for c in row.iter_mut().take(far + 1) {
+                    *c += 1;
+                }
+            } else {
+                row[0] += 1;
+                for k in ks {
+                    row[k] += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Random events from three days before the range to two after it:
+    /// every form equals the reference.
+    #[test]
+    fn retention_matches_the_reference(
+        rows in proptest::collection::vec((0usize..5, -3i64..9, 0u8..3, 0u32..24), 1..60),
+        lookahead in 1usize..9,
+        same in any::<bool>(),
+    ) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        let app = open(dir.path());
+        let names = ["start", "back", "other"];
+        let evs: Vec<(&str, &str, String, Value)> = rows
+            .iter()
+            .map(|&(a, d, e, h)| {
+                let props = if a >= 3 { json!({"$process_person_profile": false}) } else { json!({}) };
+                (IDS[a], names[e as usize], iso(d, h), props)
+            })
+            .collect();
+        let list: Vec<(&str, &str, &str, Value)> =
+            evs.iter().map(|(a, e, t, p)| (*a, *e, t.as_str(), p.clone())).collect();
+        capture(app.persons(), &list);
+        let plain: Vec<(usize, i64, u8)> = rows.iter().map(|&(a, d, e, _)| (a, d, e)).collect();
+        for (first_time, cumulative, minimum) in
+            [(false, false, 1), (true, false, 1), (false, true, 1), (true, true, 2), (false, false, 2)]
+        {
+            let filter = json!({
+                "targetEntity": {"id": "start", "type": "events"},
+                "returningEntity": {"id": if same { "start" } else { "back" }, "type": "events"},
+                "totalIntervals": lookahead,
+                "retentionType": if first_time { "retention_first_time" } else { "retention_recurring" },
+                "cumulative": cumulative,
+                "minimumOccurrences": minimum,
+                "period": "Day",
+            });
+            let got = counts(&rt.block_on(retain(&app, query(filter))).expect("retention"));
+            let want = reference(&plain, same, lookahead, first_time, cumulative, minimum);
+            prop_assert_eq!(got, want, "first_time={} cumulative={} minimum={}", first_time, cumulative, minimum);
+        }
+        app.close().expect("close");
+    }
+}
+
+/// The answer's shape (PostHog's: a cohort per interval, labelled
+/// `Day i` with its date, `totalIntervals` values labelled `Day k`); a
+/// merged person is one actor, a deleted one is nobody; weeks from
+/// Sunday; without `date_from`, `totalIntervals` intervals up to the end of
+/// `date_to`'s.
+#[tokio::test]
+async fn retention_counts_persons_through_identity() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    let ev = |d: &'static str, day: i64| (d, "$pageview", iso(day, 10), json!({}));
+    let rows = [
+        ev("a", 0),
+        ev("a", 2),
+        ev("b", 1),
+        ev("gone", 0),
+        ev("gone", 1),
+    ];
+    let list: Vec<(&str, &str, &str, Value)> = rows
+        .iter()
+        .map(|(d, e, t, p)| (*d, *e, t.as_str(), p.clone()))
+        .collect();
+    capture(app.persons(), &list);
+    let q = query(json!({"totalIntervals": 3}));
+    let s = retain(&app, q.clone()).await.expect("retention");
+    assert_eq!(s.as_array().map(Vec::len), Some(7));
+    assert_eq!(s[0]["label"], "Day 0");
+    assert_eq!(s[1]["date"], "2020-01-02T00:00:00Z");
+    assert_eq!(s[0]["values"][2]["label"], "Day 2");
+    assert_eq!(counts(&s)[0], vec![2, 1, 1]);
+    assert_eq!(counts(&s)[1], vec![2, 0, 0]);
+    // b joins a (day 1 is a's too); gone is deleted.
+    capture(
+        app.persons(),
+        &[(
+            "a",
+            "$identify",
+            &iso(5, 0),
+            json!({"$anon_distinct_id": "b"}),
+        )],
+    );
+    delete_keeping_events(&app, "gone");
+    let s = retain(&app, q).await.expect("retention");
+    assert_eq!(counts(&s)[0], vec![1, 1, 1]);
+    assert_eq!(counts(&s)[1], vec![1, 1, 0]);
+    // By week, the range 2020-01-01 (a Wednesday) to the 7th: the weeks
+    // of Sunday 2019-12-29 and 2020-01-05.
+    let s = retain(&app, query(json!({"period": "Week", "totalIntervals": 2})))
+        .await
+        .expect("weeks");
+    assert_eq!(s[0]["date"], "2019-12-29T00:00:00Z");
+    assert_eq!(s[0]["label"], "Week 0");
+    assert_eq!(counts(&s), vec![vec![1, 0], vec![0, 0]]);
+    // No date_from: 4 days up to the end of 2020-01-03.
+    let s = retain(
+        &app,
+        json!({"kind": "RetentionQuery", "dateRange": {"date_to": "2020-01-03"},
+            "retentionFilter": {"totalIntervals": 4}}),
+    )
+    .await
+    .expect("no date_from");
+    assert_eq!(s[0]["date"], "2019-12-31T00:00:00Z");
+    assert_eq!(s.as_array().map(Vec::len), Some(4));
+}
+
+/// What is not served is refused, not ignored.
+#[tokio::test]
+async fn retention_parameters_are_checked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    for (filter, says) in [
+        (json!({"period": "Year"}), "period"),
+        (json!({"totalIntervals": 0}), "totalIntervals"),
+        (json!({"totalIntervals": 5000}), "totalIntervals"),
+        (
+            json!({"retentionType": "retention_first_ever_occurrence"}),
+            "retentionType",
+        ),
+        (
+            json!({"targetEntity": {"id": 3, "type": "actions"}}),
+            "actions",
+        ),
+        (json!({"minimumOccurrences": 0}), "minimumOccurrences"),
+        (json!({"cumulative": "yes"}), "cumulative"),
+        (
+            json!({"timeWindowMode": "24_hour_windows"}),
+            "timeWindowMode",
+        ),
+        (json!("Day"), "retentionFilter must be an object"),
+    ] {
+        let err = retain(&app, query(filter.clone()))
+            .await
+            .expect_err("refused");
+        assert!(err.contains(says), "{filter}: {err}");
+    }
+    for (q, says) in [
+        (
+            json!({"kind": "RetentionQuery", "breakdownFilter": {"breakdown": "$browser"}}),
+            "breakdowns",
+        ),
+        (
+            json!({"kind": "RetentionQuery", "compareFilter": {}}),
+            "compareFilter",
+        ),
+        (
+            json!({"kind": "RetentionQuery", "dateRange": {"date_from": "2000-01-01"},
+                "retentionFilter": {"period": "Hour"}}),
+            "intervals",
+        ),
+    ] {
+        let err = retain(&app, q.clone()).await.expect_err("refused");
+        assert!(err.contains(says), "{q}: {err}");
+    }
+}
