@@ -440,8 +440,9 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
     let clauses = f.filter.is_some() || f.null_treatment.is_some() || !f.within_group.is_empty();
     let filter = f.filter.is_some();
     let out = rewrite_call(f)?;
-    // `uniq` keeps the call's own clauses.
-    if out.is_some() && clauses && !matches!(name.as_str(), "uniq" | "uniqexact") {
+    // `uniq`, and `sum` and `avg` of a condition, keep the call's own
+    // clauses.
+    if out.is_some() && clauses && !matches!(name.as_str(), "uniq" | "uniqexact" | "sum" | "avg") {
         return Err(refused(format!(
             "{original}: FILTER (WHERE …), IGNORE/RESPECT NULLS and WITHIN GROUP are not taken with it{}",
             if filter {
@@ -452,6 +453,125 @@ fn function(f: &mut ast::Function) -> Result<Option<Expr>> {
         )));
     }
     Ok(out)
+}
+
+/// ClickHouse's `formatDateTime` format as chrono's (`to_char`): each
+/// `%` specifier ClickHouse documents, mapped to chrono's of the same
+/// output (`%i` minutes, `%M` the month's name, `%W` the weekday's, `%c`
+/// the month's number, `%f` microseconds, …); a specifier with no
+/// counterpart (`%Q`, the quarter) or none at all is refused.
+fn clickhouse_format(f: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(f.len() + 8);
+    let mut chars = f.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(spec) = chars.next() else {
+            return Err("the format ends with a lone %".into());
+        };
+        out.push_str(match spec {
+            'a' => "%a",
+            'b' => "%b",
+            'c' | 'm' => "%m",
+            'C' => "%C",
+            'd' => "%d",
+            'D' => "%m/%d/%y",
+            'e' => "%e",
+            'f' => "%6f",
+            'F' => "%Y-%m-%d",
+            'g' => "%g",
+            'G' => "%G",
+            'h' | 'I' | 'l' => "%I",
+            'H' | 'k' => "%H",
+            'i' => "%M",
+            'j' => "%j",
+            'M' => "%B",
+            'n' => "\n",
+            'p' => "%p",
+            'r' => "%I:%M %p",
+            'R' => "%H:%M",
+            's' | 'S' => "%S",
+            't' => "\t",
+            'T' => "%H:%M:%S",
+            'u' => "%u",
+            'V' => "%V",
+            'w' => "%w",
+            'W' => "%A",
+            'y' => "%y",
+            'Y' => "%Y",
+            'z' => "%z",
+            '%' => "%%",
+            other => return Err(format!("%{other} is not a format specifier served here")),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `e` is a condition by its form (a comparison, a logical
+/// operator, a test, or a call of a function that answers true or false),
+/// as what the rewrite has made of it: ClickHouse's conditions are 1 or 0.
+fn is_condition(e: &Expr) -> bool {
+    use ast::BinaryOperator as B;
+    match e {
+        Expr::Nested(inner) => is_condition(inner),
+        Expr::BinaryOp { op, .. } => matches!(
+            op,
+            B::Eq
+                | B::NotEq
+                | B::Lt
+                | B::LtEq
+                | B::Gt
+                | B::GtEq
+                | B::And
+                | B::Or
+                | B::Xor
+                | B::PGRegexMatch
+                | B::PGRegexIMatch
+                | B::PGRegexNotMatch
+                | B::PGRegexNotIMatch
+                | B::PGLikeMatch
+                | B::PGILikeMatch
+                | B::PGNotLikeMatch
+                | B::PGNotILikeMatch
+        ),
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            ..
+        } => true,
+        Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsNotTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsNotFalse(_)
+        | Expr::IsUnknown(_)
+        | Expr::IsNotUnknown(_)
+        | Expr::IsDistinctFrom(..)
+        | Expr::IsNotDistinctFrom(..)
+        | Expr::InList { .. }
+        | Expr::InSubquery { .. }
+        | Expr::Between { .. }
+        | Expr::Like { .. }
+        | Expr::ILike { .. }
+        | Expr::SimilarTo { .. }
+        | Expr::RLike { .. } => true,
+        Expr::Value(v) => matches!(v.value, ast::Value::Boolean(_)),
+        Expr::Function(f) => matches!(
+            f.name.to_string().to_ascii_lowercase().as_str(),
+            "starts_with"
+                | "ends_with"
+                | "regexp_like"
+                | "array_has"
+                | "array_has_all"
+                | "array_has_any"
+                | "properties_match"
+                | "json_contains"
+                | functions::EMPTY
+        ),
+        _ => false,
+    }
 }
 
 /// [`function`]'s rewrite.
@@ -688,6 +808,31 @@ fn rewrite_call(f: &mut ast::Function) -> Result<Option<Expr>> {
                 ))),
             }
         }
+        // ClickHouse's format (a literal) as chrono's, for `to_char`.
+        "formatdatetime" => {
+            arity(&original, &args, 2..=3)?;
+            if let Some(zone) = args.get(2) {
+                if !string_literal(zone)
+                    .is_some_and(|z| matches!(z.to_ascii_uppercase().as_str(), "UTC" | "ETC/UTC"))
+                {
+                    return Err(refused(format!(
+                        "{original}: only 'UTC' is served (Elide's times are UTC), got {zone}"
+                    )));
+                }
+            }
+            let Some(format) = string_literal(&args[1]) else {
+                return Err(refused(format!(
+                    "{original}: the format must be a text literal, got {}",
+                    args[1]
+                )));
+            };
+            let chrono =
+                clickhouse_format(&format).map_err(|e| refused(format!("{original}: {e}")))?;
+            let mut args = args;
+            args.truncate(1);
+            args.push(literal(chrono));
+            fixed(2..=2, "to_char(__x0, __x1)", args)
+        }
         "now64" => {
             arity(&original, &args, 0..=1)?;
             template("now()", Vec::new()).map(Some)
@@ -720,6 +865,18 @@ fn rewrite_call(f: &mut ast::Function) -> Result<Option<Expr>> {
         "count" if args.is_empty() => {
             f.args = list(vec![FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]);
             Ok(None)
+        }
+        // A condition is ClickHouse's 1 or 0: its sum counts the rows
+        // where it holds, its average is their share. DataFusion's sum
+        // and avg take no booleans, so the condition is cast; the call
+        // keeps its own clauses.
+        "sum" | "avg" if args.len() == 1 && is_condition(&args[0]) => {
+            let mut g = f.clone();
+            g.args = list(vec![unnamed(template(
+                "CAST(__x0 AS BIGINT)",
+                vec![args[0].clone()],
+            )?)]);
+            Ok(Some(Expr::Function(g)))
         }
         "countif" => agg_if("count", f, args),
         "sumif" => agg_if("sum", f, args),

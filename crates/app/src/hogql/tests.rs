@@ -310,3 +310,44 @@ fn nested_rewrites_grow_linearly() {
         assert!(out.len() < 30 * 120, "{f}: {} bytes", out.len());
     }
 }
+
+/// A condition summed or averaged is ClickHouse's 1 or 0: cast, the call
+/// keeping its own clauses; a number is left alone.
+#[test]
+fn conditions_are_summed_as_ones_and_zeros() {
+    assert_eq!(expr("sum(event = 'x')"), "sum(CAST(event = 'x' AS BIGINT))");
+    assert_eq!(
+        expr("avg(startsWith(event, '$'))"),
+        "avg(CAST(starts_with(event, '$') AS BIGINT))"
+    );
+    assert_eq!(
+        expr("sum(event IN ('a', 'b')) FILTER (WHERE distinct_id = 'u')"),
+        "sum(CAST(event IN ('a', 'b') AS BIGINT)) FILTER (WHERE distinct_id = 'u')"
+    );
+    assert_eq!(expr("sum(notEmpty(event))").matches("CAST(NOT").count(), 1);
+    assert_eq!(expr("sum(1 + 2)"), "sum(1 + 2)");
+    assert!(!expr("avg(toFloat(properties.x))").contains("AS BIGINT"));
+}
+
+/// `formatDateTime` with ClickHouse's specifiers, as chrono's for
+/// `to_char`; what has no counterpart, or is not a literal, is refused.
+#[test]
+fn format_date_time_speaks_clickhouse() {
+    assert_eq!(
+        expr("formatDateTime(timestamp, '%Y-%m-%d %H:%i:%S')"),
+        "to_char(timestamp, '%Y-%m-%d %H:%M:%S')"
+    );
+    assert_eq!(
+        expr("formatDateTime(timestamp, '%M %W %c %F %T.%f 100%%', 'UTC')"),
+        "to_char(timestamp, '%B %A %m %Y-%m-%d %H:%M:%S.%6f 100%%')"
+    );
+    for bad in [
+        "formatDateTime(timestamp, '%Q')",
+        "formatDateTime(timestamp, '%Y%')",
+        "formatDateTime(timestamp, event)",
+        "formatDateTime(timestamp, '%Y', 'Europe/Paris')",
+        "formatDateTime(timestamp)",
+    ] {
+        assert!(expr(bad).starts_with("ERR"), "{bad}: {}", expr(bad));
+    }
+}

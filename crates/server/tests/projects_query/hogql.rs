@@ -135,6 +135,64 @@ async fn nulls_and_replacements_as_clickhouse() {
     );
 }
 
+/// A condition in `sum` or `avg` counts as ClickHouse's 1 or 0
+/// (`sum(event = 'x')`, the share of rows with `avg`), with the call's own
+/// `FILTER` kept; NULL conditions count for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_sum_as_ones_and_zeros() {
+    let h = Harness::new();
+    h.capture(json!([
+        {"event": "sign up", "distinct_id": "a", "properties": {"plan": "pro"}, "timestamp": "2024-03-04T10:20:30Z"},
+        {"event": "sign up", "distinct_id": "b", "properties": {"plan": ""}, "timestamp": "2024-03-10T23:00:00Z"},
+        {"event": "$pageview", "distinct_id": "a", "timestamp": "2024-03-05T00:00:00Z"},
+    ]))
+    .await;
+    let rows = h
+        .hogql(
+            "select sum(event = 'sign up'), avg(startsWith(event, '$')), \
+             sum(properties.plan = 'pro') FILTER (WHERE distinct_id = 'a'), sum(notEmpty(properties.plan)) \
+             from events",
+        )
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][0], json!(2));
+    assert!(
+        (rows[0][1].as_f64().expect("avg") - 1.0 / 3.0).abs() < 1e-12,
+        "{rows:?}"
+    );
+    assert_eq!(rows[0][2], json!(1));
+    assert_eq!(rows[0][3], json!(1));
+}
+
+/// `formatDateTime` writes ClickHouse's specifiers (`%i` minutes, `%M`
+/// the month's name, `%W` the weekday's, `%r` a 12-hour time, `%f`
+/// microseconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_date_time_as_clickhouse() {
+    let h = Harness::new();
+    h.capture(json!([
+        {"event": "e", "distinct_id": "a", "timestamp": "2024-03-04T10:20:30.123456Z"},
+    ]))
+    .await;
+    let rows = h
+        .hogql(
+            "select formatDateTime(timestamp, '%Y-%m-%d %H:%i:%S'), formatDateTime(timestamp, '%M %W %c %e'), \
+             formatDateTime(timestamp, '%r'), formatDateTime(timestamp, '%F %T.%f', 'UTC'), \
+             formatDateTime(timestamp, '%j %u %y') from events",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![json!([
+            "2024-03-04 10:20:30",
+            "March Monday 03  4",
+            "10:20 AM",
+            "2024-03-04 10:20:30.123456",
+            "064 1 24"
+        ])]
+    );
+}
+
 /// PostHog's version operators through HogQL's `properties_match` and
 /// the persons list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
