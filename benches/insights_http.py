@@ -14,9 +14,13 @@
    the lifecycle of `$pageview` over 90 days by day, the correlation of a
    30-day `$pageview → purchase` funnel (events, `$pageview`'s properties,
    and person properties),
-   the funnel itself, a 90-day DAU and MAU `TrendsQuery`, two HogQL
-   queries (distinct persons by day, which reads each event's person now,
-   and events by name).
+   the funnel itself, a 90-day DAU and MAU `TrendsQuery`, the property
+   maths (sum and p90 of a purchase's `amount`), unique sessions, events
+   per person, DAU as one number, an OR property group, a person-property
+   breakdown, the funnel as a `FunnelsQuery`, stickiness, retention by
+   day and by week (recurring and first time), two HogQL queries
+   (distinct persons by day, which reads each event's person now, and
+   events by name).
 """
 import argparse
 import json
@@ -66,11 +70,15 @@ def load(args, data: str, jsonl: str) -> str:
         for _ in range(args.events):
             p = int(args.persons * rng.random() ** 2)  # skewed: a few persons are very active
             ts = now - timedelta(seconds=rng.randrange(90 * 86400))
-            props = {"$browser": browsers[p % 4]}
+            props = {"$browser": browsers[p % 4],
+                     "$session_id": f"s-{p}-{int(ts.timestamp()) // 7200}"}
             if p not in seen:
                 seen.add(p)
                 props["$set"] = {"plan": ["free", "pro", "team"][p % 3]}
-            f.write(json.dumps({"event": rng.choice(names), "distinct_id": f"user-{p}",
+            event = rng.choice(names)
+            if event == "purchase":
+                props["amount"] = round(rng.lognormvariate(3, 1), 2)
+            f.write(json.dumps({"event": event, "distinct_id": f"user-{p}",
                                 "timestamp": ts.isoformat(), "properties": props}) + "\n")
     print(f"generated {args.events} events of {len(seen)} persons in {time.perf_counter() - t:.0f} s", flush=True)
 
@@ -147,6 +155,45 @@ def serve_and_time(args, data: str, key: str) -> int:
                          "series": [{"kind": "EventsNode", "event": "$pageview"}],
                          "breakdownFilter": {"breakdown": "$browser"}}},
               show=lambda o: f"{len(o['results'])} series")
+        trend = lambda series, **more: {"query": {"kind": "TrendsQuery", "dateRange": {"date_from": "-90d"},
+                                                  "interval": "day", "series": [series], **more}}
+        for math, event in [("sum", "purchase"), ("p90", "purchase"), ("unique_session", "$pageview"),
+                            ("avg_count_per_actor", "$pageview")]:
+            timed(f"TrendsQuery {math}, 90 days by day", "/api/projects/1/query/",
+                  trend({"kind": "EventsNode", "event": event, "math": math, "math_property": "amount"}),
+                  show=lambda o: f"sum {o['results'][0]['count']:.0f}")
+        timed("TrendsQuery dau as one number (BoldNumber), 90 days", "/api/projects/1/query/",
+              trend({"kind": "EventsNode", "event": "$pageview", "math": "dau"},
+                    trendsFilter={"display": "BoldNumber"}),
+              show=lambda o: f"{o['results'][0]['aggregated_value']:.0f} persons")
+        timed("TrendsQuery total, Chrome OR plan pro (a group)", "/api/projects/1/query/",
+              trend({"kind": "EventsNode", "event": "$pageview"},
+                    properties={"type": "AND", "values": [{"type": "OR", "values": [
+                        {"key": "$browser", "value": "Chrome"},
+                        {"key": "plan", "value": "pro", "type": "person"}]}]}),
+              show=lambda o: f"sum {o['results'][0]['count']:.0f}")
+        timed("TrendsQuery total by person plan, 90 days", "/api/projects/1/query/",
+              trend({"kind": "EventsNode", "event": "$pageview"},
+                    breakdownFilter={"breakdown": "plan", "breakdown_type": "person"}),
+              show=lambda o: f"{len(o['results'])} series")
+        timed("FunnelsQuery $pageview → purchase, 30 days", "/api/projects/1/query/",
+              {"query": {"kind": "FunnelsQuery", "dateRange": {"date_from": "-30d"},
+                         "series": [{"kind": "EventsNode", "event": "$pageview"},
+                                    {"kind": "EventsNode", "event": "purchase"}],
+                         "funnelsFilter": {"funnelWindowInterval": 7, "funnelWindowIntervalUnit": "day"}}},
+              show=lambda o: f"counts {[s['count'] for s in o['results']]}")
+        timed("StickinessQuery $pageview, 30 days", "/api/projects/1/query/",
+              {"query": {"kind": "StickinessQuery", "dateRange": {"date_from": "-30d"},
+                         "series": [{"kind": "EventsNode", "event": "$pageview"}]}},
+              show=lambda o: f"{sum(o['results'][0]['data'])} persons")
+        for period, n, kind in [("Day", 11, "retention_recurring"), ("Week", 8, "retention_recurring"),
+                                ("Week", 8, "retention_first_time")]:
+            timed(f"RetentionQuery $pageview → purchase, {n} {period}s, {kind[10:]}", "/api/projects/1/query/",
+                  {"query": {"kind": "RetentionQuery", "retentionFilter": {
+                      "targetEntity": {"id": "$pageview", "type": "events"},
+                      "returningEntity": {"id": "purchase", "type": "events"},
+                      "period": period, "totalIntervals": n, "retentionType": kind}}},
+                  show=lambda o: f"first cohort {o['results'][0]['values'][0]['count']}")
         hogql = lambda text: {"query": {"kind": "HogQLQuery", "query": text}}
         timed("HogQL distinct persons by day, 90 days", "/api/projects/1/query/",
               hogql("select toDate(timestamp) as d, count(distinct person_id) from events "
