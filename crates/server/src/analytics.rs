@@ -432,8 +432,6 @@ pub(crate) async fn persons_funnel_correlation(
     .into_response())
 }
 
-/// The request's parameters on another route, as a URL ending in `&` (or
-/// `?`) ready for more, without `drop`'s keys.
 /// A `FunnelsQuery` of `POST …/query/`: the steps of
 /// `…/insights/funnel/` with the same parameters (their persons URLs on
 /// `…/persons/funnel/`).
@@ -523,6 +521,8 @@ pub(crate) async fn retention_query(
     Ok(retention::results(&spec, &counts))
 }
 
+/// The request's parameters on another route, as a URL ending in `&` (or
+/// `?`) ready for more, without `drop`'s keys.
 fn url_on(
     uri: &axum::http::Uri,
     headers: &HeaderMap,

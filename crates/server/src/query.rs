@@ -264,12 +264,13 @@ pub struct QueryBody {
     pub query: AnyQuery,
 }
 
-/// The answer to a `TrendsQuery`.
+/// The answer to a `TrendsQuery` (and to the other insight queries).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TrendsAnswer {
     /// Per series (and breakdown value): `{action, label, count, data,
-    /// labels, days, breakdown_value?}`.
-    #[schema(value_type = Vec<Object>)]
+    /// labels, days, breakdown_value?}`; a funnel's steps (with a
+    /// breakdown, one list of steps per value); a retention's cohorts.
+    #[schema(value_type = Vec<Value>)]
     pub results: Value,
     /// Always false.
     pub is_cached: bool,

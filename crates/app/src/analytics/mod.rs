@@ -1,5 +1,6 @@
 //! Product analytics over one project: funnels and their persons,
-//! funnel correlation, lifecycle, trends, with PostHog's parameters, semantics and shapes
+//! funnel correlation, lifecycle, trends, stickiness, retention, with
+//! PostHog's parameters, semantics and shapes
 //! (`posthog-analytics.md`; differences in docs/api.md).
 //!
 //! Invariants:
@@ -8,8 +9,9 @@
 //!   layer's identity: an event belongs to the person that owns its
 //!   distinct id now (`person_distinct_ids`), so merged persons count once
 //!   and a split follows the ids; an event whose distinct id has no person
-//!   counts for nobody, except in trends, funnels and funnel correlation,
-//!   which count a personless event by the person UUID it carries, as
+//!   counts for nobody, except in trends, stickiness, retention, funnels
+//!   and funnel correlation, which count a personless event by the person
+//!   UUID it carries, as
 //!   PostHog does ([`personless`]; lifecycle leaves them out, as
 //!   PostHog's does);
 //! - a deleted person is gone from every result the moment the deletion
@@ -22,12 +24,16 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`filter`] | PostHog's `Filter` parameters: entities, properties, dates, intervals, windows |
+//! | [`filter`] | PostHog's `Filter` parameters: entities, dates, intervals, windows |
+//! | [`properties`] | property filters and PostHog's `AND`/`OR` groups of them, and their SQL |
+//! | [`query_nodes`] | `FunnelsQuery` and `LifecycleQuery` read as the legacy parameters |
 //! | [`funnel`] | funnels: per-person paths (`funnel_path`), step counts and conversion times, persons at a step |
 //! | [`correlation`] | funnel correlation: events, event properties and person properties against conversion, and their persons |
 //! | [`lifecycle`] | new / returning / resurrecting / dormant per period, and the persons of one |
 //! | [`personless`] | the actors of events without a person, and the deleted persons left out of them |
-//! | [`trends`] | events, daily, weekly and monthly active persons per period, broken down by an event property |
+//! | [`trends`] | events, active persons, sessions, property and per-actor maths per period (or over the range), broken down by an event or person property |
+//! | [`stickiness`] | actors per number of periods they did an event in |
+//! | [`retention`] | cohorts per interval and their returns in the intervals after |
 //! | [`cohorts`] | cohort members: static lists, dynamic definitions computed over the filtered scan |
 //! | [`actors`] | the persons of a result, loaded in its order |
 

@@ -370,18 +370,28 @@ impl RetentionSpec {
             self.minimum_occurrences,
             idx = self.index_sql("ts")
         );
+        // Each cohort row with the intervals it is followed for, joined
+        // with the returns on (actor, interval): one probe per (cohort,
+        // k), whatever the actor's number of active intervals.
         let l = self.lookahead;
+        // (The interval is computed in a derived table and joined on: a
+        // `CROSS JOIN` followed by `JOIN … ON a = b AND r = i + k` lost
+        // its second condition in DataFusion 55.)
+        let hits = format!(
+            "SELECT x.actor, x.i, x.k FROM (SELECT st.actor, st.i, ks.k, st.i + ks.k AS r \
+             FROM st CROSS JOIN (SELECT unnest(range(1, {l})) AS k) ks) x \
+             JOIN rt ON rt.actor = x.actor AND rt.r = x.r"
+        );
         let counts = if self.cumulative {
             format!(
-                "SELECT i, k, count(*) AS n FROM (SELECT st.actor, st.i, \
-                 max(CASE WHEN rt.r > st.i AND rt.r - st.i < {l} THEN rt.r - st.i ELSE 0 END) AS k \
-                 FROM st LEFT JOIN rt ON st.actor = rt.actor GROUP BY st.actor, st.i) a GROUP BY i, k"
+                "SELECT i, k, count(*) AS n FROM (SELECT st.actor, st.i, coalesce(max(h.k), 0) AS k \
+                 FROM st LEFT JOIN ({hits}) h ON h.actor = st.actor AND h.i = st.i \
+                 GROUP BY st.actor, st.i) a GROUP BY i, k"
             )
         } else {
             format!(
                 "SELECT i, 0 AS k, count(*) AS n FROM st GROUP BY i \
-                 UNION ALL SELECT st.i, rt.r - st.i AS k, count(*) AS n FROM st JOIN rt ON st.actor = rt.actor \
-                 WHERE rt.r > st.i AND rt.r - st.i < {l} GROUP BY 1, 2"
+                 UNION ALL SELECT i, k, count(*) AS n FROM ({hits}) h GROUP BY i, k"
             )
         };
         Ok(format!(

@@ -265,3 +265,45 @@ async fn retention_parameters_are_checked() {
         assert!(err.contains(says), "{q}: {err}");
     }
 }
+
+/// Months (calendar months) and hours index their intervals as days do.
+#[tokio::test]
+async fn retention_by_month_and_by_hour() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    capture(
+        app.persons(),
+        &[
+            ("a", "$pageview", "2020-01-15T10:00:00Z", json!({})),
+            ("a", "$pageview", "2020-01-15T11:30:00Z", json!({})),
+            ("a", "$pageview", "2020-01-15T13:00:00Z", json!({})),
+            ("b", "$pageview", "2020-02-10T00:00:00Z", json!({})),
+            ("a", "$pageview", "2020-03-02T00:00:00Z", json!({})),
+        ],
+    );
+    let s = retain(
+        &app,
+        json!({"kind": "RetentionQuery",
+            "dateRange": {"date_from": "2020-01-01", "date_to": "2020-03-31"},
+            "retentionFilter": {"period": "Month", "totalIntervals": 3}}),
+    )
+    .await
+    .expect("months");
+    assert_eq!(
+        counts(&s),
+        vec![vec![1, 0, 1], vec![1, 0, 0], vec![1, 0, 0]]
+    );
+    assert_eq!(s[1]["date"], "2020-02-01T00:00:00Z");
+    assert_eq!(s[2]["values"][1]["label"], "Month 1");
+    let s = retain(
+        &app,
+        json!({"kind": "RetentionQuery",
+            "dateRange": {"date_from": "2020-01-15T10:00:00Z", "date_to": "2020-01-15T13:00:00Z"},
+            "retentionFilter": {"period": "Hour", "totalIntervals": 4}}),
+    )
+    .await
+    .expect("hours");
+    assert_eq!(counts(&s)[0], vec![1, 1, 0, 1]);
+    assert_eq!(s.as_array().map(Vec::len), Some(4));
+    assert_eq!(s[3]["label"], "Hour 3");
+}

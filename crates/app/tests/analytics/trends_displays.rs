@@ -61,8 +61,8 @@ fn rows(s: &Value, field: &str) -> Vec<(String, Value)> {
 }
 
 /// `ActionsLineGraphCumulative`: per day the sum up to it, `count` the
-/// last, as PostHog's window `sum` (for unique users too: the sum of
-/// each day's).
+/// last, as PostHog's window `sum`; unique users count once each, on
+/// their first day (PostHog's `min(day_start)` per actor).
 #[tokio::test]
 async fn a_cumulative_display_sums_the_days_up_to_each() {
     let dir = tempfile::tempdir().expect("dir");
@@ -73,7 +73,24 @@ async fn a_cumulative_display_sums_the_days_up_to_each() {
     assert_eq!(s[0]["data"], json!([2.0, 4.0, 7.0]));
     assert_eq!(s[0]["count"], 7.0);
     let s = trend(&app, query("dau", c, Value::Null)).await;
-    assert_eq!(s[0]["data"], json!([2.0, 4.0, 6.0]));
+    assert_eq!(s[0]["data"], json!([2.0, 3.0, 4.0]));
+    let s = trend(
+        &app,
+        query(
+            "dau",
+            c,
+            json!({"breakdown": "plan", "breakdown_type": "person"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(&s, "data"),
+        vec![
+            ("free".into(), json!([0.0, 1.0, 1.0])),
+            ("pro".into(), json!([1.0, 1.0, 1.0])),
+            (BREAKDOWN_NULL.into(), json!([1.0, 1.0, 2.0])),
+        ]
+    );
     let s = trend(
         &app,
         query(
@@ -148,6 +165,34 @@ async fn a_total_value_is_one_value_over_the_range() {
             (BREAKDOWN_OTHER.into(), json!(4.0))
         ]
     );
+    // Ranked by the value alone, the unset one too (PostHog's
+    // `row_number() OVER (ORDER BY total DESC)`).
+    let s = trend(
+        &app,
+        query(
+            "sum",
+            Some("ActionsPie"),
+            json!({"breakdown": "plan", "breakdown_type": "person", "breakdown_limit": 1}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(&s, "aggregated_value"),
+        vec![
+            ("pro".into(), json!(30.0)),
+            (BREAKDOWN_OTHER.into(), json!(17.0))
+        ]
+    );
+    // Weekly active persons by week are a week's unique users, as
+    // PostHog converts them.
+    let mut q = query("weekly_active", None, Value::Null);
+    q["interval"] = json!("week");
+    let s = trend(&app, q).await;
+    assert_eq!(s[0]["data"], json!([4.0]));
+    let mut q = query("weekly_active", bold, Value::Null);
+    q["interval"] = json!("week");
+    q["dateRange"] = json!({"date_from": "2020-01-03", "date_to": "2020-01-03"});
+    assert_eq!(trend(&app, q).await[0]["aggregated_value"], 2.0);
 }
 
 /// A breakdown by a person property reads the person owning the event's
@@ -222,4 +267,13 @@ fn displays_that_are_not_served_are_refused() {
     };
     let e = TrendsSpec::parse(&q, now()).expect_err("cohort breakdown");
     assert!(e.to_string().contains("(event, person)"), "{e}");
+    let Value::Object(q) = query(
+        "total",
+        None,
+        json!({"breakdowns": [{"property": "plan", "type": "person"}]}),
+    ) else {
+        unreachable!("an object")
+    };
+    let e = TrendsSpec::parse(&q, now()).expect_err("breakdowns");
+    assert!(e.to_string().contains("breakdownFilter.breakdowns"), "{e}");
 }

@@ -186,7 +186,7 @@ async fn trends_parameters_are_checked() {
             "compareFilter is not supported",
         ),
         (
-            json!({"kind": "TrendsQuery", "series": [{"event": "e", "math": "weekly_active"}], "interval": "week"}),
+            json!({"kind": "TrendsQuery", "series": [{"event": "e", "math": "weekly_active"}], "interval": "hour"}),
             "use interval day",
         ),
         (

@@ -377,9 +377,12 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
                     (bd, total, m)
                 })
                 .collect();
-            // As PostHog ranks them: values before the null one, then
-            // by total, largest first, then by value.
-            let null = |v: &Option<String>| v.as_deref() == Some(BREAKDOWN_NULL);
+            // As PostHog ranks them: values before the null one (a total
+            // value: by the value alone), then by total, largest first,
+            // then by value.
+            let null = |v: &Option<String>| {
+                spec.display != Display::TotalValue && v.as_deref() == Some(BREAKDOWN_NULL)
+            };
             totals.sort_by(|a, b| {
                 null(a.0)
                     .cmp(&null(b.0))

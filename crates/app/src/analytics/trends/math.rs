@@ -25,6 +25,10 @@ pub enum Math {
     Property(PropertyMath),
     /// An aggregate of each actor's number of events.
     PerActor(PropertyMath),
+    /// Each actor once, in the first period it is active in: what a
+    /// cumulative chart of unique users sums (PostHog counts a user once
+    /// per query there, not once a day). Not a `math` of its own.
+    FirstPeriod,
 }
 
 /// The aggregates of the property and per-actor maths.
@@ -164,6 +168,7 @@ impl Math {
             Math::UniqueSession => "unique_session",
             Math::Property(m) => named(&PROPERTY_MATHS, m),
             Math::PerActor(m) => named(&PER_ACTOR_MATHS, m),
+            Math::FirstPeriod => "dau",
         }
     }
 
@@ -189,7 +194,7 @@ impl Math {
     pub(super) fn over_rows(self) -> bool {
         matches!(
             self,
-            Math::UniqueSession | Math::Property(_) | Math::PerActor(_)
+            Math::UniqueSession | Math::Property(_) | Math::PerActor(_) | Math::FirstPeriod
         )
     }
 }

@@ -222,9 +222,10 @@ impl TrendsSpec {
         }
         let p = Params(m);
         // A total value is over days, whatever the interval (PostHog's).
+        let asked = Interval::parse(&p)?;
         let interval = match display {
             Display::TotalValue => Interval::Day,
-            _ => Interval::parse(&p)?,
+            _ => asked,
         };
         let r = range(&p, now, "-7d", interval)?;
         let Some(from) = r.from else {
@@ -240,7 +241,13 @@ impl TrendsSpec {
             _ => first,
         };
         let n_periods = interval.periods(first, r.to).len();
-        if n_periods >= 10_000 {
+        // A total value is one value per row (and the range's days).
+        let most = if display == Display::TotalValue {
+            100_000
+        } else {
+            10_000
+        };
+        if n_periods >= most {
             return invalid("the date range holds too many periods of this interval");
         }
         let Some(Value::Array(list)) = q.get("series") else {
@@ -274,6 +281,13 @@ impl TrendsSpec {
                 Some(v) => return invalid(format!("series event must be a string, got {v}")),
             };
             let (math, math_property) = Math::parse(o)?;
+            // As PostHog's `convert_active_user_math_based_on_interval`:
+            // the persons active in a week are a week's unique users.
+            let math = match (math, asked) {
+                (Math::WeeklyActive, Interval::Week | Interval::Month)
+                | (Math::MonthlyActive, Interval::Month) => Math::Dau,
+                (m, _) => m,
+            };
             if math.days().is_some() && interval != Interval::Day {
                 return invalid(format!(
                     "math {} is counted per day: use interval day",
@@ -313,6 +327,21 @@ impl TrendsSpec {
                     return invalid(format!(
                         "breakdown_type {other} is not supported (event, person)"
                     ))
+                }
+            }
+            // What changes the breakdown and is not served is refused.
+            for k in [
+                "breakdowns",
+                "breakdown_histogram_bin_count",
+                "breakdown_normalize_url",
+                "breakdown_group_type_index",
+            ] {
+                if b.get(k).is_some_and(|v| {
+                    !v.is_null() && v != &Value::Array(Vec::new()) && v != &Value::Bool(false)
+                }) {
+                    return invalid(format!(
+                        "breakdownFilter.{k} is not supported (one breakdown property: breakdown, breakdown_type)"
+                    ));
                 }
             }
             breakdown = match b.get("breakdown") {
@@ -374,9 +403,10 @@ impl TrendsSpec {
     /// active in it or in the 7 or 30 days before its end, as PostHog's
     /// (`count(DISTINCT actor_id)` over its lookback windows).
     pub(super) fn math_of(&self, s: &Series) -> Math {
-        match (self.display, s.math.days()) {
-            (Display::TotalValue, Some(_)) => Math::Dau,
-            _ => s.math,
+        match (self.display, s.math) {
+            (Display::TotalValue, m) if m.days().is_some() => Math::Dau,
+            (Display::Cumulative, Math::Dau) => Math::FirstPeriod,
+            (_, m) => m,
         }
     }
 
@@ -459,7 +489,7 @@ impl TrendsSpec {
         s: &Series,
         personless: Option<&Personless>,
     ) -> Result<String> {
-        if !s.math.over_rows() {
+        if !self.math_of(s).over_rows() {
             return invalid(format!(
                 "math {} is not computed over rows",
                 s.math.as_str()
@@ -490,6 +520,10 @@ impl TrendsSpec {
             Math::Property(m) => format!(
                 "SELECT period, bd, {} AS n FROM ({rows}) r GROUP BY 1, 2",
                 value(m.sql("v"))
+            ),
+            Math::FirstPeriod => format!(
+                "SELECT period, bd, CAST(count(*) AS DOUBLE) AS n FROM \
+                 (SELECT min(period) AS period, bd, actor FROM ({rows}) r GROUP BY bd, actor) a GROUP BY 1, 2"
             ),
             other => return invalid(format!("math {} is not computed over rows", other.as_str())),
         })
@@ -537,7 +571,7 @@ impl TrendsSpec {
                 p.not_blocked_sql()
             ));
             // Counted in SQL, not by actor: not a deleted person's UUID.
-            if s.math.over_rows() {
+            if self.math_of(s).over_rows() {
                 filter.push(p.not_deleted_sql());
             }
         }
@@ -575,7 +609,7 @@ impl TrendsSpec {
                 };
                 rows(mp.sql(personless.is_some()))
             }
-            Math::PerActor(_) => rows("CAST(NULL AS DOUBLE)".into()),
+            Math::PerActor(_) | Math::FirstPeriod => rows("CAST(NULL AS DOUBLE)".into()),
             Math::Total | Math::Dau if personless.is_some() => format!(
                 "SELECT {period} AS period, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person, count(*) AS n \
                  FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
