@@ -478,7 +478,8 @@ fn clickhouse_format(f: &str) -> std::result::Result<String, String> {
             'C' => "%C",
             'd' => "%d",
             'D' => "%m/%d/%y",
-            'e' => "%e",
+            // Unpadded, as ClickHouse's default since 25.5.
+            'e' => "%-d",
             'f' => "%6f",
             'F' => "%Y-%m-%d",
             'g' => "%g",
@@ -601,6 +602,10 @@ fn rewrite_call(f: &mut ast::Function) -> Result<Option<Expr>> {
         let mut g = f.clone();
         g.name = ObjectName::from(vec![Ident::new(base)]);
         g.args = list(vec![match value {
+            // A condition summed or averaged is 1 or 0 (as `sum`'s).
+            Some(v) if (base == "sum" || base == "avg") && is_condition(&v) => {
+                unnamed(template("CAST(__x0 AS BIGINT)", vec![v])?)
+            }
             Some(v) => unnamed(v),
             None => FunctionArg::Unnamed(FunctionArgExpr::Wildcard),
         }]);

@@ -326,6 +326,10 @@ fn conditions_are_summed_as_ones_and_zeros() {
     );
     assert_eq!(expr("sum(notEmpty(event))").matches("CAST(NOT").count(), 1);
     assert_eq!(expr("sum(1 + 2)"), "sum(1 + 2)");
+    assert_eq!(
+        expr("sumIf(event = 'x', distinct_id = 'u')"),
+        "sum(CAST(event = 'x' AS BIGINT)) FILTER (WHERE distinct_id = 'u')"
+    );
     assert!(!expr("avg(toFloat(properties.x))").contains("AS BIGINT"));
 }
 

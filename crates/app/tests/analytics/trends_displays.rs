@@ -234,6 +234,59 @@ async fn a_person_property_breakdown_reads_the_person_now() {
     );
 }
 
+/// An empty value and an unset one are one (PostHog's null) before
+/// unique users are counted: a person with both counts once; options of
+/// a breakdown that is not set, and an interval a total value does not
+/// use, are no error.
+#[tokio::test]
+async fn empty_and_unset_breakdown_values_are_one_actor_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    capture(
+        app.persons(),
+        &[
+            ("a", "buy", &iso(0, 1), json!({"$browser": ""})),
+            ("a", "buy", &iso(1, 1), json!({})),
+            ("b", "buy", &iso(1, 2), json!({"$browser": "Chrome"})),
+        ],
+    );
+    let s = trend(
+        &app,
+        query(
+            "dau",
+            Some("ActionsLineGraphCumulative"),
+            json!({"breakdown": "$browser"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(&s, "data"),
+        vec![
+            ("Chrome".into(), json!([0.0, 1.0, 1.0])),
+            (BREAKDOWN_NULL.into(), json!([1.0, 1.0, 1.0])),
+        ]
+    );
+    let s = trend(
+        &app,
+        query("dau", Some("BoldNumber"), json!({"breakdown": "$browser"})),
+    )
+    .await;
+    assert_eq!(
+        rows(&s, "aggregated_value"),
+        vec![
+            (BREAKDOWN_NULL.into(), json!(1.0)),
+            ("Chrome".into(), json!(1.0))
+        ]
+    );
+    let mut q = query(
+        "total",
+        Some("BoldNumber"),
+        json!({"breakdown": null, "breakdown_normalize_url": true, "breakdown_histogram_bin_count": 10}),
+    );
+    q["interval"] = json!("minute");
+    assert_eq!(trend(&app, q).await[0]["aggregated_value"], 3.0);
+}
+
 /// What changes the values and is not served is refused, not ignored.
 #[test]
 fn displays_that_are_not_served_are_refused() {

@@ -185,7 +185,7 @@ async fn format_date_time_as_clickhouse() {
         rows,
         vec![json!([
             "2024-03-04 10:20:30",
-            "March Monday 03  4",
+            "March Monday 03 4",
             "10:20 AM",
             "2024-03-04 10:20:30.123456",
             "064 1 24"

@@ -222,7 +222,11 @@ impl TrendsSpec {
         }
         let p = Params(m);
         // A total value is over days, whatever the interval (PostHog's).
-        let asked = Interval::parse(&p)?;
+        // (An interval a total value would not use is no error.)
+        let asked = match (display, Interval::parse(&p)) {
+            (Display::TotalValue, Err(_)) => Interval::Day,
+            (_, asked) => asked?,
+        };
         let interval = match display {
             Display::TotalValue => Interval::Day,
             _ => asked,
@@ -329,13 +333,21 @@ impl TrendsSpec {
                     ))
                 }
             }
-            // What changes the breakdown and is not served is refused.
-            for k in [
-                "breakdowns",
-                "breakdown_histogram_bin_count",
-                "breakdown_normalize_url",
-                "breakdown_group_type_index",
-            ] {
+            // What changes the breakdown and is not served is refused
+            // (the options of one only when it is set: a saved insight
+            // keeps them when its breakdown is removed).
+            let set = b.get("breakdown").is_some_and(|v| !v.is_null());
+            let options: &[&str] = if set {
+                &[
+                    "breakdowns",
+                    "breakdown_histogram_bin_count",
+                    "breakdown_normalize_url",
+                    "breakdown_group_type_index",
+                ]
+            } else {
+                &["breakdowns"]
+            };
+            for &k in options {
                 if b.get(k).is_some_and(|v| {
                     !v.is_null() && v != &Value::Array(Vec::new()) && v != &Value::Bool(false)
                 }) {
@@ -558,6 +570,14 @@ impl TrendsSpec {
             Some(k) if self.breakdown_person => format!("json_as_text(p.properties, {})", lit(k)),
             Some(k) => format!("json_as_text(e.properties, {})", lit(k)),
             None => "CAST(NULL AS VARCHAR)".to_string(),
+        };
+        // "" and unset are one value (PostHog's null): folded before a
+        // count of distinct actors or an aggregate groups them (events
+        // counted apart add up alike, and `total` keeps its plain key).
+        let bd = if self.breakdown.is_some() && self.math_of(s) != Math::Total {
+            format!("nullif({bd}, '')")
+        } else {
+            bd
         };
         // Persons are counted by their row id (`p.id`, an integer, not
         // the UUID's text). The persons tables come first, so that the
