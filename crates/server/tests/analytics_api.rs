@@ -967,6 +967,13 @@ async fn funnels_and_lifecycle_queries_answer_as_their_insights() {
             .collect()
     };
     assert_eq!(shape(&r.json["results"]), shape(&legacy.json["result"]));
+    // The same with the breakdown as PostHog's current editor writes it.
+    let mut listed = node.clone();
+    listed["query"]["breakdownFilter"] =
+        json!({"breakdowns": [{"property": "$browser", "type": "event"}]});
+    let r2 = h.post(&url, &listed).await;
+    assert_eq!(r2.status.as_u16(), 200, "{}", r2.text());
+    assert_eq!(shape(&r2.json["results"]), shape(&r.json["results"]));
     // Chrome: a and b reach signup within two days, a not purchase (day 4).
     let chrome = r.json["results"]
         .as_array()
@@ -1059,8 +1066,8 @@ async fn funnels_and_lifecycle_queries_answer_as_their_insights() {
         ),
         (
             json!({"kind": "FunnelsQuery", "series": [{"event": "a"}, {"event": "b"}],
-                "breakdownFilter": {"breakdowns": [{"property": "x"}]}}),
-            "breakdowns",
+                "breakdownFilter": {"breakdowns": [{"property": "x"}, {"property": "y", "type": "person"}]}}),
+            "different types",
         ),
         (
             json!({"kind": "FunnelsQuery", "series": [{"event": "a"}, {"event": "b"}],

@@ -38,13 +38,24 @@ pub fn funnels_params(q: &Map<String, Value>) -> Result<Params> {
     check_keys(q, "FunnelsQuery", &["breakdownFilter", "funnelsFilter"])?;
     let mut m = common(q, "FunnelsQuery")?;
     if let Some(b) = object(q, "breakdownFilter")? {
-        if b.get("breakdowns")
-            .is_some_and(|v| !v.is_null() && v != &json!([]))
-        {
-            return invalid("FunnelsQuery: breakdownFilter.breakdowns is not supported; give breakdown (a property or a list of them) and breakdown_type");
+        let b = fold_breakdowns(b, true)?;
+        if b.get("breakdown").is_some_and(|v| !v.is_null()) {
+            for k in [
+                "breakdown_histogram_bin_count",
+                "breakdown_normalize_url",
+                "breakdown_group_type_index",
+            ] {
+                if b.get(k)
+                    .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+                {
+                    return invalid(format!(
+                        "FunnelsQuery: breakdownFilter.{k} is not supported"
+                    ));
+                }
+            }
         }
         for k in ["breakdown", "breakdown_type", "breakdown_limit"] {
-            copy(b, k, k, &mut m);
+            copy(&b, k, k, &mut m);
         }
     }
     if let Some(f) = object(q, "funnelsFilter")? {
@@ -86,6 +97,76 @@ pub fn lifecycle_params(q: &Map<String, Value>) -> Result<Params> {
     let mut m = common(q, "LifecycleQuery")?;
     m.insert("shown_as".into(), json!("Lifecycle"));
     Ok(Params(m))
+}
+
+/// A `breakdownFilter` with PostHog's `breakdowns` (the list its current
+/// editor writes: `[{"property", "type"?, "histogram_bin_count"?,
+/// "normalize_url"?, "group_type_index"?}]`) written as the older keys
+/// (`breakdown`, `breakdown_type`, `breakdown_…`), which the analytics
+/// read: one entry as `breakdown`, several (when `several`, all of one
+/// type) as a list of properties. An empty or absent list changes
+/// nothing.
+pub fn fold_breakdowns(b: &Map<String, Value>, several: bool) -> Result<Map<String, Value>> {
+    let list = match b.get("breakdowns") {
+        None | Some(Value::Null) => return Ok(b.clone()),
+        Some(Value::Array(l)) if l.is_empty() => {
+            let mut out = b.clone();
+            out.remove("breakdowns");
+            return Ok(out);
+        }
+        Some(Value::Array(l)) => l,
+        Some(v) => {
+            return invalid(format!(
+                "breakdownFilter.breakdowns must be a list, got {v}"
+            ))
+        }
+    };
+    if list.len() > 1 && !several {
+        return invalid(format!(
+            "breakdownFilter.breakdowns: {} breakdowns; one is served here",
+            list.len()
+        ));
+    }
+    let mut out = b.clone();
+    out.remove("breakdowns");
+    let mut properties = Vec::with_capacity(list.len());
+    let mut kind: Option<Value> = None;
+    for e in list {
+        let Value::Object(e) = e else {
+            return invalid("breakdownFilter.breakdowns: each entry is an object {property, type}");
+        };
+        let Some(p) = e.get("property").filter(|p| !p.is_null()) else {
+            return invalid("breakdownFilter.breakdowns: an entry needs its property");
+        };
+        properties.push(p.clone());
+        let t = e
+            .get("type")
+            .filter(|t| !t.is_null())
+            .cloned()
+            .unwrap_or(json!("event"));
+        match &kind {
+            Some(k) if k != &t => return invalid(
+                "breakdownFilter.breakdowns: entries of different types are not served together",
+            ),
+            _ => kind = Some(t),
+        }
+        for (from, to) in [
+            ("histogram_bin_count", "breakdown_histogram_bin_count"),
+            ("normalize_url", "breakdown_normalize_url"),
+            ("group_type_index", "breakdown_group_type_index"),
+        ] {
+            copy(e, from, to, &mut out);
+        }
+    }
+    out.insert(
+        "breakdown".into(),
+        match properties.as_slice() {
+            [one] => one.clone(),
+            _ => Value::Array(properties),
+        },
+    );
+    out.insert("breakdown_type".into(), kind.unwrap_or(json!("event")));
+    Ok(out)
 }
 
 fn check_keys(q: &Map<String, Value>, kind: &str, own: &[&str]) -> Result<()> {

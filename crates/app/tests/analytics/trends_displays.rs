@@ -323,10 +323,39 @@ fn displays_that_are_not_served_are_refused() {
     let Value::Object(q) = query(
         "total",
         None,
-        json!({"breakdowns": [{"property": "plan", "type": "person"}]}),
+        json!({"breakdowns": [{"property": "plan", "type": "person"}, {"property": "$browser"}]}),
     ) else {
         unreachable!("an object")
     };
     let e = TrendsSpec::parse(&q, now()).expect_err("breakdowns");
-    assert!(e.to_string().contains("breakdownFilter.breakdowns"), "{e}");
+    assert!(e.to_string().contains("2 breakdowns; one is served"), "{e}");
+}
+
+/// PostHog's current editor writes `breakdowns: [{property, type}]`: one
+/// entry is that breakdown.
+#[tokio::test]
+async fn a_breakdowns_list_of_one_is_that_breakdown() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    load(&app);
+    let old = trend(
+        &app,
+        query(
+            "dau",
+            None,
+            json!({"breakdown": "plan", "breakdown_type": "person"}),
+        ),
+    )
+    .await;
+    let new = trend(
+        &app,
+        query(
+            "dau",
+            None,
+            json!({"breakdowns": [{"property": "plan", "type": "person"}], "breakdown_limit": 25}),
+        ),
+    )
+    .await;
+    assert_eq!(new, old);
+    assert_eq!(new.as_array().map(Vec::len), Some(3));
 }

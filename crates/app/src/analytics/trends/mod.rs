@@ -323,6 +323,7 @@ impl TrendsSpec {
             let Value::Object(b) = b else {
                 return invalid("breakdownFilter must be an object");
             };
+            let b = &super::query_nodes::fold_breakdowns(b, false)?;
             match b.get("breakdown_type") {
                 None | Some(Value::Null) => {}
                 Some(Value::String(t)) if t == "event" => {}
@@ -339,13 +340,12 @@ impl TrendsSpec {
             let set = b.get("breakdown").is_some_and(|v| !v.is_null());
             let options: &[&str] = if set {
                 &[
-                    "breakdowns",
                     "breakdown_histogram_bin_count",
                     "breakdown_normalize_url",
                     "breakdown_group_type_index",
                 ]
             } else {
-                &["breakdowns"]
+                &[]
             };
             for &k in options {
                 if b.get(k).is_some_and(|v| {
