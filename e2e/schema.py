@@ -6,9 +6,9 @@ personal API key: no 5xx, and every answer conforms to the document
 Every request names the server's project (`project_id`), so that generated
 requests reach the handlers rather than stop at 404. Left out: deleting the
 project and revoking keys (either would end the run early: everything after
-answers 401/404); the persons analytics routes (funnel, trends, lifecycle,
-stickiness, correlation), which answer 501 until the analytics issue
-serves them; the `/api/environments/` copies, which are the same handlers
+answers 401/404); the persons analytics routes (funnel, lifecycle,
+stickiness, correlation, and trends, which answers 501; tests cover
+them); the `/api/environments/` copies, which are the same handlers
 under another prefix (tests cover them).
 
 Run by e2e/run: python e2e/schema.py path/to/elide

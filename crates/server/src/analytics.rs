@@ -152,6 +152,85 @@ pub(crate) async fn persons_funnel(
     .into_response())
 }
 
+/// The persons who did the event in exactly `stickiness_days` periods of
+/// the range: PostHog's legacy stickiness persons (`events`, `entity_id`
+/// to choose one, `date_from`, `date_to`, `interval`, `properties`).
+#[utoipa::path(
+    method(get, post),
+    path = "/api/projects/{project_id}/persons/stickiness/",
+    operation_id = "persons_stickiness",
+    tag = "analytics",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("stickiness_days" = i64, Query, description = "The number of periods (1-based)."),
+        ("events" = Option<String>, Query, description = "JSON list of `{id, type: \"events\", properties?}`."),
+        ("entity_id" = Option<String>, Query, description = "Which of the events (default the first)."),
+        ("date_from" = Option<String>, Query, description = "Start (default `-7d`)."),
+        ("date_to" = Option<String>, Query, description = "End (default now)."),
+        ("interval" = Option<String>, Query, description = "`hour`, `day` (default), `week` or `month`."),
+        ("properties" = Option<String>, Query, description = "JSON list of property filters."),
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)."),
+        ("offset" = Option<u32>, Query, description = "Persons to skip."),
+        ("format" = Option<String>, Query, description = "`csv` for CSV."),
+    ),
+    request_body(content = Object, description = "The same parameters as JSON (optional)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{results: [{people, count}], next, initial, is_cached, last_refresh}`, or CSV", body = Object),
+        (status = 400, description = "No stickiness_days, or a bad parameter"),
+    )
+)]
+pub(crate) async fn persons_stickiness(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let project = key.path_project(&p, "person:read")?;
+    let mut params = params(&uri, body)?;
+    let Some(n) = params.int("stickiness_days")? else {
+        return Err(missing(
+            "stickiness_days",
+            "stickiness_days is required (the number of periods)",
+        ));
+    };
+    let Some(n) = usize::try_from(n).ok().filter(|&n| n >= 1) else {
+        return Err(ApiError::invalid_attr(
+            "stickiness_days",
+            "invalid_input",
+            "stickiness_days must be a positive integer",
+        ));
+    };
+    all_time(&state, project, &mut params).await?;
+    let (q, index) = stickiness::legacy_query(&params)?;
+    let spec = StickinessSpec::parse(&q, Utc::now())?;
+    let limit = params.count("limit", 100, MAX_PAGE)?.max(1);
+    let offset = params.count("offset", 0, usize::MAX)?;
+    let persons = state.app().persons().clone();
+    let all = run_app_query(&state, move |limits| async move {
+        stickiness::persons_of(&persons, project, &spec, index, n, &limits).await
+    })
+    .await?;
+    let page: Vec<String> = all.into_iter().skip(offset).take(limit).collect();
+    let full = page.len() >= limit;
+    let persons = state.app().persons().clone();
+    let people = blocking(move || Ok(actors::load(&persons, project, &page)?)).await?;
+    if csv_wanted(&params) {
+        return Ok(csv_response(&people));
+    }
+    let listed: Vec<ListedPerson> = people.iter().map(ListedPerson::from).collect();
+    let next = full.then(|| url_with(&uri, &headers, &[("offset", (offset + limit).to_string())]));
+    Ok(Json(json!({
+        "results": [{"people": listed, "count": listed.len()}],
+        "next": next,
+        "initial": url_with(&uri, &headers, &[("offset", "0".to_string())]),
+        "is_cached": false,
+        "last_refresh": now_iso(),
+    }))
+    .into_response())
+}
+
 /// The persons of one lifecycle status in one period: `target_date` and
 /// `lifecycle_type` (`new`, `returning`, `resurrecting`, `dormant`), over
 /// the lifecycle of `events[0]`.

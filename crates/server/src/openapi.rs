@@ -128,6 +128,7 @@ fn document_json() -> Result<&'static str, &'static str> {
         crate::persons::read::project_activity,
         crate::persons::read::analytics_later,
         crate::analytics::persons_funnel,
+        crate::analytics::persons_stickiness,
         crate::analytics::persons_lifecycle,
         crate::analytics::insights_funnel,
         crate::analytics::persons_funnel_correlation,

@@ -1034,6 +1034,26 @@ async fn funnels_and_lifecycle_queries_answer_as_their_insights() {
     assert_eq!(r.json["results"][0]["data"], json!([4, 0, 0, 0, 0]));
     assert_eq!(r.json["results"][1]["data"], json!([1, 1, 2, 0, 0]));
     assert_eq!(r.json["results"][1]["label"], "All events");
+    // The legacy stickiness persons: the four of one $pageview day.
+    let ev = urlencode(&json!([{"id": "$pageview", "type": "events"}]).to_string());
+    let sticky = |days: &str| {
+        format!(
+            "{}/persons/stickiness/?events={ev}&date_from=2020-01-01&date_to=2020-01-05&stickiness_days={days}",
+            h.api()
+        )
+    };
+    let r = h.get(&sticky("1")).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["count"], json!(4), "{}", r.text());
+    let r = h.get(&sticky("2")).await;
+    assert_eq!(r.json["results"][0]["count"], json!(0), "{}", r.text());
+    let r = h
+        .get(&format!(
+            "{}/persons/stickiness/?events={ev}&date_from=2020-01-01",
+            h.api()
+        ))
+        .await;
+    assert!(r.envelope(400).contains("stickiness_days"));
     // Retention of $pageview into signup: of the four on 01-02, a and b
     // signed up a day later, x too (its cancel counts for nothing here).
     let r = h

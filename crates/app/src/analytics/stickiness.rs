@@ -252,3 +252,102 @@ pub fn results(spec: &StickinessSpec, counts: &[Vec<u64>]) -> Value {
         .collect();
     Value::Array(out)
 }
+
+/// The legacy parameters of `…/persons/stickiness/` (`events`,
+/// `date_from`, `date_to`, `explicit_date`, `interval`, `properties`) as
+/// a `StickinessQuery`, and which series `entity_id` names (default the
+/// first).
+pub fn legacy_query(p: &super::filter::Params) -> Result<(Map<String, Value>, usize)> {
+    let events = match p.json("events") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        _ => return invalid("events must name the event: a JSON list of {id, type: \"events\"}"),
+    };
+    let mut series = Vec::with_capacity(events.len());
+    for e in &events {
+        let Value::Object(o) = e else {
+            return invalid("events: each entity is an object with an id");
+        };
+        if o.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t != "events")
+        {
+            return invalid(
+                "entities of other types than events are not supported: Elide has no actions",
+            );
+        }
+        let mut s =
+            json!({"kind": "EventsNode", "event": o.get("id").cloned().unwrap_or(Value::Null)});
+        for k in ["name", "custom_name", "properties"] {
+            if let Some(v) = o.get(k).filter(|v| !v.is_null()) {
+                s[k] = v.clone();
+            }
+        }
+        series.push(s);
+    }
+    let index = match p.text("entity_id") {
+        None => 0,
+        Some(id) => series
+            .iter()
+            .position(|s| s["event"].as_str() == Some(id.as_str()))
+            .ok_or_else(|| {
+                AppError::InvalidQuery(format!("entity_id {id:?} is none of the events"))
+            })?,
+    };
+    let mut q = Map::new();
+    q.insert("kind".into(), json!("StickinessQuery"));
+    q.insert("series".into(), Value::Array(series));
+    let mut range = Map::new();
+    for (from, to) in [
+        ("date_from", "date_from"),
+        ("date_to", "date_to"),
+        ("explicit_date", "explicitDate"),
+    ] {
+        if let Some(v) = p.0.get(from).filter(|v| !v.is_null()) {
+            range.insert(to.into(), v.clone());
+        }
+    }
+    q.insert("dateRange".into(), Value::Object(range));
+    if let Some(i) = p.text("interval") {
+        q.insert("interval".into(), json!(i));
+    }
+    if let Some(props) = p.json("properties") {
+        q.insert("properties".into(), props);
+    }
+    Ok((q, index))
+}
+
+/// The persons (UUIDs, sorted) who did series `index`'s event in exactly
+/// `n` periods of the range. Personless actors have no profile to list.
+pub async fn persons_of(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &StickinessSpec,
+    index: usize,
+    n: usize,
+    limits: &QueryLimits,
+) -> Result<Vec<String>> {
+    let Some(s) = spec.trends.series.get(index) else {
+        return invalid("no such series");
+    };
+    let (ctx, _) = trends::prepare(persons, project, &spec.trends, limits).await?;
+    let rows = spec.trends.actor_rows_sql(s, None)?;
+    let (op, value) = spec.criteria;
+    let sql = format!(
+        "SELECT actor FROM (SELECT actor, count(*) AS n FROM \
+         (SELECT actor, period FROM ({rows}) r GROUP BY actor, period \
+         HAVING count(*) {op} {value}) i GROUP BY actor) a WHERE n = {n} ORDER BY actor"
+    );
+    let mut out = Vec::new();
+    let mut batches = stream(&ctx, &sql).await?;
+    while let Some(b) = batches.next().await {
+        let b = b?;
+        let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let c = c.as_string::<i32>();
+        out.extend(
+            (0..c.len())
+                .filter(|&r| !c.is_null(r))
+                .map(|r| c.value(r).to_string()),
+        );
+    }
+    Ok(out)
+}

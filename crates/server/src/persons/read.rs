@@ -604,8 +604,7 @@ pub(crate) async fn values(
     }))
 }
 
-/// Trends and stickiness of persons: not served yet (501). Documented at
-/// `trends/`; [`crate::openapi`] copies the operation to `stickiness/`.
+/// Trends of persons: not served yet (501; a `TrendsQuery` counts them).
 #[utoipa::path(
     method(get, post),
     path = "/api/projects/{project_id}/persons/trends/",
@@ -621,6 +620,6 @@ pub(crate) async fn values(
 pub(crate) async fn analytics_later(key: Key, PathParams(p): PathParams) -> ApiResult<Response> {
     key.path_project(&p, "person:read")?;
     Err(ApiError::not_implemented(
-        "trends and stickiness of persons are not served yet (trends: POST …/query/ with a TrendsQuery)",
+        "trends of persons are not served yet (trends: POST …/query/ with a TrendsQuery)",
     ))
 }
