@@ -380,7 +380,8 @@ pub(crate) async fn insights_funnel(
 
 /// Trends of persons; served for `shown_as=Lifecycle`: one series per
 /// status (new, returning, resurrecting, dormant), zero-filled per
-/// period.
+/// period; and for `shown_as=Stickiness`: per event, the persons per
+/// number of periods (a `StickinessQuery`'s answer).
 #[utoipa::path(
     method(get, post),
     path = "/api/projects/{project_id}/insights/trend/",
@@ -388,8 +389,8 @@ pub(crate) async fn insights_funnel(
     tag = "analytics",
     params(
         ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
-        ("shown_as" = String, Query, description = "`Lifecycle` (the one form served)."),
-        ("events" = Option<String>, Query, description = "JSON list with the one event of the lifecycle."),
+        ("shown_as" = String, Query, description = "`Lifecycle` or `Stickiness` (the forms served)."),
+        ("events" = Option<String>, Query, description = "JSON list with the one event of the lifecycle (stickiness: its events)."),
         ("date_from" = Option<String>, Query, description = "Start (default `-7d`)."),
         ("date_to" = Option<String>, Query, description = "End (default now)."),
         ("interval" = Option<String>, Query, description = "`hour`, `day` (default), `week` or `month`."),
@@ -398,7 +399,7 @@ pub(crate) async fn insights_funnel(
     request_body(content = Object, description = "The same parameters as JSON (optional)", content_type = "application/json"),
     responses(
         (status = 200, description = "`{result: [series], last_refresh, is_cached, timezone}`", body = Object),
-        (status = 400, description = "Not a lifecycle, or a bad parameter"),
+        (status = 400, description = "Not a lifecycle nor stickiness, or a bad parameter"),
     )
 )]
 pub(crate) async fn insights_trend(
@@ -410,12 +411,32 @@ pub(crate) async fn insights_trend(
 ) -> ApiResult<Json<Value>> {
     let project = key.path_project(&p, "insight:read")?;
     let mut params = params(&uri, body)?;
-    if params.text("shown_as").as_deref() != Some("Lifecycle") {
-        return Err(ApiError::invalid_attr(
-            "shown_as",
-            "invalid_input",
-            "only shown_as=Lifecycle is served here; trends are POST …/query/ with a TrendsQuery",
-        ));
+    match params.text("shown_as").as_deref() {
+        Some("Lifecycle") => {}
+        Some("Stickiness") => {
+            all_time(&state, project, &mut params).await?;
+            let (q, _) = stickiness::legacy_query(&params)?;
+            let spec = StickinessSpec::parse(&q, Utc::now())?;
+            let persons = state.app().persons().clone();
+            let spec2 = spec.clone();
+            let counts = run_app_query(&state, move |limits| async move {
+                stickiness::compute(&persons, project, &spec2, &limits).await
+            })
+            .await?;
+            return Ok(Json(json!({
+                "result": stickiness::results(&spec, &counts),
+                "last_refresh": now_iso(),
+                "is_cached": false,
+                "timezone": "UTC",
+            })));
+        }
+        _ => {
+            return Err(ApiError::invalid_attr(
+                "shown_as",
+                "invalid_input",
+                "only shown_as=Lifecycle or Stickiness is served here; trends are POST …/query/ with a TrendsQuery",
+            ))
+        }
     }
     all_time(&state, project, &mut params).await?;
     let spec = LifecycleSpec::parse(&params, Utc::now())?;

@@ -1045,6 +1045,15 @@ async fn funnels_and_lifecycle_queries_answer_as_their_insights() {
     let r = h.get(&sticky("1")).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     assert_eq!(r.json["results"][0]["count"], json!(4), "{}", r.text());
+    // The legacy stickiness insight answers as the StickinessQuery.
+    let r = h
+        .get(&format!(
+            "{}/insights/trend/?shown_as=Stickiness&events={ev}&date_from=2020-01-01&date_to=2020-01-05",
+            h.api()
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["result"][0]["data"], json!([4, 0, 0, 0, 0]));
     let r = h.get(&sticky("2")).await;
     assert_eq!(r.json["results"][0]["count"], json!(0), "{}", r.text());
     let r = h
