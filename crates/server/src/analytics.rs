@@ -1,11 +1,13 @@
 //! The analytics routes: PostHog's funnel persons, funnel-correlation
-//! persons and lifecycle persons (`…/persons/funnel/`,
-//! `…/persons/funnel/correlation/`, `…/persons/lifecycle/`, scope
-//! `person:read`) and the legacy insights they link from
-//! (`…/insights/funnel/`, `…/insights/funnel/correlation/`,
-//! `…/insights/trend/?shown_as=Lifecycle`, scope `insight:read`),
-//! computed by [`elide_app::analytics`] on the query runtime under the
-//! query limits.
+//! persons, lifecycle persons and stickiness persons (`…/persons/funnel/`,
+//! `…/persons/funnel/correlation/`, `…/persons/lifecycle/`,
+//! `…/persons/stickiness/`, scope `person:read`) and the legacy insights
+//! they link from (`…/insights/funnel/`, `…/insights/funnel/correlation/`,
+//! `…/insights/trend/?shown_as=Lifecycle|Stickiness`, scope
+//! `insight:read`), computed by [`elide_app::analytics`] on the query
+//! runtime under the query limits; also the insight query kinds of
+//! `POST …/query/` but trends (funnels, lifecycle, stickiness,
+//! retention).
 //!
 //! Parameters come from the query string and the JSON body alike
 //! (PostHog's legacy `Filter`); a bad one is a 400 envelope with PostHog's
@@ -162,7 +164,7 @@ pub(crate) async fn persons_funnel(
     tag = "analytics",
     params(
         ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
-        ("stickiness_days" = i64, Query, description = "The number of periods (1-based)."),
+        ("stickiness_days" = Option<i64>, Query, description = "Required (here or in the body): the number of periods, from 1."),
         ("events" = Option<String>, Query, description = "JSON list of `{id, type: \"events\", properties?}`."),
         ("entity_id" = Option<String>, Query, description = "Which of the events (default the first)."),
         ("date_from" = Option<String>, Query, description = "Start (default `-7d`)."),

@@ -1063,6 +1063,15 @@ async fn funnels_and_lifecycle_queries_answer_as_their_insights() {
         ))
         .await;
     assert!(r.envelope(400).contains("stickiness_days"));
+    // As every legacy route: test-account filters and actions refused.
+    for (extra, says) in [
+        ("&filter_test_accounts=true", "filter_test_accounts"),
+        ("&actions=%5B%7B%22id%22%3A1%7D%5D", "actions"),
+        ("&entity_type=actions", "entity_type"),
+    ] {
+        let r = h.get(&format!("{}{extra}", sticky("1"))).await;
+        assert!(r.envelope(400).contains(says), "{extra}");
+    }
     // Retention of $pageview into signup: of the four on 01-02, a and b
     // signed up a day later, x too (its cancel counts for nothing here).
     let r = h

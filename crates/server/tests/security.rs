@@ -168,6 +168,24 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
         ),
         (
             "GET",
+            format!("{pp}/persons/stickiness/?stickiness_days=1&events=%5B%7B%22id%22%3A%22e%22%7D%5D"),
+            "person:read",
+            None,
+        ),
+        (
+            "POST",
+            format!("{pp}/persons/stickiness/"),
+            "person:read",
+            Some(json!({"events": [{"id": "e"}], "stickiness_days": 1})),
+        ),
+        (
+            "POST",
+            format!("{pp}/insights/trend/"),
+            "insight:read",
+            Some(json!({"shown_as": "Stickiness", "events": [{"id": "e"}]})),
+        ),
+        (
+            "GET",
             format!("{pp}/insights/funnel/?events=%5B%7B%22id%22%3A%22e%22%7D%5D"),
             "insight:read",
             None,

@@ -131,6 +131,12 @@ pub fn fold_breakdowns(b: &Map<String, Value>, several: bool) -> Result<Map<Stri
     out.remove("breakdowns");
     let mut properties = Vec::with_capacity(list.len());
     let mut kind: Option<Value> = None;
+    // An entry without a type has the filter's.
+    let default_type = b
+        .get("breakdown_type")
+        .filter(|t| !t.is_null())
+        .cloned()
+        .unwrap_or(json!("event"));
     for e in list {
         let Value::Object(e) = e else {
             return invalid("breakdownFilter.breakdowns: each entry is an object {property, type}");
@@ -143,7 +149,7 @@ pub fn fold_breakdowns(b: &Map<String, Value>, several: bool) -> Result<Map<Stri
             .get("type")
             .filter(|t| !t.is_null())
             .cloned()
-            .unwrap_or(json!("event"));
+            .unwrap_or_else(|| default_type.clone());
         match &kind {
             Some(k) if k != &t => return invalid(
                 "breakdownFilter.breakdowns: entries of different types are not served together",
@@ -264,4 +270,64 @@ fn exclusion(x: &Value) -> Result<Value> {
         }
     }
     Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fold(b: Value, several: bool) -> std::result::Result<Value, String> {
+        let Value::Object(b) = b else {
+            unreachable!("an object")
+        };
+        fold_breakdowns(&b, several)
+            .map(Value::Object)
+            .map_err(|e| e.to_string())
+    }
+
+    /// One entry is that breakdown; several (of one type) a list of
+    /// keys; an entry without a type has the filter's; mixed types and
+    /// several where one is served are refused.
+    #[test]
+    fn breakdowns_fold_into_the_older_keys() {
+        assert_eq!(
+            fold(
+                json!({"breakdowns": [{"property": "plan", "type": "person"}], "breakdown_limit": 5}),
+                false
+            ),
+            Ok(json!({"breakdown": "plan", "breakdown_type": "person", "breakdown_limit": 5}))
+        );
+        assert_eq!(
+            fold(
+                json!({"breakdown_type": "person", "breakdowns": [{"property": "plan"}]}),
+                false
+            ),
+            Ok(json!({"breakdown": "plan", "breakdown_type": "person"}))
+        );
+        assert_eq!(
+            fold(
+                json!({"breakdowns": [{"property": "a"}, {"property": "b"}]}),
+                true
+            ),
+            Ok(json!({"breakdown": ["a", "b"], "breakdown_type": "event"}))
+        );
+        assert_eq!(
+            fold(json!({"breakdown": "x", "breakdowns": []}), false),
+            Ok(json!({"breakdown": "x"}))
+        );
+        let err = fold(
+            json!({"breakdowns": [{"property": "a"}, {"property": "b"}]}),
+            false,
+        )
+        .expect_err("several");
+        assert!(err.contains("2 breakdowns"), "{err}");
+        let err = fold(
+            json!({"breakdowns": [{"property": "a"}, {"property": "b", "type": "person"}]}),
+            true,
+        )
+        .expect_err("mixed");
+        assert!(err.contains("different types"), "{err}");
+        let err = fold(json!({"breakdowns": [{"type": "event"}]}), true).expect_err("no property");
+        assert!(err.contains("property"), "{err}");
+    }
 }

@@ -258,29 +258,40 @@ pub fn results(spec: &StickinessSpec, counts: &[Vec<u64>]) -> Value {
 /// a `StickinessQuery`, and which series `entity_id` names (default the
 /// first).
 pub fn legacy_query(p: &super::filter::Params) -> Result<(Map<String, Value>, usize)> {
-    let events = match p.json("events") {
-        Some(Value::Array(list)) if !list.is_empty() => list,
-        _ => return invalid("events must name the event: a JSON list of {id, type: \"events\"}"),
+    // The legacy entities as every legacy route reads them (`actions`
+    // and `filter_test_accounts` refused, ids as text, in `order`).
+    let entities = super::filter::entities(p)?;
+    if entities.is_empty() {
+        return invalid("events must name the event: a JSON list of {id, type: \"events\"}");
+    }
+    if p.text("entity_type").is_some_and(|t| t != "events") {
+        return invalid("entity_type must be events: Elide has no actions");
+    }
+    // The given entities in the same order (`entities` sorts by `order`,
+    // the place in the list by default, stably), for their filters as
+    // given (`entities` checked them).
+    let mut raw: Vec<(i64, Value)> = match p.json("events") {
+        Some(Value::Array(list)) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    v.get("order").and_then(Value::as_i64).unwrap_or(i as i64),
+                    v,
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
     };
-    let mut series = Vec::with_capacity(events.len());
-    for e in &events {
-        let Value::Object(o) = e else {
-            return invalid("events: each entity is an object with an id");
-        };
-        if o.get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t != "events")
-        {
-            return invalid(
-                "entities of other types than events are not supported: Elide has no actions",
-            );
+    raw.sort_by_key(|(order, _)| *order);
+    let mut series = Vec::with_capacity(entities.len());
+    for (e, (_, given)) in entities.iter().zip(&raw) {
+        let mut s = json!({"kind": "EventsNode", "event": e.id, "name": e.name});
+        if let Some(c) = &e.custom_name {
+            s["custom_name"] = json!(c);
         }
-        let mut s =
-            json!({"kind": "EventsNode", "event": o.get("id").cloned().unwrap_or(Value::Null)});
-        for k in ["name", "custom_name", "properties"] {
-            if let Some(v) = o.get(k).filter(|v| !v.is_null()) {
-                s[k] = v.clone();
-            }
+        if let Some(props) = given.get("properties").filter(|v| !v.is_null()) {
+            s["properties"] = props.clone();
         }
         series.push(s);
     }
