@@ -5,9 +5,8 @@
 //! they link from (`…/insights/funnel/`, `…/insights/funnel/correlation/`,
 //! `…/insights/trend/?shown_as=Lifecycle|Stickiness`, scope
 //! `insight:read`), computed by [`elide_app::analytics`] on the query
-//! runtime under the query limits; also the insight query kinds of
-//! `POST …/query/` but trends (funnels, lifecycle, stickiness,
-//! retention).
+//! runtime under the query limits. The insight query kinds of
+//! `POST …/query/` are [`crate::query_insights`].
 //!
 //! Parameters come from the query string and the JSON body alike
 //! (PostHog's legacy `Filter`); a bad one is a 400 envelope with PostHog's
@@ -26,8 +25,6 @@ use elide_app::analytics::correlation::{self, CorrelationSpec};
 use elide_app::analytics::filter::Params;
 use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
 use elide_app::analytics::lifecycle::{self, LifecycleSpec};
-use elide_app::analytics::query_nodes;
-use elide_app::analytics::retention::{self, RetentionSpec};
 use elide_app::analytics::stickiness::{self, StickinessSpec};
 use serde_json::{json, Value};
 
@@ -534,98 +531,9 @@ pub(crate) async fn persons_funnel_correlation(
     .into_response())
 }
 
-/// A `FunnelsQuery` of `POST …/query/`: the steps of
-/// `…/insights/funnel/` with the same parameters (their persons URLs on
-/// `…/persons/funnel/`).
-pub(crate) async fn funnels_query(
-    state: &AppState,
-    project: i64,
-    q: &serde_json::Map<String, Value>,
-    uri: &axum::http::Uri,
-    headers: &HeaderMap,
-) -> ApiResult<Value> {
-    let params = query_nodes::funnels_params(q)?;
-    let spec = FunnelSpec::parse(&params, Utc::now())?;
-    let persons = state.app().persons().clone();
-    let spec2 = spec.clone();
-    let all = run_app_query(state, move |limits| async move {
-        funnel::actors(&persons, project, &spec2, &limits).await
-    })
-    .await?;
-    let base = url_on(uri, headers, &params, "/query", "/persons/funnel", &[]);
-    Ok(funnel::steps(&spec, &all, &base))
-}
-
-/// A `LifecycleQuery` of `POST …/query/`: the series of
-/// `…/insights/trend/?shown_as=Lifecycle` with the same parameters.
-pub(crate) async fn lifecycle_query(
-    state: &AppState,
-    project: i64,
-    q: &serde_json::Map<String, Value>,
-) -> ApiResult<Value> {
-    let mut params = query_nodes::lifecycle_params(q)?;
-    all_time(state, project, &mut params).await?;
-    let spec = LifecycleSpec::parse(&params, Utc::now())?;
-    let persons = state.app().persons().clone();
-    let spec2 = spec.clone();
-    let l = run_app_query(state, move |limits| async move {
-        lifecycle::compute(&persons, project, &spec2, &limits).await
-    })
-    .await?;
-    Ok(lifecycle::series(&spec, &l))
-}
-
-/// A `StickinessQuery` of `POST …/query/`: per series, the actors per
-/// number of periods they did the event in.
-pub(crate) async fn stickiness_query(
-    state: &AppState,
-    project: i64,
-    q: &serde_json::Map<String, Value>,
-) -> ApiResult<Value> {
-    let mut q = q.clone();
-    if let Some(Value::Object(r)) = q.get_mut("dateRange") {
-        if r.get("date_from").and_then(Value::as_str) == Some("all") {
-            let from = all_time_from(state, project).await?;
-            r.insert("date_from".into(), Value::String(from));
-        }
-    }
-    let spec = StickinessSpec::parse(&q, Utc::now())?;
-    let persons = state.app().persons().clone();
-    let spec2 = spec.clone();
-    let counts = run_app_query(state, move |limits| async move {
-        stickiness::compute(&persons, project, &spec2, &limits).await
-    })
-    .await?;
-    Ok(stickiness::results(&spec, &counts))
-}
-
-/// A `RetentionQuery` of `POST …/query/`: per cohort interval, its
-/// actors coming back in each interval after.
-pub(crate) async fn retention_query(
-    state: &AppState,
-    project: i64,
-    q: &serde_json::Map<String, Value>,
-) -> ApiResult<Value> {
-    let mut q = q.clone();
-    if let Some(Value::Object(r)) = q.get_mut("dateRange") {
-        if r.get("date_from").and_then(Value::as_str) == Some("all") {
-            let from = all_time_from(state, project).await?;
-            r.insert("date_from".into(), Value::String(from));
-        }
-    }
-    let spec = RetentionSpec::parse(&q, Utc::now())?;
-    let persons = state.app().persons().clone();
-    let spec2 = spec.clone();
-    let counts = run_app_query(state, move |limits| async move {
-        retention::compute(&persons, project, &spec2, &limits).await
-    })
-    .await?;
-    Ok(retention::results(&spec, &counts))
-}
-
 /// The request's parameters on another route, as a URL ending in `&` (or
 /// `?`) ready for more, without `drop`'s keys.
-fn url_on(
+pub(crate) fn url_on(
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     params: &Params,
@@ -793,7 +701,7 @@ pub fn routes() -> axum::Router<AppState> {
 
 /// Lifecycle's `date_from=all`: from the project's first event, as
 /// PostHog's (funnels and correlation read `all` as no lower bound).
-async fn all_time(state: &AppState, project: i64, params: &mut Params) -> ApiResult<()> {
+pub(crate) async fn all_time(state: &AppState, project: i64, params: &mut Params) -> ApiResult<()> {
     if params.text("date_from").as_deref() == Some("all") {
         let from = all_time_from(state, project).await?;
         params.0.insert("date_from".into(), Value::String(from));

@@ -11,8 +11,8 @@
 //! | [`capture`] | `/batch`, `/e`, `/i/v0/e`, `/capture`, `/track`, `/engage`, `/s` |
 //! | [`persons`] | `/api/{projects,environments}/{id}/persons/…`, `/api/person…` |
 //! | [`projects`] | `/api/projects/…`, `/api/environments/…` |
-//! | [`query`] | `/api/projects/{id}/query/` (HogQL and trends) |
-//! | [`analytics`] | `…/persons/funnel/`, `…/persons/funnel/correlation/`, `…/persons/lifecycle/`, `…/insights/funnel/`, `…/insights/funnel/correlation/`, `…/insights/trend/` |
+//! | [`query`] | `/api/projects/{id}/query/` (HogQL and trends; the other insight kinds in [`query_insights`]) |
+//! | [`analytics`] | `…/persons/funnel/`, `…/persons/funnel/correlation/`, `…/persons/lifecycle/`, `…/persons/stickiness/`, `…/insights/funnel/`, `…/insights/funnel/correlation/`, `…/insights/trend/` |
 //! | [`cohorts`] | `…/cohorts/…`, `…/persons/cohorts/` |
 //! | [`deletions`] | `/api/{projects,environments}/{id}/events/delete/`, `…/deletions/…` |
 //! | [`ops`] | `/_health`, `/_ready`, `/metrics` |
@@ -43,6 +43,7 @@ pub mod ops;
 pub mod persons;
 pub mod projects;
 pub mod query;
+pub mod query_insights;
 pub mod recordings;
 pub mod views;
 

@@ -4,7 +4,7 @@
 //! `TrendsQuery` ([`elide_app::analytics::trends`]), and for
 //! `FunnelsQuery` and `LifecycleQuery` (read as their legacy insights'
 //! parameters by [`elide_app::analytics::query_nodes`], answered by
-//! [`crate::analytics`]), and for `StickinessQuery` and `RetentionQuery`
+//! [`crate::query_insights`]), and for `StickinessQuery` and `RetentionQuery`
 //! ([`elide_app::analytics::stickiness`],
 //! [`elide_app::analytics::retention`]).
 //!
@@ -534,17 +534,17 @@ async fn query(
     let project = key.path_project(&p, "query:read")?;
     if let Some(Value::Object(q)) = body.get("query") {
         let results = match q.get("kind").and_then(Value::as_str) {
-            Some("FunnelsQuery") => {
-                Some(crate::analytics::funnels_query(&state, project, q, &uri, &headers).await?)
-            }
+            Some("FunnelsQuery") => Some(
+                crate::query_insights::funnels_query(&state, project, q, &uri, &headers).await?,
+            ),
             Some("LifecycleQuery") => {
-                Some(crate::analytics::lifecycle_query(&state, project, q).await?)
+                Some(crate::query_insights::lifecycle_query(&state, project, q).await?)
             }
             Some("StickinessQuery") => {
-                Some(crate::analytics::stickiness_query(&state, project, q).await?)
+                Some(crate::query_insights::stickiness_query(&state, project, q).await?)
             }
             Some("RetentionQuery") => {
-                Some(crate::analytics::retention_query(&state, project, q).await?)
+                Some(crate::query_insights::retention_query(&state, project, q).await?)
             }
             _ => None,
         };
