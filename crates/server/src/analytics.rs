@@ -61,6 +61,38 @@ fn csv_response(persons: &[elide_persons::Person]) -> Response {
         .into_response()
 }
 
+/// One page of persons (`page`, UUIDs in the result's order, at
+/// `offset`, at most `limit`: `window`) as PostHog's persons routes
+/// answer it:
+/// `{results: [{people, count}], next, initial, is_cached, last_refresh}`
+/// (`next` when the page is full), or CSV with `format=csv`.
+async fn persons_page(
+    state: &AppState,
+    project: i64,
+    page: Vec<String>,
+    (limit, offset): (usize, usize),
+    params: &Params,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let full = page.len() >= limit;
+    let persons = state.app().persons().clone();
+    let people = blocking(move || Ok(actors::load(&persons, project, &page)?)).await?;
+    if csv_wanted(params) {
+        return Ok(csv_response(&people));
+    }
+    let listed: Vec<ListedPerson> = people.iter().map(ListedPerson::from).collect();
+    let next = full.then(|| url_with(uri, headers, &[("offset", (offset + limit).to_string())]));
+    Ok(Json(json!({
+        "results": [{"people": listed, "count": listed.len()}],
+        "next": next,
+        "initial": url_with(uri, headers, &[("offset", "0".to_string())]),
+        "is_cached": false,
+        "last_refresh": now_iso(),
+    }))
+    .into_response())
+}
+
 fn now_iso() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -133,22 +165,16 @@ pub(crate) async fn persons_funnel(
         .take(limit)
         .map(|a| a.person.clone())
         .collect();
-    let full = page.len() >= limit;
-    let persons = state.app().persons().clone();
-    let people = blocking(move || Ok(actors::load(&persons, project, &page)?)).await?;
-    if csv_wanted(&params) {
-        return Ok(csv_response(&people));
-    }
-    let listed: Vec<ListedPerson> = people.iter().map(ListedPerson::from).collect();
-    let next = full.then(|| url_with(&uri, &headers, &[("offset", (offset + limit).to_string())]));
-    Ok(Json(json!({
-        "results": [{"people": listed, "count": listed.len()}],
-        "next": next,
-        "initial": url_with(&uri, &headers, &[("offset", "0".to_string())]),
-        "is_cached": false,
-        "last_refresh": now_iso(),
-    }))
-    .into_response())
+    persons_page(
+        &state,
+        project,
+        page,
+        (limit, offset),
+        &params,
+        &uri,
+        &headers,
+    )
+    .await
 }
 
 /// The persons who did the event in exactly `stickiness_days` periods of
@@ -212,22 +238,16 @@ pub(crate) async fn persons_stickiness(
     })
     .await?;
     let page: Vec<String> = all.into_iter().skip(offset).take(limit).collect();
-    let full = page.len() >= limit;
-    let persons = state.app().persons().clone();
-    let people = blocking(move || Ok(actors::load(&persons, project, &page)?)).await?;
-    if csv_wanted(&params) {
-        return Ok(csv_response(&people));
-    }
-    let listed: Vec<ListedPerson> = people.iter().map(ListedPerson::from).collect();
-    let next = full.then(|| url_with(&uri, &headers, &[("offset", (offset + limit).to_string())]));
-    Ok(Json(json!({
-        "results": [{"people": listed, "count": listed.len()}],
-        "next": next,
-        "initial": url_with(&uri, &headers, &[("offset", "0".to_string())]),
-        "is_cached": false,
-        "last_refresh": now_iso(),
-    }))
-    .into_response())
+    persons_page(
+        &state,
+        project,
+        page,
+        (limit, offset),
+        &params,
+        &uri,
+        &headers,
+    )
+    .await
 }
 
 /// The persons of one lifecycle status in one period: `target_date` and
@@ -413,17 +433,9 @@ pub(crate) async fn insights_trend(
     match params.text("shown_as").as_deref() {
         Some("Lifecycle") => {}
         Some("Stickiness") => {
-            all_time(&state, project, &mut params).await?;
             let (q, _) = stickiness::legacy_query(&params)?;
-            let spec = StickinessSpec::parse(&q, Utc::now())?;
-            let persons = state.app().persons().clone();
-            let spec2 = spec.clone();
-            let counts = run_app_query(&state, move |limits| async move {
-                stickiness::compute(&persons, project, &spec2, &limits).await
-            })
-            .await?;
             return Ok(Json(json!({
-                "result": stickiness::results(&spec, &counts),
+                "result": crate::query_insights::stickiness_query(&state, project, &q).await?,
                 "last_refresh": now_iso(),
                 "is_cached": false,
                 "timezone": "UTC",

@@ -558,13 +558,7 @@ async fn query(
             })));
         }
         if q.get("kind").and_then(Value::as_str) == Some("TrendsQuery") {
-            let mut q = q.clone();
-            if let Some(Value::Object(r)) = q.get_mut("dateRange") {
-                if r.get("date_from").and_then(Value::as_str) == Some("all") {
-                    let from = all_time_from(&state, project).await?;
-                    r.insert("date_from".into(), Value::String(from));
-                }
-            }
+            let q = crate::query_insights::with_all_time(&state, project, q).await?;
             let spec = TrendsSpec::parse(&q, chrono::Utc::now())?;
             let persons = state.app().persons().clone();
             let spec2 = spec.clone();

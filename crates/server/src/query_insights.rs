@@ -66,13 +66,7 @@ pub(crate) async fn stickiness_query(
     project: i64,
     q: &serde_json::Map<String, Value>,
 ) -> ApiResult<Value> {
-    let mut q = q.clone();
-    if let Some(Value::Object(r)) = q.get_mut("dateRange") {
-        if r.get("date_from").and_then(Value::as_str) == Some("all") {
-            let from = all_time_from(state, project).await?;
-            r.insert("date_from".into(), Value::String(from));
-        }
-    }
+    let q = with_all_time(state, project, q).await?;
     let spec = StickinessSpec::parse(&q, Utc::now())?;
     let persons = state.app().persons().clone();
     let spec2 = spec.clone();
@@ -90,13 +84,7 @@ pub(crate) async fn retention_query(
     project: i64,
     q: &serde_json::Map<String, Value>,
 ) -> ApiResult<Value> {
-    let mut q = q.clone();
-    if let Some(Value::Object(r)) = q.get_mut("dateRange") {
-        if r.get("date_from").and_then(Value::as_str) == Some("all") {
-            let from = all_time_from(state, project).await?;
-            r.insert("date_from".into(), Value::String(from));
-        }
-    }
+    let q = with_all_time(state, project, q).await?;
     let spec = RetentionSpec::parse(&q, Utc::now())?;
     let persons = state.app().persons().clone();
     let spec2 = spec.clone();
@@ -105,4 +93,21 @@ pub(crate) async fn retention_query(
     })
     .await?;
     Ok(retention::results(&spec, &counts))
+}
+
+/// `q` with `dateRange.date_from: "all"` resolved to the project's first
+/// event (PostHog's earliest timestamp), as the specs need a date.
+pub(crate) async fn with_all_time(
+    state: &AppState,
+    project: i64,
+    q: &serde_json::Map<String, Value>,
+) -> ApiResult<serde_json::Map<String, Value>> {
+    let mut q = q.clone();
+    if let Some(Value::Object(r)) = q.get_mut("dateRange") {
+        if r.get("date_from").and_then(Value::as_str) == Some("all") {
+            let from = all_time_from(state, project).await?;
+            r.insert("date_from".into(), Value::String(from));
+        }
+    }
+    Ok(q)
 }
