@@ -37,12 +37,17 @@ fn open(dir: &std::path::Path) -> App {
     app
 }
 
-/// Capture `(distinct id, event, ISO time, properties)`.
-fn capture(persons: &Arc<Persons<SqliteMeta>>, events: &[(&str, &str, &str, Value)]) {
+/// Capture `(distinct id, event, ISO time, properties)` (each text
+/// borrowed or owned).
+fn capture<D: AsRef<str>, E: AsRef<str>, T: AsRef<str>>(
+    persons: &Arc<Persons<SqliteMeta>>,
+    events: &[(D, E, T, Value)],
+) {
     let now = Utc::now().timestamp_micros();
     let list: Vec<_> = events
         .iter()
         .map(|(d, e, t, props)| {
+            let (d, e, t) = (d.as_ref(), e.as_ref(), t.as_ref());
             elide_persons::capture::parse_event(
                 json!({"event": e, "distinct_id": d, "timestamp": t, "properties": props}),
                 now,

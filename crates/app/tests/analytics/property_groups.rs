@@ -159,18 +159,12 @@ fn load(app: &App) -> (Vec<Row>, i64) {
             rows.push((id.to_string(), event, t, props, person));
         }
     }
-    let times: Vec<String> = rows
+    let list: Vec<(&str, &str, String, Value)> = rows
         .iter()
         .map(|r| {
-            chrono::DateTime::from_timestamp_micros(r.2)
-                .expect("time")
-                .to_rfc3339()
+            let t = chrono::DateTime::from_timestamp_micros(r.2).expect("time");
+            (r.0.as_str(), r.1, t.to_rfc3339(), r.3.clone())
         })
-        .collect();
-    let list: Vec<(&str, &str, &str, Value)> = rows
-        .iter()
-        .zip(&times)
-        .map(|(r, t)| (r.0.as_str(), r.1, t.as_str(), r.3.clone()))
         .collect();
     capture(app.persons(), &list);
     let c = app

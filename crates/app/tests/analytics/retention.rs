@@ -128,9 +128,7 @@ proptest! {
                 (IDS[a], names[e as usize], iso(d, h), props)
             })
             .collect();
-        let list: Vec<(&str, &str, &str, Value)> =
-            evs.iter().map(|(a, e, t, p)| (*a, *e, t.as_str(), p.clone())).collect();
-        capture(app.persons(), &list);
+        capture(app.persons(), &evs);
         let plain: Vec<(usize, i64, u8)> = rows.iter().map(|&(a, d, e, _)| (a, d, e)).collect();
         for (first_time, cumulative, minimum) in
             [(false, false, 1), (true, false, 1), (false, true, 1), (true, true, 2), (false, false, 2)]
@@ -169,11 +167,7 @@ async fn retention_counts_persons_through_identity() {
         ev("gone", 0),
         ev("gone", 1),
     ];
-    let list: Vec<(&str, &str, &str, Value)> = rows
-        .iter()
-        .map(|(d, e, t, p)| (*d, *e, t.as_str(), p.clone()))
-        .collect();
-    capture(app.persons(), &list);
+    capture(app.persons(), &rows);
     let q = query(json!({"totalIntervals": 3}));
     let s = retain(&app, q.clone()).await.expect("retention");
     assert_eq!(s.as_array().map(Vec::len), Some(7));

@@ -69,9 +69,7 @@ proptest! {
                 (IDS[a], if hit { "use" } else { "other" }, iso(d, h), props)
             })
             .collect();
-        let list: Vec<(&str, &str, &str, Value)> =
-            evs.iter().map(|(a, e, t, p)| (*a, *e, t.as_str(), p.clone())).collect();
-        capture(app.persons(), &list);
+        capture(app.persons(), &evs);
         let plain: Vec<(usize, i64, bool)> = rows.iter().map(|&(a, d, hit, _)| (a, d, hit)).collect();
         let s = rt.block_on(stick(&app, query(Value::Null))).expect("stickiness");
         let want = reference(&plain, 1);
@@ -105,11 +103,7 @@ async fn stickiness_counts_persons_through_identity() {
         ev("gone", 1, json!({})),
         ev("gone", 2, json!({})),
     ];
-    let list: Vec<(&str, &str, &str, Value)> = rows
-        .iter()
-        .map(|(d, e, t, p)| (*d, *e, t.as_str(), p.clone()))
-        .collect();
-    capture(app.persons(), &list);
+    capture(app.persons(), &rows);
     let s = stick(&app, query(Value::Null)).await.expect("stickiness");
     assert_eq!(s[0]["data"], json!([1, 1, 1, 0, 0]));
     assert_eq!(s[0]["days"], json!([1, 2, 3, 4, 5]));

@@ -1,21 +1,12 @@
 //! Trends: what `trendsFilter.display` changes (a running sum; one value
 //! over the whole range), and breakdowns by a person property.
 
-use elide_app::analytics::trends::{self, TrendsSpec, BREAKDOWN_NULL, BREAKDOWN_OTHER};
+use elide_app::analytics::trends::{TrendsSpec, BREAKDOWN_NULL, BREAKDOWN_OTHER};
+
+use super::trends_scenarios::trend;
 use serde_json::json;
 
 use super::*;
-
-async fn trend(app: &App, q: Value) -> Value {
-    let Value::Object(q) = q else {
-        panic!("a query object")
-    };
-    let spec = TrendsSpec::parse(&q, now()).expect("spec");
-    let counts = trends::compute(app.persons(), P, &spec, &QueryLimits::default())
-        .await
-        .expect("trends");
-    trends::results(&spec, &counts)
-}
 
 /// Three days: a (plan pro) on days 0 and 1, b (plan free) on days 1 and
 /// 2 twice, c (no plan) on day 2, a personless visitor on day 0; every
@@ -32,11 +23,7 @@ fn load(app: &App) {
         ev("b", 2, 2, json!({"amount": 3})),
         ev("c", 2, 3, json!({"amount": 4})),
     ];
-    let list: Vec<(&str, &str, &str, Value)> = rows
-        .iter()
-        .map(|(d, e, t, p)| (*d, *e, t.as_str(), p.clone()))
-        .collect();
-    capture(app.persons(), &list);
+    capture(app.persons(), &rows);
 }
 
 fn query(math: &str, display: Option<&str>, breakdown: Value) -> Value {

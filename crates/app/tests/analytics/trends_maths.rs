@@ -141,13 +141,13 @@ fn reference(rows: &[Row], math: &str, person_property: bool) -> Vec<f64> {
 
 fn load(app: &App, rows: &[Row]) {
     // The persons first, with their score.
-    let mut evs: Vec<(String, String, Value)> = (0..4)
+    let mut evs: Vec<(String, &str, String, Value)> = (0..4)
         .map(|a| {
             let set = match score(a) {
                 Some(s) => json!({"$set": {"score": s}}),
                 None => json!({}),
             };
-            (ACTORS[a].to_string(), iso(-1, 0), set)
+            (ACTORS[a].to_string(), "$identify", iso(-1, 0), set)
         })
         .collect();
     for (i, r) in rows.iter().enumerate() {
@@ -163,21 +163,9 @@ fn load(app: &App, rows: &[Row]) {
         }
         let t = (day0() + chrono::Duration::days(r.1) + chrono::Duration::seconds(i as i64))
             .to_rfc3339();
-        evs.push((ACTORS[r.0].to_string(), t, props));
+        evs.push((ACTORS[r.0].to_string(), "buy", t, props));
     }
-    let list: Vec<(&str, &str, &str, Value)> = evs
-        .iter()
-        .enumerate()
-        .map(|(i, (d, t, p))| {
-            (
-                d.as_str(),
-                if i < 4 { "$identify" } else { "buy" },
-                t.as_str(),
-                p.clone(),
-            )
-        })
-        .collect();
-    capture(app.persons(), &list);
+    capture(app.persons(), &evs);
 }
 
 const MATHS: [&str; 15] = [
@@ -272,11 +260,7 @@ async fn a_property_math_breaks_down_and_folds_into_other() {
         ev("b", "team", 20.0, 4),
         ev("c", "team", 10.0, 5),
     ];
-    let list: Vec<(&str, &str, &str, Value)> = rows
-        .iter()
-        .map(|(d, e, t, p)| (*d, *e, t.as_str(), p.clone()))
-        .collect();
-    capture(app.persons(), &list);
+    capture(app.persons(), &rows);
     let q = |math: &str, limit: usize| {
         json!({"kind": "TrendsQuery", "interval": "day",
             "dateRange": {"date_from": "2020-01-01", "date_to": "2020-01-01"},

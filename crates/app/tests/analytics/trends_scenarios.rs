@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::*;
 
-async fn trend(app: &App, q: Value) -> Value {
+/// The results of a `TrendsQuery` (it must parse and run).
+pub(super) async fn trend(app: &App, q: Value) -> Value {
     let Value::Object(q) = q else {
         panic!("a query object")
     };
