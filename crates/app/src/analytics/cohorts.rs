@@ -27,18 +27,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, Utc};
 use datafusion::datasource::MemTable;
-use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
 use datafusion::prelude::SessionContext;
 use elide_persons::{CohortRow, Persons, SqliteMeta};
 use serde_json::{json, Map, Value};
 
+use super::in_set;
 use super::properties::{leaves, props, props_sql, Prop, PropKind};
 use super::{collect, lit, session, ts_lit};
 use crate::error::{AppError, Result};
@@ -431,11 +428,12 @@ fn register<'a>(
         members.sort_unstable();
         members.dedup();
         let col = Arc::new(StringArray::from(members));
-        ctx.register_udf(ScalarUDF::new_from_impl(Member {
-            name: member_fn(id),
-            members: Arc::clone(&col),
-            signature: Signature::any(1, Volatility::Stable),
-        }));
+        let sorted = Arc::clone(&col);
+        ctx.register_udf(in_set::udf(
+            member_fn(id),
+            Arc::new(move |person| is_member(&sorted, person)),
+            None,
+        ));
         let col: ArrayRef = col;
         let batch = RecordBatch::try_new(Arc::clone(&schema), vec![col])?;
         ctx.register_table(
@@ -635,7 +633,7 @@ pub async fn register_for<'p>(
 
 /// The SQL condition of a cohort filter on the person `pdi.person_id`:
 /// in the cohort (`members`) or not; NULL when there is no person, as
-/// `IN` would be. A function of the row ([`Member`]), not a subquery: it
+/// `IN` would be. A function of the row ([`is_member`]), not a subquery: it
 /// may stand anywhere, in an `OR` and in an aggregate's argument (a
 /// funnel's step conditions), where DataFusion cannot plan a subquery.
 pub fn condition(id: i64, members: bool) -> String {
@@ -651,65 +649,20 @@ fn member_fn(id: i64) -> String {
     format!("cohort_member_{id}")
 }
 
-/// `cohort_member_{id}(person)`: whether a person (UUID text) is one of a
-/// cohort's members, NULL for NULL; put on the session with the
-/// members' table by [`register`], whose column (sorted) it searches.
-#[derive(Debug)]
-struct Member {
-    name: String,
-    members: Arc<StringArray>,
-    signature: Signature,
-}
-
-impl PartialEq for Member {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && Arc::ptr_eq(&self.members, &other.members)
+/// Whether `person` is one of `members` (sorted): a binary search of
+/// the members' table column, the one copy of them.
+fn is_member(members: &StringArray, person: &str) -> bool {
+    // The first member not below `person`.
+    let (mut lo, mut hi) = (0, members.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if members.value(mid) < person {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
     }
-}
-
-impl Eq for Member {}
-
-impl std::hash::Hash for Member {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-        std::ptr::hash(Arc::as_ptr(&self.members), state);
-    }
-}
-
-impl ScalarUDFImpl for Member {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Boolean)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let ids = args.args[0].to_array(args.number_rows)?;
-        let ids = arrow::compute::cast(&ids, &DataType::Utf8)?;
-        let ids = ids.as_string::<i32>();
-        let m = &self.members;
-        let member = |id: &str| {
-            // The first member not below `id`.
-            let (mut lo, mut hi) = (0, m.len());
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if m.value(mid) < id {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            lo < m.len() && m.value(lo) == id
-        };
-        let out: BooleanArray = ids.iter().map(|id| id.map(member)).collect();
-        Ok(ColumnarValue::Array(Arc::new(out)))
-    }
+    lo < members.len() && members.value(lo) == person
 }
 
 /// The members of a cohort (UUIDs, sorted).

@@ -43,6 +43,7 @@ pub mod correlation;
 pub mod events;
 pub mod filter;
 pub mod funnel;
+mod in_set;
 pub mod lifecycle;
 pub mod personless;
 pub mod properties;

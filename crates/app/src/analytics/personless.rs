@@ -20,20 +20,13 @@
 //! - personless actors have empty person properties: a person filter sees
 //!   them as absent ([`personless_can_match`]), and they are in no cohort.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
-use arrow::datatypes::DataType;
-use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
 use datafusion::prelude::SessionContext;
 use elide_persons::deleted::DeletedActors;
-use elide_persons::ids::BlockedIds;
 use elide_persons::{Persons, SqliteMeta};
 
+use super::in_set;
 use super::properties::props_sql;
 use super::properties::{Prop, PropKind};
 use crate::error::Result;
@@ -157,16 +150,21 @@ impl Personless {
         Ok(persons.deletion_stamp(project)? != self.deleted.stamp())
     }
 
-    /// Put [`BLOCKED_ID`] and [`DELETED_ACTOR`] on `ctx`.
+    /// Put [`BLOCKED_ID`] and [`DELETED_ACTOR`] on `ctx` (both false for
+    /// NULL).
     pub fn register(&self, ctx: &SessionContext) {
-        ctx.register_udf(ScalarUDF::new_from_impl(BlockedId {
-            ids: Arc::clone(self.deleted.blocked()),
-            signature: Signature::any(1, Volatility::Stable),
-        }));
-        ctx.register_udf(ScalarUDF::new_from_impl(DeletedActor {
-            deleted: Arc::clone(&self.deleted),
-            signature: Signature::any(1, Volatility::Stable),
-        }));
+        let blocked = Arc::clone(self.deleted.blocked());
+        ctx.register_udf(in_set::udf(
+            BLOCKED_ID,
+            Arc::new(move |id| blocked.contains(id)),
+            Some(false),
+        ));
+        let deleted = Arc::clone(&self.deleted);
+        ctx.register_udf(in_set::udf(
+            DELETED_ACTOR,
+            Arc::new(move |uuid| deleted.is_deleted(uuid)),
+            Some(false),
+        ));
     }
 
     /// The condition that the UUID personless event `e` carries is no
@@ -205,116 +203,10 @@ impl std::fmt::Debug for Personless {
 /// ([`Personless::stale`]); then its last answer stands.
 pub const MAX_RUNS: usize = 3;
 
-/// `elide_blocked_id(distinct_id)`: whether the id is blocked (a deleted
-/// person's). Hashes each id once per run of equal ids (a part holds a
-/// distinct id's rows together).
-#[derive(Debug)]
-struct BlockedId {
-    ids: Arc<BlockedIds>,
-    signature: Signature,
-}
-
-impl PartialEq for BlockedId {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.ids, &other.ids)
-    }
-}
-
-impl Eq for BlockedId {}
-
-impl Hash for BlockedId {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        std::ptr::hash(Arc::as_ptr(&self.ids), state);
-    }
-}
-
-impl ScalarUDFImpl for BlockedId {
-    fn name(&self) -> &str {
-        BLOCKED_ID
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Boolean)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let ids = args.args[0].to_array(args.number_rows)?;
-        let ids = arrow::compute::cast(&ids, &DataType::Utf8)?;
-        let ids = ids.as_string::<i32>();
-        let mut out = BooleanBuilder::with_capacity(ids.len());
-        let mut last: Option<(&str, bool)> = None;
-        for i in 0..ids.len() {
-            if ids.is_null(i) {
-                out.append_value(false);
-                continue;
-            }
-            let id = ids.value(i);
-            let blocked = match last {
-                Some((l, b)) if l == id => b,
-                _ => self.ids.contains(id),
-            };
-            last = Some((id, blocked));
-            out.append_value(blocked);
-        }
-        Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
-    }
-}
-
 /// Name of the function whether a person UUID (text) is a deleted
 /// person's (`elide_deleted_actor(uuid)`), registered by
 /// [`Personless::register`].
 pub const DELETED_ACTOR: &str = "elide_deleted_actor";
-
-/// `elide_deleted_actor(uuid)`: whether the UUID is a deleted person's
-/// (NULL: no one's).
-#[derive(Debug)]
-struct DeletedActor {
-    deleted: Arc<DeletedActors>,
-    signature: Signature,
-}
-
-impl PartialEq for DeletedActor {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.deleted, &other.deleted)
-    }
-}
-
-impl Eq for DeletedActor {}
-
-impl Hash for DeletedActor {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        std::ptr::hash(Arc::as_ptr(&self.deleted), state);
-    }
-}
-
-impl ScalarUDFImpl for DeletedActor {
-    fn name(&self) -> &str {
-        DELETED_ACTOR
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Boolean)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let ids = args.args[0].to_array(args.number_rows)?;
-        let ids = arrow::compute::cast(&ids, &DataType::Utf8)?;
-        let ids = ids.as_string::<i32>();
-        let out: arrow::array::BooleanArray = ids
-            .iter()
-            .map(|id| Some(id.is_some_and(|id| self.deleted.is_deleted(id))))
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-    }
-}
 
 #[cfg(test)]
 mod tests {
