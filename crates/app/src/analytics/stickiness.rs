@@ -340,7 +340,15 @@ pub async fn persons_of(
     let Some(s) = spec.trends.series.get(index) else {
         return invalid("no such series");
     };
-    let (ctx, _) = trends::prepare(persons, project, &spec.trends, limits).await?;
+    // The persons' rows only: the cohorts, not the deleted persons.
+    let ctx = super::session(persons, project, limits)?;
+    super::cohorts::register_for(
+        &ctx,
+        persons,
+        project,
+        spec.trends.props.iter().chain(&s.props),
+    )
+    .await?;
     let rows = spec.trends.actor_rows_sql(s, None)?;
     let (op, value) = spec.criteria;
     let sql = format!(

@@ -128,6 +128,31 @@ async fn stickiness_counts_persons_through_identity() {
         .expect("cumulative");
     assert_eq!(s[0]["data"], json!([1, 1, 1, 0, 0]));
     assert_eq!(s[0]["labels"][2], "3 days or more");
+    // The persons of three days, through a cohort filter: a.
+    let c = app
+        .persons()
+        .create_cohort(P, "a", "", true, Value::Null)
+        .expect("cohort");
+    app.persons()
+        .add_to_static_cohort(
+            P,
+            c.id,
+            &elide_persons::cohorts::CohortPeople {
+                uuids: Vec::new(),
+                distinct_ids: vec!["a".into()],
+            },
+        )
+        .expect("members");
+    let mut q = query(Value::Null);
+    q["properties"] = json!([{"type": "cohort", "key": "id", "value": c.id}]);
+    let Value::Object(q) = q else {
+        unreachable!("an object")
+    };
+    let spec = StickinessSpec::parse(&q, now()).expect("spec");
+    let limits = QueryLimits::default();
+    let listed = |n| stickiness::persons_of(app.persons(), P, &spec, 0, n, &limits);
+    assert_eq!(listed(3).await.expect("persons"), vec![uuid_of(&app, "a")]);
+    assert_eq!(listed(1).await.expect("persons"), Vec::<String>::new());
     let mut q = query(Value::Null);
     q["properties"] = json!([{"key": "plan", "value": "free", "type": "person"}]);
     assert_eq!(
