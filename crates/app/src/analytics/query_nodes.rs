@@ -16,12 +16,10 @@ fn invalid<T>(msg: impl Into<String>) -> Result<T> {
     Err(AppError::InvalidQuery(msg.into()))
 }
 
-/// The keys of a query node besides its own filter, read or ignored.
+/// The keys every query node may have besides its own, read or ignored.
 const COMMON: &[&str] = &[
     "kind",
-    "series",
     "dateRange",
-    "interval",
     "properties",
     "filterTestAccounts",
     "aggregation_group_type_index",
@@ -33,9 +31,50 @@ const COMMON: &[&str] = &[
     "dataColorTheme",
 ];
 
+/// The keys of the nodes with series.
+const SERIES: &[&str] = &["series", "interval"];
+
+/// What every query node is checked for: a key outside [`COMMON`] and
+/// `own` is refused (rather than ignored), and so are test-account
+/// filters and groups, which Elide does not have.
+pub(crate) fn check_node(q: &Map<String, Value>, kind: &str, own: &[&str]) -> Result<()> {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !COMMON.contains(&k.as_str()) && !own.contains(&k.as_str()))
+    {
+        return invalid(format!("{kind}: {k} is not supported"));
+    }
+    if q.get("filterTestAccounts") == Some(&Value::Bool(true)) {
+        return invalid(format!(
+            "{kind}: filterTestAccounts is not supported (Elide has no test-account filters)"
+        ));
+    }
+    if q.get("aggregation_group_type_index")
+        .is_some_and(|v| !v.is_null())
+    {
+        return invalid(format!("{kind}: groups are not supported"));
+    }
+    Ok(())
+}
+
+/// A node's `dateRange` as the legacy keys (`date_from`, `date_to`,
+/// `explicit_date`), into `m`.
+pub(crate) fn date_range(q: &Map<String, Value>, m: &mut Map<String, Value>) -> Result<()> {
+    if let Some(r) = object(q, "dateRange")? {
+        copy(r, "date_from", "date_from", m);
+        copy(r, "date_to", "date_to", m);
+        copy(r, "explicitDate", "explicit_date", m);
+    }
+    Ok(())
+}
+
 /// A `FunnelsQuery` as the parameters of `…/insights/funnel/`.
 pub fn funnels_params(q: &Map<String, Value>) -> Result<Params> {
-    check_keys(q, "FunnelsQuery", &["breakdownFilter", "funnelsFilter"])?;
+    check_node(
+        q,
+        "FunnelsQuery",
+        &[SERIES, &["breakdownFilter", "funnelsFilter"]].concat(),
+    )?;
     let mut m = common(q, "FunnelsQuery")?;
     if let Some(b) = object(q, "breakdownFilter")? {
         let b = fold_breakdowns(b, true)?;
@@ -91,7 +130,11 @@ pub fn funnels_params(q: &Map<String, Value>) -> Result<Params> {
 /// A `LifecycleQuery` as the parameters of
 /// `…/insights/trend/?shown_as=Lifecycle`.
 pub fn lifecycle_params(q: &Map<String, Value>) -> Result<Params> {
-    check_keys(q, "LifecycleQuery", &["lifecycleFilter"])?;
+    check_node(
+        q,
+        "LifecycleQuery",
+        &[SERIES, &["lifecycleFilter"]].concat(),
+    )?;
     // `lifecycleFilter` is presentation (which statuses show, stacking).
     object(q, "lifecycleFilter")?;
     let mut m = common(q, "LifecycleQuery")?;
@@ -175,16 +218,6 @@ pub fn fold_breakdowns(b: &Map<String, Value>, several: bool) -> Result<Map<Stri
     Ok(out)
 }
 
-fn check_keys(q: &Map<String, Value>, kind: &str, own: &[&str]) -> Result<()> {
-    match q
-        .keys()
-        .find(|k| !COMMON.contains(&k.as_str()) && !own.contains(&k.as_str()))
-    {
-        Some(k) => invalid(format!("{kind}: {k} is not supported")),
-        None => Ok(()),
-    }
-}
-
 /// `key` of `q` as an object, `None` when absent or null.
 fn object<'q>(q: &'q Map<String, Value>, key: &str) -> Result<Option<&'q Map<String, Value>>> {
     match q.get(key) {
@@ -203,11 +236,6 @@ fn copy(from: &Map<String, Value>, key: &str, to: &str, m: &mut Map<String, Valu
 /// The series, dates, interval, properties and test-account switch every
 /// node has, as the legacy names.
 fn common(q: &Map<String, Value>, kind: &str) -> Result<Map<String, Value>> {
-    if q.get("aggregation_group_type_index")
-        .is_some_and(|v| !v.is_null())
-    {
-        return invalid(format!("{kind}: groups are not supported"));
-    }
     let mut m = Map::new();
     let Some(Value::Array(series)) = q.get("series") else {
         return invalid(format!("{kind}: series must be a list of EventsNode"));
@@ -218,14 +246,9 @@ fn common(q: &Map<String, Value>, kind: &str) -> Result<Map<String, Value>> {
         .map(|(i, s)| entity(s, i))
         .collect::<Result<Vec<Value>>>()?;
     m.insert("events".into(), Value::Array(events));
-    if let Some(r) = object(q, "dateRange")? {
-        copy(r, "date_from", "date_from", &mut m);
-        copy(r, "date_to", "date_to", &mut m);
-        copy(r, "explicitDate", "explicit_date", &mut m);
-    }
+    date_range(q, &mut m)?;
     copy(q, "interval", "interval", &mut m);
     copy(q, "properties", "properties", &mut m);
-    copy(q, "filterTestAccounts", "filter_test_accounts", &mut m);
     Ok(m)
 }
 

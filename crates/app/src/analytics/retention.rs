@@ -85,37 +85,15 @@ pub struct RetentionSpec {
     pub minimum_occurrences: i64,
 }
 
-const KNOWN: &[&str] = &[
-    "kind",
-    "dateRange",
-    "properties",
-    "retentionFilter",
-    "filterTestAccounts",
-    "breakdownFilter",
-    "aggregation_group_type_index",
-    "samplingFactor",
-    "modifiers",
-    "response",
-    "version",
-    "tags",
-    "dataColorTheme",
-];
-
 impl RetentionSpec {
     /// Parse a `RetentionQuery` (PostHog's defaults: `$pageview` both ways,
     /// by day, 11 intervals ending today).
     pub fn parse(q: &Map<String, Value>, now: DateTime<Utc>) -> Result<RetentionSpec> {
-        if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return invalid(format!("RetentionQuery: {k} is not supported"));
-        }
-        if q.get("filterTestAccounts") == Some(&Value::Bool(true)) {
-            return invalid("RetentionQuery: filterTestAccounts is not supported (Elide has no test-account filters)");
-        }
-        if q.get("aggregation_group_type_index")
-            .is_some_and(|v| !v.is_null())
-        {
-            return invalid("RetentionQuery: groups are not supported");
-        }
+        super::query_nodes::check_node(
+            q,
+            "RetentionQuery",
+            &["retentionFilter", "breakdownFilter"],
+        )?;
         if let Some(b) = q.get("breakdownFilter").filter(|b| !b.is_null()) {
             let set = |k: &str| b.get(k).is_some_and(|v| !v.is_null() && v != &json!([]));
             if set("breakdown") || set("breakdowns") {
@@ -194,20 +172,7 @@ impl RetentionSpec {
         let returning = entity(f.get("returningEntity"), "returningEntity")?;
         // The range: whole intervals, through the end of date_to's.
         let mut m = Map::new();
-        if let Some(r) = q.get("dateRange").filter(|r| !r.is_null()) {
-            let Value::Object(r) = r else {
-                return invalid("dateRange must be an object {date_from, date_to}");
-            };
-            for (from, to) in [
-                ("date_from", "date_from"),
-                ("date_to", "date_to"),
-                ("explicitDate", "explicit_date"),
-            ] {
-                if let Some(v) = r.get(from).filter(|v| !v.is_null()) {
-                    m.insert(to.into(), v.clone());
-                }
-            }
-        }
+        super::query_nodes::date_range(q, &mut m)?;
         // Without date_from, the range is counted back from its end.
         let given_from = m.contains_key("date_from");
         if !given_from {

@@ -39,30 +39,14 @@ pub struct StickinessSpec {
     pub criteria: (&'static str, i64),
 }
 
-/// Keys of a `StickinessQuery` Elide reads or ignores.
-const KNOWN: &[&str] = &[
-    "kind",
-    "series",
-    "dateRange",
-    "interval",
-    "intervalCount",
-    "properties",
-    "stickinessFilter",
-    "filterTestAccounts",
-    "samplingFactor",
-    "modifiers",
-    "response",
-    "version",
-    "tags",
-    "dataColorTheme",
-];
-
 impl StickinessSpec {
     /// Parse a `StickinessQuery` (the last 7 days by day by default).
     pub fn parse(q: &Map<String, Value>, now: chrono::DateTime<chrono::Utc>) -> Result<Self> {
-        if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return invalid(format!("StickinessQuery: {k} is not supported"));
-        }
+        super::query_nodes::check_node(
+            q,
+            "StickinessQuery",
+            &["series", "interval", "intervalCount", "stickinessFilter"],
+        )?;
         match q.get("intervalCount") {
             None | Some(Value::Null) => {}
             Some(v) if v.as_i64() == Some(1) => {}

@@ -30,6 +30,7 @@ use super::personless::{
 };
 use super::properties::props_sql;
 use super::properties::{events_only, props, Prop};
+use super::query_nodes;
 use super::{lit, ts_lit};
 use crate::error::{AppError, Result};
 
@@ -167,56 +168,19 @@ impl Display {
     }
 }
 
-/// Keys of a `TrendsQuery` Elide reads; any other key is refused rather
-/// than ignored, unless it only changes presentation.
-const KNOWN: &[&str] = &[
-    "kind",
-    "series",
-    "dateRange",
-    "interval",
-    "properties",
-    "breakdownFilter",
-    "trendsFilter",
-    "filterTestAccounts",
-    "aggregation_group_type_index",
-    "samplingFactor",
-    "modifiers",
-    "response",
-    "version",
-    "tags",
-];
-
 impl TrendsSpec {
     /// Parse a `TrendsQuery` (PostHog's defaults: the last 7 days, by
     /// day, `total`).
     pub fn parse(q: &Map<String, Value>, now: DateTime<Utc>) -> Result<TrendsSpec> {
-        if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return invalid(format!("TrendsQuery: {k} is not supported"));
-        }
-        if q.get("filterTestAccounts") == Some(&Value::Bool(true)) {
-            return invalid("TrendsQuery: filterTestAccounts is not supported (Elide has no test-account filters)");
-        }
-        if q.get("aggregation_group_type_index")
-            .is_some_and(|v| !v.is_null())
-        {
-            return invalid("TrendsQuery: groups are not supported");
-        }
+        query_nodes::check_node(
+            q,
+            "TrendsQuery",
+            &["series", "interval", "breakdownFilter", "trendsFilter"],
+        )?;
         let display = Display::parse(q.get("trendsFilter"))?;
         // The legacy parameters the shared parsers read.
         let mut m = Map::new();
-        if let Some(r) = q.get("dateRange") {
-            let Value::Object(r) = r else {
-                return invalid("dateRange must be an object {date_from, date_to}");
-            };
-            for k in ["date_from", "date_to"] {
-                if let Some(v) = r.get(k) {
-                    m.insert(k.into(), v.clone());
-                }
-            }
-            if let Some(v) = r.get("explicitDate") {
-                m.insert("explicit_date".into(), v.clone());
-            }
-        }
+        query_nodes::date_range(q, &mut m)?;
         if let Some(v) = q.get("interval") {
             m.insert("interval".into(), v.clone());
         }
