@@ -13,6 +13,7 @@ mod lifecycle_scenarios;
 mod property_groups;
 mod retention;
 mod stickiness;
+mod trends_actors;
 mod trends_displays;
 mod trends_maths;
 mod trends_scenarios;

@@ -342,6 +342,53 @@ fn add(
     bump(periods_of(counts, tally, value)?, tally, period, n)
 }
 
+/// A series' breakdown values (and their counts) as [`results`] shows
+/// them: the largest `breakdown_limit` by their total over `periods`,
+/// chosen before any is zero-filled (a breakdown by a property unique
+/// per event has as many values as events), then the rest (`Other`).
+/// As PostHog ranks them: values before the null one (a total value: by
+/// the value alone), then by total, largest first, then by value.
+#[allow(clippy::type_complexity)]
+pub(crate) fn ranked<'a>(
+    spec: &TrendsSpec,
+    c: &'a Counts,
+    periods: &[i64],
+) -> (
+    Vec<(&'a Option<String>, &'a BTreeMap<i64, f64>)>,
+    Vec<(&'a Option<String>, &'a BTreeMap<i64, f64>)>,
+) {
+    let in_range = |p: &i64| periods.binary_search(p).is_ok();
+    let mut totals: Vec<(&Option<String>, f64, &BTreeMap<i64, f64>)> = c
+        .iter()
+        .map(|(bd, m)| {
+            let total = m.iter().filter(|(p, _)| in_range(p)).map(|(_, n)| *n).sum();
+            (bd, total, m)
+        })
+        .collect();
+    let null = |v: &Option<String>| {
+        spec.display != Display::TotalValue && v.as_deref() == Some(BREAKDOWN_NULL)
+    };
+    totals.sort_by(|a, b| {
+        null(a.0)
+            .cmp(&null(b.0))
+            .then_with(|| b.1.total_cmp(&a.1))
+            .then_with(|| a.0.cmp(b.0))
+    });
+    let rest = totals.split_off(spec.breakdown_limit.min(totals.len()));
+    let pairs = |v: Vec<(&'a Option<String>, f64, &'a BTreeMap<i64, f64>)>| {
+        v.into_iter().map(|(bd, _, m)| (bd, m)).collect()
+    };
+    (pairs(totals), pairs(rest))
+}
+
+/// The periods [`results`] shows: the first day alone for a total value.
+pub(crate) fn shown_periods(spec: &TrendsSpec) -> Vec<i64> {
+    match spec.display {
+        Display::TotalValue => vec![spec.first],
+        Display::Series | Display::Cumulative => spec.periods(),
+    }
+}
+
 /// PostHog's result list: per series (and breakdown value, the largest
 /// `breakdown_limit` by total, then `Other`: the sum of the rest per
 /// period, as PostHog sums them whatever the math, unless hidden),
@@ -350,10 +397,7 @@ fn add(
 pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
     let (labels, days) = period_labels(spec.interval, &spec.periods());
     // A total value is counted at the first day alone.
-    let periods = match spec.display {
-        Display::TotalValue => vec![spec.first],
-        Display::Series | Display::Cumulative => spec.periods(),
-    };
+    let periods = shown_periods(spec);
     let mut out = Vec::new();
     for (i, (s, c)) in spec.series.iter().zip(counts).enumerate() {
         let rows: Vec<(Option<String>, Vec<f64>)> = if spec.breakdown.is_none() {
@@ -366,33 +410,11 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
                     .collect(),
             )]
         } else {
-            // The largest breakdown_limit values by their total over the
-            // periods, chosen before any is zero-filled (a breakdown by
-            // a property unique per event has as many values as events).
             let in_range = |p: &i64| periods.binary_search(p).is_ok();
-            let mut totals: Vec<(&Option<String>, f64, &BTreeMap<i64, f64>)> = c
-                .iter()
-                .map(|(bd, m)| {
-                    let total = m.iter().filter(|(p, _)| in_range(p)).map(|(_, n)| *n).sum();
-                    (bd, total, m)
-                })
-                .collect();
-            // As PostHog ranks them: values before the null one (a total
-            // value: by the value alone), then by total, largest first,
-            // then by value.
-            let null = |v: &Option<String>| {
-                spec.display != Display::TotalValue && v.as_deref() == Some(BREAKDOWN_NULL)
-            };
-            totals.sort_by(|a, b| {
-                null(a.0)
-                    .cmp(&null(b.0))
-                    .then_with(|| b.1.total_cmp(&a.1))
-                    .then_with(|| a.0.cmp(b.0))
-            });
-            let rest = totals.split_off(spec.breakdown_limit.min(totals.len()));
-            let mut rows: Vec<(Option<String>, Vec<f64>)> = totals
+            let (kept, rest) = ranked(spec, c, &periods);
+            let mut rows: Vec<(Option<String>, Vec<f64>)> = kept
                 .into_iter()
-                .map(|(bd, _, m)| {
+                .map(|(bd, m)| {
                     (
                         bd.clone(),
                         periods
@@ -404,14 +426,14 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
                 .collect();
             // Values past the limit with nothing in the range make no
             // Other row.
-            if spec.breakdown_other && rest.iter().any(|(_, _, m)| m.keys().any(in_range)) {
+            if spec.breakdown_other && rest.iter().any(|(_, m)| m.keys().any(in_range)) {
                 rows.push((
                     Some(BREAKDOWN_OTHER.to_string()),
                     periods
                         .iter()
                         .map(|p| {
                             rest.iter()
-                                .map(|(_, _, m)| m.get(p).copied().unwrap_or(0.0))
+                                .map(|(_, m)| m.get(p).copied().unwrap_or(0.0))
                                 .sum::<f64>()
                         })
                         .collect(),

@@ -505,6 +505,18 @@ impl TrendsSpec {
         })
     }
 
+    /// The SQL of an event's breakdown value (NULL without a
+    /// breakdown): of the event (`e`), or of its person (`p`); a
+    /// personless event has no person properties (unset).
+    fn breakdown_sql(&self, personless: bool) -> String {
+        match &self.breakdown {
+            Some(_) if self.breakdown_person && personless => "CAST(NULL AS VARCHAR)".to_string(),
+            Some(k) if self.breakdown_person => format!("json_as_text(p.properties, {})", lit(k)),
+            Some(k) => format!("json_as_text(e.properties, {})", lit(k)),
+            None => "CAST(NULL AS VARCHAR)".to_string(),
+        }
+    }
+
     /// One series' query over persons, or with `personless` over the
     /// events with no person ([`TrendsSpec::personless_sql`]).
     fn series_sql(&self, s: &Series, personless: Option<&Personless>) -> Result<String> {
@@ -526,15 +538,7 @@ impl TrendsSpec {
         if let Some(e) = &s.event {
             filter.push(format!("e.event = {}", lit(e)));
         }
-        let bd = match &self.breakdown {
-            // A personless event has no person properties: unset.
-            Some(_) if self.breakdown_person && personless.is_some() => {
-                "CAST(NULL AS VARCHAR)".to_string()
-            }
-            Some(k) if self.breakdown_person => format!("json_as_text(p.properties, {})", lit(k)),
-            Some(k) => format!("json_as_text(e.properties, {})", lit(k)),
-            None => "CAST(NULL AS VARCHAR)".to_string(),
-        };
+        let bd = self.breakdown_sql(personless.is_some());
         // "" and unset are one value (PostHog's null): folded before a
         // count of distinct actors or an aggregate groups them (events
         // counted apart add up alike, and `total` keeps its plain key).
@@ -628,6 +632,8 @@ pub const MAX_SERIES: usize = 100;
 /// its period's label and day, so 1,000,000 values are ~50 MB of JSON.
 pub const MAX_RESULT_VALUES: usize = 1_000_000;
 
+mod actors;
 mod compute;
+pub use actors::{actors, ActorKey, ActorsPage, Point, TrendActor};
 pub(crate) use compute::prepare;
 pub use compute::{compute, results};

@@ -1,0 +1,237 @@
+//! The persons behind one point of a trend (PostHog's
+//! `TrendsActorsQueryBuilder`, the persons modal of a trends chart, and
+//! the legacy `…/persons/trends/`): the persons with a matching event of
+//! the series in the point's period, with how many (`event_count`), the
+//! last one's time and the distinct ids they were sent with.
+//!
+//! The point's events are those its value counts: the series' event and
+//! filters and the query's, in the period of `day` (with a total value,
+//! the whole range and no day), within the query's range as the chart
+//! counts it, and for weekly or monthly active persons the 7 or 30 days
+//! ending with the day. With a breakdown, only the events of the
+//! point's value: [`BREAKDOWN_NULL`] is unset or empty, and
+//! [`BREAKDOWN_OTHER`] every value the chart does not show (found by
+//! counting the series as the chart does).
+//!
+//! Persons are found through the persons layer's identity, as the chart
+//! counts them: an event belongs to the person owning its distinct id
+//! now, a deleted person is nobody's, and an event without a person
+//! (personless) has no profile to list, as in PostHog (whose actors query
+//! joins the persons table). A cumulative chart's point lists the
+//! persons of its own period, as PostHog's does.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type};
+use elide_persons::{Persons, SqliteMeta};
+use futures::StreamExt;
+
+use super::{invalid, Display, TrendsSpec, BREAKDOWN_NULL, BREAKDOWN_OTHER, DAY};
+use crate::analytics::properties::props_sql;
+use crate::analytics::{lit, stream, ts_lit};
+use crate::error::Result;
+use crate::query::QueryLimits;
+
+/// Which point of a trend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The series (0-based).
+    pub series: usize,
+    /// A time in the point's period (µs); `None` with a total value.
+    pub day: Option<i64>,
+    /// The breakdown value, as the result's `breakdown_value` names it.
+    pub breakdown: Option<String>,
+}
+
+/// One person of a point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrendActor {
+    /// The person's UUID.
+    pub person: String,
+    /// The person's events the point counts.
+    pub event_count: u64,
+    /// The last of them (µs).
+    pub last_seen: i64,
+    /// The distinct ids they were sent with, sorted.
+    pub distinct_ids: Vec<String>,
+}
+
+/// What the persons of a point may be ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKey {
+    /// Their events the point counts.
+    EventCount,
+    /// The last of them.
+    LastSeen,
+    /// The person's UUID.
+    Id,
+}
+
+impl ActorKey {
+    fn sql(self) -> &'static str {
+        match self {
+            ActorKey::EventCount => "n",
+            ActorKey::LastSeen => "seen",
+            ActorKey::Id => "actor",
+        }
+    }
+}
+
+/// The order and the page of a point's persons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorsPage {
+    /// Keys, each descending (`true`) or not; the UUID breaks ties last.
+    pub order: Vec<(ActorKey, bool)>,
+    /// Most persons.
+    pub limit: usize,
+    /// Persons skipped.
+    pub offset: usize,
+}
+
+impl Default for ActorsPage {
+    /// PostHog's persons modal: most events first, then by UUID
+    /// descending; 100.
+    fn default() -> Self {
+        ActorsPage {
+            order: vec![(ActorKey::EventCount, true), (ActorKey::Id, true)],
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+/// The persons of `point` of `spec`, in `page`'s order and window.
+pub async fn actors(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &TrendsSpec,
+    point: &Point,
+    page: &ActorsPage,
+    limits: &QueryLimits,
+) -> Result<Vec<TrendActor>> {
+    let Some(s) = spec.series.get(point.series) else {
+        return invalid(format!(
+            "series {} is none of the query's {} series",
+            point.series,
+            spec.series.len()
+        ));
+    };
+    // The events the point counts, from `lo` to before `hi`.
+    let (lo, hi) = match (spec.display, point.day) {
+        (Display::TotalValue, Some(_)) => {
+            return invalid("a day is not taken for a total value: its persons are the range's")
+        }
+        (Display::TotalValue, None) => (spec.from, spec.to.saturating_add(1)),
+        (_, None) => return invalid("a day is required: the period of the point"),
+        (_, Some(day)) => {
+            let start = spec.interval.trunc(day);
+            let end = spec.interval.next(start);
+            match spec.math_of(s).days() {
+                Some(d) => (start - (d - 1) * DAY, end),
+                None => (start.max(spec.from), end),
+            }
+        }
+    };
+    let hi = hi.min(spec.to.saturating_add(1));
+    let mut filter = vec![
+        format!("e.timestamp >= {}", ts_lit(lo)),
+        format!("e.timestamp < {}", ts_lit(hi)),
+        props_sql(&spec.props)?,
+        props_sql(&s.props)?,
+    ];
+    if let Some(e) = &s.event {
+        filter.push(format!("e.event = {}", lit(e)));
+    }
+    let ctx = crate::analytics::session(persons, project, limits)?;
+    crate::analytics::cohorts::register_for(
+        &ctx,
+        persons,
+        project,
+        spec.props.iter().chain(&s.props),
+    )
+    .await?;
+    match (&spec.breakdown, &point.breakdown) {
+        (None, Some(_)) => return invalid("a breakdown value is given but the query has none"),
+        (_, None) => {}
+        (Some(_), Some(v)) => {
+            let bd = format!("nullif({}, '')", spec.breakdown_sql(false));
+            if v == BREAKDOWN_NULL {
+                filter.push(format!("{bd} IS NULL"));
+            } else if v == BREAKDOWN_OTHER {
+                // What the chart shows, counted as it counts.
+                let mut one = spec.clone();
+                one.series = vec![s.clone()];
+                let counts = super::compute(persons, project, &one, limits).await?;
+                let periods = super::compute::shown_periods(spec);
+                let shown: Vec<String> = counts
+                    .first()
+                    .map(|c| super::compute::ranked(spec, c, &periods).0)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(v, _)| v.as_deref())
+                    .map(lit)
+                    .collect();
+                if !shown.is_empty() {
+                    filter.push(format!(
+                        "coalesce({bd}, {}) NOT IN ({})",
+                        lit(BREAKDOWN_NULL),
+                        shown.join(", ")
+                    ));
+                }
+            } else {
+                filter.push(format!("{bd} = {}", lit(v)));
+            }
+        }
+    }
+    let mut order: Vec<String> = page
+        .order
+        .iter()
+        .map(|(k, desc)| format!("{} {}", k.sql(), if *desc { "DESC" } else { "ASC" }))
+        .collect();
+    if !page.order.iter().any(|(k, _)| *k == ActorKey::Id) {
+        order.push("actor DESC".into());
+    }
+    let sql = format!(
+        "SELECT actor, n, seen, ids FROM (SELECT CAST(pdi.person_id AS VARCHAR) AS actor, \
+         count(*) AS n, CAST(max(e.timestamp) AS BIGINT) AS seen, \
+         array_agg(DISTINCT e.distinct_id) AS ids \
+         FROM person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
+         JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY pdi.person_id) a \
+         ORDER BY {} LIMIT {} OFFSET {}",
+        filter.join(" AND "),
+        order.join(", "),
+        page.limit,
+        page.offset
+    );
+    let mut out = Vec::new();
+    let mut batches = stream(&ctx, &sql).await?;
+    while let Some(b) = batches.next().await {
+        let b = b?;
+        let who = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
+        let who = who.as_string::<i32>();
+        let n = b.column(1).as_primitive::<Int64Type>();
+        let seen = b.column(2).as_primitive::<Int64Type>();
+        let ids = b.column(3).as_list::<i32>();
+        for r in 0..b.num_rows() {
+            if who.is_null(r) {
+                continue;
+            }
+            let list = ids.value(r);
+            let list = arrow::compute::cast(&list, &DataType::Utf8)?;
+            let list = list.as_string::<i32>();
+            let mut distinct_ids: Vec<String> = (0..list.len())
+                .filter(|&i| !list.is_null(i))
+                .map(|i| list.value(i).to_string())
+                .collect();
+            distinct_ids.sort();
+            out.push(TrendActor {
+                person: who.value(r).to_string(),
+                event_count: u64::try_from(n.value(r)).unwrap_or(0),
+                last_seen: seen.value(r),
+                distinct_ids,
+            });
+        }
+    }
+    Ok(out)
+}
