@@ -1,7 +1,8 @@
 //! The analytics routes: PostHog's funnel persons, funnel-correlation
-//! persons, lifecycle persons and stickiness persons (`…/persons/funnel/`,
-//! `…/persons/funnel/correlation/`, `…/persons/lifecycle/`,
-//! `…/persons/stickiness/`, scope `person:read`) and the legacy insights
+//! persons, lifecycle persons, stickiness persons and trends persons
+//! (`…/persons/funnel/`, `…/persons/funnel/correlation/`,
+//! `…/persons/lifecycle/`, `…/persons/stickiness/`, `…/persons/trends/`,
+//! scope `person:read`) and the legacy insights
 //! they link from (`…/insights/funnel/`, `…/insights/funnel/correlation/`,
 //! `…/insights/trend/?shown_as=Lifecycle|Stickiness`, scope
 //! `insight:read`), computed by [`elide_app::analytics`] on the query
@@ -11,7 +12,7 @@
 //! Parameters come from the query string and the JSON body alike
 //! (PostHog's legacy `Filter`); a bad one is a 400 envelope with PostHog's
 //! message, before any query runs. Persons lists are ordered by person
-//! UUID and paged with `limit` (default 100) and `offset`; `next` is the
+//! UUID (trends persons: most events first, as PostHog's) and paged with `limit` (default 100) and `offset`; `next` is the
 //! request's URL with the next offset when the page is full; `format=csv`
 //! answers the page's persons as CSV.
 
@@ -26,6 +27,7 @@ use elide_app::analytics::filter::Params;
 use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
 use elide_app::analytics::lifecycle::{self, LifecycleSpec};
 use elide_app::analytics::stickiness::{self, StickinessSpec};
+use elide_app::analytics::trends::{self, TrendsSpec};
 use serde_json::{json, Value};
 
 use crate::auth::Key;
@@ -37,6 +39,9 @@ use crate::AppState;
 
 /// Most persons one page lists.
 const MAX_PAGE: usize = 10_000;
+
+/// Most persons a page may skip, where the query pages them in SQL.
+pub(crate) const MAX_OFFSET: usize = 1_000_000_000;
 
 fn params(uri: &axum::http::Uri, body: Value) -> ApiResult<Params> {
     let query = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
@@ -238,6 +243,76 @@ pub(crate) async fn persons_stickiness(
     })
     .await?;
     let page: Vec<String> = all.into_iter().skip(offset).take(limit).collect();
+    persons_page(
+        &state,
+        project,
+        page,
+        (limit, offset),
+        &params,
+        &uri,
+        &headers,
+    )
+    .await
+}
+
+/// The persons of one point of a trend: PostHog's legacy trends persons
+/// (`TrendsActors`), most events first.
+#[utoipa::path(
+    method(get, post),
+    path = "/api/projects/{project_id}/persons/trends/",
+    operation_id = "persons_trends",
+    tag = "analytics",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        ("events" = Option<String>, Query, description = "JSON list of `{id, type: \"events\", math?, math_property?, properties?}`."),
+        ("entity_id" = Option<String>, Query, description = "Which of the events (default the first)."),
+        ("entity_math" = Option<String>, Query, description = "With entity_id: the one of this math (`total` when unset)."),
+        ("entity_order" = Option<i64>, Query, description = "With entity_id: the one at this place."),
+        ("date_from" = Option<String>, Query, description = "The point's period: it starts here (over time), or the range's start (cumulative and total-value displays)."),
+        ("date_to" = Option<String>, Query, description = "The range's end (cumulative and total-value displays; over time the period's end is taken)."),
+        ("interval" = Option<String>, Query, description = "`hour`, `day` (default), `week` or `month`."),
+        ("display" = Option<String>, Query, description = "The chart: `ActionsLineGraphCumulative` and the total-value displays list the whole range's persons."),
+        ("properties" = Option<String>, Query, description = "JSON list of property filters."),
+        ("breakdown" = Option<String>, Query, description = "The breakdown property."),
+        ("breakdown_type" = Option<String>, Query, description = "`event` (default) or `person`."),
+        ("breakdown_value" = Option<String>, Query, description = "Only the persons of this value (PostHog's null and Other values too)."),
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)."),
+        ("offset" = Option<u32>, Query, description = "Persons to skip."),
+        ("format" = Option<String>, Query, description = "`csv` for CSV."),
+    ),
+    request_body(content = Object, description = "The same parameters as JSON (optional)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{results: [{people, count}], next, initial, is_cached, last_refresh}`, or CSV", body = Object),
+        (status = 400, description = "A bad parameter"),
+    )
+)]
+pub(crate) async fn persons_trends(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Response> {
+    let project = key.path_project(&p, "person:read")?;
+    let mut params = params(&uri, body)?;
+    all_time(&state, project, &mut params).await?;
+    let now = Utc::now();
+    let (q, point) = trends::legacy_point(&params, now)?;
+    let spec = TrendsSpec::parse(&q, now)?;
+    let limit = params.count("limit", 100, MAX_PAGE)?.max(1);
+    let offset = params.count("offset", 0, MAX_OFFSET)?;
+    let persons = state.app().persons().clone();
+    let page = trends::ActorsPage {
+        limit,
+        offset,
+        ..Default::default()
+    };
+    let found = run_app_query(&state, move |limits| async move {
+        trends::actors(&persons, project, &spec, &point, &page, &limits).await
+    })
+    .await?;
+    let page: Vec<String> = found.into_iter().map(|a| a.person).collect();
     persons_page(
         &state,
         project,

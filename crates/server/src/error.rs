@@ -177,16 +177,6 @@ impl ApiError {
         e
     }
 
-    /// 501: a route of a later milestone.
-    pub fn not_implemented(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "server_error",
-            "not_implemented",
-            detail,
-        )
-    }
-
     /// 504: a query ran out of time.
     pub fn timeout(detail: impl Into<String>) -> Self {
         Self::new(

@@ -29,6 +29,7 @@ use std::time::Duration;
 use axum::Router;
 use elide_app::App;
 
+pub mod actors_query;
 pub mod analytics;
 pub mod auth;
 pub mod capture;

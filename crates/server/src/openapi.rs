@@ -8,8 +8,7 @@
 //! handlers share:
 //!
 //! * **copies**: the `/batch/` operations (GET, POST) go to every capture
-//!   path, each with an OPTIONS operation (200, no body); the
-//!   `…/persons/trends/` operation to the other analytics paths; then
+//!   path, each with an OPTIONS operation (200, no body); then
 //!   every `/api/projects/…` path to `/api/environments/…` (same
 //!   handlers; operation ids prefixed `environments_`);
 //! * **errors**: each status an operation can answer and does not list
@@ -126,7 +125,7 @@ fn document_json() -> Result<&'static str, &'static str> {
         crate::cohorts::write::add_persons,
         crate::cohorts::write::remove_person,
         crate::persons::read::project_activity,
-        crate::persons::read::analytics_later,
+        crate::analytics::persons_trends,
         crate::analytics::persons_funnel,
         crate::analytics::persons_stickiness,
         crate::analytics::persons_lifecycle,
@@ -201,7 +200,6 @@ impl Modify for Complete {
                 .into(),
         );
         copy_capture(doc);
-        copy_analytics(doc);
         copy_environments(doc);
         let components = doc.components.get_or_insert_with(Default::default);
         components.schemas.insert(
@@ -323,20 +321,6 @@ fn copy_capture(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The `…/persons/trends/` operations on the other analytics paths.
-fn copy_analytics(doc: &mut utoipa::openapi::OpenApi) {
-    const PREFIX: &str = "/api/projects/{project_id}/persons";
-    let Some(source) = doc.paths.paths.get(&format!("{PREFIX}/trends/")).cloned() else {
-        return;
-    };
-    for route in crate::persons::ANALYTICS_ROUTES {
-        let slug = route.trim_matches('/').replace('/', "_");
-        insert_copy(doc, format!("{PREFIX}{route}/"), source.clone(), |_| {
-            format!("persons_{slug}")
-        });
-    }
-}
-
 /// Every `/api/projects/…` path under `/api/environments/…` too.
 fn copy_environments(doc: &mut utoipa::openapi::OpenApi) {
     let copies: Vec<(String, PathItem)> = doc
@@ -366,7 +350,6 @@ fn error_response(status: u16) -> utoipa::openapi::Response {
         415 => "Unsupported `Content-Encoding` (empty body)",
         429 => "Rate limited: retry after `Retry-After` seconds",
         500 => "Server error (logged; the answer does not describe it)",
-        501 => "Not served yet",
         503 => "The store cannot serve now; retry later",
         504 => "The query ran out of time",
         _ => "Error",
@@ -546,13 +529,6 @@ mod tests {
         routes.extend(environments);
         for route in crate::capture::CAPTURE_ROUTES {
             routes.push(("get post options".into(), format!("{route}/")));
-        }
-        for route in crate::persons::ANALYTICS_ROUTES {
-            let path = format!("/api/projects/{{project_id}}/persons{route}/");
-            assert!(
-                routes.iter().any(|(_, p)| *p == path),
-                "{path} is missing from ROUTES"
-            );
         }
         routes.push(("get".into(), "/api/person.csv".into()));
         for (methods, path) in &routes {

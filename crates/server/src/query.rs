@@ -6,7 +6,8 @@
 //! parameters by [`elide_app::analytics::query_nodes`], answered by
 //! [`crate::query_insights`]), and for `StickinessQuery` and `RetentionQuery`
 //! ([`elide_app::analytics::stickiness`],
-//! [`elide_app::analytics::retention`]).
+//! [`elide_app::analytics::retention`]), and for `ActorsQuery`
+//! ([`crate::actors_query`]).
 //!
 //! Queries run on their own runtime ([`QueryRuntime`]), so a long scan
 //! never holds a thread that answers other requests; each runs under the
@@ -254,6 +255,8 @@ pub enum AnyQuery {
     Stickiness(StickinessQuery),
     /// Retention.
     Retention(RetentionQuery),
+    /// Persons: the project's, or of an insight's point.
+    Actors(crate::actors_query::ActorsQuery),
 }
 
 /// Body of `POST …/query/` (other fields, such as `refresh`, are
@@ -288,6 +291,8 @@ pub enum QueryResponse {
     Rows(QueryAnswer),
     /// A `TrendsQuery`'s series.
     Trends(TrendsAnswer),
+    /// An `ActorsQuery`'s persons.
+    Actors(crate::actors_query::ActorsAnswer),
 }
 
 /// The tokio runtime queries run on (DataFusion's work is CPU-bound and
@@ -472,7 +477,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
                 "kind",
                 "invalid_input",
                 format!(
-                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery and RetentionQuery"
+                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery and ActorsQuery"
                 ),
             ))
         }
@@ -480,7 +485,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
             return Err(ApiError::invalid_attr(
                 "kind",
                 "required",
-                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery or RetentionQuery)",
+                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery or ActorsQuery)",
             ))
         }
     }
@@ -545,6 +550,11 @@ async fn query(
             }
             Some("RetentionQuery") => {
                 Some(crate::query_insights::retention_query(&state, project, q).await?)
+            }
+            Some("ActorsQuery") => {
+                return Ok(Json(QueryResponse::Actors(
+                    crate::actors_query::actors_query(&state, project, q).await?,
+                )))
             }
             _ => None,
         };

@@ -186,6 +186,18 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
         ),
         (
             "GET",
+            format!("{pp}/persons/trends/?date_from=2020-01-01&events=%5B%7B%22id%22%3A%22e%22%7D%5D"),
+            "person:read",
+            None,
+        ),
+        (
+            "POST",
+            format!("{pp}/persons/trends/"),
+            "person:read",
+            Some(json!({"events": [{"id": "e"}], "date_from": "2020-01-01"})),
+        ),
+        (
+            "GET",
             format!("{pp}/insights/funnel/?events=%5B%7B%22id%22%3A%22e%22%7D%5D"),
             "insight:read",
             None,

@@ -295,6 +295,100 @@ fn exclusion(x: &Value) -> Result<Value> {
     Ok(e)
 }
 
+/// The legacy parameters of a persons route of an insight (`events`,
+/// `date_from`, `date_to`, `explicit_date`, `interval`, `properties`) as
+/// a query node of `kind`, and which series `entity_id` names (default
+/// the first; with `entity_math` and `entity_order`, the one of that
+/// math and place). A `TrendsQuery`'s series keep their `math` and
+/// `math_property`.
+pub fn legacy_series(p: &Params, kind: &str) -> Result<(Map<String, Value>, usize)> {
+    // The legacy entities as every legacy route reads them (`actions`
+    // and `filter_test_accounts` refused, ids as text, in `order`).
+    let entities = super::filter::entities(p)?;
+    if entities.is_empty() {
+        return invalid("events must name the event: a JSON list of {id, type: \"events\"}");
+    }
+    if p.text("entity_type").is_some_and(|t| t != "events") {
+        return invalid("entity_type must be events: Elide has no actions");
+    }
+    // The given entities in the same order (`entities` sorts by `order`,
+    // the place in the list by default, stably), for their filters as
+    // given (`entities` checked them).
+    let mut raw: Vec<(i64, Value)> = match p.json("events") {
+        Some(Value::Array(list)) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    v.get("order").and_then(Value::as_i64).unwrap_or(i as i64),
+                    v,
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    raw.sort_by_key(|(order, _)| *order);
+    let mut series = Vec::with_capacity(entities.len());
+    for (e, (_, given)) in entities.iter().zip(&raw) {
+        let mut s = json!({"kind": "EventsNode", "event": e.id, "name": e.name});
+        if let Some(c) = &e.custom_name {
+            s["custom_name"] = json!(c);
+        }
+        if let Some(props) = given.get("properties").filter(|v| !v.is_null()) {
+            s["properties"] = props.clone();
+        }
+        if kind == "TrendsQuery" {
+            for k in ["math", "math_property", "math_property_type"] {
+                if let Some(v) = given.get(k).filter(|v| !v.is_null()) {
+                    s[k] = v.clone();
+                }
+            }
+        }
+        series.push(s);
+    }
+    // PostHog's `get_target_entity`: the entity of that id, and of that
+    // math (`total` when unset) and place when they are given.
+    let math = p.text("entity_math");
+    let order = p.int("entity_order")?;
+    let index = match p.text("entity_id") {
+        None => 0,
+        Some(id) => series
+            .iter()
+            .zip(&raw)
+            .position(|(s, (o, _))| {
+                s["event"].as_str() == Some(id.as_str())
+                    && math.as_deref().is_none_or(|m| {
+                        s.get("math").and_then(Value::as_str).unwrap_or("total") == m
+                    })
+                    && order.is_none_or(|n| *o == n)
+            })
+            .ok_or_else(|| {
+                AppError::InvalidQuery(format!("entity_id {id:?} is none of the events"))
+            })?,
+    };
+    let mut q = Map::new();
+    q.insert("kind".into(), json!(kind));
+    q.insert("series".into(), Value::Array(series));
+    let mut range = Map::new();
+    for (from, to) in [
+        ("date_from", "date_from"),
+        ("date_to", "date_to"),
+        ("explicit_date", "explicitDate"),
+    ] {
+        if let Some(v) = p.0.get(from).filter(|v| !v.is_null()) {
+            range.insert(to.into(), v.clone());
+        }
+    }
+    q.insert("dateRange".into(), Value::Object(range));
+    if let Some(i) = p.text("interval") {
+        q.insert("interval".into(), json!(i));
+    }
+    if let Some(props) = p.json("properties") {
+        q.insert("properties".into(), props);
+    }
+    Ok((q, index))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

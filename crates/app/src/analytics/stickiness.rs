@@ -237,78 +237,11 @@ pub fn results(spec: &StickinessSpec, counts: &[Vec<u64>]) -> Value {
     Value::Array(out)
 }
 
-/// The legacy parameters of `…/persons/stickiness/` (`events`,
-/// `date_from`, `date_to`, `explicit_date`, `interval`, `properties`) as
-/// a `StickinessQuery`, and which series `entity_id` names (default the
-/// first).
+/// The legacy parameters of `…/persons/stickiness/` as a
+/// `StickinessQuery`, and which series `entity_id` names
+/// ([`super::query_nodes::legacy_series`]).
 pub fn legacy_query(p: &super::filter::Params) -> Result<(Map<String, Value>, usize)> {
-    // The legacy entities as every legacy route reads them (`actions`
-    // and `filter_test_accounts` refused, ids as text, in `order`).
-    let entities = super::filter::entities(p)?;
-    if entities.is_empty() {
-        return invalid("events must name the event: a JSON list of {id, type: \"events\"}");
-    }
-    if p.text("entity_type").is_some_and(|t| t != "events") {
-        return invalid("entity_type must be events: Elide has no actions");
-    }
-    // The given entities in the same order (`entities` sorts by `order`,
-    // the place in the list by default, stably), for their filters as
-    // given (`entities` checked them).
-    let mut raw: Vec<(i64, Value)> = match p.json("events") {
-        Some(Value::Array(list)) => list
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                (
-                    v.get("order").and_then(Value::as_i64).unwrap_or(i as i64),
-                    v,
-                )
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    raw.sort_by_key(|(order, _)| *order);
-    let mut series = Vec::with_capacity(entities.len());
-    for (e, (_, given)) in entities.iter().zip(&raw) {
-        let mut s = json!({"kind": "EventsNode", "event": e.id, "name": e.name});
-        if let Some(c) = &e.custom_name {
-            s["custom_name"] = json!(c);
-        }
-        if let Some(props) = given.get("properties").filter(|v| !v.is_null()) {
-            s["properties"] = props.clone();
-        }
-        series.push(s);
-    }
-    let index = match p.text("entity_id") {
-        None => 0,
-        Some(id) => series
-            .iter()
-            .position(|s| s["event"].as_str() == Some(id.as_str()))
-            .ok_or_else(|| {
-                AppError::InvalidQuery(format!("entity_id {id:?} is none of the events"))
-            })?,
-    };
-    let mut q = Map::new();
-    q.insert("kind".into(), json!("StickinessQuery"));
-    q.insert("series".into(), Value::Array(series));
-    let mut range = Map::new();
-    for (from, to) in [
-        ("date_from", "date_from"),
-        ("date_to", "date_to"),
-        ("explicit_date", "explicitDate"),
-    ] {
-        if let Some(v) = p.0.get(from).filter(|v| !v.is_null()) {
-            range.insert(to.into(), v.clone());
-        }
-    }
-    q.insert("dateRange".into(), Value::Object(range));
-    if let Some(i) = p.text("interval") {
-        q.insert("interval".into(), json!(i));
-    }
-    if let Some(props) = p.json("properties") {
-        q.insert("properties".into(), props);
-    }
-    Ok((q, index))
+    super::query_nodes::legacy_series(p, "StickinessQuery")
 }
 
 /// The persons (UUIDs, sorted) who did series `index`'s event in exactly

@@ -15,7 +15,7 @@
 //!
 //! | module | routes |
 //! |---|---|
-//! | [`read`] | list, retrieve, CSV, batch lookups, values, timeline, activity, cohorts, trends of persons (501) |
+//! | [`read`] | list, retrieve, CSV, batch lookups, values, timeline, activity, cohorts |
 //! | [`crate::analytics`] | `funnel/`, `funnel/correlation/`, `lifecycle/`, `stickiness/` |
 //! | [`write`] | PATCH/PUT, `update_property`, `delete_property`, `split` |
 //! | [`deletion`] | DELETE, `bulk_delete`, `delete_events`, `delete_recordings`, `deletion_status`, `reset_person_distinct_id` |
@@ -65,10 +65,6 @@ fn both(
     r.route(path, m.clone()).route(&format!("{path}/"), m)
 }
 
-/// The analytics routes of a person collection not served yet, all
-/// [`analytics_later`] (GET and POST).
-pub(crate) const ANALYTICS_ROUTES: &[&str] = &["/trends"];
-
 /// The persons routes under every prefix.
 pub fn routes() -> Router<AppState> {
     let mut r = Router::new();
@@ -108,9 +104,11 @@ pub fn routes() -> Router<AppState> {
             &p("/stickiness"),
             get(crate::analytics::persons_stickiness).post(crate::analytics::persons_stickiness),
         );
-        for &analytics in ANALYTICS_ROUTES {
-            r = both(r, &p(analytics), get(analytics_later).post(analytics_later));
-        }
+        r = both(
+            r,
+            &p("/trends"),
+            get(crate::analytics::persons_trends).post(crate::analytics::persons_trends),
+        );
         r = both(
             r,
             &p("/{id}"),

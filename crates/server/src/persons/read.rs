@@ -1,6 +1,6 @@
 //! Reading persons: the list (filters, paging, CSV), one person, batch
-//! lookups, property values, the property timeline, the activity log,
-//! and the analytics routes answered 501 for now.
+//! lookups, property values, the property timeline and the activity
+//! log.
 
 use super::*;
 
@@ -33,7 +33,7 @@ pub(crate) struct ListQuery {
 
 /// A cohort filter: the cohort's id, and whether its members (`true`) or
 /// everyone else pass.
-type CohortFilter = (i64, bool);
+pub(crate) type CohortFilter = (i64, bool);
 
 /// The filter of a listing and the cohorts it is limited to.
 pub(super) fn filter_of(q: &ListQuery) -> ApiResult<(PersonFilter, Vec<CohortFilter>)> {
@@ -70,7 +70,7 @@ pub(super) fn filter_of(q: &ListQuery) -> ApiResult<(PersonFilter, Vec<CohortFil
 
 /// Limit `filter` by every cohort of `cohorts`: to its members (`true`),
 /// or to the persons not in it (`false`).
-async fn limit_to_cohorts(
+pub(crate) async fn limit_to_cohorts(
     state: &AppState,
     project: i64,
     filter: &mut PersonFilter,
@@ -116,7 +116,7 @@ async fn limit_to_cohorts(
 /// PostHog's `properties` parameter: a JSON list of filters (`type` and
 /// the default `exact` operator allowed), and the ids of its `type:
 /// cohort` filters.
-pub(super) fn parse_property_filters(
+pub(crate) fn parse_property_filters(
     s: &str,
 ) -> ApiResult<(Vec<PropertyFilter>, Vec<CohortFilter>)> {
     let v = crate::extract::properties_json(s)?;
@@ -602,24 +602,4 @@ pub(crate) async fn values(
             })
             .collect(),
     }))
-}
-
-/// Trends of persons: not served yet (501; a `TrendsQuery` counts them).
-#[utoipa::path(
-    method(get, post),
-    path = "/api/projects/{project_id}/persons/trends/",
-    operation_id = "persons_trends",
-    tag = "persons",
-    params(
-        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
-    ),
-    responses(
-        (status = 501, description = "Not served yet"),
-    )
-)]
-pub(crate) async fn analytics_later(key: Key, PathParams(p): PathParams) -> ApiResult<Response> {
-    key.path_project(&p, "person:read")?;
-    Err(ApiError::not_implemented(
-        "trends of persons are not served yet (trends: POST …/query/ with a TrendsQuery)",
-    ))
 }

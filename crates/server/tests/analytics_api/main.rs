@@ -4,6 +4,7 @@
 //! lead to, and a deleted person leaving them at once; the insight query
 //! kinds of `POST …/query/` in [`queries`].
 
+mod actors;
 #[path = "../common/mod.rs"]
 mod common;
 mod queries;

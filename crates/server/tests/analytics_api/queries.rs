@@ -80,9 +80,7 @@ async fn trends_query_through_the_query_endpoint() {
     let r = h
         .post(&url, &json!({"query": {"kind": "PathsQuery"}}))
         .await;
-    assert!(r
-        .envelope(400)
-        .contains("StickinessQuery and RetentionQuery"));
+    assert!(r.envelope(400).contains("RetentionQuery and ActorsQuery"));
     // A deleted person leaves DAU at once.
     let uuid = h.person("gone").await.expect("person")["uuid"]
         .as_str()

@@ -27,10 +27,17 @@ use arrow::datatypes::{DataType, Int64Type};
 use elide_persons::{Persons, SqliteMeta};
 use futures::StreamExt;
 
-use super::{invalid, Display, TrendsSpec, BREAKDOWN_NULL, BREAKDOWN_OTHER, DAY};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use super::{
+    invalid, Display, TrendsSpec, BREAKDOWN_NULL, BREAKDOWN_OTHER, DAY, TOTAL_VALUE_DISPLAYS,
+};
+use crate::analytics::filter::{self, Interval, Params};
 use crate::analytics::properties::props_sql;
+use crate::analytics::query_nodes;
 use crate::analytics::{lit, stream, ts_lit};
-use crate::error::Result;
+use crate::error::{AppError, Result};
 use crate::query::QueryLimits;
 
 /// Which point of a trend.
@@ -99,6 +106,58 @@ impl Default for ActorsPage {
             offset: 0,
         }
     }
+}
+
+/// The legacy parameters of `…/persons/trends/` (PostHog's
+/// `TrendsActors`: `events` with `entity_id`, `entity_math` and
+/// `entity_order` to choose one, `date_from`, `date_to`, `interval`,
+/// `display`, `properties`, `breakdown`, `breakdown_type`,
+/// `breakdown_value`) as a `TrendsQuery` and its point. On a chart over
+/// time the point is the period that starts at `date_from` (PostHog's
+/// `_handle_date_interval` moves `date_to` to its end); on a cumulative
+/// chart or a total value, the persons of the whole range given.
+pub fn legacy_point(p: &Params, now: DateTime<Utc>) -> Result<(Map<String, Value>, Point)> {
+    let (mut q, series) = query_nodes::legacy_series(p, "TrendsQuery")?;
+    let display = p.text("display");
+    let over_time = display
+        .as_deref()
+        .is_none_or(|d| d != "ActionsLineGraphCumulative" && !TOTAL_VALUE_DISPLAYS.contains(&d));
+    if let Some(b) = p.json("breakdown") {
+        let mut f = Map::new();
+        f.insert("breakdown".into(), b);
+        if let Some(t) = p.text("breakdown_type") {
+            f.insert("breakdown_type".into(), Value::String(t));
+        }
+        q.insert("breakdownFilter".into(), Value::Object(f));
+    }
+    let breakdown = p.text("breakdown_value");
+    let day = if over_time {
+        let interval = Interval::parse(p)?;
+        let from = p.text("date_from").unwrap_or_else(|| "-0d".into());
+        let t = filter::parse_date(&from, now, "date_from")?.timestamp_micros();
+        // The range reaches past the period's end; the point ends there.
+        let end = interval.next(interval.trunc(t));
+        let to = DateTime::<Utc>::from_timestamp_micros(end)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .ok_or_else(|| AppError::InvalidQuery("date_from is out of range".into()))?;
+        if let Some(Value::Object(r)) = q.get_mut("dateRange") {
+            r.insert("date_from".into(), Value::String(from));
+            r.insert("date_to".into(), Value::String(to));
+            r.remove("explicitDate");
+        }
+        Some(t)
+    } else {
+        q.insert("trendsFilter".into(), json!({"display": "ActionsTable"}));
+        None
+    };
+    Ok((
+        q,
+        Point {
+            series,
+            day,
+            breakdown,
+        },
+    ))
 }
 
 /// The persons of `point` of `spec`, in `page`'s order and window.

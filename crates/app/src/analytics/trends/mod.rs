@@ -634,6 +634,6 @@ pub const MAX_RESULT_VALUES: usize = 1_000_000;
 
 mod actors;
 mod compute;
-pub use actors::{actors, ActorKey, ActorsPage, Point, TrendActor};
+pub use actors::{actors, legacy_point, ActorKey, ActorsPage, Point, TrendActor};
 pub(crate) use compute::prepare;
 pub use compute::{compute, results};

@@ -1,0 +1,920 @@
+//! PostHog's `ActorsQuery` on `POST …/query/`: a page of persons, as
+//! PostHog's persons page (no `source`: the project's persons) and its
+//! persons modals ask for them (`source`: the persons of one point of an
+//! insight: an `InsightActorsQuery` of a `TrendsQuery`, a
+//! `StickinessQuery` or a `LifecycleQuery`, or a `FunnelsActorsQuery` of
+//! a `FunnelsQuery`).
+//!
+//! PostHog compiles `select` to HogQL over its persons table; Elide takes
+//! the columns PostHog's own screens select ([`Column`]) and refuses
+//! others with a 400 naming them. The persons of a point are computed by
+//! [`elide_app::analytics`] as the legacy persons routes compute them
+//! ([`crate::analytics`]); `search`, `properties` and `fixedProperties`
+//! then narrow them through the persons listing's filters. A person
+//! deleted between the point's query and the page's lookup is left out
+//! and counted in `missing_actors_count`, as PostHog counts actors it
+//! cannot find.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::Utc;
+use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
+use elide_app::analytics::lifecycle::{self, LifecycleSpec};
+use elide_app::analytics::stickiness::{self, StickinessSpec};
+use elide_app::analytics::trends::{self, ActorKey, ActorsPage, Point, TrendActor, TrendsSpec};
+use elide_app::analytics::{actors, query_nodes};
+use elide_persons::{Person, PersonFilter};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::blocking;
+use crate::query::run_app_query;
+use crate::query_insights::with_all_time;
+use crate::AppState;
+
+/// PostHog's `ActorsQuery` (docs/api.md lists the columns and sources
+/// served).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorsQuery {
+    /// Always `ActorsQuery`.
+    #[schema(pattern = "^ActorsQuery$")]
+    pub kind: String,
+    /// Whose persons: none (the project's), `{kind: "InsightActorsQuery",
+    /// source: TrendsQuery | StickinessQuery | LifecycleQuery, series?,
+    /// day?, breakdown?, status?}` or `{kind: "FunnelsActorsQuery",
+    /// source: FunnelsQuery, funnelStep?, funnelStepBreakdown?,
+    /// funnelCustomSteps?}`.
+    #[schema(value_type = Option<Object>)]
+    pub source: Option<Value>,
+    /// The columns: `person` (or `actor`), `id`, `person_display_name`,
+    /// `created_at`, `person.$delete`, `properties.<key>`,
+    /// `matched_recordings`, and of a trend's point `event_count`,
+    /// `last_seen`, `event_distinct_ids` (a ` -- label` is allowed).
+    pub select: Option<Vec<String>>,
+    /// `["<column> [ASC|DESC]", …]` (one text may list several, comma
+    /// separated).
+    #[serde(rename = "orderBy")]
+    pub order_by: Option<Vec<String>>,
+    /// Page size, 1 to 10000 (default 100).
+    pub limit: Option<u32>,
+    /// Persons to skip.
+    pub offset: Option<u32>,
+    /// Substring of email or name, or an exact distinct id or UUID.
+    pub search: Option<String>,
+    /// Person property filters (and cohort filters).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub properties: Option<Value>,
+    /// More of them (PostHog's fixed filters of a screen).
+    #[schema(value_type = Option<Vec<Object>>)]
+    #[serde(rename = "fixedProperties")]
+    pub fixed_properties: Option<Value>,
+}
+
+/// The answer to an `ActorsQuery`: rows of the selected columns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorsAnswer {
+    /// One row per person, the columns in `select`'s order.
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub results: Vec<Vec<Value>>,
+    /// The columns, as selected.
+    pub columns: Vec<String>,
+    /// A ClickHouse type name per column.
+    pub types: Vec<String>,
+    /// Always empty (no HogQL is compiled).
+    pub hogql: String,
+    /// Whether persons follow this page.
+    #[serde(rename = "hasMore")]
+    pub has_more: bool,
+    /// The page size.
+    pub limit: usize,
+    /// Persons skipped.
+    pub offset: usize,
+    /// Persons of the page deleted before they could be read.
+    pub missing_actors_count: usize,
+    /// Always false.
+    pub is_cached: bool,
+    /// When it was computed (ISO 8601).
+    pub last_refresh: String,
+    /// Always `UTC`.
+    pub timezone: String,
+}
+
+/// Most persons one page lists.
+const MAX_LIMIT: usize = 10_000;
+
+/// Most persons of a point narrowed by `search` or filters (they are read
+/// whole before they are narrowed and paged).
+const MAX_FILTERED: usize = 100_000;
+
+/// A column PostHog's screens select.
+#[derive(Debug, Clone, PartialEq)]
+enum Column {
+    /// `person` or `actor`: `{id, properties, is_identified, created_at,
+    /// distinct_ids}`.
+    Actor,
+    /// `id` (`actor_id`, `person_id`): the UUID.
+    Id,
+    /// `person_display_name`: `{display_name, id}`.
+    DisplayName,
+    /// `created_at`.
+    CreatedAt,
+    /// `person.$delete`: PostHog's constant 1 (the delete button).
+    Delete,
+    /// `event_count`: the person's events the point counts.
+    EventCount,
+    /// `last_seen`: the last of them.
+    LastSeen,
+    /// `event_distinct_ids`: the distinct ids they were sent with.
+    EventDistinctIds,
+    /// `matched_recordings`.
+    MatchedRecordings,
+    /// `properties.<key>` or `person.properties.<key>`.
+    Property(String),
+}
+
+impl Column {
+    fn parse(given: &str) -> ApiResult<Column> {
+        // PostHog's `expr -- Label` names a column's heading.
+        let expr = given.split_once("--").map_or(given, |(e, _)| e).trim();
+        let prop = expr
+            .strip_prefix("person.properties.")
+            .or_else(|| expr.strip_prefix("properties."));
+        Ok(match expr {
+            "person" | "actor" => Column::Actor,
+            "id" | "actor_id" | "person_id" => Column::Id,
+            "person_display_name" => Column::DisplayName,
+            "created_at" => Column::CreatedAt,
+            "person.$delete" => Column::Delete,
+            "event_count" => Column::EventCount,
+            "last_seen" => Column::LastSeen,
+            "event_distinct_ids" => Column::EventDistinctIds,
+            "matched_recordings" => Column::MatchedRecordings,
+            _ => match prop.map(|p| p.trim_matches('`').trim_matches('"')) {
+                Some(p) if !p.is_empty() => Column::Property(p.to_string()),
+                _ => {
+                    return Err(invalid(
+                        "select",
+                        format!(
+                            "column {given:?} is not supported; Elide's ActorsQuery selects person, actor, id, \
+                             person_display_name, created_at, person.$delete, properties.<key>, \
+                             matched_recordings, and of a trend's point event_count, last_seen, \
+                             event_distinct_ids"
+                        ),
+                    ))
+                }
+            },
+        })
+    }
+
+    /// Whether only a trend's point has it.
+    fn of_trends(&self) -> bool {
+        matches!(
+            self,
+            Column::EventCount | Column::LastSeen | Column::EventDistinctIds
+        )
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            Column::Actor | Column::DisplayName => "Tuple",
+            Column::Id => "UUID",
+            Column::CreatedAt | Column::LastSeen => "DateTime64(6, 'UTC')",
+            Column::Delete => "UInt8",
+            Column::EventCount => "UInt64",
+            Column::EventDistinctIds => "Array(String)",
+            Column::MatchedRecordings => "Array(Tuple)",
+            Column::Property(_) => "String",
+        }
+    }
+}
+
+fn invalid(attr: &str, msg: impl Into<String>) -> ApiError {
+    ApiError::invalid_attr(attr, "invalid_input", msg.into())
+}
+
+/// What a page is ordered by.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Order {
+    /// A trend's key ([`ActorKey`]), descending or not.
+    Trend(ActorKey, bool),
+    /// Newest first: the persons listing's order (no source).
+    CreatedDesc,
+}
+
+fn orders(given: &[String]) -> ApiResult<Vec<Order>> {
+    let mut out = Vec::new();
+    for term in given.iter().flat_map(|t| t.split(',')) {
+        let term = term.trim();
+        if term.is_empty() {
+            continue;
+        }
+        let mut words = term.split_whitespace();
+        let key = words.next().unwrap_or_default();
+        let desc = match words.next().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("ASC") => false,
+            Some("DESC") => true,
+            Some(_) => return Err(invalid("orderBy", format!("{term:?}: ASC or DESC"))),
+        };
+        if words.next().is_some() {
+            return Err(invalid(
+                "orderBy",
+                format!("{term:?}: a column and ASC or DESC"),
+            ));
+        }
+        out.push(match key {
+            "event_count" => Order::Trend(ActorKey::EventCount, desc),
+            "last_seen" => Order::Trend(ActorKey::LastSeen, desc),
+            "id" | "actor_id" | "person_id" => Order::Trend(ActorKey::Id, desc),
+            "created_at" if desc => Order::CreatedDesc,
+            _ => {
+                return Err(invalid(
+                    "orderBy",
+                    format!(
+                        "ordering by {term:?} is not supported: event_count, last_seen, id \
+                         (ASC or DESC), created_at DESC"
+                    ),
+                ))
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// A page of persons found by a source, before they are read.
+struct Found {
+    /// UUIDs in the page's order.
+    uuids: Vec<String>,
+    /// A trend's figures of each, by UUID.
+    trend: HashMap<String, TrendActor>,
+    /// Whether persons follow.
+    has_more: bool,
+}
+
+/// Answer an `ActorsQuery` of `project`.
+pub(crate) async fn actors_query(
+    state: &AppState,
+    project: i64,
+    q: &Map<String, Value>,
+) -> ApiResult<ActorsAnswer> {
+    const KEYS: &[&str] = &[
+        "kind",
+        "source",
+        "select",
+        "orderBy",
+        "limit",
+        "offset",
+        "search",
+        "properties",
+        "fixedProperties",
+        "tags",
+        "modifiers",
+        "response",
+        "version",
+    ];
+    if let Some(k) = q.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(invalid(k, format!("ActorsQuery: {k} is not supported")));
+    }
+    let source = q.get("source").filter(|v| !v.is_null());
+    let trend_source = source.is_some_and(|s| {
+        s.get("kind").and_then(Value::as_str) == Some("InsightActorsQuery")
+            && s.pointer("/source/kind").and_then(Value::as_str) == Some("TrendsQuery")
+    });
+    let select: Vec<String> = match q.get("select") {
+        None | Some(Value::Null) => {
+            let mut d = vec!["person".to_string(), "id".into(), "person.$delete".into()];
+            if trend_source {
+                d.push("event_distinct_ids".into());
+            }
+            d
+        }
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(invalid(
+                    "select",
+                    format!("each column is a string, got {other}"),
+                )),
+            })
+            .collect::<ApiResult<_>>()?,
+        Some(other) => return Err(invalid("select", format!("select is a list, got {other}"))),
+    };
+    if select.is_empty() {
+        return Err(invalid("select", "select names no column"));
+    }
+    let columns = select
+        .iter()
+        .map(|s| Column::parse(s))
+        .collect::<ApiResult<Vec<_>>>()?;
+    if let Some(c) = columns.iter().zip(&select).find(|(c, _)| c.of_trends()) {
+        if !trend_source {
+            return Err(invalid(
+                "select",
+                format!("{:?} is a column of a trend's point only (an InsightActorsQuery of a TrendsQuery)", c.1),
+            ));
+        }
+    }
+    let order_by: Vec<String> = match q.get("orderBy") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(invalid(
+                    "orderBy",
+                    format!("each order is a string, got {other}"),
+                )),
+            })
+            .collect::<ApiResult<_>>()?,
+        Some(other) => {
+            return Err(invalid(
+                "orderBy",
+                format!("orderBy is a list, got {other}"),
+            ))
+        }
+    };
+    let order = orders(&order_by)?;
+    let limit = count(q, "limit", 100)?;
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let offset = count(q, "offset", 0)?;
+    if offset > crate::analytics::MAX_OFFSET {
+        return Err(invalid("offset", "offset is too large"));
+    }
+    let search = match q.get("search") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(invalid(
+                "search",
+                format!("search is a string, got {other}"),
+            ))
+        }
+    };
+    let mut filters = Vec::new();
+    for k in ["properties", "fixedProperties"] {
+        match q.get(k) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(list)) => filters.extend(list.iter().cloned()),
+            Some(other) => {
+                return Err(invalid(k, format!("{k} is a list of filters, got {other}")))
+            }
+        }
+    }
+    let narrow = Narrow::new(search, filters)?;
+    let found = match source {
+        None => {
+            if order.iter().any(|o| *o != Order::CreatedDesc) {
+                return Err(invalid(
+                    "orderBy",
+                    "the project's persons are listed newest first (created_at DESC)",
+                ));
+            }
+            return answer(
+                state,
+                project,
+                &columns,
+                select,
+                listing(state, project, &narrow, limit, offset).await?,
+                limit,
+                offset,
+            )
+            .await;
+        }
+        Some(Value::Object(s)) => {
+            if order.contains(&Order::CreatedDesc) {
+                return Err(invalid(
+                    "orderBy",
+                    "the persons of a source are ordered by event_count, last_seen or id",
+                ));
+            }
+            let keys: Vec<(ActorKey, bool)> = order
+                .iter()
+                .filter_map(|o| match o {
+                    Order::Trend(k, d) => Some((*k, *d)),
+                    Order::CreatedDesc => None,
+                })
+                .collect();
+            of_source(state, project, s, &keys, &narrow, limit, offset).await?
+        }
+        Some(other) => {
+            return Err(invalid(
+                "source",
+                format!("source is a query object, got {other}"),
+            ))
+        }
+    };
+    answer(state, project, &columns, select, found, limit, offset).await
+}
+
+fn count(q: &Map<String, Value>, key: &str, default: usize) -> ApiResult<usize> {
+    match q.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    format!("{key} must be a non-negative integer, got {v}"),
+                )
+            }),
+    }
+}
+
+/// `search` and the person filters a page is narrowed by.
+struct Narrow {
+    search: Option<String>,
+    filter: PersonFilter,
+    cohorts: Vec<(i64, bool)>,
+}
+
+impl Narrow {
+    fn new(search: Option<String>, filters: Vec<Value>) -> ApiResult<Narrow> {
+        let (properties, cohorts) = if filters.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            crate::persons::read::parse_property_filters(&Value::Array(filters).to_string())?
+        };
+        Ok(Narrow {
+            filter: PersonFilter {
+                search: search.clone(),
+                properties,
+                ..Default::default()
+            },
+            search,
+            cohorts,
+        })
+    }
+
+    fn is_some(&self) -> bool {
+        self.search.is_some() || !self.filter.properties.is_empty() || !self.cohorts.is_empty()
+    }
+
+    /// The listing's filter, limited by the cohorts.
+    async fn filter(&self, state: &AppState, project: i64) -> ApiResult<PersonFilter> {
+        let mut f = self.filter.clone();
+        crate::persons::read::limit_to_cohorts(state, project, &mut f, self.cohorts.clone())
+            .await?;
+        Ok(f)
+    }
+
+    /// Those of `uuids` that pass (in `uuids`' order).
+    async fn keep(
+        &self,
+        state: &AppState,
+        project: i64,
+        uuids: Vec<String>,
+    ) -> ApiResult<Vec<String>> {
+        let base = self.filter(state, project).await?;
+        let app = state.app().clone();
+        blocking(move || {
+            let mut pass = HashSet::new();
+            for chunk in uuids.chunks(elide_persons::persons::MAX_LIST_LIMIT) {
+                let mut f = base.clone();
+                let ids: Vec<uuid::Uuid> = chunk
+                    .iter()
+                    .filter_map(|u| uuid::Uuid::parse_str(u).ok())
+                    .filter(|u| base.uuids.as_ref().is_none_or(|w| w.contains(u)))
+                    .collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                f.uuids = Some(ids);
+                f.limit = elide_persons::persons::MAX_LIST_LIMIT;
+                f.offset = 0;
+                for p in app.persons().list(project, &f)?.results {
+                    pass.insert(p.uuid.hyphenated().to_string());
+                }
+            }
+            Ok(uuids.into_iter().filter(|u| pass.contains(u)).collect())
+        })
+        .await
+    }
+}
+
+/// A page of the project's persons, newest first.
+async fn listing(
+    state: &AppState,
+    project: i64,
+    narrow: &Narrow,
+    limit: usize,
+    offset: usize,
+) -> ApiResult<Found> {
+    let mut f = narrow.filter(state, project).await?;
+    f.limit = limit;
+    f.offset = offset;
+    let app = state.app().clone();
+    let page = blocking(move || Ok(app.persons().list(project, &f)?)).await?;
+    Ok(Found {
+        uuids: page
+            .results
+            .iter()
+            .map(|p| p.uuid.hyphenated().to_string())
+            .collect(),
+        trend: HashMap::new(),
+        has_more: page.next_offset.is_some(),
+    })
+}
+
+/// The persons of a source's point, paged.
+async fn of_source(
+    state: &AppState,
+    project: i64,
+    s: &Map<String, Value>,
+    order: &[(ActorKey, bool)],
+    narrow: &Narrow,
+    limit: usize,
+    offset: usize,
+) -> ApiResult<Found> {
+    let outer = s.get("kind").and_then(Value::as_str);
+    if !matches!(outer, Some("InsightActorsQuery" | "FunnelsActorsQuery")) {
+        return Err(invalid(
+            "source",
+            format!(
+                "source kind {} is not supported (InsightActorsQuery, FunnelsActorsQuery)",
+                outer.map_or("(none)".to_string(), |k| format!("{k:?}"))
+            ),
+        ));
+    }
+    let inner = match s.get("source") {
+        Some(Value::Object(i)) => i,
+        _ => {
+            return Err(invalid(
+                "source",
+                "the source needs its insight query: source.source",
+            ))
+        }
+    };
+    let inner_kind = inner.get("kind").and_then(Value::as_str).unwrap_or("");
+    match (outer, inner_kind) {
+        (Some("InsightActorsQuery"), "TrendsQuery") => {
+            of_trend(state, project, s, inner, order, narrow, limit, offset).await
+        }
+        (Some("InsightActorsQuery"), "StickinessQuery" | "LifecycleQuery")
+        | (Some("FunnelsActorsQuery"), "FunnelsQuery") => {
+            if order.iter().any(|(k, _)| *k != ActorKey::Id) {
+                return Err(invalid(
+                    "orderBy",
+                    "event_count and last_seen belong to a trend's point; these persons are ordered by id",
+                ));
+            }
+            let mut all = sorted_source(state, project, s, inner).await?;
+            if order.first().is_some_and(|(_, desc)| *desc) {
+                all.reverse();
+            }
+            if narrow.is_some() {
+                all = narrow.keep(state, project, all).await?;
+            }
+            let has_more = all.len() > offset.saturating_add(limit);
+            Ok(Found {
+                uuids: all.into_iter().skip(offset).take(limit).collect(),
+                trend: HashMap::new(),
+                has_more,
+            })
+        }
+        (k, other) => Err(invalid(
+            "source",
+            format!(
+                "{} of {other:?} is not supported (InsightActorsQuery of TrendsQuery, \
+                 StickinessQuery or LifecycleQuery; FunnelsActorsQuery of FunnelsQuery)",
+                k.unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// Checks the keys of a source besides its query's.
+fn check_source(s: &Map<String, Value>, own: &[&str]) -> ApiResult<()> {
+    const COMMON: &[&str] = &[
+        "kind",
+        "source",
+        "includeRecordings",
+        "modifiers",
+        "response",
+        "version",
+        "tags",
+    ];
+    match s
+        .iter()
+        .find(|(k, v)| !v.is_null() && !COMMON.contains(&k.as_str()) && !own.contains(&k.as_str()))
+    {
+        Some((k, _)) => Err(invalid(
+            k,
+            format!(
+                "{} of this source: {k} is not supported",
+                s.get("kind").and_then(Value::as_str).unwrap_or("source")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The `series` index of an `InsightActorsQuery` (default 0).
+fn series_of(s: &Map<String, Value>) -> ApiResult<usize> {
+    match s.get("series") {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                invalid(
+                    "series",
+                    format!("series is the index of a series, got {v}"),
+                )
+            }),
+    }
+}
+
+/// A value given as text or a number, as text.
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn of_trend(
+    state: &AppState,
+    project: i64,
+    s: &Map<String, Value>,
+    inner: &Map<String, Value>,
+    order: &[(ActorKey, bool)],
+    narrow: &Narrow,
+    limit: usize,
+    offset: usize,
+) -> ApiResult<Found> {
+    check_source(s, &["series", "day", "breakdown", "compare"])?;
+    if s.get("compare")
+        .and_then(Value::as_str)
+        .is_some_and(|c| c != "current")
+    {
+        return Err(invalid(
+            "compare",
+            "comparing to the previous period is not served",
+        ));
+    }
+    let now = Utc::now();
+    let inner = with_all_time(state, project, inner).await?;
+    let spec = TrendsSpec::parse(&inner, now)?;
+    let day = match s.get("day") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let t = text_of(v).unwrap_or_default();
+            Some(
+                elide_app::analytics::filter::parse_date(&t, now, "day")
+                    .map_err(|e| invalid("day", e.to_string()))?
+                    .timestamp_micros(),
+            )
+        }
+    };
+    let breakdown = match s.get("breakdown") {
+        // PostHog's list form of a breakdown value: one value here.
+        Some(Value::Array(list)) if list.len() == 1 => text_of(&list[0]),
+        Some(Value::Array(list)) if list.is_empty() => None,
+        Some(Value::Array(_)) => {
+            return Err(invalid(
+                "breakdown",
+                "one breakdown value (Elide breaks down by one property)",
+            ))
+        }
+        Some(v) => text_of(v),
+        None => None,
+    };
+    let point = Point {
+        series: series_of(s)?,
+        day,
+        breakdown,
+    };
+    let mut page = ActorsPage {
+        order: if order.is_empty() {
+            ActorsPage::default().order
+        } else {
+            order.to_vec()
+        },
+        limit: limit + 1,
+        offset,
+    };
+    if narrow.is_some() {
+        page.limit = MAX_FILTERED + 1;
+        page.offset = 0;
+    }
+    let persons = state.app().persons().clone();
+    let page2 = page.clone();
+    let mut list = run_app_query(state, move |limits| async move {
+        trends::actors(&persons, project, &spec, &point, &page2, &limits).await
+    })
+    .await?;
+    if narrow.is_some() {
+        if list.len() > MAX_FILTERED {
+            return Err(invalid(
+                "search",
+                format!(
+                    "the point has more than {MAX_FILTERED} persons to search: narrow the query"
+                ),
+            ));
+        }
+        let keep: HashSet<String> = narrow
+            .keep(
+                state,
+                project,
+                list.iter().map(|a| a.person.clone()).collect(),
+            )
+            .await?
+            .into_iter()
+            .collect();
+        list.retain(|a| keep.contains(&a.person));
+        list = list.into_iter().skip(offset).collect();
+    }
+    let has_more = list.len() > limit;
+    list.truncate(limit);
+    Ok(Found {
+        uuids: list.iter().map(|a| a.person.clone()).collect(),
+        trend: list.into_iter().map(|a| (a.person.clone(), a)).collect(),
+        has_more,
+    })
+}
+
+/// Every person of a stickiness, lifecycle or funnel point, by UUID.
+async fn sorted_source(
+    state: &AppState,
+    project: i64,
+    s: &Map<String, Value>,
+    inner: &Map<String, Value>,
+) -> ApiResult<Vec<String>> {
+    let now = Utc::now();
+    let persons = state.app().persons().clone();
+    match inner.get("kind").and_then(Value::as_str) {
+        Some("StickinessQuery") => {
+            check_source(s, &["series", "day"])?;
+            let inner = with_all_time(state, project, inner).await?;
+            let spec = StickinessSpec::parse(&inner, now)?;
+            let index = series_of(s)?;
+            let n = s
+                .get("day")
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| invalid("day", "day is the number of periods, from 1"))?;
+            Ok(run_app_query(state, move |limits| async move {
+                stickiness::persons_of(&persons, project, &spec, index, n, &limits).await
+            })
+            .await?)
+        }
+        Some("LifecycleQuery") => {
+            check_source(s, &["day", "status", "series"])?;
+            let mut params = query_nodes::lifecycle_params(inner)?;
+            crate::analytics::all_time(state, project, &mut params).await?;
+            let spec = LifecycleSpec::parse(&params, now)?;
+            let day = s
+                .get("day")
+                .and_then(text_of)
+                .ok_or_else(|| invalid("day", "day is required: the period of the point"))?;
+            let status = s
+                .get("status")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    invalid(
+                        "status",
+                        "status is required: new, returning, resurrecting or dormant",
+                    )
+                })?
+                .to_string();
+            // Checked before the query runs.
+            lifecycle::persons_of(&spec, &Default::default(), &day, &status, now)?;
+            let spec2 = spec.clone();
+            let l = run_app_query(state, move |limits| async move {
+                lifecycle::compute(&persons, project, &spec2, &limits).await
+            })
+            .await?;
+            Ok(lifecycle::persons_of(&spec, &l, &day, &status, now)?)
+        }
+        _ => {
+            check_source(
+                s,
+                &["funnelStep", "funnelStepBreakdown", "funnelCustomSteps"],
+            )?;
+            let mut params = query_nodes::funnels_params(inner)?;
+            for (from, to) in [
+                ("funnelStep", "funnel_step"),
+                ("funnelStepBreakdown", "funnel_step_breakdown"),
+                ("funnelCustomSteps", "funnel_custom_steps"),
+            ] {
+                if let Some(v) = s.get(from).filter(|v| !v.is_null()) {
+                    params.0.insert(to.into(), v.clone());
+                }
+            }
+            let spec = FunnelSpec::parse(&params, now)?;
+            let selection = StepSelection::parse(&params, spec.steps.len())?;
+            let spec2 = spec.clone();
+            let all = run_app_query(state, move |limits| async move {
+                funnel::actors(&persons, project, &spec2, &limits).await
+            })
+            .await?;
+            let mut out: Vec<String> = selection
+                .select(&spec, &all)
+                .into_iter()
+                .filter(|a| !a.personless)
+                .map(|a| a.person.clone())
+                .collect();
+            out.sort();
+            out.dedup();
+            Ok(out)
+        }
+    }
+}
+
+/// The page's rows: its persons read, the columns filled.
+async fn answer(
+    state: &AppState,
+    project: i64,
+    columns: &[Column],
+    select: Vec<String>,
+    found: Found,
+    limit: usize,
+    offset: usize,
+) -> ApiResult<ActorsAnswer> {
+    let persons = state.app().persons().clone();
+    let uuids = found.uuids.clone();
+    let people = blocking(move || Ok(actors::load(&persons, project, &uuids)?)).await?;
+    let by_uuid: HashMap<String, &Person> = people
+        .iter()
+        .map(|p| (p.uuid.hyphenated().to_string(), p))
+        .collect();
+    let mut results = Vec::with_capacity(found.uuids.len());
+    let mut missing = 0;
+    for u in &found.uuids {
+        let Some(p) = by_uuid.get(u) else {
+            missing += 1;
+            continue;
+        };
+        let t = found.trend.get(u);
+        results.push(columns.iter().map(|c| cell(c, p, t)).collect());
+    }
+    Ok(ActorsAnswer {
+        results,
+        types: columns.iter().map(|c| c.type_name().to_string()).collect(),
+        columns: select,
+        hogql: String::new(),
+        has_more: found.has_more,
+        limit,
+        offset,
+        missing_actors_count: missing,
+        is_cached: false,
+        last_refresh: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        timezone: "UTC".into(),
+    })
+}
+
+fn iso(us: i64) -> Value {
+    chrono::DateTime::from_timestamp_micros(us).map_or(Value::Null, |d| {
+        json!(d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    })
+}
+
+/// PostHog's default display name: the first of its display-name
+/// properties that is set, else the first distinct id, else the UUID.
+fn display_name(p: &Person) -> String {
+    const KEYS: [&str; 7] = [
+        "email", "Email", "name", "Name", "username", "Username", "UserName",
+    ];
+    KEYS.iter()
+        .find_map(|k| match p.properties.get(*k) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+        .or_else(|| p.distinct_ids.first().cloned())
+        .unwrap_or_else(|| p.uuid.hyphenated().to_string())
+}
+
+fn cell(c: &Column, p: &Person, t: Option<&TrendActor>) -> Value {
+    let uuid = p.uuid.hyphenated().to_string();
+    match c {
+        Column::Actor => json!({
+            "id": uuid,
+            "properties": p.properties,
+            "is_identified": p.is_identified,
+            "created_at": p.created_at,
+            "distinct_ids": p.distinct_ids,
+        }),
+        Column::Id => json!(uuid),
+        Column::DisplayName => json!({"display_name": display_name(p), "id": uuid}),
+        Column::CreatedAt => json!(p.created_at),
+        Column::Delete => json!(1),
+        Column::EventCount => t.map_or(Value::Null, |t| json!(t.event_count)),
+        Column::LastSeen => t.map_or(Value::Null, |t| iso(t.last_seen)),
+        Column::EventDistinctIds => t.map_or(Value::Null, |t| json!(t.distinct_ids)),
+        Column::MatchedRecordings => json!([]),
+        Column::Property(k) => p.properties.get(k).cloned().unwrap_or(Value::Null),
+    }
+}
