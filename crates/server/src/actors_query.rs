@@ -137,7 +137,7 @@ enum Column {
 impl Column {
     fn parse(given: &str) -> ApiResult<Column> {
         // PostHog's `expr -- Label` names a column's heading.
-        let expr = given.split_once("--").map_or(given, |(e, _)| e).trim();
+        let expr = given.split_once(" --").map_or(given, |(e, _)| e).trim();
         let prop = expr
             .strip_prefix("person.properties.")
             .or_else(|| expr.strip_prefix("properties."));
@@ -473,7 +473,17 @@ impl Narrow {
         project: i64,
         uuids: Vec<String>,
     ) -> ApiResult<Vec<String>> {
+        if uuids.len() > MAX_FILTERED {
+            return Err(invalid(
+                "search",
+                format!(
+                    "the point has more than {MAX_FILTERED} persons to search: narrow the query"
+                ),
+            ));
+        }
         let base = self.filter(state, project).await?;
+        let within: Option<HashSet<uuid::Uuid>> =
+            base.uuids.as_ref().map(|w| w.iter().copied().collect());
         let app = state.app().clone();
         blocking(move || {
             let mut pass = HashSet::new();
@@ -482,7 +492,7 @@ impl Narrow {
                 let ids: Vec<uuid::Uuid> = chunk
                     .iter()
                     .filter_map(|u| uuid::Uuid::parse_str(u).ok())
-                    .filter(|u| base.uuids.as_ref().is_none_or(|w| w.contains(u)))
+                    .filter(|u| within.as_ref().is_none_or(|w| w.contains(u)))
                     .collect();
                 if ids.is_empty() {
                     continue;

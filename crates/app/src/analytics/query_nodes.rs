@@ -348,7 +348,8 @@ pub fn legacy_series(p: &Params, kind: &str) -> Result<(Map<String, Value>, usiz
     }
     // PostHog's `get_target_entity`: the entity of that id, and of that
     // math (`total` when unset) and place when they are given.
-    let math = p.text("entity_math");
+    // (A stickiness counts actors whatever the math: not a choice there.)
+    let math = p.text("entity_math").filter(|_| kind == "TrendsQuery");
     let order = p.int("entity_order")?;
     let index = match p.text("entity_id") {
         None => 0,

@@ -205,12 +205,58 @@ async fn a_points_persons_are_what_it_counts() {
         .await
         .expect_err("no breakdown")
         .contains("breakdown"));
-    assert!(actors_of(&app, &q, Point { series: 1, ..all })
+    assert!(actors_of(
+        &app,
+        &q,
+        Point {
+            series: 1,
+            ..all.clone()
+        }
+    )
+    .await
+    .expect_err("no series 1")
+    .contains("series"));
+
+    // A total value of weekly active persons: those of the range and of
+    // the 6 days before it, as the chart counts them (a and b were
+    // active before 01-03 only; the visitor has no profile).
+    let mut q = query("weekly_active", Some("BoldNumber"), Value::Null);
+    q["dateRange"] = json!({"date_from": "2020-01-03", "date_to": "2020-01-03"});
+    let s = trend(&app, q.clone()).await;
+    assert_eq!(s[0]["aggregated_value"], 4.0);
+    let got = actors_of(&app, &q, all.clone())
         .await
-        .expect_err("no series 1")
-        .contains("series"));
+        .expect("weekly total");
+    assert_eq!(
+        sorted(who(&app, &got)),
+        [("a".into(), 3), ("b".into(), 1), ("c".into(), 1)]
+    );
+    // "" is the null value; a hidden Other is refused.
+    let q = query("total", None, json!({"breakdown": "color"}));
+    let got = actors_of(&app, &q, at(2, Some(""))).await.expect("empty");
+    assert_eq!(who(&app, &got), [("c".into(), 1)]);
+    let q = query(
+        "total",
+        None,
+        json!({"breakdown": "color", "breakdown_limit": 1, "breakdown_hide_other_aggregation": true}),
+    );
+    assert!(actors_of(&app, &q, at(1, Some(BREAKDOWN_OTHER)))
+        .await
+        .expect_err("hidden Other")
+        .contains("Other"));
+    // An explicit range counts from its instant: on day 0 from 02:00,
+    // the visitor's event and not a's (01:00).
+    let mut q = query("total", None, Value::Null);
+    q["dateRange"] = json!({"date_from": "2020-01-01T02:00:00Z", "date_to": "2020-01-03T23:00:00Z", "explicitDate": true});
+    let s = trend(&app, q.clone()).await;
+    assert_eq!(s[0]["data"][0], 1.0);
+    assert!(actors_of(&app, &q, at(0, None))
+        .await
+        .expect("explicit")
+        .is_empty());
 
     // Paging: by UUID ascending, one at a time.
+    let q = query("dau", None, Value::Null);
     let page = |offset| ActorsPage {
         order: vec![(ActorKey::Id, false)],
         limit: 1,

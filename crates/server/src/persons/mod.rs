@@ -16,7 +16,7 @@
 //! | module | routes |
 //! |---|---|
 //! | [`read`] | list, retrieve, CSV, batch lookups, values, timeline, activity, cohorts |
-//! | [`crate::analytics`] | `funnel/`, `funnel/correlation/`, `lifecycle/`, `stickiness/` |
+//! | [`crate::analytics`] | `funnel/`, `funnel/correlation/`, `lifecycle/`, `stickiness/`, `trends/` |
 //! | [`write`] | PATCH/PUT, `update_property`, `delete_property`, `split` |
 //! | [`deletion`] | DELETE, `bulk_delete`, `delete_events`, `delete_recordings`, `deletion_status`, `reset_person_distinct_id` |
 //! | [`export`] | `{id}/export/`: the subject-access export (an Elide addition) |

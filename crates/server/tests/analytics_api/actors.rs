@@ -172,6 +172,53 @@ async fn the_persons_of_a_trends_point() {
         ))
         .await;
     assert_eq!(r.json["results"][0]["count"], json!(1), "{}", r.text());
+    // An hour: a's first view; entity_math picks the entity of that
+    // math among those of one event.
+    let both = urlencode(
+        &json!([{"id": "$pageview", "type": "events", "math": "total"},
+                {"id": "$pageview", "type": "events", "math": "dau", "properties": [{"key": "$browser", "value": "Safari"}]}])
+        .to_string(),
+    );
+    let r = h
+        .get(&format!(
+            "{}/persons/trends/?events={both}&entity_id=%24pageview&entity_math=total&date_from=2020-01-01T01:00:00Z&interval=hour",
+            h.api()
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["count"], json!(1), "{}", r.text());
+    assert_eq!(
+        r.json["results"][0]["people"][0]["properties"]["email"],
+        "a@x.io"
+    );
+    let r = h
+        .get(&format!(
+            "{}/persons/trends/?events={both}&entity_id=%24pageview&entity_math=dau&date_from=2020-01-01",
+            h.api()
+        ))
+        .await;
+    assert_eq!(r.json["results"][0]["count"], json!(1), "{}", r.text());
+    assert_eq!(
+        r.json["results"][0]["people"][0]["properties"]["plan"],
+        "free"
+    );
+    // The stickiness persons take entity_math and ignore it.
+    let r = h
+        .get(&format!(
+            "{}/persons/stickiness/?events={ev}&entity_id=%24pageview&entity_math=dau&date_from=2020-01-01&date_to=2020-01-03&stickiness_days=2",
+            h.api()
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["count"], json!(1), "{}", r.text());
+    // A date_from whose interval would end past the year 9999.
+    let r = h
+        .get(&format!(
+            "{}/persons/trends/?events={ev}&date_from=9999-12-15&interval=month",
+            h.api()
+        ))
+        .await;
+    assert!(r.envelope(400).contains("9999"), "{}", r.text());
     // A total-value display: the range given.
     let r = h
         .get(&format!(

@@ -37,7 +37,7 @@ use crate::analytics::filter::{self, Interval, Params};
 use crate::analytics::properties::props_sql;
 use crate::analytics::query_nodes;
 use crate::analytics::{lit, stream, ts_lit};
-use crate::error::{AppError, Result};
+use crate::error::Result;
 use crate::query::QueryLimits;
 
 /// Which point of a trend.
@@ -112,10 +112,11 @@ impl Default for ActorsPage {
 /// `TrendsActors`: `events` with `entity_id`, `entity_math` and
 /// `entity_order` to choose one, `date_from`, `date_to`, `interval`,
 /// `display`, `properties`, `breakdown`, `breakdown_type`,
-/// `breakdown_value`) as a `TrendsQuery` and its point. On a chart over
-/// time the point is the period that starts at `date_from` (PostHog's
-/// `_handle_date_interval` moves `date_to` to its end); on a cumulative
-/// chart or a total value, the persons of the whole range given.
+/// `breakdown_value`) as a `TrendsQuery` and its point, a total over a
+/// range: on a chart over time from `date_from` to the end of its
+/// interval (PostHog's `_handle_date_interval`: an hour, the end of its
+/// day, a week or a month on), on a cumulative chart or a total value
+/// the range given.
 pub fn legacy_point(p: &Params, now: DateTime<Utc>) -> Result<(Map<String, Value>, Point)> {
     let (mut q, series) = query_nodes::legacy_series(p, "TrendsQuery")?;
     let display = p.text("display");
@@ -131,30 +132,42 @@ pub fn legacy_point(p: &Params, now: DateTime<Utc>) -> Result<(Map<String, Value
         q.insert("breakdownFilter".into(), Value::Object(f));
     }
     let breakdown = p.text("breakdown_value");
-    let day = if over_time {
+    if over_time {
+        // PostHog's `_handle_date_interval`: from `date_from` to the end
+        // of its interval, counted as one total.
         let interval = Interval::parse(p)?;
         let from = p.text("date_from").unwrap_or_else(|| "-0d".into());
-        let t = filter::parse_date(&from, now, "date_from")?.timestamp_micros();
-        // The range reaches past the period's end; the point ends there.
-        let end = interval.next(interval.trunc(t));
-        let to = DateTime::<Utc>::from_timestamp_micros(end)
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            .ok_or_else(|| AppError::InvalidQuery("date_from is out of range".into()))?;
-        if let Some(Value::Object(r)) = q.get_mut("dateRange") {
-            r.insert("date_from".into(), Value::String(from));
-            r.insert("date_to".into(), Value::String(to));
-            r.remove("explicitDate");
-        }
-        Some(t)
-    } else {
-        q.insert("trendsFilter".into(), json!({"display": "ActionsTable"}));
-        None
-    };
+        let start = filter::parse_date(&from, now, "date_from")?;
+        let day = Interval::Day.trunc(start.timestamp_micros());
+        let end = match interval {
+            Interval::Hour => Some(start.timestamp_micros() + 3_600_000_000),
+            Interval::Day => Some(Interval::Day.next(day)),
+            Interval::Week => Some(day + 7 * DAY),
+            Interval::Month => DateTime::<Utc>::from_timestamp_micros(day)
+                .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+                .map(|d| d.timestamp_micros()),
+        };
+        let iso = |us: i64| {
+            DateTime::<Utc>::from_timestamp_micros(us)
+                .filter(|d| chrono::Datelike::year(d) <= 9999)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        };
+        let (Some(from), Some(to)) = (iso(start.timestamp_micros()), end.and_then(|e| iso(e - 1)))
+        else {
+            return invalid("date_from: its interval ends past the year 9999");
+        };
+        q.insert(
+            "dateRange".into(),
+            json!({"date_from": from, "date_to": to, "explicitDate": true}),
+        );
+        q.remove("interval");
+    }
+    q.insert("trendsFilter".into(), json!({"display": "ActionsTable"}));
     Ok((
         q,
         Point {
             series,
-            day,
+            day: None,
             breakdown,
         },
     ))
@@ -181,7 +194,12 @@ pub async fn actors(
         (Display::TotalValue, Some(_)) => {
             return invalid("a day is not taken for a total value: its persons are the range's")
         }
-        (Display::TotalValue, None) => (spec.from, spec.to.saturating_add(1)),
+        // As the chart reads it (`series_sql`): weekly and monthly active
+        // persons of the range, or of the 6 or 29 days before it.
+        (Display::TotalValue, None) => match s.math.days() {
+            Some(d) => (spec.first - (d - 1) * DAY, spec.to.saturating_add(1)),
+            None => (spec.from, spec.to.saturating_add(1)),
+        },
         (_, None) => return invalid("a day is required: the period of the point"),
         (_, Some(day)) => {
             let start = spec.interval.trunc(day);
@@ -215,7 +233,13 @@ pub async fn actors(
         (_, None) => {}
         (Some(_), Some(v)) => {
             let bd = format!("nullif({}, '')", spec.breakdown_sql(false));
-            if v == BREAKDOWN_NULL {
+            if v == BREAKDOWN_OTHER && !spec.breakdown_other {
+                return invalid(
+                    "the breakdown value Other is hidden (breakdown_hide_other_aggregation)",
+                );
+            }
+            // "" is the null value too (the chart folds them).
+            if v == BREAKDOWN_NULL || v.is_empty() {
                 filter.push(format!("{bd} IS NULL"));
             } else if v == BREAKDOWN_OTHER {
                 // What the chart shows, counted as it counts.

@@ -79,10 +79,11 @@ pub struct TrendsSpec {
     /// The first period's start (µs).
     pub first: i64,
     /// The first instant counted (µs): the first period's start, but for
-    /// weeks the start of `date_from`'s day and for days from a
-    /// relative `date_from` in hours (`-24h`) its hour, as PostHog counts
-    /// (`date_from_with_adjusted_start_of_interval`); the first period
-    /// then holds only what follows it.
+    /// weeks the start of `date_from`'s day, for days from a relative
+    /// `date_from` in hours (`-24h`) its hour, as PostHog counts
+    /// (`date_from_with_adjusted_start_of_interval`), and with
+    /// `explicitDate` `date_from` itself; the first period then holds
+    /// only what follows it.
     pub from: i64,
     /// The last instant counted (µs, inclusive).
     pub to: i64,
@@ -203,7 +204,11 @@ impl TrendsSpec {
         };
         let first = interval.trunc(from);
         let hours = p.text("date_from").is_some_and(|s| is_relative_hours(&s));
+        // `explicitDate`: the range as given, to the microsecond (PostHog's
+        // `exact_timerange`).
+        let explicit = p.flag("explicit_date")?.unwrap_or(false);
         let counted_from = match interval {
+            _ if explicit => from,
             Interval::Week => Interval::Day.trunc(from),
             Interval::Day if hours => r.given_from.unwrap_or(first),
             _ => first,
