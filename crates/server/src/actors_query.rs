@@ -402,7 +402,17 @@ pub(crate) async fn actors_query(
                     Order::CreatedDesc => None,
                 })
                 .collect();
-            of_source(state, project, s, &keys, &narrow, limit, offset).await?
+            let recordings = columns.contains(&Column::MatchedRecordings);
+            of_source(
+                state,
+                project,
+                s,
+                &keys,
+                &narrow,
+                (limit, offset),
+                recordings,
+            )
+            .await?
         }
         Some(other) => {
             return Err(invalid(
@@ -541,8 +551,8 @@ async fn of_source(
     s: &Map<String, Value>,
     order: &[(ActorKey, bool)],
     narrow: &Narrow,
-    limit: usize,
-    offset: usize,
+    (limit, offset): (usize, usize),
+    recordings: bool,
 ) -> ApiResult<Found> {
     let outer = s.get("kind").and_then(Value::as_str);
     if !matches!(outer, Some("InsightActorsQuery" | "FunnelsActorsQuery")) {
@@ -566,7 +576,16 @@ async fn of_source(
     let inner_kind = inner.get("kind").and_then(Value::as_str).unwrap_or("");
     match (outer, inner_kind) {
         (Some("InsightActorsQuery"), "TrendsQuery") => {
-            of_trend(state, project, s, inner, order, narrow, limit, offset).await
+            of_trend(
+                state,
+                project,
+                (s, inner),
+                order,
+                narrow,
+                (limit, offset),
+                recordings,
+            )
+            .await
         }
         (Some("InsightActorsQuery"), "StickinessQuery" | "LifecycleQuery")
         | (Some("FunnelsActorsQuery"), "FunnelsQuery") => {
@@ -652,16 +671,16 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The persons of a trend's point (`s`, of the `TrendsQuery` `inner`),
+/// with their recorded sessions when `recordings`.
 async fn of_trend(
     state: &AppState,
     project: i64,
-    s: &Map<String, Value>,
-    inner: &Map<String, Value>,
+    (s, inner): (&Map<String, Value>, &Map<String, Value>),
     order: &[(ActorKey, bool)],
     narrow: &Narrow,
-    limit: usize,
-    offset: usize,
+    (limit, offset): (usize, usize),
+    recordings: bool,
 ) -> ApiResult<Found> {
     check_source(s, &["series", "day", "breakdown", "compare"])?;
     if s.get("compare")
@@ -713,6 +732,7 @@ async fn of_trend(
         },
         limit: limit + 1,
         offset,
+        recordings,
     };
     if narrow.is_some() {
         page.limit = MAX_FILTERED + 1;
@@ -924,7 +944,20 @@ fn cell(c: &Column, p: &Person, t: Option<&TrendActor>) -> Value {
         Column::EventCount => t.map_or(Value::Null, |t| json!(t.event_count)),
         Column::LastSeen => t.map_or(Value::Null, |t| iso(t.last_seen)),
         Column::EventDistinctIds => t.map_or(Value::Null, |t| json!(t.distinct_ids)),
-        Column::MatchedRecordings => json!([]),
+        // A trend's point matches its events' recorded sessions; the
+        // other sources do not (docs/api.md).
+        Column::MatchedRecordings => t.map_or(json!([]), |t| {
+            Value::Array(
+                t.recordings
+                    .iter()
+                    .map(|m| {
+                        json!({"session_id": m.session_id, "events": m.events.iter().map(|e| json!({
+                            "timestamp": iso(e.timestamp), "uuid": e.uuid, "window_id": e.window_id,
+                        })).collect::<Vec<_>>()})
+                    })
+                    .collect(),
+            )
+        }),
         Column::Property(k) => p.properties.get(k).cloned().unwrap_or(Value::Null),
     }
 }

@@ -261,6 +261,7 @@ async fn a_points_persons_are_what_it_counts() {
         order: vec![(ActorKey::Id, false)],
         limit: 1,
         offset,
+        recordings: false,
     };
     let mut seen = Vec::new();
     for offset in 0..4 {

@@ -24,7 +24,15 @@ async fn load(h: &Harness) {
                 "$pageview",
                 1,
                 1,
-                json!({"$set": {"email": "a@x.io", "plan": "pro"}, "$browser": "Chrome"}),
+                json!({"$set": {"email": "a@x.io", "plan": "pro"}, "$browser": "Chrome",
+                    "$session_id": "S1", "$window_id": "W1"}),
+            ),
+            ev(
+                "a",
+                "$snapshot",
+                1,
+                1,
+                json!({"$session_id": "S1", "$window_id": "W1", "$snapshot_data": {"type": 2}}),
             ),
             ev("a", "$pageview", 1, 2, json!({"$browser": "Chrome"})),
             ev(
@@ -32,7 +40,7 @@ async fn load(h: &Harness) {
                 "$pageview",
                 1,
                 3,
-                json!({"$set": {"plan": "free"}, "$browser": "Safari"}),
+                json!({"$set": {"plan": "free"}, "$browser": "Safari", "$session_id": "S2"}),
             ),
             ev(
                 "v",
@@ -106,6 +114,15 @@ async fn the_persons_of_a_trends_point() {
     assert_eq!(rows[1][1], json!(1));
     assert_eq!(r.json["hasMore"], json!(false));
     assert_eq!(r.json["missing_actors_count"], json!(0));
+    // a's recorded session S1 (b's S2 has no recording).
+    assert_eq!(rows[0][2][0]["session_id"], "S1", "{}", r.text());
+    let events = rows[0][2][0]["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{}", r.text());
+    assert_eq!(events[0]["window_id"], "W1");
+    assert_eq!(events[0]["timestamp"], "2020-01-01T01:00:00.000000Z");
+    assert_eq!(events[0]["uuid"].as_str().map(str::len), Some(36));
+    assert_eq!(rows[0][2].as_array().map(Vec::len), Some(1));
+    assert_eq!(rows[1][2], json!([]));
     // A breakdown value: Chrome on 01-01 is a.
     let q = trends(json!({"breakdownFilter": {"breakdown": "$browser"}}));
     let r = h

@@ -62,7 +62,35 @@ pub struct TrendActor {
     pub last_seen: i64,
     /// The distinct ids they were sent with, sorted.
     pub distinct_ids: Vec<String>,
+    /// The recorded sessions of those events (when asked for:
+    /// [`ActorsPage::recordings`]), in the order of their first event.
+    pub recordings: Vec<MatchedRecording>,
 }
+
+/// A recorded session of a person's events of a point (PostHog's
+/// `matched_recordings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedRecording {
+    /// The session (`$session_id`), which has a recording.
+    pub session_id: String,
+    /// The point's events of the session, by time.
+    pub events: Vec<MatchedEvent>,
+}
+
+/// One event of a [`MatchedRecording`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedEvent {
+    /// Its time (µs).
+    pub timestamp: i64,
+    /// Its UUID.
+    pub uuid: String,
+    /// Its `$window_id`.
+    pub window_id: Option<String>,
+}
+
+/// Most events of one person a point's recordings list (PostHog's
+/// `groupUniqArray(100)`).
+pub const MAX_MATCHED_EVENTS: usize = 100;
 
 /// What the persons of a point may be ordered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +122,8 @@ pub struct ActorsPage {
     pub limit: usize,
     /// Persons skipped.
     pub offset: usize,
+    /// Whether each person's recorded sessions are wanted.
+    pub recordings: bool,
 }
 
 impl Default for ActorsPage {
@@ -104,6 +134,7 @@ impl Default for ActorsPage {
             order: vec![(ActorKey::EventCount, true), (ActorKey::Id, true)],
             limit: 100,
             offset: 0,
+            recordings: false,
         }
     }
 }
@@ -275,14 +306,12 @@ pub async fn actors(
     if !page.order.iter().any(|(k, _)| *k == ActorKey::Id) {
         order.push("actor DESC".into());
     }
+    let where_ = filter.join(" AND ");
     let sql = format!(
         "SELECT actor, n, seen, ids FROM (SELECT CAST(pdi.person_id AS VARCHAR) AS actor, \
          count(*) AS n, CAST(max(e.timestamp) AS BIGINT) AS seen, \
-         array_agg(DISTINCT e.distinct_id) AS ids \
-         FROM person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
-         JOIN events e ON e.distinct_id = pdi.distinct_id WHERE {} GROUP BY pdi.person_id) a \
-         ORDER BY {} LIMIT {} OFFSET {}",
-        filter.join(" AND "),
+         array_agg(DISTINCT e.distinct_id) AS ids FROM {FROM_PERSONS} WHERE {where_} \
+         GROUP BY pdi.person_id) a ORDER BY {} LIMIT {} OFFSET {}",
         order.join(", "),
         page.limit,
         page.offset
@@ -313,8 +342,82 @@ pub async fn actors(
                 event_count: u64::try_from(n.value(r)).unwrap_or(0),
                 last_seen: seen.value(r),
                 distinct_ids,
+                recordings: Vec::new(),
             });
         }
     }
+    if page.recordings && !out.is_empty() {
+        recordings_of(&ctx, &where_, &mut out).await?;
+    }
     Ok(out)
+}
+
+/// The persons tables joined to their events, as the chart reads them.
+const FROM_PERSONS: &str = "person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
+     JOIN events e ON e.distinct_id = pdi.distinct_id";
+
+/// Fill each of `found`'s recorded sessions: the sessions (`$session_id`)
+/// of its events that match `where_` and have a recording, with at most
+/// [`MAX_MATCHED_EVENTS`] of its events, the first by time.
+async fn recordings_of(
+    ctx: &datafusion::prelude::SessionContext,
+    where_: &str,
+    found: &mut [TrendActor],
+) -> Result<()> {
+    let who: Vec<String> = found.iter().map(|a| lit(&a.person)).collect();
+    let session = "json_as_text(e.properties, '$session_id')";
+    let sql = format!(
+        "SELECT actor, s, t, u, w FROM (SELECT CAST(pdi.person_id AS VARCHAR) AS actor, \
+         {session} AS s, CAST(e.timestamp AS BIGINT) AS t, CAST(e.uuid AS VARCHAR) AS u, \
+         json_as_text(e.properties, '$window_id') AS w, \
+         row_number() OVER (PARTITION BY pdi.person_id ORDER BY e.timestamp, e.uuid) AS k \
+         FROM {FROM_PERSONS} WHERE {where_} AND CAST(pdi.person_id AS VARCHAR) IN ({}) \
+         AND {session} IN (SELECT session_id FROM recordings)) r \
+         WHERE k <= {MAX_MATCHED_EVENTS} ORDER BY actor, t, u",
+        who.join(", ")
+    );
+    let index: std::collections::HashMap<String, usize> = found
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.person.clone(), i))
+        .collect();
+    let mut batches = stream(ctx, &sql).await?;
+    while let Some(b) = batches.next().await {
+        let b = b?;
+        let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
+        let (actor, sid, uuid, window) = (text(0)?, text(1)?, text(3)?, text(4)?);
+        let (actor, sid, uuid, window) = (
+            actor.as_string::<i32>(),
+            sid.as_string::<i32>(),
+            uuid.as_string::<i32>(),
+            window.as_string::<i32>(),
+        );
+        let t = b.column(2).as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            if actor.is_null(r) || sid.is_null(r) || t.is_null(r) {
+                continue;
+            }
+            let Some(&i) = index.get(actor.value(r)) else {
+                continue;
+            };
+            let event = MatchedEvent {
+                timestamp: t.value(r),
+                uuid: if uuid.is_null(r) {
+                    String::new()
+                } else {
+                    uuid.value(r).to_string()
+                },
+                window_id: (!window.is_null(r)).then(|| window.value(r).to_string()),
+            };
+            let list = &mut found[i].recordings;
+            match list.iter_mut().find(|m| m.session_id == sid.value(r)) {
+                Some(m) => m.events.push(event),
+                None => list.push(MatchedRecording {
+                    session_id: sid.value(r).to_string(),
+                    events: vec![event],
+                }),
+            }
+        }
+    }
+    Ok(())
 }

@@ -639,6 +639,9 @@ pub const MAX_RESULT_VALUES: usize = 1_000_000;
 
 mod actors;
 mod compute;
-pub use actors::{actors, legacy_point, ActorKey, ActorsPage, Point, TrendActor};
+pub use actors::{
+    actors, legacy_point, ActorKey, ActorsPage, MatchedEvent, MatchedRecording, Point, TrendActor,
+    MAX_MATCHED_EVENTS,
+};
 pub(crate) use compute::prepare;
 pub use compute::{compute, results};
