@@ -141,6 +141,11 @@ pub struct TrendsQuery {
     #[schema(value_type = Option<Object>)]
     #[serde(rename = "breakdownFilter")]
     pub breakdown_filter: Option<Value>,
+    /// `{display?, formula?, formulas?, formulaNodes?: [{formula,
+    /// custom_name?}]}`; the formulas' rows replace the series'.
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "trendsFilter")]
+    pub trends_filter: Option<Value>,
 }
 
 /// A funnel: PostHog's `FunnelsQuery`, answered as `…/insights/funnel/`

@@ -274,13 +274,19 @@ async fn empty_and_unset_breakdown_values_are_one_actor_once() {
     assert_eq!(trend(&app, q).await[0]["aggregated_value"], 3.0);
 }
 
-/// What changes the values and is not served is refused, not ignored.
+/// What changes the values and is not served is refused, not ignored;
+/// so is a formula that is not arithmetic between the series.
 #[test]
 fn displays_that_are_not_served_are_refused() {
     for (filter, says) in [
         (json!({"smoothingIntervals": 7}), "smoothingIntervals"),
-        (json!({"formula": "A+B"}), "formulas"),
-        (json!({"formulaNodes": [{"formula": "A"}]}), "formulas"),
+        (json!({"formula": "A+B"}), "only 1 series is defined (A)"),
+        (json!({"formulaNodes": [{"formula": "A"}]}), ""),
+        (
+            json!({"formulaNodes": [{"custom_name": "x"}]}),
+            "needs its formula",
+        ),
+        (json!({"formula": "A > 1"}), "'>'"),
         (json!({"display": 5}), "display must be a string"),
         (json!("BoldNumber"), "trendsFilter must be an object"),
         (json!({"breakdown_type": "cohort"}), ""),
@@ -345,4 +351,99 @@ async fn a_breakdowns_list_of_one_is_that_breakdown() {
     .await;
     assert_eq!(new, old);
     assert_eq!(new.as_array().map(Vec::len), Some(3));
+}
+
+/// Formulas, as PostHog's `apply_formula`: per day over the series'
+/// data; per breakdown value (a value a series lacks counts 0 there);
+/// over a total value's one values; several with their names; a
+/// cumulative chart's running sums, `count` their sum.
+#[tokio::test]
+async fn formulas_compute_between_the_series() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    load(&app);
+    let two = |display: Option<&str>, breakdown: Value, filter: Value| {
+        let mut q = query("total", display, breakdown);
+        q["series"] = json!([{"event": "buy"}, {"event": "buy", "math": "dau"}]);
+        if let (Some(Value::Object(f)), Value::Object(extra)) = (q.get_mut("trendsFilter"), filter)
+        {
+            f.extend(extra);
+        }
+        q
+    };
+    // Events per unique user: day 0 2/2, day 1 2/2, day 2 3/2.
+    let s = trend(&app, two(None, Value::Null, json!({"formula": "A / B"}))).await;
+    assert_eq!(s.as_array().map(Vec::len), Some(1));
+    assert_eq!(s[0]["data"], json!([1.0, 1.0, 1.5]));
+    assert_eq!(s[0]["count"], 3.5);
+    assert_eq!(s[0]["label"], "Formula (A / B)");
+    assert_eq!(s[0]["action"], Value::Null);
+    assert_eq!(
+        s[0]["days"],
+        json!(["2020-01-01", "2020-01-02", "2020-01-03"])
+    );
+    // Two formulas, one named; a division by zero is 0.
+    let s = trend(
+        &app,
+        two(
+            None,
+            Value::Null,
+            json!({"formulaNodes": [{"formula": "a - b"}, {"formula": "(A - 2) / (B - 2)", "custom_name": "odd"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(s[0]["data"], json!([0.0, 0.0, 1.0]));
+    assert_eq!(s[1]["label"], "odd");
+    assert_eq!(s[1]["data"], json!([0.0, 0.0, 0.0]));
+    // By plan: pro's a (2 events, 1 user), free's b (3, 1), and the null
+    // value (c and the visitor: 2, 2) last.
+    let s = trend(
+        &app,
+        two(
+            Some("BoldNumber"),
+            json!({"breakdown": "plan", "breakdown_type": "person"}),
+            json!({"formula": "A / B"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(&s, "aggregated_value"),
+        vec![
+            ("free".into(), json!(3.0)),
+            ("pro".into(), json!(2.0)),
+            (BREAKDOWN_NULL.into(), json!(1.0)),
+        ]
+    );
+    assert_eq!(s[0]["data"], Value::Null);
+    assert_eq!(s[0]["count"], 0);
+    // A value one series lacks: B filtered to pro counts 0 for free.
+    let mut q = two(
+        None,
+        json!({"breakdown": "plan", "breakdown_type": "person"}),
+        json!({"formula": "A + 10 * B"}),
+    );
+    q["series"][1]["properties"] = json!([{"key": "plan", "value": "pro", "type": "person"}]);
+    let s = trend(&app, q).await;
+    assert_eq!(
+        rows(&s, "data"),
+        vec![
+            ("pro".into(), json!([11.0, 11.0, 0.0])),
+            ("free".into(), json!([0.0, 1.0, 2.0])),
+            (BREAKDOWN_NULL.into(), json!([1.0, 0.0, 1.0])),
+        ]
+    );
+    // Cumulative: the formula of the running sums; count their sum.
+    let s = trend(
+        &app,
+        two(
+            Some("ActionsLineGraphCumulative"),
+            Value::Null,
+            json!({"formula": "A - B"}),
+        ),
+    )
+    .await;
+    // (A: 2, 4, 7 events; B: 2, 3, 4 users, each once from their first
+    // day.)
+    assert_eq!(s[0]["data"], json!([0.0, 1.0, 3.0]));
+    assert_eq!(s[0]["count"], 4.0);
 }

@@ -45,6 +45,15 @@ async fn trends_query_through_the_query_endpoint() {
     assert_eq!(r.json["results"][0]["data"], json!([3.0, 2.0, 0.0]));
     let r = h.post(&url, &body("dau", Value::Null)).await;
     assert_eq!(r.json["results"][0]["data"], json!([2.0, 2.0, 0.0]));
+    // A formula's row instead of the series'.
+    let mut f = body("total", Value::Null);
+    f["query"]["trendsFilter"] = json!({"formula": "A * 2 + 1"});
+    let r = h.post(&url, &f).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["data"], json!([7.0, 5.0, 1.0]));
+    assert_eq!(r.json["results"][0]["label"], "Formula (A * 2 + 1)");
+    f["query"]["trendsFilter"] = json!({"formula": "A * B"});
+    assert!(h.post(&url, &f).await.envelope(400).contains("series B"));
     let r = h
         .post(&url, &body("total", json!({"breakdown": "$browser"})))
         .await;

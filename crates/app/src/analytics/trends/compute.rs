@@ -393,13 +393,15 @@ pub(crate) fn shown_periods(spec: &TrendsSpec) -> Vec<i64> {
 /// `breakdown_limit` by total, then `Other`: the sum of the rest per
 /// period, as PostHog sums them whatever the math, unless hidden),
 /// `{action, label, count, data, labels, days, breakdown_value?}`,
-/// zero-filled.
+/// zero-filled; with formulas, their rows instead
+/// ([`super::formula::rows`]).
 pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
     let (labels, days) = period_labels(spec.interval, &spec.periods());
     // A total value is counted at the first day alone.
     let periods = shown_periods(spec);
-    let mut out = Vec::new();
+    let mut per_series: Vec<Vec<Value>> = Vec::new();
     for (i, (s, c)) in spec.series.iter().zip(counts).enumerate() {
+        let mut out = Vec::new();
         let rows: Vec<(Option<String>, Vec<f64>)> = if spec.breakdown.is_none() {
             let by = c.get(&None);
             vec![(
@@ -483,6 +485,14 @@ pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
             }
             out.push(o);
         }
+        per_series.push(out);
     }
-    Value::Array(out)
+    if !spec.formulas.is_empty() {
+        return Value::Array(super::formula::rows(
+            &spec.formulas,
+            &per_series,
+            spec.display == Display::TotalValue,
+        ));
+    }
+    Value::Array(per_series.into_iter().flatten().collect())
 }

@@ -102,6 +102,9 @@ pub struct TrendsSpec {
     /// How the values are shown: per period, a running sum, or one
     /// value over the whole range.
     pub display: Display,
+    /// Formulas between the series: when given, the result is their rows
+    /// instead of the series'.
+    pub formulas: Vec<Formula>,
 }
 
 /// `trendsFilter.display`, as it changes the values.
@@ -133,21 +136,14 @@ const TOTAL_VALUE_DISPLAYS: [&str; 7] = [
 
 impl Display {
     /// From `trendsFilter`: its `display`; what would change the values
-    /// and is not served (`formula`, smoothing) is refused, presentation
-    /// is ignored.
+    /// and is not served (smoothing) is refused, presentation is ignored
+    /// (formulas are [`formula::parse_all`]'s).
     fn parse(f: Option<&Value>) -> Result<Display> {
         let f = match f {
             None | Some(Value::Null) => return Ok(Display::Series),
             Some(Value::Object(f)) => f,
             Some(v) => return invalid(format!("trendsFilter must be an object, got {v}")),
         };
-        for k in ["formula", "formulas", "formulaNodes"] {
-            if f.get(k)
-                .is_some_and(|v| !v.is_null() && v != &Value::Array(Vec::new()))
-            {
-                return invalid("TrendsQuery: formulas are not supported");
-            }
-        }
         match f.get("smoothingIntervals") {
             None | Some(Value::Null) => {}
             Some(v) if v.as_i64() == Some(1) => {}
@@ -359,7 +355,12 @@ impl TrendsSpec {
                 rows.saturating_mul(n_periods)
             ));
         }
+        let formulas = match q.get("trendsFilter") {
+            Some(Value::Object(f)) => formula::parse_all(f, series.len())?,
+            _ => Vec::new(),
+        };
         Ok(TrendsSpec {
+            formulas,
             series,
             props: props(q.get("properties").cloned(), "properties")?,
             interval,
@@ -639,9 +640,11 @@ pub const MAX_RESULT_VALUES: usize = 1_000_000;
 
 mod actors;
 mod compute;
+mod formula;
 pub use actors::{
     actors, legacy_point, ActorKey, ActorsPage, MatchedEvent, MatchedRecording, Point, TrendActor,
     MAX_MATCHED_EVENTS,
 };
 pub(crate) use compute::prepare;
 pub use compute::{compute, results};
+pub use formula::Formula;
