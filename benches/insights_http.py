@@ -18,7 +18,9 @@
    maths (sum and p90 of a purchase's `amount`), unique sessions, events
    per person, DAU as one number, an OR property group, a person-property
    breakdown, the funnel as a `FunnelsQuery`, stickiness, retention by
-   day and by week (recurring and first time), two HogQL queries
+   day and by week (recurring and first time), a formula, the persons
+   of a point (`ActorsQuery`: a day's DAU, a breakdown value's, a total
+   value's) and the persons page, two HogQL queries
    (distinct persons by day, which reads each event's person now, and
    events by name).
 """
@@ -176,6 +178,35 @@ def serve_and_time(args, data: str, key: str) -> int:
               trend({"kind": "EventsNode", "event": "$pageview"},
                     breakdownFilter={"breakdown": "plan", "breakdown_type": "person"}),
               show=lambda o: f"{len(o['results'])} series")
+        timed("TrendsQuery formula A / B (events per user), 90 days", "/api/projects/1/query/",
+              {"query": {"kind": "TrendsQuery", "dateRange": {"date_from": "-90d"}, "interval": "day",
+                         "series": [{"kind": "EventsNode", "event": "$pageview"},
+                                    {"kind": "EventsNode", "event": "$pageview", "math": "dau"}],
+                         "trendsFilter": {"formula": "A / B"}}},
+              show=lambda o: f"last day {o['results'][0]['data'][-1]:.2f}")
+        # The persons modal of a point: yesterday's DAU, most events first,
+        # with their recorded sessions (none here); a total value's
+        # persons over 30 days; the persons page (no source).
+        yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%d")
+        modal = lambda source, **point: {"query": {
+            "kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery", "source": source, **point},
+            "select": ["actor", "event_count", "matched_recordings"],
+            "orderBy": ["event_count DESC, actor_id DESC"]}}
+        dau = {"kind": "TrendsQuery", "dateRange": {"date_from": "-30d"}, "interval": "day",
+               "series": [{"kind": "EventsNode", "event": "$pageview", "math": "dau"}]}
+        timed("ActorsQuery, a DAU point (one day), 100 persons", "/api/projects/1/query/",
+              modal(dau, day=yesterday, series=0),
+              show=lambda o: f"{len(o['results'])} persons, top {o['results'][0][1]} events")
+        timed("ActorsQuery, DAU by $browser, Chrome's point", "/api/projects/1/query/",
+              modal({**dau, "breakdownFilter": {"breakdown": "$browser"}}, day=yesterday, breakdown="Chrome"),
+              show=lambda o: f"{len(o['results'])} persons")
+        timed("ActorsQuery, DAU as one number, 30 days", "/api/projects/1/query/",
+              modal({**dau, "trendsFilter": {"display": "BoldNumber"}}),
+              show=lambda o: f"{len(o['results'])} persons, hasMore {o['hasMore']}")
+        timed("ActorsQuery, the persons page (no source)", "/api/projects/1/query/",
+              {"query": {"kind": "ActorsQuery",
+                         "select": ["person_display_name -- Person", "id", "created_at", "person.$delete"]}},
+              show=lambda o: f"{len(o['results'])} persons")
         timed("FunnelsQuery $pageview → purchase, 30 days", "/api/projects/1/query/",
               {"query": {"kind": "FunnelsQuery", "dateRange": {"date_from": "-30d"},
                          "series": [{"kind": "EventsNode", "event": "$pageview"},

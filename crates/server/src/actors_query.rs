@@ -732,16 +732,17 @@ async fn of_trend(
         },
         limit: limit + 1,
         offset,
-        recordings,
+        // Read for the page alone, below.
+        recordings: false,
     };
     if narrow.is_some() {
         page.limit = MAX_FILTERED + 1;
         page.offset = 0;
     }
     let persons = state.app().persons().clone();
-    let page2 = page.clone();
+    let (spec2, point2) = (spec.clone(), point.clone());
     let mut list = run_app_query(state, move |limits| async move {
-        trends::actors(&persons, project, &spec, &point, &page2, &limits).await
+        trends::actors(&persons, project, &spec2, &point2, &page, &limits).await
     })
     .await?;
     if narrow.is_some() {
@@ -767,6 +768,14 @@ async fn of_trend(
     }
     let has_more = list.len() > limit;
     list.truncate(limit);
+    if recordings && !list.is_empty() {
+        let persons = state.app().persons().clone();
+        list = run_app_query(state, move |limits| async move {
+            trends::recordings(&persons, project, &spec, &point, &mut list, &limits).await?;
+            Ok(list)
+        })
+        .await?;
+    }
     Ok(Found {
         uuids: list.iter().map(|a| a.person.clone()).collect(),
         trend: list.into_iter().map(|a| (a.person.clone(), a)).collect(),

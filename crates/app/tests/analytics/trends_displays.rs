@@ -432,6 +432,41 @@ async fn formulas_compute_between_the_series() {
             (BREAKDOWN_NULL.into(), json!([1.0, 0.0, 1.0])),
         ]
     );
+    // Values only B has (A filtered to free; B's Other): A counts 0
+    // there.
+    let mut q = two(
+        None,
+        json!({"breakdown": "plan", "breakdown_type": "person", "breakdown_limit": 1}),
+        json!({"formula": "B * 100 + A"}),
+    );
+    q["series"][0]["properties"] = json!([{"key": "plan", "value": "free", "type": "person"}]);
+    let s = trend(&app, q).await;
+    assert_eq!(
+        rows(&s, "data"),
+        vec![
+            ("free".into(), json!([0.0, 101.0, 102.0])),
+            (BREAKDOWN_OTHER.into(), json!([200.0, 100.0, 100.0])),
+        ]
+    );
+    // The null value (A: only its events) after the values, though its
+    // total is the largest; pro and free tie on total and count, and go
+    // by their data, largest first (PostHog's sort key).
+    let mut q = two(
+        None,
+        json!({"breakdown": "plan", "breakdown_type": "person"}),
+        json!({"formula": "A * 1000 + B"}),
+    );
+    q["series"][0]["properties"] =
+        json!([{"key": "plan", "operator": "is_not_set", "type": "person"}]);
+    let s = trend(&app, q).await;
+    assert_eq!(
+        rows(&s, "data"),
+        vec![
+            ("pro".into(), json!([1.0, 1.0, 0.0])),
+            ("free".into(), json!([0.0, 1.0, 1.0])),
+            (BREAKDOWN_NULL.into(), json!([1001.0, 0.0, 1001.0])),
+        ]
+    );
     // Cumulative: the formula of the running sums; count their sum.
     let s = trend(
         &app,

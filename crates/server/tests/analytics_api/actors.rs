@@ -49,7 +49,13 @@ async fn load(h: &Harness) {
                 4,
                 json!({"$process_person_profile": false, "$browser": "Chrome"}),
             ),
-            ev("a", "$pageview", 2, 1, json!({"$browser": "Chrome"})),
+            ev(
+                "a",
+                "$pageview",
+                2,
+                1,
+                json!({"$browser": "Chrome", "$session_id": "S1"}),
+            ),
             ev("c", "$pageview", 2, 2, json!({"$browser": "Firefox"})),
             ev("a", "signup", 2, 3, json!({})),
             ev("b", "signup", 3, 1, json!({})),
@@ -164,6 +170,13 @@ async fn the_persons_of_a_trends_point() {
     let r = h.post(&url, &searched).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     assert_eq!(emails(&r.json), [json!("a@x.io")]);
+    // The page's recordings, read after the search narrowed it.
+    assert_eq!(
+        r.json["results"][0][2][0]["session_id"],
+        "S1",
+        "{}",
+        r.text()
+    );
     let mut filtered = modal(trends(json!({})), json!({"day": "2020-01-01"}));
     filtered["query"]["properties"] =
         json!([{"key": "plan", "value": "free", "operator": "exact", "type": "person"}]);

@@ -204,15 +204,23 @@ pub fn legacy_point(p: &Params, now: DateTime<Utc>) -> Result<(Map<String, Value
     ))
 }
 
-/// The persons of `point` of `spec`, in `page`'s order and window.
-pub async fn actors(
+/// A point's events: the session that reads them, the condition on
+/// [`FROM_PERSONS`]'s rows, and their times (from `lo` to before `hi`).
+struct PointEvents {
+    ctx: datafusion::prelude::SessionContext,
+    where_: String,
+    lo: i64,
+    hi: i64,
+}
+
+/// The events `point` of `spec` counts.
+async fn point_events(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     spec: &TrendsSpec,
     point: &Point,
-    page: &ActorsPage,
     limits: &QueryLimits,
-) -> Result<Vec<TrendActor>> {
+) -> Result<PointEvents> {
     let Some(s) = spec.series.get(point.series) else {
         return invalid(format!(
             "series {} is none of the query's {} series",
@@ -298,6 +306,24 @@ pub async fn actors(
             }
         }
     }
+    Ok(PointEvents {
+        ctx,
+        where_: filter.join(" AND "),
+        lo,
+        hi,
+    })
+}
+
+/// The persons of `point` of `spec`, in `page`'s order and window.
+pub async fn actors(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &TrendsSpec,
+    point: &Point,
+    page: &ActorsPage,
+    limits: &QueryLimits,
+) -> Result<Vec<TrendActor>> {
+    let events = point_events(persons, project, spec, point, limits).await?;
     let mut order: Vec<String> = page
         .order
         .iter()
@@ -306,7 +332,7 @@ pub async fn actors(
     if !page.order.iter().any(|(k, _)| *k == ActorKey::Id) {
         order.push("actor DESC".into());
     }
-    let where_ = filter.join(" AND ");
+    let where_ = &events.where_;
     let sql = format!(
         "SELECT actor, n, seen, ids FROM (SELECT CAST(pdi.person_id AS VARCHAR) AS actor, \
          count(*) AS n, CAST(max(e.timestamp) AS BIGINT) AS seen, \
@@ -317,7 +343,7 @@ pub async fn actors(
         page.offset
     );
     let mut out = Vec::new();
-    let mut batches = stream(&ctx, &sql).await?;
+    let mut batches = stream(&events.ctx, &sql).await?;
     while let Some(b) = batches.next().await {
         let b = b?;
         let who = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
@@ -346,10 +372,27 @@ pub async fn actors(
             });
         }
     }
-    if page.recordings && !out.is_empty() {
-        recordings_of(&ctx, &where_, &mut out).await?;
+    if page.recordings {
+        recordings_of(&events, &mut out).await?;
     }
     Ok(out)
+}
+
+/// Fill the recorded sessions of `found`, persons of `point` of `spec`
+/// (a page narrowed after [`actors`] read it).
+pub async fn recordings(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &TrendsSpec,
+    point: &Point,
+    found: &mut [TrendActor],
+    limits: &QueryLimits,
+) -> Result<()> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let events = point_events(persons, project, spec, point, limits).await?;
+    recordings_of(&events, found).await
 }
 
 /// The persons tables joined to their events, as the chart reads them.
@@ -357,22 +400,29 @@ const FROM_PERSONS: &str = "person_distinct_ids pdi JOIN persons p ON p.uuid = p
      JOIN events e ON e.distinct_id = pdi.distinct_id";
 
 /// Fill each of `found`'s recorded sessions: the sessions (`$session_id`)
-/// of its events that match `where_` and have a recording, with at most
-/// [`MAX_MATCHED_EVENTS`] of its events, the first by time.
-async fn recordings_of(
-    ctx: &datafusion::prelude::SessionContext,
-    where_: &str,
-    found: &mut [TrendActor],
-) -> Result<()> {
+/// of its events of the point that have a recording (one within a day
+/// of the point's events), with at most [`MAX_MATCHED_EVENTS`] of those
+/// events, the first by time. PostHog takes 100 of all the person's
+/// events of the point, then keeps those of recorded sessions.
+async fn recordings_of(events: &PointEvents, found: &mut [TrendActor]) -> Result<()> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let (ctx, where_) = (&events.ctx, &events.where_);
     let who: Vec<String> = found.iter().map(|a| lit(&a.person)).collect();
     let session = "json_as_text(e.properties, '$session_id')";
+    let recorded = format!(
+        "SELECT session_id FROM recordings WHERE timestamp >= {} AND timestamp < {}",
+        ts_lit(events.lo.saturating_sub(DAY)),
+        ts_lit(events.hi.saturating_add(DAY))
+    );
     let sql = format!(
         "SELECT actor, s, t, u, w FROM (SELECT CAST(pdi.person_id AS VARCHAR) AS actor, \
          {session} AS s, CAST(e.timestamp AS BIGINT) AS t, CAST(e.uuid AS VARCHAR) AS u, \
          json_as_text(e.properties, '$window_id') AS w, \
          row_number() OVER (PARTITION BY pdi.person_id ORDER BY e.timestamp, e.uuid) AS k \
          FROM {FROM_PERSONS} WHERE {where_} AND CAST(pdi.person_id AS VARCHAR) IN ({}) \
-         AND {session} IN (SELECT session_id FROM recordings)) r \
+         AND {session} IN ({recorded})) r \
          WHERE k <= {MAX_MATCHED_EVENTS} ORDER BY actor, t, u",
         who.join(", ")
     );

@@ -12,12 +12,14 @@
 //! complex number) is 0 too. Anything else (a name that is not a series,
 //! a call, a comparison) is refused when the query is read.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{json, Map, Value};
 
 use super::{invalid, BREAKDOWN_NULL, BREAKDOWN_OTHER};
 use crate::error::Result;
 
-/// Longest formula text.
+/// Longest formula text (bytes).
 const MAX_LEN: usize = 1_000;
 
 /// Deepest nesting of parentheses and operators.
@@ -56,7 +58,7 @@ impl Formula {
     /// Parse `text` over `series` series.
     pub fn parse(text: &str, custom_name: Option<String>, series: usize) -> Result<Formula> {
         if text.len() > MAX_LEN {
-            return invalid(format!("a formula is at most {MAX_LEN} characters"));
+            return invalid(format!("a formula is at most {MAX_LEN} bytes"));
         }
         let tokens = tokens(&text.to_lowercase())?;
         let mut p = Parser {
@@ -68,7 +70,7 @@ impl Formula {
         let expr = p.sum()?;
         if p.at != p.tokens.len() {
             return invalid(format!(
-                "formula {text:?}: unexpected {:?}; formulas only support arithmetic ( + - * / % ** ) between series",
+                "formula {text:?}: unexpected '{}'; formulas only support arithmetic ( + - * / % ** ) between series",
                 p.tokens[p.at]
             ));
         }
@@ -82,8 +84,10 @@ impl Formula {
     /// Its value for the series' values `v` (a missing one is 0).
     pub fn eval(&self, v: &[f64]) -> f64 {
         let x = eval(&self.expr, v);
+        // (`+ 0.0`: no negative zero, which PostHog's integers do not
+        // have.)
         if x.is_finite() {
-            x
+            x + 0.0
         } else {
             0.0
         }
@@ -93,6 +97,7 @@ impl Formula {
     fn label(&self) -> String {
         self.custom_name
             .clone()
+            .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("Formula ({})", self.text))
     }
 }
@@ -111,12 +116,93 @@ fn eval(e: &Expr, v: &[f64]) -> f64 {
                 Op::Div if b == 0.0 => 0.0,
                 Op::Div => a / b,
                 Op::Mod if b == 0.0 => 0.0,
-                Op::Mod => a - b * (a / b).floor(),
+                // CPython's float modulo: the remainder takes the sign
+                // of the divisor.
+                Op::Mod => {
+                    let r = a % b;
+                    if r != 0.0 && (r < 0.0) != (b < 0.0) {
+                        r + b
+                    } else {
+                        r
+                    }
+                }
                 Op::Pow if a == 0.0 && b < 0.0 => 0.0,
                 Op::Pow => a.powf(b),
             }
         }
     }
+}
+
+/// A Python number literal's value: decimal integers (no leading zero
+/// but in 0), `0x`/`0o`/`0b` integers, floats (`1.`, `.5`, `1e3`,
+/// `2.5e-2`), with single underscores between digits.
+fn number(t: &str) -> Option<f64> {
+    /// Digits of `radix` with single underscores between them (and, after
+    /// a prefix, one before the first).
+    fn digits(t: &str, radix: u32, after_prefix: bool) -> Option<String> {
+        let t = if after_prefix {
+            t.strip_prefix('_').unwrap_or(t)
+        } else {
+            t
+        };
+        if t.is_empty() || t.starts_with('_') || t.ends_with('_') || t.contains("__") {
+            return None;
+        }
+        let d: String = t.chars().filter(|&c| c != '_').collect();
+        d.chars().all(|c| c.is_digit(radix)).then_some(d)
+    }
+    let finite = |x: f64| x.is_finite().then_some(x);
+    for (prefix, radix) in [("0x", 16), ("0o", 8), ("0b", 2)] {
+        if let Some(rest) = t.strip_prefix(prefix) {
+            let d = digits(rest, radix, true)?;
+            // Past 2^53 a float keeps its magnitude, as Python's.
+            let mut x = 0.0f64;
+            for c in d.chars() {
+                x = x * f64::from(radix) + f64::from(c.to_digit(radix)?);
+            }
+            return finite(x);
+        }
+    }
+    let (mantissa, exponent) = match t.find('e') {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    let (int, frac) = match mantissa.find('.') {
+        Some(i) => (&mantissa[..i], Some(&mantissa[i + 1..])),
+        None => (mantissa, None),
+    };
+    let int = if int.is_empty() && frac.is_some() {
+        String::new()
+    } else {
+        digits(int, 10, false)?
+    };
+    let frac = match frac {
+        None => None,
+        Some("") if !int.is_empty() => Some(String::new()),
+        Some(f) => Some(digits(f, 10, false)?),
+    };
+    let exp = match exponent {
+        None => None,
+        Some(e) => {
+            let (sign, e) = match e.as_bytes().first() {
+                Some(b'+') => ("", &e[1..]),
+                Some(b'-') => ("-", &e[1..]),
+                _ => ("", e),
+            };
+            Some(format!("{sign}{}", digits(e, 10, false)?))
+        }
+    };
+    // A decimal integer has no leading zero (but 0, 00, …).
+    if frac.is_none() && exp.is_none() && int.len() > 1 && int.starts_with('0') {
+        return int.chars().all(|c| c == '0').then_some(0.0);
+    }
+    let text = format!(
+        "{}{}{}",
+        if int.is_empty() { "0" } else { &int },
+        frac.map(|f| format!(".{f}0")).unwrap_or_default(),
+        exp.map(|e| format!("e{e}")).unwrap_or_default()
+    );
+    finite(text.parse().ok()?)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,28 +220,25 @@ fn tokens(s: &str) -> Result<Vec<Token>> {
         let c = b[i];
         if c.is_ascii_whitespace() {
             i += 1;
-        } else if c.is_ascii_digit() || c == b'.' {
+        } else if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+        {
+            // Python's tokenizer takes the letters, digits, dots and
+            // underscores of a number (and an exponent's sign) as one.
             let start = i;
-            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'_') {
-                i += 1;
-            }
-            // An exponent: 1e3, 2.5e-2.
-            if i < b.len() && b[i] == b'e' {
-                let mut j = i + 1;
-                if j < b.len() && (b[j] == b'+' || b[j] == b'-') {
-                    j += 1;
-                }
-                if j < b.len() && b[j].is_ascii_digit() {
-                    while j < b.len() && b[j].is_ascii_digit() {
-                        j += 1;
-                    }
-                    i = j;
+            while i < b.len() {
+                let d = b[i];
+                let sign = (d == b'+' || d == b'-')
+                    && matches!(b[i - 1], b'e')
+                    && !s[start..i].starts_with("0x");
+                if d.is_ascii_alphanumeric() || d == b'.' || d == b'_' || sign {
+                    i += 1;
+                } else {
+                    break;
                 }
             }
-            let text = s[start..i].replace('_', "");
-            match text.parse::<f64>() {
-                Ok(n) if n.is_finite() => out.push(Token::Num(n)),
-                _ => return invalid(format!("formula: {:?} is not a number", &s[start..i])),
+            match number(&s[start..i]) {
+                Some(n) => out.push(Token::Num(n)),
+                None => return invalid(format!("formula: {:?} is not a number", &s[start..i])),
             }
         } else if c.is_ascii_alphabetic() || c == b'_' {
             let start = i;
@@ -187,6 +270,16 @@ fn tokens(s: &str) -> Result<Vec<Token>> {
         }
     }
     Ok(out)
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Num(n) => write!(f, "{n}"),
+            Token::Name(n) => write!(f, "{}", n.to_uppercase()),
+            Token::Sym(s) => write!(f, "{s}"),
+        }
+    }
 }
 
 struct Parser {
@@ -319,17 +412,16 @@ impl Parser {
                 }
             }
             Some(Token::Sym("(")) => {
+                // (Nested through `unary`, which counts the depth.)
                 self.at += 1;
-                self.deeper()?;
                 let e = self.sum()?;
-                self.depth -= 1;
                 if !self.sym(")") {
                     return invalid("formula: a parenthesis is not closed");
                 }
                 Ok(e)
             }
             Some(t) => invalid(format!(
-                "formula: unexpected {t:?}; formulas only support arithmetic ( + - * / % ** ) between series"
+                "formula: unexpected '{t}'; formulas only support arithmetic ( + - * / % ** ) between series"
             )),
             None => invalid("formula: it ends where a series or a number is expected"),
         }
@@ -400,59 +492,64 @@ pub(super) fn parse_all(f: &Map<String, Value>, series: usize) -> Result<Vec<For
 /// ordered as PostHog's: values before the null one before Other, then by
 /// total, largest first.
 pub(super) fn rows(formulas: &[Formula], rows: &[Vec<Value>], total_value: bool) -> Vec<Value> {
-    let key = |r: &Value| r.get("breakdown_value").cloned().unwrap_or(Value::Null);
-    // The breakdown values in the order they first appear.
-    let mut values: Vec<Value> = Vec::new();
-    for r in rows.iter().flatten() {
-        let k = key(r);
-        if !values.contains(&k) {
-            values.push(k);
-        }
-    }
+    let key = |r: &Value| {
+        r.get("breakdown_value")
+            .map_or_else(String::new, Value::to_string)
+    };
+    // Per series, its row of each breakdown value; the values in the
+    // order they first appear.
+    let by_value: Vec<HashMap<String, &Value>> = rows
+        .iter()
+        .map(|series| series.iter().map(|r| (key(r), r)).collect())
+        .collect();
+    let mut seen = HashSet::new();
+    let values: Vec<String> = rows
+        .iter()
+        .flatten()
+        .map(key)
+        .filter(|k| seen.insert(k.clone()))
+        .collect();
     let periods = rows
         .iter()
         .flatten()
         .find_map(|r| r.get("data").and_then(Value::as_array).map(Vec::len))
         .unwrap_or(0);
+    let number = |r: Option<&&Value>, field: &str, i: Option<usize>| -> f64 {
+        r.and_then(|r| match i {
+            Some(i) => r.get(field)?.as_array()?.get(i)?.as_f64(),
+            None => r.get(field)?.as_f64(),
+        })
+        .unwrap_or(0.0)
+    };
     let mut out = Vec::new();
     for f in formulas {
         let mut computed = Vec::new();
         for k in &values {
-            let group: Vec<Option<&Value>> = rows
-                .iter()
-                .map(|series| series.iter().find(|r| key(r) == *k))
-                .collect();
+            let group: Vec<Option<&&Value>> = by_value.iter().map(|m| m.get(k)).collect();
             let Some(base) = group.iter().flatten().next() else {
                 continue;
             };
-            let mut row = (*base).clone();
+            let mut row = (**base).clone();
             let Some(o) = row.as_object_mut() else {
                 continue;
             };
             o.insert("label".into(), json!(f.label()));
             o.insert("action".into(), Value::Null);
-            let number = |r: Option<&&Value>, field: &str, i: Option<usize>| -> f64 {
-                r.and_then(|r| match i {
-                    Some(i) => r.get(field)?.as_array()?.get(i)?.as_f64(),
-                    None => r.get(field)?.as_f64(),
-                })
-                .unwrap_or(0.0)
-            };
             if total_value {
                 let v: Vec<f64> = group
                     .iter()
-                    .map(|r| number(r.as_ref(), "aggregated_value", None))
+                    .map(|r| number(*r, "aggregated_value", None))
                     .collect();
                 o.insert("aggregated_value".into(), json!(f.eval(&v)));
                 o.insert("data".into(), Value::Null);
                 o.insert("count".into(), json!(0));
             } else {
+                let mut v = vec![0.0; group.len()];
                 let data: Vec<f64> = (0..periods)
                     .map(|i| {
-                        let v: Vec<f64> = group
-                            .iter()
-                            .map(|r| number(r.as_ref(), "data", Some(i)))
-                            .collect();
+                        for (x, r) in v.iter_mut().zip(&group) {
+                            *x = number(*r, "data", Some(i));
+                        }
                         f.eval(&v)
                     })
                     .collect();
@@ -461,31 +558,69 @@ pub(super) fn rows(formulas: &[Formula], rows: &[Vec<Value>], total_value: bool)
             }
             computed.push(row);
         }
-        if values.iter().any(|v| !v.is_null()) {
-            let class = |r: &Value| match r.get("breakdown_value").and_then(Value::as_str) {
-                Some(BREAKDOWN_OTHER) => 0,
-                Some(BREAKDOWN_NULL) => 1,
-                _ => 2,
-            };
-            let total = |r: &Value| {
-                r.get("aggregated_value")
-                    .and_then(Value::as_f64)
-                    .unwrap_or_else(|| {
-                        r.get("data")
-                            .and_then(Value::as_array)
-                            .map_or(0.0, |d| d.iter().filter_map(Value::as_f64).sum())
-                    })
-            };
-            computed.sort_by(|a, b| {
-                class(b)
-                    .cmp(&class(a))
-                    .then_with(|| total(b).total_cmp(&total(a)))
-                    .then_with(|| key(b).to_string().cmp(&key(a).to_string()))
-            });
+        if rows
+            .iter()
+            .flatten()
+            .any(|r| r.get("breakdown_value").is_some())
+        {
+            computed.sort_by(|a, b| order(b).cmp_key(&order(a)));
         }
         out.extend(computed);
     }
     out
+}
+
+/// What PostHog sorts a formula's breakdown rows by (largest first):
+/// values, then the null one, then Other; by total (a total value's, or
+/// the sum of the data), `count`, the data, the value's text.
+struct SortKey {
+    class: u8,
+    total: f64,
+    count: f64,
+    data: Vec<f64>,
+    value: String,
+}
+
+fn order(r: &Value) -> SortKey {
+    let data: Vec<f64> = r
+        .get("data")
+        .and_then(Value::as_array)
+        .map(|d| d.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    SortKey {
+        class: match r.get("breakdown_value").and_then(Value::as_str) {
+            Some(BREAKDOWN_OTHER) => 0,
+            Some(BREAKDOWN_NULL) => 1,
+            _ => 2,
+        },
+        total: r
+            .get("aggregated_value")
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| data.iter().sum()),
+        count: r.get("count").and_then(Value::as_f64).unwrap_or(0.0),
+        value: r
+            .get("breakdown_value")
+            .map_or_else(String::new, Value::to_string),
+        data,
+    }
+}
+
+impl SortKey {
+    fn cmp_key(&self, o: &SortKey) -> std::cmp::Ordering {
+        self.class
+            .cmp(&o.class)
+            .then_with(|| self.total.total_cmp(&o.total))
+            .then_with(|| self.count.total_cmp(&o.count))
+            .then_with(|| {
+                self.data
+                    .iter()
+                    .zip(&o.data)
+                    .map(|(a, b)| a.total_cmp(b))
+                    .find(|c| c.is_ne())
+                    .unwrap_or_else(|| self.data.len().cmp(&o.data.len()))
+            })
+            .then_with(|| self.value.cmp(&o.value))
+    }
 }
 
 #[cfg(test)]
@@ -518,8 +653,25 @@ mod tests {
         assert_eq!(value("B ** -1 * 3", &v), 1.0);
         assert_eq!(value("-7 % 3", &v), 2.0, "floored modulo");
         assert_eq!(value("7 % -3", &v), -2.0);
-        assert_eq!(value("A - B - C - 1", &v), 2.0, "left to right");
-        assert_eq!(value("1e3 + 1_000 + .5", &v), 2000.5);
+        let w = [6.0, 3.0, 2.0];
+        assert_eq!(value("A - B - C - 1", &w), 0.0, "left to right");
+        assert_eq!(value("A / B * C", &w), 4.0, "left to right");
+        assert_eq!(value("A / (B * C)", &w), 1.0);
+        assert_eq!(value("5.5 % 0.1", &v), 5.5 % 0.1, "CPython's float modulo");
+        assert_eq!(value("-5.5 % 0.1", &v), 0.1 - 5.5 % 0.1);
+        assert!(value("-C", &v).is_sign_positive(), "no negative zero");
+        assert!(value("0 / -5", &v).is_sign_positive());
+        assert_eq!(value("0 ** 0", &v), 1.0);
+        for (text, n) in [
+            ("1e3 + 1_000 + .5", 2000.5),
+            ("1. + 1.e1 + 2.5e-1", 11.25),
+            ("0x10 + 0o10 + 0b10 + 0x_f", 41.0),
+            ("00 + 0 + 0.5 + 01e1 + 1e1_0", 10_000_000_010.5),
+        ] {
+            assert_eq!(value(text, &v), n, "{text}");
+        }
+        let deep = format!("{}A{}", "(".repeat(60), ")".repeat(60));
+        assert_eq!(value(&deep, &v), 6.0, "60 parentheses");
         assert_eq!(value("+-+A", &v), -6.0);
         assert_eq!(value("10 ** 400", &v), 0.0, "no finite number");
         assert_eq!(value("(-8) ** 0.5", &v), 0.0, "Python's complex number");
@@ -532,12 +684,28 @@ mod tests {
         assert!(refused("AB", 2).contains("series AB"));
         assert!(refused("sum(A)", 2).contains("SUM()"));
         assert!(refused("A > B", 2).contains("'>'"));
+        assert!(
+            refused("A B", 2).contains("unexpected 'B'"),
+            "{}",
+            refused("A B", 2)
+        );
+        for bad in [
+            "1__0", "1_", "1_.5", "1._5", "007", "0x", "0x1g", "1e", "1e+", "2a", "1..2",
+        ] {
+            assert!(
+                refused(bad, 1).contains("not a number"),
+                "{bad}: {}",
+                refused(bad, 1)
+            );
+        }
+        assert!(refused("é", 1).contains("not allowed"));
+        assert!(refused("A*é", 1).contains("not allowed"));
+        assert!(refused("1é", 1).contains("not allowed"));
         assert!(refused("A +", 2).contains("ends"));
         assert!(refused("(A", 2).contains("not closed"));
-        assert!(refused("A B", 2).contains("unexpected"));
         assert!(refused("1.2.3", 2).contains("not a number"));
         assert!(refused(&"(".repeat(100), 1).contains("deep"));
         assert!(refused(&"-".repeat(100), 1).contains("deep"));
-        assert!(refused(&"A+".repeat(600), 1).contains("characters"));
+        assert!(refused(&"A+".repeat(600), 1).contains("bytes"));
     }
 }

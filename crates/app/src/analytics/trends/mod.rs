@@ -339,14 +339,25 @@ impl TrendsSpec {
                 }
             }
         }
+        let formulas = match q.get("trendsFilter") {
+            Some(Value::Object(f)) => formula::parse_all(f, series.len())?,
+            _ => Vec::new(),
+        };
         // Each result row holds a value, a label and a day per period
-        // (with a breakdown, one row more: Other).
-        let rows = series.len()
-            * if breakdown.is_some() {
-                breakdown_limit + 1
-            } else {
-                1
-            };
+        // (with a breakdown, one row more: Other); a formula's rows are
+        // one per breakdown value of any series.
+        let per_series = if breakdown.is_some() {
+            breakdown_limit + 1
+        } else {
+            1
+        };
+        let rows = series.len() * per_series
+            + formulas.len()
+                * if breakdown.is_some() {
+                    series.len() * per_series
+                } else {
+                    1
+                };
         if rows.saturating_mul(n_periods) > MAX_RESULT_VALUES {
             return invalid(format!(
                 "the result could hold {} values (series × breakdown_limit × periods); at most \
@@ -355,10 +366,6 @@ impl TrendsSpec {
                 rows.saturating_mul(n_periods)
             ));
         }
-        let formulas = match q.get("trendsFilter") {
-            Some(Value::Object(f)) => formula::parse_all(f, series.len())?,
-            _ => Vec::new(),
-        };
         Ok(TrendsSpec {
             formulas,
             series,
@@ -642,8 +649,8 @@ mod actors;
 mod compute;
 mod formula;
 pub use actors::{
-    actors, legacy_point, ActorKey, ActorsPage, MatchedEvent, MatchedRecording, Point, TrendActor,
-    MAX_MATCHED_EVENTS,
+    actors, legacy_point, recordings, ActorKey, ActorsPage, MatchedEvent, MatchedRecording, Point,
+    TrendActor, MAX_MATCHED_EVENTS,
 };
 pub(crate) use compute::prepare;
 pub use compute::{compute, results};
