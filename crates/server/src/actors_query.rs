@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::Utc;
 use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
 use elide_app::analytics::lifecycle::{self, LifecycleSpec};
+use elide_app::analytics::retention::{self, RetentionSpec};
 use elide_app::analytics::stickiness::{self, StickinessSpec};
 use elide_app::analytics::trends::{self, ActorKey, ActorsPage, Point, TrendActor, TrendsSpec};
 use elide_app::analytics::{actors, query_nodes};
@@ -130,6 +131,9 @@ enum Column {
     EventDistinctIds,
     /// `matched_recordings`.
     MatchedRecordings,
+    /// `appearances`: of a retention cohort's person, 0 and the intervals
+    /// after it they came back in.
+    Appearances,
     /// `properties.<key>` or `person.properties.<key>`.
     Property(String),
 }
@@ -151,6 +155,7 @@ impl Column {
             "last_seen" => Column::LastSeen,
             "event_distinct_ids" => Column::EventDistinctIds,
             "matched_recordings" => Column::MatchedRecordings,
+            "appearances" => Column::Appearances,
             _ => match prop.map(|p| p.trim_matches('`').trim_matches('"')) {
                 Some(p) if !p.is_empty() => Column::Property(p.to_string()),
                 _ => {
@@ -185,6 +190,7 @@ impl Column {
             Column::EventCount => "UInt64",
             Column::EventDistinctIds => "Array(String)",
             Column::MatchedRecordings => "Array(Tuple)",
+            Column::Appearances => "Array(UInt64)",
             Column::Property(_) => "String",
         }
     }
@@ -201,6 +207,8 @@ enum Order {
     Trend(ActorKey, bool),
     /// Newest first: the persons listing's order (no source).
     CreatedDesc,
+    /// A retention cohort's persons by their number of appearances.
+    Appearances(bool),
 }
 
 fn orders(given: &[String]) -> ApiResult<Vec<Order>> {
@@ -228,12 +236,13 @@ fn orders(given: &[String]) -> ApiResult<Vec<Order>> {
             "last_seen" => Order::Trend(ActorKey::LastSeen, desc),
             "id" | "actor_id" | "person_id" => Order::Trend(ActorKey::Id, desc),
             "created_at" if desc => Order::CreatedDesc,
+            "length(appearances)" => Order::Appearances(desc),
             _ => {
                 return Err(invalid(
                     "orderBy",
                     format!(
-                        "ordering by {term:?} is not supported: event_count, last_seen, id \
-                         (ASC or DESC), created_at DESC"
+                        "ordering by {term:?} is not supported: event_count, last_seen, id, \
+                         length(appearances) (ASC or DESC), created_at DESC"
                     ),
                 ))
             }
@@ -248,6 +257,8 @@ struct Found {
     uuids: Vec<String>,
     /// A trend's figures of each, by UUID.
     trend: HashMap<String, TrendActor>,
+    /// A retention cohort's appearances of each, by UUID.
+    appearances: HashMap<String, Vec<usize>>,
     /// Whether persons follow.
     has_more: bool,
 }
@@ -392,22 +403,33 @@ pub(crate) async fn actors_query(
             if order.contains(&Order::CreatedDesc) {
                 return Err(invalid(
                     "orderBy",
-                    "the persons of a source are ordered by event_count, last_seen or id",
+                    "the persons of a source are ordered by event_count, last_seen, \
+                     length(appearances) or id",
                 ));
             }
-            let keys: Vec<(ActorKey, bool)> = order
+            let retention = s
+                .get("source")
+                .and_then(|i| i.get("kind"))
+                .and_then(Value::as_str)
+                == Some("RetentionQuery");
+            if let Some(c) = columns
                 .iter()
-                .filter_map(|o| match o {
-                    Order::Trend(k, d) => Some((*k, *d)),
-                    Order::CreatedDesc => None,
-                })
-                .collect();
+                .zip(&select)
+                .find(|(c, _)| **c == Column::Appearances)
+            {
+                if !retention {
+                    return Err(invalid(
+                        "select",
+                        format!("{:?} is a column of a retention cohort only (an InsightActorsQuery of a RetentionQuery)", c.1),
+                    ));
+                }
+            }
             let recordings = columns.contains(&Column::MatchedRecordings);
             of_source(
                 state,
                 project,
                 s,
-                &keys,
+                &order,
                 &narrow,
                 (limit, offset),
                 recordings,
@@ -540,6 +562,7 @@ async fn listing(
             .map(|p| p.uuid.hyphenated().to_string())
             .collect(),
         trend: HashMap::new(),
+        appearances: HashMap::new(),
         has_more: page.next_offset.is_some(),
     })
 }
@@ -549,7 +572,7 @@ async fn of_source(
     state: &AppState,
     project: i64,
     s: &Map<String, Value>,
-    order: &[(ActorKey, bool)],
+    order: &[Order],
     narrow: &Narrow,
     (limit, offset): (usize, usize),
     recordings: bool,
@@ -574,13 +597,33 @@ async fn of_source(
         }
     };
     let inner_kind = inner.get("kind").and_then(Value::as_str).unwrap_or("");
+    let by_id = |what: &str| -> ApiResult<Option<bool>> {
+        match order {
+            [] => Ok(None),
+            [Order::Trend(ActorKey::Id, desc)] => Ok(Some(*desc)),
+            _ => Err(invalid(
+                "orderBy",
+                format!("these persons are ordered by id{what}"),
+            )),
+        }
+    };
     match (outer, inner_kind) {
         (Some("InsightActorsQuery"), "TrendsQuery") => {
+            let keys: Vec<(ActorKey, bool)> = order
+                .iter()
+                .map(|o| match o {
+                    Order::Trend(k, d) => Ok((*k, *d)),
+                    _ => Err(invalid(
+                        "orderBy",
+                        "a trend's persons are ordered by event_count, last_seen or id",
+                    )),
+                })
+                .collect::<ApiResult<_>>()?;
             of_trend(
                 state,
                 project,
                 (s, inner),
-                order,
+                &keys,
                 narrow,
                 (limit, offset),
                 recordings,
@@ -589,14 +632,9 @@ async fn of_source(
         }
         (Some("InsightActorsQuery"), "StickinessQuery" | "LifecycleQuery")
         | (Some("FunnelsActorsQuery"), "FunnelsQuery") => {
-            if order.iter().any(|(k, _)| *k != ActorKey::Id) {
-                return Err(invalid(
-                    "orderBy",
-                    "event_count and last_seen belong to a trend's point; these persons are ordered by id",
-                ));
-            }
+            let desc = by_id("")?;
             let mut all = sorted_source(state, project, s, inner).await?;
-            if order.first().is_some_and(|(_, desc)| *desc) {
+            if desc == Some(true) {
                 all.reverse();
             }
             if narrow.is_some() {
@@ -606,6 +644,65 @@ async fn of_source(
             Ok(Found {
                 uuids: all.into_iter().skip(offset).take(limit).collect(),
                 trend: HashMap::new(),
+                appearances: HashMap::new(),
+                has_more,
+            })
+        }
+        (Some("InsightActorsQuery"), "RetentionQuery") => {
+            check_source(s, &["interval"])?;
+            // Most appearances first (PostHog's modal), or by id.
+            let by = match order {
+                [] => None,
+                [Order::Appearances(desc)] | [Order::Appearances(desc), Order::Trend(ActorKey::Id, _)] => {
+                    Some(*desc)
+                }
+                _ => {
+                    by_id(" or length(appearances)")?;
+                    None
+                }
+            };
+            let desc_id = match order {
+                [Order::Trend(ActorKey::Id, d)] => Some(*d),
+                _ => None,
+            };
+            let interval = match s.get("interval") {
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| invalid("interval", format!("interval is a cohort's index, got {v}")))?,
+                None => return Err(invalid("interval", "interval is required: the cohort's index")),
+            };
+            let inner = with_all_time(state, project, inner).await?;
+            let spec = RetentionSpec::parse(&inner, Utc::now())?;
+            let persons = state.app().persons().clone();
+            let mut all = run_app_query(state, move |limits| async move {
+                retention::persons_of(&persons, project, &spec, interval, &limits).await
+            })
+            .await?;
+            match (by, desc_id) {
+                (Some(false), _) => all.sort_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| a.0.cmp(&b.0))),
+                (_, Some(desc)) => {
+                    all.sort_by(|a, b| a.0.cmp(&b.0));
+                    if desc {
+                        all.reverse();
+                    }
+                }
+                _ => {}
+            }
+            if narrow.is_some() {
+                let keep: HashSet<String> = narrow
+                    .keep(state, project, all.iter().map(|a| a.0.clone()).collect())
+                    .await?
+                    .into_iter()
+                    .collect();
+                all.retain(|a| keep.contains(&a.0));
+            }
+            let has_more = all.len() > offset.saturating_add(limit);
+            let page: Vec<(String, Vec<usize>)> = all.into_iter().skip(offset).take(limit).collect();
+            Ok(Found {
+                uuids: page.iter().map(|a| a.0.clone()).collect(),
+                trend: HashMap::new(),
+                appearances: page.into_iter().collect(),
                 has_more,
             })
         }
@@ -613,7 +710,7 @@ async fn of_source(
             "source",
             format!(
                 "{} of {other:?} is not supported (InsightActorsQuery of TrendsQuery, \
-                 StickinessQuery or LifecycleQuery; FunnelsActorsQuery of FunnelsQuery)",
+                 StickinessQuery, LifecycleQuery or RetentionQuery; FunnelsActorsQuery of FunnelsQuery)",
                 k.unwrap_or_default()
             ),
         )),
@@ -779,6 +876,7 @@ async fn of_trend(
     Ok(Found {
         uuids: list.iter().map(|a| a.person.clone()).collect(),
         trend: list.into_iter().map(|a| (a.person.clone(), a)).collect(),
+        appearances: HashMap::new(),
         has_more,
     })
 }
@@ -897,7 +995,8 @@ async fn answer(
             continue;
         };
         let t = found.trend.get(u);
-        results.push(columns.iter().map(|c| cell(c, p, t)).collect());
+        let a = found.appearances.get(u);
+        results.push(columns.iter().map(|c| cell(c, p, t, a)).collect());
     }
     Ok(ActorsAnswer {
         results,
@@ -936,7 +1035,7 @@ fn display_name(p: &Person) -> String {
         .unwrap_or_else(|| p.uuid.hyphenated().to_string())
 }
 
-fn cell(c: &Column, p: &Person, t: Option<&TrendActor>) -> Value {
+fn cell(c: &Column, p: &Person, t: Option<&TrendActor>, a: Option<&Vec<usize>>) -> Value {
     let uuid = p.uuid.hyphenated().to_string();
     match c {
         Column::Actor => json!({
@@ -968,5 +1067,6 @@ fn cell(c: &Column, p: &Person, t: Option<&TrendActor>) -> Value {
             )
         }),
         Column::Property(k) => p.properties.get(k).cloned().unwrap_or(Value::Null),
+        Column::Appearances => a.map_or(Value::Null, |a| json!(a)),
     }
 }

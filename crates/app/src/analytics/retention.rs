@@ -315,6 +315,27 @@ impl RetentionSpec {
     /// The query: `(cohort interval, k, actors)`: for cumulative, `k` is
     /// the furthest interval each actor came back in (0: none).
     fn sql(&self, personless: Option<&Personless>) -> Result<String> {
+        let (with, hits) = self.cohorts_sql(personless)?;
+        let counts = if self.cumulative {
+            format!(
+                "SELECT i, k, count(*) AS n FROM (SELECT st.actor, st.i, coalesce(max(h.k), 0) AS k \
+                 FROM st LEFT JOIN ({hits}) h ON h.actor = st.actor AND h.i = st.i \
+                 GROUP BY st.actor, st.i) a GROUP BY i, k"
+            )
+        } else {
+            format!(
+                "SELECT i, 0 AS k, count(*) AS n FROM st GROUP BY i \
+                 UNION ALL SELECT i, k, count(*) AS n FROM ({hits}) h GROUP BY i, k"
+            )
+        };
+        Ok(format!("{with} {counts}"))
+    }
+
+    /// The cohorts and the returns: a `WITH` of `ev` (the events), `st`
+    /// (`actor, i`: each actor's cohort intervals) and `rt` (`actor, r`:
+    /// the intervals it came back in), and the query of the hits
+    /// (`actor, i, k`: back `k` intervals after cohort `i`).
+    fn cohorts_sql(&self, personless: Option<&Personless>) -> Result<(String, String)> {
         let events = self.events_sql(personless)?;
         let (from, end) = (ts_lit(self.from()), ts_lit(self.end));
         let starts = if self.first_time {
@@ -347,22 +368,64 @@ impl RetentionSpec {
              FROM st CROSS JOIN (SELECT unnest(range(1, {l})) AS k) ks) x \
              JOIN rt ON rt.actor = x.actor AND rt.r = x.r"
         );
-        let counts = if self.cumulative {
-            format!(
-                "SELECT i, k, count(*) AS n FROM (SELECT st.actor, st.i, coalesce(max(h.k), 0) AS k \
-                 FROM st LEFT JOIN ({hits}) h ON h.actor = st.actor AND h.i = st.i \
-                 GROUP BY st.actor, st.i) a GROUP BY i, k"
-            )
-        } else {
-            format!(
-                "SELECT i, 0 AS k, count(*) AS n FROM st GROUP BY i \
-                 UNION ALL SELECT i, k, count(*) AS n FROM ({hits}) h GROUP BY i, k"
-            )
-        };
-        Ok(format!(
-            "WITH ev AS ({events}), st AS ({starts}), rt AS ({returns}) {counts}"
+        Ok((
+            format!("WITH ev AS ({events}), st AS ({starts}), rt AS ({returns})"),
+            hits,
         ))
     }
+}
+
+/// The persons of cohort `interval` (0-based) with their appearances:
+/// 0 and each interval after it they came back in (PostHog's retention
+/// actors' `appearances`), most appearances first, then by UUID.
+/// Personless actors have no profile to list.
+pub async fn persons_of(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &RetentionSpec,
+    interval: usize,
+    limits: &QueryLimits,
+) -> Result<Vec<(String, Vec<usize>)>> {
+    if interval >= spec.starts.len() {
+        return invalid(format!(
+            "interval {interval} is none of the query's {} cohorts",
+            spec.starts.len()
+        ));
+    }
+    let ctx = session(persons, project, limits)?;
+    super::cohorts::register_for(&ctx, persons, project, spec.all_props()).await?;
+    let (with, hits) = spec.cohorts_sql(None)?;
+    let sql = format!(
+        "{with} SELECT CAST(actor AS VARCHAR) AS actor, k FROM \
+         (SELECT actor, 0 AS k FROM st WHERE i = {interval} \
+          UNION ALL SELECT actor, k FROM ({hits}) h WHERE i = {interval}) a"
+    );
+    let mut by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut batches = stream(&ctx, &sql).await?;
+    while let Some(b) = batches.next().await {
+        let b = b?;
+        let who = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+        let who = who.as_string::<i32>();
+        let k = b.column(1).as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            if who.is_null(r) || k.is_null(r) {
+                continue;
+            }
+            if let Ok(k) = usize::try_from(k.value(r)) {
+                by.entry(who.value(r).to_string()).or_default().push(k);
+            }
+        }
+    }
+    let mut out: Vec<(String, Vec<usize>)> = by
+        .into_iter()
+        .map(|(who, mut ks)| {
+            ks.sort_unstable();
+            ks.dedup();
+            (who, ks)
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    Ok(out)
 }
 
 /// A `targetEntity` or `returningEntity` (default `$pageview`).

@@ -142,9 +142,27 @@ proptest! {
                 "minimumOccurrences": minimum,
                 "period": "Day",
             });
-            let got = counts(&rt.block_on(retain(&app, query(filter))).expect("retention"));
+            let got = counts(&rt.block_on(retain(&app, query(filter.clone()))).expect("retention"));
             let want = reference(&plain, same, lookahead, first_time, cumulative, minimum);
             prop_assert_eq!(got, want, "first_time={} cumulative={} minimum={}", first_time, cumulative, minimum);
+            // Each cohort's persons (the visitors have no profile): as
+            // many with each appearance as the persons' reference counts.
+            if !cumulative {
+                let persons_only: Vec<(usize, i64, u8)> = plain.iter().copied().filter(|r| r.0 < 3).collect();
+                let want = reference(&persons_only, same, lookahead, first_time, false, minimum);
+                let Value::Object(q) = query(filter) else { unreachable!("an object") };
+                let spec = RetentionSpec::parse(&q, now()).expect("spec");
+                for (i, row) in want.iter().enumerate() {
+                    let got = rt
+                        .block_on(retention::persons_of(app.persons(), P, &spec, i, &QueryLimits::default()))
+                        .expect("persons");
+                    let per_k: Vec<u64> = (0..lookahead)
+                        .map(|k| got.iter().filter(|(_, ks)| ks.contains(&k)).count() as u64)
+                        .collect();
+                    prop_assert_eq!(&per_k, row, "cohort {} first_time={} minimum={}", i, first_time, minimum);
+                    prop_assert!(got.windows(2).all(|w| w[0].1.len() >= w[1].1.len()), "most appearances first");
+                }
+            }
         }
         app.close().expect("close");
     }

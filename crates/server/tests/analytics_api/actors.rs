@@ -345,6 +345,42 @@ async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
         )
         .await;
     assert_eq!(names(&r.json), ["c"]);
+    // Retention of $pageview into signup by day: of 01-01's cohort (a,
+    // b), a signed up a day later, b two days later.
+    let retention = json!({"kind": "RetentionQuery", "dateRange": range,
+        "retentionFilter": {"targetEntity": {"id": "$pageview", "type": "events"},
+            "returningEntity": {"id": "signup", "type": "events"}, "totalIntervals": 3}});
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "ActorsQuery",
+                "source": {"kind": "InsightActorsQuery", "source": retention, "interval": 0},
+                "select": ["person", "appearances"], "orderBy": ["length(appearances) DESC", "id"]}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let rows = r.json["results"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{}", r.text());
+    let mut by_plan: Vec<(String, Value)> = rows
+        .iter()
+        .map(|row| (row[0]["properties"]["plan"].to_string(), row[1].clone()))
+        .collect();
+    by_plan.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        by_plan,
+        vec![
+            ("\"free\"".into(), json!([0, 2])),
+            ("\"pro\"".into(), json!([0, 1]))
+        ]
+    );
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "ActorsQuery",
+                "source": {"kind": "InsightActorsQuery", "source": retention, "interval": 9}}}),
+        )
+        .await;
+    assert!(r.envelope(400).contains("interval 9"), "{}", r.text());
     // No source: the project's persons, newest first, searched and
     // filtered as the persons listing.
     let r = h
@@ -377,6 +413,11 @@ async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
             "trend's point",
         ),
         (
+            json!({"kind": "ActorsQuery", "select": ["appearances"], "source": {"kind": "InsightActorsQuery",
+                "source": sticky, "day": 1}}),
+            "retention cohort",
+        ),
+        (
             json!({"kind": "ActorsQuery", "orderBy": ["id"]}),
             "newest first",
         ),
@@ -389,7 +430,12 @@ async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
         (
             json!({"kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery",
                 "source": {"kind": "RetentionQuery"}}}),
-            "RetentionQuery",
+            "interval is required",
+        ),
+        (
+            json!({"kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery",
+                "source": {"kind": "PathsQuery"}}}),
+            "PathsQuery",
         ),
         (
             json!({"kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery",
