@@ -25,6 +25,7 @@ pub const SCOPES: &[&str] = &[
     "project:read",
     "project:write",
     "activity_log:read",
+    "event_definition:read",
     // An Elide scope: deleting events by predicate (`…/events/delete/`).
     "event:write",
 ];

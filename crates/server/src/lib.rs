@@ -35,6 +35,7 @@ pub mod auth;
 pub mod capture;
 pub mod cohorts;
 pub mod conn;
+pub mod definitions;
 pub mod deletions;
 pub mod error;
 pub mod events;
@@ -229,6 +230,7 @@ pub fn router(state: AppState) -> Router {
         .merge(analytics::routes())
         .merge(cohorts::routes())
         .merge(events::routes())
+        .merge(definitions::routes())
         .layer(tower_http::decompression::RequestDecompressionLayer::new());
     Router::new()
         .merge(capture::routes())

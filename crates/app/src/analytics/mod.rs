@@ -40,6 +40,7 @@
 pub mod actors;
 pub mod cohorts;
 pub mod correlation;
+pub mod definitions;
 pub mod events;
 pub mod filter;
 pub mod funnel;

@@ -388,3 +388,118 @@ async fn event_property_values() {
         .await;
     assert_eq!(names(&theirs.json), [json!("secret")]);
 }
+
+/// PostHog's event definitions: the names of the project's events with
+/// their first and last times and 30-day volume, searched, filtered by
+/// kind, ordered and paged; one by id; a name whose events are all
+/// deleted is gone; the 400s and 404s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_definitions_are_the_events_names() {
+    let h = Harness::new();
+    let now = chrono::Utc::now();
+    let at = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
+    h.capture(json!([
+        {"event": "signup", "distinct_id": "a", "timestamp": at(40)},
+        {"event": "signup", "distinct_id": "b", "timestamp": at(2)},
+        {"event": "$pageview", "distinct_id": "a", "timestamp": at(1)},
+        {"event": "$pageview", "distinct_id": "a", "timestamp": at(1)},
+        {"event": "$pageview", "distinct_id": "b", "timestamp": at(1)},
+        {"event": "Purchase", "distinct_id": "gone", "timestamp": at(3)},
+    ]))
+    .await;
+    let list = |q: &str| {
+        let h = &h;
+        let q = q.to_string();
+        async move {
+            let r = h.get(&format!("{}/event_definitions/{q}", h.api())).await;
+            assert_eq!(r.status, 200, "{q}: {}", r.text());
+            r.json
+        }
+    };
+    let names = |page: &Value| -> Vec<String> {
+        page["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|d| d["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    let all = list("").await;
+    assert_eq!(all["count"], 3);
+    assert_eq!(names(&all), ["$pageview", "Purchase", "signup"]);
+    let signup = &all["results"][2];
+    assert_eq!(signup["volume_30_day"], 1, "the 40-day-old one is older");
+    assert!(
+        signup["created_at"].as_str().expect("created")
+            < signup["last_seen_at"].as_str().expect("last")
+    );
+    assert_eq!(all["results"][0]["volume_30_day"], 3);
+    assert_eq!(all["next"], Value::Null);
+    // Searched (any case), by kind, ordered, paged.
+    assert_eq!(names(&list("?search=UP").await), ["signup"]);
+    assert_eq!(
+        names(&list("?event_type=event_custom").await),
+        ["Purchase", "signup"]
+    );
+    assert_eq!(
+        names(&list("?event_type=event_posthog").await),
+        ["$pageview"]
+    );
+    assert_eq!(
+        names(&list("?ordering=-volume_30_day").await),
+        ["$pageview", "signup", "Purchase"]
+    );
+    assert_eq!(
+        names(&list("?ordering=-last_seen_at").await),
+        ["$pageview", "signup", "Purchase"]
+    );
+    let page = list("?limit=2&offset=1").await;
+    assert_eq!(names(&page), ["Purchase", "signup"]);
+    assert!(page["previous"]
+        .as_str()
+        .expect("previous")
+        .contains("offset=0"));
+    let page = list("?limit=2").await;
+    assert!(page["next"].as_str().expect("next").contains("offset=2"));
+    // One by id; an id of no name is a 404.
+    let id = all["results"][1]["id"].as_str().expect("id").to_string();
+    let one = h.get(&format!("{}/event_definitions/{id}/", h.api())).await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json["name"], "Purchase");
+    assert_eq!(one.json["id"], id.as_str());
+    let r = h
+        .get(&format!(
+            "{}/event_definitions/{}/",
+            h.api(),
+            uuid::Uuid::new_v4()
+        ))
+        .await;
+    r.envelope(404);
+    let r = h.get(&format!("{}/event_definitions/nope/", h.api())).await;
+    assert!(r.envelope(400).contains("UUID"));
+    for (q, says) in [
+        ("?limit=0", "limit"),
+        ("?event_type=action_event", "event_type"),
+        ("?ordering=query_usage_30_day", "ordering"),
+    ] {
+        let r = h.get(&format!("{}/event_definitions/{q}", h.api())).await;
+        assert!(r.envelope(400).contains(says), "{q}");
+    }
+    // The only Purchase was gone's: deleted with its events, the name is
+    // gone at once (and its id finds nothing).
+    let uuid = h.person("gone").await.expect("gone")["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string();
+    let d = h
+        .call(
+            "DELETE",
+            &format!("{}/persons/{uuid}/?delete_events=true", h.api()),
+            None,
+        )
+        .await;
+    assert!(d.status.is_success(), "{}", d.text());
+    assert_eq!(names(&list("").await), ["$pageview", "signup"]);
+    let r = h.get(&format!("{}/event_definitions/{id}/", h.api())).await;
+    r.envelope(404);
+}
