@@ -365,7 +365,8 @@ pub enum KeysCommand {
         project: i64,
         /// `all`, or a comma-separated list of person:read, person:write,
         /// query:read, insight:read, cohort:read, cohort:write, project:read,
-        /// project:write, activity_log:read, event_definition:read, event:write.
+        /// project:write, activity_log:read, event_definition:read,
+        /// property_definition:read, event:write.
         #[arg(long)]
         scopes: String,
         /// A label for people.

@@ -26,6 +26,7 @@ pub const SCOPES: &[&str] = &[
     "project:write",
     "activity_log:read",
     "event_definition:read",
+    "property_definition:read",
     // An Elide scope: deleting events by predicate (`…/events/delete/`).
     "event:write",
 ];

@@ -1,8 +1,11 @@
-//! PostHog's event definitions: `GET …/event_definitions/` lists the
-//! event names of a project's events, `GET …/event_definitions/{id}/` is
-//! one by id (scope `event_definition:read`), computed from the events
-//! on each request by [`elide_app::analytics::definitions`] (deletions
-//! applied; nothing is stored beside the events).
+//! PostHog's event and property definitions: `GET …/event_definitions/`
+//! lists the event names of a project's events, `GET
+//! …/event_definitions/{id}/` is one by id (scope
+//! `event_definition:read`); `GET …/property_definitions/` lists the
+//! property names of its events or persons (scope
+//! `property_definition:read`). All are computed from the events (and
+//! persons) on each request by [`elide_app::analytics::definitions`]
+//! (deletions applied; nothing is stored beside them).
 //!
 //! Paging is PostHog's limit/offset: `count` is the number of names,
 //! `next` and `previous` the request's URL at the neighbouring offsets.
@@ -11,7 +14,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
-use elide_app::analytics::definitions::{self, EventDefinition, EventKind};
+use elide_app::analytics::definitions::{self, EventDefinition, EventKind, PropertyOwner};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -209,26 +212,7 @@ pub(crate) async fn list(
         .take(limit)
         .map(EventDefinitionView::from)
         .collect();
-    let next = (offset.saturating_add(limit) < count).then(|| {
-        url_with(
-            &uri,
-            &headers,
-            &[
-                ("offset", (offset + limit).to_string()),
-                ("limit", limit.to_string()),
-            ],
-        )
-    });
-    let previous = (offset > 0).then(|| {
-        url_with(
-            &uri,
-            &headers,
-            &[
-                ("offset", offset.saturating_sub(limit).to_string()),
-                ("limit", limit.to_string()),
-            ],
-        )
-    });
+    let (next, previous) = neighbours(&uri, &headers, (limit, offset), count);
     Ok(Json(DefinitionPage {
         count,
         next,
@@ -274,6 +258,250 @@ pub(crate) async fn retrieve(
     }
 }
 
+/// A property name as PostHog's definitions API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PropertyDefinitionView {
+    /// A UUID of the project, the owner (`event`, `person`) and the name.
+    id: String,
+    /// The property name.
+    name: String,
+    /// Whether every value is a number.
+    is_numerical: bool,
+    /// `Numeric`, `Boolean`, `String`, or null (only objects, lists or
+    /// nulls).
+    property_type: Option<String>,
+    /// `event` or `person`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// With `event_names`: whether an event of those names has it.
+    is_seen_on_filtered_events: Option<bool>,
+    /// Always empty (no tags).
+    tags: Vec<String>,
+    /// Always null (no descriptions).
+    description: Option<String>,
+}
+
+/// A page of property definitions.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PropertyPage {
+    /// Names in all (after the filters).
+    count: usize,
+    /// The next page's URL.
+    next: Option<String>,
+    /// The previous page's URL.
+    previous: Option<String>,
+    /// The page.
+    results: Vec<PropertyDefinitionView>,
+}
+
+/// The filters and page of a property listing.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PropertyQuery {
+    /// `event` (default) or `person`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// Only names containing this text (case-insensitive).
+    search: Option<String>,
+    /// JSON list of event names: `is_seen_on_filtered_events` says
+    /// whether their events have each property, and those come first.
+    event_names: Option<String>,
+    /// `true`: only the properties of those events.
+    filter_by_event_names: Option<String>,
+    /// `true`: only numeric properties; `false`: only the others.
+    is_numerical: Option<String>,
+    /// JSON list (or comma-separated) of names: only these.
+    properties: Option<String>,
+    /// JSON list of names to leave out.
+    excluded_properties: Option<String>,
+    /// Page size, 1 to 10000 (default 100).
+    #[param(value_type = Option<u32>)]
+    limit: Option<String>,
+    /// Names to skip.
+    #[param(value_type = Option<u32>)]
+    offset: Option<String>,
+}
+
+/// A list of names given as JSON (or, for `properties`, comma-separated).
+fn names_of(v: Option<&str>, attr: &str, commas: bool) -> ApiResult<Option<Vec<String>>> {
+    let Some(t) = v.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<serde_json::Value>(t) {
+        Ok(serde_json::Value::Array(list)) => list
+            .into_iter()
+            .map(|x| match x {
+                serde_json::Value::String(s) => Ok(s),
+                other => Err(ApiError::invalid_attr(
+                    attr,
+                    "invalid_input",
+                    format!("{attr} must list names (text), got {other}"),
+                )),
+            })
+            .collect::<ApiResult<Vec<_>>>()
+            .map(Some),
+        _ if commas => Ok(Some(t.split(',').map(|s| s.trim().to_string()).collect())),
+        _ => Err(ApiError::invalid_attr(
+            attr,
+            "invalid_input",
+            format!("{attr} must be a JSON list of names"),
+        )),
+    }
+}
+
+fn flag_of(v: Option<&str>, attr: &str) -> ApiResult<Option<bool>> {
+    match v.map(|t| t.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") => Ok(None),
+        Some("true") | Some("1") => Ok(Some(true)),
+        Some("false") | Some("0") => Ok(Some(false)),
+        Some(other) => Err(ApiError::invalid_attr(
+            attr,
+            "invalid_input",
+            format!("{attr} must be true or false, got {other:?}"),
+        )),
+    }
+}
+
+/// List the property names of the project's events or persons.
+#[utoipa::path(
+    get,
+    path = "/api/projects/{project_id}/property_definitions/",
+    operation_id = "property_definitions_list",
+    tag = "definitions",
+    params(
+        ("project_id" = String, Path, description = "The project: its id, or `@current` for the key's project."),
+        PropertyQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of property names", body = PropertyPage),
+        (status = 400, description = "A bad parameter"),
+    )
+)]
+pub(crate) async fn properties(
+    State(state): State<AppState>,
+    key: Key,
+    PathParams(p): PathParams,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Q(q): Q<PropertyQuery>,
+) -> ApiResult<Json<PropertyPage>> {
+    let project = key.path_project(&p, "property_definition:read")?;
+    let limit: usize = number(q.limit.as_deref(), "limit", 100)?;
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid_attr(
+            "limit",
+            "invalid_input",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let offset: usize = number(q.offset.as_deref(), "offset", 0)?;
+    let owner = match q.kind.as_deref() {
+        None | Some("") | Some("event") => PropertyOwner::Event,
+        Some("person") => PropertyOwner::Person,
+        Some(other) => {
+            return Err(ApiError::invalid_attr(
+                "type",
+                "invalid_input",
+                format!("type {other:?} is not supported: event or person (Elide has no groups or sessions table)"),
+            ))
+        }
+    };
+    let event_names = names_of(q.event_names.as_deref(), "event_names", false)?.unwrap_or_default();
+    if event_names.len() > 1_000 {
+        return Err(ApiError::invalid_attr(
+            "event_names",
+            "invalid_input",
+            "at most 1000 event names",
+        ));
+    }
+    let only_those =
+        flag_of(q.filter_by_event_names.as_deref(), "filter_by_event_names")?.unwrap_or(false);
+    let numerical = flag_of(q.is_numerical.as_deref(), "is_numerical")?;
+    let wanted = names_of(q.properties.as_deref(), "properties", true)?;
+    let excluded = names_of(
+        q.excluded_properties.as_deref(),
+        "excluded_properties",
+        false,
+    )?
+    .unwrap_or_default();
+    let search = q
+        .search
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty());
+    if search.as_ref().is_some_and(|s| s.len() > MAX_SEARCH) {
+        return Err(ApiError::invalid_attr(
+            "search",
+            "invalid_input",
+            format!("search is at most {MAX_SEARCH} bytes"),
+        ));
+    }
+    let persons = state.app().persons().clone();
+    let names = event_names.clone();
+    let mut defs = run_app_query(&state, move |limits| async move {
+        definitions::property_definitions(&persons, project, owner, &names, only_those, &limits)
+            .await
+    })
+    .await?;
+    defs.retain(|d| {
+        search
+            .as_ref()
+            .is_none_or(|s| d.name.to_lowercase().contains(s.as_str()))
+            && numerical.is_none_or(|n| (d.property_type == Some("Numeric")) == n)
+            && wanted.as_ref().is_none_or(|w| w.contains(&d.name))
+            && !excluded.contains(&d.name)
+    });
+    // Those seen on the asked events first (PostHog's), then by name.
+    defs.sort_by(|a, b| {
+        b.seen_on_events
+            .unwrap_or(false)
+            .cmp(&a.seen_on_events.unwrap_or(false))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let count = defs.len();
+    let results = defs
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|d| PropertyDefinitionView {
+            id: d.id.hyphenated().to_string(),
+            name: d.name.clone(),
+            is_numerical: d.property_type == Some("Numeric"),
+            property_type: d.property_type.map(str::to_string),
+            kind: owner.as_str().to_string(),
+            is_seen_on_filtered_events: d.seen_on_events,
+            tags: Vec::new(),
+            description: None,
+        })
+        .collect();
+    let (next, previous) = neighbours(&uri, &headers, (limit, offset), count);
+    Ok(Json(PropertyPage {
+        count,
+        next,
+        previous,
+        results,
+    }))
+}
+
+/// The URLs of the pages after and before `(limit, offset)` of `count`.
+fn neighbours(
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    (limit, offset): (usize, usize),
+    count: usize,
+) -> (Option<String>, Option<String>) {
+    let at = |o: usize| {
+        url_with(
+            uri,
+            headers,
+            &[("offset", o.to_string()), ("limit", limit.to_string())],
+        )
+    };
+    (
+        (offset.saturating_add(limit) < count).then(|| at(offset + limit)),
+        (offset > 0).then(|| at(offset.saturating_sub(limit))),
+    )
+}
+
 /// The event definitions routes.
 pub(crate) fn routes() -> axum::Router<AppState> {
     use axum::routing::get;
@@ -282,6 +510,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         for (path, m) in [
             ("/event_definitions", get(list)),
             ("/event_definitions/{id}", get(retrieve)),
+            ("/property_definitions", get(properties)),
         ] {
             r = r
                 .route(&format!("{prefix}{path}"), m.clone())

@@ -162,6 +162,12 @@ fn routes(p: i64, u: &str) -> Vec<(&'static str, String, &'static str, Option<Va
         ),
         (
             "GET",
+            format!("{pp}/property_definitions/"),
+            "property_definition:read",
+            None,
+        ),
+        (
+            "GET",
             format!("{pp}/persons/funnel/?funnel_step=1&events=%5B%7B%22id%22%3A%22e%22%7D%5D"),
             "person:read",
             None,

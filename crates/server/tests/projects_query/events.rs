@@ -503,3 +503,124 @@ async fn event_definitions_are_the_events_names() {
     let r = h.get(&format!("{}/event_definitions/{id}/", h.api())).await;
     r.envelope(404);
 }
+
+/// PostHog's property definitions: the property names of the project's
+/// events (their JSON types, those of asked events first, filters) and
+/// of its persons; a property only a deleted person's events had is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_definitions_are_the_properties_names() {
+    let h = Harness::new();
+    h.capture(json!([
+        {"event": "$pageview", "distinct_id": "a", "timestamp": "2024-01-01T10:00:00Z",
+         "properties": {"$browser": "Chrome", "mixed": 1, "obj": {"x": 1}, "$set": {"email": "a@x.io"}}},
+        {"event": "purchase", "distinct_id": "a", "timestamp": "2024-01-01T11:00:00Z",
+         "properties": {"amount": 3.5, "flag": true, "mixed": "x"}},
+        {"event": "purchase", "distinct_id": "b", "timestamp": "2024-01-01T12:00:00Z",
+         "properties": {"amount": 7, "flag": false, "$set": {"plan": "pro"}}},
+        {"event": "secret", "distinct_id": "gone", "timestamp": "2024-01-01T13:00:00Z",
+         "properties": {"only_gone": 1}},
+    ]))
+    .await;
+    let list = |q: &str| {
+        let h = &h;
+        let q = q.to_string();
+        async move {
+            let r = h
+                .get(&format!("{}/property_definitions/{q}", h.api()))
+                .await;
+            assert_eq!(r.status, 200, "{q}: {}", r.text());
+            r.json
+        }
+    };
+    let rows = |page: &Value| -> Vec<(String, Value, Value)> {
+        page["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|d| {
+                (
+                    d["name"].as_str().expect("name").to_string(),
+                    d["property_type"].clone(),
+                    d["is_seen_on_filtered_events"].clone(),
+                )
+            })
+            .collect()
+    };
+    let all = list("").await;
+    assert_eq!(
+        rows(&all),
+        vec![
+            ("$browser".into(), json!("String"), Value::Null),
+            ("$ip".into(), json!("String"), Value::Null),
+            ("amount".into(), json!("Numeric"), Value::Null),
+            ("flag".into(), json!("Boolean"), Value::Null),
+            ("mixed".into(), json!("String"), Value::Null),
+            ("obj".into(), Value::Null, Value::Null),
+            ("only_gone".into(), json!("Numeric"), Value::Null),
+        ]
+    );
+    assert_eq!(all["count"], 7);
+    assert_eq!(all["results"][2]["is_numerical"], true);
+    assert_eq!(all["results"][2]["type"], "event");
+    let names = |page: &Value| -> Vec<String> { rows(page).into_iter().map(|r| r.0).collect() };
+    // Those of purchase first ($ip: the server's, on every event); only
+    // those; numeric; searched; chosen.
+    let ev = "event_names=%5B%22purchase%22%5D";
+    let seen = list(&format!("?{ev}")).await;
+    assert_eq!(
+        rows(&seen)[..4],
+        [
+            ("$ip".into(), json!("String"), json!(true)),
+            ("amount".into(), json!("Numeric"), json!(true)),
+            ("flag".into(), json!("Boolean"), json!(true)),
+            ("mixed".into(), json!("String"), json!(true)),
+        ]
+    );
+    assert_eq!(rows(&seen)[4].2, json!(false));
+    assert_eq!(
+        names(&list(&format!("?{ev}&filter_by_event_names=true")).await),
+        ["$ip", "amount", "flag", "mixed"]
+    );
+    assert_eq!(
+        names(&list("?is_numerical=true").await),
+        ["amount", "only_gone"]
+    );
+    assert_eq!(names(&list("?search=BRO").await), ["$browser"]);
+    assert_eq!(names(&list("?properties=flag,obj").await), ["flag", "obj"]);
+    assert_eq!(
+        names(&list("?excluded_properties=%5B%22obj%22%2C%22mixed%22%5D").await),
+        ["$browser", "$ip", "amount", "flag", "only_gone"]
+    );
+    let page = list("?limit=2&offset=2").await;
+    assert_eq!(names(&page), ["amount", "flag"]);
+    assert!(page["next"].as_str().expect("next").contains("offset=4"));
+    // Persons' properties.
+    let people = list("?type=person").await;
+    assert_eq!(names(&people), ["email", "plan"]);
+    assert_eq!(people["results"][0]["type"], "person");
+    for (q, says) in [
+        ("?type=group", "type"),
+        ("?is_numerical=maybe", "is_numerical"),
+        ("?event_names=purchase", "event_names"),
+        ("?limit=0", "limit"),
+    ] {
+        let r = h
+            .get(&format!("{}/property_definitions/{q}", h.api()))
+            .await;
+        assert!(r.envelope(400).contains(says), "{q}");
+    }
+    // gone's events deleted: only_gone is gone at once.
+    let uuid = h.person("gone").await.expect("gone")["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string();
+    let d = h
+        .call(
+            "DELETE",
+            &format!("{}/persons/{uuid}/?delete_events=true", h.api()),
+            None,
+        )
+        .await;
+    assert!(d.status.is_success(), "{}", d.text());
+    assert!(!names(&list("").await).contains(&"only_gone".to_string()));
+}
