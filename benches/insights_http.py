@@ -20,7 +20,8 @@
    breakdown, the funnel as a `FunnelsQuery`, stickiness, retention by
    day and by week (recurring and first time), a formula, the persons
    of a point (`ActorsQuery`: a day's DAU, a breakdown value's, a total
-   value's) and the persons page, two HogQL queries
+   value's, a retention cohort's) and the persons page, the event and
+   property definitions, two HogQL queries
    (distinct persons by day, which reads each event's person now, and
    events by name).
 """
@@ -207,6 +208,19 @@ def serve_and_time(args, data: str, key: str) -> int:
               {"query": {"kind": "ActorsQuery",
                          "select": ["person_display_name -- Person", "id", "created_at", "person.$delete"]}},
               show=lambda o: f"{len(o['results'])} persons")
+        timed("RetentionQuery's first cohort's persons (ActorsQuery)", "/api/projects/1/query/",
+              {"query": {"kind": "ActorsQuery", "select": ["person", "appearances"],
+                         "orderBy": ["length(appearances) DESC", "id"],
+                         "source": {"kind": "InsightActorsQuery", "interval": 0, "source": {
+                             "kind": "RetentionQuery", "retentionFilter": {
+                                 "targetEntity": {"id": "$pageview", "type": "events"},
+                                 "returningEntity": {"id": "purchase", "type": "events"},
+                                 "period": "Day", "totalIntervals": 11}}}}},
+              show=lambda o: f"{len(o['results'])} persons")
+        timed("event definitions (all names, all history)", "/api/projects/1/event_definitions/",
+              show=lambda o: f"{o['count']} names")
+        timed("property definitions (events' names and types)", "/api/projects/1/property_definitions/",
+              show=lambda o: f"{o['count']} names")
         timed("FunnelsQuery $pageview → purchase, 30 days", "/api/projects/1/query/",
               {"query": {"kind": "FunnelsQuery", "dateRange": {"date_from": "-30d"},
                          "series": [{"kind": "EventsNode", "event": "$pageview"},

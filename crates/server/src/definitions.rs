@@ -14,7 +14,9 @@ use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
-use elide_app::analytics::definitions::{self, EventDefinition, EventKind, PropertyOwner};
+use elide_app::analytics::definitions::{
+    self, EventDefinition, EventKind, PropertyFilter, PropertyOwner,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -91,14 +93,19 @@ pub(crate) struct DefinitionPage {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
-    /// Only names containing this text (case-insensitive).
+    /// Words (separated by spaces) each name contains, any case.
     search: Option<String>,
-    /// `event` (default: all), `event_custom` (not `$…`) or
-    /// `event_posthog` (`$…`).
+    /// `event` or `all` (default: every name), `event_custom` (not `$…`),
+    /// `event_posthog` (`$…`) or `action_event` (none: Elide has no
+    /// actions).
     event_type: Option<String>,
-    /// `name` (default), `last_seen_at`, `created_at` or `volume_30_day`,
-    /// `-` first for descending.
+    /// Keys separated by commas, `-` first for descending: `name`,
+    /// `last_seen_at`, `created_at` (with `::date`: by the day),
+    /// `volume_30_day`; unknown keys are dropped (default
+    /// `-last_seen_at::date,name`).
     ordering: Option<String>,
+    /// Only these names (a JSON list, or comma-separated).
+    names: Option<String>,
     /// Page size, 1 to 10000 (default 100).
     #[param(value_type = Option<u32>)]
     limit: Option<String>,
@@ -110,16 +117,103 @@ pub(crate) struct ListQuery {
 async fn all(
     state: &AppState,
     project: i64,
-    search: Option<String>,
+    (search, names): (Vec<String>, Option<Vec<String>>),
     kind: EventKind,
 ) -> ApiResult<Vec<EventDefinition>> {
     let persons = state.app().persons().clone();
     let now = Utc::now().timestamp_micros();
     run_app_query(state, move |limits| async move {
-        definitions::event_definitions(&persons, project, search.as_deref(), kind, now, &limits)
-            .await
+        definitions::event_definitions(
+            &persons,
+            project,
+            (&search, names.as_deref()),
+            kind,
+            now,
+            &limits,
+        )
+        .await
     })
     .await
+}
+
+/// What event definitions may be ordered by (`::date`: by the day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OrderKey {
+    Name,
+    LastSeen { day: bool },
+    Created { day: bool },
+    Volume,
+}
+
+impl OrderKey {
+    fn cmp(self, a: &EventDefinition, b: &EventDefinition) -> std::cmp::Ordering {
+        const DAY: i64 = 86_400_000_000;
+        let by_day = |t: i64, day: bool| if day { t.div_euclid(DAY) } else { t };
+        match self {
+            OrderKey::Name => a.name.cmp(&b.name),
+            OrderKey::LastSeen { day } => by_day(a.last_seen, day).cmp(&by_day(b.last_seen, day)),
+            OrderKey::Created { day } => by_day(a.first_seen, day).cmp(&by_day(b.first_seen, day)),
+            OrderKey::Volume => a.volume_30_day.cmp(&b.volume_30_day),
+        }
+    }
+}
+
+/// PostHog's `ordering`: keys separated by commas, `-` first for
+/// descending; keys it does not know are dropped, as PostHog drops them
+/// (its own events table sends `ordering=event`). Default: the last day
+/// seen, newest first, then the name.
+fn orders(given: Option<&str>) -> ApiResult<Vec<(OrderKey, bool)>> {
+    let given = given.map(str::trim).filter(|g| !g.is_empty());
+    let text = given.unwrap_or("-last_seen_at::date,name");
+    if text.len() > MAX_SEARCH {
+        return Err(ApiError::invalid_attr(
+            "ordering",
+            "invalid_input",
+            format!("ordering is at most {MAX_SEARCH} bytes"),
+        ));
+    }
+    let known: Vec<(OrderKey, bool)> = text
+        .split(',')
+        .filter_map(|term| {
+            let term = term.trim();
+            let (desc, key) = match term.strip_prefix('-') {
+                Some(k) => (true, k),
+                None => (false, term),
+            };
+            let key = match key {
+                "name" => OrderKey::Name,
+                "last_seen_at" => OrderKey::LastSeen { day: false },
+                "last_seen_at::date" => OrderKey::LastSeen { day: true },
+                "created_at" => OrderKey::Created { day: false },
+                "created_at::date" => OrderKey::Created { day: true },
+                "volume_30_day" => OrderKey::Volume,
+                _ => return None,
+            };
+            Some((key, desc))
+        })
+        .collect();
+    Ok(if known.is_empty() {
+        vec![
+            (OrderKey::LastSeen { day: true }, true),
+            (OrderKey::Name, false),
+        ]
+    } else {
+        known
+    })
+}
+
+/// PostHog's `search`: words separated by spaces, each of which a name
+/// must contain (any case).
+fn words(search: Option<&str>) -> ApiResult<Vec<String>> {
+    let s = search.unwrap_or("");
+    if s.len() > MAX_SEARCH {
+        return Err(ApiError::invalid_attr(
+            "search",
+            "invalid_input",
+            format!("search is at most {MAX_SEARCH} bytes"),
+        ));
+    }
+    Ok(s.split_whitespace().map(str::to_string).collect())
 }
 
 /// List the project's event names.
@@ -156,54 +250,41 @@ pub(crate) async fn list(
     }
     let offset: usize = number(q.offset.as_deref(), "offset", 0)?;
     let kind = match q.event_type.as_deref() {
-        None | Some("") | Some("event") => EventKind::All,
-        Some("event_custom") => EventKind::Custom,
-        Some("event_posthog") => EventKind::PostHog,
+        None | Some("") | Some("event") | Some("all") => Some(EventKind::All),
+        Some("event_custom") => Some(EventKind::Custom),
+        Some("event_posthog") => Some(EventKind::PostHog),
+        // Elide has no actions: none to list.
+        Some("action_event") => None,
         Some(other) => {
             return Err(ApiError::invalid_attr(
                 "event_type",
                 "invalid_input",
                 format!(
-                    "event_type {other:?} is not supported: event, event_custom or event_posthog (Elide has no actions)"
+                    "event_type {other:?} is not supported: event, all, event_custom, event_posthog or action_event"
                 ),
             ))
         }
     };
-    let ordering = q.ordering.as_deref().unwrap_or("name");
-    let (desc, by) = match ordering.strip_prefix('-') {
-        Some(k) => (true, k),
-        None => (false, ordering),
+    let order = orders(q.ordering.as_deref())?;
+    let search = words(q.search.as_deref())?;
+    let names = names_of(q.names.as_deref(), "names", true)?;
+    let mut defs = match kind {
+        Some(kind) => all(&state, project, (search, names), kind).await?,
+        None => Vec::new(),
     };
-    if !matches!(by, "name" | "last_seen_at" | "created_at" | "volume_30_day") {
-        return Err(ApiError::invalid_attr(
-            "ordering",
-            "invalid_input",
-            format!("ordering {ordering:?} is not supported: name, last_seen_at, created_at or volume_30_day, - first for descending"),
-        ));
-    }
-    let search = q.search.filter(|s| !s.trim().is_empty());
-    if search.as_ref().is_some_and(|s| s.len() > MAX_SEARCH) {
-        return Err(ApiError::invalid_attr(
-            "search",
-            "invalid_input",
-            format!("search is at most {MAX_SEARCH} bytes"),
-        ));
-    }
-    let mut defs = all(&state, project, search, kind).await?;
-    // By the key, then by name (the name breaks ties, either way).
     defs.sort_by(|a, b| {
-        let o = match by {
-            "last_seen_at" => a.last_seen.cmp(&b.last_seen),
-            "created_at" => a.first_seen.cmp(&b.first_seen),
-            "volume_30_day" => a.volume_30_day.cmp(&b.volume_30_day),
-            _ => std::cmp::Ordering::Equal,
-        };
-        let o = o.then_with(|| a.name.cmp(&b.name));
-        if desc {
-            o.reverse()
-        } else {
-            o
-        }
+        order
+            .iter()
+            .map(|(key, desc)| {
+                let o = key.cmp(a, b);
+                if *desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| a.name.cmp(&b.name))
     });
     let count = defs.len();
     let page: Vec<EventDefinitionView> = defs
@@ -251,7 +332,7 @@ pub(crate) async fn retrieve(
             "Must be a valid UUID.",
         ));
     };
-    let defs = all(&state, project, None, EventKind::All).await?;
+    let defs = all(&state, project, (Vec::new(), None), EventKind::All).await?;
     match defs.iter().find(|d| d.id == id) {
         Some(d) => Ok(Json(EventDefinitionView::from(d))),
         None => Err(ApiError::not_found()),
@@ -301,7 +382,7 @@ pub(crate) struct PropertyQuery {
     /// `event` (default) or `person`.
     #[serde(rename = "type")]
     kind: Option<String>,
-    /// Only names containing this text (case-insensitive).
+    /// Words (separated by spaces) each name contains, any case.
     search: Option<String>,
     /// JSON list of event names: `is_seen_on_filtered_events` says
     /// whether their events have each property, and those come first.
@@ -314,6 +395,9 @@ pub(crate) struct PropertyQuery {
     properties: Option<String>,
     /// JSON list of names to leave out.
     excluded_properties: Option<String>,
+    /// `true`: only feature flags' properties (`$feature/…`); `false`:
+    /// only the others.
+    is_feature_flag: Option<String>,
     /// Page size, 1 to 10000 (default 100).
     #[param(value_type = Option<u32>)]
     limit: Option<String>,
@@ -424,32 +508,27 @@ pub(crate) async fn properties(
         false,
     )?
     .unwrap_or_default();
-    let search = q
-        .search
-        .map(|s| s.trim().to_lowercase())
-        .filter(|s| !s.is_empty());
-    if search.as_ref().is_some_and(|s| s.len() > MAX_SEARCH) {
+    let filter = PropertyFilter {
+        event_names,
+        only_those,
+        search: words(q.search.as_deref())?,
+        names: wanted,
+        excluded,
+        feature_flags: flag_of(q.is_feature_flag.as_deref(), "is_feature_flag")?,
+    };
+    if filter.names.as_ref().is_some_and(|n| n.len() > 1_000) || filter.excluded.len() > 1_000 {
         return Err(ApiError::invalid_attr(
-            "search",
+            "properties",
             "invalid_input",
-            format!("search is at most {MAX_SEARCH} bytes"),
+            "at most 1000 names in properties and in excluded_properties",
         ));
     }
     let persons = state.app().persons().clone();
-    let names = event_names.clone();
     let mut defs = run_app_query(&state, move |limits| async move {
-        definitions::property_definitions(&persons, project, owner, &names, only_those, &limits)
-            .await
+        definitions::property_definitions(&persons, project, owner, &filter, &limits).await
     })
     .await?;
-    defs.retain(|d| {
-        search
-            .as_ref()
-            .is_none_or(|s| d.name.to_lowercase().contains(s.as_str()))
-            && numerical.is_none_or(|n| (d.property_type == Some("Numeric")) == n)
-            && wanted.as_ref().is_none_or(|w| w.contains(&d.name))
-            && !excluded.contains(&d.name)
-    });
+    defs.retain(|d| numerical.is_none_or(|n| (d.property_type == Some("Numeric")) == n));
     // Those seen on the asked events first (PostHog's), then by name.
     defs.sort_by(|a, b| {
         b.seen_on_events

@@ -56,20 +56,27 @@ pub fn definition_id(project: i64, name: &str) -> Uuid {
 
 const DAY: i64 = 86_400_000_000;
 
-/// The project's event names containing `search` (case-insensitive; all
-/// when `None`), of `kind`, sorted by name; `now` (µs) ends the 30 days
-/// of `volume_30_day`.
+/// The project's event names that contain every word of `search` (any
+/// case), of `kind`, among `names` when given, sorted by name; `now` (µs)
+/// ends the 30 days of `volume_30_day`.
 pub async fn event_definitions(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
-    search: Option<&str>,
+    (search, names): (&[String], Option<&[String]>),
     kind: EventKind,
     now: i64,
     limits: &QueryLimits,
 ) -> Result<Vec<EventDefinition>> {
     let mut filter = Vec::new();
-    if let Some(s) = search.filter(|s| !s.is_empty()) {
-        filter.push(format!("strpos(lower(event), lower({})) > 0", lit(s)));
+    for w in search {
+        filter.push(format!("strpos(lower(event), lower({})) > 0", lit(w)));
+    }
+    if let Some(names) = names {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = names.iter().map(|n| lit(n)).collect();
+        filter.push(format!("event IN ({})", list.join(", ")));
     }
     match kind {
         EventKind::All => {}
@@ -157,57 +164,120 @@ pub fn property_definition_id(project: i64, owner: PropertyOwner, name: &str) ->
     )
 }
 
-/// What PostHog's ingestion keeps out of event property definitions: the
-/// person updates an event carries.
-const NOT_EVENT_PROPERTIES: [&str; 3] = ["$set", "$set_once", "$unset"];
+/// What PostHog keeps out of event property definitions: the person and
+/// group updates an event carries (its ingestion's `SKIP_PROPERTIES`),
+/// and what its API hides.
+const NOT_EVENT_PROPERTIES: [&str; 14] = [
+    "$set",
+    "$set_once",
+    "$unset",
+    "$group_0",
+    "$group_1",
+    "$group_2",
+    "$group_3",
+    "$group_4",
+    "$groups",
+    "distinct_id",
+    "$group_type",
+    "$group_key",
+    "$group_set",
+    "timestamp",
+];
 
-/// The property names of the project's events (or persons), sorted by
-/// name; with `event_names`, whether events of those names have each
-/// (and with `only_those`, only theirs).
+/// Which property names a [`property_definitions`] lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PropertyFilter {
+    /// Event names: whether events of them have each property (and with
+    /// `only_those`, only their properties).
+    pub event_names: Vec<String>,
+    /// Only the properties of `event_names`' events.
+    pub only_those: bool,
+    /// Words each name must contain (any case).
+    pub search: Vec<String>,
+    /// Only these names.
+    pub names: Option<Vec<String>>,
+    /// Not these names.
+    pub excluded: Vec<String>,
+    /// Only feature flags' (`$feature/…`, `true`) or only the others.
+    pub feature_flags: Option<bool>,
+}
+
+/// The property names of the project's events (or persons) that pass
+/// `f`, sorted by name, each with its kinds of values read in one pass
+/// over each row's properties ([`super::key_types`]).
 pub async fn property_definitions(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     owner: PropertyOwner,
-    event_names: &[String],
-    only_those: bool,
+    f: &PropertyFilter,
     limits: &QueryLimits,
 ) -> Result<Vec<PropertyDefinition>> {
-    let names: Vec<String> = event_names.iter().map(|e| lit(e)).collect();
-    let (table, seen, filter) = match owner {
+    let list = |v: &[String]| v.iter().map(|e| lit(e)).collect::<Vec<_>>().join(", ");
+    let key = "substr(kt, 3)";
+    let mut keep = Vec::new();
+    for w in &f.search {
+        keep.push(format!("strpos(lower({key}), lower({})) > 0", lit(w)));
+    }
+    if let Some(names) = &f.names {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        keep.push(format!("{key} IN ({})", list(names)));
+    }
+    let mut excluded = f.excluded.clone();
+    if owner == PropertyOwner::Event {
+        excluded.extend(NOT_EVENT_PROPERTIES.iter().map(|s| s.to_string()));
+    }
+    if !excluded.is_empty() {
+        keep.push(format!("{key} NOT IN ({})", list(&excluded)));
+    }
+    match f.feature_flags {
+        Some(true) => keep.push(format!("starts_with({key}, '$feature/')")),
+        Some(false) => keep.push(format!("NOT starts_with({key}, '$feature/')")),
+        None => {}
+    }
+    let (table, seen, mut rows) = match owner {
         PropertyOwner::Event => {
-            let seen = if names.is_empty() {
+            let seen = if f.event_names.is_empty() {
                 "CAST(NULL AS BOOLEAN)".to_string()
             } else {
-                format!("bool_or(event IN ({}))", names.join(", "))
+                format!("bool_or(event IN ({}))", list(&f.event_names))
             };
-            let filter = if only_those && !names.is_empty() {
-                format!("WHERE event IN ({})", names.join(", "))
+            let rows = if f.only_those && !f.event_names.is_empty() {
+                vec![format!("event IN ({})", list(&f.event_names))]
             } else {
-                String::new()
+                Vec::new()
             };
-            ("events", seen, filter)
+            ("events", seen, rows)
         }
-        PropertyOwner::Person => (
-            "persons",
-            "CAST(NULL AS BOOLEAN)".to_string(),
-            String::new(),
-        ),
+        PropertyOwner::Person => ("persons", "CAST(NULL AS BOOLEAN)".to_string(), Vec::new()),
     };
-    // Each value's JSON type: text, a number (not text, read as a
-    // float), true or false.
+    let event_col = if owner == PropertyOwner::Event {
+        ", event"
+    } else {
+        ""
+    };
+    rows.retain(|r| !r.is_empty());
+    let rows = if rows.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", rows.join(" AND "))
+    };
+    let keep = if keep.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", keep.join(" AND "))
+    };
     let sql = format!(
-        "SELECT k, count(*) FILTER (WHERE s) AS texts, \
-         count(*) FILTER (WHERE NOT s AND f) AS numbers, \
-         count(*) FILTER (WHERE NOT s AND b) AS bools, {seen} AS seen FROM \
-         (SELECT k, {event} json_get_str(properties, k) IS NOT NULL AS s, \
-          json_get_float(properties, k) IS NOT NULL AS f, \
-          json_get_bool(properties, k) IS NOT NULL AS b \
-          FROM (SELECT unnest(json_object_keys(properties)) AS k, properties{event_col} FROM {table} {filter}) u) t \
-         GROUP BY k ORDER BY k",
-        event = if owner == PropertyOwner::Event { "event," } else { "" },
-        event_col = if owner == PropertyOwner::Event { ", event" } else { "" },
+        "SELECT {key} AS k, count(*) FILTER (WHERE left(kt, 1) = 's') AS texts, \
+         count(*) FILTER (WHERE left(kt, 1) = 'n') AS numbers, \
+         count(*) FILTER (WHERE left(kt, 1) = 'b') AS bools, {seen} AS seen FROM \
+         (SELECT unnest({}(properties)) AS kt{event_col} FROM {table} {rows}) u {keep} \
+         GROUP BY 1 ORDER BY 1",
+        super::key_types::NAME
     );
     let ctx = super::session(persons, project, limits)?;
+    ctx.register_udf(super::key_types::udf());
     let mut out = Vec::new();
     let mut batches = stream(&ctx, &sql).await?;
     while let Some(b) = batches.next().await {
@@ -222,9 +292,6 @@ pub async fn property_definitions(
                 continue;
             }
             let key = name.value(r);
-            if owner == PropertyOwner::Event && NOT_EVENT_PROPERTIES.contains(&key) {
-                continue;
-            }
             let property_type = if texts.value(r) > 0 {
                 Some("String")
             } else if numbers.value(r) > 0 && bools.value(r) == 0 {

@@ -45,6 +45,7 @@ pub mod events;
 pub mod filter;
 pub mod funnel;
 mod in_set;
+mod key_types;
 pub mod lifecycle;
 pub mod personless;
 pub mod properties;

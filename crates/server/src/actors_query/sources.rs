@@ -213,21 +213,24 @@ pub(super) async fn of_source(
         }
         (Some("InsightActorsQuery"), "RetentionQuery") => {
             check_source(s, &["interval"])?;
-            // Most appearances first (PostHog's modal), or by id.
-            let by = match order {
-                [] => None,
-                [Order::Appearances(desc)] | [Order::Appearances(desc), Order::Trend(ActorKey::Id, _)] => {
-                    Some(*desc)
+            // Most appearances first (PostHog's modal), then by id; or as
+            // asked, by the number of appearances and the id.
+            let mut keys = Vec::new();
+            for o in order {
+                match o {
+                    Order::Appearances(desc) => keys.push((true, *desc)),
+                    Order::Trend(ActorKey::Id, desc) => keys.push((false, *desc)),
+                    _ => {
+                        return Err(invalid(
+                            "orderBy",
+                            "a retention cohort's persons are ordered by length(appearances) or id",
+                        ))
+                    }
                 }
-                _ => {
-                    by_id(" or length(appearances)")?;
-                    None
-                }
-            };
-            let desc_id = match order {
-                [Order::Trend(ActorKey::Id, d)] => Some(*d),
-                _ => None,
-            };
+            }
+            if keys.is_empty() {
+                keys = vec![(true, true), (false, false)];
+            }
             let interval = match s.get("interval") {
                 Some(v) => v
                     .as_u64()
@@ -242,16 +245,23 @@ pub(super) async fn of_source(
                 retention::persons_of(&persons, project, &spec, interval, &limits).await
             })
             .await?;
-            match (by, desc_id) {
-                (Some(false), _) => all.sort_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| a.0.cmp(&b.0))),
-                (_, Some(desc)) => {
-                    all.sort_by(|a, b| a.0.cmp(&b.0));
-                    if desc {
-                        all.reverse();
-                    }
-                }
-                _ => {}
-            }
+            all.sort_by(|a, b| {
+                keys.iter()
+                    .map(|&(appearances, desc)| {
+                        let o = if appearances {
+                            a.1.len().cmp(&b.1.len())
+                        } else {
+                            a.0.cmp(&b.0)
+                        };
+                        if desc {
+                            o.reverse()
+                        } else {
+                            o
+                        }
+                    })
+                    .find(|o| o.is_ne())
+                    .unwrap_or_else(|| a.0.cmp(&b.0))
+            });
             if narrow.is_some() {
                 let keep: HashSet<String> = narrow
                     .keep(state, project, all.iter().map(|a| a.0.clone()).collect())

@@ -361,6 +361,26 @@ async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     let rows = r.json["results"].as_array().expect("rows");
     assert_eq!(rows.len(), 2, "{}", r.text());
+    // Both came back once: by id, ascending, then as asked.
+    let ids = |r: &Value| -> Vec<String> {
+        r["results"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|row| row[0]["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let asc = ids(&r.json);
+    assert!(asc[0] < asc[1], "{asc:?}");
+    let desc = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "ActorsQuery",
+                "source": {"kind": "InsightActorsQuery", "source": retention, "interval": 0},
+                "select": ["person", "appearances"], "orderBy": ["length(appearances) DESC, id DESC"]}}),
+        )
+        .await;
+    assert_eq!(ids(&desc.json), [asc[1].clone(), asc[0].clone()]);
     let mut by_plan: Vec<(String, Value)> = rows
         .iter()
         .map(|row| (row[0]["properties"]["plan"].to_string(), row[1].clone()))

@@ -424,7 +424,9 @@ async fn event_definitions_are_the_events_names() {
             .map(|d| d["name"].as_str().expect("name").to_string())
             .collect()
     };
-    let all = list("").await;
+    // PostHog's default order: the last day seen, newest first.
+    assert_eq!(names(&list("").await), ["$pageview", "signup", "Purchase"]);
+    let all = list("?ordering=name").await;
     assert_eq!(all["count"], 3);
     assert_eq!(names(&all), ["$pageview", "Purchase", "signup"]);
     let signup = &all["results"][2];
@@ -435,25 +437,49 @@ async fn event_definitions_are_the_events_names() {
     );
     assert_eq!(all["results"][0]["volume_30_day"], 3);
     assert_eq!(all["next"], Value::Null);
-    // Searched (any case), by kind, ordered, paged.
+    // Searched (any case, every word), by kind, by names, ordered
+    // (unknown keys dropped), paged.
     assert_eq!(names(&list("?search=UP").await), ["signup"]);
+    assert_eq!(names(&list("?search=sign%20UP").await), ["signup"]);
+    assert!(names(&list("?search=sign%20xyz").await).is_empty());
+    assert!(names(&list("?search=it%27s").await).is_empty());
+    assert_eq!(
+        names(&list("?names=%5B%22signup%22%2C%22nope%22%5D").await),
+        ["signup"]
+    );
+    assert_eq!(
+        names(&list("?names=Purchase,signup&ordering=name").await),
+        ["Purchase", "signup"]
+    );
+    assert_eq!(
+        names(&list("?ordering=created_at").await),
+        ["signup", "Purchase", "$pageview"]
+    );
+    assert_eq!(
+        names(&list("?ordering=event").await),
+        names(&list("").await),
+        "an unknown key is dropped"
+    );
+    assert_eq!(
+        names(&list("?ordering=-volume_30_day,name").await),
+        ["$pageview", "Purchase", "signup"],
+        "1 and 1: by name"
+    );
+    assert!(names(&list("?event_type=action_event").await).is_empty());
+    assert_eq!(list("?event_type=all").await["count"], 3);
     assert_eq!(
         names(&list("?event_type=event_custom").await),
-        ["Purchase", "signup"]
+        ["signup", "Purchase"]
     );
     assert_eq!(
         names(&list("?event_type=event_posthog").await),
         ["$pageview"]
     );
     assert_eq!(
-        names(&list("?ordering=-volume_30_day").await),
-        ["$pageview", "signup", "Purchase"]
-    );
-    assert_eq!(
         names(&list("?ordering=-last_seen_at").await),
         ["$pageview", "signup", "Purchase"]
     );
-    let page = list("?limit=2&offset=1").await;
+    let page = list("?limit=2&offset=1&ordering=name").await;
     assert_eq!(names(&page), ["Purchase", "signup"]);
     assert!(page["previous"]
         .as_str()
@@ -477,11 +503,7 @@ async fn event_definitions_are_the_events_names() {
     r.envelope(404);
     let r = h.get(&format!("{}/event_definitions/nope/", h.api())).await;
     assert!(r.envelope(400).contains("UUID"));
-    for (q, says) in [
-        ("?limit=0", "limit"),
-        ("?event_type=action_event", "event_type"),
-        ("?ordering=query_usage_30_day", "ordering"),
-    ] {
+    for (q, says) in [("?limit=0", "limit"), ("?event_type=group", "event_type")] {
         let r = h.get(&format!("{}/event_definitions/{q}", h.api())).await;
         assert!(r.envelope(400).contains(says), "{q}");
     }
@@ -499,7 +521,10 @@ async fn event_definitions_are_the_events_names() {
         )
         .await;
     assert!(d.status.is_success(), "{}", d.text());
-    assert_eq!(names(&list("").await), ["$pageview", "signup"]);
+    assert_eq!(
+        names(&list("?ordering=name").await),
+        ["$pageview", "signup"]
+    );
     let r = h.get(&format!("{}/event_definitions/{id}/", h.api())).await;
     r.envelope(404);
 }
@@ -585,6 +610,16 @@ async fn property_definitions_are_the_properties_names() {
         names(&list("?is_numerical=true").await),
         ["amount", "only_gone"]
     );
+    assert_eq!(
+        names(&list("?is_numerical=false").await),
+        ["$browser", "$ip", "flag", "mixed", "obj"]
+    );
+    assert_eq!(
+        names(&list("?properties=%5B%22flag%22%2C%22amount%22%5D").await),
+        ["amount", "flag"]
+    );
+    assert_eq!(names(&list("?search=i%20x").await), ["mixed"]);
+    assert!(names(&list("?is_feature_flag=true").await).is_empty());
     assert_eq!(names(&list("?search=BRO").await), ["$browser"]);
     assert_eq!(names(&list("?properties=flag,obj").await), ["flag", "obj"]);
     assert_eq!(
