@@ -240,15 +240,7 @@ pub(crate) async fn list(
     Q(q): Q<ListQuery>,
 ) -> ApiResult<Json<DefinitionPage>> {
     let project = key.path_project(&p, "event_definition:read")?;
-    let limit: usize = number(q.limit.as_deref(), "limit", 100)?;
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid_attr(
-            "limit",
-            "invalid_input",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    let offset: usize = number(q.offset.as_deref(), "offset", 0)?;
+    let (limit, offset) = page_of(q.limit.as_deref(), q.offset.as_deref())?;
     let kind = match q.event_type.as_deref() {
         None | Some("") | Some("event") | Some("all") => Some(EventKind::All),
         Some("event_custom") => Some(EventKind::Custom),
@@ -470,15 +462,7 @@ pub(crate) async fn properties(
     Q(q): Q<PropertyQuery>,
 ) -> ApiResult<Json<PropertyPage>> {
     let project = key.path_project(&p, "property_definition:read")?;
-    let limit: usize = number(q.limit.as_deref(), "limit", 100)?;
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid_attr(
-            "limit",
-            "invalid_input",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    let offset: usize = number(q.offset.as_deref(), "offset", 0)?;
+    let (limit, offset) = page_of(q.limit.as_deref(), q.offset.as_deref())?;
     let owner = match q.kind.as_deref() {
         None | Some("") | Some("event") => PropertyOwner::Event,
         Some("person") => PropertyOwner::Person,
@@ -559,6 +543,19 @@ pub(crate) async fn properties(
         previous,
         results,
     }))
+}
+
+/// A listing's `limit` (1 to [`MAX_LIMIT`], default 100) and `offset`.
+fn page_of(limit: Option<&str>, offset: Option<&str>) -> ApiResult<(usize, usize)> {
+    let limit: usize = number(limit, "limit", 100)?;
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::invalid_attr(
+            "limit",
+            "invalid_input",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok((limit, number(offset, "offset", 0)?))
 }
 
 /// The URLs of the pages after and before `(limit, offset)` of `count`.

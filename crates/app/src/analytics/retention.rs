@@ -363,9 +363,11 @@ impl RetentionSpec {
         // (The interval is computed in a derived table and joined on: a
         // `CROSS JOIN` followed by `JOIN … ON a = b AND r = i + k` lost
         // its second condition in DataFusion 55.)
+        // (The intervals come first: a cross join holds its left side in
+        // memory and streams the right, and the cohorts' rows are many.)
         let hits = format!(
             "SELECT x.actor, x.i, x.k FROM (SELECT st.actor, st.i, ks.k, st.i + ks.k AS r \
-             FROM st CROSS JOIN (SELECT unnest(range(1, {l})) AS k) ks) x \
+             FROM (SELECT unnest(range(1, {l})) AS k) ks CROSS JOIN st) x \
              JOIN rt ON rt.actor = x.actor AND rt.r = x.r"
         );
         Ok((

@@ -496,26 +496,77 @@ impl TrendsSpec {
     fn rows_sql(&self, s: &Series, personless: Option<&Personless>) -> Result<String> {
         let rows = self.actor_rows_sql(s, personless)?;
         let value = |agg: String| format!("coalesce(CAST({agg} AS DOUBLE), 0)");
+        let keys = self.keys_sql("period", "bd");
+        let by = |extra: &[&str]| self.group_by("period", "bd", extra);
         Ok(match self.math_of(s) {
             Math::UniqueSession => format!(
-                "SELECT period, bd, {} AS n FROM ({rows}) r GROUP BY 1, 2",
-                value("count(DISTINCT v)".into())
+                "SELECT {keys}, {} AS n FROM ({rows}) r {}",
+                value("count(DISTINCT v)".into()),
+                by(&[])
             ),
             Math::PerActor(m) => format!(
-                "SELECT period, bd, {} AS n FROM (SELECT period, bd, actor, \
-                 CAST(count(*) AS DOUBLE) AS c FROM ({rows}) r GROUP BY 1, 2, 3) a GROUP BY 1, 2",
-                value(m.sql("c"))
+                "SELECT {keys}, {} AS n FROM (SELECT {keys}, actor, \
+                 CAST(count(*) AS DOUBLE) AS c FROM ({rows}) r {}) a {}",
+                value(m.sql("c")),
+                by(&["actor"]),
+                by(&[])
             ),
             Math::Property(m) => format!(
-                "SELECT period, bd, {} AS n FROM ({rows}) r GROUP BY 1, 2",
-                value(m.sql("v"))
+                "SELECT {keys}, {} AS n FROM ({rows}) r {}",
+                value(m.sql("v")),
+                by(&[])
             ),
+            // (A running sum is over time: its period is no constant.)
             Math::FirstPeriod => format!(
-                "SELECT period, bd, CAST(count(*) AS DOUBLE) AS n FROM \
-                 (SELECT min(period) AS period, bd, actor FROM ({rows}) r GROUP BY bd, actor) a GROUP BY 1, 2"
+                "SELECT period, {bd}, CAST(count(*) AS DOUBLE) AS n FROM \
+                 (SELECT min(period) AS period, {bd}, actor FROM ({rows}) r {}) a GROUP BY period{}",
+                self.group_by("", "bd", &["actor"]),
+                if self.breakdown.is_some() { ", bd" } else { "" },
+                bd = self.keys_sql("", "bd"),
             ),
             other => return invalid(format!("math {} is not computed over rows", other.as_str())),
         })
+    }
+
+    /// The keys of an aggregate, `period` and `bd` (`period` left out
+    /// when empty): each as itself, or when it is the same for every row
+    /// (a total value's period, no breakdown) as that constant, which is
+    /// no grouping key: DataFusion 55 aggregates by a constant key on its
+    /// partially sorted path, 15–20x slower over millions of groups
+    /// (docs/benchmarks.md).
+    fn keys_sql(&self, period: &str, bd: &str) -> String {
+        let mut out = Vec::new();
+        if !period.is_empty() {
+            out.push(if self.display == Display::TotalValue {
+                format!("CAST({} AS BIGINT) AS period", self.first)
+            } else {
+                format!("{period} AS period")
+            });
+        }
+        out.push(if self.breakdown.is_some() {
+            format!("{bd} AS bd")
+        } else {
+            "CAST(NULL AS VARCHAR) AS bd".to_string()
+        });
+        out.join(", ")
+    }
+
+    /// `GROUP BY` the keys of [`TrendsSpec::keys_sql`] that are no
+    /// constants, and `extra` (nothing when none is left).
+    fn group_by(&self, period: &str, bd: &str, extra: &[&str]) -> String {
+        let mut keys: Vec<&str> = Vec::new();
+        if !period.is_empty() && self.display != Display::TotalValue {
+            keys.push(period);
+        }
+        if self.breakdown.is_some() {
+            keys.push(bd);
+        }
+        keys.extend(extra);
+        if keys.is_empty() {
+            String::new()
+        } else {
+            format!("GROUP BY {}", keys.join(", "))
+        }
     }
 
     /// The SQL of an event's breakdown value (NULL without a
@@ -583,6 +634,7 @@ impl TrendsSpec {
             "events e"
         };
         let period = self.period_sql();
+        let keys = self.keys_sql(&period, &bd);
         let where_ = filter.join(" AND ");
         // The rows of a math over rows: (period, breakdown, actor, value).
         let actor = if personless.is_some() {
@@ -612,14 +664,17 @@ impl TrendsSpec {
             }
             Math::PerActor(_) | Math::FirstPeriod => rows("CAST(NULL AS DOUBLE)".into()),
             Math::Total | Math::Dau if personless.is_some() => format!(
-                "SELECT {period} AS period, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person, count(*) AS n \
-                 FROM {from_sql} WHERE {where_} GROUP BY 1, 2, 3"
+                "SELECT {keys}, CAST(e.person_id AS VARCHAR) AS person, count(*) AS n \
+                 FROM {from_sql} WHERE {where_} {}",
+                self.group_by(&period, &bd, &["CAST(e.person_id AS VARCHAR)"])
             ),
             Math::Total => format!(
-                "SELECT {period} AS period, {bd} AS bd, count(*) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
+                "SELECT {keys}, count(*) AS n FROM {from_sql} WHERE {where_} {}",
+                self.group_by(&period, &bd, &[])
             ),
             Math::Dau => format!(
-                "SELECT {period} AS period, {bd} AS bd, count(DISTINCT p.id) AS n FROM {from_sql} WHERE {where_} GROUP BY 1, 2"
+                "SELECT {keys}, count(DISTINCT p.id) AS n FROM {from_sql} WHERE {where_} {}",
+                self.group_by(&period, &bd, &[])
             ),
             Math::WeeklyActive | Math::MonthlyActive if personless.is_some() => format!(
                 "SELECT CAST(e.timestamp AS BIGINT) AS t, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person \
