@@ -496,8 +496,9 @@ impl TrendsSpec {
     fn rows_sql(&self, s: &Series, personless: Option<&Personless>) -> Result<String> {
         let rows = self.actor_rows_sql(s, personless)?;
         let value = |agg: String| format!("coalesce(CAST({agg} AS DOUBLE), 0)");
-        let keys = self.keys_sql("period", "bd");
-        let by = |extra: &[&str]| self.group_by("period", "bd", extra);
+        let bd = self.breakdown.as_ref().map(|_| "bd");
+        let keys = self.keys_sql("period", bd);
+        let by = |extra: &[&str]| self.group_by("period", bd, extra);
         Ok(match self.math_of(s) {
             Math::UniqueSession => format!(
                 "SELECT {keys}, {} AS n FROM ({rows}) r {}",
@@ -518,23 +519,25 @@ impl TrendsSpec {
             ),
             // (A running sum is over time: its period is no constant.)
             Math::FirstPeriod => format!(
-                "SELECT period, {bd}, CAST(count(*) AS DOUBLE) AS n FROM \
-                 (SELECT min(period) AS period, {bd}, actor FROM ({rows}) r {}) a GROUP BY period{}",
-                self.group_by("", "bd", &["actor"]),
-                if self.breakdown.is_some() { ", bd" } else { "" },
-                bd = self.keys_sql("", "bd"),
+                "SELECT period, {key}, CAST(count(*) AS DOUBLE) AS n FROM \
+                 (SELECT min(period) AS period, {key}, actor FROM ({rows}) r {}) a GROUP BY period{}",
+                self.group_by("", bd, &["actor"]),
+                if bd.is_some() { ", bd" } else { "" },
+                key = self.keys_sql("", bd),
             ),
             other => return invalid(format!("math {} is not computed over rows", other.as_str())),
         })
     }
 
     /// The keys of an aggregate, `period` and `bd` (`period` left out
-    /// when empty): each as itself, or when it is the same for every row
-    /// (a total value's period, no breakdown) as that constant, which is
+    /// when empty; `bd` `None` when it is NULL for every row): each as
+    /// itself, or when it is the same for every row (a total value's
+    /// period, no breakdown, a personless event's person property) as
+    /// that constant, which is
     /// no grouping key: DataFusion 55 aggregates by a constant key on its
     /// partially sorted path, 15–20x slower over millions of groups
     /// (docs/benchmarks.md).
-    fn keys_sql(&self, period: &str, bd: &str) -> String {
+    fn keys_sql(&self, period: &str, bd: Option<&str>) -> String {
         let mut out = Vec::new();
         if !period.is_empty() {
             out.push(if self.display == Display::TotalValue {
@@ -543,24 +546,21 @@ impl TrendsSpec {
                 format!("{period} AS period")
             });
         }
-        out.push(if self.breakdown.is_some() {
-            format!("{bd} AS bd")
-        } else {
-            "CAST(NULL AS VARCHAR) AS bd".to_string()
+        out.push(match bd {
+            Some(bd) => format!("{bd} AS bd"),
+            None => "CAST(NULL AS VARCHAR) AS bd".to_string(),
         });
         out.join(", ")
     }
 
     /// `GROUP BY` the keys of [`TrendsSpec::keys_sql`] that are no
     /// constants, and `extra` (nothing when none is left).
-    fn group_by(&self, period: &str, bd: &str, extra: &[&str]) -> String {
+    fn group_by(&self, period: &str, bd: Option<&str>, extra: &[&str]) -> String {
         let mut keys: Vec<&str> = Vec::new();
         if !period.is_empty() && self.display != Display::TotalValue {
             keys.push(period);
         }
-        if self.breakdown.is_some() {
-            keys.push(bd);
-        }
+        keys.extend(bd);
         keys.extend(extra);
         if keys.is_empty() {
             String::new()
@@ -634,7 +634,11 @@ impl TrendsSpec {
             "events e"
         };
         let period = self.period_sql();
-        let keys = self.keys_sql(&period, &bd);
+        // NULL for every row without a breakdown, and for the personless
+        // events of a person breakdown.
+        let bd_key = (self.breakdown.is_some() && !(self.breakdown_person && personless.is_some()))
+            .then_some(bd.as_str());
+        let keys = self.keys_sql(&period, bd_key);
         let where_ = filter.join(" AND ");
         // The rows of a math over rows: (period, breakdown, actor, value).
         let actor = if personless.is_some() {
@@ -666,15 +670,15 @@ impl TrendsSpec {
             Math::Total | Math::Dau if personless.is_some() => format!(
                 "SELECT {keys}, CAST(e.person_id AS VARCHAR) AS person, count(*) AS n \
                  FROM {from_sql} WHERE {where_} {}",
-                self.group_by(&period, &bd, &["CAST(e.person_id AS VARCHAR)"])
+                self.group_by(&period, bd_key, &["CAST(e.person_id AS VARCHAR)"])
             ),
             Math::Total => format!(
                 "SELECT {keys}, count(*) AS n FROM {from_sql} WHERE {where_} {}",
-                self.group_by(&period, &bd, &[])
+                self.group_by(&period, bd_key, &[])
             ),
             Math::Dau => format!(
                 "SELECT {keys}, count(DISTINCT p.id) AS n FROM {from_sql} WHERE {where_} {}",
-                self.group_by(&period, &bd, &[])
+                self.group_by(&period, bd_key, &[])
             ),
             Math::WeeklyActive | Math::MonthlyActive if personless.is_some() => format!(
                 "SELECT CAST(e.timestamp AS BIGINT) AS t, {bd} AS bd, CAST(e.person_id AS VARCHAR) AS person \
