@@ -146,6 +146,10 @@ pub struct TrendsQuery {
     #[schema(value_type = Option<Object>)]
     #[serde(rename = "trendsFilter")]
     pub trends_filter: Option<Value>,
+    /// `{compare: true}`: the rows again over the previous period.
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "compareFilter")]
+    pub compare_filter: Option<Value>,
 }
 
 /// A funnel: PostHog's `FunnelsQuery`, answered as `…/insights/funnel/`

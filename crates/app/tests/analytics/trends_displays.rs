@@ -482,3 +482,55 @@ async fn formulas_compute_between_the_series() {
     assert_eq!(s[0]["data"], json!([0.0, 1.0, 3.0]));
     assert_eq!(s[0]["count"], 4.0);
 }
+
+/// `compareFilter.compare`: the series over the current range, then over
+/// the previous one (as long, ending where the current starts), each row
+/// marked; formulas and total values per period; `compare_to` refused.
+#[tokio::test]
+async fn a_comparison_adds_the_previous_period() {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = open(dir.path());
+    load(&app);
+    let compared = |display: Option<&str>, filter: Value| {
+        let mut q = query("total", display, Value::Null);
+        q["dateRange"] = json!({"date_from": "2020-01-02", "date_to": "2020-01-03"});
+        q["compareFilter"] = json!({"compare": true});
+        if let (Some(Value::Object(f)), Value::Object(extra)) = (q.get_mut("trendsFilter"), filter)
+        {
+            f.extend(extra);
+        }
+        q
+    };
+    // Days 1 and 2 (2 and 3 buys); before them 12-31 and day 0 (0, 2).
+    let s = trend(&app, compared(None, json!({}))).await;
+    assert_eq!(s.as_array().map(Vec::len), Some(2));
+    assert_eq!(s[0]["compare_label"], "current");
+    assert_eq!(s[0]["compare"], true);
+    assert_eq!(s[0]["data"], json!([2.0, 3.0]));
+    assert_eq!(s[0]["days"], json!(["2020-01-02", "2020-01-03"]));
+    assert_eq!(s[1]["compare_label"], "previous");
+    assert_eq!(s[1]["data"], json!([0.0, 2.0]));
+    assert_eq!(s[1]["days"], json!(["2019-12-31", "2020-01-01"]));
+    assert_eq!(s[1]["label"], "buy");
+    // A formula per period; a total value per period.
+    let s = trend(&app, compared(None, json!({"formula": "A * 2"}))).await;
+    assert_eq!(s[0]["data"], json!([4.0, 6.0]));
+    assert_eq!(s[1]["data"], json!([0.0, 4.0]));
+    assert_eq!(s[1]["compare_label"], "previous");
+    let s = trend(&app, compared(Some("BoldNumber"), json!({}))).await;
+    assert_eq!(s[0]["aggregated_value"], 5.0);
+    assert_eq!(s[1]["aggregated_value"], 2.0);
+    // Not compared: no marks.
+    let mut q = compared(None, json!({}));
+    q["compareFilter"] = json!({"compare": false});
+    let s = trend(&app, q).await;
+    assert_eq!(s.as_array().map(Vec::len), Some(1));
+    assert!(s[0].get("compare_label").is_none());
+    let mut q = compared(None, json!({}));
+    q["compareFilter"] = json!({"compare": true, "compare_to": "-1y"});
+    let Value::Object(q) = q else {
+        unreachable!("an object")
+    };
+    let e = TrendsSpec::parse(&q, now()).expect_err("compare_to");
+    assert!(e.to_string().contains("compare_to"), "{e}");
+}

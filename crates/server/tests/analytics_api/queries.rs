@@ -54,6 +54,19 @@ async fn trends_query_through_the_query_endpoint() {
     assert_eq!(r.json["results"][0]["label"], "Formula (A * 2 + 1)");
     f["query"]["trendsFilter"] = json!({"formula": "A * B"});
     assert!(h.post(&url, &f).await.envelope(400).contains("series B"));
+    // Compared with the previous period (12-29 to 12-31: nothing).
+    let mut c = body("total", Value::Null);
+    c["query"]["compareFilter"] = json!({"compare": true});
+    let r = h.post(&url, &c).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["compare_label"], "current");
+    assert_eq!(r.json["results"][0]["data"], json!([3.0, 2.0, 0.0]));
+    assert_eq!(r.json["results"][1]["compare_label"], "previous");
+    assert_eq!(r.json["results"][1]["data"], json!([0.0, 0.0, 0.0]));
+    assert_eq!(
+        r.json["results"][1]["days"],
+        json!(["2019-12-29", "2019-12-30", "2019-12-31"])
+    );
     let r = h
         .post(&url, &body("total", json!({"breakdown": "$browser"})))
         .await;

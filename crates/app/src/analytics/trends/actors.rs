@@ -284,6 +284,7 @@ async fn point_events(
                 // What the chart shows, counted as it counts.
                 let mut one = spec.clone();
                 one.series = vec![s.clone()];
+                one.previous = None;
                 let counts = super::compute(persons, project, &one, limits).await?;
                 let periods = super::compute::shown_periods(spec);
                 let shown: Vec<String> = counts

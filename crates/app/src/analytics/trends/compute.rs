@@ -16,8 +16,23 @@ use crate::analytics::{period_labels, session, stream, SortedKeys};
 use crate::error::Result;
 use crate::query::QueryLimits;
 
-/// Compute every series.
+/// Compute every series (with `compareFilter`, then every series over
+/// the previous period).
 pub async fn compute(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &TrendsSpec,
+    limits: &QueryLimits,
+) -> Result<Vec<Counts>> {
+    let mut out = compute_period(persons, project, spec, limits).await?;
+    if let Some(prev) = &spec.previous {
+        out.extend(compute_period(persons, project, prev, limits).await?);
+    }
+    Ok(out)
+}
+
+/// Every series over `spec`'s own range.
+async fn compute_period(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     spec: &TrendsSpec,
@@ -389,13 +404,36 @@ pub(crate) fn shown_periods(spec: &TrendsSpec) -> Vec<i64> {
     }
 }
 
-/// PostHog's result list: per series (and breakdown value, the largest
+/// PostHog's result list ([`results_period`]); with `compareFilter`,
+/// the current period's rows then the previous one's, each marked
+/// `compare: true` and `compare_label` `current` or `previous`.
+pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
+    let Some(prev) = &spec.previous else {
+        return results_period(spec, counts);
+    };
+    let (current, previous) = counts.split_at(spec.series.len().min(counts.len()));
+    let mut out = Vec::new();
+    for (s, c, label) in [(spec, current, "current"), (&**prev, previous, "previous")] {
+        if let Value::Array(rows) = results_period(s, c) {
+            for mut row in rows {
+                if let Some(o) = row.as_object_mut() {
+                    o.insert("compare".into(), json!(true));
+                    o.insert("compare_label".into(), json!(label));
+                }
+                out.push(row);
+            }
+        }
+    }
+    Value::Array(out)
+}
+
+/// PostHog's result list of one period: per series (and breakdown value, the largest
 /// `breakdown_limit` by total, then `Other`: the sum of the rest per
 /// period, as PostHog sums them whatever the math, unless hidden),
 /// `{action, label, count, data, labels, days, breakdown_value?}`,
 /// zero-filled; with formulas, their rows instead
 /// ([`super::formula::rows`]).
-pub fn results(spec: &TrendsSpec, counts: &[Counts]) -> Value {
+fn results_period(spec: &TrendsSpec, counts: &[Counts]) -> Value {
     let (labels, days) = period_labels(spec.interval, &spec.periods());
     // A total value is counted at the first day alone.
     let periods = shown_periods(spec);

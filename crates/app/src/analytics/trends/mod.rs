@@ -105,6 +105,9 @@ pub struct TrendsSpec {
     /// Formulas between the series: when given, the result is their rows
     /// instead of the series'.
     pub formulas: Vec<Formula>,
+    /// With `compareFilter.compare`: the same query over the previous
+    /// period ([`compare::previous_range`]), counted after this one.
+    pub previous: Option<Box<TrendsSpec>>,
 }
 
 /// `trendsFilter.display`, as it changes the values.
@@ -172,7 +175,13 @@ impl TrendsSpec {
         query_nodes::check_node(
             q,
             "TrendsQuery",
-            &["series", "interval", "breakdownFilter", "trendsFilter"],
+            &[
+                "series",
+                "interval",
+                "breakdownFilter",
+                "trendsFilter",
+                "compareFilter",
+            ],
         )?;
         let display = Display::parse(q.get("trendsFilter"))?;
         // The legacy parameters the shared parsers read.
@@ -343,6 +352,26 @@ impl TrendsSpec {
             Some(Value::Object(f)) => formula::parse_all(f, series.len())?,
             _ => Vec::new(),
         };
+        let compare = match q.get("compareFilter") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(c)) => {
+                if c.get("compare_to").is_some_and(|v| !v.is_null()) {
+                    return invalid(
+                        "compareFilter.compare_to is not supported (compare: true compares with the previous period)",
+                    );
+                }
+                match c.get("compare") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(v) => {
+                        return invalid(format!(
+                            "compareFilter.compare must be true or false, got {v}"
+                        ))
+                    }
+                }
+            }
+            Some(v) => return invalid(format!("compareFilter must be an object, got {v}")),
+        };
         // Each result row holds a value, a label and a day per period
         // (with a breakdown, one row more: Other); a formula's rows are
         // one per breakdown value of any series.
@@ -358,6 +387,7 @@ impl TrendsSpec {
                 } else {
                     1
                 };
+        let rows = if compare { rows * 2 } else { rows };
         if rows.saturating_mul(n_periods) > MAX_RESULT_VALUES {
             return invalid(format!(
                 "the result could hold {} values (series × breakdown_limit × periods); at most \
@@ -366,7 +396,8 @@ impl TrendsSpec {
                 rows.saturating_mul(n_periods)
             ));
         }
-        Ok(TrendsSpec {
+        let mut spec = TrendsSpec {
+            previous: None,
             formulas,
             series,
             props: props(q.get("properties").cloned(), "properties")?,
@@ -379,7 +410,23 @@ impl TrendsSpec {
             breakdown_limit,
             breakdown_other,
             display,
-        })
+        };
+        if compare {
+            let Some((from, to)) = compare::previous_range(
+                (spec.from, spec.to),
+                interval,
+                p.text("date_from").as_deref(),
+                p.text("date_to").as_deref(),
+            ) else {
+                return invalid("compareFilter: the previous period is out of range");
+            };
+            let mut prev = spec.clone();
+            prev.first = interval.trunc(from);
+            prev.from = from;
+            prev.to = to;
+            spec.previous = Some(Box::new(prev));
+        }
+        Ok(spec)
     }
 
     /// The period starts.
@@ -705,6 +752,7 @@ pub const MAX_SERIES: usize = 100;
 pub const MAX_RESULT_VALUES: usize = 1_000_000;
 
 mod actors;
+mod compare;
 mod compute;
 mod formula;
 pub use actors::{
