@@ -231,11 +231,6 @@ const TIME_FORMATS: [&str; 4] = [
     "%Y-%m-%dT%H:%M:%S%.f",
 ];
 
-/// Whether `s` names a day or a time, not a relative date.
-pub(crate) fn is_absolute_date(s: &str) -> bool {
-    parse_absolute(s).is_some()
-}
-
 /// A day (its start), an RFC 3339 time or a time without an offset
 /// (UTC); `None` for anything else, such as a relative date.
 fn parse_absolute(s: &str) -> Option<DateTime<Utc>> {

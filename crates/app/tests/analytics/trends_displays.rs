@@ -520,7 +520,21 @@ async fn a_comparison_adds_the_previous_period() {
     let s = trend(&app, compared(Some("BoldNumber"), json!({}))).await;
     assert_eq!(s[0]["aggregated_value"], 5.0);
     assert_eq!(s[1]["aggregated_value"], 2.0);
-    // Not compared: no marks.
+    // By month: PostHog's bounds are the dates given (01-02 to 01-03),
+    // so the previous period is 12-31 to 01-01, counted from its month's
+    // start as the current one is: December (none) and January's first
+    // day (2).
+    let mut q = compared(None, json!({}));
+    q["interval"] = json!("month");
+    let s = trend(&app, q).await;
+    assert_eq!(s[0]["days"], json!(["2020-01-01"]));
+    assert_eq!(s[0]["data"], json!([7.0]));
+    assert_eq!(s[1]["days"], json!(["2019-12-01", "2020-01-01"]));
+    assert_eq!(s[1]["data"], json!([0.0, 2.0]));
+    // Not compared: no marks; a compare_to kept while off is no matter.
+    let mut q = compared(None, json!({}));
+    q["compareFilter"] = json!({"compare": false, "compare_to": "-1y"});
+    assert_eq!(trend(&app, q).await.as_array().map(Vec::len), Some(1));
     let mut q = compared(None, json!({}));
     q["compareFilter"] = json!({"compare": false});
     let s = trend(&app, q).await;

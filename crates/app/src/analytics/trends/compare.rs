@@ -6,7 +6,7 @@
 //! multiple of 7 days, with no relative `date_to`) a day later, as
 //! PostHog corrects the extra day those ranges hold.
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 
 use super::filter::Interval;
 use super::DAY;
@@ -41,8 +41,8 @@ pub(super) fn previous_range(
     } else {
         let mut start = start.date_naive().and_time(f.time()).and_utc();
         let weeks_of_days = interval == Interval::Day
-            && relative_days(date_from).is_some_and(|d| d > 0 && d % 7 == 0)
-            && !date_to.is_some_and(is_relative);
+            && matches!(relative_delta(date_from), Some((d, 'd')) if d > 0 && d % 7 == 0)
+            && relative_delta(date_to).is_none();
         if weeks_of_days {
             start = start.checked_add_signed(Duration::microseconds(DAY))?;
         }
@@ -50,24 +50,30 @@ pub(super) fn previous_range(
         let end = end.date_naive().and_time(t.time()).and_utc();
         (start, end)
     };
+    // (Before the year 1 there are no dates to show.)
+    if start.year() < 1 {
+        return None;
+    }
     Some((start.timestamp_micros(), end.timestamp_micros()))
 }
 
-/// The days of a relative date in days (`-7d` → 7).
-fn relative_days(s: Option<&str>) -> Option<i64> {
+/// PostHog's delta of a relative date (`relative_date_parse_with_delta_mapping`:
+/// `-?(number)?(unit)(Start|End)?`): the number and the unit, when it
+/// has a number (`-7d` → 7 days; `-7dStart` too; `d`, `mStart` have
+/// none, and absolute dates neither).
+fn relative_delta(s: Option<&str>) -> Option<(i64, char)> {
     let s = s?.trim();
-    let digits = s.strip_prefix('-').unwrap_or(s).strip_suffix('d')?;
+    let s = s.strip_prefix('-').unwrap_or(s);
+    let s = s
+        .strip_suffix("Start")
+        .or_else(|| s.strip_suffix("End"))
+        .unwrap_or(s);
+    let unit = s.chars().last().filter(char::is_ascii_lowercase)?;
+    let digits = &s[..s.len() - 1];
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
-}
-
-/// Whether a date parameter is relative (`-1d`, `-2w`, `mStart`, …): PostHog
-/// has a delta for it.
-fn is_relative(s: &str) -> bool {
-    let s = s.trim();
-    !s.is_empty() && !super::filter::is_absolute_date(s)
+    Some((digits.parse().ok()?, unit))
 }
 
 #[cfg(test)]
@@ -151,6 +157,72 @@ mod tests {
                 "2024-01-01T00:00:00.000000Z".into(),
                 "2024-01-07T23:59:59.999999Z".into()
             )
+        );
+        // PostHog's own case: -48h by day, now 2021-08-25T00:00.
+        assert_eq!(
+            prev(
+                "2021-08-23T00:00:00Z",
+                "2021-08-25T23:59:59.999999Z",
+                Interval::Day,
+                "-48h",
+                None
+            ),
+            (
+                "2021-08-20T00:00:00.000000Z".into(),
+                "2021-08-22T23:59:59.999999Z".into()
+            )
+        );
+        // -7dStart is seven days too; -14d with a date_to of no number
+        // (`d`: today) also corrected.
+        assert_eq!(
+            prev(
+                "2024-01-08T00:00:00Z",
+                "2024-01-15T23:59:59.999999Z",
+                Interval::Day,
+                "-7dStart",
+                None
+            ),
+            (
+                "2024-01-01T00:00:00.000000Z".into(),
+                "2024-01-08T23:59:59.999999Z".into()
+            )
+        );
+        assert_eq!(
+            prev(
+                "2024-01-01T00:00:00Z",
+                "2024-01-15T23:59:59.999999Z",
+                Interval::Day,
+                "-14d",
+                Some("d")
+            ),
+            (
+                "2023-12-18T00:00:00.000000Z".into(),
+                "2024-01-01T23:59:59.999999Z".into()
+            )
+        );
+        // Weeks: no correction (by days only).
+        assert_eq!(
+            prev(
+                "2024-01-08T00:00:00Z",
+                "2024-01-15T23:59:59.999999Z",
+                Interval::Week,
+                "-7d",
+                None
+            ),
+            (
+                "2023-12-31T00:00:00.000000Z".into(),
+                "2024-01-07T23:59:59.999999Z".into()
+            )
+        );
+        // Before the year 1: none.
+        assert_eq!(
+            previous_range(
+                (us("0001-01-02T00:00:00Z"), us("0001-01-10T23:59:59Z")),
+                Interval::Day,
+                Some("0001-01-02"),
+                None
+            ),
+            None
         );
         // Hours: a day from 10:00 to 10:59; the previous day at the
         // same hours.

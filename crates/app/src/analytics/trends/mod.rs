@@ -355,12 +355,7 @@ impl TrendsSpec {
         let compare = match q.get("compareFilter") {
             None | Some(Value::Null) => false,
             Some(Value::Object(c)) => {
-                if c.get("compare_to").is_some_and(|v| !v.is_null()) {
-                    return invalid(
-                        "compareFilter.compare_to is not supported (compare: true compares with the previous period)",
-                    );
-                }
-                match c.get("compare") {
+                let compare = match c.get("compare") {
                     None | Some(Value::Null) => false,
                     Some(Value::Bool(b)) => *b,
                     Some(v) => {
@@ -368,7 +363,15 @@ impl TrendsSpec {
                             "compareFilter.compare must be true or false, got {v}"
                         ))
                     }
+                };
+                // (Kept by a saved insight whose comparison is off: no
+                // matter then, as in PostHog.)
+                if compare && c.get("compare_to").is_some_and(|v| !v.is_null()) {
+                    return invalid(
+                        "compareFilter.compare_to is not supported (compare: true compares with the previous period)",
+                    );
                 }
+                compare
             }
             Some(v) => return invalid(format!("compareFilter must be an object, got {v}")),
         };
@@ -412,9 +415,11 @@ impl TrendsSpec {
             display,
         };
         if compare {
+            // PostHog's bounds: `date_from` as given (not its period's
+            // start), the query's own interval (not a total value's days).
             let Some((from, to)) = compare::previous_range(
-                (spec.from, spec.to),
-                interval,
+                (r.given_from.unwrap_or(from), r.to),
+                asked,
                 p.text("date_from").as_deref(),
                 p.text("date_to").as_deref(),
             ) else {
@@ -422,8 +427,18 @@ impl TrendsSpec {
             };
             let mut prev = spec.clone();
             prev.first = interval.trunc(from);
-            prev.from = from;
+            // Counted from as the current period is.
+            prev.from = match interval {
+                _ if explicit => from,
+                Interval::Week => Interval::Day.trunc(from),
+                Interval::Day if hours => from,
+                _ => prev.first,
+            };
             prev.to = to;
+            let n = interval.periods(prev.first, prev.to).len();
+            if n >= most || rows.saturating_mul(n) > MAX_RESULT_VALUES {
+                return invalid("compareFilter: the previous period holds too many values");
+            }
             spec.previous = Some(Box::new(prev));
         }
         Ok(spec)
