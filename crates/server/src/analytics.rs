@@ -12,9 +12,10 @@
 //! Parameters come from the query string and the JSON body alike
 //! (PostHog's legacy `Filter`); a bad one is a 400 envelope with PostHog's
 //! message, before any query runs. Persons lists are ordered by person
-//! UUID (trends persons: most events first, as PostHog's) and paged with `limit` (default 100) and `offset`; `next` is the
-//! request's URL with the next offset when the page is full; `format=csv`
-//! answers the page's persons as CSV.
+//! UUID (trends persons: most events first, as PostHog's) and paged with
+//! `limit` (default 100) and `offset`; `next` is the request's URL with
+//! the next offset when the page is full; `format=csv` answers the page's
+//! persons as CSV.
 
 use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;

@@ -260,6 +260,13 @@ pub(crate) async fn list(
     let order = orders(q.ordering.as_deref())?;
     let search = words(q.search.as_deref())?;
     let names = names_of(q.names.as_deref(), "names", true)?;
+    if names.as_ref().is_some_and(|n| n.len() > 1_000) {
+        return Err(ApiError::invalid_attr(
+            "names",
+            "invalid_input",
+            "at most 1000 names",
+        ));
+    }
     let mut defs = match kind {
         Some(kind) => all(&state, project, (search, names), kind).await?,
         None => Vec::new(),

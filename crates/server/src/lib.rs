@@ -11,8 +11,10 @@
 //! | [`capture`] | `/batch`, `/e`, `/i/v0/e`, `/capture`, `/track`, `/engage`, `/s` |
 //! | [`persons`] | `/api/{projects,environments}/{id}/persons/…`, `/api/person…` |
 //! | [`projects`] | `/api/projects/…`, `/api/environments/…` |
-//! | [`query`] | `/api/projects/{id}/query/` (HogQL and trends; the other insight kinds in [`query_insights`]) |
-//! | [`analytics`] | `…/persons/funnel/`, `…/persons/funnel/correlation/`, `…/persons/lifecycle/`, `…/persons/stickiness/`, `…/insights/funnel/`, `…/insights/funnel/correlation/`, `…/insights/trend/` |
+//! | [`query`] | `/api/projects/{id}/query/` (HogQL and trends; the other insight kinds in [`query_insights`], the persons of a point in [`actors_query`]) |
+//! | [`analytics`] | `…/persons/funnel/`, `…/persons/funnel/correlation/`, `…/persons/lifecycle/`, `…/persons/stickiness/`, `…/persons/trends/`, `…/insights/funnel/`, `…/insights/funnel/correlation/`, `…/insights/trend/` |
+//! | [`events`] | `…/events/`, `…/events/{id}/`, `…/events/values/` |
+//! | [`definitions`] | `…/event_definitions/`, `…/event_definitions/{id}/`, `…/property_definitions/` |
 //! | [`cohorts`] | `…/cohorts/…`, `…/persons/cohorts/` |
 //! | [`deletions`] | `/api/{projects,environments}/{id}/events/delete/`, `…/deletions/…` |
 //! | [`ops`] | `/_health`, `/_ready`, `/metrics` |

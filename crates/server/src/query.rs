@@ -533,7 +533,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
     ),
     request_body(content = QueryBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The rows (HogQLQuery), the series (TrendsQuery, LifecycleQuery) or the steps (FunnelsQuery)", body = QueryResponse),
+        (status = 200, description = "The rows (HogQLQuery), the series (TrendsQuery, LifecycleQuery, StickinessQuery), the steps (FunnelsQuery), the cohorts (RetentionQuery) or the persons (ActorsQuery)", body = QueryResponse),
         (status = 504, description = "The query ran longer than the query timeout and was cancelled"),
     )
 )]

@@ -26,14 +26,15 @@
 //! |---|---|
 //! | [`filter`] | PostHog's `Filter` parameters: entities, dates, intervals, windows |
 //! | [`properties`] | property filters and PostHog's `AND`/`OR` groups of them, and their SQL |
-//! | [`query_nodes`] | `FunnelsQuery` and `LifecycleQuery` read as the legacy parameters |
+//! | [`query_nodes`] | `FunnelsQuery` and `LifecycleQuery` read as the legacy parameters, and the legacy persons routes' entities as query nodes (`legacy_series`) |
 //! | [`funnel`] | funnels: per-person paths (`funnel_path`), step counts and conversion times, persons at a step |
 //! | [`correlation`] | funnel correlation: events, event properties and person properties against conversion, and their persons |
 //! | [`lifecycle`] | new / returning / resurrecting / dormant per period, and the persons of one |
 //! | [`personless`] | the actors of events without a person, and the deleted persons left out of them |
-//! | [`trends`] | events, active persons, sessions, property and per-actor maths per period (or over the range), broken down by an event or person property |
+//! | [`trends`] | events, active persons, sessions, property and per-actor maths per period (or over the range), broken down by an event or person property; formulas between the series; the previous period; the persons of one point |
 //! | [`stickiness`] | actors per number of periods they did an event in |
-//! | [`retention`] | cohorts per interval and their returns in the intervals after |
+//! | [`retention`] | cohorts per interval and their returns in the intervals after, and a cohort's persons |
+//! | [`definitions`] | the event names and the property names (and kinds) of a project's events and persons |
 //! | [`cohorts`] | cohort members: static lists, dynamic definitions computed over the filtered scan |
 //! | [`actors`] | the persons of a result, loaded in its order |
 

@@ -377,15 +377,23 @@ impl RetentionSpec {
     }
 }
 
+/// How a cohort's persons are ordered: by their number of appearances
+/// (`true`) or their UUID (`false`), each descending or not; the UUID
+/// breaks ties.
+pub type CohortOrder = [(bool, bool)];
+
 /// The persons of cohort `interval` (0-based) with their appearances:
 /// 0 and each interval after it they came back in (PostHog's retention
-/// actors' `appearances`), most appearances first, then by UUID.
-/// Personless actors have no profile to list.
+/// actors' `appearances`), in `order` (default: most appearances first,
+/// then by UUID), `limit` of them after `offset`, ordered and paged in
+/// SQL (under the query's memory limit). Personless actors have no
+/// profile to list.
 pub async fn persons_of(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     spec: &RetentionSpec,
     interval: usize,
+    (order, limit, offset): (&CohortOrder, usize, usize),
     limits: &QueryLimits,
 ) -> Result<Vec<(String, Vec<usize>)>> {
     if interval >= spec.starts.len() {
@@ -397,36 +405,51 @@ pub async fn persons_of(
     let ctx = session(persons, project, limits)?;
     super::cohorts::register_for(&ctx, persons, project, spec.all_props()).await?;
     let (with, hits) = spec.cohorts_sql(None)?;
+    let mut keys: Vec<String> = order
+        .iter()
+        .map(|&(appearances, desc)| {
+            let key = if appearances {
+                "cardinality(ks)"
+            } else {
+                "actor"
+            };
+            format!("{key} {}", if desc { "DESC" } else { "ASC" })
+        })
+        .collect();
+    if order.is_empty() {
+        keys.push("cardinality(ks) DESC".into());
+    }
+    keys.push("actor ASC".into());
     let sql = format!(
-        "{with} SELECT CAST(actor AS VARCHAR) AS actor, k FROM \
+        "{with} SELECT actor, ks FROM (SELECT CAST(actor AS VARCHAR) AS actor, \
+         array_agg(DISTINCT k) AS ks FROM \
          (SELECT actor, 0 AS k FROM st WHERE i = {interval} \
-          UNION ALL SELECT actor, k FROM ({hits}) h WHERE i = {interval}) a"
+          UNION ALL SELECT actor, k FROM ({hits}) h WHERE i = {interval}) a GROUP BY 1) p \
+         ORDER BY {} LIMIT {limit} OFFSET {offset}",
+        keys.join(", ")
     );
-    let mut by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut out = Vec::new();
     let mut batches = stream(&ctx, &sql).await?;
     while let Some(b) = batches.next().await {
         let b = b?;
         let who = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
         let who = who.as_string::<i32>();
-        let k = b.column(1).as_primitive::<Int64Type>();
+        let ks = b.column(1).as_list::<i32>();
         for r in 0..b.num_rows() {
-            if who.is_null(r) || k.is_null(r) {
+            if who.is_null(r) {
                 continue;
             }
-            if let Ok(k) = usize::try_from(k.value(r)) {
-                by.entry(who.value(r).to_string()).or_default().push(k);
-            }
+            let list = ks.value(r);
+            let list = arrow::compute::cast(&list, &arrow::datatypes::DataType::Int64)?;
+            let list = list.as_primitive::<Int64Type>();
+            let mut appearances: Vec<usize> = (0..list.len())
+                .filter(|&i| !list.is_null(i))
+                .filter_map(|i| usize::try_from(list.value(i)).ok())
+                .collect();
+            appearances.sort_unstable();
+            out.push((who.value(r).to_string(), appearances));
         }
     }
-    let mut out: Vec<(String, Vec<usize>)> = by
-        .into_iter()
-        .map(|(who, mut ks)| {
-            ks.sort_unstable();
-            ks.dedup();
-            (who, ks)
-        })
-        .collect();
-    out.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
     Ok(out)
 }
 

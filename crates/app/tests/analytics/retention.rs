@@ -154,13 +154,20 @@ proptest! {
                 let spec = RetentionSpec::parse(&q, now()).expect("spec");
                 for (i, row) in want.iter().enumerate() {
                     let got = rt
-                        .block_on(retention::persons_of(app.persons(), P, &spec, i, &QueryLimits::default()))
+                        .block_on(retention::persons_of(app.persons(), P, &spec, i, (&[], 10_000, 0), &QueryLimits::default()))
                         .expect("persons");
                     let per_k: Vec<u64> = (0..lookahead)
                         .map(|k| got.iter().filter(|(_, ks)| ks.contains(&k)).count() as u64)
                         .collect();
                     prop_assert_eq!(&per_k, row, "cohort {} first_time={} minimum={}", i, first_time, minimum);
                     prop_assert!(got.windows(2).all(|w| w[0].1.len() >= w[1].1.len()), "most appearances first");
+                    // Paged in SQL, one at a time: the same list.
+                    for (j, want) in got.iter().enumerate() {
+                        let one = rt
+                            .block_on(retention::persons_of(app.persons(), P, &spec, i, (&[], 1, j), &QueryLimits::default()))
+                            .expect("page");
+                        prop_assert_eq!(one.as_slice(), std::slice::from_ref(want));
+                    }
                 }
             }
         }

@@ -40,19 +40,23 @@ pub struct ActorsQuery {
     #[schema(pattern = "^ActorsQuery$")]
     pub kind: String,
     /// Whose persons: none (the project's), `{kind: "InsightActorsQuery",
-    /// source: TrendsQuery | StickinessQuery | LifecycleQuery, series?,
-    /// day?, breakdown?, status?}` or `{kind: "FunnelsActorsQuery",
-    /// source: FunnelsQuery, funnelStep?, funnelStepBreakdown?,
-    /// funnelCustomSteps?}`.
+    /// source: TrendsQuery | StickinessQuery | LifecycleQuery |
+    /// RetentionQuery, series?, day?, breakdown?, status?, interval?}`
+    /// or `{kind: "FunnelsActorsQuery", source: FunnelsQuery,
+    /// funnelStep?, funnelStepBreakdown?, funnelCustomSteps?}`. A
+    /// trend's `series` is the index of a query series (formulas have no
+    /// persons).
     #[schema(value_type = Option<Object>)]
     pub source: Option<Value>,
     /// The columns: `person` (or `actor`), `id`, `person_display_name`,
     /// `created_at`, `person.$delete`, `properties.<key>`,
-    /// `matched_recordings`, and of a trend's point `event_count`,
-    /// `last_seen`, `event_distinct_ids` (a ` -- label` is allowed).
+    /// `matched_recordings`, of a trend's point `event_count`,
+    /// `last_seen`, `event_distinct_ids`, of a retention cohort
+    /// `appearances` (a ` -- label` is allowed).
     pub select: Option<Vec<String>>,
     /// `["<column> [ASC|DESC]", …]` (one text may list several, comma
-    /// separated).
+    /// separated): `event_count`, `last_seen`, `id`,
+    /// `length(appearances)`, `created_at DESC`.
     #[serde(rename = "orderBy")]
     pub order_by: Option<Vec<String>>,
     /// Page size, 1 to 10000 (default 100).
@@ -161,8 +165,8 @@ impl Column {
                         format!(
                             "column {given:?} is not supported; Elide's ActorsQuery selects person, actor, id, \
                              person_display_name, created_at, person.$delete, properties.<key>, \
-                             matched_recordings, and of a trend's point event_count, last_seen, \
-                             event_distinct_ids"
+                             matched_recordings, of a trend's point event_count, last_seen, \
+                             event_distinct_ids, of a retention cohort appearances"
                         ),
                     ))
                 }
@@ -324,6 +328,23 @@ pub(crate) async fn actors_query(
             ));
         }
     }
+    let retention = source
+        .and_then(|s| s.get("source"))
+        .and_then(|i| i.get("kind"))
+        .and_then(Value::as_str)
+        == Some("RetentionQuery");
+    if let Some(c) = columns
+        .iter()
+        .zip(&select)
+        .find(|(c, _)| **c == Column::Appearances)
+    {
+        if !retention {
+            return Err(invalid(
+                "select",
+                format!("{:?} is a column of a retention cohort only (an InsightActorsQuery of a RetentionQuery)", c.1),
+            ));
+        }
+    }
     let order_by: Vec<String> = match q.get("orderBy") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list
@@ -403,23 +424,6 @@ pub(crate) async fn actors_query(
                     "the persons of a source are ordered by event_count, last_seen, \
                      length(appearances) or id",
                 ));
-            }
-            let retention = s
-                .get("source")
-                .and_then(|i| i.get("kind"))
-                .and_then(Value::as_str)
-                == Some("RetentionQuery");
-            if let Some(c) = columns
-                .iter()
-                .zip(&select)
-                .find(|(c, _)| **c == Column::Appearances)
-            {
-                if !retention {
-                    return Err(invalid(
-                        "select",
-                        format!("{:?} is a column of a retention cohort only (an InsightActorsQuery of a RetentionQuery)", c.1),
-                    ));
-                }
             }
             let recordings = columns.contains(&Column::MatchedRecordings);
             of_source(

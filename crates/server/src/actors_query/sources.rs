@@ -28,7 +28,7 @@ use crate::AppState;
 pub(super) struct Narrow {
     search: Option<String>,
     filter: PersonFilter,
-    cohorts: Vec<(i64, bool)>,
+    cohorts: Vec<crate::persons::read::CohortFilter>,
 }
 
 impl Narrow {
@@ -228,9 +228,6 @@ pub(super) async fn of_source(
                     }
                 }
             }
-            if keys.is_empty() {
-                keys = vec![(true, true), (false, false)];
-            }
             let interval = match s.get("interval") {
                 Some(v) => v
                     .as_u64()
@@ -241,41 +238,39 @@ pub(super) async fn of_source(
             let inner = with_all_time(state, project, inner).await?;
             let spec = RetentionSpec::parse(&inner, Utc::now())?;
             let persons = state.app().persons().clone();
+            // Ordered and paged in SQL; narrowed ones read whole first
+            // (at most MAX_FILTERED), as a trend's.
+            let (want, skip) = if narrow.is_some() {
+                (MAX_FILTERED + 1, 0)
+            } else {
+                (limit + 1, offset)
+            };
             let mut all = run_app_query(state, move |limits| async move {
-                retention::persons_of(&persons, project, &spec, interval, &limits).await
+                retention::persons_of(&persons, project, &spec, interval, (&keys, want, skip), &limits)
+                    .await
             })
             .await?;
-            all.sort_by(|a, b| {
-                keys.iter()
-                    .map(|&(appearances, desc)| {
-                        let o = if appearances {
-                            a.1.len().cmp(&b.1.len())
-                        } else {
-                            a.0.cmp(&b.0)
-                        };
-                        if desc {
-                            o.reverse()
-                        } else {
-                            o
-                        }
-                    })
-                    .find(|o| o.is_ne())
-                    .unwrap_or_else(|| a.0.cmp(&b.0))
-            });
             if narrow.is_some() {
+                if all.len() > MAX_FILTERED {
+                    return Err(invalid(
+                        "search",
+                        format!("the cohort has more than {MAX_FILTERED} persons to search: narrow the query"),
+                    ));
+                }
                 let keep: HashSet<String> = narrow
                     .keep(state, project, all.iter().map(|a| a.0.clone()).collect())
                     .await?
                     .into_iter()
                     .collect();
                 all.retain(|a| keep.contains(&a.0));
+                all = all.into_iter().skip(offset).collect();
             }
-            let has_more = all.len() > offset.saturating_add(limit);
-            let page: Vec<(String, Vec<usize>)> = all.into_iter().skip(offset).take(limit).collect();
+            let has_more = all.len() > limit;
+            all.truncate(limit);
             Ok(Found {
-                uuids: page.iter().map(|a| a.0.clone()).collect(),
+                uuids: all.iter().map(|a| a.0.clone()).collect(),
                 trend: HashMap::new(),
-                appearances: page.into_iter().collect(),
+                appearances: all.into_iter().collect(),
                 has_more,
             })
         }
@@ -353,14 +348,21 @@ async fn of_trend(
     recordings: bool,
 ) -> ApiResult<Found> {
     check_source(s, &["series", "day", "breakdown", "compare"])?;
-    if s.get("compare")
-        .and_then(Value::as_str)
-        .is_some_and(|c| c != "current")
-    {
-        return Err(invalid(
-            "compare",
-            "comparing to the previous period is not served",
-        ));
+    match s.get("compare") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(c)) if c == "current" => {}
+        Some(Value::String(c)) if c == "previous" => {
+            return Err(invalid(
+                "compare",
+                "the persons of the previous period are not served",
+            ))
+        }
+        Some(other) => {
+            return Err(invalid(
+                "compare",
+                format!("compare is current or previous, got {other}"),
+            ))
+        }
     }
     let now = Utc::now();
     let inner = with_all_time(state, project, inner).await?;

@@ -249,6 +249,32 @@ async fn the_persons_of_a_trends_point() {
         ))
         .await;
     assert!(r.envelope(400).contains("9999"), "{}", r.text());
+    // Weekly active persons by week are the week's unique users, as the
+    // chart counts them (no one in the week from 01-05), not the 6 days
+    // before too (a, b, c).
+    let wau = urlencode(
+        &json!([{"id": "$pageview", "type": "events", "math": "weekly_active"}]).to_string(),
+    );
+    let r = h
+        .get(&format!(
+            "{}/persons/trends/?events={wau}&date_from=2020-01-05&interval=week",
+            h.api()
+        ))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][0]["count"], json!(0), "{}", r.text());
+    let r = h
+        .get(&format!(
+            "{}/persons/trends/?events={wau}&date_from=2020-01-05&interval=day",
+            h.api()
+        ))
+        .await;
+    assert_eq!(
+        r.json["results"][0]["count"],
+        json!(3),
+        "by day: {}",
+        r.text()
+    );
     // A total-value display: the range given.
     let r = h
         .get(&format!(
@@ -436,6 +462,20 @@ async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
             json!({"kind": "ActorsQuery", "select": ["appearances"], "source": {"kind": "InsightActorsQuery",
                 "source": sticky, "day": 1}}),
             "retention cohort",
+        ),
+        (
+            json!({"kind": "ActorsQuery", "select": ["appearances"]}),
+            "retention cohort",
+        ),
+        (
+            json!({"kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery",
+                "source": trends(json!({})), "day": "2020-01-01", "compare": true}}),
+            "current or previous",
+        ),
+        (
+            json!({"kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery",
+                "source": trends(json!({})), "day": "2020-01-01", "compare": "previous"}}),
+            "previous period",
         ),
         (
             json!({"kind": "ActorsQuery", "orderBy": ["id"]}),

@@ -191,7 +191,6 @@ pub fn legacy_point(p: &Params, now: DateTime<Utc>) -> Result<(Map<String, Value
             "dateRange".into(),
             json!({"date_from": from, "date_to": to, "explicitDate": true}),
         );
-        q.remove("interval");
     }
     q.insert("trendsFilter".into(), json!({"display": "ActionsTable"}));
     Ok((

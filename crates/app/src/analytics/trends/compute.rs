@@ -357,21 +357,20 @@ fn add(
     bump(periods_of(counts, tally, value)?, tally, period, n)
 }
 
+/// A breakdown value and its counts per period.
+pub(crate) type Ranked<'a> = (&'a Option<String>, &'a BTreeMap<i64, f64>);
+
 /// A series' breakdown values (and their counts) as [`results`] shows
 /// them: the largest `breakdown_limit` by their total over `periods`,
 /// chosen before any is zero-filled (a breakdown by a property unique
 /// per event has as many values as events), then the rest (`Other`).
 /// As PostHog ranks them: values before the null one (a total value: by
 /// the value alone), then by total, largest first, then by value.
-#[allow(clippy::type_complexity)]
 pub(crate) fn ranked<'a>(
     spec: &TrendsSpec,
     c: &'a Counts,
     periods: &[i64],
-) -> (
-    Vec<(&'a Option<String>, &'a BTreeMap<i64, f64>)>,
-    Vec<(&'a Option<String>, &'a BTreeMap<i64, f64>)>,
-) {
+) -> (Vec<Ranked<'a>>, Vec<Ranked<'a>>) {
     let in_range = |p: &i64| periods.binary_search(p).is_ok();
     let mut totals: Vec<(&Option<String>, f64, &BTreeMap<i64, f64>)> = c
         .iter()

@@ -4,7 +4,10 @@
 //! `monthly_active`), of sessions (`unique_session`), an aggregate of a
 //! numeric property (`sum` … `p99`) or of each actor's events
 //! (`avg_count_per_actor` …) ([`Math`]), optionally broken down by an
-//! event property; the body of PostHog's `TrendsQuery`.
+//! event or a person property; the body of PostHog's `TrendsQuery`.
+//! Formulas between the series ([`formula`]), the same rows over the
+//! previous period ([`compare`]) and the persons of one point
+//! ([`actors`]) are in their modules.
 //!
 //! Periods are UTC, zero-filled from the period of `date_from` to that of
 //! `date_to`; weeks start on Sunday. Persons are counted through the
