@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Key;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{number, url_with, PathParams, Q};
+use crate::extract::{number, page_url, PathParams, Q};
 use crate::query::run_app_query;
 use crate::AppState;
 
@@ -572,13 +572,7 @@ fn neighbours(
     (limit, offset): (usize, usize),
     count: usize,
 ) -> (Option<String>, Option<String>) {
-    let at = |o: usize| {
-        url_with(
-            uri,
-            headers,
-            &[("offset", o.to_string()), ("limit", limit.to_string())],
-        )
-    };
+    let at = |o: usize| page_url(uri, headers, o, limit);
     (
         (offset.saturating_add(limit) < count).then(|| at(offset + limit)),
         (offset > 0).then(|| at(offset.saturating_sub(limit))),

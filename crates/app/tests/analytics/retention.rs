@@ -201,6 +201,32 @@ async fn retention_counts_persons_through_identity() {
     assert_eq!(s[0]["values"][2]["label"], "Day 2");
     assert_eq!(counts(&s)[0], vec![2, 1, 1]);
     assert_eq!(counts(&s)[1], vec![2, 0, 0]);
+    // Day 0's persons: a and gone, each back once.
+    let Value::Object(spec) = q.clone() else {
+        unreachable!("an object")
+    };
+    let spec = RetentionSpec::parse(&spec, now()).expect("spec");
+    let cohort = |app: &App| {
+        let (persons, spec) = (app.persons().clone(), spec.clone());
+        async move {
+            retention::persons_of(
+                &persons,
+                P,
+                &spec,
+                0,
+                (&[], 100, 0),
+                &QueryLimits::default(),
+            )
+            .await
+            .expect("persons")
+        }
+    };
+    let (a, gone) = (uuid_of(&app, "a"), uuid_of(&app, "gone"));
+    let mut before = cohort(&app).await;
+    before.sort();
+    let mut want = vec![(a.clone(), vec![0, 2]), (gone, vec![0, 1])];
+    want.sort();
+    assert_eq!(before, want);
     // b joins a (day 1 is a's too); gone is deleted.
     capture(
         app.persons(),
@@ -215,6 +241,9 @@ async fn retention_counts_persons_through_identity() {
     let s = retain(&app, q).await.expect("retention");
     assert_eq!(counts(&s)[0], vec![1, 1, 1]);
     assert_eq!(counts(&s)[1], vec![1, 1, 0]);
+    // The deleted person is in no cohort's persons at once; a came back
+    // on days 1 (as b) and 2.
+    assert_eq!(cohort(&app).await, vec![(a, vec![0, 1, 2])]);
     // By week, the range 2020-01-01 (a Wednesday) to the 7th: the weeks
     // of Sunday 2019-12-29 and 2020-01-05.
     let s = retain(&app, query(json!({"period": "Week", "totalIntervals": 2})))

@@ -55,6 +55,15 @@ fn params(uri: &axum::http::Uri, body: Value) -> ApiResult<Params> {
     Ok(Params::new(query, body)?)
 }
 
+/// A persons page's `limit` (1 to [`MAX_PAGE`], default 100) and
+/// `offset` (at most `max_offset`).
+fn window(params: &Params, max_offset: usize) -> ApiResult<(usize, usize)> {
+    Ok((
+        params.count("limit", 100, MAX_PAGE)?.max(1),
+        params.count("offset", 0, max_offset)?,
+    ))
+}
+
 fn csv_wanted(p: &Params) -> bool {
     p.text("format").as_deref() == Some("csv")
 }

@@ -75,8 +75,7 @@ pub(crate) async fn persons_funnel(
     let params = params(&uri, body)?;
     let spec = FunnelSpec::parse(&params, Utc::now())?;
     let selection = StepSelection::parse(&params, spec.steps.len())?;
-    let limit = params.count("limit", 100, MAX_PAGE)?.max(1);
-    let offset = params.count("offset", 0, usize::MAX)?;
+    let (limit, offset) = window(&params, usize::MAX)?;
     let persons = state.app().persons().clone();
     let spec2 = spec.clone();
     let all = run_app_query(&state, move |limits| async move {
@@ -158,8 +157,7 @@ pub(crate) async fn persons_stickiness(
     all_time(&state, project, &mut params).await?;
     let (q, index) = stickiness::legacy_query(&params)?;
     let spec = StickinessSpec::parse(&q, Utc::now())?;
-    let limit = params.count("limit", 100, MAX_PAGE)?.max(1);
-    let offset = params.count("offset", 0, usize::MAX)?;
+    let (limit, offset) = window(&params, usize::MAX)?;
     let persons = state.app().persons().clone();
     let all = run_app_query(&state, move |limits| async move {
         stickiness::persons_of(&persons, project, &spec, index, n, &limits).await
@@ -223,8 +221,7 @@ pub(crate) async fn persons_trends(
     let now = Utc::now();
     let (q, point) = trends::legacy_point(&params, now)?;
     let spec = TrendsSpec::parse(&q, now)?;
-    let limit = params.count("limit", 100, MAX_PAGE)?.max(1);
-    let offset = params.count("offset", 0, MAX_OFFSET)?;
+    let (limit, offset) = window(&params, MAX_OFFSET)?;
     let persons = state.app().persons().clone();
     let page = trends::ActorsPage {
         limit,
@@ -293,8 +290,7 @@ pub(crate) async fn persons_lifecycle(
     };
     let now = Utc::now();
     let spec = LifecycleSpec::parse(&params, now)?;
-    let limit = params.count("limit", 100, MAX_PAGE)?.max(1);
-    let offset = params.count("offset", 0, usize::MAX)?;
+    let (limit, offset) = window(&params, usize::MAX)?;
     // Checked before the query runs.
     lifecycle::persons_of(&spec, &Default::default(), &target, &status, now)?;
     let persons = state.app().persons().clone();
