@@ -165,6 +165,30 @@ impl ApiError {
         )
     }
 
+    /// 408: the request took longer than the server's request timeout.
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            "request_timeout",
+            format!(
+                "The request took longer than {} s and was stopped.",
+                limit.as_secs_f64()
+            ),
+        )
+    }
+
+    /// 415: a body in a `Content-Encoding` the server does not read.
+    pub fn unsupported_encoding(encoding: &str) -> Self {
+        let shown: String = encoding.chars().take(64).collect();
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "unsupported_media_type",
+            format!("Unsupported Content-Encoding \"{shown}\" in request; send the body as it is or as gzip."),
+        )
+    }
+
     /// 429 with `Retry-After`.
     pub fn throttled(wait_s: u64) -> Self {
         let mut e = Self::new(

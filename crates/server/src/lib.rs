@@ -249,6 +249,10 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(axum::middleware::map_response_with_state(
+            timeout,
+            ops::envelope_bodiless,
+        ))
         .layer(CorsLayer::permissive())
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             ops::panic_response,

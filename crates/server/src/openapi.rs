@@ -58,8 +58,6 @@ const API_ERRORS: &[u16] = &[400, 401, 403, 404, 405, 408, 413, 415, 429, 500, 5
 const CAPTURE_ERRORS: &[u16] = &[400, 401, 408, 413, 500, 503];
 /// Statuses any other operation may answer.
 const OTHER_ERRORS: &[u16] = &[408, 500];
-/// Error statuses that middleware answers with an empty body.
-const BODILESS_ERRORS: &[&str] = &["408", "415"];
 
 /// The document's routes.
 pub fn routes() -> Router<AppState> {
@@ -349,9 +347,9 @@ fn error_response(status: u16) -> utoipa::openapi::Response {
         403 => "The key lacks the route's scope",
         404 => "Not found; also any project other than the key's",
         405 => "Method not allowed",
-        408 => "The request took longer than the request timeout (empty body)",
+        408 => "The request took longer than the request timeout",
         413 => "The body is too large",
-        415 => "Unsupported `Content-Encoding` (empty body)",
+        415 => "Unsupported `Content-Encoding` (only gzip is read)",
         429 => "Rate limited: retry after `Retry-After` seconds",
         500 => "Server error (logged; the answer does not describe it)",
         503 => "The store cannot serve now; retry later",
@@ -374,7 +372,7 @@ fn add_errors(op: &mut Operation, statuses: &[u16]) {
     for (status, response) in responses.iter_mut() {
         let RefOr::T(r) = response else { continue };
         let error = status.starts_with('4') || status.starts_with('5');
-        if error && r.content.is_empty() && !BODILESS_ERRORS.contains(&status.as_str()) {
+        if error && r.content.is_empty() {
             r.content.insert(
                 "application/json".into(),
                 Content::new(Some(Ref::from_schema_name(ERROR_SCHEMA))),
@@ -568,11 +566,7 @@ mod tests {
                 for (status, r) in statuses {
                     let RefOr::T(r) = r else { continue };
                     if status.starts_with('4') || status.starts_with('5') {
-                        assert_eq!(
-                            r.content.is_empty(),
-                            BODILESS_ERRORS.contains(&status.as_str()),
-                            "{method} {path} {status}"
-                        );
+                        assert!(!r.content.is_empty(), "{method} {path} {status}");
                     }
                 }
                 if let Some(RefOr::T(r)) = statuses.get("429") {

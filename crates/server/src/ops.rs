@@ -306,6 +306,40 @@ pub async fn method_not_allowed(req: Request) -> Response {
         .into_response()
 }
 
+/// The answers that tower-http's middleware gives without a body get
+/// PostHog's envelope like every other error: the request timeout's 408
+/// and the request decompression's 415 (a `Content-Encoding` other than
+/// gzip; its `Accept-Encoding` header is kept). A response that has a
+/// `Content-Type` already is a handler's own and passes as it is.
+pub async fn envelope_bodiless(
+    State(timeout): State<std::time::Duration>,
+    headers: axum::http::HeaderMap,
+    resp: Response,
+) -> Response {
+    use axum::http::{header, StatusCode};
+    if resp.headers().contains_key(header::CONTENT_TYPE) {
+        return resp;
+    }
+    let error = match resp.status() {
+        StatusCode::REQUEST_TIMEOUT => ApiError::request_timeout(timeout),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            let encoding = headers
+                .get(header::CONTENT_ENCODING)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            ApiError::unsupported_encoding(&encoding)
+        }
+        _ => return resp,
+    };
+    let (mut parts, _) = resp.into_parts();
+    let answer = error.into_response();
+    for (name, value) in answer.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, answer.into_body())
+}
+
 /// A panic inside a handler: 500 with the envelope (logged).
 pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let msg = err

@@ -572,6 +572,52 @@ async fn an_unreadable_body_is_a_400() {
     assert!(r.envelope(400).contains("unreadable"), "{}", r.text());
 }
 
+/// A body in an encoding the server does not read is a 415 with the
+/// envelope naming it (the middleware's own answer has no body), and
+/// nothing is run.
+#[tokio::test]
+async fn an_unsupported_encoding_is_a_415_with_the_envelope() {
+    let h = Harness::new();
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("{}/query/", h.api()))
+        .header("authorization", format!("Bearer {}", h.key))
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body(axum::body::Body::from("{}"))
+        .expect("request");
+    let r = h.send(req).await;
+    let detail = r.envelope(415);
+    assert!(detail.contains("\"br\""), "{detail}");
+    assert_eq!(r.json["code"], "unsupported_media_type");
+    assert_eq!(r.headers["content-type"], "application/json");
+    // The decompression's hint of what it reads is kept.
+    assert!(r.headers.contains_key("accept-encoding"), "{:?}", r.headers);
+}
+
+/// A request past the request timeout (here a body that never ends) is a
+/// 408 with the envelope, not the middleware's empty answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_request_timeout_is_a_408_with_the_envelope() {
+    let h = Harness::with_config(ServerConfig {
+        request_timeout: std::time::Duration::from_millis(200),
+        ..ServerConfig::default()
+    });
+    let never = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!("{}/query/", h.api()))
+        .header("authorization", format!("Bearer {}", h.key))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(never))
+        .expect("request");
+    let r = h.send(req).await;
+    let detail = r.envelope(408);
+    assert!(detail.contains("0.2 s"), "{detail}");
+    assert_eq!(r.json["code"], "request_timeout");
+    assert_eq!(r.json["type"], "invalid_request");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_past_its_time_is_504() {
     // One query thread: a query that went on after its 504 would hold it.
