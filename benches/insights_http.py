@@ -18,7 +18,8 @@
    maths (sum and p90 of a purchase's `amount`), unique sessions, events
    per person, DAU as one number, an OR property group, a person-property
    breakdown, the funnel as a `FunnelsQuery`, stickiness, retention by
-   day and by week (recurring and first time), a formula, the persons
+   day and by week (recurring and first time), paths (7 and 30 days, and
+   an edge's persons), a formula, the persons
    of a point (`ActorsQuery`: a day's DAU, a breakdown value's, a total
    value's, a retention cohort's) and the persons page, the event and
    property definitions, two HogQL queries
@@ -239,6 +240,17 @@ def serve_and_time(args, data: str, key: str) -> int:
                       "returningEntity": {"id": "purchase", "type": "events"},
                       "period": period, "totalIntervals": n, "retentionType": kind}}},
                   show=lambda o: f"first cohort {o['results'][0]['values'][0]['count']}")
+        for days in (7, 30):
+            timed(f"PathsQuery $pageview, {days} days", "/api/projects/1/query/",
+                  {"query": {"kind": "PathsQuery", "dateRange": {"date_from": f"-{days}d"},
+                             "pathsFilter": {"includeEventTypes": ["$pageview"]}}},
+                  show=lambda o: f"{len(o['results'])} edges, top {o['results'][0]['value'] if o['results'] else 0}")
+        timed("PathsQuery all events, 7 days, an edge's persons (ActorsQuery)", "/api/projects/1/query/",
+              {"query": {"kind": "ActorsQuery", "select": ["id"], "source": {
+                  "kind": "InsightActorsQuery", "source": {
+                      "kind": "PathsQuery", "dateRange": {"date_from": "-7d"},
+                      "pathsFilter": {"pathEndKey": "2_purchase"}}}}},
+              show=lambda o: f"{len(o['results'])} persons")
         hogql = lambda text: {"query": {"kind": "HogQLQuery", "query": text}}
         timed("HogQL distinct persons by day, 90 days", "/api/projects/1/query/",
               hogql("select toDate(timestamp) as d, count(distinct person_id) from events "

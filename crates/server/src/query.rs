@@ -4,9 +4,10 @@
 //! `TrendsQuery` ([`elide_app::analytics::trends`]), and for
 //! `FunnelsQuery` and `LifecycleQuery` (read as their legacy insights'
 //! parameters by [`elide_app::analytics::query_nodes`], answered by
-//! [`crate::query_insights`]), and for `StickinessQuery` and `RetentionQuery`
-//! ([`elide_app::analytics::stickiness`],
-//! [`elide_app::analytics::retention`]), and for `ActorsQuery`
+//! [`crate::query_insights`]), and for `StickinessQuery`, `RetentionQuery`
+//! and `PathsQuery` ([`elide_app::analytics::stickiness`],
+//! [`elide_app::analytics::retention`], [`elide_app::analytics::paths`]),
+//! and for `ActorsQuery`
 //! ([`crate::actors_query`]).
 //!
 //! Queries run on their own runtime ([`QueryRuntime`]), so a long scan
@@ -248,6 +249,29 @@ pub struct RetentionQuery {
     pub retention_filter: Option<Value>,
 }
 
+/// Paths: PostHog's `PathsQuery` (docs/api.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PathsQuery {
+    /// Always `PathsQuery`.
+    #[schema(pattern = "^PathsQuery$")]
+    pub kind: String,
+    /// `{date_from, date_to}` (default the last 7 days).
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "dateRange")]
+    pub date_range: Option<Value>,
+    /// Property filters applied to every event.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub properties: Option<Value>,
+    /// `{includeEventTypes?, excludeEvents?, startPoint?, endPoint?,
+    /// stepLimit?, edgeLimit?, minEdgeWeight?, maxEdgeWeight?,
+    /// pathGroupings?, localPathCleaningFilters?, pathReplacements?}`;
+    /// with `pathStartKey`, `pathEndKey` or `pathDropoffKey` as the source
+    /// of an `ActorsQuery`.
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "pathsFilter")]
+    pub paths_filter: Option<Value>,
+}
+
 /// A query of `POST …/query/`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -264,6 +288,8 @@ pub enum AnyQuery {
     Stickiness(StickinessQuery),
     /// Retention.
     Retention(RetentionQuery),
+    /// Paths.
+    Paths(PathsQuery),
     /// Persons: the project's, or of an insight's point.
     Actors(crate::actors_query::ActorsQuery),
 }
@@ -281,7 +307,8 @@ pub struct QueryBody {
 pub struct TrendsAnswer {
     /// Per series (and breakdown value): `{action, label, count, data,
     /// labels, days, breakdown_value?}`; a funnel's steps (with a
-    /// breakdown, one list of steps per value); a retention's cohorts.
+    /// breakdown, one list of steps per value); a retention's cohorts;
+    /// a paths' edges `{source, target, value, average_conversion_time}`.
     #[schema(value_type = Vec<Value>)]
     pub results: Value,
     /// Always false.
@@ -486,7 +513,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
                 "kind",
                 "invalid_input",
                 format!(
-                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery and ActorsQuery"
+                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery, PathsQuery and ActorsQuery"
                 ),
             ))
         }
@@ -494,7 +521,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
             return Err(ApiError::invalid_attr(
                 "kind",
                 "required",
-                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery or ActorsQuery)",
+                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery, PathsQuery or ActorsQuery)",
             ))
         }
     }
@@ -533,7 +560,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
     ),
     request_body(content = QueryBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The rows (HogQLQuery), the series (TrendsQuery, LifecycleQuery, StickinessQuery), the steps (FunnelsQuery), the cohorts (RetentionQuery) or the persons (ActorsQuery)", body = QueryResponse),
+        (status = 200, description = "The rows (HogQLQuery), the series (TrendsQuery, LifecycleQuery, StickinessQuery), the steps (FunnelsQuery), the cohorts (RetentionQuery), the edges (PathsQuery) or the persons (ActorsQuery)", body = QueryResponse),
         (status = 504, description = "The query ran longer than the query timeout and was cancelled"),
     )
 )]
@@ -559,6 +586,9 @@ async fn query(
             }
             Some("RetentionQuery") => {
                 Some(crate::query_insights::retention_query(&state, project, q).await?)
+            }
+            Some("PathsQuery") => {
+                Some(crate::query_insights::paths_query(&state, project, q).await?)
             }
             Some("ActorsQuery") => {
                 return Ok(Json(QueryResponse::Actors(

@@ -1,6 +1,6 @@
 //! The insight query kinds of `POST …/query/` but trends and HogQL
 //! (`FunnelsQuery`, `LifecycleQuery`, `StickinessQuery`,
-//! `RetentionQuery`), answered by [`elide_app::analytics`] on the query
+//! `RetentionQuery`, `PathsQuery`), answered by [`elide_app::analytics`] on the query
 //! runtime under the query limits: a funnel or a lifecycle as its legacy
 //! insight answers the same parameters ([`crate::analytics`]).
 
@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use chrono::Utc;
 use elide_app::analytics::funnel::{self, FunnelSpec};
 use elide_app::analytics::lifecycle::{self, LifecycleSpec};
+use elide_app::analytics::paths::{self, PathsSpec};
 use elide_app::analytics::query_nodes;
 use elide_app::analytics::retention::{self, RetentionSpec};
 use elide_app::analytics::stickiness::{self, StickinessSpec};
@@ -38,6 +39,22 @@ pub(crate) async fn funnels_query(
     .await?;
     let base = url_on(uri, headers, &params, "/query", "/persons/funnel", &[]);
     Ok(funnel::steps(&spec, &all, &base))
+}
+
+/// A `PathsQuery` of `POST …/query/`: the edges between the steps of
+/// the actors' sessions ([`paths`]).
+pub(crate) async fn paths_query(
+    state: &AppState,
+    project: i64,
+    q: &serde_json::Map<String, Value>,
+) -> ApiResult<Value> {
+    let spec = PathsSpec::parse(q, Utc::now())?;
+    let persons = state.app().persons().clone();
+    let edges = run_app_query(state, move |limits| async move {
+        paths::compute(&persons, project, &spec, &limits).await
+    })
+    .await?;
+    Ok(paths::results(&edges))
 }
 
 /// A `LifecycleQuery` of `POST …/query/`: the series of

@@ -48,6 +48,7 @@ pub mod funnel;
 mod in_set;
 mod key_types;
 pub mod lifecycle;
+pub mod paths;
 pub mod personless;
 pub mod properties;
 pub mod query_nodes;

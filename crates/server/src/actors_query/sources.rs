@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::Utc;
 use elide_app::analytics::funnel::{self, FunnelSpec, StepSelection};
 use elide_app::analytics::lifecycle::{self, LifecycleSpec};
+use elide_app::analytics::paths::{self, PathsSpec};
 use elide_app::analytics::query_nodes;
 use elide_app::analytics::retention::{self, RetentionSpec};
 use elide_app::analytics::stickiness::{self, StickinessSpec};
@@ -193,7 +194,7 @@ pub(super) async fn of_source(
             )
             .await
         }
-        (Some("InsightActorsQuery"), "StickinessQuery" | "LifecycleQuery")
+        (Some("InsightActorsQuery"), "StickinessQuery" | "LifecycleQuery" | "PathsQuery")
         | (Some("FunnelsActorsQuery"), "FunnelsQuery") => {
             let desc = by_id("")?;
             let mut all = sorted_source(state, project, s, inner).await?;
@@ -232,8 +233,15 @@ pub(super) async fn of_source(
                 Some(v) => v
                     .as_u64()
                     .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| invalid("interval", format!("interval is a cohort's index, got {v}")))?,
-                None => return Err(invalid("interval", "interval is required: the cohort's index")),
+                    .ok_or_else(|| {
+                        invalid("interval", format!("interval is a cohort's index, got {v}"))
+                    })?,
+                None => {
+                    return Err(invalid(
+                        "interval",
+                        "interval is required: the cohort's index",
+                    ))
+                }
             };
             let inner = with_all_time(state, project, inner).await?;
             let spec = RetentionSpec::parse(&inner, Utc::now())?;
@@ -246,8 +254,15 @@ pub(super) async fn of_source(
                 (limit + 1, offset)
             };
             let mut all = run_app_query(state, move |limits| async move {
-                retention::persons_of(&persons, project, &spec, interval, (&keys, want, skip), &limits)
-                    .await
+                retention::persons_of(
+                    &persons,
+                    project,
+                    &spec,
+                    interval,
+                    (&keys, want, skip),
+                    &limits,
+                )
+                .await
             })
             .await?;
             if narrow.is_some() {
@@ -278,7 +293,8 @@ pub(super) async fn of_source(
             "source",
             format!(
                 "{} of {other:?} is not supported (InsightActorsQuery of TrendsQuery, \
-                 StickinessQuery, LifecycleQuery or RetentionQuery; FunnelsActorsQuery of FunnelsQuery)",
+                 StickinessQuery, LifecycleQuery, RetentionQuery or PathsQuery; FunnelsActorsQuery \
+                 of FunnelsQuery)",
                 k.unwrap_or_default()
             ),
         )),
@@ -456,7 +472,8 @@ async fn of_trend(
     })
 }
 
-/// Every person of a stickiness, lifecycle or funnel point, by UUID.
+/// Every person of a stickiness, lifecycle or funnel point, or of a
+/// paths' edge or drop-off, by UUID.
 async fn sorted_source(
     state: &AppState,
     project: i64,
@@ -481,6 +498,22 @@ async fn sorted_source(
                 stickiness::persons_of(&persons, project, &spec, index, n, &limits).await
             })
             .await?)
+        }
+        Some("PathsQuery") => {
+            check_source(s, &[])?;
+            let spec = PathsSpec::parse(inner, now)?;
+            let all = run_app_query(state, move |limits| async move {
+                paths::actors(&persons, project, &spec, &limits).await
+            })
+            .await?;
+            // Personless actors have no profile to list.
+            let mut out: Vec<String> = all
+                .into_iter()
+                .filter(|a| !a.personless)
+                .map(|a| a.actor)
+                .collect();
+            out.sort();
+            Ok(out)
         }
         Some("LifecycleQuery") => {
             check_source(s, &["day", "status", "series"])?;

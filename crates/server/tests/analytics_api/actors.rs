@@ -494,8 +494,8 @@ async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
         ),
         (
             json!({"kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery",
-                "source": {"kind": "PathsQuery"}}}),
-            "PathsQuery",
+                "source": {"kind": "PathsQuery", "pathsFilter": {"includeEventTypes": ["hogql"]}}}}),
+            "hogql is not supported",
         ),
         (
             json!({"kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery",

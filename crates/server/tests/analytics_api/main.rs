@@ -7,6 +7,7 @@
 mod actors;
 #[path = "../common/mod.rs"]
 mod common;
+mod paths;
 mod queries;
 
 use common::{urlencode, Harness};

@@ -100,9 +100,16 @@ async fn trends_query_through_the_query_endpoint() {
         .envelope(400)
         .contains("FunnelsQuery: series must be a list"));
     let r = h
-        .post(&url, &json!({"query": {"kind": "PathsQuery"}}))
+        .post(
+            &url,
+            &json!({"query": {"kind": "PathsQuery", "funnelPathsFilter": {}}}),
+        )
         .await;
-    assert!(r.envelope(400).contains("RetentionQuery and ActorsQuery"));
+    assert!(r.envelope(400).contains("funnelPathsFilter"));
+    let r = h
+        .post(&url, &json!({"query": {"kind": "EventsQuery"}}))
+        .await;
+    assert!(r.envelope(400).contains("PathsQuery and ActorsQuery"));
     // A deleted person leaves DAU at once.
     let uuid = h.person("gone").await.expect("person")["uuid"]
         .as_str()

@@ -1,0 +1,374 @@
+//! What a `PathsQuery` asks ([`PathsSpec`]): its range, filters, limits,
+//! and how an event becomes a path item (step 1 of the list in
+//! [`super`]); refused keys and values are a 400 naming them.
+
+use serde_json::{Map, Value};
+
+use super::super::filter::{range, Interval, Params};
+use super::super::properties::{props, Prop};
+use super::super::query_nodes;
+use crate::error::{AppError, Result};
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(AppError::InvalidQuery(msg.into()))
+}
+
+/// PostHog's default `stepLimit`: steps kept per session.
+pub const DEFAULT_STEP_LIMIT: usize = 5;
+/// PostHog's default `edgeLimit`: edges in the answer.
+pub const DEFAULT_EDGE_LIMIT: usize = 50;
+/// Most steps a session's path may keep.
+pub const MAX_STEP_LIMIT: usize = 100;
+/// Most edges an answer may hold.
+pub const MAX_EDGE_LIMIT: usize = 10_000;
+/// Most cleaning rules and groupings each.
+const MAX_RULES: usize = 100;
+
+/// Which events make path items (`includeEventTypes`; all when empty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Include {
+    /// `$pageview`: their URL.
+    pub pageview: bool,
+    /// `$screen`: their screen name.
+    pub screen: bool,
+    /// `custom_event`: events whose name does not start with `$`.
+    pub custom: bool,
+}
+
+impl Include {
+    /// Whether any type is asked.
+    pub fn any(self) -> bool {
+        self.pageview || self.screen || self.custom
+    }
+}
+
+/// A paths query, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct PathsSpec {
+    /// First instant (µs; the start of `date_from`'s day), if bounded.
+    pub from: Option<i64>,
+    /// Last instant (µs, inclusive; the end of `date_to`'s day).
+    pub to: i64,
+    /// The query's property filters.
+    pub props: Vec<Prop>,
+    /// Which events count (`None`: every event).
+    pub include: Option<Include>,
+    /// Path items left out (with `include` only, as PostHog).
+    pub exclude: Vec<String>,
+    /// Where paths start.
+    pub start: Option<String>,
+    /// Where paths end.
+    pub end: Option<String>,
+    /// Steps kept per session.
+    pub step_limit: usize,
+    /// Edges kept.
+    pub edge_limit: usize,
+    /// Fewest sessions an edge needs.
+    pub min_weight: Option<u64>,
+    /// Most sessions an edge may have.
+    pub max_weight: Option<u64>,
+    /// Local cleaning rules: (pattern, replacement in the regex crate's
+    /// form), in order.
+    pub cleaning: Vec<(regex::Regex, String)>,
+    /// Groupings: (wildcard pattern, the grouping's text).
+    pub groupings: Vec<(regex::Regex, String)>,
+    /// The persons of an edge (`pathStartKey`, `pathEndKey`) or of a
+    /// drop-off (`pathDropoffKey`).
+    pub keys: ActorKeys,
+}
+
+/// Which rows' actors a paths' persons list holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActorKeys {
+    /// The step before (`N_item`).
+    pub start: Option<String>,
+    /// The step (`N_item`).
+    pub end: Option<String>,
+    /// The last step of a path (`N_item`): who stopped there.
+    pub dropoff: Option<String>,
+}
+
+/// The keys of `pathsFilter`.
+const FILTER_KEYS: &[&str] = &[
+    "includeEventTypes",
+    "excludeEvents",
+    "startPoint",
+    "endPoint",
+    "pathGroupings",
+    "pathReplacements",
+    "localPathCleaningFilters",
+    "stepLimit",
+    "edgeLimit",
+    "minEdgeWeight",
+    "maxEdgeWeight",
+    "pathsHogQLExpression",
+    "pathStartKey",
+    "pathEndKey",
+    "pathDropoffKey",
+];
+
+fn text_list(f: &Map<String, Value>, key: &str) -> Result<Vec<String>> {
+    match f.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => {
+            if a.len() > 1_000 {
+                return invalid(format!("pathsFilter.{key}: at most 1000 values"));
+            }
+            a.iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    v => invalid(format!(
+                        "pathsFilter.{key} must be a list of texts, got {v}"
+                    )),
+                })
+                .collect()
+        }
+        Some(v) => invalid(format!(
+            "pathsFilter.{key} must be a list of texts, got {v}"
+        )),
+    }
+}
+
+fn text(f: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match f.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        // PostHog reads an empty text as none (`if self.query.pathsFilter.startPoint`).
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => invalid(format!("pathsFilter.{key} must be a text, got {v}")),
+    }
+}
+
+/// A count of `pathsFilter`, `None` when absent or 0 (PostHog's `or`
+/// default), within `1..=most`.
+fn count(f: &Map<String, Value>, key: &str, most: u64) -> Result<Option<u64>> {
+    match f.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(0) => Ok(None),
+            Some(n) if n <= most => Ok(Some(n)),
+            _ => invalid(format!(
+                "pathsFilter.{key} must be an integer from 1 to {most}, got {v}"
+            )),
+        },
+    }
+}
+
+fn compile(p: &str, what: &str) -> Result<regex::Regex> {
+    if p.len() > elide_store::predicate::MAX_PATTERN_BYTES {
+        return invalid(format!(
+            "{what}: a regular expression holds at most {} bytes, got {}",
+            elide_store::predicate::MAX_PATTERN_BYTES,
+            p.len()
+        ));
+    }
+    regex::RegexBuilder::new(p)
+        .size_limit(elide_store::predicate::REGEX_SIZE_LIMIT)
+        .dfa_size_limit(elide_store::predicate::REGEX_SIZE_LIMIT / 2)
+        .build()
+        .map_err(|e| AppError::InvalidQuery(format!("{what}: {e}")))
+}
+
+/// ClickHouse's replacement text (`\0`–`\9` name the groups, `\\` is a
+/// backslash) in the regex crate's form (`${1}`, `$$`).
+pub(super) fn replacement(clickhouse: &str) -> String {
+    let mut out = String::with_capacity(clickhouse.len());
+    let mut chars = clickhouse.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' => match chars.peek() {
+                Some(d) if d.is_ascii_digit() => {
+                    out.push_str(&format!("${{{d}}}"));
+                    chars.next();
+                }
+                Some('\\') => {
+                    out.push('\\');
+                    chars.next();
+                }
+                _ => out.push('\\'),
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl PathsSpec {
+    /// Parse a `PathsQuery` (the last 7 days by default).
+    pub fn parse(q: &Map<String, Value>, now: chrono::DateTime<chrono::Utc>) -> Result<Self> {
+        query_nodes::check_node(q, "PathsQuery", &["pathsFilter", "funnelPathsFilter"])?;
+        if q.get("funnelPathsFilter").is_some_and(|v| !v.is_null()) {
+            return invalid(
+                "PathsQuery: funnelPathsFilter is not supported (paths around a funnel's step)",
+            );
+        }
+        match q.get("samplingFactor") {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_f64() == Some(1.0) => {}
+            Some(v) => {
+                return invalid(format!(
+                    "PathsQuery: samplingFactor {v} is not supported (every event is read)"
+                ))
+            }
+        }
+        let f = match q.get("pathsFilter") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(f)) => f.clone(),
+            Some(v) => return invalid(format!("pathsFilter must be an object, got {v}")),
+        };
+        if let Some(k) = f.keys().find(|k| !FILTER_KEYS.contains(&k.as_str())) {
+            return invalid(format!("pathsFilter.{k} is not supported"));
+        }
+        let mut m = Map::new();
+        query_nodes::date_range(q, &mut m)?;
+        let r = range(&Params(m), now, "-7d", Interval::Day)?;
+        let types = text_list(&f, "includeEventTypes")?;
+        let include = if types.is_empty() {
+            None
+        } else {
+            let mut inc = Include::default();
+            for t in &types {
+                match t.as_str() {
+                    "$pageview" => inc.pageview = true,
+                    "$screen" => inc.screen = true,
+                    "custom_event" => inc.custom = true,
+                    "hogql" => {
+                        return invalid(
+                            "pathsFilter.includeEventTypes: hogql is not supported (path items from a HogQL expression)",
+                        )
+                    }
+                    other => {
+                        return invalid(format!(
+                            "pathsFilter.includeEventTypes: {other:?} is not one of $pageview, $screen, custom_event"
+                        ))
+                    }
+                }
+            }
+            Some(inc)
+        };
+        let mut cleaning = Vec::new();
+        match f.get("localPathCleaningFilters") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(rules)) => {
+                if rules.len() > MAX_RULES {
+                    return invalid(format!(
+                        "pathsFilter.localPathCleaningFilters: at most {MAX_RULES} rules"
+                    ));
+                }
+                for r in rules {
+                    let (Some(re), alias) = (
+                        r.get("regex").and_then(Value::as_str),
+                        r.get("alias").and_then(Value::as_str),
+                    ) else {
+                        return invalid(
+                            "pathsFilter.localPathCleaningFilters: each rule is {\"regex\", \"alias\"}",
+                        );
+                    };
+                    cleaning.push((
+                        compile(re, "pathsFilter.localPathCleaningFilters")?,
+                        replacement(alias.unwrap_or("")),
+                    ));
+                }
+            }
+            Some(v) => {
+                return invalid(format!(
+                    "pathsFilter.localPathCleaningFilters must be a list, got {v}"
+                ))
+            }
+        }
+        let groupings_text = text_list(&f, "pathGroupings")?;
+        if groupings_text.len() > MAX_RULES {
+            return invalid(format!("pathsFilter.pathGroupings: at most {MAX_RULES}"));
+        }
+        let groupings = groupings_text
+            .into_iter()
+            .map(|g| {
+                let pattern = regex::escape(&g).replace("\\*", ".*");
+                Ok((compile(&pattern, "pathsFilter.pathGroupings")?, g))
+            })
+            .collect::<Result<_>>()?;
+        match f.get("pathReplacements") {
+            None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+            Some(v) => {
+                return invalid(format!(
+                    "pathsFilter.pathReplacements must be true or false, got {v}"
+                ))
+            }
+        }
+        let step_limit = count(&f, "stepLimit", MAX_STEP_LIMIT as u64)?
+            .map_or(DEFAULT_STEP_LIMIT, |n| n as usize);
+        let edge_limit = count(&f, "edgeLimit", MAX_EDGE_LIMIT as u64)?
+            .map_or(DEFAULT_EDGE_LIMIT, |n| n as usize);
+        Ok(PathsSpec {
+            from: r.from,
+            to: r.to,
+            props: props(q.get("properties").cloned(), "properties")?,
+            include,
+            exclude: text_list(&f, "excludeEvents")?,
+            start: text(&f, "startPoint")?,
+            end: text(&f, "endPoint")?,
+            step_limit,
+            edge_limit,
+            min_weight: count(&f, "minEdgeWeight", u64::MAX)?,
+            max_weight: count(&f, "maxEdgeWeight", u64::MAX)?,
+            cleaning,
+            groupings,
+            keys: ActorKeys {
+                start: text(&f, "pathStartKey")?,
+                end: text(&f, "pathEndKey")?,
+                dropoff: text(&f, "pathDropoffKey")?,
+            },
+        })
+    }
+
+    /// Whether events named `event` make their own kind of item (a
+    /// page's URL, a screen's name): PostHog's `_should_query_event`.
+    fn reads(&self, event: &str) -> bool {
+        match self.include {
+            None => !self.exclude.iter().any(|e| e == event),
+            Some(i) => match event {
+                "$pageview" => i.pageview,
+                "$screen" => i.screen,
+                _ => false,
+            },
+        }
+    }
+
+    /// The path item of an event named `event` whose `$current_url` and
+    /// `$screen_name` are `url` and `screen` (as text): step 1 of the
+    /// module's list.
+    pub fn item(&self, event: &str, url: Option<&str>, screen: Option<&str>) -> String {
+        let mut item = if event == "$screen" && self.reads("$screen") {
+            screen.unwrap_or("").to_string()
+        } else if event == "$pageview" && self.reads("$pageview") {
+            strip_slash(url.unwrap_or("")).to_string()
+        } else {
+            event.to_string()
+        };
+        for (re, with) in &self.cleaning {
+            if let std::borrow::Cow::Owned(s) = re.replace_all(&item, with.as_str()) {
+                item = s;
+            }
+        }
+        if let Some((_, g)) = self.groupings.iter().find(|(re, _)| re.is_match(&item)) {
+            item = g.clone();
+        }
+        item
+    }
+
+    /// Whether path item `item` is left out (`excludeEvents`, which
+    /// PostHog applies only with `includeEventTypes`).
+    pub fn excluded(&self, item: &str) -> bool {
+        self.include.is_some() && self.exclude.iter().any(|e| e == item)
+    }
+}
+
+/// `replaceRegexpAll(url, '(.)/$', '\1')`: one trailing `/` off, unless
+/// it is all there is (or follows a line break, which `.` does not match).
+fn strip_slash(url: &str) -> &str {
+    match url.strip_suffix('/') {
+        Some(rest) if !rest.is_empty() && !rest.ends_with('\n') => rest,
+        _ => url,
+    }
+}

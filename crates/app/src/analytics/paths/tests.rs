@@ -1,0 +1,386 @@
+//! The paths' unit tests, and a model of PostHog's array pipeline that
+//! the walk is compared with over random sessions.
+use super::*;
+
+fn spec(f: Value) -> PathsSpec {
+    let q = json!({"kind": "PathsQuery", "pathsFilter": f});
+    let Value::Object(q) = q else { unreachable!() };
+    PathsSpec::parse(&q, chrono::Utc::now()).expect("spec")
+}
+
+fn evs(items: &[(i64, &str)]) -> Vec<(i64, String)> {
+    items
+        .iter()
+        .map(|(t, s)| (t * 1_000_000, s.to_string()))
+        .collect()
+}
+
+fn steps(spec: &PathsSpec, items: &[(i64, &str)]) -> Vec<Vec<String>> {
+    let e = evs(items);
+    let mut out: Vec<Vec<String>> = Vec::new();
+    walk(spec, &e, |s| {
+        if s.index == 1 {
+            out.push(Vec::new());
+        }
+        if let Some(last) = out.last_mut() {
+            last.push(s.item.to_string());
+        }
+    });
+    out
+}
+
+#[test]
+fn items_as_posthog_makes_them() {
+    let s = spec(json!({}));
+    assert_eq!(
+        s.item("$pageview", Some("https://a.com/x/"), None),
+        "https://a.com/x"
+    );
+    assert_eq!(s.item("$pageview", Some("/"), None), "/");
+    assert_eq!(s.item("$pageview", Some("//"), None), "/");
+    assert_eq!(s.item("$pageview", None, None), "");
+    assert_eq!(s.item("$screen", None, Some("Home")), "Home");
+    assert_eq!(s.item("$screen", None, None), "");
+    assert_eq!(s.item("signup", Some("/x"), None), "signup");
+    // Only the asked types make their items.
+    let s = spec(json!({"includeEventTypes": ["custom_event"]}));
+    assert_eq!(s.item("$pageview", Some("/x"), None), "$pageview");
+    // Excluded with no types: the pageview is its name.
+    let s = spec(json!({"excludeEvents": ["$pageview"]}));
+    assert_eq!(s.item("$pageview", Some("/x"), None), "$pageview");
+    assert!(!s.excluded("$pageview"));
+    let s = spec(json!({"includeEventTypes": ["$pageview"], "excludeEvents": ["/x"]}));
+    assert!(s.excluded("/x"));
+    // Cleaning in order, then the first grouping that matches anywhere.
+    let s = spec(json!({
+        "localPathCleaningFilters": [
+            {"regex": "/user/\\d+", "alias": "/user/<id>"},
+            {"regex": "(\\w+)\\.com", "alias": "\\1.org $"},
+        ],
+        "pathGroupings": ["*/pricing*", "/user/*"],
+    }));
+    assert_eq!(s.item("$pageview", Some("/user/42/"), None), "/user/*");
+    assert_eq!(s.item("$pageview", Some("a.com/x"), None), "a.org $/x");
+    assert_eq!(s.item("$pageview", Some("x/pricing/y"), None), "*/pricing*");
+}
+
+#[test]
+fn sessions_runs_and_limits() {
+    let s = spec(json!({}));
+    // Repeats collapse to their last; a 30-minute pause splits.
+    assert_eq!(
+        steps(
+            &s,
+            &[(0, "/"), (1, "/"), (2, "/a"), (1802, "/b"), (1803, "/c")]
+        ),
+        vec![vec!["/", "/a"], vec!["/b", "/c"]]
+    );
+    // Just under 30 minutes stays one session.
+    assert_eq!(steps(&s, &[(0, "/"), (1799, "/a")]), vec![vec!["/", "/a"]]);
+    // An empty last item is dropped; an empty one inside stays.
+    assert_eq!(
+        steps(&s, &[(0, "/"), (1, ""), (2, "/a"), (3, "")]),
+        vec![vec!["/", "", "/a"]]
+    );
+    // The first five steps.
+    let long: Vec<(i64, &str)> = ["1", "2", "3", "4", "5", "6", "7"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as i64, *s))
+        .collect();
+    assert_eq!(steps(&s, &long), vec![vec!["1", "2", "3", "4", "5"]]);
+    // An end point: the five steps up to its first occurrence.
+    let e = spec(json!({"endPoint": "7"}));
+    assert_eq!(steps(&e, &long), vec![vec!["3", "4", "5", "6", "7"]]);
+    // A start point: from its first occurrence; a trailing `/` of a
+    // single point is not part of it.
+    let st = spec(json!({"startPoint": "3/"}));
+    assert_eq!(steps(&st, &long), vec![vec!["3", "4", "5", "6", "7"]]);
+    let none = spec(json!({"startPoint": "9"}));
+    assert!(steps(&none, &long).is_empty());
+    // Both: cut in the middle when longer than the limit.
+    let both = spec(json!({"startPoint": "1", "endPoint": "7"}));
+    assert_eq!(steps(&both, &long), vec![vec!["1", "2", "...", "6", "7"]]);
+    let both = spec(json!({"startPoint": "2", "endPoint": "4"}));
+    assert_eq!(steps(&both, &long), vec![vec!["2", "3", "4"]]);
+    // The end is looked for after the start.
+    let both = spec(json!({"startPoint": "4", "endPoint": "2"}));
+    assert!(steps(&both, &long).is_empty());
+}
+
+#[test]
+fn edges_ordered_limited_and_reachable() {
+    let mut s = spec(json!({}));
+    let mut tally = HashMap::new();
+    let mut add = |a: &str, b: &str, n: u64| {
+        tally.insert((a.to_string(), b.to_string()), (n, 1_000_000 * n as i128));
+    };
+    add("1_/", "2_/a", 3);
+    add("1_/", "2_/b", 3);
+    add("2_/a", "3_/c", 1);
+    add("2_/x", "3_/y", 5);
+    let e = edges(&s, tally.clone());
+    let names: Vec<(&str, &str, u64)> = e
+        .iter()
+        .map(|e| (e.source.as_str(), e.target.as_str(), e.value))
+        .collect();
+    // `2_/x` is not reachable from a first step.
+    assert_eq!(
+        names,
+        vec![("1_/", "2_/a", 3), ("1_/", "2_/b", 3), ("2_/a", "3_/c", 1)]
+    );
+    assert_eq!(e[0].average_conversion_time, 1000.0);
+    s.min_weight = Some(2);
+    assert_eq!(edges(&s, tally.clone()).len(), 2);
+    s.min_weight = None;
+    // The limit comes before the reachability check, as PostHog's: the
+    // largest edge alone is unreachable, so nothing is left.
+    s.edge_limit = 1;
+    assert!(edges(&s, tally.clone()).is_empty());
+    s.edge_limit = 2;
+    let e = edges(&s, tally);
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].source.as_str(), e[0].value), ("1_/", 3));
+}
+
+#[test]
+fn bad_filters_are_refused() {
+    for f in [
+        json!({"includeEventTypes": ["hogql"]}),
+        json!({"includeEventTypes": ["nope"]}),
+        json!({"stepLimit": 1000}),
+        json!({"edgeLimit": -1}),
+        json!({"localPathCleaningFilters": [{"regex": "("}]}),
+        json!({"unknown": 1}),
+        json!({"startPoint": 3}),
+    ] {
+        let q = json!({"kind": "PathsQuery", "pathsFilter": f});
+        let Value::Object(q) = q else { unreachable!() };
+        assert!(PathsSpec::parse(&q, chrono::Utc::now()).is_err(), "{f}");
+    }
+    let q = json!({"kind": "PathsQuery", "funnelPathsFilter": {"funnelStep": 1}});
+    let Value::Object(q) = q else { unreachable!() };
+    assert!(PathsSpec::parse(&q, chrono::Utc::now()).is_err());
+}
+
+#[test]
+fn clickhouse_replacements() {
+    assert_eq!(spec::replacement("\\1-x"), "${1}-x");
+    assert_eq!(spec::replacement("a$b"), "a$$b");
+    assert_eq!(spec::replacement("a\\\\b"), "a\\b");
+    assert_eq!(spec::replacement("<id>"), "<id>");
+}
+
+/// PostHog's per-person query, function by function as ClickHouse
+/// computes it (1-based arrays, `arraySlice`'s negative offsets), for the
+/// comparison below: (index, item, previous item, µs since it, drop-off
+/// key) of each row.
+mod model {
+    type Row = (usize, String, Option<String>, i64, String);
+
+    fn difference(t: &[i64]) -> Vec<i64> {
+        (0..t.len())
+            .map(|i| if i == 0 { 0 } else { t[i] - t[i - 1] })
+            .collect()
+    }
+
+    /// `arraySlice(a, offset, length)`.
+    fn slice<T: Clone>(a: &[T], offset: i64, length: Option<i64>) -> Vec<T> {
+        let n = a.len() as i64;
+        let start = if offset > 0 {
+            offset - 1
+        } else if offset < 0 {
+            (n + offset).max(0)
+        } else {
+            return Vec::new();
+        };
+        let end = match length {
+            None => n,
+            Some(l) if l >= 0 => (start + l).min(n),
+            Some(l) => (n + l).max(start),
+        };
+        if start >= n {
+            return Vec::new();
+        }
+        a[start as usize..end as usize].to_vec()
+    }
+
+    /// `indexOf`: 1-based, 0 when absent.
+    fn index_of(a: &[String], x: &str) -> usize {
+        a.iter().position(|s| s == x).map_or(0, |i| i + 1)
+    }
+
+    pub fn rows(
+        events: &[(i64, String)],
+        start: Option<&str>,
+        end: Option<&str>,
+        limit: usize,
+    ) -> Vec<Row> {
+        let times: Vec<i64> = events.iter().map(|e| e.0).collect();
+        let diffs = difference(&times);
+        // arraySplit(x -> if(x.3 < 1800, 0, 1), paths_tuple)
+        let mut sessions: Vec<Vec<(String, i64)>> = Vec::new();
+        for (i, (t, item)) in events.iter().enumerate() {
+            if i == 0 || diffs[i] >= 1_800_000_000 {
+                sessions.push(Vec::new());
+            }
+            if let Some(s) = sessions.last_mut() {
+                s.push((item.clone(), *t));
+            }
+        }
+        let target = end.or(start).map(|t| {
+            if t.len() > 1 && t.ends_with('/') {
+                t[..t.len() - 1].to_string()
+            } else {
+                t.to_string()
+            }
+        });
+        let l = limit as i64;
+        let mut out = Vec::new();
+        for s in sessions {
+            let path_basic: Vec<String> = s.iter().map(|x| x.0.clone()).collect();
+            let time: Vec<i64> = s.iter().map(|x| x.1).collect();
+            // arrayPopFront(arrayPushBack(path_basic, ''))
+            let mut shifted = path_basic.clone();
+            shifted.push(String::new());
+            shifted.remove(0);
+            let mapping: Vec<bool> = path_basic
+                .iter()
+                .zip(&shifted)
+                .map(|(x, y)| x != y)
+                .collect();
+            let compact: Vec<String> = path_basic
+                .iter()
+                .zip(&mapping)
+                .filter(|(_, m)| **m)
+                .map(|(x, _)| x.clone())
+                .collect();
+            let timings: Vec<i64> = time
+                .iter()
+                .zip(&mapping)
+                .filter(|(_, m)| **m)
+                .map(|(x, _)| *x)
+                .collect();
+            let (path, times) = match (start, end) {
+                (Some(st), Some(en)) => {
+                    let si = index_of(&compact, st);
+                    let (sp, stt) = if si > 0 {
+                        (
+                            slice(&compact, si as i64, None),
+                            slice(&timings, si as i64, None),
+                        )
+                    } else {
+                        (compact.clone(), timings.clone())
+                    };
+                    let ei = index_of(&sp, en);
+                    if si == 0 || ei == 0 {
+                        continue;
+                    }
+                    // arrayResize(start_filtered, end_target_index)
+                    let fp: Vec<String> = sp[..ei].to_vec();
+                    let ft: Vec<i64> = stt[..ei].to_vec();
+                    if fp.len() as i64 > l {
+                        let h = l / 2;
+                        let mut p = slice(&fp, 1, Some(h));
+                        p.push("...".to_string());
+                        p.extend(slice(&fp, -h, Some(h)));
+                        let mut t = slice(&ft, 1, Some(h));
+                        t.push(ft[h as usize]);
+                        t.extend(slice(&ft, -h, Some(h)));
+                        (p, t)
+                    } else {
+                        (fp, ft)
+                    }
+                }
+                _ => {
+                    let ti = target.as_deref().map_or(0, |t| index_of(&compact, t));
+                    if target.is_some() && ti == 0 {
+                        continue;
+                    }
+                    let (fp, ft) = if ti > 0 {
+                        if end.is_some() {
+                            (compact[..ti].to_vec(), timings[..ti].to_vec())
+                        } else {
+                            (
+                                slice(&compact, ti as i64, None),
+                                slice(&timings, ti as i64, None),
+                            )
+                        }
+                    } else {
+                        (compact.clone(), timings.clone())
+                    };
+                    if end.is_some() {
+                        (slice(&fp, -l, None), slice(&ft, -l, None))
+                    } else {
+                        (slice(&fp, 1, Some(l)), slice(&ft, 1, Some(l)))
+                    }
+                }
+            };
+            let Some(last) = path.last() else { continue };
+            let dropoff = format!("{}_{last}", path.len());
+            let diffs = difference(&times);
+            // arrayPopBack(arrayPushFront(limited_path, ''))
+            let mut prev = vec![String::new()];
+            prev.extend(path.iter().cloned());
+            prev.pop();
+            for (i, p) in path.iter().enumerate() {
+                let idx = i + 1;
+                out.push((
+                    idx,
+                    p.clone(),
+                    (idx > 1).then(|| prev[i].clone()),
+                    diffs[i],
+                    dropoff.clone(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+    /// The walk gives PostHog's rows for any session, start, end and
+    /// limit.
+    #[test]
+    fn the_walk_is_posthogs_pipeline(
+        gaps in proptest::collection::vec(
+            (proptest::sample::select(vec![0i64, 1, 60, 1_799, 1_800, 4_000]), 0usize..6),
+            0..14,
+        ),
+        start in proptest::sample::select(vec![None, Some("/a"), Some("/b"), Some("/a/"), Some("/")]),
+        end in proptest::sample::select(vec![None, Some("/b"), Some("/c"), Some("/"), Some("/c/")]),
+        limit in 1usize..8,
+    ) {
+        let items = ["", "/", "/a", "/b", "/c", "..."];
+        let mut t = 0;
+        let events: Vec<(i64, String)> = gaps
+            .iter()
+            .map(|(g, i)| {
+                t += g * 1_000_000;
+                (t, items[*i].to_string())
+            })
+            .collect();
+        let mut f = serde_json::Map::new();
+        if let Some(s) = start {
+            f.insert("startPoint".into(), json!(s));
+        }
+        if let Some(e) = end {
+            f.insert("endPoint".into(), json!(e));
+        }
+        f.insert("stepLimit".into(), json!(limit));
+        let s = spec(Value::Object(f));
+        let mut got = Vec::new();
+        walk(&s, &events, |st| {
+            got.push((
+                st.index,
+                st.item.to_string(),
+                st.prev.map(str::to_string),
+                st.since_prev,
+                format!("{}_{}", st.dropoff.0, st.dropoff.1),
+            ));
+        });
+        proptest::prop_assert_eq!(got, model::rows(&events, start, end, limit));
+    }
+}
