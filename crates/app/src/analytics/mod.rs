@@ -1,5 +1,5 @@
 //! Product analytics over one project: funnels and their persons,
-//! funnel correlation, lifecycle, trends, stickiness, retention, with
+//! funnel correlation, lifecycle, trends, stickiness, retention, paths, with
 //! PostHog's parameters, semantics and shapes
 //! (`posthog-analytics.md`; differences in docs/api.md).
 //!
@@ -9,8 +9,8 @@
 //!   layer's identity: an event belongs to the person that owns its
 //!   distinct id now (`person_distinct_ids`), so merged persons count once
 //!   and a split follows the ids; an event whose distinct id has no person
-//!   counts for nobody, except in trends, stickiness, retention, funnels
-//!   and funnel correlation, which count a personless event by the person
+//!   counts for nobody, except in trends, stickiness, retention, paths,
+//!   funnels and funnel correlation, which count a personless event by the person
 //!   UUID it carries, as
 //!   PostHog does ([`personless`]; lifecycle leaves them out, as
 //!   PostHog's does);
@@ -34,6 +34,7 @@
 //! | [`trends`] | events, active persons, sessions, property and per-actor maths per period (or over the range), broken down by an event or person property; formulas between the series; the previous period; the persons of one point |
 //! | [`stickiness`] | actors per number of periods they did an event in |
 //! | [`retention`] | cohorts per interval and their returns in the intervals after, and a cohort's persons |
+//! | [`paths`] | the edges between the steps of the actors' sessions, and the persons of an edge |
 //! | [`definitions`] | the event names and the property names (and kinds) of a project's events and persons |
 //! | [`cohorts`] | cohort members: static lists, dynamic definitions computed over the filtered scan |
 //! | [`actors`] | the persons of a result, loaded in its order |

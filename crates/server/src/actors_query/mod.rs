@@ -320,13 +320,18 @@ pub(crate) async fn actors_query(
         .iter()
         .map(|s| Column::parse(s))
         .collect::<ApiResult<Vec<_>>>()?;
-    if let Some(c) = columns.iter().zip(&select).find(|(c, _)| c.of_trends()) {
-        if !trend_source {
-            return Err(invalid(
-                "select",
-                format!("{:?} is a column of a trend's point only (an InsightActorsQuery of a TrendsQuery)", c.1),
-            ));
-        }
+    // A paths' persons have their matched steps as `event_count`.
+    let paths_source = source.is_some_and(|s| {
+        s.get("kind").and_then(Value::as_str) == Some("InsightActorsQuery")
+            && s.pointer("/source/kind").and_then(Value::as_str) == Some("PathsQuery")
+    });
+    if let Some(c) = columns.iter().zip(&select).find(|(c, _)| {
+        c.of_trends() && !trend_source && !(paths_source && **c == Column::EventCount)
+    }) {
+        return Err(invalid(
+            "select",
+            format!("{:?} is a column of a trend's point only (an InsightActorsQuery of a TrendsQuery; event_count also of a PathsQuery)", c.1),
+        ));
     }
     let retention = source
         .and_then(|s| s.get("source"))

@@ -14,7 +14,7 @@ use elide_app::analytics::paths::{self, PathsSpec};
 use elide_app::analytics::query_nodes;
 use elide_app::analytics::retention::{self, RetentionSpec};
 use elide_app::analytics::stickiness::{self, StickinessSpec};
-use elide_app::analytics::trends::{self, ActorKey, ActorsPage, Point, TrendsSpec};
+use elide_app::analytics::trends::{self, ActorKey, ActorsPage, Point, TrendActor, TrendsSpec};
 use elide_persons::PersonFilter;
 use serde_json::{Map, Value};
 
@@ -194,7 +194,10 @@ pub(super) async fn of_source(
             )
             .await
         }
-        (Some("InsightActorsQuery"), "StickinessQuery" | "LifecycleQuery" | "PathsQuery")
+        (Some("InsightActorsQuery"), "PathsQuery") => {
+            of_paths(state, project, (s, inner), order, narrow, (limit, offset)).await
+        }
+        (Some("InsightActorsQuery"), "StickinessQuery" | "LifecycleQuery")
         | (Some("FunnelsActorsQuery"), "FunnelsQuery") => {
             let desc = by_id("")?;
             let mut all = sorted_source(state, project, s, inner).await?;
@@ -472,8 +475,103 @@ async fn of_trend(
     })
 }
 
-/// Every person of a stickiness, lifecycle or funnel point, or of a
-/// paths' edge or drop-off, by UUID.
+/// The persons of a paths' edge or drop-off (`s`, of the `PathsQuery`
+/// `inner`: its `pathStartKey`, `pathEndKey`, `pathDropoffKey`), with
+/// their matched steps as `event_count`; by it, most first, then by UUID
+/// descending (PostHog's modal's `event_count DESC, actor_id DESC`), or
+/// as asked by `event_count` and `id`.
+async fn of_paths(
+    state: &AppState,
+    project: i64,
+    (s, inner): (&Map<String, Value>, &Map<String, Value>),
+    order: &[Order],
+    narrow: &Narrow,
+    (limit, offset): (usize, usize),
+) -> ApiResult<Found> {
+    check_source(s, &[])?;
+    let mut keys: Vec<(ActorKey, bool)> = order
+        .iter()
+        .map(|o| match o {
+            Order::Trend(k @ (ActorKey::EventCount | ActorKey::Id), d) => Ok((*k, *d)),
+            _ => Err(invalid(
+                "orderBy",
+                "a paths' persons are ordered by event_count or id",
+            )),
+        })
+        .collect::<ApiResult<_>>()?;
+    if keys.is_empty() {
+        keys = vec![(ActorKey::EventCount, true), (ActorKey::Id, true)];
+    }
+    let spec = PathsSpec::parse(inner, Utc::now())?;
+    let persons = state.app().persons().clone();
+    let all = run_app_query(state, move |limits| async move {
+        paths::actors(&persons, project, &spec, &limits).await
+    })
+    .await?;
+    // Personless actors have no profile to list.
+    let mut all: Vec<paths::PathActor> = all.into_iter().filter(|a| !a.personless).collect();
+    all.sort_by(|a, b| {
+        keys.iter()
+            .map(|(k, desc)| {
+                let o = match k {
+                    ActorKey::EventCount => a.steps.cmp(&b.steps),
+                    _ => a.actor.cmp(&b.actor),
+                };
+                if *desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.actor.cmp(&b.actor))
+    });
+    if narrow.is_some() {
+        if all.len() > MAX_FILTERED {
+            return Err(invalid(
+                "search",
+                format!(
+                    "the edge has more than {MAX_FILTERED} persons to search: narrow the query"
+                ),
+            ));
+        }
+        let keep: HashSet<String> = narrow
+            .keep(
+                state,
+                project,
+                all.iter().map(|a| a.actor.clone()).collect(),
+            )
+            .await?
+            .into_iter()
+            .collect();
+        all.retain(|a| keep.contains(&a.actor));
+    }
+    let has_more = all.len() > offset.saturating_add(limit);
+    let page: Vec<paths::PathActor> = all.into_iter().skip(offset).take(limit).collect();
+    Ok(Found {
+        uuids: page.iter().map(|a| a.actor.clone()).collect(),
+        trend: page
+            .into_iter()
+            .map(|a| {
+                (
+                    a.actor.clone(),
+                    TrendActor {
+                        person: a.actor,
+                        event_count: a.steps,
+                        last_seen: 0,
+                        distinct_ids: Vec::new(),
+                        recordings: Vec::new(),
+                    },
+                )
+            })
+            .collect(),
+        appearances: HashMap::new(),
+        has_more,
+    })
+}
+
+/// Every person of a stickiness, lifecycle or funnel point, by UUID.
 async fn sorted_source(
     state: &AppState,
     project: i64,
@@ -498,22 +596,6 @@ async fn sorted_source(
                 stickiness::persons_of(&persons, project, &spec, index, n, &limits).await
             })
             .await?)
-        }
-        Some("PathsQuery") => {
-            check_source(s, &[])?;
-            let spec = PathsSpec::parse(inner, now)?;
-            let all = run_app_query(state, move |limits| async move {
-                paths::actors(&persons, project, &spec, &limits).await
-            })
-            .await?;
-            // Personless actors have no profile to list.
-            let mut out: Vec<String> = all
-                .into_iter()
-                .filter(|a| !a.personless)
-                .map(|a| a.actor)
-                .collect();
-            out.sort();
-            Ok(out)
         }
         Some("LifecycleQuery") => {
             check_source(s, &["day", "status", "series"])?;

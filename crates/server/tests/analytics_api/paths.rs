@@ -164,6 +164,41 @@ async fn posthogs_current_url_paths() {
         .post(&url, &ask(json!({"pathDropoffKey": "2_/pricing"})))
         .await;
     assert_eq!(ids(&r.json), ["person_4"], "{}", r.text());
+    // As PostHog's persons modal asks: the matched steps as `event_count`,
+    // most first, then by UUID descending.
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "ActorsQuery",
+                "select": ["actor", "event_count", "matched_recordings"],
+                "orderBy": ["event_count DESC, actor_id DESC"],
+                "source": {"kind": "InsightActorsQuery", "source": paths(json!({"pathStartKey": "1_/"}))["query"].clone()}}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let rows = r.json["results"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3, "{}", r.text());
+    assert!(rows.iter().all(|row| row[1] == json!(1)), "{}", r.text());
+    let uuids: Vec<&str> = rows
+        .iter()
+        .map(|row| row[0]["id"].as_str().expect("id"))
+        .collect();
+    let mut sorted = uuids.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(uuids, sorted);
+    // A paths' persons have no `last_seen` to order by.
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "ActorsQuery", "select": ["person"], "orderBy": ["last_seen DESC"],
+                "source": {"kind": "InsightActorsQuery", "source": paths(json!({}))["query"].clone()}}}),
+        )
+        .await;
+    assert!(
+        r.envelope(400).contains("event_count or id"),
+        "{}",
+        r.text()
+    );
     // A deleted person leaves the paths at once.
     let uuid = h.person("person_4").await.expect("person")["uuid"]
         .as_str()
@@ -262,6 +297,8 @@ async fn posthogs_custom_event_paths_and_a_personless_visitor() {
 #[tokio::test]
 async fn what_paths_refuse() {
     let h = Harness::new();
+    // An item for the cleaning rules to grow.
+    capture_all(&h, vec![view("u", "/a", "2012-01-14T00:00:00Z")]).await;
     let url = format!("{}/query/", h.api());
     for (filter, says) in [
         (json!({"includeEventTypes": ["hogql"]}), "hogql"),
@@ -276,7 +313,19 @@ async fn what_paths_refuse() {
             "localPathCleaningFilters",
         ),
         (json!({"pathGroupings": [1]}), "pathGroupings"),
-        (json!({"showFullUrls": true}), "showFullUrls"),
+        (
+            json!({"pathsHogQLExpression": "event"}),
+            "pathsHogQLExpression",
+        ),
+        (json!({"unknownKey": true}), "unknownKey"),
+        (
+            json!({"localPathCleaningFilters": [{"regex": "(a)", "alias": "\\2"}]}),
+            "group",
+        ),
+        (
+            json!({"localPathCleaningFilters": (0..20).map(|_| json!({"regex": "", "alias": "xx"})).collect::<Vec<_>>()}),
+            "longer than",
+        ),
         (json!({"startPoint": ["/"]}), "startPoint"),
     ] {
         let r = h.post(&url, &paths(filter.clone())).await;

@@ -194,22 +194,38 @@ pub async fn compute(
     spec: &PathsSpec,
     limits: &QueryLimits,
 ) -> Result<Vec<Edge>> {
-    let tally = each_actor(
+    // Items are counted by number: a step is a lookup, not two texts.
+    #[derive(Default)]
+    struct Tally {
+        ids: HashMap<String, u32>,
+        names: Vec<String>,
+        edges: HashMap<(usize, u32, u32), (u64, i128)>,
+    }
+    impl Tally {
+        fn id(&mut self, item: &str, grown: &mut usize) -> u32 {
+            if let Some(&id) = self.ids.get(item) {
+                return id;
+            }
+            let id = self.names.len() as u32;
+            *grown += 2 * item.len() + EDGE_OVERHEAD;
+            self.ids.insert(item.to_string(), id);
+            self.names.push(item.to_string());
+            id
+        }
+    }
+    let t = each_actor(
         persons,
         project,
         spec,
         limits,
-        HashMap::<(String, String), (u64, i128)>::new,
-        |tally, reservation, _, events| {
+        Tally::default,
+        |t, reservation, _, events| {
             let mut grown = 0;
             walk(spec, events, |s| {
                 let Some(prev) = s.prev else { return };
-                let key = (
-                    format!("{}_{prev}", s.index - 1),
-                    format!("{}_{}", s.index, s.item),
-                );
-                let e = tally.entry(key).or_insert_with_key(|k| {
-                    grown += k.0.len() + k.1.len() + EDGE_OVERHEAD;
+                let key = (s.index, t.id(prev, &mut grown), t.id(s.item, &mut grown));
+                let e = t.edges.entry(key).or_insert_with(|| {
+                    grown += EDGE_OVERHEAD;
                     (0, 0)
                 });
                 e.0 += 1;
@@ -220,6 +236,20 @@ pub async fn compute(
         },
     )
     .await?;
+    let tally = t
+        .edges
+        .into_iter()
+        .map(|((index, prev, item), v)| {
+            let name = |id: u32| t.names.get(id as usize).map_or("", String::as_str);
+            (
+                (
+                    format!("{}_{}", index - 1, name(prev)),
+                    format!("{index}_{}", name(item)),
+                ),
+                v,
+            )
+        })
+        .collect();
     Ok(edges(spec, tally))
 }
 
@@ -229,7 +259,9 @@ fn edges(spec: &PathsSpec, tally: HashMap<(String, String), (u64, i128)>) -> Vec
     let mut all: Vec<Edge> = tally
         .into_iter()
         .filter(|(_, (n, _))| {
-            spec.min_weight.is_none_or(|m| *n >= m) && spec.max_weight.is_none_or(|m| *n <= m)
+            let n = i128::from(*n);
+            spec.min_weight.is_none_or(|m| n >= i128::from(m))
+                && spec.max_weight.is_none_or(|m| n <= i128::from(m))
         })
         .map(|((source, target), (n, sum))| Edge {
             source,
@@ -370,14 +402,27 @@ fn rows_sql(spec: &PathsSpec, personless: &Personless) -> Result<String> {
         }
         filter.push(format!("({})", any.join(" OR ")));
     }
-    let text = |key: &str| format!("json_as_text(e.properties, {})", lit(key));
+    // A property is read only of the events whose item it makes.
+    let text = |event: &str, key: &str| {
+        if spec.reads(event) {
+            format!(
+                "CASE WHEN e.event = {} THEN json_as_text(e.properties, {}) END",
+                lit(event),
+                lit(key)
+            )
+        } else {
+            "CAST(NULL AS VARCHAR)".to_string()
+        }
+    };
     let cols = format!(
         "CAST(e.timestamp AS BIGINT) AS ts, e.uuid AS id, e.event AS event, {} AS url, {} AS screen",
-        text("$current_url"),
-        text("$screen_name")
+        text("$pageview", "$current_url"),
+        text("$screen", "$screen_name")
     );
+    // Actors as their 16 bytes, which sort faster than their text (the
+    // statement's output is text again).
     let persons_part = format!(
-        "SELECT pdi.person_id AS actor, FALSE AS personless, {cols} FROM person_distinct_ids pdi \
+        "SELECT uuid_from_text(pdi.person_id) AS actor, FALSE AS personless, {cols} FROM person_distinct_ids pdi \
          JOIN persons p ON p.uuid = pdi.person_id JOIN events e ON e.distinct_id = pdi.distinct_id \
          WHERE {} AND {}",
         filter.join(" AND "),
@@ -387,7 +432,7 @@ fn rows_sql(spec: &PathsSpec, personless: &Personless) -> Result<String> {
     if personless_can_match(&spec.props) {
         let p = personless;
         parts.push(format!(
-            "SELECT CAST(e.person_id AS VARCHAR) AS actor, TRUE AS personless, {cols} FROM events e \
+            "SELECT e.person_id AS actor, TRUE AS personless, {cols} FROM events e \
              WHERE {} AND {} AND e.person_id IS NOT NULL AND {NO_PERSON} AND {NOT_A_PERSONS_UUID} \
              AND {} AND {}",
             filter.join(" AND "),
@@ -460,7 +505,7 @@ async fn each_actor<S>(
                 if is_personless && p.is_deleted(who) {
                     continue;
                 }
-                let item = spec.item(event.value(r), opt(url, r), opt(screen, r));
+                let item = spec.item(event.value(r), opt(url, r), opt(screen, r))?;
                 if spec.excluded(&item) {
                     continue;
                 }
@@ -468,7 +513,8 @@ async fn each_actor<S>(
                     if let Some((c, pl)) = current.take() {
                         each(&mut state, &mut reservation, (&c, pl), &events)?;
                     }
-                    events.clear();
+                    // A new vector: the last one's slots are not charged.
+                    events = Vec::new();
                     held.resize(0);
                     current = Some((who.to_string(), is_personless));
                 }

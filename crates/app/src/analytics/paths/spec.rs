@@ -22,7 +22,7 @@ pub const MAX_STEP_LIMIT: usize = 100;
 /// Most edges an answer may hold.
 pub const MAX_EDGE_LIMIT: usize = 10_000;
 /// Most cleaning rules and groupings each.
-const MAX_RULES: usize = 100;
+const MAX_RULES: usize = 50;
 
 /// Which events make path items (`includeEventTypes`; all when empty).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct PathsSpec {
     pub props: Vec<Prop>,
     /// Which events count (`None`: every event).
     pub include: Option<Include>,
-    /// Path items left out (with `include` only, as PostHog).
+    /// Path items left out (with `include` only, as PostHog), sorted.
     pub exclude: Vec<String>,
     /// Where paths start.
     pub start: Option<String>,
@@ -64,9 +64,9 @@ pub struct PathsSpec {
     /// Edges kept.
     pub edge_limit: usize,
     /// Fewest sessions an edge needs.
-    pub min_weight: Option<u64>,
+    pub min_weight: Option<i64>,
     /// Most sessions an edge may have.
-    pub max_weight: Option<u64>,
+    pub max_weight: Option<i64>,
     /// Local cleaning rules: (pattern, replacement in the regex crate's
     /// form), in order.
     pub cleaning: Vec<(regex::Regex, String)>,
@@ -105,6 +105,8 @@ const FILTER_KEYS: &[&str] = &[
     "pathStartKey",
     "pathEndKey",
     "pathDropoffKey",
+    // Presentation: read by no computation.
+    "showFullUrls",
 ];
 
 fn text_list(f: &Map<String, Value>, key: &str) -> Result<Vec<String>> {
@@ -144,12 +146,29 @@ fn text(f: &Map<String, Value>, key: &str) -> Result<Option<String>> {
 fn count(f: &Map<String, Value>, key: &str, most: u64) -> Result<Option<u64>> {
     match f.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_u64() {
+        Some(v) => match v.as_u64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1e15)
+                .map(|f| f as u64)
+        }) {
             Some(0) => Ok(None),
             Some(n) if n <= most => Ok(Some(n)),
             _ => invalid(format!(
                 "pathsFilter.{key} must be an integer from 1 to {most}, got {v}"
             )),
+        },
+    }
+}
+
+/// An edge weight of `pathsFilter` (`None` when absent or 0: PostHog's
+/// `if`), any integer.
+fn weight(f: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
+    match f.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(0) => Ok(None),
+            Some(n) => Ok(Some(n)),
+            None => invalid(format!("pathsFilter.{key} must be an integer, got {v}")),
         },
     }
 }
@@ -162,7 +181,10 @@ fn compile(p: &str, what: &str) -> Result<regex::Regex> {
             p.len()
         ));
     }
+    // ClickHouse's `replaceRegexpAll` and `multiMatchAnyIndex` let `.`
+    // match a line break.
     regex::RegexBuilder::new(p)
+        .dot_matches_new_line(true)
         .size_limit(elide_store::predicate::REGEX_SIZE_LIMIT)
         .dfa_size_limit(elide_store::predicate::REGEX_SIZE_LIMIT / 2)
         .build()
@@ -170,29 +192,42 @@ fn compile(p: &str, what: &str) -> Result<regex::Regex> {
 }
 
 /// ClickHouse's replacement text (`\0`–`\9` name the groups, `\\` is a
-/// backslash) in the regex crate's form (`${1}`, `$$`).
-pub(super) fn replacement(clickhouse: &str) -> String {
+/// backslash, `\x` any other character `x`) in the regex crate's form
+/// (`${1}`, `$$`); a group the pattern does not have is refused, as
+/// ClickHouse refuses it.
+pub(super) fn replacement(clickhouse: &str, groups: usize) -> Result<String> {
     let mut out = String::with_capacity(clickhouse.len());
-    let mut chars = clickhouse.chars().peekable();
+    let mut chars = clickhouse.chars();
     while let Some(c) = chars.next() {
         match c {
             '$' => out.push_str("$$"),
-            '\\' => match chars.peek() {
+            '\\' => match chars.next() {
                 Some(d) if d.is_ascii_digit() => {
-                    out.push_str(&format!("${{{d}}}"));
-                    chars.next();
+                    let n = d as usize - '0' as usize;
+                    if n >= groups {
+                        return invalid(format!(
+                            "pathsFilter.localPathCleaningFilters: the alias names group \\{n}, and the regex has {} groups",
+                            groups.saturating_sub(1)
+                        ));
+                    }
+                    out.push_str(&format!("${{{n}}}"));
                 }
-                Some('\\') => {
-                    out.push('\\');
-                    chars.next();
-                }
-                _ => out.push('\\'),
+                Some('$') => out.push_str("$$"),
+                Some(x) => out.push(x),
+                None => out.push('\\'),
             },
             c => out.push(c),
         }
     }
-    out
+    Ok(out)
 }
+
+/// Longest cleaning alias (bytes).
+const MAX_ALIAS_BYTES: usize = 1024;
+
+/// Longest path item a cleaning rule may make (bytes): rules that match
+/// the empty text would otherwise multiply an item's length.
+pub const MAX_ITEM_BYTES: usize = 64 << 10;
 
 impl PathsSpec {
     /// Parse a `PathsQuery` (the last 7 days by default).
@@ -247,6 +282,19 @@ impl PathsSpec {
             }
             Some(inc)
         };
+        let mut exclude = text_list(&f, "excludeEvents")?;
+        exclude.sort();
+        exclude.dedup();
+        // PostHog's items come from the expression when no types are given
+        // and `hogql` is not excluded; otherwise it is read by nothing.
+        if include.is_none()
+            && !exclude.iter().any(|e| e == "hogql")
+            && text(&f, "pathsHogQLExpression")?.is_some()
+        {
+            return invalid(
+                "pathsFilter.pathsHogQLExpression is not supported (path items from a HogQL expression)",
+            );
+        }
         let mut cleaning = Vec::new();
         match f.get("localPathCleaningFilters") {
             None | Some(Value::Null) => {}
@@ -265,10 +313,15 @@ impl PathsSpec {
                             "pathsFilter.localPathCleaningFilters: each rule is {\"regex\", \"alias\"}",
                         );
                     };
-                    cleaning.push((
-                        compile(re, "pathsFilter.localPathCleaningFilters")?,
-                        replacement(alias.unwrap_or("")),
-                    ));
+                    let alias = alias.unwrap_or("");
+                    if alias.len() > MAX_ALIAS_BYTES {
+                        return invalid(format!(
+                            "pathsFilter.localPathCleaningFilters: an alias holds at most {MAX_ALIAS_BYTES} bytes"
+                        ));
+                    }
+                    let re = compile(re, "pathsFilter.localPathCleaningFilters")?;
+                    let with = replacement(alias, re.captures_len())?;
+                    cleaning.push((re, with));
                 }
             }
             Some(v) => {
@@ -301,17 +354,19 @@ impl PathsSpec {
         let edge_limit = count(&f, "edgeLimit", MAX_EDGE_LIMIT as u64)?
             .map_or(DEFAULT_EDGE_LIMIT, |n| n as usize);
         Ok(PathsSpec {
-            from: r.from,
+            // The start of its day, even with `explicitDate` (PostHog's
+            // `toStartOfInterval`); `date_to` as `range` gives it.
+            from: r.from.map(|f| Interval::Day.trunc(f)),
             to: r.to,
             props: props(q.get("properties").cloned(), "properties")?,
             include,
-            exclude: text_list(&f, "excludeEvents")?,
+            exclude,
             start: text(&f, "startPoint")?,
             end: text(&f, "endPoint")?,
             step_limit,
             edge_limit,
-            min_weight: count(&f, "minEdgeWeight", u64::MAX)?,
-            max_weight: count(&f, "maxEdgeWeight", u64::MAX)?,
+            min_weight: weight(&f, "minEdgeWeight")?,
+            max_weight: weight(&f, "maxEdgeWeight")?,
             cleaning,
             groupings,
             keys: ActorKeys {
@@ -324,9 +379,12 @@ impl PathsSpec {
 
     /// Whether events named `event` make their own kind of item (a
     /// page's URL, a screen's name): PostHog's `_should_query_event`.
-    fn reads(&self, event: &str) -> bool {
+    pub fn reads(&self, event: &str) -> bool {
         match self.include {
-            None => !self.exclude.iter().any(|e| e == event),
+            None => self
+                .exclude
+                .binary_search_by(|e| e.as_str().cmp(event))
+                .is_err(),
             Some(i) => match event {
                 "$pageview" => i.pageview,
                 "$screen" => i.screen,
@@ -338,7 +396,7 @@ impl PathsSpec {
     /// The path item of an event named `event` whose `$current_url` and
     /// `$screen_name` are `url` and `screen` (as text): step 1 of the
     /// module's list.
-    pub fn item(&self, event: &str, url: Option<&str>, screen: Option<&str>) -> String {
+    pub fn item(&self, event: &str, url: Option<&str>, screen: Option<&str>) -> Result<String> {
         let mut item = if event == "$screen" && self.reads("$screen") {
             screen.unwrap_or("").to_string()
         } else if event == "$pageview" && self.reads("$pageview") {
@@ -348,27 +406,43 @@ impl PathsSpec {
         };
         for (re, with) in &self.cleaning {
             if let std::borrow::Cow::Owned(s) = re.replace_all(&item, with.as_str()) {
+                if s.len() > MAX_ITEM_BYTES {
+                    return invalid(format!(
+                        "pathsFilter.localPathCleaningFilters: a rule made a path item longer than {MAX_ITEM_BYTES} bytes"
+                    ));
+                }
                 item = s;
             }
         }
-        if let Some((_, g)) = self.groupings.iter().find(|(re, _)| re.is_match(&item)) {
+        // The grouping whose match ends first (as hyperscan reports
+        // `multiMatchAnyIndex`'s matches), the first listed of those.
+        if let Some((_, g)) = self
+            .groupings
+            .iter()
+            .filter_map(|(re, g)| re.shortest_match(&item).map(|end| (end, g)))
+            .min_by_key(|(end, _)| *end)
+        {
             item = g.clone();
         }
-        item
+        Ok(item)
     }
 
     /// Whether path item `item` is left out (`excludeEvents`, which
     /// PostHog applies only with `includeEventTypes`).
     pub fn excluded(&self, item: &str) -> bool {
-        self.include.is_some() && self.exclude.iter().any(|e| e == item)
+        self.include.is_some()
+            && self
+                .exclude
+                .binary_search_by(|e| e.as_str().cmp(item))
+                .is_ok()
     }
 }
 
 /// `replaceRegexpAll(url, '(.)/$', '\1')`: one trailing `/` off, unless
-/// it is all there is (or follows a line break, which `.` does not match).
+/// it is all there is (ClickHouse's `.` matches a line break too).
 fn strip_slash(url: &str) -> &str {
     match url.strip_suffix('/') {
-        Some(rest) if !rest.is_empty() && !rest.ends_with('\n') => rest,
+        Some(rest) if !rest.is_empty() => rest,
         _ => url,
     }
 }

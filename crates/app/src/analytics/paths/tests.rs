@@ -8,6 +8,10 @@ fn spec(f: Value) -> PathsSpec {
     PathsSpec::parse(&q, chrono::Utc::now()).expect("spec")
 }
 
+fn item(s: &PathsSpec, event: &str, url: Option<&str>, screen: Option<&str>) -> String {
+    s.item(event, url, screen).expect("item")
+}
+
 fn evs(items: &[(i64, &str)]) -> Vec<(i64, String)> {
     items
         .iter()
@@ -33,21 +37,23 @@ fn steps(spec: &PathsSpec, items: &[(i64, &str)]) -> Vec<Vec<String>> {
 fn items_as_posthog_makes_them() {
     let s = spec(json!({}));
     assert_eq!(
-        s.item("$pageview", Some("https://a.com/x/"), None),
+        item(&s, "$pageview", Some("https://a.com/x/"), None),
         "https://a.com/x"
     );
-    assert_eq!(s.item("$pageview", Some("/"), None), "/");
-    assert_eq!(s.item("$pageview", Some("//"), None), "/");
-    assert_eq!(s.item("$pageview", None, None), "");
-    assert_eq!(s.item("$screen", None, Some("Home")), "Home");
-    assert_eq!(s.item("$screen", None, None), "");
-    assert_eq!(s.item("signup", Some("/x"), None), "signup");
+    // `.` matches a line break in ClickHouse's pattern too.
+    assert_eq!(item(&s, "$pageview", Some("a\n/"), None), "a\n");
+    assert_eq!(item(&s, "$pageview", Some("/"), None), "/");
+    assert_eq!(item(&s, "$pageview", Some("//"), None), "/");
+    assert_eq!(item(&s, "$pageview", None, None), "");
+    assert_eq!(item(&s, "$screen", None, Some("Home")), "Home");
+    assert_eq!(item(&s, "$screen", None, None), "");
+    assert_eq!(item(&s, "signup", Some("/x"), None), "signup");
     // Only the asked types make their items.
     let s = spec(json!({"includeEventTypes": ["custom_event"]}));
-    assert_eq!(s.item("$pageview", Some("/x"), None), "$pageview");
+    assert_eq!(item(&s, "$pageview", Some("/x"), None), "$pageview");
     // Excluded with no types: the pageview is its name.
     let s = spec(json!({"excludeEvents": ["$pageview"]}));
-    assert_eq!(s.item("$pageview", Some("/x"), None), "$pageview");
+    assert_eq!(item(&s, "$pageview", Some("/x"), None), "$pageview");
     assert!(!s.excluded("$pageview"));
     let s = spec(json!({"includeEventTypes": ["$pageview"], "excludeEvents": ["/x"]}));
     assert!(s.excluded("/x"));
@@ -59,9 +65,15 @@ fn items_as_posthog_makes_them() {
         ],
         "pathGroupings": ["*/pricing*", "/user/*"],
     }));
-    assert_eq!(s.item("$pageview", Some("/user/42/"), None), "/user/*");
-    assert_eq!(s.item("$pageview", Some("a.com/x"), None), "a.org $/x");
-    assert_eq!(s.item("$pageview", Some("x/pricing/y"), None), "*/pricing*");
+    assert_eq!(item(&s, "$pageview", Some("/user/42/"), None), "/user/*");
+    assert_eq!(item(&s, "$pageview", Some("a.com/x"), None), "a.org $/x");
+    assert_eq!(
+        item(&s, "$pageview", Some("x/pricing/y"), None),
+        "*/pricing*"
+    );
+    // Of two groupings that match, the one whose match ends first.
+    let s = spec(json!({"pathGroupings": ["*/api*", "/docs/*"]}));
+    assert_eq!(item(&s, "$pageview", Some("/docs/api/x"), None), "/docs/*");
 }
 
 #[test]
@@ -165,10 +177,29 @@ fn bad_filters_are_refused() {
 
 #[test]
 fn clickhouse_replacements() {
-    assert_eq!(spec::replacement("\\1-x"), "${1}-x");
-    assert_eq!(spec::replacement("a$b"), "a$$b");
-    assert_eq!(spec::replacement("a\\\\b"), "a\\b");
-    assert_eq!(spec::replacement("<id>"), "<id>");
+    assert_eq!(spec::replacement("\\1-x", 2).expect("ok"), "${1}-x");
+    assert_eq!(spec::replacement("a$b", 1).expect("ok"), "a$$b");
+    assert_eq!(spec::replacement("a\\\\b", 1).expect("ok"), "a\\b");
+    assert_eq!(spec::replacement("\\x\\$", 1).expect("ok"), "x$$");
+    assert_eq!(spec::replacement("<id>", 1).expect("ok"), "<id>");
+    // A group the pattern does not have.
+    assert!(spec::replacement("\\2", 2).is_err());
+}
+
+#[test]
+fn a_cleaning_rule_cannot_grow_an_item_without_bound() {
+    let rules: Vec<Value> = (0..20)
+        .map(|_| json!({"regex": "", "alias": "xx"}))
+        .collect();
+    let s = spec(json!({"localPathCleaningFilters": rules}));
+    assert!(s.item("$pageview", Some("/a/b/c"), None).is_err());
+    // A hogql expression is refused where it would make the items.
+    let q = json!({"kind": "PathsQuery", "pathsFilter": {"pathsHogQLExpression": "event"}});
+    let Value::Object(q) = q else { unreachable!() };
+    assert!(PathsSpec::parse(&q, chrono::Utc::now()).is_err());
+    // Not where it is read by nothing.
+    spec(json!({"pathsHogQLExpression": "event", "includeEventTypes": ["$pageview"]}));
+    spec(json!({"pathsHogQLExpression": "event", "excludeEvents": ["hogql"]}));
 }
 
 /// PostHog's per-person query, function by function as ClickHouse
