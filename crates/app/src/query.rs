@@ -228,7 +228,8 @@ async fn override_person_ids(ctx: &datafusion::prelude::SessionContext) -> Resul
 pub fn clickhouse_type(t: &DataType, nullable: bool) -> String {
     let base = match t {
         DataType::Null => return "Nullable(Nothing)".into(),
-        DataType::Boolean => "Bool".to_string(),
+        // Conditions are ClickHouse's `UInt8` (values 1 and 0).
+        DataType::Boolean => "UInt8".to_string(),
         DataType::Int8 => "Int8".into(),
         DataType::Int16 => "Int16".into(),
         DataType::Int32 => "Int32".into(),
@@ -310,7 +311,8 @@ fn column_values(a: &ArrayRef) -> Result<Vec<Value>> {
         DataType::Null => vec![Value::Null; n],
         DataType::Boolean => {
             let v = a.as_boolean();
-            each(&|i| Value::Bool(v.value(i)))
+            // 1 and 0, as ClickHouse answers a condition.
+            each(&|i| Value::from(u8::from(v.value(i))))
         }
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
             let c = cast(a, &DataType::Int64)?;

@@ -35,15 +35,15 @@ async fn clickhouse_functions_answer_as_clickhouse() {
                 1,
                 "A",
                 "pro",
-                true,
+                1,
                 2024,
                 3,
                 1,
                 10,
                 1709547630i64,
                 "2024-03-05T00:00:00.000000Z",
-                true,
-                false,
+                1,
+                0,
                 "2024-03-04T10:15:00.000000Z",
                 6,
                 "[x, y]"
@@ -60,8 +60,8 @@ async fn clickhouse_functions_answer_as_clickhouse() {
                 0,
                 1709596800i64,
                 "2024-03-06T00:00:00.000000Z",
-                false,
-                true,
+                0,
+                1,
                 "2024-03-05T00:00:00.000000Z",
                 0,
                 null
@@ -71,15 +71,15 @@ async fn clickhouse_functions_answer_as_clickhouse() {
                 1,
                 "B",
                 "",
-                false,
+                0,
                 2024,
                 3,
                 7,
                 23,
                 1710111600i64,
                 "2024-03-11T00:00:00.000000Z",
-                true,
-                false,
+                1,
+                0,
                 "2024-03-10T23:00:00.000000Z",
                 6,
                 null
@@ -97,9 +97,7 @@ async fn clickhouse_functions_answer_as_clickhouse() {
         .await;
     assert_eq!(
         rows,
-        vec![json!([
-            "sign up", "sign up", 2, 2, 2, 1, true, true, true, 10.0
-        ])]
+        vec![json!(["sign up", "sign up", 2, 2, 2, 1, 1, 1, 1, 10.0])]
     );
 }
 
@@ -162,6 +160,23 @@ async fn conditions_sum_as_ones_and_zeros() {
     );
     assert_eq!(rows[0][2], json!(1));
     assert_eq!(rows[0][3], json!(1));
+    // A condition in the result is 1 or 0 (`UInt8`), as ClickHouse's.
+    let r = h
+        .post(
+            &format!("{}/query/", h.api()),
+            &json!({"query": {"kind": "HogQLQuery", "query":
+                "select event = 'sign up' as s, notEmpty(properties.plan) as p, \
+                 properties.nope = 'x' as n from events order by timestamp"}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(
+        r.json["results"],
+        json!([[1, 1, null], [0, null, null], [1, 0, null]]),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json["types"][0], json!(["s", "UInt8"]), "{}", r.text());
 }
 
 /// `formatDateTime` writes ClickHouse's specifiers (`%i` minutes, `%M`
