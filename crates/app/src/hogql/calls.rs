@@ -294,7 +294,14 @@ fn rewrite_call(f: &mut ast::Function) -> Result<Option<Expr>> {
         "notilike" => fixed(2..=2, "__x0 NOT ILIKE __x1", args),
         "startswith" => fixed(2..=2, "starts_with(__x0, __x1)", args),
         "endswith" => fixed(2..=2, "ends_with(__x0, __x1)", args),
-        "position" => fixed(2..=2, "strpos(__x0, __x1)", args),
+        // ClickHouse counts bytes; `positionUTF8` characters.
+        "position" => fixed(
+            2..=2,
+            "CASE WHEN strpos(__x0, __x1) = 0 THEN 0 \
+             ELSE octet_length(left(__x0, strpos(__x0, __x1) - 1)) + 1 END",
+            args,
+        ),
+        "positionutf8" => fixed(2..=2, "strpos(__x0, __x1)", args),
         "empty" => {
             arity(&original, &args, 1..=1)?;
             Ok(Some(call(functions::EMPTY, args)))

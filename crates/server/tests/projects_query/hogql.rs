@@ -160,6 +160,11 @@ async fn conditions_sum_as_ones_and_zeros() {
     );
     assert_eq!(rows[0][2], json!(1));
     assert_eq!(rows[0][3], json!(1));
+    // `position` counts bytes, as ClickHouse's; `positionUTF8` characters.
+    let rows = h
+        .hogql("select position('héllo', 'l'), positionUTF8('héllo', 'l'), position('héllo', 'z'), position(properties.nope, 'z') from events limit 1")
+        .await;
+    assert_eq!(rows, vec![json!([4, 3, 0, null])]);
     // A condition in the result is 1 or 0 (`UInt8`), as ClickHouse's.
     let r = h
         .post(
