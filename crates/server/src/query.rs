@@ -270,6 +270,11 @@ pub struct PathsQuery {
     #[schema(value_type = Option<Object>)]
     #[serde(rename = "pathsFilter")]
     pub paths_filter: Option<Value>,
+    /// `{funnelPathType, funnelSource: <FunnelsQuery>, funnelStep}`: paths
+    /// around a funnel's step.
+    #[schema(value_type = Option<Object>)]
+    #[serde(rename = "funnelPathsFilter")]
+    pub funnel_paths_filter: Option<Value>,
 }
 
 /// A query of `POST …/query/`.

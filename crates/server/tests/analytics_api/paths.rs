@@ -347,3 +347,95 @@ async fn what_paths_refuse() {
         .await;
     assert!(r.envelope(400).contains("filterTestAccounts"));
 }
+
+/// Paths around a funnel's step (`funnelPathsFilter`): after, before and
+/// between its steps for those who converted, and after the window for
+/// those who dropped off.
+#[tokio::test]
+async fn paths_around_a_funnels_step() {
+    let h = Harness::new();
+    let at = |d: &str, event: &str, hm: &str, url: Option<&str>| {
+        let props = url.map_or(json!({}), |u| json!({"$current_url": u}));
+        json!({"event": event, "distinct_id": d, "timestamp": format!("2012-01-14T{hm}:00Z"),
+            "properties": props})
+    };
+    capture_all(
+        &h,
+        vec![
+            at("p1", "$pageview", "01:00", Some("/home")),
+            at("p1", "signup", "01:05", None),
+            at("p1", "$pageview", "01:10", Some("/welcome")),
+            at("p1", "$pageview", "01:20", Some("/docs")),
+            at("p2", "$pageview", "01:00", Some("/home")),
+            at("p2", "$pageview", "01:05", Some("/pricing")),
+            at("p2", "$pageview", "03:00", Some("/docs")),
+            at("p2", "$pageview", "03:10", Some("/blog")),
+            at("p3", "opened_app", "00:40", None),
+            at("p3", "$pageview", "00:50", Some("/landing")),
+            at("p3", "$pageview", "01:00", Some("/home")),
+            at("p3", "signup", "01:30", None),
+            at("p3", "$pageview", "01:40", Some("/welcome")),
+        ],
+    )
+    .await;
+    let url = format!("{}/query/", h.api());
+    let funnel = json!({"kind": "FunnelsQuery",
+        "dateRange": {"date_from": "2012-01-14", "date_to": "2012-01-15"},
+        "series": [{"kind": "EventsNode", "event": "$pageview"}, {"kind": "EventsNode", "event": "signup"}],
+        "funnelsFilter": {"funnelWindowInterval": 1, "funnelWindowIntervalUnit": "hour"}});
+    let around = |kind: &str, step: i64| {
+        json!({"query": {"kind": "PathsQuery",
+            "dateRange": {"date_from": "2012-01-08", "date_to": "2012-01-15"},
+            "pathsFilter": {"includeEventTypes": ["$pageview", "custom_event"]},
+            "funnelPathsFilter": {"funnelPathType": kind, "funnelStep": step, "funnelSource": funnel}}})
+    };
+    let r = h.post(&url, &around("funnel_path_after_step", 2)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(
+        edges(&r.json),
+        vec![
+            e("1_signup", "2_/welcome", 2),
+            e("2_/welcome", "3_/docs", 1)
+        ]
+    );
+    let r = h.post(&url, &around("funnel_path_before_step", 2)).await;
+    assert_eq!(
+        edges(&r.json),
+        vec![
+            e("1_/home", "2_signup", 1),
+            e("1_opened_app", "2_/landing", 1),
+            e("2_/landing", "3_/home", 1),
+            e("3_/home", "4_signup", 1),
+        ],
+        "{}",
+        r.text()
+    );
+    let r = h.post(&url, &around("funnel_path_between_steps", 2)).await;
+    assert_eq!(
+        edges(&r.json),
+        vec![
+            e("1_/home", "2_signup", 1),
+            e("1_/landing", "2_/home", 1),
+            e("2_/home", "3_signup", 1),
+        ],
+        "{}",
+        r.text()
+    );
+    // Who dropped off: from the end of the window after their last step
+    // (p2's first view at 01:00, so from 02:00); sessions cut at the
+    // window's length.
+    let r = h.post(&url, &around("funnel_path_after_step", -2)).await;
+    assert_eq!(
+        edges(&r.json),
+        vec![e("1_/docs", "2_/blog", 1)],
+        "{}",
+        r.text()
+    );
+    // Between needs a step before.
+    let r = h.post(&url, &around("funnel_path_between_steps", 1)).await;
+    assert!(r.envelope(400).contains("preceding step"), "{}", r.text());
+    let r = h.post(&url, &around("funnel_path_sideways", 2)).await;
+    assert!(r.envelope(400).contains("funnelPathType"), "{}", r.text());
+    let r = h.post(&url, &around("funnel_path_after_step", 3)).await;
+    assert!(r.envelope(400).contains("funnelStep"), "{}", r.text());
+}

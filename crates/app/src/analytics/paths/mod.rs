@@ -30,8 +30,12 @@
 //! ([`super::personless`]); a deleted person's events are gone, and its
 //! personless events count for no one.
 //!
-//! Not served (a 400 naming it): `hogql` path items, paths around a
-//! funnel's step (`funnelPathsFilter`), sampling.
+//! Around a funnel's step (`funnelPathsFilter`, [`FunnelPaths`]): only
+//! the step's actors, each with its events after, before or between the
+//! steps of its funnel path, in sessions cut at the funnel's window.
+//!
+//! Not served (a 400 naming it): `hogql` path items, a funnel with a
+//! breakdown, sampling.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,8 +57,8 @@ use crate::query::QueryLimits;
 
 mod spec;
 pub use spec::{
-    ActorKeys, Include, PathsSpec, DEFAULT_EDGE_LIMIT, DEFAULT_STEP_LIMIT, MAX_EDGE_LIMIT,
-    MAX_STEP_LIMIT,
+    ActorKeys, FunnelPathKind, FunnelPaths, Include, PathsSpec, DEFAULT_EDGE_LIMIT,
+    DEFAULT_STEP_LIMIT, MAX_EDGE_LIMIT, MAX_STEP_LIMIT,
 };
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T> {
@@ -86,9 +90,13 @@ pub struct Step<'a> {
 /// session's limited path (steps 2–4 of the module's list), through
 /// `visit`.
 pub fn walk<'a>(spec: &PathsSpec, events: &'a [(i64, String)], mut visit: impl FnMut(Step<'a>)) {
+    let gap = spec
+        .funnel
+        .as_ref()
+        .map_or(SESSION_GAP, FunnelPaths::session_gap);
     let mut start = 0;
     for i in 1..=events.len() {
-        if i == events.len() || events[i].0 - events[i - 1].0 >= SESSION_GAP {
+        if i == events.len() || events[i].0 - events[i - 1].0 >= gap {
             session(spec, &events[start..i], &mut visit);
             start = i;
         }
@@ -468,6 +476,21 @@ async fn each_actor<S>(
         super::cohorts::register_for(&ctx, persons, project, &spec.props).await?;
         let p = Personless::read(persons, project)?;
         p.register(&ctx);
+        // With a funnel: its actors of the step, and the times of each one's
+        // events that count.
+        let bounds: Option<HashMap<String, (i64, i64)>> = match &spec.funnel {
+            None => None,
+            Some(f) => {
+                let all = super::funnel::actors(persons, project, &f.funnel, limits).await?;
+                Some(
+                    f.selection
+                        .select(&f.funnel, &all)
+                        .into_iter()
+                        .filter_map(|a| f.bounds(&a.timestamps).map(|b| (a.person.clone(), b)))
+                        .collect(),
+                )
+            }
+        };
         let pool = &ctx.runtime_env().memory_pool;
         let mut state = init();
         let mut reservation = elide_query::hold(pool, "paths tally", 0)?;
@@ -500,6 +523,12 @@ async fn each_actor<S>(
                     continue;
                 }
                 let who = actor.value(r);
+                if let Some(b) = &bounds {
+                    match b.get(who) {
+                        Some(&(lo, hi)) if (lo..=hi).contains(&ts.value(r)) => {}
+                        _ => continue,
+                    }
+                }
                 let is_personless = personless.is_valid(r) && personless.value(r);
                 // A deleted person's kept events count for no one.
                 if is_personless && p.is_deleted(who) {

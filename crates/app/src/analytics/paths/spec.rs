@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::super::filter::{range, Interval, Params};
+use super::super::funnel::{FunnelSpec, StepSelection};
 use super::super::properties::{props, Prop};
 use super::super::query_nodes;
 use crate::error::{AppError, Result};
@@ -75,6 +76,40 @@ pub struct PathsSpec {
     /// The persons of an edge (`pathStartKey`, `pathEndKey`) or of a
     /// drop-off (`pathDropoffKey`).
     pub keys: ActorKeys,
+    /// Paths around a funnel's step (`funnelPathsFilter`).
+    pub funnel: Option<FunnelPaths>,
+}
+
+/// Paths around a funnel's step (PostHog's `funnelPathsFilter`): only the
+/// actors of the step (as its persons list has them), each with only its
+/// events after the step, before it, or between it and the step before;
+/// sessions are cut at pauses as long as the funnel's window.
+#[derive(Debug, Clone)]
+pub struct FunnelPaths {
+    /// Which events of each actor.
+    pub kind: FunnelPathKind,
+    /// The funnel.
+    pub funnel: FunnelSpec,
+    /// Its actors of `funnelStep`.
+    pub selection: StepSelection,
+    /// The step whose time bounds the events (0-based: `funnelStep - 1`,
+    /// or for a drop-off `-funnelStep - 2`, the last step reached).
+    pub target: usize,
+    /// A drop-off (`funnelStep` negative).
+    pub dropoff: bool,
+}
+
+/// `funnelPathType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunnelPathKind {
+    /// `funnel_path_after_step`: from the step's time (a drop-off: from
+    /// the end of the window after the last step reached).
+    After,
+    /// `funnel_path_before_step`: up to the step's time.
+    Before,
+    /// `funnel_path_between_steps`: from the step before's time to the
+    /// step's.
+    Between,
 }
 
 /// Which rows' actors a paths' persons list holds.
@@ -233,11 +268,11 @@ impl PathsSpec {
     /// Parse a `PathsQuery` (the last 7 days by default).
     pub fn parse(q: &Map<String, Value>, now: chrono::DateTime<chrono::Utc>) -> Result<Self> {
         query_nodes::check_node(q, "PathsQuery", &["pathsFilter", "funnelPathsFilter"])?;
-        if q.get("funnelPathsFilter").is_some_and(|v| !v.is_null()) {
-            return invalid(
-                "PathsQuery: funnelPathsFilter is not supported (paths around a funnel's step)",
-            );
-        }
+        let funnel = match q.get("funnelPathsFilter") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(f)) => Some(FunnelPaths::parse(f, now)?),
+            Some(v) => return invalid(format!("funnelPathsFilter must be an object, got {v}")),
+        };
         match q.get("samplingFactor") {
             None | Some(Value::Null) => {}
             Some(v) if v.as_f64() == Some(1.0) => {}
@@ -374,6 +409,7 @@ impl PathsSpec {
                 end: text(&f, "pathEndKey")?,
                 dropoff: text(&f, "pathDropoffKey")?,
             },
+            funnel,
         })
     }
 
@@ -435,6 +471,83 @@ impl PathsSpec {
                 .exclude
                 .binary_search_by(|e| e.as_str().cmp(item))
                 .is_ok()
+    }
+}
+
+impl FunnelPaths {
+    /// `{funnelPathType, funnelSource: <FunnelsQuery>, funnelStep}`.
+    fn parse(f: &Map<String, Value>, now: chrono::DateTime<chrono::Utc>) -> Result<Self> {
+        if let Some(k) = f
+            .keys()
+            .find(|k| !matches!(k.as_str(), "funnelPathType" | "funnelSource" | "funnelStep"))
+        {
+            return invalid(format!("funnelPathsFilter.{k} is not supported"));
+        }
+        let kind = match f.get("funnelPathType").and_then(Value::as_str) {
+            Some("funnel_path_after_step") => FunnelPathKind::After,
+            Some("funnel_path_before_step") => FunnelPathKind::Before,
+            Some("funnel_path_between_steps") => FunnelPathKind::Between,
+            _ => {
+                return invalid(
+                    "funnelPathsFilter.funnelPathType must be funnel_path_after_step, \
+                     funnel_path_before_step or funnel_path_between_steps",
+                )
+            }
+        };
+        let Some(Value::Object(source)) = f.get("funnelSource") else {
+            return invalid("funnelPathsFilter.funnelSource must be a FunnelsQuery");
+        };
+        let Some(step) = f.get("funnelStep").and_then(Value::as_i64) else {
+            return invalid("funnelPathsFilter.funnelStep must be a step number (1-based; negative: who dropped off before it)");
+        };
+        let mut params = query_nodes::funnels_params(source)?;
+        params.0.insert("funnel_step".into(), Value::from(step));
+        let funnel = FunnelSpec::parse(&params, now)?;
+        if funnel.breakdown.is_some() {
+            return invalid("funnelPathsFilter: a funnel with a breakdown is not supported");
+        }
+        let selection = StepSelection::parse(&params, funnel.steps.len())?;
+        let n = funnel.steps.len() as i64;
+        let (target, dropoff) = match step {
+            k if k > 0 && k <= n => ((k - 1) as usize, false),
+            k if k < -1 && -k <= n => ((-k - 2) as usize, true),
+            k => {
+                return invalid(format!(
+                    "funnelPathsFilter.funnelStep {k} is not a step of this funnel of {n} steps"
+                ))
+            }
+        };
+        if kind == FunnelPathKind::Between && target == 0 {
+            return invalid(
+                "Cannot request preceding step timestamp if target funnel step is the first step",
+            );
+        }
+        Ok(FunnelPaths {
+            kind,
+            funnel,
+            selection,
+            target,
+            dropoff,
+        })
+    }
+
+    /// The times (µs, inclusive) of an actor's events that count, from
+    /// its funnel path's step times.
+    pub fn bounds(&self, times: &[i64]) -> Option<(i64, i64)> {
+        let at = *times.get(self.target)?;
+        Some(match self.kind {
+            FunnelPathKind::After if self.dropoff => (self.funnel.window.end(at), i64::MAX),
+            FunnelPathKind::After => (at, i64::MAX),
+            FunnelPathKind::Before => (i64::MIN, at),
+            FunnelPathKind::Between => (*times.get(self.target.checked_sub(1)?)?, at),
+        })
+    }
+
+    /// The pause that starts a new session (µs): the funnel's window, as
+    /// PostHog measures it from 2018-01-01.
+    pub fn session_gap(&self) -> i64 {
+        const BASE: i64 = 1_514_764_800_000_000;
+        self.funnel.window.end(BASE).saturating_sub(BASE)
     }
 }
 

@@ -415,3 +415,36 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got, model::rows(&events, start, end, limit));
     }
 }
+
+#[test]
+fn a_funnels_step_bounds_its_actors_events() {
+    let funnel = |kind: &str, step: i64| {
+        let q = json!({"kind": "PathsQuery", "funnelPathsFilter": {
+            "funnelPathType": kind, "funnelStep": step,
+            "funnelSource": {"kind": "FunnelsQuery",
+                "series": [{"kind": "EventsNode", "event": "a"}, {"kind": "EventsNode", "event": "b"},
+                           {"kind": "EventsNode", "event": "c"}],
+                "funnelsFilter": {"funnelWindowInterval": 2, "funnelWindowIntervalUnit": "day"}}}});
+        let Value::Object(q) = q else { unreachable!() };
+        PathsSpec::parse(&q, chrono::Utc::now()).map(|s| s.funnel.expect("funnel"))
+    };
+    let day = 86_400_000_000i64;
+    let times = [10, 20, 30];
+    let f = funnel("funnel_path_after_step", 2).expect("after");
+    assert_eq!(f.bounds(&times), Some((20, i64::MAX)));
+    assert_eq!(f.session_gap(), 2 * day);
+    // Dropped off before step 3: from the window's end after step 2.
+    let f = funnel("funnel_path_after_step", -3).expect("dropoff");
+    assert_eq!(f.bounds(&times[..2]), Some((20 + 2 * day, i64::MAX)));
+    let f = funnel("funnel_path_before_step", 3).expect("before");
+    assert_eq!(f.bounds(&times), Some((i64::MIN, 30)));
+    let f = funnel("funnel_path_between_steps", 3).expect("between");
+    assert_eq!(f.bounds(&times), Some((20, 30)));
+    // An actor without the step has no bounds.
+    assert_eq!(f.bounds(&times[..2]), None);
+    assert!(funnel("funnel_path_between_steps", 1).is_err());
+    assert!(funnel("funnel_path_between_steps", -2).is_err());
+    assert!(funnel("funnel_path_after_step", 4).is_err());
+    assert!(funnel("funnel_path_after_step", -1).is_err());
+    assert!(funnel("funnel_path_after_step", 0).is_err());
+}
