@@ -202,25 +202,6 @@ pub async fn compute(
     spec: &PathsSpec,
     limits: &QueryLimits,
 ) -> Result<Vec<Edge>> {
-    // Items are counted by number: a step is a lookup, not two texts.
-    #[derive(Default)]
-    struct Tally {
-        ids: HashMap<String, u32>,
-        names: Vec<String>,
-        edges: HashMap<(usize, u32, u32), (u64, i128)>,
-    }
-    impl Tally {
-        fn id(&mut self, item: &str, grown: &mut usize) -> u32 {
-            if let Some(&id) = self.ids.get(item) {
-                return id;
-            }
-            let id = self.names.len() as u32;
-            *grown += 2 * item.len() + EDGE_OVERHEAD;
-            self.ids.insert(item.to_string(), id);
-            self.names.push(item.to_string());
-            id
-        }
-    }
     let t = each_actor(
         persons,
         project,
@@ -228,37 +209,74 @@ pub async fn compute(
         limits,
         Tally::default,
         |t, reservation, _, events| {
-            let mut grown = 0;
-            walk(spec, events, |s| {
-                let Some(prev) = s.prev else { return };
-                let key = (s.index, t.id(prev, &mut grown), t.id(s.item, &mut grown));
-                let e = t.edges.entry(key).or_insert_with(|| {
-                    grown += EDGE_OVERHEAD;
-                    (0, 0)
-                });
-                e.0 += 1;
-                e.1 += i128::from(s.since_prev);
-            });
+            let grown = t.add(spec, events);
             reservation.try_grow(grown)?;
             Ok(())
         },
     )
     .await?;
-    let tally = t
-        .edges
-        .into_iter()
-        .map(|((index, prev, item), v)| {
-            let name = |id: u32| t.names.get(id as usize).map_or("", String::as_str);
-            (
+    Ok(edges(spec, t.into_counts()))
+}
+
+/// The edges counted over the actors' sessions. Items are counted by
+/// number: a step is a lookup, not two texts.
+#[derive(Default)]
+struct Tally {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+    edges: HashMap<(usize, u32, u32), (u64, i128)>,
+}
+
+impl Tally {
+    fn id(&mut self, item: &str, grown: &mut usize) -> u32 {
+        if let Some(&id) = self.ids.get(item) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        *grown += 2 * item.len() + EDGE_OVERHEAD;
+        self.ids.insert(item.to_string(), id);
+        self.names.push(item.to_string());
+        id
+    }
+
+    /// Count one actor's `events` (time, item, in time order); the bytes
+    /// it added.
+    fn add(&mut self, spec: &PathsSpec, events: &[(i64, String)]) -> usize {
+        let mut grown = 0;
+        walk(spec, events, |s| {
+            let Some(prev) = s.prev else { return };
+            let key = (
+                s.index,
+                self.id(prev, &mut grown),
+                self.id(s.item, &mut grown),
+            );
+            let e = self.edges.entry(key).or_insert_with(|| {
+                grown += EDGE_OVERHEAD;
+                (0, 0)
+            });
+            e.0 += 1;
+            e.1 += i128::from(s.since_prev);
+        });
+        grown
+    }
+
+    /// (source key, target key) → (sessions, the sum of their times in µs).
+    fn into_counts(self) -> HashMap<(String, String), (u64, i128)> {
+        let names = self.names;
+        let name = |id: u32| names.get(id as usize).map_or("", String::as_str);
+        self.edges
+            .into_iter()
+            .map(|((index, prev, item), v)| {
                 (
-                    format!("{}_{}", index - 1, name(prev)),
-                    format!("{index}_{}", name(item)),
-                ),
-                v,
-            )
-        })
-        .collect();
-    Ok(edges(spec, tally))
+                    (
+                        format!("{}_{}", index - 1, name(prev)),
+                        format!("{index}_{}", name(item)),
+                    ),
+                    v,
+                )
+            })
+            .collect()
+    }
 }
 
 /// The counted edges as the answer: weights, order, limit, and only those

@@ -448,3 +448,117 @@ fn a_funnels_step_bounds_its_actors_events() {
     assert!(funnel("funnel_path_after_step", -1).is_err());
     assert!(funnel("funnel_path_after_step", 0).is_err());
 }
+
+/// PostHog's `to_query` and `validate_results` over the model's rows:
+/// edges grouped, weighed, ordered, limited, then kept when reachable from
+/// a first step.
+fn model_edges(
+    actors: &[Vec<(i64, String)>],
+    (start, end, limit): (Option<&str>, Option<&str>, usize),
+    (min, max, edge_limit): (Option<i64>, Option<i64>, usize),
+) -> Vec<(String, String, u64, f64)> {
+    let mut groups: Vec<((String, String), (u64, i64))> = Vec::new();
+    for a in actors {
+        for (idx, item, prev, diff, _) in model::rows(a, start, end, limit) {
+            let Some(prev) = prev.filter(|_| idx > 1) else {
+                continue;
+            };
+            let key = (format!("{}_{prev}", idx - 1), format!("{idx}_{item}"));
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => {
+                    v.0 += 1;
+                    v.1 += diff;
+                }
+                None => groups.push((key, (1, diff))),
+            }
+        }
+    }
+    let mut rows: Vec<(String, String, u64, f64)> = groups
+        .into_iter()
+        .filter(|(_, (n, _))| {
+            min.is_none_or(|m| *n as i64 >= m) && max.is_none_or(|m| *n as i64 <= m)
+        })
+        .map(|((s, t), (n, sum))| (s, t, n, sum as f64 / n as f64 / 1000.0))
+        .collect();
+    rows.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+    rows.truncate(edge_limit);
+    // validate_results, as written in Python.
+    let mut seen = std::collections::HashSet::new();
+    let mut stack: Vec<String> = rows
+        .iter()
+        .filter(|r| r.0.starts_with("1_"))
+        .map(|r| r.0.clone())
+        .collect();
+    while let Some(node) = stack.pop() {
+        seen.insert(node.clone());
+        for r in rows.iter().filter(|r| r.0 == node) {
+            if !seen.contains(&r.1) {
+                stack.push(r.1.clone());
+            }
+        }
+    }
+    rows.retain(|r| seen.contains(&r.0));
+    rows
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+    /// The counted edges of several actors are PostHog's, whatever the
+    /// weights and limits.
+    #[test]
+    fn the_edges_are_posthogs(
+        actors in proptest::collection::vec(
+            proptest::collection::vec(
+                (proptest::sample::select(vec![0i64, 1, 60, 1_800]), 0usize..5),
+                0..10,
+            ),
+            1..6,
+        ),
+        start in proptest::sample::select(vec![None, Some("/a")]),
+        end in proptest::sample::select(vec![None, Some("/c")]),
+        limit in 1usize..6,
+        min in proptest::sample::select(vec![None, Some(2i64)]),
+        max in proptest::sample::select(vec![None, Some(2i64), Some(-1)]),
+        edge_limit in 1usize..8,
+    ) {
+        let items = ["", "/", "/a", "/b", "/c"];
+        let actors: Vec<Vec<(i64, String)>> = actors
+            .iter()
+            .map(|evs| {
+                let mut t = 0;
+                evs.iter()
+                    .map(|(g, i)| {
+                        t += g * 1_000_000;
+                        (t, items[*i].to_string())
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut f = serde_json::Map::new();
+        if let Some(s) = start {
+            f.insert("startPoint".into(), json!(s));
+        }
+        if let Some(e) = end {
+            f.insert("endPoint".into(), json!(e));
+        }
+        f.insert("stepLimit".into(), json!(limit));
+        f.insert("edgeLimit".into(), json!(edge_limit));
+        if let Some(m) = min {
+            f.insert("minEdgeWeight".into(), json!(m));
+        }
+        if let Some(m) = max {
+            f.insert("maxEdgeWeight".into(), json!(m));
+        }
+        let s = spec(Value::Object(f));
+        let mut t = Tally::default();
+        for a in &actors {
+            t.add(&s, a);
+        }
+        let got: Vec<(String, String, u64, f64)> = edges(&s, t.into_counts())
+            .into_iter()
+            .map(|e| (e.source, e.target, e.value, e.average_conversion_time))
+            .collect();
+        proptest::prop_assert_eq!(got, model_edges(&actors, (start, end, limit), (min, max, edge_limit)));
+    }
+}
