@@ -256,6 +256,15 @@ def serve_and_time(args, data: str, key: str) -> int:
                   {"query": {"kind": "PathsQuery", "dateRange": {"date_from": f"-{days}d"},
                              "pathsFilter": {"includeEventTypes": ["$pageview"]}}},
                   show=lambda o: f"{len(o['results'])} edges, top {o['results'][0]['value'] if o['results'] else 0}")
+        timed("PathsQuery after a funnel's step ($pageview → purchase), 7 days", "/api/projects/1/query/",
+              {"query": {"kind": "PathsQuery", "dateRange": {"date_from": "-7d"},
+                         "pathsFilter": {"includeEventTypes": ["$pageview", "custom_event"]},
+                         "funnelPathsFilter": {"funnelPathType": "funnel_path_after_step", "funnelStep": 2,
+                                               "funnelSource": {"kind": "FunnelsQuery",
+                                                                "dateRange": {"date_from": "-7d"},
+                                                                "series": [{"kind": "EventsNode", "event": "$pageview"},
+                                                                           {"kind": "EventsNode", "event": "purchase"}]}}}},
+              show=lambda o: f"{len(o['results'])} edges")
         timed("PathsQuery all events, 7 days, an edge's persons (ActorsQuery)", "/api/projects/1/query/",
               {"query": {"kind": "ActorsQuery", "select": ["id"], "source": {
                   "kind": "InsightActorsQuery", "source": {
