@@ -8,8 +8,8 @@
 //! 1. An event's path item: a `$pageview`'s `$current_url` without one
 //!    trailing `/` (`/` itself stays), a `$screen`'s `$screen_name`, any
 //!    other event's name ([`Item`]); then the local cleaning rules in
-//!    order, then the first grouping whose wildcard pattern matches it
-//!    anywhere takes its place.
+//!    order, then the grouping whose wildcard pattern's match ends first
+//!    in it takes its place.
 //! 2. An actor's events in time order are cut into sessions where 30
 //!    minutes or more pass between two of them.
 //! 3. In a session, of each run of one item repeated only the last is
@@ -494,19 +494,22 @@ async fn each_actor<S>(
         super::cohorts::register_for(&ctx, persons, project, &spec.props).await?;
         let p = Personless::read(persons, project)?;
         p.register(&ctx);
+        let funnel_held = elide_query::hold(&ctx.runtime_env().memory_pool, "paths funnel", 0)?;
         // With a funnel: its actors of the step, and the times of each one's
         // events that count.
         let bounds: Option<HashMap<String, (i64, i64)>> = match &spec.funnel {
             None => None,
             Some(f) => {
                 let all = super::funnel::actors(persons, project, &f.funnel, limits).await?;
-                Some(
-                    f.selection
-                        .select(&f.funnel, &all)
-                        .into_iter()
-                        .filter_map(|a| f.bounds(&a.timestamps).map(|b| (a.person.clone(), b)))
-                        .collect(),
-                )
+                let map: HashMap<String, (i64, i64)> = f
+                    .selection
+                    .select(&f.funnel, &all)
+                    .into_iter()
+                    .filter_map(|a| f.bounds(&a.timestamps).map(|b| (a.person.clone(), b)))
+                    .collect();
+                // Held for the whole run: charged to the query's memory.
+                funnel_held.try_grow(map.keys().map(|k| k.len() + 64).sum())?;
+                Some(map)
             }
         };
         let pool = &ctx.runtime_env().memory_pool;

@@ -71,8 +71,8 @@ pub struct PathsSpec {
     /// Local cleaning rules: (pattern, replacement in the regex crate's
     /// form), in order.
     pub cleaning: Vec<(regex::Regex, String)>,
-    /// Groupings: (wildcard pattern, the grouping's text).
-    pub groupings: Vec<(regex::Regex, String)>,
+    /// Groupings: (the texts between the wildcards, the grouping's text).
+    pub groupings: Vec<(Vec<String>, String)>,
     /// The persons of an edge (`pathStartKey`, `pathEndKey`) or of a
     /// drop-off (`pathDropoffKey`).
     pub keys: ActorKeys,
@@ -108,7 +108,7 @@ pub enum FunnelPathKind {
     /// `funnel_path_before_step`: up to the step's time.
     Before,
     /// `funnel_path_between_steps`: from the step before's time to the
-    /// step's.
+    /// step's (of the first step: from the epoch, as PostHog's).
     Between,
 }
 
@@ -200,7 +200,11 @@ fn count(f: &Map<String, Value>, key: &str, most: u64) -> Result<Option<u64>> {
 fn weight(f: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
     match f.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_i64() {
+        Some(v) => match v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                .map(|f| f as i64)
+        }) {
             Some(0) => Ok(None),
             Some(n) => Ok(Some(n)),
             None => invalid(format!("pathsFilter.{key} must be an integer, got {v}")),
@@ -354,6 +358,11 @@ impl PathsSpec {
                             "pathsFilter.localPathCleaningFilters: an alias holds at most {MAX_ALIAS_BYTES} bytes"
                         ));
                     }
+                    // ClickHouse leaves the text as it is for an empty
+                    // pattern.
+                    if re.is_empty() {
+                        continue;
+                    }
                     let re = compile(re, "pathsFilter.localPathCleaningFilters")?;
                     let with = replacement(alias, re.captures_len())?;
                     cleaning.push((re, with));
@@ -369,13 +378,22 @@ impl PathsSpec {
         if groupings_text.len() > MAX_RULES {
             return invalid(format!("pathsFilter.pathGroupings: at most {MAX_RULES}"));
         }
+        if let Some(g) = groupings_text
+            .iter()
+            .find(|g| g.len() > elide_store::predicate::MAX_PATTERN_BYTES)
+        {
+            return invalid(format!(
+                "pathsFilter.pathGroupings: a grouping holds at most {} bytes, got {}",
+                elide_store::predicate::MAX_PATTERN_BYTES,
+                g.len()
+            ));
+        }
+        // PostHog's `escape(g).replace("\\*", ".*")`: literal texts
+        // between the wildcards.
         let groupings = groupings_text
             .into_iter()
-            .map(|g| {
-                let pattern = regex::escape(&g).replace("\\*", ".*");
-                Ok((compile(&pattern, "pathsFilter.pathGroupings")?, g))
-            })
-            .collect::<Result<_>>()?;
+            .map(|g| (g.split('*').map(str::to_string).collect(), g))
+            .collect();
         match f.get("pathReplacements") {
             None | Some(Value::Null) | Some(Value::Bool(_)) => {}
             Some(v) => {
@@ -441,21 +459,17 @@ impl PathsSpec {
             event.to_string()
         };
         for (re, with) in &self.cleaning {
-            if let std::borrow::Cow::Owned(s) = re.replace_all(&item, with.as_str()) {
-                if s.len() > MAX_ITEM_BYTES {
-                    return invalid(format!(
-                        "pathsFilter.localPathCleaningFilters: a rule made a path item longer than {MAX_ITEM_BYTES} bytes"
-                    ));
-                }
+            if let Some(s) = replace_capped(re, with, &item)? {
                 item = s;
             }
         }
         // The grouping whose match ends first (as hyperscan reports
-        // `multiMatchAnyIndex`'s matches), the first listed of those.
+        // `multiMatchAnyIndex`'s matches), the first listed among equal
+        // ends.
         if let Some((_, g)) = self
             .groupings
             .iter()
-            .filter_map(|(re, g)| re.shortest_match(&item).map(|end| (end, g)))
+            .filter_map(|(parts, g)| earliest_end(parts, &item).map(|end| (end, g)))
             .min_by_key(|(end, _)| *end)
         {
             item = g.clone();
@@ -517,11 +531,6 @@ impl FunnelPaths {
                 ))
             }
         };
-        if kind == FunnelPathKind::Between && target == 0 {
-            return invalid(
-                "Cannot request preceding step timestamp if target funnel step is the first step",
-            );
-        }
         Ok(FunnelPaths {
             kind,
             funnel,
@@ -539,7 +548,12 @@ impl FunnelPaths {
             FunnelPathKind::After if self.dropoff => (self.funnel.window.end(at), i64::MAX),
             FunnelPathKind::After => (at, i64::MAX),
             FunnelPathKind::Before => (i64::MIN, at),
-            FunnelPathKind::Between => (*times.get(self.target.checked_sub(1)?)?, at),
+            // Of the first step, PostHog's preceding time is its default,
+            // the epoch: as before the step.
+            FunnelPathKind::Between => match self.target.checked_sub(1) {
+                Some(before) => (*times.get(before)?, at),
+                None => (0, at),
+            },
         })
     }
 
@@ -549,6 +563,51 @@ impl FunnelPaths {
         const BASE: i64 = 1_514_764_800_000_000;
         self.funnel.window.end(BASE).saturating_sub(BASE)
     }
+}
+
+/// `re`'s matches in `item` replaced by `with` (the regex crate's
+/// replacement form), `None` when none matched. The result may not grow
+/// past both [`MAX_ITEM_BYTES`] and the item's own length (a 400 as soon
+/// as it does, before it is all built): rules that match short texts
+/// could otherwise multiply an item.
+fn replace_capped(re: &regex::Regex, with: &str, item: &str) -> Result<Option<String>> {
+    let most = MAX_ITEM_BYTES.max(item.len());
+    let mut out = String::new();
+    let mut last = 0;
+    let mut any = false;
+    for caps in re.captures_iter(item) {
+        let Some(m) = caps.get(0) else { continue };
+        out.push_str(&item[last..m.start()]);
+        caps.expand(with, &mut out);
+        last = m.end();
+        any = true;
+        if out.len() > most {
+            return invalid(format!(
+                "pathsFilter.localPathCleaningFilters: a rule made a path item longer than {MAX_ITEM_BYTES} bytes"
+            ));
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    out.push_str(&item[last..]);
+    if out.len() > most {
+        return invalid(format!(
+            "pathsFilter.localPathCleaningFilters: a rule made a path item longer than {MAX_ITEM_BYTES} bytes"
+        ));
+    }
+    Ok(Some(out))
+}
+
+/// Where the earliest match of `parts` joined by wildcards (`.*`, which
+/// matches line breaks too) ends in `item`: each part found after the one
+/// before.
+fn earliest_end(parts: &[String], item: &str) -> Option<usize> {
+    let mut at = 0;
+    for p in parts {
+        at += item.get(at..)?.find(p.as_str())? + p.len();
+    }
+    Some(at)
 }
 
 /// `replaceRegexpAll(url, '(.)/$', '\1')`: one trailing `/` off, unless

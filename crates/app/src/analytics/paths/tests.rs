@@ -74,6 +74,13 @@ fn items_as_posthog_makes_them() {
     // Of two groupings that match, the one whose match ends first.
     let s = spec(json!({"pathGroupings": ["*/api*", "/docs/*"]}));
     assert_eq!(item(&s, "$pageview", Some("/docs/api/x"), None), "/docs/*");
+    // Wildcards in the middle; the parts in order; no regex syntax.
+    let s = spec(json!({"pathGroupings": ["/a*c", "x.y", "/q*"]}));
+    assert_eq!(item(&s, "$pageview", Some("/abbc/z"), None), "/a*c");
+    assert_eq!(item(&s, "$pageview", Some("/cba"), None), "/cba");
+    assert_eq!(item(&s, "$pageview", Some("/xzy"), None), "/xzy");
+    assert_eq!(item(&s, "$pageview", Some("/x.y"), None), "x.y");
+    assert_eq!(item(&s, "$pageview", Some("/q\n"), None), "/q*");
 }
 
 #[test]
@@ -188,11 +195,21 @@ fn clickhouse_replacements() {
 
 #[test]
 fn a_cleaning_rule_cannot_grow_an_item_without_bound() {
+    // Each rule doubles every character: 2^20 times the item.
     let rules: Vec<Value> = (0..20)
-        .map(|_| json!({"regex": "", "alias": "xx"}))
+        .map(|_| json!({"regex": ".", "alias": "\\0\\0"}))
         .collect();
     let s = spec(json!({"localPathCleaningFilters": rules}));
     assert!(s.item("$pageview", Some("/a/b/c"), None).is_err());
+    // Under the cap it applies; an empty pattern changes nothing, as
+    // ClickHouse's.
+    let s = spec(json!({"localPathCleaningFilters": [
+        {"regex": ".", "alias": "\\0\\0"}, {"regex": "", "alias": "x"}]}));
+    assert_eq!(item(&s, "$pageview", Some("/ab"), None), "//aabb");
+    // An item already longer than the cap may stay as long.
+    let long = format!("/{}", "a".repeat(super::spec::MAX_ITEM_BYTES));
+    let s = spec(json!({"localPathCleaningFilters": [{"regex": "a", "alias": "b"}]}));
+    assert_eq!(item(&s, "$pageview", Some(&long), None).len(), long.len());
     // A hogql expression is refused where it would make the items.
     let q = json!({"kind": "PathsQuery", "pathsFilter": {"pathsHogQLExpression": "event"}});
     let Value::Object(q) = q else { unreachable!() };
@@ -442,8 +459,11 @@ fn a_funnels_step_bounds_its_actors_events() {
     assert_eq!(f.bounds(&times), Some((20, 30)));
     // An actor without the step has no bounds.
     assert_eq!(f.bounds(&times[..2]), None);
-    assert!(funnel("funnel_path_between_steps", 1).is_err());
-    assert!(funnel("funnel_path_between_steps", -2).is_err());
+    // Between of the first step: from the epoch, as PostHog's.
+    let f = funnel("funnel_path_between_steps", 1).expect("between 1");
+    assert_eq!(f.bounds(&times), Some((0, 10)));
+    let f = funnel("funnel_path_between_steps", -2).expect("between -2");
+    assert_eq!(f.bounds(&times[..1]), Some((0, 10)));
     assert!(funnel("funnel_path_after_step", 4).is_err());
     assert!(funnel("funnel_path_after_step", -1).is_err());
     assert!(funnel("funnel_path_after_step", 0).is_err());
