@@ -109,6 +109,7 @@ pub async fn run_hogql(
     ));
     ctx.register_udf(ToDateTime::udf());
     ctx.register_udf(crate::hogql::functions::Empty::udf());
+    ctx.register_udf(crate::hogql::functions::Position::udf());
     // Held for the whole query, counted against its memory limit as it is
     // read (a project too large for the limit is refused part way).
     let people_held = elide_query::hold(&ctx.runtime_env().memory_pool, "person properties", 0)?;
@@ -255,6 +256,10 @@ pub fn clickhouse_type(t: &DataType, nullable: bool) -> String {
             }
         }
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("Decimal({p}, {s})"),
+        // A list prints as Arrow's text, booleans as `true`/`false`.
+        DataType::List(f) | DataType::LargeList(f) if f.data_type() == &DataType::Boolean => {
+            "Array(Bool)".to_string()
+        }
         DataType::List(f) | DataType::LargeList(f) => {
             format!("Array({})", clickhouse_type(f.data_type(), f.is_nullable()))
         }
@@ -297,8 +302,10 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>> {
     Ok(out)
 }
 
-/// One column's values as JSON: numbers, booleans and text as such,
-/// timestamps as RFC 3339 text in UTC, anything else as Arrow displays it.
+/// One column's values as JSON: numbers and text as such, booleans as 1
+/// and 0 (ClickHouse's conditions), timestamps as RFC 3339 text in UTC,
+/// anything else as Arrow displays it (a list of booleans as
+/// `[true, false]`).
 fn column_values(a: &ArrayRef) -> Result<Vec<Value>> {
     use arrow::compute::cast;
     let n = a.len();

@@ -135,11 +135,75 @@ pub fn statement_too_deep(s: &DFStatement) -> bool {
     }
 }
 
+/// Most calls of the forms sqlparser parses by trying their special
+/// syntax first and, when it fails, again as a plain call (`POSITION(a
+/// IN b)`, `CEIL(x TO unit)`, `FLOOR`, `OVERLAY`, `CAST`, `TRY_CAST`,
+/// `SAFE_CAST`, `CONVERT`) that may nest in one another: each level of
+/// them doubles the parse (measured: 14 levels of `position(a, b)` took
+/// 40 ms, so 25 would take a minute and 30 hours, all on a thread a
+/// timeout does not stop).
+pub const MAX_RETRIED_CALLS: usize = 10;
+
+/// The words of [`MAX_RETRIED_CALLS`].
+const RETRIED: [&str; 8] = [
+    "POSITION",
+    "CEIL",
+    "FLOOR",
+    "OVERLAY",
+    "CAST",
+    "TRY_CAST",
+    "SAFE_CAST",
+    "CONVERT",
+];
+
+/// How deep calls of the words sqlparser parses twice ([`RETRIED`]) nest
+/// in `sql`, read from its tokens (one pass, before any parse); `None`
+/// when it does not tokenize (the parse then says why).
+pub fn retried_call_depth(sql: &str) -> Option<usize> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize().ok()?;
+    // Per open parenthesis, whether a retried word opened it.
+    let mut open: Vec<bool> = Vec::new();
+    let (mut depth, mut most, mut after_word) = (0usize, 0usize, false);
+    for t in &tokens {
+        match t {
+            Token::Whitespace(_) => continue,
+            Token::Word(w) => {
+                after_word = RETRIED.iter().any(|r| w.value.eq_ignore_ascii_case(r));
+                continue;
+            }
+            Token::LParen => {
+                open.push(after_word);
+                if after_word {
+                    depth += 1;
+                    most = most.max(depth);
+                }
+            }
+            Token::RParen if open.pop() == Some(true) => depth -= 1,
+            _ => {}
+        }
+        after_word = false;
+    }
+    Some(most)
+}
+
+/// The refusal of a statement past [`MAX_RETRIED_CALLS`].
+pub fn retried_calls_message() -> String {
+    format!(
+        "the query nests POSITION, CEIL, FLOOR, OVERLAY, CAST or CONVERT calls more than \
+         {MAX_RETRIED_CALLS} deep"
+    )
+}
+
 /// Parse `sql` as `state` would (its dialect and recursion limit), on a
 /// stack of its own, refusing a statement nested deeper than
 /// [`MAX_EXPR_DEPTH`] (a plan error).
 pub fn parse_checked(state: &SessionState, sql: &str) -> Result<DFStatement> {
     let dialect = state.config().options().sql_parser.dialect;
+    if retried_call_depth(sql).is_some_and(|d| d > MAX_RETRIED_CALLS) {
+        return Err(DataFusionError::Plan(retried_calls_message()));
+    }
     on_parse_stack(|| {
         let s = state.sql_to_statement(sql, &dialect)?;
         if statement_too_deep(&s) {
@@ -153,6 +217,32 @@ pub fn parse_checked(state: &SessionState, sql: &str) -> Result<DFStatement> {
 mod tests {
     use super::*;
     use datafusion::prelude::SessionContext;
+
+    /// Calls sqlparser parses twice are refused past their nesting limit,
+    /// before any parse; others nest freely.
+    #[test]
+    fn retried_calls_are_bounded_before_the_parse() {
+        let nest = |f: &str, n: usize| format!("SELECT {}'x'{}", f.repeat(n), ", 'a')".repeat(n));
+        assert_eq!(retried_call_depth(&nest("position(", 3)), Some(3));
+        assert_eq!(retried_call_depth(&nest("Position (", 3)), Some(3));
+        assert_eq!(retried_call_depth(&nest("coalesce(", 30)), Some(0));
+        // Siblings do not add up; a parenthesis inside a call counts once.
+        assert_eq!(
+            retried_call_depth(
+                "SELECT cast(1 AS int), cast((1) AS int), position('a', cast(1 AS text))"
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            retried_call_depth("SELECT 'position(' , \"cast\"(1)"),
+            Some(1)
+        );
+        let ctx = SessionContext::new();
+        let state = ctx.state();
+        assert!(parse_checked(&state, &nest("position(", MAX_RETRIED_CALLS)).is_ok());
+        let err = parse_checked(&state, &nest("position(", 40)).expect_err("refused");
+        assert!(err.to_string().contains("more than"), "{err}");
+    }
 
     /// Chains of each kind at the limit parse; one level more, or tens of
     /// thousands more (with or without a syntax error after them), are

@@ -179,13 +179,19 @@ impl ApiError {
     }
 
     /// 415: a body in a `Content-Encoding` the server does not read.
-    pub fn unsupported_encoding(encoding: &str) -> Self {
-        let shown: String = encoding.chars().take(64).collect();
+    pub fn unsupported_encoding(encoding: Option<&str>) -> Self {
+        let detail = match encoding {
+            Some(e) => {
+                let shown: String = e.chars().take(64).collect();
+                format!("Unsupported Content-Encoding \"{shown}\" in request; send the body as it is or as gzip.")
+            }
+            None => "Unsupported media type in request.".to_string(),
+        };
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request",
             "unsupported_media_type",
-            format!("Unsupported Content-Encoding \"{shown}\" in request; send the body as it is or as gzip."),
+            detail,
         )
     }
 

@@ -310,25 +310,25 @@ pub async fn method_not_allowed(req: Request) -> Response {
 /// PostHog's envelope like every other error: the request timeout's 408
 /// and the request decompression's 415 (a `Content-Encoding` other than
 /// gzip; its `Accept-Encoding` header is kept). A response that has a
-/// `Content-Type` already is a handler's own and passes as it is.
+/// `Content-Type` already is a handler's own and passes as it is. Only the
+/// request's `Content-Encoding` is kept aside, not its headers.
 pub async fn envelope_bodiless(
     State(timeout): State<std::time::Duration>,
-    headers: axum::http::HeaderMap,
-    resp: Response,
+    req: Request,
+    next: Next,
 ) -> Response {
     use axum::http::{header, StatusCode};
+    let encoding = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let resp = next.run(req).await;
     if resp.headers().contains_key(header::CONTENT_TYPE) {
         return resp;
     }
     let error = match resp.status() {
         StatusCode::REQUEST_TIMEOUT => ApiError::request_timeout(timeout),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            let encoding = headers
-                .get(header::CONTENT_ENCODING)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default();
-            ApiError::unsupported_encoding(&encoding)
-        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_encoding(encoding.as_deref()),
         _ => return resp,
     };
     let (mut parts, _) = resp.into_parts();

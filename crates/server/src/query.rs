@@ -264,7 +264,9 @@ pub struct PathsQuery {
     pub properties: Option<Value>,
     /// `{includeEventTypes?, excludeEvents?, startPoint?, endPoint?,
     /// stepLimit?, edgeLimit?, minEdgeWeight?, maxEdgeWeight?,
-    /// pathGroupings?, localPathCleaningFilters?, pathReplacements?}`;
+    /// pathGroupings?, localPathCleaningFilters?, pathReplacements?,
+    /// showFullUrls?, pathsHogQLExpression?}` (a HogQL expression that
+    /// would make the items is refused);
     /// with `pathStartKey`, `pathEndKey` or `pathDropoffKey` as the source
     /// of an `ActorsQuery`.
     #[schema(value_type = Option<Object>)]

@@ -34,7 +34,7 @@
 //! | [`trends`] | events, active persons, sessions, property and per-actor maths per period (or over the range), broken down by an event or person property; formulas between the series; the previous period; the persons of one point |
 //! | [`stickiness`] | actors per number of periods they did an event in |
 //! | [`retention`] | cohorts per interval and their returns in the intervals after, and a cohort's persons |
-//! | [`paths`] | the edges between the steps of the actors' sessions, and the persons of an edge |
+//! | [`paths`] | the edges between the steps of the actors' sessions (also around a funnel's step), and the persons of an edge or a drop-off |
 //! | [`definitions`] | the event names and the property names (and kinds) of a project's events and persons |
 //! | [`cohorts`] | cohort members: static lists, dynamic definitions computed over the filtered scan |
 //! | [`actors`] | the persons of a result, loaded in its order |

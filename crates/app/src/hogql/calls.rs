@@ -295,12 +295,10 @@ fn rewrite_call(f: &mut ast::Function) -> Result<Option<Expr>> {
         "startswith" => fixed(2..=2, "starts_with(__x0, __x1)", args),
         "endswith" => fixed(2..=2, "ends_with(__x0, __x1)", args),
         // ClickHouse counts bytes; `positionUTF8` characters.
-        "position" => fixed(
-            2..=2,
-            "CASE WHEN strpos(__x0, __x1) = 0 THEN 0 \
-             ELSE octet_length(left(__x0, strpos(__x0, __x1) - 1)) + 1 END",
-            args,
-        ),
+        "position" => {
+            arity(&original, &args, 2..=2)?;
+            Ok(Some(call(functions::POSITION, args)))
+        }
         "positionutf8" => fixed(2..=2, "strpos(__x0, __x1)", args),
         "empty" => {
             arity(&original, &args, 1..=1)?;

@@ -13,6 +13,8 @@
 //!   is converted.
 //! - [`Empty`] (`elide_empty(x)`): ClickHouse's `empty`, of text or a
 //!   list.
+//! - [`Position`] (`elide_position(s, needle)`): ClickHouse's `position`,
+//!   in bytes.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -486,5 +488,60 @@ impl ScalarUDFImpl for Empty {
             .map(|v| v.map(|v| v == 0))
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// Name of [`Position`].
+pub const POSITION: &str = "elide_position";
+
+/// `elide_position(haystack, needle)`: ClickHouse's `position`, where
+/// `needle` first starts in `haystack`, counted in bytes from 1 (0 when
+/// absent, 1 for an empty needle); NULL when either is. One call, so the
+/// rewrite never repeats its arguments (a template that did would grow
+/// exponentially with nesting).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Position {
+    signature: Signature,
+}
+
+impl Position {
+    /// The function.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(Position {
+            signature: Signature::any(2, Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for Position {
+    fn name(&self) -> &str {
+        POSITION
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let text = |i: usize| -> Result<ArrayRef> {
+            let a = args.args[i].to_array(args.number_rows)?;
+            Ok(arrow::compute::cast(&a, &DataType::Utf8)?)
+        };
+        let (hay, needle) = (text(0)?, text(1)?);
+        let (hay, needle) = (hay.as_string::<i32>(), needle.as_string::<i32>());
+        let mut out = Int64Builder::with_capacity(hay.len());
+        for i in 0..hay.len() {
+            if hay.is_null(i) || needle.is_null(i) {
+                out.append_null();
+            } else {
+                let at = hay.value(i).find(needle.value(i)).map_or(0, |b| b + 1);
+                out.append_value(at as i64);
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }

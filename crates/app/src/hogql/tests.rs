@@ -217,10 +217,7 @@ fn clickhouse_functions() {
         ("like(event, 'a%')", "event LIKE 'a%'"),
         ("notILike(event, 'a%')", "event NOT ILIKE 'a%'"),
         ("startsWith(event, '$')", "starts_with(event, '$')"),
-        (
-            "position(event, 'up')",
-            "CASE WHEN strpos(event, 'up') = 0 THEN 0 ELSE octet_length(left(event, strpos(event, 'up') - 1)) + 1 END",
-        ),
+        ("position(event, 'up')", "elide_position(event, 'up')"),
         ("positionUTF8(event, 'up')", "strpos(event, 'up')"),
         ("notEmpty(distinct_id)", "NOT elide_empty(distinct_id)"),
         ("splitByChar(',', event)", "string_to_array(event, ',')"),

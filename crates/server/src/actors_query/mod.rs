@@ -2,8 +2,9 @@
 //! PostHog's persons page (no `source`: the project's persons) and its
 //! persons modals ask for them (`source`: the persons of one point of an
 //! insight: an `InsightActorsQuery` of a `TrendsQuery`, a
-//! `StickinessQuery`, a `LifecycleQuery` or a `RetentionQuery`, or a
-//! `FunnelsActorsQuery` of a `FunnelsQuery`; [`sources`]).
+//! `StickinessQuery`, a `LifecycleQuery`, a `RetentionQuery` or a
+//! `PathsQuery`, or a `FunnelsActorsQuery` of a `FunnelsQuery`;
+//! [`sources`]).
 //!
 //! PostHog compiles `select` to HogQL over its persons table; Elide takes
 //! the columns PostHog's own screens select ([`Column`]) and refuses
@@ -41,7 +42,9 @@ pub struct ActorsQuery {
     pub kind: String,
     /// Whose persons: none (the project's), `{kind: "InsightActorsQuery",
     /// source: TrendsQuery | StickinessQuery | LifecycleQuery |
-    /// RetentionQuery, series?, day?, breakdown?, status?, interval?}`
+    /// RetentionQuery | PathsQuery, series?, day?, breakdown?, status?,
+    /// interval?}` (a `PathsQuery`'s edge or drop-off is in its
+    /// `pathsFilter`: `pathStartKey`, `pathEndKey`, `pathDropoffKey`)
     /// or `{kind: "FunnelsActorsQuery", source: FunnelsQuery,
     /// funnelStep?, funnelStepBreakdown?, funnelCustomSteps?}`. A
     /// trend's `series` is the index of a query series (formulas have no
@@ -51,8 +54,9 @@ pub struct ActorsQuery {
     /// The columns: `person` (or `actor`), `id`, `person_display_name`,
     /// `created_at`, `person.$delete`, `properties.<key>`,
     /// `matched_recordings`, of a trend's point `event_count`,
-    /// `last_seen`, `event_distinct_ids`, of a retention cohort
-    /// `appearances` (a ` -- label` is allowed).
+    /// `last_seen`, `event_distinct_ids`, of a paths' edge `event_count`
+    /// (its matching steps), of a retention cohort `appearances` (a
+    /// ` -- label` is allowed).
     pub select: Option<Vec<String>>,
     /// `["<column> [ASC|DESC]", …]` (one text may list several, comma
     /// separated): `event_count`, `last_seen`, `id`,

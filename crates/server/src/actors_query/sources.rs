@@ -1,6 +1,7 @@
 //! Where an `ActorsQuery`'s persons come from: the project's listing,
 //! or one point of an insight (a trend's, stickiness', lifecycle's,
-//! funnel's or retention cohort's), computed by
+//! funnel's or retention cohort's, or a paths' edge or drop-off),
+//! computed by
 //! [`elide_app::analytics`] as the legacy persons routes compute them,
 //! and narrowed by `search` and person filters through the persons
 //! listing.

@@ -165,6 +165,29 @@ async fn conditions_sum_as_ones_and_zeros() {
         .hogql("select position('héllo', 'l'), positionUTF8('héllo', 'l'), position('héllo', 'z'), position(properties.nope, 'z') from events limit 1")
         .await;
     assert_eq!(rows, vec![json!([4, 3, 0, null])]);
+    // Nested calls stay one call each (a rewrite that repeated its
+    // arguments would grow as 3^depth).
+    // Nested calls stay one call each, and nesting what sqlparser parses
+    // twice is refused before the parse (each level doubled it).
+    let nested = |n: usize| {
+        format!(
+            "select {}'x'{} from events limit 1",
+            "position(".repeat(n),
+            ", 'a')".repeat(n)
+        )
+    };
+    assert_eq!(h.hogql(&nested(10)).await, vec![json!([0])]);
+    let r = h
+        .post(
+            &format!("{}/query/", h.api()),
+            &json!({"query": {"kind": "HogQLQuery", "query": nested(40)}}),
+        )
+        .await;
+    assert!(
+        r.envelope(400).contains("more than 10 deep"),
+        "{}",
+        r.text()
+    );
     // A condition in the result is 1 or 0 (`UInt8`), as ClickHouse's.
     let r = h
         .post(

@@ -573,8 +573,8 @@ async fn an_unreadable_body_is_a_400() {
 }
 
 /// A body in an encoding the server does not read is a 415 with the
-/// envelope naming it (the middleware's own answer has no body), and
-/// nothing is run.
+/// envelope naming it (the middleware's own answer has no body); a
+/// handler's own error with a body passes untouched.
 #[tokio::test]
 async fn an_unsupported_encoding_is_a_415_with_the_envelope() {
     let h = Harness::new();
@@ -593,6 +593,18 @@ async fn an_unsupported_encoding_is_a_415_with_the_envelope() {
     assert_eq!(r.headers["content-type"], "application/json");
     // The decompression's hint of what it reads is kept.
     assert!(r.headers.contains_key("accept-encoding"), "{:?}", r.headers);
+    // The body's length is the envelope's.
+    if let Some(len) = r.headers.get("content-length") {
+        assert_eq!(len.to_str().ok(), Some(r.body.len().to_string().as_str()));
+    }
+    // A handler's own 4xx with its envelope is not rewritten.
+    let r = h
+        .post(
+            &format!("{}/query/", h.api()),
+            &serde_json::json!({"query": {"kind": "Nope"}}),
+        )
+        .await;
+    assert!(r.envelope(400).contains("Nope"), "{}", r.text());
 }
 
 /// A request past the request timeout (here a body that never ends) is a

@@ -52,7 +52,7 @@ use super::personless::{
 };
 use super::properties::props_sql;
 use super::{lit, stream, ts_lit};
-use crate::error::{AppError, Result};
+use crate::error::Result;
 use crate::query::QueryLimits;
 
 mod spec;
@@ -60,10 +60,6 @@ pub use spec::{
     ActorKeys, FunnelPathKind, FunnelPaths, Include, PathsSpec, DEFAULT_EDGE_LIMIT,
     DEFAULT_STEP_LIMIT, MAX_EDGE_LIMIT, MAX_STEP_LIMIT,
 };
-
-fn invalid<T>(msg: impl Into<String>) -> Result<T> {
-    Err(AppError::InvalidQuery(msg.into()))
-}
 
 /// A pause this long or longer (µs) starts a new session (PostHog's 30
 /// minutes).
@@ -202,7 +198,7 @@ pub async fn compute(
     spec: &PathsSpec,
     limits: &QueryLimits,
 ) -> Result<Vec<Edge>> {
-    let t = each_actor(
+    each_actor(
         persons,
         project,
         spec,
@@ -213,9 +209,13 @@ pub async fn compute(
             reservation.try_grow(grown)?;
             Ok(())
         },
+        |t, reservation| {
+            // The keys are written out once each: charged first.
+            reservation.try_grow(t.key_bytes())?;
+            Ok(edges(spec, t.into_counts()))
+        },
     )
-    .await?;
-    Ok(edges(spec, t.into_counts()))
+    .await
 }
 
 /// The edges counted over the actors' sessions. Items are counted by
@@ -258,6 +258,15 @@ impl Tally {
             e.1 += i128::from(s.since_prev);
         });
         grown
+    }
+
+    /// The bytes [`Tally::into_counts`] writes.
+    fn key_bytes(&self) -> usize {
+        let len = |id: u32| self.names.get(id as usize).map_or(0, String::len);
+        self.edges
+            .keys()
+            .map(|&(_, prev, item)| len(prev) + len(item) + 2 * 24 + EDGE_OVERHEAD)
+            .sum()
     }
 
     /// (source key, target key) → (sessions, the sum of their times in µs).
@@ -366,7 +375,7 @@ pub async fn actors(
     limits: &QueryLimits,
 ) -> Result<Vec<PathActor>> {
     let keys = &spec.keys;
-    let mut out = each_actor(
+    each_actor(
         persons,
         project,
         spec,
@@ -400,10 +409,12 @@ pub async fn actors(
             }
             Ok(())
         },
+        |mut out, _| {
+            out.sort_by(|a, b| b.steps.cmp(&a.steps).then_with(|| a.actor.cmp(&b.actor)));
+            Ok(out)
+        },
     )
-    .await?;
-    out.sort_by(|a, b| b.steps.cmp(&a.steps).then_with(|| a.actor.cmp(&b.actor)));
-    Ok(out)
+    .await
 }
 
 /// The query of the events that make path items, one row per event:
@@ -479,14 +490,15 @@ fn rows_sql(spec: &PathsSpec, personless: &Personless) -> Result<String> {
 /// query's memory (one actor's events are held at a time). Run again on a
 /// fresh state when a person was deleted meanwhile (at most [`MAX_RUNS`]
 /// runs): its personless events may have counted.
-async fn each_actor<S>(
+async fn each_actor<S, T>(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     spec: &PathsSpec,
     limits: &QueryLimits,
     init: impl Fn() -> S,
     mut each: impl FnMut(&mut S, &mut MemoryReservation, (&str, bool), &[(i64, String)]) -> Result<()>,
-) -> Result<S> {
+    finish: impl FnOnce(S, &mut MemoryReservation) -> Result<T>,
+) -> Result<T> {
     let mut runs = 0;
     loop {
         runs += 1;
@@ -525,7 +537,10 @@ async fn each_actor<S>(
             let actor = arrow::compute::cast(b.column(0), &DataType::Utf8)?;
             let actor = actor.as_string::<i32>();
             let Some(personless) = b.column(1).as_boolean_opt() else {
-                return invalid("paths: personless is not a boolean");
+                return Err(datafusion::error::DataFusionError::Internal(
+                    "paths: personless is not a boolean".into(),
+                )
+                .into());
             };
             let ts = b.column(2).as_primitive::<Int64Type>();
             let texts: Vec<_> = (3..6)
@@ -540,6 +555,16 @@ async fn each_actor<S>(
                 (!a.is_null(r)).then(|| a.value(r))
             }
             for r in 0..b.num_rows() {
+                // Cleaning rules can make a batch long: its deadline is
+                // looked at within it too.
+                if r % 1024 == 1023 {
+                    if let Some(d) = limits.deadline.as_ref().filter(|d| d.passed()) {
+                        return Err(datafusion::error::DataFusionError::External(Box::new(
+                            elide_query::deadline::Cancelled(d.timeout()),
+                        ))
+                        .into());
+                    }
+                }
                 if actor.is_null(r) || ts.is_null(r) || event.is_null(r) {
                     continue;
                 }
@@ -578,7 +603,9 @@ async fn each_actor<S>(
         if runs < MAX_RUNS && p.stale(persons, project)? {
             continue;
         }
-        return Ok(state);
+        // Still under the query's memory: what `finish` builds is charged
+        // to the same reservation.
+        return finish(state, &mut reservation);
     }
 }
 

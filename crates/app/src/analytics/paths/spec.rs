@@ -522,10 +522,10 @@ impl FunnelPaths {
         }
         let selection = StepSelection::parse(&params, funnel.steps.len())?;
         let n = funnel.steps.len() as i64;
-        let (target, dropoff) = match step {
-            k if k > 0 && k <= n => ((k - 1) as usize, false),
-            k if k < -1 && -k <= n => ((-k - 2) as usize, true),
-            k => {
+        let (target, dropoff) = match (step, step.checked_neg()) {
+            (k, _) if k > 0 && k <= n => ((k - 1) as usize, false),
+            (_, Some(m)) if m > 1 && m <= n => ((m - 2) as usize, true),
+            (k, _) => {
                 return invalid(format!(
                     "funnelPathsFilter.funnelStep {k} is not a step of this funnel of {n} steps"
                 ))
