@@ -1,7 +1,8 @@
 //! Operating the server: `/_health` (the process answers), `/_ready` (the
 //! store can serve), `/metrics` (Prometheus text), the request metrics
-//! and tracing middleware, and the answers for unknown routes, methods
-//! and panics (always PostHog's envelope, never an empty body).
+//! and tracing middleware, and the answers for unknown routes, methods,
+//! panics and the middleware's own 408 and 415 (always PostHog's
+//! envelope, never an empty body).
 
 use std::sync::OnceLock;
 use std::time::Instant;
