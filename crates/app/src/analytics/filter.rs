@@ -524,7 +524,9 @@ impl Interval {
 }
 
 /// The conversion window: `funnel_window_days`, else
-/// `funnel_window_interval` + `funnel_window_interval_unit`, else 14 days.
+/// `funnel_window_interval` (default 14) of `funnel_window_interval_unit`
+/// (default days), as PostHog's `FunnelQueryContext`: a unit without an
+/// interval is 14 of that unit.
 pub fn funnel_window(p: &Params) -> Result<Window> {
     let day = 86_400_000_000i64;
     if let Some(d) = p.int("funnel_window_days")? {
@@ -539,12 +541,7 @@ pub fn funnel_window(p: &Params) -> Result<Window> {
         }
     }
     let n = match p.int("funnel_window_interval")? {
-        None | Some(0) => {
-            return Ok(Window {
-                months: 0,
-                length: 14 * day,
-            })
-        }
+        None | Some(0) => 14,
         Some(n) if n < 0 => return invalid("funnel_window_interval must not be negative"),
         Some(n) => n,
     };
@@ -574,6 +571,32 @@ pub fn funnel_window(p: &Params) -> Result<Window> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PostHog's `FunnelQueryContext`: 14 of the unit when no interval is
+    /// given, 14 days when nothing is.
+    #[test]
+    fn a_funnel_window_defaults_to_fourteen_of_its_unit() {
+        let w = |m: serde_json::Value| {
+            let serde_json::Value::Object(m) = m else {
+                unreachable!()
+            };
+            funnel_window(&Params(m)).expect("window")
+        };
+        let hour = 3_600_000_000i64;
+        assert_eq!(w(serde_json::json!({})).length, 14 * 24 * hour);
+        assert_eq!(
+            w(serde_json::json!({"funnel_window_interval_unit": "hour"})).length,
+            14 * hour
+        );
+        assert_eq!(
+            w(serde_json::json!({"funnel_window_interval_unit": "month"})).months,
+            14
+        );
+        assert_eq!(
+            w(serde_json::json!({"funnel_window_interval": 2, "funnel_window_interval_unit": "hour"})).length,
+            2 * hour
+        );
+    }
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 3, 15, 13, 45, 10)

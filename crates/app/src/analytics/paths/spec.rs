@@ -97,6 +97,10 @@ pub struct FunnelPaths {
     pub target: usize,
     /// A drop-off (`funnelStep` negative).
     pub dropoff: bool,
+    /// Whether the funnel names its window's length
+    /// (`funnelWindowInterval`): else PostHog cuts the paths' sessions at
+    /// 14 days whatever the unit.
+    pub window_given: bool,
 }
 
 /// `funnelPathType`.
@@ -531,12 +535,17 @@ impl FunnelPaths {
                 ))
             }
         };
+        let window_given = params
+            .int("funnel_window_interval")?
+            .is_some_and(|n| n != 0)
+            || params.int("funnel_window_days")?.is_some_and(|n| n != 0);
         Ok(FunnelPaths {
             kind,
             funnel,
             selection,
             target,
             dropoff,
+            window_given,
         })
     }
 
@@ -558,9 +567,13 @@ impl FunnelPaths {
     }
 
     /// The pause that starts a new session (µs): the funnel's window, as
-    /// PostHog measures it from 2018-01-01.
+    /// PostHog measures it from 2018-01-01 (14 days when the funnel does
+    /// not name its length).
     pub fn session_gap(&self) -> i64 {
         const BASE: i64 = 1_514_764_800_000_000;
+        if !self.window_given {
+            return 14 * 86_400_000_000;
+        }
         self.funnel.window.end(BASE).saturating_sub(BASE)
     }
 }

@@ -477,6 +477,20 @@ fn a_funnels_step_bounds_its_actors_events() {
     assert_eq!(f.bounds(&times), Some((0, 10)));
     let f = funnel("funnel_path_between_steps", -2).expect("between -2");
     assert_eq!(f.bounds(&times[..1]), Some((0, 10)));
+    // A unit without a length: the funnel's window is 14 hours, the
+    // paths' sessions are cut at 14 days, as PostHog's.
+    let q = json!({"kind": "PathsQuery", "funnelPathsFilter": {
+        "funnelPathType": "funnel_path_after_step", "funnelStep": 1,
+        "funnelSource": {"kind": "FunnelsQuery",
+            "series": [{"kind": "EventsNode", "event": "a"}, {"kind": "EventsNode", "event": "b"}],
+            "funnelsFilter": {"funnelWindowIntervalUnit": "hour"}}}});
+    let Value::Object(q) = q else { unreachable!() };
+    let f = PathsSpec::parse(&q, chrono::Utc::now())
+        .expect("spec")
+        .funnel
+        .expect("funnel");
+    assert_eq!(f.funnel.window.length, 14 * 3_600_000_000);
+    assert_eq!(f.session_gap(), 14 * day);
     assert!(funnel("funnel_path_after_step", 4).is_err());
     assert!(funnel("funnel_path_after_step", -1).is_err());
     assert!(funnel("funnel_path_after_step", 0).is_err());
