@@ -216,6 +216,11 @@ fn rewrite_expr(e: &mut Expr, uses: &mut Uses) -> Result<()> {
             property_access(&parts, &mut uses.person)
         }
         Expr::Function(f) => calls::function(f)?,
+        // `POSITION(needle IN s)` counts bytes too, as ClickHouse's.
+        Expr::Position { expr, r#in } => Some(call(
+            functions::POSITION,
+            vec![r#in.as_ref().clone(), expr.as_ref().clone()],
+        )),
         Expr::BinaryOp { left, op, right } if is_comparison(op) => {
             typed_comparison(left, right);
             typed_comparison(right, left);

@@ -165,6 +165,10 @@ async fn conditions_sum_as_ones_and_zeros() {
         .hogql("select position('héllo', 'l'), positionUTF8('héllo', 'l'), position('héllo', 'z'), position(properties.nope, 'z') from events limit 1")
         .await;
     assert_eq!(rows, vec![json!([4, 3, 0, null])]);
+    let rows = h
+        .hogql("select position('l' in 'héllo') from events limit 1")
+        .await;
+    assert_eq!(rows, vec![json!([4])]);
     // Nested calls stay one call each (a rewrite that repeated its
     // arguments would grow as 3^depth).
     // Nested calls stay one call each, and nesting what sqlparser parses
