@@ -487,9 +487,12 @@ fn rows_sql(spec: &PathsSpec, personless: &Personless) -> Result<String> {
 /// Each actor's events (time, path item), in time order, through
 /// `each(state, reservation, (actor, personless), events)`, into a state
 /// made by `init`; what `each` keeps is charged to `reservation`, the
-/// query's memory (one actor's events are held at a time). Run again on a
-/// fresh state when a person was deleted meanwhile (at most [`MAX_RUNS`]
-/// runs): its personless events may have counted.
+/// query's memory (one actor's events are held at a time), and the last
+/// run's state goes through `finish` while that memory is still held. Run
+/// again on a fresh state when a person was deleted meanwhile (at most
+/// [`MAX_RUNS`] runs): its personless events may have counted. With a
+/// funnel, only its actors of the step, and of each only the events its
+/// funnel path bounds ([`FunnelPaths::bounds`]).
 async fn each_actor<S, T>(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
