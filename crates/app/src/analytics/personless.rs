@@ -178,6 +178,24 @@ impl Personless {
         }
     }
 
+    /// The condition that event `e` is a personless actor's: it carries a
+    /// UUID, its distinct id has no person and is not blocked (a deleted
+    /// person's), the UUID is no live person's (an id reset away from
+    /// that person: nobody's) and, with `not_deleted`, no deleted
+    /// person's ([`Personless::not_deleted_sql`]; a query that counts by
+    /// actor may leave those out itself).
+    pub fn actor_sql(&self, not_deleted: bool) -> String {
+        let mut out = format!(
+            "e.person_id IS NOT NULL AND {NO_PERSON} AND {NOT_A_PERSONS_UUID} AND {}",
+            self.not_blocked_sql()
+        );
+        if not_deleted {
+            out.push_str(" AND ");
+            out.push_str(&self.not_deleted_sql());
+        }
+        out
+    }
+
     /// The condition that event `e`'s distinct id is not blocked (`TRUE`
     /// when no id is: the common case costs nothing).
     pub fn not_blocked_sql(&self) -> String {

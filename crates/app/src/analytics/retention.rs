@@ -30,9 +30,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::filter::{range, Interval, Params};
-use super::personless::{
-    personless_can_match, personless_props_sql, Personless, MAX_RUNS, NOT_A_PERSONS_UUID, NO_PERSON,
-};
+use super::personless::{personless_can_match, personless_props_sql, Personless, MAX_RUNS};
 use super::properties::{any_of_kind, props, props_sql, Prop, PropKind};
 use super::{lit, session, stream, ts_lit};
 use crate::error::{AppError, Result};
@@ -302,11 +300,9 @@ impl RetentionSpec {
             );
             parts.push(format!(
                 "SELECT CAST(e.person_id AS VARCHAR) AS actor, e.timestamp AS ts, {s} AS is_s, {r} AS is_r \
-                 FROM events e WHERE {bounds} AND {by_name} AND {} AND ({s} OR {r}) \
-                 AND e.person_id IS NOT NULL AND {NO_PERSON} AND {NOT_A_PERSONS_UUID} AND {} AND {}",
+                 FROM events e WHERE {bounds} AND {by_name} AND {} AND ({s} OR {r}) AND {}",
                 personless_props_sql(&self.props)?,
-                p.not_blocked_sql(),
-                p.not_deleted_sql()
+                p.actor_sql(true)
             ));
         }
         Ok(parts.join(" UNION ALL "))

@@ -47,9 +47,7 @@ use elide_persons::{Persons, SqliteMeta};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::personless::{
-    personless_can_match, personless_props_sql, Personless, MAX_RUNS, NOT_A_PERSONS_UUID, NO_PERSON,
-};
+use super::personless::{personless_can_match, personless_props_sql, Personless, MAX_RUNS};
 use super::properties::props_sql;
 use super::{lit, stream, ts_lit};
 use crate::error::Result;
@@ -467,15 +465,12 @@ fn rows_sql(spec: &PathsSpec, personless: &Personless) -> Result<String> {
     );
     let mut parts = vec![persons_part];
     if personless_can_match(&spec.props) {
-        let p = personless;
         parts.push(format!(
             "SELECT e.person_id AS actor, TRUE AS personless, {cols} FROM events e \
-             WHERE {} AND {} AND e.person_id IS NOT NULL AND {NO_PERSON} AND {NOT_A_PERSONS_UUID} \
-             AND {} AND {}",
+             WHERE {} AND {} AND {}",
             filter.join(" AND "),
             personless_props_sql(&spec.props)?,
-            p.not_blocked_sql(),
-            p.not_deleted_sql()
+            personless.actor_sql(true)
         ));
     }
     Ok(format!(
@@ -578,11 +573,8 @@ async fn each_actor<S, T>(
                         _ => continue,
                     }
                 }
+                // (A deleted person's kept events are left out by the SQL.)
                 let is_personless = personless.is_valid(r) && personless.value(r);
-                // A deleted person's kept events count for no one.
-                if is_personless && p.is_deleted(who) {
-                    continue;
-                }
                 let item = spec.item(event.value(r), opt(url, r), opt(screen, r))?;
                 if spec.excluded(&item) {
                     continue;

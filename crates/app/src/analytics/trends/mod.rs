@@ -28,9 +28,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::filter::{self, is_relative_hours, range, Interval, Params, DEFAULT_BREAKDOWN_LIMIT};
-use super::personless::{
-    personless_can_match, personless_props_sql, Personless, NOT_A_PERSONS_UUID, NO_PERSON,
-};
+use super::personless::{personless_can_match, personless_props_sql, Personless};
 use super::properties::props_sql;
 use super::properties::{events_only, props, Prop};
 use super::query_nodes;
@@ -681,16 +679,9 @@ impl TrendsSpec {
         // joins build on them and stream the events through.
         let persons = personless.is_none() && self.reads_persons(s);
         if let Some(p) = personless {
-            // Not a blocked id's (a deleted person's), nor a live person's
-            // UUID (an id reset away from that person: nobody's).
-            filter.push(format!(
-                "e.person_id IS NOT NULL AND {NO_PERSON} AND {NOT_A_PERSONS_UUID} AND {}",
-                p.not_blocked_sql()
-            ));
-            // Counted in SQL, not by actor: not a deleted person's UUID.
-            if self.math_of(s).over_rows() {
-                filter.push(p.not_deleted_sql());
-            }
+            // Counted in SQL, not by actor: not a deleted person's UUID
+            // either.
+            filter.push(p.actor_sql(self.math_of(s).over_rows()));
         }
         let from_sql = if persons {
             "person_distinct_ids pdi JOIN persons p ON p.uuid = pdi.person_id \
