@@ -319,17 +319,20 @@ pub async fn envelope_bodiless(
     next: Next,
 ) -> Response {
     use axum::http::{header, StatusCode};
-    let encoding = req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // A shared handle on the header's bytes: the text is made only for
+    // a 415.
+    let encoding = req.headers().get(header::CONTENT_ENCODING).cloned();
     let resp = next.run(req).await;
     if resp.headers().contains_key(header::CONTENT_TYPE) {
         return resp;
     }
     let error = match resp.status() {
         StatusCode::REQUEST_TIMEOUT => ApiError::request_timeout(timeout),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_encoding(encoding.as_deref()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_encoding(
+            encoding
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .as_deref(),
+        ),
         _ => return resp,
     };
     let (mut parts, _) = resp.into_parts();
