@@ -180,28 +180,9 @@ fn text(f: &Map<String, Value>, key: &str) -> Result<Option<String>> {
     }
 }
 
-/// A count of `pathsFilter`, `None` when absent or 0 (PostHog's `or`
-/// default), within `1..=most`.
-fn count(f: &Map<String, Value>, key: &str, most: u64) -> Result<Option<u64>> {
-    match f.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_u64().or_else(|| {
-            v.as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1e15)
-                .map(|f| f as u64)
-        }) {
-            Some(0) => Ok(None),
-            Some(n) if n <= most => Ok(Some(n)),
-            _ => invalid(format!(
-                "pathsFilter.{key} must be an integer from 1 to {most}, got {v}"
-            )),
-        },
-    }
-}
-
-/// An edge weight of `pathsFilter` (`None` when absent or 0: PostHog's
-/// `if`), any integer.
-fn weight(f: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
+/// An integer of `pathsFilter` (an integral float too, as pydantic reads
+/// one), `None` when absent or 0 (PostHog's `or` and `if` defaults).
+fn integer(f: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
     match f.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_i64().or_else(|| {
@@ -212,6 +193,19 @@ fn weight(f: &Map<String, Value>, key: &str) -> Result<Option<i64>> {
             Some(0) => Ok(None),
             Some(n) => Ok(Some(n)),
             None => invalid(format!("pathsFilter.{key} must be an integer, got {v}")),
+        },
+    }
+}
+
+/// A count of `pathsFilter` ([`integer`]) within `1..=most`.
+fn count(f: &Map<String, Value>, key: &str, most: u64) -> Result<Option<u64>> {
+    match integer(f, key)? {
+        None => Ok(None),
+        Some(n) => match u64::try_from(n) {
+            Ok(n) if n <= most => Ok(Some(n)),
+            _ => invalid(format!(
+                "pathsFilter.{key} must be an integer from 1 to {most}, got {n}"
+            )),
         },
     }
 }
@@ -422,8 +416,8 @@ impl PathsSpec {
             end: text(&f, "endPoint")?,
             step_limit,
             edge_limit,
-            min_weight: weight(&f, "minEdgeWeight")?,
-            max_weight: weight(&f, "maxEdgeWeight")?,
+            min_weight: integer(&f, "minEdgeWeight")?,
+            max_weight: integer(&f, "maxEdgeWeight")?,
             cleaning,
             groupings,
             keys: ActorKeys {
