@@ -135,17 +135,24 @@ pub fn statement_too_deep(s: &DFStatement) -> bool {
     }
 }
 
-/// Most calls of the forms sqlparser parses by trying their special
-/// syntax first and, when it fails, again as a plain call (`POSITION(a
-/// IN b)`, `CEIL(x TO unit)`, `FLOOR`, `OVERLAY`, `CAST`, `TRY_CAST`,
-/// `SAFE_CAST`, `CONVERT`) that may nest in one another: each level of
-/// them doubles the parse (measured over HTTP: 14 levels of
-/// `position(a, b)` took 40 ms, 16 took 149 ms, 40 ran past the 60 s
-/// request timeout, on a thread the timeout does not stop).
-pub const MAX_RETRIED_CALLS: usize = 10;
+/// Most calls that cost twice per level of nesting may nest in one
+/// another:
+///
+/// - sqlparser parses `POSITION`, `CEIL`, `FLOOR`, `OVERLAY`, `CAST`,
+///   `TRY_CAST`, `SAFE_CAST` and `CONVERT` by trying their special
+///   syntax (`POSITION(a IN b)`, `CEIL(x TO unit)`, …) and, when it
+///   fails, again as a plain call;
+/// - DataFusion simplifies `COALESCE` (and `IFNULL`, `NVL`, `NVL2`,
+///   which are it) to a `CASE` that names its first argument twice.
+///
+/// Measured in a release build over HTTP (docs/benchmarks.md): 12 levels
+/// of the earlier `position` rewrite took 51 s and 14 were killed for
+/// memory; 22 levels of `coalesce(x, 'a')` took 17 s, all on a thread
+/// the request's timeout does not stop.
+pub const MAX_DOUBLING_CALLS: usize = 10;
 
-/// The words of [`MAX_RETRIED_CALLS`].
-const RETRIED: [&str; 8] = [
+/// The words of [`MAX_DOUBLING_CALLS`].
+const DOUBLING: [&str; 12] = [
     "POSITION",
     "CEIL",
     "FLOOR",
@@ -154,23 +161,27 @@ const RETRIED: [&str; 8] = [
     "TRY_CAST",
     "SAFE_CAST",
     "CONVERT",
+    "COALESCE",
+    "IFNULL",
+    "NVL",
+    "NVL2",
 ];
 
-/// How deep calls of the words sqlparser parses twice ([`RETRIED`]) nest
+/// How deep calls of the words that double per level ([`DOUBLING`]) nest
 /// in `sql`, read from its tokens (one pass, before any parse); `None`
 /// when it does not tokenize (the parse then says why).
-pub fn retried_call_depth(sql: &str) -> Option<usize> {
+pub fn doubling_call_depth(sql: &str) -> Option<usize> {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize().ok()?;
-    // Per open parenthesis, whether a retried word opened it.
+    // Per open parenthesis, whether a doubling word opened it.
     let mut open: Vec<bool> = Vec::new();
     let (mut depth, mut most, mut after_word) = (0usize, 0usize, false);
     for t in &tokens {
         match t {
             Token::Whitespace(_) => continue,
             Token::Word(w) => {
-                after_word = RETRIED.iter().any(|r| w.value.eq_ignore_ascii_case(r));
+                after_word = DOUBLING.iter().any(|r| w.value.eq_ignore_ascii_case(r));
                 continue;
             }
             Token::LParen => {
@@ -189,11 +200,11 @@ pub fn retried_call_depth(sql: &str) -> Option<usize> {
     Some(most)
 }
 
-/// The refusal of a statement past [`MAX_RETRIED_CALLS`].
-pub fn retried_calls_message() -> String {
+/// The refusal of a statement past [`MAX_DOUBLING_CALLS`].
+pub fn doubling_calls_message() -> String {
     format!(
-        "the query nests POSITION, CEIL, FLOOR, OVERLAY, CAST or CONVERT calls more than \
-         {MAX_RETRIED_CALLS} deep"
+        "the query nests POSITION, CEIL, FLOOR, OVERLAY, CAST, CONVERT, COALESCE, IFNULL or NVL \
+         calls more than {MAX_DOUBLING_CALLS} deep"
     )
 }
 
@@ -202,8 +213,8 @@ pub fn retried_calls_message() -> String {
 /// [`MAX_EXPR_DEPTH`] (a plan error).
 pub fn parse_checked(state: &SessionState, sql: &str) -> Result<DFStatement> {
     let dialect = state.config().options().sql_parser.dialect;
-    if retried_call_depth(sql).is_some_and(|d| d > MAX_RETRIED_CALLS) {
-        return Err(DataFusionError::Plan(retried_calls_message()));
+    if doubling_call_depth(sql).is_some_and(|d| d > MAX_DOUBLING_CALLS) {
+        return Err(DataFusionError::Plan(doubling_calls_message()));
     }
     on_parse_stack(|| {
         let s = state.sql_to_statement(sql, &dialect)?;
@@ -219,28 +230,29 @@ mod tests {
     use super::*;
     use datafusion::prelude::SessionContext;
 
-    /// Calls sqlparser parses twice are refused past their nesting limit,
+    /// Calls that double per level of nesting are refused past their limit,
     /// before any parse; others nest freely.
     #[test]
-    fn retried_calls_are_bounded_before_the_parse() {
+    fn doubling_calls_are_bounded_before_the_parse() {
         let nest = |f: &str, n: usize| format!("SELECT {}'x'{}", f.repeat(n), ", 'a')".repeat(n));
-        assert_eq!(retried_call_depth(&nest("position(", 3)), Some(3));
-        assert_eq!(retried_call_depth(&nest("Position (", 3)), Some(3));
-        assert_eq!(retried_call_depth(&nest("coalesce(", 30)), Some(0));
+        assert_eq!(doubling_call_depth(&nest("position(", 3)), Some(3));
+        assert_eq!(doubling_call_depth(&nest("Position (", 3)), Some(3));
+        assert_eq!(doubling_call_depth(&nest("concat(", 30)), Some(0));
+        assert_eq!(doubling_call_depth(&nest("ifNull(", 4)), Some(4));
         // Siblings do not add up; a parenthesis inside a call counts once.
         assert_eq!(
-            retried_call_depth(
+            doubling_call_depth(
                 "SELECT cast(1 AS int), cast((1) AS int), position('a', cast(1 AS text))"
             ),
             Some(2)
         );
         assert_eq!(
-            retried_call_depth("SELECT 'position(' , \"cast\"(1)"),
+            doubling_call_depth("SELECT 'position(' , \"cast\"(1)"),
             Some(1)
         );
         let ctx = SessionContext::new();
         let state = ctx.state();
-        assert!(parse_checked(&state, &nest("position(", MAX_RETRIED_CALLS)).is_ok());
+        assert!(parse_checked(&state, &nest("position(", MAX_DOUBLING_CALLS)).is_ok());
         let err = parse_checked(&state, &nest("position(", 40)).expect_err("refused");
         assert!(err.to_string().contains("more than"), "{err}");
     }

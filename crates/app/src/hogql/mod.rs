@@ -112,8 +112,8 @@ pub fn rewrite(sql: &str) -> Result<Rewritten> {
 /// here, on the caller's stack (the parse stack, see [`sql_depth`]): a
 /// parse that fails half way drops what it built too.
 fn parse_one(sql: &str) -> Result<Statement> {
-    if sql_depth::retried_call_depth(sql).is_some_and(|d| d > sql_depth::MAX_RETRIED_CALLS) {
-        return Err(refused(sql_depth::retried_calls_message()));
+    if sql_depth::doubling_call_depth(sql).is_some_and(|d| d > sql_depth::MAX_DOUBLING_CALLS) {
+        return Err(refused(sql_depth::doubling_calls_message()));
     }
     let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| refused(format!("syntax error: {e}")))?;

@@ -192,6 +192,20 @@ async fn conditions_sum_as_ones_and_zeros() {
         "{}",
         r.text()
     );
+    // So is HogQL's ifNull (DataFusion's coalesce names its first
+    // argument twice).
+    let r = h
+        .post(
+            &format!("{}/query/", h.api()),
+            &json!({"query": {"kind": "HogQLQuery", "query": format!(
+                "select {}'x'{}", "ifNull(".repeat(30), ", 'a')".repeat(30))}}),
+        )
+        .await;
+    assert!(
+        r.envelope(400).contains("more than 10 deep"),
+        "{}",
+        r.text()
+    );
     // A condition in the result is 1 or 0 (`UInt8`), as ClickHouse's.
     let r = h
         .post(
