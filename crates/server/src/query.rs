@@ -147,7 +147,9 @@ pub struct TrendsQuery {
     #[schema(value_type = Option<Object>)]
     #[serde(rename = "trendsFilter")]
     pub trends_filter: Option<Value>,
-    /// `{compare: true}`: the rows again over the previous period.
+    /// `{compare: true, compare_to?}`: the rows again over the previous
+    /// period, or with `compare_to` (`-1w`, `-1m`, `-1y`, …) over the
+    /// period at that offset.
     #[schema(value_type = Option<Object>)]
     #[serde(rename = "compareFilter")]
     pub compare_filter: Option<Value>,

@@ -233,7 +233,7 @@ const TIME_FORMATS: [&str; 4] = [
 
 /// A day (its start), an RFC 3339 time or a time without an offset
 /// (UTC); `None` for anything else, such as a relative date.
-fn parse_absolute(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_absolute(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()));

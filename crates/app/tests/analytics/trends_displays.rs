@@ -485,7 +485,7 @@ async fn formulas_compute_between_the_series() {
 
 /// `compareFilter.compare`: the series over the current range, then over
 /// the previous one (as long, ending where the current starts), each row
-/// marked; formulas and total values per period; `compare_to` refused.
+/// marked; formulas and total values per period; `compare_to`'s offset.
 #[tokio::test]
 async fn a_comparison_adds_the_previous_period() {
     let dir = tempfile::tempdir().expect("dir");
@@ -540,11 +540,29 @@ async fn a_comparison_adds_the_previous_period() {
     let s = trend(&app, q).await;
     assert_eq!(s.as_array().map(Vec::len), Some(1));
     assert!(s[0].get("compare_label").is_none());
+    // compare_to: the period at that offset, as long as the current
+    // one (a day before: 01-01 and 01-02, 2 and 2 buys; a week before:
+    // none), marked as the previous period is.
     let mut q = compared(None, json!({}));
-    q["compareFilter"] = json!({"compare": true, "compare_to": "-1y"});
-    let Value::Object(q) = q else {
-        unreachable!("an object")
-    };
-    let e = TrendsSpec::parse(&q, now()).expect_err("compare_to");
-    assert!(e.to_string().contains("compare_to"), "{e}");
+    q["compareFilter"] = json!({"compare": true, "compare_to": "-1d"});
+    let s = trend(&app, q).await;
+    assert_eq!(s[0]["data"], json!([2.0, 3.0]));
+    assert_eq!(s[1]["compare_label"], "previous");
+    assert_eq!(s[1]["days"], json!(["2020-01-01", "2020-01-02"]));
+    assert_eq!(s[1]["data"], json!([2.0, 2.0]));
+    let mut q = compared(Some("BoldNumber"), json!({}));
+    q["compareFilter"] = json!({"compare": true, "compare_to": "-1w"});
+    let s = trend(&app, q).await;
+    assert_eq!(s[0]["aggregated_value"], 5.0);
+    assert_eq!(s[1]["aggregated_value"], 0.0);
+    assert_eq!(s[1]["days"], json!(["2019-12-26", "2019-12-27"]));
+    for bad in [json!("-1x"), json!("-1dStart"), json!(7), json!("-20000y")] {
+        let mut q = compared(None, json!({}));
+        q["compareFilter"] = json!({"compare": true, "compare_to": bad});
+        let Value::Object(q) = q else {
+            unreachable!("an object")
+        };
+        let e = TrendsSpec::parse(&q, now()).expect_err("compare_to");
+        assert!(e.to_string().contains("compareFilter.compare_to"), "{e}");
+    }
 }

@@ -183,8 +183,8 @@ async fn trends_parameters_are_checked() {
         (
             json!({"kind": "TrendsQuery", "series": series, "interval": "week",
             "dateRange": {"date_from": "-30d"}, "trendsFilter": {}, "breakdownFilter": null,
-            "compareFilter": {"compare": true, "compare_to": "-1y"}}),
-            "compare_to is not supported",
+            "compareFilter": {"compare": true, "compare_to": "-1yEnd"}}),
+            "compareFilter.compare_to",
         ),
         (
             json!({"kind": "TrendsQuery", "series": [{"event": "e", "math": "weekly_active"}], "interval": "hour"}),

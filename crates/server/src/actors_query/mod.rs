@@ -42,8 +42,9 @@ pub struct ActorsQuery {
     pub kind: String,
     /// Whose persons: none (the project's), `{kind: "InsightActorsQuery",
     /// source: TrendsQuery | StickinessQuery | LifecycleQuery |
-    /// RetentionQuery | PathsQuery, series?, day?, breakdown?, status?,
-    /// interval?}` (a `PathsQuery`'s edge or drop-off is in its
+    /// RetentionQuery | PathsQuery, series?, day?, breakdown?, compare?,
+    /// status?, interval?}` (a trend's `compare: "previous"`: the point
+    /// is of its compared period) (a `PathsQuery`'s edge or drop-off is in its
     /// `pathsFilter`: `pathStartKey`, `pathEndKey`, `pathDropoffKey`)
     /// or `{kind: "FunnelsActorsQuery", source: FunnelsQuery,
     /// funnelStep?, funnelStepBreakdown?, funnelCustomSteps?}`. A

@@ -368,25 +368,33 @@ async fn of_trend(
     recordings: bool,
 ) -> ApiResult<Found> {
     check_source(s, &["series", "day", "breakdown", "compare"])?;
-    match s.get("compare") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(c)) if c == "current" => {}
-        Some(Value::String(c)) if c == "previous" => {
-            return Err(invalid(
-                "compare",
-                "the persons of the previous period are not served",
-            ))
-        }
+    // The persons of a point of the compared period (PostHog's
+    // `compare: "previous"`) are those of the query over that period.
+    let previous = match s.get("compare") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(c)) if c == "current" => false,
+        Some(Value::String(c)) if c == "previous" => true,
         Some(other) => {
             return Err(invalid(
                 "compare",
                 format!("compare is current or previous, got {other}"),
             ))
         }
-    }
+    };
     let now = Utc::now();
     let inner = with_all_time(state, project, inner).await?;
-    let spec = TrendsSpec::parse(&inner, now)?;
+    let mut spec = TrendsSpec::parse(&inner, now)?;
+    if previous {
+        spec = match spec.previous.take() {
+            Some(p) => *p,
+            None => {
+                return Err(invalid(
+                    "compare",
+                    "compare is previous but the query is not compared (compareFilter.compare)",
+                ))
+            }
+        };
+    }
     let day = match s.get("day") {
         None | Some(Value::Null) => None,
         Some(v) => {

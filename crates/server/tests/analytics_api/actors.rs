@@ -302,6 +302,97 @@ async fn the_persons_of_a_trends_point() {
     assert_eq!(emails(&r.json), [json!("a@x.io")]);
 }
 
+/// The persons of a point of a compared trend's previous period
+/// (`compare: "previous"`): the query's over that period, the previous
+/// period as the chart places it (with `compare_to`, at its offset).
+#[tokio::test]
+async fn the_persons_of_a_compared_trends_point() {
+    let h = Harness::new();
+    load(&h).await;
+    let url = format!("{}/query/", h.api());
+    let compared = |compare: Value, display: Option<&str>| {
+        let mut q = trends(json!({"compareFilter": compare}));
+        q["dateRange"] = json!({"date_from": "2020-01-02", "date_to": "2020-01-03"});
+        if let Some(d) = display {
+            q["trendsFilter"] = json!({"display": d});
+        }
+        q
+    };
+    // The chart: the previous period of 01-02..01-03 is 12-31..01-01;
+    // with compare_to -1d it is 01-01..01-02 (01-01: a, b and the
+    // personless visitor; 01-02: a and c).
+    let r = h
+        .post(
+            &url,
+            &json!({"query": compared(json!({"compare": true, "compare_to": "-1d"}), None)}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"][1]["compare_label"], "previous");
+    assert_eq!(
+        r.json["results"][1]["days"],
+        json!(["2020-01-01", "2020-01-02"])
+    );
+    assert_eq!(r.json["results"][1]["data"], json!([3.0, 2.0]));
+    // 01-01 of the previous period: a (twice) and b.
+    let point = json!({"day": "2020-01-01", "compare": "previous"});
+    let r = h
+        .post(
+            &url,
+            &modal(compared(json!({"compare": true}), None), point.clone()),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(emails(&r.json), [json!("a@x.io"), Value::Null]);
+    assert_eq!(r.json["results"][0][1], json!(2));
+    // The same day as a point of the current period: outside its range,
+    // nobody.
+    let current = json!({"day": "2020-01-01", "compare": "current"});
+    let r = h
+        .post(
+            &url,
+            &modal(compared(json!({"compare": true}), None), current),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(r.json["results"], json!([]));
+    // compare_to -1d: 01-02 of the previous period is a and c.
+    let day2 = json!({"day": "2020-01-02", "compare": "previous"});
+    let r = h
+        .post(
+            &url,
+            &modal(
+                compared(json!({"compare": true, "compare_to": "-1d"}), None),
+                day2,
+            ),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let ids: Vec<Value> = r.json["results"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row[0]["distinct_ids"].clone())
+        .collect();
+    assert_eq!(ids, [json!(["a"]), json!(["c"])], "{}", r.text());
+    // A total value: everyone of the previous range (12-31..01-01: a, b).
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery",
+                "source": compared(json!({"compare": true}), Some("BoldNumber")),
+                "compare": "previous"}}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(
+        r.json["results"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.text()
+    );
+}
+
 #[tokio::test]
 async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
     let h = Harness::new();
@@ -475,7 +566,7 @@ async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
         (
             json!({"kind": "ActorsQuery", "source": {"kind": "InsightActorsQuery",
                 "source": trends(json!({})), "day": "2020-01-01", "compare": "previous"}}),
-            "previous period",
+            "not compared",
         ),
         (
             json!({"kind": "ActorsQuery", "orderBy": ["id"]}),

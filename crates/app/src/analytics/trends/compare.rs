@@ -5,8 +5,13 @@
 //! (by hours: at their minutes); and for days from `-7d`, `-14d`, … (a
 //! multiple of 7 days, with no relative `date_to`) a day later, as
 //! PostHog corrects the extra day those ranges hold.
+//!
+//! With `compareFilter.compare_to` (`-1w`, `-1m`, `-1y`, …) the range
+//! at that offset instead ([`compare_to_range`]), as PostHog's
+//! `QueryCompareToDateRange`: it starts that much before the current
+//! start and is as long as the current range.
 
-use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, Months, Timelike, Utc};
 
 use super::filter::Interval;
 use super::DAY;
@@ -55,6 +60,68 @@ pub(super) fn previous_range(
         return None;
     }
     Some((start.timestamp_micros(), end.timestamp_micros()))
+}
+
+/// Longest offset of `compare_to`, in its unit (as the date parameters').
+const MAX_OFFSET: i64 = 100_000;
+
+/// `compareFilter.compare_to`'s range of the current one (`from`, `to`:
+/// the first and the last instant counted, µs; `from` as PostHog's
+/// `QueryDateRange.date_from`, at the start of its day unless by hours or
+/// explicit), as PostHog's `QueryCompareToDateRange`: it starts at
+/// `compare_to` read as a date relative to `from` (`-1w` a week before,
+/// `-1m` a calendar month before, the day kept or the month's last;
+/// `-1y` twelve months; `-1q` 13 weeks; `-2h`, `-3d`, `-30M`, `-10s`
+/// exactly that; the leading `-` optional) or at the absolute date it
+/// names, and is as long as the current range (`to - from`). The reason
+/// as text when `compare_to` is none of those or the range leaves the
+/// years 1 to 9999.
+pub(super) fn compare_to_range(
+    (from, to): (i64, i64),
+    compare_to: &str,
+) -> Result<(i64, i64), String> {
+    let f = DateTime::<Utc>::from_timestamp_micros(from).ok_or("the range is out of bounds")?;
+    let s = compare_to.trim();
+    let start = match super::filter::parse_absolute(s) {
+        Some(d) => Some(d),
+        None => {
+            let body = s.strip_prefix('-').unwrap_or(s);
+            let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+            let (number, unit) = body.split_at(digits);
+            let n: i64 = match number.parse() {
+                Ok(n) if n <= MAX_OFFSET => n,
+                Ok(_) => return Err(format!("{s:?} is too far away")),
+                Err(_) => {
+                    return Err(format!(
+                        "{s:?} is not an offset like -1d, -1w, -1m, -1q, -1y or -24h, nor a date"
+                    ))
+                }
+            };
+            match unit {
+                "h" => f.checked_sub_signed(Duration::hours(n)),
+                "d" => f.checked_sub_signed(Duration::days(n)),
+                "w" => f.checked_sub_signed(Duration::weeks(n)),
+                "q" => f.checked_sub_signed(Duration::weeks(13 * n)),
+                "M" => f.checked_sub_signed(Duration::minutes(n)),
+                "s" => f.checked_sub_signed(Duration::seconds(n)),
+                // A calendar month (or twelve): the same day, or the
+                // month's last when it has fewer (dateutil's relativedelta).
+                "m" => f.checked_sub_months(Months::new(n as u32)),
+                "y" => f.checked_sub_months(Months::new(12 * n as u32)),
+                _ => {
+                    return Err(format!(
+                        "{s:?} is not an offset like -1d, -1w, -1m, -1q, -1y or -24h, nor a date"
+                    ))
+                }
+            }
+        }
+    };
+    let start = start.filter(|d| (1..=9999).contains(&d.year()));
+    let end = start.and_then(|d| d.checked_add_signed(Duration::microseconds(to - from)));
+    match (start, end) {
+        (Some(a), Some(b)) if b.year() <= 9999 => Ok((a.timestamp_micros(), b.timestamp_micros())),
+        _ => Err(format!("{s:?} puts the period outside the years 1 to 9999")),
+    }
 }
 
 /// PostHog's delta of a relative date (`relative_date_parse_with_delta_mapping`:
@@ -239,5 +306,77 @@ mod tests {
                 "2024-01-14T10:59:59.999999Z".into()
             )
         );
+    }
+
+    fn to(from: &str, to: &str, compare_to: &str) -> Result<(String, String), String> {
+        compare_to_range((us(from), us(to)), compare_to).map(|(a, b)| (iso(a), iso(b)))
+    }
+
+    /// PostHog's `test_query_compare_to_date_range.py`, case by case
+    /// (now 2021-08-25T00:00, `-48h` by day: the current range is
+    /// 08-23T00:00 to the end of 08-25).
+    #[test]
+    fn offsets_are_posthogs() {
+        let (f, t) = ("2021-08-23T00:00:00Z", "2021-08-25T23:59:59.999999Z");
+        let ok = |a: &str, b: &str| Ok((a.to_string(), b.to_string()));
+        assert_eq!(
+            to(f, t, "-0d"),
+            ok("2021-08-23T00:00:00.000000Z", "2021-08-25T23:59:59.999999Z")
+        );
+        assert_eq!(
+            to(f, t, "-1m"),
+            ok("2021-07-23T00:00:00.000000Z", "2021-07-25T23:59:59.999999Z")
+        );
+        assert_eq!(
+            to(f, t, "-1y"),
+            ok("2020-08-23T00:00:00.000000Z", "2020-08-25T23:59:59.999999Z")
+        );
+        // test_feb: now 2021-03-31; a month before 03-29 is February's
+        // last day, and the period as long as the current one.
+        assert_eq!(
+            to("2021-03-29T00:00:00Z", "2021-03-31T23:59:59.999999Z", "-1m"),
+            ok("2021-02-28T00:00:00.000000Z", "2021-03-02T23:59:59.999999Z")
+        );
+        // The other units, and the sign optional.
+        assert_eq!(
+            to(f, t, "-1w"),
+            ok("2021-08-16T00:00:00.000000Z", "2021-08-18T23:59:59.999999Z")
+        );
+        assert_eq!(to(f, t, "1w"), to(f, t, "-1w"));
+        assert_eq!(
+            to(f, t, "-1q"),
+            ok("2021-05-24T00:00:00.000000Z", "2021-05-26T23:59:59.999999Z")
+        );
+        assert_eq!(
+            to(f, t, "-3h"),
+            ok("2021-08-22T21:00:00.000000Z", "2021-08-25T20:59:59.999999Z")
+        );
+        assert_eq!(
+            to(f, t, "-30M"),
+            ok("2021-08-22T23:30:00.000000Z", "2021-08-25T23:29:59.999999Z")
+        );
+        assert_eq!(
+            to(f, t, "-10s"),
+            ok("2021-08-22T23:59:50.000000Z", "2021-08-25T23:59:49.999999Z")
+        );
+        // A leap day a year later: February's last.
+        assert_eq!(
+            to("2024-02-29T00:00:00Z", "2024-02-29T23:59:59.999999Z", "-1y"),
+            ok("2023-02-28T00:00:00.000000Z", "2023-02-28T23:59:59.999999Z")
+        );
+        // An absolute date: the period starts there.
+        assert_eq!(
+            to(f, t, "2021-01-01"),
+            ok("2021-01-01T00:00:00.000000Z", "2021-01-03T23:59:59.999999Z")
+        );
+        // Refused: no number, a position, another unit or sign, past the
+        // years or the offset bound.
+        for bad in [
+            "-d", "-1dStart", "-1x", "+1d", "", "-1 d", "-1W", "-100001d", "-9999y", "week",
+        ] {
+            assert!(to(f, t, bad).is_err(), "{bad:?}");
+        }
+        assert!(to("9999-12-30T00:00:00Z", "9999-12-31T00:00:00Z", "-0d").is_ok());
+        assert!(to("0001-01-02T00:00:00Z", "0001-01-03T00:00:00Z", "-2d").is_err());
     }
 }

@@ -107,7 +107,9 @@ pub struct TrendsSpec {
     /// instead of the series'.
     pub formulas: Vec<Formula>,
     /// With `compareFilter.compare`: the same query over the previous
-    /// period ([`compare::previous_range`]), counted after this one.
+    /// period ([`compare::previous_range`], or with `compare_to` the
+    /// period at that offset: [`compare::compare_to_range`]), counted
+    /// after this one.
     pub previous: Option<Box<TrendsSpec>>,
 }
 
@@ -353,8 +355,9 @@ impl TrendsSpec {
             Some(Value::Object(f)) => formula::parse_all(f, series.len())?,
             _ => Vec::new(),
         };
+        // `Some(compare_to)` when compared.
         let compare = match q.get("compareFilter") {
-            None | Some(Value::Null) => false,
+            None | Some(Value::Null) => None,
             Some(Value::Object(c)) => {
                 let compare = match c.get("compare") {
                     None | Some(Value::Null) => false,
@@ -367,12 +370,16 @@ impl TrendsSpec {
                 };
                 // (Kept by a saved insight whose comparison is off: no
                 // matter then, as in PostHog.)
-                if compare && c.get("compare_to").is_some_and(|v| !v.is_null()) {
-                    return invalid(
-                        "compareFilter.compare_to is not supported (compare: true compares with the previous period)",
-                    );
-                }
-                compare
+                let compare_to = match c.get("compare_to") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(t)) => Some(t.clone()),
+                    Some(v) => {
+                        return invalid(format!(
+                            "compareFilter.compare_to must be an offset like -1w, got {v}"
+                        ))
+                    }
+                };
+                compare.then_some(compare_to)
             }
             Some(v) => return invalid(format!("compareFilter must be an object, got {v}")),
         };
@@ -391,7 +398,7 @@ impl TrendsSpec {
                 } else {
                     1
                 };
-        let rows = if compare { rows * 2 } else { rows };
+        let rows = if compare.is_some() { rows * 2 } else { rows };
         if rows.saturating_mul(n_periods) > MAX_RESULT_VALUES {
             return invalid(format!(
                 "the result could hold {} values (series × breakdown_limit × periods); at most \
@@ -415,16 +422,28 @@ impl TrendsSpec {
             breakdown_other,
             display,
         };
-        if compare {
-            // PostHog's bounds: `date_from` as given (not its period's
-            // start), the query's own interval (not a total value's days).
-            let Some((from, to)) = compare::previous_range(
-                (r.given_from.unwrap_or(from), r.to),
-                asked,
-                p.text("date_from").as_deref(),
-                p.text("date_to").as_deref(),
-            ) else {
-                return invalid("compareFilter: the previous period is out of range");
+        if let Some(compare_to) = compare {
+            let (from, to) = match compare_to {
+                // PostHog's `QueryCompareToDateRange`: from its
+                // `date_from` (`from`: the start of its day, unless by
+                // hours or explicit).
+                Some(offset) => compare::compare_to_range((from, r.to), &offset).map_err(|e| {
+                    AppError::InvalidQuery(format!("compareFilter.compare_to: {e}"))
+                })?,
+                // PostHog's bounds: `date_from` as given (not its
+                // period's start), the query's own interval (not a total
+                // value's days).
+                None => compare::previous_range(
+                    (r.given_from.unwrap_or(from), r.to),
+                    asked,
+                    p.text("date_from").as_deref(),
+                    p.text("date_to").as_deref(),
+                )
+                .ok_or_else(|| {
+                    AppError::InvalidQuery(
+                        "compareFilter: the previous period is out of range".into(),
+                    )
+                })?,
             };
             let mut prev = spec.clone();
             prev.first = interval.trunc(from);
