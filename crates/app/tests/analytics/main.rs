@@ -15,6 +15,7 @@ mod retention;
 mod stickiness;
 mod trends_actors;
 mod trends_displays;
+mod trends_first_time;
 mod trends_maths;
 mod trends_scenarios;
 

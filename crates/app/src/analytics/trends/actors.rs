@@ -8,7 +8,8 @@
 //! filters and the query's, in the period of `day` (with a total value,
 //! the whole range and no day), within the query's range as the chart
 //! counts it, and for weekly or monthly active persons the 7 or 30 days
-//! ending with the day. With a breakdown, only the events of the
+//! ending with the day; for a first-time math only each person's first
+//! time ([`TrendsSpec::first_times_sql`]). With a breakdown, only the events of the
 //! point's value: [`BREAKDOWN_NULL`] is unset or empty, and
 //! [`BREAKDOWN_OTHER`] every value the chart does not show (found by
 //! counting the series as the chart does).
@@ -207,6 +208,9 @@ pub fn legacy_point(p: &Params, now: DateTime<Utc>) -> Result<(Map<String, Value
 /// [`FROM_PERSONS`]'s rows, and their times (from `lo` to before `hi`).
 struct PointEvents {
     ctx: datafusion::prelude::SessionContext,
+    /// [`FROM_PERSONS`], with a first-time math only each person's first
+    /// time ([`TrendsSpec::first_times_sql`]).
+    from: String,
     where_: String,
     lo: i64,
     hi: i64,
@@ -306,8 +310,22 @@ async fn point_events(
             }
         }
     }
+    // A first-time math's point: each person's first time, when it is
+    // in the point (its period and breakdown value are those of that
+    // event). (Simultaneous first events: each that the point's filters
+    // take.)
+    let from = if matches!(s.math, super::Math::FirstTime { .. }) {
+        format!(
+            "{FROM_PERSONS} JOIN ({}) f ON f.actor = pdi.person_id \
+             AND f.t0 = CAST(e.timestamp AS BIGINT)",
+            spec.first_times_sql(s)?
+        )
+    } else {
+        FROM_PERSONS.to_string()
+    };
     Ok(PointEvents {
         ctx,
+        from,
         where_: filter.join(" AND "),
         lo,
         hi,
@@ -336,8 +354,9 @@ pub async fn actors(
     let sql = format!(
         "SELECT actor, n, seen, ids FROM (SELECT CAST(pdi.person_id AS VARCHAR) AS actor, \
          count(*) AS n, CAST(max(e.timestamp) AS BIGINT) AS seen, \
-         array_agg(DISTINCT e.distinct_id) AS ids FROM {FROM_PERSONS} WHERE {where_} \
+         array_agg(DISTINCT e.distinct_id) AS ids FROM {} WHERE {where_} \
          GROUP BY pdi.person_id) a ORDER BY {} LIMIT {} OFFSET {}",
+        events.from,
         order.join(", "),
         page.limit,
         page.offset
@@ -421,9 +440,10 @@ async fn recordings_of(events: &PointEvents, found: &mut [TrendActor]) -> Result
          {session} AS s, CAST(e.timestamp AS BIGINT) AS t, CAST(e.uuid AS VARCHAR) AS u, \
          json_as_text(e.properties, '$window_id') AS w, \
          row_number() OVER (PARTITION BY pdi.person_id ORDER BY e.timestamp, e.uuid) AS k \
-         FROM {FROM_PERSONS} WHERE {where_} AND CAST(pdi.person_id AS VARCHAR) IN ({}) \
+         FROM {} WHERE {where_} AND CAST(pdi.person_id AS VARCHAR) IN ({}) \
          AND {session} IN ({recorded})) r \
          WHERE k <= {MAX_MATCHED_EVENTS} ORDER BY actor, t, u",
+        events.from,
         who.join(", ")
     );
     let index: std::collections::HashMap<String, usize> = found

@@ -29,6 +29,18 @@ pub enum Math {
     /// cumulative chart of unique users sums (PostHog counts a user once
     /// per query there, not once a day). Not a `math` of its own.
     FirstPeriod,
+    /// Actors whose first event of the series falls in the range, each
+    /// counted once, in that event's period (PostHog's
+    /// `first_time_for_user`, its `FirstTimeForUserEventsQueryAlternator`):
+    /// the first event ever (up to the range's end) must itself match
+    /// the filters; with `matching`
+    /// (`first_matching_event_for_user`), the first event that matches
+    /// them. The breakdown value is that event's.
+    FirstTime {
+        /// Whether the first event matching the filters counts, not the
+        /// first event.
+        matching: bool,
+    },
 }
 
 /// The aggregates of the property and per-actor maths.
@@ -89,6 +101,7 @@ const PER_ACTOR_MATHS: [(&str, PropertyMath); 8] = [
 ];
 
 const SUPPORTED: &str = "total, dau, weekly_active, monthly_active, unique_session, \
+     first_time_for_user, first_matching_event_for_user, \
      sum, avg, min, max, median, p75, p90, p95, p99 (with math_property), \
      avg_count_per_actor, min_count_per_actor, max_count_per_actor, median_count_per_actor, \
      p75_count_per_actor, p90_count_per_actor, p95_count_per_actor, p99_count_per_actor";
@@ -107,6 +120,8 @@ impl Math {
             "weekly_active" => Math::WeeklyActive,
             "monthly_active" => Math::MonthlyActive,
             "unique_session" => Math::UniqueSession,
+            "first_time_for_user" => Math::FirstTime { matching: false },
+            "first_matching_event_for_user" => Math::FirstTime { matching: true },
             _ => match (
                 PROPERTY_MATHS.iter().find(|(n, _)| *n == name),
                 PER_ACTOR_MATHS.iter().find(|(n, _)| *n == name),
@@ -169,6 +184,8 @@ impl Math {
             Math::Property(m) => named(&PROPERTY_MATHS, m),
             Math::PerActor(m) => named(&PER_ACTOR_MATHS, m),
             Math::FirstPeriod => "dau",
+            Math::FirstTime { matching: false } => "first_time_for_user",
+            Math::FirstTime { matching: true } => "first_matching_event_for_user",
         }
     }
 
@@ -194,7 +211,11 @@ impl Math {
     pub(super) fn over_rows(self) -> bool {
         matches!(
             self,
-            Math::UniqueSession | Math::Property(_) | Math::PerActor(_) | Math::FirstPeriod
+            Math::UniqueSession
+                | Math::Property(_)
+                | Math::PerActor(_)
+                | Math::FirstPeriod
+                | Math::FirstTime { .. }
         )
     }
 }

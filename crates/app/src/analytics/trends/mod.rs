@@ -3,7 +3,9 @@
 //! active in the 7 or 30 days ending that day (`weekly_active`,
 //! `monthly_active`), of sessions (`unique_session`), an aggregate of a
 //! numeric property (`sum` … `p99`) or of each actor's events
-//! (`avg_count_per_actor` …) ([`Math`]), optionally broken down by an
+//! (`avg_count_per_actor` …), of actors whose first event falls in the
+//! period (`first_time_for_user`, `first_matching_event_for_user`)
+//! ([`Math`]), optionally broken down by an
 //! event or a person property; the body of PostHog's `TrendsQuery`.
 //! Formulas between the series ([`formula`]), the same rows over the
 //! previous period ([`compare`]) and the persons of one point
@@ -607,8 +609,36 @@ impl TrendsSpec {
                 if bd.is_some() { ", bd" } else { "" },
                 key = self.keys_sql("", bd),
             ),
+            // Each actor's first event (`t0`) counts when it matches the
+            // filters (the first matching one, `t1`, is the same) and is in
+            // the range, in its period and with its breakdown value
+            // (PostHog's `argMin`; `period` grows with `t`). Ties of the
+            // first time: it counts if any of them matches, as PostHog's
+            // `min_timestamp = min_timestamp_with_condition`.
+            Math::FirstTime { .. } => format!(
+                "SELECT {keys}, CAST(count(*) AS DOUBLE) AS n FROM \
+                 (SELECT actor, min(t) AS t0, min(CASE WHEN c THEN t END) AS t1, \
+                 min(period) AS period{} FROM ({rows}) r GROUP BY actor) a \
+                 WHERE t0 = t1 AND t0 >= {} {}",
+                if bd.is_some() { ", first_value(bd ORDER BY t) AS bd" } else { "" },
+                self.from,
+                by(&[])
+            ),
             other => return invalid(format!("math {} is not computed over rows", other.as_str())),
         })
+    }
+
+    /// The persons of a first-time math (`s`, [`Math::FirstTime`]): each
+    /// person's first time as [`TrendsSpec::rows_sql`] finds it, `(actor,
+    /// t0)` (µs), for the persons of a point.
+    pub(super) fn first_times_sql(&self, s: &Series) -> Result<String> {
+        Ok(format!(
+            "SELECT actor, t0 FROM (SELECT actor, min(t) AS t0, \
+             min(CASE WHEN c THEN t END) AS t1 FROM ({}) r GROUP BY actor) a \
+             WHERE t0 = t1 AND t0 >= {}",
+            self.series_sql(s, None)?,
+            self.from
+        ))
     }
 
     /// The keys of an aggregate, `period` and `bd` (`period` left out
@@ -666,21 +696,32 @@ impl TrendsSpec {
     /// One series' query over persons, or with `personless` over the
     /// events with no person ([`TrendsSpec::personless_sql`]).
     fn series_sql(&self, s: &Series, personless: Option<&Personless>) -> Result<String> {
-        let from = match s.math.days() {
-            Some(d) => self.first - (d - 1) * DAY,
-            None => self.from,
-        };
         let own = if personless.is_some() {
             personless_props_sql
         } else {
             props_sql
         };
-        let mut filter = vec![
-            format!("e.timestamp >= {}", ts_lit(from)),
-            format!("e.timestamp <= {}", ts_lit(self.to)),
-            own(&self.props)?,
-            own(&s.props)?,
-        ];
+        let filters = format!("{} AND {}", own(&self.props)?, own(&s.props)?);
+        let mut filter = vec![format!("e.timestamp <= {}", ts_lit(self.to))];
+        match s.math {
+            // A first time is looked for over all the events before the
+            // range's end; the first event ever must match the filters
+            // (`c`, [`TrendsSpec::rows_sql`]), or with `matching` only the
+            // matching events are read.
+            Math::FirstTime { matching } => {
+                if matching {
+                    filter.push(filters.clone());
+                }
+            }
+            m => {
+                let from = match m.days() {
+                    Some(d) => self.first - (d - 1) * DAY,
+                    None => self.from,
+                };
+                filter.insert(0, format!("e.timestamp >= {}", ts_lit(from)));
+                filter.push(filters.clone());
+            }
+        }
         if let Some(e) = &s.event {
             filter.push(format!("e.event = {}", lit(e)));
         }
@@ -742,6 +783,12 @@ impl TrendsSpec {
                 rows(mp.sql(personless.is_some()))
             }
             Math::PerActor(_) | Math::FirstPeriod => rows("CAST(NULL AS DOUBLE)".into()),
+            // The event's time and whether it matches the filters.
+            Math::FirstTime { matching } => format!(
+                "SELECT {period} AS period, {bd} AS bd, {actor} AS actor, \
+                 CAST(e.timestamp AS BIGINT) AS t, {} AS c FROM {from_sql} WHERE {where_}",
+                if matching { "TRUE" } else { filters.as_str() }
+            ),
             Math::Total | Math::Dau if personless.is_some() => format!(
                 "SELECT {keys}, CAST(e.person_id AS VARCHAR) AS person, count(*) AS n \
                  FROM {from_sql} WHERE {where_} {}",
