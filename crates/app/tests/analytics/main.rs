@@ -18,6 +18,7 @@ mod trends_displays;
 mod trends_first_time;
 mod trends_maths;
 mod trends_scenarios;
+mod trends_sessions;
 
 use std::sync::Arc;
 

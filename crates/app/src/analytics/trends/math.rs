@@ -145,11 +145,6 @@ impl Math {
                 "math {name} needs a math_property (the numeric property it aggregates)"
             ));
         };
-        if key == "$session_duration" {
-            return invalid(
-                "math_property $session_duration is not supported (Elide has no sessions table)",
-            );
-        }
         let person = match o.get("math_property_type") {
             None | Some(Value::Null) => false,
             Some(Value::String(t)) if t == "event_properties" => false,
@@ -236,7 +231,19 @@ impl PropertyMath {
     }
 }
 
+/// PostHog's session property a property math may aggregate (of the
+/// sessions table: [`MathProperty::is_session_duration`]).
+pub const SESSION_DURATION: &str = "$session_duration";
+
 impl MathProperty {
+    /// Whether the math aggregates the duration of the events' sessions
+    /// (PostHog's `math_property: "$session_duration"`, of its sessions
+    /// table), not a property of the events: once per session and
+    /// period ([`super::TrendsSpec::rows_sql`]).
+    pub fn is_session_duration(&self) -> bool {
+        !self.person && self.key == SESSION_DURATION
+    }
+
     /// The property's value as a number on a row of events `e` and
     /// persons `p` (NULL when unset or not a number, as PostHog's
     /// `toFloat`, and when not finite); `personless`: on an event with no

@@ -596,6 +596,21 @@ impl TrendsSpec {
                 by(&["actor"]),
                 by(&[])
             ),
+            // PostHog's `$session_duration`: each session of the period's
+            // events once (`any(session.$session_duration)` by session),
+            // its duration from all its events ([`TrendsSpec::durations_sql`]).
+            Math::Property(m) if s.math_property.as_ref().is_some_and(|p| p.is_session_duration()) => {
+                let sessions = format!(
+                    "SELECT {keys}, v AS sid FROM ({rows}) r WHERE v IS NOT NULL AND v <> '' {}",
+                    by(&["v"])
+                );
+                format!(
+                    "SELECT {keys}, {} AS n FROM ({sessions}) s JOIN ({}) d ON d.sid = s.sid {}",
+                    value(m.sql("CAST(d.duration AS DOUBLE)")),
+                    self.durations_sql(),
+                    by(&[])
+                )
+            }
             Math::Property(m) => format!(
                 "SELECT {keys}, {} AS n FROM ({rows}) r {}",
                 value(m.sql("v")),
@@ -626,6 +641,27 @@ impl TrendsSpec {
             ),
             other => return invalid(format!("math {} is not computed over rows", other.as_str())),
         })
+    }
+
+    /// The duration of every session (`$session_id`) with events from a
+    /// day before the range to a day after it, in whole seconds as
+    /// ClickHouse's `dateDiff('second', first, last)` counts them (the
+    /// seconds boundaries crossed): PostHog's sessions table's
+    /// `$session_duration`, from all of the session's events whatever
+    /// their event or properties. (`sid`, `duration`.) A session longer
+    /// than the day around the range is cut there (posthog-js starts a
+    /// new session after 24 hours).
+    fn durations_sql(&self) -> String {
+        let sid = "json_as_text(e.properties, '$session_id')";
+        format!(
+            "SELECT {sid} AS sid, \
+             floor(CAST(max(CAST(e.timestamp AS BIGINT)) AS DOUBLE) / 1000000) - \
+             floor(CAST(min(CAST(e.timestamp AS BIGINT)) AS DOUBLE) / 1000000) AS duration \
+             FROM events e WHERE e.timestamp >= {} AND e.timestamp <= {} \
+             AND {sid} IS NOT NULL AND {sid} <> '' GROUP BY {sid}",
+            ts_lit(self.from.saturating_sub(DAY)),
+            ts_lit(self.to.saturating_add(DAY))
+        )
     }
 
     /// The persons of a first-time math (`s`, [`Math::FirstTime`]): each
@@ -780,7 +816,13 @@ impl TrendsSpec {
                 let Some(mp) = &s.math_property else {
                     return invalid("a property math needs a math_property");
                 };
-                rows(mp.sql(personless.is_some()))
+                if mp.is_session_duration() {
+                    // The event's session, whose duration
+                    // [`TrendsSpec::rows_sql`] aggregates once.
+                    rows("json_as_text(e.properties, '$session_id')".into())
+                } else {
+                    rows(mp.sql(personless.is_some()))
+                }
             }
             Math::PerActor(_) | Math::FirstPeriod => rows("CAST(NULL AS DOUBLE)".into()),
             // The event's time and whether it matches the filters.
