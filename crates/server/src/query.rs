@@ -125,8 +125,9 @@ pub struct TrendsQuery {
     /// math_property_type?, properties?, custom_name?}]`; `math`: `total`
     /// (default), `dau`, `weekly_active`, `monthly_active`,
     /// `unique_session`, `sum`/`avg`/`min`/`max`/`median`/`p75`/`p90`/
-    /// `p95`/`p99` of `math_property`, or `avg`/`min`/`max`/`median`/`p75`/
-    /// `p90`/`p95`/`p99` `_count_per_actor`.
+    /// `p95`/`p99` of `math_property` (also `$session_duration`), `avg`/
+    /// `min`/`max`/`median`/`p75`/`p90`/`p95`/`p99` `_count_per_actor`,
+    /// `first_time_for_user` or `first_matching_event_for_user`.
     #[schema(value_type = Vec<Object>)]
     pub series: Vec<Value>,
     /// `{date_from, date_to}` (default the last 7 days).
