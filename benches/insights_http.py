@@ -177,6 +177,19 @@ def serve_and_time(args, data: str, key: str) -> int:
             timed(f"TrendsQuery {math}, 90 days by day", "/api/projects/1/query/",
                   trend({"kind": "EventsNode", "event": event, "math": math, "math_property": "amount"}),
                   show=lambda o: f"sum {o['results'][0]['count']:.0f}")
+        for math in ["first_time_for_user", "first_matching_event_for_user"]:
+            timed(f"TrendsQuery {math}, 90 days by day", "/api/projects/1/query/",
+                  trend({"kind": "EventsNode", "event": "purchase", "math": math,
+                         "properties": [{"key": "amount", "value": 50, "operator": "gt"}]}),
+                  show=lambda o: f"sum {o['results'][0]['count']:.0f}")
+        timed("TrendsQuery avg $session_duration, 90 days by day", "/api/projects/1/query/",
+              trend({"kind": "EventsNode", "event": "$pageview", "math": "avg",
+                     "math_property": "$session_duration"}),
+              show=lambda o: f"last day {o['results'][0]['data'][-1]:.0f} s")
+        timed("TrendsQuery dau compared with a year before (compare_to -1y)", "/api/projects/1/query/",
+              trend({"kind": "EventsNode", "event": "$pageview", "math": "dau"},
+                    compareFilter={"compare": True, "compare_to": "-1y"}),
+              show=lambda o: f"previous sum {o['results'][1]['count']:.0f}")
         timed("TrendsQuery dau as one number (BoldNumber), 90 days", "/api/projects/1/query/",
               trend({"kind": "EventsNode", "event": "$pageview", "math": "dau"},
                     trendsFilter={"display": "BoldNumber"}),
