@@ -18,6 +18,13 @@
 //! - Actors as in every analytic: persons through their current identity,
 //!   personless events by the UUID they carry, a deleted person nowhere.
 //!   Weeks start on Sunday, in UTC.
+//! - A breakdown (`breakdownFilter`, an event or a person property) makes
+//!   each (actor, value) an actor of its own, as PostHog's actor query
+//!   groups by `actor_id, breakdown_value`: an event breakdown's cohort
+//!   and returns are the events with that value (unset is `""`). The
+//!   values are ranked by their cohorts' sizes summed, the largest
+//!   `breakdown_limit` kept and the rest summed into Other
+//!   ([`results`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +65,23 @@ pub struct RetentionEntity {
     pub props: Vec<Prop>,
 }
 
+/// A retention breakdown: one property, of the events or of the person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionBreakdown {
+    /// The property.
+    pub key: String,
+    /// A person property (the person's now; a personless actor's is
+    /// unset), not the events'.
+    pub person: bool,
+    /// Most values shown; the rest are summed into Other.
+    pub limit: usize,
+}
+
+/// The counts of [`compute`]: per breakdown value (`""` for every actor
+/// without a breakdown, and for an unset value), per cohort interval, the
+/// actors per interval after it.
+pub type RetentionCounts = BTreeMap<String, Vec<Vec<u64>>>;
+
 /// A retention query, parsed and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetentionSpec {
@@ -81,6 +105,8 @@ pub struct RetentionSpec {
     pub cumulative: bool,
     /// Returning events an interval needs to count.
     pub minimum_occurrences: i64,
+    /// The breakdown, if any.
+    pub breakdown: Option<RetentionBreakdown>,
 }
 
 impl RetentionSpec {
@@ -92,12 +118,7 @@ impl RetentionSpec {
             "RetentionQuery",
             &["retentionFilter", "breakdownFilter"],
         )?;
-        if let Some(b) = q.get("breakdownFilter").filter(|b| !b.is_null()) {
-            let set = |k: &str| b.get(k).is_some_and(|v| !v.is_null() && v != &json!([]));
-            if set("breakdown") || set("breakdowns") {
-                return invalid("RetentionQuery: breakdowns are not supported");
-            }
-        }
+        let breakdown = breakdown(q.get("breakdownFilter"))?;
         let f = match q.get("retentionFilter") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(f)) => f.clone(),
@@ -201,10 +222,13 @@ impl RetentionSpec {
                 starts.len()
             ));
         }
-        if starts.len().saturating_mul(lookahead) > MAX_VALUES {
+        // With a breakdown, a row per value shown and Other.
+        let rows = breakdown.as_ref().map_or(1, |b| b.limit.saturating_add(1));
+        let values = starts.len().saturating_mul(lookahead).saturating_mul(rows);
+        if values > MAX_VALUES {
             return invalid(format!(
-                "the answer would hold {} values (intervals × totalIntervals); at most {MAX_VALUES}",
-                starts.len().saturating_mul(lookahead)
+                "the answer would hold {values} values (intervals × totalIntervals × \
+                 (breakdown_limit + 1)); at most {MAX_VALUES}"
             ));
         }
         Ok(RetentionSpec {
@@ -218,6 +242,7 @@ impl RetentionSpec {
             first_time,
             cumulative,
             minimum_occurrences,
+            breakdown,
         })
     }
 
@@ -278,19 +303,33 @@ impl RetentionSpec {
                 };
                 Ok(format!("({name} AND {})", own(&e.props)?))
             };
-        let persons_join = if any_of_kind(self.all_props(), PropKind::Person) {
+        let person_bd = self.breakdown.as_ref().is_some_and(|b| b.person);
+        let persons_join = if person_bd || any_of_kind(self.all_props(), PropKind::Person) {
             " JOIN persons p ON p.uuid = pdi.person_id"
         } else {
             ""
+        };
+        // The breakdown value, "" when unset (PostHog's
+        // `ifNull(toString(…), '')`); a personless actor has no person
+        // properties.
+        let bd = |personless: bool| match &self.breakdown {
+            None => String::new(),
+            Some(b) if b.person && personless => ", '' AS bd".to_string(),
+            Some(b) => format!(
+                ", coalesce(json_as_text({}.properties, {}), '') AS bd",
+                if b.person { "p" } else { "e" },
+                lit(&b.key)
+            ),
         };
         let (s, r) = (
             cond(&self.target, &props_sql)?,
             cond(&self.returning, &props_sql)?,
         );
         let mut parts = vec![format!(
-            "SELECT pdi.person_id AS actor, e.timestamp AS ts, {s} AS is_s, {r} AS is_r \
+            "SELECT pdi.person_id AS actor, e.timestamp AS ts, {s} AS is_s, {r} AS is_r{} \
              FROM person_distinct_ids pdi{persons_join} JOIN events e ON e.distinct_id = pdi.distinct_id \
              WHERE {bounds} AND {by_name} AND {} AND ({s} OR {r})",
+            bd(false),
             props_sql(&self.props)?
         )];
         if let Some(p) = personless.filter(|_| personless_can_match(&self.props)) {
@@ -299,8 +338,9 @@ impl RetentionSpec {
                 cond(&self.returning, &personless_props_sql)?,
             );
             parts.push(format!(
-                "SELECT CAST(e.person_id AS VARCHAR) AS actor, e.timestamp AS ts, {s} AS is_s, {r} AS is_r \
+                "SELECT CAST(e.person_id AS VARCHAR) AS actor, e.timestamp AS ts, {s} AS is_s, {r} AS is_r{} \
                  FROM events e WHERE {bounds} AND {by_name} AND {} AND ({s} OR {r}) AND {}",
+                bd(true),
                 personless_props_sql(&self.props)?,
                 p.actor_sql(true)
             ));
@@ -308,20 +348,33 @@ impl RetentionSpec {
         Ok(parts.join(" UNION ALL "))
     }
 
-    /// The query: `(cohort interval, k, actors)`: for cumulative, `k` is
-    /// the furthest interval each actor came back in (0: none).
+    /// The query: `(cohort interval, k, actors, breakdown value)`: for
+    /// cumulative, `k` is the furthest interval each actor came back in
+    /// (0: none).
     fn sql(&self, personless: Option<&Personless>) -> Result<String> {
         let (with, hits) = self.cohorts_sql(personless)?;
+        // With a breakdown, `bd` is one more key of every grouping and
+        // join; without, the value is "".
+        let (b, value) = if self.breakdown.is_some() {
+            (", bd", "bd")
+        } else {
+            ("", "'' AS bd")
+        };
         let counts = if self.cumulative {
+            let on_bd = if b.is_empty() {
+                ""
+            } else {
+                " AND h.bd = st.bd"
+            };
             format!(
-                "SELECT i, k, count(*) AS n FROM (SELECT st.actor, st.i, coalesce(max(h.k), 0) AS k \
-                 FROM st LEFT JOIN ({hits}) h ON h.actor = st.actor AND h.i = st.i \
-                 GROUP BY st.actor, st.i) a GROUP BY i, k"
+                "SELECT i, k, count(*) AS n, {value} FROM (SELECT st.actor{b}, st.i, coalesce(max(h.k), 0) AS k \
+                 FROM st LEFT JOIN ({hits}) h ON h.actor = st.actor{on_bd} AND h.i = st.i \
+                 GROUP BY st.actor{b}, st.i) a GROUP BY i, k{b}"
             )
         } else {
             format!(
-                "SELECT i, 0 AS k, count(*) AS n FROM st GROUP BY i \
-                 UNION ALL SELECT i, k, count(*) AS n FROM ({hits}) h GROUP BY i, k"
+                "SELECT i, 0 AS k, count(*) AS n, {value} FROM st GROUP BY i{b} \
+                 UNION ALL SELECT i, k, count(*) AS n, {value} FROM ({hits}) h GROUP BY i, k{b}"
             )
         };
         Ok(format!("{with} {counts}"))
@@ -334,21 +387,24 @@ impl RetentionSpec {
     fn cohorts_sql(&self, personless: Option<&Personless>) -> Result<(String, String)> {
         let events = self.events_sql(personless)?;
         let (from, end) = (ts_lit(self.from()), ts_lit(self.end));
+        // The breakdown value goes with the actor everywhere: (actor,
+        // value) is the actor of a breakdown.
+        let b = if self.breakdown.is_some() { ", bd" } else { "" };
         let starts = if self.first_time {
             format!(
-                "SELECT actor, {} AS i FROM (SELECT actor, min(ts) AS f0 FROM ev WHERE is_s GROUP BY actor) f \
+                "SELECT actor{b}, {} AS i FROM (SELECT actor{b}, min(ts) AS f0 FROM ev WHERE is_s GROUP BY actor{b}) f \
                  WHERE f0 >= {from} AND f0 < {end}",
                 self.index_sql("f0")
             )
         } else {
             format!(
-                "SELECT DISTINCT actor, {} AS i FROM ev WHERE is_s AND ts >= {from} AND ts < {end}",
+                "SELECT DISTINCT actor{b}, {} AS i FROM ev WHERE is_s AND ts >= {from} AND ts < {end}",
                 self.index_sql("ts")
             )
         };
         let returns = format!(
-            "SELECT actor, {idx} AS r FROM ev WHERE is_r AND ts >= {from} AND ts < {end} \
-             GROUP BY actor, {idx} HAVING count(*) >= {}",
+            "SELECT actor{b}, {idx} AS r FROM ev WHERE is_r AND ts >= {from} AND ts < {end} \
+             GROUP BY actor{b}, {idx} HAVING count(*) >= {}",
             self.minimum_occurrences,
             idx = self.index_sql("ts")
         );
@@ -361,10 +417,15 @@ impl RetentionSpec {
         // its second condition in DataFusion 55.)
         // (The intervals come first: a cross join holds its left side in
         // memory and streams the right, and the cohorts' rows are many.)
+        let (xb, stb, on_bd) = if self.breakdown.is_some() {
+            (", x.bd", ", st.bd", " AND rt.bd = x.bd")
+        } else {
+            ("", "", "")
+        };
         let hits = format!(
-            "SELECT x.actor, x.i, x.k FROM (SELECT st.actor, st.i, ks.k, st.i + ks.k AS r \
+            "SELECT x.actor{xb}, x.i, x.k FROM (SELECT st.actor{stb}, st.i, ks.k, st.i + ks.k AS r \
              FROM (SELECT unnest(range(1, {l})) AS k) ks CROSS JOIN st) x \
-             JOIN rt ON rt.actor = x.actor AND rt.r = x.r"
+             JOIN rt ON rt.actor = x.actor{on_bd} AND rt.r = x.r"
         );
         Ok((
             format!("WITH ev AS ({events}), st AS ({starts}), rt AS ({returns})"),
@@ -383,12 +444,14 @@ pub type CohortOrder = [(bool, bool)];
 /// actors' `appearances`), in `order` (default: most appearances first,
 /// then by UUID), `limit` of them after `offset`, ordered and paged in
 /// SQL (under the query's memory limit). Personless actors have no
-/// profile to list.
+/// profile to list. With a breakdown, `value` is the breakdown value
+/// whose cohort it is (none: the cohort's persons of every value, their
+/// appearances together, as PostHog's actors query groups them).
 pub async fn persons_of(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     spec: &RetentionSpec,
-    interval: usize,
+    (interval, value): (usize, Option<&str>),
     (order, limit, offset): (&CohortOrder, usize, usize),
     limits: &QueryLimits,
 ) -> Result<Vec<(String, Vec<usize>)>> {
@@ -398,6 +461,11 @@ pub async fn persons_of(
             spec.starts.len()
         ));
     }
+    let of_value = match (value, &spec.breakdown) {
+        (None, _) => String::new(),
+        (Some(_), None) => return invalid("a breakdown value is given but the query has none"),
+        (Some(v), Some(_)) => format!(" AND bd = {}", lit(v)),
+    };
     let ctx = session(persons, project, limits)?;
     super::cohorts::register_for(&ctx, persons, project, spec.all_props()).await?;
     let (with, hits) = spec.cohorts_sql(None)?;
@@ -419,8 +487,8 @@ pub async fn persons_of(
     let sql = format!(
         "{with} SELECT actor, ks FROM (SELECT CAST(actor AS VARCHAR) AS actor, \
          array_agg(DISTINCT k) AS ks FROM \
-         (SELECT actor, 0 AS k FROM st WHERE i = {interval} \
-          UNION ALL SELECT actor, k FROM ({hits}) h WHERE i = {interval}) a GROUP BY 1) p \
+         (SELECT actor, 0 AS k FROM st WHERE i = {interval}{of_value} \
+          UNION ALL SELECT actor, k FROM ({hits}) h WHERE i = {interval}{of_value}) a GROUP BY 1) p \
          ORDER BY {} LIMIT {limit} OFFSET {offset}",
         keys.join(", ")
     );
@@ -484,14 +552,14 @@ fn entity(v: Option<&Value>, what: &str) -> Result<RetentionEntity> {
     })
 }
 
-/// Per cohort interval, the actors per interval after it (index 0: the
-/// cohort's size).
+/// Per breakdown value ([`RetentionCounts`]), per cohort interval, the
+/// actors per interval after it (index 0: the cohort's size).
 pub async fn compute(
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
     spec: &RetentionSpec,
     limits: &QueryLimits,
-) -> Result<Vec<Vec<u64>>> {
+) -> Result<RetentionCounts> {
     let mut runs = 0;
     loop {
         runs += 1;
@@ -504,13 +572,26 @@ pub async fn compute(
         } else {
             None
         };
-        let mut raw: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+        // What the values' counts hold is charged to the query's memory
+        // pool: a breakdown by a property unique per event makes a value
+        // of about every event.
+        let tally = elide_query::hold(&ctx.runtime_env().memory_pool, "retention tally", 0)?;
+        let row_bytes = spec.starts.len() * spec.lookahead * std::mem::size_of::<u64>();
+        let mut out: RetentionCounts = BTreeMap::new();
+        if spec.breakdown.is_none() {
+            out.insert(
+                String::new(),
+                vec![vec![0u64; spec.lookahead]; spec.starts.len()],
+            );
+        }
         let mut batches = stream(&ctx, &spec.sql(personless.as_ref())?).await?;
         while let Some(b) = batches.next().await {
             let b = b?;
             let cohort = b.column(0).as_primitive::<Int64Type>();
             let after = b.column(1).as_primitive::<Int64Type>();
             let n = b.column(2).as_primitive::<Int64Type>();
+            let value = arrow::compute::cast(b.column(3), &arrow::datatypes::DataType::Utf8)?;
+            let value = value.as_string::<i32>();
             for r in 0..b.num_rows() {
                 if cohort.is_null(r) || after.is_null(r) {
                     continue;
@@ -521,19 +602,25 @@ pub async fn compute(
                 ) else {
                     continue;
                 };
-                *raw.entry((i, k)).or_default() += n.value(r).max(0) as u64;
-            }
-        }
-        let mut out = vec![vec![0u64; spec.lookahead]; spec.starts.len()];
-        for ((i, k), n) in raw {
-            let Some(row) = out.get_mut(i) else { continue };
-            if spec.cumulative {
-                // Came back as far as `k`: counts for 0 to `k`.
-                for c in row.iter_mut().take(k + 1) {
+                let v = if value.is_null(r) { "" } else { value.value(r) };
+                let rows = match out.get_mut(v) {
+                    Some(rows) => rows,
+                    None => {
+                        tally.try_grow(row_bytes + v.len() + 64)?;
+                        out.entry(v.to_string())
+                            .or_insert_with(|| vec![vec![0u64; spec.lookahead]; spec.starts.len()])
+                    }
+                };
+                let Some(row) = rows.get_mut(i) else { continue };
+                let n = n.value(r).max(0) as u64;
+                if spec.cumulative {
+                    // Came back as far as `k`: counts for 0 to `k`.
+                    for c in row.iter_mut().take(k + 1) {
+                        *c += n;
+                    }
+                } else if let Some(c) = row.get_mut(k) {
                     *c += n;
                 }
-            } else if let Some(c) = row.get_mut(k) {
-                *c += n;
             }
         }
         match personless {
@@ -544,30 +631,158 @@ pub async fn compute(
 }
 
 /// PostHog's result list: per cohort `{values: [{count, label}], label,
-/// date}`, labels `"Day 0"`, `"Day 1"` (`Hour`, `Week`, `Month`).
-pub fn results(spec: &RetentionSpec, counts: &[Vec<u64>]) -> Value {
+/// date}`, labels `"Day 0"`, `"Day 1"` (`Hour`, `Week`, `Month`). With a
+/// breakdown, the cohorts of each value in turn, each row with its
+/// `breakdown_value`, as PostHog's `RetentionQueryRunner` ranks them: by
+/// the sum of the value's cohort sizes, largest first, then by value;
+/// past `breakdown_limit`, the values' counts summed into one
+/// [`BREAKDOWN_OTHER`] value, last. A value with no cohort is not shown.
+pub fn results(spec: &RetentionSpec, counts: &RetentionCounts) -> Value {
     let unit = match spec.interval {
         Interval::Hour => "Hour",
         Interval::Day => "Day",
         Interval::Week => "Week",
         Interval::Month => "Month",
     };
-    let out: Vec<Value> = spec
-        .starts
+    let rows = |cohorts: &[Vec<u64>], value: Option<&str>| -> Vec<Value> {
+        spec.starts
+            .iter()
+            .zip(cohorts)
+            .enumerate()
+            .map(|(i, (&start, row))| {
+                let date = DateTime::from_timestamp_micros(start)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                let values: Vec<Value> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(k, n)| json!({"count": n, "label": format!("{unit} {k}")}))
+                    .collect();
+                let mut out =
+                    json!({"values": values, "label": format!("{unit} {i}"), "date": date});
+                if let Some(v) = value {
+                    out["breakdown_value"] = json!(v);
+                }
+                out
+            })
+            .collect()
+    };
+    let Some(b) = &spec.breakdown else {
+        let none = vec![vec![0u64; spec.lookahead]; spec.starts.len()];
+        return Value::Array(rows(counts.get("").unwrap_or(&none), None));
+    };
+    let mut ranked: Vec<(&String, u64, &Vec<Vec<u64>>)> = counts
         .iter()
-        .zip(counts)
-        .enumerate()
-        .map(|(i, (&start, row))| {
-            let date = DateTime::from_timestamp_micros(start)
-                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                .unwrap_or_default();
-            let values: Vec<Value> = row
-                .iter()
-                .enumerate()
-                .map(|(k, n)| json!({"count": n, "label": format!("{unit} {k}")}))
-                .collect();
-            json!({"values": values, "label": format!("{unit} {i}"), "date": date})
-        })
+        .map(|(v, cohorts)| (v, cohorts.iter().filter_map(|r| r.first()).sum(), cohorts))
+        .filter(|(_, total, _)| *total > 0)
         .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let rest = ranked.split_off(b.limit.min(ranked.len()));
+    let mut out = Vec::new();
+    for (v, _, cohorts) in &ranked {
+        out.extend(rows(cohorts, Some(v)));
+    }
+    if !rest.is_empty() {
+        let mut other = vec![vec![0u64; spec.lookahead]; spec.starts.len()];
+        for (_, _, cohorts) in &rest {
+            for (sum, row) in other.iter_mut().zip(cohorts.iter()) {
+                for (s, n) in sum.iter_mut().zip(row) {
+                    *s += n;
+                }
+            }
+        }
+        out.extend(rows(&other, Some(BREAKDOWN_OTHER)));
+    }
     Value::Array(out)
+}
+
+/// PostHog's label of the values past `breakdown_limit`.
+pub const BREAKDOWN_OTHER: &str = "$$_posthog_breakdown_other_$$";
+
+/// `breakdownFilter` of a `RetentionQuery`: one event or person
+/// property (`breakdown` and `breakdown_type`, or a `breakdowns` list of
+/// one `{property, type}`), `breakdown_limit` (default 25). Cohorts,
+/// groups, histograms, URL normalisation and several properties are a
+/// 400; `breakdown_hide_other_aggregation` is ignored, as PostHog's
+/// retention does.
+fn breakdown(v: Option<&Value>) -> Result<Option<RetentionBreakdown>> {
+    let b = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(b)) => b,
+        Some(v) => return invalid(format!("breakdownFilter must be an object, got {v}")),
+    };
+    let set = |k: &str| b.get(k).filter(|v| !v.is_null());
+    for k in [
+        "breakdown_histogram_bin_count",
+        "breakdown_normalize_url",
+        "breakdown_group_type_index",
+    ] {
+        if set(k).is_some_and(|v| v != &json!(false))
+            && (set("breakdown").is_some() || set("breakdowns").is_some())
+        {
+            return invalid(format!(
+                "breakdownFilter.{k} is not supported in a retention breakdown"
+            ));
+        }
+    }
+    let (key, kind) = match (set("breakdown"), set("breakdowns")) {
+        (Some(_), Some(l)) if l != &json!([]) => {
+            return invalid("breakdownFilter: give breakdown or breakdowns, not both")
+        }
+        (Some(Value::String(k)), _) => (k.clone(), set("breakdown_type").cloned()),
+        (Some(v), _) => {
+            return invalid(format!(
+                "breakdownFilter.breakdown must be a property name (one), got {v}"
+            ))
+        }
+        (None, None) => return Ok(None),
+        (None, Some(Value::Array(list))) if list.is_empty() => return Ok(None),
+        (None, Some(Value::Array(list))) if list.len() == 1 => {
+            let Some(one) = list[0].as_object() else {
+                return invalid("breakdownFilter.breakdowns holds {property, type} objects");
+            };
+            for k in ["histogram_bin_count", "normalize_url", "group_type_index"] {
+                if one
+                    .get(k)
+                    .is_some_and(|v| !v.is_null() && v != &json!(false))
+                {
+                    return invalid(format!(
+                        "breakdownFilter.breakdowns[0].{k} is not supported in a retention breakdown"
+                    ));
+                }
+            }
+            match one.get("property") {
+                Some(Value::String(k)) => (k.clone(), one.get("type").cloned()),
+                other => {
+                    return invalid(format!(
+                        "breakdownFilter.breakdowns[0].property must be a property name, got {}",
+                        other.unwrap_or(&Value::Null)
+                    ))
+                }
+            }
+        }
+        (None, Some(_)) => {
+            return invalid(
+                "breakdownFilter.breakdowns: one breakdown property (Elide breaks down by one)",
+            )
+        }
+    };
+    if key.is_empty() {
+        return invalid("breakdownFilter.breakdown is empty");
+    }
+    let person = match kind {
+        None | Some(Value::Null) => false,
+        Some(Value::String(t)) if t == "event" => false,
+        Some(Value::String(t)) if t == "person" => true,
+        Some(t) => {
+            return invalid(format!(
+                "breakdown_type {t} is not supported in a retention breakdown (event, person)"
+            ))
+        }
+    };
+    let limit = match set("breakdown_limit") {
+        None => super::filter::DEFAULT_BREAKDOWN_LIMIT,
+        Some(l) => super::filter::breakdown_limit(l.as_i64(), l)?,
+    };
+    Ok(Some(RetentionBreakdown { key, person, limit }))
 }

@@ -154,7 +154,7 @@ proptest! {
                 let spec = RetentionSpec::parse(&q, now()).expect("spec");
                 for (i, row) in want.iter().enumerate() {
                     let got = rt
-                        .block_on(retention::persons_of(app.persons(), P, &spec, i, (&[], 10_000, 0), &QueryLimits::default()))
+                        .block_on(retention::persons_of(app.persons(), P, &spec, (i, None), (&[], 10_000, 0), &QueryLimits::default()))
                         .expect("persons");
                     let per_k: Vec<u64> = (0..lookahead)
                         .map(|k| got.iter().filter(|(_, ks)| ks.contains(&k)).count() as u64)
@@ -164,7 +164,7 @@ proptest! {
                     // Paged in SQL, one at a time: the same list.
                     for (j, want) in got.iter().enumerate() {
                         let one = rt
-                            .block_on(retention::persons_of(app.persons(), P, &spec, i, (&[], 1, j), &QueryLimits::default()))
+                            .block_on(retention::persons_of(app.persons(), P, &spec, (i, None), (&[], 1, j), &QueryLimits::default()))
                             .expect("page");
                         prop_assert_eq!(one.as_slice(), std::slice::from_ref(want));
                     }
@@ -213,7 +213,7 @@ async fn retention_counts_persons_through_identity() {
                 &persons,
                 P,
                 &spec,
-                0,
+                (0, None),
                 (&[], 100, 0),
                 &QueryLimits::default(),
             )
@@ -296,8 +296,26 @@ async fn retention_parameters_are_checked() {
     }
     for (q, says) in [
         (
-            json!({"kind": "RetentionQuery", "breakdownFilter": {"breakdown": "$browser"}}),
-            "breakdowns",
+            json!({"kind": "RetentionQuery", "breakdownFilter": {"breakdown": 7}}),
+            "breakdownFilter.breakdown",
+        ),
+        (
+            json!({"kind": "RetentionQuery", "breakdownFilter": {"breakdown": "x", "breakdown_type": "cohort"}}),
+            "breakdown_type",
+        ),
+        (
+            json!({"kind": "RetentionQuery", "breakdownFilter": {"breakdowns": [
+                {"property": "x"}, {"property": "y"}]}}),
+            "one breakdown",
+        ),
+        (
+            json!({"kind": "RetentionQuery", "breakdownFilter": {"breakdown": "x",
+                "breakdown_histogram_bin_count": 10}}),
+            "breakdown_histogram_bin_count",
+        ),
+        (
+            json!({"kind": "RetentionQuery", "breakdownFilter": {"breakdown": "x", "breakdown_limit": 0}}),
+            "breakdown_limit",
         ),
         (
             json!({"kind": "RetentionQuery", "compareFilter": {}}),
@@ -354,4 +372,149 @@ async fn retention_by_month_and_by_hour() {
     assert_eq!(counts(&s)[0], vec![1, 1, 0, 1]);
     assert_eq!(s.as_array().map(Vec::len), Some(4));
     assert_eq!(s[3]["label"], "Hour 3");
+}
+
+/// A breakdown: each (actor, value) is an actor of its own (an event
+/// breakdown's cohorts and returns are the events with that value, "" for
+/// unset), as PostHog's actor query groups by `actor_id,
+/// breakdown_value`; the values ranked by their cohorts' sizes, the rest
+/// summed into Other. A person breakdown: the person's value now, a
+/// visitor's "".
+#[test]
+fn breakdowns_match_the_reference() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 16,
+        ..ProptestConfig::default()
+    });
+    let rows = proptest::collection::vec((0usize..5, -3i64..9, 0u8..3, 0u32..24, 0usize..3), 1..60);
+    runner
+        .run(&(rows, 1usize..6, any::<bool>()), |(rows, lookahead, first_time)| {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let dir = tempfile::tempdir().expect("dir");
+            let app = open(dir.path());
+            let names = ["start", "back", "other"];
+            let values = ["", "x", "y"];
+            // The persons' plan: a pro, b free, c none.
+            let plans = [Some("pro"), Some("free"), None];
+            let mut evs: Vec<(&str, &str, String, Value)> = (0..3)
+                .map(|a| {
+                    let set = plans[a].map_or(json!({}), |p| json!({"$set": {"plan": p}}));
+                    (IDS[a], "$identify", iso(-10, 0), set)
+                })
+                .collect();
+            evs.extend(rows.iter().map(|&(a, d, e, h, v)| {
+                let mut props = if a >= 3 { json!({"$process_person_profile": false}) } else { json!({}) };
+                if v > 0 {
+                    props["k"] = json!(values[v]);
+                }
+                (IDS[a], names[e as usize], iso(d, h), props)
+            }));
+            capture(app.persons(), &evs);
+            let filter = json!({
+                "targetEntity": {"id": "start", "type": "events"},
+                "returningEntity": {"id": "back", "type": "events"},
+                "totalIntervals": lookahead,
+                "retentionType": if first_time { "retention_first_time" } else { "retention_recurring" },
+                "period": "Day",
+            });
+            // Per value: the reference of that value's rows alone.
+            let by_value = |value_of: &dyn Fn(&(usize, i64, u8, u32, usize)) -> &'static str| {
+                let mut out: BTreeMap<&str, Vec<Vec<u64>>> = BTreeMap::new();
+                for v in ["", "x", "y", "pro", "free"] {
+                    let mine: Vec<(usize, i64, u8)> = rows
+                        .iter()
+                        .filter(|r| value_of(r) == v)
+                        .map(|&(a, d, e, _, _)| (a, d, e))
+                        .collect();
+                    let want = reference(&mine, false, lookahead, first_time, false, 1);
+                    if want.iter().any(|r| r[0] > 0) {
+                        out.insert(v, want);
+                    }
+                }
+                out
+            };
+            let answer = |q: Value| {
+                let s = rt.block_on(retain(&app, q)).expect("retention");
+                let mut out: BTreeMap<String, Vec<Vec<u64>>> = BTreeMap::new();
+                let mut order: Vec<String> = Vec::new();
+                for row in s.as_array().expect("rows") {
+                    let v = row["breakdown_value"].as_str().expect("value").to_string();
+                    if order.last() != Some(&v) {
+                        order.push(v.clone());
+                    }
+                    let counts: Vec<u64> = row["values"]
+                        .as_array()
+                        .expect("values")
+                        .iter()
+                        .map(|x| x["count"].as_u64().expect("count"))
+                        .collect();
+                    out.entry(v).or_default().push(counts);
+                }
+                (out, order)
+            };
+            let event_value = |r: &(usize, i64, u8, u32, usize)| values[r.4];
+            let person_value = |r: &(usize, i64, u8, u32, usize)| {
+                if r.0 < 3 { plans[r.0].unwrap_or("") } else { "" }
+            };
+            for (kind, value_of) in [
+                ("event", &event_value as &dyn Fn(&(usize, i64, u8, u32, usize)) -> &'static str),
+                ("person", &person_value),
+            ] {
+                let want = by_value(value_of);
+                let mut q = query(filter.clone());
+                q["breakdownFilter"] = json!({"breakdown": if kind == "event" { "k" } else { "plan" },
+                    "breakdown_type": kind});
+                let (got, order) = answer(q.clone());
+                let want_owned: BTreeMap<String, Vec<Vec<u64>>> =
+                    want.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                prop_assert_eq!(&got, &want_owned, "{} breakdown", kind);
+                // Ranked by the sum of the cohort sizes, then by value.
+                let total = |v: &str| -> u64 { want_owned[v].iter().map(|r| r[0]).sum() };
+                let mut ranked: Vec<String> = want_owned.keys().cloned().collect();
+                ranked.sort_by(|a, b| total(b).cmp(&total(a)).then_with(|| a.cmp(b)));
+                prop_assert_eq!(&order, &ranked);
+                // A limit of one: the first value, then the rest summed.
+                q["breakdownFilter"]["breakdown_limit"] = json!(1);
+                let (got, order) = answer(q);
+                if ranked.len() > 1 {
+                    let mut other = vec![vec![0u64; lookahead]; 7];
+                    for v in &ranked[1..] {
+                        for (o, r) in other.iter_mut().zip(&want_owned[v]) {
+                            for (x, y) in o.iter_mut().zip(r) {
+                                *x += y;
+                            }
+                        }
+                    }
+                    prop_assert_eq!(&order, &vec![ranked[0].clone(), retention::BREAKDOWN_OTHER.to_string()]);
+                    prop_assert_eq!(&got[retention::BREAKDOWN_OTHER], &other);
+                } else {
+                    prop_assert_eq!(&order, &ranked);
+                }
+            }
+            // A value's cohort's persons: those of that value's reference.
+            let mut q = query(filter.clone());
+            q["breakdownFilter"] = json!({"breakdown": "k"});
+            let Value::Object(q) = q else { unreachable!("an object") };
+            let spec = RetentionSpec::parse(&q, now()).expect("spec");
+            for v in ["", "x"] {
+                let mine: Vec<(usize, i64, u8)> = rows
+                    .iter()
+                    .filter(|r| r.0 < 3 && values[r.4] == v)
+                    .map(|&(a, d, e, _, _)| (a, d, e))
+                    .collect();
+                let want = reference(&mine, false, lookahead, first_time, false, 1);
+                for (i, row) in want.iter().enumerate() {
+                    let got = rt
+                        .block_on(retention::persons_of(app.persons(), P, &spec, (i, Some(v)), (&[], 10_000, 0), &QueryLimits::default()))
+                        .expect("persons");
+                    let per_k: Vec<u64> = (0..lookahead)
+                        .map(|k| got.iter().filter(|(_, ks)| ks.contains(&k)).count() as u64)
+                        .collect();
+                    prop_assert_eq!(&per_k, row, "value {:?} cohort {}", v, i);
+                }
+            }
+            app.close().expect("close");
+            Ok(())
+        })
+        .expect("breakdowns match the reference");
 }

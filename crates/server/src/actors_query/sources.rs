@@ -217,7 +217,7 @@ pub(super) async fn of_source(
             })
         }
         (Some("InsightActorsQuery"), "RetentionQuery") => {
-            check_source(s, &["interval"])?;
+            check_source(s, &["interval", "breakdown"])?;
             // Most appearances first (PostHog's modal), then by id; or as
             // asked, by the number of appearances and the id.
             let mut keys = Vec::new();
@@ -247,6 +247,20 @@ pub(super) async fn of_source(
                     ))
                 }
             };
+            // A breakdown value's cohort: PostHog's modal sends the value
+            // as a list (of one: Elide breaks down by one property).
+            let value = match s.get("breakdown") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(list)) if list.len() == 1 => text_of(&list[0]),
+                Some(Value::Array(list)) if list.is_empty() => None,
+                Some(Value::Array(_)) => {
+                    return Err(invalid(
+                        "breakdown",
+                        "one breakdown value (Elide breaks down by one property)",
+                    ))
+                }
+                Some(v) => text_of(v),
+            };
             let inner = with_all_time(state, project, inner).await?;
             let spec = RetentionSpec::parse(&inner, Utc::now())?;
             let persons = state.app().persons().clone();
@@ -262,7 +276,7 @@ pub(super) async fn of_source(
                     &persons,
                     project,
                     &spec,
-                    interval,
+                    (interval, value.as_deref()),
                     (&keys, want, skip),
                     &limits,
                 )

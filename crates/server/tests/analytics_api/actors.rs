@@ -498,6 +498,37 @@ async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
         )
         .await;
     assert_eq!(ids(&desc.json), [asc[1].clone(), asc[0].clone()]);
+    // By the persons' plan: a cohort per plan (a pro, b free; c and the
+    // visitor have none: ""), each row naming its value, the values by
+    // their cohorts' sizes ("" and pro 2, free 1), ties by value; the
+    // persons of pro's first cohort are a.
+    let mut by_plan = retention.clone();
+    by_plan["breakdownFilter"] = json!({"breakdown": "plan", "breakdown_type": "person"});
+    let r = h.post(&url, &json!({"query": by_plan})).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    let values: Vec<&str> = r.json["results"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|row| row["breakdown_value"].as_str())
+        .collect();
+    assert_eq!(
+        values,
+        ["", "", "", "pro", "pro", "pro", "free", "free", "free"],
+        "{}",
+        r.text()
+    );
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "ActorsQuery",
+                "source": {"kind": "InsightActorsQuery", "source": by_plan, "interval": 0,
+                    "breakdown": ["pro"]},
+                "select": ["id", "person_display_name -- Person", "appearances"]}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(names(&r.json), ["a@x.io"]);
     let mut by_plan: Vec<(String, Value)> = rows
         .iter()
         .map(|row| (row[0]["properties"]["plan"].to_string(), row[1].clone()))
