@@ -374,6 +374,12 @@ async fn retention_by_month_and_by_hour() {
     assert_eq!(s[3]["label"], "Hour 3");
 }
 
+/// A breakdown test's row: (actor, day, event, hour, value index).
+type BdRow = (usize, i64, u8, u32, usize);
+
+/// A row's breakdown value.
+type ValueOf<'a> = dyn Fn(&BdRow) -> &'static str + 'a;
+
 /// A breakdown: each (actor, value) is an actor of its own (an event
 /// breakdown's cohorts and returns are the events with that value, "" for
 /// unset), as PostHog's actor query groups by `actor_id,
@@ -418,7 +424,7 @@ fn breakdowns_match_the_reference() {
                 "period": "Day",
             });
             // Per value: the reference of that value's rows alone.
-            let by_value = |value_of: &dyn Fn(&(usize, i64, u8, u32, usize)) -> &'static str| {
+            let by_value = |value_of: &ValueOf<'_>| {
                 let mut out: BTreeMap<&str, Vec<Vec<u64>>> = BTreeMap::new();
                 for v in ["", "x", "y", "pro", "free"] {
                     let mine: Vec<(usize, i64, u8)> = rows
@@ -452,12 +458,12 @@ fn breakdowns_match_the_reference() {
                 }
                 (out, order)
             };
-            let event_value = |r: &(usize, i64, u8, u32, usize)| values[r.4];
-            let person_value = |r: &(usize, i64, u8, u32, usize)| {
+            let event_value = |r: &BdRow| values[r.4];
+            let person_value = |r: &BdRow| {
                 if r.0 < 3 { plans[r.0].unwrap_or("") } else { "" }
             };
             for (kind, value_of) in [
-                ("event", &event_value as &dyn Fn(&(usize, i64, u8, u32, usize)) -> &'static str),
+                ("event", &event_value as &ValueOf<'_>),
                 ("person", &person_value),
             ] {
                 let want = by_value(value_of);
