@@ -96,8 +96,21 @@ pub async fn run_hogql(
     sql: &str,
     limits: &QueryLimits,
 ) -> Result<QueryOutput> {
-    let rw = rewrite(sql)?;
     let ctx = crate::analytics::session(persons, project, limits)?;
+    run_hogql_in(ctx, persons, project, sql, limits).await
+}
+
+/// Run HogQL `sql` in `ctx`, a session of `project`'s rows
+/// ([`crate::analytics::session`]) whose `events` a caller may have
+/// narrowed to a view of them (PostHog's `EventsQuery`: its filters).
+pub(crate) async fn run_hogql_in(
+    ctx: datafusion::prelude::SessionContext,
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    sql: &str,
+    limits: &QueryLimits,
+) -> Result<QueryOutput> {
+    let rw = rewrite(sql)?;
     if rw.uses_person_id {
         override_person_ids(&ctx).await?;
     }
@@ -205,8 +218,12 @@ async fn override_person_ids(ctx: &datafusion::prelude::SessionContext) -> Resul
                 .otherwise(col("__override_person_id"))
                 .map(|e| e.alias("person_id"))
             } else {
-                let name = c.name.clone();
-                Ok(Expr::Column(c).alias(name))
+                // The column itself, not aliased to its own name: the
+                // optimizer may drop such an alias, and a projection
+                // above then names the column both ways (DataFusion's
+                // "ambiguous" error, seen with `json_as_text(properties,
+                // …)` beside `person_id`).
+                Ok(Expr::Column(c))
             }
         })
         .collect::<datafusion::error::Result<_>>()?;

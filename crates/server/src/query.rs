@@ -282,6 +282,46 @@ pub struct PathsQuery {
     pub funnel_paths_filter: Option<Value>,
 }
 
+/// A table of events: PostHog's `EventsQuery` (the events explorer).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsQuery {
+    /// Always `EventsQuery`.
+    #[schema(pattern = "^EventsQuery$")]
+    pub kind: String,
+    /// The columns: HogQL expressions (a `-- label` after one names it),
+    /// or `*` (the event), `person`, `person_display_name`; default `["*"]`.
+    pub select: Option<Vec<String>>,
+    /// HogQL conditions, all of which hold (one that aggregates: after the
+    /// grouping).
+    #[serde(rename = "where")]
+    pub where_: Option<Vec<String>>,
+    /// Property filters (event, person, cohort).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub properties: Option<Value>,
+    /// More property filters.
+    #[schema(value_type = Option<Vec<Object>>)]
+    #[serde(rename = "fixedProperties")]
+    pub fixed_properties: Option<Value>,
+    /// Only events of this name.
+    pub event: Option<String>,
+    /// Only events of these names.
+    pub events: Option<Vec<String>>,
+    /// Only the events of this person (its id or UUID).
+    #[serde(rename = "personId")]
+    pub person_id: Option<String>,
+    /// Only events after this time (default `-24h`; `all`: none).
+    pub after: Option<String>,
+    /// Only events before this time (default: five seconds from now).
+    pub before: Option<String>,
+    /// HogQL orderings (`timestamp DESC`).
+    #[serde(rename = "orderBy")]
+    pub order_by: Option<Vec<String>>,
+    /// Rows of a page (default 100, at most 50 000).
+    pub limit: Option<u32>,
+    /// Rows skipped first.
+    pub offset: Option<u32>,
+}
+
 /// A query of `POST …/query/`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -302,6 +342,8 @@ pub enum AnyQuery {
     Paths(PathsQuery),
     /// Persons: the project's, or of an insight's point.
     Actors(crate::actors_query::ActorsQuery),
+    /// A table of events.
+    Events(EventsQuery),
 }
 
 /// Body of `POST …/query/` (other fields, such as `refresh`, are
@@ -339,6 +381,28 @@ pub enum QueryResponse {
     Trends(TrendsAnswer),
     /// An `ActorsQuery`'s persons.
     Actors(crate::actors_query::ActorsAnswer),
+    /// An `EventsQuery`'s rows.
+    Events(EventsQueryAnswer),
+}
+
+/// The answer of an `EventsQuery` (PostHog's `EventsQueryResponse`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsQueryAnswer {
+    /// The columns as asked.
+    pub columns: Vec<String>,
+    /// Each column's ClickHouse type.
+    pub types: Vec<String>,
+    /// Rows, each an array of JSON values in column order (`*`, `person`
+    /// and `person_display_name` as objects).
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub results: Vec<Vec<Value>>,
+    /// Whether more rows follow this page.
+    #[serde(rename = "hasMore")]
+    pub has_more: bool,
+    /// The rows of a page.
+    pub limit: usize,
+    /// The rows skipped first.
+    pub offset: usize,
 }
 
 /// The tokio runtime queries run on (DataFusion's work is CPU-bound and
@@ -523,7 +587,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
                 "kind",
                 "invalid_input",
                 format!(
-                    "query kind '{other}' is not supported; Elide runs HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery, PathsQuery and ActorsQuery"
+                    "query kind '{other}' is not supported; Elide runs HogQLQuery, EventsQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery, PathsQuery and ActorsQuery"
                 ),
             ))
         }
@@ -531,7 +595,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
             return Err(ApiError::invalid_attr(
                 "kind",
                 "required",
-                "query.kind is required (HogQLQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery, PathsQuery or ActorsQuery)",
+                "query.kind is required (HogQLQuery, EventsQuery, TrendsQuery, FunnelsQuery, LifecycleQuery, StickinessQuery, RetentionQuery, PathsQuery or ActorsQuery)",
             ))
         }
     }
@@ -570,7 +634,7 @@ fn hogql_of(body: &Value) -> ApiResult<String> {
     ),
     request_body(content = QueryBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The rows (HogQLQuery), the series (TrendsQuery, LifecycleQuery, StickinessQuery), the steps (FunnelsQuery), the cohorts (RetentionQuery), the edges (PathsQuery) or the persons (ActorsQuery)", body = QueryResponse),
+        (status = 200, description = "The rows (HogQLQuery), the series (TrendsQuery, LifecycleQuery, StickinessQuery), the steps (FunnelsQuery), the cohorts (RetentionQuery), the edges (PathsQuery), the persons (ActorsQuery) or the events (EventsQuery)", body = QueryResponse),
         (status = 504, description = "The query ran longer than the query timeout and was cancelled"),
     )
 )]
@@ -604,6 +668,27 @@ async fn query(
                 return Ok(Json(QueryResponse::Actors(
                     crate::actors_query::actors_query(&state, project, q).await?,
                 )))
+            }
+            Some("EventsQuery") => {
+                let spec = elide_app::analytics::events_query::EventsQuerySpec::parse(
+                    q,
+                    chrono::Utc::now(),
+                )?;
+                let persons = state.app().persons().clone();
+                let a = run_app_query(&state, move |limits| async move {
+                    elide_app::analytics::events_query::run(&persons, project, &spec, &limits)
+                        .await
+                        .map_err(user_sql_error)
+                })
+                .await?;
+                return Ok(Json(QueryResponse::Events(EventsQueryAnswer {
+                    columns: a.columns,
+                    types: a.types,
+                    results: a.results,
+                    has_more: a.has_more,
+                    limit: a.limit,
+                    offset: a.offset,
+                })));
             }
             _ => None,
         };

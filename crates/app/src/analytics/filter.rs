@@ -325,6 +325,86 @@ fn parse_any_date(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Ut
     Ok(out)
 }
 
+/// `t` moved back by `n` of `unit`, as PostHog's `relativedelta` moves it:
+/// `h` hours, `d` days, `w` weeks, `q` 13 weeks, `M` minutes, `s`
+/// seconds exactly; `m` calendar months and `y` twelve of them, keeping
+/// the day or the month's last. `None` for another unit or past the dates
+/// chrono holds.
+pub(crate) fn shift_back(t: DateTime<Utc>, n: i64, unit: &str) -> Option<DateTime<Utc>> {
+    let months = |k: i64| u32::try_from(k).ok().map(chrono::Months::new);
+    match unit {
+        "h" => t.checked_sub_signed(Duration::try_hours(n)?),
+        "d" => t.checked_sub_signed(Duration::try_days(n)?),
+        "w" => t.checked_sub_signed(Duration::try_weeks(n)?),
+        "q" => t.checked_sub_signed(Duration::try_weeks(n.checked_mul(13)?)?),
+        "M" => t.checked_sub_signed(Duration::try_minutes(n)?),
+        "s" => t.checked_sub_signed(Duration::try_seconds(n)?),
+        "m" => t.checked_sub_months(months(n)?),
+        "y" => t.checked_sub_months(months(n.checked_mul(12)?)?),
+        _ => None,
+    }
+}
+
+/// A time parameter as PostHog's `relative_date_parse` reads it without
+/// truncating (`EventsQuery`'s `before` and `after`): an absolute date or
+/// time, or `-N` and a unit ([`shift_back`]; no number: no shift) before
+/// `now`, then `Start`/`End` as `get_delta_mapping_for` sets them: of an
+/// hour its minutes, of a day its time, of a month its day (1, or its
+/// last), of a year January 1st (`Start`) or the month's last day (`End`,
+/// PostHog's `day=31`); other units ignore them. Years 1 to 9999.
+pub fn parse_instant(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime<Utc>> {
+    let s = s.trim();
+    let out = match parse_absolute(s) {
+        Some(d) => Some(d),
+        None => {
+            let (digits, rest) = relative_parts(s);
+            let (unit, position) = match rest.char_indices().nth(1) {
+                Some((i, _)) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            if unit.is_empty() || !matches!(position, "" | "Start" | "End") {
+                return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -24h, -7d, -1w, -1m, -1dStart)"));
+            }
+            let n: i64 = match digits {
+                "" => 0,
+                d => match d.parse() {
+                    Ok(n) if n < 100_000 => n,
+                    _ => return invalid(format!("{what}: {s:?} is too far away")),
+                },
+            };
+            let end = position == "End";
+            shift_back(now, n, unit).and_then(|d| match (unit, position) {
+                (_, "") | ("w" | "q" | "M" | "s", _) => Some(d),
+                ("h", _) if end => d
+                    .with_minute(59)?
+                    .with_second(59)?
+                    .with_nanosecond(999_999_000),
+                ("h", _) => d.with_minute(0)?.with_second(0)?.with_nanosecond(0),
+                ("d", _) if end => d
+                    .with_hour(23)?
+                    .with_minute(59)?
+                    .with_second(59)?
+                    .with_nanosecond(999_999_000),
+                ("d", _) => d
+                    .with_hour(0)?
+                    .with_minute(0)?
+                    .with_second(0)?
+                    .with_nanosecond(0),
+                ("m" | "y", _) if end => Some(last_day_of_month(d)),
+                ("m", _) => d.with_day(1),
+                ("y", _) => d.with_day(1)?.with_month(1),
+                _ => None,
+            })
+        }
+    };
+    match out {
+        Some(d) if (1..=9999).contains(&d.year()) => Ok(d),
+        _ => invalid(format!(
+            "{what}: {s:?} is not a date Elide can read (years 1 to 9999)"
+        )),
+    }
+}
+
 fn last_day_of_month(d: DateTime<Utc>) -> DateTime<Utc> {
     (28..=31).rev().find_map(|day| d.with_day(day)).unwrap_or(d)
 }

@@ -44,6 +44,7 @@ pub mod cohorts;
 pub mod correlation;
 pub mod definitions;
 pub mod events;
+pub mod events_query;
 pub mod filter;
 pub mod funnel;
 mod in_set;

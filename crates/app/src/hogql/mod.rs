@@ -30,6 +30,7 @@
 
 mod calls;
 pub mod functions;
+pub mod pieces;
 
 use std::ops::ControlFlow;
 

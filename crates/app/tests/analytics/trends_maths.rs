@@ -414,8 +414,8 @@ async fn maths_are_checked() {
             "needs a math_property",
         ),
         (
-            json!({"event": "buy", "math": "avg", "math_property": "$session_duration"}),
-            "$session_duration",
+            json!({"event": "buy", "math": "avg", "math_property": "$session_id", "math_property_type": "session_properties"}),
+            "math_property_type",
         ),
         (
             json!({"event": "buy", "math": "avg", "math_property": "x", "math_property_type": "session_properties"}),

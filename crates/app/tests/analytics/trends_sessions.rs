@@ -236,6 +236,11 @@ async fn a_session_counts_once_per_period_with_its_whole_duration() {
     q["trendsFilter"] = json!({"display": "BoldNumber"});
     let s = trend(&app, &q).await;
     assert_eq!(s[0]["aggregated_value"], json!(80.0), "{s}");
+    // As PostHog's UI sends it: a session property.
+    let mut q = query("avg", false);
+    q["series"][0]["math_property_type"] = json!("session_properties");
+    let s = trend(&app, &q).await;
+    assert_eq!(s[0]["data"], json!([70.0, 40.0, 0.0]), "{s}");
     // A person property of that name is a person property.
     let mut q = query("sum", false);
     q["series"][0]["math_property_type"] = json!("person_properties");

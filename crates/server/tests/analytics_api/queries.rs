@@ -107,7 +107,7 @@ async fn trends_query_through_the_query_endpoint() {
         .await;
     assert!(r.envelope(400).contains("funnelPathsFilter"));
     let r = h
-        .post(&url, &json!({"query": {"kind": "EventsQuery"}}))
+        .post(&url, &json!({"query": {"kind": "SessionsTimelineQuery"}}))
         .await;
     assert!(r.envelope(400).contains("PathsQuery and ActorsQuery"));
     // A deleted person leaves DAU at once.

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod events;
+mod events_query;
 mod hogql;
 
 use common::Harness;
@@ -341,6 +342,13 @@ async fn hogql_person_id_follows_merges() {
         .hogql("select count(properties.person_id) from events")
         .await;
     assert_eq!(rows, vec![json!([0])]);
+    // A property read beside person_id (this was DataFusion's
+    // "ambiguous field name" 400: the view kept each column under an
+    // alias of its own name).
+    let rows = h
+        .hogql("select properties.$browser, person_id from events where event = '$pageview'")
+        .await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
     let rows = h
         .hogql("select count() from events e join person_distinct_ids p on p.person_id = e.person_id where e.distinct_id = 'anon' and p.distinct_id = 'user'")
         .await;
@@ -489,7 +497,8 @@ async fn query_is_read_only_bounded_and_validated() {
     for body in [
         json!({}),
         json!({"query": "select 1"}),
-        json!({"query": {"kind": "EventsQuery", "select": ["*"]}}),
+        json!({"query": {"kind": "EventsQuery", "select": [5]}}),
+        json!({"query": {"kind": "EventsQuery", "select": ["event FROM events UNION SELECT 1"]}}),
         json!({"query": {"kind": "HogQLQuery"}}),
         json!({"query": {"kind": "HogQLQuery", "query": 5}}),
     ] {

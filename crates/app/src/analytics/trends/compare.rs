@@ -11,7 +11,7 @@
 //! `QueryCompareToDateRange`: it starts that much before the current
 //! start and is as long as the current range.
 
-use chrono::{DateTime, Datelike, Duration, Months, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 
 use super::filter::Interval;
 use super::DAY;
@@ -97,23 +97,14 @@ pub(super) fn compare_to_range(
                     ))
                 }
             };
-            match unit {
-                "h" => f.checked_sub_signed(Duration::hours(n)),
-                "d" => f.checked_sub_signed(Duration::days(n)),
-                "w" => f.checked_sub_signed(Duration::weeks(n)),
-                "q" => f.checked_sub_signed(Duration::weeks(13 * n)),
-                "M" => f.checked_sub_signed(Duration::minutes(n)),
-                "s" => f.checked_sub_signed(Duration::seconds(n)),
-                // A calendar month (or twelve): the same day, or the
-                // month's last when it has fewer (dateutil's relativedelta).
-                "m" => f.checked_sub_months(Months::new(n as u32)),
-                "y" => f.checked_sub_months(Months::new(12 * n as u32)),
-                _ => {
-                    return Err(format!(
-                        "{s:?} is not an offset like -1d, -1w, -1m, -1q, -1y or -24h, nor a date"
-                    ))
-                }
+            if !matches!(unit, "h" | "d" | "w" | "q" | "M" | "s" | "m" | "y") {
+                return Err(format!(
+                    "{s:?} is not an offset like -1d, -1w, -1m, -1q, -1y or -24h, nor a date"
+                ));
             }
+            // (A calendar month, or twelve: the same day, or the month's
+            // last when it has fewer, as dateutil's relativedelta.)
+            super::filter::shift_back(f, n, unit)
         }
     };
     let start = start.filter(|d| (1..=9999).contains(&d.year()));

@@ -149,9 +149,12 @@ impl Math {
             None | Some(Value::Null) => false,
             Some(Value::String(t)) if t == "event_properties" => false,
             Some(Value::String(t)) if t == "person_properties" => true,
+            // PostHog's UI sends the session duration as a session
+            // property (the one session property served).
+            Some(Value::String(t)) if t == "session_properties" && key == SESSION_DURATION => false,
             Some(v) => {
                 return invalid(format!(
-                    "math_property_type {v} is not supported (event_properties, person_properties)"
+                    "math_property_type {v} is not supported (event_properties, person_properties; session_properties for $session_duration)"
                 ))
             }
         };
