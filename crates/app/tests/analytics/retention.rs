@@ -394,7 +394,7 @@ fn breakdowns_match_the_reference() {
     });
     let rows = proptest::collection::vec((0usize..5, -3i64..9, 0u8..3, 0u32..24, 0usize..3), 1..60);
     runner
-        .run(&(rows, 1usize..6, any::<bool>()), |(rows, lookahead, first_time)| {
+        .run(&(rows, 1usize..6, any::<bool>(), any::<bool>()), |(rows, lookahead, first_time, cumulative)| {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             let dir = tempfile::tempdir().expect("dir");
             let app = open(dir.path());
@@ -421,6 +421,7 @@ fn breakdowns_match_the_reference() {
                 "returningEntity": {"id": "back", "type": "events"},
                 "totalIntervals": lookahead,
                 "retentionType": if first_time { "retention_first_time" } else { "retention_recurring" },
+                "cumulative": cumulative,
                 "period": "Day",
             });
             // Per value: the reference of that value's rows alone.
@@ -432,7 +433,7 @@ fn breakdowns_match_the_reference() {
                         .filter(|r| value_of(r) == v)
                         .map(|&(a, d, e, _, _)| (a, d, e))
                         .collect();
-                    let want = reference(&mine, false, lookahead, first_time, false, 1);
+                    let want = reference(&mine, false, lookahead, first_time, cumulative, 1);
                     if want.iter().any(|r| r[0] > 0) {
                         out.insert(v, want);
                     }
@@ -497,7 +498,10 @@ fn breakdowns_match_the_reference() {
                     prop_assert_eq!(&order, &ranked);
                 }
             }
-            // A value's cohort's persons: those of that value's reference.
+            // A value's cohort's persons: those of that value's reference
+            // (their appearances: not cumulative).
+            let mut filter = filter.clone();
+            filter["cumulative"] = json!(false);
             let mut q = query(filter.clone());
             q["breakdownFilter"] = json!({"breakdown": "k"});
             let Value::Object(q) = q else { unreachable!("an object") };

@@ -556,6 +556,30 @@ async fn a_comparison_adds_the_previous_period() {
     assert_eq!(s[0]["aggregated_value"], 5.0);
     assert_eq!(s[1]["aggregated_value"], 0.0);
     assert_eq!(s[1]["days"], json!(["2019-12-26", "2019-12-27"]));
+    // A date_from in hours by day counts from its hour, and so does the
+    // compared period, a week before (not from its day's start).
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .timestamp_micros()
+    };
+    let q = json!({"kind": "TrendsQuery", "interval": "day", "dateRange": {"date_from": "-48h"},
+        "series": [{"event": "buy"}], "compareFilter": {"compare": true, "compare_to": "-1w"}});
+    let Value::Object(q) = q else {
+        unreachable!("an object")
+    };
+    let at_1520 = chrono::DateTime::parse_from_rfc3339("2026-01-10T15:20:00Z")
+        .expect("now")
+        .with_timezone(&chrono::Utc);
+    let spec = TrendsSpec::parse(&q, at_1520).expect("spec");
+    assert_eq!(spec.from, at("2026-01-08T15:00:00Z"));
+    let prev = spec.previous.as_ref().expect("compared");
+    assert_eq!(prev.from, at("2026-01-01T15:00:00Z"));
+    assert_eq!(prev.first, at("2026-01-01T00:00:00Z"));
+    // Not compared: a compare_to of any kind is no matter.
+    let mut q = compared(None, json!({}));
+    q["compareFilter"] = json!({"compare": false, "compare_to": 7});
+    assert_eq!(trend(&app, q).await.as_array().map(Vec::len), Some(1));
     for bad in [json!("-1x"), json!("-1dStart"), json!(7), json!("-20000y")] {
         let mut q = compared(None, json!({}));
         q["compareFilter"] = json!({"compare": true, "compare_to": bad});

@@ -244,6 +244,15 @@ async fn the_persons_of_a_first_time_point() {
     // Other and the null value are points too (none here).
     assert_eq!(persons_of(all.clone(), 0, BREAKDOWN_NULL).await, []);
     assert_eq!(persons_of(all, 2, BREAKDOWN_OTHER).await, []);
+    // With one value shown (x, before y at a tie), y and the null value
+    // are Other: on day 2, c.
+    let mut one = q("first_time_for_user", json!([]));
+    one["breakdownFilter"]["breakdown_limit"] = json!(1);
+    assert_eq!(
+        persons_of(one.clone(), 2, BREAKDOWN_OTHER).await,
+        [("c".to_string(), 2)]
+    );
+    assert_eq!(persons_of(one, 1, "x").await, [("b".to_string(), 1)]);
     // With amount > 50: b's first buy does not match (nobody counts it
     // for first_time_for_user); its first matching one is on day 2.
     let big = json!([{"key": "amount", "value": 50, "operator": "gt", "type": "event"}]);

@@ -227,20 +227,26 @@ async fn a_session_counts_once_per_period_with_its_whole_duration() {
             ev("view", "2020-01-02T00:00:40.900Z", "s1"),
             ev("buy", "2020-01-02T10:00:00Z", "s2"),
             ev("buy", "2020-01-02T10:00:10Z", "s2"),
+            // s3: on day 2, then a view the next day (inside the day
+            // after the range: counted) and one two days after (outside:
+            // cut), so 1 day and 10 s.
+            ev("buy", "2020-01-03T10:00:00Z", "s3"),
+            ev("view", "2020-01-04T10:00:10Z", "s3"),
+            ev("view", "2020-01-05T10:00:00Z", "s3"),
             ("a", "buy", "2020-01-02T11:00:00Z".to_string(), json!({})),
         ],
     );
     let s = trend(&app, &query("avg", false)).await;
-    assert_eq!(s[0]["data"], json!([70.0, 40.0, 0.0]), "{s}");
+    assert_eq!(s[0]["data"], json!([70.0, 40.0, 86410.0]), "{s}");
     let mut q = query("sum", false);
     q["trendsFilter"] = json!({"display": "BoldNumber"});
     let s = trend(&app, &q).await;
-    assert_eq!(s[0]["aggregated_value"], json!(80.0), "{s}");
+    assert_eq!(s[0]["aggregated_value"], json!(86490.0), "{s}");
     // As PostHog's UI sends it: a session property.
     let mut q = query("avg", false);
     q["series"][0]["math_property_type"] = json!("session_properties");
     let s = trend(&app, &q).await;
-    assert_eq!(s[0]["data"], json!([70.0, 40.0, 0.0]), "{s}");
+    assert_eq!(s[0]["data"], json!([70.0, 40.0, 86410.0]), "{s}");
     // A person property of that name is a person property.
     let mut q = query("sum", false);
     q["series"][0]["math_property_type"] = json!("person_properties");

@@ -251,6 +251,12 @@ pub(super) async fn of_source(
             // as a list (of one: Elide breaks down by one property).
             let value = match s.get("breakdown") {
                 None | Some(Value::Null) => None,
+                Some(Value::Array(list)) if list.len() == 1 && list[0].is_null() => {
+                    return Err(invalid(
+                        "breakdown",
+                        "a breakdown value is text (an unset value is \"\")",
+                    ))
+                }
                 Some(Value::Array(list)) if list.len() == 1 => text_of(&list[0]),
                 Some(Value::Array(list)) if list.is_empty() => None,
                 Some(Value::Array(_)) => {

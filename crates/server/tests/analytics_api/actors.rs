@@ -529,6 +529,20 @@ async fn the_persons_of_stickiness_lifecycle_and_funnels_and_the_projects() {
         .await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     assert_eq!(names(&r.json), ["a@x.io"]);
+    let r = h
+        .post(
+            &url,
+            &json!({"query": {"kind": "ActorsQuery",
+                "source": {"kind": "InsightActorsQuery", "source": by_plan, "interval": 0,
+                    "breakdown": [null]},
+                "select": ["id"]}}),
+        )
+        .await;
+    assert!(
+        r.envelope(400).contains("breakdown value is text"),
+        "{}",
+        r.text()
+    );
     let mut by_plan: Vec<(String, Value)> = rows
         .iter()
         .map(|row| (row[0]["properties"]["plan"].to_string(), row[1].clone()))

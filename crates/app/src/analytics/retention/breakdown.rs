@@ -53,10 +53,8 @@ pub(super) fn breakdown(v: Option<&Value>) -> Result<Option<RetentionBreakdown>>
             ));
         }
     }
+    // With both, `breakdown` (PostHog's runner makes `breakdowns` of it).
     let (key, kind) = match (set("breakdown"), set("breakdowns")) {
-        (Some(_), Some(l)) if l != &json!([]) => {
-            return invalid("breakdownFilter: give breakdown or breakdowns, not both")
-        }
         (Some(Value::String(k)), _) => (k.clone(), set("breakdown_type").cloned()),
         (Some(v), _) => {
             return invalid(format!(

@@ -353,15 +353,16 @@ impl RetentionSpec {
             ("", "'' AS bd")
         };
         let counts = if self.cumulative {
-            let on_bd = if b.is_empty() {
-                ""
+            // (`st.bd`: `h` has a `bd` too.)
+            let (st_bd, on_bd) = if b.is_empty() {
+                ("", "")
             } else {
-                " AND h.bd = st.bd"
+                (", st.bd", " AND h.bd = st.bd")
             };
             format!(
-                "SELECT i, k, count(*) AS n, {value} FROM (SELECT st.actor{b}, st.i, coalesce(max(h.k), 0) AS k \
+                "SELECT i, k, count(*) AS n, {value} FROM (SELECT st.actor{st_bd}, st.i, coalesce(max(h.k), 0) AS k \
                  FROM st LEFT JOIN ({hits}) h ON h.actor = st.actor{on_bd} AND h.i = st.i \
-                 GROUP BY st.actor{b}, st.i) a GROUP BY i, k{b}"
+                 GROUP BY st.actor{st_bd}, st.i) a GROUP BY i, k{b}"
             )
         } else {
             format!(
@@ -568,7 +569,9 @@ pub async fn compute(
         // pool: a breakdown by a property unique per event makes a value
         // of about every event.
         let tally = elide_query::hold(&ctx.runtime_env().memory_pool, "retention tally", 0)?;
-        let row_bytes = spec.starts.len() * spec.lookahead * std::mem::size_of::<u64>();
+        // A value's rows: a vector per cohort, each `lookahead` counts.
+        let row_bytes = spec.starts.len()
+            * (std::mem::size_of::<Vec<u64>>() + spec.lookahead * std::mem::size_of::<u64>());
         let mut out: RetentionCounts = BTreeMap::new();
         if spec.breakdown.is_none() {
             out.insert(

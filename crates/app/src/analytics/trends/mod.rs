@@ -375,6 +375,7 @@ impl TrendsSpec {
                 let compare_to = match c.get("compare_to") {
                     None | Some(Value::Null) => None,
                     Some(Value::String(t)) => Some(t.clone()),
+                    Some(_) if !compare => None,
                     Some(v) => {
                         return invalid(format!(
                             "compareFilter.compare_to must be an offset like -1w, got {v}"
@@ -428,10 +429,18 @@ impl TrendsSpec {
             let (from, to) = match compare_to {
                 // PostHog's `QueryCompareToDateRange`: from its
                 // `date_from` (`from`: the start of its day, unless by
-                // hours or explicit).
-                Some(offset) => compare::compare_to_range((from, r.to), &offset).map_err(|e| {
-                    AppError::InvalidQuery(format!("compareFilter.compare_to: {e}"))
-                })?,
+                // hours or explicit; a relative `date_from` in hours is
+                // not rounded to its day, `use_start_of_interval`).
+                Some(offset) => {
+                    let base = if hours {
+                        r.given_from.unwrap_or(from)
+                    } else {
+                        from
+                    };
+                    compare::compare_to_range((base, r.to), &offset).map_err(|e| {
+                        AppError::InvalidQuery(format!("compareFilter.compare_to: {e}"))
+                    })?
+                }
                 // PostHog's bounds: `date_from` as given (not its
                 // period's start), the query's own interval (not a total
                 // value's days).
@@ -635,7 +644,8 @@ impl TrendsSpec {
                  (SELECT actor, min(t) AS t0, min(CASE WHEN c THEN t END) AS t1, \
                  min(period) AS period{} FROM ({rows}) r GROUP BY actor) a \
                  WHERE t0 = t1 AND t0 >= {} {}",
-                if bd.is_some() { ", first_value(bd ORDER BY t) AS bd" } else { "" },
+                // (Of simultaneous first events, a matching one's value.)
+                if bd.is_some() { ", first_value(bd ORDER BY t, c DESC NULLS LAST) AS bd" } else { "" },
                 self.from,
                 by(&[])
             ),
