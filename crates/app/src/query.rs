@@ -97,22 +97,32 @@ pub async fn run_hogql(
     limits: &QueryLimits,
 ) -> Result<QueryOutput> {
     let ctx = crate::analytics::session(persons, project, limits)?;
-    run_hogql_in(ctx, persons, project, sql, limits).await
+    run_hogql_in(ctx, persons, project, (sql, None), limits).await
 }
 
+/// A view of `events` a caller's HogQL reads by name ([`run_hogql_in`]):
+/// its name and its SQL (over `events`, as the query sees them).
+pub(crate) type Narrowed<'a> = Option<(&'a str, &'a str)>;
+
 /// Run HogQL `sql` in `ctx`, a session of `project`'s rows
-/// ([`crate::analytics::session`]) whose `events` a caller may have
-/// narrowed to a view of them (PostHog's `EventsQuery`: its filters).
+/// ([`crate::analytics::session`]), with `narrowed` registered too
+/// (PostHog's `EventsQuery`: its filters as a view its query reads, while
+/// a subquery of `events` reads them all, as in PostHog).
 pub(crate) async fn run_hogql_in(
     ctx: datafusion::prelude::SessionContext,
     persons: &Arc<Persons<SqliteMeta>>,
     project: i64,
-    sql: &str,
+    (sql, narrowed): (&str, Narrowed<'_>),
     limits: &QueryLimits,
 ) -> Result<QueryOutput> {
     let rw = rewrite(sql)?;
     if rw.uses_person_id {
         override_person_ids(&ctx).await?;
+    }
+    // Over `events` as the query reads them (its person ids overridden).
+    if let Some((name, view)) = narrowed {
+        let view = ctx.sql(view).await?;
+        ctx.register_table(name, view.into_view())?;
     }
     ctx.register_udf(DateDiff::udf());
     // The user's own calls of properties_match: a bounded number of

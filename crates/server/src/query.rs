@@ -317,8 +317,10 @@ pub struct EventsQuery {
     #[serde(rename = "orderBy")]
     pub order_by: Option<Vec<String>>,
     /// Rows of a page (default 100, at most 50 000).
+    #[schema(maximum = 50000)]
     pub limit: Option<u32>,
-    /// Rows skipped first.
+    /// Rows skipped first (at most 10^9).
+    #[schema(maximum = 1000000000)]
     pub offset: Option<u32>,
 }
 
@@ -394,7 +396,6 @@ pub struct EventsQueryAnswer {
     pub types: Vec<String>,
     /// Rows, each an array of JSON values in column order (`*`, `person`
     /// and `person_display_name` as objects).
-    #[schema(value_type = Vec<Vec<Object>>)]
     pub results: Vec<Vec<Value>>,
     /// Whether more rows follow this page.
     #[serde(rename = "hasMore")]

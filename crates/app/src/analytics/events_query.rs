@@ -22,7 +22,9 @@
 //! Invariant: the user's pieces reach SQL only as the parser printed each
 //! one alone, as one expression; the filters are applied to a view of
 //! `events` in the query's own session (deletions applied, the project's
-//! rows only) before the HogQL runs ([`crate::query::run_hogql_in`]).
+//! rows only), which the HogQL reads in place of `events`
+//! ([`crate::query::run_hogql_in`]); a piece's own subquery of `events`
+//! reads all of them, as PostHog's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub const MAX_LIMIT: usize = 50_000;
 pub const MAX_PIECES: usize = 200;
 /// Most events names in `events`.
 pub const MAX_EVENTS: usize = 1_000;
+/// Largest `offset`.
+pub const MAX_OFFSET: usize = 1_000_000_000;
 
 /// The fields of a `*` column read from the events (PostHog's
 /// `SELECT_STAR_FROM_EVENTS_FIELDS`; `team_id`, `elements_chain` and
@@ -65,6 +69,13 @@ const STAR: [(&str, &str); 6] = [
     ("distinct_id", "distinct_id"),
     ("created_at", "inserted_at"),
 ];
+
+/// The view of the filtered events the query reads (`events` stays whole
+/// for a piece's subquery, as in PostHog).
+const NARROWED: &str = "__events_query_events";
+
+/// What a person shown costs beyond its properties (bytes).
+const ENTRY_BYTES: usize = 256;
 
 /// PostHog's display name properties, in order
 /// (`PERSON_DEFAULT_DISPLAY_NAME_PROPERTIES`).
@@ -99,6 +110,8 @@ pub struct EventsQuerySpec {
     before: i64,
     after: Option<i64>,
     order: Vec<String>,
+    /// Whether `orderBy` was given (`order` then replaces the default).
+    ordered: bool,
     /// Rows of one page.
     pub limit: usize,
     /// Rows skipped first.
@@ -166,6 +179,9 @@ impl EventsQuerySpec {
                 "actionSteps",
             ],
         )?;
+        if q.get("dateRange").is_some_and(|v| !v.is_null()) {
+            return invalid("EventsQuery: dateRange is not read: give after and before");
+        }
         for key in ["source", "actionId"] {
             if q.get(key).is_some_and(|v| !v.is_null()) {
                 return invalid(format!(
@@ -187,6 +203,7 @@ impl EventsQuerySpec {
         let mut push = |text: &str| {
             plain.push(Piece {
                 text: text.to_string(),
+                alias: None,
                 aggregates: false,
             });
             plain.len() - 1
@@ -220,7 +237,10 @@ impl EventsQuerySpec {
         }
         let conditions = texts(q.get("where"), "where")?
             .iter()
-            .map(|w| pieces::expression(w, "where"))
+            .map(|w| match pieces::expression(w, "where")? {
+                p if p.alias.is_some() => invalid(format!("where {w:?}: a condition has no name")),
+                p => Ok(p),
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut all_props = props(q.get("properties").cloned(), "properties")?;
         all_props.extend(props(q.get("fixedProperties").cloned(), "fixedProperties")?);
@@ -251,6 +271,8 @@ impl EventsQuerySpec {
         let time = |key: &str| -> Result<Option<String>> {
             match q.get(key) {
                 None | Some(Value::Null) => Ok(None),
+                // PostHog's `or`: an empty one is the default.
+                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 Some(v) => invalid(format!("{key} must be a date, got {v}")),
             }
@@ -264,6 +286,9 @@ impl EventsQuerySpec {
             "all" => None,
             a => Some(filter::parse_instant(a, now, "after")?.timestamp_micros()),
         };
+        // Given (even empty: no ordering, as PostHog's `is not None`), or
+        // PostHog's default ([`EventsQuerySpec::hogql`]).
+        let ordered = q.get("orderBy").is_some_and(|v| !v.is_null());
         let mut order = Vec::new();
         for o in texts(q.get("orderBy"), "orderBy")? {
             // PostHog orders the display name (`person_display_name --
@@ -299,27 +324,44 @@ impl EventsQuerySpec {
             before: before.timestamp_micros(),
             after,
             order,
-            limit: count(q, "limit", DEFAULT_LIMIT, MAX_LIMIT)?,
-            offset: count(q, "offset", 0, usize::MAX / 2)?,
+            ordered,
+            // PostHog's `limit or default`: 0 is the default.
+            limit: match count(q, "limit", DEFAULT_LIMIT, MAX_LIMIT)? {
+                0 => DEFAULT_LIMIT,
+                n => n,
+            },
+            offset: count(q, "offset", 0, MAX_OFFSET)?,
         })
+    }
+
+    /// The name of plain column `i` in the query: its own `AS` name (which
+    /// `orderBy` may use), else `__c{i}`.
+    fn output_name(&self, i: usize) -> String {
+        match self.plain.get(i).and_then(|p| p.alias.as_deref()) {
+            Some(a) => ast_ident(a),
+            None => format!("__c{i}"),
+        }
     }
 
     /// The HogQL of the query over the narrowed `events`
     /// ([`EventsQuerySpec::view_sql`]).
-    fn hogql(&self) -> String {
+    fn hogql(&self, limit: usize) -> String {
+        // Each piece in parentheses, as [`pieces`] asks.
         let select: Vec<String> = self
             .plain
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{} AS c{i}", p.text))
+            .map(|(i, p)| format!("({}) AS {}", p.text, self.output_name(i)))
             .collect();
         let aggregates = self.plain.iter().any(|p| p.aggregates);
-        let group: Vec<&str> = self
-            .plain
-            .iter()
-            .filter(|p| !p.aggregates)
-            .map(|p| p.text.as_str())
-            .collect();
+        // Each grouped expression once (DataFusion refuses a repeated one).
+        let mut group: Vec<String> = Vec::new();
+        for p in self.plain.iter().filter(|p| !p.aggregates) {
+            let g = format!("({})", p.text);
+            if !group.contains(&g) {
+                group.push(g);
+            }
+        }
         let (having, where_): (Vec<&Piece>, Vec<&Piece>) =
             self.conditions.iter().partition(|c| c.aggregates);
         let joined = |list: Vec<&Piece>| {
@@ -328,7 +370,7 @@ impl EventsQuerySpec {
                 .collect::<Vec<_>>()
                 .join(" AND ")
         };
-        let mut sql = format!("SELECT {} FROM events", select.join(", "));
+        let mut sql = format!("SELECT {} FROM {NARROWED} AS events", select.join(", "));
         if !where_.is_empty() {
             sql.push_str(&format!(" WHERE {}", joined(where_)));
         }
@@ -338,7 +380,7 @@ impl EventsQuerySpec {
         if !having.is_empty() {
             sql.push_str(&format!(" HAVING {}", joined(having)));
         }
-        let order = if !self.order.is_empty() {
+        let order = if self.ordered {
             self.order.clone()
         } else if self.asked.iter().any(|c| bare(c) == "count()") {
             vec!["count() DESC".into()]
@@ -348,7 +390,7 @@ impl EventsQuerySpec {
             vec!["timestamp DESC".into()]
         } else {
             match self.columns.first() {
-                Some(Column::Expr(i)) => vec![format!("c{i} ASC")],
+                Some(Column::Expr(i)) => vec![format!("{} ASC", self.output_name(*i))],
                 _ if !aggregates => vec!["timestamp DESC".into()],
                 _ => Vec::new(),
             }
@@ -358,7 +400,7 @@ impl EventsQuerySpec {
         }
         sql.push_str(&format!(
             " LIMIT {} OFFSET {}",
-            self.limit.saturating_add(1),
+            limit.saturating_add(1),
             self.offset
         ));
         sql
@@ -366,7 +408,7 @@ impl EventsQuerySpec {
 
     /// The events the query may read: its filters as a view of `events`
     /// (`e`), the person's distinct ids given.
-    fn view_sql(&self, columns: &[String], distinct_ids: Option<&[String]>) -> Result<String> {
+    fn view_sql(&self, columns: &[String], person: Option<Option<String>>) -> Result<String> {
         let mut filter = vec![format!("e.timestamp < {}", ts_lit(self.before))];
         if let Some(a) = self.after {
             filter.push(format!("e.timestamp > {}", ts_lit(a)));
@@ -375,13 +417,15 @@ impl EventsQuerySpec {
             let list: Vec<String> = self.events.iter().map(|e| lit(e)).collect();
             filter.push(format!("e.event IN ({})", list.join(", ")));
         }
-        if let Some(ids) = distinct_ids {
-            if ids.is_empty() {
-                filter.push("FALSE".into());
-            } else {
-                let list: Vec<String> = ids.iter().map(|d| lit(d)).collect();
-                filter.push(format!("e.distinct_id IN ({})", list.join(", ")));
-            }
+        match person {
+            None => {}
+            Some(None) => filter.push("FALSE".into()),
+            // The person's distinct ids, read in the query (however many).
+            Some(Some(uuid)) => filter.push(format!(
+                "e.distinct_id IN (SELECT ids.distinct_id FROM person_distinct_ids ids \
+                 WHERE ids.person_id = {})",
+                lit(&uuid)
+            )),
         }
         filter.push(props_sql(&self.props)?);
         // Person filters read the person owning the event's distinct id
@@ -404,6 +448,11 @@ impl EventsQuerySpec {
             filter.join(" AND ")
         ))
     }
+}
+
+/// `name` as a quoted identifier (its quotes doubled).
+fn ast_ident(name: &str) -> String {
+    datafusion::sql::sqlparser::ast::Ident::with_quote('"', name).to_string()
 }
 
 /// PostHog's display name of the event's person, in HogQL: the first of
@@ -442,11 +491,11 @@ pub async fn run(
     spec: &EventsQuerySpec,
     limits: &QueryLimits,
 ) -> Result<EventsAnswer> {
-    let ids = match &spec.person {
+    let person = match &spec.person {
         None => None,
         Some(key) => Some(match persons.get(project, key) {
-            Ok(p) => p.distinct_ids,
-            Err(elide_persons::PersonsError::NotFound(_)) => Vec::new(),
+            Ok(p) => Some(p.uuid.hyphenated().to_string()),
+            Err(elide_persons::PersonsError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         }),
     };
@@ -460,24 +509,27 @@ pub async fn run(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let view = ctx.sql(&spec.view_sql(&columns, ids.as_deref())?).await?;
-    ctx.deregister_table("events")?;
-    ctx.register_table("events", view.into_view())?;
+    let view = spec.view_sql(&columns, person)?;
+    // The server's own row cap holds too.
+    let limit = spec.limit.min(limits.max_rows.saturating_sub(1).max(1));
+    // What the answer holds beyond the rows' text (their properties as
+    // objects, the persons shown) is charged as it is built.
+    let held = elide_query::hold(&ctx.runtime_env().memory_pool, "events query answer", 0)?;
     let out: QueryOutput = crate::query::run_hogql_in(
         ctx,
         persons,
         project,
-        &spec.hogql(),
+        (&spec.hogql(limit), Some((NARROWED, &view))),
         &QueryLimits {
-            default_rows: spec.limit.saturating_add(1),
-            max_rows: spec.limit.saturating_add(1),
+            default_rows: limit.saturating_add(1),
+            max_rows: limit.saturating_add(1),
             ..limits.clone()
         },
     )
     .await?;
     let mut rows = out.results;
-    let has_more = rows.len() > spec.limit;
-    rows.truncate(spec.limit);
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
     // The persons of the distinct ids the special columns show.
     let mut wanted: Vec<String> = Vec::new();
     for c in &spec.columns {
@@ -492,7 +544,21 @@ pub async fn run(
     wanted.dedup();
     let mut found: BTreeMap<String, elide_persons::Person> = BTreeMap::new();
     for chunk in wanted.chunks(elide_persons::persons::MAX_LOOKUP) {
-        found.extend(persons.by_distinct_ids(project, chunk)?);
+        for (d, p) in persons.by_distinct_ids(project, chunk)? {
+            let bytes = serde_json::to_string(&p.properties).map_or(0, |t| 2 * t.len());
+            held.try_grow(bytes + d.len() + ENTRY_BYTES)?;
+            found.insert(d, p);
+        }
+    }
+    // A `*` cell's properties, as an object: about twice its text.
+    for c in &spec.columns {
+        if let Column::Star(i) = c {
+            let text: usize = rows
+                .iter()
+                .filter_map(|r| r.get(i + 2)?.as_str().map(str::len))
+                .sum();
+            held.try_grow(2 * text)?;
+        }
     }
     let types = spec
         .columns
@@ -521,7 +587,7 @@ pub async fn run(
         types,
         results,
         has_more,
-        limit: spec.limit,
+        limit,
         offset: spec.offset,
     })
 }

@@ -362,7 +362,8 @@ pub fn parse_instant(s: &str, now: DateTime<Utc>, what: &str) -> Result<DateTime
                 Some((i, _)) => rest.split_at(i),
                 None => (rest, ""),
             };
-            if unit.is_empty() || !matches!(position, "" | "Start" | "End") {
+            let known = matches!(unit, "h" | "d" | "w" | "q" | "M" | "s" | "m" | "y");
+            if !known || !matches!(position, "" | "Start" | "End") {
                 return invalid(format!("{what}: {s:?} is not a date (YYYY-MM-DD, an ISO 8601 time, or relative like -24h, -7d, -1w, -1m, -1dStart)"));
             }
             let n: i64 = match digits {
@@ -851,6 +852,77 @@ mod tests {
         let q = Params::new(vec![("filter_test_accounts".into(), "True".into())], None)
             .expect("params");
         assert!(entities(&q).is_err());
+    }
+
+    /// PostHog's `relative_date_parse` without truncation, as
+    /// `EventsQuery` reads `after` and `before`.
+    #[test]
+    fn instants_follow_posthog() {
+        let now = Utc
+            .with_ymd_and_hms(2024, 3, 31, 15, 20, 30)
+            .single()
+            .expect("now");
+        let at = |s: &str| {
+            parse_instant(s, now, "after")
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        };
+        assert_eq!(
+            at("-24h").as_deref().ok(),
+            Some("2024-03-30T15:20:30.000000Z")
+        );
+        assert_eq!(
+            at("-7d").as_deref().ok(),
+            Some("2024-03-24T15:20:30.000000Z")
+        );
+        assert_eq!(
+            at("-1dStart").as_deref().ok(),
+            Some("2024-03-30T00:00:00.000000Z")
+        );
+        assert_eq!(
+            at("-1dEnd").as_deref().ok(),
+            Some("2024-03-30T23:59:59.999999Z")
+        );
+        assert_eq!(
+            at("dStart").as_deref().ok(),
+            Some("2024-03-31T00:00:00.000000Z")
+        );
+        assert_eq!(
+            at("-1hStart").as_deref().ok(),
+            Some("2024-03-31T14:00:00.000000Z")
+        );
+        // A month before the 31st: February's last day, the time kept.
+        assert_eq!(
+            at("-1m").as_deref().ok(),
+            Some("2024-02-29T15:20:30.000000Z")
+        );
+        assert_eq!(
+            at("-1mStart").as_deref().ok(),
+            Some("2024-02-01T15:20:30.000000Z")
+        );
+        assert_eq!(
+            at("-1yStart").as_deref().ok(),
+            Some("2023-01-01T15:20:30.000000Z")
+        );
+        assert_eq!(
+            at("-1wStart").as_deref().ok(),
+            Some("2024-03-24T15:20:30.000000Z")
+        );
+        assert_eq!(
+            at("2024-01-05").as_deref().ok(),
+            Some("2024-01-05T00:00:00.000000Z")
+        );
+        for bad in [
+            "-5x",
+            "-1dStartX",
+            "é",
+            "-ééd",
+            "-99999999d",
+            "-99999y",
+            "",
+            "-",
+        ] {
+            assert!(at(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

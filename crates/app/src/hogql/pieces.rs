@@ -2,21 +2,27 @@
 //! them (`select`, `where` and `orderBy` are lists of expressions): each is
 //! parsed alone, as the only expression (or ordering) of a query that
 //! holds nothing else, with the same bounds as a whole query
-//! ([`super::parse_one`]), and given back as the parser prints it. A piece
-//! is therefore exactly one expression: text that would close it and go
-//! on (`x FROM t UNION SELECT y`, a second statement) is refused, and what
-//! a caller builds from the pieces parses to what each piece said.
+//! ([`super::parse_one`]), and given back as the parser prints it.
+//!
+//! Invariant: a piece is exactly one expression. The statement it was
+//! parsed in must print as nothing but that expression (so a clause the
+//! parser read after it, `INTO t`, `|> WHERE …`, is refused, not
+//! dropped), and the printed text must parse again to itself: a literal
+//! the parser prints without its escapes (`X'''…'`) would otherwise end
+//! early in the query a caller builds and let the rest of the piece out
+//! of its place. A caller puts each piece in parentheses.
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{self, Expr, SelectItem, SetExpr, Statement};
+use datafusion::sql::sqlparser::ast::{self, Expr, SelectItem, SetExpr, Statement, Visit, Visitor};
 
 use super::{parse_one, refused, MAX_QUERY_LEN};
-use crate::error::Result;
+use crate::error::{AppError, Result};
 use elide_query::sql_depth;
 
-/// HogQL's aggregate functions (lower case): a piece calling one
-/// aggregates (PostHog's `has_aggregation`).
+/// Aggregate functions (lower case): HogQL's and DataFusion's. A piece
+/// calling one outside a subquery aggregates (PostHog's
+/// `has_aggregation`).
 const AGGREGATES: &[&str] = &[
     "count",
     "countif",
@@ -32,8 +38,10 @@ const AGGREGATES: &[&str] = &[
     "uniq",
     "uniqexact",
     "uniqif",
+    "uniqexactif",
     "any",
     "anylast",
+    "any_value",
     "argmax",
     "argmin",
     "grouparray",
@@ -41,14 +49,48 @@ const AGGREGATES: &[&str] = &[
     "median",
     "quantile",
     "quantiles",
+    "quantileexact",
+    "quantiletdigest",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
     "stddevpop",
     "stddevsamp",
+    "var",
+    "var_pop",
+    "var_samp",
+    "variance",
     "varpop",
     "varsamp",
+    "covar",
+    "covar_pop",
+    "covar_samp",
+    "corr",
+    "approx_distinct",
+    "approx_median",
+    "approx_percentile_cont",
+    "approx_percentile_cont_with_weight",
+    "percentile_cont",
+    "first_value",
+    "last_value",
+    "nth_value",
     "array_agg",
     "string_agg",
     "bool_and",
     "bool_or",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "regr_slope",
+    "regr_intercept",
+    "regr_count",
+    "regr_r2",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_sxx",
+    "regr_syy",
+    "regr_sxy",
+    "grouping",
 ];
 
 /// One expression: its text as printed, and whether it aggregates.
@@ -56,7 +98,9 @@ const AGGREGATES: &[&str] = &[
 pub struct Piece {
     /// The expression, as the parser prints it (comments dropped).
     pub text: String,
-    /// Whether it calls an aggregate function.
+    /// Its `AS` name, if it has one (a column's only).
+    pub alias: Option<String>,
+    /// Whether it calls an aggregate function outside a subquery.
     pub aggregates: bool,
 }
 
@@ -68,7 +112,7 @@ fn query_of(sql: &str, what: &str) -> Result<Box<ast::Query>> {
     }
     // The error names the piece's list (`where: send one statement…`).
     let parsed = sql_depth::on_parse_stack(|| parse_one(sql)).map_err(|e| match e {
-        crate::error::AppError::InvalidQuery(m) => refused(format!("{what}: {m}")),
+        AppError::InvalidQuery(m) => refused(format!("{what}: {m}")),
         other => other,
     })?;
     match parsed {
@@ -77,73 +121,119 @@ fn query_of(sql: &str, what: &str) -> Result<Box<ast::Query>> {
     }
 }
 
-/// The only item of a `SELECT` that holds nothing else.
+/// The only item of `q`'s `SELECT`, if `q` prints as `SELECT <item>`
+/// and nothing else.
 fn only_item(q: &ast::Query) -> Option<&SelectItem> {
     let SetExpr::Select(s) = &*q.body else {
         return None;
     };
-    let bare = q.with.is_none()
-        && q.limit_clause.is_none()
-        && q.fetch.is_none()
-        && s.from.is_empty()
-        && s.selection.is_none()
-        && s.having.is_none()
-        && s.distinct.is_none()
-        && s.named_window.is_empty()
-        && s.qualify.is_none()
-        && matches!(&s.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
-    (bare && s.projection.len() == 1).then(|| &s.projection[0])
+    let item = match s.projection.as_slice() {
+        [item] => item,
+        _ => return None,
+    };
+    (q.to_string() == format!("SELECT {item}")).then_some(item)
 }
 
-/// `piece` as one HogQL expression (`what` names it in errors).
-pub fn expression(piece: &str, what: &str) -> Result<Piece> {
+/// `piece` once: its expression and alias.
+fn expression_once(piece: &str, what: &str) -> Result<(Expr, Option<ast::Ident>)> {
     let q = query_of(&format!("SELECT {piece}\n"), what)?;
-    if q.order_by.is_some() {
-        return Err(refused(format!("{what} {piece:?} is not one expression")));
-    }
     match only_item(&q) {
-        Some(SelectItem::UnnamedExpr(e)) => Ok(Piece {
-            text: e.to_string(),
-            aggregates: aggregates(e),
-        }),
-        Some(SelectItem::ExprWithAlias { expr, alias }) => Ok(Piece {
-            text: format!("{expr} AS {alias}"),
-            aggregates: aggregates(expr),
-        }),
+        Some(SelectItem::UnnamedExpr(e)) => Ok((e.clone(), None)),
+        Some(SelectItem::ExprWithAlias { expr, alias }) => Ok((expr.clone(), Some(alias.clone()))),
         _ => Err(refused(format!("{what} {piece:?} is not one expression"))),
     }
 }
 
+/// `piece` as one HogQL expression (`what` names it in errors).
+pub fn expression(piece: &str, what: &str) -> Result<Piece> {
+    let (e, alias) = expression_once(piece, what)?;
+    let text = e.to_string();
+    // The printed text parses to itself, alone.
+    match expression_once(&text, what) {
+        Ok((again, None)) if again.to_string() == text => {}
+        _ => {
+            return Err(refused(format!(
+                "{what} {piece:?} does not read back as the same expression (a literal Elide cannot quote: use '…' strings)"
+            )))
+        }
+    }
+    Ok(Piece {
+        text,
+        alias: alias.map(|a| a.value),
+        aggregates: aggregates(&e),
+    })
+}
+
 /// `piece` as one ordering (`expression [ASC|DESC]`).
 pub fn ordering(piece: &str, what: &str) -> Result<String> {
-    let q = query_of(&format!("SELECT 1 ORDER BY {piece}\n"), what)?;
-    let one = match &q.order_by {
-        Some(ast::OrderBy {
-            kind: ast::OrderByKind::Expressions(list),
-            interpolate: None,
-        }) if list.len() == 1 => Some(list[0].to_string()),
-        _ => None,
+    let once = |p: &str| -> Result<String> {
+        let q = query_of(&format!("SELECT 1 ORDER BY {p}\n"), what)?;
+        let one = match &q.order_by {
+            Some(ast::OrderBy {
+                kind: ast::OrderByKind::Expressions(list),
+                interpolate: None,
+            }) if list.len() == 1 => Some(list[0].to_string()),
+            _ => None,
+        };
+        match one {
+            Some(o) if q.to_string() == format!("SELECT 1 ORDER BY {o}") => Ok(o),
+            _ => Err(refused(format!("{what} {piece:?} is not one ordering"))),
+        }
     };
-    match (only_item(&q), one) {
-        (Some(SelectItem::UnnamedExpr(_)), Some(o)) => Ok(o),
-        _ => Err(refused(format!("{what} {piece:?} is not one ordering"))),
+    let text = once(piece)?;
+    match once(&text) {
+        Ok(again) if again == text => Ok(text),
+        _ => Err(refused(format!(
+            "{what} {piece:?} does not read back as the same ordering (a literal Elide cannot quote: use '…' strings)"
+        ))),
     }
 }
 
-/// Whether `e` calls an aggregate function (or counts with `count(*)`).
-fn aggregates(e: &Expr) -> bool {
-    let mut found = false;
-    let _ = ast::visit_expressions(e, |x| {
-        if let Expr::Function(f) = x {
-            let name = f.name.to_string().to_ascii_lowercase();
-            if AGGREGATES.contains(&name.as_str()) && f.over.is_none() {
-                found = true;
+/// Finds an aggregate call outside subqueries.
+struct Aggregates {
+    depth: usize,
+    found: bool,
+}
+
+impl Visitor for Aggregates {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
+        self.depth = self.depth.saturating_sub(1);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            let name = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_ascii_lowercase())
+                .unwrap_or_default();
+            if self.depth == 0 && f.over.is_none() && AGGREGATES.contains(&name.as_str()) {
+                self.found = true;
                 return ControlFlow::Break(());
             }
         }
         ControlFlow::Continue(())
-    });
-    found
+    }
+}
+
+/// Whether `e` calls an aggregate function outside a subquery.
+fn aggregates(e: &Expr) -> bool {
+    let mut v = Aggregates {
+        depth: 0,
+        found: false,
+    };
+    let _ = e.visit(&mut v);
+    v.found
 }
 
 #[cfg(test)]
@@ -164,8 +254,18 @@ mod tests {
         assert!(!p.aggregates);
         assert!(expression("count()", "select").expect("count").aggregates);
         assert!(
+            expression("\"count\"()", "select")
+                .expect("quoted")
+                .aggregates
+        );
+        assert!(
             expression("sumIf(1, event = 'a') + 1", "select")
                 .expect("sum")
+                .aggregates
+        );
+        assert!(
+            expression("stddev_pop(1)", "select")
+                .expect("df")
                 .aggregates
         );
         assert!(
@@ -173,10 +273,17 @@ mod tests {
                 .expect("a name")
                 .aggregates
         );
-        assert_eq!(
-            expression("event AS e", "select").expect("alias").text,
-            "event AS e"
+        // An aggregate inside a subquery does not make the piece one.
+        assert!(
+            !expression(
+                "distinct_id IN (SELECT distinct_id FROM events GROUP BY 1 HAVING count() > 1)",
+                "where"
+            )
+            .expect("a subquery")
+            .aggregates
         );
+        let e = expression("event AS e", "select").expect("alias");
+        assert_eq!((e.text.as_str(), e.alias.as_deref()), ("event", Some("e")));
         for bad in [
             "event FROM events UNION SELECT uuid",
             "1; DROP TABLE x",
@@ -185,6 +292,13 @@ mod tests {
             "",
             "event ORDER BY 1",
             "(",
+            "event INTO t",
+            "event LIMIT 1",
+            // Literals printed without their escapes: each would end
+            // early in a query built around it.
+            "X''' AS c0, properties AS c1 FROM persons --'",
+            "N'a'' FROM persons --'",
+            "B'a'' FROM persons --'",
         ] {
             assert!(expression(bad, "select").is_err(), "{bad:?}");
         }
@@ -193,11 +307,16 @@ mod tests {
             "timestamp DESC"
         );
         assert_eq!(ordering("count()", "orderBy").expect("plain"), "count()");
-        for bad in ["timestamp DESC, event", "1 LIMIT 5", "x) FROM t --"] {
+        for bad in [
+            "timestamp DESC, event",
+            "1 LIMIT 5",
+            "x) FROM t --",
+            "X''' DESC, 1 FROM persons --'",
+        ] {
             assert!(ordering(bad, "orderBy").is_err(), "{bad:?}");
         }
-        // Nesting past the bounds is refused before it is parsed deeply.
-        let deep = format!("{}1{}", "(".repeat(5000), ")".repeat(5000));
+        // Nesting past the bounds is refused.
+        let deep = vec!["1"; 3000].join(" + ");
         assert!(expression(&deep, "where").is_err());
     }
 }

@@ -147,7 +147,10 @@ async fn the_events_explorer() {
     let r = h
         .post(
             &url,
-            &events_query(json!({"select": ["event", "count()"], "where": ["count() > 0"]})),
+            &events_query(
+                json!({"select": ["event", "count()"], "where": ["count() > 0"],
+                "orderBy": ["count() DESC", "event"]}),
+            ),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -155,6 +158,32 @@ async fn the_events_explorer() {
         r.json["results"],
         json!([["$pageview", 2], ["$identify", 1], ["$screen", 1]])
     );
+    // The explorer's columns with a count: each grouped once (`*` and
+    // `event` both read `event`); an aggregate in a subquery is a plain
+    // condition.
+    let r = h
+        .post(
+            &url,
+            &events_query(json!({"select": ["*", "event", "person", "person_display_name", "count()"],
+                "where": ["distinct_id IN (SELECT distinct_id FROM events GROUP BY distinct_id HAVING count() > 1)"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // a's two events and b's one in the range (b has one before it):
+    // each event is its own group.
+    assert_eq!(count(&r), 3, "{}", r.text());
+    // An aliased column.
+    let r = h
+        .post(
+            &url,
+            &events_query(
+                json!({"select": ["event AS e", "count() AS n"], "orderBy": ["n DESC", "e"]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["columns"], json!(["event AS e", "count() AS n"]));
+    assert_eq!(r.json["results"][0], json!(["$pageview", 2]));
     // Pages.
     let r = h
         .post(
@@ -174,16 +203,17 @@ async fn the_events_explorer() {
         .map(|r| r[0].as_str().expect("event"))
         .collect();
     assert_eq!(events, ["$pageview", "$screen"]);
-    // Ordered by the display name, as the explorer sorts its Person column.
+    // Ordered by the display name, as the explorer sorts its Person
+    // column (by time, v's event would come first).
     let r = h
         .post(
             &url,
             &events_query(json!({"select": ["person_display_name -- Person"],
-                "orderBy": ["person_display_name -- Person DESC"], "event": "$pageview"})),
+                "orderBy": ["person_display_name -- Person ASC"], "event": "$pageview"})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json["results"][0][0]["display_name"], "v");
+    assert_eq!(r.json["results"][0][0]["display_name"], "a@example.com");
     // A deleted person's events are gone at once.
     let d = h
         .call(
@@ -211,6 +241,12 @@ async fn the_events_explorer() {
             json!({"select": ["event FROM events UNION SELECT 1"]}),
             "not one expression",
         ),
+        (
+            json!({"select": ["X''' AS c0, properties AS c1 FROM persons --'"]}),
+            "select",
+        ),
+        (json!({"where": ["event = 'a' AS named"]}), "no name"),
+        (json!({"dateRange": {"date_from": "-7d"}}), "dateRange"),
         (json!({"select": "event"}), "select must be a list"),
         (json!({"where": ["1; DROP TABLE events"]}), "where"),
         (json!({"orderBy": ["timestamp DESC, event"]}), "orderBy"),
