@@ -284,6 +284,17 @@ def serve_and_time(args, data: str, key: str) -> int:
                       "kind": "PathsQuery", "dateRange": {"date_from": "-7d"},
                       "pathsFilter": {"pathEndKey": "2_purchase"}}}}},
               show=lambda o: f"{len(o['results'])} persons")
+        explorer = ["*", "event", "person_display_name -- Person",
+                    "coalesce(properties.$current_url, properties.$screen_name) -- Url / Screen",
+                    "properties.$lib", "timestamp"]
+        for after in ["-24h", "all"]:
+            timed(f"EventsQuery, the explorer's columns, after {after}, 100 rows", "/api/projects/1/query/",
+                  {"query": {"kind": "EventsQuery", "select": explorer, "after": after,
+                             "orderBy": ["timestamp DESC"]}},
+                  show=lambda o: f"{len(o['results'])} rows, hasMore {o['hasMore']}")
+        timed("EventsQuery count() by event, 90 days", "/api/projects/1/query/",
+              {"query": {"kind": "EventsQuery", "select": ["event", "count()"], "after": "-90d"}},
+              show=lambda o: f"{len(o['results'])} rows")
         hogql = lambda text: {"query": {"kind": "HogQLQuery", "query": text}}
         timed("HogQL distinct persons by day, 90 days", "/api/projects/1/query/",
               hogql("select toDate(timestamp) as d, count(distinct person_id) from events "
