@@ -388,7 +388,10 @@ pub enum QueryResponse {
 }
 
 /// The answer of an `EventsQuery` (PostHog's `EventsQueryResponse`).
+/// Its schema allows no other field, so that an `ActorsQuery`'s answer
+/// (the same fields and more) is not one too.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EventsQueryAnswer {
     /// The columns as asked.
     pub columns: Vec<String>,
