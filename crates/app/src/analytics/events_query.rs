@@ -343,6 +343,61 @@ impl EventsQuerySpec {
         }
     }
 
+    /// The query's orderings: `orderBy`, else PostHog's default.
+    fn ordering(&self) -> Vec<String> {
+        let aggregates = self.plain.iter().any(|p| p.aggregates);
+        if self.ordered {
+            self.order.clone()
+        } else if self.asked.iter().any(|c| bare(c) == "count()") {
+            vec!["count() DESC".into()]
+        } else if let Some(a) = self.plain.iter().find(|p| p.aggregates) {
+            vec![format!("{} DESC", a.text)]
+        } else if self.asked.iter().any(|c| bare(c) == "timestamp") {
+            vec!["timestamp DESC".into()]
+        } else {
+            match self.columns.first() {
+                Some(Column::Expr(i)) => vec![format!("{} ASC", self.output_name(*i))],
+                _ if !aggregates => vec!["timestamp DESC".into()],
+                _ => Vec::new(),
+            }
+        }
+    }
+
+    /// When the rows come newest (or oldest) first and nothing
+    /// aggregates: the direction, and the comparison that keeps the
+    /// rows from the page's last on ([`EventsQuerySpec::threshold_hogql`]).
+    fn by_time(&self) -> Option<(&'static str, &'static str)> {
+        if self.plain.iter().any(|p| p.aggregates) || self.conditions.iter().any(|c| c.aggregates) {
+            return None;
+        }
+        match self.ordering().first().map(String::as_str) {
+            Some("timestamp DESC") => Some(("DESC", ">=")),
+            Some("timestamp ASC" | "timestamp") => Some(("ASC", "<=")),
+            _ => None,
+        }
+    }
+
+    /// The time of the last row a page of `limit` rows (and the one after
+    /// it, for `hasMore`) needs, found over the narrow `timestamp` alone:
+    /// PostHog's runner sorts the `uuid` first for the same reason, so
+    /// that the wide columns are read only for the rows kept.
+    fn threshold_hogql(&self, dir: &str, limit: usize) -> String {
+        let where_: Vec<String> = self
+            .conditions
+            .iter()
+            .map(|c| format!("({})", c.text))
+            .collect();
+        let mut sql = format!("SELECT CAST(timestamp AS BIGINT) AS t FROM {NARROWED} AS events");
+        if !where_.is_empty() {
+            sql.push_str(&format!(" WHERE {}", where_.join(" AND ")));
+        }
+        sql.push_str(&format!(
+            " ORDER BY timestamp {dir} LIMIT 1 OFFSET {}",
+            limit.saturating_add(self.offset)
+        ));
+        sql
+    }
+
     /// The HogQL of the query over the narrowed `events`
     /// ([`EventsQuerySpec::view_sql`]).
     fn hogql(&self, limit: usize) -> String {
@@ -380,21 +435,7 @@ impl EventsQuerySpec {
         if !having.is_empty() {
             sql.push_str(&format!(" HAVING {}", joined(having)));
         }
-        let order = if self.ordered {
-            self.order.clone()
-        } else if self.asked.iter().any(|c| bare(c) == "count()") {
-            vec!["count() DESC".into()]
-        } else if let Some(a) = self.plain.iter().find(|p| p.aggregates) {
-            vec![format!("{} DESC", a.text)]
-        } else if self.asked.iter().any(|c| bare(c) == "timestamp") {
-            vec!["timestamp DESC".into()]
-        } else {
-            match self.columns.first() {
-                Some(Column::Expr(i)) => vec![format!("{} ASC", self.output_name(*i))],
-                _ if !aggregates => vec!["timestamp DESC".into()],
-                _ => Vec::new(),
-            }
-        };
+        let order = self.ordering();
         if !order.is_empty() {
             sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
         }
@@ -509,9 +550,31 @@ pub async fn run(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let view = spec.view_sql(&columns, person)?;
+    let mut view = spec.view_sql(&columns, person)?;
     // The server's own row cap holds too.
     let limit = spec.limit.min(limits.max_rows.saturating_sub(1).max(1));
+    // Newest (or oldest) first: the rows from the page's last one on, by
+    // a first query over the times alone.
+    if let Some((dir, keep)) = spec.by_time() {
+        let first = session(persons, project, limits)?;
+        super::cohorts::register_for(&first, persons, project, spec.props.iter()).await?;
+        let t = crate::query::run_hogql_in(
+            first,
+            persons,
+            project,
+            (&spec.threshold_hogql(dir, limit), Some((NARROWED, &view))),
+            limits,
+        )
+        .await?;
+        if let Some(t) = t
+            .results
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Value::as_i64)
+        {
+            view.push_str(&format!(" AND e.timestamp {keep} {}", ts_lit(t)));
+        }
+    }
     // What the answer holds beyond the rows' text (their properties as
     // objects, the persons shown) is charged as it is built.
     let held = elide_query::hold(&ctx.runtime_env().memory_pool, "events query answer", 0)?;

@@ -203,6 +203,41 @@ async fn the_events_explorer() {
         .map(|r| r[0].as_str().expect("event"))
         .collect();
     assert_eq!(events, ["$pageview", "$screen"]);
+    // Pages by time, read from the page's last time on (three events at
+    // one instant, across page boundaries): the same rows as the HogQL
+    // of the whole range.
+    h.capture(json!([
+        {"event": "tie", "distinct_id": "t", "timestamp": "2024-01-05T10:00:00Z"},
+        {"event": "tie", "distinct_id": "t", "timestamp": "2024-01-05T10:00:00Z"},
+        {"event": "tie", "distinct_id": "t", "timestamp": "2024-01-05T10:00:00Z"},
+    ]))
+    .await;
+    for dir in ["DESC", "ASC"] {
+        let all = h
+            .hogql(&format!(
+                "select toString(uuid) from events where timestamp > '2024-01-01' and timestamp < '2024-02-01' \
+                 order by timestamp {dir}, toString(uuid)"
+            ))
+            .await;
+        for (limit, offset) in [(1, 0), (1, 1), (2, 1), (3, 2), (10, 0), (2, 6)] {
+            let r = h
+                .post(
+                    &url,
+                    &events_query(json!({"select": ["toString(uuid)"],
+                        "orderBy": [format!("timestamp {dir}"), "toString(uuid)"],
+                        "limit": limit, "offset": offset})),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let want: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
+            assert_eq!(r.json["results"], json!(want), "{dir} {limit} {offset}");
+            assert_eq!(
+                r.json["hasMore"],
+                json!(all.len() > offset + limit),
+                "{dir} {limit} {offset}"
+            );
+        }
+    }
     // Ordered by the display name, as the explorer sorts its Person
     // column (by time, v's event would come first).
     let r = h
