@@ -249,24 +249,7 @@ pub(super) async fn of_source(
             };
             // A breakdown value's cohort: PostHog's modal sends the value
             // as a list (of one: Elide breaks down by one property).
-            let value = match s.get("breakdown") {
-                None | Some(Value::Null) => None,
-                Some(Value::Array(list)) if list.len() == 1 && list[0].is_null() => {
-                    return Err(invalid(
-                        "breakdown",
-                        "a breakdown value is text (an unset value is \"\")",
-                    ))
-                }
-                Some(Value::Array(list)) if list.len() == 1 => text_of(&list[0]),
-                Some(Value::Array(list)) if list.is_empty() => None,
-                Some(Value::Array(_)) => {
-                    return Err(invalid(
-                        "breakdown",
-                        "one breakdown value (Elide breaks down by one property)",
-                    ))
-                }
-                Some(v) => text_of(v),
-            };
+            let value = breakdown_value(s)?;
             let inner = with_all_time(state, project, inner).await?;
             let spec = RetentionSpec::parse(&inner, Utc::now())?;
             let persons = state.app().persons().clone();
@@ -367,6 +350,26 @@ fn series_of(s: &Map<String, Value>) -> ApiResult<usize> {
     }
 }
 
+/// A point's `breakdown` value: text, or PostHog's list form of one
+/// value (its modal's; Elide breaks down by one property); none when
+/// absent, null or an empty list.
+fn breakdown_value(s: &Map<String, Value>) -> ApiResult<Option<String>> {
+    match s.get("breakdown") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(list)) if list.len() == 1 && list[0].is_null() => Err(invalid(
+            "breakdown",
+            "a breakdown value is text (an unset value is \"\")",
+        )),
+        Some(Value::Array(list)) if list.len() == 1 => Ok(text_of(&list[0])),
+        Some(Value::Array(list)) if list.is_empty() => Ok(None),
+        Some(Value::Array(_)) => Err(invalid(
+            "breakdown",
+            "one breakdown value (Elide breaks down by one property)",
+        )),
+        Some(v) => Ok(text_of(v)),
+    }
+}
+
 /// A value given as text or a number, as text.
 fn text_of(v: &Value) -> Option<String> {
     match v {
@@ -426,19 +429,7 @@ async fn of_trend(
             )
         }
     };
-    let breakdown = match s.get("breakdown") {
-        // PostHog's list form of a breakdown value: one value here.
-        Some(Value::Array(list)) if list.len() == 1 => text_of(&list[0]),
-        Some(Value::Array(list)) if list.is_empty() => None,
-        Some(Value::Array(_)) => {
-            return Err(invalid(
-                "breakdown",
-                "one breakdown value (Elide breaks down by one property)",
-            ))
-        }
-        Some(v) => text_of(v),
-        None => None,
-    };
+    let breakdown = breakdown_value(s)?;
     let point = Point {
         series: series_of(s)?,
         day,
