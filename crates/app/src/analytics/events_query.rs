@@ -30,6 +30,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use datafusion::execution::memory_pool::MemoryPool;
+use datafusion::prelude::SessionContext;
 use elide_persons::{Persons, SqliteMeta};
 use serde_json::{json, Map, Value};
 
@@ -205,6 +207,7 @@ impl EventsQuerySpec {
                 text: text.to_string(),
                 alias: None,
                 aggregates: false,
+                spans_rows: false,
             });
             plain.len() - 1
         };
@@ -363,11 +366,21 @@ impl EventsQuerySpec {
         }
     }
 
-    /// When the rows come newest (or oldest) first and nothing
-    /// aggregates: the direction, and the comparison that keeps the
-    /// rows from the page's last on ([`EventsQuerySpec::threshold_hogql`]).
+    /// When the rows come newest (or oldest) first, each row of the page
+    /// is an event of its own (nothing aggregates, no window or
+    /// set-returning call) and `timestamp` is the events' time (no
+    /// column is named so): the direction, and the comparison that keeps
+    /// the rows from the page's last on
+    /// ([`EventsQuerySpec::threshold_hogql`]).
     fn by_time(&self) -> Option<(&'static str, &'static str)> {
-        if self.plain.iter().any(|p| p.aggregates) || self.conditions.iter().any(|c| c.aggregates) {
+        let pieces = || self.plain.iter().chain(&self.conditions);
+        if pieces().any(|p| p.aggregates || p.spans_rows)
+            // ORDER BY reads an output name before a column.
+            || self
+                .plain
+                .iter()
+                .any(|p| p.alias.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("timestamp")))
+        {
             return None;
         }
         match self.ordering().first().map(String::as_str) {
@@ -540,8 +553,7 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         }),
     };
-    let ctx = session(persons, project, limits)?;
-    super::cohorts::register_for(&ctx, persons, project, spec.props.iter()).await?;
+    let ctx = cohort_session(persons, project, spec, limits).await?;
     let columns: Vec<String> = ctx
         .table("events")
         .await?
@@ -550,14 +562,15 @@ pub async fn run(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let mut view = spec.view_sql(&columns, person)?;
+    let view = spec.view_sql(&columns, person)?;
     // The server's own row cap holds too.
     let limit = spec.limit.min(limits.max_rows.saturating_sub(1).max(1));
+    let mut ctx = Some(ctx);
+    let mut page = None;
     // Newest (or oldest) first: the rows from the page's last one on, by
     // a first query over the times alone.
     if let Some((dir, keep)) = spec.by_time() {
-        let first = session(persons, project, limits)?;
-        super::cohorts::register_for(&first, persons, project, spec.props.iter()).await?;
+        let first = cohort_session(persons, project, spec, limits).await?;
         let t = crate::query::run_hogql_in(
             first,
             persons,
@@ -566,30 +579,39 @@ pub async fn run(
             limits,
         )
         .await?;
-        if let Some(t) = t
+        let t = t
             .results
             .first()
             .and_then(|r| r.first())
-            .and_then(Value::as_i64)
-        {
-            view.push_str(&format!(" AND e.timestamp {keep} {}", ts_lit(t)));
+            .and_then(Value::as_i64);
+        if let (Some(t), Some(ctx)) = (t, ctx.take()) {
+            let from_t = format!("{view} AND e.timestamp {keep} {}", ts_lit(t));
+            let (out, pool) =
+                read_page(ctx, persons, project, spec, &from_t, limit, limits).await?;
+            // The first query found a row after the page, so the page
+            // holds it too, unless the rows changed between the two (a
+            // deletion, a condition such as `rand()`): then the page is
+            // read again without the bound.
+            if out.results.len() > limit {
+                page = Some((out, pool));
+            } else {
+                tracing::debug!("events query: the rows changed after the page's bound was found");
+            }
         }
     }
+    let (out, pool) = match page {
+        Some(page) => page,
+        None => {
+            let ctx = match ctx.take() {
+                Some(ctx) => ctx,
+                None => cohort_session(persons, project, spec, limits).await?,
+            };
+            read_page(ctx, persons, project, spec, &view, limit, limits).await?
+        }
+    };
     // What the answer holds beyond the rows' text (their properties as
     // objects, the persons shown) is charged as it is built.
-    let held = elide_query::hold(&ctx.runtime_env().memory_pool, "events query answer", 0)?;
-    let out: QueryOutput = crate::query::run_hogql_in(
-        ctx,
-        persons,
-        project,
-        (&spec.hogql(limit), Some((NARROWED, &view))),
-        &QueryLimits {
-            default_rows: limit.saturating_add(1),
-            max_rows: limit.saturating_add(1),
-            ..limits.clone()
-        },
-    )
-    .await?;
+    let held = elide_query::hold(&pool, "events query answer", 0)?;
     let mut rows = out.results;
     let has_more = rows.len() > limit;
     rows.truncate(limit);
@@ -653,6 +675,46 @@ pub async fn run(
         limit,
         offset: spec.offset,
     })
+}
+
+/// A session of `project`'s rows with the cohorts `spec`'s filters name.
+async fn cohort_session(
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &EventsQuerySpec,
+    limits: &QueryLimits,
+) -> Result<SessionContext> {
+    let ctx = session(persons, project, limits)?;
+    super::cohorts::register_for(&ctx, persons, project, spec.props.iter()).await?;
+    Ok(ctx)
+}
+
+/// A page of `spec`'s rows (and the one after it, for `hasMore`) over
+/// `view`, in `ctx`; and the session's memory pool, which the answer is
+/// charged to as it is built.
+async fn read_page(
+    ctx: SessionContext,
+    persons: &Arc<Persons<SqliteMeta>>,
+    project: i64,
+    spec: &EventsQuerySpec,
+    view: &str,
+    limit: usize,
+    limits: &QueryLimits,
+) -> Result<(QueryOutput, Arc<dyn MemoryPool>)> {
+    let pool = Arc::clone(&ctx.runtime_env().memory_pool);
+    let out = crate::query::run_hogql_in(
+        ctx,
+        persons,
+        project,
+        (&spec.hogql(limit), Some((NARROWED, view))),
+        &QueryLimits {
+            default_rows: limit.saturating_add(1),
+            max_rows: limit.saturating_add(1),
+            ..limits.clone()
+        },
+    )
+    .await?;
+    Ok((out, pool))
 }
 
 /// Column `c` of plain row `r`, as PostHog's runner shows it.
@@ -728,5 +790,54 @@ fn shown(
             };
             json!({"display_name": name, "id": id, "distinct_id": d})
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(q: Value) -> EventsQuerySpec {
+        let q = q.as_object().cloned().unwrap_or_default();
+        EventsQuerySpec::parse(&q, Utc::now()).expect("a query")
+    }
+
+    #[test]
+    fn a_page_is_found_by_time_only_when_its_rows_are_events_of_their_own() {
+        // PostHog's default: newest first.
+        assert_eq!(
+            spec(json!({"kind": "EventsQuery"})).by_time(),
+            Some(("DESC", ">="))
+        );
+        let asc = spec(
+            json!({"kind": "EventsQuery", "select": ["event", "timestamp"],
+            "orderBy": ["timestamp ASC", "event"]}),
+        );
+        assert_eq!(asc.by_time(), Some(("ASC", "<=")));
+        for select in [
+            json!(["event", "count()"]),
+            // A window reads other rows than the page's.
+            json!(["event", "count() OVER () AS n"]),
+            json!(["event", "lag(event) OVER (ORDER BY timestamp)"]),
+            // A row may give none or several.
+            json!(["unnest(x)"]),
+            // `ORDER BY timestamp` would read this column.
+            json!(["event", "0 - toUnixTimestamp(timestamp) AS timestamp"]),
+        ] {
+            let s = spec(json!({"kind": "EventsQuery", "select": select,
+                "orderBy": ["timestamp DESC"]}));
+            assert_eq!(s.by_time(), None, "{select}");
+        }
+        let s = spec(json!({"kind": "EventsQuery", "select": ["event"],
+            "where": ["count() OVER () > 1"], "orderBy": ["timestamp DESC"]}));
+        assert_eq!(s.by_time(), None);
+        // The first query reads the time of the row after the page.
+        let s = spec(json!({"kind": "EventsQuery", "select": ["event"],
+            "where": ["event = 'a'"], "orderBy": ["timestamp DESC"], "offset": 5}));
+        let sql = s.threshold_hogql("DESC", 10);
+        assert!(
+            sql.ends_with("WHERE (event = 'a') ORDER BY timestamp DESC LIMIT 1 OFFSET 15"),
+            "{sql}"
+        );
     }
 }

@@ -102,6 +102,11 @@ pub struct Piece {
     pub alias: Option<String>,
     /// Whether it calls an aggregate function outside a subquery.
     pub aggregates: bool,
+    /// Whether, outside a subquery, it calls a window function (`… OVER
+    /// (…)`) or one that returns a set of rows (`unnest`, `arrayJoin`):
+    /// its rows then depend on other rows than its own, so a caller
+    /// cannot narrow the rows it reads by its own ordering first.
+    pub spans_rows: bool,
 }
 
 fn query_of(sql: &str, what: &str) -> Result<Box<ast::Query>> {
@@ -157,10 +162,12 @@ pub fn expression(piece: &str, what: &str) -> Result<Piece> {
             )))
         }
     }
+    let found = calls(&e);
     Ok(Piece {
         text,
         alias: alias.map(|a| a.value),
-        aggregates: aggregates(&e),
+        aggregates: found.aggregates,
+        spans_rows: found.spans_rows,
     })
 }
 
@@ -189,13 +196,19 @@ pub fn ordering(piece: &str, what: &str) -> Result<String> {
     }
 }
 
-/// Finds an aggregate call outside subqueries.
-struct Aggregates {
+/// Set-returning functions (lower case): a row of the input may give
+/// none or several rows.
+const SET_RETURNING: &[&str] = &["unnest", "arrayjoin", "array_join"];
+
+/// Finds aggregate, window and set-returning calls outside subqueries.
+#[derive(Default)]
+struct Calls {
     depth: usize,
-    found: bool,
+    aggregates: bool,
+    spans_rows: bool,
 }
 
-impl Visitor for Aggregates {
+impl Visitor for Calls {
     type Break = ();
 
     fn pre_visit_query(&mut self, _q: &ast::Query) -> ControlFlow<()> {
@@ -217,23 +230,23 @@ impl Visitor for Aggregates {
                 .and_then(|p| p.as_ident())
                 .map(|i| i.value.to_ascii_lowercase())
                 .unwrap_or_default();
-            if self.depth == 0 && f.over.is_none() && AGGREGATES.contains(&name.as_str()) {
-                self.found = true;
-                return ControlFlow::Break(());
+            if self.depth == 0 {
+                if f.over.is_some() || SET_RETURNING.contains(&name.as_str()) {
+                    self.spans_rows = true;
+                } else if AGGREGATES.contains(&name.as_str()) {
+                    self.aggregates = true;
+                }
             }
         }
         ControlFlow::Continue(())
     }
 }
 
-/// Whether `e` calls an aggregate function outside a subquery.
-fn aggregates(e: &Expr) -> bool {
-    let mut v = Aggregates {
-        depth: 0,
-        found: false,
-    };
+/// What `e` calls outside a subquery.
+fn calls(e: &Expr) -> Calls {
+    let mut v = Calls::default();
     let _ = e.visit(&mut v);
-    v.found
+    v
 }
 
 #[cfg(test)]

@@ -134,11 +134,37 @@ async fn the_persons_of_a_trends_point() {
     let r = h
         .post(
             &url,
-            &modal(q, json!({"day": "2020-01-01", "breakdown": "Chrome"})),
+            &modal(
+                q.clone(),
+                json!({"day": "2020-01-01", "breakdown": "Chrome"}),
+            ),
         )
         .await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.text());
     assert_eq!(emails(&r.json), [json!("a@x.io")]);
+    // The modal's list form of it, and a null in it (an unset value is "").
+    let r = h
+        .post(
+            &url,
+            &modal(
+                q.clone(),
+                json!({"day": "2020-01-01", "breakdown": ["Chrome"]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text());
+    assert_eq!(emails(&r.json), [json!("a@x.io")]);
+    let r = h
+        .post(
+            &url,
+            &modal(q, json!({"day": "2020-01-01", "breakdown": [null]})),
+        )
+        .await;
+    assert!(
+        r.envelope(400).contains("breakdown value is text"),
+        "{}",
+        r.text()
+    );
     // A total value: everyone of the range, by the default columns.
     let q = trends(json!({"trendsFilter": {"display": "BoldNumber"}}));
     let r = h

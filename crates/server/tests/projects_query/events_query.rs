@@ -238,6 +238,29 @@ async fn the_events_explorer() {
             );
         }
     }
+    // A window reads every row of the range, and ORDER BY timestamp
+    // reads a column named so: neither page is found by the events'
+    // times first.
+    let r = h
+        .post(
+            &url,
+            &events_query(json!({"select": ["event", "count(*) OVER () AS n"],
+                "orderBy": ["timestamp DESC"], "limit": 1})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["results"], json!([["tie", 7]]));
+    let r = h
+        .post(
+            &url,
+            &events_query(
+                json!({"select": ["event", "0 - toUnixTimestamp(timestamp) AS timestamp"],
+                "orderBy": ["timestamp DESC"], "limit": 1}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json["results"][0][0], "$identify", "{}", r.text());
     // Ordered by the display name, as the explorer sorts its Person
     // column (by time, v's event would come first).
     let r = h
