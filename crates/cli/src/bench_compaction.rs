@@ -2,9 +2,9 @@
 //! and moments apart, so that ratios compare like with like.
 //!
 //! 1. A plain arrow/parquet rewrite (read every column, filter the deleted
-//!    rows with a boolean mask, write with the same codec, fsync) of
-//!    project 1's parts that carry tombstones, then Elide's purge of the
-//!    same parts: throughput ratio = plain time / purge time (the purge
+//!    rows with a boolean mask, write with the parts' writer settings,
+//!    fsync) of project 1's parts that carry tombstones, then Elide's purge
+//!    of the same parts: throughput ratio = plain time / purge time (the purge
 //!    tasks' read, write and fsync, plus the commits that swap them in).
 //! 2. Query latency (a GROUP BY over every event) while a throttled purge
 //!    of the other projects runs on another thread, against idle: the
@@ -25,7 +25,6 @@ use arrow::compute::filter_record_batch;
 use elide_store::{CompactRequest, DeleteSpec, RequestStatus, Store, Table, TaskKind};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::bench::{median, ms, run_query};
@@ -139,7 +138,12 @@ fn amplification(t: &Tombstoned, rewritten: u64, dropped: u64) -> WriteAmplifica
 
 /// Read, mask-filter and write each of project `project`'s parts with
 /// deleted rows, as a user of arrow/parquet would without Elide.
-fn plain_rewrite(store: &Store, dir: &Path, project: i64) -> Result<(Duration, usize, u64)> {
+fn plain_rewrite(
+    store: &Store,
+    dir: &Path,
+    project: i64,
+    props: &WriterProperties,
+) -> Result<(Duration, usize, u64)> {
     let snap = store.snapshot()?;
     let root = snap
         .storage()
@@ -161,9 +165,6 @@ fn plain_rewrite(store: &Store, dir: &Path, project: i64) -> Result<(Duration, u
             ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(root.join(&p.path))?)?
                 .with_batch_size(64 * 1024)
                 .build()?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::LZ4_RAW)
-            .build();
         let out_path = out_dir.join(format!("{:016x}.parquet", p.id));
         let file = std::fs::File::create(&out_path)?;
         let mut w: Option<ArrowWriter<std::fs::File>> = None;
@@ -268,7 +269,8 @@ pub(crate) fn run(
     let spread_before = tombstoned(store, None)?;
 
     // 1. Plain rewrite vs purge, project 1.
-    let (plain, rewrite_parts, rewrite_bytes) = plain_rewrite(store, dir, 1)?;
+    let (plain, rewrite_parts, rewrite_bytes) =
+        plain_rewrite(store, dir, 1, &store.part_options().writer_properties())?;
     let r1 = purge(store, Some(1), None, None)?;
     let (bytes1, dropped1, purge_ms) = purged(&r1);
     if bytes1 != rewrite_bytes {

@@ -417,6 +417,11 @@ impl Store {
         &self.inner.policy
     }
 
+    /// How this store writes its parts.
+    pub fn part_options(&self) -> &crate::part::PartWriterOptions {
+        &self.inner.opts.part
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

@@ -96,6 +96,16 @@ pub struct PartWriterOptions {
     pub row_group_rows: usize,
 }
 
+impl PartWriterOptions {
+    /// The parquet writer's settings for a part written with these
+    /// options (codecs, encodings, statistics, bloom filters, row group
+    /// size): for a tool that writes files to compare with parts
+    /// (`elide bench`'s plain rewrite).
+    pub fn writer_properties(&self) -> WriterProperties {
+        writer_properties(self)
+    }
+}
+
 impl Default for PartWriterOptions {
     fn default() -> Self {
         PartWriterOptions {
