@@ -114,6 +114,8 @@ pub struct EventsQuerySpec {
     order: Vec<String>,
     /// Whether `orderBy` was given (`order` then replaces the default).
     ordered: bool,
+    /// Whether an ordering aggregates or reads other rows (a window).
+    order_spans_rows: bool,
     /// Rows of one page.
     pub limit: usize,
     /// Rows skipped first.
@@ -293,6 +295,7 @@ impl EventsQuerySpec {
         // PostHog's default ([`EventsQuerySpec::hogql`]).
         let ordered = q.get("orderBy").is_some_and(|v| !v.is_null());
         let mut order = Vec::new();
+        let mut order_spans_rows = false;
         for o in texts(q.get("orderBy"), "orderBy")? {
             // PostHog orders the display name (`person_display_name --
             // Person [ASC|DESC]`, the column as the explorer names it) by
@@ -313,7 +316,11 @@ impl EventsQuerySpec {
                     order.push(format!("{} {dir}", display_name_sql()));
                     order.push(format!("CAST(person_id AS VARCHAR) {dir}"));
                 }
-                None => order.push(pieces::ordering(&o, "orderBy")?),
+                None => {
+                    let o = pieces::ordering(&o, "orderBy")?;
+                    order_spans_rows |= o.aggregates || o.spans_rows;
+                    order.push(o.text);
+                }
             }
         }
         Ok(EventsQuerySpec {
@@ -328,6 +335,7 @@ impl EventsQuerySpec {
             after,
             order,
             ordered,
+            order_spans_rows,
             // PostHog's `limit or default`: 0 is the default.
             limit: match count(q, "limit", DEFAULT_LIMIT, MAX_LIMIT)? {
                 0 => DEFAULT_LIMIT,
@@ -368,13 +376,17 @@ impl EventsQuerySpec {
 
     /// When the rows come newest (or oldest) first, each row of the page
     /// is an event of its own (nothing aggregates, no window or
-    /// set-returning call) and `timestamp` is the events' time (no
-    /// column is named so): the direction, and the comparison that keeps
-    /// the rows from the page's last on
+    /// set-returning call), `timestamp` is the events' time (no column
+    /// is named so) and no piece reads the narrowed view itself (it is
+    /// narrowed further in the page's query): the direction, and the
+    /// comparison that keeps the rows from the page's last on
     /// ([`EventsQuerySpec::threshold_hogql`]).
     fn by_time(&self) -> Option<(&'static str, &'static str)> {
         let pieces = || self.plain.iter().chain(&self.conditions);
-        if pieces().any(|p| p.aggregates || p.spans_rows)
+        let names_view = |t: &str| t.to_ascii_lowercase().contains(NARROWED);
+        if self.order_spans_rows
+            || pieces().any(|p| p.aggregates || p.spans_rows || names_view(&p.text))
+            || self.order.iter().any(|o| names_view(o))
             // ORDER BY reads an output name before a column.
             || self
                 .plain
@@ -565,27 +577,29 @@ pub async fn run(
     let view = spec.view_sql(&columns, person)?;
     // The server's own row cap holds too.
     let limit = spec.limit.min(limits.max_rows.saturating_sub(1).max(1));
-    let mut ctx = Some(ctx);
-    let mut page = None;
     // Newest (or oldest) first: the rows from the page's last one on, by
     // a first query over the times alone.
-    if let Some((dir, keep)) = spec.by_time() {
-        let first = cohort_session(persons, project, spec, limits).await?;
-        let t = crate::query::run_hogql_in(
-            first,
-            persons,
-            project,
-            (&spec.threshold_hogql(dir, limit), Some((NARROWED, &view))),
-            limits,
-        )
-        .await?;
-        let t = t
-            .results
-            .first()
-            .and_then(|r| r.first())
-            .and_then(Value::as_i64);
-        if let (Some(t), Some(ctx)) = (t, ctx.take()) {
-            let from_t = format!("{view} AND e.timestamp {keep} {}", ts_lit(t));
+    let bound = match spec.by_time() {
+        None => None,
+        Some((dir, keep)) => {
+            let first = cohort_session(persons, project, spec, limits).await?;
+            let t = crate::query::run_hogql_in(
+                first,
+                persons,
+                project,
+                (&spec.threshold_hogql(dir, limit), Some((NARROWED, &view))),
+                limits,
+            )
+            .await?;
+            t.results
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Value::as_i64)
+                .map(|t| format!("{view} AND e.timestamp {keep} {}", ts_lit(t)))
+        }
+    };
+    let (out, pool) = match bound {
+        Some(from_t) => {
             let (out, pool) =
                 read_page(ctx, persons, project, spec, &from_t, limit, limits).await?;
             // The first query found a row after the page, so the page
@@ -593,21 +607,14 @@ pub async fn run(
             // deletion, a condition such as `rand()`): then the page is
             // read again without the bound.
             if out.results.len() > limit {
-                page = Some((out, pool));
+                (out, pool)
             } else {
                 tracing::debug!("events query: the rows changed after the page's bound was found");
+                let ctx = cohort_session(persons, project, spec, limits).await?;
+                read_page(ctx, persons, project, spec, &view, limit, limits).await?
             }
         }
-    }
-    let (out, pool) = match page {
-        Some(page) => page,
-        None => {
-            let ctx = match ctx.take() {
-                Some(ctx) => ctx,
-                None => cohort_session(persons, project, spec, limits).await?,
-            };
-            read_page(ctx, persons, project, spec, &view, limit, limits).await?
-        }
+        None => read_page(ctx, persons, project, spec, &view, limit, limits).await?,
     };
     // What the answer holds beyond the rows' text (their properties as
     // objects, the persons shown) is charged as it is built.
@@ -828,9 +835,16 @@ mod tests {
                 "orderBy": ["timestamp DESC"]}));
             assert_eq!(s.by_time(), None, "{select}");
         }
-        let s = spec(json!({"kind": "EventsQuery", "select": ["event"],
-            "where": ["count() OVER () > 1"], "orderBy": ["timestamp DESC"]}));
-        assert_eq!(s.by_time(), None);
+        for (key, piece) in [
+            ("where", "count() OVER () > 1"),
+            ("where", "(SELECT count() FROM __events_query_events) < 50"),
+            ("orderBy", "count() OVER (PARTITION BY event) DESC"),
+        ] {
+            let mut q = json!({"kind": "EventsQuery", "select": ["event"],
+                "where": [], "orderBy": ["timestamp DESC"]});
+            q[key].as_array_mut().expect("a list").push(json!(piece));
+            assert_eq!(spec(q).by_time(), None, "{piece}");
+        }
         // The first query reads the time of the row after the page.
         let s = spec(json!({"kind": "EventsQuery", "select": ["event"],
             "where": ["event = 'a'"], "orderBy": ["timestamp DESC"], "offset": 5}));

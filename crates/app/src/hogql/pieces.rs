@@ -171,25 +171,31 @@ pub fn expression(piece: &str, what: &str) -> Result<Piece> {
     })
 }
 
-/// `piece` as one ordering (`expression [ASC|DESC]`).
-pub fn ordering(piece: &str, what: &str) -> Result<String> {
-    let once = |p: &str| -> Result<String> {
+/// `piece` as one ordering (`expression [ASC|DESC]`): its text is the
+/// whole ordering, direction included.
+pub fn ordering(piece: &str, what: &str) -> Result<Piece> {
+    let once = |p: &str| -> Result<(String, Calls)> {
         let q = query_of(&format!("SELECT 1 ORDER BY {p}\n"), what)?;
         let one = match &q.order_by {
             Some(ast::OrderBy {
                 kind: ast::OrderByKind::Expressions(list),
                 interpolate: None,
-            }) if list.len() == 1 => Some(list[0].to_string()),
+            }) if list.len() == 1 => Some((list[0].to_string(), calls(&list[0].expr))),
             _ => None,
         };
         match one {
-            Some(o) if q.to_string() == format!("SELECT 1 ORDER BY {o}") => Ok(o),
+            Some((o, found)) if q.to_string() == format!("SELECT 1 ORDER BY {o}") => Ok((o, found)),
             _ => Err(refused(format!("{what} {piece:?} is not one ordering"))),
         }
     };
-    let text = once(piece)?;
+    let (text, found) = once(piece)?;
     match once(&text) {
-        Ok(again) if again == text => Ok(text),
+        Ok((again, _)) if again == text => Ok(Piece {
+            text,
+            alias: None,
+            aggregates: found.aggregates,
+            spans_rows: found.spans_rows,
+        }),
         _ => Err(refused(format!(
             "{what} {piece:?} does not read back as the same ordering (a literal Elide cannot quote: use '…' strings)"
         ))),
@@ -316,10 +322,13 @@ mod tests {
             assert!(expression(bad, "select").is_err(), "{bad:?}");
         }
         assert_eq!(
-            ordering("timestamp DESC", "orderBy").expect("desc"),
+            ordering("timestamp DESC", "orderBy").expect("desc").text,
             "timestamp DESC"
         );
-        assert_eq!(ordering("count()", "orderBy").expect("plain"), "count()");
+        let count = ordering("count()", "orderBy").expect("plain");
+        assert_eq!((count.text.as_str(), count.aggregates), ("count()", true));
+        let window = ordering("count() OVER (PARTITION BY event) DESC", "orderBy").expect("window");
+        assert!(window.spans_rows && !window.aggregates);
         for bad in [
             "timestamp DESC, event",
             "1 LIMIT 5",
