@@ -139,8 +139,10 @@ pub fn statement_too_deep(s: &DFStatement) -> bool {
 /// another:
 ///
 /// - sqlparser parses `POSITION`, `CEIL`, `FLOOR`, `OVERLAY`, `CAST`,
-///   `TRY_CAST`, `SAFE_CAST` and `CONVERT` by trying their special
-///   syntax (`POSITION(a IN b)`, `CEIL(x TO unit)`, …) and, when it
+///   `TRY_CAST`, `SAFE_CAST`, `CONVERT`, `TRY_CONVERT`, `SUBSTRING`,
+///   `SUBSTR`, `EXTRACT` and `CASE` by trying their special syntax
+///   (`POSITION(a IN b)`, `CEIL(x TO unit)`, `SUBSTRING(x FROM 1)`, …),
+///   which reads the first argument before it can fail, and, when it
 ///   fails, again as a plain call;
 /// - DataFusion simplifies `COALESCE` (and `IFNULL`, `NVL`, `NVL2`,
 ///   which are it) to a `CASE` that names its first argument twice.
@@ -152,7 +154,7 @@ pub fn statement_too_deep(s: &DFStatement) -> bool {
 pub const MAX_DOUBLING_CALLS: usize = 10;
 
 /// The words of [`MAX_DOUBLING_CALLS`].
-const DOUBLING: [&str; 12] = [
+const DOUBLING: [&str; 17] = [
     "POSITION",
     "CEIL",
     "FLOOR",
@@ -161,6 +163,11 @@ const DOUBLING: [&str; 12] = [
     "TRY_CAST",
     "SAFE_CAST",
     "CONVERT",
+    "TRY_CONVERT",
+    "SUBSTRING",
+    "SUBSTR",
+    "EXTRACT",
+    "CASE",
     "COALESCE",
     "IFNULL",
     "NVL",
@@ -203,8 +210,8 @@ pub fn doubling_call_depth(sql: &str) -> Option<usize> {
 /// The refusal of a statement past [`MAX_DOUBLING_CALLS`].
 pub fn doubling_calls_message() -> String {
     format!(
-        "the query nests POSITION, CEIL, FLOOR, OVERLAY, CAST, CONVERT, COALESCE, IFNULL or NVL \
-         calls more than {MAX_DOUBLING_CALLS} deep"
+        "the query nests POSITION, CEIL, FLOOR, OVERLAY, CAST, CONVERT, SUBSTRING, EXTRACT, \
+         CASE, COALESCE, IFNULL or NVL calls more than {MAX_DOUBLING_CALLS} deep"
     )
 }
 
@@ -253,8 +260,17 @@ mod tests {
         let ctx = SessionContext::new();
         let state = ctx.state();
         assert!(parse_checked(&state, &nest("position(", MAX_DOUBLING_CALLS)).is_ok());
-        let err = parse_checked(&state, &nest("position(", 40)).expect_err("refused");
-        assert!(err.to_string().contains("more than"), "{err}");
+        for f in [
+            "position(",
+            "substring(",
+            "substr(",
+            "extract(",
+            "case(",
+            "try_convert(",
+        ] {
+            let err = parse_checked(&state, &nest(f, 40)).expect_err("refused");
+            assert!(err.to_string().contains("more than"), "{f} {err}");
+        }
     }
 
     /// Chains of each kind at the limit parse; one level more, or tens of
