@@ -72,6 +72,15 @@ impl QueryDeadline {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+
+    /// [`Cancelled`] once [`QueryDeadline::passed`]: for work done
+    /// outside the plan (a fold of its rows) that must stop too.
+    pub fn check(&self) -> Result<()> {
+        if self.passed() {
+            return Err(cancelled(self));
+        }
+        Ok(())
+    }
 }
 
 /// The error of a query stopped by its [`QueryDeadline`].
@@ -191,9 +200,7 @@ impl ExecutionPlan for DeadlineExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if self.deadline.passed() {
-            return Err(cancelled(&self.deadline));
-        }
+        self.deadline.check()?;
         let input = self.input.execute(partition, context)?;
         let schema = input.schema();
         Ok(Box::pin(RecordBatchStreamAdapter::new(

@@ -20,7 +20,9 @@
 //!
 //! The answer is [`elide_app::query::QueryOutput`], served through its
 //! mirror [`QueryAnswer`] (same fields, same JSON), which gives the
-//! OpenAPI document its schema (`elide-app` does not depend on utoipa).
+//! OpenAPI document its schema (`elide-app` does not depend on utoipa);
+//! an `EventsQuery`'s `EventsAnswer` likewise through
+//! [`EventsQueryAnswer`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +71,19 @@ pub struct QueryAnswer {
     pub limit: usize,
     /// Always 0 (no paging of query results).
     pub offset: usize,
+}
+
+impl From<elide_app::analytics::events_query::EventsAnswer> for EventsQueryAnswer {
+    fn from(a: elide_app::analytics::events_query::EventsAnswer) -> Self {
+        EventsQueryAnswer {
+            columns: a.columns,
+            types: a.types,
+            results: a.results,
+            has_more: a.has_more,
+            limit: a.limit,
+            offset: a.offset,
+        }
+    }
 }
 
 impl From<QueryOutput> for QueryAnswer {
@@ -685,14 +700,7 @@ async fn query(
                         .map_err(user_sql_error)
                 })
                 .await?;
-                return Ok(Json(QueryResponse::Events(EventsQueryAnswer {
-                    columns: a.columns,
-                    types: a.types,
-                    results: a.results,
-                    has_more: a.has_more,
-                    limit: a.limit,
-                    offset: a.offset,
-                })));
+                return Ok(Json(QueryResponse::Events(a.into())));
             }
             _ => None,
         };

@@ -71,11 +71,6 @@ fn refused(msg: impl Into<String>) -> AppError {
 /// Parse `sql` and rewrite its HogQL forms. Anything but one query is
 /// refused.
 pub fn rewrite(sql: &str) -> Result<Rewritten> {
-    if sql.chars().count() > MAX_QUERY_LEN {
-        return Err(refused(format!(
-            "the query is longer than {MAX_QUERY_LEN} characters"
-        )));
-    }
     let statement = sql_depth::on_parse_stack(|| parse_one(sql))?;
     let Statement::Query(query) = statement else {
         return Err(refused(
@@ -113,6 +108,11 @@ pub fn rewrite(sql: &str) -> Result<Rewritten> {
 /// here, on the caller's stack (the parse stack, see [`sql_depth`]): a
 /// parse that fails half way drops what it built too.
 fn parse_one(sql: &str) -> Result<Statement> {
+    if sql.chars().count() > MAX_QUERY_LEN {
+        return Err(refused(format!(
+            "the query is longer than {MAX_QUERY_LEN} characters"
+        )));
+    }
     if sql_depth::doubling_call_depth(sql).is_some_and(|d| d > sql_depth::MAX_DOUBLING_CALLS) {
         return Err(refused(sql_depth::doubling_calls_message()));
     }

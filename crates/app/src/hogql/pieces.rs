@@ -16,7 +16,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{self, Expr, SelectItem, SetExpr, Statement, Visit, Visitor};
 
-use super::{parse_one, refused, MAX_QUERY_LEN};
+use super::{parse_one, refused};
 use crate::error::{AppError, Result};
 use elide_query::sql_depth;
 
@@ -110,11 +110,6 @@ pub struct Piece {
 }
 
 fn query_of(sql: &str, what: &str) -> Result<Box<ast::Query>> {
-    if sql.chars().count() > MAX_QUERY_LEN {
-        return Err(refused(format!(
-            "{what} is longer than {MAX_QUERY_LEN} characters"
-        )));
-    }
     // The error names the piece's list (`where: send one statement…`).
     let parsed = sql_depth::on_parse_stack(|| parse_one(sql)).map_err(|e| match e {
         AppError::InvalidQuery(m) => refused(format!("{what}: {m}")),

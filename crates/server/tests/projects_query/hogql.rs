@@ -169,8 +169,6 @@ async fn conditions_sum_as_ones_and_zeros() {
         .hogql("select position('l' in 'héllo') from events limit 1")
         .await;
     assert_eq!(rows, vec![json!([4])]);
-    // Nested calls stay one call each (a rewrite that repeated its
-    // arguments would grow as 3^depth).
     // Nested calls stay one call each, and nesting what sqlparser parses
     // twice is refused before the parse (each level doubled it).
     let nested = |n: usize| {

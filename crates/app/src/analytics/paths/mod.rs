@@ -556,11 +556,8 @@ async fn each_actor<S, T>(
                 // Cleaning rules can make a batch long: its deadline is
                 // looked at within it too.
                 if r % 1024 == 1023 {
-                    if let Some(d) = limits.deadline.as_ref().filter(|d| d.passed()) {
-                        return Err(datafusion::error::DataFusionError::External(Box::new(
-                            elide_query::deadline::Cancelled(d.timeout()),
-                        ))
-                        .into());
+                    if let Some(d) = &limits.deadline {
+                        d.check()?;
                     }
                 }
                 if actor.is_null(r) || ts.is_null(r) || event.is_null(r) {
