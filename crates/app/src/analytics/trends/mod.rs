@@ -640,13 +640,16 @@ impl TrendsSpec {
             // first time: it counts if any of them matches, as PostHog's
             // `min_timestamp = min_timestamp_with_condition`.
             Math::FirstTime { .. } => format!(
-                "SELECT {keys}, CAST(count(*) AS DOUBLE) AS n FROM \
-                 (SELECT actor, min(t) AS t0, min(CASE WHEN c THEN t END) AS t1, \
-                 min(period) AS period{} FROM ({rows}) r GROUP BY actor) a \
-                 WHERE t0 = t1 AND t0 >= {} {}",
-                // (Of simultaneous first events, a matching one's value.)
-                if bd.is_some() { ", first_value(bd ORDER BY t, c DESC NULLS LAST) AS bd" } else { "" },
-                self.from,
+                "SELECT {keys}, CAST(count(*) AS DOUBLE) AS n FROM {} {}",
+                self.first_times_from(
+                    &rows,
+                    // (Of simultaneous first events, a matching one's value.)
+                    if bd.is_some() {
+                        ", min(period) AS period, first_value(bd ORDER BY t, c DESC NULLS LAST) AS bd"
+                    } else {
+                        ", min(period) AS period"
+                    }
+                ),
                 by(&[])
             ),
             other => return invalid(format!("math {} is not computed over rows", other.as_str())),
@@ -679,12 +682,21 @@ impl TrendsSpec {
     /// t0)` (µs), for the persons of a point.
     pub(super) fn first_times_sql(&self, s: &Series) -> Result<String> {
         Ok(format!(
-            "SELECT actor, t0 FROM (SELECT actor, min(t) AS t0, \
-             min(CASE WHEN c THEN t END) AS t1 FROM ({}) r GROUP BY actor) a \
-             WHERE t0 = t1 AND t0 >= {}",
-            self.series_sql(s, None)?,
-            self.from
+            "SELECT actor, t0 FROM {}",
+            self.first_times_from(&self.series_sql(s, None)?, "")
         ))
+    }
+
+    /// Each actor of `rows` (`actor`, `t`, and `c`: whether the row
+    /// matches) with its first time `t0`, kept when that first event
+    /// matches and is in the range, as a table `a` to select from, with
+    /// `more` (`, <aggregate> AS <name>`…) per actor.
+    fn first_times_from(&self, rows: &str, more: &str) -> String {
+        format!(
+            "(SELECT actor, min(t) AS t0, min(CASE WHEN c THEN t END) AS t1{more} \
+             FROM ({rows}) r GROUP BY actor) a WHERE t0 = t1 AND t0 >= {}",
+            self.from
+        )
     }
 
     /// The keys of an aggregate, `period` and `bd` (`period` left out
